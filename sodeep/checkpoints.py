@@ -1,0 +1,155 @@
+"""Self-describing sorter checkpoints: a JSON-able config plus a ``state_dict``.
+
+A checkpoint is a dict ``{"format": "sodeep-sorter", "version": 1, "architecture": str,
+"config": dict, "state_dict": dict, "metadata": dict}`` written atomically (temporary file in the
+same folder, then ``os.replace``) and read with ``torch.load(..., weights_only=True)``, so loading
+never runs code from the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sodeep.sorters import SORTERS, OriginalCNNSorter, OriginalLSTMLargeSorter, Sorter, build_sorter
+
+CHECKPOINT_FORMAT = "sodeep-sorter"
+CHECKPOINT_VERSION = 1
+DEFAULT_SORTER_FILE = "conv_sorter.pt"
+
+
+class CheckpointError(ValueError):
+    """A file is not a usable sodeep sorter checkpoint (wrong kind, corrupt or mismatched)."""
+
+
+def atomic_torch_save(payload: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(payload, stream)
+        os.chmod(temporary, 0o644)  # mkstemp creates 0600; checkpoints are meant to be shared
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def sorter_payload(sorter: Sorter, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The checkpoint dict of ``sorter`` (weights moved to CPU)."""
+    config = sorter.config()
+    json.dumps(config)  # configs must stay plain JSON so checkpoints describe themselves
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "architecture": sorter.architecture,
+        "config": config,
+        "state_dict": {key: value.detach().cpu() for key, value in sorter.state_dict().items()},
+        "metadata": json.loads(json.dumps(metadata or {})),
+    }
+
+
+def save_sorter(sorter: Sorter, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``sorter`` as a self-describing checkpoint at ``path`` (atomically)."""
+    return atomic_torch_save(sorter_payload(sorter, metadata), path)
+
+
+def sorter_from_payload(payload: Any, source: str = "checkpoint") -> Sorter:
+    """Rebuild a sorter from a checkpoint dict, checking it against the architecture."""
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        kind = type(payload).__name__ if not isinstance(payload, dict) else f"dict with keys {sorted(payload)[:8]}"
+        raise CheckpointError(
+            f"{source} is not a sodeep sorter checkpoint (found {kind}). Lightning training "
+            "checkpoints are exported with `sodeep export`; original SoDeep/TSAN .pth.tar files "
+            "are imported with sodeep.checkpoints.import_original_checkpoint(..., trust_pickle=True)."
+        )
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{source} has checkpoint version {payload.get('version')}, expected {CHECKPOINT_VERSION}")
+    architecture = payload.get("architecture")
+    if architecture not in SORTERS:
+        raise CheckpointError(f"{source} names unknown architecture {architecture!r}; known: {sorted(SORTERS)}")
+    try:
+        sorter = build_sorter(architecture, **payload.get("config", {}))
+    except TypeError as error:
+        raise CheckpointError(f"{source} has a config that does not fit {architecture!r}: {error}") from error
+    try:
+        sorter.load_state_dict(payload["state_dict"])
+    except (RuntimeError, KeyError) as error:
+        raise CheckpointError(f"{source}: weights do not match architecture {architecture!r}: {error}") from error
+    sorter.checkpoint_metadata = payload.get("metadata", {})
+    return sorter.eval()
+
+
+def default_sorter_path() -> Path:
+    """Path of the shipped default sorter (``pretrained/conv_sorter.pt``)."""
+    try:
+        return Path(str(resources.files("sodeep.pretrained") / DEFAULT_SORTER_FILE))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "pretrained" / DEFAULT_SORTER_FILE
+
+
+def load_sorter(path: str | os.PathLike | None = None, map_location: str | torch.device = "cpu") -> Sorter:
+    """Load a sorter checkpoint; ``path=None`` loads the shipped default, offline.
+
+    The result is in eval mode.  Raises :class:`CheckpointError` (a ``ValueError``) for a file that
+    is missing, corrupt, of another kind, or whose weights do not fit its declared architecture.
+
+    Example:
+        >>> sorter = load_sorter()
+        >>> sorter(torch.tensor([3.0, 1.0, 2.0, 2.0])).detach()  # exact: [0.25, 1, 0.625, 0.625]
+        tensor([0.3306, 0.9184, 0.6255, 0.6255])
+    """
+    path = Path(path) if path is not None else default_sorter_path()
+    if not path.is_file():
+        raise CheckpointError(f"no sorter checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # corrupt zip, truncated file, or a pickle of arbitrary objects
+        raise CheckpointError(
+            f"{path} could not be read as a weights-only torch checkpoint ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}). If it is an original SoDeep/TSAN "
+            ".pth.tar, use import_original_checkpoint(path, trust_pickle=True)."
+        ) from error
+    return sorter_from_payload(payload, source=str(path))
+
+
+_ORIGINAL_ARCHITECTURES = {"cnn": OriginalCNNSorter, "lstmla": OriginalLSTMLargeSorter}
+
+
+def import_original_checkpoint(path: str | os.PathLike, *, trust_pickle: bool = False) -> Sorter:
+    """Import a sorter trained with the original SoDeep code (or TSAN's copy of it).
+
+    Those ``.pth.tar`` files pickle an ``argparse.Namespace`` (``args_dict``) next to the
+    ``state_dict``; unpickling can run arbitrary code, so it happens only with
+    ``trust_pickle=True``, for files you trust.  Supported ``model_type``: ``cnn``, ``lstmla``.
+    Save the result with :func:`save_sorter` to get a safe, self-describing checkpoint.
+    """
+    if not trust_pickle:
+        raise PermissionError(
+            f"importing {path} requires unpickling, which can execute code from the file; "
+            "pass trust_pickle=True only for a file you trust"
+        )
+    import argparse  # noqa: F401  (the pickle refers to argparse.Namespace)
+
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(payload, dict) or "state_dict" not in payload or "args_dict" not in payload:
+        raise CheckpointError(f"{path} is not an original SoDeep checkpoint (needs 'state_dict' and 'args_dict')")
+    arguments = payload["args_dict"]
+    model_type, length = getattr(arguments, "model_type", None), getattr(arguments, "seq_len", None)
+    if model_type not in _ORIGINAL_ARCHITECTURES:
+        raise CheckpointError(f"{path}: model_type {model_type!r} is not importable; supported: {sorted(_ORIGINAL_ARCHITECTURES)}")
+    sorter = _ORIGINAL_ARCHITECTURES[model_type](length=int(length))
+    try:
+        sorter.load_state_dict(payload["state_dict"])
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: weights do not match {model_type} at seq_len={length}: {error}") from error
+    return sorter.eval()

@@ -1,0 +1,120 @@
+"""Fidelity tables: how close a sorter's ranks are to the exact ranks, per family and per n."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from sodeep.metrics import mean_absolute_rank_error, rowwise_spearman
+from sodeep.sorters import Sorter
+from sodeep.synthetic import FAMILIES, generate_sequences, make_generator
+
+#: Lengths of the held-out fidelity table (the issue's targets are stated at these n).
+EVALUATION_LENGTHS = (2, 3, 5, 8, 16, 32, 64, 100, 128, 256)
+#: Held-out data come from seeds far from any training seed.
+HELD_OUT_SEED = 2_000_000_000
+
+
+@dataclass
+class FidelityRow:
+    family: str
+    length: int
+    l1: float
+    spearman: float
+    rank_error: float  # mean absolute error in positions
+
+
+def held_out_set(
+    lengths: Sequence[int] = EVALUATION_LENGTHS,
+    families: Sequence[str] = tuple(FAMILIES),
+    sequences_per_cell: int = 64,
+    seed: int = HELD_OUT_SEED,
+) -> list[tuple[str, int, torch.Tensor, torch.Tensor]]:
+    """Fixed ``(family, n, scores, ranks)`` cells, each ``(sequences_per_cell, n)``, natural scale."""
+    cells = []
+    for family_index, family in enumerate(families):
+        for length in lengths:
+            gen = make_generator(seed + 1000 * family_index + length)
+            scores, ranks, _ = generate_sequences(
+                sequences_per_cell, length, gen, families=[family], affine_probability=0.0
+            )
+            cells.append((family, length, scores, ranks))
+    return cells
+
+
+@torch.no_grad()
+def fidelity_table(
+    sorter: Sorter,
+    lengths: Sequence[int] = EVALUATION_LENGTHS,
+    families: Sequence[str] = tuple(FAMILIES),
+    sequences_per_cell: int = 64,
+    seed: int = HELD_OUT_SEED,
+) -> list[FidelityRow]:
+    """Evaluate ``sorter`` on :func:`held_out_set`; lengths outside its range are skipped."""
+    sorter = sorter.eval()
+    parameter = next(iter(sorter.parameters()), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    usable = [n for n in lengths if n >= sorter.min_length and (sorter.max_length is None or n <= sorter.max_length)]
+    rows = []
+    for family, length, scores, ranks in held_out_set(usable, families, sequences_per_cell, seed):
+        predicted = sorter(scores.to(device)).cpu()
+        rows.append(
+            FidelityRow(
+                family=family,
+                length=length,
+                l1=(predicted - ranks).abs().mean().item(),
+                spearman=torch.nanmean(rowwise_spearman(predicted, ranks)).item(),
+                rank_error=mean_absolute_rank_error(predicted, ranks).mean().item(),
+            )
+        )
+    return rows
+
+
+def _mean(values: list[float]) -> float:
+    finite = [value for value in values if not math.isnan(value)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def summarize(rows: list[FidelityRow], by: str) -> dict:
+    """Average rows grouped by ``"family"`` or ``"length"``: key -> {l1, spearman, rank_error}."""
+    groups: dict = {}
+    for row in rows:
+        groups.setdefault(getattr(row, by), []).append(row)
+    return {
+        key: {metric: _mean([getattr(row, metric) for row in group]) for metric in ("l1", "spearman", "rank_error")}
+        for key, group in groups.items()
+    }
+
+
+def format_fidelity_markdown(rows: list[FidelityRow], title: str = "") -> str:
+    """Two markdown tables: per family at every n (Spearman / rank error), and means per n."""
+    lengths = sorted({row.length for row in rows})
+    families = list(dict.fromkeys(row.family for row in rows))
+    cell = {(row.family, row.length): row for row in rows}
+    lines = [f"### {title}", ""] if title else []
+    lines.append("Spearman with the exact ranks / mean absolute rank error (positions):")
+    lines.append("")
+    lines.append("| family | " + " | ".join(f"n={n}" for n in lengths) + " |")
+    lines.append("|---|" + "---|" * len(lengths))
+    for family in families:
+        entries = []
+        for n in lengths:
+            row = cell.get((family, n))
+            entries.append("" if row is None else f"{row.spearman:.4f} / {row.rank_error:.2f}")
+        lines.append(f"| {family} | " + " | ".join(entries) + " |")
+    per_length = summarize(rows, "length")
+    lines.append(
+        "| **mean** | "
+        + " | ".join(f"**{per_length[n]['spearman']:.4f} / {per_length[n]['rank_error']:.2f}**" for n in lengths)
+        + " |"
+    )
+    lines.append("")
+    worst = min(per_length.values(), key=lambda metrics: metrics["spearman"])
+    lines.append(
+        f"Worst mean Spearman over n: {worst['spearman']:.4f}; "
+        f"worst cell: {min(rows, key=lambda row: row.spearman if not math.isnan(row.spearman) else 2).spearman:.4f}."
+    )
+    return "\n".join(lines)

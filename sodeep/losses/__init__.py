@@ -1,0 +1,59 @@
+"""Losses: rank-based (SoDeep), brain-age (Cheng et al. 2021), margin ranking and masked
+classification.  Each is an ``nn.Module`` over a pure function of the same name in lower case.
+
+Built-ins that already do the job are not re-wrapped: ``torch.nn.TripletMarginLoss`` for
+(anchor, positive, negative) embeddings, ``torch.nn.MarginRankingLoss`` for paired score vectors,
+``torch.nn.MultiLabelMarginLoss`` for index-format multi-label targets without masks.
+"""
+
+from sodeep.losses.age_difference import (
+    BRAIN_AGE_PRESETS,
+    AgeDifferenceLoss,
+    BrainAgeLoss,
+    BrainAgeLossPreset,
+    age_difference_loss,
+)
+from sodeep.losses.classification import sigmoid_cross_entropy
+from sodeep.losses.margin import (
+    MultiLabelHingeLoss,
+    MultiLabelRankingHingeLoss,
+    PairwiseMarginRankingLoss,
+    multilabel_hinge_loss,
+    multilabel_ranking_hinge_loss,
+    pairwise_margin_ranking_loss,
+)
+from sodeep.losses.rank import (
+    HardNegativeRankLoss,
+    MapRankLoss,
+    RecallRankLoss,
+    SpearmanLoss,
+    descending_normalized,
+    hard_negative_rank_loss,
+    map_rank_loss,
+    recall_rank_loss,
+    spearman_loss,
+)
+
+__all__ = [
+    "BRAIN_AGE_PRESETS",
+    "AgeDifferenceLoss",
+    "BrainAgeLoss",
+    "BrainAgeLossPreset",
+    "HardNegativeRankLoss",
+    "MapRankLoss",
+    "MultiLabelHingeLoss",
+    "MultiLabelRankingHingeLoss",
+    "PairwiseMarginRankingLoss",
+    "RecallRankLoss",
+    "SpearmanLoss",
+    "age_difference_loss",
+    "descending_normalized",
+    "hard_negative_rank_loss",
+    "map_rank_loss",
+    "multilabel_hinge_loss",
+    "multilabel_ranking_hinge_loss",
+    "pairwise_margin_ranking_loss",
+    "recall_rank_loss",
+    "sigmoid_cross_entropy",
+    "spearman_loss",
+]

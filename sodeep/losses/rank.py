@@ -1,0 +1,259 @@
+"""Rank-based losses of SoDeep (Engilberge et al., CVPR 2019): a frozen differentiable sorter
+turns scores into ranks, and the loss is a simple function of those ranks.
+
+Every loss takes a ``ranker``: a ``Sorter`` (default: the shipped one, :func:`sodeep.load_sorter`)
+or any callable mapping ``(B, n)`` scores to ranks in :func:`sodeep.rank`'s convention
+(descending, normalized by ``n``), e.g. ``PairwiseSigmoidSorter`` or a wrapped torchsort
+``soft_rank`` (see :func:`descending_normalized`).  The sorter is frozen: no gradient to its
+parameters, eval mode whatever the model's mode, and it moves with ``.to(device)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from sodeep.losses.validation import check_binary, check_rank, check_same_shape, check_tensor
+from sodeep.ranks import rank
+
+Ranker = Callable[[torch.Tensor], torch.Tensor]
+
+
+def descending_normalized(ascending_ranker: Ranker) -> Ranker:
+    """Adapt a ranker that returns ascending ranks in ``[1, n]`` (torchsort's ``soft_rank``,
+    most soft-sort libraries) to sodeep's convention: rank the negated scores, divide by ``n``."""
+
+    def ranker(scores: torch.Tensor) -> torch.Tensor:
+        return ascending_ranker(-scores) / scores.shape[-1]
+
+    return ranker
+
+
+class FrozenRankerMixin(nn.Module):
+    """Holds a ranker; a module ranker is frozen and kept in eval mode."""
+
+    def _set_ranker(self, ranker: Ranker | None) -> None:
+        if ranker is None:
+            from sodeep.checkpoints import load_sorter
+
+            ranker = load_sorter()
+        if isinstance(ranker, nn.Module):
+            ranker.requires_grad_(False)
+            ranker.eval()
+            self.ranker = ranker
+        elif callable(ranker):
+            self._plain_ranker = ranker
+        else:
+            raise TypeError(f"ranker must be a Sorter, an nn.Module or a callable, got {type(ranker).__name__}")
+
+    def rank(self, scores: torch.Tensor) -> torch.Tensor:
+        ranker = self.ranker if "ranker" in self._modules else self._plain_ranker
+        return ranker(scores)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if "ranker" in self._modules:
+            self.ranker.eval()
+        return self
+
+
+def _as_rows(values: torch.Tensor) -> torch.Tensor:
+    return values.unsqueeze(0) if values.dim() == 1 else values
+
+
+def spearman_loss(
+    predictions: torch.Tensor,
+    targets: torch.Tensor,
+    ranker: Ranker,
+    l1_weight: float = 0.0,
+) -> torch.Tensor:
+    """SoDeep's Spearman surrogate: ``MSE(ranker(predictions), rank(targets)) + l1_weight * L1``.
+
+    With exact normalized ranks and no ties, ``MSE = (1 - rho) * (n^2 - 1) / (6 n^2)``, where
+    ``rho`` is Spearman's correlation, so the loss is an affine function of ``1 - rho``.
+
+    Args:
+        predictions, targets: ``(n,)`` (one ranking over the batch) or ``(B, n)`` (rows ranked
+            independently), ``n >= 2``.
+        ranker: see the module docstring.
+        l1_weight: weight of ``L1(predictions, targets)``, an anchor on the raw values.
+
+    Returns:
+        A scalar.
+
+    Example:
+        >>> from sodeep.sorters import PairwiseSigmoidSorter
+        >>> sorter = PairwiseSigmoidSorter(temperature=1e-3)
+        >>> spearman_loss(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([10.0, 20.0, 30.0]), sorter)
+        tensor(0.)
+    """
+    check_tensor(predictions, "predictions")
+    check_tensor(targets, "targets")
+    check_same_shape(predictions, targets, "predictions and targets")
+    check_rank(predictions, "predictions", (1, 2), "(n,) or (B, n)")
+    if predictions.shape[-1] < 2:
+        raise ValueError(
+            f"ranking needs n >= 2 values per row, got shape {tuple(predictions.shape)} "
+            "(a batch of one has no ranking; drop_last=True avoids it)"
+        )
+    predicted_ranks = ranker(_as_rows(predictions))
+    target_ranks = rank(_as_rows(targets)).to(predicted_ranks.dtype)
+    loss = F.mse_loss(predicted_ranks, target_ranks)
+    if l1_weight:
+        loss = loss + l1_weight * F.l1_loss(predictions, targets)
+    return loss
+
+
+class SpearmanLoss(FrozenRankerMixin):
+    """Module form of :func:`spearman_loss` with a frozen ``sorter``.
+
+    Args:
+        sorter: a sorter or ranker callable; ``None`` loads the shipped sorter.
+        l1_weight: weight of the L1 anchor on raw values.
+
+    Example:
+        >>> from sodeep.sorters import PairwiseSigmoidSorter
+        >>> loss = SpearmanLoss(sorter=PairwiseSigmoidSorter(temperature=1e-3))
+        >>> loss(torch.tensor([3.0, 1.0, 2.0]), torch.tensor([1.0, 3.0, 2.0]))
+        tensor(0.2963)
+    """
+
+    def __init__(self, sorter: Ranker | None = None, l1_weight: float = 0.0) -> None:
+        super().__init__()
+        self._set_ranker(sorter)
+        self.l1_weight = float(l1_weight)
+
+    def forward(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return spearman_loss(predictions, targets, self.rank, self.l1_weight)
+
+
+def map_rank_loss(scores: torch.Tensor, labels: torch.Tensor, ranker: Ranker) -> torch.Tensor:
+    """Mean-average-precision surrogate (SoDeep's ``MapRankingLoss``): for every class, rank the
+    batch by that class's score and average the normalized ranks of its positives; average over
+    the classes that have at least one positive.  Lower is better (positives ranked first).
+
+    Args:
+        scores: ``(B, C)`` multi-label scores, ``B >= 2``.
+        labels: ``(B, C)`` in {0, 1}.
+
+    Returns:
+        A scalar; 0 (in the graph) if no class has a positive.
+    """
+    check_tensor(scores, "scores")
+    check_rank(scores, "scores", (2,), "(B, C)")
+    check_binary(labels)
+    check_same_shape(scores, labels, "scores and labels")
+    if scores.shape[0] < 2:
+        raise ValueError(f"scores must have a batch of at least 2 to rank, got shape {tuple(scores.shape)}")
+    ranks = ranker(scores.t())  # (C, B): each class ranks the batch
+    positives = labels.t().to(ranks.dtype)
+    count = positives.sum(-1)
+    mean_positive_rank = (ranks * positives).sum(-1) / count.clamp_min(1)
+    present = (count > 0).to(ranks.dtype)
+    return (mean_positive_rank * present).sum() / present.sum().clamp_min(1)
+
+
+class MapRankLoss(FrozenRankerMixin):
+    """Module form of :func:`map_rank_loss`."""
+
+    def __init__(self, sorter: Ranker | None = None) -> None:
+        super().__init__()
+        self._set_ranker(sorter)
+
+    def forward(self, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return map_rank_loss(scores, labels, self.rank)
+
+
+def _check_square(scores: torch.Tensor) -> None:
+    check_tensor(scores, "scores")
+    check_rank(scores, "scores", (2,), "(N, N) with positives on the diagonal")
+    if scores.shape[0] != scores.shape[1] or scores.shape[0] < 2:
+        raise ValueError(f"scores must be square (N, N) with N >= 2, got shape {tuple(scores.shape)}")
+
+
+def recall_rank_loss(scores: torch.Tensor, ranker: Ranker) -> torch.Tensor:
+    """Recall surrogate (SoDeep's ``RankLoss``) for cross-modal retrieval: the mean normalized
+    rank of each positive (the diagonal of ``scores``) in its row and in its column.
+
+    Args:
+        scores: ``(N, N)``, ``scores[i, j]`` = similarity of query ``i`` and item ``j``.
+
+    Returns:
+        A scalar in ``[1/N, 1]``; ``1/N`` when every positive is ranked first both ways.
+    """
+    _check_square(scores)
+    row_ranks = ranker(scores).diagonal()
+    column_ranks = ranker(scores.t()).diagonal()
+    return 0.5 * (row_ranks.mean() + column_ranks.mean())
+
+
+class RecallRankLoss(FrozenRankerMixin):
+    """Module form of :func:`recall_rank_loss`."""
+
+    def __init__(self, sorter: Ranker | None = None) -> None:
+        super().__init__()
+        self._set_ranker(sorter)
+
+    def forward(self, scores: torch.Tensor) -> torch.Tensor:
+        return recall_rank_loss(scores, self.rank)
+
+
+def hard_negative_rank_loss(
+    scores: torch.Tensor, ranker: Ranker, margin: float | None = None, hard_negatives: int = 1
+) -> torch.Tensor:
+    """Hard-negative loss in the rank domain (SoDeep's ``RankHardLoss``), both directions.
+
+    In each row (and each column) the positive's rank should beat the ranks of the
+    ``hard_negatives`` best-ranked negatives by ``margin``:
+    ``sum max(0, margin + rank(positive) - rank(hard negative))``, averaged over rows, columns
+    and hard negatives.
+
+    Args:
+        scores: ``(N, N)`` with positives on the diagonal.
+        margin: in normalized rank units; ``None`` means one position, ``1/N``.
+        hard_negatives: how many of the best-ranked negatives to use, ``1 <= k < N``.
+    """
+    _check_square(scores)
+    size = scores.shape[0]
+    if not 1 <= hard_negatives < size:
+        raise ValueError(f"hard_negatives must be in [1, {size - 1}] for N={size}, got {hard_negatives}")
+    margin = 1.0 / size if margin is None else float(margin)
+    losses = []
+    eye = torch.eye(size, dtype=torch.bool, device=scores.device)
+    for oriented in (scores, scores.t()):
+        ranks = ranker(oriented)
+        positive = ranks.diagonal().unsqueeze(-1)
+        # Exclude the positive itself: push it past every negative before picking the smallest.
+        negative_ranks = ranks.masked_fill(eye, float("inf"))
+        hardest = negative_ranks.topk(hard_negatives, dim=-1, largest=False).values
+        losses.append(torch.clamp(margin + positive - hardest, min=0).mean())
+    return 0.5 * (losses[0] + losses[1])
+
+
+class HardNegativeRankLoss(FrozenRankerMixin):
+    """Module form of :func:`hard_negative_rank_loss`."""
+
+    def __init__(self, sorter: Ranker | None = None, margin: float | None = None, hard_negatives: int = 1) -> None:
+        super().__init__()
+        self._set_ranker(sorter)
+        self.margin = margin
+        self.hard_negatives = int(hard_negatives)
+
+    def forward(self, scores: torch.Tensor) -> torch.Tensor:
+        return hard_negative_rank_loss(scores, self.rank, self.margin, self.hard_negatives)
+
+
+__all__ = [
+    "HardNegativeRankLoss",
+    "MapRankLoss",
+    "RecallRankLoss",
+    "SpearmanLoss",
+    "descending_normalized",
+    "hard_negative_rank_loss",
+    "map_rank_loss",
+    "recall_rank_loss",
+    "spearman_loss",
+]

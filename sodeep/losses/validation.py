@@ -1,0 +1,32 @@
+"""Input checks shared by the losses: clear errors that name the argument and the shape seen."""
+
+from __future__ import annotations
+
+import torch
+
+
+def check_tensor(value, name: str, *, floating: bool = True) -> None:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if floating and not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
+    if value.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(value.shape)})")
+    if value.is_floating_point() and not torch.isfinite(value).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+
+
+def check_same_shape(first: torch.Tensor, second: torch.Tensor, names: str) -> None:
+    if first.shape != second.shape:
+        raise ValueError(f"{names} must have the same shape, got {tuple(first.shape)} and {tuple(second.shape)}")
+
+
+def check_binary(labels: torch.Tensor, name: str = "labels") -> None:
+    check_tensor(labels, name, floating=False)
+    if not ((labels == 0) | (labels == 1)).all():
+        raise ValueError(f"{name} must contain only 0 and 1, found values {labels.unique()[:8].tolist()}")
+
+
+def check_rank(value: torch.Tensor, name: str, dims: tuple[int, ...], meaning: str) -> None:
+    if value.dim() not in dims:
+        raise ValueError(f"{name} must have shape {meaning}, got shape {tuple(value.shape)}")

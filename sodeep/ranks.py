@@ -1,0 +1,102 @@
+"""Exact (non-differentiable) ranks and the rank convention used everywhere in sodeep.
+
+The convention
+--------------
+SoDeep (Engilberge et al., CVPR 2019) regresses *normalized descending ranks*: along the ranked
+dimension of length ``n``, the largest value gets rank ``1`` and the smallest gets rank ``n``;
+normalized ranks divide by ``n``, so they lie in ``[1/n, 1]``.  Ties get the average of the
+positions they occupy (``scipy.stats.rankdata(method="average")``).  Every sorter in
+:mod:`sodeep.sorters` returns ranks in this convention, and every loss compares against it.
+:data:`DEFAULT_RANK_CONVENTION` names it in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+TieMethod = Literal["average", "min", "max", "dense", "ordinal"]
+TIE_METHODS: tuple[str, ...] = ("average", "min", "max", "dense", "ordinal")
+
+#: The convention every sorter and loss uses: descending, normalized, average ties.
+DEFAULT_RANK_CONVENTION = {"descending": True, "ties": "average", "normalized": True}
+
+
+@torch.no_grad()
+def rank(
+    x: torch.Tensor,
+    dim: int = -1,
+    *,
+    descending: bool = True,
+    ties: TieMethod = "average",
+    normalized: bool = True,
+) -> torch.Tensor:
+    """Exact ranks of ``x`` along ``dim``, tie-aware, on the input's device.
+
+    Args:
+        x: tensor of any shape with at least one dimension; ``x.shape[dim] = n >= 1``.
+        dim: dimension to rank along.
+        descending: if ``True`` (SoDeep's convention) the largest value gets rank 1.
+        ties: ``"average"``, ``"min"``, ``"max"``, ``"dense"`` or ``"ordinal"``, as in
+            ``scipy.stats.rankdata`` (``"ordinal"`` breaks ties by position).
+        normalized: divide by ``n`` so ranks lie in ``[1/n, 1]``.
+
+    Returns:
+        Tensor of the same shape as ``x``; floating dtype of ``x`` (float32 for integer input).
+        No gradient flows through it.
+
+    Example:
+        >>> rank(torch.tensor([0.5, 2.0, -1.0, 2.0]))
+        tensor([0.7500, 0.3750, 1.0000, 0.3750])
+        >>> rank(torch.tensor([0.5, 2.0, -1.0, 2.0]), descending=False, ties="min", normalized=False)
+        tensor([2., 3., 1., 3.])
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() == 0:
+        raise ValueError("x must have at least one dimension, got a 0-d tensor")
+    if ties not in TIE_METHODS:
+        raise ValueError(f"ties must be one of {TIE_METHODS}, got {ties!r}")
+    if x.is_complex():
+        raise TypeError("x must be real, got a complex tensor")
+    if x.is_floating_point() and torch.isnan(x).any():
+        raise ValueError("x contains NaN; ranks of NaN are undefined")
+    out_dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
+
+    moved = x.movedim(dim, -1)
+    n = moved.shape[-1]
+    if n == 0:
+        return torch.empty_like(moved, dtype=out_dtype).movedim(-1, dim)
+    # A stable ascending sort gives each element its ordinal position; for descending ranks we
+    # sort the negated values so equal elements keep their original order (ordinal ties by position).
+    key = -moved if descending else moved
+    if key.dtype == torch.bool:
+        key = key.to(torch.uint8)
+    sorted_key, order = torch.sort(key, dim=-1, stable=True)
+    positions = torch.arange(1, n + 1, device=x.device, dtype=out_dtype).expand_as(sorted_key)
+
+    if ties == "ordinal":
+        sorted_ranks = positions
+    else:
+        starts_group = torch.ones_like(sorted_key, dtype=torch.bool)
+        starts_group[..., 1:] = sorted_key[..., 1:] != sorted_key[..., :-1]
+        group_id = torch.cumsum(starts_group.to(torch.long), dim=-1) - 1
+        if ties == "dense":
+            sorted_ranks = (group_id + 1).to(out_dtype)
+        else:
+            # First and last position of each tie group, gathered back to its members.
+            group_first = torch.zeros_like(positions).scatter_reduce(
+                -1, group_id, positions, reduce="amin", include_self=False
+            )
+            group_last = torch.zeros_like(positions).scatter_reduce(
+                -1, group_id, positions, reduce="amax", include_self=False
+            )
+            first = group_first.gather(-1, group_id)
+            last = group_last.gather(-1, group_id)
+            sorted_ranks = {"min": first, "max": last, "average": (first + last) / 2}[ties]
+
+    ranks = torch.empty_like(sorted_ranks).scatter_(-1, order, sorted_ranks)
+    if normalized:
+        ranks = ranks / n
+    return ranks.movedim(-1, dim)

@@ -1,0 +1,117 @@
+"""Reductions: turn per-element losses and weights into a scalar (or keep them).
+
+A loss computes per-element values; a reducer, passed in or named, turns them into what the
+training loop needs.  A weight is broadcast to the per-element loss; a 0/1 mask is a weight, so
+"update only the labels a sample knows about" is ``weight=mask``.
+
+===========================  ======================================================
+``"none"``                   ``w * l`` (same shape as the broadcast loss)
+``"sum"``                    ``sum(w * l)``
+``"mean"``                   ``sum(w * l) / numel``
+``"weighted_mean"``          ``sum(w * l) / sum(w)``
+``"nonzero_weighted_mean"``  ``sum(w * l) / count(w != 0)`` (TensorFlow's SUM_BY_NONZERO_WEIGHTS)
+===========================  ======================================================
+
+With every weight zero, the weighted means return 0, still connected to the graph, so
+``backward()`` works and yields zero gradients (never NaN).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _broadcast(loss: torch.Tensor, weight: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    if weight is None:
+        return loss, torch.ones_like(loss)
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"weight must be a tensor or None, got {type(weight).__name__}")
+    try:
+        shape = torch.broadcast_shapes(loss.shape, weight.shape)
+    except RuntimeError as error:
+        raise ValueError(f"weight of shape {tuple(weight.shape)} does not broadcast to the loss shape {tuple(loss.shape)}") from error
+    if shape != loss.shape:
+        raise ValueError(f"weight of shape {tuple(weight.shape)} would enlarge the loss of shape {tuple(loss.shape)} to {tuple(shape)}")
+    weight = weight.to(loss.dtype)
+    if not torch.isfinite(weight).all() or (weight < 0).any():
+        raise ValueError("weight must be finite and non-negative")
+    return loss, weight.expand_as(loss)
+
+
+class Reducer(nn.Module):
+    """Base class: ``forward(loss, weight=None)`` -> reduced tensor."""
+
+    name = ""
+
+    def forward(self, loss: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        loss, weight = _broadcast(loss, weight)
+        return self.reduce(loss * weight, weight)
+
+    def reduce(self, weighted: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+class NoReduction(Reducer):
+    name = "none"
+
+    def reduce(self, weighted: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return weighted
+
+
+class SumReduction(Reducer):
+    name = "sum"
+
+    def reduce(self, weighted: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return weighted.sum()
+
+
+class MeanReduction(Reducer):
+    name = "mean"
+
+    def reduce(self, weighted: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return weighted.sum() / max(weighted.numel(), 1)
+
+
+class WeightedMeanReduction(Reducer):
+    name = "weighted_mean"
+
+    def reduce(self, weighted: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        total = weight.sum()
+        # Dividing by max(total, tiny) keeps an all-zero weight at 0 and in the graph.
+        return weighted.sum() / torch.where(total > 0, total, torch.ones_like(total))
+
+
+class NonzeroWeightedMeanReduction(Reducer):
+    name = "nonzero_weighted_mean"
+
+    def reduce(self, weighted: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        present = (weight != 0).sum().to(weighted.dtype)
+        return weighted.sum() / torch.where(present > 0, present, torch.ones_like(present))
+
+
+#: Reduction name -> reducer class.
+REDUCTIONS: dict[str, type[Reducer]] = {
+    cls.name: cls
+    for cls in (NoReduction, SumReduction, MeanReduction, WeightedMeanReduction, NonzeroWeightedMeanReduction)
+}
+
+
+def get_reducer(reduction: str | Reducer) -> Reducer:
+    """A reducer from its name (see :data:`REDUCTIONS`) or the reducer itself."""
+    if isinstance(reduction, Reducer):
+        return reduction
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {sorted(REDUCTIONS)} or a Reducer, got {reduction!r}")
+    return REDUCTIONS[reduction]()
+
+
+def reduce_loss(loss: torch.Tensor, weight: torch.Tensor | None = None, reduction: str | Reducer = "mean") -> torch.Tensor:
+    """Reduce a per-element ``loss`` with an optional broadcastable ``weight``.
+
+    Example:
+        >>> loss = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+        >>> reduce_loss(loss, torch.tensor([[1.0, 0.0], [1.0, 0.0]]), "nonzero_weighted_mean")
+        tensor(2.)
+    """
+    return get_reducer(reduction)(loss, weight)

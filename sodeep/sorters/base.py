@@ -1,0 +1,75 @@
+"""The interface every sorter implements: scores ``(n,)`` or ``(B, n)`` -> ranks, same shape.
+
+Ranks follow :data:`sodeep.ranks.DEFAULT_RANK_CONVENTION` (descending, normalized by ``n``, ties
+averaged), so any sorter can stand in for another inside a loss.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+
+def check_scores(scores: Any, *, min_length: int, max_length: int | None, name: str = "scores") -> None:
+    """Raise a ``TypeError``/``ValueError`` naming ``name`` unless ``scores`` is a finite real
+    tensor of shape ``(n,)`` or ``(B, n)`` with ``B >= 1`` and ``min_length <= n <= max_length``."""
+    if not isinstance(scores, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(scores).__name__}")
+    if not scores.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {scores.dtype}")
+    if scores.dim() not in (1, 2):
+        raise ValueError(f"{name} must have shape (n,) or (B, n), got shape {tuple(scores.shape)}")
+    if scores.dim() == 2 and scores.shape[0] == 0:
+        raise ValueError(f"{name} has an empty batch: shape {tuple(scores.shape)}")
+    n = scores.shape[-1]
+    if n < min_length or (max_length is not None and n > max_length):
+        upper = "any n" if max_length is None else f"n <= {max_length} (its capacity)"
+        raise ValueError(
+            f"{name} has length n={n} (shape {tuple(scores.shape)}); this sorter accepts "
+            f"n >= {min_length} and {upper}"
+        )
+    if not torch.isfinite(scores).all():
+        raise ValueError(f"{name} contains NaN or infinite values; ranks of non-finite scores are undefined")
+
+
+class Sorter(nn.Module):
+    """Base class of differentiable sorters.
+
+    Subclasses implement :meth:`rank_rows` on a ``(B, n)`` tensor and :meth:`config`, a JSON-able
+    dict from which ``type(self)(**config)`` rebuilds the architecture (used by checkpoints).
+
+    Class attributes say what a sorter guarantees: ``permutation_equivariant`` (permuting the input
+    permutes the output the same way) and ``affine_invariant`` (``a * x + b`` with ``a > 0`` gives
+    the same ranks).
+    """
+
+    architecture: ClassVar[str] = ""
+    permutation_equivariant: ClassVar[bool] = False
+    affine_invariant: ClassVar[bool] = False
+    min_length: int = 2
+    max_length: int | None = None
+
+    def forward(self, scores: torch.Tensor) -> torch.Tensor:
+        """Ranks of ``scores`` along the last dimension.
+
+        Args:
+            scores: ``(n,)`` or ``(B, n)``, finite, floating point, ``min_length <= n <= max_length``.
+
+        Returns:
+            Approximate normalized descending ranks in ``[1/n, 1]`` (roughly), same shape and dtype.
+        """
+        check_scores(scores, min_length=self.min_length, max_length=self.max_length)
+        if scores.dim() == 1:
+            return self.rank_rows(scores.unsqueeze(0)).squeeze(0)
+        return self.rank_rows(scores)
+
+    def rank_rows(self, scores: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{key}={value!r}" for key, value in self.config().items())

@@ -1,0 +1,62 @@
+"""The exact pairwise-sigmoid sorter: no training, one temperature."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from sodeep.sorters.base import Sorter
+
+
+def pairwise_sigmoid_rank(scores: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Soft descending ranks from all pairwise comparisons, normalized by ``n``.
+
+    ``rank_i = (1/2 + sum_j sigmoid((x_j - x_i) / (temperature * std(x)))) / n``, where the sum
+    includes ``j = i`` (which contributes 1/2), so ties get average ranks and, as ``temperature``
+    goes to 0, the result converges to :func:`sodeep.rank`.  The row's standard deviation is
+    treated as a constant (no gradient), which makes the sorter invariant to positive affine maps.
+    This is the ``exa`` sorter of SoDeep (Engilberge et al., CVPR 2019), vectorized over the batch.
+
+    Args:
+        scores: ``(..., n)``.
+        temperature: ``> 0``, in units of the row's standard deviation.
+
+    Returns:
+        ``(..., n)``, same dtype and device.
+
+    Example:
+        >>> pairwise_sigmoid_rank(torch.tensor([[0.0, 3.0, 1.0]]), temperature=1e-3)
+        tensor([[1.0000, 0.3333, 0.6667]])
+    """
+    n = scores.shape[-1]
+    with torch.no_grad():
+        spread = scores.std(dim=-1, keepdim=True) if n > 1 else torch.ones_like(scores[..., :1])
+        # A constant row has no spread; any positive scale gives the right (all-tied) answer.
+        spread = torch.where(spread > 0, spread, torch.ones_like(spread))
+        inverse_scale = (1.0 / (temperature * spread)).unsqueeze(-1)
+    differences = scores.unsqueeze(-2) - scores.unsqueeze(-1)  # [..., i, j] = x_j - x_i
+    return (0.5 + torch.sigmoid(differences * inverse_scale).sum(-1)) / n
+
+
+class PairwiseSigmoidSorter(Sorter):
+    """Untrained sorter: :func:`pairwise_sigmoid_rank` with a fixed ``temperature``.
+
+    Permutation-equivariant and affine-invariant; any ``n >= 2``; memory grows as ``B * n^2``.
+    """
+
+    architecture = "pairwise_sigmoid"
+    permutation_equivariant = True
+    affine_invariant = True
+
+    def __init__(self, temperature: float = 0.01) -> None:
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
+
+    def rank_rows(self, scores: torch.Tensor) -> torch.Tensor:
+        return pairwise_sigmoid_rank(scores, self.temperature)
+
+    def config(self) -> dict[str, Any]:
+        return {"temperature": self.temperature}
