@@ -25,6 +25,7 @@ DEFAULT_PRETRAIN_CONFIG: dict[str, Any] = {
     "warmup_steps": 100,
     "seed": 0,
     "validation_every": 500,
+    "checkpoint_every": 100,
     "validation_sequences": 32,
     "out": "runs/pretrain",
     "wandb": "offline",
@@ -126,7 +127,7 @@ def command_pretrain(arguments: argparse.Namespace) -> int:
         val_check_interval=min(config["validation_every"], config["steps"]),
         check_val_every_n_epoch=None,
         logger=make_loggers(out, config["wandb"], out.name, config),
-        callbacks=[ModelCheckpoint(dirpath=checkpoints, save_last=True, every_n_train_steps=min(100, config["steps"]), save_top_k=0)],
+        callbacks=[ModelCheckpoint(dirpath=checkpoints, save_last=True, every_n_train_steps=min(config["checkpoint_every"], config["steps"]), save_top_k=0)],
         plugins=[AtomicCheckpointIO()],
         accelerator="auto",
         devices=1,
@@ -199,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--learning-rate", dest="learning_rate", type=float)
     pretrain.add_argument("--seed", type=int)
     pretrain.add_argument("--validation-every", dest="validation_every", type=int)
+    pretrain.add_argument("--checkpoint-every", dest="checkpoint_every", type=int, help="steps between resumable checkpoints")
     pretrain.add_argument("--out", help="output directory (checkpoints, CSV and W&B logs, sorter.pt)")
     pretrain.add_argument("--wandb", choices=["offline", "online", "disabled"], help="default offline: nothing sent")
     pretrain.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")

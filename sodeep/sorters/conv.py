@@ -26,7 +26,8 @@ the ranks always sum to ``(n + 1) / 2``).
 
 Sorting computes the temperatures, which carry no gradient, and lets the pairwise sum be banded:
 each element is compared softly with its ``band`` nearest neighbours on either side in sorted
-order and exactly (0, 1/2 or 1) with the rest, whose sigmoids are saturated at these temperatures.
+order and exactly (0, 1/2 or 1) with the rest, whose sigmoids are nearly saturated at these
+temperatures.
 Gradients reach the scores through the banded sigmoids alone; the cost is ``O(n log n + n band)``.  Everything is scale-free, so the sorter is invariant to
 positive affine maps of its input, and one set of weights serves every ``2 <= n <= capacity``.
 """
@@ -84,7 +85,8 @@ class ConvSorter(Sorter):
         depth: number of hidden layers.
         band: compare each element softly with its ``band`` nearest neighbours on each side in
             sorted order and exactly with the rest (``None``: softly with all, ``O(n^2)``).  The
-            model card's ablation shows the default band changes nothing but the cost.
+            band moves single ranks by a fraction of a position (more inside large tie groups,
+            where it is closer to the exact rank than all pairs are); the model card compares.
 
     Shapes: ``(n,)`` or ``(B, n)`` -> same shape, ``2 <= n <= capacity``.
 

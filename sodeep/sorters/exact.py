@@ -9,7 +9,7 @@ import torch
 from sodeep.sorters.base import Sorter
 
 
-def pairwise_sigmoid_rank(scores: torch.Tensor, temperature: float) -> torch.Tensor:
+def pairwise_sigmoid_rank(scores: torch.Tensor, temperature: float, scale: torch.Tensor | None = None) -> torch.Tensor:
     """Soft descending ranks from all pairwise comparisons, normalized by ``n``.
 
     ``rank_i = (1/2 + sum_j sigmoid((x_j - x_i) / (temperature * std(x)))) / n``, where the sum
@@ -21,6 +21,7 @@ def pairwise_sigmoid_rank(scores: torch.Tensor, temperature: float) -> torch.Ten
     Args:
         scores: ``(..., n)``.
         temperature: ``> 0``, in units of the row's standard deviation.
+        scale: use this ``(..., 1)`` scale instead of the row's standard deviation.
 
     Returns:
         ``(..., n)``, same dtype and device.
@@ -31,7 +32,10 @@ def pairwise_sigmoid_rank(scores: torch.Tensor, temperature: float) -> torch.Ten
     """
     n = scores.shape[-1]
     with torch.no_grad():
-        spread = scores.std(dim=-1, keepdim=True) if n > 1 else torch.ones_like(scores[..., :1])
+        if scale is not None:
+            spread = scale.expand_as(scores[..., :1])
+        else:
+            spread = scores.std(dim=-1, keepdim=True) if n > 1 else torch.ones_like(scores[..., :1])
         # A constant row has no spread; any positive scale gives the right (all-tied) answer.
         spread = torch.where(spread > 0, spread, torch.ones_like(spread))
         inverse_scale = (1.0 / (temperature * spread)).unsqueeze(-1)

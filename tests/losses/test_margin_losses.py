@@ -1,0 +1,141 @@
+import pytest
+import torch
+
+from sodeep.losses import (
+    MultiLabelHingeLoss,
+    MultiLabelRankingHingeLoss,
+    PairwiseMarginRankingLoss,
+    multilabel_hinge_loss,
+    pairwise_margin_ranking_loss,
+    sigmoid_cross_entropy,
+)
+from sodeep.reducers import REDUCTIONS, reduce_loss
+
+
+def slow_pairwise(scores, labels, mask, margin, hard_negatives=None):
+    losses = []
+    for b in range(scores.shape[0]):
+        negatives = [j for j in range(scores.shape[1]) if labels[b, j] == 0 and mask[b, j]]
+        if hard_negatives is not None:
+            negatives = sorted(negatives, key=lambda j: -scores[b, j].item())[:hard_negatives]
+        for i in range(scores.shape[1]):
+            if labels[b, i] == 1 and mask[b, i]:
+                for j in negatives:
+                    losses.append(torch.clamp(margin - (scores[b, i] - scores[b, j]), min=0))
+    return torch.stack(losses).mean()
+
+
+@pytest.mark.parametrize("hard_negatives", [None, 1, 3])
+def test_pairwise_margin_equals_double_loop(hard_negatives):
+    scores = torch.randn(5, 12, dtype=torch.float64)
+    labels = (torch.rand(5, 12) < 0.3).long()
+    labels[:, 0] = 1
+    mask = torch.rand(5, 12) < 0.8
+    mask[:, 0] = True
+    ours = pairwise_margin_ranking_loss(scores, labels, mask, margin=0.5, hard_negatives=hard_negatives)
+    torch.testing.assert_close(ours, slow_pairwise(scores, labels, mask, 0.5, hard_negatives))
+
+
+def test_pairwise_margin_equals_margin_ranking_loss_on_plain_vectors():
+    positives, negatives = torch.randn(4), torch.randn(7)
+    scores = torch.cat([positives, negatives]).unsqueeze(0)
+    labels = torch.cat([torch.ones(4), torch.zeros(7)]).long().unsqueeze(0)
+    reference = torch.nn.MarginRankingLoss(margin=0.3)(
+        positives.repeat_interleave(7), negatives.repeat(4), torch.ones(28)
+    )
+    torch.testing.assert_close(PairwiseMarginRankingLoss(margin=0.3)(scores, labels), reference)
+
+
+def test_pairwise_margin_no_valid_pair_is_zero_and_differentiable():
+    scores = torch.randn(2, 5, requires_grad=True)
+    loss = pairwise_margin_ranking_loss(scores, torch.zeros(2, 5, dtype=torch.long))
+    loss.backward()
+    assert loss.item() == 0 and torch.equal(scores.grad, torch.zeros(2, 5))
+
+
+def test_multilabel_hinge_per_label_margins_and_mask():
+    scores, labels = torch.randn(6, 4), (torch.rand(6, 4) < 0.5).long()
+    margins = torch.tensor([0.5, 1.0, 1.5, 2.0])
+    mask = (torch.rand(6, 4) < 0.7).float()
+    expected_elements = torch.where(labels == 1, torch.clamp(margins - scores, min=0), torch.clamp(margins + scores, min=0))
+    ours = multilabel_hinge_loss(scores, labels, margins, weight=mask, reduction="weighted_mean")
+    torch.testing.assert_close(ours, (expected_elements * mask).sum() / mask.sum())
+
+
+def test_adaptive_margins_move_outside_the_graph_and_stay_clipped():
+    loss = MultiLabelHingeLoss(3, margin=1.0, adaptive=True, margin_range=(0.5, 1.5), momentum=0.0)
+    scores = torch.tensor([[5.0, 0.0, 0.0], [5.0, 0.0, 0.0]], requires_grad=True)
+    labels = torch.ones(2, 3, dtype=torch.long)
+    value = loss(scores, labels)
+    value.backward()
+    # Label 0 is easy (loss 0), labels 1 and 2 are hard: their margins widen, label 0's narrows.
+    assert loss.margin[0] == 0.5 and loss.margin[1] == loss.margin[2] == 1.5
+    assert not loss.margin.requires_grad
+    loss.eval()
+    before = loss.margin.clone()
+    loss(scores, labels)
+    assert torch.equal(before, loss.margin)  # no update in eval mode
+
+
+def test_ranking_hinge_equals_multilabel_margin_loss():
+    scores = torch.randn(5, 6)
+    labels = (torch.rand(5, 6) < 0.4).long()
+    labels[:, 1] = 1
+    index_targets = torch.full((5, 6), -1, dtype=torch.long)
+    for b in range(5):
+        positives = labels[b].nonzero().squeeze(-1)
+        index_targets[b, : len(positives)] = positives
+    reference = torch.nn.MultiLabelMarginLoss()(scores, index_targets)
+    torch.testing.assert_close(MultiLabelRankingHingeLoss()(scores, labels), reference)
+
+
+def tf_sigmoid_cross_entropy_reference(labels, logits, weights):
+    """TensorFlow's v1 formula, written out: max(x, 0) - x z + log(1 + exp(-|x|)), then
+    SUM_BY_NONZERO_WEIGHTS over weights broadcast to the loss."""
+    losses = torch.clamp(logits, min=0) - logits * labels + torch.log1p(torch.exp(-logits.abs()))
+    weights = weights.expand_as(losses)
+    present = (weights != 0).sum()
+    return (losses * weights).sum() / present if present > 0 else torch.zeros(())
+
+
+@pytest.mark.parametrize("weight_shape", [(8, 5), (8, 1), (1, 5)])
+def test_masked_sigmoid_cross_entropy_matches_tensorflow_formula(weight_shape):
+    logits, labels = 3 * torch.randn(8, 5, dtype=torch.float64), (torch.rand(8, 5) < 0.5).double()
+    mask = (torch.rand(weight_shape) < 0.6).double()
+    torch.testing.assert_close(
+        sigmoid_cross_entropy(logits, labels, weight=mask), tf_sigmoid_cross_entropy_reference(labels, logits, mask)
+    )
+
+
+def test_all_zero_weights_give_zero_connected_to_the_graph():
+    logits = torch.randn(4, 3, requires_grad=True)
+    for reduction in ("weighted_mean", "nonzero_weighted_mean"):
+        loss = sigmoid_cross_entropy(logits, torch.ones(4, 3), weight=torch.zeros(4, 3), reduction=reduction)
+        loss.backward()
+        assert loss.item() == 0 and not torch.isnan(logits.grad).any()
+
+
+def test_reductions_against_explicit_formulas():
+    loss, weight = torch.rand(4, 3), torch.tensor([[1.0, 0.0, 2.0]])
+    w = weight.expand(4, 3)
+    expected = {
+        "none": loss * w,
+        "sum": (loss * w).sum(),
+        "mean": (loss * w).mean(),
+        "weighted_mean": (loss * w).sum() / w.sum(),
+        "nonzero_weighted_mean": (loss * w).sum() / (w != 0).sum(),
+    }
+    assert set(REDUCTIONS) == set(expected)
+    for name, value in expected.items():
+        torch.testing.assert_close(reduce_loss(loss, weight, name), value)
+    with pytest.raises(ValueError, match="broadcast"):
+        reduce_loss(loss, torch.ones(5), "sum")
+
+
+def test_bad_labels_and_shapes():
+    with pytest.raises(ValueError, match="0 and 1"):
+        pairwise_margin_ranking_loss(torch.randn(2, 3), torch.full((2, 3), 2))
+    with pytest.raises(ValueError, match="same shape"):
+        multilabel_hinge_loss(torch.randn(2, 3), torch.ones(2, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="empty"):
+        pairwise_margin_ranking_loss(torch.randn(0, 3), torch.ones(0, 3, dtype=torch.long))

@@ -1,0 +1,112 @@
+import pytest
+import scipy.stats
+import torch
+
+from sodeep import SpearmanLoss, load_sorter
+from sodeep.losses import (
+    HardNegativeRankLoss,
+    MapRankLoss,
+    RecallRankLoss,
+    spearman_loss,
+)
+from sodeep.sorters import PairwiseSigmoidSorter
+
+SHARP = PairwiseSigmoidSorter(temperature=1e-4)
+
+
+@pytest.mark.parametrize("n", [5, 40, 100])
+def test_spearman_loss_with_sharp_exact_sorter_is_affine_in_one_minus_rho(n):
+    predictions, targets = torch.randn(n, dtype=torch.float64), torch.randn(n, dtype=torch.float64)
+    rho = scipy.stats.spearmanr(predictions.numpy(), targets.numpy()).statistic
+    expected = (1 - rho) * (n**2 - 1) / (6 * n**2)
+    sharper = PairwiseSigmoidSorter(temperature=1e-8)
+    assert spearman_loss(predictions, targets, sharper).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_rows_are_ranked_independently_and_l1_anchor_adds():
+    predictions, targets = torch.randn(3, 20), torch.randn(3, 20)
+    per_row = torch.stack([spearman_loss(p, t, SHARP) for p, t in zip(predictions, targets)]).mean()
+    torch.testing.assert_close(spearman_loss(predictions, targets, SHARP), per_row)
+    with_l1 = spearman_loss(predictions, targets, SHARP, l1_weight=0.5)
+    torch.testing.assert_close(with_l1, per_row + 0.5 * (predictions - targets).abs().mean())
+
+
+def test_spearman_loss_default_sorter_is_frozen_and_stays_in_eval():
+    loss = SpearmanLoss()
+    assert not any(p.requires_grad for p in loss.parameters())
+    loss.train()
+    assert not loss.ranker.training
+    model = torch.nn.Linear(4, 1)
+    inputs, targets = torch.randn(37, 4), torch.randn(37)  # an odd, last-batch-like size
+    loss(model(inputs).squeeze(-1), targets).backward()
+    assert model.weight.grad is not None and model.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in loss.ranker.parameters())
+    assert loss.to(torch.float64).ranker.network[0].weight.dtype == torch.float64
+
+
+def test_spearman_loss_decreases_when_training_a_linear_model():
+    torch.manual_seed(0)
+    inputs = torch.randn(64, 3)
+    targets = inputs @ torch.tensor([1.0, -2.0, 0.5]) + 0.1 * torch.randn(64)
+    model, loss = torch.nn.Linear(3, 1), SpearmanLoss(load_sorter())
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    values = []
+    for _ in range(60):
+        optimizer.zero_grad()
+        value = loss(model(inputs).squeeze(-1), targets)
+        value.backward()
+        optimizer.step()
+        values.append(value.item())
+    assert values[-1] < 0.2 * values[0]
+
+
+def test_pluggable_callable_ranker():
+    def exact_like(scores):
+        return PairwiseSigmoidSorter(1e-3)(scores)
+
+    loss = SpearmanLoss(sorter=exact_like)
+    predictions, targets = torch.randn(10), torch.randn(10)
+    torch.testing.assert_close(loss(predictions, targets), spearman_loss(predictions, targets, exact_like))
+
+
+@pytest.mark.parametrize(
+    "predictions,targets,message",
+    [
+        (torch.randn(5), torch.randn(6), "same shape"),
+        (torch.randn(1), torch.randn(1), "n >= 2"),
+        (torch.tensor([1.0, float("nan")]), torch.randn(2), "NaN"),
+        (torch.randn(0), torch.randn(0), "empty"),
+        (torch.randn(2, 3, 4), torch.randn(2, 3, 4), "shape"),
+    ],
+)
+def test_spearman_loss_errors(predictions, targets, message):
+    with pytest.raises(ValueError, match=message):
+        spearman_loss(predictions, targets, SHARP)
+
+
+def test_map_loss_matches_a_slow_loop():
+    scores = torch.randn(12, 4)
+    labels = (torch.rand(12, 4) < 0.4).long()
+    labels[:, 3] = 0  # a class with no positive is skipped
+    ours = MapRankLoss(SHARP)(scores, labels)
+    per_class = []
+    for c in range(4):
+        if labels[:, c].sum() == 0:
+            continue
+        ranks = SHARP(scores[:, c])
+        per_class.append(ranks[labels[:, c] == 1].mean())
+    torch.testing.assert_close(ours, torch.stack(per_class).mean())
+    with pytest.raises(ValueError, match="0 and 1"):
+        MapRankLoss(SHARP)(scores, labels * 2)
+
+
+def test_recall_and_hard_negative_losses_small_case():
+    scores = torch.tensor([[0.9, 0.1, 0.2], [0.3, 0.8, 0.1], [0.2, 0.95, 0.5]])
+    # Exact ranks: rows -> positives at ranks 1, 1, 2 of 3; columns -> 1, 2, 1.
+    recall = RecallRankLoss(SHARP)(scores)
+    assert recall.item() == pytest.approx(0.5 * ((1 + 1 + 2) / 9 + (1 + 2 + 1) / 9), abs=1e-4)
+    hard = HardNegativeRankLoss(SHARP, margin=0.0)(scores)
+    # Only row 2 and column 1 have a negative ranked above the positive, by one position (1/3).
+    assert hard.item() == pytest.approx(0.5 * (1 / 3 / 3 + 1 / 3 / 3), abs=1e-4)
+    with pytest.raises(ValueError, match="square"):
+        RecallRankLoss(SHARP)(torch.randn(3, 4))

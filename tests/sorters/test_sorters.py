@@ -1,0 +1,135 @@
+import pytest
+import torch
+
+from sodeep import rank
+from sodeep.metrics import rowwise_spearman
+from sodeep.sorters import (
+    ConvSorter,
+    OriginalCNNSorter,
+    OriginalLSTMLargeSorter,
+    PairwiseSigmoidSorter,
+    pairwise_sigmoid_rank,
+)
+from sodeep.synthetic import generate_sequences, make_generator
+
+EQUIVARIANT = [ConvSorter, lambda: ConvSorter(band=None), lambda: PairwiseSigmoidSorter(0.01)]
+
+
+@pytest.mark.parametrize("make", EQUIVARIANT)
+@pytest.mark.parametrize("n", [2, 3, 17, 100, 256])
+def test_shapes_and_convention(make, n):
+    sorter = make().eval()
+    x = torch.randn(4, n)
+    out = sorter(x)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert sorter(x[0]).shape == (n,)
+    exact = rank(x)
+    assert (out - exact).abs().max() < 0.5  # in the same (descending, normalized) convention
+    assert torch.isclose(out.sum(-1), exact.sum(-1), atol=1e-3).all()
+
+
+@pytest.mark.parametrize("make", EQUIVARIANT)
+def test_permutation_equivariant_and_ties_equal(make):
+    sorter = make().eval()
+    x = torch.randn(3, 40)
+    x[:, 5] = x[:, 9]  # a tie
+    permutation = torch.randperm(40)
+    out = sorter(x)
+    torch.testing.assert_close(sorter(x[:, permutation]), out[:, permutation], atol=1e-6, rtol=0)
+    torch.testing.assert_close(out[:, 5], out[:, 9], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("make", EQUIVARIANT)
+@pytest.mark.parametrize("scale,shift", [(1e-4, 3e-4), (1e4, -2e4), (37.0, 65.0)])
+def test_affine_invariant(make, scale, shift):
+    sorter = make().eval()
+    x = torch.randn(4, 64, dtype=torch.float64)
+    torch.testing.assert_close(sorter(scale * x + shift), sorter(x), atol=1e-6, rtol=0)
+
+
+def test_original_sorters_are_neither_equivariant_nor_any_length():
+    assert not OriginalCNNSorter.permutation_equivariant and not OriginalLSTMLargeSorter.affine_invariant
+    cnn = OriginalCNNSorter(100).eval()
+    assert cnn(torch.randn(3, 100)).shape == (3, 100)
+    with pytest.raises(ValueError, match="n=99"):
+        cnn(torch.randn(3, 99))
+    lstm = OriginalLSTMLargeSorter(length=20, hidden_size=16).eval()
+    assert lstm(torch.randn(2, 20)).shape == (2, 20)
+
+
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        (torch.randn(2, 300), "capacity"),
+        (torch.randn(2, 1), "n >= 2"),
+        (torch.tensor([[1.0, float("nan"), 2.0]]), "NaN"),
+        (torch.tensor([[1.0, float("inf"), 2.0]]), "infinite"),
+        (torch.randn(2, 3, 4), "shape"),
+        (torch.randn(0, 5), "empty"),
+        (torch.arange(5), "floating"),
+    ],
+)
+def test_clear_errors(bad, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        ConvSorter()(bad)
+
+
+def test_eval_mode_is_deterministic_and_device_dtype_follow_input():
+    sorter = ConvSorter().eval()
+    x = torch.randn(5, 33, dtype=torch.float64)
+    assert torch.equal(sorter(x), sorter(x))
+    assert sorter(x).dtype == torch.float64
+
+
+def test_constant_row_gives_average_ranks():
+    out = ConvSorter()(torch.full((2, 7), 3.0))
+    torch.testing.assert_close(out, torch.full((2, 7), 4.0 / 7))
+
+
+def test_exact_sorter_gradcheck_float64():
+    # The row's scale is a stop-gradient constant by design; check the gradient at a fixed scale.
+    x = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
+    scale = torch.ones(3, 1, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda s: pairwise_sigmoid_rank(s, 0.5, scale), (x,))
+
+
+def test_conv_sorter_gradcheck_float64_at_fixed_temperatures():
+    # Temperatures are stop-gradient by design: check the banded pairwise part exactly, with the
+    # temperatures frozen at those of the unperturbed input.
+    sorter = ConvSorter(band=3).double()
+    sorter.network[-1].weight.data.normal_()  # a non-trivial temperature network
+    x = torch.randn(2, 9, dtype=torch.float64, requires_grad=True)
+    frozen = sorter.sorted_log_temperature(x.detach().sort(-1).values)
+    sorter.sorted_log_temperature = lambda sorted_scores: frozen
+    assert torch.autograd.gradcheck(sorter, (x,))
+
+
+def test_temperature_network_receives_gradient():
+    sorter = ConvSorter()
+    scores, ranks, _ = generate_sequences(8, 30, make_generator(0))
+    torch.nn.functional.l1_loss(sorter(scores), ranks).backward()
+    assert sorter.network[-1].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("n", [5, 50])
+def test_exact_sorter_converges_to_hard_ranks(n):
+    x = torch.randn(8, n, dtype=torch.float64)
+    errors = [(PairwiseSigmoidSorter(t)(x) - rank(x)).abs().max().item() for t in (1.0, 0.1, 1e-4)]
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-3
+
+
+@pytest.mark.parametrize("family", ["normal", "cauchy", "ties", "repeated"])
+def test_band_is_as_faithful_as_all_pairs(family):
+    scores, ranks, _ = generate_sequences(64, 200, make_generator(11), families=[family])
+    banded, full = ConvSorter(band=8), ConvSorter(band=None)
+    with torch.no_grad():
+        banded_error = (banded(scores) - ranks).abs().mean()
+        full_error = (full(scores) - ranks).abs().mean()
+    assert banded_error <= full_error * 1.01
+
+
+def test_untrained_conv_sorter_already_beats_fixed_temperature_on_heavy_tails():
+    scores, ranks, _ = generate_sequences(64, 100, make_generator(5), families=["cauchy"], affine_probability=0)
+    ours = rowwise_spearman(ConvSorter()(scores), ranks).mean()
+    fixed = rowwise_spearman(PairwiseSigmoidSorter(0.01)(scores), ranks).mean()
+    assert ours > fixed

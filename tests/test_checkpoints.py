@@ -1,0 +1,60 @@
+import argparse
+import pickle
+
+import pytest
+import torch
+
+from sodeep import load_sorter, save_sorter
+from sodeep.checkpoints import CheckpointError, import_original_checkpoint
+from sodeep.evaluation import fidelity_table, summarize
+from sodeep.sorters import ConvSorter, OriginalCNNSorter
+
+
+def test_round_trip_restores_config_and_weights(tmp_path):
+    sorter = ConvSorter(capacity=64, softness=0.7, width=8)
+    sorter.network[-1].weight.data.normal_()
+    path = save_sorter(sorter, tmp_path / "s.pt", {"note": "test"})
+    loaded = load_sorter(path)
+    assert loaded.config() == sorter.config() and loaded.checkpoint_metadata == {"note": "test"}
+    x = torch.randn(3, 40)
+    torch.testing.assert_close(loaded(x), sorter.eval()(x))
+    assert not list(tmp_path.glob(".*tmp"))  # the temporary file was renamed away
+
+
+def test_wrong_corrupt_and_foreign_files_give_clear_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="no sorter checkpoint"):
+        load_sorter(tmp_path / "missing.pt")
+    (tmp_path / "corrupt.pt").write_bytes(b"not a zip file at all")
+    with pytest.raises(CheckpointError, match="could not be read"):
+        load_sorter(tmp_path / "corrupt.pt")
+    torch.save({"state_dict": {}}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not a sodeep sorter checkpoint"):
+        load_sorter(tmp_path / "foreign.pt")
+    payload = torch.load(save_sorter(ConvSorter(width=8), tmp_path / "ok.pt"), weights_only=True)
+    payload["config"]["width"] = 16
+    torch.save(payload, tmp_path / "mismatch.pt")
+    with pytest.raises(CheckpointError, match="do not match"):
+        load_sorter(tmp_path / "mismatch.pt")
+
+
+def test_pickled_namespace_needs_explicit_opt_in(tmp_path):
+    original = OriginalCNNSorter(100)
+    path = tmp_path / "best_cnn.pth.tar"
+    torch.save({"state_dict": original.state_dict(), "args_dict": argparse.Namespace(model_type="cnn", seq_len=100)}, path)
+    with pytest.raises(CheckpointError):
+        load_sorter(path)  # weights_only refuses the Namespace
+    with pytest.raises(PermissionError, match="trust_pickle"):
+        import_original_checkpoint(path)
+    imported = import_original_checkpoint(path, trust_pickle=True)
+    x = torch.randn(2, 100)
+    torch.testing.assert_close(imported(x), original.eval()(x))
+    assert pickle  # the module is what unpickling needs; imported here to make that explicit
+
+
+def test_shipped_sorter_loads_offline_and_meets_a_fidelity_floor():
+    sorter = load_sorter()
+    assert isinstance(sorter, ConvSorter) and sorter.max_length >= 256
+    rows = fidelity_table(sorter, lengths=(3, 8, 100, 256), sequences_per_cell=8)
+    per_length = summarize(rows, "length")
+    assert all(metrics["spearman"] > 0.99 for metrics in per_length.values())
+    assert per_length[100]["rank_error"] < 1.0

@@ -1,0 +1,67 @@
+import json
+
+import pytest
+import torch
+
+from sodeep import load_sorter
+from sodeep.cli import main, parse_lengths
+from sodeep.pretraining import SorterPretraining, sorter_from_training_checkpoint
+
+
+def _pretrain(out, steps, *extra):
+    return main(["pretrain", "--steps", str(steps), "--batch-size", "8", "--lengths", "2-24", "--validation-every", "4",
+                 "--out", str(out), "--wandb", "offline", "--sorter", '{"capacity": 32}', *extra])
+
+
+def test_tiny_run_writes_logs_and_a_loadable_sorter(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert _pretrain(tmp_path / "run", 6) == 0
+    sorter = load_sorter(tmp_path / "run" / "sorter.pt")
+    assert sorter.max_length == 32
+    metrics = (tmp_path / "run" / "csv" / "metrics.csv").read_text()
+    assert "val/spearman" in metrics and "val_family/rank_error/cauchy" in metrics
+    assert list((tmp_path / "run" / "wandb").rglob("*.wandb"))  # offline W&B run on disk
+    summary = json.loads((tmp_path / "run" / "pretrain_summary.json").read_text())
+    assert summary["steps"] == 6
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _pretrain(tmp_path / "straight", 8, "--checkpoint-every", "2")
+
+    original_step = SorterPretraining.training_step
+
+    def interrupted_step(self, batch, batch_index):
+        if self.global_step == 5:
+            raise RuntimeError("simulated crash")
+        return original_step(self, batch, batch_index)
+
+    monkeypatch.setattr(SorterPretraining, "training_step", interrupted_step)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _pretrain(tmp_path / "interrupted", 8, "--checkpoint-every", "2")
+    monkeypatch.setattr(SorterPretraining, "training_step", original_step)
+    assert _pretrain(tmp_path / "interrupted", 8, "--checkpoint-every", "2", "--resume") == 0
+
+    straight = load_sorter(tmp_path / "straight" / "sorter.pt").state_dict()
+    resumed = load_sorter(tmp_path / "interrupted" / "sorter.pt").state_dict()
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=1e-5, atol=1e-6)
+    exported = sorter_from_training_checkpoint(tmp_path / "interrupted" / "checkpoints" / "last.ckpt")
+    torch.testing.assert_close(exported.state_dict()["network.0.weight"], resumed["network.0.weight"])
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="no checkpoint"):
+        _pretrain(tmp_path / "none", 2, "--resume")
+
+
+def test_parse_lengths():
+    assert parse_lengths("2-5") == [2, 3, 4, 5]
+    assert parse_lengths("8,100") == [8, 100]
+    assert parse_lengths([3, 4]) == [3, 4]
+
+
+def test_evaluate_prints_a_table(capsys):
+    assert main(["evaluate", "--lengths", "5,100", "--sequences", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "| cauchy |" in out and "n=100" in out

@@ -1,0 +1,40 @@
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+
+from sodeep import rank
+from sodeep.ranks import TIE_METHODS
+
+
+@pytest.mark.parametrize("ties", TIE_METHODS)
+@pytest.mark.parametrize("descending", [True, False])
+@pytest.mark.parametrize("shape,dim", [((50,), -1), ((7, 30), -1), ((4, 9, 6), 1), ((3, 5, 8), 0)])
+def test_matches_scipy_rankdata_with_ties(ties, descending, shape, dim):
+    x = torch.randint(0, 6, shape).to(torch.float64)  # many ties
+    ours = rank(x, dim=dim, descending=descending, ties=ties, normalized=False)
+    reference = scipy.stats.rankdata((-x if descending else x).numpy(), method=ties, axis=dim)
+    np.testing.assert_allclose(ours.numpy(), reference)
+
+
+def test_default_convention_is_descending_normalized_average():
+    x = torch.tensor([0.5, 2.0, -1.0, 2.0])
+    torch.testing.assert_close(rank(x), torch.tensor([3.0, 1.5, 4.0, 1.5]) / 4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64, torch.int64])
+def test_dtype_follows_input_and_no_grad(dtype):
+    x = torch.arange(10).to(dtype)
+    out = rank(x)
+    assert out.dtype == (dtype if dtype.is_floating_point else torch.get_default_dtype())
+    y = torch.randn(5, requires_grad=True)
+    assert not rank(y).requires_grad
+
+
+def test_rejects_bad_input():
+    with pytest.raises(ValueError, match="NaN"):
+        rank(torch.tensor([1.0, float("nan")]))
+    with pytest.raises(ValueError, match="ties"):
+        rank(torch.tensor([1.0]), ties="random")
+    with pytest.raises(ValueError, match="0-d"):
+        rank(torch.tensor(1.0))
