@@ -73,7 +73,9 @@ def sorter_from_payload(payload: Any, source: str = "checkpoint") -> Sorter:
             "are imported with sodeep.checkpoints.import_original_checkpoint(..., trust_pickle=True)."
         )
     if payload.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{source} has checkpoint version {payload.get('version')}, expected {CHECKPOINT_VERSION}")
+        raise CheckpointError(
+            f"{source} has checkpoint version {payload.get('version')}, expected {CHECKPOINT_VERSION}"
+        )
     architecture = payload.get("architecture")
     if architecture not in SORTERS:
         raise CheckpointError(f"{source} names unknown architecture {architecture!r}; known: {sorted(SORTERS)}")
@@ -146,7 +148,9 @@ def import_original_checkpoint(path: str | os.PathLike, *, trust_pickle: bool = 
     arguments = payload["args_dict"]
     model_type, length = getattr(arguments, "model_type", None), getattr(arguments, "seq_len", None)
     if model_type not in _ORIGINAL_ARCHITECTURES:
-        raise CheckpointError(f"{path}: model_type {model_type!r} is not importable; supported: {sorted(_ORIGINAL_ARCHITECTURES)}")
+        raise CheckpointError(
+            f"{path}: model_type {model_type!r} is not importable; supported: {sorted(_ORIGINAL_ARCHITECTURES)}"
+        )
     sorter = _ORIGINAL_ARCHITECTURES[model_type](length=int(length))
     try:
         sorter.load_state_dict(payload["state_dict"])

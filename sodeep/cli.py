@@ -64,7 +64,9 @@ def make_loggers(out: Path, mode: str, name: str, config: dict[str, Any]) -> lis
     if mode != "disabled":
         configure_wandb_environment(mode, out / "wandb")
         loggers.append(
-            WandbLogger(project="sodeep", name=name, save_dir=str(out / "wandb"), offline=mode == "offline", config=config)
+            WandbLogger(
+                project="sodeep", name=name, save_dir=str(out / "wandb"), offline=mode == "offline", config=config
+            )
         )
     return loggers
 
@@ -100,7 +102,11 @@ def command_pretrain(arguments: argparse.Namespace) -> int:
     sorter = build_sorter(config["architecture"], **config["sorter"])
     if sorter.max_length is not None and max(lengths) > sorter.max_length:
         raise SystemExit(f"lengths go up to {max(lengths)} but the sorter's capacity is {sorter.max_length}")
-    validation_lengths = [n for n in (2, 3, 5, 8, 16, 32, 64, 100, 128, 256) if n >= sorter.min_length and (sorter.max_length is None or n <= sorter.max_length)]
+    validation_lengths = [
+        n
+        for n in (2, 3, 5, 8, 16, 32, 64, 100, 128, 256)
+        if n >= sorter.min_length and (sorter.max_length is None or n <= sorter.max_length)
+    ]
     module = SorterPretraining(
         sorter,
         learning_rate=config["learning_rate"],
@@ -127,7 +133,14 @@ def command_pretrain(arguments: argparse.Namespace) -> int:
         val_check_interval=min(config["validation_every"], config["steps"]),
         check_val_every_n_epoch=None,
         logger=make_loggers(out, config["wandb"], out.name, config),
-        callbacks=[ModelCheckpoint(dirpath=checkpoints, save_last=True, every_n_train_steps=min(config["checkpoint_every"], config["steps"]), save_top_k=0)],
+        callbacks=[
+            ModelCheckpoint(
+                dirpath=checkpoints,
+                save_last=True,
+                every_n_train_steps=min(config["checkpoint_every"], config["steps"]),
+                save_top_k=0,
+            )
+        ],
         plugins=[AtomicCheckpointIO()],
         accelerator="auto",
         devices=1,
@@ -193,14 +206,16 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain = commands.add_parser("pretrain", help="pretrain a sorter on synthetic sequences (Lightning)")
     pretrain.add_argument("--config", help="YAML file; flags override it (see experiments/configs/pretrain.yaml)")
     pretrain.add_argument("--architecture", help="conv, pairwise_sigmoid, original_cnn, original_lstm_large")
-    pretrain.add_argument("--sorter", help='JSON config of the architecture, e.g. \'{"softness": 0.5}\'')
+    pretrain.add_argument("--sorter", help="JSON config of the architecture, e.g. '{\"softness\": 0.5}'")
     pretrain.add_argument("--lengths", help='a range "2-256" or a list "8,100" (a mixture)')
     pretrain.add_argument("--steps", type=int)
     pretrain.add_argument("--batch-size", dest="batch_size", type=int)
     pretrain.add_argument("--learning-rate", dest="learning_rate", type=float)
     pretrain.add_argument("--seed", type=int)
     pretrain.add_argument("--validation-every", dest="validation_every", type=int)
-    pretrain.add_argument("--checkpoint-every", dest="checkpoint_every", type=int, help="steps between resumable checkpoints")
+    pretrain.add_argument(
+        "--checkpoint-every", dest="checkpoint_every", type=int, help="steps between resumable checkpoints"
+    )
     pretrain.add_argument("--out", help="output directory (checkpoints, CSV and W&B logs, sorter.pt)")
     pretrain.add_argument("--wandb", choices=["offline", "online", "disabled"], help="default offline: nothing sent")
     pretrain.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")

@@ -159,7 +159,9 @@ def sorter_from_training_checkpoint(path: str | os.PathLike) -> Sorter:
     payload = torch.load(path, map_location="cpu", weights_only=True)
     hyperparameters = payload.get("hyper_parameters", {}) if isinstance(payload, dict) else {}
     if "architecture" not in hyperparameters:
-        raise ValueError(f"{path} is not a sodeep pretraining checkpoint (no sorter architecture in its hyperparameters)")
+        raise ValueError(
+            f"{path} is not a sodeep pretraining checkpoint (no sorter architecture in its hyperparameters)"
+        )
     sorter = build_sorter(hyperparameters["architecture"], **hyperparameters["sorter_config"])
     prefix = "sorter."
     sorter.load_state_dict({k[len(prefix) :]: v for k, v in payload["state_dict"].items() if k.startswith(prefix)})

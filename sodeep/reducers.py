@@ -30,9 +30,13 @@ def _broadcast(loss: torch.Tensor, weight: torch.Tensor | None) -> tuple[torch.T
     try:
         shape = torch.broadcast_shapes(loss.shape, weight.shape)
     except RuntimeError as error:
-        raise ValueError(f"weight of shape {tuple(weight.shape)} does not broadcast to the loss shape {tuple(loss.shape)}") from error
+        raise ValueError(
+            f"weight of shape {tuple(weight.shape)} does not broadcast to the loss shape {tuple(loss.shape)}"
+        ) from error
     if shape != loss.shape:
-        raise ValueError(f"weight of shape {tuple(weight.shape)} would enlarge the loss of shape {tuple(loss.shape)} to {tuple(shape)}")
+        raise ValueError(
+            f"weight of shape {tuple(weight.shape)} would enlarge the loss of shape {tuple(loss.shape)} to {tuple(shape)}"
+        )
     weight = weight.to(loss.dtype)
     if not torch.isfinite(weight).all() or (weight < 0).any():
         raise ValueError("weight must be finite and non-negative")
@@ -106,7 +110,9 @@ def get_reducer(reduction: str | Reducer) -> Reducer:
     return REDUCTIONS[reduction]()
 
 
-def reduce_loss(loss: torch.Tensor, weight: torch.Tensor | None = None, reduction: str | Reducer = "mean") -> torch.Tensor:
+def reduce_loss(
+    loss: torch.Tensor, weight: torch.Tensor | None = None, reduction: str | Reducer = "mean"
+) -> torch.Tensor:
     """Reduce a per-element ``loss`` with an optional broadcastable ``weight``.
 
     Example:

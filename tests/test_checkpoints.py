@@ -40,7 +40,9 @@ def test_wrong_corrupt_and_foreign_files_give_clear_errors(tmp_path):
 def test_pickled_namespace_needs_explicit_opt_in(tmp_path):
     original = OriginalCNNSorter(100)
     path = tmp_path / "best_cnn.pth.tar"
-    torch.save({"state_dict": original.state_dict(), "args_dict": argparse.Namespace(model_type="cnn", seq_len=100)}, path)
+    torch.save(
+        {"state_dict": original.state_dict(), "args_dict": argparse.Namespace(model_type="cnn", seq_len=100)}, path
+    )
     with pytest.raises(CheckpointError):
         load_sorter(path)  # weights_only refuses the Namespace
     with pytest.raises(PermissionError, match="trust_pickle"):

@@ -9,8 +9,26 @@ from sodeep.pretraining import SorterPretraining, sorter_from_training_checkpoin
 
 
 def _pretrain(out, steps, *extra):
-    return main(["pretrain", "--steps", str(steps), "--batch-size", "8", "--lengths", "2-24", "--validation-every", "4",
-                 "--out", str(out), "--wandb", "offline", "--sorter", '{"capacity": 32}', *extra])
+    return main(
+        [
+            "pretrain",
+            "--steps",
+            str(steps),
+            "--batch-size",
+            "8",
+            "--lengths",
+            "2-24",
+            "--validation-every",
+            "4",
+            "--out",
+            str(out),
+            "--wandb",
+            "offline",
+            "--sorter",
+            '{"capacity": 32}',
+            *extra,
+        ]
+    )
 
 
 def test_tiny_run_writes_logs_and_a_loadable_sorter(tmp_path, monkeypatch):

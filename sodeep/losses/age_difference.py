@@ -45,7 +45,9 @@ def age_difference_loss(
     check_rank(predictions, "predictions", (1,), "(n,)")
     n = predictions.shape[0]
     if n < 2:
-        raise ValueError(f"age_difference_loss needs n >= 2 subjects to form pairs, got shape {tuple(predictions.shape)}")
+        raise ValueError(
+            f"age_difference_loss needs n >= 2 subjects to form pairs, got shape {tuple(predictions.shape)}"
+        )
     errors = predictions - targets
     if num_pairs is None:
         return 2.0 * errors.var(unbiased=True)

@@ -90,7 +90,9 @@ def pairwise_margin_ranking_loss(
 class PairwiseMarginRankingLoss(nn.Module):
     """Module form of :func:`pairwise_margin_ranking_loss`: ``forward(scores, labels, mask=None)``."""
 
-    def __init__(self, margin: float = 1.0, hard_negatives: int | None = None, reduction: str | Reducer = "weighted_mean") -> None:
+    def __init__(
+        self, margin: float = 1.0, hard_negatives: int | None = None, reduction: str | Reducer = "weighted_mean"
+    ) -> None:
         super().__init__()
         self.margin = float(margin)
         self.hard_negatives = hard_negatives
@@ -182,7 +184,11 @@ class MultiLabelHingeLoss(nn.Module):
 
     @torch.no_grad()
     def _update_margins(self, per_element: torch.Tensor, weight: torch.Tensor | None) -> None:
-        known = torch.ones_like(per_element) if weight is None else (weight != 0).to(per_element.dtype).expand_as(per_element)
+        known = (
+            torch.ones_like(per_element)
+            if weight is None
+            else (weight != 0).to(per_element.dtype).expand_as(per_element)
+        )
         count = known.sum(0)
         batch_loss = per_element.sum(0) / count.clamp_min(1)
         seen = count > 0
@@ -240,4 +246,6 @@ class MultiLabelRankingHingeLoss(nn.Module):
         mask: torch.Tensor | None = None,
         weight: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return multilabel_ranking_hinge_loss(scores, labels, mask, margin=self.margin, weight=weight, reduction=self.reducer)
+        return multilabel_ranking_hinge_loss(
+            scores, labels, mask, margin=self.margin, weight=weight, reduction=self.reducer
+        )

@@ -18,8 +18,7 @@ from sodeep.sorters.original import OriginalCNNSorter, OriginalLSTMLargeSorter
 
 #: Architecture name (as written in checkpoints and configs) -> sorter class.
 SORTERS: dict[str, type[Sorter]] = {
-    cls.architecture: cls
-    for cls in (ConvSorter, PairwiseSigmoidSorter, OriginalCNNSorter, OriginalLSTMLargeSorter)
+    cls.architecture: cls for cls in (ConvSorter, PairwiseSigmoidSorter, OriginalCNNSorter, OriginalLSTMLargeSorter)
 }
 
 

@@ -27,8 +27,7 @@ def check_scores(scores: Any, *, min_length: int, max_length: int | None, name: 
     if n < min_length or (max_length is not None and n > max_length):
         upper = "any n" if max_length is None else f"n <= {max_length} (its capacity)"
         raise ValueError(
-            f"{name} has length n={n} (shape {tuple(scores.shape)}); this sorter accepts "
-            f"n >= {min_length} and {upper}"
+            f"{name} has length n={n} (shape {tuple(scores.shape)}); this sorter accepts n >= {min_length} and {upper}"
         )
     if not torch.isfinite(scores).all():
         raise ValueError(f"{name} contains NaN or infinite values; ranks of non-finite scores are undefined")

@@ -147,9 +147,7 @@ class ConvSorter(Sorter):
             "band": self.band,
         }
 
-    def sorted_log_temperature(
-        self, sorted_scores: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def sorted_log_temperature(self, sorted_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Temperatures of rows sorted ascending; differentiable in the network's parameters only.
 
         Args:

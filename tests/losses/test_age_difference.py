@@ -8,8 +8,10 @@ from sodeep.sorters import PairwiseSigmoidSorter
 
 
 def slow_all_pairs(predictions, targets):
-    pairs = [((predictions[i] - predictions[j]) - (targets[i] - targets[j])) ** 2
-             for i, j in itertools.permutations(range(len(predictions)), 2)]
+    pairs = [
+        ((predictions[i] - predictions[j]) - (targets[i] - targets[j])) ** 2
+        for i, j in itertools.permutations(range(len(predictions)), 2)
+    ]
     return torch.stack(pairs).mean()
 
 
@@ -50,9 +52,8 @@ def test_cheng2021_preset_combines_the_terms():
     predictions, targets = 50 + 10 * torch.randn(16), 50 + 10 * torch.randn(16)
     from sodeep.losses import spearman_loss
 
-    expected = (
-        torch.nn.functional.mse_loss(predictions, targets)
-        + 10 * (spearman_loss(predictions, targets, sorter) + age_difference_loss(predictions, targets))
+    expected = torch.nn.functional.mse_loss(predictions, targets) + 10 * (
+        spearman_loss(predictions, targets, sorter) + age_difference_loss(predictions, targets)
     )
     torch.testing.assert_close(loss(predictions, targets), expected)
     assert set(BRAIN_AGE_PRESETS) >= {"l1", "mse", "l1+spearman", "l1+agediff", "l1+spearman+agediff"}

@@ -57,7 +57,9 @@ def test_multilabel_hinge_per_label_margins_and_mask():
     scores, labels = torch.randn(6, 4), (torch.rand(6, 4) < 0.5).long()
     margins = torch.tensor([0.5, 1.0, 1.5, 2.0])
     mask = (torch.rand(6, 4) < 0.7).float()
-    expected_elements = torch.where(labels == 1, torch.clamp(margins - scores, min=0), torch.clamp(margins + scores, min=0))
+    expected_elements = torch.where(
+        labels == 1, torch.clamp(margins - scores, min=0), torch.clamp(margins + scores, min=0)
+    )
     ours = multilabel_hinge_loss(scores, labels, margins, weight=mask, reduction="weighted_mean")
     torch.testing.assert_close(ours, (expected_elements * mask).sum() / mask.sum())
 

@@ -1,0 +1,101 @@
+"""Sorters side by side in one process: fidelity on held-out synthetic data and the time of a
+forward+backward pass at B=32, n=100 (ratios to torchsort's ``soft_rank`` when it is installed).
+
+    python experiments/benchmarks/bench_sorters.py [--sequences 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from sodeep import load_sorter
+from sodeep.evaluation import fidelity_table, summarize
+from sodeep.losses import descending_normalized
+from sodeep.sorters import ConvSorter, OriginalCNNSorter, PairwiseSigmoidSorter, Sorter
+
+
+class CallableSorter(Sorter):
+    """Wrap a plain ranker callable (torchsort) in the Sorter interface for the fidelity table."""
+
+    architecture = "callable"
+
+    def __init__(self, ranker) -> None:
+        super().__init__()
+        self.ranker = ranker
+
+    def rank_rows(self, scores: torch.Tensor) -> torch.Tensor:
+        return self.ranker(scores)
+
+    def config(self) -> dict:
+        return {}
+
+
+def forward_backward_microseconds(ranker, batch: int = 32, length: int = 100, repeats: int = 300) -> float:
+    scores = torch.randn(batch, length, requires_grad=True)
+    for _ in range(30):
+        ranker(scores).sum().backward()
+    best = float("inf")
+    for _ in range(3):  # best of three blocks: the least disturbed by the rest of the machine
+        start = time.perf_counter()
+        for _ in range(repeats):
+            ranker(scores).sum().backward()
+        best = min(best, (time.perf_counter() - start) / repeats * 1e6)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sequences", type=int, default=64)
+    arguments = parser.parse_args()
+    torch.set_num_threads(2)
+
+    sorters: dict[str, Sorter] = {
+        "conv (shipped)": load_sorter(),
+        "conv (untrained, h=0)": ConvSorter(),
+        "conv (shipped, all pairs)": load_sorter(),
+        "pairwise sigmoid T=0.01": PairwiseSigmoidSorter(0.01),
+        "original cnn (untrained, n=100)": OriginalCNNSorter(100),
+    }
+    sorters["conv (shipped, all pairs)"].band = None
+    try:
+        import torchsort
+
+        sorters["torchsort soft_rank 0.01"] = CallableSorter(
+            descending_normalized(lambda s: torchsort.soft_rank(s, regularization_strength=0.01))
+        )
+    except ImportError:
+        print("torchsort not installed (pip install '.[bench]'): its rows are skipped\n")
+    for sorter in sorters.values():
+        sorter.eval().requires_grad_(False)
+
+    print(f"Fidelity, held-out synthetic sequences ({arguments.sequences} per family and n):\n")
+    print(
+        "| sorter | mean Spearman n=100 | worst family n=100 | rank error n=100 (positions) | worst mean Spearman over n | worst n |"
+    )
+    print("|---|---|---|---|---|---|")
+    for name, sorter in sorters.items():
+        rows = fidelity_table(sorter, sequences_per_cell=arguments.sequences)
+        at_100 = [row for row in rows if row.length == 100]
+        per_length = summarize(rows, "length")
+        worst_n = min(per_length, key=lambda n: per_length[n]["spearman"])
+        worst_family = min(at_100, key=lambda row: row.spearman)
+        print(
+            f"| {name} | {per_length[100]['spearman']:.5f} | {worst_family.family} {worst_family.spearman:.5f} | "
+            f"{per_length[100]['rank_error']:.3f} | {per_length[worst_n]['spearman']:.5f} | {worst_n} |"
+        )
+
+    print("\nForward+backward, B=32, n=100 (best of 3 x 300 calls, same process):\n")
+    timings = {name: forward_backward_microseconds(sorter) for name, sorter in sorters.items()}
+    reference = timings.get("torchsort soft_rank 0.01")
+    print("| sorter | microseconds | ratio to torchsort |")
+    print("|---|---|---|")
+    for name, value in timings.items():
+        ratio = f"{value / reference:.2f}x" if reference else "n/a"
+        print(f"| {name} | {value:,.0f} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()
