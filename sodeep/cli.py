@@ -95,6 +95,7 @@ def command_pretrain(arguments: argparse.Namespace) -> int:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from sodeep.checkpoints import save_sorter
+    from sodeep.evaluation import EVALUATION_LENGTHS
     from sodeep.pretraining import AtomicCheckpointIO, SequenceDataModule, SorterPretraining
     from sodeep.sorters import build_sorter
 
@@ -104,7 +105,7 @@ def command_pretrain(arguments: argparse.Namespace) -> int:
         raise SystemExit(f"lengths go up to {max(lengths)} but the sorter's capacity is {sorter.max_length}")
     validation_lengths = [
         n
-        for n in (2, 3, 5, 8, 16, 32, 64, 100, 128, 256)
+        for n in EVALUATION_LENGTHS
         if n >= sorter.min_length and (sorter.max_length is None or n <= sorter.max_length)
     ]
     module = SorterPretraining(
