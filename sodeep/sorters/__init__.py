@@ -6,6 +6,8 @@ sorter                 lengths                     permutation-      affine-
 =====================  ==========================  ================  ===============
 ``ConvSorter``         any ``2 <= n <= capacity``  yes               yes
 ``PairwiseSigmoid``    any ``n >= 2``              yes               yes
+``NeuralSort``         any ``n >= 2``              yes               yes
+``SoftSort``           any ``n >= 2``              yes               yes
 ``OriginalCNN``        one fixed ``n``             no                no
 ``OriginalLSTMLarge``  one fixed ``n``             no                no
 =====================  ==========================  ================  ===============
@@ -15,6 +17,7 @@ from sodeep.sorters.base import Sorter, check_scores
 from sodeep.sorters.conv import ConvSorter
 from sodeep.sorters.exact import PairwiseSigmoidSorter, pairwise_sigmoid_rank
 from sodeep.sorters.original import OriginalCNNSorter, OriginalLSTMLargeSorter
+from sodeep.sorters.relaxed import NeuralSortSorter, SoftSortSorter, neuralsort_rank, softsort_rank
 
 #: Architecture name (as written in checkpoints and configs) -> sorter class.
 SORTERS: dict[str, type[Sorter]] = {
@@ -32,6 +35,10 @@ def build_sorter(architecture: str, **config) -> Sorter:
 __all__ = [
     "SORTERS",
     "ConvSorter",
+    "NeuralSortSorter",
+    "SoftSortSorter",
+    "neuralsort_rank",
+    "softsort_rank",
     "OriginalCNNSorter",
     "OriginalLSTMLargeSorter",
     "PairwiseSigmoidSorter",

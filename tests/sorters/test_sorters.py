@@ -5,9 +5,11 @@ from sodeep import rank
 from sodeep.metrics import rowwise_spearman
 from sodeep.sorters import (
     ConvSorter,
+    NeuralSortSorter,
     OriginalCNNSorter,
     OriginalLSTMLargeSorter,
     PairwiseSigmoidSorter,
+    SoftSortSorter,
     pairwise_sigmoid_rank,
 )
 from sodeep.synthetic import generate_sequences, make_generator
@@ -133,3 +135,21 @@ def test_untrained_conv_sorter_already_beats_fixed_temperature_on_heavy_tails():
     ours = rowwise_spearman(ConvSorter()(scores), ranks).mean()
     fixed = rowwise_spearman(PairwiseSigmoidSorter(0.01)(scores), ranks).mean()
     assert ours > fixed
+
+
+@pytest.mark.parametrize("make", [NeuralSortSorter, SoftSortSorter])
+def test_relaxed_permutation_rankers_converge_to_hard_ranks(make):
+    x = torch.randn(4, 30, dtype=torch.float64)
+    errors = [(make(t)(x) - rank(x)).abs().max().item() for t in (1.0, 0.1, 1e-4)]
+    assert errors[0] > errors[2] and errors[2] < 1e-3
+    permutation = torch.randperm(30)
+    torch.testing.assert_close(make(0.1)(x[:, permutation]), make(0.1)(x)[:, permutation])
+
+
+@pytest.mark.parametrize("make", [NeuralSortSorter, SoftSortSorter])
+def test_spearman_loss_compares_rankers(make):
+    from sodeep.losses import SpearmanLoss
+
+    predictions = torch.randn(20, requires_grad=True)
+    SpearmanLoss(sorter=make(0.1))(predictions, torch.randn(20)).backward()
+    assert predictions.grad.abs().sum() > 0

@@ -1,0 +1,77 @@
+"""Rankers from relaxed permutation matrices: NeuralSort and SoftSort.
+
+Both build a soft permutation matrix ``P`` (``P[k, i]``: how much element ``i`` sits at descending
+position ``k``) and return ``rank_i = sum_k (k + 1) P[k, i] / n`` in sodeep's convention.  Scores
+are divided by the row's standard deviation (no gradient), so both are affine-invariant; both are
+permutation-equivariant.  Memory is ``B * n^2``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from sodeep.sorters.base import Sorter
+
+
+def _standardized(scores: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        spread = scores.std(dim=-1, keepdim=True)
+        spread = torch.where(spread > 0, spread, torch.ones_like(spread))
+    return scores / spread
+
+
+def _ranks_from_permutation(permutation: torch.Tensor) -> torch.Tensor:
+    n = permutation.shape[-1]
+    positions = torch.arange(1, n + 1, dtype=permutation.dtype, device=permutation.device)
+    return (positions.unsqueeze(-1) * permutation).sum(-2) / n
+
+
+def neuralsort_rank(scores: torch.Tensor, temperature: float) -> torch.Tensor:
+    """NeuralSort (Grover et al., ICLR 2019): ``P[k, :] = softmax(((n + 1 - 2k) s - A 1) / tau)``
+    with ``A_ij = |s_i - s_j|``.  ``scores``: ``(B, n)`` -> ``(B, n)``."""
+    s = _standardized(scores)
+    n = s.shape[-1]
+    absolute_sum = (s.unsqueeze(-1) - s.unsqueeze(-2)).abs().sum(-1)  # (B, n): sum_j |s_i - s_j|
+    scaling = n + 1 - 2 * torch.arange(1, n + 1, dtype=s.dtype, device=s.device)  # (n,)
+    logits = scaling.unsqueeze(-1) * s.unsqueeze(-2) - absolute_sum.unsqueeze(-2)  # (B, k, i)
+    return _ranks_from_permutation(torch.softmax(logits / temperature, dim=-1))
+
+
+def softsort_rank(scores: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SoftSort (Prillo & Eisenschlos, ICML 2020): ``P[k, :] = softmax(-|sort(s)_k - s| / tau)``.
+    ``scores``: ``(B, n)`` -> ``(B, n)``."""
+    s = _standardized(scores)
+    sorted_scores = s.sort(dim=-1, descending=True).values
+    logits = -(sorted_scores.unsqueeze(-1) - s.unsqueeze(-2)).abs()
+    return _ranks_from_permutation(torch.softmax(logits / temperature, dim=-1))
+
+
+class NeuralSortSorter(Sorter):
+    """:func:`neuralsort_rank` with a fixed temperature (in units of the row's std)."""
+
+    architecture = "neuralsort"
+    permutation_equivariant = True
+    affine_invariant = True
+
+    def __init__(self, temperature: float = 0.01) -> None:
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
+
+    def rank_rows(self, scores: torch.Tensor) -> torch.Tensor:
+        return neuralsort_rank(scores, self.temperature)
+
+    def config(self) -> dict[str, Any]:
+        return {"temperature": self.temperature}
+
+
+class SoftSortSorter(NeuralSortSorter):
+    """:func:`softsort_rank` with a fixed temperature (in units of the row's std)."""
+
+    architecture = "softsort"
+
+    def rank_rows(self, scores: torch.Tensor) -> torch.Tensor:
+        return softsort_rank(scores, self.temperature)
