@@ -9,6 +9,16 @@ import torch
 from sodeep.sorters.base import Sorter
 
 
+@torch.no_grad()
+def row_scale(scores: torch.Tensor) -> torch.Tensor:
+    """Standard deviation of each row ``(..., 1)``, as a constant; 1 where a row is constant
+    (or has one element), since any positive scale ranks an all-tied row correctly."""
+    if scores.shape[-1] < 2:
+        return torch.ones_like(scores[..., :1])
+    spread = scores.std(dim=-1, keepdim=True)
+    return torch.where(spread > 0, spread, torch.ones_like(spread))
+
+
 def pairwise_sigmoid_rank(scores: torch.Tensor, temperature: float, scale: torch.Tensor | None = None) -> torch.Tensor:
     """Soft descending ranks from all pairwise comparisons, normalized by ``n``.
 
@@ -32,24 +42,17 @@ def pairwise_sigmoid_rank(scores: torch.Tensor, temperature: float, scale: torch
     """
     n = scores.shape[-1]
     with torch.no_grad():
-        if scale is not None:
-            spread = scale.expand_as(scores[..., :1])
-        else:
-            spread = scores.std(dim=-1, keepdim=True) if n > 1 else torch.ones_like(scores[..., :1])
-        # A constant row has no spread; any positive scale gives the right (all-tied) answer.
-        spread = torch.where(spread > 0, spread, torch.ones_like(spread))
+        spread = row_scale(scores) if scale is None else scale.expand_as(scores[..., :1])
         inverse_scale = (1.0 / (temperature * spread)).unsqueeze(-1)
     differences = scores.unsqueeze(-2) - scores.unsqueeze(-1)  # [..., i, j] = x_j - x_i
     return (0.5 + torch.sigmoid(differences * inverse_scale).sum(-1)) / n
 
 
-class PairwiseSigmoidSorter(Sorter):
-    """Untrained sorter: :func:`pairwise_sigmoid_rank` with a fixed ``temperature``.
+class FixedTemperatureSorter(Sorter):
+    """Base of untrained sorters with one ``temperature`` (in units of the row's std):
+    permutation-equivariant and affine-invariant, any ``n >= 2``, memory ``B * n^2``.
+    Subclasses set ``rank_function(scores, temperature)``."""
 
-    Permutation-equivariant and affine-invariant; any ``n >= 2``; memory grows as ``B * n^2``.
-    """
-
-    architecture = "pairwise_sigmoid"
     permutation_equivariant = True
     affine_invariant = True
 
@@ -59,8 +62,19 @@ class PairwiseSigmoidSorter(Sorter):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = float(temperature)
 
+    @staticmethod
+    def rank_function(scores: torch.Tensor, temperature: float) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
     def rank_rows(self, scores: torch.Tensor) -> torch.Tensor:
-        return pairwise_sigmoid_rank(scores, self.temperature)
+        return self.rank_function(scores, self.temperature)
 
     def config(self) -> dict[str, Any]:
         return {"temperature": self.temperature}
+
+
+class PairwiseSigmoidSorter(FixedTemperatureSorter):
+    """Untrained sorter: :func:`pairwise_sigmoid_rank` with a fixed ``temperature``."""
+
+    architecture = "pairwise_sigmoid"
+    rank_function = staticmethod(pairwise_sigmoid_rank)

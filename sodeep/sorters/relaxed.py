@@ -8,18 +8,13 @@ permutation-equivariant.  Memory is ``B * n^2``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from sodeep.sorters.base import Sorter
+from sodeep.sorters.exact import FixedTemperatureSorter, row_scale
 
 
 def _standardized(scores: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        spread = scores.std(dim=-1, keepdim=True)
-        spread = torch.where(spread > 0, spread, torch.ones_like(spread))
-    return scores / spread
+    return scores / row_scale(scores)
 
 
 def _ranks_from_permutation(permutation: torch.Tensor) -> torch.Tensor:
@@ -48,30 +43,15 @@ def softsort_rank(scores: torch.Tensor, temperature: float) -> torch.Tensor:
     return _ranks_from_permutation(torch.softmax(logits / temperature, dim=-1))
 
 
-class NeuralSortSorter(Sorter):
+class NeuralSortSorter(FixedTemperatureSorter):
     """:func:`neuralsort_rank` with a fixed temperature (in units of the row's std)."""
 
     architecture = "neuralsort"
-    permutation_equivariant = True
-    affine_invariant = True
-
-    def __init__(self, temperature: float = 0.01) -> None:
-        super().__init__()
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = float(temperature)
-
-    def rank_rows(self, scores: torch.Tensor) -> torch.Tensor:
-        return neuralsort_rank(scores, self.temperature)
-
-    def config(self) -> dict[str, Any]:
-        return {"temperature": self.temperature}
+    rank_function = staticmethod(neuralsort_rank)
 
 
-class SoftSortSorter(NeuralSortSorter):
+class SoftSortSorter(FixedTemperatureSorter):
     """:func:`softsort_rank` with a fixed temperature (in units of the row's std)."""
 
     architecture = "softsort"
-
-    def rank_rows(self, scores: torch.Tensor) -> torch.Tensor:
-        return softsort_rank(scores, self.temperature)
+    rank_function = staticmethod(softsort_rank)
