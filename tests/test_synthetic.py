@@ -1,8 +1,17 @@
 import pytest
+import scipy.stats
 import torch
 
 from sodeep import rank
-from sodeep.synthetic import FAMILIES, SyntheticSequences, generate_sequences, make_generator
+from sodeep.synthetic import (
+    FAMILIES,
+    SyntheticSequences,
+    exact_ranks_cpu,
+    generate_sequences,
+    make_generator,
+    sortable_keys,
+    student_t,
+)
 
 
 def test_same_seed_same_batch_and_different_seed_differs():
@@ -58,3 +67,27 @@ def test_rejects_unknown_family_and_bad_sizes():
         generate_sequences(2, 5, make_generator(0), families=["zipf"])
     with pytest.raises(ValueError, match="batch_size"):
         generate_sequences(0, 5, make_generator(0))
+
+
+@pytest.mark.parametrize("dof", [1, 2, 3, 4, 5])
+def test_student_t_matches_scipy(dof):
+    draws = student_t(torch.full((4000, 1), dof), 1, make_generator(dof)).flatten().numpy()
+    assert scipy.stats.kstest(draws, scipy.stats.t(dof).cdf).pvalue > 1e-3
+
+
+def test_sortable_keys_preserve_order_and_equality():
+    values = torch.tensor([-float("inf"), -3.5, -1e-30, -0.0, 0.0, 1e-30, 2.0, 2.0, 7e30, float("inf")])
+    keys = sortable_keys(values)
+    assert torch.equal(keys[1:] >= keys[:-1], values[1:] >= values[:-1])
+    assert torch.equal(keys[1:] == keys[:-1], values[1:] == values[:-1])
+
+
+@pytest.mark.parametrize("shape", [(1, 2), (7, 13), (64, 256)])
+def test_fast_cpu_ranks_equal_the_reference_ranks(shape):
+    gen = make_generator(0)
+    values = torch.randint(-4, 5, shape, generator=gen).float() * torch.tensor(1e-3)  # many ties
+    values[-1, 0], values[-1, -1] = -0.0, 0.0  # equal values with different bits
+    values[0] = torch.randn(shape[-1], generator=gen)  # one row without ties
+    assert torch.equal(exact_ranks_cpu(values), rank(values))
+    heavy = torch.randn(shape, generator=gen) ** 7
+    assert torch.equal(exact_ranks_cpu(heavy), rank(heavy))
