@@ -8,9 +8,7 @@ over the ~15 families, never over elements or rows), driven by an explicit ``tor
 
 Speed: on a CPU, ``torch.sort`` of many short rows is the bottleneck (about 12x slower than NumPy's
 vectorized sort of the same array here).  The targets are therefore ranked by
-:func:`exact_ranks_cpu`, which packs each value's order-preserving 32-bit key and its column into
-one int64 and sorts those with ``numpy.sort`` (no argsort: the column rides along in the low bits),
-and rows are laid out family by family so no scattered writes are needed.
+:func:`exact_ranks_cpu`, which sorts with :func:`sodeep.cpu_sort.sort_keys_with_order`, and rows are laid out family by family so no scattered writes are needed (see :mod:`sodeep.cpu_sort`).
 """
 
 from __future__ import annotations
@@ -22,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
+from sodeep.cpu_sort import sort_keys_with_order, sortable_keys
 from sodeep.ranks import rank
 
 Sampler = Callable[[int, int, torch.Generator], torch.Tensor]
@@ -34,34 +33,6 @@ SCALE_DECADES = 4.0
 MAX_RELATIVE_SHIFT = 10.0
 # Share of entries of the "outliers" family that are blown up by 10 to 1000.
 OUTLIER_FRACTION = 0.05
-
-
-def sortable_keys(x: torch.Tensor) -> torch.Tensor:
-    """Order-preserving int32 keys of float32 values: ``a < b`` iff ``key(a) < key(b)``, and
-    ``key(a) == key(b)`` iff ``a == b`` (``-0.0`` and ``0.0`` included).
-
-    Args:
-        x: float32 tensor of any shape, no NaN.
-
-    Returns:
-        int32 tensor of the same shape.
-    """
-    bits = (x + 0.0).view(torch.int32)  # + 0.0 folds -0.0 into 0.0
-    # Negative floats order backwards by magnitude: flipping their 31 low bits fixes that.
-    return bits ^ ((bits >> 31) & 0x7FFFFFFF)
-
-
-def sort_keys_with_order(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sort int32 ``keys`` ``(B, n)`` ascending along rows; ties keep column order.
-
-    Returns ``(sorted_keys, order)``, both int64 ``(B, n)``, with ``keys.gather(-1, order) ==
-    sorted_keys``.  Key and column share one int64 (key in the high 32 bits), so one NumPy value
-    sort does the work of a stable argsort.
-    """
-    n = keys.shape[-1]
-    packed = (keys.to(torch.int64) << 32) | torch.arange(n, dtype=torch.int64)
-    packed = torch.from_numpy(np.sort(packed.numpy(), axis=-1))
-    return packed >> 32, packed & 0xFFFFFFFF
 
 
 def exact_ranks_cpu(scores: torch.Tensor) -> torch.Tensor:
