@@ -1,4 +1,4 @@
-"""The ``sodeep`` console script: ``pretrain``, ``evaluate``, ``export``.
+"""The ``sodeep`` console script: ``pretrain``, ``evaluate``, ``export``, ``brainage tabular``.
 
 This module is an entry point: it is the only place in the package that parses arguments and
 YAML configs, sets W&B's environment and starts loggers.
@@ -200,6 +200,91 @@ def command_export(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def start_wandb_run(mode: str, out: Path, name: str, config: dict[str, Any]):
+    """One W&B run for a whole command (offline by default: nothing is sent); ``None`` if disabled."""
+    if mode == "disabled":
+        return None
+    configure_wandb_environment(mode, out / "wandb")
+    import wandb
+
+    return wandb.init(project="sodeep", name=name, dir=str(out / "wandb"), mode=mode, config=config)
+
+
+def quiet_lightning() -> None:
+    """Many short fits: keep Lightning's per-fit banners (accelerator, tips) out of the output."""
+    import logging
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def command_brainage_tabular(arguments: argparse.Namespace) -> int:
+    import numpy as np
+
+    from sodeep.brainage.cross_validation import (
+        TabularConfig,
+        cross_validate_table,
+        format_report,
+        out_of_fold,
+    )
+    from sodeep.brainage.plots import plot_predictions
+    from sodeep.brainage.tables import read_age_table
+    from sodeep.losses import BRAIN_AGE_PRESETS
+
+    unknown = [name for name in arguments.losses if name not in BRAIN_AGE_PRESETS]
+    if unknown:
+        raise SystemExit(f"unknown loss presets {unknown}; known: {list(BRAIN_AGE_PRESETS)}")
+    table = read_age_table(arguments.csv, age_column=arguments.age_column, features=arguments.features)
+    quiet_lightning()
+    out = Path(arguments.out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = TabularConfig(
+        batch_size=arguments.batch_size, max_epochs=arguments.max_epochs, patience=arguments.patience
+    )
+    print(
+        f"{len(table)} subjects, {len(table.feature_names)} features, {len(table.skipped)} rows skipped; "
+        f"presets {arguments.losses}, {arguments.folds} folds x seeds {arguments.seeds}"
+    )
+    run = start_wandb_run(
+        arguments.wandb, out, f"brainage-tabular-{out.name}", {"csv": str(arguments.csv), **vars(config)}
+    )
+
+    def log_run(name: str, record: dict[str, Any]) -> None:
+        if run is not None:
+            run.log({f"{name}/{key}": value for key, value in record.items() if isinstance(value, (int, float))})
+
+    results = cross_validate_table(
+        table,
+        arguments.losses,
+        out=out,
+        folds=arguments.folds,
+        seeds=arguments.seeds,
+        config=config,
+        on_run=log_run,
+    )
+    report = format_report(results, f"Brain age from {Path(arguments.csv).name}")
+    (out / "results.md").write_text(report)
+    for name, entry in results["presets"].items():
+        first_seed = min(r["seed"] for r in entry["runs"])
+        rows, predictions = out_of_fold(entry["runs"], first_seed)
+        slope = float(np.mean([r["age_bias_slope"] for r in entry["runs"] if r["seed"] == first_seed]))
+        intercept = float(np.mean([r["age_bias_intercept"] for r in entry["runs"] if r["seed"] == first_seed]))
+        plot_predictions(
+            table.ages[rows],
+            predictions,
+            out / "plots" / f"{name}.png",
+            title=f"{name} (out-of-fold, seed {first_seed})",
+            bias=(slope, intercept),
+        )
+    if run is not None:
+        for name, entry in results["presets"].items():
+            run.summary.update({f"{name}/{m}": v["mean"] for m, v in entry["summary"].items()})
+        run.finish()
+    print(report)
+    print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'plots'}/")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sodeep", description="Differentiable sorting with learned sorters.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -236,6 +321,26 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("checkpoint")
     export.add_argument("out")
     export.set_defaults(handler=command_export)
+
+    brainage = commands.add_parser("brainage", help="brain-age estimation with rank and age-difference losses")
+    tasks = brainage.add_subparsers(dest="data", required=True)
+    tabular = tasks.add_parser("tabular", help="k-fold CV of loss presets on a CSV of regional features")
+    tabular.add_argument("--csv", required=True, help="table with an age column and feature columns")
+    tabular.add_argument("--age-column", dest="age_column", default="age")
+    tabular.add_argument(
+        "--features", nargs="+", help='glob patterns of feature columns, e.g. "lh_*" "rh_*" (default: all numeric)'
+    )
+    tabular.add_argument("--losses", nargs="+", default=["l1", "l1+spearman", "l1+agediff", "cheng2021"])
+    tabular.add_argument("--folds", type=int, default=5)
+    tabular.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    tabular.add_argument("--batch-size", dest="batch_size", type=int, default=64)
+    tabular.add_argument("--max-epochs", dest="max_epochs", type=int, default=300)
+    tabular.add_argument("--patience", type=int, default=30, help="early stopping on validation MAE")
+    tabular.add_argument(
+        "--out", default="runs/brainage-tabular", help="results.json, results.md, plots/, checkpoints/"
+    )
+    tabular.add_argument("--wandb", choices=["offline", "online", "disabled"], default="offline")
+    tabular.set_defaults(handler=command_brainage_tabular)
     return parser
 
 

@@ -1,0 +1,253 @@
+"""k-fold cross-validation of brain-age loss presets on a table, resumable, with a report.
+
+For each seed the subjects are split into age-stratified folds; for each test fold, a tenth of the
+training folds (again age-stratified) is held out for early stopping and for fitting the age-bias
+correction; standardization is fitted on the remaining training rows only.  Every preset is
+trained on exactly the same splits, so presets can be compared pairwise per (seed, fold).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.stats
+import torch
+
+from sodeep.brainage.metrics import fit_age_bias, gap_metrics, per_site_mae, regression_metrics
+from sodeep.brainage.models import AgeMLP
+from sodeep.brainage.tables import AgeTable, Standardizer, stratified_folds
+from sodeep.brainage.training import fit_age_model, predict_ages
+
+#: Metrics summarized as mean +- sd in the report, in this order.
+REPORTED_METRICS = ("mae", "rmse", "pearson", "spearman", "r2", "corrected_gap_age_correlation")
+
+
+@dataclass
+class TabularConfig:
+    """Model and optimisation settings shared by every preset."""
+
+    hidden: Sequence[int] = (256, 64)
+    dropout: float = 0.2
+    batch_size: int = 64
+    max_epochs: int = 300
+    patience: int = 30
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-2
+    validation_fraction: float = 0.1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def write_json_atomically(path: Path, payload: Any) -> None:
+    """Write JSON to a temporary file in the same folder, then rename: never half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(payload, stream, indent=1)
+        os.replace(temporary, path)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+
+
+def inner_validation_mask(ages: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of an age-stratified validation subset of about ``fraction`` of ``ages``."""
+    parts = max(2, round(1 / fraction))
+    return stratified_folds(ages, parts, seed) == 0
+
+
+def cross_validate_table(
+    table: AgeTable,
+    presets: Sequence[str],
+    *,
+    out: str | Path,
+    folds: int = 5,
+    seeds: Sequence[int] = (0, 1, 2),
+    config: TabularConfig | None = None,
+    progress: bool = True,
+    on_run: Any = None,
+) -> dict[str, Any]:
+    """Train and evaluate every preset on every (seed, fold); returns the results dict that is
+    also written to ``out/results.json`` (after every run: an interrupted call resumes where it
+    stopped when called again with the same arguments).
+
+    Returns:
+        ``{"presets": {name: {"runs": [{"seed", "fold", "mae", "pearson", "spearman", ...}],
+        "summary": {metric: {"mean", "sd"}}, "per_site": {...}}}, "config": ..., "comparisons": ...}``
+    """
+    from tqdm.auto import tqdm
+
+    config = config or TabularConfig()
+    out = Path(out)
+    results_path = out / "results.json"
+    settings = {
+        "folds": folds,
+        "seeds": list(seeds),
+        "presets": list(presets),
+        "subjects": len(table),
+        "features": len(table.feature_names),
+        "config": asdict(config) | {"hidden": list(config.hidden)},
+    }
+    results: dict[str, Any] = {"settings": settings, "presets": {name: {"runs": []} for name in presets}}
+    if results_path.is_file():
+        previous = json.loads(results_path.read_text())
+        if previous.get("settings") == settings:
+            results = previous
+    done = {(name, run["seed"], run["fold"]) for name in presets for run in results["presets"][name]["runs"]}
+
+    jobs = [(seed, fold, name) for seed in seeds for fold in range(folds) for name in presets]
+    bar = tqdm(jobs, desc="brain-age CV", disable=not progress, unit="run")
+    for seed, fold, name in bar:
+        if (name, seed, fold) in done:
+            continue
+        bar.set_postfix_str(f"{name} seed {seed} fold {fold}")
+        fold_of = stratified_folds(table.ages, folds, seed)
+        training = np.flatnonzero(fold_of != fold)
+        test = np.flatnonzero(fold_of == fold)
+        is_validation = inner_validation_mask(table.ages[training], config.validation_fraction, seed * 1000 + fold)
+        validation, fitting = training[is_validation], training[~is_validation]
+        scaler = Standardizer().fit(table.features[fitting])
+
+        def tensors(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+            return torch.from_numpy(scaler.transform(table.features[rows])), torch.from_numpy(table.ages[rows])
+
+        torch.manual_seed(seed)
+        model = AgeMLP(
+            len(table.feature_names),
+            hidden=config.hidden,
+            dropout=config.dropout,
+            age_offset=float(np.median(table.ages[fitting])),
+        )
+        model, summary = fit_age_model(
+            model,
+            name,
+            tensors(fitting),
+            tensors(validation),
+            out=out / "checkpoints" / name / f"seed{seed}_fold{fold}",
+            seed=seed,
+            batch_size=config.batch_size,
+            max_epochs=config.max_epochs,
+            patience=config.patience,
+            learning_rate=config.learning_rate,
+            weight_decay=config.weight_decay,
+        )
+        predicted_validation = predict_ages(model, tensors(validation)[0]).numpy()
+        predicted_test = predict_ages(model, tensors(test)[0]).numpy()
+        bias = fit_age_bias(predicted_validation, table.ages[validation])
+        run = {"seed": seed, "fold": fold}
+        run |= regression_metrics(predicted_test, table.ages[test])
+        run |= gap_metrics(predicted_test, table.ages[test], bias)
+        run |= {
+            "age_bias_slope": bias[0],
+            "age_bias_intercept": bias[1],
+            "best_val_mae": summary["best_val_mae"],
+            "epochs": summary["epochs"],
+            "test_rows": test.tolist(),
+            "test_predictions": [round(float(value), 3) for value in predicted_test],
+        }
+        results["presets"][name]["runs"].append(run)
+        if on_run is not None:
+            on_run(name, run)
+        write_json_atomically(results_path, results)
+
+    summarize(results, table)
+    write_json_atomically(results_path, results)
+    return results
+
+
+def summarize(results: dict[str, Any], table: AgeTable) -> None:
+    """Add mean/sd summaries, per-site errors (out-of-fold, first seed) and paired comparisons."""
+    presets = results["presets"]
+    for entry in presets.values():
+        runs = entry["runs"]
+        entry["summary"] = {
+            metric: {
+                "mean": float(np.mean([r[metric] for r in runs])),
+                "sd": float(np.std([r[metric] for r in runs], ddof=1)) if len(runs) > 1 else 0.0,
+            }
+            for metric in REPORTED_METRICS
+        }
+        first_seed = min(r["seed"] for r in runs)
+        rows, predictions = out_of_fold(runs, first_seed)
+        entry["per_site"] = per_site_mae(predictions, table.ages[rows], [table.sites[i] for i in rows])
+    results["comparisons"] = paired_comparisons(presets)
+
+
+def out_of_fold(runs: list[dict[str, Any]], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Subject rows and pooled test predictions of one seed's folds."""
+    chosen = [r for r in runs if r["seed"] == seed]
+    rows = np.concatenate([np.asarray(r["test_rows"], dtype=np.int64) for r in chosen])
+    predictions = np.concatenate([np.asarray(r["test_predictions"]) for r in chosen])
+    return rows, predictions
+
+
+def paired_comparisons(presets: dict[str, Any], baseline: str = "l1") -> dict[str, Any]:
+    """Each preset against ``baseline`` (else the first preset), paired by (seed, fold): mean
+    difference of MAE and Spearman, its sd, wins, and a Wilcoxon signed-rank p-value."""
+    if not presets:
+        return {}
+    baseline = baseline if baseline in presets else next(iter(presets))
+    reference = {(r["seed"], r["fold"]): r for r in presets[baseline]["runs"]}
+    comparisons: dict[str, Any] = {"baseline": baseline}
+    for name, entry in presets.items():
+        if name == baseline:
+            continue
+        pairs = [(r, reference[(r["seed"], r["fold"])]) for r in entry["runs"] if (r["seed"], r["fold"]) in reference]
+        row: dict[str, Any] = {"pairs": len(pairs)}
+        for metric, better in (("spearman", 1), ("mae", -1)):
+            differences = np.array([a[metric] - b[metric] for a, b in pairs])
+            p_value = math.nan
+            if len(differences) >= 2 and np.any(differences != 0):
+                p_value = float(scipy.stats.wilcoxon(differences).pvalue)
+            row[metric] = {
+                "mean_difference": float(differences.mean()) if len(pairs) else math.nan,
+                "sd_difference": float(differences.std(ddof=1)) if len(pairs) > 1 else math.nan,
+                "wins": int(np.sum(better * differences > 0)),
+                "wilcoxon_p": p_value,
+            }
+        comparisons[name] = row
+    return comparisons
+
+
+def format_report(results: dict[str, Any], title: str) -> str:
+    """Markdown: mean +- sd per preset, then the paired comparisons with the baseline."""
+    lines = [
+        f"# {title}",
+        "",
+        f"{results['settings']['folds']}-fold CV x seeds {results['settings']['seeds']}, "
+        f"{results['settings']['subjects']} subjects, {results['settings']['features']} features.",
+        "",
+    ]
+    lines.append("| preset | " + " | ".join(REPORTED_METRICS) + " | runs |")
+    lines.append("|---" * (len(REPORTED_METRICS) + 2) + "|")
+    for name, entry in results["presets"].items():
+        cells = [f"{entry['summary'][m]['mean']:.3f} +- {entry['summary'][m]['sd']:.3f}" for m in REPORTED_METRICS]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {len(entry['runs'])} |")
+    comparisons = results.get("comparisons", {})
+    if len(comparisons) > 1:
+        lines += [
+            "",
+            f"Paired by (seed, fold) against `{comparisons['baseline']}` (difference = preset - baseline):",
+            "",
+        ]
+        lines.append(
+            "| preset | d Spearman (mean +- sd) | wins | Wilcoxon p | d MAE (mean +- sd) | wins | Wilcoxon p |"
+        )
+        lines.append("|---|---|---|---|---|---|---|")
+        for name, row in comparisons.items():
+            if name == "baseline":
+                continue
+            s, m = row["spearman"], row["mae"]
+            lines.append(
+                f"| {name} | {s['mean_difference']:+.4f} +- {s['sd_difference']:.4f} | {s['wins']}/{row['pairs']} | "
+                f"{s['wilcoxon_p']:.3g} | {m['mean_difference']:+.3f} +- {m['sd_difference']:.3f} | "
+                f"{m['wins']}/{row['pairs']} | {m['wilcoxon_p']:.3g} |"
+            )
+    return "\n".join(lines) + "\n"

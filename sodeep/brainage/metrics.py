@@ -1,0 +1,88 @@
+"""Brain-age metrics: error, correlation, the brain-age gap and its linear age-bias correction.
+
+The brain-age gap (predicted minus chronological age) of a regressor correlates negatively with
+age (regression to the mean).  The usual correction (Smith et al., NeuroImage 2019; Beheshti et
+al., NeuroImage: Clinical 2019) fits ``gap = a * age + b`` on held-out validation subjects and
+subtracts it; the corrected gap should then be uncorrelated with age.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torchmetrics.functional import (
+    mean_absolute_error,
+    mean_squared_error,
+    pearson_corrcoef,
+    r2_score,
+    spearman_corrcoef,
+)
+
+
+def _tensor(values) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(values, dtype=np.float64))
+
+
+def regression_metrics(predicted, true) -> dict[str, float]:
+    """MAE, RMSE, Pearson r, Spearman rho, R2 (torchmetrics) and the mean gap.
+
+    Args:
+        predicted, true: ``(N,)`` ages, ``N >= 2``.
+    """
+    p, t = _tensor(predicted), _tensor(true)
+    if p.shape != t.shape or p.dim() != 1 or len(p) < 2:
+        raise ValueError(f"predicted and true must be (N,) with N >= 2, got {tuple(p.shape)} and {tuple(t.shape)}")
+    return {
+        "mae": float(mean_absolute_error(p, t)),
+        "rmse": float(mean_squared_error(p, t, squared=False)),
+        "pearson": float(pearson_corrcoef(p, t)),
+        "spearman": float(spearman_corrcoef(p, t)),
+        "r2": float(r2_score(p, t)),
+        "mean_gap": float((p - t).mean()),
+    }
+
+
+def fit_age_bias(predicted, true) -> tuple[float, float]:
+    """Least-squares ``(slope, intercept)`` of ``gap = predicted - true`` on ``true``."""
+    t = np.asarray(true, dtype=np.float64)
+    gap = np.asarray(predicted, dtype=np.float64) - t
+    slope, intercept = np.polyfit(t, gap, 1)
+    return float(slope), float(intercept)
+
+
+def corrected_gap(predicted, true, bias: tuple[float, float]) -> np.ndarray:
+    """Gap minus the fitted age bias: ``(predicted - true) - (slope * true + intercept)``."""
+    t = np.asarray(true, dtype=np.float64)
+    slope, intercept = bias
+    return np.asarray(predicted, dtype=np.float64) - t - (slope * t + intercept)
+
+
+def gap_metrics(predicted, true, bias: tuple[float, float]) -> dict[str, float]:
+    """Correlation of the raw and the bias-corrected gap with age, and the corrected MAE."""
+    t = np.asarray(true, dtype=np.float64)
+    raw = np.asarray(predicted, dtype=np.float64) - t
+    fixed = corrected_gap(predicted, true, bias)
+    return {
+        "gap_age_correlation": float(np.corrcoef(raw, t)[0, 1]),
+        "corrected_gap_age_correlation": float(np.corrcoef(fixed, t)[0, 1]),
+        "corrected_mae": float(np.abs(fixed).mean()),
+    }
+
+
+def per_site_mae(predicted, true, sites: Sequence[str]) -> dict[str, dict[str, float]]:
+    """``{site: {"n": count, "mae": ..., "mean_gap": ...}}``."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for index, site in enumerate(sites):
+        groups[site].append(index)
+    p, t = np.asarray(predicted, dtype=np.float64), np.asarray(true, dtype=np.float64)
+    return {
+        site: {
+            "n": len(rows),
+            "mae": float(np.abs(p[rows] - t[rows]).mean()),
+            "mean_gap": float((p[rows] - t[rows]).mean()),
+        }
+        for site, rows in sorted(groups.items())
+    }

@@ -1,0 +1,45 @@
+"""Figures of a brain-age evaluation: predicted vs chronological age, and the gap vs age."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def plot_predictions(
+    true_ages: np.ndarray,
+    predicted_ages: np.ndarray,
+    path: str | Path,
+    *,
+    title: str,
+    bias: tuple[float, float] | None = None,
+) -> Path:
+    """Two panels written to ``path`` (PNG): predictions against age with the identity line, and
+    the brain-age gap against age (raw, and bias-corrected when ``bias = (slope, intercept)``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    true_ages, predicted_ages = np.asarray(true_ages, dtype=float), np.asarray(predicted_ages, dtype=float)
+    gap = predicted_ages - true_ages
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4.5))
+    low, high = float(min(true_ages.min(), predicted_ages.min())), float(max(true_ages.max(), predicted_ages.max()))
+    left.scatter(true_ages, predicted_ages, s=6, alpha=0.5)
+    left.plot([low, high], [low, high], color="black", linewidth=1, label="identity")
+    left.set(xlabel="chronological age (years)", ylabel="predicted age (years)", title=title)
+    left.legend(loc="upper left")
+    right.scatter(true_ages, gap, s=6, alpha=0.5, label="gap")
+    if bias is not None:
+        slope, intercept = bias
+        right.scatter(true_ages, gap - (slope * true_ages + intercept), s=6, alpha=0.5, label="bias-corrected gap")
+    right.axhline(0, color="black", linewidth=1)
+    right.set(xlabel="chronological age (years)", ylabel="predicted - chronological (years)", title="brain-age gap")
+    right.legend(loc="upper right")
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

@@ -1,0 +1,118 @@
+import json
+
+import numpy as np
+import pytest
+
+import sodeep.brainage.cross_validation as cross_validation
+from sodeep.brainage.cross_validation import TabularConfig, cross_validate_table
+from sodeep.brainage.tables import AgeTable, Standardizer
+from sodeep.cli import main
+
+TINY = TabularConfig(hidden=(8,), batch_size=16, max_epochs=3, patience=2)
+
+
+def tiny_table(subjects: int = 60, seed: int = 0) -> AgeTable:
+    rng = np.random.default_rng(seed)
+    ages = rng.uniform(20, 80, subjects).astype(np.float32)
+    thickness = 3.0 - 0.01 * ages[:, None] + rng.normal(0, 0.05, (subjects, 4))
+    # Column 0 is the row index: it tells which rows a scaler was fitted on.
+    features = np.column_stack([np.arange(subjects), thickness]).astype(np.float32)
+    return AgeTable(
+        features=features,
+        ages=ages,
+        feature_names=["row", "a", "b", "c", "d"],
+        subject_ids=[str(i) for i in range(subjects)],
+        sites=["A" if i % 2 else "B" for i in range(subjects)],
+        skipped=[],
+    )
+
+
+def test_scaler_never_sees_test_or_validation_rows(tmp_path, monkeypatch):
+    fitted: list[set[int]] = []
+
+    class SpyStandardizer(Standardizer):
+        def fit(self, features):
+            fitted.append({int(row) for row in features[:, 0]})
+            return super().fit(features)
+
+    monkeypatch.setattr(cross_validation, "Standardizer", SpyStandardizer)
+    table = tiny_table()
+    results = cross_validate_table(table, ["l1"], out=tmp_path, folds=3, seeds=[0], config=TINY, progress=False)
+    runs = results["presets"]["l1"]["runs"]
+    assert len(runs) == len(fitted) == 3
+    for run, rows in zip(runs, fitted):
+        assert rows.isdisjoint(run["test_rows"])
+        assert len(rows) < len(table) - len(run["test_rows"])  # the inner validation rows are left out too
+    # Test folds partition the subjects.
+    assert sorted(row for run in runs for row in run["test_rows"]) == list(range(len(table)))
+
+
+def test_interrupted_cross_validation_resumes_the_missing_runs(tmp_path):
+    table = tiny_table()
+    first = cross_validate_table(
+        table, ["l1", "l1+spearman"], out=tmp_path, folds=2, seeds=[0], config=TINY, progress=False
+    )
+    path = tmp_path / "results.json"
+    saved = json.loads(path.read_text())
+    dropped = saved["presets"]["l1+spearman"]["runs"].pop()
+    path.write_text(json.dumps(saved))
+    retrained = []
+    again = cross_validate_table(
+        table,
+        ["l1", "l1+spearman"],
+        out=tmp_path,
+        folds=2,
+        seeds=[0],
+        config=TINY,
+        progress=False,
+        on_run=lambda name, run: retrained.append((name, run["seed"], run["fold"])),
+    )
+    assert retrained == [("l1+spearman", dropped["seed"], dropped["fold"])]
+    assert again["presets"]["l1"]["runs"] == first["presets"]["l1"]["runs"]
+    assert again["presets"]["l1+spearman"]["runs"][-1]["mae"] == pytest.approx(dropped["mae"])  # deterministic
+
+
+def test_cli_smoke_on_a_tiny_csv(tmp_path):
+    table = tiny_table(50)
+    csv_path = tmp_path / "tiny.csv"
+    header = "sub_id,age,sex,site," + ",".join(f"lh_{name}" for name in "abcd")
+    lines = [header] + [
+        f"s{i},{table.ages[i]},{i % 2},{table.sites[i]}," + ",".join(f"{v}" for v in table.features[i, 1:])
+        for i in range(len(table))
+    ]
+    lines.insert(3, "broken,not-a-number,0,A,1,2,3,4")
+    csv_path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match="line 4"):
+        code = main(
+            [
+                "brainage",
+                "tabular",
+                "--csv",
+                str(csv_path),
+                "--losses",
+                "l1",
+                "cheng2021",
+                "--folds",
+                "2",
+                "--seeds",
+                "0",
+                "--max-epochs",
+                "2",
+                "--batch-size",
+                "8",
+                "--out",
+                str(out),
+                "--wandb",
+                "disabled",
+            ]
+        )
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    for preset in ("l1", "cheng2021"):
+        runs = results["presets"][preset]["runs"]
+        assert [(r["seed"], r["fold"]) for r in runs] == [(0, 0), (0, 1)]
+        assert all(np.isfinite([r["mae"], r["pearson"], r["spearman"]]).all() for r in runs)
+        assert (out / "plots" / f"{preset}.png").stat().st_size > 10_000
+    assert results["comparisons"]["baseline"] == "l1"
+    assert "| cheng2021 |" in (out / "results.md").read_text()

@@ -1,0 +1,36 @@
+import numpy as np
+import pytest
+import scipy.stats
+
+from sodeep.brainage.metrics import fit_age_bias, gap_metrics, per_site_mae, regression_metrics
+
+
+def test_regression_metrics_match_scipy_and_numpy():
+    rng = np.random.default_rng(0)
+    true = rng.uniform(20, 80, 200)
+    predicted = 0.7 * true + 12 + rng.normal(0, 5, 200)
+    metrics = regression_metrics(predicted, true)
+    assert metrics["mae"] == pytest.approx(np.abs(predicted - true).mean())
+    assert metrics["rmse"] == pytest.approx(np.sqrt(((predicted - true) ** 2).mean()))
+    assert metrics["pearson"] == pytest.approx(scipy.stats.pearsonr(predicted, true)[0])
+    assert metrics["spearman"] == pytest.approx(scipy.stats.spearmanr(predicted, true)[0])
+    residual = ((predicted - true) ** 2).sum() / ((true - true.mean()) ** 2).sum()
+    assert metrics["r2"] == pytest.approx(1 - residual)
+    with pytest.raises(ValueError, match="N >= 2"):
+        regression_metrics([1.0], [2.0])
+
+
+def test_age_bias_correction_removes_the_gap_age_correlation():
+    rng = np.random.default_rng(1)
+    true = rng.uniform(20, 80, 500)
+    predicted = 0.6 * true + 20 + rng.normal(0, 4, 500)  # regression to the mean
+    bias = fit_age_bias(predicted, true)
+    assert bias[0] == pytest.approx(-0.4, abs=0.05)
+    gaps = gap_metrics(predicted, true, bias)
+    assert gaps["gap_age_correlation"] < -0.5
+    assert abs(gaps["corrected_gap_age_correlation"]) < 1e-6
+
+
+def test_per_site_mae():
+    result = per_site_mae([1.0, 2.0, 10.0], [0.0, 0.0, 13.0], ["a", "a", "b"])
+    assert result == {"a": {"n": 2, "mae": 1.5, "mean_gap": 1.5}, "b": {"n": 1, "mae": 3.0, "mean_gap": -3.0}}
