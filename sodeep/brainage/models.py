@@ -46,3 +46,104 @@ class AgeMLP(nn.Module):
         if features.dim() != 2:
             raise ValueError(f"features must be (B, F), got shape {tuple(features.shape)}")
         return self.network(features).squeeze(-1) + self.age_offset
+
+
+class SFCN(nn.Module):
+    """Simple Fully Convolutional Network for brain age (Peng et al., "Accurate brain age
+    prediction with lightweight deep neural networks", Medical Image Analysis 2021), narrowed for
+    CPU training at 4 mm: blocks of ``Conv3d 3^3 -> BatchNorm -> MaxPool 2 -> ReLU``, a ``1^3``
+    convolution, global average pooling, dropout and a linear regressor (one age, not the
+    paper's age bins, so any regression or rank loss applies).
+
+    Args:
+        channels: output channels of the ``3^3`` blocks (the paper: 32, 64, 128, 256, 256).
+        head_channels: channels of the ``1^3`` block (the paper: 64).
+        dropout: before the regressor.
+        age_offset: initial output (years), e.g. the training mean.
+        extra_inputs: scalars concatenated to the pooled features before the regressor (the
+            cascade's second stage feeds its first stage's age there).
+
+    Shapes: ``(B, 1, D, H, W)`` -> ``(B,)``; any grid with each side >= ``2 ** len(channels)``.
+
+    Example:
+        >>> SFCN(channels=(4, 8), head_channels=8)(torch.zeros(2, 1, 16, 20, 16)).shape
+        torch.Size([2])
+    """
+
+    def __init__(
+        self,
+        channels: Sequence[int] = (8, 16, 32, 64, 64),
+        head_channels: int = 32,
+        dropout: float = 0.3,
+        age_offset: float = 0.0,
+        extra_inputs: int = 0,
+    ) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = []
+        width = 1
+        for size in channels:
+            blocks += [
+                nn.Conv3d(width, size, kernel_size=3, padding=1),
+                nn.BatchNorm3d(size),
+                nn.MaxPool3d(2),
+                nn.ReLU(inplace=True),
+            ]
+            width = size
+        blocks += [nn.Conv3d(width, head_channels, kernel_size=1), nn.BatchNorm3d(head_channels), nn.ReLU(inplace=True)]
+        self.features = nn.Sequential(*blocks)
+        self.minimum_side = 2 ** len(channels)
+        self.extra_inputs = int(extra_inputs)
+        self.regressor = nn.Sequential(nn.Dropout(dropout), nn.Linear(head_channels + self.extra_inputs, 1))
+        self.register_buffer("age_offset", torch.tensor(float(age_offset)))
+
+    def forward(self, volumes: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        if volumes.dim() != 5 or volumes.shape[1] != 1:
+            raise ValueError(f"volumes must be (B, 1, D, H, W), got shape {tuple(volumes.shape)}")
+        if min(volumes.shape[2:]) < self.minimum_side:
+            raise ValueError(f"each side must be >= {self.minimum_side} voxels, got {tuple(volumes.shape[2:])}")
+        pooled = self.features(volumes).mean(dim=(2, 3, 4))
+        if self.extra_inputs:
+            if extra is None or extra.shape != (len(volumes), self.extra_inputs):
+                shape = None if extra is None else tuple(extra.shape)
+                raise ValueError(f"extra must be (B, {self.extra_inputs}), got {shape}")
+            pooled = torch.cat([pooled, extra.to(pooled.dtype)], dim=-1)
+        return self.regressor(pooled).squeeze(-1) + self.age_offset
+
+
+def discretize_age(ages: torch.Tensor, step: float = 5.0) -> torch.Tensor:
+    """Round ages down to a multiple of ``step`` years (the cascade's coarse age).
+
+    Example:
+        >>> discretize_age(torch.tensor([23.9, 25.0, 61.2]))
+        tensor([20., 25., 60.])
+    """
+    return torch.floor(ages / step) * step
+
+
+class CascadeAgeNet(nn.Module):
+    """Two-stage cascade of Cheng et al. (IEEE TMI 2021): the first network predicts age; the
+    second sees the volume and the first stage's age, discretized in ``step``-year bins, and
+    predicts the residual: ``age = coarse + second(volume, coarse)``.  The first stage is frozen
+    (trained before, stop-gradient here), as in the paper's stage-wise training.
+
+    Shapes: ``(B, 1, D, H, W)`` -> ``(B,)``.
+    """
+
+    def __init__(self, first: nn.Module, second: SFCN, step: float = 5.0, age_scale: float = 100.0) -> None:
+        super().__init__()
+        if second.extra_inputs != 1:
+            raise ValueError(f"the second stage must take one extra input (the coarse age), got {second.extra_inputs}")
+        self.first = first.requires_grad_(False)
+        self.second = second
+        self.step = float(step)
+        self.age_scale = float(age_scale)  # the coarse age enters the regressor in units of 100 years
+
+    def train(self, mode: bool = True) -> CascadeAgeNet:
+        super().train(mode)
+        self.first.eval()  # frozen: no dropout, BatchNorm statistics stay as trained
+        return self
+
+    def forward(self, volumes: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            coarse = discretize_age(self.first(volumes), self.step)
+        return coarse + self.second(volumes, (coarse / self.age_scale).unsqueeze(-1))

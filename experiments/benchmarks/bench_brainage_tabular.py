@@ -1,0 +1,87 @@
+"""Brain age on a FreeSurfer table: classical baselines on the same folds as `sodeep brainage
+tabular`, printed beside its results.
+
+    sodeep brainage tabular --csv ../shared/data/fcon1000_destrieux_thickness.csv \
+        --losses l1 mse l1+spearman l1+agediff l1+spearman+agediff cheng2021 --out runs/brainage-fcon1000
+    python experiments/benchmarks/bench_brainage_tabular.py \
+        --csv ../shared/data/fcon1000_destrieux_thickness.csv --results runs/brainage-fcon1000/results.json
+
+Baselines (scikit-learn, the `bench` extra), fitted on the training folds with the same
+train-only standardization: the training median; ridge (alpha by inner CV); an RBF SVR (C by inner
+CV).  Folds: `sodeep.brainage.stratified_folds` with the same seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+from sklearn.linear_model import RidgeCV
+from sklearn.model_selection import GridSearchCV
+from sklearn.svm import SVR
+
+from sodeep.brainage import Standardizer, read_age_table, regression_metrics, stratified_folds
+
+REPORTED = ("mae", "pearson", "spearman")
+
+
+def baselines(features: np.ndarray, ages: np.ndarray, folds: int, seeds: list[int]) -> dict[str, list[dict]]:
+    runs: dict[str, list[dict]] = {"median": [], "ridge": [], "svr (rbf)": []}
+    for seed in seeds:
+        fold_of = stratified_folds(ages, folds, seed)
+        for fold in range(folds):
+            train, test = fold_of != fold, fold_of == fold
+            scaler = Standardizer().fit(features[train])
+            x_train, x_test = scaler.transform(features[train]), scaler.transform(features[test])
+            predictions = {
+                "median": np.full(test.sum(), np.median(ages[train])),
+                "ridge": RidgeCV(alphas=np.logspace(-2, 4, 13)).fit(x_train, ages[train]).predict(x_test),
+                "svr (rbf)": GridSearchCV(SVR(kernel="rbf", epsilon=1.0), {"C": [10.0, 30.0, 100.0]}, cv=3)
+                .fit(x_train, ages[train])
+                .predict(x_test),
+            }
+            for name, predicted in predictions.items():
+                metrics = (
+                    regression_metrics(predicted, ages[test])
+                    if name != "median"
+                    else {
+                        "mae": float(np.abs(predicted - ages[test]).mean()),
+                        "pearson": float("nan"),
+                        "spearman": float("nan"),
+                    }
+                )
+                runs[name].append({"seed": seed, "fold": fold, **metrics})
+    return runs
+
+
+def row(name: str, runs: list[dict]) -> str:
+    cells = []
+    for metric in REPORTED:
+        values = np.array([run[metric] for run in runs])
+        cells.append("n/a" if np.isnan(values).all() else f"{values.mean():.3f} +- {values.std(ddof=1):.3f}")
+    return f"| {name} | " + " | ".join(cells) + f" | {len(runs)} |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--csv", required=True)
+    parser.add_argument("--results", help="results.json of `sodeep brainage tabular` on the same CSV")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    arguments = parser.parse_args()
+    table = read_age_table(arguments.csv)
+    print("| model | MAE (years) | Pearson r | Spearman rho | runs |\n|---|---|---|---|---|")
+    for name, runs in baselines(table.features, table.ages, arguments.folds, arguments.seeds).items():
+        print(row(name, runs))
+    if arguments.results:
+        results = json.loads(open(arguments.results).read())
+        settings = results["settings"]
+        if settings["folds"] != arguments.folds or settings["seeds"] != arguments.seeds:
+            print(f"(results use folds={settings['folds']} seeds={settings['seeds']}: not the same splits)")
+        for name, entry in results["presets"].items():
+            print(row(f"sodeep MLP, {name}", entry["runs"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+import nibabel
+import numpy as np
+import pytest
+
+import sodeep.brainage.volumes as volumes_module
+from sodeep.brainage.volumes import fit_to_shape, load_cohort, load_volume, read_manifest, zscore_in_brain
+
+
+def write_volume(path, data, voxel_size):
+    nibabel.save(nibabel.Nifti1Image(data.astype(np.float32), np.diag([voxel_size] * 3 + [1.0])), str(path))
+    return path
+
+
+def blob(shape, seed):
+    rng = np.random.default_rng(seed)
+    data = np.zeros(shape, dtype=np.float32)
+    inner = tuple(slice(2, side - 2) for side in shape)
+    data[inner] = 1 + rng.random(data[inner].shape)
+    return data
+
+
+def test_round_trip_on_the_target_grid_is_a_zscore():
+    data = blob((12, 14, 12), 0)
+    assert fit_to_shape(data, (12, 14, 12)).shape == (12, 14, 12)
+    brain = data > 0
+    expected = np.where(brain, (data - data[brain].mean()) / data[brain].std(), 0)
+    np.testing.assert_allclose(zscore_in_brain(data), expected, atol=1e-5)
+
+
+def test_nifti_is_resampled_cropped_and_normalized(tmp_path):
+    path = write_volume(tmp_path / "a.nii.gz", blob((24, 28, 24), 1), voxel_size=2.0)
+    volume = load_volume(path, shape=(10, 10, 10), voxel_size=4.0)
+    assert volume.shape == (10, 10, 10) and volume.dtype == np.float32
+    inside = volume[volume != 0]
+    assert abs(inside.mean()) < 1e-4 and abs(inside.std() - 1) < 1e-3
+    same_grid = write_volume(tmp_path / "b.nii.gz", blob((10, 10, 10), 2), voxel_size=4.0)
+    np.testing.assert_allclose(
+        load_volume(same_grid, (10, 10, 10), 4.0), zscore_in_brain(blob((10, 10, 10), 2)), atol=1e-5
+    )
+
+
+def test_bad_manifest_rows_are_named_and_the_rest_loads(tmp_path, monkeypatch):
+    for index in range(3):
+        write_volume(tmp_path / f"s{index}.nii.gz", blob((10, 10, 10), index), voxel_size=4.0)
+    (tmp_path / "corrupt.nii.gz").write_bytes(b"not a nifti file")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(
+        "path,age,sex,site\n"
+        "s0.nii.gz,30,F,A\n"
+        "missing.nii.gz,40,M,A\n"
+        "s1.nii.gz,forty,M,B\n"
+        "corrupt.nii.gz,50,F,B\n"
+        "s2.nii.gz,60,M,B\n"
+    )
+    rows, problems = read_manifest(manifest)
+    assert [row.line for row in rows] == [2, 5, 6]
+    assert problems[0][0] == 3 and "no file" in problems[0][1]
+    assert problems[1][0] == 4 and "'forty' is not a number" in problems[1][1]
+    with pytest.warns(UserWarning, match="left out 3 rows"):
+        cohort = load_cohort(manifest, tmp_path / "cache", shape=(8, 8, 8), progress=False)
+    assert cohort.volumes.shape == (2, 1, 8, 8, 8)
+    assert cohort.ages.tolist() == [30.0, 60.0] and cohort.sites == ["A", "B"]
+    assert [line for line, _ in cohort.problems] == [3, 4, 5]
+
+    # Second load: everything comes from the cache, nibabel is not touched.
+    def refuse(*args, **kwargs):
+        raise AssertionError("re-read a cached file")
+
+    monkeypatch.setattr(volumes_module, "load_volume", refuse)
+    with pytest.warns(UserWarning):
+        again = load_cohort(manifest, tmp_path / "cache", shape=(8, 8, 8), progress=False)
+    assert np.array_equal(again.volumes.numpy(), cohort.volumes.numpy())
+
+
+def test_manifest_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        read_manifest(tmp_path / "none.csv")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("file,years\nx,1\n")
+    with pytest.raises(ValueError, match="'path' and 'age'"):
+        read_manifest(bad)
