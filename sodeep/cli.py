@@ -218,16 +218,86 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def command_brainage_tabular(arguments: argparse.Namespace) -> int:
+def report_cross_validation(results: dict[str, Any], ages: Any, out: Path, title: str, run: Any) -> None:
+    """Write results.md and one plot per preset (out-of-fold predictions of the first seed)."""
     import numpy as np
 
-    from sodeep.brainage.cross_validation import (
-        TabularConfig,
-        cross_validate_table,
-        format_report,
-        out_of_fold,
-    )
+    from sodeep.brainage.cross_validation import format_report, out_of_fold
     from sodeep.brainage.plots import plot_predictions
+
+    report = format_report(results, title)
+    (out / "results.md").write_text(report)
+    for name, entry in results["presets"].items():
+        first_seed = min(r["seed"] for r in entry["runs"])
+        rows, predictions = out_of_fold(entry["runs"], first_seed)
+        slope = float(np.mean([r["age_bias_slope"] for r in entry["runs"] if r["seed"] == first_seed]))
+        intercept = float(np.mean([r["age_bias_intercept"] for r in entry["runs"] if r["seed"] == first_seed]))
+        plot_predictions(
+            np.asarray(ages)[rows],
+            predictions,
+            out / "plots" / f"{name}.png",
+            title=f"{name} (out-of-fold, seed {first_seed})",
+            bias=(slope, intercept),
+        )
+    if run is not None:
+        for name, entry in results["presets"].items():
+            run.summary.update({f"{name}/{m}": v["mean"] for m, v in entry["summary"].items()})
+        run.finish()
+    print(report)
+    print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'plots'}/")
+
+
+def command_brainage_nifti(arguments: argparse.Namespace) -> int:
+    from sodeep.brainage.cross_validation import TrainingConfig, cross_validate
+    from sodeep.brainage.models import SFCN
+    from sodeep.brainage.volumes import load_cohort
+    from sodeep.losses import BRAIN_AGE_PRESETS
+
+    unknown = [name for name in arguments.losses if name not in BRAIN_AGE_PRESETS]
+    if unknown:
+        raise SystemExit(f"unknown loss presets {unknown}; known: {list(BRAIN_AGE_PRESETS)}")
+    out = Path(arguments.out)
+    out.mkdir(parents=True, exist_ok=True)
+    shape = tuple(arguments.shape)
+    cohort = load_cohort(
+        arguments.manifest, arguments.cache or out / "cache", shape=shape, voxel_size=arguments.voxel_size
+    )
+    quiet_lightning()
+    config = TrainingConfig(
+        hidden=(),
+        batch_size=arguments.batch_size,
+        max_epochs=arguments.max_epochs,
+        patience=arguments.patience,
+        extra={"model": "sfcn", "shape": list(shape), "voxel_size": arguments.voxel_size},
+    )
+    print(
+        f"{len(cohort.ages)} subjects, {len(cohort.problems)} rows left out; grid {shape} at {arguments.voxel_size} mm"
+    )
+    run = start_wandb_run(arguments.wandb, out, f"brainage-nifti-{out.name}", {"manifest": str(arguments.manifest)})
+
+    def log_run(name: str, record: dict[str, Any]) -> None:
+        if run is not None:
+            run.log({f"{name}/{key}": value for key, value in record.items() if isinstance(value, (int, float))})
+
+    results = cross_validate(
+        cohort.ages.numpy(),
+        cohort.sites,
+        arguments.losses,
+        make_inputs=lambda fitting: lambda rows: cohort.volumes[rows],  # z-scored per subject: nothing to fit
+        make_model=lambda fitting_ages: SFCN(age_offset=float(fitting_ages.mean())),
+        out=out,
+        folds=arguments.folds,
+        seeds=arguments.seeds,
+        config=config,
+        description={"grid": list(shape)},
+        on_run=log_run,
+    )
+    report_cross_validation(results, cohort.ages.numpy(), out, f"Brain age from {Path(arguments.manifest).name}", run)
+    return 0
+
+
+def command_brainage_tabular(arguments: argparse.Namespace) -> int:
+    from sodeep.brainage.cross_validation import TrainingConfig, cross_validate_table
     from sodeep.brainage.tables import read_age_table
     from sodeep.losses import BRAIN_AGE_PRESETS
 
@@ -238,7 +308,7 @@ def command_brainage_tabular(arguments: argparse.Namespace) -> int:
     quiet_lightning()
     out = Path(arguments.out)
     out.mkdir(parents=True, exist_ok=True)
-    config = TabularConfig(
+    config = TrainingConfig(
         batch_size=arguments.batch_size, max_epochs=arguments.max_epochs, patience=arguments.patience
     )
     print(
@@ -262,26 +332,7 @@ def command_brainage_tabular(arguments: argparse.Namespace) -> int:
         config=config,
         on_run=log_run,
     )
-    report = format_report(results, f"Brain age from {Path(arguments.csv).name}")
-    (out / "results.md").write_text(report)
-    for name, entry in results["presets"].items():
-        first_seed = min(r["seed"] for r in entry["runs"])
-        rows, predictions = out_of_fold(entry["runs"], first_seed)
-        slope = float(np.mean([r["age_bias_slope"] for r in entry["runs"] if r["seed"] == first_seed]))
-        intercept = float(np.mean([r["age_bias_intercept"] for r in entry["runs"] if r["seed"] == first_seed]))
-        plot_predictions(
-            table.ages[rows],
-            predictions,
-            out / "plots" / f"{name}.png",
-            title=f"{name} (out-of-fold, seed {first_seed})",
-            bias=(slope, intercept),
-        )
-    if run is not None:
-        for name, entry in results["presets"].items():
-            run.summary.update({f"{name}/{m}": v["mean"] for m, v in entry["summary"].items()})
-        run.finish()
-    print(report)
-    print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'plots'}/")
+    report_cross_validation(results, table.ages, out, f"Brain age from {Path(arguments.csv).name}", run)
     return 0
 
 
@@ -341,6 +392,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tabular.add_argument("--wandb", choices=["offline", "online", "disabled"], default="offline")
     tabular.set_defaults(handler=command_brainage_tabular)
+
+    nifti = tasks.add_parser("nifti", help="k-fold CV of loss presets with a 3D CNN (SFCN) on NIfTI volumes")
+    nifti.add_argument("--manifest", required=True, help="CSV with columns path, age, optional sex and site")
+    nifti.add_argument("--losses", nargs="+", default=["l1", "l1+spearman", "l1+agediff", "cheng2021"])
+    nifti.add_argument("--folds", type=int, default=5)
+    nifti.add_argument("--seeds", type=int, nargs="+", default=[0])
+    nifti.add_argument("--shape", type=int, nargs=3, default=[45, 54, 45], help="grid in voxels (MNI at 4 mm)")
+    nifti.add_argument("--voxel-size", dest="voxel_size", type=float, default=4.0, help="mm")
+    nifti.add_argument("--batch-size", dest="batch_size", type=int, default=16)
+    nifti.add_argument("--max-epochs", dest="max_epochs", type=int, default=60)
+    nifti.add_argument("--patience", type=int, default=10)
+    nifti.add_argument("--cache", help="preprocessed volumes (default: OUT/cache)")
+    nifti.add_argument("--out", default="runs/brainage-nifti")
+    nifti.add_argument("--wandb", choices=["offline", "online", "disabled"], default="offline")
+    nifti.set_defaults(handler=command_brainage_nifti)
     return parser
 
 

@@ -12,7 +12,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import scipy.stats
 import torch
+from torch import nn
 
 from sodeep.brainage.metrics import fit_age_bias, gap_metrics, per_site_mae, regression_metrics
 from sodeep.brainage.models import AgeMLP
@@ -31,7 +32,7 @@ REPORTED_METRICS = ("mae", "rmse", "pearson", "spearman", "r2", "corrected_gap_a
 
 
 @dataclass
-class TabularConfig:
+class TrainingConfig:
     """Model and optimisation settings shared by every preset."""
 
     hidden: Sequence[int] = (256, 64)
@@ -58,41 +59,62 @@ def write_json_atomically(path: Path, payload: Any) -> None:
 
 
 def inner_validation_mask(ages: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Boolean mask of an age-stratified validation subset of about ``fraction`` of ``ages``."""
-    parts = max(2, round(1 / fraction))
+    """Boolean mask of an age-stratified validation subset of about ``fraction`` of ``ages``
+    (at least two subjects, which the age-bias fit needs, when there are four or more)."""
+    if len(ages) < 3:
+        raise ValueError(f"need >= 3 training subjects to hold some out for validation, got {len(ages)}")
+    parts = max(2, min(round(1 / fraction), len(ages) // 2))
     return stratified_folds(ages, parts, seed) == 0
 
 
-def cross_validate_table(
-    table: AgeTable,
+InputMaker = Callable[[np.ndarray], Callable[[np.ndarray], torch.Tensor]]
+ModelMaker = Callable[[np.ndarray], nn.Module]
+
+
+def cross_validate(
+    ages: np.ndarray,
+    sites: Sequence[str],
     presets: Sequence[str],
     *,
+    make_inputs: InputMaker,
+    make_model: ModelMaker,
     out: str | Path,
     folds: int = 5,
     seeds: Sequence[int] = (0, 1, 2),
-    config: TabularConfig | None = None,
+    config: TrainingConfig | None = None,
+    description: dict[str, Any] | None = None,
     progress: bool = True,
-    on_run: Any = None,
+    on_run: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate every preset on every (seed, fold); returns the results dict that is
     also written to ``out/results.json`` (after every run: an interrupted call resumes where it
     stopped when called again with the same arguments).
 
+    Args:
+        ages: ``(N,)`` chronological ages.
+        sites: ``N`` site labels (per-site errors).
+        presets: names from :data:`sodeep.losses.BRAIN_AGE_PRESETS`.
+        make_inputs: given the rows a model is fitted on, returns ``rows -> inputs tensor``;
+            anything it learns from the data (a scaler) must come from those rows only.
+        make_model: given the fitting rows' ages, a fresh model ``inputs -> (B,)`` ages.
+        description: JSON-able facts about the data, stored with the settings.
+
     Returns:
         ``{"presets": {name: {"runs": [{"seed", "fold", "mae", "pearson", "spearman", ...}],
-        "summary": {metric: {"mean", "sd"}}, "per_site": {...}}}, "config": ..., "comparisons": ...}``
+        "summary": {metric: {"mean", "sd"}}, "per_site": {...}}}, "settings": ..., "comparisons": ...}``
     """
     from tqdm.auto import tqdm
 
-    config = config or TabularConfig()
+    config = config or TrainingConfig()
+    ages = np.asarray(ages, dtype=np.float32)
     out = Path(out)
     results_path = out / "results.json"
     settings = {
         "folds": folds,
         "seeds": list(seeds),
         "presets": list(presets),
-        "subjects": len(table),
-        "features": len(table.feature_names),
+        "subjects": len(ages),
+        **(description or {}),
         "config": asdict(config) | {"hidden": list(config.hidden)},
     }
     results: dict[str, Any] = {"settings": settings, "presets": {name: {"runs": []} for name in presets}}
@@ -108,25 +130,19 @@ def cross_validate_table(
         if (name, seed, fold) in done:
             continue
         bar.set_postfix_str(f"{name} seed {seed} fold {fold}")
-        fold_of = stratified_folds(table.ages, folds, seed)
+        fold_of = stratified_folds(ages, folds, seed)
         training = np.flatnonzero(fold_of != fold)
         test = np.flatnonzero(fold_of == fold)
-        is_validation = inner_validation_mask(table.ages[training], config.validation_fraction, seed * 1000 + fold)
+        is_validation = inner_validation_mask(ages[training], config.validation_fraction, seed * 1000 + fold)
         validation, fitting = training[is_validation], training[~is_validation]
-        scaler = Standardizer().fit(table.features[fitting])
+        inputs = make_inputs(fitting)
 
         def tensors(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-            return torch.from_numpy(scaler.transform(table.features[rows])), torch.from_numpy(table.ages[rows])
+            return inputs(rows), torch.from_numpy(ages[rows])
 
         torch.manual_seed(seed)
-        model = AgeMLP(
-            len(table.feature_names),
-            hidden=config.hidden,
-            dropout=config.dropout,
-            age_offset=float(np.median(table.ages[fitting])),
-        )
         model, summary = fit_age_model(
-            model,
+            make_model(ages[fitting]),
             name,
             tensors(fitting),
             tensors(validation),
@@ -138,12 +154,12 @@ def cross_validate_table(
             learning_rate=config.learning_rate,
             weight_decay=config.weight_decay,
         )
-        predicted_validation = predict_ages(model, tensors(validation)[0]).numpy()
-        predicted_test = predict_ages(model, tensors(test)[0]).numpy()
-        bias = fit_age_bias(predicted_validation, table.ages[validation])
+        predicted_validation = predict_ages(model, inputs(validation)).numpy()
+        predicted_test = predict_ages(model, inputs(test)).numpy()
+        bias = fit_age_bias(predicted_validation, ages[validation])
         run = {"seed": seed, "fold": fold}
-        run |= regression_metrics(predicted_test, table.ages[test])
-        run |= gap_metrics(predicted_test, table.ages[test], bias)
+        run |= regression_metrics(predicted_test, ages[test])
+        run |= gap_metrics(predicted_test, ages[test], bias)
         run |= {
             "age_bias_slope": bias[0],
             "age_bias_intercept": bias[1],
@@ -157,12 +173,42 @@ def cross_validate_table(
             on_run(name, run)
         write_json_atomically(results_path, results)
 
-    summarize(results, table)
+    summarize(results, ages, sites)
     write_json_atomically(results_path, results)
     return results
 
 
-def summarize(results: dict[str, Any], table: AgeTable) -> None:
+def cross_validate_table(
+    table: AgeTable, presets: Sequence[str], *, config: TrainingConfig | None = None, **options: Any
+) -> dict[str, Any]:
+    """:func:`cross_validate` of :class:`AgeMLP` on a table, standardized on the fitting rows."""
+    config = config or TrainingConfig()
+
+    def make_inputs(fitting: np.ndarray) -> Callable[[np.ndarray], torch.Tensor]:
+        scaler = Standardizer().fit(table.features[fitting])
+        return lambda rows: torch.from_numpy(scaler.transform(table.features[rows]))
+
+    def make_model(fitting_ages: np.ndarray) -> nn.Module:
+        return AgeMLP(
+            len(table.feature_names),
+            hidden=config.hidden,
+            dropout=config.dropout,
+            age_offset=float(np.median(fitting_ages)),
+        )
+
+    return cross_validate(
+        table.ages,
+        table.sites,
+        presets,
+        make_inputs=make_inputs,
+        make_model=make_model,
+        config=config,
+        description={"features": len(table.feature_names)},
+        **options,
+    )
+
+
+def summarize(results: dict[str, Any], ages: np.ndarray, sites: Sequence[str]) -> None:
     """Add mean/sd summaries, per-site errors (out-of-fold, first seed) and paired comparisons."""
     presets = results["presets"]
     for entry in presets.values():
@@ -176,7 +222,7 @@ def summarize(results: dict[str, Any], table: AgeTable) -> None:
         }
         first_seed = min(r["seed"] for r in runs)
         rows, predictions = out_of_fold(runs, first_seed)
-        entry["per_site"] = per_site_mae(predictions, table.ages[rows], [table.sites[i] for i in rows])
+        entry["per_site"] = per_site_mae(predictions, ages[rows], [sites[i] for i in rows])
     results["comparisons"] = paired_comparisons(presets)
 
 
@@ -222,7 +268,7 @@ def format_report(results: dict[str, Any], title: str) -> str:
         f"# {title}",
         "",
         f"{results['settings']['folds']}-fold CV x seeds {results['settings']['seeds']}, "
-        f"{results['settings']['subjects']} subjects, {results['settings']['features']} features.",
+        f"{results['settings']['subjects']} subjects.",
         "",
     ]
     lines.append("| preset | " + " | ".join(REPORTED_METRICS) + " | runs |")

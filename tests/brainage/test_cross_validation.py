@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 import sodeep.brainage.cross_validation as cross_validation
-from sodeep.brainage.cross_validation import TabularConfig, cross_validate_table
+from sodeep.brainage.cross_validation import TrainingConfig, cross_validate_table
 from sodeep.brainage.tables import AgeTable, Standardizer
 from sodeep.cli import main
 
-TINY = TabularConfig(hidden=(8,), batch_size=16, max_epochs=3, patience=2)
+TINY = TrainingConfig(hidden=(8,), batch_size=16, max_epochs=3, patience=2)
 
 
 def tiny_table(subjects: int = 60, seed: int = 0) -> AgeTable:

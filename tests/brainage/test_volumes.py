@@ -79,3 +79,46 @@ def test_manifest_errors(tmp_path):
     bad.write_text("file,years\nx,1\n")
     with pytest.raises(ValueError, match="'path' and 'age'"):
         read_manifest(bad)
+
+
+def test_nifti_cli_smoke(tmp_path):
+    import json
+
+    from sodeep.cli import main
+
+    lines = ["path,age,site"]
+    for index in range(12):
+        write_volume(tmp_path / f"s{index}.nii.gz", blob((32, 32, 32), index) * (1 + index / 10), voxel_size=4.0)
+        lines.append(f"s{index}.nii.gz,{20 + 5 * index},{'AB'[index % 2]}")
+    lines.append("gone.nii.gz,50,A")
+    (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match="line 14"):
+        code = main(
+            [
+                "brainage",
+                "nifti",
+                "--manifest",
+                str(tmp_path / "manifest.csv"),
+                "--shape",
+                "32",
+                "32",
+                "32",
+                "--losses",
+                "l1+spearman",
+                "--folds",
+                "2",
+                "--max-epochs",
+                "1",
+                "--batch-size",
+                "4",
+                "--out",
+                str(out),
+                "--wandb",
+                "disabled",
+            ]
+        )
+    assert code == 0
+    runs = json.loads((out / "results.json").read_text())["presets"]["l1+spearman"]["runs"]
+    assert len(runs) == 2 and all(np.isfinite(run["mae"]) for run in runs)
+    assert (out / "plots" / "l1+spearman.png").is_file()

@@ -1,0 +1,42 @@
+import pytest
+import torch
+
+from sodeep.brainage.models import SFCN, AgeMLP, CascadeAgeNet, discretize_age
+
+
+def test_mlp_starts_at_its_age_offset_and_checks_shapes():
+    model = AgeMLP(7, hidden=(4,), age_offset=42.0)
+    torch.nn.init.zeros_(model.network[-1].weight)
+    torch.nn.init.zeros_(model.network[-1].bias)
+    assert torch.equal(model(torch.randn(3, 7)), torch.full((3,), 42.0))
+    with pytest.raises(ValueError, match=r"\(B, F\)"):
+        model(torch.randn(7))
+
+
+def test_sfcn_shapes_dtypes_and_errors():
+    model = SFCN(channels=(4, 8, 8), head_channels=8, age_offset=50.0).double().eval()
+    out = model(torch.randn(2, 1, 16, 20, 18, dtype=torch.float64))
+    assert out.shape == (2,) and out.dtype == torch.float64
+    with pytest.raises(ValueError, match=r"\(B, 1, D, H, W\)"):
+        model(torch.randn(2, 16, 20, 18, dtype=torch.float64))
+    with pytest.raises(ValueError, match=">= 8 voxels"):
+        model(torch.randn(2, 1, 4, 20, 18, dtype=torch.float64))
+
+
+def test_cascade_adds_a_residual_to_the_frozen_first_stage_bin():
+    first = SFCN(channels=(4, 4), head_channels=4, age_offset=47.0)
+    second = SFCN(channels=(4, 4), head_channels=4, age_offset=0.0, extra_inputs=1)
+    cascade = CascadeAgeNet(first, second).train()
+    assert not first.training  # frozen first stage stays in eval mode
+    volumes = torch.randn(3, 1, 8, 8, 8)
+    cascade.eval()
+    with torch.no_grad():
+        coarse = discretize_age(first(volumes))
+        residual = second(volumes, (coarse / 100).unsqueeze(-1))
+        torch.testing.assert_close(cascade(volumes), coarse + residual)
+    cascade.train()
+    cascade(volumes).sum().backward()
+    assert all(p.grad is None for p in first.parameters())
+    assert all(p.grad is not None for p in second.parameters() if p.requires_grad)
+    with pytest.raises(ValueError, match="one extra input"):
+        CascadeAgeNet(first, SFCN(channels=(4,), head_channels=4))
