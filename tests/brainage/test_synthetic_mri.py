@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+import torch
+
+from sodeep.brainage.synthetic_mri import GRID, SimulatorSettings, simulate_cohort, simulate_subject
+
+
+def test_a_subject_is_a_pure_function_of_seed_and_index():
+    first, truth = simulate_subject(0, 3)
+    again, truth_again = simulate_subject(0, 3)
+    other, _ = simulate_subject(1, 3)
+    assert first.shape == GRID and first.dtype == torch.float32
+    assert torch.equal(first, again) and truth == truth_again
+    assert not torch.equal(first, other)
+    inside = first[first != 0]
+    assert abs(float(inside.mean())) < 1e-3 and abs(float(inside.std()) - 1) < 1e-3
+    assert truth["biological_age"] == pytest.approx(truth["age"] + truth["gap"])
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    return simulate_cohort(range(60), seed=0)
+
+
+def test_anatomy_follows_biological_age(cohort):
+    truth = cohort.truth
+    biological = truth["biological_age"]
+    gm_fraction = truth["gm"] / (truth["gm"] + truth["wm"] + truth["csf"])
+    assert np.corrcoef(biological, gm_fraction)[0, 1] < -0.6
+    assert np.corrcoef(biological, truth["ventricles"])[0, 1] > 0.3
+    # Ventricles about double from 20 to 80: compare a linear fit's ends (log scale).
+    slope, intercept = np.polyfit(biological, np.log(truth["ventricles"]), 1)
+    assert 1.4 < np.exp(slope * 60) < 2.8
+
+
+def test_gap_and_age_ranges_are_the_settings(cohort):
+    settings = SimulatorSettings()
+    truth = cohort.truth
+    assert settings.age_range[0] <= truth["age"].min() and truth["age"].max() <= settings.age_range[1]
+    assert 1.5 < truth["gap"].std() < 3.5
+    assert set(np.unique(truth["site"])) <= set(range(settings.sites))
+
+
+def test_cohort_cache_round_trip(tmp_path):
+    first = simulate_cohort(range(2), seed=5, cache_directory=tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+    again = simulate_cohort(range(2), seed=5, cache_directory=tmp_path)
+    assert torch.equal(first.volumes, again.volumes)
+    assert all(np.array_equal(first.truth[k], again.truth[k]) for k in first.truth)
+    assert first.volumes.shape == (2, 1, *GRID)
