@@ -296,6 +296,56 @@ def command_brainage_nifti(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def command_brainage_synthetic(arguments: argparse.Namespace) -> int:
+    from sodeep.brainage.cross_validation import TrainingConfig
+    from sodeep.brainage.plots import plot_predictions
+    from sodeep.brainage.synthetic_experiment import format_synthetic_report, run_synthetic_benchmark
+    from sodeep.brainage.synthetic_mri import simulate_cohort
+    from sodeep.losses import BRAIN_AGE_PRESETS
+
+    unknown = [name for name in arguments.losses if name not in BRAIN_AGE_PRESETS]
+    if unknown:
+        raise SystemExit(f"unknown loss presets {unknown}; known: {list(BRAIN_AGE_PRESETS)}")
+    quiet_lightning()
+    out = Path(arguments.out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = TrainingConfig(
+        hidden=(), batch_size=arguments.batch_size, max_epochs=arguments.max_epochs, patience=arguments.patience
+    )
+    run = start_wandb_run(arguments.wandb, out, f"brainage-synthetic-{out.name}", vars(arguments) | {"handler": None})
+
+    def log_run(name: str, record: dict[str, Any]) -> None:
+        if run is not None:
+            run.log({f"{name}/{key}": value for key, value in record.items() if isinstance(value, (int, float))})
+
+    results = run_synthetic_benchmark(
+        arguments.losses,
+        out=out,
+        train_size=arguments.train,
+        test_size=arguments.test,
+        seeds=arguments.seeds,
+        data_seed=arguments.data_seed,
+        config=config,
+        max_minutes=arguments.max_minutes,
+        on_run=log_run,
+    )
+    report = format_synthetic_report(results)
+    (out / "results.md").write_text(report)
+    test = simulate_cohort(
+        range(arguments.train, arguments.train + arguments.test), arguments.data_seed, cache_directory=out / "cache"
+    )
+    for name, entry in results["presets"].items():
+        for record in entry["runs"][:1]:
+            plot_predictions(
+                test.ages, record["test_predictions"], out / "plots" / f"{name}.png", title=f"SFCN, {name} (test)"
+            )
+    if run is not None:
+        run.finish()
+    print(report)
+    print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'plots'}/")
+    return 0
+
+
 def command_brainage_tabular(arguments: argparse.Namespace) -> int:
     from sodeep.brainage.cross_validation import TrainingConfig, cross_validate_table
     from sodeep.brainage.tables import read_age_table
@@ -392,6 +442,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tabular.add_argument("--wandb", choices=["offline", "online", "disabled"], default="offline")
     tabular.set_defaults(handler=command_brainage_tabular)
+
+    synthetic = tasks.add_parser(
+        "synthetic", help="SFCN on synthetic MRI (no data to fetch) beside median, ridge, floor and oracle"
+    )
+    synthetic.add_argument("--train", type=int, default=1200, help="training subjects")
+    synthetic.add_argument("--test", type=int, default=400, help="test subjects")
+    synthetic.add_argument("--losses", nargs="+", default=["l1", "l1+spearman+agediff"])
+    synthetic.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")
+    synthetic.add_argument("--data-seed", dest="data_seed", type=int, default=0, help="the simulated cohort")
+    synthetic.add_argument("--batch-size", dest="batch_size", type=int, default=16)
+    synthetic.add_argument("--max-epochs", dest="max_epochs", type=int, default=60)
+    synthetic.add_argument("--patience", type=int, default=10)
+    synthetic.add_argument("--max-minutes", dest="max_minutes", type=float, default=30.0, help="per training run")
+    synthetic.add_argument("--out", default="runs/brainage-synthetic")
+    synthetic.add_argument("--wandb", choices=["offline", "online", "disabled"], default="offline")
+    synthetic.set_defaults(handler=command_brainage_synthetic)
 
     nifti = tasks.add_parser("nifti", help="k-fold CV of loss presets with a 3D CNN (SFCN) on NIfTI volumes")
     nifti.add_argument("--manifest", required=True, help="CSV with columns path, age, optional sex and site")

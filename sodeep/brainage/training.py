@@ -4,6 +4,7 @@ validation MAE, best weights restored at the end."""
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,7 @@ def fit_age_model(
     patience: int = 25,
     learning_rate: float = 1e-3,
     weight_decay: float = 1e-2,
+    max_minutes: float | None = None,
     loggers: list | bool = False,
     progress_bar: bool = False,
 ) -> tuple[nn.Module, dict[str, Any]]:
@@ -99,6 +101,7 @@ def fit_age_model(
         seed: seeds Lightning, the weights' initialisation order and the shuffling.
         batch_size: subjects per step (2 .. the sorter's capacity when a rank term is used).
         max_epochs, patience: early stopping on validation MAE.
+        max_minutes: wall-clock budget of the fit (``None``: none).
 
     Returns:
         ``(model in eval mode, {"best_val_mae", "epochs", "best_path"})``.
@@ -119,6 +122,7 @@ def fit_age_model(
     checkpoint = ModelCheckpoint(dirpath=out, filename="best", monitor="val/mae", mode="min", save_top_k=1)
     trainer = L.Trainer(
         max_epochs=max_epochs,
+        max_time=None if max_minutes is None else timedelta(minutes=max_minutes),
         callbacks=[EarlyStopping(monitor="val/mae", mode="min", patience=patience), checkpoint],
         plugins=[AtomicCheckpointIO()],
         logger=loggers,

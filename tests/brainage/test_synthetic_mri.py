@@ -48,3 +48,49 @@ def test_cohort_cache_round_trip(tmp_path):
     assert torch.equal(first.volumes, again.volumes)
     assert all(np.array_equal(first.truth[k], again.truth[k]) for k in first.truth)
     assert first.volumes.shape == (2, 1, *GRID)
+
+
+def test_synthetic_cli_writes_baselines_and_presets(tmp_path):
+    import json
+
+    from sodeep.cli import main
+
+    out = tmp_path / "out"
+    code = main(
+        [
+            "brainage",
+            "synthetic",
+            "--train",
+            "24",
+            "--test",
+            "8",
+            "--losses",
+            "l1",
+            "cheng2021",
+            "--max-epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--out",
+            str(out),
+            "--wandb",
+            "disabled",
+        ]
+    )
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["baselines"]) == {
+        "median",
+        "ridge on voxels",
+        "floor (true biological age)",
+        "oracle ridge on true volumes",
+    }
+    # The floor is the true gap: its MAE is the mean |gap| of the test subjects.
+    test = simulate_cohort(range(24, 32), seed=0)
+    assert results["baselines"]["floor (true biological age)"]["mae"] == pytest.approx(
+        np.abs(test.truth["gap"]).mean(), rel=1e-5
+    )
+    for preset in ("l1", "cheng2021"):
+        (run,) = results["presets"][preset]["runs"]
+        assert np.isfinite(run["mae"]) and len(run["test_predictions"]) == 8
+    assert "| SFCN, cheng2021 |" in (out / "results.md").read_text()
