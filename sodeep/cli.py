@@ -284,7 +284,9 @@ def command_brainage_nifti(arguments: argparse.Namespace) -> int:
         cohort.sites,
         arguments.losses,
         make_inputs=lambda fitting: lambda rows: cohort.volumes[rows],  # z-scored per subject: nothing to fit
-        make_model=lambda fitting_ages: SFCN(age_offset=float(fitting_ages.mean())),
+        make_model=lambda fitting_ages: SFCN(
+            age_offset=float(fitting_ages.mean()), age_scale=float(fitting_ages.std())
+        ),
         out=out,
         folds=arguments.folds,
         seeds=arguments.seeds,

@@ -60,6 +60,9 @@ class SFCN(nn.Module):
         head_channels: channels of the ``1^3`` block (the paper: 64).
         dropout: before the regressor.
         age_offset: initial output (years), e.g. the training mean.
+        age_scale: the regressor's output is multiplied by this (years), e.g. the training SD:
+            a unit-scale head then spans the age range from the first steps instead of
+            creeping from 0 at the optimizer's step size.
         extra_inputs: scalars concatenated to the pooled features before the regressor (the
             cascade's second stage feeds its first stage's age there).
 
@@ -76,6 +79,7 @@ class SFCN(nn.Module):
         head_channels: int = 32,
         dropout: float = 0.3,
         age_offset: float = 0.0,
+        age_scale: float = 1.0,
         extra_inputs: int = 0,
     ) -> None:
         super().__init__()
@@ -95,6 +99,7 @@ class SFCN(nn.Module):
         self.extra_inputs = int(extra_inputs)
         self.regressor = nn.Sequential(nn.Dropout(dropout), nn.Linear(head_channels + self.extra_inputs, 1))
         self.register_buffer("age_offset", torch.tensor(float(age_offset)))
+        self.register_buffer("age_scale", torch.tensor(float(age_scale)))
 
     def forward(self, volumes: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
         if volumes.dim() != 5 or volumes.shape[1] != 1:
@@ -107,7 +112,7 @@ class SFCN(nn.Module):
                 shape = None if extra is None else tuple(extra.shape)
                 raise ValueError(f"extra must be (B, {self.extra_inputs}), got {shape}")
             pooled = torch.cat([pooled, extra.to(pooled.dtype)], dim=-1)
-        return self.regressor(pooled).squeeze(-1) + self.age_offset
+        return self.regressor(pooled).squeeze(-1) * self.age_scale + self.age_offset
 
 
 def discretize_age(ages: torch.Tensor, step: float = 5.0) -> torch.Tensor:

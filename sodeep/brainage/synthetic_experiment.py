@@ -126,7 +126,7 @@ def run_synthetic_benchmark(
             torch.manual_seed(seed)
             started = time.time()
             model, summary = fit_age_model(
-                SFCN(age_offset=float(np.median(ages[fitting]))),
+                SFCN(age_offset=float(np.median(ages[fitting])), age_scale=float(np.std(ages[fitting]))),
                 name,
                 (train.volumes[fitting], torch.from_numpy(ages[fitting])),
                 (train.volumes[validation], torch.from_numpy(ages[validation])),
