@@ -1,11 +1,10 @@
 """Fast row sorts of float32 CPU tensors: one NumPy value sort of packed int64 keys.
 
 On a CPU, ``torch.sort`` of many short rows costs several times more than NumPy's vectorized
-sort of the same array (measured here: ~10x at ``(4096, 100)``; at ``(32, 100)`` torch.sort wins, its overhead is
-fixed).  Packing
-each value's order-preserving 32-bit key with its column index into one int64 lets a plain value
-sort return the permutation too, with ties in column order (a stable argsort).  Used by the synthetic
-generator, which sorts large CPU batches.
+sort of the same array (measured here: ~10x at ``(4096, 100)``; at ``(32, 100)`` torch.sort
+wins, its overhead is fixed).  Packing each value's order-preserving 32-bit key with its column
+index into one int64 lets a plain value sort return the permutation too, with ties in column
+order (a stable argsort).  Used by the synthetic generator, which sorts large CPU batches.
 """
 
 from __future__ import annotations

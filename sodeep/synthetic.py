@@ -8,7 +8,8 @@ over the ~15 families, never over elements or rows), driven by an explicit ``tor
 
 Speed: on a CPU, ``torch.sort`` of many short rows is the bottleneck (about 12x slower than NumPy's
 vectorized sort of the same array here).  The targets are therefore ranked by
-:func:`exact_ranks_cpu`, which sorts with :func:`sodeep.cpu_sort.sort_keys_with_order`, and rows are laid out family by family so no scattered writes are needed (see :mod:`sodeep.cpu_sort`).
+:func:`exact_ranks_cpu`, which sorts with :func:`sodeep.cpu_sort.sort_keys_with_order`, and rows
+are laid out family by family so no scattered writes are needed.
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ def _outliers(batch: int, n: int, gen: torch.Generator) -> torch.Tensor:
     draw = torch.rand(batch, n, generator=gen)
     # One uniform decides both: below 5% it is an outlier, and draw / 5% is again uniform.
     is_outlier = draw < OUTLIER_FRACTION
-    magnitude = torch.exp(math.log(10) * (1 + 2 * draw / OUTLIER_FRACTION))
+    magnitude = torch.exp(math.log(10) * (1 + 2 * draw.clamp_max(OUTLIER_FRACTION) / OUTLIER_FRACTION))
     return torch.where(is_outlier, base * magnitude, base)
 
 
