@@ -1,4 +1,5 @@
-"""The ``sodeep`` console script: ``pretrain``, ``evaluate``, ``export``, ``brainage tabular``.
+"""The ``sodeep`` console script: ``pretrain``, ``evaluate``, ``export`` and ``brainage
+{tabular, synthetic, nifti}``.
 
 This module is an entry point: it is the only place in the package that parses arguments and
 YAML configs, sets W&B's environment and starts loggers.
@@ -210,6 +211,24 @@ def start_wandb_run(mode: str, out: Path, name: str, config: dict[str, Any]):
     return wandb.init(project="sodeep", name=name, dir=str(out / "wandb"), mode=mode, config=config)
 
 
+def check_presets(names: list[str]) -> None:
+    from sodeep.losses import BRAIN_AGE_PRESETS
+
+    unknown = [name for name in names if name not in BRAIN_AGE_PRESETS]
+    if unknown:
+        raise SystemExit(f"unknown loss presets {unknown}; known: {list(BRAIN_AGE_PRESETS)}")
+
+
+def run_logger(run: Any):
+    """``(preset, run record) -> None`` logging the record's numbers to W&B (no-op without a run)."""
+
+    def log(name: str, record: dict[str, Any]) -> None:
+        if run is not None:
+            run.log({f"{name}/{key}": value for key, value in record.items() if isinstance(value, (int, float))})
+
+    return log
+
+
 def quiet_lightning() -> None:
     """Many short fits: keep Lightning's per-fit banners (accelerator, tips) out of the output."""
     import logging
@@ -251,11 +270,8 @@ def command_brainage_nifti(arguments: argparse.Namespace) -> int:
     from sodeep.brainage.cross_validation import TrainingConfig, cross_validate
     from sodeep.brainage.models import SFCN
     from sodeep.brainage.volumes import load_cohort
-    from sodeep.losses import BRAIN_AGE_PRESETS
 
-    unknown = [name for name in arguments.losses if name not in BRAIN_AGE_PRESETS]
-    if unknown:
-        raise SystemExit(f"unknown loss presets {unknown}; known: {list(BRAIN_AGE_PRESETS)}")
+    check_presets(arguments.losses)
     out = Path(arguments.out)
     out.mkdir(parents=True, exist_ok=True)
     shape = tuple(arguments.shape)
@@ -275,10 +291,6 @@ def command_brainage_nifti(arguments: argparse.Namespace) -> int:
     )
     run = start_wandb_run(arguments.wandb, out, f"brainage-nifti-{out.name}", {"manifest": str(arguments.manifest)})
 
-    def log_run(name: str, record: dict[str, Any]) -> None:
-        if run is not None:
-            run.log({f"{name}/{key}": value for key, value in record.items() if isinstance(value, (int, float))})
-
     results = cross_validate(
         cohort.ages.numpy(),
         cohort.sites,
@@ -292,7 +304,7 @@ def command_brainage_nifti(arguments: argparse.Namespace) -> int:
         seeds=arguments.seeds,
         config=config,
         description={"grid": list(shape)},
-        on_run=log_run,
+        on_run=run_logger(run),
     )
     report_cross_validation(results, cohort.ages.numpy(), out, f"Brain age from {Path(arguments.manifest).name}", run)
     return 0
@@ -303,11 +315,8 @@ def command_brainage_synthetic(arguments: argparse.Namespace) -> int:
     from sodeep.brainage.plots import plot_predictions
     from sodeep.brainage.synthetic_experiment import format_synthetic_report, run_synthetic_benchmark
     from sodeep.brainage.synthetic_mri import simulate_cohort
-    from sodeep.losses import BRAIN_AGE_PRESETS
 
-    unknown = [name for name in arguments.losses if name not in BRAIN_AGE_PRESETS]
-    if unknown:
-        raise SystemExit(f"unknown loss presets {unknown}; known: {list(BRAIN_AGE_PRESETS)}")
+    check_presets(arguments.losses)
     quiet_lightning()
     out = Path(arguments.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -315,10 +324,6 @@ def command_brainage_synthetic(arguments: argparse.Namespace) -> int:
         hidden=(), batch_size=arguments.batch_size, max_epochs=arguments.max_epochs, patience=arguments.patience
     )
     run = start_wandb_run(arguments.wandb, out, f"brainage-synthetic-{out.name}", vars(arguments) | {"handler": None})
-
-    def log_run(name: str, record: dict[str, Any]) -> None:
-        if run is not None:
-            run.log({f"{name}/{key}": value for key, value in record.items() if isinstance(value, (int, float))})
 
     results = run_synthetic_benchmark(
         arguments.losses,
@@ -329,7 +334,7 @@ def command_brainage_synthetic(arguments: argparse.Namespace) -> int:
         data_seed=arguments.data_seed,
         config=config,
         max_minutes=arguments.max_minutes,
-        on_run=log_run,
+        on_run=run_logger(run),
     )
     report = format_synthetic_report(results)
     (out / "results.md").write_text(report)
@@ -351,11 +356,8 @@ def command_brainage_synthetic(arguments: argparse.Namespace) -> int:
 def command_brainage_tabular(arguments: argparse.Namespace) -> int:
     from sodeep.brainage.cross_validation import TrainingConfig, cross_validate_table
     from sodeep.brainage.tables import read_age_table
-    from sodeep.losses import BRAIN_AGE_PRESETS
 
-    unknown = [name for name in arguments.losses if name not in BRAIN_AGE_PRESETS]
-    if unknown:
-        raise SystemExit(f"unknown loss presets {unknown}; known: {list(BRAIN_AGE_PRESETS)}")
+    check_presets(arguments.losses)
     table = read_age_table(arguments.csv, age_column=arguments.age_column, features=arguments.features)
     quiet_lightning()
     out = Path(arguments.out)
@@ -371,10 +373,6 @@ def command_brainage_tabular(arguments: argparse.Namespace) -> int:
         arguments.wandb, out, f"brainage-tabular-{out.name}", {"csv": str(arguments.csv), **vars(config)}
     )
 
-    def log_run(name: str, record: dict[str, Any]) -> None:
-        if run is not None:
-            run.log({f"{name}/{key}": value for key, value in record.items() if isinstance(value, (int, float))})
-
     results = cross_validate_table(
         table,
         arguments.losses,
@@ -382,7 +380,7 @@ def command_brainage_tabular(arguments: argparse.Namespace) -> int:
         folds=arguments.folds,
         seeds=arguments.seeds,
         config=config,
-        on_run=log_run,
+        on_run=run_logger(run),
     )
     report_cross_validation(results, table.ages, out, f"Brain age from {Path(arguments.csv).name}", run)
     return 0

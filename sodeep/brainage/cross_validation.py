@@ -45,6 +45,11 @@ class TrainingConfig:
     validation_fraction: float = 0.1
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def fit_options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`sodeep.brainage.training.fit_age_model` it sets."""
+        names = ("batch_size", "max_epochs", "patience", "learning_rate", "weight_decay")
+        return {name: getattr(self, name) for name in names}
+
 
 def write_json_atomically(path: Path, payload: Any) -> None:
     """Write JSON to a temporary file in the same folder, then rename: never half-written."""
@@ -148,11 +153,7 @@ def cross_validate(
             tensors(validation),
             out=out / "checkpoints" / name / f"seed{seed}_fold{fold}",
             seed=seed,
-            batch_size=config.batch_size,
-            max_epochs=config.max_epochs,
-            patience=config.patience,
-            learning_rate=config.learning_rate,
-            weight_decay=config.weight_decay,
+            **config.fit_options(),
         )
         predicted_validation = predict_ages(model, inputs(validation)).numpy()
         predicted_test = predict_ages(model, inputs(test)).numpy()

@@ -132,11 +132,7 @@ def run_synthetic_benchmark(
                 (train.volumes[validation], torch.from_numpy(ages[validation])),
                 out=out / "checkpoints" / name / f"seed{seed}",
                 seed=seed,
-                batch_size=config.batch_size,
-                max_epochs=config.max_epochs,
-                patience=config.patience,
-                learning_rate=config.learning_rate,
-                weight_decay=config.weight_decay,
+                **config.fit_options(),
                 max_minutes=max_minutes,
                 progress_bar=progress,
             )
