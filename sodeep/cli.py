@@ -334,6 +334,7 @@ def command_brainage_synthetic(arguments: argparse.Namespace) -> int:
         data_seed=arguments.data_seed,
         config=config,
         max_minutes=arguments.max_minutes,
+        cascade=arguments.cascade,
         on_run=run_logger(run),
     )
     report = format_synthetic_report(results)
@@ -341,11 +342,15 @@ def command_brainage_synthetic(arguments: argparse.Namespace) -> int:
     test = simulate_cohort(
         range(arguments.train, arguments.train + arguments.test), arguments.data_seed, cache_directory=out / "cache"
     )
-    for name, entry in results["presets"].items():
-        for record in entry["runs"][:1]:
-            plot_predictions(
-                test.ages, record["test_predictions"], out / "plots" / f"{name}.png", title=f"SFCN, {name} (test)"
-            )
+    for group, label in (("presets", "SFCN"), ("cascade", "cascade")):
+        for name, entry in results[group].items():
+            for record in entry["runs"][:1]:
+                plot_predictions(
+                    test.ages,
+                    record["test_predictions"],
+                    out / "plots" / f"{label}-{name}.png",
+                    title=f"{label}, {name} (test)",
+                )
     if run is not None:
         run.finish()
     print(report)
@@ -455,6 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
     synthetic.add_argument("--max-epochs", dest="max_epochs", type=int, default=60)
     synthetic.add_argument("--patience", type=int, default=10)
     synthetic.add_argument("--max-minutes", dest="max_minutes", type=float, default=30.0, help="per training run")
+    synthetic.add_argument(
+        "--cascade", action="store_true", help="also train Cheng et al.'s second stage on each trained SFCN"
+    )
     synthetic.add_argument("--out", default="runs/brainage-synthetic")
     synthetic.add_argument("--wandb", choices=["offline", "online", "disabled"], default="offline")
     synthetic.set_defaults(handler=command_brainage_synthetic)

@@ -155,3 +155,14 @@ def predict_ages(model: nn.Module, inputs: torch.Tensor, batch_size: int = 256) 
     """Ages ``(N,)`` predicted in eval mode, in batches."""
     model.eval()
     return torch.cat([model(inputs[start : start + batch_size]) for start in range(0, len(inputs), batch_size)])
+
+
+def load_age_model(model: nn.Module, checkpoint: str | Path) -> nn.Module:
+    """Load the weights of a checkpoint written by :func:`fit_age_model` into ``model`` (same
+    architecture), with ``weights_only=True``; returns it in eval mode."""
+    payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = payload.get("state_dict") if isinstance(payload, dict) else None
+    if not state or not any(key.startswith("model.") for key in state):
+        raise ValueError(f"{checkpoint} is not a checkpoint of fit_age_model (no 'model.' weights)")
+    model.load_state_dict({key[len("model.") :]: value for key, value in state.items() if key.startswith("model.")})
+    return model.eval()

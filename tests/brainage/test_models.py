@@ -40,3 +40,12 @@ def test_cascade_adds_a_residual_to_the_frozen_first_stage_bin():
     assert all(p.grad is not None for p in second.parameters() if p.requires_grad)
     with pytest.raises(ValueError, match="one extra input"):
         CascadeAgeNet(first, SFCN(channels=(4,), head_channels=4))
+
+
+def test_load_age_model_refuses_a_foreign_checkpoint(tmp_path):
+    from sodeep.brainage.training import load_age_model
+
+    path = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {"sorter.weight": torch.zeros(1)}}, path)
+    with pytest.raises(ValueError, match="not a checkpoint of fit_age_model"):
+        load_age_model(AgeMLP(3), path)

@@ -71,6 +71,7 @@ def test_synthetic_cli_writes_baselines_and_presets(tmp_path):
             "1",
             "--batch-size",
             "8",
+            "--cascade",
             "--out",
             str(out),
             "--wandb",
@@ -94,3 +95,6 @@ def test_synthetic_cli_writes_baselines_and_presets(tmp_path):
         (run,) = results["presets"][preset]["runs"]
         assert np.isfinite(run["mae"]) and len(run["test_predictions"]) == 8
     assert "| SFCN, cheng2021 |" in (out / "results.md").read_text()
+    (cascade,) = results["cascade"]["l1"]["runs"]
+    assert np.isfinite(cascade["mae"]) and (out / "plots" / "cascade-l1.png").is_file()
+    assert set(results["presets"]["l1"]["per_site"]) <= {"0", "1", "2", "3"}
