@@ -152,6 +152,7 @@ def cross_validate(
             tensors(fitting),
             tensors(validation),
             out=out / "checkpoints" / name / f"seed{seed}_fold{fold}",
+            csv_directory=out / "curves" / name / f"seed{seed}_fold{fold}",
             seed=seed,
             **config.fit_options(),
         )

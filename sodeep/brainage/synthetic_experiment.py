@@ -150,6 +150,7 @@ def run_synthetic_benchmark(
             (train.volumes[fitting], torch.from_numpy(ages[fitting])),
             (train.volumes[validation], torch.from_numpy(ages[validation])),
             out=directory,
+            csv_directory=out / "curves" / directory.relative_to(out / "checkpoints"),
             seed=seed,
             **config.fit_options(),
             max_minutes=max_minutes,

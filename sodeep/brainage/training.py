@@ -11,6 +11,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -88,7 +89,7 @@ def fit_age_model(
     learning_rate: float = 1e-3,
     weight_decay: float = 1e-2,
     max_minutes: float | None = None,
-    loggers: list | bool = False,
+    csv_directory: str | Path | None = None,
     progress_bar: bool = False,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Train ``model`` and return it with its best validation weights, plus a summary.
@@ -102,6 +103,7 @@ def fit_age_model(
         batch_size: subjects per step (2 .. the sorter's capacity when a rank term is used).
         max_epochs, patience: early stopping on validation MAE.
         max_minutes: wall-clock budget of the fit (``None``: none).
+        csv_directory: write the per-epoch curves (``metrics.csv``) there.
 
     Returns:
         ``(model in eval mode, {"best_val_mae", "epochs", "best_path"})``.
@@ -119,6 +121,13 @@ def fit_age_model(
         loss = BrainAgeLoss.from_preset(loss)
     module = AgeRegression(model, loss, learning_rate=learning_rate, weight_decay=weight_decay, max_epochs=max_epochs)
     out = Path(out)
+    # A fit starts from scratch: a best.ckpt left by an interrupted fit must not be taken for ours.
+    for stale in out.glob("best*.ckpt"):
+        stale.unlink()
+    loggers = False
+    if csv_directory is not None:
+        csv_directory = Path(csv_directory)
+        loggers = [CSVLogger(save_dir=str(csv_directory.parent), name=csv_directory.name, version="")]
     checkpoint = ModelCheckpoint(dirpath=out, filename="best", monitor="val/mae", mode="min", save_top_k=1)
     trainer = L.Trainer(
         max_epochs=max_epochs,

@@ -115,4 +115,6 @@ def test_cli_smoke_on_a_tiny_csv(tmp_path):
         assert all(np.isfinite([r["mae"], r["pearson"], r["spearman"]]).all() for r in runs)
         assert (out / "plots" / f"{preset}.png").stat().st_size > 10_000
     assert results["comparisons"]["baseline"] == "l1"
+    curve = (out / "curves" / "l1" / "seed0_fold0" / "metrics.csv").read_text().splitlines()
+    assert "val/mae" in curve[0] and len(curve) >= 2  # per-epoch curves in CSV
     assert "| cheng2021 |" in (out / "results.md").read_text()
