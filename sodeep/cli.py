@@ -335,6 +335,7 @@ def command_brainage_synthetic(arguments: argparse.Namespace) -> int:
         config=config,
         max_minutes=arguments.max_minutes,
         cascade=arguments.cascade,
+        augment=arguments.augment,
         on_run=run_logger(run),
     )
     report = format_synthetic_report(results)
@@ -464,6 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     synthetic.add_argument(
         "--cascade", action="store_true", help="also train Cheng et al.'s second stage on each trained SFCN"
     )
+    synthetic.add_argument("--augment", action="store_true", help="mirror and shift training volumes")
     synthetic.add_argument("--out", default="runs/brainage-synthetic")
     synthetic.add_argument("--wandb", choices=["offline", "online", "disabled"], default="offline")
     synthetic.set_defaults(handler=command_brainage_synthetic)

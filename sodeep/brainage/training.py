@@ -4,6 +4,7 @@ validation MAE, best weights restored at the end."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from sodeep.losses import BrainAgeLoss
 
 class AgeRegression(L.LightningModule):
     """Lightning wrapper: ``model`` maps inputs to ages ``(B,)``; ``loss`` is any
-    ``(predictions, ages) -> scalar`` module, e.g. :class:`sodeep.losses.BrainAgeLoss`."""
+    ``(predictions, ages) -> scalar`` module, e.g. :class:`sodeep.losses.BrainAgeLoss`;
+    ``augment`` (optional) transforms training inputs only."""
 
     def __init__(
         self,
@@ -30,11 +32,13 @@ class AgeRegression(L.LightningModule):
         learning_rate: float = 1e-3,
         weight_decay: float = 1e-2,
         max_epochs: int = 200,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self.loss = loss
-        self.save_hyperparameters(ignore=["model", "loss"])
+        self.augment = augment
+        self.save_hyperparameters(ignore=["model", "loss", "augment"])
         self._validation: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -42,6 +46,8 @@ class AgeRegression(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_index: int) -> torch.Tensor:
         inputs, ages = batch
+        if self.augment is not None:
+            inputs = self.augment(inputs)
         loss = self.loss(self.model(inputs), ages)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(ages))
         return loss
@@ -90,6 +96,7 @@ def fit_age_model(
     weight_decay: float = 1e-2,
     max_minutes: float | None = None,
     csv_directory: str | Path | None = None,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     progress_bar: bool = False,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Train ``model`` and return it with its best validation weights, plus a summary.
@@ -104,6 +111,7 @@ def fit_age_model(
         max_epochs, patience: early stopping on validation MAE.
         max_minutes: wall-clock budget of the fit (``None``: none).
         csv_directory: write the per-epoch curves (``metrics.csv``) there.
+        augment: applied to each training batch (e.g. :class:`RandomFlipShift`).
 
     Returns:
         ``(model in eval mode, {"best_val_mae", "epochs", "best_path"})``.
@@ -119,7 +127,9 @@ def fit_age_model(
     L.seed_everything(seed, workers=True, verbose=False)
     if isinstance(loss, str):
         loss = BrainAgeLoss.from_preset(loss)
-    module = AgeRegression(model, loss, learning_rate=learning_rate, weight_decay=weight_decay, max_epochs=max_epochs)
+    module = AgeRegression(
+        model, loss, learning_rate=learning_rate, weight_decay=weight_decay, max_epochs=max_epochs, augment=augment
+    )
     out = Path(out)
     # A fit starts from scratch: a best.ckpt left by an interrupted fit must not be taken for ours.
     for stale in out.glob("best*.ckpt"):
