@@ -124,6 +124,13 @@ def fit_age_model(
         )
     if batch_size < 2:
         raise ValueError(f"batch_size must be >= 2 (rank losses compare subjects), got {batch_size}")
+    for split, (inputs, ages) in (("train", train), ("validation", validation)):
+        if len(inputs) != len(ages) or ages.dim() != 1:
+            raise ValueError(
+                f"{split}: need inputs (N, ...) and ages (N,), got {tuple(inputs.shape)} and {tuple(ages.shape)}"
+            )
+        if not (torch.isfinite(inputs).all() and torch.isfinite(ages).all()):
+            raise ValueError(f"{split} inputs or ages contain NaN or infinite values")
     L.seed_everything(seed, workers=True, verbose=False)
     if isinstance(loss, str):
         loss = BrainAgeLoss.from_preset(loss)

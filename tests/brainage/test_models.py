@@ -49,3 +49,15 @@ def test_load_age_model_refuses_a_foreign_checkpoint(tmp_path):
     torch.save({"state_dict": {"sorter.weight": torch.zeros(1)}}, path)
     with pytest.raises(ValueError, match="not a checkpoint of fit_age_model"):
         load_age_model(AgeMLP(3), path)
+
+
+def test_fit_age_model_rejects_bad_input(tmp_path):
+    from sodeep.brainage.training import fit_age_model
+
+    inputs, ages = torch.randn(8, 3), torch.rand(8) * 50 + 20
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        fit_age_model(AgeMLP(3), "l1", (inputs, ages.clone().fill_(float("nan"))), (inputs, ages), out=tmp_path)
+    with pytest.raises(ValueError, match=r"ages \(N,\)"):
+        fit_age_model(AgeMLP(3), "l1", (inputs, ages[:5]), (inputs, ages), out=tmp_path)
+    with pytest.raises(ValueError, match="batch_size must be >= 2"):
+        fit_age_model(AgeMLP(3), "l1", (inputs, ages), (inputs, ages), out=tmp_path, batch_size=1)
