@@ -77,6 +77,18 @@ def select_feature_columns(
     return chosen
 
 
+def report_unusable_rows(
+    source: str | os.PathLike, problems: list[tuple[int, str]], *, kept: int, summary: str
+) -> None:
+    """Raise if no row of ``source`` was usable; else warn once with ``summary`` (e.g. "skipped 2
+    of 40 rows"), naming the first problem lines."""
+    if not kept:
+        raise ValueError(f"{source}: no usable row; first problems: {problems[:3]}")
+    if problems:
+        shown = "; ".join(f"line {line}: {reason}" for line, reason in problems[:5])
+        warnings.warn(f"{source}: {summary} ({shown})", stacklevel=3)
+
+
 def read_age_table(
     path: str | os.PathLike,
     *,
@@ -127,11 +139,7 @@ def read_age_table(
         kept_features.append([float(row[c]) for c in feature_names])
         ids.append(row[id_column] if id_column else str(line))
         sites.append(row.get(site_column) or "all")
-    if not kept_ages:
-        raise ValueError(f"{path}: no usable row; first problems: {skipped[:3]}")
-    if skipped:
-        shown = "; ".join(f"line {line}: {reason}" for line, reason in skipped[:5])
-        warnings.warn(f"{path}: skipped {len(skipped)} of {len(rows)} rows ({shown})", stacklevel=2)
+    report_unusable_rows(path, skipped, kept=len(kept_ages), summary=f"skipped {len(skipped)} of {len(rows)} rows")
     return AgeTable(
         features=np.asarray(kept_features, dtype=np.float32),
         ages=np.asarray(kept_ages, dtype=np.float32),

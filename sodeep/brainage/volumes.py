@@ -13,13 +13,14 @@ import hashlib
 import math
 import os
 import tempfile
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from sodeep.brainage.tables import report_unusable_rows
 
 #: The MNI152 grid at 4 mm: 45 x 54 x 45 voxels (182 x 218 x 182 mm).
 GRID_4MM = (45, 54, 45)
@@ -170,11 +171,7 @@ def load_cohort(
         except Exception as error:  # a corrupt file must not lose the cohort: report it by line
             problems.append((row.line, f"cannot read {row.path}: {error}"))
     problems.sort()
-    if not kept:
-        raise ValueError(f"{manifest}: no usable subject; first problems: {problems[:3]}")
-    if problems:
-        shown = "; ".join(f"line {line}: {reason}" for line, reason in problems[:5])
-        warnings.warn(f"{manifest}: left out {len(problems)} rows ({shown})", stacklevel=2)
+    report_unusable_rows(manifest, problems, kept=len(kept), summary=f"left out {len(problems)} rows")
     return Cohort(
         volumes=torch.from_numpy(np.stack(volumes)).unsqueeze(1),
         ages=torch.tensor([row.age for row in kept], dtype=torch.float32),
