@@ -284,6 +284,7 @@ def command_brainage_nifti(arguments: argparse.Namespace) -> int:
         batch_size=arguments.batch_size,
         max_epochs=arguments.max_epochs,
         patience=arguments.patience,
+        ema_decay=arguments.ema_decay,
         extra={"model": "sfcn", "shape": list(shape), "voxel_size": arguments.voxel_size},
     )
     print(
@@ -321,7 +322,11 @@ def command_brainage_synthetic(arguments: argparse.Namespace) -> int:
     out = Path(arguments.out)
     out.mkdir(parents=True, exist_ok=True)
     config = TrainingConfig(
-        hidden=(), batch_size=arguments.batch_size, max_epochs=arguments.max_epochs, patience=arguments.patience
+        hidden=(),
+        batch_size=arguments.batch_size,
+        max_epochs=arguments.max_epochs,
+        patience=arguments.patience,
+        ema_decay=arguments.ema_decay,
     )
     run = start_wandb_run(arguments.wandb, out, f"brainage-synthetic-{out.name}", vars(arguments) | {"handler": None})
 
@@ -466,6 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--cascade", action="store_true", help="also train Cheng et al.'s second stage on each trained SFCN"
     )
     synthetic.add_argument("--augment", action="store_true", help="mirror and shift training volumes")
+    synthetic.add_argument(
+        "--ema-decay", dest="ema_decay", type=float, help="validate and keep an EMA of the weights (e.g. 0.99)"
+    )
     synthetic.add_argument("--out", default="runs/brainage-synthetic")
     synthetic.add_argument("--wandb", choices=["offline", "online", "disabled"], default="offline")
     synthetic.set_defaults(handler=command_brainage_synthetic)
@@ -480,6 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
     nifti.add_argument("--batch-size", dest="batch_size", type=int, default=16)
     nifti.add_argument("--max-epochs", dest="max_epochs", type=int, default=60)
     nifti.add_argument("--patience", type=int, default=10)
+    nifti.add_argument(
+        "--ema-decay", dest="ema_decay", type=float, help="validate and keep an EMA of the weights (e.g. 0.99)"
+    )
     nifti.add_argument("--cache", help="preprocessed volumes (default: OUT/cache)")
     nifti.add_argument("--out", default="runs/brainage-nifti")
     nifti.add_argument("--wandb", choices=["offline", "online", "disabled"], default="offline")

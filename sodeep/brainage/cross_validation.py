@@ -43,11 +43,12 @@ class TrainingConfig:
     learning_rate: float = 1e-3
     weight_decay: float = 1e-2
     validation_fraction: float = 0.1
+    ema_decay: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def fit_options(self) -> dict[str, Any]:
         """The keyword arguments of :func:`sodeep.brainage.training.fit_age_model` it sets."""
-        names = ("batch_size", "max_epochs", "patience", "learning_rate", "weight_decay")
+        names = ("batch_size", "max_epochs", "patience", "learning_rate", "weight_decay", "ema_decay")
         return {name: getattr(self, name) for name in names}
 
 

