@@ -470,7 +470,13 @@ def build_parser() -> argparse.ArgumentParser:
     synthetic.add_argument(
         "--cascade", action="store_true", help="also train Cheng et al.'s second stage on each trained SFCN"
     )
-    synthetic.add_argument("--augment", action="store_true", help="mirror and shift training volumes")
+    synthetic.add_argument(
+        "--augment",
+        nargs="?",
+        const="flip-shift",
+        choices=["flip-shift", "flip-shift+contrast"],  # sodeep.brainage.augmentation.AUGMENTATIONS
+        help="augment training volumes: mirror and shift (the default when given alone), plus scanner-like contrast",
+    )
     synthetic.add_argument(
         "--ema-decay", dest="ema_decay", type=float, help="validate and keep an EMA of the weights (e.g. 0.99)"
     )

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sodeep.brainage.augmentation import RandomFlipShift
+from sodeep.brainage.augmentation import make_augmentation
 from sodeep.brainage.cross_validation import TrainingConfig, inner_validation_mask, write_json_atomically
 from sodeep.brainage.metrics import fit_age_bias, gap_metrics, per_site_mae, regression_metrics
 from sodeep.brainage.models import SFCN, CascadeAgeNet, discretize_age
@@ -84,7 +84,7 @@ def run_synthetic_benchmark(
     config: TrainingConfig | None = None,
     max_minutes: float | None = 30.0,
     cascade: bool = False,
-    augment: bool = False,
+    augment: str | None = None,
     cache_directory: str | Path | None = None,
     progress: bool = True,
     on_run: Any = None,
@@ -95,8 +95,8 @@ def run_synthetic_benchmark(
 
     With ``cascade``, each trained SFCN also becomes the frozen first stage of Cheng et al.'s
     cascade (:class:`CascadeAgeNet`), whose second stage is trained with the same preset and
-    budget; those runs go to ``results["cascade"][preset]["runs"]``.  With ``augment``, training
-    batches are mirrored and shifted (:class:`RandomFlipShift`, seeded by the run's seed).
+    budget; those runs go to ``results["cascade"][preset]["runs"]``.  ``augment`` names a training
+    augmentation of :func:`sodeep.brainage.augmentation.make_augmentation` (seeded by the run's seed).
     """
     config = config or TrainingConfig(batch_size=16, max_epochs=60, patience=10)
     out = Path(out)
@@ -116,7 +116,7 @@ def run_synthetic_benchmark(
         "max_minutes": max_minutes,
     }
     if augment:  # only when set, so results written before the option existed still resume
-        settings["augment"] = True
+        settings["augment"] = augment
     path = out / "results.json"
     results: dict[str, Any] = {"settings": settings, "presets": {name: {"runs": []} for name in presets}}
     if path.is_file():
@@ -159,7 +159,7 @@ def run_synthetic_benchmark(
             seed=seed,
             **config.fit_options(),
             max_minutes=max_minutes,
-            augment=RandomFlipShift(seed=seed) if augment else None,
+            augment=make_augmentation(augment, seed),
             progress_bar=progress,
         )
         return model, (time.time() - started) / 60, summary

@@ -72,6 +72,10 @@ def test_synthetic_cli_writes_baselines_and_presets(tmp_path):
             "--batch-size",
             "8",
             "--cascade",
+            "--augment",
+            "flip-shift+contrast",
+            "--ema-decay",
+            "0.9",
             "--out",
             str(out),
             "--wandb",
@@ -80,6 +84,8 @@ def test_synthetic_cli_writes_baselines_and_presets(tmp_path):
     )
     assert code == 0
     results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["augment"] == "flip-shift+contrast"
+    assert results["settings"]["config"]["ema_decay"] == 0.9
     assert set(results["baselines"]) == {
         "median",
         "ridge on voxels",
