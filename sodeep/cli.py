@@ -341,6 +341,11 @@ def command_brainage_synthetic(arguments: argparse.Namespace) -> int:
         max_minutes=arguments.max_minutes,
         cascade=arguments.cascade,
         augment=arguments.augment,
+        network={
+            key: value
+            for key, value in (("channels", arguments.channels), ("head_channels", arguments.head_channels))
+            if value is not None
+        },
         on_run=run_logger(run),
     )
     report = format_synthetic_report(results)
@@ -477,6 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["flip-shift", "flip-shift+contrast"],  # sodeep.brainage.augmentation.AUGMENTATIONS
         help="augment training volumes: mirror and shift (the default when given alone), plus scanner-like contrast",
     )
+    synthetic.add_argument("--channels", type=int, nargs="+", help="SFCN 3^3 block widths (default 8 16 32 64 64)")
+    synthetic.add_argument("--head-channels", dest="head_channels", type=int, help="SFCN 1^3 block (default 32)")
     synthetic.add_argument(
         "--ema-decay", dest="ema_decay", type=float, help="validate and keep an EMA of the weights (e.g. 0.99)"
     )

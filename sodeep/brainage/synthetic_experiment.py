@@ -85,6 +85,7 @@ def run_synthetic_benchmark(
     max_minutes: float | None = 30.0,
     cascade: bool = False,
     augment: str | None = None,
+    network: dict[str, Any] | None = None,
     cache_directory: str | Path | None = None,
     progress: bool = True,
     on_run: Any = None,
@@ -97,6 +98,7 @@ def run_synthetic_benchmark(
     cascade (:class:`CascadeAgeNet`), whose second stage is trained with the same preset and
     budget; those runs go to ``results["cascade"][preset]["runs"]``.  ``augment`` names a training
     augmentation of :func:`sodeep.brainage.augmentation.make_augmentation` (seeded by the run's seed).
+    ``network`` holds :class:`SFCN` keyword arguments (``channels``, ``head_channels``, ``dropout``).
     """
     config = config or TrainingConfig(batch_size=16, max_epochs=60, patience=10)
     out = Path(out)
@@ -115,8 +117,12 @@ def run_synthetic_benchmark(
         "config": {key: value for key, value in config.__dict__.items() if key != "hidden"},
         "max_minutes": max_minutes,
     }
-    if augment:  # only when set, so results written before the option existed still resume
+    # Only when set, so results written before these options existed still resume.
+    if augment:
         settings["augment"] = augment
+    network = dict(network or {})
+    if network:
+        settings["network"] = network
     path = out / "results.json"
     results: dict[str, Any] = {"settings": settings, "presets": {name: {"runs": []} for name in presets}}
     if path.is_file():
@@ -165,7 +171,7 @@ def run_synthetic_benchmark(
         return model, (time.time() - started) / 60, summary
 
     def first_stage() -> SFCN:
-        return SFCN(age_offset=float(np.median(ages[fitting])), age_scale=float(np.std(ages[fitting])))
+        return SFCN(age_offset=float(np.median(ages[fitting])), age_scale=float(np.std(ages[fitting])), **network)
 
     results.setdefault("cascade", {})
     for seed in seeds:
@@ -185,7 +191,9 @@ def run_synthetic_benchmark(
             residual = ages[fitting] - coarse
 
             def make_cascade() -> CascadeAgeNet:
-                second = SFCN(age_offset=float(residual.mean()), age_scale=float(residual.std()), extra_inputs=1)
+                second = SFCN(
+                    age_offset=float(residual.mean()), age_scale=float(residual.std()), extra_inputs=1, **network
+                )
                 return CascadeAgeNet(first, second)
 
             model, minutes, summary = fit(
