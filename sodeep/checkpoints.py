@@ -79,8 +79,11 @@ def sorter_from_payload(payload: Any, source: str = "checkpoint") -> Sorter:
     architecture = payload.get("architecture")
     if architecture not in SORTERS:
         raise CheckpointError(f"{source} names unknown architecture {architecture!r}; known: {sorted(SORTERS)}")
+    config = dict(payload.get("config", {}))
+    if architecture == "conv":
+        config.setdefault("activation", "gelu")  # conv checkpoints written before the option used GELU
     try:
-        sorter = build_sorter(architecture, **payload.get("config", {}))
+        sorter = build_sorter(architecture, **config)
     except TypeError as error:
         raise CheckpointError(f"{source} has a config that does not fit {architecture!r}: {error}") from error
     try:

@@ -21,6 +21,21 @@ def test_round_trip_restores_config_and_weights(tmp_path):
     assert not list(tmp_path.glob(".*tmp"))  # the temporary file was renamed away
 
 
+def test_conv_checkpoint_without_activation_is_read_as_gelu(tmp_path):
+    # Checkpoints written before the activation option had GELU layers; they must not change.
+    gelu = ConvSorter(width=8, activation="gelu")
+    for parameter in gelu.network.parameters():
+        parameter.data.normal_()
+    payload = torch.load(save_sorter(gelu, tmp_path / "g.pt"), weights_only=True)
+    del payload["config"]["activation"]
+    torch.save(payload, tmp_path / "old.pt")
+    loaded = load_sorter(tmp_path / "old.pt")
+    assert loaded.activation == "gelu" and isinstance(loaded.network[1], torch.nn.GELU)
+    x = torch.randn(4, 30)
+    torch.testing.assert_close(loaded(x), gelu.eval()(x))
+    assert ConvSorter().activation == "relu"
+
+
 def test_wrong_corrupt_and_foreign_files_give_clear_errors(tmp_path):
     with pytest.raises(CheckpointError, match="no sorter checkpoint"):
         load_sorter(tmp_path / "missing.pt")

@@ -114,11 +114,11 @@ def run_synthetic_benchmark(
         "seeds": list(seeds),
         "presets": list(presets),
         "simulator": SimulatorSettings().__dict__ | {"age_range": list(SimulatorSettings().age_range)},
-        "config": {key: value for key, value in config.__dict__.items() if key != "hidden"},
+        # Unset options (None) are left out, so results written before they existed still resume.
+        "config": {key: value for key, value in config.__dict__.items() if key != "hidden" and value is not None},
         "max_minutes": max_minutes,
     }
-    # Only when set, so results written before these options existed still resume.
-    if augment:
+    if augment:  # recorded only when set, like the unset config options above
         settings["augment"] = augment
     network = dict(network or {})
     if network:
