@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from sodeep.brainage.augmentation import RandomContrast, RandomFlipShift, compose
+from sodeep.brainage.augmentation import RandomContrast, RandomFlipShift, compose, make_augmentation
 
 
 def test_each_volume_is_itself_or_its_mirror_and_seeds_repeat():
@@ -65,3 +65,12 @@ def test_compose_applies_left_to_right():
         return volumes * 2
 
     assert compose(add_one, double)(torch.zeros(1)).item() == 2.0
+
+
+def test_named_augmentations_are_seeded_and_unknown_names_refused():
+    volumes = brain_volumes()
+    assert make_augmentation(None, seed=0) is None
+    for name in ("flip-shift", "flip-shift+contrast"):
+        assert torch.equal(make_augmentation(name, seed=3)(volumes), make_augmentation(name, seed=3)(volumes))
+    with pytest.raises(ValueError, match="one of"):
+        make_augmentation("mixup", seed=0)
