@@ -267,7 +267,7 @@ def report_cross_validation(results: dict[str, Any], ages: Any, out: Path, title
 
 
 def command_brainage_nifti(arguments: argparse.Namespace) -> int:
-    from sodeep.brainage.cross_validation import TrainingConfig, cross_validate
+    from sodeep.brainage.cross_validation import cross_validate
     from sodeep.brainage.models import SFCN
     from sodeep.brainage.volumes import load_cohort
 
@@ -279,13 +279,8 @@ def command_brainage_nifti(arguments: argparse.Namespace) -> int:
         arguments.manifest, arguments.cache or out / "cache", shape=shape, voxel_size=arguments.voxel_size
     )
     quiet_lightning()
-    config = TrainingConfig(
-        hidden=(),
-        batch_size=arguments.batch_size,
-        max_epochs=arguments.max_epochs,
-        patience=arguments.patience,
-        ema_decay=arguments.ema_decay,
-        extra={"model": "sfcn", "shape": list(shape), "voxel_size": arguments.voxel_size},
+    config = volume_training_config(
+        arguments, extra={"model": "sfcn", "shape": list(shape), "voxel_size": arguments.voxel_size}
     )
     print(
         f"{len(cohort.ages)} subjects, {len(cohort.problems)} rows left out; grid {shape} at {arguments.voxel_size} mm"
@@ -311,8 +306,21 @@ def command_brainage_nifti(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def command_brainage_synthetic(arguments: argparse.Namespace) -> int:
+def volume_training_config(arguments: argparse.Namespace, **options: Any) -> Any:
+    """The 3D CNN's :class:`TrainingConfig` from the flags ``brainage synthetic`` and ``nifti`` share."""
     from sodeep.brainage.cross_validation import TrainingConfig
+
+    return TrainingConfig(
+        hidden=(),
+        batch_size=arguments.batch_size,
+        max_epochs=arguments.max_epochs,
+        patience=arguments.patience,
+        ema_decay=arguments.ema_decay,
+        **options,
+    )
+
+
+def command_brainage_synthetic(arguments: argparse.Namespace) -> int:
     from sodeep.brainage.plots import plot_predictions
     from sodeep.brainage.synthetic_experiment import format_synthetic_report, run_synthetic_benchmark
     from sodeep.brainage.synthetic_mri import simulate_cohort
@@ -321,13 +329,7 @@ def command_brainage_synthetic(arguments: argparse.Namespace) -> int:
     quiet_lightning()
     out = Path(arguments.out)
     out.mkdir(parents=True, exist_ok=True)
-    config = TrainingConfig(
-        hidden=(),
-        batch_size=arguments.batch_size,
-        max_epochs=arguments.max_epochs,
-        patience=arguments.patience,
-        ema_decay=arguments.ema_decay,
-    )
+    config = volume_training_config(arguments)
     run = start_wandb_run(arguments.wandb, out, f"brainage-synthetic-{out.name}", vars(arguments) | {"handler": None})
 
     results = run_synthetic_benchmark(
@@ -400,6 +402,12 @@ def command_brainage_tabular(arguments: argparse.Namespace) -> int:
     )
     report_cross_validation(results, table.ages, out, f"Brain age from {Path(arguments.csv).name}", run)
     return 0
+
+
+def add_ema_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ema-decay", dest="ema_decay", type=float, help="validate and keep an EMA of the weights (e.g. 0.99)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -484,9 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     synthetic.add_argument("--channels", type=int, nargs="+", help="SFCN 3^3 block widths (default 8 16 48 128 256)")
     synthetic.add_argument("--head-channels", dest="head_channels", type=int, help="SFCN 1^3 block (default 128)")
-    synthetic.add_argument(
-        "--ema-decay", dest="ema_decay", type=float, help="validate and keep an EMA of the weights (e.g. 0.99)"
-    )
+    add_ema_flag(synthetic)
     synthetic.add_argument("--out", default="runs/brainage-synthetic")
     synthetic.add_argument("--wandb", choices=["offline", "online", "disabled"], default="offline")
     synthetic.set_defaults(handler=command_brainage_synthetic)
@@ -501,9 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     nifti.add_argument("--batch-size", dest="batch_size", type=int, default=16)
     nifti.add_argument("--max-epochs", dest="max_epochs", type=int, default=60)
     nifti.add_argument("--patience", type=int, default=10)
-    nifti.add_argument(
-        "--ema-decay", dest="ema_decay", type=float, help="validate and keep an EMA of the weights (e.g. 0.99)"
-    )
+    add_ema_flag(nifti)
     nifti.add_argument("--cache", help="preprocessed volumes (default: OUT/cache)")
     nifti.add_argument("--out", default="runs/brainage-nifti")
     nifti.add_argument("--wandb", choices=["offline", "online", "disabled"], default="offline")
