@@ -347,6 +347,10 @@ def command_brainage_synthetic(arguments: argparse.Namespace) -> int:
             key: value
             for key, value in (("channels", arguments.channels), ("head_channels", arguments.head_channels))
             if value is not None
+        }
+        | {
+            "pool_before_norm": arguments.block_order == "pool-norm",
+            "pool_every_block": arguments.pooled_blocks == "all",
         },
         on_run=run_logger(run),
     )
@@ -476,9 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
     synthetic.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")
     synthetic.add_argument("--data-seed", dest="data_seed", type=int, default=0, help="the simulated cohort")
     synthetic.add_argument("--batch-size", dest="batch_size", type=int, default=16)
-    # About 19 s an epoch on 2 CPU cores: 45 epochs let the cosine schedule anneal within 15 minutes.
-    synthetic.add_argument("--max-epochs", dest="max_epochs", type=int, default=45)
-    synthetic.add_argument("--patience", type=int, default=15)
+    # About 11 s an epoch on 2 CPU cores: 70 epochs let the cosine schedule anneal within 15 minutes.
+    synthetic.add_argument("--max-epochs", dest="max_epochs", type=int, default=70)
+    synthetic.add_argument("--patience", type=int, default=25)
     synthetic.add_argument("--max-minutes", dest="max_minutes", type=float, default=15.0, help="per training run")
     synthetic.add_argument(
         "--cascade", action="store_true", help="also train Cheng et al.'s second stage on each trained SFCN"
@@ -492,6 +496,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     synthetic.add_argument("--channels", type=int, nargs="+", help="SFCN 3^3 block widths (default 8 16 48 128 256)")
     synthetic.add_argument("--head-channels", dest="head_channels", type=int, help="SFCN 1^3 block (default 128)")
+    synthetic.add_argument(
+        "--block-order",
+        dest="block_order",
+        choices=["pool-norm", "norm-pool"],
+        default="pool-norm",
+        help="SFCN blocks: conv, max-pool, BatchNorm (1.8x faster on a CPU) or the paper's conv, BatchNorm, max-pool",
+    )
+    synthetic.add_argument(
+        "--pooled-blocks",
+        dest="pooled_blocks",
+        choices=["all", "last"],
+        default="all",
+        help="SFCN: the regressor sees every block's mean over the volume, or only the last block's (the paper's)",
+    )
     add_ema_flag(synthetic)
     synthetic.add_argument("--out", default="runs/brainage-synthetic")
     synthetic.add_argument("--wandb", choices=["offline", "online", "disabled"], default="offline")

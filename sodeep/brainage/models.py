@@ -51,7 +51,7 @@ class AgeMLP(nn.Module):
 class SFCN(nn.Module):
     """Simple Fully Convolutional Network for brain age (Peng et al., "Accurate brain age
     prediction with lightweight deep neural networks", Medical Image Analysis 2021), narrowed for
-    CPU training at 4 mm: blocks of ``Conv3d 3^3 -> BatchNorm -> MaxPool 2 -> ReLU``, a ``1^3``
+    CPU training at 4 mm: blocks of ``Conv3d 3^3 -> MaxPool 2 -> BatchNorm -> ReLU``, a ``1^3``
     convolution, global average pooling, dropout and a linear regressor (one age, not the
     paper's age bins, so any regression or rank loss applies).
 
@@ -68,6 +68,17 @@ class SFCN(nn.Module):
             creeping from 0 at the optimizer's step size.
         extra_inputs: scalars concatenated to the pooled features before the regressor (the
             cascade's second stage feeds its first stage's age there).
+        pool_before_norm: ``True``: ``Conv -> MaxPool -> BatchNorm -> ReLU``, normalizing 8x
+            fewer voxels; ``False``: the paper's ``Conv -> BatchNorm -> MaxPool -> ReLU``.  With a
+            positive BatchNorm scale the two compute the same family of functions, but full-
+            resolution BatchNorm is ~45% of a CPU training step: pooling first makes the step
+            1.8x faster (144 vs 261 ms at B=16, 45x54x45, 2 cores).
+        pool_every_block: also average each ``3^3`` block's output over the volume and hand
+            those ``sum(channels)`` means to the regressor beside the last block's (``False``:
+            the last block's only, as in the paper).  The means of the early, fine-scale blocks
+            are tissue-class volumes, the quantities age changes most directly, which the deep
+            blocks otherwise have to carry through four poolings.  On synthetic MRI this took the
+            test MAE from 7.64 to 7.30 years (training seed 0, same budget).
 
     Shapes: ``(B, 1, D, H, W)`` -> ``(B,)``; any grid with each side >= ``2 ** len(channels)``.
 
@@ -84,23 +95,30 @@ class SFCN(nn.Module):
         age_offset: float = 0.0,
         age_scale: float = 1.0,
         extra_inputs: int = 0,
+        pool_before_norm: bool = True,
+        pool_every_block: bool = True,
     ) -> None:
         super().__init__()
         blocks: list[nn.Module] = []
         width = 1
         for size in channels:
-            blocks += [
+            convolution, norm, pool = (
                 nn.Conv3d(width, size, kernel_size=3, padding=1),
                 nn.BatchNorm3d(size),
                 nn.MaxPool3d(2),
-                nn.ReLU(inplace=True),
-            ]
+            )
+            blocks += [convolution, pool, norm] if pool_before_norm else [convolution, norm, pool]
+            blocks.append(nn.ReLU(inplace=True))
             width = size
         blocks += [nn.Conv3d(width, head_channels, kernel_size=1), nn.BatchNorm3d(head_channels), nn.ReLU(inplace=True)]
         self.features = nn.Sequential(*blocks)
+        # Indices of the layers whose outputs are averaged for the regressor: each block's ReLU.
+        self.pooled_layers = [4 * (block + 1) - 1 for block in range(len(channels))] if pool_every_block else []
+        self.pooled_layers.append(len(blocks) - 1)
         self.minimum_side = 2 ** len(channels)
         self.extra_inputs = int(extra_inputs)
-        self.regressor = nn.Sequential(nn.Dropout(dropout), nn.Linear(head_channels + self.extra_inputs, 1))
+        pooled_width = head_channels + (sum(channels) if pool_every_block else 0)
+        self.regressor = nn.Sequential(nn.Dropout(dropout), nn.Linear(pooled_width + self.extra_inputs, 1))
         self.register_buffer("age_offset", torch.tensor(float(age_offset)))
         self.register_buffer("age_scale", torch.tensor(float(age_scale)))
         # Channels-last 3D convolution weights make a CPU training step ~1.5x faster (oneDNN picks
@@ -112,7 +130,12 @@ class SFCN(nn.Module):
             raise ValueError(f"volumes must be (B, 1, D, H, W), got shape {tuple(volumes.shape)}")
         if min(volumes.shape[2:]) < self.minimum_side:
             raise ValueError(f"each side must be >= {self.minimum_side} voxels, got {tuple(volumes.shape[2:])}")
-        pooled = self.features(volumes).mean(dim=(2, 3, 4))
+        means = []
+        for index, layer in enumerate(self.features):
+            volumes = layer(volumes)
+            if index in self.pooled_layers:
+                means.append(volumes.mean(dim=(2, 3, 4)))
+        pooled = torch.cat(means, dim=-1)
         if self.extra_inputs:
             if extra is None or extra.shape != (len(volumes), self.extra_inputs):
                 shape = None if extra is None else tuple(extra.shape)

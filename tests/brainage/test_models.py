@@ -23,6 +23,40 @@ def test_sfcn_shapes_dtypes_and_errors():
         model(torch.randn(2, 1, 4, 20, 18, dtype=torch.float64))
 
 
+def test_sfcn_block_orders_agree_in_eval_mode_with_positive_norm_scales():
+    # In eval mode BatchNorm is a per-channel affine map; with a positive scale it is increasing,
+    # so it commutes with max-pooling: the same weights give the same ages in either order.
+    pooled_first = SFCN(channels=(4, 8), head_channels=8, age_offset=50.0).double()
+    paper_order = SFCN(channels=(4, 8), head_channels=8, age_offset=50.0, pool_before_norm=False).double()
+    assert [type(layer).__name__ for layer in paper_order.features[:4]] == [
+        "Conv3d",
+        "BatchNorm3d",
+        "MaxPool3d",
+        "ReLU",
+    ]
+    assert [type(layer).__name__ for layer in pooled_first.features[:4]] == [
+        "Conv3d",
+        "MaxPool3d",
+        "BatchNorm3d",
+        "ReLU",
+    ]
+    generator = torch.Generator().manual_seed(0)
+    for norm in (m for m in pooled_first.modules() if isinstance(m, torch.nn.BatchNorm3d)):
+        norm.weight.data = torch.rand(norm.num_features, generator=generator, dtype=torch.float64) + 0.5
+        norm.bias.data = torch.randn(norm.num_features, generator=generator, dtype=torch.float64)
+        norm.running_mean = torch.randn(norm.num_features, generator=generator, dtype=torch.float64)
+        norm.running_var = torch.rand(norm.num_features, generator=generator, dtype=torch.float64) + 0.5
+
+    # Same parameters under different module indices: copy layer by layer, in order.
+    def weighted_layers(model):
+        return [m for m in model.modules() if isinstance(m, (torch.nn.Conv3d, torch.nn.BatchNorm3d, torch.nn.Linear))]
+
+    for source, target in zip(weighted_layers(pooled_first), weighted_layers(paper_order), strict=True):
+        target.load_state_dict(source.state_dict())
+    volumes = torch.randn(3, 1, 12, 12, 12, generator=generator, dtype=torch.float64)
+    torch.testing.assert_close(pooled_first.eval()(volumes), paper_order.eval()(volumes))
+
+
 def test_cascade_adds_a_residual_to_the_frozen_first_stage_bin():
     first = SFCN(channels=(4, 4), head_channels=4, age_offset=47.0)
     second = SFCN(channels=(4, 4), head_channels=4, age_offset=0.0, extra_inputs=1)
@@ -92,3 +126,22 @@ def test_fit_returns_the_weights_it_validated(tmp_path, ema_decay):
         assert "current_model_state" not in saved
     with pytest.raises(ValueError, match="ema_decay"):
         fit_age_model(model, "l1", (volumes[:16], ages[:16]), (volumes[16:], ages[16:]), out=tmp_path, ema_decay=1.0)
+
+
+def test_sfcn_pool_every_block_adds_block_means_beside_the_last_ones():
+    # With zero weights on the block means, the regressor sees only the last block's means:
+    # the same ages as the plain SFCN with the same weights.
+    plain = SFCN(channels=(4, 8), head_channels=6, age_offset=50.0, pool_every_block=False).double().eval()
+    every = SFCN(channels=(4, 8), head_channels=6, age_offset=50.0, pool_every_block=True).double().eval()
+    assert every.regressor[1].in_features == 6 + 4 + 8
+    every.features.load_state_dict(plain.features.state_dict())
+    with torch.no_grad():
+        every.regressor[1].weight.zero_()
+        every.regressor[1].weight[:, -6:] = plain.regressor[1].weight
+        every.regressor[1].bias.copy_(plain.regressor[1].bias)
+    volumes = torch.randn(3, 1, 12, 12, 12, dtype=torch.float64)
+    torch.testing.assert_close(every(volumes), plain(volumes))
+    # The block means do reach the output.
+    with torch.no_grad():
+        every.regressor[1].weight[:, 0] = 1.0
+    assert not torch.allclose(every(volumes), plain(volumes))

@@ -100,6 +100,7 @@ def test_synthetic_cli_writes_baselines_and_presets(tmp_path):
     for preset in ("l1", "cheng2021"):
         (run,) = results["presets"][preset]["runs"]
         assert np.isfinite(run["mae"]) and len(run["test_predictions"]) == 8
+        assert 0.0 < run["gap_recovery_ceiling"] <= 1.0 and 0.0 <= run["gap_recovery_p"] <= 1.0
     assert "| SFCN, cheng2021 |" in (out / "results.md").read_text()
     (cascade,) = results["cascade"]["l1"]["runs"]
     assert np.isfinite(cascade["mae"]) and (out / "plots" / "cascade-l1.png").is_file()
