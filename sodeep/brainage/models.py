@@ -69,10 +69,11 @@ class SFCN(nn.Module):
         extra_inputs: scalars concatenated to the pooled features before the regressor (the
             cascade's second stage feeds its first stage's age there).
         pool_before_norm: ``True``: ``Conv -> MaxPool -> BatchNorm -> ReLU``, normalizing 8x
-            fewer voxels; ``False``: the paper's ``Conv -> BatchNorm -> MaxPool -> ReLU``.  With a
-            positive BatchNorm scale the two compute the same family of functions, but full-
-            resolution BatchNorm is ~45% of a CPU training step: pooling first makes the step
-            1.8x faster (144 vs 261 ms at B=16, 45x54x45, 2 cores).
+            fewer voxels; ``False``: the paper's ``Conv -> BatchNorm -> MaxPool -> ReLU``.  In eval
+            mode, with positive BatchNorm scales, both orders compute the same function (only
+            the batch statistics of training differ), but full-resolution BatchNorm is ~45% of a
+            CPU training step: pooling first makes the step 1.8x faster (144 vs 261 ms at B=16,
+            45x54x45, 2 cores).
         pool_every_block: also average each ``3^3`` block's output over the volume and hand
             those ``sum(channels)`` means to the regressor beside the last block's (``False``:
             the last block's only, as in the paper).  The means of the early, fine-scale blocks
