@@ -279,8 +279,10 @@ def command_brainage_nifti(arguments: argparse.Namespace) -> int:
         arguments.manifest, arguments.cache or out / "cache", shape=shape, voxel_size=arguments.voxel_size
     )
     quiet_lightning()
+    network = sfcn_options(arguments)
     config = volume_training_config(
-        arguments, extra={"model": "sfcn", "shape": list(shape), "voxel_size": arguments.voxel_size}
+        arguments,
+        extra={"model": "sfcn", "network": network, "shape": list(shape), "voxel_size": arguments.voxel_size},
     )
     print(
         f"{len(cohort.ages)} subjects, {len(cohort.problems)} rows left out; grid {shape} at {arguments.voxel_size} mm"
@@ -293,7 +295,7 @@ def command_brainage_nifti(arguments: argparse.Namespace) -> int:
         arguments.losses,
         make_inputs=lambda fitting: lambda rows: cohort.volumes[rows],  # z-scored per subject: nothing to fit
         make_model=lambda fitting_ages: SFCN(
-            age_offset=float(fitting_ages.mean()), age_scale=float(fitting_ages.std())
+            age_offset=float(fitting_ages.mean()), age_scale=float(fitting_ages.std()), **network
         ),
         out=out,
         folds=arguments.folds,
@@ -343,15 +345,7 @@ def command_brainage_synthetic(arguments: argparse.Namespace) -> int:
         max_minutes=arguments.max_minutes,
         cascade=arguments.cascade,
         augment=arguments.augment,
-        network={
-            key: value
-            for key, value in (("channels", arguments.channels), ("head_channels", arguments.head_channels))
-            if value is not None
-        }
-        | {
-            "pool_before_norm": arguments.block_order == "pool-norm",
-            "pool_every_block": arguments.pooled_blocks == "all",
-        },
+        network=sfcn_options(arguments),
         on_run=run_logger(run),
     )
     report = format_synthetic_report(results)
@@ -406,6 +400,35 @@ def command_brainage_tabular(arguments: argparse.Namespace) -> int:
     )
     report_cross_validation(results, table.ages, out, f"Brain age from {Path(arguments.csv).name}", run)
     return 0
+
+
+def add_sfcn_flags(parser: argparse.ArgumentParser) -> None:
+    """The 3D CNN's architecture flags, shared by ``brainage synthetic`` and ``nifti``."""
+    parser.add_argument("--channels", type=int, nargs="+", help="SFCN 3^3 block widths (default 8 16 48 128 256)")
+    parser.add_argument("--head-channels", dest="head_channels", type=int, help="SFCN 1^3 block (default 128)")
+    parser.add_argument(
+        "--block-order",
+        dest="block_order",
+        choices=["pool-norm", "norm-pool"],
+        default="pool-norm",
+        help="SFCN blocks: conv, max-pool, BatchNorm (1.8x faster on a CPU) or the paper's conv, BatchNorm, max-pool",
+    )
+    parser.add_argument(
+        "--pooled-blocks",
+        dest="pooled_blocks",
+        choices=["all", "last"],
+        default="all",
+        help="SFCN: the regressor sees every block's mean over the volume, or only the last block's (the paper's)",
+    )
+
+
+def sfcn_options(arguments: argparse.Namespace) -> dict[str, Any]:
+    """:class:`SFCN` keyword arguments from the flags of :func:`add_sfcn_flags` (JSON-able)."""
+    sizes = (("channels", arguments.channels), ("head_channels", arguments.head_channels))
+    return {key: value for key, value in sizes if value is not None} | {
+        "pool_before_norm": arguments.block_order == "pool-norm",
+        "pool_every_block": arguments.pooled_blocks == "all",
+    }
 
 
 def add_ema_flag(parser: argparse.ArgumentParser) -> None:
@@ -494,22 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["flip-shift", "flip-shift+contrast"],  # sodeep.brainage.augmentation.AUGMENTATIONS
         help="augment training volumes: mirror and shift (the default when given alone), plus scanner-like contrast",
     )
-    synthetic.add_argument("--channels", type=int, nargs="+", help="SFCN 3^3 block widths (default 8 16 48 128 256)")
-    synthetic.add_argument("--head-channels", dest="head_channels", type=int, help="SFCN 1^3 block (default 128)")
-    synthetic.add_argument(
-        "--block-order",
-        dest="block_order",
-        choices=["pool-norm", "norm-pool"],
-        default="pool-norm",
-        help="SFCN blocks: conv, max-pool, BatchNorm (1.8x faster on a CPU) or the paper's conv, BatchNorm, max-pool",
-    )
-    synthetic.add_argument(
-        "--pooled-blocks",
-        dest="pooled_blocks",
-        choices=["all", "last"],
-        default="all",
-        help="SFCN: the regressor sees every block's mean over the volume, or only the last block's (the paper's)",
-    )
+    add_sfcn_flags(synthetic)
     add_ema_flag(synthetic)
     synthetic.add_argument("--out", default="runs/brainage-synthetic")
     synthetic.add_argument("--wandb", choices=["offline", "online", "disabled"], default="offline")
@@ -525,6 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     nifti.add_argument("--batch-size", dest="batch_size", type=int, default=16)
     nifti.add_argument("--max-epochs", dest="max_epochs", type=int, default=60)
     nifti.add_argument("--patience", type=int, default=10)
+    add_sfcn_flags(nifti)
     add_ema_flag(nifti)
     nifti.add_argument("--cache", help="preprocessed volumes (default: OUT/cache)")
     nifti.add_argument("--out", default="runs/brainage-nifti")

@@ -76,6 +76,8 @@ def test_synthetic_cli_writes_baselines_and_presets(tmp_path):
             "flip-shift+contrast",
             "--ema-decay",
             "0.9",
+            "--pooled-blocks",
+            "last",
             "--out",
             str(out),
             "--wandb",
@@ -86,6 +88,7 @@ def test_synthetic_cli_writes_baselines_and_presets(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["settings"]["augment"] == "flip-shift+contrast"
     assert results["settings"]["config"]["ema_decay"] == 0.9
+    assert results["settings"]["network"] == {"pool_before_norm": True, "pool_every_block": False}
     assert set(results["baselines"]) == {
         "median",
         "ridge on voxels",

@@ -112,6 +112,15 @@ def test_nifti_cli_smoke(tmp_path):
                 "1",
                 "--batch-size",
                 "4",
+                "--channels",
+                "4",
+                "8",
+                "--head-channels",
+                "8",
+                "--block-order",
+                "norm-pool",
+                "--pooled-blocks",
+                "last",
                 "--out",
                 str(out),
                 "--wandb",
@@ -119,6 +128,13 @@ def test_nifti_cli_smoke(tmp_path):
             ]
         )
     assert code == 0
-    runs = json.loads((out / "results.json").read_text())["presets"]["l1+spearman"]["runs"]
+    written = json.loads((out / "results.json").read_text())
+    assert written["settings"]["config"]["extra"]["network"] == {
+        "channels": [4, 8],
+        "head_channels": 8,
+        "pool_before_norm": False,
+        "pool_every_block": False,
+    }
+    runs = written["presets"]["l1+spearman"]["runs"]
     assert len(runs) == 2 and all(np.isfinite(run["mae"]) for run in runs)
     assert (out / "plots" / "l1+spearman.png").is_file()
