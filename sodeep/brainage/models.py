@@ -101,6 +101,9 @@ class SFCN(nn.Module):
     ) -> None:
         super().__init__()
         blocks: list[nn.Module] = []
+        # Indices of the layers whose outputs are averaged for the regressor: each block's ReLU
+        # (with pool_every_block) and the head's.
+        self.pooled_layers: list[int] = []
         width = 1
         for size in channels:
             convolution, norm, pool = (
@@ -110,11 +113,11 @@ class SFCN(nn.Module):
             )
             blocks += [convolution, pool, norm] if pool_before_norm else [convolution, norm, pool]
             blocks.append(nn.ReLU(inplace=True))
+            if pool_every_block:
+                self.pooled_layers.append(len(blocks) - 1)
             width = size
         blocks += [nn.Conv3d(width, head_channels, kernel_size=1), nn.BatchNorm3d(head_channels), nn.ReLU(inplace=True)]
         self.features = nn.Sequential(*blocks)
-        # Indices of the layers whose outputs are averaged for the regressor: each block's ReLU.
-        self.pooled_layers = [4 * (block + 1) - 1 for block in range(len(channels))] if pool_every_block else []
         self.pooled_layers.append(len(blocks) - 1)
         self.minimum_side = 2 ** len(channels)
         self.extra_inputs = int(extra_inputs)

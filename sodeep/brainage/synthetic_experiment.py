@@ -16,7 +16,7 @@ import torch
 
 from sodeep.brainage.augmentation import make_augmentation
 from sodeep.brainage.cross_validation import TrainingConfig, inner_validation_mask, write_json_atomically
-from sodeep.brainage.metrics import fit_age_bias, gap_metrics, per_site_mae, regression_metrics
+from sodeep.brainage.metrics import corrected_gap, fit_age_bias, gap_metrics, per_site_mae, regression_metrics
 from sodeep.brainage.models import SFCN, CascadeAgeNet, discretize_age
 from sodeep.brainage.synthetic_mri import GM_REGIONS, SimulatorSettings, SyntheticCohort, simulate_cohort
 from sodeep.brainage.training import fit_age_model, load_age_model, predict_ages
@@ -99,7 +99,7 @@ def run_synthetic_benchmark(
     cascade (:class:`CascadeAgeNet`), whose second stage is trained with the same preset and
     budget; those runs go to ``results["cascade"][preset]["runs"]``.  ``augment`` names a training
     augmentation of :func:`sodeep.brainage.augmentation.make_augmentation` (seeded by the run's seed).
-    ``network`` holds :class:`SFCN` keyword arguments (``channels``, ``head_channels``, ``dropout``).
+    ``network`` holds :class:`SFCN` keyword arguments (e.g. ``channels``, ``pool_every_block``).
     """
     config = config or TrainingConfig(batch_size=16, max_epochs=60, patience=10)
     out = Path(out)
@@ -142,7 +142,7 @@ def run_synthetic_benchmark(
         predicted_validation = predict_ages(model, train.volumes[validation], batch_size=32).numpy()
         predicted = predict_ages(model, test.volumes, batch_size=32).numpy()
         bias = fit_age_bias(predicted_validation, ages[validation])
-        corrected = predicted - test_ages - (bias[0] * test_ages + bias[1])
+        corrected = corrected_gap(predicted, test_ages, bias)
         run = {"seed": seed, "fold": 0}
         run |= regression_metrics(predicted, test_ages) | gap_metrics(predicted, test_ages, bias)
         recovery = scipy.stats.pearsonr(corrected, test.truth["gap"])
