@@ -30,8 +30,12 @@ def check_scores(scores: Any, *, min_length: int, max_length: int | None, name: 
         raise ValueError(
             f"{name} has length n={n} (shape {tuple(scores.shape)}); this sorter accepts n >= {min_length} and {upper}"
         )
-    # min and max propagate NaN and show an infinity: two numbers instead of a mask of (B, n).
-    if not all(math.isfinite(bound) for bound in torch.stack(torch.aminmax(scores)).tolist()):
+    # A finite sum means finite scores (one number to read, not a mask of (B, n)); a sum that
+    # overflowed may still come from finite scores, so min and max (which propagate NaN and show
+    # an infinity) decide then.
+    if not math.isfinite(scores.detach().sum().item()) and not all(
+        math.isfinite(bound) for bound in torch.stack(torch.aminmax(scores.detach())).tolist()
+    ):
         raise ValueError(f"{name} contains NaN or infinite values; ranks of non-finite scores are undefined")
 
 

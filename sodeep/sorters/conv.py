@@ -27,18 +27,28 @@ the ranks always sum to ``(n + 1) / 2``).
 Sorting computes the temperatures, which carry no gradient, and lets the pairwise sum be banded:
 each element is compared softly with its ``band`` nearest neighbours on either side in sorted
 order and exactly (0, 1/2 or 1) with the rest, whose sigmoids are nearly saturated at these
-temperatures.
-Gradients reach the scores through the banded sigmoids alone; the cost is ``O(n log n + n band)``.  Everything is scale-free, so the sorter is invariant to
-positive affine maps of its input, and one set of weights serves every ``2 <= n <= capacity``.
+temperatures.  Gradients reach the scores through the banded sigmoids alone; the cost is
+``O(n log n + n band)``.  Everything is scale-free, so the sorter is invariant to positive affine
+maps of its input, and one set of weights serves every ``2 <= n <= capacity``.
+
+Speed: at the sizes of a training batch (B=32, n=100) the time goes to per-operation overhead,
+not arithmetic (the band's width changes nothing measurable).  So a frozen sorter, the way it
+is used inside a loss, runs the banded part as one autograd node with a hand-written backward
+(:class:`BandedSoftRanks`), rows without ties skip the grouping of equal values, and the
+constant part of each rank (:func:`band_base`) is cached per length.  While the temperature
+network learns (pretraining), plain autograd runs the same formulas (tests compare the two).
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 from sodeep.sorters.base import Sorter
@@ -49,6 +59,8 @@ MISSING_GAP_LOG = 8.0
 
 #: Hidden activations of the temperature network, by the name checkpoints record.
 ACTIVATIONS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "relu": nn.ReLU}
+# The same activations as functions for the forward pass (ReLU in place: one allocation fewer).
+_ACTIVATION_FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"gelu": F.gelu, "relu": torch.relu_}
 
 
 def distinct_value_groups(sorted_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -70,31 +82,99 @@ def distinct_value_groups(sorted_scores: torch.Tensor) -> tuple[torch.Tensor, to
     return group_id, group_value, group_size
 
 
-def banded_soft_correction(sorted_scores: torch.Tensor, root_inverse_tau: torch.Tensor, reach: int) -> torch.Tensor:
-    """Soft minus exact comparisons of each element with its ``reach`` nearest neighbours on
-    either side in sorted order, summed: ``sum_j sigmoid((x_j - x_k) / tau_kj) - H(x_j - x_k)``
-    over ``0 < |j - k| <= reach``, with ``1 / tau_kj = r_k r_j`` and ``H`` the exact comparison
-    (0, 1/2 for ties, 1).
+def banded_sigmoid_sum(sorted_scores: torch.Tensor, root_inverse_tau: torch.Tensor, reach: int) -> torch.Tensor:
+    """Soft comparisons of each element with the ``2 reach + 1`` positions around it in sorted
+    order, summed: ``sum_j sigmoid((x_j - x_k) r_k r_j)`` over ``|j - k| <= reach``, where
+    ``r = tau ** -1/2`` (so a pair's temperature is ``sqrt(tau_k tau_j)``).  Positions outside the
+    row have ``r = 0`` and add ``sigmoid(0) = 1/2`` each, with no gradient; so does the element
+    itself.  :func:`band_base` holds what these constant halves and the pairs outside the band
+    add to the exact rank.
 
     Args:
         sorted_scores: ``(B, n)``, ascending; gradients flow through it.
-        root_inverse_tau: ``(B, n)``, ``r = tau ** -1/2`` at each sorted position (positive).
+        root_inverse_tau: ``(B, n)``, ``r`` at each sorted position (positive).
         reach: ``1 <= reach <= n - 1``.
 
     Returns:
-        ``(B, n)``: the correction to add to the exact (unnormalized) descending ranks.
+        ``(B, n)``.
     """
-    # Windows (B, n, 2 reach + 1) of the neighbours.  Outside the row r is 0, so z = 0 and the
-    # pair adds sigmoid(0) - 1/2 = 0 with no gradient: no mask needed.  (Evaluating each pair's
-    # sigmoid once and reading the lower half through a skewed view does half the arithmetic but
-    # more operations, and measured slower at B=32, n=100.)
+    # (Evaluating each pair's sigmoid once and reading the lower half through a skewed view does
+    # half the arithmetic but more operations, and measured slower at B=32, n=100.)
     neighbours = F.pad(sorted_scores, (reach, reach)).unfold(-1, 2 * reach + 1, 1)
     root_neighbours = F.pad(root_inverse_tau, (reach, reach)).unfold(-1, 2 * reach + 1, 1)
     z = (neighbours - sorted_scores.unsqueeze(-1)) * (root_inverse_tau.unsqueeze(-1) * root_neighbours)
-    with torch.no_grad():
-        # z has the sign of x_j - x_k inside the row (r > 0); ties, self and padding have z = 0.
-        hard = z.sign().mul_(0.5).add_(0.5)
-    return (torch.sigmoid(z) - hard).sum(-1)
+    return torch.sigmoid(z).sum(-1)
+
+
+def band_base(n: int, reach: int, group_start: torch.Tensor, group_end: torch.Tensor) -> torch.Tensor:
+    """Exact descending rank minus the hard comparisons inside the band, at each sorted position.
+
+    The exact rank at ascending position ``k`` of a tie group ``[start, end)`` is
+    ``1/2 + #greater + #equal / 2 = n + 1/2 - (start + end) / 2``.  Inside the band the hard
+    comparisons (1 for a greater value, 1/2 for an equal one, for the element itself and for the
+    padding) sum to ``reach + 1/2 + (#greater - #less) / 2``, so that
+    ``rank_k = band_base_k + banded_sigmoid_sum_k`` gives the exact rank for pairs outside the band
+    and soft ones inside it.
+
+    Args:
+        n: row length; ``reach``: as in :func:`banded_sigmoid_sum`.
+        group_start, group_end: ``(..., n)`` float, the tie group ``[start, end)`` of each sorted
+            position (``k`` and ``k + 1`` without ties).
+
+    Returns:
+        ``(..., n)``.
+    """
+    position = torch.arange(n, dtype=group_start.dtype, device=group_start.device)
+    greater = (torch.clamp(position + (reach + 1), max=n) - group_end).clamp_min(0)
+    less = (group_start - (position - reach).clamp_min(0)).clamp_min(0)
+    return (n - reach) - 0.5 * (group_start + group_end) - 0.5 * (greater - less)
+
+
+@functools.lru_cache(maxsize=1024)
+def untied_band_base(n: int, reach: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """:func:`band_base` divided by ``n`` for rows without ties, ``(n,)``: the same for every row of
+    that length, so it is computed once (read-only: never modify the returned tensor)."""
+    position = torch.arange(n, dtype=torch.float64)
+    return (band_base(n, reach, position, position + 1) / n).to(dtype=dtype, device=device)
+
+
+class BandedSoftRanks(torch.autograd.Function):
+    """Normalized soft ranks ``base + banded_sigmoid_sum / n`` at fixed temperatures, with a
+    hand-written backward.  Same values and gradients as autograd through
+    :func:`banded_sigmoid_sum`, in one graph node instead of about fifteen: a frozen sorter
+    (inside a loss) spends most of its time on per-operation overhead.
+
+    With ``a_kj = sigmoid'(z_kj) r_k r_j`` (symmetric in ``k, j``), the gradient at sorted position
+    ``k`` of ``sum_m g_m rank_m`` is ``sum_j a_kj (g_j - g_k) / n`` over the band.
+
+    ``apply(scores, sorted_scores, order, root_inverse_tau, base, reach)``: ``scores`` ``(B, n)``
+    (differentiable); ``sorted_scores, order = scores.detach().sort(-1)``; ``root_inverse_tau``
+    ``(B, n)`` at sorted positions and ``base`` ``(B, n)`` or ``(n,)`` (:func:`band_base` / n),
+    both constant; ``1 <= reach <= n - 1``.  Returns ``(B, n)`` ranks in the input's order.
+    """
+
+    @staticmethod
+    def forward(ctx, scores, sorted_scores, order, root_inverse_tau, base, reach):  # noqa: D102
+        width = 2 * reach + 1
+        neighbours = F.pad(sorted_scores, (reach, reach)).unfold(-1, width, 1)
+        coupling = F.pad(root_inverse_tau, (reach, reach)).unfold(-1, width, 1) * root_inverse_tau.unsqueeze(-1)
+        soft = (neighbours - sorted_scores.unsqueeze(-1)).mul_(coupling).sigmoid_()
+        sorted_ranks = torch.add(base, soft.sum(-1), alpha=1 / scores.shape[-1])
+        ctx.save_for_backward(order, soft, coupling)
+        ctx.reach = reach
+        # order is a permutation, so every entry of the copy is overwritten.
+        return sorted_ranks.scatter(-1, order, sorted_ranks)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_ranks):  # noqa: D102
+        order, soft, coupling = ctx.saved_tensors
+        reach = ctx.reach
+        grad_sorted = grad_ranks.gather(-1, order).div_(grad_ranks.shape[-1])
+        neighbours = F.pad(grad_sorted, (reach, reach)).unfold(-1, 2 * reach + 1, 1)
+        weighted = (neighbours - grad_sorted.unsqueeze(-1)).mul_(coupling)
+        grad_sorted = torch.ops.aten.sigmoid_backward(weighted, soft).sum(-1)
+        return grad_sorted.scatter(-1, order, grad_sorted), None, None, None, None, None
 
 
 class ConvSorter(Sorter):
@@ -155,6 +235,7 @@ class ConvSorter(Sorter):
         self.depth = int(depth)
         self.band = None if band is None else int(band)
         self.activation = activation
+        self._activation = _ACTIVATION_FUNCTIONS[activation]
         layers: list[nn.Module] = []
         channels = 2 * self.radius + 2  # the gap window, log multiplicity, log n
         for _ in range(self.depth):
@@ -167,6 +248,8 @@ class ConvSorter(Sorter):
         # Linear layers over (B, G, channels) windows are the convolutions, channels-last: on a
         # CPU this is several times faster than Conv1d at these tiny sizes.
         self.network = nn.Sequential(*layers, head)
+        # The same layers, for the forward pass (slicing the Sequential builds a new module).
+        self._linear_layers = (*layers[0::2], head)
 
     def config(self) -> dict[str, Any]:
         return {
@@ -179,64 +262,90 @@ class ConvSorter(Sorter):
             "activation": self.activation,
         }
 
-    def sorted_log_temperature(self, sorted_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def sorted_log_temperature(
+        self, sorted_scores: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Temperatures of rows sorted ascending; differentiable in the network's parameters only.
 
         Args:
             sorted_scores: ``(B, n)``, ascending.
 
         Returns:
-            ``(log_tau, group_id, group_size)``, each ``(B, n)``: ``log tau`` at each sorted
-            position (in the units of the scores) and the grouping of
-            :func:`distinct_value_groups`.
+            ``(log_tau, group_id, group_size)``: ``log tau`` ``(B, n)`` at each sorted position (in
+            the units of the scores) and the grouping of :func:`distinct_value_groups`, each
+            ``(B, n)``, or ``None`` for both when no row has a tie (every element is its own group).
         """
         n = sorted_scores.shape[-1]
-        net_dtype = self.network[0].weight.dtype
+        first, *others = self._linear_layers
+        net_dtype = first.weight.dtype
         sorted_scores = sorted_scores.detach()
-        group_id, group_value, group_size = distinct_value_groups(sorted_scores)
-        values, multiplicity = group_value.to(net_dtype), group_size.to(net_dtype)
-
-        # Gap g lies between distinct values g and g + 1; it exists when g + 1 < G.
-        has_gap = multiplicity[:, 1:] > 0
-        gap = (values[:, 1:] - values[:, :-1]).clamp_min(torch.finfo(net_dtype).tiny)
-        log_gap = torch.where(has_gap, gap.log(), 0.0)
-        row_log_gap = log_gap.sum(-1, keepdim=True) / has_gap.sum(-1, keepdim=True).clamp_min(1)
-        relative = torch.where(has_gap, log_gap - row_log_gap, MISSING_GAP_LOG)
+        gap = torch.diff(sorted_scores)
+        if int(gap.count_nonzero()) == gap.numel():
+            # No ties (the usual case for continuous scores): half the operations of the general case.
+            group_id = group_size = multiplicity = None
+            if gap.dtype != net_dtype:  # a narrower type may round distinct values together
+                gap = gap.to(net_dtype).clamp_min(torch.finfo(net_dtype).tiny)
+            log_gap = gap.log()
+            row_log_gap = log_gap.mean(-1, keepdim=True)
+            relative = log_gap - row_log_gap
+        else:
+            group_id, group_value, group_size = distinct_value_groups(sorted_scores)
+            values, multiplicity = group_value.to(net_dtype), group_size.to(net_dtype)
+            # Gap g lies between distinct values g and g + 1; it exists when g + 1 < G.
+            has_gap = multiplicity[:, 1:] > 0
+            gap = (values[:, 1:] - values[:, :-1]).clamp_min(torch.finfo(net_dtype).tiny)
+            log_gap = torch.where(has_gap, gap.log(), 0.0)
+            row_log_gap = log_gap.sum(-1, keepdim=True) / has_gap.sum(-1, keepdim=True).clamp_min(1)
+            relative = torch.where(has_gap, log_gap - row_log_gap, MISSING_GAP_LOG)
 
         # Distinct value g sees gaps g - radius .. g + radius - 1 (gap g - 1 below it, gap g above).
         padded = F.pad(relative, (self.radius, self.radius), value=MISSING_GAP_LOG)
         gap_window = padded.unfold(-1, 2 * self.radius, 1)  # (B, n, 2 * radius)
         below, above = gap_window[..., self.radius - 1], gap_window[..., self.radius]
-        features = torch.cat(
-            [
-                gap_window,
-                multiplicity.clamp_min(1).log().unsqueeze(-1),
-                torch.full_like(below, math.log(n) / math.log(self.max_length)).unsqueeze(-1),
-            ],
-            dim=-1,
-        )
-        offset = self.network(features).squeeze(-1)
+
+        # The first convolution reads [gap window, log multiplicity, log n / log capacity]; the last
+        # feature is constant over the batch, so it is folded into the bias (no feature tensor).
+        # Rows of (B * n, channels) and in-place activations: at these sizes the time is
+        # per-operation overhead, not arithmetic.
+        bias = torch.add(first.bias, first.weight[:, -1], alpha=math.log(n) / math.log(self.max_length))
+        windows = gap_window.reshape(-1, 2 * self.radius)
+        hidden = F.linear(windows, first.weight[:, : 2 * self.radius], bias)
+        if multiplicity is not None:
+            log_multiplicity = multiplicity.clamp_min(1).log().reshape(-1, 1)
+            hidden = hidden.addcmul_(log_multiplicity, first.weight[:, 2 * self.radius])
+        for layer in others:
+            hidden = F.linear(self._activation(hidden), layer.weight, layer.bias)
+        offset = hidden.view(sorted_scores.shape)
         # Centre per row over elements (distinct values weighted by multiplicity): the network
         # moves sharpness around, it cannot make the sorter sharper overall.
-        offset = offset - (offset * multiplicity).sum(-1, keepdim=True) / n
+        if multiplicity is None:
+            offset = offset - offset.mean(-1, keepdim=True)
+        else:
+            offset = offset - (offset * multiplicity).sum(-1, keepdim=True) / n
 
         # Local spacing: the smaller of the two gaps (a missing gap is never the smaller).
-        log_tau_group = math.log(self.softness) + row_log_gap + torch.minimum(below, above) + offset
-        log_tau = log_tau_group.gather(-1, group_id).to(sorted_scores.dtype)
-        return log_tau, group_id, group_size
+        log_tau = (row_log_gap + math.log(self.softness)) + torch.minimum(below, above) + offset
+        if group_id is not None:
+            log_tau = log_tau.gather(-1, group_id)
+        return log_tau.to(sorted_scores.dtype), group_id, group_size
 
     def rank_rows(self, scores: torch.Tensor) -> torch.Tensor:
         n = scores.shape[-1]
-        sorted_scores, order = scores.sort(dim=-1)
+        sorted_scores, order = scores.detach().sort(dim=-1)
         log_tau, group_id, group_size = self.sorted_log_temperature(sorted_scores)
         reach = n - 1 if self.band is None else min(self.band, n - 1)
         # A pair is compared at the geometric mean of its two temperatures:
         # an element made soft blurs its own comparisons, so softness cannot be hidden.
-        root_inverse_tau = torch.exp(-0.5 * log_tau)
-        with torch.no_grad():
-            # Exact descending rank at ascending position k: 1/2 + #greater + #equal / 2 (self included).
-            group_end = group_size.cumsum(-1).gather(-1, group_id)
-            exact = (n + 0.5) - group_end + 0.5 * group_size.gather(-1, group_id)
-        correction = banded_soft_correction(sorted_scores, root_inverse_tau, reach)
-        sorted_ranks = (exact + correction) / n
-        return torch.empty_like(sorted_ranks).scatter(-1, order, sorted_ranks)
+        root_inverse_tau = log_tau.mul(-0.5).exp_()
+        if group_id is None:
+            base = untied_band_base(n, reach, scores.dtype, scores.device)
+        else:
+            with torch.no_grad():
+                group_end = group_size.cumsum(-1).gather(-1, group_id)
+                base = band_base(n, reach, group_end - group_size.gather(-1, group_id), group_end) / n
+        if root_inverse_tau.requires_grad:  # pretraining: the temperature network learns
+            soft_sum = banded_sigmoid_sum(scores.gather(-1, order), root_inverse_tau, reach)
+            sorted_ranks = base + soft_sum / n
+            return sorted_ranks.scatter(-1, order, sorted_ranks)
+        # A frozen network (inside a loss): one autograd node with a hand-written backward.
+        return BandedSoftRanks.apply(scores, sorted_scores, order, root_inverse_tau, base, reach)

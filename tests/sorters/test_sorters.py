@@ -66,6 +66,7 @@ def test_original_sorters_are_neither_equivariant_nor_any_length():
         (torch.randn(2, 1), "n >= 2"),
         (torch.tensor([[1.0, float("nan"), 2.0]]), "NaN"),
         (torch.tensor([[1.0, float("inf"), 2.0]]), "infinite"),
+        (torch.tensor([[1.0, float("inf"), -float("inf")]]), "infinite"),
         (torch.randn(2, 3, 4), "shape"),
         (torch.randn(0, 5), "empty"),
         (torch.arange(5), "floating"),
@@ -74,6 +75,14 @@ def test_original_sorters_are_neither_equivariant_nor_any_length():
 def test_clear_errors(bad, message):
     with pytest.raises((ValueError, TypeError), match=message):
         ConvSorter()(bad)
+
+
+def test_finite_scores_whose_sum_overflows_are_accepted():
+    scores = torch.tensor([[3e38, 2e38, 1.0, -5.0]])
+    assert not torch.isfinite(scores.sum())
+    ranks = ConvSorter().eval()(scores)
+    assert torch.isfinite(ranks).all()
+    assert torch.equal(ranks.argsort(), rank(scores).argsort())
 
 
 def test_eval_mode_is_deterministic_and_device_dtype_follow_input():
