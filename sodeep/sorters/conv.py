@@ -343,9 +343,16 @@ class ConvSorter(Sorter):
             with torch.no_grad():
                 group_end = group_size.cumsum(-1).gather(-1, group_id)
                 base = band_base(n, reach, group_end - group_size.gather(-1, group_id), group_end) / n
-        if root_inverse_tau.requires_grad:  # pretraining: the temperature network learns
-            soft_sum = banded_sigmoid_sum(scores.gather(-1, order), root_inverse_tau, reach)
-            sorted_ranks = base + soft_sum / n
-            return sorted_ranks.scatter(-1, order, sorted_ranks)
-        # A frozen network (inside a loss): one autograd node with a hand-written backward.
-        return BandedSoftRanks.apply(scores, sorted_scores, order, root_inverse_tau, base, reach)
+        if not root_inverse_tau.requires_grad:
+            # A frozen network (inside a loss): one autograd node with a hand-written backward.
+            try:
+                return BandedSoftRanks.apply(scores, sorted_scores, order, root_inverse_tau, base, reach)
+            except RuntimeError as error:
+                # torch.func transforms (grad, vmap, ...) refuse a Function without setup_context;
+                # defining one costs ~60 us a call (argument binding), so they get plain autograd.
+                if "setup_context" not in str(error):
+                    raise
+        # Pretraining (the temperature network learns) and torch.func: the same formulas, autograd.
+        soft_sum = banded_sigmoid_sum(scores.gather(-1, order), root_inverse_tau, reach)
+        sorted_ranks = base + soft_sum / n
+        return sorted_ranks.scatter(-1, order, sorted_ranks)

@@ -102,3 +102,12 @@ def test_lengths_first_seen_in_inference_mode_still_train():
     x = scores.detach().clone().requires_grad_()
     frozen(x).sum().backward()
     assert scores.grad is not None and x.grad is not None
+
+
+def test_frozen_sorter_works_under_torch_func_grad():
+    frozen = load_sorter().double().requires_grad_(False)
+    scores = torch.randn(4, 20, dtype=torch.float64)
+    grad = torch.func.grad(lambda x: frozen(x).square().sum())(scores)
+    x = scores.clone().requires_grad_()
+    frozen(x).square().sum().backward()
+    torch.testing.assert_close(grad, x.grad)
