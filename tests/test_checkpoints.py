@@ -5,13 +5,19 @@ import pytest
 import torch
 
 from sodeep import load_sorter, save_sorter
-from sodeep.checkpoints import CheckpointError, import_original_checkpoint
+from sodeep.checkpoints import (
+    DEFAULT_SORTER_FILE,
+    DEPTH2_SORTER_FILE,
+    CheckpointError,
+    default_sorter_path,
+    import_original_checkpoint,
+)
 from sodeep.evaluation import fidelity_table, summarize
 from sodeep.sorters import ConvSorter, OriginalCNNSorter
 
 
 def test_round_trip_restores_config_and_weights(tmp_path):
-    sorter = ConvSorter(capacity=64, softness=0.7, width=8)
+    sorter = ConvSorter(capacity=64, softness=0.7, width=8, depth=2)
     sorter.network[-1].weight.data.normal_()
     path = save_sorter(sorter, tmp_path / "s.pt", {"note": "test"})
     loaded = load_sorter(path)
@@ -23,7 +29,7 @@ def test_round_trip_restores_config_and_weights(tmp_path):
 
 def test_conv_checkpoint_without_activation_is_read_as_gelu(tmp_path):
     # Checkpoints written before the activation option had GELU layers; they must not change.
-    gelu = ConvSorter(width=8, activation="gelu")
+    gelu = ConvSorter(width=8, depth=2, activation="gelu")
     for parameter in gelu.network.parameters():
         parameter.data.normal_()
     payload = torch.load(save_sorter(gelu, tmp_path / "g.pt"), weights_only=True)
@@ -45,7 +51,7 @@ def test_wrong_corrupt_and_foreign_files_give_clear_errors(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "foreign.pt")
     with pytest.raises(CheckpointError, match="not a sodeep sorter checkpoint"):
         load_sorter(tmp_path / "foreign.pt")
-    payload = torch.load(save_sorter(ConvSorter(width=8), tmp_path / "ok.pt"), weights_only=True)
+    payload = torch.load(save_sorter(ConvSorter(width=8, depth=2), tmp_path / "ok.pt"), weights_only=True)
     payload["config"]["width"] = 16
     torch.save(payload, tmp_path / "mismatch.pt")
     with pytest.raises(CheckpointError, match="do not match"):
@@ -68,9 +74,11 @@ def test_pickled_namespace_needs_explicit_opt_in(tmp_path):
     assert pickle  # the module is what unpickling needs; imported here to make that explicit
 
 
-def test_shipped_sorter_loads_offline_and_meets_a_fidelity_floor():
-    sorter = load_sorter()
+@pytest.mark.parametrize("file_name", [DEFAULT_SORTER_FILE, DEPTH2_SORTER_FILE])
+def test_shipped_sorters_load_offline_and_meet_a_fidelity_floor(file_name):
+    sorter = load_sorter(None if file_name == DEFAULT_SORTER_FILE else default_sorter_path(file_name))
     assert isinstance(sorter, ConvSorter) and sorter.max_length >= 256
+    assert sorter.depth == (0 if file_name == DEFAULT_SORTER_FILE else 2)
     rows = fidelity_table(sorter, lengths=(3, 8, 100, 256), sequences_per_cell=8)
     per_length = summarize(rows, "length")
     assert all(metrics["spearman"] > 0.99 for metrics in per_length.values())

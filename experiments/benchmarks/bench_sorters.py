@@ -1,17 +1,19 @@
 """Sorters side by side in one process: fidelity on held-out synthetic data and the time of a
 forward+backward pass at B=32, n=100 (ratios to torchsort's ``soft_rank`` when it is installed).
 
-    python experiments/benchmarks/bench_sorters.py [--sequences 64]
+    python experiments/benchmarks/bench_sorters.py [--sequences 64] [--extra runs/x/sorter.pt ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import time
 
 import torch
 
 from sodeep import load_sorter
+from sodeep.checkpoints import DEPTH2_SORTER_FILE, default_sorter_path
 from sodeep.evaluation import fidelity_table, summarize
 from sodeep.losses import descending_normalized
 from sodeep.sorters import ConvSorter, OriginalCNNSorter, PairwiseSigmoidSorter, Sorter
@@ -35,11 +37,13 @@ class CallableSorter(Sorter):
         return {}
 
 
-def forward_backward_microseconds(rankers: dict, batch: int = 32, length: int = 100, rounds: int = 30) -> dict:
+def forward_backward_microseconds(rankers: dict, batch: int = 32, length: int = 100, rounds: int = 40) -> dict:
     """Microseconds per forward+backward call of each ranker: the fastest of ``rounds`` blocks of
     about 20 ms each.  The rankers take turns block by block, so a burst of load on the machine
-    slows one block of each, not the whole measurement of one of them."""
-    scores = torch.randn(batch, length, requires_grad=True)
+    slows one block of each, not the whole measurement of one of them, and in a new random order
+    every round: on this machine a block measured tens of microseconds slower or faster
+    depending on which ranker ran just before it."""
+    scores = torch.randn(batch, length, generator=torch.Generator().manual_seed(0), requires_grad=True)
 
     def call(ranker) -> None:
         ranker(scores).sum().backward()
@@ -52,8 +56,12 @@ def forward_backward_microseconds(rankers: dict, batch: int = 32, length: int = 
         call(ranker)
         repeats[name] = max(1, int(0.02 / (time.perf_counter() - start)))
     best = dict.fromkeys(rankers, float("inf"))
+    shuffler = random.Random(0)
+    names = list(rankers)
     for _ in range(rounds):
-        for name, ranker in rankers.items():
+        shuffler.shuffle(names)
+        for name in names:
+            ranker = rankers[name]
             start = time.perf_counter()
             for _ in range(repeats[name]):
                 call(ranker)
@@ -64,17 +72,21 @@ def forward_backward_microseconds(rankers: dict, batch: int = 32, length: int = 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sequences", type=int, default=64)
+    parser.add_argument("--extra", nargs="*", default=[], help="more sorter checkpoints to compare")
     arguments = parser.parse_args()
     torch.set_num_threads(2)
 
     sorters: dict[str, Sorter] = {
         "conv (shipped)": load_sorter(),
-        "conv (untrained, h=0)": ConvSorter(),
+        "conv depth 2 (previous default, shipped too)": load_sorter(default_sorter_path(DEPTH2_SORTER_FILE)),
+        "conv (untrained, h=0)": ConvSorter(**load_sorter().config()),
         "conv (shipped, all pairs)": load_sorter(),
         "pairwise sigmoid T=0.01": PairwiseSigmoidSorter(0.01),
         "original cnn (untrained, n=100)": OriginalCNNSorter(100),
     }
     sorters["conv (shipped, all pairs)"].band = None
+    for path in arguments.extra:
+        sorters[path] = load_sorter(path)
     try:
         import torchsort
 
@@ -102,7 +114,9 @@ def main() -> None:
             f"{per_length[100]['rank_error']:.3f} | {per_length[worst_n]['spearman']:.5f} | {worst_n} |"
         )
 
-    print("\nForward+backward, B=32, n=100 (fastest of 30 interleaved ~20-ms blocks, same process):\n")
+    print(
+        "\nForward+backward, B=32, n=100 (fastest of 40 interleaved ~20-ms blocks in shuffled order, same process):\n"
+    )
     rankers: dict = dict(sorters)
     if "torchsort soft_rank 0.01" in sorters:
         # The bare call (ascending ranks in [1, n], no checks): the stricter reference.  The row
