@@ -309,15 +309,22 @@ class ConvSorter(Sorter):
         # feature is constant over the batch, so it is folded into the bias (no feature tensor).
         # Rows of (B * n, channels) and in-place activations: at these sizes the time is
         # per-operation overhead, not arithmetic.
-        bias = torch.add(first.bias, first.weight[:, -1], alpha=math.log(n) / math.log(self.max_length))
-        windows = gap_window.reshape(-1, 2 * self.radius)
-        hidden = F.linear(windows, first.weight[:, : 2 * self.radius], bias)
-        if multiplicity is not None:
-            log_multiplicity = multiplicity.clamp_min(1).log().reshape(-1, 1)
-            hidden = hidden.addcmul_(log_multiplicity, first.weight[:, 2 * self.radius])
-        for layer in others:
-            hidden = F.linear(self._activation(hidden), layer.weight, layer.bias)
-        offset = hidden.view(sorted_scores.shape)
+        window_weight = first.weight[:, : 2 * self.radius]
+        multiplicity_weight = first.weight[:, 2 * self.radius]
+        if others:
+            bias = torch.add(first.bias, first.weight[:, -1], alpha=math.log(n) / math.log(self.max_length))
+            hidden = F.linear(gap_window.reshape(-1, 2 * self.radius), window_weight, bias)
+            if multiplicity is not None:
+                hidden = hidden.addcmul_(multiplicity.clamp_min(1).log().reshape(-1, 1), multiplicity_weight)
+            for layer in others:
+                hidden = F.linear(self._activation(hidden), layer.weight, layer.bias)
+            offset = hidden.view(sorted_scores.shape)
+        else:
+            # One linear filter (depth 0): its bias and its log-n term add the same constant to
+            # every element of a row, which the centring below removes, so they are skipped.
+            offset = (gap_window * window_weight[0]).sum(-1)
+            if multiplicity is not None:
+                offset = offset + multiplicity.clamp_min(1).log() * multiplicity_weight[0]
         # Centre per row over elements (distinct values weighted by multiplicity): the network
         # moves sharpness around, it cannot make the sorter sharper overall.
         if multiplicity is None:

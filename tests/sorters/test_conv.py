@@ -1,10 +1,13 @@
 """Internals of the convolutional sorter: the band's constant part and the frozen fast path."""
 
+import math
+
 import pytest
 import torch
 from scipy.stats import rankdata
 
 from sodeep import load_sorter
+from sodeep.sorters import ConvSorter
 from sodeep.sorters.conv import BandedSoftRanks, band_base, banded_sigmoid_sum, untied_band_base
 from sodeep.synthetic import generate_sequences, make_generator
 
@@ -111,3 +114,42 @@ def test_frozen_sorter_works_under_torch_func_grad():
     x = scores.clone().requires_grad_()
     frozen(x).square().sum().backward()
     torch.testing.assert_close(grad, x.grad)
+
+
+def log_temperature_by_features(sorter, sorted_scores: torch.Tensor) -> torch.Tensor:
+    """The temperature network as first written: a feature tensor [gap window, log multiplicity,
+    log n / log capacity] through ``sorter.network``, centred with multiplicity weights."""
+    n = sorted_scores.shape[-1]
+    starts = torch.ones_like(sorted_scores, dtype=torch.bool)
+    starts[:, 1:] = sorted_scores[:, 1:] != sorted_scores[:, :-1]
+    group_id = starts.cumsum(-1) - 1
+    values = torch.zeros_like(sorted_scores).scatter_(-1, group_id, sorted_scores)
+    multiplicity = torch.zeros_like(sorted_scores).scatter_add_(-1, group_id, torch.ones_like(sorted_scores))
+    has_gap = multiplicity[:, 1:] > 0
+    log_gap = torch.where(has_gap, (values[:, 1:] - values[:, :-1]).clamp_min(1e-300).log(), 0.0)
+    row_log_gap = log_gap.sum(-1, keepdim=True) / has_gap.sum(-1, keepdim=True).clamp_min(1)  # a constant row has none
+    relative = torch.where(has_gap, log_gap - row_log_gap, 8.0)
+    window = torch.nn.functional.pad(relative, (sorter.radius, sorter.radius), value=8.0).unfold(
+        -1, 2 * sorter.radius, 1
+    )
+    log_n = torch.full_like(sorted_scores, math.log(n) / math.log(sorter.max_length))
+    features = torch.cat([window, multiplicity.clamp_min(1).log()[..., None], log_n[..., None]], -1)
+    offset = sorter.network(features).squeeze(-1)
+    offset = offset - (offset * multiplicity).sum(-1, keepdim=True) / n
+    below, above = window[..., sorter.radius - 1], window[..., sorter.radius]
+    log_tau = row_log_gap + math.log(sorter.softness) + torch.minimum(below, above) + offset
+    return log_tau.gather(-1, group_id)
+
+
+@pytest.mark.parametrize("depth", [0, 1, 2])
+@pytest.mark.parametrize("family", ["normal", "ties", "repeated"])
+def test_temperature_network_matches_the_feature_formulation(depth, family):
+    sorter = ConvSorter(depth=depth, width=8).double()
+    generator = torch.Generator().manual_seed(depth)
+    for parameter in sorter.network.parameters():
+        parameter.data = torch.randn(parameter.shape, generator=generator, dtype=torch.float64) * 0.5
+    for n in (2, 5, 60):
+        scores = generate_sequences(4, n, make_generator(n), families=[family])[0].double()
+        sorted_scores = scores.sort(-1).values
+        log_tau = sorter.sorted_log_temperature(sorted_scores)[0]
+        torch.testing.assert_close(log_tau, log_temperature_by_features(sorter, sorted_scores))
