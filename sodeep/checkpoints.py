@@ -22,7 +22,7 @@ from sodeep.sorters import SORTERS, OriginalCNNSorter, OriginalLSTMLargeSorter, 
 CHECKPOINT_FORMAT = "sodeep-sorter"
 CHECKPOINT_VERSION = 1
 DEFAULT_SORTER_FILE = "conv_sorter.pt"
-#: The previous default, two hidden layers: a little more faithful, ~20% slower (model card).
+#: The previous default, two hidden layers: a little more faithful, 10-25% slower (model card).
 #: ``load_sorter(default_sorter_path(DEPTH2_SORTER_FILE))``.
 DEPTH2_SORTER_FILE = "conv_sorter_depth2.pt"
 
