@@ -22,9 +22,9 @@ the ranks always sum to ``(n + 1) / 2``).
   is centred per row, so the network cannot make the sorter sharper overall (which would trade
   gradient reach for fidelity without limit); it learns *where* to be sharp (around outliers,
   cluster edges, ties) and where soft.  The last layer starts at zero, so an untrained network
-  is the plain adaptive-temperature sorter.  (A first version compared
-  pairs at ``min(tau_i, tau_j)``; training then made a few elements arbitrarily soft, which costs
-  nothing under the min, and the rest arbitrarily sharp: the hard rank with vanishing gradients.)
+  is the plain adaptive-temperature sorter.  (A first version compared pairs at
+  ``min(tau_i, tau_j)``; training then made a few elements arbitrarily soft, which costs nothing
+  under the min, and the rest arbitrarily sharp: the hard rank with vanishing gradients.)
 
 Sorting computes the temperatures, which carry no gradient, and lets the pairwise sum be banded:
 each element is compared softly with its ``band`` nearest neighbours on either side in sorted
@@ -38,7 +38,8 @@ not arithmetic (the band's width changes nothing measurable).  So a frozen sorte
 is used inside a loss, runs the banded part as one autograd node with a hand-written backward
 (:class:`BandedSoftRanks`), rows without ties skip the grouping of equal values, and the
 constant part of each rank (:func:`band_base`) is cached per length.  While the temperature
-network learns (pretraining), plain autograd runs the same formulas (tests compare the two).
+network learns (pretraining), and under ``torch.func`` transforms, plain autograd runs the same
+formulas (tests compare the two).
 """
 
 from __future__ import annotations
