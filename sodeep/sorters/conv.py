@@ -85,6 +85,18 @@ def distinct_value_groups(sorted_scores: torch.Tensor) -> tuple[torch.Tensor, to
     return group_id, group_value, group_size
 
 
+def band_logits(
+    sorted_scores: torch.Tensor, root_inverse_tau: torch.Tensor, reach: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pair logits ``z_kj = (x_j - x_k) r_k r_j`` and couplings ``r_k r_j`` for the ``2 reach + 1``
+    positions ``j`` around each sorted position ``k``, each ``(B, n, 2 reach + 1)``.  Outside the
+    row ``r`` is 0, so there ``z = 0`` (no mask needed)."""
+    width = 2 * reach + 1
+    neighbours = F.pad(sorted_scores, (reach, reach)).unfold(-1, width, 1)
+    coupling = F.pad(root_inverse_tau, (reach, reach)).unfold(-1, width, 1) * root_inverse_tau.unsqueeze(-1)
+    return (neighbours - sorted_scores.unsqueeze(-1)) * coupling, coupling
+
+
 def banded_sigmoid_sum(sorted_scores: torch.Tensor, root_inverse_tau: torch.Tensor, reach: int) -> torch.Tensor:
     """Soft comparisons of each element with the ``2 reach + 1`` positions around it in sorted
     order, summed: ``sum_j sigmoid((x_j - x_k) r_k r_j)`` over ``|j - k| <= reach``, where
@@ -103,10 +115,7 @@ def banded_sigmoid_sum(sorted_scores: torch.Tensor, root_inverse_tau: torch.Tens
     """
     # (Evaluating each pair's sigmoid once and reading the lower half through a skewed view does
     # half the arithmetic but more operations, and measured slower at B=32, n=100.)
-    neighbours = F.pad(sorted_scores, (reach, reach)).unfold(-1, 2 * reach + 1, 1)
-    root_neighbours = F.pad(root_inverse_tau, (reach, reach)).unfold(-1, 2 * reach + 1, 1)
-    z = (neighbours - sorted_scores.unsqueeze(-1)) * (root_inverse_tau.unsqueeze(-1) * root_neighbours)
-    return torch.sigmoid(z).sum(-1)
+    return torch.sigmoid(band_logits(sorted_scores, root_inverse_tau, reach)[0]).sum(-1)
 
 
 def band_base(n: int, reach: int, group_start: torch.Tensor, group_end: torch.Tensor) -> torch.Tensor:
@@ -158,10 +167,8 @@ class BandedSoftRanks(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, scores, sorted_scores, order, root_inverse_tau, base, reach):  # noqa: D102
-        width = 2 * reach + 1
-        neighbours = F.pad(sorted_scores, (reach, reach)).unfold(-1, width, 1)
-        coupling = F.pad(root_inverse_tau, (reach, reach)).unfold(-1, width, 1) * root_inverse_tau.unsqueeze(-1)
-        soft = (neighbours - sorted_scores.unsqueeze(-1)).mul_(coupling).sigmoid_()
+        logits, coupling = band_logits(sorted_scores, root_inverse_tau, reach)
+        soft = logits.sigmoid_()
         sorted_ranks = torch.add(base, soft.sum(-1), alpha=1 / scores.shape[-1])
         ctx.save_for_backward(order, soft, coupling)
         ctx.reach = reach
