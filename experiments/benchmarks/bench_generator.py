@@ -5,8 +5,8 @@ The original SoDeep pipeline builds one sequence per ``__getitem__`` and lets a 
 collate them into batches; both the bare items and the collated batches are timed.  The last
 column is a floor no generator of ranked sequences beats by much: one ``torch.rand`` draw and one
 NumPy sort per element, nothing else.  A second table times, for one 4096x100 batch, what the
-issue's 100x target allows against the parts no generator of exact ranks avoids (a draw and an
-argsort).
+issue's 100x target allows against the parts every generator of exact ranks pays for: a draw,
+and the sort order of each row (timed here as an argsort).
 
     python experiments/benchmarks/bench_generator.py
 """
