@@ -85,16 +85,20 @@ def distinct_value_groups(sorted_scores: torch.Tensor) -> tuple[torch.Tensor, to
     return group_id, group_value, group_size
 
 
+def band_windows(rows: torch.Tensor, reach: int) -> torch.Tensor:
+    """The ``2 reach + 1`` entries around each position, zero-padded at the ends: ``(B, n)`` ->
+    ``(B, n, 2 reach + 1)`` (a view of the padded rows)."""
+    return F.pad(rows, (reach, reach)).unfold(-1, 2 * reach + 1, 1)
+
+
 def band_logits(
     sorted_scores: torch.Tensor, root_inverse_tau: torch.Tensor, reach: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pair logits ``z_kj = (x_j - x_k) r_k r_j`` and couplings ``r_k r_j`` for the ``2 reach + 1``
     positions ``j`` around each sorted position ``k``, each ``(B, n, 2 reach + 1)``.  Outside the
     row ``r`` is 0, so there ``z = 0`` (no mask needed)."""
-    width = 2 * reach + 1
-    neighbours = F.pad(sorted_scores, (reach, reach)).unfold(-1, width, 1)
-    coupling = F.pad(root_inverse_tau, (reach, reach)).unfold(-1, width, 1) * root_inverse_tau.unsqueeze(-1)
-    return (neighbours - sorted_scores.unsqueeze(-1)) * coupling, coupling
+    coupling = band_windows(root_inverse_tau, reach) * root_inverse_tau.unsqueeze(-1)
+    return (band_windows(sorted_scores, reach) - sorted_scores.unsqueeze(-1)) * coupling, coupling
 
 
 def banded_sigmoid_sum(sorted_scores: torch.Tensor, root_inverse_tau: torch.Tensor, reach: int) -> torch.Tensor:
@@ -181,8 +185,7 @@ class BandedSoftRanks(torch.autograd.Function):
         order, soft, coupling = ctx.saved_tensors
         reach = ctx.reach
         grad_sorted = grad_ranks.gather(-1, order).div_(grad_ranks.shape[-1])
-        neighbours = F.pad(grad_sorted, (reach, reach)).unfold(-1, 2 * reach + 1, 1)
-        weighted = (neighbours - grad_sorted.unsqueeze(-1)).mul_(coupling)
+        weighted = (band_windows(grad_sorted, reach) - grad_sorted.unsqueeze(-1)).mul_(coupling)
         grad_sorted = torch.ops.aten.sigmoid_backward(weighted, soft).sum(-1)
         return grad_sorted.scatter(-1, order, grad_sorted), None, None, None, None, None
 
