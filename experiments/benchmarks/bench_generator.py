@@ -6,7 +6,8 @@ collate them into batches; both the bare items and the collated batches are time
 column is a floor no generator of ranked sequences beats by much: one ``torch.rand`` draw and one
 NumPy sort per element, nothing else.  A second table times, for one 4096x100 batch, what the
 issue's 100x target allows against the parts every generator of exact ranks pays for: a draw,
-and the sort order of each row (timed here as an argsort), and then a draw ranked exactly by
+and the sort order of each row (timed here as an argsort, and as NumPy's per-row shuffle for a
+generator that would build its ranks by construction), and then a draw ranked exactly by
 sodeep's own fast ranker, on one thread and with the batch split over both cores: what a
 generator with no families at all would cost.
 
@@ -95,6 +96,7 @@ def print_budget(batch: int, length: int, budget_ms: float) -> None:
     rng = np.random.default_rng(0)
     gen = make_generator(0)
     values = rng.random((batch, length), dtype=np.float32)
+    positions = np.tile(np.arange(length, dtype=np.int32), (batch, 1))
     print(f"\nOne {batch}x{length} batch at 100x the original items may take {budget_ms:.2f} ms. Parts:")
     print("| part | best of 21 (ms) | median (ms) |")
     print("|---|---|---|")
@@ -104,6 +106,9 @@ def print_budget(batch: int, length: int, budget_ms: float) -> None:
         "NumPy normal float32 draw": lambda: rng.standard_normal((batch, length), dtype=np.float32),
         "np.sort, values only": lambda: np.sort(values, axis=-1),
         "np.argsort (the order exact ranks need)": lambda: np.argsort(values, axis=-1),
+        # A generator that knew its ranks by construction (sorted values, then shuffled) would still
+        # need one random permutation per row; this is NumPy's own per-row shuffle of 0..n-1.
+        "Generator.permuted, one shuffle per row": lambda: rng.permuted(positions, axis=-1),
         "torch.sort": lambda: torch.sort(torch.from_numpy(values), dim=-1),
         "torch.rand + exact ranks (exact_ranks_cpu), one thread": lambda: exact_ranks_cpu(
             torch.rand(batch, length, generator=gen)
