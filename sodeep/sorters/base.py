@@ -39,6 +39,30 @@ def check_scores(scores: Any, *, min_length: int, max_length: int | None, name: 
         raise ValueError(f"{name} contains NaN or infinite values; ranks of non-finite scores are undefined")
 
 
+#: Too narrow for soft sorters' temperatures (1/tau passes float16's 65504 at spacings of ~1e-5):
+#: sorters compute in float32 for these and return the input's dtype.
+HALF_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def scale_rows_by_power_of_two(scores: torch.Tensor, log2_size: torch.Tensor) -> torch.Tensor:
+    """``scores * 2 ** -round(log2_size)``, row by row, so that rows of any magnitude come out of
+    size ~1.  A product with a power of two rounds nothing (while it stays a normal float), so
+    ranks, and the output of any scale-free sorter, do not change; only overflow and underflow in
+    the sorter's own arithmetic (temperatures of 1e-40 or 1e40) are avoided.
+
+    Args:
+        scores: ``(B, n)``, differentiable (gradients come back through the same factors).
+        log2_size: ``(B, 1)``, finite: log2 of each row's size (a typical gap, its largest value).
+
+    Returns:
+        ``(B, n)``, same dtype.
+    """
+    exponent = torch.round(-log2_size).to(scores.dtype)
+    first = torch.floor(exponent / 2)
+    # Two factors: one power alone may leave the dtype (2**149 lifts float32's smallest subnormal to 1).
+    return scores * torch.exp2(first) * torch.exp2(exponent - first)
+
+
 class Sorter(nn.Module):
     """Base class of differentiable sorters.
 

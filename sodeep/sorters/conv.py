@@ -31,7 +31,13 @@ each element is compared softly with its ``band`` nearest neighbours on either s
 order and exactly (0, 1/2 or 1) with the rest, whose sigmoids are nearly saturated at these
 temperatures.  Gradients reach the scores through the banded sigmoids alone; the cost is
 ``O(n log n + n band)``.  Everything is scale-free, so the sorter is invariant to positive affine
-maps of its input, and one set of weights serves every ``2 <= n <= capacity``.
+maps of its input, and one set of weights serves every ``2 <= n <= capacity``.  So that the
+arithmetic is as scale-free as the maths, a batch with gaps between neighbours outside
+``SAFE_GAPS`` (2**-64 .. 2**64) is first rescaled row by row by an exact power of two, and
+half-precision scores are ranked in float32: any finite scores rank alike, from float32
+subnormals to 3.4e38 and from 1e-300 to 1e300 in float64 (without this, couplings
+``1 / sqrt(tau_i tau_j)`` overflowed into NaN below ~1e-34 in float32, and at gaps of ~1e-5 in
+float16).  Rows that need none of this pay one reduction, which also tells whether a row has ties.
 
 Speed: at the sizes of a training batch (B=32, n=100) the time goes to per-operation overhead,
 not arithmetic (the band's width changes nothing measurable).  So a frozen sorter, the way it
@@ -54,11 +60,15 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
-from sodeep.sorters.base import Sorter
+from sodeep.sorters.base import HALF_PRECISION, Sorter, scale_rows_by_power_of_two
 
 # A missing gap (no distinct value below the smallest or above the largest) reads as a gap
 # e^8 ~ 3000 times the row's typical gap: far away, which is what "no neighbour" means.
 MISSING_GAP_LOG = 8.0
+# Gaps between neighbours that the pair couplings 1/sqrt(tau_i tau_j) hold in float32 with a wide
+# margin.  A batch with a gap outside is first rescaled, row by row, by an exact power of two
+# (scores of 1e-40 or, in float64, 1e300 rank like any others); inside, nothing is done.
+SAFE_GAPS = (2.0**-64, 2.0**64)
 
 #: Hidden activations of the temperature network, by the name checkpoints record.
 ACTIVATIONS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "relu": nn.ReLU}
@@ -208,7 +218,8 @@ class ConvSorter(Sorter):
             (``"relu"``: ~40 us less per layer than exact ``"gelu"`` at B=32, n=100 on this CPU,
             same fidelity after pretraining; checkpoints without the key are GELU).
 
-    Shapes: ``(n,)`` or ``(B, n)`` -> same shape, ``2 <= n <= capacity``.
+    Shapes: ``(n,)`` or ``(B, n)`` -> same shape and dtype, ``2 <= n <= capacity``; float16 and
+    bfloat16 scores are ranked in float32.
 
     Example:
         >>> sorter = ConvSorter()  # untrained: the plain adaptive-temperature sorter
@@ -276,12 +287,18 @@ class ConvSorter(Sorter):
         }
 
     def sorted_log_temperature(
-        self, sorted_scores: torch.Tensor
+        self,
+        sorted_scores: torch.Tensor,
+        *,
+        gap: torch.Tensor | None = None,
+        has_ties: bool | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Temperatures of rows sorted ascending; differentiable in the network's parameters only.
 
         Args:
             sorted_scores: ``(B, n)``, ascending.
+            gap: ``torch.diff(sorted_scores)`` ``(B, n - 1)`` and ``has_ties`` (whether any gap is
+                0), if the caller has them already; else computed here.
 
         Returns:
             ``(log_tau, group_id, group_size)``: ``log tau`` ``(B, n)`` at each sorted position (in
@@ -292,8 +309,11 @@ class ConvSorter(Sorter):
         first, *others = self._linear_layers
         net_dtype = first.weight.dtype
         sorted_scores = sorted_scores.detach()
-        gap = torch.diff(sorted_scores)
-        if int(gap.count_nonzero()) == gap.numel():
+        if gap is None:
+            gap = torch.diff(sorted_scores)
+        if has_ties is None:
+            has_ties = int(gap.count_nonzero()) < gap.numel()
+        if not has_ties:
             # No ties (the usual case for continuous scores): half the operations of the general case.
             group_id = group_size = multiplicity = None
             if gap.dtype != net_dtype:  # a narrower type may round distinct values together
@@ -303,10 +323,11 @@ class ConvSorter(Sorter):
             relative = log_gap - row_log_gap
         else:
             group_id, group_value, group_size = distinct_value_groups(sorted_scores)
-            values, multiplicity = group_value.to(net_dtype), group_size.to(net_dtype)
-            # Gap g lies between distinct values g and g + 1; it exists when g + 1 < G.
+            multiplicity = group_size.to(net_dtype)
+            # Gap g lies between distinct values g and g + 1; it exists when g + 1 < G.  It is taken
+            # in the scores' dtype: float64 values 1e10 apart by 1e-3 are equal in float32.
             has_gap = multiplicity[:, 1:] > 0
-            gap = (values[:, 1:] - values[:, :-1]).clamp_min(torch.finfo(net_dtype).tiny)
+            gap = torch.diff(group_value).to(net_dtype).clamp_min(torch.finfo(net_dtype).tiny)
             log_gap = torch.where(has_gap, gap.log(), 0.0)
             row_log_gap = log_gap.sum(-1, keepdim=True) / has_gap.sum(-1, keepdim=True).clamp_min(1)
             relative = torch.where(has_gap, log_gap - row_log_gap, MISSING_GAP_LOG)
@@ -349,10 +370,34 @@ class ConvSorter(Sorter):
             log_tau = log_tau.gather(-1, group_id)
         return log_tau.to(sorted_scores.dtype), group_id, group_size
 
+    @staticmethod
+    def _rescaled(scores: torch.Tensor, sorted_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``scores`` and ``sorted_scores`` ``(B, n)`` scaled, row by row, by the power of two that
+        brings the row's typical gap (geometric mean of its nonzero gaps) to ~1: exact, same order."""
+        # Gaps of halved values: the gap between -3e38 and 3e38 would overflow float32.
+        half_gap = torch.diff(sorted_scores * 0.5)
+        positive = half_gap > 0
+        log2_gap = torch.where(positive, half_gap, 1.0).log2()
+        log2_size = 1 + log2_gap.sum(-1, keepdim=True) / positive.sum(-1, keepdim=True).clamp_min(1)
+        return scale_rows_by_power_of_two(scores, log2_size), scale_rows_by_power_of_two(sorted_scores, log2_size)
+
     def rank_rows(self, scores: torch.Tensor) -> torch.Tensor:
+        if scores.dtype in HALF_PRECISION:
+            return self.rank_rows(scores.float()).to(scores.dtype)
         n = scores.shape[-1]
         sorted_scores, order = scores.detach().sort(dim=-1)
-        log_tau, group_id, group_size = self.sorted_log_temperature(sorted_scores)
+        gap = torch.diff(sorted_scores)
+        # One reduction tells ties (a zero gap) and gaps too small or too large for the couplings
+        # (reading its two numbers one by one measured faster on a CPU than stacking them first).
+        smallest, largest = (float(bound) for bound in torch.aminmax(gap))
+        has_ties = smallest == 0
+        if has_ties and largest > 0:
+            smallest = float(torch.where(gap > 0, gap, largest).amin())
+        if largest > 0 and not SAFE_GAPS[0] <= smallest <= largest <= SAFE_GAPS[1]:
+            scores, sorted_scores = self._rescaled(scores, sorted_scores)
+            gap = torch.diff(sorted_scores)
+            has_ties = float(gap.amin()) == 0
+        log_tau, group_id, group_size = self.sorted_log_temperature(sorted_scores, gap=gap, has_ties=has_ties)
         reach = n - 1 if self.band is None else min(self.band, n - 1)
         # A pair is compared at the geometric mean of its two temperatures:
         # an element made soft blurs its own comparisons, so softness cannot be hidden.

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from sodeep.sorters.base import Sorter
+from sodeep.sorters.base import HALF_PRECISION, Sorter, scale_rows_by_power_of_two
 
 
 @torch.no_grad()
@@ -50,7 +50,9 @@ def pairwise_sigmoid_rank(scores: torch.Tensor, temperature: float, scale: torch
 
 class FixedTemperatureSorter(Sorter):
     """Base of untrained sorters with one ``temperature`` (in units of the row's std):
-    permutation-equivariant and affine-invariant, any ``n >= 2``, memory ``B * n^2``.
+    permutation-equivariant and affine-invariant, any ``n >= 2``, memory ``B * n^2``.  Rows are
+    first brought to a largest magnitude ~1 by an exact power of two, and half-precision scores
+    are ranked in float32, so rows of any finite magnitude and floating dtype rank alike.
     Subclasses set ``rank_function(scores, temperature)``."""
 
     permutation_equivariant = True
@@ -67,7 +69,14 @@ class FixedTemperatureSorter(Sorter):
         raise NotImplementedError
 
     def rank_rows(self, scores: torch.Tensor) -> torch.Tensor:
-        return self.rank_function(scores, self.temperature)
+        if scores.dtype in HALF_PRECISION:
+            return self.rank_rows(scores.float()).to(scores.dtype)
+        # Rows brought to a largest magnitude ~1 by an exact power of two: the row's standard
+        # deviation and 1 / (temperature * std) then stay in range (rows of 1e-40 or 1e300 work).
+        with torch.no_grad():
+            largest = scores.abs().amax(-1, keepdim=True)
+            log2_size = torch.where(largest > 0, largest, 1.0).log2()
+        return self.rank_function(scale_rows_by_power_of_two(scores, log2_size), self.temperature)
 
     def config(self) -> dict[str, Any]:
         return {"temperature": self.temperature}

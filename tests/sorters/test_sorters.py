@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from sodeep import rank
+from sodeep import load_sorter, rank
 from sodeep.metrics import rowwise_spearman
 from sodeep.sorters import (
     ConvSorter,
@@ -12,6 +12,7 @@ from sodeep.sorters import (
     SoftSortSorter,
     pairwise_sigmoid_rank,
 )
+from sodeep.sorters.base import scale_rows_by_power_of_two
 from sodeep.synthetic import generate_sequences, make_generator
 
 EQUIVARIANT = [ConvSorter, lambda: ConvSorter(band=None), lambda: PairwiseSigmoidSorter(0.01)]
@@ -47,6 +48,63 @@ def test_affine_invariant(make, scale, shift):
     sorter = make().eval()
     x = torch.randn(4, 64, dtype=torch.float64)
     torch.testing.assert_close(sorter(scale * x + shift), sorter(x), atol=1e-6, rtol=0)
+
+
+# Scale-free sorters: the shipped one, and the fixed-temperature family (one of it suffices).
+SCALE_FREE = [load_sorter, lambda: PairwiseSigmoidSorter(0.01), lambda: SoftSortSorter(0.01)]
+
+
+@pytest.mark.parametrize("make", SCALE_FREE)
+@pytest.mark.parametrize(
+    "dtype,exponent", [(torch.float32, -110), (torch.float32, 110), (torch.float64, -1000), (torch.float64, 1000)]
+)
+def test_rows_of_any_float_magnitude_rank_like_unit_rows(make, dtype, exponent):
+    # x * 2**k holds exactly the comparisons of x; the sorter's own arithmetic (temperatures of
+    # 1e-33 or 1e33) must neither overflow nor blur, and the chain rule gives gradients / 2**k.
+    sorter = make().eval()
+    x = (torch.rand(3, 40, dtype=torch.float64) + 0.01).to(dtype) * torch.tensor([[1.0], [-1.0], [3.0]], dtype=dtype)
+    weights = torch.linspace(-1, 1, 40, dtype=dtype)
+    unit = x.clone().requires_grad_()
+    scaled = (x * 2.0**exponent).requires_grad_()
+    ranks_unit, ranks_scaled = sorter(unit), sorter(scaled)
+    (ranks_unit * weights).sum().backward()
+    (ranks_scaled * weights).sum().backward()
+    torch.testing.assert_close(ranks_scaled, ranks_unit, atol=1e-5, rtol=0)
+    assert torch.isfinite(scaled.grad).all()
+    torch.testing.assert_close(scaled.grad * 2.0**exponent, unit.grad, atol=1e-4, rtol=1e-4)
+
+
+def test_scaling_rows_by_powers_of_two_is_exact():
+    x = torch.randn(3, 30)
+    x[0] *= 2.0**-130  # subnormal float32 scores: lifted by 2**130, beyond one float32 factor
+    scaled = scale_rows_by_power_of_two(x, torch.tensor([[-129.6], [3.4], [100.2]]))
+    expected = x.double() * torch.tensor([[2.0**130], [2.0**-3], [2.0**-100]], dtype=torch.float64)
+    assert scaled.dtype == torch.float32 and torch.equal(scaled.double(), expected)
+
+
+@pytest.mark.parametrize("make", SCALE_FREE)
+def test_subnormal_and_extreme_scores_give_finite_faithful_ranks(make):
+    sorter = make().eval()
+    tiny = torch.tensor([[1e-45, 3e-45, 0.0, -1e-45, 6e-45, -3e-45], [3.4e38, -3.4e38, 0.0, 1e38, -1e38, 2e38]])
+    ranks = sorter(tiny)
+    assert torch.isfinite(ranks).all()
+    assert (ranks - rank(tiny)).abs().max() < 0.5 / 6  # within half a position of the exact ranks
+    assert torch.equal(ranks.argsort(), rank(tiny).argsort())
+
+
+@pytest.mark.parametrize("make", SCALE_FREE)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 300.0])
+def test_half_precision_scores_are_ranked_in_float32(make, dtype, scale):
+    # float16 cannot hold 1 / tau beyond 65504: ranked in float32, returned in the input's dtype.
+    sorter = make().eval()
+    x = (torch.randn(3, 40) * scale).to(dtype).requires_grad_()
+    ranks = sorter(x)
+    assert ranks.dtype == dtype and torch.isfinite(ranks).all()
+    # The same ranks as the float32 call on the same values, but for the output's rounding.
+    assert (ranks.float() - sorter(x.detach().float())).abs().max() <= 2**-8
+    (ranks * torch.linspace(-1, 1, 40, dtype=dtype)).sum().backward()
+    assert x.grad.dtype == dtype and torch.isfinite(x.grad).all()
 
 
 def test_original_sorters_are_neither_equivariant_nor_any_length():
@@ -111,7 +169,7 @@ def test_conv_sorter_gradcheck_float64_at_fixed_temperatures():
     sorter.network[-1].weight.data.normal_()  # a non-trivial temperature network
     x = torch.randn(2, 9, dtype=torch.float64, requires_grad=True)
     frozen = sorter.sorted_log_temperature(x.detach().sort(-1).values)
-    sorter.sorted_log_temperature = lambda sorted_scores: frozen
+    sorter.sorted_log_temperature = lambda sorted_scores, **_: frozen
     assert torch.autograd.gradcheck(sorter, (x,))
 
 
