@@ -68,12 +68,10 @@ def rank(
     n = moved.shape[-1]
     if n == 0:
         return torch.empty_like(moved, dtype=out_dtype).movedim(-1, dim)
-    # A stable ascending sort gives each element its ordinal position; for descending ranks we
-    # sort the negated values so equal elements keep their original order (ordinal ties by position).
-    key = -moved if descending else moved
-    if key.dtype == torch.bool:
-        key = key.to(torch.uint8)
-    sorted_key, order = torch.sort(key, dim=-1, stable=True)
+    # A stable sort gives each element its ordinal position, equal elements in their original
+    # order (ordinal ties by position).  Sorting descending, not negated values: the negation of
+    # unsigned and boolean values, or of the most negative integer, is not in reverse order.
+    sorted_key, order = torch.sort(moved, dim=-1, descending=descending, stable=True)
     positions = torch.arange(1, n + 1, device=x.device, dtype=out_dtype).expand_as(sorted_key)
 
     if ties == "ordinal":

@@ -17,6 +17,26 @@ def test_matches_scipy_rankdata_with_ties(ties, descending, shape, dim):
     np.testing.assert_allclose(ours.numpy(), reference)
 
 
+@pytest.mark.parametrize("ties", TIE_METHODS)
+@pytest.mark.parametrize(
+    "values,dtype",
+    [
+        ([0, 1, 255, 1, 0, 254], torch.uint8),
+        ([-128, 127, 0, -128, 5], torch.int8),
+        ([-(2**63), 2**63 - 1, 2**62, 2**62 + 1, -(2**63), 0], torch.int64),
+        ([True, False, True, False, False], torch.bool),
+    ],
+)
+def test_unsigned_boolean_and_extreme_integers_rank_in_order(values, dtype, ties):
+    x = torch.tensor(values, dtype=dtype)
+    # Dense ascending ranks order the values exactly (NumPy int64) and negate safely.
+    dense = scipy.stats.rankdata(np.array(values, dtype=np.int64), method="dense")
+    for descending in (True, False):
+        reference = scipy.stats.rankdata(-dense if descending else dense, method=ties)
+        ours = rank(x, descending=descending, ties=ties, normalized=False)
+        np.testing.assert_allclose(ours.numpy(), reference)
+
+
 def test_default_convention_is_descending_normalized_average():
     x = torch.tensor([0.5, 2.0, -1.0, 2.0])
     torch.testing.assert_close(rank(x), torch.tensor([3.0, 1.5, 4.0, 1.5]) / 4)
