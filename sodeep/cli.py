@@ -34,18 +34,23 @@ DEFAULT_PRETRAIN_CONFIG: dict[str, Any] = {
 
 
 def parse_lengths(value: Any) -> list[int]:
-    """``"2-256"`` -> [2, ..., 256]; ``"100"`` or ``[8, 100]`` -> those lengths."""
+    """``"2-256"`` -> [2, ..., 256]; ``"100"`` or ``[8, 100]`` -> those lengths (each >= 2)."""
     if isinstance(value, int):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [int(item) for item in value]
-    text = str(value).strip()
-    if "-" in text:
-        low, high = (int(part) for part in text.split("-", 1))
-        if low > high:
-            raise ValueError(f"length range {text!r} is empty")
-        return list(range(low, high + 1))
-    return [int(part) for part in text.replace(",", " ").split()]
+        lengths = [value]
+    elif isinstance(value, (list, tuple)):
+        lengths = [int(item) for item in value]
+    else:
+        text = str(value).strip()
+        if "-" in text:
+            low, high = (int(part) for part in text.split("-", 1))
+            if low > high:
+                raise ValueError(f"length range {text!r} is empty")
+            lengths = list(range(low, high + 1))
+        else:
+            lengths = [int(part) for part in text.replace(",", " ").split()]
+    if not lengths or min(lengths) < 2:
+        raise ValueError(f"lengths must be ints >= 2 (a ranking needs two values), got {value!r}")
+    return lengths
 
 
 def configure_wandb_environment(mode: str, directory: Path) -> None:
@@ -89,6 +94,11 @@ def command_pretrain(arguments: argparse.Namespace) -> int:
     if isinstance(config["sorter"], str):
         config["sorter"] = json.loads(config["sorter"])
     lengths = parse_lengths(config["lengths"])
+    for key in ("steps", "batch_size", "validation_every", "checkpoint_every", "validation_sequences"):
+        if int(config[key]) < 1:
+            raise ValueError(f"{key} must be >= 1, got {config[key]}")
+    if not float(config["learning_rate"]) > 0:
+        raise ValueError(f"learning_rate must be > 0, got {config['learning_rate']}")
     out = Path(config["out"])
     out.mkdir(parents=True, exist_ok=True)
 
@@ -543,8 +553,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    arguments = build_parser().parse_args(argv)
-    return arguments.handler(arguments)
+    """Run one command.  Bad input (a missing or foreign file, an invalid value; ``ValueError``
+    and ``FileNotFoundError``, of which ``CheckpointError`` is one) ends with one line on stderr
+    and exit status 2, as argparse does for bad flags; set ``SODEEP_TRACEBACK=1`` for the
+    traceback."""
+    parser = build_parser()
+    arguments = parser.parse_args(argv)
+    try:
+        return arguments.handler(arguments)
+    except (ValueError, FileNotFoundError) as error:
+        if os.environ.get("SODEEP_TRACEBACK"):
+            raise
+        parser.exit(2, f"sodeep {arguments.command}: error: {error}\n")
 
 
 if __name__ == "__main__":

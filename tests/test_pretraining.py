@@ -77,6 +77,37 @@ def test_parse_lengths():
     assert parse_lengths("2-5") == [2, 3, 4, 5]
     assert parse_lengths("8,100") == [8, 100]
     assert parse_lengths([3, 4]) == [3, 4]
+    for bad in ("1-5", "", [1], "5-2"):
+        with pytest.raises(ValueError, match="length"):
+            parse_lengths(bad)
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["pretrain", "--lengths", "1-5"], "lengths must be ints >= 2"),
+        (["pretrain", "--steps", "0"], "steps must be >= 1"),
+        (["pretrain", "--learning-rate", "-1"], "learning_rate must be > 0"),
+    ],
+)
+def test_bad_pretraining_values_end_in_one_line_before_anything_is_written(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--out", str(tmp_path / "run")])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert error.startswith(f"sodeep pretrain: error: {message}") and error.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_foreign_checkpoint_ends_in_one_line(tmp_path, capsys):
+    path = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", str(path)])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert error.startswith("sodeep evaluate: error: ") and "not a sodeep sorter checkpoint" in error
+    assert error.count("\n") == 1 and "Traceback" not in error
 
 
 def test_evaluate_prints_a_table(capsys):
