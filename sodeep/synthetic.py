@@ -219,7 +219,7 @@ def make_generator(seed: int) -> torch.Generator:
 def generate_sequences(
     batch_size: int,
     length: int,
-    generator: torch.Generator,
+    generator: torch.Generator | int,
     *,
     families: Sequence[str] | None = None,
     affine_probability: float = 0.5,
@@ -232,7 +232,8 @@ def generate_sequences(
     Args:
         batch_size: ``B >= 1``.
         length: ``n >= 1``.
-        generator: the only source of randomness; the same seed gives the same batch.
+        generator: the only source of randomness, a CPU ``torch.Generator`` or an int seed; the
+            same seed gives the same batch (``None``, i.e. torch's global generator, is refused).
         families: names from :data:`FAMILIES`.
         affine_probability: chance of a random positive affine transform per row.
 
@@ -246,6 +247,13 @@ def generate_sequences(
         >>> scores.shape, ranks.shape, family.shape
         (torch.Size([4, 10]), torch.Size([4, 10]), torch.Size([4]))
     """
+    if isinstance(generator, int) and not isinstance(generator, bool):
+        generator = make_generator(generator)
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator or an int seed, got {type(generator).__name__} "
+            "(no hidden global randomness: the same seed must give the same batch)"
+        )
     names = list(FAMILIES) if families is None else list(families)
     unknown = [name for name in names if name not in FAMILIES]
     if unknown or not names:
@@ -288,6 +296,8 @@ class SyntheticSequences(IterableDataset):
         super().__init__()
         if not lengths or min(lengths) < 2:
             raise ValueError(f"lengths must be a non-empty list of ints >= 2, got {lengths}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
         self.lengths = list(lengths)
         self.seed = seed

@@ -66,6 +66,17 @@ def test_rejects_unknown_family_and_bad_sizes():
         generate_sequences(2, 5, make_generator(0), families=["zipf"])
     with pytest.raises(ValueError, match="batch_size"):
         generate_sequences(0, 5, make_generator(0))
+    with pytest.raises(ValueError, match="batch_size"):
+        SyntheticSequences(0, [5])
+    with pytest.raises(TypeError, match="torch.Generator or an int seed"):
+        generate_sequences(2, 5, None)
+
+
+def test_an_int_seed_is_the_generator_it_seeds():
+    by_seed = generate_sequences(16, 20, 7)
+    by_generator = generate_sequences(16, 20, make_generator(7))
+    for ours, theirs in zip(by_seed, by_generator):
+        assert torch.equal(ours, theirs)
 
 
 @pytest.mark.parametrize("dof", [1, 2, 3, 4, 5])
