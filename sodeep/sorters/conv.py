@@ -313,24 +313,24 @@ class ConvSorter(Sorter):
             gap = torch.diff(sorted_scores)
         if has_ties is None:
             has_ties = int(gap.count_nonzero()) < gap.numel()
+        # Log gaps are taken in the scores' dtype (float64 values 1e10 apart by 1e-3 are equal in
+        # float32); the network reads them relative to the row's typical gap, numbers of order 1,
+        # in its own dtype (so a float16 network ranks scores of any scale).
         if not has_ties:
             # No ties (the usual case for continuous scores): half the operations of the general case.
             group_id = group_size = multiplicity = None
-            if gap.dtype != net_dtype:  # a narrower type may round distinct values together
-                gap = gap.to(net_dtype).clamp_min(torch.finfo(net_dtype).tiny)
             log_gap = gap.log()
             row_log_gap = log_gap.mean(-1, keepdim=True)
-            relative = log_gap - row_log_gap
+            relative = (log_gap - row_log_gap).to(net_dtype)
         else:
             group_id, group_value, group_size = distinct_value_groups(sorted_scores)
             multiplicity = group_size.to(net_dtype)
-            # Gap g lies between distinct values g and g + 1; it exists when g + 1 < G.  It is taken
-            # in the scores' dtype: float64 values 1e10 apart by 1e-3 are equal in float32.
-            has_gap = multiplicity[:, 1:] > 0
-            gap = torch.diff(group_value).to(net_dtype).clamp_min(torch.finfo(net_dtype).tiny)
+            # Gap g lies between distinct values g and g + 1; it exists when g + 1 < G.
+            has_gap = group_size[:, 1:] > 0
+            gap = torch.diff(group_value).clamp_min(torch.finfo(group_value.dtype).tiny)
             log_gap = torch.where(has_gap, gap.log(), 0.0)
             row_log_gap = log_gap.sum(-1, keepdim=True) / has_gap.sum(-1, keepdim=True).clamp_min(1)
-            relative = torch.where(has_gap, log_gap - row_log_gap, MISSING_GAP_LOG)
+            relative = torch.where(has_gap, log_gap - row_log_gap, MISSING_GAP_LOG).to(net_dtype)
 
         # Distinct value g sees gaps g - radius .. g + radius - 1 (gap g - 1 below it, gap g above).
         padded = F.pad(relative, (self.radius, self.radius), value=MISSING_GAP_LOG)

@@ -107,6 +107,16 @@ def test_half_precision_scores_are_ranked_in_float32(make, dtype, scale):
     assert x.grad.dtype == dtype and torch.isfinite(x.grad).all()
 
 
+@pytest.mark.parametrize("network_dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("scale", [1e-30, 1e-6, 1e6, 1e30])
+def test_a_half_precision_network_ranks_scores_of_any_scale(network_dtype, scale):
+    # model.half() may reach the loss's sorter: its network reads relative log gaps (order 1).
+    sorter = load_sorter().to(network_dtype).eval()
+    x = torch.randn(4, 60)
+    x[:, 3] = x[:, 7]  # ties take the general path
+    torch.testing.assert_close(sorter(x * scale), load_sorter().eval()(x), atol=2e-3, rtol=0)
+
+
 def test_original_sorters_are_neither_equivariant_nor_any_length():
     assert not OriginalCNNSorter.permutation_equivariant and not OriginalLSTMLargeSorter.affine_invariant
     cnn = OriginalCNNSorter(100).eval()
