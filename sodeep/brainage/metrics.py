@@ -30,11 +30,19 @@ def regression_metrics(predicted, true) -> dict[str, float]:
     """MAE, RMSE, Pearson r, Spearman rho, R2 (torchmetrics) and the mean gap.
 
     Args:
-        predicted, true: ``(N,)`` ages, ``N >= 2``.
+        predicted, true: ``(N,)`` ages, ``N >= 2``; ``true`` finite.
+
+    Returns:
+        The six metrics by name; all NaN if a prediction is NaN or infinite (a diverged run is
+        reported as such, not scored: torchmetrics' Spearman alone would still read ~1).
     """
     p, t = _tensor(predicted), _tensor(true)
     if p.shape != t.shape or p.dim() != 1 or len(p) < 2:
         raise ValueError(f"predicted and true must be (N,) with N >= 2, got {tuple(p.shape)} and {tuple(t.shape)}")
+    if not torch.isfinite(t).all():
+        raise ValueError("true ages contain NaN or infinite values")
+    if not torch.isfinite(p).all():
+        return dict.fromkeys(("mae", "rmse", "pearson", "spearman", "r2", "mean_gap"), float("nan"))
     return {
         "mae": float(mean_absolute_error(p, t)),
         "rmse": float(mean_squared_error(p, t, squared=False)),
@@ -73,7 +81,11 @@ def gap_metrics(predicted, true, bias: tuple[float, float]) -> dict[str, float]:
 
 
 def per_site_mae(predicted, true, sites: Sequence[str]) -> dict[str, dict[str, float]]:
-    """``{site: {"n": count, "mae": ..., "mean_gap": ...}}``."""
+    """``{site: {"n": count, "mae": ..., "mean_gap": ...}}``; one site per subject."""
+    if not len(predicted) == len(true) == len(sites):
+        raise ValueError(
+            f"predicted, true and sites must have one entry per subject, got {len(predicted)}, {len(true)} and {len(sites)}"
+        )
     groups: dict[str, list[int]] = defaultdict(list)
     for index, site in enumerate(sites):
         groups[site].append(index)

@@ -34,3 +34,13 @@ def test_age_bias_correction_removes_the_gap_age_correlation():
 def test_per_site_mae():
     result = per_site_mae([1.0, 2.0, 10.0], [0.0, 0.0, 13.0], ["a", "a", "b"])
     assert result == {"a": {"n": 2, "mae": 1.5, "mean_gap": 1.5}, "b": {"n": 1, "mae": 3.0, "mean_gap": -3.0}}
+
+
+def test_diverged_predictions_give_nan_metrics_and_bad_input_is_refused():
+    true = np.array([20.0, 30.0, 40.0, 50.0])
+    diverged = regression_metrics(np.array([21.0, np.nan, 39.0, 52.0]), true)
+    assert all(np.isnan(value) for value in diverged.values())
+    with pytest.raises(ValueError, match="true ages"):
+        regression_metrics(true, np.array([20.0, np.inf, 40.0, 50.0]))
+    with pytest.raises(ValueError, match="one entry per subject"):
+        per_site_mae(true, true, ["a", "b"])
