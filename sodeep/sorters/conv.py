@@ -321,7 +321,7 @@ class ConvSorter(Sorter):
             group_id = group_size = multiplicity = None
             log_gap = gap.log()
             row_log_gap = log_gap.mean(-1, keepdim=True)
-            relative = (log_gap - row_log_gap).to(net_dtype)
+            relative = log_gap - row_log_gap
         else:
             group_id, group_value, group_size = distinct_value_groups(sorted_scores)
             multiplicity = group_size.to(net_dtype)
@@ -330,7 +330,9 @@ class ConvSorter(Sorter):
             gap = torch.diff(group_value).clamp_min(torch.finfo(group_value.dtype).tiny)
             log_gap = torch.where(has_gap, gap.log(), 0.0)
             row_log_gap = log_gap.sum(-1, keepdim=True) / has_gap.sum(-1, keepdim=True).clamp_min(1)
-            relative = torch.where(has_gap, log_gap - row_log_gap, MISSING_GAP_LOG).to(net_dtype)
+            relative = torch.where(has_gap, log_gap - row_log_gap, MISSING_GAP_LOG)
+        if relative.dtype != net_dtype:
+            relative = relative.to(net_dtype)
 
         # Distinct value g sees gaps g - radius .. g + radius - 1 (gap g - 1 below it, gap g above).
         padded = F.pad(relative, (self.radius, self.radius), value=MISSING_GAP_LOG)
@@ -389,7 +391,8 @@ class ConvSorter(Sorter):
         gap = torch.diff(sorted_scores)
         # One reduction tells ties (a zero gap) and gaps too small or too large for the couplings
         # (reading its two numbers one by one measured faster on a CPU than stacking them first).
-        smallest, largest = (float(bound) for bound in torch.aminmax(gap))
+        extremes = torch.aminmax(gap)
+        smallest, largest = float(extremes.min), float(extremes.max)
         has_ties = smallest == 0
         if has_ties and largest > 0:
             smallest = float(torch.where(gap > 0, gap, largest).amin())
