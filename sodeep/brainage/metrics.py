@@ -54,9 +54,18 @@ def regression_metrics(predicted, true) -> dict[str, float]:
 
 
 def fit_age_bias(predicted, true) -> tuple[float, float]:
-    """Least-squares ``(slope, intercept)`` of ``gap = predicted - true`` on ``true``."""
+    """Least-squares ``(slope, intercept)`` of ``gap = predicted - true`` on ``true``.
+
+    Args:
+        predicted, true: ``(N,)`` ages; ``true`` must hold at least two different ages.
+    """
     t = np.asarray(true, dtype=np.float64)
     gap = np.asarray(predicted, dtype=np.float64) - t
+    if t.ndim != 1 or gap.shape != t.shape or t.size == 0 or not np.ptp(t) > 0:
+        raise ValueError(
+            f"the age bias needs (N,) ages with at least two different true ages, got shape {t.shape} "
+            f"and {len(np.unique(t))} distinct ages"
+        )
     slope, intercept = np.polyfit(t, gap, 1)
     return float(slope), float(intercept)
 

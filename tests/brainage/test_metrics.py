@@ -44,3 +44,8 @@ def test_diverged_predictions_give_nan_metrics_and_bad_input_is_refused():
         regression_metrics(true, np.array([20.0, np.inf, 40.0, 50.0]))
     with pytest.raises(ValueError, match="one entry per subject"):
         per_site_mae(true, true, ["a", "b"])
+
+
+def test_age_bias_needs_two_different_true_ages():
+    with pytest.raises(ValueError, match="two different true ages"):
+        fit_age_bias([30.0, 31.0, 32.0], [40.0, 40.0, 40.0])
