@@ -373,15 +373,19 @@ class ConvSorter(Sorter):
         return log_tau.to(sorted_scores.dtype), group_id, group_size
 
     @staticmethod
-    def _rescaled(scores: torch.Tensor, sorted_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``scores`` and ``sorted_scores`` ``(B, n)`` scaled, row by row, by the power of two that
-        brings the row's typical gap (geometric mean of its nonzero gaps) to ~1: exact, same order."""
+    def _rescaled(
+        scores: torch.Tensor, sorted_scores: torch.Tensor, order: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``scores`` ``(B, n)`` scaled, row by row, by the power of two that brings the row's
+        typical gap (geometric mean of its nonzero gaps) to ~1, and its rows sorted (``order``
+        still sorts them: the scaling is exact)."""
         # Gaps of halved values: the gap between -3e38 and 3e38 would overflow float32.
         half_gap = torch.diff(sorted_scores * 0.5)
         positive = half_gap > 0
         log2_gap = torch.where(positive, half_gap, 1.0).log2()
         log2_size = 1 + log2_gap.sum(-1, keepdim=True) / positive.sum(-1, keepdim=True).clamp_min(1)
-        return scale_rows_by_power_of_two(scores, log2_size), scale_rows_by_power_of_two(sorted_scores, log2_size)
+        scaled = scale_rows_by_power_of_two(scores, log2_size)
+        return scaled, scaled.detach().gather(-1, order)
 
     def rank_rows(self, scores: torch.Tensor) -> torch.Tensor:
         if scores.dtype in HALF_PRECISION:
@@ -397,7 +401,7 @@ class ConvSorter(Sorter):
         if has_ties and largest > 0:
             smallest = float(torch.where(gap > 0, gap, largest).amin())
         if largest > 0 and not SAFE_GAPS[0] <= smallest <= largest <= SAFE_GAPS[1]:
-            scores, sorted_scores = self._rescaled(scores, sorted_scores)
+            scores, sorted_scores = self._rescaled(scores, sorted_scores, order)
             gap = torch.diff(sorted_scores)
             has_ties = float(gap.amin()) == 0
         log_tau, group_id, group_size = self.sorted_log_temperature(sorted_scores, gap=gap, has_ties=has_ties)
