@@ -130,9 +130,16 @@ class BrainAgeLoss(nn.Module):
         return cls(preset.main, preset.spearman_weight, preset.age_difference_weight, sorter)
 
     def forward(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """``predictions``, ``targets``: ``(n,)`` ages of one batch."""
+        """``predictions``, ``targets``: ``(n,)`` ages of one batch (squeeze a model's ``(n, 1)``
+        output first: every preset reads one age per subject)."""
         check_tensor(predictions, "predictions")
+        check_tensor(targets, "targets")
         check_same_shape(predictions, targets, "predictions and targets")
+        if predictions.dim() != 1:
+            raise ValueError(
+                f"predictions and targets must have shape (n,), one age per subject, got shape "
+                f"{tuple(predictions.shape)} (a regression head's (n, 1) output needs .squeeze(-1))"
+            )
         loss = F.l1_loss(predictions, targets) if self.main == "l1" else F.mse_loss(predictions, targets)
         if self.spearman is not None:
             loss = loss + self.spearman_weight * self.spearman(predictions, targets)

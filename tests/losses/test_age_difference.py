@@ -57,3 +57,16 @@ def test_cheng2021_preset_combines_the_terms():
     )
     torch.testing.assert_close(loss(predictions, targets), expected)
     assert set(BRAIN_AGE_PRESETS) >= {"l1", "mse", "l1+spearman", "l1+agediff", "l1+spearman+agediff"}
+
+
+@pytest.mark.parametrize("preset", sorted(BRAIN_AGE_PRESETS))
+def test_brain_age_loss_checks_its_inputs_in_every_preset(preset):
+    loss = BrainAgeLoss.from_preset(preset, sorter=PairwiseSigmoidSorter(1e-3))
+    ages = 50 + 10 * torch.randn(8)
+    # A regression head's (n, 1) output: one clear message, whichever terms the preset has.
+    with pytest.raises(ValueError, match=r"squeeze\(-1\)"):
+        loss(ages.unsqueeze(-1), ages.unsqueeze(-1))
+    with pytest.raises(ValueError, match="targets contains NaN"):
+        loss(ages, torch.where(torch.arange(8) == 3, float("nan"), ages))
+    with pytest.raises(TypeError, match="targets must be a torch.Tensor"):
+        loss(ages, ages.tolist())
