@@ -11,15 +11,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sodeep.losses.validation import check_binary, check_rank, check_same_shape, check_tensor
+from sodeep.losses.validation import check_binary, check_finite_margin, check_rank, check_same_shape, check_tensor
 from sodeep.reducers import Reducer, get_reducer
 
 
 def _valid_mask(labels: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     if mask is None:
         return torch.ones_like(labels, dtype=torch.bool)
-    if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"mask must be a tensor or None, got {type(mask).__name__}")
+    check_binary(mask, "mask")  # a fractional "mask" is a weight: pass it as weight
     check_same_shape(labels, mask, "labels and mask")
     return mask.bool()
 
@@ -65,6 +64,7 @@ def pairwise_margin_ranking_loss(
     check_rank(scores, "scores", (2,), "(B, N)")
     check_binary(labels)
     check_same_shape(scores, labels, "scores and labels")
+    check_finite_margin(margin)
     valid = _valid_mask(labels, mask)
     positive = valid & (labels == 1)
     negative = valid & (labels == 0)
@@ -132,7 +132,11 @@ def multilabel_hinge_loss(
     check_binary(labels)
     check_same_shape(scores, labels, "scores and labels")
     if isinstance(margin, torch.Tensor) and margin.shape not in ((), (scores.shape[-1],)):
-        raise ValueError(f"margin must be a number or of shape ({scores.shape[-1]},), got {tuple(margin.shape)}")
+        raise ValueError(
+            f"margin must be a number or of shape (C,) = ({scores.shape[-1]},) for scores of shape "
+            f"{tuple(scores.shape)}, got margin of shape {tuple(margin.shape)}"
+        )
+    check_finite_margin(margin)
     signs = 2 * labels.to(scores.dtype) - 1
     return get_reducer(reduction)(torch.clamp(margin - signs * scores, min=0), weight)
 
@@ -165,7 +169,14 @@ class MultiLabelHingeLoss(nn.Module):
         reduction: str | Reducer = "weighted_mean",
     ) -> None:
         super().__init__()
-        base = torch.as_tensor(margin, dtype=torch.get_default_dtype()).expand(num_labels).clone()
+        if num_labels < 1:
+            raise ValueError(f"num_labels must be >= 1, got {num_labels}")
+        base = torch.as_tensor(margin, dtype=torch.get_default_dtype())
+        if base.shape not in ((), (num_labels,)):
+            raise ValueError(f"margin must be a number or {num_labels} margins (num_labels), got shape {tuple(base.shape)}")
+        check_finite_margin(base)
+        check_finite_margin(torch.tensor(margin_range), "margin_range")
+        base = base.expand(num_labels).clone()
         if not 0 <= momentum < 1 or margin_range[0] > margin_range[1]:
             raise ValueError(f"momentum must be in [0, 1) and margin_range ordered, got {momentum}, {margin_range}")
         self.register_buffer("base_margin", base)
@@ -177,6 +188,11 @@ class MultiLabelHingeLoss(nn.Module):
         self.reducer = get_reducer(reduction)
 
     def forward(self, scores: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        if isinstance(scores, torch.Tensor) and scores.dim() == 2 and scores.shape[-1] != self.margin.numel():
+            raise ValueError(
+                f"scores have {scores.shape[-1]} labels (shape {tuple(scores.shape)}), but this loss was "
+                f"built for num_labels={self.margin.numel()}"
+            )
         per_element = multilabel_hinge_loss(scores, labels, self.margin.to(scores.dtype), reduction="none")
         if self.adaptive and self.training:
             self._update_margins(per_element.detach(), weight)
@@ -221,6 +237,7 @@ def multilabel_ranking_hinge_loss(
     check_rank(scores, "scores", (2,), "(B, C)")
     check_binary(labels)
     check_same_shape(scores, labels, "scores and labels")
+    check_finite_margin(margin)
     valid = _valid_mask(labels, mask)
     positive = (valid & (labels == 1)).to(scores.dtype)
     negative = (valid & (labels == 0)).to(scores.dtype)

@@ -30,3 +30,10 @@ def check_binary(labels: torch.Tensor, name: str = "labels") -> None:
 def check_rank(value: torch.Tensor, name: str, dims: tuple[int, ...], meaning: str) -> None:
     if value.dim() not in dims:
         raise ValueError(f"{name} must have shape {meaning}, got shape {tuple(value.shape)}")
+
+
+def check_finite_margin(margin, name: str = "margin") -> None:
+    """A margin is a finite number or a tensor of finite values (NaN would make every loss NaN)."""
+    values = margin if isinstance(margin, torch.Tensor) else torch.tensor(float(margin))
+    if not torch.isfinite(values).all():
+        raise ValueError(f"{name} must be finite, got {margin}")

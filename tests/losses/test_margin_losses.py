@@ -141,3 +141,35 @@ def test_bad_labels_and_shapes():
         multilabel_hinge_loss(torch.randn(2, 3), torch.ones(2, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="empty"):
         pairwise_margin_ranking_loss(torch.randn(0, 3), torch.ones(0, 3, dtype=torch.long))
+
+
+def test_margins_and_masks_are_checked():
+    scores, labels = torch.randn(2, 4), torch.tensor([[1, 0, 0, 1], [0, 1, 1, 0]])
+    nan = float("nan")
+    # A NaN margin made every loss NaN, silently.
+    with pytest.raises(ValueError, match="margin must be finite"):
+        pairwise_margin_ranking_loss(scores, labels, margin=nan)
+    with pytest.raises(ValueError, match="margin must be finite"):
+        multilabel_hinge_loss(scores, labels, margin=torch.tensor([1.0, nan, 1.0, 1.0]))
+    with pytest.raises(ValueError, match="margin must be finite"):
+        MultiLabelRankingHingeLoss(margin=nan)(scores, labels)
+    with pytest.raises(ValueError, match="margin must be finite"):
+        MultiLabelHingeLoss(4, margin=nan)
+    # Three margins for four labels used to fail inside torch's expand.
+    with pytest.raises(ValueError, match="4 margins"):
+        MultiLabelHingeLoss(4, margin=[1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="num_labels must be >= 1"):
+        MultiLabelHingeLoss(0)
+    with pytest.raises(ValueError, match="built for num_labels=3"):
+        MultiLabelHingeLoss(3)(scores, labels)
+    # A mask of 2s or halves is a weight in disguise: it used to count as "known".
+    with pytest.raises(ValueError, match="mask must contain only 0 and 1"):
+        pairwise_margin_ranking_loss(scores, labels, mask=torch.tensor([[1, 0, 2, 1], [1, 1, 1, 1]]))
+    with pytest.raises(ValueError, match="mask must contain only 0 and 1"):
+        MultiLabelRankingHingeLoss()(scores, labels, mask=torch.full((2, 4), 0.5))
+    with pytest.raises(TypeError, match="mask must be a torch.Tensor"):
+        pairwise_margin_ranking_loss(scores, labels, mask=[[1, 1, 1, 1], [1, 1, 1, 1]])
+    # Boolean and 0/1 float masks are fine and agree.
+    as_bool = pairwise_margin_ranking_loss(scores, labels, mask=torch.tensor([[True, True, False, True]] * 2))
+    as_float = pairwise_margin_ranking_loss(scores, labels, mask=torch.tensor([[1.0, 1.0, 0.0, 1.0]] * 2))
+    torch.testing.assert_close(as_bool, as_float)
