@@ -47,11 +47,33 @@ class AgeTable:
         return len(self.ages)
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _is_number(text: str) -> bool:
+    """A finite number that float32 (the dtype of the tables) holds without overflow."""
     try:
-        return math.isfinite(float(text))
+        value = float(text)
     except ValueError:
         return False
+    return math.isfinite(value) and abs(value) <= FLOAT32_MAX
+
+
+def read_csv_records(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """The header and the rows (as dicts) of a CSV file.
+
+    A leading byte-order mark (spreadsheet "CSV UTF-8" exports) is dropped, where it would
+    otherwise become part of the first column's name; repeated column names are refused, where
+    ``csv.DictReader`` would keep the last of them silently.
+    """
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        columns = list(reader.fieldnames or [])
+        rows = list(reader)
+    repeated = sorted({name for name in columns if columns.count(name) > 1})
+    if repeated:
+        raise ValueError(f"{path}: repeated column names {repeated[:5]}; each column needs its own name")
+    return columns, rows
 
 
 def select_feature_columns(
@@ -114,10 +136,7 @@ def read_age_table(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no table at {path}")
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns = list(reader.fieldnames or [])
-        rows = list(reader)
+    columns, rows = read_csv_records(path)
     if age_column not in columns:
         raise ValueError(f"{path}: no age column {age_column!r}; columns are {columns[:12]} ...")
     if not rows:
@@ -140,6 +159,19 @@ def read_age_table(
         ids.append(row[id_column] if id_column else str(line))
         sites.append(row.get(site_column) or "all")
     report_unusable_rows(path, skipped, kept=len(kept_ages), summary=f"skipped {len(skipped)} of {len(rows)} rows")
+    if id_column:
+        seen, repeated_ids = set(), []
+        for subject in ids:
+            if subject in seen:
+                repeated_ids.append(subject)
+            seen.add(subject)
+        if repeated_ids:
+            warnings.warn(
+                f"{path}: {len(repeated_ids)} rows repeat a {id_column!r} already seen (e.g. "
+                f"{sorted(set(repeated_ids))[:5]}); rows of one subject may land in different "
+                "cross-validation folds",
+                stacklevel=2,
+            )
     return AgeTable(
         features=np.asarray(kept_features, dtype=np.float32),
         ages=np.asarray(kept_ages, dtype=np.float32),

@@ -8,7 +8,6 @@ reported by CSV line and left out; the rest of the cohort loads.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import math
 import os
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sodeep.brainage.tables import report_unusable_rows
+from sodeep.brainage.tables import read_csv_records, report_unusable_rows
 
 #: The MNI152 grid at 4 mm: 45 x 54 x 45 voxels (182 x 218 x 182 mm).
 GRID_4MM = (45, 54, 45)
@@ -52,12 +51,10 @@ def read_manifest(path: str | os.PathLike) -> tuple[list[ManifestRow], list[tupl
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no manifest at {path}")
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"path", "age"} - set(reader.fieldnames or [])
-        if missing:
-            raise ValueError(f"{path}: manifest needs columns 'path' and 'age'; missing {sorted(missing)}")
-        records = list(reader)
+    columns, records = read_csv_records(path)
+    missing = {"path", "age"} - set(columns)
+    if missing:
+        raise ValueError(f"{path}: manifest needs columns 'path' and 'age'; missing {sorted(missing)}")
     rows, problems = [], []
     for line, record in enumerate(records, start=2):
         try:

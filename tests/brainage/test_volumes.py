@@ -79,6 +79,16 @@ def test_manifest_errors(tmp_path):
     bad.write_text("file,years\nx,1\n")
     with pytest.raises(ValueError, match="'path' and 'age'"):
         read_manifest(bad)
+    # A spreadsheet's byte-order mark used to rename the first column to '\ufeffpath'.
+    (tmp_path / "scan.nii.gz").write_bytes(b"")
+    marked = tmp_path / "bom.csv"
+    marked.write_text("path,age\nscan.nii.gz,30\n", encoding="utf-8-sig")
+    rows, problems = read_manifest(marked)
+    assert [(row.path.name, row.age) for row in rows] == [("scan.nii.gz", 30.0)] and not problems
+    repeated = tmp_path / "repeated.csv"
+    repeated.write_text("path,age,age\nscan.nii.gz,30,31\n")
+    with pytest.raises(ValueError, match="repeated column names"):
+        read_manifest(repeated)
 
 
 def test_nifti_cli_smoke(tmp_path):
