@@ -13,21 +13,26 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torchmetrics.functional import (
-    mean_absolute_error,
-    mean_squared_error,
-    pearson_corrcoef,
-    r2_score,
-    spearman_corrcoef,
-)
+from torchmetrics.functional import mean_absolute_error, mean_squared_error, pearson_corrcoef, r2_score
+
+from sodeep.ranks import rank
 
 
 def _tensor(values) -> torch.Tensor:
     return torch.as_tensor(np.asarray(values, dtype=np.float64))
 
 
+def spearman_rho(p: torch.Tensor, t: torch.Tensor) -> float:
+    """Spearman's rho of two float64 ``(N,)`` tensors: Pearson's r of their tie-averaged ranks,
+    as ``scipy.stats.spearmanr``.  (torchmetrics' ``spearman_corrcoef`` reads 0.9999995, not 1,
+    for a perfect ranking, and 0, not NaN, for constant predictions.)"""
+    ascending = {"descending": False, "normalized": False}
+    return float(pearson_corrcoef(rank(p, **ascending), rank(t, **ascending)))
+
+
 def regression_metrics(predicted, true) -> dict[str, float]:
-    """MAE, RMSE, Pearson r, Spearman rho, R2 (torchmetrics) and the mean gap.
+    """MAE, RMSE, Pearson r, R2 (torchmetrics), Spearman rho (:func:`spearman_rho`) and the mean
+    gap.  Constant predictions have no correlation: Pearson and Spearman are then NaN.
 
     Args:
         predicted, true: ``(N,)`` ages, ``N >= 2``; ``true`` finite.
@@ -47,7 +52,7 @@ def regression_metrics(predicted, true) -> dict[str, float]:
         "mae": float(mean_absolute_error(p, t)),
         "rmse": float(mean_squared_error(p, t, squared=False)),
         "pearson": float(pearson_corrcoef(p, t)),
-        "spearman": float(spearman_corrcoef(p, t)),
+        "spearman": spearman_rho(p, t),
         "r2": float(r2_score(p, t)),
         "mean_gap": float((p - t).mean()),
     }
