@@ -222,11 +222,9 @@ def start_wandb_run(mode: str, out: Path, name: str, config: dict[str, Any]):
 
 
 def check_presets(names: list[str]) -> None:
-    from sodeep.losses import BRAIN_AGE_PRESETS
+    from sodeep.brainage.cross_validation import check_presets as check
 
-    unknown = [name for name in names if name not in BRAIN_AGE_PRESETS]
-    if unknown:
-        raise SystemExit(f"unknown loss presets {unknown}; known: {list(BRAIN_AGE_PRESETS)}")
+    check(names)
 
 
 def run_logger(run: Any):
@@ -282,18 +280,20 @@ def command_brainage_nifti(arguments: argparse.Namespace) -> int:
     from sodeep.brainage.volumes import load_cohort
 
     check_presets(arguments.losses)
-    out = Path(arguments.out)
-    out.mkdir(parents=True, exist_ok=True)
     shape = tuple(arguments.shape)
-    cohort = load_cohort(
-        arguments.manifest, arguments.cache or out / "cache", shape=shape, voxel_size=arguments.voxel_size
-    )
-    quiet_lightning()
     network = sfcn_options(arguments)
     config = volume_training_config(
         arguments,
         extra={"model": "sfcn", "network": network, "shape": list(shape), "voxel_size": arguments.voxel_size},
     )
+    if arguments.folds < 2:
+        raise ValueError(f"need folds >= 2, got {arguments.folds}")
+    out = Path(arguments.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cohort = load_cohort(
+        arguments.manifest, arguments.cache or out / "cache", shape=shape, voxel_size=arguments.voxel_size
+    )
+    quiet_lightning()
     print(
         f"{len(cohort.ages)} subjects, {len(cohort.problems)} rows left out; grid {shape} at {arguments.voxel_size} mm"
     )
@@ -338,10 +338,10 @@ def command_brainage_synthetic(arguments: argparse.Namespace) -> int:
     from sodeep.brainage.synthetic_mri import simulate_cohort
 
     check_presets(arguments.losses)
+    config = volume_training_config(arguments)
     quiet_lightning()
     out = Path(arguments.out)
     out.mkdir(parents=True, exist_ok=True)
-    config = volume_training_config(arguments)
     run = start_wandb_run(arguments.wandb, out, f"brainage-synthetic-{out.name}", vars(arguments) | {"handler": None})
 
     results = run_synthetic_benchmark(
@@ -384,13 +384,13 @@ def command_brainage_tabular(arguments: argparse.Namespace) -> int:
     from sodeep.brainage.tables import read_age_table
 
     check_presets(arguments.losses)
+    config = TrainingConfig(
+        batch_size=arguments.batch_size, max_epochs=arguments.max_epochs, patience=arguments.patience
+    )
     table = read_age_table(arguments.csv, age_column=arguments.age_column, features=arguments.features)
     quiet_lightning()
     out = Path(arguments.out)
     out.mkdir(parents=True, exist_ok=True)
-    config = TrainingConfig(
-        batch_size=arguments.batch_size, max_epochs=arguments.max_epochs, patience=arguments.patience
-    )
     print(
         f"{len(table)} subjects, {len(table.feature_names)} features, {len(table.skipped)} rows skipped; "
         f"presets {arguments.losses}, {arguments.folds} folds x seeds {arguments.seeds}"

@@ -26,6 +26,7 @@ from sodeep.brainage.metrics import fit_age_bias, gap_metrics, per_site_mae, reg
 from sodeep.brainage.models import AgeMLP
 from sodeep.brainage.tables import AgeTable, Standardizer, stratified_folds
 from sodeep.brainage.training import fit_age_model, predict_ages
+from sodeep.losses import BRAIN_AGE_PRESETS
 
 #: Metrics summarized as mean +- sd in the report, in this order.
 REPORTED_METRICS = ("mae", "rmse", "pearson", "spearman", "r2", "corrected_gap_age_correlation")
@@ -46,10 +47,35 @@ class TrainingConfig:
     ema_decay: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Checked here, before a cross-validation starts, rather than in its first run.
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2 (rank losses compare subjects), got {self.batch_size}")
+        if self.max_epochs < 1 or self.patience < 0:
+            raise ValueError(f"max_epochs must be >= 1 and patience >= 0, got {self.max_epochs} and {self.patience}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0) or not self.weight_decay >= 0:
+            raise ValueError(
+                f"learning_rate must be > 0 and weight_decay >= 0, got {self.learning_rate} and {self.weight_decay}"
+            )
+        if not 0.0 < self.validation_fraction < 1.0 or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(
+                f"validation_fraction must be in (0, 1) and dropout in [0, 1), got {self.validation_fraction} "
+                f"and {self.dropout}"
+            )
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be None or in (0, 1), got {self.ema_decay}")
+
     def fit_options(self) -> dict[str, Any]:
         """The keyword arguments of :func:`sodeep.brainage.training.fit_age_model` it sets."""
         names = ("batch_size", "max_epochs", "patience", "learning_rate", "weight_decay", "ema_decay")
         return {name: getattr(self, name) for name in names}
+
+
+def check_presets(names: Sequence[str]) -> None:
+    """Refuse names that are not in :data:`sodeep.losses.BRAIN_AGE_PRESETS`."""
+    unknown = [name for name in names if name not in BRAIN_AGE_PRESETS]
+    if unknown:
+        raise ValueError(f"unknown loss presets {unknown}; known: {list(BRAIN_AGE_PRESETS)}")
 
 
 def write_json_atomically(path: Path, payload: Any) -> None:
@@ -113,6 +139,11 @@ def cross_validate(
 
     config = config or TrainingConfig()
     ages = np.asarray(ages, dtype=np.float32)
+    if folds < 2 or len(ages) < folds:
+        raise ValueError(f"need folds >= 2 and at least `folds` subjects, got folds={folds}, N={len(ages)}")
+    if not list(seeds) or not list(presets):
+        raise ValueError(f"need at least one seed and one preset, got seeds {list(seeds)} and presets {list(presets)}")
+    check_presets(presets)
     out = Path(out)
     results_path = out / "results.json"
     settings = {

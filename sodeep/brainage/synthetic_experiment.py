@@ -15,7 +15,12 @@ import scipy.stats
 import torch
 
 from sodeep.brainage.augmentation import make_augmentation
-from sodeep.brainage.cross_validation import TrainingConfig, inner_validation_mask, write_json_atomically
+from sodeep.brainage.cross_validation import (
+    TrainingConfig,
+    check_presets,
+    inner_validation_mask,
+    write_json_atomically,
+)
 from sodeep.brainage.metrics import corrected_gap, fit_age_bias, gap_metrics, per_site_mae, regression_metrics
 from sodeep.brainage.models import SFCN, CascadeAgeNet, discretize_age
 from sodeep.brainage.synthetic_mri import GM_REGIONS, SimulatorSettings, SyntheticCohort, simulate_cohort
@@ -102,6 +107,15 @@ def run_synthetic_benchmark(
     ``network`` holds :class:`SFCN` keyword arguments (e.g. ``channels``, ``pool_every_block``).
     """
     config = config or TrainingConfig(batch_size=16, max_epochs=60, patience=10)
+    # Checked before any volume is simulated: 4 training subjects leave 3 to fit and 1 to validate
+    # on, and the test metrics (correlations) need 2 subjects.
+    if train_size < 4 or test_size < 2:
+        raise ValueError(f"need train_size >= 4 and test_size >= 2, got {train_size} and {test_size}")
+    if max_minutes is not None and not max_minutes > 0:
+        raise ValueError(f"max_minutes must be None or > 0, got {max_minutes}")
+    if not list(seeds) or not list(presets):
+        raise ValueError(f"need at least one seed and one preset, got seeds {list(seeds)} and presets {list(presets)}")
+    check_presets(presets)
     out = Path(out)
     cache_directory = Path(cache_directory) if cache_directory else out / "cache"
     train = simulate_cohort(range(train_size), data_seed, cache_directory=cache_directory, progress=progress)

@@ -128,6 +128,13 @@ def fit_age_model(
         )
     if batch_size < 2:
         raise ValueError(f"batch_size must be >= 2 (rank losses compare subjects), got {batch_size}")
+    if max_minutes is not None and not max_minutes > 0:
+        raise ValueError(f"max_minutes must be None or > 0, got {max_minutes}")
+    if max_epochs < 1 or patience < 0:
+        # No epoch would leave no checkpoint to restore; a negative patience stops at once.
+        raise ValueError(f"max_epochs must be >= 1 and patience >= 0, got {max_epochs} and {patience}")
+    if not (math.isfinite(learning_rate) and learning_rate > 0) or not weight_decay >= 0:
+        raise ValueError(f"learning_rate must be > 0 and weight_decay >= 0, got {learning_rate} and {weight_decay}")
     if ema_decay is not None and not 0.0 < ema_decay < 1.0:
         raise ValueError(f"ema_decay must be None or in (0, 1), got {ema_decay}")
     for split, (inputs, ages) in (("train", train), ("validation", validation)):
@@ -175,6 +182,11 @@ def fit_age_model(
         train_dataloaders=make_loader(*train, batch_size, seed=seed),
         val_dataloaders=make_loader(*validation, max(len(validation[1]), 1), seed=None),
     )
+    if not checkpoint.best_model_path:
+        raise ValueError(
+            f"training stopped before its first validation (after {trainer.current_epoch} epochs), so "
+            f"there is no model to keep: raise max_minutes (now {max_minutes})"
+        )
     best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
     module.load_state_dict(best["state_dict"])
     best_score = checkpoint.best_model_score

@@ -118,3 +118,42 @@ def test_cli_smoke_on_a_tiny_csv(tmp_path):
     curve = (out / "curves" / "l1" / "seed0_fold0" / "metrics.csv").read_text().splitlines()
     assert "val/mae" in curve[0] and len(curve) >= 2  # per-epoch curves in CSV
     assert "| cheng2021 |" in (out / "results.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--losses", "bogus"], "unknown loss presets"),  # was exit status 1 with a bare message
+        (["--max-epochs", "0"], "max_epochs must be >= 1"),  # was "[Errno 2] No such file or directory: ''"
+        (["--patience", "-1"], "patience >= 0"),  # was a whole run stopped after one epoch each
+        (["--batch-size", "1"], "batch_size must be >= 2"),
+        (["--folds", "1"], "folds >= 2"),
+        (["--folds", "61"], "at least `folds` subjects"),
+    ],
+)
+def test_cli_refuses_bad_settings_before_any_run(tmp_path, capsys, flags, message):
+    table = tiny_table(60)
+    csv_path = tmp_path / "tiny.csv"
+    lines = ["age,a,b"] + [f"{age},{row[1]},{row[2]}" for age, row in zip(table.ages, table.features)]
+    csv_path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    argv = ["brainage", "tabular", "--csv", str(csv_path), "--out", str(out), "--wandb", "disabled"]
+    with pytest.raises(SystemExit) as stopped:
+        main(argv + flags)
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("sodeep brainage: error:") and message in error
+    assert not (out / "checkpoints").exists()  # nothing trained
+
+
+def test_training_config_is_checked_when_built():
+    for settings in (
+        {"learning_rate": 0.0},
+        {"learning_rate": float("nan")},
+        {"weight_decay": -1.0},
+        {"validation_fraction": 1.0},
+        {"dropout": 1.0},
+        {"ema_decay": 1.0},
+    ):
+        with pytest.raises(ValueError, match="must be"):
+            TrainingConfig(**settings)

@@ -95,6 +95,16 @@ def test_fit_age_model_rejects_bad_input(tmp_path):
         fit_age_model(AgeMLP(3), "l1", (inputs, ages[:5]), (inputs, ages), out=tmp_path)
     with pytest.raises(ValueError, match="batch_size must be >= 2"):
         fit_age_model(AgeMLP(3), "l1", (inputs, ages), (inputs, ages), out=tmp_path, batch_size=1)
+    # No epoch, or a budget of no time, left no checkpoint: "No such file or directory: ''".
+    for settings, message in (
+        ({"max_epochs": 0}, "max_epochs must be >= 1"),
+        ({"patience": -1}, "patience >= 0"),
+        ({"max_minutes": 0.0}, "max_minutes must be None or > 0"),
+        ({"learning_rate": 0.0}, "learning_rate must be > 0"),
+        ({"max_minutes": 1e-9}, "stopped before its first validation"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            fit_age_model(AgeMLP(3), "l1", (inputs, ages), (inputs, ages), out=tmp_path, progress_bar=False, **settings)
 
 
 @pytest.mark.parametrize("ema_decay", [None, 0.9])

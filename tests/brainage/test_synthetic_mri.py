@@ -108,3 +108,19 @@ def test_synthetic_cli_writes_baselines_and_presets(tmp_path):
     (cascade,) = results["cascade"]["l1"]["runs"]
     assert np.isfinite(cascade["mae"]) and (out / "plots" / "cascade-l1.png").is_file()
     assert set(results["presets"]["l1"]["per_site"]) <= {"0", "1", "2", "3"}
+
+
+def test_synthetic_benchmark_refuses_bad_settings_before_simulating(tmp_path):
+    from sodeep.brainage.synthetic_experiment import run_synthetic_benchmark
+
+    for settings, message in (
+        ({"test_size": 0}, "test_size >= 2"),  # was an IndexError after simulating the cohorts
+        ({"train_size": -5}, "train_size >= 4"),
+        ({"max_minutes": 0.0}, "max_minutes must be None or > 0"),  # was "No such file or directory: ''"
+        ({"seeds": ()}, "at least one seed"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            run_synthetic_benchmark(["l1"], out=tmp_path, progress=False, **{"train_size": 8, **settings})
+    with pytest.raises(ValueError, match="unknown loss presets"):
+        run_synthetic_benchmark(["bogus"], out=tmp_path, train_size=8, progress=False)
+    assert not (tmp_path / "cache").exists()
