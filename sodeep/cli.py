@@ -35,19 +35,24 @@ DEFAULT_PRETRAIN_CONFIG: dict[str, Any] = {
 
 def parse_lengths(value: Any) -> list[int]:
     """``"2-256"`` -> [2, ..., 256]; ``"100"`` or ``[8, 100]`` -> those lengths (each >= 2)."""
-    if isinstance(value, int):
-        lengths = [value]
-    elif isinstance(value, (list, tuple)):
-        lengths = [int(item) for item in value]
-    else:
-        text = str(value).strip()
-        if "-" in text:
-            low, high = (int(part) for part in text.split("-", 1))
-            if low > high:
-                raise ValueError(f"length range {text!r} is empty")
-            lengths = list(range(low, high + 1))
+    try:
+        if isinstance(value, int):
+            lengths = [value]
+        elif isinstance(value, (list, tuple)):
+            lengths = [int(item) for item in value]
         else:
-            lengths = [int(part) for part in text.replace(",", " ").split()]
+            text = str(value).strip()
+            if "-" in text:
+                low, high = (int(part) for part in text.split("-", 1))
+                if low > high:
+                    raise ValueError(f"length range {text!r} is empty")
+                lengths = list(range(low, high + 1))
+            else:
+                lengths = [int(part) for part in text.replace(",", " ").split()]
+    except ValueError as error:
+        if "is empty" in str(error):
+            raise
+        raise ValueError(f"lengths must be ints, a list like '8,100' or a range like '2-256', got {value!r}") from error
     if not lengths or min(lengths) < 2:
         raise ValueError(f"lengths must be ints >= 2 (a ranking needs two values), got {value!r}")
     return lengths
@@ -184,7 +189,13 @@ def command_evaluate(arguments: argparse.Namespace) -> int:
     from sodeep.sorters import build_sorter
 
     if arguments.architecture:
-        sorter = build_sorter(arguments.architecture, **json.loads(arguments.sorter or "{}"))
+        try:
+            options = json.loads(arguments.sorter or "{}")
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--sorter must be a JSON object, e.g. '{{\"band\": 8}}': {error}") from error
+        if not isinstance(options, dict):
+            raise ValueError(f"--sorter must be a JSON object, e.g. '{{\"band\": 8}}', got {arguments.sorter}")
+        sorter = build_sorter(arguments.architecture, **options)
         title = f"untrained {arguments.architecture} {sorter.config()}"
     else:
         sorter = load_sorter(arguments.checkpoint)
@@ -198,6 +209,7 @@ def command_evaluate(arguments: argparse.Namespace) -> int:
         Path(arguments.out).parent.mkdir(parents=True, exist_ok=True)
         Path(arguments.out).write_text(text + "\n")
     if arguments.json:
+        Path(arguments.json).parent.mkdir(parents=True, exist_ok=True)
         Path(arguments.json).write_text(json.dumps([row.__dict__ for row in rows], indent=1))
     return 0
 

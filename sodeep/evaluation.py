@@ -57,7 +57,14 @@ def fidelity_table(
     sorter = sorter.eval()
     parameter = next(iter(sorter.parameters()), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
+    if sequences_per_cell < 1:
+        raise ValueError(f"sequences_per_cell must be >= 1, got {sequences_per_cell}")
     usable = [n for n in lengths if n >= sorter.min_length and (sorter.max_length is None or n <= sorter.max_length)]
+    if not usable:
+        raise ValueError(
+            f"no length in {list(lengths)} is within the sorter's range {sorter.min_length}.."
+            f"{sorter.max_length if sorter.max_length is not None else 'any'}"
+        )
     rows = []
     for family, length, scores, ranks in held_out_set(usable, families, sequences_per_cell, seed):
         predicted = sorter(scores.to(device)).cpu()

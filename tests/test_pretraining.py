@@ -110,6 +110,24 @@ def test_a_foreign_checkpoint_ends_in_one_line(tmp_path, capsys):
     assert error.count("\n") == 1 and "Traceback" not in error
 
 
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--lengths", "300"], "no length in [300] is within the sorter's range 2..256"),  # was "min() arg is an empty sequence"
+        (["--lengths", "abc"], "lengths must be ints"),  # was "invalid literal for int()"
+        (["--sequences", "0"], "sequences_per_cell must be >= 1"),
+        (["--architecture", "conv", "--sorter", "{bad"], "--sorter must be a JSON object"),
+        (["--architecture", "conv", "--sorter", "[1]"], "--sorter must be a JSON object"),
+    ],
+)
+def test_bad_evaluation_values_end_in_one_line(capsys, flags, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", *flags])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert error.startswith("sodeep evaluate: error: ") and message in error and error.count("\n") == 1
+
+
 def test_evaluate_prints_a_table(capsys):
     assert main(["evaluate", "--lengths", "5,100", "--sequences", "4"]) == 0
     out = capsys.readouterr().out
