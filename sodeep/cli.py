@@ -87,17 +87,27 @@ def command_pretrain(arguments: argparse.Namespace) -> int:
 
     config = dict(DEFAULT_PRETRAIN_CONFIG)
     if arguments.config:
-        loaded = yaml.safe_load(Path(arguments.config).read_text()) or {}
+        try:
+            loaded = yaml.safe_load(Path(arguments.config).read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ValueError(f"{arguments.config} is not valid YAML: {error}") from error
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{arguments.config} must hold a mapping of settings, got a {type(loaded).__name__}")
         unknown = set(loaded) - set(config)
         if unknown:
-            raise SystemExit(f"unknown keys in {arguments.config}: {sorted(unknown)}; known: {sorted(config)}")
+            raise ValueError(f"unknown keys in {arguments.config}: {sorted(unknown)}; known: {sorted(config)}")
         config.update(loaded)
     for key in DEFAULT_PRETRAIN_CONFIG:
         value = getattr(arguments, key, None)
         if value is not None:
             config[key] = value
     if isinstance(config["sorter"], str):
-        config["sorter"] = json.loads(config["sorter"])
+        try:
+            config["sorter"] = json.loads(config["sorter"])
+        except json.JSONDecodeError as error:
+            raise ValueError(f"sorter must be a JSON object, e.g. '{{\"band\": 8}}': {error}") from error
+    if not isinstance(config["sorter"], dict):
+        raise ValueError(f"sorter must be a mapping of the architecture's settings, got {config['sorter']!r}")
     lengths = parse_lengths(config["lengths"])
     for key in ("steps", "batch_size", "validation_every", "checkpoint_every", "validation_sequences"):
         if int(config[key]) < 1:
@@ -105,7 +115,10 @@ def command_pretrain(arguments: argparse.Namespace) -> int:
     if not float(config["learning_rate"]) > 0:
         raise ValueError(f"learning_rate must be > 0, got {config['learning_rate']}")
     out = Path(config["out"])
-    out.mkdir(parents=True, exist_ok=True)
+    checkpoints = out / "checkpoints"
+    last = checkpoints / "last.ckpt"
+    if arguments.resume and not last.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint at {last}")
 
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -116,9 +129,11 @@ def command_pretrain(arguments: argparse.Namespace) -> int:
     from sodeep.sorters import build_sorter
 
     L.seed_everything(config["seed"], workers=True, verbose=False)
+    # Built before the output folder exists: a wrong architecture or capacity leaves nothing behind.
     sorter = build_sorter(config["architecture"], **config["sorter"])
     if sorter.max_length is not None and max(lengths) > sorter.max_length:
-        raise SystemExit(f"lengths go up to {max(lengths)} but the sorter's capacity is {sorter.max_length}")
+        raise ValueError(f"lengths go up to {max(lengths)} but the sorter's capacity is {sorter.max_length}")
+    out.mkdir(parents=True, exist_ok=True)
     validation_lengths = [
         n
         for n in EVALUATION_LENGTHS
@@ -138,13 +153,7 @@ def command_pretrain(arguments: argparse.Namespace) -> int:
         validation_lengths=validation_lengths,
         validation_sequences=config["validation_sequences"],
     )
-    checkpoints = out / "checkpoints"
-    last = checkpoints / "last.ckpt"
-    resume_from = None
-    if arguments.resume:
-        if not last.is_file():
-            raise SystemExit(f"--resume: no checkpoint at {last}")
-        resume_from = str(last)
+    resume_from = str(last) if arguments.resume else None
     trainer = L.Trainer(
         max_steps=config["steps"],
         val_check_interval=min(config["validation_every"], config["steps"]),

@@ -68,9 +68,10 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     torch.testing.assert_close(exported.state_dict()["network.0.weight"], resumed["network.0.weight"])
 
 
-def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
-    with pytest.raises(SystemExit, match="no checkpoint"):
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
         _pretrain(tmp_path / "none", 2, "--resume")
+    assert exit_info.value.code == 2 and "--resume: no checkpoint at" in capsys.readouterr().err
 
 
 def test_parse_lengths():
@@ -96,6 +97,28 @@ def test_bad_pretraining_values_end_in_one_line_before_anything_is_written(tmp_p
     error = capsys.readouterr().err
     assert exit_info.value.code == 2
     assert error.startswith(f"sodeep pretrain: error: {message}") and error.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "config_text,flags,message",
+    [
+        ("bogus_key: 3\n", [], "unknown keys in"),  # was exit status 1
+        ("[1, 2\n", [], "is not valid YAML"),  # was a yaml traceback
+        ("- a\n", [], "must hold a mapping of settings, got a list"),  # was "unknown keys ['a']"
+        ("steps: 1\n", ["--architecture", "bogus"], "unknown sorter architecture 'bogus'"),  # left the folder behind
+        ("steps: 1\n", ["--lengths", "2-300"], "the sorter's capacity is 256"),
+        ("steps: 1\n", ["--resume"], "--resume: no checkpoint at"),
+    ],
+)
+def test_bad_pretraining_configs_end_in_one_line_and_leave_nothing(tmp_path, capsys, config_text, flags, message):
+    config = tmp_path / "config.yaml"
+    config.write_text(config_text)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pretrain", "--config", str(config), *flags, "--out", str(tmp_path / "run")])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert error.startswith("sodeep pretrain: error: ") and message in error
     assert not (tmp_path / "run").exists()
 
 
