@@ -133,13 +133,15 @@ class BrainAgeLoss(nn.Module):
         """``predictions``, ``targets``: ``(n,)`` ages of one batch (squeeze a model's ``(n, 1)``
         output first: every preset reads one age per subject)."""
         check_tensor(predictions, "predictions")
-        check_tensor(targets, "targets")
+        check_tensor(targets, "targets", floating=False)
         check_same_shape(predictions, targets, "predictions and targets")
         if predictions.dim() != 1:
             raise ValueError(
                 f"predictions and targets must have shape (n,), one age per subject, got shape "
                 f"{tuple(predictions.shape)} (a regression head's (n, 1) output needs .squeeze(-1))"
             )
+        # Whole years as integers are ages too, in every preset.
+        targets = targets if targets.is_floating_point() else targets.to(predictions.dtype)
         loss = F.l1_loss(predictions, targets) if self.main == "l1" else F.mse_loss(predictions, targets)
         if self.spearman is not None:
             loss = loss + self.spearman_weight * self.spearman(predictions, targets)

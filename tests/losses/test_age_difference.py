@@ -70,3 +70,6 @@ def test_brain_age_loss_checks_its_inputs_in_every_preset(preset):
         loss(ages, torch.where(torch.arange(8) == 3, float("nan"), ages))
     with pytest.raises(TypeError, match="targets must be a torch.Tensor"):
         loss(ages, ages.tolist())
+    # Integer ages (whole years) are accepted by every preset, as their float values.
+    years = torch.arange(20, 84, 8)
+    torch.testing.assert_close(loss(ages, years), loss(ages, years.float()))
