@@ -35,24 +35,21 @@ DEFAULT_PRETRAIN_CONFIG: dict[str, Any] = {
 
 def parse_lengths(value: Any) -> list[int]:
     """``"2-256"`` -> [2, ..., 256]; ``"100"`` or ``[8, 100]`` -> those lengths (each >= 2)."""
+    is_range = isinstance(value, str) and "-" in value
     try:
         if isinstance(value, int):
             lengths = [value]
         elif isinstance(value, (list, tuple)):
             lengths = [int(item) for item in value]
+        elif is_range:
+            low, high = (int(part) for part in value.strip().split("-", 1))
+            lengths = list(range(low, high + 1))
         else:
-            text = str(value).strip()
-            if "-" in text:
-                low, high = (int(part) for part in text.split("-", 1))
-                if low > high:
-                    raise ValueError(f"length range {text!r} is empty")
-                lengths = list(range(low, high + 1))
-            else:
-                lengths = [int(part) for part in text.replace(",", " ").split()]
+            lengths = [int(part) for part in str(value).replace(",", " ").split()]
     except ValueError as error:
-        if "is empty" in str(error):
-            raise
         raise ValueError(f"lengths must be ints, a list like '8,100' or a range like '2-256', got {value!r}") from error
+    if is_range and not lengths:
+        raise ValueError(f"length range {value!r} is empty")
     if not lengths or min(lengths) < 2:
         raise ValueError(f"lengths must be ints >= 2 (a ranking needs two values), got {value!r}")
     return lengths
