@@ -55,6 +55,19 @@ def parse_lengths(value: Any) -> list[int]:
     return lengths
 
 
+def parse_sorter_options(value: Any, name: str) -> dict[str, Any]:
+    """An architecture's keyword settings from a mapping or a JSON object string (``name`` is the
+    flag or key they came from, for the error message)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{name} must be a JSON object, e.g. '{{\"band\": 8}}': {error}") from error
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a JSON object, e.g. '{{\"band\": 8}}', got {value!r}")
+    return value
+
+
 def configure_wandb_environment(mode: str, directory: Path) -> None:
     """Keep W&B local unless asked otherwise: nothing is sent, no account is needed."""
     os.environ.setdefault("WANDB_MODE", mode if mode != "disabled" else "disabled")
@@ -98,13 +111,7 @@ def command_pretrain(arguments: argparse.Namespace) -> int:
         value = getattr(arguments, key, None)
         if value is not None:
             config[key] = value
-    if isinstance(config["sorter"], str):
-        try:
-            config["sorter"] = json.loads(config["sorter"])
-        except json.JSONDecodeError as error:
-            raise ValueError(f"sorter must be a JSON object, e.g. '{{\"band\": 8}}': {error}") from error
-    if not isinstance(config["sorter"], dict):
-        raise ValueError(f"sorter must be a mapping of the architecture's settings, got {config['sorter']!r}")
+    config["sorter"] = parse_sorter_options(config["sorter"], "sorter")
     lengths = parse_lengths(config["lengths"])
     for key in ("steps", "batch_size", "validation_every", "checkpoint_every", "validation_sequences"):
         if int(config[key]) < 1:
@@ -195,13 +202,7 @@ def command_evaluate(arguments: argparse.Namespace) -> int:
     from sodeep.sorters import build_sorter
 
     if arguments.architecture:
-        try:
-            options = json.loads(arguments.sorter or "{}")
-        except json.JSONDecodeError as error:
-            raise ValueError(f"--sorter must be a JSON object, e.g. '{{\"band\": 8}}': {error}") from error
-        if not isinstance(options, dict):
-            raise ValueError(f"--sorter must be a JSON object, e.g. '{{\"band\": 8}}', got {arguments.sorter}")
-        sorter = build_sorter(arguments.architecture, **options)
+        sorter = build_sorter(arguments.architecture, **parse_sorter_options(arguments.sorter or "{}", "--sorter"))
         title = f"untrained {arguments.architecture} {sorter.config()}"
     else:
         sorter = load_sorter(arguments.checkpoint)
@@ -239,10 +240,11 @@ def start_wandb_run(mode: str, out: Path, name: str, config: dict[str, Any]):
     return wandb.init(project="sodeep", name=name, dir=str(out / "wandb"), mode=mode, config=config)
 
 
-def check_presets(names: list[str]) -> None:
-    from sodeep.brainage.cross_validation import check_presets as check
+def check_run_plan(arguments: argparse.Namespace) -> None:
+    """The presets (``--losses``) and ``--seeds`` of a ``brainage`` command, checked before any work."""
+    from sodeep.brainage.cross_validation import check_run_plan as check
 
-    check(names)
+    check(arguments.losses, arguments.seeds)
 
 
 def run_logger(run: Any):
@@ -297,7 +299,7 @@ def command_brainage_nifti(arguments: argparse.Namespace) -> int:
     from sodeep.brainage.models import SFCN
     from sodeep.brainage.volumes import load_cohort
 
-    check_presets(arguments.losses)
+    check_run_plan(arguments)
     shape = tuple(arguments.shape)
     network = sfcn_options(arguments)
     config = volume_training_config(
@@ -355,7 +357,7 @@ def command_brainage_synthetic(arguments: argparse.Namespace) -> int:
     from sodeep.brainage.synthetic_experiment import format_synthetic_report, run_synthetic_benchmark
     from sodeep.brainage.synthetic_mri import simulate_cohort
 
-    check_presets(arguments.losses)
+    check_run_plan(arguments)
     config = volume_training_config(arguments)
     quiet_lightning()
     out = Path(arguments.out)
@@ -401,7 +403,7 @@ def command_brainage_tabular(arguments: argparse.Namespace) -> int:
     from sodeep.brainage.cross_validation import TrainingConfig, cross_validate_table
     from sodeep.brainage.tables import read_age_table
 
-    check_presets(arguments.losses)
+    check_run_plan(arguments)
     config = TrainingConfig(
         batch_size=arguments.batch_size, max_epochs=arguments.max_epochs, patience=arguments.patience
     )

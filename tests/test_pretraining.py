@@ -136,7 +136,8 @@ def test_a_foreign_checkpoint_ends_in_one_line(tmp_path, capsys):
 @pytest.mark.parametrize(
     "flags,message",
     [
-        (["--lengths", "300"], "no length in [300] is within the sorter's range 2..256"),  # was "min() arg is an empty sequence"
+        # was "min() arg is an empty sequence"
+        (["--lengths", "300"], "no length in [300] is within the sorter's range 2..256"),
         (["--lengths", "abc"], "lengths must be ints"),  # was "invalid literal for int()"
         (["--sequences", "0"], "sequences_per_cell must be >= 1"),
         (["--architecture", "conv", "--sorter", "{bad"], "--sorter must be a JSON object"),

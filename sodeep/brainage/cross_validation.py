@@ -25,7 +25,7 @@ from torch import nn
 from sodeep.brainage.metrics import fit_age_bias, gap_metrics, per_site_mae, regression_metrics
 from sodeep.brainage.models import AgeMLP
 from sodeep.brainage.tables import AgeTable, Standardizer, stratified_folds
-from sodeep.brainage.training import fit_age_model, predict_ages
+from sodeep.brainage.training import check_fit_settings, fit_age_model, predict_ages
 from sodeep.losses import BRAIN_AGE_PRESETS
 
 #: Metrics summarized as mean +- sd in the report, in this order.
@@ -49,21 +49,12 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         # Checked here, before a cross-validation starts, rather than in its first run.
-        if self.batch_size < 2:
-            raise ValueError(f"batch_size must be >= 2 (rank losses compare subjects), got {self.batch_size}")
-        if self.max_epochs < 1 or self.patience < 0:
-            raise ValueError(f"max_epochs must be >= 1 and patience >= 0, got {self.max_epochs} and {self.patience}")
-        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0) or not self.weight_decay >= 0:
-            raise ValueError(
-                f"learning_rate must be > 0 and weight_decay >= 0, got {self.learning_rate} and {self.weight_decay}"
-            )
+        check_fit_settings(**self.fit_options())
         if not 0.0 < self.validation_fraction < 1.0 or not 0.0 <= self.dropout < 1.0:
             raise ValueError(
                 f"validation_fraction must be in (0, 1) and dropout in [0, 1), got {self.validation_fraction} "
                 f"and {self.dropout}"
             )
-        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be None or in (0, 1), got {self.ema_decay}")
 
     def fit_options(self) -> dict[str, Any]:
         """The keyword arguments of :func:`sodeep.brainage.training.fit_age_model` it sets."""
@@ -71,9 +62,11 @@ class TrainingConfig:
         return {name: getattr(self, name) for name in names}
 
 
-def check_presets(names: Sequence[str]) -> None:
-    """Refuse names that are not in :data:`sodeep.losses.BRAIN_AGE_PRESETS`."""
-    unknown = [name for name in names if name not in BRAIN_AGE_PRESETS]
+def check_run_plan(presets: Sequence[str], seeds: Sequence[int]) -> None:
+    """Refuse an empty plan and preset names not in :data:`sodeep.losses.BRAIN_AGE_PRESETS`."""
+    if not list(seeds) or not list(presets):
+        raise ValueError(f"need at least one seed and one preset, got seeds {list(seeds)} and presets {list(presets)}")
+    unknown = [name for name in presets if name not in BRAIN_AGE_PRESETS]
     if unknown:
         raise ValueError(f"unknown loss presets {unknown}; known: {list(BRAIN_AGE_PRESETS)}")
 
@@ -141,9 +134,7 @@ def cross_validate(
     ages = np.asarray(ages, dtype=np.float32)
     if folds < 2 or len(ages) < folds:
         raise ValueError(f"need folds >= 2 and at least `folds` subjects, got folds={folds}, N={len(ages)}")
-    if not list(seeds) or not list(presets):
-        raise ValueError(f"need at least one seed and one preset, got seeds {list(seeds)} and presets {list(presets)}")
-    check_presets(presets)
+    check_run_plan(presets, seeds)
     out = Path(out)
     results_path = out / "results.json"
     settings = {

@@ -17,7 +17,7 @@ import torch
 from sodeep.brainage.augmentation import make_augmentation
 from sodeep.brainage.cross_validation import (
     TrainingConfig,
-    check_presets,
+    check_run_plan,
     inner_validation_mask,
     write_json_atomically,
 )
@@ -113,9 +113,7 @@ def run_synthetic_benchmark(
         raise ValueError(f"need train_size >= 4 and test_size >= 2, got {train_size} and {test_size}")
     if max_minutes is not None and not max_minutes > 0:
         raise ValueError(f"max_minutes must be None or > 0, got {max_minutes}")
-    if not list(seeds) or not list(presets):
-        raise ValueError(f"need at least one seed and one preset, got seeds {list(seeds)} and presets {list(presets)}")
-    check_presets(presets)
+    check_run_plan(presets, seeds)
     out = Path(out)
     cache_directory = Path(cache_directory) if cache_directory else out / "cache"
     train = simulate_cohort(range(train_size), data_seed, cache_directory=cache_directory, progress=progress)

@@ -81,6 +81,29 @@ def make_loader(inputs: torch.Tensor, ages: torch.Tensor, batch_size: int, *, se
     return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator, drop_last=drop_last)
 
 
+def check_fit_settings(
+    batch_size: int,
+    max_epochs: int,
+    patience: int,
+    learning_rate: float,
+    weight_decay: float,
+    ema_decay: float | None,
+    max_minutes: float | None = None,
+) -> None:
+    """Refuse settings of :func:`fit_age_model` that cannot train (clear errors, before any work)."""
+    if batch_size < 2:
+        raise ValueError(f"batch_size must be >= 2 (rank losses compare subjects), got {batch_size}")
+    if max_minutes is not None and not max_minutes > 0:
+        raise ValueError(f"max_minutes must be None or > 0, got {max_minutes}")
+    if max_epochs < 1 or patience < 0:
+        # No epoch would leave no checkpoint to restore; a negative patience stops at once.
+        raise ValueError(f"max_epochs must be >= 1 and patience >= 0, got {max_epochs} and {patience}")
+    if not (math.isfinite(learning_rate) and learning_rate > 0) or not weight_decay >= 0:
+        raise ValueError(f"learning_rate must be > 0 and weight_decay >= 0, got {learning_rate} and {weight_decay}")
+    if ema_decay is not None and not 0.0 < ema_decay < 1.0:
+        raise ValueError(f"ema_decay must be None or in (0, 1), got {ema_decay}")
+
+
 def fit_age_model(
     model: nn.Module,
     loss: nn.Module | str,
@@ -126,17 +149,7 @@ def fit_age_model(
         raise ValueError(
             f"need >= 2 training and >= 1 validation subjects, got {len(train[1])} and {len(validation[1])}"
         )
-    if batch_size < 2:
-        raise ValueError(f"batch_size must be >= 2 (rank losses compare subjects), got {batch_size}")
-    if max_minutes is not None and not max_minutes > 0:
-        raise ValueError(f"max_minutes must be None or > 0, got {max_minutes}")
-    if max_epochs < 1 or patience < 0:
-        # No epoch would leave no checkpoint to restore; a negative patience stops at once.
-        raise ValueError(f"max_epochs must be >= 1 and patience >= 0, got {max_epochs} and {patience}")
-    if not (math.isfinite(learning_rate) and learning_rate > 0) or not weight_decay >= 0:
-        raise ValueError(f"learning_rate must be > 0 and weight_decay >= 0, got {learning_rate} and {weight_decay}")
-    if ema_decay is not None and not 0.0 < ema_decay < 1.0:
-        raise ValueError(f"ema_decay must be None or in (0, 1), got {ema_decay}")
+    check_fit_settings(batch_size, max_epochs, patience, learning_rate, weight_decay, ema_decay, max_minutes)
     for split, (inputs, ages) in (("train", train), ("validation", validation)):
         if len(inputs) != len(ages) or ages.dim() != 1:
             raise ValueError(

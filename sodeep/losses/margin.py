@@ -173,7 +173,9 @@ class MultiLabelHingeLoss(nn.Module):
             raise ValueError(f"num_labels must be >= 1, got {num_labels}")
         base = torch.as_tensor(margin, dtype=torch.get_default_dtype())
         if base.shape not in ((), (num_labels,)):
-            raise ValueError(f"margin must be a number or {num_labels} margins (num_labels), got shape {tuple(base.shape)}")
+            raise ValueError(
+                f"margin must be a number or {num_labels} margins (num_labels), got shape {tuple(base.shape)}"
+            )
         check_finite_margin(base)
         check_finite_margin(torch.tensor(margin_range), "margin_range")
         base = base.expand(num_labels).clone()
