@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import scipy.stats
 import torch
@@ -9,7 +10,6 @@ from sodeep.synthetic import (
     exact_ranks_cpu,
     generate_sequences,
     make_generator,
-    student_t,
 )
 
 
@@ -79,10 +79,72 @@ def test_an_int_seed_is_the_generator_it_seeds():
         assert torch.equal(ours, theirs)
 
 
-@pytest.mark.parametrize("dof", [1, 2, 3, 4, 5])
-def test_student_t_matches_scipy(dof):
-    draws = student_t(torch.full((4000, 1), dof), 1, make_generator(dof)).flatten().numpy()
-    assert scipy.stats.kstest(draws, scipy.stats.t(dof).cdf).pvalue > 1e-3
+def natural_draws(family: str, rows: int = 400, length: int = 10, seed: int = 0) -> np.ndarray:
+    """All entries of ``rows`` sequences of ``family`` without the affine map, as float64."""
+    scores = generate_sequences(rows, length, make_generator(seed), families=[family], affine_probability=0)[0]
+    return scores.double().flatten().numpy()
+
+
+def student_t_mixture_cdf(values: np.ndarray) -> np.ndarray:
+    """Each row draws its degrees of freedom uniformly from 1..5: the pooled CDF is the average."""
+    return np.mean([scipy.stats.t(dof).cdf(values) for dof in range(1, 6)], axis=0)
+
+
+@pytest.mark.parametrize(
+    "family, cdf",
+    [
+        ("uniform", scipy.stats.uniform(-1, 2).cdf),
+        ("normal", scipy.stats.norm.cdf),
+        ("cauchy", scipy.stats.cauchy.cdf),
+        ("student_t", student_t_mixture_cdf),
+    ],
+)
+def test_family_values_follow_their_distribution(family, cdf):
+    # Values are built as quantiles of sorted keys (Acklam's normal quantile, a rational tan, closed
+    # forms for Student-t with 1, 2, 4 dof): the pooled draws must pass a KS test against scipy.
+    assert scipy.stats.kstest(natural_draws(family), cdf).pvalue > 1e-3
+
+
+def test_lognormal_and_outliers_follow_their_construction():
+    # log of a lognormal row is N(0, sigma^2) with sigma ~ U(0.25, 2) per row: standardized by the
+    # row's own spread the pooled logs are close to N(0, 1) in shape, and all values are positive.
+    logs = np.log(natural_draws("lognormal", rows=2000, length=50).reshape(2000, 50))
+    assert scipy.stats.kstest(((logs - logs.mean(1, keepdims=True)) / logs.std(1, keepdims=True)).flatten(),
+                              scipy.stats.norm.cdf).statistic < 0.02  # fmt: skip
+    outliers = natural_draws("outliers", rows=400, length=100)
+    share_beyond_8 = np.mean(np.abs(outliers) > 8)  # normal draws alone: 1e-15
+    assert 0.03 < share_beyond_8 < 0.06  # 5% outliers times P(|z| 10^(1+2v) > 8) ~ 0.9
+
+
+def test_shuffles_are_uniform_over_positions():
+    # shuffled_linear puts each value at a uniformly random position: the column of the row maximum
+    # is uniform over the 8 columns (chi-square test), as is the prefix of shuffled_linear+uniform.
+    scores = generate_sequences(4000, 8, make_generator(5), families=["shuffled_linear"], affine_probability=0)[0]
+    counts = np.bincount(scores.argmax(-1).numpy(), minlength=8)
+    assert scipy.stats.chisquare(counts).pvalue > 1e-3
+    linear = generate_sequences(100, 8, make_generator(5), families=["linear"], affine_probability=0)[0]
+    steps = linear.diff(dim=-1)
+    assert ((steps >= 0).all(-1) | (steps <= 0).all(-1)).all()  # in order, ascending or descending
+
+
+def test_rows_do_not_depend_on_threads_or_batch_layout():
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = generate_sequences(600, 100, make_generator(9))
+        torch.set_num_threads(2)
+        split = generate_sequences(600, 100, make_generator(9))  # 60,000 entries: two threads
+    finally:
+        torch.set_num_threads(threads)
+    for first, second in zip(alone, split):
+        assert torch.equal(first, second)
+
+
+@pytest.mark.parametrize("length", [1, 2, 256, 257, 400])
+def test_every_length_is_exact_including_wide_keys(length):
+    # Above 256 columns the keys move from 24 + 8 bits in a uint32 to 32 + 32 bits in a uint64.
+    scores, ranks, _ = generate_sequences(90, length, make_generator(length), affine_probability=1.0)
+    assert torch.equal(ranks, rank(scores)) and torch.isfinite(scores).all()
 
 
 @pytest.mark.parametrize("shape", [(1, 2), (7, 13), (64, 256)])

@@ -1,0 +1,464 @@
+"""Compiled row kernels of the synthetic generator: sequences whose exact ranks come from how they
+are built, not from sorting their values.
+
+Every family draws one uniform key per entry.  The values of a row are non-decreasing functions of
+the keys (an inverse CDF such as the normal quantile, ``tan`` for Cauchy, ``floor`` for ties, an
+affine map), or two such lists side by side (mixtures, outliers), or copies of such values
+(repeated).  So one sort of the integer keys (NumPy's vectorized sort of the whole batch, with
+each key packed with its column) puts every row in the order of its values; what remains is a walk
+along each sorted row: compute the values, merge two sorted lists, average the ranks of tie groups
+and write each entry back to its column.  That walk is a loop along the row with no vectorized form
+in torch or NumPy, so Numba compiles it (``nogil``: the rows of a batch split over threads).
+
+Nothing is trusted blindly: the walk checks that the float32 values it wrote are non-decreasing in
+the order it claims, and averages the ranks of equal float32 values (float rounding merges close
+draws).  A row that fails the check, and Student-t rows with 3 or 5 degrees of freedom (no
+closed-form quantile), are flagged and ranked afterwards by an exact sort.
+
+Randomness: each row has its own 64-bit seed, drawn by the caller from its ``torch.Generator``, and
+two SplitMix64 streams (Steele, Lea and Flood, OOPSLA 2014): one for the keys, one for the row's
+parameters and per-entry draws.  A row depends only on its seed, never on threads or batch layout.
+
+Keys: for n <= 256, a 24-bit key (the resolution of ``torch.rand`` in float32) packed over an 8-bit
+column into a uint32; above, a 32-bit key over a 32-bit column in a uint64.  Equal keys in a row
+are possible (about 3e-4 rows at n=100) and give equal values: a genuine tie, ranked as one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+# Family codes, in the order of sodeep.synthetic.FAMILIES (which checks the two agree).
+UNIFORM, NORMAL, LINEAR, SHUFFLED_LINEAR, UNIFORM_NORMAL, SHUFFLED_LINEAR_UNIFORM = 0, 1, 2, 3, 4, 5
+TIES, REPEATED, CAUCHY, STUDENT_T, LOGNORMAL, OUTLIERS = 6, 7, 8, 9, 10, 11
+SORTED, REVERSE_SORTED, NEAR_CONSTANT = 12, 13, 14
+FAMILY_COUNT = 15
+
+# SplitMix64's increment (2^64 / golden ratio) and output mixers.
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX_2 = np.uint64(0x94D049BB133111EB)
+# The parameter stream starts from the seed xor this odd constant, far from the key stream.
+_PARAMETER_STREAM = np.uint64(0xD1B54A32D192ED03)
+_LOW_32_BITS = np.uint64(0xFFFFFFFF)
+
+# Random positive scales are log-uniform over +-SCALE_DECADES decades; shifts are at most
+# MAX_RELATIVE_SHIFT times the scale (a shift of 1e4 on values of 1e-4 would fall below float32
+# resolution: ties made by the representation, not by the data).
+SCALE_DECADES = 4.0
+MAX_RELATIVE_SHIFT = 10.0
+# Share of entries of the "outliers" family multiplied by 10 to 1000.
+OUTLIER_FRACTION = 0.05
+# Level of the "near_constant" rows' noise relative to their constant (in [1, 2)).
+NEAR_CONSTANT_NOISE = 1e-3
+
+# Acklam's rational approximation of the normal quantile (relative error < 1.2e-9): a central
+# branch for 0.02425 <= p <= 0.97575 and a tail branch below it (and by symmetry above).
+_TAIL = 0.02425
+
+
+@njit(inline="always")
+def _next(state):
+    """One SplitMix64 step: the new state and 64 random bits."""
+    state = state + _GOLDEN
+    z = state
+    z = (z ^ (z >> np.uint64(30))) * _MIX_1
+    z = (z ^ (z >> np.uint64(27))) * _MIX_2
+    return state, z ^ (z >> np.uint64(31))
+
+
+@njit(inline="always")
+def _uniform(state):
+    """A float64 uniform in the open interval (0, 1), 53 random bits."""
+    state, z = _next(state)
+    return state, (np.float64(z >> np.uint64(11)) + 0.5) * (1.0 / 9007199254740992.0)
+
+
+@njit(inline="always")
+def _below(state, bound):
+    """A uniform integer in [0, bound), bound < 2^32 (Lemire's multiply-shift, bias < 2^-32 * bound)."""
+    state, z = _next(state)
+    return state, np.int64(((z >> np.uint64(32)) * np.uint64(bound)) >> np.uint64(32))
+
+
+@njit(inline="always")
+def _normal_central(q):
+    """Acklam's central branch at ``q = p - 1/2``."""
+    r = q * q
+    top = (((((-39.69683028665376 * r + 220.9460984245205) * r - 275.9285104469687) * r + 138.3577518672690) * r
+            - 30.66479806614716) * r + 2.506628277459239) * q  # fmt: skip
+    bottom = ((((-54.47609879822406 * r + 161.5858368580409) * r - 155.6989798598866) * r + 66.80131188771972) * r
+              - 13.28068155288572) * r + 1.0  # fmt: skip
+    return top / bottom
+
+
+@njit(inline="always")
+def _normal_lower_tail(p):
+    """Acklam's tail branch, for ``p < 0.02425`` (the upper tail is ``-_normal_lower_tail(1 - p)``)."""
+    q = math.sqrt(-2.0 * math.log(p))
+    top = ((((-0.007784894002430293 * q - 0.3223964580411365) * q - 2.400758277161838) * q - 2.549732539343734) * q
+           + 4.374664141464968) * q + 2.938163982698783  # fmt: skip
+    bottom = (((0.007784695709041462 * q + 0.3224671290700398) * q + 2.445134137142996) * q
+              + 3.754408661907416) * q + 1.0  # fmt: skip
+    return top / bottom
+
+
+@njit(inline="always")
+def _normal_quantile(p):
+    """The standard normal quantile at ``p`` in (0, 1)."""
+    if p < _TAIL:
+        return _normal_lower_tail(p)
+    if p > 1.0 - _TAIL:
+        return -_normal_lower_tail(1.0 - p)
+    return _normal_central(p - 0.5)
+
+
+@njit(inline="always")
+def _normal_quantiles_ascending(u, count, out):
+    """``out[:count] = normal quantiles of u[:count]``, for ascending ``u``: the central branch for
+    all (a loop the compiler vectorizes), then the few tail entries at both ends."""
+    for i in range(count):
+        out[i] = _normal_central(u[i] - 0.5)
+    i = 0
+    while i < count and u[i] < _TAIL:
+        out[i] = _normal_lower_tail(u[i])
+        i += 1
+    i = count - 1
+    while i >= 0 and u[i] > 1.0 - _TAIL:
+        out[i] = -_normal_lower_tail(1.0 - u[i])
+        i -= 1
+
+
+@njit(inline="always")
+def _tan(x):
+    """tan(x) for |x| <= pi/4: Cephes' rational approximation (relative error 2.2e-16 measured),
+    plain arithmetic that the compiler vectorizes, unlike libm's ``tan``."""
+    z = x * x
+    top = (-13093.6939181383777646 * z + 1153516.64838587416140) * z - 17956525.1976484877988
+    bottom = (((z + 13681.2963470692954678) * z - 1320892.34440210967447) * z + 25008380.1823357915839) * z
+    return x + x * (z * top / (bottom - 53869575.5929454629881))
+
+
+@njit(inline="always")
+def _tan_pi(q):
+    """tan(pi q) for -1/2 < q < 1/2 (the Cauchy quantile at q + 1/2), branch-free: beyond
+    |q| = 1/4 it is sign(q) / tan(pi (1/2 - |q|))."""
+    near = abs(q) <= 0.25
+    reduced = _tan(math.pi * (q if near else 0.5 - abs(q)))
+    return reduced if near else math.copysign(1.0, q) / reduced
+
+
+@njit(inline="always")
+def _exp(x):
+    """exp(x) for |x| <= 16 (relative error ~1e-13): Taylor's series of exp(x / 64) to degree 10,
+    squared six times; plain arithmetic the compiler vectorizes, unlike libm's ``exp``."""
+    y = x * (1.0 / 64.0)
+    p = 2.755731922398589e-07  # 1 / 10!
+    p = p * y + 2.7557319223985893e-06
+    p = p * y + 2.48015873015873e-05
+    p = p * y + 0.0001984126984126984
+    p = p * y + 0.001388888888888889
+    p = p * y + 0.008333333333333333
+    p = p * y + 0.041666666666666664
+    p = p * y + 0.16666666666666666
+    p = p * y + 0.5
+    p = p * y + 1.0
+    p = p * y + 1.0
+    for _ in range(6):
+        p = p * p
+    return p
+
+
+@njit(inline="always")
+def _student_t_quantile(p, dof):
+    """Closed-form Student-t quantiles for 1, 2 and 4 degrees of freedom."""
+    if dof == 1:
+        return _tan_pi(p - 0.5)
+    if dof == 2:
+        return (2.0 * p - 1.0) / math.sqrt(2.0 * p * (1.0 - p))
+    # dof 4: t = 2 sqrt(c / s - 1) with s = sqrt(4 p (1 - p)) and c = cos(acos(s) / 3), the root in
+    # (cos(pi / 6), 1] of the Chebyshev cubic 4 c^3 - 3 c = s.  Newton from c = 1 decreases
+    # monotonically to it (the cubic is convex there); six steps reach float64 precision.
+    root = math.sqrt(4.0 * p * (1.0 - p))
+    c = 1.0
+    for _ in range(6):
+        c -= (4.0 * c * c * c - 3.0 * c - root) / (12.0 * c * c - 3.0)
+    magnitude = 2.0 * math.sqrt(max(c / root - 1.0, 0.0))
+    return magnitude if p > 0.5 else -magnitude
+
+
+@njit(inline="always")
+def _merge(first, first_where, first_count, second, second_where, second_count, out, out_where):
+    """Merge two ascending lists (values and their columns) into ``out``/``out_where``.  Both
+    lists need one spare slot: an infinite sentinel there makes the loop branch-free."""
+    first[first_count] = np.inf
+    second[second_count] = np.inf
+    i = 0
+    j = 0
+    for k in range(first_count + second_count):
+        take_second = second[j] < first[i]
+        out[k] = second[j] if take_second else first[i]
+        out_where[k] = second_where[j] if take_second else first_where[i]
+        j += take_second
+        i += not take_second
+
+
+@njit(inline="always")
+def _insertion_sort(values, where, count):
+    """Sort the first ``count`` values ascending, carrying their columns (for a handful of entries)."""
+    for i in range(1, count):
+        value = values[i]
+        column = where[i]
+        t = i - 1
+        while t >= 0 and values[t] > value:
+            values[t + 1] = values[t]
+            where[t + 1] = where[t]
+            t -= 1
+        values[t + 1] = value
+        where[t + 1] = column
+
+
+@njit(inline="always")
+def _sorted_ranks(values, count, group_start, out):
+    """Descending normalized ranks, ties averaged, of ascending float32 ``values[:count]``, in the
+    sorted order.  Returns False if ``values`` is not non-decreasing (the row needs a sort)."""
+    decreasing = False
+    tied = False
+    for i in range(count - 1):
+        decreasing |= values[i + 1] < values[i]
+        tied |= values[i + 1] == values[i]
+    inverse = 1.0 / count
+    if not tied:
+        for i in range(count):
+            out[i] = np.float32((count - i) * inverse)
+        return not decreasing
+    # Entries start..stop of a tie group hold ascending positions start+1..stop+1: each gets their
+    # mean, made descending.  One pass finds each group's start, one pass back its stop.
+    start = 0
+    for i in range(count):
+        start = i if i > 0 and values[i] != values[i - 1] else start
+        group_start[i] = start
+    stop = count - 1
+    for i in range(count - 1, -1, -1):
+        stop = i if i < count - 1 and values[i] != values[i + 1] else stop
+        out[i] = np.float32((count - 0.5 * (group_start[i] + stop)) * inverse)
+    return not decreasing
+
+
+@njit(nogil=True, cache=True)
+def draw_keys(seeds, keys, index_bits):
+    """Fill ``keys`` ``(rows, n)`` (uint32 with ``index_bits=8``, or uint64 with 32) with each
+    row's random keys, shifted over their column: ``key << index_bits | column``."""
+    rows, n = keys.shape
+    shift = np.uint64(index_bits)
+    # Keys have 24 bits in a uint32 (8 for the column), 32 bits in a uint64: drop the rest.
+    drop = np.uint64(32 - (keys.itemsize * 8 - index_bits))
+    for row in range(rows):
+        state = seeds[row]
+        for j in range(0, n, 2):
+            state, z = _next(state)
+            keys[row, j] = (((z >> np.uint64(32)) >> drop) << shift) | np.uint64(j)
+            if j + 1 < n:
+                keys[row, j + 1] = (((z & _LOW_32_BITS) >> drop) << shift) | np.uint64(j + 1)
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def finish_rows(codes, seeds, sorted_keys, index_bits, affine_probability, values, ranks, needs_sort):
+    """Build each row's values from its sorted keys and write values and exact ranks by column.
+
+    Args:
+        codes: ``(rows,)`` int64 family codes.
+        seeds: ``(rows,)`` uint64, the seeds :func:`draw_keys` used.
+        sorted_keys: ``(rows, n)`` the keys of :func:`draw_keys`, each row sorted ascending.
+        index_bits: 8 (uint32 keys) or 32 (uint64 keys).
+        affine_probability: chance that a row gets a random positive affine map.
+        values, ranks: ``(rows, n)`` float32 outputs: the scores and their descending normalized
+            ranks with ties averaged (the convention of ``sodeep.rank``).
+        needs_sort: ``(rows,)`` bool output: True where ``ranks`` is left for an exact sort.
+    """
+    rows, n = sorted_keys.shape
+    shift = np.uint64(index_bits)
+    column_mask = (np.uint64(1) << shift) - np.uint64(1)
+    key_scale = 1.0 / float(2 ** (sorted_keys.itemsize * 8 - index_bits))
+    u = np.empty(n)  # uniform of each sorted key, ascending
+    columns = np.empty(n, np.int64)  # column of each sorted key
+    x = np.empty(n)  # values of the row before the affine map, ascending
+    where = np.empty(n, np.int64)  # column of each entry of x
+    first = np.empty(n + 1)  # the two parts of a row that is merged (one spare slot each)
+    first_where = np.empty(n + 1, np.int64)
+    second = np.empty(n + 1)
+    second_where = np.empty(n + 1, np.int64)
+    scores = np.empty(n, np.float32)  # x after the affine map and float32 rounding
+    sorted_rank = np.empty(n, np.float32)
+    group_start = np.empty(n, np.int64)
+    copies = np.empty(n, np.int64)
+    shown = np.empty(n, np.int64)
+    base_rank = np.empty(n, np.float32)
+    for row in range(rows):
+        code = codes[row]
+        state = seeds[row] ^ _PARAMETER_STREAM
+        for i in range(n):
+            key = np.uint64(sorted_keys[row, i])
+            u[i] = (np.float64(key >> shift) + 0.5) * key_scale
+            columns[i] = np.int64(key & column_mask)
+        state, draw = _uniform(state)
+        scale = 1.0
+        offset = 0.0
+        if draw < affine_probability:
+            state, draw = _uniform(state)
+            scale = 10.0 ** (SCALE_DECADES * (2.0 * draw - 1.0))
+            state, draw = _uniform(state)
+            offset = scale * MAX_RELATIVE_SHIFT * (2.0 * draw - 1.0)
+        needs_sort[row] = False
+        for i in range(n):
+            where[i] = columns[i]
+        if code == UNIFORM:
+            for i in range(n):
+                x[i] = 2.0 * u[i] - 1.0
+        elif code == NORMAL or code == SORTED or code == REVERSE_SORTED:
+            _normal_quantiles_ascending(u, n, x)
+            if code == SORTED:  # the i-th smallest value goes to column i
+                for i in range(n):
+                    where[i] = i
+            elif code == REVERSE_SORTED:
+                for i in range(n):
+                    where[i] = n - 1 - i
+        elif code == NEAR_CONSTANT:
+            state, draw = _uniform(state)
+            level = 1.0 + draw
+            _normal_quantiles_ascending(u, n, x)
+            for i in range(n):
+                x[i] = level + NEAR_CONSTANT_NOISE * x[i]
+        elif code == LOGNORMAL:
+            state, draw = _uniform(state)
+            sigma = 0.25 + 1.75 * draw
+            _normal_quantiles_ascending(u, n, x)
+            for i in range(n):
+                x[i] = _exp(sigma * x[i])
+        elif code == CAUCHY:
+            for i in range(n):
+                x[i] = _tan_pi(u[i] - 0.5)
+        elif code == TIES:
+            # Integer scores from 2 to n/2 + 2 levels, as ratings or votes.
+            state, levels = _below(state, n // 2 + 1)
+            levels += 2
+            for i in range(n):
+                x[i] = math.floor(u[i] * levels)
+        elif code == LINEAR or code == SHUFFLED_LINEAR:
+            # SoDeep's arange(a, b, (b - a) / n) with a, b ~ U(0, 1): in column order for "linear";
+            # for "shuffled_linear" the i-th smallest key takes the i-th smallest value, a uniform
+            # random shuffle.
+            state, start = _uniform(state)
+            state, stop = _uniform(state)
+            step = (stop - start) / n
+            for i in range(n):
+                position = i if step >= 0 else n - 1 - i  # ascending values
+                x[i] = start + step * position
+                if code == LINEAR:
+                    where[i] = position
+        elif code == UNIFORM_NORMAL or code == SHUFFLED_LINEAR_UNIFORM:
+            # A prefix of `split` columns from one family and the rest from another: each part is
+            # ascending in key order, and a merge orders the row.
+            state, split = _below(state, n)
+            split += 1
+            state, start = _uniform(state)
+            state, stop = _uniform(state)
+            step = (stop - start) / split
+            if code == UNIFORM_NORMAL:
+                _normal_quantiles_ascending(u, n, x)
+            first_count = 0
+            second_count = 0
+            for i in range(n):
+                in_prefix = columns[i] < split
+                if code == UNIFORM_NORMAL:
+                    first[first_count] = 2.0 * u[i] - 1.0
+                    second[second_count] = x[i]
+                else:  # SoDeep's shuffled arange(a, b, (b - a) / split), then U(-1, 1)
+                    first[first_count] = first_count
+                    second[second_count] = 2.0 * u[i] - 1.0
+                first_where[first_count] = columns[i]
+                second_where[second_count] = columns[i]
+                first_count += in_prefix
+                second_count += not in_prefix
+            if code == SHUFFLED_LINEAR_UNIFORM:
+                for i in range(first_count):
+                    first[i] = start + step * (i if step >= 0 else first_count - 1 - i)
+            _merge(first, first_where, first_count, second, second_where, second_count, x, where)
+        elif code == OUTLIERS:
+            # Normal scores; each entry is an outlier with probability 5%, multiplied by 10 to 1000
+            # (log-uniform).  Inliers stay in key order; the few outliers are sorted, then merged.
+            _normal_quantiles_ascending(u, n, x)
+            inliers = 0
+            outliers = 0
+            for i in range(n):
+                state, draw = _uniform(state)
+                if draw < OUTLIER_FRACTION:  # the draw, rescaled, is again uniform
+                    second[outliers] = x[i] * 10.0 ** (1.0 + 2.0 * draw / OUTLIER_FRACTION)
+                    second_where[outliers] = columns[i]
+                    outliers += 1
+                else:
+                    first[inliers] = x[i]
+                    first_where[inliers] = columns[i]
+                    inliers += 1
+            _insertion_sort(second, second_where, outliers)
+            _merge(first, first_where, inliers, second, second_where, outliers, x, where)
+        elif code == STUDENT_T:
+            state, dof = _below(state, 5)
+            dof += 1
+            if dof == 3 or dof == 5:
+                # No closed-form quantile: normal / sqrt(chi2 / dof), chi2 = -2 log(U_1 [U_2]) + Z^2
+                # (one or two exponential pairs and a squared normal); sorted afterwards.
+                _normal_quantiles_ascending(u, n, x)
+                for i in range(n):
+                    state, product = _uniform(state)
+                    if dof == 5:
+                        state, draw = _uniform(state)
+                        product *= draw
+                    state, draw = _uniform(state)
+                    normal = _normal_quantile(draw)
+                    chi2 = normal * normal - 2.0 * math.log(product)
+                    values[row, columns[i]] = np.float32(x[i] * math.sqrt(dof / chi2) * scale + offset)
+                needs_sort[row] = True
+                continue
+            for i in range(n):
+                x[i] = _student_t_quantile(u[i], dof)
+        elif code == REPEATED:
+            # Normal scores where a random fraction (up to half) of entries copy another entry:
+            # column c shows base shown[c].  Bases in key order are ascending and base m appears
+            # copies[m] times, so its ascending positions follow from a running count.
+            _normal_quantiles_ascending(u, n, x)
+            for i in range(n):
+                scores[i] = np.float32(x[i] * scale + offset)
+                copies[i] = 0
+            state, draw = _uniform(state)
+            threshold = np.uint64(0.5 * draw * 4294967296.0)  # copy with probability 0.5 * draw
+            for column in range(n):
+                state, z = _next(state)
+                copied = (z >> np.uint64(32)) < threshold
+                other = np.int64(((z & _LOW_32_BITS) * np.uint64(n)) >> np.uint64(32))
+                shown[column] = other if copied else column
+                copies[shown[column]] += 1
+            tied_or_decreasing = False
+            for i in range(n - 1):
+                tied_or_decreasing |= scores[i + 1] <= scores[i]
+            needs_sort[row] = tied_or_decreasing  # equal bases would merge groups: sort instead
+            before = 0
+            for i in range(n):
+                base = columns[i]
+                base_rank[base] = np.float32((n - before - 0.5 * (copies[base] - 1)) / n)
+                x[base] = scores[i]  # x now holds the score of each base, by column
+                before += copies[base]
+            for column in range(n):
+                values[row, column] = x[shown[column]]
+                ranks[row, column] = base_rank[shown[column]]
+            continue
+        for i in range(n):
+            scores[i] = np.float32(x[i] * scale + offset)
+        if not _sorted_ranks(scores, n, group_start, sorted_rank):
+            needs_sort[row] = True
+        for i in range(n):
+            values[row, where[i]] = scores[i]
+            ranks[row, where[i]] = sorted_rank[i]
