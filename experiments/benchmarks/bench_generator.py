@@ -10,7 +10,9 @@ and the sort order of each row (timed here as an argsort; for a generator that w
 ranks by construction, as NumPy's per-row shuffle and as the cheapest random permutation found:
 NumPy's 32-bit draw as keys, packed with the column and sorted once), and then a draw ranked exactly by
 sodeep's own fast ranker, on one thread and with the batch split over both cores: what a
-generator with no families at all would cost.
+generator with no families at all would cost.  The last rows are sodeep's generator by part, on
+one thread (random keys packed with their column, their sort, the row walk that builds values and
+ranks from the sorted keys), then whole.
 
     python experiments/benchmarks/bench_generator.py
 """
@@ -25,8 +27,9 @@ import torch
 from original_generator import original_item
 from torch.utils.data import DataLoader, Dataset
 
+from sodeep import synthetic_kernels
 from sodeep.cpu_sort import sort_keys_with_order
-from sodeep.synthetic import exact_ranks_cpu, generate_sequences, make_generator
+from sodeep.synthetic import FAMILIES, exact_ranks_cpu, generate_sequences, make_generator
 
 
 class OriginalDataset(Dataset):
@@ -126,6 +129,18 @@ def print_budget(batch: int, length: int, budget_ms: float) -> None:
     def ranked_half(which: int) -> torch.Tensor:
         return exact_ranks_cpu(torch.rand(batch // 2, length, generator=half_generators[which]))
 
+    # sodeep's generator by part, one thread, rows grouped by family as generate_sequences does.
+    codes = np.sort(rng.integers(0, len(FAMILIES), batch)).astype(np.int64)
+    seeds = rng.integers(0, 2**63, batch, dtype=np.uint64)
+    keys = np.empty((batch, length), np.uint32)
+    outputs = (np.empty((batch, length), np.float32), np.empty((batch, length), np.float32), np.empty(batch, bool))
+    synthetic_kernels.draw_keys(seeds, keys, 8)
+    sorted_keys = np.sort(keys, axis=-1)
+    parts["sodeep part 1: random keys packed with their column"] = lambda: synthetic_kernels.draw_keys(seeds, keys, 8)
+    parts["sodeep part 2: their sort (uint32)"] = lambda: np.sort(keys, axis=-1)
+    parts["sodeep part 3: row walk to values and exact ranks"] = lambda: synthetic_kernels.finish_rows(
+        codes, seeds, sorted_keys, 8, 0.5, *outputs
+    )
     with ThreadPoolExecutor(2) as pool:
         # Each thread draws and ranks half the batch; torch releases the GIL inside its kernels.
         parts["torch.rand + exact ranks, half the batch on each of 2 threads"] = lambda: list(
