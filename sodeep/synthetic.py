@@ -177,7 +177,7 @@ def _build_rows(
 
     def build(rows: slice) -> None:
         kernels.draw_keys(seeds[rows], keys[rows], index_bits)
-        keys[rows].sort(axis=-1)  # in place; NumPy releases the GIL while it sorts
+        keys[rows].sort(axis=-1)  # in place: no fresh buffer to page-fault
         kernels.finish_rows(
             codes[rows], seeds[rows], keys[rows], index_bits, affine_probability,
             values[rows].numpy(), ranks[rows].numpy(), needs_sort[rows],
