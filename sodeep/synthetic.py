@@ -157,7 +157,9 @@ def _helper_threads(count: int) -> ThreadPoolExecutor:
     anew in a forked process (a DataLoader worker), where the parent's threads do not exist."""
     global _helpers
     if _helpers is None or _helpers[:2] != (os.getpid(), count):
-        _helpers = (os.getpid(), count, ThreadPoolExecutor(max(count, 1), thread_name_prefix="sodeep-synthetic"))
+        if _helpers is not None and _helpers[0] == os.getpid():
+            _helpers[2].shutdown(wait=False)  # torch's thread count changed: let the old threads go
+        _helpers = (os.getpid(), count, ThreadPoolExecutor(count, thread_name_prefix="sodeep-synthetic"))
     return _helpers[2]
 
 
