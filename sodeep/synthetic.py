@@ -16,6 +16,8 @@ along each row.  No float values are sorted, except in the few rows flagged for 
 from __future__ import annotations
 
 import os
+import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -141,12 +143,17 @@ def generate_sequences(
     if not 0.0 <= affine_probability <= 1.0:
         raise ValueError(f"affine_probability must be in [0, 1], got {affine_probability}")
 
-    # Rows come family by family (family_index is sorted), each with its own 64-bit seed.
-    family_index = torch.randint(0, len(names), (batch_size,), generator=generator).sort().values
-    codes = torch.tensor([_FAMILY_CODES[name] for name in names])[family_index].numpy()
-    seeds = torch.randint(-(2**63), 2**63 - 1, (batch_size,), generator=generator, dtype=torch.int64)
-    scores, ranks = _build_rows(codes, seeds.numpy().view(np.uint64), length, affine_probability)
-    return scores, ranks, family_index
+    # One 64-bit draw from the generator seeds the batch; each row gets its own seed from it, and
+    # rows come family by family (family_index is sorted).  Nothing after this draw runs torch
+    # kernels: they would wake torch's OpenMP threads, which then spin for milliseconds on the
+    # cores the row-building threads need (measured: 1.6 ms per 4096x100 batch became 3 ms).
+    batch_seed = torch.randint(-(2**63), 2**63 - 1, (1,), generator=generator).numpy().view(np.uint64)[0]
+    seeds = np.empty(batch_size, np.uint64)
+    family_index = np.empty(batch_size, np.int64)
+    kernels.draw_rows(batch_seed, len(names), seeds, family_index)
+    codes = family_index if families is None else np.array([_FAMILY_CODES[name] for name in names])[family_index]
+    scores, ranks = _build_rows(codes, seeds, length, affine_probability)
+    return scores, ranks, torch.from_numpy(family_index)
 
 
 _helpers: tuple[int, int, ThreadPoolExecutor] | None = None
@@ -163,39 +170,93 @@ def _helper_threads(count: int) -> ThreadPoolExecutor:
     return _helpers[2]
 
 
+class _RecycledMemory(threading.local):
+    """Memory for the generator's arrays that is used again from call to call, one set per thread.
+
+    Fresh memory for a batch costs more than building it here: glibc maps large blocks anew (or
+    returns a freed heap top to the system), and each 4 KiB page then faults on first write
+    (measured: 768 faults and ~1.1 ms per 4096x100 batch, when building it takes ~1.4 ms).  So
+    the keys live in one buffer per thread, and ``scores``/``ranks`` are views of buffers that
+    are handed out again once the tensors made from them (and every view of those) are gone:
+    ``torch.from_numpy`` holds the array it was given until its storage dies, which a weak
+    reference to that array sees.
+    """
+
+    # At most this many output buffers per thread, of at most this many entries each (bigger
+    # arrays are allocated as usual): 32 MiB of float32 per thread at most.
+    MAX_BUFFERS = 4
+    MAX_ENTRIES = 2**21
+
+    def __init__(self) -> None:
+        self.keys: dict[type, np.ndarray] = {}
+        self.outputs: list[tuple[np.ndarray, weakref.ref | None]] = []
+
+    def key_array(self, shape: tuple[int, int], dtype: type) -> np.ndarray:
+        """A scratch array of ``shape``, valid until the next call from this thread."""
+        entries = shape[0] * shape[1]
+        if dtype not in self.keys or self.keys[dtype].size < entries:
+            self.keys[dtype] = np.empty(entries, dtype)
+        return self.keys[dtype][:entries].reshape(shape)
+
+    def output(self, shape: tuple[int, int]) -> torch.Tensor:
+        """An uninitialized float32 tensor of ``shape``, on memory no live tensor uses."""
+        entries = shape[0] * shape[1]
+        if entries > self.MAX_ENTRIES:
+            return torch.empty(shape)
+        free = [k for k, (_, handed_out) in enumerate(self.outputs) if handed_out is None or handed_out() is None]
+        big_enough = [k for k in free if self.outputs[k][0].size >= entries]
+        if big_enough:
+            slot = big_enough[0]
+        elif free:  # grow a free buffer
+            slot = free[0]
+            self.outputs[slot] = (np.empty(entries, np.float32), None)
+        elif len(self.outputs) < self.MAX_BUFFERS:
+            slot = len(self.outputs)
+            self.outputs.append((np.empty(entries, np.float32), None))
+        else:  # the caller holds them all
+            return torch.empty(shape)
+        buffer = self.outputs[slot][0]
+        view = buffer[:entries].reshape(shape)
+        self.outputs[slot] = (buffer, weakref.ref(view))
+        return torch.from_numpy(view)
+
+
+_recycled = _RecycledMemory()
+
+
 def _build_rows(
     codes: np.ndarray, seeds: np.ndarray, length: int, affine_probability: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scores and exact ranks ``(B, length)`` of rows with family ``codes`` and ``seeds`` ``(B,)``."""
     batch_size = len(codes)
     # A key and its column share one integer: 24 + 8 bits while columns fit in 8 bits.
-    key_type, signed_type, index_bits = (np.uint32, torch.int32, 8) if length <= 256 else (np.uint64, torch.int64, 32)
-    # Buffers come from torch's allocator: fresh NumPy arrays of this size page-fault on every
-    # call here (measured: ~770 faults and 1.2 ms for two 4096x100 float32 arrays; torch's, 0.15 ms).
-    keys = torch.empty(batch_size, length, dtype=signed_type).numpy().view(key_type)
-    values = torch.empty(batch_size, length)
-    ranks = torch.empty(batch_size, length)
-    needs_sort = np.empty(batch_size, np.bool_)
+    key_type, index_bits = (np.uint32, 8) if length <= 256 else (np.uint64, 32)
+    keys = _recycled.key_array((batch_size, length), key_type)
+    values = _recycled.output((batch_size, length))
+    ranks = _recycled.output((batch_size, length))
+    values_array, ranks_array = values.numpy(), ranks.numpy()
 
     def build(rows: slice) -> None:
         kernels.draw_keys(seeds[rows], keys[rows], index_bits)
         keys[rows].sort(axis=-1)  # in place: no fresh buffer to page-fault
         kernels.finish_rows(
-            codes[rows], seeds[rows], keys[rows], index_bits, affine_probability,
-            values[rows].numpy(), ranks[rows].numpy(), needs_sort[rows],
-        )  # fmt: skip
+            codes[rows], seeds[rows], keys[rows], index_bits, affine_probability, values_array[rows], ranks_array[rows]
+        )
 
     workers = min(torch.get_num_threads(), batch_size) if batch_size * length >= PARALLEL_MIN_ENTRIES else 1
-    bounds = np.linspace(0, batch_size, workers + 1).astype(int)
+    if workers == 1:
+        build(slice(None))
+        return values, ranks
+    # Contiguous chunks of equal cost: rows come grouped by family, and a mixture row costs ~3
+    # uniform ones.  (Interleaved rows would balance without a cost table, but strided arrays
+    # slow the compiled walk by half.)
+    bounds = kernels.split_rows(codes, workers).tolist()
     chunks = [slice(low, high) for low, high in zip(bounds[:-1], bounds[1:])]
     # The kernels release the GIL: the first chunk runs here, the others on helper threads.
     pending = [_helper_threads(workers - 1).submit(build, chunk) for chunk in chunks[1:]]
     build(chunks[0])
     for job in pending:
         job.result()  # re-raises a helper's exception here
-    flagged = torch.from_numpy(needs_sort.nonzero()[0])
-    if flagged.numel():
-        ranks[flagged] = exact_ranks_cpu(values[flagged])
     return values, ranks
 
 

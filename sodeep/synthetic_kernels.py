@@ -2,8 +2,8 @@
 are built, not from sorting their values.
 
 Every family draws one uniform key per entry.  The values of a row are non-decreasing functions of
-the keys (an inverse CDF such as the normal quantile, ``tan`` for Cauchy, ``floor`` for ties, an
-affine map), or two such lists side by side (mixtures, outliers), or copies of such values
+the keys (an inverse CDF such as the normal quantile, ``tan`` for Cauchy, a table for Student-t,
+``floor`` for ties, an affine map), or two such lists side by side (mixtures, outliers), or copies of such values
 (repeated).  So one sort of the integer keys (NumPy's vectorized sort of the whole batch, with
 each key packed with its column) puts every row in the order of its values; what remains is a walk
 along each sorted row: compute the values, merge two sorted lists, average the ranks of tie groups
@@ -12,8 +12,7 @@ in torch or NumPy, so Numba compiles it (``nogil``: the rows of a batch split ov
 
 Nothing is trusted blindly: the walk checks that the float32 values it wrote are non-decreasing in
 the order it claims, and averages the ranks of equal float32 values (float rounding merges close
-draws).  A row that fails the check, and Student-t rows with 3 or 5 degrees of freedom (no
-closed-form quantile), are flagged and ranked afterwards by an exact sort.
+draws).  A row that fails the check is ranked by a sort of its values, in the same walk.
 
 Randomness: each row has its own 64-bit seed, drawn by the caller from its ``torch.Generator``, and
 two SplitMix64 streams (Steele, Lea and Flood, OOPSLA 2014): one for the keys, one for the row's
@@ -30,19 +29,25 @@ import math
 
 import numpy as np
 from numba import njit
+from scipy import special
 
 # Family codes, in the order of sodeep.synthetic.FAMILIES (which checks the two agree).
 UNIFORM, NORMAL, LINEAR, SHUFFLED_LINEAR, UNIFORM_NORMAL, SHUFFLED_LINEAR_UNIFORM = 0, 1, 2, 3, 4, 5
 TIES, REPEATED, CAUCHY, STUDENT_T, LOGNORMAL, OUTLIERS = 6, 7, 8, 9, 10, 11
 SORTED, REVERSE_SORTED, NEAR_CONSTANT = 12, 13, 14
 FAMILY_COUNT = 15
+# Relative cost of one row of each family, by code (its keys, their sort and its walk; measured at
+# n=100 with experiments/benchmarks/bench_generator.py).  Only used to give threads equal work.
+ROW_COST = np.array([2.2, 2.9, 2.2, 2.2, 6.1, 5.5, 5.0, 4.5, 2.7, 2.9, 3.5, 5.5, 2.9, 3.0, 3.3])
 
 # SplitMix64's increment (2^64 / golden ratio) and output mixers.
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX_2 = np.uint64(0x94D049BB133111EB)
-# The parameter stream starts from the seed xor this odd constant, far from the key stream.
+# The parameter stream starts from the seed xor this odd constant, far from the key stream; the
+# batch's family draws likewise from the batch seed xor another.
 _PARAMETER_STREAM = np.uint64(0xD1B54A32D192ED03)
+_FAMILY_STREAM = np.uint64(0x8CB92BA72F3D8DD7)
 _LOW_32_BITS = np.uint64(0xFFFFFFFF)
 
 # Random positive scales are log-uniform over +-SCALE_DECADES decades; shifts are at most
@@ -61,13 +66,18 @@ _TAIL = 0.02425
 
 
 @njit(inline="always")
+def _mix(z):
+    """SplitMix64's output function: 64 random bits from a state."""
+    z = (z ^ (z >> np.uint64(30))) * _MIX_1
+    z = (z ^ (z >> np.uint64(27))) * _MIX_2
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(inline="always")
 def _next(state):
     """One SplitMix64 step: the new state and 64 random bits."""
     state = state + _GOLDEN
-    z = state
-    z = (z ^ (z >> np.uint64(30))) * _MIX_1
-    z = (z ^ (z >> np.uint64(27))) * _MIX_2
-    return state, z ^ (z >> np.uint64(31))
+    return state, _mix(state)
 
 
 @njit(inline="always")
@@ -75,6 +85,16 @@ def _uniform(state):
     """A float64 uniform in the open interval (0, 1), 53 random bits."""
     state, z = _next(state)
     return state, (np.float64(z >> np.uint64(11)) + 0.5) * (1.0 / 9007199254740992.0)
+
+
+@njit(inline="always")
+def _uniforms(state, count, out):
+    """``out[:count]`` = the next ``count`` uniforms of :func:`_uniform` (one vectorized loop:
+    SplitMix64's i-th output depends on its state plus i increments only); the new state."""
+    for i in range(count):
+        z = _mix(state + np.uint64(i + 1) * _GOLDEN)
+        out[i] = (np.float64(z >> np.uint64(11)) + 0.5) * (1.0 / 9007199254740992.0)
+    return state + np.uint64(count) * _GOLDEN
 
 
 @njit(inline="always")
@@ -104,16 +124,6 @@ def _normal_lower_tail(p):
     bottom = (((0.007784695709041462 * q + 0.3224671290700398) * q + 2.445134137142996) * q
               + 3.754408661907416) * q + 1.0  # fmt: skip
     return top / bottom
-
-
-@njit(inline="always")
-def _normal_quantile(p):
-    """The standard normal quantile at ``p`` in (0, 1)."""
-    if p < _TAIL:
-        return _normal_lower_tail(p)
-    if p > 1.0 - _TAIL:
-        return -_normal_lower_tail(1.0 - p)
-    return _normal_central(p - 0.5)
 
 
 @njit(inline="always")
@@ -172,22 +182,51 @@ def _exp(x):
     return p
 
 
+def _student_t_tables(degrees_of_freedom, lowest_binade):
+    """Grid points ``(points,)`` of :func:`student_t_quantiles`, Student-t quantiles there for each
+    of ``degrees_of_freedom`` ``(len(dof), points)`` (SciPy's ``stdtrit``) and the slopes between
+    them ``(len(dof), points - 1)``, all float64."""
+    points = lowest_binade * _CELLS_PER_BINADE + 1
+    lowest_bits = np.float64(2.0**-lowest_binade).view(np.uint64)
+    grid = (lowest_bits + (np.arange(points, dtype=np.uint64) << np.uint64(_CELL_SHIFT))).view(np.float64)
+    quantiles = np.stack([special.stdtrit(dof, grid) for dof in degrees_of_freedom])
+    quantiles[:, -1] = 0.0  # the median, exactly
+    return grid, quantiles, np.diff(quantiles, axis=-1) / np.diff(grid)
+
+
+# Student-t quantiles for 3, 4 and 5 degrees of freedom (no closed form for 3 and 5; 4 has one, but
+# a table is cheaper than its cubic root), tabulated on p in [2^-40, 1/2]: 64 cells per binade of
+# p, so cells shrink with p as the quantile steepens.  Keys give p >= 2^-33.
+_CELL_SHIFT = 46  # float64 bits below the 6 mantissa bits that number the cells of a binade
+_CELLS_PER_BINADE = 64
+_LOWEST_P = 2.0**-40
+_LOWEST_BITS = np.float64(_LOWEST_P).view(np.uint64)
+_STUDENT_T_GRID, _STUDENT_T_QUANTILES, _STUDENT_T_SLOPES = _student_t_tables((3, 4, 5), 40)
+
+
 @njit(inline="always")
-def _student_t_quantile(p, dof):
-    """Closed-form Student-t quantiles for 1, 2 and 4 degrees of freedom."""
+def student_t_quantiles(u, count, dof, lower, out):
+    """``out[:count]`` = Student-t quantiles at ``u[:count]`` in (0, 1) for 1 to 5 degrees of
+    freedom: closed forms for 1 and 2, for 3 to 5 a linear interpolation of the table (so a
+    non-decreasing function of ``u``; relative error below 4e-5, tested against SciPy).
+    ``lower`` is a float64 scratch of ``count`` entries."""
     if dof == 1:
-        return _tan_pi(p - 0.5)
+        for i in range(count):
+            out[i] = _tan_pi(u[i] - 0.5)
+        return
     if dof == 2:
-        return (2.0 * p - 1.0) / math.sqrt(2.0 * p * (1.0 - p))
-    # dof 4: t = 2 sqrt(c / s - 1) with s = sqrt(4 p (1 - p)) and c = cos(acos(s) / 3), the root in
-    # (cos(pi / 6), 1] of the Chebyshev cubic 4 c^3 - 3 c = s.  Newton from c = 1 decreases
-    # monotonically to it (the cubic is convex there); six steps reach float64 precision.
-    root = math.sqrt(4.0 * p * (1.0 - p))
-    c = 1.0
-    for _ in range(6):
-        c -= (4.0 * c * c * c - 3.0 * c - root) / (12.0 * c * c - 3.0)
-    magnitude = 2.0 * math.sqrt(max(c / root - 1.0, 0.0))
-    return magnitude if p > 0.5 else -magnitude
+        for i in range(count):
+            out[i] = (2.0 * u[i] - 1.0) / math.sqrt(2.0 * u[i] * (1.0 - u[i]))
+        return
+    for i in range(count):  # the quantile is odd around p = 1/2: tabulated below it
+        lower[i] = max(min(u[i], 1.0 - u[i]), _LOWEST_P)
+    bits = lower[:count].view(np.uint64)
+    table = dof - 3
+    last_cell = _STUDENT_T_SLOPES.shape[1] - 1
+    for i in range(count):
+        cell = min(np.int64((bits[i] - _LOWEST_BITS) >> np.uint64(_CELL_SHIFT)), last_cell)
+        value = _STUDENT_T_QUANTILES[table, cell] + _STUDENT_T_SLOPES[table, cell] * (lower[i] - _STUDENT_T_GRID[cell])
+        out[i] = value if u[i] < 0.5 else -value
 
 
 @njit(inline="always")
@@ -204,6 +243,25 @@ def _merge(first, first_where, first_count, second, second_where, second_count, 
         out_where[k] = second_where[j] if take_second else first_where[i]
         j += take_second
         i += not take_second
+
+
+@njit(inline="always")
+def _merge_few(first, first_where, first_count, second, second_where, second_count, out, out_where):
+    """:func:`_merge` when ``second`` is short: a branch that is almost always taken the same
+    way costs less than the branch-free selects."""
+    first[first_count] = np.inf
+    second[second_count] = np.inf
+    i = 0
+    j = 0
+    for k in range(first_count + second_count):
+        if second[j] < first[i]:
+            out[k] = second[j]
+            out_where[k] = second_where[j]
+            j += 1
+        else:
+            out[k] = first[i]
+            out_where[k] = first_where[i]
+            i += 1
 
 
 @njit(inline="always")
@@ -236,16 +294,79 @@ def _sorted_ranks(values, count, group_start, out):
             out[i] = np.float32((count - i) * inverse)
         return not decreasing
     # Entries start..stop of a tie group hold ascending positions start+1..stop+1: each gets their
-    # mean, made descending.  One pass finds each group's start, one pass back its stop.
+    # mean, made descending.  One pass finds each group's start (a running max of the indices
+    # where a group starts), one pass back its stop (a running min); max and min, not branches,
+    # which tie groups of random sizes would mispredict.
     start = 0
-    for i in range(count):
-        start = i if i > 0 and values[i] != values[i - 1] else start
+    group_start[0] = 0
+    for i in range(1, count):
+        start = max(start, np.int64(values[i] != values[i - 1]) * i)
         group_start[i] = start
     stop = count - 1
-    for i in range(count - 1, -1, -1):
-        stop = i if i < count - 1 and values[i] != values[i + 1] else stop
+    out[count - 1] = np.float32((count - 0.5 * (group_start[count - 1] + stop)) * inverse)
+    for i in range(count - 2, -1, -1):
+        ends = np.int64(values[i] != values[i + 1])
+        stop = min(stop, ends * i + (1 - ends) * (count - 1))
         out[i] = np.float32((count - 0.5 * (group_start[i] + stop)) * inverse)
     return not decreasing
+
+
+@njit(inline="always")
+def _sort_carrying_columns(values, where, count, keys):
+    """Sort float32 ``values[:count]`` ascending, carrying their columns ``where``: one sort of
+    uint64 keys, the float's order-preserving bits over the entry's position (for the rare rows
+    that float rounding leaves out of order, or whose repeated bases are equal)."""
+    bits = values.view(np.uint32)
+    for i in range(count):
+        # Negative floats: all bits flipped (more negative, smaller); others: the sign bit set.
+        flip = np.uint32(0xFFFFFFFF) if bits[i] >> np.uint32(31) else np.uint32(0x80000000)
+        keys[i] = (np.uint64(bits[i] ^ flip) << np.uint64(32)) | np.uint64(i)
+    keys[:count].sort()
+    for i in range(count):
+        position = np.int64(keys[i] & _LOW_32_BITS)
+        keys[i] = (keys[i] & ~_LOW_32_BITS) | np.uint64(where[position])
+    for i in range(count):
+        flipped = np.uint32(keys[i] >> np.uint64(32))
+        bits[i] = flipped ^ (np.uint32(0x80000000) if flipped >> np.uint32(31) else np.uint32(0xFFFFFFFF))
+        where[i] = np.int64(keys[i] & _LOW_32_BITS)
+
+
+@njit(nogil=True, cache=True)
+def draw_rows(batch_seed, family_count, seeds, family_index):
+    """Fill ``seeds`` ``(rows,)`` uint64 with each row's seed and ``family_index`` ``(rows,)``
+    int64 with each row's family, uniform over ``0 .. family_count - 1`` and sorted (a count per
+    family, then each family's rows in turn), all from one 64-bit ``batch_seed``."""
+    rows = seeds.shape[0]
+    counts = np.zeros(family_count, np.int64)
+    family_stream = batch_seed ^ _FAMILY_STREAM
+    for row in range(rows):
+        seeds[row] = _mix(batch_seed + np.uint64(row + 1) * _GOLDEN)
+        z = _mix(family_stream + np.uint64(row + 1) * _GOLDEN)
+        counts[((z >> np.uint64(32)) * np.uint64(family_count)) >> np.uint64(32)] += 1
+    row = 0
+    for family in range(family_count):
+        family_index[row : row + counts[family]] = family
+        row += counts[family]
+
+
+@njit(nogil=True, cache=True)
+def split_rows(codes, parts):
+    """``parts + 1`` row bounds that cut rows of family ``codes`` into contiguous chunks of about
+    equal :data:`ROW_COST` (rows come grouped by family, and families differ in cost)."""
+    total = 0.0
+    for row in range(codes.shape[0]):
+        total += ROW_COST[codes[row]]
+    bounds = np.empty(parts + 1, np.int64)
+    bounds[0] = 0
+    part = 1
+    running = 0.0
+    for row in range(codes.shape[0]):
+        running += ROW_COST[codes[row]]
+        while part < parts and running >= total * part / parts:
+            bounds[part] = row + 1
+            part += 1
+    bounds[part:] = codes.shape[0]
+    return bounds
 
 
 @njit(nogil=True, cache=True)
@@ -256,17 +377,22 @@ def draw_keys(seeds, keys, index_bits):
     shift = np.uint64(index_bits)
     # Keys have 24 bits in a uint32 (8 for the column), 32 bits in a uint64: drop the rest.
     drop = np.uint64(32 - (keys.itemsize * 8 - index_bits))
+    pairs = n // 2
     for row in range(rows):
         state = seeds[row]
-        for j in range(0, n, 2):
-            state, z = _next(state)
-            keys[row, j] = (((z >> np.uint64(32)) >> drop) << shift) | np.uint64(j)
-            if j + 1 < n:
-                keys[row, j + 1] = (((z & _LOW_32_BITS) >> drop) << shift) | np.uint64(j + 1)
+        # The k-th SplitMix64 output gives keys 2k and 2k + 1; it depends on the seed plus k + 1
+        # increments only, so the loop vectorizes.
+        for k in range(pairs):
+            z = _mix(state + np.uint64(k + 1) * _GOLDEN)
+            keys[row, 2 * k] = (((z >> np.uint64(32)) >> drop) << shift) | np.uint64(2 * k)
+            keys[row, 2 * k + 1] = (((z & _LOW_32_BITS) >> drop) << shift) | np.uint64(2 * k + 1)
+        if n % 2:
+            z = _mix(state + np.uint64(pairs + 1) * _GOLDEN)
+            keys[row, n - 1] = (((z >> np.uint64(32)) >> drop) << shift) | np.uint64(n - 1)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def finish_rows(codes, seeds, sorted_keys, index_bits, affine_probability, values, ranks, needs_sort):
+def finish_rows(codes, seeds, sorted_keys, index_bits, affine_probability, values, ranks):
     """Build each row's values from its sorted keys and write values and exact ranks by column.
 
     Args:
@@ -277,7 +403,10 @@ def finish_rows(codes, seeds, sorted_keys, index_bits, affine_probability, value
         affine_probability: chance that a row gets a random positive affine map.
         values, ranks: ``(rows, n)`` float32 outputs: the scores and their descending normalized
             ranks with ties averaged (the convention of ``sodeep.rank``).
-        needs_sort: ``(rows,)`` bool output: True where ``ranks`` is left for an exact sort.
+
+    Returns:
+        The number of rows that were ranked by a sort of their values (rows whose float32 values
+        failed the order check, or whose repeated bases were equal).
     """
     rows, n = sorted_keys.shape
     shift = np.uint64(index_bits)
@@ -297,6 +426,10 @@ def finish_rows(codes, seeds, sorted_keys, index_bits, affine_probability, value
     copies = np.empty(n, np.int64)
     shown = np.empty(n, np.int64)
     base_rank = np.empty(n, np.float32)
+    sort_keys = np.empty(n, np.uint64)
+    draws = np.empty(n)
+    outlier_draw = np.empty(n)
+    sorted_rows = 0
     for row in range(rows):
         code = codes[row]
         state = seeds[row] ^ _PARAMETER_STREAM
@@ -312,7 +445,7 @@ def finish_rows(codes, seeds, sorted_keys, index_bits, affine_probability, value
             scale = 10.0 ** (SCALE_DECADES * (2.0 * draw - 1.0))
             state, draw = _uniform(state)
             offset = scale * MAX_RELATIVE_SHIFT * (2.0 * draw - 1.0)
-        needs_sort[row] = False
+        must_sort = False
         for i in range(n):
             where[i] = columns[i]
         if code == UNIFORM:
@@ -391,40 +524,27 @@ def finish_rows(codes, seeds, sorted_keys, index_bits, affine_probability, value
             # Normal scores; each entry is an outlier with probability 5%, multiplied by 10 to 1000
             # (log-uniform).  Inliers stay in key order; the few outliers are sorted, then merged.
             _normal_quantiles_ascending(u, n, x)
+            state = _uniforms(state, n, draws)
             inliers = 0
             outliers = 0
-            for i in range(n):
-                state, draw = _uniform(state)
-                if draw < OUTLIER_FRACTION:  # the draw, rescaled, is again uniform
-                    second[outliers] = x[i] * 10.0 ** (1.0 + 2.0 * draw / OUTLIER_FRACTION)
-                    second_where[outliers] = columns[i]
-                    outliers += 1
-                else:
-                    first[inliers] = x[i]
-                    first_where[inliers] = columns[i]
-                    inliers += 1
+            for i in range(n):  # branch-free: both stores happen, one count moves
+                is_outlier = draws[i] < OUTLIER_FRACTION
+                first[inliers] = x[i]
+                first_where[inliers] = columns[i]
+                second[outliers] = x[i]
+                second_where[outliers] = columns[i]
+                outlier_draw[outliers] = draws[i]
+                inliers += not is_outlier
+                outliers += is_outlier
+            for k in range(outliers):
+                # An outlier's draw, rescaled, is again uniform: the exponent of 10 is in [1, 3).
+                second[k] *= 10.0 ** (1.0 + 2.0 * outlier_draw[k] / OUTLIER_FRACTION)
             _insertion_sort(second, second_where, outliers)
-            _merge(first, first_where, inliers, second, second_where, outliers, x, where)
+            _merge_few(first, first_where, inliers, second, second_where, outliers, x, where)
         elif code == STUDENT_T:
             state, dof = _below(state, 5)
             dof += 1
-            if dof == 3 or dof == 5:
-                # No closed-form quantile: normal / sqrt(chi2 / dof), chi2 = -2 log(U_1 [U_2]) + Z^2
-                # (one or two exponential pairs and a squared normal); sorted afterwards.
-                _normal_quantiles_ascending(u, n, x)
-                for i in range(n):
-                    state, product = _uniform(state)
-                    if dof == 5:
-                        state, draw = _uniform(state)
-                        product *= draw
-                    state, draw = _uniform(state)
-                    normal = _normal_quantile(draw)
-                    chi2 = normal * normal - 2.0 * math.log(product)
-                    values[row, columns[i]] = np.float32(x[i] * math.sqrt(dof / chi2) * scale + offset)
-                needs_sort[row] = True
-                continue
-            for i in range(n):
-                x[i] = _student_t_quantile(u[i], dof)
+            student_t_quantiles(u, n, dof, first, x)
         elif code == REPEATED:
             # Normal scores where a random fraction (up to half) of entries copy another entry:
             # column c shows base shown[c].  Bases in key order are ascending and base m appears
@@ -444,21 +564,30 @@ def finish_rows(codes, seeds, sorted_keys, index_bits, affine_probability, value
             tied_or_decreasing = False
             for i in range(n - 1):
                 tied_or_decreasing |= scores[i + 1] <= scores[i]
-            needs_sort[row] = tied_or_decreasing  # equal bases would merge groups: sort instead
             before = 0
             for i in range(n):
                 base = columns[i]
                 base_rank[base] = np.float32((n - before - 0.5 * (copies[base] - 1)) / n)
                 x[base] = scores[i]  # x now holds the score of each base, by column
                 before += copies[base]
+            if not tied_or_decreasing:
+                for column in range(n):
+                    values[row, column] = x[shown[column]]
+                    ranks[row, column] = base_rank[shown[column]]
+                continue
+            # Equal bases would merge tie groups (rare): rank the row's final values by a sort.
             for column in range(n):
-                values[row, column] = x[shown[column]]
-                ranks[row, column] = base_rank[shown[column]]
-            continue
-        for i in range(n):
-            scores[i] = np.float32(x[i] * scale + offset)
-        if not _sorted_ranks(scores, n, group_start, sorted_rank):
-            needs_sort[row] = True
+                scores[column] = x[shown[column]]
+                where[column] = column
+            must_sort = True
+        if code != REPEATED:  # repeated rows hold their final scores already
+            for i in range(n):
+                scores[i] = np.float32(x[i] * scale + offset)
+        if must_sort or not _sorted_ranks(scores, n, group_start, sorted_rank):
+            _sort_carrying_columns(scores, where, n, sort_keys)
+            _sorted_ranks(scores, n, group_start, sorted_rank)
+            sorted_rows += 1
         for i in range(n):
             values[row, where[i]] = scores[i]
             ranks[row, where[i]] = sorted_rank[i]
+    return sorted_rows

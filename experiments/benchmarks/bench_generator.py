@@ -1,5 +1,7 @@
 """Synthetic generation throughput: sodeep's batched generator vs the original per-item one, side
-by side in one process (best of 3 timed blocks each, after a warm-up).
+by side in one process: after a warm-up, 5 rounds in which each generator is timed in turn (one
+block each), best block of each kept.  Timing them in turn, not one after the other, lets a slow
+phase of this shared machine hit all of them alike.
 
 The original SoDeep pipeline builds one sequence per ``__getitem__`` and lets a ``DataLoader``
 collate them into batches; both the bare items and the collated batches are timed.  The last
@@ -43,14 +45,18 @@ class OriginalDataset(Dataset):
         return original_item(self.length)
 
 
-def best_sequences_per_second(produce, sequences: int, blocks: int = 3) -> float:
-    produce()  # warm-up
-    best = float("inf")
-    for _ in range(blocks):
-        start = time.perf_counter()
-        produce()
-        best = min(best, time.perf_counter() - start)
-    return sequences / best
+def best_sequences_per_second(producers: dict, rounds: int = 5) -> dict[str, float]:
+    """``{name: (produce, sequences)}`` -> ``{name: sequences per second}`` of each one's best
+    block, the producers timed in turn within each round."""
+    for produce, _ in producers.values():
+        produce()  # warm-up
+    best = dict.fromkeys(producers, float("inf"))
+    for _ in range(rounds):
+        for name, (produce, _) in producers.items():
+            start = time.perf_counter()
+            produce()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: sequences / best[name] for name, (_, sequences) in producers.items()}
 
 
 def main() -> None:
@@ -60,9 +66,7 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|")
     for length, batch in ((100, 64), (100, 256), (100, 4096), (256, 256), (256, 4096)):
-        items = best_sequences_per_second(lambda: [original_item(length) for _ in range(2000)], 2000)
         loader = DataLoader(OriginalDataset(length, 2048), batch_size=min(batch, 2048))
-        collated = best_sequences_per_second(lambda: [None for _ in loader], 2048)
         gen = make_generator(0)
         repeats = max(5, 40_000 // batch)
 
@@ -70,13 +74,19 @@ def main() -> None:
             for _ in range(repeats):  # each batch is consumed and dropped, as in training
                 generate_sequences(batch, length, gen)
 
-        ours = best_sequences_per_second(stream, repeats * batch)
-
         def floor() -> None:
             for _ in range(repeats):
                 np.sort(torch.rand(batch, length, generator=gen).numpy(), axis=-1)
 
-        bound = best_sequences_per_second(floor, repeats * batch)
+        rates = best_sequences_per_second(
+            {
+                "items": (lambda: [original_item(length) for _ in range(2000)], 2000),
+                "collated": (lambda: [None for _ in loader], 2048),
+                "ours": (stream, repeats * batch),
+                "floor": (floor, repeats * batch),
+            }
+        )
+        items, collated, ours, bound = rates["items"], rates["collated"], rates["ours"], rates["floor"]
         print(
             f"| {length} | {batch} | {items:,.0f} | {collated:,.0f} | {ours:,.0f} | {ours / items:.0f}x "
             f"| {bound:,.0f} ({bound / items:.0f}x) |"
@@ -133,7 +143,7 @@ def print_budget(batch: int, length: int, budget_ms: float) -> None:
     codes = np.sort(rng.integers(0, len(FAMILIES), batch)).astype(np.int64)
     seeds = rng.integers(0, 2**63, batch, dtype=np.uint64)
     keys = np.empty((batch, length), np.uint32)
-    outputs = (np.empty((batch, length), np.float32), np.empty((batch, length), np.float32), np.empty(batch, bool))
+    outputs = (np.empty((batch, length), np.float32), np.empty((batch, length), np.float32))
     synthetic_kernels.draw_keys(seeds, keys, 8)
     sorted_keys = np.sort(keys, axis=-1)
     parts["sodeep part 1: random keys packed with their column"] = lambda: synthetic_kernels.draw_keys(seeds, keys, 8)
