@@ -4,8 +4,10 @@ import scipy.stats
 import torch
 
 from sodeep import rank
+from sodeep import synthetic_kernels as kernels
 from sodeep.synthetic import (
     FAMILIES,
+    PARALLEL_MIN_ENTRIES,
     SyntheticSequences,
     exact_ranks_cpu,
     generate_sequences,
@@ -101,7 +103,8 @@ def student_t_mixture_cdf(values: np.ndarray) -> np.ndarray:
 )
 def test_family_values_follow_their_distribution(family, cdf):
     # Values are built as quantiles of sorted keys (Acklam's normal quantile, a rational tan, closed
-    # forms for Student-t with 1, 2, 4 dof): the pooled draws must pass a KS test against scipy.
+    # forms for Student-t with 1 and 2 dof, a table for 3 to 5): the pooled draws must pass a KS
+    # test against scipy.
     assert scipy.stats.kstest(natural_draws(family), cdf).pvalue > 1e-3
 
 
@@ -131,11 +134,12 @@ def test_rows_do_not_depend_on_threads_or_batch_layout():
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        alone = generate_sequences(600, 100, make_generator(9))
+        alone = generate_sequences(700, 100, make_generator(9))
         torch.set_num_threads(2)
-        split = generate_sequences(600, 100, make_generator(9))  # 60,000 entries: two threads
+        split = generate_sequences(700, 100, make_generator(9))  # 70,000 entries: two threads
     finally:
         torch.set_num_threads(threads)
+    assert 700 * 100 >= PARALLEL_MIN_ENTRIES
     for first, second in zip(alone, split):
         assert torch.equal(first, second)
 
@@ -156,3 +160,90 @@ def test_fast_cpu_ranks_equal_the_reference_ranks(shape):
     assert torch.equal(exact_ranks_cpu(values), rank(values))
     heavy = torch.randn(shape, generator=gen) ** 7
     assert torch.equal(exact_ranks_cpu(heavy), rank(heavy))
+
+
+@pytest.mark.parametrize("dof", [1, 2, 3, 4, 5])
+def test_student_t_quantiles_match_scipy_and_never_decrease(dof):
+    # 3 to 5 dof interpolate a table (64 cells per binade of p): relative error below 4e-5, down
+    # to the smallest p that 32-bit keys give, and a non-decreasing function of p.
+    rng = np.random.default_rng(dof)
+    extremes = [0.5 / 2**32, 0.5 / 2**24, 0.02, 0.25, 0.5 - 2**-30, 0.5, 0.5 + 2**-30, 0.75, 1 - 0.5 / 2**24]
+    p = np.sort(np.concatenate([rng.random(20_000), extremes]))
+    quantiles = np.empty_like(p)
+    kernels.student_t_quantiles(p, len(p), dof, np.empty_like(p), quantiles)
+    reference = scipy.stats.t(dof).ppf(p)  # loses digits within 1e-9 of p = 1/2: atol covers it
+    np.testing.assert_allclose(quantiles, reference, rtol=4e-5, atol=1e-8)
+    assert (np.diff(quantiles) >= 0).all()
+
+
+def test_rows_out_of_order_are_sorted_with_their_columns():
+    # The walk's fallback for rows whose float32 values are not in key order: a sort of the
+    # values' order-preserving bits, carrying each entry's column.
+    rng = np.random.default_rng(0)
+    values = rng.choice(np.float32([-2.5, -1e-30, -0.0, 0.0, 1e-30, 3.0, np.inf, -np.inf]), 64).astype(np.float32)
+    values[:16] = rng.standard_normal(16).astype(np.float32)
+    original = values.copy()
+    columns = np.arange(64, dtype=np.int64) * 3
+    kernels._sort_carrying_columns(values, columns, 64, np.empty(64, np.uint64))
+    assert np.array_equal(values, np.sort(original))
+    assert (values[1:] >= values[:-1]).all() and sorted(columns // 3) == list(range(64))
+    assert np.array_equal(original[columns // 3], values)
+
+
+def test_families_are_drawn_uniformly_and_come_grouped():
+    family = generate_sequences(15_000, 2, make_generator(2))[2]
+    assert (family.diff() >= 0).all()
+    assert scipy.stats.chisquare(np.bincount(family.numpy(), minlength=len(FAMILIES))).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3, 5])
+def test_thread_chunks_have_about_equal_cost(parts):
+    rng = np.random.default_rng(parts)
+    codes = np.sort(rng.integers(0, len(FAMILIES), 500))
+    bounds = kernels.split_rows(codes, parts)
+    assert bounds[0] == 0 and bounds[-1] == len(codes) and (np.diff(bounds) >= 0).all()
+    cost = kernels.ROW_COST[codes]
+    chunk_costs = [cost[low:high].sum() for low, high in zip(bounds[:-1], bounds[1:])]
+    assert max(chunk_costs) - min(chunk_costs) <= 2 * cost.max()
+
+
+def test_outputs_the_caller_holds_are_never_overwritten():
+    # Output memory is recycled once nothing refers to it; a batch, or a view of it, that the
+    # caller keeps must survive many later batches.
+    gen = make_generator(0)
+    scores, ranks, _ = generate_sequences(64, 50, gen)
+    view = scores[:, :10]
+    expected_view, expected_ranks = view.clone(), ranks.clone()
+    del scores
+    for _ in range(12):
+        generate_sequences(64, 50, gen)
+    assert torch.equal(view, expected_view) and torch.equal(ranks, expected_ranks)
+
+
+def test_memory_of_dropped_outputs_is_used_again():
+    scores, ranks, _ = generate_sequences(64, 50, 0)
+    addresses = {scores.data_ptr(), ranks.data_ptr()}
+    del scores, ranks
+    scores, ranks, _ = generate_sequences(64, 50, 1)
+    assert {scores.data_ptr(), ranks.data_ptr()} == addresses
+
+
+@pytest.mark.parametrize("first_count, second_count", [(0, 3), (3, 0), (1, 1), (4, 7), (50, 51), (30, 2)])
+def test_merges_from_both_ends_equal_a_stable_sort(first_count, second_count):
+    # The mixtures' merge runs from both ends at once; with ties across and within the lists it
+    # must still equal a stable sort of the two lists, first list before second on equal values.
+    rng = np.random.default_rng(first_count * 100 + second_count)
+    first_values = np.sort(rng.integers(0, 6, first_count)).astype(float)
+    second_values = np.sort(rng.integers(0, 6, second_count)).astype(float)
+    for merge in (kernels._merge, kernels._merge_few):
+        first, second = np.empty(first_count + 2), np.empty(second_count + 2)
+        first[1:-1], second[1:-1] = first_values, second_values
+        first_where = np.arange(-1, first_count + 1)  # columns 0 .. first_count - 1 at 1 .. count
+        second_where = np.arange(-1, second_count + 1) + 1000
+        total = first_count + second_count
+        out, out_where = np.empty(total), np.empty(total, np.int64)
+        merge(first, first_where, first_count, second, second_where, second_count, out, out_where)
+        columns = np.concatenate([np.arange(first_count), 1000 + np.arange(second_count)])
+        order = np.argsort(np.concatenate([first_values, second_values]), kind="stable")
+        assert np.array_equal(out, np.concatenate([first_values, second_values])[order])
+        assert np.array_equal(out_where, columns[order])

@@ -14,7 +14,7 @@ NumPy's 32-bit draw as keys, packed with the column and sorted once), and then a
 sodeep's own fast ranker, on one thread and with the batch split over both cores: what a
 generator with no families at all would cost.  The last rows are sodeep's generator by part, on
 one thread (random keys packed with their column, their sort, the row walk that builds values and
-ranks from the sorted keys), then whole.
+ranks from the sorted keys), then whole.  A third table times the row walk of each family alone.
 
     python experiments/benchmarks/bench_generator.py
 """
@@ -160,6 +160,28 @@ def print_budget(batch: int, length: int, budget_ms: float) -> None:
         for name, operation in parts.items():
             best, median = best_and_median_milliseconds(operation)
             print(f"| {name} | {best:.2f} | {median:.2f} |")
+    print_family_costs(seeds, keys, sorted_keys, outputs)
+
+
+def print_family_costs(seeds: np.ndarray, keys: np.ndarray, sorted_keys: np.ndarray, outputs: tuple) -> None:
+    """The row walk of each family alone, one thread, and each row's cost relative to a uniform
+    row (keys and their sort included), next to the table the generator splits threads by."""
+    batch, length = keys.shape
+    common, _ = best_and_median_milliseconds(
+        lambda: (synthetic_kernels.draw_keys(seeds, keys, 8), keys.copy().sort(-1))
+    )
+    print(f"\nRow walk by family, {batch}x{length} rows of one family, one thread (keys + sort: {common:.2f} ms):")
+    print("| family | walk, best of 21 (ms) | row cost relative to uniform | ROW_COST used by the thread split |")
+    print("|---|---|---|---|")
+    walks = {}
+    for code, name in enumerate(FAMILIES):
+        codes = np.full(batch, code, np.int64)
+        walks[name], _ = best_and_median_milliseconds(
+            lambda codes=codes: synthetic_kernels.finish_rows(codes, seeds, sorted_keys, 8, 0.5, *outputs)
+        )
+    for code, name in enumerate(FAMILIES):
+        relative = (walks[name] + common) / (walks["uniform"] + common)
+        print(f"| {name} | {walks[name]:.2f} | {relative:.1f} | {synthetic_kernels.ROW_COST[code]:.1f} |")
 
 
 if __name__ == "__main__":
