@@ -3,8 +3,8 @@ are built, not from sorting their values.
 
 Every family draws one uniform key per entry.  The values of a row are non-decreasing functions of
 the keys (an inverse CDF such as the normal quantile, ``tan`` for Cauchy, a table for Student-t,
-``floor`` for ties, an affine map), or two such lists side by side (mixtures, outliers), or copies of such values
-(repeated).  So one sort of the integer keys (NumPy's vectorized sort of the whole batch, with
+``floor`` for ties, an affine map), or two such lists side by side (mixtures, outliers), or copies
+of such values (repeated).  So one sort of the integer keys (NumPy's vectorized sort of the whole batch, with
 each key packed with its column) puts every row in the order of its values; what remains is a walk
 along each sorted row: compute the values, merge two sorted lists, average the ranks of tie groups
 and write each entry back to its column.  That walk is a loop along the row with no vectorized form
@@ -14,9 +14,10 @@ Nothing is trusted blindly: the walk checks that the float32 values it wrote are
 the order it claims, and averages the ranks of equal float32 values (float rounding merges close
 draws).  A row that fails the check is ranked by a sort of its values, in the same walk.
 
-Randomness: each row has its own 64-bit seed, drawn by the caller from its ``torch.Generator``, and
-two SplitMix64 streams (Steele, Lea and Flood, OOPSLA 2014): one for the keys, one for the row's
-parameters and per-entry draws.  A row depends only on its seed, never on threads or batch layout.
+Randomness: the caller draws one 64-bit seed per batch from its ``torch.Generator``;
+:func:`draw_rows` derives each row's seed and family from it.  Each row then has two SplitMix64
+streams (Steele, Lea and Flood, OOPSLA 2014): one for the keys, one for the row's parameters and
+per-entry draws.  A row depends only on its seed, never on threads or batch layout.
 
 Keys: for n <= 256, a 24-bit key (the resolution of ``torch.rand`` in float32) packed over an 8-bit
 column into a uint32; above, a 32-bit key over a 32-bit column in a uint64.  Equal keys in a row
