@@ -27,40 +27,6 @@ import torch
 from torch.utils.data import IterableDataset
 
 from sodeep import synthetic_kernels as kernels
-from sodeep.cpu_sort import sort_keys_with_order, sortable_keys
-from sodeep.ranks import rank
-
-
-def exact_ranks_cpu(scores: torch.Tensor) -> torch.Tensor:
-    """:func:`sodeep.rank` with its default convention, fast for float32 CPU rows.
-
-    Args:
-        scores: float32 CPU tensor ``(B, n)``, no NaN.
-
-    Returns:
-        ``(B, n)`` float32 normalized descending ranks, ties averaged: equal to ``rank(scores)``.
-    """
-    if scores.dtype != torch.float32 or scores.device.type != "cpu" or scores.dim() != 2:
-        return rank(scores)
-    batch, n = scores.shape
-    # Descending ranks are ascending ranks of the reversed keys (~k reverses int order).
-    sorted_keys, order = sort_keys_with_order(~sortable_keys(scores))
-    positions = torch.arange(1, n + 1, dtype=torch.float32)
-    sorted_ranks = positions.expand(batch, n).clone()
-    tied = sorted_keys[:, 1:] == sorted_keys[:, :-1]
-    # NumPy's any along rows is ~4x faster than torch's on CPU bool tensors here.
-    rows_with_ties = torch.from_numpy(tied.numpy().any(-1).nonzero()[0])
-    if rows_with_ties.numel():
-        # Average position of each tie group, for the rows that have ties only.
-        starts = torch.ones(rows_with_ties.numel(), n, dtype=torch.bool)
-        starts[:, 1:] = ~tied[rows_with_ties]
-        group = starts.cumsum(-1) - 1
-        zeros = torch.zeros(rows_with_ties.numel(), n)
-        total = zeros.scatter_add(-1, group, positions.expand_as(zeros))
-        size = zeros.scatter_add(-1, group, torch.ones_like(zeros))
-        sorted_ranks[rows_with_ties] = (total / size.clamp_min(1)).gather(-1, group)
-    return torch.empty_like(sorted_ranks).scatter_(-1, order, sorted_ranks / n)
-
 
 #: Name -> what a row of the family looks like.  Every row is built by
 #: :mod:`sodeep.synthetic_kernels` so that its exact ranks come from its construction.

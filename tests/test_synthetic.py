@@ -9,7 +9,6 @@ from sodeep.synthetic import (
     FAMILIES,
     PARALLEL_MIN_ENTRIES,
     SyntheticSequences,
-    exact_ranks_cpu,
     generate_sequences,
     make_generator,
 )
@@ -149,17 +148,6 @@ def test_every_length_is_exact_including_wide_keys(length):
     # Above 256 columns the keys move from 24 + 8 bits in a uint32 to 32 + 32 bits in a uint64.
     scores, ranks, _ = generate_sequences(90, length, make_generator(length), affine_probability=1.0)
     assert torch.equal(ranks, rank(scores)) and torch.isfinite(scores).all()
-
-
-@pytest.mark.parametrize("shape", [(1, 2), (7, 13), (64, 256)])
-def test_fast_cpu_ranks_equal_the_reference_ranks(shape):
-    gen = make_generator(0)
-    values = torch.randint(-4, 5, shape, generator=gen).float() * torch.tensor(1e-3)  # many ties
-    values[-1, 0], values[-1, -1] = -0.0, 0.0  # equal values with different bits
-    values[0] = torch.randn(shape[-1], generator=gen)  # one row without ties
-    assert torch.equal(exact_ranks_cpu(values), rank(values))
-    heavy = torch.randn(shape, generator=gen) ** 7
-    assert torch.equal(exact_ranks_cpu(heavy), rank(heavy))
 
 
 @pytest.mark.parametrize("dof", [1, 2, 3, 4, 5])

@@ -30,8 +30,8 @@ from original_generator import original_item
 from torch.utils.data import DataLoader, Dataset
 
 from sodeep import synthetic_kernels
-from sodeep.cpu_sort import sort_keys_with_order
-from sodeep.synthetic import FAMILIES, exact_ranks_cpu, generate_sequences, make_generator
+from sodeep.cpu_sort import exact_ranks_cpu, sort_keys_with_order
+from sodeep.synthetic import FAMILIES, generate_sequences, make_generator
 
 
 class OriginalDataset(Dataset):
