@@ -170,7 +170,9 @@ def print_family_costs(seeds: np.ndarray, keys: np.ndarray, sorted_keys: np.ndar
     common, _ = best_and_median_milliseconds(
         lambda: (synthetic_kernels.draw_keys(seeds, keys, 8), keys.copy().sort(-1))
     )
-    print(f"\nRow walk by family, {batch}x{length} rows of one family, one thread (keys + sort: {common:.2f} ms):")
+    print(
+        f"\nRow walk by family, {batch}x{length} rows of one family, one thread (keys, a copy and its sort: {common:.2f} ms):"
+    )
     print("| family | walk, best of 21 (ms) | row cost relative to uniform | ROW_COST used by the thread split |")
     print("|---|---|---|---|")
     walks = {}
