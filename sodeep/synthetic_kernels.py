@@ -82,10 +82,23 @@ def _next(state):
 
 
 @njit(inline="always")
+def _unit(z):
+    """A float64 in the open interval (0, 1) from the top 53 of 64 random bits."""
+    return (np.float64(z >> np.uint64(11)) + 0.5) * (1.0 / 9007199254740992.0)
+
+
+@njit(inline="always")
+def _scaled(z, bound):
+    """An integer in [0, bound), bound < 2^32, from the top 32 of 64 random bits (Lemire's
+    multiply-shift, bias < 2^-32 * bound)."""
+    return np.int64(((z >> np.uint64(32)) * np.uint64(bound)) >> np.uint64(32))
+
+
+@njit(inline="always")
 def _uniform(state):
     """A float64 uniform in the open interval (0, 1), 53 random bits."""
     state, z = _next(state)
-    return state, (np.float64(z >> np.uint64(11)) + 0.5) * (1.0 / 9007199254740992.0)
+    return state, _unit(z)
 
 
 @njit(inline="always")
@@ -94,15 +107,15 @@ def _uniforms(state, count, out):
     SplitMix64's i-th output depends on its state plus i increments only); the new state."""
     for i in range(count):
         z = _mix(state + np.uint64(i + 1) * _GOLDEN)
-        out[i] = (np.float64(z >> np.uint64(11)) + 0.5) * (1.0 / 9007199254740992.0)
+        out[i] = _unit(z)
     return state + np.uint64(count) * _GOLDEN
 
 
 @njit(inline="always")
 def _below(state, bound):
-    """A uniform integer in [0, bound), bound < 2^32 (Lemire's multiply-shift, bias < 2^-32 * bound)."""
+    """A uniform integer in [0, bound), bound < 2^32."""
     state, z = _next(state)
-    return state, np.int64(((z >> np.uint64(32)) * np.uint64(bound)) >> np.uint64(32))
+    return state, _scaled(z, bound)
 
 
 @njit(inline="always")
@@ -362,7 +375,7 @@ def draw_rows(batch_seed, family_count, seeds, family_index):
     for row in range(rows):
         seeds[row] = _mix(batch_seed + np.uint64(row + 1) * _GOLDEN)
         z = _mix(family_stream + np.uint64(row + 1) * _GOLDEN)
-        counts[((z >> np.uint64(32)) * np.uint64(family_count)) >> np.uint64(32)] += 1
+        counts[_scaled(z, family_count)] += 1
     row = 0
     for family in range(family_count):
         family_index[row : row + counts[family]] = family
