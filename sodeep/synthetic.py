@@ -16,9 +16,11 @@ torch may use, and the memory of outputs the caller has dropped is used again.
 
 from __future__ import annotations
 
+import functools
+import math
 import os
+import sys
 import threading
-import weakref
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -102,26 +104,22 @@ def generate_sequences(
             f"generator must be a torch.Generator or an int seed, got {type(generator).__name__} "
             "(no hidden global randomness: the same seed must give the same batch)"
         )
-    names = list(FAMILIES) if families is None else list(families)
-    unknown = [name for name in names if name not in FAMILIES]
-    if unknown or not names:
-        raise ValueError(f"families must be a non-empty subset of {list(FAMILIES)}, got {names}")
+    family_codes = _family_codes(None if families is None else tuple(families))
     if batch_size < 1 or length < 1:
         raise ValueError(f"batch_size and length must be >= 1, got {batch_size} and {length}")
     if not 0.0 <= affine_probability <= 1.0:
         raise ValueError(f"affine_probability must be in [0, 1], got {affine_probability}")
+    return _build_batch(family_codes, batch_size, length, generator, affine_probability)
 
-    # One 64-bit draw from the generator seeds the batch; each row gets its own seed from it, and
-    # rows come family by family (family_index is sorted).  Nothing after this draw runs torch
-    # kernels: they would wake torch's OpenMP threads, which then spin for milliseconds on the
-    # cores the row-building threads need (measured: 1.6 ms per 4096x100 batch became 3 ms).
-    batch_seed = torch.randint(-(2**63), 2**63 - 1, (1,), generator=generator).numpy().view(np.uint64)[0]
-    seeds = np.empty(batch_size, np.uint64)
-    family_index = np.empty(batch_size, np.int64)
-    kernels.draw_rows(batch_seed, len(names), seeds, family_index)
-    codes = family_index if families is None else np.array([_FAMILY_CODES[name] for name in names])[family_index]
-    scores, ranks = _build_rows(codes, seeds, length, affine_probability)
-    return scores, ranks, torch.from_numpy(family_index)
+
+@functools.lru_cache(maxsize=256)
+def _family_codes(families: tuple[str, ...] | None) -> np.ndarray:
+    """The codes ``(len(families),)`` int64 of the kernels' families, checked once per tuple."""
+    names = list(FAMILIES) if families is None else list(families)
+    unknown = [name for name in names if name not in FAMILIES]
+    if unknown or not names:
+        raise ValueError(f"families must be a non-empty subset of {list(FAMILIES)}, got {names}")
+    return np.array([_FAMILY_CODES[name] for name in names], np.int64)
 
 
 _helpers: tuple[int, int, ThreadPoolExecutor] | None = None
@@ -144,10 +142,10 @@ class _RecycledMemory(threading.local):
     Fresh memory for a batch costs more than building it here: glibc maps large blocks anew (or
     returns a freed heap top to the system), and each 4 KiB page then faults on first write
     (measured: 768 faults and ~1.1 ms per 4096x100 batch, when building it takes ~1.4 ms).  So
-    the keys live in one buffer per thread, and ``scores``/``ranks`` are views of buffers that
-    are handed out again once the tensors made from them (and every view of those) are gone:
-    ``torch.from_numpy`` holds the array it was given until its storage dies, which a weak
-    reference to that array sees.
+    the keys, seeds and codes live in one scratch buffer each per thread, and ``scores``/``ranks``
+    are arrays that are handed out again once the tensors made from them (and every view of
+    those) are gone: ``torch.from_numpy`` holds the array it was given until its storage dies, so
+    an array that only this pool refers to is free.
     """
 
     # At most this many output buffers per thread (three batches: a training loop that prefetches
@@ -156,66 +154,106 @@ class _RecycledMemory(threading.local):
     MAX_BUFFERS = 6
     MAX_ENTRIES = 2**20
 
+    @staticmethod
+    def _references(arrays: list[np.ndarray], k: int) -> int:
+        """The reference count of ``arrays[k]``, as :meth:`output` sees it."""
+        return sys.getrefcount(arrays[k])
+
     def __init__(self) -> None:
-        self.keys: dict[type, np.ndarray] = {}
-        self.outputs: list[tuple[np.ndarray, weakref.ref | None]] = []
+        self.scratch: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.buffers: list[np.ndarray] = []  # the memory of each output slot
+        self.arrays: list[np.ndarray] = []  # the array of each slot last handed out, a view of its buffer
+        # The batch's seed is drawn into this tensor, in place, and read through a NumPy view of it.
+        self.seed = torch.empty(1, dtype=torch.int64)
+        self.seed_bits = self.seed.numpy().view(np.uint64)
 
-    def key_array(self, shape: tuple[int, int], dtype: type) -> np.ndarray:
-        """A scratch array of ``shape``, valid until the next call from this thread."""
-        entries = shape[0] * shape[1]
-        if dtype not in self.keys or self.keys[dtype].size < entries:
-            self.keys[dtype] = np.empty(entries, dtype)
-        return self.keys[dtype][:entries].reshape(shape)
+    def draw_seed(self, generator: torch.Generator) -> np.uint64:
+        """63 random bits from ``generator`` (one in-place ``random_``: ~1 us, half a ``randint``)."""
+        self.seed.random_(generator=generator)
+        return self.seed_bits[0]
 
-    def output(self, shape: tuple[int, int]) -> torch.Tensor:
-        """An uninitialized float32 tensor of ``shape``, on memory no live tensor uses."""
+    def scratch_array(self, name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+        """A scratch array of ``shape``, valid until the next call from this thread for ``name``."""
+        buffer, view = self.scratch.get(name, (None, None))
+        if view is not None and view.shape == shape and view.dtype == dtype:
+            return view  # the common case, a batch of the same shape as the last one
+        entries = math.prod(shape)
+        if buffer is None or buffer.size < entries or buffer.dtype != dtype:
+            buffer = np.empty(entries, dtype)
+        view = buffer[:entries].reshape(shape)
+        self.scratch[name] = (buffer, view)
+        return view
+
+    def output(self, shape: tuple[int, int]) -> tuple[torch.Tensor, np.ndarray]:
+        """An uninitialized float32 tensor of ``shape`` on memory no live tensor uses, and its array."""
         entries = shape[0] * shape[1]
         if entries > self.MAX_ENTRIES:
-            return torch.empty(shape)
-        free = [k for k, (_, handed_out) in enumerate(self.outputs) if handed_out is None or handed_out() is None]
-        big_enough = [k for k in free if self.outputs[k][0].size >= entries]
-        if big_enough:
-            slot = big_enough[0]
-        elif free:  # grow a free buffer
-            slot = free[0]
-            self.outputs[slot] = (np.empty(entries, np.float32), None)
-        elif len(self.outputs) < self.MAX_BUFFERS:
-            slot = len(self.outputs)
-            self.outputs.append((np.empty(entries, np.float32), None))
-        else:  # the caller holds them all
-            return torch.empty(shape)
-        buffer = self.outputs[slot][0]
-        view = buffer[:entries].reshape(shape)
-        self.outputs[slot] = (buffer, weakref.ref(view))
-        return torch.from_numpy(view)
+            tensor = torch.empty(shape)
+            return tensor, tensor.numpy()
+        arrays, buffers = self.arrays, self.buffers
+        slot = -1
+        for k in range(len(arrays)):
+            if self._references(arrays, k) == self.UNREFERENCED:
+                if arrays[k].shape == shape or buffers[k].size >= entries:
+                    slot = k
+                    break
+                if slot < 0:
+                    slot = k  # free but small: grown below unless a big enough one is free
+        if slot < 0:
+            if len(buffers) == self.MAX_BUFFERS:  # the caller holds them all
+                tensor = torch.empty(shape)
+                return tensor, tensor.numpy()
+            slot = len(buffers)
+            buffers.append(np.empty(entries, np.float32))
+            arrays.append(buffers[slot][:entries].reshape(shape))
+        array = arrays[slot]
+        if array.shape != shape:
+            if buffers[slot].size < entries:
+                buffers[slot] = np.empty(entries, np.float32)
+            array = arrays[slot] = buffers[slot][:entries].reshape(shape)
+        return torch.from_numpy(array), array
 
 
+# What _references reports for an array that only the pool's list holds.  Measured, not assumed:
+# how many references getrefcount's own call adds depends on the Python version.
+_RecycledMemory.UNREFERENCED = _RecycledMemory._references([np.empty(0)], 0)
 _recycled = _RecycledMemory()
 
 
-def _build_rows(
-    codes: np.ndarray, seeds: np.ndarray, length: int, affine_probability: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scores and exact ranks ``(B, length)`` of rows with family ``codes`` and ``seeds`` ``(B,)``."""
-    batch_size = len(codes)
+def _build_batch(
+    family_codes: np.ndarray, batch_size: int, length: int, generator: torch.Generator, affine_probability: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`generate_sequences` after its checks."""
+    memory = _recycled
+    # One 64-bit draw from the generator seeds the batch; each row gets its own seed from it, and
+    # rows come family by family (family_index is sorted).  Nothing after this draw runs torch
+    # kernels: they would wake torch's OpenMP threads, which then spin for milliseconds on the
+    # cores the row-building threads need (measured: 1.6 ms per 4096x100 batch became 3 ms).
+    batch_seed = memory.draw_seed(generator)
+    seeds = memory.scratch_array("seeds", (batch_size,), np.uint64)
+    codes = memory.scratch_array("codes", (batch_size,), np.int64)
+    family_index = np.empty(batch_size, np.int64)
     # A key and its column share one integer: 24 + 8 bits while columns fit in 8 bits.
     key_type, index_bits = (np.uint32, 8) if length <= 256 else (np.uint64, 32)
-    keys = _recycled.key_array((batch_size, length), key_type)
-    values = _recycled.output((batch_size, length))
-    ranks = _recycled.output((batch_size, length))
-    values_array, ranks_array = values.numpy(), ranks.numpy()
+    keys = memory.scratch_array("keys", (batch_size, length), key_type)
+    values, values_array = memory.output((batch_size, length))
+    ranks, ranks_array = memory.output((batch_size, length))
+    workers = min(torch.get_num_threads(), batch_size) if batch_size * length >= PARALLEL_MIN_ENTRIES else 1
+    if workers == 1:  # most calls: three compiled calls and a sort, nothing else
+        kernels.draw_batch(batch_seed, family_codes, seeds, family_index, codes, keys, index_bits)
+        keys.sort(axis=-1)  # in place: no fresh buffer to page-fault
+        kernels.finish_rows(codes, seeds, keys, index_bits, affine_probability, values_array, ranks_array)
+        return values, ranks, torch.from_numpy(family_index)
+
+    kernels.draw_rows(batch_seed, family_codes, seeds, family_index, codes)
 
     def build(rows: slice) -> None:
         kernels.draw_keys(seeds[rows], keys[rows], index_bits)
-        keys[rows].sort(axis=-1)  # in place: no fresh buffer to page-fault
+        keys[rows].sort(axis=-1)
         kernels.finish_rows(
             codes[rows], seeds[rows], keys[rows], index_bits, affine_probability, values_array[rows], ranks_array[rows]
         )
 
-    workers = min(torch.get_num_threads(), batch_size) if batch_size * length >= PARALLEL_MIN_ENTRIES else 1
-    if workers == 1:
-        build(slice(None))
-        return values, ranks
     # Contiguous chunks of equal cost: rows come grouped by family, and a mixture row costs ~3
     # uniform ones.  (Interleaved rows would balance without a cost table, but strided arrays
     # slow the compiled walk by half.)
@@ -226,7 +264,7 @@ def _build_rows(
     build(chunks[0])
     for job in pending:
         job.result()  # re-raises a helper's exception here
-    return values, ranks
+    return values, ranks, torch.from_numpy(family_index)
 
 
 class SyntheticSequences(IterableDataset):

@@ -200,20 +200,24 @@ def test_outputs_the_caller_holds_are_never_overwritten():
     # caller keeps must survive many later batches.
     gen = make_generator(0)
     scores, ranks, _ = generate_sequences(64, 50, gen)
-    view = scores[:, :10]
-    expected_view, expected_ranks = view.clone(), ranks.clone()
-    del scores
+    view, array = scores[:, :10], ranks.numpy()
+    expected_view, expected_array = view.clone(), array.copy()
+    del scores, ranks
     for _ in range(12):
         generate_sequences(64, 50, gen)
-    assert torch.equal(view, expected_view) and torch.equal(ranks, expected_ranks)
+    assert torch.equal(view, expected_view) and np.array_equal(array, expected_array)
 
 
 def test_memory_of_dropped_outputs_is_used_again():
     scores, ranks, _ = generate_sequences(64, 50, 0)
     addresses = {scores.data_ptr(), ranks.data_ptr()}
     del scores, ranks
+    # Blocks of the same size, held while the next batch is drawn, take whatever the allocator
+    # freed: the batch gets the same memory back only from the generator's own pool.
+    held = [torch.empty(64, 50) for _ in range(8)]
     scores, ranks, _ = generate_sequences(64, 50, 1)
     assert {scores.data_ptr(), ranks.data_ptr()} == addresses
+    assert not addresses & {block.data_ptr() for block in held}
 
 
 @pytest.mark.parametrize("first_count, second_count", [(0, 3), (3, 0), (1, 1), (4, 7), (50, 51), (30, 2)])
