@@ -104,7 +104,10 @@ def generate_sequences(
             f"generator must be a torch.Generator or an int seed, got {type(generator).__name__} "
             "(no hidden global randomness: the same seed must give the same batch)"
         )
-    family_codes = _family_codes(None if families is None else tuple(families))
+    try:
+        family_codes = _family_codes(None if families is None else tuple(families))
+    except TypeError:  # an unhashable entry: not a family name
+        raise ValueError(f"families must be a non-empty subset of {list(FAMILIES)}, got {families}") from None
     if batch_size < 1 or length < 1:
         raise ValueError(f"batch_size and length must be >= 1, got {batch_size} and {length}")
     if not 0.0 <= affine_probability <= 1.0:

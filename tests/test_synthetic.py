@@ -65,6 +65,9 @@ def test_iterable_dataset_resumes_the_same_stream():
 def test_rejects_unknown_family_and_bad_sizes():
     with pytest.raises(ValueError, match="families"):
         generate_sequences(2, 5, make_generator(0), families=["zipf"])
+    for wrong in ([], [["ties"]]):  # family names are checked once per tuple: unhashable too
+        with pytest.raises(ValueError, match="families"):
+            generate_sequences(2, 5, make_generator(0), families=wrong)
     with pytest.raises(ValueError, match="batch_size"):
         generate_sequences(0, 5, make_generator(0))
     with pytest.raises(ValueError, match="batch_size"):
