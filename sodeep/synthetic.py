@@ -243,7 +243,7 @@ def _build_batch(
     values, values_array = memory.output((batch_size, length))
     ranks, ranks_array = memory.output((batch_size, length))
     workers = min(torch.get_num_threads(), batch_size) if batch_size * length >= PARALLEL_MIN_ENTRIES else 1
-    if workers == 1:  # most calls: three compiled calls and a sort, nothing else
+    if workers == 1:  # most calls: two compiled calls and a sort, nothing else
         kernels.draw_batch(batch_seed, family_codes, seeds, family_index, codes, keys, index_bits)
         keys.sort(axis=-1)  # in place: no fresh buffer to page-fault
         kernels.finish_rows(codes, seeds, keys, index_bits, affine_probability, values_array, ranks_array)
