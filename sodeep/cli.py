@@ -309,10 +309,11 @@ def command_brainage_nifti(arguments: argparse.Namespace) -> int:
     if arguments.folds < 2:
         raise ValueError(f"need folds >= 2, got {arguments.folds}")
     out = Path(arguments.out)
-    out.mkdir(parents=True, exist_ok=True)
+    # The manifest is read first: a missing or malformed one leaves no empty run folder behind.
     cohort = load_cohort(
         arguments.manifest, arguments.cache or out / "cache", shape=shape, voxel_size=arguments.voxel_size
     )
+    out.mkdir(parents=True, exist_ok=True)
     quiet_lightning()
     print(
         f"{len(cohort.ages)} subjects, {len(cohort.problems)} rows left out; grid {shape} at {arguments.voxel_size} mm"

@@ -91,6 +91,20 @@ def test_manifest_errors(tmp_path):
         read_manifest(repeated)
 
 
+@pytest.mark.parametrize("manifest_text", [None, "file,years\nx,1\n"])
+def test_nifti_cli_with_a_bad_manifest_stops_before_making_the_run_folder(tmp_path, capsys, manifest_text):
+    from sodeep.cli import main
+
+    manifest = tmp_path / "manifest.csv"
+    if manifest_text is not None:
+        manifest.write_text(manifest_text)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as stopped:
+        main(["brainage", "nifti", "--manifest", str(manifest), "--out", str(out), "--wandb", "disabled"])
+    assert stopped.value.code == 2 and "sodeep brainage: error:" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_nifti_cli_smoke(tmp_path):
     import json
 
