@@ -297,6 +297,7 @@ def report_cross_validation(results: dict[str, Any], ages: Any, out: Path, title
 def command_brainage_nifti(arguments: argparse.Namespace) -> int:
     from sodeep.brainage.cross_validation import cross_validate
     from sodeep.brainage.models import SFCN
+    from sodeep.brainage.tables import check_folds
     from sodeep.brainage.volumes import load_cohort
 
     check_run_plan(arguments)
@@ -306,8 +307,7 @@ def command_brainage_nifti(arguments: argparse.Namespace) -> int:
         arguments,
         extra={"model": "sfcn", "network": network, "shape": list(shape), "voxel_size": arguments.voxel_size},
     )
-    if arguments.folds < 2:
-        raise ValueError(f"need folds >= 2, got {arguments.folds}")
+    check_folds(arguments.folds)  # before the cohort is loaded
     out = Path(arguments.out)
     # The manifest is read first: a missing or malformed one leaves no empty run folder behind.
     cohort = load_cohort(

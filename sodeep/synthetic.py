@@ -191,31 +191,34 @@ class _RecycledMemory(threading.local):
     def output(self, shape: tuple[int, int]) -> tuple[torch.Tensor, np.ndarray]:
         """An uninitialized float32 tensor of ``shape`` on memory no live tensor uses, and its array."""
         entries = shape[0] * shape[1]
-        if entries > self.MAX_ENTRIES:
+        slot = self._free_slot(shape, entries) if entries <= self.MAX_ENTRIES else -1
+        if slot < 0:  # too big for the pool, or the caller holds every buffer
             tensor = torch.empty(shape)
             return tensor, tensor.numpy()
         arrays, buffers = self.arrays, self.buffers
-        slot = -1
-        for k in range(len(arrays)):
-            if self._references(arrays, k) == self.UNREFERENCED:
-                if arrays[k].shape == shape or buffers[k].size >= entries:
-                    slot = k
-                    break
-                if slot < 0:
-                    slot = k  # free but small: grown below unless a big enough one is free
-        if slot < 0:
-            if len(buffers) == self.MAX_BUFFERS:  # the caller holds them all
-                tensor = torch.empty(shape)
-                return tensor, tensor.numpy()
-            slot = len(buffers)
-            buffers.append(np.empty(entries, np.float32))
-            arrays.append(buffers[slot][:entries].reshape(shape))
         array = arrays[slot]
         if array.shape != shape:
             if buffers[slot].size < entries:
                 buffers[slot] = np.empty(entries, np.float32)
             array = arrays[slot] = buffers[slot][:entries].reshape(shape)
         return torch.from_numpy(array), array
+
+    def _free_slot(self, shape: tuple[int, int], entries: int) -> int:
+        """A slot no tensor refers to, preferably one big enough (a new one while there are fewer
+        than MAX_BUFFERS), or -1."""
+        arrays, buffers = self.arrays, self.buffers
+        slot = -1
+        for k in range(len(arrays)):
+            if self._references(arrays, k) == self.UNREFERENCED:
+                if arrays[k].shape == shape or buffers[k].size >= entries:
+                    return k
+                if slot < 0:
+                    slot = k  # free but small: grown by output() unless a big enough one is free
+        if slot < 0 and len(buffers) < self.MAX_BUFFERS:
+            slot = len(buffers)
+            buffers.append(np.empty(entries, np.float32))
+            arrays.append(buffers[slot][:entries].reshape(shape))
+        return slot
 
 
 # What _references reports for an array that only the pool's list holds.  Measured, not assumed:

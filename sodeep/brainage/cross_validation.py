@@ -24,7 +24,7 @@ from torch import nn
 
 from sodeep.brainage.metrics import fit_age_bias, gap_metrics, per_site_mae, regression_metrics
 from sodeep.brainage.models import AgeMLP
-from sodeep.brainage.tables import AgeTable, Standardizer, stratified_folds
+from sodeep.brainage.tables import AgeTable, Standardizer, check_folds, stratified_folds
 from sodeep.brainage.training import check_fit_settings, fit_age_model, predict_ages
 from sodeep.losses import BRAIN_AGE_PRESETS
 
@@ -132,8 +132,7 @@ def cross_validate(
 
     config = config or TrainingConfig()
     ages = np.asarray(ages, dtype=np.float32)
-    if folds < 2 or len(ages) < folds:
-        raise ValueError(f"need folds >= 2 and at least `folds` subjects, got folds={folds}, N={len(ages)}")
+    check_folds(folds, len(ages))
     check_run_plan(presets, seeds)
     out = Path(out)
     results_path = out / "results.json"

@@ -24,7 +24,7 @@ from sodeep.brainage.cross_validation import (
 from sodeep.brainage.metrics import corrected_gap, fit_age_bias, gap_metrics, per_site_mae, regression_metrics
 from sodeep.brainage.models import SFCN, CascadeAgeNet, discretize_age
 from sodeep.brainage.synthetic_mri import GM_REGIONS, SimulatorSettings, SyntheticCohort, simulate_cohort
-from sodeep.brainage.training import fit_age_model, load_age_model, predict_ages
+from sodeep.brainage.training import check_fit_settings, fit_age_model, load_age_model, predict_ages
 
 #: The oracle's features: true tissue volumes (ml) of every subject.
 VOLUME_FEATURES = tuple(f"gm_{name}" for name in GM_REGIONS) + ("wm", "csf", "ventricles")
@@ -111,8 +111,7 @@ def run_synthetic_benchmark(
     # on, and the test metrics (correlations) need 2 subjects.
     if train_size < 4 or test_size < 2:
         raise ValueError(f"need train_size >= 4 and test_size >= 2, got {train_size} and {test_size}")
-    if max_minutes is not None and not max_minutes > 0:
-        raise ValueError(f"max_minutes must be None or > 0, got {max_minutes}")
+    check_fit_settings(**config.fit_options(), max_minutes=max_minutes)
     check_run_plan(presets, seeds)
     out = Path(out)
     cache_directory = Path(cache_directory) if cache_directory else out / "cache"

@@ -203,6 +203,13 @@ class Standardizer:
         return ((features - self.mean) / self.std).astype(np.float32)
 
 
+def check_folds(folds: int, subjects: int | None = None) -> None:
+    """Refuse fewer than 2 folds and, where the cohort's size is known, fewer subjects than folds."""
+    if folds < 2 or (subjects is not None and subjects < folds):
+        known = "" if subjects is None else f", N={subjects}"
+        raise ValueError(f"need folds >= 2 and at least `folds` subjects, got folds={folds}{known}")
+
+
 def stratified_folds(ages: np.ndarray, folds: int, seed: int) -> np.ndarray:
     """Fold index per subject, stratified by age: subjects sorted by age are cut into consecutive
     blocks of ``folds`` (the finest age bins), and each block sends one subject to every fold in a
@@ -217,8 +224,7 @@ def stratified_folds(ages: np.ndarray, folds: int, seed: int) -> np.ndarray:
         ``(N,)`` ints in ``[0, folds)``.
     """
     ages = np.asarray(ages)
-    if folds < 2 or len(ages) < folds:
-        raise ValueError(f"need folds >= 2 and at least `folds` subjects, got folds={folds}, N={len(ages)}")
+    check_folds(folds, len(ages))
     rng = np.random.default_rng(seed)
     # Random tie-break so subjects of equal age are not always binned in file order.
     order = np.lexsort((rng.random(len(ages)), ages))
