@@ -104,15 +104,22 @@ def generate_sequences(
             f"generator must be a torch.Generator or an int seed, got {type(generator).__name__} "
             "(no hidden global randomness: the same seed must give the same batch)"
         )
+    family_codes = _checked_family_codes(families, affine_probability)
+    if batch_size < 1 or length < 1:
+        raise ValueError(f"batch_size and length must be >= 1, got {batch_size} and {length}")
+    batch_seeds = _recycled.draw_seed(generator)
+    return _build_batches(family_codes, batch_seeds, batch_size, length, affine_probability)
+
+
+def _checked_family_codes(families: Sequence[str] | None, affine_probability: float) -> np.ndarray:
+    """The kernels' codes of ``families`` after checking them and ``affine_probability``."""
     try:
         family_codes = _family_codes(None if families is None else tuple(families))
     except TypeError:  # an unhashable entry: not a family name
         raise ValueError(f"families must be a non-empty subset of {list(FAMILIES)}, got {families}") from None
-    if batch_size < 1 or length < 1:
-        raise ValueError(f"batch_size and length must be >= 1, got {batch_size} and {length}")
     if not 0.0 <= affine_probability <= 1.0:
         raise ValueError(f"affine_probability must be in [0, 1], got {affine_probability}")
-    return _build_batch(family_codes, batch_size, length, generator, affine_probability)
+    return family_codes
 
 
 @functools.lru_cache(maxsize=256)
@@ -170,11 +177,12 @@ class _RecycledMemory(threading.local):
         self.seed = torch.empty(1, dtype=torch.int64)
         self.seed_bits = self.seed.numpy().view(np.uint64)
 
-    def draw_seed(self, generator: torch.Generator) -> np.uint64:
-        """64 random bits from ``generator``: the draw of ``torch.randint(-2**63, 2**63 - 1, (1,))``,
-        made in place (~1 us, half of what ``randint`` and reading its result cost)."""
+    def draw_seed(self, generator: torch.Generator) -> np.ndarray:
+        """64 random bits from ``generator`` as a ``(1,)`` uint64 array, valid until the next draw
+        on this thread: the draw of ``torch.randint(-2**63, 2**63 - 1, (1,))``, made in place
+        (~1 us, half of what ``randint`` and reading its result cost)."""
         self.seed.random_(-(2**63), 2**63 - 1, generator=generator)
-        return self.seed_bits[0]
+        return self.seed_bits
 
     def scratch_array(self, name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
         """A scratch array of ``shape``, valid until the next call from this thread for ``name``."""
@@ -227,38 +235,46 @@ _RecycledMemory.UNREFERENCED = _RecycledMemory._references([np.empty(0)], 0)
 _recycled = _RecycledMemory()
 
 
-def _build_batch(
-    family_codes: np.ndarray, batch_size: int, length: int, generator: torch.Generator, affine_probability: float
+def _build_batches(
+    family_codes: np.ndarray, batch_seeds: np.ndarray, batch_size: int, length: int, affine_probability: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`generate_sequences` after its checks."""
+    """``len(batch_seeds)`` batches of :func:`generate_sequences`, one after the other in
+    ``(len(batch_seeds) * batch_size, length)`` outputs, batch ``b`` from its 64-bit seed
+    ``batch_seeds[b]`` alone (the checks are the caller's)."""
     memory = _recycled
-    # One 64-bit draw from the generator seeds the batch; each row gets its own seed from it, and
-    # rows come family by family (family_index is sorted).  Nothing after this draw runs torch
-    # kernels: they would wake torch's OpenMP threads, which then spin for milliseconds on the
-    # cores the row-building threads need (measured: 1.6 ms per 4096x100 batch became 3 ms).
-    batch_seed = memory.draw_seed(generator)
-    seeds = memory.scratch_array("seeds", (batch_size,), np.uint64)
-    codes = memory.scratch_array("codes", (batch_size,), np.int64)
-    family_index = np.empty(batch_size, np.int64)
+    # Each row gets its own seed from its batch's seed, and a batch's rows come family by family
+    # (its family_index is sorted).  Nothing here runs torch kernels: they would wake torch's
+    # OpenMP threads, which then spin for milliseconds on the cores the row-building threads need
+    # (measured: 1.6 ms per 4096x100 batch became 3 ms).
+    rows = len(batch_seeds) * batch_size
+    seeds = memory.scratch_array("seeds", (rows,), np.uint64)
+    codes = memory.scratch_array("codes", (rows,), np.int64)
+    family_index = np.empty(rows, np.int64)
     # A key and its column share one integer: 24 + 8 bits while columns fit in 8 bits.
     key_type, index_bits = (np.uint32, 8) if length <= 256 else (np.uint64, 32)
-    keys = memory.scratch_array("keys", (batch_size, length), key_type)
-    values, values_array = memory.output((batch_size, length))
-    ranks, ranks_array = memory.output((batch_size, length))
-    workers = min(torch.get_num_threads(), batch_size) if batch_size * length >= PARALLEL_MIN_ENTRIES else 1
+    keys = memory.scratch_array("keys", (rows, length), key_type)
+    values, values_array = memory.output((rows, length))
+    ranks, ranks_array = memory.output((rows, length))
+    workers = min(torch.get_num_threads(), rows) if rows * length >= PARALLEL_MIN_ENTRIES else 1
     if workers == 1:  # most calls: two compiled calls and a sort, nothing else
-        kernels.draw_batch(batch_seed, family_codes, seeds, family_index, codes, keys, index_bits)
+        kernels.draw_batch(batch_seeds, family_codes, seeds, family_index, codes, keys, index_bits)
         keys.sort(axis=-1)  # in place: no fresh buffer to page-fault
         kernels.finish_rows(codes, seeds, keys, index_bits, affine_probability, values_array, ranks_array)
         return values, ranks, torch.from_numpy(family_index)
 
-    kernels.draw_rows(batch_seed, family_codes, seeds, family_index, codes)
+    kernels.draw_rows(batch_seeds, family_codes, seeds, family_index, codes)
 
-    def build(rows: slice) -> None:
-        kernels.draw_keys(seeds[rows], keys[rows], index_bits)
-        keys[rows].sort(axis=-1)
+    def build(chunk: slice) -> None:
+        kernels.draw_keys(seeds[chunk], keys[chunk], index_bits)
+        keys[chunk].sort(axis=-1)
         kernels.finish_rows(
-            codes[rows], seeds[rows], keys[rows], index_bits, affine_probability, values_array[rows], ranks_array[rows]
+            codes[chunk],
+            seeds[chunk],
+            keys[chunk],
+            index_bits,
+            affine_probability,
+            values_array[chunk],
+            ranks_array[chunk],
         )
 
     # Contiguous chunks of equal cost: rows come grouped by family, and a mixture row costs ~3
@@ -282,7 +298,16 @@ class SyntheticSequences(IterableDataset):
     set ``start_batch`` to the number of batches already consumed.  Each batch draws its length
     uniformly from ``lengths``.  With several DataLoader workers, worker ``w`` of ``W`` yields
     batches ``k = start_batch + w, w + W, ...`` (interleaved, so the stream is the same).
+
+    Speed: iterating builds the coming batches in blocks of about :attr:`BLOCK_ENTRIES` scores,
+    the batches of one length in one call (split over threads like any large batch), and yields
+    them one by one, views of the block's memory.  Each batch is still exactly :meth:`batch` of
+    its index; a block only saves the cost of a call per batch.
     """
+
+    #: Scores built per block when iterating: 1 MiB of float32 per output, small enough for
+    #: :class:`_RecycledMemory` to use its memory again.
+    BLOCK_ENTRIES = 2**18
 
     def __init__(
         self,
@@ -299,6 +324,7 @@ class SyntheticSequences(IterableDataset):
             raise ValueError(f"lengths must be a non-empty list of ints >= 2, got {lengths}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.family_codes = _checked_family_codes(families, affine_probability)
         self.batch_size = batch_size
         self.lengths = list(lengths)
         self.seed = seed
@@ -306,24 +332,43 @@ class SyntheticSequences(IterableDataset):
         self.affine_probability = affine_probability
         self.start_batch = start_batch
 
+    def _length_and_seed(self, index: int, generator: torch.Generator, choice: torch.Tensor) -> tuple[int, np.uint64]:
+        """Batch ``index``'s length and 64-bit seed: the first two draws of ``generator`` seeded
+        from ``(seed, index)`` (the length's drawn into ``choice``, a 0-d int64 tensor)."""
+        # Mixing the seed and the index into one 63-bit seed keeps streams of nearby seeds apart.
+        generator.manual_seed((self.seed * 1_000_003 + index) % (2**63 - 1))
+        length = self.lengths[int(choice.random_(0, len(self.lengths), generator=generator))]
+        return length, _recycled.draw_seed(generator)[0]
+
     def batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch number ``index`` of the stream."""
-        # Mixing the seed and the index into one 63-bit seed keeps streams of nearby seeds apart.
-        gen = make_generator((self.seed * 1_000_003 + index) % (2**63 - 1))
-        length = self.lengths[int(torch.randint(0, len(self.lengths), (1,), generator=gen))]
-        scores, ranks, _ = generate_sequences(
-            self.batch_size,
-            length,
-            gen,
-            families=self.families,
-            affine_probability=self.affine_probability,
+        length, seed = self._length_and_seed(index, torch.Generator(), torch.empty((), dtype=torch.int64))
+        scores, ranks, _ = _build_batches(
+            self.family_codes, np.array([seed]), self.batch_size, length, self.affine_probability
         )
         return scores, ranks
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        per_block = max(1, self.BLOCK_ENTRIES // (self.batch_size * max(self.lengths)))
+        generator, choice = torch.Generator(), torch.empty((), dtype=torch.int64)
         index = self.start_batch + worker
         while True:
-            yield self.batch(index)
-            index += workers
+            block = [self._length_and_seed(index + k * workers, generator, choice) for k in range(per_block)]
+            yield from self._build_block(block)
+            index += per_block * workers
+
+    def _build_block(self, block: list[tuple[int, np.uint64]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of ``block`` (a length and a seed each), in its order."""
+        positions_by_length: dict[int, list[int]] = {}
+        for position, (length, _) in enumerate(block):
+            positions_by_length.setdefault(length, []).append(position)
+        batches: list = [None] * len(block)
+        size = self.batch_size
+        for length, positions in positions_by_length.items():
+            seeds = np.array([block[position][1] for position in positions], np.uint64)
+            scores, ranks, _ = _build_batches(self.family_codes, seeds, size, length, self.affine_probability)
+            for k, position in enumerate(positions):
+                batches[position] = (scores[k * size : (k + 1) * size], ranks[k * size : (k + 1) * size])
+        return batches

@@ -15,7 +15,7 @@ the order it claims, and averages the ranks of equal float32 values (float round
 draws).  A row that fails the check is ranked by a sort of its values, in the same walk.
 
 Randomness: the caller draws one 64-bit seed per batch from its ``torch.Generator``;
-:func:`draw_rows` derives each row's seed and family from it.  Each row then has two SplitMix64
+:func:`draw_rows` derives each row's seed and family from it (for one batch or several at once).  Each row then has two SplitMix64
 streams (Steele, Lea and Flood, OOPSLA 2014): one for the keys, one for the row's parameters and
 per-entry draws.  A row depends only on its seed, never on threads or batch layout.
 
@@ -365,12 +365,9 @@ def _sort_carrying_columns(values, where, count, keys):
         where[i] = np.int64(keys[i] & _LOW_32_BITS)
 
 
-@njit(nogil=True, cache=True)
-def draw_rows(batch_seed, family_codes, seeds, family_index, codes):
-    """Fill ``seeds`` ``(rows,)`` uint64 with each row's seed, ``family_index`` ``(rows,)`` int64
-    with each row's family, uniform over ``0 .. len(family_codes) - 1`` and sorted (a count per
-    family, then each family's rows in turn), and ``codes`` ``(rows,)`` int64 with
-    ``family_codes[family_index]``, all from one 64-bit ``batch_seed``."""
+@njit(inline="always")
+def _draw_batch_rows(batch_seed, family_codes, seeds, family_index, codes):
+    """:func:`draw_rows` for the rows of one batch."""
     rows = seeds.shape[0]
     family_count = family_codes.shape[0]
     counts = np.zeros(family_count, np.int64)
@@ -384,6 +381,22 @@ def draw_rows(batch_seed, family_codes, seeds, family_index, codes):
         family_index[row : row + counts[family]] = family
         codes[row : row + counts[family]] = family_codes[family]
         row += counts[family]
+
+
+@njit(nogil=True, cache=True)
+def draw_rows(batch_seeds, family_codes, seeds, family_index, codes):
+    """Fill ``seeds`` ``(rows,)`` uint64 with each row's seed, ``family_index`` ``(rows,)`` int64
+    with each row's family, uniform over ``0 .. len(family_codes) - 1``, and ``codes``
+    ``(rows,)`` int64 with ``family_codes[family_index]``.
+
+    The rows are ``len(batch_seeds)`` batches of ``rows // len(batch_seeds)`` rows, one after the
+    other; batch ``b`` comes from the 64-bit ``batch_seeds[b]`` alone, its family indices sorted
+    (a count per family, then each family's rows in turn).
+    """
+    rows_per_batch = seeds.shape[0] // batch_seeds.shape[0]
+    for batch in range(batch_seeds.shape[0]):
+        low, high = batch * rows_per_batch, (batch + 1) * rows_per_batch
+        _draw_batch_rows(batch_seeds[batch], family_codes, seeds[low:high], family_index[low:high], codes[low:high])
 
 
 @njit(nogil=True, cache=True)
@@ -429,10 +442,10 @@ def draw_keys(seeds, keys, index_bits):
 
 
 @njit(nogil=True, cache=True)
-def draw_batch(batch_seed, family_codes, seeds, family_index, codes, keys, index_bits):
+def draw_batch(batch_seeds, family_codes, seeds, family_index, codes, keys, index_bits):
     """:func:`draw_rows`, then :func:`draw_keys` for every row: one call where a batch is built on
     one thread (each call from Python costs about half a microsecond)."""
-    draw_rows(batch_seed, family_codes, seeds, family_index, codes)
+    draw_rows(batch_seeds, family_codes, seeds, family_index, codes)
     draw_keys(seeds, keys, index_bits)
 
 

@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 import scipy.stats
@@ -62,6 +64,42 @@ def test_iterable_dataset_resumes_the_same_stream():
     assert {batch[0].shape[-1] for batch in first} <= {5, 9}
 
 
+@pytest.mark.parametrize("block_entries", [1, 300, 2**18])
+def test_iterating_in_blocks_gives_each_index_its_own_batch(block_entries):
+    # Iteration builds blocks of batches, the batches of one length in one call; every batch must
+    # still be exactly batch(k), whatever the block holds: one batch, a few, several lengths.
+    stream = SyntheticSequences(3, [2, 7, 7, 40], seed=5, start_batch=2)
+    stream.BLOCK_ENTRIES = block_entries
+    got = list(itertools.islice(iter(stream), 40))
+    for index, (scores, ranks) in enumerate(got, start=2):
+        expected_scores, expected_ranks = stream.batch(index)
+        assert torch.equal(scores, expected_scores) and torch.equal(ranks, expected_ranks)
+        assert scores.is_contiguous() and ranks.is_contiguous()
+    assert {scores.shape[-1] for scores, _ in got} == {2, 7, 40}
+
+
+def test_stream_batches_the_caller_holds_survive_later_blocks():
+    stream = SyntheticSequences(8, [30], seed=1)
+    batches = iter(stream)
+    held = [next(batches) for _ in range(3)]
+    expected = [(scores.clone(), ranks.clone()) for scores, ranks in held]
+    held[0][0].add_(1.0)  # a batch is its own memory: writing to it changes no other batch
+    for _ in range(20 * (stream.BLOCK_ENTRIES // (8 * 30))):
+        next(batches)
+    assert torch.equal(held[0][0], expected[0][0] + 1.0)
+    for (scores, ranks), (expected_scores, expected_ranks) in zip(held[1:], expected[1:]):
+        assert torch.equal(scores, expected_scores) and torch.equal(ranks, expected_ranks)
+
+
+def test_dataloader_workers_interleave_into_the_same_stream():
+    stream = SyntheticSequences(2, [4, 6], seed=3)
+    alone = list(itertools.islice(iter(stream), 6))
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=2)
+    shared = list(itertools.islice(iter(loader), 6))
+    for (scores, ranks), (expected_scores, expected_ranks) in zip(shared, alone):
+        assert torch.equal(scores, expected_scores) and torch.equal(ranks, expected_ranks)
+
+
 def test_rejects_unknown_family_and_bad_sizes():
     with pytest.raises(ValueError, match="families"):
         generate_sequences(2, 5, make_generator(0), families=["zipf"])
@@ -72,6 +110,10 @@ def test_rejects_unknown_family_and_bad_sizes():
         generate_sequences(0, 5, make_generator(0))
     with pytest.raises(ValueError, match="batch_size"):
         SyntheticSequences(0, [5])
+    with pytest.raises(ValueError, match="families"):  # at construction, not at the first batch
+        SyntheticSequences(2, [5], families=["zipf"])
+    with pytest.raises(ValueError, match="affine_probability"):
+        SyntheticSequences(2, [5], affine_probability=1.5)
     with pytest.raises(TypeError, match="torch.Generator or an int seed"):
         generate_sequences(2, 5, None)
 
