@@ -108,7 +108,10 @@ def generate_sequences(
     if batch_size < 1 or length < 1:
         raise ValueError(f"batch_size and length must be >= 1, got {batch_size} and {length}")
     batch_seeds = _recycled.draw_seed(generator)
-    return _build_batches(family_codes, batch_seeds, batch_size, length, affine_probability)
+    values, ranks, family_index = _build_batches(
+        family_codes, batch_seeds, _one_length(length), batch_size, affine_probability, (batch_size, length)
+    )
+    return values, ranks, torch.from_numpy(family_index)
 
 
 def _checked_family_codes(families: Sequence[str] | None, affine_probability: float) -> np.ndarray:
@@ -120,6 +123,12 @@ def _checked_family_codes(families: Sequence[str] | None, affine_probability: fl
     if not 0.0 <= affine_probability <= 1.0:
         raise ValueError(f"affine_probability must be in [0, 1], got {affine_probability}")
     return family_codes
+
+
+@functools.lru_cache(maxsize=1024)
+def _one_length(length: int) -> np.ndarray:
+    """``np.array([length])``, made once per length (shared: never written to)."""
+    return np.array([length], np.int64)
 
 
 @functools.lru_cache(maxsize=256)
@@ -173,6 +182,7 @@ class _RecycledMemory(threading.local):
         self.scratch: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.buffers: list[np.ndarray] = []  # the memory of each output slot
         self.arrays: list[np.ndarray] = []  # the array of each slot last handed out, a view of its buffer
+        self.flat_arrays: list[np.ndarray] = []  # the same memory, flat (a view of the buffer, not of the array)
         # The batch's seed is drawn into this tensor, in place, and read through a NumPy view of it.
         self.seed = torch.empty(1, dtype=torch.int64)
         self.seed_bits = self.seed.numpy().view(np.uint64)
@@ -196,22 +206,23 @@ class _RecycledMemory(threading.local):
         self.scratch[name] = (buffer, view)
         return view
 
-    def output(self, shape: tuple[int, int]) -> tuple[torch.Tensor, np.ndarray]:
-        """An uninitialized float32 tensor of ``shape`` on memory no live tensor uses, and its array."""
-        entries = shape[0] * shape[1]
+    def output(self, shape: tuple[int, ...], entries: int) -> tuple[torch.Tensor, np.ndarray]:
+        """An uninitialized float32 tensor of ``shape`` (``entries`` in all) on memory no live
+        tensor uses, and a flat view of its array."""
         slot = self._free_slot(shape, entries) if entries <= self.MAX_ENTRIES else -1
         if slot < 0:  # too big for the pool, or the caller holds every buffer
             tensor = torch.empty(shape)
-            return tensor, tensor.numpy()
+            return tensor, tensor.numpy().reshape(-1)
         arrays, buffers = self.arrays, self.buffers
         array = arrays[slot]
         if array.shape != shape:
             if buffers[slot].size < entries:
                 buffers[slot] = np.empty(entries, np.float32)
-            array = arrays[slot] = buffers[slot][:entries].reshape(shape)
-        return torch.from_numpy(array), array
+            self.flat_arrays[slot] = buffers[slot][:entries]
+            array = arrays[slot] = self.flat_arrays[slot].reshape(shape)
+        return torch.from_numpy(array), self.flat_arrays[slot]
 
-    def _free_slot(self, shape: tuple[int, int], entries: int) -> int:
+    def _free_slot(self, shape: tuple[int, ...], entries: int) -> int:
         """A slot no tensor refers to, preferably one big enough (a new one while there are fewer
         than MAX_BUFFERS), or -1."""
         arrays, buffers = self.arrays, self.buffers
@@ -225,7 +236,8 @@ class _RecycledMemory(threading.local):
         if slot < 0 and len(buffers) < self.MAX_BUFFERS:
             slot = len(buffers)
             buffers.append(np.empty(entries, np.float32))
-            arrays.append(buffers[slot][:entries].reshape(shape))
+            self.flat_arrays.append(buffers[slot])
+            arrays.append(buffers[slot].reshape(shape))
         return slot
 
 
@@ -236,11 +248,22 @@ _recycled = _RecycledMemory()
 
 
 def _build_batches(
-    family_codes: np.ndarray, batch_seeds: np.ndarray, batch_size: int, length: int, affine_probability: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``len(batch_seeds)`` batches of :func:`generate_sequences`, one after the other in
-    ``(len(batch_seeds) * batch_size, length)`` outputs, batch ``b`` from its 64-bit seed
-    ``batch_seeds[b]`` alone (the checks are the caller's)."""
+    family_codes: np.ndarray,
+    batch_seeds: np.ndarray,
+    lengths: np.ndarray,
+    batch_size: int,
+    affine_probability: float,
+    shape: tuple[int, ...],
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """Batches of :func:`generate_sequences`, one after the other: batch ``b`` has ``batch_size``
+    rows of ``lengths[b]`` entries and comes from its 64-bit seed ``batch_seeds[b]`` alone.  The
+    lengths must be all <= 256 or all > 256 (one key width); the other checks are the caller's.
+
+    Returns:
+        ``(values, ranks, family_index)``: float32 tensors of ``shape``, ``(batch_size,
+        length)`` for one batch, else ``(entries,)``, their rows one after the other; and the
+        ``(rows,)`` int64 family indices.
+    """
     memory = _recycled
     # Each row gets its own seed from its batch's seed, and a batch's rows come family by family
     # (its family_index is sorted).  Nothing here runs torch kernels: they would wake torch's
@@ -250,44 +273,62 @@ def _build_batches(
     seeds = memory.scratch_array("seeds", (rows,), np.uint64)
     codes = memory.scratch_array("codes", (rows,), np.int64)
     family_index = np.empty(rows, np.int64)
+    starts = memory.scratch_array("starts", (rows + 1,), np.int64)  # where each row begins in the flat arrays below
+    entries = math.prod(shape)
     # A key and its column share one integer: 24 + 8 bits while columns fit in 8 bits.
-    key_type, index_bits = (np.uint32, 8) if length <= 256 else (np.uint64, 32)
-    keys = memory.scratch_array("keys", (rows, length), key_type)
-    values, values_array = memory.output((rows, length))
-    ranks, ranks_array = memory.output((rows, length))
-    workers = min(torch.get_num_threads(), rows) if rows * length >= PARALLEL_MIN_ENTRIES else 1
-    if workers == 1:  # most calls: two compiled calls and a sort, nothing else
-        kernels.draw_batch(batch_seeds, family_codes, seeds, family_index, codes, keys, index_bits)
-        keys.sort(axis=-1)  # in place: no fresh buffer to page-fault
-        kernels.finish_rows(codes, seeds, keys, index_bits, affine_probability, values_array, ranks_array)
-        return values, ranks, torch.from_numpy(family_index)
+    key_type, index_bits = (np.uint32, 8) if lengths[0] <= 256 else (np.uint64, 32)
+    keys = memory.scratch_array("keys", (entries,), key_type)
+    values, values_array = memory.output(shape, entries)
+    ranks, ranks_array = memory.output(shape, entries)
+    workers = min(torch.get_num_threads(), rows) if entries >= PARALLEL_MIN_ENTRIES else 1
+    if workers == 1:  # most calls: two compiled calls and a sort per batch, nothing else
+        kernels.draw_batch(batch_seeds, lengths, family_codes, seeds, family_index, codes, starts, keys, index_bits)
+        _sort_rows(keys, starts, lengths, batch_size, 0, rows)
+        kernels.finish_rows(codes, seeds, starts, keys, index_bits, affine_probability, values_array, ranks_array)
+        return values, ranks, family_index
 
-    kernels.draw_rows(batch_seeds, family_codes, seeds, family_index, codes)
+    kernels.draw_rows(batch_seeds, lengths, family_codes, seeds, family_index, codes, starts)
 
-    def build(chunk: slice) -> None:
-        kernels.draw_keys(seeds[chunk], keys[chunk], index_bits)
-        keys[chunk].sort(axis=-1)
+    def build(low: int, high: int) -> None:
+        chunk = slice(low, high)
+        kernels.draw_keys(seeds[chunk], starts[low : high + 1], keys, index_bits)
+        _sort_rows(keys, starts, lengths, batch_size, low, high)
         kernels.finish_rows(
             codes[chunk],
             seeds[chunk],
-            keys[chunk],
+            starts[low : high + 1],
+            keys,
             index_bits,
             affine_probability,
-            values_array[chunk],
-            ranks_array[chunk],
+            values_array,
+            ranks_array,
         )
 
     # Contiguous chunks of equal cost: rows come grouped by family, and a mixture row costs ~3
     # uniform ones.  (Interleaved rows would balance without a cost table, but strided arrays
     # slow the compiled walk by half.)
-    bounds = kernels.split_rows(codes, workers).tolist()
-    chunks = [slice(low, high) for low, high in zip(bounds[:-1], bounds[1:])]
+    bounds = kernels.split_rows(codes, starts, workers).tolist()
     # The kernels release the GIL: the first chunk runs here, the others on helper threads.
-    pending = [_helper_threads(workers - 1).submit(build, chunk) for chunk in chunks[1:]]
-    build(chunks[0])
+    pending = [_helper_threads(workers - 1).submit(build, *chunk) for chunk in zip(bounds[1:-1], bounds[2:])]
+    build(bounds[0], bounds[1])
     for job in pending:
         job.result()  # re-raises a helper's exception here
-    return values, ranks, torch.from_numpy(family_index)
+    return values, ranks, family_index
+
+
+def _sort_rows(keys: np.ndarray, starts: np.ndarray, lengths: np.ndarray, batch_size: int, low: int, high: int) -> None:
+    """Sort the flat ``keys`` of rows ``low .. high - 1`` in place, row by row: one NumPy sort
+    of each batch's part (its rows share a length)."""
+    if len(lengths) == 1:  # one batch
+        length = int(lengths[0])
+        keys[low * length : high * length].reshape(high - low, length).sort(axis=-1)
+        return
+    row = low
+    while row < high:
+        batch = row // batch_size
+        stop = min(high, (batch + 1) * batch_size)
+        keys[starts[row] : starts[stop]].reshape(stop - row, lengths[batch]).sort(axis=-1)
+        row = stop
 
 
 class SyntheticSequences(IterableDataset):
@@ -299,14 +340,14 @@ class SyntheticSequences(IterableDataset):
     uniformly from ``lengths``.  With several DataLoader workers, worker ``w`` of ``W`` yields
     batches ``k = start_batch + w, w + W, ...`` (interleaved, so the stream is the same).
 
-    Speed: iterating builds the coming batches in blocks of about :attr:`BLOCK_ENTRIES` scores,
-    the batches of one length in one call (split over threads like any large batch), and yields
-    them one by one, views of the block's memory.  Each batch is still exactly :meth:`batch` of
-    its index; a block only saves the cost of a call per batch.
+    Speed: iterating builds the coming batches in blocks of at least :attr:`BLOCK_ENTRIES`
+    scores, whatever their lengths, in one call (split over threads like any large batch), and
+    yields them one by one, views of the block's memory.  Each batch is still exactly
+    :meth:`batch` of its index; a block only saves the cost of a call per batch.
     """
 
-    #: Scores built per block when iterating: 1 MiB of float32 per output, small enough for
-    #: :class:`_RecycledMemory` to use its memory again.
+    #: Scores built per block when iterating (a block ends with the batch that reaches it): about
+    #: 1 MiB of float32 per output, small enough for :class:`_RecycledMemory` to use again.
     BLOCK_ENTRIES = 2**18
 
     def __init__(
@@ -332,43 +373,56 @@ class SyntheticSequences(IterableDataset):
         self.affine_probability = affine_probability
         self.start_batch = start_batch
 
-    def _length_and_seed(self, index: int, generator: torch.Generator, choice: torch.Tensor) -> tuple[int, np.uint64]:
-        """Batch ``index``'s length and 64-bit seed: the first two draws of ``generator`` seeded
-        from ``(seed, index)`` (the length's drawn into ``choice``, a 0-d int64 tensor)."""
+    def _torch_seed(self, index: int) -> int:
+        """The seed of batch ``index``'s torch generator."""
         # Mixing the seed and the index into one 63-bit seed keeps streams of nearby seeds apart.
-        generator.manual_seed((self.seed * 1_000_003 + index) % (2**63 - 1))
-        length = self.lengths[int(choice.random_(0, len(self.lengths), generator=generator))]
-        return length, _recycled.draw_seed(generator)[0]
+        return (self.seed * 1_000_003 + index) % (2**63 - 1)
 
     def batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Batch number ``index`` of the stream."""
-        length, seed = self._length_and_seed(index, torch.Generator(), torch.empty((), dtype=torch.int64))
-        scores, ranks, _ = _build_batches(
-            self.family_codes, np.array([seed]), self.batch_size, length, self.affine_probability
-        )
-        return scores, ranks
+        """Batch number ``index`` of the stream: a torch generator seeded from ``(seed, index)``
+        draws its length (``randint``), then its 64-bit seed."""
+        generator = make_generator(self._torch_seed(index))
+        length = self.lengths[int(torch.randint(0, len(self.lengths), (1,), generator=generator))]
+        seed = _recycled.draw_seed(generator)
+        return self._build_block(np.array([length]), seed)[0]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        per_block = max(1, self.BLOCK_ENTRIES // (self.batch_size * max(self.lengths)))
-        generator, choice = torch.Generator(), torch.empty((), dtype=torch.int64)
+        mean_length = sum(self.lengths) / len(self.lengths)
+        per_block = max(1, round(self.BLOCK_ENTRIES / (self.batch_size * mean_length)))
+        lengths = np.array(self.lengths, np.int64)
         index = self.start_batch + worker
         while True:
-            block = [self._length_and_seed(index + k * workers, generator, choice) for k in range(per_block)]
-            yield from self._build_block(block)
+            indices = range(index, index + per_block * workers, workers)
+            torch_seeds = np.array([self._torch_seed(k) for k in indices], np.uint64)
+            # What batch(k) draws from its torch generator, for the whole block in one call.
+            choices, seeds = kernels.torch_first_draws(torch_seeds, len(lengths))
+            yield from self._build_block(lengths[choices], seeds)
             index += per_block * workers
 
-    def _build_block(self, block: list[tuple[int, np.uint64]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The batches of ``block`` (a length and a seed each), in its order."""
-        positions_by_length: dict[int, list[int]] = {}
-        for position, (length, _) in enumerate(block):
-            positions_by_length.setdefault(length, []).append(position)
-        batches: list = [None] * len(block)
+    def _build_block(self, lengths: np.ndarray, seeds: np.ndarray) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of these lengths and 64-bit seeds, in their order: those with keys of one
+        width (lengths up to 256, or above) in one call."""
+        batches: list = [None] * len(lengths)
         size = self.batch_size
-        for length, positions in positions_by_length.items():
-            seeds = np.array([block[position][1] for position in positions], np.uint64)
-            scores, ranks, _ = _build_batches(self.family_codes, seeds, size, length, self.affine_probability)
-            for k, position in enumerate(positions):
-                batches[position] = (scores[k * size : (k + 1) * size], ranks[k * size : (k + 1) * size])
+        for in_group in (lengths <= 256, lengths > 256):
+            positions = np.flatnonzero(in_group)
+            if len(positions) == 0:
+                continue
+            group_lengths = lengths[positions]
+            entries = size * int(group_lengths.sum())
+            values, ranks, _ = _build_batches(
+                self.family_codes, seeds[positions], group_lengths, size, self.affine_probability, (entries,)
+            )
+            if (group_lengths == group_lengths[0]).all():  # one length: rows of one 2-D tensor
+                parts = zip(values.view(-1, group_lengths[0]).split(size), ranks.view(-1, group_lengths[0]).split(size))
+            else:
+                sizes = (size * group_lengths).tolist()
+                parts = (
+                    (scores.view(size, -1), ranks_part.view(size, -1))
+                    for scores, ranks_part in zip(values.split(sizes), ranks.split(sizes))
+                )
+            for position, batch in zip(positions.tolist(), parts):
+                batches[position] = batch
         return batches

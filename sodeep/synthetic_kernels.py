@@ -384,121 +384,188 @@ def _draw_batch_rows(batch_seed, family_codes, seeds, family_index, codes):
 
 
 @njit(nogil=True, cache=True)
-def draw_rows(batch_seeds, family_codes, seeds, family_index, codes):
+def draw_rows(batch_seeds, lengths, family_codes, seeds, family_index, codes, starts):
     """Fill ``seeds`` ``(rows,)`` uint64 with each row's seed, ``family_index`` ``(rows,)`` int64
-    with each row's family, uniform over ``0 .. len(family_codes) - 1``, and ``codes``
-    ``(rows,)`` int64 with ``family_codes[family_index]``.
+    with each row's family, uniform over ``0 .. len(family_codes) - 1``, ``codes`` ``(rows,)``
+    int64 with ``family_codes[family_index]``, and ``starts`` ``(rows + 1,)`` int64 with where
+    each row begins in the flat arrays of entries (``starts[-1]`` entries in all).
 
     The rows are ``len(batch_seeds)`` batches of ``rows // len(batch_seeds)`` rows, one after the
-    other; batch ``b`` comes from the 64-bit ``batch_seeds[b]`` alone, its family indices sorted
-    (a count per family, then each family's rows in turn).
+    other: batch ``b``'s rows have ``lengths[b]`` entries each and come from the 64-bit
+    ``batch_seeds[b]`` alone, its family indices sorted (a count per family, then each family's
+    rows in turn).
     """
     rows_per_batch = seeds.shape[0] // batch_seeds.shape[0]
+    starts[0] = 0
     for batch in range(batch_seeds.shape[0]):
         low, high = batch * rows_per_batch, (batch + 1) * rows_per_batch
         _draw_batch_rows(batch_seeds[batch], family_codes, seeds[low:high], family_index[low:high], codes[low:high])
+        for row in range(low, high):
+            starts[row + 1] = starts[row] + lengths[batch]
+
+
+# The Mersenne Twister (MT19937) that torch's CPU generator runs: its seeding multiplier, the
+# twist's constant, its tempering masks.
+_MT_SEED_MULTIPLIER = np.uint64(1812433253)
+_MT_TWIST = np.uint64(0x9908B0DF)
+_MT_TEMPER_B = np.uint64(0x9D2C5680)
+_MT_TEMPER_C = np.uint64(0xEFC60000)
+
+
+@njit(cache=True)
+def torch_first_draws(torch_seeds, choice_range):
+    """What a torch CPU generator draws first after ``manual_seed(torch_seeds[b])``, for each
+    ``b``: ``torch.randint(0, choice_range, (1,))``, then the 64 bits of
+    ``random_(-2**63, 2**63 - 1)``, as ``(choices (K,) int64, seeds (K,) uint64)``.
+
+    torch seeds its MT19937 with the seed's low 32 bits and twists the whole state before the
+    first draw; the first three outputs need only the first 400 state words (output ``i``
+    twists words ``i``, ``i + 1`` and ``i + 397``).  randint below 2^32 takes one output modulo
+    the range; the 64-bit draw joins the next two (high, low), modulo ``2^64 - 1``, plus
+    ``-2^63``.  ~0.7 us per seed here, against ~3.5 us for torch's own seeding and draws (which
+    the tests compare it with).
+    """
+    count = torch_seeds.shape[0]
+    choices = np.empty(count, np.int64)
+    seeds = np.empty(count, np.uint64)
+    state = np.empty(400, np.uint64)
+    outputs = np.empty(3, np.uint64)
+    for b in range(count):
+        state[0] = torch_seeds[b] & _LOW_32_BITS
+        for j in range(1, 400):
+            previous = state[j - 1]
+            state[j] = (_MT_SEED_MULTIPLIER * (previous ^ (previous >> np.uint64(30))) + np.uint64(j)) & _LOW_32_BITS
+        for i in range(3):
+            mixed = (state[i] & np.uint64(0x80000000)) | (state[i + 1] & np.uint64(0x7FFFFFFF))
+            y = state[i + 397] ^ (mixed >> np.uint64(1))
+            if state[i + 1] & np.uint64(1):
+                y ^= _MT_TWIST
+            y ^= y >> np.uint64(11)
+            y ^= (y << np.uint64(7)) & _MT_TEMPER_B
+            y ^= (y << np.uint64(15)) & _MT_TEMPER_C
+            y ^= y >> np.uint64(18)
+            outputs[i] = y & _LOW_32_BITS
+        choices[b] = np.int64(outputs[0] % np.uint64(choice_range))
+        wide = (outputs[1] << np.uint64(32)) | outputs[2]
+        if wide == np.uint64(0xFFFFFFFFFFFFFFFF):  # modulo 2^64 - 1
+            wide = np.uint64(0)
+        seeds[b] = wide ^ np.uint64(0x8000000000000000)  # plus -2^63, modulo 2^64
+    return choices, seeds
 
 
 @njit(nogil=True, cache=True)
-def split_rows(codes, parts):
-    """``parts + 1`` row bounds that cut rows of family ``codes`` into contiguous chunks of about
-    equal :data:`ROW_COST` (rows come grouped by family, and families differ in cost)."""
+def split_rows(codes, starts, parts):
+    """``parts + 1`` row bounds that cut rows of family ``codes`` and entries ``starts`` (see
+    :func:`draw_rows`) into contiguous chunks of about equal cost: a row costs its
+    :data:`ROW_COST` times its length (rows come grouped by family, and families differ in cost)."""
+    rows = codes.shape[0]
     total = 0.0
-    for row in range(codes.shape[0]):
-        total += ROW_COST[codes[row]]
+    for row in range(rows):
+        total += ROW_COST[codes[row]] * (starts[row + 1] - starts[row])
     bounds = np.empty(parts + 1, np.int64)
     bounds[0] = 0
     part = 1
     running = 0.0
-    for row in range(codes.shape[0]):
-        running += ROW_COST[codes[row]]
+    for row in range(rows):
+        running += ROW_COST[codes[row]] * (starts[row + 1] - starts[row])
         while part < parts and running >= total * part / parts:
             bounds[part] = row + 1
             part += 1
-    bounds[part:] = codes.shape[0]
+    bounds[part:] = rows
     return bounds
 
 
 @njit(nogil=True, cache=True)
-def draw_keys(seeds, keys, index_bits):
-    """Fill ``keys`` ``(rows, n)`` (uint32 with ``index_bits=8``, or uint64 with 32) with each
-    row's random keys, shifted over their column: ``key << index_bits | column``."""
-    rows, n = keys.shape
+def draw_keys(seeds, starts, keys, index_bits):
+    """Fill each row's entries of the flat ``keys`` (uint32 with ``index_bits=8``, or uint64 with
+    32), ``keys[starts[r]:starts[r + 1]]`` for row ``r`` of ``seeds``, with its random keys
+    shifted over their column: ``key << index_bits | column``."""
     shift = np.uint64(index_bits)
     # Keys have 24 bits in a uint32 (8 for the column), 32 bits in a uint64: drop the rest.
     drop = np.uint64(32 - (keys.itemsize * 8 - index_bits))
-    pairs = n // 2
-    for row in range(rows):
+    for row in range(seeds.shape[0]):
         state = seeds[row]
+        row_keys = keys[starts[row] : starts[row + 1]]
+        n = row_keys.shape[0]
         # The k-th SplitMix64 output gives keys 2k and 2k + 1; it depends on the seed plus k + 1
         # increments only, so the loop vectorizes.
-        for k in range(pairs):
+        for k in range(n // 2):
             z = _mix(state + np.uint64(k + 1) * _GOLDEN)
-            keys[row, 2 * k] = (((z >> np.uint64(32)) >> drop) << shift) | np.uint64(2 * k)
-            keys[row, 2 * k + 1] = (((z & _LOW_32_BITS) >> drop) << shift) | np.uint64(2 * k + 1)
+            row_keys[2 * k] = (((z >> np.uint64(32)) >> drop) << shift) | np.uint64(2 * k)
+            row_keys[2 * k + 1] = (((z & _LOW_32_BITS) >> drop) << shift) | np.uint64(2 * k + 1)
         if n % 2:
-            z = _mix(state + np.uint64(pairs + 1) * _GOLDEN)
-            keys[row, n - 1] = (((z >> np.uint64(32)) >> drop) << shift) | np.uint64(n - 1)
+            z = _mix(state + np.uint64(n // 2 + 1) * _GOLDEN)
+            row_keys[n - 1] = (((z >> np.uint64(32)) >> drop) << shift) | np.uint64(n - 1)
 
 
 @njit(nogil=True, cache=True)
-def draw_batch(batch_seeds, family_codes, seeds, family_index, codes, keys, index_bits):
-    """:func:`draw_rows`, then :func:`draw_keys` for every row: one call where a batch is built on
-    one thread (each call from Python costs about half a microsecond)."""
-    draw_rows(batch_seeds, family_codes, seeds, family_index, codes)
-    draw_keys(seeds, keys, index_bits)
+def draw_batch(batch_seeds, lengths, family_codes, seeds, family_index, codes, starts, keys, index_bits):
+    """:func:`draw_rows`, then :func:`draw_keys` for every row: one call where the batches are
+    built on one thread (each call from Python costs about half a microsecond)."""
+    draw_rows(batch_seeds, lengths, family_codes, seeds, family_index, codes, starts)
+    draw_keys(seeds, starts, keys, index_bits)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def finish_rows(codes, seeds, sorted_keys, index_bits, affine_probability, values, ranks):
+def finish_rows(codes, seeds, starts, sorted_keys, index_bits, affine_probability, values, ranks):
     """Build each row's values from its sorted keys and write values and exact ranks by column.
 
     Args:
         codes: ``(rows,)`` int64 family codes.
         seeds: ``(rows,)`` uint64, the seeds :func:`draw_keys` used.
-        sorted_keys: ``(rows, n)`` the keys of :func:`draw_keys`, each row sorted ascending.
+        starts: ``(rows + 1,)`` int64: row ``r``'s entries are ``starts[r]:starts[r + 1]`` of
+            the flat arrays below (see :func:`draw_rows`).
+        sorted_keys: ``(entries,)`` the keys of :func:`draw_keys`, each row sorted ascending.
         index_bits: 8 (uint32 keys) or 32 (uint64 keys).
         affine_probability: chance that a row gets a random positive affine map.
-        values, ranks: ``(rows, n)`` float32 outputs: the scores and their descending normalized
-            ranks with ties averaged (the convention of ``sodeep.rank``).
+        values, ranks: ``(entries,)`` float32 outputs: the scores and their descending normalized
+            ranks with ties averaged (the convention of ``sodeep.rank``), row by row.
 
     Returns:
         The number of rows that were ranked by a sort of their values (rows whose float32 values
         failed the order check, or whose repeated bases were equal).
     """
-    rows, n = sorted_keys.shape
+    rows = codes.shape[0]
+    longest = 1
+    for row in range(rows):
+        longest = max(longest, starts[row + 1] - starts[row])
     shift = np.uint64(index_bits)
     column_mask = (np.uint64(1) << shift) - np.uint64(1)
     key_scale = 1.0 / float(2 ** (sorted_keys.itemsize * 8 - index_bits))
-    u = np.empty(n)  # uniform of each sorted key, ascending
-    columns = np.empty(n, np.int64)  # column of each sorted key
-    x = np.empty(n)  # values of the row before the affine map, ascending
-    where = np.empty(n, np.int64)  # column of each entry of x
-    first = np.empty(n + 2)  # the two parts of a row that is merged, at 1 .. count (see _merge)
-    first_where = np.empty(n + 2, np.int64)
-    second = np.empty(n + 2)
-    second_where = np.empty(n + 2, np.int64)
-    scores = np.empty(n, np.float32)  # x after the affine map and float32 rounding
-    sorted_rank = np.empty(n, np.float32)
-    group_start = np.empty(n, np.int64)
-    copies = np.empty(n, np.int64)
-    shown = np.empty(n, np.int64)
-    base_rank = np.empty(n, np.float32)
-    sort_keys = np.empty(n, np.uint64)
-    draws = np.empty(n)
-    outlier_draw = np.empty(n)
+    u = np.empty(longest)  # uniform of each sorted key, ascending
+    columns = np.empty(longest, np.int64)  # column of each sorted key
+    x = np.empty(longest)  # values of the row before the affine map, ascending
+    where = np.empty(longest, np.int64)  # column of each entry of x
+    first = np.empty(longest + 2)  # the two parts of a row that is merged, at 1 .. count (see _merge)
+    first_where = np.empty(longest + 2, np.int64)
+    second = np.empty(longest + 2)
+    second_where = np.empty(longest + 2, np.int64)
+    scores = np.empty(longest, np.float32)  # x after the affine map and float32 rounding
+    sorted_rank = np.empty(longest, np.float32)
+    group_start = np.empty(longest, np.int64)
+    copies = np.empty(longest, np.int64)
+    shown = np.empty(longest, np.int64)
+    base_rank = np.empty(longest, np.float32)
+    sort_keys = np.empty(longest, np.uint64)
+    draws = np.empty(longest)
+    outlier_draw = np.empty(longest)
     sorted_rows = 0
-    inverse = 1.0 / n
-    in_order_rank = np.empty(n, np.float32)  # the rank of the i-th smallest of n distinct values
-    for i in range(n):
-        in_order_rank[i] = np.float32((n - i) * inverse)
+    in_order_rank = np.empty(longest, np.float32)  # the rank of the i-th smallest of n distinct values
+    table_length = 0  # the n that in_order_rank holds
     for row in range(rows):
-        value_row = values[row]
-        rank_row = ranks[row]
+        key_row = sorted_keys[starts[row] : starts[row + 1]]
+        value_row = values[starts[row] : starts[row + 1]]
+        rank_row = ranks[starts[row] : starts[row + 1]]
+        n = key_row.shape[0]
+        if n != table_length:  # rows of a batch share their length: once per batch at most
+            inverse = 1.0 / n
+            for i in range(n):
+                in_order_rank[i] = np.float32((n - i) * inverse)
+            table_length = n
         code = codes[row]
         state = seeds[row] ^ _PARAMETER_STREAM
         for i in range(n):
-            key = np.uint64(sorted_keys[row, i])
+            key = np.uint64(key_row[i])
             u[i] = (np.float64(key >> shift) + 0.5) * key_scale
             columns[i] = np.int64(key & column_mask)
         state, draw = _uniform(state)

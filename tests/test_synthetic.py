@@ -78,6 +78,21 @@ def test_iterating_in_blocks_gives_each_index_its_own_batch(block_entries):
     assert {scores.shape[-1] for scores, _ in got} == {2, 7, 40}
 
 
+@pytest.mark.parametrize("choice_range", [1, 3, 255, 70_000])
+def test_torch_first_draws_are_torchs_own(choice_range):
+    # The stream reproduces, for a block of batches at once, what each batch's torch generator
+    # draws first; batch(k) asks torch itself.
+    rng = np.random.default_rng(choice_range)
+    torch_seeds = np.concatenate([rng.integers(0, 2**63 - 1, 300, dtype=np.uint64), np.arange(4, dtype=np.uint64)])
+    choices, seeds = kernels.torch_first_draws(torch_seeds, choice_range)
+    wide = torch.empty(1, dtype=torch.int64)
+    for torch_seed, choice, seed in zip(torch_seeds.tolist(), choices, seeds):
+        generator = make_generator(torch_seed)
+        assert int(torch.randint(0, choice_range, (1,), generator=generator)) == choice
+        wide.random_(-(2**63), 2**63 - 1, generator=generator)
+        assert wide.numpy().view(np.uint64)[0] == seed
+
+
 def test_stream_batches_the_caller_holds_survive_later_blocks():
     stream = SyntheticSequences(8, [30], seed=1)
     batches = iter(stream)
@@ -231,11 +246,14 @@ def test_families_are_drawn_uniformly_and_come_grouped():
 
 @pytest.mark.parametrize("parts", [1, 2, 3, 5])
 def test_thread_chunks_have_about_equal_cost(parts):
+    # A row costs its family's ROW_COST times its length: rows of several batches may differ in both.
     rng = np.random.default_rng(parts)
     codes = np.sort(rng.integers(0, len(FAMILIES), 500))
-    bounds = kernels.split_rows(codes, parts)
+    lengths = rng.integers(2, 300, 500)
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    bounds = kernels.split_rows(codes, starts, parts)
     assert bounds[0] == 0 and bounds[-1] == len(codes) and (np.diff(bounds) >= 0).all()
-    cost = kernels.ROW_COST[codes]
+    cost = kernels.ROW_COST[codes] * lengths
     chunk_costs = [cost[low:high].sum() for low, high in zip(bounds[:-1], bounds[1:])]
     assert max(chunk_costs) - min(chunk_costs) <= 2 * cost.max()
 

@@ -7,7 +7,8 @@ The original SoDeep pipeline builds one sequence per ``__getitem__`` and lets a 
 collate them into batches; both the bare items and the collated batches are timed.  sodeep is
 timed twice: as calls of ``generate_sequences``, one batch each, and as the ``SyntheticSequences``
 stream that pretraining iterates (the counterpart of the original's dataset), which builds the
-coming batches of one length in blocks.  The last
+coming batches in blocks.  The last row draws each batch's n from 2-256, as pretraining does
+(experiments/configs/pretrain.yaml), and the original's items their n likewise.  The last
 column is a floor no generator of ranked sequences beats by much: one ``torch.rand`` draw and one
 NumPy sort per element, nothing else.  A second table times, for one 4096x100 batch, what the
 issue's 100x target allows against the parts every generator of exact ranks pays for: a draw,
@@ -71,41 +72,50 @@ def main() -> None:
         "| floor: rand + sort (seq/s) |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
-    for length, batch in ((100, 64), (100, 256), (100, 4096), (256, 256), (256, 4096)):
-        loader = DataLoader(OriginalDataset(length, 2048), batch_size=min(batch, 2048))
+    pretraining_lengths = list(range(2, 257))  # experiments/configs/pretrain.yaml: n drawn per batch
+    cases = [([100], 64), ([100], 256), ([100], 4096), ([256], 256), ([256], 4096), (pretraining_lengths, 64)]
+    for lengths, batch in cases:
+        # Each call draws its n from `lengths` in a fixed order; the original's items likewise
+        # (its DataLoader collates one n only: not timed for a mixture).
+        order = np.random.default_rng(0).choice(lengths, 2048).tolist()
+        loader = (
+            DataLoader(OriginalDataset(lengths[0], 2048), batch_size=min(batch, 2048)) if len(lengths) == 1 else None
+        )
         gen = make_generator(0)
-        batches = iter(SyntheticSequences(batch, [length]))
+        batches = iter(SyntheticSequences(batch, lengths))
         repeats = max(5, 40_000 // batch)
 
         def calls() -> None:
-            for _ in range(repeats):  # each batch is consumed and dropped, as in training
-                generate_sequences(batch, length, gen)
+            for k in range(repeats):  # each batch is consumed and dropped, as in training
+                generate_sequences(batch, order[k], gen)
 
         def stream() -> None:
             for _ in itertools.islice(batches, repeats):
                 pass
 
         def floor() -> None:
-            for _ in range(repeats):
-                np.sort(torch.rand(batch, length, generator=gen).numpy(), axis=-1)
+            for k in range(repeats):
+                np.sort(torch.rand(batch, order[k], generator=gen).numpy(), axis=-1)
 
-        rates = best_sequences_per_second(
-            {
-                "items": (lambda: [original_item(length) for _ in range(2000)], 2000),
-                "collated": (lambda: [None for _ in loader], 2048),
-                "calls": (calls, repeats * batch),
-                "stream": (stream, repeats * batch),
-                "floor": (floor, repeats * batch),
-            }
-        )
-        items, collated, bound = rates["items"], rates["collated"], rates["floor"]
+        producers = {
+            "items": (lambda: [original_item(length) for length in order[:2000]], 2000),
+            "calls": (calls, repeats * batch),
+            "stream": (stream, repeats * batch),
+            "floor": (floor, repeats * batch),
+        }
+        if loader is not None:
+            producers["collated"] = (lambda: [None for _ in loader], 2048)
+        rates = best_sequences_per_second(producers)
+        items, bound = rates["items"], rates["floor"]
+        collated = f"{rates['collated']:,.0f}" if loader is not None else "n/a"
+        n = lengths[0] if len(lengths) == 1 else f"{lengths[0]}-{lengths[-1]}"
         print(
-            f"| {length} | {batch} | {items:,.0f} | {collated:,.0f} "
+            f"| {n} | {batch} | {items:,.0f} | {collated} "
             f"| {rates['calls']:,.0f} | {rates['calls'] / items:.0f}x "
             f"| {rates['stream']:,.0f} | {rates['stream'] / items:.0f}x "
             f"| {bound:,.0f} ({bound / items:.0f}x) |"
         )
-        if (length, batch) == (100, 4096):
+        if (lengths, batch) == ([100], 4096):
             budget_ms = 1e3 * batch / (100 * items)
     print_budget(4096, 100, budget_ms)
 
@@ -156,14 +166,18 @@ def print_budget(batch: int, length: int, budget_ms: float) -> None:
     # sodeep's generator by part, one thread, rows grouped by family as generate_sequences does.
     codes = np.sort(rng.integers(0, len(FAMILIES), batch)).astype(np.int64)
     seeds = rng.integers(0, 2**63, batch, dtype=np.uint64)
+    # The kernels take flat arrays, row r's entries at starts[r]:starts[r + 1].
+    starts = np.arange(batch + 1) * length
     keys = np.empty((batch, length), np.uint32)
-    outputs = (np.empty((batch, length), np.float32), np.empty((batch, length), np.float32))
-    synthetic_kernels.draw_keys(seeds, keys, 8)
-    sorted_keys = np.sort(keys, axis=-1)
-    parts["sodeep part 1: random keys packed with their column"] = lambda: synthetic_kernels.draw_keys(seeds, keys, 8)
+    outputs = (np.empty(batch * length, np.float32), np.empty(batch * length, np.float32))
+    synthetic_kernels.draw_keys(seeds, starts, keys.reshape(-1), 8)
+    sorted_keys = np.sort(keys, axis=-1).reshape(-1)
+    parts["sodeep part 1: random keys packed with their column"] = lambda: synthetic_kernels.draw_keys(
+        seeds, starts, keys.reshape(-1), 8
+    )
     parts["sodeep part 2: their sort (uint32)"] = lambda: np.sort(keys, axis=-1)
     parts["sodeep part 3: row walk to values and exact ranks"] = lambda: synthetic_kernels.finish_rows(
-        codes, seeds, sorted_keys, 8, 0.5, *outputs
+        codes, seeds, starts, sorted_keys, 8, 0.5, *outputs
     )
     with ThreadPoolExecutor(2) as pool:
         # Each thread draws and ranks half the batch; torch releases the GIL inside its kernels.
@@ -174,15 +188,17 @@ def print_budget(batch: int, length: int, budget_ms: float) -> None:
         for name, operation in parts.items():
             best, median = best_and_median_milliseconds(operation)
             print(f"| {name} | {best:.2f} | {median:.2f} |")
-    print_family_costs(seeds, keys, sorted_keys, outputs)
+    print_family_costs(seeds, starts, keys, sorted_keys, outputs)
 
 
-def print_family_costs(seeds: np.ndarray, keys: np.ndarray, sorted_keys: np.ndarray, outputs: tuple) -> None:
+def print_family_costs(
+    seeds: np.ndarray, starts: np.ndarray, keys: np.ndarray, sorted_keys: np.ndarray, outputs: tuple
+) -> None:
     """The row walk of each family alone, one thread, and each row's cost relative to a uniform
     row (keys and their sort included), next to the table the generator splits threads by."""
     batch, length = keys.shape
     common, _ = best_and_median_milliseconds(
-        lambda: (synthetic_kernels.draw_keys(seeds, keys, 8), keys.copy().sort(-1))
+        lambda: (synthetic_kernels.draw_keys(seeds, starts, keys.reshape(-1), 8), keys.copy().sort(-1))
     )
     print(
         f"\nRow walk by family, {batch}x{length} rows of one family, one thread (keys, a copy and its sort: {common:.2f} ms):"
@@ -193,7 +209,7 @@ def print_family_costs(seeds: np.ndarray, keys: np.ndarray, sorted_keys: np.ndar
     for code, name in enumerate(FAMILIES):
         codes = np.full(batch, code, np.int64)
         walks[name], _ = best_and_median_milliseconds(
-            lambda codes=codes: synthetic_kernels.finish_rows(codes, seeds, sorted_keys, 8, 0.5, *outputs)
+            lambda codes=codes: synthetic_kernels.finish_rows(codes, seeds, starts, sorted_keys, 8, 0.5, *outputs)
         )
     for code, name in enumerate(FAMILIES):
         relative = (walks[name] + common) / (walks["uniform"] + common)
