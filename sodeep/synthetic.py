@@ -340,15 +340,19 @@ class SyntheticSequences(IterableDataset):
     uniformly from ``lengths``.  With several DataLoader workers, worker ``w`` of ``W`` yields
     batches ``k = start_batch + w, w + W, ...`` (interleaved, so the stream is the same).
 
-    Speed: iterating builds the coming batches in blocks of at least :attr:`BLOCK_ENTRIES`
-    scores, whatever their lengths, in one call (split over threads like any large batch), and
-    yields them one by one, views of the block's memory.  Each batch is still exactly
-    :meth:`batch` of its index; a block only saves the cost of a call per batch.
+    Speed: iterating builds the coming batches in blocks of about :attr:`BLOCK_ENTRIES` scores
+    (at most :attr:`MAX_BLOCK_BATCHES` batches), whatever their lengths, in one call split over
+    threads like any large batch, and yields them one by one, views of the block's memory.  The
+    length and seed that each batch's torch generator draws come from one compiled call for the
+    block (:func:`sodeep.synthetic_kernels.torch_first_draws`).  Each batch is still exactly
+    :meth:`batch` of its index (tested); a block only saves the fixed costs of a call per batch.
     """
 
-    #: Scores built per block when iterating (a block ends with the batch that reaches it): about
-    #: 1 MiB of float32 per output, small enough for :class:`_RecycledMemory` to use again.
+    #: Scores per block when iterating, on average over the lengths: about 1 MiB of float32 per
+    #: output, small enough for :class:`_RecycledMemory` to use again.
     BLOCK_ENTRIES = 2**18
+    #: Batches per block at most (tiny batches: the first one waits for the whole block).
+    MAX_BLOCK_BATCHES = 256
 
     def __init__(
         self,
@@ -390,7 +394,7 @@ class SyntheticSequences(IterableDataset):
         info = torch.utils.data.get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         mean_length = sum(self.lengths) / len(self.lengths)
-        per_block = max(1, round(self.BLOCK_ENTRIES / (self.batch_size * mean_length)))
+        per_block = min(self.MAX_BLOCK_BATCHES, max(1, round(self.BLOCK_ENTRIES / (self.batch_size * mean_length))))
         lengths = np.array(self.lengths, np.int64)
         index = self.start_batch + worker
         while True:
@@ -416,7 +420,8 @@ class SyntheticSequences(IterableDataset):
                 self.family_codes, seeds[positions], group_lengths, size, self.affine_probability, (entries,)
             )
             if (group_lengths == group_lengths[0]).all():  # one length: rows of one 2-D tensor
-                parts = zip(values.view(-1, group_lengths[0]).split(size), ranks.view(-1, group_lengths[0]).split(size))
+                length = int(group_lengths[0])
+                parts = zip(values.view(-1, length).split(size), ranks.view(-1, length).split(size))
             else:
                 sizes = (size * group_lengths).tolist()
                 parts = (
