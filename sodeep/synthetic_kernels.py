@@ -15,9 +15,11 @@ the order it claims, and averages the ranks of equal float32 values (float round
 draws).  A row that fails the check is ranked by a sort of its values, in the same walk.
 
 Randomness: the caller draws one 64-bit seed per batch from its ``torch.Generator``;
-:func:`draw_rows` derives each row's seed and family from it (for one batch or several at once).  Each row then has two SplitMix64
-streams (Steele, Lea and Flood, OOPSLA 2014): one for the keys, one for the row's parameters and
-per-entry draws.  A row depends only on its seed, never on threads or batch layout.
+:func:`draw_rows` derives each row's seed and family from it (for one batch or several at once).
+Each row then has two SplitMix64 streams (Steele, Lea and Flood, OOPSLA 2014): one for the keys,
+one for the row's parameters and per-entry draws.  A row depends only on its seed, never on
+threads or batch layout.  Rows live in flat arrays, row ``r`` at ``starts[r]:starts[r + 1]``, so
+one call builds batches of several lengths.
 
 Keys: for n <= 256, a 24-bit key (the resolution of ``torch.rand`` in float32) packed over an 8-bit
 column into a uint32; above, a 32-bit key over a 32-bit column in a uint64.  Equal keys in a row
