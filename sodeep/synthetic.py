@@ -365,7 +365,8 @@ class SyntheticSequences(IterableDataset):
         start_batch: int = 0,
     ) -> None:
         super().__init__()
-        if not lengths or min(lengths) < 2:
+        whole = [isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in lengths]
+        if not lengths or not all(whole) or min(lengths) < 2:
             raise ValueError(f"lengths must be a non-empty list of ints >= 2, got {lengths}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")

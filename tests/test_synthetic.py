@@ -125,6 +125,9 @@ def test_rejects_unknown_family_and_bad_sizes():
         generate_sequences(0, 5, make_generator(0))
     with pytest.raises(ValueError, match="batch_size"):
         SyntheticSequences(0, [5])
+    for lengths in ([], [1, 5], [2.5, 4], ["5"], [True, 3]):  # a float length is not truncated
+        with pytest.raises(ValueError, match="lengths"):
+            SyntheticSequences(2, lengths)
     with pytest.raises(ValueError, match="families"):  # at construction, not at the first batch
         SyntheticSequences(2, [5], families=["zipf"])
     with pytest.raises(ValueError, match="affine_probability"):
