@@ -68,14 +68,14 @@ def test_iterable_dataset_resumes_the_same_stream():
 def test_iterating_in_blocks_gives_each_index_its_own_batch(block_entries):
     # Iteration builds blocks of batches, the batches of one length in one call; every batch must
     # still be exactly batch(k), whatever the block holds: one batch, a few, several lengths.
-    stream = SyntheticSequences(3, [2, 7, 7, 40], seed=5, start_batch=2)
+    stream = SyntheticSequences(3, [2, 7, 7, 40, 300], seed=5, start_batch=2)  # 300: wide keys
     stream.BLOCK_ENTRIES = block_entries
     got = list(itertools.islice(iter(stream), 40))
     for index, (scores, ranks) in enumerate(got, start=2):
         expected_scores, expected_ranks = stream.batch(index)
         assert torch.equal(scores, expected_scores) and torch.equal(ranks, expected_ranks)
         assert scores.is_contiguous() and ranks.is_contiguous()
-    assert {scores.shape[-1] for scores, _ in got} == {2, 7, 40}
+    assert {scores.shape[-1] for scores, _ in got} == {2, 7, 40, 300}
 
 
 @pytest.mark.parametrize("choice_range", [1, 3, 255, 70_000])
