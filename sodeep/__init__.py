@@ -1,6 +1,7 @@
 """sodeep: learned and exact differentiable sorters, and the rank-based losses built on them.
 
-Importing sodeep parses nothing, downloads nothing and starts no logger.
+Importing sodeep costs torch and numpy: it parses nothing, downloads nothing, starts no logger,
+and loads neither Lightning, W&B nor the brain-age application (:mod:`sodeep.brainage`).
 """
 
 from sodeep.checkpoints import load_sorter, save_sorter
@@ -8,9 +9,11 @@ from sodeep.losses import SpearmanLoss
 from sodeep.ranks import DEFAULT_RANK_CONVENTION, rank
 from sodeep.sorters import (
     ConvSorter,
+    NeuralSortSorter,
     OriginalCNNSorter,
     OriginalLSTMLargeSorter,
     PairwiseSigmoidSorter,
+    SoftSortSorter,
     Sorter,
     build_sorter,
 )
@@ -22,9 +25,11 @@ __all__ = [
     "DEFAULT_RANK_CONVENTION",
     "FAMILIES",
     "ConvSorter",
+    "NeuralSortSorter",
     "OriginalCNNSorter",
     "OriginalLSTMLargeSorter",
     "PairwiseSigmoidSorter",
+    "SoftSortSorter",
     "Sorter",
     "SpearmanLoss",
     "SyntheticSequences",

@@ -10,41 +10,29 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import pickle
+import zipfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from sodeep.files import atomic_torch_save
 from sodeep.sorters import SORTERS, OriginalCNNSorter, OriginalLSTMLargeSorter, Sorter, build_sorter
 
 CHECKPOINT_FORMAT = "sodeep-sorter"
 CHECKPOINT_VERSION = 1
+#: First byte of a pickle of protocol 2 or later (torch's legacy, non-zip file format).
+PICKLE_PROTOCOL_MARK = b"\x80"
 DEFAULT_SORTER_FILE = "conv_sorter.pt"
-#: The previous default, two hidden layers: a little more faithful, 10-25% slower (model card).
+#: The same design with two hidden layers: a little more faithful, slower (model card).
 #: ``load_sorter(default_sorter_path(DEPTH2_SORTER_FILE))``.
 DEPTH2_SORTER_FILE = "conv_sorter_depth2.pt"
 
 
 class CheckpointError(ValueError):
     """A file is not a usable sodeep sorter checkpoint (wrong kind, corrupt or mismatched)."""
-
-
-def atomic_torch_save(payload: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(payload, stream)
-        os.chmod(temporary, 0o644)  # mkstemp creates 0600; checkpoints are meant to be shared
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def sorter_payload(sorter: Sorter, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -106,6 +94,30 @@ def default_sorter_path(file_name: str = DEFAULT_SORTER_FILE) -> Path:
         return Path(__file__).resolve().parent.parent / "pretrained" / file_name
 
 
+def read_weights_only(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``, with a :class:`CheckpointError` that says what is
+    wrong with a file that cannot be read: empty, truncated or not a torch file, or a pickle of
+    Python objects that a weights-only load refuses to build."""
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes): not a checkpoint")
+    with open(path, "rb") as stream:
+        pickled = stream.read(1) == PICKLE_PROTOCOL_MARK  # the legacy torch format: a bare pickle
+    if not zipfile.is_zipfile(path) and not pickled:
+        raise CheckpointError(f"{path} is not a torch checkpoint (truncated, corrupt or another kind of file)")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"{path} holds pickled Python objects, not plain weights, so it is not a sodeep checkpoint; "
+            "an original SoDeep/TSAN .pth.tar from a source you trust can be imported with "
+            "sodeep.checkpoints.import_original_checkpoint(path, trust_pickle=True)"
+        ) from error
+    except Exception as error:  # a damaged archive: torch raises RuntimeError, EOFError, KeyError...
+        raise CheckpointError(
+            f"{path} is not a readable torch checkpoint (truncated or corrupt: {type(error).__name__})"
+        ) from error
+
+
 def load_sorter(path: str | os.PathLike | None = None, map_location: str | torch.device = "cpu") -> Sorter:
     """Load a sorter checkpoint; ``path=None`` loads the shipped default, offline.
 
@@ -120,14 +132,7 @@ def load_sorter(path: str | os.PathLike | None = None, map_location: str | torch
     path = Path(path) if path is not None else default_sorter_path()
     if not path.is_file():
         raise CheckpointError(f"no sorter checkpoint at {path}")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # corrupt zip, truncated file, or a pickle of arbitrary objects
-        raise CheckpointError(
-            f"{path} could not be read as a weights-only torch checkpoint ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}). If it is an original SoDeep/TSAN "
-            ".pth.tar, use import_original_checkpoint(path, trust_pickle=True)."
-        ) from error
+    payload = read_weights_only(path, map_location)
     return sorter_from_payload(payload, source=str(path))
 
 

@@ -12,7 +12,7 @@ from sodeep.metrics import mean_absolute_rank_error, rowwise_spearman
 from sodeep.sorters import Sorter
 from sodeep.synthetic import FAMILIES, generate_sequences, make_generator
 
-#: Lengths of the held-out fidelity table (the issue's targets are stated at these n).
+#: Lengths of the held-out fidelity table.
 EVALUATION_LENGTHS = (2, 3, 5, 8, 16, 32, 64, 100, 128, 256)
 #: Held-out data come from seeds far from any training seed.
 HELD_OUT_SEED = 2_000_000_000

@@ -1,68 +1,197 @@
 """Synthetic score sequences and their exact ranks, for pretraining and evaluating sorters.
 
-The families extend those of the original SoDeep generator (uniform, normal, linear ranges,
-shuffled ranges, concatenated mixtures) with what real scores look like: ties and repeated values,
-heavy tails, skew, outliers, sorted input and near-constant rows (:data:`FAMILIES`).  Each row
-also gets, with probability ``affine_probability``, a random positive scale log-uniform in
-[1e-4, 1e4] and a shift of up to 10 times the scale, so a sorter meets ages in years, logits and
-tiny scores alike.
+The families extend those of the original SoDeep generator (Engilberge et al., CVPR 2019: uniform,
+normal, linear ranges, shuffled ranges, concatenated mixtures) with what real scores look like:
+ties and repeated values, heavy tails, skew, outliers, sorted input and near-constant rows
+(:data:`FAMILIES`).  Each row also gets, with probability ``affine_probability``, a random positive
+scale log-uniform in [1e-4, 1e4] and a shift of up to 10 times the scale, so a sorter meets ages in
+years, logits and tiny scores alike.
 
-Speed: the exact ranks of a row come from how it is built (see :mod:`sodeep.synthetic_kernels`):
-one vectorized NumPy sort of random integer keys for the whole batch, then one compiled walk
-along each row.  No float values are sorted, except in the rare rows whose float32 values fail
-the walk's order check, which it sorts itself.  Large batches split their rows over the threads
-torch may use, and the memory of outputs the caller has dropped is used again.
+Each family is a few vectorized torch operations on a ``(rows, n)`` block of float32, the dtype of
+the scores returned, drawn from one explicit ``torch.Generator``.  The finished scores are ranked by
+:func:`sodeep.rank`, so the ranks are exact for the values returned, ties made by float rounding
+included.
 """
 
 from __future__ import annotations
 
-import functools
-import math
-import os
-import sys
-import threading
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from numbers import Integral
 
-import numpy as np
 import torch
-from torch.utils.data import IterableDataset
+from torch.utils.data import IterableDataset, get_worker_info
 
-from sodeep import synthetic_kernels as kernels
+from sodeep.ranks import rank
 
-#: Name -> what a row of the family looks like.  Every row is built by
-#: :mod:`sodeep.synthetic_kernels` so that its exact ranks come from its construction.
-FAMILIES: dict[str, str] = {
-    "uniform": "U(-1, 1)",
-    "normal": "N(0, 1)",
-    "linear": "SoDeep's arange(a, b, (b - a) / n), a, b ~ U(0, 1), in order",
-    "shuffled_linear": "the linear range, shuffled",
-    "uniform+normal": "a U(-1, 1) prefix of random length 1..n, then N(0, 1)",
-    "shuffled_linear+uniform": "a shuffled linear range of random length k in 1..n, then U(-1, 1)",
-    "ties": "integers floor(U * L), L from 2 to n/2 + 2 levels: ratings, votes",
-    "repeated": "N(0, 1) where a random fraction (up to half) of entries copy another entry",
-    "cauchy": "standard Cauchy",
-    "student_t": "Student-t with 1 to 5 degrees of freedom per row",
-    "lognormal": "exp(sigma * N(0, 1)), sigma ~ U(0.25, 2)",
-    "outliers": "N(0, 1) where about 5% of entries are multiplied by 10 to 1000",
-    "sorted": "N(0, 1), sorted ascending",
-    "reverse_sorted": "N(0, 1), sorted descending",
-    "near_constant": "c + 1e-3 N(0, 1), c ~ U(1, 2): float32 keeps about 4 digits of the noise",
+# Random positive scales are log-uniform over +-SCALE_DECADES decades; shifts are at most
+# MAX_RELATIVE_SHIFT times the scale (a shift of 1e4 on values of 1e-4 would fall below float32
+# resolution: ties made by the representation, not by the data).
+SCALE_DECADES = 4.0
+MAX_RELATIVE_SHIFT = 10.0
+# Share of entries of the "outliers" family multiplied by 10 to 1000.
+OUTLIER_FRACTION = 0.05
+# Level of the "near_constant" rows' noise relative to their constant (in [1, 2)).
+NEAR_CONSTANT_NOISE = 1e-3
+# Scores are clipped to this magnitude: a heavy-tailed draw (Student-t with one degree of freedom
+# over a near-zero denominator) times the largest scale may overflow float32, and scores stay finite.
+MAX_MAGNITUDE = 1e30
+
+
+def _uniform01(generator: torch.Generator, *shape: int) -> torch.Tensor:
+    return torch.rand(shape, dtype=torch.float32, generator=generator, device=generator.device)
+
+
+def _standard_normal(generator: torch.Generator, *shape: int) -> torch.Tensor:
+    return torch.randn(shape, dtype=torch.float32, generator=generator, device=generator.device)
+
+
+def _integers(generator: torch.Generator, low: int, high: int, *shape: int) -> torch.Tensor:
+    """Uniform integers in ``[low, high)``."""
+    return torch.randint(low, high, shape, generator=generator, device=generator.device)
+
+
+def _columns(n: int, generator: torch.Generator) -> torch.Tensor:
+    """``(n,)`` float32 column indices ``0 .. n - 1``."""
+    return torch.arange(n, dtype=torch.float32, device=generator.device)
+
+
+def _uniform(rows: int, n: int, generator: torch.Generator) -> torch.Tensor:
+    return 2.0 * _uniform01(generator, rows, n) - 1.0
+
+
+def _normal(rows: int, n: int, generator: torch.Generator) -> torch.Tensor:
+    return _standard_normal(generator, rows, n)
+
+
+def _linear(rows: int, n: int, generator: torch.Generator) -> torch.Tensor:
+    start, stop = _uniform01(generator, rows, 1), _uniform01(generator, rows, 1)
+    return start + (stop - start) / n * _columns(n, generator)  # SoDeep's arange(a, b, (b - a) / n)
+
+
+def _shuffled_linear(rows: int, n: int, generator: torch.Generator) -> torch.Tensor:
+    linear = _linear(rows, n, generator)
+    return linear.gather(-1, _uniform01(generator, rows, n).argsort(-1))  # a uniform random permutation
+
+
+def _uniform_normal(rows: int, n: int, generator: torch.Generator) -> torch.Tensor:
+    in_prefix = _columns(n, generator) < _integers(generator, 1, n + 1, rows, 1)
+    return torch.where(in_prefix, _uniform(rows, n, generator), _normal(rows, n, generator))
+
+
+def _shuffled_linear_uniform(rows: int, n: int, generator: torch.Generator) -> torch.Tensor:
+    prefix = _integers(generator, 1, n + 1, rows, 1)
+    in_prefix = _columns(n, generator) < prefix
+    start, stop = _uniform01(generator, rows, 1), _uniform01(generator, rows, 1)
+    linear = start + (stop - start) / prefix * _columns(n, generator)  # valid in the first `prefix` columns
+    # Random keys, those after the prefix above every prefix key: the prefix column with the i-th
+    # smallest key takes the i-th value of the range, a uniform random shuffle of the prefix.
+    keys = torch.where(in_prefix, _uniform01(generator, rows, n), 2.0)
+    shuffled = torch.empty_like(linear).scatter_(-1, keys.argsort(-1), linear)
+    return torch.where(in_prefix, shuffled, _uniform(rows, n, generator))
+
+
+def _ties(rows: int, n: int, generator: torch.Generator) -> torch.Tensor:
+    levels = _integers(generator, 2, n // 2 + 3, rows, 1)
+    return torch.floor(_uniform01(generator, rows, n) * levels)
+
+
+def _repeated(rows: int, n: int, generator: torch.Generator) -> torch.Tensor:
+    base = _normal(rows, n, generator)
+    copied = _uniform01(generator, rows, n) < 0.5 * _uniform01(generator, rows, 1)
+    copy_of = base.gather(-1, _integers(generator, 0, n, rows, n))
+    return torch.where(copied, copy_of, base)
+
+
+def _cauchy(rows: int, n: int, generator: torch.Generator) -> torch.Tensor:
+    return torch.empty(rows, n, dtype=torch.float32, device=generator.device).cauchy_(generator=generator)
+
+
+def _student_t(rows: int, n: int, generator: torch.Generator) -> torch.Tensor:
+    # t = Z / sqrt(chi2_d / d), chi2_d a sum of d squared normals: the first d of 5 per entry.
+    dof = _integers(generator, 1, 6, rows, 1)
+    squares = _standard_normal(generator, rows, n, 5).square()
+    chi2 = (squares * (torch.arange(5, device=generator.device) < dof[..., None])).sum(-1)
+    return _normal(rows, n, generator) / torch.sqrt(chi2 / dof)
+
+
+def _lognormal(rows: int, n: int, generator: torch.Generator) -> torch.Tensor:
+    sigma = 0.25 + 1.75 * _uniform01(generator, rows, 1)
+    return torch.exp(sigma * _normal(rows, n, generator))
+
+
+def _outliers(rows: int, n: int, generator: torch.Generator) -> torch.Tensor:
+    is_outlier = _uniform01(generator, rows, n) < OUTLIER_FRACTION
+    factor = 10.0 ** (1.0 + 2.0 * _uniform01(generator, rows, n))
+    return _normal(rows, n, generator) * torch.where(is_outlier, factor, 1.0)
+
+
+def _sorted(rows: int, n: int, generator: torch.Generator) -> torch.Tensor:
+    return _normal(rows, n, generator).sort(-1).values
+
+
+def _reverse_sorted(rows: int, n: int, generator: torch.Generator) -> torch.Tensor:
+    return _normal(rows, n, generator).sort(-1, descending=True).values
+
+
+def _near_constant(rows: int, n: int, generator: torch.Generator) -> torch.Tensor:
+    level = 1.0 + _uniform01(generator, rows, 1)
+    return level + NEAR_CONSTANT_NOISE * _normal(rows, n, generator)
+
+
+# Name -> (description, sampler): a sampler maps (rows, n, generator) to (rows, n) float32 values.
+_FAMILY_TABLE: dict[str, tuple[str, Callable[[int, int, torch.Generator], torch.Tensor]]] = {
+    "uniform": ("U(-1, 1)", _uniform),
+    "normal": ("N(0, 1)", _normal),
+    "linear": ("SoDeep's arange(a, b, (b - a) / n), a, b ~ U(0, 1), in order", _linear),
+    "shuffled_linear": ("the linear range, shuffled", _shuffled_linear),
+    "uniform+normal": ("a U(-1, 1) prefix of random length 1..n, then N(0, 1)", _uniform_normal),
+    "shuffled_linear+uniform": (
+        "a shuffled linear range of random length k in 1..n, then U(-1, 1)",
+        _shuffled_linear_uniform,
+    ),
+    "ties": ("integers floor(U * L), L from 2 to n/2 + 2 levels: ratings, votes", _ties),
+    "repeated": ("N(0, 1) where a random fraction (up to half) of entries copy another entry", _repeated),
+    "cauchy": ("standard Cauchy", _cauchy),
+    "student_t": ("Student-t with 1 to 5 degrees of freedom per row", _student_t),
+    "lognormal": ("exp(sigma * N(0, 1)), sigma ~ U(0.25, 2)", _lognormal),
+    "outliers": ("N(0, 1) where about 5% of entries are multiplied by 10 to 1000", _outliers),
+    "sorted": ("N(0, 1), sorted ascending", _sorted),
+    "reverse_sorted": ("N(0, 1), sorted descending", _reverse_sorted),
+    "near_constant": ("c + 1e-3 N(0, 1), c ~ U(1, 2): float32 keeps about 4 digits of the noise", _near_constant),
 }
-_FAMILY_CODES = {name: code for code, name in enumerate(FAMILIES)}
-assert len(FAMILIES) == kernels.FAMILY_COUNT and _FAMILY_CODES["near_constant"] == kernels.NEAR_CONSTANT
 
-# Batches with fewer entries than this are built on the calling thread alone: handing half of
-# the rows to another thread costs more than it saves (measured here: 512x100 took 283 us on
-# one thread and 316 us on two; 256x256, 320 and 279 us; 4096x100, 2.1 and 1.3 ms).
-PARALLEL_MIN_ENTRIES = 65_536
+#: Name -> what a row of the family looks like.
+FAMILIES: dict[str, str] = {name: description for name, (description, _) in _FAMILY_TABLE.items()}
 
 
 def make_generator(seed: int) -> torch.Generator:
     """A CPU ``torch.Generator`` seeded with ``seed``."""
-    gen = torch.Generator()
-    gen.manual_seed(int(seed))
-    return gen
+    generator = torch.Generator()
+    generator.manual_seed(int(seed))
+    return generator
+
+
+def _checked_families(families: Sequence[str] | None) -> list[str]:
+    names = list(FAMILIES) if families is None else list(families)
+    if not names or not all(isinstance(name, str) and name in FAMILIES for name in names):
+        raise ValueError(f"families must be a non-empty subset of {list(FAMILIES)}, got {names}")
+    return names
+
+
+def _check_affine_probability(affine_probability: float) -> None:
+    if not 0.0 <= affine_probability <= 1.0:
+        raise ValueError(f"affine_probability must be in [0, 1], got {affine_probability}")
+
+
+def _random_affine(values: torch.Tensor, probability: float, generator: torch.Generator) -> torch.Tensor:
+    """``values`` ``(B, n)`` with, per row and with ``probability``, ``scale * x + shift``: scale
+    log-uniform over +-:data:`SCALE_DECADES` decades, shift uniform within +-:data:`MAX_RELATIVE_SHIFT`
+    times the scale."""
+    rows = values.shape[0]
+    applies = _uniform01(generator, rows, 1) < probability
+    scale = 10.0 ** (SCALE_DECADES * (2.0 * _uniform01(generator, rows, 1) - 1.0))
+    shift = MAX_RELATIVE_SHIFT * scale * (2.0 * _uniform01(generator, rows, 1) - 1.0)
+    return torch.where(applies, values * scale + shift, values)
 
 
 def generate_sequences(
@@ -82,20 +211,24 @@ def generate_sequences(
     Args:
         batch_size: ``B >= 1``.
         length: ``n >= 1``.
-        generator: the only source of randomness, a CPU ``torch.Generator`` or an int seed; the
-            same seed gives the same batch (``None``, i.e. torch's global generator, is refused).
+        generator: the only source of randomness, a ``torch.Generator`` (outputs live on its
+            device) or an int seed for :func:`make_generator`; the same seed gives the same batch
+            (``None``, i.e. torch's global generator, is refused).
         families: names from :data:`FAMILIES`.
         affine_probability: chance of a random positive affine transform per row.
 
     Returns:
-        ``(scores, ranks, family_index)`` with shapes ``(B, n)``, ``(B, n)``, ``(B,)``; ranks in
-        the convention of :func:`sodeep.rank` (descending, average ties, normalized by n);
-        ``family_index`` indexes ``families`` and is sorted: rows come grouped by family.
+        ``(scores, ranks, family_index)``: float32 ``(B, n)``, float32 ``(B, n)`` and int64
+        ``(B,)``.  ``ranks`` are :func:`sodeep.rank` of ``scores`` (descending, ties averaged,
+        normalized by n).  ``family_index`` indexes ``families`` and is sorted: rows come grouped
+        by family.
 
     Example:
         >>> scores, ranks, family = generate_sequences(4, 10, make_generator(0))
         >>> scores.shape, ranks.shape, family.shape
         (torch.Size([4, 10]), torch.Size([4, 10]), torch.Size([4]))
+        >>> bool((ranks == rank(scores)).all())
+        True
     """
     if isinstance(generator, int) and not isinstance(generator, bool):
         generator = make_generator(generator)
@@ -104,255 +237,35 @@ def generate_sequences(
             f"generator must be a torch.Generator or an int seed, got {type(generator).__name__} "
             "(no hidden global randomness: the same seed must give the same batch)"
         )
-    family_codes = _checked_family_codes(families, affine_probability)
+    names = _checked_families(families)
+    _check_affine_probability(affine_probability)
     if batch_size < 1 or length < 1:
         raise ValueError(f"batch_size and length must be >= 1, got {batch_size} and {length}")
-    batch_seeds = _recycled.draw_seed(generator)
-    values, ranks, family_index = _build_batches(
-        family_codes, batch_seeds, _one_length(length), batch_size, affine_probability, (batch_size, length)
-    )
-    return values, ranks, torch.from_numpy(family_index)
 
-
-def _checked_family_codes(families: Sequence[str] | None, affine_probability: float) -> np.ndarray:
-    """The kernels' codes of ``families`` after checking them and ``affine_probability``."""
-    try:
-        family_codes = _family_codes(None if families is None else tuple(families))
-    except TypeError:  # an unhashable entry: not a family name
-        raise ValueError(f"families must be a non-empty subset of {list(FAMILIES)}, got {families}") from None
-    if not 0.0 <= affine_probability <= 1.0:
-        raise ValueError(f"affine_probability must be in [0, 1], got {affine_probability}")
-    return family_codes
-
-
-@functools.lru_cache(maxsize=1024)
-def _one_length(length: int) -> np.ndarray:
-    """``np.array([length])``, made once per length (shared: never written to)."""
-    return np.array([length], np.int64)
-
-
-@functools.lru_cache(maxsize=256)
-def _family_codes(families: tuple[str, ...] | None) -> np.ndarray:
-    """The codes ``(len(families),)`` int64 of the kernels' families, checked once per tuple."""
-    names = list(FAMILIES) if families is None else list(families)
-    unknown = [name for name in names if name not in FAMILIES]
-    if unknown or not names:
-        raise ValueError(f"families must be a non-empty subset of {list(FAMILIES)}, got {names}")
-    return np.array([_FAMILY_CODES[name] for name in names], np.int64)
-
-
-_helpers: tuple[int, int, ThreadPoolExecutor] | None = None
-
-
-def _helper_threads(count: int) -> ThreadPoolExecutor:
-    """A pool of ``count`` threads kept between calls (starting a thread costs ~0.3 ms here), made
-    anew in a forked process (a DataLoader worker), where the parent's threads do not exist."""
-    global _helpers
-    if _helpers is None or _helpers[:2] != (os.getpid(), count):
-        if _helpers is not None and _helpers[0] == os.getpid():
-            _helpers[2].shutdown(wait=False)  # torch's thread count changed: let the old threads go
-        _helpers = (os.getpid(), count, ThreadPoolExecutor(count, thread_name_prefix="sodeep-synthetic"))
-    return _helpers[2]
-
-
-class _RecycledMemory(threading.local):
-    """Memory for the generator's arrays that is used again from call to call, one set per thread.
-
-    Fresh memory for a batch costs more than building it here: glibc maps large blocks anew (or
-    returns a freed heap top to the system), and each 4 KiB page then faults on first write
-    (measured: 768 faults and ~1.1 ms per 4096x100 batch, when building it takes ~1.4 ms).  So
-    the keys, seeds and codes live in one scratch buffer each per thread, and ``scores``/``ranks``
-    are arrays that are handed out again once the tensors made from them (and every view of
-    those) are gone: ``torch.from_numpy`` holds the array it was given until its storage dies, so
-    an array that only this pool refers to is free.
-    """
-
-    # At most this many output buffers per thread (three batches: a training loop that prefetches
-    # holds two), of at most this many entries each (bigger arrays are allocated as usual, like
-    # any array when the caller holds every buffer): 24 MiB of float32 per thread at most.
-    MAX_BUFFERS = 6
-    MAX_ENTRIES = 2**20
-
-    @staticmethod
-    def _references(arrays: list[np.ndarray], k: int) -> int:
-        """The reference count of ``arrays[k]``, as :meth:`output` sees it."""
-        return sys.getrefcount(arrays[k])
-
-    def __init__(self) -> None:
-        self.scratch: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self.buffers: list[np.ndarray] = []  # the memory of each output slot
-        self.arrays: list[np.ndarray] = []  # the array of each slot last handed out, a view of its buffer
-        self.flat_arrays: list[np.ndarray] = []  # the same memory, flat (a view of the buffer, not of the array)
-        # The batch's seed is drawn into this tensor, in place, and read through a NumPy view of it.
-        self.seed = torch.empty(1, dtype=torch.int64)
-        self.seed_bits = self.seed.numpy().view(np.uint64)
-
-    def draw_seed(self, generator: torch.Generator) -> np.ndarray:
-        """64 random bits from ``generator`` as a ``(1,)`` uint64 array, valid until the next draw
-        on this thread: the draw of ``torch.randint(-2**63, 2**63 - 1, (1,))``, made in place
-        (~1 us, half of what ``randint`` and reading its result cost)."""
-        self.seed.random_(-(2**63), 2**63 - 1, generator=generator)
-        return self.seed_bits
-
-    def scratch_array(self, name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
-        """A scratch array of ``shape``, valid until the next call from this thread for ``name``."""
-        buffer, view = self.scratch.get(name, (None, None))
-        if view is not None and view.shape == shape and view.dtype == dtype:
-            return view  # the common case, a batch of the same shape as the last one
-        entries = math.prod(shape)
-        if buffer is None or buffer.size < entries or buffer.dtype != dtype:
-            buffer = np.empty(entries, dtype)
-        view = buffer[:entries].reshape(shape)
-        self.scratch[name] = (buffer, view)
-        return view
-
-    def output(self, shape: tuple[int, ...], entries: int) -> tuple[torch.Tensor, np.ndarray]:
-        """An uninitialized float32 tensor of ``shape`` (``entries`` in all) on memory no live
-        tensor uses, and a flat view of its array."""
-        slot = self._free_slot(shape, entries) if entries <= self.MAX_ENTRIES else -1
-        if slot < 0:  # too big for the pool, or the caller holds every buffer
-            tensor = torch.empty(shape)
-            return tensor, tensor.numpy().reshape(-1)
-        arrays, buffers = self.arrays, self.buffers
-        array = arrays[slot]
-        if array.shape != shape:
-            if buffers[slot].size < entries:
-                buffers[slot] = np.empty(entries, np.float32)
-            self.flat_arrays[slot] = buffers[slot][:entries]
-            array = arrays[slot] = self.flat_arrays[slot].reshape(shape)
-        return torch.from_numpy(array), self.flat_arrays[slot]
-
-    def _free_slot(self, shape: tuple[int, ...], entries: int) -> int:
-        """A slot no tensor refers to, preferably one big enough (a new one while there are fewer
-        than MAX_BUFFERS), or -1."""
-        arrays, buffers = self.arrays, self.buffers
-        slot = -1
-        for k in range(len(arrays)):
-            if self._references(arrays, k) == self.UNREFERENCED:
-                if arrays[k].shape == shape or buffers[k].size >= entries:
-                    return k
-                if slot < 0:
-                    slot = k  # free but small: grown by output() unless a big enough one is free
-        if slot < 0 and len(buffers) < self.MAX_BUFFERS:
-            slot = len(buffers)
-            buffers.append(np.empty(entries, np.float32))
-            self.flat_arrays.append(buffers[slot])
-            arrays.append(buffers[slot].reshape(shape))
-        return slot
-
-
-# What _references reports for an array that only the pool's list holds.  Measured, not assumed:
-# how many references getrefcount's own call adds depends on the Python version.
-_RecycledMemory.UNREFERENCED = _RecycledMemory._references([np.empty(0)], 0)
-_recycled = _RecycledMemory()
-
-
-def _build_batches(
-    family_codes: np.ndarray,
-    batch_seeds: np.ndarray,
-    lengths: np.ndarray,
-    batch_size: int,
-    affine_probability: float,
-    shape: tuple[int, ...],
-) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """Batches of :func:`generate_sequences`, one after the other: batch ``b`` has ``batch_size``
-    rows of ``lengths[b]`` entries and comes from its 64-bit seed ``batch_seeds[b]`` alone.  The
-    lengths must be all <= 256 or all > 256 (one key width); the other checks are the caller's.
-
-    Returns:
-        ``(values, ranks, family_index)``: float32 tensors of ``shape``, ``(batch_size,
-        length)`` for one batch, else ``(entries,)``, their rows one after the other; and the
-        ``(rows,)`` int64 family indices.
-    """
-    memory = _recycled
-    # Each row gets its own seed from its batch's seed, and a batch's rows come family by family
-    # (its family_index is sorted).  Nothing here runs torch kernels: they would wake torch's
-    # OpenMP threads, which then spin for milliseconds on the cores the row-building threads need
-    # (measured: 1.6 ms per 4096x100 batch became 3 ms).
-    rows = len(batch_seeds) * batch_size
-    seeds = memory.scratch_array("seeds", (rows,), np.uint64)
-    codes = memory.scratch_array("codes", (rows,), np.int64)
-    family_index = np.empty(rows, np.int64)
-    starts = memory.scratch_array("starts", (rows + 1,), np.int64)  # where each row begins in the flat arrays below
-    entries = math.prod(shape)
-    # A key and its column share one integer: 24 + 8 bits while columns fit in 8 bits.
-    key_type, index_bits = (np.uint32, 8) if lengths[0] <= 256 else (np.uint64, 32)
-    keys = memory.scratch_array("keys", (entries,), key_type)
-    values, values_array = memory.output(shape, entries)
-    ranks, ranks_array = memory.output(shape, entries)
-    workers = min(torch.get_num_threads(), rows) if entries >= PARALLEL_MIN_ENTRIES else 1
-    if workers == 1:  # most calls: two compiled calls and a sort per batch, nothing else
-        kernels.draw_batch(batch_seeds, lengths, family_codes, seeds, family_index, codes, starts, keys, index_bits)
-        _sort_rows(keys, starts, lengths, batch_size, 0, rows)
-        kernels.finish_rows(codes, seeds, starts, keys, index_bits, affine_probability, values_array, ranks_array)
-        return values, ranks, family_index
-
-    kernels.draw_rows(batch_seeds, lengths, family_codes, seeds, family_index, codes, starts)
-
-    def build(low: int, high: int) -> None:
-        chunk = slice(low, high)
-        kernels.draw_keys(seeds[chunk], starts[low : high + 1], keys, index_bits)
-        _sort_rows(keys, starts, lengths, batch_size, low, high)
-        kernels.finish_rows(
-            codes[chunk],
-            seeds[chunk],
-            starts[low : high + 1],
-            keys,
-            index_bits,
-            affine_probability,
-            values_array,
-            ranks_array,
-        )
-
-    # Contiguous chunks of equal cost: rows come grouped by family, and a mixture row costs ~3
-    # uniform ones.  (Interleaved rows would balance without a cost table, but strided arrays
-    # slow the compiled walk by half.)
-    bounds = kernels.split_rows(codes, starts, workers).tolist()
-    # The kernels release the GIL: the first chunk runs here, the others on helper threads.
-    pending = [_helper_threads(workers - 1).submit(build, *chunk) for chunk in zip(bounds[1:-1], bounds[2:])]
-    build(bounds[0], bounds[1])
-    for job in pending:
-        job.result()  # re-raises a helper's exception here
-    return values, ranks, family_index
-
-
-def _sort_rows(keys: np.ndarray, starts: np.ndarray, lengths: np.ndarray, batch_size: int, low: int, high: int) -> None:
-    """Sort the flat ``keys`` of rows ``low .. high - 1`` in place, row by row: one NumPy sort
-    of each batch's part (its rows share a length)."""
-    if len(lengths) == 1:  # one batch
-        length = int(lengths[0])
-        keys[low * length : high * length].reshape(high - low, length).sort(axis=-1)
-        return
-    row = low
-    while row < high:
-        batch = row // batch_size
-        stop = min(high, (batch + 1) * batch_size)
-        keys[starts[row] : starts[stop]].reshape(stop - row, lengths[batch]).sort(axis=-1)
-        row = stop
+    family_index = _integers(generator, 0, len(names), batch_size).sort().values
+    counts = torch.bincount(family_index, minlength=len(names)).tolist()
+    blocks = [_FAMILY_TABLE[name][1](count, length, generator) for name, count in zip(names, counts) if count]
+    values = _random_affine(torch.cat(blocks), affine_probability, generator)
+    scores = values.clamp(-MAX_MAGNITUDE, MAX_MAGNITUDE)
+    return scores, rank(scores), family_index
 
 
 class SyntheticSequences(IterableDataset):
-    """Endless stream of ready ``(scores, ranks)`` batches for pretraining (use ``batch_size=None``
-    in the ``DataLoader``).
+    """Endless stream of ``(scores, ranks)`` batches for pretraining (use ``batch_size=None`` in the
+    ``DataLoader``), each as :func:`generate_sequences` returns them.
 
-    Batch ``k`` is a pure function of ``(seed, k)``, so a resumed run continues the exact stream:
-    set ``start_batch`` to the number of batches already consumed.  Each batch draws its length
-    uniformly from ``lengths``.  With several DataLoader workers, worker ``w`` of ``W`` yields
-    batches ``k = start_batch + w, w + W, ...`` (interleaved, so the stream is the same).
+    Batch ``k`` is :meth:`batch` ``(k)``, a pure function of ``(seed, k)``, so a resumed run
+    continues the exact stream: set ``start_batch`` to the number of batches already consumed.
+    Each batch draws its length uniformly from ``lengths``.  With several DataLoader workers,
+    worker ``w`` of ``W`` yields batches ``start_batch + w, start_batch + w + W, ...``: the
+    DataLoader interleaves them into the same stream.
 
-    Speed: iterating builds the coming batches in blocks of about :attr:`BLOCK_ENTRIES` scores
-    (at most :attr:`MAX_BLOCK_BATCHES` batches), whatever their lengths, in one call split over
-    threads like any large batch, and yields them one by one, views of the block's memory.  The
-    length and seed that each batch's torch generator draws come from one compiled call for the
-    block (:func:`sodeep.synthetic_kernels.torch_first_draws`).  Each batch is still exactly
-    :meth:`batch` of its index (tested); a block only saves the fixed costs of a call per batch.
+    Example:
+        >>> stream = SyntheticSequences(batch_size=8, lengths=[5, 10], seed=0)
+        >>> scores, ranks = next(iter(stream))
+        >>> scores.shape[0], scores.shape[1] in (5, 10), torch.equal(scores, stream.batch(0)[0])
+        (8, True, True)
     """
-
-    #: Scores per block when iterating, on average over the lengths: about 1 MiB of float32 per
-    #: output, small enough for :class:`_RecycledMemory` to use again.
-    BLOCK_ENTRIES = 2**18
-    #: Batches per block at most (tiny batches: the first one waits for the whole block).
-    MAX_BLOCK_BATCHES = 256
 
     def __init__(
         self,
@@ -365,72 +278,38 @@ class SyntheticSequences(IterableDataset):
         start_batch: int = 0,
     ) -> None:
         super().__init__()
-        whole = [isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in lengths]
+        whole = [isinstance(n, Integral) and not isinstance(n, bool) for n in lengths]
         if not lengths or not all(whole) or min(lengths) < 2:
             raise ValueError(f"lengths must be a non-empty list of ints >= 2, got {lengths}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.family_codes = _checked_family_codes(families, affine_probability)
+        _checked_families(families)
+        _check_affine_probability(affine_probability)
         self.batch_size = batch_size
-        self.lengths = list(lengths)
+        self.lengths = [int(n) for n in lengths]
         self.seed = seed
-        self.families = families
+        self.families = None if families is None else list(families)
         self.affine_probability = affine_probability
         self.start_batch = start_batch
 
-    def _torch_seed(self, index: int) -> int:
-        """The seed of batch ``index``'s torch generator."""
-        # Mixing the seed and the index into one 63-bit seed keeps streams of nearby seeds apart.
-        return (self.seed * 1_000_003 + index) % (2**63 - 1)
-
     def batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Batch number ``index`` of the stream: a torch generator seeded from ``(seed, index)``
-        draws its length (``randint``), then its 64-bit seed."""
-        generator = make_generator(self._torch_seed(index))
-        length = self.lengths[int(torch.randint(0, len(self.lengths), (1,), generator=generator))]
-        seed = _recycled.draw_seed(generator)
-        return self._build_block(np.array([length]), seed)[0]
+        """Batch number ``index`` of the stream: ``(scores, ranks)``, each ``(batch_size, n)``."""
+        # Mixing the seed and the index into one 63-bit seed keeps streams of nearby seeds apart.
+        generator = make_generator((self.seed * 1_000_003 + index) % (2**63 - 1))
+        length = self.lengths[int(_integers(generator, 0, len(self.lengths), 1))]
+        scores, ranks, _ = generate_sequences(
+            self.batch_size,
+            length,
+            generator,
+            families=self.families,
+            affine_probability=self.affine_probability,
+        )
+        return scores, ranks
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        info = torch.utils.data.get_worker_info()
+        info = get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        mean_length = sum(self.lengths) / len(self.lengths)
-        per_block = min(self.MAX_BLOCK_BATCHES, max(1, round(self.BLOCK_ENTRIES / (self.batch_size * mean_length))))
-        lengths = np.array(self.lengths, np.int64)
         index = self.start_batch + worker
         while True:
-            indices = range(index, index + per_block * workers, workers)
-            torch_seeds = np.array([self._torch_seed(k) for k in indices], np.uint64)
-            # What batch(k) draws from its torch generator, for the whole block in one call.
-            choices, seeds = kernels.torch_first_draws(torch_seeds, len(lengths))
-            yield from self._build_block(lengths[choices], seeds)
-            index += per_block * workers
-
-    def _build_block(self, lengths: np.ndarray, seeds: np.ndarray) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The batches of these lengths and 64-bit seeds, in their order: those with keys of one
-        width (lengths up to 256, or above) in one call."""
-        batches: list = [None] * len(lengths)
-        size = self.batch_size
-        for in_group in (lengths <= 256, lengths > 256):
-            positions = np.flatnonzero(in_group)
-            if len(positions) == 0:
-                continue
-            group_lengths = lengths[positions]
-            entries = size * int(group_lengths.sum())
-            values, ranks, _ = _build_batches(
-                self.family_codes, seeds[positions], group_lengths, size, self.affine_probability, (entries,)
-            )
-            # One length: the batches are rows of one 2-D tensor, split in one torch call (half
-            # the cost of a view per batch, measured: 0.6 against 1.3 us per batch and output).
-            if (group_lengths == group_lengths[0]).all():
-                length = int(group_lengths[0])
-                parts = zip(values.view(-1, length).split(size), ranks.view(-1, length).split(size))
-            else:
-                sizes = (size * group_lengths).tolist()
-                parts = (
-                    (scores.view(size, -1), ranks_part.view(size, -1))
-                    for scores, ranks_part in zip(values.split(sizes), ranks.split(sizes))
-                )
-            for position, batch in zip(positions.tolist(), parts):
-                batches[position] = batch
-        return batches
+            yield self.batch(index)
+            index += workers

@@ -46,8 +46,17 @@ def test_wrong_corrupt_and_foreign_files_give_clear_errors(tmp_path):
     with pytest.raises(CheckpointError, match="no sorter checkpoint"):
         load_sorter(tmp_path / "missing.pt")
     (tmp_path / "corrupt.pt").write_bytes(b"not a zip file at all")
-    with pytest.raises(CheckpointError, match="could not be read"):
+    with pytest.raises(CheckpointError, match="is not a torch checkpoint") as error:
         load_sorter(tmp_path / "corrupt.pt")
+    assert "trust_pickle" not in str(error.value)  # a broken file is never told to unpickle
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="is empty"):
+        load_sorter(tmp_path / "empty.pt")
+    whole = save_sorter(ConvSorter(), tmp_path / "whole.pt").read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(CheckpointError, match="truncated") as error:
+        load_sorter(tmp_path / "truncated.pt")
+    assert "trust_pickle" not in str(error.value)
     torch.save({"state_dict": {}}, tmp_path / "foreign.pt")
     with pytest.raises(CheckpointError, match="not a sodeep sorter checkpoint"):
         load_sorter(tmp_path / "foreign.pt")

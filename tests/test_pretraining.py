@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from sodeep import load_sorter
-from sodeep.cli import main, parse_lengths
+from sodeep.cli import main
+from sodeep.config import parse_lengths
 from sodeep.pretraining import SorterPretraining, sorter_from_training_checkpoint
 
 
@@ -87,7 +88,7 @@ def test_parse_lengths():
     "argv,message",
     [
         (["pretrain", "--lengths", "1-5"], "lengths must be ints >= 2"),
-        (["pretrain", "--steps", "0"], "steps must be >= 1"),
+        (["pretrain", "--steps", "0"], "steps must be an integer >= 1"),
         (["pretrain", "--learning-rate", "-1"], "learning_rate must be > 0"),
     ],
 )
@@ -103,7 +104,7 @@ def test_bad_pretraining_values_end_in_one_line_before_anything_is_written(tmp_p
 @pytest.mark.parametrize(
     "config_text,flags,message",
     [
-        ("bogus_key: 3\n", [], "unknown keys in"),  # was exit status 1
+        ("bogus_key: 3\n", [], "unknown key 'bogus_key' in"),  # was exit status 1
         ("[1, 2\n", [], "is not valid YAML"),  # was a yaml traceback
         ("- a\n", [], "must hold a mapping of settings, got a list"),  # was "unknown keys ['a']"
         ("steps: 1\n", ["--architecture", "bogus"], "unknown sorter architecture 'bogus'"),  # left the folder behind

@@ -7,6 +7,8 @@ forward+backward pass at B=32, n=100 (ratios to torchsort's ``soft_rank`` when i
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import random
 import time
 
@@ -16,22 +18,29 @@ from sodeep import load_sorter
 from sodeep.checkpoints import DEPTH2_SORTER_FILE, default_sorter_path
 from sodeep.evaluation import fidelity_table, summarize
 from sodeep.losses import descending_normalized
-from sodeep.sorters import ConvSorter, OriginalCNNSorter, PairwiseSigmoidSorter, Sorter
+from sodeep.sorters import (
+    ConvSorter,
+    NeuralSortSorter,
+    OriginalCNNSorter,
+    PairwiseSigmoidSorter,
+    SoftSortSorter,
+    Sorter,
+)
 
 BARE_TORCHSORT = "torchsort.soft_rank 0.01, bare call"
 
 
 class CallableSorter(Sorter):
-    """Wrap a plain ranker callable (torchsort) in the Sorter interface for the fidelity table."""
+    """Wrap a plain sorter function (torchsort) in the Sorter interface for the fidelity table."""
 
     architecture = "callable"
 
-    def __init__(self, ranker) -> None:
+    def __init__(self, function) -> None:
         super().__init__()
-        self.ranker = ranker
+        self.function = function
 
     def rank_rows(self, scores: torch.Tensor) -> torch.Tensor:
-        return self.ranker(scores)
+        return self.function(scores)
 
     def config(self) -> dict:
         return {}
@@ -41,8 +50,7 @@ def forward_backward_microseconds(rankers: dict, batch: int = 32, length: int = 
     """Microseconds per forward+backward call of each ranker: the fastest of ``rounds`` blocks of
     about 20 ms each.  The rankers take turns block by block, so a burst of load on the machine
     slows one block of each, not the whole measurement of one of them, and in a new random order
-    every round: on this machine a block measured tens of microseconds slower or faster
-    depending on which ranker ran just before it."""
+    every round (a block's time can depend on which ranker ran just before it)."""
     scores = torch.randn(batch, length, generator=torch.Generator().manual_seed(0), requires_grad=True)
 
     def call(ranker) -> None:
@@ -75,13 +83,19 @@ def main() -> None:
     parser.add_argument("--extra", nargs="*", default=[], help="more sorter checkpoints to compare")
     arguments = parser.parse_args()
     torch.set_num_threads(2)
+    print(
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads\n"
+    )
 
     sorters: dict[str, Sorter] = {
         "conv (shipped)": load_sorter(),
-        "conv depth 2 (previous default, shipped too)": load_sorter(default_sorter_path(DEPTH2_SORTER_FILE)),
+        "conv depth 2 (shipped too)": load_sorter(default_sorter_path(DEPTH2_SORTER_FILE)),
         "conv (untrained, h=0)": ConvSorter(**load_sorter().config()),
         "conv (shipped, all pairs)": load_sorter(),
         "pairwise sigmoid T=0.01": PairwiseSigmoidSorter(0.01),
+        "NeuralSort T=0.01": NeuralSortSorter(0.01),
+        "SoftSort T=0.01": SoftSortSorter(0.01),
         "original cnn (untrained, n=100)": OriginalCNNSorter(100),
     }
     sorters["conv (shipped, all pairs)"].band = None

@@ -1,7 +1,7 @@
 """Rank-based losses of SoDeep (Engilberge et al., CVPR 2019): a frozen differentiable sorter
 turns scores into ranks, and the loss is a simple function of those ranks.
 
-Every loss takes a ``ranker``: a ``Sorter`` (default: the shipped one, :func:`sodeep.load_sorter`)
+Every loss takes a ``sorter``: a ``Sorter`` (default: the shipped one, :func:`sodeep.load_sorter`)
 or any callable mapping ``(B, n)`` scores to ranks in :func:`sodeep.rank`'s convention
 (descending, normalized by ``n``), e.g. ``PairwiseSigmoidSorter`` or a wrapped torchsort
 ``soft_rank`` (see :func:`descending_normalized`).  The sorter is frozen: no gradient to its
@@ -19,44 +19,45 @@ from torch.nn import functional as F
 from sodeep.losses.validation import check_binary, check_rank, check_same_shape, check_tensor
 from sodeep.ranks import rank
 
-Ranker = Callable[[torch.Tensor], torch.Tensor]
+#: Any callable from ``(B, n)`` scores to ``(B, n)`` ranks in :func:`sodeep.rank`'s convention.
+SorterFunction = Callable[[torch.Tensor], torch.Tensor]
 
 
-def descending_normalized(ascending_ranker: Ranker) -> Ranker:
-    """Adapt a ranker that returns ascending ranks in ``[1, n]`` (torchsort's ``soft_rank``,
+def descending_normalized(ascending_sorter: SorterFunction) -> SorterFunction:
+    """Adapt a sorter that returns ascending ranks in ``[1, n]`` (torchsort's ``soft_rank``,
     most soft-sort libraries) to sodeep's convention: rank the negated scores, divide by ``n``."""
 
-    def ranker(scores: torch.Tensor) -> torch.Tensor:
-        return ascending_ranker(-scores) / scores.shape[-1]
+    def sorter(scores: torch.Tensor) -> torch.Tensor:
+        return ascending_sorter(-scores) / scores.shape[-1]
 
-    return ranker
+    return sorter
 
 
-class FrozenRankerMixin(nn.Module):
-    """Holds a ranker; a module ranker is frozen and kept in eval mode."""
+class FrozenSorterMixin(nn.Module):
+    """Holds a sorter; a module sorter is frozen and kept in eval mode."""
 
-    def _set_ranker(self, ranker: Ranker | None) -> None:
-        if ranker is None:
+    def _set_sorter(self, sorter: SorterFunction | None) -> None:
+        if sorter is None:
             from sodeep.checkpoints import load_sorter
 
-            ranker = load_sorter()
-        if isinstance(ranker, nn.Module):
-            ranker.requires_grad_(False)
-            ranker.eval()
-            self.ranker = ranker
-        elif callable(ranker):
-            self._plain_ranker = ranker
+            sorter = load_sorter()
+        if isinstance(sorter, nn.Module):
+            sorter.requires_grad_(False)
+            sorter.eval()
+            self.sorter = sorter
+        elif callable(sorter):
+            self._sorter_function = sorter
         else:
-            raise TypeError(f"ranker must be a Sorter, an nn.Module or a callable, got {type(ranker).__name__}")
+            raise TypeError(f"sorter must be a Sorter, an nn.Module or a callable, got {type(sorter).__name__}")
 
     def rank(self, scores: torch.Tensor) -> torch.Tensor:
-        ranker = self.ranker if "ranker" in self._modules else self._plain_ranker
-        return ranker(scores)
+        sorter = self.sorter if "sorter" in self._modules else self._sorter_function
+        return sorter(scores)
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if "ranker" in self._modules:
-            self.ranker.eval()
+        if "sorter" in self._modules:
+            self.sorter.eval()
         return self
 
 
@@ -67,10 +68,10 @@ def _as_rows(values: torch.Tensor) -> torch.Tensor:
 def spearman_loss(
     predictions: torch.Tensor,
     targets: torch.Tensor,
-    ranker: Ranker,
+    sorter: SorterFunction,
     l1_weight: float = 0.0,
 ) -> torch.Tensor:
-    """SoDeep's Spearman surrogate: ``MSE(ranker(predictions), rank(targets)) + l1_weight * L1``.
+    """SoDeep's Spearman surrogate: ``MSE(sorter(predictions), rank(targets)) + l1_weight * L1``.
 
     With exact normalized ranks and no ties, ``MSE = (1 - rho) * (n^2 - 1) / (6 n^2)``, where
     ``rho`` is Spearman's correlation, so the loss is an affine function of ``1 - rho``.
@@ -78,7 +79,7 @@ def spearman_loss(
     Args:
         predictions, targets: ``(n,)`` (one ranking over the batch) or ``(B, n)`` (rows ranked
             independently), ``n >= 2``.
-        ranker: see the module docstring.
+        sorter: see the module docstring.
         l1_weight: weight of ``L1(predictions, targets)``, an anchor on the raw values.
 
     Returns:
@@ -94,12 +95,17 @@ def spearman_loss(
     check_tensor(targets, "targets")
     check_same_shape(predictions, targets, "predictions and targets")
     check_rank(predictions, "predictions", (1, 2), "(n,) or (B, n)")
+    if predictions.dim() == 2 and predictions.shape[-1] == 1 and predictions.shape[0] > 1:
+        raise ValueError(
+            f"predictions have shape {tuple(predictions.shape)}: one column of scores ranks nothing per row; "
+            "to rank the batch, pass predictions.squeeze(-1) and targets.squeeze(-1) (shape (n,))"
+        )
     if predictions.shape[-1] < 2:
         raise ValueError(
             f"ranking needs n >= 2 values per row, got shape {tuple(predictions.shape)} "
             "(a batch of one has no ranking; drop_last=True avoids it)"
         )
-    predicted_ranks = ranker(_as_rows(predictions))
+    predicted_ranks = sorter(_as_rows(predictions))
     target_ranks = rank(_as_rows(targets)).to(predicted_ranks.dtype)
     loss = F.mse_loss(predicted_ranks, target_ranks)
     if l1_weight:
@@ -107,11 +113,11 @@ def spearman_loss(
     return loss
 
 
-class SpearmanLoss(FrozenRankerMixin):
+class SpearmanLoss(FrozenSorterMixin):
     """Module form of :func:`spearman_loss` with a frozen ``sorter``.
 
     Args:
-        sorter: a sorter or ranker callable; ``None`` loads the shipped sorter.
+        sorter: a :class:`~sodeep.sorters.Sorter` or any :data:`SorterFunction`; ``None`` loads the shipped sorter.
         l1_weight: weight of the L1 anchor on raw values.
 
     Example:
@@ -121,16 +127,16 @@ class SpearmanLoss(FrozenRankerMixin):
         tensor(0.2963)
     """
 
-    def __init__(self, sorter: Ranker | None = None, l1_weight: float = 0.0) -> None:
+    def __init__(self, sorter: SorterFunction | None = None, l1_weight: float = 0.0) -> None:
         super().__init__()
-        self._set_ranker(sorter)
+        self._set_sorter(sorter)
         self.l1_weight = float(l1_weight)
 
     def forward(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return spearman_loss(predictions, targets, self.rank, self.l1_weight)
 
 
-def map_rank_loss(scores: torch.Tensor, labels: torch.Tensor, ranker: Ranker) -> torch.Tensor:
+def map_rank_loss(scores: torch.Tensor, labels: torch.Tensor, sorter: SorterFunction) -> torch.Tensor:
     """Mean-average-precision surrogate (SoDeep's ``MapRankingLoss``): for every class, rank the
     batch by that class's score and average the normalized ranks of its positives; average over
     the classes that have at least one positive.  Lower is better (positives ranked first).
@@ -148,7 +154,7 @@ def map_rank_loss(scores: torch.Tensor, labels: torch.Tensor, ranker: Ranker) ->
     check_same_shape(scores, labels, "scores and labels")
     if scores.shape[0] < 2:
         raise ValueError(f"scores must have a batch of at least 2 to rank, got shape {tuple(scores.shape)}")
-    ranks = ranker(scores.t())  # (C, B): each class ranks the batch
+    ranks = sorter(scores.t())  # (C, B): each class ranks the batch
     positives = labels.t().to(ranks.dtype)
     count = positives.sum(-1)
     mean_positive_rank = (ranks * positives).sum(-1) / count.clamp_min(1)
@@ -156,12 +162,12 @@ def map_rank_loss(scores: torch.Tensor, labels: torch.Tensor, ranker: Ranker) ->
     return (mean_positive_rank * present).sum() / present.sum().clamp_min(1)
 
 
-class MapRankLoss(FrozenRankerMixin):
+class MapRankLoss(FrozenSorterMixin):
     """Module form of :func:`map_rank_loss`."""
 
-    def __init__(self, sorter: Ranker | None = None) -> None:
+    def __init__(self, sorter: SorterFunction | None = None) -> None:
         super().__init__()
-        self._set_ranker(sorter)
+        self._set_sorter(sorter)
 
     def forward(self, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return map_rank_loss(scores, labels, self.rank)
@@ -174,7 +180,7 @@ def _check_square(scores: torch.Tensor) -> None:
         raise ValueError(f"scores must be square (N, N) with N >= 2, got shape {tuple(scores.shape)}")
 
 
-def recall_rank_loss(scores: torch.Tensor, ranker: Ranker) -> torch.Tensor:
+def recall_rank_loss(scores: torch.Tensor, sorter: SorterFunction) -> torch.Tensor:
     """Recall surrogate (SoDeep's ``RankLoss``) for cross-modal retrieval: the mean normalized
     rank of each positive (the diagonal of ``scores``) in its row and in its column.
 
@@ -185,24 +191,24 @@ def recall_rank_loss(scores: torch.Tensor, ranker: Ranker) -> torch.Tensor:
         A scalar in ``[1/N, 1]``; ``1/N`` when every positive is ranked first both ways.
     """
     _check_square(scores)
-    row_ranks = ranker(scores).diagonal()
-    column_ranks = ranker(scores.t()).diagonal()
+    row_ranks = sorter(scores).diagonal()
+    column_ranks = sorter(scores.t()).diagonal()
     return 0.5 * (row_ranks.mean() + column_ranks.mean())
 
 
-class RecallRankLoss(FrozenRankerMixin):
+class RecallRankLoss(FrozenSorterMixin):
     """Module form of :func:`recall_rank_loss`."""
 
-    def __init__(self, sorter: Ranker | None = None) -> None:
+    def __init__(self, sorter: SorterFunction | None = None) -> None:
         super().__init__()
-        self._set_ranker(sorter)
+        self._set_sorter(sorter)
 
     def forward(self, scores: torch.Tensor) -> torch.Tensor:
         return recall_rank_loss(scores, self.rank)
 
 
 def hard_negative_rank_loss(
-    scores: torch.Tensor, ranker: Ranker, margin: float | None = None, hard_negatives: int = 1
+    scores: torch.Tensor, sorter: SorterFunction, margin: float | None = None, hard_negatives: int = 1
 ) -> torch.Tensor:
     """Hard-negative loss in the rank domain (SoDeep's ``RankHardLoss``), both directions.
 
@@ -224,7 +230,7 @@ def hard_negative_rank_loss(
     losses = []
     eye = torch.eye(size, dtype=torch.bool, device=scores.device)
     for oriented in (scores, scores.t()):
-        ranks = ranker(oriented)
+        ranks = sorter(oriented)
         positive = ranks.diagonal().unsqueeze(-1)
         # Exclude the positive itself: push it past every negative before picking the smallest.
         negative_ranks = ranks.masked_fill(eye, float("inf"))
@@ -233,12 +239,12 @@ def hard_negative_rank_loss(
     return 0.5 * (losses[0] + losses[1])
 
 
-class HardNegativeRankLoss(FrozenRankerMixin):
+class HardNegativeRankLoss(FrozenSorterMixin):
     """Module form of :func:`hard_negative_rank_loss`."""
 
-    def __init__(self, sorter: Ranker | None = None, margin: float | None = None, hard_negatives: int = 1) -> None:
+    def __init__(self, sorter: SorterFunction | None = None, margin: float | None = None, hard_negatives: int = 1) -> None:
         super().__init__()
-        self._set_ranker(sorter)
+        self._set_sorter(sorter)
         self.margin = margin
         self.hard_negatives = int(hard_negatives)
 

@@ -13,28 +13,58 @@ sorter                 lengths                     permutation-      affine-
 =====================  ==========================  ================  ===============
 """
 
-from sodeep.sorters.base import Sorter, check_scores
+import difflib
+import inspect
+
+from sodeep.sorters.base import FixedTemperatureSorter, Sorter, check_scores
 from sodeep.sorters.conv import ConvSorter
-from sodeep.sorters.exact import PairwiseSigmoidSorter, pairwise_sigmoid_rank
 from sodeep.sorters.original import OriginalCNNSorter, OriginalLSTMLargeSorter
+from sodeep.sorters.pairwise import PairwiseSigmoidSorter, pairwise_sigmoid_rank
 from sodeep.sorters.relaxed import NeuralSortSorter, SoftSortSorter, neuralsort_rank, softsort_rank
 
 #: Architecture name (as written in checkpoints and configs) -> sorter class.
 SORTERS: dict[str, type[Sorter]] = {
-    cls.architecture: cls for cls in (ConvSorter, PairwiseSigmoidSorter, OriginalCNNSorter, OriginalLSTMLargeSorter)
+    cls.architecture: cls
+    for cls in (
+        ConvSorter,
+        PairwiseSigmoidSorter,
+        NeuralSortSorter,
+        SoftSortSorter,
+        OriginalCNNSorter,
+        OriginalLSTMLargeSorter,
+    )
 }
 
 
 def build_sorter(architecture: str, **config) -> Sorter:
-    """Build a sorter from its architecture name and keyword config (as in a checkpoint)."""
+    """Build a sorter from its architecture name and keyword config (as in a checkpoint).
+
+    Raises ``ValueError`` for an unknown architecture or an unknown config key, naming the
+    known ones.
+
+    Example:
+        >>> build_sorter("pairwise_sigmoid", temperature=0.1)
+        PairwiseSigmoidSorter(temperature=0.1)
+    """
     if architecture not in SORTERS:
         raise ValueError(f"unknown sorter architecture {architecture!r}; known: {sorted(SORTERS)}")
-    return SORTERS[architecture](**config)
+    cls = SORTERS[architecture]
+    accepted = inspect.signature(cls.__init__).parameters
+    unknown = sorted(set(config) - set(accepted) - {"self"})
+    if unknown:
+        known = sorted(name for name in accepted if name != "self")
+        hints = {name: difflib.get_close_matches(name, known, n=1) for name in unknown}
+        described = ", ".join(
+            f"{name!r}" + (f" (did you mean {hints[name][0]!r}?)" if hints[name] else "") for name in unknown
+        )
+        raise ValueError(f"unknown setting {described} for sorter {architecture!r}; known: {known}")
+    return cls(**config)
 
 
 __all__ = [
     "SORTERS",
     "ConvSorter",
+    "FixedTemperatureSorter",
     "NeuralSortSorter",
     "SoftSortSorter",
     "neuralsort_rank",

@@ -102,3 +102,47 @@ class Sorter(nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{key}={value!r}" for key, value in self.config().items())
+
+
+@torch.no_grad()
+def row_scale(scores: torch.Tensor) -> torch.Tensor:
+    """Standard deviation of each row ``(..., 1)``, as a constant; 1 where a row is constant
+    (or has one element), since any positive scale ranks an all-tied row correctly."""
+    if scores.shape[-1] < 2:
+        return torch.ones_like(scores[..., :1])
+    spread = scores.std(dim=-1, keepdim=True)
+    return torch.where(spread > 0, spread, torch.ones_like(spread))
+
+
+class FixedTemperatureSorter(Sorter):
+    """Base of untrained sorters with one ``temperature`` (in units of the row's std):
+    permutation-equivariant and affine-invariant, any ``n >= 2``, memory ``B * n^2``.  Rows are
+    first brought to a largest magnitude ~1 by an exact power of two, and half-precision scores
+    are ranked in float32, so rows of any finite magnitude and floating dtype rank alike.
+    Subclasses set ``rank_function(scores, temperature)``."""
+
+    permutation_equivariant = True
+    affine_invariant = True
+
+    def __init__(self, temperature: float = 0.01) -> None:
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
+
+    @staticmethod
+    def rank_function(scores: torch.Tensor, temperature: float) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def rank_rows(self, scores: torch.Tensor) -> torch.Tensor:
+        if scores.dtype in HALF_PRECISION:
+            return self.rank_rows(scores.float()).to(scores.dtype)
+        # Rows brought to a largest magnitude ~1 by an exact power of two: the row's standard
+        # deviation and 1 / (temperature * std) then stay in range (rows of 1e-40 or 1e300 work).
+        with torch.no_grad():
+            largest = scores.abs().amax(-1, keepdim=True)
+            log2_size = torch.where(largest > 0, largest, 1.0).log2()
+        return self.rank_function(scale_rows_by_power_of_two(scores, log2_size), self.temperature)
+
+    def config(self) -> dict[str, Any]:
+        return {"temperature": self.temperature}

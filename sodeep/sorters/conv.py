@@ -1,51 +1,20 @@
 """sodeep's default sorter: pairwise comparisons at temperatures set by a convolutional network.
 
-Design (rationale and ablations in ``pretrained/MODEL_CARD.md``)
------------------------------------------------------------------
-Soft ranks from pairwise sigmoids, ``rank_i = (1/2 + sum_j sigmoid((x_j - x_i) / tau_ij)) / n``,
-are exact for ties, permutation-equivariant and differentiable, but one global temperature fails
-on real scores: heavy tails and outliers squeeze most values into a sliver of the range (blurred
-ranks), while sparse regions get no gradient.  Here every element ``i`` gets its own temperature
-``tau_i``, measured in units of the *local spacing* of the values around it, and a pair uses the
-geometric mean of its two temperatures, ``tau_ij = sqrt(tau_i tau_j)`` (so ``p_ij + p_ji = 1`` and
-the ranks always sum to ``(n + 1) / 2``).
+``rank_i = (1/2 + sum_j sigmoid((x_j - x_i) / tau_ij)) / n`` (descending, ties averaged,
+normalized by n), with a temperature per element ``tau_i = softness * spacing_i * exp(h_i)`` and
+``tau_ij = sqrt(tau_i tau_j)`` per pair:
 
-``tau_i = softness * spacing_i * exp(h_i)``:
+* ``spacing_i``: the smaller of the gaps from ``x_i`` to the next distinct value below and above;
+* ``h_i``: a small convolutional network that runs along the distinct values in sorted order,
+  reading the ``2 * radius`` log gaps around each (relative to the row's typical gap), its tie
+  multiplicity and ``log n``; ``h`` is centred per row.
 
-* ``spacing_i`` is the smaller of the gaps from ``x_i`` to the next distinct value below and above.
-* ``h_i`` comes from a small convolutional network that runs along the *distinct values in
-  sorted order* (so it sees the neighbourhood in value space, which no permutation of the input
-  changes): a first convolution reads the ``2 * radius`` log gaps around each distinct value
-  (relative to the row's typical gap), joined by its tie multiplicity and ``log n``, and
-  ``depth`` hidden 1x1 convolutions follow (none in the shipped sorter: one linear filter, which
-  at these sizes is measurably faster and nearly as faithful; the model card compares).  ``h``
-  is centred per row, so the network cannot make the sorter sharper overall (which would trade
-  gradient reach for fidelity without limit); it learns *where* to be sharp (around outliers,
-  cluster edges, ties) and where soft.  The last layer starts at zero, so an untrained network
-  is the plain adaptive-temperature sorter.  (A first version compared pairs at
-  ``min(tau_i, tau_j)``; training then made a few elements arbitrarily soft, which costs nothing
-  under the min, and the rest arbitrarily sharp: the hard rank with vanishing gradients.)
-
-Sorting computes the temperatures, which carry no gradient, and lets the pairwise sum be banded:
-each element is compared softly with its ``band`` nearest neighbours on either side in sorted
-order and exactly (0, 1/2 or 1) with the rest, whose sigmoids are nearly saturated at these
-temperatures.  Gradients reach the scores through the banded sigmoids alone; the cost is
-``O(n log n + n band)``.  Everything is scale-free, so the sorter is invariant to positive affine
-maps of its input, and one set of weights serves every ``2 <= n <= capacity``.  So that the
-arithmetic is as scale-free as the maths, a batch with gaps between neighbours outside
-``SAFE_GAPS`` (2**-64 .. 2**64) is first rescaled row by row by an exact power of two, and
-half-precision scores are ranked in float32: any finite scores rank alike, from float32
-subnormals to 3.4e38 and from 1e-300 to 1e300 in float64 (without this, couplings
-``1 / sqrt(tau_i tau_j)`` overflowed into NaN below ~1e-34 in float32, and at gaps of ~1e-5 in
-float16).  Rows that need none of this pay one reduction, which also tells whether a row has ties.
-
-Speed: at the sizes of a training batch (B=32, n=100) the time goes to per-operation overhead,
-not arithmetic (the band's width changes nothing measurable).  So a frozen sorter, the way it
-is used inside a loss, runs the banded part as one autograd node with a hand-written backward
-(:class:`BandedSoftRanks`), rows without ties skip the grouping of equal values, and the
-constant part of each rank (:func:`band_base`) is cached per length.  While the temperature
-network learns (pretraining), and under ``torch.func`` transforms, plain autograd runs the same
-formulas (tests compare the two).
+Each element is compared softly with its ``band`` nearest neighbours on either side in sorted
+order and exactly (0, 1/2 or 1) with the rest: ``O(n log n + n band)``.  Temperatures and the sort
+carry no gradient; gradients reach the scores through the banded sigmoids.  The sorter is
+permutation-equivariant and invariant to positive affine maps; rows whose gaps fall outside
+``SAFE_GAPS`` are rescaled by an exact power of two first, and half-precision scores are ranked in
+float32.  Design, rationale and ablations: ``docs/sorter.md``.
 """
 
 from __future__ import annotations
@@ -127,8 +96,6 @@ def banded_sigmoid_sum(sorted_scores: torch.Tensor, root_inverse_tau: torch.Tens
     Returns:
         ``(B, n)``.
     """
-    # (Evaluating each pair's sigmoid once and reading the lower half through a skewed view does
-    # half the arithmetic but more operations, and measured slower at B=32, n=100.)
     return torch.sigmoid(band_logits(sorted_scores, root_inverse_tau, reach)[0]).sum(-1)
 
 
@@ -213,10 +180,9 @@ class ConvSorter(Sorter):
         band: compare each element softly with its ``band`` nearest neighbours on each side in
             sorted order and exactly with the rest (``None``: softly with all, ``O(n^2)``).  The
             band moves single ranks by a fraction of a position (more inside large tie groups,
-            where it is closer to the exact rank than all pairs are); the model card compares.
+            where it is closer to the exact rank than all pairs are).
         activation: hidden activation of the temperature network, a key of :data:`ACTIVATIONS`
-            (``"relu"``: ~40 us less per layer than exact ``"gelu"`` at B=32, n=100 on this CPU,
-            same fidelity after pretraining; checkpoints without the key are GELU).
+            (checkpoints that name none are ``"gelu"``).
 
     Shapes: ``(n,)`` or ``(B, n)`` -> same shape and dtype, ``2 <= n <= capacity``; float16 and
     bfloat16 scores are ranked in float32.
@@ -393,8 +359,7 @@ class ConvSorter(Sorter):
         n = scores.shape[-1]
         sorted_scores, order = scores.detach().sort(dim=-1)
         gap = torch.diff(sorted_scores)
-        # One reduction tells ties (a zero gap) and gaps too small or too large for the couplings
-        # (reading its two numbers one by one measured faster on a CPU than stacking them first).
+        # One reduction tells ties (a zero gap) and gaps too small or too large for the couplings.
         extremes = torch.aminmax(gap)
         smallest, largest = float(extremes.min), float(extremes.max)
         has_ties = smallest == 0
@@ -421,7 +386,7 @@ class ConvSorter(Sorter):
                 return BandedSoftRanks.apply(scores, sorted_scores, order, root_inverse_tau, base, reach)
             except RuntimeError as error:
                 # torch.func transforms (grad, vmap, ...) refuse a Function without setup_context;
-                # defining one costs ~60 us a call (argument binding), so they get plain autograd.
+                # defining one adds argument binding to every call, so they get plain autograd.
                 if "setup_context" not in str(error):
                     raise
         # Pretraining (the temperature network learns) and torch.func: the same formulas, autograd.

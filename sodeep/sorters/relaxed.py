@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from sodeep.sorters.exact import FixedTemperatureSorter, row_scale
+from sodeep.sorters.base import FixedTemperatureSorter, row_scale
 
 
 def _standardized(scores: torch.Tensor) -> torch.Tensor:

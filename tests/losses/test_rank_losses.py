@@ -35,13 +35,13 @@ def test_spearman_loss_default_sorter_is_frozen_and_stays_in_eval():
     loss = SpearmanLoss()
     assert not any(p.requires_grad for p in loss.parameters())
     loss.train()
-    assert not loss.ranker.training
+    assert not loss.sorter.training
     model = torch.nn.Linear(4, 1)
     inputs, targets = torch.randn(37, 4), torch.randn(37)  # an odd, last-batch-like size
     loss(model(inputs).squeeze(-1), targets).backward()
     assert model.weight.grad is not None and model.weight.grad.abs().sum() > 0
-    assert all(p.grad is None for p in loss.ranker.parameters())
-    assert loss.to(torch.float64).ranker.network[0].weight.dtype == torch.float64
+    assert all(p.grad is None for p in loss.sorter.parameters())
+    assert loss.to(torch.float64).sorter.network[0].weight.dtype == torch.float64
 
 
 def test_spearman_loss_decreases_when_training_a_linear_model():

@@ -1,0 +1,173 @@
+"""Run configurations: one dataclass per command holds its defaults, read alike by the console
+script, YAML files and the Python API.
+
+Example:
+    >>> config = config_from_mapping(PretrainConfig, {"steps": 10, "lengths": "2-8"}, "example")
+    >>> config.steps, config.length_list()
+    (10, [2, 3, 4, 5, 6, 7, 8])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+ConfigT = TypeVar("ConfigT")
+
+
+def parse_lengths(value: Any) -> list[int]:
+    """``"2-256"`` -> [2, ..., 256]; ``"100"``, ``"8,100"`` or ``[8, 100]`` -> those lengths (each >= 2).
+
+    Example:
+        >>> parse_lengths("2-4"), parse_lengths("8,100")
+        ([2, 3, 4], [8, 100])
+    """
+    is_range = isinstance(value, str) and "-" in value.strip()[1:]
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        if isinstance(value, int):
+            lengths = [value]
+        elif isinstance(value, (list, tuple)):
+            if any(isinstance(item, bool) or not isinstance(item, (int, str)) for item in value):
+                raise ValueError
+            lengths = [int(item) for item in value]
+        elif is_range:
+            low, high = (int(part) for part in value.strip().split("-", 1))
+            lengths = list(range(low, high + 1))
+        else:
+            lengths = [int(part) for part in str(value).replace(",", " ").split()]
+    except ValueError as error:
+        raise ValueError(f"lengths must be ints, a list like '8,100' or a range like '2-256', got {value!r}") from error
+    if is_range and not lengths:
+        raise ValueError(f"length range {value!r} is empty")
+    if not lengths or min(lengths) < 2:
+        raise ValueError(f"lengths must be ints >= 2 (a ranking needs two values), got {value!r}")
+    return lengths
+
+
+def parse_json_object(value: Any, name: str) -> dict[str, Any]:
+    """A mapping, or a JSON object string, as a dict (``name``: where it came from, for errors)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{name} must be a JSON object, e.g. '{{\"band\": 8}}': {error}") from error
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a JSON object, e.g. '{{\"band\": 8}}', got {value!r}")
+    return dict(value)
+
+
+def unknown_keys_message(unknown: list[str], known: list[str], where: str) -> str:
+    """``unknown key 'stpes' in X (did you mean 'steps'?); known: [...]``."""
+    described = []
+    for key in unknown:
+        match = difflib.get_close_matches(str(key), known, n=1)
+        described.append(repr(key) + (f" (did you mean {match[0]!r}?)" if match else ""))
+    noun = "key" if len(unknown) == 1 else "keys"
+    return f"unknown {noun} {', '.join(described)} in {where}; known: {known}"
+
+
+def config_from_mapping(cls: type[ConfigT], mapping: dict[str, Any], source: str) -> ConfigT:
+    """Build the dataclass ``cls`` from ``mapping``, refusing keys it does not have (with close
+    matches), then run its ``validate()`` if it has one."""
+    if not isinstance(mapping, dict):
+        raise ValueError(f"{source} must hold a mapping of settings, got a {type(mapping).__name__}")
+    known = [item.name for item in dataclasses.fields(cls)]
+    unknown = sorted(set(mapping) - set(known), key=str)
+    if unknown:
+        raise ValueError(unknown_keys_message(unknown, known, source))
+    config = cls(**mapping)
+    validate = getattr(config, "validate", None)
+    if validate is not None:
+        validate()
+    return config
+
+
+def read_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
+    """The mapping of settings in a YAML file (an empty file is an empty mapping)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no config file at {path}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a text (YAML) file") from None
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
+    loaded = {} if loaded is None else loaded
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path} must hold a mapping of settings, got a {type(loaded).__name__}")
+    return loaded
+
+
+def _as_float(value: Any, name: str) -> float:
+    """``value`` as a float (YAML reads ``3e-3`` without a dot as a string)."""
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A dataclass config as a plain JSON-able dict."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+@dataclass
+class PretrainConfig:
+    """Settings of a sorter pretraining (``sodeep pretrain``, :func:`sodeep.pretraining.pretrain`).
+
+    The shipped sorter was trained with these defaults.
+    """
+
+    architecture: str = "conv"
+    #: Keyword config of the architecture, e.g. ``{"softness": 0.5}`` (a dict or a JSON string).
+    sorter: dict[str, Any] = field(default_factory=dict)
+    #: A range ``"2-256"`` or a list of lengths; each batch draws its n uniformly from them.
+    lengths: str | list[int] = "2-256"
+    steps: int = 3000
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    seed: int = 0
+    validation_every: int = 500
+    checkpoint_every: int = 100
+    validation_sequences: int = 32
+    out: str = "runs/pretrain"
+    #: ``offline`` (nothing is sent), ``online`` or ``disabled``.
+    wandb: str = "offline"
+
+    def length_list(self) -> list[int]:
+        return parse_lengths(self.lengths)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` with one line naming the first bad setting."""
+        self.sorter = parse_json_object(self.sorter, "sorter")
+        self.length_list()
+        for key in ("steps", "batch_size", "validation_every", "checkpoint_every", "validation_sequences"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
+        for key in ("warmup_steps", "seed"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{key} must be an integer >= 0, got {value!r}")
+        self.learning_rate = _as_float(self.learning_rate, "learning_rate")
+        self.weight_decay = _as_float(self.weight_decay, "weight_decay")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.wandb not in ("offline", "online", "disabled"):
+            raise ValueError(f"wandb must be offline, online or disabled, got {self.wandb!r}")

@@ -1,0 +1,43 @@
+"""The pairwise-sigmoid sorter (SoDeep's ``exa``): no training, one temperature."""
+
+from __future__ import annotations
+
+import torch
+
+from sodeep.sorters.base import FixedTemperatureSorter, row_scale
+
+
+def pairwise_sigmoid_rank(scores: torch.Tensor, temperature: float, scale: torch.Tensor | None = None) -> torch.Tensor:
+    """Soft descending ranks from all pairwise comparisons, normalized by ``n``.
+
+    ``rank_i = (1/2 + sum_j sigmoid((x_j - x_i) / (temperature * std(x)))) / n``, where the sum
+    includes ``j = i`` (which contributes 1/2), so ties get average ranks and, as ``temperature``
+    goes to 0, the result converges to :func:`sodeep.rank`.  The row's standard deviation is
+    treated as a constant (no gradient), which makes the sorter invariant to positive affine maps.
+    This is the ``exa`` sorter of SoDeep (Engilberge et al., CVPR 2019), vectorized over the batch.
+
+    Args:
+        scores: ``(..., n)``.
+        temperature: ``> 0``, in units of the row's standard deviation.
+        scale: use this ``(..., 1)`` scale instead of the row's standard deviation.
+
+    Returns:
+        ``(..., n)``, same dtype and device.
+
+    Example:
+        >>> pairwise_sigmoid_rank(torch.tensor([[0.0, 3.0, 1.0]]), temperature=1e-3)
+        tensor([[1.0000, 0.3333, 0.6667]])
+    """
+    n = scores.shape[-1]
+    with torch.no_grad():
+        spread = row_scale(scores) if scale is None else scale.expand_as(scores[..., :1])
+        inverse_scale = (1.0 / (temperature * spread)).unsqueeze(-1)
+    differences = scores.unsqueeze(-2) - scores.unsqueeze(-1)  # [..., i, j] = x_j - x_i
+    return (0.5 + torch.sigmoid(differences * inverse_scale).sum(-1)) / n
+
+
+class PairwiseSigmoidSorter(FixedTemperatureSorter):
+    """Untrained sorter: :func:`pairwise_sigmoid_rank` with a fixed ``temperature``."""
+
+    architecture = "pairwise_sigmoid"
+    rank_function = staticmethod(pairwise_sigmoid_rank)
