@@ -14,10 +14,16 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
 from sodeep.config import PretrainConfig, config_from_mapping, parse_json_object, parse_lengths, read_yaml_mapping
+from sodeep.run_folder import RunInterrupted
+
+#: Exit status after SIGINT or SIGTERM (128 + SIGINT, as shells report an interrupted command).
+INTERRUPTED = 130
 
 #: Help of each pretraining setting (its default is added from :class:`PretrainConfig`).
 PRETRAIN_HELP = {
@@ -63,7 +69,8 @@ def add_pretrain_parser(commands: Any) -> None:
             choices=choices,
             help=f"{PRETRAIN_HELP[item.name]} (default: {shown})",
         )
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
+    parser.add_argument("--resume", action="store_true", help="continue the run in OUT from its last checkpoint")
+    parser.add_argument("--overwrite", action="store_true", help="clear OUT first, whatever run it holds")
     parser.set_defaults(handler=command_pretrain)
 
 
@@ -82,7 +89,7 @@ def command_pretrain(arguments: argparse.Namespace) -> int:
     config = pretrain_config(arguments)
     from sodeep.pretraining import pretrain
 
-    pretrain(config, resume=arguments.resume)
+    pretrain(config, resume=arguments.resume, overwrite=arguments.overwrite)
     print(f"sorter written to {Path(config.out) / 'sorter.pt'}")
     return 0
 
@@ -101,7 +108,7 @@ def command_evaluate(arguments: argparse.Namespace) -> int:
         title = f"untrained {arguments.architecture} {sorter.config()}"
     else:
         sorter = load_sorter(arguments.checkpoint)
-        title = str(arguments.checkpoint or default_sorter_path())
+        title = arguments.checkpoint or f"the shipped sorter ({default_sorter_path().name})"
     lengths = parse_lengths(arguments.lengths) if arguments.lengths else list(EVALUATION_LENGTHS)
     with torch.no_grad():
         rows = fidelity_table(sorter, lengths=lengths, sequences_per_cell=arguments.sequences)
@@ -164,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     and exit status 2, as argparse does for bad flags; set ``SODEEP_TRACEBACK=1`` for the
     traceback."""
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     arguments = parser.parse_args(argv)
     try:
         return arguments.handler(arguments)
@@ -172,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         message = " ".join(str(error).split())
         parser.exit(2, f"sodeep {arguments.command}: error: {message}\n")
+    except RunInterrupted as interrupted:
+        again = [word for word in argv if word != "--overwrite"]
+        again += [] if "--resume" in again else ["--resume"]
+        parser.exit(INTERRUPTED, f"{interrupted}; resume with: sodeep {shlex.join(again)}\n")
 
 
 if __name__ == "__main__":

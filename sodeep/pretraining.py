@@ -8,6 +8,7 @@ import queue
 import sys
 import threading
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -22,7 +23,14 @@ from sodeep.config import PretrainConfig, config_to_dict
 from sodeep.evaluation import EVALUATION_LENGTHS, held_out_set
 from sodeep.files import atomic_write_json
 from sodeep.metrics import mean_absolute_rank_error, rowwise_spearman
-from sodeep.runs import AtomicCheckpointIO, make_loggers, progress_settings, quiet_lightning
+from sodeep.run_folder import RunInterrupted, claim_run_folder, start_run_folder
+from sodeep.runs import (
+    AtomicCheckpointIO,
+    StopOnSignal,
+    make_loggers,
+    progress_settings,
+    quiet_lightning,
+)
 from sodeep.sorters import Sorter, build_sorter
 from sodeep.synthetic import FAMILIES, SyntheticSequences
 
@@ -230,16 +238,19 @@ def sorter_from_training_checkpoint(path: str | os.PathLike) -> Sorter:
     return sorter.eval()
 
 
-def pretrain(config: PretrainConfig | None = None, *, resume: bool = False) -> Sorter:
+def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, overwrite: bool = False) -> Sorter:
     """Pretrain a sorter with ``config`` and write its run folder ``config.out``.
 
-    The folder gets ``checkpoints/last.ckpt`` (resumable, written atomically every
-    ``checkpoint_every`` steps), ``csv/metrics.csv``, an offline W&B run under ``wandb/`` (unless
-    ``config.wandb`` says otherwise), the sorter checkpoint ``sorter.pt`` and
-    ``pretrain_summary.json``.  ``resume=True`` continues from ``checkpoints/last.ckpt``, with the
-    exact data stream of an uninterrupted run.
+    The folder gets ``run.json`` (the settings; a folder holds one run), ``checkpoints/last.ckpt``
+    (written atomically every ``checkpoint_every`` steps), ``csv/metrics.csv``, an offline W&B run
+    under ``wandb/`` (unless ``config.wandb`` says otherwise), the sorter checkpoint ``sorter.pt``
+    and ``pretrain_summary.json``.  ``resume=True`` continues the run the folder holds from its
+    last checkpoint, with the exact data stream of an uninterrupted run, the same CSV and the same
+    W&B run; ``overwrite=True`` clears the folder first.  On SIGINT or SIGTERM the run saves its
+    checkpoint and raises :class:`sodeep.runs.RunInterrupted`.
 
-    Every setting is checked (``ValueError``, one line) before anything is written.
+    Every setting, and whether the folder may be used (:func:`sodeep.run_folder.claim_run_folder`),
+    is checked (``ValueError``, one line) before anything is written.
 
     Returns:
         The trained sorter, on the CPU, in eval mode.
@@ -256,17 +267,22 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False) -> S
     config.validate()
     lengths = config.length_list()
     out = Path(config.out)
+    settings = config_to_dict(config)
+    record = claim_run_folder(out, "pretrain", settings, resume=resume, overwrite=overwrite)
     last = out / "checkpoints" / "last.ckpt"
-    if resume and not last.is_file():
-        raise FileNotFoundError(f"--resume: no checkpoint at {last}")
-    # Built before the output folder exists: a wrong architecture or capacity leaves nothing behind.
+    if resume and not overwrite and not last.is_file():
+        raise ValueError(
+            f"--resume: {out} has no checkpoint yet (the run stopped before its first one); add --overwrite to start again"
+        )
+    # Built before the output folder is touched: a wrong architecture or capacity leaves nothing behind.
     sorter = build_sorter(config.architecture, **config.sorter)
     if sorter.max_length is not None and max(lengths) > sorter.max_length:
         raise ValueError(f"lengths go up to {max(lengths)} but the sorter's capacity is {sorter.max_length}")
     if not any(True for _ in sorter.parameters()):
         raise ValueError(f"sorter {config.architecture!r} has no weights to train")
+    resume_step = _checkpoint_step(last) if resume and not overwrite else None
+    start_run_folder(out, record, overwrite=overwrite)
     L.seed_everything(config.seed, workers=True, verbose=False)
-    out.mkdir(parents=True, exist_ok=True)
     module = SorterPretraining(
         sorter,
         learning_rate=config.learning_rate,
@@ -290,11 +306,12 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False) -> S
 
     quiet_lightning()
     progress = progress_settings(every=100)
+    stop = StopOnSignal(last)
     trainer = L.Trainer(
         max_steps=config.steps,
         val_check_interval=min(config.validation_every, config.steps),
         check_val_every_n_epoch=None,
-        logger=make_loggers(out, config.wandb, out.name, config_to_dict(config)),
+        logger=make_loggers(out, config.wandb, out.name, settings, run_id=record["run_id"], resume_step=resume_step),
         callbacks=[
             ModelCheckpoint(
                 dirpath=out / "checkpoints",
@@ -302,6 +319,7 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False) -> S
                 every_n_train_steps=min(config.checkpoint_every, config.steps),
                 save_top_k=0,
             ),
+            stop,
             *progress["callbacks"],
         ],
         enable_progress_bar=progress["enable_progress_bar"],
@@ -313,15 +331,45 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False) -> S
         num_sanity_val_steps=0,
     )
     started = time.time()
-    trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=DeprecationWarning)  # inside Lightning
+        trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume_step is not None else None)
+    _finish_loggers(trainer)
+    if stop.stopped_at is not None:
+        raise RunInterrupted(stop.stopped_at)
     metadata = {
-        "command": " ".join(sys.argv),
-        "config": config_to_dict(config),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "config": settings,
         "steps": int(trainer.global_step),
-        "wall_clock_seconds_this_session": round(time.time() - started, 1),
-        "resumed": resume,
+        "training_seconds": round(time.time() - started, 1),
+        "resumed": resume_step is not None,
     }
     trained = module.sorter.cpu().eval()
     save_sorter(trained, out / "sorter.pt", metadata)
     atomic_write_json(out / "pretrain_summary.json", metadata, indent=2)
     return trained
+
+
+def _checkpoint_step(path: Path) -> int:
+    """The global step a Lightning checkpoint was saved at; ``ValueError`` for a file that is not
+    a readable pretraining checkpoint."""
+    try:
+        payload = read_weights_only(path)
+    except CheckpointError as error:
+        raise ValueError(f"--resume: {error}; add --overwrite to start the run again") from None
+    if (
+        not isinstance(payload, dict)
+        or "global_step" not in payload
+        or "sorter_config" not in payload.get("hyper_parameters", {})
+    ):
+        raise ValueError(f"--resume: {path} is not a sodeep pretraining checkpoint; add --overwrite to start again")
+    return int(payload["global_step"])
+
+
+def _finish_loggers(trainer: L.Trainer) -> None:
+    """Close the W&B run, so that the next run in this process starts its own."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.finish()

@@ -5,17 +5,24 @@ Imported only by training code: ``import sodeep`` does not load Lightning or W&B
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from sodeep.files import atomic_torch_save
+from sodeep.files import atomic_torch_save, atomic_write
 
 #: W&B modes a command accepts: ``offline`` (the default: nothing is sent, no account needed),
 #: ``online`` and ``disabled``.
@@ -42,20 +49,121 @@ def configure_wandb_environment(mode: str, directory: Path) -> None:
         os.environ.setdefault(variable, str(directory))
 
 
-def make_loggers(out: Path, mode: str, name: str, config: dict[str, Any]) -> list:
-    """A CSV logger (``out/csv/metrics.csv``) and, unless ``mode`` is ``disabled``, a W&B logger
-    whose files stay under ``out/wandb``."""
-    from lightning.pytorch.loggers import CSVLogger, WandbLogger
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that an existing ``metrics.csv`` is kept (its rows of steps
+    below ``keep_below``: a resumed run logs the later ones again) and appended to."""
 
-    loggers: list = [CSVLogger(save_dir=str(out), name="csv", version="")]
+    def __init__(self, log_dir: str, keep_below: int) -> None:
+        self.keep_below = keep_below
+        super().__init__(log_dir=log_dir)
+
+    def _check_log_dir_exists(self) -> None:
+        if not os.path.isfile(self.metrics_file_path):
+            return
+        with open(self.metrics_file_path, newline="") as stream:
+            reader = csv.DictReader(stream)
+            header = list(reader.fieldnames or [])
+            kept = [row for row in reader if row.get("step") and float(row["step"]) < self.keep_below]
+
+        def write(binary: Any) -> None:
+            text = io.StringIO(newline="")
+            writer = csv.DictWriter(text, fieldnames=header)
+            writer.writeheader()
+            writer.writerows(kept)
+            binary.write(text.getvalue().encode("utf-8"))
+
+        atomic_write(self.metrics_file_path, write)
+        self.metrics_keys = header
+
+
+class ResumableCSVLogger(CSVLogger):
+    """``CSVLogger`` that, given ``resume_step``, continues the run's ``metrics.csv`` instead of
+    deleting it (Lightning's own logger starts the file anew)."""
+
+    def __init__(self, *args: Any, resume_step: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.resume_step = resume_step
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            if self.resume_step is None:
+                self._experiment = ExperimentWriter(log_dir=self.log_dir)
+            else:
+                self._experiment = _AppendingWriter(self.log_dir, keep_below=self.resume_step)
+        return self._experiment
+
+
+def make_loggers(
+    out: Path,
+    mode: str,
+    name: str,
+    config: dict[str, Any],
+    *,
+    run_id: str | None = None,
+    resume_step: int | None = None,
+) -> list:
+    """A CSV logger (``out/csv/metrics.csv``) and, unless ``mode`` is ``disabled``, a W&B logger
+    whose files stay under ``out/wandb``.  With ``run_id`` the W&B run keeps that id (a resumed
+    run continues it); with ``resume_step`` the CSV keeps its rows of earlier steps."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    loggers: list = [ResumableCSVLogger(save_dir=str(out), name="csv", version="", resume_step=resume_step)]
     if mode != "disabled":
         configure_wandb_environment(mode, out / "wandb")
-        loggers.append(
-            WandbLogger(
-                project="sodeep", name=name, save_dir=str(out / "wandb"), offline=mode == "offline", config=config
-            )
+        identity = {"id": run_id, "resume": "allow"} if run_id else {}
+        wandb_logger = WandbLogger(
+            project="sodeep",
+            name=name,
+            save_dir=str(out / "wandb"),
+            offline=mode == "offline",
+            config=config,
+            **identity,
         )
+        # Lightning passes anonymous=None to wandb.init, which then warns that the setting is gone.
+        getattr(wandb_logger, "_wandb_init", {}).pop("anonymous", None)
+        loggers.append(wandb_logger)
     return loggers
+
+
+class StopOnSignal(Callback):
+    """On SIGINT or SIGTERM, finish the current training step, save ``checkpoint`` and stop; the
+    caller then raises :class:`RunInterrupted` (see :attr:`stopped_at`).  The previous handlers
+    are restored when the fit ends."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, checkpoint: Path) -> None:
+        self.checkpoint = Path(checkpoint)
+        self.requested = False
+        self.stopped_at: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _request(self, number: int, frame: Any) -> None:
+        self.requested = True
+
+    def on_fit_start(self, trainer: Any, module: Any) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {number: signal.signal(number, self._request) for number in self.SIGNALS}
+
+    def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_index: int) -> None:
+        if self.requested and self.stopped_at is None:
+            trainer.save_checkpoint(self.checkpoint)
+            self.stopped_at = int(trainer.global_step)
+            trainer.should_stop = True
+
+    def _restore(self) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous = {}
+
+    def on_fit_end(self, trainer: Any, module: Any) -> None:
+        self._restore()
+
+    def on_exception(self, trainer: Any, module: Any, exception: BaseException) -> None:
+        self._restore()
 
 
 def start_wandb_run(mode: str, out: Path, name: str, config: dict[str, Any]) -> Any:

@@ -1,4 +1,7 @@
+import csv
 import json
+import os
+import signal
 
 import pytest
 import torch
@@ -67,12 +70,108 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
         torch.testing.assert_close(resumed[key], straight[key], rtol=1e-5, atol=1e-6)
     exported = sorter_from_training_checkpoint(tmp_path / "interrupted" / "checkpoints" / "last.ckpt")
     torch.testing.assert_close(exported.state_dict()["network.0.weight"], resumed["network.0.weight"])
+    # The log continues: every step logged once, from the start, in one CSV and one W&B run id.
+    steps = [int(row["step"]) for row in csv.DictReader(open(tmp_path / "interrupted" / "csv" / "metrics.csv"))]
+    logged = [step for step in steps if step % 10 == 9 or step == 7]
+    assert logged == sorted(logged) and min(steps) < 4 and max(steps) == 7
+    run_ids = {path.name.rsplit("-", 1)[-1] for path in (tmp_path / "interrupted" / "wandb").rglob("offline-run-*")}
+    assert len(run_ids) == 1
+
+
+def test_sigint_saves_stops_and_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    _pretrain(tmp_path / "straight", 8, "--checkpoint-every", "100")
+    original_step = SorterPretraining.training_step
+
+    def interrupted_step(self, batch, batch_index):
+        if self.global_step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original_step(self, batch, batch_index)
+
+    monkeypatch.setattr(SorterPretraining, "training_step", interrupted_step)
+    with pytest.raises(SystemExit) as exit_info:
+        _pretrain(tmp_path / "run", 8, "--checkpoint-every", "100")
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_info.value.code == 130
+    assert error.startswith("interrupted at step 4; resume with: sodeep pretrain --steps 8") and error.endswith("--resume")
+    assert not (tmp_path / "run" / "sorter.pt").exists()
+    monkeypatch.setattr(SorterPretraining, "training_step", original_step)
+    assert _pretrain(tmp_path / "run", 8, "--checkpoint-every", "100", "--resume") == 0
+    straight = load_sorter(tmp_path / "straight" / "sorter.pt").state_dict()
+    resumed = load_sorter(tmp_path / "run" / "sorter.pt").state_dict()
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty", "text", "foreign"])
+def test_a_broken_resume_checkpoint_ends_in_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys, damage):
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    assert _pretrain(run, 2) == 0
+    last = run / "checkpoints" / "last.ckpt"
+    content = last.read_bytes()
+    if damage == "truncate":
+        last.write_bytes(content[: len(content) // 2])
+    elif damage == "empty":
+        last.write_bytes(b"")
+    elif damage == "text":
+        last.write_text("hello")
+    else:
+        torch.save({"state_dict": {}}, last)
+    before = _files(run)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        _pretrain(run, 2, "--resume")
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and error.count("\n") == 1 and "--overwrite" in error
+    assert _files(run) == before
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         _pretrain(tmp_path / "none", 2, "--resume")
-    assert exit_info.value.code == 2 and "--resume: no checkpoint at" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "holds no run to resume" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
+
+
+def _files(folder):
+    return {path: path.stat().st_mtime_ns for path in folder.rglob("*") if path.is_file()}
+
+
+def test_a_folder_holding_another_run_is_refused_and_left_untouched(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    assert _pretrain(run, 2) == 0
+    before = _files(run)
+    capsys.readouterr()
+    for extra, message in (
+        (["--seed", "1"], "other settings (seed: 0 -> 1)"),
+        (["--seed", "1", "--resume"], "other settings (seed: 0 -> 1)"),
+        ([], "already holds this run; add --resume"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            _pretrain(run, 2, *extra)
+        error = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in error and error.count("\n") == 1
+    assert _files(run) == before  # nothing rewritten, nothing added
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("my own work")
+    with pytest.raises(SystemExit):
+        _pretrain(tmp_path / "mine", 2)
+    assert "not a sodeep run folder" in capsys.readouterr().err
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "my own work"
+
+
+def test_overwrite_clears_the_folder_and_starts_again(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    assert _pretrain(run, 4) == 0
+    (run / "stale.txt").write_text("from before")
+    assert _pretrain(run, 2, "--seed", "1", "--overwrite") == 0
+    assert not (run / "stale.txt").exists()
+    summary = json.loads((run / "pretrain_summary.json").read_text())
+    assert summary["steps"] == 2 and summary["config"]["seed"] == 1
+    assert sorted(path.name for path in (run / "checkpoints").iterdir()) == ["last.ckpt"]
 
 
 def test_parse_lengths():
@@ -109,7 +208,9 @@ def test_bad_pretraining_values_end_in_one_line_before_anything_is_written(tmp_p
         ("- a\n", [], "must hold a mapping of settings, got a list"),  # was "unknown keys ['a']"
         ("steps: 1\n", ["--architecture", "bogus"], "unknown sorter architecture 'bogus'"),  # left the folder behind
         ("steps: 1\n", ["--lengths", "2-300"], "the sorter's capacity is 256"),
-        ("steps: 1\n", ["--resume"], "--resume: no checkpoint at"),
+        ("steps: 1\n", ["--resume"], "holds no run to resume"),
+        ("steps: 1\n", ["--sorter", '{"softnes": 0.5}'], "did you mean 'softness'"),
+        ("stpes: 1\n", [], "unknown key 'stpes' (did you mean 'steps'?)"),
     ],
 )
 def test_bad_pretraining_configs_end_in_one_line_and_leave_nothing(tmp_path, capsys, config_text, flags, message):

@@ -34,7 +34,12 @@ def descending_normalized(ascending_sorter: SorterFunction) -> SorterFunction:
 
 
 class FrozenSorterMixin(nn.Module):
-    """Holds a sorter; a module sorter is frozen and kept in eval mode."""
+    """Holds a frozen sorter: no gradient to its weights, eval mode whatever the owner's mode.
+
+    The sorter is a fixed part of the loss, not a submodule: it stays out of the owner's
+    ``parameters()``, ``state_dict()`` and ``modules()`` (so a Lightning module that holds the
+    loss has no module left in eval mode), yet moves with the loss (``.to(device)``, ``.double()``).
+    """
 
     def _set_sorter(self, sorter: SorterFunction | None) -> None:
         if sorter is None:
@@ -42,23 +47,19 @@ class FrozenSorterMixin(nn.Module):
 
             sorter = load_sorter()
         if isinstance(sorter, nn.Module):
-            sorter.requires_grad_(False)
-            sorter.eval()
-            self.sorter = sorter
-        elif callable(sorter):
-            self._sorter_function = sorter
-        else:
+            sorter.requires_grad_(False).eval()
+        elif not callable(sorter):
             raise TypeError(f"sorter must be a Sorter, an nn.Module or a callable, got {type(sorter).__name__}")
+        object.__setattr__(self, "sorter", sorter)  # not registered as a submodule: see the class docstring
+
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        if isinstance(self.sorter, nn.Module):
+            self.sorter._apply(fn, *args, **kwargs)
+        return self
 
     def rank(self, scores: torch.Tensor) -> torch.Tensor:
-        sorter = self.sorter if "sorter" in self._modules else self._sorter_function
-        return sorter(scores)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if "sorter" in self._modules:
-            self.sorter.eval()
-        return self
+        return self.sorter(scores)
 
 
 def _as_rows(values: torch.Tensor) -> torch.Tensor:

@@ -27,8 +27,15 @@ def check_scores(scores: Any, *, min_length: int, max_length: int | None, name: 
     n = scores.shape[-1]
     if n < min_length or (max_length is not None and n > max_length):
         upper = "any n" if max_length is None else f"n <= {max_length} (its capacity)"
+        hint = ""
+        if max_length is not None and n > max_length:
+            hint = (
+                "; PairwiseSigmoidSorter, NeuralSortSorter and SoftSortSorter accept any n "
+                "(memory B * n^2), and sodeep.rank gives exact ranks without gradients"
+            )
         raise ValueError(
-            f"{name} has length n={n} (shape {tuple(scores.shape)}); this sorter accepts n >= {min_length} and {upper}"
+            f"{name} has length n={n} (shape {tuple(scores.shape)}); "
+            f"this sorter accepts n >= {min_length} and {upper}{hint}"
         )
     # A finite sum means finite scores (one number to read, not a mask of (B, n)); a sum that
     # overflowed may still come from finite scores, so min and max (which propagate NaN and show

@@ -44,6 +44,25 @@ def test_spearman_loss_default_sorter_is_frozen_and_stays_in_eval():
     assert loss.to(torch.float64).sorter.network[0].weight.dtype == torch.float64
 
 
+def test_a_model_holding_the_loss_has_no_module_in_eval_mode_and_no_sorter_state():
+    class Regressor(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = torch.nn.Linear(4, 1)
+            self.loss = SpearmanLoss(l1_weight=0.1)
+
+    model = Regressor().train()
+    assert all(module.training for module in model.modules())  # Lightning warns about eval-mode modules
+    assert set(model.state_dict()) == {"head.weight", "head.bias"}
+    assert not model.loss.sorter.training and not any(p.requires_grad for p in model.loss.sorter.parameters())
+
+
+def test_a_column_of_predictions_is_told_to_squeeze():
+    loss = SpearmanLoss(sorter=SHARP)
+    with pytest.raises(ValueError, match=r"squeeze\(-1\)"):
+        loss(torch.randn(64, 1), torch.randn(64, 1))
+
+
 def test_spearman_loss_decreases_when_training_a_linear_model():
     torch.manual_seed(0)
     inputs = torch.randn(64, 3)

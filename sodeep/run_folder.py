@@ -1,0 +1,123 @@
+"""An output folder belongs to one run: its command and settings, recorded in ``run.json`` when
+the run starts.
+
+:func:`claim_run_folder` decides, before anything is written, whether a command may use a
+folder: a new or empty folder starts a run; a folder holding the same run needs ``resume`` (or
+``overwrite``); a folder holding another run, or files that are not a run, needs ``overwrite``,
+which clears it first.  Every refusal is a ``ValueError`` of one line that says what to do.
+
+Example:
+    >>> import tempfile
+    >>> out = Path(tempfile.mkdtemp()) / "run"
+    >>> record = claim_run_folder(out, "pretrain", {"steps": 10})
+    >>> start_run_folder(out, record, overwrite=False).name
+    'run.json'
+    >>> claim_run_folder(out, "pretrain", {"steps": 20}, resume=True)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: ... holds a pretrain run with other settings (steps: 10 -> 20); ...
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from sodeep.files import atomic_write_json
+
+#: The record of the run a folder holds.
+RUN_RECORD = "run.json"
+
+
+class RunInterrupted(Exception):
+    """A run stopped on SIGINT or SIGTERM after saving its checkpoint at ``step``."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"interrupted at step {step}")
+        self.step = step
+
+
+def _describe(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def claim_run_folder(
+    out: Path,
+    command: str,
+    config: dict[str, Any],
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    ignored: tuple[str, ...] = ("out", "wandb"),
+) -> dict[str, Any]:
+    """Check that ``command`` with ``config`` may run in ``out``; return the run's record.
+
+    Args:
+        out: the run folder.
+        command: the command's name, e.g. ``"pretrain"``.
+        config: the resolved, JSON-able settings of the run.
+        resume: continue the run the folder holds (its settings must match).
+        overwrite: clear the folder first, whatever it holds (done by :func:`start_run_folder`).
+        ignored: settings that may differ between a run and its resumption.
+
+    Returns:
+        ``{"command", "config", "run_id"}``: the folder's own record when resuming, else a new one.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file, not a run folder; choose another --out")
+    record_path = out / RUN_RECORD
+    holds_files = out.is_dir() and any(out.iterdir())
+    fresh = {"command": command, "config": config, "run_id": uuid.uuid4().hex[:16]}
+    if overwrite or not holds_files:
+        if resume and not overwrite:
+            raise ValueError(f"--resume: {out} holds no run to resume; run without --resume to start one")
+        return fresh
+    if not record_path.is_file():
+        raise ValueError(
+            f"{out} holds files but no {RUN_RECORD}: not a sodeep run folder; choose another --out "
+            "or add --overwrite to clear it"
+        )
+    try:
+        existing = json.loads(record_path.read_text(encoding="utf-8"))
+        existing_command, existing_config = existing["command"], existing["config"]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise ValueError(f"{record_path} is damaged; add --overwrite to clear {out} and start again") from None
+    if existing_command != command:
+        raise ValueError(
+            f"{out} holds a {existing_command} run, not a {command} run; choose another --out or add --overwrite"
+        )
+    differing = sorted(
+        key
+        for key in set(existing_config) | set(config)
+        if key not in ignored and existing_config.get(key) != config.get(key)
+    )
+    if differing:
+        changes = ", ".join(
+            f"{key}: {_describe(existing_config.get(key))} -> {_describe(config.get(key))}" for key in differing
+        )
+        raise ValueError(
+            f"{out} holds a {command} run with other settings ({changes}); resume it with its own settings, "
+            "choose another --out, or add --overwrite to clear it"
+        )
+    if not resume:
+        raise ValueError(f"{out} already holds this run; add --resume to continue it or --overwrite to start again")
+    return {"command": command, "config": config, "run_id": existing.get("run_id") or fresh["run_id"]}
+
+
+def start_run_folder(out: Path, record: dict[str, Any], *, overwrite: bool) -> Path:
+    """Clear ``out`` if ``overwrite``, then write the run's record; returns the record's path.
+
+    Call it after every other check, so that a refused run leaves the folder as it was.
+    """
+    out = Path(out)
+    if overwrite and out.is_dir():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    from sodeep import __version__
+
+    return atomic_write_json(out / RUN_RECORD, {**record, "sodeep_version": __version__}, indent=2)
