@@ -118,22 +118,27 @@ def read_weights_only(path: Path, map_location: str | torch.device = "cpu") -> A
         ) from error
 
 
-def load_sorter(path: str | os.PathLike | None = None, map_location: str | torch.device = "cpu") -> Sorter:
+def load_sorter(
+    path: str | os.PathLike | None = None, map_location: str | torch.device = "cpu", *, trainable: bool = False
+) -> Sorter:
     """Load a sorter checkpoint; ``path=None`` loads the shipped default, offline.
 
-    The result is in eval mode.  Raises :class:`CheckpointError` (a ``ValueError``) for a file that
-    is missing, corrupt, of another kind, or whose weights do not fit its declared architecture.
+    The result is in eval mode and frozen (no gradient to its weights), as a loss uses it;
+    ``trainable=True`` returns it in train mode with gradients, to fine-tune it.  Raises
+    :class:`CheckpointError` (a ``ValueError``) for a file that is missing, corrupt, of another
+    kind, or whose weights do not fit its declared architecture.
 
     Example:
         >>> sorter = load_sorter()
         >>> sorter(torch.tensor([3.0, 1.0, 2.0, 2.0])).detach()  # exact: [0.25, 1, 0.625, 0.625]
-        tensor([0.3570, 0.8930, 0.6250, 0.6250])
+        tensor([0.3567, 0.8931, 0.6251, 0.6251])
     """
     path = Path(path) if path is not None else default_sorter_path()
     if not path.is_file():
         raise CheckpointError(f"no sorter checkpoint at {path}")
     payload = read_weights_only(path, map_location)
-    return sorter_from_payload(payload, source=str(path))
+    sorter = sorter_from_payload(payload, source=str(path))
+    return sorter.train().requires_grad_(True) if trainable else sorter.requires_grad_(False)
 
 
 _ORIGINAL_ARCHITECTURES = {"cnn": OriginalCNNSorter, "lstmla": OriginalLSTMLargeSorter}

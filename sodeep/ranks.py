@@ -72,7 +72,10 @@ def rank(
     # order (ordinal ties by position).  Sorting descending, not negated values: the negation of
     # unsigned and boolean values, or of the most negative integer, is not in reverse order.
     sorted_key, order = torch.sort(moved, dim=-1, descending=descending, stable=True)
-    positions = torch.arange(1, n + 1, device=x.device, dtype=out_dtype).expand_as(sorted_key)
+    # Positions are counted in a wide type and cast at the end: float16 counts whole numbers only
+    # up to 2048 (and overflows at 65504), bfloat16 up to 256.
+    count_dtype = torch.float64 if out_dtype == torch.float64 else torch.float32
+    positions = torch.arange(1, n + 1, device=x.device, dtype=count_dtype).expand_as(sorted_key)
 
     if ties == "ordinal":
         sorted_ranks = positions
@@ -81,7 +84,7 @@ def rank(
         starts_group[..., 1:] = sorted_key[..., 1:] != sorted_key[..., :-1]
         group_id = torch.cumsum(starts_group.to(torch.long), dim=-1) - 1
         if ties == "dense":
-            sorted_ranks = (group_id + 1).to(out_dtype)
+            sorted_ranks = (group_id + 1).to(count_dtype)
         else:
             # First and last position of each tie group, gathered back to its members.
             group_first = torch.zeros_like(positions).scatter_reduce(
@@ -97,4 +100,4 @@ def rank(
     ranks = torch.empty_like(sorted_ranks).scatter_(-1, order, sorted_ranks)
     if normalized:
         ranks = ranks / n
-    return ranks.movedim(-1, dim)
+    return ranks.to(out_dtype).movedim(-1, dim)

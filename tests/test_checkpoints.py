@@ -92,3 +92,10 @@ def test_shipped_sorters_load_offline_and_meet_a_fidelity_floor(file_name):
     per_length = summarize(rows, "length")
     assert all(metrics["spearman"] > 0.99 for metrics in per_length.values())
     assert per_length[100]["rank_error"] < 1.0
+
+
+def test_load_sorter_is_frozen_in_eval_mode_unless_asked_to_train():
+    frozen = load_sorter()
+    assert not frozen.training and not any(p.requires_grad for p in frozen.parameters())
+    trainable = load_sorter(trainable=True)
+    assert trainable.training and all(p.requires_grad for p in trainable.parameters())

@@ -58,3 +58,16 @@ def test_rejects_bad_input():
         rank(torch.tensor([1.0]), ties="random")
     with pytest.raises(ValueError, match="0-d"):
         rank(torch.tensor(1.0))
+
+
+@pytest.mark.parametrize("dtype,n", [(torch.float16, 3000), (torch.bfloat16, 300), (torch.float16, 70_000)])
+@pytest.mark.parametrize("ties", ["average", "ordinal"])
+def test_half_precision_counts_positions_in_a_wide_type(dtype, n, ties):
+    values = torch.randn(n, generator=torch.Generator().manual_seed(0)).to(dtype)  # with ties from rounding
+    ranks = rank(values, ties=ties)
+    exact = torch.from_numpy(scipy.stats.rankdata(-values.float().numpy(), method=ties) / n)
+    assert ranks.dtype == dtype and torch.isfinite(ranks).all()
+    # Counted exactly, rounded once at the end: within a unit in the last place of the dtype
+    # (subnormal ones included: 1 / 70,000 is below float16's smallest normal number).
+    info = torch.finfo(dtype)
+    torch.testing.assert_close(ranks.double(), exact, rtol=info.eps, atol=info.smallest_normal * info.eps)

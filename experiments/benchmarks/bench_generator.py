@@ -56,7 +56,7 @@ def interleaved_medians(rounds: int, warmup: int = 20) -> tuple[float, float, fl
 
 
 def trainable_shipped_sorter() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
-    sorter = load_sorter().train().requires_grad_(True)
+    sorter = load_sorter(trainable=True)
     return sorter, torch.optim.AdamW(sorter.parameters(), lr=3e-3)
 
 

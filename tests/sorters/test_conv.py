@@ -81,8 +81,8 @@ def test_hand_written_backward_gradcheck_float64():
 @pytest.mark.parametrize("family", ["normal", "ties", "repeated"])
 def test_frozen_sorter_matches_the_learning_sorter(family):
     scores = generate_sequences(8, 50, make_generator(3), families=[family])[0].double()
-    learning = load_sorter().double()
-    frozen = load_sorter().double().requires_grad_(False)
+    learning = load_sorter(trainable=True).double().eval()
+    frozen = load_sorter().double()
     results = []
     for sorter in (learning, frozen):
         x = scores.clone().requires_grad_()
@@ -95,7 +95,7 @@ def test_frozen_sorter_matches_the_learning_sorter(family):
 
 
 def test_lengths_first_seen_in_inference_mode_still_train():
-    sorter = load_sorter()
+    sorter = load_sorter(trainable=True)
     scores = torch.randn(4, 37)
     with torch.inference_mode():
         sorter(scores)  # caches the constant part of the ranks at n = 37
