@@ -332,7 +332,7 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
     )
     started = time.time()
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=DeprecationWarning)  # inside Lightning
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)  # inside Lightning
         trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume_step is not None else None)
     _finish_loggers(trainer)
     if stop.stopped_at is not None:

@@ -14,8 +14,8 @@ import time
 
 import torch
 
+from sodeep.brainage.losses import BrainAgeLoss
 from sodeep.brainage.models import SFCN
-from sodeep.losses import BrainAgeLoss
 
 PRESETS = ("l1", "l1+spearman", "l1+agediff", "l1+spearman+agediff", "cheng2021")
 

@@ -1,10 +1,9 @@
 """Brain age on a FreeSurfer table: classical baselines on the same folds as `sodeep brainage
-tabular`, printed beside its results.
+tabular`, printed beside its results (default table: the bundled FCON1000 thickness table).
 
-    sodeep brainage tabular --csv ../shared/data/fcon1000_destrieux_thickness.csv \
+    sodeep brainage tabular --dataset fcon1000 \
         --losses l1 mse l1+spearman l1+agediff l1+spearman+agediff cheng2021 --out runs/brainage-fcon1000
-    python experiments/benchmarks/bench_brainage_tabular.py \
-        --csv ../shared/data/fcon1000_destrieux_thickness.csv --results runs/brainage-fcon1000/results.json
+    python experiments/benchmarks/bench_brainage_tabular.py --results runs/brainage-fcon1000/results.json
 
 Baselines (scikit-learn, the `bench` extra), fitted on the training folds with the same
 train-only standardization: the training median; ridge (alpha by inner CV); an RBF SVR (C by inner
@@ -21,7 +20,7 @@ from sklearn.linear_model import RidgeCV
 from sklearn.model_selection import GridSearchCV
 from sklearn.svm import SVR
 
-from sodeep.brainage import Standardizer, read_age_table, regression_metrics, stratified_folds
+from sodeep.brainage import Standardizer, bundled_table_path, read_age_table, regression_metrics, stratified_folds
 
 REPORTED = ("mae", "pearson", "spearman")
 
@@ -65,12 +64,12 @@ def row(name: str, runs: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--csv", required=True)
+    parser.add_argument("--csv", help="a brain-age table (default: the bundled fcon1000 table)")
     parser.add_argument("--results", help="results.json of `sodeep brainage tabular` on the same CSV")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     arguments = parser.parse_args()
-    table = read_age_table(arguments.csv)
+    table = read_age_table(arguments.csv or bundled_table_path("fcon1000"))
     print("| model | MAE (years) | Pearson r | Spearman rho | runs |\n|---|---|---|---|---|")
     for name, runs in baselines(table.features, table.ages, arguments.folds, arguments.seeds).items():
         print(row(name, runs))

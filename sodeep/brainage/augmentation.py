@@ -60,8 +60,8 @@ class RandomContrast:
     to z-scores inside the brain.  Sites differ in exactly these (contrast, coil inhomogeneity,
     noise), so a network that sees them vary at random learns less of the site and more of the
     anatomy (domain randomization, as in TorchIO's ``RandomGamma``/``RandomBiasField``/``RandomNoise``).
-    Measured on sodeep's synthetic MRI it hurt (test MAE 8.98 vs 8.15 years): it also scrambles
-    the white-matter contrast, which carries age there.  It is an option, not a default.
+    It also scrambles the white-matter contrast, which carries age in sodeep's synthetic MRI, so
+    it is an option, not a default (ablation in ``docs/brainage.md``).
 
     Args:
         max_gamma: gammas are drawn log-uniformly in ``[1 / max_gamma, max_gamma]`` and applied

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,65 +20,15 @@ import scipy.stats
 import torch
 from torch import nn
 
+from sodeep.brainage.config import TrainingConfig, check_run_plan
 from sodeep.brainage.metrics import fit_age_bias, gap_metrics, per_site_mae, regression_metrics
 from sodeep.brainage.models import AgeMLP
 from sodeep.brainage.tables import AgeTable, Standardizer, check_folds, stratified_folds
-from sodeep.brainage.training import check_fit_settings, fit_age_model, predict_ages
-from sodeep.losses import BRAIN_AGE_PRESETS
+from sodeep.brainage.training import fit_age_model, predict_ages
+from sodeep.files import atomic_write_json
 
 #: Metrics summarized as mean +- sd in the report, in this order.
 REPORTED_METRICS = ("mae", "rmse", "pearson", "spearman", "r2", "corrected_gap_age_correlation")
-
-
-@dataclass
-class TrainingConfig:
-    """Model and optimisation settings shared by every preset."""
-
-    hidden: Sequence[int] = (256, 64)
-    dropout: float = 0.2
-    batch_size: int = 64
-    max_epochs: int = 300
-    patience: int = 30
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-2
-    validation_fraction: float = 0.1
-    ema_decay: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        # Checked here, before a cross-validation starts, rather than in its first run.
-        check_fit_settings(**self.fit_options())
-        if not 0.0 < self.validation_fraction < 1.0 or not 0.0 <= self.dropout < 1.0:
-            raise ValueError(
-                f"validation_fraction must be in (0, 1) and dropout in [0, 1), got {self.validation_fraction} "
-                f"and {self.dropout}"
-            )
-
-    def fit_options(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`sodeep.brainage.training.fit_age_model` it sets."""
-        names = ("batch_size", "max_epochs", "patience", "learning_rate", "weight_decay", "ema_decay")
-        return {name: getattr(self, name) for name in names}
-
-
-def check_run_plan(presets: Sequence[str], seeds: Sequence[int]) -> None:
-    """Refuse an empty plan and preset names not in :data:`sodeep.losses.BRAIN_AGE_PRESETS`."""
-    if not list(seeds) or not list(presets):
-        raise ValueError(f"need at least one seed and one preset, got seeds {list(seeds)} and presets {list(presets)}")
-    unknown = [name for name in presets if name not in BRAIN_AGE_PRESETS]
-    if unknown:
-        raise ValueError(f"unknown loss presets {unknown}; known: {list(BRAIN_AGE_PRESETS)}")
-
-
-def write_json_atomically(path: Path, payload: Any) -> None:
-    """Write JSON to a temporary file in the same folder, then rename: never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(payload, stream, indent=1)
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
 
 
 def inner_validation_mask(ages: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -118,7 +66,7 @@ def cross_validate(
     Args:
         ages: ``(N,)`` chronological ages.
         sites: ``N`` site labels (per-site errors).
-        presets: names from :data:`sodeep.losses.BRAIN_AGE_PRESETS`.
+        presets: names from :data:`sodeep.brainage.losses.BRAIN_AGE_PRESETS`.
         make_inputs: given the rows a model is fitted on, returns ``rows -> inputs tensor``;
             anything it learns from the data (a scaler) must come from those rows only.
         make_model: given the fitting rows' ages, a fresh model ``inputs -> (B,)`` ages.
@@ -195,10 +143,10 @@ def cross_validate(
         results["presets"][name]["runs"].append(run)
         if on_run is not None:
             on_run(name, run)
-        write_json_atomically(results_path, results)
+        atomic_write_json(results_path, results)
 
     summarize(results, ages, sites)
-    write_json_atomically(results_path, results)
+    atomic_write_json(results_path, results)
     return results
 
 

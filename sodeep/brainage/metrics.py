@@ -13,7 +13,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torchmetrics.functional import mean_absolute_error, mean_squared_error, pearson_corrcoef, r2_score
 
 from sodeep.ranks import rank
 
@@ -26,6 +25,8 @@ def spearman_rho(p: torch.Tensor, t: torch.Tensor) -> float:
     """Spearman's rho of two float64 ``(N,)`` tensors: Pearson's r of their tie-averaged ranks,
     as ``scipy.stats.spearmanr``.  (torchmetrics' ``spearman_corrcoef`` reads 0.9999995, not 1,
     for a perfect ranking, and 0, not NaN, for constant predictions.)"""
+    from torchmetrics.functional import pearson_corrcoef
+
     ascending = {"descending": False, "normalized": False}
     return float(pearson_corrcoef(rank(p, **ascending), rank(t, **ascending)))
 
@@ -41,6 +42,9 @@ def regression_metrics(predicted, true) -> dict[str, float]:
         The six metrics by name; all NaN if a prediction is NaN or infinite (a diverged run is
         reported as such, not scored: torchmetrics' Spearman alone would still read ~1).
     """
+    # torchmetrics imports matplotlib when it is installed: loaded here, not with the package.
+    from torchmetrics.functional import mean_absolute_error, mean_squared_error, pearson_corrcoef, r2_score
+
     p, t = _tensor(predicted), _tensor(true)
     if p.shape != t.shape or p.dim() != 1 or len(p) < 2:
         raise ValueError(f"predicted and true must be (N,) with N >= 2, got {tuple(p.shape)} and {tuple(t.shape)}")

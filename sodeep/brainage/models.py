@@ -58,8 +58,7 @@ class SFCN(nn.Module):
     Args:
         channels: output channels of the ``3^3`` blocks (the paper: 32, 64, 128, 256, 256).  The
             first blocks run at full resolution and set the cost, so they are narrow; the deep
-            ones are cheap and wide (on synthetic MRI, widening them from 32, 64, 64 took the test
-            MAE from 8.15 to 7.76 years within the same 15-minute budget).
+            ones run on 8x fewer voxels per block and are wide.
         head_channels: channels of the ``1^3`` block (the paper: 64).
         dropout: before the regressor.
         age_offset: initial output (years), e.g. the training mean.
@@ -71,15 +70,13 @@ class SFCN(nn.Module):
         pool_before_norm: ``True``: ``Conv -> MaxPool -> BatchNorm -> ReLU``, normalizing 8x
             fewer voxels; ``False``: the paper's ``Conv -> BatchNorm -> MaxPool -> ReLU``.  In eval
             mode, with positive BatchNorm scales, both orders compute the same function (only
-            the batch statistics of training differ), but full-resolution BatchNorm is ~45% of a
-            CPU training step: pooling first makes the step 1.8x faster (144 vs 261 ms at B=16,
-            45x54x45, 2 cores).
+            the batch statistics of training differ), and pooling first makes a training step
+            cheaper (timings in ``docs/brainage.md``).
         pool_every_block: also average each ``3^3`` block's output over the volume and hand
             those ``sum(channels)`` means to the regressor beside the last block's (``False``:
             the last block's only, as in the paper).  The means of the early, fine-scale blocks
             are tissue-class volumes, the quantities age changes most directly, which the deep
-            blocks otherwise have to carry through four poolings.  On synthetic MRI this took the
-            test MAE from 7.64 to 7.30 years (training seed 0, same budget).
+            blocks otherwise have to carry through four poolings.
 
     Shapes: ``(B, 1, D, H, W)`` -> ``(B,)``; any grid with each side >= ``2 ** len(channels)``.
 
@@ -125,8 +122,8 @@ class SFCN(nn.Module):
         self.regressor = nn.Sequential(nn.Dropout(dropout), nn.Linear(pooled_width + self.extra_inputs, 1))
         self.register_buffer("age_offset", torch.tensor(float(age_offset)))
         self.register_buffer("age_scale", torch.tensor(float(age_scale)))
-        # Channels-last 3D convolution weights make a CPU training step ~1.5x faster (oneDNN picks
-        # faster kernels; measured 220 vs 340 ms at B=16, 45x54x45); loading a state dict keeps it.
+        # Channels-last 3D convolution weights let oneDNN pick faster CPU kernels; loading a state
+        # dict keeps the layout.
         self.to(memory_format=torch.channels_last_3d)
 
     def forward(self, volumes: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:

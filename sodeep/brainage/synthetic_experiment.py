@@ -15,16 +15,13 @@ import scipy.stats
 import torch
 
 from sodeep.brainage.augmentation import make_augmentation
-from sodeep.brainage.cross_validation import (
-    TrainingConfig,
-    check_run_plan,
-    inner_validation_mask,
-    write_json_atomically,
-)
+from sodeep.brainage.config import TrainingConfig, check_fit_settings, check_run_plan
+from sodeep.brainage.cross_validation import inner_validation_mask
 from sodeep.brainage.metrics import corrected_gap, fit_age_bias, gap_metrics, per_site_mae, regression_metrics
 from sodeep.brainage.models import SFCN, CascadeAgeNet, discretize_age
 from sodeep.brainage.synthetic_mri import GM_REGIONS, SimulatorSettings, SyntheticCohort, simulate_cohort
-from sodeep.brainage.training import check_fit_settings, fit_age_model, load_age_model, predict_ages
+from sodeep.brainage.training import fit_age_model, load_age_model, predict_ages
+from sodeep.files import atomic_write_json
 
 #: The oracle's features: true tissue volumes (ml) of every subject.
 VOLUME_FEATURES = tuple(f"gm_{name}" for name in GM_REGIONS) + ("wm", "csf", "ventricles")
@@ -126,11 +123,11 @@ def run_synthetic_benchmark(
         "seeds": list(seeds),
         "presets": list(presets),
         "simulator": SimulatorSettings().__dict__ | {"age_range": list(SimulatorSettings().age_range)},
-        # Unset options (None) are left out, so results written before they existed still resume.
+        # Options left unset (None) are not recorded: the settings list only what was chosen.
         "config": {key: value for key, value in config.__dict__.items() if key != "hidden" and value is not None},
         "max_minutes": max_minutes,
     }
-    if augment:  # recorded only when set, like the unset config options above
+    if augment:
         settings["augment"] = augment
     network = dict(network or {})
     if network:
@@ -143,7 +140,7 @@ def run_synthetic_benchmark(
             results = previous
     if "baselines" not in results:
         results["baselines"] = baselines(train, test)
-        write_json_atomically(path, results)
+        atomic_write_json(path, results)
 
     ages, test_ages = train.ages, test.ages
     is_validation = inner_validation_mask(ages, config.validation_fraction, data_seed)
@@ -161,8 +158,7 @@ def run_synthetic_benchmark(
             "gap_recovery": float(recovery.statistic),
             "gap_recovery_p": float(recovery.pvalue),
             # What gap_recovery would be if the corrected gap were the true gap plus independent
-            # error: sd(true gap) / sd(corrected gap).  With an error SD of ~8 years against a gap
-            # SD of 2.5, even a perfect gap detector correlates weakly.
+            # error e: corr(g, g + e) = sd(g) / sd(g + e), small when the error dwarfs the gap.
             "gap_recovery_ceiling": float(min(1.0, test.truth["gap"].std() / corrected.std())),
             "train_minutes": round(minutes, 2),
             "epochs": summary["epochs"],
@@ -200,7 +196,7 @@ def run_synthetic_benchmark(
                 results["presets"][name]["runs"].append(evaluate(seed, model, minutes, summary))
                 if on_run is not None:
                     on_run(name, results["presets"][name]["runs"][-1])
-                write_json_atomically(path, results)
+                atomic_write_json(path, results)
             entry = results["cascade"].setdefault(name, {"runs": []})
             if not cascade or any(run["seed"] == seed for run in entry["runs"]):
                 continue
@@ -220,14 +216,14 @@ def run_synthetic_benchmark(
             entry["runs"].append(evaluate(seed, model, minutes, summary))
             if on_run is not None:
                 on_run(f"cascade {name}", entry["runs"][-1])
-            write_json_atomically(path, results)
+            atomic_write_json(path, results)
 
     sites = [str(site) for site in test.truth["site"].astype(int)]
     for group in ("presets", "cascade"):
         for entry in results[group].values():
             if entry["runs"]:
                 entry["per_site"] = per_site_mae(entry["runs"][0]["test_predictions"], test_ages, sites)
-    write_json_atomically(path, results)
+    atomic_write_json(path, results)
     return results
 
 

@@ -35,6 +35,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from sodeep.files import atomic_write
+
 #: MNI grid at 4 mm (voxels) and the voxel volume (ml).
 GRID = (45, 54, 45)
 VOXEL_ML = 4.0**3 / 1000.0
@@ -291,8 +293,6 @@ def simulate_cohort(
     stacked = torch.stack(volumes).unsqueeze(1)
     truth = {name: np.array([t[name] for t in truths]) for name in truths[0]}
     if cached is not None:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        temporary = cached.with_suffix(".tmp.npz")
-        np.savez(temporary, volumes=stacked.numpy(), **{f"truth_{k}": v for k, v in truth.items()})
-        os.replace(temporary, cached)
+        arrays = {"volumes": stacked.numpy()} | {f"truth_{k}": v for k, v in truth.items()}
+        atomic_write(cached, lambda stream: np.savez(stream, **arrays))
     return SyntheticCohort(stacked, truth)

@@ -4,6 +4,7 @@ validation MAE, best weights restored at the end."""
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -16,12 +17,14 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from sodeep.losses import BrainAgeLoss
+from sodeep.brainage.config import check_fit_settings
+from sodeep.brainage.losses import BrainAgeLoss
+from sodeep.runs import AtomicCheckpointIO, progress_settings
 
 
 class AgeRegression(L.LightningModule):
     """Lightning wrapper: ``model`` maps inputs to ages ``(B,)``; ``loss`` is any
-    ``(predictions, ages) -> scalar`` module, e.g. :class:`sodeep.losses.BrainAgeLoss`;
+    ``(predictions, ages) -> scalar`` module, e.g. :class:`sodeep.brainage.losses.BrainAgeLoss`;
     ``augment`` (optional) transforms training inputs only."""
 
     def __init__(
@@ -81,29 +84,6 @@ def make_loader(inputs: torch.Tensor, ages: torch.Tensor, batch_size: int, *, se
     return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator, drop_last=drop_last)
 
 
-def check_fit_settings(
-    batch_size: int,
-    max_epochs: int,
-    patience: int,
-    learning_rate: float,
-    weight_decay: float,
-    ema_decay: float | None,
-    max_minutes: float | None = None,
-) -> None:
-    """Refuse settings of :func:`fit_age_model` that cannot train (clear errors, before any work)."""
-    if batch_size < 2:
-        raise ValueError(f"batch_size must be >= 2 (rank losses compare subjects), got {batch_size}")
-    if max_minutes is not None and not max_minutes > 0:
-        raise ValueError(f"max_minutes must be None or > 0, got {max_minutes}")
-    if max_epochs < 1 or patience < 0:
-        # No epoch would leave no checkpoint to restore; a negative patience stops at once.
-        raise ValueError(f"max_epochs must be >= 1 and patience >= 0, got {max_epochs} and {patience}")
-    if not (math.isfinite(learning_rate) and learning_rate > 0) or not weight_decay >= 0:
-        raise ValueError(f"learning_rate must be > 0 and weight_decay >= 0, got {learning_rate} and {weight_decay}")
-    if ema_decay is not None and not 0.0 < ema_decay < 1.0:
-        raise ValueError(f"ema_decay must be None or in (0, 1), got {ema_decay}")
-
-
 def fit_age_model(
     model: nn.Module,
     loss: nn.Module | str,
@@ -127,7 +107,7 @@ def fit_age_model(
 
     Args:
         model: ``(B, ...) -> (B,)`` ages.
-        loss: a loss module or a :data:`sodeep.losses.BRAIN_AGE_PRESETS` name.
+        loss: a loss module or a :data:`sodeep.brainage.losses.BRAIN_AGE_PRESETS` name.
         train, validation: ``(inputs, ages)`` tensors.
         out: directory for checkpoints (``best.ckpt``, written atomically).
         seed: seeds Lightning, the weights' initialisation order and the shuffling.
@@ -139,12 +119,12 @@ def fit_age_model(
         ema_decay: validate, checkpoint and return an exponential moving average of the weights
             (and BatchNorm statistics) with this decay per step (``None``: the raw weights).
             Averaging smooths the epoch-to-epoch jumps of a small-batch 3D CNN at high learning rates.
+        progress_bar: show progress: Lightning's bar on a terminal, else a line on stderr every
+            100 steps (:func:`sodeep.runs.progress_settings`).
 
     Returns:
         ``(model in eval mode, {"best_val_mae", "epochs", "best_path"})``.
     """
-    from sodeep.pretraining import AtomicCheckpointIO
-
     if len(train[1]) < 2 or len(validation[1]) < 1:
         raise ValueError(
             f"need >= 2 training and >= 1 validation subjects, got {len(train[1])} and {len(validation[1])}"
@@ -176,25 +156,29 @@ def fit_age_model(
     if ema_decay is not None:
         # Swaps the average in for validation and writes it as the checkpoint's state_dict.
         callbacks.append(EMAWeightAveraging(decay=ema_decay))
+    progress = progress_settings() if progress_bar else {"enable_progress_bar": False, "callbacks": []}
     trainer = L.Trainer(
         max_epochs=max_epochs,
         max_time=None if max_minutes is None else timedelta(minutes=max_minutes),
-        callbacks=callbacks,
+        callbacks=callbacks + progress["callbacks"],
         plugins=[AtomicCheckpointIO()],
         logger=loggers,
         accelerator="cpu",
         devices=1,
-        enable_progress_bar=progress_bar,
+        enable_progress_bar=progress["enable_progress_bar"],
         enable_model_summary=False,
         num_sanity_val_steps=0,
         log_every_n_steps=1,
         deterministic=True,
     )
-    trainer.fit(
-        module,
-        train_dataloaders=make_loader(*train, batch_size, seed=seed),
-        val_dataloaders=make_loader(*validation, max(len(validation[1]), 1), seed=None),
-    )
+    with warnings.catch_warnings():
+        # A rank term's sorter is frozen and kept in eval mode on purpose; Lightning warns about it.
+        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+        trainer.fit(
+            module,
+            train_dataloaders=make_loader(*train, batch_size, seed=seed),
+            val_dataloaders=make_loader(*validation, max(len(validation[1]), 1), seed=None),
+        )
     if not checkpoint.best_model_path:
         raise ValueError(
             f"training stopped before its first validation (after {trainer.current_epoch} epochs), so "

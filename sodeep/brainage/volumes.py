@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from sodeep.brainage.tables import read_csv_records, report_unusable_rows
+from sodeep.files import atomic_write
 
 #: The MNI152 grid at 4 mm: 45 x 54 x 45 voxels (182 x 218 x 182 mm).
 GRID_4MM = (45, 54, 45)
@@ -135,14 +135,7 @@ class VolumeCache:
         if cached.is_file():
             return np.load(cached)
         volume = load_volume(path, self.shape, self.voxel_size)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=self.directory, suffix=".npy.tmp")
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                np.save(stream, volume)
-            os.replace(temporary, cached)
-        finally:
-            Path(temporary).unlink(missing_ok=True)
+        atomic_write(cached, lambda stream: np.save(stream, volume))
         return volume
 
 

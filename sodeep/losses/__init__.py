@@ -6,13 +6,7 @@ Built-ins that already do the job are not re-wrapped: ``torch.nn.TripletMarginLo
 ``torch.nn.MultiLabelMarginLoss`` for index-format multi-label targets without masks.
 """
 
-from sodeep.losses.age_difference import (
-    BRAIN_AGE_PRESETS,
-    AgeDifferenceLoss,
-    BrainAgeLoss,
-    BrainAgeLossPreset,
-    age_difference_loss,
-)
+from sodeep.losses.age_difference import AgeDifferenceLoss, age_difference_loss
 from sodeep.losses.classification import sigmoid_cross_entropy
 from sodeep.losses.margin import (
     MultiLabelHingeLoss,
@@ -35,10 +29,7 @@ from sodeep.losses.rank import (
 )
 
 __all__ = [
-    "BRAIN_AGE_PRESETS",
     "AgeDifferenceLoss",
-    "BrainAgeLoss",
-    "BrainAgeLossPreset",
     "HardNegativeRankLoss",
     "MapRankLoss",
     "MultiLabelHingeLoss",

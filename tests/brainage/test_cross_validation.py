@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 import sodeep.brainage.cross_validation as cross_validation
-from sodeep.brainage.cross_validation import TrainingConfig, cross_validate_table
+from sodeep.brainage.config import TrainingConfig
+from sodeep.brainage.cross_validation import cross_validate_table
 from sodeep.brainage.tables import AgeTable, Standardizer
 from sodeep.cli import main
 
@@ -123,9 +124,9 @@ def test_cli_smoke_on_a_tiny_csv(tmp_path):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--losses", "bogus"], "unknown loss presets"),  # was exit status 1 with a bare message
-        (["--max-epochs", "0"], "max_epochs must be >= 1"),  # was "[Errno 2] No such file or directory: ''"
-        (["--patience", "-1"], "patience >= 0"),  # was a whole run stopped after one epoch each
+        (["--losses", "bogus"], "unknown loss presets"),
+        (["--max-epochs", "0"], "max_epochs must be >= 1"),  # no epoch: no checkpoint to restore
+        (["--patience", "-1"], "patience >= 0"),  # would stop every run after one epoch
         (["--batch-size", "1"], "batch_size must be >= 2"),
         (["--folds", "1"], "folds >= 2"),
         (["--folds", "61"], "at least `folds` subjects"),

@@ -53,12 +53,14 @@ def test_age_bias_needs_two_different_true_ages():
 
 def test_spearman_is_exact_and_undefined_for_constant_predictions():
     true = np.array([20.0, 30.0, 40.0, 50.0, 60.0])
-    assert regression_metrics(true + 1, true)["spearman"] == pytest.approx(1.0, abs=1e-12)  # was 0.9999995
+    assert regression_metrics(true + 1, true)["spearman"] == pytest.approx(
+        1.0, abs=1e-12
+    )  # torchmetrics' spearman_corrcoef: 0.9999995
     assert regression_metrics([1.0, 2.0], [3.0, 4.0])["spearman"] == pytest.approx(1.0, abs=1e-12)
     assert regression_metrics(-true, true)["spearman"] == pytest.approx(-1.0, abs=1e-12)
     tied = np.array([20.0, 20.0, 40.0, 41.0, 60.0])
     assert regression_metrics(tied, true)["spearman"] == pytest.approx(scipy.stats.spearmanr(tied, true)[0], abs=1e-12)
-    # A constant predictor (the mean age for everyone): both correlations are undefined (was 0).
+    # A constant predictor (the mean age for everyone): both correlations are undefined (NaN, not 0).
     with pytest.warns(UserWarning, match="variance"):
         constant = regression_metrics(np.full(5, 40.0), true)
     assert np.isnan(constant["pearson"]) and np.isnan(constant["spearman"])

@@ -114,9 +114,9 @@ def test_synthetic_benchmark_refuses_bad_settings_before_simulating(tmp_path):
     from sodeep.brainage.synthetic_experiment import run_synthetic_benchmark
 
     for settings, message in (
-        ({"test_size": 0}, "test_size >= 2"),  # was an IndexError after simulating the cohorts
+        ({"test_size": 0}, "test_size >= 2"),
         ({"train_size": -5}, "train_size >= 4"),
-        ({"max_minutes": 0.0}, "max_minutes must be None or > 0"),  # was "No such file or directory: ''"
+        ({"max_minutes": 0.0}, "max_minutes must be None or > 0"),
         ({"seeds": ()}, "at least one seed"),
     ):
         with pytest.raises(ValueError, match=message):

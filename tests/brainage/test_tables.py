@@ -77,15 +77,15 @@ def test_standardizer_uses_only_what_it_was_fitted_on():
 
 
 def test_spreadsheet_quirks_are_read_or_refused(tmp_path):
-    # A byte-order mark (spreadsheet "CSV UTF-8" export) used to hide the first column's name.
+    # A byte-order mark (spreadsheet "CSV UTF-8" export) must not become part of the first column's name.
     path = tmp_path / "bom.csv"
     path.write_text("age,f\n20,1.5\n40,2.5\n", encoding="utf-8-sig")
     np.testing.assert_array_equal(read_age_table(path).ages, [20, 40])
-    # Two columns with one name: DictReader kept the last one silently.
+    # Two columns with one name: csv.DictReader would keep the last one silently.
     path = write_csv(tmp_path / "dup.csv", ["age", "f", "f"], [[20, 1, 2], [40, 3, 4]])
     with pytest.raises(ValueError, match=r"repeated column names \['f'\]"):
         read_age_table(path)
-    # A value beyond float32's range is not a usable number (it became inf in the features).
+    # A value beyond float32's range is not a usable number (it would be inf in the features).
     path = write_csv(tmp_path / "big.csv", ["age", "f"], [[20, 1], [40, "1e39"], [60, 2]])
     with pytest.warns(UserWarning, match="line 3: feature 'f' is '1e39'"):
         table = read_age_table(path, features=["f"])

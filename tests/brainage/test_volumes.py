@@ -79,7 +79,7 @@ def test_manifest_errors(tmp_path):
     bad.write_text("file,years\nx,1\n")
     with pytest.raises(ValueError, match="'path' and 'age'"):
         read_manifest(bad)
-    # A spreadsheet's byte-order mark used to rename the first column to '\ufeffpath'.
+    # A spreadsheet's byte-order mark must not rename the first column to '\ufeffpath'.
     (tmp_path / "scan.nii.gz").write_bytes(b"")
     marked = tmp_path / "bom.csv"
     marked.write_text("path,age\nscan.nii.gz,30\n", encoding="utf-8-sig")

@@ -1,0 +1,214 @@
+"""``sodeep brainage tabular | synthetic | nifti``: flags (over an optional ``--config`` YAML file)
+into a config of :mod:`sodeep.brainage.config`, then a function of :mod:`sodeep.brainage.commands`.
+
+Every flag's default is its config field's default; a flag that is not given leaves the YAML
+value (or that default) alone.  Training code is imported only when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+from collections.abc import Callable
+from dataclasses import fields
+from typing import Any
+
+from sodeep.brainage.augmentation import AUGMENTATIONS
+from sodeep.brainage.config import (
+    BLOCK_ORDERS,
+    POOLED_BLOCKS,
+    WANDB_MODES,
+    CommandConfig,
+    NiftiConfig,
+    SyntheticConfig,
+    TabularConfig,
+    load_config,
+)
+from sodeep.brainage.datasets import BUNDLED_DATASETS, DEFAULT_DATASET
+from sodeep.brainage.losses import BRAIN_AGE_PRESETS
+from sodeep.brainage.models import SFCN
+
+
+def add_brainage_parser(commands: Any) -> argparse.ArgumentParser:
+    """Register ``brainage`` and its three sub-commands on ``commands``, the sub-parsers object of
+    the ``sodeep`` console script; each sub-command sets ``handler``: ``Namespace -> exit status``."""
+    brainage = commands.add_parser(
+        "brainage",
+        help="brain-age estimation with rank and age-difference losses",
+        description="Brain age from a table of regional features, synthetic MRI or NIfTI volumes "
+        "(docs/brainage.md). Each command writes results.json, results.md and plots/ under --out.",
+    )
+    tasks = brainage.add_subparsers(dest="brainage_command", required=True, metavar="{tabular,synthetic,nifti}")
+
+    tabular = _command(tasks, "tabular", TabularConfig, "k-fold CV of loss presets with an MLP on a table of features")
+    add = _adder(tabular, TabularConfig)
+    add(
+        "dataset",
+        choices=sorted(BUNDLED_DATASETS),
+        help="a table shipped with sodeep",
+        shown=f"{DEFAULT_DATASET} unless --csv is given",
+    )
+    add("csv", metavar="PATH", help="your own table: a header row, an age column and feature columns")
+    add("age_column", metavar="NAME", help="column of chronological ages (years)")
+    add(
+        "features",
+        nargs="+",
+        metavar="GLOB",
+        help='glob patterns of feature columns, e.g. "lh_*" "rh_*"',
+        shown="every numeric column but ids and covariates",
+    )
+    _add_plan_flags(add, folds=True)
+    add("out", metavar="DIR", help="results.json, results.md, plots/, curves/, checkpoints/")
+    add("wandb", choices=WANDB_MODES, help="W&B logging (offline: nothing is sent)")
+    tabular.set_defaults(handler=_handler(TabularConfig, "run_tabular"))
+
+    synthetic = _command(
+        tasks,
+        "synthetic",
+        SyntheticConfig,
+        "SFCN on synthetic MRI (no data to fetch) beside median, ridge, floor and oracle",
+    )
+    add = _adder(synthetic, SyntheticConfig)
+    add("train", type=int, metavar="N", help="training subjects")
+    add("test", type=int, metavar="N", help="test subjects")
+    _add_plan_flags(add, folds=False)
+    add("data_seed", type=int, metavar="SEED", help="the simulated cohort")
+    add("max_minutes", type=_number_or_none, metavar="MINUTES", help="wall-clock cap per training run ('none': no cap)")
+    add(
+        "cascade",
+        action=argparse.BooleanOptionalAction,
+        help="also train Cheng et al.'s second stage on each trained SFCN",
+    )
+    add(
+        "augment",
+        nargs="?",
+        const=AUGMENTATIONS[0],
+        choices=[*AUGMENTATIONS, "none"],
+        help=f"augment training volumes ({AUGMENTATIONS[0]} when given alone)",
+    )
+    _add_network_flags(add)
+    add("out", metavar="DIR", help="results.json, results.md, plots/, cache/, checkpoints/")
+    add("wandb", choices=WANDB_MODES, help="W&B logging (offline: nothing is sent)")
+    synthetic.set_defaults(handler=_handler(SyntheticConfig, "run_synthetic"))
+
+    nifti = _command(tasks, "nifti", NiftiConfig, "k-fold CV of loss presets with a 3D CNN (SFCN) on NIfTI volumes")
+    add = _adder(nifti, NiftiConfig)
+    add(
+        "manifest",
+        metavar="PATH",
+        help="CSV with columns path, age, optional sex and site; required here or in --config",
+        shown="",
+    )
+    _add_plan_flags(add, folds=True)
+    add("shape", type=int, nargs=3, metavar="N", help="grid in voxels (MNI at 4 mm)")
+    add("voxel_size", type=float, metavar="MM", help="voxel side, mm")
+    _add_network_flags(add)
+    add("cache", metavar="DIR", help="preprocessed volumes", shown="OUT/cache")
+    add("out", metavar="DIR", help="results.json, results.md, plots/, checkpoints/")
+    add("wandb", choices=WANDB_MODES, help="W&B logging (offline: nothing is sent)")
+    nifti.set_defaults(handler=_handler(NiftiConfig, "run_nifti"))
+    return brainage
+
+
+def _command(tasks: Any, name: str, config_class: type, summary: str) -> argparse.ArgumentParser:
+    # The config's docstring, "``sodeep brainage NAME``: what it does", describes the command.
+    description = " ".join(config_class.__doc__.split(":", 1)[1].replace("``", "").split())
+    parser = tasks.add_parser(name, help=summary, description=description)
+    parser.add_argument(
+        "--config", metavar="YAML", help="settings file (keys: the long flags, e.g. max_epochs); flags override it"
+    )
+    return parser
+
+
+def _adder(parser: argparse.ArgumentParser, config_class: type[CommandConfig]) -> Callable[..., None]:
+    """``add(field, help=..., **argparse options)``: the flag ``--field-name``, left out of the
+    namespace unless given, its help ending with the config's default (or ``shown``; ``""``: none)."""
+    defaults = config_class.defaults()
+
+    def add(name: str, *, help: str, shown: str | None = None, **options: Any) -> None:
+        if shown is None:
+            default = defaults[name]
+            shown = " ".join(map(str, default)) if isinstance(default, list) else str(default)
+            shown = "none" if default is None else shown
+        text = f"{help} (default: {shown})" if shown else help
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=argparse.SUPPRESS, help=text, **options)
+
+    return add
+
+
+def _add_plan_flags(add: Callable[..., None], *, folds: bool) -> None:
+    """Presets, seeds and the training budget, which every command has."""
+    presets = "; ".join(f"{name} = {_describe(preset)}" for name, preset in BRAIN_AGE_PRESETS.items())
+    add("losses", nargs="+", metavar="PRESET", help=f"loss presets to compare: {presets}")
+    if folds:
+        add("folds", type=int, metavar="K", help="cross-validation folds (age-stratified)")
+    add(
+        "seeds",
+        type=int,
+        nargs="+",
+        metavar="SEED",
+        help="training seeds (and fold splits)" if folds else "training seeds",
+    )
+    add("batch_size", type=int, metavar="N", help="subjects per step")
+    add("max_epochs", type=int, metavar="N", help="epochs at most (cosine schedule over them)")
+    add("patience", type=int, metavar="N", help="early stopping on validation MAE")
+
+
+def _add_network_flags(add: Callable[..., None]) -> None:
+    """The 3D CNN's architecture and weight averaging, shared by ``synthetic`` and ``nifti``."""
+    sfcn = inspect.signature(SFCN).parameters
+    channels, head = " ".join(map(str, sfcn["channels"].default)), sfcn["head_channels"].default
+    add("channels", type=int, nargs="+", metavar="C", help="SFCN 3^3 block widths", shown=f"SFCN's, {channels}")
+    add("head_channels", type=int, metavar="C", help="SFCN 1^3 block width", shown=f"SFCN's, {head}")
+    add(
+        "block_order",
+        choices=BLOCK_ORDERS,
+        help="SFCN blocks: conv, max-pool, BatchNorm, or the paper's conv, BatchNorm, max-pool",
+    )
+    add(
+        "pooled_blocks",
+        choices=POOLED_BLOCKS,
+        help="the regressor sees every block's mean over the volume, or the last block's only (the paper's)",
+    )
+    add(
+        "ema_decay",
+        type=_number_or_none,
+        metavar="DECAY",
+        help="validate and keep an EMA of the weights, e.g. 0.99 ('none': raw weights)",
+    )
+
+
+def _describe(preset: Any) -> str:
+    """``MSE + 10 Spearman + 10 AgeDiff`` for a :class:`~sodeep.brainage.losses.BrainAgeLossPreset`."""
+    terms = [preset.main.upper()]
+    terms += [f"{preset.spearman_weight:g} Spearman"] if preset.spearman_weight else []
+    terms += [f"{preset.age_difference_weight:g} AgeDiff"] if preset.age_difference_weight else []
+    return " + ".join(terms)
+
+
+def _number_or_none(text: str) -> float | None:
+    if text.lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
+
+
+def _handler(config_class: type[CommandConfig], function: str) -> Callable[[argparse.Namespace], int]:
+    names = {item.name for item in fields(config_class)}
+
+    def handle(arguments: argparse.Namespace) -> int:
+        from sodeep.brainage import commands
+
+        flags = {name: value for name, value in vars(arguments).items() if name in names}
+        if flags.get("augment") == "none":
+            flags["augment"] = None
+        if config_class is TabularConfig and ("csv" in flags or "dataset" in flags):
+            # A table chosen by a flag replaces the one a YAML file names.
+            flags = {"csv": None, "dataset": None} | flags
+        config = load_config(config_class, arguments.config, **flags)
+        getattr(commands, function)(config)
+        return 0
+
+    return handle

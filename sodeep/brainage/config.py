@@ -1,0 +1,306 @@
+"""Settings of brain-age training and of the ``sodeep brainage`` commands, with their checks.
+
+Each command has one dataclass (:class:`TabularConfig`, :class:`SyntheticConfig`,
+:class:`NiftiConfig`) whose field defaults are the command's defaults: the command line, YAML
+files (:func:`load_config`) and the Python API (:mod:`sodeep.brainage.commands`) all read them.
+A config is checked when it is built: a bad value raises ``ValueError`` with one line that names
+the field, the value seen and what is expected.
+
+Example:
+    >>> config = load_config(TabularConfig, {"folds": 3, "seeds": 0}, losses=["l1"])
+    >>> config.folds, config.seeds, config.losses
+    (3, [0], ['l1'])
+    >>> load_config(TabularConfig, {"fold": 3})
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown setting 'fold' (did you mean 'folds'?)
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from sodeep.brainage.augmentation import AUGMENTATIONS
+from sodeep.brainage.datasets import BUNDLED_DATASETS, DEFAULT_DATASET, bundled_table_path
+from sodeep.brainage.losses import BRAIN_AGE_PRESETS
+from sodeep.brainage.tables import check_folds
+
+#: W&B modes of every command (``sodeep.runs.WANDB_MODES``, not imported here: that module loads Lightning).
+WANDB_MODES = ("offline", "online", "disabled")
+#: SFCN block orders (``--block-order``) and the blocks whose means reach the regressor (``--pooled-blocks``).
+BLOCK_ORDERS = ("pool-norm", "norm-pool")
+POOLED_BLOCKS = ("all", "last")
+
+
+def check_fit_settings(
+    batch_size: int,
+    max_epochs: int,
+    patience: int,
+    learning_rate: float,
+    weight_decay: float,
+    ema_decay: float | None,
+    max_minutes: float | None = None,
+) -> None:
+    """Refuse settings of :func:`sodeep.brainage.training.fit_age_model` that cannot train."""
+    if batch_size < 2:
+        raise ValueError(f"batch_size must be >= 2 (rank losses compare subjects), got {batch_size}")
+    if max_minutes is not None and not max_minutes > 0:
+        raise ValueError(f"max_minutes must be None or > 0, got {max_minutes}")
+    if max_epochs < 1 or patience < 0:
+        # No epoch would leave no checkpoint to restore; a negative patience stops at once.
+        raise ValueError(f"max_epochs must be >= 1 and patience >= 0, got {max_epochs} and {patience}")
+    if not (math.isfinite(learning_rate) and learning_rate > 0) or not weight_decay >= 0:
+        raise ValueError(f"learning_rate must be > 0 and weight_decay >= 0, got {learning_rate} and {weight_decay}")
+    if ema_decay is not None and not 0.0 < ema_decay < 1.0:
+        raise ValueError(f"ema_decay must be None or in (0, 1), got {ema_decay}")
+
+
+def check_run_plan(presets: Sequence[str], seeds: Sequence[int]) -> None:
+    """Refuse an empty plan and preset names not in :data:`sodeep.brainage.losses.BRAIN_AGE_PRESETS`."""
+    if not list(seeds) or not list(presets):
+        raise ValueError(f"need at least one seed and one preset, got seeds {list(seeds)} and presets {list(presets)}")
+    unknown = [name for name in presets if name not in BRAIN_AGE_PRESETS]
+    if unknown:
+        raise ValueError(f"unknown loss presets {unknown}; known: {list(BRAIN_AGE_PRESETS)}")
+
+
+@dataclass
+class TrainingConfig:
+    """Model and optimisation settings shared by every preset of a cross-validation."""
+
+    hidden: Sequence[int] = (256, 64)
+    dropout: float = 0.2
+    batch_size: int = 64
+    max_epochs: int = 300
+    patience: int = 30
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-2
+    validation_fraction: float = 0.1
+    ema_decay: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_fit_settings(**self.fit_options())
+        if not 0.0 < self.validation_fraction < 1.0 or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(
+                f"validation_fraction must be in (0, 1) and dropout in [0, 1), got {self.validation_fraction} "
+                f"and {self.dropout}"
+            )
+
+    def fit_options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`sodeep.brainage.training.fit_age_model` it sets."""
+        names = ("batch_size", "max_epochs", "patience", "learning_rate", "weight_decay", "ema_decay")
+        return {name: getattr(self, name) for name in names}
+
+
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    """``value`` as the annotated type ``hint`` (int, float, str, bool, ``list[...]``, ``... | None``)."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else ()
+    if options:
+        if value is None and type(None) in options:
+            return None
+        hint = next(option for option in options if option is not type(None))
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        return [_coerce(entry, item, name) for entry in items]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ValueError(f"{name} must be {hint.__name__}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+class CommandConfig:
+    """Shared behaviour of the command configs: coercion to the annotated types, then :meth:`check`."""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for item in fields(self):
+            setattr(self, item.name, _coerce(getattr(self, item.name), hints[item.name], item.name))
+        self.check()
+
+    def check(self) -> None:
+        """Settings every command has: presets, seeds, batch size, epochs, patience, W&B mode."""
+        check_run_plan(self.losses, self.seeds)
+        optimiser = TrainingConfig.learning_rate, TrainingConfig.weight_decay  # not command settings
+        check_fit_settings(
+            self.batch_size, self.max_epochs, self.patience, *optimiser, getattr(self, "ema_decay", None)
+        )
+        _check_choice(self.wandb, WANDB_MODES, "wandb")
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Field name -> default value (``None`` for a required field)."""
+        result = {}
+        for item in fields(cls):
+            if item.default_factory is not MISSING:
+                result[item.name] = item.default_factory()
+            else:
+                result[item.name] = None if item.default is MISSING else item.default
+        return result
+
+
+def _check_choice(value: Any, choices: Sequence[Any], name: str) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+def _check_network(config: SyntheticConfig | NiftiConfig) -> None:
+    _check_choice(config.block_order, BLOCK_ORDERS, "block_order")
+    _check_choice(config.pooled_blocks, POOLED_BLOCKS, "pooled_blocks")
+    if config.channels is not None and (not config.channels or min(config.channels) < 1):
+        raise ValueError(f"channels must be one or more widths >= 1, got {config.channels}")
+    if config.head_channels is not None and config.head_channels < 1:
+        raise ValueError(f"head_channels must be >= 1, got {config.head_channels}")
+
+
+@dataclass
+class TabularConfig(CommandConfig):
+    """``sodeep brainage tabular``: k-fold cross-validation of loss presets with an MLP on a table
+    of regional features, the bundled ``dataset`` or a ``csv`` of your own (not both; neither:
+    the bundled ``fcon1000``)."""
+
+    dataset: str | None = None
+    csv: str | None = None
+    age_column: str = "age"
+    features: list[str] | None = None
+    losses: list[str] = field(default_factory=lambda: ["l1", "l1+spearman", "l1+agediff", "cheng2021"])
+    folds: int = 5
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    batch_size: int = 64
+    max_epochs: int = 300
+    patience: int = 30
+    out: str = "runs/brainage-tabular"
+    wandb: str = "offline"
+
+    def check(self) -> None:
+        super().check()
+        check_folds(self.folds)
+        if self.dataset is not None and self.csv is not None:
+            raise ValueError(f"give a dataset or a csv, not both (got dataset={self.dataset!r}, csv={self.csv!r})")
+        if self.dataset is not None:
+            _check_choice(self.dataset, list(BUNDLED_DATASETS), "dataset")
+
+    def table_path(self) -> Path:
+        """The CSV to read: ``csv``, else the bundled ``dataset`` (default ``fcon1000``)."""
+        if self.csv is not None:
+            return Path(self.csv)
+        return bundled_table_path(self.dataset or DEFAULT_DATASET)
+
+
+@dataclass
+class SyntheticConfig(CommandConfig):
+    """``sodeep brainage synthetic``: SFCN trained with each preset on synthetic MRI (fixed
+    train/test split), beside the median, ridge, floor and oracle baselines."""
+
+    train: int = 1200
+    test: int = 400
+    losses: list[str] = field(default_factory=lambda: ["l1", "l1+spearman+agediff"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    data_seed: int = 0
+    batch_size: int = 16
+    max_epochs: int = 70
+    patience: int = 25
+    max_minutes: float | None = 15.0
+    cascade: bool = False
+    augment: str | None = None
+    channels: list[int] | None = None
+    head_channels: int | None = None
+    block_order: str = "pool-norm"
+    pooled_blocks: str = "all"
+    ema_decay: float | None = None
+    out: str = "runs/brainage-synthetic"
+    wandb: str = "offline"
+
+    def check(self) -> None:
+        super().check()
+        if self.train < 4 or self.test < 2:
+            raise ValueError(f"need train >= 4 and test >= 2 subjects, got {self.train} and {self.test}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ValueError(f"max_minutes must be None or > 0, got {self.max_minutes}")
+        if self.augment is not None:
+            _check_choice(self.augment, AUGMENTATIONS, "augment")
+        _check_network(self)
+
+
+@dataclass
+class NiftiConfig(CommandConfig):
+    """``sodeep brainage nifti``: k-fold cross-validation of loss presets with SFCN on the T1
+    volumes of a ``manifest`` CSV (columns ``path``, ``age``, optional ``sex`` and ``site``)."""
+
+    manifest: str | None = None
+    losses: list[str] = field(default_factory=lambda: ["l1", "l1+spearman", "l1+agediff", "cheng2021"])
+    folds: int = 5
+    seeds: list[int] = field(default_factory=lambda: [0])
+    shape: list[int] = field(default_factory=lambda: [45, 54, 45])
+    voxel_size: float = 4.0
+    batch_size: int = 16
+    max_epochs: int = 60
+    patience: int = 10
+    channels: list[int] | None = None
+    head_channels: int | None = None
+    block_order: str = "pool-norm"
+    pooled_blocks: str = "all"
+    ema_decay: float | None = None
+    cache: str | None = None
+    out: str = "runs/brainage-nifti"
+    wandb: str = "offline"
+
+    def check(self) -> None:
+        super().check()
+        if self.manifest is None:
+            raise ValueError("manifest is required: a CSV with columns path, age, optional sex and site")
+        check_folds(self.folds)
+        if len(self.shape) != 3 or min(self.shape) < 1 or not self.voxel_size > 0:
+            raise ValueError(f"shape must be 3 sides >= 1 and voxel_size > 0, got {self.shape} and {self.voxel_size}")
+        _check_network(self)
+
+
+def load_config(config_class: type, source: str | os.PathLike | Mapping[str, Any] | None = None, **overrides: Any):
+    """A ``config_class`` instance from a YAML file or mapping, then ``overrides`` (e.g. flags).
+
+    Keys are field names (``max_epochs``; ``max-epochs`` is read the same); an unknown key is
+    refused, naming the closest known one.
+
+    Args:
+        config_class: :class:`TabularConfig`, :class:`SyntheticConfig` or :class:`NiftiConfig`.
+        source: path of a YAML file holding a mapping, a mapping, or ``None``.
+        overrides: field values applied last.
+    """
+    where = ""
+    if source is None or isinstance(source, Mapping):
+        values = dict(source or {})
+    else:
+        import yaml
+
+        where = f"{source}: "
+        try:
+            values = yaml.safe_load(Path(source).read_text()) or {}
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no config file at {source}") from None
+        except yaml.YAMLError as error:
+            raise ValueError(f"{where}not valid YAML ({' '.join(str(error).split())})") from error
+        if not isinstance(values, dict):
+            raise ValueError(f"{where}must hold a mapping of settings, got a {type(values).__name__}")
+    values = {str(key).replace("-", "_"): value for key, value in values.items()} | overrides
+    known = [item.name for item in fields(config_class)]
+    for key in values:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=2)
+            hint = f" (did you mean {' or '.join(repr(name) for name in close)}?)" if close else f"; known: {known}"
+            raise ValueError(f"{where}unknown setting {key!r}{hint}")
+    try:
+        return config_class(**values)
+    except ValueError as error:
+        raise ValueError(f"{where}{error}") from None

@@ -1,0 +1,108 @@
+import argparse
+import subprocess
+import sys
+from dataclasses import asdict
+
+import pytest
+
+import sodeep.brainage.commands as commands
+from sodeep.brainage.cli import add_brainage_parser
+from sodeep.brainage.config import NiftiConfig, SyntheticConfig, TabularConfig
+
+
+def run_brainage(argv: list[str]) -> int:
+    """``sodeep brainage ...`` on a parser built here the way the console script builds its own."""
+    parser = argparse.ArgumentParser(prog="sodeep")
+    add_brainage_parser(parser.add_subparsers(dest="command", required=True))
+    arguments = parser.parse_args(["brainage", *argv])
+    return arguments.handler(arguments)
+
+
+@pytest.fixture
+def built(monkeypatch):
+    """The config each command would run, captured instead of training."""
+    configs = []
+    for name in ("run_tabular", "run_synthetic", "run_nifti"):
+        monkeypatch.setattr(commands, name, lambda config, **options: configs.append(config))
+    return configs
+
+
+def test_flags_default_to_the_configs(built):
+    run_brainage(["tabular"])
+    run_brainage(["synthetic"])
+    run_brainage(["nifti", "--manifest", "m.csv"])
+    assert built == [TabularConfig(), SyntheticConfig(), NiftiConfig(manifest="m.csv")]
+
+
+def test_help_shows_defaults_and_presets(capsys):
+    with pytest.raises(SystemExit):
+        run_brainage(["tabular", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "cheng2021 = MSE + 10 Spearman + 10 AgeDiff" in text and "l1+agediff = L1 + 0.1 AgeDiff" in text
+    assert "(default: 5)" in text and "(default: l1 l1+spearman l1+agediff cheng2021)" in text
+    assert "(default: fcon1000 unless --csv is given)" in text
+
+
+def test_flags_override_the_yaml_file(tmp_path, built):
+    path = tmp_path / "run.yaml"
+    path.write_text("folds: 3\nmax_epochs: 7\ncsv: mine.csv\n")
+    run_brainage(["tabular", "--config", str(path), "--folds", "4"])
+    run_brainage(["tabular", "--config", str(path), "--dataset", "fcon1000"])  # a flag's table replaces the file's
+    assert (built[0].folds, built[0].max_epochs, built[0].csv, built[0].dataset) == (4, 7, "mine.csv", None)
+    assert (built[1].folds, built[1].csv, built[1].dataset) == (3, None, "fcon1000")
+
+
+def test_optional_values_can_be_set_and_unset(tmp_path, built):
+    path = tmp_path / "run.yaml"
+    path.write_text("augment: flip-shift+contrast\nema_decay: 0.99\ncascade: true\nmax_minutes: 5\n")
+    run_brainage(["synthetic", "--config", str(path)])
+    run_brainage(["synthetic", "--config", str(path), "--augment", "none", "--ema-decay", "none", "--no-cascade"])
+    run_brainage(["synthetic", "--augment", "--max-minutes", "none", "--channels", "4", "8"])
+    first, unset, alone = built
+    assert (first.augment, first.ema_decay, first.cascade, first.max_minutes) == (
+        "flip-shift+contrast",
+        0.99,
+        True,
+        5.0,
+    )
+    assert (unset.augment, unset.ema_decay, unset.cascade) == (None, None, False)
+    assert (alone.augment, alone.max_minutes, alone.channels) == ("flip-shift", None, [4, 8])
+
+
+def test_dataset_flag_reads_the_bundled_table(tmp_path):
+    # Too many folds for the table: the command stops after reading it, before any training.
+    out = tmp_path / "out"
+    argv = ["tabular", "--dataset", "fcon1000", "--folds", "2000", "--out", str(out), "--wandb", "disabled"]
+    with pytest.raises(ValueError, match="folds=2000, N=1078"):
+        run_brainage(argv)
+    assert not out.exists()
+
+
+def test_a_yaml_file_reproduces_a_run_config(tmp_path, built):
+    import yaml
+
+    config = SyntheticConfig(train=8, test=4, losses=["l1"], channels=[4, 8], augment="flip-shift")
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(asdict(config)))
+    run_brainage(["synthetic", "--config", str(path)])
+    assert built == [config]
+
+
+def test_importing_brain_age_loads_no_training_plotting_or_imaging_package():
+    # torch itself imports tqdm (torch.hub), so tqdm is compared with a bare `import torch`.
+    code = (
+        "import sys, torch; before = set(sys.modules); import sodeep.brainage, sodeep.brainage.cli; "
+        "heavy = ('nibabel', 'nilearn', 'matplotlib', 'tqdm', 'wandb', 'lightning', 'yaml'); "
+        "print(sorted(m for m in heavy if m in sys.modules and m not in before))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_core_library_never_imports_brain_age():
+    code = (
+        "import sys, sodeep, sodeep.losses, sodeep.sorters, sodeep.checkpoints, sodeep.synthetic, sodeep.pretraining; "
+        "print(sorted(m for m in sys.modules if m.startswith('sodeep.brainage')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,32 @@
+import json
+
+import numpy as np
+
+from sodeep.brainage import TabularConfig, run_tabular
+
+
+def test_run_tabular_from_python_writes_and_returns_the_results(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    ages = rng.uniform(20, 80, 40)
+    lines = ["sub_id,age,site,lh_a,rh_a"] + [
+        f"s{i},{age:.2f},{'AB'[i % 2]},{3 - 0.01 * age + rng.normal(0, 0.05):.4f},{rng.normal(2.5, 0.1):.4f}"
+        for i, age in enumerate(ages)
+    ]
+    (tmp_path / "table.csv").write_text("\n".join(lines) + "\n")
+    config = TabularConfig(
+        csv=str(tmp_path / "table.csv"),
+        losses=["l1"],
+        folds=2,
+        seeds=[0],
+        batch_size=8,
+        max_epochs=2,
+        out=str(tmp_path / "out"),
+        wandb="disabled",
+    )
+    results = run_tabular(config, progress=False)
+    assert results == json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [(run["seed"], run["fold"]) for run in results["presets"]["l1"]["runs"]] == [(0, 0), (0, 1)]
+    assert results["settings"]["features"] == 2 and set(results["presets"]["l1"]["per_site"]) == {"A", "B"}
+    assert (tmp_path / "out" / "plots" / "l1.png").is_file()
+    printed = capsys.readouterr().out
+    assert printed.startswith("table.csv: 40 subjects, 2 features, 0 rows skipped") and "| l1 |" in printed

@@ -1,0 +1,71 @@
+import pytest
+
+from sodeep.brainage.config import NiftiConfig, SyntheticConfig, TabularConfig, load_config
+from sodeep.brainage.datasets import bundled_table_path
+
+
+def test_yaml_then_overrides(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("folds: 3\nmax-epochs: 7\nseeds: 4\nlosses: [l1, cheng2021]\n")
+    config = load_config(TabularConfig, path, max_epochs=9)
+    assert (config.folds, config.max_epochs, config.seeds, config.losses) == (3, 9, [4], ["l1", "cheng2021"])
+    assert config.patience == TabularConfig().patience  # untouched fields keep the defaults
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("fold: 3\n", r"run.yaml: unknown setting 'fold' \(did you mean 'folds'\?\)"),
+        ("zzz: 1\n", r"unknown setting 'zzz'; known: \['dataset', 'csv'"),
+        ("folds: [3\n", "run.yaml: not valid YAML"),
+        ("- 3\n", "must hold a mapping of settings, got a list"),
+        ("folds: '5'\n", r"folds must be int, got '5' \(str\)"),
+        ("batch_size: true\n", r"batch_size must be int, got True \(bool\)"),
+        ("folds: 1\n", "folds >= 2"),
+        ("losses: [l1, l2]\n", r"unknown loss presets \['l2'\]"),
+        ("wandb: cloud\n", "wandb must be one of"),
+        ("dataset: fcon1000\ncsv: mine.csv\n", "give a dataset or a csv, not both"),
+        ("dataset: abide\n", "dataset must be one of"),
+    ],
+)
+def test_bad_settings_are_one_line_errors(tmp_path, text, message):
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message) as error:
+        load_config(TabularConfig, path)
+    assert "\n" not in str(error.value)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no config file"):
+        load_config(TabularConfig, tmp_path / "none.yaml")
+
+
+def test_table_source():
+    assert TabularConfig().table_path() == bundled_table_path("fcon1000")
+    assert TabularConfig(dataset="fcon1000").table_path() == bundled_table_path("fcon1000")
+    assert str(TabularConfig(csv="my/table.csv").table_path()) == "my/table.csv"
+
+
+def test_volume_configs_check_their_own_settings():
+    for config_class, settings, message in (
+        (SyntheticConfig, {"train": 3}, "train >= 4"),
+        (SyntheticConfig, {"augment": "mirror"}, "augment must be one of"),
+        (SyntheticConfig, {"block_order": "norm"}, "block_order must be one of"),
+        (SyntheticConfig, {"channels": []}, "channels must be one or more widths"),
+        (SyntheticConfig, {"ema_decay": 1.5}, "ema_decay must be None or in"),
+        (SyntheticConfig, {"max_minutes": 0}, "max_minutes must be None or > 0"),
+        (NiftiConfig, {}, "manifest is required"),
+        (NiftiConfig, {"manifest": "m.csv", "shape": [45, 54]}, "shape must be 3 sides"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            config_class(**settings)
+    assert SyntheticConfig(max_minutes=None, ema_decay=0.99, max_epochs=3).max_minutes is None
+    assert NiftiConfig(manifest="m.csv").voxel_size == 4.0
+
+
+def test_wandb_modes_are_those_of_the_runs_module():
+    from sodeep.brainage.config import WANDB_MODES
+    from sodeep.runs import WANDB_MODES as RUN_MODES
+
+    assert WANDB_MODES == RUN_MODES

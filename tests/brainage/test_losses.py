@@ -1,0 +1,56 @@
+import pytest
+import torch
+from torch.nn import functional as F
+
+from sodeep.brainage.losses import BRAIN_AGE_PRESETS, BrainAgeLoss
+from sodeep.losses import age_difference_loss, spearman_loss
+from sodeep.sorters import PairwiseSigmoidSorter
+
+
+def test_cheng2021_preset_combines_the_terms():
+    sorter = PairwiseSigmoidSorter(1e-3)
+    loss = BrainAgeLoss.from_preset("cheng2021", sorter=sorter)
+    assert (loss.main, loss.spearman_weight, loss.age_difference_weight) == ("mse", 10.0, 10.0)
+    predictions, targets = 50 + 10 * torch.randn(16), 50 + 10 * torch.randn(16)
+    expected = F.mse_loss(predictions, targets) + 10 * (
+        spearman_loss(predictions, targets, sorter) + age_difference_loss(predictions, targets)
+    )
+    torch.testing.assert_close(loss(predictions, targets), expected)
+    assert set(BRAIN_AGE_PRESETS) >= {"l1", "mse", "l1+spearman", "l1+agediff", "l1+spearman+agediff"}
+
+
+@pytest.mark.parametrize("preset", sorted(BRAIN_AGE_PRESETS))
+def test_brain_age_loss_checks_its_inputs_in_every_preset(preset):
+    loss = BrainAgeLoss.from_preset(preset, sorter=PairwiseSigmoidSorter(1e-3))
+    ages = 50 + 10 * torch.randn(8)
+    # A regression head's (n, 1) output: one clear message, whichever terms the preset has.
+    with pytest.raises(ValueError, match=r"squeeze\(-1\)"):
+        loss(ages.unsqueeze(-1), ages.unsqueeze(-1))
+    with pytest.raises(ValueError, match="targets contains NaN"):
+        loss(ages, torch.where(torch.arange(8) == 3, float("nan"), ages))
+    with pytest.raises(TypeError, match="targets must be a torch.Tensor"):
+        loss(ages, ages.tolist())
+    # Integer ages (whole years) are accepted by every preset, as their float values.
+    years = torch.arange(20, 84, 8)
+    torch.testing.assert_close(loss(ages, years), loss(ages, years.float()))
+
+
+@pytest.mark.parametrize("name", sorted(BRAIN_AGE_PRESETS))
+def test_every_preset_is_its_weighted_sum_of_terms(name):
+    sorter = PairwiseSigmoidSorter(1e-3)
+    preset = BRAIN_AGE_PRESETS[name]
+    predictions, targets = 50 + 10 * torch.randn(12), 50 + 10 * torch.randn(12)
+    main = F.l1_loss if preset.main == "l1" else F.mse_loss
+    expected = (
+        main(predictions, targets)
+        + preset.spearman_weight * spearman_loss(predictions, targets, sorter)
+        + preset.age_difference_weight * age_difference_loss(predictions, targets)
+    )
+    torch.testing.assert_close(BrainAgeLoss.from_preset(name, sorter=sorter)(predictions, targets), expected)
+
+
+def test_unknown_preset_and_main_are_refused():
+    with pytest.raises(ValueError, match="unknown preset 'l2'"):
+        BrainAgeLoss.from_preset("l2")
+    with pytest.raises(ValueError, match="main must be 'l1' or 'mse'"):
+        BrainAgeLoss(main="huber")
