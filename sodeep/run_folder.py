@@ -33,11 +33,16 @@ RUN_RECORD = "run.json"
 
 
 class RunInterrupted(Exception):
-    """A run stopped on SIGINT or SIGTERM after saving its checkpoint at ``step``."""
+    """A run stopped on SIGINT or SIGTERM after saving its checkpoint.
 
-    def __init__(self, step: int) -> None:
-        super().__init__(f"interrupted at step {step}")
-        self.step = step
+    ``where`` says where: a step number (``"interrupted at step 40"``) or a description such as
+    ``"l1, seed 0, fold 2, epoch 7"``.  The console script prints the message with the command
+    that resumes the run and exits with status 130.
+    """
+
+    def __init__(self, where: int | str) -> None:
+        super().__init__(f"interrupted at {'step ' if isinstance(where, int) else ''}{where}")
+        self.where = where
 
 
 def _describe(value: Any) -> str:
