@@ -38,15 +38,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 def configure_wandb_environment(mode: str, directory: Path) -> None:
     """Keep W&B local unless asked otherwise (nothing is sent, no account is needed), with all of
-    its files under ``directory``."""
+    its files (runs, cache, settings) under ``directory``, the run folder's ``wandb/``."""
     if mode not in WANDB_MODES:
         raise ValueError(f"wandb mode must be one of {WANDB_MODES}, got {mode!r}")
     os.environ.setdefault("WANDB_MODE", mode)
     os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
     os.environ.setdefault("WANDB_SILENT", "true")
     directory.mkdir(parents=True, exist_ok=True)
+    # Set for every run, not only the first of a process: each run keeps its files in its own folder.
     for variable in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
-        os.environ.setdefault(variable, str(directory))
+        os.environ[variable] = str(directory)
 
 
 class _AppendingWriter(ExperimentWriter):
