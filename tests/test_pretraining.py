@@ -35,6 +35,15 @@ def _pretrain(out, steps, *extra):
     )
 
 
+def _assert_same_weights(straight_run, resumed_run):
+    """The sorters of two runs have the same weights; returns the second's state dict."""
+    straight = load_sorter(straight_run / "sorter.pt").state_dict()
+    resumed = load_sorter(resumed_run / "sorter.pt").state_dict()
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=1e-5, atol=1e-6)
+    return resumed
+
+
 def test_tiny_run_writes_logs_and_a_loadable_sorter(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert _pretrain(tmp_path / "run", 6) == 0
@@ -64,10 +73,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     monkeypatch.setattr(SorterPretraining, "training_step", original_step)
     assert _pretrain(tmp_path / "interrupted", 8, "--checkpoint-every", "2", "--resume") == 0
 
-    straight = load_sorter(tmp_path / "straight" / "sorter.pt").state_dict()
-    resumed = load_sorter(tmp_path / "interrupted" / "sorter.pt").state_dict()
-    for key in straight:
-        torch.testing.assert_close(resumed[key], straight[key], rtol=1e-5, atol=1e-6)
+    resumed = _assert_same_weights(tmp_path / "straight", tmp_path / "interrupted")
     exported = sorter_from_training_checkpoint(tmp_path / "interrupted" / "checkpoints" / "last.ckpt")
     torch.testing.assert_close(exported.state_dict()["network.0.weight"], resumed["network.0.weight"])
     # The log continues: every step logged once, from the start, in one CSV and one W&B run id.
@@ -97,10 +103,7 @@ def test_sigint_saves_stops_and_says_how_to_resume(tmp_path, monkeypatch, capsys
     assert not (tmp_path / "run" / "sorter.pt").exists()
     monkeypatch.setattr(SorterPretraining, "training_step", original_step)
     assert _pretrain(tmp_path / "run", 8, "--checkpoint-every", "100", "--resume") == 0
-    straight = load_sorter(tmp_path / "straight" / "sorter.pt").state_dict()
-    resumed = load_sorter(tmp_path / "run" / "sorter.pt").state_dict()
-    for key in straight:
-        torch.testing.assert_close(resumed[key], straight[key], rtol=1e-5, atol=1e-6)
+    _assert_same_weights(tmp_path / "straight", tmp_path / "run")
 
 
 @pytest.mark.parametrize("damage", ["truncate", "empty", "text", "foreign"])

@@ -44,9 +44,7 @@ def interleaved_medians(rounds: int, warmup: int = 20) -> tuple[float, float, fl
         generated = time.perf_counter()
         rank(scores)
         ranked = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        torch.nn.functional.l1_loss(sorter(scores), ranks).backward()
-        optimizer.step()
+        training_step(sorter, optimizer, scores, ranks)
         end = time.perf_counter()
         if round_index >= warmup:
             generation.append(generated - start)
@@ -58,6 +56,13 @@ def interleaved_medians(rounds: int, warmup: int = 20) -> tuple[float, float, fl
 def trainable_shipped_sorter() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     sorter = load_sorter(trainable=True)
     return sorter, torch.optim.AdamW(sorter.parameters(), lr=3e-3)
+
+
+def training_step(sorter: torch.nn.Module, optimizer: torch.optim.Optimizer, scores, ranks) -> None:
+    """One pretraining step: L1 to the exact ranks, backward, AdamW."""
+    optimizer.zero_grad(set_to_none=True)
+    torch.nn.functional.l1_loss(sorter(scores), ranks).backward()
+    optimizer.step()
 
 
 def iteration_medians(sources: dict[str, Iterator], rounds: int, warmup: int = 20) -> dict[str, tuple[float, float]]:
@@ -73,9 +78,7 @@ def iteration_medians(sources: dict[str, Iterator], rounds: int, warmup: int = 2
             start = time.perf_counter()
             scores, ranks = next(batches)
             received = time.perf_counter()
-            optimizer.zero_grad(set_to_none=True)
-            torch.nn.functional.l1_loss(sorter(scores), ranks).backward()
-            optimizer.step()
+            training_step(sorter, optimizer, scores, ranks)
             end = time.perf_counter()
             if round_index >= warmup:
                 waits[name].append(received - start)
