@@ -1,4 +1,4 @@
-"""Losses: rank-based (SoDeep), brain-age (Cheng et al. 2021), margin ranking and masked
+"""Losses: rank-based (SoDeep), age difference (Cheng et al. 2021), margin ranking and masked
 classification.  Each is an ``nn.Module`` over a pure function of the same name in lower case.
 
 Built-ins that already do the job are not re-wrapped: ``torch.nn.TripletMarginLoss`` for
