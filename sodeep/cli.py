@@ -1,9 +1,9 @@
 """The ``sodeep`` console script: parses arguments and dispatches to the library.
 
 Commands: ``pretrain`` (:func:`sodeep.pretraining.pretrain`), ``evaluate``
-(:func:`sodeep.evaluation.fidelity_table`), ``export`` and the brain-age application's
+(:func:`sodeep.evaluation.fidelity_table`), ``export``, the brain-age application's
 ``brainage {tabular, synthetic, nifti}`` (:mod:`sodeep.brainage.cli`; its packages come with the
-``brainage`` extra).  Defaults come
+``brainage`` extra) and ``bench``, the comparison of rankers (:mod:`sodeep.benchmark.cli`).  Defaults come
 from the config dataclasses (:class:`sodeep.config.PretrainConfig`), which YAML files and the
 Python API read too.
 """
@@ -90,6 +90,10 @@ def command_pretrain(arguments: argparse.Namespace) -> int:
     from sodeep.pretraining import pretrain
 
     pretrain(config, resume=arguments.resume, overwrite=arguments.overwrite)
+    summary = json.loads((Path(config.out) / "pretrain_summary.json").read_text())
+    from sodeep.sweeps.summary import write_trial_summary
+
+    write_trial_summary(summary["config"], summary["validation"])  # inside `sodeep sweep run` only
     print(f"sorter written to {Path(config.out) / 'sorter.pt'}")
     return 0
 
@@ -159,9 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_pretrain_parser(commands)
     add_evaluate_parser(commands)
     add_export_parser(commands)
+    from sodeep.benchmark.cli import add_bench_parser
     from sodeep.brainage.cli import add_brainage_parser
+    from sodeep.sweeps.cli import add_sweep_parser
 
     add_brainage_parser(commands)
+    add_bench_parser(commands)
+    add_sweep_parser(commands)
     return parser
 
 

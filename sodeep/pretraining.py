@@ -343,6 +343,8 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
         "steps": int(trainer.global_step),
         "training_seconds": round(time.time() - started, 1),
         "resumed": resume_step is not None,
+        # The last validation's means over the held-out cells, under the names they are logged with.
+        "validation": {key: float(value) for key, value in trainer.callback_metrics.items() if key.startswith("val/")},
     }
     trained = module.sorter.cpu().eval()
     save_sorter(trained, out / "sorter.pt", metadata)

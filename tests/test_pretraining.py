@@ -263,3 +263,12 @@ def test_evaluate_prints_a_table(capsys):
     assert main(["evaluate", "--lengths", "5,100", "--sequences", "4"]) == 0
     out = capsys.readouterr().out
     assert "| cauchy |" in out and "n=100" in out
+
+
+def test_inside_a_sweep_pretraining_leaves_a_trial_summary(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SODEEP_SWEEP_TRIAL_SUMMARY", str(tmp_path / "summary.json"))
+    assert _pretrain(tmp_path / "run", 4, "--wandb", "disabled") == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["schema"] == "sodeep-trial/1" and summary["status"] == "finished"
+    assert summary["config"]["steps"] == 4 and 0.9 < summary["metrics"]["val/spearman"] <= 1

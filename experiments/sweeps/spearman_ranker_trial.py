@@ -1,0 +1,73 @@
+"""One trial of ``spearman_rankers.yaml``: a linear model trained with ``SpearmanLoss`` built on one
+ranker (or with MSE, ``--ranker mse``), scored by the Spearman correlation on a held-out split.
+
+It is the benchmark's regression part (:mod:`sodeep.benchmark.regression`) for a single ranker,
+task and seed, so that a sweep can spread them over processes and seeds; it writes the sweep
+trial summary (:func:`sodeep.sweeps.write_trial_summary`) and one W&B run: in ``$WANDB_MODE``,
+else online under ``wandb agent`` (which sets ``WANDB_SWEEP_ID``) and offline otherwise.
+
+    python experiments/sweeps/spearman_ranker_trial.py --ranker neuralsort --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from sodeep.benchmark.config import BenchConfig
+from sodeep.benchmark.rankers import ranker_families
+from sodeep.benchmark.regression import TASKS, load_task, split, train_regression
+from sodeep.sweeps import write_trial_summary
+
+MSE = "mse"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = BenchConfig()
+    names = [family.name for family in ranker_families()]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ranker", required=True, help=f"{MSE} (no ranker) or one of {names}")
+    parser.add_argument("--setting", type=float, help="the ranker's sharpness parameter (default: its default)")
+    parser.add_argument("--task", default=TASKS[0], choices=TASKS)
+    parser.add_argument("--seed", type=int, default=0, help="split and initialization")
+    parser.add_argument("--steps", type=int, default=defaults.regression_steps)
+    parser.add_argument("--batch", type=int, default=defaults.regression_batch, help="rows per step (the n ranked)")
+    parser.add_argument("--learning-rate", type=float, default=defaults.regression_learning_rate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = build_parser().parse_args(argv)
+    ranker = None
+    if arguments.ranker != MSE:
+        families = {family.name: family for family in ranker_families()}
+        if arguments.ranker not in families:
+            print(f"unknown ranker {arguments.ranker!r}; known: {[MSE, *families]}", file=sys.stderr)
+            return 2
+        family = families[arguments.ranker]
+        ranker = family.build(family.default if arguments.setting is None else arguments.setting)
+        if ranker.kind == "exact" or not ranker.accepts(arguments.batch):
+            print(f"{ranker.label} cannot train at n={arguments.batch} (no gradient or length)", file=sys.stderr)
+            return 2
+    data = split(*load_task(arguments.task), arguments.seed)
+    result = train_regression(ranker, data, arguments.seed, arguments.steps, arguments.batch, arguments.learning_rate)
+    print(f"{arguments.ranker} on {arguments.task}, seed {arguments.seed}: test Spearman {result['spearman']:.4f}")
+    write_trial_summary(vars(arguments), result)
+    log_to_wandb(vars(arguments), result)
+    return 0
+
+
+def log_to_wandb(config: dict, result: dict) -> None:
+    mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_SWEEP_ID") else "offline")
+    if mode == "disabled":
+        return
+    import wandb
+
+    run = wandb.init(project="sodeep", job_type="spearman-ranker", mode=mode, config=config)
+    run.summary.update(result)
+    run.finish()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,82 @@
+"""``sodeep bench``: registered on the main parser by :func:`add_bench_parser`."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from sodeep.benchmark.config import PARTS, BenchConfig
+
+
+def add_bench_parser(commands) -> argparse.ArgumentParser:
+    """Add ``bench`` to ``commands`` (the main parser's subparsers); ``args.handler(args)`` runs it."""
+    defaults = BenchConfig()
+    parser = commands.add_parser(
+        "bench",
+        help="compare every differentiable ranker: speed, fidelity, learning to sort, regression",
+        description="Compare the differentiable rankers in one process and write results.json, "
+        "results.md and PNG plots into --out.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke run of every part: a few minutes on 2 CPU cores")
+    parser.add_argument("--out", default=defaults.out, help="output folder")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(defaults.parts), help="parts to run")
+    quick = BenchConfig.quick()
+    parser.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        default=argparse.SUPPRESS,
+        help=f"seeds (default: {' '.join(map(str, defaults.seeds))}; with --quick: {' '.join(map(str, quick.seeds))})",
+    )
+    parser.add_argument("--workers", type=int, default=defaults.workers, help="processes for learning to sort")
+    parser.add_argument(
+        "--sorting-steps",
+        type=int,
+        default=argparse.SUPPRESS,
+        help=f"training steps per learning-to-sort run (default: {defaults.sorting_steps}; "
+        f"with --quick: {quick.sorting_steps})",
+    )
+    parser.add_argument(
+        "--mnist",
+        nargs=2,
+        metavar=("IMAGES", "LABELS"),
+        default=None,
+        help="MNIST train IDX files (t10k-* beside them) instead of scikit-learn's 8x8 digits",
+    )
+    parser.set_defaults(handler=run_bench_command)
+    return parser
+
+
+def config_from_arguments(arguments: argparse.Namespace) -> BenchConfig:
+    overrides = {"out": arguments.out, "parts": tuple(arguments.parts), "workers": arguments.workers}
+    if "seeds" in arguments:
+        overrides["seeds"] = tuple(arguments.seeds)
+    if "sorting_steps" in arguments:
+        overrides["sorting_steps"] = arguments.sorting_steps
+    if arguments.mnist is not None:
+        overrides["mnist"] = tuple(arguments.mnist)
+    return BenchConfig.quick(**overrides) if arguments.quick else BenchConfig(**overrides)
+
+
+def run_bench_command(arguments: argparse.Namespace) -> int:
+    from sodeep.benchmark.run import run_benchmark
+
+    config = config_from_arguments(arguments)
+    command = "sodeep " + shlex.join(sys.argv[1:]) if sys.argv and "sodeep" in sys.argv[0] else "sodeep bench"
+    run_benchmark(config, command=command, progress=lambda line: print(line, flush=True))
+    print(f"results in {config.out}/results.json, results.md, bench_*.png")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (``python -m sodeep.benchmark.cli``) until ``sodeep bench`` is wired in."""
+    parser = argparse.ArgumentParser(prog="sodeep")
+    add_bench_parser(parser.add_subparsers(dest="command", required=True))
+    arguments = parser.parse_args(argv)
+    return arguments.handler(arguments)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,68 @@
+"""How close each ranker's ranks are to the exact ones, on several score distributions.
+
+Metrics come from :mod:`sodeep.metrics` (one place for fidelity metrics): Spearman correlation
+with the exact ranks and the mean absolute rank error in positions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from sodeep.benchmark.rankers import Ranker
+from sodeep.metrics import mean_absolute_rank_error, rowwise_spearman
+from sodeep.ranks import rank
+from sodeep.synthetic import generate_sequences
+
+#: Distribution name -> (family of :mod:`sodeep.synthetic`, scale, shift) of the scores.
+DISTRIBUTIONS: dict[str, tuple[str, float, float]] = {
+    "normal": ("normal", 1.0, 0.0),
+    "heavy-tailed (Cauchy)": ("cauchy", 1.0, 0.0),
+    "tied integers": ("ties", 1.0, 0.0),
+    "large scale (1e4 N + 1e5)": ("normal", 1e4, 1e5),
+}
+#: Far from any seed the training code uses.
+FIDELITY_SEED = 3_000_000_000
+
+
+def distribution_scores(name: str, sequences: int, n: int, seed: int = FIDELITY_SEED) -> torch.Tensor:
+    """``(sequences, n)`` float32 scores of the distribution ``name`` (a key of :data:`DISTRIBUTIONS`)."""
+    if name not in DISTRIBUTIONS:
+        raise ValueError(f"unknown distribution {name!r}; known: {list(DISTRIBUTIONS)}")
+    family, scale, shift = DISTRIBUTIONS[name]
+    generator = torch.Generator().manual_seed(seed + 7919 * list(DISTRIBUTIONS).index(name) + n)
+    scores, _, _ = generate_sequences(sequences, n, generator, families=[family], affine_probability=0.0)
+    return scores * scale + shift
+
+
+@torch.no_grad()
+def run_fidelity(
+    rankers: Sequence[Ranker],
+    lengths: Sequence[int],
+    sequences: int,
+    max_elements: float = float("inf"),
+    progress: Callable[[str], None] = print,
+) -> list[dict]:
+    """Rows ``{ranker, distribution, n, spearman, rank_error}`` (means over sequences); a ranker
+    is left out at an ``n`` it does not accept or whose footprint exceeds ``max_elements``."""
+    rows = []
+    for n in lengths:
+        for name in DISTRIBUTIONS:
+            scores = distribution_scores(name, sequences, n)
+            exact = rank(scores)
+            for ranker in rankers:
+                if not ranker.accepts(n) or ranker.footprint(sequences, n) > max_elements:
+                    continue
+                predicted = ranker.rank(scores).to(exact.dtype)
+                rows.append(
+                    {
+                        "ranker": ranker.label,
+                        "distribution": name,
+                        "n": n,
+                        "spearman": torch.nanmean(rowwise_spearman(predicted, exact)).item(),
+                        "rank_error": mean_absolute_rank_error(predicted, exact).mean().item(),
+                    }
+                )
+        progress(f"fidelity n={n}: done")
+    return rows

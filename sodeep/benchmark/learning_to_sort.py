@@ -1,0 +1,249 @@
+"""Learning to sort multi-digit numbers from images, trained only through a ranking operator.
+
+The task of NeuralSort (Grover et al., ICLR 2019), also used by Cuturi et al. (2019) and diffsort
+(Petersen et al., 2021/2022): a sequence of ``n`` images of multi-digit numbers goes through a
+small CNN, one score per image; the scores go through the ranker, and the loss compares the soft
+ranks (MSE to the true normalized ranks) or, for permutation rankers with ``loss="native"``, the
+soft permutation (the ranker's own loss) with the true order.  The CNN never sees a number.
+Test metrics: exact match (the whole predicted order right) and element-wise accuracy (the share
+of positions holding the right element).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from sodeep.benchmark.digits import DigitPool, sample_sequences
+from sodeep.benchmark.rankers import Ranker, true_permutation
+from sodeep.ranks import rank
+
+
+class ScoreNetwork(nn.Module):
+    """A small CNN: number images ``(..., H, digits * H)`` -> scores ``(...)``, the same for every
+    ranker.  Its first convolution reads one square digit at a time (kernel and stride ``H``), a
+    1x1 convolution mixes features per digit, and an MLP over the digit positions gives the score:
+    a few thousand multiply-adds per image, so the benchmark's many trainings fit on a CPU.
+    """
+
+    def __init__(self, height: int, digits: int, channels: int = 32, hidden: int = 64) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, channels, kernel_size=height, stride=height),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, kernel_size=1),
+            nn.ReLU(),
+        )
+        self.head = nn.Sequential(nn.Linear(channels * digits, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        batch_shape = images.shape[:-2]
+        flat = images.reshape(-1, 1, *images.shape[-2:])
+        return self.head(self.features(flat).flatten(1)).reshape(batch_shape)
+
+
+def sorting_accuracy(scores: torch.Tensor, numbers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact match and element-wise accuracy of the order that ``scores`` imply.
+
+    Args:
+        scores, numbers: ``(B, n)``; ``numbers`` without ties in a row.
+
+    Returns:
+        ``(exact (B,) bool, element_wise (B,) float)``: whether the whole descending order is
+        right, and the share of positions that hold the right element.
+    """
+    predicted = scores.argsort(dim=-1, descending=True)
+    truth = numbers.argsort(dim=-1, descending=True)
+    correct = predicted == truth
+    return correct.all(-1), correct.float().mean(-1)
+
+
+@dataclass(frozen=True)
+class SortingTask:
+    """Data and training settings shared by every ranker (one source: ``BenchConfig``)."""
+
+    digits: int
+    steps: int
+    images_per_step: int
+    learning_rate: float
+    test_sequences: int
+    validation_sequences: int
+
+
+def sorting_loss(ranker: Ranker, loss: str, scores: torch.Tensor, numbers: torch.Tensor) -> torch.Tensor:
+    """``"rank"``: MSE of soft ranks to the true normalized ranks; ``"native"``: the ranker's own
+    loss on its soft permutation against the true permutation."""
+    if loss == "native":
+        if ranker.permutation is None or ranker.native_loss is None:
+            raise ValueError(f"{ranker.label} has no native permutation loss")
+        permutation = ranker.permutation(scores)
+        return ranker.native_loss(permutation, true_permutation(numbers).to(permutation.dtype))
+    if loss != "rank":
+        raise ValueError(f"loss must be 'rank' or 'native', got {loss!r}")
+    return F.mse_loss(ranker.rank(scores), rank(numbers.to(scores.dtype)))
+
+
+@torch.no_grad()
+def evaluate(network: ScoreNetwork, images: torch.Tensor, numbers: torch.Tensor, chunk: int = 256) -> dict:
+    network.eval()
+    scores = torch.cat([network(images[start : start + chunk]) for start in range(0, len(images), chunk)])
+    exact, element_wise = sorting_accuracy(scores, numbers)
+    return {"exact_match": exact.float().mean().item(), "element_wise": element_wise.mean().item()}
+
+
+def train_and_test(
+    ranker: Ranker,
+    loss: str,
+    length: int,
+    seed: int,
+    task: SortingTask,
+    train_pool: DigitPool,
+    test_pool: DigitPool,
+) -> dict:
+    """Train a fresh :class:`ScoreNetwork` (seeded by ``seed``) through ``ranker`` on sequences of
+    ``length`` numbers; return test and validation metrics and the training wall time.
+
+    The test set depends on ``length`` only (the same for every ranker and seed); validation
+    sequences use training images and pick the best setting of a grid without touching the test set.
+    """
+    torch.manual_seed(seed)
+    network = ScoreNetwork(train_pool.images.shape[1], task.digits)
+    optimizer = torch.optim.Adam(network.parameters(), lr=task.learning_rate)
+    data = torch.Generator().manual_seed(10_000 + seed)
+    sequences = max(2, task.images_per_step // length)
+    start = time.perf_counter()
+    for _ in range(task.steps):
+        images, numbers = sample_sequences(sequences, length, task.digits, train_pool, data)
+        network.train()
+        value = sorting_loss(ranker, loss, network(images), numbers)
+        optimizer.zero_grad(set_to_none=True)
+        value.backward()
+        optimizer.step()
+    seconds = time.perf_counter() - start
+    test = evaluate(network, *sample_sequences(task.test_sequences, length, task.digits, test_pool, _fixed(length)))
+    validation = evaluate(
+        network, *sample_sequences(task.validation_sequences, length, task.digits, train_pool, _fixed(length + 500))
+    )
+    return {
+        **test,
+        "validation_exact_match": validation["exact_match"],
+        "validation_element_wise": validation["element_wise"],
+        "train_seconds": seconds,
+        "final_loss": value.item(),
+    }
+
+
+def _fixed(offset: int) -> torch.Generator:
+    # Evaluation sets far from the training streams' seeds (10_000 + seed).
+    return torch.Generator().manual_seed(1_000_000 + offset)
+
+
+@dataclass(frozen=True)
+class SortingJob:
+    """One training: a family at one setting value, a loss, a length and a seed."""
+
+    family: str
+    value: float | None
+    loss: str
+    length: int
+    seed: int
+
+
+def sorting_jobs(families, settings: str, lengths, seeds) -> tuple[list[SortingJob], list[dict]]:
+    """Every training the benchmark runs, and the rankers it leaves out (with the reason).
+
+    Rank-vector rankers train with the rank loss; permutation rankers with their native loss at
+    every setting and with the rank loss at their default setting.
+    """
+    jobs, skipped = [], []
+    for family in families:
+        ranker = family.build(family.default)
+        if ranker.kind == "exact":
+            continue
+        if not all(ranker.accepts(n) for n in lengths):
+            skipped.append(
+                {"ranker": ranker.family, "part": "sorting", "reason": f"accepts n in {ranker.lengths} only"}
+            )
+            continue
+        variants = [(value, "rank") for value in family.settings(settings)]
+        if ranker.kind == "permutation":
+            variants = [(family.default, "rank")] + [(value, "native") for value in family.settings(settings)]
+        jobs.extend(
+            SortingJob(family.name, value, loss, n, seed) for value, loss in variants for n in lengths for seed in seeds
+        )
+    # Seed-major order: a run stopped early still covers every ranker and length, with fewer seeds.
+    jobs.sort(key=lambda job: job.seed)
+    return jobs, skipped
+
+
+_POOLS: dict = {}
+
+
+def _pools(mnist) -> tuple[DigitPool, DigitPool]:
+    if mnist not in _POOLS:
+        from sodeep.benchmark.digits import mnist_pool, sklearn_digit_pools
+
+        if mnist is None:
+            _POOLS[mnist] = sklearn_digit_pools()
+        else:
+            (train_images, train_labels), (test_images, test_labels) = mnist
+            _POOLS[mnist] = (mnist_pool(train_images, train_labels), mnist_pool(test_images, test_labels))
+    return _POOLS[mnist]
+
+
+def run_job(job: SortingJob, task: SortingTask, mnist=None) -> dict:
+    """Run one :class:`SortingJob` (in a worker process: one thread) and return its result row."""
+    from sodeep.benchmark.rankers import ranker_families, setting_name
+
+    torch.set_num_threads(1)
+    family = next(family for family in ranker_families() if family.name == job.family)
+    ranker = family.build(job.value)
+    train_pool, test_pool = _pools(mnist)
+    result = train_and_test(ranker, job.loss, job.length, job.seed, task, train_pool, test_pool)
+    return {
+        "ranker": ranker.label,
+        "family": job.family,
+        "setting": setting_name(family.parameter, job.value),
+        "is_default": job.value == family.default,
+        "loss": job.loss,
+        "n": job.length,
+        "seed": job.seed,
+        **result,
+    }
+
+
+def run_sorting(
+    jobs: list[SortingJob], task: SortingTask, workers: int, mnist=None, progress=print, rows_path=None
+) -> list[dict]:
+    """Run ``jobs`` on ``workers`` processes (in this process when ``workers == 1``); each result
+    row is also appended to the JSON-lines file ``rows_path`` as soon as it exists."""
+
+    def finished(row: dict, index: int) -> None:
+        if rows_path is not None:
+            with open(rows_path, "a") as file:
+                file.write(json.dumps(row) + "\n")
+        progress(f"sorting {index}/{len(jobs)}: {row['ranker']} ({row['loss']}) n={row['n']} seed={row['seed']}")
+
+    rows = []
+    if workers == 1:
+        for index, job in enumerate(jobs, 1):
+            rows.append(run_job(job, task, mnist))
+            finished(rows[-1], index)
+        return rows
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # "spawn": a forked child inherits the parent's torch thread pool state, which can deadlock.
+    results: dict[int, dict] = {}
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as executor:
+        futures = {executor.submit(run_job, job, task, mnist): position for position, job in enumerate(jobs)}
+        for index, future in enumerate(as_completed(futures), 1):
+            position = futures[future]
+            results[position] = future.result()
+            finished(results[position], index)
+    return [results[position] for position in range(len(jobs))]

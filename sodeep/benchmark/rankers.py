@@ -1,0 +1,296 @@
+"""The differentiable rankers the benchmark compares, each at named settings.
+
+A :class:`Ranker` maps scores ``(B, n)`` to ranks ``(B, n)`` in :func:`sodeep.rank`'s convention
+(descending, ties averaged, normalized by ``n``).  Rankers built from a soft permutation matrix
+(NeuralSort, SoftSort, diffsort) also expose it, ``P[b, k, i]``: how much element ``i`` sits at
+descending position ``k``, and their native loss against the true permutation.  A
+:class:`RankerFamily` builds a ranker from one value of its sharpness parameter and names its
+default, its sharper setting and the small grid the learning-to-sort task searches.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from sodeep.ranks import rank
+from sodeep.sorters.base import row_scale
+
+RankFunction = Callable[[torch.Tensor], torch.Tensor]
+#: Keeps log() of a soft permutation finite where an entry underflowed to 0.
+LOG_FLOOR = 1e-9
+#: Sorter weights shipped beside the default sorter (``pretrained/``).
+PRETRAINED_DIR = Path(__file__).resolve().parents[2] / "pretrained"
+ORIGINAL_FILES = {"original_cnn": "original_cnn_n100.pt", "original_lstm_large": "original_lstm_large_n100.pt"}
+
+
+@dataclass(frozen=True)
+class Ranker:
+    """One ranker at one setting.
+
+    Attributes:
+        family, setting: e.g. ``"neuralsort"``, ``"T=0.1"``; ``label`` joins them.
+        kind: ``"exact"`` (no gradient), ``"rank"`` (rank vector) or ``"permutation"``.
+        rank: ``(B, n) -> (B, n)`` ranks in sodeep's convention.
+        permutation: ``(B, n) -> (B, n, n)`` soft descending permutation, for permutation rankers.
+        native_loss: ``(P, true_P) -> scalar``, the loss its paper trains with, if any.
+        lengths: the ``n`` it accepts, ``(low, high)``; ``high=None`` for any.
+        footprint: elements of the largest intermediate for ``(B, n)``; the speed test skips a
+            cell above its budget.
+    """
+
+    family: str
+    setting: str
+    kind: str
+    rank: RankFunction
+    permutation: Callable[[torch.Tensor], torch.Tensor] | None = None
+    native_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    lengths: tuple[int, int | None] = (2, None)
+    footprint: Callable[[int, int], float] = lambda batch, n: batch * n * n
+
+    @property
+    def label(self) -> str:
+        return f"{self.family} {self.setting}".strip()
+
+    def accepts(self, n: int) -> bool:
+        low, high = self.lengths
+        return n >= low and (high is None or n <= high)
+
+
+@dataclass(frozen=True)
+class RankerFamily:
+    """A ranker with one sharpness parameter: ``build(value)``; ``value=None`` for fixed rankers."""
+
+    name: str
+    parameter: str
+    default: float | None
+    sharp: float | None
+    grid: tuple[float, ...]
+    build: Callable[[float | None], Ranker]
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def settings(self, which: str) -> list[float | None]:
+        """``"default"``, ``"default+sharp"`` or ``"grid"`` (the default first)."""
+        if which == "default" or self.default is None:
+            return [self.default]
+        if which == "default+sharp":
+            return [self.default, self.sharp]
+        return [self.default, *[value for value in self.grid if value != self.default]]
+
+
+def setting_name(parameter: str, value: float | None) -> str:
+    return "" if value is None else f"{parameter}={value:g}"
+
+
+def ranks_from_permutation(permutation: torch.Tensor) -> torch.Tensor:
+    """``rank_i = sum_k (k + 1) P[k, i] / n``: ``(B, n, n) -> (B, n)``."""
+    n = permutation.shape[-1]
+    positions = torch.arange(1, n + 1, dtype=permutation.dtype, device=permutation.device)
+    return (positions.unsqueeze(-1) * permutation).sum(-2) / n
+
+
+def neuralsort_permutation(scores: torch.Tensor, temperature: float) -> torch.Tensor:
+    """NeuralSort's soft permutation (Grover et al., ICLR 2019) on row-standardized scores, the
+    matrix behind :func:`sodeep.sorters.neuralsort_rank`: ``(B, n) -> (B, n, n)``."""
+    s = scores / row_scale(scores)
+    n = s.shape[-1]
+    absolute_sum = (s.unsqueeze(-1) - s.unsqueeze(-2)).abs().sum(-1)
+    scaling = n + 1 - 2 * torch.arange(1, n + 1, dtype=s.dtype, device=s.device)
+    logits = scaling.unsqueeze(-1) * s.unsqueeze(-2) - absolute_sum.unsqueeze(-2)
+    return torch.softmax(logits / temperature, dim=-1)
+
+
+def softsort_permutation(scores: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SoftSort's soft permutation (Prillo & Eisenschlos, ICML 2020), the matrix behind
+    :func:`sodeep.sorters.softsort_rank`: ``(B, n) -> (B, n, n)``."""
+    s = scores / row_scale(scores)
+    sorted_scores = s.sort(dim=-1, descending=True).values
+    return torch.softmax(-(sorted_scores.unsqueeze(-1) - s.unsqueeze(-2)).abs() / temperature, dim=-1)
+
+
+def row_cross_entropy(permutation: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """NeuralSort's and SoftSort's loss: cross-entropy of each row of ``P`` (a distribution over
+    elements) with the element truly at that position.  ``(B, n, n), (B, n, n) -> scalar``."""
+    return -(target * permutation.clamp_min(LOG_FLOOR).log()).sum(-1).mean()
+
+
+def permutation_binary_cross_entropy(permutation: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """diffsort's loss (Petersen et al., ICML 2021): binary cross-entropy of every entry."""
+    return F.binary_cross_entropy(permutation.clamp(LOG_FLOOR, 1 - LOG_FLOOR), target)
+
+
+def true_permutation(values: torch.Tensor) -> torch.Tensor:
+    """The exact descending permutation matrix ``P[b, k, i] = 1`` iff element ``i`` is ``k``-th
+    largest (ties by position): ``(B, n) -> (B, n, n)``, the dtype of ``values`` (float32 for ints)."""
+    order = values.argsort(dim=-1, descending=True, stable=True)
+    dtype = values.dtype if values.is_floating_point() else torch.get_default_dtype()
+    return F.one_hot(order, values.shape[-1]).to(dtype)
+
+
+def _fixed_temperature(family: str, sorter_class, permutation_function, native) -> Callable:
+    def build(temperature: float | None) -> Ranker:
+        permutation = None
+        if permutation_function is not None:
+
+            def permutation(scores: torch.Tensor) -> torch.Tensor:
+                return permutation_function(scores, temperature)
+
+        return Ranker(
+            family=family,
+            setting=setting_name("T", temperature),
+            kind="rank" if permutation is None else "permutation",
+            rank=sorter_class(temperature),
+            permutation=permutation,
+            native_loss=native,
+        )
+
+    return build
+
+
+def _build_exact(_: float | None) -> Ranker:
+    return Ranker("exact", "", "exact", lambda scores: rank(scores), footprint=lambda batch, n: batch * n)
+
+
+def _build_shipped(softness: float | None) -> Ranker:
+    from sodeep.checkpoints import load_sorter
+
+    sorter = load_sorter()
+    if softness is not None:
+        sorter.softness = float(softness)
+    sorter.requires_grad_(False)
+    band = sorter.band or 0
+    return Ranker(
+        "sodeep (shipped)",
+        setting_name("softness", softness),
+        "rank",
+        sorter,
+        lengths=(2, sorter.max_length),
+        footprint=lambda batch, n: batch * n * (2 * band + 16),
+    )
+
+
+def _original_builder(architecture: str) -> Callable[[float | None], Ranker]:
+    def build(_: float | None) -> Ranker:
+        from sodeep.checkpoints import load_sorter
+
+        path = PRETRAINED_DIR / ORIGINAL_FILES[architecture]
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no pretrained {architecture} sorter at {path} (sodeep pretrain, see the model card)"
+            )
+        sorter = load_sorter(path).requires_grad_(False)
+        length = sorter.max_length
+        return Ranker(
+            f"{architecture} (pretrained)",
+            f"n={length}",
+            "rank",
+            sorter,
+            lengths=(length, length),
+            footprint=lambda batch, n: batch * n * 512,
+        )
+
+    return build
+
+
+def _build_torchsort(strength: float | None) -> Ranker:
+    import torchsort
+
+    from sodeep.losses import descending_normalized
+
+    ranker = descending_normalized(lambda scores: torchsort.soft_rank(scores, regularization_strength=strength))
+    return Ranker("torchsort", setting_name("eps", strength), "rank", ranker, footprint=lambda batch, n: 8 * batch * n)
+
+
+def _diffsort_network(n: int):
+    import diffsort
+
+    # Bitonic networks need a power of two; odd-even transposition takes any n (n layers).
+    kind = "bitonic" if n & (n - 1) == 0 else "odd_even"
+    return diffsort.networks.get_sorting_network(kind, n, "cpu")
+
+
+def _diffsort_layers(n: int) -> int:
+    return int(math.log2(n)) * (int(math.log2(n)) + 1) // 2 if n & (n - 1) == 0 else n
+
+
+def _build_diffsort(steepness: float | None) -> Ranker:
+    import diffsort
+
+    networks: dict = {}
+
+    def permutation(scores: torch.Tensor) -> torch.Tensor:
+        n = scores.shape[-1]
+        key = (n, scores.device, scores.dtype)
+        if key not in networks:
+            networks[key] = [[m.to(scores.device, scores.dtype) for m in layer] for layer in _diffsort_network(n)]
+        # diffsort sorts ascending and returns X[b, i, k]: element i at ascending position k.
+        _, ascending = diffsort.sort(networks[key], scores, steepness=steepness, distribution="cauchy")
+        return ascending.flip(-1).transpose(-2, -1)
+
+    return Ranker(
+        "diffsort",
+        setting_name("steepness", steepness),
+        "permutation",
+        lambda scores: ranks_from_permutation(permutation(scores)),
+        permutation=permutation,
+        native_loss=permutation_binary_cross_entropy,
+        # Dense (n, n) matrix products at every layer of the network: n^3 work per layer.
+        footprint=lambda batch, n: batch * n**3 * _diffsort_layers(n) / 8,
+    )
+
+
+def ranker_families() -> list[RankerFamily]:
+    """Every family the benchmark knows, available here or not (see :func:`available_families`)."""
+    from sodeep.sorters import NeuralSortSorter, PairwiseSigmoidSorter, SoftSortSorter
+
+    return [
+        RankerFamily("exact", "", None, None, (), _build_exact, "argsort, no gradient: the floor"),
+        RankerFamily("sodeep (shipped)", "softness", 0.5, 0.1, (0.5, 0.1), _build_shipped, "pretrained/conv_sorter.pt"),
+        RankerFamily("original_cnn (pretrained)", "", None, None, (), _original_builder("original_cnn")),
+        RankerFamily("original_lstm_large (pretrained)", "", None, None, (), _original_builder("original_lstm_large")),
+        RankerFamily(
+            "pairwise_sigmoid",
+            "T",
+            0.01,
+            0.001,
+            (0.01, 0.1),
+            _fixed_temperature("pairwise_sigmoid", PairwiseSigmoidSorter, None, None),
+        ),
+        RankerFamily(
+            "neuralsort",
+            "T",
+            0.01,
+            0.001,
+            (0.01, 1.0),
+            _fixed_temperature("neuralsort", NeuralSortSorter, neuralsort_permutation, row_cross_entropy),
+        ),
+        RankerFamily(
+            "softsort",
+            "T",
+            0.01,
+            0.001,
+            (0.01, 1.0),
+            _fixed_temperature("softsort", SoftSortSorter, softsort_permutation, row_cross_entropy),
+        ),
+        RankerFamily("torchsort", "eps", 1.0, 0.01, (1.0, 0.1), _build_torchsort, "optional: pip install torchsort"),
+        RankerFamily("diffsort", "steepness", 10.0, 100.0, (10.0, 30.0), _build_diffsort, "optional: diffsort"),
+    ]
+
+
+def available_families() -> tuple[list[RankerFamily], dict[str, str]]:
+    """The families that build here, and ``{name: reason}`` for those that do not."""
+    usable, missing = [], {}
+    for family in ranker_families():
+        try:
+            family.build(family.default)
+        except (ImportError, FileNotFoundError, ValueError) as error:
+            missing[family.name] = f"{type(error).__name__}: {error}"
+        else:
+            usable.append(family)
+    return usable, missing

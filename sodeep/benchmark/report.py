@@ -1,0 +1,212 @@
+"""``results.json`` (schema :data:`SCHEMA`), the markdown tables and the PNG plots of a run.
+
+``results.json`` keys: ``schema``, ``command``, ``hardware``, ``config``, ``rankers`` (label,
+family, kind), ``skipped`` (ranker, part, reason...), ``speed``, ``fidelity``, ``sorting``,
+``sorting_summary``, ``regression`` (lists of flat rows; see each part's module) and
+``wall_seconds`` per part.  A part that did not run has an empty list.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+SCHEMA = "sodeep-bench/1"
+RESULT_KEYS = (
+    "schema", "command", "hardware", "config", "rankers", "skipped",
+    "speed", "fidelity", "sorting", "sorting_summary", "regression", "wall_seconds",
+)  # fmt: skip
+#: Batch size of the speed table and plot, and the length of the fidelity-vs-time plot.
+REFERENCE_BATCH = 32
+REFERENCE_LENGTH = 100
+
+
+def reference_batch(rows: list[dict]) -> int:
+    """:data:`REFERENCE_BATCH` if timed, else the nearest batch size that was."""
+    batches = {row["batch"] for row in rows} or {REFERENCE_BATCH}
+    return min(batches, key=lambda batch: (abs(batch - REFERENCE_BATCH), batch))
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    values = [value for value in values if not math.isnan(value)]
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _primary_loss(rows: list[dict]) -> str:
+    return "native" if any(row["loss"] == "native" for row in rows) else "rank"
+
+
+def summarize_sorting(rows: list[dict]) -> list[dict]:
+    """Per family and n: the default setting (native loss for permutation rankers) and the best
+    (setting, loss) by mean *validation* exact match, each with test mean and sd over seeds."""
+    groups: dict = defaultdict(list)
+    for row in rows:
+        groups[row["family"], row["n"], row["setting"], row["loss"]].append(row)
+    summary = []
+    for family, n in sorted({(row["family"], row["n"]) for row in rows}, key=lambda key: (key[0], key[1])):
+        variants = {key[2:]: members for key, members in groups.items() if key[:2] == (family, n)}
+        primary = _primary_loss([row for members in variants.values() for row in members])
+        default_key = next(key for key, members in variants.items() if members[0]["is_default"] and key[1] == primary)
+
+        def score(key):
+            return (
+                mean_sd([row["validation_exact_match"] for row in variants[key]])[0],
+                mean_sd([row["validation_element_wise"] for row in variants[key]])[0],
+            )
+
+        best_key = max(variants, key=score)
+        entry = {"family": family, "n": n}
+        for name, key in (("default", default_key), ("best", best_key)):
+            members = variants[key]
+            exact, exact_sd = mean_sd([row["exact_match"] for row in members])
+            element, element_sd = mean_sd([row["element_wise"] for row in members])
+            entry[name] = {
+                "setting": key[0], "loss": key[1], "seeds": len(members),
+                "exact_match": exact, "exact_match_sd": exact_sd,
+                "element_wise": element, "element_wise_sd": element_sd,
+                "train_seconds": mean_sd([row["train_seconds"] for row in members])[0],
+            }  # fmt: skip
+        summary.append(entry)
+    return summary
+
+
+def write_results(results: dict, out: Path) -> Path:
+    missing = sorted(set(RESULT_KEYS) - set(results))
+    if missing:
+        raise ValueError(f"results lack the key(s) {missing}")
+    path = out / "results.json"
+    path.write_text(json.dumps({key: results[key] for key in RESULT_KEYS}, indent=1, default=str) + "\n")
+    return path
+
+
+def _pm(mean: float, sd: float) -> str:
+    return "n/a" if math.isnan(mean) else f"{mean:.3f} ± {sd:.3f}"
+
+
+def sorting_markdown(summary: list[dict]) -> list[str]:
+    if not summary:
+        return []
+    lengths = sorted({entry["n"] for entry in summary})
+    lines = [
+        "### Learning to sort multi-digit images: test exact match (element-wise), mean ± sd over seeds",
+        "",
+        "Default: the family's default setting; best: the setting and loss with the highest validation",
+        "exact match (validation sequences use training images).",
+        "",
+        "| ranker | setting | " + " | ".join(f"n={n}" for n in lengths) + " |",
+        "|---|---|" + "---|" * len(lengths),
+    ]
+    cells = {(entry["family"], entry["n"]): entry for entry in summary}
+    for family in dict.fromkeys(entry["family"] for entry in summary):
+        for which in ("default", "best"):
+            values, settings = [], []
+            for n in lengths:
+                entry = cells.get((family, n))
+                if entry is None:
+                    values.append("")
+                    continue
+                chosen = entry[which]
+                settings.append(f"{chosen['setting'] or '-'} {chosen['loss']}")
+                values.append(f"{_pm(chosen['exact_match'], chosen['exact_match_sd'])} ({chosen['element_wise']:.3f})")
+            described = ", ".join(dict.fromkeys(settings))
+            lines.append(f"| {family} | {which}: {described} | " + " | ".join(values) + " |")
+    return lines + [""]
+
+
+def speed_markdown(rows: list[dict]) -> list[str]:
+    batch = reference_batch(rows)
+    chosen = [row for row in rows if row["batch"] == batch]
+    lines = []
+    for mode in ("forward", "forward+backward"):
+        selected = [row for row in chosen if row["mode"] == mode]
+        if not selected:
+            continue
+        lengths = sorted({row["n"] for row in selected})
+        cell = {(row["ranker"], row["n"]): row for row in selected}
+        lines += [
+            f"### Speed, {mode}, B={batch}: milliseconds per call (ratio to torchsort eps=1)",
+            "",
+            "| ranker | " + " | ".join(f"n={n}" for n in lengths) + " |",
+            "|---|" + "---|" * len(lengths),
+        ]
+        for ranker in dict.fromkeys(row["ranker"] for row in selected):
+            entries = []
+            for n in lengths:
+                row = cell.get((ranker, n))
+                if row is None:
+                    entries.append("-")
+                    continue
+                ratio = f" ({row['ratio_to_torchsort']:.2g}x)" if row["ratio_to_torchsort"] else ""
+                entries.append(f"{row['seconds'] * 1e3:.3g}{ratio}")
+            lines.append(f"| {ranker} | " + " | ".join(entries) + " |")
+        lines.append("")
+    return lines
+
+
+def fidelity_markdown(rows: list[dict]) -> list[str]:
+    if not rows:
+        return []
+    distributions = list(dict.fromkeys(row["distribution"] for row in rows))
+    lines = []
+    for n in sorted({row["n"] for row in rows}):
+        cell = {(row["ranker"], row["distribution"]): row for row in rows if row["n"] == n}
+        lines += [
+            f"### Fidelity at n={n}: Spearman with the exact ranks / mean rank error (positions)",
+            "",
+            "| ranker | " + " | ".join(distributions) + " |",
+            "|---|" + "---|" * len(distributions),
+        ]
+        for ranker in dict.fromkeys(row["ranker"] for row in rows if row["n"] == n):
+            entries = [
+                f"{cell[ranker, name]['spearman']:.4f} / {cell[ranker, name]['rank_error']:.2f}"
+                for name in distributions
+            ]
+            lines.append(f"| {ranker} | " + " | ".join(entries) + " |")
+        lines.append("")
+    return lines
+
+
+def regression_markdown(rows: list[dict]) -> list[str]:
+    if not rows:
+        return []
+    tasks = list(dict.fromkeys(row["task"] for row in rows))
+    lines = [
+        "### Downstream regression with SpearmanLoss: test Spearman (mean ± sd over seeds), training seconds",
+        "",
+        "| loss built on | " + " | ".join(f"{task} Spearman | {task} s" for task in tasks) + " |",
+        "|---|" + "---|---|" * len(tasks),
+    ]
+    for ranker in dict.fromkeys(row["ranker"] for row in rows):
+        entries = []
+        for task in tasks:
+            members = [row for row in rows if row["ranker"] == ranker and row["task"] == task]
+            entries.append(_pm(*mean_sd([row["spearman"] for row in members])))
+            entries.append(f"{mean_sd([row['seconds'] for row in members])[0]:.2f}")
+        lines.append(f"| {ranker} | " + " | ".join(entries) + " |")
+    return lines + [""]
+
+
+def markdown(results: dict) -> str:
+    """All tables of a run as one markdown document."""
+    hardware = results["hardware"]
+    lines = [
+        "## sodeep bench",
+        "",
+        f"Command: `{results['command']}`  ",
+        f"Hardware: {hardware}  ",
+        f"Wall time per part (s): {json.dumps({k: round(v) for k, v in results['wall_seconds'].items()})}",
+        "",
+    ]
+    lines += sorting_markdown(results["sorting_summary"])
+    lines += speed_markdown(results["speed"])
+    lines += fidelity_markdown(results["fidelity"])
+    lines += regression_markdown(results["regression"])
+    if results["skipped"]:
+        reasons = sorted({f"{row['ranker']} ({row['part']}): {row['reason']}" for row in results["skipped"]})
+        lines += ["### Left out", ""] + [f"- {reason}" for reason in reasons[:40]] + [""]
+    return "\n".join(lines)

@@ -1,0 +1,122 @@
+"""``run_benchmark(config)``: every part in one process, then results.json, markdown and plots."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from sodeep.benchmark.config import BenchConfig
+from sodeep.benchmark.rankers import Ranker, available_families
+
+
+def hardware() -> str:
+    threads = torch.get_num_threads()
+    device = "no GPU" if not torch.cuda.is_available() else torch.cuda.get_device_name(0)
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {device}, torch {torch.__version__}, {threads} threads"
+
+
+def benchmark_rankers(families, settings: str = "default+sharp") -> list[Ranker]:
+    return [family.build(value) for family in families for value in family.settings(settings)]
+
+
+def run_benchmark(config: BenchConfig, command: str = "", progress: Callable[[str], None] = print) -> dict:
+    """Run ``config.parts`` and write ``results.json``, ``results.md`` and PNG plots into ``config.out``."""
+    from sodeep.benchmark import plots, report
+
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    families, missing = available_families()
+    rankers = benchmark_rankers(families)
+    results: dict = {key: [] for key in ("speed", "fidelity", "sorting", "sorting_summary", "regression")}
+    results.update(
+        schema=report.SCHEMA,
+        command=command,
+        hardware=hardware(),
+        config=config.as_dict(),
+        rankers=[{"label": ranker.label, "family": ranker.family, "kind": ranker.kind} for ranker in rankers],
+        skipped=[{"ranker": name, "part": "all", "reason": reason} for name, reason in missing.items()],
+        wall_seconds={},
+    )
+    for part in config.parts:
+        start = time.perf_counter()
+        progress(f"== {part}")
+        _run_part(part, config, families, rankers, results, progress)
+        results["wall_seconds"][part] = time.perf_counter() - start
+        report.write_results(results, out)  # a part's results survive a later part's failure
+    (out / "results.md").write_text(report.markdown(results) + "\n")
+    plots.plot_speed(results["speed"], out / "bench_speed.png")
+    plots.plot_fidelity_vs_time(results["fidelity"], results["speed"], out / "bench_fidelity.png")
+    plots.plot_sorting(results["sorting_summary"], out / "bench_sorting.png")
+    return results
+
+
+def _run_part(part: str, config: BenchConfig, families, rankers, results: dict, progress) -> None:
+    if part == "speed":
+        from sodeep.benchmark.speed import run_speed
+
+        rows, skipped = run_speed(
+            rankers,
+            config.speed_lengths,
+            config.speed_batches,
+            config.speed_rounds,
+            config.speed_block_seconds,
+            config.speed_max_call_seconds,
+            config.max_elements,
+            progress,
+        )
+        results["speed"], results["skipped"] = rows, results["skipped"] + skipped
+    elif part == "fidelity":
+        from sodeep.benchmark.fidelity import run_fidelity
+
+        results["fidelity"] = run_fidelity(
+            rankers, config.fidelity_lengths, config.fidelity_sequences, config.max_elements, progress
+        )
+    elif part == "sorting":
+        from sodeep.benchmark.learning_to_sort import SortingTask, run_sorting, sorting_jobs
+        from sodeep.benchmark.report import summarize_sorting
+
+        jobs, skipped = sorting_jobs(families, config.sorting_settings, config.sorting_lengths, config.seeds)
+        task = SortingTask(
+            digits=config.sorting_digits,
+            steps=config.sorting_steps,
+            images_per_step=config.sorting_images_per_step,
+            learning_rate=config.sorting_learning_rate,
+            test_sequences=config.sorting_test_sequences,
+            validation_sequences=config.sorting_validation_sequences,
+        )
+        mnist = None if config.mnist is None else _mnist_files(config.mnist)
+        rows_path = Path(config.out) / "sorting_rows.jsonl"
+        rows_path.unlink(missing_ok=True)
+        results["sorting"] = run_sorting(jobs, task, config.workers, mnist, progress, rows_path)
+        results["sorting_summary"] = summarize_sorting(results["sorting"])
+        results["skipped"] += skipped
+    elif part == "regression":
+        from sodeep.benchmark.regression import run_regression
+
+        default_rankers = [family.build(family.default) for family in families]
+        rows, skipped = run_regression(
+            default_rankers,
+            config.seeds,
+            config.regression_steps,
+            config.regression_batch,
+            config.regression_learning_rate,
+            config.max_elements,
+            progress,
+        )
+        results["regression"], results["skipped"] = rows, results["skipped"] + skipped
+
+
+def _mnist_files(folder_files) -> tuple:
+    """``(images, labels)`` of MNIST's training set -> train and test (t10k) file pairs, same folder."""
+    images, labels = (Path(path) for path in folder_files)
+    test_images = images.with_name(images.name.replace("train", "t10k"))
+    test_labels = labels.with_name(labels.name.replace("train", "t10k"))
+    for path in (images, labels, test_images, test_labels):
+        if not path.is_file():
+            raise FileNotFoundError(f"MNIST file {path} not found (expected train-* and t10k-* side by side)")
+    return ((str(images), str(labels)), (str(test_images), str(test_labels)))

@@ -1,0 +1,148 @@
+"""``sodeep sweep run | report``: W&B sweep files run offline, and the comparison of their trials.
+
+:func:`add_sweep_parser` registers the commands on the ``sodeep`` console script;
+:func:`main` runs them alone (``main(["run", "experiments/sweeps/brainage_presets.yaml"])``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+#: Exit status after ctrl-C or SIGTERM (128 + SIGINT, as shells report an interrupted command).
+INTERRUPTED = 130
+
+
+def add_sweep_parser(commands: Any) -> None:
+    """``sodeep sweep run SWEEP.yaml`` and ``sodeep sweep report DIR``."""
+    sweep = commands.add_parser(
+        "sweep",
+        help="run a W&B sweep file offline; compare its trials",
+        description="Run the trials of a W&B sweep file (grid, random; bayes with the `sweeps` package) without "
+        "W&B's server, each as an offline W&B run, and report on them.  See docs/sweeps.md.",
+    )
+    actions = sweep.add_subparsers(dest="sweep_command", required=True, metavar="{run,report}")
+    run = actions.add_parser(
+        "run",
+        help="run the trials not finished yet",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Expand the sweep and run each trial not finished yet in ROOT/<name>/trials/<id>/; "
+        "run the same command again after an interruption to finish.",
+    )
+    run.add_argument("sweep_file", metavar="SWEEP.yaml", help="a W&B sweep file, e.g. experiments/sweeps/*.yaml")
+    run.add_argument("--root", default="runs/sweeps", help="folder of sweeps; this one goes in ROOT/<name>")
+    run.add_argument("--workers", type=int, default=1, help="trials at once")
+    run.add_argument("--seed", type=int, default=0, help="seed of random and bayes draws")
+    run.add_argument("--count", type=int, help="trials at most (with run_cap; a random sweep needs one)")
+    run.add_argument(
+        "--wandb", choices=["offline", "online", "disabled"], default="offline", help="WANDB_MODE of trials"
+    )
+    run.add_argument("--dry-run", action="store_true", help="print each trial's command and run nothing")
+    run.set_defaults(handler=command_run)
+    report = actions.add_parser(
+        "report",
+        help="write report.md, report.csv and plots/ for a sweep folder",
+        description="Mean +- sd of every metric per parameter setting over seeds and folds, and paired "
+        "differences against a baseline with a Wilcoxon signed-rank test.",
+    )
+    report.add_argument("folder", metavar="DIR", help="a sweep folder, ROOT/<name>")
+    report.add_argument(
+        "--over", nargs="*", metavar="NAME", help="parameters that repeat a setting (default: seed, seeds, fold)"
+    )
+    report.add_argument(
+        "--baseline", nargs="+", metavar="KEY=VALUE", help="the setting to compare with, e.g. losses=l1"
+    )
+    report.add_argument("--metric", nargs="+", dest="metrics", metavar="NAME", help="metrics (default: all)")
+    report.add_argument("--no-plots", action="store_true", help="write no PNG plots")
+    report.set_defaults(handler=command_report)
+
+
+def command_run(arguments: argparse.Namespace) -> int:
+    from sodeep.sweeps.runner import SweepInterrupted, run_sweep
+    from sodeep.sweeps.spec import load_sweep
+
+    spec = load_sweep(arguments.sweep_file)
+    if arguments.dry_run:
+        return dry_run(spec, arguments)
+    try:
+        outcome = run_sweep(
+            spec,
+            arguments.root,
+            workers=arguments.workers,
+            seed=arguments.seed,
+            count=arguments.count,
+            wandb=arguments.wandb,
+            echo=lambda line: print(line, flush=True),
+        )
+    except SweepInterrupted as interrupted:
+        print(f"{interrupted}; run the same command again to finish: {again(arguments)}", file=sys.stderr)
+        return INTERRUPTED
+    print(
+        f"{len(outcome.finished)} trials finished, {len(outcome.skipped)} skipped (finished before), "
+        f"{len(outcome.failed)} failed; report: sodeep sweep report {shlex.quote(str(outcome.folder))}"
+    )
+    return 1 if outcome.failed else 0
+
+
+def dry_run(spec: Any, arguments: argparse.Namespace) -> int:
+    """Print the trials and their commands as the runner would start them."""
+    from sodeep.sweeps.expand import expand_trials
+    from sodeep.sweeps.launcher import TrialLauncher
+
+    if spec.method == "bayes":
+        print("method bayes: each trial is suggested from the finished ones, so none is known in advance")
+        return 0
+    launcher = TrialLauncher(spec, (Path(arguments.root) / spec.folder_name).absolute(), arguments.wandb, Path.cwd())
+    trials = expand_trials(spec, seed=arguments.seed, count=arguments.count)
+    for trial in trials:
+        print(f"{launcher.trial_folder(trial)}: {shlex.join(launcher.command(trial)[0])}")
+    print(f"{len(trials)} trials")
+    return 0
+
+
+def again(arguments: argparse.Namespace) -> str:
+    words = ["sodeep", "sweep", "run", arguments.sweep_file, "--root", arguments.root]
+    words += ["--workers", str(arguments.workers), "--seed", str(arguments.seed)]
+    words += ["--count", str(arguments.count)] if arguments.count is not None else []
+    words += ["--wandb", arguments.wandb] if arguments.wandb != "offline" else []
+    return shlex.join(words)
+
+
+def command_report(arguments: argparse.Namespace) -> int:
+    from sodeep.sweeps.report import write_report
+
+    words = ["sodeep", "sweep", "report", arguments.folder]
+    words += ["--over", *arguments.over] if arguments.over is not None else []
+    words += ["--baseline", *arguments.baseline] if arguments.baseline else []
+    words += ["--metric", *arguments.metrics] if arguments.metrics else []
+    written = write_report(
+        arguments.folder,
+        over=arguments.over,
+        baseline=arguments.baseline,
+        metrics=arguments.metrics,
+        plots=not arguments.no_plots,
+        command=shlex.join(words),
+    )
+    print("wrote " + ", ".join(str(path) for path in written.values()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``sodeep sweep ARGV``: bad input ends with one line on stderr and exit status 2."""
+    parser = argparse.ArgumentParser(prog="sodeep")
+    add_sweep_parser(parser.add_subparsers(dest="command", required=True))
+    arguments = parser.parse_args(["sweep", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return arguments.handler(arguments)
+    except (ValueError, FileNotFoundError) as error:
+        if os.environ.get("SODEEP_TRACEBACK"):
+            raise
+        parser.exit(2, f"sodeep sweep: error: {' '.join(str(error).split())}\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,172 @@
+"""The statistics of a sweep report: settings, their units, means and paired differences.
+
+A *setting* is one combination of the sweep's parameters other than those that repeat it
+(``over``: seeds, folds); its *units* are its repeated measurements: one per trial, or one per
+fold where a summary lists ``folds``.  For every numeric metric: mean +- sd (``ddof=1``) over the
+units and, against a baseline setting (the same setting with some parameters at given values),
+the paired differences over the units both share, their sd and a two-sided Wilcoxon signed-rank
+p-value (:func:`scipy.stats.wilcoxon`; none with fewer than two pairs or no non-zero difference).
+
+Example:
+    >>> summaries = [{"trial": str(s), "params": {"lr": lr, "seed": s}, "metrics": {"loss": lr * (s + 1)}}
+    ...              for lr in (0.1, 0.2) for s in range(3)]
+    >>> rows = setting_rows(group_settings(summaries, ["seed"]), ["loss"], {"lr": "0.1"})
+    >>> round(rows[1]["loss_mean"], 3), round(rows[1]["loss_diff_mean"], 3), rows[1]["loss_pairs"]
+    (0.4, 0.2, 3)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sodeep.sweeps.expand import value_key
+
+
+@dataclass
+class Setting:
+    """One parameter setting: ``params`` (flattened, ``over`` left out) and its units' metrics."""
+
+    params: dict[str, Any]
+    trials: list[str] = field(default_factory=list)
+    units: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def values(self, metric: str) -> dict[str, float]:
+        """``{unit: value}`` of the units that have a finite value of ``metric``."""
+        return {unit: metrics[metric] for unit, metrics in self.units.items() if _finite(metrics.get(metric))}
+
+
+def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested parameters as dotted names: ``{"sorter": {"band": 8}}`` -> ``{"sorter.band": 8}``."""
+    flat: dict[str, Any] = {}
+    for name, value in params.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{name}."))
+        else:
+            flat[f"{prefix}{name}"] = value
+    return flat
+
+
+def group_settings(summaries: list[dict[str, Any]], over: list[str]) -> list[Setting]:
+    """Settings in the order their first trial appears, each with its units."""
+    settings: dict[str, Setting] = {}
+    for summary in summaries:
+        params = flatten(summary["params"] or summary.get("config") or {})
+        kept = {name: value for name, value in params.items() if name not in over}
+        setting = settings.setdefault(value_key(kept), Setting(kept))
+        setting.trials.append(summary["trial"])
+        repeat = {name: params.get(name) for name in over}
+        for fold in summary.get("folds") or [{"metrics": summary["metrics"]}]:
+            identity = {**repeat, **{key: value for key, value in fold.items() if key != "metrics"}}
+            unit = value_key(identity)
+            if unit in setting.units:  # the same setting and repeat twice (say, a random sweep's draw)
+                unit = f"{unit}#{summary['trial']}"
+            setting.units[unit] = {name: value for name, value in fold["metrics"].items() if _finite(value)}
+    return list(settings.values())
+
+
+def metric_names(summaries: list[dict[str, Any]], first: str | None = None) -> list[str]:
+    """Numeric metrics in the order they first appear, ``first`` (the sweep's metric) leading."""
+    names: dict[str, None] = {}
+    for summary in summaries:
+        for fold in summary.get("folds") or [{"metrics": summary["metrics"]}]:
+            names.update({name: None for name, value in fold["metrics"].items() if _finite(value)})
+    ordered = list(names)
+    return sorted(ordered, key=lambda name: name != first) if first in names else ordered
+
+
+def parse_baseline(items: list[str] | None) -> dict[str, str]:
+    """``["losses=l1"]`` -> ``{"losses": "l1"}``."""
+    baseline = {}
+    for item in items or []:
+        key, equals, value = item.partition("=")
+        if not equals or not key:
+            raise ValueError(f"--baseline takes KEY=VALUE, e.g. losses=l1, got {item!r}")
+        baseline[key] = value
+    return baseline
+
+
+def matches(value: Any, text: str) -> bool:
+    """Whether a parameter value is what ``text`` names (as a flag writes it, or as JSON)."""
+    if str(value) == text:
+        return True
+    try:
+        return value_key(value) == value_key(json.loads(text))
+    except json.JSONDecodeError:
+        return False
+
+
+def reference_for(setting: Setting, settings: list[Setting], baseline: dict[str, str]) -> Setting | None:
+    """The setting equal to ``setting`` except for the baseline's parameters, at their values."""
+    if not baseline:
+        return None
+    for candidate in settings:
+        same = all(
+            matches(candidate.params.get(name), baseline[name])
+            if name in baseline
+            else value_key(candidate.params.get(name)) == value_key(setting.params.get(name))
+            for name in set(candidate.params) | set(setting.params)
+        )
+        if same:
+            return candidate
+    return None
+
+
+def paired(setting: Setting, reference: Setting, metric: str) -> dict[str, float]:
+    """Mean and sd of ``setting - reference`` over the units both have, with a Wilcoxon p-value."""
+    mine, theirs = setting.values(metric), reference.values(metric)
+    differences = np.array([mine[unit] - theirs[unit] for unit in mine if unit in theirs], dtype=float)
+    p_value = math.nan
+    if len(differences) >= 2 and np.any(differences != 0):
+        import scipy.stats
+
+        with warnings.catch_warnings():  # scipy's note that zero differences force the normal approximation
+            warnings.simplefilter("ignore")
+            p_value = float(scipy.stats.wilcoxon(differences).pvalue)
+    return {
+        "diff_mean": float(differences.mean()) if len(differences) else math.nan,
+        "diff_sd": float(differences.std(ddof=1)) if len(differences) > 1 else math.nan,
+        "pairs": len(differences),
+        "wilcoxon_p": p_value,
+    }
+
+
+def setting_rows(settings: list[Setting], metrics: list[str], baseline: dict[str, str]) -> list[dict[str, Any]]:
+    """One dict per setting: its parameters, ``trials`` and, per metric, ``{m}_n``, ``{m}_mean``,
+    ``{m}_sd`` and, with a baseline, ``{m}_diff_mean``, ``{m}_diff_sd``, ``{m}_pairs`` and
+    ``{m}_wilcoxon_p``."""
+    if baseline and not any(all(matches(s.params.get(k), v) for k, v in baseline.items()) for s in settings):
+        seen = {key: sorted({str(s.params.get(key)) for s in settings}) for key in baseline}
+        raise ValueError(f"--baseline {baseline}: no setting has those values; values seen: {seen}")
+    rows = []
+    for setting in settings:
+        row: dict[str, Any] = {**setting.params, "trials": len(setting.trials)}
+        reference = reference_for(setting, settings, baseline)
+        for metric in metrics:
+            values = np.array(list(setting.values(metric).values()), dtype=float)
+            row[f"{metric}_n"] = len(values)
+            row[f"{metric}_mean"] = float(values.mean()) if len(values) else math.nan
+            row[f"{metric}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+            if baseline:
+                comparison = paired(setting, reference, metric) if reference not in (None, setting) else {}
+                for key in ("diff_mean", "diff_sd", "pairs", "wilcoxon_p"):
+                    row[f"{metric}_{key}"] = comparison.get(key, math.nan)
+        rows.append(row)
+    return rows
+
+
+def varying(settings: list[Setting]) -> tuple[list[str], dict[str, Any]]:
+    """Parameter names that differ between settings, and the fixed ones with their values."""
+    names = list(dict.fromkeys(name for s in settings for name in s.params))
+    changing = [name for name in names if len({value_key(s.params.get(name)) for s in settings}) > 1]
+    fixed = {name: settings[0].params.get(name) for name in names if name not in changing}
+    return changing, fixed
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,0 +1,146 @@
+"""Start one sweep trial as W&B's agent would: its folder, parameter files, environment and
+command, as a subprocess in its own session; and record how it ended.
+
+The trial runs inside ``ROOT/<sweep>/trials/<id>/`` (relative outputs of its program land there)
+with ``WANDB_MODE``, ``WANDB_RUN_GROUP`` (the sweep), ``WANDB_SWEEP_PARAM_PATH`` (so that
+``wandb.init`` reads the parameters into ``wandb.config``) and the ``SODEEP_SWEEP_*`` variables
+that :func:`sodeep.sweeps.write_trial_summary` reads.  ``WANDB_SWEEP_ID`` is not set: ``wandb
+sync`` would look for that sweep on the server and leave the run out (wandb/wandb#8115).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from sodeep.files import atomic_write_json, atomic_write_text
+from sodeep.sweeps.expand import Trial
+from sodeep.sweeps.macros import build_command, resolve_program, sweep_param_text
+from sodeep.sweeps.spec import SweepSpec
+from sodeep.sweeps.summary import (
+    PARAMS_VARIABLE,
+    STARTED_VARIABLE,
+    SUMMARY_VARIABLE,
+    SWEEP_VARIABLE,
+    TRIAL_VARIABLE,
+    is_finished,
+    trial_summary,
+)
+
+
+@dataclass
+class RunningTrial:
+    """A started trial: its process, open log, environment and start time."""
+
+    trial: Trial
+    process: subprocess.Popen
+    log: IO[bytes]
+    environment: dict[str, str]
+    started: float
+
+
+class TrialLauncher:
+    """Starts one trial: folder, parameter files, environment, command, subprocess."""
+
+    def __init__(self, spec: SweepSpec, folder: Path, wandb: str, launch_directory: Path) -> None:
+        self.spec, self.folder, self.wandb = spec, folder, wandb
+        self.program = resolve_program(spec.program, launch_directory)
+        if "${program}" in spec.command and not Path(self.program).is_file():
+            raise ValueError(
+                f"{spec.source}: program {spec.program} is not a file in {launch_directory}; a relative program is "
+                "found from where the sweep starts, as by W&B's agent"
+            )
+
+    def trial_folder(self, trial: Trial) -> Path:
+        return self.folder / "trials" / trial.id
+
+    def environment(self, trial: Trial, directory: Path) -> dict[str, str]:
+        environment = dict(os.environ)
+        environment.update(
+            {
+                SUMMARY_VARIABLE: str(directory / "summary.json"),
+                SWEEP_VARIABLE: self.spec.name,
+                TRIAL_VARIABLE: trial.id,
+                PARAMS_VARIABLE: json.dumps(trial.params),
+                STARTED_VARIABLE: repr(time.time()),
+                "WANDB_MODE": self.wandb,
+                # For sodeep's own commands, whose --wandb flag wins over WANDB_MODE: the sweep
+                # files pass --wandb=${envvar:SODEEP_WANDB}.
+                "SODEEP_WANDB": self.wandb,
+                "WANDB_DIR": str(directory),
+                "WANDB_RUN_GROUP": self.spec.name,
+                "WANDB_NAME": f"{self.spec.name}-{trial.id}",
+                "WANDB_SWEEP_PARAM_PATH": str(directory / "sweep-params.yaml"),
+                # The console scripts beside this Python (`sodeep`), even from an unactivated venv.
+                "PATH": os.path.dirname(sys.executable) + os.pathsep + environment.get("PATH", ""),
+            }
+        )
+        for key in ("project", "entity"):
+            if isinstance(self.spec.mapping.get(key), str):
+                environment[f"WANDB_{key.upper()}"] = self.spec.mapping[key]
+        return environment
+
+    def command(self, trial: Trial) -> tuple[list[str], dict[str, str]]:
+        """The trial's argument list and environment."""
+        directory = self.trial_folder(trial)
+        environment = self.environment(trial, directory)
+        command = build_command(
+            self.spec.command,
+            trial.params,
+            interpreter=sys.executable,
+            program=self.program,
+            args_json_file=directory / "args.json",
+            environment=environment,
+        )
+        return command, environment
+
+    def start(self, trial: Trial) -> RunningTrial:
+        directory = self.trial_folder(trial)
+        if directory.exists():
+            shutil.rmtree(directory)
+        directory.mkdir(parents=True)
+        command, environment = self.command(trial)
+        atomic_write_text(directory / "sweep-params.yaml", sweep_param_text(trial.params))
+        atomic_write_json(directory / "args.json", trial.params)
+        atomic_write_json(directory / "trial.json", {"trial": trial.id, "params": trial.params, "command": command})
+        log = open(directory / "output.log", "wb")  # noqa: SIM115 (closed when the trial ends)
+        try:
+            process = subprocess.Popen(
+                command,
+                cwd=directory,
+                env=environment,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # ctrl-C reaches the runner, which stops the trials itself
+            )
+        except OSError as error:
+            log.close()
+            raise ValueError(f"trial {trial.id}: cannot run {command[0]!r}: {error}") from None
+        return RunningTrial(trial, process, log, environment, time.monotonic())
+
+    def finish(self, running: RunningTrial, returncode: int) -> str:
+        """Record the end of a trial; its status: ``finished`` or ``failed``."""
+        running.log.close()
+        directory = self.trial_folder(running.trial)
+        seconds = time.monotonic() - running.started
+        record = json.loads((directory / "trial.json").read_text(encoding="utf-8"))
+        atomic_write_json(directory / "trial.json", {**record, "returncode": returncode, "seconds": seconds})
+        summary_path = directory / "summary.json"
+        if returncode == 0 and not summary_path.exists():
+            # The program does not call write_trial_summary: the trial still counts as done.
+            summary = trial_summary(running.trial.params, {}, seconds=seconds, environment=running.environment)
+            atomic_write_json(summary_path, summary)
+        elif returncode != 0 and not is_finished(summary_path):
+            summary = trial_summary(
+                running.trial.params, {}, status="failed", seconds=seconds, environment=running.environment
+            )
+            atomic_write_json(summary_path, summary)
+        return "finished" if is_finished(summary_path) else "failed"

@@ -1,0 +1,226 @@
+"""``sodeep sweep report``: compare the settings of a sweep from its trial summaries.
+
+Reads ``trials/*/summary.json`` (:mod:`sodeep.sweeps.summary`), groups the trials into settings
+and computes means and paired differences (:mod:`sodeep.sweeps.compare`), and writes
+``report.csv`` (one row per setting), ``report.md`` and ``plots/<metric>.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from sodeep.files import atomic_write_text
+from sodeep.sweeps.compare import (
+    Setting,
+    flatten,
+    group_settings,
+    metric_names,
+    parse_baseline,
+    setting_rows,
+    varying,
+)
+from sodeep.sweeps.summary import read_trial_summary
+
+DEFAULT_OVER = ("seed", "seeds", "fold")
+
+
+def read_summaries(folder: str | Path) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The finished summaries under a sweep folder (``trials/*/summary.json``, else any
+    ``summary.json`` of our schema below ``folder``) and counts by status."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no sweep folder at {folder}")
+    trials = folder / "trials"
+    paths = sorted(trials.glob("*/summary.json")) if trials.is_dir() else sorted(folder.rglob("summary.json"))
+    summaries, counts = [], {"finished": 0, "failed": 0, "no summary": 0}
+    for path in paths:
+        try:
+            summary = read_trial_summary(path)
+        except ValueError:
+            if trials.is_dir():
+                raise
+            continue
+        counts[summary["status"]] += 1
+        if summary["status"] == "finished":
+            summaries.append({**summary, "trial": summary.get("trial") or path.parent.name})
+    if trials.is_dir():
+        counts["no summary"] = sum(
+            1 for path in trials.iterdir() if path.is_dir() and not (path / "summary.json").exists()
+        )
+    sweeps = sorted({str(s.get("sweep")) for s in summaries})
+    if len(sweeps) > 1:
+        raise ValueError(f"{folder} holds trials of several sweeps ({', '.join(sweeps)}): report one sweep folder")
+    return summaries, counts
+
+
+def default_over(summaries: list[dict[str, Any]]) -> list[str]:
+    names = {name for s in summaries for name in flatten(s["params"] or {})}
+    return [name for name in DEFAULT_OVER if name in names]
+
+
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    """Rows as CSV (columns in first-seen order; NaN and missing cells empty)."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_cell(row.get(column)) for column in columns])
+    return buffer.getvalue()
+
+
+def safe_name(metric: str) -> str:
+    """A metric name as a file name: ``val/rank_error`` -> ``val-rank_error``."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", metric)
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return repr(value)  # lossless, and a parameter reads as its flag does (1.0, not 1)
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def markdown(
+    name: str,
+    settings: list[Setting],
+    rows: list[dict[str, Any]],
+    metrics: list[str],
+    *,
+    over: list[str],
+    baseline: dict[str, str],
+    counts: dict[str, int],
+    goals: dict[str, str],
+    plots: dict[str, str],
+    command: str,
+) -> str:
+    """``report.md``: what was run, then per metric a table of settings and its plot."""
+    changing, fixed = varying(settings)
+    lines = [
+        f"# Sweep {name}",
+        "",
+        f"Regenerate with `{command}`.",
+        "",
+        f"{len(settings)} settings from {counts['finished']} finished trials "
+        f"({counts['failed']} failed, {counts['no summary']} without a summary: interrupted or not run); "
+        f"mean +- sd over {', '.join(over) or 'trials'}{' and folds' if any(len(s.units) > len(s.trials) for s in settings) else ''}.",
+    ]
+    if fixed:
+        lines += ["", "Fixed: " + ", ".join(f"`{key}={value}`" for key, value in fixed.items()) + "."]
+    if baseline:
+        against = ", ".join(f"{key}={value}" for key, value in baseline.items())
+        lines += [
+            "",
+            f"Differences are paired with the setting at {against} (other parameters equal), "
+            "over the seeds and folds both have; p: two-sided Wilcoxon signed-rank test.",
+        ]
+    else:
+        lines += ["", "No baseline: add `--baseline KEY=VALUE` for paired differences."]
+    for metric in metrics:
+        goal = f" ({goals[metric]})" if metric in goals else ""
+        header = [*changing, "n", "mean +- sd"] + (["difference +- sd", "pairs", "p"] if baseline else [])
+        lines += ["", f"## {metric}{goal}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for row in rows:
+            cells = [str(row.get(key)) for key in changing]
+            cells += [str(row[f"{metric}_n"]), _pm(row[f"{metric}_mean"], row[f"{metric}_sd"])]
+            if baseline:
+                cells += [
+                    _pm(row[f"{metric}_diff_mean"], row[f"{metric}_diff_sd"], signed=True),
+                    _number(row[f"{metric}_pairs"]),
+                    _number(row[f"{metric}_wilcoxon_p"]),
+                ]
+            lines.append("| " + " | ".join(cells) + " |")
+        if metric in plots:
+            lines += ["", f"![{metric}]({plots[metric]})"]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(
+    folder: str | Path,
+    *,
+    over: list[str] | None = None,
+    baseline: list[str] | None = None,
+    metrics: list[str] | None = None,
+    plots: bool = True,
+    command: str | None = None,
+) -> dict[str, Path]:
+    """Write ``report.md``, ``report.csv`` and ``plots/`` into the sweep ``folder``; their paths.
+
+    ``over``: parameters that repeat a setting (default: ``seed``, ``seeds``, ``fold`` where
+    present).  ``baseline``: ``KEY=VALUE`` items.  ``metrics``: those to report (default: every
+    numeric one, the sweep's metric first).  ``plots``: also draw them (matplotlib, if installed).
+    """
+    folder = Path(folder)
+    summaries, counts = read_summaries(folder)
+    if not summaries:
+        raise ValueError(f"{folder} holds no finished trial summary (trials/*/summary.json)")
+    sweep = _sweep_record(folder)
+    over = default_over(summaries) if over is None else list(over)
+    known = sorted({name for s in summaries for name in flatten(s["params"] or {})})
+    unknown = [name for name in over if name not in known]
+    if unknown:
+        raise ValueError(f"--over {unknown[0]!r} is not a parameter of the sweep; parameters: {known}")
+    chosen = parse_baseline(baseline)
+    sweep_metric = (sweep.get("metric") or {}).get("name")
+    available = metric_names(summaries, sweep_metric)
+    names = available if metrics is None else list(metrics)
+    missing = [name for name in names if name not in available]
+    if missing:
+        raise ValueError(f"--metric {missing[0]!r} is in no summary; metrics: {available}")
+    settings = group_settings(summaries, over)
+    rows = setting_rows(settings, names, chosen)
+    drawn: dict[str, str] = {}
+    if plots:
+        from sodeep.sweeps.plots import plot_metric
+
+        labels = [" ".join(f"{k}={row.get(k)}" for k in varying(settings)[0]) or "all" for row in rows]
+        for metric in names:
+            path = plot_metric(settings, labels, metric, folder / "plots" / f"{safe_name(metric)}.png")
+            if path is not None:
+                drawn[metric] = path.relative_to(folder).as_posix()
+    goals = {sweep_metric: sweep["metric"].get("goal", "minimize")} if sweep_metric else {}
+    command = command or f"sodeep sweep report {folder}"
+    name = sweep.get("name") or str(summaries[0].get("sweep") or folder.name)
+    text = markdown(
+        name,
+        settings,
+        rows,
+        names,
+        over=over,
+        baseline=chosen,
+        counts=counts,
+        goals=goals,
+        plots=drawn,
+        command=command,
+    )
+    written = {
+        "csv": atomic_write_text(folder / "report.csv", csv_text(rows)),
+        "markdown": atomic_write_text(folder / "report.md", text),
+    }
+    written.update({f"plot {metric}": folder / path for metric, path in drawn.items()})
+    return written
+
+
+def _sweep_record(folder: Path) -> dict[str, Any]:
+    path = folder / "sweep.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.3g}"
+    return str(value)
+
+
+def _pm(mean: float, sd: float, signed: bool = False) -> str:
+    if math.isnan(mean):
+        return ""
+    shown = f"{mean:+.4g}" if signed else f"{mean:.4g}"
+    return shown if math.isnan(sd) else f"{shown} +- {sd:.2g}"

@@ -1,0 +1,260 @@
+"""Run a sweep's trials offline, each as W&B's agent would run it, in its own folder.
+
+``ROOT/<sweep>/sweep.json`` records the sweep file, the seed and the trials;
+``ROOT/<sweep>/trials/<id>/`` holds one trial: ``trial.json`` (parameters, command, exit
+status), ``output.log``, the program's own files (it runs there, so relative outputs such as
+``runs/...`` land there) and ``summary.json`` (:mod:`sodeep.sweeps.summary`).  A trial whose
+summary says ``finished`` is skipped when the sweep runs again; any other is started afresh in
+a cleared folder.  Up to ``workers`` trials run at once, each a subprocess in its own session:
+ctrl-C (or SIGTERM) passes SIGINT on to them, waits, and raises :class:`SweepInterrupted`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sodeep.files import atomic_write_json
+from sodeep.sweeps.expand import Trial, expand_trials
+from sodeep.sweeps.launcher import RunningTrial, TrialLauncher
+from sodeep.sweeps.spec import SweepSpec
+from sodeep.sweeps.summary import is_finished, read_trial_summary
+
+WANDB_MODES = ("offline", "online", "disabled")
+#: Seconds a stopped trial gets to exit after SIGINT (to close its files) before SIGKILL.
+STOP_GRACE_SECONDS = 20.0
+POLL_SECONDS = 0.05
+
+
+class SweepInterrupted(Exception):
+    """The sweep stopped on ctrl-C or SIGTERM; ``finished`` of ``total`` trials are done."""
+
+    def __init__(self, folder: Path, finished: int, total: int | None, stopped: int) -> None:
+        self.folder, self.finished, self.total, self.stopped = folder, finished, total, stopped
+        of = f" of {total}" if total is not None else ""
+        super().__init__(f"sweep interrupted: {finished}{of} trials finished, {stopped} stopped (they start again)")
+
+
+@dataclass
+class SweepOutcome:
+    """What a run of :func:`run_sweep` did: trial ids by what became of them."""
+
+    folder: Path
+    finished: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    target_reached: bool = False
+
+
+def run_sweep(
+    spec: SweepSpec,
+    root: str | os.PathLike = "runs/sweeps",
+    *,
+    workers: int = 1,
+    seed: int = 0,
+    count: int | None = None,
+    wandb: str = "offline",
+    launch_directory: str | os.PathLike | None = None,
+    echo: Callable[[str], None] = print,
+) -> SweepOutcome:
+    """Run the trials of ``spec`` not finished yet under ``root/<sweep name>/``.
+
+    Args:
+        workers: trials at once.  seed: of the random (and bayes) draws.  count: trials at most,
+            with ``run_cap``.  wandb: ``WANDB_MODE`` of the trials.  launch_directory: where a
+            relative ``program`` is found (default: the current folder, as for W&B's agent).
+        echo: receives one line per event (start, end, notes).
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+        raise ValueError(f"count must be an integer >= 1, got {count!r}")
+    if wandb not in WANDB_MODES:
+        raise ValueError(f"wandb must be one of {list(WANDB_MODES)}, got {wandb!r}")
+    if spec.method == "bayes":
+        from sodeep.sweeps.bayes import BayesTrials
+
+        source: Any = BayesTrials(spec, seed=seed, count=count)  # checks that `sweeps` is there
+    else:
+        source = expand_trials(spec, seed=seed, count=count)
+    folder = Path(root) / spec.folder_name
+    # Absolute: each trial runs in its own folder, and reads these paths from there.
+    launcher = TrialLauncher(spec, folder.absolute(), wandb, Path(launch_directory or os.getcwd()).resolve())
+    record_sweep(folder, spec, seed, source if isinstance(source, list) else None)
+    if spec.early_terminate is not None:
+        echo("note: early_terminate needs W&B's server; offline every trial runs to its end")
+    return _Scheduler(spec, folder, source, launcher, workers, echo).run()
+
+
+def record_sweep(folder: Path, spec: SweepSpec, seed: int, trials: list[Trial] | None) -> None:
+    """Write ``sweep.json``, refusing a folder that holds a different sweep (only ``run_cap``
+    may change, to extend or shorten it)."""
+    path = folder / "sweep.json"
+    comparable = {key: value for key, value in spec.mapping.items() if key != "run_cap"}
+    if path.exists():
+        held = json.loads(path.read_text(encoding="utf-8"))
+        held_comparable = {key: value for key, value in held.get("spec", {}).items() if key != "run_cap"}
+        if held_comparable != json.loads(json.dumps(comparable)) or (
+            spec.method != "grid" and held.get("seed") != seed
+        ):
+            raise ValueError(
+                f"{folder} holds another sweep (a different file or seed {held.get('seed')}); "
+                "give another --root or name, or remove that folder"
+            )
+    atomic_write_json(
+        path,
+        {
+            "schema": "sodeep-sweep/1",
+            "name": spec.name,
+            "method": spec.method,
+            "metric": spec.metric,
+            "seed": seed,
+            "source": spec.source,
+            "spec": spec.mapping,
+            "trials": None if trials is None else [{"trial": t.id, "params": t.params} for t in trials],
+        },
+    )
+
+
+class _Scheduler:
+    """Keeps up to ``workers`` trials running until none is left, or ctrl-C."""
+
+    def __init__(self, spec: SweepSpec, folder: Path, source: Any, launcher: TrialLauncher, workers: int, echo) -> None:
+        self.spec, self.folder, self.source, self.launcher = spec, folder, source, launcher
+        self.workers, self.echo = workers, echo
+        self.outcome = SweepOutcome(folder)
+        self.running: list[RunningTrial] = []
+        self.total = len(source) if isinstance(source, list) else source.total
+
+    def pending(self) -> list[Trial]:
+        """Trials not finished, after reporting those that are (and noting a reached target)."""
+        if not isinstance(self.source, list):
+            self.outcome.skipped = self.source.finished_ids(self.folder)
+            if self.outcome.skipped:
+                self.echo(f"{len(self.outcome.skipped)} of {self.total} trials already finished: skipped")
+            return []
+        waiting = []
+        for trial in self.source:
+            summary_path = self.launcher.trial_folder(trial) / "summary.json"
+            if is_finished(summary_path):
+                self.outcome.skipped.append(trial.id)
+                self.outcome.target_reached |= reached_target(self.spec, read_trial_summary(summary_path))
+            else:
+                waiting.append(trial)
+        if self.outcome.skipped:
+            self.echo(f"{len(self.outcome.skipped)} of {self.total} trials already finished: skipped")
+        return waiting
+
+    def next_trial(self, waiting: list[Trial]) -> Trial | None:
+        if self.outcome.target_reached:
+            return None
+        if isinstance(self.source, list):
+            return waiting.pop(0) if waiting else None
+        return self.source.next_trial(self.folder, running=[r.trial for r in self.running])
+
+    def run(self) -> SweepOutcome:
+        waiting = self.pending()
+        previous = _catch_sigterm()
+        try:
+            while True:
+                while len(self.running) < self.workers and (trial := self.next_trial(waiting)) is not None:
+                    self.running.append(self.launcher.start(trial))
+                    self.echo(f"trial {trial.id} ({trial.index + 1}/{self.total}) started: {describe(trial.params)}")
+                if not self.running:
+                    break
+                self.collect()
+                time.sleep(POLL_SECONDS)
+        except KeyboardInterrupt:
+            stopped = self.stop_all()
+            done = len(self.outcome.finished) + len(self.outcome.skipped)
+            raise SweepInterrupted(self.folder, done, self.total, stopped) from None
+        finally:
+            _restore_sigterm(previous)
+        return self.outcome
+
+    def collect(self) -> None:
+        for running in list(self.running):
+            returncode = running.process.poll()
+            if returncode is None:
+                continue
+            self.running.remove(running)
+            status = self.launcher.finish(running, returncode)
+            trial, seconds = running.trial, time.monotonic() - running.started
+            if status == "finished":
+                summary = read_trial_summary(self.launcher.trial_folder(trial) / "summary.json")
+                self.outcome.finished.append(trial.id)
+                shown = describe(summary["metrics"]) or "no metrics (the program wrote no summary)"
+                self.echo(f"trial {trial.id} finished in {seconds:.1f} s: {shown}")
+                if reached_target(self.spec, summary) and not self.outcome.target_reached:
+                    self.outcome.target_reached = True
+                    self.echo(f"metric {self.spec.metric['name']} reached its target: no new trials")
+            else:
+                self.outcome.failed.append(trial.id)
+                log = self.launcher.trial_folder(trial) / "output.log"
+                self.echo(f"trial {trial.id} failed (exit {returncode}) in {seconds:.1f} s: see {log}")
+
+    def stop_all(self) -> int:
+        """SIGINT to every running trial, SIGKILL to those still alive after the grace period."""
+        for running in self.running:
+            _signal_group(running.process, signal.SIGINT)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        try:
+            while any(r.process.poll() is None for r in self.running) and time.monotonic() < deadline:
+                time.sleep(POLL_SECONDS)
+        except KeyboardInterrupt:
+            pass  # a second ctrl-C: stop waiting
+        for running in self.running:
+            if running.process.poll() is None:
+                _signal_group(running.process, signal.SIGKILL)
+                running.process.wait()
+            running.log.close()
+        return len(self.running)
+
+
+def reached_target(spec: SweepSpec, summary: dict[str, Any]) -> bool:
+    """Whether the summary's value of the sweep metric reached ``metric.target``."""
+    metric = spec.metric or {}
+    value, target = summary["metrics"].get(metric.get("name")), metric.get("target")
+    if target is None or not isinstance(value, (int, float)) or summary["status"] != "finished":
+        return False
+    return value <= target if metric["goal"] == "minimize" else value >= target
+
+
+def describe(values: dict[str, Any]) -> str:
+    """``a=1.0 b=0.5 c=0.1235``: long floats to 4 significant digits."""
+    return " ".join(f"{key}={_short(value)}" for key, value in values.items())
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) and len(repr(value)) > 8 else str(value)
+
+
+def _signal_group(process: subprocess.Popen, number: int) -> None:
+    try:
+        os.killpg(process.pid, number)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _catch_sigterm() -> Any:
+    """SIGTERM stops the sweep as ctrl-C does (only the main thread may set handlers)."""
+
+    def interrupt(number: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:
+        return None
+
+
+def _restore_sigterm(previous: Any) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)

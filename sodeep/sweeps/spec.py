@@ -1,0 +1,310 @@
+"""A W&B sweep file, read and checked: the same YAML that ``wandb sweep`` takes.
+
+The keys and the parameter forms are W&B's (https://docs.wandb.ai/models/sweeps/sweep-config-keys,
+and the schema of the open-source ``sweeps`` package): ``program`` or ``command``, ``method``,
+``metric``, ``parameters``, ``run_cap``, ``early_terminate`` and the descriptive keys.  Every
+problem raises a one-line ``ValueError`` that names the key.
+
+Example:
+    >>> spec = sweep_from_mapping({"method": "grid", "program": "train.py",
+    ...                            "parameters": {"lr": {"values": [0.1, 0.01]}, "seed": {"min": 0, "max": 2}}})
+    >>> spec.name, [(p.name, p.distribution) for p in spec.parameters]
+    ('sweep', [('lr', 'categorical'), ('seed', 'int_uniform')])
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sodeep.config import read_yaml_mapping, unknown_keys_message
+
+METHODS = ("grid", "random", "bayes")
+#: The macros W&B's agent replaces in ``command`` (each must be a whole item of the list).
+MACROS = (
+    "env",
+    "interpreter",
+    "program",
+    "args",
+    "args_no_equals",
+    "args_no_hyphens",
+    "args_no_boolean_flags",
+    "args_json",
+    "args_json_file",
+    "args_append_hydra",
+    "args_override_hydra",
+)
+DEFAULT_COMMAND = ("${env}", "${interpreter}", "${program}", "${args}")
+#: Keys W&B accepts at the top of a sweep file and that run offline as they do online.
+TOP_LEVEL_KEYS = (
+    "name",
+    "description",
+    "program",
+    "command",
+    "method",
+    "metric",
+    "parameters",
+    "run_cap",
+    "early_terminate",
+    "entity",
+    "project",
+    "controller",
+    "apiVersion",
+    "kind",
+)
+#: Keys W&B accepts that need its server (Launch, custom multi-objective schedulers).
+SERVER_ONLY_KEYS = ("job", "image_uri", "metrics", "scheduler")
+METRIC_KEYS = ("name", "goal", "target", "impute", "impute_while_running")
+NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+
+#: Each distribution: (required keys, optional keys with their W&B defaults).
+DISTRIBUTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
+    "constant": (("value",), {}),
+    "categorical": (("values",), {}),
+    "categorical_w_probabilities": (("values", "probabilities"), {}),
+    "int_uniform": (("min", "max"), {}),
+    "uniform": (("min", "max"), {}),
+    "q_uniform": (("min", "max"), {"q": 1.0}),
+    "log_uniform": (("min", "max"), {}),
+    "log_uniform_values": (("min", "max"), {}),
+    "inv_log_uniform": (("min", "max"), {}),
+    "inv_log_uniform_values": (("min", "max"), {}),
+    "q_log_uniform": (("min", "max"), {"q": 1.0}),
+    "q_log_uniform_values": (("min", "max"), {"q": 1.0}),
+    "normal": ((), {"mu": 0.0, "sigma": 1.0}),
+    "q_normal": ((), {"mu": 0.0, "sigma": 1.0, "q": 1.0}),
+    "log_normal": ((), {"mu": 0.0, "sigma": 1.0}),
+    "q_log_normal": ((), {"mu": 0.0, "sigma": 1.0, "q": 1.0}),
+    "beta": ((), {"a": 1.0, "b": 1.0}),
+    "q_beta": ((), {"a": 1.0, "b": 1.0, "q": 1.0}),
+}
+#: Distributions whose ``min``/``max`` are values (W&B's ``*_values``), hence > 0.
+POSITIVE_BOUNDS = ("log_uniform_values", "inv_log_uniform_values", "q_log_uniform_values")
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One leaf of ``parameters``: its dotted ``path`` (nested names joined), its W&B
+    ``distribution`` and its settings with W&B's defaults filled in."""
+
+    path: tuple[str, ...]
+    distribution: str
+    settings: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return ".".join(self.path)
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A checked sweep file.  ``parameters`` are the leaves sorted by path, the order in which
+    W&B's grid walks them (the last one varies fastest); ``mapping`` is the file as read."""
+
+    name: str
+    method: str
+    parameters: tuple[Parameter, ...]
+    command: tuple[str, ...]
+    program: str | None
+    metric: dict[str, Any] | None
+    run_cap: int | None
+    early_terminate: dict[str, Any] | None
+    mapping: dict[str, Any]
+    source: str
+
+    @property
+    def folder_name(self) -> str:
+        """``name`` as a folder name: characters other than letters, digits, ``_.-`` become ``-``."""
+        return re.sub(r"[^A-Za-z0-9_.-]", "-", self.name).strip(".") or "sweep"
+
+    def top_level_names(self) -> list[str]:
+        """The names under ``parameters`` (a nested parameter is one name, its value a dict)."""
+        return list(dict.fromkeys(parameter.path[0] for parameter in self.parameters))
+
+
+def load_sweep(path: str | os.PathLike) -> SweepSpec:
+    """Read and check the sweep YAML at ``path``; its name defaults to the file's stem."""
+    path = Path(path)
+    return sweep_from_mapping(read_yaml_mapping(path), source=str(path), default_name=path.stem)
+
+
+def sweep_from_mapping(mapping: dict[str, Any], source: str = "the sweep", default_name: str = "sweep") -> SweepSpec:
+    """Check a sweep mapping (as W&B's schema does, one line per problem) and build the spec."""
+    if not isinstance(mapping, dict):
+        raise ValueError(f"{source} must hold a mapping, got a {type(mapping).__name__}")
+    server_only = [key for key in SERVER_ONLY_KEYS if key in mapping]
+    if server_only:
+        raise ValueError(
+            f"{source}: {server_only[0]!r} needs W&B's server (Launch or a custom scheduler); run it online"
+        )
+    unknown = sorted(set(mapping) - set(TOP_LEVEL_KEYS), key=str)
+    if unknown:
+        raise ValueError(unknown_keys_message(unknown, list(TOP_LEVEL_KEYS), source))
+    method = mapping.get("method")
+    if method not in METHODS:
+        raise ValueError(f"{source}: method must be one of {list(METHODS)}, got {method!r}")
+    name = mapping.get("name", default_name)
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"{source}: name must be a non-empty string, got {name!r}")
+    program = mapping.get("program")
+    if program is not None and not isinstance(program, str):
+        raise ValueError(f"{source}: program must be a path, got {program!r}")
+    command = _check_command(mapping.get("command"), program, source)
+    run_cap = mapping.get("run_cap")
+    if run_cap is not None and (isinstance(run_cap, bool) or not isinstance(run_cap, int) or run_cap < 1):
+        raise ValueError(f"{source}: run_cap must be an integer >= 1, got {run_cap!r}")
+    early_terminate = mapping.get("early_terminate")
+    if early_terminate is not None and not isinstance(early_terminate, dict):
+        raise ValueError(f"{source}: early_terminate must be a mapping, got {early_terminate!r}")
+    raw_parameters = mapping.get("parameters")
+    if not isinstance(raw_parameters, dict) or not raw_parameters:
+        raise ValueError(f"{source}: parameters must be a non-empty mapping of name: settings")
+    parameters = sorted(_leaves(raw_parameters, (), source), key=lambda parameter: parameter.path)
+    return SweepSpec(
+        name=name.strip(),
+        method=method,
+        parameters=tuple(parameters),
+        command=command,
+        program=program,
+        metric=_check_metric(mapping.get("metric"), method, source),
+        run_cap=run_cap,
+        early_terminate=early_terminate,
+        mapping=mapping,
+        source=source,
+    )
+
+
+def _check_command(command: Any, program: str | None, source: str) -> tuple[str, ...]:
+    if command is None:
+        if program is None:
+            raise ValueError(
+                f"{source}: give program (run as ${{env}} ${{interpreter}} ${{program}} ${{args}}) or command"
+            )
+        return DEFAULT_COMMAND
+    if not isinstance(command, list) or not command:
+        raise ValueError(f"{source}: command must be a non-empty list of words, got {command!r}")
+    for index, word in enumerate(command):
+        if isinstance(word, (dict, list)) or word is None:
+            raise ValueError(f"{source}: command[{index}] must be a word, got {word!r}")
+        text = str(word)
+        if text.startswith("${") and text.endswith("}") and not text.startswith("${envvar:"):
+            macro = text[2:-1]
+            if macro not in MACROS:
+                raise ValueError(f"{source}: command[{index}] is the unknown macro {text}; known: {list(MACROS)}")
+            if macro == "program" and program is None:
+                raise ValueError(f"{source}: command[{index}] is ${{program}} but the sweep has no program")
+    return tuple(str(word) for word in command)
+
+
+def _check_metric(metric: Any, method: str, source: str) -> dict[str, Any] | None:
+    if metric is None:
+        if method == "bayes":
+            raise ValueError(f"{source}: method bayes needs metric: {{name: ..., goal: minimize|maximize}}")
+        return None
+    if not isinstance(metric, dict) or not isinstance(metric.get("name"), str):
+        raise ValueError(f"{source}: metric must be a mapping with a name, got {metric!r}")
+    unknown = sorted(set(metric) - set(METRIC_KEYS), key=str)
+    if unknown:
+        raise ValueError(unknown_keys_message(unknown, list(METRIC_KEYS), f"{source} metric"))
+    goal = metric.get("goal", "minimize")
+    if goal not in ("minimize", "maximize"):
+        raise ValueError(f"{source}: metric.goal must be minimize or maximize, got {goal!r}")
+    target = metric.get("target")
+    if target is not None and not _is_number(target):
+        raise ValueError(f"{source}: metric.target must be a number, got {target!r}")
+    return {**metric, "goal": goal}
+
+
+def _leaves(parameters: dict[str, Any], prefix: tuple[str, ...], source: str) -> list[Parameter]:
+    leaves = []
+    for name, settings in parameters.items():
+        path = (*prefix, str(name))
+        where = f"{source}: parameters.{'.'.join(path)}"
+        if not isinstance(name, str) or not NAME_PATTERN.match(name):
+            raise ValueError(f"{where}: a name must match {NAME_PATTERN.pattern}")
+        if not isinstance(settings, dict):
+            raise ValueError(f"{where} must be a mapping such as {{values: [...]}}, got {settings!r}")
+        if "parameters" in settings and "distribution" not in settings:
+            if (
+                set(settings) != {"parameters"}
+                or not isinstance(settings["parameters"], dict)
+                or not settings["parameters"]
+            ):
+                raise ValueError(f"{where}: a nested parameter holds only a non-empty parameters mapping")
+            leaves += _leaves(settings["parameters"], path, source)
+        else:
+            leaves.append(check_parameter(path, settings, where))
+    return leaves
+
+
+def infer_distribution(settings: dict[str, Any]) -> str | None:
+    """W&B's reading of a parameter without ``distribution``: ``value`` -> constant, ``values``
+    -> categorical (with ``probabilities``: categorical_w_probabilities), integer ``min``/``max``
+    -> int_uniform, other numbers -> uniform."""
+    if "distribution" in settings:
+        return settings["distribution"]
+    if "value" in settings:
+        return "constant"
+    if "values" in settings:
+        return "categorical_w_probabilities" if "probabilities" in settings else "categorical"
+    if "min" in settings and "max" in settings:
+        integers = all(isinstance(settings[key], int) and not isinstance(settings[key], bool) for key in ("min", "max"))
+        return "int_uniform" if integers else "uniform"
+    return None
+
+
+def check_parameter(path: tuple[str, ...], settings: dict[str, Any], where: str) -> Parameter:
+    """One parameter's settings, checked against its distribution, defaults filled in."""
+    distribution = infer_distribution(settings)
+    if distribution is None:
+        raise ValueError(f"{where}: give value, values, min and max, or a distribution; got keys {sorted(settings)}")
+    if distribution not in DISTRIBUTIONS:
+        raise ValueError(f"{where}: unknown distribution {distribution!r}; known: {list(DISTRIBUTIONS)}")
+    required, optional = DISTRIBUTIONS[distribution]
+    missing = [key for key in required if key not in settings]
+    if missing:
+        raise ValueError(f"{where}: distribution {distribution} needs {missing[0]}")
+    unknown = sorted(set(settings) - {"distribution", *required, *optional}, key=str)
+    if unknown:
+        raise ValueError(unknown_keys_message(unknown, sorted({"distribution", *required, *optional}), where))
+    filled = {**optional, **{key: value for key, value in settings.items() if key != "distribution"}}
+    for key in filled.keys() - {"value", "values", "probabilities"}:
+        if not _is_number(filled[key]):
+            hint = " (YAML reads 1e-3 without a dot as a string: write 1.0e-3)" if isinstance(filled[key], str) else ""
+            raise ValueError(f"{where}.{key} must be a number, got {filled[key]!r}{hint}")
+    _check_ranges(distribution, filled, where)
+    return Parameter(path=path, distribution=distribution, settings=filled)
+
+
+def _check_ranges(distribution: str, settings: dict[str, Any], where: str) -> None:
+    if "values" in settings and (not isinstance(settings["values"], list) or not settings["values"]):
+        raise ValueError(f"{where}.values must be a non-empty list, got {settings['values']!r}")
+    if distribution == "categorical_w_probabilities":
+        probabilities = settings["probabilities"]
+        if not isinstance(probabilities, list) or len(probabilities) != len(settings["values"]):
+            raise ValueError(f"{where}.probabilities must be a list as long as values, got {probabilities!r}")
+        if not all(_is_number(p) and p >= 0 for p in probabilities) or not math.isclose(sum(probabilities), 1.0):
+            raise ValueError(f"{where}.probabilities must be numbers >= 0 that sum to 1, got {probabilities!r}")
+    if distribution == "int_uniform" and not all(float(settings[key]).is_integer() for key in ("min", "max")):
+        raise ValueError(
+            f"{where}: int_uniform needs integer min and max, got {settings['min']!r}, {settings['max']!r}"
+        )
+    if "min" in settings and not settings["min"] < settings["max"]:
+        raise ValueError(f"{where}: min {settings['min']!r} is not less than max {settings['max']!r}")
+    if distribution in POSITIVE_BOUNDS and not settings["min"] > 0:
+        raise ValueError(
+            f"{where}: {distribution} takes values as min and max, so min must be > 0, got {settings['min']!r}"
+        )
+    for key in ("sigma", "a", "b"):
+        if key in settings and settings[key] < 0:
+            raise ValueError(f"{where}.{key} must be >= 0, got {settings[key]!r}")
+    if "q" in settings and not settings["q"] > 0:
+        raise ValueError(f"{where}.q must be > 0, got {settings['q']!r}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,0 +1,94 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sodeep.benchmark.cli import add_bench_parser, config_from_arguments, main
+from sodeep.benchmark.config import BenchConfig
+from sodeep.benchmark.report import RESULT_KEYS, SCHEMA
+
+TINY = dict(
+    seeds=(0,),
+    workers=1,
+    speed_lengths=(8,),
+    speed_batches=(2,),
+    speed_rounds=1,
+    speed_block_seconds=0.0001,
+    fidelity_lengths=(8,),
+    fidelity_sequences=4,
+    sorting_lengths=(3,),
+    sorting_digits=2,
+    sorting_steps=2,
+    sorting_images_per_step=12,
+    sorting_test_sequences=10,
+    sorting_validation_sequences=10,
+    sorting_settings="default",
+    regression_steps=1,
+)
+
+
+def test_a_tiny_run_writes_results_with_the_schema_and_plots(tmp_path):
+    from sodeep.benchmark.run import run_benchmark
+
+    config = BenchConfig(out=str(tmp_path), **TINY)
+    run_benchmark(config, command="test", progress=lambda line: None)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert tuple(results) == RESULT_KEYS and results["schema"] == SCHEMA
+    assert {row["ranker"] for row in results["speed"]} >= {"exact", "pairwise_sigmoid T=0.01"}
+    assert set(results["speed"][0]) == {
+        "ranker",
+        "n",
+        "batch",
+        "mode",
+        "seconds",
+        "ratio_to_exact",
+        "ratio_to_torchsort",
+    }
+    assert set(results["fidelity"][0]) == {"ranker", "distribution", "n", "spearman", "rank_error"}
+    assert {"ranker", "family", "setting", "loss", "n", "seed", "exact_match", "element_wise"} <= set(
+        results["sorting"][0]
+    )
+    assert set(results["sorting_summary"][0]) == {"family", "n", "default", "best"}
+    assert {"ranker", "task", "seed", "spearman", "seconds"} == set(results["regression"][0])
+    assert set(results["wall_seconds"]) == {"speed", "fidelity", "sorting", "regression"}
+    for name in ("bench_speed.png", "bench_sorting.png", "bench_fidelity.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+    assert "Learning to sort" in (tmp_path / "results.md").read_text()
+
+
+def test_cli_parses_quick_and_overrides(tmp_path):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_bench_parser(parser.add_subparsers(dest="command"))
+    arguments = parser.parse_args(["bench", "--quick", "--out", str(tmp_path), "--seeds", "4", "5", "--parts", "speed"])
+    config = config_from_arguments(arguments)
+    assert (
+        config.seeds == (4, 5)
+        and config.parts == ("speed",)
+        and config.sorting_lengths == BenchConfig.quick().sorting_lengths
+    )
+    assert config_from_arguments(parser.parse_args(["bench"])).sorting_lengths == (3, 5, 7, 9, 15)
+
+
+def test_cli_refuses_unknown_parts():
+    with pytest.raises(SystemExit):
+        main(["bench", "--parts", "speeed"])
+    with pytest.raises(ValueError, match="unknown part"):
+        BenchConfig(parts=("speeed",))
+
+
+def test_importing_the_benchmark_loads_no_heavy_application_package():
+    code = "import sys, sodeep.benchmark, sodeep.benchmark.cli; print(sorted(m for m in ('sklearn', 'matplotlib', 'lightning', 'wandb') if m in sys.modules))"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    )
+
+
+def test_the_core_library_does_not_import_the_benchmark():
+    code = "import sys, sodeep, sodeep.losses, sodeep.sorters; print('sodeep.benchmark' in sys.modules)"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+        == "False"
+    )

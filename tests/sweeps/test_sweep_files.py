@@ -1,0 +1,65 @@
+"""The shipped sweep files expand as documented and every trial's command is one that sodeep's
+console script (or the sweep's own program) accepts."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from sodeep.brainage.losses import BRAIN_AGE_PRESETS
+from sodeep.cli import build_parser, pretrain_config
+from sodeep.sorters import build_sorter
+from sodeep.sweeps.expand import expand_trials
+from sodeep.sweeps.launcher import TrialLauncher
+from sodeep.sweeps.spec import load_sweep
+
+SWEEPS = Path(__file__).resolve().parents[2] / "experiments" / "sweeps"
+
+
+def commands(name, tmp_path):
+    spec = load_sweep(SWEEPS / name)
+    launcher = TrialLauncher(spec, tmp_path, "offline", SWEEPS.parents[1])
+    return spec, [launcher.command(trial)[0] for trial in expand_trials(spec)]
+
+
+def test_brainage_presets_cover_every_preset_by_seed(tmp_path):
+    spec, argvs = commands("brainage_presets.yaml", tmp_path)
+    assert len(argvs) == 6 * 3 and spec.metric == {"name": "mae", "goal": "minimize"}
+    parser = build_parser()
+    presets = set()
+    for argv in argvs:
+        assert argv[:2] == ["/usr/bin/env", "sodeep"] and "--wandb=offline" in argv
+        arguments = parser.parse_args(argv[2:])
+        presets.update(arguments.losses)
+    assert presets == {"l1", "mse", "l1+spearman", "l1+agediff", "l1+spearman+agediff", "cheng2021"}
+    assert presets <= set(BRAIN_AGE_PRESETS)
+
+
+def test_pretrain_sweep_builds_each_sorter(tmp_path):
+    _, argvs = commands("pretrain_sorter.yaml", tmp_path)
+    assert len(argvs) == 7 * 2 * 2
+    parser = build_parser()
+    settings = set()
+    for argv in argvs:
+        config = pretrain_config(parser.parse_args(argv[2:]))
+        settings.add((config.sorter["softness"], config.sorter["band"], config.sorter["depth"], config.steps))
+    assert len(settings) == 14
+    build_sorter("conv", **config.sorter)
+
+
+def test_spearman_rankers_program_accepts_its_trials(tmp_path):
+    spec, argvs = commands("spearman_rankers.yaml", tmp_path)
+    assert len(argvs) == 8 * 5 and spec.metric["goal"] == "maximize"
+    location = importlib.util.spec_from_file_location("spearman_ranker_trial", SWEEPS / "spearman_ranker_trial.py")
+    program = importlib.util.module_from_spec(location)
+    location.loader.exec_module(program)
+    parser = program.build_parser()
+    for argv in argvs:
+        assert argv[2] == str(SWEEPS / "spearman_ranker_trial.py")
+        parser.parse_args(argv[3:])
+
+
+@pytest.mark.parametrize("name", sorted(path.name for path in SWEEPS.glob("*.yaml")))
+def test_header_commands_name_the_file(name):
+    text = (SWEEPS / name).read_text()
+    assert f"sodeep sweep run experiments/sweeps/{name}" in text and f"wandb sweep experiments/sweeps/{name}" in text

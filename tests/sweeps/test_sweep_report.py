@@ -1,0 +1,90 @@
+"""The report on fixed trial summaries gives numbers known by hand."""
+
+import csv
+import json
+import math
+
+import pytest
+
+from sodeep.sweeps.cli import main
+from sodeep.sweeps.report import write_report
+from sodeep.sweeps.summary import SCHEMA
+
+
+def write_trials(folder, records, sweep_metric=None):
+    """``records``: (params, metrics, folds or None, status) per trial."""
+    for index, (params, metrics, folds, status) in enumerate(records):
+        summary = {
+            "schema": SCHEMA,
+            "sweep": "s",
+            "trial": f"{index:04d}",
+            "params": params,
+            "config": params,
+            "metrics": metrics,
+            "status": status,
+            "seconds": 1.0,
+        }
+        if folds is not None:
+            summary["folds"] = folds
+        trial = folder / "trials" / f"{index:04d}"
+        trial.mkdir(parents=True)
+        (trial / "summary.json").write_text(json.dumps(summary))
+    (folder / "trials" / "9999").mkdir()  # an interrupted trial: no summary
+    if sweep_metric:
+        (folder / "sweep.json").write_text(json.dumps({"name": "s", "metric": sweep_metric}))
+
+
+def rows(folder):
+    with open(folder / "report.csv") as stream:
+        return list(csv.DictReader(stream))
+
+
+def test_means_sds_paired_differences_and_wilcoxon(tmp_path):
+    records = [({"losses": "l1", "seed": s}, {"mae": s + 1.0, "r2": 0.5}, None, "finished") for s in range(5)]
+    records += [({"losses": "mse", "seed": s}, {"mae": 2.0 * (s + 1), "r2": 0.5}, None, "finished") for s in range(5)]
+    records.append(({"losses": "mse", "seed": 9}, {}, None, "failed"))
+    write_trials(tmp_path, records, sweep_metric={"name": "r2", "goal": "maximize"})
+    write_report(tmp_path, baseline=["losses=l1"], plots=False)
+    baseline, mse = rows(tmp_path)
+    assert list(baseline)[:4] == ["losses", "trials", "r2_n", "r2_mean"]  # the sweep's metric first
+    assert (baseline["losses"], float(baseline["mae_mean"]), baseline["mae_diff_mean"]) == ("l1", 3.0, "")
+    assert float(baseline["mae_sd"]) == pytest.approx(math.sqrt(2.5))
+    assert (mse["trials"], mse["mae_n"], float(mse["mae_mean"])) == ("5", "5", 6.0)
+    assert float(mse["mae_sd"]) == pytest.approx(math.sqrt(10))
+    # differences 1..5: mean 3, sd sqrt(2.5), exact two-sided signed-rank p = 2 / 2**5
+    assert float(mse["mae_diff_mean"]) == 3.0 and float(mse["mae_diff_sd"]) == pytest.approx(math.sqrt(2.5))
+    assert (mse["mae_pairs"], float(mse["mae_wilcoxon_p"])) == ("5", 0.0625)
+    assert (float(mse["r2_diff_mean"]), mse["r2_wilcoxon_p"]) == (0.0, "")  # no non-zero difference: no test
+    text = (tmp_path / "report.md").read_text()
+    assert "## r2 (maximize)" in text and "| mse | 5 | 6 +- 3.2 | +3 +- 1.6 | 5 | 0.0625 |" in text
+    assert "10 finished trials (1 failed, 1 without a summary" in text
+
+
+def test_folds_are_units_paired_by_seed_and_fold_and_nested_params_flatten(tmp_path):
+    records = []
+    for softness, offset in ((0.5, 0.0), (1.0, 1.0)):
+        for seed in (0, 1):
+            folds = [{"fold": f, "metrics": {"mae": 10.0 * seed + f + offset * (f + 1)}} for f in range(3)]
+            records.append(({"sorter": {"softness": softness}, "seeds": seed}, {"mae": 0.0}, folds, "finished"))
+    write_trials(tmp_path, records)
+    write_report(tmp_path, baseline=["sorter.softness=0.5"], plots=False)
+    _, sharp = rows(tmp_path)
+    assert (sharp["sorter.softness"], sharp["mae_n"], sharp["mae_pairs"]) == ("1.0", "6", "6")
+    assert float(sharp["mae_diff_mean"]) == pytest.approx(2.0)  # differences 1, 2, 3 for each seed
+
+
+def test_report_command_with_plots_and_its_errors(tmp_path, capsys):
+    records = [({"lr": lr, "seed": s}, {"loss": lr * (s + 1)}, None, "finished") for lr in (0.1, 0.2) for s in (0, 1)]
+    write_trials(tmp_path, records)
+    assert main(["report", str(tmp_path), "--baseline", "lr=0.1"]) == 0
+    assert (tmp_path / "plots" / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert "![loss](plots/loss.png)" in (tmp_path / "report.md").read_text()
+    for argv, words in [
+        (["report", str(tmp_path), "--baseline", "lr=0.3"], "no setting has those values"),
+        (["report", str(tmp_path), "--over", "sed"], "--over 'sed' is not a parameter"),
+        (["report", str(tmp_path), "--metric", "acc"], "--metric 'acc' is in no summary"),
+        (["report", str(tmp_path / "missing")], "no sweep folder at"),
+    ]:
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == 2 and words in capsys.readouterr().err

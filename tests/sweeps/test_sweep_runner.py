@@ -1,0 +1,226 @@
+"""Offline sweeps end to end: trials run as W&B's agent would run them, leave summaries, and a
+second run skips finished trials and finishes the interrupted one."""
+
+import csv
+import json
+import sys
+import textwrap
+import time
+import types
+from enum import Enum
+
+import pytest
+
+from sodeep.sweeps import runner as runner_module
+from sodeep.sweeps.cli import main
+from sodeep.sweeps.runner import SweepInterrupted, run_sweep
+from sodeep.sweeps.spec import load_sweep
+
+#: Fits ``age = scale * thickness`` on a table and reports the MAE through write_trial_summary.
+TABLE_PROGRAM = """
+import argparse, csv, os
+from sodeep.sweeps import write_trial_summary
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--table")
+parser.add_argument("--scale", type=float)
+arguments = parser.parse_args()
+with open(arguments.table) as stream:
+    rows = [(float(r["thickness"]), float(r["age"])) for r in csv.DictReader(stream)]
+mae = sum(abs(arguments.scale * x - y) for x, y in rows) / len(rows)
+seen = {k: os.environ.get(k) for k in ("WANDB_MODE", "WANDB_RUN_GROUP", "WANDB_SWEEP_PARAM_PATH", "SODEEP_WANDB")}
+write_trial_summary({"arguments": vars(arguments), "environment": seen}, {"mae": mae})
+"""
+
+#: Logs its call; blocks while a file exists (to be interrupted); exits with --exit.
+QUICK_PROGRAM = """
+import argparse, os, pathlib, time
+parser = argparse.ArgumentParser()
+parser.add_argument("--seed", type=int)
+parser.add_argument("--calls")
+parser.add_argument("--exit", type=int, default=0)
+arguments = parser.parse_args()
+calls = pathlib.Path(arguments.calls)
+with calls.open("a") as stream:
+    stream.write(f"{arguments.seed}\\n")
+while arguments.seed == 1 and (calls.parent / "block").exists():
+    time.sleep(0.05)
+raise SystemExit(arguments.exit)
+"""
+
+
+def write_sweep(folder, program, body):
+    """The program and the sweep file in ``folder``, which must be the current folder (a relative
+    program is found there, as by W&B's agent)."""
+    (folder / "program.py").write_text(textwrap.dedent(program))
+    path = folder / "sweep.yaml"
+    path.write_text("program: program.py\n" + textwrap.dedent(body))
+    return path
+
+
+def test_two_trial_offline_sweep_on_a_tiny_table(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "table.csv").write_text("thickness,age\n10,20\n15,33\n20,40\n")
+    sweep = write_sweep(
+        tmp_path,
+        TABLE_PROGRAM,
+        f"""
+        name: tiny table
+        method: grid
+        metric: {{name: mae, goal: minimize}}
+        parameters:
+          scale: {{values: [1.0, 2.0]}}
+          table: {{value: {tmp_path / "table.csv"}}}
+        """,
+    )
+    argv = ["run", str(sweep), "--root", str(tmp_path / "runs"), "--workers", "2"]
+    assert main(argv) == 0
+    folder = tmp_path / "runs" / "tiny-table"
+    summaries = [json.loads((folder / "trials" / t / "summary.json").read_text()) for t in ("0000", "0001")]
+    assert [s["metrics"]["mae"] for s in summaries] == pytest.approx([(10 + 18 + 20) / 3, (0 + 3 + 0) / 3])
+    assert summaries[1]["params"] == {"scale": 2.0, "table": str(tmp_path / "table.csv")}
+    environment = summaries[0]["config"]["environment"]
+    assert environment["WANDB_MODE"] == "offline" and environment["WANDB_RUN_GROUP"] == "tiny table"
+    assert environment["SODEEP_WANDB"] == "offline" and environment["WANDB_SWEEP_PARAM_PATH"].endswith(
+        "sweep-params.yaml"
+    )
+    command = json.loads((folder / "trials" / "0001" / "trial.json").read_text())["command"]
+    assert command[:3] == ["/usr/bin/env", sys.executable, str(tmp_path / "program.py")] and "--scale=2.0" in command
+    assert main(["report", str(folder), "--baseline", "scale=1.0", "--no-plots"]) == 0
+    with open(folder / "report.csv") as stream:
+        reported = list(csv.DictReader(stream))
+    assert float(reported[1]["mae_mean"]) == pytest.approx(1.0) and reported[1]["mae_pairs"] == "1"
+    assert main(argv) == 0
+    assert "2 of 2 trials already finished: skipped" in capsys.readouterr().out
+
+
+def test_resume_skips_finished_trials_and_finishes_the_interrupted_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    calls = tmp_path / "calls.txt"
+    sweep = write_sweep(
+        tmp_path,
+        QUICK_PROGRAM,
+        f"method: grid\nparameters:\n  seed: {{values: [0, 1, 2]}}\n  calls: {{value: {calls}}}\n",
+    )
+    (tmp_path / "block").write_text("")
+    lines = []
+
+    def interrupt_when_blocked(line):
+        lines.append(line)
+        if line.startswith("trial 0001") and "started" in line:
+            deadline = time.monotonic() + 10
+            while len(calls.read_text().split()) < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)  # until trial 0001 runs (and blocks)
+            raise KeyboardInterrupt
+
+    with pytest.raises(SweepInterrupted) as interrupted:
+        run_sweep(load_sweep(sweep), tmp_path / "runs", echo=interrupt_when_blocked)
+    assert (interrupted.value.finished, interrupted.value.total, interrupted.value.stopped) == (1, 3, 1)
+    trials = tmp_path / "runs" / "sweep" / "trials"
+    assert (trials / "0000" / "summary.json").exists() and not (trials / "0001" / "summary.json").exists()
+    assert not (trials / "0002").exists()
+    (tmp_path / "block").unlink()
+    outcome = run_sweep(load_sweep(sweep), tmp_path / "runs", echo=lines.append)
+    assert (outcome.skipped, outcome.finished, outcome.failed) == (["0000"], ["0001", "0002"], [])
+    assert calls.read_text().split() == ["0", "1", "1", "2"]
+    assert run_sweep(load_sweep(sweep), tmp_path / "runs", echo=lines.append).skipped == ["0000", "0001", "0002"]
+    assert calls.read_text().split() == ["0", "1", "1", "2"]
+
+
+def test_failed_trials_ctrl_c_and_a_changed_sweep_through_the_command(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    calls = tmp_path / "calls.txt"
+    body = f"name: quick\nmethod: grid\nparameters:\n  seed: {{values: [0]}}\n  calls: {{value: {calls}}}\n"
+    sweep = write_sweep(tmp_path, QUICK_PROGRAM, body + "  exit: {value: 3}\n")
+    root = str(tmp_path / "runs")
+    assert main(["run", str(sweep), "--root", root]) == 1
+    assert "trial 0000 failed (exit 3)" in capsys.readouterr().out
+    failed = json.loads((tmp_path / "runs" / "quick" / "trials" / "0000" / "summary.json").read_text())
+    assert failed["status"] == "failed" and failed["metrics"] == {}
+
+    sweep.write_text(sweep.read_text().replace("[0]", "[0, 1]"))
+    with pytest.raises(SystemExit) as exited:
+        main(["run", str(sweep), "--root", root])
+    assert exited.value.code == 2 and "holds another sweep" in capsys.readouterr().err
+
+    def ctrl_c(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner_module._Scheduler, "collect", ctrl_c)
+    assert main(["run", str(sweep), "--root", str(tmp_path / "other"), "--workers", "2"]) == 130
+    error = capsys.readouterr().err
+    assert (
+        "0 of 2 trials finished, 2 stopped" in error
+        and "run the same command again to finish: sodeep sweep run" in error
+    )
+
+
+#: Writes its summary itself (a program need not import sodeep): loss = seed.
+SUMMARY_PROGRAM = """
+import argparse, json, os, pathlib
+parser = argparse.ArgumentParser()
+parser.add_argument("--seed", type=int)
+seed = parser.parse_args().seed
+summary = {"schema": "sodeep-trial/1", "params": {"seed": seed}, "config": {}, "metrics": {"loss": seed},
+           "status": "finished", "seconds": 0}
+pathlib.Path(os.environ["SODEEP_SWEEP_TRIAL_SUMMARY"]).write_text(json.dumps(summary))
+"""
+
+
+def test_no_new_trial_once_the_metric_target_is_reached(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    body = "method: grid\nmetric: {name: loss, target: 1}\nparameters:\n  seed: {values: [3, 2, 1, 0]}\n"
+    sweep = write_sweep(tmp_path, SUMMARY_PROGRAM, body)
+    lines = []
+    outcome = run_sweep(load_sweep(sweep), tmp_path / "runs", echo=lines.append)
+    assert outcome.finished == ["0000", "0001", "0002"] and outcome.target_reached
+    assert "metric loss reached its target: no new trials" in lines
+    assert run_sweep(load_sweep(sweep), tmp_path / "runs", echo=lines.append).finished == []
+
+
+def fake_sweeps_package(suggested):
+    """A stand-in for W&B's `sweeps`: suggests x = number of runs it was shown."""
+
+    class RunState(str, Enum):
+        running = "running"
+        finished = "finished"
+        failed = "failed"
+
+    def next_run(config, runs):
+        suggested.append([(run.name, run.state.value, run.summary_metrics) for run in runs])
+        return types.SimpleNamespace(config={"seed": {"value": len(runs)}, "calls": {"value": config["calls"]}})
+
+    def sweep_run(**fields):
+        return types.SimpleNamespace(**fields)
+
+    return types.SimpleNamespace(RunState=RunState, SweepRun=sweep_run, next_run=next_run)
+
+
+def test_bayes_suggests_from_the_trials_so_far_and_resumes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    calls = tmp_path / "calls.txt"
+    body = f"""
+    method: bayes
+    run_cap: 3
+    metric: {{name: loss}}
+    parameters:
+      seed: {{min: 0, max: 9}}
+      calls: {{value: {calls}}}
+    """
+    sweep = write_sweep(tmp_path, QUICK_PROGRAM, body)
+    monkeypatch.setitem(sys.modules, "sweeps", None)
+    with pytest.raises(ValueError, match="method bayes needs W&B's open-source `sweeps` package"):
+        run_sweep(load_sweep(sweep), tmp_path / "runs", echo=lambda line: None)
+    suggested = []
+    package = fake_sweeps_package(suggested)
+    original_next_run = package.next_run
+    package.next_run = lambda config, runs: original_next_run({**config, "calls": str(calls)}, runs)
+    monkeypatch.setitem(sys.modules, "sweeps", package)
+    outcome = run_sweep(load_sweep(sweep), tmp_path / "runs", echo=lambda line: None)
+    assert outcome.finished == ["0000", "0001", "0002"]
+    assert [len(history) for history in suggested] == [0, 1, 2]
+    assert suggested[2][0] == ("0000", "finished", {})
+    (tmp_path / "runs" / "sweep" / "trials" / "0001" / "summary.json").unlink()
+    outcome = run_sweep(load_sweep(sweep), tmp_path / "runs", echo=lambda line: None)
+    assert (outcome.skipped, outcome.finished, len(suggested)) == (["0000", "0002"], ["0001"], 3)
+    assert calls.read_text().split() == ["0", "1", "2", "1"]

@@ -1,0 +1,86 @@
+"""Sweep files are read as W&B reads them, and each mistake is one line naming the key."""
+
+import pytest
+
+from sodeep.sweeps.spec import DEFAULT_COMMAND, load_sweep, sweep_from_mapping
+
+
+def sweep(**changes):
+    mapping = {"method": "grid", "program": "train.py", "parameters": {"lr": {"values": [0.1]}}}
+    mapping.update(changes)
+    return mapping
+
+
+@pytest.mark.parametrize(
+    "settings, distribution",
+    [
+        ({"value": 3}, "constant"),
+        ({"values": [1, 2]}, "categorical"),
+        ({"values": [1, 2], "probabilities": [0.3, 0.7]}, "categorical_w_probabilities"),
+        ({"min": 1, "max": 4}, "int_uniform"),
+        ({"min": 1, "max": 4.0}, "uniform"),
+        ({"min": 0.1, "max": 0.2}, "uniform"),
+        ({"distribution": "uniform", "min": 1, "max": 4}, "uniform"),
+        ({"distribution": "log_uniform_values", "min": 1e-4, "max": 0.1}, "log_uniform_values"),
+        ({"distribution": "normal"}, "normal"),
+    ],
+)
+def test_distribution_inferred_as_wandb_does(settings, distribution):
+    spec = sweep_from_mapping(sweep(parameters={"x": settings}))
+    assert spec.parameters[0].distribution == distribution
+
+
+def test_defaults_filled_and_nested_parameters_flattened_in_sorted_order():
+    spec = sweep_from_mapping(
+        sweep(
+            parameters={
+                "z": {"distribution": "q_normal"},
+                "sorter": {"parameters": {"softness": {"values": [0.5]}, "band": {"value": 8}}},
+            }
+        )
+    )
+    assert [p.name for p in spec.parameters] == ["sorter.band", "sorter.softness", "z"]
+    assert spec.parameters[2].settings == {"mu": 0.0, "sigma": 1.0, "q": 1.0}
+    assert spec.top_level_names() == ["sorter", "z"]
+
+
+def test_name_defaults_to_the_file_stem_and_command_to_wandb_default(tmp_path):
+    path = tmp_path / "my sweep.yaml"
+    path.write_text("method: random\nprogram: t.py\nparameters:\n  a: {min: 0.0, max: 1.0}\n")
+    spec = load_sweep(path)
+    assert (spec.name, spec.folder_name, spec.command) == ("my sweep", "my-sweep", DEFAULT_COMMAND)
+
+
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({"method": "hyperband"}, "method must be one of"),
+        ({"metod": "grid"}, "did you mean 'method'"),
+        ({"job": "entity/project/job:v0"}, "'job' needs W&B's server"),
+        ({"program": None}, "give program"),
+        ({"command": ["${env}", "${interpreter}", "${trial_dir}"]}, "command[2] is the unknown macro ${trial_dir}"),
+        ({"run_cap": 0}, "run_cap must be an integer >= 1"),
+        ({"method": "bayes"}, "method bayes needs metric"),
+        ({"metric": {"name": "loss", "goal": "lowest"}}, "metric.goal must be minimize or maximize"),
+        ({"parameters": {}}, "parameters must be a non-empty mapping"),
+        ({"parameters": {"lr": [0.1, 0.2]}}, "parameters.lr must be a mapping"),
+        ({"parameters": {"lr": {"vals": [1]}}}, "parameters.lr: give value, values"),
+        ({"parameters": {"lr": {"min": 1, "max": 1}}}, "min 1 is not less than max 1"),
+        ({"parameters": {"lr": {"min": "1e-3", "max": 0.1}}}, "parameters.lr.min must be a number"),
+        ({"parameters": {"lr": {"distribution": "log_uniform_values", "min": 0, "max": 1}}}, "min must be > 0"),
+        ({"parameters": {"lr": {"distribution": "lognormal"}}}, "unknown distribution 'lognormal'"),
+        (
+            {"parameters": {"lr": {"distribution": "q_uniform", "min": 0, "max": 1, "q": 0}}},
+            "parameters.lr.q must be > 0",
+        ),
+        ({"parameters": {"lr": {"distribution": "uniform", "min": 0, "max": 1, "mu": 0}}}, "unknown key 'mu'"),
+        ({"parameters": {"lr": {"values": [1, 2], "probabilities": [0.5, 0.6]}}}, "sum to 1"),
+        ({"parameters": {"1lr": {"value": 1}}}, "parameters.1lr: a name must match"),
+        ({"parameters": {"a": {"parameters": {}}}}, "nested parameter holds only a non-empty parameters"),
+    ],
+)
+def test_mistakes_raise_one_line_naming_the_key(changes, words):
+    with pytest.raises(ValueError) as raised:
+        sweep_from_mapping(sweep(**changes), source="s.yaml")
+    message = str(raised.value)
+    assert words in message and "\n" not in message and message.startswith(("s.yaml", "unknown"))

@@ -1,0 +1,43 @@
+"""The trial summary: written where the runner says, a no-op outside a sweep, a stable schema."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from sodeep.sweeps import summary as summary_module
+from sodeep.sweeps.summary import SCHEMA, is_finished, read_trial_summary, trial_summary, write_trial_summary
+
+
+def test_no_op_outside_a_sweep(monkeypatch):
+    monkeypatch.delenv(summary_module.SUMMARY_VARIABLE, raising=False)
+    assert write_trial_summary({"lr": 0.1}, {"loss": 1.0}) is None
+
+
+def test_written_where_the_environment_says_with_the_runners_fields(tmp_path, monkeypatch):
+    path = tmp_path / "trial" / "summary.json"
+    monkeypatch.setenv(summary_module.SUMMARY_VARIABLE, str(path))
+    monkeypatch.setenv(summary_module.SWEEP_VARIABLE, "presets")
+    monkeypatch.setenv(summary_module.TRIAL_VARIABLE, "0003")
+    monkeypatch.setenv(summary_module.PARAMS_VARIABLE, json.dumps({"losses": "l1", "seeds": 1}))
+    monkeypatch.setenv(summary_module.STARTED_VARIABLE, "0")
+    folds = [{"fold": 0, "seed": 1, "metrics": {"mae": np.float32(4.5)}}]
+    assert write_trial_summary({"lr": 0.1}, {"mae": np.float64(4.25), "r2": math.nan}, folds=folds) == path
+    written = json.loads(path.read_text())
+    assert set(written) == {"schema", "sweep", "trial", "params", "config", "metrics", "folds", "status", "seconds"}
+    assert written["schema"] == SCHEMA and (written["sweep"], written["trial"]) == ("presets", "0003")
+    assert written["params"] == {"losses": "l1", "seeds": 1} and written["status"] == "finished"
+    assert written["metrics"] == {"mae": 4.25, "r2": None} and written["folds"][0]["metrics"] == {"mae": 4.5}
+    assert written["seconds"] > 0 and is_finished(path)
+
+
+def test_bad_input_and_foreign_files(tmp_path):
+    with pytest.raises(ValueError, match="status must be one of"):
+        trial_summary({}, {}, status="done", environment={})
+    with pytest.raises(ValueError, match=r"folds\[0\] must be a mapping with a metrics mapping"):
+        trial_summary({}, {}, folds=[{"fold": 0, "mae": 1.0}], environment={})
+    (tmp_path / "other.json").write_text('{"loss": 1}')
+    with pytest.raises(ValueError, match="is not a sodeep-trial/1 trial summary"):
+        read_trial_summary(tmp_path / "other.json")
+    assert not is_finished(tmp_path / "other.json") and not is_finished(tmp_path / "missing.json")
