@@ -34,7 +34,7 @@ class BenchConfig:
     # Learning to sort (multi-digit images).
     sorting_lengths: tuple[int, ...] = (3, 5, 7, 9, 15)
     sorting_digits: int = 4
-    sorting_steps: int = 800
+    sorting_steps: int = 600
     sorting_images_per_step: int = 256
     sorting_learning_rate: float = 3e-3
     sorting_test_sequences: int = 1000

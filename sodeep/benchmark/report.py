@@ -191,6 +191,22 @@ def regression_markdown(rows: list[dict]) -> list[str]:
     return lines + [""]
 
 
+def skipped_markdown(skipped: list[dict]) -> list[str]:
+    """One line per ranker and part: why it was left out, and in how many speed cells."""
+    if not skipped:
+        return []
+    groups: dict = defaultdict(lambda: defaultdict(int))
+    for row in skipped:
+        # Speed reasons name each cell's numbers; their kind (before ':') is what a reader needs.
+        kind = row["reason"].split(":")[0] if row["part"] == "speed" else row["reason"]
+        groups[row["ranker"], row["part"]][kind] += 1
+    lines = ["### Left out", ""]
+    for (ranker, part), reasons in groups.items():
+        described = "; ".join(f"{reason} ({count} cells)" if count > 1 else reason for reason, count in reasons.items())
+        lines.append(f"- {ranker} ({part}): {described}")
+    return lines + [""]
+
+
 def markdown(results: dict) -> str:
     """All tables of a run as one markdown document."""
     hardware = results["hardware"]
@@ -206,7 +222,5 @@ def markdown(results: dict) -> str:
     lines += speed_markdown(results["speed"])
     lines += fidelity_markdown(results["fidelity"])
     lines += regression_markdown(results["regression"])
-    if results["skipped"]:
-        reasons = sorted({f"{row['ranker']} ({row['part']}): {row['reason']}" for row in results["skipped"]})
-        lines += ["### Left out", ""] + [f"- {reason}" for reason in reasons[:40]] + [""]
+    lines += skipped_markdown(results["skipped"])
     return "\n".join(lines)
