@@ -81,6 +81,8 @@ def sorter_from_payload(payload: Any, source: str = "checkpoint") -> Sorter:
         sorter.load_state_dict(payload["state_dict"])
     except (RuntimeError, KeyError) as error:
         raise CheckpointError(f"{source}: weights do not match architecture {architecture!r}: {error}") from error
+    if not all(torch.isfinite(value).all() for value in sorter.state_dict().values() if value.is_floating_point()):
+        raise CheckpointError(f"{source} holds non-finite weights (NaN or inf): the training that wrote it diverged")
     sorter.checkpoint_metadata = payload.get("metadata", {})
     return sorter.eval()
 

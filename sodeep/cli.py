@@ -113,7 +113,18 @@ def command_evaluate(arguments: argparse.Namespace) -> int:
     else:
         sorter = load_sorter(arguments.checkpoint)
         title = arguments.checkpoint or f"the shipped sorter ({default_sorter_path().name})"
-    lengths = parse_lengths(arguments.lengths) if arguments.lengths else list(EVALUATION_LENGTHS)
+    if arguments.lengths:
+        lengths = parse_lengths(arguments.lengths)
+        outside = [
+            n for n in lengths if n < sorter.min_length or (sorter.max_length is not None and n > sorter.max_length)
+        ]
+        if outside and len(outside) < len(lengths):
+            raise ValueError(
+                f"lengths {outside} are outside the sorter's range {sorter.min_length}..{sorter.max_length}; "
+                "leave them out"
+            )
+    else:
+        lengths = list(EVALUATION_LENGTHS)
     with torch.no_grad():
         rows = fidelity_table(sorter, lengths=lengths, sequences_per_cell=arguments.sequences)
     text = format_fidelity_markdown(rows, title=title)
@@ -135,16 +146,12 @@ def command_export(arguments: argparse.Namespace) -> int:
 
 
 def add_evaluate_parser(commands: Any) -> None:
-    evaluate = commands.add_parser(
-        "evaluate",
-        help="print the fidelity table of a sorter",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    evaluate = commands.add_parser("evaluate", help="print the fidelity table of a sorter")
     evaluate.add_argument("checkpoint", nargs="?", help="sorter checkpoint (default: the shipped sorter)")
     evaluate.add_argument("--architecture", help="evaluate an untrained sorter of this architecture instead")
     evaluate.add_argument("--sorter", help="JSON config for --architecture")
     evaluate.add_argument("--lengths", help='lengths, e.g. "5,100" (default: 2,3,5,8,16,32,64,100,128,256)')
-    evaluate.add_argument("--sequences", type=int, default=64, help="held-out sequences per (family, n)")
+    evaluate.add_argument("--sequences", type=int, default=64, help="held-out sequences per (family, n) (default: 64)")
     evaluate.add_argument("--out", help="also write the markdown table here")
     evaluate.add_argument("--json", help="also write the rows as JSON here")
     evaluate.set_defaults(handler=command_evaluate)
@@ -188,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         message = " ".join(str(error).split())
         parser.exit(2, f"sodeep {arguments.command}: error: {message}\n")
+    except KeyboardInterrupt:  # before a run could save anything: nothing to resume
+        parser.exit(
+            INTERRUPTED,
+            f"sodeep {arguments.command}: interrupted before anything was saved; run the same command again\n",
+        )
     except RunInterrupted as interrupted:
         again = [word for word in argv if word != "--overwrite"]
         again += [] if "--resume" in again else ["--resume"]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import queue
 import sys
 import threading
 import time
-import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -18,12 +18,12 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from sodeep.checkpoints import CheckpointError, read_weights_only, save_sorter
+from sodeep.checkpoints import CheckpointError, load_sorter, read_weights_only, save_sorter
 from sodeep.config import PretrainConfig, config_to_dict
 from sodeep.evaluation import EVALUATION_LENGTHS, held_out_set
 from sodeep.files import atomic_write_json
 from sodeep.metrics import mean_absolute_rank_error, rowwise_spearman
-from sodeep.run_folder import RunInterrupted, claim_run_folder, start_run_folder
+from sodeep.run_folder import RUN_RECORD, RunInterrupted, claim_run_folder, start_run_folder
 from sodeep.runs import (
     AtomicCheckpointIO,
     StopOnSignal,
@@ -196,6 +196,11 @@ class SorterPretraining(L.LightningModule):
             self._validation[f"val_n/{name}/{int(length)}"].append(value)
 
     def on_validation_epoch_end(self) -> None:
+        if self._validation and all(math.isnan(value) for value in self._validation["val/l1"]):
+            raise ValueError(
+                f"pretraining diverged: the sorter's ranks are NaN at step {self.global_step}; "
+                f"lower the learning rate (it was {self.hparams.learning_rate}) and run again with --overwrite"
+            )
         for key, values in self._validation.items():
             finite = [value for value in values if not math.isnan(value)]
             if finite:
@@ -268,6 +273,8 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
     lengths = config.length_list()
     out = Path(config.out)
     settings = config_to_dict(config)
+    if not resume and _started_but_never_saved(out, settings):
+        overwrite = True  # nothing was trained there yet: starting again loses nothing
     record = claim_run_folder(out, "pretrain", settings, resume=resume, overwrite=overwrite)
     last = out / "checkpoints" / "last.ckpt"
     if resume and not overwrite and not last.is_file():
@@ -275,14 +282,17 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
             f"--resume: {out} has no checkpoint yet (the run stopped before its first one); add --overwrite to start again"
         )
     # Built before the output folder is touched: a wrong architecture or capacity leaves nothing behind.
+    # The seed covers the initial weights too.
+    L.seed_everything(config.seed, workers=True, verbose=False)
     sorter = build_sorter(config.architecture, **config.sorter)
     if sorter.max_length is not None and max(lengths) > sorter.max_length:
         raise ValueError(f"lengths go up to {max(lengths)} but the sorter's capacity is {sorter.max_length}")
     if not any(True for _ in sorter.parameters()):
         raise ValueError(f"sorter {config.architecture!r} has no weights to train")
     resume_step = _checkpoint_step(last) if resume and not overwrite else None
+    if resume_step is not None and resume_step >= config.steps and (out / "sorter.pt").is_file():
+        return load_sorter(out / "sorter.pt")  # a finished run: nothing to train, nothing rewritten
     start_run_folder(out, record, overwrite=overwrite)
-    L.seed_everything(config.seed, workers=True, verbose=False)
     module = SorterPretraining(
         sorter,
         learning_rate=config.learning_rate,
@@ -331,12 +341,15 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
         num_sanity_val_steps=0,
     )
     started = time.time()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)  # inside Lightning
-        trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume_step is not None else None)
+    trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume_step is not None else None)
     _finish_loggers(trainer)
     if stop.stopped_at is not None:
         raise RunInterrupted(stop.stopped_at)
+    if not all(torch.isfinite(parameter).all() for parameter in module.sorter.parameters()):
+        raise ValueError(
+            f"pretraining diverged: the sorter's weights are not finite after step {trainer.global_step}; "
+            f"lower the learning rate (it was {config.learning_rate}) and run again with --overwrite"
+        )
     metadata = {
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "config": settings,
@@ -350,6 +363,16 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
     save_sorter(trained, out / "sorter.pt", metadata)
     atomic_write_json(out / "pretrain_summary.json", metadata, indent=2)
     return trained
+
+
+def _started_but_never_saved(out: Path, settings: dict[str, Any]) -> bool:
+    """Whether ``out`` holds this very run, stopped before its first checkpoint (no weights)."""
+    try:
+        record = json.loads((out / RUN_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    nothing_saved = not (out / "checkpoints" / "last.ckpt").exists() and not (out / "sorter.pt").exists()
+    return nothing_saved and record.get("command") == "pretrain" and record.get("config") == settings
 
 
 def _checkpoint_step(path: Path) -> int:

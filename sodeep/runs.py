@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -178,9 +179,11 @@ def start_wandb_run(mode: str, out: Path, name: str, config: dict[str, Any]) -> 
 
 
 def quiet_lightning() -> None:
-    """Keep Lightning's per-fit banners (accelerator, tips, adverts) out of the output."""
+    """Keep Lightning's per-fit banners (accelerator, tips, adverts) and its own deprecation
+    notice about torch's pytree API out of the output."""
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
 
 
 class ProgressLines(Callback):
@@ -197,6 +200,13 @@ class ProgressLines(Callback):
             shown = ", ".join(f"{key}={float(value):.4g}" for key, value in metrics.items())
             total = f"/{trainer.max_steps}" if trainer.max_steps and trainer.max_steps > 0 else ""
             print(f"step {step}{total}" + (f": {shown}" if shown else ""), file=sys.stderr, flush=True)
+
+    def on_validation_end(self, trainer: Any, module: Any) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = {key: value for key, value in trainer.callback_metrics.items() if key.startswith("val/")}
+        shown = ", ".join(f"{key}={float(value):.4g}" for key, value in sorted(metrics.items()))
+        print(f"validation at step {trainer.global_step}: {shown}", file=sys.stderr, flush=True)
 
 
 def progress_settings(every: int = 100) -> dict[str, Any]:

@@ -99,3 +99,11 @@ def test_load_sorter_is_frozen_in_eval_mode_unless_asked_to_train():
     assert not frozen.training and not any(p.requires_grad for p in frozen.parameters())
     trainable = load_sorter(trainable=True)
     assert trainable.training and all(p.requires_grad for p in trainable.parameters())
+
+
+def test_a_checkpoint_with_non_finite_weights_is_refused(tmp_path):
+    sorter = ConvSorter()
+    with torch.no_grad():
+        sorter.network[0].weight.fill_(float("nan"))
+    with pytest.raises(CheckpointError, match="non-finite weights"):
+        load_sorter(save_sorter(sorter, tmp_path / "nan.pt"))

@@ -24,7 +24,7 @@ def _write_inputs(folder):
 CASES = [
     # (command line, words the one line must contain)
     (["pretrain", "--steps", "0"], "steps must be an integer >= 1"),
-    (["pretrain", "--learning-rate", "-1"], "learning_rate must be > 0"),
+    (["pretrain", "--learning-rate", "-1"], "learning_rate must be a finite number > 0"),
     (["pretrain", "--lengths", "1-5"], "lengths must be ints >= 2"),
     (["pretrain", "--lengths", "5-2"], "is empty"),
     (["pretrain", "--lengths", "2-300"], "capacity is 256"),
@@ -43,6 +43,8 @@ CASES = [
     (["evaluate", "{inputs}/missing.pt"], "no sorter checkpoint at"),
     (["evaluate", "--lengths", "300"], "no length in [300]"),
     (["evaluate", "--sequences", "0"], "sequences_per_cell must be >= 1"),
+    (["evaluate", "--lengths", "5,300"], "lengths [300] are outside the sorter's range"),
+    (["pretrain", "--learning-rate", "inf"], "learning_rate must be a finite number"),
     (["export", "{inputs}/truncated.pt", "{out}/sorter.pt"], "truncated"),
     (["export", "{inputs}/empty.pt", "{out}/sorter.pt"], "is empty"),
     (["export", "{inputs}/text.pt", "{out}/sorter.pt"], "not a torch checkpoint"),

@@ -193,7 +193,7 @@ def test_parse_lengths():
     [
         (["pretrain", "--lengths", "1-5"], "lengths must be ints >= 2"),
         (["pretrain", "--steps", "0"], "steps must be an integer >= 1"),
-        (["pretrain", "--learning-rate", "-1"], "learning_rate must be > 0"),
+        (["pretrain", "--learning-rate", "-1"], "learning_rate must be a finite number > 0"),
     ],
 )
 def test_bad_pretraining_values_end_in_one_line_before_anything_is_written(tmp_path, capsys, argv, message):
@@ -272,3 +272,53 @@ def test_inside_a_sweep_pretraining_leaves_a_trial_summary(tmp_path, monkeypatch
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["schema"] == "sodeep-trial/1" and summary["status"] == "finished"
     assert summary["config"]["steps"] == 4 and 0.9 < summary["metrics"]["val/spearman"] <= 1
+
+
+def test_the_seed_sets_the_initial_weights(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    depth2 = ["--sorter", '{"capacity": 32, "depth": 2, "width": 4}', "--wandb", "disabled"]
+    for name in ("a", "b"):
+        torch.manual_seed(len(name) * 1000 + ord(name))  # whatever the global state was before
+        assert _pretrain(tmp_path / name, 3, *depth2) == 0
+    _assert_same_weights(tmp_path / "a", tmp_path / "b")
+
+
+def test_a_diverging_run_stops_with_one_line_and_no_sorter(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        _pretrain(tmp_path / "run", 8, "--learning-rate", "1e12", "--wandb", "disabled")
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_info.value.code == 2 and "diverged" in error and "lower the learning rate" in error
+    assert not (tmp_path / "run" / "sorter.pt").exists()
+    with pytest.raises(SystemExit):
+        _pretrain(tmp_path / "inf", 8, "--learning-rate", "inf")
+    assert "learning_rate must be a finite number" in capsys.readouterr().err
+
+
+def test_resuming_a_finished_run_rewrites_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    assert _pretrain(run, 2, "--wandb", "disabled") == 0
+    before = _files(run)
+    assert _pretrain(run, 2, "--wandb", "disabled", "--resume") == 0
+    assert _files(run) == before
+
+
+def test_a_run_stopped_before_its_first_checkpoint_starts_again(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    assert _pretrain(run, 2, "--wandb", "disabled") == 0
+    for leftover in ("sorter.pt", "pretrain_summary.json", "checkpoints/last.ckpt"):
+        (run / leftover).unlink()
+    assert _pretrain(run, 2, "--wandb", "disabled") == 0  # no --resume, no --overwrite needed
+    assert (run / "sorter.pt").exists()
+
+
+def test_progress_lines_show_each_validation(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert _pretrain(tmp_path / "run", 8, "--wandb", "disabled") == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[0] for line in lines if line.startswith("validation")] == [
+        "validation at step 4",
+        "validation at step 8",
+    ]
