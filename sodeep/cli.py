@@ -181,8 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command.  Bad input (a missing or foreign file, an invalid value; ``ValueError``
-    and ``FileNotFoundError``, of which ``CheckpointError`` is one) ends with one line on stderr
+    """Run one command.  Bad input (a missing, unreadable or foreign file, an invalid value;
+    ``ValueError`` and ``OSError``, of which ``CheckpointError`` is one) ends with one line on stderr
     and exit status 2, as argparse does for bad flags; set ``SODEEP_TRACEBACK=1`` for the
     traceback."""
     parser = build_parser()
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     try:
         return arguments.handler(arguments)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:  # bad input, missing or unreadable files
         if os.environ.get("SODEEP_TRACEBACK"):
             raise
         message = " ".join(str(error).split())

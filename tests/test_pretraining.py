@@ -99,7 +99,9 @@ def test_sigint_saves_stops_and_says_how_to_resume(tmp_path, monkeypatch, capsys
         _pretrain(tmp_path / "run", 8, "--checkpoint-every", "100")
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert exit_info.value.code == 130
-    assert error.startswith("interrupted at step 4; resume with: sodeep pretrain --steps 8") and error.endswith("--resume")
+    assert error.startswith("interrupted at step 4; resume with: sodeep pretrain --steps 8") and error.endswith(
+        "--resume"
+    )
     assert not (tmp_path / "run" / "sorter.pt").exists()
     monkeypatch.setattr(SorterPretraining, "training_step", original_step)
     assert _pretrain(tmp_path / "run", 8, "--checkpoint-every", "100", "--resume") == 0

@@ -53,4 +53,6 @@ def test_readme_shell_blocks_run(tmp_path):
             ["bash", "-euo", "pipefail", "-c", block], cwd=folder, env=environment, capture_output=True, text=True
         )
         if result.returncode != 0:
-            pytest.fail(f"README shell block {number} failed:\n{block}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+            pytest.fail(
+                f"README shell block {number} failed:\n{block}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+            )

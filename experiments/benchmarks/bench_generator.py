@@ -6,8 +6,9 @@ training step of the shipped sorter on the same batch (forward, L1 to the exact 
 AdamW update).  The two are timed in turn, batch after batch, so that drifts of the machine hit
 both alike; medians are reported.  Second table: what a pretraining iteration waits for its data
 when batches are made beforehand, made in line between steps, or made by a background thread
-while the step runs (what pretraining does), the three taking turns iteration by iteration.  The target: data under 5% of a pretraining
-iteration.  Third table:
+while the step runs (what pretraining does), the three taking turns iteration by iteration.
+Data's share is the iteration's time beyond that with batches made beforehand, relative to the
+iteration.  The target: data under 5% of a pretraining iteration.  Third table:
 :func:`~sodeep.synthetic.generate_sequences` throughput at n = 100.
 
     python experiments/benchmarks/bench_generator.py [--rounds 300] [--threads 2]
@@ -125,17 +126,23 @@ def main() -> None:
     print("| batches | wait for the batch (ms) | iteration (ms) | data's share of the iteration |")
     print("|---|---|---|---|")
     stream = SyntheticSequences(64, PRETRAINING_LENGTHS, seed=0)
+    baseline = "made beforehand (no data cost)"
     sources = {
-        "made beforehand (no data cost)": iter([stream.batch(k) for k in range(arguments.rounds + 20)]),
+        baseline: iter([stream.batch(k) for k in range(arguments.rounds + 20)]),
         "the stream, in line": iter(stream),
         "the stream through a prefetching thread (pretraining's DataModule)": iter(Prefetched(stream)),
     }
-    for name, (wait, whole) in iteration_medians(sources, arguments.rounds).items():
-        share = 100 * wait / whole
-        verdict = "met" if share < TARGET_SHARE else "not met"
-        print(
-            f"| {name} | {1e3 * wait:.3f} | {1e3 * whole:.3f} | {share:.1f}% (target < {TARGET_SHARE:.0f}%: {verdict}) |"
+    medians = iteration_medians(sources, arguments.rounds)
+    for name, (wait, whole) in medians.items():
+        # The share counts all that data costs an iteration: its wait and, for the thread, any
+        # slowing of the step by the work beside it.
+        share = 100 * max(0.0, whole - medians[baseline][1]) / whole
+        verdict = (
+            ""
+            if name == baseline
+            else f" (target < {TARGET_SHARE:.0f}%: {'met' if share < TARGET_SHARE else 'not met'})"
         )
+        print(f"| {name} | {1e3 * wait:.3f} | {1e3 * whole:.3f} | {share:.1f}%{verdict} |")
 
     print("\ngenerate_sequences at n = 100, medians:\n")
     print("| batch | sequences/s | ms per batch |")

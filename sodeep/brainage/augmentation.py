@@ -119,15 +119,29 @@ class RandomContrast:
         return centred / std
 
 
-def compose(*transforms: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+class Compose:
     """Apply ``transforms`` left to right (each ``(B, 1, D, H, W)`` -> same)."""
 
-    def apply(volumes: torch.Tensor) -> torch.Tensor:
-        for transform in transforms:
+    def __init__(self, *transforms: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.transforms = transforms
+
+    def __call__(self, volumes: torch.Tensor) -> torch.Tensor:
+        for transform in self.transforms:
             volumes = transform(volumes)
         return volumes
 
-    return apply
+
+def compose(*transforms: Callable[[torch.Tensor], torch.Tensor]) -> Compose:
+    """:class:`Compose` of ``transforms``."""
+    return Compose(*transforms)
+
+
+def random_generators(augment: Callable[[torch.Tensor], torch.Tensor] | None) -> list[torch.Generator]:
+    """The generators an augmentation draws from (its state, saved with a training checkpoint so a
+    resumed run draws what an uninterrupted one would)."""
+    transforms = getattr(augment, "transforms", () if augment is None else (augment,))
+    generators = [getattr(transform, "generator", None) for transform in transforms]
+    return [generator for generator in generators if isinstance(generator, torch.Generator)]
 
 
 def make_augmentation(name: str | None, seed: int) -> Callable[[torch.Tensor], torch.Tensor] | None:

@@ -36,7 +36,8 @@ def add_brainage_parser(commands: Any) -> argparse.ArgumentParser:
         "brainage",
         help="brain-age estimation with rank and age-difference losses",
         description="Brain age from a table of regional features, synthetic MRI or NIfTI volumes "
-        "(docs/brainage.md). Each command writes results.json, results.md and plots/ under --out.",
+        "(docs/brainage.md). Each command writes results.json, results.md and plots/ under --out; a folder "
+        "holds one configuration (run.json): add --resume to extend or continue it, --overwrite to start again.",
     )
     tasks = brainage.add_subparsers(dest="brainage_command", required=True, metavar="{tabular,synthetic,nifti}")
 
@@ -117,6 +118,13 @@ def _command(tasks: Any, name: str, config_class: type, summary: str) -> argpars
     parser.add_argument(
         "--config", metavar="YAML", help="settings file (keys: the long flags, e.g. max_epochs); flags override it"
     )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue in OUT, which holds these settings: train the runs it lacks (more presets or seeds "
+        "extend it), continue an interrupted one from its last epoch, keep the finished ones",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="clear OUT first, whatever it holds")
     return parser
 
 
@@ -208,7 +216,29 @@ def _handler(config_class: type[CommandConfig], function: str) -> Callable[[argp
             # A table chosen by a flag replaces the one a YAML file names.
             flags = {"csv": None, "dataset": None} | flags
         config = load_config(config_class, arguments.config, **flags)
-        getattr(commands, function)(config)
+        results = getattr(commands, function)(config, resume=arguments.resume, overwrite=arguments.overwrite)
+        _write_trial_summary(config, results)
         return 0
 
     return handle
+
+
+def _write_trial_summary(config: CommandConfig, results: Any) -> None:
+    """Inside ``sodeep sweep run``, the trial's summary: each preset's mean metrics (unprefixed when
+    the trial has one preset, else ``"<preset>/<metric>"``) and every training run as a fold."""
+    from dataclasses import asdict
+
+    from sodeep.sweeps.summary import write_trial_summary
+
+    presets = {name: entry for name, entry in (results or {}).get("presets", {}).items() if entry.get("runs")}
+    metrics: dict[str, float] = {}
+    folds = []
+    for name, entry in presets.items():
+        prefix = "" if len(presets) == 1 else f"{name}/"
+        for metric, value in entry.get("summary", {}).items():
+            if isinstance(value, dict) and isinstance(value.get("mean"), (int, float)):
+                metrics[prefix + metric] = value["mean"]
+        for run in entry["runs"]:
+            numbers = {prefix + key: value for key, value in run.items() if isinstance(value, float)}
+            folds.append({"preset": name, "seed": run.get("seed"), "fold": run.get("fold", 0), "metrics": numbers})
+    write_trial_summary(asdict(config), metrics, folds=folds or None)

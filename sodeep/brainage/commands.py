@@ -1,153 +1,309 @@
 """The brain-age commands as Python functions, for scripts and notebooks.
 
-Each takes its config (:mod:`sodeep.brainage.config`), checks it, trains, writes
-``results.json`` (after every run: a repeated call resumes), ``results.md`` and ``plots/`` under
-``config.out``, prints the report and returns the results dict.  ``sodeep brainage tabular |
-synthetic | nifti`` build the config from flags and YAML and call these.
+Each takes its config (:mod:`sodeep.brainage.config`) and checks it, its data and its output
+folder ``config.out`` before writing anything: every refusal is a one-line ``ValueError`` (or
+``FileNotFoundError``).  A folder belongs to one configuration, recorded in ``run.json`` with the
+code version (:func:`sodeep.run_folder.claim_run_folder`): every setting except the run lists
+(``losses``, ``seeds``, which extend a folder) and where the output goes (``out``, ``wandb``),
+with data files identified by their content (``table_sha256``, ``manifest_sha256``).  A folder
+already used needs ``resume=True`` (train the runs it does not hold, continue an unfinished one
+from its last epoch checkpoint, keep every finished one) or ``overwrite=True`` (clear it first).
+
+A command then trains, writes ``results.json`` after every run, ``results.md`` and ``plots/`` from
+every run the folder holds, logs to the folder's one W&B run (offline by default), prints the
+report and returns the results dict.  SIGINT or SIGTERM stop it cleanly with
+:class:`sodeep.run_folder.RunInterrupted` (:mod:`sodeep.brainage.interruption`).  ``sodeep
+brainage tabular | synthetic | nifti`` build the config from flags and YAML and call these.
 
 Example (trains for about a minute, so not run as a doctest):
     >>> from sodeep.brainage import TabularConfig, run_tabular
     >>> config = TabularConfig(losses=["l1"], folds=2, seeds=[0], max_epochs=30, wandb="disabled")
     >>> results = run_tabular(config)  # doctest: +SKIP
     >>> results["presets"]["l1"]["summary"]["mae"]["mean"]  # doctest: +SKIP
+    >>> config.losses.append("mse")
+    >>> results = run_tabular(config, resume=True)  # trains mse only  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sodeep.brainage.config import NiftiConfig, SyntheticConfig, TabularConfig, TrainingConfig
-from sodeep.brainage.tables import check_folds
+from sodeep.brainage.config import CommandConfig, NiftiConfig, SyntheticConfig, TabularConfig, TrainingConfig
+from sodeep.brainage.datasets import DEFAULT_DATASET
+from sodeep.brainage.tables import DELIMITERS
+
+#: Settings that are not a folder's configuration: the run lists, which extend a folder, where
+#: the output goes, and data paths, for which their content's digest stands.
+NOT_CONFIGURATION = ("losses", "seeds", "out", "wandb", "csv", "manifest", "cache")
 
 
-def run_tabular(config: TabularConfig, *, progress: bool = True) -> dict[str, Any]:
+def run_tabular(
+    config: TabularConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True
+) -> dict[str, Any]:
     """k-fold cross-validation of ``config.losses`` with :class:`~sodeep.brainage.AgeMLP` on a table."""
-    from sodeep.brainage.cross_validation import cross_validate_table
+    from sodeep.brainage.cross_validation import (
+        check_cross_validation_size,
+        cross_validate_table,
+        cross_validation_settings,
+        table_description,
+        unfinished_runs,
+    )
+    from sodeep.brainage.interruption import SignalStop
+    from sodeep.brainage.losses import check_batch_size
     from sodeep.brainage.tables import read_age_table
-    from sodeep.runs import quiet_lightning, start_wandb_run
+    from sodeep.run_folder import start_run_folder
+    from sodeep.runs import quiet_lightning
 
     config.check()
     path = config.table_path()
     table = read_age_table(path, age_column=config.age_column, features=config.features)
-    check_folds(config.folds, len(table))  # before the run folder is made
+    check_cross_validation_size(len(table), config.folds)
+    check_batch_size(config.losses, config.batch_size)
     training = TrainingConfig(batch_size=config.batch_size, max_epochs=config.max_epochs, patience=config.patience)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    dataset = config.dataset or (None if config.csv else DEFAULT_DATASET)  # no flag: the default table
+    data = {"dataset": dataset, "csv": _resolved(config.csv), "table_sha256": file_digest(path)}
+    out, record = claim_folder("tabular", config, data, resume=resume, overwrite=overwrite)
+    settings = cross_validation_settings(len(table), config.folds, training, table_description(table))
+    planned = len(config.losses) * len(config.seeds) * config.folds
+    pending = (
+        planned if overwrite else len(unfinished_runs(out, settings, config.losses, config.seeds, config.folds)[1])
+    )
+    start_run_folder(out, record, overwrite=overwrite)
     quiet_lightning()
+    separated = "" if table.delimiter == "," else f" ({DELIMITERS[table.delimiter]}-separated)"
+    _notes(table.notes(path.name))
     print(
-        f"{path.name}: {len(table)} subjects, {len(table.feature_names)} features, {len(table.skipped)} rows "
-        f"skipped; presets {config.losses}, {config.folds} folds x seeds {config.seeds}"
+        f"{path.name}{separated}: {len(table)} subjects, {len(table.feature_names)} features, {len(table.skipped)} "
+        f"rows skipped; presets {config.losses}, {config.folds} folds x seeds {config.seeds}"
     )
-    run = start_wandb_run(config.wandb, out, f"brainage-tabular-{out.name}", asdict(config))
-    results = cross_validate_table(
-        table,
-        config.losses,
-        out=out,
-        folds=config.folds,
-        seeds=config.seeds,
-        config=training,
-        progress=progress,
-        on_run=run_logger(run),
-    )
-    report_cross_validation(results, table.ages, out, f"Brain age from {path.name}", run)
+    _say_resumed(out, resume and not overwrite, planned, pending)
+    with SignalStop() as stop, wandb_run(config.wandb, out, "tabular", record, stop) as run:
+        results = cross_validate_table(
+            table,
+            config.losses,
+            out=out,
+            folds=config.folds,
+            seeds=config.seeds,
+            config=training,
+            progress=progress,
+            on_run=run_logger(run),
+            stop=stop,
+        )
+        stop.where = "the report"
+        report_cross_validation(results, table.ages, out, f"Brain age from {path.name}", run)
     return results
 
 
-def run_synthetic(config: SyntheticConfig, *, progress: bool = True) -> dict[str, Any]:
+def run_synthetic(
+    config: SyntheticConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True
+) -> dict[str, Any]:
     """SFCN per preset and training seed on synthetic MRI, beside the baselines (fixed split)."""
+    from sodeep.brainage.interruption import SignalStop
+    from sodeep.brainage.losses import check_batch_size
     from sodeep.brainage.plots import plot_predictions
-    from sodeep.brainage.synthetic_experiment import format_synthetic_report, run_synthetic_benchmark
+    from sodeep.brainage.synthetic_experiment import (
+        format_synthetic_report,
+        run_synthetic_benchmark,
+        synthetic_settings,
+        unfinished_synthetic_runs,
+    )
     from sodeep.brainage.synthetic_mri import simulate_cohort
     from sodeep.files import atomic_write_text
-    from sodeep.runs import quiet_lightning, start_wandb_run
+    from sodeep.run_folder import start_run_folder
+    from sodeep.runs import quiet_lightning
 
     config.check()
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_batch_size(config.losses, config.batch_size)
+    training, network = volume_training(config), sfcn_network(config)
+    out, record = claim_folder("synthetic", config, {}, resume=resume, overwrite=overwrite)
+    settings = synthetic_settings(
+        config.train, config.test, config.data_seed, training, config.max_minutes, config.augment, network
+    )
+    planned = len(config.losses) * len(config.seeds) * (2 if config.cascade else 1)
+    pending = planned
+    if not overwrite:
+        pending = len(unfinished_synthetic_runs(out, settings, config.losses, config.seeds, config.cascade)[1])
+    start_run_folder(out, record, overwrite=overwrite)
     quiet_lightning()
-    run = start_wandb_run(config.wandb, out, f"brainage-synthetic-{out.name}", asdict(config))
-    results = run_synthetic_benchmark(
-        config.losses,
-        out=out,
-        train_size=config.train,
-        test_size=config.test,
-        seeds=config.seeds,
-        data_seed=config.data_seed,
-        config=volume_training(config),
-        max_minutes=config.max_minutes,
-        cascade=config.cascade,
-        augment=config.augment,
-        network=sfcn_network(config),
-        progress=progress,
-        on_run=run_logger(run),
-    )
-    report = format_synthetic_report(results)
-    atomic_write_text(out / "results.md", report)
-    test = simulate_cohort(
-        range(config.train, config.train + config.test), config.data_seed, cache_directory=out / "cache"
-    )
-    for group, label in (("presets", "SFCN"), ("cascade", "cascade")):
-        for name, entry in results[group].items():
-            for record in entry["runs"][:1]:
-                plot_predictions(
-                    test.ages,
-                    record["test_predictions"],
-                    out / "plots" / f"{label}-{name}.png",
-                    title=f"{label}, {name} (test)",
-                )
-    if run is not None:
-        run.finish()
+    _say_resumed(out, resume and not overwrite, planned, pending)
+    with SignalStop() as stop, wandb_run(config.wandb, out, "synthetic", record, stop) as run:
+        results = run_synthetic_benchmark(
+            config.losses,
+            out=out,
+            train_size=config.train,
+            test_size=config.test,
+            seeds=config.seeds,
+            data_seed=config.data_seed,
+            config=training,
+            max_minutes=config.max_minutes,
+            cascade=config.cascade,
+            augment=config.augment,
+            network=network,
+            progress=progress,
+            on_run=run_logger(run),
+            stop=stop,
+        )
+        stop.where = "the report"
+        report = format_synthetic_report(results)
+        atomic_write_text(out / "results.md", report)
+        test = simulate_cohort(
+            range(config.train, config.train + config.test), config.data_seed, cache_directory=out / "cache"
+        )
+        for group, label in (("presets", "SFCN"), ("cascade", "cascade")):
+            for name, entry in results.get(group, {}).items():
+                for record_of_run in entry["runs"][:1]:
+                    plot_predictions(
+                        test.ages,
+                        record_of_run["test_predictions"],
+                        out / "plots" / f"{label}-{name}.png",
+                        title=f"{label}, {name} (test)",
+                    )
     print(report)
     print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'plots'}/")
     return results
 
 
-def run_nifti(config: NiftiConfig, *, progress: bool = True) -> dict[str, Any]:
+def run_nifti(
+    config: NiftiConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True
+) -> dict[str, Any]:
     """k-fold cross-validation of ``config.losses`` with SFCN on the volumes of a manifest."""
-    from sodeep.brainage.cross_validation import cross_validate
+    from sodeep.brainage.cross_validation import check_cross_validation_size, cross_validate, unfinished_runs
+    from sodeep.brainage.interruption import SignalStop
+    from sodeep.brainage.losses import check_batch_size
     from sodeep.brainage.models import SFCN
-    from sodeep.brainage.volumes import load_cohort
-    from sodeep.runs import quiet_lightning, start_wandb_run
+    from sodeep.brainage.volumes import load_cohort, read_manifest
+    from sodeep.run_folder import start_run_folder
+    from sodeep.runs import quiet_lightning
 
     config.check()
+    check_batch_size(config.losses, config.batch_size)
+    rows, _ = read_manifest(config.manifest)  # a missing or malformed manifest stops here
+    check_cross_validation_size(len(rows), config.folds)
     shape = tuple(config.shape)
     network = sfcn_network(config)
     training = volume_training(
         config, extra={"model": "sfcn", "network": network, "shape": list(shape), "voxel_size": config.voxel_size}
     )
-    out = Path(config.out)
-    # The manifest is read first: a missing or malformed one leaves no empty run folder behind.
-    cohort = load_cohort(
-        config.manifest, config.cache or out / "cache", shape=shape, voxel_size=config.voxel_size, progress=progress
-    )
-    check_folds(config.folds, len(cohort.ages))
-    out.mkdir(parents=True, exist_ok=True)
+    data = {"manifest": _resolved(config.manifest), "manifest_sha256": file_digest(Path(config.manifest))}
+    out, record = claim_folder("nifti", config, data, resume=resume, overwrite=overwrite)
+    planned = len(config.losses) * len(config.seeds) * config.folds
+    # The cohort (and so the results' settings) is known once the volumes are read, into the folder's cache.
+    pending = planned if overwrite else len(unfinished_runs(out, None, config.losses, config.seeds, config.folds)[1])
+    start_run_folder(out, record, overwrite=overwrite)
     quiet_lightning()
-    print(f"{len(cohort.ages)} subjects, {len(cohort.problems)} rows left out; grid {shape} at {config.voxel_size} mm")
-    run = start_wandb_run(config.wandb, out, f"brainage-nifti-{out.name}", asdict(config))
-    results = cross_validate(
-        cohort.ages.numpy(),
-        cohort.sites,
-        config.losses,
-        make_inputs=lambda fitting: lambda rows: cohort.volumes[rows],  # z-scored per subject: nothing to fit
-        make_model=lambda fitting_ages: SFCN(
-            age_offset=float(fitting_ages.mean()), age_scale=float(fitting_ages.std()), **network
-        ),
-        out=out,
-        folds=config.folds,
-        seeds=config.seeds,
-        config=training,
-        description={"grid": list(shape)},
-        progress=progress,
-        on_run=run_logger(run),
-    )
-    report_cross_validation(results, cohort.ages.numpy(), out, f"Brain age from {Path(config.manifest).name}", run)
+    _say_resumed(out, resume and not overwrite, planned, pending)
+    with SignalStop() as stop:
+        stop.where = "the volume cache"
+        cohort = load_cohort(
+            config.manifest, config.cache or out / "cache", shape=shape, voxel_size=config.voxel_size, progress=progress
+        )
+        check_cross_validation_size(len(cohort.ages), config.folds)  # files that could not be read are left out
+        _notes(cohort.notes(Path(config.manifest).name))
+        print(
+            f"{len(cohort.ages)} subjects, {len(cohort.problems)} rows left out; grid {shape} at {config.voxel_size} mm"
+        )
+        with wandb_run(config.wandb, out, "nifti", record, stop) as run:
+            results = cross_validate(
+                cohort.ages.numpy(),
+                cohort.sites,
+                config.losses,
+                make_inputs=lambda fitting: lambda rows: cohort.volumes[rows],  # z-scored per subject: nothing to fit
+                make_model=lambda fitting_ages: SFCN(
+                    age_offset=float(fitting_ages.mean()), age_scale=float(fitting_ages.std()), **network
+                ),
+                out=out,
+                folds=config.folds,
+                seeds=config.seeds,
+                config=training,
+                description={
+                    "grid": list(shape),
+                    "skipped_rows": [{"line": line, "reason": reason} for line, reason in cohort.problems],
+                },
+                progress=progress,
+                on_run=run_logger(run),
+                stop=stop,
+            )
+            stop.where = "the report"
+            title = f"Brain age from {Path(config.manifest).name}"
+            report_cross_validation(results, cohort.ages.numpy(), out, title, run)
     return results
+
+
+def claim_folder(
+    command: str, config: CommandConfig, data: dict[str, Any], *, resume: bool, overwrite: bool
+) -> tuple[Path, dict[str, Any]]:
+    """``config.out`` and the record of the run ``sodeep brainage <command>`` may start there
+    (:func:`sodeep.run_folder.claim_run_folder`): the config's settings, with ``data`` (resolved
+    paths and digests of data files) over them."""
+    from sodeep.run_folder import claim_run_folder
+
+    out = Path(config.out)
+    settings = asdict(config) | data
+    record = claim_run_folder(
+        out, f"brainage {command}", settings, resume=resume, overwrite=overwrite, ignored=NOT_CONFIGURATION
+    )
+    return out, record
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes: the identity of a data file, wherever it lies."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _resolved(path: str | None) -> str | None:
+    return None if path is None else os.path.abspath(path)
+
+
+def _notes(lines: list[str]) -> None:
+    """What a reader should know about the data (rows skipped, ids repeated): one line each, on stderr."""
+    for line in lines:
+        print(line, file=sys.stderr)
+
+
+def _say_resumed(out: Path, resumed: bool, planned: int, pending: int) -> None:
+    if resumed:
+        print(f"{out}: resuming; {planned - pending} of the {planned} runs asked for are finished, {pending} to train")
+
+
+@contextmanager
+def wandb_run(mode: str, out: Path, command: str, record: dict[str, Any], stop: Any) -> Iterator[Any]:
+    """The folder's W&B run (``None`` when disabled): the id in ``run.json``, so that a resumed
+    command continues the same run; offline by default (nothing is sent).  Finished on exit."""
+    if mode == "disabled":
+        yield None
+        return
+    from sodeep.runs import configure_wandb_environment
+
+    configure_wandb_environment(mode, out / "wandb")
+    import wandb
+
+    with stop.deferred():  # W&B starts a service process: let it start whole
+        run = wandb.init(
+            project="sodeep",
+            name=f"brainage-{command}-{out.name}",
+            dir=str(out / "wandb"),
+            mode=mode,
+            config=record["config"],
+            id=record["run_id"],
+            resume="allow",
+        )
+    try:
+        yield run
+    finally:
+        run.finish()
 
 
 def sfcn_network(config: SyntheticConfig | NiftiConfig) -> dict[str, Any]:
@@ -183,8 +339,8 @@ def run_logger(run: Any) -> Callable[[str, dict[str, Any]], None]:
 
 
 def report_cross_validation(results: dict[str, Any], ages: Any, out: Path, title: str, run: Any) -> None:
-    """Write ``results.md`` and one plot per preset (out-of-fold predictions of the first seed),
-    close the W&B run and print the report."""
+    """Write ``results.md`` and one plot per preset (out-of-fold predictions of the first seed)
+    from every run in ``results``, put the summaries in the W&B run and print the report."""
     from sodeep.brainage.cross_validation import format_report, out_of_fold
     from sodeep.brainage.plots import plot_predictions
     from sodeep.files import atomic_write_text
@@ -209,6 +365,5 @@ def report_cross_validation(results: dict[str, Any], ages: Any, out: Path, title
     if run is not None:
         for name, entry in results["presets"].items():
             run.summary.update({f"{name}/{m}": v["mean"] for m, v in entry["summary"].items()})
-        run.finish()
     print(report)
     print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'plots'}/")

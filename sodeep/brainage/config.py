@@ -52,7 +52,7 @@ def check_fit_settings(
     """Refuse settings of :func:`sodeep.brainage.training.fit_age_model` that cannot train."""
     if batch_size < 2:
         raise ValueError(f"batch_size must be >= 2 (rank losses compare subjects), got {batch_size}")
-    if max_minutes is not None and not max_minutes > 0:
+    if max_minutes is not None and not (math.isfinite(max_minutes) and max_minutes > 0):
         raise ValueError(f"max_minutes must be None or > 0, got {max_minutes}")
     if max_epochs < 1 or patience < 0:
         # No epoch would leave no checkpoint to restore; a negative patience stops at once.
@@ -64,12 +64,21 @@ def check_fit_settings(
 
 
 def check_run_plan(presets: Sequence[str], seeds: Sequence[int]) -> None:
-    """Refuse an empty plan and preset names not in :data:`sodeep.brainage.losses.BRAIN_AGE_PRESETS`."""
+    """Refuse an empty plan, repeats, seeds below 0 and preset names not in
+    :data:`sodeep.brainage.losses.BRAIN_AGE_PRESETS` (naming the closest)."""
     if not list(seeds) or not list(presets):
         raise ValueError(f"need at least one seed and one preset, got seeds {list(seeds)} and presets {list(presets)}")
     unknown = [name for name in presets if name not in BRAIN_AGE_PRESETS]
     if unknown:
-        raise ValueError(f"unknown loss presets {unknown}; known: {list(BRAIN_AGE_PRESETS)}")
+        close = difflib.get_close_matches(unknown[0], list(BRAIN_AGE_PRESETS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown loss presets {unknown}{hint}; known: {list(BRAIN_AGE_PRESETS)}")
+    for name, values in (("losses", list(presets)), ("seeds", list(seeds))):
+        repeated = sorted({value for value in values if values.count(value) > 1}, key=str)
+        if repeated:
+            raise ValueError(f"{name} must not repeat, got {values} ({repeated} twice)")
+    if min(seeds) < 0:
+        raise ValueError(f"seeds must be >= 0, got {list(seeds)}")
 
 
 @dataclass
@@ -227,7 +236,9 @@ class SyntheticConfig(CommandConfig):
         super().check()
         if self.train < 4 or self.test < 2:
             raise ValueError(f"need train >= 4 and test >= 2 subjects, got {self.train} and {self.test}")
-        if self.max_minutes is not None and not self.max_minutes > 0:
+        if self.data_seed < 0:
+            raise ValueError(f"data_seed must be >= 0, got {self.data_seed}")
+        if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):
             raise ValueError(f"max_minutes must be None or > 0, got {self.max_minutes}")
         if self.augment is not None:
             _check_choice(self.augment, AUGMENTATIONS, "augment")
@@ -262,7 +273,7 @@ class NiftiConfig(CommandConfig):
         if self.manifest is None:
             raise ValueError("manifest is required: a CSV with columns path, age, optional sex and site")
         check_folds(self.folds)
-        if len(self.shape) != 3 or min(self.shape) < 1 or not self.voxel_size > 0:
+        if len(self.shape) != 3 or min(self.shape) < 1 or not (math.isfinite(self.voxel_size) and self.voxel_size > 0):
             raise ValueError(f"shape must be 3 sides >= 1 and voxel_size > 0, got {self.shape} and {self.voxel_size}")
         _check_network(self)
 
@@ -286,9 +297,11 @@ def load_config(config_class: type, source: str | os.PathLike | Mapping[str, Any
 
         where = f"{source}: "
         try:
-            values = yaml.safe_load(Path(source).read_text()) or {}
+            values = yaml.safe_load(Path(source).read_text(encoding="utf-8")) or {}
         except FileNotFoundError:
             raise FileNotFoundError(f"no config file at {source}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"{where}not a text (YAML) file") from None
         except yaml.YAMLError as error:
             raise ValueError(f"{where}not valid YAML ({' '.join(str(error).split())})") from error
         if not isinstance(values, dict):

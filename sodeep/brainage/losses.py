@@ -110,3 +110,19 @@ class BrainAgeLoss(nn.Module):
         if self.age_difference_weight:
             loss = loss + self.age_difference_weight * age_difference_loss(predictions, targets)
         return loss
+
+
+def check_batch_size(presets: list[str] | tuple[str, ...], batch_size: int) -> None:
+    """Refuse a ``batch_size`` larger than the shipped sorter ranks when a preset in ``presets``
+    has a Spearman term (training would stop at its first step)."""
+    ranked = [name for name in presets if BRAIN_AGE_PRESETS[name].spearman_weight]
+    if not ranked:
+        return
+    from sodeep.checkpoints import load_sorter
+
+    capacity = load_sorter().max_length
+    if capacity is not None and batch_size > capacity:
+        raise ValueError(
+            f"batch_size must be <= {capacity} with presets {ranked}: their Spearman term ranks a batch with "
+            f"the shipped sorter, whose capacity is {capacity}; got {batch_size}"
+        )

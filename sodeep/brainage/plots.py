@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sodeep.files import atomic_write
+
 
 def plot_predictions(
     true_ages: np.ndarray,
@@ -16,7 +18,8 @@ def plot_predictions(
     bias: tuple[float, float] | None = None,
 ) -> Path:
     """Two panels written to ``path`` (PNG): predictions against age with the identity line, and
-    the brain-age gap against age (raw, and bias-corrected when ``bias = (slope, intercept)``)."""
+    the brain-age gap against age (raw, and bias-corrected when ``bias = (slope, intercept)``);
+    written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -39,7 +42,6 @@ def plot_predictions(
     right.legend(loc="upper right")
     figure.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    atomic_write(path, lambda stream: figure.savefig(stream, format="png", dpi=110))
     plt.close(figure)
     return path

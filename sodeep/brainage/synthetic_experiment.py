@@ -1,12 +1,17 @@
 """Brain age on synthetic MRI: SFCN trained with each loss preset beside the baselines a reader
 needs to judge it (predicting the median, ridge on voxels, the floor set by the true gap, and an
-oracle ridge on the simulator's true tissue volumes), on a fixed train/test split."""
+oracle ridge on the simulator's true tissue volumes), on a fixed train/test split.
+
+Results are a set of runs keyed by (preset, seed) (:mod:`sodeep.brainage.results`): a call trains
+the runs ``out/results.json`` does not hold yet, continuing one that stopped part-way from its last
+epoch checkpoint, and keeps every run it finds there.
+"""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +22,19 @@ import torch
 from sodeep.brainage.augmentation import make_augmentation
 from sodeep.brainage.config import TrainingConfig, check_fit_settings, check_run_plan
 from sodeep.brainage.cross_validation import inner_validation_mask
+from sodeep.brainage.interruption import SignalStop
 from sodeep.brainage.metrics import corrected_gap, fit_age_bias, gap_metrics, per_site_mae, regression_metrics
 from sodeep.brainage.models import SFCN, CascadeAgeNet, discretize_age
-from sodeep.brainage.synthetic_mri import GM_REGIONS, SimulatorSettings, SyntheticCohort, simulate_cohort
-from sodeep.brainage.training import fit_age_model, load_age_model, predict_ages
-from sodeep.files import atomic_write_json
+from sodeep.brainage.results import RESULTS_FILE, add_run, is_finished, read_results, write_results
+from sodeep.brainage.synthetic_mri import (
+    GM_REGIONS,
+    SIMULATOR_VERSION,
+    SimulatorSettings,
+    SyntheticCohort,
+    simulate_cohort,
+)
+from sodeep.brainage.training import BEST_CHECKPOINT, check_resumable_run, fit_age_model, load_age_model, predict_ages
+from sodeep.checkpoints import CheckpointError, read_weights_only
 
 #: The oracle's features: true tissue volumes (ml) of every subject.
 VOLUME_FEATURES = tuple(f"gm_{name}" for name in GM_REGIONS) + ("wm", "csf", "ventricles")
@@ -76,6 +89,69 @@ def baselines(train: SyntheticCohort, test: SyntheticCohort) -> dict[str, dict[s
     return results
 
 
+def synthetic_settings(
+    train_size: int,
+    test_size: int,
+    data_seed: int,
+    config: TrainingConfig,
+    max_minutes: float | None,
+    augment: str | None = None,
+    network: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What every run of a synthetic benchmark shares, as ``results.json`` records it."""
+    settings = {
+        "train": train_size,
+        "test": test_size,
+        "data_seed": data_seed,
+        "simulator": SimulatorSettings().__dict__ | {"age_range": list(SimulatorSettings().age_range)},
+        "simulator_version": SIMULATOR_VERSION,
+        # Options left unset (None) are not recorded: the settings list only what was chosen.
+        "config": {key: value for key, value in config.__dict__.items() if key != "hidden" and value is not None},
+        "max_minutes": max_minutes,
+    }
+    if augment:
+        settings["augment"] = augment
+    if network:
+        settings["network"] = dict(network)
+    return settings
+
+
+def stage_directory(out: Path, group: str, preset: str, seed: int) -> Path:
+    """Where the SFCN (``group="presets"``) or cascade run of ``(preset, seed)`` keeps its checkpoints."""
+    return Path(out) / "checkpoints" / (preset if group == "presets" else f"cascade-{preset}") / f"seed{seed}"
+
+
+def _identity(group: str, preset: str, seed: int) -> dict[str, Any]:
+    return {"preset": preset if group == "presets" else f"cascade-{preset}", "seed": seed, "fold": 0}
+
+
+def unfinished_synthetic_runs(
+    out: str | Path,
+    settings: dict[str, Any],
+    presets: Sequence[str],
+    seeds: Sequence[int],
+    cascade: bool,
+) -> tuple[dict[str, Any], list[tuple[str, str, int]]]:
+    """The results ``out`` holds and the ``(group, preset, seed)`` runs of the plan they lack, in
+    training order, after checking (writing nothing) that the results file has ``settings`` and
+    that each unfinished run can continue from its checkpoints (and a cascade from its finished
+    first stage); ``ValueError`` otherwise."""
+    out = Path(out)
+    results = read_results(out / RESULTS_FILE, settings)
+    groups = ("presets", "cascade") if cascade else ("presets",)
+    plan = [(group, name, seed) for seed in seeds for name in presets for group in groups]
+    pending = [(group, name, seed) for group, name, seed in plan if not is_finished(results, group, name, seed, 0)]
+    for group, name, seed in pending:
+        check_resumable_run(stage_directory(out, group, name, seed), _identity(group, name, seed))
+        first = stage_directory(out, "presets", name, seed) / BEST_CHECKPOINT
+        if group == "cascade" and is_finished(results, "presets", name, seed, 0):
+            try:
+                read_weights_only(first)
+            except (CheckpointError, OSError) as error:
+                raise ValueError(f"cannot train the cascade on its first stage: {error}; add --overwrite") from None
+    return results, pending
+
+
 def run_synthetic_benchmark(
     presets: Sequence[str],
     *,
@@ -92,16 +168,19 @@ def run_synthetic_benchmark(
     cache_directory: str | Path | None = None,
     progress: bool = True,
     on_run: Any = None,
+    stop: SignalStop | None = None,
 ) -> dict[str, Any]:
     """Train an SFCN per preset and seed on ``train_size`` synthetic subjects, test on the next
-    ``test_size``; results (with the baselines) go to ``out/results.json`` after every run, and a
-    repeated call skips the runs already there.
+    ``test_size``; results (with the baselines) go to ``out/results.json`` after every run.  A
+    call trains the runs the file does not hold yet (continuing one that stopped part-way from its
+    last epoch checkpoint) and keeps the others.
 
     With ``cascade``, each trained SFCN also becomes the frozen first stage of Cheng et al.'s
     cascade (:class:`CascadeAgeNet`), whose second stage is trained with the same preset and
     budget; those runs go to ``results["cascade"][preset]["runs"]``.  ``augment`` names a training
     augmentation of :func:`sodeep.brainage.augmentation.make_augmentation` (seeded by the run's seed).
     ``network`` holds :class:`SFCN` keyword arguments (e.g. ``channels``, ``pool_every_block``).
+    ``stop``: the command's :class:`~sodeep.brainage.interruption.SignalStop`.
     """
     config = config or TrainingConfig(batch_size=16, max_epochs=60, patience=10)
     # Checked before any volume is simulated: 4 training subjects leave 3 to fit and 1 to validate
@@ -111,120 +190,118 @@ def run_synthetic_benchmark(
     check_fit_settings(**config.fit_options(), max_minutes=max_minutes)
     check_run_plan(presets, seeds)
     out = Path(out)
+    network = dict(network or {})
+    settings = synthetic_settings(train_size, test_size, data_seed, config, max_minutes, augment, network)
+    results, pending = unfinished_synthetic_runs(out, settings, presets, seeds, cascade)
+    path = out / RESULTS_FILE
     cache_directory = Path(cache_directory) if cache_directory else out / "cache"
+    if stop is not None:
+        stop.where = "the synthetic cohort"
     train = simulate_cohort(range(train_size), data_seed, cache_directory=cache_directory, progress=progress)
     test = simulate_cohort(
         range(train_size, train_size + test_size), data_seed, cache_directory=cache_directory, progress=progress
     )
-    settings = {
-        "train": train_size,
-        "test": test_size,
-        "data_seed": data_seed,
-        "seeds": list(seeds),
-        "presets": list(presets),
-        "simulator": SimulatorSettings().__dict__ | {"age_range": list(SimulatorSettings().age_range)},
-        # Options left unset (None) are not recorded: the settings list only what was chosen.
-        "config": {key: value for key, value in config.__dict__.items() if key != "hidden" and value is not None},
-        "max_minutes": max_minutes,
-    }
-    if augment:
-        settings["augment"] = augment
-    network = dict(network or {})
-    if network:
-        settings["network"] = network
-    path = out / "results.json"
-    results: dict[str, Any] = {"settings": settings, "presets": {name: {"runs": []} for name in presets}}
-    if path.is_file():
-        previous = json.loads(path.read_text())
-        if previous.get("settings") == settings:
-            results = previous
     if "baselines" not in results:
+        if stop is not None:
+            stop.where = "the baselines"
         results["baselines"] = baselines(train, test)
-        atomic_write_json(path, results)
+    write_results(path, results)
 
     ages, test_ages = train.ages, test.ages
     is_validation = inner_validation_mask(ages, config.validation_fraction, data_seed)
     fitting, validation = np.flatnonzero(~is_validation), np.flatnonzero(is_validation)
+    sites = [str(site) for site in test.truth["site"].astype(int)]
 
-    def evaluate(seed: int, model: torch.nn.Module, minutes: float, summary: dict) -> dict[str, Any]:
-        predicted_validation = predict_ages(model, train.volumes[validation], batch_size=32).numpy()
-        predicted = predict_ages(model, test.volumes, batch_size=32).numpy()
-        bias = fit_age_bias(predicted_validation, ages[validation])
-        corrected = corrected_gap(predicted, test_ages, bias)
-        run = {"seed": seed, "fold": 0}
-        run |= regression_metrics(predicted, test_ages) | gap_metrics(predicted, test_ages, bias)
-        recovery = scipy.stats.pearsonr(corrected, test.truth["gap"])
-        return run | {
+    def first_stage() -> SFCN:
+        return SFCN(age_offset=float(np.median(ages[fitting])), age_scale=float(np.std(ages[fitting])), **network)
+
+    def make_cascade(name: str, seed: int) -> CascadeAgeNet:
+        first = load_age_model(first_stage(), stage_directory(out, "presets", name, seed) / BEST_CHECKPOINT)
+        return cascade_on(first, train.volumes[fitting], ages[fitting], network)
+
+    for group, name, seed in pending:
+        label = name if group == "presets" else f"cascade {name}"
+        with stop.deferred(f"{label}, seed {seed}") if stop is not None else nullcontext():
+            torch.manual_seed(seed)  # before the model is built: its initial weights follow the seed
+            model = first_stage() if group == "presets" else make_cascade(name, seed)
+            directory = stage_directory(out, group, name, seed)
+            started = time.time()
+            model, summary = fit_age_model(
+                model,
+                name,
+                (train.volumes[fitting], torch.from_numpy(ages[fitting])),
+                (train.volumes[validation], torch.from_numpy(ages[validation])),
+                out=directory,
+                csv_directory=out / "curves" / directory.relative_to(out / "checkpoints"),
+                seed=seed,
+                **config.fit_options(),
+                max_minutes=max_minutes,
+                augment=make_augmentation(augment, seed),
+                progress_bar=progress,
+                run=_identity(group, name, seed),
+                resume=True,
+                stop=stop,
+            )
+            record = (
+                {"seed": seed, "fold": 0}
+                | score_on_test(model, train, test, validation)
+                | {
+                    "train_minutes": round((time.time() - started) / 60, 2),
+                    "epochs": summary["epochs"],
+                    "best_val_mae": summary["best_val_mae"],
+                }
+            )
+            add_run(results, group, name, record)
+            _per_site(results, test_ages, sites)
+            write_results(path, results)
+            if on_run is not None:
+                on_run(label, record)
+    _per_site(results, test_ages, sites)
+    write_results(path, results)
+    return results
+
+
+def score_on_test(
+    model: torch.nn.Module, train: SyntheticCohort, test: SyntheticCohort, validation: np.ndarray
+) -> dict[str, Any]:
+    """Test metrics of ``model``, its gap bias-corrected on the ``validation`` training subjects,
+    and how well the corrected gap recovers the simulator's true gap."""
+    predicted_validation = predict_ages(model, train.volumes[validation], batch_size=32).numpy()
+    predicted = predict_ages(model, test.volumes, batch_size=32).numpy()
+    bias = fit_age_bias(predicted_validation, train.ages[validation])
+    corrected = corrected_gap(predicted, test.ages, bias)
+    recovery = scipy.stats.pearsonr(corrected, test.truth["gap"])
+    return (
+        regression_metrics(predicted, test.ages)
+        | gap_metrics(predicted, test.ages, bias)
+        | {
             "gap_recovery": float(recovery.statistic),
             "gap_recovery_p": float(recovery.pvalue),
             # What gap_recovery would be if the corrected gap were the true gap plus independent
             # error e: corr(g, g + e) = sd(g) / sd(g + e), small when the error dwarfs the gap.
             "gap_recovery_ceiling": float(min(1.0, test.truth["gap"].std() / corrected.std())),
-            "train_minutes": round(minutes, 2),
-            "epochs": summary["epochs"],
-            "best_val_mae": summary["best_val_mae"],
             "test_predictions": [round(float(value), 3) for value in predicted],
         }
+    )
 
-    def fit(name: str, seed: int, make_model: Any, directory: Path) -> tuple[torch.nn.Module, float, dict]:
-        torch.manual_seed(seed)  # before the model is built: its initial weights follow the seed
-        started = time.time()
-        model, summary = fit_age_model(
-            make_model(),
-            name,
-            (train.volumes[fitting], torch.from_numpy(ages[fitting])),
-            (train.volumes[validation], torch.from_numpy(ages[validation])),
-            out=directory,
-            csv_directory=out / "curves" / directory.relative_to(out / "checkpoints"),
-            seed=seed,
-            **config.fit_options(),
-            max_minutes=max_minutes,
-            augment=make_augmentation(augment, seed),
-            progress_bar=progress,
-        )
-        return model, (time.time() - started) / 60, summary
 
-    def first_stage() -> SFCN:
-        return SFCN(age_offset=float(np.median(ages[fitting])), age_scale=float(np.std(ages[fitting])), **network)
+def cascade_on(
+    first: torch.nn.Module, volumes: torch.Tensor, ages: np.ndarray, network: dict[str, Any]
+) -> CascadeAgeNet:
+    """Cheng et al.'s cascade on the trained SFCN ``first``: a second SFCN, scaled to the residuals
+    of ``first``'s binned ages on the fitting ``volumes``, predicts what the bin leaves."""
+    coarse = discretize_age(predict_ages(first, volumes, batch_size=32)).numpy()
+    residual = ages - coarse
+    second = SFCN(age_offset=float(residual.mean()), age_scale=float(residual.std()), extra_inputs=1, **network)
+    return CascadeAgeNet(first, second)
 
-    results.setdefault("cascade", {})
-    for seed in seeds:
-        for name in presets:
-            directory = out / "checkpoints" / name / f"seed{seed}"
-            if not any(run["seed"] == seed for run in results["presets"][name]["runs"]):
-                model, minutes, summary = fit(name, seed, first_stage, directory)
-                results["presets"][name]["runs"].append(evaluate(seed, model, minutes, summary))
-                if on_run is not None:
-                    on_run(name, results["presets"][name]["runs"][-1])
-                atomic_write_json(path, results)
-            entry = results["cascade"].setdefault(name, {"runs": []})
-            if not cascade or any(run["seed"] == seed for run in entry["runs"]):
-                continue
-            first = load_age_model(first_stage(), directory / "best.ckpt")
-            coarse = discretize_age(predict_ages(first, train.volumes[fitting], batch_size=32)).numpy()
-            residual = ages[fitting] - coarse
 
-            def make_cascade() -> CascadeAgeNet:
-                second = SFCN(
-                    age_offset=float(residual.mean()), age_scale=float(residual.std()), extra_inputs=1, **network
-                )
-                return CascadeAgeNet(first, second)
-
-            model, minutes, summary = fit(
-                name, seed, make_cascade, out / "checkpoints" / f"cascade-{name}" / f"seed{seed}"
-            )
-            entry["runs"].append(evaluate(seed, model, minutes, summary))
-            if on_run is not None:
-                on_run(f"cascade {name}", entry["runs"][-1])
-            atomic_write_json(path, results)
-
-    sites = [str(site) for site in test.truth["site"].astype(int)]
+def _per_site(results: dict[str, Any], test_ages: np.ndarray, sites: list[str]) -> None:
+    """Per-site errors of each preset's first run."""
     for group in ("presets", "cascade"):
-        for entry in results[group].values():
+        for entry in results.get(group, {}).values():
             if entry["runs"]:
                 entry["per_site"] = per_site_mae(entry["runs"][0]["test_predictions"], test_ages, sites)
-    atomic_write_json(path, results)
-    return results
 
 
 def format_synthetic_report(results: dict[str, Any]) -> str:

@@ -28,6 +28,7 @@ import functools
 import hashlib
 import math
 import os
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -282,9 +283,12 @@ def simulate_cohort(
         name = f"synthetic_v{SIMULATOR_VERSION}_seed{seed}_{indices[0]}-{indices[-1]}_{len(indices)}_{key}.npz"
         cached = Path(cache_directory) / name
         if cached.is_file():
-            with np.load(cached) as stored:
-                truth = {k[len("truth_") :]: stored[k] for k in stored.files if k.startswith("truth_")}
-                return SyntheticCohort(torch.from_numpy(stored["volumes"]), truth)
+            try:
+                with np.load(cached) as stored:
+                    truth = {k[len("truth_") :]: stored[k] for k in stored.files if k.startswith("truth_")}
+                    return SyntheticCohort(torch.from_numpy(stored["volumes"]), truth)
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+                pass  # a damaged cache file is simulated again and replaced
     volumes, truths = [], []
     for index in tqdm(indices, desc="synthetic MRI", disable=not progress, unit="subject"):
         volume, truth = simulate_subject(seed, index, settings)

@@ -1,20 +1,23 @@
 """Tabular brain-age data: a CSV with an age column and regional features (FreeSurfer tables).
 
-Feature columns are chosen by glob patterns (``fnmatch``), by default every numeric column but
-identifiers and covariates (:data:`NON_FEATURE_COLUMNS`).  Rows that cannot be used (missing or
-non-numeric age or feature) are skipped and reported by CSV line, so one bad row does not lose the
-run; a file with no usable row is an error.
+The delimiter (comma, semicolon, tab or ``|``) is read off the header and first rows.  Feature
+columns are chosen by glob patterns (``fnmatch``), by default every numeric column but identifiers
+and covariates (:data:`NON_FEATURE_COLUMNS`).  Rows that cannot be used (missing or non-numeric
+age or feature) are skipped and listed on the table (:meth:`AgeTable.notes` says so in one line),
+so one bad row does not lose the run; a file with no usable row is an error.
 """
 
 from __future__ import annotations
 
 import csv
+import difflib
 import fnmatch
+import io
 import math
 import os
-import warnings
+import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +37,9 @@ class AgeTable:
         subject_ids: ``N`` identifiers (the id column, else the CSV line number).
         sites: ``N`` site labels (``"all"`` when the table has no site column).
         skipped: ``(csv line, reason)`` of the rows left out.
+        rows: data rows in the file (kept and skipped).
+        delimiter: the file's delimiter.
+        repeated_ids: subject ids found on more than one row (whose rows may land in different folds).
     """
 
     features: np.ndarray
@@ -42,9 +48,24 @@ class AgeTable:
     subject_ids: list[str]
     sites: list[str]
     skipped: list[tuple[int, str]]
+    rows: int = 0
+    delimiter: str = ","
+    repeated_ids: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.ages)
+
+    def notes(self, source: str) -> list[str]:
+        """One line per thing a reader of ``source`` should know: rows skipped, ids repeated."""
+        lines = []
+        if self.skipped:
+            lines.append(describe_left_out(source, self.skipped, self.rows or len(self) + len(self.skipped)))
+        if self.repeated_ids:
+            lines.append(
+                f"{source}: {len(self.repeated_ids)} subject ids appear on more than one row (e.g. "
+                f"{self.repeated_ids[:5]}); rows of one subject may land in different cross-validation folds"
+            )
+        return lines
 
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -59,21 +80,83 @@ def _is_number(text: str) -> bool:
     return math.isfinite(value) and abs(value) <= FLOAT32_MAX
 
 
-def read_csv_records(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    """The header and the rows (as dicts) of a CSV file.
+#: Delimiters a table may use, by name.
+DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+#: Rows :func:`csv.Sniffer` reads to tell the delimiter.
+SNIFFED_LINES = 20
 
-    A leading byte-order mark (spreadsheet "CSV UTF-8" exports) is dropped, where it would
-    otherwise become part of the first column's name; repeated column names are refused, where
-    ``csv.DictReader`` would keep the last of them silently.
+
+def read_text_table(path: Path) -> str:
+    """The text of a CSV file (UTF-8, a spreadsheet's byte-order mark dropped); ``ValueError``
+    naming the file when it is empty, binary or in another encoding."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ValueError(f"{path} cannot be read ({error.strerror})") from None
+    if not data.strip():
+        raise ValueError(f"{path} is empty: a table needs a header row and one row per subject")
+    if b"\x00" in data[:65536]:
+        raise ValueError(f"{path} is not a text CSV file (it holds binary data)")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path} is not a text CSV file in UTF-8 (byte 0x{data[error.start]:02x} at offset {error.start}); "
+            "save it as CSV UTF-8"
+        ) from None
+
+
+def sniff_delimiter(path: Path, text: str) -> str:
+    """The delimiter of a CSV file's ``text``: the only one of :data:`DELIMITERS` its header holds
+    (none: one column, a comma), else the one :class:`csv.Sniffer` finds that splits the header
+    and the first rows into the same number of fields; ``ValueError`` naming the header when no
+    delimiter does."""
+    lines = [line for line in text.splitlines() if line.strip()][:SNIFFED_LINES]
+    header = lines[0]
+    present = [candidate for candidate in DELIMITERS if candidate in header]
+    if len(present) <= 1:
+        return present[0] if present else ","
+    try:
+        delimiter = csv.Sniffer().sniff("\n".join(lines), delimiters="".join(present)).delimiter
+    except csv.Error:
+        delimiter = None
+    if delimiter is not None and len(lines) > 1:
+        widths = {len(fields) for fields in csv.reader(lines, delimiter=delimiter)}
+        if len(widths) == 1:
+            return delimiter
+    names = " or ".join(DELIMITERS[candidate] for candidate in present)
+    raise ValueError(
+        f"{path}: cannot tell whether the columns are separated by {names}: the header is {header[:100]!r} "
+        "and the rows do not settle it; use one delimiter"
+    )
+
+
+def read_csv_records(path: Path) -> tuple[list[str], list[dict[str, str]], str]:
+    """The header, the rows (as dicts) and the delimiter of a CSV file.
+
+    The delimiter is sniffed (:func:`sniff_delimiter`); a leading byte-order mark (spreadsheet
+    "CSV UTF-8" exports) is dropped, where it would otherwise become part of the first column's
+    name; repeated column names are refused, where ``csv.DictReader`` would keep the last of them
+    silently.
     """
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        columns = list(reader.fieldnames or [])
-        rows = list(reader)
+    text = read_text_table(path)
+    delimiter = sniff_delimiter(path, text)
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    columns = list(reader.fieldnames or [])
+    rows = list(reader)
     repeated = sorted({name for name in columns if columns.count(name) > 1})
     if repeated:
         raise ValueError(f"{path}: repeated column names {repeated[:5]}; each column needs its own name")
-    return columns, rows
+    return columns, rows, delimiter
+
+
+def closest_column(name: str, columns: Sequence[str]) -> str | None:
+    """The column ``name`` was probably meant to be: the same but for case, else a close spelling."""
+    folded = {column.lower(): column for column in columns}
+    if name.lower() in folded:
+        return folded[name.lower()]
+    close = difflib.get_close_matches(name.lower(), list(folded), n=1)
+    return folded[close[0]] if close else None
 
 
 def select_feature_columns(
@@ -99,16 +182,22 @@ def select_feature_columns(
     return chosen
 
 
-def report_unusable_rows(
-    source: str | os.PathLike, problems: list[tuple[int, str]], *, kept: int, summary: str
-) -> None:
-    """Raise if no row of ``source`` was usable; else warn once with ``summary`` (e.g. "skipped 2
-    of 40 rows"), naming the first problem lines."""
+def check_usable_rows(source: str | os.PathLike, problems: list[tuple[int, str]], *, kept: int) -> None:
+    """Refuse a file of which no row was usable, naming the first problems."""
     if not kept:
-        raise ValueError(f"{source}: no usable row; first problems: {problems[:3]}")
-    if problems:
-        shown = "; ".join(f"line {line}: {reason}" for line, reason in problems[:5])
-        warnings.warn(f"{source}: {summary} ({shown})", stacklevel=3)
+        shown = "; ".join(f"line {line}: {reason}" for line, reason in problems[:3])
+        raise ValueError(f"{source}: no usable row ({shown})")
+
+
+#: Problems a summary line names before "and N more".
+SHOWN_PROBLEMS = 3
+
+
+def describe_left_out(source: str, problems: list[tuple[int, str]], total: int, verb: str = "skipped") -> str:
+    """One line: ``my.csv: skipped 2 of 4 rows (line 3: age '' is not a number; line 4: ...)``."""
+    shown = "; ".join(f"line {line}: {reason}" for line, reason in problems[:SHOWN_PROBLEMS])
+    more = f"; and {len(problems) - SHOWN_PROBLEMS} more" if len(problems) > SHOWN_PROBLEMS else ""
+    return f"{source}: {verb} {len(problems)} of {total} rows ({shown}{more})"
 
 
 def read_age_table(
@@ -131,17 +220,27 @@ def read_age_table(
         site_column: site/scanner column, used for per-site metrics if present.
 
     Returns:
-        An :class:`AgeTable`; unusable rows are skipped with a warning naming their CSV lines.
+        An :class:`AgeTable`; unusable rows are skipped and listed in its ``skipped``.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: a file that is not a text table, has no usable row, or lacks the age column
+            (naming a column of another case or a close spelling: ``--age-column Age``).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no table at {path}")
-    columns, rows = read_csv_records(path)
+    columns, rows, delimiter = read_csv_records(path)
     if age_column not in columns:
-        raise ValueError(f"{path}: no age column {age_column!r}; columns are {columns[:12]} ...")
+        match = closest_column(age_column, columns)
+        hint = f" (did you mean --age-column {shlex.quote(match)}?)" if match else ""
+        raise ValueError(f"{path}: no age column {age_column!r}{hint}; columns are {columns[:12]} ...")
     if not rows:
         raise ValueError(f"{path}: the table has a header but no rows")
-    feature_names = select_feature_columns(columns, features, rows, age_column)
+    try:
+        feature_names = select_feature_columns(columns, features, rows, age_column)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
     if id_column is None:
         id_column = next((c for c in ("sub_id", "subject_id", "participant_id", "subject", "id") if c in columns), None)
 
@@ -158,20 +257,13 @@ def read_age_table(
         kept_features.append([float(row[c]) for c in feature_names])
         ids.append(row[id_column] if id_column else str(line))
         sites.append(row.get(site_column) or "all")
-    report_unusable_rows(path, skipped, kept=len(kept_ages), summary=f"skipped {len(skipped)} of {len(rows)} rows")
-    if id_column:
-        seen, repeated_ids = set(), []
-        for subject in ids:
-            if subject in seen:
-                repeated_ids.append(subject)
-            seen.add(subject)
-        if repeated_ids:
-            warnings.warn(
-                f"{path}: {len(repeated_ids)} rows repeat a {id_column!r} already seen (e.g. "
-                f"{sorted(set(repeated_ids))[:5]}); rows of one subject may land in different "
-                "cross-validation folds",
-                stacklevel=2,
-            )
+    check_usable_rows(path, skipped, kept=len(kept_ages))
+    seen: set[str] = set()
+    repeated_ids: list[str] = []
+    for subject in ids if id_column else []:
+        if subject in seen and subject not in repeated_ids:
+            repeated_ids.append(subject)
+        seen.add(subject)
     return AgeTable(
         features=np.asarray(kept_features, dtype=np.float32),
         ages=np.asarray(kept_ages, dtype=np.float32),
@@ -179,6 +271,9 @@ def read_age_table(
         subject_ids=ids,
         sites=sites,
         skipped=skipped,
+        rows=len(rows),
+        delimiter=delimiter,
+        repeated_ids=repeated_ids,
     )
 
 

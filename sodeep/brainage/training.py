@@ -1,9 +1,16 @@
 """Training a brain-age regressor with Lightning: any model, any loss preset, early stopping on
-validation MAE, best weights restored at the end."""
+validation MAE, best weights restored at the end.
+
+A training run keeps ``last.ckpt`` (written atomically after every epoch) beside ``best.ckpt``; a
+run that stopped part-way continues from ``last.ckpt`` (``fit_age_model(..., resume=True)``) with
+its optimizer, schedule, early-stopping, weight-average and random state, so that it ends where an
+uninterrupted run would.
+"""
 
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Callable
 from datetime import timedelta
@@ -12,20 +19,26 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.callbacks import Callback, EarlyStopping, EMAWeightAveraging, ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from sodeep.brainage.augmentation import random_generators
 from sodeep.brainage.config import check_fit_settings
+from sodeep.brainage.interruption import SignalStop, StopAtStepEnd
 from sodeep.brainage.losses import BrainAgeLoss
-from sodeep.runs import AtomicCheckpointIO, progress_settings
+from sodeep.checkpoints import CheckpointError, read_weights_only
+from sodeep.runs import AtomicCheckpointIO, ResumableCSVLogger, progress_settings
+
+#: A training run's checkpoints: the best validation MAE so far, and the end of the last epoch.
+BEST_CHECKPOINT, LAST_CHECKPOINT = "best.ckpt", "last.ckpt"
 
 
 class AgeRegression(L.LightningModule):
     """Lightning wrapper: ``model`` maps inputs to ages ``(B,)``; ``loss`` is any
     ``(predictions, ages) -> scalar`` module, e.g. :class:`sodeep.brainage.losses.BrainAgeLoss`;
-    ``augment`` (optional) transforms training inputs only."""
+    ``augment`` (optional) transforms training inputs only; ``run`` (JSON-able) names the training
+    run, and is saved with the hyperparameters so that a checkpoint says whose it is."""
 
     def __init__(
         self,
@@ -36,6 +49,7 @@ class AgeRegression(L.LightningModule):
         weight_decay: float = 1e-2,
         max_epochs: int = 200,
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        run: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -84,6 +98,93 @@ def make_loader(inputs: torch.Tensor, ages: torch.Tensor, batch_size: int, *, se
     return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator, drop_last=drop_last)
 
 
+class RandomState(Callback):
+    """Saves with every checkpoint, and restores from it, the random state the rest of a run
+    draws from: the global torch generator (dropout), the shuffling generator and the
+    augmentation's.  Lightning restores weights, optimizer and callbacks; without this a resumed
+    run would see other batches than an uninterrupted one."""
+
+    def __init__(self, generators: list[torch.Generator]) -> None:
+        self.generators = generators
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"torch": torch.get_rng_state(), "generators": [generator.get_state() for generator in self.generators]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        torch.set_rng_state(state_dict["torch"])
+        for generator, state in zip(self.generators, state_dict["generators"]):
+            generator.set_state(state)
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose restored state follows the run folder: a folder that was moved
+    (or is reached by another path) keeps its best score, where Lightning would forget it and take
+    the first epoch after resuming for the best."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        here = self.dirpath
+
+        def moved(path: Any) -> Any:
+            return os.path.join(here, os.path.basename(path)) if isinstance(path, str) and path else path
+
+        state = dict(state_dict, dirpath=here)
+        for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+            state[key] = moved(state_dict.get(key))
+        state["best_k_models"] = {moved(path): score for path, score in state_dict.get("best_k_models", {}).items()}
+        super().load_state_dict(state)
+
+
+def check_training_checkpoint(path: str | Path, run: dict[str, Any] | None = None) -> int:
+    """The global step of ``path``, a ``last.ckpt`` written by :func:`fit_age_model` for the
+    training run ``run``; ``ValueError`` (one line) for a file a run cannot resume from: empty,
+    truncated, not a torch file, not such a checkpoint, or another run's."""
+    path = Path(path)
+    advice = "add --overwrite to start the folder again"
+    try:
+        payload = read_weights_only(path)
+    except CheckpointError as error:
+        raise ValueError(f"cannot resume: {error}; {advice}") from None
+    except OSError as error:
+        raise ValueError(f"cannot resume: {path} cannot be read ({error.strerror}); {advice}") from None
+    hyperparameters = payload.get("hyper_parameters") if isinstance(payload, dict) else None
+    state = payload.get("state_dict") if isinstance(payload, dict) else None
+    if (
+        not isinstance(hyperparameters, dict)
+        or not isinstance(state, dict)
+        or not any(str(key).startswith("model.") for key in state)
+        or "global_step" not in payload
+    ):
+        raise ValueError(f"cannot resume: {path} is not a checkpoint of a brain-age training run; {advice}")
+    if run is not None and hyperparameters.get("run") != run:
+        raise ValueError(
+            f"cannot resume: {path} belongs to training run {hyperparameters.get('run')}, not {run}; {advice}"
+        )
+    return int(payload["global_step"])
+
+
+def check_resumable_run(directory: str | Path, run: dict[str, Any] | None = None) -> None:
+    """Check, writing nothing, that the unfinished training run ``run`` can continue from what
+    ``directory`` holds: nothing (it starts afresh), or its ``last.ckpt`` beside a readable
+    ``best.ckpt``; ``ValueError`` (one line) otherwise."""
+    directory = Path(directory)
+    if not (directory / LAST_CHECKPOINT).is_file():
+        return
+    check_training_checkpoint(directory / LAST_CHECKPOINT, run)
+    best = directory / BEST_CHECKPOINT
+    if not best.is_file():
+        raise ValueError(
+            f"cannot resume: {directory} holds {LAST_CHECKPOINT} but no {BEST_CHECKPOINT}; add --overwrite"
+        )
+    try:
+        payload = read_weights_only(best)
+    except CheckpointError as error:
+        raise ValueError(f"cannot resume: {error}; add --overwrite to start the folder again") from None
+    except OSError as error:
+        raise ValueError(f"cannot resume: {best} cannot be read ({error.strerror}); add --overwrite") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("state_dict"), dict):
+        raise ValueError(f"cannot resume: {best} is not a checkpoint of a brain-age training run; add --overwrite")
+
+
 def fit_age_model(
     model: nn.Module,
     loss: nn.Module | str,
@@ -102,6 +203,9 @@ def fit_age_model(
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ema_decay: float | None = None,
     progress_bar: bool = False,
+    run: dict[str, Any] | None = None,
+    resume: bool = False,
+    stop: SignalStop | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Train ``model`` and return it with its best validation weights, plus a summary.
 
@@ -109,11 +213,12 @@ def fit_age_model(
         model: ``(B, ...) -> (B,)`` ages.
         loss: a loss module or a :data:`sodeep.brainage.losses.BRAIN_AGE_PRESETS` name.
         train, validation: ``(inputs, ages)`` tensors.
-        out: directory for checkpoints (``best.ckpt``, written atomically).
+        out: directory for checkpoints (``best.ckpt`` and, after every epoch, ``last.ckpt``;
+            written atomically).
         seed: seeds Lightning, the weights' initialisation order and the shuffling.
         batch_size: subjects per step (2 .. the sorter's capacity when a rank term is used).
         max_epochs, patience: early stopping on validation MAE.
-        max_minutes: wall-clock budget of the fit (``None``: none).
+        max_minutes: wall-clock budget of the fit, resumed runs included (``None``: none).
         csv_directory: write the per-epoch curves (``metrics.csv``) there.
         augment: applied to each training batch (e.g. :class:`RandomFlipShift`).
         ema_decay: validate, checkpoint and return an exponential moving average of the weights
@@ -121,9 +226,15 @@ def fit_age_model(
             Averaging smooths the epoch-to-epoch jumps of a small-batch 3D CNN at high learning rates.
         progress_bar: show progress: Lightning's bar on a terminal, else a line on stderr every
             100 steps (:func:`sodeep.runs.progress_settings`).
+        run: JSON-able name of the training run (e.g. preset, seed, fold), saved in its
+            checkpoints; resuming refuses another run's checkpoint.
+        resume: continue from ``out/last.ckpt`` if there is one (its curves continue too);
+            otherwise the fit starts from scratch and removes checkpoints it finds in ``out``.
+        stop: the command's :class:`~sodeep.brainage.interruption.SignalStop`: a signal ends
+            the fit at the end of the current step with :class:`sodeep.run_folder.RunInterrupted`.
 
     Returns:
-        ``(model in eval mode, {"best_val_mae", "epochs", "best_path"})``.
+        ``(model in eval mode, {"best_val_mae", "epochs", "best_path", "resumed_at_epoch"})``.
     """
     if len(train[1]) < 2 or len(validation[1]) < 1:
         raise ValueError(
@@ -137,25 +248,48 @@ def fit_age_model(
             )
         if not (torch.isfinite(inputs).all() and torch.isfinite(ages).all()):
             raise ValueError(f"{split} inputs or ages contain NaN or infinite values")
+    out = Path(out)
+    last = out / LAST_CHECKPOINT
+    resume_step = check_training_checkpoint(last, run) if resume and last.is_file() else None
+    if resume_step is None:
+        # A fit from scratch: checkpoints left by another fit must not be taken for ours.
+        for stale in (*out.glob("best*.ckpt"), *out.glob("last*.ckpt")):
+            stale.unlink()
     L.seed_everything(seed, workers=True, verbose=False)
     if isinstance(loss, str):
         loss = BrainAgeLoss.from_preset(loss)
     module = AgeRegression(
-        model, loss, learning_rate=learning_rate, weight_decay=weight_decay, max_epochs=max_epochs, augment=augment
+        model,
+        loss,
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        max_epochs=max_epochs,
+        augment=augment,
+        run=run,
     )
-    out = Path(out)
-    # A fit starts from scratch: a best.ckpt left by an interrupted fit must not be taken for ours.
-    for stale in out.glob("best*.ckpt"):
-        stale.unlink()
+    train_loader = make_loader(*train, batch_size, seed=seed)
     loggers = False
     if csv_directory is not None:
         csv_directory = Path(csv_directory)
-        loggers = [CSVLogger(save_dir=str(csv_directory.parent), name=csv_directory.name, version="")]
-    checkpoint = ModelCheckpoint(dirpath=out, filename="best", monitor="val/mae", mode="min", save_top_k=1)
-    callbacks: list[L.Callback] = [EarlyStopping(monitor="val/mae", mode="min", patience=patience), checkpoint]
+        loggers = [
+            ResumableCSVLogger(
+                save_dir=str(csv_directory.parent), name=csv_directory.name, version="", resume_step=resume_step or 0
+            )
+        ]
+    checkpoint = RunCheckpoint(dirpath=out, filename=Path(BEST_CHECKPOINT).stem, monitor="val/mae", mode="min")
+    # After the best one (Lightning keeps checkpoint callbacks in order), so that it holds its state.
+    every_epoch = RunCheckpoint(dirpath=out, filename=Path(LAST_CHECKPOINT).stem, enable_version_counter=False)
+    callbacks: list[L.Callback] = [
+        EarlyStopping(monitor="val/mae", mode="min", patience=patience),
+        checkpoint,
+        every_epoch,
+        RandomState([train_loader.generator, *random_generators(augment)]),
+    ]
     if ema_decay is not None:
         # Swaps the average in for validation and writes it as the checkpoint's state_dict.
         callbacks.append(EMAWeightAveraging(decay=ema_decay))
+    if stop is not None:
+        callbacks.append(StopAtStepEnd(stop))
     progress = progress_settings() if progress_bar else {"enable_progress_bar": False, "callbacks": []}
     trainer = L.Trainer(
         max_epochs=max_epochs,
@@ -174,23 +308,30 @@ def fit_age_model(
     with warnings.catch_warnings():
         # A rank term's sorter is frozen and kept in eval mode on purpose; Lightning warns about it.
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+        # Resuming finds the run's own checkpoints in its folder.
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)  # inside Lightning
         trainer.fit(
             module,
-            train_dataloaders=make_loader(*train, batch_size, seed=seed),
+            train_dataloaders=train_loader,
             val_dataloaders=make_loader(*validation, max(len(validation[1]), 1), seed=None),
+            ckpt_path=str(last) if resume_step is not None else None,
+            weights_only=True,
         )
-    if not checkpoint.best_model_path:
+    best_path = out / BEST_CHECKPOINT
+    if not best_path.is_file():
         raise ValueError(
             f"training stopped before its first validation (after {trainer.current_epoch} epochs), so "
             f"there is no model to keep: raise max_minutes (now {max_minutes})"
         )
-    best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
+    best = torch.load(best_path, map_location="cpu", weights_only=True)
     module.load_state_dict(best["state_dict"])
     best_score = checkpoint.best_model_score
     summary = {
         "best_val_mae": float(best_score) if best_score is not None else math.nan,
         "epochs": int(trainer.current_epoch),
-        "best_path": checkpoint.best_model_path,
+        "best_path": str(best_path),
+        "resumed_at_epoch": None if resume_step is None else resume_step // max(len(train_loader), 1),
     }
     return module.model.eval(), summary
 

@@ -3,7 +3,8 @@ z-scored inside the brain and cached on disk, so later epochs and runs never re-
 
 Manifest columns: ``path`` (absolute, or relative to the manifest's folder), ``age``, optional
 ``sex`` and ``site``.  Rows that cannot be used (missing or unreadable file, non-numeric age) are
-reported by CSV line and left out; the rest of the cohort loads.
+left out and listed by CSV line on the cohort (:meth:`Cohort.notes` says so in one line); the rest
+of the cohort loads.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sodeep.brainage.tables import read_csv_records, report_unusable_rows
+from sodeep.brainage.tables import check_usable_rows, closest_column, describe_left_out, read_csv_records
 from sodeep.files import atomic_write
+from sodeep.run_folder import RunInterrupted
 
 #: The MNI152 grid at 4 mm: 45 x 54 x 45 voxels (182 x 218 x 182 mm).
 GRID_4MM = (45, 54, 45)
@@ -45,16 +47,25 @@ class Cohort:
     paths: list[Path]
     problems: list[tuple[int, str]] = field(default_factory=list)
 
+    def notes(self, source: str) -> list[str]:
+        """``["manifest.csv: left out 2 of 42 rows (line 42: no file at ...; ...)"]``, or none."""
+        total = len(self.paths) + len(self.problems)
+        return [describe_left_out(source, self.problems, total, verb="left out")] if self.problems else []
+
 
 def read_manifest(path: str | os.PathLike) -> tuple[list[ManifestRow], list[tuple[int, str]]]:
     """Rows of a manifest CSV, and ``(line, reason)`` for the rows that cannot be used."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no manifest at {path}")
-    columns, records = read_csv_records(path)
-    missing = {"path", "age"} - set(columns)
+    columns, records, _ = read_csv_records(path)
+    missing = sorted({"path", "age"} - set(columns))
     if missing:
-        raise ValueError(f"{path}: manifest needs columns 'path' and 'age'; missing {sorted(missing)}")
+        matches = [match for match in (closest_column(name, columns) for name in missing) if match]
+        hint = f" (rename {' and '.join(repr(match) for match in matches)})" if matches else ""
+        raise ValueError(
+            f"{path}: manifest needs columns 'path' and 'age'; missing {missing}{hint}; columns are {columns[:8]}"
+        )
     rows, problems = [], []
     for line, record in enumerate(records, start=2):
         try:
@@ -133,7 +144,10 @@ class VolumeCache:
         path = Path(path)
         cached = self.directory / f"{self.key(path)}.npy"
         if cached.is_file():
-            return np.load(cached)
+            try:
+                return np.load(cached)
+            except (OSError, ValueError):
+                pass  # a damaged cache file is read again from the volume and replaced
         volume = load_volume(path, self.shape, self.voxel_size)
         atomic_write(cached, lambda stream: np.save(stream, volume))
         return volume
@@ -148,7 +162,7 @@ def load_cohort(
     progress: bool = True,
 ) -> Cohort:
     """Every usable subject of ``manifest``, preprocessed (through the cache).  Unreadable files
-    join the manifest's problems; a warning names them all; no usable subject is an error."""
+    join the manifest's problems (:attr:`Cohort.problems`); no usable subject is an error."""
     from tqdm.auto import tqdm
 
     rows, problems = read_manifest(manifest)
@@ -158,10 +172,12 @@ def load_cohort(
         try:
             volumes.append(cache.get(row.path))
             kept.append(row)
+        except RunInterrupted:
+            raise
         except Exception as error:  # a corrupt file must not lose the cohort: report it by line
-            problems.append((row.line, f"cannot read {row.path}: {error}"))
+            problems.append((row.line, f"cannot read {row.path}: {' '.join(str(error).split())}"))
     problems.sort()
-    report_unusable_rows(manifest, problems, kept=len(kept), summary=f"left out {len(problems)} rows")
+    check_usable_rows(manifest, problems, kept=len(kept))
     return Cohort(
         volumes=torch.from_numpy(np.stack(volumes)).unsqueeze(1),
         ages=torch.tensor([row.age for row in kept], dtype=torch.float32),

@@ -243,7 +243,9 @@ def hard_negative_rank_loss(
 class HardNegativeRankLoss(FrozenSorterMixin):
     """Module form of :func:`hard_negative_rank_loss`."""
 
-    def __init__(self, sorter: SorterFunction | None = None, margin: float | None = None, hard_negatives: int = 1) -> None:
+    def __init__(
+        self, sorter: SorterFunction | None = None, margin: float | None = None, hard_negatives: int = 1
+    ) -> None:
         super().__init__()
         self._set_sorter(sorter)
         self.margin = margin

@@ -106,3 +106,26 @@ def test_the_core_library_never_imports_brain_age():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_inside_a_sweep_the_tabular_command_leaves_a_trial_summary(tmp_path, monkeypatch):
+    import json
+
+    import numpy as np
+
+    from sodeep.cli import main
+
+    generator = np.random.default_rng(0)
+    ages = generator.uniform(20, 80, 40)
+    features = ages[:, None] * 0.01 + generator.normal(size=(40, 3))
+    rows = ["age,f0,f1,f2"] + [f"{a:.2f}," + ",".join(f"{v:.3f}" for v in x) for a, x in zip(ages, features)]
+    (tmp_path / "table.csv").write_text("\n".join(rows) + "\n")
+    monkeypatch.setenv("SODEEP_SWEEP_TRIAL_SUMMARY", str(tmp_path / "summary.json"))
+    argv = ["brainage", "tabular", "--csv", str(tmp_path / "table.csv"), "--losses", "l1", "--folds", "2"]
+    assert (
+        main([*argv, "--seeds", "0", "--max-epochs", "2", "--wandb", "disabled", "--out", str(tmp_path / "out")]) == 0
+    )
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert summary["metrics"]["mae"] == results["presets"]["l1"]["summary"]["mae"]["mean"]
+    assert sorted((fold["seed"], fold["fold"]) for fold in summary["folds"]) == [(0, 0), (0, 1)]

@@ -73,7 +73,20 @@ def test_interrupted_cross_validation_resumes_the_missing_runs(tmp_path):
     assert again["presets"]["l1+spearman"]["runs"][-1]["mae"] == pytest.approx(dropped["mae"])  # deterministic
 
 
-def test_cli_smoke_on_a_tiny_csv(tmp_path):
+def test_results_grow_and_a_call_with_other_settings_is_refused_keeping_them(tmp_path):
+    table = tiny_table()
+    first = cross_validate_table(table, ["l1"], out=tmp_path, folds=2, seeds=[0], config=TINY, progress=False)
+    both = cross_validate_table(table, ["mse"], out=tmp_path, folds=2, seeds=[0], config=TINY, progress=False)
+    assert list(both["presets"]) == ["l1", "mse"] and both["presets"]["l1"]["runs"] == first["presets"]["l1"]["runs"]
+    assert both["settings"]["presets"] == ["l1", "mse"] and both["comparisons"]["mse"]["pairs"] == 2
+    before = (tmp_path / "results.json").read_text()
+    # Other settings must not drop the finished runs from results.json: they are refused.
+    with pytest.raises(ValueError, match=r"results.json holds runs of other settings \(folds\); add --overwrite"):
+        cross_validate_table(table, ["l1"], out=tmp_path, folds=3, seeds=[0], config=TINY, progress=False)
+    assert (tmp_path / "results.json").read_text() == before
+
+
+def test_cli_smoke_on_a_tiny_csv(tmp_path, capsys, recwarn):
     table = tiny_table(50)
     csv_path = tmp_path / "tiny.csv"
     header = "sub_id,age,sex,site," + ",".join(f"lh_{name}" for name in "abcd")
@@ -84,32 +97,36 @@ def test_cli_smoke_on_a_tiny_csv(tmp_path):
     lines.insert(3, "broken,not-a-number,0,A,1,2,3,4")
     csv_path.write_text("\n".join(lines) + "\n")
     out = tmp_path / "out"
-    with pytest.warns(UserWarning, match="line 4"):
-        code = main(
-            [
-                "brainage",
-                "tabular",
-                "--csv",
-                str(csv_path),
-                "--losses",
-                "l1",
-                "cheng2021",
-                "--folds",
-                "2",
-                "--seeds",
-                "0",
-                "--max-epochs",
-                "2",
-                "--batch-size",
-                "8",
-                "--out",
-                str(out),
-                "--wandb",
-                "disabled",
-            ]
-        )
+    code = main(
+        [
+            "brainage",
+            "tabular",
+            "--csv",
+            str(csv_path),
+            "--losses",
+            "l1",
+            "cheng2021",
+            "--folds",
+            "2",
+            "--seeds",
+            "0",
+            "--max-epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--out",
+            str(out),
+            "--wandb",
+            "disabled",
+        ]
+    )
     assert code == 0
+    # Skipped rows: one plain line on stderr (not a Python warning) and a record in results.json.
+    error_lines = capsys.readouterr().err.splitlines()
+    assert "tiny.csv: skipped 1 of 51 rows (line 4: age 'not-a-number' is not a number)" in error_lines
+    assert not recwarn.list
     results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["skipped_rows"] == [{"line": 4, "reason": "age 'not-a-number' is not a number"}]
     for preset in ("l1", "cheng2021"):
         runs = results["presets"][preset]["runs"]
         assert [(r["seed"], r["fold"]) for r in runs] == [(0, 0), (0, 1)]

@@ -1,4 +1,5 @@
 import csv
+import re
 
 import numpy as np
 import pytest
@@ -27,23 +28,32 @@ def test_default_features_are_numeric_columns_but_ids_and_covariates(tmp_path):
     assert read_age_table(path, features=["rh_*"]).feature_names == ["rh_a"]
 
 
-def test_bad_rows_are_skipped_and_named(tmp_path):
+def test_bad_rows_are_skipped_and_named_in_one_line_without_a_warning(tmp_path, recwarn):
     path = write_csv(
         tmp_path / "t.csv",
         ["age", "f1", "f2"],
         [[20, 1, 2], ["unknown", 1, 2], [30, "", 2], [40, 3, 4]],
     )
-    with pytest.warns(UserWarning, match=r"skipped 2 of 4 rows \(line 3: age 'unknown'.*line 4: feature 'f1'"):
-        table = read_age_table(path, features=["f*"])
+    table = read_age_table(path, features=["f*"])
     np.testing.assert_array_equal(table.ages, [20, 40])
-    assert [line for line, _ in table.skipped] == [3, 4]
+    assert [line for line, _ in table.skipped] == [3, 4] and table.rows == 4
+    assert table.notes("t.csv") == [
+        "t.csv: skipped 2 of 4 rows (line 3: age 'unknown' is not a number; line 4: feature 'f1' is '', not a number)"
+    ]
+    assert not recwarn.list  # not a Python warning with a source line
+
+
+def test_many_skipped_rows_are_summarized(tmp_path):
+    path = write_csv(tmp_path / "t.csv", ["age", "f"], [[20, 1]] + [["x", 1]] * 5)
+    (line,) = read_age_table(path).notes("t.csv")
+    assert line.startswith("t.csv: skipped 5 of 6 rows (line 3: age 'x'") and line.endswith("; and 2 more)")
 
 
 def test_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no table"):
         read_age_table(tmp_path / "missing.csv")
     path = write_csv(tmp_path / "t.csv", ["years", "f"], [[20, 1]])
-    with pytest.raises(ValueError, match="no age column 'age'"):
+    with pytest.raises(ValueError, match=r"no age column 'age'; columns are \['years', 'f'\]"):
         read_age_table(path)
     with pytest.raises(ValueError, match="match no column"):
         read_age_table(path, age_column="years", features=["lh_*"])
@@ -87,13 +97,64 @@ def test_spreadsheet_quirks_are_read_or_refused(tmp_path):
         read_age_table(path)
     # A value beyond float32's range is not a usable number (it would be inf in the features).
     path = write_csv(tmp_path / "big.csv", ["age", "f"], [[20, 1], [40, "1e39"], [60, 2]])
-    with pytest.warns(UserWarning, match="line 3: feature 'f' is '1e39'"):
-        table = read_age_table(path, features=["f"])
+    table = read_age_table(path, features=["f"])
+    assert table.skipped == [(3, "feature 'f' is '1e39', not a number")]
     assert np.isfinite(table.features).all() and len(table) == 2
 
 
 def test_repeated_subject_ids_are_reported(tmp_path):
     path = write_csv(tmp_path / "t.csv", ["sub_id", "age", "f"], [["a", 20, 1], ["b", 30, 2], ["a", 21, 3]])
-    with pytest.warns(UserWarning, match=r"1 rows repeat a 'sub_id' already seen \(e.g. \['a'\]\)"):
-        table = read_age_table(path)
-    assert table.subject_ids == ["a", "b", "a"]
+    table = read_age_table(path)
+    assert table.subject_ids == ["a", "b", "a"] and table.repeated_ids == ["a"]
+    assert table.notes("t.csv") == [
+        "t.csv: 1 subject ids appear on more than one row (e.g. ['a']); rows of one subject may land in "
+        "different cross-validation folds"
+    ]
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t", "|"])
+def test_the_delimiter_is_sniffed(tmp_path, delimiter):
+    # Read with commas, a semicolon file would have one column named "age;f1;f2".
+    path = tmp_path / "t.csv"
+    path.write_text(
+        "\n".join(delimiter.join(row) for row in [["age", "f1", "f2"], ["20", "1.5", "2"], ["40", "3", "4"]])
+    )
+    table = read_age_table(path)
+    assert table.delimiter == delimiter and table.feature_names == ["f1", "f2"]
+    np.testing.assert_allclose(table.features, [[1.5, 2], [3, 4]])
+
+
+def test_a_semicolon_table_with_decimal_commas_is_read_with_semicolons(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("age;f\n20;1,5\n40;2,5\n")
+    with pytest.raises(ValueError, match="no numeric feature column"):
+        read_age_table(path)  # "1,5" is not a number: refused, not read as two columns
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "is empty"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "is not a text CSV file (it holds binary data)"),
+        ("age,f\n20,caf\xe9\n".encode("latin-1"), "is not a text CSV file in UTF-8 (byte 0xe9 at offset 12)"),
+        (b"age,f;g\n", "cannot tell whether the columns are separated by comma or semicolon"),
+    ],
+)
+def test_files_that_are_not_text_tables_are_named(tmp_path, content, message):
+    # Not a bare UTF-8 decode error that does not say which file.
+    path = tmp_path / "table.csv"
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as error:
+        read_age_table(path)
+    assert str(error.value).startswith(str(path)) and message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "header, hint",
+    [("sub_id,Age,f", "(did you mean --age-column Age?)"), ("id,ages,f", "(did you mean --age-column ages?)")],
+)
+def test_an_age_column_of_another_case_or_spelling_is_named(tmp_path, header, hint):
+    path = tmp_path / "t.csv"
+    path.write_text(header + "\ns1,20,1\n")
+    with pytest.raises(ValueError, match=r"no age column 'age' " + re.escape(hint)):
+        read_age_table(path)

@@ -56,19 +56,19 @@ def test_bad_manifest_rows_are_named_and_the_rest_loads(tmp_path, monkeypatch):
     assert [row.line for row in rows] == [2, 5, 6]
     assert problems[0][0] == 3 and "no file" in problems[0][1]
     assert problems[1][0] == 4 and "'forty' is not a number" in problems[1][1]
-    with pytest.warns(UserWarning, match="left out 3 rows"):
-        cohort = load_cohort(manifest, tmp_path / "cache", shape=(8, 8, 8), progress=False)
+    cohort = load_cohort(manifest, tmp_path / "cache", shape=(8, 8, 8), progress=False)
     assert cohort.volumes.shape == (2, 1, 8, 8, 8)
     assert cohort.ages.tolist() == [30.0, 60.0] and cohort.sites == ["A", "B"]
     assert [line for line, _ in cohort.problems] == [3, 4, 5]
+    (note,) = cohort.notes("manifest.csv")
+    assert note.startswith("manifest.csv: left out 3 of 5 rows (line 3: no file at ") and "line 5: cannot read" in note
 
     # Second load: everything comes from the cache, nibabel is not touched.
     def refuse(*args, **kwargs):
         raise AssertionError("re-read a cached file")
 
     monkeypatch.setattr(volumes_module, "load_volume", refuse)
-    with pytest.warns(UserWarning):
-        again = load_cohort(manifest, tmp_path / "cache", shape=(8, 8, 8), progress=False)
+    again = load_cohort(manifest, tmp_path / "cache", shape=(8, 8, 8), progress=False)
     assert np.array_equal(again.volumes.numpy(), cohort.volumes.numpy())
 
 
@@ -79,6 +79,10 @@ def test_manifest_errors(tmp_path):
     bad.write_text("file,years\nx,1\n")
     with pytest.raises(ValueError, match="'path' and 'age'"):
         read_manifest(bad)
+    capitals = tmp_path / "capitals.csv"
+    capitals.write_text("Path;Age\nx;1\n")
+    with pytest.raises(ValueError, match=r"missing \['age', 'path'\] \(rename 'Age' and 'Path'\)"):
+        read_manifest(capitals)
     # A spreadsheet's byte-order mark must not rename the first column to '\ufeffpath'.
     (tmp_path / "scan.nii.gz").write_bytes(b"")
     marked = tmp_path / "bom.csv"
@@ -105,7 +109,7 @@ def test_nifti_cli_with_a_bad_manifest_stops_before_making_the_run_folder(tmp_pa
     assert not out.exists()
 
 
-def test_nifti_cli_smoke(tmp_path):
+def test_nifti_cli_smoke(tmp_path, capsys):
     import json
 
     from sodeep.cli import main
@@ -117,42 +121,43 @@ def test_nifti_cli_smoke(tmp_path):
     lines.append("gone.nii.gz,50,A")
     (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
     out = tmp_path / "out"
-    with pytest.warns(UserWarning, match="line 14"):
-        code = main(
-            [
-                "brainage",
-                "nifti",
-                "--manifest",
-                str(tmp_path / "manifest.csv"),
-                "--shape",
-                "32",
-                "32",
-                "32",
-                "--losses",
-                "l1+spearman",
-                "--folds",
-                "2",
-                "--max-epochs",
-                "1",
-                "--batch-size",
-                "4",
-                "--channels",
-                "4",
-                "8",
-                "--head-channels",
-                "8",
-                "--block-order",
-                "norm-pool",
-                "--pooled-blocks",
-                "last",
-                "--out",
-                str(out),
-                "--wandb",
-                "disabled",
-            ]
-        )
+    code = main(
+        [
+            "brainage",
+            "nifti",
+            "--manifest",
+            str(tmp_path / "manifest.csv"),
+            "--shape",
+            "32",
+            "32",
+            "32",
+            "--losses",
+            "l1+spearman",
+            "--folds",
+            "2",
+            "--max-epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--channels",
+            "4",
+            "8",
+            "--head-channels",
+            "8",
+            "--block-order",
+            "norm-pool",
+            "--pooled-blocks",
+            "last",
+            "--out",
+            str(out),
+            "--wandb",
+            "disabled",
+        ]
+    )
     assert code == 0
+    assert "manifest.csv: left out 1 of 13 rows (line 14: no file at " in capsys.readouterr().err
     written = json.loads((out / "results.json").read_text())
+    assert [row["line"] for row in written["settings"]["skipped_rows"]] == [14]
     assert written["settings"]["config"]["extra"]["network"] == {
         "channels": [4, 8],
         "head_channels": 8,

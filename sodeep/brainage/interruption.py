@@ -1,0 +1,105 @@
+"""SIGINT and SIGTERM as a clean stop of a brain-age command.
+
+A command runs inside :class:`SignalStop`.  While it prepares data or writes a report, a signal
+stops it at once: every file it writes is written atomically, so nothing is left half-written.
+Inside a training run (:meth:`SignalStop.deferred`) the signal waits for the end of the current
+training or validation step (:class:`StopAtStepEnd`); the run then resumes from its last epoch
+checkpoint, so the epoch in progress is trained again.  A second signal stops at once.  Either way
+the command raises :class:`sodeep.run_folder.RunInterrupted`, which the console script prints as
+one line with the command that resumes, exiting with status 130.
+
+Example:
+    >>> import os, signal
+    >>> with SignalStop() as stop:
+    ...     stop.where = "the example"
+    ...     os.kill(os.getpid(), signal.SIGINT)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    sodeep.run_folder.RunInterrupted: interrupted at the example
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from lightning.pytorch.callbacks import Callback
+
+from sodeep.run_folder import RunInterrupted
+
+
+class SignalStop:
+    """Turns SIGINT and SIGTERM into :class:`RunInterrupted` (see the module docstring); the
+    previous handlers come back when the ``with`` block ends.  ``where`` names what the command
+    is doing, for the message."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.where = "the start"
+        self.requested = False
+        self._deferring = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> SignalStop:
+        # Python lets only the main thread set handlers; elsewhere signals keep their handlers.
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {number: signal.signal(number, self._handle) for number in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exception: Any) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous = {}
+
+    def _handle(self, number: int, frame: Any) -> None:
+        again = self.requested
+        self.requested = True
+        if not self._deferring or again:
+            raise RunInterrupted(self.where)
+
+    def check(self) -> None:
+        """Raise :class:`RunInterrupted` if a signal has come."""
+        if self.requested:
+            raise RunInterrupted(self.where)
+
+    @contextmanager
+    def deferred(self, where: str | None = None) -> Iterator[None]:
+        """Hold signals while the block runs (a training run named ``where``, or whatever
+        :attr:`where` says); raise at its end if one came.  Inside, :class:`StopAtStepEnd` raises
+        at the next step's end."""
+        self.check()
+        if where is not None:
+            self.where = where
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
+        if where is not None:
+            self.where = f"the end of {where}"
+        self.check()
+
+
+class StopAtStepEnd(Callback):
+    """Raise :class:`RunInterrupted` (``"<where>, epoch <n>"``) at the end of the training or
+    validation step during which ``stop`` received a signal.  No checkpoint is written: the
+    run's last one is that of its last whole epoch."""
+
+    def __init__(self, stop: SignalStop) -> None:
+        self.stop = stop
+
+    def _check(self, trainer: Any) -> None:
+        if self.stop.requested:
+            raise RunInterrupted(f"{self.stop.where}, epoch {trainer.current_epoch + 1}")
+
+    def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_index: int) -> None:
+        self._check(trainer)
+
+    def on_validation_batch_end(
+        self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_index: int, dataloader_index: int = 0
+    ) -> None:
+        self._check(trainer)

@@ -1,0 +1,96 @@
+"""The results of a brain-age run folder: a set of finished training runs that only grows.
+
+``results.json`` holds the ``settings`` every run of the folder shares (data, model, training),
+and per group (``presets``; ``cascade`` for the synthetic cascades) and preset the finished
+``runs``, each identified by its ``seed`` and ``fold``.  A command adds the runs it finishes and
+never drops one: presets or seeds given later are trained beside those already there, and
+``settings["presets"]``/``settings["seeds"]`` list what the folder holds.
+
+Example:
+    >>> results = read_results(Path("no-such-folder/results.json"), {"folds": 2})
+    >>> add_run(results, "presets", "l1", {"seed": 1, "fold": 0, "mae": 4.0})
+    >>> add_run(results, "presets", "l1", {"seed": 0, "fold": 1, "mae": 5.0})
+    >>> [(run["seed"], run["fold"]) for run in results["presets"]["l1"]["runs"]], results["settings"]
+    ([(0, 1), (1, 0)], {'folds': 2, 'presets': ['l1'], 'seeds': [0, 1]})
+    >>> is_finished(results, "presets", "l1", 0, 1), is_finished(results, "presets", "mse", 0, 1)
+    (True, False)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sodeep.files import atomic_write_json
+
+#: The file of a folder's results.
+RESULTS_FILE = "results.json"
+#: Groups of runs a results file may hold.
+GROUPS = ("presets", "cascade")
+#: Settings that list what the folder holds: they grow with its runs, so they are not compared.
+GROWING_SETTINGS = ("presets", "seeds")
+
+_ADVICE = "add --overwrite to start the folder again"
+
+
+def _well_formed(results: Any) -> bool:
+    if not isinstance(results, dict) or not isinstance(results.get("settings"), dict):
+        return False
+    groups = [results.get(group, {}) for group in GROUPS]
+    return isinstance(results.get("presets"), dict) and all(
+        isinstance(group, dict)
+        and all(
+            isinstance(entry, dict)
+            and isinstance(entry.get("runs"), list)
+            and all(isinstance(run, dict) and "seed" in run and "fold" in run for run in entry["runs"])
+            for entry in group.values()
+        )
+        for group in groups
+    )
+
+
+def read_results(path: Path, settings: dict[str, Any] | None) -> dict[str, Any]:
+    """The results in ``path``, checked to be a results file of runs with ``settings`` (``None``:
+    any), or new empty results with ``settings`` when there is no file.  Writes nothing;
+    ``ValueError`` (one line) for a damaged file or one of other settings."""
+    settings = json.loads(json.dumps(settings or {}))  # as JSON reads it back: tuples are lists
+    if not path.is_file():
+        return {"settings": {**settings, "presets": [], "seeds": []}, "presets": {}}
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise ValueError(f"{path} is damaged (not JSON text); {_ADVICE}") from None
+    except OSError as error:
+        raise ValueError(f"{path} cannot be read ({error.strerror})") from None
+    if not _well_formed(results):
+        raise ValueError(f"{path} is not a brain-age results file; {_ADVICE}")
+    held = results["settings"]
+    differing = sorted(
+        key for key in set(held) | set(settings) if key not in GROWING_SETTINGS and held.get(key) != settings.get(key)
+    )
+    if settings and differing:
+        raise ValueError(f"{path} holds runs of other settings ({', '.join(differing)}); {_ADVICE}")
+    return results
+
+
+def is_finished(results: dict[str, Any], group: str, preset: str, seed: int, fold: int) -> bool:
+    """Whether ``results`` hold the run ``(preset, seed, fold)`` of ``group``."""
+    runs = results.get(group, {}).get(preset, {}).get("runs", [])
+    return any(run["seed"] == seed and run["fold"] == fold for run in runs)
+
+
+def add_run(results: dict[str, Any], group: str, preset: str, run: dict[str, Any]) -> None:
+    """Add (or replace) the run ``(preset, run["seed"], run["fold"])`` of ``group``; runs stay
+    sorted by seed and fold, and ``settings`` list the presets and seeds held."""
+    entry = results.setdefault(group, {}).setdefault(preset, {"runs": []})
+    kept = [other for other in entry["runs"] if (other["seed"], other["fold"]) != (run["seed"], run["fold"])]
+    entry["runs"] = sorted([*kept, run], key=lambda item: (item["seed"], item["fold"]))
+    seeds = {item["seed"] for name in GROUPS for entry in results.get(name, {}).values() for item in entry["runs"]}
+    results["settings"]["presets"] = list(results["presets"])
+    results["settings"]["seeds"] = sorted(seeds)
+
+
+def write_results(path: Path, results: dict[str, Any]) -> Path:
+    """Write ``results`` to ``path`` atomically."""
+    return atomic_write_json(path, results)

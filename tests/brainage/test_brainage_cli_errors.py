@@ -1,0 +1,250 @@
+"""Bad input to ``sodeep brainage tabular | synthetic | nifti`` ends in one line on stderr and
+exit status 2, before anything is written: one table of cases, walked through every command.
+
+Fresh cases run into a folder that does not exist, with W&B on (offline, the default): a check
+made after the run folder or the W&B run is created would leave ``out`` behind.  Resume cases
+damage a copy of a finished tiny run (one run of it made unfinished) and run ``--resume`` on it:
+the folder must keep every file and modification time.
+"""
+
+import json
+import shutil
+
+import pytest
+import torch
+from brainage_inputs import folder_state, remembering, tiny_argv, write_inputs
+
+import sodeep.brainage.synthetic_mri as synthetic_mri
+from sodeep.cli import main
+
+COMMANDS = ("tabular", "synthetic", "nifti")
+
+
+@pytest.fixture(scope="module")
+def brainage_inputs(tmp_path_factory):
+    return write_inputs(tmp_path_factory.mktemp("inputs"))
+
+
+def _write_inputs(folder):
+    """Files a user might pass by mistake, by name."""
+    (folder / "typo.yaml").write_text("max_epoch: 3\n")
+    (folder / "bad.yaml").write_text("losses: [l1\n")
+    (folder / "list.yaml").write_text("- l1\n")
+    (folder / "binary.bin").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x01")
+    (folder / "latin1.csv").write_bytes("age,f\n20,caf\xe9\n".encode("latin-1"))
+    (folder / "empty.csv").write_bytes(b"")
+    (folder / "header.csv").write_text("age,f\n")
+    (folder / "capital.csv").write_text("sub_id;Age;f\ns1;20;1\ns2;30;2\n")
+    (folder / "mixed.csv").write_text("age,f;g\n")
+    (folder / "capital_manifest.csv").write_text("Path,Age\nx.nii.gz,30\n")
+    (folder / "six.csv").write_text("age,f\n" + "".join(f"{20 + 10 * row},{row}\n" for row in range(6)))
+
+
+# (commands, flags, words the one line must contain); "{inputs}" is the folder of _write_inputs.
+FRESH_CASES = [
+    (COMMANDS, ["--max-epochs", "0"], "max_epochs must be >= 1"),
+    (COMMANDS, ["--max-epochs", "-3"], "max_epochs must be >= 1"),
+    (COMMANDS, ["--patience", "-1"], "patience >= 0"),
+    (COMMANDS, ["--batch-size", "1"], "batch_size must be >= 2"),
+    (COMMANDS, ["--batch-size", "300", "--losses", "l1+spearman"], "batch_size must be <= 256"),
+    (COMMANDS, ["--seeds", "-1"], "seeds must be >= 0"),
+    (COMMANDS, ["--seeds", "0", "0"], "seeds must not repeat"),
+    (COMMANDS, ["--losses", "l1", "l1"], "losses must not repeat"),
+    (COMMANDS, ["--losses", "l1+spearmen"], "unknown loss presets ['l1+spearmen'] (did you mean 'l1+spearman'?)"),
+    (COMMANDS, ["--config", "{inputs}/typo.yaml"], "unknown setting 'max_epoch' (did you mean 'max_epochs'?)"),
+    (COMMANDS, ["--config", "{inputs}/bad.yaml"], "not valid YAML"),
+    (COMMANDS, ["--config", "{inputs}/list.yaml"], "must hold a mapping of settings, got a list"),
+    (COMMANDS, ["--config", "{inputs}/binary.bin"], "binary.bin: not a text (YAML) file"),
+    (COMMANDS, ["--config", "{inputs}/missing.yaml"], "no config file at"),
+    (COMMANDS, ["--resume"], "holds no run to resume"),
+    (("tabular", "nifti"), ["--folds", "1"], "folds >= 2"),
+    (("tabular",), ["--folds", "41"], "folds=41, N=40"),
+    (("tabular",), ["--dataset", "fcon1000", "--csv", "{inputs}/capital.csv"], "give a dataset or a csv, not both"),
+    (("tabular",), ["--csv", "{inputs}/missing.csv"], "no table at"),
+    (("tabular",), ["--csv", "{inputs}/binary.bin"], "binary.bin is not a text CSV file (it holds binary data)"),
+    (("tabular",), ["--csv", "{inputs}/latin1.csv"], "latin1.csv is not a text CSV file in UTF-8"),
+    (("tabular",), ["--csv", "{inputs}/empty.csv"], "empty.csv is empty"),
+    (("tabular",), ["--csv", "{inputs}/header.csv"], "has a header but no rows"),
+    (("tabular",), ["--csv", "{inputs}/mixed.csv"], "separated by comma or semicolon: the header is 'age,f;g'"),
+    (("tabular",), ["--csv", "{inputs}/capital.csv"], "no age column 'age' (did you mean --age-column Age?)"),
+    (("tabular",), ["--features", "zz*"], "feature patterns ['zz*'] match no column"),
+    (("synthetic",), ["--train", "1", "--test", "1"], "need train >= 4 and test >= 2 subjects, got 1 and 1"),
+    (("synthetic",), ["--max-minutes", "0"], "max_minutes must be None or > 0, got 0.0"),
+    (("synthetic",), ["--max-minutes", "inf"], "max_minutes must be None or > 0, got inf"),
+    (("synthetic",), ["--data-seed", "-1"], "data_seed must be >= 0"),
+    (("synthetic", "nifti"), ["--channels", "0"], "channels must be one or more widths >= 1"),
+    (("synthetic", "nifti"), ["--ema-decay", "1"], "ema_decay must be None or in (0, 1)"),
+    (("nifti",), ["--folds", "9"], "folds=9, N=8"),
+    (("nifti",), ["--folds", "5"], "8 subjects are too few for 5 folds: each test fold needs 2"),
+    (("tabular",), ["--csv", "{inputs}/six.csv"], "6 subjects are too few for 2 folds"),
+    (("nifti",), ["--voxel-size", "0"], "voxel_size > 0"),
+    (("nifti",), ["--voxel-size", "nan"], "voxel_size > 0"),
+    (("nifti",), ["--manifest", "{inputs}/missing.csv"], "no manifest at"),
+    (("nifti",), ["--manifest", "{inputs}/binary.bin"], "binary.bin is not a text CSV file"),
+    (("nifti",), ["--manifest", "{inputs}/capital_manifest.csv"], "missing ['age', 'path'] (rename 'Age' and 'Path')"),
+]
+FRESH = [(command, flags, words) for commands, flags, words in FRESH_CASES for command in commands]
+
+
+def _run_and_check_one_line(argv, capsys):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2, error
+    assert error.startswith("sodeep brainage: error: ") and error.count("\n") == 1, error
+    assert "Traceback" not in error
+    return error
+
+
+@pytest.mark.parametrize("command,flags,words", FRESH, ids=[f"{c} {' '.join(f)}" for c, f, _ in FRESH])
+def test_bad_input_ends_in_one_line_and_writes_nothing(tmp_path, capsys, brainage_inputs, command, flags, words):
+    inputs, out = tmp_path / "inputs", tmp_path / "out"
+    inputs.mkdir()
+    _write_inputs(inputs)
+    flags = [word.replace("{inputs}", str(inputs)) for word in flags]
+    error = _run_and_check_one_line(
+        ["brainage", command, *tiny_argv(command, brainage_inputs), *flags, "--out", str(out)], capsys
+    )
+    assert words in error
+    assert not out.exists()  # no run folder, no W&B run, no cache
+
+
+def _make_unfinished(out):
+    """Take the last run out of results.json, so that --resume would continue it from its checkpoints;
+    returns that run's checkpoint folder and another run's."""
+    results = json.loads((out / "results.json").read_text())
+    runs = results["presets"]["l1"]["runs"]
+    dropped = runs.pop()
+    (out / "results.json").write_text(json.dumps(results))
+    folders = sorted(path.parent for path in (out / "checkpoints" / "l1").rglob("last.ckpt"))
+    fold = f"_fold{dropped['fold']}" if len(folders) > 1 else ""
+    unfinished = out / "checkpoints" / "l1" / f"seed{dropped['seed']}{fold}"
+    return unfinished, next((folder for folder in folders if folder != unfinished), None)
+
+
+def _damage_run_record(out, unfinished, other):
+    (out / "run.json").write_text('{"command": "brainage')
+
+
+def _other_command(out, unfinished, other):
+    record = json.loads((out / "run.json").read_text())
+    (out / "run.json").write_text(json.dumps(record | {"command": "pretrain"}))
+
+
+def _truncate_results(out, unfinished, other):
+    text = (out / "results.json").read_bytes()
+    (out / "results.json").write_bytes(text[: len(text) // 2])
+
+
+def _binary_results(out, unfinished, other):
+    (out / "results.json").write_bytes(b"\x00\xff\x00")
+
+
+def _foreign_results(out, unfinished, other):
+    (out / "results.json").write_text('{"accuracy": 0.9}')
+
+
+def _truncate_checkpoint(out, unfinished, other):
+    data = (unfinished / "last.ckpt").read_bytes()
+    (unfinished / "last.ckpt").write_bytes(data[: len(data) // 2])
+
+
+def _empty_checkpoint(out, unfinished, other):
+    (unfinished / "last.ckpt").write_bytes(b"")
+
+
+def _text_checkpoint(out, unfinished, other):
+    (unfinished / "last.ckpt").write_text("epoch,step\n0,1\n")
+
+
+def _foreign_checkpoint(out, unfinished, other):
+    torch.save({"weights": torch.zeros(2)}, unfinished / "last.ckpt")
+
+
+def _another_runs_checkpoint(out, unfinished, other):
+    shutil.copy(other / "last.ckpt", unfinished / "last.ckpt")
+
+
+def _no_best_checkpoint(out, unfinished, other):
+    (unfinished / "best.ckpt").unlink()
+
+
+def _notes_folder(out, unfinished, other):
+    shutil.rmtree(out)
+    out.mkdir()
+    (out / "notes.txt").write_text("my own work")
+
+
+def _file_for_folder(out, unfinished, other):
+    shutil.rmtree(out)
+    out.write_text("not a folder")
+
+
+# (damage, extra flags, words), each run on a copy of a finished tiny run with one run made unfinished.
+RESUME_CASES = [
+    (_damage_run_record, ["--resume"], "run.json is damaged; add --overwrite"),
+    (_other_command, ["--resume"], "holds a pretrain run, not a brainage"),
+    (None, ["--resume", "--max-epochs", "3"], "other settings (max_epochs: 2 -> 3)"),
+    (None, [], "already holds this run; add --resume"),
+    (_truncate_results, ["--resume"], "results.json is damaged (not JSON text)"),
+    (_binary_results, ["--resume"], "results.json is damaged (not JSON text)"),
+    (_foreign_results, ["--resume"], "results.json is not a brain-age results file"),
+    (_truncate_checkpoint, ["--resume"], "last.ckpt is not a torch checkpoint (truncated, corrupt"),
+    (_empty_checkpoint, ["--resume"], "last.ckpt is empty (0 bytes)"),
+    (_text_checkpoint, ["--resume"], "last.ckpt is not a torch checkpoint"),
+    (_foreign_checkpoint, ["--resume"], "last.ckpt is not a checkpoint of a brain-age training run"),
+    (_no_best_checkpoint, ["--resume"], "holds last.ckpt but no best.ckpt"),
+    (_notes_folder, [], "holds files but no run.json: not a sodeep run folder"),
+    (_file_for_folder, [], "is a file, not a run folder"),
+]
+
+
+@pytest.fixture(scope="module")
+def finished_runs(tmp_path_factory, brainage_inputs):
+    """A finished tiny run folder of each command (W&B off)."""
+    folders = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(synthetic_mri, "simulate_subject", remembering(synthetic_mri.simulate_subject))
+        for command in COMMANDS:
+            out = tmp_path_factory.mktemp(command) / "out"
+            argv = ["brainage", command, *tiny_argv(command, brainage_inputs), "--wandb", "disabled", "--out", str(out)]
+            assert main(argv) == 0
+            folders[command] = out
+    return folders
+
+
+RESUME = [(command, *case) for case in RESUME_CASES for command in COMMANDS]
+
+
+@pytest.mark.parametrize(
+    "command,damage,flags,words",
+    RESUME,
+    ids=[f"{c} {d.__name__.strip('_') if d else 'none'} {' '.join(f)}" for c, d, f, _ in RESUME],
+)
+def test_a_folder_that_cannot_be_resumed_ends_in_one_line_and_is_left_untouched(
+    tmp_path, capsys, brainage_inputs, finished_runs, command, damage, flags, words
+):
+    out = tmp_path / "out"
+    shutil.copytree(finished_runs[command], out)
+    unfinished, other = _make_unfinished(out)
+    if damage is not None:
+        damage(out, unfinished, other)
+    before = folder_state(out) if out.is_dir() else out.read_text()
+    argv = ["brainage", command, *tiny_argv(command, brainage_inputs), "--wandb", "disabled", "--out", str(out)]
+    error = _run_and_check_one_line([*argv, *flags], capsys)
+    assert words in error
+    assert (folder_state(out) if out.is_dir() else out.read_text()) == before
+
+
+@pytest.mark.parametrize("command", ("tabular", "nifti"))
+def test_another_runs_checkpoint_is_refused(tmp_path, capsys, brainage_inputs, finished_runs, command):
+    out = tmp_path / "out"
+    shutil.copytree(finished_runs[command], out)
+    unfinished, other = _make_unfinished(out)
+    _another_runs_checkpoint(out, unfinished, other)
+    before = folder_state(out)
+    argv = ["brainage", command, *tiny_argv(command, brainage_inputs), "--wandb", "disabled", "--out", str(out)]
+    error = _run_and_check_one_line([*argv, "--resume"], capsys)
+    assert "belongs to training run {'preset': 'l1', 'seed': 0, 'fold': 0}, not" in error
+    assert folder_state(out) == before

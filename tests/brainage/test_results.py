@@ -1,0 +1,27 @@
+import json
+
+import pytest
+
+from sodeep.brainage.losses import check_batch_size
+from sodeep.brainage.results import add_run, read_results
+
+
+def test_a_run_trained_again_replaces_its_record(tmp_path):
+    results = read_results(tmp_path / "results.json", {"folds": 2})
+    add_run(results, "presets", "l1", {"seed": 0, "fold": 0, "mae": 5.0})
+    add_run(results, "presets", "l1", {"seed": 0, "fold": 0, "mae": 4.0})
+    assert results["presets"]["l1"]["runs"] == [{"seed": 0, "fold": 0, "mae": 4.0}]
+
+
+def test_settings_are_compared_as_json_reads_them(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"settings": {"grid": [4, 4], "presets": ["l1"], "seeds": [0]}, "presets": {}}))
+    assert read_results(path, {"grid": (4, 4)})["settings"]["seeds"] == [0]  # the growing lists are not compared
+    with pytest.raises(ValueError, match=r"holds runs of other settings \(grid\)"):
+        read_results(path, {"grid": (8, 8)})
+
+
+def test_a_batch_larger_than_the_sorter_ranks_is_refused_for_rank_presets_only():
+    check_batch_size(["l1", "mse"], 1000)
+    with pytest.raises(ValueError, match=r"batch_size must be <= 256 with presets \['cheng2021'\]"):
+        check_batch_size(["l1", "cheng2021"], 257)

@@ -1,0 +1,212 @@
+"""A brain-age output folder holds one configuration whose results grow; --resume continues,
+--overwrite starts again, and SIGINT/SIGTERM stop cleanly with the command that resumes."""
+
+import json
+import os
+import shlex
+import signal
+
+import pytest
+import torch
+from brainage_inputs import folder_state, remembering, tiny_argv, write_inputs
+
+import sodeep.brainage.cross_validation as cross_validation
+import sodeep.brainage.synthetic_mri as synthetic_mri
+from sodeep.brainage.training import AgeRegression
+from sodeep.cli import main
+
+
+@pytest.fixture(scope="module")
+def brainage_inputs(tmp_path_factory):
+    return write_inputs(tmp_path_factory.mktemp("inputs"))
+
+
+@pytest.fixture
+def simulated_once(monkeypatch):
+    """Synthetic subjects simulated once per session (see ``brainage_inputs.remembering``)."""
+    monkeypatch.setattr(synthetic_mri, "simulate_subject", remembering(synthetic_mri.simulate_subject))
+
+
+def brainage(command, out, inputs, *flags, wandb="disabled"):
+    return main(["brainage", command, *tiny_argv(command, inputs), "--out", str(out), "--wandb", wandb, *flags])
+
+
+@pytest.fixture
+def trained(monkeypatch):
+    """The (preset, seed, fold) of every training run started, in order."""
+    runs = []
+    original = cross_validation.fit_age_model
+
+    def spy(*arguments, **options):
+        runs.append(tuple(options["run"].values()))
+        return original(*arguments, **options)
+
+    monkeypatch.setattr(cross_validation, "fit_age_model", spy)
+    return runs
+
+
+def _without_wandb(state, out):
+    return {path: mtime for path, mtime in state.items() if not path.is_relative_to(out / "wandb")}
+
+
+def _results(out):
+    return json.loads((out / "results.json").read_text())
+
+
+def test_more_presets_and_seeds_train_only_the_new_runs_and_keep_every_finished_one(
+    tmp_path, brainage_inputs, trained, capsys
+):
+    out = tmp_path / "out"
+    assert brainage("tabular", out, brainage_inputs, "--losses", "l1", "l1+spearman", wandb="offline") == 0
+    first = _results(out)
+    checkpoints = folder_state(out / "checkpoints")
+    record = json.loads((out / "run.json").read_text())
+    trained.clear()
+    capsys.readouterr()
+
+    # Another preset list must not replace the folder's results: without --resume it is refused...
+    untouched = folder_state(out)
+    with pytest.raises(SystemExit) as exit_info:
+        brainage("tabular", out, brainage_inputs, "--losses", "l1", "mse")
+    assert exit_info.value.code == 2 and "already holds this run; add --resume" in capsys.readouterr().err
+    # (W&B's background service may still append to its own debug log under wandb/.)
+    assert _without_wandb(folder_state(out), out) == _without_wandb(untouched, out) and not trained
+
+    # ...and with --resume it trains mse alone, keeping l1 and l1+spearman (results, plots, checkpoints),
+    # where training every run again, finished ones included, would waste them.
+    assert brainage("tabular", out, brainage_inputs, "--losses", "l1", "mse", "--resume", wandb="offline") == 0
+    assert trained == [("mse", 0, 0), ("mse", 0, 1)]
+    assert "out: resuming; 2 of the 4 runs asked for are finished, 2 to train" in capsys.readouterr().out
+    results = _results(out)
+    assert list(results["presets"]) == ["l1", "l1+spearman", "mse"]
+    assert results["presets"]["l1"]["runs"] == first["presets"]["l1"]["runs"]
+    assert results["presets"]["l1+spearman"]["runs"] == first["presets"]["l1+spearman"]["runs"]
+    assert set(results["comparisons"]) == {"baseline", "l1+spearman", "mse"}
+    assert all(folder_state(out / "checkpoints")[path] == mtime for path, mtime in checkpoints.items())
+    report = (out / "results.md").read_text()
+    assert all(f"| {name} |" in report for name in ("l1", "l1+spearman", "mse"))
+    assert sorted(path.name for path in (out / "plots").iterdir()) == ["l1+spearman.png", "l1.png", "mse.png"]
+    # One W&B run per folder: the resumed command logged to the run of run.json.
+    assert json.loads((out / "run.json").read_text())["run_id"] == record["run_id"]
+    runs = {path.name.rsplit("-", 1)[-1] for path in (out / "wandb").rglob("offline-run-*")}
+    assert runs == {record["run_id"]}
+
+    # A seed more: its runs alone.
+    trained.clear()
+    assert brainage("tabular", out, brainage_inputs, "--losses", "l1", "--seeds", "0", "1", "--resume") == 0
+    assert trained == [("l1", 1, 0), ("l1", 1, 1)]
+    results = _results(out)
+    assert results["settings"]["seeds"] == [0, 1] and len(results["presets"]["l1"]["runs"]) == 4
+    assert len(results["presets"]["mse"]["runs"]) == 2
+
+
+def test_overwrite_clears_the_folder_first(tmp_path, brainage_inputs):
+    out = tmp_path / "out"
+    assert brainage("tabular", out, brainage_inputs, "--losses", "l1", "l1+spearman") == 0
+    record = json.loads((out / "run.json").read_text())
+    (out / "notes.txt").write_text("from before")
+    assert brainage("tabular", out, brainage_inputs, "--losses", "mse", "--max-epochs", "3", "--overwrite") == 0
+    assert not (out / "notes.txt").exists()
+    assert list(_results(out)["presets"]) == ["mse"]
+    assert sorted(path.name for path in (out / "plots").iterdir()) == ["mse.png"]
+    assert sorted(path.name for path in (out / "checkpoints").iterdir()) == ["mse"]
+    again = json.loads((out / "run.json").read_text())
+    assert again["run_id"] != record["run_id"] and again["config"]["max_epochs"] == 3
+    assert again["command"] == "brainage tabular" and "sodeep_version" in again
+
+
+def _interrupt_at(monkeypatch, number, fold, epoch):
+    """Send ``number`` to this process, once, in the first training step of ``epoch`` (0-based) of
+    ``fold``; returns the epochs of every training step taken."""
+    epochs, sent = [], []
+    original = AgeRegression.training_step
+
+    def step(self, batch, batch_index):
+        epochs.append(self.current_epoch)
+        if self.hparams.run["fold"] == fold and self.current_epoch == epoch and not sent:
+            sent.append(number)
+            os.kill(os.getpid(), number)
+        return original(self, batch, batch_index)
+
+    monkeypatch.setattr(AgeRegression, "training_step", step)
+    return epochs
+
+
+@pytest.mark.parametrize(
+    "command,number", [("tabular", signal.SIGINT), ("tabular", signal.SIGTERM), ("nifti", signal.SIGINT)]
+)
+def test_a_signal_stops_cleanly_and_the_printed_command_resumes_to_the_same_results(
+    tmp_path, brainage_inputs, monkeypatch, capsys, command, number
+):
+    # Not exit status 1 without a word, nor a run that starts again from epoch 0 (Lightning's own Ctrl-C).
+    straight, out = tmp_path / "straight", tmp_path / "out"
+    assert brainage(command, straight, brainage_inputs, "--max-epochs", "4") == 0
+    epochs = _interrupt_at(monkeypatch, number, fold=1, epoch=2)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        brainage(command, out, brainage_inputs, "--max-epochs", "4")
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_info.value.code == 130
+    prefix = "interrupted at l1, seed 0, fold 1, epoch 3; resume with: sodeep "
+    assert last_line.startswith(prefix) and last_line.endswith(f"--out {out} --wandb disabled --max-epochs 4 --resume")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers given back
+    # Nothing half-written: no temporary file, every file whole.
+    assert not [path for path in out.rglob("*") if path.name.endswith(".tmp")]
+    assert [(run["seed"], run["fold"]) for run in _results(out)["presets"]["l1"]["runs"]] == [(0, 0)]
+    for path in out.rglob("*.ckpt"):
+        torch.load(path, weights_only=True)
+
+    epochs.clear()
+    argv = shlex.split(last_line.split("resume with: sodeep ", 1)[1])
+    assert main(argv) == 0
+    assert epochs and min(epochs) == 2  # continued from its last epoch checkpoint, not from epoch 0
+    resumed, expected = _results(out)["presets"]["l1"], _results(straight)["presets"]["l1"]
+    for run, same in zip(resumed["runs"], expected["runs"], strict=True):
+        assert run["test_predictions"] == same["test_predictions"] and run["epochs"] == same["epochs"] == 4
+    rows = [line.split(",")[0] for line in (out / "curves/l1/seed0_fold1/metrics.csv").read_text().splitlines()[1:]]
+    straight_rows = (straight / "curves/l1/seed0_fold1/metrics.csv").read_text().splitlines()[1:]
+    assert rows == [line.split(",")[0] for line in straight_rows]  # every epoch logged once, in order
+
+
+@pytest.mark.usefixtures("simulated_once")
+def test_a_synthetic_run_interrupted_mid_training_continues_from_its_last_epoch(
+    tmp_path, brainage_inputs, monkeypatch, capsys
+):
+    # An interrupted synthetic-MRI run must not start again from epoch 0.
+    flags = ["--max-epochs", "3", "--augment", "--ema-decay", "0.9"]
+    straight, out = tmp_path / "straight", tmp_path / "out"
+    assert brainage("synthetic", straight, brainage_inputs, *flags) == 0
+    epochs = _interrupt_at(monkeypatch, signal.SIGINT, fold=0, epoch=1)
+    with pytest.raises(SystemExit) as exit_info:
+        brainage("synthetic", out, brainage_inputs, *flags)
+    assert exit_info.value.code == 130
+    assert "interrupted at l1, seed 0, epoch 2; resume with: " in capsys.readouterr().err
+    epochs.clear()
+    assert brainage("synthetic", out, brainage_inputs, *flags, "--resume") == 0
+    assert min(epochs) == 1
+    (run,) = _results(out)["presets"]["l1"]["runs"]
+    (same,) = _results(straight)["presets"]["l1"]["runs"]
+    assert run["test_predictions"] == same["test_predictions"]  # augmentation and EMA state resumed too
+
+
+@pytest.mark.usefixtures("simulated_once")
+def test_a_signal_while_data_is_prepared_stops_at_once_and_leaves_no_partial_file(
+    tmp_path, brainage_inputs, monkeypatch, capsys
+):
+    original = synthetic_mri.simulate_subject
+
+    def simulate(seed, index, *arguments, **options):
+        if index == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(seed, index, *arguments, **options)
+
+    monkeypatch.setattr(synthetic_mri, "simulate_subject", simulate)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        brainage("synthetic", out, brainage_inputs)
+    assert exit_info.value.code == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("interrupted at the synthetic cohort; resume")
+    assert sorted(path.name for path in out.iterdir()) == ["run.json"]
+    monkeypatch.setattr(synthetic_mri, "simulate_subject", original)
+    assert brainage("synthetic", out, brainage_inputs, "--resume") == 0
+    assert len(_results(out)["presets"]["l1"]["runs"]) == 1
