@@ -341,8 +341,10 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
         num_sanity_val_steps=0,
     )
     started = time.time()
-    trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume_step is not None else None)
-    _finish_loggers(trainer)
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume_step is not None else None)
+    finally:  # a failed run too: the next run in this process must not log into its W&B run
+        _finish_loggers(trainer)
     if stop.stopped_at is not None:
         raise RunInterrupted(stop.stopped_at)
     if not all(torch.isfinite(parameter).all() for parameter in module.sorter.parameters()):

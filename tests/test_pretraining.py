@@ -80,7 +80,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     steps = [int(row["step"]) for row in csv.DictReader(open(tmp_path / "interrupted" / "csv" / "metrics.csv"))]
     logged = [step for step in steps if step % 10 == 9 or step == 7]
     assert logged == sorted(logged) and min(steps) < 4 and max(steps) == 7
-    run_ids = {path.name.rsplit("-", 1)[-1] for path in (tmp_path / "interrupted" / "wandb").rglob("offline-run-*")}
+    run_ids = {path.stem.removeprefix("run-") for path in (tmp_path / "interrupted" / "wandb").rglob("run-*.wandb")}
     assert len(run_ids) == 1
 
 
