@@ -89,7 +89,15 @@ def command_pretrain(arguments: argparse.Namespace) -> int:
     config = pretrain_config(arguments)
     from sodeep.pretraining import pretrain
 
+    sorter_file = Path(config.out) / "sorter.pt"
+    finished_before = arguments.resume and sorter_file.is_file()
     pretrain(config, resume=arguments.resume, overwrite=arguments.overwrite)
+    if (
+        finished_before
+        and json.loads((Path(config.out) / "pretrain_summary.json").read_text())["steps"] >= config.steps
+    ):
+        print(f"{config.out} holds a finished run: nothing to train; its sorter is {sorter_file}")
+        return 0
     summary = json.loads((Path(config.out) / "pretrain_summary.json").read_text())
     from sodeep.sweeps.summary import write_trial_summary
 

@@ -80,7 +80,7 @@ def claim_run_folder(
     fresh = {"command": command, "config": config, "run_id": uuid.uuid4().hex[:16]}
     if overwrite or not holds_files:
         if resume and not overwrite:
-            raise ValueError(f"--resume: {out} holds no run to resume; run without --resume (resume=True) to start one")
+            raise ValueError(f"--resume: {out} holds no run to resume; run without --resume to start one")
         return fresh
     if not record_path.is_file():
         raise ValueError(
@@ -110,10 +110,7 @@ def claim_run_folder(
             "choose another --out, or add --overwrite to clear it"
         )
     if not resume:
-        raise ValueError(
-            f"{out} already holds this run; add --resume (resume=True) to continue it "
-            "or --overwrite (overwrite=True) to start again"
-        )
+        raise ValueError(f"{out} already holds this run; add --resume to continue it or --overwrite to start again")
     return {"command": command, "config": config, "run_id": existing.get("run_id") or fresh["run_id"]}
 
 

@@ -146,7 +146,9 @@ class StopOnSignal(Callback):
     def _request(self, number: int, frame: Any) -> None:
         self.requested = True
 
-    def on_fit_start(self, trainer: Any, module: Any) -> None:
+    def on_train_start(self, trainer: Any, module: Any) -> None:
+        # Installed after Lightning's own signal connector has saved the handlers it restores at
+        # teardown, so that ours never outlives the fit.
         if threading.current_thread() is threading.main_thread():
             self._previous = {number: signal.signal(number, self._request) for number in self.SIGNALS}
 
@@ -165,6 +167,9 @@ class StopOnSignal(Callback):
         self._restore()
 
     def on_exception(self, trainer: Any, module: Any, exception: BaseException) -> None:
+        self._restore()
+
+    def teardown(self, trainer: Any, module: Any, stage: str) -> None:
         self._restore()
 
 
