@@ -5,18 +5,16 @@ from __future__ import annotations
 import json
 import math
 import os
-import queue
 import sys
-import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, Dataset
 
 from sodeep.checkpoints import CheckpointError, load_sorter, read_weights_only, save_sorter
 from sodeep.config import PretrainConfig, config_to_dict
@@ -50,58 +48,8 @@ class HeldOutCells(Dataset):
         return scores, ranks, self.families.index(family), length
 
 
-class Prefetched(IterableDataset):
-    """Iterates ``dataset`` in a background thread, up to ``depth`` items ahead of the consumer.
-
-    Torch releases the GIL inside its operations, so the next batches are built on a free core
-    while the current one trains, without the copies a worker process costs.  An exception in the
-    thread is raised in the consumer; the thread stops when the consumer's iterator is closed.
-    """
-
-    def __init__(self, dataset: Iterable, depth: int = 4) -> None:
-        super().__init__()
-        if depth < 1:
-            raise ValueError(f"depth must be >= 1, got {depth}")
-        self.dataset = dataset
-        self.depth = depth
-
-    def __iter__(self) -> Iterator:
-        items: queue.Queue = queue.Queue(self.depth)
-        stop = threading.Event()
-
-        def fill() -> None:
-            try:
-                for item in self.dataset:
-                    while not stop.is_set():
-                        try:
-                            items.put((True, item), timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
-                        return
-                items.put((True, _END))
-            except BaseException as error:  # handed to the consumer
-                items.put((False, error))
-
-        threading.Thread(target=fill, daemon=True, name="sodeep-prefetch").start()
-        try:
-            while True:
-                ok, item = items.get()
-                if not ok:
-                    raise item
-                if item is _END:
-                    return
-                yield item
-        finally:
-            stop.set()
-
-
-_END = object()
-
-
 class SequenceDataModule(L.LightningDataModule):
-    """Seeded synthetic training stream (built in a background thread) and fixed held-out cells.
+    """Seeded synthetic training stream and fixed held-out cells.
 
     Its state (batches consumed) goes into Lightning checkpoints, so ``--resume`` continues the
     exact stream where the interrupted run stopped.
@@ -136,7 +84,7 @@ class SequenceDataModule(L.LightningDataModule):
             affine_probability=self.affine_probability,
             start_batch=self.start_batch,
         )
-        return DataLoader(Prefetched(stream), batch_size=None)
+        return DataLoader(stream, batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
         cells = HeldOutCells(self.validation_lengths, self.validation_sequences, self.families)

@@ -4,9 +4,9 @@ First table: batches of the :class:`~sodeep.synthetic.SyntheticSequences` stream
 draws them (64 sequences, n uniform in 2..256, experiments/configs/pretrain.yaml) against a full
 training step of the shipped sorter on the same batch (forward, L1 to the exact ranks, backward,
 AdamW update).  The two are timed in turn, batch after batch, so that drifts of the machine hit
-both alike; medians are reported.  Second table: what a pretraining iteration waits for its data
-when batches are made beforehand, made in line between steps, or made by a background thread
-while the step runs (what pretraining does), the three taking turns iteration by iteration.
+both alike; medians are reported.  Second table: what a pretraining iteration costs when batches are
+made beforehand or made in line between steps (what pretraining does), the two taking turns
+iteration by iteration.
 Data's share is the iteration's time beyond that with batches made beforehand, relative to the
 iteration.  The target: data under 5% of a pretraining iteration.  Third table:
 :func:`~sodeep.synthetic.generate_sequences` throughput at n = 100.
@@ -26,7 +26,6 @@ from collections.abc import Iterator
 import torch
 
 from sodeep import load_sorter, rank
-from sodeep.pretraining import Prefetched
 from sodeep.synthetic import SyntheticSequences, generate_sequences, make_generator
 
 PRETRAINING_LENGTHS = list(range(2, 257))
@@ -129,8 +128,7 @@ def main() -> None:
     baseline = "made beforehand (no data cost)"
     sources = {
         baseline: iter([stream.batch(k) for k in range(arguments.rounds + 20)]),
-        "the stream, in line": iter(stream),
-        "the stream through a prefetching thread (pretraining's DataModule)": iter(Prefetched(stream)),
+        "the stream, in line (pretraining's DataModule)": iter(stream),
     }
     medians = iteration_medians(sources, arguments.rounds)
     for name, (wait, whole) in medians.items():
