@@ -32,6 +32,7 @@ from sodeep.brainage.augmentation import AUGMENTATIONS
 from sodeep.brainage.datasets import BUNDLED_DATASETS, DEFAULT_DATASET, bundled_table_path
 from sodeep.brainage.losses import BRAIN_AGE_PRESETS
 from sodeep.brainage.tables import check_folds
+from sodeep.config import read_yaml_mapping
 
 #: W&B modes of every command (``sodeep.runs.WANDB_MODES``, not imported here: that module loads Lightning).
 WANDB_MODES = ("offline", "online", "disabled")
@@ -293,19 +294,8 @@ def load_config(config_class: type, source: str | os.PathLike | Mapping[str, Any
     if source is None or isinstance(source, Mapping):
         values = dict(source or {})
     else:
-        import yaml
-
         where = f"{source}: "
-        try:
-            values = yaml.safe_load(Path(source).read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise FileNotFoundError(f"no config file at {source}") from None
-        except UnicodeDecodeError:
-            raise ValueError(f"{where}not a text (YAML) file") from None
-        except yaml.YAMLError as error:
-            raise ValueError(f"{where}not valid YAML ({' '.join(str(error).split())})") from error
-        if not isinstance(values, dict):
-            raise ValueError(f"{where}must hold a mapping of settings, got a {type(values).__name__}")
+        values = read_yaml_mapping(source)
     values = {str(key).replace("-", "_"): value for key, value in values.items()} | overrides
     known = [item.name for item in fields(config_class)]
     for key in values:

@@ -1,5 +1,5 @@
 """Start one sweep trial as W&B's agent would: its folder, parameter files, environment and
-command, as a subprocess in its own session; and record how it ended.
+command, as a subprocess in its own process group; and record how it ended.
 
 The trial runs inside ``ROOT/<sweep>/trials/<id>/`` (relative outputs of its program land there)
 with ``WANDB_MODE``, ``WANDB_RUN_GROUP`` (the sweep), ``WANDB_SWEEP_PARAM_PATH`` (so that

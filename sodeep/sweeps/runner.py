@@ -5,7 +5,7 @@
 status), ``output.log``, the program's own files (it runs there, so relative outputs such as
 ``runs/...`` land there) and ``summary.json`` (:mod:`sodeep.sweeps.summary`).  A trial whose
 summary says ``finished`` is skipped when the sweep runs again; any other is started afresh in
-a cleared folder.  Up to ``workers`` trials run at once, each a subprocess in its own session:
+a cleared folder.  Up to ``workers`` trials run at once, each a subprocess in its own process group:
 ctrl-C (or SIGTERM) passes SIGINT on to them, waits, and raises :class:`SweepInterrupted`.
 """
 

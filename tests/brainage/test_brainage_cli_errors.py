@@ -54,7 +54,7 @@ FRESH_CASES = [
     (COMMANDS, ["--config", "{inputs}/typo.yaml"], "unknown setting 'max_epoch' (did you mean 'max_epochs'?)"),
     (COMMANDS, ["--config", "{inputs}/bad.yaml"], "not valid YAML"),
     (COMMANDS, ["--config", "{inputs}/list.yaml"], "must hold a mapping of settings, got a list"),
-    (COMMANDS, ["--config", "{inputs}/binary.bin"], "binary.bin: not a text (YAML) file"),
+    (COMMANDS, ["--config", "{inputs}/binary.bin"], "binary.bin is not a text (YAML) file"),
     (COMMANDS, ["--config", "{inputs}/missing.yaml"], "no config file at"),
     (COMMANDS, ["--resume"], "holds no run to resume"),
     (("tabular", "nifti"), ["--folds", "1"], "folds >= 2"),

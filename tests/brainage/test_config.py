@@ -17,7 +17,7 @@ def test_yaml_then_overrides(tmp_path):
     [
         ("fold: 3\n", r"run.yaml: unknown setting 'fold' \(did you mean 'folds'\?\)"),
         ("zzz: 1\n", r"unknown setting 'zzz'; known: \['dataset', 'csv'"),
-        ("folds: [3\n", "run.yaml: not valid YAML"),
+        ("folds: [3\n", "run.yaml is not valid YAML"),
         ("- 3\n", "must hold a mapping of settings, got a list"),
         ("folds: '5'\n", r"folds must be int, got '5' \(str\)"),
         ("batch_size: true\n", r"batch_size must be int, got True \(bool\)"),
