@@ -20,10 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sodeep.config import PretrainConfig, config_from_mapping, parse_json_object, parse_lengths, read_yaml_mapping
-from sodeep.run_folder import RunInterrupted
-
-#: Exit status after SIGINT or SIGTERM (128 + SIGINT, as shells report an interrupted command).
-INTERRUPTED = 130
+from sodeep.run_folder import INTERRUPTED, RunInterrupted
 
 #: Help of each pretraining setting (its default is added from :class:`PretrainConfig`).
 PRETRAIN_HELP = {

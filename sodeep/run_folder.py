@@ -30,6 +30,8 @@ from sodeep.files import atomic_write_json
 
 #: The record of the run a folder holds.
 RUN_RECORD = "run.json"
+#: Exit status after SIGINT or SIGTERM (128 + SIGINT, as shells report an interrupted command).
+INTERRUPTED = 130
 
 
 class RunInterrupted(Exception):

@@ -134,18 +134,23 @@ class RunCheckpoint(ModelCheckpoint):
         super().load_state_dict(state)
 
 
+def _read_for_resume(path: Path) -> Any:
+    """A checkpoint's payload, or a one-line ``ValueError`` saying why a run cannot resume from it."""
+    try:
+        return read_weights_only(path)
+    except CheckpointError as error:
+        raise ValueError(f"cannot resume: {error}; add --overwrite to start the folder again") from None
+    except OSError as error:
+        raise ValueError(f"cannot resume: {path} cannot be read ({error.strerror}); add --overwrite") from None
+
+
 def check_training_checkpoint(path: str | Path, run: dict[str, Any] | None = None) -> int:
     """The global step of ``path``, a ``last.ckpt`` written by :func:`fit_age_model` for the
     training run ``run``; ``ValueError`` (one line) for a file a run cannot resume from: empty,
     truncated, not a torch file, not such a checkpoint, or another run's."""
     path = Path(path)
     advice = "add --overwrite to start the folder again"
-    try:
-        payload = read_weights_only(path)
-    except CheckpointError as error:
-        raise ValueError(f"cannot resume: {error}; {advice}") from None
-    except OSError as error:
-        raise ValueError(f"cannot resume: {path} cannot be read ({error.strerror}); {advice}") from None
+    payload = _read_for_resume(path)
     hyperparameters = payload.get("hyper_parameters") if isinstance(payload, dict) else None
     state = payload.get("state_dict") if isinstance(payload, dict) else None
     if (
@@ -175,12 +180,7 @@ def check_resumable_run(directory: str | Path, run: dict[str, Any] | None = None
         raise ValueError(
             f"cannot resume: {directory} holds {LAST_CHECKPOINT} but no {BEST_CHECKPOINT}; add --overwrite"
         )
-    try:
-        payload = read_weights_only(best)
-    except CheckpointError as error:
-        raise ValueError(f"cannot resume: {error}; add --overwrite to start the folder again") from None
-    except OSError as error:
-        raise ValueError(f"cannot resume: {best} cannot be read ({error.strerror}); add --overwrite") from None
+    payload = _read_for_resume(best)
     if not isinstance(payload, dict) or not isinstance(payload.get("state_dict"), dict):
         raise ValueError(f"cannot resume: {best} is not a checkpoint of a brain-age training run; add --overwrite")
 

@@ -13,8 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-#: Exit status after ctrl-C or SIGTERM (128 + SIGINT, as shells report an interrupted command).
-INTERRUPTED = 130
+from sodeep.run_folder import INTERRUPTED
 
 
 def add_sweep_parser(commands: Any) -> None:
