@@ -29,6 +29,11 @@ DEFAULT_SORTER_FILE = "conv_sorter.pt"
 #: The same design with two hidden layers: a little more faithful, slower (model card).
 #: ``load_sorter(default_sorter_path(DEPTH2_SORTER_FILE))``.
 DEPTH2_SORTER_FILE = "conv_sorter_depth2.pt"
+#: Settings of the shipped sorter inside the rank losses (``SpearmanLoss()`` and the others with
+#: ``sorter=None``): a temperature floor, in the units of the scores, that makes the ranks teach
+#: (chosen on the learning-to-sort benchmark, docs/sorter.md).  ``load_sorter()`` alone gives the
+#: sharp, scale-free ranks for evaluation.
+TRAINING_SETTINGS: dict[str, Any] = {"temperature_floor": 0.1}
 
 
 class CheckpointError(ValueError):
@@ -121,24 +126,35 @@ def read_weights_only(path: Path, map_location: str | torch.device = "cpu") -> A
 
 
 def load_sorter(
-    path: str | os.PathLike | None = None, map_location: str | torch.device = "cpu", *, trainable: bool = False
+    path: str | os.PathLike | None = None,
+    map_location: str | torch.device = "cpu",
+    *,
+    trainable: bool = False,
+    **settings: Any,
 ) -> Sorter:
     """Load a sorter checkpoint; ``path=None`` loads the shipped default, offline.
 
     The result is in eval mode and frozen (no gradient to its weights), as a loss uses it;
-    ``trainable=True`` returns it in train mode with gradients, to fine-tune it.  Raises
-    :class:`CheckpointError` (a ``ValueError``) for a file that is missing, corrupt, of another
-    kind, or whose weights do not fit its declared architecture.
+    ``trainable=True`` returns it in train mode with gradients, to fine-tune it.  ``settings``
+    replace entries of the checkpoint's architecture config that change no weight shape, e.g.
+    ``load_sorter(**TRAINING_SETTINGS)`` (what the rank losses use) or ``load_sorter(softness=0.5)``.
+    Raises :class:`CheckpointError` (a ``ValueError``) for a file that is missing, corrupt, of
+    another kind, or whose weights do not fit its declared architecture.
 
     Example:
         >>> sorter = load_sorter()
         >>> sorter(torch.tensor([3.0, 1.0, 2.0, 2.0])).detach()  # exact: [0.25, 1, 0.625, 0.625]
-        tensor([0.3567, 0.8931, 0.6251, 0.6251])
+        tensor([0.2500, 1.0000, 0.6250, 0.6250])
     """
     path = Path(path) if path is not None else default_sorter_path()
     if not path.is_file():
         raise CheckpointError(f"no sorter checkpoint at {path}")
     payload = read_weights_only(path, map_location)
+    if settings:
+        unknown = sorted(set(settings) - set(payload.get("config", {})) - {"temperature_floor"})
+        if unknown:
+            raise ValueError(f"unknown sorter settings {unknown}; {path} has {sorted(payload.get('config', {}))}")
+        payload = {**payload, "config": {**payload.get("config", {}), **settings}}
     sorter = sorter_from_payload(payload, source=str(path))
     return sorter.train().requires_grad_(True) if trainable else sorter.requires_grad_(False)
 

@@ -38,6 +38,10 @@ PRETRAIN_HELP = {
     "validation_sequences": "held-out sequences per (family, n) cell",
     "out": "run folder: checkpoints, CSV and W&B logs, sorter.pt",
     "wandb": "offline (nothing is sent), online or disabled",
+    "accelerator": "Lightning accelerator: auto, cpu, gpu, ... (docs/scaling.md)",
+    "devices": "devices per node: a count, auto, or GPU indices like 0,2; each takes batch_size sequences a step",
+    "strategy": "Lightning strategy, e.g. ddp for one process per device (auto: one process)",
+    "num_nodes": "machines of a multi-node run (srun or torchrun starts their processes)",
 }
 
 
@@ -57,6 +61,7 @@ def add_pretrain_parser(commands: Any) -> None:
     for item in dataclasses.fields(PretrainConfig):
         default = item.default if item.default is not dataclasses.MISSING else item.default_factory()
         value_type = type(default) if isinstance(default, (int, float)) and not isinstance(default, bool) else str
+        value_type = str if item.name == "devices" else value_type  # also "auto" and "0,2"
         shown = json.dumps(default) if isinstance(default, dict) else default
         choices = ["offline", "online", "disabled"] if item.name == "wandb" else None
         parser.add_argument(
@@ -89,6 +94,10 @@ def command_pretrain(arguments: argparse.Namespace) -> int:
     sorter_file = Path(config.out) / "sorter.pt"
     finished_before = arguments.resume and sorter_file.is_file()
     pretrain(config, resume=arguments.resume, overwrite=arguments.overwrite)
+    from sodeep.runs import global_rank
+
+    if global_rank() != 0:  # a DDP process other than rank 0: rank 0 writes and reports
+        return 0
     if (
         finished_before
         and json.loads((Path(config.out) / "pretrain_summary.json").read_text())["steps"] >= config.steps
@@ -209,6 +218,16 @@ def main(argv: list[str] | None = None) -> int:
         again = [word for word in argv if word != "--overwrite"]
         again += [] if "--resume" in again else ["--resume"]
         parser.exit(INTERRUPTED, f"{interrupted}; resume with: sodeep {shlex.join(again)}\n")
+    finally:
+        _release_process_group()
+
+
+def _release_process_group() -> None:
+    """Destroy a distributed command's process group before the interpreter exits (see
+    :func:`sodeep.runs.release_process_group`), without loading torch for a command that did not."""
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

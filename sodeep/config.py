@@ -148,9 +148,26 @@ class PretrainConfig:
     out: str = "runs/pretrain"
     #: ``offline`` (nothing is sent), ``online`` or ``disabled``.
     wandb: str = "offline"
+    #: Lightning's ``Trainer`` settings that scale a run out (docs/scaling.md); the defaults train
+    #: in one process.  Each step then takes ``batch_size`` sequences on every process:
+    #: ``batch_size * devices * num_nodes`` in all.
+    accelerator: str = "auto"
+    #: Devices per node: a count, ``"auto"`` (all of them) or GPU indices such as ``"0,2"``.
+    devices: int | str = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
 
     def length_list(self) -> list[int]:
         return parse_lengths(self.lengths)
+
+    def trainer_options(self) -> dict[str, Any]:
+        """The keyword arguments of Lightning's ``Trainer`` that say where the run trains."""
+        return {
+            "accelerator": self.accelerator,
+            "devices": self.devices,
+            "strategy": self.strategy,
+            "num_nodes": self.num_nodes,
+        }
 
     def validate(self) -> None:
         """Raise ``ValueError`` with one line naming the first bad setting."""
@@ -172,3 +189,48 @@ class PretrainConfig:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if self.wandb not in ("offline", "online", "disabled"):
             raise ValueError(f"wandb must be offline, online or disabled, got {self.wandb!r}")
+        self.devices = parse_devices(self.devices)
+        check_scale_out(self.accelerator, self.strategy, self.num_nodes)
+
+
+def parse_devices(value: Any) -> int | str:
+    """Lightning's ``devices``: a count >= 1 (``4``, ``"4"``), ``"auto"``, ``-1`` (all of them) or
+    device indices (``"0,2"``, ``[0, 2]``; one index is written ``"1,"``, as Lightning reads it).
+
+    Example:
+        >>> parse_devices("4"), parse_devices("auto"), parse_devices([0, 2]), parse_devices([1])
+        (4, 'auto', '0,2', '1,')
+    """
+    if isinstance(value, (list, tuple)):
+        parts = [str(item) if isinstance(item, int) and not isinstance(item, bool) else "?" for item in value]
+    else:
+        text = str(value).strip()
+        if text == "auto" or text == "-1":
+            return text if text == "auto" else -1
+        if text.isdigit() and int(text) >= 1 and not isinstance(value, bool):
+            return int(text)
+        parts = [part.strip() for part in text.split(",")] if "," in text else ["?"]
+        parts = parts[:-1] if parts and parts[-1] == "" else parts
+    if not parts or not all(part.isdigit() for part in parts):
+        raise ValueError(f"devices must be a count >= 1, 'auto', -1 or indices like '0,2', got {value!r}")
+    return ",".join(parts) + ("," if len(parts) == 1 else "")
+
+
+#: Strategies whose processes are started inside ``fit``: the code around it (the run folder, the
+#: summary) would run in the launching process only.
+_IN_FIT_LAUNCHERS = ("spawn", "fork", "notebook")
+
+
+def check_scale_out(accelerator: Any, strategy: Any, num_nodes: Any) -> None:
+    """Refuse an ``accelerator``, ``strategy`` or ``num_nodes`` that is not a Lightning setting
+    a command can run under (Lightning itself checks that the devices exist)."""
+    for name, value in (("accelerator", accelerator), ("strategy", strategy)):
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"{name} must be a Lightning name such as 'auto', got {value!r}")
+    if any(word in strategy for word in _IN_FIT_LAUNCHERS):
+        raise ValueError(
+            f"strategy {strategy!r} starts its processes inside fit, which sodeep does not support; "
+            "use 'ddp' (Lightning starts one process per device by running the command again), torchrun or srun"
+        )
+    if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 1:
+        raise ValueError(f"num_nodes must be an integer >= 1, got {num_nodes!r}")

@@ -28,6 +28,7 @@ from sodeep.runs import (
     make_loggers,
     progress_settings,
     quiet_lightning,
+    release_process_group,
 )
 from sodeep.sorters import Sorter, build_sorter
 from sodeep.synthetic import FAMILIES, SyntheticSequences
@@ -51,8 +52,11 @@ class HeldOutCells(Dataset):
 class SequenceDataModule(L.LightningDataModule):
     """Seeded synthetic training stream and fixed held-out cells.
 
-    Its state (batches consumed) goes into Lightning checkpoints, so ``--resume`` continues the
-    exact stream where the interrupted run stopped.
+    Under DDP the processes share out the one stream (:class:`SyntheticSequences` with their rank
+    and world size): each step takes the stream's next ``world_size`` batches, one per process.
+    Its state (stream batches consumed: steps times world size) goes into Lightning checkpoints,
+    so ``--resume`` continues the exact stream where the interrupted run stopped.  Every process
+    validates on all the held-out cells.
     """
 
     def __init__(
@@ -74,8 +78,11 @@ class SequenceDataModule(L.LightningDataModule):
         self.families = list(families)
         self.affine_probability = affine_probability
         self.start_batch = 0
+        self.start_step = 0
 
     def train_dataloader(self) -> DataLoader:
+        rank, world_size = (0, 1) if self.trainer is None else (self.trainer.global_rank, self.trainer.world_size)
+        self.start_step = 0 if self.trainer is None else self.trainer.global_step  # a resumed fit's first step
         stream = SyntheticSequences(
             self.batch_size,
             self.lengths,
@@ -83,6 +90,8 @@ class SequenceDataModule(L.LightningDataModule):
             families=self.families,
             affine_probability=self.affine_probability,
             start_batch=self.start_batch,
+            rank=rank,
+            world_size=world_size,
         )
         return DataLoader(stream, batch_size=None)
 
@@ -91,8 +100,10 @@ class SequenceDataModule(L.LightningDataModule):
         return DataLoader(cells, batch_size=None)
 
     def state_dict(self) -> dict[str, Any]:
-        consumed = self.trainer.global_step if self.trainer is not None else self.start_batch
-        return {"batches_consumed": int(consumed)}
+        if self.trainer is None:
+            return {"batches_consumed": self.start_batch}
+        steps_here = self.trainer.global_step - self.start_step  # steps of this fit, at this world size
+        return {"batches_consumed": self.start_batch + steps_here * self.trainer.world_size}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.start_batch = int(state_dict.get("batches_consumed", 0))
@@ -152,7 +163,10 @@ class SorterPretraining(L.LightningModule):
         for key, values in self._validation.items():
             finite = [value for value in values if not math.isnan(value)]
             if finite:
-                self.log(key, sum(finite) / len(finite), prog_bar=key in ("val/spearman", "val/rank_error"))
+                # Every process validated on the same cells: the mean over processes changes nothing,
+                # but keeps the logged values in step under DDP.
+                mean = sum(finite) / len(finite)
+                self.log(key, mean, prog_bar=key in ("val/spearman", "val/rank_error"), sync_dist=True)
         self._validation.clear()
 
     def configure_optimizers(self) -> dict[str, Any]:
@@ -205,6 +219,11 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
     Every setting, and whether the folder may be used (:func:`sodeep.run_folder.claim_run_folder`),
     is checked (``ValueError``, one line) before anything is written.
 
+    With ``config.devices``, ``strategy`` and ``num_nodes`` the run trains on several processes
+    (DDP, docs/scaling.md): every process calls this function, each draws its own share of the
+    data stream, and only rank 0 claims and writes the run folder.  The process group is destroyed
+    when the fit ends, normally or not.
+
     Returns:
         The trained sorter, on the CPU, in eval mode.
 
@@ -221,14 +240,22 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
     lengths = config.length_list()
     out = Path(config.out)
     settings = config_to_dict(config)
-    if not resume and _started_but_never_saved(out, settings):
-        overwrite = True  # nothing was trained there yet: starting again loses nothing
-    record = claim_run_folder(out, "pretrain", settings, resume=resume, overwrite=overwrite)
     last = out / "checkpoints" / "last.ckpt"
-    if resume and not overwrite and not last.is_file():
-        raise ValueError(
-            f"--resume: {out} has no checkpoint yet (the run stopped before its first one); add --overwrite to start again"
-        )
+    quiet_lightning()
+    stop = StopOnSignal(last)
+    # Built first, because it knows this process's rank (from the launcher's environment); it
+    # starts no process and writes nothing until fit.
+    trainer = _make_trainer(config, out, stop)
+    leader = trainer.is_global_zero
+    if leader:
+        if not resume and _started_but_never_saved(out, settings):
+            overwrite = True  # nothing was trained there yet: starting again loses nothing
+        record = claim_run_folder(out, "pretrain", settings, resume=resume, overwrite=overwrite, ignored=RESUMABLE_WITH)
+        if resume and not overwrite and not last.is_file():
+            raise ValueError(
+                f"--resume: {out} has no checkpoint yet (the run stopped before its first one); "
+                "add --overwrite to start again"
+            )
     # Built before the output folder is touched: a wrong architecture or capacity leaves nothing behind.
     # The seed covers the initial weights too.
     L.seed_everything(config.seed, workers=True, verbose=False)
@@ -237,10 +264,14 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
         raise ValueError(f"lengths go up to {max(lengths)} but the sorter's capacity is {sorter.max_length}")
     if not any(True for _ in sorter.parameters()):
         raise ValueError(f"sorter {config.architecture!r} has no weights to train")
-    resume_step = _checkpoint_step(last) if resume and not overwrite else None
+    resume_step = _checkpoint_step(last) if resume and not overwrite and last.is_file() else None
     if resume_step is not None and resume_step >= config.steps and (out / "sorter.pt").is_file():
         return load_sorter(out / "sorter.pt")  # a finished run: nothing to train, nothing rewritten
-    start_run_folder(out, record, overwrite=overwrite)
+    if leader:
+        start_run_folder(out, record, overwrite=overwrite)
+        trainer.loggers = make_loggers(
+            out, config.wandb, out.name, settings, run_id=record["run_id"], resume_step=resume_step
+        )
     module = SorterPretraining(
         sorter,
         learning_rate=config.learning_rate,
@@ -260,39 +291,12 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
         validation_lengths=validation_lengths,
         validation_sequences=config.validation_sequences,
     )
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    quiet_lightning()
-    progress = progress_settings(every=100)
-    stop = StopOnSignal(last)
-    trainer = L.Trainer(
-        max_steps=config.steps,
-        val_check_interval=min(config.validation_every, config.steps),
-        check_val_every_n_epoch=None,
-        logger=make_loggers(out, config.wandb, out.name, settings, run_id=record["run_id"], resume_step=resume_step),
-        callbacks=[
-            ModelCheckpoint(
-                dirpath=out / "checkpoints",
-                save_last=True,
-                every_n_train_steps=min(config.checkpoint_every, config.steps),
-                save_top_k=0,
-            ),
-            stop,
-            *progress["callbacks"],
-        ],
-        enable_progress_bar=progress["enable_progress_bar"],
-        plugins=[AtomicCheckpointIO()],
-        accelerator="auto",
-        devices=1,
-        log_every_n_steps=10,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
     started = time.time()
     try:
         trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume_step is not None else None)
     finally:  # a failed run too: the next run in this process must not log into its W&B run
         _finish_loggers(trainer)
+        release_process_group()
     if stop.stopped_at is not None:
         raise RunInterrupted(stop.stopped_at)
     if not all(torch.isfinite(parameter).all() for parameter in module.sorter.parameters()):
@@ -300,19 +304,84 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
             f"pretraining diverged: the sorter's weights are not finite after step {trainer.global_step}; "
             f"lower the learning rate (it was {config.learning_rate}) and run again with --overwrite"
         )
+    trained = module.sorter.cpu().eval()
+    if leader:
+        _write_results(trained, trainer, out, settings, config, resumed=resume_step is not None, started=started)
+    return trained
+
+
+#: Settings a run may be resumed with other values of: where it trains, not what it learns.
+#: Resumed on another number of processes, the run continues the same stream of batches, taken
+#: ``world_size`` at a time from then on.
+RESUMABLE_WITH = ("out", "wandb", "accelerator", "devices", "strategy", "num_nodes")
+
+
+def _make_trainer(config: PretrainConfig, out: Path, stop: StopOnSignal) -> L.Trainer:
+    """The ``Trainer`` of a pretraining run, without loggers (rank 0 gets them once it has
+    claimed the run folder)."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    progress = progress_settings(every=100)
+    options = config.trainer_options()
+    if options["strategy"] == "ddp":
+        # A sorter may leave weights out of its graph (the conv sorter of depth 0 skips its head's
+        # bias), which plain DDP refuses; looking for them each step costs little at these sizes.
+        options["strategy"] = "ddp_find_unused_parameters_true"
+    try:
+        return L.Trainer(
+            max_steps=config.steps,
+            val_check_interval=min(config.validation_every, config.steps),
+            check_val_every_n_epoch=None,
+            logger=False,
+            callbacks=[
+                ModelCheckpoint(
+                    dirpath=out / "checkpoints",
+                    save_last=True,
+                    every_n_train_steps=min(config.checkpoint_every, config.steps),
+                    save_top_k=0,
+                ),
+                stop,
+                *progress["callbacks"],
+            ],
+            enable_progress_bar=progress["enable_progress_bar"],
+            plugins=[AtomicCheckpointIO()],
+            # The training stream is shared out by SequenceDataModule; validation takes every cell.
+            use_distributed_sampler=False,
+            log_every_n_steps=10,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            **options,
+        )
+    except MisconfigurationException as error:
+        asked = ", ".join(f"{key}={value!r}" for key, value in config.trainer_options().items())
+        raise ValueError(f"cannot train with {asked}: {' '.join(str(error).split())}") from None
+
+
+def _write_results(
+    trained: Sorter,
+    trainer: L.Trainer,
+    out: Path,
+    settings: dict[str, Any],
+    config: PretrainConfig,
+    *,
+    resumed: bool,
+    started: float,
+) -> None:
+    """Write ``sorter.pt`` and ``pretrain_summary.json`` (rank 0's work)."""
     metadata = {
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "config": settings,
         "steps": int(trainer.global_step),
         "training_seconds": round(time.time() - started, 1),
-        "resumed": resume_step is not None,
+        "resumed": resumed,
+        "world_size": int(trainer.world_size),
+        "sequences_per_step": config.batch_size * int(trainer.world_size),
         # The last validation's means over the held-out cells, under the names they are logged with.
         "validation": {key: float(value) for key, value in trainer.callback_metrics.items() if key.startswith("val/")},
     }
-    trained = module.sorter.cpu().eval()
     save_sorter(trained, out / "sorter.pt", metadata)
     atomic_write_json(out / "pretrain_summary.json", metadata, indent=2)
-    return trained
 
 
 def _started_but_never_saved(out: Path, settings: dict[str, Any]) -> bool:

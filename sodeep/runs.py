@@ -153,7 +153,10 @@ class StopOnSignal(Callback):
             self._previous = {number: signal.signal(number, self._request) for number in self.SIGNALS}
 
     def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_index: int) -> None:
-        if self.requested and self.stopped_at is None:
+        # Under DDP a signal may reach one process only (``kill`` of the launching one), while every
+        # process must stop at the same step and take part in saving: any request stops them all.
+        requested = trainer.strategy.reduce_boolean_decision(self.requested, all=False)
+        if requested and self.stopped_at is None:
             trainer.save_checkpoint(self.checkpoint)
             self.stopped_at = int(trainer.global_step)
             trainer.should_stop = True
@@ -200,6 +203,8 @@ class ProgressLines(Callback):
 
     def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_index: int) -> None:
         step = trainer.global_step
+        if not trainer.is_global_zero:
+            return
         if step % self.every == 0 or step == trainer.max_steps:
             metrics = {key: value for key, value in trainer.progress_bar_metrics.items() if key != "v_num"}
             shown = ", ".join(f"{key}={float(value):.4g}" for key, value in metrics.items())
@@ -207,7 +212,7 @@ class ProgressLines(Callback):
             print(f"step {step}{total}" + (f": {shown}" if shown else ""), file=sys.stderr, flush=True)
 
     def on_validation_end(self, trainer: Any, module: Any) -> None:
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or not trainer.is_global_zero:
             return
         metrics = {key: value for key, value in trainer.callback_metrics.items() if key.startswith("val/")}
         shown = ", ".join(f"{key}={float(value):.4g}" for key, value in sorted(metrics.items()))
@@ -220,3 +225,24 @@ def progress_settings(every: int = 100) -> dict[str, Any]:
     if sys.stderr.isatty():
         return {"enable_progress_bar": True, "callbacks": []}
     return {"enable_progress_bar": False, "callbacks": [ProgressLines(every)]}
+
+
+def global_rank() -> int:
+    """This process's rank in a distributed run (0 when it runs alone), as Lightning set it when
+    the last ``Trainer`` was built."""
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    return int(getattr(rank_zero_only, "rank", 0))
+
+
+def release_process_group() -> None:
+    """Destroy torch.distributed's default process group, if one is up.
+
+    Lightning leaves it up after ``fit``.  Destroyed here, it is torn down while every process of
+    the run still lives, not by the interpreter's exit, when the others (and rank 0's store) may
+    already be gone.
+    """
+    import torch.distributed
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

@@ -258,7 +258,10 @@ class SyntheticSequences(IterableDataset):
     continues the exact stream: set ``start_batch`` to the number of batches already consumed.
     Each batch draws its length uniformly from ``lengths``.  With several DataLoader workers,
     worker ``w`` of ``W`` yields batches ``start_batch + w, start_batch + w + W, ...``: the
-    DataLoader interleaves them into the same stream.
+    DataLoader interleaves them into the same stream.  In a distributed run of ``world_size``
+    processes, process ``rank`` yields batches ``start_batch + rank, start_batch + rank +
+    world_size, ...``: the processes share out the one stream, each step taking its next
+    ``world_size`` batches, and no two processes draw the same batch.
 
     Example:
         >>> stream = SyntheticSequences(batch_size=8, lengths=[5, 10], seed=0)
@@ -276,6 +279,8 @@ class SyntheticSequences(IterableDataset):
         families: Sequence[str] | None = None,
         affine_probability: float = 0.5,
         start_batch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         super().__init__()
         whole = [isinstance(n, Integral) and not isinstance(n, bool) for n in lengths]
@@ -283,6 +288,8 @@ class SyntheticSequences(IterableDataset):
             raise ValueError(f"lengths must be a non-empty list of ints >= 2, got {lengths}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size), got rank {rank} of world_size {world_size}")
         _checked_families(families)
         _check_affine_probability(affine_probability)
         self.batch_size = batch_size
@@ -291,6 +298,8 @@ class SyntheticSequences(IterableDataset):
         self.families = None if families is None else list(families)
         self.affine_probability = affine_probability
         self.start_batch = start_batch
+        self.rank = rank
+        self.world_size = world_size
 
     def batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch number ``index`` of the stream: ``(scores, ranks)``, each ``(batch_size, n)``."""
@@ -309,7 +318,9 @@ class SyntheticSequences(IterableDataset):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         info = get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        index = self.start_batch + worker
+        # This process's j-th batch is stream batch start + rank + j * world_size; its workers
+        # take turns over j.
+        index = self.start_batch + self.rank + worker * self.world_size
         while True:
             yield self.batch(index)
-            index += workers
+            index += workers * self.world_size

@@ -157,17 +157,16 @@ def _build_exact(_: float | None) -> Ranker:
     return Ranker("exact", "", "exact", lambda scores: rank(scores), footprint=lambda batch, n: batch * n)
 
 
-def _build_shipped(softness: float | None) -> Ranker:
+def _build_shipped(floor: float | None) -> Ranker:
+    """The shipped sorter with a temperature floor (what the rank losses use); floor 0: the
+    sharp, scale-free sorter that ``load_sorter()`` returns."""
     from sodeep.checkpoints import load_sorter
 
-    sorter = load_sorter()
-    if softness is not None:
-        sorter.softness = float(softness)
-    sorter.requires_grad_(False)
+    sorter = load_sorter(temperature_floor=floor or None)
     band = sorter.band or 0
     return Ranker(
         "sodeep (shipped)",
-        setting_name("softness", softness),
+        setting_name("floor", floor),
         "rank",
         sorter,
         lengths=(2, sorter.max_length),
@@ -247,11 +246,20 @@ def _build_diffsort(steepness: float | None) -> Ranker:
 
 def ranker_families() -> list[RankerFamily]:
     """Every family the benchmark knows, available here or not (see :func:`available_families`)."""
+    from sodeep.checkpoints import TRAINING_SETTINGS
     from sodeep.sorters import NeuralSortSorter, PairwiseSigmoidSorter, SoftSortSorter
 
     return [
         RankerFamily("exact", "", None, None, (), _build_exact, "argsort, no gradient: the floor"),
-        RankerFamily("sodeep (shipped)", "softness", 0.5, 0.1, (0.5, 0.1), _build_shipped, "pretrained/conv_sorter.pt"),
+        RankerFamily(
+            "sodeep (shipped)",
+            "floor",
+            TRAINING_SETTINGS["temperature_floor"],
+            0.0,
+            (0.1, 0.03, 0.3),
+            _build_shipped,
+            "pretrained/conv_sorter.pt; floor: temperature floor in score units (0: none, load_sorter()'s default)",
+        ),
         RankerFamily("original_cnn (pretrained)", "", None, None, (), _original_builder("original_cnn")),
         RankerFamily("original_lstm_large (pretrained)", "", None, None, (), _original_builder("original_lstm_large")),
         RankerFamily(

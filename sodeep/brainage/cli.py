@@ -17,11 +17,13 @@ from sodeep.brainage.augmentation import AUGMENTATIONS
 from sodeep.brainage.config import (
     BLOCK_ORDERS,
     POOLED_BLOCKS,
+    SPLITS,
     WANDB_MODES,
     CommandConfig,
     NiftiConfig,
     SyntheticConfig,
     TabularConfig,
+    TrainingConfig,
     load_config,
 )
 from sodeep.brainage.datasets import BUNDLED_DATASETS, DEFAULT_DATASET
@@ -59,6 +61,13 @@ def add_brainage_parser(commands: Any) -> argparse.ArgumentParser:
         shown="every numeric column but ids and covariates",
     )
     _add_plan_flags(add, folds=True)
+    add(
+        "split",
+        choices=SPLITS,
+        help="folds: age-stratified, or whole sites (no site in both training and test; --folds as many as "
+        "sites: leave-one-site-out; needs a site column)",
+    )
+    _add_fine_tuning_flags(add)
     add("out", metavar="DIR", help="results.json, results.md, plots/, curves/, checkpoints/")
     add("wandb", choices=WANDB_MODES, help="W&B logging (offline: nothing is sent)")
     tabular.set_defaults(handler=_handler(TabularConfig, "run_tabular"))
@@ -88,6 +97,7 @@ def add_brainage_parser(commands: Any) -> argparse.ArgumentParser:
         help=f"augment training volumes ({AUGMENTATIONS[0]} when given alone)",
     )
     _add_network_flags(add)
+    _add_fine_tuning_flags(add)
     add("out", metavar="DIR", help="results.json, results.md, plots/, cache/, checkpoints/")
     add("wandb", choices=WANDB_MODES, help="W&B logging (offline: nothing is sent)")
     synthetic.set_defaults(handler=_handler(SyntheticConfig, "run_synthetic"))
@@ -105,6 +115,7 @@ def add_brainage_parser(commands: Any) -> argparse.ArgumentParser:
     add("voxel_size", type=float, metavar="MM", help="voxel side, mm")
     _add_network_flags(add)
     add("cache", metavar="DIR", help="preprocessed volumes", shown="OUT/cache")
+    _add_fine_tuning_flags(add)
     add("out", metavar="DIR", help="results.json, results.md, plots/, checkpoints/")
     add("wandb", choices=WANDB_MODES, help="W&B logging (offline: nothing is sent)")
     nifti.set_defaults(handler=_handler(NiftiConfig, "run_nifti"))
@@ -186,6 +197,42 @@ def _add_network_flags(add: Callable[..., None]) -> None:
     )
 
 
+def _add_fine_tuning_flags(add: Callable[..., None]) -> None:
+    """Where the training runs start, and how a trained regressor is fine-tuned."""
+    add(
+        "init_from",
+        type=_path_or_none,
+        metavar="PATH",
+        help="start from trained regressors: the output folder of an earlier run of this command on the same data "
+        "and folds (each seed and fold from its own model; FOLDER/checkpoints/PRESET picks a preset), or one "
+        "checkpoint file for every run ('none': from scratch)",
+        shown="none",
+    )
+    add(
+        "freeze_backbone",
+        action=argparse.BooleanOptionalAction,
+        help="with --init-from, train only the model's last linear layer",
+    )
+    add(
+        "finetune_learning_rate",
+        type=float,
+        metavar="LR",
+        help="learning rate of runs started from --init-from",
+        shown=f"{TrainingConfig.learning_rate:g}, as from scratch",
+    )
+    add(
+        "finetune_epochs",
+        type=int,
+        metavar="N",
+        help="epochs at most of runs started from --init-from",
+        shown="--max-epochs",
+    )
+
+
+def _path_or_none(text: str) -> str | None:
+    return None if text.lower() == "none" else text
+
+
 def _describe(preset: Any) -> str:
     """``MSE + 10 Spearman + 10 AgeDiff`` for a :class:`~sodeep.brainage.losses.BrainAgeLossPreset`."""
     terms = [preset.main.upper()]
@@ -240,5 +287,7 @@ def _write_trial_summary(config: CommandConfig, results: Any) -> None:
                 metrics[prefix + metric] = value["mean"]
         for run in entry["runs"]:
             numbers = {prefix + key: value for key, value in run.items() if isinstance(value, float)}
-            folds.append({"preset": name, "seed": run.get("seed"), "fold": run.get("fold", 0), "metrics": numbers})
+            # A trial of one preset pairs its folds with other trials' by (seed, fold) alone.
+            named = {"preset": name} if prefix else {}
+            folds.append(named | {"seed": run.get("seed"), "fold": run.get("fold", 0), "metrics": numbers})
     write_trial_summary(asdict(config), metrics, folds=folds or None)

@@ -52,13 +52,16 @@ def run_tabular(
     """k-fold cross-validation of ``config.losses`` with :class:`~sodeep.brainage.AgeMLP` on a table."""
     from sodeep.brainage.cross_validation import (
         check_cross_validation_size,
+        check_split,
         cross_validate_table,
         cross_validation_settings,
         table_description,
         unfinished_runs,
     )
+    from sodeep.brainage.finetuning import open_fine_tuning
     from sodeep.brainage.interruption import SignalStop
     from sodeep.brainage.losses import check_batch_size
+    from sodeep.brainage.models import AgeMLP
     from sodeep.brainage.tables import read_age_table
     from sodeep.run_folder import start_run_folder
     from sodeep.runs import quiet_lightning
@@ -68,11 +71,22 @@ def run_tabular(
     table = read_age_table(path, age_column=config.age_column, features=config.features)
     check_cross_validation_size(len(table), config.folds)
     check_batch_size(config.losses, config.batch_size)
-    training = TrainingConfig(batch_size=config.batch_size, max_epochs=config.max_epochs, patience=config.patience)
+    training = TrainingConfig(batch_size=config.batch_size, patience=config.patience, **config.schedule())
+    check_split(
+        table.ages,
+        table.sites,
+        split=config.split,
+        folds=config.folds,
+        seeds=config.seeds,
+        validation_fraction=training.validation_fraction,
+    )
     dataset = config.dataset or (None if config.csv else DEFAULT_DATASET)  # no flag: the default table
     data = {"dataset": dataset, "csv": _resolved(config.csv), "table_sha256": file_digest(path)}
-    out, record = claim_folder("tabular", config, data, resume=resume, overwrite=overwrite)
-    settings = cross_validation_settings(len(table), config.folds, training, table_description(table))
+    model = AgeMLP(len(table.feature_names), hidden=training.hidden, dropout=training.dropout)
+    fine_tuning, start = open_fine_tuning(config, "tabular", data, folds=config.folds, model=model)
+    out, record = claim_folder("tabular", config, data | start, resume=resume, overwrite=overwrite)
+    description = table_description(table) | ({"init_from": fine_tuning.settings()} if fine_tuning else {})
+    settings = cross_validation_settings(len(table), config.folds, training, description, config.split)
     planned = len(config.losses) * len(config.seeds) * config.folds
     pending = (
         planned if overwrite else len(unfinished_runs(out, settings, config.losses, config.seeds, config.folds)[1])
@@ -85,6 +99,7 @@ def run_tabular(
         f"{path.name}{separated}: {len(table)} subjects, {len(table.feature_names)} features, {len(table.skipped)} "
         f"rows skipped; presets {config.losses}, {config.folds} folds x seeds {config.seeds}"
     )
+    _say_started(fine_tuning, training)
     _say_resumed(out, resume and not overwrite, planned, pending)
     with SignalStop() as stop, wandb_run(config.wandb, out, "tabular", record, stop) as run:
         results = cross_validate_table(
@@ -92,8 +107,10 @@ def run_tabular(
             config.losses,
             out=out,
             folds=config.folds,
+            split=config.split,
             seeds=config.seeds,
             config=training,
+            fine_tuning=fine_tuning,
             progress=progress,
             on_run=run_logger(run),
             stop=stop,
@@ -107,8 +124,10 @@ def run_synthetic(
     config: SyntheticConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True
 ) -> dict[str, Any]:
     """SFCN per preset and training seed on synthetic MRI, beside the baselines (fixed split)."""
+    from sodeep.brainage.finetuning import open_fine_tuning
     from sodeep.brainage.interruption import SignalStop
     from sodeep.brainage.losses import check_batch_size
+    from sodeep.brainage.models import SFCN
     from sodeep.brainage.plots import plot_predictions
     from sodeep.brainage.synthetic_experiment import (
         format_synthetic_report,
@@ -124,9 +143,10 @@ def run_synthetic(
     config.check()
     check_batch_size(config.losses, config.batch_size)
     training, network = volume_training(config), sfcn_network(config)
-    out, record = claim_folder("synthetic", config, {}, resume=resume, overwrite=overwrite)
+    fine_tuning, start = open_fine_tuning(config, "synthetic", {}, folds=1, model=SFCN(**network))
+    out, record = claim_folder("synthetic", config, start, resume=resume, overwrite=overwrite)
     settings = synthetic_settings(
-        config.train, config.test, config.data_seed, training, config.max_minutes, config.augment, network
+        config.train, config.test, config.data_seed, training, config.max_minutes, config.augment, network, fine_tuning
     )
     planned = len(config.losses) * len(config.seeds) * (2 if config.cascade else 1)
     pending = planned
@@ -134,6 +154,7 @@ def run_synthetic(
         pending = len(unfinished_synthetic_runs(out, settings, config.losses, config.seeds, config.cascade)[1])
     start_run_folder(out, record, overwrite=overwrite)
     quiet_lightning()
+    _say_started(fine_tuning, training)
     _say_resumed(out, resume and not overwrite, planned, pending)
     with SignalStop() as stop, wandb_run(config.wandb, out, "synthetic", record, stop) as run:
         results = run_synthetic_benchmark(
@@ -148,6 +169,7 @@ def run_synthetic(
             cascade=config.cascade,
             augment=config.augment,
             network=network,
+            fine_tuning=fine_tuning,
             progress=progress,
             on_run=run_logger(run),
             stop=stop,
@@ -177,6 +199,7 @@ def run_nifti(
 ) -> dict[str, Any]:
     """k-fold cross-validation of ``config.losses`` with SFCN on the volumes of a manifest."""
     from sodeep.brainage.cross_validation import check_cross_validation_size, cross_validate, unfinished_runs
+    from sodeep.brainage.finetuning import open_fine_tuning
     from sodeep.brainage.interruption import SignalStop
     from sodeep.brainage.losses import check_batch_size
     from sodeep.brainage.models import SFCN
@@ -194,12 +217,14 @@ def run_nifti(
         config, extra={"model": "sfcn", "network": network, "shape": list(shape), "voxel_size": config.voxel_size}
     )
     data = {"manifest": _resolved(config.manifest), "manifest_sha256": file_digest(Path(config.manifest))}
-    out, record = claim_folder("nifti", config, data, resume=resume, overwrite=overwrite)
+    fine_tuning, start = open_fine_tuning(config, "nifti", data, folds=config.folds, model=SFCN(**network))
+    out, record = claim_folder("nifti", config, data | start, resume=resume, overwrite=overwrite)
     planned = len(config.losses) * len(config.seeds) * config.folds
     # The cohort (and so the results' settings) is known once the volumes are read, into the folder's cache.
     pending = planned if overwrite else len(unfinished_runs(out, None, config.losses, config.seeds, config.folds)[1])
     start_run_folder(out, record, overwrite=overwrite)
     quiet_lightning()
+    _say_started(fine_tuning, training)
     _say_resumed(out, resume and not overwrite, planned, pending)
     with SignalStop() as stop:
         stop.where = "the volume cache"
@@ -228,6 +253,7 @@ def run_nifti(
                     "grid": list(shape),
                     "skipped_rows": [{"line": line, "reason": reason} for line, reason in cohort.problems],
                 },
+                fine_tuning=fine_tuning,
                 progress=progress,
                 on_run=run_logger(run),
                 stop=stop,
@@ -271,6 +297,11 @@ def _notes(lines: list[str]) -> None:
     """What a reader should know about the data (rows skipped, ids repeated): one line each, on stderr."""
     for line in lines:
         print(line, file=sys.stderr)
+
+
+def _say_started(fine_tuning: Any, training: TrainingConfig) -> None:
+    if fine_tuning is not None:
+        print(fine_tuning.describe(training.max_epochs, training.learning_rate))
 
 
 def _say_resumed(out: Path, resumed: bool, planned: int, pending: int) -> None:
@@ -321,9 +352,9 @@ def volume_training(config: SyntheticConfig | NiftiConfig, **options: Any) -> Tr
     return TrainingConfig(
         hidden=(),
         batch_size=config.batch_size,
-        max_epochs=config.max_epochs,
         patience=config.patience,
         ema_decay=config.ema_decay,
+        **config.schedule(),
         **options,
     )
 

@@ -39,6 +39,8 @@ WANDB_MODES = ("offline", "online", "disabled")
 #: SFCN block orders (``--block-order``) and the blocks whose means reach the regressor (``--pooled-blocks``).
 BLOCK_ORDERS = ("pool-norm", "norm-pool")
 POOLED_BLOCKS = ("all", "last")
+#: Cross-validation protocols of ``tabular`` (``--split``): age-stratified folds, or folds of whole sites.
+SPLITS = ("stratified", "site")
 
 
 def check_fit_settings(
@@ -132,7 +134,14 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
 
 
 class CommandConfig:
-    """Shared behaviour of the command configs: coercion to the annotated types, then :meth:`check`."""
+    """Shared behaviour of the command configs: coercion to the annotated types, then :meth:`check`.
+
+    Every command can fine-tune (:mod:`sodeep.brainage.finetuning`): ``init_from`` (a run folder
+    of the same command on the same data and folds, or a checkpoint file) is where its runs start;
+    ``freeze_backbone`` trains the regression head alone; ``finetune_learning_rate`` and
+    ``finetune_epochs`` replace the learning rate and ``max_epochs`` of runs that start from
+    ``init_from`` (``None``: the same as from scratch), and do not apply without it.
+    """
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
@@ -148,6 +157,16 @@ class CommandConfig:
             self.batch_size, self.max_epochs, self.patience, *optimiser, getattr(self, "ema_decay", None)
         )
         _check_choice(self.wandb, WANDB_MODES, "wandb")
+        _check_fine_tuning(self)
+
+    def schedule(self) -> dict[str, Any]:
+        """``max_epochs`` and ``learning_rate`` of the command's training runs: the fine-tuning
+        ones where given and the runs start from ``init_from``, else ``max_epochs`` and
+        :class:`TrainingConfig`'s learning rate."""
+        tuning = self.init_from is not None
+        epochs = self.finetune_epochs if tuning and self.finetune_epochs is not None else self.max_epochs
+        rate = self.finetune_learning_rate if tuning and self.finetune_learning_rate is not None else None
+        return {"max_epochs": epochs, "learning_rate": TrainingConfig.learning_rate if rate is None else rate}
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:
@@ -164,6 +183,16 @@ class CommandConfig:
 def _check_choice(value: Any, choices: Sequence[Any], name: str) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+def _check_fine_tuning(config: CommandConfig) -> None:
+    if config.freeze_backbone and config.init_from is None:
+        raise ValueError("freeze_backbone needs init_from: it keeps a trained model's backbone as it is")
+    rate, epochs = config.finetune_learning_rate, config.finetune_epochs
+    if rate is not None and not (math.isfinite(rate) and rate > 0):
+        raise ValueError(f"finetune_learning_rate must be None or > 0, got {rate}")
+    if epochs is not None and epochs < 1:
+        raise ValueError(f"finetune_epochs must be None or >= 1, got {epochs}")
 
 
 def _check_network(config: SyntheticConfig | NiftiConfig) -> None:
@@ -187,16 +216,22 @@ class TabularConfig(CommandConfig):
     features: list[str] | None = None
     losses: list[str] = field(default_factory=lambda: ["l1", "l1+spearman", "l1+agediff", "cheng2021"])
     folds: int = 5
+    split: str = "stratified"
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     batch_size: int = 64
     max_epochs: int = 300
     patience: int = 30
+    init_from: str | None = None
+    freeze_backbone: bool = False
+    finetune_learning_rate: float | None = None
+    finetune_epochs: int | None = None
     out: str = "runs/brainage-tabular"
     wandb: str = "offline"
 
     def check(self) -> None:
         super().check()
         check_folds(self.folds)
+        _check_choice(self.split, SPLITS, "split")
         if self.dataset is not None and self.csv is not None:
             raise ValueError(f"give a dataset or a csv, not both (got dataset={self.dataset!r}, csv={self.csv!r})")
         if self.dataset is not None:
@@ -230,6 +265,10 @@ class SyntheticConfig(CommandConfig):
     block_order: str = "pool-norm"
     pooled_blocks: str = "all"
     ema_decay: float | None = None
+    init_from: str | None = None
+    freeze_backbone: bool = False
+    finetune_learning_rate: float | None = None
+    finetune_epochs: int | None = None
     out: str = "runs/brainage-synthetic"
     wandb: str = "offline"
 
@@ -243,6 +282,8 @@ class SyntheticConfig(CommandConfig):
             raise ValueError(f"max_minutes must be None or > 0, got {self.max_minutes}")
         if self.augment is not None:
             _check_choice(self.augment, AUGMENTATIONS, "augment")
+        if self.cascade and self.init_from is not None:
+            raise ValueError("cascade trains its second stage from scratch: give it without init_from")
         _check_network(self)
 
 
@@ -266,6 +307,10 @@ class NiftiConfig(CommandConfig):
     pooled_blocks: str = "all"
     ema_decay: float | None = None
     cache: str | None = None
+    init_from: str | None = None
+    freeze_backbone: bool = False
+    finetune_learning_rate: float | None = None
+    finetune_epochs: int | None = None
     out: str = "runs/brainage-nifti"
     wandb: str = "offline"
 

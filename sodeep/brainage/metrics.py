@@ -4,6 +4,9 @@ The brain-age gap (predicted minus chronological age) of a regressor correlates 
 age (regression to the mean).  The usual correction (Smith et al., NeuroImage 2019; Beheshti et
 al., NeuroImage: Clinical 2019) fits ``gap = a * age + b`` on held-out validation subjects and
 subtracts it; the corrected gap should then be uncorrelated with age.
+
+Pooled over sites, a correlation with age rewards telling sites apart when sites differ in age
+range; :func:`within_site_spearman` ranks subjects inside each site only.
 """
 
 from __future__ import annotations
@@ -23,12 +26,19 @@ def _tensor(values) -> torch.Tensor:
 
 def spearman_rho(p: torch.Tensor, t: torch.Tensor) -> float:
     """Spearman's rho of two float64 ``(N,)`` tensors: Pearson's r of their tie-averaged ranks,
-    as ``scipy.stats.spearmanr``.  (torchmetrics' ``spearman_corrcoef`` reads 0.9999995, not 1,
-    for a perfect ranking, and 0, not NaN, for constant predictions.)"""
+    as ``scipy.stats.spearmanr``; NaN when either is constant.  (torchmetrics'
+    ``spearman_corrcoef`` reads 0.9999995, not 1, for a perfect ranking, and 0, not NaN, for
+    constant predictions.)"""
+    if _is_constant(p) or _is_constant(t):
+        return float("nan")  # torchmetrics would warn, then give NaN
     from torchmetrics.functional import pearson_corrcoef
 
     ascending = {"descending": False, "normalized": False}
     return float(pearson_corrcoef(rank(p, **ascending), rank(t, **ascending)))
+
+
+def _is_constant(values: torch.Tensor) -> bool:
+    return bool((values == values[0]).all())
 
 
 def regression_metrics(predicted, true) -> dict[str, float]:
@@ -55,7 +65,7 @@ def regression_metrics(predicted, true) -> dict[str, float]:
     return {
         "mae": float(mean_absolute_error(p, t)),
         "rmse": float(mean_squared_error(p, t, squared=False)),
-        "pearson": float(pearson_corrcoef(p, t)),
+        "pearson": float("nan") if _is_constant(p) or _is_constant(t) else float(pearson_corrcoef(p, t)),
         "spearman": spearman_rho(p, t),
         "r2": float(r2_score(p, t)),
         "mean_gap": float((p - t).mean()),
@@ -116,3 +126,50 @@ def per_site_mae(predicted, true, sites: Sequence[str]) -> dict[str, dict[str, f
         }
         for site, rows in sorted(groups.items())
     }
+
+
+#: The fewest test subjects of a site whose within-site Spearman is computed: with two, rho is
+#: always +-1.
+WITHIN_SITE_SUBJECTS = 3
+
+
+def _site_rows(sites: Sequence[str]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = defaultdict(list)
+    for index, site in enumerate(sites):
+        groups[site].append(index)
+    return dict(sorted(groups.items()))
+
+
+def per_site_spearman(
+    predicted, true, sites: Sequence[str], min_subjects: int = WITHIN_SITE_SUBJECTS
+) -> dict[str, dict[str, float]]:
+    """``{site: {"n": count, "spearman": rho}}`` (:func:`spearman_rho` of the site's subjects) for
+    each site with at least ``min_subjects`` subjects and two different true ages; a site whose
+    predictions are all equal has rho NaN."""
+    if not len(predicted) == len(true) == len(sites):
+        raise ValueError(
+            f"predicted, true and sites must have one entry per subject, got {len(predicted)}, {len(true)} and {len(sites)}"
+        )
+    p, t = _tensor(predicted), _tensor(true)
+    result = {}
+    for site, rows in _site_rows(sites).items():
+        if len(rows) >= min_subjects and float(t[rows].max()) > float(t[rows].min()):
+            result[site] = {"n": len(rows), "spearman": spearman_rho(p[rows], t[rows])}
+    return result
+
+
+def within_site_spearman(predicted, true, sites: Sequence[str], min_subjects: int = WITHIN_SITE_SUBJECTS) -> float:
+    """Spearman's rho of predicted and true age inside each site (:func:`per_site_spearman`),
+    averaged over the sites weighted by their subjects; NaN when no site qualifies.
+
+    Example:
+        >>> predicted, true = [1, 2, 3, 9, 8, 7, 5], [10, 20, 30, 40, 50, 60, 70]
+        >>> within_site_spearman(predicted, true, ["a"] * 3 + ["b"] * 4)  # (3 * 1 + 4 * -1) / 7
+        -0.14285714285714285
+    """
+    sites_rho = per_site_spearman(predicted, true, sites, min_subjects)
+    if not sites_rho:
+        return float("nan")
+    weights = np.array([entry["n"] for entry in sites_rho.values()], dtype=np.float64)
+    values = np.array([entry["spearman"] for entry in sites_rho.values()])
+    return float(np.sum(weights * values) / weights.sum())

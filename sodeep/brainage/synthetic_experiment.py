@@ -22,6 +22,7 @@ import torch
 from sodeep.brainage.augmentation import make_augmentation
 from sodeep.brainage.config import TrainingConfig, check_fit_settings, check_run_plan
 from sodeep.brainage.cross_validation import inner_validation_mask
+from sodeep.brainage.finetuning import FineTuning, started_from
 from sodeep.brainage.interruption import SignalStop
 from sodeep.brainage.metrics import corrected_gap, fit_age_bias, gap_metrics, per_site_mae, regression_metrics
 from sodeep.brainage.models import SFCN, CascadeAgeNet, discretize_age
@@ -97,6 +98,7 @@ def synthetic_settings(
     max_minutes: float | None,
     augment: str | None = None,
     network: dict[str, Any] | None = None,
+    fine_tuning: FineTuning | None = None,
 ) -> dict[str, Any]:
     """What every run of a synthetic benchmark shares, as ``results.json`` records it."""
     settings = {
@@ -113,6 +115,8 @@ def synthetic_settings(
         settings["augment"] = augment
     if network:
         settings["network"] = dict(network)
+    if fine_tuning is not None:
+        settings["init_from"] = fine_tuning.settings()
     return settings
 
 
@@ -165,6 +169,7 @@ def run_synthetic_benchmark(
     cascade: bool = False,
     augment: str | None = None,
     network: dict[str, Any] | None = None,
+    fine_tuning: FineTuning | None = None,
     cache_directory: str | Path | None = None,
     progress: bool = True,
     on_run: Any = None,
@@ -180,6 +185,8 @@ def run_synthetic_benchmark(
     budget; those runs go to ``results["cascade"][preset]["runs"]``.  ``augment`` names a training
     augmentation of :func:`sodeep.brainage.augmentation.make_augmentation` (seeded by the run's seed).
     ``network`` holds :class:`SFCN` keyword arguments (e.g. ``channels``, ``pool_every_block``).
+    ``fine_tuning`` (:class:`~sodeep.brainage.finetuning.FineTuning`): where each SFCN run starts
+    (the model of its seed in an earlier run folder on the same cohort, or one checkpoint).
     ``stop``: the command's :class:`~sodeep.brainage.interruption.SignalStop`.
     """
     config = config or TrainingConfig(batch_size=16, max_epochs=60, patience=10)
@@ -191,7 +198,7 @@ def run_synthetic_benchmark(
     check_run_plan(presets, seeds)
     out = Path(out)
     network = dict(network or {})
-    settings = synthetic_settings(train_size, test_size, data_seed, config, max_minutes, augment, network)
+    settings = synthetic_settings(train_size, test_size, data_seed, config, max_minutes, augment, network, fine_tuning)
     results, pending = unfinished_synthetic_runs(out, settings, presets, seeds, cascade)
     path = out / RESULTS_FILE
     cache_directory = Path(cache_directory) if cache_directory else out / "cache"
@@ -224,6 +231,8 @@ def run_synthetic_benchmark(
         with stop.deferred(f"{label}, seed {seed}") if stop is not None else nullcontext():
             torch.manual_seed(seed)  # before the model is built: its initial weights follow the seed
             model = first_stage() if group == "presets" else make_cascade(name, seed)
+            tuned = fine_tuning if group == "presets" else None
+            origin = {} if tuned is None else tuned.start(model, seed)
             directory = stage_directory(out, group, name, seed)
             started = time.time()
             model, summary = fit_age_model(
@@ -241,6 +250,7 @@ def run_synthetic_benchmark(
                 run=_identity(group, name, seed),
                 resume=True,
                 stop=stop,
+                freeze_backbone=tuned is not None and tuned.freeze_backbone,
             )
             record = (
                 {"seed": seed, "fold": 0}
@@ -250,6 +260,7 @@ def run_synthetic_benchmark(
                     "epochs": summary["epochs"],
                     "best_val_mae": summary["best_val_mae"],
                 }
+                | origin
             )
             add_run(results, group, name, record)
             _per_site(results, test_ages, sites)
@@ -313,6 +324,7 @@ def format_synthetic_report(results: dict[str, Any]) -> str:
         f"{settings['train']} training / {settings['test']} test subjects at 4 mm, gap SD "
         f"{settings['simulator']['gap_sd']} years; SFCN trained <= {settings['max_minutes']} min per run.",
         "",
+        *([started_from(settings["init_from"], settings["config"]), ""] if settings.get("init_from") else []),
         "| model | MAE | Pearson r | Spearman rho | corrected gap vs true gap: r (ceiling) | minutes | runs |",
         "|---|---|---|---|---|---|---|",
     ]

@@ -24,6 +24,8 @@ import numpy as np
 
 #: Columns that are never features by default (compared case-insensitively).
 NON_FEATURE_COLUMNS = ("age", "sub_id", "subject", "subject_id", "participant_id", "id", "sex", "site", "scanner")
+#: The site of a subject whose table has no site column (or whose site cell is empty).
+NO_SITE = "all"
 
 
 @dataclass
@@ -35,7 +37,7 @@ class AgeTable:
         ages: ``(N,)`` float32, years.
         feature_names: ``F`` column names.
         subject_ids: ``N`` identifiers (the id column, else the CSV line number).
-        sites: ``N`` site labels (``"all"`` when the table has no site column).
+        sites: ``N`` site labels (:data:`NO_SITE`, ``"all"``, when the table has no site column).
         skipped: ``(csv line, reason)`` of the rows left out.
         rows: data rows in the file (kept and skipped).
         delimiter: the file's delimiter.
@@ -256,7 +258,7 @@ def read_age_table(
         kept_ages.append(float(row[age_column]))
         kept_features.append([float(row[c]) for c in feature_names])
         ids.append(row[id_column] if id_column else str(line))
-        sites.append(row.get(site_column) or "all")
+        sites.append(row.get(site_column) or NO_SITE)
     check_usable_rows(path, skipped, kept=len(kept_ages))
     seen: set[str] = set()
     repeated_ids: list[str] = []
@@ -329,3 +331,59 @@ def stratified_folds(ages: np.ndarray, folds: int, seed: int) -> np.ndarray:
     result = np.empty(len(ages), dtype=np.int64)
     result[order] = assignment[: len(ages)]
     return result
+
+
+#: Random orders of the sites :func:`site_folds` deals out; it keeps the most even deal.  On
+#: FCON1000 (23 sites, 5 folds) a hundred give a largest fold of 218-224 subjects (an exact split:
+#: 216) in ~10 ms.
+SITE_ORDERS = 100
+
+
+def check_site_folds(sites: Sequence[str], folds: int) -> None:
+    """Refuse a site-grouped split of ``sites`` into ``folds`` folds when there are fewer distinct
+    sites than folds (naming a table without a site column as such)."""
+    check_folds(folds)
+    names = sorted(set(sites))
+    if names == [NO_SITE]:
+        raise ValueError(
+            f"a site-grouped split needs a site column; the table has none (every subject's site is {NO_SITE!r})"
+        )
+    if len(names) < folds:
+        raise ValueError(
+            f"a site-grouped split into {folds} folds needs at least {folds} sites, got {len(names)} ({names[:5]}); "
+            "use fewer folds"
+        )
+
+
+def site_folds(sites: Sequence[str], folds: int, seed: int) -> np.ndarray:
+    """Fold index per subject, grouped by site: all subjects of a site share one fold.
+
+    Sites are dealt in a random order, each to the fold that holds the fewest subjects so far;
+    of :data:`SITE_ORDERS` random orders the one whose largest fold is smallest is kept.  With as
+    many folds as sites, every fold is one site (leave-one-site-out).
+
+    Args:
+        sites: ``N`` site labels with at least ``folds`` distinct values.
+        folds: ``k >= 2``.
+        seed: the only source of randomness.
+
+    Returns:
+        ``(N,)`` ints in ``[0, folds)``; every fold holds at least one site.
+
+    Example:
+        >>> site_folds(["a", "a", "b", "c", "c", "c"], 3, seed=0).tolist()
+        [1, 1, 2, 0, 0, 0]
+    """
+    check_site_folds(sites, folds)
+    _, site_of, counts = np.unique(np.asarray(sites, dtype=str), return_inverse=True, return_counts=True)
+    rng = np.random.default_rng(seed)
+    best_fold_of_site, best_largest = None, None
+    for _ in range(SITE_ORDERS):
+        fold_of_site = np.empty(len(counts), dtype=np.int64)
+        load = np.zeros(folds, dtype=np.int64)
+        for site in rng.permutation(len(counts)):
+            fold_of_site[site] = np.argmin(load)
+            load[fold_of_site[site]] += counts[site]
+        if best_largest is None or load.max() < best_largest:
+            best_fold_of_site, best_largest = fold_of_site, load.max()
+    return best_fold_of_site[site_of]

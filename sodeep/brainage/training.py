@@ -5,6 +5,10 @@ A training run keeps ``last.ckpt`` (written atomically after every epoch) beside
 run that stopped part-way continues from ``last.ckpt`` (``fit_age_model(..., resume=True)``) with
 its optimizer, schedule, early-stopping, weight-average and random state, so that it ends where an
 uninterrupted run would.
+
+A model's *head* is its last ``nn.Linear`` (:func:`regression_head`), its *backbone* everything
+else; ``fit_age_model(..., freeze_backbone=True)`` trains the head alone, e.g. to fine-tune a
+trained regressor (:mod:`sodeep.brainage.finetuning`).
 """
 
 from __future__ import annotations
@@ -34,11 +38,31 @@ from sodeep.runs import AtomicCheckpointIO, ResumableCSVLogger, progress_setting
 BEST_CHECKPOINT, LAST_CHECKPOINT = "best.ckpt", "last.ckpt"
 
 
+def regression_head(model: nn.Module) -> nn.Linear:
+    """The head of a brain-age regressor: its last ``nn.Linear`` in ``model.modules()`` order
+    (:class:`~sodeep.brainage.models.AgeMLP`'s output layer, :class:`~sodeep.brainage.models.SFCN`'s
+    regressor).  Everything else is the backbone; parameter names, hence checkpoints, are unchanged.
+
+    Example:
+        >>> from sodeep.brainage.models import AgeMLP
+        >>> regression_head(AgeMLP(5, hidden=(8,)))
+        Linear(in_features=8, out_features=1, bias=True)
+    """
+    linears = [module for module in model.modules() if isinstance(module, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear layer to train as its head")
+    return linears[-1]
+
+
 class AgeRegression(L.LightningModule):
     """Lightning wrapper: ``model`` maps inputs to ages ``(B,)``; ``loss`` is any
     ``(predictions, ages) -> scalar`` module, e.g. :class:`sodeep.brainage.losses.BrainAgeLoss`;
     ``augment`` (optional) transforms training inputs only; ``run`` (JSON-able) names the training
-    run, and is saved with the hyperparameters so that a checkpoint says whose it is."""
+    run, and is saved with the hyperparameters so that a checkpoint says whose it is.
+
+    With ``freeze_backbone`` only :func:`regression_head` is optimized; the backbone's parameters
+    stop taking gradients and its modules stay in eval mode while training (dropout off,
+    BatchNorm statistics kept), so its weights and buffers end as they started."""
 
     def __init__(
         self,
@@ -50,6 +74,7 @@ class AgeRegression(L.LightningModule):
         max_epochs: int = 200,
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
         run: dict[str, Any] | None = None,
+        freeze_backbone: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
@@ -57,6 +82,16 @@ class AgeRegression(L.LightningModule):
         self.augment = augment
         self.save_hyperparameters(ignore=["model", "loss", "augment"])
         self._validation: list[tuple[torch.Tensor, torch.Tensor]] = []
+        # A plain list, so that the head is not registered twice (its weights stay "model.*" only).
+        self._head = [regression_head(model)] if freeze_backbone else []
+        if freeze_backbone:
+            model.requires_grad_(False)
+            self._head[0].requires_grad_(True)
+
+    def on_train_epoch_start(self) -> None:
+        if self._head:
+            self.model.eval()
+            self._head[0].train()
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.model(inputs)
@@ -80,8 +115,9 @@ class AgeRegression(L.LightningModule):
         self.log("val/mae", (predictions - ages).abs().mean(), prog_bar=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
+        trained = self._head[0] if self._head else self.model
         optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay
+            trained.parameters(), lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay
         )
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, self.hparams.max_epochs))
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
@@ -206,6 +242,11 @@ def fit_age_model(
     run: dict[str, Any] | None = None,
     resume: bool = False,
     stop: SignalStop | None = None,
+    freeze_backbone: bool = False,
+    accelerator: str = "cpu",
+    devices: int | str = 1,
+    strategy: str = "auto",
+    num_nodes: int = 1,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Train ``model`` and return it with its best validation weights, plus a summary.
 
@@ -232,6 +273,11 @@ def fit_age_model(
             otherwise the fit starts from scratch and removes checkpoints it finds in ``out``.
         stop: the command's :class:`~sodeep.brainage.interruption.SignalStop`: a signal ends
             the fit at the end of the current step with :class:`sodeep.run_folder.RunInterrupted`.
+        freeze_backbone: train the model's :func:`regression_head` only (its other parameters
+            stop taking gradients, and its other modules stay in eval mode).  ``model`` starts
+            from its own weights: load a trained regressor's into it first to fine-tune it.
+        accelerator, devices, strategy, num_nodes: Lightning's ``Trainer`` settings of where the
+            fit runs (docs/scaling.md); the defaults train in one CPU process.
 
     Returns:
         ``(model in eval mode, {"best_val_mae", "epochs", "best_path", "resumed_at_epoch"})``.
@@ -266,6 +312,7 @@ def fit_age_model(
         max_epochs=max_epochs,
         augment=augment,
         run=run,
+        freeze_backbone=freeze_backbone,
     )
     train_loader = make_loader(*train, batch_size, seed=seed)
     loggers = False
@@ -297,8 +344,10 @@ def fit_age_model(
         callbacks=callbacks + progress["callbacks"],
         plugins=[AtomicCheckpointIO()],
         logger=loggers,
-        accelerator="cpu",
-        devices=1,
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        num_nodes=num_nodes,
         enable_progress_bar=progress["enable_progress_bar"],
         enable_model_summary=False,
         num_sanity_val_steps=0,

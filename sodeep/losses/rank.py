@@ -1,7 +1,8 @@
 """Rank-based losses of SoDeep (Engilberge et al., CVPR 2019): a frozen differentiable sorter
 turns scores into ranks, and the loss is a simple function of those ranks.
 
-Every loss takes a ``sorter``: a ``Sorter`` (default: the shipped one, :func:`sodeep.load_sorter`)
+Every loss takes a ``sorter``: a ``Sorter`` (default: the shipped one with the temperature floor
+that makes it teach, ``load_sorter(**TRAINING_SETTINGS)``)
 or any callable mapping ``(B, n)`` scores to ranks in :func:`sodeep.rank`'s convention
 (descending, normalized by ``n``), e.g. ``PairwiseSigmoidSorter`` or a wrapped torchsort
 ``soft_rank`` (see :func:`descending_normalized`).  The sorter is frozen: no gradient to its
@@ -43,9 +44,9 @@ class FrozenSorterMixin(nn.Module):
 
     def _set_sorter(self, sorter: SorterFunction | None) -> None:
         if sorter is None:
-            from sodeep.checkpoints import load_sorter
+            from sodeep.checkpoints import TRAINING_SETTINGS, load_sorter
 
-            sorter = load_sorter()
+            sorter = load_sorter(**TRAINING_SETTINGS)
         if isinstance(sorter, nn.Module):
             sorter.requires_grad_(False).eval()
         elif not callable(sorter):

@@ -37,13 +37,29 @@ def check_scores(scores: Any, *, min_length: int, max_length: int | None, name: 
             f"{name} has length n={n} (shape {tuple(scores.shape)}); "
             f"this sorter accepts n >= {min_length} and {upper}{hint}"
         )
+    check_finite(scores, name)
+
+
+def check_finite(scores: torch.Tensor, name: str = "scores") -> None:
+    """Refuse NaN and infinite ``scores`` without stalling an accelerator.
+
+    On the CPU (eager) the check raises a ``ValueError`` at once.  On other devices, and inside
+    ``torch.compile``, it is an asynchronous assertion (``torch._assert_async``): no host
+    synchronisation, and a ``RuntimeError`` with the same message surfaces at the next
+    synchronising call.
+    """
+    message = f"{name} contains NaN or infinite values; ranks of non-finite scores are undefined"
+    scores = scores.detach()
+    if scores.device.type != "cpu" or torch.compiler.is_compiling():
+        torch._assert_async(torch.isfinite(scores).all(), message)
+        return
     # A finite sum means finite scores (one number to read, not a mask of (B, n)); a sum that
     # overflowed may still come from finite scores, so min and max (which propagate NaN and show
     # an infinity) decide then.
-    if not math.isfinite(scores.detach().sum().item()) and not all(
-        math.isfinite(bound) for bound in torch.stack(torch.aminmax(scores.detach())).tolist()
+    if not math.isfinite(scores.sum().item()) and not all(
+        math.isfinite(bound) for bound in torch.stack(torch.aminmax(scores)).tolist()
     ):
-        raise ValueError(f"{name} contains NaN or infinite values; ranks of non-finite scores are undefined")
+        raise ValueError(message)
 
 
 #: Too narrow for soft sorters' temperatures (1/tau passes float16's 65504 at spacings of ~1e-5):

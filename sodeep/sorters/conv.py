@@ -1,188 +1,138 @@
 """sodeep's default sorter: pairwise comparisons at temperatures set by a convolutional network.
 
 ``rank_i = (1/2 + sum_j sigmoid((x_j - x_i) / tau_ij)) / n`` (descending, ties averaged,
-normalized by n), with a temperature per element ``tau_i = softness * spacing_i * exp(h_i)`` and
-``tau_ij = sqrt(tau_i tau_j)`` per pair:
+normalized by n), with a temperature per distinct value ``tau_g = softness * spacing_g * exp(h_g)``
+and ``tau_gh = sqrt(tau_g tau_h)`` per pair:
 
-* ``spacing_i``: the smaller of the gaps from ``x_i`` to the next distinct value below and above;
-* ``h_i``: a small convolutional network that runs along the distinct values in sorted order,
+* ``spacing_g``: the smaller of the gaps from value ``g`` to the next distinct value below and above;
+* ``h_g``: a small convolutional network that runs along the distinct values in sorted order,
   reading the ``2 * radius`` log gaps around each (relative to the row's typical gap), its tie
   multiplicity and ``log n``; ``h`` is centred per row.
 
-Each element is compared softly with its ``band`` nearest neighbours on either side in sorted
-order and exactly (0, 1/2 or 1) with the rest: ``O(n log n + n band)``.  Temperatures and the sort
-carry no gradient; gradients reach the scores through the banded sigmoids.  The sorter is
-permutation-equivariant and invariant to positive affine maps; rows whose gaps fall outside
-``SAFE_GAPS`` are rescaled by an exact power of two first, and half-precision scores are ranked in
-float32.  Design, rationale and ablations: ``docs/sorter.md``.
+The unit of the computation is the tie group (a distinct value and its multiplicity): each value
+is compared softly with the ``band`` nearest distinct values on either side and exactly (0 or 1)
+with the rest, so equal scores get equal ranks at every ``n``, in ``O(n log n + n band)`` time and
+``O(n band)`` memory.  Gradients flow through the comparisons and through the temperatures (the
+exact derivative of the forward).  The sorter is permutation-equivariant and invariant to positive
+affine maps; rows are rescaled by an exact power of two first, so finite scores of any magnitude
+rank alike, and half-precision scores are ranked in float32.  The forward has no host
+synchronisation and no branch on values: ``torch.compile(sorter, fullgraph=True)`` works.
+Design, rationale and measurements: ``docs/sorter.md``.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
-from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 from sodeep.sorters.base import HALF_PRECISION, Sorter, scale_rows_by_power_of_two
 
+#: Longest rows any ConvSorter accepts (memory and time grow as ``n * band``).
+MAX_LENGTH = 16384
 # A missing gap (no distinct value below the smallest or above the largest) reads as a gap
 # e^8 ~ 3000 times the row's typical gap: far away, which is what "no neighbour" means.
 MISSING_GAP_LOG = 8.0
-# Gaps between neighbours that the pair couplings 1/sqrt(tau_i tau_j) hold in float32 with a wide
-# margin.  A batch with a gap outside is first rescaled, row by row, by an exact power of two
-# (scores of 1e-40 or, in float64, 1e300 rank like any others); inside, nothing is done.
-SAFE_GAPS = (2.0**-64, 2.0**64)
+# The temperature network reads log gaps relative to the row's typical one within +-16 (a factor
+# of 9e6), the range of its training data.
+FEATURE_LOG_GAP = 16.0
+SATURATED_LOGIT = 30.0
+
+
+def log_tau_limit(dtype: torch.dtype) -> float:
+    """Bound on ``|log tau|`` in the scores' units: pair couplings ``1 / tau`` then stay below
+    ``e^-8`` times the dtype's largest value, so no finite scores give an infinite coupling, a
+    ``0 * inf`` or a NaN (``+-80.7`` in float32, ``+-701.8`` in float64).  Values closer than
+    ``e^-limit`` (float32 subnormal gaps) are compared softly, as nearly tied."""
+    return math.log(torch.finfo(dtype).max) - 8.0
+
 
 #: Hidden activations of the temperature network, by the name checkpoints record.
 ACTIVATIONS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "relu": nn.ReLU}
-# The same activations as functions for the forward pass (ReLU in place: one allocation fewer).
-_ACTIVATION_FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"gelu": F.gelu, "relu": torch.relu_}
+_ACTIVATION_FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"gelu": F.gelu, "relu": F.relu}
 
 
-def distinct_value_groups(sorted_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def distinct_value_groups(sorted_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Group equal values of rows sorted ascending.
 
     Args:
         sorted_scores: ``(B, n)``, ascending along the last dimension.
 
     Returns:
-        ``(group_id, group_value, group_size)``, each ``(B, n)``: ``group_id`` maps each sorted
-        position to the index ``g`` of its distinct value; ``group_value[:, g]`` and
-        ``group_size[:, g]`` hold the ``g``-th distinct value and its multiplicity for
-        ``g < G`` (the row's number of distinct values); ``group_size`` is 0 beyond.
+        ``(group_id, group_size)``, each ``(B, n)``: ``group_id`` (long) maps each sorted position
+        to the index ``g`` of its distinct value; ``group_size[:, g]`` is the multiplicity of the
+        ``g``-th distinct value for ``g < G`` (the row's number of distinct values) and 0 beyond.
     """
     starts = sorted_scores[:, 1:] != sorted_scores[:, :-1]
-    group_id = torch.cat([torch.zeros_like(starts[:, :1], dtype=torch.long), starts.cumsum(-1)], -1)
-    group_value = torch.zeros_like(sorted_scores).scatter_(-1, group_id, sorted_scores)
+    group_id = F.pad(starts.cumsum(-1), (1, 0))
     group_size = torch.zeros_like(sorted_scores).scatter_add_(-1, group_id, torch.ones_like(sorted_scores))
-    return group_id, group_value, group_size
+    return group_id, group_size
 
 
-def band_windows(rows: torch.Tensor, reach: int) -> torch.Tensor:
-    """The ``2 reach + 1`` entries around each position, zero-padded at the ends: ``(B, n)`` ->
-    ``(B, n, 2 reach + 1)`` (a view of the padded rows)."""
-    return F.pad(rows, (reach, reach)).unfold(-1, 2 * reach + 1, 1)
+def band_windows(rows: torch.Tensor, reach: int, value: float = 0.0) -> torch.Tensor:
+    """The ``2 reach + 1`` entries around each position, padded with ``value`` at the ends:
+    ``(B, n)`` -> ``(B, n, 2 reach + 1)`` (a view of the padded rows)."""
+    return F.pad(rows, (reach, reach), value=value).unfold(-1, 2 * reach + 1, 1)
 
 
-def band_logits(
-    sorted_scores: torch.Tensor, root_inverse_tau: torch.Tensor, reach: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pair logits ``z_kj = (x_j - x_k) r_k r_j`` and couplings ``r_k r_j`` for the ``2 reach + 1``
-    positions ``j`` around each sorted position ``k``, each ``(B, n, 2 reach + 1)``.  Outside the
-    row ``r`` is 0, so there ``z = 0`` (no mask needed)."""
+def soft_group_ranks(
+    values: torch.Tensor, sizes: torch.Tensor, log_tau: torch.Tensor, reach: int
+) -> torch.Tensor:
+    """Descending soft ranks of distinct values, each compared softly with the ``reach`` nearest
+    distinct values on either side and exactly with the rest.
+
+    ``rank_g = 1/2 + #{elements above the band} + sum_h size_h sigmoid((v_h - v_g) / tau_gh)`` over
+    ``|h - g| <= reach`` with ``tau_gh = sqrt(tau_g tau_h)``; the term ``h = g`` is
+    ``size_g / 2``, the exact comparison of a value with its ties.  As temperatures go to 0 this
+    is the exact average rank ``#greater + (size_g + 1) / 2``.
+
+    Args:
+        values: ``(B, G)`` distinct values, ascending where ``sizes > 0``, finite everywhere.
+        sizes: ``(B, G)`` multiplicities, 0 for padding groups (which then add nothing).
+        log_tau: ``(B, G)`` log temperatures, at most :func:`log_tau_limit` in magnitude.
+        reach: ``>= 1``.
+
+    Returns:
+        ``(B, G)`` unnormalized ranks (meaningful where ``sizes > 0``).
+    """
+    root_inverse_tau = torch.exp(-0.5 * log_tau)
     coupling = band_windows(root_inverse_tau, reach) * root_inverse_tau.unsqueeze(-1)
-    return (band_windows(sorted_scores, reach) - sorted_scores.unsqueeze(-1)) * coupling, coupling
-
-
-def banded_sigmoid_sum(sorted_scores: torch.Tensor, root_inverse_tau: torch.Tensor, reach: int) -> torch.Tensor:
-    """Soft comparisons of each element with the ``2 reach + 1`` positions around it in sorted
-    order, summed: ``sum_j sigmoid((x_j - x_k) r_k r_j)`` over ``|j - k| <= reach``, where
-    ``r = tau ** -1/2`` (so a pair's temperature is ``sqrt(tau_k tau_j)``).  Positions outside the
-    row have ``r = 0`` and add ``sigmoid(0) = 1/2`` each, with no gradient; so does the element
-    itself.  :func:`band_base` holds what these constant halves and the pairs outside the band
-    add to the exact rank.
-
-    Args:
-        sorted_scores: ``(B, n)``, ascending; gradients flow through it.
-        root_inverse_tau: ``(B, n)``, ``r`` at each sorted position (positive).
-        reach: ``1 <= reach <= n - 1``.
-
-    Returns:
-        ``(B, n)``.
-    """
-    return torch.sigmoid(band_logits(sorted_scores, root_inverse_tau, reach)[0]).sum(-1)
-
-
-def band_base(n: int, reach: int, group_start: torch.Tensor, group_end: torch.Tensor) -> torch.Tensor:
-    """Exact descending rank minus the hard comparisons inside the band, at each sorted position.
-
-    The exact rank at ascending position ``k`` of a tie group ``[start, end)`` is
-    ``1/2 + #greater + #equal / 2 = n + 1/2 - (start + end) / 2``.  Inside the band the hard
-    comparisons (1 for a greater value, 1/2 for an equal one, for the element itself and for the
-    padding) sum to ``reach + 1/2 + (#greater - #less) / 2``, so that
-    ``rank_k = band_base_k + banded_sigmoid_sum_k`` gives the exact rank for pairs outside the band
-    and soft ones inside it.
-
-    Args:
-        n: row length; ``reach``: as in :func:`banded_sigmoid_sum`.
-        group_start, group_end: ``(..., n)`` float, the tie group ``[start, end)`` of each sorted
-            position (``k`` and ``k + 1`` without ties).
-
-    Returns:
-        ``(..., n)``.
-    """
-    position = torch.arange(n, dtype=group_start.dtype, device=group_start.device)
-    greater = (torch.clamp(position + (reach + 1), max=n) - group_end).clamp_min(0)
-    less = (group_start - (position - reach).clamp_min(0)).clamp_min(0)
-    return (n - reach) - 0.5 * (group_start + group_end) - 0.5 * (greater - less)
-
-
-@functools.lru_cache(maxsize=1024)
-def untied_band_base(n: int, reach: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """:func:`band_base` divided by ``n`` for rows without ties, ``(n,)``: the same for every row of
-    that length, so it is computed once (read-only: never modify the returned tensor)."""
-    position = torch.arange(n, dtype=torch.float64)
-    return (band_base(n, reach, position, position + 1) / n).to(dtype=dtype, device=device)
-
-
-class BandedSoftRanks(torch.autograd.Function):
-    """Normalized soft ranks ``base + banded_sigmoid_sum / n`` at fixed temperatures, with a
-    hand-written backward.  Same values and gradients as autograd through
-    :func:`banded_sigmoid_sum`, in one graph node instead of about fifteen: a frozen sorter
-    (inside a loss) spends most of its time on per-operation overhead.
-
-    With ``a_kj = sigmoid'(z_kj) r_k r_j`` (symmetric in ``k, j``), the gradient at sorted position
-    ``k`` of ``sum_m g_m rank_m`` is ``sum_j a_kj (g_j - g_k) / n`` over the band.
-
-    ``apply(scores, sorted_scores, order, root_inverse_tau, base, reach)``: ``scores`` ``(B, n)``
-    (differentiable); ``sorted_scores, order = scores.detach().sort(-1)``; ``root_inverse_tau``
-    ``(B, n)`` at sorted positions and ``base`` ``(B, n)`` or ``(n,)`` (:func:`band_base` / n),
-    both constant; ``1 <= reach <= n - 1``.  Returns ``(B, n)`` ranks in the input's order.
-    """
-
-    @staticmethod
-    def forward(ctx, scores, sorted_scores, order, root_inverse_tau, base, reach):  # noqa: D102
-        logits, coupling = band_logits(sorted_scores, root_inverse_tau, reach)
-        soft = logits.sigmoid_()
-        sorted_ranks = torch.add(base, soft.sum(-1), alpha=1 / scores.shape[-1])
-        ctx.save_for_backward(order, soft, coupling)
-        ctx.reach = reach
-        # order is a permutation, so every entry of the copy is overwritten.
-        return sorted_ranks.scatter(-1, order, sorted_ranks)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_ranks):  # noqa: D102
-        order, soft, coupling = ctx.saved_tensors
-        reach = ctx.reach
-        grad_sorted = grad_ranks.gather(-1, order).div_(grad_ranks.shape[-1])
-        weighted = (band_windows(grad_sorted, reach) - grad_sorted.unsqueeze(-1)).mul_(coupling)
-        grad_sorted = torch.ops.aten.sigmoid_backward(weighted, soft).sum(-1)
-        return grad_sorted.scatter(-1, order, grad_sorted), None, None, None, None, None
+    logits = (band_windows(values, reach) - values.unsqueeze(-1)) * coupling
+    # Beyond |z| = 30 a sigmoid is within 1e-13 of 0 or 1; clamping there keeps subnormal numbers
+    # (which cost a CPU about a hundred times a normal one) out of the forward and backward.
+    soft = (torch.sigmoid(logits.clamp(-SATURATED_LOGIT, SATURATED_LOGIT)) * band_windows(sizes, reach)).sum(-1)
+    # Elements of the distinct values beyond the band (all greater): n - (count up to g + reach).
+    count_up_to = sizes.cumsum(-1)
+    total = count_up_to[:, -1:]
+    within_reach = torch.cat([count_up_to[:, reach:], total.expand(-1, min(reach, sizes.shape[-1]))], -1)
+    return (0.5 + total - within_reach[:, : sizes.shape[-1]]) + soft
 
 
 class ConvSorter(Sorter):
     """Adaptive-temperature pairwise sorter whose temperatures come from a small CNN.
 
     Args:
-        capacity: largest ``n`` accepted (the lengths it was trained and validated on).
+        capacity: largest ``n`` accepted (at most :data:`MAX_LENGTH`); ``log n / log capacity`` is
+            one of the network's inputs.
         softness: temperature in units of the local spacing; the one knob between fidelity
             (small) and gradient reach (large).  Recorded in checkpoints.
         radius: the first convolution reads ``2 * radius`` gaps around each distinct value.
         width: channels of the hidden 1x1 convolutions (unused when ``depth`` is 0).
         depth: number of hidden layers (0: the first convolution is the last, a linear filter).
-        band: compare each element softly with its ``band`` nearest neighbours on each side in
-            sorted order and exactly with the rest (``None``: softly with all, ``O(n^2)``).  The
-            band moves single ranks by a fraction of a position (more inside large tie groups,
-            where it is closer to the exact rank than all pairs are).
+        band: compare each distinct value softly with its ``band`` nearest distinct values on each
+            side and exactly with the rest (``None``: softly with all, ``O(n^2)``).
         activation: hidden activation of the temperature network, a key of :data:`ACTIVATIONS`
             (checkpoints that name none are ``"gelu"``).
+        temperature_floor: ``None`` (the default: scale-free, evaluation-grade ranks) or a
+            temperature in the units of the scores added to every element's own, so that pairs
+            closer than about this much are compared softly whatever their neighbours.  This is
+            what makes the ranks teach a score model (its scale becomes the schedule from soft to
+            sharp, as with torchsort's ``regularization_strength``); the rank losses use it by
+            default (:data:`sodeep.checkpoints.TRAINING_SETTINGS`, ``docs/sorter.md``).
 
     Shapes: ``(n,)`` or ``(B, n)`` -> same shape and dtype, ``2 <= n <= capacity``; float16 and
     bfloat16 scores are ranked in float32.
@@ -199,17 +149,18 @@ class ConvSorter(Sorter):
 
     def __init__(
         self,
-        capacity: int = 256,
+        capacity: int = MAX_LENGTH,
         softness: float = 0.5,
         radius: int = 4,
         width: int = 16,
         depth: int = 0,
         band: int | None = 8,
         activation: str = "relu",
+        temperature_floor: float | None = None,
     ) -> None:
         super().__init__()
-        if capacity < 2:
-            raise ValueError(f"capacity must be >= 2, got {capacity}")
+        if not 2 <= capacity <= MAX_LENGTH:
+            raise ValueError(f"capacity must be in 2..{MAX_LENGTH}, got {capacity}")
         if not softness > 0:
             raise ValueError(f"softness must be > 0, got {softness}")
         if radius < 1 or width < 1 or depth < 0:
@@ -218,6 +169,9 @@ class ConvSorter(Sorter):
             raise ValueError(f"band must be None or >= 1, got {band}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        if temperature_floor is not None and not (temperature_floor > 0 and math.isfinite(temperature_floor)):
+            raise ValueError(f"temperature_floor must be None or a positive finite number, got {temperature_floor}")
+        self.temperature_floor = None if temperature_floor is None else float(temperature_floor)
         self.max_length = int(capacity)
         self.softness = float(softness)
         self.radius = int(radius)
@@ -238,7 +192,6 @@ class ConvSorter(Sorter):
         # Linear layers over (B, G, channels) windows are the convolutions, channels-last: on a
         # CPU this is several times faster than Conv1d at these tiny sizes.
         self.network = nn.Sequential(*layers, head)
-        # The same layers, for the forward pass (slicing the Sequential builds a new module).
         self._linear_layers = (*layers[0::2], head)
 
     def config(self) -> dict[str, Any]:
@@ -250,146 +203,102 @@ class ConvSorter(Sorter):
             "depth": self.depth,
             "band": self.band,
             "activation": self.activation,
+            "temperature_floor": self.temperature_floor,
         }
 
-    def sorted_log_temperature(
-        self,
-        sorted_scores: torch.Tensor,
-        *,
-        gap: torch.Tensor | None = None,
-        has_ties: bool | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Temperatures of rows sorted ascending; differentiable in the network's parameters only.
+    def group_log_temperature(self, values: torch.Tensor, sizes: torch.Tensor, n: int) -> torch.Tensor:
+        """Log temperatures of distinct values, in the units of ``values``.
 
         Args:
-            sorted_scores: ``(B, n)``, ascending.
-            gap: ``torch.diff(sorted_scores)`` ``(B, n - 1)`` and ``has_ties`` (whether any gap is
-                0), if the caller has them already; else computed here.
+            values: ``(B, G)`` distinct values, ascending where ``sizes > 0``, any finite scale.
+            sizes: ``(B, G)`` multiplicities, 0 for padding groups.
+            n: the row length (``sizes`` sums to it).
 
         Returns:
-            ``(log_tau, group_id, group_size)``: ``log tau`` ``(B, n)`` at each sorted position (in
-            the units of the scores) and the grouping of :func:`distinct_value_groups`, each
-            ``(B, n)``, or ``None`` for both when no row has a tie (every element is its own group).
+            ``(B, G)`` log temperatures within ``+-log_tau_limit(dtype)``, differentiable in ``values``
+            and in the network's parameters.
         """
-        n = sorted_scores.shape[-1]
         first, *others = self._linear_layers
         net_dtype = first.weight.dtype
-        sorted_scores = sorted_scores.detach()
-        if gap is None:
-            gap = torch.diff(sorted_scores)
-        if has_ties is None:
-            has_ties = int(gap.count_nonzero()) < gap.numel()
-        # Log gaps are taken in the scores' dtype (float64 values 1e10 apart by 1e-3 are equal in
-        # float32); the network reads them relative to the row's typical gap, numbers of order 1,
-        # in its own dtype (so a float16 network ranks scores of any scale).
-        if not has_ties:
-            # No ties (the usual case for continuous scores): half the operations of the general case.
-            group_id = group_size = multiplicity = None
-            log_gap = gap.log()
-            row_log_gap = log_gap.mean(-1, keepdim=True)
-            relative = log_gap - row_log_gap
-        else:
-            group_id, group_value, group_size = distinct_value_groups(sorted_scores)
-            multiplicity = group_size.to(net_dtype)
-            # Gap g lies between distinct values g and g + 1; it exists when g + 1 < G.
-            has_gap = group_size[:, 1:] > 0
-            gap = torch.diff(group_value).clamp_min(torch.finfo(group_value.dtype).tiny)
-            log_gap = torch.where(has_gap, gap.log(), 0.0)
-            row_log_gap = log_gap.sum(-1, keepdim=True) / has_gap.sum(-1, keepdim=True).clamp_min(1)
-            relative = torch.where(has_gap, log_gap - row_log_gap, MISSING_GAP_LOG)
-        if relative.dtype != net_dtype:
-            relative = relative.to(net_dtype)
+        # Gap g lies between distinct values g and g + 1; it exists when value g + 1 does.  Gaps
+        # are taken in the values' dtype, then read relative to the row's typical gap (numbers of
+        # order 1) in the network's dtype.
+        has_gap = sizes[:, 1:] > 0
+        # Gaps of halved values (the gap between -3e38 and 3e38 would overflow float32).
+        half_gap = torch.where(has_gap, torch.diff(values * 0.5), 1.0).clamp_min(torch.finfo(values.dtype).tiny)
+        log_gap = half_gap.log() + math.log(2.0)
+        row_log_gap = (log_gap * has_gap).sum(-1, keepdim=True) / has_gap.sum(-1, keepdim=True).clamp_min(1)
+        relative = torch.where(has_gap, log_gap - row_log_gap, MISSING_GAP_LOG)
+        multiplicity = sizes.to(net_dtype)
 
-        # Distinct value g sees gaps g - radius .. g + radius - 1 (gap g - 1 below it, gap g above).
-        padded = F.pad(relative, (self.radius, self.radius), value=MISSING_GAP_LOG)
-        gap_window = padded.unfold(-1, 2 * self.radius, 1)  # (B, n, 2 * radius)
-        below, above = gap_window[..., self.radius - 1], gap_window[..., self.radius]
+        # Distinct value g sees gaps g - radius .. g + radius - 1 (gap g - 1 below it, gap g above),
+        # each within e^+-FEATURE_LOG_GAP of the typical gap: a gap of 1e-45 among unit gaps must
+        # not sway the temperatures of its neighbours.
+        features = relative.clamp(-FEATURE_LOG_GAP, FEATURE_LOG_GAP).to(net_dtype)
+        gap_window = F.pad(features, (self.radius, self.radius), value=MISSING_GAP_LOG).unfold(-1, 2 * self.radius, 1)
+        # The gaps below and above each value, unclamped: its spacing.
+        around = F.pad(relative, (1, 1), value=MISSING_GAP_LOG)
+        below, above = around[:, :-1], around[:, 1:]
 
         # The first convolution reads [gap window, log multiplicity, log n / log capacity]; the last
         # feature is constant over the batch, so it is folded into the bias (no feature tensor).
-        # Rows of (B * n, channels) and in-place activations: at these sizes the time is
-        # per-operation overhead, not arithmetic.
         window_weight = first.weight[:, : 2 * self.radius]
         multiplicity_weight = first.weight[:, 2 * self.radius]
+        log_multiplicity = multiplicity.clamp_min(1).log()
         if others:
-            bias = torch.add(first.bias, first.weight[:, -1], alpha=math.log(n) / math.log(self.max_length))
-            hidden = F.linear(gap_window.reshape(-1, 2 * self.radius), window_weight, bias)
-            if multiplicity is not None:
-                hidden = hidden.addcmul_(multiplicity.clamp_min(1).log().reshape(-1, 1), multiplicity_weight)
+            bias = first.bias + first.weight[:, -1] * (math.log(n) / math.log(self.max_length))
+            hidden = F.linear(gap_window, window_weight, bias) + log_multiplicity.unsqueeze(-1) * multiplicity_weight
             for layer in others:
                 hidden = F.linear(self._activation(hidden), layer.weight, layer.bias)
-            offset = hidden.view(sorted_scores.shape)
+            offset = hidden.squeeze(-1)
         else:
             # One linear filter (depth 0): its bias and its log-n term add the same constant to
             # every element of a row, which the centring below removes, so they are skipped.
-            offset = (gap_window * window_weight[0]).sum(-1)
-            if multiplicity is not None:
-                offset = offset + multiplicity.clamp_min(1).log() * multiplicity_weight[0]
+            offset = F.linear(gap_window, window_weight).squeeze(-1) + log_multiplicity * multiplicity_weight[0]
         # Centre per row over elements (distinct values weighted by multiplicity): the network
         # moves sharpness around, it cannot make the sorter sharper overall.
-        if multiplicity is None:
-            offset = offset - offset.mean(-1, keepdim=True)
-        else:
-            offset = offset - (offset * multiplicity).sum(-1, keepdim=True) / n
+        offset = offset - (offset * multiplicity).sum(-1, keepdim=True) / n
 
         # Local spacing: the smaller of the two gaps (a missing gap is never the smaller).
-        log_tau = (row_log_gap + math.log(self.softness)) + torch.minimum(below, above) + offset
-        if group_id is not None:
-            log_tau = log_tau.gather(-1, group_id)
-        return log_tau.to(sorted_scores.dtype), group_id, group_size
-
-    @staticmethod
-    def _rescaled(
-        scores: torch.Tensor, sorted_scores: torch.Tensor, order: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``scores`` ``(B, n)`` scaled, row by row, by the power of two that brings the row's
-        typical gap (geometric mean of its nonzero gaps) to ~1, and its rows sorted (``order``
-        still sorts them: the scaling is exact)."""
-        # Gaps of halved values: the gap between -3e38 and 3e38 would overflow float32.
-        half_gap = torch.diff(sorted_scores * 0.5)
-        positive = half_gap > 0
-        log2_gap = torch.where(positive, half_gap, 1.0).log2()
-        log2_size = 1 + log2_gap.sum(-1, keepdim=True) / positive.sum(-1, keepdim=True).clamp_min(1)
-        scaled = scale_rows_by_power_of_two(scores, log2_size)
-        return scaled, scaled.detach().gather(-1, order)
+        log_tau = (row_log_gap + math.log(self.softness)) + torch.minimum(below, above) + offset.to(values.dtype)
+        limit = log_tau_limit(values.dtype)
+        return log_tau.clamp(-limit, limit)
 
     def rank_rows(self, scores: torch.Tensor) -> torch.Tensor:
         if scores.dtype in HALF_PRECISION:
             return self.rank_rows(scores.float()).to(scores.dtype)
         n = scores.shape[-1]
         sorted_scores, order = scores.detach().sort(dim=-1)
-        gap = torch.diff(sorted_scores)
-        # One reduction tells ties (a zero gap) and gaps too small or too large for the couplings.
-        extremes = torch.aminmax(gap)
-        smallest, largest = float(extremes.min), float(extremes.max)
-        has_ties = smallest == 0
-        if has_ties and largest > 0:
-            smallest = float(torch.where(gap > 0, gap, largest).amin())
-        if largest > 0 and not SAFE_GAPS[0] <= smallest <= largest <= SAFE_GAPS[1]:
-            scores, sorted_scores = self._rescaled(scores, sorted_scores, order)
-            gap = torch.diff(sorted_scores)
-            has_ties = float(gap.amin()) == 0
-        log_tau, group_id, group_size = self.sorted_log_temperature(sorted_scores, gap=gap, has_ties=has_ties)
+        group_id, sizes = distinct_value_groups(sorted_scores)
+        # Rows scaled by the power of two that brings their typical gap (geometric mean of the
+        # nonzero gaps) to ~1, as far as their largest magnitude allows (it stays below 2^-8 times
+        # the dtype's largest value): exact, so ranks do not change, and temperatures of 1e-40 or
+        # 1e300 become numbers of order 1.  Gaps of halved values: the gap between -3e38 and 3e38
+        # would overflow float32.
+        with torch.no_grad():
+            half_gap = torch.diff(sorted_scores * 0.5)
+            positive = half_gap > 0
+            log2_gap = 1 + torch.where(positive, half_gap, 1.0).log2().sum(-1, keepdim=True) / positive.sum(
+                -1, keepdim=True
+            ).clamp_min(1)
+            largest = torch.maximum(sorted_scores[:, :1].abs(), sorted_scores[:, -1:].abs())
+            headroom = math.log2(torch.finfo(scores.dtype).max) - 8 - torch.where(largest > 0, largest, 1.0).log2()
+            log2_size = torch.maximum(log2_gap, -headroom)
+        members = scale_rows_by_power_of_two(scores.gather(-1, order), log2_size)
+        # Distinct values, exact, with the gradient of their members' mean: a tie group's gradient
+        # is shared equally among its elements.  (A sum of equal values could overflow; a sum of
+        # zeros cannot.)
+        exact_values = torch.zeros_like(sorted_scores).scatter_(-1, group_id, members.detach())
+        values = exact_values + torch.zeros_like(members).scatter_add(-1, group_id, members - members.detach()) / sizes.clamp_min(1)
+        # Temperatures carry no gradient to the scores: the exact derivative of these adaptive
+        # temperatures teaches a score model to reshape its gaps instead of its order (docs/sorter.md).
+        log_tau = self.group_log_temperature(exact_values, sizes, n)
+        if self.temperature_floor is not None:
+            # tau + floor, with the floor in the rescaled units (an exact power of two).
+            log_floor = math.log(self.temperature_floor) - torch.round(log2_size) * math.log(2.0)
+            log_tau = torch.logaddexp(log_tau, log_floor.to(log_tau.dtype))
         reach = n - 1 if self.band is None else min(self.band, n - 1)
-        # A pair is compared at the geometric mean of its two temperatures:
-        # an element made soft blurs its own comparisons, so softness cannot be hidden.
-        root_inverse_tau = log_tau.mul(-0.5).exp_()
-        if group_id is None:
-            base = untied_band_base(n, reach, scores.dtype, scores.device)
-        else:
-            with torch.no_grad():
-                group_end = group_size.cumsum(-1).gather(-1, group_id)
-                base = band_base(n, reach, group_end - group_size.gather(-1, group_id), group_end) / n
-        if not root_inverse_tau.requires_grad:
-            # A frozen network (inside a loss): one autograd node with a hand-written backward.
-            try:
-                return BandedSoftRanks.apply(scores, sorted_scores, order, root_inverse_tau, base, reach)
-            except RuntimeError as error:
-                # torch.func transforms (grad, vmap, ...) refuse a Function without setup_context;
-                # defining one adds argument binding to every call, so they get plain autograd.
-                if "setup_context" not in str(error):
-                    raise
-        # Pretraining (the temperature network learns) and torch.func: the same formulas, autograd.
-        soft_sum = banded_sigmoid_sum(scores.gather(-1, order), root_inverse_tau, reach)
-        sorted_ranks = base + soft_sum / n
+        group_ranks = soft_group_ranks(values, sizes, log_tau, reach)
+        sorted_ranks = group_ranks.gather(-1, group_id) / n
+        # order is a permutation, so every entry of the copy is overwritten.
         return sorted_ranks.scatter(-1, order, sorted_ranks)

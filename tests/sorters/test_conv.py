@@ -1,119 +1,173 @@
-"""Internals of the convolutional sorter: the band's constant part and the frozen fast path."""
+"""The convolutional sorter: tie groups as the band's unit, numerical range, compilation."""
 
 import math
 
 import pytest
 import torch
-from scipy.stats import rankdata
 
-from sodeep import load_sorter
+from sodeep import load_sorter, rank
 from sodeep.sorters import ConvSorter
-from sodeep.sorters.conv import BandedSoftRanks, band_base, banded_sigmoid_sum, untied_band_base
+from sodeep.sorters.conv import MAX_LENGTH, distinct_value_groups, soft_group_ranks
 from sodeep.synthetic import generate_sequences, make_generator
 
 
-def band_base_by_loop(row: torch.Tensor, reach: int) -> list[float]:
-    """Exact descending rank minus the hard comparisons in the band, for one ascending row."""
-    n = len(row)
-    exact = rankdata(-row.numpy(), method="average")
-    base = []
-    for k in range(n):
-        hard = 0.0
-        for j in range(k - reach, k + reach + 1):
-            if j < 0 or j >= n or row[j] == row[k]:
-                hard += 0.5  # padding, the element itself and ties
-            elif row[j] > row[k]:
-                hard += 1.0
-        base.append(exact[k] - hard)
-    return base
+def soft_ranks_by_loop(row: torch.Tensor, log_tau_of_value: dict, reach: int) -> list[float]:
+    """Descending soft ranks of one row, element by element: soft comparisons with the elements
+    of the ``reach`` nearest distinct values on either side, exact ones with the rest."""
+    distinct = sorted(set(row.tolist()))
+    index = {value: g for g, value in enumerate(distinct)}
+    ranks = []
+    for x in row.tolist():
+        total = 0.5
+        for y in row.tolist():
+            if abs(index[y] - index[x]) > reach:
+                total += 1.0 if y > x else 0.0
+            elif y == x:
+                total += 0.5
+            else:
+                tau = math.sqrt(math.exp(log_tau_of_value[x]) * math.exp(log_tau_of_value[y]))
+                total += 1 / (1 + math.exp(-(y - x) / tau))
+        ranks.append(total)
+    return ranks
 
 
 @pytest.mark.parametrize("family", ["normal", "ties", "repeated"])
-@pytest.mark.parametrize("n,reach", [(2, 1), (5, 2), (12, 4), (40, 8)])
-def test_band_base_matches_a_loop(family, n, reach):
-    sorted_scores = generate_sequences(6, n, make_generator(n), families=[family])[0].double().sort(-1).values
-    end = torch.stack([torch.searchsorted(row, row, right=True) for row in sorted_scores]).double()
-    start = torch.stack([torch.searchsorted(row, row) for row in sorted_scores]).double()
-    expected = torch.tensor([band_base_by_loop(row, reach) for row in sorted_scores], dtype=torch.float64)
-    torch.testing.assert_close(band_base(n, reach, start, end), expected)
+@pytest.mark.parametrize("n,reach", [(2, 1), (7, 2), (30, 4), (40, 39)])
+def test_soft_group_ranks_match_a_loop(family, n, reach):
+    scores = generate_sequences(3, n, make_generator(n), families=[family])[0].double()
+    sorted_scores = scores.sort(-1).values
+    group_id, sizes = distinct_value_groups(sorted_scores)
+    values = torch.zeros_like(sorted_scores).scatter_add(-1, group_id, sorted_scores) / sizes.clamp_min(1)
+    log_tau = torch.randn_like(values) * 0.5 + values.std(-1, keepdim=True).log() - 1
+    group_ranks = soft_group_ranks(values, sizes, log_tau, reach)
+    for row in range(3):
+        distinct = int(sizes[row].gt(0).sum())
+        log_tau_of_value = dict(zip(values[row, :distinct].tolist(), log_tau[row, :distinct].tolist()))
+        expected = soft_ranks_by_loop(scores[row], log_tau_of_value, reach)
+        got = group_ranks[row].gather(0, group_id[row])[scores[row].argsort().argsort()]
+        torch.testing.assert_close(got, torch.tensor(expected, dtype=torch.float64))
 
 
-@pytest.mark.parametrize("n,reach", [(2, 1), (7, 3), (100, 8)])
-def test_untied_band_base_is_band_base_without_ties(n, reach):
-    position = torch.arange(n, dtype=torch.float64)
-    expected = band_base(n, reach, position, position + 1) / n
-    cached = untied_band_base(n, reach, torch.float32, torch.device("cpu"))
-    assert cached.dtype == torch.float32
-    torch.testing.assert_close(cached, expected.float())
+def test_distinct_value_groups():
+    sorted_scores = torch.tensor([[1.0, 1.0, 2.0, 3.0, 3.0, 3.0], [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]])
+    group_id, sizes = distinct_value_groups(sorted_scores)
+    assert group_id.tolist() == [[0, 0, 1, 2, 2, 2], [0, 1, 2, 3, 4, 5]]
+    assert sizes.tolist() == [[2, 1, 3, 0, 0, 0], [1] * 6]
+
+
+@pytest.mark.parametrize("n", [2, 3, 33, 100, 257, 1000, 4096, MAX_LENGTH])
+def test_equal_scores_get_equal_ranks_at_every_n(n):
+    """Integers 0..n/4: tie groups of about four; the shipped sorter is trained on n <= 256."""
+    generator = torch.Generator().manual_seed(n)
+    scores = torch.randint(0, max(2, n // 4), (2, n), generator=generator).float()
+    ranks = load_sorter()(scores)
+    exact = rank(scores)
+    for row in range(2):
+        spread = ranks[row].new_zeros(n).scatter_reduce(0, scores[row].long(), ranks[row], "amax")
+        spread -= ranks[row].new_zeros(n).scatter_reduce(0, scores[row].long(), ranks[row], "amin", include_self=False)
+        assert spread.abs().max() * n < 1e-3
+    assert (ranks - exact).abs().max() * n < 0.75
+    if n <= 256:
+        assert (ranks - exact).abs().mean() * n < 0.1
+
+
+@pytest.mark.parametrize(
+    "row,dtype",
+    [
+        ([0.0, 1e-45] + list(range(1, 101)), torch.float32),
+        ([0.0, 1e-38, 1.0, 2.0, 1e38], torch.float32),
+        ([-3e38, 3e38] + [1e-30 * k for k in range(20)], torch.float32),
+        ([0.0, 1e-300, 1e300], torch.float64),
+        ([-1e308, 1e308, 0.0, 1e-320], torch.float64),
+    ],
+)
+def test_finite_scores_of_any_spread_give_finite_ranks_and_gradients(row, dtype):
+    scores = torch.tensor(row, dtype=dtype, requires_grad=True)
+    soft = load_sorter()
+    soft.softness = 4.0
+    for sorter in (load_sorter(), soft):
+        ranks = sorter(scores)
+        (grad,) = torch.autograd.grad((ranks * torch.linspace(0, 1, len(row), dtype=dtype)).sum(), scores)
+        assert torch.isfinite(ranks).all() and torch.isfinite(grad).all()
+        if sorter is not soft:
+            # Within a position of the exact ranks: values closer than e^-80 (1e-45 next to 0
+            # among unit gaps) are compared as nearly tied, half a position each.
+            assert (ranks - rank(scores)).abs().max() * len(row) <= 1.0
+
+
+def test_length_limits_and_the_error_beyond():
+    sorter = load_sorter()
+    assert sorter(torch.randn(1, MAX_LENGTH)).shape == (1, MAX_LENGTH)
+    with pytest.raises(ValueError, match="PairwiseSigmoidSorter"):
+        sorter(torch.randn(1, MAX_LENGTH + 1))
+    with pytest.raises(ValueError, match="capacity"):
+        ConvSorter(capacity=MAX_LENGTH + 1)
+
+
+def test_memory_grows_linearly_with_n():
+    """The band's working set is O(n band): no (n, n) tensor at any n."""
+    sorter = load_sorter()
+    largest = {}
+    for n in (1024, 4096):
+        scores = torch.randn(1, n, requires_grad=True)
+        sizes = []
+
+        def pack(tensor, sizes=sizes):
+            sizes.append(tensor.numel())
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            sorter(scores).sum().backward()
+        largest[n] = max(sizes)
+    assert largest[4096] <= 4 * largest[1024] and largest[4096] < 4096 * 64
 
 
 @pytest.mark.parametrize("family", ["normal", "ties", "cauchy"])
-@pytest.mark.parametrize("n,reach", [(2, 1), (9, 3), (64, 8), (30, 29)])
-def test_hand_written_backward_matches_autograd(family, n, reach):
-    scores = generate_sequences(5, n, make_generator(7 * n), families=[family])[0].double().requires_grad_()
-    sorted_scores, order = scores.detach().sort(-1)
-    root_inverse_tau = torch.rand_like(sorted_scores) + 0.5
-    base = torch.randn_like(sorted_scores)
-    upstream = torch.randn_like(sorted_scores)
+def test_temperatures_carry_no_gradient_to_the_scores(family):
+    """Gradients reach the scores through the soft comparisons at fixed temperatures: the same
+    as autograd through ``soft_group_ranks`` with the temperatures of the input held constant."""
+    sorter = ConvSorter(band=3).double()
+    sorter.network[-1].weight.data.normal_()  # a non-trivial temperature network
+    x = torch.randn(2, 9, dtype=torch.float64, requires_grad=True)
+    frozen = sorter.group_log_temperature
+    held = {}
 
-    fused = BandedSoftRanks.apply(scores, sorted_scores, order, root_inverse_tau, base, reach)
-    (fused_grad,) = torch.autograd.grad(fused, scores, upstream)
-    sorted_ranks = base + banded_sigmoid_sum(scores.gather(-1, order), root_inverse_tau, reach) / n
-    reference = torch.empty_like(sorted_ranks).scatter(-1, order, sorted_ranks)
-    (reference_grad,) = torch.autograd.grad(reference, scores, upstream)
+    def hold(values, sizes, n):
+        held.setdefault("log_tau", frozen(values, sizes, n).detach())
+        return held["log_tau"]
 
-    torch.testing.assert_close(fused, reference)
-    torch.testing.assert_close(fused_grad, reference_grad)
-
-
-def test_hand_written_backward_gradcheck_float64():
-    scores = torch.randn(3, 11, dtype=torch.float64, requires_grad=True)
-    _, order = scores.detach().sort(-1)
-    root_inverse_tau = torch.rand(3, 11, dtype=torch.float64) + 0.5
-    base = torch.zeros(11, dtype=torch.float64)
-
-    def ranks(x):  # the order is fixed: gradcheck's small steps do not reorder the row
-        return BandedSoftRanks.apply(x, x.detach().gather(-1, order), order, root_inverse_tau, base, 4)
-
-    assert torch.autograd.gradcheck(ranks, (scores,))
-
-
-@pytest.mark.parametrize("family", ["normal", "ties", "repeated"])
-def test_frozen_sorter_matches_the_learning_sorter(family):
-    scores = generate_sequences(8, 50, make_generator(3), families=[family])[0].double()
-    learning = load_sorter(trainable=True).double().eval()
-    frozen = load_sorter().double()
-    results = []
-    for sorter in (learning, frozen):
-        x = scores.clone().requires_grad_()
-        ranks = sorter(x)
-        (grad,) = torch.autograd.grad(ranks, x, torch.linspace(-1, 1, 50, dtype=torch.float64).expand(8, 50))
-        results.append((ranks, grad))
-    assert results[0][0].grad_fn is not None and type(results[1][0].grad_fn).__name__ == "BandedSoftRanksBackward"
-    torch.testing.assert_close(results[0][0], results[1][0])
-    torch.testing.assert_close(results[0][1], results[1][1])
-
-
-def test_lengths_first_seen_in_inference_mode_still_train():
-    sorter = load_sorter(trainable=True)
-    scores = torch.randn(4, 37)
-    with torch.inference_mode():
-        sorter(scores)  # caches the constant part of the ranks at n = 37
-    ranks = sorter(scores.requires_grad_())  # the learning path
-    torch.nn.functional.l1_loss(ranks, torch.rand(4, 37)).backward()
-    frozen = load_sorter().requires_grad_(False)
-    x = scores.detach().clone().requires_grad_()
-    frozen(x).sum().backward()
-    assert scores.grad is not None and x.grad is not None
+    sorter.group_log_temperature = hold
+    assert torch.autograd.gradcheck(sorter, (x,))
 
 
 def test_frozen_sorter_works_under_torch_func_grad():
-    frozen = load_sorter().double().requires_grad_(False)
+    frozen = load_sorter().double()
     scores = torch.randn(4, 20, dtype=torch.float64)
     grad = torch.func.grad(lambda x: frozen(x).square().sum())(scores)
     x = scores.clone().requires_grad_()
     frozen(x).square().sum().backward()
     torch.testing.assert_close(grad, x.grad)
+
+
+def test_compiles_with_fullgraph_and_matches_eager():
+    sorter = load_sorter()
+    compiled = torch.compile(sorter, fullgraph=True, dynamic=False)
+    scores = torch.randint(0, 12, (4, 40)).float() + 0.25 * torch.randn(4, 40)
+    scores[0, :5] = 3.0  # a tie group
+    for x in (scores, scores * 1e-20):
+        eager_input, compiled_input = x.clone().requires_grad_(), x.clone().requires_grad_()
+        expected, got = sorter(eager_input), compiled(compiled_input)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+        weights = torch.linspace(-1, 1, 40)
+        (expected * weights).sum().backward()
+        (got * weights).sum().backward()
+        torch.testing.assert_close(compiled_input.grad, eager_input.grad, rtol=1e-4, atol=1e-4 * x.abs().max().reciprocal())
+
+
+def test_compiled_sorter_refuses_nan_without_a_host_check():
+    compiled = torch.compile(load_sorter(), fullgraph=True, dynamic=False)
+    with pytest.raises(RuntimeError, match="NaN"):
+        compiled(torch.tensor([[1.0, float("nan"), 2.0]]))
 
 
 def log_temperature_by_features(sorter, sorted_scores: torch.Tensor) -> torch.Tensor:
@@ -137,8 +191,7 @@ def log_temperature_by_features(sorter, sorted_scores: torch.Tensor) -> torch.Te
     offset = sorter.network(features).squeeze(-1)
     offset = offset - (offset * multiplicity).sum(-1, keepdim=True) / n
     below, above = window[..., sorter.radius - 1], window[..., sorter.radius]
-    log_tau = row_log_gap + math.log(sorter.softness) + torch.minimum(below, above) + offset
-    return log_tau.gather(-1, group_id)
+    return row_log_gap + math.log(sorter.softness) + torch.minimum(below, above) + offset
 
 
 @pytest.mark.parametrize("depth", [0, 1, 2])
@@ -151,5 +204,9 @@ def test_temperature_network_matches_the_feature_formulation(depth, family):
     for n in (2, 5, 60):
         scores = generate_sequences(4, n, make_generator(n), families=[family])[0].double()
         sorted_scores = scores.sort(-1).values
-        log_tau = sorter.sorted_log_temperature(sorted_scores)[0]
-        torch.testing.assert_close(log_tau, log_temperature_by_features(sorter, sorted_scores))
+        group_id, sizes = distinct_value_groups(sorted_scores)
+        values = torch.zeros_like(sorted_scores).scatter_add(-1, group_id, sorted_scores) / sizes.clamp_min(1)
+        log_tau = sorter.group_log_temperature(values, sizes, n)
+        expected = log_temperature_by_features(sorter, sorted_scores)
+        distinct = sizes > 0
+        torch.testing.assert_close(log_tau[distinct], expected[distinct])

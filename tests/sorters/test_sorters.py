@@ -130,7 +130,7 @@ def test_original_sorters_are_neither_equivariant_nor_any_length():
 @pytest.mark.parametrize(
     "bad,message",
     [
-        (torch.randn(2, 300), "capacity"),
+        (torch.randn(2, 16385), "capacity"),
         (torch.randn(2, 1), "n >= 2"),
         (torch.tensor([[1.0, float("nan"), 2.0]]), "NaN"),
         (torch.tensor([[1.0, float("inf"), 2.0]]), "infinite"),
@@ -170,17 +170,6 @@ def test_exact_sorter_gradcheck_float64():
     x = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
     scale = torch.ones(3, 1, dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda s: pairwise_sigmoid_rank(s, 0.5, scale), (x,))
-
-
-def test_conv_sorter_gradcheck_float64_at_fixed_temperatures():
-    # Temperatures are stop-gradient by design: check the banded pairwise part exactly, with the
-    # temperatures frozen at those of the unperturbed input.
-    sorter = ConvSorter(band=3).double()
-    sorter.network[-1].weight.data.normal_()  # a non-trivial temperature network
-    x = torch.randn(2, 9, dtype=torch.float64, requires_grad=True)
-    frozen = sorter.sorted_log_temperature(x.detach().sort(-1).values)
-    sorter.sorted_log_temperature = lambda sorted_scores, **_: frozen
-    assert torch.autograd.gradcheck(sorter, (x,))
 
 
 def test_temperature_network_receives_gradient():

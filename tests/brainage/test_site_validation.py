@@ -1,0 +1,273 @@
+"""Site-grouped validation of brain age: folds of whole sites, baselines on the same folds and
+within-site Spearman, checked against slow loops, scipy and scikit-learn."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.stats
+from sklearn.linear_model import Ridge
+from sklearn.model_selection import GridSearchCV, PredefinedSplit
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVR
+
+from sodeep.brainage.baselines import RIDGE_ALPHAS, SVR_C, SVR_EPSILON, baseline_predictions
+from sodeep.brainage.config import TabularConfig, TrainingConfig
+from sodeep.brainage.cross_validation import (
+    assign_folds,
+    check_split,
+    cross_validate_table,
+    fold_rows,
+    format_report,
+)
+from sodeep.brainage.metrics import per_site_spearman, within_site_spearman
+from sodeep.brainage.tables import NO_SITE, AgeTable, site_folds
+from sodeep.cli import build_parser, main
+from sodeep.sweeps.expand import expand_trials
+from sodeep.sweeps.launcher import TrialLauncher
+from sodeep.sweeps.spec import load_sweep
+
+TINY = TrainingConfig(hidden=(8,), batch_size=16, max_epochs=3, patience=2)
+
+
+def site_labels(sizes, seed=0):
+    """Site labels with ``sizes[i]`` subjects of site ``s<i>``, shuffled."""
+    labels = np.repeat([f"s{index}" for index in range(len(sizes))], sizes)
+    return list(np.random.default_rng(seed).permutation(labels))
+
+
+def site_table(sizes=(9, 12, 7, 10, 8, 11, 6), seed=0):
+    """Ages whose mean shifts per site (as across real scanners), features that follow age."""
+    rng = np.random.default_rng(seed)
+    sites = site_labels(sizes, seed)
+    offset = {site: rng.uniform(-10, 10) for site in sorted(set(sites))}
+    ages = np.array([rng.uniform(25, 65) + offset[site] for site in sites], dtype=np.float32)
+    features = (3.0 - 0.01 * ages[:, None] + rng.normal(0, 0.05, (len(ages), 4))).astype(np.float32)
+    return AgeTable(
+        features=features,
+        ages=ages,
+        feature_names=["a", "b", "c", "d"],
+        subject_ids=[str(i) for i in range(len(ages))],
+        sites=sites,
+        skipped=[],
+    )
+
+
+@pytest.mark.parametrize("sizes,folds", [((5, 1, 30, 7, 7, 12, 3, 9), 3), ((4, 4, 4, 4), 2), ((50, 2, 3, 8, 20), 5)])
+@pytest.mark.parametrize("seed", [0, 7])
+def test_site_folds_keep_each_site_whole_and_balance_fold_sizes(sizes, folds, seed):
+    sites = site_labels(sizes, seed)
+    fold_of = site_folds(sites, folds, seed)
+    assert fold_of.shape == (len(sites),) and set(fold_of.tolist()) == set(range(folds))
+    for site in set(sites):  # slow loop: one fold per site
+        assert len({int(fold_of[i]) for i, other in enumerate(sites) if other == site}) == 1
+    # Dealing each site to the lightest fold never overfills a fold by more than the largest site.
+    assert np.bincount(fold_of).max() <= len(sites) / folds + max(sizes)
+    np.testing.assert_array_equal(fold_of, site_folds(sites, folds, seed))
+
+
+def test_site_folds_depend_on_the_seed_and_as_many_folds_as_sites_is_leave_one_site_out():
+    sites = site_labels(range(3, 23))
+    assert not np.array_equal(site_folds(sites, 4, seed=0), site_folds(sites, 4, seed=1))
+    fold_of = site_folds(sites, 20, seed=3)
+    pairs = {(site, int(fold)) for site, fold in zip(sites, fold_of)}
+    assert len(pairs) == len({site for site, _ in pairs}) == len({fold for _, fold in pairs}) == 20
+
+
+@pytest.mark.parametrize("folds", [3, 7])
+def test_fold_rows_keep_every_site_in_one_of_fitting_validation_test_and_test_each_subject_once(folds):
+    table = site_table()
+    sites = np.asarray(table.sites)
+    for seed in (0, 1):
+        splits = [
+            fold_rows(table.ages, sites, split="site", folds=folds, seed=seed, fold=fold, validation_fraction=0.1)
+            for fold in range(folds)
+        ]
+        tested = np.concatenate([rows.test for rows in splits])
+        assert sorted(tested.tolist()) == list(range(len(table)))  # every subject tested exactly once
+        for rows in splits:
+            parts = [set(sites[rows.fitting]), set(sites[rows.validation]), set(sites[rows.test])]
+            assert all(parts)
+            assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+            everything = np.concatenate([rows.fitting, rows.validation, rows.test])
+            assert sorted(everything.tolist()) == list(range(len(table)))
+        again = fold_rows(table.ages, sites, split="site", folds=folds, seed=seed, fold=1, validation_fraction=0.1)
+        np.testing.assert_array_equal(again.validation, splits[1].validation)
+        np.testing.assert_array_equal(again.test, splits[1].test)
+
+
+def test_stratified_split_is_unchanged_and_mixes_sites():
+    table = site_table()
+    rows = fold_rows(table.ages, table.sites, split="stratified", folds=3, seed=0, fold=0, validation_fraction=0.1)
+    sites = np.asarray(table.sites)
+    assert set(sites[rows.test]) & set(sites[rows.fitting])  # the protocol site splits exist to avoid
+
+
+@pytest.mark.parametrize(
+    "sites,folds,words",
+    [
+        ([NO_SITE] * 40, 2, "needs a site column; the table has none"),
+        (["a"] * 20 + ["b"] * 20, 3, "into 3 folds needs at least 3 sites, got 2"),
+        (["a"] * 20 + ["b"] * 20, 2, "the training split holds one site"),
+        (["a"] * 20 + ["b"] * 19 + ["c"], 3, "1 test"),
+    ],
+)
+def test_site_split_refuses_tables_it_cannot_split(sites, folds, words):
+    ages = np.linspace(20, 80, len(sites))
+    with pytest.raises(ValueError, match="^[^\n]*$") as error:
+        check_split(ages, sites, split="site", folds=folds, seeds=[0], validation_fraction=0.1)
+    assert words in str(error.value)
+
+
+def test_unknown_split_is_refused():
+    with pytest.raises(ValueError, match="split must be one of"):
+        check_split(np.arange(40.0), ["a"] * 40, split="sites", folds=2, seeds=[0], validation_fraction=0.1)
+    with pytest.raises(ValueError, match=r"split must be one of \['stratified', 'site'\], got 'sites'"):
+        TabularConfig(split="sites")
+
+
+def _slow_within_site_spearman(predicted, true, sites):
+    values, weights = [], []
+    for site in sorted(set(sites)):
+        rows = [i for i, other in enumerate(sites) if other == site]
+        if len(rows) >= 3 and len({true[i] for i in rows}) > 1:
+            values.append(scipy.stats.spearmanr([predicted[i] for i in rows], [true[i] for i in rows])[0])
+            weights.append(len(rows))
+    return sum(v * w for v, w in zip(values, weights)) / sum(weights)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_within_site_spearman_is_scipy_per_site_weighted_by_subjects(seed):
+    rng = np.random.default_rng(seed)
+    sites = site_labels((2, 3, 9, 15, 4, 1), seed) + ["flat"] * 4
+    true = np.round(rng.uniform(20, 80, len(sites)))  # whole years: ties
+    true[-4:] = 30.0  # a site of one age has no ranking to recover: left out
+    predicted = np.round(true + rng.normal(0, 15, len(sites)))
+    assert within_site_spearman(predicted, true, sites) == pytest.approx(
+        _slow_within_site_spearman(predicted, true, sites), abs=1e-12
+    )
+    per_site = per_site_spearman(predicted, true, sites)
+    assert set(per_site) == {"s1", "s2", "s3", "s4"}
+    for site, entry in per_site.items():
+        rows = [i for i, other in enumerate(sites) if other == site]
+        assert entry["n"] == len(rows)
+        assert entry["spearman"] == pytest.approx(scipy.stats.spearmanr(predicted[rows], true[rows])[0], abs=1e-12)
+
+
+def test_within_site_spearman_without_a_site_of_three_or_of_constant_predictions_is_nan():
+    assert np.isnan(within_site_spearman([1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0], ["a", "a", "b", "b"]))
+    assert np.isnan(within_site_spearman([5.0] * 3, [1.0, 2.0, 3.0], ["a"] * 3))
+    with pytest.raises(ValueError, match="one entry per subject"):
+        within_site_spearman([1.0, 2.0], [1.0, 2.0, 3.0], ["a"] * 3)
+
+
+def _sklearn_baselines(features, ages, training, test, search_folds):
+    """The baselines written directly in scikit-learn, float64 throughout."""
+    scaler = StandardScaler().fit(features[training].astype(np.float64))
+    fitted, tested = scaler.transform(features[training]), scaler.transform(features[test])
+    cv = PredefinedSplit(search_folds)
+    search = {"scoring": "neg_mean_absolute_error", "cv": cv}
+    ridge = GridSearchCV(Ridge(), {"alpha": list(RIDGE_ALPHAS)}, **search).fit(fitted, ages[training])
+    svr = GridSearchCV(SVR(epsilon=SVR_EPSILON), {"C": list(SVR_C)}, **search).fit(fitted, ages[training])
+    return {
+        "median": np.full(len(test), np.median(ages[training])),
+        "ridge": ridge.predict(tested),
+        "svr": svr.predict(tested),
+    }
+
+
+def test_baselines_equal_scikit_learn_fitted_directly_on_a_fold():
+    table = site_table()
+    ages = table.ages.astype(np.float64)
+    rows = fold_rows(table.ages, table.sites, split="site", folds=3, seed=0, fold=1, validation_fraction=0.1)
+    training = rows.training
+    search_folds = assign_folds(ages[training], np.asarray(table.sites)[training], "site", 3, seed=5)
+    ours = baseline_predictions(table.features, ages, training, rows.test, search_folds)
+    reference = _sklearn_baselines(table.features, ages, training, rows.test, search_folds)
+    for name in ("median", "ridge", "svr"):
+        np.testing.assert_allclose(ours[name], reference[name], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="one fold per training row"):
+        baseline_predictions(table.features, ages, training, rows.test, search_folds[:-1])
+
+
+def test_site_cross_validation_fits_presets_and_baselines_on_the_same_folds(tmp_path):
+    table = site_table()
+    results = cross_validate_table(
+        table, ["l1"], out=tmp_path, folds=3, split="site", seeds=[0], config=TINY, progress=False
+    )
+    assert results["settings"]["split"] == "site"
+    presets, baselines = results["presets"]["l1"]["runs"], results["baselines"]
+    assert set(baselines) == {"median", "ridge", "svr"}
+    sites, ages = np.asarray(table.sites), table.ages.astype(np.float64)
+    for fold, run in enumerate(presets):
+        test = np.asarray(run["test_rows"])
+        training = np.setdiff1d(np.arange(len(table)), test)
+        assert not set(sites[test]) & set(sites[training])
+        search_folds = assign_folds(ages[training], sites[training], "site", 3, seed=fold)
+        reference = _sklearn_baselines(table.features, ages, training, test, search_folds)
+        for name, entry in baselines.items():
+            record = entry["runs"][fold]
+            assert (record["seed"], record["fold"], record["test_rows"]) == (0, fold, run["test_rows"])
+            np.testing.assert_allclose(record["test_predictions"], reference[name], atol=2e-3)
+        assert run["within_site_spearman"] == pytest.approx(
+            _slow_within_site_spearman(run["test_predictions"], ages[test].tolist(), sites[test].tolist()), abs=0.02
+        )
+    pooled_errors = [abs(p - ages[row]) for run in presets for row, p in zip(run["test_rows"], run["test_predictions"])]
+    assert results["presets"]["l1"]["out_of_fold"]["mae"] == pytest.approx(np.mean(pooled_errors), abs=1e-3)
+    # The median ranks nobody: its correlations are left out (n/a), not NaN.
+    assert "spearman" not in baselines["median"]["summary"] and "pearson" not in baselines["median"]["runs"][0]
+    assert "NaN" not in (tmp_path / "results.json").read_text()
+    assert "within_site_spearman" in results["presets"]["l1"]["summary"]
+    report = format_report(results, "sites")
+    assert "3-fold site-grouped (no site in both training and test) CV" in report
+    assert "| ridge |" in report and "| median |" in report and "| baseline: svr |" in report and "n/a" in report
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["baselines"]["ridge"]["runs"] == baselines["ridge"]["runs"]
+
+
+def test_a_folder_of_one_protocol_refuses_the_other_and_keeps_its_baselines(tmp_path):
+    table = site_table()
+    options = {"out": tmp_path, "folds": 3, "seeds": [0], "config": TINY, "progress": False}
+    first = cross_validate_table(table, ["l1"], split="site", **options)
+    with pytest.raises(ValueError, match=r"other settings \(split\)"):
+        cross_validate_table(table, ["l1"], split="stratified", **options)
+    again = cross_validate_table(table, ["l1", "mse"], split="site", **options)
+    assert again["baselines"]["svr"]["runs"] == first["baselines"]["svr"]["runs"]
+
+
+def test_cli_split_site_runs_and_refuses_a_table_without_sites(tmp_path, capsys):
+    table = site_table()
+    lines = ["sub_id,age,site,a,b"] + [
+        f"{i},{age:.2f},{site},{row[0]:.4f},{row[1]:.4f}"
+        for i, (age, site, row) in enumerate(zip(table.ages, table.sites, table.features))
+    ]
+    (tmp_path / "sites.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "no_sites.csv").write_text(
+        "\n".join(line.split(",", 3)[0] + "," + line.split(",", 3)[1] + "," + line.split(",", 3)[3] for line in lines)
+        + "\n"
+    )
+    common = ["brainage", "tabular", "--losses", "l1", "--seeds", "0", "--max-epochs", "2", "--batch-size", "8"]
+    common += ["--split", "site", "--folds", "3", "--wandb", "disabled"]
+    assert main([*common, "--csv", str(tmp_path / "sites.csv"), "--out", str(tmp_path / "out")]) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["settings"]["split"] == "site" and len(results["baselines"]["ridge"]["runs"]) == 3
+    assert "Baselines on the same folds" in (tmp_path / "out" / "results.md").read_text()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main([*common, "--csv", str(tmp_path / "no_sites.csv"), "--out", str(tmp_path / "refused")])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and error.count("\n") == 1 and "needs a site column" in error
+    assert not (tmp_path / "refused").exists()
+
+
+def test_split_sweep_runs_every_preset_and_seed_under_both_protocols(tmp_path):
+    sweeps = Path(__file__).resolve().parents[2] / "experiments" / "sweeps"
+    spec = load_sweep(sweeps / "brainage_split.yaml")
+    launcher = TrialLauncher(spec, tmp_path, "offline", sweeps.parents[1])
+    parser = build_parser()
+    plans = set()
+    for trial in expand_trials(spec):
+        arguments = parser.parse_args(launcher.command(trial)[0][2:])
+        plans.add((arguments.split, tuple(arguments.losses), tuple(arguments.seeds), arguments.folds))
+    assert {split for split, *_ in plans} == {"stratified", "site"} and len(plans) == 2 * 6 * 3

@@ -1,0 +1,222 @@
+"""Smoke tests of the sorter benchmark scripts in experiments/benchmarks/, on tiny sizes, and
+checks of their measuring functions against independent references."""
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sodeep.benchmark.rankers import Ranker
+from sodeep.losses import SpearmanLoss
+from sodeep.ranks import rank
+from sodeep.sorters import PairwiseSigmoidSorter
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "experiments" / "benchmarks"
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def descent():
+    return load_script("bench_descent")
+
+
+@pytest.fixture(scope="module")
+def gpu():
+    return load_script("bench_sorter_gpu")
+
+
+@pytest.fixture(scope="module")
+def fidelity():
+    return load_script("bench_sorter_fidelity_large_n")
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """Body rows of the markdown tables in ``text``, as lists of cells."""
+    return [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in text.splitlines()
+        if line.startswith("| ") and not line.startswith("| ranker") and not line.startswith("| scores")
+    ]
+
+
+# bench_descent
+
+
+def test_draw_losses_are_the_spearman_loss_of_each_draw(descent):
+    generator = torch.Generator().manual_seed(0)
+    predictions = torch.randn(3, 2, 6, generator=generator, dtype=torch.float64)
+    targets = torch.randn(3, 2, 6, generator=generator, dtype=torch.float64)
+    sorter = PairwiseSigmoidSorter(0.1)
+    losses = descent.draw_losses(sorter, predictions, rank(targets))
+    expected = torch.stack([SpearmanLoss(sorter=sorter)(p, t) for p, t in zip(predictions, targets)])
+    torch.testing.assert_close(losses, expected, rtol=1e-12, atol=0)
+
+
+def test_a_smooth_ranker_descends_and_matches_finite_differences(descent):
+    # A smooth map with an exact autograd gradient: every small step against it goes down.
+    smooth = Ranker("smooth", "", "rank", lambda scores: torch.sigmoid(scores) / scores.shape[-1])
+    row = descent.descent_cell(
+        smooth,
+        "normal",
+        5,
+        draws=20,
+        batch=2,
+        steps=[1e-4],
+        directions=3,
+        fd_step=1e-6,
+        correlation=0.5,
+        dtype=torch.float64,
+        seed=0,
+    )
+    assert row.down["0.0001"] == 1.0 and row.up["0.0001"] == 0.0 and row.zero_gradient == 0.0
+    assert row.cosine_p05 > 1 - 1e-6 and abs(row.slope_ratio_p05 - 1) < 1e-6
+
+
+def test_descent_main_prints_a_row_per_cell_and_writes_json(descent, tmp_path):
+    out = tmp_path / "descent.json"
+    text = descent.main(
+        ["--draws", "3", "--lengths", "5", "--directions", "2", "--rankers", "sodeep,pairwise"]
+        + ["--softness", "", "--temperatures", "0.1", "--distributions", "normal,clustered", "--json", str(out)]
+    )
+    rows = table_rows(text)
+    assert [row[:3] for row in rows] == [
+        ["sodeep (shipped)", "normal", "5"],
+        ["sodeep (shipped)", "clustered", "5"],
+        ["pairwise_sigmoid T=0.1", "normal", "5"],
+        ["pairwise_sigmoid T=0.1", "clustered", "5"],
+    ]
+    payload = json.loads(out.read_text())
+    for row in payload["rows"]:
+        for eps in row["down"]:
+            assert math.isclose(row["down"][eps] + row["up"][eps] + row["same"][eps], 1.0)
+
+
+# bench_sorter_gpu
+
+
+def test_gpu_script_without_cuda_says_so_and_times_nothing(gpu, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpu.main([]) == gpu.NO_CUDA
+    assert capsys.readouterr().out.strip() == gpu.NO_CUDA
+
+
+def test_gpu_script_on_the_cpu_reports_sizes_above_capacity_as_dashes(gpu, tmp_path):
+    out = tmp_path / "gpu.json"
+    text = gpu.main(
+        ["--device", "cpu", "--batches", "2", "--lengths", "8,300", "--rounds", "1", "--block-seconds", "0.001"]
+        + ["--warmup", "1", "--json", str(out)]
+    )
+    rows = json.loads(out.read_text())["rows"]
+    shipped = [row for row in rows if row["ranker"] == "sodeep (shipped) eager"]
+    assert {(row["mode"], row["n"]) for row in shipped} == {(m, n) for m in gpu.MODES for n in (8, 300)}
+    capacity = next(r for r in gpu.build_rankers(torch.device("cpu"), [], False)[0]).lengths[1]
+    for row in shipped:
+        refused = capacity is not None and row["n"] > capacity
+        assert (row["seconds"] is None) == refused and (row["reason"] is not None) == refused
+    assert "| sodeep (shipped) eager |" in text
+
+
+def test_time_cell_gives_reasons_for_refused_and_failing_rankers(gpu):
+    def refuse(scores):
+        raise ValueError("scores has length n=8; this ranker accepts n <= 4; more advice")
+
+    def no_kernel(scores):
+        raise ImportError("torchsort was not built with CUDA")
+
+    rankers = [
+        Ranker("short", "", "rank", PairwiseSigmoidSorter(0.1), lengths=(2, 4)),
+        Ranker("refusing", "", "rank", refuse),
+        Ranker("no kernel", "", "rank", no_kernel),
+        Ranker("pairwise", "", "rank", PairwiseSigmoidSorter(0.1)),
+    ]
+    results = gpu.time_cell(
+        rankers,
+        2,
+        8,
+        "forward+backward",
+        device=torch.device("cpu"),
+        rounds=2,
+        block_seconds=0.001,
+        warmup=1,
+        bare=True,
+        seed=0,
+    )
+    assert results["short"] == "accepts n in 2..4"
+    assert results["refusing"] == "scores has length n=8; this ranker accepts n <= 4"
+    assert results["no kernel"] == "ImportError: torchsort was not built with CUDA"
+    assert isinstance(results["pairwise"], float) and results["pairwise"] > 0
+
+
+# bench_sorter_fidelity_large_n
+
+
+def test_largest_tie_spread_matches_a_loop_over_groups(fidelity):
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 4, (3, 9), generator=generator).double()
+    scores[2] = torch.arange(9.0)  # a row without ties
+    predicted = torch.rand(3, 9, generator=generator, dtype=torch.float64)
+    spreads = [
+        float(predicted[b][scores[b] == value].max() - predicted[b][scores[b] == value].min())
+        for b in range(3)
+        for value in scores[b].unique()
+        if int((scores[b] == value).sum()) >= 2
+    ]
+    assert fidelity.largest_tie_spread(scores, predicted) == pytest.approx(9 * max(spreads), rel=1e-12)
+    assert fidelity.largest_tie_spread(scores[2:], predicted[2:]) is None
+
+
+def test_peak_tensor_bytes_counts_what_is_alive_at_once(fidelity):
+    with fidelity.PeakTensorBytes() as meter:
+        first = torch.ones(1024, dtype=torch.float64)  # 8 KiB
+        second = first * 2  # 8 KiB more
+        del first, second
+        torch.ones(256, dtype=torch.float64)  # 2 KiB, after the others were freed
+    assert meter.peak == 2 * 8192
+
+
+def test_run_reports_a_refused_length_with_the_reason(fidelity):
+    def short_sorter(scores):
+        if scores.shape[-1] > 8:
+            raise ValueError("scores has length n=16 (shape (1, 16)); this sorter accepts n <= 8; use another")
+        return PairwiseSigmoidSorter(0.01)(scores)
+
+    rows = fidelity.run(
+        short_sorter,
+        [8, 16],
+        ["normal", "tied"],
+        sequences=2,
+        batch=2,
+        repeats=0,
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+        seed=0,
+        progress=lambda line: None,
+    )
+    assert [(row.scores, row.n) for row in rows] == [("normal", 8), ("tied", 8), ("all sets", 16)]
+    assert rows[-1].refused == "scores has length n=16 (shape (1, 16)); this sorter accepts n <= 8"
+    assert rows[0].refused is None and rows[0].spearman > 0.99 and rows[0].non_finite_ranks == 0
+
+
+def test_fidelity_main_on_a_pairwise_sorter(fidelity, tmp_path):
+    out = tmp_path / "fidelity.json"
+    text = fidelity.main(
+        ["--architecture", "pairwise_sigmoid", "--sorter", '{"temperature": 0.001}', "--lengths", "16"]
+        + ["--families", "normal,ties", "--sets", "tied,clustered", "--sequences", "4", "--batch", "2"]
+        + ["--repeats", "1", "--json", str(out)]
+    )
+    assert [row[0] for row in table_rows(text)] == ["normal", "ties", "tied", "clustered"]
+    rows = {row["scores"]: row for row in json.loads(out.read_text())["rows"]}
+    # Equal scores get bitwise equal pairwise-sigmoid ranks; continuous scores have no tie group.
+    assert rows["tied"]["tie_spread"] == 0.0 and rows["normal"]["tie_spread"] is None
+    assert all(row["non_finite_ranks"] == 0 and row["peak_mib"] > 0 for row in rows.values())

@@ -1,0 +1,191 @@
+"""Pretraining under DDP: two CPU processes (gloo) started by Lightning, as `--devices 2 --strategy ddp` does."""
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from sodeep import load_sorter
+from sodeep.cli import main
+from sodeep.config import PretrainConfig, config_from_mapping
+from sodeep.pretraining import SequenceDataModule
+from sodeep.synthetic import SyntheticSequences
+
+# `sodeep <argv>` with a spy in every process: each training batch's step and fingerprint go to
+# SEEN/rank<r>.txt.  The launching process (rank 0) then waits for the processes Lightning started
+# and exits non-zero if one of them failed, at exit included, so one exit status covers them all.
+ENTRY_POINT = textwrap.dedent(
+    """
+    import gc, hashlib, os, signal, subprocess, sys
+
+    from sodeep.cli import main
+    from sodeep.pretraining import SorterPretraining
+
+    seen = os.environ["SODEEP_TEST_SEEN"]
+    stop_at = os.environ.get("SODEEP_TEST_STOP_AT")  # "rank:step": that process gets SIGINT there
+    original = SorterPretraining.training_step
+
+    def training_step(self, batch, batch_index):
+        digest = hashlib.sha256(batch[0].numpy().tobytes()).hexdigest()
+        with open(os.path.join(seen, f"rank{self.global_rank}.txt"), "a") as log:
+            log.write(f"{self.global_step} {digest}\\n")
+        if stop_at == f"{self.global_rank}:{self.global_step}":
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, batch, batch_index)
+
+    SorterPretraining.training_step = training_step
+    try:
+        status = main()
+    except SystemExit as exit:
+        status = exit.code
+    started = [p for p in gc.get_objects() if isinstance(p, subprocess.Popen) and __file__ in map(str, p.args)]
+    children = [p.wait(timeout=120) for p in started]
+    with open(os.path.join(seen, "children.json"), "w") as record:
+        record.write(str(children))
+    sys.exit(status if all(code == status for code in children) else 99)
+    """
+)
+
+TINY_RUN = [
+    "pretrain", "--steps", "6", "--batch-size", "8", "--lengths", "2-24", "--sorter", '{"capacity": 32}',
+    "--validation-every", "3", "--checkpoint-every", "2", "--validation-sequences", "2",
+]  # fmt: skip
+DDP = ["--accelerator", "cpu", "--devices", "2", "--strategy", "ddp"]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _run(tmp_path, *argv, stop_at=None):
+    """Run ``sodeep argv`` under the spy; returns (completed process, seconds)."""
+    entry = tmp_path / "entry.py"
+    entry.write_text(ENTRY_POINT)
+    seen = tmp_path / "seen"
+    seen.mkdir(exist_ok=True)
+    environment = {
+        **os.environ,
+        "SODEEP_TEST_SEEN": str(seen),
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+        "OMP_NUM_THREADS": "1",
+        "WANDB_MODE": "offline",
+    }
+    environment.pop("SODEEP_TEST_STOP_AT", None)
+    if stop_at is not None:
+        environment["SODEEP_TEST_STOP_AT"] = stop_at
+    started = time.time()
+    done = subprocess.run(
+        [sys.executable, str(entry), *argv], env=environment, cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    return done, time.time() - started
+
+
+def _seen(tmp_path, rank):
+    """(step, fingerprint) of each batch ``rank`` trained on, in order."""
+    lines = (tmp_path / "seen" / f"rank{rank}.txt").read_text().split()
+    return [(int(step), digest) for step, digest in zip(lines[0::2], lines[1::2])]
+
+
+def _stream_indices(seen, count=40):
+    """Which batches of the one seeded stream (seed 0, batch 8, lengths 2-24) ``seen`` were."""
+    stream = SyntheticSequences(8, list(range(2, 25)), seed=0)
+    index_of = {hashlib.sha256(stream.batch(k)[0].numpy().tobytes()).hexdigest(): k for k in range(count)}
+    return [index_of.get(digest) for _, digest in seen]
+
+
+@pytest.mark.slow  # 20-35 s on 2 busy CPU cores: both processes import torch and Lightning
+def test_ddp_on_two_cpu_processes_shares_out_the_stream_and_rank_0_writes(tmp_path):
+    out = tmp_path / "run"
+    done, _ = _run(tmp_path, *TINY_RUN, *DDP, "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((tmp_path / "seen" / "children.json").read_text()) == [0]  # rank 1 exited 0 too
+    assert done.stdout.count("sorter written to") == 1  # reported by rank 0 only
+    # Rank r trained on stream batches r, r + 2, r + 4, ...: different data, the whole stream.
+    assert _stream_indices(_seen(tmp_path, 0)) == [0, 2, 4, 6, 8, 10]
+    assert _stream_indices(_seen(tmp_path, 1)) == [1, 3, 5, 7, 9, 11]
+    summary = json.loads((out / "pretrain_summary.json").read_text())
+    assert (summary["steps"], summary["world_size"], summary["sequences_per_step"]) == (6, 2, 16)
+    assert load_sorter(out / "sorter.pt").max_length == 32
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["SequenceDataModule"] == {
+        "batches_consumed": 12
+    }
+    assert sorted(path.name for path in out.iterdir()) == [
+        "checkpoints", "csv", "pretrain_summary.json", "run.json", "sorter.pt", "wandb",
+    ]  # fmt: skip
+    assert len(list((out / "wandb").rglob("run-*.wandb"))) == 1  # one W&B run: rank 0's
+
+
+def test_each_process_draws_its_own_share_of_the_stream():
+    stream = SyntheticSequences(4, [5, 9], seed=3, start_batch=6)
+    shares = [SyntheticSequences(4, [5, 9], seed=3, start_batch=6, rank=rank, world_size=3) for rank in range(3)]
+    firsts = [[batch for _, batch in zip(range(2), share)] for share in shares]
+    for rank, batches in enumerate(firsts):
+        for j, (scores, ranks) in enumerate(batches):
+            expected = stream.batch(6 + rank + 3 * j)
+            assert torch.equal(scores, expected[0]) and torch.equal(ranks, expected[1])
+    with pytest.raises(ValueError, match="rank must be in"):
+        SyntheticSequences(4, [5], rank=2, world_size=2)
+
+
+def test_the_stream_state_counts_batches_of_every_process():
+    class FakeTrainer:
+        global_rank, world_size, global_step = 1, 4, 10
+
+    data = SequenceDataModule(batch_size=2, lengths=[3])
+    data.load_state_dict({"batches_consumed": 24})  # a run resumed at step 12 of 2 processes
+    data.trainer = FakeTrainer()
+    data.train_dataloader()
+    data.trainer.global_step = 15  # 5 steps later on 4 processes
+    assert data.state_dict() == {"batches_consumed": 24 + 5 * 4}
+
+
+@pytest.mark.slow  # 30-60 s on 2 busy CPU cores: two DDP runs
+def test_a_signal_to_one_process_stops_both_and_the_run_resumes_where_it_stopped(tmp_path):
+    out = tmp_path / "run"
+    stopped, _ = _run(tmp_path, *TINY_RUN, *DDP, "--out", str(out), "--wandb", "disabled", stop_at="1:2")
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    assert "interrupted at step 3; resume with: sodeep" in stopped.stderr and not (out / "sorter.pt").exists()
+    checkpoint = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 3 and checkpoint["SequenceDataModule"] == {"batches_consumed": 6}
+
+    resumed, _ = _run(tmp_path, *TINY_RUN, *DDP, "--out", str(out), "--wandb", "disabled", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # Each process went on with its own share of the stream, from where the run stopped.
+    assert _stream_indices(_seen(tmp_path, 0)) == [0, 2, 4, 6, 8, 10]
+    assert _stream_indices(_seen(tmp_path, 1)) == [1, 3, 5, 7, 9, 11]
+    assert [step for step, _ in _seen(tmp_path, 1)] == [0, 1, 2, 3, 4, 5]
+    assert json.loads((out / "pretrain_summary.json").read_text())["resumed"] is True
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--devices", "0"], "devices must be a count >= 1, 'auto', -1 or indices like '0,2', got '0'"),
+        (["--devices", "two"], "devices must be a count >= 1"),
+        (["--num-nodes", "0"], "num_nodes must be an integer >= 1, got 0"),
+        (["--strategy", "ddp_spawn"], "strategy 'ddp_spawn' starts its processes inside fit"),
+        (["--strategy", "bogus"], "invalid strategy name"),
+    ],
+)
+def test_bad_scale_out_settings_end_in_one_line_and_leave_nothing(tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pretrain", "--steps", "1", *flags, "--out", str(tmp_path / "run")])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and error.count("\n") == 1 and message in error
+    assert not (tmp_path / "run").exists()
+
+
+def test_devices_in_yaml_may_be_a_count_or_indices():
+    config = config_from_mapping(PretrainConfig, {"devices": [0, 2], "strategy": "ddp", "num_nodes": 2}, "test")
+    assert config.trainer_options() == {"accelerator": "auto", "devices": "0,2", "strategy": "ddp", "num_nodes": 2}
+    assert config_from_mapping(PretrainConfig, {"devices": "4"}, "test").devices == 4
