@@ -16,6 +16,8 @@ from typing import Literal
 
 import torch
 
+from sodeep.checks import require
+
 TieMethod = Literal["average", "min", "max", "dense", "ordinal"]
 TIE_METHODS: tuple[str, ...] = ("average", "min", "max", "dense", "ordinal")
 
@@ -60,8 +62,8 @@ def rank(
         raise ValueError(f"ties must be one of {TIE_METHODS}, got {ties!r}")
     if x.is_complex():
         raise TypeError("x must be real, got a complex tensor")
-    if x.is_floating_point() and torch.isnan(x).any():
-        raise ValueError("x contains NaN; ranks of NaN are undefined")
+    if x.is_floating_point():
+        require(~torch.isnan(x), "x contains NaN; ranks of NaN are undefined")
     out_dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
 
     moved = x.movedim(dim, -1)

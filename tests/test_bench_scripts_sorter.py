@@ -87,12 +87,12 @@ def test_descent_main_prints_a_row_per_cell_and_writes_json(descent, tmp_path):
     out = tmp_path / "descent.json"
     text = descent.main(
         ["--draws", "3", "--lengths", "5", "--directions", "2", "--rankers", "sodeep,pairwise"]
-        + ["--softness", "", "--temperatures", "0.1", "--distributions", "normal,clustered", "--json", str(out)]
+        + ["--floors", "0", "--temperatures", "0.1", "--distributions", "normal,clustered", "--json", str(out)]
     )
     rows = table_rows(text)
     assert [row[:3] for row in rows] == [
-        ["sodeep (shipped)", "normal", "5"],
-        ["sodeep (shipped)", "clustered", "5"],
+        ["sodeep (shipped) floor=0", "normal", "5"],
+        ["sodeep (shipped) floor=0", "clustered", "5"],
         ["pairwise_sigmoid T=0.1", "normal", "5"],
         ["pairwise_sigmoid T=0.1", "clustered", "5"],
     ]

@@ -26,7 +26,8 @@ standardized exact ranks of the predictions.
 
     python experiments/benchmarks/bench_descent.py [--quick] [--json descent.json]
 
-Rankers: the shipped sorter as loaded and at other ``--softness`` values, the pairwise sigmoid at
+Rankers: the shipped sorter at each temperature floor of ``--floors`` (0: none, the sharp
+``load_sorter()``; 0.1: what the rank losses use), the pairwise sigmoid at
 ``--temperatures`` and torchsort's ``soft_rank`` at ``--strengths`` (skipped when torchsort is
 missing), built by :mod:`sodeep.benchmark.rankers` in sodeep's rank convention.
 """
@@ -209,12 +210,12 @@ def descent_cell(
 
 
 def build_rankers(
-    softness: Sequence[float], temperatures: Sequence[float], strengths: Sequence[float], families: Sequence[str]
+    floors: Sequence[float], temperatures: Sequence[float], strengths: Sequence[float], families: Sequence[str]
 ) -> tuple[list[Ranker], dict[str, str]]:
     """The rankers compared, and ``{name: reason}`` for those that cannot be built here."""
     by_name = {family.name: family for family in ranker_families()}
     wanted = {
-        "sodeep": [("sodeep (shipped)", None), *[("sodeep (shipped)", value) for value in softness]],
+        "sodeep": [("sodeep (shipped)", value) for value in floors],
         "pairwise": [("pairwise_sigmoid", value) for value in temperatures],
         "torchsort": [("torchsort", value) for value in strengths],
     }
@@ -271,7 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fd-step", type=float, default=1e-6, help="finite-difference step, relative (default 1e-6)")
     parser.add_argument("--correlation", type=float, default=0.5, help="targets' correlation with predictions")
     parser.add_argument("--rankers", default="sodeep,pairwise,torchsort", help="of sodeep, pairwise, torchsort")
-    parser.add_argument("--softness", type=_floats, default=[0.1, 2.0], help="shipped sorter at these softness too")
+    parser.add_argument(
+        "--floors", type=_floats, default=[0.0, 0.1], help="shipped sorter at these temperature floors (0: none)"
+    )
     parser.add_argument("--temperatures", type=_floats, default=[0.01, 0.1], help="pairwise sigmoid T")
     parser.add_argument("--strengths", type=_floats, default=[0.01, 1.0], help="torchsort regularization_strength")
     parser.add_argument("--seed", type=int, default=0)
@@ -293,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> str:
         raise SystemExit(f"--rankers takes sodeep, pairwise, torchsort; got {arguments.rankers!r}")
     if not 0.0 <= arguments.correlation <= 1.0:
         raise SystemExit(f"--correlation must be in [0, 1], got {arguments.correlation}")
-    rankers, missing = build_rankers(arguments.softness, arguments.temperatures, arguments.strengths, families)
+    rankers, missing = build_rankers(arguments.floors, arguments.temperatures, arguments.strengths, families)
 
     rows, refused = [], {}
     cells = [(r, d, n) for r in rankers for d in distributions for n in arguments.lengths]

@@ -26,7 +26,9 @@ RankFunction = Callable[[torch.Tensor], torch.Tensor]
 LOG_FLOOR = 1e-9
 #: Sorter weights shipped beside the default sorter (``pretrained/``).
 PRETRAINED_DIR = Path(__file__).resolve().parents[2] / "pretrained"
-ORIGINAL_FILES = {"original_cnn": "original_cnn_n100.pt", "original_lstm_large": "original_lstm_large_n100.pt"}
+#: Shipped original SoDeep sorters (model card): the CNN and the LSTM (the original's ``lstm``:
+#: ``OriginalLSTMLargeSorter`` with 128 hidden units), by the name the benchmark gives them.
+ORIGINAL_FILES = {"original_cnn": "original_cnn_n100.pt", "original_lstm": "original_lstm_n100.pt"}
 
 
 @dataclass(frozen=True)
@@ -261,7 +263,7 @@ def ranker_families() -> list[RankerFamily]:
             "pretrained/conv_sorter.pt; floor: temperature floor in score units (0: none, load_sorter()'s default)",
         ),
         RankerFamily("original_cnn (pretrained)", "", None, None, (), _original_builder("original_cnn")),
-        RankerFamily("original_lstm_large (pretrained)", "", None, None, (), _original_builder("original_lstm_large")),
+        RankerFamily("original_lstm (pretrained)", "", None, None, (), _original_builder("original_lstm")),
         RankerFamily(
             "pairwise_sigmoid",
             "T",

@@ -70,6 +70,7 @@ def add_brainage_parser(commands: Any) -> argparse.ArgumentParser:
     _add_fine_tuning_flags(add)
     add("out", metavar="DIR", help="results.json, results.md, plots/, curves/, checkpoints/")
     add("wandb", choices=WANDB_MODES, help="W&B logging (offline: nothing is sent)")
+    _add_scale_out_flags(add)
     tabular.set_defaults(handler=_handler(TabularConfig, "run_tabular"))
 
     synthetic = _command(
@@ -100,6 +101,7 @@ def add_brainage_parser(commands: Any) -> argparse.ArgumentParser:
     _add_fine_tuning_flags(add)
     add("out", metavar="DIR", help="results.json, results.md, plots/, cache/, checkpoints/")
     add("wandb", choices=WANDB_MODES, help="W&B logging (offline: nothing is sent)")
+    _add_scale_out_flags(add)
     synthetic.set_defaults(handler=_handler(SyntheticConfig, "run_synthetic"))
 
     nifti = _command(tasks, "nifti", NiftiConfig, "k-fold CV of loss presets with a 3D CNN (SFCN) on NIfTI volumes")
@@ -118,6 +120,7 @@ def add_brainage_parser(commands: Any) -> argparse.ArgumentParser:
     _add_fine_tuning_flags(add)
     add("out", metavar="DIR", help="results.json, results.md, plots/, checkpoints/")
     add("wandb", choices=WANDB_MODES, help="W&B logging (offline: nothing is sent)")
+    _add_scale_out_flags(add)
     nifti.set_defaults(handler=_handler(NiftiConfig, "run_nifti"))
     return brainage
 
@@ -197,6 +200,19 @@ def _add_network_flags(add: Callable[..., None]) -> None:
     )
 
 
+def _add_scale_out_flags(add: Callable[..., None]) -> None:
+    """Where the training runs: Lightning's settings, as ``sodeep pretrain`` takes them (docs/scaling.md)."""
+    add("accelerator", metavar="NAME", help="Lightning accelerator: cpu, gpu, auto, ...")
+    add(
+        "devices",
+        metavar="N",
+        help="processes per machine: a count, auto, or GPU indices like 0,2; each trains on its own share "
+        "of every epoch's subjects",
+    )
+    add("strategy", metavar="NAME", help="Lightning strategy: ddp for one process per device (auto: one process)")
+    add("num_nodes", type=int, metavar="N", help="machines (srun or torchrun starts their processes)")
+
+
 def _add_fine_tuning_flags(add: Callable[..., None]) -> None:
     """Where the training runs start, and how a trained regressor is fine-tuned."""
     add(
@@ -263,8 +279,19 @@ def _handler(config_class: type[CommandConfig], function: str) -> Callable[[argp
             # A table chosen by a flag replaces the one a YAML file names.
             flags = {"csv": None, "dataset": None} | flags
         config = load_config(config_class, arguments.config, **flags)
-        results = getattr(commands, function)(config, resume=arguments.resume, overwrite=arguments.overwrite)
-        _write_trial_summary(config, results)
+        from sodeep.run_folder import RunInterrupted
+        from sodeep.runs import global_rank
+
+        try:
+            results = getattr(commands, function)(config, resume=arguments.resume, overwrite=arguments.overwrite)
+        except RunInterrupted:
+            if global_rank() == 0:
+                raise  # status 130, and the command that resumes
+            # Every process stopped at the same step; rank 0 tells.  A process Lightning started
+            # that exits non-zero makes Lightning kill rank 0 before it could.
+            return 0
+        if global_rank() == 0:  # under DDP, rank 0 reports for every process
+            _write_trial_summary(config, results)
         return 0
 
     return handle

@@ -15,6 +15,12 @@ report and returns the results dict.  SIGINT or SIGTERM stop it cleanly with
 :class:`sodeep.run_folder.RunInterrupted` (:mod:`sodeep.brainage.interruption`).  ``sodeep
 brainage tabular | synthetic | nifti`` build the config from flags and YAML and call these.
 
+With ``accelerator``, ``devices``, ``strategy`` and ``num_nodes`` for several processes (DDP,
+docs/scaling.md) every process runs the command: rank 0 alone checks and claims the folder,
+prints, and writes ``run.json``, ``results.json``, the report, the plots and the W&B run; the
+processes train each run together, and each returns the same results.  The process group is
+destroyed when the last training run ends.
+
 Example (trains for about a minute, so not run as a doctest):
     >>> from sodeep.brainage import TabularConfig, run_tabular
     >>> config = TabularConfig(losses=["l1"], folds=2, seeds=[0], max_epochs=30, wandb="disabled")
@@ -37,13 +43,20 @@ from typing import Any
 
 import numpy as np
 
-from sodeep.brainage.config import CommandConfig, NiftiConfig, SyntheticConfig, TabularConfig, TrainingConfig
+from sodeep.brainage.config import (
+    SCALE_OUT,
+    CommandConfig,
+    NiftiConfig,
+    SyntheticConfig,
+    TabularConfig,
+    TrainingConfig,
+)
 from sodeep.brainage.datasets import DEFAULT_DATASET
 from sodeep.brainage.tables import DELIMITERS
 
 #: Settings that are not a folder's configuration: the run lists, which extend a folder, where
-#: the output goes, and data paths, for which their content's digest stands.
-NOT_CONFIGURATION = ("losses", "seeds", "out", "wandb", "csv", "manifest", "cache")
+#: the output goes, data paths, for which their content's digest stands, and where it trains.
+NOT_CONFIGURATION = ("losses", "seeds", "out", "wandb", "csv", "manifest", "cache", *SCALE_OUT)
 
 
 def run_tabular(
@@ -64,9 +77,10 @@ def run_tabular(
     from sodeep.brainage.models import AgeMLP
     from sodeep.brainage.tables import read_age_table
     from sodeep.run_folder import start_run_folder
-    from sodeep.runs import quiet_lightning
+    from sodeep.runs import release_process_group
 
     config.check()
+    leader = _is_leader(config)
     path = config.table_path()
     table = read_age_table(path, age_column=config.age_column, features=config.features)
     check_cross_validation_size(len(table), config.folds)
@@ -84,39 +98,45 @@ def run_tabular(
     data = {"dataset": dataset, "csv": _resolved(config.csv), "table_sha256": file_digest(path)}
     model = AgeMLP(len(table.feature_names), hidden=training.hidden, dropout=training.dropout)
     fine_tuning, start = open_fine_tuning(config, "tabular", data, folds=config.folds, model=model)
-    out, record = claim_folder("tabular", config, data | start, resume=resume, overwrite=overwrite)
     description = table_description(table) | ({"init_from": fine_tuning.settings()} if fine_tuning else {})
     settings = cross_validation_settings(len(table), config.folds, training, description, config.split)
-    planned = len(config.losses) * len(config.seeds) * config.folds
-    pending = (
-        planned if overwrite else len(unfinished_runs(out, settings, config.losses, config.seeds, config.folds)[1])
-    )
-    start_run_folder(out, record, overwrite=overwrite)
-    quiet_lightning()
-    separated = "" if table.delimiter == "," else f" ({DELIMITERS[table.delimiter]}-separated)"
-    _notes(table.notes(path.name))
-    print(
-        f"{path.name}{separated}: {len(table)} subjects, {len(table.feature_names)} features, {len(table.skipped)} "
-        f"rows skipped; presets {config.losses}, {config.folds} folds x seeds {config.seeds}"
-    )
-    _say_started(fine_tuning, training)
-    _say_resumed(out, resume and not overwrite, planned, pending)
-    with SignalStop() as stop, wandb_run(config.wandb, out, "tabular", record, stop) as run:
-        results = cross_validate_table(
-            table,
-            config.losses,
-            out=out,
-            folds=config.folds,
-            split=config.split,
-            seeds=config.seeds,
-            config=training,
-            fine_tuning=fine_tuning,
-            progress=progress,
-            on_run=run_logger(run),
-            stop=stop,
+    out, record = Path(config.out), None
+    if leader:
+        out, record = claim_folder("tabular", config, data | start, resume=resume, overwrite=overwrite)
+        planned = len(config.losses) * len(config.seeds) * config.folds
+        pending = (
+            planned if overwrite else len(unfinished_runs(out, settings, config.losses, config.seeds, config.folds)[1])
         )
-        stop.where = "the report"
-        report_cross_validation(results, table.ages, out, f"Brain age from {path.name}", run)
+        start_run_folder(out, record, overwrite=overwrite)
+        separated = "" if table.delimiter == "," else f" ({DELIMITERS[table.delimiter]}-separated)"
+        _notes(table.notes(path.name))
+        print(
+            f"{path.name}{separated}: {len(table)} subjects, {len(table.feature_names)} features, "
+            f"{len(table.skipped)} rows skipped; presets {config.losses}, {config.folds} folds x seeds {config.seeds}"
+        )
+        _say_started(fine_tuning, training)
+        _say_resumed(out, resume and not overwrite, planned, pending)
+    with SignalStop() as stop, wandb_run(config.wandb if leader else "disabled", out, "tabular", record, stop) as run:
+        try:
+            results = cross_validate_table(
+                table,
+                config.losses,
+                out=out,
+                folds=config.folds,
+                split=config.split,
+                seeds=config.seeds,
+                config=training,
+                fine_tuning=fine_tuning,
+                progress=progress and leader,
+                on_run=run_logger(run),
+                stop=stop,
+                trainer_options=config.trainer_options(),
+            )
+        finally:
+            release_process_group()  # the last training run has ended: every process still runs
+        if leader:
+            stop.where = "the report"
+            report_cross_validation(results, table.ages, out, f"Brain age from {path.name}", run)
     return results
 
 
@@ -138,42 +158,57 @@ def run_synthetic(
     from sodeep.brainage.synthetic_mri import simulate_cohort
     from sodeep.files import atomic_write_text
     from sodeep.run_folder import start_run_folder
-    from sodeep.runs import quiet_lightning
+    from sodeep.runs import release_process_group
 
     config.check()
+    leader = _is_leader(config)
     check_batch_size(config.losses, config.batch_size)
     training, network = volume_training(config), sfcn_network(config)
     fine_tuning, start = open_fine_tuning(config, "synthetic", {}, folds=1, model=SFCN(**network))
-    out, record = claim_folder("synthetic", config, start, resume=resume, overwrite=overwrite)
-    settings = synthetic_settings(
-        config.train, config.test, config.data_seed, training, config.max_minutes, config.augment, network, fine_tuning
-    )
-    planned = len(config.losses) * len(config.seeds) * (2 if config.cascade else 1)
-    pending = planned
-    if not overwrite:
-        pending = len(unfinished_synthetic_runs(out, settings, config.losses, config.seeds, config.cascade)[1])
-    start_run_folder(out, record, overwrite=overwrite)
-    quiet_lightning()
-    _say_started(fine_tuning, training)
-    _say_resumed(out, resume and not overwrite, planned, pending)
-    with SignalStop() as stop, wandb_run(config.wandb, out, "synthetic", record, stop) as run:
-        results = run_synthetic_benchmark(
-            config.losses,
-            out=out,
-            train_size=config.train,
-            test_size=config.test,
-            seeds=config.seeds,
-            data_seed=config.data_seed,
-            config=training,
-            max_minutes=config.max_minutes,
-            cascade=config.cascade,
-            augment=config.augment,
-            network=network,
-            fine_tuning=fine_tuning,
-            progress=progress,
-            on_run=run_logger(run),
-            stop=stop,
+    out, record = Path(config.out), None
+    if leader:
+        out, record = claim_folder("synthetic", config, start, resume=resume, overwrite=overwrite)
+        settings = synthetic_settings(
+            config.train,
+            config.test,
+            config.data_seed,
+            training,
+            config.max_minutes,
+            config.augment,
+            network,
+            fine_tuning,
         )
+        planned = len(config.losses) * len(config.seeds) * (2 if config.cascade else 1)
+        pending = planned
+        if not overwrite:
+            pending = len(unfinished_synthetic_runs(out, settings, config.losses, config.seeds, config.cascade)[1])
+        start_run_folder(out, record, overwrite=overwrite)
+        _say_started(fine_tuning, training)
+        _say_resumed(out, resume and not overwrite, planned, pending)
+    with SignalStop() as stop, wandb_run(config.wandb if leader else "disabled", out, "synthetic", record, stop) as run:
+        try:
+            results = run_synthetic_benchmark(
+                config.losses,
+                out=out,
+                train_size=config.train,
+                test_size=config.test,
+                seeds=config.seeds,
+                data_seed=config.data_seed,
+                config=training,
+                max_minutes=config.max_minutes,
+                cascade=config.cascade,
+                augment=config.augment,
+                network=network,
+                fine_tuning=fine_tuning,
+                progress=progress and leader,
+                on_run=run_logger(run),
+                stop=stop,
+                trainer_options=config.trainer_options(),
+            )
+        finally:
+            release_process_group()  # the last training run has ended: every process still runs
+        if not leader:
+            return results
         stop.where = "the report"
         report = format_synthetic_report(results)
         atomic_write_text(out / "results.md", report)
@@ -205,9 +240,10 @@ def run_nifti(
     from sodeep.brainage.models import SFCN
     from sodeep.brainage.volumes import load_cohort, read_manifest
     from sodeep.run_folder import start_run_folder
-    from sodeep.runs import quiet_lightning
+    from sodeep.runs import release_process_group
 
     config.check()
+    leader = _is_leader(config)
     check_batch_size(config.losses, config.batch_size)
     rows, _ = read_manifest(config.manifest)  # a missing or malformed manifest stops here
     check_cross_validation_size(len(rows), config.folds)
@@ -218,50 +254,74 @@ def run_nifti(
     )
     data = {"manifest": _resolved(config.manifest), "manifest_sha256": file_digest(Path(config.manifest))}
     fine_tuning, start = open_fine_tuning(config, "nifti", data, folds=config.folds, model=SFCN(**network))
-    out, record = claim_folder("nifti", config, data | start, resume=resume, overwrite=overwrite)
-    planned = len(config.losses) * len(config.seeds) * config.folds
-    # The cohort (and so the results' settings) is known once the volumes are read, into the folder's cache.
-    pending = planned if overwrite else len(unfinished_runs(out, None, config.losses, config.seeds, config.folds)[1])
-    start_run_folder(out, record, overwrite=overwrite)
-    quiet_lightning()
-    _say_started(fine_tuning, training)
-    _say_resumed(out, resume and not overwrite, planned, pending)
+    out, record = Path(config.out), None
+    if leader:
+        out, record = claim_folder("nifti", config, data | start, resume=resume, overwrite=overwrite)
+        planned = len(config.losses) * len(config.seeds) * config.folds
+        # The cohort (and so the results' settings) is known once the volumes are read, into the folder's cache.
+        pending = (
+            planned if overwrite else len(unfinished_runs(out, None, config.losses, config.seeds, config.folds)[1])
+        )
+        start_run_folder(out, record, overwrite=overwrite)
+        _say_started(fine_tuning, training)
+        _say_resumed(out, resume and not overwrite, planned, pending)
     with SignalStop() as stop:
         stop.where = "the volume cache"
         cohort = load_cohort(
-            config.manifest, config.cache or out / "cache", shape=shape, voxel_size=config.voxel_size, progress=progress
+            config.manifest,
+            config.cache or out / "cache",
+            shape=shape,
+            voxel_size=config.voxel_size,
+            progress=progress and leader,
         )
         check_cross_validation_size(len(cohort.ages), config.folds)  # files that could not be read are left out
-        _notes(cohort.notes(Path(config.manifest).name))
-        print(
-            f"{len(cohort.ages)} subjects, {len(cohort.problems)} rows left out; grid {shape} at {config.voxel_size} mm"
-        )
-        with wandb_run(config.wandb, out, "nifti", record, stop) as run:
-            results = cross_validate(
-                cohort.ages.numpy(),
-                cohort.sites,
-                config.losses,
-                make_inputs=lambda fitting: lambda rows: cohort.volumes[rows],  # z-scored per subject: nothing to fit
-                make_model=lambda fitting_ages: SFCN(
-                    age_offset=float(fitting_ages.mean()), age_scale=float(fitting_ages.std()), **network
-                ),
-                out=out,
-                folds=config.folds,
-                seeds=config.seeds,
-                config=training,
-                description={
-                    "grid": list(shape),
-                    "skipped_rows": [{"line": line, "reason": reason} for line, reason in cohort.problems],
-                },
-                fine_tuning=fine_tuning,
-                progress=progress,
-                on_run=run_logger(run),
-                stop=stop,
+        if leader:
+            _notes(cohort.notes(Path(config.manifest).name))
+            print(
+                f"{len(cohort.ages)} subjects, {len(cohort.problems)} rows left out; grid {shape} at "
+                f"{config.voxel_size} mm"
             )
-            stop.where = "the report"
-            title = f"Brain age from {Path(config.manifest).name}"
-            report_cross_validation(results, cohort.ages.numpy(), out, title, run)
+        with wandb_run(config.wandb if leader else "disabled", out, "nifti", record, stop) as run:
+            try:
+                results = cross_validate(
+                    cohort.ages.numpy(),
+                    cohort.sites,
+                    config.losses,
+                    make_inputs=lambda fitting: lambda rows: cohort.volumes[rows],  # z-scored per subject
+                    make_model=lambda fitting_ages: SFCN(
+                        age_offset=float(fitting_ages.mean()), age_scale=float(fitting_ages.std()), **network
+                    ),
+                    out=out,
+                    folds=config.folds,
+                    seeds=config.seeds,
+                    config=training,
+                    description={
+                        "grid": list(shape),
+                        "skipped_rows": [{"line": line, "reason": reason} for line, reason in cohort.problems],
+                    },
+                    fine_tuning=fine_tuning,
+                    progress=progress and leader,
+                    on_run=run_logger(run),
+                    stop=stop,
+                    trainer_options=config.trainer_options(),
+                )
+            finally:
+                release_process_group()  # the last training run has ended: every process still runs
+            if leader:
+                stop.where = "the report"
+                title = f"Brain age from {Path(config.manifest).name}"
+                report_cross_validation(results, cohort.ages.numpy(), out, title, run)
     return results
+
+
+def _is_leader(config: CommandConfig) -> bool:
+    """Whether this process is rank 0 of those ``config`` trains with, the one that checks and
+    writes the run folder; a setting Lightning refuses is a ``ValueError`` before anything is written."""
+    from sodeep.brainage.training import process_rank
+    from sodeep.runs import quiet_lightning
+
+    quiet_lightning()
+    return process_rank(**config.trainer_options()) == 0
 
 
 def claim_folder(

@@ -32,7 +32,7 @@ from sodeep.brainage.augmentation import AUGMENTATIONS
 from sodeep.brainage.datasets import BUNDLED_DATASETS, DEFAULT_DATASET, bundled_table_path
 from sodeep.brainage.losses import BRAIN_AGE_PRESETS
 from sodeep.brainage.tables import check_folds
-from sodeep.config import read_yaml_mapping
+from sodeep.config import check_scale_out, parse_devices, read_yaml_mapping
 
 #: W&B modes of every command (``sodeep.runs.WANDB_MODES``, not imported here: that module loads Lightning).
 WANDB_MODES = ("offline", "online", "disabled")
@@ -41,6 +41,8 @@ BLOCK_ORDERS = ("pool-norm", "norm-pool")
 POOLED_BLOCKS = ("all", "last")
 #: Cross-validation protocols of ``tabular`` (``--split``): age-stratified folds, or folds of whole sites.
 SPLITS = ("stratified", "site")
+#: Settings of where a command trains: Lightning's ``Trainer`` arguments (docs/scaling.md).
+SCALE_OUT = ("accelerator", "devices", "strategy", "num_nodes")
 
 
 def check_fit_settings(
@@ -136,6 +138,11 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
 class CommandConfig:
     """Shared behaviour of the command configs: coercion to the annotated types, then :meth:`check`.
 
+    Every command trains where ``accelerator``, ``devices``, ``strategy`` and ``num_nodes`` say
+    (Lightning's settings, read as :class:`sodeep.config.PretrainConfig` reads them;
+    docs/scaling.md): by default in one CPU process.  They are not part of a run folder's
+    configuration, so a run may be resumed on other hardware.
+
     Every command can fine-tune (:mod:`sodeep.brainage.finetuning`): ``init_from`` (a run folder
     of the same command on the same data and folds, or a checkpoint file) is where its runs start;
     ``freeze_backbone`` trains the regression head alone; ``finetune_learning_rate`` and
@@ -146,7 +153,8 @@ class CommandConfig:
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
         for item in fields(self):
-            setattr(self, item.name, _coerce(getattr(self, item.name), hints[item.name], item.name))
+            if item.name != "devices":  # a count, "auto" or indices: read by check()
+                setattr(self, item.name, _coerce(getattr(self, item.name), hints[item.name], item.name))
         self.check()
 
     def check(self) -> None:
@@ -158,6 +166,13 @@ class CommandConfig:
         )
         _check_choice(self.wandb, WANDB_MODES, "wandb")
         _check_fine_tuning(self)
+        self.devices = parse_devices(self.devices)
+        check_scale_out(self.accelerator, self.strategy, self.num_nodes)
+
+    def trainer_options(self) -> dict[str, Any]:
+        """The keyword arguments of Lightning's ``Trainer`` that say where the command trains
+        (:func:`sodeep.brainage.training.fit_age_model` takes them too)."""
+        return {name: getattr(self, name) for name in SCALE_OUT}
 
     def schedule(self) -> dict[str, Any]:
         """``max_epochs`` and ``learning_rate`` of the command's training runs: the fine-tuning
@@ -227,6 +242,10 @@ class TabularConfig(CommandConfig):
     finetune_epochs: int | None = None
     out: str = "runs/brainage-tabular"
     wandb: str = "offline"
+    accelerator: str = "cpu"
+    devices: int | str = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
 
     def check(self) -> None:
         super().check()
@@ -271,6 +290,10 @@ class SyntheticConfig(CommandConfig):
     finetune_epochs: int | None = None
     out: str = "runs/brainage-synthetic"
     wandb: str = "offline"
+    accelerator: str = "cpu"
+    devices: int | str = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
 
     def check(self) -> None:
         super().check()
@@ -313,6 +336,10 @@ class NiftiConfig(CommandConfig):
     finetune_epochs: int | None = None
     out: str = "runs/brainage-nifti"
     wandb: str = "offline"
+    accelerator: str = "cpu"
+    devices: int | str = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
 
     def check(self) -> None:
         super().check()

@@ -47,7 +47,7 @@ from sodeep.brainage.metrics import (
 from sodeep.brainage.models import AgeMLP
 from sodeep.brainage.results import RESULTS_FILE, add_run, is_finished, read_results, write_results
 from sodeep.brainage.tables import AgeTable, Standardizer, check_folds, check_site_folds, site_folds, stratified_folds
-from sodeep.brainage.training import check_resumable_run, fit_age_model, predict_ages
+from sodeep.brainage.training import check_resumable_run, fit_age_model, predict_ages, process_rank
 
 #: Metrics summarized as mean +- sd in the report, in this order.
 REPORTED_METRICS = (
@@ -236,12 +236,17 @@ def cross_validate(
     progress: bool = True,
     on_run: Callable[[str, dict[str, Any]], None] | None = None,
     stop: SignalStop | None = None,
+    trainer_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate every preset on every (seed, fold) that ``out/results.json`` does not
     hold yet; returns the results of every run the folder holds, which are also written to
     ``out/results.json`` after each run.  A run that stopped part-way continues from its last
     epoch checkpoint; runs of other presets and seeds already in the folder are kept (and
     summarized and compared with the new ones).
+
+    With ``trainer_options`` for several processes (DDP, docs/scaling.md), every process calls
+    this alike: they train each run together, each computes the same results from the weights
+    rank 0 saved, and rank 0 alone writes ``results.json``.
 
     Args:
         ages: ``(N,)`` chronological ages.
@@ -262,6 +267,8 @@ def cross_validate(
             ``None``: from scratch.
         stop: the command's :class:`~sodeep.brainage.interruption.SignalStop` (a signal ends
             the call at the end of a training step, with ``RunInterrupted``).
+        trainer_options: Lightning's ``accelerator``, ``devices``, ``strategy`` and
+            ``num_nodes`` for every training run (:func:`fit_age_model`); ``None``: one CPU process.
 
     Raises:
         ValueError: ``out/results.json`` is damaged or holds runs of other settings, an
@@ -280,13 +287,20 @@ def cross_validate(
     sites = np.asarray(sites, dtype=str)
     check_run_plan(presets, seeds)
     check_split(ages, sites, split=split, folds=folds, seeds=seeds, validation_fraction=config.validation_fraction)
+    trainer_options = dict(trainer_options or {})
+    leader = process_rank(**trainer_options) == 0
     out = Path(out)
     results_path = out / RESULTS_FILE
     if fine_tuning is not None:
         description = (description or {}) | {"init_from": fine_tuning.settings()}
     settings = cross_validation_settings(len(ages), folds, config, description, split)
     results, pending = unfinished_runs(out, settings, presets, seeds, folds)
-    write_results(results_path, results)
+
+    def save() -> None:
+        if leader:  # the other processes hold the same results
+            write_results(results_path, results)
+
+    save()
     if baseline_features is not None:
         add_baseline_runs(
             results,
@@ -300,7 +314,7 @@ def cross_validate(
             progress=progress,
         )
         summarize(results, ages, sites)
-        write_results(results_path, results)
+        save()
 
     planned = len(seeds) * folds * len(presets)
     with tqdm(
@@ -332,15 +346,16 @@ def cross_validate(
                     config=config,
                     fine_tuning=fine_tuning,
                     stop=stop,
+                    trainer_options=trainer_options,
                 )
                 add_run(results, "presets", name, run)
                 summarize(results, ages, sites)
-                write_results(results_path, results)
+                save()
                 if on_run is not None:
                     on_run(name, run)
             bar.update()
     summarize(results, ages, sites)
-    write_results(results_path, results)
+    save()
     return results
 
 
@@ -414,10 +429,12 @@ def train_and_test(
     config: TrainingConfig,
     fine_tuning: FineTuning | None = None,
     stop: SignalStop | None = None,
+    trainer_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train ``preset`` on ``rows`` of ``(seed, fold)``, from scratch or from ``fine_tuning``'s
-    model of that run (continuing from its last epoch checkpoint if it has one), and test it on
-    ``rows.test``: the run's record for ``results.json``."""
+    model of that run (continuing from its last epoch checkpoint if it has one), where
+    ``trainer_options`` say (:func:`fit_age_model`), and test it on ``rows.test``: the run's
+    record for ``results.json``."""
     fitting, validation, test = rows.fitting, rows.validation, rows.test
     inputs = make_inputs(fitting)
 
@@ -440,6 +457,7 @@ def train_and_test(
         stop=stop,
         freeze_backbone=fine_tuning is not None and fine_tuning.freeze_backbone,
         **config.fit_options(),
+        **(trainer_options or {}),
     )
     predicted_validation = predict_ages(model, inputs(validation)).numpy()
     predicted_test = predict_ages(model, inputs(test)).numpy()

@@ -8,6 +8,10 @@ checkpoint, so the epoch in progress is trained again.  A second signal stops at
 the command raises :class:`sodeep.run_folder.RunInterrupted`, which the console script prints as
 one line with the command that resumes, exiting with status 130.
 
+Under DDP a signal may reach one process only (``kill`` of the one the command was started as),
+while every process must stop at the same point: the processes agree at the end of every training
+or validation step, and at the end of every deferred block, whether any of them got a signal.
+
 Example:
     >>> import os, signal
     >>> with SignalStop() as stop:
@@ -69,8 +73,9 @@ class SignalStop:
     @contextmanager
     def deferred(self, where: str | None = None) -> Iterator[None]:
         """Hold signals while the block runs (a training run named ``where``, or whatever
-        :attr:`where` says); raise at its end if one came.  Inside, :class:`StopAtStepEnd` raises
-        at the next step's end."""
+        :attr:`where` says); raise at its end if one came, to any process of a DDP run (whose
+        processes all leave the block together).  Inside, :class:`StopAtStepEnd` raises at the
+        next step's end."""
         self.check()
         if where is not None:
             self.where = where
@@ -79,21 +84,39 @@ class SignalStop:
             yield
         finally:
             self._deferring = False
+        self.requested = on_any_process(self.requested)
         if where is not None:
             self.where = f"the end of {where}"
         self.check()
 
 
+def on_any_process(flag: bool) -> bool:
+    """Whether ``flag`` is set in any process of the distributed run this process is part of
+    (``flag`` itself when there is none); every process of the run must call it together."""
+    import torch
+    import torch.distributed as distributed
+
+    if not (distributed.is_available() and distributed.is_initialized()):
+        return flag
+    on_gpu = distributed.get_backend() == "nccl"  # NCCL reduces CUDA tensors only
+    value = torch.tensor(int(flag), device=torch.device("cuda", torch.cuda.current_device()) if on_gpu else "cpu")
+    distributed.all_reduce(value, op=distributed.ReduceOp.MAX)
+    return bool(value.item())
+
+
 class StopAtStepEnd(Callback):
     """Raise :class:`RunInterrupted` (``"<where>, epoch <n>"``) at the end of the training or
-    validation step during which ``stop`` received a signal.  No checkpoint is written: the
-    run's last one is that of its last whole epoch."""
+    validation step during which ``stop`` received a signal, in every process of a DDP run
+    alike.  No checkpoint is written: the run's last one is that of its last whole epoch, which
+    the processes saved together."""
 
     def __init__(self, stop: SignalStop) -> None:
         self.stop = stop
 
     def _check(self, trainer: Any) -> None:
-        if self.stop.requested:
+        # Every process takes the same number of training and validation steps, so they all ask here.
+        if trainer.strategy.reduce_boolean_decision(self.stop.requested, all=False):
+            self.stop.requested = True
             raise RunInterrupted(f"{self.stop.where}, epoch {trainer.current_epoch + 1}")
 
     def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_index: int) -> None:

@@ -34,7 +34,14 @@ from sodeep.brainage.synthetic_mri import (
     SyntheticCohort,
     simulate_cohort,
 )
-from sodeep.brainage.training import BEST_CHECKPOINT, check_resumable_run, fit_age_model, load_age_model, predict_ages
+from sodeep.brainage.training import (
+    BEST_CHECKPOINT,
+    check_resumable_run,
+    fit_age_model,
+    load_age_model,
+    predict_ages,
+    process_rank,
+)
 from sodeep.checkpoints import CheckpointError, read_weights_only
 
 #: The oracle's features: true tissue volumes (ml) of every subject.
@@ -174,6 +181,7 @@ def run_synthetic_benchmark(
     progress: bool = True,
     on_run: Any = None,
     stop: SignalStop | None = None,
+    trainer_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train an SFCN per preset and seed on ``train_size`` synthetic subjects, test on the next
     ``test_size``; results (with the baselines) go to ``out/results.json`` after every run.  A
@@ -188,6 +196,9 @@ def run_synthetic_benchmark(
     ``fine_tuning`` (:class:`~sodeep.brainage.finetuning.FineTuning`): where each SFCN run starts
     (the model of its seed in an earlier run folder on the same cohort, or one checkpoint).
     ``stop``: the command's :class:`~sodeep.brainage.interruption.SignalStop`.
+    ``trainer_options``: Lightning's ``accelerator``, ``devices``, ``strategy`` and ``num_nodes``
+    of every training run (:func:`fit_age_model`; ``None``: one CPU process).  Under DDP every
+    process calls this alike, and rank 0 alone writes ``results.json``.
     """
     config = config or TrainingConfig(batch_size=16, max_epochs=60, patience=10)
     # Checked before any volume is simulated: 4 training subjects leave 3 to fit and 1 to validate
@@ -196,6 +207,8 @@ def run_synthetic_benchmark(
         raise ValueError(f"need train_size >= 4 and test_size >= 2, got {train_size} and {test_size}")
     check_fit_settings(**config.fit_options(), max_minutes=max_minutes)
     check_run_plan(presets, seeds)
+    trainer_options = dict(trainer_options or {})
+    leader = process_rank(**trainer_options) == 0
     out = Path(out)
     network = dict(network or {})
     settings = synthetic_settings(train_size, test_size, data_seed, config, max_minutes, augment, network, fine_tuning)
@@ -212,7 +225,12 @@ def run_synthetic_benchmark(
         if stop is not None:
             stop.where = "the baselines"
         results["baselines"] = baselines(train, test)
-    write_results(path, results)
+
+    def save() -> None:
+        if leader:  # the other processes hold the same results
+            write_results(path, results)
+
+    save()
 
     ages, test_ages = train.ages, test.ages
     is_validation = inner_validation_mask(ages, config.validation_fraction, data_seed)
@@ -251,6 +269,7 @@ def run_synthetic_benchmark(
                 resume=True,
                 stop=stop,
                 freeze_backbone=tuned is not None and tuned.freeze_backbone,
+                **trainer_options,
             )
             record = (
                 {"seed": seed, "fold": 0}
@@ -264,11 +283,11 @@ def run_synthetic_benchmark(
             )
             add_run(results, group, name, record)
             _per_site(results, test_ages, sites)
-            write_results(path, results)
+            save()
             if on_run is not None:
                 on_run(label, record)
     _per_site(results, test_ages, sites)
-    write_results(path, results)
+    save()
     return results
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -25,10 +25,10 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, EMAWeightAveraging, ModelCheckpoint
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, RandomSampler, Sampler, TensorDataset
 
 from sodeep.brainage.augmentation import random_generators
-from sodeep.brainage.config import check_fit_settings
+from sodeep.brainage.config import SCALE_OUT, check_fit_settings
 from sodeep.brainage.interruption import SignalStop, StopAtStepEnd
 from sodeep.brainage.losses import BrainAgeLoss
 from sodeep.checkpoints import CheckpointError, read_weights_only
@@ -112,7 +112,9 @@ class AgeRegression(L.LightningModule):
         predictions = torch.cat([p for p, _ in self._validation])
         ages = torch.cat([a for _, a in self._validation])
         self._validation.clear()
-        self.log("val/mae", (predictions - ages).abs().mean(), prog_bar=True)
+        # Under DDP every process validates on every validation subject, so the processes hold the
+        # same value; averaged over them, early stopping and the best checkpoint follow one number.
+        self.log("val/mae", (predictions - ages).abs().mean(), prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
         trained = self._head[0] if self._head else self.model
@@ -123,15 +125,54 @@ class AgeRegression(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
 
-def make_loader(inputs: torch.Tensor, ages: torch.Tensor, batch_size: int, *, seed: int | None) -> DataLoader:
-    """Shuffled (seeded) loader when ``seed`` is given, else in order.  A last batch of one
-    subject is dropped when shuffling: rank and age-difference terms need two subjects."""
+class SubjectShare(Sampler[int]):
+    """Process ``rank`` of ``world_size``'s share of each epoch's shuffle of ``size`` subjects.
+
+    Every epoch, ``generator`` (the same seed in every process) shuffles the subjects as
+    ``RandomSampler`` does; process ``r`` takes places ``r, r + W, r + 2W, ...`` of that order,
+    ``size // W`` subjects, so the processes train on different subjects and take the same number
+    of steps (the last ``size % W`` places of an epoch's order are left out of it).  With one
+    process this is ``RandomSampler``'s order, subject for subject.
+
+    Example:
+        >>> shares = [list(SubjectShare(5, torch.Generator().manual_seed(0), rank=r, world_size=2)) for r in (0, 1)]
+        >>> len(shares[0]) == len(shares[1]) == 2 and not set(shares[0]) & set(shares[1])
+        True
+    """
+
+    def __init__(self, size: int, generator: torch.Generator, *, rank: int = 0, world_size: int = 1) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+        self.shuffle = RandomSampler(range(size), generator=generator)
+        self.rank, self.world_size = rank, world_size
+
+    def __len__(self) -> int:
+        return len(self.shuffle) // self.world_size
+
+    def __iter__(self) -> Iterator[int]:
+        order = list(self.shuffle)
+        return iter(order[self.rank :: self.world_size][: len(self)])
+
+
+def make_loader(
+    inputs: torch.Tensor,
+    ages: torch.Tensor,
+    batch_size: int,
+    *,
+    generator: torch.Generator | None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> DataLoader:
+    """A loader shuffled by ``generator`` (seeded by the caller) when one is given, each process
+    of ``world_size`` taking its :class:`SubjectShare`; else every subject in order.  A last
+    batch of one subject is dropped when shuffling: rank and age-difference terms need two."""
     dataset = TensorDataset(inputs, ages)
-    if seed is None:
+    if generator is None:
         return DataLoader(dataset, batch_size=batch_size)
-    generator = torch.Generator().manual_seed(seed)
-    drop_last = len(dataset) % batch_size == 1
-    return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator, drop_last=drop_last)
+    share = SubjectShare(len(dataset), generator, rank=rank, world_size=world_size)
+    drop_last = len(share) % batch_size == 1
+    # The loader draws its base seed from the generator too, as a shuffling DataLoader does.
+    return DataLoader(dataset, batch_size=batch_size, sampler=share, generator=generator, drop_last=drop_last)
 
 
 class RandomState(Callback):
@@ -277,7 +318,13 @@ def fit_age_model(
             stop taking gradients, and its other modules stay in eval mode).  ``model`` starts
             from its own weights: load a trained regressor's into it first to fine-tune it.
         accelerator, devices, strategy, num_nodes: Lightning's ``Trainer`` settings of where the
-            fit runs (docs/scaling.md); the defaults train in one CPU process.
+            fit runs (docs/scaling.md); the defaults train in one CPU process.  Under DDP every
+            process calls this with the same arguments (Lightning starts a machine's other
+            processes at the first fit by running the command again): each trains on its
+            :class:`SubjectShare` of every epoch and validates on every validation subject, rank 0
+            writes the checkpoints and curves, and every process returns the best weights rank 0
+            saved.  The process group stays up for the caller's next fit; destroy it with
+            :func:`sodeep.runs.release_process_group` after the last one.
 
     Returns:
         ``(model in eval mode, {"best_val_mae", "epochs", "best_path", "resumed_at_epoch"})``.
@@ -297,10 +344,6 @@ def fit_age_model(
     out = Path(out)
     last = out / LAST_CHECKPOINT
     resume_step = check_training_checkpoint(last, run) if resume and last.is_file() else None
-    if resume_step is None:
-        # A fit from scratch: checkpoints left by another fit must not be taken for ours.
-        for stale in (*out.glob("best*.ckpt"), *out.glob("last*.ckpt")):
-            stale.unlink()
     L.seed_everything(seed, workers=True, verbose=False)
     if isinstance(loss, str):
         loss = BrainAgeLoss.from_preset(loss)
@@ -314,45 +357,39 @@ def fit_age_model(
         run=run,
         freeze_backbone=freeze_backbone,
     )
-    train_loader = make_loader(*train, batch_size, seed=seed)
-    loggers = False
-    if csv_directory is not None:
-        csv_directory = Path(csv_directory)
-        loggers = [
-            ResumableCSVLogger(
-                save_dir=str(csv_directory.parent), name=csv_directory.name, version="", resume_step=resume_step or 0
-            )
-        ]
+    generator = torch.Generator().manual_seed(seed)  # the shuffling, the same in every process
     checkpoint = RunCheckpoint(dirpath=out, filename=Path(BEST_CHECKPOINT).stem, monitor="val/mae", mode="min")
-    # After the best one (Lightning keeps checkpoint callbacks in order), so that it holds its state.
-    every_epoch = RunCheckpoint(dirpath=out, filename=Path(LAST_CHECKPOINT).stem, enable_version_counter=False)
-    callbacks: list[L.Callback] = [
-        EarlyStopping(monitor="val/mae", mode="min", patience=patience),
-        checkpoint,
-        every_epoch,
-        RandomState([train_loader.generator, *random_generators(augment)]),
-    ]
-    if ema_decay is not None:
-        # Swaps the average in for validation and writes it as the checkpoint's state_dict.
-        callbacks.append(EMAWeightAveraging(decay=ema_decay))
-    if stop is not None:
-        callbacks.append(StopAtStepEnd(stop))
     progress = progress_settings() if progress_bar else {"enable_progress_bar": False, "callbacks": []}
-    trainer = L.Trainer(
+    trainer = make_trainer(
         max_epochs=max_epochs,
         max_time=None if max_minutes is None else timedelta(minutes=max_minutes),
-        callbacks=callbacks + progress["callbacks"],
+        callbacks=_callbacks(out, checkpoint, patience, [generator, *random_generators(augment)], ema_decay, stop)
+        + progress["callbacks"],
         plugins=[AtomicCheckpointIO()],
-        logger=loggers,
+        logger=_curves_logger(csv_directory, resume_step),
         accelerator=accelerator,
         devices=devices,
         strategy=strategy,
         num_nodes=num_nodes,
+        # Each process trains on its SubjectShare of the training subjects and validates on all of them.
+        use_distributed_sampler=False,
         enable_progress_bar=progress["enable_progress_bar"],
         enable_model_summary=False,
         num_sanity_val_steps=0,
         log_every_n_steps=1,
-        deterministic=True,
+        # CUDA has no deterministic backward of 3-D max pooling (SFCN): a warning there, not a refusal.
+        deterministic="warn",
+    )
+    if len(train[1]) // trainer.world_size < 2:
+        raise ValueError(
+            f"need >= 2 training subjects per process, got {len(train[1])} for {trainer.world_size} processes"
+        )
+    if resume_step is None and trainer.is_global_zero:  # rank 0 writes (and clears) the run's files
+        # A fit from scratch: checkpoints left by another fit must not be taken for ours.
+        for stale in (*out.glob("best*.ckpt"), *out.glob("last*.ckpt")):
+            stale.unlink()
+    train_loader = make_loader(
+        *train, batch_size, generator=generator, rank=trainer.global_rank, world_size=trainer.world_size
     )
     with warnings.catch_warnings():
         # A rank term's sorter is frozen and kept in eval mode on purpose; Lightning warns about it.
@@ -363,7 +400,7 @@ def fit_age_model(
         trainer.fit(
             module,
             train_dataloaders=train_loader,
-            val_dataloaders=make_loader(*validation, max(len(validation[1]), 1), seed=None),
+            val_dataloaders=make_loader(*validation, max(len(validation[1]), 1), generator=None),
             ckpt_path=str(last) if resume_step is not None else None,
             weights_only=True,
         )
@@ -373,6 +410,7 @@ def fit_age_model(
             f"training stopped before its first validation (after {trainer.current_epoch} epochs), so "
             f"there is no model to keep: raise max_minutes (now {max_minutes})"
         )
+    # Every process loads the weights rank 0 saved: their predictions are those of one process.
     best = torch.load(best_path, map_location="cpu", weights_only=True)
     module.load_state_dict(best["state_dict"])
     best_score = checkpoint.best_model_score
@@ -383,6 +421,73 @@ def fit_age_model(
         "resumed_at_epoch": None if resume_step is None else resume_step // max(len(train_loader), 1),
     }
     return module.model.eval(), summary
+
+
+def _callbacks(
+    out: Path,
+    checkpoint: RunCheckpoint,
+    patience: int,
+    generators: list[torch.Generator],
+    ema_decay: float | None,
+    stop: SignalStop | None,
+) -> list[L.Callback]:
+    """Early stopping, the best and the every-epoch checkpoints, the random state, and the
+    optional weight average and signal stop of a :func:`fit_age_model` run."""
+    # After the best one (Lightning keeps checkpoint callbacks in order), so that it holds its state.
+    every_epoch = RunCheckpoint(dirpath=out, filename=Path(LAST_CHECKPOINT).stem, enable_version_counter=False)
+    callbacks: list[L.Callback] = [
+        EarlyStopping(monitor="val/mae", mode="min", patience=patience),
+        checkpoint,
+        every_epoch,
+        RandomState(generators),
+    ]
+    if ema_decay is not None:
+        # Swaps the average in for validation and writes it as the checkpoint's state_dict.
+        callbacks.append(EMAWeightAveraging(decay=ema_decay))
+    if stop is not None:
+        callbacks.append(StopAtStepEnd(stop))
+    return callbacks
+
+
+def _curves_logger(csv_directory: str | Path | None, resume_step: int | None) -> list | bool:
+    """The CSV logger of the per-epoch curves in ``csv_directory`` (``False``: none); a resumed
+    run continues its file."""
+    if csv_directory is None:
+        return False
+    csv_directory = Path(csv_directory)
+    return [
+        ResumableCSVLogger(
+            save_dir=str(csv_directory.parent), name=csv_directory.name, version="", resume_step=resume_step or 0
+        )
+    ]
+
+
+def make_trainer(**settings: Any) -> L.Trainer:
+    """Lightning's ``Trainer`` with ``settings``; where it cannot train (an accelerator this
+    machine lacks, devices it does not have) is a one-line ``ValueError``."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        return L.Trainer(**settings)
+    except MisconfigurationException as error:
+        asked = ", ".join(f"{key}={settings[key]!r}" for key in SCALE_OUT if key in settings)
+        raise ValueError(f"cannot train with {asked}: {' '.join(str(error).split())}") from None
+
+
+def process_rank(**trainer_options: Any) -> int:
+    """This process's global rank among the processes that Lightning's ``Trainer`` settings
+    ``trainer_options`` (``accelerator``, ``devices``, ``strategy``, ``num_nodes``) train with: 0
+    alone, or for the process a command was started as; read from what the launcher set in the
+    environment, starting nothing.  Settings Lightning refuses raise ``ValueError``, so a
+    command calls this before it writes anything."""
+    where = {"accelerator": "cpu", "devices": 1} | trainer_options  # fit_age_model's defaults
+    quiet = {
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
+    return int(make_trainer(**quiet, **where).global_rank)
 
 
 @torch.no_grad()

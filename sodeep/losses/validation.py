@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from sodeep.checks import require
+
 
 def check_tensor(value, name: str, *, floating: bool = True) -> None:
     if not isinstance(value, torch.Tensor):
@@ -12,8 +14,8 @@ def check_tensor(value, name: str, *, floating: bool = True) -> None:
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
     if value.numel() == 0:
         raise ValueError(f"{name} is empty (shape {tuple(value.shape)})")
-    if value.is_floating_point() and not torch.isfinite(value).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
+    if value.is_floating_point():
+        require(torch.isfinite(value), f"{name} contains NaN or infinite values")
 
 
 def check_same_shape(first: torch.Tensor, second: torch.Tensor, names: str) -> None:
@@ -23,8 +25,10 @@ def check_same_shape(first: torch.Tensor, second: torch.Tensor, names: str) -> N
 
 def check_binary(labels: torch.Tensor, name: str = "labels") -> None:
     check_tensor(labels, name, floating=False)
-    if not ((labels == 0) | (labels == 1)).all():
+    binary = (labels == 0) | (labels == 1)
+    if labels.device.type == "cpu" and not torch.compiler.is_compiling() and not binary.all():
         raise ValueError(f"{name} must contain only 0 and 1, found values {labels.unique()[:8].tolist()}")
+    require(binary, f"{name} must contain only 0 and 1")
 
 
 def check_rank(value: torch.Tensor, name: str, dims: tuple[int, ...], meaning: str) -> None:

@@ -12,6 +12,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from sodeep.checks import require
+
 
 def check_scores(scores: Any, *, min_length: int, max_length: int | None, name: str = "scores") -> None:
     """Raise a ``TypeError``/``ValueError`` naming ``name`` unless ``scores`` is a finite real
@@ -41,17 +43,11 @@ def check_scores(scores: Any, *, min_length: int, max_length: int | None, name: 
 
 
 def check_finite(scores: torch.Tensor, name: str = "scores") -> None:
-    """Refuse NaN and infinite ``scores`` without stalling an accelerator.
-
-    On the CPU (eager) the check raises a ``ValueError`` at once.  On other devices, and inside
-    ``torch.compile``, it is an asynchronous assertion (``torch._assert_async``): no host
-    synchronisation, and a ``RuntimeError`` with the same message surfaces at the next
-    synchronising call.
-    """
+    """Refuse NaN and infinite ``scores`` without stalling an accelerator (:func:`sodeep.checks.require`)."""
     message = f"{name} contains NaN or infinite values; ranks of non-finite scores are undefined"
     scores = scores.detach()
     if scores.device.type != "cpu" or torch.compiler.is_compiling():
-        torch._assert_async(torch.isfinite(scores).all(), message)
+        require(torch.isfinite(scores), message)
         return
     # A finite sum means finite scores (one number to read, not a mask of (B, n)); a sum that
     # overflowed may still come from finite scores, so min and max (which propagate NaN and show

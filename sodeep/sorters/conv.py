@@ -40,9 +40,6 @@ MISSING_GAP_LOG = 8.0
 # The temperature network reads log gaps relative to the row's typical one within +-16 (a factor
 # of 9e6), the range of its training data.
 FEATURE_LOG_GAP = 16.0
-SATURATED_LOGIT = 30.0
-
-
 def log_tau_limit(dtype: torch.dtype) -> float:
     """Bound on ``|log tau|`` in the scores' units: pair couplings ``1 / tau`` then stay below
     ``e^-8`` times the dtype's largest value, so no finite scores give an infinite coupling, a
@@ -102,9 +99,9 @@ def soft_group_ranks(
     root_inverse_tau = torch.exp(-0.5 * log_tau)
     coupling = band_windows(root_inverse_tau, reach) * root_inverse_tau.unsqueeze(-1)
     logits = (band_windows(values, reach) - values.unsqueeze(-1)) * coupling
-    # Beyond |z| = 30 a sigmoid is within 1e-13 of 0 or 1; clamping there keeps subnormal numbers
-    # (which cost a CPU about a hundred times a normal one) out of the forward and backward.
-    soft = (torch.sigmoid(logits.clamp(-SATURATED_LOGIT, SATURATED_LOGIT)) * band_windows(sizes, reach)).sum(-1)
+    # Logits may overflow to +-inf (finite values times finite couplings): the sigmoid saturates
+    # and its derivative, 0, times any finite factor stays 0.
+    soft = (torch.sigmoid(logits) * band_windows(sizes, reach)).sum(-1)
     # Elements of the distinct values beyond the band (all greater): n - (count up to g + reach).
     count_up_to = sizes.cumsum(-1)
     total = count_up_to[:, -1:]
@@ -247,14 +244,16 @@ class ConvSorter(Sorter):
         log_multiplicity = multiplicity.clamp_min(1).log()
         if others:
             bias = first.bias + first.weight[:, -1] * (math.log(n) / math.log(self.max_length))
-            hidden = F.linear(gap_window, window_weight, bias) + log_multiplicity.unsqueeze(-1) * multiplicity_weight
+            # Rows of (B * G, channels): one matrix product per layer.
+            hidden = F.linear(gap_window.reshape(-1, 2 * self.radius), window_weight, bias)
+            hidden = hidden.addcmul(log_multiplicity.reshape(-1, 1), multiplicity_weight)
             for layer in others:
                 hidden = F.linear(self._activation(hidden), layer.weight, layer.bias)
-            offset = hidden.squeeze(-1)
+            offset = hidden.view(sizes.shape)
         else:
             # One linear filter (depth 0): its bias and its log-n term add the same constant to
             # every element of a row, which the centring below removes, so they are skipped.
-            offset = F.linear(gap_window, window_weight).squeeze(-1) + log_multiplicity * multiplicity_weight[0]
+            offset = (gap_window * window_weight[0]).sum(-1) + log_multiplicity * multiplicity_weight[0]
         # Centre per row over elements (distinct values weighted by multiplicity): the network
         # moves sharpness around, it cannot make the sorter sharper overall.
         offset = offset - (offset * multiplicity).sum(-1, keepdim=True) / n

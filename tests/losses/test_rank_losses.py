@@ -129,3 +129,17 @@ def test_recall_and_hard_negative_losses_small_case():
     assert hard.item() == pytest.approx(0.5 * (1 / 3 / 3 + 1 / 3 / 3), abs=1e-4)
     with pytest.raises(ValueError, match="square"):
         RecallRankLoss(SHARP)(torch.randn(3, 4))
+
+
+def test_spearman_loss_compiles_with_fullgraph_and_matches_eager():
+    """No host synchronisation in the loss: the sorter, the exact ranks of the targets and the
+    input checks all trace into one graph."""
+    loss = SpearmanLoss(l1_weight=0.1)
+    compiled = torch.compile(loss, fullgraph=True, dynamic=False)
+    predictions, targets = torch.randn(2, 24), torch.randn(2, 24)
+    eager_input, compiled_input = predictions.clone().requires_grad_(), predictions.clone().requires_grad_()
+    expected, got = loss(eager_input, targets), compiled(compiled_input, targets)
+    torch.testing.assert_close(got, expected)
+    expected.backward()
+    got.backward()
+    torch.testing.assert_close(compiled_input.grad, eager_input.grad)

@@ -85,6 +85,10 @@ def test_finite_scores_of_any_spread_give_finite_ranks_and_gradients(row, dtype)
     scores = torch.tensor(row, dtype=dtype, requires_grad=True)
     soft = load_sorter()
     soft.softness = 4.0
+    learning = load_sorter(trainable=True, depth=0)
+    learning.network[-1].weight.data.normal_()
+    torch.nn.functional.l1_loss(learning(scores.detach().unsqueeze(0)), rank(scores.detach().unsqueeze(0))).backward()
+    assert all(torch.isfinite(parameter.grad).all() for parameter in learning.parameters() if parameter.grad is not None)
     for sorter in (load_sorter(), soft):
         ranks = sorter(scores)
         (grad,) = torch.autograd.grad((ranks * torch.linspace(0, 1, len(row), dtype=dtype)).sum(), scores)
