@@ -464,12 +464,12 @@ def _curves_logger(csv_directory: str | Path | None, resume_step: int | None) ->
 
 def make_trainer(**settings: Any) -> L.Trainer:
     """Lightning's ``Trainer`` with ``settings``; where it cannot train (an accelerator this
-    machine lacks, devices it does not have) is a one-line ``ValueError``."""
+    machine lacks or whose package is missing, devices it does not have) is a one-line ``ValueError``."""
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     try:
         return L.Trainer(**settings)
-    except MisconfigurationException as error:
+    except (MisconfigurationException, ModuleNotFoundError) as error:
         asked = ", ".join(f"{key}={settings[key]!r}" for key in SCALE_OUT if key in settings)
         raise ValueError(f"cannot train with {asked}: {' '.join(str(error).split())}") from None
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sodeep.losses.validation import check_binary, check_rank, check_same_shape, check_tensor
+from sodeep.losses.validation import check_binary, check_finite_margin, check_rank, check_same_shape, check_tensor
 from sodeep.ranks import rank
 
 #: Any callable from ``(B, n)`` scores to ``(B, n)`` ranks in :func:`sodeep.rank`'s convention.
@@ -249,6 +249,10 @@ class HardNegativeRankLoss(FrozenSorterMixin):
     ) -> None:
         super().__init__()
         self._set_sorter(sorter)
+        if margin is not None:
+            check_finite_margin(margin)
+        if hard_negatives < 1:
+            raise ValueError(f"hard_negatives must be >= 1, got {hard_negatives}")
         self.margin = margin
         self.hard_negatives = int(hard_negatives)
 

@@ -12,9 +12,11 @@ and ``tau_gh = sqrt(tau_g tau_h)`` per pair:
 The unit of the computation is the tie group (a distinct value and its multiplicity): each value
 is compared softly with the ``band`` nearest distinct values on either side and exactly (0 or 1)
 with the rest, so equal scores get equal ranks at every ``n``, in ``O(n log n + n band)`` time and
-``O(n band)`` memory.  Gradients flow through the comparisons and through the temperatures (the
-exact derivative of the forward).  The sorter is permutation-equivariant and invariant to positive
-affine maps; rows are rescaled by an exact power of two first, so finite scores of any magnitude
+``O(n band)`` memory.  Gradients flow through the comparisons at fixed temperatures, including
+those of tied elements with each other (``sigmoid'(0) / tau``), so a rank loss can pull ties
+apart.  With ``temperature_floor`` (in score units, what the rank losses use) every temperature is
+at least about the floor.  Without it the sorter is permutation-equivariant and invariant to
+positive affine maps; rows are rescaled by an exact power of two first, so finite scores of any magnitude
 rank alike, and half-precision scores are ranked in float32.  The forward has no host
 synchronisation and no branch on values: ``torch.compile(sorter, fullgraph=True)`` works.
 Design, rationale and measurements: ``docs/sorter.md``.
@@ -124,7 +126,7 @@ class ConvSorter(Sorter):
             side and exactly with the rest (``None``: softly with all, ``O(n^2)``).
         activation: hidden activation of the temperature network, a key of :data:`ACTIVATIONS`
             (checkpoints that name none are ``"gelu"``).
-        temperature_floor: ``None`` (the default: scale-free, evaluation-grade ranks) or a
+        temperature_floor: ``None`` or 0 (the default: scale-free, evaluation-grade ranks) or a
             temperature in the units of the scores added to every element's own, so that pairs
             closer than about this much are compared softly whatever their neighbours.  This is
             what makes the ranks teach a score model (its scale becomes the schedule from soft to
@@ -142,7 +144,11 @@ class ConvSorter(Sorter):
 
     architecture = "conv"
     permutation_equivariant = True
-    affine_invariant = True
+
+    @property
+    def affine_invariant(self) -> bool:  # type: ignore[override]
+        """Without a temperature floor; a floor is in the units of the scores."""
+        return self.temperature_floor is None
 
     def __init__(
         self,
@@ -166,9 +172,11 @@ class ConvSorter(Sorter):
             raise ValueError(f"band must be None or >= 1, got {band}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-        if temperature_floor is not None and not (temperature_floor > 0 and math.isfinite(temperature_floor)):
-            raise ValueError(f"temperature_floor must be None or a positive finite number, got {temperature_floor}")
-        self.temperature_floor = None if temperature_floor is None else float(temperature_floor)
+        if temperature_floor is not None and not (
+            isinstance(temperature_floor, (int, float)) and 0 <= temperature_floor < math.inf
+        ):
+            raise ValueError(f"temperature_floor must be None or a finite number >= 0, got {temperature_floor!r}")
+        self.temperature_floor = float(temperature_floor) if temperature_floor else None
         self.max_length = int(capacity)
         self.softness = float(softness)
         self.radius = int(radius)
@@ -288,7 +296,9 @@ class ConvSorter(Sorter):
         # is shared equally among its elements.  (A sum of equal values could overflow; a sum of
         # zeros cannot.)
         exact_values = torch.zeros_like(sorted_scores).scatter_(-1, group_id, members.detach())
-        values = exact_values + torch.zeros_like(members).scatter_add(-1, group_id, members - members.detach()) / sizes.clamp_min(1)
+        deltas = members - members.detach()  # zeros that carry the gradient of each element
+        group_deltas = torch.zeros_like(members).scatter_add(-1, group_id, deltas) / sizes.clamp_min(1)
+        values = exact_values + group_deltas
         # Temperatures carry no gradient to the scores: the exact derivative of these adaptive
         # temperatures teaches a score model to reshape its gaps instead of its order (docs/sorter.md).
         log_tau = self.group_log_temperature(exact_values, sizes, n)
@@ -298,6 +308,10 @@ class ConvSorter(Sorter):
             log_tau = torch.logaddexp(log_tau, log_floor.to(log_tau.dtype))
         reach = n - 1 if self.band is None else min(self.band, n - 1)
         group_ranks = soft_group_ranks(values, sizes, log_tau, reach)
-        sorted_ranks = group_ranks.gather(-1, group_id) / n
+        # Tied elements compare at 1/2 each; the derivative of those comparisons, sigmoid'(0) / tau
+        # per pair, is kept by a term whose value is exactly 0: size * (group mean - own) / (4 tau).
+        tie_coupling = (0.25 * sizes * torch.exp(-log_tau.detach())).gather(-1, group_id)
+        within_ties = (group_deltas.gather(-1, group_id) - deltas) * tie_coupling
+        sorted_ranks = (group_ranks.gather(-1, group_id) + within_ties) / n
         # order is a permutation, so every entry of the copy is overwritten.
         return sorted_ranks.scatter(-1, order, sorted_ranks)

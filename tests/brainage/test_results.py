@@ -22,6 +22,6 @@ def test_settings_are_compared_as_json_reads_them(tmp_path):
 
 
 def test_a_batch_larger_than_the_sorter_ranks_is_refused_for_rank_presets_only():
-    check_batch_size(["l1", "mse"], 1000)
-    with pytest.raises(ValueError, match=r"batch_size must be <= 256 with presets \['cheng2021'\]"):
-        check_batch_size(["l1", "cheng2021"], 257)
+    check_batch_size(["l1", "mse"], 20000)
+    with pytest.raises(ValueError, match=r"batch_size must be <= 16384 with presets \['cheng2021'\]"):
+        check_batch_size(["l1", "cheng2021"], 16385)

@@ -143,3 +143,28 @@ def test_spearman_loss_compiles_with_fullgraph_and_matches_eager():
     expected.backward()
     got.backward()
     torch.testing.assert_close(compiled_input.grad, eager_input.grad)
+
+
+def test_hard_negative_rank_loss_refuses_a_non_finite_margin():
+    with pytest.raises(ValueError, match="margin must be finite"):
+        HardNegativeRankLoss(margin=float("nan"))
+
+
+def test_spearman_loss_pulls_tied_predictions_apart():
+    """Tied predictions with different targets get different gradients (the derivative of the
+    comparisons of tied elements with each other), also when every prediction is equal."""
+    targets = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    for start in ([0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 5.0, 6.0]):
+        predictions = torch.tensor(start, requires_grad=True)
+        SpearmanLoss()(predictions, targets).backward()
+        # Lowering the prediction with the smaller target lowers the loss: its gradient is larger.
+        assert predictions.grad[0] > predictions.grad[1]
+    predictions = torch.zeros(4, requires_grad=True)
+    loss = SpearmanLoss()
+    before = loss(predictions, targets).item()
+    optimizer = torch.optim.Adam([predictions], lr=0.01)
+    for _ in range(20):
+        optimizer.zero_grad()
+        loss(predictions, targets).backward()
+        optimizer.step()
+    assert loss(predictions, targets).item() < 0.5 * before
