@@ -50,8 +50,9 @@ def test_every_setting_returns_ranks_of_the_input_shape_with_gradients(name):
         n = ranker.lengths[0] if ranker.lengths[1] is not None and ranker.lengths[1] < 16 else max(ranker.lengths[0], 8)
         scores = torch.randn(3, n, requires_grad=True)
         ranks = ranker.rank(scores)
-        assert ranks.shape == (3, n)
-        assert ranks.min() > 0 and ranks.max() <= 1 + 1e-3
+        assert ranks.shape == (3, n) and torch.isfinite(ranks).all()
+        if not name.startswith("original_lstm"):  # a linear layer regresses its ranks: unbounded
+            assert ranks.min() > 0 and ranks.max() <= 1 + 1e-3
         if ranker.kind != "exact":
             ranks.sum().backward()
 
