@@ -202,7 +202,7 @@ def _add_network_flags(add: Callable[..., None]) -> None:
 
 def _add_scale_out_flags(add: Callable[..., None]) -> None:
     """Where the training runs: Lightning's settings, as ``sodeep pretrain`` takes them (docs/scaling.md)."""
-    add("accelerator", metavar="NAME", help="Lightning accelerator: cpu, gpu, auto, ...")
+    add("accelerator", metavar="NAME", help="Lightning accelerator: cpu, gpu, auto, ... (docs/scaling.md)")
     add(
         "devices",
         metavar="N",

@@ -4,8 +4,9 @@ Each takes its config (:mod:`sodeep.brainage.config`) and checks it, its data an
 folder ``config.out`` before writing anything: every refusal is a one-line ``ValueError`` (or
 ``FileNotFoundError``).  A folder belongs to one configuration, recorded in ``run.json`` with the
 code version (:func:`sodeep.run_folder.claim_run_folder`): every setting except the run lists
-(``losses``, ``seeds``, which extend a folder) and where the output goes (``out``, ``wandb``),
-with data files identified by their content (``table_sha256``, ``manifest_sha256``).  A folder
+(``losses``, ``seeds``, which extend a folder), where the output goes (``out``, ``wandb``) and
+where it trains (``accelerator``, ``devices``, ``strategy``, ``num_nodes``), with data files
+identified by their content (``table_sha256``, ``manifest_sha256``).  A folder
 already used needs ``resume=True`` (train the runs it does not hold, continue an unfinished one
 from its last epoch checkpoint, keep every finished one) or ``overwrite=True`` (clear it first).
 

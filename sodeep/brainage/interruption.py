@@ -49,10 +49,15 @@ class SignalStop:
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> SignalStop:
-        # Python lets only the main thread set handlers; elsewhere signals keep their handlers.
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {number: signal.signal(number, self._handle) for number in self.SIGNALS}
+        self._previous = self.take_signals()
         return self
+
+    def take_signals(self) -> dict[int, Any]:
+        """Make SIGINT and SIGTERM this stop's again; returns the handlers they had.  Python lets
+        only the main thread set handlers; elsewhere signals keep theirs."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {number: signal.signal(number, self._handle) for number in self.SIGNALS}
 
     def __exit__(self, *exception: Any) -> None:
         for number, handler in self._previous.items():
@@ -112,6 +117,13 @@ class StopAtStepEnd(Callback):
 
     def __init__(self, stop: SignalStop) -> None:
         self.stop = stop
+
+    def on_train_start(self, trainer: Any, module: Any) -> None:
+        # Lightning installs a SIGTERM handler of its own when the fit starts.  Under DDP it signals
+        # the other processes and joins a collective from inside the handler, which hangs the run
+        # or ends it with status 0.  The stop's handlers take its place until the fit ends, when
+        # Lightning restores the handlers it found: the stop's.
+        self.stop.take_signals()
 
     def _check(self, trainer: Any) -> None:
         # Every process takes the same number of training and validation steps, so they all ask here.

@@ -3,6 +3,7 @@ as `--devices 2 --strategy ddp` does; and the checks of the scale-out settings."
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -17,11 +18,12 @@ from brainage_inputs import tiny_argv, write_inputs, write_table
 from sodeep.brainage.commands import claim_folder
 from sodeep.brainage.config import TabularConfig, TrainingConfig, load_config
 from sodeep.brainage.cross_validation import fold_rows
+from sodeep.brainage.interruption import SignalStop
 from sodeep.brainage.models import AgeMLP
 from sodeep.brainage.tables import Standardizer, read_age_table
-from sodeep.brainage.training import SubjectShare, load_age_model, predict_ages
+from sodeep.brainage.training import AgeRegression, SubjectShare, fit_age_model, load_age_model, predict_ages
 from sodeep.cli import main
-from sodeep.run_folder import start_run_folder
+from sodeep.run_folder import RunInterrupted, start_run_folder
 
 # `sodeep <argv>` with spies in every process: each training run's record goes to
 # SEEN/rank<r>.jsonl and each file written through sodeep.files to SEEN/writes.txt, with the rank.
@@ -39,7 +41,7 @@ ENTRY_POINT = textwrap.dedent(
     from sodeep.runs import global_rank
 
     seen = os.environ["SODEEP_TEST_SEEN"]
-    stop_at = os.environ.get("SODEEP_TEST_STOP_AT")  # "rank:epoch": that process gets SIGINT there, once
+    stop_at = os.environ.get("SODEEP_TEST_STOP_AT", "::")  # "rank:epoch:SIGNAL": that process gets it there, once
     train_and_test, training_step, atomic_write = (
         cross_validation.train_and_test, AgeRegression.training_step, files.atomic_write
     )
@@ -53,8 +55,9 @@ ENTRY_POINT = textwrap.dedent(
     sent = []
 
     def spied_training_step(self, batch, batch_index):
-        if stop_at == f"{self.global_rank}:{self.current_epoch}" and not sent:
-            sent.append(os.kill(os.getpid(), signal.SIGINT))
+        rank, epoch, name = stop_at.split(":")
+        if f"{self.global_rank}:{self.current_epoch}" == f"{rank}:{epoch}" and not sent:
+            sent.append(os.kill(os.getpid(), getattr(signal, name)))
         return training_step(self, batch, batch_index)
 
     def spied_atomic_write(path, write):
@@ -177,7 +180,8 @@ def test_a_signal_to_one_process_stops_both_and_the_resumed_run_ends_as_an_unint
     _, table, reference, _, _ = ddp_run
     out = tmp_path / "run"
     argv = ["brainage", "tabular", "--csv", str(table), *TINY_CV, *DDP, "--wandb", "disabled", "--out", str(out)]
-    stopped, _ = _run(tmp_path, *argv, stop_at="1:2")
+    # SIGTERM, as SLURM sends at a time limit, here to one process only; Lightning's own handler must not act.
+    stopped, _ = _run(tmp_path, *argv, stop_at="1:2:SIGTERM")
     assert stopped.returncode == 130, stopped.stderr[-3000:]
     assert json.loads((tmp_path / "seen" / "children.json").read_text()) == [0]
     # Both stopped in the third epoch of the first run, and the resume command is printed once.
@@ -263,3 +267,30 @@ def test_the_processes_share_out_each_epoch_and_one_process_shuffles_as_random_s
     assert [order[rank:9:3] for rank in range(3)] == parts  # places r, r + 3, r + 6 of the epoch's shuffle
     with pytest.raises(ValueError, match=r"rank must be in \[0, 2\), got 2"):
         SubjectShare(4, torch.Generator(), rank=2, world_size=2)
+
+
+def test_sigterm_during_a_fit_stops_it_cleanly(tmp_path, monkeypatch):
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(24, 3, generator=generator)
+    ages = inputs[:, 0] * 10 + 50
+    original = AgeRegression.training_step
+
+    def step(self, batch, batch_index):
+        if self.current_epoch == 1 and batch_index == 0:
+            os.kill(os.getpid(), signal.SIGTERM)  # Lightning has a SIGTERM handler of its own during a fit
+        return original(self, batch, batch_index)
+
+    monkeypatch.setattr(AgeRegression, "training_step", step)
+    with pytest.raises(RunInterrupted, match="^interrupted at l1, seed 0, fold 0, epoch 2$"):
+        with SignalStop() as stop, stop.deferred("l1, seed 0, fold 0"):
+            fit_age_model(
+                AgeMLP(3, hidden=(4,)),
+                "l1",
+                (inputs[:18], ages[:18]),
+                (inputs[18:], ages[18:]),
+                out=tmp_path,
+                batch_size=6,
+                max_epochs=4,
+                stop=stop,
+            )
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["epoch"] == 0
