@@ -65,8 +65,6 @@ def run_tabular(
 ) -> dict[str, Any]:
     """k-fold cross-validation of ``config.losses`` with :class:`~sodeep.brainage.AgeMLP` on a table."""
     from sodeep.brainage.cross_validation import (
-        check_cross_validation_size,
-        check_split,
         cross_validate_table,
         cross_validation_settings,
         table_description,
@@ -76,6 +74,7 @@ def run_tabular(
     from sodeep.brainage.interruption import SignalStop
     from sodeep.brainage.losses import check_batch_size
     from sodeep.brainage.models import AgeMLP
+    from sodeep.brainage.splits import check_cross_validation_size, check_split
     from sodeep.brainage.tables import read_age_table
     from sodeep.run_folder import start_run_folder
     from sodeep.runs import release_process_group
@@ -234,11 +233,12 @@ def run_nifti(
     config: NiftiConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True
 ) -> dict[str, Any]:
     """k-fold cross-validation of ``config.losses`` with SFCN on the volumes of a manifest."""
-    from sodeep.brainage.cross_validation import check_cross_validation_size, cross_validate, unfinished_runs
+    from sodeep.brainage.cross_validation import cross_validate, unfinished_runs
     from sodeep.brainage.finetuning import open_fine_tuning
     from sodeep.brainage.interruption import SignalStop
     from sodeep.brainage.losses import check_batch_size
     from sodeep.brainage.models import SFCN
+    from sodeep.brainage.splits import check_cross_validation_size
     from sodeep.brainage.volumes import load_cohort, read_manifest
     from sodeep.run_folder import start_run_folder
     from sodeep.runs import release_process_group
@@ -433,7 +433,7 @@ def run_logger(run: Any) -> Callable[[str, dict[str, Any]], None]:
 def report_cross_validation(results: dict[str, Any], ages: Any, out: Path, title: str, run: Any) -> None:
     """Write ``results.md`` and one plot per preset (out-of-fold predictions of the first seed)
     from every run in ``results``, put the summaries in the W&B run and print the report."""
-    from sodeep.brainage.cross_validation import format_report, out_of_fold
+    from sodeep.brainage.cv_report import format_report, out_of_fold
     from sodeep.brainage.plots import plot_predictions
     from sodeep.files import atomic_write_text
 

@@ -1,17 +1,10 @@
-"""k-fold cross-validation of brain-age loss presets on a table, resumable, with a report.
+"""k-fold cross-validation of brain-age loss presets on a table, resumable.
 
-Two protocols (``split``, :data:`SPLITS`) choose the folds of each seed:
-
-- ``"stratified"``: age-stratified folds (:func:`~sodeep.brainage.tables.stratified_folds`); for
-  each test fold, a tenth of the training folds (again age-stratified) is held out for early
-  stopping and for fitting the age-bias correction;
-- ``"site"``: folds of whole sites (:func:`~sodeep.brainage.tables.site_folds`; as many folds as
-  sites is leave-one-site-out), and the held-out tenth is whole training sites too, so no site
-  is in two of fitting, validation and test.
-
-Standardization is fitted on the remaining training rows only.  Every preset is trained on
-exactly the same splits, so presets can be compared pairwise per (seed, fold); given features,
-the classical baselines of :mod:`sodeep.brainage.baselines` are fitted on the same splits.
+The folds come from :mod:`sodeep.brainage.splits` (age-stratified, or whole sites), the report
+from :mod:`sodeep.brainage.cv_report`.  Standardization is fitted on each split's fitting rows
+only.  Every preset is trained on exactly the same splits, so presets can be compared pairwise
+per (seed, fold); given features, the classical baselines of :mod:`sodeep.brainage.baselines`
+are fitted on the same splits.
 
 Results are a set of runs keyed by (preset, seed, fold) (:mod:`sodeep.brainage.results`): a call
 trains the runs ``out/results.json`` does not hold yet, continuing one that stopped part-way from
@@ -20,162 +13,32 @@ its last epoch checkpoint, and keeps every run it finds there.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.stats
 import torch
 from torch import nn
 
 from sodeep.brainage.baselines import BASELINES, SEARCH_FOLDS, baseline_predictions
-from sodeep.brainage.config import SPLITS, TrainingConfig, check_run_plan
-from sodeep.brainage.finetuning import FineTuning, started_from
+from sodeep.brainage.config import TrainingConfig, check_run_plan
+from sodeep.brainage.cv_report import defined, summarize
+from sodeep.brainage.finetuning import FineTuning
 from sodeep.brainage.interruption import SignalStop
 from sodeep.brainage.metrics import (
     fit_age_bias,
     gap_metrics,
-    per_site_mae,
-    per_site_spearman,
     regression_metrics,
     within_site_spearman,
 )
 from sodeep.brainage.models import AgeMLP
 from sodeep.brainage.results import RESULTS_FILE, add_run, is_finished, read_results, write_results
-from sodeep.brainage.tables import AgeTable, Standardizer, check_folds, check_site_folds, site_folds, stratified_folds
+from sodeep.brainage.splits import FoldRows, assign_folds, check_split, fold_rows
+from sodeep.brainage.tables import AgeTable, Standardizer
 from sodeep.brainage.training import check_resumable_run, fit_age_model, predict_ages, process_rank
-
-#: Metrics summarized as mean +- sd in the report, in this order.
-REPORTED_METRICS = (
-    "mae",
-    "rmse",
-    "pearson",
-    "spearman",
-    "within_site_spearman",
-    "r2",
-    "corrected_gap_age_correlation",
-)
-#: Metrics of the pooled out-of-fold predictions (of each subject, the model that had it in its
-#: test fold): under leave-one-site-out, a fold's Spearman is a within-site one.
-POOLED_METRICS = ("mae", "spearman", "within_site_spearman")
-#: Groups of ``results.json`` a report summarizes: trained presets, and baselines on the same folds.
-REPORTED_GROUPS = ("presets", "baselines")
-
-
-def inner_validation_mask(ages: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Boolean mask of an age-stratified validation subset of about ``fraction`` of ``ages``
-    (at least two subjects, which the age-bias fit needs, when there are four or more)."""
-    if len(ages) < 3:
-        raise ValueError(f"need >= 3 training subjects to hold some out for validation, got {len(ages)}")
-    parts = max(2, min(round(1 / fraction), len(ages) // 2))
-    return stratified_folds(ages, parts, seed) == 0
-
-
-def inner_site_validation_mask(sites: Sequence[str], fraction: float, seed: int) -> np.ndarray:
-    """Boolean mask of whole sites holding about ``fraction`` of the subjects: one part of a
-    site-grouped split into ``round(1 / fraction)`` parts (as many as there are sites, if fewer)."""
-    parts = min(max(2, round(1 / fraction)), len(set(sites)))
-    return site_folds(sites, parts, seed) == 0
-
-
-def assign_folds(ages: np.ndarray, sites: Sequence[str], split: str, folds: int, seed: int) -> np.ndarray:
-    """Fold index per subject under the protocol ``split`` (:data:`SPLITS`)."""
-    if split == "site":
-        return site_folds(sites, folds, seed)
-    return stratified_folds(ages, folds, seed)
-
-
-@dataclass(frozen=True)
-class FoldRows:
-    """Subject rows of one (seed, fold): a model is fitted on ``fitting``, stopped early and its
-    age bias fitted on ``validation``, and scored on ``test``."""
-
-    fitting: np.ndarray
-    validation: np.ndarray
-    test: np.ndarray
-
-    @property
-    def training(self) -> np.ndarray:
-        """Fitting and validation rows, sorted: what a model with its own inner search fits on."""
-        return np.sort(np.concatenate([self.fitting, self.validation]))
-
-
-def fold_rows(
-    ages: np.ndarray, sites: Sequence[str], *, split: str, folds: int, seed: int, fold: int, validation_fraction: float
-) -> FoldRows:
-    """The rows of test fold ``fold`` of seed ``seed`` under ``split``, with the training rows'
-    inner validation drawn the same way (age-stratified, or whole training sites)."""
-    sites = np.asarray(sites, dtype=str)
-    fold_of = assign_folds(ages, sites, split, folds, seed)
-    training, test = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
-    inner_seed = seed * 1000 + fold
-    if split == "site":
-        is_validation = inner_site_validation_mask(sites[training], validation_fraction, inner_seed)
-    else:
-        is_validation = inner_validation_mask(ages[training], validation_fraction, inner_seed)
-    return FoldRows(fitting=training[~is_validation], validation=training[is_validation], test=test)
-
-
-def check_split(
-    ages: np.ndarray,
-    sites: Sequence[str],
-    *,
-    split: str,
-    folds: int,
-    seeds: Sequence[int],
-    validation_fraction: float,
-) -> None:
-    """Refuse a protocol the cohort cannot run, before anything is written: an unknown ``split``,
-    a cohort too small for ``folds``, and for a site split fewer sites than folds or a (seed,
-    fold) whose training sites cannot give up one for validation (``ValueError``, one line)."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
-    check_cross_validation_size(len(ages), folds)
-    if split != "site":
-        return
-    check_site_folds(sites, folds)
-    sites = np.asarray(sites, dtype=str)
-    ages = np.asarray(ages)
-    for seed in seeds:
-        fold_of = site_folds(sites, folds, seed)
-        for fold in range(folds):
-            where = f"site-grouped split, seed {seed}, fold {fold}"
-            training_sites = sorted(set(sites[fold_of != fold]))
-            if len(training_sites) < 2:
-                raise ValueError(
-                    f"{where}: the training split holds one site ({training_sites[0]!r}), none to hold out for "
-                    "validation; use fewer folds or more sites"
-                )
-            rows = fold_rows(
-                ages, sites, split=split, folds=folds, seed=seed, fold=fold, validation_fraction=validation_fraction
-            )
-            if len(rows.test) < 2 or len(rows.fitting) < 2 or np.ptp(ages[rows.validation]) == 0:
-                raise ValueError(
-                    f"{where}: {len(rows.test)} test, {len(rows.fitting)} fitting and {len(rows.validation)} validation "
-                    "subjects; each needs 2 (validation: of two ages); use fewer folds or more subjects per site"
-                )
-
-
-#: The fewest subjects a training split may hold: two to fit on (a scaler, a batch to rank) and
-#: two held out (early stopping and the age-bias line).
-FEWEST_TRAINING_SUBJECTS = 4
-
-
-def check_cross_validation_size(subjects: int, folds: int) -> None:
-    """Refuse a cohort too small for ``folds`` folds: each test fold needs two subjects (the
-    correlations) and each training split :data:`FEWEST_TRAINING_SUBJECTS`."""
-    check_folds(folds, subjects)
-    smallest_training = subjects - math.ceil(subjects / folds)
-    if subjects < 2 * folds or smallest_training < FEWEST_TRAINING_SUBJECTS:
-        raise ValueError(
-            f"{subjects} subjects are too few for {folds} folds: each test fold needs 2 and each training split "
-            f"{FEWEST_TRAINING_SUBJECTS} (2 to fit, 2 to validate); use fewer folds or more subjects"
-        )
-
 
 InputMaker = Callable[[np.ndarray], Callable[[np.ndarray], torch.Tensor]]
 ModelMaker = Callable[[np.ndarray], nn.Module]
@@ -409,12 +272,6 @@ def score_predictions(predicted: np.ndarray, ages: np.ndarray, sites: np.ndarray
     }
 
 
-def defined(values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` without its NaN numbers: an undefined metric is left out of ``results.json``,
-    where the report shows it as n/a."""
-    return {key: value for key, value in values.items() if not (isinstance(value, float) and math.isnan(value))}
-
-
 def train_and_test(
     ages: np.ndarray,
     sites: np.ndarray,
@@ -520,148 +377,3 @@ def table_description(table: AgeTable) -> dict[str, Any]:
         "features": len(table.feature_names),
         "skipped_rows": [{"line": line, "reason": reason} for line, reason in table.skipped],
     }
-
-
-def summarize(results: dict[str, Any], ages: np.ndarray, sites: Sequence[str]) -> None:
-    """Add to each preset and baseline mean/sd summaries over runs (of the metrics every run has:
-    the baselines have no age-bias fit), the metrics of the first seed's test predictions pooled
-    over its folds (``out_of_fold``: :data:`POOLED_METRICS`) and per-site MAE and Spearman (the
-    same predictions); then the presets' paired comparisons."""
-    for group in REPORTED_GROUPS:
-        for entry in results.get(group, {}).values():
-            runs = entry["runs"]
-            if not runs:
-                continue
-            entry["summary"] = {}
-            for metric in REPORTED_METRICS:
-                values = [r[metric] for r in runs if metric in r]
-                if len(values) < len(runs):
-                    continue  # undefined for some run (or not recorded by it): no summary
-                sd = float(np.std(values, ddof=1)) if len(runs) > 1 else 0.0
-                entry["summary"][metric] = {"mean": float(np.mean(values)), "sd": sd}
-            first_seed = min(r["seed"] for r in runs)
-            rows, predictions = out_of_fold(runs, first_seed)
-            row_sites = [sites[i] for i in rows]
-            entry["per_site"] = per_site_mae(predictions, ages[rows], row_sites)
-            for site, values in per_site_spearman(predictions, ages[rows], row_sites).items():
-                entry["per_site"][site] |= defined({"spearman": values["spearman"]})
-            pooled = regression_metrics(predictions, ages[rows])
-            pooled["within_site_spearman"] = within_site_spearman(predictions, ages[rows], row_sites)
-            entry["out_of_fold"] = {"seed": first_seed} | defined({metric: pooled[metric] for metric in POOLED_METRICS})
-    results["comparisons"] = paired_comparisons(results["presets"])
-
-
-def out_of_fold(runs: list[dict[str, Any]], seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Subject rows and pooled test predictions of one seed's folds."""
-    chosen = [r for r in runs if r["seed"] == seed]
-    rows = np.concatenate([np.asarray(r["test_rows"], dtype=np.int64) for r in chosen])
-    predictions = np.concatenate([np.asarray(r["test_predictions"]) for r in chosen])
-    return rows, predictions
-
-
-def paired_comparisons(presets: dict[str, Any], baseline: str = "l1") -> dict[str, Any]:
-    """Each preset against ``baseline`` (else the first preset), paired by (seed, fold): mean
-    difference of MAE and Spearman, its sd, wins, and a Wilcoxon signed-rank p-value."""
-    if not presets:
-        return {}
-    baseline = baseline if baseline in presets else next(iter(presets))
-    reference = {(r["seed"], r["fold"]): r for r in presets[baseline]["runs"]}
-    comparisons: dict[str, Any] = {"baseline": baseline}
-    for name, entry in presets.items():
-        if name == baseline:
-            continue
-        pairs = [(r, reference[(r["seed"], r["fold"])]) for r in entry["runs"] if (r["seed"], r["fold"]) in reference]
-        row: dict[str, Any] = {"pairs": len(pairs)}
-        for metric, better in (("spearman", 1), ("mae", -1)):
-            differences = np.array([a[metric] - b[metric] for a, b in pairs])
-            p_value = math.nan
-            if len(differences) >= 2 and np.any(differences != 0):
-                p_value = float(scipy.stats.wilcoxon(differences).pvalue)
-            row[metric] = {
-                "mean_difference": float(differences.mean()) if len(pairs) else math.nan,
-                "sd_difference": float(differences.std(ddof=1)) if len(pairs) > 1 else math.nan,
-                "wins": int(np.sum(better * differences > 0)),
-                "wilcoxon_p": p_value,
-            }
-        comparisons[name] = row
-    return comparisons
-
-
-#: How the report names each protocol.
-SPLIT_NAMES = {"stratified": "age-stratified", "site": "site-grouped (no site in both training and test)"}
-
-
-def _summary_table(entries: dict[str, Any], label: str) -> list[str]:
-    """Markdown rows of mean +- sd per entry (``n/a`` for a metric without a summary)."""
-    lines = [f"| {label} | " + " | ".join(REPORTED_METRICS) + " | runs |", "|---" * (len(REPORTED_METRICS) + 2) + "|"]
-    for name, entry in entries.items():
-        summary = entry["summary"]
-        cells = [
-            f"{summary[m]['mean']:.3f} +- {summary[m]['sd']:.3f}" if m in summary else "n/a" for m in REPORTED_METRICS
-        ]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {len(entry['runs'])} |")
-    return lines
-
-
-def _pooled_table(presets: dict[str, Any], baselines: dict[str, Any]) -> list[str]:
-    """Markdown rows of each model's ``out_of_fold`` metrics (first seed)."""
-    entries = {**presets, **{f"baseline: {name}": entry for name, entry in baselines.items()}}
-    pooled = {name: entry["out_of_fold"] for name, entry in entries.items() if "out_of_fold" in entry}
-    if not pooled:
-        return []
-    seeds = sorted({values["seed"] for values in pooled.values()})
-    lines = [
-        "",
-        f"Out-of-fold, seed {', '.join(map(str, seeds))}: each subject's test prediction, pooled over the folds:",
-        "",
-        "| model | " + " | ".join(POOLED_METRICS) + " |",
-        "|---" * (len(POOLED_METRICS) + 1) + "|",
-    ]
-    for name, values in pooled.items():
-        cells = [f"{values[m]:.3f}" if m in values else "n/a" for m in POOLED_METRICS]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def format_report(results: dict[str, Any], title: str) -> str:
-    """Markdown: mean +- sd per preset, the baselines on the same folds, then the presets' paired
-    comparisons with the reference preset."""
-    settings = results["settings"]
-    split = SPLIT_NAMES[settings.get("split", "stratified")]
-    lines = [
-        f"# {title}",
-        "",
-        f"{settings['folds']}-fold {split} CV x seeds {settings['seeds']}, {settings['subjects']} subjects; "
-        "within_site_spearman: Spearman inside each test site of 3 or more subjects, weighted by its subjects.",
-        "",
-    ]
-    if settings.get("init_from"):
-        lines += [started_from(settings["init_from"], settings["config"]), ""]
-    lines += _summary_table(results["presets"], "preset")
-    baselines = {name: entry for name, entry in results.get("baselines", {}).items() if entry.get("runs")}
-    if baselines:
-        lines += ["", "Baselines on the same folds (features standardized on each training split):", ""]
-        lines += _summary_table(baselines, "baseline")
-    lines += _pooled_table(results["presets"], baselines)
-    comparisons = results.get("comparisons", {})
-    if len(comparisons) > 1:
-        lines += [
-            "",
-            f"Paired by (seed, fold) against `{comparisons['baseline']}` "
-            f"(difference = preset - `{comparisons['baseline']}`):",
-            "",
-        ]
-        lines.append(
-            "| preset | d Spearman (mean +- sd) | wins | Wilcoxon p | d MAE (mean +- sd) | wins | Wilcoxon p |"
-        )
-        lines.append("|---|---|---|---|---|---|---|")
-        for name, row in comparisons.items():
-            if name == "baseline":
-                continue
-            s, m = row["spearman"], row["mae"]
-            lines.append(
-                f"| {name} | {s['mean_difference']:+.4f} +- {s['sd_difference']:.4f} | {s['wins']}/{row['pairs']} | "
-                f"{s['wilcoxon_p']:.3g} | {m['mean_difference']:+.3f} +- {m['sd_difference']:.3f} | "
-                f"{m['wins']}/{row['pairs']} | {m['wilcoxon_p']:.3g} |"
-            )
-    return "\n".join(lines) + "\n"

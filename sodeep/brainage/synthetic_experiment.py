@@ -21,12 +21,12 @@ import torch
 
 from sodeep.brainage.augmentation import make_augmentation
 from sodeep.brainage.config import TrainingConfig, check_fit_settings, check_run_plan
-from sodeep.brainage.cross_validation import inner_validation_mask
 from sodeep.brainage.finetuning import FineTuning, started_from
 from sodeep.brainage.interruption import SignalStop
 from sodeep.brainage.metrics import corrected_gap, fit_age_bias, gap_metrics, per_site_mae, regression_metrics
 from sodeep.brainage.models import SFCN, CascadeAgeNet, discretize_age
 from sodeep.brainage.results import RESULTS_FILE, add_run, is_finished, read_results, write_results
+from sodeep.brainage.splits import inner_validation_mask
 from sodeep.brainage.synthetic_mri import (
     GM_REGIONS,
     SIMULATOR_VERSION,

@@ -42,6 +42,8 @@ MISSING_GAP_LOG = 8.0
 # The temperature network reads log gaps relative to the row's typical one within +-16 (a factor
 # of 9e6), the range of its training data.
 FEATURE_LOG_GAP = 16.0
+
+
 def log_tau_limit(dtype: torch.dtype) -> float:
     """Bound on ``|log tau|`` in the scores' units: pair couplings ``1 / tau`` then stay below
     ``e^-8`` times the dtype's largest value, so no finite scores give an infinite coupling, a
@@ -78,9 +80,7 @@ def band_windows(rows: torch.Tensor, reach: int, value: float = 0.0) -> torch.Te
     return F.pad(rows, (reach, reach), value=value).unfold(-1, 2 * reach + 1, 1)
 
 
-def soft_group_ranks(
-    values: torch.Tensor, sizes: torch.Tensor, log_tau: torch.Tensor, reach: int
-) -> torch.Tensor:
+def soft_group_ranks(values: torch.Tensor, sizes: torch.Tensor, log_tau: torch.Tensor, reach: int) -> torch.Tensor:
     """Descending soft ranks of distinct values, each compared softly with the ``reach`` nearest
     distinct values on either side and exactly with the rest.
 

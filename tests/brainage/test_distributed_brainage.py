@@ -17,9 +17,9 @@ from brainage_inputs import tiny_argv, write_inputs, write_table
 
 from sodeep.brainage.commands import claim_folder
 from sodeep.brainage.config import TabularConfig, TrainingConfig, load_config
-from sodeep.brainage.cross_validation import fold_rows
 from sodeep.brainage.interruption import SignalStop
 from sodeep.brainage.models import AgeMLP
+from sodeep.brainage.splits import fold_rows
 from sodeep.brainage.tables import Standardizer, read_age_table
 from sodeep.brainage.training import AgeRegression, SubjectShare, fit_age_model, load_age_model, predict_ages
 from sodeep.cli import main

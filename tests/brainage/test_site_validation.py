@@ -14,14 +14,10 @@ from sklearn.svm import SVR
 
 from sodeep.brainage.baselines import RIDGE_ALPHAS, SVR_C, SVR_EPSILON, baseline_predictions
 from sodeep.brainage.config import TabularConfig, TrainingConfig
-from sodeep.brainage.cross_validation import (
-    assign_folds,
-    check_split,
-    cross_validate_table,
-    fold_rows,
-    format_report,
-)
+from sodeep.brainage.cross_validation import cross_validate_table
+from sodeep.brainage.cv_report import format_report
 from sodeep.brainage.metrics import per_site_spearman, within_site_spearman
+from sodeep.brainage.splits import assign_folds, check_split, fold_rows
 from sodeep.brainage.tables import NO_SITE, AgeTable, site_folds
 from sodeep.cli import build_parser, main
 from sodeep.sweeps.expand import expand_trials

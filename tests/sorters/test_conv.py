@@ -88,7 +88,9 @@ def test_finite_scores_of_any_spread_give_finite_ranks_and_gradients(row, dtype)
     learning = load_sorter(trainable=True, depth=0)
     learning.network[-1].weight.data.normal_()
     torch.nn.functional.l1_loss(learning(scores.detach().unsqueeze(0)), rank(scores.detach().unsqueeze(0))).backward()
-    assert all(torch.isfinite(parameter.grad).all() for parameter in learning.parameters() if parameter.grad is not None)
+    assert all(
+        torch.isfinite(parameter.grad).all() for parameter in learning.parameters() if parameter.grad is not None
+    )
     for sorter in (load_sorter(), soft):
         ranks = sorter(scores)
         (grad,) = torch.autograd.grad((ranks * torch.linspace(0, 1, len(row), dtype=dtype)).sum(), scores)
@@ -165,7 +167,9 @@ def test_compiles_with_fullgraph_and_matches_eager():
         weights = torch.linspace(-1, 1, 40)
         (expected * weights).sum().backward()
         (got * weights).sum().backward()
-        torch.testing.assert_close(compiled_input.grad, eager_input.grad, rtol=1e-4, atol=1e-4 * x.abs().max().reciprocal())
+        torch.testing.assert_close(
+            compiled_input.grad, eager_input.grad, rtol=1e-4, atol=1e-4 * x.abs().max().reciprocal()
+        )
 
 
 def test_compiled_sorter_refuses_nan_without_a_host_check():

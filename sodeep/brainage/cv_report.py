@@ -1,0 +1,181 @@
+"""The report of a brain-age cross-validation: summaries, pooled out-of-fold metrics, paired
+comparisons against a baseline preset, and ``results.md``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import scipy.stats
+
+from sodeep.brainage.finetuning import started_from
+from sodeep.brainage.metrics import per_site_mae, per_site_spearman, regression_metrics, within_site_spearman
+
+#: Metrics summarized as mean +- sd in the report, in this order.
+REPORTED_METRICS = (
+    "mae",
+    "rmse",
+    "pearson",
+    "spearman",
+    "within_site_spearman",
+    "r2",
+    "corrected_gap_age_correlation",
+)
+#: Metrics of the pooled out-of-fold predictions (of each subject, the model that had it in its
+#: test fold): under leave-one-site-out, a fold's Spearman is a within-site one.
+POOLED_METRICS = ("mae", "spearman", "within_site_spearman")
+#: Groups of ``results.json`` a report summarizes: trained presets, and baselines on the same folds.
+REPORTED_GROUPS = ("presets", "baselines")
+
+
+def defined(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` without its NaN numbers: an undefined metric is left out of ``results.json``,
+    where the report shows it as n/a."""
+    return {key: value for key, value in values.items() if not (isinstance(value, float) and math.isnan(value))}
+
+
+def summarize(results: dict[str, Any], ages: np.ndarray, sites: Sequence[str]) -> None:
+    """Add to each preset and baseline mean/sd summaries over runs (of the metrics every run has:
+    the baselines have no age-bias fit), the metrics of the first seed's test predictions pooled
+    over its folds (``out_of_fold``: :data:`POOLED_METRICS`) and per-site MAE and Spearman (the
+    same predictions); then the presets' paired comparisons."""
+    for group in REPORTED_GROUPS:
+        for entry in results.get(group, {}).values():
+            runs = entry["runs"]
+            if not runs:
+                continue
+            entry["summary"] = {}
+            for metric in REPORTED_METRICS:
+                values = [r[metric] for r in runs if metric in r]
+                if len(values) < len(runs):
+                    continue  # undefined for some run (or not recorded by it): no summary
+                sd = float(np.std(values, ddof=1)) if len(runs) > 1 else 0.0
+                entry["summary"][metric] = {"mean": float(np.mean(values)), "sd": sd}
+            first_seed = min(r["seed"] for r in runs)
+            rows, predictions = out_of_fold(runs, first_seed)
+            row_sites = [sites[i] for i in rows]
+            entry["per_site"] = per_site_mae(predictions, ages[rows], row_sites)
+            for site, values in per_site_spearman(predictions, ages[rows], row_sites).items():
+                entry["per_site"][site] |= defined({"spearman": values["spearman"]})
+            pooled = regression_metrics(predictions, ages[rows])
+            pooled["within_site_spearman"] = within_site_spearman(predictions, ages[rows], row_sites)
+            entry["out_of_fold"] = {"seed": first_seed} | defined({metric: pooled[metric] for metric in POOLED_METRICS})
+    results["comparisons"] = paired_comparisons(results["presets"])
+
+
+def out_of_fold(runs: list[dict[str, Any]], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Subject rows and pooled test predictions of one seed's folds."""
+    chosen = [r for r in runs if r["seed"] == seed]
+    rows = np.concatenate([np.asarray(r["test_rows"], dtype=np.int64) for r in chosen])
+    predictions = np.concatenate([np.asarray(r["test_predictions"]) for r in chosen])
+    return rows, predictions
+
+
+def paired_comparisons(presets: dict[str, Any], baseline: str = "l1") -> dict[str, Any]:
+    """Each preset against ``baseline`` (else the first preset), paired by (seed, fold): mean
+    difference of MAE and Spearman, its sd, wins, and a Wilcoxon signed-rank p-value."""
+    if not presets:
+        return {}
+    baseline = baseline if baseline in presets else next(iter(presets))
+    reference = {(r["seed"], r["fold"]): r for r in presets[baseline]["runs"]}
+    comparisons: dict[str, Any] = {"baseline": baseline}
+    for name, entry in presets.items():
+        if name == baseline:
+            continue
+        pairs = [(r, reference[(r["seed"], r["fold"])]) for r in entry["runs"] if (r["seed"], r["fold"]) in reference]
+        row: dict[str, Any] = {"pairs": len(pairs)}
+        for metric, better in (("spearman", 1), ("mae", -1)):
+            differences = np.array([a[metric] - b[metric] for a, b in pairs])
+            p_value = math.nan
+            if len(differences) >= 2 and np.any(differences != 0):
+                p_value = float(scipy.stats.wilcoxon(differences).pvalue)
+            row[metric] = {
+                "mean_difference": float(differences.mean()) if len(pairs) else math.nan,
+                "sd_difference": float(differences.std(ddof=1)) if len(pairs) > 1 else math.nan,
+                "wins": int(np.sum(better * differences > 0)),
+                "wilcoxon_p": p_value,
+            }
+        comparisons[name] = row
+    return comparisons
+
+
+#: How the report names each protocol.
+SPLIT_NAMES = {"stratified": "age-stratified", "site": "site-grouped (no site in both training and test)"}
+
+
+def _summary_table(entries: dict[str, Any], label: str) -> list[str]:
+    """Markdown rows of mean +- sd per entry (``n/a`` for a metric without a summary)."""
+    lines = [f"| {label} | " + " | ".join(REPORTED_METRICS) + " | runs |", "|---" * (len(REPORTED_METRICS) + 2) + "|"]
+    for name, entry in entries.items():
+        summary = entry["summary"]
+        cells = [
+            f"{summary[m]['mean']:.3f} +- {summary[m]['sd']:.3f}" if m in summary else "n/a" for m in REPORTED_METRICS
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {len(entry['runs'])} |")
+    return lines
+
+
+def _pooled_table(presets: dict[str, Any], baselines: dict[str, Any]) -> list[str]:
+    """Markdown rows of each model's ``out_of_fold`` metrics (first seed)."""
+    entries = {**presets, **{f"baseline: {name}": entry for name, entry in baselines.items()}}
+    pooled = {name: entry["out_of_fold"] for name, entry in entries.items() if "out_of_fold" in entry}
+    if not pooled:
+        return []
+    seeds = sorted({values["seed"] for values in pooled.values()})
+    lines = [
+        "",
+        f"Out-of-fold, seed {', '.join(map(str, seeds))}: each subject's test prediction, pooled over the folds:",
+        "",
+        "| model | " + " | ".join(POOLED_METRICS) + " |",
+        "|---" * (len(POOLED_METRICS) + 1) + "|",
+    ]
+    for name, values in pooled.items():
+        cells = [f"{values[m]:.3f}" if m in values else "n/a" for m in POOLED_METRICS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def format_report(results: dict[str, Any], title: str) -> str:
+    """Markdown: mean +- sd per preset, the baselines on the same folds, then the presets' paired
+    comparisons with the reference preset."""
+    settings = results["settings"]
+    split = SPLIT_NAMES[settings.get("split", "stratified")]
+    lines = [
+        f"# {title}",
+        "",
+        f"{settings['folds']}-fold {split} CV x seeds {settings['seeds']}, {settings['subjects']} subjects; "
+        "within_site_spearman: Spearman inside each test site of 3 or more subjects, weighted by its subjects.",
+        "",
+    ]
+    if settings.get("init_from"):
+        lines += [started_from(settings["init_from"], settings["config"]), ""]
+    lines += _summary_table(results["presets"], "preset")
+    baselines = {name: entry for name, entry in results.get("baselines", {}).items() if entry.get("runs")}
+    if baselines:
+        lines += ["", "Baselines on the same folds (features standardized on each training split):", ""]
+        lines += _summary_table(baselines, "baseline")
+    lines += _pooled_table(results["presets"], baselines)
+    comparisons = results.get("comparisons", {})
+    if len(comparisons) > 1:
+        lines += [
+            "",
+            f"Paired by (seed, fold) against `{comparisons['baseline']}` "
+            f"(difference = preset - `{comparisons['baseline']}`):",
+            "",
+        ]
+        lines.append(
+            "| preset | d Spearman (mean +- sd) | wins | Wilcoxon p | d MAE (mean +- sd) | wins | Wilcoxon p |"
+        )
+        lines.append("|---|---|---|---|---|---|---|")
+        for name, row in comparisons.items():
+            if name == "baseline":
+                continue
+            s, m = row["spearman"], row["mae"]
+            lines.append(
+                f"| {name} | {s['mean_difference']:+.4f} +- {s['sd_difference']:.4f} | {s['wins']}/{row['pairs']} | "
+                f"{s['wilcoxon_p']:.3g} | {m['mean_difference']:+.3f} +- {m['sd_difference']:.3f} | "
+                f"{m['wins']}/{row['pairs']} | {m['wilcoxon_p']:.3g} |"
+            )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,133 @@
+"""How the subjects of a table are split into folds for cross-validation.
+
+Two protocols (``split``, :data:`~sodeep.brainage.config.SPLITS`):
+
+- ``"stratified"``: age-stratified folds (:func:`~sodeep.brainage.tables.stratified_folds`); for
+  each test fold, a tenth of the training folds (again age-stratified) is held out for early
+  stopping and for fitting the age-bias correction;
+- ``"site"``: folds of whole sites (:func:`~sodeep.brainage.tables.site_folds`; as many folds as
+  sites is leave-one-site-out), and the held-out tenth is whole training sites too, so no site
+  is in two of fitting, validation and test.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from sodeep.brainage.config import SPLITS
+from sodeep.brainage.tables import check_folds, check_site_folds, site_folds, stratified_folds
+
+
+def inner_validation_mask(ages: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of an age-stratified validation subset of about ``fraction`` of ``ages``
+    (at least two subjects, which the age-bias fit needs, when there are four or more)."""
+    if len(ages) < 3:
+        raise ValueError(f"need >= 3 training subjects to hold some out for validation, got {len(ages)}")
+    parts = max(2, min(round(1 / fraction), len(ages) // 2))
+    return stratified_folds(ages, parts, seed) == 0
+
+
+def inner_site_validation_mask(sites: Sequence[str], fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of whole sites holding about ``fraction`` of the subjects: one part of a
+    site-grouped split into ``round(1 / fraction)`` parts (as many as there are sites, if fewer)."""
+    parts = min(max(2, round(1 / fraction)), len(set(sites)))
+    return site_folds(sites, parts, seed) == 0
+
+
+def assign_folds(ages: np.ndarray, sites: Sequence[str], split: str, folds: int, seed: int) -> np.ndarray:
+    """Fold index per subject under the protocol ``split`` (:data:`SPLITS`)."""
+    if split == "site":
+        return site_folds(sites, folds, seed)
+    return stratified_folds(ages, folds, seed)
+
+
+@dataclass(frozen=True)
+class FoldRows:
+    """Subject rows of one (seed, fold): a model is fitted on ``fitting``, stopped early and its
+    age bias fitted on ``validation``, and scored on ``test``."""
+
+    fitting: np.ndarray
+    validation: np.ndarray
+    test: np.ndarray
+
+    @property
+    def training(self) -> np.ndarray:
+        """Fitting and validation rows, sorted: what a model with its own inner search fits on."""
+        return np.sort(np.concatenate([self.fitting, self.validation]))
+
+
+def fold_rows(
+    ages: np.ndarray, sites: Sequence[str], *, split: str, folds: int, seed: int, fold: int, validation_fraction: float
+) -> FoldRows:
+    """The rows of test fold ``fold`` of seed ``seed`` under ``split``, with the training rows'
+    inner validation drawn the same way (age-stratified, or whole training sites)."""
+    sites = np.asarray(sites, dtype=str)
+    fold_of = assign_folds(ages, sites, split, folds, seed)
+    training, test = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
+    inner_seed = seed * 1000 + fold
+    if split == "site":
+        is_validation = inner_site_validation_mask(sites[training], validation_fraction, inner_seed)
+    else:
+        is_validation = inner_validation_mask(ages[training], validation_fraction, inner_seed)
+    return FoldRows(fitting=training[~is_validation], validation=training[is_validation], test=test)
+
+
+def check_split(
+    ages: np.ndarray,
+    sites: Sequence[str],
+    *,
+    split: str,
+    folds: int,
+    seeds: Sequence[int],
+    validation_fraction: float,
+) -> None:
+    """Refuse a protocol the cohort cannot run, before anything is written: an unknown ``split``,
+    a cohort too small for ``folds``, and for a site split fewer sites than folds or a (seed,
+    fold) whose training sites cannot give up one for validation (``ValueError``, one line)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    check_cross_validation_size(len(ages), folds)
+    if split != "site":
+        return
+    check_site_folds(sites, folds)
+    sites = np.asarray(sites, dtype=str)
+    ages = np.asarray(ages)
+    for seed in seeds:
+        fold_of = site_folds(sites, folds, seed)
+        for fold in range(folds):
+            where = f"site-grouped split, seed {seed}, fold {fold}"
+            training_sites = sorted(set(sites[fold_of != fold]))
+            if len(training_sites) < 2:
+                raise ValueError(
+                    f"{where}: the training split holds one site ({training_sites[0]!r}), none to hold out for "
+                    "validation; use fewer folds or more sites"
+                )
+            rows = fold_rows(
+                ages, sites, split=split, folds=folds, seed=seed, fold=fold, validation_fraction=validation_fraction
+            )
+            if len(rows.test) < 2 or len(rows.fitting) < 2 or np.ptp(ages[rows.validation]) == 0:
+                raise ValueError(
+                    f"{where}: {len(rows.test)} test, {len(rows.fitting)} fitting and {len(rows.validation)} validation "
+                    "subjects; each needs 2 (validation: of two ages); use fewer folds or more subjects per site"
+                )
+
+
+#: The fewest subjects a training split may hold: two to fit on (a scaler, a batch to rank) and
+#: two held out (early stopping and the age-bias line).
+FEWEST_TRAINING_SUBJECTS = 4
+
+
+def check_cross_validation_size(subjects: int, folds: int) -> None:
+    """Refuse a cohort too small for ``folds`` folds: each test fold needs two subjects (the
+    correlations) and each training split :data:`FEWEST_TRAINING_SUBJECTS`."""
+    check_folds(folds, subjects)
+    smallest_training = subjects - math.ceil(subjects / folds)
+    if subjects < 2 * folds or smallest_training < FEWEST_TRAINING_SUBJECTS:
+        raise ValueError(
+            f"{subjects} subjects are too few for {folds} folds: each test fold needs 2 and each training split "
+            f"{FEWEST_TRAINING_SUBJECTS} (2 to fit, 2 to validate); use fewer folds or more subjects"
+        )
