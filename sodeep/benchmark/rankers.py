@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch.nn import functional as F
@@ -25,7 +24,6 @@ RankFunction = Callable[[torch.Tensor], torch.Tensor]
 #: Keeps log() of a soft permutation finite where an entry underflowed to 0.
 LOG_FLOOR = 1e-9
 #: Sorter weights shipped beside the default sorter (``pretrained/``).
-PRETRAINED_DIR = Path(__file__).resolve().parents[2] / "pretrained"
 #: Shipped original SoDeep sorters (model card): the CNN and the LSTM (the original's ``lstm``:
 #: ``OriginalLSTMLargeSorter`` with 128 hidden units), by the name the benchmark gives them.
 ORIGINAL_FILES = {"original_cnn": "original_cnn_n100.pt", "original_lstm": "original_lstm_n100.pt"}
@@ -178,9 +176,9 @@ def _build_shipped(floor: float | None) -> Ranker:
 
 def _original_builder(architecture: str) -> Callable[[float | None], Ranker]:
     def build(_: float | None) -> Ranker:
-        from sodeep.checkpoints import load_sorter
+        from sodeep.checkpoints import default_sorter_path, load_sorter
 
-        path = PRETRAINED_DIR / ORIGINAL_FILES[architecture]
+        path = default_sorter_path(ORIGINAL_FILES[architecture])
         if not path.is_file():
             raise FileNotFoundError(
                 f"no pretrained {architecture} sorter at {path} (sodeep pretrain, see the model card)"
