@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 PARTS = ("speed", "fidelity", "sorting", "regression")
 
@@ -54,6 +55,14 @@ class BenchConfig:
             raise ValueError(f"unknown part(s) {unknown}; known: {list(PARTS)}")
         if not self.seeds:
             raise ValueError("seeds must name at least one seed")
+        if any(seed < 0 for seed in self.seeds) or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct integers >= 0, got {list(self.seeds)}")
+        if len(set(self.parts)) != len(self.parts):
+            raise ValueError(f"parts must not repeat, got {list(self.parts)}")
+        if self.mnist is not None and "sorting" in self.parts:
+            for path in self.mnist:
+                if not Path(path).is_file():
+                    raise ValueError(f"MNIST file {path} not found (--mnist IMAGES LABELS: the train-*-idx files)")
         if self.sorting_settings not in ("grid", "default"):
             raise ValueError(f"sorting_settings must be 'grid' or 'default', got {self.sorting_settings!r}")
         for name in ("workers", "speed_rounds", "sorting_steps", "regression_steps", "fidelity_sequences"):

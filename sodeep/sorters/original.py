@@ -49,10 +49,11 @@ class OriginalCNNSorter(Sorter):
         self.layer10 = nn.Conv1d(in_channels, self.length, self.length - _CNN_SHRINK)
 
     def rank_rows(self, scores: torch.Tensor) -> torch.Tensor:
-        hidden = scores.unsqueeze(1)
+        # Scores of another dtype than the weights run in the weights' dtype.
+        hidden = scores.to(self.layer10.weight.dtype).unsqueeze(1)
         for index in range(1, 11):
             hidden = getattr(self, f"layer{index}")(hidden)
-        return torch.sigmoid(hidden.reshape(scores.shape))
+        return torch.sigmoid(hidden.reshape(scores.shape)).to(scores.dtype)
 
     def config(self) -> dict[str, Any]:
         return {"length": self.length}
@@ -75,8 +76,9 @@ class OriginalLSTMLargeSorter(Sorter):
         self.conv1 = nn.Conv1d(self.length, self.length, 2 * hidden_size)
 
     def rank_rows(self, scores: torch.Tensor) -> torch.Tensor:
-        hidden, _ = self.lstm(scores.unsqueeze(-1))
-        return self.conv1(hidden).reshape(scores.shape)
+        # Scores of another dtype than the weights run in the weights' dtype.
+        hidden, _ = self.lstm(scores.to(self.conv1.weight.dtype).unsqueeze(-1))
+        return self.conv1(hidden).reshape(scores.shape).to(scores.dtype)
 
     def config(self) -> dict[str, Any]:
         return {"length": self.length, "hidden_size": self.hidden_size}

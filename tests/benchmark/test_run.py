@@ -79,6 +79,20 @@ def test_cli_refuses_unknown_parts():
         BenchConfig(parts=("speeed",))
 
 
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"seeds": (-1,)}, "seeds must be distinct integers >= 0"),
+        ({"seeds": (0, 0)}, "seeds must be distinct integers >= 0"),
+        ({"parts": ("fidelity", "fidelity")}, "parts must not repeat"),
+        ({"mnist": ("missing-images", "missing-labels")}, "MNIST file missing-images not found"),
+    ],
+)
+def test_bad_settings_are_refused_before_anything_runs(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        BenchConfig(**overrides)
+
+
 def test_imports_stay_light_and_the_core_library_does_not_import_the_benchmark():
     # One interpreter for both checks: starting one costs seconds.
     code = (

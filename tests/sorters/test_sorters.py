@@ -219,3 +219,14 @@ def test_spearman_loss_compares_rankers(make):
     predictions = torch.randn(20, requires_grad=True)
     SpearmanLoss(sorter=make(0.1))(predictions, torch.randn(20)).backward()
     assert predictions.grad.abs().sum() > 0
+
+
+def test_original_sorters_rank_scores_of_any_float_dtype_in_their_weights_dtype():
+    for sorter in (OriginalCNNSorter(40), OriginalLSTMLargeSorter(length=6, hidden_size=8)):
+        n = sorter.max_length
+        for dtype in (torch.float64, torch.float16, torch.bfloat16):
+            scores = torch.randn(2, n, dtype=dtype, requires_grad=True)
+            ranks = sorter.eval()(scores)
+            assert ranks.dtype == dtype and ranks.shape == (2, n)
+            ranks.float().sum().backward()
+            assert scores.grad is not None and torch.isfinite(scores.grad.float()).all()
