@@ -22,6 +22,9 @@ def add_bench_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="smoke run of every part: a few minutes on 2 CPU cores")
     parser.add_argument("--out", default=defaults.out, help="output folder")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(defaults.parts), help="parts to run")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the benchmark results that --out holds (nothing else)"
+    )
     quick = BenchConfig.quick()
     parser.add_argument(
         "--seeds",
@@ -65,7 +68,7 @@ def run_bench_command(arguments: argparse.Namespace) -> int:
 
     config = config_from_arguments(arguments)
     command = "sodeep " + shlex.join(sys.argv[1:]) if sys.argv and "sodeep" in sys.argv[0] else "sodeep bench"
-    run_benchmark(config, command=command, progress=lambda line: print(line, flush=True))
+    run_benchmark(config, command=command, progress=lambda line: print(line, flush=True), overwrite=arguments.overwrite)
     print(f"results in {config.out}/results.json, results.md, bench_*.png")
     return 0
 

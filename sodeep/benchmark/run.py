@@ -24,12 +24,41 @@ def benchmark_rankers(families, settings: str = "default+sharp") -> list[Ranker]
     return [family.build(value) for family in families for value in family.settings(settings)]
 
 
-def run_benchmark(config: BenchConfig, command: str = "", progress: Callable[[str], None] = print) -> dict:
-    """Run ``config.parts`` and write ``results.json``, ``results.md`` and PNG plots into ``config.out``."""
+#: What a benchmark writes into its output folder.
+OUTPUT_FILES = (
+    "results.json",
+    "results.md",
+    "bench_speed.png",
+    "bench_fidelity.png",
+    "bench_sorting.png",
+    "sorting_rows.jsonl",
+)
+
+
+def claim_output_folder(out: Path, overwrite: bool) -> Path:
+    """Create ``out``, or take an empty one.  A folder holding a benchmark's results is refused
+    unless ``overwrite`` (which deletes those results first); a folder holding anything else is
+    always refused: a benchmark never mixes its files with a user's."""
+    present = sorted(path.name for path in out.iterdir()) if out.is_dir() else []
+    others = [name for name in present if name not in OUTPUT_FILES]
+    if others:
+        raise ValueError(f"{out} holds other files ({', '.join(others[:3])}, ...); give --out a new or empty folder")
+    if present and not overwrite:
+        raise ValueError(f"{out} holds benchmark results; pass --overwrite to replace them, or give another --out")
+    for name in present:
+        (out / name).unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def run_benchmark(
+    config: BenchConfig, command: str = "", progress: Callable[[str], None] = print, *, overwrite: bool = False
+) -> dict:
+    """Run ``config.parts`` and write ``results.json``, ``results.md`` and PNG plots into
+    ``config.out`` (a new or empty folder, or one of benchmark results with ``overwrite``)."""
     from sodeep.benchmark import plots, report
 
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_output_folder(Path(config.out), overwrite)
     families, missing = available_families()
     rankers = benchmark_rankers(families)
     results: dict = {key: [] for key in ("speed", "fidelity", "sorting", "sorting_summary", "regression")}

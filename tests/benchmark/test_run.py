@@ -104,3 +104,25 @@ def test_imports_stay_light_and_the_core_library_does_not_import_the_benchmark()
     )
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.strip() == "False []"
+
+
+def test_the_output_folder_holds_benchmark_results_only(tmp_path):
+    from sodeep.benchmark.run import claim_output_folder
+
+    assert claim_output_folder(tmp_path / "new", overwrite=False).is_dir()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my work")
+    (mine / "results.md").write_text("my results")
+    for overwrite in (False, True):
+        with pytest.raises(ValueError, match="holds other files"):
+            claim_output_folder(mine, overwrite=overwrite)
+    assert (mine / "results.md").read_text() == "my results"
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "results.json").write_text("{}")
+    (earlier / "bench_speed.png").write_bytes(b"png")
+    with pytest.raises(ValueError, match="--overwrite"):
+        claim_output_folder(earlier, overwrite=False)
+    claim_output_folder(earlier, overwrite=True)
+    assert list(earlier.iterdir()) == []
