@@ -140,6 +140,7 @@ def test_a_signal_stops_cleanly_and_the_printed_command_resumes_to_the_same_resu
 ):
     # Not exit status 1 without a word, nor a run that starts again from epoch 0 (Lightning's own Ctrl-C).
     straight, out = tmp_path / "straight", tmp_path / "out"
+    handler_before = signal.getsignal(signal.SIGINT)  # SIG_IGN in a job a shell started in the background
     assert brainage(command, straight, brainage_inputs, "--max-epochs", "4") == 0
     epochs = _interrupt_at(monkeypatch, number, fold=1, epoch=2)
     capsys.readouterr()
@@ -149,7 +150,7 @@ def test_a_signal_stops_cleanly_and_the_printed_command_resumes_to_the_same_resu
     assert exit_info.value.code == 130
     prefix = "interrupted at l1, seed 0, fold 1, epoch 3; resume with: sodeep "
     assert last_line.startswith(prefix) and last_line.endswith(f"--out {out} --wandb disabled --max-epochs 4 --resume")
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers given back
+    assert signal.getsignal(signal.SIGINT) is handler_before  # handlers given back
     # Nothing half-written: no temporary file, every file whole.
     assert not [path for path in out.rglob("*") if path.name.endswith(".tmp")]
     assert [(run["seed"], run["fold"]) for run in _results(out)["presets"]["l1"]["runs"]] == [(0, 0)]
