@@ -51,6 +51,19 @@ def claim_output_folder(out: Path, overwrite: bool) -> Path:
     return out
 
 
+def check_extras(config: BenchConfig) -> None:
+    """Refuse, before anything runs, a benchmark whose packages are missing: matplotlib for the
+    plots, scikit-learn for the bundled digits of learning to sort (``pip install '.[bench]'``)."""
+    import importlib.util
+
+    needed = ["matplotlib"]
+    if "sorting" in config.parts and config.mnist is None:
+        needed.append("sklearn")
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ValueError(f"sodeep bench needs {', '.join(missing)}: pip install -c constraints.txt -e '.[bench]'")
+
+
 def run_benchmark(
     config: BenchConfig, command: str = "", progress: Callable[[str], None] = print, *, overwrite: bool = False
 ) -> dict:
@@ -58,6 +71,7 @@ def run_benchmark(
     ``config.out`` (a new or empty folder, or one of benchmark results with ``overwrite``)."""
     from sodeep.benchmark import plots, report
 
+    check_extras(config)
     out = claim_output_folder(Path(config.out), overwrite)
     families, missing = available_families()
     rankers = benchmark_rankers(families)

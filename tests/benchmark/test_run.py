@@ -126,3 +126,16 @@ def test_the_output_folder_holds_benchmark_results_only(tmp_path):
         claim_output_folder(earlier, overwrite=False)
     claim_output_folder(earlier, overwrite=True)
     assert list(earlier.iterdir()) == []
+
+
+def test_missing_packages_are_named_before_anything_runs(monkeypatch, tmp_path):
+    import importlib.util
+
+    from sodeep.benchmark.run import check_extras
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "sklearn" else real_find_spec(name))
+    with pytest.raises(ValueError, match=r"needs sklearn: pip install .*\[bench\]"):
+        check_extras(BenchConfig(parts=("sorting",), out=str(tmp_path / "out")))
+    check_extras(BenchConfig(parts=("fidelity",), out=str(tmp_path / "out")))
+    assert not (tmp_path / "out").exists()
