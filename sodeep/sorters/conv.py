@@ -93,7 +93,7 @@ def soft_group_ranks(values: torch.Tensor, sizes: torch.Tensor, log_tau: torch.T
         values: ``(B, G)`` distinct values, ascending where ``sizes > 0``, finite everywhere.
         sizes: ``(B, G)`` multiplicities, 0 for padding groups (which then add nothing).
         log_tau: ``(B, G)`` log temperatures, at most :func:`log_tau_limit` in magnitude.
-        reach: ``>= 1``.
+        reach: ``1 <= reach <= G``.
 
     Returns:
         ``(B, G)`` unnormalized ranks (meaningful where ``sizes > 0``).
@@ -107,8 +107,8 @@ def soft_group_ranks(values: torch.Tensor, sizes: torch.Tensor, log_tau: torch.T
     # Elements of the distinct values beyond the band (all greater): n - (count up to g + reach).
     count_up_to = sizes.cumsum(-1)
     total = count_up_to[:, -1:]
-    within_reach = torch.cat([count_up_to[:, reach:], total.expand(-1, min(reach, sizes.shape[-1]))], -1)
-    return (0.5 + total - within_reach[:, : sizes.shape[-1]]) + soft
+    within_reach = torch.cat([count_up_to[:, reach:], total.expand(-1, reach)], -1)
+    return (0.5 + total - within_reach) + soft
 
 
 class ConvSorter(Sorter):
