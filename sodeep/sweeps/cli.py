@@ -34,7 +34,12 @@ def add_sweep_parser(commands: Any) -> None:
     )
     run.add_argument("sweep_file", metavar="SWEEP.yaml", help="a W&B sweep file, e.g. experiments/sweeps/*.yaml")
     run.add_argument("--root", default="runs/sweeps", help="folder of sweeps; this one goes in ROOT/<name>")
-    run.add_argument("--workers", type=int, default=1, help="trials at once")
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="trials at once, each with OMP_NUM_THREADS = cores // workers unless you set OMP_NUM_THREADS",
+    )
     run.add_argument("--seed", type=int, default=0, help="seed of random and bayes draws")
     run.add_argument("--count", type=int, help="trials at most (with run_cap; a random sweep needs one)")
     run.add_argument(
@@ -90,12 +95,13 @@ def command_run(arguments: argparse.Namespace) -> int:
 def dry_run(spec: Any, arguments: argparse.Namespace) -> int:
     """Print the trials and their commands as the runner would start them."""
     from sodeep.sweeps.expand import expand_trials
-    from sodeep.sweeps.launcher import TrialLauncher
+    from sodeep.sweeps.launcher import TrialLauncher, trial_threads
 
     if spec.method == "bayes":
         print("method bayes: each trial is suggested from the finished ones, so none is known in advance")
         return 0
-    launcher = TrialLauncher(spec, (Path(arguments.root) / spec.folder_name).absolute(), arguments.wandb, Path.cwd())
+    folder = (Path(arguments.root) / spec.folder_name).absolute()
+    launcher = TrialLauncher(spec, folder, arguments.wandb, Path.cwd(), threads=trial_threads(arguments.workers))
     trials = expand_trials(spec, seed=arguments.seed, count=arguments.count)
     for trial in trials:
         print(f"{launcher.trial_folder(trial)}: {shlex.join(launcher.command(trial)[0])}")

@@ -6,6 +6,12 @@ with ``WANDB_MODE``, ``WANDB_RUN_GROUP`` (the sweep), ``WANDB_SWEEP_PARAM_PATH``
 ``wandb.init`` reads the parameters into ``wandb.config``) and the ``SODEEP_SWEEP_*`` variables
 that :func:`sodeep.sweeps.write_trial_summary` reads.  ``WANDB_SWEEP_ID`` is not set: ``wandb
 sync`` would look for that sweep on the server and leave the run out (wandb/wandb#8115).
+
+Trials that run side by side share the machine's cores: each gets ``OMP_NUM_THREADS`` (and the
+MKL and OpenBLAS equivalents) of ``cores // workers`` (:func:`trial_threads`), unless the sweep's
+own environment sets ``OMP_NUM_THREADS``.  Without it every trial's PyTorch and scikit-learn
+start one thread per core, and two 2-thread trials on 2 cores run about 4x slower than two
+1-thread ones (docs/sweeps.md).
 """
 
 from __future__ import annotations
@@ -35,6 +41,31 @@ from sodeep.sweeps.summary import (
 )
 
 
+#: The thread-count variables a trial's libraries read (PyTorch, NumPy and scikit-learn's BLAS).
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the system reports one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def trial_threads(workers: int, cores: int | None = None) -> int:
+    """Threads per trial when ``workers`` trials share ``cores`` (default: :func:`available_cores`):
+    an equal share, at least one.
+
+    Example:
+        >>> trial_threads(2, cores=2), trial_threads(3, cores=8), trial_threads(4, cores=2)
+        (1, 2, 1)
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    return max(1, (available_cores() if cores is None else cores) // workers)
+
+
 @dataclass
 class RunningTrial:
     """A started trial: its process, open log, environment and start time."""
@@ -49,8 +80,12 @@ class RunningTrial:
 class TrialLauncher:
     """Starts one trial: folder, parameter files, environment, command, subprocess."""
 
-    def __init__(self, spec: SweepSpec, folder: Path, wandb: str, launch_directory: Path) -> None:
-        self.spec, self.folder, self.wandb = spec, folder, wandb
+    def __init__(
+        self, spec: SweepSpec, folder: Path, wandb: str, launch_directory: Path, *, threads: int | None = None
+    ) -> None:
+        """``threads``: the thread variables of each trial (:data:`THREAD_VARIABLES`) where the
+        environment does not set ``OMP_NUM_THREADS``; ``None`` leaves them as they are."""
+        self.spec, self.folder, self.wandb, self.threads = spec, folder, wandb, threads
         self.program = resolve_program(spec.program, launch_directory)
         if "${program}" in spec.command and not Path(self.program).is_file():
             raise ValueError(
@@ -63,6 +98,8 @@ class TrialLauncher:
 
     def environment(self, trial: Trial, directory: Path) -> dict[str, str]:
         environment = dict(os.environ)
+        if self.threads is not None and "OMP_NUM_THREADS" not in environment:
+            environment.update(dict.fromkeys(THREAD_VARIABLES, str(self.threads)))
         environment.update(
             {
                 SUMMARY_VARIABLE: str(directory / "summary.json"),

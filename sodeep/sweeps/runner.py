@@ -5,7 +5,8 @@
 status), ``output.log``, the program's own files (it runs there, so relative outputs such as
 ``runs/...`` land there) and ``summary.json`` (:mod:`sodeep.sweeps.summary`).  A trial whose
 summary says ``finished`` is skipped when the sweep runs again; any other is started afresh in
-a cleared folder.  Up to ``workers`` trials run at once, each a subprocess in its own process group:
+a cleared folder.  Up to ``workers`` trials run at once, each a subprocess in its own process group
+with its share of the cores (:func:`sodeep.sweeps.launcher.trial_threads`):
 ctrl-C (or SIGTERM) passes SIGINT on to them, waits, and raises :class:`SweepInterrupted`.
 """
 
@@ -23,7 +24,7 @@ from typing import Any
 
 from sodeep.files import atomic_write_json
 from sodeep.sweeps.expand import Trial, expand_trials
-from sodeep.sweeps.launcher import RunningTrial, TrialLauncher
+from sodeep.sweeps.launcher import RunningTrial, TrialLauncher, trial_threads
 from sodeep.sweeps.spec import SweepSpec
 from sodeep.sweeps.summary import is_finished, read_trial_summary
 
@@ -67,7 +68,8 @@ def run_sweep(
     """Run the trials of ``spec`` not finished yet under ``root/<sweep name>/``.
 
     Args:
-        workers: trials at once.  seed: of the random (and bayes) draws.  count: trials at most,
+        workers: trials at once, each with ``OMP_NUM_THREADS`` of ``cores // workers`` unless
+            the environment sets it.  seed: of the random (and bayes) draws.  count: trials at most,
             with ``run_cap``.  wandb: ``WANDB_MODE`` of the trials.  launch_directory: where a
             relative ``program`` is found (default: the current folder, as for W&B's agent).
         echo: receives one line per event (start, end, notes).
@@ -86,7 +88,9 @@ def run_sweep(
         source = expand_trials(spec, seed=seed, count=count)
     folder = Path(root) / spec.folder_name
     # Absolute: each trial runs in its own folder, and reads these paths from there.
-    launcher = TrialLauncher(spec, folder.absolute(), wandb, Path(launch_directory or os.getcwd()).resolve())
+    launcher = TrialLauncher(
+        spec, folder.absolute(), wandb, Path(launch_directory or os.getcwd()).resolve(), threads=trial_threads(workers)
+    )
     record_sweep(folder, spec, seed, source if isinstance(source, list) else None)
     if spec.early_terminate is not None:
         echo("note: early_terminate needs W&B's server; offline every trial runs to its end")

@@ -3,6 +3,7 @@ second run skips finished trials and finishes the interrupted one."""
 
 import csv
 import json
+import os
 import sys
 import textwrap
 import time
@@ -13,6 +14,8 @@ import pytest
 
 from sodeep.sweeps import runner as runner_module
 from sodeep.sweeps.cli import main
+from sodeep.sweeps.expand import expand_trials
+from sodeep.sweeps.launcher import TrialLauncher, trial_threads
 from sodeep.sweeps.runner import SweepInterrupted, run_sweep
 from sodeep.sweeps.spec import load_sweep
 
@@ -29,6 +32,7 @@ with open(arguments.table) as stream:
     rows = [(float(r["thickness"]), float(r["age"])) for r in csv.DictReader(stream)]
 mae = sum(abs(arguments.scale * x - y) for x, y in rows) / len(rows)
 seen = {k: os.environ.get(k) for k in ("WANDB_MODE", "WANDB_RUN_GROUP", "WANDB_SWEEP_PARAM_PATH", "SODEEP_WANDB")}
+seen |= {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
 write_trial_summary({"arguments": vars(arguments), "environment": seen}, {"mae": mae})
 """
 
@@ -60,6 +64,7 @@ def write_sweep(folder, program, body):
 
 def test_two_trial_offline_sweep_on_a_tiny_table(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # the runner shares the cores out
     (tmp_path / "table.csv").write_text("thickness,age\n10,20\n15,33\n20,40\n")
     sweep = write_sweep(
         tmp_path,
@@ -84,6 +89,8 @@ def test_two_trial_offline_sweep_on_a_tiny_table(tmp_path, capsys, monkeypatch):
     assert environment["SODEEP_WANDB"] == "offline" and environment["WANDB_SWEEP_PARAM_PATH"].endswith(
         "sweep-params.yaml"
     )
+    share = str(max(1, len(os.sched_getaffinity(0)) // 2))
+    assert [environment[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")] == [share] * 3
     command = json.loads((folder / "trials" / "0001" / "trial.json").read_text())["command"]
     assert command[:3] == ["/usr/bin/env", sys.executable, str(tmp_path / "program.py")] and "--scale=2.0" in command
     assert main(["report", str(folder), "--baseline", "scale=1.0", "--no-plots"]) == 0
@@ -224,3 +231,19 @@ def test_bayes_suggests_from_the_trials_so_far_and_resumes(tmp_path, monkeypatch
     outcome = run_sweep(load_sweep(sweep), tmp_path / "runs", echo=lambda line: None)
     assert (outcome.skipped, outcome.finished, len(suggested)) == (["0000", "0002"], ["0001"], 3)
     assert calls.read_text().split() == ["0", "1", "2", "1"]
+
+
+def test_trials_share_the_cores_unless_the_environment_sets_threads(tmp_path, monkeypatch):
+    spec = load_sweep(write_sweep(tmp_path, QUICK_PROGRAM, "method: grid\nparameters:\n  seed: {values: [0]}\n"))
+    trial = expand_trials(spec)[0]
+    assert [trial_threads(w, cores=8) for w in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
+    with pytest.raises(ValueError, match="workers must be an integer >= 1"):
+        trial_threads(0)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    shared = TrialLauncher(spec, tmp_path / "runs", "offline", tmp_path, threads=3).command(trial)[1]
+    assert (shared["OMP_NUM_THREADS"], shared["MKL_NUM_THREADS"], shared["OPENBLAS_NUM_THREADS"]) == ("3",) * 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    chosen = TrialLauncher(spec, tmp_path / "runs", "offline", tmp_path, threads=3).command(trial)[1]
+    assert chosen["OMP_NUM_THREADS"] == "5"
+    untouched = TrialLauncher(spec, tmp_path / "runs", "offline", tmp_path).command(trial)[1]
+    assert untouched["OMP_NUM_THREADS"] == "5" and untouched.get("MKL_NUM_THREADS") == os.environ.get("MKL_NUM_THREADS")
