@@ -204,6 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     try:
         return arguments.handler(arguments)
+    except BrokenPipeError:  # the reader of the output went away (`sodeep ... | head`)
+        from sodeep.sweeps.cli import quiet_broken_pipe
+
+        return quiet_broken_pipe()
     except (ValueError, OSError) as error:  # bad input, missing or unreadable files
         if os.environ.get("SODEEP_TRACEBACK"):
             raise

@@ -8,6 +8,7 @@ value (or that default) alone.  Training code is imported only when a command ru
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import inspect
 from collections.abc import Callable
 from dataclasses import fields
@@ -266,10 +267,32 @@ def _number_or_none(text: str) -> float | None:
         raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
 
 
+#: Modules of the ``[brainage]`` extra, by the package name pip installs.
+EXTRA_MODULES = {
+    "torchmetrics": "torchmetrics",
+    "nibabel": "nibabel",
+    "nilearn": "nilearn",
+    "matplotlib": "matplotlib",
+    "tqdm": "tqdm",
+    "sklearn": "scikit-learn",
+}
+
+
+def check_brainage_extra() -> None:
+    """One-line ``ValueError`` naming the packages of the ``[brainage]`` extra that are missing."""
+    missing = [package for module, package in EXTRA_MODULES.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        raise ValueError(
+            f"sodeep brainage needs {', '.join(missing)} (the [brainage] extra): "
+            "pip install -c constraints.txt -e '.[brainage]'"
+        )
+
+
 def _handler(config_class: type[CommandConfig], function: str) -> Callable[[argparse.Namespace], int]:
     names = {item.name for item in fields(config_class)}
 
     def handle(arguments: argparse.Namespace) -> int:
+        check_brainage_extra()
         from sodeep.brainage import commands
 
         flags = {name: value for name, value in vars(arguments).items() if name in names}

@@ -85,27 +85,53 @@ def command_run(arguments: argparse.Namespace) -> int:
     except SweepInterrupted as interrupted:
         print(f"{interrupted}; run the same command again to finish: {again(arguments)}", file=sys.stderr)
         return INTERRUPTED
-    print(
-        f"{len(outcome.finished)} trials finished, {len(outcome.skipped)} skipped (finished before), "
-        f"{len(outcome.failed)} failed; report: sodeep sweep report {shlex.quote(str(outcome.folder))}"
-    )
+    done = f"{plural(len(outcome.finished), 'trial')} finished, {len(outcome.skipped)} skipped (finished before), "
+    done += f"{len(outcome.failed)} failed"
+    if outcome.finished or outcome.skipped:
+        done += f"; report: sodeep sweep report {shlex.quote(str(outcome.folder))}"
+    else:
+        done += f"; each trial's output.log in {shlex.quote(str(outcome.folder / 'trials'))} says why"
+    print(done)
     return 1 if outcome.failed else 0
 
 
 def dry_run(spec: Any, arguments: argparse.Namespace) -> int:
-    """Print the trials and their commands as the runner would start them."""
-    from sodeep.sweeps.expand import expand_trials
-    from sodeep.sweeps.launcher import TrialLauncher, trial_threads
+    """Check what a run would check, then print the trials and their commands as the runner would
+    start them, marking those a run would skip (finished before)."""
+    from sodeep.sweeps.launcher import THREAD_VARIABLES, TrialLauncher, trial_threads
+    from sodeep.sweeps.runner import check_sweep_folder, trial_source
+    from sodeep.sweeps.summary import is_finished
 
+    source = trial_source(
+        spec, workers=arguments.workers, seed=arguments.seed, count=arguments.count, wandb=arguments.wandb
+    )
+    folder = (Path(arguments.root) / spec.folder_name).absolute()
+    check_sweep_folder(folder, spec, arguments.seed)
     if spec.method == "bayes":
         print("method bayes: each trial is suggested from the finished ones, so none is known in advance")
         return 0
-    folder = (Path(arguments.root) / spec.folder_name).absolute()
     launcher = TrialLauncher(spec, folder, arguments.wandb, Path.cwd(), threads=trial_threads(arguments.workers))
-    trials = expand_trials(spec, seed=arguments.seed, count=arguments.count)
-    for trial in trials:
-        print(f"{launcher.trial_folder(trial)}: {shlex.join(launcher.command(trial)[0])}")
-    print(f"{len(trials)} trials")
+    skipped = 0
+    for trial in source:
+        command, environment = launcher.command(trial)
+        finished = is_finished(launcher.trial_folder(trial) / "summary.json")
+        skipped += finished
+        mark = " (finished: skipped)" if finished else ""
+        print(f"{launcher.trial_folder(trial)}{mark}: {shlex.join(command)}")
+    threads = ", ".join(f"{name}={environment.get(name, '')}" for name in THREAD_VARIABLES)
+    print(f"{plural(len(source), 'trial')}, {skipped} finished before; each trial runs with {threads}")
+    return 0
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 trial``, ``2 trials``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def quiet_broken_pipe() -> int:
+    """Exit status 0 after the reader of our output went away (``| head``): what is left of the
+    output goes nowhere, so that Python's flush at exit does not fail again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
@@ -143,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser.parse_args(["sweep", *(sys.argv[1:] if argv is None else argv)])
     try:
         return arguments.handler(arguments)
+    except BrokenPipeError:  # e.g. `sodeep sweep run ... --dry-run | head`
+        return quiet_broken_pipe()
     except (ValueError, FileNotFoundError) as error:
         if os.environ.get("SODEEP_TRACEBACK"):
             raise

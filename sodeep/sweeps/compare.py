@@ -81,13 +81,21 @@ def metric_names(summaries: list[dict[str, Any]], first: str | None = None) -> l
 
 
 def parse_baseline(items: list[str] | None) -> dict[str, str]:
-    """``["losses=l1"]`` -> ``{"losses": "l1"}``."""
+    """``["losses=l1"]`` -> ``{"losses": "l1"}``; a JSON object names nested parameters, as
+    settings do (:func:`flatten`): ``['sorter={"band": 8}']`` -> ``{"sorter.band": "8"}``."""
     baseline = {}
     for item in items or []:
         key, equals, value = item.partition("=")
         if not equals or not key:
             raise ValueError(f"--baseline takes KEY=VALUE, e.g. losses=l1, got {item!r}")
-        baseline[key] = value
+        try:
+            nested = json.loads(value)
+        except json.JSONDecodeError:
+            nested = None
+        if isinstance(nested, dict) and nested:
+            baseline.update({name: json.dumps(leaf) for name, leaf in flatten(nested, f"{key}.").items()})
+        else:
+            baseline[key] = value
     return baseline
 
 
@@ -140,6 +148,14 @@ def setting_rows(settings: list[Setting], metrics: list[str], baseline: dict[str
     """One dict per setting: its parameters, ``trials`` and, per metric, ``{m}_n``, ``{m}_mean``,
     ``{m}_sd`` and, with a baseline, ``{m}_diff_mean``, ``{m}_diff_sd``, ``{m}_pairs`` and
     ``{m}_wilcoxon_p``."""
+    names = sorted({name for setting in settings for name in setting.params})
+    unknown = [key for key in baseline if key not in names]
+    if unknown:
+        raise ValueError(
+            f"--baseline {' '.join(f'{k}={v}' for k, v in baseline.items())}: {', '.join(unknown)} is not a "
+            f"parameter that tells the settings apart; they differ in {names or 'nothing (one setting)'} "
+            "(parameters averaged over, --over, are not among them)"
+        )
     if baseline and not any(all(matches(s.params.get(k), v) for k, v in baseline.items()) for s in settings):
         seen = {key: sorted({str(s.params.get(key)) for s in settings}) for key in baseline}
         raise ValueError(f"--baseline {baseline}: no setting has those values; values seen: {seen}")

@@ -9,7 +9,7 @@ sync`` would look for that sweep on the server and leave the run out (wandb/wand
 
 Trials that run side by side share the machine's cores: each gets ``OMP_NUM_THREADS`` (and the
 MKL and OpenBLAS equivalents) of ``cores // workers`` (:func:`trial_threads`), unless the sweep's
-own environment sets ``OMP_NUM_THREADS``.  Without it every trial's PyTorch and scikit-learn
+own environment sets one of them (to a non-empty value): then the trials inherit them as they are.  Without it every trial's PyTorch and scikit-learn
 start one thread per core, and two 2-thread trials on 2 cores run about 4x slower than two
 1-thread ones (docs/sweeps.md).
 """
@@ -84,7 +84,7 @@ class TrialLauncher:
         self, spec: SweepSpec, folder: Path, wandb: str, launch_directory: Path, *, threads: int | None = None
     ) -> None:
         """``threads``: the thread variables of each trial (:data:`THREAD_VARIABLES`) where the
-        environment does not set ``OMP_NUM_THREADS``; ``None`` leaves them as they are."""
+        environment sets none of them; ``None`` leaves them as they are."""
         self.spec, self.folder, self.wandb, self.threads = spec, folder, wandb, threads
         self.program = resolve_program(spec.program, launch_directory)
         if "${program}" in spec.command and not Path(self.program).is_file():
@@ -98,7 +98,7 @@ class TrialLauncher:
 
     def environment(self, trial: Trial, directory: Path) -> dict[str, str]:
         environment = dict(os.environ)
-        if self.threads is not None and "OMP_NUM_THREADS" not in environment:
+        if self.threads is not None and not any(environment.get(name) for name in THREAD_VARIABLES):
             environment.update(dict.fromkeys(THREAD_VARIABLES, str(self.threads)))
         environment.update(
             {

@@ -103,14 +103,16 @@ def markdown(
 ) -> str:
     """``report.md``: what was run, then per metric a table of settings and its plot."""
     changing, fixed = varying(settings)
+    repeats = (", ".join(over) or "trials") + (" and folds" if any(len(s.units) > len(s.trials) for s in settings) else "")
     lines = [
         f"# Sweep {name}",
         "",
         f"Regenerate with `{command}`.",
         "",
-        f"{len(settings)} settings from {counts['finished']} finished trials "
+        f"{len(settings)} setting{'' if len(settings) == 1 else 's'} from {counts['finished']} finished "
+        f"trial{'' if counts['finished'] == 1 else 's'} "
         f"({counts['failed']} failed, {counts['no summary']} without a summary: interrupted or not run); "
-        f"mean +- sd over {', '.join(over) or 'trials'}{' and folds' if any(len(s.units) > len(s.trials) for s in settings) else ''}.",
+        f"mean +- sd over {repeats}.",
     ]
     if fixed:
         lines += ["", "Fixed: " + ", ".join(f"`{key}={value}`" for key, value in fixed.items()) + "."]
@@ -119,7 +121,7 @@ def markdown(
         lines += [
             "",
             f"Differences are paired with the setting at {against} (other parameters equal), "
-            "over the seeds and folds both have; p: two-sided Wilcoxon signed-rank test.",
+            f"over the {repeats} both have; p: two-sided Wilcoxon signed-rank test.",
         ]
     else:
         lines += ["", "No baseline: add `--baseline KEY=VALUE` for paired differences."]

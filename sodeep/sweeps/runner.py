@@ -74,6 +74,23 @@ def run_sweep(
             relative ``program`` is found (default: the current folder, as for W&B's agent).
         echo: receives one line per event (start, end, notes).
     """
+    source = trial_source(spec, workers=workers, seed=seed, count=count, wandb=wandb)
+    folder = Path(root) / spec.folder_name
+    # Absolute: each trial runs in its own folder, and reads these paths from there.
+    launcher = TrialLauncher(
+        spec, folder.absolute(), wandb, Path(launch_directory or os.getcwd()).resolve(), threads=trial_threads(workers)
+    )
+    check_sweep_folder(folder, spec, seed)
+    record_sweep(folder, spec, seed, source if isinstance(source, list) else None)
+    if spec.early_terminate is not None:
+        echo("note: early_terminate needs W&B's server; offline every trial runs to its end")
+    return _Scheduler(spec, folder, source, launcher, workers, echo).run()
+
+
+def trial_source(spec: SweepSpec, *, workers: int = 1, seed: int = 0, count: int | None = None, wandb: str = "offline") -> Any:
+    """Check the settings of a run of ``spec`` (``ValueError``, one line) and return where its
+    trials come from: the list of a grid or random sweep, or the bayes suggester (which needs the
+    ``sweeps`` package)."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
@@ -83,35 +100,33 @@ def run_sweep(
     if spec.method == "bayes":
         from sodeep.sweeps.bayes import BayesTrials
 
-        source: Any = BayesTrials(spec, seed=seed, count=count)  # checks that `sweeps` is there
-    else:
-        source = expand_trials(spec, seed=seed, count=count)
-    folder = Path(root) / spec.folder_name
-    # Absolute: each trial runs in its own folder, and reads these paths from there.
-    launcher = TrialLauncher(
-        spec, folder.absolute(), wandb, Path(launch_directory or os.getcwd()).resolve(), threads=trial_threads(workers)
-    )
-    record_sweep(folder, spec, seed, source if isinstance(source, list) else None)
-    if spec.early_terminate is not None:
-        echo("note: early_terminate needs W&B's server; offline every trial runs to its end")
-    return _Scheduler(spec, folder, source, launcher, workers, echo).run()
+        return BayesTrials(spec, seed=seed, count=count)  # checks that `sweeps` is there
+    return expand_trials(spec, seed=seed, count=count)
+
+
+def check_sweep_folder(folder: Path, spec: SweepSpec, seed: int) -> None:
+    """Refuse (``ValueError``, one line) a sweep folder that holds a different sweep: another
+    file, or another seed of a random or bayes sweep (only ``run_cap`` may change, to extend or
+    shorten it).  Writes nothing."""
+    path = folder / "sweep.json"
+    if not path.exists():
+        return
+    held = json.loads(path.read_text(encoding="utf-8"))
+    comparable = {key: value for key, value in spec.mapping.items() if key != "run_cap"}
+    held_comparable = {key: value for key, value in held.get("spec", {}).items() if key != "run_cap"}
+    advice = "give another --root or name, or remove that folder"
+    if held_comparable != json.loads(json.dumps(comparable)):
+        raise ValueError(f"{folder} holds another sweep (from a different sweep file); {advice}")
+    if spec.method != "grid" and held.get("seed") != seed:
+        raise ValueError(
+            f"{folder} holds this sweep drawn with --seed {held.get('seed')}, not {seed}; "
+            f"run it with --seed {held.get('seed')} to continue it, or {advice}"
+        )
 
 
 def record_sweep(folder: Path, spec: SweepSpec, seed: int, trials: list[Trial] | None) -> None:
-    """Write ``sweep.json``, refusing a folder that holds a different sweep (only ``run_cap``
-    may change, to extend or shorten it)."""
+    """Write ``sweep.json`` (after :func:`check_sweep_folder`)."""
     path = folder / "sweep.json"
-    comparable = {key: value for key, value in spec.mapping.items() if key != "run_cap"}
-    if path.exists():
-        held = json.loads(path.read_text(encoding="utf-8"))
-        held_comparable = {key: value for key, value in held.get("spec", {}).items() if key != "run_cap"}
-        if held_comparable != json.loads(json.dumps(comparable)) or (
-            spec.method != "grid" and held.get("seed") != seed
-        ):
-            raise ValueError(
-                f"{folder} holds another sweep (a different file or seed {held.get('seed')}); "
-                "give another --root or name, or remove that folder"
-            )
     atomic_write_json(
         path,
         {
@@ -208,6 +223,11 @@ class _Scheduler:
         """SIGINT to every running trial, SIGKILL to those still alive after the grace period."""
         for running in self.running:
             _signal_group(running.process, signal.SIGINT)
+        if self.running:
+            self.echo(
+                f"stopping {len(self.running)} running trial(s): up to {STOP_GRACE_SECONDS:.0f} s for them to "
+                "close their files (ctrl-C again stops them at once)"
+            )
         deadline = time.monotonic() + STOP_GRACE_SECONDS
         try:
             while any(r.process.poll() is None for r in self.running) and time.monotonic() < deadline:

@@ -248,3 +248,17 @@ def test_another_runs_checkpoint_is_refused(tmp_path, capsys, brainage_inputs, f
     error = _run_and_check_one_line([*argv, "--resume"], capsys)
     assert "belongs to training run {'preset': 'l1', 'seed': 0, 'fold': 0}, not" in error
     assert folder_state(out) == before
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_missing_brainage_extra_is_named_in_one_line(command, tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    found = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("sklearn", "nilearn") else found(name, *a))
+    with pytest.raises(SystemExit) as exited:
+        main(["brainage", command, "--out", str(tmp_path / "out")])
+    error = capsys.readouterr().err.strip()
+    assert exited.value.code == 2 and "\n" not in error
+    assert "needs nilearn, scikit-learn (the [brainage] extra): pip install -c constraints.txt -e '.[brainage]'" in error
+    assert not (tmp_path / "out").exists()

@@ -67,10 +67,11 @@ def test_folds_are_units_paired_by_seed_and_fold_and_nested_params_flatten(tmp_p
             folds = [{"fold": f, "metrics": {"mae": 10.0 * seed + f + offset * (f + 1)}} for f in range(3)]
             records.append(({"sorter": {"softness": softness}, "seeds": seed}, {"mae": 0.0}, folds, "finished"))
     write_trials(tmp_path, records)
-    write_report(tmp_path, baseline=["sorter.softness=0.5"], plots=False)
-    _, sharp = rows(tmp_path)
-    assert (sharp["sorter.softness"], sharp["mae_n"], sharp["mae_pairs"]) == ("1.0", "6", "6")
-    assert float(sharp["mae_diff_mean"]) == pytest.approx(2.0)  # differences 1, 2, 3 for each seed
+    for baseline in (["sorter.softness=0.5"], ['sorter={"softness": 0.5}']):  # dotted, or the JSON of the value
+        write_report(tmp_path, baseline=baseline, plots=False)
+        _, sharp = rows(tmp_path)
+        assert (sharp["sorter.softness"], sharp["mae_n"], sharp["mae_pairs"]) == ("1.0", "6", "6")
+        assert float(sharp["mae_diff_mean"]) == pytest.approx(2.0)  # differences 1, 2, 3 for each seed
 
 
 def test_report_command_with_plots_and_its_errors(tmp_path, capsys):
@@ -81,6 +82,8 @@ def test_report_command_with_plots_and_its_errors(tmp_path, capsys):
     assert "![loss](plots/loss.png)" in (tmp_path / "report.md").read_text()
     for argv, words in [
         (["report", str(tmp_path), "--baseline", "lr=0.3"], "no setting has those values"),
+        (["report", str(tmp_path), "--baseline", "lrr=0.1"], "lrr is not a parameter that tells the settings apart; they differ in ['lr']"),
+        (["report", str(tmp_path), "--baseline", "seed=0"], "seed is not a parameter that tells the settings apart"),
         (["report", str(tmp_path), "--over", "sed"], "--over 'sed' is not a parameter"),
         (["report", str(tmp_path), "--metric", "acc"], "--metric 'acc' is in no summary"),
         (["report", str(tmp_path / "missing")], "no sweep folder at"),

@@ -242,8 +242,46 @@ def test_trials_share_the_cores_unless_the_environment_sets_threads(tmp_path, mo
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     shared = TrialLauncher(spec, tmp_path / "runs", "offline", tmp_path, threads=3).command(trial)[1]
     assert (shared["OMP_NUM_THREADS"], shared["MKL_NUM_THREADS"], shared["OPENBLAS_NUM_THREADS"]) == ("3",) * 3
-    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    for variable in ("MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "")  # empty: not a setting
+    assert TrialLauncher(spec, tmp_path / "runs", "offline", tmp_path, threads=3).command(trial)[1]["MKL_NUM_THREADS"] == "3"
+    monkeypatch.setenv("MKL_NUM_THREADS", "5")  # one of them set: the trials inherit them all as they are
     chosen = TrialLauncher(spec, tmp_path / "runs", "offline", tmp_path, threads=3).command(trial)[1]
-    assert chosen["OMP_NUM_THREADS"] == "5"
+    assert (chosen["OMP_NUM_THREADS"], chosen["MKL_NUM_THREADS"], chosen.get("OPENBLAS_NUM_THREADS")) == ("", "5", None)
     untouched = TrialLauncher(spec, tmp_path / "runs", "offline", tmp_path).command(trial)[1]
-    assert untouched["OMP_NUM_THREADS"] == "5" and untouched.get("MKL_NUM_THREADS") == os.environ.get("MKL_NUM_THREADS")
+    assert untouched["MKL_NUM_THREADS"] == "5" and "OPENBLAS_NUM_THREADS" not in untouched
+
+
+def test_dry_run_checks_what_a_run_checks_and_marks_finished_trials(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    (tmp_path / "table.csv").write_text("thickness,age\n10,20\n15,33\n")
+    body = f"""
+        name: dry
+        method: random
+        run_cap: 2
+        metric: {{name: mae, goal: minimize}}
+        parameters:
+          scale: {{distribution: uniform, min: 1.0, max: 2.0}}
+          table: {{value: {tmp_path / "table.csv"}}}
+        """
+    sweep = write_sweep(tmp_path, TABLE_PROGRAM, body)
+    run = ["run", str(sweep), "--root", str(tmp_path / "runs")]
+    for extra, words in [(["--count", "-2"], "count must be an integer >= 1"), (["--count", "0"], "count must be"),
+                         (["--workers", "0"], "workers must be an integer >= 1")]:
+        with pytest.raises(SystemExit) as exited:
+            main([*run, "--dry-run", *extra])
+        assert exited.value.code == 2 and words in capsys.readouterr().err
+    assert main([*run, "--count", "1"]) == 0
+    capsys.readouterr()
+    assert main([*run, "--dry-run", "--workers", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "(finished: skipped)" in lines[0] and "(finished" not in lines[1]
+    share = max(1, len(os.sched_getaffinity(0)) // 2)
+    assert lines[-1] == f"2 trials, 1 finished before; each trial runs with OMP_NUM_THREADS={share}, " \
+        f"MKL_NUM_THREADS={share}, OPENBLAS_NUM_THREADS={share}"
+    for argv in ([*run, "--dry-run", "--seed", "3"], [*run, "--seed", "3"]):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == 2 and "drawn with --seed 0, not 3; run it with --seed 0" in capsys.readouterr().err
