@@ -14,12 +14,14 @@ checkpoints included), once as it runs and once with the same batches made befor
 alternation for ``--job-repeats`` rounds; medians of the wall time per step.  Fourth table:
 :func:`~sodeep.synthetic.generate_sequences` throughput at n = 100.
 
-    python experiments/benchmarks/bench_generator.py [--rounds 300] [--threads 2] [--job-steps 1000]
+    python experiments/benchmarks/bench_generator.py [--rounds 300] [--threads 2] [--job-steps 3000]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import platform
 import statistics
@@ -106,12 +108,14 @@ def pretraining_job_seconds(steps: int, repeats: int) -> dict[str, float]:
             for name in timings:
                 out = Path(folder) / f"{name.replace(' ', '-')}-{repeat}"
                 job = PretrainConfig(steps=steps, out=str(out), wandb="disabled")
+                quiet = contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO())
                 start = time.perf_counter()
-                if name == "stream":
-                    pretrain(job)
-                else:
-                    with mock.patch.object(SyntheticSequences, "batch", lambda self, index: made[index]):
+                with quiet[0], quiet[1]:  # the job's progress lines
+                    if name == "stream":
                         pretrain(job)
+                    else:
+                        with mock.patch.object(SyntheticSequences, "batch", lambda self, index: made[index]):
+                            pretrain(job)
                 timings[name].append((time.perf_counter() - start) / steps)
     return {name: statistics.median(values) for name, values in timings.items()}
 
@@ -132,7 +136,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=300, help="timed batches (after 20 of warm-up)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
-    parser.add_argument("--job-steps", type=int, default=1000, help="steps of each pretraining job timed")
+    parser.add_argument("--job-steps", type=int, default=3000, help="steps of each pretraining job timed")
     parser.add_argument("--job-repeats", type=int, default=3, help="timed jobs of each kind, alternating")
     arguments = parser.parse_args()
     if arguments.threads is not None:
