@@ -99,7 +99,7 @@ def rank(
             last = group_last.gather(-1, group_id)
             sorted_ranks = {"min": first, "max": last, "average": (first + last) / 2}[ties]
 
-    ranks = torch.empty_like(sorted_ranks).scatter_(-1, order, sorted_ranks)
+    ranks = torch.empty_like(sorted_ranks).scatter(-1, order, sorted_ranks)
     if normalized:
         ranks = ranks / n
     return ranks.to(out_dtype).movedim(-1, dim)

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from sodeep.checks import require
+from sodeep.checks import beneath_transforms, require
 
 
 def check_scores(scores: Any, *, min_length: int, max_length: int | None, name: str = "scores") -> None:
@@ -49,6 +49,7 @@ def check_finite(scores: torch.Tensor, name: str = "scores") -> None:
     if scores.device.type != "cpu" or torch.compiler.is_compiling():
         require(torch.isfinite(scores), message)
         return
+    scores = beneath_transforms(scores)  # under torch.func.vmap: every sample at once
     # A finite sum means finite scores (one number to read, not a mask of (B, n)); a sum that
     # overflowed may still come from finite scores, so min and max (which propagate NaN and show
     # an infinity) decide then.

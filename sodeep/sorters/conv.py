@@ -70,7 +70,7 @@ def distinct_value_groups(sorted_scores: torch.Tensor) -> tuple[torch.Tensor, to
     """
     starts = sorted_scores[:, 1:] != sorted_scores[:, :-1]
     group_id = F.pad(starts.cumsum(-1), (1, 0))
-    group_size = torch.zeros_like(sorted_scores).scatter_add_(-1, group_id, torch.ones_like(sorted_scores))
+    group_size = torch.zeros_like(sorted_scores).scatter_add(-1, group_id, torch.ones_like(sorted_scores))
     return group_id, group_size
 
 
@@ -295,7 +295,7 @@ class ConvSorter(Sorter):
         # Distinct values, exact, with the gradient of their members' mean: a tie group's gradient
         # is shared equally among its elements.  (A sum of equal values could overflow; a sum of
         # zeros cannot.)
-        exact_values = torch.zeros_like(sorted_scores).scatter_(-1, group_id, members.detach())
+        exact_values = torch.zeros_like(sorted_scores).scatter(-1, group_id, members.detach())
         deltas = members - members.detach()  # zeros that carry the gradient of each element
         group_deltas = torch.zeros_like(members).scatter_add(-1, group_id, deltas) / sizes.clamp_min(1)
         values = exact_values + group_deltas

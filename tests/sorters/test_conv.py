@@ -218,3 +218,31 @@ def test_temperature_network_matches_the_feature_formulation(depth, family):
         expected = log_temperature_by_features(sorter, sorted_scores)
         distinct = sizes > 0
         torch.testing.assert_close(log_tau[distinct], expected[distinct])
+
+
+def test_vmap_of_grad_matches_a_loop_and_checks_every_sample():
+    """torch.func: per-sample gradients through the shipped sorter and SpearmanLoss equal a loop
+    of autograd calls, and a bad sample is refused as in eager mode."""
+    from torch.func import grad, vmap
+
+    from sodeep import SpearmanLoss
+
+    sorter = load_sorter(temperature_floor=0.1).double()
+    scores, targets = torch.randn(5, 12, dtype=torch.float64), torch.randn(5, 12, dtype=torch.float64)
+    per_sample = vmap(grad(lambda row: sorter(row).square().sum()))(scores)
+    loop = []
+    for row in scores:
+        row = row.clone().requires_grad_()
+        loop.append(torch.autograd.grad(sorter(row).square().sum(), row)[0])
+    torch.testing.assert_close(per_sample, torch.stack(loop))
+    loss = SpearmanLoss()
+    through_loss = vmap(grad(lambda p, t: loss(p[None], t[None])))(scores, targets)
+    expected = []
+    for p, t in zip(scores, targets):
+        p = p.clone().requires_grad_()
+        expected.append(torch.autograd.grad(loss(p[None], t[None]), p)[0])
+    torch.testing.assert_close(through_loss, torch.stack(expected))
+    scores[3, 4] = math.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        vmap(grad(lambda row: sorter(row).square().sum()))(scores)
+    assert torch.equal(vmap(rank)(targets), rank(targets))
