@@ -17,6 +17,16 @@ def _pyplot():
     return pyplot
 
 
+#: Line styles taken in turn after each round of matplotlib's 10 colours, so that no two of up to
+#: 40 lines look alike.
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def _style(index: int) -> dict:
+    """Colour and line style of the ``index``-th line of a plot: all distinct up to 40 lines."""
+    return {"color": f"C{index % 10}", "linestyle": LINE_STYLES[(index // 10) % len(LINE_STYLES)]}
+
+
 def plot_speed(rows: list[dict], path: Path) -> Path | None:
     """Forward+backward time vs n at the reference batch (32), log-log, one line per ranker."""
     batch = reference_batch(rows)
@@ -25,9 +35,9 @@ def plot_speed(rows: list[dict], path: Path) -> Path | None:
         return None
     pyplot = _pyplot()
     figure, axes = pyplot.subplots(figsize=(7, 4.5))
-    for ranker in dict.fromkeys(row["ranker"] for row in selected):
+    for index, ranker in enumerate(dict.fromkeys(row["ranker"] for row in selected)):
         points = sorted((row["n"], row["seconds"] * 1e3) for row in selected if row["ranker"] == ranker)
-        axes.plot(*zip(*points), marker="o", markersize=3, label=ranker)
+        axes.plot(*zip(*points), marker="o", markersize=3, label=ranker, **_style(index))
     axes.set(xscale="log", yscale="log", xlabel="n", ylabel="ms per call", title=f"forward+backward, B={batch}")
     axes.legend(fontsize=6, ncol=2)
     return _save(figure, pyplot, path)
@@ -53,8 +63,8 @@ def plot_fidelity_vs_time(fidelity: list[dict], speed: list[dict], path: Path) -
         return None
     pyplot = _pyplot()
     figure, axes = pyplot.subplots(figsize=(7, 4.5))
-    for ranker, time, gap in points:
-        axes.scatter(time, max(gap, 1e-7))
+    for index, (ranker, time, gap) in enumerate(points):
+        axes.scatter(time, max(gap, 1e-7), color=_style(index)["color"], marker="os^D"[(index // 10) % 4])
         axes.annotate(ranker, (time, max(gap, 1e-7)), fontsize=6)
     axes.set(xscale="log", yscale="log", xlabel=f"forward ms (B={batch}, n={n})",
              ylabel="1 - Spearman (mean over distributions)", title="fidelity vs time")  # fmt: skip
@@ -67,13 +77,13 @@ def plot_sorting(summary: list[dict], path: Path) -> Path | None:
         return None
     pyplot = _pyplot()
     figure, axes = pyplot.subplots(figsize=(7, 4.5))
-    for family in dict.fromkeys(entry["family"] for entry in summary):
+    for index, family in enumerate(dict.fromkeys(entry["family"] for entry in summary)):
         entries = sorted((entry for entry in summary if entry["family"] == family), key=lambda entry: entry["n"])
         axes.errorbar(
             [entry["n"] for entry in entries],
             [entry["best"]["exact_match"] for entry in entries],
             yerr=[entry["best"]["exact_match_sd"] for entry in entries],
-            marker="o", markersize=3, capsize=2, label=family,
+            marker="o", markersize=3, capsize=2, label=family, **_style(index),
         )  # fmt: skip
     axes.set(xlabel="n (numbers per sequence)", ylabel="test exact match", title="learning to sort, best setting")
     axes.legend(fontsize=7)

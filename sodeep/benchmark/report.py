@@ -128,8 +128,9 @@ def speed_markdown(rows: list[dict]) -> list[str]:
             continue
         lengths = sorted({row["n"] for row in selected})
         cell = {(row["ranker"], row["n"]): row for row in selected}
+        ratios = " (ratio to torchsort eps=1)" if any(row["ratio_to_torchsort"] for row in selected) else ""
         lines += [
-            f"### Speed, {mode}, B={batch}: milliseconds per call (ratio to torchsort eps=1)",
+            f"### Speed, {mode}, B={batch}: milliseconds per call{ratios}",
             "",
             "| ranker | " + " | ".join(f"n={n}" for n in lengths) + " |",
             "|---|" + "---|" * len(lengths),

@@ -139,3 +139,18 @@ def test_missing_packages_are_named_before_anything_runs(monkeypatch, tmp_path):
         check_extras(BenchConfig(parts=("sorting",), out=str(tmp_path / "out")))
     check_extras(BenchConfig(parts=("fidelity",), out=str(tmp_path / "out")))
     assert not (tmp_path / "out").exists()
+
+
+def test_plot_lines_stay_distinct_and_speed_headers_name_torchsort_only_when_it_ran():
+    from sodeep.benchmark.plots import _style
+    from sodeep.benchmark.report import speed_markdown
+
+    styles = [tuple(sorted(_style(index).items())) for index in range(40)]
+    assert len(set(styles)) == 40
+    rows = [
+        {"ranker": name, "n": 100, "batch": 32, "mode": "forward", "seconds": 1e-3, "ratio_to_torchsort": ratio}
+        for name, ratio in (("exact", None), ("sodeep", None))
+    ]
+    assert "ratio to torchsort" not in "\n".join(speed_markdown(rows))
+    rows[1]["ratio_to_torchsort"] = 2.0
+    assert "(ratio to torchsort eps=1)" in "\n".join(speed_markdown(rows))
