@@ -2,15 +2,11 @@
 
 import hashlib
 import json
-import os
-import socket
-import subprocess
-import sys
 import textwrap
-import time
 
 import pytest
 import torch
+from ddp_launch import DDP, run_entry_point
 
 from sodeep import load_sorter
 from sodeep.cli import main
@@ -57,37 +53,11 @@ TINY_RUN = [
     "pretrain", "--steps", "6", "--batch-size", "8", "--lengths", "2-24", "--sorter", '{"capacity": 32}',
     "--validation-every", "3", "--checkpoint-every", "2", "--validation-sequences", "2",
 ]  # fmt: skip
-DDP = ["--accelerator", "cpu", "--devices", "2", "--strategy", "ddp"]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _run(tmp_path, *argv, stop_at=None):
-    """Run ``sodeep argv`` under the spy; returns (completed process, seconds)."""
-    entry = tmp_path / "entry.py"
-    entry.write_text(ENTRY_POINT)
-    seen = tmp_path / "seen"
-    seen.mkdir(exist_ok=True)
-    environment = {
-        **os.environ,
-        "SODEEP_TEST_SEEN": str(seen),
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(_free_port()),
-        "OMP_NUM_THREADS": "1",
-        "WANDB_MODE": "offline",
-    }
-    environment.pop("SODEEP_TEST_STOP_AT", None)
-    if stop_at is not None:
-        environment["SODEEP_TEST_STOP_AT"] = stop_at
-    started = time.time()
-    done = subprocess.run(
-        [sys.executable, str(entry), *argv], env=environment, cwd=tmp_path, capture_output=True, text=True, timeout=300
-    )
-    return done, time.time() - started
+def _run(folder, *argv, stop_at=None):
+    """Run ``sodeep argv`` as two processes under the spies; returns (completed process, seconds)."""
+    return run_entry_point(folder, ENTRY_POINT, *argv, stop_at=stop_at)
 
 
 def _seen(tmp_path, rank):

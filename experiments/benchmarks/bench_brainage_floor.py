@@ -68,7 +68,9 @@ def main() -> None:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder, ProcessPoolExecutor(arguments.workers) as pool:
         reference = pool.submit(cross_validate, "l1", 0.1, arguments.seeds, folder)
-        jobs = [pool.submit(cross_validate, "l1+spearman", floor, arguments.seeds, folder) for floor in arguments.floors]
+        jobs = [
+            pool.submit(cross_validate, "l1+spearman", floor, arguments.seeds, folder) for floor in arguments.floors
+        ]
         _, l1 = reference.result()
         by_floor = dict(job.result() for job in jobs)
     print(f"{len(arguments.floors) + 1} cross-validations in {time.perf_counter() - start:.0f} s\n")
@@ -81,7 +83,9 @@ def main() -> None:
         values = [run[metric] for run in runs.values()]
         return f"{statistics.mean(values):.{digits}f} +- {statistics.stdev(values):.{digits}f}"
 
-    print(f"| `l1` (no rank term) | {spread(l1, 'mae', 2)} | | {spread(l1, 'spearman', 3)} | | {spread(l1, 'within_site_spearman', 3)} |")
+    print(
+        f"| `l1` (no rank term) | {spread(l1, 'mae', 2)} | | {spread(l1, 'spearman', 3)} | | {spread(l1, 'within_site_spearman', 3)} |"
+    )
     for floor, runs in by_floor.items():
         mae_difference, mae_p = paired(runs, l1, "mae")
         rho_difference, rho_p = paired(runs, l1, "spearman")

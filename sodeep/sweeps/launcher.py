@@ -40,7 +40,6 @@ from sodeep.sweeps.summary import (
     trial_summary,
 )
 
-
 #: The thread-count variables a trial's libraries read (PyTorch, NumPy and scikit-learn's BLAS).
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 

@@ -103,7 +103,9 @@ def markdown(
 ) -> str:
     """``report.md``: what was run, then per metric a table of settings and its plot."""
     changing, fixed = varying(settings)
-    repeats = (", ".join(over) or "trials") + (" and folds" if any(len(s.units) > len(s.trials) for s in settings) else "")
+    repeats = (", ".join(over) or "trials") + (
+        " and folds" if any(len(s.units) > len(s.trials) for s in settings) else ""
+    )
     lines = [
         f"# Sweep {name}",
         "",

@@ -87,7 +87,9 @@ def run_sweep(
     return _Scheduler(spec, folder, source, launcher, workers, echo).run()
 
 
-def trial_source(spec: SweepSpec, *, workers: int = 1, seed: int = 0, count: int | None = None, wandb: str = "offline") -> Any:
+def trial_source(
+    spec: SweepSpec, *, workers: int = 1, seed: int = 0, count: int | None = None, wandb: str = "offline"
+) -> Any:
     """Check the settings of a run of ``spec`` (``ValueError``, one line) and return where its
     trials come from: the list of a grid or random sweep, or the bayes suggester (which needs the
     ``sweeps`` package)."""

@@ -255,10 +255,14 @@ def test_a_missing_brainage_extra_is_named_in_one_line(command, tmp_path, capsys
     import importlib.util
 
     found = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("sklearn", "nilearn") else found(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name in ("sklearn", "nilearn") else found(name, *a)
+    )
     with pytest.raises(SystemExit) as exited:
         main(["brainage", command, "--out", str(tmp_path / "out")])
     error = capsys.readouterr().err.strip()
     assert exited.value.code == 2 and "\n" not in error
-    assert "needs nilearn, scikit-learn (the [brainage] extra): pip install -c constraints.txt -e '.[brainage]'" in error
+    assert (
+        "needs nilearn, scikit-learn (the [brainage] extra): pip install -c constraints.txt -e '.[brainage]'" in error
+    )
     assert not (tmp_path / "out").exists()

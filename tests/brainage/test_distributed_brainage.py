@@ -4,16 +4,13 @@ as `--devices 2 --strategy ddp` does; and the checks of the scale-out settings."
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
 import torch
 from brainage_inputs import tiny_argv, write_inputs, write_table
+from ddp_launch import DDP, run_entry_point
 
 from sodeep.brainage.commands import claim_folder
 from sodeep.brainage.config import TabularConfig, TrainingConfig, load_config
@@ -80,39 +77,11 @@ ENTRY_POINT = textwrap.dedent(
 )
 
 TINY_CV = ["--losses", "l1", "--seeds", "0", "--folds", "2", "--max-epochs", "4", "--batch-size", "8"]
-DDP = ["--accelerator", "cpu", "--devices", "2", "--strategy", "ddp"]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _run(folder, *argv, stop_at=None):
-    """Run ``sodeep argv`` under the spies, in a fresh ``folder/seen``; returns (completed process, seconds)."""
-    entry = folder / "entry.py"
-    entry.write_text(ENTRY_POINT)
-    seen = folder / "seen"
-    seen.mkdir(exist_ok=True)
-    for old in seen.iterdir():
-        old.unlink()
-    environment = {
-        **os.environ,
-        "SODEEP_TEST_SEEN": str(seen),
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(_free_port()),
-        "OMP_NUM_THREADS": "1",
-        "WANDB_MODE": "offline",
-    }
-    environment.pop("SODEEP_TEST_STOP_AT", None)
-    if stop_at is not None:
-        environment["SODEEP_TEST_STOP_AT"] = stop_at
-    started = time.time()
-    done = subprocess.run(
-        [sys.executable, str(entry), *argv], env=environment, cwd=folder, capture_output=True, text=True, timeout=300
-    )
-    return done, time.time() - started
+    """Run ``sodeep argv`` as two processes under the spies; returns (completed process, seconds)."""
+    return run_entry_point(folder, ENTRY_POINT, *argv, stop_at=stop_at)
 
 
 def _records(folder, rank):

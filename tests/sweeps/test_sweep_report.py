@@ -82,7 +82,10 @@ def test_report_command_with_plots_and_its_errors(tmp_path, capsys):
     assert "![loss](plots/loss.png)" in (tmp_path / "report.md").read_text()
     for argv, words in [
         (["report", str(tmp_path), "--baseline", "lr=0.3"], "no setting has those values"),
-        (["report", str(tmp_path), "--baseline", "lrr=0.1"], "lrr is not a parameter that tells the settings apart; they differ in ['lr']"),
+        (
+            ["report", str(tmp_path), "--baseline", "lrr=0.1"],
+            "lrr is not a parameter that tells the settings apart; they differ in ['lr']",
+        ),
         (["report", str(tmp_path), "--baseline", "seed=0"], "seed is not a parameter that tells the settings apart"),
         (["report", str(tmp_path), "--over", "sed"], "--over 'sed' is not a parameter"),
         (["report", str(tmp_path), "--metric", "acc"], "--metric 'acc' is in no summary"),

@@ -245,7 +245,10 @@ def test_trials_share_the_cores_unless_the_environment_sets_threads(tmp_path, mo
     for variable in ("MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "")  # empty: not a setting
-    assert TrialLauncher(spec, tmp_path / "runs", "offline", tmp_path, threads=3).command(trial)[1]["MKL_NUM_THREADS"] == "3"
+    assert (
+        TrialLauncher(spec, tmp_path / "runs", "offline", tmp_path, threads=3).command(trial)[1]["MKL_NUM_THREADS"]
+        == "3"
+    )
     monkeypatch.setenv("MKL_NUM_THREADS", "5")  # one of them set: the trials inherit them all as they are
     chosen = TrialLauncher(spec, tmp_path / "runs", "offline", tmp_path, threads=3).command(trial)[1]
     assert (chosen["OMP_NUM_THREADS"], chosen["MKL_NUM_THREADS"], chosen.get("OPENBLAS_NUM_THREADS")) == ("", "5", None)
@@ -268,8 +271,11 @@ def test_dry_run_checks_what_a_run_checks_and_marks_finished_trials(tmp_path, ca
         """
     sweep = write_sweep(tmp_path, TABLE_PROGRAM, body)
     run = ["run", str(sweep), "--root", str(tmp_path / "runs")]
-    for extra, words in [(["--count", "-2"], "count must be an integer >= 1"), (["--count", "0"], "count must be"),
-                         (["--workers", "0"], "workers must be an integer >= 1")]:
+    for extra, words in [
+        (["--count", "-2"], "count must be an integer >= 1"),
+        (["--count", "0"], "count must be"),
+        (["--workers", "0"], "workers must be an integer >= 1"),
+    ]:
         with pytest.raises(SystemExit) as exited:
             main([*run, "--dry-run", *extra])
         assert exited.value.code == 2 and words in capsys.readouterr().err
@@ -279,8 +285,10 @@ def test_dry_run_checks_what_a_run_checks_and_marks_finished_trials(tmp_path, ca
     lines = capsys.readouterr().out.splitlines()
     assert "(finished: skipped)" in lines[0] and "(finished" not in lines[1]
     share = max(1, len(os.sched_getaffinity(0)) // 2)
-    assert lines[-1] == f"2 trials, 1 finished before; each trial runs with OMP_NUM_THREADS={share}, " \
+    assert (
+        lines[-1] == f"2 trials, 1 finished before; each trial runs with OMP_NUM_THREADS={share}, "
         f"MKL_NUM_THREADS={share}, OPENBLAS_NUM_THREADS={share}"
+    )
     for argv in ([*run, "--dry-run", "--seed", "3"], [*run, "--seed", "3"]):
         with pytest.raises(SystemExit) as exited:
             main(argv)
