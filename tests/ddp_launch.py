@@ -18,15 +18,16 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def run_entry_point(folder, entry_point: str, *argv, stop_at=None):
+def run_entry_point(folder, entry_point: str, *argv, stop_at=None, fresh: bool = True):
     """Run ``entry_point`` (the source of a script that runs ``sodeep argv`` under a test's spies)
-    in ``folder``, the spies writing into a fresh ``folder/seen``; ``stop_at`` reaches them as
+    in ``folder``, the spies writing into ``folder/seen`` (emptied first when ``fresh``, else
+    added to: a resumed run's records follow the interrupted one's); ``stop_at`` reaches them as
     ``SODEEP_TEST_STOP_AT``.  Returns ``(completed process, seconds)``."""
     entry = folder / "entry.py"
     entry.write_text(entry_point)
     seen = folder / "seen"
     seen.mkdir(exist_ok=True)
-    for old in seen.iterdir():
+    for old in seen.iterdir() if fresh else ():
         old.unlink()
     environment = {
         **os.environ,

@@ -56,8 +56,9 @@ TINY_RUN = [
 
 
 def _run(folder, *argv, stop_at=None):
-    """Run ``sodeep argv`` as two processes under the spies; returns (completed process, seconds)."""
-    return run_entry_point(folder, ENTRY_POINT, *argv, stop_at=stop_at)
+    """Run ``sodeep argv`` as two processes under the spies, whose records of earlier runs in
+    ``folder`` are kept; returns (completed process, seconds)."""
+    return run_entry_point(folder, ENTRY_POINT, *argv, stop_at=stop_at, fresh=False)
 
 
 def _seen(tmp_path, rank):
