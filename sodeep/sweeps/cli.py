@@ -38,7 +38,7 @@ def add_sweep_parser(commands: Any) -> None:
         "--workers",
         type=int,
         default=1,
-        help="trials at once, each with OMP_NUM_THREADS = cores // workers unless you set OMP_NUM_THREADS",
+        help="trials at once, each with OMP_NUM_THREADS (and MKL_, OPENBLAS_) = cores // workers unless you set one",
     )
     run.add_argument("--seed", type=int, default=0, help="seed of random and bayes draws")
     run.add_argument("--count", type=int, help="trials at most (with run_cap; a random sweep needs one)")
@@ -111,7 +111,7 @@ def dry_run(spec: Any, arguments: argparse.Namespace) -> int:
         print("method bayes: each trial is suggested from the finished ones, so none is known in advance")
         return 0
     launcher = TrialLauncher(spec, folder, arguments.wandb, Path.cwd(), threads=trial_threads(arguments.workers))
-    skipped = 0
+    skipped, environment = 0, {}
     for trial in source:
         command, environment = launcher.command(trial)
         finished = is_finished(launcher.trial_folder(trial) / "summary.json")

@@ -9,9 +9,9 @@ sync`` would look for that sweep on the server and leave the run out (wandb/wand
 
 Trials that run side by side share the machine's cores: each gets ``OMP_NUM_THREADS`` (and the
 MKL and OpenBLAS equivalents) of ``cores // workers`` (:func:`trial_threads`), unless the sweep's
-own environment sets one of them (to a non-empty value): then the trials inherit them as they are.  Without it every trial's PyTorch and scikit-learn
-start one thread per core, and two 2-thread trials on 2 cores run about 4x slower than two
-1-thread ones (docs/sweeps.md).
+own environment sets one of them (to a non-empty value): then the trials inherit them as they
+are.  Without a share every trial's PyTorch and scikit-learn start one thread per core, and two
+2-thread trials on 2 cores run about 4x slower than two 1-thread ones (docs/sweeps.md).
 """
 
 from __future__ import annotations

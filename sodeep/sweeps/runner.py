@@ -68,8 +68,8 @@ def run_sweep(
     """Run the trials of ``spec`` not finished yet under ``root/<sweep name>/``.
 
     Args:
-        workers: trials at once, each with ``OMP_NUM_THREADS`` of ``cores // workers`` unless
-            the environment sets it.  seed: of the random (and bayes) draws.  count: trials at most,
+        workers: trials at once, each with ``OMP_NUM_THREADS`` (and the MKL and OpenBLAS
+            equivalents) of ``cores // workers`` unless the environment sets one.  seed: of the random (and bayes) draws.  count: trials at most,
             with ``run_cap``.  wandb: ``WANDB_MODE`` of the trials.  launch_directory: where a
             relative ``program`` is found (default: the current folder, as for W&B's agent).
         echo: receives one line per event (start, end, notes).
