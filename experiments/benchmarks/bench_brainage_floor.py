@@ -4,11 +4,11 @@ The rank losses load the shipped sorter with a temperature floor in the units of
 (``sodeep.checkpoints.TRAINING_SETTINGS``, 0.1), here years of predicted age.  This script runs
 ``sodeep brainage tabular``'s cross-validation (fcon1000, 5 age-stratified folds x seeds, the
 command's defaults) with the ``l1+spearman`` preset once per floor, and with ``l1`` as the
-reference, each floor in its own process (which sets the floor the losses load), and prints the
-mean +- sd over (seed, fold) runs and the paired difference against ``l1`` with a two-sided
-Wilcoxon signed-rank p.
+reference, each a job of a pool of ``--workers`` processes of one thread (a job sets the floor
+the losses load before it builds them), and prints the mean +- sd over (seed, fold) runs and the
+paired difference against ``l1`` with a two-sided Wilcoxon signed-rank p.
 
-    python experiments/benchmarks/bench_brainage_floor.py [--floors 0 0.01 0.1 1 10] [--seeds 0 1 2] [--workers 2]
+    python experiments/benchmarks/bench_brainage_floor.py [--floors 0 0.01 0.03 0.1 0.3 1 3 10 30] [--seeds 0 1 2] [--workers 2]
 
 Floor 0 is the sharp sorter (``load_sorter()``'s default, no floor).
 """

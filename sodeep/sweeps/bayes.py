@@ -1,8 +1,8 @@
 """Bayesian search offline, through W&B's open-source ``sweeps`` package (the code behind its
 server's suggestions), when it is installed.
 
-``sweeps`` pins NumPy < 2, so it is not a dependency of sodeep; ``pip install --no-deps sweeps
-jsonref jsonschema`` beside it (scikit-learn and pydantic it needs too).  Each suggestion sees
+``sweeps`` pins NumPy < 2, so it is not a dependency of sodeep; install it and its own
+dependencies without theirs (:data:`INSTALL_HINT`; scikit-learn and pydantic it needs too).  Each suggestion sees
 every trial so far, with its summary's metrics, as W&B's controller does; the global ``random``
 and NumPy generators it draws from are seeded with the sweep seed and the trial's index.
 """
@@ -18,16 +18,18 @@ from sodeep.sweeps.expand import Trial
 from sodeep.sweeps.spec import SweepSpec
 from sodeep.sweeps.summary import is_finished, read_trial_summary
 
-INSTALL_HINT = "pip install --no-deps sweeps jsonref jsonschema"
+#: ``sweeps`` and what it imports, without their pins (``sweeps`` pins NumPy < 2).
+INSTALL_HINT = "pip install --no-deps sweeps jsonref jsonschema jsonschema-specifications referencing rpds-py"
 
 
 def import_sweeps() -> Any:
     try:
         import sweeps
-    except ImportError:
+    except ImportError as error:
+        missing = f"`{error.name}`, which `sweeps` imports, is missing" if error.name != "sweeps" else "it is missing"
         raise ValueError(
-            f"method bayes needs W&B's open-source `sweeps` package ({INSTALL_HINT}; it pins NumPy < 2, "
-            "hence --no-deps), or W&B's server: run it online with wandb sweep / wandb agent"
+            f"method bayes needs W&B's open-source `sweeps` package and {missing}: {INSTALL_HINT} (--no-deps: "
+            "sweeps pins NumPy < 2), or W&B's server: run it online with wandb sweep / wandb agent"
         ) from None
     return sweeps
 

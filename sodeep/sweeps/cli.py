@@ -98,28 +98,37 @@ def command_run(arguments: argparse.Namespace) -> int:
 def dry_run(spec: Any, arguments: argparse.Namespace) -> int:
     """Check what a run would check, then print the trials and their commands as the runner would
     start them, marking those a run would skip (finished before)."""
+    from sodeep.sweeps.expand import Trial
     from sodeep.sweeps.launcher import THREAD_VARIABLES, TrialLauncher, trial_threads
-    from sodeep.sweeps.runner import check_sweep_folder, trial_source
-    from sodeep.sweeps.summary import is_finished
+    from sodeep.sweeps.runner import check_sweep_folder, reached_target, trial_source
+    from sodeep.sweeps.summary import is_finished, read_trial_summary
 
     source = trial_source(
         spec, workers=arguments.workers, seed=arguments.seed, count=arguments.count, wandb=arguments.wandb
     )
     folder = (Path(arguments.root) / spec.folder_name).absolute()
     check_sweep_folder(folder, spec, arguments.seed)
-    if spec.method == "bayes":
-        print("method bayes: each trial is suggested from the finished ones, so none is known in advance")
-        return 0
     launcher = TrialLauncher(spec, folder, arguments.wandb, Path.cwd(), threads=trial_threads(arguments.workers))
-    skipped, environment = 0, {}
+    environment = launcher.environment(Trial(0, {}), folder)
+    threads = ", ".join(f"{name}={environment.get(name) or 'unset'}" for name in THREAD_VARIABLES)
+    if spec.method == "bayes":
+        finished = source.finished_ids(folder)
+        print(
+            f"method bayes: each trial is suggested from the finished ones ({len(finished)} so far), so none is "
+            f"known in advance; each trial runs with {threads}"
+        )
+        return 0
+    skipped, target = 0, False
     for trial in source:
-        command, environment = launcher.command(trial)
-        finished = is_finished(launcher.trial_folder(trial) / "summary.json")
+        summary_path = launcher.trial_folder(trial) / "summary.json"
+        finished = is_finished(summary_path)
         skipped += finished
+        target |= finished and reached_target(spec, read_trial_summary(summary_path))
         mark = " (finished: skipped)" if finished else ""
-        print(f"{launcher.trial_folder(trial)}{mark}: {shlex.join(command)}")
-    threads = ", ".join(f"{name}={environment.get(name, '')}" for name in THREAD_VARIABLES)
+        print(f"{launcher.trial_folder(trial)}{mark}: {shlex.join(launcher.command(trial)[0])}")
     print(f"{plural(len(source), 'trial')}, {skipped} finished before; each trial runs with {threads}")
+    if target:
+        print(f"metric {spec.metric['name']} has reached its target: a run starts no new trial")
     return 0
 
 

@@ -91,11 +91,21 @@ def parse_baseline(items: list[str] | None) -> dict[str, str]:
         try:
             nested = json.loads(value)
         except json.JSONDecodeError:
+            if value.lstrip().startswith("{"):
+                raise ValueError(
+                    f"--baseline {item}: the value is not a JSON object (double quotes, e.g. "
+                    f'{key}={{"softness": 0.1}}), or give {key}.NAME=VALUE'
+                ) from None
             nested = None
-        if isinstance(nested, dict) and nested:
-            baseline.update({name: json.dumps(leaf) for name, leaf in flatten(nested, f"{key}.").items()})
-        else:
-            baseline[key] = value
+        named = (
+            {name: json.dumps(leaf) for name, leaf in flatten(nested, f"{key}.").items()}
+            if isinstance(nested, dict) and nested
+            else {key: value}
+        )
+        repeated = sorted(set(named) & set(baseline))
+        if repeated:
+            raise ValueError(f"--baseline gives {', '.join(repeated)} twice; give each parameter once")
+        baseline.update(named)
     return baseline
 
 
@@ -158,7 +168,8 @@ def setting_rows(settings: list[Setting], metrics: list[str], baseline: dict[str
         )
     if baseline and not any(all(matches(s.params.get(k), v) for k, v in baseline.items()) for s in settings):
         seen = {key: sorted({str(s.params.get(key)) for s in settings}) for key in baseline}
-        raise ValueError(f"--baseline {baseline}: no setting has those values; values seen: {seen}")
+        asked = " ".join(f"{key}={value}" for key, value in baseline.items())
+        raise ValueError(f"--baseline {asked}: no setting has those values; values seen: {seen}")
     rows = []
     for setting in settings:
         row: dict[str, Any] = {**setting.params, "trials": len(setting.trials)}

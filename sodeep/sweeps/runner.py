@@ -113,7 +113,10 @@ def check_sweep_folder(folder: Path, spec: SweepSpec, seed: int) -> None:
     path = folder / "sweep.json"
     if not path.exists():
         return
-    held = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        held = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not a sweep record ({error}); remove that folder or give another --root") from None
     comparable = {key: value for key, value in spec.mapping.items() if key != "run_cap"}
     held_comparable = {key: value for key, value in held.get("spec", {}).items() if key != "run_cap"}
     advice = "give another --root or name, or remove that folder"

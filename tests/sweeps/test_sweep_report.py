@@ -87,6 +87,8 @@ def test_report_command_with_plots_and_its_errors(tmp_path, capsys):
             "lrr is not a parameter that tells the settings apart; they differ in ['lr']",
         ),
         (["report", str(tmp_path), "--baseline", "seed=0"], "seed is not a parameter that tells the settings apart"),
+        (["report", str(tmp_path), "--baseline", "lr=0.1", "lr=0.2"], "--baseline gives lr twice"),
+        (["report", str(tmp_path), "--baseline", "lr={'a': 1}"], "the value is not a JSON object"),
         (["report", str(tmp_path), "--over", "sed"], "--over 'sed' is not a parameter"),
         (["report", str(tmp_path), "--metric", "acc"], "--metric 'acc' is in no summary"),
         (["report", str(tmp_path / "missing")], "no sweep folder at"),

@@ -174,7 +174,7 @@ pathlib.Path(os.environ["SODEEP_SWEEP_TRIAL_SUMMARY"]).write_text(json.dumps(sum
 """
 
 
-def test_no_new_trial_once_the_metric_target_is_reached(tmp_path, monkeypatch):
+def test_no_new_trial_once_the_metric_target_is_reached(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     body = "method: grid\nmetric: {name: loss, target: 1}\nparameters:\n  seed: {values: [3, 2, 1, 0]}\n"
     sweep = write_sweep(tmp_path, SUMMARY_PROGRAM, body)
@@ -183,6 +183,9 @@ def test_no_new_trial_once_the_metric_target_is_reached(tmp_path, monkeypatch):
     assert outcome.finished == ["0000", "0001", "0002"] and outcome.target_reached
     assert "metric loss reached its target: no new trials" in lines
     assert run_sweep(load_sweep(sweep), tmp_path / "runs", echo=lines.append).finished == []
+    assert main(["run", str(sweep), "--root", str(tmp_path / "runs"), "--dry-run"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-1] == "metric loss has reached its target: a run starts no new trial"
 
 
 def fake_sweeps_package(suggested):
@@ -203,7 +206,7 @@ def fake_sweeps_package(suggested):
     return types.SimpleNamespace(RunState=RunState, SweepRun=sweep_run, next_run=next_run)
 
 
-def test_bayes_suggests_from_the_trials_so_far_and_resumes(tmp_path, monkeypatch):
+def test_bayes_suggests_from_the_trials_so_far_and_resumes(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     calls = tmp_path / "calls.txt"
     body = f"""
@@ -231,6 +234,12 @@ def test_bayes_suggests_from_the_trials_so_far_and_resumes(tmp_path, monkeypatch
     outcome = run_sweep(load_sweep(sweep), tmp_path / "runs", echo=lambda line: None)
     assert (outcome.skipped, outcome.finished, len(suggested)) == (["0000", "0002"], ["0001"], 3)
     assert calls.read_text().split() == ["0", "1", "2", "1"]
+    assert main(["run", str(sweep), "--root", str(tmp_path / "runs"), "--dry-run"]) == 0
+    assert "suggested from the finished ones (3 so far)" in capsys.readouterr().out
+    (tmp_path / "program.py").unlink()  # the dry run checks the program as a run does
+    with pytest.raises(SystemExit) as exited:
+        main(["run", str(sweep), "--root", str(tmp_path / "runs"), "--dry-run"])
+    assert exited.value.code == 2 and "program program.py is not a file" in capsys.readouterr().err
 
 
 def test_trials_share_the_cores_unless_the_environment_sets_threads(tmp_path, monkeypatch):
