@@ -135,8 +135,10 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
     return value
 
 
+@dataclass
 class CommandConfig:
-    """Shared behaviour of the command configs: coercion to the annotated types, then :meth:`check`.
+    """Settings and behaviour every command config shares: fine-tuning, W&B and where it trains;
+    coercion to the annotated types, then :meth:`check`.
 
     Every command trains where ``accelerator``, ``devices``, ``strategy`` and ``num_nodes`` say
     (Lightning's settings, read as :class:`sodeep.config.PretrainConfig` reads them;
@@ -149,6 +151,16 @@ class CommandConfig:
     ``finetune_epochs`` replace the learning rate and ``max_epochs`` of runs that start from
     ``init_from`` (``None``: the same as from scratch), and do not apply without it.
     """
+
+    init_from: str | None = None
+    freeze_backbone: bool = False
+    finetune_learning_rate: float | None = None
+    finetune_epochs: int | None = None
+    wandb: str = "offline"
+    accelerator: str = "cpu"
+    devices: int | str = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
@@ -236,16 +248,7 @@ class TabularConfig(CommandConfig):
     batch_size: int = 64
     max_epochs: int = 300
     patience: int = 30
-    init_from: str | None = None
-    freeze_backbone: bool = False
-    finetune_learning_rate: float | None = None
-    finetune_epochs: int | None = None
     out: str = "runs/brainage-tabular"
-    wandb: str = "offline"
-    accelerator: str = "cpu"
-    devices: int | str = 1
-    strategy: str = "auto"
-    num_nodes: int = 1
 
     def check(self) -> None:
         super().check()
@@ -284,16 +287,7 @@ class SyntheticConfig(CommandConfig):
     block_order: str = "pool-norm"
     pooled_blocks: str = "all"
     ema_decay: float | None = None
-    init_from: str | None = None
-    freeze_backbone: bool = False
-    finetune_learning_rate: float | None = None
-    finetune_epochs: int | None = None
     out: str = "runs/brainage-synthetic"
-    wandb: str = "offline"
-    accelerator: str = "cpu"
-    devices: int | str = 1
-    strategy: str = "auto"
-    num_nodes: int = 1
 
     def check(self) -> None:
         super().check()
@@ -330,16 +324,7 @@ class NiftiConfig(CommandConfig):
     pooled_blocks: str = "all"
     ema_decay: float | None = None
     cache: str | None = None
-    init_from: str | None = None
-    freeze_backbone: bool = False
-    finetune_learning_rate: float | None = None
-    finetune_epochs: int | None = None
     out: str = "runs/brainage-nifti"
-    wandb: str = "offline"
-    accelerator: str = "cpu"
-    devices: int | str = 1
-    strategy: str = "auto"
-    num_nodes: int = 1
 
     def check(self) -> None:
         super().check()
@@ -369,7 +354,9 @@ def load_config(config_class: type, source: str | os.PathLike | Mapping[str, Any
         where = f"{source}: "
         values = read_yaml_mapping(source)
     values = {str(key).replace("-", "_"): value for key, value in values.items()} | overrides
-    known = [item.name for item in fields(config_class)]
+    names = [item.name for item in fields(config_class)]
+    shared = {item.name for item in fields(CommandConfig)}
+    known = [name for name in names if name not in shared] + [name for name in names if name in shared]  # own first
     for key in values:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=2)
