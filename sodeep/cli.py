@@ -38,6 +38,7 @@ PRETRAIN_HELP = {
     "validation_sequences": "held-out sequences per (family, n) cell",
     "out": "run folder: checkpoints, CSV and W&B logs, sorter.pt",
     "wandb": "offline (nothing is sent), online or disabled",
+    "data_workers": "processes making the training batches while the sorter trains (0: in the training process)",
     "accelerator": "Lightning accelerator: auto, cpu, gpu, ... (docs/scaling.md)",
     "devices": "devices per node: a count, auto, or GPU indices like 0,2; each takes batch_size sequences a step",
     "strategy": "Lightning strategy, e.g. ddp for one process per device (auto: one process)",

@@ -148,6 +148,10 @@ class PretrainConfig:
     out: str = "runs/pretrain"
     #: ``offline`` (nothing is sent), ``online`` or ``disabled``.
     wandb: str = "offline"
+    #: Processes that make the training batches while the sorter trains (the same batches in the
+    #: same order for any number; ``0``: the training process makes each batch in turn).  The
+    #: training process then uses at most one PyTorch thread per core they leave free.
+    data_workers: int = 1
     #: Lightning's ``Trainer`` settings that scale a run out (docs/scaling.md); the defaults train
     #: in one process.  Each step then takes ``batch_size`` sequences on every process:
     #: ``batch_size * devices * num_nodes`` in all.
@@ -177,7 +181,7 @@ class PretrainConfig:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
-        for key in ("warmup_steps", "seed"):
+        for key in ("warmup_steps", "seed", "data_workers"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{key} must be an integer >= 0, got {value!r}")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from sodeep.runs import (
     release_process_group,
 )
 from sodeep.sorters import Sorter, build_sorter
+from sodeep.stream_loader import available_cores, stream_loader
 from sodeep.synthetic import FAMILIES, SyntheticSequences
 
 
@@ -68,6 +70,7 @@ class SequenceDataModule(L.LightningDataModule):
         validation_sequences: int = 32,
         families: Sequence[str] = tuple(FAMILIES),
         affine_probability: float = 0.5,
+        data_workers: int = 0,
     ) -> None:
         super().__init__()
         self.batch_size = batch_size
@@ -77,10 +80,11 @@ class SequenceDataModule(L.LightningDataModule):
         self.validation_sequences = validation_sequences
         self.families = list(families)
         self.affine_probability = affine_probability
+        self.data_workers = data_workers
         self.start_batch = 0
         self.start_step = 0
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
         rank, world_size = (0, 1) if self.trainer is None else (self.trainer.global_rank, self.trainer.world_size)
         self.start_step = 0 if self.trainer is None else self.trainer.global_step  # a resumed fit's first step
         stream = SyntheticSequences(
@@ -93,7 +97,7 @@ class SequenceDataModule(L.LightningDataModule):
             rank=rank,
             world_size=world_size,
         )
-        return DataLoader(stream, batch_size=None)
+        return stream_loader(stream, self.data_workers)
 
     def val_dataloader(self) -> DataLoader:
         cells = HeldOutCells(self.validation_lengths, self.validation_sequences, self.families)
@@ -290,10 +294,12 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
         seed=config.seed,
         validation_lengths=validation_lengths,
         validation_sequences=config.validation_sequences,
+        data_workers=config.data_workers,
     )
     started = time.time()
     try:
-        trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume_step is not None else None)
+        with threads_beside(config.data_workers):
+            trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume_step is not None else None)
     finally:  # a failed run too: the next run in this process must not log into its W&B run
         _finish_loggers(trainer)
         release_process_group()
@@ -313,7 +319,21 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
 #: Settings a run may be resumed with other values of: where it trains, not what it learns.
 #: Resumed on another number of processes, the run continues the same stream of batches, taken
 #: ``world_size`` at a time from then on.
-RESUMABLE_WITH = ("out", "wandb", "accelerator", "devices", "strategy", "num_nodes")
+RESUMABLE_WITH = ("out", "wandb", "data_workers", "accelerator", "devices", "strategy", "num_nodes")
+
+
+@contextlib.contextmanager
+def threads_beside(data_workers: int) -> Iterator[None]:
+    """Within the block, PyTorch uses at most one thread per core that ``data_workers`` processes
+    leave free (at least one): a data worker and a training thread on one core slow each other
+    more than the thread speeds the step.  The thread count is restored afterwards."""
+    before = torch.get_num_threads()
+    if data_workers:
+        torch.set_num_threads(max(1, min(before, available_cores() - data_workers)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _make_trainer(config: PretrainConfig, out: Path, stop: StopOnSignal) -> L.Trainer:

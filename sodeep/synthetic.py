@@ -315,12 +315,14 @@ class SyntheticSequences(IterableDataset):
         )
         return scores, ranks
 
+    def process_batch_index(self, position: int) -> int:
+        """Stream index of this process's batch number ``position`` (0, 1, ...):
+        ``start_batch + rank + position * world_size``."""
+        return self.start_batch + self.rank + position * self.world_size
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         info = get_worker_info()
-        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        # This process's j-th batch is stream batch start + rank + j * world_size; its workers
-        # take turns over j.
-        index = self.start_batch + self.rank + worker * self.world_size
-        while True:
-            yield self.batch(index)
-            index += workers * self.world_size
+        position, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        while True:  # DataLoader workers take turns over this process's batches
+            yield self.batch(self.process_batch_index(position))
+            position += workers

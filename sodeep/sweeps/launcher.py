@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO
 
 from sodeep.files import atomic_write_json, atomic_write_text
+from sodeep.stream_loader import available_cores
 from sodeep.sweeps.expand import Trial
 from sodeep.sweeps.macros import build_command, resolve_program, sweep_param_text
 from sodeep.sweeps.spec import SweepSpec
@@ -42,14 +43,6 @@ from sodeep.sweeps.summary import (
 
 #: The thread-count variables a trial's libraries read (PyTorch, NumPy and scikit-learn's BLAS).
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-
-
-def available_cores() -> int:
-    """Cores this process may run on (its CPU affinity where the system reports one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def trial_threads(workers: int, cores: int | None = None) -> int:

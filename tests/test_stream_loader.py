@@ -1,0 +1,147 @@
+import itertools
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from sodeep.pretraining import threads_beside
+from sodeep.stream_loader import (
+    MAX_BATCHES_PER_CHUNK,
+    SequenceChunks,
+    UnpackedChunks,
+    batches_per_chunk,
+    stream_loader,
+)
+from sodeep.synthetic import SyntheticSequences
+
+
+def stream_order(stream: SyntheticSequences, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first ``count`` batches of this process, one ``batch()`` call each (the reference)."""
+    return [stream.batch(stream.process_batch_index(position)) for position in range(count)]
+
+
+def assert_same_batches(loaded, expected) -> None:
+    assert len(loaded) == len(expected)
+    for (scores, ranks), (want_scores, want_ranks) in zip(loaded, expected):
+        assert torch.equal(scores, want_scores) and torch.equal(ranks, want_ranks)
+
+
+@pytest.mark.parametrize("workers", [0, 1, 2])
+def test_the_loader_gives_the_stream_in_order_for_any_number_of_workers(workers):
+    stream = SyntheticSequences(5, [2, 3, 17], seed=4, start_batch=7)
+    loaded = list(itertools.islice(stream_loader(stream, workers), 70))  # 3 chunks of 32, cut short
+    assert_same_batches(loaded, stream_order(stream, 70))
+    assert all(scores.shape == (5, scores.shape[1]) and scores.shape[1] in (2, 3, 17) for scores, _ in loaded)
+
+
+@pytest.mark.parametrize("chunk_batches", [1, 3])
+@pytest.mark.parametrize("workers", [2, 3])
+def test_chunks_of_any_size_keep_each_process_share_of_a_distributed_stream(workers, chunk_batches):
+    for rank in range(2):
+        stream = SyntheticSequences(3, [4, 9], seed=1, start_batch=5, rank=rank, world_size=2)
+        loader = DataLoader(SequenceChunks(stream, chunk_batches), batch_size=None, num_workers=workers)
+        loaded = list(itertools.islice(UnpackedChunks(loader, 3), 11))
+        assert_same_batches(loaded, stream_order(stream, 11))
+        # The process's share: stream batches 5 + rank, 7 + rank, ...
+        assert torch.equal(loaded[1][0], stream.batch(5 + rank + 2)[0])
+
+
+def test_a_chunk_packs_its_batches_back_to_back():
+    stream = SyntheticSequences(2, [3, 5], seed=0)
+    scores, ranks, lengths = SequenceChunks(stream, 4).chunk(1)  # batches 4..7
+    assert lengths.dtype == torch.int64 and lengths.shape == (4,)
+    assert scores.shape == ranks.shape == (2 * int(lengths.sum()),)
+    first = stream.batch(4)
+    assert torch.equal(scores[: first[0].numel()].view(2, -1), first[0])
+
+
+def test_chunks_stay_small_for_large_batches_and_hold_many_small_ones():
+    assert batches_per_chunk(SyntheticSequences(64, range(2, 257))) == MAX_BATCHES_PER_CHUNK
+    assert batches_per_chunk(SyntheticSequences(4096, [16384])) == 1
+    assert batches_per_chunk(SyntheticSequences(256, [1000])) == 4
+
+
+@pytest.mark.parametrize("workers", [-1, 1.5, True, "2"])
+def test_a_bad_worker_count_is_refused(workers):
+    with pytest.raises(ValueError, match="workers must be an integer >= 0"):
+        stream_loader(SyntheticSequences(2, [3]), workers)
+    with pytest.raises(ValueError, match="chunk_batches"):
+        SequenceChunks(SyntheticSequences(2, [3]), 0)
+
+
+def test_training_threads_leave_a_core_per_data_worker_and_are_restored(monkeypatch):
+    monkeypatch.setattr("sodeep.pretraining.available_cores", lambda: 4)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        with threads_beside(1):
+            assert torch.get_num_threads() == 3
+        with threads_beside(8):
+            assert torch.get_num_threads() == 1
+        with threads_beside(0):
+            assert torch.get_num_threads() == 4
+        torch.set_num_threads(2)  # fewer than the cores left free: kept
+        with threads_beside(1):
+            assert torch.get_num_threads() == 2
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
+def test_a_data_worker_outlives_a_stop_signal_so_the_run_can_finish_its_step(signal_number):
+    stream = SyntheticSequences(2, [3, 4], seed=2)
+    before = {child.pid for child in multiprocessing.active_children()}
+    batches = iter(stream_loader(stream, workers=1))
+    loaded = [next(batches)]
+    (worker,) = [child for child in multiprocessing.active_children() if child.pid not in before]
+    os.kill(worker.pid, signal_number)
+    time.sleep(0.5)
+    loaded += list(itertools.islice(batches, 3 * MAX_BATCHES_PER_CHUNK))  # new chunks from the worker
+    assert_same_batches(loaded, stream_order(stream, 1 + 3 * MAX_BATCHES_PER_CHUNK))
+
+
+def test_ctrl_c_to_the_whole_process_group_stops_the_run_resumably(tmp_path):
+    """A terminal's Ctrl-C reaches the data worker too: the run still saves its step and exits
+    with the resume line, and no process of the group is left."""
+    out = tmp_path / "run"
+    program = "import sys; from sodeep.cli import main; sys.exit(main())"
+    command = [sys.executable, "-c", program, "pretrain", "--steps", "100000", "--batch-size", "8"]
+    command += ["--lengths", "2-24", "--sorter", '{"capacity": 32}', "--checkpoint-every", "5"]
+    command += ["--validation-every", "100000", "--wandb", "disabled", "--out", str(out)]
+    environment = dict(os.environ, OMP_NUM_THREADS="1")
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=environment, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "checkpoints" / "last.ckpt").is_file():
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1].decode()[-2000:]
+            time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGINT)
+        _, error = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    last_line = error.decode().strip().splitlines()[-1]
+    assert process.returncode == 130, error.decode()[-2000:]
+    assert last_line.startswith("interrupted at step ") and last_line.endswith("--resume")
+    assert not live_processes_of_group(process.pid, wait=10.0)  # the data worker is gone with its run
+
+
+def live_processes_of_group(group: int, wait: float) -> list[str]:
+    """``ps`` lines of the processes of ``group`` still running (zombies, which only wait for
+    their parent or init to reap them, left out) once none are, or after ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        listed = subprocess.run(["ps", "-o", "stat=,pid=,args=", "-g", str(group)], capture_output=True, text=True)
+        live = [line for line in listed.stdout.splitlines() if line.strip() and not line.lstrip().startswith("Z")]
+        if not live or time.monotonic() > deadline:
+            return live
+        time.sleep(0.2)
