@@ -58,7 +58,8 @@ class SequenceDataModule(L.LightningDataModule):
     and world size): each step takes the stream's next ``world_size`` batches, one per process.
     Its state (stream batches consumed: steps times world size) goes into Lightning checkpoints,
     so ``--resume`` continues the exact stream where the interrupted run stopped.  Every process
-    validates on all the held-out cells.
+    validates on all the held-out cells.  ``data_workers`` processes make the training batches
+    (:func:`sodeep.stream_loader.stream_loader`; 0: the training process makes them).
     """
 
     def __init__(

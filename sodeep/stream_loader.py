@@ -100,12 +100,11 @@ class UnpackedChunks:
                 yield batch_scores.view(self.rows, length), batch_ranks.view(self.rows, length)
 
 
-def _ignore_stop_signals(worker_id: int) -> None:
-    # The training process handles SIGINT and SIGTERM (it finishes its step and saves a
-    # checkpoint, which needs the next batches); a Ctrl-C reaches the whole process group.
-    # The DataLoader closes the workers when the training process is done with them.
+def _ignore_ctrl_c(worker_id: int) -> None:
+    # A Ctrl-C reaches the whole process group; the training process handles it (it finishes its
+    # step and saves a checkpoint, which may need the next batches).  SIGTERM keeps its default:
+    # it is how the training process's multiprocessing ends its workers at exit.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def stream_loader(stream: SyntheticSequences, workers: int = 1) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
@@ -129,6 +128,6 @@ def stream_loader(stream: SyntheticSequences, workers: int = 1) -> Iterable[tupl
         batch_size=None,
         num_workers=workers,
         prefetch_factor=2,
-        worker_init_fn=_ignore_stop_signals,
+        worker_init_fn=_ignore_ctrl_c,
     )
     return UnpackedChunks(chunks, stream.batch_size)

@@ -94,17 +94,26 @@ def test_training_threads_leave_a_core_per_data_worker_and_are_restored(monkeypa
         torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
-def test_a_data_worker_outlives_a_stop_signal_so_the_run_can_finish_its_step(signal_number):
+def test_a_data_worker_outlives_a_ctrl_c_so_the_run_can_finish_its_step():
     stream = SyntheticSequences(2, [3, 4], seed=2)
     before = {child.pid for child in multiprocessing.active_children()}
     batches = iter(stream_loader(stream, workers=1))
     loaded = [next(batches)]
     (worker,) = [child for child in multiprocessing.active_children() if child.pid not in before]
-    os.kill(worker.pid, signal_number)
+    os.kill(worker.pid, signal.SIGINT)
     time.sleep(0.5)
     loaded += list(itertools.islice(batches, 3 * MAX_BATCHES_PER_CHUNK))  # new chunks from the worker
     assert_same_batches(loaded, stream_order(stream, 1 + 3 * MAX_BATCHES_PER_CHUNK))
+
+
+def test_a_process_holding_a_loader_exits_at_once(tmp_path):
+    program = (
+        "from sodeep.synthetic import SyntheticSequences; from sodeep.stream_loader import stream_loader; "
+        "held = iter(stream_loader(SyntheticSequences(2, [3, 4]), workers=1)); next(held)"
+    )  # the loader is still referenced when the interpreter exits: multiprocessing ends its worker
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", program], check=True, timeout=60, cwd=tmp_path)
+    assert time.monotonic() - started < 30
 
 
 def test_ctrl_c_to_the_whole_process_group_stops_the_run_resumably(tmp_path):

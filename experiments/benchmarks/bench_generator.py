@@ -5,16 +5,18 @@ draws them (64 sequences, n uniform in 2..256, experiments/configs/pretrain.yaml
 training step of the shipped sorter on the same batch (forward, L1 to the exact ranks, backward,
 AdamW update).  The two are timed in turn, batch after batch, so that drifts of the machine hit
 both alike; medians are reported.  Second table: what a pretraining iteration costs when batches are
-made beforehand or made in line between steps (what pretraining does), the two taking turns
-iteration by iteration.
+made beforehand or made in line between steps, the two taking turns iteration by iteration.
 Data's share is the iteration's time beyond that with batches made beforehand, relative to the
 iteration.  Third table: the whole pretraining job, :func:`sodeep.pretraining.pretrain` with the
 default settings for ``--job-steps`` steps (Lightning, the learning-rate schedule, validation and
-checkpoints included), once as it runs and once with the same batches made beforehand, the two in
-alternation for ``--job-repeats`` rounds; medians of the wall time per step.  Fourth table:
-:func:`~sodeep.synthetic.generate_sequences` throughput at n = 100.
+checkpoints included): with its batches from a data worker process (the default), made in line,
+and made beforehand with the training threads of either, the four taking turns for
+``--job-repeats`` rounds; medians of the wall time per step.  Data's share pairs each job with the
+made-beforehand job of its round at the same training threads (in brackets: with the faster of
+the two made-beforehand jobs).  Fourth table: :func:`~sodeep.synthetic.generate_sequences`
+throughput at n = 100.
 
-    python experiments/benchmarks/bench_generator.py [--rounds 300] [--threads 2] [--job-steps 3000]
+    python experiments/benchmarks/bench_generator.py [--rounds 300] [--threads 2] [--job-steps 2000] [--job-repeats 5]
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import torch
 
 from sodeep import load_sorter, rank
 from sodeep.config import PretrainConfig
-from sodeep.pretraining import pretrain
+from sodeep.pretraining import pretrain, threads_beside
 from sodeep.synthetic import SyntheticSequences, generate_sequences, make_generator
 
 PRETRAINING_LENGTHS = list(range(2, 257))
@@ -95,29 +97,46 @@ def iteration_medians(sources: dict[str, Iterator], rounds: int, warmup: int = 2
     return {name: (statistics.median(waits[name]), statistics.median(iterations[name])) for name in sources}
 
 
-def pretraining_job_seconds(steps: int, repeats: int) -> dict[str, float]:
-    """Median wall seconds per step of :func:`pretrain` with the default settings for ``steps``
-    steps (no W&B), as it runs (``"stream"``) and with every batch of its stream made beforehand
-    (``"made beforehand"``: the same batches, so the same training), alternating ``repeats`` times."""
+#: The pretraining jobs timed: (batches, data workers, training threads as beside one worker).
+JOB_KINDS = {
+    "the stream from a data worker (`sodeep pretrain`'s default)": ("stream", 1, True),
+    "made beforehand, training threads as beside a worker": ("made", 0, True),
+    "the stream in line (`--data-workers 0`)": ("stream", 0, False),
+    "made beforehand, all threads": ("made", 0, False),
+}
+
+
+def pretraining_job_seconds(steps: int, repeats: int) -> dict[str, list[float]]:
+    """Wall seconds per step of :func:`pretrain` with the default settings for ``steps`` steps (no
+    W&B), for each of :data:`JOB_KINDS`, taking turns ``repeats`` times.  "Made beforehand" jobs
+    train on every batch of their stream made before the job starts: the same batches, so the
+    same training, with no data cost."""
     config = PretrainConfig()
     stream = SyntheticSequences(config.batch_size, config.length_list(), seed=config.seed)
     made = [stream.batch(index) for index in range(steps + 1)]
-    timings: dict[str, list[float]] = {"stream": [], "made beforehand": []}
+    timings: dict[str, list[float]] = {name: [] for name in JOB_KINDS}
     with tempfile.TemporaryDirectory() as folder:
         for repeat in range(repeats):
-            for name in timings:
-                out = Path(folder) / f"{name.replace(' ', '-')}-{repeat}"
-                job = PretrainConfig(steps=steps, out=str(out), wandb="disabled")
-                quiet = contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO())
-                start = time.perf_counter()
-                with quiet[0], quiet[1]:  # the job's progress lines
-                    if name == "stream":
-                        pretrain(job)
-                    else:
-                        with mock.patch.object(SyntheticSequences, "batch", lambda self, index: made[index]):
-                            pretrain(job)
-                timings[name].append((time.perf_counter() - start) / steps)
-    return {name: statistics.median(values) for name, values in timings.items()}
+            for kind_index, (name, (batches, workers, beside_worker)) in enumerate(JOB_KINDS.items()):
+                out = Path(folder) / f"job-{kind_index}-{repeat}"
+                job = PretrainConfig(steps=steps, out=str(out), wandb="disabled", data_workers=workers)
+                with contextlib.ExitStack() as stack:
+                    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))  # the job's progress lines
+                    stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
+                    if batches == "made":
+                        stack.enter_context(mock.patch.object(SyntheticSequences, "batch", lambda self, k: made[k]))
+                    if beside_worker and not workers:
+                        stack.enter_context(threads_beside(1))
+                    start = time.perf_counter()
+                    pretrain(job)
+                    timings[name].append((time.perf_counter() - start) / steps)
+    return timings
+
+
+def data_share(with_data: list[float], without: list[float]) -> float:
+    """Median over rounds of the share of a job's time beyond that of its partner without data
+    cost (0 when the partner was as slow)."""
+    return statistics.median(max(0.0, (data - free) / data) for data, free in zip(with_data, without))
 
 
 def sequences_per_second(batch_size: int, length: int, calls: int) -> float:
@@ -136,8 +155,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=300, help="timed batches (after 20 of warm-up)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
-    parser.add_argument("--job-steps", type=int, default=3000, help="steps of each pretraining job timed")
-    parser.add_argument("--job-repeats", type=int, default=3, help="timed jobs of each kind, alternating")
+    parser.add_argument("--job-steps", type=int, default=2000, help="steps of each pretraining job timed")
+    parser.add_argument("--job-repeats", type=int, default=5, help="timed jobs of each kind, alternating")
     arguments = parser.parse_args()
     if arguments.threads is not None:
         torch.set_num_threads(arguments.threads)
@@ -164,7 +183,7 @@ def main() -> None:
     baseline = "made beforehand (no data cost)"
     sources = {
         baseline: iter([stream.batch(k) for k in range(arguments.rounds + 20)]),
-        "the stream, in line (pretraining's DataModule)": iter(stream),
+        "the stream, in line (`--data-workers 0`)": iter(stream),
     }
     medians = iteration_medians(sources, arguments.rounds)
     for name, (wait, whole) in medians.items():
@@ -174,14 +193,22 @@ def main() -> None:
 
     print(
         f"\nThe pretraining job (`pretrain()`, default settings, {arguments.job_steps} steps), "
-        f"medians of {arguments.job_repeats} jobs of each kind:\n"
+        f"medians of {arguments.job_repeats} jobs of each kind, taking turns:\n"
     )
     job = pretraining_job_seconds(arguments.job_steps, arguments.job_repeats)
-    share = 100 * max(0.0, job["stream"] - job["made beforehand"]) / job["stream"]
-    print("| batches | ms per step | data's share of the job |")
-    print("|---|---|---|")
-    print(f"| made beforehand (no data cost) | {1e3 * job['made beforehand']:.2f} | |")
-    print(f"| the stream (what `sodeep pretrain` does) | {1e3 * job['stream']:.2f} | {share:.1f}% |")
+    names = list(JOB_KINDS)
+    worker, made_beside, in_line, made_all = (job[name] for name in names)
+    fastest_made = [min(pair) for pair in zip(made_beside, made_all)]
+    shares = {
+        names[0]: f"{100 * data_share(worker, made_beside):.1f}% ({100 * data_share(worker, fastest_made):.1f}%)",
+        names[2]: f"{100 * data_share(in_line, made_all):.1f}% ({100 * data_share(in_line, fastest_made):.1f}%)",
+    }
+    print("| batches | training threads | ms per step | data's share of the job (against the faster made-beforehand job) |")
+    print("|---|---|---|---|")
+    for name, (_, workers, beside_worker) in JOB_KINDS.items():
+        with threads_beside(1 if beside_worker else 0):
+            threads = torch.get_num_threads()
+        print(f"| {name} | {threads} | {1e3 * statistics.median(job[name]):.2f} | {shares.get(name, '')} |")
 
     print("\ngenerate_sequences at n = 100, medians:\n")
     print("| batch | sequences/s | ms per batch |")
