@@ -203,9 +203,11 @@ def main() -> None:
         names[0]: f"{100 * data_share(worker, made_beside):.1f}% ({100 * data_share(worker, fastest_made):.1f}%)",
         names[2]: f"{100 * data_share(in_line, made_all):.1f}% ({100 * data_share(in_line, fastest_made):.1f}%)",
     }
-    print("| batches | training threads | ms per step | data's share of the job (against the faster made-beforehand job) |")
+    print(
+        "| batches | training threads | ms per step | data's share of the job (against the faster made-beforehand job) |"
+    )
     print("|---|---|---|---|")
-    for name, (_, workers, beside_worker) in JOB_KINDS.items():
+    for name, (_, _, beside_worker) in JOB_KINDS.items():
         with threads_beside(1 if beside_worker else 0):
             threads = torch.get_num_threads()
         print(f"| {name} | {threads} | {1e3 * statistics.median(job[name]):.2f} | {shares.get(name, '')} |")

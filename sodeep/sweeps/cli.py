@@ -67,9 +67,11 @@ def add_sweep_parser(commands: Any) -> None:
 
 def command_run(arguments: argparse.Namespace) -> int:
     from sodeep.sweeps.runner import SweepInterrupted, run_sweep
-    from sodeep.sweeps.spec import load_sweep
+    from sodeep.sweeps.spec import load_sweep, spec_warnings
 
     spec = load_sweep(arguments.sweep_file)
+    for line in spec_warnings(spec):
+        print(line, file=sys.stderr)
     if arguments.dry_run:
         return dry_run(spec, arguments)
     try:
@@ -153,7 +155,7 @@ def again(arguments: argparse.Namespace) -> str:
 
 
 def command_report(arguments: argparse.Namespace) -> int:
-    from sodeep.sweeps.report import write_report
+    from sodeep.sweeps.report import can_plot, write_report
 
     words = ["sodeep", "sweep", "report", arguments.folder]
     words += ["--over", *arguments.over] if arguments.over is not None else []
@@ -168,6 +170,8 @@ def command_report(arguments: argparse.Namespace) -> int:
         command=shlex.join(words),
     )
     print("wrote " + ", ".join(str(path) for path in written.values()))
+    if not arguments.no_plots and not can_plot():
+        print("no plots: matplotlib is not installed (pip install matplotlib)")
     return 0
 
 

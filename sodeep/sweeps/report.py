@@ -8,6 +8,7 @@ and computes means and paired differences (:mod:`sodeep.sweeps.compare`), and wr
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import json
 import math
@@ -160,6 +161,7 @@ def write_report(
     ``over``: parameters that repeat a setting (default: ``seed``, ``seeds``, ``fold`` where
     present).  ``baseline``: ``KEY=VALUE`` items.  ``metrics``: those to report (default: every
     numeric one, the sweep's metric first).  ``plots``: also draw them (matplotlib, if installed).
+    PNGs in ``plots/`` that this report does not draw are removed.
     """
     folder = Path(folder)
     summaries, counts = read_summaries(folder)
@@ -209,7 +211,17 @@ def write_report(
         "markdown": atomic_write_text(folder / "report.md", text),
     }
     written.update({f"plot {metric}": folder / path for metric, path in drawn.items()})
+    # Plots of an earlier report that this one did not draw (--no-plots, fewer metrics) would
+    # sit beside it looking current.
+    for stale in sorted((folder / "plots").glob("*.png")):
+        if stale.relative_to(folder).as_posix() not in drawn.values():
+            stale.unlink()
     return written
+
+
+def can_plot() -> bool:
+    """Whether matplotlib, which draws the report's plots, is installed."""
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def _sweep_record(folder: Path) -> dict[str, Any]:

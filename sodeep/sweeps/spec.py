@@ -126,6 +126,38 @@ class SweepSpec:
         return list(dict.fromkeys(parameter.path[0] for parameter in self.parameters))
 
 
+#: Distributions whose ``min``/``max`` are natural logarithms of the values drawn.
+LOG_BOUNDS = ("log_uniform", "inv_log_uniform", "q_log_uniform")
+
+
+def spec_warnings(spec: SweepSpec) -> list[str]:
+    """Lines about settings W&B accepts that are probably not meant: ``log_uniform`` bounds
+    written as values (``min: 1e-4, max: 0.1`` draws ``e**1e-4`` to ``e**0.1``, about 1 to 1.1).
+
+    Example:
+        >>> spec = sweep_from_mapping({"method": "random", "program": "train.py", "parameters": {
+        ...     "lr": {"distribution": "log_uniform", "min": 1e-4, "max": 0.1}}})
+        >>> (warning,) = spec_warnings(spec)
+        >>> "draws 1.0001 to 1.1052" in warning, warning.endswith("write distribution: log_uniform_values")
+        (True, True)
+    """
+    lines = []
+    for parameter in spec.parameters:
+        low, high = parameter.settings.get("min"), parameter.settings.get("max")
+        if parameter.distribution not in LOG_BOUNDS or not (_is_number(low) and _is_number(high)):
+            continue
+        if 0 < low < high <= 1 and high >= 10 * low:  # both bounds read as values spanning a decade
+            drawn = f"{math.exp(low):.5g} to {math.exp(high):.5g}"
+            if parameter.distribution == "inv_log_uniform":
+                drawn = f"{math.exp(-high):.5g} to {math.exp(-low):.5g}"
+            lines.append(
+                f"warning: {spec.source}: parameters.{parameter.name}: {parameter.distribution}'s min and max are "
+                f"natural logarithms, so it draws {drawn}; for values from {low:g} to {high:g} write "
+                f"distribution: {parameter.distribution}_values"
+            )
+    return lines
+
+
 def load_sweep(path: str | os.PathLike) -> SweepSpec:
     """Read and check the sweep YAML at ``path``; its name defaults to the file's stem."""
     path = Path(path)

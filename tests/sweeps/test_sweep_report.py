@@ -96,3 +96,23 @@ def test_report_command_with_plots_and_its_errors(tmp_path, capsys):
         with pytest.raises(SystemExit) as exited:
             main(argv)
         assert exited.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_a_report_removes_plots_it_no_longer_draws_and_says_when_it_cannot_draw(tmp_path, capsys, monkeypatch):
+    records = [
+        ({"lr": lr, "seed": s}, {"loss": lr + s, "acc": lr - s}, None, "finished") for lr in (0.1, 0.2) for s in (0, 1)
+    ]
+    write_trials(tmp_path, records)
+    assert main(["report", str(tmp_path)]) == 0
+    assert sorted(path.name for path in (tmp_path / "plots").iterdir()) == ["acc.png", "loss.png"]
+    (tmp_path / "plots" / "notes.txt").write_text("mine")  # not a plot: kept
+    assert main(["report", str(tmp_path), "--metric", "loss"]) == 0
+    assert sorted(path.name for path in (tmp_path / "plots").iterdir()) == ["loss.png", "notes.txt"]
+    assert main(["report", str(tmp_path), "--no-plots"]) == 0
+    assert sorted(path.name for path in (tmp_path / "plots").iterdir()) == ["notes.txt"]
+    assert "![" not in (tmp_path / "report.md").read_text()
+    capsys.readouterr()
+    monkeypatch.setattr("sodeep.sweeps.report.importlib.util.find_spec", lambda name: None)
+    monkeypatch.setattr("sodeep.sweeps.plots.plot_metric", lambda *arguments: None)  # as without matplotlib
+    assert main(["report", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "no plots: matplotlib is not installed (pip install matplotlib)"

@@ -302,3 +302,20 @@ def test_dry_run_checks_what_a_run_checks_and_marks_finished_trials(tmp_path, ca
         with pytest.raises(SystemExit) as exited:
             main(argv)
         assert exited.value.code == 2 and "drawn with --seed 0, not 3; run it with --seed 0" in capsys.readouterr().err
+
+
+def test_a_run_and_its_dry_run_warn_of_log_bounds_written_as_values(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    body = """
+        name: warned
+        method: random
+        run_cap: 1
+        parameters:
+          scale: {distribution: log_uniform, min: 0.0001, max: 0.1}
+        """
+    sweep = write_sweep(tmp_path, TABLE_PROGRAM, body)
+    assert main(["run", str(sweep), "--root", str(tmp_path / "runs"), "--dry-run"]) == 0
+    error = capsys.readouterr().err
+    assert (
+        error.startswith("warning: ") and "parameters.scale: log_uniform's min and max are natural logarithms" in error
+    )

@@ -84,3 +84,28 @@ def test_mistakes_raise_one_line_naming_the_key(changes, words):
         sweep_from_mapping(sweep(**changes), source="s.yaml")
     message = str(raised.value)
     assert words in message and "\n" not in message and message.startswith(("s.yaml", "unknown"))
+
+
+@pytest.mark.parametrize(
+    "distribution, low, high, warned",
+    [
+        ("log_uniform", 1e-4, 0.1, "draws 1.0001 to 1.1052"),
+        ("q_log_uniform", 0.001, 1, "draws 1.001 to 2.7183"),
+        ("inv_log_uniform", 0.01, 0.5, "draws 0.60653 to 0.99005"),
+        ("log_uniform", -9.2, -2.3, None),  # natural logs, as W&B means them
+        ("log_uniform", 0.5, 1.0, None),  # less than a decade apart: may be meant
+        ("log_uniform_values", 1e-4, 0.1, None),
+        ("uniform", 1e-4, 0.1, None),
+    ],
+)
+def test_log_bounds_written_as_values_are_warned_of(distribution, low, high, warned):
+    from sodeep.sweeps.spec import spec_warnings
+
+    parameters = {"optimizer": {"parameters": {"lr": {"distribution": distribution, "min": low, "max": high}}}}
+    warnings = spec_warnings(sweep_from_mapping(sweep(method="random", parameters=parameters), source="s.yaml"))
+    if warned is None:
+        assert warnings == []
+    else:
+        (line,) = warnings
+        assert line.startswith(f"warning: s.yaml: parameters.optimizer.lr: {distribution}'s min and max")
+        assert warned in line and line.endswith(f"write distribution: {distribution}_values")
