@@ -9,11 +9,13 @@ Example:
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,6 +52,31 @@ def parse_lengths(value: Any) -> list[int]:
     if not lengths or min(lengths) < 2:
         raise ValueError(f"lengths must be ints >= 2 (a ranking needs two values), got {value!r}")
     return lengths
+
+
+def number_list(kind: type[int] | type[float]) -> Callable[[str], list[Any]]:
+    """An argparse ``type`` for numbers separated by commas or spaces (``"32,256"``), each of
+    ``kind``; anything else is an ``ArgumentTypeError`` that shows the form.
+
+    Example:
+        >>> number_list(int)("32,256"), number_list(float)("1e-4 0.1")
+        ([32, 256], [0.0001, 0.1])
+    """
+
+    def parse(text: str) -> list[Any]:
+        try:
+            values = [kind(part) for part in str(text).replace(",", " ").split()]
+        except ValueError:
+            values = []
+        if not values or not all(math.isfinite(value) for value in values):
+            example = "32,256" if kind is int else "0.01,0.1"
+            raise argparse.ArgumentTypeError(
+                f"expected {kind.__name__}s separated by commas, e.g. {example}, got {text!r}"
+            )
+        return values
+
+    parse.__name__ = f"{kind.__name__} list"
+    return parse
 
 
 def parse_json_object(value: Any, name: str) -> dict[str, Any]:

@@ -68,3 +68,17 @@ def test_bad_input_ends_in_one_line_and_writes_nothing(tmp_path, capsys, argv, w
     assert error.startswith(f"sodeep {argv[0]}: error: ") and error.count("\n") == 1, error
     assert words in error and "Traceback" not in error
     assert not out.exists()
+
+
+@pytest.mark.parametrize("text", ["", "5,x", "1.5", "nan", ","])
+def test_number_lists_refuse_what_is_not_a_list_of_numbers(text):
+    import argparse
+
+    from sodeep.config import number_list
+
+    with pytest.raises(argparse.ArgumentTypeError, match="expected ints separated by commas, e.g. 32,256"):
+        number_list(int)(text)
+    assert number_list(int)(" 5, 20 100") == [5, 20, 100]
+    assert number_list(float)("1e-4 0.5") == [1e-4, 0.5]
+    with pytest.raises(argparse.ArgumentTypeError, match="expected floats"):
+        number_list(float)("0.1,inf")

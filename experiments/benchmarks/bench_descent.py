@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from sodeep.benchmark.rankers import Ranker, ranker_families
+from sodeep.config import number_list
 from sodeep.files import atomic_write_json
 from sodeep.losses import SpearmanLoss
 from sodeep.ranks import rank
@@ -253,30 +254,27 @@ def format_table(rows: Sequence[DescentRow], steps: Sequence[float]) -> str:
     return "\n".join(lines)
 
 
-def _floats(text: str) -> list[float]:
-    return [float(part) for part in text.replace(",", " ").split()]
-
-
-def _ints(text: str) -> list[int]:
-    return [int(part) for part in text.replace(",", " ").split()]
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--draws", type=int, default=500, help="(predictions, targets) pairs per cell (default 500)")
     parser.add_argument("--batch", type=int, default=4, help="rows B of a draw (default 4)")
-    parser.add_argument("--lengths", type=_ints, default=[5, 20, 100], help="n, e.g. 5,20,100")
+    parser.add_argument("--lengths", type=number_list(int), default=[5, 20, 100], help="n, e.g. 5,20,100")
     parser.add_argument("--distributions", default=",".join(DISTRIBUTIONS), help=f"of {list(DISTRIBUTIONS)}")
-    parser.add_argument("--steps", type=_floats, default=[1e-4, 1e-3, 1e-2], help="relative steps eps")
+    parser.add_argument("--steps", type=number_list(float), default=[1e-4, 1e-3, 1e-2], help="relative steps eps")
     parser.add_argument("--directions", type=int, default=8, help="random directions for finite differences")
     parser.add_argument("--fd-step", type=float, default=1e-6, help="finite-difference step, relative (default 1e-6)")
     parser.add_argument("--correlation", type=float, default=0.5, help="targets' correlation with predictions")
     parser.add_argument("--rankers", default="sodeep,pairwise,torchsort", help="of sodeep, pairwise, torchsort")
     parser.add_argument(
-        "--floors", type=_floats, default=[0.0, 0.1], help="shipped sorter at these temperature floors (0: none)"
+        "--floors",
+        type=number_list(float),
+        default=[0.0, 0.1],
+        help="shipped sorter at these temperature floors (0: none)",
     )
-    parser.add_argument("--temperatures", type=_floats, default=[0.01, 0.1], help="pairwise sigmoid T")
-    parser.add_argument("--strengths", type=_floats, default=[0.01, 1.0], help="torchsort regularization_strength")
+    parser.add_argument("--temperatures", type=number_list(float), default=[0.01, 0.1], help="pairwise sigmoid T")
+    parser.add_argument(
+        "--strengths", type=number_list(float), default=[0.01, 1.0], help="torchsort regularization_strength"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="30 draws, n in 5,20, 4 directions")
     parser.add_argument("--json", help="also write the settings and rows as JSON here")

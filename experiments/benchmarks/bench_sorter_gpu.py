@@ -37,6 +37,7 @@ import torch
 from torch.nn import functional as F
 
 from sodeep.benchmark.rankers import Ranker, ranker_families
+from sodeep.config import number_list
 from sodeep.files import atomic_write_json
 from sodeep.losses import SpearmanLoss
 from sodeep.ranks import rank
@@ -194,21 +195,13 @@ def format_tables(rows: Sequence[dict], reference: str | None) -> str:
     return "\n\n".join(parts)
 
 
-def _floats(text: str) -> list[float]:
-    return [float(part) for part in text.replace(",", " ").split()]
-
-
-def _ints(text: str) -> list[int]:
-    return [int(part) for part in text.replace(",", " ").split()]
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if there is one, else exit)")
-    parser.add_argument("--batches", type=_ints, default=[32, 256], help="B, e.g. 32,256")
-    parser.add_argument("--lengths", type=_ints, default=[100, 1000, 4096], help="n, e.g. 100,1000,4096")
+    parser.add_argument("--batches", type=number_list(int), default=[32, 256], help="B, e.g. 32,256")
+    parser.add_argument("--lengths", type=number_list(int), default=[100, 1000, 4096], help="n, e.g. 100,1000,4096")
     parser.add_argument(
-        "--strengths", type=_floats, default=[1.0], help="torchsort strengths; the first is the reference"
+        "--strengths", type=number_list(float), default=[1.0], help="torchsort strengths; the first is the reference"
     )
     parser.add_argument("--compile", action="store_true", help="also time torch.compile(sorter)")
     parser.add_argument("--bare", action="store_true", help="the loss's arithmetic without SpearmanLoss's checks")
