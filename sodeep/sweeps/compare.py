@@ -80,9 +80,10 @@ def metric_names(summaries: list[dict[str, Any]], first: str | None = None) -> l
     return sorted(ordered, key=lambda name: name != first) if first in names else ordered
 
 
-def parse_baseline(items: list[str] | None) -> dict[str, str]:
-    """``["losses=l1"]`` -> ``{"losses": "l1"}``; a JSON object names nested parameters, as
-    settings do (:func:`flatten`): ``['sorter={"band": 8}']`` -> ``{"sorter.band": "8"}``."""
+def parse_baseline(items: list[str] | None, names: list[str] | None = None) -> dict[str, str]:
+    """``["losses=l1"]`` -> ``{"losses": "l1"}``.  A JSON object value names nested parameters,
+    as settings do (:func:`flatten`): ``['sorter={"band": 8}']`` -> ``{"sorter.band": "8"}``,
+    unless ``KEY`` is itself one of the parameter ``names`` (whose values are then JSON text)."""
     baseline = {}
     for item in items or []:
         key, equals, value = item.partition("=")
@@ -97,10 +98,9 @@ def parse_baseline(items: list[str] | None) -> dict[str, str]:
                     f'{key}={{"softness": 0.1}}), or give {key}.NAME=VALUE'
                 ) from None
             nested = None
+        expand = isinstance(nested, dict) and nested and key not in (names or [])
         named = (
-            {name: json.dumps(leaf) for name, leaf in flatten(nested, f"{key}.").items()}
-            if isinstance(nested, dict) and nested
-            else {key: value}
+            {name: json.dumps(leaf) for name, leaf in flatten(nested, f"{key}.").items()} if expand else {key: value}
         )
         repeated = sorted(set(named) & set(baseline))
         if repeated:
@@ -110,11 +110,18 @@ def parse_baseline(items: list[str] | None) -> dict[str, str]:
 
 
 def matches(value: Any, text: str) -> bool:
-    """Whether a parameter value is what ``text`` names (as a flag writes it, or as JSON)."""
+    """Whether a parameter value is what ``text`` names (as a flag writes it, or as JSON; a value
+    that is JSON text matches the same JSON written otherwise)."""
     if str(value) == text:
         return True
     try:
-        return value_key(value) == value_key(json.loads(text))
+        wanted = value_key(json.loads(text))
+    except json.JSONDecodeError:
+        return False
+    if value_key(value) == wanted:
+        return True
+    try:
+        return isinstance(value, str) and value_key(json.loads(value)) == wanted
     except json.JSONDecodeError:
         return False
 
@@ -161,9 +168,10 @@ def setting_rows(settings: list[Setting], metrics: list[str], baseline: dict[str
     names = sorted({name for setting in settings for name in setting.params})
     unknown = [key for key in baseline if key not in names]
     if unknown:
+        differing = sorted(varying(settings)[0])
         raise ValueError(
             f"--baseline {' '.join(f'{k}={v}' for k, v in baseline.items())}: {', '.join(unknown)} is not a "
-            f"parameter that tells the settings apart; they differ in {names or 'nothing (one setting)'} "
+            f"parameter that tells the settings apart; they differ in {differing or 'nothing (one setting)'} "
             "(parameters averaged over, --over, are not among them)"
         )
     if baseline and not any(all(matches(s.params.get(k), v) for k, v in baseline.items()) for s in settings):

@@ -173,7 +173,7 @@ def write_report(
     unknown = [name for name in over if name not in known]
     if unknown:
         raise ValueError(f"--over {unknown[0]!r} is not a parameter of the sweep; parameters: {known}")
-    chosen = parse_baseline(baseline)
+    chosen = parse_baseline(baseline, known)
     sweep_metric = (sweep.get("metric") or {}).get("name")
     available = metric_names(summaries, sweep_metric)
     names = available if metrics is None else list(metrics)

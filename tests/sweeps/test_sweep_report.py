@@ -116,3 +116,20 @@ def test_a_report_removes_plots_it_no_longer_draws_and_says_when_it_cannot_draw(
     monkeypatch.setattr("sodeep.sweeps.plots.plot_metric", lambda *arguments: None)  # as without matplotlib
     assert main(["report", str(tmp_path)]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "no plots: matplotlib is not installed (pip install matplotlib)"
+
+
+def test_a_baseline_names_a_parameter_whose_values_are_json_text(tmp_path, capsys):
+    soft, sharp = '{"capacity": 64, "softness": 0.5}', '{"capacity": 64, "softness": 0.1}'
+    records = [
+        ({"sorter": sorter, "steps": 10, "seed": s}, {"loss": loss + s}, None, "finished")
+        for sorter, loss in ((soft, 1.0), (sharp, 3.0))
+        for s in (0, 1)
+    ]
+    write_trials(tmp_path, records)
+    # The same JSON written otherwise (key order, spacing) names the same setting.
+    write_report(tmp_path, baseline=['sorter={"softness":0.1, "capacity":64}'], plots=False)
+    by_sorter = {row["sorter"]: row for row in rows(tmp_path)}
+    assert by_sorter[sharp]["loss_diff_mean"] == "" and float(by_sorter[soft]["loss_diff_mean"]) == -2.0
+    with pytest.raises(SystemExit):
+        main(["report", str(tmp_path), "--baseline", "sorter.softness=0.1"])
+    assert "they differ in ['sorter']" in capsys.readouterr().err  # not the constant steps
