@@ -32,7 +32,7 @@ from sodeep.runs import (
     release_process_group,
 )
 from sodeep.sorters import Sorter, build_sorter
-from sodeep.stream_loader import available_cores, stream_loader
+from sodeep.stream_loader import UnpackedChunks, available_cores, stream_loader
 from sodeep.synthetic import FAMILIES, SyntheticSequences
 
 
@@ -82,6 +82,7 @@ class SequenceDataModule(L.LightningDataModule):
         self.families = list(families)
         self.affine_probability = affine_probability
         self.data_workers = data_workers
+        self.training_batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None
         self.start_batch = 0
         self.start_step = 0
 
@@ -98,7 +99,14 @@ class SequenceDataModule(L.LightningDataModule):
             rank=rank,
             world_size=world_size,
         )
-        return stream_loader(stream, self.data_workers)
+        self.close()
+        self.training_batches = stream_loader(stream, self.data_workers)
+        return self.training_batches
+
+    def close(self) -> None:
+        """Stop the data workers of the training batches, if any (the fit is over)."""
+        if isinstance(self.training_batches, UnpackedChunks):
+            self.training_batches.close()
 
     def val_dataloader(self) -> DataLoader:
         cells = HeldOutCells(self.validation_lengths, self.validation_sequences, self.families)
@@ -302,6 +310,7 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
         with threads_beside(config.data_workers):
             trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume_step is not None else None)
     finally:  # a failed run too: the next run in this process must not log into its W&B run
+        data.close()
         _finish_loggers(trainer)
         release_process_group()
     if stop.stopped_at is not None:
@@ -361,6 +370,8 @@ def _make_trainer(config: PretrainConfig, out: Path, stop: StopOnSignal) -> L.Tr
                     save_last=True,
                     every_n_train_steps=min(config.checkpoint_every, config.steps),
                     save_top_k=0,
+                    # last.ckpt may have been written by StopOnSignal: overwrite it, never last-v1.ckpt
+                    enable_version_counter=False,
                 ),
                 stop,
                 *progress["callbacks"],

@@ -166,6 +166,11 @@ class StopOnSignal(Callback):
             signal.signal(number, handler)
         self._previous = {}
 
+    def on_train_end(self, trainer: Any, module: Any) -> None:
+        # Before Lightning's teardown restores the handlers it found (on_fit_end comes after it):
+        # restoring ours later would leave Lightning's handler installed once the fit is over.
+        self._restore()
+
     def on_fit_end(self, trainer: Any, module: Any) -> None:
         self._restore()
 

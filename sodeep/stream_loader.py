@@ -5,7 +5,8 @@ A worker process makes whole chunks of consecutive batches and sends each chunk 
 (every batch's scores, every batch's ranks, their lengths), so the cost of passing tensors between
 processes is paid once per chunk, not once per batch; the training process cuts the chunks back
 into batches (views, no copy).  The batches, and their order, are those of the stream itself, for
-any number of workers: a run trains alike with and without them.
+any number of workers.  A batch is a view into its chunk's shared memory, which stays open (a
+file descriptor) while any batch of the chunk is kept: ``.clone()`` batches kept by the thousand.
 
 Example:
     >>> from sodeep.synthetic import SyntheticSequences
@@ -18,9 +19,13 @@ Example:
 
 from __future__ import annotations
 
+import atexit
+import multiprocessing.util  # noqa: F401  (registers its exit handler before ours)
 import os
 import signal
+import weakref
 from collections.abc import Iterable, Iterator
+from numbers import Integral
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -86,25 +91,57 @@ class SequenceChunks(IterableDataset):
 
 class UnpackedChunks:
     """Iterates ``(scores, ranks)`` batches, each ``(rows, n)``, out of a loader of
-    :class:`SequenceChunks` items."""
+    :class:`SequenceChunks` items.
+
+    Each iteration holds the loader's worker processes; :meth:`close` ends every iteration and
+    with it the workers (so does leaving the interpreter).
+    """
 
     def __init__(self, chunks: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], rows: int) -> None:
         self.chunks = chunks
         self.rows = rows
+        self._iterations: weakref.WeakSet = weakref.WeakSet()
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        iteration = self._unpack()
+        self._iterations.add(iteration)
+        _OPEN_ITERATIONS.add(iteration)
+        return iteration
+
+    def _unpack(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for scores, ranks, lengths in self.chunks:
             lengths = lengths.tolist()
             sizes = [self.rows * length for length in lengths]
             for batch_scores, batch_ranks, length in zip(scores.split(sizes), ranks.split(sizes), lengths):
                 yield batch_scores.view(self.rows, length), batch_ranks.view(self.rows, length)
 
+    def close(self) -> None:
+        """End every iteration over this loader: its DataLoader iterator is released, which asks
+        the workers to finish and waits for them."""
+        for iteration in list(self._iterations):
+            iteration.close()
 
-def _ignore_ctrl_c(worker_id: int) -> None:
-    # A Ctrl-C reaches the whole process group; the training process handles it (it finishes its
-    # step and saves a checkpoint, which may need the next batches).  SIGTERM keeps its default:
-    # it is how the training process's multiprocessing ends its workers at exit.
+
+#: Iterations over worker loaders not yet ended, ended at exit (below).
+_OPEN_ITERATIONS: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_iterations() -> None:
+    # The workers ignore SIGTERM (below), so multiprocessing's own exit handler, which
+    # terminates daemonic children with SIGTERM and then waits for them, must find them gone.
+    # Handlers registered later run first: this one runs before multiprocessing's.
+    for iteration in list(_OPEN_ITERATIONS):
+        iteration.close()
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    # A Ctrl-C reaches the whole process group, and a scheduler's SIGTERM (SLURM at its time
+    # limit, scancel) every process of the job.  The training process handles both: it finishes
+    # its step and saves a checkpoint, which may need the next batches.  A worker ends when the
+    # training process releases its loader (UnpackedChunks.close, or at exit) or is gone.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def stream_loader(stream: SyntheticSequences, workers: int = 1) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
@@ -119,8 +156,9 @@ def stream_loader(stream: SyntheticSequences, workers: int = 1) -> Iterable[tupl
         A ``DataLoader`` (``workers == 0``) or an iterable over one; either can be given to Lightning
         as a training dataloader.
     """
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+    if isinstance(workers, bool) or not isinstance(workers, Integral) or workers < 0:
         raise ValueError(f"workers must be an integer >= 0, got {workers!r}")
+    workers = int(workers)
     if workers == 0:
         return DataLoader(stream, batch_size=None)
     chunks = DataLoader(
@@ -128,6 +166,6 @@ def stream_loader(stream: SyntheticSequences, workers: int = 1) -> Iterable[tupl
         batch_size=None,
         num_workers=workers,
         prefetch_factor=2,
-        worker_init_fn=_ignore_ctrl_c,
+        worker_init_fn=_ignore_stop_signals,
     )
     return UnpackedChunks(chunks, stream.batch_size)

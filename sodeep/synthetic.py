@@ -286,13 +286,13 @@ class SyntheticSequences(IterableDataset):
         whole = [isinstance(n, Integral) and not isinstance(n, bool) for n in lengths]
         if not lengths or not all(whole) or min(lengths) < 2:
             raise ValueError(f"lengths must be a non-empty list of ints >= 2, got {lengths}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, Integral) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size), got rank {rank} of world_size {world_size}")
         _checked_families(families)
         _check_affine_probability(affine_probability)
-        self.batch_size = batch_size
+        self.batch_size = int(batch_size)
         self.lengths = [int(n) for n in lengths]
         self.seed = seed
         self.families = None if families is None else list(families)

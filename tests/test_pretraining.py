@@ -103,6 +103,7 @@ def test_sigint_saves_stops_and_says_how_to_resume(tmp_path, monkeypatch, capsys
         "--resume"
     )
     assert not (tmp_path / "run" / "sorter.pt").exists()
+    assert sorted(path.name for path in (tmp_path / "run" / "checkpoints").iterdir()) == ["last.ckpt"]
     monkeypatch.setattr(SorterPretraining, "training_step", original_step)
     assert _pretrain(tmp_path / "run", 8, "--checkpoint-every", "100", "--resume") == 0
     _assert_same_weights(tmp_path / "straight", tmp_path / "run")
@@ -329,3 +330,10 @@ def test_progress_lines_show_each_validation(tmp_path, monkeypatch, capsys):
         "validation at step 4",
         "validation at step 8",
     ]
+
+
+def test_the_signal_handlers_are_those_of_before_once_a_run_ends(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    assert _pretrain(tmp_path / "run", 2, "--wandb", "disabled") == 0
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before

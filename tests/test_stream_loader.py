@@ -94,16 +94,30 @@ def test_training_threads_leave_a_core_per_data_worker_and_are_restored(monkeypa
         torch.set_num_threads(before)
 
 
-def test_a_data_worker_outlives_a_ctrl_c_so_the_run_can_finish_its_step():
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
+def test_a_data_worker_outlives_a_stop_signal_so_the_run_can_finish_its_step(signal_number):
     stream = SyntheticSequences(2, [3, 4], seed=2)
     before = {child.pid for child in multiprocessing.active_children()}
     batches = iter(stream_loader(stream, workers=1))
     loaded = [next(batches)]
     (worker,) = [child for child in multiprocessing.active_children() if child.pid not in before]
-    os.kill(worker.pid, signal.SIGINT)
+    os.kill(worker.pid, signal_number)
     time.sleep(0.5)
     loaded += list(itertools.islice(batches, 3 * MAX_BATCHES_PER_CHUNK))  # new chunks from the worker
     assert_same_batches(loaded, stream_order(stream, 1 + 3 * MAX_BATCHES_PER_CHUNK))
+
+
+def test_closing_a_loader_ends_its_workers():
+    loader = stream_loader(SyntheticSequences(2, [3, 4]), workers=2)
+    before = {child.pid for child in multiprocessing.active_children()}
+    first, second = iter(loader), iter(loader)
+    next(first), next(second)
+    started = [child for child in multiprocessing.active_children() if child.pid not in before]
+    assert len(started) == 4
+    loader.close()
+    assert not any(child.is_alive() for child in started)
+    with pytest.raises(StopIteration):
+        next(first)
 
 
 def test_a_process_holding_a_loader_exits_at_once(tmp_path):
@@ -116,9 +130,10 @@ def test_a_process_holding_a_loader_exits_at_once(tmp_path):
     assert time.monotonic() - started < 30
 
 
-def test_ctrl_c_to_the_whole_process_group_stops_the_run_resumably(tmp_path):
-    """A terminal's Ctrl-C reaches the data worker too: the run still saves its step and exits
-    with the resume line, and no process of the group is left."""
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_to_the_whole_process_group_stops_the_run_resumably(tmp_path, signal_number):
+    """A terminal's Ctrl-C, or a scheduler's SIGTERM, reaches the data worker too: the run still
+    saves its step and exits with the resume line, and no process of the group is left."""
     out = tmp_path / "run"
     program = "import sys; from sodeep.cli import main; sys.exit(main())"
     command = [sys.executable, "-c", program, "pretrain", "--steps", "100000", "--batch-size", "8"]
@@ -133,7 +148,7 @@ def test_ctrl_c_to_the_whole_process_group_stops_the_run_resumably(tmp_path):
         while not (out / "checkpoints" / "last.ckpt").is_file():
             assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1].decode()[-2000:]
             time.sleep(0.2)
-        os.killpg(process.pid, signal.SIGINT)
+        os.killpg(process.pid, signal_number)
         _, error = process.communicate(timeout=60)
     finally:
         if process.poll() is None:

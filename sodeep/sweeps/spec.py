@@ -131,8 +131,10 @@ LOG_BOUNDS = ("log_uniform", "inv_log_uniform", "q_log_uniform")
 
 
 def spec_warnings(spec: SweepSpec) -> list[str]:
-    """Lines about settings W&B accepts that are probably not meant: ``log_uniform`` bounds
-    written as values (``min: 1e-4, max: 0.1`` draws ``e**1e-4`` to ``e**0.1``, about 1 to 1.1).
+    """Lines about settings W&B accepts that are probably not meant: a natural-log distribution's
+    bounds written as values, i.e. both positive and either at most 1 or a decade or more apart
+    (``min: 1e-4, max: 0.1`` draws ``e**1e-4`` to ``e**0.1``, about 1 to 1.1; ``min: 16, max: 512``
+    draws up to ``e**512``).
 
     Example:
         >>> spec = sweep_from_mapping({"method": "random", "program": "train.py", "parameters": {
@@ -146,16 +148,28 @@ def spec_warnings(spec: SweepSpec) -> list[str]:
         low, high = parameter.settings.get("min"), parameter.settings.get("max")
         if parameter.distribution not in LOG_BOUNDS or not (_is_number(low) and _is_number(high)):
             continue
-        if 0 < low < high <= 1 and high >= 10 * low:  # both bounds read as values spanning a decade
-            drawn = f"{math.exp(low):.5g} to {math.exp(high):.5g}"
-            if parameter.distribution == "inv_log_uniform":
-                drawn = f"{math.exp(-high):.5g} to {math.exp(-low):.5g}"
-            lines.append(
-                f"warning: {spec.source}: parameters.{parameter.name}: {parameter.distribution}'s min and max are "
-                f"natural logarithms, so it draws {drawn}; for values from {low:g} to {high:g} write "
-                f"distribution: {parameter.distribution}_values"
-            )
+        if not (0 < low < high and (high <= 1 or high >= 10 * low)):
+            continue
+        ends = (-high, -low) if parameter.distribution == "inv_log_uniform" else (low, high)
+        drawn = [_exp(end) for end in ends]
+        described = f"{drawn[0]:.5g} to {drawn[1]:.5g}"
+        if "q" in parameter.settings:
+            q = parameter.settings["q"]
+            rounded = [round(value / q) * q if math.isfinite(value) else value for value in drawn]
+            described += f", rounded to multiples of q = {q:g}: {rounded[0]:.5g} to {rounded[1]:.5g}"
+        lines.append(
+            f"warning: {spec.source}: parameters.{parameter.name}: {parameter.distribution}'s min and max are "
+            f"natural logarithms, so it draws {described}; for values from {low:g} to {high:g} write "
+            f"distribution: {parameter.distribution}_values"
+        )
     return lines
+
+
+def _exp(value: float) -> float:
+    try:
+        return math.exp(value)
+    except OverflowError:
+        return math.inf
 
 
 def load_sweep(path: str | os.PathLike) -> SweepSpec:

@@ -90,10 +90,13 @@ def test_mistakes_raise_one_line_naming_the_key(changes, words):
     "distribution, low, high, warned",
     [
         ("log_uniform", 1e-4, 0.1, "draws 1.0001 to 1.1052"),
-        ("q_log_uniform", 0.001, 1, "draws 1.001 to 2.7183"),
+        ("q_log_uniform", 0.001, 1, "draws 1.001 to 2.7183, rounded to multiples of q = 1: 1 to 3"),
         ("inv_log_uniform", 0.01, 0.5, "draws 0.60653 to 0.99005"),
+        ("log_uniform", 0.001, 0.005, "draws 1.001 to 1.005"),  # both at most 1
+        ("log_uniform", 16, 512, "draws 8.8861e+06 to 2.2844e+222"),  # a decade or more apart
+        ("log_uniform", 1e-4, 10, "draws 1.0001 to 22026"),
         ("log_uniform", -9.2, -2.3, None),  # natural logs, as W&B means them
-        ("log_uniform", 0.5, 1.0, None),  # less than a decade apart: may be meant
+        ("log_uniform", 1.5, 4.0, None),  # above 1 and less than a decade apart: may be meant
         ("log_uniform_values", 1e-4, 0.1, None),
         ("uniform", 1e-4, 0.1, None),
     ],
