@@ -70,10 +70,11 @@ def rank(
     n = moved.shape[-1]
     if n == 0:
         return torch.empty_like(moved, dtype=out_dtype).movedim(-1, dim)
-    # A stable sort gives each element its ordinal position, equal elements in their original
-    # order (ordinal ties by position).  Sorting descending, not negated values: the negation of
-    # unsigned and boolean values, or of the most negative integer, is not in reverse order.
-    sorted_key, order = torch.sort(moved, dim=-1, descending=descending, stable=True)
+    # Sorting gives each element its position; a stable sort keeps equal elements in their original
+    # order (ordinal ties by position), which no other tie method needs.  Sorting descending, not
+    # negated values: the negation of unsigned and boolean values, or of the most negative
+    # integer, is not in reverse order.
+    sorted_key, order = torch.sort(moved, dim=-1, descending=descending, stable=ties == "ordinal")
     # Positions are counted in a wide type and cast at the end: float16 counts whole numbers only
     # up to 2048 (and overflows at 65504), bfloat16 up to 256.
     count_dtype = torch.float64 if out_dtype == torch.float64 else torch.float32
@@ -84,19 +85,15 @@ def rank(
     else:
         starts_group = torch.ones_like(sorted_key, dtype=torch.bool)
         starts_group[..., 1:] = sorted_key[..., 1:] != sorted_key[..., :-1]
-        group_id = torch.cumsum(starts_group.to(torch.long), dim=-1) - 1
         if ties == "dense":
-            sorted_ranks = (group_id + 1).to(count_dtype)
+            sorted_ranks = torch.cumsum(starts_group, dim=-1).to(count_dtype)
         else:
-            # First and last position of each tie group, gathered back to its members.
-            group_first = torch.zeros_like(positions).scatter_reduce(
-                -1, group_id, positions, reduce="amin", include_self=False
-            )
-            group_last = torch.zeros_like(positions).scatter_reduce(
-                -1, group_id, positions, reduce="amax", include_self=False
-            )
-            first = group_first.gather(-1, group_id)
-            last = group_last.gather(-1, group_id)
+            # Each element's tie group runs from the last group start at or before it to the first
+            # group end at or after it: a running maximum forwards, a running minimum backwards.
+            ends_group = torch.ones_like(starts_group)
+            ends_group[..., :-1] = starts_group[..., 1:]
+            first = torch.where(starts_group, positions, 0).cummax(dim=-1).values
+            last = torch.where(ends_group, positions, n + 1).flip(-1).cummin(dim=-1).values.flip(-1)
             sorted_ranks = {"min": first, "max": last, "average": (first + last) / 2}[ties]
 
     ranks = torch.empty_like(sorted_ranks).scatter(-1, order, sorted_ranks)
