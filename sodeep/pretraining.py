@@ -30,6 +30,7 @@ from sodeep.runs import (
     progress_settings,
     quiet_lightning,
     release_process_group,
+    sigterm_before_training_is_an_interrupt,
 )
 from sodeep.sorters import Sorter, build_sorter
 from sodeep.stream_loader import UnpackedChunks, available_cores, stream_loader
@@ -307,7 +308,7 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
     )
     started = time.time()
     try:
-        with threads_beside(config.data_workers):
+        with threads_beside(config.data_workers), sigterm_before_training_is_an_interrupt():
             trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume_step is not None else None)
     finally:  # a failed run too: the next run in this process must not log into its W&B run
         data.close()

@@ -5,6 +5,7 @@ Imported only by training code: ``import sodeep`` does not load Lightning or W&B
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -13,6 +14,7 @@ import signal
 import sys
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +181,20 @@ class StopOnSignal(Callback):
 
     def teardown(self, trainer: Any, module: Any, stage: str) -> None:
         self._restore()
+
+
+@contextlib.contextmanager
+def sigterm_before_training_is_an_interrupt() -> Iterator[None]:
+    """Around ``trainer.fit``: a SIGTERM that comes before :class:`StopOnSignal` takes over at the
+    start of training meets Lightning's own handler, which ends the fit with ``SIGTERMException``,
+    a ``SystemExit`` with status 0.  Raise ``KeyboardInterrupt`` instead: nothing was trained, and
+    the console script says so and exits with status 130."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    try:
+        yield
+    except SIGTERMException as stopped:
+        raise KeyboardInterrupt("SIGTERM before training started") from stopped
 
 
 def start_wandb_run(mode: str, out: Path, name: str, config: dict[str, Any]) -> Any:

@@ -26,6 +26,7 @@ import signal
 import weakref
 from collections.abc import Iterable, Iterator
 from numbers import Integral
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -128,20 +129,33 @@ _OPEN_ITERATIONS: weakref.WeakSet = weakref.WeakSet()
 
 @atexit.register
 def _close_open_iterations() -> None:
-    # The workers ignore SIGTERM (below), so multiprocessing's own exit handler, which
+    # The workers outlive SIGTERM (below), so multiprocessing's own exit handler, which
     # terminates daemonic children with SIGTERM and then waits for them, must find them gone.
     # Handlers registered later run first: this one runs before multiprocessing's.
     for iteration in list(_OPEN_ITERATIONS):
         iteration.close()
 
 
-def _ignore_stop_signals(worker_id: int) -> None:
+#: Seconds a data worker lives on after a SIGINT or SIGTERM if nobody closes its loader.
+STOP_GRACE_SECONDS = 60
+
+
+def _outlive_stop_signals(worker_id: int) -> None:
     # A Ctrl-C reaches the whole process group, and a scheduler's SIGTERM (SLURM at its time
     # limit, scancel) every process of the job.  The training process handles both: it finishes
-    # its step and saves a checkpoint, which may need the next batches.  A worker ends when the
-    # training process releases its loader (UnpackedChunks.close, or at exit) or is gone.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # its step and saves a checkpoint, which may need the next batches, then closes its loader,
+    # which ends the worker.  Should nobody close it (the training process failed while holding
+    # it), the worker ends STOP_GRACE_SECONDS after the first signal: SIGALRM's default action.
+    if not hasattr(signal, "alarm"):  # Windows: no SIGTERM from a scheduler, no alarm
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return
+
+    def outlive(number: int, frame: Any) -> None:
+        pending = signal.alarm(0)
+        signal.alarm(pending or STOP_GRACE_SECONDS)
+
+    signal.signal(signal.SIGINT, outlive)
+    signal.signal(signal.SIGTERM, outlive)
 
 
 def stream_loader(stream: SyntheticSequences, workers: int = 1) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
@@ -166,6 +180,6 @@ def stream_loader(stream: SyntheticSequences, workers: int = 1) -> Iterable[tupl
         batch_size=None,
         num_workers=workers,
         prefetch_factor=2,
-        worker_init_fn=_ignore_stop_signals,
+        worker_init_fn=_outlive_stop_signals,
     )
     return UnpackedChunks(chunks, stream.batch_size)

@@ -337,3 +337,28 @@ def test_the_signal_handlers_are_those_of_before_once_a_run_ends(tmp_path, monke
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     assert _pretrain(tmp_path / "run", 2, "--wandb", "disabled") == 0
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_a_sigterm_before_training_starts_ends_in_status_130_not_0(tmp_path, monkeypatch, capsys):
+    """Until the first step Lightning's own SIGTERM handler is in place, which ends a fit with
+    SIGTERMException: a SystemExit whose status is 0, as if the run had succeeded."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    monkeypatch.chdir(tmp_path)
+
+    def stopped(self):
+        raise SIGTERMException
+
+    monkeypatch.setattr(SorterPretraining, "on_fit_start", stopped, raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        _pretrain(tmp_path / "run", 4)
+    assert exit_info.value.code == 130
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .splitlines()[-1]
+        .endswith("interrupted before anything was saved; run the same command again")
+    )
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    assert _pretrain(tmp_path / "run", 4) == 0  # the same command again starts afresh

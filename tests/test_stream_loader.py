@@ -107,6 +107,23 @@ def test_a_data_worker_outlives_a_stop_signal_so_the_run_can_finish_its_step(sig
     assert_same_batches(loaded, stream_order(stream, 1 + 3 * MAX_BATCHES_PER_CHUNK))
 
 
+def test_a_signalled_worker_that_nobody_closes_ends_after_its_grace(monkeypatch):
+    monkeypatch.setattr("sodeep.stream_loader.STOP_GRACE_SECONDS", 1)  # read by the forked worker
+    before = {child.pid for child in multiprocessing.active_children()}
+    batches = iter(stream_loader(SyntheticSequences(2, [3]), workers=1))
+    next(batches)
+    (worker,) = [child for child in multiprocessing.active_children() if child.pid not in before]
+    os.kill(worker.pid, signal.SIGTERM)
+    time.sleep(0.3)
+    assert worker.is_alive()
+    with pytest.raises(RuntimeError, match="killed by signal"):  # the DataLoader's own report
+        deadline = time.monotonic() + 10
+        while worker.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        next(itertools.islice(batches, MAX_BATCHES_PER_CHUNK * 3, None))
+    assert not worker.is_alive()
+
+
 def test_closing_a_loader_ends_its_workers():
     loader = stream_loader(SyntheticSequences(2, [3, 4]), workers=2)
     before = {child.pid for child in multiprocessing.active_children()}

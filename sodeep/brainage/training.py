@@ -32,7 +32,12 @@ from sodeep.brainage.config import SCALE_OUT, check_fit_settings
 from sodeep.brainage.interruption import SignalStop, StopAtStepEnd
 from sodeep.brainage.losses import BrainAgeLoss
 from sodeep.checkpoints import CheckpointError, read_weights_only
-from sodeep.runs import AtomicCheckpointIO, ResumableCSVLogger, progress_settings
+from sodeep.runs import (
+    AtomicCheckpointIO,
+    ResumableCSVLogger,
+    progress_settings,
+    sigterm_before_training_is_an_interrupt,
+)
 
 #: A training run's checkpoints: the best validation MAE so far, and the end of the last epoch.
 BEST_CHECKPOINT, LAST_CHECKPOINT = "best.ckpt", "last.ckpt"
@@ -397,13 +402,14 @@ def fit_age_model(
         # Resuming finds the run's own checkpoints in its folder.
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)  # inside Lightning
-        trainer.fit(
-            module,
-            train_dataloaders=train_loader,
-            val_dataloaders=make_loader(*validation, max(len(validation[1]), 1), generator=None),
-            ckpt_path=str(last) if resume_step is not None else None,
-            weights_only=True,
-        )
+        with sigterm_before_training_is_an_interrupt():
+            trainer.fit(
+                module,
+                train_dataloaders=train_loader,
+                val_dataloaders=make_loader(*validation, max(len(validation[1]), 1), generator=None),
+                ckpt_path=str(last) if resume_step is not None else None,
+                weights_only=True,
+            )
     best_path = out / BEST_CHECKPOINT
     if not best_path.is_file():
         raise ValueError(

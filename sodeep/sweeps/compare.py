@@ -93,9 +93,10 @@ def parse_baseline(items: list[str] | None, names: list[str] | None = None) -> d
             nested = json.loads(value)
         except json.JSONDecodeError:
             if value.lstrip().startswith("{"):
+                dotted = "" if key in (names or []) else f", or give {key}.NAME=VALUE"
                 raise ValueError(
                     f"--baseline {item}: the value is not a JSON object (double quotes, e.g. "
-                    f'{key}={{"softness": 0.1}}), or give {key}.NAME=VALUE'
+                    f'{key}={{"softness": 0.1}}){dotted}'
                 ) from None
             nested = None
         expand = isinstance(nested, dict) and nested and key not in (names or [])

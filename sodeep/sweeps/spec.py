@@ -143,7 +143,7 @@ def spec_warnings(spec: SweepSpec) -> list[str]:
         >>> "draws 1.0001 to 1.1052" in warning, warning.endswith("write distribution: log_uniform_values")
         (True, True)
     """
-    lines = []
+    lines = [line for parameter in spec.parameters for line in _one_rounded_value(parameter, spec.source)]
     for parameter in spec.parameters:
         low, high = parameter.settings.get("min"), parameter.settings.get("max")
         if parameter.distribution not in LOG_BOUNDS or not (_is_number(low) and _is_number(high)):
@@ -163,6 +163,32 @@ def spec_warnings(spec: SweepSpec) -> list[str]:
             f"distribution: {parameter.distribution}_values"
         )
     return lines
+
+
+#: The ends of the values each bounded q_ distribution draws, from its min and max.
+_Q_RANGES = {
+    "q_uniform": lambda low, high: (low, high),
+    "q_log_uniform": lambda low, high: (_exp(low), _exp(high)),
+    "q_log_uniform_values": lambda low, high: (low, high),
+}
+
+
+def _one_rounded_value(parameter: Parameter, source: str) -> list[str]:
+    """A warning when rounding to ``q`` leaves a ``q_`` distribution a single value."""
+    ends = _Q_RANGES.get(parameter.distribution)
+    low, high, q = (parameter.settings.get(key) for key in ("min", "max", "q"))
+    if ends is None or not all(_is_number(value) for value in (low, high, q)) or q <= 0:
+        return []
+    drawn = ends(low, high)
+    if not all(math.isfinite(value) for value in drawn):
+        return []
+    first, last = (round(value / q) * q for value in drawn)
+    if first != last:
+        return []
+    return [
+        f"warning: {source}: parameters.{parameter.name}: {parameter.distribution} rounds every draw to "
+        f"{first:g} (q = {q:g}); lower q to draw several values"
+    ]
 
 
 def _exp(value: float) -> float:

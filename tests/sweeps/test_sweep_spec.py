@@ -112,3 +112,23 @@ def test_log_bounds_written_as_values_are_warned_of(distribution, low, high, war
         (line,) = warnings
         assert line.startswith(f"warning: s.yaml: parameters.optimizer.lr: {distribution}'s min and max")
         assert warned in line and line.endswith(f"write distribution: {distribution}_values")
+
+
+@pytest.mark.parametrize(
+    "settings, warned",
+    [
+        ({"distribution": "q_log_uniform", "min": -9.2, "max": -2.3, "q": 1}, "rounds every draw to 0 (q = 1)"),
+        ({"distribution": "q_uniform", "min": 0.1, "max": 0.3, "q": 1}, "rounds every draw to 0 (q = 1)"),
+        ({"distribution": "q_log_uniform_values", "min": 1e-4, "max": 0.1, "q": 1}, "rounds every draw to 0"),
+        ({"distribution": "q_log_uniform", "min": -9.2, "max": -2.3, "q": 1e-4}, None),
+        ({"distribution": "q_uniform", "min": 0, "max": 10}, None),  # W&B's default q = 1
+    ],
+)
+def test_a_q_that_leaves_one_value_is_warned_of(settings, warned):
+    from sodeep.sweeps.spec import spec_warnings
+
+    warnings = spec_warnings(sweep_from_mapping(sweep(method="random", parameters={"lr": settings})))
+    if warned is None:
+        assert warnings == []
+    else:
+        assert len(warnings) == 1 and warned in warnings[0] and "parameters.lr" in warnings[0]
