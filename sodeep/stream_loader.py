@@ -136,8 +136,10 @@ def _close_open_iterations() -> None:
         iteration.close()
 
 
-#: Seconds a data worker lives on after a SIGINT or SIGTERM if nobody closes its loader.
-STOP_GRACE_SECONDS = 60
+#: Seconds a data worker lives on after a SIGINT or SIGTERM if nobody closes its loader: longer
+#: than a stop takes (a checkpoint, a validation), since the training process reports a worker
+#: that ends while the loader is open as a failure.
+STOP_GRACE_SECONDS = 300
 
 
 def _outlive_stop_signals(worker_id: int) -> None:
