@@ -16,6 +16,7 @@ from typing import Literal
 
 import torch
 
+from sodeep.argsort import argsort
 from sodeep.checks import require
 
 TieMethod = Literal["average", "min", "max", "dense", "ordinal"]
@@ -74,7 +75,11 @@ def rank(
     # order (ordinal ties by position), which no other tie method needs.  Sorting descending, not
     # negated values: the negation of unsigned and boolean values, or of the most negative
     # integer, is not in reverse order.
-    sorted_key, order = torch.sort(moved, dim=-1, descending=descending, stable=ties == "ordinal")
+    if ties == "ordinal":
+        sorted_key, order = torch.sort(moved, dim=-1, descending=descending, stable=True)
+    else:
+        order = argsort(moved, descending=descending)
+        sorted_key = moved.gather(-1, order)
     # Positions are counted in a wide type and cast at the end: float16 counts whole numbers only
     # up to 2048 (and overflows at 65504), bfloat16 up to 256.
     count_dtype = torch.float64 if out_dtype == torch.float64 else torch.float32

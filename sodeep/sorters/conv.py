@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from sodeep.argsort import argsort
 from sodeep.sorters.base import HALF_PRECISION, Sorter, scale_rows_by_power_of_two
 
 #: Longest rows any ConvSorter accepts (memory and time grow as ``n * band``).
@@ -275,7 +276,8 @@ class ConvSorter(Sorter):
         if scores.dtype in HALF_PRECISION:
             return self.rank_rows(scores.float()).to(scores.dtype)
         n = scores.shape[-1]
-        sorted_scores, order = scores.detach().sort(dim=-1)
+        order = argsort(scores)
+        sorted_scores = scores.detach().gather(-1, order)
         group_id, sizes = distinct_value_groups(sorted_scores)
         # Rows scaled by the power of two that brings their typical gap (geometric mean of the
         # nonzero gaps) to ~1, as far as their largest magnitude allows (it stays below 2^-8 times
