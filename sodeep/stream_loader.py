@@ -1,12 +1,14 @@
 """Batches of a :class:`~sodeep.synthetic.SyntheticSequences` stream made in worker processes while
 the model trains.
 
-A worker process makes whole chunks of consecutive batches and sends each chunk as three tensors
-(every batch's scores, every batch's ranks, their lengths), so the cost of passing tensors between
-processes is paid once per chunk, not once per batch; the training process cuts the chunks back
-into batches (views, no copy).  The batches, and their order, are those of the stream itself, for
-any number of workers.  A batch is a view into its chunk's shared memory, which stays open (a
-file descriptor) while any batch of the chunk is kept: ``.clone()`` batches kept by the thousand.
+A worker process makes whole chunks of consecutive batches and writes each chunk into a slot of a
+buffer in shared memory, allocated once per iteration; through the DataLoader's queue it sends
+only the chunk's number and its batch lengths.  The training process copies each batch out of its
+slot when it hands the batch over, so a slot can be written again once its chunk is handed over
+(the DataLoader keeps at most ``prefetch_factor`` chunks per worker in flight, and the buffer has
+one slot more).  Passing a new shared-memory tensor per chunk instead costs a file-descriptor
+handshake and a page fault per 4 KiB in the training process, a few percent of pretraining.  The
+batches, and their order, are those of the stream itself, for any number of workers.
 
 Example:
     >>> from sodeep.synthetic import SyntheticSequences
@@ -33,7 +35,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from sodeep.synthetic import SyntheticSequences
 
-#: A chunk holds at most this many scores (and as many ranks): 4 MiB of float32 each ...
+#: A chunk holds at most this many scores (and as many ranks; a slot of the buffer takes at most
+#: 8 MiB of shared memory, unless one batch is larger) ...
 CHUNK_ELEMENTS = 2**20
 #: ... and at most this many batches.
 MAX_BATCHES_PER_CHUNK = 32
@@ -54,35 +57,63 @@ def batches_per_chunk(stream: SyntheticSequences) -> int:
     return max(1, min(MAX_BATCHES_PER_CHUNK, CHUNK_ELEMENTS // largest_batch))
 
 
+#: Chunks each worker may have made ahead of the training process (the DataLoader's ``prefetch_factor``).
+CHUNKS_AHEAD = 2
+
+
 class SequenceChunks(IterableDataset):
-    """``stream``'s batches for this process, ``chunk_batches`` consecutive ones per item.
+    """``stream``'s batches for this process, ``chunk_batches`` consecutive ones per item, written
+    into the slots of ``buffer``.
 
     Item ``c`` packs the process's batches ``c * chunk_batches`` to ``(c + 1) * chunk_batches - 1``
-    (see :meth:`SyntheticSequences.process_batch_index`) as ``(scores, ranks, lengths)``: float32
-    ``(sum_k B * n_k,)`` twice and int64 ``(chunk_batches,)``.  DataLoader worker ``w`` of ``W``
+    (see :meth:`SyntheticSequences.process_batch_index`) into slot ``c % slots``: their scores
+    back to back in ``buffer[slot, 0]``, their ranks in ``buffer[slot, 1]``.  The item itself is
+    ``(c, lengths)``, the batches' lengths as a list of ints.  DataLoader worker ``w`` of ``W``
     makes items ``w, w + W, ...``; the DataLoader returns them in order.
+
+    Args:
+        stream: the batches.
+        chunk_batches: batches per item, ``>= 1``.
+        slots: slots of the buffer, ``>= 1``; it is allocated in shared memory (before the
+            DataLoader starts its workers, which then write into the same memory).
     """
 
-    def __init__(self, stream: SyntheticSequences, chunk_batches: int) -> None:
+    def __init__(self, stream: SyntheticSequences, chunk_batches: int, slots: int = 1) -> None:
         super().__init__()
-        if isinstance(chunk_batches, bool) or not isinstance(chunk_batches, int) or chunk_batches < 1:
-            raise ValueError(f"chunk_batches must be an integer >= 1, got {chunk_batches!r}")
+        for name, value in (("chunk_batches", chunk_batches), ("slots", slots)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         self.stream = stream
         self.chunk_batches = chunk_batches
+        slot_elements = chunk_batches * stream.batch_size * max(stream.lengths)
+        self.buffer = torch.empty(slots, 2, slot_elements).share_memory_()
 
-    def chunk(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Item ``index``: ``(scores, ranks, lengths)``."""
-        first = index * self.chunk_batches
-        batches = [
-            self.stream.batch(self.stream.process_batch_index(position))
-            for position in range(first, first + self.chunk_batches)
-        ]
-        lengths = torch.tensor([scores.shape[1] for scores, _ in batches], dtype=torch.int64)
-        scores = torch.cat([scores.reshape(-1) for scores, _ in batches])
-        ranks = torch.cat([ranks.reshape(-1) for _, ranks in batches])
-        return scores, ranks, lengths
+    def chunk(self, index: int) -> tuple[int, list[int]]:
+        """Make item ``index``: write its batches into their slot, return ``(index, lengths)``."""
+        slot = self.buffer[index % len(self.buffer)]
+        first, offset, lengths = index * self.chunk_batches, 0, []
+        for position in range(first, first + self.chunk_batches):
+            scores, ranks = self.stream.batch(self.stream.process_batch_index(position))
+            size = scores.numel()
+            slot[0, offset : offset + size] = scores.view(-1)
+            slot[1, offset : offset + size] = ranks.view(-1)
+            offset += size
+            lengths.append(scores.shape[1])
+        return index, lengths
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def batches(self, index: int, lengths: list[int]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of item ``index`` (as :meth:`chunk` returned it), each copied out of its slot
+        when it is asked for."""
+        slot, rows, offset = self.buffer[index % len(self.buffer)], self.stream.batch_size, 0
+        for length in lengths:
+            size = rows * length
+            yield (
+                slot[0, offset : offset + size].view(rows, length).clone(),
+                slot[1, offset : offset + size].view(rows, length).clone(),
+            )
+            offset += size
+
+    def __iter__(self) -> Iterator[tuple[int, list[int]]]:
         info = get_worker_info()
         index, step = (0, 1) if info is None else (info.id, info.num_workers)
         while True:
@@ -91,16 +122,17 @@ class SequenceChunks(IterableDataset):
 
 
 class UnpackedChunks:
-    """Iterates ``(scores, ranks)`` batches, each ``(rows, n)``, out of a loader of
-    :class:`SequenceChunks` items.
+    """Iterates ``(scores, ranks)`` batches, each ``(rows, n)``, of ``stream`` made by ``workers``
+    processes in chunks of ``chunk_batches`` (:class:`SequenceChunks`).
 
-    Each iteration holds the loader's worker processes; :meth:`close` ends every iteration and
-    with it the workers (so does leaving the interpreter).
+    Each iteration starts its own workers and buffer; :meth:`close` ends every iteration and with
+    it the workers (so does leaving the interpreter).
     """
 
-    def __init__(self, chunks: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], rows: int) -> None:
-        self.chunks = chunks
-        self.rows = rows
+    def __init__(self, stream: SyntheticSequences, workers: int, chunk_batches: int) -> None:
+        self.stream = stream
+        self.workers = workers
+        self.chunk_batches = chunk_batches
         self._iterations: weakref.WeakSet = weakref.WeakSet()
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -110,11 +142,18 @@ class UnpackedChunks:
         return iteration
 
     def _unpack(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for scores, ranks, lengths in self.chunks:
-            lengths = lengths.tolist()
-            sizes = [self.rows * length for length in lengths]
-            for batch_scores, batch_ranks, length in zip(scores.split(sizes), ranks.split(sizes), lengths):
-                yield batch_scores.view(self.rows, length), batch_ranks.view(self.rows, length)
+        # A slot is written again CHUNKS_AHEAD * workers items later, when the DataLoader has
+        # handed over the item after it: by then every batch of its chunk has been copied out.
+        chunks = SequenceChunks(self.stream, self.chunk_batches, slots=CHUNKS_AHEAD * self.workers + 1)
+        loader = DataLoader(
+            chunks,
+            batch_size=None,
+            num_workers=self.workers,
+            prefetch_factor=CHUNKS_AHEAD,
+            worker_init_fn=_outlive_stop_signals,
+        )
+        for index, lengths in loader:
+            yield from chunks.batches(index, lengths)
 
     def close(self) -> None:
         """End every iteration over this loader: its DataLoader iterator is released, which asks
@@ -169,19 +208,14 @@ def stream_loader(stream: SyntheticSequences, workers: int = 1) -> Iterable[tupl
             caller trains; ``0`` makes each batch in the calling process when it is asked for.
 
     Returns:
-        A ``DataLoader`` (``workers == 0``) or an iterable over one; either can be given to Lightning
-        as a training dataloader.
+        A ``DataLoader`` (``workers == 0``) or an :class:`UnpackedChunks`; either can be given to
+        Lightning as a training dataloader.  With workers, the shared memory a loader takes is
+        ``2 * workers + 1`` slots of :class:`SequenceChunks` (24 MiB at most for one worker and
+        batches of up to 2^20 scores).
     """
     if isinstance(workers, bool) or not isinstance(workers, Integral) or workers < 0:
         raise ValueError(f"workers must be an integer >= 0, got {workers!r}")
     workers = int(workers)
     if workers == 0:
         return DataLoader(stream, batch_size=None)
-    chunks = DataLoader(
-        SequenceChunks(stream, batches_per_chunk(stream)),
-        batch_size=None,
-        num_workers=workers,
-        prefetch_factor=2,
-        worker_init_fn=_outlive_stop_signals,
-    )
-    return UnpackedChunks(chunks, stream.batch_size)
+    return UnpackedChunks(stream, workers, batches_per_chunk(stream))

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from sodeep.pretraining import threads_beside
 from sodeep.stream_loader import (
+    CHUNKS_AHEAD,
     MAX_BATCHES_PER_CHUNK,
     SequenceChunks,
     UnpackedChunks,
@@ -45,20 +46,39 @@ def test_the_loader_gives_the_stream_in_order_for_any_number_of_workers(workers)
 def test_chunks_of_any_size_keep_each_process_share_of_a_distributed_stream(workers, chunk_batches):
     for rank in range(2):
         stream = SyntheticSequences(3, [4, 9], seed=1, start_batch=5, rank=rank, world_size=2)
-        loader = DataLoader(SequenceChunks(stream, chunk_batches), batch_size=None, num_workers=workers)
-        loaded = list(itertools.islice(UnpackedChunks(loader, 3), 11))
+        loaded = list(itertools.islice(UnpackedChunks(stream, workers, chunk_batches), 11))
         assert_same_batches(loaded, stream_order(stream, 11))
         # The process's share: stream batches 5 + rank, 7 + rank, ...
         assert torch.equal(loaded[1][0], stream.batch(5 + rank + 2)[0])
 
 
-def test_a_chunk_packs_its_batches_back_to_back():
+def test_a_chunk_packs_its_batches_back_to_back_in_its_slot():
     stream = SyntheticSequences(2, [3, 5], seed=0)
-    scores, ranks, lengths = SequenceChunks(stream, 4).chunk(1)  # batches 4..7
-    assert lengths.dtype == torch.int64 and lengths.shape == (4,)
-    assert scores.shape == ranks.shape == (2 * int(lengths.sum()),)
-    first = stream.batch(4)
-    assert torch.equal(scores[: first[0].numel()].view(2, -1), first[0])
+    chunks = SequenceChunks(stream, 4, slots=3)
+    assert chunks.buffer.shape == (3, 2, 4 * 2 * 5) and chunks.buffer.is_shared()
+    index, lengths = chunks.chunk(4)  # batches 16..19, in slot 1
+    assert index == 4 and len(lengths) == 4 and all(length in (3, 5) for length in lengths)
+    first = stream.batch(16)
+    assert torch.equal(chunks.buffer[1, 0, : first[0].numel()].view(2, -1), first[0])
+    assert torch.equal(chunks.buffer[1, 1, : first[1].numel()].view(2, -1), first[1])
+    assert_same_batches(list(chunks.batches(index, lengths)), [stream.batch(k) for k in range(16, 20)])
+
+
+@pytest.mark.parametrize("spare_slot", [True, False])
+def test_a_slot_is_written_again_only_after_its_chunk_is_handed_over(spare_slot):
+    # The DataLoader keeps CHUNKS_AHEAD items per worker in flight: with that many slots per
+    # worker and no spare, a worker overwrites the chunk that the training process is reading.
+    stream, workers = SyntheticSequences(2, [3, 4], seed=3), 2
+    chunks = SequenceChunks(stream, 2, slots=CHUNKS_AHEAD * workers + spare_slot)
+    loader = DataLoader(chunks, batch_size=None, num_workers=workers, prefetch_factor=CHUNKS_AHEAD)
+    loaded = []
+    for index, lengths in itertools.islice(loader, 8):
+        for batch in chunks.batches(index, lengths):
+            time.sleep(0.03)  # a slow training step: the workers are long done with what they may make
+            loaded.append(batch)
+    expected = stream_order(stream, 16)
+    same = all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(loaded, expected))
+    assert same == spare_slot
 
 
 def test_chunks_stay_small_for_large_batches_and_hold_many_small_ones():
@@ -73,6 +93,8 @@ def test_a_bad_worker_count_is_refused(workers):
         stream_loader(SyntheticSequences(2, [3]), workers)
     with pytest.raises(ValueError, match="chunk_batches"):
         SequenceChunks(SyntheticSequences(2, [3]), 0)
+    with pytest.raises(ValueError, match="slots"):
+        SequenceChunks(SyntheticSequences(2, [3]), 1, slots=0)
 
 
 def test_training_threads_leave_a_core_per_data_worker_and_are_restored(monkeypatch):

@@ -10,7 +10,7 @@ wall clock); a ranker's time is its median over rounds, and its ratio is to the 
 setting in the same cell, so a burst of load on the machine hits every ranker alike.
 
 Rankers: the shipped sorter (``sodeep.load_sorter()``, frozen as the loss holds it), eager and,
-with ``--compile``, as ``torch.compile(sorter)``; torchsort's ``soft_rank`` at ``--strengths``
+with ``--compile``, as ``torch.compile(sorter, fullgraph=True)``, compiled anew for each cell; torchsort's ``soft_rank`` at ``--strengths``
 (its CUDA kernels when torchsort was built with them), in sodeep's rank convention.  A size a
 ranker refuses (above the sorter's capacity, out of memory, no CUDA kernel) shows "-", with the
 reason under the table.
@@ -56,7 +56,7 @@ def build_rankers(device: torch.device, strengths: Sequence[float], compile_sort
     shipped.rank.to(device)
     rankers = [dataclasses.replace(shipped, setting="eager")]
     if compile_sorter:
-        rankers.append(dataclasses.replace(shipped, setting="torch.compile", rank=torch.compile(shipped.rank)))
+        rankers.append(dataclasses.replace(shipped, setting="torch.compile", rank=torch.compile(shipped.rank, fullgraph=True)))
     missing = {}
     for strength in strengths:
         try:
@@ -130,6 +130,9 @@ def time_cell(
     seed: int,
 ) -> dict[str, float | str]:
     """Median seconds per step of each ranker on one ``(B, n)`` cell, or the reason it has none."""
+    # A compiled ranker is compiled for this cell's shapes alone, as in a training loop of fixed
+    # shapes (after several shapes, torch.compile would otherwise switch to slower dynamic-shape code).
+    torch._dynamo.reset()
     generator = torch.Generator().manual_seed(seed + n)
     predictions = torch.randn(batch, n, generator=generator).to(device)
     targets = torch.randn(batch, n, generator=generator).to(device)
