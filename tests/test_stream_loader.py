@@ -211,3 +211,24 @@ def live_processes_of_group(group: int, wait: float) -> list[str]:
         if not live or time.monotonic() > deadline:
             return live
         time.sleep(0.2)
+
+
+def test_workers_started_by_spawn_write_into_the_same_buffer(tmp_path):
+    # macOS and Windows start workers with spawn (Python 3.14 on Linux: forkserver), which sends
+    # the buffer to each worker by pickling it, as a handle on the same shared memory.
+    program = tmp_path / "spawned.py"
+    program.write_text(
+        "import itertools, multiprocessing, torch\n"
+        "from sodeep.synthetic import SyntheticSequences\n"
+        "from sodeep.stream_loader import stream_loader\n"
+        "if __name__ == '__main__':\n"
+        "    multiprocessing.set_start_method('spawn')\n"
+        "    stream = SyntheticSequences(3, [4, 9], seed=5)\n"
+        "    loader = stream_loader(stream, workers=2)\n"
+        "    loaded = list(itertools.islice(loader, 70))\n"
+        "    loader.close()\n"
+        "    expected = [stream.batch(k) for k in range(70)]\n"
+        "    same = [torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(loaded, expected)]\n"
+        "    assert len(loaded) == 70 and all(same), same\n"
+    )
+    subprocess.run([sys.executable, str(program)], check=True, timeout=120, cwd=tmp_path)
