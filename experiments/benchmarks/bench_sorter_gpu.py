@@ -9,8 +9,9 @@ each timing a block of calls of about ``--block-seconds`` between two CUDA event
 wall clock); a ranker's time is its median over rounds, and its ratio is to the first torchsort
 setting in the same cell, so a burst of load on the machine hits every ranker alike.
 
-Rankers: the shipped sorter (``sodeep.load_sorter()``, frozen as the loss holds it), eager and,
-with ``--compile``, as ``torch.compile(sorter, fullgraph=True)``, compiled anew for each cell; torchsort's ``soft_rank`` at ``--strengths``
+Rankers: the shipped sorter, frozen, as ``sodeep.load_sorter()`` returns it and as the rank losses
+hold it (``load_sorter(**TRAINING_SETTINGS)``, "floor=0.1"), eager and, with ``--compile``, as
+``torch.compile(sorter, fullgraph=True)``, compiled anew for each cell; torchsort's ``soft_rank`` at ``--strengths``
 (its CUDA kernels when torchsort was built with them), in sodeep's rank convention.  A size a
 ranker refuses (above the sorter's capacity, out of memory, no CUDA kernel) shows "-", with the
 reason under the table.
@@ -37,6 +38,7 @@ import torch
 from torch.nn import functional as F
 
 from sodeep.benchmark.rankers import Ranker, ranker_families
+from sodeep.checkpoints import TRAINING_SETTINGS
 from sodeep.config import number_list
 from sodeep.files import atomic_write_json
 from sodeep.losses import SpearmanLoss
@@ -52,11 +54,16 @@ def build_rankers(device: torch.device, strengths: Sequence[float], compile_sort
     """The shipped sorter on ``device`` (eager, and compiled if asked) and torchsort at each
     strength; ``{name: reason}`` for what cannot be built here."""
     families = {family.name: family for family in ranker_families()}
-    shipped = families["sodeep (shipped)"].build(None)
-    shipped.rank.to(device)
-    rankers = [dataclasses.replace(shipped, setting="eager")]
-    if compile_sorter:
-        rankers.append(dataclasses.replace(shipped, setting="torch.compile", rank=torch.compile(shipped.rank, fullgraph=True)))
+    rankers = []
+    for floor in (None, TRAINING_SETTINGS["temperature_floor"]):  # load_sorter(), and as the losses hold it
+        shipped = families["sodeep (shipped)"].build(floor)
+        shipped.rank.to(device)
+        rankers.append(dataclasses.replace(shipped, setting=f"{shipped.setting} eager".strip()))
+        if compile_sorter:
+            compiled = torch.compile(shipped.rank, fullgraph=True)
+            rankers.append(
+                dataclasses.replace(shipped, setting=f"{shipped.setting} torch.compile".strip(), rank=compiled)
+            )
     missing = {}
     for strength in strengths:
         try:
