@@ -54,8 +54,12 @@ def argsort(values: torch.Tensor, *, descending: bool = False) -> torch.Tensor:
         >>> argsort(torch.tensor([[0.5, 2.0, -1.0]]), descending=True)
         tensor([[1, 0, 2]])
     """
+    if not isinstance(values, torch.Tensor):
+        raise TypeError(f"values must be a torch.Tensor, got {type(values).__name__}")
     if values.dim() == 0:
         raise ValueError("values must have at least one dimension, got a 0-d tensor")
+    if values.is_complex():
+        raise TypeError("values must be real, got a complex tensor")
     values = values.detach()
     widened = values.to(_WIDENED.get(values.dtype, values.dtype))
     by_numpy = (

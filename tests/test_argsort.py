@@ -53,11 +53,15 @@ def test_special_values_strided_input_and_empty_rows(descending):
     assert argsort(torch.empty(3, 0)).shape == (3, 0)
 
 
-def test_takes_tensors_that_require_grad_and_refuses_0d():
+def test_takes_tensors_that_require_grad_and_refuses_what_it_cannot_sort():
     values = torch.randn(4, 5000, requires_grad=True)
     assert_sorts(values.detach(), argsort(values), False)
     with pytest.raises(ValueError, match="0-d"):
         argsort(torch.tensor(1.0))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        argsort([3.0, 1.0])
+    with pytest.raises(TypeError, match="real"):
+        argsort(torch.randn(5000, dtype=torch.complex64))
 
 
 def test_compiles_with_fullgraph_and_works_under_vmap():
