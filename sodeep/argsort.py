@@ -5,9 +5,8 @@ there on it takes two to seven times as long per core as NumPy's vectorized sort
 experiments/benchmarks/bench_argsort.py``).  :func:`argsort` sorts CPU tensors of more than
 4,096 elements, of the dtypes NumPy shares with torch, through NumPy, and everything else
 (smaller tensors, other devices, bfloat16, tensors inside ``torch.func`` transforms) with
-``torch.sort``.  Inside
-``torch.compile`` the NumPy sort is a ``torch.library`` custom operator, so ``fullgraph=True``
-traces through code that calls it.
+``torch.sort``.  Inside ``torch.compile`` the NumPy sort is a ``torch.library`` custom operator,
+so ``fullgraph=True`` traces through code that calls it.
 
 NumPy sorts on one core: on a machine with many cores and batches of many long rows,
 ``torch.sort`` over all of them can be faster.

@@ -86,7 +86,7 @@ class SequenceChunks(IterableDataset):
         self.stream = stream
         self.chunk_batches = chunk_batches
         slot_elements = chunk_batches * stream.batch_size * max(stream.lengths)
-        self.buffer = torch.empty(slots, 2, slot_elements).share_memory_()
+        self.buffer = torch.empty(slots, 2, slot_elements, dtype=torch.float32).share_memory_()  # the stream's dtype
 
     def chunk(self, index: int) -> tuple[int, list[int]]:
         """Make item ``index``: write its batches into their slot, return ``(index, lengths)``."""

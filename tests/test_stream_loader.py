@@ -56,6 +56,7 @@ def test_a_chunk_packs_its_batches_back_to_back_in_its_slot():
     stream = SyntheticSequences(2, [3, 5], seed=0)
     chunks = SequenceChunks(stream, 4, slots=3)
     assert chunks.buffer.shape == (3, 2, 4 * 2 * 5) and chunks.buffer.is_shared()
+    assert chunks.buffer.dtype == torch.float32
     index, lengths = chunks.chunk(4)  # batches 16..19, in slot 1
     assert index == 4 and len(lengths) == 4 and all(length in (3, 5) for length in lengths)
     first = stream.batch(16)
