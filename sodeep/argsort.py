@@ -3,9 +3,9 @@
 ``torch.sort`` on the CPU is fast on small tensors and slow beyond about 5,000 elements: from
 there on it takes two to seven times as long per core as NumPy's vectorized sort (``python
 experiments/benchmarks/bench_argsort.py``).  :func:`argsort` sorts CPU tensors of more than
-4,096 elements, of the dtypes NumPy shares with torch, through NumPy, and everything else
-(smaller tensors, other devices, bfloat16, tensors inside ``torch.func`` transforms) with
-``torch.sort``.  Inside ``torch.compile`` the NumPy sort is a ``torch.library`` custom operator,
+4,096 elements in rows of more than 8, of the dtypes NumPy shares with torch, through NumPy, and
+everything else (smaller tensors, rows of up to 8 elements, where NumPy's per-row cost makes it
+slower, other devices, bfloat16, tensors inside ``torch.func`` transforms) with ``torch.sort``.  Inside ``torch.compile`` the NumPy sort is a ``torch.library`` custom operator,
 so ``fullgraph=True`` traces through code that calls it.
 
 NumPy sorts on one core: on a machine with many cores and batches of many long rows,
@@ -21,8 +21,10 @@ import torch
 _NUMPY_DTYPES = (torch.float32, torch.float64, torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 _WIDENED = {torch.float16: torch.float32, torch.bool: torch.uint8}
 #: Tensors of up to this many elements are sorted by ``torch.sort``: about as fast as NumPy there,
-#: and inside compiled code the call into NumPy costs more than such a sort.
+#: and inside compiled code the call into NumPy costs more than such a sort ...
 TORCH_SORT_MAX_ELEMENTS = 4096
+#: ... and so are rows of up to this length, however many (NumPy's per-row cost dominates them).
+TORCH_SORT_MAX_LENGTH = 8
 
 
 def _numpy_argsort(values: torch.Tensor, descending: bool) -> torch.Tensor:
@@ -62,7 +64,10 @@ def argsort(values: torch.Tensor, *, descending: bool = False) -> torch.Tensor:
     values = values.detach()
     widened = values.to(_WIDENED.get(values.dtype, values.dtype))
     by_numpy = (
-        values.device.type == "cpu" and widened.dtype in _NUMPY_DTYPES and values.numel() > TORCH_SORT_MAX_ELEMENTS
+        values.device.type == "cpu"
+        and widened.dtype in _NUMPY_DTYPES
+        and values.numel() > TORCH_SORT_MAX_ELEMENTS
+        and values.shape[-1] > TORCH_SORT_MAX_LENGTH
     )
     if by_numpy and torch.compiler.is_compiling():
         return _numpy_argsort_op(widened, descending)

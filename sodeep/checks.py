@@ -17,8 +17,11 @@ import torch
 def require(condition: torch.Tensor, message: str) -> None:
     """Raise ``ValueError(message)`` unless the boolean tensor ``condition`` is all true (see the
     module docstring for accelerators, compiled code and ``torch.func`` transforms)."""
-    if condition.device.type != "cpu" or torch.compiler.is_compiling():
+    if torch.compiler.is_compiling():
         torch._assert_async(condition.all(), message)
+    elif condition.device.type != "cpu":
+        # Beneath vmap's wrappers, all samples at once (no batching rule for the assertion).
+        torch._assert_async(beneath_transforms(condition).all(), message)
     elif not bool(beneath_transforms(condition).all()):
         raise ValueError(message)
 

@@ -9,6 +9,7 @@ the two taking turns in blocks of calls of about ``--block-seconds``; float32 no
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import statistics
@@ -37,6 +38,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--block-seconds", type=float, default=0.02)
     arguments = parser.parse_args()
+    if min(arguments.threads, arguments.rounds, *arguments.batches, *arguments.lengths) < 1:
+        parser.error("--threads, --rounds, --batches and --lengths must be >= 1")
+    if not 0 < arguments.block_seconds < math.inf:
+        parser.error(f"--block-seconds must be a positive number, got {arguments.block_seconds}")
     torch.set_num_threads(arguments.threads)
     print(
         f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import platform
 import random
 import statistics
@@ -229,9 +230,22 @@ def main(argv: Sequence[str] | None = None) -> str:
     if arguments.device is None and not torch.cuda.is_available():
         print(NO_CUDA)
         return NO_CUDA
-    if arguments.rounds < 1 or arguments.block_seconds <= 0 or arguments.warmup < 0:
-        raise SystemExit("--rounds must be >= 1, --block-seconds > 0 and --warmup >= 0")
-    device = torch.device(arguments.device or "cuda")
+    if (
+        arguments.rounds < 1
+        or not arguments.block_seconds > 0
+        or math.isinf(arguments.block_seconds)
+        or arguments.warmup < 0
+    ):
+        raise SystemExit("--rounds must be >= 1, --block-seconds a positive number and --warmup >= 0")
+    if min(arguments.batches) < 1 or min(arguments.lengths) < 1 or min(arguments.strengths) <= 0:
+        raise SystemExit("--batches and --lengths must be >= 1 and --strengths > 0")
+    device = (
+        torch.device(arguments.device or "cuda")
+        if (arguments.device or "cuda").split(":")[0] in ("cpu", "cuda")
+        else None
+    )
+    if device is None or (device.type == "cuda" and not torch.cuda.is_available()):
+        raise SystemExit(f"--device must be cpu or an available cuda device, got {arguments.device!r}")
     if arguments.quick:
         arguments.batches, arguments.lengths = [4], [16, 300]
         arguments.rounds, arguments.block_seconds, arguments.warmup = 3, 0.005, 1

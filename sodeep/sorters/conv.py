@@ -105,8 +105,8 @@ def soft_group_ranks(values: torch.Tensor, sizes: torch.Tensor, log_tau: torch.T
     coupling = band_windows(root_inverse_tau, reach) * root_inverse_tau.unsqueeze(-1)
     # Logits are clipped where the sigmoid has saturated (which also covers products that
     # overflow to +-inf, finite values times finite couplings): beyond, sigmoid(-x) and its
-    # derivative fall towards subnormal numbers, which CPUs compute many times slower (a compiled
-    # sharp sorter took 1.8x as long at n = 4096), for a change below 1e-12 positions.
+    # derivative fall towards subnormal numbers, which CPUs compute many times slower.  A pair
+    # beyond counts 9e-14 instead of less (docs/sorter.md, "Numerical range").
     logits = ((band_windows(values, reach) - values.unsqueeze(-1)) * coupling).clamp(-LOGIT_LIMIT, LOGIT_LIMIT)
     soft = (torch.sigmoid(logits) * band_windows(sizes, reach)).sum(-1)
     # Elements of the distinct values beyond the band (all greater): n - (count up to g + reach).

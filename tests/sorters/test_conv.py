@@ -249,3 +249,11 @@ def test_vmap_of_grad_matches_a_loop_and_checks_every_sample():
     with pytest.raises(ValueError, match="NaN or infinite"):
         vmap(grad(lambda row: sorter(row).square().sum()))(scores)
     assert torch.equal(vmap(rank)(targets), rank(targets))
+
+
+def test_vmap_on_a_device_other_than_the_cpu_takes_the_asynchronous_check():
+    # The meta device stands in for an accelerator: the NaN check is an asynchronous assertion,
+    # made on all of vmap's samples at once.
+    sorter = load_sorter().to("meta")
+    mapped = torch.func.vmap(sorter)(torch.empty(3, 10, device="meta"))
+    assert mapped.shape == (3, 10) and mapped.device.type == "meta"
