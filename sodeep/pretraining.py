@@ -310,6 +310,10 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
     try:
         with threads_beside(config.data_workers), sigterm_before_training_is_an_interrupt():
             trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume_step is not None else None)
+    except KeyboardInterrupt:
+        if last.exists():  # stopped after training had saved: --resume continues (or finishes) it
+            raise RunInterrupted(trainer.global_step) from None
+        raise
     finally:  # a failed run too: the next run in this process must not log into its W&B run
         data.close()
         _finish_loggers(trainer)

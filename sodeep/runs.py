@@ -185,16 +185,21 @@ class StopOnSignal(Callback):
 
 @contextlib.contextmanager
 def sigterm_before_training_is_an_interrupt() -> Iterator[None]:
-    """Around ``trainer.fit``: a SIGTERM that comes before :class:`StopOnSignal` takes over at the
-    start of training meets Lightning's own handler, which ends the fit with ``SIGTERMException``,
-    a ``SystemExit`` with status 0.  Raise ``KeyboardInterrupt`` instead: nothing was trained, and
-    the console script says so and exits with status 130."""
+    """Around ``trainer.fit``: a SIGTERM or Ctrl-C that comes while :class:`StopOnSignal` is not
+    installed (before training starts, or after it ends) meets Lightning's own handling, which ends
+    the fit with ``SystemExit``: status 0 for SIGTERM (``SIGTERMException``), 1 for Ctrl-C, and no
+    message.  Raise ``KeyboardInterrupt`` instead, which the console script reports in one line
+    with status 130."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     try:
         yield
     except SIGTERMException as stopped:
-        raise KeyboardInterrupt("SIGTERM before training started") from stopped
+        raise KeyboardInterrupt("SIGTERM outside training") from stopped
+    except SystemExit as exited:
+        if isinstance(exited.__context__, KeyboardInterrupt):  # Lightning's sys.exit(1) on Ctrl-C
+            raise KeyboardInterrupt("Ctrl-C outside training") from exited
+        raise
 
 
 def start_wandb_run(mode: str, out: Path, name: str, config: dict[str, Any]) -> Any:

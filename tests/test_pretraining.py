@@ -339,6 +339,37 @@ def test_the_signal_handlers_are_those_of_before_once_a_run_ends(tmp_path, monke
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
+def test_a_ctrl_c_outside_training_ends_in_one_line_and_status_130(tmp_path, monkeypatch, capsys):
+    """Before the first step and after the last one, Lightning itself catches a Ctrl-C and
+    exits with status 1 and no message."""
+    monkeypatch.chdir(tmp_path)
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SorterPretraining, "on_fit_start", interrupted, raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        _pretrain(tmp_path / "run", 4)
+    assert exit_info.value.code == 130
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .splitlines()[-1]
+        .endswith("interrupted before anything was saved; run the same command again")
+    )
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(SorterPretraining, "on_fit_end", interrupted, raising=False)  # last.ckpt is written
+    with pytest.raises(SystemExit) as exit_info:
+        _pretrain(tmp_path / "run", 4)
+    assert exit_info.value.code == 130
+    assert "resume with: sodeep pretrain" in capsys.readouterr().err
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    assert _pretrain(tmp_path / "run", 4, "--resume") == 0
+    assert (tmp_path / "run" / "sorter.pt").exists()
+
+
 def test_a_sigterm_before_training_starts_ends_in_status_130_not_0(tmp_path, monkeypatch, capsys):
     """Until the first step Lightning's own SIGTERM handler is in place, which ends a fit with
     SIGTERMException: a SystemExit whose status is 0, as if the run had succeeded."""
