@@ -22,6 +22,19 @@ from sodeep.checks import require
 TieMethod = Literal["average", "min", "max", "dense", "ordinal"]
 TIE_METHODS: tuple[str, ...] = ("average", "min", "max", "dense", "ordinal")
 
+_RANKED_DTYPES = (
+    torch.bool,
+    torch.uint8,
+    torch.int8,
+    torch.int16,
+    torch.int32,
+    torch.int64,
+    torch.float16,
+    torch.bfloat16,
+    torch.float32,
+    torch.float64,
+)
+
 #: The convention every sorter and loss uses: descending, normalized, average ties.
 DEFAULT_RANK_CONVENTION = {"descending": True, "ties": "average", "normalized": True}
 
@@ -63,6 +76,10 @@ def rank(
         raise ValueError(f"ties must be one of {TIE_METHODS}, got {ties!r}")
     if x.is_complex():
         raise TypeError("x must be real, got a complex tensor")
+    if x.dtype in (torch.uint16, torch.uint32):  # few kernels take them; int64 holds them exactly
+        x = x.to(torch.int64)
+    if x.dtype not in _RANKED_DTYPES:
+        raise TypeError(f"x must be a bool, integer (up to uint32 and int64) or float16-64 tensor, got {x.dtype}")
     if x.is_floating_point():
         require(~torch.isnan(x), "x contains NaN; ranks of NaN are undefined")
     out_dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()

@@ -51,6 +51,12 @@ def test_dtype_follows_input_and_no_grad(dtype):
     assert not rank(y).requires_grad
 
 
+@pytest.mark.parametrize("dtype", [torch.uint16, torch.uint32])
+def test_wide_unsigned_integers_rank_like_int64(dtype):
+    x = torch.tensor([7, 0, 65535, 7, 3]).to(dtype)
+    torch.testing.assert_close(rank(x), rank(x.to(torch.int64)))
+
+
 def test_rejects_bad_input():
     with pytest.raises(ValueError, match="NaN"):
         rank(torch.tensor([1.0, float("nan")]))
@@ -58,6 +64,8 @@ def test_rejects_bad_input():
         rank(torch.tensor([1.0]), ties="random")
     with pytest.raises(ValueError, match="0-d"):
         rank(torch.tensor(1.0))
+    with pytest.raises(TypeError, match="uint64"):
+        rank(torch.tensor([1, 2]).to(torch.uint64))
 
 
 @pytest.mark.parametrize("dtype,n", [(torch.float16, 3000), (torch.bfloat16, 300), (torch.float16, 70_000)])
