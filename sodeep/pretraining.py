@@ -30,7 +30,7 @@ from sodeep.runs import (
     progress_settings,
     quiet_lightning,
     release_process_group,
-    sigterm_before_training_is_an_interrupt,
+    stop_signals_outside_training_are_interrupts,
 )
 from sodeep.sorters import Sorter, build_sorter
 from sodeep.stream_loader import UnpackedChunks, available_cores, stream_loader
@@ -308,7 +308,7 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
     )
     started = time.time()
     try:
-        with threads_beside(config.data_workers), sigterm_before_training_is_an_interrupt():
+        with threads_beside(config.data_workers), stop_signals_outside_training_are_interrupts():
             trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume_step is not None else None)
     except KeyboardInterrupt:
         if last.exists():  # stopped after training had saved: --resume continues (or finishes) it

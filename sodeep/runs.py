@@ -184,7 +184,7 @@ class StopOnSignal(Callback):
 
 
 @contextlib.contextmanager
-def sigterm_before_training_is_an_interrupt() -> Iterator[None]:
+def stop_signals_outside_training_are_interrupts() -> Iterator[None]:
     """Around ``trainer.fit``: a SIGTERM or Ctrl-C that comes while :class:`StopOnSignal` is not
     installed (before training starts, or after it ends) meets Lightning's own handling, which ends
     the fit with ``SystemExit``: status 0 for SIGTERM (``SIGTERMException``), 1 for Ctrl-C, and no

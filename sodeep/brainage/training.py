@@ -36,7 +36,7 @@ from sodeep.runs import (
     AtomicCheckpointIO,
     ResumableCSVLogger,
     progress_settings,
-    sigterm_before_training_is_an_interrupt,
+    stop_signals_outside_training_are_interrupts,
 )
 
 #: A training run's checkpoints: the best validation MAE so far, and the end of the last epoch.
@@ -402,7 +402,7 @@ def fit_age_model(
         # Resuming finds the run's own checkpoints in its folder.
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)  # inside Lightning
-        with sigterm_before_training_is_an_interrupt():
+        with stop_signals_outside_training_are_interrupts():
             trainer.fit(
                 module,
                 train_dataloaders=train_loader,
