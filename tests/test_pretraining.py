@@ -339,27 +339,34 @@ def test_the_signal_handlers_are_those_of_before_once_a_run_ends(tmp_path, monke
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
-def test_a_ctrl_c_outside_training_ends_in_one_line_and_status_130(tmp_path, monkeypatch, capsys):
-    """Before the first step and after the last one, Lightning itself catches a Ctrl-C and
-    exits with status 1 and no message."""
-    monkeypatch.chdir(tmp_path)
-
+def _interrupt_at(hook: str, exception: type[BaseException], monkeypatch) -> None:
     def interrupted(self):
-        raise KeyboardInterrupt
+        raise exception
 
-    monkeypatch.setattr(SorterPretraining, "on_fit_start", interrupted, raising=False)
+    monkeypatch.setattr(SorterPretraining, hook, interrupted, raising=False)
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_a_stop_before_training_starts_ends_in_one_line_and_status_130(signal_name, tmp_path, monkeypatch, capsys):
+    """Until the first step Lightning handles the signals itself: SIGTERMException, a SystemExit
+    whose status is 0, as if the run had succeeded; for Ctrl-C, status 1 and no message."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    monkeypatch.chdir(tmp_path)
+    _interrupt_at("on_fit_start", {"SIGTERM": SIGTERMException, "SIGINT": KeyboardInterrupt}[signal_name], monkeypatch)
     with pytest.raises(SystemExit) as exit_info:
         _pretrain(tmp_path / "run", 4)
     assert exit_info.value.code == 130
-    assert (
-        capsys.readouterr()
-        .err.strip()
-        .splitlines()[-1]
-        .endswith("interrupted before anything was saved; run the same command again")
-    )
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last_line.endswith("interrupted before anything was saved; run the same command again")
     monkeypatch.undo()
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(SorterPretraining, "on_fit_end", interrupted, raising=False)  # last.ckpt is written
+    assert _pretrain(tmp_path / "run", 4) == 0  # the same command again starts afresh
+
+
+def test_a_ctrl_c_after_the_last_checkpoint_prints_the_resume_command(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    _interrupt_at("on_fit_end", KeyboardInterrupt, monkeypatch)  # last.ckpt is written by then
     with pytest.raises(SystemExit) as exit_info:
         _pretrain(tmp_path / "run", 4)
     assert exit_info.value.code == 130
@@ -368,28 +375,3 @@ def test_a_ctrl_c_outside_training_ends_in_one_line_and_status_130(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     assert _pretrain(tmp_path / "run", 4, "--resume") == 0
     assert (tmp_path / "run" / "sorter.pt").exists()
-
-
-def test_a_sigterm_before_training_starts_ends_in_status_130_not_0(tmp_path, monkeypatch, capsys):
-    """Until the first step Lightning's own SIGTERM handler is in place, which ends a fit with
-    SIGTERMException: a SystemExit whose status is 0, as if the run had succeeded."""
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-    monkeypatch.chdir(tmp_path)
-
-    def stopped(self):
-        raise SIGTERMException
-
-    monkeypatch.setattr(SorterPretraining, "on_fit_start", stopped, raising=False)
-    with pytest.raises(SystemExit) as exit_info:
-        _pretrain(tmp_path / "run", 4)
-    assert exit_info.value.code == 130
-    assert (
-        capsys.readouterr()
-        .err.strip()
-        .splitlines()[-1]
-        .endswith("interrupted before anything was saved; run the same command again")
-    )
-    monkeypatch.undo()
-    monkeypatch.chdir(tmp_path)
-    assert _pretrain(tmp_path / "run", 4) == 0  # the same command again starts afresh
