@@ -5,8 +5,9 @@ there on it takes two to seven times as long per core as NumPy's vectorized sort
 experiments/benchmarks/bench_argsort.py``).  :func:`argsort` sorts CPU tensors of more than
 4,096 elements in rows of more than 8, of the dtypes NumPy shares with torch, through NumPy, and
 everything else (smaller tensors, rows of up to 8 elements, where NumPy's per-row cost makes it
-slower, other devices, bfloat16, tensors inside ``torch.func`` transforms) with ``torch.sort``.  Inside ``torch.compile`` the NumPy sort is a ``torch.library`` custom operator,
-so ``fullgraph=True`` traces through code that calls it.
+slower, other devices, bfloat16, tensors inside ``torch.func`` transforms) with ``torch.sort``.
+Inside ``torch.compile`` the NumPy sort is a ``torch.library`` custom operator, so
+``fullgraph=True`` traces through code that calls it.
 
 NumPy sorts on one core: on a machine with many cores and batches of many long rows,
 ``torch.sort`` over all of them can be faster.
