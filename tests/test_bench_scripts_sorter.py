@@ -220,3 +220,71 @@ def test_fidelity_main_on_a_pairwise_sorter(fidelity, tmp_path):
     # Equal scores get bitwise equal pairwise-sigmoid ranks; continuous scores have no tie group.
     assert rows["tied"]["tie_spread"] == 0.0 and rows["normal"]["tie_spread"] is None
     assert all(row["non_finite_ranks"] == 0 and row["peak_mib"] > 0 for row in rows.values())
+
+
+# bench_learning_signal
+
+
+@pytest.fixture(scope="module")
+def signal():
+    return load_script("bench_learning_signal")
+
+
+def test_pairwise_ranks_match_exact_ranks_and_the_cauchy_cdf(signal):
+    scipy_stats = pytest.importorskip("scipy.stats")
+    scores = torch.tensor([[0.3, -1.2, 2.5, 0.9, 0.0]], dtype=torch.float64)
+    torch.testing.assert_close(signal.pairwise_ranks(scores, 1e-6), rank(scores), rtol=0, atol=1e-12)
+    # A slow loop over pairs, with scipy's Cauchy CDF.
+    temperature = 0.7
+    expected = [
+        (0.5 + sum(scipy_stats.cauchy.cdf((xj - xi) / temperature) for xj in scores[0].tolist())) / 5
+        for xi in scores[0].tolist()
+    ]
+    torch.testing.assert_close(
+        signal.pairwise_ranks(scores, temperature, "cauchy")[0], torch.tensor(expected, dtype=torch.float64)
+    )
+
+
+def test_identity_backward_is_the_wide_pairwise_limit(signal):
+    scores = torch.randn(3, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    weights = torch.randn(3, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+
+    def gradient(function, scale=1.0):
+        leaf = scores.clone().requires_grad_(True)
+        (function(leaf) * weights).sum().backward()
+        return leaf.grad * scale
+
+    wide = 1e5
+    limit = gradient(lambda s: signal.pairwise_ranks(s, wide), wide / signal.WIDE_TEMPERATURE)
+    torch.testing.assert_close(gradient(signal.identity_ranks), limit, rtol=1e-6, atol=1e-12)
+
+
+def test_straight_through_variants_keep_the_sorters_values(signal):
+    scores = torch.randn(4, 6, generator=torch.Generator().manual_seed(2)).requires_grad_(True)
+    sorter, _ = signal.build_variant("sorter")
+    expected = sorter.rank(scores).detach()
+    for name in ("sorter+wide", "sorter+identity"):
+        ranker, loss = signal.build_variant(name)
+        ranks = ranker.rank(scores)
+        assert loss == "rank"
+        torch.testing.assert_close(ranks.detach(), expected, rtol=0, atol=0)
+    # The identity variant's gradient: the upstream gradient, centred and negated, over 4 T.
+    (gradient,) = torch.autograd.grad((ranks * scores.detach()).sum(), scores)
+    centred = scores.detach() - scores.detach().mean(-1, keepdim=True)
+    torch.testing.assert_close(gradient, -centred / (4 * signal.WIDE_TEMPERATURE))
+
+
+def test_summary_table_gives_means_over_seeds(signal):
+    rows = [
+        {"part": "sorting", "variant": "sorter", "where": 5, "seed": 0, "exact_match": 0.5, "element_wise": 0.7},
+        {"part": "sorting", "variant": "sorter", "where": 5, "seed": 1, "exact_match": 0.7, "element_wise": 0.9},
+        {"part": "regression", "variant": "sorter", "where": "fcon1000", "seed": 0, "spearman": 0.6},
+    ]
+    cells = table_rows(signal.summary_table(rows, ["sorter"], [5]))[1:]  # after the header
+    assert cells == [[signal.VARIANTS["sorter"], "0.600 ± 0.141 (0.800)", "0.600 ± 0.000", "-"]]
+
+
+def test_learning_signal_main_refuses_unknown_variants(signal, capsys):
+    with pytest.raises(SystemExit):
+        signal.main(["--variants", "sorter,bogus"])
+    assert "bogus" in capsys.readouterr().err

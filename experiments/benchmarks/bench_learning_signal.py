@@ -1,0 +1,254 @@
+"""Which gradient teaches? Variants of the ranks' backward, trained on learning to sort and on
+downstream regression.
+
+Every variant is a ranker in sodeep's convention (descending, normalized by n) used inside the
+Spearman surrogate (MSE of the ranks to the exact ranks of the targets, as
+:class:`sodeep.SpearmanLoss` computes it); what differs is the forward and the gradient it
+passes back to the scores:
+
+* ``sorter``: the shipped sorter at the rank losses' temperature floor (0.1), its own gradient;
+* ``pairwise``, ``cauchy``: all pairs compared by a logistic sigmoid, or by the Cauchy CDF
+  (heavy tails: a misordered pair far apart still passes a gradient), at T = 0.1 in score units;
+* ``mixture``: 0.8 of the pairwise ranks at T = 0.1 plus 0.2 of those at T = 1, its own gradient;
+* ``sorter+wide``: the sorter's ranks forward, the gradient of the pairwise ranks at T = 3
+  backward (straight-through: ``ranks.detach() + wide - wide.detach()``);
+* ``sorter+identity``: the sorter's ranks forward; backward, each score receives its own rank's
+  gradient, negated and centred over the row (the limit of ``sorter+wide`` as T grows);
+* ``torchsort``: ``soft_rank`` at regularization 0.1 (skipped when torchsort is missing);
+* ``diffsort``, ``diffsort-rank``: steepness 10, trained with its native loss (the binary
+  cross-entropy of the soft permutation matrix) or with the rank MSE like the others (learning to
+  sort only: its odd-even network at the regression's n = 100 is too costly; skipped when
+  diffsort is missing).
+
+Learning to sort is the task of ``sodeep bench`` (:mod:`sodeep.benchmark.learning_to_sort`: a
+small CNN scores images of 4-digit numbers, ``--steps`` steps of 256 images, test exact match and
+element-wise accuracy on 1,000 sequences); regression is its downstream part
+(:mod:`sodeep.benchmark.regression`: a linear model on the bundled fcon1000 table and on a
+synthetic monotone task, batches of 100, test Spearman).  Each training runs on one thread; the
+jobs are shared among ``--workers`` processes.
+
+    python experiments/benchmarks/bench_learning_signal.py [--seeds 8] [--json signal.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import multiprocessing
+import statistics
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+
+import torch
+
+from sodeep.benchmark.config import BenchConfig
+from sodeep.benchmark.learning_to_sort import SortingTask, train_and_test
+from sodeep.benchmark.rankers import Ranker, ranker_families
+from sodeep.config import number_list
+from sodeep.files import atomic_write_json
+
+#: Temperatures in score units: the compared pairs', the mixture's soft part, the wide backward's.
+PAIR_TEMPERATURE = 0.1
+MIXTURE_TEMPERATURE = 1.0
+MIXTURE_WEIGHT = 0.2
+WIDE_TEMPERATURE = 3.0
+#: The sorter's temperature floor: what the rank losses use.
+SORTER_FLOOR = 0.1
+
+VARIANTS = {
+    "sorter": "sorter, floor 0.1 (the rank losses' default)",
+    "pairwise": "pairwise sigmoid, T = 0.1",
+    "cauchy": "pairwise Cauchy CDF, T = 0.1",
+    "mixture": "0.8 pairwise T = 0.1 + 0.2 pairwise T = 1",
+    "sorter+wide": "sorter forward, pairwise T = 3 backward",
+    "sorter+identity": "sorter forward, identity backward",
+    "torchsort": "torchsort soft_rank, eps = 0.1",
+    "diffsort": "diffsort, steepness 10, native loss",
+    "diffsort-rank": "diffsort, steepness 10, rank MSE",
+}
+#: Variants left out of the regression.
+SORTING_ONLY = ("diffsort", "diffsort-rank")
+
+
+def pairwise_ranks(scores: torch.Tensor, temperature: float, cdf: str = "logistic") -> torch.Tensor:
+    """``rank_i = (1/2 + sum_j F((x_j - x_i) / T)) / n`` over all ``j`` (``F(0) = 1/2`` for
+    ``j = i``), ``F`` the logistic sigmoid or the Cauchy CDF: ``(B, n) -> (B, n)``."""
+    logits = (scores.unsqueeze(-2) - scores.unsqueeze(-1)) / temperature
+    if cdf == "logistic":
+        above = torch.sigmoid(logits)
+    else:
+        above = 0.5 + torch.atan(logits) / math.pi
+    return (0.5 + above.sum(-1)) / scores.shape[-1]
+
+
+def identity_ranks(scores: torch.Tensor) -> torch.Tensor:
+    """Ranks whose derivative is ``-(I - 1/n) / (4 T)``, the limit of the pairwise sigmoid's as
+    ``T`` (here :data:`WIDE_TEMPERATURE`) grows: ``(B, n) -> (B, n)``, used for its gradient only."""
+    return -(scores - scores.mean(-1, keepdim=True)) / (4 * WIDE_TEMPERATURE)
+
+
+def straight_through(forward: torch.Tensor, backward: torch.Tensor) -> torch.Tensor:
+    """The values of ``forward`` with the gradient of ``backward``."""
+    return forward.detach() + (backward - backward.detach())
+
+
+def build_variant(name: str) -> tuple[Ranker, str]:
+    """``(ranker, loss)`` of a key of :data:`VARIANTS`; ``loss`` is ``"rank"`` or ``"native"``."""
+    families = {family.name: family for family in ranker_families()}
+    if name == "torchsort":
+        return families["torchsort"].build(0.1), "rank"
+    if name in SORTING_ONLY:
+        return families["diffsort"].build(10.0), "native" if name == "diffsort" else "rank"
+    functions: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+        "pairwise": lambda scores: pairwise_ranks(scores, PAIR_TEMPERATURE),
+        "cauchy": lambda scores: pairwise_ranks(scores, PAIR_TEMPERATURE, "cauchy"),
+        "mixture": lambda scores: (
+            (1 - MIXTURE_WEIGHT) * pairwise_ranks(scores, PAIR_TEMPERATURE)
+            + MIXTURE_WEIGHT * pairwise_ranks(scores, MIXTURE_TEMPERATURE)
+        ),
+    }
+    if name not in functions:
+        sorter = families["sodeep (shipped)"].build(SORTER_FLOOR).rank.requires_grad_(False).eval()
+        backward = {
+            "sorter": None,
+            "sorter+wide": lambda scores: pairwise_ranks(scores, WIDE_TEMPERATURE),
+            "sorter+identity": identity_ranks,
+        }[name]
+        functions[name] = (
+            sorter if backward is None else lambda scores: straight_through(sorter(scores), backward(scores))
+        )
+    return Ranker(name, "", "rank", functions[name]), "rank"
+
+
+def available_variants(names: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    usable, missing = [], {}
+    for name in names:
+        try:
+            build_variant(name)
+        except ImportError as error:
+            missing[name] = f"{type(error).__name__}: {error}"
+        else:
+            usable.append(name)
+    return usable, missing
+
+
+def run_job(job: tuple) -> dict:
+    """One training: ``("sorting", variant, n, seed, steps)`` or ``("regression", variant, task,
+    seed, steps)``; one thread."""
+    from sodeep.benchmark.learning_to_sort import _pools
+    from sodeep.benchmark.regression import load_task, split, train_regression
+
+    torch.set_num_threads(1)
+    part, name, where, seed, steps = job
+    ranker, loss = build_variant(name)
+    config = BenchConfig()
+    if part == "sorting":
+        task = SortingTask(
+            config.sorting_digits,
+            steps,
+            config.sorting_images_per_step,
+            config.sorting_learning_rate,
+            config.sorting_test_sequences,
+            config.sorting_validation_sequences,
+        )
+        result = train_and_test(ranker, loss, where, seed, task, *_pools(None))
+        figures = {"exact_match": result["exact_match"], "element_wise": result["element_wise"]}
+    else:
+        data = split(*load_task(where), seed)
+        result = train_regression(ranker, data, seed, steps, config.regression_batch, config.regression_learning_rate)
+        figures = {"spearman": result["spearman"]}
+    return {"part": part, "variant": name, "where": where, "seed": seed, **figures}
+
+
+def jobs_for(names, lengths, seeds, steps, regression_seeds, regression_steps) -> list[tuple]:
+    from sodeep.benchmark.regression import TASKS
+
+    jobs = [("sorting", name, n, seed, steps) for seed in seeds for n in lengths for name in names]
+    jobs += [
+        ("regression", name, task, seed, regression_steps)
+        for seed in regression_seeds
+        for task in TASKS
+        for name in names
+        if name not in SORTING_ONLY
+    ]
+    return jobs
+
+
+def summary_table(rows: list[dict], names: Sequence[str], lengths: Sequence[int]) -> str:
+    """Markdown: a row per variant; test exact match (element-wise) per n, test Spearman per
+    regression task; mean +- sd over seeds."""
+    from sodeep.benchmark.regression import TASKS
+
+    def cell(values: list[float]) -> str:
+        if not values:
+            return "-"
+        spread = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{statistics.mean(values):.3f} ± {spread:.3f}"
+
+    header = [f"n = {n}: exact (element-wise)" for n in lengths] + [f"{task}: Spearman" for task in TASKS]
+    lines = ["| variant | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
+    for name in names:
+        cells = []
+        for n in lengths:
+            mine = [row for row in rows if row["variant"] == name and row["part"] == "sorting" and row["where"] == n]
+            exact = cell([row["exact_match"] for row in mine])
+            element = statistics.mean(row["element_wise"] for row in mine) if mine else math.nan
+            cells.append(f"{exact} ({element:.3f})" if mine else "-")
+        for task in TASKS:
+            mine = [
+                row for row in rows if row["variant"] == name and row["part"] == "regression" and row["where"] == task
+            ]
+            cells.append(cell([row["spearman"] for row in mine]))
+        lines.append(f"| {VARIANTS[name]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"of {list(VARIANTS)}")
+    parser.add_argument("--lengths", type=number_list(int), default=[5, 15], help="learning-to-sort n (default 5,15)")
+    parser.add_argument("--seeds", type=int, default=8, help="learning-to-sort seeds 0..K-1 (default 8)")
+    parser.add_argument("--steps", type=int, default=600, help="learning-to-sort steps (default 600)")
+    parser.add_argument("--regression-seeds", type=int, default=5, help="regression seeds (default 5; 0: none)")
+    parser.add_argument("--regression-steps", type=int, default=300, help="regression steps (default 300)")
+    parser.add_argument("--workers", type=int, default=2, help="processes, one thread each (default 2)")
+    parser.add_argument("--json", help="also write the settings and rows as JSON here")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> str:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    names = [name.strip() for name in args.variants.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(VARIANTS))
+    if unknown or not names:
+        parser.error(f"--variants: unknown {unknown or 'none given'}; known: {list(VARIANTS)}")
+    for option in ("seeds", "steps", "regression_steps", "workers"):
+        if getattr(args, option) < 1:
+            parser.error(f"--{option.replace('_', '-')} must be >= 1, got {getattr(args, option)}")
+    if args.regression_seeds < 0 or min(args.lengths) < 2:
+        parser.error("--regression-seeds must be >= 0 and every length >= 2")
+    names, missing = available_variants(names)
+    for name, reason in missing.items():
+        print(f"skipped {name}: {reason}", file=sys.stderr)
+    jobs = jobs_for(
+        names, args.lengths, range(args.seeds), args.steps, range(args.regression_seeds), args.regression_steps
+    )
+    rows = []
+    context = multiprocessing.get_context("spawn")  # a forked child may inherit a busy thread pool
+    with ProcessPoolExecutor(args.workers, mp_context=context) as executor:
+        for index, row in enumerate(executor.map(run_job, jobs), 1):
+            rows.append(row)
+            print(
+                f"{index}/{len(jobs)} {row['part']} {row['variant']} {row['where']} seed {row['seed']}", file=sys.stderr
+            )
+    table = summary_table(rows, names, args.lengths)
+    print(table)
+    if args.json:
+        atomic_write_json(args.json, {"settings": vars(args), "skipped": missing, "rows": rows})
+    return table
+
+
+if __name__ == "__main__":
+    main()
