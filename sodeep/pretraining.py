@@ -8,6 +8,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -341,10 +342,19 @@ RESUMABLE_WITH = ("out", "wandb", "data_workers", "accelerator", "devices", "str
 def threads_beside(data_workers: int) -> Iterator[None]:
     """Within the block, PyTorch uses at most one thread per core that ``data_workers`` processes
     leave free (at least one): a data worker and a training thread on one core slow each other
-    more than the thread speeds the step.  The thread count is restored afterwards."""
+    more than the thread speeds the step.  The thread count is restored afterwards.  Several
+    workers that leave no core to the training get a warning: one keeps a sorter's step fed."""
     before = torch.get_num_threads()
     if data_workers:
-        torch.set_num_threads(max(1, min(before, available_cores() - data_workers)))
+        cores = available_cores()
+        if data_workers > 1 and data_workers >= cores:
+            warnings.warn(
+                f"data_workers={data_workers} leaves none of this machine's {cores} cores to the training, "
+                f"and processes sharing a core slow each other; use data_workers={cores - 1} "
+                "(--data-workers; 0 makes the batches in the training process)",
+                stacklevel=3,
+            )
+        torch.set_num_threads(max(1, min(before, cores - data_workers)))
     try:
         yield
     finally:

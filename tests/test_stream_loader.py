@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import pytest
 import torch
@@ -105,10 +106,17 @@ def test_training_threads_leave_a_core_per_data_worker_and_are_restored(monkeypa
         torch.set_num_threads(4)
         with threads_beside(1):
             assert torch.get_num_threads() == 3
-        with threads_beside(8):
-            assert torch.get_num_threads() == 1
+        with pytest.warns(UserWarning, match="data_workers=8 leaves none of .* 4 cores .* use data_workers=3"):
+            with threads_beside(8):
+                assert torch.get_num_threads() == 1
         with threads_beside(0):
             assert torch.get_num_threads() == 4
+        monkeypatch.setattr("sodeep.pretraining.available_cores", lambda: 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the default single worker on one core: no warning
+            with threads_beside(1):
+                assert torch.get_num_threads() == 1
+        monkeypatch.setattr("sodeep.pretraining.available_cores", lambda: 4)
         torch.set_num_threads(2)  # fewer than the cores left free: kept
         with threads_beside(1):
             assert torch.get_num_threads() == 2
