@@ -312,8 +312,8 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
         with threads_beside(config.data_workers), stop_signals_outside_training_are_interrupts():
             trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume_step is not None else None)
     except KeyboardInterrupt:
-        if last.exists():  # stopped after training had saved: --resume continues (or finishes) it
-            raise RunInterrupted(trainer.global_step) from None
+        if last.exists():  # stopped after training had saved: --resume continues (or finishes) it from there
+            raise RunInterrupted(int(read_weights_only(last).get("global_step", trainer.global_step))) from None
         raise
     finally:  # a failed run too: the next run in this process must not log into its W&B run
         data.close()

@@ -134,8 +134,9 @@ def make_loggers(
 
 class StopOnSignal(Callback):
     """On SIGINT or SIGTERM, finish the current training step, save ``checkpoint`` and stop; the
-    caller then raises :class:`RunInterrupted` (see :attr:`stopped_at`).  The previous handlers
-    are restored when the fit ends."""
+    caller then raises :class:`RunInterrupted` (see :attr:`stopped_at`).  A second signal before
+    that (during a validation, say) stops at once with ``KeyboardInterrupt``: the run then resumes
+    from its last saved checkpoint.  The previous handlers are restored when the fit ends."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -146,6 +147,9 @@ class StopOnSignal(Callback):
         self._previous: dict[int, Any] = {}
 
     def _request(self, number: int, frame: Any) -> None:
+        if self.requested:
+            self._restore()
+            raise KeyboardInterrupt(f"a second {signal.Signals(number).name}: stopped without saving")
         self.requested = True
 
     def on_train_start(self, trainer: Any, module: Any) -> None:

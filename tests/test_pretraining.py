@@ -109,6 +109,35 @@ def test_sigint_saves_stops_and_says_how_to_resume(tmp_path, monkeypatch, capsys
     _assert_same_weights(tmp_path / "straight", tmp_path / "run")
 
 
+def test_a_second_sigint_during_validation_stops_at_once_and_resumes_from_the_last_checkpoint(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    _pretrain(tmp_path / "straight", 8, "--checkpoint-every", "2")
+    original_validation = SorterPretraining.validation_step
+    signals = []
+
+    def interrupted_validation(self, batch, batch_index):
+        # The validation after step 4 (checkpointed at step 4): two Ctrl-C's in its first batch.
+        if self.global_step == 4 and not signals:
+            signals.append(self.global_step)
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return original_validation(self, batch, batch_index)
+
+    monkeypatch.setattr(SorterPretraining, "validation_step", interrupted_validation)
+    with pytest.raises(SystemExit) as exit_info:
+        _pretrain(tmp_path / "run", 8, "--checkpoint-every", "2")
+    assert signals == [4]
+    assert exit_info.value.code == 130
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    # The validation did not finish: the run resumes from the checkpoint of step 4.
+    assert error.startswith("interrupted at step 4; resume with: sodeep pretrain --steps 8"), error
+    monkeypatch.setattr(SorterPretraining, "validation_step", original_validation)
+    assert _pretrain(tmp_path / "run", 8, "--checkpoint-every", "2", "--resume") == 0
+    _assert_same_weights(tmp_path / "straight", tmp_path / "run")
+
+
 @pytest.mark.parametrize("damage", ["truncate", "empty", "text", "foreign"])
 def test_a_broken_resume_checkpoint_ends_in_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys, damage):
     monkeypatch.chdir(tmp_path)
