@@ -16,6 +16,7 @@ import json
 import os
 import shlex
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +204,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     arguments = parser.parse_args(argv)
+    show_warning = warnings.showwarning
+
+    def show_setup_warnings_in_one_line(message, category, filename, lineno, file=None, line=None):
+        if category.__name__ == "SetupWarning":  # sodeep.runs.SetupWarning, without importing Lightning
+            print(f"sodeep {arguments.command}: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            show_warning(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show_setup_warnings_in_one_line
     try:
         return arguments.handler(arguments)
     except BrokenPipeError:  # the reader of the output went away (`sodeep ... | head`)
@@ -224,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         again += [] if "--resume" in again else ["--resume"]
         parser.exit(INTERRUPTED, f"{interrupted}; resume with: sodeep {shlex.join(again)}\n")
     finally:
+        warnings.showwarning = show_warning
         _release_process_group()
 
 

@@ -57,3 +57,29 @@ def atomic_torch_save(payload: Any, path: str | os.PathLike) -> Path:
     import torch
 
     return atomic_write(path, lambda stream: torch.save(payload, stream))
+
+
+def writable_file_problem(path: str | os.PathLike) -> str | None:
+    """Why a file could not be written at ``path`` (one line), or ``None`` if it could: for
+    checking an output path before long work rather than failing at its end.  Missing folders
+    count as writable where they could be created.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> writable_file_problem(folder / "new" / "results.json") is None
+        True
+        >>> writable_file_problem(folder)
+        '... is a folder, not a file'
+    """
+    path = Path(path)
+    if path.is_dir():
+        return f"{path} is a folder, not a file"
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"{ancestor} is a file, so {path} cannot be made"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"{ancestor} is not writable, so {path} cannot be made"
+    return None

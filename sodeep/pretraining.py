@@ -26,6 +26,7 @@ from sodeep.metrics import mean_absolute_rank_error, rowwise_spearman
 from sodeep.run_folder import RUN_RECORD, RunInterrupted, claim_run_folder, start_run_folder
 from sodeep.runs import (
     AtomicCheckpointIO,
+    SetupWarning,
     StopOnSignal,
     make_loggers,
     progress_settings,
@@ -343,15 +344,17 @@ def threads_beside(data_workers: int) -> Iterator[None]:
     """Within the block, PyTorch uses at most one thread per core that ``data_workers`` processes
     leave free (at least one): a data worker and a training thread on one core slow each other
     more than the thread speeds the step.  The thread count is restored afterwards.  Several
-    workers that leave no core to the training get a warning: one keeps a sorter's step fed."""
+    workers that leave no core to the training get a :class:`~sodeep.runs.SetupWarning` (once per
+    machine in a distributed run): one keeps a sorter's step fed."""
     before = torch.get_num_threads()
     if data_workers:
         cores = available_cores()
-        if data_workers > 1 and data_workers >= cores:
+        if data_workers > 1 and data_workers >= cores and os.environ.get("LOCAL_RANK", "0") == "0":
             warnings.warn(
-                f"data_workers={data_workers} leaves none of this machine's {cores} cores to the training, "
-                f"and processes sharing a core slow each other; use data_workers={cores - 1} "
-                "(--data-workers; 0 makes the batches in the training process)",
+                f"data_workers={data_workers} leaves none of the {cores} CPU core{'s' * (cores != 1)} this "
+                f"process may use to the training, and processes sharing a core slow each other; "
+                f"use data_workers={cores - 1} (--data-workers; 0 makes the batches in the training process)",
+                SetupWarning,
                 stacklevel=3,
             )
         torch.set_num_threads(max(1, min(before, cores - data_workers)))

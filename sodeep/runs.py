@@ -32,6 +32,11 @@ from sodeep.files import atomic_torch_save, atomic_write
 WANDB_MODES = ("offline", "online", "disabled")
 
 
+class SetupWarning(UserWarning):
+    """A setting that works but wastes the machine (e.g. more processes than cores); the command
+    line prints it as one line, ``sodeep <command>: warning: ...``."""
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoints written to a temporary file and renamed: never half-written."""
 

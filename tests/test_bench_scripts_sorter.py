@@ -281,10 +281,53 @@ def test_summary_table_gives_means_over_seeds(signal):
         {"part": "regression", "variant": "sorter", "where": "fcon1000", "seed": 0, "spearman": 0.6},
     ]
     cells = table_rows(signal.summary_table(rows, ["sorter"], [5]))[1:]  # after the header
-    assert cells == [[signal.VARIANTS["sorter"], "0.600 ± 0.141 (0.800)", "0.600 ± 0.000", "-"]]
+    assert cells == [[signal.VARIANTS["sorter"], "0.600 ± 0.141 (0.800)", "0.600", "-"]]
+    no_regression = table_rows(signal.summary_table(rows, ["sorter"], [5], regression=False))
+    assert no_regression[1] == [signal.VARIANTS["sorter"], "0.600 ± 0.141 (0.800)"]
 
 
-def test_learning_signal_main_refuses_unknown_variants(signal, capsys):
-    with pytest.raises(SystemExit):
-        signal.main(["--variants", "sorter,bogus"])
-    assert "bogus" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--variants", "sorter,bogus"], "unknown bogus"),
+        (["--variants", ","], "names no variant"),
+        (["--lengths", "1,5"], "--lengths must all be >= 2"),
+        (["--regression-seeds", "-1"], "--regression-seeds must be >= 0, got -1"),
+        (["--seeds", "0"], "--seeds must be >= 1"),
+        (["--json", "."], "is a folder"),
+    ],
+)
+def test_learning_signal_main_refuses_bad_arguments_in_one_line(signal, capsys, arguments, message):
+    with pytest.raises(SystemExit) as exit_info:
+        signal.main(arguments)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_learning_signal_main_refuses_when_every_variant_is_missing(signal, capsys, monkeypatch):
+    def missing(name):
+        raise ImportError(f"No module named {name!r}")
+
+    monkeypatch.setattr(signal, "build_variant", missing)
+    with pytest.raises(SystemExit) as exit_info:
+        signal.main(["--variants", "torchsort,diffsort"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "skipped torchsort" in error and "no variant left to run" in error.splitlines()[-1]
+
+
+def test_learning_signal_main_trains_and_writes_json(signal, tmp_path, capsys):
+    path = tmp_path / "new" / "signal.json"
+    arguments = ["--variants", "sorter,pairwise,sorter", "--lengths", "3,3", "--seeds", "2", "--steps", "2"]
+    arguments += ["--regression-seeds", "1", "--regression-steps", "2", "--workers", "1", "--json", str(path)]
+    table = signal.main(arguments)
+    body = table_rows(table)[1:]
+    assert [row[0] for row in body] == [signal.VARIANTS["sorter"], signal.VARIANTS["pairwise"]]  # duplicates once
+    assert all(len(row) == 4 for row in body)  # n = 3 once, two regression tasks
+    payload = json.loads(path.read_text())
+    assert payload["complete"] is True and payload["settings"]["lengths"] == [3]
+    assert len([row for row in payload["rows"] if row["part"] == "sorting"]) == 2 * 2
+    assert len([row for row in payload["rows"] if row["part"] == "regression"]) == 2 * 2
+    for row in payload["rows"]:
+        figures = [row[key] for key in ("exact_match", "element_wise", "spearman") if key in row]
+        assert figures and all(-1 <= value <= 1 for value in figures)

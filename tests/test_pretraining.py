@@ -138,6 +138,19 @@ def test_a_second_sigint_during_validation_stops_at_once_and_resumes_from_the_la
     _assert_same_weights(tmp_path / "straight", tmp_path / "run")
 
 
+@pytest.mark.filterwarnings("default::sodeep.runs.SetupWarning")
+def test_data_workers_that_leave_no_core_get_one_warning_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sodeep.pretraining.available_cores", lambda: 1)
+    assert _pretrain(tmp_path / "run", 2, "--wandb", "disabled", "--data-workers", "2") == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warnings == [
+        "sodeep pretrain: warning: data_workers=2 leaves none of the 1 CPU core this process may use to the "
+        "training, and processes sharing a core slow each other; use data_workers=0 (--data-workers; 0 makes "
+        "the batches in the training process)"
+    ]
+
+
 @pytest.mark.parametrize("damage", ["truncate", "empty", "text", "foreign"])
 def test_a_broken_resume_checkpoint_ends_in_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys, damage):
     monkeypatch.chdir(tmp_path)

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from sodeep.pretraining import threads_beside
+from sodeep.runs import SetupWarning
 from sodeep.stream_loader import (
     CHUNKS_AHEAD,
     MAX_BATCHES_PER_CHUNK,
@@ -106,7 +107,7 @@ def test_training_threads_leave_a_core_per_data_worker_and_are_restored(monkeypa
         torch.set_num_threads(4)
         with threads_beside(1):
             assert torch.get_num_threads() == 3
-        with pytest.warns(UserWarning, match="data_workers=8 leaves none of .* 4 cores .* use data_workers=3"):
+        with pytest.warns(SetupWarning, match="data_workers=8 leaves none of the 4 CPU cores .* use data_workers=3"):
             with threads_beside(8):
                 assert torch.get_num_threads() == 1
         with threads_beside(0):

@@ -46,7 +46,7 @@ from sodeep.benchmark.config import BenchConfig
 from sodeep.benchmark.learning_to_sort import SortingTask, train_and_test
 from sodeep.benchmark.rankers import Ranker, ranker_families
 from sodeep.config import number_list
-from sodeep.files import atomic_write_json
+from sodeep.files import atomic_write_json, writable_file_problem
 
 #: Temperatures in score units: the compared pairs', the mixture's soft part, the wide backward's.
 PAIR_TEMPERATURE = 0.1
@@ -61,11 +61,17 @@ VARIANTS = {
     "pairwise": "pairwise sigmoid, T = 0.1",
     "cauchy": "pairwise Cauchy CDF, T = 0.1",
     "mixture": "0.8 pairwise T = 0.1 + 0.2 pairwise T = 1",
-    "sorter+wide": "sorter forward, pairwise T = 3 backward",
-    "sorter+identity": "sorter forward, identity backward",
-    "torchsort": "torchsort soft_rank, eps = 0.1",
-    "diffsort": "diffsort, steepness 10, native loss",
+    "sorter+wide": "sorter forward, gradient of the pairwise sigmoid at T = 3",
+    "sorter+identity": "sorter forward, identity gradient",
+    "torchsort": "torchsort soft_rank, regularization 0.1",
+    "diffsort": "diffsort, steepness 10, its own permutation loss",
     "diffsort-rank": "diffsort, steepness 10, rank MSE",
+}
+#: What a variant that cannot be built here needs.
+INSTALL_HINTS = {
+    "torchsort": "pip install torchsort (docs/benchmarks.md: building it on a CPU)",
+    "diffsort": "pip install --no-deps diffsort",
+    "diffsort-rank": "pip install --no-deps diffsort",
 }
 #: Variants left out of the regression.
 SORTING_ONLY = ("diffsort", "diffsort-rank")
@@ -122,12 +128,13 @@ def build_variant(name: str) -> tuple[Ranker, str]:
 
 
 def available_variants(names: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """The variants of ``names`` that build here, and ``{name: why not, with what to install}``."""
     usable, missing = [], {}
     for name in names:
         try:
             build_variant(name)
         except ImportError as error:
-            missing[name] = f"{type(error).__name__}: {error}"
+            missing[name] = f"{type(error).__name__}: {error}; {INSTALL_HINTS.get(name, 'see its docstring')}"
         else:
             usable.append(name)
     return usable, missing
@@ -175,27 +182,29 @@ def jobs_for(names, lengths, seeds, steps, regression_seeds, regression_steps) -
     return jobs
 
 
-def summary_table(rows: list[dict], names: Sequence[str], lengths: Sequence[int]) -> str:
-    """Markdown: a row per variant; test exact match (element-wise) per n, test Spearman per
-    regression task; mean +- sd over seeds."""
+def summary_table(rows: list[dict], names: Sequence[str], lengths: Sequence[int], regression: bool = True) -> str:
+    """Markdown: a row per variant; test exact match (element-wise) per n and, with
+    ``regression``, test Spearman per regression task; mean +- sd over seeds (the mean alone
+    for one seed; ``-`` where a variant has no result)."""
     from sodeep.benchmark.regression import TASKS
 
     def cell(values: list[float]) -> str:
         if not values:
             return "-"
-        spread = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{statistics.mean(values):.3f} ± {spread:.3f}"
+        if len(values) == 1:
+            return f"{values[0]:.3f}"
+        return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
-    header = [f"n = {n}: exact (element-wise)" for n in lengths] + [f"{task}: Spearman" for task in TASKS]
+    tasks = TASKS if regression else ()
+    header = [f"n = {n}: exact (element-wise)" for n in lengths] + [f"{task}: Spearman" for task in tasks]
     lines = ["| variant | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
     for name in names:
         cells = []
         for n in lengths:
             mine = [row for row in rows if row["variant"] == name and row["part"] == "sorting" and row["where"] == n]
-            exact = cell([row["exact_match"] for row in mine])
             element = statistics.mean(row["element_wise"] for row in mine) if mine else math.nan
-            cells.append(f"{exact} ({element:.3f})" if mine else "-")
-        for task in TASKS:
+            cells.append(f"{cell([row['exact_match'] for row in mine])} ({element:.3f})" if mine else "-")
+        for task in tasks:
             mine = [
                 row for row in rows if row["variant"] == name and row["part"] == "regression" and row["where"] == task
             ]
@@ -204,9 +213,42 @@ def summary_table(rows: list[dict], names: Sequence[str], lengths: Sequence[int]
     return "\n".join(lines)
 
 
+def run_jobs(jobs: list[tuple], workers: int) -> tuple[list[dict], bool]:
+    """``(rows, complete)``: the result of every job, in order, or on Ctrl-C those finished so
+    far and ``False``.  One worker runs the jobs in this process."""
+
+    def progress(index: int, row: dict) -> None:
+        print(f"{index}/{len(jobs)} {row['part']} {row['variant']} {row['where']} seed {row['seed']}", file=sys.stderr)
+
+    rows: list[dict] = []
+    try:
+        if workers == 1:
+            for index, job in enumerate(jobs, 1):
+                rows.append(run_job(job))
+                progress(index, rows[-1])
+            return rows, True
+        context = multiprocessing.get_context("spawn")  # a forked child may inherit a busy thread pool
+        with ProcessPoolExecutor(workers, mp_context=context) as executor:
+            try:
+                for index, row in enumerate(executor.map(run_job, jobs), 1):
+                    rows.append(row)
+                    progress(index, row)
+            except KeyboardInterrupt:
+                executor.shutdown(wait=False, cancel_futures=True)
+                raise
+        return rows, True
+    except KeyboardInterrupt:
+        return rows, False
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"of {list(VARIANTS)}")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0].replace("\n", " "),
+        epilog="Variants: " + "; ".join(f"{name}: {label}" for name, label in VARIANTS.items()),
+    )
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help="comma-separated names from the list below (default: all)"
+    )
     parser.add_argument("--lengths", type=number_list(int), default=[5, 15], help="learning-to-sort n (default 5,15)")
     parser.add_argument("--seeds", type=int, default=8, help="learning-to-sort seeds 0..K-1 (default 8)")
     parser.add_argument("--steps", type=int, default=600, help="learning-to-sort steps (default 600)")
@@ -220,33 +262,41 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> str:
     parser = build_parser()
     args = parser.parse_args(argv)
-    names = [name.strip() for name in args.variants.split(",") if name.strip()]
-    unknown = sorted(set(names) - set(VARIANTS))
-    if unknown or not names:
-        parser.error(f"--variants: unknown {unknown or 'none given'}; known: {list(VARIANTS)}")
+    requested = list(dict.fromkeys(name.strip() for name in args.variants.split(",") if name.strip()))
+    if not requested:
+        parser.error(f"--variants names no variant; known: {', '.join(VARIANTS)}")
+    unknown = [name for name in requested if name not in VARIANTS]
+    if unknown:
+        parser.error(f"--variants: unknown {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
     for option in ("seeds", "steps", "regression_steps", "workers"):
         if getattr(args, option) < 1:
             parser.error(f"--{option.replace('_', '-')} must be >= 1, got {getattr(args, option)}")
-    if args.regression_seeds < 0 or min(args.lengths) < 2:
-        parser.error("--regression-seeds must be >= 0 and every length >= 2")
-    names, missing = available_variants(names)
+    if args.regression_seeds < 0:
+        parser.error(f"--regression-seeds must be >= 0, got {args.regression_seeds}")
+    lengths = list(dict.fromkeys(args.lengths))
+    if min(lengths) < 2:
+        parser.error(f"--lengths must all be >= 2 (a sequence to sort), got {args.lengths}")
+    if args.json and writable_file_problem(args.json):
+        parser.error(f"--json: {writable_file_problem(args.json)}")
+    names, missing = available_variants(requested)
     for name, reason in missing.items():
         print(f"skipped {name}: {reason}", file=sys.stderr)
-    jobs = jobs_for(
-        names, args.lengths, range(args.seeds), args.steps, range(args.regression_seeds), args.regression_steps
-    )
-    rows = []
-    context = multiprocessing.get_context("spawn")  # a forked child may inherit a busy thread pool
-    with ProcessPoolExecutor(args.workers, mp_context=context) as executor:
-        for index, row in enumerate(executor.map(run_job, jobs), 1):
-            rows.append(row)
-            print(
-                f"{index}/{len(jobs)} {row['part']} {row['variant']} {row['where']} seed {row['seed']}", file=sys.stderr
-            )
-    table = summary_table(rows, names, args.lengths)
+    if not names:
+        parser.error("no variant left to run: " + "; ".join(f"{name} needs {INSTALL_HINTS[name]}" for name in missing))
+    jobs = jobs_for(names, lengths, range(args.seeds), args.steps, range(args.regression_seeds), args.regression_steps)
+    rows, complete = run_jobs(jobs, args.workers)
+    table = summary_table(rows, names, lengths, regression=args.regression_seeds > 0)
     print(table)
     if args.json:
-        atomic_write_json(args.json, {"settings": vars(args), "skipped": missing, "rows": rows})
+        settings = {**vars(args), "variants": names, "lengths": lengths}
+        atomic_write_json(args.json, {"settings": settings, "skipped": missing, "complete": complete, "rows": rows})
+    if not complete:
+        print(
+            f"interrupted after {len(rows)} of {len(jobs)} trainings: the table holds those "
+            "(run the same command again for all)",
+            file=sys.stderr,
+        )
+        raise SystemExit(130)
     return table
 
 
