@@ -331,3 +331,32 @@ def test_learning_signal_main_trains_and_writes_json(signal, tmp_path, capsys):
     for row in payload["rows"]:
         figures = [row[key] for key in ("exact_match", "element_wise", "spearman") if key in row]
         assert figures and all(-1 <= value <= 1 for value in figures)
+
+
+def test_learning_signal_main_keeps_the_finished_rows_on_ctrl_c(signal, tmp_path, monkeypatch, capsys):
+    finished = []
+
+    def interrupted_after_one(job):
+        if finished:
+            raise KeyboardInterrupt
+        finished.append(job)
+        return {
+            "part": job[0],
+            "variant": job[1],
+            "where": job[2],
+            "seed": job[3],
+            "exact_match": 0.5,
+            "element_wise": 0.75,
+        }
+
+    monkeypatch.setattr(signal, "run_job", interrupted_after_one)
+    path = tmp_path / "signal.json"
+    arguments = ["--variants", "sorter", "--lengths", "3", "--seeds", "2", "--regression-seeds", "0"]
+    with pytest.raises(SystemExit) as exit_info:
+        signal.main([*arguments, "--workers", "1", "--json", str(path)])
+    assert exit_info.value.code == 130
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines()[-1].startswith("interrupted after 1 of 2 trainings")
+    assert table_rows(captured.out)[1] == [signal.VARIANTS["sorter"], "0.500 (0.750)"]
+    payload = json.loads(path.read_text())
+    assert payload["complete"] is False and len(payload["rows"]) == 1

@@ -35,10 +35,10 @@ from __future__ import annotations
 import argparse
 import math
 import multiprocessing
+import signal
 import statistics
 import sys
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 
 import torch
 
@@ -221,24 +221,34 @@ def run_jobs(jobs: list[tuple], workers: int) -> tuple[list[dict], bool]:
         print(f"{index}/{len(jobs)} {row['part']} {row['variant']} {row['where']} seed {row['seed']}", file=sys.stderr)
 
     rows: list[dict] = []
-    try:
-        if workers == 1:
+    if workers == 1:
+        try:
             for index, job in enumerate(jobs, 1):
                 rows.append(run_job(job))
                 progress(index, rows[-1])
-            return rows, True
-        context = multiprocessing.get_context("spawn")  # a forked child may inherit a busy thread pool
-        with ProcessPoolExecutor(workers, mp_context=context) as executor:
-            try:
-                for index, row in enumerate(executor.map(run_job, jobs), 1):
-                    rows.append(row)
-                    progress(index, row)
-            except KeyboardInterrupt:
-                executor.shutdown(wait=False, cancel_futures=True)
-                raise
+        except KeyboardInterrupt:
+            return rows, False
         return rows, True
+    # The workers are started with Ctrl-C ignored (an ignored signal stays ignored in a child), so
+    # that only this process answers it: it stops them and keeps what they finished.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        pool = multiprocessing.get_context("spawn").Pool(workers)  # forked children may inherit a busy thread pool
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    try:
+        for index, row in enumerate(pool.imap(run_job, jobs), 1):
+            rows.append(row)
+            progress(index, row)
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the stop itself takes a moment: no second one
+        pool.terminate()
+        pool.join()
+        signal.signal(signal.SIGINT, previous)
         return rows, False
+    pool.close()
+    pool.join()
+    return rows, True
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -301,4 +311,8 @@ def main(argv: Sequence[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # before the first training
+        print("interrupted before any training finished", file=sys.stderr)
+        raise SystemExit(130) from None
