@@ -36,7 +36,7 @@ PRETRAIN_HELP = {
     "seed": "seed of the data stream and the initial weights",
     "validation_every": "steps between validations on held-out sequences",
     "checkpoint_every": "steps between resumable checkpoints",
-    "validation_sequences": "held-out sequences per (family, n) cell",
+    "validation_sequences": "held-out sequences per (family, n) cell (at most 4096)",
     "out": "run folder: checkpoints, CSV and W&B logs, sorter.pt",
     "wandb": "offline (nothing is sent), online or disabled",
     "data_workers": "processes making the training batches while the sorter trains (0: in the training process)",

@@ -151,6 +151,11 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
+#: Largest ``validation_sequences``: the held-out set lives in memory (1,024 took 0.6 GB at the
+#: default lengths).
+MAX_VALIDATION_SEQUENCES = 4096
+
+
 @dataclass
 class PretrainConfig:
     """Settings of a sorter pretraining (``sodeep pretrain``, :func:`sodeep.pretraining.pretrain`).
@@ -171,6 +176,7 @@ class PretrainConfig:
     seed: int = 0
     validation_every: int = 500
     checkpoint_every: int = 100
+    #: Held-out sequences per (family, n) cell, at most :data:`MAX_VALIDATION_SEQUENCES`.
     validation_sequences: int = 32
     out: str = "runs/pretrain"
     #: ``offline`` (nothing is sent), ``online`` or ``disabled``.
@@ -208,6 +214,11 @@ class PretrainConfig:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
+        if self.validation_sequences > MAX_VALIDATION_SEQUENCES:
+            raise ValueError(
+                f"validation_sequences must be at most {MAX_VALIDATION_SEQUENCES}, got {self.validation_sequences} "
+                "(the held-out set, that many sequences per family and length, is kept in memory)"
+            )
         for key in ("warmup_steps", "seed", "data_workers"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

@@ -24,6 +24,7 @@ def _write_inputs(folder):
 CASES = [
     # (command line, words the one line must contain)
     (["pretrain", "--steps", "0"], "steps must be an integer >= 1"),
+    (["pretrain", "--validation-sequences", "300000"], "validation_sequences must be at most 4096"),
     (["pretrain", "--learning-rate", "-1"], "learning_rate must be a finite number > 0"),
     (["pretrain", "--lengths", "1-5"], "lengths must be ints >= 2"),
     (["pretrain", "--lengths", "5-2"], "is empty"),
