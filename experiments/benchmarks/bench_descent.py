@@ -283,8 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> str:
     arguments = build_parser().parse_args(argv)
-    if arguments.json and writable_file_problem(arguments.json):
-        raise SystemExit(f"--json: {writable_file_problem(arguments.json)}")
+    if arguments.json and (problem := writable_file_problem(arguments.json)):
+        raise SystemExit(f"--json: {problem}")
     if arguments.quick:
         arguments.draws, arguments.lengths, arguments.directions = 30, [5, 20], 4
     distributions = [name.strip() for name in arguments.distributions.split(",") if name.strip()]

@@ -286,8 +286,8 @@ def main(argv: Sequence[str] | None = None) -> str:
     lengths = list(dict.fromkeys(args.lengths))
     if min(lengths) < 2:
         parser.error(f"--lengths must all be >= 2 (a sequence to sort), got {args.lengths}")
-    if args.json and writable_file_problem(args.json):
-        parser.error(f"--json: {writable_file_problem(args.json)}")
+    if args.json and (problem := writable_file_problem(args.json)):
+        parser.error(f"--json: {problem}")
     names, missing = available_variants(requested)
     for name, reason in missing.items():
         print(f"skipped {name}: {reason}", file=sys.stderr)

@@ -300,8 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> str:
     arguments = build_parser().parse_args(argv)
-    if arguments.json and writable_file_problem(arguments.json):
-        raise SystemExit(f"--json: {writable_file_problem(arguments.json)}")
+    if arguments.json and (problem := writable_file_problem(arguments.json)):
+        raise SystemExit(f"--json: {problem}")
     if arguments.quick:
         arguments.lengths, arguments.sequences, arguments.repeats = "64,256", 4, 1
     lengths = parse_lengths(arguments.lengths)

@@ -227,8 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> str:
     arguments = build_parser().parse_args(argv)
-    if arguments.json and writable_file_problem(arguments.json):
-        raise SystemExit(f"--json: {writable_file_problem(arguments.json)}")
+    if arguments.json and (problem := writable_file_problem(arguments.json)):
+        raise SystemExit(f"--json: {problem}")
     if arguments.device is None and not torch.cuda.is_available():
         print(NO_CUDA)
         return NO_CUDA
