@@ -339,29 +339,38 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
 RESUMABLE_WITH = ("out", "wandb", "data_workers", "accelerator", "devices", "strategy", "num_nodes")
 
 
+#: PyTorch's DataLoader warning for more workers than cores (a ``warnings`` message pattern).
+TORCH_TOO_MANY_WORKERS = r"This DataLoader will create \d+ worker processes"
+
+
 @contextlib.contextmanager
 def threads_beside(data_workers: int) -> Iterator[None]:
     """Within the block, PyTorch uses at most one thread per core that ``data_workers`` processes
     leave free (at least one): a data worker and a training thread on one core slow each other
     more than the thread speeds the step.  The thread count is restored afterwards.  Several
     workers that leave no core to the training get a :class:`~sodeep.runs.SetupWarning` (once per
-    machine in a distributed run): one keeps a sorter's step fed."""
+    machine in a distributed run; PyTorch's own warnings about more workers than cores, which say
+    the same, are silenced within the block): one keeps a sorter's step fed."""
     before = torch.get_num_threads()
-    if data_workers:
-        cores = available_cores()
-        if data_workers > 1 and data_workers >= cores and os.environ.get("LOCAL_RANK", "0") == "0":
-            warnings.warn(
-                f"data_workers={data_workers} leaves none of the {cores} CPU core{'s' * (cores != 1)} this "
-                f"process may use to the training, and processes sharing a core slow each other; "
-                f"use data_workers={cores - 1} (--data-workers; 0 makes the batches in the training process)",
-                SetupWarning,
-                stacklevel=3,
-            )
-        torch.set_num_threads(max(1, min(before, cores - data_workers)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    with contextlib.ExitStack() as stack:
+        if data_workers:
+            cores = available_cores()
+            if data_workers > 1 and data_workers >= cores:
+                if os.environ.get("LOCAL_RANK", "0") == "0":
+                    warnings.warn(
+                        f"data_workers={data_workers} leaves none of the {cores} CPU core{'s' * (cores != 1)} "
+                        f"this process may use to the training, and processes sharing a core slow each other; "
+                        f"use data_workers={cores - 1} (--data-workers; 0 makes the batches in the training process)",
+                        SetupWarning,
+                        stacklevel=3,
+                    )
+                stack.enter_context(warnings.catch_warnings())
+                warnings.filterwarnings("ignore", message=TORCH_TOO_MANY_WORKERS, category=UserWarning)
+            torch.set_num_threads(max(1, min(before, cores - data_workers)))
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
 
 def _make_trainer(config: PretrainConfig, out: Path, stop: StopOnSignal) -> L.Trainer:

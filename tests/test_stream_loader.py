@@ -126,6 +126,24 @@ def test_training_threads_leave_a_core_per_data_worker_and_are_restored(monkeypa
         torch.set_num_threads(before)
 
 
+def test_torch_warning_about_too_many_workers_is_left_to_ours_within_the_block(monkeypatch):
+    monkeypatch.setattr("sodeep.pretraining.available_cores", lambda: 2)
+    torch_warning = "This DataLoader will create 3 worker processes in total. Our suggested max number of worker ..."
+    before = torch.get_num_threads()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with threads_beside(3):
+                warnings.warn(torch_warning, UserWarning)  # as torch's DataLoader words it
+                warnings.warn("another warning", UserWarning)
+            warnings.warn(torch_warning, UserWarning)  # outside the block: shown again
+    finally:
+        torch.set_num_threads(before)
+    messages = [(warning.category, str(warning.message)) for warning in caught]
+    assert messages[0][0] is SetupWarning and "data_workers=3 leaves none of the 2 CPU cores" in messages[0][1]
+    assert messages[1:] == [(UserWarning, "another warning"), (UserWarning, torch_warning)]
+
+
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
 def test_a_data_worker_outlives_a_stop_signal_so_the_run_can_finish_its_step(signal_number):
     stream = SyntheticSequences(2, [3, 4], seed=2)
