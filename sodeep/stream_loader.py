@@ -22,9 +22,12 @@ Example:
 from __future__ import annotations
 
 import atexit
+import ctypes
+import multiprocessing
 import multiprocessing.util  # noqa: F401  (registers its exit handler before ours)
 import os
 import signal
+import sys
 import weakref
 from collections.abc import Iterable, Iterator
 from numbers import Integral
@@ -181,7 +184,24 @@ def _close_open_iterations() -> None:
 STOP_GRACE_SECONDS = 300
 
 
+def _end_with_the_training_process() -> None:
+    # A training process killed outright (SIGKILL, the out-of-memory killer) runs no exit handler:
+    # without this, its workers would notice only at PyTorch's next watchdog check, seconds later.
+    # Linux ends the worker with the thread that started it (the one iterating the loader).
+    if not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # it ended before the line above
+        os._exit(0)
+
+
+#: ``prctl`` option: the signal a process gets when its parent thread ends (Linux).
+PR_SET_PDEATHSIG = 1
+
+
 def _outlive_stop_signals(worker_id: int) -> None:
+    _end_with_the_training_process()
     # A Ctrl-C reaches the whole process group, and a scheduler's SIGTERM (SLURM at its time
     # limit, scancel) every process of the job.  The training process handles both: it finishes
     # its step and saves a checkpoint, which may need the next batches, then closes its loader,

@@ -241,6 +241,40 @@ def live_processes_of_group(group: int, wait: float) -> list[str]:
         time.sleep(0.2)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_workers_end_at_once_with_a_training_process_killed_outright(tmp_path):
+    program = (
+        "import sys, multiprocessing; from sodeep.synthetic import SyntheticSequences; "
+        "from sodeep.stream_loader import stream_loader; "
+        "held = iter(stream_loader(SyntheticSequences(2, [3, 4]), workers=2)); next(held); "
+        "print(*[child.pid for child in multiprocessing.active_children()], flush=True); sys.stdin.read()"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", program], cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        workers = [int(pid) for pid in process.stdout.readline().split()]
+        assert len(workers) == 2
+        process.kill()  # SIGKILL: no exit handler runs
+        process.wait(timeout=30)
+        deadline = time.monotonic() + 2  # PyTorch's own watchdog would take about 5 s more
+        while any(_is_running(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(_is_running(pid) for pid in workers)
+    finally:
+        process.kill()
+        process.wait()
+
+
+def _is_running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (which only waits to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def test_workers_started_by_spawn_write_into_the_same_buffer(tmp_path):
     # macOS and Windows start workers with spawn (Python 3.14 on Linux: forkserver), which sends
     # the buffer to each worker by pickling it, as a handle on the same shared memory.
