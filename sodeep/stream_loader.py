@@ -188,11 +188,13 @@ def _end_with_the_training_process() -> None:
     # A training process killed outright (SIGKILL, the out-of-memory killer) runs no exit handler:
     # without this, its workers would notice only at PyTorch's next watchdog check, seconds later.
     # Linux ends the worker with the thread that started it (the one iterating the loader).
-    if not sys.platform.startswith("linux"):
+    # Workers started through a fork server are the server's children, not the training process's:
+    # they keep PyTorch's watchdog alone.
+    parent = multiprocessing.parent_process()
+    if not sys.platform.startswith("linux") or parent is None or os.getppid() != parent.pid:
         return
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    parent = multiprocessing.parent_process()
-    if parent is not None and os.getppid() != parent.pid:  # it ended before the line above
+    if os.getppid() != parent.pid:  # the training process ended before the line above
         os._exit(0)
 
 

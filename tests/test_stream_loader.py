@@ -275,16 +275,19 @@ def _is_running(pid: int) -> bool:
         return False
 
 
-def test_workers_started_by_spawn_write_into_the_same_buffer(tmp_path):
+@pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
+def test_workers_started_by_spawn_or_a_fork_server_write_into_the_same_buffer(tmp_path, start_method):
     # macOS and Windows start workers with spawn (Python 3.14 on Linux: forkserver), which sends
     # the buffer to each worker by pickling it, as a handle on the same shared memory.
+    if start_method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"no {start_method} start method here")
     program = tmp_path / "spawned.py"
     program.write_text(
         "import itertools, multiprocessing, torch\n"
         "from sodeep.synthetic import SyntheticSequences\n"
         "from sodeep.stream_loader import stream_loader\n"
         "if __name__ == '__main__':\n"
-        "    multiprocessing.set_start_method('spawn')\n"
+        f"    multiprocessing.set_start_method({start_method!r})\n"
         "    stream = SyntheticSequences(3, [4, 9], seed=5)\n"
         "    loader = stream_loader(stream, workers=2)\n"
         "    loaded = list(itertools.islice(loader, 70))\n"
