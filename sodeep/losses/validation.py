@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sodeep.checks import require
+from sodeep.checks import beneath_transforms, require
 
 
 def check_tensor(value, name: str, *, floating: bool = True) -> None:
@@ -26,8 +26,11 @@ def check_same_shape(first: torch.Tensor, second: torch.Tensor, names: str) -> N
 def check_binary(labels: torch.Tensor, name: str = "labels") -> None:
     check_tensor(labels, name, floating=False)
     binary = (labels == 0) | (labels == 1)
-    if labels.device.type == "cpu" and not torch.compiler.is_compiling() and not binary.all():
-        raise ValueError(f"{name} must contain only 0 and 1, found values {labels.unique()[:8].tolist()}")
+    if labels.device.type == "cpu" and not torch.compiler.is_compiling():
+        # Beneath torch.func's wrappers: under vmap, every sample's labels at once.
+        if not bool(beneath_transforms(binary).all()):
+            found = beneath_transforms(labels).unique()[:8].tolist()
+            raise ValueError(f"{name} must contain only 0 and 1, found values {found}")
     require(binary, f"{name} must contain only 0 and 1")
 
 

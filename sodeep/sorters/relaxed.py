@@ -2,8 +2,8 @@
 
 Both build a soft permutation matrix ``P`` (``P[k, i]``: how much element ``i`` sits at descending
 position ``k``) and return ``rank_i = sum_k (k + 1) P[k, i] / n`` in sodeep's convention.  Scores
-are divided by the row's standard deviation (no gradient), so both are affine-invariant; both are
-permutation-equivariant.  Memory is ``B * n^2``.
+are centred on the row's mean and divided by its standard deviation (no gradient), so both are
+affine-invariant; both are permutation-equivariant.  Memory is ``B * n^2``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from sodeep.sorters.base import FixedTemperatureSorter, row_scale
 
 
 def _standardized(scores: torch.Tensor) -> torch.Tensor:
-    return scores / row_scale(scores)
+    """Rows centred on their mean and divided by their std (both constants): NeuralSort's
+    ``(n + 1 - 2k) s`` would otherwise lose float32 precision to a large common offset."""
+    return (scores - scores.detach().mean(-1, keepdim=True)) / row_scale(scores)
 
 
 def _ranks_from_permutation(permutation: torch.Tensor) -> torch.Tensor:

@@ -168,3 +168,21 @@ def test_spearman_loss_pulls_tied_predictions_apart():
         loss(predictions, targets).backward()
         optimizer.step()
     assert loss(predictions, targets).item() < 0.5 * before
+
+
+@pytest.mark.filterwarnings("ignore:There is a performance drop")  # torch's fallback for unfold_backward
+def test_binary_label_losses_work_under_vmap_and_check_every_sample():
+    from torch.func import grad, vmap
+
+    from sodeep.losses import MultiLabelHingeLoss
+
+    scores = torch.randn(4, 6, 3, generator=torch.Generator().manual_seed(0))
+    labels = (torch.rand(4, 6, 3, generator=torch.Generator().manual_seed(1)) > 0.5).long()
+    for loss in (MapRankLoss(), MultiLabelHingeLoss(3)):
+        per_sample = vmap(grad(loss))(scores, labels)
+        loop = torch.stack([grad(loss)(s, y) for s, y in zip(scores, labels)])
+        torch.testing.assert_close(per_sample, loop)
+        bad = labels.clone()
+        bad[2, 0, 0] = 2  # one sample's label
+        with pytest.raises(ValueError, match=r"labels must contain only 0 and 1, found values \[0, 1, 2\]"):
+            vmap(loss)(scores, bad)

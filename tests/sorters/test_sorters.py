@@ -212,6 +212,15 @@ def test_relaxed_permutation_rankers_converge_to_hard_ranks(make):
     torch.testing.assert_close(make(0.1)(x[:, permutation]), make(0.1)(x)[:, permutation])
 
 
+@pytest.mark.parametrize("make", [NeuralSortSorter, SoftSortSorter, PairwiseSigmoidSorter])
+@pytest.mark.parametrize("offset", [0.0, 1e3, 1e6])
+def test_fixed_temperature_rankers_in_float32_match_float64_whatever_the_offset(make, offset):
+    scores = torch.randn(3, 20, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 15 + offset
+    scores = scores.float().double()  # the same values in both dtypes
+    sorter = make(0.01)
+    torch.testing.assert_close(sorter(scores.float()).double(), sorter(scores), atol=1e-3, rtol=0)
+
+
 @pytest.mark.parametrize("make", [NeuralSortSorter, SoftSortSorter])
 def test_spearman_loss_compares_rankers(make):
     from sodeep.losses import SpearmanLoss
