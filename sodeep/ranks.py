@@ -59,8 +59,9 @@ def rank(
         normalized: divide by ``n`` so ranks lie in ``[1/n, 1]``.
 
     Returns:
-        Tensor of the same shape as ``x``; floating dtype of ``x`` (float32 for integer input).
-        No gradient flows through it.
+        Tensor of the same shape as ``x``: float64 for float64 input, else float32 (the default
+        dtype), which holds every rank exactly (float16 holds whole numbers only up to 2048 and
+        overflows at 65504; bfloat16 holds them up to 256).  No gradient flows through it.
 
     Example:
         >>> rank(torch.tensor([0.5, 2.0, -1.0, 2.0]))
@@ -82,7 +83,7 @@ def rank(
         raise TypeError(f"x must be a bool, integer (up to uint32 and int64) or float16-64 tensor, got {x.dtype}")
     if x.is_floating_point():
         require(~torch.isnan(x), "x contains NaN; ranks of NaN are undefined")
-    out_dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
+    out_dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.get_default_dtype()
 
     moved = x.movedim(dim, -1)
     n = moved.shape[-1]
@@ -97,10 +98,7 @@ def rank(
     else:
         order = argsort(moved, descending=descending)
         sorted_key = moved.gather(-1, order)
-    # Positions are counted in a wide type and cast at the end: float16 counts whole numbers only
-    # up to 2048 (and overflows at 65504), bfloat16 up to 256.
-    count_dtype = torch.float64 if out_dtype == torch.float64 else torch.float32
-    positions = torch.arange(1, n + 1, device=x.device, dtype=count_dtype).expand_as(sorted_key)
+    positions = torch.arange(1, n + 1, device=x.device, dtype=out_dtype).expand_as(sorted_key)
 
     if ties == "ordinal":
         sorted_ranks = positions
@@ -108,7 +106,7 @@ def rank(
         starts_group = torch.ones_like(sorted_key, dtype=torch.bool)
         starts_group[..., 1:] = sorted_key[..., 1:] != sorted_key[..., :-1]
         if ties == "dense":
-            sorted_ranks = torch.cumsum(starts_group, dim=-1).to(count_dtype)
+            sorted_ranks = torch.cumsum(starts_group, dim=-1).to(out_dtype)
         else:
             # Each element's tie group runs from the last group start at or before it to the first
             # group end at or after it: a running maximum forwards, a running minimum backwards.
@@ -121,4 +119,4 @@ def rank(
     ranks = torch.empty_like(sorted_ranks).scatter(-1, order, sorted_ranks)
     if normalized:
         ranks = ranks / n
-    return ranks.to(out_dtype).movedim(-1, dim)
+    return ranks.movedim(-1, dim)

@@ -42,11 +42,11 @@ def test_default_convention_is_descending_normalized_average():
     torch.testing.assert_close(rank(x), torch.tensor([3.0, 1.5, 4.0, 1.5]) / 4)
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64, torch.int64])
-def test_dtype_follows_input_and_no_grad(dtype):
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int64, torch.bool])
+def test_dtype_is_float64_for_float64_input_else_float32_and_no_grad(dtype):
     x = torch.arange(10).to(dtype)
     out = rank(x)
-    assert out.dtype == (dtype if dtype.is_floating_point else torch.get_default_dtype())
+    assert out.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
     y = torch.randn(5, requires_grad=True)
     assert not rank(y).requires_grad
 
@@ -69,13 +69,11 @@ def test_rejects_bad_input():
 
 
 @pytest.mark.parametrize("dtype,n", [(torch.float16, 3000), (torch.bfloat16, 300), (torch.float16, 70_000)])
-@pytest.mark.parametrize("ties", ["average", "ordinal"])
-def test_half_precision_counts_positions_in_a_wide_type(dtype, n, ties):
+@pytest.mark.parametrize("ties", ["average", "ordinal", "dense"])
+@pytest.mark.parametrize("normalized", [True, False])
+def test_half_precision_scores_get_exact_float32_ranks(dtype, n, ties, normalized):
     values = torch.randn(n, generator=torch.Generator().manual_seed(0)).to(dtype)  # with ties from rounding
-    ranks = rank(values, ties=ties)
-    exact = torch.from_numpy(scipy.stats.rankdata(-values.float().numpy(), method=ties) / n)
-    assert ranks.dtype == dtype and torch.isfinite(ranks).all()
-    # Counted exactly, rounded once at the end: within a unit in the last place of the dtype
-    # (subnormal ones included: 1 / 70,000 is below float16's smallest normal number).
-    info = torch.finfo(dtype)
-    torch.testing.assert_close(ranks.double(), exact, rtol=info.eps, atol=info.smallest_normal * info.eps)
+    ranks = rank(values, ties=ties, normalized=normalized)
+    exact = scipy.stats.rankdata(-values.float().numpy(), method=ties) / (n if normalized else 1)
+    assert ranks.dtype == torch.float32
+    torch.testing.assert_close(ranks, torch.from_numpy(exact).float(), rtol=0, atol=0)
