@@ -310,8 +310,11 @@ class ConvSorter(Sorter):
         log_tau = self.group_log_temperature(exact_values, sizes, n)
         if self.temperature_floor is not None:
             # tau + floor, with the floor in the rescaled units (an exact power of two).
-            log_floor = math.log(self.temperature_floor) - torch.round(log2_size) * math.log(2.0)
-            log_tau = torch.logaddexp(log_tau, log_floor.to(log_tau.dtype))
+            log_floor = (math.log(self.temperature_floor) - torch.round(log2_size) * math.log(2.0)).to(log_tau.dtype)
+            # A row of equal scores has no spacing to set a temperature by: it takes the floor
+            # alone, the limit of rows whose scores are nearly equal.
+            all_equal = sizes[:, 1:2] == 0
+            log_tau = torch.where(all_equal, log_floor, torch.logaddexp(log_tau, log_floor))
         reach = n - 1 if self.band is None else min(self.band, n - 1)
         group_ranks = soft_group_ranks(values, sizes, log_tau, reach)
         # Tied elements compare at 1/2 each; the derivative of those comparisons, sigmoid'(0) / tau

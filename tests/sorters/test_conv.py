@@ -74,6 +74,27 @@ def test_equal_scores_get_equal_ranks_at_every_n(n):
         assert (ranks - exact).abs().mean() * n < 0.1
 
 
+@pytest.mark.parametrize("value", [0.0, 5.0, -1e6])
+def test_a_row_of_equal_scores_teaches_like_a_row_of_nearly_equal_ones(value):
+    """With a temperature floor (the rank losses' sorter) an all-tied row, such as a model's constant
+    output at its start, is compared at the floor: the limit of rows whose scores nearly agree."""
+    from sodeep import SpearmanLoss
+
+    n = 9  # within the band (8 distinct values on either side): every pair is compared softly
+    targets = torch.randn(2, n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    # Distinct multiples of the jitter (several units in the last place of 1e6), no tie among them.
+    noise = torch.stack([torch.randperm(n, generator=torch.Generator().manual_seed(row)) for row in (1, 2)]).double()
+    loss = SpearmanLoss()
+    gradients = []
+    for jitter in (0.0, 1e-9):
+        predictions = (value + jitter * noise).requires_grad_()
+        torch.testing.assert_close(loss.sorter(predictions), torch.full((2, n), (n + 1) / 2 / n, dtype=torch.float64))
+        loss(predictions, targets).backward()
+        gradients.append(predictions.grad)
+    assert gradients[0].abs().max() > 0.1
+    torch.testing.assert_close(gradients[0], gradients[1], rtol=1e-3, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "row,dtype",
     [
