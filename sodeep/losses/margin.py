@@ -196,9 +196,10 @@ class MultiLabelHingeLoss(nn.Module):
                 f"built for num_labels={self.margin.numel()}"
             )
         per_element = multilabel_hinge_loss(scores, labels, self.margin.to(scores.dtype), reduction="none")
+        loss = self.reducer(per_element, weight)  # checks the weight before the margins move
         if self.adaptive and self.training:
             self._update_margins(per_element.detach(), weight)
-        return self.reducer(per_element, weight)
+        return loss
 
     @torch.no_grad()
     def _update_margins(self, per_element: torch.Tensor, weight: torch.Tensor | None) -> None:

@@ -64,6 +64,16 @@ def test_multilabel_hinge_per_label_margins_and_mask():
     torch.testing.assert_close(ours, (expected_elements * mask).sum() / mask.sum())
 
 
+@pytest.mark.parametrize("weight", [torch.full((4, 3), float("nan")), torch.ones(5), torch.ones(4, 3, 2)])
+def test_a_refused_weight_leaves_the_adaptive_margins_as_they_were(weight):
+    loss = MultiLabelHingeLoss(3, adaptive=True, momentum=0.0)
+    scores, labels = torch.randn(4, 3), (torch.rand(4, 3) > 0.5).long()
+    margins, running = loss.margin.clone(), loss.running_loss.clone()
+    with pytest.raises(ValueError, match="weight"):
+        loss(scores, labels, weight)
+    assert torch.equal(loss.margin, margins) and torch.equal(loss.running_loss, running)
+
+
 def test_adaptive_margins_move_outside_the_graph_and_stay_clipped():
     loss = MultiLabelHingeLoss(3, margin=1.0, adaptive=True, margin_range=(0.5, 1.5), momentum=0.0)
     scores = torch.tensor([[5.0, 0.0, 0.0], [5.0, 0.0, 0.0]], requires_grad=True)
