@@ -11,6 +11,8 @@ parameters, eval mode whatever the model's mode, and it moves with ``.to(device)
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable
 
 import torch
@@ -80,7 +82,7 @@ def spearman_loss(
 
     Args:
         predictions, targets: ``(n,)`` (one ranking over the batch) or ``(B, n)`` (rows ranked
-            independently), ``n >= 2``.
+            independently), ``n >= 2``; targets may be integers.
         sorter: see the module docstring.
         l1_weight: weight of ``L1(predictions, targets)``, an anchor on the raw values.
 
@@ -94,9 +96,10 @@ def spearman_loss(
         tensor(0.)
     """
     check_tensor(predictions, "predictions")
-    check_tensor(targets, "targets")
+    check_tensor(targets, "targets", floating=False)  # integer targets (ages, counts) rank alike
     check_same_shape(predictions, targets, "predictions and targets")
     check_rank(predictions, "predictions", (1, 2), "(n,) or (B, n)")
+    check_l1_weight(l1_weight)
     if predictions.dim() == 2 and predictions.shape[-1] == 1 and predictions.shape[0] > 1:
         raise ValueError(
             f"predictions have shape {tuple(predictions.shape)}: one column of scores ranks nothing per row; "
@@ -111,8 +114,13 @@ def spearman_loss(
     target_ranks = rank(_as_rows(targets)).to(predicted_ranks.dtype)
     loss = F.mse_loss(predicted_ranks, target_ranks)
     if l1_weight:
-        loss = loss + l1_weight * F.l1_loss(predictions, targets)
+        loss = loss + l1_weight * F.l1_loss(predictions, targets.to(predictions.dtype))
     return loss
+
+
+def check_l1_weight(l1_weight: float) -> None:
+    if not (isinstance(l1_weight, (int, float)) and 0 <= l1_weight < math.inf):
+        raise ValueError(f"l1_weight must be a finite number >= 0, got {l1_weight!r}")
 
 
 class SpearmanLoss(FrozenSorterMixin):
@@ -132,6 +140,7 @@ class SpearmanLoss(FrozenSorterMixin):
     def __init__(self, sorter: SorterFunction | None = None, l1_weight: float = 0.0) -> None:
         super().__init__()
         self._set_sorter(sorter)
+        check_l1_weight(l1_weight)
         self.l1_weight = float(l1_weight)
 
     def forward(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -228,6 +237,8 @@ def hard_negative_rank_loss(
     size = scores.shape[0]
     if not 1 <= hard_negatives < size:
         raise ValueError(f"hard_negatives must be in [1, {size - 1}] for N={size}, got {hard_negatives}")
+    if margin is not None:
+        check_finite_margin(margin)
     margin = 1.0 / size if margin is None else float(margin)
     losses = []
     eye = torch.eye(size, dtype=torch.bool, device=scores.device)

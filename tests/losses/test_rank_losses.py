@@ -186,3 +186,26 @@ def test_binary_label_losses_work_under_vmap_and_check_every_sample():
         bad[2, 0, 0] = 2  # one sample's label
         with pytest.raises(ValueError, match=r"labels must contain only 0 and 1, found values \[0, 1, 2\]"):
             vmap(loss)(scores, bad)
+
+
+def test_spearman_loss_takes_integer_targets_like_their_float_values():
+    predictions = torch.randn(3, 10, generator=torch.Generator().manual_seed(0))
+    ages = torch.randint(20, 30, (3, 10), generator=torch.Generator().manual_seed(1))  # with ties
+    for l1_weight in (0.0, 0.5):
+        loss = SpearmanLoss(sorter=PairwiseSigmoidSorter(0.1), l1_weight=l1_weight)
+        torch.testing.assert_close(loss(predictions, ages), loss(predictions, ages.float()))
+
+
+@pytest.mark.parametrize("l1_weight", [float("nan"), float("inf"), -0.1])
+def test_spearman_loss_refuses_a_weight_that_is_not_finite_and_non_negative(l1_weight):
+    with pytest.raises(ValueError, match="l1_weight must be a finite number >= 0"):
+        SpearmanLoss(sorter=PairwiseSigmoidSorter(0.1), l1_weight=l1_weight)
+    with pytest.raises(ValueError, match="l1_weight must be a finite number >= 0"):
+        spearman_loss(torch.randn(5), torch.randn(5), PairwiseSigmoidSorter(0.1), l1_weight=l1_weight)
+
+
+def test_hard_negative_rank_loss_refuses_a_nan_margin():
+    from sodeep.losses import hard_negative_rank_loss
+
+    with pytest.raises(ValueError, match="margin"):
+        hard_negative_rank_loss(torch.randn(4, 4), PairwiseSigmoidSorter(0.1), margin=float("nan"))
