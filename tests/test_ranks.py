@@ -42,7 +42,9 @@ def test_default_convention_is_descending_normalized_average():
     torch.testing.assert_close(rank(x), torch.tensor([3.0, 1.5, 4.0, 1.5]) / 4)
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int64, torch.bool])
+@pytest.mark.parametrize(
+    "dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int64, torch.bool]
+)
 def test_dtype_is_float64_for_float64_input_else_float32_and_no_grad(dtype):
     x = torch.arange(10).to(dtype)
     out = rank(x)

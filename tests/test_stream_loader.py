@@ -134,9 +134,9 @@ def test_torch_warning_about_too_many_workers_is_left_to_ours_within_the_block(m
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             with threads_beside(3):
-                warnings.warn(torch_warning, UserWarning)  # as torch's DataLoader words it
-                warnings.warn("another warning", UserWarning)
-            warnings.warn(torch_warning, UserWarning)  # outside the block: shown again
+                warnings.warn(torch_warning, UserWarning, stacklevel=1)  # as torch's DataLoader words it
+                warnings.warn("another warning", UserWarning, stacklevel=1)
+            warnings.warn(torch_warning, UserWarning, stacklevel=1)  # outside the block: shown again
     finally:
         torch.set_num_threads(before)
     messages = [(warning.category, str(warning.message)) for warning in caught]

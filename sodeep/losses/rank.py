@@ -12,7 +12,6 @@ parameters, eval mode whatever the model's mode, and it moves with ``.to(device)
 from __future__ import annotations
 
 import math
-
 from collections.abc import Callable
 
 import torch
