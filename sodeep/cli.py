@@ -94,7 +94,7 @@ def command_pretrain(arguments: argparse.Namespace) -> int:
     from sodeep.pretraining import pretrain
 
     sorter_file = Path(config.out) / "sorter.pt"
-    finished_before = arguments.resume and sorter_file.is_file()
+    finished_before = arguments.resume and not arguments.overwrite and sorter_file.is_file()
     pretrain(config, resume=arguments.resume, overwrite=arguments.overwrite)
     from sodeep.runs import global_rank
 

@@ -278,6 +278,10 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
     sorter = build_sorter(config.architecture, **config.sorter)
     if sorter.max_length is not None and max(lengths) > sorter.max_length:
         raise ValueError(f"lengths go up to {max(lengths)} but the sorter's capacity is {sorter.max_length}")
+    if min(lengths) < sorter.min_length:
+        raise ValueError(
+            f"lengths start at {min(lengths)} but sorter {config.architecture!r} takes n >= {sorter.min_length}"
+        )
     if not any(True for _ in sorter.parameters()):
         raise ValueError(f"sorter {config.architecture!r} has no weights to train")
     resume_step = _checkpoint_step(last) if resume and not overwrite and last.is_file() else None
@@ -373,6 +377,20 @@ def threads_beside(data_workers: int) -> Iterator[None]:
             torch.set_num_threads(before)
 
 
+def several_processes(accelerator: str, devices: Any, num_nodes: int, **_: Any) -> bool:
+    """Whether Lightning will train these ``Trainer`` settings in more than one process."""
+    if num_nodes > 1:
+        return True
+    if isinstance(devices, (list, tuple)):
+        return len(devices) > 1
+    text = str(devices).strip()
+    if text in ("auto", "-1"):  # every device: several where there are several GPUs
+        return accelerator != "cpu" and torch.cuda.is_available() and torch.cuda.device_count() > 1
+    if "," in text:
+        return len([index for index in text.split(",") if index.strip()]) > 1
+    return text.isdigit() and int(text) > 1
+
+
 def _make_trainer(config: PretrainConfig, out: Path, stop: StopOnSignal) -> L.Trainer:
     """The ``Trainer`` of a pretraining run, without loggers (rank 0 gets them once it has
     claimed the run folder)."""
@@ -381,9 +399,10 @@ def _make_trainer(config: PretrainConfig, out: Path, stop: StopOnSignal) -> L.Tr
 
     progress = progress_settings(every=100)
     options = config.trainer_options()
-    if options["strategy"] == "ddp":
+    if options["strategy"] == "ddp" or (options["strategy"] == "auto" and several_processes(**options)):
         # A sorter may leave weights out of its graph (the conv sorter of depth 0 skips its head's
-        # bias), which plain DDP refuses; looking for them each step costs little at these sizes.
+        # bias), which plain DDP (Lightning's choice for several devices) refuses; looking for them
+        # each step costs little at these sizes.
         options["strategy"] = "ddp_find_unused_parameters_true"
     try:
         return L.Trainer(
@@ -412,7 +431,7 @@ def _make_trainer(config: PretrainConfig, out: Path, stop: StopOnSignal) -> L.Tr
             num_sanity_val_steps=0,
             **options,
         )
-    except MisconfigurationException as error:
+    except (MisconfigurationException, TypeError) as error:  # Lightning raises both for bad devices
         asked = ", ".join(f"{key}={value!r}" for key, value in config.trainer_options().items())
         raise ValueError(f"cannot train with {asked}: {' '.join(str(error).split())}") from None
 

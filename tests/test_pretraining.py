@@ -417,3 +417,45 @@ def test_a_ctrl_c_after_the_last_checkpoint_prints_the_resume_command(tmp_path, 
     monkeypatch.chdir(tmp_path)
     assert _pretrain(tmp_path / "run", 4, "--resume") == 0
     assert (tmp_path / "run" / "sorter.pt").exists()
+
+
+def test_resume_with_overwrite_trains_again_and_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert _pretrain(tmp_path / "run", 2, "--wandb", "disabled") == 0
+    first_id = json.loads((tmp_path / "run" / "run.json").read_text()).get("run_id")
+    capsys.readouterr()
+    assert _pretrain(tmp_path / "run", 2, "--wandb", "disabled", "--resume", "--overwrite") == 0
+    output = capsys.readouterr().out
+    assert "nothing to train" not in output and "sorter written to" in output
+    assert json.loads((tmp_path / "run" / "run.json").read_text()).get("run_id") != first_id
+
+
+def test_lengths_below_the_sorters_minimum_are_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pretrain", "--architecture", "original_cnn", "--lengths", "2-32", "--steps", "2", "--out", str(out)])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "sodeep pretrain: error: lengths start at 2 but sorter 'original_cnn' takes n >= 100"
+    )
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "settings,several",
+    [
+        (dict(devices=1, num_nodes=1), False),
+        (dict(devices=2, num_nodes=1), True),
+        (dict(devices="2", num_nodes=1), True),
+        (dict(devices="0,", num_nodes=1), False),
+        (dict(devices="0,1", num_nodes=1), True),
+        (dict(devices=[3], num_nodes=1), False),
+        (dict(devices=1, num_nodes=2), True),
+        (dict(devices="auto", num_nodes=1, accelerator="cpu"), False),
+    ],
+)
+def test_several_processes_reads_lightnings_device_settings(settings, several):
+    from sodeep.pretraining import several_processes
+
+    assert several_processes(**{"accelerator": "auto", **settings}) is several
