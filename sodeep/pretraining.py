@@ -320,6 +320,16 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
         if last.exists():  # stopped after training had saved: --resume continues (or finishes) it from there
             raise RunInterrupted(int(read_weights_only(last).get("global_step", trainer.global_step))) from None
         raise
+    except RuntimeError as error:  # a data worker killed (the out-of-memory killer, a stray kill)
+        if not str(error).startswith("DataLoader worker"):
+            raise
+        reason = str(error).splitlines()[0].strip()
+        if last.exists():
+            saved = int(read_weights_only(last).get("global_step", trainer.global_step))
+            raise RunInterrupted(f"step {saved}, as a data worker ended ({reason})") from None
+        raise ValueError(
+            f"a data worker ended before the first checkpoint ({reason}); add --overwrite to start again"
+        ) from None
     finally:  # a failed run too: the next run in this process must not log into its W&B run
         data.close()
         _finish_loggers(trainer)

@@ -297,3 +297,31 @@ def test_workers_started_by_spawn_or_a_fork_server_write_into_the_same_buffer(tm
         "    assert len(loaded) == 70 and all(same), same\n"
     )
     subprocess.run([sys.executable, str(program)], check=True, timeout=120, cwd=tmp_path)
+
+
+def test_a_run_whose_data_worker_is_killed_ends_in_one_line_that_resumes_it(tmp_path):
+    out = tmp_path / "run"
+    program = "import sys; from sodeep.cli import main; sys.exit(main())"
+    command = [sys.executable, "-c", program, "pretrain", "--steps", "100000", "--batch-size", "8"]
+    command += ["--lengths", "2-24", "--sorter", '{"capacity": 32}', "--checkpoint-every", "5"]
+    command += ["--validation-every", "100000", "--wandb", "disabled", "--out", str(out)]
+    environment = dict(os.environ, OMP_NUM_THREADS="1")
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=environment, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "checkpoints" / "last.ckpt").is_file():
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1].decode()[-2000:]
+            time.sleep(0.2)
+        listed = subprocess.run(["ps", "-o", "pid=", "--ppid", str(process.pid)], capture_output=True, text=True)
+        (worker,) = [int(pid) for pid in listed.stdout.split()]
+        os.kill(worker, signal.SIGKILL)
+        _, error = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    lines = error.decode().strip().splitlines()
+    assert process.returncode == 130, error.decode()[-2000:]
+    assert lines[-1].startswith("interrupted at step ") and f"DataLoader worker (pid {worker})" in lines[-1]
+    assert lines[-1].endswith("--resume") and not any("Traceback" in line for line in lines)
