@@ -126,6 +126,7 @@ def test_a_signal_to_one_process_stops_both_and_the_run_resumes_where_it_stopped
     stopped, _ = _run(tmp_path, *TINY_RUN, *DDP, "--out", str(out), "--wandb", "disabled", stop_at="1:2")
     assert stopped.returncode == 130, stopped.stderr[-3000:]
     assert "interrupted at step 3; resume with: sodeep" in stopped.stderr and not (out / "sorter.pt").exists()
+    assert stopped.stderr.count("interrupted at step") == 1  # said by rank 0 only
     checkpoint = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 3 and checkpoint["SequenceDataModule"] == {"batches_consumed": 6}
 

@@ -204,20 +204,8 @@ def test_a_process_holding_a_loader_exits_at_once(tmp_path):
 def test_a_stop_signal_to_the_whole_process_group_stops_the_run_resumably(tmp_path, signal_number):
     """A terminal's Ctrl-C, or a scheduler's SIGTERM, reaches the data worker too: the run still
     saves its step and exits with the resume line, and no process of the group is left."""
-    out = tmp_path / "run"
-    program = "import sys; from sodeep.cli import main; sys.exit(main())"
-    command = [sys.executable, "-c", program, "pretrain", "--steps", "100000", "--batch-size", "8"]
-    command += ["--lengths", "2-24", "--sorter", '{"capacity": 32}', "--checkpoint-every", "5"]
-    command += ["--validation-every", "100000", "--wandb", "disabled", "--out", str(out)]
-    environment = dict(os.environ, OMP_NUM_THREADS="1")
-    process = subprocess.Popen(
-        command, cwd=tmp_path, env=environment, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    process = pretraining_with_a_checkpoint(tmp_path / "run")
     try:
-        deadline = time.monotonic() + 120
-        while not (out / "checkpoints" / "last.ckpt").is_file():
-            assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1].decode()[-2000:]
-            time.sleep(0.2)
         os.killpg(process.pid, signal_number)
         _, error = process.communicate(timeout=60)
     finally:
@@ -227,6 +215,27 @@ def test_a_stop_signal_to_the_whole_process_group_stops_the_run_resumably(tmp_pa
     assert process.returncode == 130, error.decode()[-2000:]
     assert last_line.startswith("interrupted at step ") and last_line.endswith("--resume")
     assert not live_processes_of_group(process.pid, wait=10.0)  # the data worker is gone with its run
+
+
+def pretraining_with_a_checkpoint(out) -> subprocess.Popen:
+    """A long ``sodeep pretrain`` run into ``out`` in its own process group (one data worker),
+    returned once it has saved its first checkpoint."""
+    program = "import sys; from sodeep.cli import main; sys.exit(main())"
+    command = [sys.executable, "-c", program, "pretrain", "--steps", "100000", "--batch-size", "8"]
+    command += ["--lengths", "2-24", "--sorter", '{"capacity": 32}', "--checkpoint-every", "5"]
+    command += ["--validation-every", "100000", "--wandb", "disabled", "--out", str(out)]
+    environment = dict(os.environ, OMP_NUM_THREADS="1")
+    process = subprocess.Popen(
+        command, cwd=out.parent, env=environment, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoints" / "last.ckpt").is_file():
+        if process.poll() is not None or time.monotonic() > deadline:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+            pytest.fail(process.communicate()[1].decode()[-2000:])
+        time.sleep(0.2)
+    return process
 
 
 def live_processes_of_group(group: int, wait: float) -> list[str]:
@@ -300,20 +309,8 @@ def test_workers_started_by_spawn_or_a_fork_server_write_into_the_same_buffer(tm
 
 
 def test_a_run_whose_data_worker_is_killed_ends_in_one_line_that_resumes_it(tmp_path):
-    out = tmp_path / "run"
-    program = "import sys; from sodeep.cli import main; sys.exit(main())"
-    command = [sys.executable, "-c", program, "pretrain", "--steps", "100000", "--batch-size", "8"]
-    command += ["--lengths", "2-24", "--sorter", '{"capacity": 32}', "--checkpoint-every", "5"]
-    command += ["--validation-every", "100000", "--wandb", "disabled", "--out", str(out)]
-    environment = dict(os.environ, OMP_NUM_THREADS="1")
-    process = subprocess.Popen(
-        command, cwd=tmp_path, env=environment, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    process = pretraining_with_a_checkpoint(tmp_path / "run")
     try:
-        deadline = time.monotonic() + 120
-        while not (out / "checkpoints" / "last.ckpt").is_file():
-            assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1].decode()[-2000:]
-            time.sleep(0.2)
         listed = subprocess.run(["ps", "-o", "pid=", "--ppid", str(process.pid)], capture_output=True, text=True)
         (worker,) = [int(pid) for pid in listed.stdout.split()]
         os.kill(worker, signal.SIGKILL)
