@@ -230,7 +230,9 @@ def main(argv: list[str] | None = None) -> int:
             f"sodeep {arguments.command}: interrupted before anything was saved; run the same command again\n",
         )
     except RunInterrupted as interrupted:
-        if _process_rank() != 0:  # a distributed run's other processes: rank 0 says it once
+        from sodeep.runs import global_rank  # Lightning is loaded: only a training run gets here
+
+        if global_rank() != 0:  # a distributed run's other processes: rank 0 says it once
             parser.exit(INTERRUPTED)
         again = [word for word in argv if word != "--overwrite"]
         again += [] if "--resume" in again else ["--resume"]
@@ -238,13 +240,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         warnings.showwarning = show_warning
         _release_process_group()
-
-
-def _process_rank() -> int:
-    """This process's rank in a distributed run (0 alone), without loading Lightning for a
-    command that did not."""
-    rank_zero = sys.modules.get("lightning.pytorch.utilities.rank_zero")
-    return 0 if rank_zero is None else int(getattr(rank_zero.rank_zero_only, "rank", 0))
 
 
 def _release_process_group() -> None:
