@@ -18,7 +18,7 @@ import shlex
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from sodeep.config import PretrainConfig, config_from_mapping, parse_json_object, parse_lengths, read_yaml_mapping
 from sodeep.run_folder import INTERRUPTED, RunInterrupted
@@ -180,8 +180,16 @@ def add_export_parser(commands: Any) -> None:
     export.set_defaults(handler=command_export)
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Bad arguments end in one line that says where the options are listed, not in the usage
+    block (its subcommands' parsers are of this class too)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (options: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sodeep", description="Differentiable sorting with learned sorters.")
+    parser = OneLineErrorParser(prog="sodeep", description="Differentiable sorting with learned sorters.")
     commands = parser.add_subparsers(dest="command", required=True)
     add_pretrain_parser(commands)
     add_evaluate_parser(commands)

@@ -51,6 +51,12 @@ CASES = [
     (["export", "{inputs}/text.pt", "{out}/sorter.pt"], "not a torch checkpoint"),
     (["export", "{inputs}/sorter.pt", "{out}/sorter.pt"], "not a sodeep pretraining checkpoint"),
     (["export", "{inputs}/missing.pt", "{out}/sorter.pt"], "no training checkpoint at"),
+    (
+        ["pretrain", "--data-workers", "x"],
+        "argument --data-workers: invalid int value: 'x' (options: sodeep pretrain --help)",
+    ),
+    (["pretrain", "--wandb", "foo"], "argument --wandb: invalid choice: 'foo'"),
+    (["evaluate", "--sequences"], "argument --sequences: expected one argument"),
 ]
 
 
