@@ -35,7 +35,7 @@ INTERRUPTED = 130
 
 
 class RunInterrupted(Exception):
-    """A run stopped on SIGINT or SIGTERM after saving its checkpoint.
+    """A run stopped after saving its checkpoint: on SIGINT or SIGTERM, or as a data worker ended.
 
     ``where`` says where: a step number (``"interrupted at step 40"``) or a description such as
     ``"l1, seed 0, fold 2, epoch 7"``.  The console script prints the message with the command
