@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sodeep.checks import require
+
 
 def _broadcast(loss: torch.Tensor, weight: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     if weight is None:
@@ -38,8 +40,7 @@ def _broadcast(loss: torch.Tensor, weight: torch.Tensor | None) -> tuple[torch.T
             f"weight of shape {tuple(weight.shape)} would enlarge the loss of shape {tuple(loss.shape)} to {tuple(shape)}"
         )
     weight = weight.to(loss.dtype)
-    if not torch.isfinite(weight).all() or (weight < 0).any():
-        raise ValueError("weight must be finite and non-negative")
+    require(torch.isfinite(weight) & (weight >= 0), "weight must be finite and non-negative")
     return loss, weight.expand_as(loss)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+from sodeep.checks import require
 from sodeep.losses.validation import check_same_shape, check_tensor
 from sodeep.reducers import Reducer, get_reducer
 
@@ -37,7 +38,6 @@ def sigmoid_cross_entropy(
     check_tensor(logits, "logits")
     check_tensor(labels, "labels", floating=False)
     check_same_shape(logits, labels, "logits and labels")
-    if ((labels < 0) | (labels > 1)).any():
-        raise ValueError("labels must lie in [0, 1]")
+    require((labels >= 0) & (labels <= 1), "labels must lie in [0, 1]")
     per_element = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="none")
     return get_reducer(reduction)(per_element, weight)

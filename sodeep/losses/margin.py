@@ -12,7 +12,14 @@ import torch
 from torch import nn
 
 from sodeep.losses.validation import check_binary, check_finite_margin, check_rank, check_same_shape, check_tensor
-from sodeep.reducers import Reducer, get_reducer
+from sodeep.reducers import (
+    MeanReduction,
+    NonzeroWeightedMeanReduction,
+    Reducer,
+    SumReduction,
+    WeightedMeanReduction,
+    get_reducer,
+)
 
 
 def _valid_mask(labels: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -21,12 +28,6 @@ def _valid_mask(labels: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
     check_binary(mask, "mask")  # a fractional "mask" is a weight: pass it as weight
     check_same_shape(labels, mask, "labels and mask")
     return mask.bool()
-
-
-def _gather_by_flag(scores: torch.Tensor, flag: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scores where ``flag`` holds, packed to the left of a ``(B, width)`` tensor, and validity."""
-    order = flag.to(torch.uint8).argsort(dim=-1, descending=True, stable=True)[:, :width]
-    return scores.gather(-1, order), flag.gather(-1, order)
 
 
 def pairwise_margin_ranking_loss(
@@ -40,6 +41,12 @@ def pairwise_margin_ranking_loss(
 ) -> torch.Tensor:
     """``max(0, margin - (s_pos - s_neg))`` over every valid positive x negative pair of each row.
 
+    The hinge of a positive ``i`` summed over the negatives is, with the negatives sorted by
+    score, ``c_i (margin - s_i) + (sum of the c_i highest negative scores)``, where ``c_i``
+    counts the negatives scored at least ``s_i - margin``.  The built-in reductions are computed
+    that way: ``O(B N log N)`` time and ``O(B N)`` memory, no host synchronisation, however many
+    pairs there are.
+
     Args:
         scores: ``(B, N)`` (e.g. item scores per user, link scores per node).
         labels: ``(B, N)`` in {0, 1}.
@@ -47,10 +54,12 @@ def pairwise_margin_ranking_loss(
         margin: the hinge margin.
         hard_negatives: if set, each positive is compared only with the ``k`` highest-scored
             valid negatives of its row (the pairs with the largest hinge).
-        reduction: over the pair tensor ``(B, P, K)`` with validity as the weight; the default
-            ``"weighted_mean"`` averages over valid pairs (0, in the graph, if there are none).
-            ``"none"`` returns the ``(B, P, K)`` tensor (invalid pairs zeroed) where ``P`` is the
-            largest number of positives and ``K`` of negatives considered in a row.
+        reduction: over the pair tensor ``(B, N, N)`` (entry ``[b, i, j]``: positive item ``i``
+            against negative item ``j``) with validity as the weight.  The default
+            ``"weighted_mean"`` averages over valid pairs (0, in the graph, if there are none);
+            ``"sum"`` adds them; ``"mean"`` divides that sum by ``B N N``.  ``"none"`` and a custom
+            :class:`~sodeep.reducers.Reducer` get the pair tensor itself, invalid pairs zeroed:
+            ``B N N`` elements in memory.
 
     Returns:
         A scalar (or the pair tensor for ``"none"``).
@@ -65,26 +74,71 @@ def pairwise_margin_ranking_loss(
     check_binary(labels)
     check_same_shape(scores, labels, "scores and labels")
     check_finite_margin(margin)
+    if hard_negatives is not None and (isinstance(hard_negatives, bool) or not isinstance(hard_negatives, int)):
+        raise TypeError(f"hard_negatives must be an int or None, got {type(hard_negatives).__name__}")
+    if hard_negatives is not None and hard_negatives < 1:
+        raise ValueError(f"hard_negatives must be >= 1, got {hard_negatives}")
     valid = _valid_mask(labels, mask)
     positive = valid & (labels == 1)
     negative = valid & (labels == 0)
-    most_positives = max(int(positive.sum(-1).max()), 1)
-    most_negatives = max(int(negative.sum(-1).max()), 1)
-    positive_scores, positive_ok = _gather_by_flag(scores, positive, most_positives)
+    reducer = get_reducer(reduction)
+    if type(reducer) in _FROM_TOTALS:
+        total, pairs = _hinge_total(scores, positive, negative, margin, hard_negatives)
+        return _FROM_TOTALS[type(reducer)](total, pairs, scores.shape).to(scores.dtype)
+    hinge = torch.clamp(margin - scores.unsqueeze(-1) + scores.unsqueeze(-2), min=0)
     if hard_negatives is not None:
-        if hard_negatives < 1:
-            raise ValueError(f"hard_negatives must be >= 1, got {hard_negatives}")
-        # The hardest negatives are the highest-scored ones, the same for every positive of a row.
-        width = min(hard_negatives, most_negatives)
-        masked = scores.masked_fill(~negative, float("-inf"))
-        negative_scores, order = masked.topk(width, dim=-1)
-        negative_ok = negative.gather(-1, order)
-        negative_scores = torch.where(negative_ok, negative_scores, torch.zeros_like(negative_scores))
-    else:
-        negative_scores, negative_ok = _gather_by_flag(scores, negative, most_negatives)
-    hinge = torch.clamp(margin - positive_scores.unsqueeze(-1) + negative_scores.unsqueeze(-2), min=0)
-    pair_ok = positive_ok.unsqueeze(-1) & negative_ok.unsqueeze(-2)
-    return get_reducer(reduction)(hinge, pair_ok.to(hinge.dtype))
+        # The same negatives as the reductions computed from totals take.
+        _, hardest = _highest_negatives(scores, negative, hard_negatives)
+        negative = negative & torch.zeros_like(negative).scatter_(-1, hardest, True)
+    pair_ok = positive.unsqueeze(-1) & negative.unsqueeze(-2)
+    return reducer(hinge, pair_ok.to(hinge.dtype))
+
+
+def _highest_negatives(scores: torch.Tensor, negative: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``count`` highest negative scores of each row, highest first (``-inf`` past the row's
+    negatives), and their indices: two ``(B, count)`` tensors, detached."""
+    masked = scores.detach().masked_fill(~negative, float("-inf"))
+    if count >= scores.shape[-1]:
+        return masked.sort(dim=-1, descending=True, stable=True)
+    return masked.topk(count, dim=-1)
+
+
+def _hinge_total(
+    scores: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, margin, hard_negatives: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of the valid pairs' hinges and their number, both scalars, without the pair tensor;
+    at least float32 (a half-precision count overflows past 65,504 pairs)."""
+    work_dtype = torch.promote_types(scores.dtype, torch.float32)
+    high_first, order = _highest_negatives(scores, negative, hard_negatives or scores.shape[-1])
+    # c_i = #{negatives j : (margin - s_i) + s_j >= 0}, the pairs whose clamp passes a gradient,
+    # decided in the scores' dtype as the pair tensor would: binary search in the negated order.
+    above = torch.searchsorted(-high_first, margin - scores.detach(), right=True)
+    # The hinge depends on differences only: summing row-centred scores keeps float sums of
+    # large scores accurate (the detached centre is a constant).
+    centred = (scores - scores.detach().mean(-1, keepdim=True)).to(work_dtype)
+    sorted_centred = torch.where(torch.isinf(high_first), 0.0, centred.gather(-1, order))
+    running = sorted_centred.cumsum(-1)  # sums of the highest negatives; non-negatives add 0
+    running = torch.cat([running.new_zeros(running.shape[:-1] + (1,)), running], dim=-1)
+    negatives_per_row = negative.sum(-1)
+    if hard_negatives is not None:
+        negatives_per_row = negatives_per_row.clamp(max=hard_negatives)
+    per_positive = above.to(work_dtype) * (margin - centred) + running.gather(-1, above)
+    total = torch.where(positive, per_positive, 0.0).sum()
+    pairs = (positive.sum(-1) * negatives_per_row).sum()
+    return total, pairs.to(work_dtype)
+
+
+def _weighted_mean(total: torch.Tensor, pairs: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    return total / torch.where(pairs > 0, pairs, torch.ones_like(pairs))
+
+
+#: Built-in reductions of the pair tensor from the hinge total and the number of valid pairs.
+_FROM_TOTALS = {
+    SumReduction: lambda total, pairs, shape: total,
+    MeanReduction: lambda total, pairs, shape: total / (shape[0] * shape[1] * shape[1]),
+    WeightedMeanReduction: _weighted_mean,
+    NonzeroWeightedMeanReduction: _weighted_mean,
+}
 
 
 class PairwiseMarginRankingLoss(nn.Module):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from sodeep.checks import beneath_transforms, require
@@ -40,7 +42,9 @@ def check_rank(value: torch.Tensor, name: str, dims: tuple[int, ...], meaning: s
 
 
 def check_finite_margin(margin, name: str = "margin") -> None:
-    """A margin is a finite number or a tensor of finite values (NaN would make every loss NaN)."""
-    values = margin if isinstance(margin, torch.Tensor) else torch.tensor(float(margin))
-    if not torch.isfinite(values).all():
+    """A margin is a finite number or a tensor of finite values (NaN would make every loss NaN).
+    A tensor is checked through :func:`sodeep.checks.require` (no host synchronisation)."""
+    if isinstance(margin, torch.Tensor):
+        require(torch.isfinite(margin), f"{name} must be finite")
+    elif not math.isfinite(float(margin)):
         raise ValueError(f"{name} must be finite, got {margin}")

@@ -12,7 +12,9 @@ from sodeep.losses import (
 from sodeep.reducers import REDUCTIONS, reduce_loss
 
 
-def slow_pairwise(scores, labels, mask, margin, hard_negatives=None):
+def slow_pairwise(scores, labels, mask, margin, hard_negatives=None, reduction="mean"):
+    """Every (positive, negative) pair of every row, one at a time; hard negatives: the highest
+    scores first, ties in index order."""
     losses = []
     for b in range(scores.shape[0]):
         negatives = [j for j in range(scores.shape[1]) if labels[b, j] == 0 and mask[b, j]]
@@ -21,11 +23,11 @@ def slow_pairwise(scores, labels, mask, margin, hard_negatives=None):
         for i in range(scores.shape[1]):
             if labels[b, i] == 1 and mask[b, i]:
                 for j in negatives:
-                    losses.append(torch.clamp(margin - (scores[b, i] - scores[b, j]), min=0))
-    return torch.stack(losses).mean()
+                    losses.append(torch.clamp(margin - scores[b, i] + scores[b, j], min=0))
+    return torch.stack(losses).mean() if reduction == "mean" else torch.stack(losses).sum()
 
 
-@pytest.mark.parametrize("hard_negatives", [None, 1, 3])
+@pytest.mark.parametrize("hard_negatives", [None, 1, 3, 50])
 def test_pairwise_margin_equals_double_loop(hard_negatives):
     scores = torch.randn(5, 12, dtype=torch.float64)
     labels = (torch.rand(5, 12) < 0.3).long()
@@ -34,6 +36,60 @@ def test_pairwise_margin_equals_double_loop(hard_negatives):
     mask[:, 0] = True
     ours = pairwise_margin_ranking_loss(scores, labels, mask, margin=0.5, hard_negatives=hard_negatives)
     torch.testing.assert_close(ours, slow_pairwise(scores, labels, mask, 0.5, hard_negatives))
+
+
+@pytest.mark.parametrize("hard_negatives", [None, 2, 50])
+@pytest.mark.parametrize("reduction", ["sum", "none"])
+def test_pairwise_margin_gradient_equals_double_loop_on_ties(hard_negatives, reduction):
+    """Scores on a grid of half-units with margins of 1 and 0.5 put many pairs exactly on the
+    hinge's corner: the gradient there is the clamp's, as in the double loop (a pair with zero
+    hinge passes it).  With hard negatives, tied negatives are taken in index order (the double
+    loop's), and the pair tensor of ``"none"`` agrees with the totals."""
+    generator = torch.Generator().manual_seed(3)
+    for margin in (1.0, 0.5):
+        scores = torch.randint(-2, 3, (6, 11), generator=generator).double() * 0.5
+        labels = (torch.rand(6, 11, generator=generator) < 0.4).long()
+        labels[:, :2] = torch.tensor([1, 0])
+        mask = torch.rand(6, 11, generator=generator) < 0.8
+        mask[:, :2] = True
+        if hard_negatives is not None and hard_negatives < 11:
+            scores = scores + torch.arange(11) * 1e-9  # hard-negative ties: any index order is right
+        ours_input, loop_input = scores.clone().requires_grad_(), scores.clone().requires_grad_()
+        ours = pairwise_margin_ranking_loss(
+            ours_input, labels, mask, margin=margin, hard_negatives=hard_negatives, reduction=reduction
+        ).sum()
+        expected = slow_pairwise(loop_input, labels, mask, margin, hard_negatives, reduction="sum")
+        ours.backward()
+        expected.backward()
+        torch.testing.assert_close(ours, expected)
+        torch.testing.assert_close(ours_input.grad, loop_input.grad)
+
+
+def test_pairwise_margin_pair_tensor_is_indexed_by_items():
+    scores = torch.tensor([[3.0, 0.0, 2.5, 1.0]])
+    labels = torch.tensor([[1, 0, 0, 1]])
+    pairs = pairwise_margin_ranking_loss(scores, labels, reduction="none")
+    assert pairs.shape == (1, 4, 4)
+    expected = torch.zeros(1, 4, 4)
+    expected[0, 0, 2] = 0.5  # 1 - (3 - 2.5)
+    expected[0, 3, 1], expected[0, 3, 2] = 0.0, 2.5  # 1 - (1 - 0), 1 - (1 - 2.5)
+    torch.testing.assert_close(pairs, expected)
+    hardest = pairwise_margin_ranking_loss(scores, labels, hard_negatives=1, reduction="none")
+    assert hardest[0, :, 1].eq(0).all() and hardest[0, 3, 2] == 2.5
+    mean = pairwise_margin_ranking_loss(scores, labels, reduction="mean")
+    torch.testing.assert_close(mean, pairs.mean())
+
+
+def test_pairwise_margin_keeps_float32_accuracy_at_a_large_offset():
+    """Sums over sorted negatives would lose float32 digits to a large common offset; the rows
+    are centred first.  Against the float64 double loop's value."""
+    generator = torch.Generator().manual_seed(0)
+    scores = (torch.randn(4, 300, generator=generator) * 3 + 1e5).float()
+    labels = (torch.rand(4, 300, generator=generator) < 0.1).long()
+    mask = torch.ones(4, 300, dtype=torch.bool)
+    expected = slow_pairwise(scores.double(), labels, mask, 1.0)
+    ours = pairwise_margin_ranking_loss(scores, labels)
+    assert abs(ours.double().item() - expected.item()) / expected.item() < 1e-5
 
 
 def test_pairwise_margin_equals_margin_ranking_loss_on_plain_vectors():
@@ -183,3 +239,15 @@ def test_margins_and_masks_are_checked():
     as_bool = pairwise_margin_ranking_loss(scores, labels, mask=torch.tensor([[True, True, False, True]] * 2))
     as_float = pairwise_margin_ranking_loss(scores, labels, mask=torch.tensor([[1.0, 1.0, 0.0, 1.0]] * 2))
     torch.testing.assert_close(as_bool, as_float)
+
+
+def test_pairwise_margin_counts_many_pairs_in_half_precision():
+    """Over 65,504 pairs a float16 count would overflow to inf and the mean to 0."""
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randn(64, 400, generator=generator)
+    labels = (torch.rand(64, 400, generator=generator) < 0.2).long()
+    full = pairwise_margin_ranking_loss(scores, labels)
+    for dtype in (torch.float16, torch.bfloat16):
+        half = pairwise_margin_ranking_loss(scores.to(dtype), labels)
+        assert half.dtype == dtype
+        torch.testing.assert_close(half.float(), full, rtol=1e-2, atol=0)
