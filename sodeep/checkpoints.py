@@ -26,6 +26,8 @@ CHECKPOINT_VERSION = 1
 #: First byte of a pickle of protocol 2 or later (torch's legacy, non-zip file format).
 PICKLE_PROTOCOL_MARK = b"\x80"
 DEFAULT_SORTER_FILE = "conv_sorter.pt"
+#: The sorter a finished pretraining run writes in its folder.
+RUN_SORTER = "sorter.pt"
 #: The same design with two hidden layers: a little more faithful, slower (model card).
 #: ``load_sorter(default_sorter_path(DEPTH2_SORTER_FILE))``.
 DEPTH2_SORTER_FILE = "conv_sorter_depth2.pt"
@@ -132,7 +134,8 @@ def load_sorter(
     trainable: bool = False,
     **settings: Any,
 ) -> Sorter:
-    """Load a sorter checkpoint; ``path=None`` loads the shipped default, offline.
+    """Load a sorter checkpoint; ``path=None`` loads the shipped default, offline, and a
+    pretraining run folder loads the ``sorter.pt`` it wrote.
 
     The result is in eval mode and frozen (no gradient to its weights), as a loss uses it;
     ``trainable=True`` returns it in train mode with gradients, to fine-tune it.  ``settings``
@@ -147,6 +150,13 @@ def load_sorter(
         tensor([0.2500, 1.0000, 0.6250, 0.6250])
     """
     path = Path(path) if path is not None else default_sorter_path()
+    if path.is_dir():  # a pretraining run folder: its sorter
+        if not (path / RUN_SORTER).is_file():
+            raise CheckpointError(
+                f"{path} holds no {RUN_SORTER}: its run has not finished (resume it with sodeep pretrain "
+                f"... --resume, or turn its last checkpoint into a sorter with sodeep export)"
+            )
+        path = path / RUN_SORTER
     if not path.is_file():
         raise CheckpointError(f"no sorter checkpoint at {path}")
     payload = read_weights_only(path, map_location)

@@ -91,9 +91,10 @@ def pretrain_config(arguments: argparse.Namespace) -> PretrainConfig:
 
 def command_pretrain(arguments: argparse.Namespace) -> int:
     config = pretrain_config(arguments)
+    from sodeep.checkpoints import RUN_SORTER
     from sodeep.pretraining import pretrain
 
-    sorter_file = Path(config.out) / "sorter.pt"
+    sorter_file = Path(config.out) / RUN_SORTER
     finished_before = arguments.resume and not arguments.overwrite and sorter_file.is_file()
     pretrain(config, resume=arguments.resume, overwrite=arguments.overwrite)
     from sodeep.runs import global_rank
@@ -110,7 +111,7 @@ def command_pretrain(arguments: argparse.Namespace) -> int:
     from sodeep.sweeps.summary import write_trial_summary
 
     write_trial_summary(summary["config"], summary["validation"])  # inside `sodeep sweep run` only
-    print(f"sorter written to {Path(config.out) / 'sorter.pt'}")
+    print(f"sorter written to {Path(config.out) / RUN_SORTER}")
     return 0
 
 
@@ -163,7 +164,9 @@ def command_export(arguments: argparse.Namespace) -> int:
 
 def add_evaluate_parser(commands: Any) -> None:
     evaluate = commands.add_parser("evaluate", help="print the fidelity table of a sorter")
-    evaluate.add_argument("checkpoint", nargs="?", help="sorter checkpoint (default: the shipped sorter)")
+    evaluate.add_argument(
+        "checkpoint", nargs="?", help="sorter checkpoint or pretraining run folder (default: the shipped sorter)"
+    )
     evaluate.add_argument("--architecture", help="evaluate an untrained sorter of this architecture instead")
     evaluate.add_argument("--sorter", help="JSON config for --architecture")
     evaluate.add_argument("--lengths", help='lengths, e.g. "5,100" (default: 2,3,5,8,16,32,64,100,128,256)')

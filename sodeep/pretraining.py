@@ -18,12 +18,12 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from sodeep.checkpoints import CheckpointError, load_sorter, read_weights_only, save_sorter
+from sodeep.checkpoints import RUN_SORTER, CheckpointError, load_sorter, read_weights_only, save_sorter
 from sodeep.config import PretrainConfig, config_to_dict
 from sodeep.evaluation import EVALUATION_LENGTHS, held_out_set
 from sodeep.files import atomic_write_json
 from sodeep.metrics import mean_absolute_rank_error, rowwise_spearman
-from sodeep.run_folder import RUN_RECORD, RunInterrupted, claim_run_folder, start_run_folder
+from sodeep.run_folder import RUN_RECORD, RunInterrupted, claim_run_folder, releasing_run_folders, start_run_folder
 from sodeep.runs import (
     AtomicCheckpointIO,
     SetupWarning,
@@ -143,6 +143,7 @@ class SorterPretraining(L.LightningModule):
     ) -> None:
         super().__init__()
         self.sorter = sorter
+        families = list(families)  # hparams.yaml stays plain YAML (a tuple would be !!python/tuple)
         self.save_hyperparameters(ignore=["sorter"])
         self.hparams["architecture"] = sorter.architecture
         self.hparams["sorter_config"] = sorter.config()
@@ -221,6 +222,7 @@ def sorter_from_training_checkpoint(path: str | os.PathLike) -> Sorter:
     return sorter.eval()
 
 
+@releasing_run_folders
 def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, overwrite: bool = False) -> Sorter:
     """Pretrain a sorter with ``config`` and write its run folder ``config.out``.
 
@@ -285,8 +287,8 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
     if not any(True for _ in sorter.parameters()):
         raise ValueError(f"sorter {config.architecture!r} has no weights to train")
     resume_step = _checkpoint_step(last) if resume and not overwrite and last.is_file() else None
-    if resume_step is not None and resume_step >= config.steps and (out / "sorter.pt").is_file():
-        return load_sorter(out / "sorter.pt")  # a finished run: nothing to train, nothing rewritten
+    if resume_step is not None and resume_step >= config.steps and (out / RUN_SORTER).is_file():
+        return load_sorter(out / RUN_SORTER)  # a finished run: nothing to train, nothing rewritten
     if leader:
         start_run_folder(out, record, overwrite=overwrite)
         trainer.loggers = make_loggers(
@@ -468,7 +470,7 @@ def _write_results(
         # The last validation's means over the held-out cells, under the names they are logged with.
         "validation": {key: float(value) for key, value in trainer.callback_metrics.items() if key.startswith("val/")},
     }
-    save_sorter(trained, out / "sorter.pt", metadata)
+    save_sorter(trained, out / RUN_SORTER, metadata)
     atomic_write_json(out / "pretrain_summary.json", metadata, indent=2)
 
 
@@ -478,7 +480,7 @@ def _started_but_never_saved(out: Path, settings: dict[str, Any]) -> bool:
         record = json.loads((out / RUN_RECORD).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    nothing_saved = not (out / "checkpoints" / "last.ckpt").exists() and not (out / "sorter.pt").exists()
+    nothing_saved = not (out / "checkpoints" / "last.ckpt").exists() and not (out / RUN_SORTER).exists()
     return nothing_saved and record.get("command") == "pretrain" and record.get("config") == settings
 
 

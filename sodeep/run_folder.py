@@ -4,7 +4,14 @@ the run starts.
 :func:`claim_run_folder` decides, before anything is written, whether a command may use a
 folder: a new or empty folder starts a run; a folder holding the same run needs ``resume`` (or
 ``overwrite``); a folder holding another run, or files that are not a run, needs ``overwrite``,
-which clears it first.  Every refusal is a ``ValueError`` of one line that says what to do.
+which clears it first.  A folder in use by a running command (of this process or another) is
+refused, even with ``overwrite``.  Every refusal is a ``ValueError`` of one line that says what
+to do.
+
+:func:`start_run_folder` takes the folder's lock (an exclusive ``flock`` on ``run.lock``, where
+the platform has one) for as long as the run lasts: the operating system releases it when the
+process ends, however it ends, and :func:`releasing_run_folders` releases it when the command
+returns.
 
 Example:
     >>> import tempfile
@@ -20,16 +27,26 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+try:
+    import fcntl
+except ImportError:  # no flock (Windows): folders are not locked
+    fcntl = None
 
 from sodeep.files import atomic_write_json
 
 #: The record of the run a folder holds.
 RUN_RECORD = "run.json"
+#: The lock a running command holds on its folder (the file stays; the lock goes with the process).
+RUN_LOCK = "run.lock"
 #: Exit status after SIGINT or SIGTERM (128 + SIGINT, as shells report an interrupted command).
 INTERRUPTED = 130
 
@@ -78,7 +95,8 @@ def claim_run_folder(
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file, not a run folder; choose another --out")
     record_path = out / RUN_RECORD
-    holds_files = out.is_dir() and any(out.iterdir())
+    _check_not_in_use(out)
+    holds_files = out.is_dir() and any(path.name != RUN_LOCK for path in out.iterdir())
     fresh = {"command": command, "config": config, "run_id": uuid.uuid4().hex[:16]}
     if overwrite or not holds_files:
         if resume and not overwrite:
@@ -118,13 +136,82 @@ def claim_run_folder(
 
 def start_run_folder(out: Path, record: dict[str, Any], *, overwrite: bool) -> Path:
     """Clear ``out`` if ``overwrite``, then write the run's record; returns the record's path.
+    The folder's lock is held from the start (before the folder is cleared) to the end of the
+    process or of the command decorated with :func:`releasing_run_folders`.
 
     Call it after every other check, so that a refused run leaves the folder as it was.
     """
     out = Path(out)
+    if out.is_dir():
+        _hold(out)  # refuses a folder in use; held while the folder is cleared
     if overwrite and out.is_dir():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+    _hold(out)  # the lock file went with a cleared folder: hold the new one
     from sodeep import __version__
 
     return atomic_write_json(out / RUN_RECORD, {**record, "sodeep_version": __version__}, indent=2)
+
+
+#: Run folders whose lock this process holds: resolved path -> the lock file's descriptor.
+_HELD: dict[Path, int] = {}
+
+_Function = TypeVar("_Function", bound=Callable[..., Any])
+
+
+def releasing_run_folders(function: _Function) -> _Function:
+    """Decorate a command: the run folders it starts are released when it returns or raises."""
+
+    @functools.wraps(function)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        held_before = set(_HELD)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            for folder in set(_HELD) - held_before:
+                os.close(_HELD.pop(folder))
+
+    return run  # type: ignore[return-value]
+
+
+def _hold(out: Path) -> None:
+    """Hold the folder's lock until the process ends or :func:`releasing_run_folders` lets it go."""
+    if fcntl is None:
+        return
+    key = out.resolve()
+    held = _HELD.get(key)
+    if held is not None:
+        try:
+            if os.fstat(held).st_ino == os.stat(out / RUN_LOCK).st_ino:
+                return
+        except FileNotFoundError:
+            pass
+    descriptor = _take(out)
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, str(os.getpid()).encode(), 0)
+    if held is not None:
+        os.close(held)
+    _HELD[key] = descriptor
+
+
+def _take(out: Path) -> int:
+    """Lock ``out/run.lock`` (created if missing) and return its descriptor; a ``ValueError`` that
+    names the holder if another process has it."""
+    descriptor = os.open(out / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(descriptor, 32).decode(errors="replace").strip() or "unknown"
+        os.close(descriptor)
+        raise ValueError(
+            f"{out} is in use by a running sodeep command (process {holder}); "
+            "wait for it to end, stop it, or choose another --out"
+        ) from None
+    return descriptor
+
+
+def _check_not_in_use(out: Path) -> None:
+    """A ``ValueError`` if another process holds the folder's lock (the lock is not kept)."""
+    if fcntl is None or out.resolve() in _HELD or not (out / RUN_LOCK).is_file():
+        return
+    os.close(_take(out))

@@ -107,3 +107,21 @@ def test_a_checkpoint_with_non_finite_weights_is_refused(tmp_path):
         sorter.network[0].weight.fill_(float("nan"))
     with pytest.raises(CheckpointError, match="non-finite weights"):
         load_sorter(save_sorter(sorter, tmp_path / "nan.pt"))
+
+
+def test_a_pretraining_run_folder_loads_its_sorter(tmp_path, capsys):
+    from sodeep.cli import main
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    with pytest.raises(CheckpointError, match="holds no sorter.pt: its run has not finished"):
+        load_sorter(run)
+    with pytest.raises(SystemExit) as stopped:
+        main(["evaluate", str(run)])
+    assert stopped.value.code == 2 and "holds no sorter.pt" in capsys.readouterr().err
+    sorter = ConvSorter(capacity=16)
+    save_sorter(sorter, run / "sorter.pt")
+    loaded = load_sorter(run)
+    torch.testing.assert_close(loaded.state_dict(), sorter.state_dict())
+    assert main(["evaluate", str(run), "--lengths", "5", "--sequences", "2"]) == 0
+    assert "Spearman" in capsys.readouterr().out

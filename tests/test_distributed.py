@@ -91,7 +91,7 @@ def test_ddp_on_two_cpu_processes_shares_out_the_stream_and_rank_0_writes(tmp_pa
         "batches_consumed": 12
     }
     assert sorted(path.name for path in out.iterdir()) == [
-        "checkpoints", "csv", "pretrain_summary.json", "run.json", "sorter.pt", "wandb",
+        "checkpoints", "csv", "pretrain_summary.json", "run.json", "run.lock", "sorter.pt", "wandb",
     ]  # fmt: skip
     assert len(list((out / "wandb").rglob("run-*.wandb"))) == 1  # one W&B run: rank 0's
 

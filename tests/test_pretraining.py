@@ -5,6 +5,7 @@ import signal
 
 import pytest
 import torch
+import yaml
 
 from sodeep import load_sorter
 from sodeep.cli import main
@@ -54,6 +55,9 @@ def test_tiny_run_writes_logs_and_a_loadable_sorter(tmp_path, monkeypatch):
     assert list((tmp_path / "run" / "wandb").rglob("*.wandb"))  # offline W&B run on disk
     summary = json.loads((tmp_path / "run" / "pretrain_summary.json").read_text())
     assert summary["steps"] == 6
+    # Plain YAML that any reader loads (no Python-specific tags).
+    hyperparameters = yaml.safe_load((tmp_path / "run" / "csv" / "hparams.yaml").read_text())
+    assert hyperparameters["families"][:2] == ["uniform", "normal"]
 
 
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):

@@ -54,12 +54,14 @@ from sodeep.brainage.config import (
 )
 from sodeep.brainage.datasets import DEFAULT_DATASET
 from sodeep.brainage.tables import DELIMITERS
+from sodeep.run_folder import releasing_run_folders
 
 #: Settings that are not a folder's configuration: the run lists, which extend a folder, where
 #: the output goes, data paths, for which their content's digest stands, and where it trains.
 NOT_CONFIGURATION = ("losses", "seeds", "out", "wandb", "csv", "manifest", "cache", *SCALE_OUT)
 
 
+@releasing_run_folders
 def run_tabular(
     config: TabularConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True
 ) -> dict[str, Any]:
@@ -140,6 +142,7 @@ def run_tabular(
     return results
 
 
+@releasing_run_folders
 def run_synthetic(
     config: SyntheticConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True
 ) -> dict[str, Any]:
@@ -229,6 +232,7 @@ def run_synthetic(
     return results
 
 
+@releasing_run_folders
 def run_nifti(
     config: NiftiConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True
 ) -> dict[str, Any]:

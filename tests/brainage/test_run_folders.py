@@ -207,7 +207,7 @@ def test_a_signal_while_data_is_prepared_stops_at_once_and_leaves_no_partial_fil
         brainage("synthetic", out, brainage_inputs)
     assert exit_info.value.code == 130
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("interrupted at the synthetic cohort; resume")
-    assert sorted(path.name for path in out.iterdir()) == ["run.json"]
+    assert sorted(path.name for path in out.iterdir()) == ["run.json", "run.lock"]
     monkeypatch.setattr(synthetic_mri, "simulate_subject", original)
     assert brainage("synthetic", out, brainage_inputs, "--resume") == 0
     assert len(_results(out)["presets"]["l1"]["runs"]) == 1

@@ -1,0 +1,89 @@
+"""A run folder in use by a running command is refused to every other command, even with
+--overwrite, and released when the command ends."""
+
+import subprocess
+import sys
+
+import pytest
+
+from sodeep.run_folder import RUN_LOCK, claim_run_folder, releasing_run_folders, start_run_folder
+
+pytest.importorskip("fcntl")
+
+HOLD_FOR_A_WHILE = """
+import sys, time
+from sodeep.run_folder import claim_run_folder, start_run_folder
+record = claim_run_folder(sys.argv[1], "pretrain", {"steps": 10})
+start_run_folder(sys.argv[1], record, overwrite=False)
+print("started", flush=True)
+sys.stdin.readline()  # held until the test closes stdin
+"""
+
+
+@pytest.fixture
+def held_by_another_process(tmp_path):
+    out = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_FOR_A_WHILE, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline().strip() == "started"
+    yield out, holder
+    holder.stdin.close()
+    holder.wait(timeout=30)
+
+
+def test_a_folder_in_use_is_refused_even_with_overwrite(held_by_another_process):
+    out, holder = held_by_another_process
+    contents = sorted(path.name for path in out.iterdir())
+    expected = f"in use by a running sodeep command \\(process {holder.pid}\\)"
+    for options in ({"resume": True}, {"overwrite": True}):
+        with pytest.raises(ValueError, match=expected):
+            claim_run_folder(out, "pretrain", {"steps": 10}, **options)
+    with pytest.raises(ValueError, match=expected):
+        start_run_folder(out, {"command": "pretrain", "config": {}, "run_id": "x"}, overwrite=True)
+    assert sorted(path.name for path in out.iterdir()) == contents  # nothing cleared
+    holder.stdin.close()
+    holder.wait(timeout=30)
+    # Ended (however it ends, the operating system drops the lock): the run can be resumed.
+    assert claim_run_folder(out, "pretrain", {"steps": 10}, resume=True)["command"] == "pretrain"
+
+
+def test_a_command_releases_its_folder_when_it_ends(tmp_path):
+    out = tmp_path / "run"
+
+    @releasing_run_folders
+    def command(fail: bool) -> None:
+        record = claim_run_folder(out, "pretrain", {"steps": 10}, overwrite=True)
+        start_run_folder(out, record, overwrite=True)
+        # Its own process may claim it again (a resumed run in the same notebook).
+        claim_run_folder(out, "pretrain", {"steps": 10}, resume=True)
+        probe = subprocess.run(
+            [sys.executable, "-c", PROBE, str(out)], capture_output=True, text=True, timeout=60, check=True
+        )
+        assert "in use" in probe.stdout
+        if fail:
+            raise RuntimeError("stopped")
+
+    command(fail=False)
+    with pytest.raises(RuntimeError, match="stopped"):
+        command(fail=True)
+    probe = subprocess.run([sys.executable, "-c", PROBE, str(out)], capture_output=True, text=True, timeout=60)
+    assert probe.stdout.strip() == "free"
+
+
+PROBE = """
+import sys
+from sodeep.run_folder import claim_run_folder
+try:
+    claim_run_folder(sys.argv[1], "pretrain", {"steps": 10}, resume=True)
+    print("free")
+except ValueError as error:
+    print(error)
+"""
+
+
+def test_a_folder_holding_only_its_lock_file_is_empty(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / RUN_LOCK).write_text("")
+    assert claim_run_folder(out, "pretrain", {"steps": 10})["config"] == {"steps": 10}
