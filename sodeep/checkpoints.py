@@ -150,13 +150,8 @@ def load_sorter(
         tensor([0.2500, 1.0000, 0.6250, 0.6250])
     """
     path = Path(path) if path is not None else default_sorter_path()
-    if path.is_dir():  # a pretraining run folder: its sorter
-        if not (path / RUN_SORTER).is_file():
-            raise CheckpointError(
-                f"{path} holds no {RUN_SORTER}: its run has not finished (resume it with sodeep pretrain "
-                f"... --resume, or turn its last checkpoint into a sorter with sodeep export)"
-            )
-        path = path / RUN_SORTER
+    if path.is_dir():
+        path = run_folder_sorter(path)
     if not path.is_file():
         raise CheckpointError(f"no sorter checkpoint at {path}")
     payload = read_weights_only(path, map_location)
@@ -167,6 +162,27 @@ def load_sorter(
         payload = {**payload, "config": {**payload.get("config", {}), **settings}}
     sorter = sorter_from_payload(payload, source=str(path))
     return sorter.train().requires_grad_(True) if trainable else sorter.requires_grad_(False)
+
+
+def run_folder_sorter(folder: Path) -> Path:
+    """The sorter a pretraining run folder holds; a :class:`CheckpointError` that says why not
+    (not a run folder, another command's run, a run not finished)."""
+    from sodeep.run_folder import RUN_RECORD
+
+    try:
+        command = json.loads((folder / RUN_RECORD).read_text(encoding="utf-8"))["command"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise CheckpointError(
+            f"{folder} is a folder, neither a sorter checkpoint nor a pretraining run folder (no readable {RUN_RECORD})"
+        ) from None
+    if command != "pretrain":
+        raise CheckpointError(f"{folder} holds a {command} run, not a pretraining run: it has no sorter")
+    if not (folder / RUN_SORTER).is_file():
+        raise CheckpointError(
+            f"{folder} holds no {RUN_SORTER}: its pretraining run has not finished (wait for it, resume it with "
+            "sodeep pretrain ... --resume, or turn its last checkpoint into a sorter with sodeep export)"
+        )
+    return folder / RUN_SORTER
 
 
 _ORIGINAL_ARCHITECTURES = {"cnn": OriginalCNNSorter, "lstmla": OriginalLSTMLargeSorter}

@@ -143,10 +143,19 @@ class SorterPretraining(L.LightningModule):
     ) -> None:
         super().__init__()
         self.sorter = sorter
-        families = list(families)  # hparams.yaml stays plain YAML (a tuple would be !!python/tuple)
-        self.save_hyperparameters(ignore=["sorter"])
-        self.hparams["architecture"] = sorter.architecture
-        self.hparams["sorter_config"] = sorter.config()
+        # Given as one mapping so that the loggers' record (csv/hparams.yaml) names the sorter too;
+        # lists, not tuples, keep that file plain YAML.
+        self.save_hyperparameters(
+            {
+                "learning_rate": learning_rate,
+                "weight_decay": weight_decay,
+                "warmup_steps": warmup_steps,
+                "total_steps": total_steps,
+                "families": list(families),
+                "architecture": sorter.architecture,
+                "sorter_config": sorter.config(),
+            }
+        )
         self.families = list(families)
         self._validation: dict[str, list[float]] = defaultdict(list)
 

@@ -31,6 +31,7 @@ import functools
 import json
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -153,8 +154,10 @@ def start_run_folder(out: Path, record: dict[str, Any], *, overwrite: bool) -> P
     return atomic_write_json(out / RUN_RECORD, {**record, "sodeep_version": __version__}, indent=2)
 
 
-#: Run folders whose lock this process holds: resolved path -> the lock file's descriptor.
-_HELD: dict[Path, int] = {}
+#: Run folders whose lock this process holds: resolved path -> (the lock file's descriptor, the
+#: thread whose command holds it).  Another thread of this process is refused the folder too.
+_HELD: dict[Path, tuple[int, int]] = {}
+_HELD_GUARD = threading.Lock()
 
 _Function = TypeVar("_Function", bound=Callable[..., Any])
 
@@ -164,34 +167,50 @@ def releasing_run_folders(function: _Function) -> _Function:
 
     @functools.wraps(function)
     def run(*args: Any, **kwargs: Any) -> Any:
-        held_before = set(_HELD)
+        held_before = _held_by_this_thread()
         try:
             return function(*args, **kwargs)
         finally:
-            for folder in set(_HELD) - held_before:
-                os.close(_HELD.pop(folder))
+            with _HELD_GUARD:
+                for folder in _held_by_this_thread() - held_before:
+                    os.close(_HELD.pop(folder)[0])
 
     return run  # type: ignore[return-value]
+
+
+def _held_by_this_thread() -> set[Path]:
+    return {folder for folder, (_, thread) in _HELD.items() if thread == threading.get_ident()}
+
+
+def _refuse_to_other_threads(out: Path) -> tuple[int, int] | None:
+    """This process's hold on ``out``, if any; a ``ValueError`` if another thread has it."""
+    held = _HELD.get(out.resolve())
+    if held is not None and held[1] != threading.get_ident():
+        raise ValueError(
+            f"{out} is in use by a running sodeep command (this process, another thread); "
+            "wait for it to end or choose another --out"
+        )
+    return held
 
 
 def _hold(out: Path) -> None:
     """Hold the folder's lock until the process ends or :func:`releasing_run_folders` lets it go."""
     if fcntl is None:
         return
-    key = out.resolve()
-    held = _HELD.get(key)
-    if held is not None:
-        try:
-            if os.fstat(held).st_ino == os.stat(out / RUN_LOCK).st_ino:
-                return
-        except FileNotFoundError:
-            pass
-    descriptor = _take(out)
-    os.ftruncate(descriptor, 0)
-    os.pwrite(descriptor, str(os.getpid()).encode(), 0)
-    if held is not None:
-        os.close(held)
-    _HELD[key] = descriptor
+    with _HELD_GUARD:
+        held = _refuse_to_other_threads(out)
+        if held is not None:
+            try:
+                if os.fstat(held[0]).st_ino == os.stat(out / RUN_LOCK).st_ino:
+                    return
+            except FileNotFoundError:
+                pass
+        descriptor = _take(out)
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, str(os.getpid()).encode(), 0)
+        if held is not None:
+            os.close(held[0])
+        _HELD[out.resolve()] = (descriptor, threading.get_ident())
 
 
 def _take(out: Path) -> int:
@@ -211,7 +230,10 @@ def _take(out: Path) -> int:
 
 
 def _check_not_in_use(out: Path) -> None:
-    """A ``ValueError`` if another process holds the folder's lock (the lock is not kept)."""
-    if fcntl is None or out.resolve() in _HELD or not (out / RUN_LOCK).is_file():
+    """A ``ValueError`` if another process, or another thread of this one, holds the folder."""
+    if fcntl is None:
         return
-    os.close(_take(out))
+    with _HELD_GUARD:
+        if _refuse_to_other_threads(out) is not None or not (out / RUN_LOCK).is_file():
+            return
+        os.close(_take(out))

@@ -110,11 +110,19 @@ def test_a_checkpoint_with_non_finite_weights_is_refused(tmp_path):
 
 
 def test_a_pretraining_run_folder_loads_its_sorter(tmp_path, capsys):
+    import json
+
     from sodeep.cli import main
 
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
-    with pytest.raises(CheckpointError, match="holds no sorter.pt: its run has not finished"):
+    with pytest.raises(CheckpointError, match="neither a sorter checkpoint nor a pretraining run folder"):
+        load_sorter(run)
+    (run / "run.json").write_text(json.dumps({"command": "brainage tabular", "config": {}}))
+    with pytest.raises(CheckpointError, match="holds a brainage tabular run, not a pretraining run"):
+        load_sorter(run)
+    (run / "run.json").write_text(json.dumps({"command": "pretrain", "config": {}}))
+    with pytest.raises(CheckpointError, match="holds no sorter.pt: its pretraining run has not finished"):
         load_sorter(run)
     with pytest.raises(SystemExit) as stopped:
         main(["evaluate", str(run)])

@@ -58,6 +58,7 @@ def test_tiny_run_writes_logs_and_a_loadable_sorter(tmp_path, monkeypatch):
     # Plain YAML that any reader loads (no Python-specific tags).
     hyperparameters = yaml.safe_load((tmp_path / "run" / "csv" / "hparams.yaml").read_text())
     assert hyperparameters["families"][:2] == ["uniform", "normal"]
+    assert hyperparameters["architecture"] == "conv" and hyperparameters["sorter_config"]["capacity"] == 32
 
 
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):

@@ -87,3 +87,31 @@ def test_a_folder_holding_only_its_lock_file_is_empty(tmp_path):
     out.mkdir()
     (out / RUN_LOCK).write_text("")
     assert claim_run_folder(out, "pretrain", {"steps": 10})["config"] == {"steps": 10}
+
+
+def test_another_thread_of_the_same_process_is_refused_the_folder(tmp_path):
+    import threading
+
+    out = tmp_path / "run"
+    started, finish = threading.Event(), threading.Event()
+
+    @releasing_run_folders
+    def command() -> None:
+        record = claim_run_folder(out, "pretrain", {"steps": 10})
+        start_run_folder(out, record, overwrite=False)
+        started.set()
+        finish.wait(timeout=60)
+
+    worker = threading.Thread(target=command)
+    worker.start()
+    assert started.wait(timeout=60)
+    try:
+        with pytest.raises(ValueError, match="in use by a running sodeep command \\(this process, another thread\\)"):
+            claim_run_folder(out, "pretrain", {"steps": 10}, overwrite=True)
+        with pytest.raises(ValueError, match="another thread"):
+            start_run_folder(out, {"command": "pretrain", "config": {}, "run_id": "x"}, overwrite=True)
+        assert (out / "run.json").is_file()
+    finally:
+        finish.set()
+        worker.join(timeout=60)
+    assert claim_run_folder(out, "pretrain", {"steps": 10}, resume=True)["command"] == "pretrain"

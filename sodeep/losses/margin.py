@@ -8,6 +8,8 @@ each row, with masks and hard-negative mining, vectorized.
 
 from __future__ import annotations
 
+from numbers import Integral
+
 import torch
 from torch import nn
 
@@ -45,21 +47,26 @@ def pairwise_margin_ranking_loss(
     score, ``c_i (margin - s_i) + (sum of the c_i highest negative scores)``, where ``c_i``
     counts the negatives scored at least ``s_i - margin``.  The built-in reductions are computed
     that way: ``O(B N log N)`` time and ``O(B N)`` memory, no host synchronisation, however many
-    pairs there are.
+    pairs there are.  Each row is first centred on the median of the negatives it compares with
+    (a constant), so that float sums stay accurate at any offset, with far outliers and with
+    padding at extreme values.
 
     Args:
-        scores: ``(B, N)`` (e.g. item scores per user, link scores per node).
+        scores: ``(B, N)`` (e.g. item scores per user, link scores per node); finite everywhere,
+            masked positions included (pad with any finite value, e.g. 0).
         labels: ``(B, N)`` in {0, 1}.
         mask: ``(B, N)``, true/1 where the label is known (padding and unknown labels: 0).
-        margin: the hinge margin.
+        margin: the hinge margin, a number (or a 0-d tensor).
         hard_negatives: if set, each positive is compared only with the ``k`` highest-scored
-            valid negatives of its row (the pairs with the largest hinge).
+            valid negatives of its row (the pairs with the largest hinge; which of several
+            equally scored negatives are taken is unspecified).
         reduction: over the pair tensor ``(B, N, N)`` (entry ``[b, i, j]``: positive item ``i``
             against negative item ``j``) with validity as the weight.  The default
             ``"weighted_mean"`` averages over valid pairs (0, in the graph, if there are none);
             ``"sum"`` adds them; ``"mean"`` divides that sum by ``B N N``.  ``"none"`` and a custom
             :class:`~sodeep.reducers.Reducer` get the pair tensor itself, invalid pairs zeroed:
-            ``B N N`` elements in memory.
+            ``B N N`` elements in memory.  Sums are taken in at least float32 and returned in the
+            scores' dtype (a half-precision sum past 65,504 is inf).
 
     Returns:
         A scalar (or the pair tensor for ``"none"``).
@@ -73,59 +80,76 @@ def pairwise_margin_ranking_loss(
     check_rank(scores, "scores", (2,), "(B, N)")
     check_binary(labels)
     check_same_shape(scores, labels, "scores and labels")
-    check_finite_margin(margin)
-    if hard_negatives is not None and (isinstance(hard_negatives, bool) or not isinstance(hard_negatives, int)):
-        raise TypeError(f"hard_negatives must be an int or None, got {type(hard_negatives).__name__}")
-    if hard_negatives is not None and hard_negatives < 1:
-        raise ValueError(f"hard_negatives must be >= 1, got {hard_negatives}")
+    check_pair_options(margin, hard_negatives)
     valid = _valid_mask(labels, mask)
     positive = valid & (labels == 1)
     negative = valid & (labels == 0)
     reducer = get_reducer(reduction)
+    width = min(int(hard_negatives or scores.shape[-1]), scores.shape[-1])
+    centred, high_first, order, compared = _centred_on_negatives(scores, negative, width)
     if type(reducer) in _FROM_TOTALS:
-        total, pairs = _hinge_total(scores, positive, negative, margin, hard_negatives)
+        total, pairs = _hinge_total(centred, high_first, order, compared, positive, margin)
         return _FROM_TOTALS[type(reducer)](total, pairs, scores.shape).to(scores.dtype)
-    hinge = torch.clamp(margin - scores.unsqueeze(-1) + scores.unsqueeze(-2), min=0)
-    if hard_negatives is not None:
-        # The same negatives as the reductions computed from totals take.
-        _, hardest = _highest_negatives(scores, negative, hard_negatives)
-        negative = negative & torch.zeros_like(negative).scatter_(-1, hardest, True)
+    # The same negatives as the totals take: the first ``compared`` of ``order``.
+    taken = torch.arange(width, device=scores.device) < compared
+    negative = torch.zeros_like(negative).scatter_(-1, order, taken)
     pair_ok = positive.unsqueeze(-1) & negative.unsqueeze(-2)
+    hinge = torch.clamp(margin - centred.unsqueeze(-1) + centred.unsqueeze(-2), min=0)
+    hinge = torch.where(pair_ok, hinge, 0.0).to(scores.dtype)  # an invalid pair's overflow stays out
     return reducer(hinge, pair_ok.to(hinge.dtype))
 
 
-def _highest_negatives(scores: torch.Tensor, negative: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``count`` highest negative scores of each row, highest first (``-inf`` past the row's
-    negatives), and their indices: two ``(B, count)`` tensors, detached."""
+def check_pair_options(margin, hard_negatives) -> None:
+    """``margin``: a finite number or 0-d tensor; ``hard_negatives``: ``None`` or an integer >= 1."""
+    if isinstance(margin, torch.Tensor) and margin.dim() != 0:
+        raise ValueError(f"margin must be a number or a 0-d tensor, got shape {tuple(margin.shape)}")
+    check_finite_margin(margin)
+    if hard_negatives is not None and (isinstance(hard_negatives, bool) or not isinstance(hard_negatives, Integral)):
+        raise TypeError(f"hard_negatives must be an integer or None, got {type(hard_negatives).__name__}")
+    if hard_negatives is not None and hard_negatives < 1:
+        raise ValueError(f"hard_negatives must be >= 1, got {hard_negatives}")
+
+
+def _centred_on_negatives(
+    scores: torch.Tensor, negative: torch.Tensor, width: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each row's scores minus the median of the negatives it compares with (its ``width``
+    highest valid ones), in at least float32, and those negatives: ``(centred (B, N), centred
+    negatives highest first (B, width) with -inf past the row's, their indices (B, width),
+    their number (B, 1))``; all but ``centred`` detached."""
     masked = scores.detach().masked_fill(~negative, float("-inf"))
-    if count >= scores.shape[-1]:
-        return masked.sort(dim=-1, descending=True, stable=True)
-    return masked.topk(count, dim=-1)
+    if width >= scores.shape[-1]:
+        high_first, order = masked.sort(dim=-1, descending=True, stable=True)
+    else:
+        high_first, order = masked.topk(width, dim=-1)
+    compared = negative.sum(-1, keepdim=True).clamp(max=width)
+    median = high_first.gather(-1, compared // 2)
+    work_dtype = torch.promote_types(scores.dtype, torch.float32)
+    centre = torch.where(compared > 0, median, 0.0).to(work_dtype)
+    centred = scores.to(work_dtype) - centre
+    # Centring is monotone: the order stays, the rows without negatives stay -inf.
+    return centred, high_first.to(work_dtype) - centre, order, compared
 
 
 def _hinge_total(
-    scores: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, margin, hard_negatives: int | None
+    centred: torch.Tensor,
+    high_first: torch.Tensor,
+    order: torch.Tensor,
+    compared: torch.Tensor,
+    positive: torch.Tensor,
+    margin,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum of the valid pairs' hinges and their number, both scalars, without the pair tensor;
-    at least float32 (a half-precision count overflows past 65,504 pairs)."""
-    work_dtype = torch.promote_types(scores.dtype, torch.float32)
-    high_first, order = _highest_negatives(scores, negative, hard_negatives or scores.shape[-1])
-    # c_i = #{negatives j : (margin - s_i) + s_j >= 0}, the pairs whose clamp passes a gradient,
-    # decided in the scores' dtype as the pair tensor would: binary search in the negated order.
-    above = torch.searchsorted(-high_first, margin - scores.detach(), right=True)
-    # The hinge depends on differences only: summing row-centred scores keeps float sums of
-    # large scores accurate (the detached centre is a constant).
-    centred = (scores - scores.detach().mean(-1, keepdim=True)).to(work_dtype)
-    sorted_centred = torch.where(torch.isinf(high_first), 0.0, centred.gather(-1, order))
-    running = sorted_centred.cumsum(-1)  # sums of the highest negatives; non-negatives add 0
+    """Sum of the valid pairs' hinges and their number, both scalars, without the pair tensor."""
+    # c_i = #{compared negatives j : (margin - s_i) + s_j >= 0}, the pairs whose clamp passes a
+    # gradient, decided as the pair tensor does: binary search in the negated (ascending) order.
+    above = torch.searchsorted((-high_first).contiguous(), (margin - centred.detach()).contiguous(), right=True)
+    # Sums of the highest negatives, with the gradient to each; the -inf of non-negatives add 0.
+    running = torch.where(torch.isinf(high_first), 0.0, centred.gather(-1, order)).cumsum(-1)
     running = torch.cat([running.new_zeros(running.shape[:-1] + (1,)), running], dim=-1)
-    negatives_per_row = negative.sum(-1)
-    if hard_negatives is not None:
-        negatives_per_row = negatives_per_row.clamp(max=hard_negatives)
-    per_positive = above.to(work_dtype) * (margin - centred) + running.gather(-1, above)
+    per_positive = above.to(centred.dtype) * (margin - centred) + running.gather(-1, above)
     total = torch.where(positive, per_positive, 0.0).sum()
-    pairs = (positive.sum(-1) * negatives_per_row).sum()
-    return total, pairs.to(work_dtype)
+    pairs = (positive.sum(-1) * compared.squeeze(-1)).sum()
+    return total, pairs.to(centred.dtype)
 
 
 def _weighted_mean(total: torch.Tensor, pairs: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -148,8 +172,9 @@ class PairwiseMarginRankingLoss(nn.Module):
         self, margin: float = 1.0, hard_negatives: int | None = None, reduction: str | Reducer = "weighted_mean"
     ) -> None:
         super().__init__()
+        check_pair_options(margin, hard_negatives)
         self.margin = float(margin)
-        self.hard_negatives = hard_negatives
+        self.hard_negatives = None if hard_negatives is None else int(hard_negatives)
         self.reducer = get_reducer(reduction)
 
     def forward(self, scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -185,7 +210,9 @@ def multilabel_hinge_loss(
     check_rank(scores, "scores", (2,), "(B, C)")
     check_binary(labels)
     check_same_shape(scores, labels, "scores and labels")
-    if isinstance(margin, torch.Tensor) and margin.shape not in ((), (scores.shape[-1],)):
+    if isinstance(margin, torch.Tensor) and (
+        margin.dim() > 1 or (margin.dim() == 1 and margin.shape[0] != scores.shape[-1])
+    ):
         raise ValueError(
             f"margin must be a number or of shape (C,) = ({scores.shape[-1]},) for scores of shape "
             f"{tuple(scores.shape)}, got margin of shape {tuple(margin.shape)}"
@@ -310,6 +337,7 @@ class MultiLabelRankingHingeLoss(nn.Module):
 
     def __init__(self, margin: float = 1.0, reduction: str | Reducer = "weighted_mean") -> None:
         super().__init__()
+        check_finite_margin(margin)
         self.margin = float(margin)
         self.reducer = get_reducer(reduction)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from numbers import Real
 
 import torch
 
@@ -43,8 +44,11 @@ def check_rank(value: torch.Tensor, name: str, dims: tuple[int, ...], meaning: s
 
 def check_finite_margin(margin, name: str = "margin") -> None:
     """A margin is a finite number or a tensor of finite values (NaN would make every loss NaN).
-    A tensor is checked through :func:`sodeep.checks.require` (no host synchronisation)."""
+    A tensor is checked through :func:`sodeep.checks.require` (no host synchronisation); a
+    number, in eager code (compiled, it may be symbolic: the modules check theirs when built)."""
     if isinstance(margin, torch.Tensor):
         require(torch.isfinite(margin), f"{name} must be finite")
-    elif not math.isfinite(float(margin)):
+    elif isinstance(margin, bool) or not isinstance(margin, Real):
+        raise TypeError(f"{name} must be a number or a tensor, got {type(margin).__name__}")
+    elif not torch.compiler.is_compiling() and not math.isfinite(float(margin)):
         raise ValueError(f"{name} must be finite, got {margin}")

@@ -72,8 +72,10 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_loss_compiles_with_fullgraph_and_matches_eager(case):
+def test_loss_compiles_with_fullgraph_and_matches_eager(case, dynamic):
+    """Static shapes (a first compile) and symbolic ones (what a changed shape recompiles to)."""
     torch.manual_seed(0)
     loss, inputs, others = CASES[case]()
     eager_inputs, compiled_inputs = inputs.clone().requires_grad_(), inputs.clone().requires_grad_()
@@ -81,7 +83,7 @@ def test_loss_compiles_with_fullgraph_and_matches_eager(case):
     if isinstance(loss, torch.nn.Module):
         loss.load_state_dict(loss.state_dict())  # adaptive margins: the compiled call starts where eager did
     torch._dynamo.reset()
-    got = torch.compile(loss, fullgraph=True, dynamic=False, backend=BACKEND)(compiled_inputs, *others)
+    got = torch.compile(loss, fullgraph=True, dynamic=dynamic, backend=BACKEND)(compiled_inputs, *others)
     if case == "multilabel_hinge_adaptive":
         assert loss.margin.ne(1.0).any()  # the buffers moved inside the compiled call as well
         return
