@@ -251,3 +251,52 @@ def test_pairwise_margin_counts_many_pairs_in_half_precision():
         half = pairwise_margin_ranking_loss(scores.to(dtype), labels)
         assert half.dtype == dtype
         torch.testing.assert_close(half.float(), full, rtol=1e-2, atol=0)
+
+
+@pytest.mark.parametrize("padding", [-1e9, torch.finfo(torch.float32).min, torch.finfo(torch.float32).max])
+def test_pairwise_margin_is_exact_beside_extreme_padding_and_outliers(padding):
+    """Masked padding at extreme finite values, and an unmasked outlier, leave the other pairs'
+    sums accurate (the rows are centred on their negatives' median, not on their mean)."""
+    generator = torch.Generator().manual_seed(5)
+    scores = torch.randn(3, 10, generator=generator)
+    labels = torch.tensor([[1, 0, 1, 0, 0, 0, 0, 1, 0, 0]] * 3)
+    mask = torch.ones(3, 10, dtype=torch.bool)
+    mask[:, -3:] = False
+    scores[:, -3:] = padding
+    scores[1, 0] = 1e8  # a positive far above every negative: its hinges are 0
+    for reduction in ("weighted_mean", "sum", "none"):
+        expected = slow_pairwise(
+            scores.double(), labels, mask, 1.0, reduction="mean" if reduction == "weighted_mean" else "sum"
+        )
+        got = pairwise_margin_ranking_loss(scores, labels, mask, reduction=reduction).sum()
+        assert torch.isfinite(got)
+        torch.testing.assert_close(got.double(), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_pairwise_margin_pair_tensor_keeps_invalid_pairs_at_zero_in_half_precision():
+    """An invalid pair whose hinge overflows float16 (120,000) stays 0, not inf * 0 = NaN."""
+    scores = torch.tensor([[60000.0, 60000.0, -60000.0]], dtype=torch.float16)
+    labels = torch.tensor([[1, 0, 0]])
+    pairs = pairwise_margin_ranking_loss(scores, labels, reduction="none")
+    assert pairs.dtype == torch.float16 and torch.isfinite(pairs).all()
+    assert pairs.sum().item() == 1.0 and pairwise_margin_ranking_loss(scores, labels).item() == 0.5
+
+
+def test_pairwise_margin_options_are_checked_when_given():
+    import numpy as np
+
+    scores, labels = torch.randn(2, 5), torch.tensor([[1, 0, 0, 1, 0], [0, 1, 0, 0, 0]])
+    with pytest.raises(ValueError, match="margin must be a number or a 0-d tensor, got shape \\(5,\\)"):
+        pairwise_margin_ranking_loss(scores, labels, margin=torch.ones(5))
+    with pytest.raises(TypeError, match="margin must be a number or a tensor, got NoneType"):
+        pairwise_margin_ranking_loss(scores, labels, margin=None)
+    with pytest.raises(ValueError, match="margin must be finite"):
+        PairwiseMarginRankingLoss(margin=float("nan"))
+    with pytest.raises(ValueError, match="hard_negatives must be >= 1"):
+        PairwiseMarginRankingLoss(hard_negatives=0)
+    with pytest.raises(ValueError, match="margin must be finite"):
+        MultiLabelRankingHingeLoss(margin=float("inf"))
+    from_numpy = pairwise_margin_ranking_loss(scores, labels, hard_negatives=np.int64(2))
+    torch.testing.assert_close(from_numpy, pairwise_margin_ranking_loss(scores, labels, hard_negatives=2))
+    tensor_margin = pairwise_margin_ranking_loss(scores, labels, margin=torch.tensor(0.5))
+    torch.testing.assert_close(tensor_margin, pairwise_margin_ranking_loss(scores, labels, margin=0.5))
