@@ -13,7 +13,9 @@ training loop needs.  A weight is broadcast to the per-element loss; a 0/1 mask 
 ===========================  ======================================================
 
 With every weight zero, the weighted means return 0, still connected to the graph, so
-``backward()`` works and yields zero gradients (never NaN).
+``backward()`` works and yields zero gradients (never NaN).  Sums and counts are taken in at least
+float32 and the result is returned in the loss's dtype: a half-precision mean of many elements
+neither overflows nor loses its count (a half-precision *sum* past 65,504 is still inf).
 """
 
 from __future__ import annotations
@@ -39,9 +41,13 @@ def _broadcast(loss: torch.Tensor, weight: torch.Tensor | None) -> tuple[torch.T
         raise ValueError(
             f"weight of shape {tuple(weight.shape)} would enlarge the loss of shape {tuple(loss.shape)} to {tuple(shape)}"
         )
-    weight = weight.to(loss.dtype)
     require(torch.isfinite(weight) & (weight >= 0), "weight must be finite and non-negative")
-    return loss, weight.expand_as(loss)
+    return loss, weight.to(loss.dtype).expand_as(loss)
+
+
+def _total(values: torch.Tensor) -> torch.Tensor:
+    """The sum of ``values`` in at least float32 (half-precision sums and counts overflow at 65,504)."""
+    return values.sum(dtype=torch.promote_types(values.dtype, torch.float32))
 
 
 class Reducer(nn.Module):
@@ -68,31 +74,32 @@ class SumReduction(Reducer):
     name = "sum"
 
     def reduce(self, weighted: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        return weighted.sum()
+        return _total(weighted).to(weighted.dtype)
 
 
 class MeanReduction(Reducer):
     name = "mean"
 
     def reduce(self, weighted: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        return weighted.sum() / max(weighted.numel(), 1)
+        return (_total(weighted) / max(weighted.numel(), 1)).to(weighted.dtype)
 
 
 class WeightedMeanReduction(Reducer):
     name = "weighted_mean"
 
     def reduce(self, weighted: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        total = weight.sum()
-        # Dividing by max(total, tiny) keeps an all-zero weight at 0 and in the graph.
-        return weighted.sum() / torch.where(total > 0, total, torch.ones_like(total))
+        total = _total(weight)
+        # Dividing by 1 where the weights sum to 0 keeps an all-zero weight at 0 and in the graph.
+        return (_total(weighted) / torch.where(total > 0, total, torch.ones_like(total))).to(weighted.dtype)
 
 
 class NonzeroWeightedMeanReduction(Reducer):
     name = "nonzero_weighted_mean"
 
     def reduce(self, weighted: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        present = (weight != 0).sum().to(weighted.dtype)
-        return weighted.sum() / torch.where(present > 0, present, torch.ones_like(present))
+        present = (weight != 0).sum()
+        present = torch.where(present > 0, present, torch.ones_like(present))
+        return (_total(weighted) / present).to(weighted.dtype)
 
 
 #: Reduction name -> reducer class.

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sodeep.losses.validation import check_rank, check_same_shape, check_tensor
+from sodeep.losses.validation import check_count, check_rank, check_same_shape, check_tensor
 
 
 def age_difference_loss(
@@ -25,7 +25,8 @@ def age_difference_loss(
     with ``generator`` (on the inputs' device), for an unbiased estimate.
 
     Args:
-        predictions, targets: ``(n,)``, ``n >= 2`` (e.g. predicted and chronological ages).
+        predictions, targets: ``(n,)``, ``n >= 2`` (e.g. predicted and chronological ages);
+            targets may be integers.
         num_pairs: sample this many pairs instead of using all.
         generator: the random source for sampled pairs (required with ``num_pairs``).
 
@@ -37,7 +38,7 @@ def age_difference_loss(
         tensor(200.)
     """
     check_tensor(predictions, "predictions")
-    check_tensor(targets, "targets")
+    check_tensor(targets, "targets", floating=False)  # integer ages are ages
     check_same_shape(predictions, targets, "predictions and targets")
     check_rank(predictions, "predictions", (1,), "(n,)")
     n = predictions.shape[0]
@@ -45,13 +46,12 @@ def age_difference_loss(
         raise ValueError(
             f"age_difference_loss needs n >= 2 subjects to form pairs, got shape {tuple(predictions.shape)}"
         )
-    errors = predictions - targets
+    errors = predictions - targets.to(predictions.dtype)
     if num_pairs is None:
         return 2.0 * errors.var(unbiased=True)
     if generator is None:
         raise ValueError("num_pairs needs an explicit generator (no hidden global randomness in a loss)")
-    if num_pairs < 1:
-        raise ValueError(f"num_pairs must be >= 1, got {num_pairs}")
+    check_count(num_pairs, "num_pairs")
     first = torch.randint(0, n, (num_pairs,), generator=generator, device=generator.device)
     # Second index uniform over the n - 1 others: shift by 1..n-1 modulo n.
     second = (first + torch.randint(1, n, (num_pairs,), generator=generator, device=generator.device)) % n

@@ -8,12 +8,17 @@ each row, with masks and hard-negative mining, vectorized.
 
 from __future__ import annotations
 
-from numbers import Integral
-
 import torch
 from torch import nn
 
-from sodeep.losses.validation import check_binary, check_finite_margin, check_rank, check_same_shape, check_tensor
+from sodeep.losses.validation import (
+    check_binary,
+    check_count,
+    check_finite_margin,
+    check_rank,
+    check_same_shape,
+    check_tensor,
+)
 from sodeep.reducers import (
     MeanReduction,
     NonzeroWeightedMeanReduction,
@@ -47,9 +52,9 @@ def pairwise_margin_ranking_loss(
     score, ``c_i (margin - s_i) + (sum of the c_i highest negative scores)``, where ``c_i``
     counts the negatives scored at least ``s_i - margin``.  The built-in reductions are computed
     that way: ``O(B N log N)`` time and ``O(B N)`` memory, no host synchronisation, however many
-    pairs there are.  Each row is first centred on the median of the negatives it compares with
-    (a constant), so that float sums stay accurate at any offset, with far outliers and with
-    padding at extreme values.
+    pairs there are.  Each row is first centred on the highest negative it compares with (a
+    constant), so that every term of those sums is at most the positive's largest hinge: float sums
+    stay accurate at any offset, beside far outliers and beside padding at extreme values.
 
     Args:
         scores: ``(B, N)`` (e.g. item scores per user, link scores per node); finite everywhere,
@@ -104,28 +109,28 @@ def check_pair_options(margin, hard_negatives) -> None:
     if isinstance(margin, torch.Tensor) and margin.dim() != 0:
         raise ValueError(f"margin must be a number or a 0-d tensor, got shape {tuple(margin.shape)}")
     check_finite_margin(margin)
-    if hard_negatives is not None and (isinstance(hard_negatives, bool) or not isinstance(hard_negatives, Integral)):
-        raise TypeError(f"hard_negatives must be an integer or None, got {type(hard_negatives).__name__}")
-    if hard_negatives is not None and hard_negatives < 1:
-        raise ValueError(f"hard_negatives must be >= 1, got {hard_negatives}")
+    if hard_negatives is not None:
+        check_count(hard_negatives, "hard_negatives")
 
 
 def _centred_on_negatives(
     scores: torch.Tensor, negative: torch.Tensor, width: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Each row's scores minus the median of the negatives it compares with (its ``width``
-    highest valid ones), in at least float32, and those negatives: ``(centred (B, N), centred
-    negatives highest first (B, width) with -inf past the row's, their indices (B, width),
-    their number (B, 1))``; all but ``centred`` detached."""
+    """Each row's scores minus the highest valid negative (0 in a row without one), in at least
+    float32, and the negatives the row compares with (its ``width`` highest valid ones):
+    ``(centred (B, N), centred negatives highest first (B, width) with -inf past the row's, their
+    indices (B, width), their number (B, 1))``; all but ``centred`` detached.
+
+    Every negative a positive's hinge reaches lies between the highest one and the positive minus
+    the margin, so each centred term of the positive's sum is at most its largest hinge."""
     masked = scores.detach().masked_fill(~negative, float("-inf"))
     if width >= scores.shape[-1]:
         high_first, order = masked.sort(dim=-1, descending=True, stable=True)
     else:
         high_first, order = masked.topk(width, dim=-1)
     compared = negative.sum(-1, keepdim=True).clamp(max=width)
-    median = high_first.gather(-1, compared // 2)
     work_dtype = torch.promote_types(scores.dtype, torch.float32)
-    centre = torch.where(compared > 0, median, 0.0).to(work_dtype)
+    centre = torch.where(compared > 0, high_first[..., :1], 0.0).to(work_dtype)
     centred = scores.to(work_dtype) - centre
     # Centring is monotone: the order stays, the rows without negatives stay -inf.
     return centred, high_first.to(work_dtype) - centre, order, compared
@@ -147,7 +152,8 @@ def _hinge_total(
     running = torch.where(torch.isinf(high_first), 0.0, centred.gather(-1, order)).cumsum(-1)
     running = torch.cat([running.new_zeros(running.shape[:-1] + (1,)), running], dim=-1)
     per_positive = above.to(centred.dtype) * (margin - centred) + running.gather(-1, above)
-    total = torch.where(positive, per_positive, 0.0).sum()
+    # A positive with no hinge (above == 0) adds 0, even where its centred score overflowed to inf.
+    total = torch.where(positive & (above > 0), per_positive, 0.0).sum()
     pairs = (positive.sum(-1) * compared.squeeze(-1)).sum()
     return total, pairs.to(centred.dtype)
 
@@ -250,15 +256,16 @@ class MultiLabelHingeLoss(nn.Module):
         reduction: str | Reducer = "weighted_mean",
     ) -> None:
         super().__init__()
-        if num_labels < 1:
-            raise ValueError(f"num_labels must be >= 1, got {num_labels}")
+        check_count(num_labels, "num_labels")
         base = torch.as_tensor(margin, dtype=torch.get_default_dtype())
         if base.shape not in ((), (num_labels,)):
             raise ValueError(
                 f"margin must be a number or {num_labels} margins (num_labels), got shape {tuple(base.shape)}"
             )
         check_finite_margin(base)
-        check_finite_margin(torch.tensor(margin_range), "margin_range")
+        if len(margin_range) != 2:
+            raise ValueError(f"margin_range must be (low, high), got {tuple(margin_range)}")
+        check_finite_margin(torch.as_tensor(margin_range, dtype=torch.float64), "margin_range")
         base = base.expand(num_labels).clone()
         if not 0 <= momentum < 1 or margin_range[0] > margin_range[1]:
             raise ValueError(f"momentum must be in [0, 1) and margin_range ordered, got {momentum}, {margin_range}")
@@ -276,22 +283,29 @@ class MultiLabelHingeLoss(nn.Module):
                 f"scores have {scores.shape[-1]} labels (shape {tuple(scores.shape)}), but this loss was "
                 f"built for num_labels={self.margin.numel()}"
             )
+        updating = self.adaptive and self.training
+        if updating and not torch.compiler.is_compiling() and torch._C._functorch.is_functorch_wrapped_tensor(scores):
+            raise RuntimeError(
+                "adaptive margins update buffers in place, which torch.func transforms (vmap, grad) "
+                "cannot do: call .eval() (margins frozen) or build the loss with adaptive=False"
+            )
         per_element = multilabel_hinge_loss(scores, labels, self.margin.to(scores.dtype), reduction="none")
         loss = self.reducer(per_element, weight)  # checks the weight before the margins move
-        if self.adaptive and self.training:
+        if updating:
             self._update_margins(per_element.detach(), weight)
         return loss
 
     @torch.no_grad()
     def _update_margins(self, per_element: torch.Tensor, weight: torch.Tensor | None) -> None:
+        # In the buffers' dtype (at least float32): half-precision sums over a batch overflow.
+        per_element = per_element.to(torch.promote_types(per_element.dtype, self.running_loss.dtype))
         known = (
-            torch.ones_like(per_element)
-            if weight is None
-            else (weight != 0).to(per_element.dtype).expand_as(per_element)
+            torch.ones_like(per_element, dtype=torch.bool) if weight is None else (weight != 0).expand_as(per_element)
         )
         count = known.sum(0)
-        batch_loss = per_element.sum(0) / count.clamp_min(1)
-        seen = count > 0
+        batch_loss = torch.where(known, per_element, 0.0).sum(0) / count.clamp_min(1)
+        # A label seen in this batch, with a finite loss (a hinge past the dtype's range is inf).
+        seen = (count > 0) & torch.isfinite(batch_loss)
         updated = self.momentum * self.running_loss + (1 - self.momentum) * batch_loss.to(self.running_loss.dtype)
         self.running_loss.copy_(torch.where(seen, updated, self.running_loss))
         relative = self.running_loss / self.running_loss.mean().clamp_min(torch.finfo(self.running_loss.dtype).tiny)
@@ -321,15 +335,15 @@ def multilabel_ranking_hinge_loss(
     check_rank(scores, "scores", (2,), "(B, C)")
     check_binary(labels)
     check_same_shape(scores, labels, "scores and labels")
-    check_finite_margin(margin)
+    check_pair_options(margin, None)
     valid = _valid_mask(labels, mask)
-    positive = (valid & (labels == 1)).to(scores.dtype)
-    negative = (valid & (labels == 0)).to(scores.dtype)
-    hinge = torch.clamp(margin - scores.unsqueeze(-1) + scores.unsqueeze(-2), min=0)  # [b, j, i]
-    pair_weight = positive.unsqueeze(-1) * negative.unsqueeze(-2)
-    known = valid.sum(-1).to(scores.dtype).clamp_min(1)
-    per_sample = (hinge * pair_weight).sum((-1, -2)) / known
-    return get_reducer(reduction)(per_sample, weight)
+    pair_ok = (valid & (labels == 1)).unsqueeze(-1) & (valid & (labels == 0)).unsqueeze(-2)
+    # In at least float32, invalid pairs zeroed (an invalid pair's overflow stays out of the sum).
+    work = scores.to(torch.promote_types(scores.dtype, torch.float32))
+    hinge = torch.clamp(margin - work.unsqueeze(-1) + work.unsqueeze(-2), min=0)  # [b, j, i]
+    known = valid.sum(-1).clamp_min(1)
+    per_sample = torch.where(pair_ok, hinge, 0.0).sum((-1, -2)) / known
+    return get_reducer(reduction)(per_sample.to(scores.dtype), weight)
 
 
 class MultiLabelRankingHingeLoss(nn.Module):
@@ -337,7 +351,7 @@ class MultiLabelRankingHingeLoss(nn.Module):
 
     def __init__(self, margin: float = 1.0, reduction: str | Reducer = "weighted_mean") -> None:
         super().__init__()
-        check_finite_margin(margin)
+        check_pair_options(margin, None)
         self.margin = float(margin)
         self.reducer = get_reducer(reduction)
 

@@ -13,12 +13,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from numbers import Real
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sodeep.losses.validation import check_binary, check_finite_margin, check_rank, check_same_shape, check_tensor
+from sodeep.checks import require
+from sodeep.losses.validation import (
+    check_binary,
+    check_count,
+    check_finite_margin,
+    check_rank,
+    check_same_shape,
+    check_tensor,
+)
 from sodeep.ranks import rank
 
 #: Any callable from ``(B, n)`` scores to ``(B, n)`` ranks in :func:`sodeep.rank`'s convention.
@@ -83,7 +92,8 @@ def spearman_loss(
         predictions, targets: ``(n,)`` (one ranking over the batch) or ``(B, n)`` (rows ranked
             independently), ``n >= 2``; targets may be integers.
         sorter: see the module docstring.
-        l1_weight: weight of ``L1(predictions, targets)``, an anchor on the raw values.
+        l1_weight: weight of ``L1(predictions, targets)``, an anchor on the raw values: a number
+            or a 0-d tensor.
 
     Returns:
         A scalar.
@@ -112,13 +122,20 @@ def spearman_loss(
     predicted_ranks = sorter(_as_rows(predictions))
     target_ranks = rank(_as_rows(targets)).to(predicted_ranks.dtype)
     loss = F.mse_loss(predicted_ranks, target_ranks)
-    if l1_weight:
+    if isinstance(l1_weight, torch.Tensor) or l1_weight:  # a tensor's value is not read (no host sync)
         loss = loss + l1_weight * F.l1_loss(predictions, targets.to(predictions.dtype))
     return loss
 
 
-def check_l1_weight(l1_weight: float) -> None:
-    if not (isinstance(l1_weight, (int, float)) and 0 <= l1_weight < math.inf):
+def check_l1_weight(l1_weight: float | torch.Tensor) -> None:
+    """A finite number >= 0, or a 0-d tensor of one (checked without host synchronisation)."""
+    if isinstance(l1_weight, torch.Tensor) and l1_weight.dim() == 0:
+        require(torch.isfinite(l1_weight) & (l1_weight >= 0), "l1_weight must be a finite number >= 0")
+    elif isinstance(l1_weight, bool) or not isinstance(l1_weight, Real):
+        raise ValueError(f"l1_weight must be a finite number >= 0, got {l1_weight!r}")
+    elif torch.compiler.is_compiling():
+        return  # a number may be symbolic under compile: the module checked its own when built
+    elif not 0 <= l1_weight < math.inf:
         raise ValueError(f"l1_weight must be a finite number >= 0, got {l1_weight!r}")
 
 
@@ -234,6 +251,7 @@ def hard_negative_rank_loss(
     """
     _check_square(scores)
     size = scores.shape[0]
+    check_count(hard_negatives, "hard_negatives")
     if not 1 <= hard_negatives < size:
         raise ValueError(f"hard_negatives must be in [1, {size - 1}] for N={size}, got {hard_negatives}")
     if margin is not None:
@@ -261,8 +279,7 @@ class HardNegativeRankLoss(FrozenSorterMixin):
         self._set_sorter(sorter)
         if margin is not None:
             check_finite_margin(margin)
-        if hard_negatives < 1:
-            raise ValueError(f"hard_negatives must be >= 1, got {hard_negatives}")
+        check_count(hard_negatives, "hard_negatives")
         self.margin = margin
         self.hard_negatives = int(hard_negatives)
 

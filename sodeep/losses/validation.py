@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from numbers import Real
+from numbers import Integral, Real
 
 import torch
 
@@ -52,3 +52,11 @@ def check_finite_margin(margin, name: str = "margin") -> None:
         raise TypeError(f"{name} must be a number or a tensor, got {type(margin).__name__}")
     elif not torch.compiler.is_compiling() and not math.isfinite(float(margin)):
         raise ValueError(f"{name} must be finite, got {margin}")
+
+
+def check_count(value, name: str, minimum: int = 1) -> None:
+    """An integer (Python or NumPy, not a bool) of at least ``minimum``: 2.5 or True is refused, not truncated."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")

@@ -47,3 +47,14 @@ def test_errors():
 def test_module_form_is_the_function():
     predictions, targets = torch.randn(5, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
     torch.testing.assert_close(AgeDifferenceLoss()(predictions, targets), age_difference_loss(predictions, targets))
+
+
+def test_integer_targets_are_taken_like_their_float_values():
+    predictions, ages = torch.randn(6, dtype=torch.float64) * 10 + 40, torch.randint(20, 80, (6,))
+    torch.testing.assert_close(age_difference_loss(predictions, ages), age_difference_loss(predictions, ages.double()))
+
+
+@pytest.mark.parametrize(("num_pairs", "error"), [(2.5, TypeError), (True, TypeError), (0, ValueError)])
+def test_num_pairs_must_be_a_positive_integer(num_pairs, error):
+    with pytest.raises(error, match="num_pairs must be"):
+        age_difference_loss(torch.randn(4), torch.randn(4), num_pairs=num_pairs, generator=torch.Generator())

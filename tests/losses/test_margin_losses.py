@@ -6,6 +6,7 @@ from sodeep.losses import (
     MultiLabelRankingHingeLoss,
     PairwiseMarginRankingLoss,
     multilabel_hinge_loss,
+    multilabel_ranking_hinge_loss,
     pairwise_margin_ranking_loss,
     sigmoid_cross_entropy,
 )
@@ -256,7 +257,7 @@ def test_pairwise_margin_counts_many_pairs_in_half_precision():
 @pytest.mark.parametrize("padding", [-1e9, torch.finfo(torch.float32).min, torch.finfo(torch.float32).max])
 def test_pairwise_margin_is_exact_beside_extreme_padding_and_outliers(padding):
     """Masked padding at extreme finite values, and an unmasked outlier, leave the other pairs'
-    sums accurate (the rows are centred on their negatives' median, not on their mean)."""
+    sums accurate (the rows are centred on their highest negative, not on their mean)."""
     generator = torch.Generator().manual_seed(5)
     scores = torch.randn(3, 10, generator=generator)
     labels = torch.tensor([[1, 0, 1, 0, 0, 0, 0, 1, 0, 0]] * 3)
@@ -271,6 +272,33 @@ def test_pairwise_margin_is_exact_beside_extreme_padding_and_outliers(padding):
         got = pairwise_margin_ranking_loss(scores, labels, mask, reduction=reduction).sum()
         assert torch.isfinite(got)
         torch.testing.assert_close(got.double(), expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("padding", [-1e9, torch.finfo(torch.float32).min])
+def test_pairwise_margin_is_exact_when_most_negatives_are_unmasked_padding(padding):
+    """Padding left unmasked and labelled 0 is a negative: with most of a row's negatives there,
+    the real pairs' sums stay exact (padding far below every positive adds no hinge)."""
+    generator = torch.Generator().manual_seed(2)
+    scores = torch.randn(2, 12, generator=generator)
+    labels = torch.tensor([[1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]] * 2)
+    scores[:, 5:] = padding
+    mask = torch.ones(2, 12, dtype=torch.bool)
+    for reduction in ("sum", "weighted_mean", "none"):
+        expected = slow_pairwise(
+            scores.double(), labels, mask, 1.0, reduction="sum" if reduction != "weighted_mean" else "mean"
+        )
+        got = pairwise_margin_ranking_loss(scores, labels, reduction=reduction).sum()
+        assert expected.item() > 0.1
+        torch.testing.assert_close(got.double(), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_pairwise_margin_positive_far_above_a_far_negative_is_zero_not_nan():
+    """The centred positive overflows float32 (2e38 - (-2e38)); its hinge is 0, value and gradient."""
+    scores = torch.tensor([[2e38, -2e38, 0.0]], requires_grad=True)
+    labels = torch.tensor([[1, 0, 1]])
+    loss = pairwise_margin_ranking_loss(scores, labels, reduction="sum")
+    loss.backward()
+    assert loss.item() == 0 and torch.equal(scores.grad, torch.zeros(1, 3))
 
 
 def test_pairwise_margin_pair_tensor_keeps_invalid_pairs_at_zero_in_half_precision():
@@ -300,3 +328,76 @@ def test_pairwise_margin_options_are_checked_when_given():
     torch.testing.assert_close(from_numpy, pairwise_margin_ranking_loss(scores, labels, hard_negatives=2))
     tensor_margin = pairwise_margin_ranking_loss(scores, labels, margin=torch.tensor(0.5))
     torch.testing.assert_close(tensor_margin, pairwise_margin_ranking_loss(scores, labels, margin=0.5))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "weighted_mean", "nonzero_weighted_mean"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_means_neither_overflow_nor_lose_their_count(reduction, dtype):
+    """100,000 elements of 2.0: a half-precision sum (200,000) or count would be inf or stall."""
+    loss = torch.full((100_000,), 2.0, dtype=dtype)
+    weight = torch.ones(100_000, dtype=dtype)
+    reduced = reduce_loss(loss, weight, reduction)
+    assert reduced.dtype == dtype and reduced.item() == 2.0
+    scores, labels = torch.full((1000, 100), -3.0, dtype=dtype), torch.ones(1000, 100, dtype=torch.long)
+    assert multilabel_hinge_loss(scores, labels, reduction=reduction).item() == 4.0
+    expected = sigmoid_cross_entropy(scores.float(), labels, reduction=reduction)
+    torch.testing.assert_close(
+        sigmoid_cross_entropy(scores, labels, reduction=reduction).float(), expected, rtol=1e-2, atol=0
+    )
+
+
+def test_adaptive_margins_stay_finite_in_half_precision():
+    loss = MultiLabelHingeLoss(100, adaptive=True, momentum=0.5)
+    scores, labels = torch.full((1000, 100), -100.0, dtype=torch.float16), torch.ones(1000, 100, dtype=torch.long)
+    loss(scores, labels)
+    assert torch.isfinite(loss.running_loss).all() and torch.isfinite(loss.margin).all()
+    torch.testing.assert_close(loss.running_loss, torch.full((100,), 0.5 + 0.5 * 101))
+
+
+def test_adaptive_margins_learn_only_from_known_labels():
+    """A label's running loss moves with the samples that know it, not with the unknown ones."""
+    loss = MultiLabelHingeLoss(2, adaptive=True, momentum=0.0)
+    scores = torch.tensor([[0.0, 0.0], [-9.0, 0.0]])
+    labels = torch.ones(2, 2, dtype=torch.long)
+    weight = torch.tensor([[1.0, 1.0], [0.0, 1.0]])  # sample 1 does not know label 0
+    loss(scores, labels, weight)
+    torch.testing.assert_close(loss.running_loss, torch.tensor([1.0, 1.0]))
+
+
+def test_adaptive_margins_refuse_torch_func_transforms_in_training_mode():
+    loss = MultiLabelHingeLoss(4, adaptive=True)
+    scores, labels = torch.randn(3, 2, 4), (torch.rand(3, 2, 4) < 0.5).long()
+    with pytest.raises(RuntimeError, match="call .eval\\(\\)"):
+        torch.func.vmap(loss)(scores, labels)
+    loss.eval()
+    per_sample = torch.func.vmap(loss)(scores, labels)
+    torch.testing.assert_close(per_sample, torch.stack([loss(s, y) for s, y in zip(scores, labels)]))
+
+
+def test_ranking_hinge_in_half_precision_and_beside_extreme_masked_padding():
+    generator = torch.Generator().manual_seed(1)
+    scores, labels = torch.randn(64, 300, generator=generator), (torch.rand(64, 300, generator=generator) < 0.5).long()
+    full = MultiLabelRankingHingeLoss()(scores, labels)
+    for dtype in (torch.float16, torch.bfloat16):
+        half = MultiLabelRankingHingeLoss()(scores.to(dtype), labels)
+        assert half.dtype == dtype
+        torch.testing.assert_close(half.float(), full, rtol=2e-2, atol=0)
+    mask = torch.ones(64, 300, dtype=torch.bool)
+    mask[:, -10:] = False
+    padded = scores.clone()
+    padded[:, -10:] = torch.finfo(torch.float32).min
+    padded[:, -5:] = torch.finfo(torch.float32).max
+    torch.testing.assert_close(
+        MultiLabelRankingHingeLoss()(padded, labels, mask), MultiLabelRankingHingeLoss()(scores, labels, mask)
+    )
+
+
+def test_multilabel_options_are_checked_when_built():
+    with pytest.raises(TypeError, match="num_labels must be an integer, got float 2.5"):
+        MultiLabelHingeLoss(2.5)
+    with pytest.raises(ValueError, match="margin_range must be \\(low, high\\), got \\(0.1,\\)"):
+        MultiLabelHingeLoss(3, margin_range=(0.1,))
+    with pytest.raises(ValueError, match="margin must be a number or a 0-d tensor, got shape \\(2, 2\\)"):
+        MultiLabelRankingHingeLoss(margin=torch.ones(2, 2))
+    with pytest.raises(ValueError, match="margin must be a number or a 0-d tensor, got shape \\(4,\\)"):
+        multilabel_ranking_hinge_loss(torch.randn(2, 4), torch.ones(2, 4, dtype=torch.long), margin=torch.ones(4))

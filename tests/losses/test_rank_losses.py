@@ -209,3 +209,28 @@ def test_hard_negative_rank_loss_refuses_a_nan_margin():
 
     with pytest.raises(ValueError, match="margin"):
         hard_negative_rank_loss(torch.randn(4, 4), PairwiseSigmoidSorter(0.1), margin=float("nan"))
+
+
+def test_spearman_loss_takes_a_zero_dimensional_tensor_weight():
+    predictions, targets = torch.randn(6), torch.randn(6)
+    sorter = PairwiseSigmoidSorter(0.1)
+    torch.testing.assert_close(
+        spearman_loss(predictions, targets, sorter, l1_weight=torch.tensor(0.5)),
+        spearman_loss(predictions, targets, sorter, l1_weight=0.5),
+    )
+    torch.testing.assert_close(
+        SpearmanLoss(sorter, l1_weight=torch.tensor(0.5))(predictions, targets),
+        SpearmanLoss(sorter, l1_weight=0.5)(predictions, targets),
+    )
+    with pytest.raises(ValueError, match="l1_weight must be a finite number >= 0"):
+        spearman_loss(predictions, targets, sorter, l1_weight=torch.tensor(-1.0))
+
+
+@pytest.mark.parametrize(("hard_negatives", "error"), [(2.5, TypeError), (True, TypeError), (0, ValueError)])
+def test_hard_negative_count_must_be_a_positive_integer(hard_negatives, error):
+    from sodeep.losses import HardNegativeRankLoss, hard_negative_rank_loss
+
+    with pytest.raises(error, match="hard_negatives must be"):
+        HardNegativeRankLoss(PairwiseSigmoidSorter(0.1), hard_negatives=hard_negatives)
+    with pytest.raises(error, match="hard_negatives must be"):
+        hard_negative_rank_loss(torch.randn(4, 4), PairwiseSigmoidSorter(0.1), hard_negatives=hard_negatives)
