@@ -103,10 +103,26 @@ def default_sorter_path(file_name: str = DEFAULT_SORTER_FILE) -> Path:
         return Path(__file__).resolve().parent.parent / "pretrained" / file_name
 
 
+def check_map_location(map_location: Any) -> None:
+    """Raise ``ValueError`` (not a :class:`CheckpointError`: the file is not at fault) for a
+    ``map_location`` device that this machine cannot hold tensors on, e.g. ``"cuda"`` without a GPU."""
+    if not isinstance(map_location, (str, torch.device)):
+        return  # a dict or a function: torch.load applies it
+    try:
+        torch.empty(0, device=map_location)
+    except NotImplementedError:  # PyTorch's message lists every backend it does have
+        reason = f"this PyTorch build has no {torch.device(map_location).type} backend"
+        raise ValueError(f"map_location={str(map_location)!r} cannot be used on this machine: {reason}") from None
+    except (RuntimeError, AssertionError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"map_location={str(map_location)!r} cannot be used on this machine: {reason}") from None
+
+
 def read_weights_only(path: Path, map_location: str | torch.device = "cpu") -> Any:
     """``torch.load(path, weights_only=True)``, with a :class:`CheckpointError` that says what is
     wrong with a file that cannot be read: empty, truncated or not a torch file, or a pickle of
     Python objects that a weights-only load refuses to build."""
+    check_map_location(map_location)
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes): not a checkpoint")
     with open(path, "rb") as stream:
@@ -179,8 +195,9 @@ def run_folder_sorter(folder: Path) -> Path:
         raise CheckpointError(f"{folder} holds a {command} run, not a pretraining run: it has no sorter")
     if not (folder / RUN_SORTER).is_file():
         raise CheckpointError(
-            f"{folder} holds no {RUN_SORTER}: its pretraining run has not finished (wait for it, resume it with "
-            "sodeep pretrain ... --resume, or turn its last checkpoint into a sorter with sodeep export)"
+            f"{folder} holds no {RUN_SORTER}: its pretraining run has not finished (still running, stopped or "
+            f"failed); resume it by running its `sodeep pretrain` command again with --resume, or turn its last "
+            f"checkpoint into a sorter with `sodeep export {folder / 'checkpoints' / 'last.ckpt'} sorter.pt`"
         )
     return folder / RUN_SORTER
 

@@ -199,12 +199,7 @@ class PretrainConfig:
 
     def trainer_options(self) -> dict[str, Any]:
         """The keyword arguments of Lightning's ``Trainer`` that say where the run trains."""
-        return {
-            "accelerator": self.accelerator,
-            "devices": self.devices,
-            "strategy": self.strategy,
-            "num_nodes": self.num_nodes,
-        }
+        return {name: getattr(self, name) for name in SCALE_OUT}
 
     def validate(self) -> None:
         """Raise ``ValueError`` with one line naming the first bad setting."""
@@ -261,6 +256,10 @@ def parse_devices(value: Any) -> int | str:
 #: Strategies whose processes are started inside ``fit``: the code around it (the run folder, the
 #: summary) would run in the launching process only.
 _IN_FIT_LAUNCHERS = ("spawn", "fork", "notebook")
+
+
+#: Settings of where a command trains: Lightning's ``Trainer`` arguments (docs/scaling.md).
+SCALE_OUT = ("accelerator", "devices", "strategy", "num_nodes")
 
 
 def check_scale_out(accelerator: Any, strategy: Any, num_nodes: Any) -> None:

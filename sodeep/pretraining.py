@@ -29,6 +29,7 @@ from sodeep.runs import (
     SetupWarning,
     StopOnSignal,
     make_loggers,
+    make_trainer,
     progress_settings,
     quiet_lightning,
     release_process_group,
@@ -415,7 +416,6 @@ def several_processes(accelerator: str, devices: Any, num_nodes: int, **_: Any) 
 def _make_trainer(config: PretrainConfig, out: Path, stop: StopOnSignal) -> L.Trainer:
     """The ``Trainer`` of a pretraining run, without loggers (rank 0 gets them once it has
     claimed the run folder)."""
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     progress = progress_settings(every=100)
@@ -425,36 +425,32 @@ def _make_trainer(config: PretrainConfig, out: Path, stop: StopOnSignal) -> L.Tr
         # bias), which plain DDP (Lightning's choice for several devices) refuses; looking for them
         # each step costs little at these sizes.
         options["strategy"] = "ddp_find_unused_parameters_true"
-    try:
-        return L.Trainer(
-            max_steps=config.steps,
-            val_check_interval=min(config.validation_every, config.steps),
-            check_val_every_n_epoch=None,
-            logger=False,
-            callbacks=[
-                ModelCheckpoint(
-                    dirpath=out / "checkpoints",
-                    save_last=True,
-                    every_n_train_steps=min(config.checkpoint_every, config.steps),
-                    save_top_k=0,
-                    # last.ckpt may have been written by StopOnSignal: overwrite it, never last-v1.ckpt
-                    enable_version_counter=False,
-                ),
-                stop,
-                *progress["callbacks"],
-            ],
-            enable_progress_bar=progress["enable_progress_bar"],
-            plugins=[AtomicCheckpointIO()],
-            # The training stream is shared out by SequenceDataModule; validation takes every cell.
-            use_distributed_sampler=False,
-            log_every_n_steps=10,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-            **options,
-        )
-    except (MisconfigurationException, TypeError) as error:  # Lightning raises both for bad devices
-        asked = ", ".join(f"{key}={value!r}" for key, value in config.trainer_options().items())
-        raise ValueError(f"cannot train with {asked}: {' '.join(str(error).split())}") from None
+    return make_trainer(
+        max_steps=config.steps,
+        val_check_interval=min(config.validation_every, config.steps),
+        check_val_every_n_epoch=None,
+        logger=False,
+        callbacks=[
+            ModelCheckpoint(
+                dirpath=out / "checkpoints",
+                save_last=True,
+                every_n_train_steps=min(config.checkpoint_every, config.steps),
+                save_top_k=0,
+                # last.ckpt may have been written by StopOnSignal: overwrite it, never last-v1.ckpt
+                enable_version_counter=False,
+            ),
+            stop,
+            *progress["callbacks"],
+        ],
+        enable_progress_bar=progress["enable_progress_bar"],
+        plugins=[AtomicCheckpointIO()],
+        # The training stream is shared out by SequenceDataModule; validation takes every cell.
+        use_distributed_sampler=False,
+        log_every_n_steps=10,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        **options,
+    )
 
 
 def _write_results(

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
@@ -25,6 +26,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from sodeep.config import SCALE_OUT
 from sodeep.files import atomic_torch_save, atomic_write
 
 #: W&B modes a command accepts: ``offline`` (the default: nothing is sent, no account needed),
@@ -260,6 +262,20 @@ def progress_settings(every: int = 100) -> dict[str, Any]:
     if sys.stderr.isatty():
         return {"enable_progress_bar": True, "callbacks": []}
     return {"enable_progress_bar": False, "callbacks": [ProgressLines(every)]}
+
+
+def make_trainer(**settings: Any) -> L.Trainer:
+    """Lightning's ``Trainer`` with ``settings``; where it cannot train (an accelerator this
+    machine lacks or whose package is missing, devices it does not have) is a one-line
+    ``ValueError`` naming the settings of :data:`sodeep.config.SCALE_OUT` that were asked for."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        return L.Trainer(**settings)
+    # Lightning raises all three for an accelerator or devices it cannot use.
+    except (MisconfigurationException, ModuleNotFoundError, TypeError) as error:
+        asked = ", ".join(f"{key}={settings[key]!r}" for key in SCALE_OUT if key in settings)
+        raise ValueError(f"cannot train with {asked}: {' '.join(str(error).split())}") from None
 
 
 def global_rank() -> int:

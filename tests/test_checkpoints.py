@@ -133,3 +133,12 @@ def test_a_pretraining_run_folder_loads_its_sorter(tmp_path, capsys):
     torch.testing.assert_close(loaded.state_dict(), sorter.state_dict())
     assert main(["evaluate", str(run), "--lengths", "5", "--sequences", "2"]) == 0
     assert "Spearman" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", "bogus"] + ["mps"] * (not torch.backends.mps.is_available()))
+def test_a_device_this_machine_lacks_is_named_not_blamed_on_the_file(device):
+    with pytest.raises(ValueError, match=f"map_location='{device}' cannot be used on this machine: ") as raised:
+        load_sorter(map_location=device)
+    assert not isinstance(raised.value, CheckpointError) and "\n" not in str(raised.value)
+    assert len(str(raised.value)) < 300

@@ -147,6 +147,8 @@ def test_a_signal_to_one_process_stops_both_and_the_run_resumes_where_it_stopped
         (["--num-nodes", "0"], "num_nodes must be an integer >= 1, got 0"),
         (["--strategy", "ddp_spawn"], "strategy 'ddp_spawn' starts its processes inside fit"),
         (["--strategy", "bogus"], "invalid strategy name"),
+        (["--accelerator", "tpu"], "cannot train with accelerator='tpu', devices=1, strategy='auto', num_nodes=1: "),
+        (["--accelerator", "gpu", "--devices", "64"], "cannot train with accelerator='gpu', devices=64"),
     ],
 )
 def test_bad_scale_out_settings_end_in_one_line_and_leave_nothing(tmp_path, capsys, flags, message):

@@ -45,7 +45,6 @@ from typing import Any
 import numpy as np
 
 from sodeep.brainage.config import (
-    SCALE_OUT,
     CommandConfig,
     NiftiConfig,
     SyntheticConfig,
@@ -54,6 +53,7 @@ from sodeep.brainage.config import (
 )
 from sodeep.brainage.datasets import DEFAULT_DATASET
 from sodeep.brainage.tables import DELIMITERS
+from sodeep.config import SCALE_OUT
 from sodeep.run_folder import releasing_run_folders
 
 #: Settings that are not a folder's configuration: the run lists, which extend a folder, where

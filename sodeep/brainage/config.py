@@ -32,7 +32,7 @@ from sodeep.brainage.augmentation import AUGMENTATIONS
 from sodeep.brainage.datasets import BUNDLED_DATASETS, DEFAULT_DATASET, bundled_table_path
 from sodeep.brainage.losses import BRAIN_AGE_PRESETS
 from sodeep.brainage.tables import check_folds
-from sodeep.config import check_scale_out, parse_devices, read_yaml_mapping
+from sodeep.config import SCALE_OUT, check_scale_out, parse_devices, read_yaml_mapping
 
 #: W&B modes of every command (``sodeep.runs.WANDB_MODES``, not imported here: that module loads Lightning).
 WANDB_MODES = ("offline", "online", "disabled")
@@ -41,8 +41,6 @@ BLOCK_ORDERS = ("pool-norm", "norm-pool")
 POOLED_BLOCKS = ("all", "last")
 #: Cross-validation protocols of ``tabular`` (``--split``): age-stratified folds, or folds of whole sites.
 SPLITS = ("stratified", "site")
-#: Settings of where a command trains: Lightning's ``Trainer`` arguments (docs/scaling.md).
-SCALE_OUT = ("accelerator", "devices", "strategy", "num_nodes")
 
 
 def check_fit_settings(

@@ -28,13 +28,14 @@ from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, Sampler, TensorDataset
 
 from sodeep.brainage.augmentation import random_generators
-from sodeep.brainage.config import SCALE_OUT, check_fit_settings
+from sodeep.brainage.config import check_fit_settings
 from sodeep.brainage.interruption import SignalStop, StopAtStepEnd
 from sodeep.brainage.losses import BrainAgeLoss
 from sodeep.checkpoints import CheckpointError, read_weights_only
 from sodeep.runs import (
     AtomicCheckpointIO,
     ResumableCSVLogger,
+    make_trainer,
     progress_settings,
     stop_signals_outside_training_are_interrupts,
 )
@@ -466,18 +467,6 @@ def _curves_logger(csv_directory: str | Path | None, resume_step: int | None) ->
             save_dir=str(csv_directory.parent), name=csv_directory.name, version="", resume_step=resume_step or 0
         )
     ]
-
-
-def make_trainer(**settings: Any) -> L.Trainer:
-    """Lightning's ``Trainer`` with ``settings``; where it cannot train (an accelerator this
-    machine lacks or whose package is missing, devices it does not have) is a one-line ``ValueError``."""
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
-
-    try:
-        return L.Trainer(**settings)
-    except (MisconfigurationException, ModuleNotFoundError) as error:
-        asked = ", ".join(f"{key}={settings[key]!r}" for key in SCALE_OUT if key in settings)
-        raise ValueError(f"cannot train with {asked}: {' '.join(str(error).split())}") from None
 
 
 def process_rank(**trainer_options: Any) -> int:

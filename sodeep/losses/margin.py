@@ -308,7 +308,9 @@ class MultiLabelHingeLoss(nn.Module):
         seen = (count > 0) & torch.isfinite(batch_loss)
         updated = self.momentum * self.running_loss + (1 - self.momentum) * batch_loss.to(self.running_loss.dtype)
         self.running_loss.copy_(torch.where(seen, updated, self.running_loss))
-        relative = self.running_loss / self.running_loss.mean().clamp_min(torch.finfo(self.running_loss.dtype).tiny)
+        mean = self.running_loss.mean()
+        # Every label solved (all running losses 0): all equally easy, the base margins.
+        relative = torch.where(mean > 0, self.running_loss / mean.clamp_min(torch.finfo(mean.dtype).tiny), 1.0)
         self.margin.copy_((self.base_margin * relative).clamp(*self.margin_range))
 
 

@@ -401,3 +401,10 @@ def test_multilabel_options_are_checked_when_built():
         MultiLabelRankingHingeLoss(margin=torch.ones(2, 2))
     with pytest.raises(ValueError, match="margin must be a number or a 0-d tensor, got shape \\(4,\\)"):
         multilabel_ranking_hinge_loss(torch.randn(2, 4), torch.ones(2, 4, dtype=torch.long), margin=torch.ones(4))
+
+
+def test_adaptive_margins_of_labels_all_solved_are_the_base_margins():
+    """Perfect separation: every running loss is 0, no label is harder than another."""
+    loss = MultiLabelHingeLoss(3, margin=[0.5, 1.0, 1.5], adaptive=True, momentum=0.0, margin_range=(0.1, 2.0))
+    loss(torch.tensor([[9.0, -9.0, 9.0]]), torch.tensor([[1, 0, 1]]))
+    torch.testing.assert_close(loss.margin, torch.tensor([0.5, 1.0, 1.5]))
