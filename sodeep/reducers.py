@@ -13,9 +13,11 @@ training loop needs.  A weight is broadcast to the per-element loss; a 0/1 mask 
 ===========================  ======================================================
 
 With every weight zero, the weighted means return 0, still connected to the graph, so
-``backward()`` works and yields zero gradients (never NaN).  Sums and counts are taken in at least
-float32 and the result is returned in the loss's dtype: a half-precision mean of many elements
-neither overflows nor loses its count (a half-precision *sum* past 65,504 is still inf).
+``backward()`` works and yields zero gradients (never NaN).  Products, sums and counts are taken in
+at least float32 (in the weight's dtype if it is wider) and the result is returned in the loss's
+dtype: a float32 weight of 1e-8 or 1e5 keeps its value beside a half-precision loss, and a
+half-precision mean of many elements neither overflows nor loses its count (a half-precision
+*sum* past 65,504 is still inf).
 """
 
 from __future__ import annotations
@@ -42,7 +44,11 @@ def _broadcast(loss: torch.Tensor, weight: torch.Tensor | None) -> tuple[torch.T
             f"weight of shape {tuple(weight.shape)} would enlarge the loss of shape {tuple(loss.shape)} to {tuple(shape)}"
         )
     require(torch.isfinite(weight) & (weight >= 0), "weight must be finite and non-negative")
-    return loss, weight.to(loss.dtype).expand_as(loss)
+    # A half-precision loss keeps a float32 weight's range (1e-8 and 1e5 are 0 and inf in float16).
+    wide = torch.promote_types(loss.dtype, torch.float32)
+    if weight.is_floating_point():
+        wide = torch.promote_types(wide, weight.dtype)
+    return loss.to(wide), weight.to(wide).expand_as(loss)
 
 
 def _total(values: torch.Tensor) -> torch.Tensor:
@@ -56,8 +62,10 @@ class Reducer(nn.Module):
     name = ""
 
     def forward(self, loss: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """``loss`` and ``weight`` reach :meth:`reduce` in at least float32; the result is in ``loss``'s dtype."""
+        dtype = loss.dtype
         loss, weight = _broadcast(loss, weight)
-        return self.reduce(loss * weight, weight)
+        return self.reduce(loss * weight, weight).to(dtype)
 
     def reduce(self, weighted: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
@@ -74,14 +82,14 @@ class SumReduction(Reducer):
     name = "sum"
 
     def reduce(self, weighted: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        return _total(weighted).to(weighted.dtype)
+        return _total(weighted)
 
 
 class MeanReduction(Reducer):
     name = "mean"
 
     def reduce(self, weighted: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        return (_total(weighted) / max(weighted.numel(), 1)).to(weighted.dtype)
+        return _total(weighted) / max(weighted.numel(), 1)
 
 
 class WeightedMeanReduction(Reducer):
@@ -90,7 +98,7 @@ class WeightedMeanReduction(Reducer):
     def reduce(self, weighted: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         total = _total(weight)
         # Dividing by 1 where the weights sum to 0 keeps an all-zero weight at 0 and in the graph.
-        return (_total(weighted) / torch.where(total > 0, total, torch.ones_like(total))).to(weighted.dtype)
+        return _total(weighted) / torch.where(total > 0, total, torch.ones_like(total))
 
 
 class NonzeroWeightedMeanReduction(Reducer):
@@ -99,7 +107,7 @@ class NonzeroWeightedMeanReduction(Reducer):
     def reduce(self, weighted: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         present = (weight != 0).sum()
         present = torch.where(present > 0, present, torch.ones_like(present))
-        return (_total(weighted) / present).to(weighted.dtype)
+        return _total(weighted) / present
 
 
 #: Reduction name -> reducer class.

@@ -52,9 +52,11 @@ def pairwise_margin_ranking_loss(
     score, ``c_i (margin - s_i) + (sum of the c_i highest negative scores)``, where ``c_i``
     counts the negatives scored at least ``s_i - margin``.  The built-in reductions are computed
     that way: ``O(B N log N)`` time and ``O(B N)`` memory, no host synchronisation, however many
-    pairs there are.  Each row is first centred on the highest negative it compares with (a
-    constant), so that every term of those sums is at most the positive's largest hinge: float sums
-    stay accurate at any offset, beside far outliers and beside padding at extreme values.
+    pairs there are.  Which pairs pass the hinge is decided on the scores as given; the sums are
+    taken in float64 (float32 on MPS), each row centred on the highest negative it compares with
+    (a constant), so that every term is at most the positive's largest hinge: they stay accurate
+    at any offset, beside far outliers, beside padding at extreme values and with hinges near the
+    scores' largest finite value.
 
     Args:
         scores: ``(B, N)`` (e.g. item scores per user, link scores per node); finite everywhere,
@@ -70,8 +72,8 @@ def pairwise_margin_ranking_loss(
             ``"weighted_mean"`` averages over valid pairs (0, in the graph, if there are none);
             ``"sum"`` adds them; ``"mean"`` divides that sum by ``B N N``.  ``"none"`` and a custom
             :class:`~sodeep.reducers.Reducer` get the pair tensor itself, invalid pairs zeroed:
-            ``B N N`` elements in memory.  Sums are taken in at least float32 and returned in the
-            scores' dtype (a half-precision sum past 65,504 is inf).
+            ``B N N`` elements in memory.  Results are returned in the scores' dtype (a
+            half-precision sum past 65,504 is inf).
 
     Returns:
         A scalar (or the pair tensor for ``"none"``).
@@ -91,15 +93,16 @@ def pairwise_margin_ranking_loss(
     negative = valid & (labels == 0)
     reducer = get_reducer(reduction)
     width = min(int(hard_negatives or scores.shape[-1]), scores.shape[-1])
-    centred, high_first, order, compared = _centred_on_negatives(scores, negative, width)
+    high_first, order, compared = _highest_negatives(scores, negative, width)
     if type(reducer) in _FROM_TOTALS:
-        total, pairs = _hinge_total(centred, high_first, order, compared, positive, margin)
+        total, pairs = _hinge_total(scores, high_first, order, compared, positive, margin)
         return _FROM_TOTALS[type(reducer)](total, pairs, scores.shape).to(scores.dtype)
     # The same negatives as the totals take: the first ``compared`` of ``order``.
     taken = torch.arange(width, device=scores.device) < compared
     negative = torch.zeros_like(negative).scatter_(-1, order, taken)
     pair_ok = positive.unsqueeze(-1) & negative.unsqueeze(-2)
-    hinge = torch.clamp(margin - centred.unsqueeze(-1) + centred.unsqueeze(-2), min=0)
+    wide = scores.to(torch.promote_types(scores.dtype, torch.float32))
+    hinge = torch.clamp(margin - wide.unsqueeze(-1) + wide.unsqueeze(-2), min=0)
     hinge = torch.where(pair_ok, hinge, 0.0).to(scores.dtype)  # an invalid pair's overflow stays out
     return reducer(hinge, pair_ok.to(hinge.dtype))
 
@@ -113,31 +116,28 @@ def check_pair_options(margin, hard_negatives) -> None:
         check_count(hard_negatives, "hard_negatives")
 
 
-def _centred_on_negatives(
+def _highest_negatives(
     scores: torch.Tensor, negative: torch.Tensor, width: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Each row's scores minus the highest valid negative (0 in a row without one), in at least
-    float32, and the negatives the row compares with (its ``width`` highest valid ones):
-    ``(centred (B, N), centred negatives highest first (B, width) with -inf past the row's, their
-    indices (B, width), their number (B, 1))``; all but ``centred`` detached.
-
-    Every negative a positive's hinge reaches lies between the highest one and the positive minus
-    the margin, so each centred term of the positive's sum is at most its largest hinge."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The negatives each row compares with, its ``width`` highest valid ones: ``(their scores
+    highest first (B, width) with -inf past the row's, their indices (B, width), their number
+    (B, 1))``, all detached."""
     masked = scores.detach().masked_fill(~negative, float("-inf"))
     if width >= scores.shape[-1]:
         high_first, order = masked.sort(dim=-1, descending=True, stable=True)
     else:
         high_first, order = masked.topk(width, dim=-1)
-    compared = negative.sum(-1, keepdim=True).clamp(max=width)
-    work_dtype = torch.promote_types(scores.dtype, torch.float32)
-    centre = torch.where(compared > 0, high_first[..., :1], 0.0).to(work_dtype)
-    centred = scores.to(work_dtype) - centre
-    # Centring is monotone: the order stays, the rows without negatives stay -inf.
-    return centred, high_first.to(work_dtype) - centre, order, compared
+    return high_first, order, negative.sum(-1, keepdim=True).clamp(max=width)
+
+
+def _accumulation_dtype(scores: torch.Tensor) -> torch.dtype:
+    """float64, where the device has it: a float32 score's difference with any other is exact
+    there, and ``c`` hinges near float32's largest value still add up."""
+    return torch.float32 if scores.device.type == "mps" else torch.float64
 
 
 def _hinge_total(
-    centred: torch.Tensor,
+    scores: torch.Tensor,
     high_first: torch.Tensor,
     order: torch.Tensor,
     compared: torch.Tensor,
@@ -145,17 +145,24 @@ def _hinge_total(
     margin,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum of the valid pairs' hinges and their number, both scalars, without the pair tensor."""
-    # c_i = #{compared negatives j : (margin - s_i) + s_j >= 0}, the pairs whose clamp passes a
-    # gradient, decided as the pair tensor does: binary search in the negated (ascending) order.
-    above = torch.searchsorted((-high_first).contiguous(), (margin - centred.detach()).contiguous(), right=True)
-    # Sums of the highest negatives, with the gradient to each; the -inf of non-negatives add 0.
+    # c_i = #{compared negatives j : s_j >= s_i - margin}, the pairs whose clamp passes a
+    # gradient, by binary search in the negated (ascending) order of the scores as given.
+    decide = torch.promote_types(scores.dtype, torch.float32)
+    threshold = margin - scores.detach().to(decide)
+    above = torch.searchsorted((-high_first).to(decide).contiguous(), threshold.contiguous(), right=True)
+    dtype = torch.promote_types(scores.dtype, _accumulation_dtype(scores))
+    wide, high_first = scores.to(dtype), high_first.to(dtype)
+    # Sums of the highest negatives, with the gradient to each, from the row's highest negative
+    # (a constant): every term of a positive's sum is then at most its largest hinge.
+    centre = torch.where(compared > 0, high_first[..., :1], 0.0)
+    centred = wide - centre
     running = torch.where(torch.isinf(high_first), 0.0, centred.gather(-1, order)).cumsum(-1)
     running = torch.cat([running.new_zeros(running.shape[:-1] + (1,)), running], dim=-1)
-    per_positive = above.to(centred.dtype) * (margin - centred) + running.gather(-1, above)
+    per_positive = above.to(dtype) * (margin - centred) + running.gather(-1, above)
     # A positive with no hinge (above == 0) adds 0, even where its centred score overflowed to inf.
     total = torch.where(positive & (above > 0), per_positive, 0.0).sum()
     pairs = (positive.sum(-1) * compared.squeeze(-1)).sum()
-    return total, pairs.to(centred.dtype)
+    return total, pairs.to(dtype)
 
 
 def _weighted_mean(total: torch.Tensor, pairs: torch.Tensor, shape: torch.Size) -> torch.Tensor:

@@ -301,6 +301,36 @@ def test_pairwise_margin_positive_far_above_a_far_negative_is_zero_not_nan():
     assert loss.item() == 0 and torch.equal(scores.grad, torch.zeros(1, 3))
 
 
+@pytest.mark.parametrize("reduction", ["sum", "none"])
+def test_pairwise_margin_decides_pairs_on_the_scores_beside_a_huge_negative(reduction):
+    """A negative at 1e9 must not blur which of the other pairs pass the hinge: 0 against -3
+    (hinge 0) stays out of the value and of the gradient, as in the float32 double loop."""
+    scores = torch.tensor([[0.0, -3.0, 1e9, 0.5]])
+    labels = torch.tensor([[1, 0, 0, 1]])
+    ours_input, loop_input = scores.clone().requires_grad_(), scores.clone().requires_grad_()
+    ours = pairwise_margin_ranking_loss(ours_input, labels, reduction=reduction).sum()
+    expected = slow_pairwise(loop_input, labels, torch.ones_like(labels), 1.0, reduction="sum")
+    ours.backward()
+    expected.backward()
+    torch.testing.assert_close(ours, expected)
+    torch.testing.assert_close(ours_input.grad, torch.tensor([[-1.0, 0.0, 2.0, -1.0]]))
+    torch.testing.assert_close(ours_input.grad, loop_input.grad)
+
+
+def test_pairwise_margin_hinges_near_the_largest_float32_add_up_without_overflow():
+    """Three hinges, one of 3e38: their sum and mean are finite (an intermediate ``c * hinge``
+    past float32's range would make them NaN)."""
+    scores = torch.tensor([[1.0, 0.0, 0.5, 3e38]], requires_grad=True)
+    labels = torch.tensor([[1, 0, 0, 0]])
+    mean = pairwise_margin_ranking_loss(scores, labels)
+    mean.backward()
+    expected = (torch.tensor(3e38, dtype=torch.float64) + 1.0 + 1.5) / 3
+    torch.testing.assert_close(mean.double(), expected)
+    torch.testing.assert_close(scores.grad, torch.tensor([[-3.0, 1.0, 1.0, 1.0]]) / 3)
+    total = pairwise_margin_ranking_loss(scores.detach(), labels, reduction="sum")
+    assert torch.isfinite(total) and total.item() == pytest.approx(3e38, rel=1e-6)
+
+
 def test_pairwise_margin_pair_tensor_keeps_invalid_pairs_at_zero_in_half_precision():
     """An invalid pair whose hinge overflows float16 (120,000) stays 0, not inf * 0 = NaN."""
     scores = torch.tensor([[60000.0, 60000.0, -60000.0]], dtype=torch.float16)
@@ -344,6 +374,21 @@ def test_half_precision_means_neither_overflow_nor_lose_their_count(reduction, d
     torch.testing.assert_close(
         sigmoid_cross_entropy(scores, labels, reduction=reduction).float(), expected, rtol=1e-2, atol=0
     )
+
+
+@pytest.mark.parametrize("scale", [1e-8, 1e5])
+def test_float32_weights_keep_their_range_beside_a_half_precision_loss(scale):
+    """Weights of 1e-8 (0 in float16) or 1e5 (inf in float16) weigh the loss as in float32; the
+    result is in the loss's dtype."""
+    loss = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float16, requires_grad=True)
+    weight = torch.tensor([1.0, 1.0, 2.0]) * scale
+    reduced = reduce_loss(loss, weight, "weighted_mean")
+    assert reduced.dtype == torch.float16 and reduced.item() == 2.25
+    reduced.backward()
+    torch.testing.assert_close(loss.grad, torch.tensor([0.25, 0.25, 0.5], dtype=torch.float16))
+    weighted = reduce_loss(loss.detach(), weight, "none")
+    assert weighted.dtype == torch.float16
+    torch.testing.assert_close(weighted, (loss.detach().double() * weight.double()).to(torch.float16))
 
 
 def test_adaptive_margins_stay_finite_in_half_precision():
