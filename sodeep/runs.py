@@ -28,6 +28,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from sodeep.config import SCALE_OUT
 from sodeep.files import atomic_torch_save, atomic_write
+from sodeep.stream_loader import available_cores
 
 #: W&B modes a command accepts: ``offline`` (the default: nothing is sent, no account needed),
 #: ``online`` and ``disabled``.
@@ -266,16 +267,27 @@ def progress_settings(every: int = 100) -> dict[str, Any]:
 
 def make_trainer(**settings: Any) -> L.Trainer:
     """Lightning's ``Trainer`` with ``settings``; where it cannot train (an accelerator this
-    machine lacks or whose package is missing, devices it does not have) is a one-line
-    ``ValueError`` naming the settings of :data:`sodeep.config.SCALE_OUT` that were asked for."""
+    machine lacks or whose package is missing, devices it does not have, more CPU processes than
+    cores) is a one-line ``ValueError`` naming the settings of :data:`sodeep.config.SCALE_OUT`
+    that were asked for."""
     from lightning.fabric.utilities.exceptions import MisconfigurationException
+    from lightning.pytorch.accelerators import CPUAccelerator
 
+    asked = ", ".join(f"{key}={settings[key]!r}" for key in SCALE_OUT if key in settings)
     try:
-        return L.Trainer(**settings)
+        trainer = L.Trainer(**settings)
     # Lightning raises all three for an accelerator or devices it cannot use.
     except (MisconfigurationException, ModuleNotFoundError, TypeError) as error:
-        asked = ", ".join(f"{key}={settings[key]!r}" for key in SCALE_OUT if key in settings)
         raise ValueError(f"cannot train with {asked}: {' '.join(str(error).split())}") from None
+    cores = available_cores()
+    if isinstance(trainer.accelerator, CPUAccelerator) and trainer.num_devices > cores:
+        # Each CPU device is a process with its own copy of PyTorch: more than the cores only
+        # slow each other (and dozens of them exhaust the memory before the first step).
+        raise ValueError(
+            f"cannot train with {asked}: {trainer.num_devices} CPU processes on the {cores} "
+            f"core{'s' * (cores != 1)} this process may use; use devices={cores} or fewer"
+        )
+    return trainer
 
 
 def global_rank() -> int:

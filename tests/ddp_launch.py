@@ -7,6 +7,10 @@ import subprocess
 import sys
 import time
 
+import pytest
+
+from sodeep.stream_loader import available_cores
+
 #: Lightning's settings of two CPU processes on this machine.
 DDP = ["--accelerator", "cpu", "--devices", "2", "--strategy", "ddp"]
 
@@ -23,6 +27,8 @@ def run_entry_point(folder, entry_point: str, *argv, stop_at=None, fresh: bool =
     in ``folder``, the spies writing into ``folder/seen`` (emptied first when ``fresh``, else
     added to: a resumed run's records follow the interrupted one's); ``stop_at`` reaches them as
     ``SODEEP_TEST_STOP_AT``.  Returns ``(completed process, seconds)``."""
+    if available_cores() < 2:
+        pytest.skip("two training processes need two CPU cores (sodeep refuses more processes than cores)")
     entry = folder / "entry.py"
     entry.write_text(entry_point)
     seen = folder / "seen"

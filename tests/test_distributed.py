@@ -149,6 +149,10 @@ def test_a_signal_to_one_process_stops_both_and_the_run_resumes_where_it_stopped
         (["--strategy", "bogus"], "invalid strategy name"),
         (["--accelerator", "tpu"], "cannot train with accelerator='tpu', devices=1, strategy='auto', num_nodes=1: "),
         (["--accelerator", "gpu", "--devices", "64"], "cannot train with accelerator='gpu', devices=64"),
+        (
+            ["--accelerator", "cpu", "--devices", "4096"],
+            "4096 CPU processes on the",
+        ),
     ],
 )
 def test_bad_scale_out_settings_end_in_one_line_and_leave_nothing(tmp_path, capsys, flags, message):

@@ -181,6 +181,10 @@ BAD_FLAGS = [
     (["--strategy", "bogus"], "invalid strategy name"),
     (["--accelerator", "tpu"], "cannot train with accelerator='tpu', devices=1, strategy='auto', num_nodes=1: "),
     (["--accelerator", "gpu", "--devices", "64"], "cannot train with accelerator='gpu', devices=64"),
+    (
+        ["--accelerator", "cpu", "--devices", "4096"],
+        "4096 CPU processes on the",
+    ),
 ]
 
 
