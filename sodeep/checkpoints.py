@@ -103,26 +103,39 @@ def default_sorter_path(file_name: str = DEFAULT_SORTER_FILE) -> Path:
         return Path(__file__).resolve().parent.parent / "pretrained" / file_name
 
 
-def check_map_location(map_location: Any) -> None:
-    """Raise ``ValueError`` (not a :class:`CheckpointError`: the file is not at fault) for a
-    ``map_location`` device that this machine cannot hold tensors on, e.g. ``"cuda"`` without a GPU."""
+def resolve_map_location(map_location: Any) -> Any:
+    """``map_location`` as ``torch.load`` takes it: a device this machine can hold tensors on
+    (``"cpu:0"`` is ``"cpu"``), a dict or a function (passed on).  Anything else is a
+    ``ValueError`` or ``TypeError`` naming it, not a :class:`CheckpointError`: the file is not at
+    fault (e.g. ``"cuda"`` without a GPU, or ``"meta"``, which keeps no weights)."""
+    if map_location is None or isinstance(map_location, dict) or callable(map_location):
+        return map_location
     if not isinstance(map_location, (str, torch.device)):
-        return  # a dict or a function: torch.load applies it
+        raise TypeError(
+            "map_location must be a device (e.g. 'cpu', 'cuda:0' or a torch.device), a dict or a function, "
+            f"got {type(map_location).__name__} {map_location!r}"
+        )
+    named = f"map_location={str(map_location)!r}"
     try:
-        torch.empty(0, device=map_location)
+        device = torch.device(map_location)
+        torch.empty(0, device=device)
     except NotImplementedError:  # PyTorch's message lists every backend it does have
         reason = f"this PyTorch build has no {torch.device(map_location).type} backend"
-        raise ValueError(f"map_location={str(map_location)!r} cannot be used on this machine: {reason}") from None
-    except (RuntimeError, AssertionError) as error:
+        raise ValueError(f"{named} cannot be used on this machine: {reason}") from None
+    except Exception as error:  # RuntimeError, AssertionError, ModuleNotFoundError (e.g. "hpu")...
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ValueError(f"map_location={str(map_location)!r} cannot be used on this machine: {reason}") from None
+        raise ValueError(f"{named} cannot be used on this machine: {reason}") from None
+    if device.type == "meta":
+        raise ValueError(f"{named} keeps no values, and a checkpoint is loaded for its weights: use 'cpu' or a GPU")
+    return "cpu" if device.type == "cpu" else map_location
 
 
-def read_weights_only(path: Path, map_location: str | torch.device = "cpu") -> Any:
+def read_weights_only(path: Path, map_location: Any = "cpu") -> Any:
     """``torch.load(path, weights_only=True)``, with a :class:`CheckpointError` that says what is
     wrong with a file that cannot be read: empty, truncated or not a torch file, or a pickle of
-    Python objects that a weights-only load refuses to build."""
-    check_map_location(map_location)
+    Python objects that a weights-only load refuses to build.  A ``map_location`` that fails on
+    a readable file is a ``ValueError`` naming it (see :func:`resolve_map_location`)."""
+    map_location = resolve_map_location(map_location)
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes): not a checkpoint")
     with open(path, "rb") as stream:
@@ -138,14 +151,27 @@ def read_weights_only(path: Path, map_location: str | torch.device = "cpu") -> A
             "sodeep.checkpoints.import_original_checkpoint(path, trust_pickle=True)"
         ) from error
     except Exception as error:  # a damaged archive: torch raises RuntimeError, EOFError, KeyError...
+        if map_location not in (None, "cpu") and _loads_on_cpu(path):
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ValueError(
+                f"map_location={map_location!r} failed on {path}, which loads on the CPU: {type(error).__name__}: {reason}"
+            ) from error
         raise CheckpointError(
             f"{path} is not a readable torch checkpoint (truncated or corrupt: {type(error).__name__})"
         ) from error
 
 
+def _loads_on_cpu(path: Path) -> bool:
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return False
+    return True
+
+
 def load_sorter(
     path: str | os.PathLike | None = None,
-    map_location: str | torch.device = "cpu",
+    map_location: Any = "cpu",
     *,
     trainable: bool = False,
     **settings: Any,
@@ -157,8 +183,10 @@ def load_sorter(
     ``trainable=True`` returns it in train mode with gradients, to fine-tune it.  ``settings``
     replace entries of the checkpoint's architecture config that change no weight shape, e.g.
     ``load_sorter(**TRAINING_SETTINGS)`` (what the rank losses use) or ``load_sorter(softness=0.5)``.
-    Raises :class:`CheckpointError` (a ``ValueError``) for a file that is missing, corrupt, of
-    another kind, or whose weights do not fit its declared architecture.
+    ``map_location`` is ``torch.load``'s (a device, a dict or a function).  Raises
+    :class:`CheckpointError` (a ``ValueError``) for a file that is missing, corrupt, of another
+    kind, or whose weights do not fit its declared architecture, and a plain ``ValueError`` (or
+    ``TypeError``) for a ``map_location`` this machine cannot load onto.
 
     Example:
         >>> sorter = load_sorter()

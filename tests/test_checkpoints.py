@@ -142,3 +142,29 @@ def test_a_device_this_machine_lacks_is_named_not_blamed_on_the_file(device):
         load_sorter(map_location=device)
     assert not isinstance(raised.value, CheckpointError) and "\n" not in str(raised.value)
     assert len(str(raised.value)) < 300
+
+
+@pytest.mark.parametrize(
+    "location,error,message",
+    [
+        ("meta", ValueError, "map_location='meta' keeps no values"),
+        ("hpu", ValueError, "map_location='hpu' cannot be used on this machine: "),
+        (0, TypeError, "map_location must be a device .* got int 0"),
+        (1.5, TypeError, "map_location must be a device .* got float 1.5"),
+        (lambda storage, location: 1 / 0, ValueError, "failed on .*, which loads on the CPU: ZeroDivisionError"),
+    ]
+    + [({"cpu": "cuda"}, ValueError, "failed on .*, which loads on the CPU: RuntimeError")]
+    * (not torch.cuda.is_available()),
+)
+def test_a_map_location_that_cannot_load_is_named_not_blamed_on_the_file(location, error, message):
+    with pytest.raises(error, match=message) as raised:
+        load_sorter(map_location=location)
+    assert not isinstance(raised.value, CheckpointError) and "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "location", ["cpu:0", torch.device("cpu", 1), {"cpu": "cpu"}, lambda storage, location: storage]
+)
+def test_every_cpu_map_location_loads_the_sorter(location):
+    loaded = load_sorter(map_location=location)
+    torch.testing.assert_close(loaded.state_dict(), load_sorter().state_dict())
