@@ -123,6 +123,8 @@ def command_evaluate(arguments: argparse.Namespace) -> int:
     from sodeep.files import atomic_write_json, atomic_write_text
     from sodeep.sorters import build_sorter
 
+    if arguments.sequences < 1:
+        raise ValueError(f"--sequences must be >= 1, got {arguments.sequences}")
     if arguments.architecture:
         options = parse_json_object(arguments.sorter or "{}", "--sorter")
         sorter = build_sorter(arguments.architecture, **options)

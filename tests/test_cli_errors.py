@@ -43,7 +43,7 @@ CASES = [
     (["evaluate", "{inputs}/foreign.pt"], "not a sodeep sorter checkpoint"),
     (["evaluate", "{inputs}/missing.pt"], "no sorter checkpoint at"),
     (["evaluate", "--lengths", "20000"], "no length in [20000]"),
-    (["evaluate", "--sequences", "0"], "sequences_per_cell must be >= 1"),
+    (["evaluate", "--sequences", "0"], "--sequences must be >= 1, got 0"),
     (["evaluate", "--lengths", "5,20000"], "lengths [20000] are outside the sorter's range"),
     (["pretrain", "--learning-rate", "inf"], "learning_rate must be a finite number"),
     (["export", "{inputs}/truncated.pt", "{out}/sorter.pt"], "truncated"),

@@ -49,9 +49,11 @@ def age_difference_loss(
     errors = predictions - targets.to(predictions.dtype)
     if num_pairs is None:
         return 2.0 * errors.var(unbiased=True)
+    check_count(num_pairs, "num_pairs")
     if generator is None:
         raise ValueError("num_pairs needs an explicit generator (no hidden global randomness in a loss)")
-    check_count(num_pairs, "num_pairs")
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     first = torch.randint(0, n, (num_pairs,), generator=generator, device=generator.device)
     # Second index uniform over the n - 1 others: shift by 1..n-1 modulo n.
     second = (first + torch.randint(1, n, (num_pairs,), generator=generator, device=generator.device)) % n

@@ -8,6 +8,8 @@ each row, with masks and hard-negative mining, vectorized.
 
 from __future__ import annotations
 
+from numbers import Real
+
 import torch
 from torch import nn
 
@@ -17,6 +19,7 @@ from sodeep.losses.validation import (
     check_finite_margin,
     check_rank,
     check_same_shape,
+    check_scalar_margin,
     check_tensor,
 )
 from sodeep.reducers import (
@@ -109,9 +112,7 @@ def pairwise_margin_ranking_loss(
 
 def check_pair_options(margin, hard_negatives) -> None:
     """``margin``: a finite number or 0-d tensor; ``hard_negatives``: ``None`` or an integer >= 1."""
-    if isinstance(margin, torch.Tensor) and margin.dim() != 0:
-        raise ValueError(f"margin must be a number or a 0-d tensor, got shape {tuple(margin.shape)}")
-    check_finite_margin(margin)
+    check_scalar_margin(margin)
     if hard_negatives is not None:
         check_count(hard_negatives, "hard_negatives")
 
@@ -274,6 +275,10 @@ class MultiLabelHingeLoss(nn.Module):
             raise ValueError(f"margin_range must be (low, high), got {tuple(margin_range)}")
         check_finite_margin(torch.as_tensor(margin_range, dtype=torch.float64), "margin_range")
         base = base.expand(num_labels).clone()
+        if not isinstance(adaptive, bool):
+            raise TypeError(f"adaptive must be True or False, got {type(adaptive).__name__} {adaptive!r}")
+        if isinstance(momentum, bool) or not isinstance(momentum, Real):
+            raise TypeError(f"momentum must be a number in [0, 1), got {type(momentum).__name__} {momentum!r}")
         if not 0 <= momentum < 1 or margin_range[0] > margin_range[1]:
             raise ValueError(f"momentum must be in [0, 1) and margin_range ordered, got {momentum}, {margin_range}")
         self.register_buffer("base_margin", base)

@@ -23,9 +23,9 @@ from sodeep.checks import require
 from sodeep.losses.validation import (
     check_binary,
     check_count,
-    check_finite_margin,
     check_rank,
     check_same_shape,
+    check_scalar_margin,
     check_tensor,
 )
 from sodeep.ranks import rank
@@ -57,10 +57,9 @@ class FrozenSorterMixin(nn.Module):
             from sodeep.checkpoints import TRAINING_SETTINGS, load_sorter
 
             sorter = load_sorter(**TRAINING_SETTINGS)
+        check_sorter(sorter)
         if isinstance(sorter, nn.Module):
             sorter.requires_grad_(False).eval()
-        elif not callable(sorter):
-            raise TypeError(f"sorter must be a Sorter, an nn.Module or a callable, got {type(sorter).__name__}")
         object.__setattr__(self, "sorter", sorter)  # not registered as a submodule: see the class docstring
 
     def _apply(self, fn, *args, **kwargs):
@@ -71,6 +70,15 @@ class FrozenSorterMixin(nn.Module):
 
     def rank(self, scores: torch.Tensor) -> torch.Tensor:
         return self.sorter(scores)
+
+
+def check_sorter(sorter) -> None:
+    """A :data:`SorterFunction`: a ``Sorter``, an ``nn.Module`` or any callable."""
+    if not callable(sorter):
+        raise TypeError(
+            f"sorter must be a Sorter, an nn.Module or a callable from (B, n) scores to ranks "
+            f"(e.g. sodeep.load_sorter() or sodeep.rank), got {type(sorter).__name__}"
+        )
 
 
 def _as_rows(values: torch.Tensor) -> torch.Tensor:
@@ -109,6 +117,7 @@ def spearman_loss(
     check_same_shape(predictions, targets, "predictions and targets")
     check_rank(predictions, "predictions", (1, 2), "(n,) or (B, n)")
     check_l1_weight(l1_weight)
+    check_sorter(sorter)
     if predictions.dim() == 2 and predictions.shape[-1] == 1 and predictions.shape[0] > 1:
         raise ValueError(
             f"predictions have shape {tuple(predictions.shape)}: one column of scores ranks nothing per row; "
@@ -181,6 +190,7 @@ def map_rank_loss(scores: torch.Tensor, labels: torch.Tensor, sorter: SorterFunc
     check_same_shape(scores, labels, "scores and labels")
     if scores.shape[0] < 2:
         raise ValueError(f"scores must have a batch of at least 2 to rank, got shape {tuple(scores.shape)}")
+    check_sorter(sorter)
     ranks = sorter(scores.t())  # (C, B): each class ranks the batch
     positives = labels.t().to(ranks.dtype)
     count = positives.sum(-1)
@@ -218,6 +228,7 @@ def recall_rank_loss(scores: torch.Tensor, sorter: SorterFunction) -> torch.Tens
         A scalar in ``[1/N, 1]``; ``1/N`` when every positive is ranked first both ways.
     """
     _check_square(scores)
+    check_sorter(sorter)
     row_ranks = sorter(scores).diagonal()
     column_ranks = sorter(scores.t()).diagonal()
     return 0.5 * (row_ranks.mean() + column_ranks.mean())
@@ -246,7 +257,8 @@ def hard_negative_rank_loss(
 
     Args:
         scores: ``(N, N)`` with positives on the diagonal.
-        margin: in normalized rank units; ``None`` means one position, ``1/N``.
+        margin: in normalized rank units, a number or a 0-d tensor; ``None`` means one
+            position, ``1/N``.
         hard_negatives: how many of the best-ranked negatives to use, ``1 <= k < N``.
     """
     _check_square(scores)
@@ -255,8 +267,9 @@ def hard_negative_rank_loss(
     if not 1 <= hard_negatives < size:
         raise ValueError(f"hard_negatives must be in [1, {size - 1}] for N={size}, got {hard_negatives}")
     if margin is not None:
-        check_finite_margin(margin)
-    margin = 1.0 / size if margin is None else float(margin)
+        check_scalar_margin(margin)
+    check_sorter(sorter)
+    margin = 1.0 / size if margin is None else margin
     losses = []
     eye = torch.eye(size, dtype=torch.bool, device=scores.device)
     for oriented in (scores, scores.t()):
@@ -278,9 +291,9 @@ class HardNegativeRankLoss(FrozenSorterMixin):
         super().__init__()
         self._set_sorter(sorter)
         if margin is not None:
-            check_finite_margin(margin)
+            check_scalar_margin(margin)
         check_count(hard_negatives, "hard_negatives")
-        self.margin = margin
+        self.margin = None if margin is None else float(margin)
         self.hard_negatives = int(hard_negatives)
 
     def forward(self, scores: torch.Tensor) -> torch.Tensor:

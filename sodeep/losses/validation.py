@@ -54,6 +54,13 @@ def check_finite_margin(margin, name: str = "margin") -> None:
         raise ValueError(f"{name} must be finite, got {margin}")
 
 
+def check_scalar_margin(margin, name: str = "margin") -> None:
+    """One margin for every pair: a finite number or a finite 0-d tensor."""
+    if isinstance(margin, torch.Tensor) and margin.dim() != 0:
+        raise ValueError(f"{name} must be a number or a 0-d tensor, got shape {tuple(margin.shape)}")
+    check_finite_margin(margin, name)
+
+
 def check_count(value, name: str, minimum: int = 1) -> None:
     """An integer (Python or NumPy, not a bool) of at least ``minimum``: 2.5 or True is refused, not truncated."""
     if isinstance(value, bool) or not isinstance(value, Integral):

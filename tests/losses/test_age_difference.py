@@ -58,3 +58,11 @@ def test_integer_targets_are_taken_like_their_float_values():
 def test_num_pairs_must_be_a_positive_integer(num_pairs, error):
     with pytest.raises(error, match="num_pairs must be"):
         age_difference_loss(torch.randn(4), torch.randn(4), num_pairs=num_pairs, generator=torch.Generator())
+
+
+def test_the_generator_must_be_a_torch_generator_and_num_pairs_is_checked_first():
+    predictions, targets = torch.randn(4), torch.randn(4)
+    with pytest.raises(TypeError, match="generator must be a torch.Generator, got int"):
+        age_difference_loss(predictions, targets, num_pairs=3, generator=0)
+    with pytest.raises(ValueError, match="num_pairs must be >= 1"):
+        age_difference_loss(predictions, targets, num_pairs=0)

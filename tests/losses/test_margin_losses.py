@@ -453,3 +453,15 @@ def test_adaptive_margins_of_labels_all_solved_are_the_base_margins():
     loss = MultiLabelHingeLoss(3, margin=[0.5, 1.0, 1.5], adaptive=True, momentum=0.0, margin_range=(0.1, 2.0))
     loss(torch.tensor([[9.0, -9.0, 9.0]]), torch.tensor([[1, 0, 1]]))
     torch.testing.assert_close(loss.margin, torch.tensor([0.5, 1.0, 1.5]))
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ({"adaptive": "no"}, "adaptive must be True or False, got str"),
+        ({"momentum": "0.5"}, "momentum must be a number"),
+    ],
+)
+def test_adaptive_options_of_the_wrong_type_are_named(options, message):
+    with pytest.raises(TypeError, match=message):
+        MultiLabelHingeLoss(4, **options)

@@ -234,3 +234,34 @@ def test_hard_negative_count_must_be_a_positive_integer(hard_negatives, error):
         HardNegativeRankLoss(PairwiseSigmoidSorter(0.1), hard_negatives=hard_negatives)
     with pytest.raises(error, match="hard_negatives must be"):
         hard_negative_rank_loss(torch.randn(4, 4), PairwiseSigmoidSorter(0.1), hard_negatives=hard_negatives)
+
+
+def test_hard_negative_rank_loss_takes_one_margin_a_number_or_a_zero_dimensional_tensor():
+    from sodeep.losses import HardNegativeRankLoss, hard_negative_rank_loss
+
+    scores, sorter = torch.randn(5, 5), PairwiseSigmoidSorter(0.1)
+    torch.testing.assert_close(
+        hard_negative_rank_loss(scores, sorter, margin=torch.tensor(0.3)),
+        hard_negative_rank_loss(scores, sorter, margin=0.3),
+    )
+    with pytest.raises(ValueError, match="margin must be a number or a 0-d tensor, got shape \\(5,\\)"):
+        hard_negative_rank_loss(scores, sorter, margin=torch.full((5,), 0.3))
+    with pytest.raises(ValueError, match="margin must be a number or a 0-d tensor"):
+        HardNegativeRankLoss(sorter, margin=torch.full((5,), 0.3))
+
+
+@pytest.mark.parametrize(
+    "loss,inputs",
+    [
+        (spearman_loss, (torch.randn(5), torch.randn(5))),
+        ("map_rank_loss", (torch.randn(4, 3), torch.ones(4, 3, dtype=torch.long))),
+        ("recall_rank_loss", (torch.randn(4, 4),)),
+        ("hard_negative_rank_loss", (torch.randn(4, 4),)),
+    ],
+)
+def test_a_missing_sorter_is_named(loss, inputs):
+    import sodeep.losses
+
+    function = getattr(sodeep.losses, loss) if isinstance(loss, str) else loss
+    with pytest.raises(TypeError, match="sorter must be a Sorter, an nn.Module or a callable .* got NoneType"):
+        function(*inputs, None)
