@@ -326,7 +326,7 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
     )
     started = time.time()
     try:
-        with threads_beside(config.data_workers), stop_signals_outside_training_are_interrupts():
+        with threads_beside(config.data_workers), stop_signals_outside_training_are_interrupts(trainer.world_size):
             trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume_step is not None else None)
     except KeyboardInterrupt:
         if last.exists():  # stopped after training had saved: --resume continues (or finishes) it from there
@@ -480,13 +480,21 @@ def _write_results(
 
 
 def _started_but_never_saved(out: Path, settings: dict[str, Any]) -> bool:
-    """Whether ``out`` holds this very run, stopped before its first checkpoint (no weights)."""
+    """Whether ``out`` holds this very run (where it trains aside: :data:`RESUMABLE_WITH`),
+    stopped before its first checkpoint (no weights)."""
     try:
         record = json.loads((out / RUN_RECORD).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     nothing_saved = not (out / "checkpoints" / "last.ckpt").exists() and not (out / RUN_SORTER).exists()
-    return nothing_saved and record.get("command") == "pretrain" and record.get("config") == settings
+    recorded = record.get("config")
+    if not nothing_saved or record.get("command") != "pretrain" or not isinstance(recorded, dict):
+        return False
+
+    def learned(config: dict[str, Any]) -> dict[str, Any]:  # where it trains aside
+        return {key: value for key, value in config.items() if key not in RESUMABLE_WITH}
+
+    return learned(recorded) == learned(settings)
 
 
 def _checkpoint_step(path: Path) -> int:

@@ -196,22 +196,62 @@ class StopOnSignal(Callback):
 
 
 @contextlib.contextmanager
-def stop_signals_outside_training_are_interrupts() -> Iterator[None]:
+def stop_signals_outside_training_are_interrupts(processes: int = 1) -> Iterator[None]:
     """Around ``trainer.fit``: a SIGTERM or Ctrl-C that comes while :class:`StopOnSignal` is not
     installed (before training starts, or after it ends) meets Lightning's own handling, which ends
     the fit with ``SystemExit``: status 0 for SIGTERM (``SIGTERMException``), 1 for Ctrl-C, and no
     message.  Raise ``KeyboardInterrupt`` instead, which the console script reports in one line
-    with status 130."""
+    with status 130.  A run of several ``processes`` is also interruptible while it waits for
+    them to join (see :func:`_exit_on_signal_until_joined`)."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     try:
-        yield
+        with _exit_on_signal_until_joined(processes):
+            yield
     except SIGTERMException as stopped:
         raise KeyboardInterrupt("SIGTERM outside training") from stopped
     except SystemExit as exited:
         if isinstance(exited.__context__, KeyboardInterrupt):  # Lightning's sys.exit(1) on Ctrl-C
             raise KeyboardInterrupt("Ctrl-C outside training") from exited
         raise
+
+
+@contextlib.contextmanager
+def _exit_on_signal_until_joined(processes: int) -> Iterator[None]:
+    """While a run of several ``processes`` waits for them all to join, torch.distributed blocks
+    in C++, where Python's signal handlers never run: Ctrl-C would wait out its 30-minute timeout.
+    A thread woken by the signal (``signal.set_wakeup_fd``) ends the process there, with one line
+    and status 130; nothing was trained.  Once the process group is up, signals are left to
+    :class:`StopOnSignal`."""
+    if processes <= 1 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    import torch.distributed
+
+    readable, writable = os.pipe()
+    os.set_blocking(writable, False)
+    previous = signal.set_wakeup_fd(writable, warn_on_full_buffer=False)
+
+    def watch() -> None:
+        while os.read(readable, 1):  # b"" once the pipe is closed: the fit is over
+            if not torch.distributed.is_initialized():
+                if os.environ.get("LOCAL_RANK", "0") == "0":
+                    sys.stderr.write(
+                        f"sodeep: interrupted while waiting for the run's {processes} processes to join; nothing "
+                        "was trained. Start the command on every machine (docs/scaling.md) or with fewer --num-nodes\n"
+                    )
+                    sys.stderr.flush()
+                os._exit(130)
+
+    watcher = threading.Thread(target=watch, name="sodeep-join-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(previous)
+        os.close(writable)
+        watcher.join()
+        os.close(readable)
 
 
 def start_wandb_run(mode: str, out: Path, name: str, config: dict[str, Any]) -> Any:

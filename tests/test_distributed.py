@@ -139,6 +139,47 @@ def test_a_signal_to_one_process_stops_both_and_the_run_resumes_where_it_stopped
     assert json.loads((out / "pretrain_summary.json").read_text())["resumed"] is True
 
 
+def test_ctrl_c_while_waiting_for_other_machines_ends_in_one_line_and_the_run_starts_again(tmp_path, capsys):
+    """--num-nodes 2 on one machine waits for a second machine inside torch.distributed, where
+    Python's Ctrl-C handling cannot run: the wait ends at once, in one line, with status 130, and
+    the same run started on this machine alone goes ahead without --overwrite."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from ddp_launch import free_port
+
+    out = tmp_path / "run"
+    environment = {
+        **os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "OMP_NUM_THREADS": "1",
+        "WANDB_MODE": "disabled",
+    }  # fmt: skip
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "sodeep.cli", *TINY_RUN, "--num-nodes", "2", "--accelerator", "cpu", "--out", str(out)],
+        env=environment,
+        stderr=subprocess.PIPE,
+        text=True,
+        # Ctrl-C's default action even where this test runs with SIGINT ignored (a background job).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.time() + 120
+    while not (out / "run.json").exists() and waiting.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)  # into the wait for the other machine
+    waiting.send_signal(signal.SIGINT)
+    try:
+        _, error = waiting.communicate(timeout=30)
+    finally:
+        waiting.kill()
+    assert waiting.returncode == 130, error
+    assert error.count("\n") == 1 and "interrupted while waiting for the run's 2 processes to join" in error
+    assert main([*TINY_RUN, "--out", str(out), "--wandb", "disabled"]) == 0
+    capsys.readouterr()
+    assert (out / "sorter.pt").is_file()
+
+
 @pytest.mark.parametrize(
     "flags,message",
     [
