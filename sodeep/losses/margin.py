@@ -58,8 +58,9 @@ def pairwise_margin_ranking_loss(
     pairs there are.  Which pairs pass the hinge is decided on the scores as given; the sums are
     taken in float64 (float32 on MPS), each row centred on the highest negative it compares with
     (a constant), so that every term is at most the positive's largest hinge: they stay accurate
-    at any offset, beside far outliers, beside padding at extreme values and with hinges near the
-    scores' largest finite value.
+    at any offset, beside far outliers, beside padding at extreme values and with float32 hinges
+    near float32's largest value (float64 scores: a positive's ``c_i`` times its largest hinge
+    must stay within float64's range).
 
     Args:
         scores: ``(B, N)`` (e.g. item scores per user, link scores per node); finite everywhere,
@@ -146,13 +147,13 @@ def _hinge_total(
     margin,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum of the valid pairs' hinges and their number, both scalars, without the pair tensor."""
-    # c_i = #{compared negatives j : s_j >= s_i - margin}, the pairs whose clamp passes a
-    # gradient, by binary search in the negated (ascending) order of the scores as given.
-    decide = torch.promote_types(scores.dtype, torch.float32)
-    threshold = margin - scores.detach().to(decide)
-    above = torch.searchsorted((-high_first).to(decide).contiguous(), threshold.contiguous(), right=True)
     dtype = torch.promote_types(scores.dtype, _accumulation_dtype(scores))
     wide, high_first = scores.to(dtype), high_first.to(dtype)
+    # c_i = #{compared negatives j : margin - s_i + s_j >= 0}, the pairs whose clamp passes a
+    # gradient, by binary search in the negated (ascending) order of the uncentred scores, in the
+    # dtype and with the margin of the sums: a pair counted has a hinge >= 0.
+    threshold = margin - wide.detach()
+    above = torch.searchsorted((-high_first).contiguous(), threshold.contiguous(), right=True)
     # Sums of the highest negatives, with the gradient to each, from the row's highest negative
     # (a constant): every term of a positive's sum is then at most its largest hinge.
     centre = torch.where(compared > 0, high_first[..., :1], 0.0)

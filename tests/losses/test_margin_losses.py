@@ -317,6 +317,20 @@ def test_pairwise_margin_decides_pairs_on_the_scores_beside_a_huge_negative(redu
     torch.testing.assert_close(ours_input.grad, loop_input.grad)
 
 
+@pytest.mark.parametrize("reduction", ["sum", "weighted_mean"])
+def test_pairwise_margin_is_never_negative_when_the_margin_is_inexact_in_float32(reduction):
+    """Margins 0.3 and 0.1 are not float32 numbers: a pair just past the hinge must stay out of
+    the sum (it would add a negative term), as in the float64 double loop."""
+    for scores, margin in (([[0.30000001192092896, 0.0]], 0.3), ([[100000.1015625, 100000.0]], 0.1)):
+        scores = torch.tensor(scores, requires_grad=True)
+        labels = torch.tensor([[1, 0]])
+        loss = pairwise_margin_ranking_loss(scores, labels, margin=margin, reduction=reduction)
+        loss.backward()
+        expected = slow_pairwise(scores.detach().double(), labels, torch.ones_like(labels), margin, reduction="sum")
+        assert loss.item() >= 0 and loss.item() == pytest.approx(expected.item(), abs=1e-12)
+        assert torch.equal(scores.grad, torch.zeros(1, 2))
+
+
 def test_pairwise_margin_hinges_near_the_largest_float32_add_up_without_overflow():
     """Three hinges, one of 3e38: their sum and mean are finite (an intermediate ``c * hinge``
     past float32's range would make them NaN)."""
