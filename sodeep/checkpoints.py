@@ -61,8 +61,7 @@ def save_sorter(sorter: Sorter, path: str | os.PathLike, metadata: dict[str, Any
     return atomic_torch_save(sorter_payload(sorter, metadata), path)
 
 
-def sorter_from_payload(payload: Any, source: str = "checkpoint") -> Sorter:
-    """Rebuild a sorter from a checkpoint dict, checking it against the architecture."""
+def _check_sorter_format(payload: Any, source: str) -> None:
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         kind = type(payload).__name__ if not isinstance(payload, dict) else f"dict with keys {sorted(payload)[:8]}"
         raise CheckpointError(
@@ -74,6 +73,11 @@ def sorter_from_payload(payload: Any, source: str = "checkpoint") -> Sorter:
         raise CheckpointError(
             f"{source} has checkpoint version {payload.get('version')}, expected {CHECKPOINT_VERSION}"
         )
+
+
+def sorter_from_payload(payload: Any, source: str = "checkpoint") -> Sorter:
+    """Rebuild a sorter from a checkpoint dict, checking it against the architecture."""
+    _check_sorter_format(payload, source)
     architecture = payload.get("architecture")
     if architecture not in SORTERS:
         raise CheckpointError(f"{source} names unknown architecture {architecture!r}; known: {sorted(SORTERS)}")
@@ -87,7 +91,8 @@ def sorter_from_payload(payload: Any, source: str = "checkpoint") -> Sorter:
     try:
         sorter.load_state_dict(payload["state_dict"])
     except (RuntimeError, KeyError) as error:
-        raise CheckpointError(f"{source}: weights do not match architecture {architecture!r}: {error}") from error
+        reason = " ".join(str(error).split())
+        raise CheckpointError(f"{source}: weights do not match architecture {architecture!r}: {reason}") from error
     if not all(torch.isfinite(value).all() for value in sorter.state_dict().values() if value.is_floating_point()):
         raise CheckpointError(f"{source} holds non-finite weights (NaN or inf): the training that wrote it diverged")
     sorter.checkpoint_metadata = payload.get("metadata", {})
@@ -199,6 +204,12 @@ def load_sorter(
     if not path.is_file():
         raise CheckpointError(f"no sorter checkpoint at {path}")
     payload = read_weights_only(path, map_location)
+    _check_sorter_format(payload, str(path))
+    weights = payload.get("state_dict")
+    if isinstance(weights, dict) and any(
+        isinstance(value, torch.Tensor) and value.is_meta for value in weights.values()
+    ):
+        raise ValueError(f"map_location={map_location!r} put the weights on the meta device, which keeps no values")
     if settings:
         unknown = sorted(set(settings) - set(payload.get("config", {})) - {"temperature_floor"})
         if unknown:

@@ -168,3 +168,17 @@ def test_a_map_location_that_cannot_load_is_named_not_blamed_on_the_file(locatio
 def test_every_cpu_map_location_loads_the_sorter(location):
     loaded = load_sorter(map_location=location)
     torch.testing.assert_close(loaded.state_dict(), load_sorter().state_dict())
+
+
+@pytest.mark.parametrize("content", [[1, 2], torch.zeros(3), {"a": torch.zeros(2)}])
+def test_settings_on_a_file_of_another_kind_name_the_file(tmp_path, content):
+    path = tmp_path / "other.pt"
+    torch.save(content, path)
+    with pytest.raises(CheckpointError, match="is not a sodeep sorter checkpoint"):
+        load_sorter(path, softness=0.5)
+
+
+def test_a_mapping_onto_the_meta_device_is_named():
+    with pytest.raises(ValueError, match="put the weights on the meta device") as raised:
+        load_sorter(map_location={"cpu": "meta"})
+    assert not isinstance(raised.value, CheckpointError)

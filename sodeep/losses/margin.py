@@ -266,12 +266,24 @@ class MultiLabelHingeLoss(nn.Module):
     ) -> None:
         super().__init__()
         check_count(num_labels, "num_labels")
-        base = torch.as_tensor(margin, dtype=torch.get_default_dtype())
+        refused = isinstance(margin, bool) or (isinstance(margin, torch.Tensor) and margin.dtype == torch.bool)
+        try:
+            base = torch.as_tensor(margin, dtype=torch.get_default_dtype())
+        except (TypeError, ValueError, RuntimeError):
+            refused = True
+        if refused:
+            raise TypeError(
+                f"margin must be a number or {num_labels} numbers (num_labels), got {type(margin).__name__} {margin!r}"
+            )
         if base.shape not in ((), (num_labels,)):
             raise ValueError(
                 f"margin must be a number or {num_labels} margins (num_labels), got shape {tuple(base.shape)}"
             )
         check_finite_margin(base)
+        if not isinstance(margin_range, (tuple, list)) or any(
+            isinstance(value, bool) or not isinstance(value, Real) for value in margin_range
+        ):
+            raise TypeError(f"margin_range must be two numbers (low, high), got {margin_range!r}")
         if len(margin_range) != 2:
             raise ValueError(f"margin_range must be (low, high), got {tuple(margin_range)}")
         check_finite_margin(torch.as_tensor(margin_range, dtype=torch.float64), "margin_range")

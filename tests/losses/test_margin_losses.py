@@ -479,3 +479,20 @@ def test_adaptive_margins_of_labels_all_solved_are_the_base_margins():
 def test_adaptive_options_of_the_wrong_type_are_named(options, message):
     with pytest.raises(TypeError, match=message):
         MultiLabelHingeLoss(4, **options)
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ({"margin_range": 5}, "margin_range must be two numbers"),
+        ({"margin_range": None}, "margin_range must be two numbers"),
+        ({"margin_range": ("0.1", "2")}, "margin_range must be two numbers"),
+        ({"margin_range": (True, 2)}, "margin_range must be two numbers"),
+        ({"margin": "1"}, "margin must be a number or 3 numbers"),
+        ({"margin": None}, "margin must be a number or 3 numbers"),
+        ({"margin": True}, "margin must be a number or 3 numbers"),
+    ],
+)
+def test_margins_and_their_range_of_the_wrong_type_are_named(options, message):
+    with pytest.raises(TypeError, match=message):
+        MultiLabelHingeLoss(3, **options)
