@@ -55,9 +55,9 @@ def pairwise_margin_ranking_loss(
     score, ``c_i (margin - s_i) + (sum of the c_i highest negative scores)``, where ``c_i``
     counts the negatives scored at least ``s_i - margin``.  The built-in reductions are computed
     that way: ``O(B N log N)`` time and ``O(B N)`` memory, no host synchronisation, however many
-    pairs there are.  Which pairs pass the hinge is decided on the scores as given; the sums are
-    taken in float64 (float32 on MPS), each row centred on the highest negative it compares with
-    (a constant), so that every term is at most the positive's largest hinge: they stay accurate
+    pairs there are.  The sums are taken in float64 (float32 on MPS): which pairs pass the hinge
+    is decided there on the uncentred scores, and each row is centred on the highest negative it
+    compares with (a constant), so that every term is at most the positive's largest hinge: sums stay accurate
     at any offset, beside far outliers, beside padding at extreme values and with float32 hinges
     near float32's largest value (float64 scores: a positive's ``c_i`` times its largest hinge
     must stay within float64's range).
