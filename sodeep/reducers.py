@@ -17,7 +17,9 @@ With every weight zero, the weighted means return 0, still connected to the grap
 at least float32 (in the weight's dtype if it is wider) and the result is returned in the loss's
 dtype: a float32 weight of 1e-8 or 1e5 keeps its value beside a half-precision loss, and a
 half-precision mean of many elements neither overflows nor loses its count (a half-precision
-*sum* past 65,504 is still inf).
+*sum* past 65,504 is still inf).  ``"weighted_mean"`` takes the weights relative to the largest, so
+weights whose sum passes the dtype's range give the same mean as small ones.  A loss must be a
+floating-point tensor.
 """
 
 from __future__ import annotations
@@ -26,6 +28,12 @@ import torch
 from torch import nn
 
 from sodeep.checks import require
+
+
+def _check_loss(loss: torch.Tensor) -> None:
+    if not isinstance(loss, torch.Tensor) or not loss.is_floating_point():
+        kind = loss.dtype if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise TypeError(f"loss must be a floating-point tensor, got {kind}")
 
 
 def _broadcast(loss: torch.Tensor, weight: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,11 +68,19 @@ class Reducer(nn.Module):
     """Base class: ``forward(loss, weight=None)`` -> reduced tensor."""
 
     name = ""
+    #: The result does not change when every weight is multiplied by one constant.  Such a
+    #: reducer sees the weights divided by the largest, so weights that sum past the dtype's
+    #: range (or are subnormal) still give the exact ratio.
+    scale_free = False
 
     def forward(self, loss: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         """``loss`` and ``weight`` reach :meth:`reduce` in at least float32; the result is in ``loss``'s dtype."""
+        _check_loss(loss)
         dtype = loss.dtype
         loss, weight = _broadcast(loss, weight)
+        if self.scale_free and weight.numel() > 0:
+            largest = weight.amax()
+            weight = weight / torch.where(largest > 0, largest, torch.ones_like(largest))
         return self.reduce(loss * weight, weight).to(dtype)
 
     def reduce(self, weighted: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:  # pragma: no cover
@@ -94,6 +110,7 @@ class MeanReduction(Reducer):
 
 class WeightedMeanReduction(Reducer):
     name = "weighted_mean"
+    scale_free = True
 
     def reduce(self, weighted: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         total = _total(weight)
@@ -121,6 +138,10 @@ def get_reducer(reduction: str | Reducer) -> Reducer:
     """A reducer from its name (see :data:`REDUCTIONS`) or the reducer itself."""
     if isinstance(reduction, Reducer):
         return reduction
+    if not isinstance(reduction, str):
+        raise TypeError(
+            f"reduction must be one of {sorted(REDUCTIONS)} or a Reducer, got {type(reduction).__name__} {reduction!r}"
+        )
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {sorted(REDUCTIONS)} or a Reducer, got {reduction!r}")
     return REDUCTIONS[reduction]()

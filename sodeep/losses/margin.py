@@ -250,7 +250,8 @@ class MultiLabelHingeLoss(nn.Module):
         num_labels: ``C``.
         margin: a number or a sequence of ``C`` margins (the base margins).
         adaptive: enable adaptive margins.
-        margin_range: ``(low, high)`` clip of adaptive margins.
+        margin_range: ``(low, high)`` clip of adaptive margins; with ``adaptive`` the base margins
+            must lie inside it.
         momentum: of the running per-label loss.
         reduction: see :mod:`sodeep.reducers`.
     """
@@ -294,6 +295,12 @@ class MultiLabelHingeLoss(nn.Module):
             raise TypeError(f"momentum must be a number in [0, 1), got {type(momentum).__name__} {momentum!r}")
         if not 0 <= momentum < 1 or margin_range[0] > margin_range[1]:
             raise ValueError(f"momentum must be in [0, 1) and margin_range ordered, got {momentum}, {margin_range}")
+        if adaptive and ((base < margin_range[0]) | (base > margin_range[1])).any():
+            outside = base[(base < margin_range[0]) | (base > margin_range[1])].unique()[:4].tolist()
+            raise ValueError(
+                f"margin {outside} lies outside margin_range {tuple(margin_range)}: adaptive margins are "
+                "clipped to margin_range, so it would change on the first step; widen margin_range"
+            )
         self.register_buffer("base_margin", base)
         self.register_buffer("margin", base.clone())
         self.register_buffer("running_loss", torch.ones(num_labels))

@@ -47,6 +47,8 @@ def check_finite_margin(margin, name: str = "margin") -> None:
     A tensor is checked through :func:`sodeep.checks.require` (no host synchronisation); a
     number, in eager code (compiled, it may be symbolic: the modules check theirs when built)."""
     if isinstance(margin, torch.Tensor):
+        if margin.dtype == torch.bool or margin.is_complex():
+            raise TypeError(f"{name} must be a real number or a tensor of real numbers, got dtype {margin.dtype}")
         require(torch.isfinite(margin), f"{name} must be finite")
     elif isinstance(margin, bool) or not isinstance(margin, Real):
         raise TypeError(f"{name} must be a number or a tensor, got {type(margin).__name__}")

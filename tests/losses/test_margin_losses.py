@@ -496,3 +496,46 @@ def test_adaptive_options_of_the_wrong_type_are_named(options, message):
 def test_margins_and_their_range_of_the_wrong_type_are_named(options, message):
     with pytest.raises(TypeError, match=message):
         MultiLabelHingeLoss(3, **options)
+
+
+def test_weighted_mean_of_weights_summing_past_the_float32_range():
+    """Weights of 1e38 sum past float32's largest value; the weighted mean is a ratio and stays exact."""
+    loss = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    weight = torch.tensor([1.0, 1.0, 2.0]) * 1e38
+    reduced = reduce_loss(loss, weight, "weighted_mean")
+    assert reduced.item() == 2.25
+    reduced.backward()
+    torch.testing.assert_close(loss.grad, torch.tensor([0.25, 0.25, 0.5]))
+    subnormal = reduce_loss(loss.detach(), torch.tensor([1.0, 1.0, 2.0]) * 1e-44, "weighted_mean")
+    torch.testing.assert_close(subnormal, torch.tensor(2.25))
+
+
+@pytest.mark.parametrize("loss", [torch.tensor([1, 2, 3]), torch.tensor([True, False]), [1.0, 2.0]])
+def test_reducers_refuse_a_loss_that_is_not_a_floating_point_tensor(loss):
+    with pytest.raises(TypeError, match="loss must be a floating-point tensor"):
+        reduce_loss(loss)
+
+
+@pytest.mark.parametrize("reduction", [["sum"], 3, None])
+def test_a_reduction_of_the_wrong_type_is_named(reduction):
+    with pytest.raises(TypeError, match="reduction must be one of"):
+        reduce_loss(torch.ones(3), reduction=reduction)
+
+
+@pytest.mark.parametrize("margin", [torch.tensor(True), torch.tensor(1 + 0j)])
+def test_a_margin_tensor_of_bools_or_complex_numbers_is_named(margin):
+    scores, labels = torch.randn(2, 4), torch.tensor([[1, 0, 0, 1], [0, 1, 1, 0]])
+    with pytest.raises(TypeError, match="margin must be a real number"):
+        pairwise_margin_ranking_loss(scores, labels, margin=margin)
+    with pytest.raises(TypeError, match="margin must be a real number"):
+        multilabel_hinge_loss(scores, labels, margin=margin)
+
+
+def test_an_adaptive_base_margin_outside_margin_range_is_refused_when_built():
+    with pytest.raises(ValueError, match=r"margin \[5.0\] lies outside margin_range \(0.1, 2.0\)"):
+        MultiLabelHingeLoss(3, margin=5.0, adaptive=True)
+    with pytest.raises(ValueError, match="outside margin_range"):
+        MultiLabelHingeLoss(3, margin=[0.5, 1.0, 0.01], adaptive=True)
+    fixed = MultiLabelHingeLoss(3, margin=5.0)  # margins that never adapt are not clipped
+    torch.testing.assert_close(fixed.margin, torch.full((3,), 5.0))
+    MultiLabelHingeLoss(3, margin=5.0, adaptive=True, margin_range=(1.0, 10.0))
