@@ -420,12 +420,14 @@ def _make_trainer(config: PretrainConfig, out: Path, stop: StopOnSignal) -> L.Tr
 
     progress = progress_settings(every=100)
     options = config.trainer_options()
+    asked_for = dict(options)
     if options["strategy"] == "ddp" or (options["strategy"] == "auto" and several_processes(**options)):
         # A sorter may leave weights out of its graph (the conv sorter of depth 0 skips its head's
         # bias), which plain DDP (Lightning's choice for several devices) refuses; looking for them
         # each step costs little at these sizes.
         options["strategy"] = "ddp_find_unused_parameters_true"
     return make_trainer(
+        asked_for=asked_for,
         max_steps=config.steps,
         val_check_interval=min(config.validation_every, config.steps),
         check_val_every_n_epoch=None,

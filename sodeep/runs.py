@@ -305,15 +305,17 @@ def progress_settings(every: int = 100) -> dict[str, Any]:
     return {"enable_progress_bar": False, "callbacks": [ProgressLines(every)]}
 
 
-def make_trainer(**settings: Any) -> L.Trainer:
+def make_trainer(*, asked_for: dict[str, Any] | None = None, **settings: Any) -> L.Trainer:
     """Lightning's ``Trainer`` with ``settings``; where it cannot train (an accelerator this
     machine lacks or whose package is missing, devices it does not have, more CPU processes than
     cores) is a one-line ``ValueError`` naming the settings of :data:`sodeep.config.SCALE_OUT`
-    that were asked for."""
+    that were asked for: those of ``asked_for`` (what the user set, where the command adapted
+    them) or else of ``settings``."""
     from lightning.fabric.utilities.exceptions import MisconfigurationException
     from lightning.pytorch.accelerators import CPUAccelerator
 
-    asked = ", ".join(f"{key}={settings[key]!r}" for key in SCALE_OUT if key in settings)
+    shown = settings if asked_for is None else asked_for
+    asked = ", ".join(f"{key}={shown[key]!r}" for key in SCALE_OUT if key in shown)
     try:
         trainer = L.Trainer(**settings)
     # Lightning raises all three for an accelerator or devices it cannot use.

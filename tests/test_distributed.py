@@ -192,7 +192,7 @@ def test_ctrl_c_while_waiting_for_other_machines_ends_in_one_line_and_the_run_st
         (["--accelerator", "gpu", "--devices", "64"], "cannot train with accelerator='gpu', devices=64"),
         (
             ["--accelerator", "cpu", "--devices", "4096"],
-            "4096 CPU processes on the",
+            "cannot train with accelerator='cpu', devices=4096, strategy='auto', num_nodes=1: 4096 CPU processes on the",
         ),
     ],
 )
