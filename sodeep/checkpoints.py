@@ -44,6 +44,11 @@ class CheckpointError(ValueError):
 
 def sorter_payload(sorter: Sorter, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
     """The checkpoint dict of ``sorter`` (weights moved to CPU)."""
+    if not isinstance(sorter, Sorter):
+        raise TypeError(
+            f"sorter must be a sodeep Sorter (see sodeep.sorters.SORTERS), got {type(sorter).__name__}; "
+            "other modules are saved with torch.save(module.state_dict(), path)"
+        )
     config = sorter.config()
     json.dumps(config)  # configs must stay plain JSON so checkpoints describe themselves
     return {
@@ -81,12 +86,15 @@ def sorter_from_payload(payload: Any, source: str = "checkpoint") -> Sorter:
     architecture = payload.get("architecture")
     if architecture not in SORTERS:
         raise CheckpointError(f"{source} names unknown architecture {architecture!r}; known: {sorted(SORTERS)}")
-    config = dict(payload.get("config", {}))
+    config = payload.get("config", {})
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{source} has a config of type {type(config).__name__}, not a dict of settings")
+    config = dict(config)
     if architecture == "conv":
         config.setdefault("activation", "gelu")  # conv checkpoints written before the option used GELU
     try:
         sorter = build_sorter(architecture, **config)
-    except TypeError as error:
+    except (TypeError, ValueError) as error:
         raise CheckpointError(f"{source} has a config that does not fit {architecture!r}: {error}") from error
     try:
         sorter.load_state_dict(payload["state_dict"])
@@ -210,12 +218,25 @@ def load_sorter(
         isinstance(value, torch.Tensor) and value.is_meta for value in weights.values()
     ):
         raise ValueError(f"map_location={map_location!r} put the weights on the meta device, which keeps no values")
-    if settings:
-        unknown = sorted(set(settings) - set(payload.get("config", {})) - {"temperature_floor"})
+    if not settings:
+        sorter = sorter_from_payload(payload, source=str(path))
+    else:
+        known = payload.get("config", {})
+        if not isinstance(known, dict):
+            raise CheckpointError(f"{path} has a config of type {type(known).__name__}, not a dict of settings")
+        unknown = sorted(set(settings) - set(known) - {"temperature_floor"})
         if unknown:
-            raise ValueError(f"unknown sorter settings {unknown}; {path} has {sorted(payload.get('config', {}))}")
-        payload = {**payload, "config": {**payload.get("config", {}), **settings}}
-    sorter = sorter_from_payload(payload, source=str(path))
+            sorter_from_payload(payload, source=str(path))  # raises if the file itself is at fault
+            raise ValueError(f"unknown sorter settings {unknown}; {path} has {sorted(known)}")
+        try:
+            sorter = sorter_from_payload({**payload, "config": {**known, **settings}}, source=str(path))
+        except CheckpointError as error:
+            sorter_from_payload(payload, source=str(path))  # raises if the file itself is at fault
+            if isinstance(error.__cause__, (RuntimeError, KeyError)):  # from load_state_dict
+                reason = "they change the shapes of its weights (only settings that keep them can be replaced)"
+            else:
+                reason = " ".join(str(error.__cause__ or error).split())
+            raise ValueError(f"sorter settings {settings} do not fit the sorter in {path}: {reason}") from None
     return sorter.train().requires_grad_(True) if trainable else sorter.requires_grad_(False)
 
 

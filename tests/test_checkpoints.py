@@ -11,6 +11,7 @@ from sodeep.checkpoints import (
     CheckpointError,
     default_sorter_path,
     import_original_checkpoint,
+    sorter_payload,
 )
 from sodeep.evaluation import fidelity_table, summarize
 from sodeep.sorters import ConvSorter, OriginalCNNSorter
@@ -182,3 +183,36 @@ def test_a_mapping_onto_the_meta_device_is_named():
     with pytest.raises(ValueError, match="put the weights on the meta device") as raised:
         load_sorter(map_location={"cpu": "meta"})
     assert not isinstance(raised.value, CheckpointError)
+
+
+@pytest.mark.parametrize(
+    "config,reason",
+    [({"bogus": 1}, "unknown setting 'bogus'"), ("notadict", "config of type str"), ({"capacity": -5}, "capacity")],
+)
+def test_a_file_whose_config_does_not_build_is_a_checkpoint_error_naming_it(tmp_path, config, reason):
+    path = tmp_path / "bad_config.pt"
+    torch.save({**sorter_payload(load_sorter()), "config": config}, path)
+    for settings in ({}, {"softness": 0.5}):
+        with pytest.raises(CheckpointError, match=reason) as raised:
+            load_sorter(path, **settings)
+        assert str(path) in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "settings,reason",
+    [
+        ({"softness": -1}, "softness must be a finite number > 0"),
+        ({"band": 0}, "band must be in 1.., got 0"),
+        ({"depth": 2}, "they change the shapes of its weights"),
+    ],
+)
+def test_settings_that_do_not_fit_a_good_file_are_named_not_the_file(settings, reason):
+    with pytest.raises(ValueError, match=f"sorter settings .* do not fit the sorter in .*: {reason}") as raised:
+        load_sorter(**settings)
+    assert not isinstance(raised.value, CheckpointError)
+
+
+def test_saving_a_module_that_is_not_a_sorter_is_named(tmp_path):
+    with pytest.raises(TypeError, match="sorter must be a sodeep Sorter .*got Linear"):
+        save_sorter(torch.nn.Linear(2, 2), tmp_path / "linear.pt")
+    assert not (tmp_path / "linear.pt").exists()

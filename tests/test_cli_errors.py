@@ -32,6 +32,8 @@ CASES = [
     (["pretrain", "--architecture", "bogus"], "unknown sorter architecture 'bogus'"),
     (["pretrain", "--sorter", '{"softnes": 0.5}'], "did you mean 'softness'"),
     (["pretrain", "--sorter", "{bad"], "sorter must be a JSON object"),
+    (["pretrain", "--sorter", '{"band": 2.5}'], "band must be an integer, got float 2.5"),
+    (["pretrain", "--sorter", '{"softness": "x"}'], "softness must be a finite number > 0, got str 'x'"),
     (["pretrain", "--config", "{inputs}/bad.yaml"], "is not valid YAML"),
     (["pretrain", "--config", "{inputs}/list.yaml"], "must hold a mapping of settings"),
     (["pretrain", "--config", "{inputs}/typo.yaml"], "did you mean 'steps'"),

@@ -217,6 +217,9 @@ def multilabel_hinge_loss(
         weight: broadcastable to ``(B, C)``; a 0/1 mask of known labels.
         reduction: see :mod:`sodeep.reducers`.
 
+    Returns:
+        The reduced loss, in the dtype of ``scores``.
+
     Example:
         >>> multilabel_hinge_loss(torch.tensor([[2.0, -0.5]]), torch.tensor([[1, 0]]), reduction="none")
         tensor([[0.0000, 0.5000]])
@@ -234,7 +237,9 @@ def multilabel_hinge_loss(
         )
     check_finite_margin(margin)
     signs = 2 * labels.to(scores.dtype) - 1
-    return get_reducer(reduction)(torch.clamp(margin - signs * scores, min=0), weight)
+    # In the scores' dtype, whatever the margin's (a float64 margin tensor does not widen the loss).
+    hinge = torch.clamp(margin - signs * scores, min=0).to(scores.dtype)
+    return get_reducer(reduction)(hinge, weight)
 
 
 class MultiLabelHingeLoss(nn.Module):

@@ -40,7 +40,8 @@ def build_sorter(architecture: str, **config) -> Sorter:
     """Build a sorter from its architecture name and keyword config (as in a checkpoint).
 
     Raises ``ValueError`` for an unknown architecture or an unknown config key, naming the
-    known ones.
+    known ones, and for a setting of the wrong type or range (a config is data, e.g. JSON from a
+    command line).
 
     Example:
         >>> build_sorter("pairwise_sigmoid", temperature=0.1)
@@ -58,7 +59,10 @@ def build_sorter(architecture: str, **config) -> Sorter:
             f"{name!r}" + (f" (did you mean {hints[name][0]!r}?)" if hints[name] else "") for name in unknown
         )
         raise ValueError(f"unknown setting {described} for sorter {architecture!r}; known: {known}")
-    return cls(**config)
+    try:
+        return cls(**config)
+    except TypeError as error:
+        raise ValueError(str(error)) from error
 
 
 __all__ = [

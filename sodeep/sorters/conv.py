@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from numbers import Real
 from typing import Any
 
 import torch
@@ -33,7 +34,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from sodeep.argsort import argsort
-from sodeep.sorters.base import HALF_PRECISION, Sorter, scale_rows_by_power_of_two
+from sodeep.sorters.base import (
+    HALF_PRECISION,
+    Sorter,
+    check_integer_setting,
+    check_positive_setting,
+    scale_rows_by_power_of_two,
+)
 
 #: Longest rows any ConvSorter accepts (memory and time grow as ``n * band``).
 MAX_LENGTH = 16384
@@ -167,18 +174,19 @@ class ConvSorter(Sorter):
         temperature_floor: float | None = None,
     ) -> None:
         super().__init__()
-        if not 2 <= capacity <= MAX_LENGTH:
-            raise ValueError(f"capacity must be in 2..{MAX_LENGTH}, got {capacity}")
-        if not softness > 0:
-            raise ValueError(f"softness must be > 0, got {softness}")
-        if radius < 1 or width < 1 or depth < 0:
-            raise ValueError(f"radius and width must be >= 1 and depth >= 0, got {radius}, {width}, {depth}")
-        if band is not None and band < 1:
-            raise ValueError(f"band must be None or >= 1, got {band}")
+        check_integer_setting(capacity, "capacity", 2, MAX_LENGTH)
+        check_positive_setting(softness, "softness")
+        check_integer_setting(radius, "radius", 1)
+        check_integer_setting(width, "width", 1)
+        check_integer_setting(depth, "depth", 0)
+        if band is not None:
+            check_integer_setting(band, "band", 1)
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-        if temperature_floor is not None and not (
-            isinstance(temperature_floor, (int, float)) and 0 <= temperature_floor < math.inf
+        if temperature_floor is not None and (
+            isinstance(temperature_floor, bool)
+            or not isinstance(temperature_floor, Real)
+            or not 0 <= temperature_floor < math.inf
         ):
             raise ValueError(f"temperature_floor must be None or a finite number >= 0, got {temperature_floor!r}")
         self.temperature_floor = float(temperature_floor) if temperature_floor else None
@@ -286,12 +294,18 @@ class ConvSorter(Sorter):
         # Rows scaled by the power of two that brings their typical gap (geometric mean of the
         # nonzero gaps) to ~1, as far as their largest magnitude allows (it stays below 2^-8 times
         # the dtype's largest value): exact, so ranks do not change, and temperatures of 1e-40 or
-        # 1e300 become numbers of order 1.  Gaps of halved values: the gap between -3e38 and 3e38
-        # would overflow float32.
+        # 1e300 become numbers of order 1.  A gap that overflows (-3e38 to 3e38 in float32) is
+        # measured on halved values; the others as they are (the smallest subnormal halves to 0).
         with torch.no_grad():
+            gap = torch.diff(sorted_scores)
+            positive = gap > 0
             half_gap = torch.diff(sorted_scores * 0.5)
-            positive = half_gap > 0
-            log2_gap = 1 + torch.where(positive, half_gap, 1.0).log2().sum(-1, keepdim=True) / positive.sum(
+            log2_each = torch.where(
+                torch.isinf(gap),
+                torch.where(half_gap > 0, half_gap, 1.0).log2() + 1,
+                torch.where(positive, gap, 1.0).log2(),
+            )
+            log2_gap = torch.where(positive, log2_each, 0.0).sum(-1, keepdim=True) / positive.sum(
                 -1, keepdim=True
             ).clamp_min(1)
             largest = torch.maximum(sorted_scores[:, :1].abs(), sorted_scores[:, -1:].abs())

@@ -539,3 +539,13 @@ def test_an_adaptive_base_margin_outside_margin_range_is_refused_when_built():
     fixed = MultiLabelHingeLoss(3, margin=5.0)  # margins that never adapt are not clipped
     torch.testing.assert_close(fixed.margin, torch.full((3,), 5.0))
     MultiLabelHingeLoss(3, margin=5.0, adaptive=True, margin_range=(1.0, 10.0))
+
+
+def test_multilabel_hinge_is_in_the_scores_dtype_whatever_the_margins_dtype():
+    scores, labels = torch.randn(4, 3), torch.randint(0, 2, (4, 3))
+    margin = torch.tensor([0.5, 1.0, 1.5], dtype=torch.float64)
+    for reduction in ("none", "mean"):
+        loss = multilabel_hinge_loss(scores, labels, margin=margin, reduction=reduction)
+        assert loss.dtype == torch.float32
+        expected = multilabel_hinge_loss(scores.double(), labels, margin=margin, reduction=reduction)
+        torch.testing.assert_close(loss, expected.float())

@@ -278,3 +278,14 @@ def test_vmap_on_a_device_other_than_the_cpu_takes_the_asynchronous_check():
     sorter = load_sorter().to("meta")
     mapped = torch.func.vmap(sorter)(torch.empty(3, 10, device="meta"))
     assert mapped.shape == (3, 10) and mapped.device.type == "meta"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("multiple", [1, 2, 3])
+def test_rows_of_the_smallest_subnormal_numbers_rank_as_at_unit_scale(dtype, multiple):
+    """Gaps of the dtype's smallest subnormal (which halves to 0) still set the row's scale."""
+    tiny = multiple * torch.finfo(dtype).smallest_normal * torch.finfo(dtype).eps
+    scores = torch.tensor([[tiny, 0.0, -tiny, tiny]], dtype=dtype)
+    sorter = load_sorter().to(dtype)
+    torch.testing.assert_close(sorter(scores), rank(scores), atol=1e-4, rtol=0)
+    torch.testing.assert_close(sorter(scores / tiny), sorter(scores), atol=1e-6, rtol=0)

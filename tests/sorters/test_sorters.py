@@ -239,3 +239,24 @@ def test_original_sorters_rank_scores_of_any_float_dtype_in_their_weights_dtype(
             assert ranks.dtype == dtype and ranks.shape == (2, n)
             ranks.float().sum().backward()
             assert scores.grad is not None and torch.isfinite(scores.grad.float()).all()
+
+
+@pytest.mark.parametrize(
+    "build,error",
+    [
+        (lambda: PairwiseSigmoidSorter(temperature=float("inf")), ValueError),
+        (lambda: PairwiseSigmoidSorter(temperature="0.1"), TypeError),
+        (lambda: PairwiseSigmoidSorter(temperature=True), TypeError),
+        (lambda: ConvSorter(softness=float("inf")), ValueError),
+        (lambda: ConvSorter(softness="0.1"), TypeError),
+        (lambda: ConvSorter(band=2.5), TypeError),
+        (lambda: ConvSorter(band="3"), TypeError),
+        (lambda: ConvSorter(capacity=1), ValueError),
+        (lambda: ConvSorter(depth=-1), ValueError),
+        (lambda: ConvSorter(temperature_floor=True), ValueError),
+        (lambda: OriginalLSTMLargeSorter(length=1.5), TypeError),
+    ],
+)
+def test_sorter_settings_of_the_wrong_type_or_range_are_named(build, error):
+    with pytest.raises(error, match=r"must be (a finite number > 0|an integer|in \d+\.\.|None or a finite)"):
+        build()
