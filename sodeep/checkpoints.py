@@ -101,7 +101,8 @@ def sorter_from_payload(payload: Any, source: str = "checkpoint") -> Sorter:
     except (RuntimeError, KeyError) as error:
         reason = " ".join(str(error).split())
         raise CheckpointError(f"{source}: weights do not match architecture {architecture!r}: {reason}") from error
-    if not all(torch.isfinite(value).all() for value in sorter.state_dict().values() if value.is_floating_point()):
+    weights = payload["state_dict"].values()  # the file's own tensors (the sorter may be on the meta device)
+    if not all(torch.isfinite(value).all() for value in weights if value.is_floating_point()):
         raise CheckpointError(f"{source} holds non-finite weights (NaN or inf): the training that wrote it diverged")
     sorter.checkpoint_metadata = payload.get("metadata", {})
     return sorter.eval()

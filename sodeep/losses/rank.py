@@ -56,16 +56,34 @@ class FrozenSorterMixin(nn.Module):
         if sorter is None:
             from sodeep.checkpoints import TRAINING_SETTINGS, load_sorter
 
-            sorter = load_sorter(**TRAINING_SETTINGS)
+            # On the CPU even under `with torch.device("meta")`: the weights keep their values.
+            with torch.device("cpu"):
+                sorter = load_sorter(**TRAINING_SETTINGS)
         check_sorter(sorter)
+        values = None
         if isinstance(sorter, nn.Module):
             sorter.requires_grad_(False).eval()
+            tensors = self._sorter_tensors(sorter)
+            if not any(tensor.is_meta for tensor in tensors.values()):
+                values = {name: tensor.detach().clone() for name, tensor in tensors.items()}
         object.__setattr__(self, "sorter", sorter)  # not registered as a submodule: see the class docstring
+        # The frozen weights' values, outside the module: state_dict() leaves the sorter out, so
+        # after `.to("meta")` or `to_empty()` (a model built on the meta device) they come from here.
+        object.__setattr__(self, "_sorter_values", values)
+
+    @staticmethod
+    def _sorter_tensors(sorter: nn.Module) -> dict[str, torch.Tensor]:
+        return {**dict(sorter.named_parameters()), **dict(sorter.named_buffers())}
 
     def _apply(self, fn, *args, **kwargs):
         super()._apply(fn, *args, **kwargs)
         if isinstance(self.sorter, nn.Module):
             self.sorter._apply(fn, *args, **kwargs)
+            if self._sorter_values is not None:
+                with torch.no_grad():
+                    for name, tensor in self._sorter_tensors(self.sorter).items():
+                        if not tensor.is_meta:
+                            tensor.copy_(self._sorter_values[name])
         return self
 
     def rank(self, scores: torch.Tensor) -> torch.Tensor:

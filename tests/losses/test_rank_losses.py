@@ -265,3 +265,38 @@ def test_a_missing_sorter_is_named(loss, inputs):
     function = getattr(sodeep.losses, loss) if isinstance(loss, str) else loss
     with pytest.raises(TypeError, match="sorter must be a Sorter, an nn.Module or a callable .* got NoneType"):
         function(*inputs, None)
+
+
+class _ModelWithRankLoss(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 1)
+        self.loss = SpearmanLoss()
+
+
+def test_a_model_built_on_the_meta_device_keeps_the_losss_sorter_weights():
+    """state_dict() leaves the frozen sorter out, so after to_empty() its weights must come back
+    from the loss itself, not stay uninitialised memory."""
+    reference = _ModelWithRankLoss()
+    for build in (lambda: _ModelWithRankLoss().to("meta"), _meta_context_model):
+        model = build()
+        model.to_empty(device="cpu")
+        model.load_state_dict(reference.state_dict())
+        for ours, shipped in zip(model.loss.sorter.parameters(), reference.loss.sorter.parameters()):
+            assert torch.equal(ours, shipped)
+        predictions, targets = torch.randn(16), torch.randn(16)
+        torch.testing.assert_close(model.loss(predictions, targets), reference.loss(predictions, targets))
+    doubled = _ModelWithRankLoss().to("meta").to_empty(device="cpu").double()
+    for ours, shipped in zip(doubled.loss.sorter.parameters(), reference.loss.sorter.parameters()):
+        assert ours.dtype == torch.float64 and torch.equal(ours, shipped.double())
+
+
+def _meta_context_model() -> _ModelWithRankLoss:
+    with torch.device("meta"):
+        return _ModelWithRankLoss()
+
+
+def test_load_sorter_under_a_meta_device_context_builds_a_meta_sorter():
+    with torch.device("meta"):
+        sorter = load_sorter()
+    assert all(parameter.is_meta for parameter in sorter.parameters())
