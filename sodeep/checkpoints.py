@@ -103,7 +103,7 @@ def sorter_from_payload(payload: Any, source: str = "checkpoint") -> Sorter:
         raise CheckpointError(f"{source}: weights do not match architecture {architecture!r}: {reason}") from error
     weights = payload["state_dict"].values()  # the file's own tensors (the sorter may be on the meta device)
     if not all(torch.isfinite(value).all() for value in weights if value.is_floating_point()):
-        raise CheckpointError(f"{source} holds non-finite weights (NaN or inf): the training that wrote it diverged")
+        raise CheckpointError(f"{source} holds non-finite weights (NaN or inf): the training that wrote it diverged, or the file is damaged")
     sorter.checkpoint_metadata = payload.get("metadata", {})
     return sorter.eval()
 
@@ -154,8 +154,18 @@ def read_weights_only(path: Path, map_location: Any = "cpu") -> Any:
         raise CheckpointError(f"{path} is empty (0 bytes): not a checkpoint")
     with open(path, "rb") as stream:
         pickled = stream.read(1) == PICKLE_PROTOCOL_MARK  # the legacy torch format: a bare pickle
-    if not zipfile.is_zipfile(path) and not pickled:
+    archived = zipfile.is_zipfile(path)
+    if not archived and not pickled:
         raise CheckpointError(f"{path} is not a torch checkpoint (truncated, corrupt or another kind of file)")
+    if archived:
+        # torch.load does not check the archive's CRCs: a flipped bit would load as other weights.
+        try:
+            with zipfile.ZipFile(path) as archive:
+                damaged = archive.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+            raise CheckpointError(f"{path} is a damaged torch checkpoint ({type(error).__name__})") from error
+        if damaged is not None:
+            raise CheckpointError(f"{path} is a damaged torch checkpoint: {damaged} fails its checksum")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:

@@ -216,3 +216,21 @@ def test_saving_a_module_that_is_not_a_sorter_is_named(tmp_path):
     with pytest.raises(TypeError, match="sorter must be a sodeep Sorter .*got Linear"):
         save_sorter(torch.nn.Linear(2, 2), tmp_path / "linear.pt")
     assert not (tmp_path / "linear.pt").exists()
+
+
+def test_a_flipped_bit_in_the_weights_is_a_checkpoint_error(tmp_path):
+    import struct
+    import zipfile
+
+    path = save_sorter(load_sorter(), tmp_path / "sorter.pt")
+    with zipfile.ZipFile(path) as archive:
+        member = next(info for info in archive.infolist() if "/data/" in info.filename and info.file_size >= 8)
+    data = bytearray(path.read_bytes())
+    # The member's bytes follow its local header (30 bytes, its name and its extra field).
+    name_length, extra_length = struct.unpack_from("<HH", data, member.header_offset + 26)
+    offset = member.header_offset + 30 + name_length + extra_length + 4
+    data[offset] ^= 0x01
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="damaged torch checkpoint: .* fails its checksum"):
+        load_sorter(damaged)
