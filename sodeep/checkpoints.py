@@ -103,7 +103,9 @@ def sorter_from_payload(payload: Any, source: str = "checkpoint") -> Sorter:
         raise CheckpointError(f"{source}: weights do not match architecture {architecture!r}: {reason}") from error
     weights = payload["state_dict"].values()  # the file's own tensors (the sorter may be on the meta device)
     if not all(torch.isfinite(value).all() for value in weights if value.is_floating_point()):
-        raise CheckpointError(f"{source} holds non-finite weights (NaN or inf): the training that wrote it diverged, or the file is damaged")
+        raise CheckpointError(
+            f"{source} holds non-finite weights (NaN or inf): the training that wrote it diverged, or the file is damaged"
+        )
     sorter.checkpoint_metadata = payload.get("metadata", {})
     return sorter.eval()
 

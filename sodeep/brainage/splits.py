@@ -28,7 +28,14 @@ def inner_validation_mask(ages: np.ndarray, fraction: float, seed: int) -> np.nd
     if len(ages) < 3:
         raise ValueError(f"need >= 3 training subjects to hold some out for validation, got {len(ages)}")
     parts = max(2, min(round(1 / fraction), len(ages) // 2))
-    return stratified_folds(ages, parts, seed) == 0
+    held_out = stratified_folds(ages, parts, seed) == 0
+    ages = np.asarray(ages)
+    if np.ptp(ages[held_out]) == 0 and np.ptp(ages) > 0:
+        # Mostly one age: the age-bias line needs two, so one held-out subject gives its place
+        # to the subject farthest in age from them.
+        held_out[np.flatnonzero(held_out)[0]] = False
+        held_out[np.argmax(np.abs(ages - ages[held_out][0]))] = True
+    return held_out
 
 
 def inner_site_validation_mask(sites: Sequence[str], fraction: float, seed: int) -> np.ndarray:
@@ -86,16 +93,28 @@ def check_split(
     validation_fraction: float,
 ) -> None:
     """Refuse a protocol the cohort cannot run, before anything is written: an unknown ``split``,
-    a cohort too small for ``folds``, and for a site split fewer sites than folds or a (seed,
-    fold) whose training sites cannot give up one for validation (``ValueError``, one line)."""
+    a cohort too small for ``folds``, a (seed, fold) whose training subjects are all of one age,
+    and for a site split fewer sites than folds or a (seed, fold) whose training sites cannot give
+    up one for validation (``ValueError``, one line)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
     check_cross_validation_size(len(ages), folds)
+    ages = np.asarray(ages)
     if split != "site":
+        for seed in seeds:
+            for fold in range(folds):
+                rows = fold_rows(
+                    ages, sites, split=split, folds=folds, seed=seed, fold=fold, validation_fraction=validation_fraction
+                )
+                if np.ptp(ages[rows.validation]) == 0:
+                    raise ValueError(
+                        f"age-stratified split, seed {seed}, fold {fold}: every training subject is aged "
+                        f"{ages[rows.training][0]:g}, and the age-bias line needs two different ages; use fewer "
+                        "folds or a table with more spread in age"
+                    )
         return
     check_site_folds(sites, folds)
     sites = np.asarray(sites, dtype=str)
-    ages = np.asarray(ages)
     for seed in seeds:
         fold_of = site_folds(sites, folds, seed)
         for fold in range(folds):

@@ -267,3 +267,22 @@ def test_split_sweep_runs_every_preset_and_seed_under_both_protocols(tmp_path):
         arguments = parser.parse_args(launcher.command(trial)[0][2:])
         plans.add((arguments.split, tuple(arguments.losses), tuple(arguments.seeds), arguments.folds))
     assert {split for split, *_ in plans} == {"stratified", "site"} and len(plans) == 2 * 6 * 3
+
+
+def test_a_table_of_mostly_one_age_keeps_two_ages_in_every_validation_split():
+    """27 subjects aged 30 and 3 aged 60: the age-bias line is fitted on two different ages."""
+    ages = np.array([30.0] * 27 + [60.0] * 3)
+    sites = [NO_SITE] * len(ages)
+    settings = {"split": "stratified", "folds": 3, "validation_fraction": 0.1}
+    check_split(ages, sites, seeds=[0, 1, 2], **settings)
+    for seed in (0, 1, 2):
+        for fold in range(3):
+            rows = fold_rows(ages, sites, seed=seed, fold=fold, **settings)
+            assert np.ptp(ages[rows.validation]) > 0 and len(rows.fitting) >= 2
+            assert len(np.unique(np.concatenate([rows.fitting, rows.validation, rows.test]))) == len(ages)
+
+
+def test_training_subjects_all_of_one_age_are_refused_before_anything_runs():
+    ages = np.array([30.0] * 29 + [60.0])
+    with pytest.raises(ValueError, match="every training subject is aged 30, and the age-bias line needs two"):
+        check_split(ages, [NO_SITE] * 30, split="stratified", folds=3, seeds=[0], validation_fraction=0.1)
