@@ -150,7 +150,10 @@ def spearman_loss(
     target_ranks = rank(_as_rows(targets)).to(predicted_ranks.dtype)
     loss = F.mse_loss(predicted_ranks, target_ranks)
     if isinstance(l1_weight, torch.Tensor) or l1_weight:  # a tensor's value is not read (no host sync)
-        loss = loss + l1_weight * F.l1_loss(predictions, targets.to(predictions.dtype))
+        # In at least float32: targets of 1e5 overflow a half-precision difference, not the weighted mean.
+        wide = torch.promote_types(predictions.dtype, torch.float32)
+        anchor = l1_weight * F.l1_loss(predictions.to(wide), targets.to(wide))
+        loss = loss + anchor.to(loss.dtype)
     return loss
 
 

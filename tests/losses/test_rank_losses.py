@@ -300,3 +300,14 @@ def test_load_sorter_under_a_meta_device_context_builds_a_meta_sorter():
     with torch.device("meta"):
         sorter = load_sorter()
     assert all(parameter.is_meta for parameter in sorter.parameters())
+
+
+def test_the_l1_anchor_of_half_precision_predictions_is_taken_in_float32():
+    predictions = torch.randn(64, generator=torch.Generator().manual_seed(0))
+    targets = 1e5 + torch.randn(64, generator=torch.Generator().manual_seed(1))
+    sorter = PairwiseSigmoidSorter(0.1)
+    half = spearman_loss(predictions.half(), targets, sorter, l1_weight=0.01)
+    assert half.dtype == torch.float16 and torch.isfinite(half)
+    torch.testing.assert_close(
+        half.float(), spearman_loss(predictions, targets, sorter, l1_weight=0.01), rtol=2e-3, atol=0
+    )
