@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import os
 import shlex
@@ -191,6 +192,33 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (options: {self.prog} --help)\n")
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        """As argparse, but an unknown flag is named by the (sub)command that was given, with the
+        closest flag it has: ``sodeep pretrain: error: unrecognized arguments: --stepz (did you
+        mean --steps?) (options: sodeep pretrain --help)``."""
+        words = sys.argv[1:] if args is None else list(args)
+        arguments, unknown = self.parse_known_args(words, namespace)
+        if unknown:
+            command = self._innermost(words)
+            flags = [flag for action in command._actions for flag in action.option_strings]
+            hints = []
+            for word in unknown:
+                close = difflib.get_close_matches(word.split("=")[0], flags, n=1) if word.startswith("-") else []
+                hints.append(word + (f" (did you mean {close[0]}?)" if close else ""))
+            command.error(f"unrecognized arguments: {' '.join(hints)}")
+        return arguments
+
+    def _innermost(self, words: list[str]) -> argparse.ArgumentParser:
+        """The parser of the deepest subcommand named in ``words``."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for index, word in enumerate(words):
+                    if word in action.choices:
+                        chosen = action.choices[word]
+                        inner = getattr(chosen, "_innermost", None)
+                        return inner(words[index + 1 :]) if inner else chosen
+        return self
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,6 +24,11 @@ def _write_inputs(folder):
 CASES = [
     # (command line, words the one line must contain)
     (["pretrain", "--steps", "0"], "steps must be an integer >= 1"),
+    (
+        ["pretrain", "--stepz", "3"],
+        "sodeep pretrain: error: unrecognized arguments: --stepz (did you mean --steps?) 3 "
+        "(options: sodeep pretrain --help)",
+    ),
     (["pretrain", "--validation-sequences", "300000"], "validation_sequences must be at most 4096"),
     (["pretrain", "--learning-rate", "-1"], "learning_rate must be a finite number > 0"),
     (["pretrain", "--lengths", "1-5"], "lengths must be ints >= 2"),
@@ -91,3 +96,14 @@ def test_number_lists_refuse_what_is_not_a_list_of_numbers(text):
     assert number_list(float)("1e-4 0.5") == [1e-4, 0.5]
     with pytest.raises(argparse.ArgumentTypeError, match="expected floats"):
         number_list(float)("0.1,inf")
+
+
+def test_an_unknown_flag_of_a_nested_subcommand_is_named_by_it(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["brainage", "tabular", "--epochz", "3"])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and error.count("\n") == 1
+    assert error.startswith(
+        "sodeep brainage tabular: error: unrecognized arguments: --epochz (did you mean --max-epochs?)"
+    )
+    assert error.endswith("(options: sodeep brainage tabular --help)\n")
