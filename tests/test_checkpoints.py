@@ -234,3 +234,9 @@ def test_a_flipped_bit_in_the_weights_is_a_checkpoint_error(tmp_path):
     damaged.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="damaged torch checkpoint: .* fails its checksum"):
         load_sorter(damaged)
+
+
+def test_saving_onto_a_folder_names_the_folder(tmp_path):
+    with pytest.raises(IsADirectoryError, match=f"{tmp_path} is a folder; give the path of a file"):
+        save_sorter(load_sorter(), tmp_path)
+    assert list(tmp_path.iterdir()) == []
