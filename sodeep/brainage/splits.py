@@ -33,8 +33,10 @@ def inner_validation_mask(ages: np.ndarray, fraction: float, seed: int) -> np.nd
     if np.ptp(ages[held_out]) == 0 and np.ptp(ages) > 0:
         # Mostly one age: the age-bias line needs two, so one held-out subject gives its place
         # to the subject farthest in age from them.
-        held_out[np.flatnonzero(held_out)[0]] = False
-        held_out[np.argmax(np.abs(ages - ages[held_out][0]))] = True
+        farthest = np.argmax(np.abs(ages - ages[held_out][0]))
+        if held_out.sum() >= 2:
+            held_out[np.flatnonzero(held_out)[0]] = False
+        held_out[farthest] = True
     return held_out
 
 
