@@ -294,18 +294,12 @@ class ConvSorter(Sorter):
         # Rows scaled by the power of two that brings their typical gap (geometric mean of the
         # nonzero gaps) to ~1, as far as their largest magnitude allows (it stays below 2^-8 times
         # the dtype's largest value): exact, so ranks do not change, and temperatures of 1e-40 or
-        # 1e300 become numbers of order 1.  A gap that overflows (-3e38 to 3e38 in float32) is
-        # measured on halved values; the others as they are (the smallest subnormal halves to 0).
+        # 1e300 become numbers of order 1.  A gap past the dtype's range (-3e38 to 3e38 in
+        # float32) counts as its largest value.
         with torch.no_grad():
-            gap = torch.diff(sorted_scores)
+            gap = torch.diff(sorted_scores).clamp_max(torch.finfo(scores.dtype).max)
             positive = gap > 0
-            half_gap = torch.diff(sorted_scores * 0.5)
-            log2_each = torch.where(
-                torch.isinf(gap),
-                torch.where(half_gap > 0, half_gap, 1.0).log2() + 1,
-                torch.where(positive, gap, 1.0).log2(),
-            )
-            log2_gap = torch.where(positive, log2_each, 0.0).sum(-1, keepdim=True) / positive.sum(
+            log2_gap = torch.where(positive, gap, 1.0).log2().sum(-1, keepdim=True) / positive.sum(
                 -1, keepdim=True
             ).clamp_min(1)
             largest = torch.maximum(sorted_scores[:, :1].abs(), sorted_scores[:, -1:].abs())
