@@ -99,15 +99,23 @@ def claim_run_folder(
     _check_not_in_use(out)
     holds_files = out.is_dir() and any(path.name != RUN_LOCK for path in out.iterdir())
     fresh = {"command": command, "config": config, "run_id": uuid.uuid4().hex[:16]}
+    if overwrite and holds_files:
+        here = Path.cwd().resolve()
+        if out.resolve() == here or out.resolve() in here.parents:
+            raise ValueError(
+                f"--overwrite would delete {out.resolve()}, which holds the working folder; choose another --out"
+            )
+        if not record_path.is_file():
+            raise ValueError(
+                f"{out} holds files but no {RUN_RECORD}: not a sodeep run folder, so --overwrite does not clear it; "
+                "choose a new or empty --out"
+            )
     if overwrite or not holds_files:
         if resume and not overwrite:
             raise ValueError(f"--resume: {out} holds no run to resume; run without --resume to start one")
         return fresh
     if not record_path.is_file():
-        raise ValueError(
-            f"{out} holds files but no {RUN_RECORD}: not a sodeep run folder; choose another --out "
-            "or add --overwrite to clear it"
-        )
+        raise ValueError(f"{out} holds files but no {RUN_RECORD}: not a sodeep run folder; choose a new or empty --out")
     try:
         existing = json.loads(record_path.read_text(encoding="utf-8"))
         existing_command, existing_config = existing["command"], existing["config"]

@@ -3,6 +3,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -115,3 +116,14 @@ def test_another_thread_of_the_same_process_is_refused_the_folder(tmp_path):
         finish.set()
         worker.join(timeout=60)
     assert claim_run_folder(out, "pretrain", {"steps": 10}, resume=True)["command"] == "pretrain"
+
+
+def test_overwrite_never_clears_the_working_folder_or_a_folder_that_is_not_a_run(tmp_path, monkeypatch):
+    (tmp_path / "precious.txt").write_text("keep")
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    (tmp_path / "sub" / "notes.txt").write_text("keep")
+    for out in (Path("."), Path(".."), Path("")):
+        with pytest.raises(ValueError, match="--overwrite"):
+            claim_run_folder(out, "pretrain", {}, overwrite=True)
+    assert (tmp_path / "precious.txt").read_text() == "keep" and (tmp_path / "sub" / "notes.txt").is_file()
