@@ -3,8 +3,9 @@ the run starts.
 
 :func:`claim_run_folder` decides, before anything is written, whether a command may use a
 folder: a new or empty folder starts a run; a folder holding the same run needs ``resume`` (or
-``overwrite``); a folder holding another run, or files that are not a run, needs ``overwrite``,
-which clears it first.  A folder in use by a running command (of this process or another) is
+``overwrite``); a folder holding another run needs ``overwrite``, which clears it first.  A
+folder holding files but no run record, and the working folder or one of its parents, are never
+cleared.  A folder in use by a running command (of this process or another) is
 refused, even with ``overwrite``.  Every refusal is a ``ValueError`` of one line that says what
 to do.
 
@@ -86,7 +87,7 @@ def claim_run_folder(
         command: the command's name, e.g. ``"pretrain"``.
         config: the resolved, JSON-able settings of the run.
         resume: continue the run the folder holds (its settings must match).
-        overwrite: clear the folder first, whatever it holds (done by :func:`start_run_folder`).
+        overwrite: clear the folder first, whatever run it holds (done by :func:`start_run_folder`).
         ignored: settings that may differ between a run and its resumption.
 
     Returns:
@@ -99,23 +100,17 @@ def claim_run_folder(
     _check_not_in_use(out)
     holds_files = out.is_dir() and any(path.name != RUN_LOCK for path in out.iterdir())
     fresh = {"command": command, "config": config, "run_id": uuid.uuid4().hex[:16]}
-    if overwrite and holds_files:
-        here = Path.cwd().resolve()
-        if out.resolve() == here or out.resolve() in here.parents:
-            raise ValueError(
-                f"--overwrite would delete {out.resolve()}, which holds the working folder; choose another --out"
-            )
-        if not record_path.is_file():
-            raise ValueError(
-                f"{out} holds files but no {RUN_RECORD}: not a sodeep run folder, so --overwrite does not clear it; "
-                "choose a new or empty --out"
-            )
+    here = Path.cwd().resolve()
+    if holds_files and overwrite and (out.resolve() == here or out.resolve() in here.parents):
+        raise ValueError(
+            f"--overwrite would delete {out.resolve()}, which holds the working folder; choose another --out"
+        )
+    if holds_files and not record_path.is_file():  # never cleared: the files are not a run's
+        raise ValueError(f"{out} holds files but no {RUN_RECORD}: not a sodeep run folder; choose a new or empty --out")
     if overwrite or not holds_files:
         if resume and not overwrite:
             raise ValueError(f"--resume: {out} holds no run to resume; run without --resume to start one")
         return fresh
-    if not record_path.is_file():
-        raise ValueError(f"{out} holds files but no {RUN_RECORD}: not a sodeep run folder; choose a new or empty --out")
     try:
         existing = json.loads(record_path.read_text(encoding="utf-8"))
         existing_command, existing_config = existing["command"], existing["config"]
