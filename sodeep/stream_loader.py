@@ -190,12 +190,27 @@ def _end_with_the_training_process() -> None:
     # Linux ends the worker with the thread that started it (the one iterating the loader).
     # Workers started through a fork server are the server's children, not the training process's:
     # they keep PyTorch's watchdog alone.
+    # A worker that starts after the training process has already ended (its parent is now init,
+    # or a subreaper) ends at once.
     parent = multiprocessing.parent_process()
-    if not sys.platform.startswith("linux") or parent is None or os.getppid() != parent.pid:
+    if not sys.platform.startswith("linux") or parent is None:
+        return
+    if os.getppid() != parent.pid:
+        if _has_ended(parent.pid):
+            os._exit(0)
         return
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent.pid:  # the training process ended before the line above
         os._exit(0)
+
+
+def _has_ended(pid: int) -> bool:
+    """Whether process ``pid`` is gone or a zombie (ended, only waiting to be reaped), on Linux."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return True
 
 
 #: ``prctl`` option: the signal a process gets when its parent thread ends (Linux).

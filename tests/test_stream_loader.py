@@ -275,6 +275,37 @@ def test_workers_end_at_once_with_a_training_process_killed_outright(tmp_path):
         process.wait()
 
 
+def test_a_worker_that_starts_after_the_training_process_was_killed_ends_at_once(tmp_path):
+    # Under load a worker may reach its start-up after the training process is already gone.
+    program = (
+        "import multiprocessing, sys, time; from sodeep.stream_loader import _end_with_the_training_process\n"
+        "def late_worker():\n"
+        "    time.sleep(2); _end_with_the_training_process(); time.sleep(60)\n"
+        "if __name__ == '__main__':\n"
+        "    multiprocessing.set_start_method('fork')\n"
+        "    worker = multiprocessing.Process(target=late_worker); worker.start()\n"
+        "    print(worker.pid, flush=True); sys.stdin.read()\n"
+    )
+    (tmp_path / "late.py").write_text(program)
+    process = subprocess.Popen(
+        [sys.executable, "late.py"], cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    worker = None
+    try:
+        worker = int(process.stdout.readline())
+        process.kill()
+        process.wait(timeout=30)
+        deadline = time.monotonic() + 20  # the worker would otherwise sleep 60 s more
+        while _is_running(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _is_running(worker)
+    finally:
+        process.kill()
+        process.wait()
+        if worker is not None and _is_running(worker):
+            os.kill(worker, signal.SIGKILL)
+
+
 def _is_running(pid: int) -> bool:
     """Whether process ``pid`` exists and is not a zombie (which only waits to be reaped)."""
     try:
