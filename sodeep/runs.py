@@ -47,18 +47,24 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_torch_save(checkpoint, path)
 
 
-def configure_wandb_environment(mode: str, directory: Path) -> None:
+def configure_wandb_environment(mode: str, out: Path) -> None:
     """Keep W&B local unless asked otherwise (nothing is sent, no account is needed), with all of
-    its files (runs, cache, settings) under ``directory``, the run folder's ``wandb/``."""
+    its files (runs, cache, settings) under the run folder's ``out/wandb/``.
+
+    W&B puts its runs in a ``wandb/`` folder under the directory it is given: pass it ``out``
+    (``wandb.init(dir=out)``), and the runs land in ``out/wandb/offline-run-*``, its cache,
+    settings and service logs in ``out/wandb/cache/``."""
     if mode not in WANDB_MODES:
         raise ValueError(f"wandb mode must be one of {WANDB_MODES}, got {mode!r}")
     os.environ.setdefault("WANDB_MODE", mode)
     os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
     os.environ.setdefault("WANDB_SILENT", "true")
-    directory.mkdir(parents=True, exist_ok=True)
+    cache = out / "wandb" / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
     # Set for every run, not only the first of a process: each run keeps its files in its own folder.
-    for variable in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
-        os.environ[variable] = str(directory)
+    os.environ["WANDB_DIR"] = str(out)
+    for variable in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
+        os.environ[variable] = str(cache)
 
 
 class _AppendingWriter(ExperimentWriter):
@@ -124,12 +130,12 @@ def make_loggers(
 
     loggers: list = [ResumableCSVLogger(save_dir=str(out), name="csv", version="", resume_step=resume_step)]
     if mode != "disabled":
-        configure_wandb_environment(mode, out / "wandb")
+        configure_wandb_environment(mode, out)
         identity = {"id": run_id, "resume": "allow"} if run_id else {}
         wandb_logger = WandbLogger(
             project="sodeep",
             name=name,
-            save_dir=str(out / "wandb"),
+            save_dir=str(out),
             offline=mode == "offline",
             config=config,
             **identity,
@@ -252,16 +258,6 @@ def _exit_on_signal_until_joined(processes: int) -> Iterator[None]:
         os.close(writable)
         watcher.join()
         os.close(readable)
-
-
-def start_wandb_run(mode: str, out: Path, name: str, config: dict[str, Any]) -> Any:
-    """One W&B run for a whole command (offline by default: nothing is sent); ``None`` if disabled."""
-    if mode == "disabled":
-        return None
-    configure_wandb_environment(mode, out / "wandb")
-    import wandb
-
-    return wandb.init(project="sodeep", name=name, dir=str(out / "wandb"), mode=mode, config=config)
 
 
 def quiet_lightning() -> None:

@@ -52,7 +52,9 @@ def test_tiny_run_writes_logs_and_a_loadable_sorter(tmp_path, monkeypatch):
     assert sorter.max_length == 32
     metrics = (tmp_path / "run" / "csv" / "metrics.csv").read_text()
     assert "val/spearman" in metrics and "val_family/rank_error/cauchy" in metrics
-    assert list((tmp_path / "run" / "wandb").rglob("*.wandb"))  # offline W&B run on disk
+    # The offline W&B run on disk, directly in the run folder's wandb/ (where `wandb sync` looks).
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert not (tmp_path / "run" / "wandb" / "wandb").exists()
     summary = json.loads((tmp_path / "run" / "pretrain_summary.json").read_text())
     assert summary["steps"] == 6
     # Plain YAML that any reader loads (no Python-specific tags).

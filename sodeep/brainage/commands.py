@@ -383,14 +383,14 @@ def wandb_run(mode: str, out: Path, command: str, record: dict[str, Any], stop: 
         return
     from sodeep.runs import configure_wandb_environment
 
-    configure_wandb_environment(mode, out / "wandb")
+    configure_wandb_environment(mode, out)
     import wandb
 
     with stop.deferred():  # W&B starts a service process: let it start whole
         run = wandb.init(
             project="sodeep",
             name=f"brainage-{command}-{out.name}",
-            dir=str(out / "wandb"),
+            dir=str(out),
             mode=mode,
             config=record["config"],
             id=record["run_id"],

@@ -88,7 +88,7 @@ def test_more_presets_and_seeds_train_only_the_new_runs_and_keep_every_finished_
     assert sorted(path.name for path in (out / "plots").iterdir()) == ["l1+spearman.png", "l1.png", "mse.png"]
     # One W&B run per folder: the resumed command logged to the run of run.json.
     assert json.loads((out / "run.json").read_text())["run_id"] == record["run_id"]
-    runs = {path.stem.removeprefix("run-") for path in (out / "wandb").rglob("run-*.wandb")}
+    runs = {path.stem.removeprefix("run-") for path in (out / "wandb").glob("offline-run-*/run-*.wandb")}
     assert runs == {record["run_id"]}
 
     # A seed more: its runs alone.
