@@ -196,8 +196,12 @@ class OneLineErrorParser(argparse.ArgumentParser):
     def parse_args(self, args=None, namespace=None):  # type: ignore[override]
         """As argparse, but an unknown flag is named by the (sub)command that was given, with the
         closest flag it has: ``sodeep pretrain: error: unrecognized arguments: --stepz (did you
-        mean --steps?) (options: sodeep pretrain --help)``."""
-        words = sys.argv[1:] if args is None else list(args)
+        mean --steps?) (options: sodeep pretrain --help)``.
+
+        A flag may be spelled with underscores, as its config field (``--max_epochs=5`` is
+        ``--max-epochs=5``): a W&B sweep passes each parameter as ``--name=value``, and its
+        parameters are named as in the YAML configs."""
+        words = self._hyphenated(sys.argv[1:] if args is None else list(args))
         arguments, unknown = self.parse_known_args(words, namespace)
         if unknown:
             command = self._innermost(words)
@@ -208,6 +212,22 @@ class OneLineErrorParser(argparse.ArgumentParser):
                 hints.append(word + (f" (did you mean {close[0]}?)" if close else ""))
             command.error(f"unrecognized arguments: {' '.join(hints)}")
         return arguments
+
+    def _hyphenated(self, words: list[str]) -> list[str]:
+        """``words`` with each ``--a_b[=value]`` that names no flag but whose ``--a-b`` does, in
+        the (sub)command it was given to, spelled ``--a-b[=value]``; nothing after ``--``."""
+        spelled = list(words)
+        for index, word in enumerate(words):
+            if word == "--":
+                break
+            name, equals, value = word.partition("=")
+            if not name.startswith("--") or "_" not in name:
+                continue
+            flags = {flag for action in self._innermost(words[:index])._actions for flag in action.option_strings}
+            hyphenated = "--" + name[2:].replace("_", "-")
+            if name not in flags and hyphenated in flags:
+                spelled[index] = hyphenated + equals + value
+        return spelled
 
     def _innermost(self, words: list[str]) -> argparse.ArgumentParser:
         """The parser of the deepest subcommand named in ``words``."""

@@ -1,0 +1,26 @@
+"""Flags spelled with underscores, as W&B sweeps pass their parameters (``--name=value``)."""
+
+import pytest
+
+from sodeep.cli import build_parser
+
+
+def test_a_flag_spelled_as_its_config_field_is_the_flag():
+    parser = build_parser()
+    hyphens = parser.parse_args(["brainage", "tabular", "--max-epochs=7", "--batch-size", "16"])
+    underscores = parser.parse_args(["brainage", "tabular", "--max_epochs=7", "--batch_size", "16"])
+    assert vars(underscores) == vars(hyphens)
+    assert underscores.max_epochs == 7
+    assert parser.parse_args(["pretrain", "--validation_every=5"]).validation_every == 5
+
+
+def test_a_misspelled_flag_with_underscores_is_still_named(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        build_parser().parse_args(["pretrain", "--max_length=5"])
+    assert stopped.value.code == 2
+    assert "sodeep pretrain: error: unrecognized arguments: --max_length=5" in capsys.readouterr().err
+
+
+def test_words_after_a_double_dash_are_left_as_they_are():
+    parser = build_parser()
+    assert parser._hyphenated(["pretrain", "--", "--validation_every=5"])[-1] == "--validation_every=5"
