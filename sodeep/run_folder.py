@@ -146,15 +146,24 @@ def start_run_folder(out: Path, record: dict[str, Any], *, overwrite: bool) -> P
     Call it after every other check, so that a refused run leaves the folder as it was.
     """
     out = Path(out)
-    if out.is_dir():
-        _hold(out)  # refuses a folder in use; held while the folder is cleared
-    if overwrite and out.is_dir():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    _hold(out)  # the lock file went with a cleared folder: hold the new one
+    hold_folder(out, clear=overwrite)
     from sodeep import __version__
 
     return atomic_write_json(out / RUN_RECORD, {**record, "sodeep_version": __version__}, indent=2)
+
+
+def hold_folder(out: Path, *, clear: bool = False, instead: str = "choose another --out") -> None:
+    """Create ``out`` and hold its lock (``out/run.lock``) until the process ends or
+    :func:`releasing_run_folders` lets it go; with ``clear``, empty it first, under the lock.
+
+    A folder held by another process or thread is a ``ValueError`` that names the holder and ends
+    with ``instead``, what the user can do besides waiting."""
+    if out.is_dir():
+        _hold(out, instead)  # refuses a folder in use; held while the folder is cleared
+    if clear and out.is_dir():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _hold(out, instead)  # the lock file went with a cleared folder: hold the new one
 
 
 #: Run folders whose lock this process holds: resolved path -> (the lock file's descriptor, the
@@ -185,30 +194,30 @@ def _held_by_this_thread() -> set[Path]:
     return {folder for folder, (_, thread) in _HELD.items() if thread == threading.get_ident()}
 
 
-def _refuse_to_other_threads(out: Path) -> tuple[int, int] | None:
+def _refuse_to_other_threads(out: Path, instead: str = "choose another --out") -> tuple[int, int] | None:
     """This process's hold on ``out``, if any; a ``ValueError`` if another thread has it."""
     held = _HELD.get(out.resolve())
     if held is not None and held[1] != threading.get_ident():
         raise ValueError(
             f"{out} is in use by a running sodeep command (this process, another thread); "
-            "wait for it to end or choose another --out"
+            f"wait for it to end or {instead}"
         )
     return held
 
 
-def _hold(out: Path) -> None:
+def _hold(out: Path, instead: str = "choose another --out") -> None:
     """Hold the folder's lock until the process ends or :func:`releasing_run_folders` lets it go."""
     if fcntl is None:
         return
     with _HELD_GUARD:
-        held = _refuse_to_other_threads(out)
+        held = _refuse_to_other_threads(out, instead)
         if held is not None:
             try:
                 if os.fstat(held[0]).st_ino == os.stat(out / RUN_LOCK).st_ino:
                     return
             except FileNotFoundError:
                 pass
-        descriptor = _take(out)
+        descriptor = _take(out, instead)
         os.ftruncate(descriptor, 0)
         os.pwrite(descriptor, str(os.getpid()).encode(), 0)
         if held is not None:
@@ -216,7 +225,7 @@ def _hold(out: Path) -> None:
         _HELD[out.resolve()] = (descriptor, threading.get_ident())
 
 
-def _take(out: Path) -> int:
+def _take(out: Path, instead: str = "choose another --out") -> int:
     """Lock ``out/run.lock`` (created if missing) and return its descriptor; a ``ValueError`` that
     names the holder if another process has it."""
     descriptor = os.open(out / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
@@ -226,8 +235,7 @@ def _take(out: Path) -> int:
         holder = os.read(descriptor, 32).decode(errors="replace").strip() or "unknown"
         os.close(descriptor)
         raise ValueError(
-            f"{out} is in use by a running sodeep command (process {holder}); "
-            "wait for it to end, stop it, or choose another --out"
+            f"{out} is in use by a running sodeep command (process {holder}); wait for it to end, stop it, or {instead}"
         ) from None
     return descriptor
 

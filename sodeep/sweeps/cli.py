@@ -45,6 +45,11 @@ def add_sweep_parser(commands: Any) -> None:
     run.add_argument(
         "--wandb", choices=["offline", "online", "disabled"], default="offline", help="WANDB_MODE of trials"
     )
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="clear ROOT/<name> first, whatever sweep it holds: every trial runs again",
+    )
     run.add_argument("--dry-run", action="store_true", help="print each trial's command and run nothing")
     run.set_defaults(handler=command_run)
     report = actions.add_parser(
@@ -82,6 +87,7 @@ def command_run(arguments: argparse.Namespace) -> int:
             seed=arguments.seed,
             count=arguments.count,
             wandb=arguments.wandb,
+            overwrite=arguments.overwrite,
             echo=lambda line: print(line, flush=True),
         )
     except SweepInterrupted as interrupted:
@@ -109,12 +115,12 @@ def dry_run(spec: Any, arguments: argparse.Namespace) -> int:
         spec, workers=arguments.workers, seed=arguments.seed, count=arguments.count, wandb=arguments.wandb
     )
     folder = (Path(arguments.root) / spec.folder_name).absolute()
-    check_sweep_folder(folder, spec, arguments.seed)
+    check_sweep_folder(folder, spec, arguments.seed, overwrite=arguments.overwrite)
     launcher = TrialLauncher(spec, folder, arguments.wandb, Path.cwd(), threads=trial_threads(arguments.workers))
     environment = launcher.environment(Trial(0, {}), folder)
     threads = ", ".join(f"{name}={environment.get(name) or 'unset'}" for name in THREAD_VARIABLES)
     if spec.method == "bayes":
-        finished = source.finished_ids(folder)
+        finished = [] if arguments.overwrite else source.finished_ids(folder)
         print(
             f"method bayes: each trial is suggested from the finished ones ({len(finished)} so far), so none is "
             f"known in advance; each trial runs with {threads}"
@@ -123,7 +129,7 @@ def dry_run(spec: Any, arguments: argparse.Namespace) -> int:
     skipped, target = 0, False
     for trial in source:
         summary_path = launcher.trial_folder(trial) / "summary.json"
-        finished = is_finished(summary_path)
+        finished = not arguments.overwrite and is_finished(summary_path)
         skipped += finished
         target |= finished and reached_target(spec, read_trial_summary(summary_path))
         mark = " (finished: skipped)" if finished else ""

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sodeep.files import atomic_write_json
+from sodeep.run_folder import RUN_LOCK, hold_folder, releasing_run_folders
 from sodeep.sweeps.expand import Trial, expand_trials
 from sodeep.sweeps.launcher import RunningTrial, TrialLauncher, trial_threads
 from sodeep.sweeps.spec import SweepSpec
@@ -54,6 +55,7 @@ class SweepOutcome:
     target_reached: bool = False
 
 
+@releasing_run_folders
 def run_sweep(
     spec: SweepSpec,
     root: str | os.PathLike = "runs/sweeps",
@@ -62,6 +64,7 @@ def run_sweep(
     seed: int = 0,
     count: int | None = None,
     wandb: str = "offline",
+    overwrite: bool = False,
     launch_directory: str | os.PathLike | None = None,
     echo: Callable[[str], None] = print,
 ) -> SweepOutcome:
@@ -69,10 +72,17 @@ def run_sweep(
 
     Args:
         workers: trials at once, each with ``OMP_NUM_THREADS`` (and the MKL and OpenBLAS
-            equivalents) of ``cores // workers`` unless the environment sets one.  seed: of the random (and bayes) draws.  count: trials at most,
-            with ``run_cap``.  wandb: ``WANDB_MODE`` of the trials.  launch_directory: where a
-            relative ``program`` is found (default: the current folder, as for W&B's agent).
+            equivalents) of ``cores // workers`` unless the environment sets one.
+        seed: of the random (and bayes) draws.
+        count: trials at most, with ``run_cap``.
+        wandb: ``WANDB_MODE`` of the trials.
+        overwrite: clear the sweep folder first (whatever sweep it holds): every trial runs again.
+        launch_directory: where a relative ``program`` is found (default: the current folder, as
+            for W&B's agent).
         echo: receives one line per event (start, end, notes).
+
+    The sweep folder is held (``run.lock``) while the sweep runs: a second run of it, from this
+    process or another, is refused.
     """
     source = trial_source(spec, workers=workers, seed=seed, count=count, wandb=wandb)
     folder = Path(root) / spec.folder_name
@@ -80,7 +90,8 @@ def run_sweep(
     launcher = TrialLauncher(
         spec, folder.absolute(), wandb, Path(launch_directory or os.getcwd()).resolve(), threads=trial_threads(workers)
     )
-    check_sweep_folder(folder, spec, seed)
+    check_sweep_folder(folder, spec, seed, overwrite=overwrite)
+    hold_folder(folder, clear=overwrite, instead="give another --root")
     record_sweep(folder, spec, seed, source if isinstance(source, list) else None)
     if spec.early_terminate is not None:
         echo("note: early_terminate needs W&B's server; offline every trial runs to its end")
@@ -106,11 +117,25 @@ def trial_source(
     return expand_trials(spec, seed=seed, count=count)
 
 
-def check_sweep_folder(folder: Path, spec: SweepSpec, seed: int) -> None:
+def check_sweep_folder(folder: Path, spec: SweepSpec, seed: int, *, overwrite: bool = False) -> None:
     """Refuse (``ValueError``, one line) a sweep folder that holds a different sweep: another
     file, or another seed of a random or bayes sweep (only ``run_cap`` may change, to extend or
-    shorten it).  Writes nothing."""
+    shorten it).  With ``overwrite``, any sweep folder is accepted, to be cleared, but never a
+    folder of other files, nor the working folder or one of its parents.  Writes nothing."""
     path = folder / "sweep.json"
+    holds_files = folder.is_dir() and any(item.name != RUN_LOCK for item in folder.iterdir())
+    if overwrite and holds_files:
+        here = Path.cwd().resolve()
+        if folder.resolve() == here or folder.resolve() in here.parents:
+            raise ValueError(
+                f"--overwrite would delete {folder.resolve()}, which holds the working folder; give another --root"
+            )
+        if not path.is_file():
+            raise ValueError(
+                f"{folder} holds files but no sweep.json: not a sweep folder, so --overwrite does not clear it; "
+                "give another --root or name"
+            )
+        return
     if not path.exists():
         return
     try:

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import textwrap
+import threading
 import time
 import types
 from enum import Enum
@@ -160,6 +161,57 @@ def test_failed_trials_ctrl_c_and_a_changed_sweep_through_the_command(tmp_path, 
         "0 of 2 trials finished, 2 stopped" in error
         and "run the same command again to finish: sodeep sweep run" in error
     )
+
+
+def test_overwrite_clears_a_sweep_folder_but_never_other_files(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    calls = tmp_path / "calls.txt"
+    body = f"name: quick\nmethod: grid\nparameters:\n  seed: {{values: [0]}}\n  calls: {{value: {calls}}}\n"
+    sweep = write_sweep(tmp_path, QUICK_PROGRAM, body)
+    root = str(tmp_path / "runs")
+    assert main(["run", str(sweep), "--root", root]) == 0
+    sweep.write_text(sweep.read_text().replace("[0]", "[0, 2]"))
+    assert main(["run", str(sweep), "--root", root, "--dry-run", "--overwrite"]) == 0
+    assert "2 trials, 0 finished before" in capsys.readouterr().out
+    assert calls.read_text().split() == ["0"]
+    assert main(["run", str(sweep), "--root", root, "--overwrite"]) == 0
+    assert calls.read_text().split() == ["0", "0", "2"]  # every trial again, in a cleared folder
+    held = json.loads((tmp_path / "runs" / "quick" / "sweep.json").read_text())
+    assert held["spec"]["parameters"]["seed"] == {"values": [0, 2]}
+
+    other = tmp_path / "other" / "quick"
+    other.mkdir(parents=True)
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit) as exited:
+        main(["run", str(sweep), "--root", str(tmp_path / "other"), "--overwrite"])
+    assert exited.value.code == 2 and "not a sweep folder" in capsys.readouterr().err
+    assert (other / "notes.txt").read_text() == "mine"
+
+
+def test_a_sweep_folder_in_use_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    calls = tmp_path / "calls.txt"
+    sweep = write_sweep(
+        tmp_path, QUICK_PROGRAM, f"method: grid\nparameters:\n  seed: {{values: [0]}}\n  calls: {{value: {calls}}}\n"
+    )
+    refusals = []
+
+    def run_in_another_thread():
+        try:
+            run_sweep(load_sweep(sweep), tmp_path / "runs", echo=lambda line: None)
+        except ValueError as refused:
+            refusals.append(str(refused))
+
+    def run_again(line):
+        if "started" in line and not refusals:
+            second = threading.Thread(target=run_in_another_thread)
+            second.start()
+            second.join()
+
+    assert run_sweep(load_sweep(sweep), tmp_path / "runs", echo=run_again).finished == ["0000"]
+    assert refusals and "is in use by a running sodeep command" in refusals[0]
+    assert refusals[0].endswith("give another --root")
+    assert run_sweep(load_sweep(sweep), tmp_path / "runs", echo=lambda line: None).skipped == ["0000"]
 
 
 #: Writes its summary itself (a program need not import sodeep): loss = seed.
