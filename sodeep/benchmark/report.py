@@ -84,8 +84,11 @@ def write_results(results: dict, out: Path) -> Path:
     return path
 
 
-def _pm(mean: float, sd: float) -> str:
-    return "n/a" if math.isnan(mean) else f"{mean:.3f} ± {sd:.3f}"
+def _pm(mean: float, sd: float, seeds: int) -> str:
+    """``mean ± sd``; the mean alone from one seed (which has no spread to show)."""
+    if math.isnan(mean):
+        return "n/a"
+    return f"{mean:.3f}" if seeds < 2 else f"{mean:.3f} ± {sd:.3f}"
 
 
 def sorting_markdown(summary: list[dict]) -> list[str]:
@@ -112,7 +115,9 @@ def sorting_markdown(summary: list[dict]) -> list[str]:
                     continue
                 chosen = entry[which]
                 settings.append(f"{chosen['setting'] or '-'} {chosen['loss']}")
-                values.append(f"{_pm(chosen['exact_match'], chosen['exact_match_sd'])} ({chosen['element_wise']:.3f})")
+                values.append(
+                    f"{_pm(chosen['exact_match'], chosen['exact_match_sd'], chosen['seeds'])} ({chosen['element_wise']:.3f})"
+                )
             described = ", ".join(dict.fromkeys(settings))
             lines.append(f"| {family} | {which}: {described} | " + " | ".join(values) + " |")
     return lines + [""]
@@ -186,7 +191,8 @@ def regression_markdown(rows: list[dict]) -> list[str]:
         entries = []
         for task in tasks:
             members = [row for row in rows if row["ranker"] == ranker and row["task"] == task]
-            entries.append(_pm(*mean_sd([row["spearman"] for row in members])))
+            spearman = [row["spearman"] for row in members if not math.isnan(row["spearman"])]
+            entries.append(_pm(*mean_sd(spearman), len(spearman)))
             entries.append(f"{mean_sd([row['seconds'] for row in members])[0]:.2f}")
         lines.append(f"| {ranker} | " + " | ".join(entries) + " |")
     return lines + [""]

@@ -154,3 +154,16 @@ def test_plot_lines_stay_distinct_and_speed_headers_name_torchsort_only_when_it_
     assert "ratio to torchsort" not in "\n".join(speed_markdown(rows))
     rows[1]["ratio_to_torchsort"] = 2.0
     assert "(ratio to torchsort eps=1)" in "\n".join(speed_markdown(rows))
+
+
+def test_tables_show_a_spread_only_where_there_are_two_seeds_or_more():
+    from sodeep.benchmark.report import regression_markdown
+
+    rows = [
+        {"ranker": "one seed", "task": "t", "spearman": 0.5, "seconds": 1.0},
+        {"ranker": "two seeds", "task": "t", "spearman": 0.4, "seconds": 1.0},
+        {"ranker": "two seeds", "task": "t", "spearman": 0.6, "seconds": 1.0},
+    ]
+    lines = regression_markdown(rows)
+    assert "| one seed | 0.500 | 1.00 |" in lines
+    assert "| two seeds | 0.500 ± 0.141 | 1.00 |" in lines
