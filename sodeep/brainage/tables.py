@@ -2,9 +2,10 @@
 
 The delimiter (comma, semicolon, tab or ``|``) is read off the header and first rows.  Feature
 columns are chosen by glob patterns (``fnmatch``), by default every numeric column but identifiers
-and covariates (:data:`NON_FEATURE_COLUMNS`).  Rows that cannot be used (missing or non-numeric
-age or feature) are skipped and listed on the table (:meth:`AgeTable.notes` says so in one line),
-so one bad row does not lose the run; a file with no usable row is an error.
+and covariates (:data:`NON_FEATURE_COLUMNS`).  Rows that cannot be used (missing, non-numeric or
+impossible age, missing or non-numeric feature) are skipped and listed on the table
+(:meth:`AgeTable.notes` says so in one line), so one bad row does not lose the run; a file with
+no usable row is an error.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import fnmatch
 import io
 import math
 import os
+import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,6 +28,8 @@ import numpy as np
 NON_FEATURE_COLUMNS = ("age", "sub_id", "subject", "subject_id", "participant_id", "id", "sex", "site", "scanner")
 #: The site of a subject whose table has no site column (or whose site cell is empty).
 NO_SITE = "all"
+#: Id columns looked for, in this order, when none is named (compared case-insensitively).
+ID_COLUMNS = ("sub_id", "subject_id", "participant_id", "subject", "id")
 
 
 @dataclass
@@ -42,6 +46,8 @@ class AgeTable:
         rows: data rows in the file (kept and skipped).
         delimiter: the file's delimiter.
         repeated_ids: subject ids found on more than one row (whose rows may land in different folds).
+        dropped_columns: columns left out of the default features for holding text among numbers:
+            column -> ``(csv line, cell)`` of each text cell.
     """
 
     features: np.ndarray
@@ -53,12 +59,14 @@ class AgeTable:
     rows: int = 0
     delimiter: str = ","
     repeated_ids: list[str] = field(default_factory=list)
+    dropped_columns: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.ages)
 
     def notes(self, source: str) -> list[str]:
-        """One line per thing a reader of ``source`` should know: rows skipped, ids repeated."""
+        """One line per thing a reader of ``source`` should know: rows skipped, ids repeated,
+        columns that are not features for a few text cells."""
         lines = []
         if self.skipped:
             lines.append(describe_left_out(source, self.skipped, self.rows or len(self) + len(self.skipped)))
@@ -67,7 +75,23 @@ class AgeTable:
                 f"{source}: {len(self.repeated_ids)} subject ids appear on more than one row (e.g. "
                 f"{self.repeated_ids[:5]}); rows of one subject may land in different cross-validation folds"
             )
+        if self.dropped_columns:
+            lines.append(describe_dropped_columns(source, self.dropped_columns, self.rows or len(self)))
         return lines
+
+
+def describe_dropped_columns(source: str, dropped: dict[str, list[tuple[int, str]]], rows: int) -> str:
+    """One line: ``my.csv: columns holding text among numbers are not features: 'g' (2 of 4 cells,
+    line 4: 'n/a'); ...``."""
+    shown = ", ".join(
+        f"{column!r} ({len(cells)} of {rows} cells, line {cells[0][0]}: {cells[0][1]!r})"
+        for column, cells in list(dropped.items())[:SHOWN_PROBLEMS]
+    )
+    more = f", and {len(dropped) - SHOWN_PROBLEMS} more" if len(dropped) > SHOWN_PROBLEMS else ""
+    return (
+        f"{source}: columns holding text among numbers are not features: {shown}{more}; "
+        "name them in --features to keep them (their rows with text are then skipped)"
+    )
 
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -80,6 +104,34 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return math.isfinite(value) and abs(value) <= FLOAT32_MAX
+
+
+def _is_numeric_text(text: str) -> bool:
+    """Text that reads as a number, NaN, infinity and values beyond float32 included."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_missing(text: str) -> bool:
+    """An empty or NaN cell (pandas writes a missing value as either)."""
+    return not text or (_is_numeric_text(text) and math.isnan(float(text)))
+
+
+def age_problem(text: str) -> str | None:
+    """Why the cell ``text`` is not a usable age in years (``"is negative"``, ...), or ``None``."""
+    if not _is_numeric_text(text) or math.isnan(float(text)):
+        return "is not a number"
+    value = float(text)
+    if "inf" in text.lower():
+        return "is infinite"
+    if abs(value) > FLOAT32_MAX:
+        return "is beyond float32's range"
+    if value < 0:
+        return "is negative"
+    return None
 
 
 #: Delimiters a table may use, by name.
@@ -149,7 +201,28 @@ def read_csv_records(path: Path) -> tuple[list[str], list[dict[str, str]], str]:
     repeated = sorted({name for name in columns if columns.count(name) > 1})
     if repeated:
         raise ValueError(f"{path}: repeated column names {repeated[:5]}; each column needs its own name")
+    check_decimal_point(path, columns, rows, delimiter)
     return columns, rows, delimiter
+
+
+#: A number written with a decimal comma, as spreadsheets in many European locales save it.
+DECIMAL_COMMA = re.compile(r"\s*[+-]?\d*,\d+\s*")
+
+
+def check_decimal_point(path: Path, columns: Sequence[str], rows: Sequence[dict[str, str]], delimiter: str) -> None:
+    """Refuse a table, not separated by commas, with a column of numbers written with decimal
+    commas (``23,5``), which would otherwise be read as text."""
+    if delimiter == ",":
+        return
+    for column in columns:
+        cells = [(line, row[column]) for line, row in enumerate(rows, start=2) if row[column]]
+        commas = [(line, cell) for line, cell in cells if DECIMAL_COMMA.fullmatch(cell)]
+        if commas and all(DECIMAL_COMMA.fullmatch(cell) or _is_numeric_text(cell) for _, cell in cells):
+            line, cell = commas[0]
+            raise ValueError(
+                f"{path} looks like {delimiter!r}-separated with decimal commas (column {column!r}, line {line}: "
+                f"{cell!r}); save it with '.' as the decimal mark"
+            )
 
 
 def closest_column(name: str, columns: Sequence[str]) -> str | None:
@@ -161,14 +234,45 @@ def closest_column(name: str, columns: Sequence[str]) -> str | None:
     return folded[close[0]] if close else None
 
 
+def find_column(columns: Sequence[str], names: Sequence[str], role: str) -> str | None:
+    """The column named like the first of ``names`` the header holds, compared case-insensitively
+    (``Site`` for ``site``); ``ValueError`` when two columns match that name in different cases."""
+    for name in names:
+        matches = [column for column in columns if column.lower() == name.lower()]
+        if len(matches) > 1:
+            raise ValueError(
+                f"columns {matches} both match the {role} column {name!r} (names are compared "
+                "case-insensitively); rename one of them"
+            )
+        if matches:
+            return matches[0]
+    return None
+
+
+def find_id_and_site_columns(
+    columns: Sequence[str], id_column: str | None, site_column: str
+) -> tuple[str | None, str | None]:
+    """The header's id column (``id_column``, else the first of :data:`ID_COLUMNS`) and site
+    column, each ``None`` when absent, matched case-insensitively (:func:`find_column`);
+    ``ValueError`` when a named ``id_column`` is absent."""
+    found_id = find_column(columns, [id_column] if id_column else ID_COLUMNS, "id")
+    if id_column and not found_id:
+        match = closest_column(id_column, columns)
+        hint = f" (did you mean {match!r}?)" if match else ""
+        raise ValueError(f"no id column {id_column!r}{hint}; columns are {list(columns)[:12]} ...")
+    return found_id, find_column(columns, [site_column], "site")
+
+
 def select_feature_columns(
-    columns: Sequence[str], patterns: Sequence[str] | None, rows: Sequence[dict[str, str]], age_column: str
+    columns: Sequence[str], patterns: Sequence[str] | None, rows: Sequence[dict[str, str]], reserved: Sequence[str]
 ) -> list[str]:
-    """Columns matching any glob in ``patterns`` (in file order), or by default every column whose
-    non-empty values are all numbers, except ``age_column`` and :data:`NON_FEATURE_COLUMNS`."""
-    excluded = {name.lower() for name in NON_FEATURE_COLUMNS} | {age_column.lower()}
+    """Columns matching any glob in ``patterns`` (in file order) but ``reserved[0]`` (the age), or
+    by default every column with a value whose non-empty cells all read as numbers, except the
+    ``reserved`` columns and :data:`NON_FEATURE_COLUMNS` (an empty or NaN cell is a missing value:
+    :func:`read_age_table` skips its row)."""
+    excluded = {name.lower() for name in (*NON_FEATURE_COLUMNS, *reserved)}
     if patterns:
-        chosen = [c for c in columns if c != age_column and any(fnmatch.fnmatchcase(c, p) for p in patterns)]
+        chosen = [c for c in columns if c != reserved[0] and any(fnmatch.fnmatchcase(c, p) for p in patterns)]
         if not chosen:
             raise ValueError(f"feature patterns {list(patterns)} match no column; columns are {list(columns)[:12]} ...")
         return chosen
@@ -176,12 +280,28 @@ def select_feature_columns(
         c
         for c in columns
         if c.lower() not in excluded
-        and any(row[c] for row in rows)
-        and all(_is_number(row[c]) for row in rows if row[c])
+        and not all(_is_missing(row[c]) for row in rows)
+        and all(_is_numeric_text(row[c]) for row in rows if row[c])
     ]
     if not chosen:
         raise ValueError(f"no numeric feature column besides {sorted(excluded)}; columns are {list(columns)[:12]} ...")
     return chosen
+
+
+def text_cells_among_numbers(
+    columns: Sequence[str], rows: Sequence[dict[str, str]], excluded: Sequence[str]
+) -> dict[str, list[tuple[int, str]]]:
+    """``(csv line, cell)`` of the text cells of each column but ``excluded`` that also holds
+    numbers (``2.61`` above ``n/a``): the columns the default feature choice leaves out for a few
+    cells, where a reader would expect a feature."""
+    left_out = {name.lower() for name in excluded}
+    found = {}
+    for column in (c for c in columns if c.lower() not in left_out):
+        cells = [(line, row[column]) for line, row in enumerate(rows, start=2)]
+        texts = [(line, cell) for line, cell in cells if cell and not _is_numeric_text(cell)]
+        if texts and any(_is_numeric_text(cell) and not _is_missing(cell) for _, cell in cells):
+            found[column] = texts
+    return found
 
 
 def check_usable_rows(source: str | os.PathLike, problems: list[tuple[int, str]], *, kept: int) -> None:
@@ -217,17 +337,19 @@ def read_age_table(
         age_column: column of chronological ages (years).
         features: glob patterns of feature columns, e.g. ``["lh_*", "rh_*"]`` (default: every
             numeric column but ids and covariates).
-        id_column: subject id column (default: the first of ``sub_id``, ``subject_id``,
-            ``participant_id``, ``subject``, ``id`` present).
-        site_column: site/scanner column, used for per-site metrics if present.
+        id_column: subject id column (default: the first of :data:`ID_COLUMNS` present).
+        site_column: site/scanner column, used for per-site metrics if present.  Id and site
+            columns are matched case-insensitively (``Site``, ``SUB_ID``) and are never features.
 
     Returns:
         An :class:`AgeTable`; unusable rows are skipped and listed in its ``skipped``.
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        ValueError: a file that is not a text table, has no usable row, or lacks the age column
-            (naming a column of another case or a close spelling: ``--age-column Age``).
+        ValueError: a file that is not a text table, has no usable row, lacks the age column
+            (naming a column of another case or a close spelling: ``--age-column Age``) or the
+            named id column, has two id or site columns differing in case, or writes numbers
+            with decimal commas.
     """
     path = Path(path)
     if not path.is_file():
@@ -240,16 +362,18 @@ def read_age_table(
     if not rows:
         raise ValueError(f"{path}: the table has a header but no rows")
     try:
-        feature_names = select_feature_columns(columns, features, rows, age_column)
+        id_column, site_column = find_id_and_site_columns(columns, id_column, site_column)
+        reserved = [age_column, *(c for c in (id_column, site_column) if c)]
+        feature_names = select_feature_columns(columns, features, rows, reserved)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
-    if id_column is None:
-        id_column = next((c for c in ("sub_id", "subject_id", "participant_id", "subject", "id") if c in columns), None)
+    dropped = {} if features else text_cells_among_numbers(columns, rows, [*reserved, *NON_FEATURE_COLUMNS])
 
     kept_features, kept_ages, ids, sites, skipped = [], [], [], [], []
     for line, row in enumerate(rows, start=2):  # line 1 is the header
-        if not _is_number(row[age_column] or ""):
-            skipped.append((line, f"age {row[age_column]!r} is not a number"))
+        problem = age_problem(row[age_column] or "")
+        if problem:
+            skipped.append((line, f"age {row[age_column]!r} {problem}"))
             continue
         bad = next((c for c in feature_names if not _is_number(row[c] or "")), None)
         if bad is not None:
@@ -258,7 +382,7 @@ def read_age_table(
         kept_ages.append(float(row[age_column]))
         kept_features.append([float(row[c]) for c in feature_names])
         ids.append(row[id_column] if id_column else str(line))
-        sites.append(row.get(site_column) or NO_SITE)
+        sites.append((row[site_column] if site_column else "") or NO_SITE)
     check_usable_rows(path, skipped, kept=len(kept_ages))
     seen: set[str] = set()
     repeated_ids: list[str] = []
@@ -276,6 +400,7 @@ def read_age_table(
         rows=len(rows),
         delimiter=delimiter,
         repeated_ids=repeated_ids,
+        dropped_columns=dropped,
     )
 
 

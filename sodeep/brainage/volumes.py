@@ -2,15 +2,15 @@
 z-scored inside the brain and cached on disk, so later epochs and runs never re-read the files.
 
 Manifest columns: ``path`` (absolute, or relative to the manifest's folder), ``age``, optional
-``sex`` and ``site``.  Rows that cannot be used (missing or unreadable file, non-numeric age) are
-left out and listed by CSV line on the cohort (:meth:`Cohort.notes` says so in one line); the rest
-of the cohort loads.
+``sex`` and ``site`` (in any case).  Rows that cannot be used (missing or unreadable file,
+non-numeric or impossible age) are left out and listed by CSV line on the cohort
+(:meth:`Cohort.notes` says so in one line); the rest of the cohort loads.  A volume listed twice
+is an error: it could sit in a training fold and a test fold.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,7 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sodeep.brainage.tables import check_usable_rows, closest_column, describe_left_out, read_csv_records
+from sodeep.brainage.tables import (
+    NO_SITE,
+    age_problem,
+    check_usable_rows,
+    closest_column,
+    describe_left_out,
+    find_column,
+    read_csv_records,
+)
 from sodeep.files import atomic_write
 from sodeep.run_folder import RunInterrupted
 
@@ -33,7 +41,7 @@ class ManifestRow:
     path: Path
     age: float
     sex: str = ""
-    site: str = "all"
+    site: str = NO_SITE
 
 
 @dataclass
@@ -54,7 +62,8 @@ class Cohort:
 
 
 def read_manifest(path: str | os.PathLike) -> tuple[list[ManifestRow], list[tuple[int, str]]]:
-    """Rows of a manifest CSV, and ``(line, reason)`` for the rows that cannot be used."""
+    """Rows of a manifest CSV, and ``(line, reason)`` for the rows that cannot be used; ``ValueError``
+    for a malformed manifest or one that lists a volume twice."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no manifest at {path}")
@@ -66,22 +75,42 @@ def read_manifest(path: str | os.PathLike) -> tuple[list[ManifestRow], list[tupl
         raise ValueError(
             f"{path}: manifest needs columns 'path' and 'age'; missing {missing}{hint}; columns are {columns[:8]}"
         )
+    try:
+        sex, site = (find_column(columns, [name], name) for name in ("sex", "site"))
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
     rows, problems = [], []
     for line, record in enumerate(records, start=2):
-        try:
-            age = float(record["age"])
-            if not math.isfinite(age):
-                raise ValueError
-        except (TypeError, ValueError):
-            problems.append((line, f"age {record['age']!r} is not a number"))
+        problem = age_problem(record["age"] or "")
+        if problem:
+            problems.append((line, f"age {record['age']!r} {problem}"))
             continue
         file = Path(record["path"] or "")
         file = file if file.is_absolute() else path.parent / file
         if not record["path"] or not file.is_file():
             problems.append((line, f"no file at {file}"))
             continue
-        rows.append(ManifestRow(line, file, age, record.get("sex") or "", record.get("site") or "all"))
+        sex_cell, site_cell = (record[column] if column else "" for column in (sex, site))
+        rows.append(ManifestRow(line, file, float(record["age"]), sex_cell or "", site_cell or NO_SITE))
+    check_listed_once(path, rows)
     return rows, problems
+
+
+def check_listed_once(path: Path, rows: Sequence[ManifestRow]) -> None:
+    """Refuse a manifest that lists one volume (after resolving relative paths and links) on two
+    rows, naming the first such volume and its CSV lines."""
+    lines_of: dict[Path, list[int]] = {}
+    for row in rows:
+        lines_of.setdefault(row.path.resolve(), []).append(row.line)
+    repeated = {file: lines for file, lines in lines_of.items() if len(lines) > 1}
+    if repeated:
+        file, lines = next(iter(repeated.items()))
+        listed = ", ".join(map(str, lines[:-1])) + f" and {lines[-1]}"
+        more = f" (and {len(repeated) - 1} more volumes)" if len(repeated) > 1 else ""
+        raise ValueError(
+            f"{path}: {file} is listed on lines {listed}{more}; list each scan once, since a repeated scan "
+            "could sit in a training fold and a test fold"
+        )
 
 
 def fit_to_shape(volume: np.ndarray, shape: Sequence[int]) -> np.ndarray:

@@ -124,11 +124,17 @@ def test_the_delimiter_is_sniffed(tmp_path, delimiter):
     np.testing.assert_allclose(table.features, [[1.5, 2], [3, 4]])
 
 
-def test_a_semicolon_table_with_decimal_commas_is_read_with_semicolons(tmp_path):
+@pytest.mark.parametrize("features", [None, ["thick"]])
+def test_a_semicolon_table_with_decimal_commas_is_refused_with_a_hint(tmp_path, features):
+    # European spreadsheets write "23,5": not a number, and not to be read as two columns either.
     path = tmp_path / "t.csv"
-    path.write_text("age;f\n20;1,5\n40;2,5\n")
-    with pytest.raises(ValueError, match="no numeric feature column"):
-        read_age_table(path)  # "1,5" is not a number: refused, not read as two columns
+    path.write_text("sub_id;age;thick\ns1;23,5;2,71\ns2;40;2,5\n")
+    hint = "looks like ';'-separated with decimal commas (column 'age', line 2: '23,5'); save it with '.' as"
+    with pytest.raises(ValueError, match=re.escape(f"{path} {hint}")):
+        read_age_table(path, features=features)
+    path.write_text("sub_id;age;note;f\ns1;23;a,b;1\ns2;40;1,5 cm;2\n")  # commas in text are no decimal commas
+    table = read_age_table(path)
+    assert table.ages.tolist() == [23, 40] and table.feature_names == ["f"] and not table.notes("t.csv")
 
 
 @pytest.mark.parametrize(
@@ -158,3 +164,51 @@ def test_an_age_column_of_another_case_or_spelling_is_named(tmp_path, header, hi
     path.write_text(header + "\ns1,20,1\n")
     with pytest.raises(ValueError, match=r"no age column 'age' " + re.escape(hint)):
         read_age_table(path)
+
+
+def test_id_and_site_columns_are_found_in_any_case_and_are_never_features(tmp_path):
+    path = write_csv(
+        tmp_path / "t.csv", ["Participant_ID", "age", "Site", "f"], [["s1", 20, "A", 1], ["s2", 30, "B", 2]]
+    )
+    table = read_age_table(path)
+    assert table.subject_ids == ["s1", "s2"] and table.sites == ["A", "B"] and table.feature_names == ["f"]
+    # A numeric id or site column of another name must not become a feature.
+    path = write_csv(tmp_path / "u.csv", ["eid", "age", "Centre", "f"], [[1001, 20, 1, 1.5], [1002, 30, 2, 2.5]])
+    table = read_age_table(path, id_column="EID", site_column="centre")
+    assert table.subject_ids == ["1001", "1002"] and table.sites == ["1", "2"] and table.feature_names == ["f"]
+    with pytest.raises(ValueError, match=r"no id column 'eids' \(did you mean 'eid'\?\)"):
+        read_age_table(path, id_column="eids")
+    path = write_csv(tmp_path / "v.csv", ["site", "age", "SITE", "f"], [["A", 20, "a", 1]])
+    with pytest.raises(ValueError, match=r"columns \['site', 'SITE'\] both match the site column 'site'"):
+        read_age_table(path)
+
+
+def test_nan_cells_leave_rows_out_and_text_cells_among_numbers_are_named(tmp_path):
+    path = write_csv(
+        tmp_path / "t.csv",
+        ["age", "f", "g", "note", "blank"],
+        [[20, 1, 2, "x", ""], [30, "NaN", 3, "y", "nan"], [40, 2, "n/a", "z", ""], [50, 3, "?", "w", ""]],
+    )
+    table = read_age_table(path)
+    # An empty or NaN cell is a missing value (its row is left out), not text that drops the column.
+    assert table.feature_names == ["f"] and table.ages.tolist() == [20, 40, 50]
+    assert table.dropped_columns == {"g": [(4, "n/a"), (5, "?")]}
+    assert table.notes("t.csv") == [
+        "t.csv: skipped 1 of 4 rows (line 3: feature 'f' is 'NaN', not a number)",
+        "t.csv: columns holding text among numbers are not features: 'g' (2 of 4 cells, line 4: 'n/a'); "
+        "name them in --features to keep them (their rows with text are then skipped)",
+    ]
+
+
+@pytest.mark.parametrize(
+    "age, reason",
+    [
+        ("-5", "age '-5' is negative"),
+        ("1e40", "age '1e40' is beyond float32's range"),
+        ("inf", "age 'inf' is infinite"),
+        ("nan", "age 'nan' is not a number"),
+    ],
+)
+def test_impossible_ages_are_named(tmp_path, age, reason):
+    path = write_csv(tmp_path / "t.csv", ["age", "f"], [[20, 1], [age, 2]])
+    assert read_age_table(path).skipped == [(3, reason)]

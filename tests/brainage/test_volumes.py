@@ -95,6 +95,29 @@ def test_manifest_errors(tmp_path):
         read_manifest(repeated)
 
 
+def test_a_volume_listed_twice_is_refused(tmp_path):
+    # The same scan twice could sit in a training fold and a test fold.
+    (tmp_path / "sub").mkdir()
+    for name in ("a.nii.gz", "b.nii.gz"):
+        (tmp_path / name).write_bytes(b"")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(f"path,age\na.nii.gz,20\nb.nii.gz,30\n{tmp_path / 'a.nii.gz'},21\nsub/../a.nii.gz,22\n")
+    with pytest.raises(ValueError, match=rf"manifest.csv: {tmp_path / 'a.nii.gz'} is listed on lines 2, 4 and 5; "):
+        read_manifest(manifest)
+
+
+def test_manifest_ages_and_site_columns_follow_the_table_rules(tmp_path):
+    (tmp_path / "a.nii.gz").write_bytes(b"")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path,age,Site\na.nii.gz,-5,A\na.nii.gz,1e400,A\na.nii.gz,30,B\n")
+    rows, problems = read_manifest(manifest)
+    assert [(row.age, row.site) for row in rows] == [(30.0, "B")]
+    assert problems == [(2, "age '-5' is negative"), (3, "age '1e400' is beyond float32's range")]
+    manifest.write_text("path;age\na.nii.gz;30,5\n")
+    with pytest.raises(ValueError, match="looks like ';'-separated with decimal commas"):
+        read_manifest(manifest)
+
+
 @pytest.mark.parametrize("manifest_text", [None, "file,years\nx,1\n"])
 def test_nifti_cli_with_a_bad_manifest_stops_before_making_the_run_folder(tmp_path, capsys, manifest_text):
     from sodeep.cli import main
