@@ -250,17 +250,20 @@ def find_column(columns: Sequence[str], names: Sequence[str], role: str) -> str 
 
 
 def find_id_and_site_columns(
-    columns: Sequence[str], id_column: str | None, site_column: str
+    columns: Sequence[str], id_column: str | None, site_column: str | None
 ) -> tuple[str | None, str | None]:
     """The header's id column (``id_column``, else the first of :data:`ID_COLUMNS`) and site
-    column, each ``None`` when absent, matched case-insensitively (:func:`find_column`);
-    ``ValueError`` when a named ``id_column`` is absent."""
-    found_id = find_column(columns, [id_column] if id_column else ID_COLUMNS, "id")
-    if id_column and not found_id:
-        match = closest_column(id_column, columns)
-        hint = f" (did you mean {match!r}?)" if match else ""
-        raise ValueError(f"no id column {id_column!r}{hint}; columns are {list(columns)[:12]} ...")
-    return found_id, find_column(columns, [site_column], "site")
+    column (``site_column``, else ``site``), each ``None`` when absent, matched
+    case-insensitively (:func:`find_column`); ``ValueError`` when a named column is absent."""
+    found = []
+    for role, named, defaults in (("id", id_column, ID_COLUMNS), ("site", site_column, ("site",))):
+        column = find_column(columns, [named] if named else defaults, role)
+        if named and not column:
+            match = closest_column(named, columns)
+            hint = f" (did you mean {match!r}?)" if match else ""
+            raise ValueError(f"no {role} column {named!r}{hint}; columns are {list(columns)[:12]} ...")
+        found.append(column)
+    return found[0], found[1]
 
 
 def select_feature_columns(
@@ -328,7 +331,7 @@ def read_age_table(
     age_column: str = "age",
     features: Sequence[str] | None = None,
     id_column: str | None = None,
-    site_column: str = "site",
+    site_column: str | None = None,
 ) -> AgeTable:
     """Read a brain-age CSV.
 
@@ -338,8 +341,9 @@ def read_age_table(
         features: glob patterns of feature columns, e.g. ``["lh_*", "rh_*"]`` (default: every
             numeric column but ids and covariates).
         id_column: subject id column (default: the first of :data:`ID_COLUMNS` present).
-        site_column: site/scanner column, used for per-site metrics if present.  Id and site
-            columns are matched case-insensitively (``Site``, ``SUB_ID``) and are never features.
+        site_column: site/scanner column, for per-site metrics (default: ``site`` if present).
+            Id and site columns are matched case-insensitively (``Site``, ``SUB_ID``) and are
+            never features; a column named here must be in the file.
 
     Returns:
         An :class:`AgeTable`; unusable rows are skipped and listed in its ``skipped``.

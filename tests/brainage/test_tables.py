@@ -178,6 +178,9 @@ def test_id_and_site_columns_are_found_in_any_case_and_are_never_features(tmp_pa
     assert table.subject_ids == ["1001", "1002"] and table.sites == ["1", "2"] and table.feature_names == ["f"]
     with pytest.raises(ValueError, match=r"no id column 'eids' \(did you mean 'eid'\?\)"):
         read_age_table(path, id_column="eids")
+    with pytest.raises(ValueError, match=r"no site column 'center' \(did you mean 'Centre'\?\)"):
+        read_age_table(path, site_column="center")
+    assert read_age_table(path, id_column="eid").sites == ["all", "all"]  # no column `site`: one site
     path = write_csv(tmp_path / "v.csv", ["site", "age", "SITE", "f"], [["A", 20, "a", 1]])
     with pytest.raises(ValueError, match=r"columns \['site', 'SITE'\] both match the site column 'site'"):
         read_age_table(path)
