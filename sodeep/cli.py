@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from sodeep.config import PretrainConfig, config_from_mapping, parse_json_object, parse_lengths, read_yaml_mapping
+from sodeep.files import os_error_line
 from sodeep.run_folder import INTERRUPTED, RunInterrupted
 
 #: Help of each pretraining setting (its default is added from :class:`PretrainConfig`).
@@ -42,7 +43,8 @@ PRETRAIN_HELP = {
     "wandb": "offline (nothing is sent), online or disabled",
     "data_workers": "processes making the training batches while the sorter trains (0: in the training process)",
     "accelerator": "Lightning accelerator: auto, cpu, gpu, ... (docs/scaling.md)",
-    "devices": "devices per node: a count, auto, or GPU indices like 0,2; each takes batch_size sequences a step",
+    "devices": "devices per node: a count, auto, or (GPUs) -1 for all or indices like 0,2; each takes batch_size "
+    "sequences a step",
     "strategy": "Lightning strategy, e.g. ddp for one process per device (auto: one process)",
     "num_nodes": "machines of a multi-node run (srun or torchrun starts their processes)",
 }
@@ -74,8 +76,9 @@ def add_pretrain_parser(commands: Any) -> None:
             choices=choices,
             help=f"{PRETRAIN_HELP[item.name]} (default: {shown})",
         )
-    parser.add_argument("--resume", action="store_true", help="continue the run in OUT from its last checkpoint")
-    parser.add_argument("--overwrite", action="store_true", help="clear OUT first, whatever run it holds")
+    folder = parser.add_mutually_exclusive_group()
+    folder.add_argument("--resume", action="store_true", help="continue the run in OUT from its last checkpoint")
+    folder.add_argument("--overwrite", action="store_true", help="clear OUT first, whatever run it holds")
     parser.set_defaults(handler=command_pretrain)
 
 
@@ -96,7 +99,7 @@ def command_pretrain(arguments: argparse.Namespace) -> int:
     from sodeep.pretraining import pretrain
 
     sorter_file = Path(config.out) / RUN_SORTER
-    finished_before = arguments.resume and not arguments.overwrite and sorter_file.is_file()
+    finished_before = arguments.resume and sorter_file.is_file()
     pretrain(config, resume=arguments.resume, overwrite=arguments.overwrite)
     from sodeep.runs import global_rank
 
@@ -121,11 +124,25 @@ def command_evaluate(arguments: argparse.Namespace) -> int:
 
     from sodeep.checkpoints import default_sorter_path, load_sorter
     from sodeep.evaluation import EVALUATION_LENGTHS, fidelity_table, format_fidelity_markdown
-    from sodeep.files import atomic_write_json, atomic_write_text
+    from sodeep.files import atomic_write_json, atomic_write_text, writable_file_problem
     from sodeep.sorters import build_sorter
 
+    if arguments.checkpoint and arguments.architecture:
+        raise ValueError(
+            f"give a checkpoint or --architecture, not both (a trained sorter or an untrained one); got "
+            f"{arguments.checkpoint} and --architecture {arguments.architecture}"
+        )
+    if arguments.sorter and not arguments.architecture:
+        raise ValueError(
+            "--sorter configures the untrained sorter of --architecture (a checkpoint holds its own settings); "
+            "add --architecture NAME or leave --sorter out"
+        )
     if arguments.sequences < 1:
         raise ValueError(f"--sequences must be >= 1, got {arguments.sequences}")
+    for flag, path in (("--out", arguments.out), ("--json", arguments.json)):
+        problem = path and writable_file_problem(path)
+        if problem:
+            raise ValueError(f"{flag}: {problem}; choose another path")
     if arguments.architecture:
         options = parse_json_object(arguments.sorter or "{}", "--sorter")
         sorter = build_sorter(arguments.architecture, **options)
@@ -157,9 +174,21 @@ def command_evaluate(arguments: argparse.Namespace) -> int:
 
 
 def command_export(arguments: argparse.Namespace) -> int:
-    from sodeep.checkpoints import save_sorter
+    from sodeep.checkpoints import load_sorter, save_sorter
+    from sodeep.files import writable_file_problem
     from sodeep.pretraining import sorter_from_training_checkpoint
 
+    out = Path(arguments.out)
+    problem = writable_file_problem(out)
+    if problem:
+        raise ValueError(f"{problem}; choose another path")
+    if out.exists():  # replace a sorter checkpoint when asked, never a file of another kind
+        try:
+            load_sorter(out)
+        except ValueError:
+            raise ValueError(f"{out} exists and is not a sorter checkpoint; choose another path") from None
+        if not arguments.overwrite:
+            raise ValueError(f"{out} already holds a sorter checkpoint; add --overwrite to replace it")
     sorter = sorter_from_training_checkpoint(arguments.checkpoint)
     print(f"wrote {save_sorter(sorter, arguments.out, {'exported_from': str(arguments.checkpoint)})}")
     return 0
@@ -170,8 +199,10 @@ def add_evaluate_parser(commands: Any) -> None:
     evaluate.add_argument(
         "checkpoint", nargs="?", help="sorter checkpoint or pretraining run folder (default: the shipped sorter)"
     )
-    evaluate.add_argument("--architecture", help="evaluate an untrained sorter of this architecture instead")
-    evaluate.add_argument("--sorter", help="JSON config for --architecture")
+    evaluate.add_argument(
+        "--architecture", help="evaluate an untrained sorter of this architecture instead of a checkpoint"
+    )
+    evaluate.add_argument("--sorter", help="JSON config of the --architecture sorter (only with --architecture)")
     evaluate.add_argument("--lengths", help='lengths, e.g. "5,100" (default: 2,3,5,8,16,32,64,100,128,256)')
     evaluate.add_argument("--sequences", type=int, default=64, help="held-out sequences per (family, n) (default: 64)")
     evaluate.add_argument("--out", help="also write the markdown table here")
@@ -183,6 +214,11 @@ def add_export_parser(commands: Any) -> None:
     export = commands.add_parser("export", help="turn a Lightning pretraining checkpoint into a sorter checkpoint")
     export.add_argument("checkpoint", help="e.g. runs/pretrain/checkpoints/last.ckpt")
     export.add_argument("out", help="sorter checkpoint to write, e.g. sorter.pt")
+    export.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the sorter checkpoint OUT holds (never a file of another kind)",
+    )
     export.set_defaults(handler=command_export)
 
 
@@ -283,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as error:  # bad input, missing or unreadable files
         if os.environ.get("SODEEP_TRACEBACK"):
             raise
-        message = " ".join(str(error).split())
+        message = " ".join((os_error_line(error) if isinstance(error, OSError) else str(error)).split())
         parser.exit(2, f"sodeep {arguments.command}: error: {message}\n")
     except KeyboardInterrupt:  # before a run could save anything: nothing to resume
         parser.exit(

@@ -6,6 +6,7 @@ renames it over the destination, which POSIX and Windows both make atomic on one
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -85,3 +86,34 @@ def writable_file_problem(path: str | os.PathLike) -> str | None:
     if not os.access(ancestor, os.W_OK | os.X_OK):
         return f"{ancestor} is not writable, so {path} cannot be made"
     return None
+
+
+#: What to do about an operating system's refusal, by ``errno``.
+_ADVICE = {
+    errno.EACCES: "choose another path or change its permissions",
+    errno.EPERM: "choose another path or change its permissions",
+    errno.EROFS: "choose a path on a writable file system",
+    errno.ENOSPC: "free some space or choose another path",
+    errno.ENOENT: "check the path",
+    errno.ENOTDIR: "choose another path",
+}
+
+
+def os_error_line(error: OSError) -> str:
+    """One line for an ``OSError``: the path, the reason and what to do when the operating system
+    raised it (``[Errno 13] Permission denied: 'x'`` becomes ``x: permission denied; choose
+    another path or change its permissions``), else its own message.
+
+    Example:
+        >>> os_error_line(PermissionError(errno.EACCES, "Permission denied", "/results"))
+        '/results: permission denied; choose another path or change its permissions'
+    """
+    if error.errno is None or not error.strerror:
+        return str(error)
+    path = error.filename
+    reason = error.strerror[0].lower() + error.strerror[1:]
+    if error.errno == errno.ENOTDIR and path is not None:
+        blocking = next((folder for folder in Path(path).parents if folder.is_file()), None)
+        reason = f"{blocking} is a file, not a folder" if blocking else reason
+    where = f"{path}: " if path is not None else ""
+    return f"{where}{reason}; {_ADVICE.get(error.errno, 'check the path')}"

@@ -43,7 +43,7 @@ try:
 except ImportError:  # no flock (Windows): folders are not locked
     fcntl = None
 
-from sodeep.files import atomic_write_json
+from sodeep.files import atomic_write_json, writable_file_problem
 
 #: The record of the run a folder holds.
 RUN_RECORD = "run.json"
@@ -87,16 +87,25 @@ def claim_run_folder(
         command: the command's name, e.g. ``"pretrain"``.
         config: the resolved, JSON-able settings of the run.
         resume: continue the run the folder holds (its settings must match).
-        overwrite: clear the folder first, whatever run it holds (done by :func:`start_run_folder`).
+        overwrite: clear the folder first, whatever run it holds (done by :func:`start_run_folder`);
+            not with ``resume``.
         ignored: settings that may differ between a run and its resumption.
 
     Returns:
         ``{"command", "config", "run_id"}``: the folder's own record when resuming, else a new one.
     """
     out = Path(out)
+    if resume and overwrite:
+        raise ValueError(
+            f"resume and overwrite contradict each other: resume continues the run in {out}, overwrite clears it; "
+            "choose one"
+        )
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file, not a run folder; choose another --out")
     record_path = out / RUN_RECORD
+    problem = writable_file_problem(record_path)
+    if problem:
+        raise ValueError(f"{problem}; choose another --out")
     _check_not_in_use(out)
     holds_files = out.is_dir() and any(path.name != RUN_LOCK for path in out.iterdir())
     fresh = {"command": command, "config": config, "run_id": uuid.uuid4().hex[:16]}

@@ -316,7 +316,13 @@ def make_trainer(*, asked_for: dict[str, Any] | None = None, **settings: Any) ->
         trainer = L.Trainer(**settings)
     # Lightning raises all three for an accelerator or devices it cannot use.
     except (MisconfigurationException, ModuleNotFoundError, TypeError) as error:
-        raise ValueError(f"cannot train with {asked}: {' '.join(str(error).split())}") from None
+        reason = " ".join(str(error).split())
+        if "CPUAccelerator" in reason:  # -1 or indices, which sodeep accepts for GPUs
+            reason = (
+                "on CPUs, devices must be a count of processes >= 1 or 'auto'; -1 and indices like 0,2 choose "
+                "GPUs: give a count, or --accelerator gpu on a machine with GPUs"
+            )
+        raise ValueError(f"cannot train with {asked}: {reason}") from None
     cores = available_cores()
     if isinstance(trainer.accelerator, CPUAccelerator) and trainer.num_devices > cores:
         # Each CPU device is a process with its own copy of PyTorch: more than the cores only

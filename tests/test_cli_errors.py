@@ -107,3 +107,147 @@ def test_an_unknown_flag_of_a_nested_subcommand_is_named_by_it(capsys):
         "sodeep brainage tabular: error: unrecognized arguments: --epochz (did you mean --max-epochs?)"
     )
     assert error.endswith("(options: sodeep brainage tabular --help)\n")
+
+
+def _one_line_error(argv, capsys):
+    """The line ``sodeep <command>`` ends with, having checked that it is one line, exit status 2."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2, error
+    assert error.startswith(f"sodeep {argv[0]}: error: ") and error.count("\n") == 1, error
+    assert "Traceback" not in error and "Errno" not in error, error
+    return error
+
+
+def test_resume_and_overwrite_together_are_refused(tmp_path, capsys):
+    error = _one_line_error(
+        ["pretrain", "--steps", "1", "--resume", "--overwrite", "--out", str(tmp_path / "run")], capsys
+    )
+    assert "argument --overwrite: not allowed with argument --resume" in error
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "argv,words",
+    [
+        (["{inputs}/sorter.pt", "--architecture", "conv"], "give a checkpoint or --architecture, not both"),
+        (["--sorter", '{"softness": 0.5}'], "--sorter configures the untrained sorter of --architecture"),
+    ],
+)
+def test_evaluate_refuses_arguments_it_would_ignore(tmp_path, capsys, argv, words):
+    save_sorter(ConvSorter(), tmp_path / "sorter.pt")
+    argv = [word.replace("{inputs}", str(tmp_path)) for word in argv]
+    assert words in _one_line_error(["evaluate", *argv, "--lengths", "5", "--sequences", "2"], capsys)
+
+
+def _training_checkpoint(path):
+    """A Lightning checkpoint as pretraining writes it, of an untrained ConvSorter."""
+    sorter = ConvSorter()
+    torch.save(
+        {
+            "hyper_parameters": {"architecture": sorter.architecture, "sorter_config": sorter.config()},
+            "state_dict": {f"sorter.{name}": value for name, value in sorter.state_dict().items()},
+        },
+        path,
+    )
+    return path
+
+
+def test_export_replaces_a_sorter_checkpoint_only_when_asked_and_never_another_file(tmp_path, capsys):
+    checkpoint = _training_checkpoint(tmp_path / "last.ckpt")
+    out = tmp_path / "sorter.pt"
+    assert main(["export", str(checkpoint), str(out)]) == 0
+    written = out.read_bytes()
+    error = _one_line_error(["export", str(checkpoint), str(out)], capsys)
+    assert f"{out} already holds a sorter checkpoint; add --overwrite to replace it" in error
+    assert out.read_bytes() == written
+    assert main(["export", str(checkpoint), str(out), "--overwrite"]) == 0
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n")
+    for flags in ([], ["--overwrite"]):
+        error = _one_line_error(["export", str(checkpoint), str(notes), *flags], capsys)
+        assert f"{notes} exists and is not a sorter checkpoint; choose another path" in error
+    assert notes.read_text() == "mine\n"
+    before = checkpoint.read_bytes()
+    error = _one_line_error(["export", str(checkpoint), str(checkpoint), "--overwrite"], capsys)
+    assert "is not a sorter checkpoint" in error and checkpoint.read_bytes() == before
+
+
+@pytest.mark.parametrize("devices", ["-1", "0,1"])
+def test_devices_a_cpu_cannot_take_are_refused_with_what_it_takes(tmp_path, capsys, devices):
+    argv = ["pretrain", "--steps", "1", "--accelerator", "cpu", "--devices", devices, "--out", str(tmp_path / "run")]
+    error = _one_line_error(argv, capsys)
+    assert "on CPUs, devices must be a count of processes >= 1 or 'auto'" in error, error
+    assert "should be an int > 0" not in error
+    assert not (tmp_path / "run").exists()
+
+
+def _read_only_folder(folder, monkeypatch):
+    """``folder``, made read-only (and seen so by ``os.access``, which lets root write anywhere)."""
+    import os
+
+    folder.mkdir()
+    folder.chmod(0o555)
+    access = os.access
+    monkeypatch.setattr(
+        os,
+        "access",
+        lambda path, mode, **options: False if os.fspath(path) == str(folder) else access(path, mode, **options),
+    )
+    return folder
+
+
+@pytest.mark.parametrize(
+    "argv,words",
+    [
+        (
+            ["evaluate", "--json", "{file}/rows.json"],
+            "--json: {file} is a file, so {file}/rows.json cannot be made; choose another path",
+        ),
+        (
+            ["evaluate", "--out", "{file}/deeper/table.md"],
+            "--out: {file} is a file, so {file}/deeper/table.md cannot be made",
+        ),
+        (
+            ["evaluate", "--out", "{read_only}/table.md"],
+            "--out: {read_only} is not writable, so {read_only}/table.md cannot be made",
+        ),
+        (
+            ["pretrain", "--steps", "1", "--out", "{file}/run"],
+            "{file} is a file, so {file}/run/run.json cannot be made; choose another --out",
+        ),
+        (
+            ["pretrain", "--steps", "1", "--out", "{read_only}/run"],
+            "{read_only} is not writable, so {read_only}/run/run.json cannot be made",
+        ),
+        (
+            ["export", "{inputs}/last.ckpt", "{file}/sorter.pt"],
+            "{file} is a file, so {file}/sorter.pt cannot be made; choose another path",
+        ),
+    ],
+)
+def test_an_output_that_cannot_be_written_is_named_before_any_work(tmp_path, capsys, monkeypatch, argv, words):
+    file, read_only = tmp_path / "file.txt", _read_only_folder(tmp_path / "read-only", monkeypatch)
+    file.write_text("x\n")
+    _training_checkpoint(tmp_path / "last.ckpt")
+    places = {"{file}": str(file), "{read_only}": str(read_only), "{inputs}": str(tmp_path)}
+    for name, place in places.items():
+        argv, words = [word.replace(name, place) for word in argv], words.replace(name, place)
+    error = _one_line_error([*argv, "--lengths", "5", "--sequences", "2"] if argv[0] == "evaluate" else argv, capsys)
+    assert words in error
+    assert "Worst mean" not in capsys.readouterr().out  # refused before the table was computed
+
+
+def test_an_operating_system_error_is_one_line_naming_the_path(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import sodeep.checkpoints
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "sorter.pt"))
+
+    monkeypatch.setattr(sodeep.checkpoints, "load_sorter", refuse)
+    error = _one_line_error(["evaluate", "--lengths", "5"], capsys)
+    assert f"{tmp_path / 'sorter.pt'}: permission denied; " in error

@@ -425,12 +425,16 @@ def test_a_ctrl_c_after_the_last_checkpoint_prints_the_resume_command(tmp_path, 
     assert (tmp_path / "run" / "sorter.pt").exists()
 
 
-def test_resume_with_overwrite_trains_again_and_says_so(tmp_path, monkeypatch, capsys):
+def test_overwrite_trains_a_finished_run_again_and_resume_with_it_is_refused(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert _pretrain(tmp_path / "run", 2, "--wandb", "disabled") == 0
     first_id = json.loads((tmp_path / "run" / "run.json").read_text()).get("run_id")
     capsys.readouterr()
-    assert _pretrain(tmp_path / "run", 2, "--wandb", "disabled", "--resume", "--overwrite") == 0
+    with pytest.raises(SystemExit) as exit_info:  # continue it and clear it: one of them
+        _pretrain(tmp_path / "run", 2, "--wandb", "disabled", "--resume", "--overwrite")
+    assert exit_info.value.code == 2 and "not allowed with argument --resume" in capsys.readouterr().err
+    assert json.loads((tmp_path / "run" / "run.json").read_text()).get("run_id") == first_id
+    assert _pretrain(tmp_path / "run", 2, "--wandb", "disabled", "--overwrite") == 0
     output = capsys.readouterr().out
     assert "nothing to train" not in output and "sorter written to" in output
     assert json.loads((tmp_path / "run" / "run.json").read_text()).get("run_id") != first_id

@@ -127,3 +127,17 @@ def test_overwrite_never_clears_the_working_folder_or_a_folder_that_is_not_a_run
         with pytest.raises(ValueError, match="--overwrite"):
             claim_run_folder(out, "pretrain", {}, overwrite=True)
     assert (tmp_path / "precious.txt").read_text() == "keep" and (tmp_path / "sub" / "notes.txt").is_file()
+
+
+def test_resume_and_overwrite_together_are_refused(tmp_path):
+    out = tmp_path / "run"
+    start_run_folder(out, claim_run_folder(out, "pretrain", {"steps": 10}), overwrite=False)
+    with pytest.raises(ValueError, match="resume and overwrite contradict each other"):
+        claim_run_folder(out, "pretrain", {"steps": 10}, resume=True, overwrite=True)
+    assert (out / "run.json").is_file()
+
+
+def test_a_folder_that_cannot_be_made_is_named_before_anything_is_written(tmp_path):
+    (tmp_path / "file").write_text("x\n")
+    with pytest.raises(ValueError, match=f"{tmp_path / 'file'} is a file, so .* cannot be made; choose another --out"):
+        claim_run_folder(tmp_path / "file" / "run", "pretrain", {"steps": 10})

@@ -133,13 +133,14 @@ def _command(tasks: Any, name: str, config_class: type, summary: str) -> argpars
     parser.add_argument(
         "--config", metavar="YAML", help="settings file (keys: the long flags, e.g. max_epochs); flags override it"
     )
-    parser.add_argument(
+    folder = parser.add_mutually_exclusive_group()
+    folder.add_argument(
         "--resume",
         action="store_true",
         help="continue in OUT, which holds these settings: train the runs it lacks (more presets or seeds "
         "extend it), continue an interrupted one from its last epoch, keep the finished ones",
     )
-    parser.add_argument("--overwrite", action="store_true", help="clear OUT first, whatever it holds")
+    folder.add_argument("--overwrite", action="store_true", help="clear OUT first, whatever it holds")
     return parser
 
 
@@ -172,7 +173,7 @@ def _add_plan_flags(add: Callable[..., None], *, folds: bool) -> None:
         metavar="SEED",
         help="training seeds (and fold splits)" if folds else "training seeds",
     )
-    add("batch_size", type=int, metavar="N", help="subjects per step")
+    add("batch_size", type=int, metavar="N", help="subjects per step (2 or more with rank or age-difference presets)")
     add("max_epochs", type=int, metavar="N", help="epochs at most (cosine schedule over them)")
     add("patience", type=int, metavar="N", help="early stopping on validation MAE")
 
@@ -207,8 +208,8 @@ def _add_scale_out_flags(add: Callable[..., None]) -> None:
     add(
         "devices",
         metavar="N",
-        help="processes per machine: a count, auto, or GPU indices like 0,2; each trains on its own share "
-        "of every epoch's subjects",
+        help="processes per machine: a count, auto, or (GPUs) -1 for all or indices like 0,2; each trains on its "
+        "own share of every epoch's subjects",
     )
     add("strategy", metavar="NAME", help="Lightning strategy: ddp for one process per device (auto: one process)")
     add("num_nodes", type=int, metavar="N", help="machines (srun or torchrun starts their processes)")

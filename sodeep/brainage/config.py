@@ -30,7 +30,7 @@ from typing import Any
 
 from sodeep.brainage.augmentation import AUGMENTATIONS
 from sodeep.brainage.datasets import BUNDLED_DATASETS, DEFAULT_DATASET, bundled_table_path
-from sodeep.brainage.losses import BRAIN_AGE_PRESETS
+from sodeep.brainage.losses import BRAIN_AGE_PRESETS, check_batch_pairs
 from sodeep.brainage.tables import check_folds
 from sodeep.config import SCALE_OUT, check_scale_out, parse_devices, read_yaml_mapping
 
@@ -52,9 +52,10 @@ def check_fit_settings(
     ema_decay: float | None,
     max_minutes: float | None = None,
 ) -> None:
-    """Refuse settings of :func:`sodeep.brainage.training.fit_age_model` that cannot train."""
-    if batch_size < 2:
-        raise ValueError(f"batch_size must be >= 2 (rank losses compare subjects), got {batch_size}")
+    """Refuse settings of :func:`sodeep.brainage.training.fit_age_model` that cannot train (a
+    batch of one subject is checked against the loss by :func:`~sodeep.brainage.losses.check_batch_pairs`)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if max_minutes is not None and not (math.isfinite(max_minutes) and max_minutes > 0):
         raise ValueError(f"max_minutes must be None or > 0, got {max_minutes}")
     if max_epochs < 1 or patience < 0:
@@ -168,12 +169,14 @@ class CommandConfig:
         self.check()
 
     def check(self) -> None:
-        """Settings every command has: presets, seeds, batch size, epochs, patience, W&B mode."""
+        """Settings every command has: presets, seeds, batch size (of 2 or more subjects where a
+        preset compares them), epochs, patience, W&B mode."""
         check_run_plan(self.losses, self.seeds)
         optimiser = TrainingConfig.learning_rate, TrainingConfig.weight_decay  # not command settings
         check_fit_settings(
             self.batch_size, self.max_epochs, self.patience, *optimiser, getattr(self, "ema_decay", None)
         )
+        check_batch_pairs(self.losses, self.batch_size)
         _check_choice(self.wandb, WANDB_MODES, "wandb")
         _check_fine_tuning(self)
         self.devices = parse_devices(self.devices)
@@ -221,6 +224,12 @@ def _check_fine_tuning(config: CommandConfig) -> None:
 
 
 def _check_network(config: SyntheticConfig | NiftiConfig) -> None:
+    if config.batch_size < 2:
+        # Its deepest grid is a voxel or so: one subject leaves BatchNorm one value per channel.
+        raise ValueError(
+            f"batch_size must be >= 2 for SFCN: its BatchNorm layers normalize over the subjects of a batch; "
+            f"got {config.batch_size}"
+        )
     _check_choice(config.block_order, BLOCK_ORDERS, "block_order")
     _check_choice(config.pooled_blocks, POOLED_BLOCKS, "pooled_blocks")
     if config.channels is not None and (not config.channels or min(config.channels) < 1):

@@ -33,6 +33,11 @@ class BrainAgeLossPreset:
     spearman_weight: float = 0.0
     age_difference_weight: float = 0.0
 
+    @property
+    def compares_subjects(self) -> bool:
+        """Whether a term compares the subjects of a batch (needs 2 or more of them)."""
+        return bool(self.spearman_weight or self.age_difference_weight)
+
 
 #: Named presets.  ``cheng2021`` is the paper's ``MSE + lambda (Spearman + beta AgeDiff)`` with
 #: lambda = 10, beta = 1.  The L1 presets weight the age difference (years^2) by 0.1 so that it is
@@ -83,6 +88,11 @@ class BrainAgeLoss(nn.Module):
         self.age_difference_weight = float(age_difference_weight)
         self.spearman = SpearmanLoss(sorter=sorter) if self.spearman_weight else None
 
+    @property
+    def compares_subjects(self) -> bool:
+        """Whether a term compares the subjects of a batch (needs 2 or more of them)."""
+        return bool(self.spearman_weight or self.age_difference_weight)
+
     @classmethod
     def from_preset(cls, name: str, sorter: SorterFunction | None = None) -> BrainAgeLoss:
         """The objective named ``name`` in :data:`BRAIN_AGE_PRESETS`."""
@@ -110,6 +120,18 @@ class BrainAgeLoss(nn.Module):
         if self.age_difference_weight:
             loss = loss + self.age_difference_weight * age_difference_loss(predictions, targets)
         return loss
+
+
+def check_batch_pairs(presets: list[str] | tuple[str, ...], batch_size: int) -> None:
+    """Refuse a batch of fewer than 2 subjects when a preset in ``presets`` has a Spearman or
+    age-difference term: both compare the subjects of a batch.  Unknown names are left to
+    :func:`sodeep.brainage.config.check_run_plan`."""
+    paired = [name for name in presets if name in BRAIN_AGE_PRESETS and BRAIN_AGE_PRESETS[name].compares_subjects]
+    if batch_size < 2 and paired:
+        raise ValueError(
+            f"batch_size must be >= 2 with presets {paired}: their rank and age-difference terms compare the "
+            f"subjects of a batch; got {batch_size}"
+        )
 
 
 def check_batch_size(presets: list[str] | tuple[str, ...], batch_size: int) -> None:

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, RandomSampler, Sampler, TensorDataset
 from sodeep.brainage.augmentation import random_generators
 from sodeep.brainage.config import check_fit_settings
 from sodeep.brainage.interruption import SignalStop, StopAtStepEnd
-from sodeep.brainage.losses import BrainAgeLoss
+from sodeep.brainage.losses import BrainAgeLoss, check_batch_pairs
 from sodeep.checkpoints import CheckpointError, read_weights_only
 from sodeep.runs import (
     AtomicCheckpointIO,
@@ -170,8 +170,9 @@ def make_loader(
     world_size: int = 1,
 ) -> DataLoader:
     """A loader shuffled by ``generator`` (seeded by the caller) when one is given, each process
-    of ``world_size`` taking its :class:`SubjectShare`; else every subject in order.  A last
-    batch of one subject is dropped when shuffling: rank and age-difference terms need two."""
+    of ``world_size`` taking its :class:`SubjectShare`; else every subject in order.  When
+    shuffling, a last batch of one subject after larger ones is dropped: rank and age-difference
+    terms, and BatchNorm, need two."""
     dataset = TensorDataset(inputs, ages)
     if generator is None:
         return DataLoader(dataset, batch_size=batch_size)
@@ -304,7 +305,8 @@ def fit_age_model(
         out: directory for checkpoints (``best.ckpt`` and, after every epoch, ``last.ckpt``;
             written atomically).
         seed: seeds Lightning, the weights' initialisation order and the shuffling.
-        batch_size: subjects per step (2 .. the sorter's capacity when a rank term is used).
+        batch_size: subjects per step (2 .. the sorter's capacity when a rank term is used, 2 or more
+            with an age-difference term, 1 or more otherwise).
         max_epochs, patience: early stopping on validation MAE.
         max_minutes: wall-clock budget of the fit, resumed runs included (``None``: none).
         csv_directory: write the per-epoch curves (``metrics.csv``) there.
@@ -340,6 +342,13 @@ def fit_age_model(
             f"need >= 2 training and >= 1 validation subjects, got {len(train[1])} and {len(validation[1])}"
         )
     check_fit_settings(batch_size, max_epochs, patience, learning_rate, weight_decay, ema_decay, max_minutes)
+    if isinstance(loss, str):
+        check_batch_pairs([loss], batch_size)
+    elif batch_size < 2 and getattr(loss, "compares_subjects", False):
+        raise ValueError(
+            f"batch_size must be >= 2 with a {type(loss).__name__} that has a rank or age-difference term: "
+            f"it compares the subjects of a batch; got {batch_size}"
+        )
     for split, (inputs, ages) in (("train", train), ("validation", validation)):
         if len(inputs) != len(ages) or ages.dim() != 1:
             raise ValueError(

@@ -45,7 +45,14 @@ FRESH_CASES = [
     (COMMANDS, ["--max-epochs", "0"], "max_epochs must be >= 1"),
     (COMMANDS, ["--max-epochs", "-3"], "max_epochs must be >= 1"),
     (COMMANDS, ["--patience", "-1"], "patience >= 0"),
-    (COMMANDS, ["--batch-size", "1"], "batch_size must be >= 2"),
+    (COMMANDS, ["--batch-size", "0"], "batch_size must be >= 1"),
+    (
+        COMMANDS,
+        ["--batch-size", "1", "--losses", "l1", "l1+agediff", "cheng2021"],
+        "batch_size must be >= 2 with presets ['l1+agediff', 'cheng2021']: their rank and age-difference terms "
+        "compare the subjects of a batch; got 1",
+    ),
+    (("synthetic", "nifti"), ["--batch-size", "1"], "batch_size must be >= 2 for SFCN"),
     (COMMANDS, ["--batch-size", "20000", "--losses", "l1+spearman"], "batch_size must be <= 16384"),
     (COMMANDS, ["--seeds", "-1"], "seeds must be >= 0"),
     (COMMANDS, ["--seeds", "0", "0"], "seeds must not repeat"),
@@ -57,6 +64,7 @@ FRESH_CASES = [
     (COMMANDS, ["--config", "{inputs}/binary.bin"], "binary.bin is not a text (YAML) file"),
     (COMMANDS, ["--config", "{inputs}/missing.yaml"], "no config file at"),
     (COMMANDS, ["--resume"], "holds no run to resume"),
+    (COMMANDS, ["--resume", "--overwrite"], "argument --overwrite: not allowed with argument --resume"),
     (("tabular", "nifti"), ["--folds", "1"], "folds >= 2"),
     (("tabular",), ["--folds", "41"], "folds=41, N=40"),
     (("tabular",), ["--dataset", "fcon1000", "--csv", "{inputs}/capital.csv"], "give a dataset or a csv, not both"),
@@ -92,7 +100,9 @@ def _run_and_check_one_line(argv, capsys):
         main(argv)
     error = capsys.readouterr().err
     assert exit_info.value.code == 2, error
-    assert error.startswith("sodeep brainage: error: ") and error.count("\n") == 1, error
+    # argparse names the sub-command, the checks of the settings the application.
+    assert error.startswith(("sodeep brainage: error: ", f"sodeep brainage {argv[1]}: error: ")), error
+    assert error.count("\n") == 1, error
     assert "Traceback" not in error
     return error
 
@@ -108,6 +118,13 @@ def test_bad_input_ends_in_one_line_and_writes_nothing(tmp_path, capsys, brainag
     )
     assert words in error
     assert not out.exists()  # no run folder, no W&B run, no cache
+
+
+def test_a_batch_of_one_subject_trains_when_no_preset_compares_subjects(tmp_path, capsys, brainage_inputs):
+    argv = tiny_argv("tabular", brainage_inputs) + ["--batch-size", "1", "--max-epochs", "1", "--wandb", "disabled"]
+    assert main(["brainage", "tabular", *argv, "--out", str(tmp_path / "out")]) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert len(results["presets"]["l1"]["runs"]) == 2
 
 
 def _make_unfinished(out):

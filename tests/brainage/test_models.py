@@ -93,8 +93,10 @@ def test_fit_age_model_rejects_bad_input(tmp_path):
         fit_age_model(AgeMLP(3), "l1", (inputs, ages.clone().fill_(float("nan"))), (inputs, ages), out=tmp_path)
     with pytest.raises(ValueError, match=r"ages \(N,\)"):
         fit_age_model(AgeMLP(3), "l1", (inputs, ages[:5]), (inputs, ages), out=tmp_path)
-    with pytest.raises(ValueError, match="batch_size must be >= 2"):
-        fit_age_model(AgeMLP(3), "l1", (inputs, ages), (inputs, ages), out=tmp_path, batch_size=1)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        fit_age_model(AgeMLP(3), "l1", (inputs, ages), (inputs, ages), out=tmp_path, batch_size=0)
+    with pytest.raises(ValueError, match="batch_size must be >= 2 with presets"):
+        fit_age_model(AgeMLP(3), "l1+agediff", (inputs, ages), (inputs, ages), out=tmp_path, batch_size=1)
     # No epoch, or a budget of no time, left no checkpoint: "No such file or directory: ''".
     for settings, message in (
         ({"max_epochs": 0}, "max_epochs must be >= 1"),

@@ -70,3 +70,21 @@ def test_a_fit_without_resume_starts_afresh_and_a_checkpoint_names_its_run(tmp_p
     assert [row["epoch"] for row in rows].count("0") == 5  # 4 training steps and a validation, once
     with pytest.raises(ValueError, match=r"belongs to training run \{'preset': 'l1', 'seed': 0, 'fold': 0\}, not"):
         check_training_checkpoint(tmp_path / "last.ckpt", RUN | {"fold": 1})
+
+
+def test_a_batch_of_one_subject_trains_unless_the_loss_compares_subjects(tmp_path):
+    from sodeep.brainage.losses import BrainAgeLoss
+
+    inputs, ages = torch.randn(12, 3, generator=torch.Generator().manual_seed(0)), torch.linspace(20, 80, 12)
+
+    def fit(loss, name):
+        model = AgeMLP(3, hidden=(4,), age_offset=50.0)
+        data = (inputs[:9], ages[:9]), (inputs[9:], ages[9:])
+        return fit_age_model(model, loss, *data, out=tmp_path / name, batch_size=1, max_epochs=1, patience=1)
+
+    assert fit("l1", "l1")[1]["epochs"] == 1
+    with pytest.raises(ValueError, match=r"batch_size must be >= 2 with presets \['l1\+agediff'\]"):
+        fit("l1+agediff", "agediff")
+    with pytest.raises(ValueError, match="batch_size must be >= 2 with a BrainAgeLoss that has a rank or age-diff"):
+        fit(BrainAgeLoss("mse", spearman_weight=0.0, age_difference_weight=1.0), "module")
+    assert not (tmp_path / "agediff").exists() and not (tmp_path / "module").exists()
