@@ -16,7 +16,9 @@ import difflib
 import json
 import os
 import shlex
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Any, NoReturn
@@ -299,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     and exit status 2, as argparse does for bad flags; set ``SODEEP_TRACEBACK=1`` for the
     traceback."""
     parser = build_parser()
+    console = argv is None  # the console script, or python -m sodeep: this process ends with the command
     argv = sys.argv[1:] if argv is None else list(argv)
     arguments = parser.parse_args(argv)
     show_warning = warnings.showwarning
@@ -311,7 +314,10 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.showwarning = show_setup_warnings_in_one_line
     try:
-        return arguments.handler(arguments)
+        status = arguments.handler(arguments)
+        if console:
+            _end_at_once_on_ctrl_c(status)
+        return status
     except BrokenPipeError:  # the reader of the output went away (`sodeep ... | head`)
         from sodeep.sweeps.cli import quiet_broken_pipe
 
@@ -337,6 +343,24 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         warnings.showwarning = show_warning
         _release_process_group()
+
+
+def _end_at_once_on_ctrl_c(status: int) -> None:
+    """The command is done and its work saved: a Ctrl-C while the interpreter shuts down (W&B's
+    service, Lightning's threads, a second or two) ends the process at once with the command's
+    exit status, rather than printing a ``KeyboardInterrupt`` from Python's shutdown."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def end(number: int, frame: Any) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(status if isinstance(status, int) else 0)
+
+    signal.signal(signal.SIGINT, end)
 
 
 def _release_process_group() -> None:
