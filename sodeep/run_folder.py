@@ -109,15 +109,12 @@ def claim_run_folder(
     _check_not_in_use(out)
     holds_files = out.is_dir() and any(path.name != RUN_LOCK for path in out.iterdir())
     fresh = {"command": command, "config": config, "run_id": uuid.uuid4().hex[:16]}
-    here = Path.cwd().resolve()
-    if holds_files and overwrite and (out.resolve() == here or out.resolve() in here.parents):
-        raise ValueError(
-            f"--overwrite would delete {out.resolve()}, which holds the working folder; choose another --out"
-        )
+    if holds_files and overwrite:
+        check_not_the_working_folder(out, "choose another --out")
     if holds_files and not record_path.is_file():  # never cleared: the files are not a run's
         raise ValueError(f"{out} holds files but no {RUN_RECORD}: not a sodeep run folder; choose a new or empty --out")
     if overwrite or not holds_files:
-        if resume and not overwrite:
+        if resume:
             raise ValueError(f"--resume: {out} holds no run to resume; run without --resume to start one")
         return fresh
     try:
@@ -145,6 +142,14 @@ def claim_run_folder(
     if not resume:
         raise ValueError(f"{out} already holds this run; add --resume to continue it or --overwrite to start again")
     return {"command": command, "config": config, "run_id": existing.get("run_id") or fresh["run_id"]}
+
+
+def check_not_the_working_folder(folder: Path, instead: str) -> None:
+    """A ``ValueError`` (ending in ``instead``) if clearing ``folder`` would delete the working
+    folder: it is the working folder or one of its parents."""
+    here, target = Path.cwd().resolve(), folder.resolve()
+    if target == here or target in here.parents:
+        raise ValueError(f"--overwrite would delete {target}, which holds the working folder; {instead}")
 
 
 def start_run_folder(out: Path, record: dict[str, Any], *, overwrite: bool) -> Path:

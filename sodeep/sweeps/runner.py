@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sodeep.files import atomic_write_json
-from sodeep.run_folder import RUN_LOCK, hold_folder, releasing_run_folders
+from sodeep.run_folder import RUN_LOCK, check_not_the_working_folder, hold_folder, releasing_run_folders
 from sodeep.sweeps.expand import Trial, expand_trials
 from sodeep.sweeps.launcher import RunningTrial, TrialLauncher, trial_threads
 from sodeep.sweeps.spec import SweepSpec
@@ -125,11 +125,7 @@ def check_sweep_folder(folder: Path, spec: SweepSpec, seed: int, *, overwrite: b
     path = folder / "sweep.json"
     holds_files = folder.is_dir() and any(item.name != RUN_LOCK for item in folder.iterdir())
     if overwrite and holds_files:
-        here = Path.cwd().resolve()
-        if folder.resolve() == here or folder.resolve() in here.parents:
-            raise ValueError(
-                f"--overwrite would delete {folder.resolve()}, which holds the working folder; give another --root"
-            )
+        check_not_the_working_folder(folder, "give another --root")
         if not path.is_file():
             raise ValueError(
                 f"{folder} holds files but no sweep.json: not a sweep folder, so --overwrite does not clear it; "

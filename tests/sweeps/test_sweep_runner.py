@@ -187,6 +187,13 @@ def test_overwrite_clears_a_sweep_folder_but_never_other_files(tmp_path, capsys,
     assert exited.value.code == 2 and "not a sweep folder" in capsys.readouterr().err
     assert (other / "notes.txt").read_text() == "mine"
 
+    sweep.write_text(sweep.read_text().replace("program: program.py", f"program: {tmp_path / 'program.py'}"))
+    monkeypatch.chdir(tmp_path / "runs" / "quick" / "trials")
+    with pytest.raises(SystemExit) as exited:
+        main(["run", str(sweep), "--root", root, "--overwrite"])
+    assert exited.value.code == 2 and "which holds the working folder" in capsys.readouterr().err
+    assert (tmp_path / "runs" / "quick" / "sweep.json").is_file()
+
 
 def test_a_sweep_folder_in_use_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
