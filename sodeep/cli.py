@@ -117,6 +117,7 @@ def command_pretrain(arguments: argparse.Namespace) -> int:
     from sodeep.sweeps.summary import write_trial_summary
 
     write_trial_summary(summary["config"], summary["validation"])  # inside `sodeep sweep run` only
+    _end_at_once_on_ctrl_c(arguments, 0)
     print(f"sorter written to {Path(config.out) / RUN_SORTER}")
     return 0
 
@@ -304,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     console = argv is None  # the console script, or python -m sodeep: this process ends with the command
     argv = sys.argv[1:] if argv is None else list(argv)
     arguments = parser.parse_args(argv)
+    arguments.console = console
     show_warning = warnings.showwarning
 
     def show_setup_warnings_in_one_line(message, category, filename, lineno, file=None, line=None):
@@ -315,8 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = show_setup_warnings_in_one_line
     try:
         status = arguments.handler(arguments)
-        if console:
-            _end_at_once_on_ctrl_c(status)
+        _end_at_once_on_ctrl_c(arguments, status)
         return status
     except BrokenPipeError:  # the reader of the output went away (`sodeep ... | head`)
         from sodeep.sweeps.cli import quiet_broken_pipe
@@ -345,11 +346,12 @@ def main(argv: list[str] | None = None) -> int:
         _release_process_group()
 
 
-def _end_at_once_on_ctrl_c(status: int) -> None:
-    """The command is done and its work saved: a Ctrl-C while the interpreter shuts down (W&B's
-    service, Lightning's threads, a second or two) ends the process at once with the command's
-    exit status, rather than printing a ``KeyboardInterrupt`` from Python's shutdown."""
-    if threading.current_thread() is not threading.main_thread():
+def _end_at_once_on_ctrl_c(arguments: argparse.Namespace, status: int) -> None:
+    """The command's work is saved: from now on, a Ctrl-C (as the interpreter shuts down W&B's
+    service and Lightning's threads, a second or two) ends the process at once with ``status``,
+    rather than printing a ``KeyboardInterrupt`` from Python's shutdown.  Only when the command is
+    the process's (``arguments.console``), not when :func:`main` is called from Python."""
+    if not getattr(arguments, "console", False) or threading.current_thread() is not threading.main_thread():
         return
 
     def end(number: int, frame: Any) -> None:
