@@ -117,7 +117,7 @@ def command_pretrain(arguments: argparse.Namespace) -> int:
     from sodeep.sweeps.summary import write_trial_summary
 
     write_trial_summary(summary["config"], summary["validation"])  # inside `sodeep sweep run` only
-    _end_at_once_on_ctrl_c(arguments, 0)
+    _ignore_ctrl_c_once_saved(arguments, 0)
     print(f"sorter written to {Path(config.out) / RUN_SORTER}")
     return 0
 
@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = show_setup_warnings_in_one_line
     try:
         status = arguments.handler(arguments)
-        _end_at_once_on_ctrl_c(arguments, status)
+        _ignore_ctrl_c_once_saved(arguments, status)
         return status
     except BrokenPipeError:  # the reader of the output went away (`sodeep ... | head`)
         from sodeep.sweeps.cli import quiet_broken_pipe
@@ -346,23 +346,15 @@ def main(argv: list[str] | None = None) -> int:
         _release_process_group()
 
 
-def _end_at_once_on_ctrl_c(arguments: argparse.Namespace, status: int) -> None:
-    """The command's work is saved: from now on, a Ctrl-C (as the interpreter shuts down W&B's
-    service and Lightning's threads, a second or two) ends the process at once with ``status``,
-    rather than printing a ``KeyboardInterrupt`` from Python's shutdown.  Only when the command is
-    the process's (``arguments.console``), not when :func:`main` is called from Python."""
-    if not getattr(arguments, "console", False) or threading.current_thread() is not threading.main_thread():
-        return
-
-    def end(number: int, frame: Any) -> None:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
-        os._exit(status if isinstance(status, int) else 0)
-
-    signal.signal(signal.SIGINT, end)
+def _ignore_ctrl_c_once_saved(arguments: argparse.Namespace, status: int) -> None:
+    """The command's work is saved: from now on a Ctrl-C is ignored, so that the process ends
+    with ``status`` after the interpreter shuts down W&B's service and Lightning's threads (a
+    second or two), rather than with a ``KeyboardInterrupt`` or killed by the signal.  Ignored
+    (``SIG_IGN``), not handled in Python: Python's shutdown resets its own handlers to the
+    default.  Only when the command is the process's (``arguments.console``), not when
+    :func:`main` is called from Python."""
+    if getattr(arguments, "console", False) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _release_process_group() -> None:

@@ -1,8 +1,10 @@
 """``python -m sodeep`` is the ``sodeep`` console script."""
 
+import os
 import signal
 import subprocess
 import sys
+import time
 
 
 def test_python_m_sodeep_runs_the_console_script():
@@ -13,16 +15,22 @@ def test_python_m_sodeep_runs_the_console_script():
     assert wrong.returncode == 2 and wrong.stderr.startswith("sodeep: error: argument command: invalid choice")
 
 
-def test_a_ctrl_c_once_the_work_is_saved_ends_with_the_command_status(tmp_path):
+def test_ctrl_c_once_the_work_is_saved_ends_with_the_command_status(tmp_path):
     # After "sorter written" the interpreter still shuts down W&B's service and Lightning's threads.
     command = [sys.executable, "-m", "sodeep", "pretrain", "--steps", "2", "--validation-every", "2"]
     command += ["--validation-sequences", "2", "--lengths", "2-16", "--out", str(tmp_path / "run")]
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    unbuffered = {**os.environ, "PYTHONUNBUFFERED": "1"}  # the line arrives when printed, as on a terminal
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=unbuffered, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         for line in process.stdout:
             if line.startswith("sorter written"):
-                process.send_signal(signal.SIGINT)
                 break
+        deadline = time.monotonic() + 60
+        while process.poll() is None and time.monotonic() < deadline:  # Ctrl-C all through the shutdown
+            process.send_signal(signal.SIGINT)
+            time.sleep(0.1)
         _, error = process.communicate(timeout=120)
     finally:
         process.kill()
