@@ -124,13 +124,10 @@ def check_sweep_folder(folder: Path, spec: SweepSpec, seed: int, *, overwrite: b
     folder of other files, nor the working folder or one of its parents.  Writes nothing."""
     path = folder / "sweep.json"
     holds_files = folder.is_dir() and any(item.name != RUN_LOCK for item in folder.iterdir())
+    if holds_files and not path.is_file():  # never taken over, nor cleared: the files are not a sweep's
+        raise ValueError(f"{folder} holds files but no sweep.json: not a sweep folder; give another --root or name")
     if overwrite and holds_files:
         check_not_the_working_folder(folder, "give another --root")
-        if not path.is_file():
-            raise ValueError(
-                f"{folder} holds files but no sweep.json: not a sweep folder, so --overwrite does not clear it; "
-                "give another --root or name"
-            )
         return
     if not path.exists():
         return
@@ -140,7 +137,7 @@ def check_sweep_folder(folder: Path, spec: SweepSpec, seed: int, *, overwrite: b
         raise ValueError(f"{path} is not a sweep record ({error}); remove that folder or give another --root") from None
     comparable = {key: value for key, value in spec.mapping.items() if key != "run_cap"}
     held_comparable = {key: value for key, value in held.get("spec", {}).items() if key != "run_cap"}
-    advice = "give another --root or name, or remove that folder"
+    advice = "give another --root or name, or add --overwrite to clear that folder"
     if held_comparable != json.loads(json.dumps(comparable)):
         raise ValueError(f"{folder} holds another sweep (from a different sweep file); {advice}")
     if spec.method != "grid" and held.get("seed") != seed:

@@ -182,10 +182,11 @@ def test_overwrite_clears_a_sweep_folder_but_never_other_files(tmp_path, capsys,
     other = tmp_path / "other" / "quick"
     other.mkdir(parents=True)
     (other / "notes.txt").write_text("mine")
-    with pytest.raises(SystemExit) as exited:
-        main(["run", str(sweep), "--root", str(tmp_path / "other"), "--overwrite"])
-    assert exited.value.code == 2 and "not a sweep folder" in capsys.readouterr().err
-    assert (other / "notes.txt").read_text() == "mine"
+    for overwrite in ([], ["--overwrite"]):  # neither taken over nor cleared
+        with pytest.raises(SystemExit) as exited:
+            main(["run", str(sweep), "--root", str(tmp_path / "other"), *overwrite])
+        assert exited.value.code == 2 and "not a sweep folder" in capsys.readouterr().err
+        assert sorted(path.name for path in other.iterdir()) == ["notes.txt"]
 
     sweep.write_text(sweep.read_text().replace("program: program.py", f"program: {tmp_path / 'program.py'}"))
     monkeypatch.chdir(tmp_path / "runs" / "quick" / "trials")
