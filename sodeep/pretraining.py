@@ -282,7 +282,7 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
         if resume and not overwrite and not last.is_file():
             raise ValueError(
                 f"--resume: {out} has no checkpoint yet (the run stopped before its first one); "
-                "add --overwrite to start again"
+                "run with --overwrite instead of --resume to start again"
             )
     # Built before the output folder is touched: a wrong architecture or capacity leaves nothing behind.
     # The seed covers the initial weights too.
@@ -505,13 +505,17 @@ def _checkpoint_step(path: Path) -> int:
     try:
         payload = read_weights_only(path)
     except CheckpointError as error:
-        raise ValueError(f"--resume: {error}; add --overwrite to start the run again") from None
+        raise ValueError(
+            f"--resume: {error}; run with --overwrite instead of --resume to start the run again"
+        ) from None
     if (
         not isinstance(payload, dict)
         or "global_step" not in payload
         or "sorter_config" not in payload.get("hyper_parameters", {})
     ):
-        raise ValueError(f"--resume: {path} is not a sodeep pretraining checkpoint; add --overwrite to start again")
+        raise ValueError(
+            f"--resume: {path} is not a sodeep pretraining checkpoint; run with --overwrite instead of --resume to start again"
+        )
     return int(payload["global_step"])
 
 

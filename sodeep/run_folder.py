@@ -117,14 +117,15 @@ def claim_run_folder(
         if resume:
             raise ValueError(f"--resume: {out} holds no run to resume; run without --resume to start one")
         return fresh
+    clear = "run with --overwrite instead of --resume" if resume else "add --overwrite"
     try:
         existing = json.loads(record_path.read_text(encoding="utf-8"))
         existing_command, existing_config = existing["command"], existing["config"]
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-        raise ValueError(f"{record_path} is damaged; add --overwrite to clear {out} and start again") from None
+        raise ValueError(f"{record_path} is damaged; {clear} to clear {out} and start again") from None
     if existing_command != command:
         raise ValueError(
-            f"{out} holds a {existing_command} run, not a {command} run; choose another --out or add --overwrite"
+            f"{out} holds a {existing_command} run, not a {command} run; choose another --out or {clear} to clear it"
         )
     differing = sorted(
         key
@@ -137,7 +138,7 @@ def claim_run_folder(
         )
         raise ValueError(
             f"{out} holds a {command} run with other settings ({changes}); resume it with its own settings, "
-            "choose another --out, or add --overwrite to clear it"
+            f"choose another --out, or {clear} to clear it"
         )
     if not resume:
         raise ValueError(f"{out} already holds this run; add --resume to continue it or --overwrite to start again")

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sodeep.brainage.results import RESULTS_FILE, read_results
+from sodeep.brainage.results import RESTART_ADVICE, RESULTS_FILE, read_results
 from sodeep.brainage.training import BEST_CHECKPOINT
 from sodeep.checkpoints import CHECKPOINT_FORMAT, CheckpointError, read_weights_only
 from sodeep.run_folder import RUN_RECORD
@@ -322,7 +322,7 @@ def _finished_runs(folder: Path) -> dict[str, list[dict[str, Any]]]:
     try:
         results = read_results(folder / RESULTS_FILE, None)
     except ValueError as error:
-        raise ValueError(f"init_from: {error}".split("; add --overwrite")[0]) from None
+        raise ValueError(f"init_from: {error}".split(f"; {RESTART_ADVICE}")[0]) from None
     return {name: entry["runs"] for name, entry in results["presets"].items() if entry["runs"]}
 
 

@@ -31,7 +31,8 @@ GROUPS = ("presets", "cascade")
 #: Settings that list what the folder holds: they grow with its runs, so they are not compared.
 GROWING_SETTINGS = ("presets", "seeds")
 
-_ADVICE = "add --overwrite to start the folder again"
+#: What a refusal of a folder's results says to do.
+RESTART_ADVICE = "run with --overwrite instead of --resume to start the folder again"
 
 
 def _well_formed(results: Any) -> bool:
@@ -60,17 +61,17 @@ def read_results(path: Path, settings: dict[str, Any] | None) -> dict[str, Any]:
     try:
         results = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, ValueError):
-        raise ValueError(f"{path} is damaged (not JSON text); {_ADVICE}") from None
+        raise ValueError(f"{path} is damaged (not JSON text); {RESTART_ADVICE}") from None
     except OSError as error:
         raise ValueError(f"{path} cannot be read ({error.strerror})") from None
     if not _well_formed(results):
-        raise ValueError(f"{path} is not a brain-age results file; {_ADVICE}")
+        raise ValueError(f"{path} is not a brain-age results file; {RESTART_ADVICE}")
     held = results["settings"]
     differing = sorted(
         key for key in set(held) | set(settings) if key not in GROWING_SETTINGS and held.get(key) != settings.get(key)
     )
     if settings and differing:
-        raise ValueError(f"{path} holds runs of other settings ({', '.join(differing)}); {_ADVICE}")
+        raise ValueError(f"{path} holds runs of other settings ({', '.join(differing)}); {RESTART_ADVICE}")
     return results
 
 

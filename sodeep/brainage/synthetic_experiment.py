@@ -159,7 +159,9 @@ def unfinished_synthetic_runs(
             try:
                 read_weights_only(first)
             except (CheckpointError, OSError) as error:
-                raise ValueError(f"cannot train the cascade on its first stage: {error}; add --overwrite") from None
+                raise ValueError(
+                    f"cannot train the cascade on its first stage: {error}; run with --overwrite instead of --resume"
+                ) from None
     return results, pending
 
 

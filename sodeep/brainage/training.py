@@ -223,9 +223,13 @@ def _read_for_resume(path: Path) -> Any:
     try:
         return read_weights_only(path)
     except CheckpointError as error:
-        raise ValueError(f"cannot resume: {error}; add --overwrite to start the folder again") from None
+        raise ValueError(
+            f"cannot resume: {error}; run with --overwrite instead of --resume to start the folder again"
+        ) from None
     except OSError as error:
-        raise ValueError(f"cannot resume: {path} cannot be read ({error.strerror}); add --overwrite") from None
+        raise ValueError(
+            f"cannot resume: {path} cannot be read ({error.strerror}); run with --overwrite instead of --resume"
+        ) from None
 
 
 def check_training_checkpoint(path: str | Path, run: dict[str, Any] | None = None) -> int:
@@ -233,7 +237,7 @@ def check_training_checkpoint(path: str | Path, run: dict[str, Any] | None = Non
     training run ``run``; ``ValueError`` (one line) for a file a run cannot resume from: empty,
     truncated, not a torch file, not such a checkpoint, or another run's."""
     path = Path(path)
-    advice = "add --overwrite to start the folder again"
+    advice = "run with --overwrite instead of --resume to start the folder again"
     payload = _read_for_resume(path)
     hyperparameters = payload.get("hyper_parameters") if isinstance(payload, dict) else None
     state = payload.get("state_dict") if isinstance(payload, dict) else None
@@ -262,11 +266,13 @@ def check_resumable_run(directory: str | Path, run: dict[str, Any] | None = None
     best = directory / BEST_CHECKPOINT
     if not best.is_file():
         raise ValueError(
-            f"cannot resume: {directory} holds {LAST_CHECKPOINT} but no {BEST_CHECKPOINT}; add --overwrite"
+            f"cannot resume: {directory} holds {LAST_CHECKPOINT} but no {BEST_CHECKPOINT}; run with --overwrite instead of --resume"
         )
     payload = _read_for_resume(best)
     if not isinstance(payload, dict) or not isinstance(payload.get("state_dict"), dict):
-        raise ValueError(f"cannot resume: {best} is not a checkpoint of a brain-age training run; add --overwrite")
+        raise ValueError(
+            f"cannot resume: {best} is not a checkpoint of a brain-age training run; run with --overwrite instead of --resume"
+        )
 
 
 def fit_age_model(

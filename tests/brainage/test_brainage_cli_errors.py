@@ -200,7 +200,7 @@ def _file_for_folder(out, unfinished, other):
 
 # (damage, extra flags, words), each run on a copy of a finished tiny run with one run made unfinished.
 RESUME_CASES = [
-    (_damage_run_record, ["--resume"], "run.json is damaged; add --overwrite"),
+    (_damage_run_record, ["--resume"], "run.json is damaged; run with --overwrite instead of --resume to clear"),
     (_other_command, ["--resume"], "holds a pretrain run, not a brainage"),
     (None, ["--resume", "--max-epochs", "3"], "other settings (max_epochs: 2 -> 3)"),
     (None, [], "already holds this run; add --resume"),
