@@ -215,7 +215,9 @@ def add_evaluate_parser(commands: Any) -> None:
 
 def add_export_parser(commands: Any) -> None:
     export = commands.add_parser("export", help="turn a Lightning pretraining checkpoint into a sorter checkpoint")
-    export.add_argument("checkpoint", help="e.g. runs/pretrain/checkpoints/last.ckpt")
+    export.add_argument(
+        "checkpoint", help="a pretraining checkpoint, e.g. runs/pretrain/checkpoints/last.ckpt, or its run folder"
+    )
     export.add_argument("out", help="sorter checkpoint to write, e.g. sorter.pt")
     export.add_argument(
         "--overwrite",

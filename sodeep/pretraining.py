@@ -212,8 +212,11 @@ class SorterPretraining(L.LightningModule):
 
 
 def sorter_from_training_checkpoint(path: str | os.PathLike) -> Sorter:
-    """Rebuild the sorter from a Lightning checkpoint written by :class:`SorterPretraining`."""
+    """Rebuild the sorter from a Lightning checkpoint written by :class:`SorterPretraining`, or
+    from the last checkpoint of a pretraining run folder (``path/checkpoints/last.ckpt``)."""
     path = Path(path)
+    if path.is_dir() and (path / "checkpoints" / "last.ckpt").is_file():
+        path = path / "checkpoints" / "last.ckpt"
     if not path.is_file():
         raise FileNotFoundError(f"no training checkpoint at {path}")
     payload = read_weights_only(path)

@@ -4,7 +4,7 @@ is written: one table of cases, walked through every core command."""
 import pytest
 import torch
 
-from sodeep.checkpoints import save_sorter
+from sodeep.checkpoints import load_sorter, save_sorter
 from sodeep.cli import main
 from sodeep.sorters import ConvSorter
 
@@ -251,3 +251,17 @@ def test_an_operating_system_error_is_one_line_naming_the_path(tmp_path, capsys,
     monkeypatch.setattr(sodeep.checkpoints, "load_sorter", refuse)
     error = _one_line_error(["evaluate", "--lengths", "5"], capsys)
     assert f"{tmp_path / 'sorter.pt'}: permission denied; " in error
+
+
+def test_export_takes_a_pretraining_run_folder_for_its_last_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    checkpoint = _training_checkpoint_in(run / "checkpoints")
+    assert main(["export", str(run), str(tmp_path / "from_folder.pt")]) == 0
+    assert main(["export", str(checkpoint), str(tmp_path / "from_file.pt")]) == 0
+    from_folder, from_file = (load_sorter(tmp_path / name) for name in ("from_folder.pt", "from_file.pt"))
+    assert all(torch.equal(a, b) for a, b in zip(from_folder.state_dict().values(), from_file.state_dict().values()))
+
+
+def _training_checkpoint_in(folder):
+    folder.mkdir(parents=True)
+    return _training_checkpoint(folder / "last.ckpt")
