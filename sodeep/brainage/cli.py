@@ -61,7 +61,7 @@ def add_brainage_parser(commands: Any) -> argparse.ArgumentParser:
         help='glob patterns of feature columns, e.g. "lh_*" "rh_*"',
         shown="every numeric column but ids and covariates",
     )
-    _add_plan_flags(add, folds=True)
+    _add_plan_flags(add, folds=True, sfcn=False)
     add(
         "split",
         choices=SPLITS,
@@ -83,7 +83,7 @@ def add_brainage_parser(commands: Any) -> argparse.ArgumentParser:
     add = _adder(synthetic, SyntheticConfig)
     add("train", type=int, metavar="N", help="training subjects")
     add("test", type=int, metavar="N", help="test subjects")
-    _add_plan_flags(add, folds=False)
+    _add_plan_flags(add, folds=False, sfcn=True)
     add("data_seed", type=int, metavar="SEED", help="the simulated cohort")
     add("max_minutes", type=_number_or_none, metavar="MINUTES", help="wall-clock cap per training run ('none': no cap)")
     add(
@@ -113,7 +113,7 @@ def add_brainage_parser(commands: Any) -> argparse.ArgumentParser:
         help="CSV with columns path, age, optional sex and site; required here or in --config",
         shown="",
     )
-    _add_plan_flags(add, folds=True)
+    _add_plan_flags(add, folds=True, sfcn=True)
     add("shape", type=int, nargs=3, metavar="N", help="grid in voxels (MNI at 4 mm)")
     add("voxel_size", type=float, metavar="MM", help="voxel side, mm")
     _add_network_flags(add)
@@ -131,7 +131,10 @@ def _command(tasks: Any, name: str, config_class: type, summary: str) -> argpars
     description = " ".join(config_class.__doc__.split(":", 1)[1].replace("``", "").split())
     parser = tasks.add_parser(name, help=summary, description=description)
     parser.add_argument(
-        "--config", metavar="YAML", help="settings file (keys: the long flags, e.g. max_epochs); flags override it"
+        "--config",
+        metavar="YAML",
+        help="settings file (keys: the settings' long flags in snake case, e.g. max_epochs; not resume or "
+        "overwrite); flags override it",
     )
     folder = parser.add_mutually_exclusive_group()
     folder.add_argument(
@@ -160,7 +163,7 @@ def _adder(parser: argparse.ArgumentParser, config_class: type[CommandConfig]) -
     return add
 
 
-def _add_plan_flags(add: Callable[..., None], *, folds: bool) -> None:
+def _add_plan_flags(add: Callable[..., None], *, folds: bool, sfcn: bool) -> None:
     """Presets, seeds and the training budget, which every command has."""
     presets = "; ".join(f"{name} = {_describe(preset)}" for name, preset in BRAIN_AGE_PRESETS.items())
     add("losses", nargs="+", metavar="PRESET", help=f"loss presets to compare: {presets}")
@@ -173,7 +176,8 @@ def _add_plan_flags(add: Callable[..., None], *, folds: bool) -> None:
         metavar="SEED",
         help="training seeds (and fold splits)" if folds else "training seeds",
     )
-    add("batch_size", type=int, metavar="N", help="subjects per step (2 or more with rank or age-difference presets)")
+    pairs = "2 or more: SFCN's BatchNorm needs them" if sfcn else "2 or more with rank or age-difference presets"
+    add("batch_size", type=int, metavar="N", help=f"subjects per step ({pairs})")
     add("max_epochs", type=int, metavar="N", help="epochs at most (cosine schedule over them)")
     add("patience", type=int, metavar="N", help="early stopping on validation MAE")
 
