@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import difflib
 import json
@@ -80,12 +81,23 @@ def number_list(kind: type[int] | type[float]) -> Callable[[str], list[Any]]:
 
 
 def parse_json_object(value: Any, name: str) -> dict[str, Any]:
-    """A mapping, or a JSON object string, as a dict (``name``: where it came from, for errors)."""
+    """A mapping, or a JSON object string, as a dict (``name``: where it came from, for errors).
+
+    A Python dict literal of plain values is read too: W&B's sweep agent writes a nested
+    parameter as ``{'band': 8, 'normalize': True}``.
+
+    Example:
+        >>> parse_json_object('{"band": 8}', "--sorter"), parse_json_object("{'band': 8, 'x': True}", "--sorter")
+        ({'band': 8}, {'band': 8, 'x': True})
+    """
     if isinstance(value, str):
         try:
             value = json.loads(value)
         except json.JSONDecodeError as error:
-            raise ValueError(f"{name} must be a JSON object, e.g. '{{\"band\": 8}}': {error}") from error
+            try:
+                value = ast.literal_eval(value.strip())
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                raise ValueError(f"{name} must be a JSON object, e.g. '{{\"band\": 8}}': {error}") from None
     if not isinstance(value, dict):
         raise ValueError(f"{name} must be a JSON object, e.g. '{{\"band\": 8}}', got {value!r}")
     return dict(value)

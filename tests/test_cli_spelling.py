@@ -1,4 +1,5 @@
-"""Flags spelled with underscores, as W&B sweeps pass their parameters (``--name=value``)."""
+"""Flags as W&B sweeps pass their parameters: spelled with underscores (``--name=value``), and
+nested parameters written as Python dicts."""
 
 import pytest
 
@@ -24,3 +25,13 @@ def test_a_misspelled_flag_with_underscores_is_still_named(capsys):
 def test_words_after_a_double_dash_are_left_as_they_are():
     parser = build_parser()
     assert parser._hyphenated(["pretrain", "--", "--validation_every=5"])[-1] == "--validation_every=5"
+
+
+def test_a_nested_sweep_parameter_as_w_and_b_writes_it_is_a_sorter_config():
+    from sodeep.cli import pretrain_config
+
+    written_by_the_agent = build_parser().parse_args(["pretrain", "--sorter={'softness': 0.5, 'band': 4}"])
+    as_json = build_parser().parse_args(["pretrain", '--sorter={"softness": 0.5, "band": 4}'])
+    assert (
+        pretrain_config(written_by_the_agent).sorter == pretrain_config(as_json).sorter == {"softness": 0.5, "band": 4}
+    )
