@@ -283,7 +283,10 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from sodeep import __version__
+
     parser = OneLineErrorParser(prog="sodeep", description="Differentiable sorting with learned sorters.")
+    parser.add_argument("--version", action="version", version=f"sodeep {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     add_pretrain_parser(commands)
     add_evaluate_parser(commands)

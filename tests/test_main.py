@@ -36,3 +36,10 @@ def test_ctrl_c_once_the_work_is_saved_ends_with_the_command_status(tmp_path):
         process.kill()
     assert process.returncode == 0 and "KeyboardInterrupt" not in error and "Traceback" not in error, error
     assert (tmp_path / "run" / "sorter.pt").is_file()
+
+
+def test_version():
+    from sodeep import __version__
+
+    shown = subprocess.run([sys.executable, "-m", "sodeep", "--version"], capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and shown.stdout == f"sodeep {__version__}\n"
