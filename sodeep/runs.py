@@ -317,7 +317,9 @@ def make_trainer(*, asked_for: dict[str, Any] | None = None, **settings: Any) ->
     # Lightning raises all three for an accelerator or devices it cannot use.
     except (MisconfigurationException, ModuleNotFoundError, TypeError) as error:
         reason = " ".join(str(error).split())
-        if "CPUAccelerator" in reason:  # -1 or indices, which sodeep accepts for GPUs
+        if "No supported gpu backend found" in reason:
+            reason = "this machine has no GPU that torch can use (torch.cuda.is_available() is False); drop --accelerator or give cpu"
+        elif "CPUAccelerator" in reason:  # -1 or indices, which sodeep accepts for GPUs
             reason = (
                 "on CPUs, devices must be a count of processes >= 1 or 'auto'; -1 and indices like 0,2 choose "
                 "GPUs: give a count, or --accelerator gpu on a machine with GPUs"
