@@ -121,7 +121,7 @@ def check_split(
         fold_of = site_folds(sites, folds, seed)
         for fold in range(folds):
             where = f"site-grouped split, seed {seed}, fold {fold}"
-            training_sites = sorted(set(sites[fold_of != fold]))
+            training_sites = sorted({str(site) for site in sites[fold_of != fold]})
             if len(training_sites) < 2:
                 raise ValueError(
                     f"{where}: the training split holds one site ({training_sites[0]!r}), none to hold out for "

@@ -1,11 +1,13 @@
 """Tabular brain-age data: a CSV with an age column and regional features (FreeSurfer tables).
 
-The delimiter (comma, semicolon, tab or ``|``) is read off the header and first rows.  Feature
-columns are chosen by glob patterns (``fnmatch``), by default every numeric column but identifiers
-and covariates (:data:`NON_FEATURE_COLUMNS`).  Rows that cannot be used (missing, non-numeric or
-impossible age, missing or non-numeric feature) are skipped and listed on the table
-(:meth:`AgeTable.notes` says so in one line), so one bad row does not lose the run; a file with
-no usable row is an error.
+The delimiter (comma, semicolon, tab or ``|``) is read off the header and first rows; every row
+has as many fields as the header (a delimiter ending every row and blank lines aside), and spaces
+around names and values are dropped.  Feature columns are chosen by glob patterns (``fnmatch``),
+by default every numeric column but identifiers and covariates (:data:`NON_FEATURE_COLUMNS`).
+Rows that cannot be used (missing, non-numeric or impossible age, missing or non-numeric feature)
+are skipped and listed on the table (:meth:`AgeTable.notes` says so in one line, with empty site
+cells and ages beyond a lifetime), so one bad row does not lose the run; a file with no usable
+row is an error.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class AgeTable:
         repeated_ids: subject ids found on more than one row (whose rows may land in different folds).
         dropped_columns: columns left out of the default features for holding text among numbers:
             column -> ``(csv line, cell)`` of each text cell.
+        empty_site_lines: CSV lines of the kept rows whose site cell is empty (their site is
+            :data:`NO_SITE`).
     """
 
     features: np.ndarray
@@ -60,24 +64,68 @@ class AgeTable:
     delimiter: str = ","
     repeated_ids: list[str] = field(default_factory=list)
     dropped_columns: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+    empty_site_lines: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.ages)
 
     def notes(self, source: str) -> list[str]:
         """One line per thing a reader of ``source`` should know: rows skipped, ids repeated,
-        columns that are not features for a few text cells."""
+        columns that are not features for a few text cells, empty site cells, ages beyond a
+        lifetime."""
         lines = []
         if self.skipped:
             lines.append(describe_left_out(source, self.skipped, self.rows or len(self) + len(self.skipped)))
         if self.repeated_ids:
+            repeated = len(self.repeated_ids)
             lines.append(
-                f"{source}: {len(self.repeated_ids)} subject ids appear on more than one row (e.g. "
-                f"{self.repeated_ids[:5]}); rows of one subject may land in different cross-validation folds"
+                f"{source}: {plural(repeated, 'subject id')} {'appears' if repeated == 1 else 'appear'} on more than "
+                f"one row (e.g. {self.repeated_ids[:5]}); rows of one subject may land in different "
+                "cross-validation folds"
             )
         if self.dropped_columns:
             lines.append(describe_dropped_columns(source, self.dropped_columns, self.rows or len(self)))
+        if self.empty_site_lines:
+            lines.append(
+                f"{source}: {len(self.empty_site_lines)} of {plural(len(self), 'subject')} "
+                f"{'has' if len(self.empty_site_lines) == 1 else 'have'} an empty site cell "
+                f"({describe_lines(self.empty_site_lines)}); empty site cells are one site, {NO_SITE!r}, in per-site "
+                "results, and a site-grouped split (--split site) refuses them: fill in their sites"
+            )
+        beyond = self.ages[self.ages > OLDEST_AGE]
+        if len(beyond):
+            lines.append(
+                f"{source}: {plural(len(beyond), 'age')} {'is' if len(beyond) == 1 else 'are'} above {OLDEST_AGE} "
+                f"years (largest {float(beyond.max()):.10g}); ages are read as years: convert months or days to years"
+            )
         return lines
+
+
+#: Ages above this many years are noted, not refused (a study of infants may count in months): no
+#: one is known to have lived past 122, so a larger age is most likely in months or days.
+OLDEST_AGE = 130
+
+
+def plural(count: int, noun: str) -> str:
+    """``"1 row"``, ``"2 rows"``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def describe_lines(lines: Sequence[int]) -> str:
+    """``"line 3"``, ``"lines 3, 5, 8 and 2 more"``: the first :data:`SHOWN_PROBLEMS` CSV lines."""
+    shown = ", ".join(map(str, lines[:SHOWN_PROBLEMS]))
+    more = f" and {len(lines) - SHOWN_PROBLEMS} more" if len(lines) > SHOWN_PROBLEMS else ""
+    return f"{'line' if len(lines) == 1 else 'lines'} {shown}{more}"
+
+
+#: Column names an error shows before "and N more".
+SHOWN_COLUMNS = 12
+
+
+def describe_columns(columns: Sequence[str]) -> str:
+    """``"['age', 'f']"``, or the first :data:`SHOWN_COLUMNS` names and how many more."""
+    more = f" and {len(columns) - SHOWN_COLUMNS} more" if len(columns) > SHOWN_COLUMNS else ""
+    return f"{list(columns)[:SHOWN_COLUMNS]}{more}"
 
 
 def describe_dropped_columns(source: str, dropped: dict[str, list[tuple[int, str]]], rows: int) -> str:
@@ -97,15 +145,6 @@ def describe_dropped_columns(source: str, dropped: dict[str, list[tuple[int, str
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def _is_number(text: str) -> bool:
-    """A finite number that float32 (the dtype of the tables) holds without overflow."""
-    try:
-        value = float(text)
-    except ValueError:
-        return False
-    return math.isfinite(value) and abs(value) <= FLOAT32_MAX
-
-
 def _is_numeric_text(text: str) -> bool:
     """Text that reads as a number, NaN, infinity and values beyond float32 included."""
     try:
@@ -120,16 +159,24 @@ def _is_missing(text: str) -> bool:
     return not text or (_is_numeric_text(text) and math.isnan(float(text)))
 
 
+def number_problem(text: str) -> str | None:
+    """Why the cell ``text`` is not a finite number that float32 (the dtype of the tables) holds
+    (``"not a number"``, ``"infinite"``, ``"beyond float32's range"``), or ``None``."""
+    if not _is_numeric_text(text) or math.isnan(float(text)):
+        return "not a number"
+    if "inf" in text.lower():
+        return "infinite"
+    if abs(float(text)) > FLOAT32_MAX:
+        return "beyond float32's range"
+    return None
+
+
 def age_problem(text: str) -> str | None:
     """Why the cell ``text`` is not a usable age in years (``"is negative"``, ...), or ``None``."""
-    if not _is_numeric_text(text) or math.isnan(float(text)):
-        return "is not a number"
-    value = float(text)
-    if "inf" in text.lower():
-        return "is infinite"
-    if abs(value) > FLOAT32_MAX:
-        return "is beyond float32's range"
-    if value < 0:
+    problem = number_problem(text)
+    if problem:
+        return f"is {problem}"
+    if float(text) < 0:
         return "is negative"
     return None
 
@@ -186,42 +233,106 @@ def sniff_delimiter(path: Path, text: str) -> str:
 
 
 def read_csv_records(path: Path) -> tuple[list[str], list[dict[str, str]], str]:
-    """The header, the rows (as dicts) and the delimiter of a CSV file.
-
-    The delimiter is sniffed (:func:`sniff_delimiter`); a leading byte-order mark (spreadsheet
-    "CSV UTF-8" exports) is dropped, where it would otherwise become part of the first column's
-    name; repeated column names are refused, where ``csv.DictReader`` would keep the last of them
-    silently.
-    """
-    text = read_text_table(path)
-    delimiter = sniff_delimiter(path, text)
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
-    columns = list(reader.fieldnames or [])
-    rows = list(reader)
-    repeated = sorted({name for name in columns if columns.count(name) > 1})
-    if repeated:
-        raise ValueError(f"{path}: repeated column names {repeated[:5]}; each column needs its own name")
-    check_decimal_point(path, columns, rows, delimiter)
+    """The header, the rows (as dicts) and the delimiter of a CSV file (:func:`read_csv_rows`)."""
+    columns, rows, _, delimiter = read_csv_rows(path)
     return columns, rows, delimiter
 
 
-#: A number written with a decimal comma, as spreadsheets in many European locales save it.
-DECIMAL_COMMA = re.compile(r"\s*[+-]?\d*,\d+\s*")
+def read_csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]], list[int], str]:
+    """The header, the rows (as dicts), the CSV line of each row and the delimiter of a CSV file.
+
+    The delimiter is sniffed (:func:`sniff_delimiter`); a leading byte-order mark (spreadsheet
+    "CSV UTF-8" exports) is dropped, where it would otherwise become part of the first column's
+    name; spaces around names and values are dropped (``id, age``); blank lines are skipped.
+    Refused (``ValueError``, one line): a row with another number of fields than the header
+    (:func:`fit_to_header`), where ``csv.DictReader`` would drop or invent cells silently;
+    repeated column names, of which it would keep the last; numbers written with commas
+    (:func:`check_decimal_point`).
+    """
+    text = read_text_table(path)
+    delimiter = sniff_delimiter(path, text)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, skipinitialspace=True)
+    columns: list[str] | None = None
+    rows, lines, misfits, previous = [], [], [], 0
+    for fields in reader:
+        line, previous = previous + 1, reader.line_num
+        fields = [value.strip() for value in fields]
+        if columns is None:
+            if any(fields):
+                columns = header_names(fields)
+            continue
+        fitted = fit_to_header(fields, columns)
+        if fitted is None:
+            if any(fields):  # else a blank line
+                misfits.append((line, len(fields)))
+            continue
+        rows.append(dict(zip(columns, fitted)))
+        lines.append(line)
+    columns = columns or []
+    if misfits:
+        raise ValueError(describe_misfits(path, len(columns), misfits, delimiter))
+    repeated = sorted({name for name in columns if columns.count(name) > 1})
+    if repeated:
+        raise ValueError(f"{path}: repeated column names {repeated[:5]}; each column needs its own name")
+    check_decimal_point(path, columns, rows, delimiter, lines)
+    return columns, rows, lines, delimiter
 
 
-def check_decimal_point(path: Path, columns: Sequence[str], rows: Sequence[dict[str, str]], delimiter: str) -> None:
-    """Refuse a table, not separated by commas, with a column of numbers written with decimal
-    commas (``23,5``), which would otherwise be read as text."""
-    if delimiter == ",":
-        return
+def header_names(fields: list[str]) -> list[str]:
+    """The column names of a header row, without the empty names a delimiter ending it leaves."""
+    while len(fields) > 1 and not fields[-1]:
+        fields = fields[:-1]
+    return fields
+
+
+def fit_to_header(fields: list[str], columns: Sequence[str]) -> list[str] | None:
+    """A row's ``fields``, one per column: a row longer by empty fields only (a delimiter ending it)
+    is cut to the header; anything else of another length is ``None``."""
+    if len(fields) > len(columns) and not any(fields[len(columns) :]):
+        return fields[: len(columns)]
+    return fields if len(fields) == len(columns) else None
+
+
+def describe_misfits(path: Path, width: int, misfits: list[tuple[int, int]], delimiter: str) -> str:
+    """One line: ``t.csv: the header has 6 fields but line 2 has 8; unquoted commas ...``, with the
+    likely cause of longer rows (a delimiter inside a value: decimal commas) and of shorter ones."""
+    shown = ", ".join(f"line {line} has {count}" for line, count in misfits[:SHOWN_PROBLEMS])
+    left = len(misfits) - SHOWN_PROBLEMS
+    more = f" (and {plural(left, 'more row')} of another length)" if left > 0 else ""
+    name = DELIMITERS[delimiter]
+    causes = []
+    if any(count > width for _, count in misfits):
+        if delimiter == ",":
+            causes.append(
+                "unquoted commas inside values, e.g. decimal commas (58,2 for 58.2), split them in two: quote such "
+                "values or write numbers with '.' as the decimal mark"
+            )
+        else:
+            causes.append(f"unquoted {name}s inside values split them in two: quote such values")
+    if any(count < width for _, count in misfits):
+        causes.append(f"each row needs a field per column: an empty cell still needs its {name}")
+    return f"{path}: the header has {width} fields but {shown}{more}; {'; '.join(causes)}"
+
+
+#: A number written with commas: decimal commas, as spreadsheets in many European locales save
+#: them (``23,5``, ``1.234,5``), or thousands separators (``1,234``, ``12,345.5``).
+COMMA_NUMBER = re.compile(r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d*),\d+|[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+
+
+def check_decimal_point(
+    path: Path, columns: Sequence[str], rows: Sequence[dict[str, str]], delimiter: str, lines: Sequence[int]
+) -> None:
+    """Refuse a table with a column of numbers written with commas (``23,5``, ``1,234``: quoted in a
+    comma-separated file), which would otherwise be read as text; ``lines`` are the rows' CSV lines."""
     for column in columns:
-        cells = [(line, row[column]) for line, row in enumerate(rows, start=2) if row[column]]
-        commas = [(line, cell) for line, cell in cells if DECIMAL_COMMA.fullmatch(cell)]
-        if commas and all(DECIMAL_COMMA.fullmatch(cell) or _is_numeric_text(cell) for _, cell in cells):
+        cells = [(line, row[column]) for line, row in zip(lines, rows) if row[column]]
+        commas = [(line, cell) for line, cell in cells if COMMA_NUMBER.fullmatch(cell)]
+        if commas and all(COMMA_NUMBER.fullmatch(cell) or _is_numeric_text(cell) for _, cell in cells):
             line, cell = commas[0]
             raise ValueError(
-                f"{path} looks like {delimiter!r}-separated with decimal commas (column {column!r}, line {line}: "
-                f"{cell!r}); save it with '.' as the decimal mark"
+                f"{path} ({DELIMITERS[delimiter]}-separated) writes numbers with commas, as decimal commas or "
+                f"thousands separators (column {column!r}, line {line}: {cell!r}); save it with '.' as the decimal "
+                "mark and no thousands separators"
             )
 
 
@@ -261,7 +372,7 @@ def find_id_and_site_columns(
         if named and not column:
             match = closest_column(named, columns)
             hint = f" (did you mean {match!r}?)" if match else ""
-            raise ValueError(f"no {role} column {named!r}{hint}; columns are {list(columns)[:12]} ...")
+            raise ValueError(f"no {role} column {named!r}{hint}; columns are {describe_columns(columns)}")
         found.append(column)
     return found[0], found[1]
 
@@ -277,7 +388,9 @@ def select_feature_columns(
     if patterns:
         chosen = [c for c in columns if c != reserved[0] and any(fnmatch.fnmatchcase(c, p) for p in patterns)]
         if not chosen:
-            raise ValueError(f"feature patterns {list(patterns)} match no column; columns are {list(columns)[:12]} ...")
+            raise ValueError(
+                f"feature patterns {list(patterns)} match no column; columns are {describe_columns(columns)}"
+            )
         return chosen
     chosen = [
         c
@@ -287,20 +400,22 @@ def select_feature_columns(
         and all(_is_numeric_text(row[c]) for row in rows if row[c])
     ]
     if not chosen:
-        raise ValueError(f"no numeric feature column besides {sorted(excluded)}; columns are {list(columns)[:12]} ...")
+        raise ValueError(
+            f"no numeric feature column besides {sorted(excluded)}; columns are {describe_columns(columns)}"
+        )
     return chosen
 
 
 def text_cells_among_numbers(
-    columns: Sequence[str], rows: Sequence[dict[str, str]], excluded: Sequence[str]
+    columns: Sequence[str], rows: Sequence[dict[str, str]], excluded: Sequence[str], lines: Sequence[int]
 ) -> dict[str, list[tuple[int, str]]]:
     """``(csv line, cell)`` of the text cells of each column but ``excluded`` that also holds
     numbers (``2.61`` above ``n/a``): the columns the default feature choice leaves out for a few
-    cells, where a reader would expect a feature."""
+    cells, where a reader would expect a feature; ``lines`` are the rows' CSV lines."""
     left_out = {name.lower() for name in excluded}
     found = {}
     for column in (c for c in columns if c.lower() not in left_out):
-        cells = [(line, row[column]) for line, row in enumerate(rows, start=2)]
+        cells = [(line, row[column]) for line, row in zip(lines, rows)]
         texts = [(line, cell) for line, cell in cells if cell and not _is_numeric_text(cell)]
         if texts and any(_is_numeric_text(cell) and not _is_missing(cell) for _, cell in cells):
             found[column] = texts
@@ -358,11 +473,11 @@ def read_age_table(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no table at {path}")
-    columns, rows, delimiter = read_csv_records(path)
+    columns, rows, lines, delimiter = read_csv_rows(path)
     if age_column not in columns:
         match = closest_column(age_column, columns)
         hint = f" (did you mean --age-column {shlex.quote(match)}?)" if match else ""
-        raise ValueError(f"{path}: no age column {age_column!r}{hint}; columns are {columns[:12]} ...")
+        raise ValueError(f"{path}: no age column {age_column!r}{hint}; columns are {describe_columns(columns)}")
     if not rows:
         raise ValueError(f"{path}: the table has a header but no rows")
     try:
@@ -371,22 +486,27 @@ def read_age_table(
         feature_names = select_feature_columns(columns, features, rows, reserved)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
-    dropped = {} if features else text_cells_among_numbers(columns, rows, [*reserved, *NON_FEATURE_COLUMNS])
+    excluded = [*reserved, *NON_FEATURE_COLUMNS]
+    dropped = {} if features else text_cells_among_numbers(columns, rows, excluded, lines)
 
-    kept_features, kept_ages, ids, sites, skipped = [], [], [], [], []
-    for line, row in enumerate(rows, start=2):  # line 1 is the header
-        problem = age_problem(row[age_column] or "")
+    kept_features, kept_ages, ids, sites, skipped, empty_site_lines = [], [], [], [], [], []
+    for line, row in zip(lines, rows):
+        problem = age_problem(row[age_column])
         if problem:
             skipped.append((line, f"age {row[age_column]!r} {problem}"))
             continue
-        bad = next((c for c in feature_names if not _is_number(row[c] or "")), None)
+        reasons = ((column, number_problem(row[column])) for column in feature_names)
+        bad = next(((column, reason) for column, reason in reasons if reason), None)
         if bad is not None:
-            skipped.append((line, f"feature {bad!r} is {row[bad]!r}, not a number"))
+            column, reason = bad
+            skipped.append((line, f"feature {column!r} is {row[column]!r}, {reason}"))
             continue
         kept_ages.append(float(row[age_column]))
         kept_features.append([float(row[c]) for c in feature_names])
         ids.append(row[id_column] if id_column else str(line))
         sites.append((row[site_column] if site_column else "") or NO_SITE)
+        if site_column and not row[site_column]:
+            empty_site_lines.append(line)
     check_usable_rows(path, skipped, kept=len(kept_ages))
     seen: set[str] = set()
     repeated_ids: list[str] = []
@@ -405,6 +525,7 @@ def read_age_table(
         delimiter=delimiter,
         repeated_ids=repeated_ids,
         dropped_columns=dropped,
+        empty_site_lines=empty_site_lines,
     )
 
 
@@ -470,12 +591,22 @@ SITE_ORDERS = 100
 
 def check_site_folds(sites: Sequence[str], folds: int) -> None:
     """Refuse a site-grouped split of ``sites`` into ``folds`` folds when there are fewer distinct
-    sites than folds (naming a table without a site column as such)."""
+    sites than folds (naming a table without a site column as such), or when some subjects have no
+    site (:data:`NO_SITE` among other sites: empty site cells), which would form one made-up site."""
     check_folds(folds)
-    names = sorted(set(sites))
+    names = sorted({str(site) for site in sites})
     if names == [NO_SITE]:
         raise ValueError(
             f"a site-grouped split needs a site column; the table has none (every subject's site is {NO_SITE!r})"
+        )
+    if NO_SITE in names:
+        unknown = sum(str(site) == NO_SITE for site in sites)
+        known = [name for name in names if name != NO_SITE]
+        raise ValueError(
+            f"a site-grouped split needs every subject's site; {plural(unknown, 'subject')} "
+            f"{'has' if unknown == 1 else 'have'} no site (an empty site cell, read as {NO_SITE!r}) among the sites "
+            f"{known[:5]}{' ...' if len(known) > 5 else ''}; fill in their sites, leave those rows out, or split by "
+            "age (--split stratified)"
         )
     if len(names) < folds:
         raise ValueError(

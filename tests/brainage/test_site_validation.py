@@ -107,13 +107,19 @@ def test_stratified_split_is_unchanged_and_mixes_sites():
         (["a"] * 20 + ["b"] * 20, 3, "into 3 folds needs at least 3 sites, got 2"),
         (["a"] * 20 + ["b"] * 20, 2, "the training split holds one site"),
         (["a"] * 20 + ["b"] * 19 + ["c"], 3, "1 test"),
+        (
+            ["a"] * 20 + ["b"] * 20 + ["c"] * 18 + [NO_SITE] * 2,
+            3,
+            "2 subjects have no site (an empty site cell, read as 'all') among the sites ['a', 'b', 'c']",
+        ),
     ],
 )
 def test_site_split_refuses_tables_it_cannot_split(sites, folds, words):
     ages = np.linspace(20, 80, len(sites))
-    with pytest.raises(ValueError, match="^[^\n]*$") as error:
-        check_split(ages, sites, split="site", folds=folds, seeds=[0], validation_fraction=0.1)
-    assert words in str(error.value)
+    for labels in (sites, np.asarray(sites)):
+        with pytest.raises(ValueError, match="^[^\n]*$") as error:
+            check_split(ages, labels, split="site", folds=folds, seeds=[0], validation_fraction=0.1)
+        assert words in str(error.value) and "np.str_" not in str(error.value)  # sites shown as plain strings
 
 
 def test_unknown_split_is_refused():

@@ -98,7 +98,7 @@ def test_spreadsheet_quirks_are_read_or_refused(tmp_path):
     # A value beyond float32's range is not a usable number (it would be inf in the features).
     path = write_csv(tmp_path / "big.csv", ["age", "f"], [[20, 1], [40, "1e39"], [60, 2]])
     table = read_age_table(path, features=["f"])
-    assert table.skipped == [(3, "feature 'f' is '1e39', not a number")]
+    assert table.skipped == [(3, "feature 'f' is '1e39', beyond float32's range")]
     assert np.isfinite(table.features).all() and len(table) == 2
 
 
@@ -107,7 +107,7 @@ def test_repeated_subject_ids_are_reported(tmp_path):
     table = read_age_table(path)
     assert table.subject_ids == ["a", "b", "a"] and table.repeated_ids == ["a"]
     assert table.notes("t.csv") == [
-        "t.csv: 1 subject ids appear on more than one row (e.g. ['a']); rows of one subject may land in "
+        "t.csv: 1 subject id appears on more than one row (e.g. ['a']); rows of one subject may land in "
         "different cross-validation folds"
     ]
 
@@ -125,12 +125,13 @@ def test_the_delimiter_is_sniffed(tmp_path, delimiter):
 
 
 @pytest.mark.parametrize("features", [None, ["thick"]])
-def test_a_semicolon_table_with_decimal_commas_is_refused_with_a_hint(tmp_path, features):
+@pytest.mark.parametrize("delimiter, name", [(";", "semicolon"), ("\t", "tab")])
+def test_a_semicolon_table_with_decimal_commas_is_refused_with_a_hint(tmp_path, features, delimiter, name):
     # European spreadsheets write "23,5": not a number, and not to be read as two columns either.
     path = tmp_path / "t.csv"
-    path.write_text("sub_id;age;thick\ns1;23,5;2,71\ns2;40;2,5\n")
-    hint = "looks like ';'-separated with decimal commas (column 'age', line 2: '23,5'); save it with '.' as"
-    with pytest.raises(ValueError, match=re.escape(f"{path} {hint}")):
+    path.write_text("sub_id;age;thick\ns1;23,5;2,71\ns2;40;2,5\n".replace(";", delimiter))
+    hint = f"({name}-separated) writes numbers with commas, as decimal commas or thousands separators (column 'age'"
+    with pytest.raises(ValueError, match=re.escape(f"{path} {hint}, line 2: '23,5'); save it with '.' as")):
         read_age_table(path, features=features)
     path.write_text("sub_id;age;note;f\ns1;23;a,b;1\ns2;40;1,5 cm;2\n")  # commas in text are no decimal commas
     table = read_age_table(path)
@@ -215,3 +216,119 @@ def test_nan_cells_leave_rows_out_and_text_cells_among_numbers_are_named(tmp_pat
 def test_impossible_ages_are_named(tmp_path, age, reason):
     path = write_csv(tmp_path / "t.csv", ["age", "f"], [[20, 1], [age, 2]])
     assert read_age_table(path).skipped == [(3, reason)]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        # Unquoted decimal commas: "58,2" would otherwise train as the sex '2' and the site 'M'.
+        (
+            "id,age,sex,site,f1,f2\nsub-00,58,2,M,siteA,2,3962\nsub-01,40.5,F,siteB,2.1,3.2\n",
+            "t.csv: the header has 6 fields but line 2 has 7; unquoted commas inside values, e.g. decimal commas",
+        ),
+        ("age,f1,f2\n20,1,2\n30,1\n40\n50,1,2\n", "t.csv: the header has 3 fields but line 3 has 2, line 4 has 1;"),
+        ("age;f\n20;1\n\n30;1;2\n40;1;2\n", "t.csv: the header has 2 fields but line 4 has 3, line 5 has 3;"),
+    ],
+)
+def test_rows_of_another_width_than_the_header_are_refused(tmp_path, text, message):
+    path = tmp_path / "t.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match="^[^\n]*$") as error:
+        read_age_table(path)
+    assert str(error.value).startswith(str(path.parent / message))
+    if "20,1,2\n30,1\n" in text:
+        assert "an empty cell still needs its comma" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "age,f\n20,1,\n40,2,\n",  # a delimiter ending every row
+        "age,f,\n20,1,\n40,2,\n",  # ... and the header
+        "age,f,\n20,1\n40,2\n",  # ... or the header only
+        "\nage,f\n20,1\n\n   \n40,2\n\n\n",  # blank lines
+        "age,f\r\n20,1\r\n40,2\r\n",
+    ],
+)
+def test_trailing_delimiters_and_blank_lines_are_read(tmp_path, text):
+    path = tmp_path / "t.csv"
+    path.write_text(text)
+    table = read_age_table(path)
+    assert table.ages.tolist() == [20, 40] and table.feature_names == ["f"] and table.features.tolist() == [[1], [2]]
+    assert not table.notes("t.csv")
+
+
+@pytest.mark.parametrize(
+    "text, cell",
+    [
+        ('id,age,f1\ns1,"58,2","2,5"\ns2,40,"3,1"\n', "(column 'age', line 2: '58,2')"),
+        ('id,age,f1\ns1,58,"1,234"\ns2,40,"12,345.5"\n', "(column 'f1', line 2: '1,234')"),
+    ],
+)
+def test_a_comma_table_with_quoted_comma_numbers_is_refused_with_a_hint(tmp_path, text, cell):
+    path = tmp_path / "t.csv"
+    path.write_text(text)
+    hint = (
+        f"{path} (comma-separated) writes numbers with commas, as decimal commas or thousands separators {cell}; "
+        "save it with '.' as the decimal mark and no thousands separators"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(hint)}$"):
+        read_age_table(path)
+
+
+@pytest.mark.parametrize(
+    "cell, reason",
+    [
+        ("1e40", "feature 'f' is '1e40', beyond float32's range"),
+        ("inf", "feature 'f' is 'inf', infinite"),
+        ("-Infinity", "feature 'f' is '-Infinity', infinite"),
+        ("nan", "feature 'f' is 'nan', not a number"),
+        ("", "feature 'f' is '', not a number"),
+    ],
+)
+def test_unusable_features_are_named_like_ages(tmp_path, cell, reason):
+    path = write_csv(tmp_path / "t.csv", ["age", "f"], [[20, -1.5], [30, cell], [40, 2]])
+    table = read_age_table(path, features=["f"])
+    assert table.skipped == [(3, reason)] and table.features.ravel().tolist() == [-1.5, 2]
+
+
+def test_spaces_around_names_and_values_are_stripped(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text('id, age, Site, f1 \n s1 , 23.5, A, "1.5"\ns2, 40 , B , 2\n')
+    table = read_age_table(path)
+    assert table.feature_names == ["f1"] and table.subject_ids == ["s1", "s2"] and table.sites == ["A", "B"]
+    assert table.ages.tolist() == [23.5, 40] and table.features.ravel().tolist() == [1.5, 2]
+    path.write_text("id, Age, f1\ns1, 20, 1\n")
+    with pytest.raises(ValueError, match=re.escape("no age column 'age' (did you mean --age-column Age?)")):
+        read_age_table(path)
+
+
+def test_empty_site_cells_are_noted(tmp_path):
+    path = write_csv(
+        tmp_path / "t.csv", ["age", "site", "f"], [[20, "A", 1], [30, "", 2], [40, "B", 3], [50, "", 4], ["x", "", 5]]
+    )
+    table = read_age_table(path)
+    assert table.sites == ["A", "all", "B", "all"]
+    assert table.notes("t.csv") == [
+        "t.csv: skipped 1 of 5 rows (line 6: age 'x' is not a number)",
+        "t.csv: 2 of 4 subjects have an empty site cell (lines 3, 5); empty site cells are one site, 'all', in "
+        "per-site results, and a site-grouped split (--split site) refuses them: fill in their sites",
+    ]
+
+
+def test_ages_above_a_human_lifetime_are_noted(tmp_path):
+    path = write_csv(tmp_path / "t.csv", ["age", "f"], [[20, 1], [1000000, 2], [131.5, 3], [130, 4]])
+    table = read_age_table(path)
+    assert table.ages.tolist() == [20, 1000000, 131.5, 130]  # infant studies may count in months
+    assert table.notes("t.csv") == [
+        "t.csv: 2 ages are above 130 years (largest 1000000); ages are read as years: convert months or days to years"
+    ]
+
+
+def test_listed_columns_end_in_how_many_more_only_when_cut(tmp_path):
+    path = write_csv(tmp_path / "t.csv", ["years", "f"], [[20, 1]])
+    with pytest.raises(ValueError, match=r"columns are \['years', 'f'\]$"):
+        read_age_table(path)
+    path = write_csv(tmp_path / "u.csv", ["years", *(f"f{index}" for index in range(20))], [[20] * 21])
+    with pytest.raises(ValueError, match=r"columns are \['years', 'f0', .*'f10'\] and 9 more$"):
+        read_age_table(path)

@@ -114,7 +114,7 @@ def test_manifest_ages_and_site_columns_follow_the_table_rules(tmp_path):
     assert [(row.age, row.site) for row in rows] == [(30.0, "B")]
     assert problems == [(2, "age '-5' is negative"), (3, "age '1e400' is beyond float32's range")]
     manifest.write_text("path;age\na.nii.gz;30,5\n")
-    with pytest.raises(ValueError, match="looks like ';'-separated with decimal commas"):
+    with pytest.raises(ValueError, match=r"\(semicolon-separated\) writes numbers with commas, as decimal commas"):
         read_manifest(manifest)
 
 
