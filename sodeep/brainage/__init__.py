@@ -10,10 +10,11 @@ matplotlib, tqdm and W&B are imported when training, reading volumes or plotting
 from sodeep.brainage.commands import run_nifti, run_synthetic, run_tabular
 from sodeep.brainage.config import NiftiConfig, SyntheticConfig, TabularConfig, TrainingConfig, load_config
 from sodeep.brainage.datasets import BUNDLED_DATASETS, bundled_table_path
+from sodeep.brainage.folds import stratified_folds
 from sodeep.brainage.losses import BRAIN_AGE_PRESETS, BrainAgeLoss, BrainAgeLossPreset
 from sodeep.brainage.metrics import corrected_gap, fit_age_bias, gap_metrics, per_site_mae, regression_metrics
 from sodeep.brainage.models import SFCN, AgeMLP, CascadeAgeNet
-from sodeep.brainage.tables import AgeTable, Standardizer, read_age_table, stratified_folds
+from sodeep.brainage.tables import AgeTable, Standardizer, read_age_table
 
 __all__ = [
     "BRAIN_AGE_PRESETS",

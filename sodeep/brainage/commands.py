@@ -51,8 +51,8 @@ from sodeep.brainage.config import (
     TabularConfig,
     TrainingConfig,
 )
+from sodeep.brainage.csv_files import DELIMITERS, plural
 from sodeep.brainage.datasets import DEFAULT_DATASET
-from sodeep.brainage.tables import DELIMITERS
 from sodeep.config import SCALE_OUT
 from sodeep.run_folder import releasing_run_folders
 
@@ -113,8 +113,8 @@ def run_tabular(
         separated = "" if table.delimiter == "," else f" ({DELIMITERS[table.delimiter]}-separated)"
         _notes(table.notes(path.name))
         print(
-            f"{path.name}{separated}: {len(table)} subjects, {len(table.feature_names)} features, "
-            f"{len(table.skipped)} rows skipped; presets {config.losses}, {config.folds} folds x seeds {config.seeds}"
+            f"{path.name}{separated}: {plural(len(table), 'subject')}, {plural(len(table.feature_names), 'feature')}, "
+            f"{plural(len(table.skipped), 'row')} skipped; presets {config.losses}, {config.folds} folds x seeds {config.seeds}"
         )
         _say_started(fine_tuning, training)
         _say_resumed(out, resume and not overwrite, planned, pending)
@@ -283,7 +283,7 @@ def run_nifti(
         if leader:
             _notes(cohort.notes(Path(config.manifest).name))
             print(
-                f"{len(cohort.ages)} subjects, {len(cohort.problems)} rows left out; grid {shape} at "
+                f"{plural(len(cohort.ages), 'subject')}, {plural(len(cohort.problems), 'row')} left out; grid {shape} at "
                 f"{config.voxel_size} mm"
             )
         with wandb_run(config.wandb if leader else "disabled", out, "nifti", record, stop) as run:

@@ -30,8 +30,8 @@ from typing import Any
 
 from sodeep.brainage.augmentation import AUGMENTATIONS
 from sodeep.brainage.datasets import BUNDLED_DATASETS, DEFAULT_DATASET, bundled_table_path
+from sodeep.brainage.folds import check_folds
 from sodeep.brainage.losses import BRAIN_AGE_PRESETS, check_batch_pairs
-from sodeep.brainage.tables import check_folds
 from sodeep.config import SCALE_OUT, check_scale_out, parse_devices, read_yaml_mapping
 
 #: W&B modes of every command (``sodeep.runs.WANDB_MODES``, not imported here: that module loads Lightning).

@@ -2,10 +2,10 @@
 
 Two protocols (``split``, :data:`~sodeep.brainage.config.SPLITS`):
 
-- ``"stratified"``: age-stratified folds (:func:`~sodeep.brainage.tables.stratified_folds`); for
+- ``"stratified"``: age-stratified folds (:func:`~sodeep.brainage.folds.stratified_folds`); for
   each test fold, a tenth of the training folds (again age-stratified) is held out for early
   stopping and for fitting the age-bias correction;
-- ``"site"``: folds of whole sites (:func:`~sodeep.brainage.tables.site_folds`; as many folds as
+- ``"site"``: folds of whole sites (:func:`~sodeep.brainage.folds.site_folds`; as many folds as
   sites is leave-one-site-out), and the held-out tenth is whole training sites too, so no site
   is in two of fitting, validation and test.
 """
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sodeep.brainage.config import SPLITS
-from sodeep.brainage.tables import check_folds, check_site_folds, site_folds, stratified_folds
+from sodeep.brainage.folds import check_folds, check_site_folds, site_folds, stratified_folds
 
 
 def inner_validation_mask(ages: np.ndarray, fraction: float, seed: int) -> np.ndarray:

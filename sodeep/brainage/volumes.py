@@ -19,15 +19,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sodeep.brainage.tables import (
-    NO_SITE,
+from sodeep.brainage.csv_files import (
     age_problem,
     check_usable_rows,
     closest_column,
+    describe_columns,
     describe_left_out,
     find_column,
+    plural,
     read_csv_records,
 )
+from sodeep.brainage.tables import NO_SITE
 from sodeep.files import atomic_write
 from sodeep.run_folder import RunInterrupted
 
@@ -73,7 +75,7 @@ def read_manifest(path: str | os.PathLike) -> tuple[list[ManifestRow], list[tupl
         matches = [match for match in (closest_column(name, columns) for name in missing) if match]
         hint = f" (rename {' and '.join(repr(match) for match in matches)})" if matches else ""
         raise ValueError(
-            f"{path}: manifest needs columns 'path' and 'age'; missing {missing}{hint}; columns are {columns[:8]}"
+            f"{path}: manifest needs columns 'path' and 'age'; missing {missing}{hint}; columns are {describe_columns(columns)}"
         )
     try:
         sex, site = (find_column(columns, [name], name) for name in ("sex", "site"))
@@ -106,7 +108,7 @@ def check_listed_once(path: Path, rows: Sequence[ManifestRow]) -> None:
     if repeated:
         file, lines = next(iter(repeated.items()))
         listed = ", ".join(map(str, lines[:-1])) + f" and {lines[-1]}"
-        more = f" (and {len(repeated) - 1} more volumes)" if len(repeated) > 1 else ""
+        more = f" (and {plural(len(repeated) - 1, 'more volume')})" if len(repeated) > 1 else ""
         raise ValueError(
             f"{path}: {file} is listed on lines {listed}{more}; list each scan once, since a repeated scan "
             "could sit in a training fold and a test fold"

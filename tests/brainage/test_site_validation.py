@@ -16,9 +16,10 @@ from sodeep.brainage.baselines import RIDGE_ALPHAS, SVR_C, SVR_EPSILON, baseline
 from sodeep.brainage.config import TabularConfig, TrainingConfig
 from sodeep.brainage.cross_validation import cross_validate_table
 from sodeep.brainage.cv_report import format_report
+from sodeep.brainage.folds import site_folds
 from sodeep.brainage.metrics import per_site_spearman, within_site_spearman
 from sodeep.brainage.splits import assign_folds, check_split, fold_rows
-from sodeep.brainage.tables import NO_SITE, AgeTable, site_folds
+from sodeep.brainage.tables import NO_SITE, AgeTable
 from sodeep.cli import build_parser, main
 from sodeep.sweeps.expand import expand_trials
 from sodeep.sweeps.launcher import TrialLauncher

@@ -4,7 +4,8 @@ import re
 import numpy as np
 import pytest
 
-from sodeep.brainage.tables import Standardizer, read_age_table, stratified_folds
+from sodeep.brainage.folds import stratified_folds
+from sodeep.brainage.tables import Standardizer, read_age_table
 
 
 def write_csv(path, header, rows):
