@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,8 +39,18 @@ from sodeep.brainage.csv_files import (
     read_csv_rows,
 )
 
-#: Columns that are never features by default (compared case-insensitively).
-NON_FEATURE_COLUMNS = ("age", "sub_id", "subject", "subject_id", "participant_id", "id", "sex", "site", "scanner")
+#: Columns that are never features by default (compared case-insensitively): ids and covariates,
+#: such as sex or a site coded as numbers, which would otherwise pass for features.
+NON_FEATURE_COLUMNS = (
+    "age", "sub_id", "subject", "subject_id", "participant_id", "id", "eid",
+    "sex", "gender", "handedness", "site", "scanner", "center", "centre", "study", "dataset",
+)  # fmt: skip
+#: Names of a row-index column, never a feature by default: pandas' ``to_csv`` writes its index
+#: under an empty name (read back: ``Unnamed: 0``), R's ``write.csv`` its row names likewise.
+INDEX_COLUMN = re.compile(r"|unnamed: ?\d+|\.\.\.1", re.IGNORECASE)
+#: A feature whose Pearson correlation with age is at least this (in absolute value) is named in
+#: a note: it gives the age away (an age in months, a birth year) rather than measure the brain.
+AGE_LIKE_CORRELATION = 0.99
 #: The site of a subject whose table has no site column (or whose site cell is empty).
 NO_SITE = "all"
 #: Id columns looked for, in this order, when none is named (compared case-insensitively).
@@ -60,10 +71,13 @@ class AgeTable:
         rows: data rows in the file (kept and skipped).
         delimiter: the file's delimiter.
         repeated_ids: subject ids found on more than one row (whose rows may land in different folds).
-        dropped_columns: columns left out of the default features for holding text among numbers:
+        dropped_columns: columns left out of the default features for cells that are not plain numbers:
             column -> ``(csv line, cell)`` of each text cell.
         empty_site_lines: CSV lines of the kept rows whose site cell is empty (their site is
             :data:`NO_SITE`).
+        index_columns: row-index columns (:data:`INDEX_COLUMN`) left out of the default features.
+        age_like_features: features whose correlation with age reaches
+            :data:`AGE_LIKE_CORRELATION`: name -> Pearson r.
     """
 
     features: np.ndarray
@@ -77,6 +91,8 @@ class AgeTable:
     repeated_ids: list[str] = field(default_factory=list)
     dropped_columns: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
     empty_site_lines: list[int] = field(default_factory=list)
+    index_columns: list[str] = field(default_factory=list)
+    age_like_features: dict[str, float] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.ages)
@@ -104,6 +120,18 @@ class AgeTable:
                 f"({describe_lines(self.empty_site_lines)}); empty site cells are one site, {NO_SITE!r}, in per-site "
                 "results, and a site-grouped split (--split site) refuses them: fill in their sites"
             )
+        if self.index_columns:
+            lines.append(
+                f"{source}: {plural(len(self.index_columns), 'row-index column')} "
+                f"{[str(name) for name in self.index_columns]} (as pandas and R write the index) "
+                f"{'is' if len(self.index_columns) == 1 else 'are'} not a feature"
+            )
+        if self.age_like_features:
+            shown = ", ".join(f"{name!r} (r = {r:+.3f})" for name, r in self.age_like_features.items())
+            lines.append(
+                f"{source}: features that give the age away: {shown}; they follow the age almost exactly (an age "
+                "in other units, a birth year?): leave them out with --features"
+            )
         beyond = self.ages[self.ages > OLDEST_AGE]
         if len(beyond):
             lines.append(
@@ -119,7 +147,7 @@ OLDEST_AGE = 130
 
 
 def describe_dropped_columns(source: str, dropped: dict[str, list[tuple[int, str]]], rows: int) -> str:
-    """One line: ``my.csv: columns holding text among numbers are not features: 'g' (2 of 4 cells,
+    """One line: ``my.csv: columns with cells that are not plain numbers are not features: 'g' (2 of 4 cells,
     line 4: 'n/a'); ...``."""
     shown = ", ".join(
         f"{column!r} ({len(cells)} of {rows} cells, line {cells[0][0]}: {cells[0][1]!r})"
@@ -127,7 +155,7 @@ def describe_dropped_columns(source: str, dropped: dict[str, list[tuple[int, str
     )
     more = f", and {len(dropped) - SHOWN_PROBLEMS} more" if len(dropped) > SHOWN_PROBLEMS else ""
     return (
-        f"{source}: columns holding text among numbers are not features: {shown}{more}; "
+        f"{source}: columns with cells that are not plain numbers are not features: {shown}{more}; "
         "name them in --features to keep them (their rows with text are then skipped)"
     )
 
@@ -168,12 +196,21 @@ def select_feature_columns(
         c
         for c in columns
         if c.lower() not in excluded
+        and not INDEX_COLUMN.fullmatch(c)
         and not all(is_missing(row[c]) for row in rows)
         and all(is_numeric_text(row[c]) for row in rows if row[c])
     ]
     if not chosen:
+        texts = text_cells_among_numbers(columns, rows, [*excluded], range(2, len(rows) + 2))
+        hint = ""
+        if texts:
+            shown = ", ".join(f"{column!r} (line {cells[0][0]}: {cells[0][1]!r})" for column, cells in texts.items())
+            hint = (
+                f"; columns with cells that are not plain numbers: {shown[:300]}: name them in --features "
+                "(e.g. --features 'lh_*') to keep them, and their rows with such cells are skipped"
+            )
         raise ValueError(
-            f"no numeric feature column besides {sorted(excluded)}; columns are {describe_columns(columns)}"
+            f"no numeric feature column besides {sorted(excluded)}{hint}; columns are {describe_columns(columns)}"
         )
     return chosen
 
@@ -181,17 +218,24 @@ def select_feature_columns(
 def text_cells_among_numbers(
     columns: Sequence[str], rows: Sequence[dict[str, str]], excluded: Sequence[str], lines: Sequence[int]
 ) -> dict[str, list[tuple[int, str]]]:
-    """``(csv line, cell)`` of the text cells of each column but ``excluded`` that also holds
-    numbers (``2.61`` above ``n/a``): the columns the default feature choice leaves out for a few
-    cells, where a reader would expect a feature; ``lines`` are the rows' CSV lines."""
+    """``(csv line, cell)`` of the cells that are not plain numbers in each column but ``excluded``
+    that a reader would take for a feature: one that also holds numbers (``2.61`` above ``n/a``),
+    or whose cells all look like numbers in another format (``1.100.000``, ``45%``: digits, no
+    letters); ``lines`` are the rows' CSV lines."""
     left_out = {name.lower() for name in excluded}
     found = {}
-    for column in (c for c in columns if c.lower() not in left_out):
+    for column in (c for c in columns if c.lower() not in left_out and not INDEX_COLUMN.fullmatch(c)):
         cells = [(line, row[column]) for line, row in zip(lines, rows)]
         texts = [(line, cell) for line, cell in cells if cell and not is_numeric_text(cell)]
-        if texts and any(is_numeric_text(cell) and not is_missing(cell) for _, cell in cells):
+        numbers = any(is_numeric_text(cell) and not is_missing(cell) for _, cell in cells)
+        if texts and (numbers or all(_looks_numeric(cell) for _, cell in texts)):
             found[column] = texts
     return found
+
+
+def _looks_numeric(cell: str) -> bool:
+    """A cell with digits and no letters (``1.100.000``, ``45%``, ``1 100 000``)."""
+    return any(char.isdigit() for char in cell) and not any(char.isalpha() for char in cell)
 
 
 def read_age_table(
@@ -242,6 +286,7 @@ def read_age_table(
         raise ValueError(f"{path}: {error}") from None
     excluded = [*reserved, *NON_FEATURE_COLUMNS]
     dropped = {} if features else text_cells_among_numbers(columns, rows, excluded, lines)
+    index_columns = [] if features else [c for c in columns if INDEX_COLUMN.fullmatch(c) and c not in reserved]
 
     kept_features, kept_ages, ids, sites, skipped, empty_site_lines = [], [], [], [], [], []
     for line, row in zip(lines, rows):
@@ -268,9 +313,11 @@ def read_age_table(
         if subject in seen and subject not in repeated_ids:
             repeated_ids.append(subject)
         seen.add(subject)
+    kept_features = np.asarray(kept_features, dtype=np.float32)
+    kept_ages = np.asarray(kept_ages, dtype=np.float32)
     return AgeTable(
-        features=np.asarray(kept_features, dtype=np.float32),
-        ages=np.asarray(kept_ages, dtype=np.float32),
+        features=kept_features,
+        ages=kept_ages,
         feature_names=feature_names,
         subject_ids=ids,
         sites=sites,
@@ -280,7 +327,25 @@ def read_age_table(
         repeated_ids=repeated_ids,
         dropped_columns=dropped,
         empty_site_lines=empty_site_lines,
+        index_columns=index_columns,
+        age_like_features=age_like_features(kept_features, kept_ages, feature_names),
     )
+
+
+def age_like_features(features: np.ndarray, ages: np.ndarray, names: Sequence[str]) -> dict[str, float]:
+    """Features (``(N, F)``) whose Pearson correlation with ``ages`` (``(N,)``) reaches
+    :data:`AGE_LIKE_CORRELATION` in absolute value: name -> r.  Needs 3 rows and varying ages."""
+    if len(ages) < 3 or np.ptp(ages) == 0:
+        return {}
+    centred = features.astype(np.float64) - features.mean(0, dtype=np.float64)
+    age_centred = ages.astype(np.float64) - ages.mean(dtype=np.float64)
+    norms = np.linalg.norm(centred, axis=0) * np.linalg.norm(age_centred)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        correlation = (centred.T @ age_centred) / norms
+    return {
+        names[index]: float(correlation[index])
+        for index in np.flatnonzero(np.abs(np.nan_to_num(correlation)) >= AGE_LIKE_CORRELATION)
+    }
 
 
 class Standardizer:

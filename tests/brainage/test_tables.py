@@ -200,7 +200,7 @@ def test_nan_cells_leave_rows_out_and_text_cells_among_numbers_are_named(tmp_pat
     assert table.dropped_columns == {"g": [(4, "n/a"), (5, "?")]}
     assert table.notes("t.csv") == [
         "t.csv: skipped 1 of 4 rows (line 3: feature 'f' is 'NaN', not a number)",
-        "t.csv: columns holding text among numbers are not features: 'g' (2 of 4 cells, line 4: 'n/a'); "
+        "t.csv: columns with cells that are not plain numbers are not features: 'g' (2 of 4 cells, line 4: 'n/a'); "
         "name them in --features to keep them (their rows with text are then skipped)",
     ]
 
@@ -306,7 +306,7 @@ def test_spaces_around_names_and_values_are_stripped(tmp_path):
 
 def test_empty_site_cells_are_noted(tmp_path):
     path = write_csv(
-        tmp_path / "t.csv", ["age", "site", "f"], [[20, "A", 1], [30, "", 2], [40, "B", 3], [50, "", 4], ["x", "", 5]]
+        tmp_path / "t.csv", ["age", "site", "f"], [[20, "A", 1], [30, "", 3], [40, "B", 2], [50, "", 4], ["x", "", 5]]
     )
     table = read_age_table(path)
     assert table.sites == ["A", "all", "B", "all"]
@@ -333,3 +333,33 @@ def test_listed_columns_end_in_how_many_more_only_when_cut(tmp_path):
     path = write_csv(tmp_path / "u.csv", ["years", *(f"f{index}" for index in range(20))], [[20] * 21])
     with pytest.raises(ValueError, match=r"columns are \['years', 'f0', .*'f10'\] and 9 more$"):
         read_age_table(path)
+
+
+def test_index_columns_covariates_and_age_like_columns_are_not_taken_for_brain_features(tmp_path):
+    ages = [21.0, 35.5, 48.0, 63.0, 77.5]
+    rows = [
+        [index, f"s{index}", age, age * 12, index % 2, 1 + index % 3, 2.5 + 0.1 * ((index * 7) % 5)]
+        for index, age in enumerate(ages)
+    ]
+    path = write_csv(tmp_path / "t.csv", ["", "participant_id", "age", "age_months", "gender", "center", "f"], rows)
+    table = read_age_table(path)  # as pandas' to_csv writes it: the index first, under an empty name
+    assert table.feature_names == ["age_months", "f"] and table.index_columns == [""]
+    assert list(table.age_like_features) == ["age_months"]
+    assert table.age_like_features["age_months"] == pytest.approx(1.0)
+    notes = table.notes("t.csv")
+    assert "t.csv: 1 row-index column [''] (as pandas and R write the index) is not a feature" in notes
+    assert any("features that give the age away: 'age_months' (r = +1.000)" in line for line in notes)
+
+
+def test_a_table_whose_every_column_holds_a_text_cell_says_which_and_how_to_keep_them(tmp_path):
+    rows = [[20 + 10 * i, 2.1 + i / 10, 3.2 - i / 10] for i in range(4)] + [[60, "n/a", "n/a"]]
+    path = write_csv(tmp_path / "t.csv", ["age", "roi_1", "roi_2"], rows)
+    with pytest.raises(ValueError, match=r"columns with cells that are not plain numbers: 'roi_1' \(line 6: 'n/a'\)"):
+        read_age_table(path)
+    assert read_age_table(path, features=["roi_*"]).ages.tolist() == [20, 30, 40, 50]
+
+
+def test_columns_of_numbers_in_another_format_are_named(tmp_path):
+    path = write_csv(tmp_path / "t.csv", ["age", "f", "etiv"], [[20, 1.5, "1.100.000"], [30, 1.2, "1.250.000"]])
+    table = read_age_table(path)
+    assert table.feature_names == ["f"] and list(table.dropped_columns) == ["etiv"]
