@@ -94,6 +94,8 @@ def read_text_table(path: Path) -> str:
         raise ValueError(f"{path} cannot be read ({error.strerror})") from None
     if not data.strip():
         raise ValueError(f"{path} is empty: a table needs a header row and one row per subject")
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise ValueError(f"{path} is in UTF-16 (a spreadsheet's \"Unicode Text\"); save it as CSV UTF-8")
     if b"\x00" in data[:65536]:
         raise ValueError(f"{path} is not a text CSV file (it holds binary data)")
     try:
@@ -164,6 +166,8 @@ def read_csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]], list[int
             if any(fields):  # else a blank line
                 misfits.append((line, len(fields)))
             continue
+        if not any(fitted):  # a row of delimiters only, as spreadsheets write an emptied row
+            continue
         rows.append(dict(zip(columns, fitted)))
         lines.append(line)
     columns = columns or []
@@ -209,7 +213,9 @@ def describe_misfits(path: Path, width: int, misfits: list[tuple[int, int]], del
             causes.append(f"unquoted {name}s inside values split them in two: quote such values")
     if any(count < width for _, count in misfits):
         causes.append(f"each row needs a field per column: an empty cell still needs its {name}")
-    return f"{path}: the header has {width} fields but {shown}{more}; {'; '.join(causes)}"
+    if width == 1 and all(count > width for _, count in misfits):  # the header is another line
+        causes = ["the first line is taken as the header: remove a title or comment line above the header"]
+    return f"{path}: the header has {plural(width, 'field')} but {shown}{more}; {'; '.join(causes)}"
 
 
 #: A number written with commas: decimal commas, as spreadsheets in many European locales save
@@ -240,7 +246,10 @@ def closest_column(name: str, columns: Sequence[str]) -> str | None:
     if name.lower() in folded:
         return folded[name.lower()]
     close = difflib.get_close_matches(name.lower(), list(folded), n=1)
-    return folded[close[0]] if close else None
+    if close:
+        return folded[close[0]]
+    holding = [column for column in columns if name.lower() in column.lower()]  # `Age (years)`, `AGE_AT_SCAN`
+    return holding[0] if len(holding) == 1 else None
 
 
 def find_column(columns: Sequence[str], names: Sequence[str], role: str) -> str | None:

@@ -363,3 +363,24 @@ def test_columns_of_numbers_in_another_format_are_named(tmp_path):
     path = write_csv(tmp_path / "t.csv", ["age", "f", "etiv"], [[20, 1.5, "1.100.000"], [30, 1.2, "1.250.000"]])
     table = read_age_table(path)
     assert table.feature_names == ["f"] and list(table.dropped_columns) == ["etiv"]
+
+
+def test_spreadsheet_exports_read_or_refused_for_what_they_are(tmp_path):
+    emptied = tmp_path / "emptied.csv"
+    emptied.write_text("age,f\n20,1\n,\n30,2\n")  # a row emptied in a spreadsheet: delimiters only
+    table = read_age_table(emptied)
+    assert table.ages.tolist() == [20, 30] and table.notes("emptied.csv") == []
+    titled = tmp_path / "titled.csv"
+    titled.write_text("# exported by a script\nid,age,f\ns1,20,1\ns2,30,2\n")
+    with pytest.raises(
+        ValueError, match="the header has 1 field but .*remove a title or comment line above the header"
+    ):
+        read_age_table(titled)
+    unicode_text = tmp_path / "unicode.csv"
+    unicode_text.write_bytes("age,f\n20,1\n".encode("utf-16"))
+    with pytest.raises(ValueError, match=r"is in UTF-16 .*save it as CSV UTF-8"):
+        read_age_table(unicode_text)
+    units = tmp_path / "units.csv"
+    units.write_text("id,Age (years),f\ns1,20,1\n")
+    with pytest.raises(ValueError, match=re.escape("(did you mean --age-column 'Age (years)'?)")):
+        read_age_table(units)
