@@ -11,6 +11,7 @@ Python API read too.
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import difflib
 import json
@@ -255,19 +256,30 @@ class OneLineErrorParser(argparse.ArgumentParser):
         return arguments
 
     def _hyphenated(self, words: list[str]) -> list[str]:
-        """``words`` with each ``--a_b[=value]`` that names no flag but whose ``--a-b`` does, in
-        the (sub)command it was given to, spelled ``--a-b[=value]``; nothing after ``--``."""
-        spelled = list(words)
+        """``words`` as a W&B sweep agent writes them, in the spelling argparse reads; nothing
+        after ``--`` is touched.  In the (sub)command each word was given to:
+
+        - ``--a_b[=value]`` that names no flag but whose ``--a-b`` does is ``--a-b[=value]``;
+        - ``--flag=True`` / ``--flag=False`` of a switch is ``--flag`` / ``--no-flag`` (or nothing);
+        - ``--flag=['x', 'y']`` (a list parameter, written with Python's ``str``) of a flag that
+          takes several values is ``--flag x y``.
+        """
+        spelled: list[str] = []
         for index, word in enumerate(words):
             if word == "--":
-                break
+                return spelled + words[index:]
             name, equals, value = word.partition("=")
-            if not name.startswith("--") or "_" not in name:
+            if not name.startswith("--"):
+                spelled.append(word)
                 continue
-            flags = {flag for action in self._innermost(words[:index])._actions for flag in action.option_strings}
+            actions = {
+                flag: action for action in self._innermost(words[:index])._actions for flag in action.option_strings
+            }
             hyphenated = "--" + name[2:].replace("_", "-")
-            if name not in flags and hyphenated in flags:
-                spelled[index] = hyphenated + equals + value
+            if name not in actions and hyphenated in actions:
+                name = hyphenated
+            action = actions.get(name)
+            spelled += _sweep_spelling(name, value, action) if equals and action else [name + equals + value]
         return spelled
 
     def _innermost(self, words: list[str]) -> argparse.ArgumentParser:
@@ -280,6 +292,24 @@ class OneLineErrorParser(argparse.ArgumentParser):
                         inner = getattr(chosen, "_innermost", None)
                         return inner(words[index + 1 :]) if inner else chosen
         return self
+
+
+def _sweep_spelling(flag: str, value: str, action: argparse.Action) -> list[str]:
+    """``flag=value`` as words argparse reads: a switch given ``True``/``False``, or a flag of
+    several values given a Python list literal, is spelled out; anything else is left as it is."""
+    if action.nargs == 0 and value in ("True", "False"):  # store_true or --x/--no-x
+        negative = next((option for option in action.option_strings if option.startswith("--no-")), None)
+        if value == "True":
+            return [flag]
+        return [negative] if negative else []
+    if action.nargs in ("+", "*") and value.startswith("[") and value.endswith("]"):
+        try:
+            items = ast.literal_eval(value)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            return [f"{flag}={value}"]
+        if isinstance(items, list) and items and all(isinstance(item, (str, int, float)) for item in items):
+            return [flag, *map(str, items)]
+    return [f"{flag}={value}"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -35,3 +35,13 @@ def test_a_nested_sweep_parameter_as_w_and_b_writes_it_is_a_sorter_config():
     assert (
         pretrain_config(written_by_the_agent).sorter == pretrain_config(as_json).sorter == {"softness": 0.5, "band": 4}
     )
+
+
+def test_list_and_boolean_sweep_parameters_as_w_and_b_writes_them():
+    parser = build_parser()
+    written = ["brainage", "tabular", "--losses=['l1', 'mse']", "--seeds=[0, 1]", "--freeze_backbone=True"]
+    spelled = ["brainage", "tabular", "--losses", "l1", "mse", "--seeds", "0", "1", "--freeze-backbone"]
+    assert vars(parser.parse_args(written)) == vars(parser.parse_args(spelled))
+    off = parser.parse_args(["brainage", "tabular", "--freeze-backbone=False", "--overwrite=False"])
+    assert off.freeze_backbone is False and off.overwrite is False
+    assert parser.parse_args(["pretrain", "--resume=True"]).resume is True

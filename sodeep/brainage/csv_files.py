@@ -95,7 +95,7 @@ def read_text_table(path: Path) -> str:
     if not data.strip():
         raise ValueError(f"{path} is empty: a table needs a header row and one row per subject")
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        raise ValueError(f"{path} is in UTF-16 (a spreadsheet's \"Unicode Text\"); save it as CSV UTF-8")
+        raise ValueError(f'{path} is in UTF-16 (a spreadsheet\'s "Unicode Text"); save it as CSV UTF-8')
     if b"\x00" in data[:65536]:
         raise ValueError(f"{path} is not a text CSV file (it holds binary data)")
     try:
