@@ -10,6 +10,7 @@ import csv
 import io
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -301,6 +302,19 @@ def progress_settings(every: int = 100) -> dict[str, Any]:
     return {"enable_progress_bar": False, "callbacks": [ProgressLines(every)]}
 
 
+def available_accelerators() -> list[str]:
+    """Accelerators ``--accelerator`` can name on this machine: ``auto``, ``cpu`` and, where torch
+    sees them, ``gpu`` (also ``cuda``) or ``mps``."""
+    import torch
+
+    names = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        names += ["gpu", "cuda"]
+    if torch.backends.mps.is_available():
+        names += ["gpu", "mps"]
+    return list(dict.fromkeys(names))
+
+
 def make_trainer(*, asked_for: dict[str, Any] | None = None, **settings: Any) -> L.Trainer:
     """Lightning's ``Trainer`` with ``settings``; where it cannot train (an accelerator this
     machine lacks or whose package is missing, devices it does not have, more CPU processes than
@@ -317,8 +331,13 @@ def make_trainer(*, asked_for: dict[str, Any] | None = None, **settings: Any) ->
     # Lightning raises all three for an accelerator or devices it cannot use.
     except (MisconfigurationException, ModuleNotFoundError, TypeError) as error:
         reason = " ".join(str(error).split())
-        if "No supported gpu backend found" in reason:
-            reason = "this machine has no GPU that torch can use (torch.cuda.is_available() is False); drop --accelerator or give cpu"
+        unavailable = re.search(r"`(\w+)Accelerator` can not run on your system", reason)
+        if "No supported gpu backend found" in reason or unavailable:
+            kind = unavailable.group(1) if unavailable else "GPU"
+            reason = (
+                f"this machine has no {kind} that torch can use; drop --accelerator or give cpu "
+                f"(available here: {', '.join(available_accelerators())})"
+            )
         elif "CPUAccelerator" in reason:  # -1 or indices, which sodeep accepts for GPUs
             reason = (
                 "on CPUs, devices must be a count of processes >= 1 or 'auto'; -1 and indices like 0,2 choose "

@@ -185,10 +185,12 @@ def test_devices_a_cpu_cannot_take_are_refused_with_what_it_takes(tmp_path, caps
 
 
 @pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(), reason="this machine has a GPU")
-def test_a_gpu_asked_for_on_a_machine_without_one_is_named(tmp_path, capsys):
-    argv = ["pretrain", "--steps", "1", "--accelerator", "gpu", "--out", str(tmp_path / "run")]
+@pytest.mark.parametrize("accelerator, kind", [("gpu", "GPU"), ("cuda", "CUDA")])
+def test_a_gpu_asked_for_on_a_machine_without_one_is_named(tmp_path, capsys, accelerator, kind):
+    argv = ["pretrain", "--steps", "1", "--accelerator", accelerator, "--out", str(tmp_path / "run")]
     error = _one_line_error(argv, capsys)
-    assert "this machine has no GPU that torch can use" in error and "drop --accelerator or give cpu" in error
+    assert f"this machine has no {kind} that torch can use; drop --accelerator or give cpu" in error, error
+    assert "(available here: auto, cpu)" in error
     assert not (tmp_path / "run").exists()
 
 
