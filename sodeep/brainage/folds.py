@@ -31,7 +31,11 @@ def stratified_folds(ages: np.ndarray, folds: int, seed: int) -> np.ndarray:
     Returns:
         ``(N,)`` ints in ``[0, folds)``.
     """
-    ages = np.asarray(ages)
+    ages = np.asarray(ages, dtype=np.float64)
+    if ages.ndim != 1:
+        raise ValueError(f"ages must be 1-D, one per subject, got shape {ages.shape}")
+    if not np.isfinite(ages).all():
+        raise ValueError(f"ages must be finite, got {int((~np.isfinite(ages)).sum())} NaN or infinite")
     check_folds(folds, len(ages))
     rng = np.random.default_rng(seed)
     # Random tie-break so subjects of equal age are not always binned in file order.
@@ -55,6 +59,8 @@ def check_site_folds(sites: Sequence[str], folds: int) -> None:
     sites than folds (naming a table without a site column as such), or when some subjects have no
     site (:data:`NO_SITE` among other sites: empty site cells), which would form one made-up site."""
     check_folds(folds)
+    if isinstance(sites, (str, bytes)) or any(site is None for site in sites):
+        raise ValueError("sites must be a sequence of site labels, one per subject, none of them None")
     names = sorted({str(site) for site in sites})
     if names == [NO_SITE]:
         raise ValueError(

@@ -293,3 +293,15 @@ def test_training_subjects_all_of_one_age_are_refused_before_anything_runs():
     ages = np.array([30.0] * 29 + [60.0])
     with pytest.raises(ValueError, match="every training subject is aged 30, and the age-bias line needs two"):
         check_split(ages, [NO_SITE] * 30, split="stratified", folds=3, seeds=[0], validation_fraction=0.1)
+
+
+def test_folds_refuse_input_they_cannot_split():
+    from sodeep.brainage.folds import stratified_folds
+
+    with pytest.raises(ValueError, match="ages must be finite, got 1 NaN or infinite"):
+        stratified_folds(np.array([20.0, np.nan, 40.0, 50.0]), 2, seed=0)
+    with pytest.raises(ValueError, match=r"ages must be 1-D, one per subject, got shape \(2, 2\)"):
+        stratified_folds(np.ones((2, 2)), 2, seed=0)
+    for sites in ("abc", ["a", None, "b"]):
+        with pytest.raises(ValueError, match="sites must be a sequence of site labels"):
+            site_folds(sites, 2, seed=0)
