@@ -48,7 +48,7 @@ def summarize(results: dict[str, Any], ages: np.ndarray, sites: Sequence[str]) -
                 continue
             entry["summary"] = {}
             for metric in REPORTED_METRICS:
-                values = [r[metric] for r in runs if metric in r]
+                values = [r[metric] for r in runs if metric in r and not math.isnan(r[metric])]
                 if len(values) < len(runs):
                     continue  # undefined for some run (or not recorded by it): no summary
                 sd = float(np.std(values, ddof=1)) if len(runs) > 1 else 0.0

@@ -102,10 +102,18 @@ def gap_metrics(predicted, true, bias: tuple[float, float]) -> dict[str, float]:
     raw = np.asarray(predicted, dtype=np.float64) - t
     fixed = corrected_gap(predicted, true, bias)
     return {
-        "gap_age_correlation": float(np.corrcoef(raw, t)[0, 1]),
-        "corrected_gap_age_correlation": float(np.corrcoef(fixed, t)[0, 1]),
+        "gap_age_correlation": _correlation(raw, t),
+        "corrected_gap_age_correlation": _correlation(fixed, t),
         "corrected_mae": float(np.abs(fixed).mean()),
     }
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson r of two ``(N,)`` arrays; NaN (undefined, without numpy's warning) when one of them
+    is constant, as the gap of a model that predicts one age for everyone."""
+    if not (np.ptp(a) > 0 and np.ptp(b) > 0):
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
 
 
 def per_site_mae(predicted, true, sites: Sequence[str]) -> dict[str, dict[str, float]]:

@@ -68,3 +68,12 @@ def test_spearman_is_exact_and_undefined_for_constant_predictions():
         constant = regression_metrics(np.full(5, 40.0), true)
     assert np.isnan(constant["pearson"]) and np.isnan(constant["spearman"])
     assert constant["mae"] == pytest.approx(12.0)
+
+
+def test_gap_correlations_of_a_constant_gap_are_undefined_without_a_warning():
+    true = np.array([20.0, 30.0, 40.0, 50.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gaps = gap_metrics(true + 3.0, true, fit_age_bias(true + 3.0, true))
+    assert np.isnan(gaps["gap_age_correlation"]) and np.isnan(gaps["corrected_gap_age_correlation"])
+    assert gaps["corrected_mae"] == pytest.approx(0.0, abs=1e-9)
