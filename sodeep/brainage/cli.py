@@ -55,6 +55,18 @@ def add_brainage_parser(commands: Any) -> argparse.ArgumentParser:
     add("csv", metavar="PATH", help="your own table: a header row, an age column and feature columns")
     add("age_column", metavar="NAME", help="column of chronological ages (years)")
     add(
+        "id_column",
+        metavar="NAME",
+        help="column of subject ids",
+        shown="the first of sub_id, subject_id, participant_id, subject, id",
+    )
+    add(
+        "site_column",
+        metavar="NAME",
+        help="column of sites or scanners (per-site results, --split site)",
+        shown="site, if present",
+    )
+    add(
         "features",
         nargs="+",
         metavar="GLOB",

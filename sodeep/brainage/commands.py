@@ -84,7 +84,13 @@ def run_tabular(
     config.check()
     leader = _is_leader(config)
     path = config.table_path()
-    table = read_age_table(path, age_column=config.age_column, features=config.features)
+    table = read_age_table(
+        path,
+        age_column=config.age_column,
+        features=config.features,
+        id_column=config.id_column,
+        site_column=config.site_column,
+    )
     check_cross_validation_size(len(table), config.folds)
     check_batch_size(config.losses, config.batch_size)
     training = TrainingConfig(batch_size=config.batch_size, patience=config.patience, **config.schedule())

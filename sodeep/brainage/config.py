@@ -247,6 +247,8 @@ class TabularConfig(CommandConfig):
     dataset: str | None = None
     csv: str | None = None
     age_column: str = "age"
+    id_column: str | None = None
+    site_column: str | None = None
     features: list[str] | None = None
     losses: list[str] = field(default_factory=lambda: ["l1", "l1+spearman", "l1+agediff", "cheng2021"])
     folds: int = 5

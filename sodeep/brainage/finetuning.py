@@ -45,7 +45,7 @@ from sodeep.run_folder import RUN_RECORD
 #: The settings (``run.json``) that fix a command's subjects and folds: a run folder's models can
 #: start this command's runs only when these agree.
 SAME_DATA = {
-    "tabular": ("table_sha256", "age_column", "features", "folds", "split"),
+    "tabular": ("table_sha256", "age_column", "id_column", "site_column", "features", "folds", "split"),
     "nifti": ("manifest_sha256", "shape", "voxel_size", "folds", "split"),
     "synthetic": ("train", "test", "data_seed"),
 }

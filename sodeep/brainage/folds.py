@@ -64,7 +64,8 @@ def check_site_folds(sites: Sequence[str], folds: int) -> None:
     names = sorted({str(site) for site in sites})
     if names == [NO_SITE]:
         raise ValueError(
-            f"a site-grouped split needs a site column; the table has none (every subject's site is {NO_SITE!r})"
+            f"a site-grouped split needs a site column; the table has none (every subject's site is {NO_SITE!r}): "
+            "name yours with --site-column"
         )
     if NO_SITE in names:
         unknown = sum(str(site) == NO_SITE for site in sites)

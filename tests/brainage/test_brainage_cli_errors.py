@@ -69,6 +69,8 @@ FRESH_CASES = [
     (("tabular",), ["--folds", "41"], "folds=41, N=40"),
     (("tabular",), ["--dataset", "fcon1000", "--csv", "{inputs}/capital.csv"], "give a dataset or a csv, not both"),
     (("tabular",), ["--csv", "{inputs}/missing.csv"], "no table at"),
+    (("tabular",), ["--site-column", "centre"], "no site column 'centre'"),
+    (("tabular",), ["--id-column", "eid"], "no id column 'eid'"),
     (("tabular",), ["--csv", "{inputs}/binary.bin"], "binary.bin is not a text CSV file (it holds binary data)"),
     (("tabular",), ["--csv", "{inputs}/latin1.csv"], "latin1.csv is not a text CSV file in UTF-8"),
     (("tabular",), ["--csv", "{inputs}/empty.csv"], "empty.csv is empty"),
