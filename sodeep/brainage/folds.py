@@ -13,9 +13,11 @@ from sodeep.brainage.tables import NO_SITE
 
 def check_folds(folds: int, subjects: int | None = None) -> None:
     """Refuse fewer than 2 folds and, where the cohort's size is known, fewer subjects than folds."""
-    if folds < 2 or (subjects is not None and subjects < folds):
-        known = "" if subjects is None else f", N={subjects}"
-        raise ValueError(f"need folds >= 2 and at least `folds` subjects, got folds={folds}{known}")
+    if folds < 2:
+        raise ValueError(f"need folds >= 2, got folds={folds}")
+    if subjects is not None and subjects < folds:
+        advice = f"use --folds {subjects} or fewer" if subjects >= 2 else "cross-validation needs more subjects"
+        raise ValueError(f"{folds} folds need at least {folds} subjects, got {subjects}; {advice}")
 
 
 def stratified_folds(ages: np.ndarray, folds: int, seed: int) -> np.ndarray:

@@ -144,11 +144,30 @@ FEWEST_TRAINING_SUBJECTS = 4
 
 def check_cross_validation_size(subjects: int, folds: int) -> None:
     """Refuse a cohort too small for ``folds`` folds: each test fold needs two subjects (the
-    correlations) and each training split :data:`FEWEST_TRAINING_SUBJECTS`."""
-    check_folds(folds, subjects)
-    smallest_training = subjects - math.ceil(subjects / folds)
-    if subjects < 2 * folds or smallest_training < FEWEST_TRAINING_SUBJECTS:
-        raise ValueError(
-            f"{subjects} subjects are too few for {folds} folds: each test fold needs 2 and each training split "
-            f"{FEWEST_TRAINING_SUBJECTS} (2 to fit, 2 to validate); use fewer folds or more subjects"
+    correlations) and each training split :data:`FEWEST_TRAINING_SUBJECTS`.  The message names
+    the fewest subjects these folds need, and the most folds these subjects allow."""
+    check_folds(folds)
+    if subjects < fewest_subjects(folds):
+        allowed = [k for k in range(2, folds) if fewest_subjects(k) <= subjects]
+        advice = (
+            f"use --folds {allowed[-1]} or fewer"
+            if allowed
+            else f"a table needs {fewest_subjects(2)} subjects at least"
         )
+        raise ValueError(
+            f"{subjects} subjects are too few for {folds} folds, which need {fewest_subjects(folds)} (each test fold "
+            f"2, each training split {FEWEST_TRAINING_SUBJECTS}: 2 to fit, 2 to validate); {advice}"
+        )
+
+
+def fewest_subjects(folds: int) -> int:
+    """The fewest subjects ``folds`` folds can split (:func:`check_cross_validation_size`).
+
+    Example:
+        >>> fewest_subjects(2), fewest_subjects(5)
+        (8, 10)
+    """
+    subjects = 2 * folds
+    while subjects - math.ceil(subjects / folds) < FEWEST_TRAINING_SUBJECTS:
+        subjects += 1
+    return subjects

@@ -146,7 +146,7 @@ def test_cli_smoke_on_a_tiny_csv(tmp_path, capsys, recwarn):
         (["--patience", "-1"], "patience >= 0"),  # would stop every run after one epoch
         (["--batch-size", "1"], "batch_size must be >= 2"),
         (["--folds", "1"], "folds >= 2"),
-        (["--folds", "61"], "at least `folds` subjects"),
+        (["--folds", "61"], "too few for 61 folds"),
     ],
 )
 def test_cli_refuses_bad_settings_before_any_run(tmp_path, capsys, flags, message):

@@ -305,3 +305,26 @@ def test_folds_refuse_input_they_cannot_split():
     for sites in ("abc", ["a", None, "b"]):
         with pytest.raises(ValueError, match="sites must be a sequence of site labels"):
             site_folds(sites, 2, seed=0)
+
+
+def test_too_few_subjects_for_the_folds_names_the_most_folds_they_allow():
+    from sodeep.brainage.folds import check_folds
+    from sodeep.brainage.splits import check_cross_validation_size, fewest_subjects
+
+    # The fewest subjects, against a loop over the rule: 2 per test fold, 4 per training split.
+    for folds in range(2, 12):
+        allowed = [n for n in range(1, 200) if n >= 2 * folds and all(n - len(f) >= 4 for f in _folds_of(n, folds))]
+        assert fewest_subjects(folds) == allowed[0]
+    with pytest.raises(
+        ValueError, match=r"9 subjects are too few for 5 folds, which need 10 .*; use --folds 4 or fewer"
+    ):
+        check_cross_validation_size(9, 5)
+    with pytest.raises(ValueError, match="a table needs 8 subjects at least"):
+        check_cross_validation_size(3, 2)
+    with pytest.raises(ValueError, match="9 folds need at least 9 subjects, got 8; use --folds 8 or fewer"):
+        check_folds(9, 8)
+
+
+def _folds_of(subjects, folds):
+    """Fold sizes as stratified folds make them: sizes differing by one at most."""
+    return [range(subjects // folds + (index < subjects % folds)) for index in range(folds)]
