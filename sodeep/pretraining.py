@@ -307,6 +307,8 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
         trainer.loggers = make_loggers(
             out, config.wandb, out.name, settings, run_id=record["run_id"], resume_step=resume_step
         )
+        if resume_step is not None:
+            print(f"resuming {out} from step {resume_step} of {config.steps}", file=sys.stderr, flush=True)
     module = SorterPretraining(
         sorter,
         learning_rate=config.learning_rate,

@@ -113,6 +113,7 @@ def test_sigint_saves_stops_and_says_how_to_resume(tmp_path, monkeypatch, capsys
     assert sorted(path.name for path in (tmp_path / "run" / "checkpoints").iterdir()) == ["last.ckpt"]
     monkeypatch.setattr(SorterPretraining, "training_step", original_step)
     assert _pretrain(tmp_path / "run", 8, "--checkpoint-every", "100", "--resume") == 0
+    assert f"resuming {tmp_path / 'run'} from step 4 of 8" in capsys.readouterr().err
     _assert_same_weights(tmp_path / "straight", tmp_path / "run")
 
 
