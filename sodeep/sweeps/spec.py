@@ -333,7 +333,10 @@ def check_parameter(path: tuple[str, ...], settings: dict[str, Any], where: str)
     """One parameter's settings, checked against its distribution, defaults filled in."""
     distribution = infer_distribution(settings)
     if distribution is None:
-        raise ValueError(f"{where}: give value, values, min and max, or a distribution; got keys {sorted(settings)}")
+        raise ValueError(
+            f"{where}: give value, values, min and max, or a distribution; got keys {sorted(settings)} (a nested "
+            "parameter puts its own under `parameters:`; a fixed dict is `value: {...}`)"
+        )
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"{where}: unknown distribution {distribution!r}; known: {list(DISTRIBUTIONS)}")
     required, optional = DISTRIBUTIONS[distribution]
