@@ -65,6 +65,10 @@ def test_name_defaults_to_the_file_stem_and_command_to_wandb_default(tmp_path):
         ({"parameters": {}}, "parameters must be a non-empty mapping"),
         ({"parameters": {"lr": [0.1, 0.2]}}, "parameters.lr must be a mapping"),
         ({"parameters": {"lr": {"vals": [1]}}}, "parameters.lr: give value, values"),
+        (
+            {"parameters": {"sorter": {"softness": 0.1, "band": 8}}},
+            "a nested parameter puts its own under `parameters:`; a fixed dict is `value: {...}`",
+        ),
         ({"parameters": {"lr": {"min": 1, "max": 1}}}, "min 1 is not less than max 1"),
         ({"parameters": {"lr": {"min": "1e-3", "max": 0.1}}}, "parameters.lr.min must be a number"),
         ({"parameters": {"lr": {"distribution": "log_uniform_values", "min": 0, "max": 1}}}, "min must be > 0"),
