@@ -67,8 +67,12 @@ class RunInterrupted(Exception):
 
 
 def _describe(value: Any) -> str:
+    """A setting's value in JSON, cut to 40 characters: ``"3277bba6d1ea..."`` for a long string
+    (its quotes kept), ``[1, 2, 3, ...`` for a long list."""
     text = json.dumps(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    if len(text) <= 40:
+        return text
+    return json.dumps(value[:12] + "...") if isinstance(value, str) else text[:37] + "..."
 
 
 def claim_run_folder(
@@ -134,7 +138,9 @@ def claim_run_folder(
     )
     if differing:
         changes = ", ".join(
-            f"{key}: {_describe(existing_config.get(key))} -> {_describe(config.get(key))}" for key in differing
+            f"{key}{' (the file content)' if key.endswith('_sha256') else ''}: "
+            f"{_describe(existing_config.get(key))} -> {_describe(config.get(key))}"
+            for key in differing
         )
         raise ValueError(
             f"{out} holds a {command} run with other settings ({changes}); resume it with its own settings, "

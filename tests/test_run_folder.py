@@ -141,3 +141,15 @@ def test_a_folder_that_cannot_be_made_is_named_before_anything_is_written(tmp_pa
     (tmp_path / "file").write_text("x\n")
     with pytest.raises(ValueError, match=f"{tmp_path / 'file'} is a file, so .* cannot be made; choose another --out"):
         claim_run_folder(tmp_path / "file" / "run", "pretrain", {"steps": 10})
+
+
+def test_a_changed_file_and_long_settings_are_described_in_balanced_json(tmp_path):
+    from sodeep.run_folder import claim_run_folder, start_run_folder
+
+    out = tmp_path / "run"
+    held = {"table_sha256": "a" * 64, "features": [f"f{i}" for i in range(30)]}
+    start_run_folder(out, claim_run_folder(out, "brainage tabular", held), overwrite=False)
+    changed = {"table_sha256": "b" * 64, "features": held["features"]}
+    with pytest.raises(ValueError) as refused:
+        claim_run_folder(out, "brainage tabular", changed, resume=True)
+    assert f'table_sha256 (the file content): "{"a" * 12}..." -> "{"b" * 12}..."' in str(refused.value)
