@@ -144,8 +144,6 @@ def test_a_folder_that_cannot_be_made_is_named_before_anything_is_written(tmp_pa
 
 
 def test_a_changed_file_and_long_settings_are_described_in_balanced_json(tmp_path):
-    from sodeep.run_folder import claim_run_folder, start_run_folder
-
     out = tmp_path / "run"
     held = {"table_sha256": "a" * 64, "features": [f"f{i}" for i in range(30)]}
     start_run_folder(out, claim_run_folder(out, "brainage tabular", held), overwrite=False)
