@@ -243,7 +243,7 @@ class OneLineErrorParser(argparse.ArgumentParser):
         A flag may be spelled with underscores, as its config field (``--max_epochs=5`` is
         ``--max-epochs=5``): a W&B sweep passes each parameter as ``--name=value``, and its
         parameters are named as in the YAML configs."""
-        words = self._hyphenated(sys.argv[1:] if args is None else list(args))
+        words = self._spelled_for_argparse(sys.argv[1:] if args is None else list(args))
         arguments, unknown = self.parse_known_args(words, namespace)
         if unknown:
             command = self._innermost(words)
@@ -255,7 +255,7 @@ class OneLineErrorParser(argparse.ArgumentParser):
             command.error(f"unrecognized arguments: {' '.join(hints)}")
         return arguments
 
-    def _hyphenated(self, words: list[str]) -> list[str]:
+    def _spelled_for_argparse(self, words: list[str]) -> list[str]:
         """``words`` as a W&B sweep agent writes them, in the spelling argparse reads; nothing
         after ``--`` is touched.  In the (sub)command each word was given to:
 

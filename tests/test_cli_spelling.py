@@ -24,7 +24,7 @@ def test_a_misspelled_flag_with_underscores_is_still_named(capsys):
 
 def test_words_after_a_double_dash_are_left_as_they_are():
     parser = build_parser()
-    assert parser._hyphenated(["pretrain", "--", "--validation_every=5"])[-1] == "--validation_every=5"
+    assert parser._spelled_for_argparse(["pretrain", "--", "--validation_every=5"])[-1] == "--validation_every=5"
 
 
 def test_a_nested_sweep_parameter_as_w_and_b_writes_it_is_a_sorter_config():
