@@ -73,7 +73,7 @@ def test_dataset_flag_reads_the_bundled_table(tmp_path):
     # Too many folds for the table: the command stops after reading it, before any training.
     out = tmp_path / "out"
     argv = ["tabular", "--dataset", "fcon1000", "--folds", "2000", "--out", str(out), "--wandb", "disabled"]
-    with pytest.raises(ValueError, match="folds=2000, N=1078"):
+    with pytest.raises(ValueError, match="1078 subjects are too few for 2000 folds, which need 4000"):
         run_brainage(argv)
     assert not out.exists()
 

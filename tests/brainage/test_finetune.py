@@ -295,7 +295,7 @@ def test_a_fine_tuned_folder_resumes_and_refuses_another_source(tmp_path, inputs
     (start / "run.json").write_text(json.dumps(record | {"run_id": "another"}))
     with pytest.raises(SystemExit):
         brainage("tabular", out, inputs, *flags, "--resume")
-    assert "with other settings (init_from_sha256: " in capsys.readouterr().err
+    assert "with other settings (init_from_sha256 (the file content): " in capsys.readouterr().err
 
 
 @pytest.fixture
