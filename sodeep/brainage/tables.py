@@ -178,12 +178,16 @@ def find_id_and_site_columns(
 
 
 def select_feature_columns(
-    columns: Sequence[str], patterns: Sequence[str] | None, rows: Sequence[dict[str, str]], reserved: Sequence[str]
+    columns: Sequence[str],
+    patterns: Sequence[str] | None,
+    rows: Sequence[dict[str, str]],
+    reserved: Sequence[str],
+    lines: Sequence[int],
 ) -> list[str]:
     """Columns matching any glob in ``patterns`` (in file order) but ``reserved[0]`` (the age), or
     by default every column with a value whose non-empty cells all read as numbers, except the
-    ``reserved`` columns and :data:`NON_FEATURE_COLUMNS` (an empty or NaN cell is a missing value:
-    :func:`read_age_table` skips its row)."""
+    ``reserved`` columns, :data:`NON_FEATURE_COLUMNS` and row-index columns (an empty or NaN cell
+    is a missing value: :func:`read_age_table` skips its row); ``lines`` are the rows' CSV lines."""
     excluded = {name.lower() for name in (*NON_FEATURE_COLUMNS, *reserved)}
     if patterns:
         chosen = [c for c in columns if c != reserved[0] and any(fnmatch.fnmatchcase(c, p) for p in patterns)]
@@ -201,7 +205,7 @@ def select_feature_columns(
         and all(is_numeric_text(row[c]) for row in rows if row[c])
     ]
     if not chosen:
-        texts = text_cells_among_numbers(columns, rows, [*excluded], range(2, len(rows) + 2))
+        texts = text_cells_among_numbers(columns, rows, [*excluded], lines)
         hint = ""
         if texts:
             shown = ", ".join(f"{column!r} (line {cells[0][0]}: {cells[0][1]!r})" for column, cells in texts.items())
@@ -281,7 +285,7 @@ def read_age_table(
     try:
         id_column, site_column = find_id_and_site_columns(columns, id_column, site_column)
         reserved = [age_column, *(c for c in (id_column, site_column) if c)]
-        feature_names = select_feature_columns(columns, features, rows, reserved)
+        feature_names = select_feature_columns(columns, features, rows, reserved, lines)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
     excluded = [*reserved, *NON_FEATURE_COLUMNS]
