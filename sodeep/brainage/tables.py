@@ -192,8 +192,10 @@ def select_feature_columns(
     if patterns:
         chosen = [c for c in columns if c != reserved[0] and any(fnmatch.fnmatchcase(c, p) for p in patterns)]
         if not chosen:
+            age = any(fnmatch.fnmatchcase(reserved[0], pattern) for pattern in patterns)
+            why = f" (the age column {reserved[0]!r} is never a feature)" if age else ""
             raise ValueError(
-                f"feature patterns {list(patterns)} match no column; columns are {describe_columns(columns)}"
+                f"feature patterns {list(patterns)} match no column{why}; columns are {describe_columns(columns)}"
             )
         return chosen
     chosen = [

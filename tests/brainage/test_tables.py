@@ -384,3 +384,9 @@ def test_spreadsheet_exports_read_or_refused_for_what_they_are(tmp_path):
     units.write_text("id,Age (years),f\ns1,20,1\n")
     with pytest.raises(ValueError, match=re.escape("(did you mean --age-column 'Age (years)'?)")):
         read_age_table(units)
+
+
+def test_features_that_name_the_age_only_say_why_they_match_nothing(tmp_path):
+    path = write_csv(tmp_path / "t.csv", ["age", "f"], [[20, 1.5], [30, 1.2]])
+    with pytest.raises(ValueError, match=r"match no column \(the age column 'age' is never a feature\)"):
+        read_age_table(path, features=["age"])
