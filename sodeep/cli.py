@@ -11,7 +11,6 @@ Python API read too.
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
 import difflib
 import json
@@ -24,7 +23,14 @@ import warnings
 from pathlib import Path
 from typing import Any, NoReturn
 
-from sodeep.config import PretrainConfig, config_from_mapping, parse_json_object, parse_lengths, read_yaml_mapping
+from sodeep.config import (
+    PretrainConfig,
+    config_from_mapping,
+    parse_json_object,
+    parse_lengths,
+    python_literal,
+    read_yaml_mapping,
+)
 from sodeep.files import os_error_line
 from sodeep.run_folder import INTERRUPTED, RunInterrupted
 
@@ -303,10 +309,7 @@ def _sweep_spelling(flag: str, value: str, action: argparse.Action) -> list[str]
             return [flag]
         return [negative] if negative else []
     if action.nargs in ("+", "*") and value.startswith("[") and value.endswith("]"):
-        try:
-            items = ast.literal_eval(value)
-        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-            return [f"{flag}={value}"]
+        items = python_literal(value)
         if isinstance(items, list) and items and all(isinstance(item, (str, int, float)) for item in items):
             return [flag, *map(str, items)]
     return [f"{flag}={value}"]

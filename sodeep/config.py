@@ -94,13 +94,21 @@ def parse_json_object(value: Any, name: str) -> dict[str, Any]:
         try:
             value = json.loads(value)
         except json.JSONDecodeError as error:
-            try:
-                value = ast.literal_eval(value.strip())
-            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            value = python_literal(value)
+            if value is None:
                 raise ValueError(f"{name} must be a JSON object, e.g. '{{\"band\": 8}}': {error}") from None
     if not isinstance(value, dict):
         raise ValueError(f"{name} must be a JSON object, e.g. '{{\"band\": 8}}', got {value!r}")
     return dict(value)
+
+
+def python_literal(text: str) -> Any:
+    """The value of a Python literal of plain values (``"{'band': 8}"``, ``"['l1', 'mse']"``), as
+    W&B's sweep agent writes parameters with ``str``; ``None`` for text that is not one."""
+    try:
+        return ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
 
 
 def unknown_keys_message(unknown: list[str], known: list[str], where: str) -> str:

@@ -45,6 +45,8 @@ except ImportError:  # no flock (Windows): folders are not locked
 
 from sodeep.files import atomic_write_json, writable_file_problem
 
+#: What a refusal of a folder says to do besides waiting, by default.
+CHOOSE_ANOTHER_OUT = "choose another --out"
 #: The record of the run a folder holds.
 RUN_RECORD = "run.json"
 #: The lock a running command holds on its folder (the file stays; the lock goes with the process).
@@ -111,10 +113,10 @@ def claim_run_folder(
     if problem:
         raise ValueError(f"{problem}; choose another --out")
     _check_not_in_use(out)
-    holds_files = out.is_dir() and any(path.name != RUN_LOCK for path in out.iterdir())
+    holds_files = holds_files_besides_its_lock(out)
     fresh = {"command": command, "config": config, "run_id": uuid.uuid4().hex[:16]}
     if holds_files and overwrite:
-        check_not_the_working_folder(out, "choose another --out")
+        check_not_the_working_folder(out, CHOOSE_ANOTHER_OUT)
     if holds_files and not record_path.is_file():  # never cleared: the files are not a run's
         raise ValueError(f"{out} holds files but no {RUN_RECORD}: not a sodeep run folder; choose a new or empty --out")
     if overwrite or not holds_files:
@@ -151,6 +153,11 @@ def claim_run_folder(
     return {"command": command, "config": config, "run_id": existing.get("run_id") or fresh["run_id"]}
 
 
+def holds_files_besides_its_lock(folder: Path) -> bool:
+    """Whether ``folder`` exists and holds anything but its lock file."""
+    return folder.is_dir() and any(path.name != RUN_LOCK for path in folder.iterdir())
+
+
 def check_not_the_working_folder(folder: Path, instead: str) -> None:
     """A ``ValueError`` (ending in ``instead``) if clearing ``folder`` would delete the working
     folder: it is the working folder or one of its parents."""
@@ -173,7 +180,7 @@ def start_run_folder(out: Path, record: dict[str, Any], *, overwrite: bool) -> P
     return atomic_write_json(out / RUN_RECORD, {**record, "sodeep_version": __version__}, indent=2)
 
 
-def hold_folder(out: Path, *, clear: bool = False, instead: str = "choose another --out") -> None:
+def hold_folder(out: Path, *, clear: bool = False, instead: str = CHOOSE_ANOTHER_OUT) -> None:
     """Create ``out`` and hold its lock (``out/run.lock``) until the process ends or
     :func:`releasing_run_folders` lets it go; with ``clear``, empty it first, under the lock.
 
@@ -215,7 +222,7 @@ def _held_by_this_thread() -> set[Path]:
     return {folder for folder, (_, thread) in _HELD.items() if thread == threading.get_ident()}
 
 
-def _refuse_to_other_threads(out: Path, instead: str = "choose another --out") -> tuple[int, int] | None:
+def _refuse_to_other_threads(out: Path, instead: str = CHOOSE_ANOTHER_OUT) -> tuple[int, int] | None:
     """This process's hold on ``out``, if any; a ``ValueError`` if another thread has it."""
     held = _HELD.get(out.resolve())
     if held is not None and held[1] != threading.get_ident():
@@ -226,7 +233,7 @@ def _refuse_to_other_threads(out: Path, instead: str = "choose another --out") -
     return held
 
 
-def _hold(out: Path, instead: str = "choose another --out") -> None:
+def _hold(out: Path, instead: str = CHOOSE_ANOTHER_OUT) -> None:
     """Hold the folder's lock until the process ends or :func:`releasing_run_folders` lets it go."""
     if fcntl is None:
         return
@@ -246,7 +253,7 @@ def _hold(out: Path, instead: str = "choose another --out") -> None:
         _HELD[out.resolve()] = (descriptor, threading.get_ident())
 
 
-def _take(out: Path, instead: str = "choose another --out") -> int:
+def _take(out: Path, instead: str = CHOOSE_ANOTHER_OUT) -> int:
     """Lock ``out/run.lock`` (created if missing) and return its descriptor; a ``ValueError`` that
     names the holder if another process has it."""
     descriptor = os.open(out / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o644)

@@ -23,7 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from sodeep.files import atomic_write_json
-from sodeep.run_folder import RUN_LOCK, check_not_the_working_folder, hold_folder, releasing_run_folders
+from sodeep.run_folder import (
+    check_not_the_working_folder,
+    hold_folder,
+    holds_files_besides_its_lock,
+    releasing_run_folders,
+)
 from sodeep.sweeps.expand import Trial, expand_trials
 from sodeep.sweeps.launcher import RunningTrial, TrialLauncher, trial_threads
 from sodeep.sweeps.spec import SweepSpec
@@ -123,7 +128,7 @@ def check_sweep_folder(folder: Path, spec: SweepSpec, seed: int, *, overwrite: b
     shorten it).  With ``overwrite``, any sweep folder is accepted, to be cleared, but never a
     folder of other files, nor the working folder or one of its parents.  Writes nothing."""
     path = folder / "sweep.json"
-    holds_files = folder.is_dir() and any(item.name != RUN_LOCK for item in folder.iterdir())
+    holds_files = holds_files_besides_its_lock(folder)
     if holds_files and not path.is_file():  # never taken over, nor cleared: the files are not a sweep's
         raise ValueError(f"{folder} holds files but no sweep.json: not a sweep folder; give another --root or name")
     if overwrite and holds_files:
