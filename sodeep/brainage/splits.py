@@ -167,6 +167,7 @@ def fewest_subjects(folds: int) -> int:
         >>> fewest_subjects(2), fewest_subjects(5)
         (8, 10)
     """
+    check_folds(folds)  # one fold could never leave a training split
     subjects = 2 * folds
     while subjects - math.ceil(subjects / folds) < FEWEST_TRAINING_SUBJECTS:
         subjects += 1

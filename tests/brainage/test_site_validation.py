@@ -323,6 +323,9 @@ def test_too_few_subjects_for_the_folds_names_the_most_folds_they_allow():
         check_cross_validation_size(3, 2)
     with pytest.raises(ValueError, match="9 folds need at least 9 subjects, got 8; use --folds 8 or fewer"):
         check_folds(9, 8)
+    for folds in (1, 0):
+        with pytest.raises(ValueError, match="need folds >= 2"):
+            fewest_subjects(folds)
 
 
 def _folds_of(subjects, folds):
