@@ -88,6 +88,34 @@ def writable_file_problem(path: str | os.PathLike) -> str | None:
     return None
 
 
+def text_output_problem(path: str | os.PathLike) -> str | None:
+    """Why a text output (a table, JSON) should not be written at ``path`` (one line), or ``None``:
+    :func:`writable_file_problem`, or an existing file that is not text (a checkpoint, an
+    image), which a mistyped output path would otherwise destroy.
+
+    Example:
+        >>> import tempfile
+        >>> file = Path(tempfile.mkdtemp()) / "sorter.pt"
+        >>> _ = file.write_bytes(b"PK\\x03\\x04\\x00")
+        >>> text_output_problem(file)
+        '... exists and is not a text file; ...'
+    """
+    problem = writable_file_problem(path)
+    if problem or not Path(path).is_file():
+        return problem
+    with open(path, "rb") as file:
+        start = file.read(8192)
+    try:
+        start.decode("utf-8")
+    except UnicodeDecodeError as error:
+        text = error.start > len(start) - 4  # a character cut at the end of the sample is still text
+    else:
+        text = True
+    if text and b"\0" not in start:
+        return None
+    return f"{path} exists and is not a text file; a table or JSON would replace it"
+
+
 #: What to do about an operating system's refusal, by ``errno``.
 _ADVICE = {
     errno.EACCES: "choose another path or change its permissions",

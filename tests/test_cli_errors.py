@@ -225,6 +225,14 @@ def _read_only_folder(folder, monkeypatch):
             "--out: {read_only} is not writable, so {read_only}/table.md cannot be made",
         ),
         (
+            ["evaluate", "{inputs}/sorter.pt", "--json", "{inputs}/sorter.pt"],
+            "--json: {inputs}/sorter.pt exists and is not a text file; a table or JSON would replace it; choose",
+        ),
+        (
+            ["evaluate", "--out", "{inputs}/rows", "--json", "{inputs}/./rows"],
+            "--out and --json name the same file, {inputs}/rows; give each its own path",
+        ),
+        (
             ["pretrain", "--steps", "1", "--out", "{file}/run"],
             "{file} is a file, so {file}/run/run.json cannot be made; choose another --out",
         ),
@@ -242,6 +250,7 @@ def test_an_output_that_cannot_be_written_is_named_before_any_work(tmp_path, cap
     file, read_only = tmp_path / "file.txt", _read_only_folder(tmp_path / "read-only", monkeypatch)
     file.write_text("x\n")
     _training_checkpoint(tmp_path / "last.ckpt")
+    save_sorter(ConvSorter(), tmp_path / "sorter.pt")
     places = {"{file}": str(file), "{read_only}": str(read_only), "{inputs}": str(tmp_path)}
     for name, place in places.items():
         argv, words = [word.replace(name, place) for word in argv], words.replace(name, place)

@@ -317,6 +317,14 @@ def test_evaluate_prints_a_table(capsys):
     assert "| cauchy |" in out and "n=100" in out
 
 
+def test_evaluate_replaces_its_own_outputs(tmp_path, capsys):
+    table, rows = tmp_path / "table.md", tmp_path / "rows.json"
+    table.write_text("an older table\n")
+    rows.write_text("[]\n")
+    assert main(["evaluate", "--lengths", "5", "--sequences", "2", "--out", str(table), "--json", str(rows)]) == 0
+    assert "| cauchy |" in table.read_text() and json.loads(rows.read_text())[0]["length"] == 5
+
+
 def test_inside_a_sweep_pretraining_leaves_a_trial_summary(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SODEEP_SWEEP_TRIAL_SUMMARY", str(tmp_path / "summary.json"))

@@ -51,10 +51,11 @@ from sodeep.brainage.config import (
     TabularConfig,
     TrainingConfig,
 )
-from sodeep.brainage.csv_files import DELIMITERS, plural
+from sodeep.brainage.csv_files import DELIMITERS
 from sodeep.brainage.datasets import DEFAULT_DATASET
 from sodeep.config import SCALE_OUT
 from sodeep.run_folder import releasing_run_folders
+from sodeep.wording import plural
 
 #: Settings that are not a folder's configuration: the run lists, which extend a folder, where
 #: the output goes, data paths, for which their content's digest stands, and where it trains.

@@ -17,10 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def plural(count: int, noun: str) -> str:
-    """``"1 row"``, ``"2 rows"``."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+from sodeep.wording import plural
 
 
 def describe_lines(lines: Sequence[int]) -> str:

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from sodeep.brainage.csv_files import plural
 from sodeep.brainage.tables import NO_SITE
+from sodeep.wording import plural
 
 
 def check_folds(folds: int, subjects: int | None = None) -> None:

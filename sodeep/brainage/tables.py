@@ -35,9 +35,9 @@ from sodeep.brainage.csv_files import (
     is_missing,
     is_numeric_text,
     number_problem,
-    plural,
     read_csv_rows,
 )
+from sodeep.wording import plural
 
 #: Columns that are never features by default (compared case-insensitively): ids and covariates,
 #: such as sex or a site coded as numbers, which would otherwise pass for features.
@@ -51,8 +51,9 @@ INDEX_COLUMN = re.compile(r"|unnamed: ?\d+|\.\.\.1", re.IGNORECASE)
 #: A feature whose Pearson correlation with age is at least this (in absolute value) is named in
 #: a note: it gives the age away (an age in months, a birth year) rather than measure the brain.
 AGE_LIKE_CORRELATION = 0.99
-#: The site of a subject whose table has no site column (or whose site cell is empty).
-NO_SITE = "all"
+#: The site of a subject whose table has no site column (or whose site cell is empty); a site
+#: column that names a site ``all`` or ``none`` is read as written.
+NO_SITE = "(no site)"
 #: Id columns looked for, in this order, when none is named (compared case-insensitively).
 ID_COLUMNS = ("sub_id", "subject_id", "participant_id", "subject", "id")
 
@@ -66,7 +67,7 @@ class AgeTable:
         ages: ``(N,)`` float32, years.
         feature_names: ``F`` column names.
         subject_ids: ``N`` identifiers (the id column, else the CSV line number).
-        sites: ``N`` site labels (:data:`NO_SITE`, ``"all"``, when the table has no site column).
+        sites: ``N`` site labels (:data:`NO_SITE`, ``"(no site)"``, when the table has no site column).
         skipped: ``(csv line, reason)`` of the rows left out.
         rows: data rows in the file (kept and skipped).
         delimiter: the file's delimiter.

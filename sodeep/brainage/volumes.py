@@ -26,12 +26,12 @@ from sodeep.brainage.csv_files import (
     describe_columns,
     describe_left_out,
     find_column,
-    plural,
     read_csv_records,
 )
 from sodeep.brainage.tables import NO_SITE
 from sodeep.files import atomic_write
 from sodeep.run_folder import RunInterrupted
+from sodeep.wording import plural
 
 #: The MNI152 grid at 4 mm: 45 x 54 x 45 voxels (182 x 218 x 182 mm).
 GRID_4MM = (45, 54, 45)

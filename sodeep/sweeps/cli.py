@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sodeep.run_folder import INTERRUPTED
+from sodeep.wording import plural
 
 
 def add_sweep_parser(commands: Any) -> None:
@@ -138,11 +139,6 @@ def dry_run(spec: Any, arguments: argparse.Namespace) -> int:
     if target:
         print(f"metric {spec.metric['name']} has reached its target: a run starts no new trial")
     return 0
-
-
-def plural(count: int, noun: str) -> str:
-    """``1 trial``, ``2 trials``."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def quiet_broken_pipe() -> int:

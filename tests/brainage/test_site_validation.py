@@ -19,7 +19,7 @@ from sodeep.brainage.cv_report import format_report
 from sodeep.brainage.folds import site_folds
 from sodeep.brainage.metrics import per_site_spearman, within_site_spearman
 from sodeep.brainage.splits import assign_folds, check_split, fold_rows
-from sodeep.brainage.tables import NO_SITE, AgeTable
+from sodeep.brainage.tables import NO_SITE, AgeTable, read_age_table
 from sodeep.cli import build_parser, main
 from sodeep.sweeps.expand import expand_trials
 from sodeep.sweeps.launcher import TrialLauncher
@@ -111,7 +111,7 @@ def test_stratified_split_is_unchanged_and_mixes_sites():
         (
             ["a"] * 20 + ["b"] * 20 + ["c"] * 18 + [NO_SITE] * 2,
             3,
-            "2 subjects have no site (an empty site cell, read as 'all') among the sites ['a', 'b', 'c']",
+            "2 subjects have no site (an empty site cell, read as '(no site)') among the sites ['a', 'b', 'c']",
         ),
     ],
 )
@@ -331,3 +331,13 @@ def test_too_few_subjects_for_the_folds_names_the_most_folds_they_allow():
 def _folds_of(subjects, folds):
     """Fold sizes as stratified folds make them: sizes differing by one at most."""
     return [range(subjects // folds + (index < subjects % folds)) for index in range(folds)]
+
+
+def test_a_site_named_all_is_a_site(tmp_path):
+    # Words such as "all" or "none" in a site column are sites, not the absence of one.
+    path = tmp_path / "t.csv"
+    rows = [f"{site},{20 + index},{index % 7}" for index, site in enumerate(["all", "none", "c"] * 10)]
+    path.write_text("site,age,thickness\n" + "\n".join(rows) + "\n")
+    table = read_age_table(path)
+    assert sorted(set(table.sites)) == ["all", "c", "none"] and not table.empty_site_lines
+    check_split(table.ages, table.sites, split="site", folds=3, seeds=[0], validation_fraction=0.1)

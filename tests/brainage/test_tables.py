@@ -182,7 +182,7 @@ def test_id_and_site_columns_are_found_in_any_case_and_are_never_features(tmp_pa
         read_age_table(path, id_column="eids")
     with pytest.raises(ValueError, match=r"no site column 'center' \(did you mean 'Centre'\?\)"):
         read_age_table(path, site_column="center")
-    assert read_age_table(path, id_column="eid").sites == ["all", "all"]  # no column `site`: one site
+    assert read_age_table(path, id_column="eid").sites == ["(no site)", "(no site)"]  # no column `site`: one site
     path = write_csv(tmp_path / "v.csv", ["site", "age", "SITE", "f"], [["A", 20, "a", 1]])
     with pytest.raises(ValueError, match=r"columns \['site', 'SITE'\] both match the site column 'site'"):
         read_age_table(path)
@@ -309,10 +309,10 @@ def test_empty_site_cells_are_noted(tmp_path):
         tmp_path / "t.csv", ["age", "site", "f"], [[20, "A", 1], [30, "", 3], [40, "B", 2], [50, "", 4], ["x", "", 5]]
     )
     table = read_age_table(path)
-    assert table.sites == ["A", "all", "B", "all"]
+    assert table.sites == ["A", "(no site)", "B", "(no site)"]
     assert table.notes("t.csv") == [
         "t.csv: skipped 1 of 5 rows (line 6: age 'x' is not a number)",
-        "t.csv: 2 of 4 subjects have an empty site cell (lines 3, 5); empty site cells are one site, 'all', in "
+        "t.csv: 2 of 4 subjects have an empty site cell (lines 3, 5); empty site cells are one site, '(no site)', in "
         "per-site results, and a site-grouped split (--split site) refuses them: fill in their sites",
     ]
 
