@@ -43,7 +43,11 @@ class CheckpointError(ValueError):
 
 
 def sorter_payload(sorter: Sorter, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The checkpoint dict of ``sorter`` (weights moved to CPU)."""
+    """The checkpoint dict of ``sorter`` (weights moved to CPU, in their dtype), or of the sorter
+    inside ``torch.compile(sorter)``."""
+    compiled = getattr(sorter, "_orig_mod", None)  # torch.compile's wrapper of a module
+    if isinstance(compiled, Sorter):
+        sorter = compiled
     if not isinstance(sorter, Sorter):
         raise TypeError(
             f"sorter must be a sodeep Sorter (see sodeep.sorters.SORTERS), got {type(sorter).__name__}; "
@@ -96,6 +100,14 @@ def sorter_from_payload(payload: Any, source: str = "checkpoint") -> Sorter:
         sorter = build_sorter(architecture, **config)
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{source} has a config that does not fit {architecture!r}: {error}") from error
+    weights = payload.get("state_dict")
+    dtypes = {
+        value.dtype
+        for value in (weights.values() if isinstance(weights, dict) else ())
+        if isinstance(value, torch.Tensor) and value.is_floating_point()
+    }
+    if len(dtypes) == 1 and dtypes != {torch.float32}:
+        sorter.to(dtypes.pop())  # a sorter saved in float64 (or half) comes back in its dtype
     try:
         sorter.load_state_dict(payload["state_dict"])
     except (RuntimeError, KeyError) as error:

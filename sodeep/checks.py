@@ -11,6 +11,10 @@ same ``ValueError`` when any of its samples is bad.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from numbers import Integral
+from typing import Any
+
 import torch
 
 
@@ -24,6 +28,36 @@ def require(condition: torch.Tensor, message: str) -> None:
         torch._assert_async(beneath_transforms(condition).all(), message)
     elif not bool(beneath_transforms(condition).all()):
         raise ValueError(message)
+
+
+def check_integer(value: Any, name: str, low: int, high: int | None = None) -> None:
+    """An integer (Python or NumPy, not a bool) in ``low..high``: 2.5 or True is refused, not truncated.
+
+    Example:
+        >>> check_integer(2.5, "batch_size", 1)
+        Traceback (most recent call last):
+        TypeError: batch_size must be an integer, got float 2.5
+    """
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if high is None and value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    if high is not None and not low <= value <= high:
+        raise ValueError(f"{name} must be in {low}..{high}, got {value}")
+
+
+def require_number(value, condition: Callable[[torch.Tensor], torch.Tensor], message: str) -> None:
+    """Check a Python number that ``torch.compile`` may have made symbolic, where a Python test of
+    it would break the graph: as :func:`require` on a float64 tensor of it (under compile an
+    asynchronous assertion).  Eager code tests its numbers in Python, with the value in the message.
+
+    Example:
+        >>> require_number(0.5, lambda weight: weight >= 0, "weight must be >= 0")
+        >>> require_number(-1.0, lambda weight: weight >= 0, "weight must be >= 0")
+        Traceback (most recent call last):
+        ValueError: weight must be >= 0
+    """
+    require(condition(torch.tensor(value, dtype=torch.float64)), message)
 
 
 def beneath_transforms(tensor: torch.Tensor) -> torch.Tensor:

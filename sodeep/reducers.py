@@ -51,6 +51,10 @@ def _broadcast(loss: torch.Tensor, weight: torch.Tensor | None) -> tuple[torch.T
         raise ValueError(
             f"weight of shape {tuple(weight.shape)} would enlarge the loss of shape {tuple(loss.shape)} to {tuple(shape)}"
         )
+    if weight.device != loss.device:
+        if weight.dim() > 0:
+            raise ValueError(f"weight must be on the loss's device, {loss.device}, got {weight.device}")
+        weight = weight.to(loss.device)  # a 0-d weight may stay on the CPU, as PyTorch allows for scalars
     require(torch.isfinite(weight) & (weight >= 0), "weight must be finite and non-negative")
     # A half-precision loss keeps a float32 weight's range (1e-8 and 1e5 are 0 and inf in float16).
     wide = torch.promote_types(loss.dtype, torch.float32)

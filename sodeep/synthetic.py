@@ -21,6 +21,7 @@ from numbers import Integral
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from sodeep.checks import check_integer
 from sodeep.ranks import rank
 
 # Random positive scales are log-uniform over +-SCALE_DECADES decades; shifts are at most
@@ -230,7 +231,7 @@ def generate_sequences(
         >>> bool((ranks == rank(scores)).all())
         True
     """
-    if isinstance(generator, int) and not isinstance(generator, bool):
+    if isinstance(generator, Integral) and not isinstance(generator, bool):
         generator = make_generator(generator)
     if not isinstance(generator, torch.Generator):
         raise TypeError(
@@ -239,8 +240,8 @@ def generate_sequences(
         )
     names = _checked_families(families)
     _check_affine_probability(affine_probability)
-    if batch_size < 1 or length < 1:
-        raise ValueError(f"batch_size and length must be >= 1, got {batch_size} and {length}")
+    check_integer(batch_size, "batch_size", 1)
+    check_integer(length, "length", 1)
 
     family_index = _integers(generator, 0, len(names), batch_size).sort().values
     counts = torch.bincount(family_index, minlength=len(names)).tolist()
@@ -286,10 +287,11 @@ class SyntheticSequences(IterableDataset):
         whole = [isinstance(n, Integral) and not isinstance(n, bool) for n in lengths]
         if not lengths or not all(whole) or min(lengths) < 2:
             raise ValueError(f"lengths must be a non-empty list of ints >= 2, got {lengths}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, Integral) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank must be in [0, world_size), got rank {rank} of world_size {world_size}")
+        check_integer(batch_size, "batch_size", 1)
+        check_integer(seed, "seed", -(2**63), 2**63 - 1)
+        check_integer(start_batch, "start_batch", 0)
+        check_integer(world_size, "world_size", 1)
+        check_integer(rank, "rank", 0, world_size - 1)
         _checked_families(families)
         _check_affine_probability(affine_probability)
         self.batch_size = int(batch_size)

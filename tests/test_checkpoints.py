@@ -202,7 +202,7 @@ def test_a_file_whose_config_does_not_build_is_a_checkpoint_error_naming_it(tmp_
     "settings,reason",
     [
         ({"softness": -1}, "softness must be a finite number > 0"),
-        ({"band": 0}, "band must be in 1.., got 0"),
+        ({"band": 0}, "band must be >= 1, got 0"),
         ({"depth": 2}, "they change the shapes of its weights"),
     ],
 )
@@ -210,6 +210,21 @@ def test_settings_that_do_not_fit_a_good_file_are_named_not_the_file(settings, r
     with pytest.raises(ValueError, match=f"sorter settings .* do not fit the sorter in .*: {reason}") as raised:
         load_sorter(**settings)
     assert not isinstance(raised.value, CheckpointError)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_a_sorter_comes_back_in_the_dtype_it_was_saved_in(tmp_path, dtype):
+    sorter = ConvSorter(capacity=64, width=8, depth=2).to(dtype)
+    loaded = load_sorter(save_sorter(sorter, tmp_path / "s.pt"))
+    assert {weight.dtype for weight in loaded.state_dict().values()} == {dtype}
+    scores = torch.randn(3, 40, dtype=torch.float64)
+    torch.testing.assert_close(loaded(scores), sorter.eval()(scores), rtol=0, atol=0)
+
+
+def test_a_compiled_sorter_saves_the_sorter_it_wraps(tmp_path):
+    sorter = ConvSorter(capacity=64, width=8, depth=2)
+    path = save_sorter(torch.compile(sorter), tmp_path / "s.pt")
+    torch.testing.assert_close(load_sorter(path).state_dict(), sorter.state_dict())
 
 
 def test_saving_a_module_that_is_not_a_sorter_is_named(tmp_path):

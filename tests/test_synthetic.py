@@ -177,12 +177,18 @@ def test_rejects_bad_inputs():
     for probability in (-0.1, 1.5, float("nan")):
         with pytest.raises(ValueError, match="affine_probability"):
             generate_sequences(2, 5, make_generator(0), affine_probability=probability)
-    for batch_size, length in ((0, 5), (2, 0)):
-        with pytest.raises(ValueError, match="batch_size and length"):
+    for batch_size, length, error, words in (
+        (0, 5, ValueError, "batch_size must be >= 1, got 0"),
+        (2, 0, ValueError, "length must be >= 1, got 0"),
+        (2.5, 5, TypeError, "batch_size must be an integer, got float 2.5"),
+        (2, True, TypeError, "length must be an integer, got bool True"),
+    ):
+        with pytest.raises(error, match=words):
             generate_sequences(batch_size, length, make_generator(0))
     for generator in (None, True, 1.5):
         with pytest.raises(TypeError, match="torch.Generator or an int seed"):
             generate_sequences(2, 5, generator)
+    torch.testing.assert_close(generate_sequences(2, 5, np.int64(3)), generate_sequences(2, 5, 3))
 
 
 def test_stream_rejects_bad_settings_at_construction():
@@ -196,6 +202,19 @@ def test_stream_rejects_bad_settings_at_construction():
     with pytest.raises(ValueError, match="affine_probability"):
         SyntheticSequences(2, [5], affine_probability=1.5)
     assert SyntheticSequences(2, [np.int64(5)]).batch(0)[0].shape == (2, 5)
+    for settings, error, words in (
+        ({"seed": "a"}, TypeError, "seed must be an integer, got str 'a'"),
+        ({"seed": 1.5}, TypeError, "seed must be an integer, got float 1.5"),
+        ({"rank": 0.5, "world_size": 2}, TypeError, "rank must be an integer, got float 0.5"),
+        ({"rank": 2, "world_size": 2}, ValueError, r"rank must be in 0..1, got 2"),
+        ({"world_size": 0}, ValueError, "world_size must be >= 1, got 0"),
+        ({"start_batch": -1}, ValueError, "start_batch must be >= 0, got -1"),
+    ):
+        with pytest.raises(error, match=words):
+            SyntheticSequences(2, [5], **settings)
+    torch.testing.assert_close(
+        SyntheticSequences(2, [5], seed=np.int64(7)).batch(0), SyntheticSequences(2, [5], 7).batch(0)
+    )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

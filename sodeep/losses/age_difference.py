@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sodeep.losses.validation import check_count, check_rank, check_same_shape, check_tensor
+from sodeep.checks import check_integer
+from sodeep.losses.validation import check_rank, check_same_shape, check_tensor
 
 
 def age_difference_loss(
@@ -49,7 +50,7 @@ def age_difference_loss(
     errors = predictions - targets.to(predictions.dtype)
     if num_pairs is None:
         return 2.0 * errors.var(unbiased=True)
-    check_count(num_pairs, "num_pairs")
+    check_integer(num_pairs, "num_pairs", 1)
     if generator is None:
         raise ValueError("num_pairs needs an explicit generator (no hidden global randomness in a loss)")
     if not isinstance(generator, torch.Generator):

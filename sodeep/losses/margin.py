@@ -13,9 +13,9 @@ from numbers import Real
 import torch
 from torch import nn
 
+from sodeep.checks import check_integer
 from sodeep.losses.validation import (
     check_binary,
-    check_count,
     check_finite_margin,
     check_rank,
     check_same_shape,
@@ -115,7 +115,7 @@ def check_pair_options(margin, hard_negatives) -> None:
     """``margin``: a finite number or 0-d tensor; ``hard_negatives``: ``None`` or an integer >= 1."""
     check_scalar_margin(margin)
     if hard_negatives is not None:
-        check_count(hard_negatives, "hard_negatives")
+        check_integer(hard_negatives, "hard_negatives", 1)
 
 
 def _highest_negatives(
@@ -271,7 +271,7 @@ class MultiLabelHingeLoss(nn.Module):
         reduction: str | Reducer = "weighted_mean",
     ) -> None:
         super().__init__()
-        check_count(num_labels, "num_labels")
+        check_integer(num_labels, "num_labels", 1)
         refused = isinstance(margin, bool) or (isinstance(margin, torch.Tensor) and margin.dtype == torch.bool)
         try:
             base = torch.as_tensor(margin, dtype=torch.get_default_dtype())
@@ -334,8 +334,9 @@ class MultiLabelHingeLoss(nn.Module):
 
     @torch.no_grad()
     def _update_margins(self, per_element: torch.Tensor, weight: torch.Tensor | None) -> None:
-        # In the buffers' dtype (at least float32): half-precision sums over a batch overflow.
-        per_element = per_element.to(torch.promote_types(per_element.dtype, self.running_loss.dtype))
+        # In at least float32 (or the buffers' wider dtype): half-precision sums over a batch overflow.
+        wide = torch.promote_types(torch.promote_types(per_element.dtype, self.running_loss.dtype), torch.float32)
+        per_element = per_element.to(wide)
         known = (
             torch.ones_like(per_element, dtype=torch.bool) if weight is None else (weight != 0).expand_as(per_element)
         )

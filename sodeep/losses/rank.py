@@ -19,10 +19,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sodeep.checks import require
+from sodeep.checks import check_integer, require, require_number
 from sodeep.losses.validation import (
     check_binary,
-    check_count,
     check_rank,
     check_same_shape,
     check_scalar_margin,
@@ -34,14 +33,26 @@ from sodeep.ranks import rank
 SorterFunction = Callable[[torch.Tensor], torch.Tensor]
 
 
+class DescendingNormalized:
+    """A sorter that returns ascending ranks in ``[1, n]`` (torchsort's ``soft_rank``, most
+    soft-sort libraries), in sodeep's convention: it ranks the negated scores and divides by ``n``.
+    Picklable wherever ``ascending_sorter`` is (a module-level function such as ``soft_rank``)."""
+
+    def __init__(self, ascending_sorter: SorterFunction) -> None:
+        check_sorter(ascending_sorter)
+        self.ascending_sorter = ascending_sorter
+
+    def __call__(self, scores: torch.Tensor) -> torch.Tensor:
+        return self.ascending_sorter(-scores) / scores.shape[-1]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.ascending_sorter!r})"
+
+
 def descending_normalized(ascending_sorter: SorterFunction) -> SorterFunction:
     """Adapt a sorter that returns ascending ranks in ``[1, n]`` (torchsort's ``soft_rank``,
-    most soft-sort libraries) to sodeep's convention: rank the negated scores, divide by ``n``."""
-
-    def sorter(scores: torch.Tensor) -> torch.Tensor:
-        return ascending_sorter(-scores) / scores.shape[-1]
-
-    return sorter
+    most soft-sort libraries) to sodeep's convention (:class:`DescendingNormalized`)."""
+    return DescendingNormalized(ascending_sorter)
 
 
 class FrozenSorterMixin(nn.Module):
@@ -91,12 +102,30 @@ class FrozenSorterMixin(nn.Module):
 
 
 def check_sorter(sorter) -> None:
-    """A :data:`SorterFunction`: a ``Sorter``, an ``nn.Module`` or any callable."""
+    """A :data:`SorterFunction`: a ``Sorter``, an ``nn.Module`` or any callable (not a class)."""
+    if isinstance(sorter, type):
+        raise TypeError(
+            f"sorter is the class {sorter.__name__}, not a sorter: pass an instance (e.g. {sorter.__name__}()) "
+            "or a function"
+        )
     if not callable(sorter):
         raise TypeError(
             f"sorter must be a Sorter, an nn.Module or a callable from (B, n) scores to ranks "
             f"(e.g. sodeep.load_sorter() or sodeep.rank), got {type(sorter).__name__}"
         )
+
+
+def sorter_ranks(sorter: SorterFunction, scores: torch.Tensor) -> torch.Tensor:
+    """``sorter(scores)``, refused unless it is a tensor of the scores' shape (a sorter that
+    reduces or broadcasts would otherwise give a silently wrong loss)."""
+    ranks = sorter(scores)
+    if not isinstance(ranks, torch.Tensor) or ranks.shape != scores.shape:
+        got = f"shape {tuple(ranks.shape)}" if isinstance(ranks, torch.Tensor) else type(ranks).__name__
+        raise ValueError(
+            f"the sorter returned {got} for scores of shape {tuple(scores.shape)}; a sorter maps (B, n) scores "
+            "to (B, n) ranks"
+        )
+    return ranks
 
 
 def _as_rows(values: torch.Tensor) -> torch.Tensor:
@@ -146,7 +175,7 @@ def spearman_loss(
             f"ranking needs n >= 2 values per row, got shape {tuple(predictions.shape)} "
             "(a batch of one has no ranking; drop_last=True avoids it)"
         )
-    predicted_ranks = sorter(_as_rows(predictions))
+    predicted_ranks = sorter_ranks(sorter, _as_rows(predictions))
     target_ranks = rank(_as_rows(targets)).to(predicted_ranks.dtype)
     loss = F.mse_loss(predicted_ranks, target_ranks)
     if isinstance(l1_weight, torch.Tensor) or l1_weight:  # a tensor's value is not read (no host sync)
@@ -163,8 +192,10 @@ def check_l1_weight(l1_weight: float | torch.Tensor) -> None:
         require(torch.isfinite(l1_weight) & (l1_weight >= 0), "l1_weight must be a finite number >= 0")
     elif isinstance(l1_weight, bool) or not isinstance(l1_weight, Real):
         raise ValueError(f"l1_weight must be a finite number >= 0, got {l1_weight!r}")
-    elif torch.compiler.is_compiling():
-        return  # a number may be symbolic under compile: the module checked its own when built
+    elif torch.compiler.is_compiling():  # the number may be symbolic: checked without a graph break
+        require_number(
+            l1_weight, lambda weight: torch.isfinite(weight) & (weight >= 0), "l1_weight must be a finite number >= 0"
+        )
     elif not 0 <= l1_weight < math.inf:
         raise ValueError(f"l1_weight must be a finite number >= 0, got {l1_weight!r}")
 
@@ -212,7 +243,7 @@ def map_rank_loss(scores: torch.Tensor, labels: torch.Tensor, sorter: SorterFunc
     if scores.shape[0] < 2:
         raise ValueError(f"scores must have a batch of at least 2 to rank, got shape {tuple(scores.shape)}")
     check_sorter(sorter)
-    ranks = sorter(scores.t())  # (C, B): each class ranks the batch
+    ranks = sorter_ranks(sorter, scores.t())  # (C, B): each class ranks the batch
     positives = labels.t().to(ranks.dtype)
     count = positives.sum(-1)
     mean_positive_rank = (ranks * positives).sum(-1) / count.clamp_min(1)
@@ -250,8 +281,8 @@ def recall_rank_loss(scores: torch.Tensor, sorter: SorterFunction) -> torch.Tens
     """
     _check_square(scores)
     check_sorter(sorter)
-    row_ranks = sorter(scores).diagonal()
-    column_ranks = sorter(scores.t()).diagonal()
+    row_ranks = sorter_ranks(sorter, scores).diagonal()
+    column_ranks = sorter_ranks(sorter, scores.t()).diagonal()
     return 0.5 * (row_ranks.mean() + column_ranks.mean())
 
 
@@ -284,7 +315,7 @@ def hard_negative_rank_loss(
     """
     _check_square(scores)
     size = scores.shape[0]
-    check_count(hard_negatives, "hard_negatives")
+    check_integer(hard_negatives, "hard_negatives", 1)
     if not 1 <= hard_negatives < size:
         raise ValueError(f"hard_negatives must be in [1, {size - 1}] for N={size}, got {hard_negatives}")
     if margin is not None:
@@ -294,7 +325,7 @@ def hard_negative_rank_loss(
     losses = []
     eye = torch.eye(size, dtype=torch.bool, device=scores.device)
     for oriented in (scores, scores.t()):
-        ranks = sorter(oriented)
+        ranks = sorter_ranks(sorter, oriented)
         positive = ranks.diagonal().unsqueeze(-1)
         # Exclude the positive itself: push it past every negative before picking the smallest.
         negative_ranks = ranks.masked_fill(eye, float("inf"))
@@ -313,7 +344,7 @@ class HardNegativeRankLoss(FrozenSorterMixin):
         self._set_sorter(sorter)
         if margin is not None:
             check_scalar_margin(margin)
-        check_count(hard_negatives, "hard_negatives")
+        check_integer(hard_negatives, "hard_negatives", 1)
         self.margin = None if margin is None else float(margin)
         self.hard_negatives = int(hard_negatives)
 

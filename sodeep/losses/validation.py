@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-from numbers import Integral, Real
+from numbers import Real
 
 import torch
 
-from sodeep.checks import beneath_transforms, require
+from sodeep.checks import beneath_transforms, require, require_number
 
 
 def check_tensor(value, name: str, *, floating: bool = True) -> None:
@@ -22,8 +22,11 @@ def check_tensor(value, name: str, *, floating: bool = True) -> None:
 
 
 def check_same_shape(first: torch.Tensor, second: torch.Tensor, names: str) -> None:
+    """The same shape and the same device."""
     if first.shape != second.shape:
         raise ValueError(f"{names} must have the same shape, got {tuple(first.shape)} and {tuple(second.shape)}")
+    if first.device != second.device:
+        raise ValueError(f"{names} must be on the same device, got {first.device} and {second.device}")
 
 
 def check_binary(labels: torch.Tensor, name: str = "labels") -> None:
@@ -44,15 +47,17 @@ def check_rank(value: torch.Tensor, name: str, dims: tuple[int, ...], meaning: s
 
 def check_finite_margin(margin, name: str = "margin") -> None:
     """A margin is a finite number or a tensor of finite values (NaN would make every loss NaN).
-    A tensor is checked through :func:`sodeep.checks.require` (no host synchronisation); a
-    number, in eager code (compiled, it may be symbolic: the modules check theirs when built)."""
+    A tensor is checked through :func:`sodeep.checks.require` (no host synchronisation), and so is
+    a number under ``torch.compile``, where it may be symbolic (:func:`sodeep.checks.require_number`)."""
     if isinstance(margin, torch.Tensor):
         if margin.dtype == torch.bool or margin.is_complex():
             raise TypeError(f"{name} must be a real number or a tensor of real numbers, got dtype {margin.dtype}")
         require(torch.isfinite(margin), f"{name} must be finite")
     elif isinstance(margin, bool) or not isinstance(margin, Real):
         raise TypeError(f"{name} must be a number or a tensor, got {type(margin).__name__}")
-    elif not torch.compiler.is_compiling() and not math.isfinite(float(margin)):
+    elif torch.compiler.is_compiling():  # the number may be symbolic: checked without a graph break
+        require_number(margin, torch.isfinite, f"{name} must be finite")
+    elif not math.isfinite(float(margin)):
         raise ValueError(f"{name} must be finite, got {margin}")
 
 
@@ -61,11 +66,3 @@ def check_scalar_margin(margin, name: str = "margin") -> None:
     if isinstance(margin, torch.Tensor) and margin.dim() != 0:
         raise ValueError(f"{name} must be a number or a 0-d tensor, got shape {tuple(margin.shape)}")
     check_finite_margin(margin, name)
-
-
-def check_count(value, name: str, minimum: int = 1) -> None:
-    """An integer (Python or NumPy, not a bool) of at least ``minimum``: 2.5 or True is refused, not truncated."""
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")

@@ -7,7 +7,7 @@ averaged), so any sorter can stand in for another inside a loss.
 from __future__ import annotations
 
 import math
-from numbers import Integral, Real
+from numbers import Real
 from typing import Any, ClassVar
 
 import torch
@@ -22,14 +22,6 @@ def check_positive_setting(value: Any, name: str) -> None:
         raise TypeError(f"{name} must be a finite number > 0, got {type(value).__name__} {value!r}")
     if not 0 < value < math.inf:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-
-
-def check_integer_setting(value: Any, name: str, low: int, high: int | None = None) -> None:
-    """A sorter setting that is an integer in ``low..high`` (2.5 or True is refused, not truncated)."""
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    if value < low or (high is not None and value > high):
-        raise ValueError(f"{name} must be in {low}..{'' if high is None else high}, got {value}")
 
 
 def check_scores(scores: Any, *, min_length: int, max_length: int | None, name: str = "scores") -> None:

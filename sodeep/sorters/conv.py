@@ -34,10 +34,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from sodeep.argsort import argsort
+from sodeep.checks import check_integer
 from sodeep.sorters.base import (
     HALF_PRECISION,
     Sorter,
-    check_integer_setting,
     check_positive_setting,
     scale_rows_by_power_of_two,
 )
@@ -174,13 +174,13 @@ class ConvSorter(Sorter):
         temperature_floor: float | None = None,
     ) -> None:
         super().__init__()
-        check_integer_setting(capacity, "capacity", 2, MAX_LENGTH)
+        check_integer(capacity, "capacity", 2, MAX_LENGTH)
         check_positive_setting(softness, "softness")
-        check_integer_setting(radius, "radius", 1)
-        check_integer_setting(width, "width", 1)
-        check_integer_setting(depth, "depth", 0)
+        check_integer(radius, "radius", 1)
+        check_integer(width, "width", 1)
+        check_integer(depth, "depth", 0)
         if band is not None:
-            check_integer_setting(band, "band", 1)
+            check_integer(band, "band", 1)
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         if temperature_floor is not None and (

@@ -13,7 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from sodeep.sorters.base import Sorter, check_integer_setting
+from sodeep.checks import check_integer
+from sodeep.sorters.base import Sorter
 
 # (out_channels, kernel_size, batch norm) of the original CNN's first nine layers; the tenth maps
 # to n outputs with a kernel that consumes what is left of the sequence.
@@ -35,7 +36,7 @@ class OriginalCNNSorter(Sorter):
 
     def __init__(self, length: int = 100) -> None:
         super().__init__()
-        check_integer_setting(length, "length", _CNN_SHRINK + 1)
+        check_integer(length, "length", _CNN_SHRINK + 1)
         self.length = self.min_length = self.max_length = int(length)
         in_channels = 1
         for index, (out_channels, kernel, batch_norm) in enumerate(_CNN_LAYERS, start=1):
@@ -69,8 +70,8 @@ class OriginalLSTMLargeSorter(Sorter):
 
     def __init__(self, length: int = 100, hidden_size: int = 512) -> None:
         super().__init__()
-        check_integer_setting(length, "length", 2)
-        check_integer_setting(hidden_size, "hidden_size", 1)
+        check_integer(length, "length", 2)
+        check_integer(hidden_size, "hidden_size", 1)
         self.length = self.min_length = self.max_length = int(length)
         self.hidden_size = int(hidden_size)
         self.lstm = nn.LSTM(1, hidden_size, 2, batch_first=True, bidirectional=True)

@@ -116,3 +116,33 @@ def test_compiled_checks_still_refuse_bad_values():
     margin = torch.compile(PairwiseMarginRankingLoss(), fullgraph=True, backend=BACKEND)
     with pytest.raises(RuntimeError, match="labels must contain only 0 and 1"):
         margin(torch.randn(BATCH, WIDTH), torch.full((BATCH, WIDTH), 2))
+
+
+def test_compiled_functional_losses_check_the_numbers_they_are_given():
+    """Under compile a float argument becomes symbolic once it changes: the checks still refuse
+    a negative weight or a non-finite margin (an asynchronous assertion, a RuntimeError)."""
+    from sodeep import rank
+    from sodeep.losses import multilabel_hinge_loss, pairwise_margin_ranking_loss, spearman_loss
+
+    spearman = torch.compile(lambda p, t, w: spearman_loss(p, t, rank, l1_weight=w), fullgraph=True, backend=BACKEND)
+    pairwise = torch.compile(
+        lambda s, y, m: pairwise_margin_ranking_loss(s, y, margin=m), fullgraph=True, backend=BACKEND
+    )
+    hinge = torch.compile(lambda s, y, m: multilabel_hinge_loss(s, y, m), fullgraph=True, backend=BACKEND)
+    scores, labels = torch.randn(BATCH, WIDTH), binary(BATCH, WIDTH)
+    for weight in (0.5, 0.7):  # the second value makes the weight symbolic
+        torch.testing.assert_close(
+            spearman(scores[0], scores[1], weight), spearman_loss(scores[0], scores[1], rank, l1_weight=weight)
+        )
+    with pytest.raises(RuntimeError, match="l1_weight must be a finite number >= 0"):
+        spearman(scores[0], scores[1], -0.3)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(RuntimeError, match="l1_weight must be a finite number >= 0"):
+            spearman(scores[0], scores[1], bad)
+    for margin in (1.0, 0.5):
+        pairwise(scores, labels, margin), hinge(scores, labels, margin)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(RuntimeError, match="margin must be finite"):
+            pairwise(scores, labels, bad)
+        with pytest.raises(RuntimeError, match="margin must be finite"):
+            hinge(scores, labels, bad)

@@ -413,6 +413,19 @@ def test_adaptive_margins_stay_finite_in_half_precision():
     torch.testing.assert_close(loss.running_loss, torch.full((100,), 0.5 + 0.5 * 101))
 
 
+def test_half_precision_buffers_follow_the_float32_module():
+    """A module moved to float16 (``.half()``) sums a batch's hinges in float32 like the float32
+    module: 20,000 hinges of 6 would overflow a float16 sum and look like an unseen label."""
+    scores = torch.full((20000, 3), -5.0)
+    scores[:, 1] = 5.0
+    labels = torch.ones(20000, 3, dtype=torch.long)
+    reference, half = MultiLabelHingeLoss(3, adaptive=True), MultiLabelHingeLoss(3, adaptive=True).half()
+    reference(scores, labels)
+    half(scores.half(), labels)
+    torch.testing.assert_close(half.running_loss.float(), reference.running_loss, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(half.margin.float(), reference.margin, rtol=1e-3, atol=1e-3)
+
+
 def test_adaptive_margins_learn_only_from_known_labels():
     """A label's running loss moves with the samples that know it, not with the unknown ones."""
     loss = MultiLabelHingeLoss(2, adaptive=True, momentum=0.0)

@@ -2,11 +2,13 @@ import pytest
 import scipy.stats
 import torch
 
+import sodeep
 from sodeep import SpearmanLoss, load_sorter
 from sodeep.losses import (
     HardNegativeRankLoss,
     MapRankLoss,
     RecallRankLoss,
+    descending_normalized,
     spearman_loss,
 )
 from sodeep.sorters import PairwiseSigmoidSorter
@@ -265,6 +267,51 @@ def test_a_missing_sorter_is_named(loss, inputs):
     function = getattr(sodeep.losses, loss) if isinstance(loss, str) else loss
     with pytest.raises(TypeError, match="sorter must be a Sorter, an nn.Module or a callable .* got NoneType"):
         function(*inputs, None)
+
+
+#: Each rank loss module with inputs it accepts.
+_SORTER_INPUTS = [
+    (SpearmanLoss, (torch.randn(8), torch.randn(8))),
+    (MapRankLoss, (torch.randn(4, 3), torch.ones(4, 3, dtype=torch.long))),
+    (RecallRankLoss, (torch.randn(4, 4),)),
+    (HardNegativeRankLoss, (torch.randn(4, 4),)),
+]
+
+
+@pytest.mark.parametrize("loss,inputs", _SORTER_INPUTS)
+def test_a_sorter_whose_ranks_lose_the_scores_shape_is_refused(loss, inputs):
+    """A callable that reduces its rows would broadcast into a silently wrong loss."""
+    reducing = lambda scores: sodeep.rank(scores).mean(-1, keepdim=True)  # noqa: E731
+    with pytest.raises(ValueError, match=r"^the sorter returned shape \(\d+, 1\) for scores of shape \(\d+, \d+\); a"):
+        loss(sorter=reducing)(*inputs)
+    with pytest.raises(ValueError, match="^the sorter returned float for scores of shape"):
+        loss(sorter=lambda scores: 0.5)(*inputs)
+
+
+@pytest.mark.parametrize("loss,inputs", _SORTER_INPUTS)
+def test_a_sorter_class_is_refused_with_the_instance_to_pass(loss, inputs):
+    with pytest.raises(
+        TypeError, match=r"sorter is the class PairwiseSigmoidSorter, not a sorter: pass an instance \(e"
+    ):
+        loss(sorter=PairwiseSigmoidSorter)
+
+
+def test_the_adapter_for_ascending_sorters_pickles_and_matches_the_exact_ranks():
+    """An ascending [1, n] ranker (scipy-style ``rankdata`` here) in sodeep's convention."""
+    import io
+    import pickle
+
+    ascending = descending_normalized(_ascending_exact_ranks)
+    scores = torch.tensor([[0.3, -1.0, 2.0, 0.3]])
+    torch.testing.assert_close(ascending(scores), sodeep.rank(scores))
+    loss = SpearmanLoss(sorter=ascending)
+    copy = pickle.loads(pickle.dumps(loss))
+    torch.testing.assert_close(copy(scores[0], -scores[0]), loss(scores[0], -scores[0]))
+    torch.save(torch.nn.Sequential(torch.nn.Linear(2, 1), loss), io.BytesIO())
+
+
+def _ascending_exact_ranks(scores: torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(scipy.stats.rankdata(scores.numpy(), axis=-1), dtype=scores.dtype)
 
 
 class _ModelWithRankLoss(torch.nn.Module):

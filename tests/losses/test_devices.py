@@ -1,0 +1,61 @@
+"""Tensors on different devices are named in one line, like shapes, rather than failing inside
+PyTorch ("Tensor on device cpu is not on the expected device meta!").  The meta device stands in
+for an accelerator here; a 0-d weight may stay on the CPU, as PyTorch allows for scalars."""
+
+import pytest
+import torch
+
+from sodeep import rank
+from sodeep.losses import (
+    age_difference_loss,
+    map_rank_loss,
+    multilabel_hinge_loss,
+    pairwise_margin_ranking_loss,
+    sigmoid_cross_entropy,
+    spearman_loss,
+)
+from sodeep.reducers import reduce_loss
+
+
+def _meta(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.to("meta")
+
+
+SCORES, LABELS = torch.randn(3, 5), (torch.arange(15).reshape(3, 5) % 2)
+
+
+@pytest.mark.parametrize(
+    "call,words",
+    [
+        (lambda: spearman_loss(SCORES, _meta(SCORES), rank), "predictions and targets must be on the same device"),
+        (lambda: map_rank_loss(SCORES, _meta(LABELS), rank), "scores and labels must be on the same device"),
+        (
+            lambda: pairwise_margin_ranking_loss(SCORES, _meta(LABELS)),
+            "scores and labels must be on the same device, got cpu and meta",
+        ),
+        (
+            lambda: pairwise_margin_ranking_loss(SCORES, LABELS, _meta(torch.ones_like(LABELS))),
+            "labels and mask must be on the same device, got cpu and meta",
+        ),
+        (lambda: multilabel_hinge_loss(SCORES, _meta(LABELS)), "scores and labels must be on the same device"),
+        (
+            lambda: multilabel_hinge_loss(SCORES, LABELS, weight=_meta(torch.ones(3, 5))),
+            "weight must be on the loss's device, cpu, got meta",
+        ),
+        (
+            lambda: age_difference_loss(SCORES[0], _meta(SCORES[0])),
+            "predictions and targets must be on the same device",
+        ),
+        (lambda: sigmoid_cross_entropy(SCORES, _meta(LABELS.float())), "logits and labels must be on the same device"),
+        (lambda: reduce_loss(SCORES, _meta(torch.ones(5)), "weighted_mean"), "weight must be on the loss's device"),
+    ],
+)
+def test_tensors_on_different_devices_are_named(call, words):
+    with pytest.raises(ValueError, match="^[^\n]*$") as error:
+        call()
+    assert words in str(error.value)
+
+
+def test_a_0d_weight_on_the_cpu_is_accepted_as_pytorch_accepts_it():
+    loss = torch.randn(3, 5).to("meta")
+    assert reduce_loss(loss, torch.tensor(2.0), "weighted_mean").device.type == "meta"
