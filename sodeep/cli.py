@@ -134,7 +134,7 @@ def command_evaluate(arguments: argparse.Namespace) -> int:
 
     from sodeep.checkpoints import default_sorter_path, load_sorter
     from sodeep.evaluation import EVALUATION_LENGTHS, fidelity_table, format_fidelity_markdown
-    from sodeep.files import atomic_write_json, atomic_write_text, text_output_problem
+    from sodeep.files import atomic_write_json, atomic_write_text, json_output_problem, replaceable_output_problem
     from sodeep.sorters import build_sorter
 
     if arguments.checkpoint and arguments.architecture:
@@ -151,8 +151,11 @@ def command_evaluate(arguments: argparse.Namespace) -> int:
         raise ValueError(f"--sequences must be >= 1, got {arguments.sequences}")
     if arguments.out and arguments.json and Path(arguments.out).resolve() == Path(arguments.json).resolve():
         raise ValueError(f"--out and --json name the same file, {arguments.out}; give each its own path")
-    for flag, path in (("--out", arguments.out), ("--json", arguments.json)):
-        problem = path and text_output_problem(path)
+    problems = (
+        arguments.out and replaceable_output_problem(arguments.out, _is_fidelity_table, "a fidelity table"),
+        arguments.json and json_output_problem(arguments.json),
+    )
+    for flag, problem in zip(("--out", "--json"), problems):
         if problem:
             raise ValueError(f"{flag}: {problem}; choose another path")
     if arguments.architecture:
@@ -183,6 +186,12 @@ def command_evaluate(arguments: argparse.Namespace) -> int:
     if arguments.json:
         atomic_write_json(arguments.json, [dataclasses.asdict(row) for row in rows])
     return 0
+
+
+def _is_fidelity_table(text: str) -> bool:
+    from sodeep.evaluation import FIDELITY_TABLE_HEADING
+
+    return FIDELITY_TABLE_HEADING in text
 
 
 def command_export(arguments: argparse.Namespace) -> int:
@@ -217,10 +226,8 @@ def add_evaluate_parser(commands: Any) -> None:
     evaluate.add_argument("--sorter", help="JSON config of the --architecture sorter (only with --architecture)")
     evaluate.add_argument("--lengths", help='lengths, e.g. "5,100" (default: 2,3,5,8,16,32,64,100,128,256)')
     evaluate.add_argument("--sequences", type=int, default=64, help="held-out sequences per (family, n) (default: 64)")
-    evaluate.add_argument(
-        "--out", help="also write the markdown table here (replacing a text file, never another kind)"
-    )
-    evaluate.add_argument("--json", help="also write the rows as JSON here (replacing a text file, never another kind)")
+    evaluate.add_argument("--out", help="also write the markdown table here (replacing only a table it wrote)")
+    evaluate.add_argument("--json", help="also write the rows as JSON here (replacing only a JSON file)")
     evaluate.set_defaults(handler=command_evaluate)
 
 

@@ -96,13 +96,17 @@ def summarize(rows: list[FidelityRow], by: str) -> dict:
     }
 
 
+#: The line that opens the fidelity table (after an optional title).
+FIDELITY_TABLE_HEADING = "Spearman with the exact ranks / mean absolute rank error (positions):"
+
+
 def format_fidelity_markdown(rows: list[FidelityRow], title: str = "") -> str:
     """Two markdown tables: per family at every n (Spearman / rank error), and means per n."""
     lengths = sorted({row.length for row in rows})
     families = list(dict.fromkeys(row.family for row in rows))
     cell = {(row.family, row.length): row for row in rows}
     lines = [f"### {title}", ""] if title else []
-    lines.append("Spearman with the exact ranks / mean absolute rank error (positions):")
+    lines.append(FIDELITY_TABLE_HEADING)
     lines.append("")
     lines.append("| family | " + " | ".join(f"n={n}" for n in lengths) + " |")
     lines.append("|---|" + "---|" * len(lengths))

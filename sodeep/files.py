@@ -88,32 +88,43 @@ def writable_file_problem(path: str | os.PathLike) -> str | None:
     return None
 
 
-def text_output_problem(path: str | os.PathLike) -> str | None:
-    """Why a text output (a table, JSON) should not be written at ``path`` (one line), or ``None``:
-    :func:`writable_file_problem`, or an existing file that is not text (a checkpoint, an
-    image), which a mistyped output path would otherwise destroy.
+def replaceable_output_problem(path: str | os.PathLike, is_such_output: Callable[[str], bool], kind: str) -> str | None:
+    """Why an output of ``kind`` should not be written at ``path`` (one line), or ``None``:
+    :func:`writable_file_problem`, or an existing file that ``is_such_output`` does not recognise
+    from its text (a data table, a checkpoint), which a mistyped output path would destroy.  An
+    empty file may be replaced.
 
     Example:
         >>> import tempfile
-        >>> file = Path(tempfile.mkdtemp()) / "sorter.pt"
-        >>> _ = file.write_bytes(b"PK\\x03\\x04\\x00")
-        >>> text_output_problem(file)
-        '... exists and is not a text file; ...'
+        >>> file = Path(tempfile.mkdtemp()) / "ages.csv"
+        >>> _ = file.write_text("age,thickness\\n31,2.5\\n")
+        >>> json_output_problem(file)
+        '... exists and is not JSON; writing JSON there would replace it'
     """
     problem = writable_file_problem(path)
-    if problem or not Path(path).is_file():
+    if problem or not Path(path).is_file() or Path(path).stat().st_size == 0:
         return problem
-    with open(path, "rb") as file:
-        start = file.read(8192)
     try:
-        start.decode("utf-8")
-    except UnicodeDecodeError as error:
-        text = error.start > len(start) - 4  # a character cut at the end of the sample is still text
-    else:
-        text = True
-    if text and b"\0" not in start:
+        text = Path(path).read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError):
+        text = None
+    if text is not None and is_such_output(text):
         return None
-    return f"{path} exists and is not a text file; a table or JSON would replace it"
+    return f"{path} exists and is not {kind}; writing {kind} there would replace it"
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+def json_output_problem(path: str | os.PathLike) -> str | None:
+    """:func:`replaceable_output_problem` for a JSON output: an existing file may be replaced
+    when it holds JSON."""
+    return replaceable_output_problem(path, _is_json, "JSON")
 
 
 #: What to do about an operating system's refusal, by ``errno``.

@@ -226,7 +226,15 @@ def _read_only_folder(folder, monkeypatch):
         ),
         (
             ["evaluate", "{inputs}/sorter.pt", "--json", "{inputs}/sorter.pt"],
-            "--json: {inputs}/sorter.pt exists and is not a text file; a table or JSON would replace it; choose",
+            "--json: {inputs}/sorter.pt exists and is not JSON; writing JSON there would replace it; choose another",
+        ),
+        (
+            ["evaluate", "--json", "{file}"],
+            "--json: {file} exists and is not JSON; writing JSON there would replace it; choose another path",
+        ),
+        (
+            ["evaluate", "--out", "{file}"],
+            "--out: {file} exists and is not a fidelity table; writing a fidelity table there would replace it",
         ),
         (
             ["evaluate", "--out", "{inputs}/rows", "--json", "{inputs}/./rows"],

@@ -319,10 +319,12 @@ def test_evaluate_prints_a_table(capsys):
 
 def test_evaluate_replaces_its_own_outputs(tmp_path, capsys):
     table, rows = tmp_path / "table.md", tmp_path / "rows.json"
-    table.write_text("an older table\n")
+    table.touch()  # an empty file, or one evaluate wrote, may be replaced
     rows.write_text("[]\n")
-    assert main(["evaluate", "--lengths", "5", "--sequences", "2", "--out", str(table), "--json", str(rows)]) == 0
-    assert "| cauchy |" in table.read_text() and json.loads(rows.read_text())[0]["length"] == 5
+    for lengths in ("5", "7"):
+        arguments = ["evaluate", "--lengths", lengths, "--sequences", "2", "--out", str(table), "--json", str(rows)]
+        assert main(arguments) == 0
+        assert f"n={lengths}" in table.read_text() and json.loads(rows.read_text())[0]["length"] == int(lengths)
 
 
 def test_inside_a_sweep_pretraining_leaves_a_trial_summary(tmp_path, monkeypatch):

@@ -44,7 +44,7 @@ import torch
 
 from sodeep.benchmark.rankers import Ranker, ranker_families
 from sodeep.config import number_list
-from sodeep.files import atomic_write_json, writable_file_problem
+from sodeep.files import atomic_write_json, json_output_problem
 from sodeep.losses import SpearmanLoss
 from sodeep.ranks import rank
 
@@ -283,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> str:
     arguments = build_parser().parse_args(argv)
-    if arguments.json and (problem := writable_file_problem(arguments.json)):
+    if arguments.json and (problem := json_output_problem(arguments.json)):
         raise SystemExit(f"--json: {problem}")
     if arguments.quick:
         arguments.draws, arguments.lengths, arguments.directions = 30, [5, 20], 4

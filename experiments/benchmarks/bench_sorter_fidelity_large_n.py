@@ -42,7 +42,7 @@ from torch.utils._pytree import tree_flatten
 
 from sodeep.checkpoints import default_sorter_path, load_sorter
 from sodeep.config import parse_json_object, parse_lengths
-from sodeep.files import atomic_write_json, writable_file_problem
+from sodeep.files import atomic_write_json, json_output_problem
 from sodeep.metrics import rowwise_spearman
 from sodeep.ranks import rank
 from sodeep.sorters import build_sorter
@@ -300,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> str:
     arguments = build_parser().parse_args(argv)
-    if arguments.json and (problem := writable_file_problem(arguments.json)):
+    if arguments.json and (problem := json_output_problem(arguments.json)):
         raise SystemExit(f"--json: {problem}")
     if arguments.quick:
         arguments.lengths, arguments.sequences, arguments.repeats = "64,256", 4, 1

@@ -41,7 +41,7 @@ from torch.nn import functional as F
 from sodeep.benchmark.rankers import Ranker, ranker_families
 from sodeep.checkpoints import TRAINING_SETTINGS
 from sodeep.config import number_list
-from sodeep.files import atomic_write_json, writable_file_problem
+from sodeep.files import atomic_write_json, json_output_problem
 from sodeep.losses import SpearmanLoss
 from sodeep.ranks import rank
 
@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> str:
     arguments = build_parser().parse_args(argv)
-    if arguments.json and (problem := writable_file_problem(arguments.json)):
+    if arguments.json and (problem := json_output_problem(arguments.json)):
         raise SystemExit(f"--json: {problem}")
     if arguments.device is None and not torch.cuda.is_available():
         print(NO_CUDA)

@@ -258,5 +258,7 @@ def test_original_sorters_rank_scores_of_any_float_dtype_in_their_weights_dtype(
     ],
 )
 def test_sorter_settings_of_the_wrong_type_or_range_are_named(build, error):
-    with pytest.raises(error, match=r"must be (a finite number > 0|an integer|in \d+\.\.|>= \d+, got|None or a finite)"):
+    with pytest.raises(
+        error, match=r"must be (a finite number > 0|an integer|in \d+\.\.|>= \d+, got|None or a finite)"
+    ):
         build()
