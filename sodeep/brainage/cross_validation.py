@@ -25,7 +25,7 @@ from torch import nn
 
 from sodeep.brainage.baselines import BASELINES, SEARCH_FOLDS, baseline_predictions
 from sodeep.brainage.config import TrainingConfig, check_run_plan
-from sodeep.brainage.cv_report import defined, summarize
+from sodeep.brainage.cv_report import defined, names_sites, summarize
 from sodeep.brainage.finetuning import FineTuning
 from sodeep.brainage.interruption import SignalStop
 from sodeep.brainage.metrics import (
@@ -261,9 +261,9 @@ def add_baseline_runs(
 
 def score_predictions(predicted: np.ndarray, ages: np.ndarray, sites: np.ndarray, test: np.ndarray) -> dict[str, Any]:
     """The metrics of a run's test predictions (:func:`regression_metrics`), its within-site
-    Spearman (left out when it is undefined: no test site of three subjects, or constant
-    predictions), the test rows and the predictions."""
-    within = within_site_spearman(predicted, ages[test], sites[test])
+    Spearman (left out when it is undefined: no site column, no test site of three subjects, or
+    constant predictions), the test rows and the predictions."""
+    within = within_site_spearman(predicted, ages[test], sites[test]) if names_sites(sites) else float("nan")
     return {
         **regression_metrics(predicted, ages[test]),
         **defined({"within_site_spearman": within}),

@@ -12,6 +12,7 @@ import scipy.stats
 
 from sodeep.brainage.finetuning import started_from
 from sodeep.brainage.metrics import per_site_mae, per_site_spearman, regression_metrics, within_site_spearman
+from sodeep.brainage.tables import NO_SITE
 
 #: Metrics summarized as mean +- sd in the report, in this order.
 REPORTED_METRICS = (
@@ -34,6 +35,12 @@ def defined(values: dict[str, Any]) -> dict[str, Any]:
     """``values`` without its NaN numbers: an undefined metric is left out of ``results.json``,
     where the report shows it as n/a."""
     return {key: value for key, value in values.items() if not (isinstance(value, float) and math.isnan(value))}
+
+
+def names_sites(sites: Sequence[str]) -> bool:
+    """Whether ``sites`` name any site: a table without a site column gives every subject
+    :data:`~sodeep.brainage.tables.NO_SITE`, where a within-site Spearman means nothing."""
+    return any(str(site) != NO_SITE for site in sites)
 
 
 def summarize(results: dict[str, Any], ages: np.ndarray, sites: Sequence[str]) -> None:
@@ -60,8 +67,15 @@ def summarize(results: dict[str, Any], ages: np.ndarray, sites: Sequence[str]) -
             for site, values in per_site_spearman(predictions, ages[rows], row_sites).items():
                 entry["per_site"][site] |= defined({"spearman": values["spearman"]})
             pooled = regression_metrics(predictions, ages[rows])
-            pooled["within_site_spearman"] = within_site_spearman(predictions, ages[rows], row_sites)
-            entry["out_of_fold"] = {"seed": first_seed} | defined({metric: pooled[metric] for metric in POOLED_METRICS})
+            if names_sites(row_sites):
+                pooled["within_site_spearman"] = within_site_spearman(predictions, ages[rows], row_sites)
+            if any("spearman" not in run for run in runs if run["seed"] == first_seed):
+                # A fold whose predictions rank nobody (a constant): pooled, the folds' offsets
+                # alone would make a correlation.
+                pooled = {metric: value for metric, value in pooled.items() if "spearman" not in metric}
+            entry["out_of_fold"] = {"seed": first_seed} | defined(
+                {metric: pooled[metric] for metric in POOLED_METRICS if metric in pooled}
+            )
     results["comparisons"] = paired_comparisons(results["presets"])
 
 
@@ -105,15 +119,22 @@ def paired_comparisons(presets: dict[str, Any], baseline: str = "l1") -> dict[st
 SPLIT_NAMES = {"stratified": "age-stratified", "site": "site-grouped (no site in both training and test)"}
 
 
-def _summary_table(entries: dict[str, Any], label: str) -> list[str]:
-    """Markdown rows of mean +- sd per entry (``n/a`` for a metric without a summary)."""
+def _seeds_of(entry: dict[str, Any]) -> list[int]:
+    return sorted({run["seed"] for run in entry.get("runs", [])})
+
+
+def _summary_table(entries: dict[str, Any], label: str, seeds: list[int]) -> list[str]:
+    """Markdown rows of mean +- sd per entry (``n/a`` for a metric without a summary); an entry
+    whose runs cover other seeds than ``seeds`` (the report's) names its own."""
     lines = [f"| {label} | " + " | ".join(REPORTED_METRICS) + " | runs |", "|---" * (len(REPORTED_METRICS) + 2) + "|"]
     for name, entry in entries.items():
         summary = entry["summary"]
         cells = [
             f"{summary[m]['mean']:.3f} +- {summary[m]['sd']:.3f}" if m in summary else "n/a" for m in REPORTED_METRICS
         ]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {len(entry['runs'])} |")
+        own = _seeds_of(entry)
+        runs = f"{len(entry['runs'])}" + (f" (seeds {own})" if own != seeds else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {runs} |")
     return lines
 
 
@@ -142,20 +163,22 @@ def format_report(results: dict[str, Any], title: str) -> str:
     comparisons with the reference preset."""
     settings = results["settings"]
     split = SPLIT_NAMES[settings.get("split", "stratified")]
+    # The seeds the folder's runs hold: a folder extended with other seeds or presets keeps them all.
+    seeds = sorted({seed for entry in results["presets"].values() for seed in _seeds_of(entry)}) or settings["seeds"]
     lines = [
         f"# {title}",
         "",
-        f"{settings['folds']}-fold {split} CV x seeds {settings['seeds']}, {settings['subjects']} subjects; "
+        f"{settings['folds']}-fold {split} CV x seeds {seeds}, {settings['subjects']} subjects; "
         "within_site_spearman: Spearman inside each test site of 3 or more subjects, weighted by its subjects.",
         "",
     ]
     if settings.get("init_from"):
         lines += [started_from(settings["init_from"], settings["config"]), ""]
-    lines += _summary_table(results["presets"], "preset")
+    lines += _summary_table(results["presets"], "preset", seeds)
     baselines = {name: entry for name, entry in results.get("baselines", {}).items() if entry.get("runs")}
     if baselines:
         lines += ["", "Baselines on the same folds (features standardized on each training split):", ""]
-        lines += _summary_table(baselines, "baseline")
+        lines += _summary_table(baselines, "baseline", seeds)
     lines += _pooled_table(results["presets"], baselines)
     comparisons = results.get("comparisons", {})
     if len(comparisons) > 1:

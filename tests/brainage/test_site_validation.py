@@ -341,3 +341,32 @@ def test_a_site_named_all_is_a_site(tmp_path):
     table = read_age_table(path)
     assert sorted(set(table.sites)) == ["all", "c", "none"] and not table.empty_site_lines
     check_split(table.ages, table.sites, split="site", folds=3, seeds=[0], validation_fraction=0.1)
+
+
+def test_a_folder_extended_with_other_seeds_reports_each_presets_own_seeds(tmp_path):
+    """Finished runs are kept when a folder is resumed with other presets and seeds; the report's
+    heading gives the seeds the folder holds and a preset with fewer names its own."""
+    table = site_table()
+    options = {"out": tmp_path, "folds": 3, "split": "site", "config": TINY, "progress": False}
+    cross_validate_table(table, ["l1", "mse"], seeds=[0], **options)
+    results = cross_validate_table(table, ["l1"], seeds=[0, 1], **options)
+    assert len(results["presets"]["mse"]["runs"]) == 3 and len(results["presets"]["l1"]["runs"]) == 6
+    report = format_report(results, "extended")
+    assert "CV x seeds [0, 1]," in report
+    assert [line for line in report.splitlines() if line.startswith("| mse |")][0].endswith("| 3 (seeds [0]) |")
+    assert [line for line in report.splitlines() if line.startswith("| l1 |")][0].endswith("| 6 |")
+
+
+def test_a_table_without_sites_reports_no_within_site_spearman(tmp_path):
+    table = site_table()
+    table.sites = [NO_SITE] * len(table)
+    results = cross_validate_table(table, ["l1"], out=tmp_path, folds=3, seeds=[0], config=TINY, progress=False)
+    for entry in (results["presets"]["l1"], results["baselines"]["ridge"]):
+        assert all("within_site_spearman" not in run for run in entry["runs"])
+        assert "within_site_spearman" not in entry["summary"] and "within_site_spearman" not in entry["out_of_fold"]
+        assert "spearman" in entry["out_of_fold"]
+    assert "spearman" not in results["baselines"]["median"]["out_of_fold"]  # constant per fold: ranks nobody
+    pooled = [line for line in format_report(results, "no sites").splitlines() if line.startswith("| baseline: median")]
+    assert pooled == [
+        "| baseline: median | " + f"{results['baselines']['median']['out_of_fold']['mae']:.3f} | n/a | n/a |"
+    ]
