@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
+from pathlib import Path
 
 from sodeep.benchmark.config import PARTS, BenchConfig
+from sodeep.run_folder import INTERRUPTED
 
 
 def add_bench_parser(commands) -> argparse.ArgumentParser:
@@ -68,13 +71,32 @@ def run_bench_command(arguments: argparse.Namespace) -> int:
 
     config = config_from_arguments(arguments)
     command = "sodeep " + shlex.join(sys.argv[1:]) if sys.argv and "sodeep" in sys.argv[0] else "sodeep bench"
-    run_benchmark(config, command=command, progress=lambda line: print(line, flush=True), overwrite=arguments.overwrite)
+    try:
+        run_benchmark(
+            config, command=command, progress=lambda line: print(line, flush=True), overwrite=arguments.overwrite
+        )
+    except KeyboardInterrupt:
+        finished = _finished_parts(Path(config.out))
+        kept = f"{config.out}/results.json keeps the finished parts ({', '.join(finished)})" if finished else ""
+        print(
+            f"sodeep bench: interrupted; {kept or 'no part finished'}; a benchmark starts over: "
+            f"run it again with --overwrite, or give another --out",
+            file=sys.stderr,
+        )
+        return INTERRUPTED
     print(f"results in {config.out}/results.json, results.md, bench_*.png")
     return 0
 
 
+def _finished_parts(out: Path) -> list[str]:
+    try:
+        return list(json.loads((out / "results.json").read_text())["wall_seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m sodeep.benchmark.cli``) until ``sodeep bench`` is wired in."""
+    """``python -m sodeep.benchmark.cli``: ``sodeep bench`` alone."""
     parser = argparse.ArgumentParser(prog="sodeep")
     add_bench_parser(parser.add_subparsers(dest="command", required=True))
     arguments = parser.parse_args(argv)

@@ -17,14 +17,24 @@ def _pyplot():
     return pyplot
 
 
-#: Line styles taken in turn after each round of matplotlib's 10 colours, so that no two of up to
-#: 40 lines look alike.
+#: Twenty distinct colours (matplotlib's ``tab20``, its dark shades first), then line styles in
+#: turn, so that no two of up to 80 lines look alike.
+COLOURS = tuple(f"tab:{name}" for name in ("blue", "orange", "green", "red", "purple", "brown", "pink", "gray",
+                                           "olive", "cyan")) + tuple(
+    (red / 255, green / 255, blue / 255)
+    for red, green, blue in ((174, 199, 232), (255, 187, 120), (152, 223, 138), (255, 152, 150), (197, 176, 213),
+                             (196, 156, 148), (247, 182, 210), (199, 199, 199), (219, 219, 141), (158, 218, 229))
+)  # fmt: skip
 LINE_STYLES = ("-", "--", ":", "-.")
 
 
-def _style(index: int) -> dict:
-    """Colour and line style of the ``index``-th line of a plot: all distinct up to 40 lines."""
-    return {"color": f"C{index % 10}", "linestyle": LINE_STYLES[(index // 10) % len(LINE_STYLES)]}
+def _style(index: int, label: str = "") -> dict:
+    """Colour and line style of the ``index``-th line of a plot, all distinct up to 80 lines; the
+    library's own rankers (labels starting ``sodeep``) are drawn thicker, on top."""
+    style = {"color": COLOURS[index % len(COLOURS)], "linestyle": LINE_STYLES[(index // len(COLOURS)) % 4]}
+    if label.startswith("sodeep"):
+        style |= {"linewidth": 2.4, "zorder": 3}
+    return style
 
 
 def plot_speed(rows: list[dict], path: Path) -> Path | None:
@@ -37,7 +47,7 @@ def plot_speed(rows: list[dict], path: Path) -> Path | None:
     figure, axes = pyplot.subplots(figsize=(7, 4.5))
     for index, ranker in enumerate(dict.fromkeys(row["ranker"] for row in selected)):
         points = sorted((row["n"], row["seconds"] * 1e3) for row in selected if row["ranker"] == ranker)
-        axes.plot(*zip(*points), marker="o", markersize=3, label=ranker, **_style(index))
+        axes.plot(*zip(*points), marker="o", markersize=3, label=ranker, **_style(index, ranker))
     axes.set(xscale="log", yscale="log", xlabel="n", ylabel="ms per call", title=f"forward+backward, B={batch}")
     axes.legend(fontsize=6, ncol=2)
     return _save(figure, pyplot, path)
@@ -64,10 +74,10 @@ def plot_fidelity_vs_time(fidelity: list[dict], speed: list[dict], path: Path) -
     pyplot = _pyplot()
     figure, axes = pyplot.subplots(figsize=(7, 4.5))
     for index, (ranker, time, gap) in enumerate(points):
-        axes.scatter(time, max(gap, 1e-7), color=_style(index)["color"], marker="os^D"[(index // 10) % 4])
+        axes.scatter(time, max(gap, 1e-7), color=_style(index)["color"], marker="os^D"[(index // len(COLOURS)) % 4])
         axes.annotate(ranker, (time, max(gap, 1e-7)), fontsize=6)
     axes.set(xscale="log", yscale="log", xlabel=f"forward ms (B={batch}, n={n})",
-             ylabel="1 - Spearman (mean over distributions)", title="fidelity vs time")  # fmt: skip
+             ylabel="1 - Spearman (mean over distributions; below 1e-7 drawn at 1e-7)", title="fidelity vs time")  # fmt: skip
     return _save(figure, pyplot, path)
 
 
@@ -77,13 +87,15 @@ def plot_sorting(summary: list[dict], path: Path) -> Path | None:
         return None
     pyplot = _pyplot()
     figure, axes = pyplot.subplots(figsize=(7, 4.5))
-    for index, family in enumerate(dict.fromkeys(entry["family"] for entry in summary)):
+    families = list(dict.fromkeys(entry["family"] for entry in summary))
+    for index, family in enumerate(families):
         entries = sorted((entry for entry in summary if entry["family"] == family), key=lambda entry: entry["n"])
+        dodge = 1 + 0.015 * (index - (len(families) - 1) / 2)  # equal values side by side, not hidden
         axes.errorbar(
-            [entry["n"] for entry in entries],
+            [entry["n"] * dodge for entry in entries],
             [entry["best"]["exact_match"] for entry in entries],
             yerr=[entry["best"]["exact_match_sd"] for entry in entries],
-            marker="o", markersize=3, capsize=2, label=family, **_style(index),
+            marker="o", markersize=3, capsize=2, label=family, **_style(index, family),
         )  # fmt: skip
     axes.set(xlabel="n (numbers per sequence)", ylabel="test exact match", title="learning to sort, best setting")
     axes.legend(fontsize=7)

@@ -145,8 +145,9 @@ def test_plot_lines_stay_distinct_and_speed_headers_name_torchsort_only_when_it_
     from sodeep.benchmark.plots import _style
     from sodeep.benchmark.report import speed_markdown
 
-    styles = [tuple(sorted(_style(index).items())) for index in range(40)]
-    assert len(set(styles)) == 40
+    styles = [tuple(sorted(_style(index).items())) for index in range(80)]
+    assert len(set(styles)) == 80 and len({style["color"] for style in map(_style, range(20))}) == 20
+    assert _style(3, "sodeep floor=0.1")["linewidth"] > _style(3, "torchsort eps=0.01").get("linewidth", 1.5)
     rows = [
         {"ranker": name, "n": 100, "batch": 32, "mode": "forward", "seconds": 1e-3, "ratio_to_torchsort": ratio}
         for name, ratio in (("exact", None), ("sodeep", None))
@@ -167,3 +168,27 @@ def test_tables_show_a_spread_only_where_there_are_two_seeds_or_more():
     lines = regression_markdown(rows)
     assert "| one seed | 0.500 | 1.00 |" in lines
     assert "| two seeds | 0.500 ± 0.141 | 1.00 |" in lines
+
+
+def test_an_interrupted_benchmark_names_what_it_kept_and_how_to_run_again(tmp_path, monkeypatch, capsys):
+    import sodeep.benchmark.run as run
+
+    finish_part = run._run_part
+
+    def stop_at_fidelity(part, *args):
+        if part == "fidelity":
+            raise KeyboardInterrupt
+        finish_part(part, *args)
+
+    monkeypatch.setattr(run, "_run_part", stop_at_fidelity)
+    monkeypatch.setattr(BenchConfig, "quick", classmethod(lambda cls, **overrides: cls(**{**TINY, **overrides})))
+    out = tmp_path / "bench"
+    assert main(["bench", "--quick", "--parts", "speed", "fidelity", "--out", str(out)]) == 130
+    error = capsys.readouterr().err
+    assert error == (
+        f"sodeep bench: interrupted; {out}/results.json keeps the finished parts (speed); a benchmark starts "
+        "over: run it again with --overwrite, or give another --out\n"
+    )
+    assert json.loads((out / "results.json").read_text())["speed"]
+    monkeypatch.setattr(run, "_run_part", finish_part)
+    assert main(["bench", "--quick", "--parts", "speed", "fidelity", "--out", str(out), "--overwrite"]) == 0
