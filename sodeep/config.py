@@ -16,7 +16,7 @@ import difflib
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -53,6 +53,27 @@ def parse_lengths(value: Any) -> list[int]:
     if not lengths or min(lengths) < 2:
         raise ValueError(f"lengths must be ints >= 2 (a ranking needs two values), got {value!r}")
     return lengths
+
+
+def parse_with_quick(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None, quick: dict[str, Any]
+) -> argparse.Namespace:
+    """Parse ``argv``; with ``--quick``, ``quick`` replaces the defaults of the flags not typed
+    (a flag given beside ``--quick`` keeps its value).
+
+    Example:
+        >>> parser = argparse.ArgumentParser()
+        >>> _ = parser.add_argument("--quick", action="store_true")
+        >>> _ = parser.add_argument("--draws", type=int, default=500)
+        >>> _ = parser.add_argument("--seed", type=int, default=0)
+        >>> vars(parse_with_quick(parser, ["--quick", "--seed", "3"], {"draws": 30, "seed": 1}))
+        {'quick': True, 'draws': 30, 'seed': 3}
+    """
+    arguments = parser.parse_args(argv)
+    if arguments.quick:
+        parser.set_defaults(**quick)
+        arguments = parser.parse_args(argv)
+    return arguments
 
 
 def number_list(kind: type[int] | type[float]) -> Callable[[str], list[Any]]:

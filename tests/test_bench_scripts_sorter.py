@@ -83,6 +83,20 @@ def test_a_smooth_ranker_descends_and_matches_finite_differences(descent):
     assert row.cosine_p05 > 1 - 1e-6 and abs(row.slope_ratio_p05 - 1) < 1e-6
 
 
+def test_flags_typed_beside_quick_keep_their_values(descent, fidelity, gpu, tmp_path):
+    out = tmp_path / "descent.json"
+    descent.main(["--quick", "--draws", "2", "--lengths", "5", "--rankers", "pairwise", "--temperatures", "0.1"]
+                 + ["--distributions", "normal", "--json", str(out)])  # fmt: skip
+    settings = json.loads(out.read_text())["settings"]
+    assert (settings["draws"], settings["lengths"], settings["directions"]) == (2, [5], 4)  # directions: --quick's
+    fidelity.main(["--quick", "--lengths", "32", "--architecture", "pairwise_sigmoid", "--sets", "", "--families",
+                   "normal", "--json", str(out)])  # fmt: skip
+    settings = json.loads(out.read_text())["settings"]
+    assert (settings["lengths"], settings["sequences"], settings["repeats"]) == ("32", 4, 1)
+    arguments = gpu.parse_with_quick(gpu.build_parser(), ["--quick", "--device", "cpu", "--lengths", "50"], gpu.QUICK)
+    assert (arguments.lengths, arguments.batches, arguments.rounds) == ([50], [4], 3)
+
+
 def test_descent_main_prints_a_row_per_cell_and_writes_json(descent, tmp_path):
     out = tmp_path / "descent.json"
     text = descent.main(

@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from sodeep.benchmark.rankers import Ranker, ranker_families
-from sodeep.config import number_list
+from sodeep.config import number_list, parse_with_quick
 from sodeep.files import atomic_write_json, json_output_problem
 from sodeep.losses import SpearmanLoss
 from sodeep.ranks import rank
@@ -282,11 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> str:
-    arguments = build_parser().parse_args(argv)
+    arguments = parse_with_quick(build_parser(), argv, {"draws": 30, "lengths": [5, 20], "directions": 4})
     if arguments.json and (problem := json_output_problem(arguments.json)):
         raise SystemExit(f"--json: {problem}")
-    if arguments.quick:
-        arguments.draws, arguments.lengths, arguments.directions = 30, [5, 20], 4
     distributions = [name.strip() for name in arguments.distributions.split(",") if name.strip()]
     unknown = sorted(set(distributions) - set(DISTRIBUTIONS))
     if unknown:

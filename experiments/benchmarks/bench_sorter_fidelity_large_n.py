@@ -41,7 +41,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from sodeep.checkpoints import default_sorter_path, load_sorter
-from sodeep.config import parse_json_object, parse_lengths
+from sodeep.config import parse_json_object, parse_lengths, parse_with_quick
 from sodeep.files import atomic_write_json, json_output_problem
 from sodeep.metrics import rowwise_spearman
 from sodeep.ranks import rank
@@ -299,11 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> str:
-    arguments = build_parser().parse_args(argv)
+    arguments = parse_with_quick(build_parser(), argv, {"lengths": "64,256", "sequences": 4, "repeats": 1})
     if arguments.json and (problem := json_output_problem(arguments.json)):
         raise SystemExit(f"--json: {problem}")
-    if arguments.quick:
-        arguments.lengths, arguments.sequences, arguments.repeats = "64,256", 4, 1
     lengths = parse_lengths(arguments.lengths)
     families = [name.strip() for name in arguments.families.split(",") if name.strip()]
     extra = [name.strip() for name in arguments.sets.split(",") if name.strip()]

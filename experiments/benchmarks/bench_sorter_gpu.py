@@ -40,7 +40,7 @@ from torch.nn import functional as F
 
 from sodeep.benchmark.rankers import Ranker, ranker_families
 from sodeep.checkpoints import TRAINING_SETTINGS
-from sodeep.config import number_list
+from sodeep.config import number_list, parse_with_quick
 from sodeep.files import atomic_write_json, json_output_problem
 from sodeep.losses import SpearmanLoss
 from sodeep.ranks import rank
@@ -206,6 +206,10 @@ def format_tables(rows: Sequence[dict], reference: str | None) -> str:
     return "\n\n".join(parts)
 
 
+#: What ``--quick`` sets, where the flag is not typed.
+QUICK = {"batches": [4], "lengths": [16, 300], "rounds": 3, "block_seconds": 0.005, "warmup": 1}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if there is one, else exit)")
@@ -226,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> str:
-    arguments = build_parser().parse_args(argv)
+    arguments = parse_with_quick(build_parser(), argv, QUICK)
     if arguments.json and (problem := json_output_problem(arguments.json)):
         raise SystemExit(f"--json: {problem}")
     if arguments.device is None and not torch.cuda.is_available():
@@ -248,9 +252,6 @@ def main(argv: Sequence[str] | None = None) -> str:
     )
     if device is None or (device.type == "cuda" and not torch.cuda.is_available()):
         raise SystemExit(f"--device must be cpu or an available cuda device, got {arguments.device!r}")
-    if arguments.quick:
-        arguments.batches, arguments.lengths = [4], [16, 300]
-        arguments.rounds, arguments.block_seconds, arguments.warmup = 3, 0.005, 1
     rankers, missing = build_rankers(device, arguments.strengths, arguments.compile)
     reference = next((ranker.label for ranker in rankers if ranker.family == "torchsort"), None)
 
