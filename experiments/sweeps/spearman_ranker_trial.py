@@ -3,8 +3,10 @@ ranker (or with MSE, ``--ranker mse``), scored by the Spearman correlation on a 
 
 It is the benchmark's regression part (:mod:`sodeep.benchmark.regression`) for a single ranker,
 task and seed, so that a sweep can spread them over processes and seeds; it writes the sweep
-trial summary (:func:`sodeep.sweeps.write_trial_summary`) and one W&B run: in ``$WANDB_MODE``,
-else online under ``wandb agent`` (which sets ``WANDB_SWEEP_ID``) and offline otherwise.
+trial summary (:func:`sodeep.sweeps.write_trial_summary`) and one W&B run in the trial's folder
+(``$WANDB_DIR``, which ``sodeep sweep`` sets) or ``--wandb-dir``: in ``$WANDB_MODE``, else online
+under ``wandb agent`` (which sets ``WANDB_SWEEP_ID``) and offline otherwise.  Run alone without
+either, it keeps no W&B run.
 
     python experiments/sweeps/spearman_ranker_trial.py --ranker neuralsort --seed 0
 """
@@ -34,11 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=defaults.regression_steps)
     parser.add_argument("--batch", type=int, default=defaults.regression_batch, help="rows per step (the n ranked)")
     parser.add_argument("--learning-rate", type=float, default=defaults.regression_learning_rate)
+    parser.add_argument("--wandb-dir", help="keep the W&B run here (default: $WANDB_DIR; neither: no W&B run)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
+    if arguments.steps < 1 or arguments.batch < 2 or not arguments.learning_rate > 0:
+        print("--steps must be >= 1, --batch >= 2 (a ranking) and --learning-rate > 0", file=sys.stderr)
+        return 2
     ranker = None
     if arguments.ranker != MSE:
         families = {family.name: family for family in ranker_families()}
@@ -46,25 +52,32 @@ def main(argv: list[str] | None = None) -> int:
             print(f"unknown ranker {arguments.ranker!r}; known: {[MSE, *families]}", file=sys.stderr)
             return 2
         family = families[arguments.ranker]
-        ranker = family.build(family.default if arguments.setting is None else arguments.setting)
+        try:
+            ranker = family.build(family.default if arguments.setting is None else arguments.setting)
+        except (ImportError, FileNotFoundError, ValueError) as error:
+            print(f"{arguments.ranker} does not build here: {type(error).__name__}: {error}", file=sys.stderr)
+            return 2
         if ranker.kind == "exact" or not ranker.accepts(arguments.batch):
             print(f"{ranker.label} cannot train at n={arguments.batch} (no gradient or length)", file=sys.stderr)
             return 2
     data = split(*load_task(arguments.task), arguments.seed)
     result = train_regression(ranker, data, arguments.seed, arguments.steps, arguments.batch, arguments.learning_rate)
     print(f"{arguments.ranker} on {arguments.task}, seed {arguments.seed}: test Spearman {result['spearman']:.4f}")
-    write_trial_summary(vars(arguments), result)
-    log_to_wandb(vars(arguments), result)
+    settings = {key: value for key, value in vars(arguments).items() if key != "wandb_dir"}
+    write_trial_summary(settings, result)
+    log_to_wandb(settings, result, arguments.wandb_dir or os.environ.get("WANDB_DIR"))
     return 0
 
 
-def log_to_wandb(config: dict, result: dict) -> None:
+def log_to_wandb(config: dict, result: dict, folder: str | None) -> None:
     mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_SWEEP_ID") else "offline")
-    if mode == "disabled":
+    if mode == "disabled" or (folder is None and not os.environ.get("WANDB_SWEEP_ID")):
         return
     import wandb
 
-    run = wandb.init(project="sodeep", job_type="spearman-ranker", mode=mode, config=config)
+    if folder is not None:
+        os.makedirs(folder, exist_ok=True)
+    run = wandb.init(project="sodeep", job_type="spearman-ranker", mode=mode, config=config, dir=folder)
     run.summary.update(result)
     run.finish()
 

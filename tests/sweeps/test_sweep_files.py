@@ -1,6 +1,7 @@
 """The shipped sweep files expand as documented and every trial's command is one that sodeep's
 console script (or the sweep's own program) accepts."""
 
+import dataclasses
 import importlib.util
 from pathlib import Path
 
@@ -50,13 +51,51 @@ def test_pretrain_sweep_builds_each_sorter(tmp_path):
 def test_spearman_rankers_program_accepts_its_trials(tmp_path):
     spec, argvs = commands("spearman_rankers.yaml", tmp_path)
     assert len(argvs) == 8 * 5 and spec.metric["goal"] == "maximize"
-    location = importlib.util.spec_from_file_location("spearman_ranker_trial", SWEEPS / "spearman_ranker_trial.py")
-    program = importlib.util.module_from_spec(location)
-    location.loader.exec_module(program)
-    parser = program.build_parser()
+    parser = _trial_program().build_parser()
     for argv in argvs:
         assert argv[2] == str(SWEEPS / "spearman_ranker_trial.py")
         parser.parse_args(argv[3:])
+
+
+def _trial_program():
+    location = importlib.util.spec_from_file_location("spearman_ranker_trial", SWEEPS / "spearman_ranker_trial.py")
+    program = importlib.util.module_from_spec(location)
+    location.loader.exec_module(program)
+    return program
+
+
+@pytest.mark.parametrize(
+    "argv,words",
+    [
+        (["--ranker", "mse", "--steps", "0"], "--steps must be >= 1, --batch >= 2"),
+        (["--ranker", "mse", "--batch", "1"], "--steps must be >= 1, --batch >= 2"),
+        (["--ranker", "torchsort"], "torchsort does not build here: ImportError: "),
+    ],
+)
+def test_the_trial_program_refuses_what_it_cannot_run_in_one_line(argv, words, capsys, monkeypatch):
+    program = _trial_program()
+    family = next(family for family in program.ranker_families() if family.name == "torchsort")
+
+    def missing(setting):
+        raise ImportError("torchsort is not installed: pip install torchsort")
+
+    monkeypatch.setattr(program, "ranker_families", lambda: [dataclasses.replace(family, build=missing)])
+    assert program.main(argv) == 2
+    error = capsys.readouterr().err
+    assert words in error and error.count("\n") == 1
+
+
+def test_the_trial_program_alone_keeps_no_wandb_run_in_the_working_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for name in ("WANDB_DIR", "WANDB_SWEEP_ID", "WANDB_MODE"):
+        monkeypatch.delenv(name, raising=False)
+    assert _trial_program().main(["--ranker", "mse", "--steps", "2"]) == 0
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert _trial_program().main(["--ranker", "mse", "--steps", "2", "--wandb-dir", str(tmp_path / "wb")]) == 0
+    assert [path.name for path in tmp_path.iterdir()] == ["wb"] and list(
+        (tmp_path / "wb" / "wandb").glob("offline-run-*")
+    )
 
 
 @pytest.mark.parametrize("name", sorted(path.name for path in SWEEPS.glob("*.yaml")))
