@@ -17,8 +17,11 @@ if TYPE_CHECKING:
 JITTER = 0.12
 
 
-def plot_metric(settings: list[Setting], labels: list[str], metric: str, path: Path) -> Path | None:
-    """Horizontal dot plot of ``metric``, one row per setting (the first on top)."""
+def plot_metric(
+    settings: list[Setting], labels: list[str], metric: str, path: Path, repeats: str = "trials"
+) -> Path | None:
+    """Horizontal dot plot of ``metric``, one row per setting (the first on top), a dot per
+    repetition (``repeats``, in words: ``"seed and folds"``)."""
     try:
         import matplotlib
 
@@ -39,7 +42,7 @@ def plot_metric(settings: list[Setting], labels: list[str], metric: str, path: P
         spread = values.std(ddof=1) if len(values) > 1 else 0.0
         axes.errorbar(values.mean(), y, xerr=spread, fmt="o", color="black", markersize=4, capsize=3)
     axes.set_yticks([-position for position in range(len(rows))], [label for label, _ in rows], fontsize=7)
-    axes.set(xlabel=metric, title=f"{metric}: each unit (seed, fold), mean +- sd")
+    axes.set(xlabel=metric, title=f"{metric}: one dot per repetition ({repeats}), mean +- sd")
     axes.grid(axis="x", alpha=0.3)
     figure.tight_layout()
     atomic_write(path, lambda stream: figure.savefig(stream, format="png", dpi=110))

@@ -54,6 +54,11 @@ def read_summaries(folder: str | Path) -> tuple[list[dict[str, Any]], dict[str, 
         counts["no summary"] = sum(
             1 for path in trials.iterdir() if path.is_dir() and not (path / "summary.json").exists()
         )
+    planned = _sweep_record(folder).get("trials")  # None for a Bayesian sweep, drawn as it goes
+    if isinstance(planned, list):
+        started = {path.name for path in trials.iterdir() if path.is_dir()} if trials.is_dir() else set()
+        counts["planned"] = len(planned)
+        counts["not started"] = sum(1 for trial in planned if str(trial.get("trial")) not in started)
     sweeps = sorted({str(s.get("sweep")) for s in summaries})
     if len(sweeps) > 1:
         raise ValueError(f"{folder} holds trials of several sweeps ({', '.join(sweeps)}): report one sweep folder")
@@ -89,6 +94,12 @@ def _cell(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def repeated_over(settings: list[Setting], over: list[str]) -> str:
+    """What repeats a setting, in words: ``"seed"``, ``"seed and folds"``, ``"trials"``."""
+    folds = any(len(setting.units) > len(setting.trials) for setting in settings)
+    return (", ".join(over) or "trials") + (" and folds" if folds else "")
+
+
 def markdown(
     name: str,
     settings: list[Setting],
@@ -104,9 +115,7 @@ def markdown(
 ) -> str:
     """``report.md``: what was run, then per metric a table of settings and its plot."""
     changing, fixed = varying(settings)
-    repeats = (", ".join(over) or "trials") + (
-        " and folds" if any(len(s.units) > len(s.trials) for s in settings) else ""
-    )
+    repeats = repeated_over(settings, over)
     lines = [
         f"# Sweep {name}",
         "",
@@ -117,6 +126,11 @@ def markdown(
         f"({counts['failed']} failed, {counts['no summary']} without a summary: interrupted or not run); "
         f"mean +- sd over {repeats}.",
     ]
+    if counts.get("not started"):
+        lines[-1] += (
+            f" **Partial:** {counts['not started']} of the sweep's {counts['planned']} trials have not started; "
+            "`sodeep sweep run` with the same file continues it."
+        )
     if fixed:
         lines += ["", "Fixed: " + ", ".join(f"`{key}={value}`" for key, value in fixed.items()) + "."]
     if baseline:
@@ -188,7 +202,9 @@ def write_report(
 
         labels = [" ".join(f"{k}={row.get(k)}" for k in varying(settings)[0]) or "all" for row in rows]
         for metric in names:
-            path = plot_metric(settings, labels, metric, folder / "plots" / f"{safe_name(metric)}.png")
+            path = plot_metric(
+                settings, labels, metric, folder / "plots" / f"{safe_name(metric)}.png", repeated_over(settings, over)
+            )
             if path is not None:
                 drawn[metric] = path.relative_to(folder).as_posix()
     goals = {sweep_metric: sweep["metric"].get("goal", "minimize")} if sweep_metric else {}

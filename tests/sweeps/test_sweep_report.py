@@ -57,7 +57,18 @@ def test_means_sds_paired_differences_and_wilcoxon(tmp_path):
     assert (float(mse["r2_diff_mean"]), mse["r2_wilcoxon_p"]) == (0.0, "")  # no non-zero difference: no test
     text = (tmp_path / "report.md").read_text()
     assert "## r2 (maximize)" in text and "| mse | 5 | 6 +- 3.2 | +3 +- 1.6 | 5 | 0.0625 |" in text
-    assert "10 finished trials (1 failed, 1 without a summary" in text
+    assert "10 finished trials (1 failed, 1 without a summary" in text and "Partial" not in text
+
+
+def test_a_sweep_with_trials_not_started_says_it_is_partial(tmp_path):
+    records = [({"losses": "l1", "seed": s}, {"mae": s + 1.0}, None, "finished") for s in range(2)]
+    write_trials(tmp_path, records)
+    planned = [{"trial": f"{index:04d}", "params": {}} for index in range(6)] + [{"trial": "9999", "params": {}}]
+    (tmp_path / "sweep.json").write_text(json.dumps({"name": "s", "metric": None, "trials": planned}))
+    write_report(tmp_path, plots=False)
+    text = (tmp_path / "report.md").read_text()
+    assert "2 finished trials (0 failed, 1 without a summary: interrupted or not run); mean +- sd over seed. " in text
+    assert "**Partial:** 4 of the sweep's 7 trials have not started; `sodeep sweep run` with the same file" in text
 
 
 def test_folds_are_units_paired_by_seed_and_fold_and_nested_params_flatten(tmp_path):
