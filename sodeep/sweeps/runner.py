@@ -248,7 +248,8 @@ class _Scheduler:
                 self.echo(f"trial {trial.id} failed (exit {returncode}) in {seconds:.1f} s: see {log}")
 
     def stop_all(self) -> int:
-        """SIGINT to every running trial, SIGKILL to those still alive after the grace period."""
+        """SIGINT to every running trial, SIGKILL to those still alive after the grace period; the
+        number stopped before their summary (a trial that wrote it counts as finished)."""
         for running in self.running:
             _signal_group(running.process, signal.SIGINT)
         if self.running:
@@ -262,12 +263,19 @@ class _Scheduler:
                 time.sleep(POLL_SECONDS)
         except KeyboardInterrupt:
             pass  # a second ctrl-C: stop waiting
+        stopped = 0
         for running in self.running:
             if running.process.poll() is None:
                 _signal_group(running.process, signal.SIGKILL)
                 running.process.wait()
-            running.log.close()
-        return len(self.running)
+            if is_finished(self.launcher.trial_folder(running.trial) / "summary.json"):
+                # It wrote its summary before the stop came: finished, and skipped by the next run.
+                self.launcher.finish(running, running.process.returncode)
+                self.outcome.finished.append(running.trial.id)
+            else:
+                running.log.close()
+                stopped += 1
+        return stopped
 
 
 def reached_target(spec: SweepSpec, summary: dict[str, Any]) -> bool:

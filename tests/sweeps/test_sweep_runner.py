@@ -135,6 +135,45 @@ def test_resume_skips_finished_trials_and_finishes_the_interrupted_one(tmp_path,
     assert calls.read_text().split() == ["0", "1", "1", "2"]
 
 
+#: Writes its finished summary, then blocks while a file exists: stopped after its work is done.
+LATE_PROGRAM = """
+import argparse, pathlib, time
+from sodeep.sweeps import write_trial_summary
+parser = argparse.ArgumentParser()
+parser.add_argument("--seed", type=int)
+parser.add_argument("--block")
+arguments = parser.parse_args()
+write_trial_summary(vars(arguments), {"value": float(arguments.seed)})
+while pathlib.Path(arguments.block).exists():
+    time.sleep(0.05)
+"""
+
+
+def test_a_trial_stopped_after_writing_its_summary_counts_as_finished(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    block = tmp_path / "block"
+    block.write_text("")
+    sweep = write_sweep(
+        tmp_path, LATE_PROGRAM, f"method: grid\nparameters:\n  seed: {{values: [0, 1]}}\n  block: {{value: {block}}}\n"
+    )
+    summary = tmp_path / "runs" / "sweep" / "trials" / "0000" / "summary.json"
+
+    def interrupt_once_summarized(line):
+        if line.startswith("trial 0000") and "started" in line:
+            deadline = time.monotonic() + 20
+            while not summary.exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            raise KeyboardInterrupt
+
+    with pytest.raises(SweepInterrupted) as interrupted:
+        run_sweep(load_sweep(sweep), tmp_path / "runs", echo=interrupt_once_summarized)
+    assert (interrupted.value.finished, interrupted.value.stopped) == (1, 0)
+    assert "returncode" in json.loads((summary.parent / "trial.json").read_text())
+    block.unlink()
+    outcome = run_sweep(load_sweep(sweep), tmp_path / "runs", echo=lambda line: None)
+    assert (outcome.skipped, outcome.finished) == (["0000"], ["0001"])
+
+
 def test_failed_trials_ctrl_c_and_a_changed_sweep_through_the_command(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     calls = tmp_path / "calls.txt"
