@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import json
 import os
+import re
 import shlex
 import signal
 import sys
@@ -345,6 +346,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def in_flag_words(message: str, parser: argparse.ArgumentParser) -> str:
+    """``message`` with the settings it names as config fields (``batch_size``, ``init_from``)
+    spelled as the flags a command-line user typed (``--batch-size``, ``--init-from``).  Only
+    names with an underscore are spelled anew: single words (``steps``) are also plain words."""
+    flags = {}
+    parsers = [parser]
+    while parsers:
+        for action in parsers.pop()._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers.extend(action.choices.values())
+            elif "_" in action.dest and f"--{action.dest.replace('_', '-')}" in action.option_strings:
+                flags[action.dest] = f"--{action.dest.replace('_', '-')}"
+    if not flags:
+        return message
+    pattern = re.compile(
+        r"(?<![\w./-])(" + "|".join(map(re.escape, sorted(flags, key=len, reverse=True))) + r")(?![\w/=])"
+    )
+    return pattern.sub(lambda match: flags[match.group(1)], message)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command.  Bad input (a missing, unreadable or foreign file, an invalid value;
     ``ValueError`` and ``OSError``, of which ``CheckpointError`` is one) ends with one line on stderr
@@ -376,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("SODEEP_TRACEBACK"):
             raise
         message = " ".join((os_error_line(error) if isinstance(error, OSError) else str(error)).split())
+        if not isinstance(error, OSError) and not getattr(arguments, "config", None):  # a YAML file names fields
+            message = in_flag_words(message, parser)
         parser.exit(2, f"sodeep {arguments.command}: error: {message}\n")
     except KeyboardInterrupt:  # before a run could save anything: nothing to resume
         parser.exit(

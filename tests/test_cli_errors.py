@@ -29,8 +29,8 @@ CASES = [
         "sodeep pretrain: error: unrecognized arguments: --stepz (did you mean --steps?) 3 "
         "(options: sodeep pretrain --help)",
     ),
-    (["pretrain", "--validation-sequences", "300000"], "validation_sequences must be at most 4096"),
-    (["pretrain", "--learning-rate", "-1"], "learning_rate must be a finite number > 0"),
+    (["pretrain", "--validation-sequences", "300000"], "--validation-sequences must be at most 4096"),
+    (["pretrain", "--learning-rate", "-1"], "--learning-rate must be a finite number > 0"),
     (["pretrain", "--lengths", "1-5"], "lengths must be ints >= 2"),
     (["pretrain", "--lengths", "5-2"], "is empty"),
     (["pretrain", "--lengths", "2-20000"], "capacity is 16384"),
@@ -52,7 +52,7 @@ CASES = [
     (["evaluate", "--lengths", "20000"], "no length in [20000]"),
     (["evaluate", "--sequences", "0"], "--sequences must be >= 1, got 0"),
     (["evaluate", "--lengths", "5,20000"], "lengths [20000] are outside the sorter's range"),
-    (["pretrain", "--learning-rate", "inf"], "learning_rate must be a finite number"),
+    (["pretrain", "--learning-rate", "inf"], "--learning-rate must be a finite number"),
     (["export", "{inputs}/truncated.pt", "{out}/sorter.pt"], "truncated"),
     (["export", "{inputs}/empty.pt", "{out}/sorter.pt"], "is empty"),
     (["export", "{inputs}/text.pt", "{out}/sorter.pt"], "not a torch checkpoint"),
@@ -292,3 +292,14 @@ def test_export_takes_a_pretraining_run_folder_for_its_last_checkpoint(tmp_path)
 def _training_checkpoint_in(folder):
     folder.mkdir(parents=True)
     return _training_checkpoint(folder / "last.ckpt")
+
+
+def test_messages_name_the_flag_typed_or_the_yaml_field(tmp_path, capsys):
+    """A setting typed as a flag is named as that flag; one from a YAML config keeps its field name."""
+    error = _one_line_error(["pretrain", "--batch-size", "0", "--out", str(tmp_path / "a")], capsys)
+    assert "error: --batch-size must be" in error
+    config = tmp_path / "pretrain.yaml"
+    config.write_text("batch_size: 0\n")
+    error = _one_line_error(["pretrain", "--config", str(config), "--out", str(tmp_path / "b")], capsys)
+    assert "error: batch_size must be" in error
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

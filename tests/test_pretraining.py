@@ -246,7 +246,7 @@ def test_parse_lengths():
     [
         (["pretrain", "--lengths", "1-5"], "lengths must be ints >= 2"),
         (["pretrain", "--steps", "0"], "steps must be an integer >= 1"),
-        (["pretrain", "--learning-rate", "-1"], "learning_rate must be a finite number > 0"),
+        (["pretrain", "--learning-rate", "-1"], "--learning-rate must be a finite number > 0"),
     ],
 )
 def test_bad_pretraining_values_end_in_one_line_before_anything_is_written(tmp_path, capsys, argv, message):
@@ -359,7 +359,7 @@ def test_a_diverging_run_stops_with_one_line_and_no_sorter(tmp_path, monkeypatch
     assert not (tmp_path / "run" / "sorter.pt").exists()
     with pytest.raises(SystemExit):
         _pretrain(tmp_path / "inf", 8, "--learning-rate", "inf")
-    assert "learning_rate must be a finite number" in capsys.readouterr().err
+    assert "--learning-rate must be a finite number" in capsys.readouterr().err
 
 
 def test_resuming_a_finished_run_rewrites_nothing(tmp_path, monkeypatch):

@@ -42,18 +42,18 @@ def _write_inputs(folder):
 
 # (commands, flags, words the one line must contain); "{inputs}" is the folder of _write_inputs.
 FRESH_CASES = [
-    (COMMANDS, ["--max-epochs", "0"], "max_epochs must be >= 1"),
-    (COMMANDS, ["--max-epochs", "-3"], "max_epochs must be >= 1"),
+    (COMMANDS, ["--max-epochs", "0"], "--max-epochs must be >= 1"),
+    (COMMANDS, ["--max-epochs", "-3"], "--max-epochs must be >= 1"),
     (COMMANDS, ["--patience", "-1"], "patience >= 0"),
-    (COMMANDS, ["--batch-size", "0"], "batch_size must be >= 1"),
+    (COMMANDS, ["--batch-size", "0"], "--batch-size must be >= 1"),
     (
         COMMANDS,
         ["--batch-size", "1", "--losses", "l1", "l1+agediff", "cheng2021"],
-        "batch_size must be >= 2 with presets ['l1+agediff', 'cheng2021']: their rank and age-difference terms "
+        "--batch-size must be >= 2 with presets ['l1+agediff', 'cheng2021']: their rank and age-difference terms "
         "compare the subjects of a batch; got 1",
     ),
-    (("synthetic", "nifti"), ["--batch-size", "1"], "batch_size must be >= 2 for SFCN"),
-    (COMMANDS, ["--batch-size", "20000", "--losses", "l1+spearman"], "batch_size must be <= 16384"),
+    (("synthetic", "nifti"), ["--batch-size", "1"], "--batch-size must be >= 2 for SFCN"),
+    (COMMANDS, ["--batch-size", "20000", "--losses", "l1+spearman"], "--batch-size must be <= 16384"),
     (COMMANDS, ["--seeds", "-1"], "seeds must be >= 0"),
     (COMMANDS, ["--seeds", "0", "0"], "seeds must not repeat"),
     (COMMANDS, ["--losses", "l1", "l1"], "losses must not repeat"),
@@ -79,11 +79,11 @@ FRESH_CASES = [
     (("tabular",), ["--csv", "{inputs}/capital.csv"], "no age column 'age' (did you mean --age-column Age?)"),
     (("tabular",), ["--features", "zz*"], "feature patterns ['zz*'] match no column"),
     (("synthetic",), ["--train", "1", "--test", "1"], "need train >= 4 and test >= 2 subjects, got 1 and 1"),
-    (("synthetic",), ["--max-minutes", "0"], "max_minutes must be None or > 0, got 0.0"),
-    (("synthetic",), ["--max-minutes", "inf"], "max_minutes must be None or > 0, got inf"),
-    (("synthetic",), ["--data-seed", "-1"], "data_seed must be >= 0"),
+    (("synthetic",), ["--max-minutes", "0"], "--max-minutes must be None or > 0, got 0.0"),
+    (("synthetic",), ["--max-minutes", "inf"], "--max-minutes must be None or > 0, got inf"),
+    (("synthetic",), ["--data-seed", "-1"], "--data-seed must be >= 0"),
     (("synthetic", "nifti"), ["--channels", "0"], "channels must be one or more widths >= 1"),
-    (("synthetic", "nifti"), ["--ema-decay", "1"], "ema_decay must be None or in (0, 1)"),
+    (("synthetic", "nifti"), ["--ema-decay", "1"], "--ema-decay must be None or in (0, 1)"),
     (("nifti",), ["--folds", "9"], "8 subjects are too few for 9 folds, which need 18"),
     (
         ("nifti",),
@@ -95,8 +95,8 @@ FRESH_CASES = [
         ["--csv", "{inputs}/six.csv"],
         "6 subjects are too few for 2 folds, which need 8 (each test fold 2, each training split 4: 2 to fit, 2 to validate); a table needs 8 subjects at least",
     ),
-    (("nifti",), ["--voxel-size", "0"], "voxel_size > 0"),
-    (("nifti",), ["--voxel-size", "nan"], "voxel_size > 0"),
+    (("nifti",), ["--voxel-size", "0"], "--voxel-size > 0"),
+    (("nifti",), ["--voxel-size", "nan"], "--voxel-size > 0"),
     (("nifti",), ["--manifest", "{inputs}/missing.csv"], "no manifest at"),
     (("nifti",), ["--manifest", "{inputs}/binary.bin"], "binary.bin is not a text CSV file"),
     (("nifti",), ["--manifest", "{inputs}/capital_manifest.csv"], "missing ['age', 'path'] (rename 'Age' and 'Path')"),
@@ -212,7 +212,7 @@ def _file_for_folder(out, unfinished, other):
 RESUME_CASES = [
     (_damage_run_record, ["--resume"], "run.json is damaged; run with --overwrite instead of --resume to clear"),
     (_other_command, ["--resume"], "holds a pretrain run, not a brainage"),
-    (None, ["--resume", "--max-epochs", "3"], "other settings (max_epochs: 2 -> 3)"),
+    (None, ["--resume", "--max-epochs", "3"], "other settings (--max-epochs: 2 -> 3)"),
     (None, [], "already holds this run; add --resume"),
     (_truncate_results, ["--resume"], "results.json is damaged (not JSON text)"),
     (_binary_results, ["--resume"], "results.json is damaged (not JSON text)"),

@@ -142,9 +142,9 @@ def test_cli_smoke_on_a_tiny_csv(tmp_path, capsys, recwarn):
     "flags, message",
     [
         (["--losses", "bogus"], "unknown loss presets"),
-        (["--max-epochs", "0"], "max_epochs must be >= 1"),  # no epoch: no checkpoint to restore
+        (["--max-epochs", "0"], "--max-epochs must be >= 1"),  # no epoch: no checkpoint to restore
         (["--patience", "-1"], "patience >= 0"),  # would stop every run after one epoch
-        (["--batch-size", "1"], "batch_size must be >= 2"),
+        (["--batch-size", "1"], "--batch-size must be >= 2"),
         (["--folds", "1"], "folds >= 2"),
         (["--folds", "61"], "too few for 61 folds"),
     ],

@@ -190,7 +190,7 @@ def _foreign(folder, command):
             r"holds the presets \['l1', 'mse'\]; give .*checkpoints/l1 or",
         ),
         (lambda paths: ["--init-from", str(paths["two"] / "checkpoints" / "cheng2021")], "no file or folder at"),
-        (lambda paths: ["--freeze-backbone"], "freeze_backbone needs init_from"),
+        (lambda paths: ["--freeze-backbone"], "--freeze-backbone needs --init-from"),
         (
             lambda paths: ["--init-from", str(paths["source"]), "--out", str(paths["source"]), "--overwrite"],
             "is in the output folder .*; choose another --out",
@@ -284,8 +284,8 @@ def test_a_fine_tuned_folder_resumes_and_refuses_another_source(tmp_path, inputs
 
     capsys.readouterr()
     for change, differing in (
-        (["--finetune-epochs", "4"], "finetune_epochs: 3 -> 4"),
-        (["--no-freeze-backbone"], "freeze_backbone: true -> false"),
+        (["--finetune-epochs", "4"], "--finetune-epochs: 3 -> 4"),
+        (["--no-freeze-backbone"], "--freeze-backbone: true -> false"),
     ):
         with pytest.raises(SystemExit):
             brainage("tabular", out, inputs, *flags, *change, "--resume")
