@@ -167,7 +167,7 @@ def sorting_jobs(families, settings: str, lengths, seeds) -> tuple[list[SortingJ
             continue
         if not all(ranker.accepts(n) for n in lengths):
             skipped.append(
-                {"ranker": ranker.family, "part": "sorting", "reason": f"accepts n in {ranker.lengths} only"}
+                {"ranker": ranker.family, "part": "sorting", "reason": f"accepts {ranker.accepted_lengths}"}
             )
             continue
         variants = [(value, "rank") for value in family.settings(settings)]

@@ -61,6 +61,14 @@ class Ranker:
         low, high = self.lengths
         return n >= low and (high is None or n <= high)
 
+    @property
+    def accepted_lengths(self) -> str:
+        """The ``n`` it accepts, in words: ``"n = 100 only"``, ``"n in 2..256"``, ``"n >= 2"``."""
+        low, high = self.lengths
+        if high is None:
+            return f"n >= {low}"
+        return f"n = {low} only" if low == high else f"n in {low}..{high}"
+
 
 @dataclass(frozen=True)
 class RankerFamily:

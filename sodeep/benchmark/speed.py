@@ -81,7 +81,7 @@ def run_speed(
                 for ranker in rankers:
                     reason = None
                     if not ranker.accepts(n):
-                        reason = f"accepts n in {ranker.lengths}"
+                        reason = f"accepts {ranker.accepted_lengths}"
                     elif ranker.footprint(batch, n) > max_elements:
                         reason = f"memory: ~{ranker.footprint(batch, n):.2g} elements > {max_elements:.2g}"
                     elif (ranker.label, mode, batch) in too_slow:

@@ -70,30 +70,33 @@ def read_manifest(path: str | os.PathLike) -> tuple[list[ManifestRow], list[tupl
     if not path.is_file():
         raise FileNotFoundError(f"no manifest at {path}")
     columns, records, _ = read_csv_records(path)
-    missing = sorted({"path", "age"} - set(columns))
+    try:
+        file_column, age_column, sex, site = (
+            find_column(columns, [name], name) for name in ("path", "age", "sex", "site")
+        )
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+    missing = [name for name, column in (("age", age_column), ("path", file_column)) if column is None]
     if missing:
         matches = [match for match in (closest_column(name, columns) for name in missing) if match]
         hint = f" (rename {' and '.join(repr(match) for match in matches)})" if matches else ""
         raise ValueError(
             f"{path}: manifest needs columns 'path' and 'age'; missing {missing}{hint}; columns are {describe_columns(columns)}"
         )
-    try:
-        sex, site = (find_column(columns, [name], name) for name in ("sex", "site"))
-    except ValueError as error:
-        raise ValueError(f"{path}: {error}") from None
     rows, problems = [], []
     for line, record in enumerate(records, start=2):
-        problem = age_problem(record["age"] or "")
+        age, listed = record[age_column] or "", record[file_column] or ""
+        problem = age_problem(age)
         if problem:
-            problems.append((line, f"age {record['age']!r} {problem}"))
+            problems.append((line, f"age {age!r} {problem}"))
             continue
-        file = Path(record["path"] or "")
+        file = Path(listed)
         file = file if file.is_absolute() else path.parent / file
-        if not record["path"] or not file.is_file():
+        if not listed or not file.is_file():
             problems.append((line, f"no file at {file}"))
             continue
         sex_cell, site_cell = (record[column] if column else "" for column in (sex, site))
-        rows.append(ManifestRow(line, file, float(record["age"]), sex_cell or "", site_cell or NO_SITE))
+        rows.append(ManifestRow(line, file, float(age), sex_cell or "", site_cell or NO_SITE))
     check_listed_once(path, rows)
     return rows, problems
 
@@ -206,7 +209,9 @@ def load_cohort(
         except RunInterrupted:
             raise
         except Exception as error:  # a corrupt file must not lose the cohort: report it by line
-            problems.append((row.line, f"cannot read {row.path}: {' '.join(str(error).split())}"))
+            reason = " ".join(str(error).split())
+            named = str(row.path) in reason  # the path is named once
+            problems.append((row.line, f"cannot read: {reason}" if named else f"cannot read {row.path}: {reason}"))
     problems.sort()
     check_usable_rows(manifest, problems, kept=len(kept))
     return Cohort(

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from sodeep.benchmark.rankers import (
+    Ranker,
     available_families,
     neuralsort_permutation,
     permutation_binary_cross_entropy,
@@ -98,3 +99,12 @@ def test_every_family_states_default_sharp_and_grid():
         if family.default is not None:
             assert family.settings("grid")[0] == family.default
             assert family.sharp is not None and len(family.grid) >= 2
+
+
+@pytest.mark.parametrize(
+    "lengths,words", [((100, 100), "n = 100 only"), ((2, 256), "n in 2..256"), ((2, None), "n >= 2")]
+)
+def test_the_lengths_a_ranker_accepts_read_as_words(lengths, words):
+    ranker = Ranker("r", "", "rank", rank, lengths=lengths)
+    assert ranker.accepted_lengths == words
+    assert ranker.accepts(lengths[0]) and not ranker.accepts(lengths[0] - 1)

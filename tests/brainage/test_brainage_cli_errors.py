@@ -36,7 +36,7 @@ def _write_inputs(folder):
     (folder / "header.csv").write_text("age,f\n")
     (folder / "capital.csv").write_text("sub_id;Age;f\ns1;20;1\ns2;30;2\n")
     (folder / "mixed.csv").write_text("age,f;g\n")
-    (folder / "capital_manifest.csv").write_text("Path,Age\nx.nii.gz,30\n")
+    (folder / "capital_manifest.csv").write_text("Paths,Ages\nx.nii.gz,30\n")
     (folder / "six.csv").write_text("age,f\n" + "".join(f"{20 + 10 * row},{row}\n" for row in range(6)))
 
 
@@ -99,7 +99,11 @@ FRESH_CASES = [
     (("nifti",), ["--voxel-size", "nan"], "--voxel-size > 0"),
     (("nifti",), ["--manifest", "{inputs}/missing.csv"], "no manifest at"),
     (("nifti",), ["--manifest", "{inputs}/binary.bin"], "binary.bin is not a text CSV file"),
-    (("nifti",), ["--manifest", "{inputs}/capital_manifest.csv"], "missing ['age', 'path'] (rename 'Age' and 'Path')"),
+    (
+        ("nifti",),
+        ["--manifest", "{inputs}/capital_manifest.csv"],
+        "missing ['age', 'path'] (rename 'Ages' and 'Paths')",
+    ),
 ]
 FRESH = [(command, flags, words) for commands, flags, words in FRESH_CASES for command in commands]
 

@@ -62,6 +62,8 @@ def test_bad_manifest_rows_are_named_and_the_rest_loads(tmp_path, monkeypatch):
     assert [line for line, _ in cohort.problems] == [3, 4, 5]
     (note,) = cohort.notes("manifest.csv")
     assert note.startswith("manifest.csv: left out 3 of 5 rows (line 3: no file at ") and "line 5: cannot read" in note
+    corrupt_reason = dict(cohort.problems)[5]
+    assert corrupt_reason.count("corrupt.nii.gz") == 1, corrupt_reason  # the file is named once
 
     # Second load: everything comes from the cache, nibabel is not touched.
     def refuse(*args, **kwargs):
@@ -79,10 +81,19 @@ def test_manifest_errors(tmp_path):
     bad.write_text("file,years\nx,1\n")
     with pytest.raises(ValueError, match="'path' and 'age'"):
         read_manifest(bad)
+    near = tmp_path / "near.csv"
+    near.write_text("Paths;Ages\nx;1\n")
+    with pytest.raises(ValueError, match=r"missing \['age', 'path'\] \(rename 'Ages' and 'Paths'\)"):
+        read_manifest(near)
+    (tmp_path / "x.nii.gz").write_bytes(b"")
     capitals = tmp_path / "capitals.csv"
-    capitals.write_text("Path;Age\nx;1\n")
-    with pytest.raises(ValueError, match=r"missing \['age', 'path'\] \(rename 'Age' and 'Path'\)"):
-        read_manifest(capitals)
+    capitals.write_text("PATH;Age;SITE\nx.nii.gz;41;A\n")  # the columns are found in any case
+    rows, problems = read_manifest(capitals)
+    assert [(row.path.name, row.age, row.site) for row in rows] == [("x.nii.gz", 41.0, "A")] and not problems
+    both = tmp_path / "both.csv"
+    both.write_text("path,Path,age\nx.nii.gz,x.nii.gz,41\n")
+    with pytest.raises(ValueError, match=r"columns \['path', 'Path'\] both match the path column"):
+        read_manifest(both)
     # A spreadsheet's byte-order mark must not rename the first column to '\ufeffpath'.
     (tmp_path / "scan.nii.gz").write_bytes(b"")
     marked = tmp_path / "bom.csv"
