@@ -4,9 +4,16 @@
 # From the repository root:  bash experiments/sweeps/brainage_presets_report.sh [--workers K]
 # A second run reuses the finished trials (nothing is retrained) and only rewrites the report.
 set -euo pipefail
-workers="${2:-2}"
-if [[ "${1:-}" != "" && "${1:-}" != "--workers" ]]; then
-    echo "usage: bash experiments/sweeps/brainage_presets_report.sh [--workers K]" >&2
+usage="usage: bash experiments/sweeps/brainage_presets_report.sh [--workers K]"
+workers=2
+case "$#:${1:-}" in
+    0:) ;;
+    2:--workers) workers="$2" ;;
+    1:--workers=*) workers="${1#--workers=}" ;;
+    *) echo "$usage" >&2; exit 2 ;;
+esac
+if ! [[ "$workers" =~ ^[1-9][0-9]*$ ]]; then
+    echo "--workers must be a whole number >= 1, got '$workers'; $usage" >&2
     exit 2
 fi
 root="runs/sweeps"

@@ -102,3 +102,13 @@ def test_the_trial_program_alone_keeps_no_wandb_run_in_the_working_folder(tmp_pa
 def test_header_commands_name_the_file(name):
     text = (SWEEPS / name).read_text()
     assert f"sodeep sweep run experiments/sweeps/{name}" in text and f"wandb sweep experiments/sweeps/{name}" in text
+
+
+@pytest.mark.parametrize("arguments", [["--workers", "3", "extra"], ["--workers", "x"], ["--workers=0"], ["--bogus"]])
+def test_the_report_script_refuses_arguments_it_does_not_take(arguments, tmp_path):
+    import subprocess
+
+    script = SWEEPS / "brainage_presets_report.sh"
+    done = subprocess.run(["bash", str(script), *arguments], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "usage: bash experiments/sweeps/brainage_presets_report.sh" in done.stderr
+    assert not list(tmp_path.iterdir())  # refused before the sweep ran
