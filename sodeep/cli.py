@@ -397,8 +397,8 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("SODEEP_TRACEBACK"):
             raise
         message = " ".join((os_error_line(error) if isinstance(error, OSError) else str(error)).split())
-        if not isinstance(error, OSError) and not getattr(arguments, "config", None):  # a YAML file names fields
-            message = in_flag_words(message, parser)
+        if not isinstance(error, OSError) and not getattr(arguments, "config", None) and arguments.command != "sweep":
+            message = in_flag_words(message, parser)  # a YAML config or sweep file names settings as fields
         parser.exit(2, f"sodeep {arguments.command}: error: {message}\n")
     except KeyboardInterrupt:  # before a run could save anything: nothing to resume
         parser.exit(

@@ -166,9 +166,7 @@ def sorting_jobs(families, settings: str, lengths, seeds) -> tuple[list[SortingJ
         if ranker.kind == "exact":
             continue
         if not all(ranker.accepts(n) for n in lengths):
-            skipped.append(
-                {"ranker": ranker.family, "part": "sorting", "reason": f"accepts {ranker.accepted_lengths}"}
-            )
+            skipped.append({"ranker": ranker.family, "part": "sorting", "reason": f"accepts {ranker.accepted_lengths}"})
             continue
         variants = [(value, "rank") for value in family.settings(settings)]
         if ranker.kind == "permutation":

@@ -238,8 +238,8 @@ def _add_fine_tuning_flags(add: Callable[..., None]) -> None:
         type=_path_or_none,
         metavar="PATH",
         help="start from trained regressors: the output folder of an earlier run of this command on the same data "
-        "and folds (each seed and fold from its own model; FOLDER/checkpoints/PRESET picks a preset), or one "
-        "checkpoint file for every run ('none': from scratch)",
+        "and splits (each run from the model of its own seed and split; FOLDER/checkpoints/PRESET picks a preset), "
+        "or one checkpoint file for every run ('none': from scratch)",
         shown="none",
     )
     add(
