@@ -15,7 +15,7 @@ included.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from numbers import Integral
 
 import torch
@@ -232,6 +232,7 @@ def generate_sequences(
         True
     """
     if isinstance(generator, Integral) and not isinstance(generator, bool):
+        check_integer(generator, "seed", -(2**63), 2**64 - 1)  # what torch.Generator.manual_seed takes
         generator = make_generator(generator)
     if not isinstance(generator, torch.Generator):
         raise TypeError(
@@ -284,8 +285,9 @@ class SyntheticSequences(IterableDataset):
         world_size: int = 1,
     ) -> None:
         super().__init__()
-        whole = [isinstance(n, Integral) and not isinstance(n, bool) for n in lengths]
-        if not lengths or not all(whole) or min(lengths) < 2:
+        lengths = list(lengths) if isinstance(lengths, Iterable) and not isinstance(lengths, (str, bytes)) else None
+        whole = lengths is not None and all(isinstance(n, Integral) and not isinstance(n, bool) for n in lengths)
+        if not lengths or not whole or min(lengths) < 2:
             raise ValueError(f"lengths must be a non-empty list of ints >= 2, got {lengths}")
         check_integer(batch_size, "batch_size", 1)
         check_integer(seed, "seed", -(2**63), 2**63 - 1)
@@ -296,12 +298,13 @@ class SyntheticSequences(IterableDataset):
         _check_affine_probability(affine_probability)
         self.batch_size = int(batch_size)
         self.lengths = [int(n) for n in lengths]
-        self.seed = seed
+        # Python ints: NumPy's fixed-width ones would overflow in the batch arithmetic.
+        self.seed = int(seed)
         self.families = None if families is None else list(families)
         self.affine_probability = affine_probability
-        self.start_batch = start_batch
-        self.rank = rank
-        self.world_size = world_size
+        self.start_batch = int(start_batch)
+        self.rank = int(rank)
+        self.world_size = int(world_size)
 
     def batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch number ``index`` of the stream: ``(scores, ranks)``, each ``(batch_size, n)``."""

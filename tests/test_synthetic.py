@@ -189,6 +189,8 @@ def test_rejects_bad_inputs():
         with pytest.raises(TypeError, match="torch.Generator or an int seed"):
             generate_sequences(2, 5, generator)
     torch.testing.assert_close(generate_sequences(2, 5, np.int64(3)), generate_sequences(2, 5, 3))
+    with pytest.raises(ValueError, match=r"seed must be in -9223372036854775808\.\.18446744073709551615, got 1844"):
+        generate_sequences(2, 5, 2**64)
 
 
 def test_stream_rejects_bad_settings_at_construction():
@@ -215,6 +217,15 @@ def test_stream_rejects_bad_settings_at_construction():
     torch.testing.assert_close(
         SyntheticSequences(2, [5], seed=np.int64(7)).batch(0), SyntheticSequences(2, [5], 7).batch(0)
     )
+    # NumPy integers are kept as Python ints: fixed-width ones would overflow in the batch arithmetic.
+    big = SyntheticSequences(2, [5], seed=np.int64(10**13), start_batch=np.int32(2**31 - 1))
+    assert big.process_batch_index(1) == 2**31
+    assert torch.equal(big.batch(0)[0], SyntheticSequences(2, [5], 10**13).batch(0)[0])
+    assert SyntheticSequences(2, [5], start_batch=np.uint8(250)).process_batch_index(10) == 260
+    assert next(iter(SyntheticSequences(2, [5], seed=np.uint8(7))))[0].shape == (2, 5)
+    assert SyntheticSequences(2, np.array([5, 10])).lengths == [5, 10]
+    with pytest.raises(ValueError, match="lengths must be a non-empty list of ints >= 2, got None"):
+        SyntheticSequences(2, 5)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
