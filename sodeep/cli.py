@@ -349,7 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
 def in_flag_words(message: str, parser: argparse.ArgumentParser) -> str:
     """``message`` with the settings it names as config fields (``batch_size``, ``init_from``)
     spelled as the flags a command-line user typed (``--batch-size``, ``--init-from``).  Only
-    names with an underscore are spelled anew: single words (``steps``) are also plain words."""
+    names with an underscore are spelled anew (single words such as ``steps`` are also plain
+    words), and never inside quotes, which hold the user's own names and values."""
     flags = {}
     parsers = [parser]
     while parsers:
@@ -363,7 +364,11 @@ def in_flag_words(message: str, parser: argparse.ArgumentParser) -> str:
     pattern = re.compile(
         r"(?<![\w./-])(" + "|".join(map(re.escape, sorted(flags, key=len, reverse=True))) + r")(?![\w/=])"
     )
-    return pattern.sub(lambda match: flags[match.group(1)], message)
+    # Quoted text is the user's data (a column, a pattern, a value): only the words between quotes change.
+    parts = re.split(r"""('[^']*'|"[^"]*")""", message)
+    return "".join(
+        part if index % 2 else pattern.sub(lambda m: flags[m.group(1)], part) for index, part in enumerate(parts)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -303,3 +303,13 @@ def test_messages_name_the_flag_typed_or_the_yaml_field(tmp_path, capsys):
     error = _one_line_error(["pretrain", "--config", str(config), "--out", str(tmp_path / "b")], capsys)
     assert "error: batch_size must be" in error
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_flag_spelling_leaves_the_users_quoted_names_alone():
+    from sodeep.cli import build_parser, in_flag_words
+
+    parser = build_parser()
+    message = "no age column 'batch_size'; columns are ['sub_id', \"max_epochs\", 'voxel_size']; batch_size must be"
+    assert in_flag_words(message, parser) == (
+        "no age column 'batch_size'; columns are ['sub_id', \"max_epochs\", 'voxel_size']; --batch-size must be"
+    )
