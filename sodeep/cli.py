@@ -134,7 +134,13 @@ def command_evaluate(arguments: argparse.Namespace) -> int:
     import torch
 
     from sodeep.checkpoints import default_sorter_path, load_sorter
-    from sodeep.evaluation import EVALUATION_LENGTHS, fidelity_table, format_fidelity_markdown
+    from sodeep.evaluation import (
+        EVALUATION_LENGTHS,
+        fidelity_table,
+        format_fidelity_markdown,
+        is_fidelity_rows,
+        is_fidelity_table,
+    )
     from sodeep.files import atomic_write_json, atomic_write_text, json_output_problem, replaceable_output_problem
     from sodeep.sorters import build_sorter
 
@@ -153,8 +159,8 @@ def command_evaluate(arguments: argparse.Namespace) -> int:
     if arguments.out and arguments.json and Path(arguments.out).resolve() == Path(arguments.json).resolve():
         raise ValueError(f"--out and --json name the same file, {arguments.out}; give each its own path")
     problems = (
-        arguments.out and replaceable_output_problem(arguments.out, _is_fidelity_table, "a fidelity table"),
-        arguments.json and json_output_problem(arguments.json),
+        arguments.out and replaceable_output_problem(arguments.out, is_fidelity_table, "a fidelity table"),
+        arguments.json and json_output_problem(arguments.json, is_fidelity_rows, "fidelity rows"),
     )
     for flag, problem in zip(("--out", "--json"), problems):
         if problem:
@@ -187,12 +193,6 @@ def command_evaluate(arguments: argparse.Namespace) -> int:
     if arguments.json:
         atomic_write_json(arguments.json, [dataclasses.asdict(row) for row in rows])
     return 0
-
-
-def _is_fidelity_table(text: str) -> bool:
-    from sodeep.evaluation import FIDELITY_TABLE_HEADING
-
-    return FIDELITY_TABLE_HEADING in text
 
 
 def command_export(arguments: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -98,6 +99,22 @@ def summarize(rows: list[FidelityRow], by: str) -> dict:
 
 #: The line that opens the fidelity table (after an optional title).
 FIDELITY_TABLE_HEADING = "Spearman with the exact ranks / mean absolute rank error (positions):"
+
+
+def is_fidelity_table(text: str) -> bool:
+    """Whether ``text`` is a table :func:`format_fidelity_markdown` wrote (one that an evaluation
+    may replace): the heading first, or after a title line and a blank line."""
+    lines = text.splitlines()
+    return lines[:1] == [FIDELITY_TABLE_HEADING] or (
+        lines[:1] != [] and lines[0].startswith("### ") and lines[1:3] == ["", FIDELITY_TABLE_HEADING]
+    )
+
+
+def is_fidelity_rows(data: Any) -> bool:
+    """Whether ``data`` (parsed JSON) is a list of fidelity rows, as ``sodeep evaluate --json`` writes."""
+    return isinstance(data, list) and all(
+        isinstance(row, dict) and {"family", "length", "spearman"} <= row.keys() for row in data
+    )
 
 
 def format_fidelity_markdown(rows: list[FidelityRow], title: str = "") -> str:

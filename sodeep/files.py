@@ -98,7 +98,7 @@ def replaceable_output_problem(path: str | os.PathLike, is_such_output: Callable
         >>> import tempfile
         >>> file = Path(tempfile.mkdtemp()) / "ages.csv"
         >>> _ = file.write_text("age,thickness\\n31,2.5\\n")
-        >>> json_output_problem(file)
+        >>> replaceable_output_problem(file, lambda text: text.startswith("{"), "JSON")
         '... exists and is not JSON; writing JSON there would replace it'
     """
     problem = writable_file_problem(path)
@@ -113,18 +113,17 @@ def replaceable_output_problem(path: str | os.PathLike, is_such_output: Callable
     return f"{path} exists and is not {kind}; writing {kind} there would replace it"
 
 
-def _is_json(text: str) -> bool:
-    try:
-        json.loads(text)
-    except ValueError:
-        return False
-    return True
+def json_output_problem(path: str | os.PathLike, is_such_output: Callable[[Any], bool], kind: str) -> str | None:
+    """:func:`replaceable_output_problem` for a JSON output: an existing file may be replaced when
+    it holds JSON that ``is_such_output`` recognises (what this output wrote before)."""
 
+    def recognised(text: str) -> bool:
+        try:
+            return bool(is_such_output(json.loads(text)))
+        except ValueError:
+            return False
 
-def json_output_problem(path: str | os.PathLike) -> str | None:
-    """:func:`replaceable_output_problem` for a JSON output: an existing file may be replaced
-    when it holds JSON."""
-    return replaceable_output_problem(path, _is_json, "JSON")
+    return replaceable_output_problem(path, recognised, kind)
 
 
 #: What to do about an operating system's refusal, by ``errno``.

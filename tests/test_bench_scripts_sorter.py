@@ -309,12 +309,17 @@ def test_summary_table_gives_means_over_seeds(signal):
         (["--regression-seeds", "-1"], "--regression-seeds must be >= 0, got -1"),
         (["--seeds", "0"], "--seeds must be >= 1"),
         (["--json", "."], "is a folder"),
-        (["--json", "{csv}"], "ages.csv exists and is not JSON; writing JSON there would replace it"),
+        (["--json", "{csv}"], "ages.csv exists and is not a benchmark's JSON; writing a benchmark's JSON there"),
+        (["--json", "{run}"], "run.json exists and is not a benchmark's JSON; writing a benchmark's JSON there"),
     ],
 )
 def test_learning_signal_main_refuses_bad_arguments_in_one_line(signal, capsys, tmp_path, arguments, message):
     (tmp_path / "ages.csv").write_text("age,thickness\n31,2.5\n")
-    arguments = [argument.replace("{csv}", str(tmp_path / "ages.csv")) for argument in arguments]
+    (tmp_path / "run.json").write_text('{"command": "pretrain"}\n')
+    arguments = [
+        argument.replace("{csv}", str(tmp_path / "ages.csv")).replace("{run}", str(tmp_path / "run.json"))
+        for argument in arguments
+    ]
     with pytest.raises(SystemExit) as exit_info:
         signal.main(arguments)
     assert exit_info.value.code == 2

@@ -226,11 +226,19 @@ def _read_only_folder(folder, monkeypatch):
         ),
         (
             ["evaluate", "{inputs}/sorter.pt", "--json", "{inputs}/sorter.pt"],
-            "--json: {inputs}/sorter.pt exists and is not JSON; writing JSON there would replace it; choose another",
+            "--json: {inputs}/sorter.pt exists and is not fidelity rows; writing fidelity rows there would replace it",
         ),
         (
             ["evaluate", "--json", "{file}"],
-            "--json: {file} exists and is not JSON; writing JSON there would replace it; choose another path",
+            "--json: {file} exists and is not fidelity rows; writing fidelity rows there would replace it; choose",
+        ),
+        (
+            ["evaluate", "--json", "{inputs}/run.json"],
+            "--json: {inputs}/run.json exists and is not fidelity rows; writing fidelity rows there would replace it",
+        ),
+        (
+            ["evaluate", "--out", "{inputs}/notes.md"],
+            "--out: {inputs}/notes.md exists and is not a fidelity table; writing a fidelity table there would",
         ),
         (
             ["evaluate", "--out", "{file}"],
@@ -259,6 +267,9 @@ def test_an_output_that_cannot_be_written_is_named_before_any_work(tmp_path, cap
     file.write_text("x\n")
     _training_checkpoint(tmp_path / "last.ckpt")
     save_sorter(ConvSorter(), tmp_path / "sorter.pt")
+    (tmp_path / "run.json").write_text('{"command": "pretrain", "settings": {}}\n')
+    heading = "Spearman with the exact ranks / mean absolute rank error (positions):"
+    (tmp_path / "notes.md").write_text(f"# My notes\n\nThe table begins with\n{heading}\n")
     places = {"{file}": str(file), "{read_only}": str(read_only), "{inputs}": str(tmp_path)}
     for name, place in places.items():
         argv, words = [word.replace(name, place) for word in argv], words.replace(name, place)

@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from sodeep.benchmark.rankers import Ranker, ranker_families
+from sodeep.benchmark.report import is_script_json
 from sodeep.config import number_list, parse_with_quick
 from sodeep.files import atomic_write_json, json_output_problem
 from sodeep.losses import SpearmanLoss
@@ -283,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> str:
     arguments = parse_with_quick(build_parser(), argv, {"draws": 30, "lengths": [5, 20], "directions": 4})
-    if arguments.json and (problem := json_output_problem(arguments.json)):
+    if arguments.json and (problem := json_output_problem(arguments.json, is_script_json, "a benchmark's JSON")):
         raise SystemExit(f"--json: {problem}")
     distributions = [name.strip() for name in arguments.distributions.split(",") if name.strip()]
     unknown = sorted(set(distributions) - set(DISTRIBUTIONS))

@@ -45,6 +45,7 @@ import torch
 from sodeep.benchmark.config import BenchConfig
 from sodeep.benchmark.learning_to_sort import SortingTask, train_and_test
 from sodeep.benchmark.rankers import Ranker, ranker_families
+from sodeep.benchmark.report import is_script_json
 from sodeep.config import number_list
 from sodeep.files import atomic_write_json, json_output_problem
 
@@ -286,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     lengths = list(dict.fromkeys(args.lengths))
     if min(lengths) < 2:
         parser.error(f"--lengths must all be >= 2 (a sequence to sort), got {args.lengths}")
-    if args.json and (problem := json_output_problem(args.json)):
+    if args.json and (problem := json_output_problem(args.json, is_script_json, "a benchmark's JSON")):
         parser.error(f"--json: {problem}")
     names, missing = available_variants(requested)
     for name, reason in missing.items():

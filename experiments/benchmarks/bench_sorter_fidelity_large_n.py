@@ -40,6 +40,7 @@ from torch.nn import functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from sodeep.benchmark.report import is_script_json
 from sodeep.checkpoints import default_sorter_path, load_sorter
 from sodeep.config import parse_json_object, parse_lengths, parse_with_quick
 from sodeep.files import atomic_write_json, json_output_problem
@@ -300,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> str:
     arguments = parse_with_quick(build_parser(), argv, {"lengths": "64,256", "sequences": 4, "repeats": 1})
-    if arguments.json and (problem := json_output_problem(arguments.json)):
+    if arguments.json and (problem := json_output_problem(arguments.json, is_script_json, "a benchmark's JSON")):
         raise SystemExit(f"--json: {problem}")
     lengths = parse_lengths(arguments.lengths)
     families = [name.strip() for name in arguments.families.split(",") if name.strip()]

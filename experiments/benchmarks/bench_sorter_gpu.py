@@ -39,6 +39,7 @@ import torch
 from torch.nn import functional as F
 
 from sodeep.benchmark.rankers import Ranker, ranker_families
+from sodeep.benchmark.report import is_script_json
 from sodeep.checkpoints import TRAINING_SETTINGS
 from sodeep.config import number_list, parse_with_quick
 from sodeep.files import atomic_write_json, json_output_problem
@@ -231,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> str:
     arguments = parse_with_quick(build_parser(), argv, QUICK)
-    if arguments.json and (problem := json_output_problem(arguments.json)):
+    if arguments.json and (problem := json_output_problem(arguments.json, is_script_json, "a benchmark's JSON")):
         raise SystemExit(f"--json: {problem}")
     if arguments.device is None and not torch.cuda.is_available():
         print(NO_CUDA)

@@ -231,3 +231,9 @@ def markdown(results: dict) -> str:
     lines += regression_markdown(results["regression"])
     lines += skipped_markdown(results["skipped"])
     return "\n".join(lines)
+
+
+def is_script_json(data: object) -> bool:
+    """Whether ``data`` (parsed JSON) is what a benchmark script's ``--json`` writes: an object
+    with its ``settings`` and ``rows`` (a file that a later run of a script may replace)."""
+    return isinstance(data, dict) and {"settings", "rows"} <= data.keys()
