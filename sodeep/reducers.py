@@ -52,7 +52,7 @@ def _broadcast(loss: torch.Tensor, weight: torch.Tensor | None) -> tuple[torch.T
             f"weight of shape {tuple(weight.shape)} would enlarge the loss of shape {tuple(loss.shape)} to {tuple(shape)}"
         )
     if weight.device != loss.device:
-        if weight.dim() > 0:
+        if weight.dim() > 0 or weight.device.type != "cpu":
             raise ValueError(f"weight must be on the loss's device, {loss.device}, got {weight.device}")
         weight = weight.to(loss.device)  # a 0-d weight may stay on the CPU, as PyTorch allows for scalars
     require(torch.isfinite(weight) & (weight >= 0), "weight must be finite and non-negative")

@@ -98,6 +98,13 @@ class FrozenSorterMixin(nn.Module):
         return self
 
     def rank(self, scores: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.sorter, nn.Module):
+            weights = next(iter(self._sorter_tensors(self.sorter).values()), None)
+            if weights is not None and isinstance(scores, torch.Tensor) and weights.device != scores.device:
+                raise ValueError(
+                    f"the loss's sorter is on {weights.device} and the scores on {scores.device}: move the loss "
+                    f"with the model, loss.to({str(scores.device)!r})"
+                )
         return self.sorter(scores)
 
 

@@ -7,6 +7,10 @@ import torch
 
 from sodeep import rank
 from sodeep.losses import (
+    HardNegativeRankLoss,
+    MapRankLoss,
+    RecallRankLoss,
+    SpearmanLoss,
     age_difference_loss,
     map_rank_loss,
     multilabel_hinge_loss,
@@ -59,3 +63,22 @@ def test_tensors_on_different_devices_are_named(call, words):
 def test_a_0d_weight_on_the_cpu_is_accepted_as_pytorch_accepts_it():
     loss = torch.randn(3, 5).to("meta")
     assert reduce_loss(loss, torch.tensor(2.0), "weighted_mean").device.type == "meta"
+    with pytest.raises(ValueError, match="^weight must be on the loss's device, cpu, got meta$"):
+        reduce_loss(torch.randn(3, 5), torch.tensor(2.0).to("meta"), "weighted_mean")
+
+
+@pytest.mark.parametrize("loss", [SpearmanLoss, MapRankLoss, RecallRankLoss, HardNegativeRankLoss])
+def test_a_loss_left_on_another_device_than_its_scores_says_to_move_it(loss):
+    """The usual slip: the model moved to the accelerator, the loss (and its sorter) left behind."""
+    with pytest.raises(ValueError, match=r"^the loss's sorter is on cpu and the scores on meta: .*loss.to\('meta'\)$"):
+        loss()(*(tensor.to("meta") for tensor in _INPUTS[loss]))
+    moved = loss().to("meta")
+    assert moved(*(tensor.to("meta") for tensor in _INPUTS[loss])).device.type == "meta"
+
+
+_INPUTS = {
+    SpearmanLoss: (torch.randn(8), torch.randn(8)),
+    MapRankLoss: (torch.randn(4, 3), torch.ones(4, 3, dtype=torch.long)),
+    RecallRankLoss: (torch.randn(4, 4),),
+    HardNegativeRankLoss: (torch.randn(4, 4),),
+}
