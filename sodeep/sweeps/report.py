@@ -54,11 +54,13 @@ def read_summaries(folder: str | Path) -> tuple[list[dict[str, Any]], dict[str, 
         counts["no summary"] = sum(
             1 for path in trials.iterdir() if path.is_dir() and not (path / "summary.json").exists()
         )
-    planned = _sweep_record(folder).get("trials")  # None for a Bayesian sweep, drawn as it goes
-    if isinstance(planned, list):
-        started = {path.name for path in trials.iterdir() if path.is_dir()} if trials.is_dir() else set()
-        counts["planned"] = len(planned)
-        counts["not started"] = sum(1 for trial in planned if str(trial.get("trial")) not in started)
+    record = _sweep_record(folder)
+    listed = record.get("trials")  # the trials of the last run (fewer with --count); None for Bayes
+    size = record.get("size") if isinstance(record.get("size"), int) else None
+    if isinstance(listed, list) or size is not None:
+        started = sum(1 for path in trials.iterdir() if path.is_dir()) if trials.is_dir() else 0
+        counts["planned"] = max(size or 0, len(listed or []))
+        counts["not started"] = max(counts["planned"] - started, 0)
     sweeps = sorted({str(s.get("sweep")) for s in summaries})
     if len(sweeps) > 1:
         raise ValueError(f"{folder} holds trials of several sweeps ({', '.join(sweeps)}): report one sweep folder")

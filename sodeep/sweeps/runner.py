@@ -166,8 +166,18 @@ def record_sweep(folder: Path, spec: SweepSpec, seed: int, trials: list[Trial] |
             "source": spec.source,
             "spec": spec.mapping,
             "trials": None if trials is None else [{"trial": t.id, "params": t.params} for t in trials],
+            "size": sweep_size(spec, seed),
         },
     )
+
+
+def sweep_size(spec: SweepSpec, seed: int) -> int | None:
+    """The trials of the whole sweep, whatever ``--count`` runs of it: a grid's combinations or a
+    random sweep's ``run_cap`` (each capped by ``run_cap``); ``None`` where unknown (Bayes, or a
+    random sweep drawn only with ``--count``)."""
+    if spec.method == "grid" or (spec.method == "random" and spec.run_cap is not None):
+        return len(expand_trials(spec, seed=seed))
+    return None
 
 
 class _Scheduler:

@@ -418,3 +418,22 @@ def test_a_run_and_its_dry_run_warn_of_log_bounds_written_as_values(tmp_path, ca
     assert (
         error.startswith("warning: ") and "parameters.scale: log_uniform's min and max are natural logarithms" in error
     )
+
+
+def test_a_grid_run_with_count_is_reported_as_part_of_the_sweep(tmp_path, monkeypatch):
+    from sodeep.sweeps.report import write_report
+
+    monkeypatch.chdir(tmp_path)
+    block = tmp_path / "no-block"  # absent: each trial ends at once
+    sweep = write_sweep(
+        tmp_path,
+        LATE_PROGRAM,
+        f"method: grid\nparameters:\n  seed: {{values: [0, 1, 2, 3]}}\n  block: {{value: {block}}}\n",
+    )
+    run_sweep(load_sweep(sweep), tmp_path / "runs", count=2, echo=lambda line: None)
+    write_report(tmp_path / "runs" / "sweep", plots=False)
+    text = (tmp_path / "runs" / "sweep" / "report.md").read_text()
+    assert "**Partial:** 2 of the sweep's 4 trials have not started" in text
+    run_sweep(load_sweep(sweep), tmp_path / "runs", echo=lambda line: None)
+    write_report(tmp_path / "runs" / "sweep", plots=False)
+    assert "Partial" not in (tmp_path / "runs" / "sweep" / "report.md").read_text()
