@@ -145,16 +145,18 @@ def _pooled_table(presets: dict[str, Any], baselines: dict[str, Any]) -> list[st
     if not pooled:
         return []
     seeds = sorted({values["seed"] for values in pooled.values()})
+    which = f"seed {seeds[0]}" if len(seeds) == 1 else "each model's first seed"
     lines = [
         "",
-        f"Out-of-fold, seed {', '.join(map(str, seeds))}: each subject's test prediction, pooled over the folds:",
+        f"Out-of-fold, {which}: each subject's test prediction, pooled over the folds:",
         "",
         "| model | " + " | ".join(POOLED_METRICS) + " |",
         "|---" * (len(POOLED_METRICS) + 1) + "|",
     ]
     for name, values in pooled.items():
         cells = [f"{values[m]:.3f}" if m in values else "n/a" for m in POOLED_METRICS]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        shown = name if len(seeds) == 1 else f"{name} (seed {values['seed']})"
+        lines.append(f"| {shown} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -195,10 +197,19 @@ def format_report(results: dict[str, Any], title: str) -> str:
         for name, row in comparisons.items():
             if name == "baseline":
                 continue
+            if not row["pairs"]:
+                lines.append(f"| {name} | no (seed, fold) in common | 0/0 | n/a | n/a | 0/0 | n/a |")
+                continue
             s, m = row["spearman"], row["mae"]
             lines.append(
-                f"| {name} | {s['mean_difference']:+.4f} +- {s['sd_difference']:.4f} | {s['wins']}/{row['pairs']} | "
-                f"{s['wilcoxon_p']:.3g} | {m['mean_difference']:+.3f} +- {m['sd_difference']:.3f} | "
-                f"{m['wins']}/{row['pairs']} | {m['wilcoxon_p']:.3g} |"
+                f"| {name} | {s['mean_difference']:+.4f} +- {_shown(s['sd_difference'], '.4f')} | "
+                f"{s['wins']}/{row['pairs']} | {_shown(s['wilcoxon_p'], '.3g')} | "
+                f"{m['mean_difference']:+.3f} +- {_shown(m['sd_difference'], '.3f')} | "
+                f"{m['wins']}/{row['pairs']} | {_shown(m['wilcoxon_p'], '.3g')} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _shown(value: float, spec: str) -> str:
+    """A number as ``spec`` formats it; ``n/a`` where it is undefined (NaN: one pair, no test)."""
+    return "n/a" if math.isnan(value) else format(value, spec)

@@ -370,3 +370,15 @@ def test_a_table_without_sites_reports_no_within_site_spearman(tmp_path):
     assert pooled == [
         "| baseline: median | " + f"{results['baselines']['median']['out_of_fold']['mae']:.3f} | n/a | n/a |"
     ]
+
+
+def test_presets_without_shared_runs_are_not_compared_and_each_pooled_row_names_its_seed(tmp_path):
+    table = site_table()
+    options = {"out": tmp_path, "folds": 3, "split": "site", "config": TINY, "progress": False}
+    cross_validate_table(table, ["l1"], seeds=[0], **options)
+    results = cross_validate_table(table, ["mse"], seeds=[1], **options)
+    report = format_report(results, "apart")
+    assert "| mse | no (seed, fold) in common | 0/0 | n/a | n/a | 0/0 | n/a |" in report and "nan" not in report
+    assert "Out-of-fold, each model's first seed:" in report
+    assert any(line.startswith("| l1 (seed 0) |") for line in report.splitlines())
+    assert any(line.startswith("| mse (seed 1) |") for line in report.splitlines())
