@@ -14,6 +14,7 @@ either, it keeps no W&B run.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
@@ -45,6 +46,16 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.steps < 1 or arguments.batch < 2 or not arguments.learning_rate > 0:
         print("--steps must be >= 1, --batch >= 2 (a ranking) and --learning-rate > 0", file=sys.stderr)
         return 2
+    if arguments.setting is not None and not math.isfinite(arguments.setting):
+        print(f"--setting must be a finite number, got {arguments.setting}", file=sys.stderr)
+        return 2
+    data = split(*load_task(arguments.task), arguments.seed)
+    if arguments.batch > len(data[0]):
+        print(
+            f"--batch {arguments.batch} is more than the {len(data[0])} training rows of {arguments.task}",
+            file=sys.stderr,
+        )
+        return 2
     ranker = None
     if arguments.ranker != MSE:
         families = {family.name: family for family in ranker_families()}
@@ -60,7 +71,6 @@ def main(argv: list[str] | None = None) -> int:
         if ranker.kind == "exact" or not ranker.accepts(arguments.batch):
             print(f"{ranker.label} cannot train at n={arguments.batch} (no gradient or length)", file=sys.stderr)
             return 2
-    data = split(*load_task(arguments.task), arguments.seed)
     result = train_regression(ranker, data, arguments.seed, arguments.steps, arguments.batch, arguments.learning_rate)
     print(f"{arguments.ranker} on {arguments.task}, seed {arguments.seed}: test Spearman {result['spearman']:.4f}")
     settings = {key: value for key, value in vars(arguments).items() if key != "wandb_dir"}

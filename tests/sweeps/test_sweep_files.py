@@ -70,6 +70,8 @@ def _trial_program():
         (["--ranker", "mse", "--steps", "0"], "--steps must be >= 1, --batch >= 2"),
         (["--ranker", "mse", "--batch", "1"], "--steps must be >= 1, --batch >= 2"),
         (["--ranker", "torchsort"], "torchsort does not build here: ImportError: "),
+        (["--ranker", "mse", "--setting", "nan"], "--setting must be a finite number, got nan"),
+        (["--ranker", "mse", "--batch", "100000"], "--batch 100000 is more than the "),
     ],
 )
 def test_the_trial_program_refuses_what_it_cannot_run_in_one_line(argv, words, capsys, monkeypatch):
