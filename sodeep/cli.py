@@ -228,7 +228,7 @@ def add_evaluate_parser(commands: Any) -> None:
     evaluate.add_argument("--lengths", help='lengths, e.g. "5,100" (default: 2,3,5,8,16,32,64,100,128,256)')
     evaluate.add_argument("--sequences", type=int, default=64, help="held-out sequences per (family, n) (default: 64)")
     evaluate.add_argument("--out", help="also write the markdown table here (replacing only a table it wrote)")
-    evaluate.add_argument("--json", help="also write the rows as JSON here (replacing only a JSON file)")
+    evaluate.add_argument("--json", help="also write the rows as JSON here (replacing only rows it wrote)")
     evaluate.set_defaults(handler=command_evaluate)
 
 
@@ -364,7 +364,7 @@ def in_flag_words(message: str, parser: argparse.ArgumentParser) -> str:
     pattern = re.compile(
         r"(?<![\w./-])(" + "|".join(map(re.escape, sorted(flags, key=len, reverse=True))) + r")(?![\w/=])"
     )
-    # Quoted text is the user's data (a column, a pattern, a value): only the words between quotes change.
+    # Quoted text is the user's data (a column, a pattern, a value): only the words outside quotes change.
     parts = re.split(r"""('[^']*'|"[^"]*")""", message)
     return "".join(
         part if index % 2 else pattern.sub(lambda m: flags[m.group(1)], part) for index, part in enumerate(parts)
