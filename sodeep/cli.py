@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -346,29 +347,55 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def in_flag_words(message: str, parser: argparse.ArgumentParser) -> str:
-    """``message`` with the settings it names as config fields (``batch_size``, ``init_from``)
-    spelled as the flags a command-line user typed (``--batch-size``, ``--init-from``).  Only
-    names with an underscore are spelled anew (single words such as ``steps`` are also plain
-    words), and never inside quotes, which hold the user's own names and values."""
-    flags = {}
-    parsers = [parser]
+def in_flag_words(message: str, parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> str:
+    """``message`` with the settings it names as config fields (``batch_size``, ``init_from``,
+    ``patience >= 0``) spelled as the flags a command-line user typed (``--batch-size``,
+    ``--init-from``, ``--patience >= 0``).  A name with an underscore is spelled anew wherever it
+    stands; a single word (``steps``, also a plain word) only where a condition on it follows
+    (``must be``, ``>=``, ``<=``, ``>``, ``<``) and only for a flag of the command ``argv`` runs.
+    Quoted text, the user's own names and values, is left as it is."""
+    compound = sorted((name for name in _flag_names(parser) if "_" in name), key=len, reverse=True)
+    single = sorted(
+        (name for name in _flag_names(_command_parser(parser, argv)) if "_" not in name), key=len, reverse=True
+    )
+    flags = {name: f"--{name.replace('_', '-')}" for name in compound + single}
+    patterns = [
+        re.compile(r"(?<![\w./-])(" + "|".join(map(re.escape, names)) + r")" + after)
+        for names, after in ((compound, r"(?![\w/=])"), (single, r"(?= (?:must be|>=|<=|>|<) )"))
+        if names
+    ]
+
+    def spelled(part: str) -> str:
+        for pattern in patterns:
+            part = pattern.sub(lambda match: flags[match.group(1)], part)
+        return part
+
+    # Quoted text is the user's data (a column, a pattern, a value): only the words outside quotes change.
+    parts = re.split(r"""('[^']*'|"[^"]*")""", message)
+    return "".join(part if index % 2 else spelled(part) for index, part in enumerate(parts))
+
+
+def _flag_names(parser: argparse.ArgumentParser) -> set[str]:
+    """The settings that ``parser`` and its subcommands take as ``--name-with-dashes`` flags."""
+    names, parsers = set(), [parser]
     while parsers:
         for action in parsers.pop()._actions:
             if isinstance(action, argparse._SubParsersAction):
                 parsers.extend(action.choices.values())
-            elif "_" in action.dest and f"--{action.dest.replace('_', '-')}" in action.option_strings:
-                flags[action.dest] = f"--{action.dest.replace('_', '-')}"
-    if not flags:
-        return message
-    pattern = re.compile(
-        r"(?<![\w./-])(" + "|".join(map(re.escape, sorted(flags, key=len, reverse=True))) + r")(?![\w/=])"
-    )
-    # Quoted text is the user's data (a column, a pattern, a value): only the words outside quotes change.
-    parts = re.split(r"""('[^']*'|"[^"]*")""", message)
-    return "".join(
-        part if index % 2 else pattern.sub(lambda m: flags[m.group(1)], part) for index, part in enumerate(parts)
-    )
+            elif f"--{action.dest.replace('_', '-')}" in action.option_strings:
+                names.add(action.dest)
+    return names
+
+
+def _command_parser(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The (sub)command parser that ``argv`` runs (``brainage tabular``: that one's alone)."""
+    words = iter(argv)
+    while True:
+        commands = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        word = next((w for w in words if not w.startswith("-")), None) if commands else None
+        if commands is None or word not in commands.choices:
+            return parser
+        parser = commands.choices[word]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -403,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         message = " ".join((os_error_line(error) if isinstance(error, OSError) else str(error)).split())
         if not isinstance(error, OSError) and not getattr(arguments, "config", None) and arguments.command != "sweep":
-            message = in_flag_words(message, parser)  # a YAML config or sweep file names settings as fields
+            message = in_flag_words(message, parser, argv)  # a YAML config or sweep file names settings as fields
         parser.exit(2, f"sodeep {arguments.command}: error: {message}\n")
     except KeyboardInterrupt:  # before a run could save anything: nothing to resume
         parser.exit(

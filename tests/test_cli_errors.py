@@ -179,7 +179,7 @@ def test_export_replaces_a_sorter_checkpoint_only_when_asked_and_never_another_f
 def test_devices_a_cpu_cannot_take_are_refused_with_what_it_takes(tmp_path, capsys, devices):
     argv = ["pretrain", "--steps", "1", "--accelerator", "cpu", "--devices", devices, "--out", str(tmp_path / "run")]
     error = _one_line_error(argv, capsys)
-    assert "on CPUs, devices must be a count of processes >= 1 or 'auto'" in error, error
+    assert "on CPUs, --devices must be a count of processes >= 1 or 'auto'" in error, error
     assert "should be an int > 0" not in error
     assert not (tmp_path / "run").exists()
 
@@ -324,3 +324,8 @@ def test_flag_spelling_leaves_the_users_quoted_names_alone():
     assert in_flag_words(message, parser) == (
         "no age column 'batch_size'; columns are ['sub_id', \"max_epochs\", 'voxel_size']; --batch-size must be"
     )
+    # A single word is a flag only where a condition on it follows; elsewhere it is a plain word.
+    words = "max_epochs must be >= 1 and patience >= 0; the patience of 3 seeds; devices must be a count >= 1"
+    assert in_flag_words(words, parser, ["brainage", "tabular", "--patience", "0"]) == (
+        "--max-epochs must be >= 1 and --patience >= 0; the patience of 3 seeds; --devices must be a count >= 1"
+    )  # count: a flag of `sodeep sweep run`, not of this command

@@ -183,8 +183,8 @@ def test_ctrl_c_while_waiting_for_other_machines_ends_in_one_line_and_the_run_st
 @pytest.mark.parametrize(
     "flags,message",
     [
-        (["--devices", "0"], "devices must be a count >= 1, 'auto', -1 or indices like '0,2', got '0'"),
-        (["--devices", "two"], "devices must be a count >= 1"),
+        (["--devices", "0"], "--devices must be a count >= 1, 'auto', -1 or indices like '0,2', got '0'"),
+        (["--devices", "two"], "--devices must be a count >= 1"),
         (["--num-nodes", "0"], "--num-nodes must be an integer >= 1, got 0"),
         (["--strategy", "ddp_spawn"], "strategy 'ddp_spawn' starts its processes inside fit"),
         (["--strategy", "bogus"], "invalid strategy name"),

@@ -244,8 +244,8 @@ def test_parse_lengths():
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["pretrain", "--lengths", "1-5"], "lengths must be ints >= 2"),
-        (["pretrain", "--steps", "0"], "steps must be an integer >= 1"),
+        (["pretrain", "--lengths", "1-5"], "--lengths must be ints >= 2"),
+        (["pretrain", "--steps", "0"], "--steps must be an integer >= 1"),
         (["pretrain", "--learning-rate", "-1"], "--learning-rate must be a finite number > 0"),
     ],
 )

@@ -174,8 +174,8 @@ def brainage_inputs(tmp_path_factory):
 
 
 BAD_FLAGS = [
-    (["--devices", "0"], "devices must be a count >= 1, 'auto', -1 or indices like '0,2', got '0'"),
-    (["--devices", "two"], "devices must be a count >= 1"),
+    (["--devices", "0"], "--devices must be a count >= 1, 'auto', -1 or indices like '0,2', got '0'"),
+    (["--devices", "two"], "--devices must be a count >= 1"),
     (["--num-nodes", "0"], "--num-nodes must be an integer >= 1, got 0"),
     (["--strategy", "ddp_spawn"], "strategy 'ddp_spawn' starts its processes inside fit"),
     (["--strategy", "bogus"], "invalid strategy name"),
