@@ -17,21 +17,24 @@ def _pyplot():
     return pyplot
 
 
-#: Twenty distinct colours (matplotlib's ``tab20``, its dark shades first), then line styles in
-#: turn, so that no two of up to 80 lines look alike.
-COLOURS = tuple(f"tab:{name}" for name in ("blue", "orange", "green", "red", "purple", "brown", "pink", "gray",
-                                           "olive", "cyan")) + tuple(
-    (red / 255, green / 255, blue / 255)
-    for red, green, blue in ((174, 199, 232), (255, 187, 120), (152, 223, 138), (255, 152, 150), (197, 176, 213),
-                             (196, 156, 148), (247, 182, 210), (199, 199, 199), (219, 219, 141), (158, 218, 229))
-)  # fmt: skip
+#: Line styles taken in turn after each round of twenty colours, so that no two of up to 80
+#: lines look alike.
 LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def _colours() -> list:
+    """Matplotlib's twenty ``tab20`` colours, its ten dark shades first."""
+    import matplotlib
+
+    shades = matplotlib.colormaps["tab20"].colors
+    return [*shades[0::2], *shades[1::2]]
 
 
 def _style(index: int, label: str = "") -> dict:
     """Colour and line style of the ``index``-th line of a plot, all distinct up to 80 lines; the
     library's own rankers (labels starting ``sodeep``) are drawn thicker, on top."""
-    style = {"color": COLOURS[index % len(COLOURS)], "linestyle": LINE_STYLES[(index // len(COLOURS)) % 4]}
+    colours = _colours()
+    style = {"color": colours[index % len(colours)], "linestyle": LINE_STYLES[(index // len(colours)) % 4]}
     if label.startswith("sodeep"):
         style |= {"linewidth": 2.4, "zorder": 3}
     return style
@@ -74,7 +77,7 @@ def plot_fidelity_vs_time(fidelity: list[dict], speed: list[dict], path: Path) -
     pyplot = _pyplot()
     figure, axes = pyplot.subplots(figsize=(7, 4.5))
     for index, (ranker, time, gap) in enumerate(points):
-        axes.scatter(time, max(gap, 1e-7), color=_style(index)["color"], marker="os^D"[(index // len(COLOURS)) % 4])
+        axes.scatter(time, max(gap, 1e-7), color=_style(index)["color"], marker="os^D"[(index // len(_colours())) % 4])
         axes.annotate(ranker, (time, max(gap, 1e-7)), fontsize=6)
     axes.set(xscale="log", yscale="log", xlabel=f"forward ms (B={batch}, n={n})",
              ylabel="1 - Spearman (mean over distributions; below 1e-7 drawn at 1e-7)", title="fidelity vs time")  # fmt: skip
