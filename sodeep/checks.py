@@ -3,14 +3,21 @@
 A check on values (NaN, infinity, labels of 0 and 1) needs the values on the host.  On the CPU
 (eager) that is free, so the check raises a ``ValueError`` at once.  On other devices, and inside
 ``torch.compile``, it becomes an asynchronous assertion (``torch._assert_async``): no host
-synchronisation, and a ``RuntimeError`` with the same message surfaces at the next synchronising
-call (e.g. ``loss.item()``).  Under ``torch.func`` transforms (``vmap``, ``grad``) on the CPU the check
+synchronisation, and the failure surfaces at the next synchronising call (e.g. ``loss.item()``).
+On CUDA that is a device-side assertion: the kernel prints the message on stderr
+(``Assertion `predictions contains NaN or infinite values` failed``), the call raises
+``CUDA error: device-side assert triggered``, and the process can no longer use the GPU.  To
+debug bad inputs on a GPU, turn on synchronous checks (:func:`set_synchronous_checks`, or
+``SODEEP_SYNCHRONOUS_CHECKS=1`` in the environment): eager checks then read their result on the
+host and raise the ``ValueError``, at the cost of one synchronisation per check (compiled code
+keeps its assertions).  Under ``torch.func`` transforms (``vmap``, ``grad``) on the CPU the check
 reads the values beneath the transform's wrappers, so ``vmap`` over a sorter or a loss raises the
 same ``ValueError`` when any of its samples is bad.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from numbers import Integral
 from typing import Any
@@ -18,12 +25,33 @@ from typing import Any
 import torch
 
 
+#: Whether eager checks on accelerators read their result on the host (see the module docstring).
+_synchronous_checks = os.environ.get("SODEEP_SYNCHRONOUS_CHECKS", "0").strip().lower() not in ("", "0", "false", "no")
+
+
+def set_synchronous_checks(enabled: bool) -> bool:
+    """Make eager value checks on accelerators raise ``ValueError`` at once (``True``), at the cost of
+    a host synchronisation per check, or assert asynchronously (``False``, the default); returns the
+    previous setting.  CPU checks raise at once either way.
+
+    Example:
+        >>> previous = set_synchronous_checks(True)
+        >>> set_synchronous_checks(previous)
+        True
+    """
+    global _synchronous_checks
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be True or False, got {type(enabled).__name__} {enabled!r}")
+    previous, _synchronous_checks = _synchronous_checks, enabled
+    return previous
+
+
 def require(condition: torch.Tensor, message: str) -> None:
     """Raise ``ValueError(message)`` unless the boolean tensor ``condition`` is all true (see the
     module docstring for accelerators, compiled code and ``torch.func`` transforms)."""
     if torch.compiler.is_compiling():
         torch._assert_async(condition.all(), message)
-    elif condition.device.type != "cpu":
+    elif condition.device.type != "cpu" and not _synchronous_checks:
         # Beneath vmap's wrappers, all samples at once (no batching rule for the assertion).
         torch._assert_async(beneath_transforms(condition).all(), message)
     elif not bool(beneath_transforms(condition).all()):

@@ -141,6 +141,19 @@ def test_gpu_script_on_the_cpu_reports_sizes_above_capacity_as_dashes(gpu, tmp_p
     assert "| sodeep (shipped) eager |" in text
 
 
+def test_gpu_script_times_only_the_modes_asked_and_prints_each_cell(gpu, tmp_path, capsys):
+    out = tmp_path / "gpu.json"
+    text = gpu.main(
+        ["--device", "cpu", "--batches", "2", "--lengths", "8", "--rounds", "1", "--block-seconds", "0.001"]
+        + ["--warmup", "1", "--modes", "forward+backward", "--json", str(out)]
+    )
+    rows = json.loads(out.read_text())["rows"]
+    assert rows and {row["mode"] for row in rows} == {"forward+backward"}
+    assert "forward, B=2" not in text and "forward+backward, B=2" in text
+    progress = capsys.readouterr().err
+    assert "forward+backward B=2 n=8: sodeep (shipped) eager " in progress and " ms" in progress
+
+
 def test_time_cell_gives_reasons_for_refused_and_failing_rankers(gpu):
     def refuse(scores):
         raise ValueError("scores has length n=8; this ranker accepts n <= 4; more advice")

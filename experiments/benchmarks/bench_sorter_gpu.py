@@ -219,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--strengths", type=number_list(float), default=[1.0], help="torchsort strengths; the first is the reference"
     )
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="what to time (default: both)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile(sorter)")
     parser.add_argument("--bare", action="store_true", help="the loss's arithmetic without SpearmanLoss's checks")
     parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds per cell (default 15)")
@@ -257,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     reference = next((ranker.label for ranker in rankers if ranker.family == "torchsort"), None)
 
     rows = []
-    for mode in MODES:
+    for mode in dict.fromkeys(arguments.modes):
         for batch in arguments.batches:
             for n in arguments.lengths:
                 results = time_cell(
@@ -287,7 +288,10 @@ def main(argv: Sequence[str] | None = None) -> str:
                             "reason": None if timed else value,
                         }
                     )
-                print(f"{mode} B={batch} n={n}", file=sys.stderr, flush=True)
+                timed = ", ".join(
+                    f"{label} {1e3 * value:.3g} ms" for label, value in results.items() if isinstance(value, float)
+                )
+                print(f"{mode} B={batch} n={n}: {timed or 'nothing timed'}", file=sys.stderr, flush=True)
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     step = "MSE(ranker(p), rank(t)), no input checks" if arguments.bare else "SpearmanLoss(sorter=ranker)(p, t)"

@@ -1,0 +1,90 @@
+"""Value checks: raised at once on the CPU, asserted asynchronously on accelerators unless
+synchronous checks are on."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from sodeep import checks
+from sodeep.losses import SpearmanLoss
+
+
+class OnAnAccelerator(torch.Tensor):
+    """A CPU tensor that reports an accelerator device, to follow ``require``'s accelerator path."""
+
+    @property
+    def device(self):
+        return torch.device("cuda", 0)
+
+
+@pytest.fixture
+def asserted(monkeypatch):
+    """The messages of the asynchronous assertions made, instead of making them."""
+    messages = []
+    monkeypatch.setattr(torch, "_assert_async", lambda condition, message: messages.append(message))
+    return messages
+
+
+@pytest.fixture
+def restore_setting():
+    previous = checks.set_synchronous_checks(False)
+    yield
+    checks.set_synchronous_checks(previous)
+
+
+def failing_condition_on_an_accelerator():
+    return torch.tensor([True, False]).as_subclass(OnAnAccelerator)
+
+
+def test_a_failing_check_on_an_accelerator_is_an_asynchronous_assertion(asserted, restore_setting):
+    checks.require(failing_condition_on_an_accelerator(), "scores contain NaN")
+    assert asserted == ["scores contain NaN"]
+
+
+def test_synchronous_checks_raise_on_an_accelerator_without_an_assertion(asserted, restore_setting):
+    assert checks.set_synchronous_checks(True) is False
+    with pytest.raises(ValueError, match="^scores contain NaN$"):
+        checks.require(failing_condition_on_an_accelerator(), "scores contain NaN")
+    checks.require(torch.tensor([True, True]).as_subclass(OnAnAccelerator), "never raised")
+    assert asserted == []
+    assert checks.set_synchronous_checks(False) is True
+
+
+def test_cpu_checks_raise_whatever_the_setting(asserted, restore_setting):
+    for enabled in (False, True):
+        checks.set_synchronous_checks(enabled)
+        with pytest.raises(ValueError, match="bad"):
+            checks.require(torch.tensor(False), "bad")
+    assert asserted == []
+
+
+def test_the_setting_must_be_a_bool(restore_setting):
+    with pytest.raises(TypeError, match="enabled must be True or False, got int 1"):
+        checks.set_synchronous_checks(1)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("1", True), ("true", True), ("0", False), ("", False)])
+def test_the_environment_variable_sets_the_default(value, expected):
+    environment = {**os.environ, "SODEEP_SYNCHRONOUS_CHECKS": value}
+    shown = subprocess.run(
+        [sys.executable, "-c", "import sodeep.checks as c; print(c._synchronous_checks)"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert shown == str(expected)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_synchronous_checks_on_cuda_raise_and_keep_the_gpu_usable(restore_setting):
+    checks.set_synchronous_checks(True)
+    predictions = torch.randn(3, 20, device="cuda")
+    predictions[1, 4] = float("nan")
+    loss = SpearmanLoss().to("cuda")
+    with pytest.raises(ValueError, match="NaN"):
+        loss(predictions, torch.randn(3, 20, device="cuda"))
+    assert torch.ones(2, device="cuda").sum().item() == 2
