@@ -24,7 +24,6 @@ from typing import Any
 
 import torch
 
-
 #: Whether eager checks on accelerators read their result on the host (see the module docstring).
 _synchronous_checks = os.environ.get("SODEEP_SYNCHRONOUS_CHECKS", "0").strip().lower() not in ("", "0", "false", "no")
 
