@@ -28,6 +28,7 @@ from sodeep.runs import (
     AtomicCheckpointIO,
     SetupWarning,
     StopOnSignal,
+    check_wandb_login,
     make_loggers,
     make_trainer,
     progress_settings,
@@ -268,6 +269,7 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
     """
     config = PretrainConfig() if config is None else config
     config.validate()
+    check_wandb_login(config.wandb)
     lengths = config.length_list()
     out = Path(config.out)
     settings = config_to_dict(config)
@@ -525,9 +527,9 @@ def _checkpoint_step(path: Path) -> int:
 
 
 def _finish_loggers(trainer: L.Trainer) -> None:
-    """Close the W&B run, so that the next run in this process starts its own."""
+    """Close the W&B run, if one started, so that the next run in this process starts its own."""
     from lightning.pytorch.loggers import WandbLogger
 
     for logger in trainer.loggers:
-        if isinstance(logger, WandbLogger):
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:  # reading .experiment starts one
             logger.experiment.finish()

@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import sys
+import tempfile
 import threading
 import warnings
 from collections.abc import Iterator
@@ -66,6 +67,32 @@ def configure_wandb_environment(mode: str, out: Path) -> None:
     os.environ["WANDB_DIR"] = str(out)
     for variable in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
         os.environ[variable] = str(cache)
+
+
+def check_wandb_login(mode: str, flag: str = "--wandb") -> None:
+    """For an online W&B run (``mode`` ``online`` and ``WANDB_MODE`` not saying otherwise), a
+    one-line ``ValueError`` unless W&B has credentials (``wandb login`` or ``WANDB_API_KEY``),
+    raised before a run folder is touched.  Nothing is sent: the key is not verified."""
+    if mode != "online" or os.environ.get("WANDB_MODE", "online") != "online":
+        return
+    import wandb
+
+    saved = {variable: os.environ.get(variable) for variable in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_SILENT")}
+    try:
+        with tempfile.TemporaryDirectory() as scratch:  # W&B's debug log of the check, not the user's cache
+            os.environ.update(WANDB_CACHE_DIR=scratch, WANDB_CONFIG_DIR=scratch, WANDB_SILENT="true")
+            wandb.login(verify=False)
+    except wandb.errors.UsageError:
+        raise ValueError(
+            f"{flag} online needs a W&B login: run `wandb login` or set WANDB_API_KEY, or log locally with "
+            f"{flag} offline"
+        ) from None
+    finally:
+        for variable, value in saved.items():
+            if value is None:
+                os.environ.pop(variable, None)
+            else:
+                os.environ[variable] = value
 
 
 class _AppendingWriter(ExperimentWriter):

@@ -55,6 +55,7 @@ from sodeep.brainage.csv_files import DELIMITERS
 from sodeep.brainage.datasets import DEFAULT_DATASET
 from sodeep.config import SCALE_OUT
 from sodeep.run_folder import releasing_run_folders
+from sodeep.runs import check_wandb_login
 from sodeep.wording import plural
 
 #: Settings that are not a folder's configuration: the run lists, which extend a folder, where
@@ -83,6 +84,7 @@ def run_tabular(
     from sodeep.runs import release_process_group
 
     config.check()
+    check_wandb_login(config.wandb)
     leader = _is_leader(config)
     path = config.table_path()
     table = read_age_table(
@@ -171,6 +173,7 @@ def run_synthetic(
     from sodeep.runs import release_process_group
 
     config.check()
+    check_wandb_login(config.wandb)
     leader = _is_leader(config)
     check_batch_size(config.losses, config.batch_size)
     training, network = volume_training(config), sfcn_network(config)
@@ -255,6 +258,7 @@ def run_nifti(
     from sodeep.runs import release_process_group
 
     config.check()
+    check_wandb_login(config.wandb)
     leader = _is_leader(config)
     check_batch_size(config.losses, config.batch_size)
     rows, _ = read_manifest(config.manifest)  # a missing or malformed manifest stops here

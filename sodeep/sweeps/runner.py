@@ -115,6 +115,9 @@ def trial_source(
         raise ValueError(f"count must be an integer >= 1, got {count!r}")
     if wandb not in WANDB_MODES:
         raise ValueError(f"wandb must be one of {list(WANDB_MODES)}, got {wandb!r}")
+    from sodeep.runs import check_wandb_login  # Lightning: only for a sweep that runs
+
+    check_wandb_login(wandb)
     if spec.method == "bayes":
         from sodeep.sweeps.bayes import BayesTrials
 

@@ -1,0 +1,71 @@
+"""An online W&B run without credentials is refused in one line, before anything is written."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+PROGRAM = """
+import sys
+from sodeep.runs import check_wandb_login
+try:
+    check_wandb_login(sys.argv[1])
+except ValueError as error:
+    print("refused:", error)
+else:
+    print("accepted")
+"""
+
+
+def check(tmp_path, mode, **environment):
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    variables = {key: value for key, value in os.environ.items() if key not in ("WANDB_MODE", "WANDB_API_KEY")}
+    variables.update(HOME=str(home), **environment)
+    shown = subprocess.run(
+        [sys.executable, "-c", PROGRAM, mode],
+        env=variables,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout.strip()
+    assert not [path for path in home.rglob("*") if "wandb" in path.name], "W&B wrote into the user's home"
+    return shown
+
+
+def test_online_without_credentials_is_refused(tmp_path):
+    shown = check(tmp_path, "online")
+    assert shown == (
+        "refused: --wandb online needs a W&B login: run `wandb login` or set WANDB_API_KEY, "
+        "or log locally with --wandb offline"
+    )
+
+
+@pytest.mark.parametrize(
+    ("mode", "environment"),
+    [
+        ("online", {"WANDB_API_KEY": "a" * 40}),
+        ("online", {"WANDB_MODE": "offline"}),
+        ("offline", {}),
+        ("disabled", {}),
+    ],
+)
+def test_credentials_or_a_local_mode_are_accepted(tmp_path, mode, environment):
+    assert check(tmp_path, mode, **environment) == "accepted"
+
+
+def test_pretrain_refuses_before_creating_the_folder(tmp_path, capsys):
+    from sodeep.cli import main
+
+    os.environ.pop("WANDB_API_KEY", None)
+    out = tmp_path / "run"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("WANDB_MODE", raising=False)
+        patch.setenv("HOME", str(tmp_path))
+        with pytest.raises(SystemExit) as stopped:
+            main(["pretrain", "--steps", "2", "--wandb", "online", "--out", str(out)])
+    assert stopped.value.code == 2 and not out.exists()
+    assert "--wandb online needs a W&B login" in capsys.readouterr().err
