@@ -66,8 +66,21 @@ def sorter_payload(sorter: Sorter, metadata: dict[str, Any] | None = None) -> di
 
 
 def save_sorter(sorter: Sorter, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
-    """Write ``sorter`` as a self-describing checkpoint at ``path`` (atomically)."""
-    return atomic_torch_save(sorter_payload(sorter, metadata), path)
+    """Write ``sorter`` as a self-describing checkpoint at ``path`` (atomically).
+
+    ``path`` may hold a sorter checkpoint (replaced) or an empty file; any other file is refused
+    (``ValueError``), as are non-finite weights, which :func:`load_sorter` would refuse to load.
+    """
+    payload = sorter_payload(sorter, metadata)
+    if not all(torch.isfinite(value).all() for value in payload["state_dict"].values() if value.is_floating_point()):
+        raise ValueError("the sorter has non-finite weights (NaN or inf); its checkpoint would not load")
+    target = Path(path)
+    if target.is_file() and target.stat().st_size > 0:
+        try:
+            _check_sorter_format(read_weights_only(target), str(target))
+        except (CheckpointError, ValueError, OSError):
+            raise ValueError(f"{target} exists and is not a sorter checkpoint; save to another path") from None
+    return atomic_torch_save(payload, path)
 
 
 def _check_sorter_format(payload: Any, source: str) -> None:

@@ -205,7 +205,7 @@ def command_export(arguments: argparse.Namespace) -> int:
     problem = writable_file_problem(out)
     if problem:
         raise ValueError(f"{problem}; choose another path")
-    if out.exists():  # replace a sorter checkpoint when asked, never a file of another kind
+    if out.exists():  # replace a sorter checkpoint when asked (save_sorter refuses any other file)
         try:
             load_sorter(out)
         except ValueError:

@@ -24,6 +24,20 @@ from typing import Any, TypeVar
 ConfigT = TypeVar("ConfigT")
 
 
+def lengths_text(lengths: Sequence[int]) -> str:
+    """The one spelling of a list of lengths: ``"2-256"`` for consecutive lengths, else ``"8,100"``
+    (order and repeats kept: they weigh the draw).
+
+    Example:
+        >>> lengths_text([2, 3, 4]), lengths_text([8, 100, 100])
+        ('2-4', '8,100,100')
+    """
+    lengths = list(lengths)
+    if len(lengths) > 1 and lengths == list(range(lengths[0], lengths[-1] + 1)):
+        return f"{lengths[0]}-{lengths[-1]}"
+    return ",".join(str(n) for n in lengths)
+
+
 def parse_lengths(value: Any) -> list[int]:
     """``"2-256"`` -> [2, ..., 256]; ``"100"``, ``"8,100"`` or ``[8, 100]`` -> those lengths (each >= 2).
 
@@ -243,9 +257,13 @@ class PretrainConfig:
         return {name: getattr(self, name) for name in SCALE_OUT}
 
     def validate(self) -> None:
-        """Raise ``ValueError`` with one line naming the first bad setting."""
+        """Raise ``ValueError`` with one line naming the first bad setting; settings given in
+        another form (a path, a list of lengths) take their one spelling, so that a run started
+        from Python resumes from the command line."""
         self.sorter = parse_json_object(self.sorter, "sorter")
-        self.length_list()
+        self.lengths = lengths_text(self.length_list())
+        if isinstance(self.out, os.PathLike):
+            self.out = os.fspath(self.out)
         for key in ("steps", "batch_size", "validation_every", "checkpoint_every", "validation_sequences"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

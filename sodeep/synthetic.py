@@ -285,10 +285,12 @@ class SyntheticSequences(IterableDataset):
         world_size: int = 1,
     ) -> None:
         super().__init__()
+        given = lengths
         lengths = list(lengths) if isinstance(lengths, Iterable) and not isinstance(lengths, (str, bytes)) else None
         whole = lengths is not None and all(isinstance(n, Integral) and not isinstance(n, bool) for n in lengths)
         if not lengths or not whole or min(lengths) < 2:
-            raise ValueError(f"lengths must be a non-empty list of ints >= 2, got {lengths}")
+            hint = " (parse a text like '2-8' with sodeep.config.parse_lengths)" if isinstance(given, str) else ""
+            raise ValueError(f"lengths must be a non-empty list of ints >= 2, got {given!r}{hint}")
         check_integer(batch_size, "batch_size", 1)
         check_integer(seed, "seed", -(2**63), 2**63 - 1)
         check_integer(start_batch, "start_batch", 0)
@@ -308,6 +310,7 @@ class SyntheticSequences(IterableDataset):
 
     def batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch number ``index`` of the stream: ``(scores, ranks)``, each ``(batch_size, n)``."""
+        check_integer(index, "index", 0)
         # Mixing the seed and the index into one 63-bit seed keeps streams of nearby seeds apart.
         generator = make_generator((self.seed * 1_000_003 + index) % (2**63 - 1))
         length = self.lengths[int(_integers(generator, 0, len(self.lengths), 1))]

@@ -14,7 +14,7 @@ from sodeep.checkpoints import (
     sorter_payload,
 )
 from sodeep.evaluation import fidelity_table, summarize
-from sodeep.sorters import ConvSorter, OriginalCNNSorter
+from sodeep.sorters import ConvSorter, OriginalCNNSorter, PairwiseSigmoidSorter
 
 
 def test_round_trip_restores_config_and_weights(tmp_path):
@@ -106,8 +106,10 @@ def test_a_checkpoint_with_non_finite_weights_is_refused(tmp_path):
     sorter = ConvSorter()
     with torch.no_grad():
         sorter.network[0].weight.fill_(float("nan"))
+    path = tmp_path / "nan.pt"
+    torch.save(sorter_payload(sorter), path)  # as a diverged run or a damaged file would leave it
     with pytest.raises(CheckpointError, match="non-finite weights"):
-        load_sorter(save_sorter(sorter, tmp_path / "nan.pt"))
+        load_sorter(path)
 
 
 def test_a_pretraining_run_folder_loads_its_sorter(tmp_path, capsys):
@@ -255,3 +257,36 @@ def test_saving_onto_a_folder_names_the_folder(tmp_path):
     with pytest.raises(IsADirectoryError, match=f"{tmp_path} is a folder; give the path of a file"):
         save_sorter(load_sorter(), tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_save_sorter_replaces_a_sorter_checkpoint_or_an_empty_file_and_nothing_else(tmp_path):
+    sorter = PairwiseSigmoidSorter(0.3)
+    checkpoint = tmp_path / "sorter.pt"
+    save_sorter(ConvSorter(capacity=8), checkpoint)
+    save_sorter(sorter, checkpoint)
+    assert isinstance(load_sorter(checkpoint), PairwiseSigmoidSorter)
+    empty = tmp_path / "empty.pt"
+    empty.touch()
+    save_sorter(sorter, empty)
+    assert isinstance(load_sorter(empty), PairwiseSigmoidSorter)
+    for name, content in [("notes.txt", b"keep me"), ("weights.pt", None), ("truncated.pt", "half")]:
+        other = tmp_path / name
+        if content is None:
+            torch.save({"weight": torch.ones(2)}, other)
+        elif content == "half":
+            other.write_bytes(checkpoint.read_bytes()[:100])
+        else:
+            other.write_bytes(content)
+        before = other.read_bytes()
+        with pytest.raises(ValueError, match=f"{name} exists and is not a sorter checkpoint; save to another path"):
+            save_sorter(sorter, other)
+        assert other.read_bytes() == before
+
+
+def test_save_sorter_refuses_non_finite_weights(tmp_path):
+    sorter = ConvSorter(capacity=8)
+    with torch.no_grad():
+        next(sorter.parameters()).view(-1)[0] = float("nan")
+    with pytest.raises(ValueError, match="non-finite weights"):
+        save_sorter(sorter, tmp_path / "nan.pt")
+    assert not (tmp_path / "nan.pt").exists()

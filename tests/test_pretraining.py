@@ -232,6 +232,26 @@ def test_overwrite_clears_the_folder_and_starts_again(tmp_path, monkeypatch):
     assert sorted(path.name for path in (run / "checkpoints").iterdir()) == ["last.ckpt"]
 
 
+@pytest.mark.parametrize(
+    ("given", "typed"), [([2, 8], "2,8"), (8, "8"), ([2, 3, 4, 5, 6, 7, 8], "2-8"), ("2,3,4", "2-4")]
+)
+def test_a_python_run_resumes_from_the_command_line(tmp_path, given, typed):
+    """Lengths given from Python (a list, a number) take the form the command line types."""
+    from pathlib import Path
+
+    from sodeep.config import PretrainConfig
+    from sodeep.pretraining import pretrain
+
+    out = Path(tmp_path / "run")  # a Path, as a notebook passes it
+    config = PretrainConfig(steps=2, batch_size=4, lengths=given, validation_every=2, validation_sequences=2)
+    config.out, config.wandb, config.sorter = out, "disabled", {"capacity": 8}
+    pretrain(config)
+    flags = ["--steps", "2", "--batch-size", "4", "--lengths", typed, "--validation-every", "2"]
+    flags += ["--validation-sequences", "2", "--sorter", '{"capacity": 8}', "--wandb", "disabled"]
+    assert main(["pretrain", *flags, "--out", str(out), "--resume"]) == 0  # finished: nothing to train
+    assert json.loads((out / "run.json").read_text())["config"]["lengths"] == typed
+
+
 def test_parse_lengths():
     assert parse_lengths("2-5") == [2, 3, 4, 5]
     assert parse_lengths("8,100") == [8, 100]

@@ -1,4 +1,5 @@
 import itertools
+import re
 
 import numpy as np
 import pytest
@@ -224,8 +225,6 @@ def test_stream_rejects_bad_settings_at_construction():
     assert SyntheticSequences(2, [5], start_batch=np.uint8(250)).process_batch_index(10) == 260
     assert next(iter(SyntheticSequences(2, [5], seed=np.uint8(7))))[0].shape == (2, 5)
     assert SyntheticSequences(2, np.array([5, 10])).lengths == [5, 10]
-    with pytest.raises(ValueError, match="lengths must be a non-empty list of ints >= 2, got None"):
-        SyntheticSequences(2, 5)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -235,3 +234,15 @@ def test_a_cuda_generator_gives_cuda_batches():
     scores, ranks, index = generate_sequences(32, 50, generator)
     assert scores.is_cuda and ranks.is_cuda and index.is_cuda
     assert_exact_ranks(scores.cpu(), ranks.cpu())
+
+
+@pytest.mark.parametrize(("lengths", "shown"), [(5, "got 5"), ("2-8", "got '2-8' (parse a text like '2-8'")])
+def test_bad_lengths_are_shown_as_given(lengths, shown):
+    with pytest.raises(ValueError, match=re.escape(shown)):
+        SyntheticSequences(2, lengths)
+
+
+@pytest.mark.parametrize(("index", "error"), [(1.5, TypeError), (-1, ValueError), (True, TypeError)])
+def test_a_batch_index_is_a_whole_number_from_zero(index, error):
+    with pytest.raises(error, match="index must be"):
+        SyntheticSequences(2, [2, 8]).batch(index)
