@@ -12,7 +12,10 @@ training loop needs.  A weight is broadcast to the per-element loss; a 0/1 mask 
 ``"nonzero_weighted_mean"``  ``sum(w * l) / count(w != 0)`` (TensorFlow's SUM_BY_NONZERO_WEIGHTS)
 ===========================  ======================================================
 
-With every weight zero, the weighted means return 0, still connected to the graph, so
+An element of weight 0 is left out of the result even where its loss is infinite or NaN (the
+forward value; the gradient of such an element is its loss's own business: ``-log(0)`` has an
+infinite derivative, which a zero weight turns into NaN in backward, so mask such inputs before
+the loss, e.g. ``torch.where(mask, x, 1)``).  With every weight zero, the weighted means return 0, still connected to the graph, so
 ``backward()`` works and yields zero gradients (never NaN).  Products, sums and counts are taken in
 at least float32 (in the weight's dtype if it is wider) and the result is returned in the loss's
 dtype: a float32 weight of 1e-8 or 1e5 keeps its value beside a half-precision loss, and a
@@ -85,7 +88,9 @@ class Reducer(nn.Module):
         if self.scale_free and weight.numel() > 0:
             largest = weight.amax()
             weight = weight / torch.where(largest > 0, largest, torch.ones_like(largest))
-        return self.reduce(loss * weight, weight).to(dtype)
+        # A zero weight leaves its element out, even an infinite or NaN one (0 * inf would be NaN).
+        weighted = torch.where(weight != 0, loss * weight, torch.zeros_like(loss))
+        return self.reduce(weighted, weight).to(dtype)
 
     def reduce(self, weighted: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError

@@ -29,10 +29,11 @@ def age_difference_loss(
         predictions, targets: ``(n,)``, ``n >= 2`` (e.g. predicted and chronological ages);
             targets may be integers.
         num_pairs: sample this many pairs instead of using all.
-        generator: the random source for sampled pairs (required with ``num_pairs``).
+        generator: the random source for sampled pairs (required with ``num_pairs``, refused
+            without it).
 
     Returns:
-        A scalar.
+        A scalar in the predictions' dtype, computed in at least float32.
 
     Example:
         >>> age_difference_loss(torch.tensor([30.0, 50.0, 70.0]), torch.tensor([20.0, 50.0, 80.0]))
@@ -47,9 +48,18 @@ def age_difference_loss(
         raise ValueError(
             f"age_difference_loss needs n >= 2 subjects to form pairs, got shape {tuple(predictions.shape)}"
         )
-    errors = predictions - targets.to(predictions.dtype)
+    if generator is not None and num_pairs is None:
+        raise ValueError("a generator draws pairs only with num_pairs; without num_pairs every pair is used")
+    if targets.dtype == torch.bool:
+        raise TypeError("targets must be numbers (ages), got a bool tensor")
+    # In at least float32 (and float64 if either input is): half-precision targets round ages,
+    # and a half-precision variance of large errors overflows.
+    wide = torch.promote_types(predictions.dtype, torch.float32)
+    if targets.is_floating_point():
+        wide = torch.promote_types(wide, targets.dtype)
+    errors = predictions.to(wide) - targets.to(wide)
     if num_pairs is None:
-        return 2.0 * errors.var(unbiased=True)
+        return (2.0 * errors.var(unbiased=True)).to(predictions.dtype)
     check_integer(num_pairs, "num_pairs", 1)
     if generator is None:
         raise ValueError("num_pairs needs an explicit generator (no hidden global randomness in a loss)")
@@ -59,7 +69,7 @@ def age_difference_loss(
     # Second index uniform over the n - 1 others: shift by 1..n-1 modulo n.
     second = (first + torch.randint(1, n, (num_pairs,), generator=generator, device=generator.device)) % n
     first, second = first.to(errors.device), second.to(errors.device)
-    return (errors[first] - errors[second]).square().mean()
+    return (errors[first] - errors[second]).square().mean().to(predictions.dtype)
 
 
 class AgeDifferenceLoss(nn.Module):

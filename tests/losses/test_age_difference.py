@@ -66,3 +66,29 @@ def test_the_generator_must_be_a_torch_generator_and_num_pairs_is_checked_first(
         age_difference_loss(predictions, targets, num_pairs=3, generator=0)
     with pytest.raises(ValueError, match="num_pairs must be >= 1"):
         age_difference_loss(predictions, targets, num_pairs=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_predictions_are_compared_in_float32(dtype):
+    torch.manual_seed(0)
+    targets = torch.rand(256) * 60 + 20
+    predictions = (targets + 0.3 * torch.randn(256)).to(dtype)
+    value = age_difference_loss(predictions, targets)
+    assert value.dtype == dtype
+    exact = slow_all_pairs(predictions.double(), targets.double())
+    torch.testing.assert_close(value.double(), exact, rtol=1e-2, atol=0)  # the result's own rounding only
+
+
+def test_targets_beyond_half_precision_give_a_finite_loss():
+    targets = torch.tensor([7e4, 7e4 + 1, 7e4 + 2, 7e4 + 3])
+    value = age_difference_loss(torch.zeros(4, dtype=torch.float16), targets)
+    exact = slow_all_pairs(torch.zeros(4).double(), targets.double())  # 10/3, NaN before (inf - inf)
+    torch.testing.assert_close(value.double(), exact, rtol=1e-3, atol=0)  # the float16 result's rounding
+
+
+def test_a_generator_without_num_pairs_and_bool_targets_are_refused():
+    predictions = torch.randn(5)
+    with pytest.raises(ValueError, match="only with num_pairs"):
+        age_difference_loss(predictions, torch.randn(5), generator=torch.Generator())
+    with pytest.raises(TypeError, match="bool"):
+        age_difference_loss(predictions, torch.ones(5, dtype=torch.bool))

@@ -562,3 +562,17 @@ def test_multilabel_hinge_is_in_the_scores_dtype_whatever_the_margins_dtype():
         assert loss.dtype == torch.float32
         expected = multilabel_hinge_loss(scores.double(), labels, margin=margin, reduction=reduction)
         torch.testing.assert_close(loss, expected.float())
+
+
+@pytest.mark.parametrize("reduction", sorted(REDUCTIONS))
+@pytest.mark.parametrize("bad", [float("inf"), float("nan")])
+def test_an_element_of_weight_zero_is_left_out_even_when_not_finite(reduction, bad):
+    loss = torch.tensor([1.0, bad, 3.0])
+    weight = torch.tensor([1.0, 0.0, 2.0])
+    finite = torch.tensor([1.0, 0.0, 3.0])  # the same reduction where the masked element is finite
+    torch.testing.assert_close(reduce_loss(loss, weight, reduction), reduce_loss(finite, weight, reduction))
+    # The documented way to keep gradients finite too: mask the input before the loss.
+    inputs = torch.tensor([1.0, 0.0, 2.0], requires_grad=True)
+    value = reduce_loss(-torch.log(torch.where(weight != 0, inputs, 1.0)), weight, reduction)
+    value.sum().backward()
+    assert torch.isfinite(inputs.grad).all() and inputs.grad[1] == 0
