@@ -137,6 +137,7 @@ def command_evaluate(arguments: argparse.Namespace) -> int:
     from sodeep.checkpoints import default_sorter_path, load_sorter
     from sodeep.evaluation import (
         EVALUATION_LENGTHS,
+        fidelity_rows_json,
         fidelity_table,
         format_fidelity_markdown,
         is_fidelity_rows,
@@ -192,7 +193,7 @@ def command_evaluate(arguments: argparse.Namespace) -> int:
     if arguments.out:
         atomic_write_text(arguments.out, text + "\n")
     if arguments.json:
-        atomic_write_json(arguments.json, [dataclasses.asdict(row) for row in rows])
+        atomic_write_json(arguments.json, fidelity_rows_json(rows))
     return 0
 
 

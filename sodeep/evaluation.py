@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -131,18 +131,36 @@ def format_fidelity_markdown(rows: list[FidelityRow], title: str = "") -> str:
         entries = []
         for n in lengths:
             row = cell.get((family, n))
-            entries.append("" if row is None else f"{row.spearman:.4f} / {row.rank_error:.2f}")
+            entries.append("" if row is None else f"{_shown(row.spearman)} / {row.rank_error:.2f}")
         lines.append(f"| {family} | " + " | ".join(entries) + " |")
     per_length = summarize(rows, "length")
     lines.append(
         "| **mean** | "
-        + " | ".join(f"**{per_length[n]['spearman']:.4f} / {per_length[n]['rank_error']:.2f}**" for n in lengths)
+        + " | ".join(f"**{_shown(per_length[n]['spearman'])} / {per_length[n]['rank_error']:.2f}**" for n in lengths)
         + " |"
     )
     lines.append("")
-    worst = min(per_length.values(), key=lambda metrics: metrics["spearman"])
+    defined = [row.spearman for row in rows if not math.isnan(row.spearman)]
+    means = [metrics["spearman"] for metrics in per_length.values() if not math.isnan(metrics["spearman"])]
     lines.append(
-        f"Worst mean Spearman over n: {worst['spearman']:.4f}; "
-        f"worst cell: {min(rows, key=lambda row: row.spearman if not math.isnan(row.spearman) else 2).spearman:.4f}."
+        f"Worst mean Spearman over n: {_shown(min(means, default=math.nan))}; "
+        f"worst cell: {_shown(min(defined, default=math.nan))}."
     )
+    if len(defined) < len(rows):
+        lines.append(
+            "A Spearman of - is undefined: every sequence of that cell is constant (all tied); "
+            "the means leave such cells out."
+        )
     return "\n".join(lines)
+
+
+def _shown(spearman: float) -> str:
+    return "-" if math.isnan(spearman) else f"{spearman:.4f}"
+
+
+def fidelity_rows_json(rows: list[FidelityRow]) -> list[dict[str, Any]]:
+    """``rows`` as plain JSON: an undefined (NaN) value is ``null``, which every JSON reader accepts."""
+    return [
+        {key: None if isinstance(value, float) and math.isnan(value) else value for key, value in asdict(row).items()}
+        for row in rows
+    ]

@@ -12,7 +12,8 @@ def rowwise_spearman(predicted_ranks: torch.Tensor, true_ranks: torch.Tensor) ->
         predicted_ranks, true_ranks: ``(B, n)``.
 
     Returns:
-        ``(B,)``; NaN for a row whose exact ranks are constant (all tied), where it is undefined.
+        ``(B,)`` in ``[-1, 1]``; NaN for a row whose exact ranks are constant (all tied), where it is
+        undefined.
 
     Example:
         >>> rowwise_spearman(torch.tensor([[0.1, 0.2, 0.3]]), torch.tensor([[1.0, 2.0, 3.0]])).round(decimals=4)
@@ -21,7 +22,7 @@ def rowwise_spearman(predicted_ranks: torch.Tensor, true_ranks: torch.Tensor) ->
     predicted = predicted_ranks - predicted_ranks.mean(-1, keepdim=True)
     true = true_ranks - true_ranks.mean(-1, keepdim=True)
     denominator = predicted.norm(dim=-1) * true.norm(dim=-1)
-    correlation = (predicted * true).sum(-1) / denominator
+    correlation = ((predicted * true).sum(-1) / denominator).clamp(-1, 1)  # rounding may pass 1
     return torch.where(true.norm(dim=-1) > 0, correlation, torch.nan)
 
 

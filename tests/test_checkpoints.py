@@ -290,3 +290,32 @@ def test_save_sorter_refuses_non_finite_weights(tmp_path):
     with pytest.raises(ValueError, match="non-finite weights"):
         save_sorter(sorter, tmp_path / "nan.pt")
     assert not (tmp_path / "nan.pt").exists()
+
+
+def test_an_undefined_spearman_is_null_in_json_and_a_dash_in_the_table(tmp_path, capsys):
+    import json
+
+    from sodeep.cli import main
+
+    out = tmp_path / "fidelity.json"
+    assert main(["evaluate", "--lengths", "2,3", "--sequences", "1", "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    rows = json.loads(out.read_text(), parse_constant=refuse)
+    undefined = [row for row in rows if row["spearman"] is None]
+    assert undefined and all(row["family"] == "ties" for row in undefined)
+    assert "| ties | - / 0.00 | - / 0.00 |" in table and "A Spearman of - is undefined" in table
+    assert all(-1 <= row["spearman"] <= 1 for row in rows if row["spearman"] is not None)
+
+
+def test_rowwise_spearman_stays_within_minus_one_and_one():
+    from sodeep.metrics import rowwise_spearman
+
+    torch.manual_seed(0)
+    ranks = torch.rand(2000, 7).argsort(-1).float()
+    for predicted in (ranks * 1.0000001 + 1e-3, -ranks * 3.3):
+        values = rowwise_spearman(predicted, ranks)
+        assert values.abs().max() <= 1 and torch.allclose(values.abs(), torch.ones(2000))
