@@ -302,6 +302,24 @@ def test_bad_pretraining_configs_end_in_one_line_and_leave_nothing(tmp_path, cap
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--sorter", '{"band": 4}'], {"architecture": "conv", "sorter": {"softness": 0.1, "band": 4, "capacity": 64}}),
+        (["--architecture", "pairwise_sigmoid", "--sorter", '{"temperature": 0.5}'], {"sorter": {"temperature": 0.5}}),
+    ],
+)
+def test_sorter_flags_override_the_config_key_by_key_for_the_same_architecture(tmp_path, flags, expected):
+    from sodeep.cli import build_parser, pretrain_config
+
+    config = tmp_path / "config.yaml"
+    config.write_text('architecture: conv\nsorter: {"capacity": 64, "softness": 0.1}\n')
+    arguments = build_parser().parse_args(["pretrain", "--config", str(config), *flags])
+    settings = pretrain_config(arguments)
+    for key, value in expected.items():
+        assert getattr(settings, key) == value
+
+
 def test_a_foreign_checkpoint_ends_in_one_line(tmp_path, capsys):
     path = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(2)}, path)
