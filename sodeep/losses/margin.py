@@ -20,6 +20,7 @@ from sodeep.losses.validation import (
     check_rank,
     check_same_shape,
     check_scalar_margin,
+    check_setting_device,
     check_tensor,
 )
 from sodeep.reducers import (
@@ -91,6 +92,7 @@ def pairwise_margin_ranking_loss(
     check_rank(scores, "scores", (2,), "(B, N)")
     check_binary(labels)
     check_same_shape(scores, labels, "scores and labels")
+    check_setting_device(margin, "margin", scores.device)
     check_pair_options(margin, hard_negatives)
     valid = _valid_mask(labels, mask)
     positive = valid & (labels == 1)
@@ -213,7 +215,7 @@ def multilabel_hinge_loss(
     Args:
         scores: ``(B, C)``.
         labels: ``(B, C)`` in {0, 1}.
-        margin: a number, or a ``(C,)`` tensor of per-label margins.
+        margin: a number, or ``(C,)`` per-label margins (a tensor, a list or a NumPy array).
         weight: broadcastable to ``(B, C)``; a 0/1 mask of known labels.
         reduction: see :mod:`sodeep.reducers`.
 
@@ -228,6 +230,11 @@ def multilabel_hinge_loss(
     check_rank(scores, "scores", (2,), "(B, C)")
     check_binary(labels)
     check_same_shape(scores, labels, "scores and labels")
+    if (
+        isinstance(margin, (list, tuple)) or type(margin).__module__ == "numpy"
+    ):  # per-label margins, as the module takes
+        margin = torch.as_tensor(margin, dtype=scores.dtype, device=scores.device)
+    check_setting_device(margin, "margin", scores.device)
     if isinstance(margin, torch.Tensor) and (
         margin.dim() > 1 or (margin.dim() == 1 and margin.shape[0] != scores.shape[-1])
     ):

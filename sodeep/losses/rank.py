@@ -25,6 +25,7 @@ from sodeep.losses.validation import (
     check_rank,
     check_same_shape,
     check_scalar_margin,
+    check_setting_device,
     check_tensor,
 )
 from sodeep.ranks import rank
@@ -57,6 +58,9 @@ def descending_normalized(ascending_sorter: SorterFunction) -> SorterFunction:
 
 class FrozenSorterMixin(nn.Module):
     """Holds a frozen sorter: no gradient to its weights, eval mode whatever the owner's mode.
+
+    The sorter passed in is frozen in place (``requires_grad_(False).eval()``): to go on training a
+    sorter while a loss uses it, give the loss a copy (``SpearmanLoss(sorter=copy.deepcopy(sorter))``).
 
     The sorter is a fixed part of the loss, not a submodule: it stays out of the owner's
     ``parameters()``, ``state_dict()`` and ``modules()`` (so a Lightning module that holds the
@@ -118,7 +122,7 @@ def check_sorter(sorter) -> None:
     if not callable(sorter):
         raise TypeError(
             f"sorter must be a Sorter, an nn.Module or a callable from (B, n) scores to ranks "
-            f"(e.g. sodeep.load_sorter() or sodeep.rank), got {type(sorter).__name__}"
+            f"(e.g. sodeep.load_sorter(); sodeep.rank too, for a loss value without gradient), got {type(sorter).__name__}"
         )
 
 
@@ -170,6 +174,7 @@ def spearman_loss(
     check_tensor(targets, "targets", floating=False)  # integer targets (ages, counts) rank alike
     check_same_shape(predictions, targets, "predictions and targets")
     check_rank(predictions, "predictions", (1, 2), "(n,) or (B, n)")
+    check_setting_device(l1_weight, "l1_weight", predictions.device)
     check_l1_weight(l1_weight)
     check_sorter(sorter)
     if predictions.dim() == 2 and predictions.shape[-1] == 1 and predictions.shape[0] > 1:
@@ -326,6 +331,7 @@ def hard_negative_rank_loss(
     if not 1 <= hard_negatives < size:
         raise ValueError(f"hard_negatives must be in [1, {size - 1}] for N={size}, got {hard_negatives}")
     if margin is not None:
+        check_setting_device(margin, "margin", scores.device)
         check_scalar_margin(margin)
     check_sorter(sorter)
     margin = 1.0 / size if margin is None else margin

@@ -61,6 +61,20 @@ def check_finite_margin(margin, name: str = "margin") -> None:
         raise ValueError(f"{name} must be finite, got {margin}")
 
 
+def check_setting_device(value, name: str, device: torch.device) -> None:
+    """A tensor setting (a margin, a weight) on the scores' ``device``, or 0-d on the CPU, which
+    PyTorch takes as a number beside tensors of any device."""
+    if (
+        isinstance(value, torch.Tensor)
+        and value.device != device
+        and not (value.dim() == 0 and value.device.type == "cpu")
+    ):
+        raise ValueError(
+            f"{name} is on {value.device}, the scores on {device}: move it (or the loss module that holds it) "
+            f"with .to({str(device)!r})"
+        )
+
+
 def check_scalar_margin(margin, name: str = "margin") -> None:
     """One margin for every pair: a finite number or a finite 0-d tensor."""
     if isinstance(margin, torch.Tensor) and margin.dim() != 0:

@@ -9,9 +9,11 @@ from sodeep import rank
 from sodeep.losses import (
     HardNegativeRankLoss,
     MapRankLoss,
+    MultiLabelHingeLoss,
     RecallRankLoss,
     SpearmanLoss,
     age_difference_loss,
+    hard_negative_rank_loss,
     map_rank_loss,
     multilabel_hinge_loss,
     pairwise_margin_ranking_loss,
@@ -82,3 +84,35 @@ _INPUTS = {
     RecallRankLoss: (torch.randn(4, 4),),
     HardNegativeRankLoss: (torch.randn(4, 4),),
 }
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda: multilabel_hinge_loss(SCORES, LABELS, margin=_meta(torch.ones(5))), "margin"),
+        (lambda: pairwise_margin_ranking_loss(SCORES, LABELS, margin=_meta(torch.tensor(0.5))), "margin"),
+        (lambda: hard_negative_rank_loss(torch.randn(4, 4), rank, margin=_meta(torch.tensor(0.1))), "margin"),
+        (lambda: spearman_loss(SCORES, SCORES, rank, l1_weight=_meta(torch.tensor(1.0))), "l1_weight"),
+        (lambda: MultiLabelHingeLoss(5).to("meta")(SCORES, LABELS), "margin"),
+    ],
+)
+def test_a_tensor_setting_on_another_device_is_named(call, name):
+    with pytest.raises(ValueError, match=rf"^{name} is on meta, the scores on cpu: move it .* with \.to\('cpu'\)$"):
+        call()
+
+
+def test_a_zero_dimensional_cpu_setting_is_taken_as_a_number():
+    margin = torch.tensor(0.5)
+    assert pairwise_margin_ranking_loss(SCORES, LABELS, margin=margin) == pairwise_margin_ranking_loss(
+        SCORES, LABELS, margin=0.5
+    )
+
+
+@pytest.mark.parametrize("margin", [[0.5, 1.0, 2.0, 1.0, 0.1], (0.5, 1.0, 2.0, 1.0, 0.1)])
+def test_per_label_margins_may_be_a_list_as_in_the_module(margin):
+    import numpy as np
+
+    expected = multilabel_hinge_loss(SCORES, LABELS, margin=torch.tensor(margin))
+    torch.testing.assert_close(multilabel_hinge_loss(SCORES, LABELS, margin=margin), expected)
+    torch.testing.assert_close(multilabel_hinge_loss(SCORES, LABELS, margin=np.array(margin)), expected)
+    torch.testing.assert_close(MultiLabelHingeLoss(5, margin=margin)(SCORES, LABELS), expected)
