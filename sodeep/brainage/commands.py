@@ -55,7 +55,6 @@ from sodeep.brainage.csv_files import DELIMITERS
 from sodeep.brainage.datasets import DEFAULT_DATASET
 from sodeep.config import SCALE_OUT
 from sodeep.run_folder import releasing_run_folders
-from sodeep.runs import check_wandb_login
 from sodeep.wording import plural
 
 #: Settings that are not a folder's configuration: the run lists, which extend a folder, where
@@ -84,7 +83,7 @@ def run_tabular(
     from sodeep.runs import release_process_group
 
     config.check()
-    check_wandb_login(config.wandb)
+    _check_wandb_login(config.wandb)
     leader = _is_leader(config)
     path = config.table_path()
     table = read_age_table(
@@ -173,7 +172,7 @@ def run_synthetic(
     from sodeep.runs import release_process_group
 
     config.check()
-    check_wandb_login(config.wandb)
+    _check_wandb_login(config.wandb)
     leader = _is_leader(config)
     check_batch_size(config.losses, config.batch_size)
     training, network = volume_training(config), sfcn_network(config)
@@ -258,7 +257,7 @@ def run_nifti(
     from sodeep.runs import release_process_group
 
     config.check()
-    check_wandb_login(config.wandb)
+    _check_wandb_login(config.wandb)
     leader = _is_leader(config)
     check_batch_size(config.losses, config.batch_size)
     rows, _ = read_manifest(config.manifest)  # a missing or malformed manifest stops here
@@ -383,6 +382,12 @@ def _say_started(fine_tuning: Any, training: TrainingConfig) -> None:
 def _say_resumed(out: Path, resumed: bool, planned: int, pending: int) -> None:
     if resumed:
         print(f"{out}: resuming; {planned - pending} of the {planned} runs asked for are finished, {pending} to train")
+
+
+def _check_wandb_login(mode: str) -> None:
+    from sodeep.runs import check_wandb_login  # Lightning: only for a command that runs
+
+    check_wandb_login(mode)
 
 
 @contextmanager
