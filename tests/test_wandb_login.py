@@ -57,15 +57,17 @@ def test_credentials_or_a_local_mode_are_accepted(tmp_path, mode, environment):
     assert check(tmp_path, mode, **environment) == "accepted"
 
 
-def test_pretrain_refuses_before_creating_the_folder(tmp_path, capsys):
-    from sodeep.cli import main
-
-    os.environ.pop("WANDB_API_KEY", None)
+def test_pretrain_refuses_before_creating_the_folder(tmp_path):
+    # A fresh process: W&B keeps credentials of earlier runs in the process that made them.
     out = tmp_path / "run"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("WANDB_MODE", raising=False)
-        patch.setenv("HOME", str(tmp_path))
-        with pytest.raises(SystemExit) as stopped:
-            main(["pretrain", "--steps", "2", "--wandb", "online", "--out", str(out)])
-    assert stopped.value.code == 2 and not out.exists()
-    assert "--wandb online needs a W&B login" in capsys.readouterr().err
+    variables = {key: value for key, value in os.environ.items() if key not in ("WANDB_MODE", "WANDB_API_KEY")}
+    variables["HOME"] = str(tmp_path)
+    command = [sys.executable, "-m", "sodeep", "pretrain", "--steps", "2", "--wandb", "online", "--out", str(out)]
+    result = subprocess.run(
+        command, env=variables, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2 and not out.exists()
+    assert result.stderr == (
+        "sodeep pretrain: error: --wandb online needs a W&B login: run `wandb login` or set WANDB_API_KEY, "
+        "or log locally with --wandb offline\n"
+    )
