@@ -220,7 +220,8 @@ def command_export(arguments: argparse.Namespace) -> int:
         if not arguments.overwrite:
             raise ValueError(f"{out} already holds a sorter checkpoint; add --overwrite to replace it")
     sorter = sorter_from_training_checkpoint(arguments.checkpoint)
-    print(f"wrote {save_sorter(sorter, arguments.out, {'exported_from': str(arguments.checkpoint)})}")
+    metadata = {"exported_from": str(arguments.checkpoint), **sorter.checkpoint_metadata}
+    print(f"wrote {save_sorter(sorter, arguments.out, metadata)} (step {metadata['step']} of {metadata['of_steps']})")
     return 0
 
 

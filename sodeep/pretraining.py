@@ -214,7 +214,8 @@ class SorterPretraining(L.LightningModule):
 
 def sorter_from_training_checkpoint(path: str | os.PathLike) -> Sorter:
     """Rebuild the sorter from a Lightning checkpoint written by :class:`SorterPretraining`, or
-    from the last checkpoint of a pretraining run folder (``path/checkpoints/last.ckpt``)."""
+    from the last checkpoint of a pretraining run folder (``path/checkpoints/last.ckpt``); its
+    ``checkpoint_metadata`` gives the step it was saved at (``step``, of ``of_steps``)."""
     path = Path(path)
     if path.is_dir() and (path / "checkpoints" / "last.ckpt").is_file():
         path = path / "checkpoints" / "last.ckpt"
@@ -233,6 +234,8 @@ def sorter_from_training_checkpoint(path: str | os.PathLike) -> Sorter:
         sorter.load_state_dict({k[len(prefix) :]: v for k, v in payload["state_dict"].items() if k.startswith(prefix)})
     except RuntimeError as error:
         raise CheckpointError(f"{path}: weights do not match its sorter architecture: {error}") from error
+    total = hyperparameters.get("total_steps")
+    sorter.checkpoint_metadata = {"step": payload.get("global_step"), "of_steps": total}
     return sorter.eval()
 
 

@@ -83,6 +83,13 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     resumed = _assert_same_weights(tmp_path / "straight", tmp_path / "interrupted")
     exported = sorter_from_training_checkpoint(tmp_path / "interrupted" / "checkpoints" / "last.ckpt")
     torch.testing.assert_close(exported.state_dict()["network.0.weight"], resumed["network.0.weight"])
+    assert exported.checkpoint_metadata == {"step": 8, "of_steps": 8}
+    assert main(["export", str(tmp_path / "interrupted"), str(tmp_path / "exported.pt")]) == 0
+    assert load_sorter(tmp_path / "exported.pt").checkpoint_metadata == {
+        "exported_from": str(tmp_path / "interrupted"),
+        "step": 8,
+        "of_steps": 8,
+    }
     # The log continues: every step logged once, from the start, in one CSV and one W&B run id.
     steps = [int(row["step"]) for row in csv.DictReader(open(tmp_path / "interrupted" / "csv" / "metrics.csv"))]
     logged = [step for step in steps if step % 10 == 9 or step == 7]

@@ -38,6 +38,9 @@ def sigmoid_cross_entropy(
     check_tensor(logits, "logits")
     check_tensor(labels, "labels", floating=False)
     check_same_shape(logits, labels, "logits and labels")
-    require((labels >= 0) & (labels <= 1), "labels must lie in [0, 1]")
+    require(
+        (labels >= 0) & (labels <= 1),
+        "labels must lie in [0, 1], masked positions included (fill unknown labels with 0 and give them weight 0)",
+    )
     per_element = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="none")
     return get_reducer(reduction)(per_element, weight)

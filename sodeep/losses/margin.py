@@ -370,8 +370,9 @@ def multilabel_ranking_hinge_loss(
 ) -> torch.Tensor:
     """Every positive against every negative label of a sample:
     ``l_b = sum_{j pos} sum_{i neg} max(0, margin - (s_j - s_i)) / C_b``, with ``C_b`` the number of
-    known labels of sample ``b`` (all ``C`` without a mask).  Without a mask and with
-    ``margin=1`` it equals ``torch.nn.MultiLabelMarginLoss`` given the same targets in index form.
+    known labels of sample ``b`` (all ``C`` without a mask).  A sample whose mask hides every label
+    is left out of the reduction (weight 0).  Without a mask and with ``margin=1`` it equals
+    ``torch.nn.MultiLabelMarginLoss`` given the same targets in index form.
 
     Args:
         scores: ``(B, C)``; labels: ``(B, C)`` in {0, 1}; mask: ``(B, C)`` known labels.
@@ -390,6 +391,10 @@ def multilabel_ranking_hinge_loss(
     hinge = torch.clamp(margin - work.unsqueeze(-1) + work.unsqueeze(-2), min=0)  # [b, j, i]
     known = valid.sum(-1).clamp_min(1)
     per_sample = torch.where(pair_ok, hinge, 0.0).sum((-1, -2)) / known
+    if mask is not None and (weight is None or weight.shape == known.shape):
+        # A sample whose mask hides every label is left out of the means, not counted as a 0.
+        known_labels = valid.any(-1)
+        weight = known_labels.to(per_sample.dtype) if weight is None else weight * known_labels
     return get_reducer(reduction)(per_sample.to(scores.dtype), weight)
 
 

@@ -576,3 +576,20 @@ def test_an_element_of_weight_zero_is_left_out_even_when_not_finite(reduction, b
     value = reduce_loss(-torch.log(torch.where(weight != 0, inputs, 1.0)), weight, reduction)
     value.sum().backward()
     assert torch.isfinite(inputs.grad).all() and inputs.grad[1] == 0
+
+
+@pytest.mark.parametrize("reduction", ["weighted_mean", "nonzero_weighted_mean", "sum"])
+def test_a_sample_whose_mask_hides_every_label_is_left_out(reduction):
+    torch.manual_seed(0)
+    scores, labels = torch.randn(4, 5), (torch.rand(4, 5) < 0.5).long()
+    labels[:, 0], labels[:, 1] = 1, 0  # every sample has a pair
+    mask = torch.ones(4, 5, dtype=torch.bool)
+    mask[2] = False
+    kept = [0, 1, 3]
+    expected = multilabel_ranking_hinge_loss(scores[kept], labels[kept], mask[kept], reduction=reduction)
+    torch.testing.assert_close(multilabel_ranking_hinge_loss(scores, labels, mask, reduction=reduction), expected)
+    weight = torch.tensor([1.0, 2.0, 5.0, 0.5])
+    torch.testing.assert_close(
+        multilabel_ranking_hinge_loss(scores, labels, mask, weight=weight, reduction=reduction),
+        multilabel_ranking_hinge_loss(scores[kept], labels[kept], mask[kept], weight=weight[kept], reduction=reduction),
+    )
