@@ -85,12 +85,13 @@ class Reducer(nn.Module):
         _check_loss(loss)
         dtype = loss.dtype
         loss, weight = _broadcast(loss, weight)
+        # A zero weight leaves its element out, even an infinite or NaN one (0 * inf would be NaN);
+        # finite losses keep their product, so a learnable weight at 0 keeps its gradient.
+        loss = torch.where((weight != 0) | torch.isfinite(loss), loss, torch.zeros_like(loss))
         if self.scale_free and weight.numel() > 0:
             largest = weight.amax()
             weight = weight / torch.where(largest > 0, largest, torch.ones_like(largest))
-        # A zero weight leaves its element out, even an infinite or NaN one (0 * inf would be NaN).
-        weighted = torch.where(weight != 0, loss * weight, torch.zeros_like(loss))
-        return self.reduce(weighted, weight).to(dtype)
+        return self.reduce(loss * weight, weight).to(dtype)
 
     def reduce(self, weighted: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError

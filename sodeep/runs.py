@@ -69,30 +69,42 @@ def configure_wandb_environment(mode: str, out: Path) -> None:
         os.environ[variable] = str(cache)
 
 
-def check_wandb_login(mode: str, flag: str = "--wandb") -> None:
-    """For an online W&B run (``mode`` ``online`` and ``WANDB_MODE`` not saying otherwise), a
-    one-line ``ValueError`` unless W&B has credentials (``wandb login`` or ``WANDB_API_KEY``),
-    raised before a run folder is touched.  Nothing is sent: the key is not verified."""
-    if mode != "online" or os.environ.get("WANDB_MODE", "online") != "online":
+def check_wandb_login(mode: str, flag: str = "--wandb", *, environment_decides: bool = True) -> None:
+    """For an online W&B run, a one-line ``ValueError`` unless W&B has usable credentials
+    (``wandb login`` or ``WANDB_API_KEY``), raised before a run folder is touched.  Nothing is
+    sent: the key is not verified.  The run is online when ``mode`` is ``online`` and, where
+    ``environment_decides`` (this process logs), ``WANDB_MODE`` does not say otherwise (W&B's
+    ``run`` is online too); a sweep passes ``False``, since it sets its trials' ``WANDB_MODE``."""
+    variable = os.environ.get("WANDB_MODE", "").strip().lower() if environment_decides else ""
+    if mode != "online" or variable not in ("", "online", "run"):
         return
     import wandb
 
-    saved = {variable: os.environ.get(variable) for variable in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_SILENT")}
+    saved = {
+        name: os.environ.get(name) for name in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_SILENT", "WANDB_MODE")
+    }
     try:
         with tempfile.TemporaryDirectory() as scratch:  # W&B's debug log of the check, not the user's cache
-            os.environ.update(WANDB_CACHE_DIR=scratch, WANDB_CONFIG_DIR=scratch, WANDB_SILENT="true")
+            os.environ.update(
+                WANDB_CACHE_DIR=scratch, WANDB_CONFIG_DIR=scratch, WANDB_SILENT="true", WANDB_MODE="online"
+            )
             wandb.login(verify=False)
     except wandb.errors.UsageError:
         raise ValueError(
             f"{flag} online needs a W&B login: run `wandb login` or set WANDB_API_KEY, or log locally with "
             f"{flag} offline"
         ) from None
+    except wandb.errors.Error as error:  # a malformed key, say
+        reason = " ".join(str(error).split())
+        raise ValueError(
+            f"{flag} online: W&B refused its credentials ({reason}); or log locally with {flag} offline"
+        ) from None
     finally:
-        for variable, value in saved.items():
+        for name, value in saved.items():
             if value is None:
-                os.environ.pop(variable, None)
+                os.environ.pop(name, None)
             else:
-                os.environ[variable] = value
+                os.environ[name] = value
 
 
 class _AppendingWriter(ExperimentWriter):

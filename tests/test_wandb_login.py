@@ -10,7 +10,7 @@ PROGRAM = """
 import sys
 from sodeep.runs import check_wandb_login
 try:
-    check_wandb_login(sys.argv[1])
+    check_wandb_login(sys.argv[1], environment_decides=sys.argv[2] == "environment")
 except ValueError as error:
     print("refused:", error)
 else:
@@ -18,13 +18,13 @@ else:
 """
 
 
-def check(tmp_path, mode, **environment):
+def check(tmp_path, mode, decides="environment", **environment):
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
     variables = {key: value for key, value in os.environ.items() if key not in ("WANDB_MODE", "WANDB_API_KEY")}
     variables.update(HOME=str(home), **environment)
     shown = subprocess.run(
-        [sys.executable, "-c", PROGRAM, mode],
+        [sys.executable, "-c", PROGRAM, mode, decides],
         env=variables,
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -36,12 +36,25 @@ def check(tmp_path, mode, **environment):
     return shown
 
 
-def test_online_without_credentials_is_refused(tmp_path):
-    shown = check(tmp_path, "online")
+@pytest.mark.parametrize(
+    ("decides", "environment"),
+    [
+        ("environment", {}),
+        ("environment", {"WANDB_MODE": "run"}),  # W&B's other name for online
+        ("sweep", {"WANDB_MODE": "offline"}),  # a sweep sets its trials' WANDB_MODE itself
+    ],
+)
+def test_online_without_credentials_is_refused(tmp_path, decides, environment):
+    shown = check(tmp_path, "online", decides, **environment)
     assert shown == (
         "refused: --wandb online needs a W&B login: run `wandb login` or set WANDB_API_KEY, "
         "or log locally with --wandb offline"
     )
+
+
+def test_a_malformed_key_is_refused_in_one_line(tmp_path):
+    shown = check(tmp_path, "online", WANDB_API_KEY="abc")
+    assert shown.startswith("refused: --wandb online: W&B refused its credentials (") and "\n" not in shown
 
 
 @pytest.mark.parametrize(
@@ -49,6 +62,7 @@ def test_online_without_credentials_is_refused(tmp_path):
     [
         ("online", {"WANDB_API_KEY": "a" * 40}),
         ("online", {"WANDB_MODE": "offline"}),
+        ("online", {"WANDB_MODE": "disabled"}),
         ("offline", {}),
         ("disabled", {}),
     ],

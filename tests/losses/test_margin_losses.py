@@ -593,3 +593,21 @@ def test_a_sample_whose_mask_hides_every_label_is_left_out(reduction):
         multilabel_ranking_hinge_loss(scores, labels, mask, weight=weight, reduction=reduction),
         multilabel_ranking_hinge_loss(scores[kept], labels[kept], mask[kept], weight=weight[kept], reduction=reduction),
     )
+
+
+@pytest.mark.parametrize("reduction", sorted(REDUCTIONS))
+def test_a_learnable_weight_at_zero_keeps_its_gradient(reduction):
+    loss = torch.tensor([2.0, 3.0, 4.0])
+    weight = torch.tensor([0.0, 1.0, 0.5], requires_grad=True)
+    reduce_loss(loss, weight, reduction).sum().backward()
+    reference_weight = torch.tensor([0.0, 1.0, 0.5], requires_grad=True)
+    totals = {
+        "none": (loss * reference_weight).sum(),
+        "sum": (loss * reference_weight).sum(),
+        "mean": (loss * reference_weight).sum() / 3,
+        "weighted_mean": (loss * reference_weight).sum() / reference_weight.sum(),
+        "nonzero_weighted_mean": (loss * reference_weight).sum() / 2,
+    }
+    totals[reduction].backward()
+    torch.testing.assert_close(weight.grad, reference_weight.grad)
+    assert weight.grad[0] != 0
