@@ -22,10 +22,22 @@ from collections.abc import Callable
 from numbers import Integral
 from typing import Any
 
+import numpy as np
 import torch
 
+
+def _switch_from_environment(name: str) -> bool:
+    """An on/off environment variable: 1/true/yes/on or 0/false/no/off (any case), unset or empty = off."""
+    value = os.environ.get(name, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"{name} must be 1 or 0 (true/false, yes/no, on/off), got {os.environ[name]!r}")
+
+
 #: Whether eager checks on accelerators read their result on the host (see the module docstring).
-_synchronous_checks = os.environ.get("SODEEP_SYNCHRONOUS_CHECKS", "0").strip().lower() not in ("", "0", "false", "no")
+_synchronous_checks = _switch_from_environment("SODEEP_SYNCHRONOUS_CHECKS")
 
 
 def set_synchronous_checks(enabled: bool) -> bool:
@@ -39,9 +51,9 @@ def set_synchronous_checks(enabled: bool) -> bool:
         True
     """
     global _synchronous_checks
-    if not isinstance(enabled, bool):
+    if not isinstance(enabled, (bool, np.bool_)):
         raise TypeError(f"enabled must be True or False, got {type(enabled).__name__} {enabled!r}")
-    previous, _synchronous_checks = _synchronous_checks, enabled
+    previous, _synchronous_checks = _synchronous_checks, bool(enabled)
     return previous
 
 

@@ -40,7 +40,7 @@ from sodeep.run_folder import INTERRUPTED, RunInterrupted
 PRETRAIN_HELP = {
     "architecture": "sorter architecture (see sodeep.sorters.SORTERS)",
     "sorter": "JSON config of the architecture, e.g. '{\"softness\": 0.5}'; its keys override those of "
-    "the --config YAML's sorter",
+    "the --config YAML's sorter when the architecture is the same",
     "lengths": 'sequence lengths: a range "2-256" or a list "8,100"; each batch draws one',
     "steps": "optimizer steps",
     "batch_size": "sequences per step",
@@ -98,14 +98,16 @@ def pretrain_config(arguments: argparse.Namespace) -> PretrainConfig:
     """Defaults, overridden by ``--config`` YAML, overridden by flags; checked."""
     settings = read_yaml_mapping(arguments.config) if arguments.config else {}
     source = arguments.config or "the flags"
-    same_architecture = arguments.architecture in (None, settings.get("architecture"))
+    recorded_architecture = settings.get("architecture", PretrainConfig.architecture)
+    same_architecture = arguments.architecture in (None, recorded_architecture)
     for item in dataclasses.fields(PretrainConfig):
         value = getattr(arguments, item.name)
         if value is None:
             continue
-        if item.name == "sorter" and isinstance(settings.get("sorter"), dict) and same_architecture:
+        if item.name == "sorter" and settings.get("sorter") is not None and same_architecture:
             # The flag's keys override the YAML's one by one: --sorter '{"band": 4}' keeps its softness.
-            value = {**settings["sorter"], **parse_json_object(value, "--sorter")}
+            configured = parse_json_object(settings["sorter"], f"{source}: sorter")
+            value = {**configured, **parse_json_object(value, "--sorter")}
         settings[item.name] = value
     return config_from_mapping(PretrainConfig, settings, source)
 

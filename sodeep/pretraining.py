@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from sodeep.checkpoints import RUN_SORTER, CheckpointError, load_sorter, read_weights_only, save_sorter
-from sodeep.config import PretrainConfig, config_to_dict
+from sodeep.config import PretrainConfig, config_to_dict, parse_lengths
 from sodeep.evaluation import EVALUATION_LENGTHS, held_out_set
 from sodeep.files import atomic_write_json
 from sodeep.metrics import mean_absolute_rank_error, rowwise_spearman
@@ -212,6 +212,17 @@ class SorterPretraining(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
+def _lengths_as_recorded(settings: dict[str, Any], record: Path) -> dict[str, Any]:
+    """``settings`` with the lengths spelled as the folder's run record spells the same lengths
+    (``"2,3,4"`` for ``"2-4"``), so that a run recorded in another spelling resumes."""
+    try:
+        recorded = json.loads(record.read_text())["config"]["lengths"]
+        same = parse_lengths(recorded) == parse_lengths(settings["lengths"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return settings
+    return {**settings, "lengths": recorded} if same else settings
+
+
 def sorter_from_training_checkpoint(path: str | os.PathLike) -> Sorter:
     """Rebuild the sorter from a Lightning checkpoint written by :class:`SorterPretraining`, or
     from the last checkpoint of a pretraining run folder (``path/checkpoints/last.ckpt``); its
@@ -275,7 +286,7 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
     check_wandb_login(config.wandb)
     lengths = config.length_list()
     out = Path(config.out)
-    settings = config_to_dict(config)
+    settings = _lengths_as_recorded(config_to_dict(config), out / RUN_RECORD)
     last = out / "checkpoints" / "last.ckpt"
     quiet_lightning()
     stop = StopOnSignal(last)

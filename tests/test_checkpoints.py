@@ -319,3 +319,16 @@ def test_rowwise_spearman_stays_within_minus_one_and_one():
     for predicted in (ranks * 1.0000001 + 1e-3, -ranks * 3.3):
         values = rowwise_spearman(predicted, ranks)
         assert values.abs().max() <= 1 and torch.allclose(values.abs(), torch.ones(2000))
+
+
+def test_constant_predictions_score_zero_and_huge_ones_do_not_overflow():
+    from scipy.stats import pearsonr
+
+    from sodeep.metrics import rowwise_spearman
+
+    true = torch.tensor([[1.0, 2.0, 3.0, 4.0], [2.0, 2.0, 2.0, 2.0]])
+    values = rowwise_spearman(torch.full((2, 4), 7.0), true)
+    assert values[0] == 0 and torch.isnan(values[1])
+    predicted = torch.tensor([[1e30, 3e30, 2e30, 4e30]])
+    expected = pearsonr([1.0, 3.0, 2.0, 4.0], [1.0, 2.0, 3.0, 4.0]).statistic
+    torch.testing.assert_close(rowwise_spearman(predicted, true[:1]), torch.tensor([expected], dtype=torch.float32))

@@ -66,17 +66,25 @@ def test_the_setting_must_be_a_bool(restore_setting):
         checks.set_synchronous_checks(1)
 
 
-@pytest.mark.parametrize(("value", "expected"), [("1", True), ("true", True), ("0", False), ("", False)])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("1", "True"), ("true", "True"), ("ON", "True"), ("0", "False"), ("off", "False"), ("", "False")]
+    + [("garbage", "SODEEP_SYNCHRONOUS_CHECKS must be 1 or 0 (true/false, yes/no, on/off), got 'garbage'")],
+)
 def test_the_environment_variable_sets_the_default(value, expected):
     environment = {**os.environ, "SODEEP_SYNCHRONOUS_CHECKS": value}
+    program = "try:\n import sodeep.checks as c; print(c._synchronous_checks)\nexcept ValueError as e: print(e)"
     shown = subprocess.run(
-        [sys.executable, "-c", "import sodeep.checks as c; print(c._synchronous_checks)"],
-        env=environment,
-        capture_output=True,
-        text=True,
-        check=True,
+        [sys.executable, "-c", program], env=environment, capture_output=True, text=True, check=True
     ).stdout.strip()
-    assert shown == str(expected)
+    assert shown == expected
+
+
+def test_a_numpy_bool_is_a_bool(restore_setting):
+    import numpy as np
+
+    checks.set_synchronous_checks(np.bool_(True))
+    assert checks.set_synchronous_checks(False) is True
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -259,6 +259,19 @@ def test_a_python_run_resumes_from_the_command_line(tmp_path, given, typed):
     assert json.loads((out / "run.json").read_text())["config"]["lengths"] == typed
 
 
+def test_a_run_recorded_with_another_spelling_of_its_lengths_resumes(tmp_path):
+    out = tmp_path / "run"
+    flags = ["--steps", "2", "--batch-size", "4", "--validation-every", "2", "--validation-sequences", "2"]
+    flags += ["--sorter", '{"capacity": 8}', "--wandb", "disabled", "--out", str(out)]
+    assert main(["pretrain", *flags, "--lengths", "2-4"]) == 0
+    record = json.loads((out / "run.json").read_text())
+    record["config"]["lengths"] = " 2, 3,4"  # as typed, before lengths had one spelling
+    (out / "run.json").write_text(json.dumps(record))
+    assert main(["pretrain", *flags, "--lengths", "2-4", "--resume"]) == 0
+    with pytest.raises(SystemExit):
+        main(["pretrain", *flags, "--lengths", "2-5", "--resume"])
+
+
 def test_parse_lengths():
     assert parse_lengths("2-5") == [2, 3, 4, 5]
     assert parse_lengths("8,100") == [8, 100]
@@ -319,12 +332,18 @@ def test_bad_pretraining_configs_end_in_one_line_and_leave_nothing(tmp_path, cap
 def test_sorter_flags_override_the_config_key_by_key_for_the_same_architecture(tmp_path, flags, expected):
     from sodeep.cli import build_parser, pretrain_config
 
-    config = tmp_path / "config.yaml"
-    config.write_text('architecture: conv\nsorter: {"capacity": 64, "softness": 0.1}\n')
-    arguments = build_parser().parse_args(["pretrain", "--config", str(config), *flags])
-    settings = pretrain_config(arguments)
-    for key, value in expected.items():
-        assert getattr(settings, key) == value
+    for text in (
+        'architecture: conv\nsorter: {"capacity": 64, "softness": 0.1}\n',
+        'sorter: {"capacity": 64, "softness": 0.1}\n',  # conv by default
+        'sorter: \'{"capacity": 64, "softness": 0.1}\'\n',  # a JSON string, as the flag takes
+    ):
+        config = tmp_path / "config.yaml"
+        config.write_text(text)
+        for extra in ([], ["--architecture", "conv"]) if "pairwise_sigmoid" not in flags else ([],):
+            arguments = build_parser().parse_args(["pretrain", "--config", str(config), *flags, *extra])
+            settings = pretrain_config(arguments)
+            for key, value in expected.items():
+                assert getattr(settings, key) == value, text
 
 
 def test_a_foreign_checkpoint_ends_in_one_line(tmp_path, capsys):
