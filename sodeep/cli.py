@@ -214,7 +214,7 @@ def command_export(arguments: argparse.Namespace) -> int:
     problem = writable_file_problem(out)
     if problem:
         raise ValueError(f"{problem}; choose another path")
-    if out.exists():  # replace a sorter checkpoint when asked (save_sorter refuses any other file)
+    if out.exists() and not (out.is_file() and out.stat().st_size == 0):  # an empty file may be replaced
         try:
             load_sorter(out)
         except ValueError:

@@ -18,6 +18,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from numbers import Integral
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,7 +40,8 @@ def lengths_text(lengths: Sequence[int]) -> str:
 
 
 def parse_lengths(value: Any) -> list[int]:
-    """``"2-256"`` -> [2, ..., 256]; ``"100"``, ``"8,100"`` or ``[8, 100]`` -> those lengths (each >= 2).
+    """``"2-256"`` -> [2, ..., 256]; ``"100"``, ``"8,100"``, ``[8, 100]`` (or a ``range``, a NumPy
+    array) -> those lengths (each >= 2).
 
     Example:
         >>> parse_lengths("2-4"), parse_lengths("8,100")
@@ -49,12 +51,13 @@ def parse_lengths(value: Any) -> list[int]:
     try:
         if isinstance(value, bool):
             raise ValueError
-        if isinstance(value, int):
-            lengths = [value]
-        elif isinstance(value, (list, tuple)):
-            if any(isinstance(item, bool) or not isinstance(item, (int, str)) for item in value):
+        if isinstance(value, Integral):
+            lengths = [int(value)]
+        elif isinstance(value, (list, tuple, range)) or type(value).__module__ == "numpy":  # NumPy arrays too
+            items = list(value.tolist() if hasattr(value, "tolist") else value)
+            if any(isinstance(item, bool) or not isinstance(item, (Integral, str)) for item in items):
                 raise ValueError
-            lengths = [int(item) for item in value]
+            lengths = [int(item) for item in items]
         elif is_range:
             low, high = (int(part) for part in value.strip().split("-", 1))
             lengths = list(range(low, high + 1))

@@ -310,7 +310,7 @@ class SyntheticSequences(IterableDataset):
 
     def batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch number ``index`` of the stream: ``(scores, ranks)``, each ``(batch_size, n)``."""
-        check_integer(index, "index", 0)
+        check_integer(index, "index", 0, 2**63 - 2)  # beyond, the stream's seeds would repeat
         # Mixing the seed and the index into one 63-bit seed keeps streams of nearby seeds apart.
         generator = make_generator((self.seed * 1_000_003 + index) % (2**63 - 1))
         length = self.lengths[int(_integers(generator, 0, len(self.lengths), 1))]

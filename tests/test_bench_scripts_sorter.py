@@ -145,7 +145,7 @@ def test_gpu_script_times_only_the_modes_asked_and_prints_each_cell(gpu, tmp_pat
     out = tmp_path / "gpu.json"
     text = gpu.main(
         ["--device", "cpu", "--batches", "2", "--lengths", "8", "--rounds", "1", "--block-seconds", "0.001"]
-        + ["--warmup", "1", "--modes", "forward+backward", "--json", str(out)]
+        + ["--warmup", "1", "--modes", "forward+backward,forward+backward", "--json", str(out)]
     )
     rows = json.loads(out.read_text())["rows"]
     assert rows and {row["mode"] for row in rows} == {"forward+backward"}

@@ -84,6 +84,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     exported = sorter_from_training_checkpoint(tmp_path / "interrupted" / "checkpoints" / "last.ckpt")
     torch.testing.assert_close(exported.state_dict()["network.0.weight"], resumed["network.0.weight"])
     assert exported.checkpoint_metadata == {"step": 8, "of_steps": 8}
+    (tmp_path / "exported.pt").touch()  # an empty file may be replaced, as save_sorter allows
     assert main(["export", str(tmp_path / "interrupted"), str(tmp_path / "exported.pt")]) == 0
     assert load_sorter(tmp_path / "exported.pt").checkpoint_metadata == {
         "exported_from": str(tmp_path / "interrupted"),
@@ -273,6 +274,10 @@ def test_a_run_recorded_with_another_spelling_of_its_lengths_resumes(tmp_path):
 
 
 def test_parse_lengths():
+    import numpy as np
+
+    assert parse_lengths(range(2, 6)) == parse_lengths(np.arange(2, 6)) == parse_lengths([np.int64(2), 3, 4, 5])
+    assert parse_lengths(np.int64(5)) == [5]
     assert parse_lengths("2-5") == [2, 3, 4, 5]
     assert parse_lengths("8,100") == [8, 100]
     assert parse_lengths([3, 4]) == [3, 4]

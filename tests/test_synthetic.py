@@ -242,7 +242,9 @@ def test_bad_lengths_are_shown_as_given(lengths, shown):
         SyntheticSequences(2, lengths)
 
 
-@pytest.mark.parametrize(("index", "error"), [(1.5, TypeError), (-1, ValueError), (True, TypeError)])
+@pytest.mark.parametrize(
+    ("index", "error"), [(1.5, TypeError), (-1, ValueError), (True, TypeError), (2**63 - 1, ValueError)]
+)
 def test_a_batch_index_is_a_whole_number_from_zero(index, error):
     with pytest.raises(error, match="index must be"):
         SyntheticSequences(2, [2, 8]).batch(index)

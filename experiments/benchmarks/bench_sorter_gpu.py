@@ -207,6 +207,15 @@ def format_tables(rows: Sequence[dict], reference: str | None) -> str:
     return "\n\n".join(parts)
 
 
+def mode_list(text: str) -> list[str]:
+    """An argparse ``type``: modes separated by commas, like the other list flags."""
+    modes = text.replace(",", " ").split()
+    unknown = [mode for mode in modes if mode not in MODES]
+    if not modes or unknown:
+        raise argparse.ArgumentTypeError(f"expected modes among {', '.join(MODES)} separated by commas, got {text!r}")
+    return modes
+
+
 #: What ``--quick`` sets, where the flag is not typed.
 QUICK = {"batches": [4], "lengths": [16, 300], "rounds": 3, "block_seconds": 0.005, "warmup": 1}
 
@@ -219,7 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--strengths", type=number_list(float), default=[1.0], help="torchsort strengths; the first is the reference"
     )
-    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="what to time (default: both)")
+    parser.add_argument(
+        "--modes", type=mode_list, default=list(MODES), help=f"what to time, e.g. {','.join(MODES)} (the default)"
+    )
     parser.add_argument("--compile", action="store_true", help="also time torch.compile(sorter)")
     parser.add_argument("--bare", action="store_true", help="the loss's arithmetic without SpearmanLoss's checks")
     parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds per cell (default 15)")

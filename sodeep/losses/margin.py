@@ -9,6 +9,7 @@ each row, with masks and hard-negative mining, vectorized.
 from __future__ import annotations
 
 from numbers import Real
+from typing import Any
 
 import torch
 from torch import nn
@@ -200,6 +201,18 @@ class PairwiseMarginRankingLoss(nn.Module):
         )
 
 
+def _margin_tensor(margin: Any, scores: torch.Tensor) -> torch.Tensor:
+    """Per-label margins given as a list or NumPy array, as a tensor on the scores' device in at
+    least float32 (a margin of 1e5 stays finite beside half-precision scores)."""
+    try:
+        values = torch.as_tensor(margin)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"margin must be numbers, got {margin!r}") from None
+    if values.dtype == torch.bool or values.is_complex():
+        raise TypeError(f"margin must be real numbers, got {values.dtype} values")
+    return values.to(device=scores.device, dtype=torch.promote_types(scores.dtype, torch.float32))
+
+
 def multilabel_hinge_loss(
     scores: torch.Tensor,
     labels: torch.Tensor,
@@ -230,10 +243,8 @@ def multilabel_hinge_loss(
     check_rank(scores, "scores", (2,), "(B, C)")
     check_binary(labels)
     check_same_shape(scores, labels, "scores and labels")
-    if (
-        isinstance(margin, (list, tuple)) or type(margin).__module__ == "numpy"
-    ):  # per-label margins, as the module takes
-        margin = torch.as_tensor(margin, dtype=scores.dtype, device=scores.device)
+    if isinstance(margin, (list, tuple)) or type(margin).__module__ == "numpy":  # per-label, as the module takes
+        margin = _margin_tensor(margin, scores)
     check_setting_device(margin, "margin", scores.device)
     if isinstance(margin, torch.Tensor) and (
         margin.dim() > 1 or (margin.dim() == 1 and margin.shape[0] != scores.shape[-1])

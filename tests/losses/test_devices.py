@@ -116,3 +116,15 @@ def test_per_label_margins_may_be_a_list_as_in_the_module(margin):
     torch.testing.assert_close(multilabel_hinge_loss(SCORES, LABELS, margin=margin), expected)
     torch.testing.assert_close(multilabel_hinge_loss(SCORES, LABELS, margin=np.array(margin)), expected)
     torch.testing.assert_close(MultiLabelHingeLoss(5, margin=margin)(SCORES, LABELS), expected)
+
+
+@pytest.mark.parametrize(("margin", "message"), [([True] * 5, "real numbers"), (["a"] * 5, "must be numbers")])
+def test_per_label_margins_must_be_real_numbers(margin, message):
+    with pytest.raises(TypeError, match=message):
+        multilabel_hinge_loss(SCORES, LABELS, margin=margin)
+
+
+def test_per_label_margins_from_a_list_keep_their_range_beside_half_precision_scores():
+    margins = [1e5, 1.0, 1.0, 1.0, 1.0]
+    expected = multilabel_hinge_loss(SCORES.half(), LABELS, margin=torch.tensor(margins), reduction="none")
+    torch.testing.assert_close(multilabel_hinge_loss(SCORES.half(), LABELS, margin=margins, reduction="none"), expected)
