@@ -223,7 +223,9 @@ def command_export(arguments: argparse.Namespace) -> int:
             raise ValueError(f"{out} already holds a sorter checkpoint; add --overwrite to replace it")
     sorter = sorter_from_training_checkpoint(arguments.checkpoint)
     metadata = {"exported_from": str(arguments.checkpoint), **sorter.checkpoint_metadata}
-    print(f"wrote {save_sorter(sorter, arguments.out, metadata)} (step {metadata['step']} of {metadata['of_steps']})")
+    known = metadata["step"] is not None and metadata["of_steps"] is not None
+    progress = f" (step {metadata['step']} of {metadata['of_steps']})" if known else ""
+    print(f"wrote {save_sorter(sorter, arguments.out, metadata)}{progress}")
     return 0
 
 
