@@ -18,6 +18,7 @@ same ``ValueError`` when any of its samples is bad.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from numbers import Integral
 from typing import Any
@@ -27,13 +28,17 @@ import torch
 
 
 def _switch_from_environment(name: str) -> bool:
-    """An on/off environment variable: 1/true/yes/on or 0/false/no/off (any case), unset or empty = off."""
+    """An on/off environment variable: 1/true/yes/on or 0/false/no/off (any case), unset or empty =
+    off; anything else is off, with a warning."""
     value = os.environ.get(name, "").strip().lower()
     if value in ("", "0", "false", "no", "off"):
         return False
     if value in ("1", "true", "yes", "on"):
         return True
-    raise ValueError(f"{name} must be 1 or 0 (true/false, yes/no, on/off), got {os.environ[name]!r}")
+    warnings.warn(
+        f"{name} must be 1 or 0 (true/false, yes/no, on/off), got {os.environ[name]!r}: left off", stacklevel=2
+    )
+    return False
 
 
 #: Whether eager checks on accelerators read their result on the host (see the module docstring).

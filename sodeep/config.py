@@ -47,6 +47,8 @@ def parse_lengths(value: Any) -> list[int]:
         >>> parse_lengths("2-4"), parse_lengths("8,100")
         ([2, 3, 4], [8, 100])
     """
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
+        value = value.item()  # a NumPy scalar or 0-d array: its Python number
     is_range = isinstance(value, str) and "-" in value.strip()[1:]
     try:
         if isinstance(value, bool):

@@ -13,26 +13,28 @@ def rowwise_spearman(predicted_ranks: torch.Tensor, true_ranks: torch.Tensor) ->
 
     Returns:
         ``(B,)`` in ``[-1, 1]``; NaN for a row whose exact ranks are constant (all tied), where it is
-        undefined; 0 for a row whose predicted ranks are constant while the exact ones are not.
+        undefined; 0 for a row whose predicted ranks are constant while the exact ones are not;
+        NaN for predictions that are not finite.
 
     Example:
         >>> rowwise_spearman(torch.tensor([[0.1, 0.2, 0.3]]), torch.tensor([[1.0, 2.0, 3.0]])).round(decimals=4)
         tensor([1.])
     """
-    predicted = _unit_scale(predicted_ranks - predicted_ranks.mean(-1, keepdim=True))
-    true = _unit_scale(true_ranks - true_ranks.mean(-1, keepdim=True))
+    predicted, true = _centred(predicted_ranks), _centred(true_ranks)
     predicted_norm, true_norm = predicted.norm(dim=-1), true.norm(dim=-1)
     correlation = ((predicted * true).sum(-1) / (predicted_norm * true_norm)).clamp(-1, 1)  # rounding may pass 1
-    # Constant predictions carry no order: 0, not NaN (a collapsed sorter scores 0, not "undefined").
-    correlation = torch.where(predicted_norm > 0, correlation, 0.0)
+    # Constant predictions carry no order: 0, not NaN (a collapsed sorter scores 0, not "undefined");
+    # NaN or infinite predictions stay NaN.
+    correlation = torch.where(predicted_norm == 0, 0.0, correlation)
     return torch.where(true_norm > 0, correlation, torch.nan)
 
 
-def _unit_scale(rows: torch.Tensor) -> torch.Tensor:
-    """Rows divided by their largest magnitude (rows of zeros kept), so that norms of values near
-    the dtype's limit do not overflow."""
+def _centred(rows: torch.Tensor) -> torch.Tensor:
+    """Rows divided by their largest magnitude (rows of zeros kept), then centred: values near
+    the dtype's limit neither overflow the mean nor the norm."""
     largest = rows.abs().amax(-1, keepdim=True)
-    return rows / torch.where(largest > 0, largest, torch.ones_like(largest))
+    rows = rows / torch.where(largest > 0, largest, torch.ones_like(largest))
+    return rows - rows.mean(-1, keepdim=True)
 
 
 def mean_absolute_rank_error(predicted_ranks: torch.Tensor, true_ranks: torch.Tensor) -> torch.Tensor:

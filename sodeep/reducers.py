@@ -15,7 +15,8 @@ training loop needs.  A weight is broadcast to the per-element loss; a 0/1 mask 
 An element of weight 0 is left out of the result even where its loss is infinite or NaN (the
 forward value; the gradient of such an element is its loss's own business: ``-log(0)`` has an
 infinite derivative, which a zero weight turns into NaN in backward, so mask such inputs before
-the loss, e.g. ``torch.where(mask, x, 1)``).  With every weight zero, the weighted means return 0, still connected to the graph, so
+the loss, e.g. ``torch.where(mask, x, 1)``); a learnable weight gets, at such an element, the
+gradient of a zero loss there.  With every weight zero, the weighted means return 0, still connected to the graph, so
 ``backward()`` works and yields zero gradients (never NaN).  Products, sums and counts are taken in
 at least float32 (in the weight's dtype if it is wider) and the result is returned in the loss's
 dtype: a float32 weight of 1e-8 or 1e5 keeps its value beside a half-precision loss, and a

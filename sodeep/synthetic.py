@@ -293,7 +293,7 @@ class SyntheticSequences(IterableDataset):
             raise ValueError(f"lengths must be a non-empty list of ints >= 2, got {given!r}{hint}")
         check_integer(batch_size, "batch_size", 1)
         check_integer(seed, "seed", -(2**63), 2**63 - 1)
-        check_integer(start_batch, "start_batch", 0)
+        check_integer(start_batch, "start_batch", 0, 2**62)  # batch indices stay below 2**63 - 1
         check_integer(world_size, "world_size", 1)
         check_integer(rank, "rank", 0, world_size - 1)
         _checked_families(families)

@@ -332,3 +332,17 @@ def test_constant_predictions_score_zero_and_huge_ones_do_not_overflow():
     predicted = torch.tensor([[1e30, 3e30, 2e30, 4e30]])
     expected = pearsonr([1.0, 3.0, 2.0, 4.0], [1.0, 2.0, 3.0, 4.0]).statistic
     torch.testing.assert_close(rowwise_spearman(predicted, true[:1]), torch.tensor([expected], dtype=torch.float32))
+
+
+def test_rowwise_spearman_keeps_non_finite_predictions_nan_and_handles_the_float32_limit():
+    from scipy.stats import pearsonr
+
+    from sodeep.metrics import rowwise_spearman
+
+    true = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    for bad in (float("nan"), float("inf")):
+        assert torch.isnan(rowwise_spearman(torch.tensor([[1.0, bad, 3.0, 4.0]]), true)).all()
+    huge = torch.tensor([[-3e38, -1e38, 1e38, 3e38]])
+    expected = pearsonr([-3.0, -1.0, 1.0, 3.0], [1.0, 2.0, 3.0, 4.0]).statistic
+    for predicted, exact in ((huge, true), (true, huge)):
+        torch.testing.assert_close(rowwise_spearman(predicted, exact), torch.tensor([expected], dtype=torch.float32))

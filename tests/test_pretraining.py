@@ -277,7 +277,7 @@ def test_parse_lengths():
     import numpy as np
 
     assert parse_lengths(range(2, 6)) == parse_lengths(np.arange(2, 6)) == parse_lengths([np.int64(2), 3, 4, 5])
-    assert parse_lengths(np.int64(5)) == [5]
+    assert parse_lengths(np.int64(5)) == parse_lengths(np.array(5)) == [5]
     assert parse_lengths("2-5") == [2, 3, 4, 5]
     assert parse_lengths("8,100") == [8, 100]
     assert parse_lengths([3, 4]) == [3, 4]

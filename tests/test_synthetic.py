@@ -211,7 +211,12 @@ def test_stream_rejects_bad_settings_at_construction():
         ({"rank": 0.5, "world_size": 2}, TypeError, "rank must be an integer, got float 0.5"),
         ({"rank": 2, "world_size": 2}, ValueError, r"rank must be in 0..1, got 2"),
         ({"world_size": 0}, ValueError, "world_size must be >= 1, got 0"),
-        ({"start_batch": -1}, ValueError, "start_batch must be >= 0, got -1"),
+        ({"start_batch": -1}, ValueError, r"start_batch must be in 0..4611686018427387904, got -1"),
+        (
+            {"start_batch": 2**64},
+            ValueError,
+            r"start_batch must be in 0..4611686018427387904, got 18446744073709551616",
+        ),
     ):
         with pytest.raises(error, match=words):
             SyntheticSequences(2, [5], **settings)

@@ -402,7 +402,7 @@ def multilabel_ranking_hinge_loss(
     hinge = torch.clamp(margin - work.unsqueeze(-1) + work.unsqueeze(-2), min=0)  # [b, j, i]
     known = valid.sum(-1).clamp_min(1)
     per_sample = torch.where(pair_ok, hinge, 0.0).sum((-1, -2)) / known
-    if mask is not None and (weight is None or weight.shape == known.shape):
+    if mask is not None and (weight is None or (isinstance(weight, torch.Tensor) and weight.dim() <= 1)):
         # A sample whose mask hides every label is left out of the means, not counted as a 0.
         known_labels = valid.any(-1)
         weight = known_labels.to(per_sample.dtype) if weight is None else weight * known_labels

@@ -593,6 +593,10 @@ def test_a_sample_whose_mask_hides_every_label_is_left_out(reduction):
         multilabel_ranking_hinge_loss(scores, labels, mask, weight=weight, reduction=reduction),
         multilabel_ranking_hinge_loss(scores[kept], labels[kept], mask[kept], weight=weight[kept], reduction=reduction),
     )
+    for broadcast in (torch.tensor(1.0), torch.ones(1)):  # weights that broadcast to (B,)
+        torch.testing.assert_close(
+            multilabel_ranking_hinge_loss(scores, labels, mask, weight=broadcast, reduction=reduction), expected
+        )
 
 
 @pytest.mark.parametrize("reduction", sorted(REDUCTIONS))
