@@ -212,6 +212,19 @@ class SorterPretraining(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
+def _data_worker_ended(error: BaseException) -> RuntimeError | None:
+    """PyTorch's "DataLoader worker ... killed" error behind ``error``: raised from its SIGCHLD
+    handler, it may land inside other code that wraps it (``inspect`` turns it into a
+    ``TypeError("unsupported callable")``), so the chain of causes is searched."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, RuntimeError) and str(error).startswith("DataLoader worker"):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def _lengths_as_recorded(settings: dict[str, Any], record: Path) -> dict[str, Any]:
     """``settings`` with the lengths spelled as the folder's run record spells the same lengths
     (``"2,3,4"`` for ``"2-4"``), so that a run recorded in another spelling resumes."""
@@ -353,10 +366,11 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
         if last.exists():  # stopped after training had saved: --resume continues (or finishes) it from there
             raise RunInterrupted(int(read_weights_only(last).get("global_step", trainer.global_step))) from None
         raise
-    except RuntimeError as error:  # a data worker killed (the out-of-memory killer, a stray kill)
-        if not str(error).startswith("DataLoader worker"):
+    except (RuntimeError, TypeError) as error:  # a data worker killed (the out-of-memory killer, a stray kill)
+        ended = _data_worker_ended(error)
+        if ended is None:
             raise
-        reason = str(error).splitlines()[0].strip()
+        reason = str(ended).splitlines()[0].strip()
         if last.exists():
             saved = int(read_weights_only(last).get("global_step", trainer.global_step))
             raise RunInterrupted(f"step {saved}, as a data worker ended ({reason})") from None

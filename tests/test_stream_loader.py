@@ -353,3 +353,19 @@ def test_a_run_whose_data_worker_is_killed_ends_in_one_line_that_resumes_it(tmp_
     assert process.returncode == 130, error.decode()[-2000:]
     assert lines[-1].startswith("interrupted at step ") and f"DataLoader worker (pid {worker})" in lines[-1]
     assert lines[-1].endswith("--resume") and not any("Traceback" in line for line in lines)
+
+
+def test_a_killed_worker_is_recognised_behind_the_error_that_wrapped_it():
+    from sodeep.pretraining import _data_worker_ended
+
+    killed = RuntimeError("DataLoader worker (pid 12) is killed by signal: Killed. ")
+    try:
+        try:
+            raise killed
+        except RuntimeError as error:  # as inspect.getfullargspec wraps whatever it catches
+            raise TypeError("unsupported callable") from error
+    except TypeError as wrapped:
+        assert _data_worker_ended(wrapped) is killed
+    assert _data_worker_ended(killed) is killed
+    assert _data_worker_ended(TypeError("unsupported callable")) is None
+    assert _data_worker_ended(RuntimeError("CUDA out of memory")) is None
