@@ -127,6 +127,18 @@ class SequenceDataModule(L.LightningDataModule):
         self.start_batch = int(state_dict.get("batches_consumed", 0))
 
 
+def held_out_lengths(training_lengths: Sequence[int], shortest: int, longest: int | None) -> list[int]:
+    """The row lengths a pretraining validates on: :data:`~sodeep.evaluation.EVALUATION_LENGTHS`
+    and the shortest and longest of ``training_lengths``, within what the sorter accepts
+    (``shortest``..``longest``, ``None``: no upper bound), ascending.
+
+    >>> held_out_lengths(range(512, 1025), 2, 16384)
+    [2, 3, 5, 8, 16, 32, 64, 100, 128, 256, 512, 1024]
+    """
+    candidates = {*EVALUATION_LENGTHS, min(training_lengths), max(training_lengths)}
+    return sorted(n for n in candidates if n >= shortest and (longest is None or n <= longest))
+
+
 class SorterPretraining(L.LightningModule):
     """Trains ``sorter`` with L1 to the exact normalized ranks; validates per family and per n.
 
@@ -273,7 +285,10 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
     and ``pretrain_summary.json``.  ``resume=True`` continues the run the folder holds from its
     last checkpoint, with the exact data stream of an uninterrupted run, the same CSV and the same
     W&B run; ``overwrite=True`` clears the folder first.  On SIGINT or SIGTERM the run saves its
-    checkpoint and raises :class:`sodeep.runs.RunInterrupted`.
+    checkpoint and raises :class:`sodeep.runs.RunInterrupted`.  Validation runs every
+    ``validation_every`` steps on fixed held-out sequences of every family, at the lengths of
+    :func:`held_out_lengths` (the shortest and longest trained n among them), logged per family
+    (``val_family/...``) and per n (``val_n/...``).
 
     Every setting, and whether the folder may be used (:func:`sodeep.run_folder.claim_run_folder`),
     is checked (``ValueError``, one line) before anything is written.
@@ -345,11 +360,7 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
         warmup_steps=config.warmup_steps,
         total_steps=config.steps,
     )
-    validation_lengths = [
-        n
-        for n in EVALUATION_LENGTHS
-        if n >= sorter.min_length and (sorter.max_length is None or n <= sorter.max_length)
-    ]
+    validation_lengths = held_out_lengths(lengths, sorter.min_length, sorter.max_length)
     data = SequenceDataModule(
         batch_size=config.batch_size,
         lengths=lengths,

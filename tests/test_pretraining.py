@@ -10,7 +10,8 @@ import yaml
 from sodeep import load_sorter
 from sodeep.cli import main
 from sodeep.config import parse_lengths
-from sodeep.pretraining import SorterPretraining, sorter_from_training_checkpoint
+from sodeep.evaluation import EVALUATION_LENGTHS
+from sodeep.pretraining import SorterPretraining, held_out_lengths, sorter_from_training_checkpoint
 
 
 def _pretrain(out, steps, *extra):
@@ -549,3 +550,11 @@ def test_several_processes_reads_lightnings_device_settings(settings, several):
     from sodeep.pretraining import several_processes
 
     assert several_processes(**{"accelerator": "auto", **settings}) is several
+
+
+def test_validation_covers_the_trained_lengths_within_what_the_sorter_accepts():
+    assert held_out_lengths(range(2, 257), 2, 16384) == list(EVALUATION_LENGTHS)
+    assert held_out_lengths([512, 700, 1024], 2, 16384) == [*EVALUATION_LENGTHS, 512, 1024]
+    assert held_out_lengths([3000], 2, None) == [*EVALUATION_LENGTHS, 3000]
+    assert held_out_lengths([100], 100, 100) == [100]  # a sorter of one fixed length
+    assert held_out_lengths(range(2, 50), 2, 40) == [n for n in EVALUATION_LENGTHS if n <= 40]
