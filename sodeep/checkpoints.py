@@ -8,6 +8,7 @@ never runs code from the file.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pickle
@@ -244,6 +245,8 @@ def load_sorter(
         >>> sorter(torch.tensor([3.0, 1.0, 2.0, 2.0])).detach()  # exact: [0.25, 1, 0.625, 0.625]
         tensor([0.2500, 1.0000, 0.6250, 0.6250])
     """
+    if not isinstance(trainable, bool):
+        raise TypeError(f"trainable must be True or False, got {trainable!r}")
     path = Path(path) if path is not None else default_sorter_path()
     if path.is_dir():
         path = run_folder_sorter(path)
@@ -300,7 +303,13 @@ def run_folder_sorter(folder: Path) -> Path:
     return folder / RUN_SORTER
 
 
-_ORIGINAL_ARCHITECTURES = {"cnn": OriginalCNNSorter, "lstmla": OriginalLSTMLargeSorter}
+#: The original code's ``model_type`` -> the sorter that has its weights (``lstm``, its baseline,
+#: is ``lstm_large`` with 128 units instead of 512).
+_ORIGINAL_ARCHITECTURES = {
+    "cnn": OriginalCNNSorter,
+    "lstm": functools.partial(OriginalLSTMLargeSorter, hidden_size=128),
+    "lstmla": OriginalLSTMLargeSorter,
+}
 
 
 def import_original_checkpoint(path: str | os.PathLike, *, trust_pickle: bool = False) -> Sorter:
@@ -308,7 +317,8 @@ def import_original_checkpoint(path: str | os.PathLike, *, trust_pickle: bool = 
 
     Those ``.pth.tar`` files pickle an ``argparse.Namespace`` (``args_dict``) next to the
     ``state_dict``; unpickling can run arbitrary code, so it happens only with
-    ``trust_pickle=True``, for files you trust.  Supported ``model_type``: ``cnn``, ``lstmla``.
+    ``trust_pickle=True``, for files you trust.  Supported ``model_type``: ``cnn``, ``lstm``,
+    ``lstmla``.  A file that cannot be read, or is of another kind, raises :class:`CheckpointError`.
     Save the result with :func:`save_sorter` to get a safe, self-describing checkpoint.
     """
     if not trust_pickle:
@@ -318,7 +328,16 @@ def import_original_checkpoint(path: str | os.PathLike, *, trust_pickle: bool = 
         )
     import argparse  # noqa: F401  (the pickle refers to argparse.Namespace)
 
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # truncated, corrupt or not a torch file: torch raises many kinds
+        raise CheckpointError(
+            f"{path} is not a readable original SoDeep checkpoint (empty, truncated, corrupt or another "
+            f"kind of file: {type(error).__name__})"
+        ) from error
     if not isinstance(payload, dict) or "state_dict" not in payload or "args_dict" not in payload:
         raise CheckpointError(f"{path} is not an original SoDeep checkpoint (needs 'state_dict' and 'args_dict')")
     arguments = payload["args_dict"]

@@ -12,8 +12,8 @@ def rowwise_spearman(predicted_ranks: torch.Tensor, true_ranks: torch.Tensor) ->
         predicted_ranks, true_ranks: ``(B, n)``.
 
     Returns:
-        ``(B,)`` in ``[-1, 1]``; NaN for a row whose exact ranks are constant (all tied), where it is
-        undefined; 0 for a row whose predicted ranks are constant while the exact ones are not;
+        ``(B,)`` in ``[-1, 1]``; NaN for a row whose exact ranks are constant (all tied, one
+        element or none), where it is undefined; 0 for a row whose predicted ranks are constant while the exact ones are not;
         NaN for predictions that are not finite.
 
     Example:
@@ -31,7 +31,9 @@ def rowwise_spearman(predicted_ranks: torch.Tensor, true_ranks: torch.Tensor) ->
 
 def _centred(rows: torch.Tensor) -> torch.Tensor:
     """Rows divided by their largest magnitude (rows of zeros kept), then centred: values near
-    the dtype's limit neither overflow the mean nor the norm."""
+    the dtype's limit neither overflow the mean nor the norm.  Empty rows stay empty."""
+    if rows.shape[-1] == 0:  # a shape, not a value: no synchronisation
+        return rows
     largest = rows.abs().amax(-1, keepdim=True)
     rows = rows / torch.where(largest > 0, largest, torch.ones_like(largest))
     return rows - rows.mean(-1, keepdim=True)

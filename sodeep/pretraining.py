@@ -299,7 +299,8 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
     when the fit ends, normally or not.
 
     Returns:
-        The trained sorter, on the CPU, in eval mode.
+        The trained sorter, on the CPU, in eval mode and frozen, as :func:`sodeep.load_sorter`
+        returns it (``sorter.train().requires_grad_(True)`` to fine-tune it).
 
     Example:
         >>> import tempfile
@@ -399,7 +400,7 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
             f"pretraining diverged: the sorter's weights are not finite after step {trainer.global_step}; "
             f"lower the learning rate (it was {config.learning_rate}) and run again with --overwrite"
         )
-    trained = module.sorter.cpu().eval()
+    trained = module.sorter.cpu().eval().requires_grad_(False)
     if leader:
         _write_results(trained, trainer, out, settings, config, resumed=resume_step is not None, started=started)
     return trained

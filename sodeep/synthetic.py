@@ -16,7 +16,7 @@ included.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from numbers import Integral
+from numbers import Integral, Real
 
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
@@ -173,6 +173,8 @@ def make_generator(seed: int) -> torch.Generator:
 
 
 def _checked_families(families: Sequence[str] | None) -> list[str]:
+    if isinstance(families, str):
+        raise TypeError(f"families must be a list of names, e.g. [{families!r}], got the string {families!r}")
     names = list(FAMILIES) if families is None else list(families)
     if not names or not all(isinstance(name, str) and name in FAMILIES for name in names):
         raise ValueError(f"families must be a non-empty subset of {list(FAMILIES)}, got {names}")
@@ -180,6 +182,8 @@ def _checked_families(families: Sequence[str] | None) -> list[str]:
 
 
 def _check_affine_probability(affine_probability: float) -> None:
+    if isinstance(affine_probability, bool) or not isinstance(affine_probability, Real):
+        raise TypeError(f"affine_probability must be a number in [0, 1], got {affine_probability!r}")
     if not 0.0 <= affine_probability <= 1.0:
         raise ValueError(f"affine_probability must be in [0, 1], got {affine_probability}")
 
@@ -252,6 +256,20 @@ def generate_sequences(
     return scores, rank(scores), family_index
 
 
+#: Odd multiplier of the stream seed (2^64 / golden ratio): seeds map one-to-one onto 64-bit offsets
+#: spread far apart, and seed 0 onto offset 0.
+_SEED_MULTIPLIER = 0x9E3779B97F4A7C15
+
+
+def stream_batch_seed(seed: int, index: int) -> int:
+    """The ``torch.Generator`` seed of batch ``index`` of stream ``seed``: ``seed * M + index``
+    modulo ``2**64`` with an odd ``M`` of 64 bits.  Batch ``k`` of stream ``s`` and batch ``k'``
+    of another stream ``s'`` share a seed only if ``k' - k = (s - s') * M`` modulo ``2**64``, an
+    offset of the order of ``2**63`` for any two seeds, far beyond any run; batch 0 of every
+    seed in ``-2**63 .. 2**63 - 1`` has its own generator seed."""
+    return (int(seed) * _SEED_MULTIPLIER + int(index)) % 2**64
+
+
 class SyntheticSequences(IterableDataset):
     """Endless stream of ``(scores, ranks)`` batches for pretraining (use ``batch_size=None`` in the
     ``DataLoader``), each as :func:`generate_sequences` returns them.
@@ -310,9 +328,8 @@ class SyntheticSequences(IterableDataset):
 
     def batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch number ``index`` of the stream: ``(scores, ranks)``, each ``(batch_size, n)``."""
-        check_integer(index, "index", 0, 2**63 - 2)  # beyond, the stream's seeds would repeat
-        # Mixing the seed and the index into one 63-bit seed keeps streams of nearby seeds apart.
-        generator = make_generator((self.seed * 1_000_003 + index) % (2**63 - 1))
+        check_integer(index, "index", 0, 2**63 - 2)
+        generator = make_generator(stream_batch_seed(self.seed, index))
         length = self.lengths[int(_integers(generator, 0, len(self.lengths), 1))]
         scores, ranks, _ = generate_sequences(
             self.batch_size,

@@ -14,7 +14,7 @@ from sodeep.checkpoints import (
     sorter_payload,
 )
 from sodeep.evaluation import fidelity_table, summarize
-from sodeep.sorters import ConvSorter, OriginalCNNSorter, PairwiseSigmoidSorter
+from sodeep.sorters import ConvSorter, OriginalCNNSorter, OriginalLSTMLargeSorter, PairwiseSigmoidSorter
 
 
 def test_round_trip_restores_config_and_weights(tmp_path):
@@ -346,3 +346,43 @@ def test_rowwise_spearman_keeps_non_finite_predictions_nan_and_handles_the_float
     expected = pearsonr([-3.0, -1.0, 1.0, 3.0], [1.0, 2.0, 3.0, 4.0]).statistic
     for predicted, exact in ((huge, true), (true, huge)):
         torch.testing.assert_close(rowwise_spearman(predicted, exact), torch.tensor([expected], dtype=torch.float32))
+
+
+def test_original_lstm_baseline_imports_as_the_128_unit_lstm_sorter(tmp_path):
+    original = OriginalLSTMLargeSorter(length=12, hidden_size=128)
+    path = tmp_path / "best_lstm.pth.tar"
+    torch.save(
+        {"state_dict": original.state_dict(), "args_dict": argparse.Namespace(model_type="lstm", seq_len=12)}, path
+    )
+    imported = import_original_checkpoint(path, trust_pickle=True)
+    assert imported.hidden_size == 128
+    x = torch.randn(3, 12)
+    torch.testing.assert_close(imported(x), original.eval()(x))
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all\n", "truncated"])
+def test_importing_an_unreadable_original_checkpoint_is_a_checkpoint_error(tmp_path, content):
+    path = tmp_path / "best.pth.tar"
+    if content == "truncated":
+        torch.save({"state_dict": {}, "args_dict": argparse.Namespace(model_type="cnn", seq_len=4)}, path)
+        path.write_bytes(path.read_bytes()[:60])
+    else:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="not a readable original SoDeep checkpoint"):
+        import_original_checkpoint(path, trust_pickle=True)
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        import_original_checkpoint(tmp_path / "missing.pth.tar", trust_pickle=True)
+
+
+@pytest.mark.parametrize("trainable", ["no", 0, None])
+def test_trainable_must_be_a_bool(trainable):
+    with pytest.raises(TypeError, match="trainable must be True or False"):
+        load_sorter(trainable=trainable)
+
+
+@pytest.mark.parametrize("n", [0, 1])
+def test_rowwise_spearman_of_rows_too_short_to_correlate_is_nan(n):
+    from sodeep.metrics import rowwise_spearman
+
+    assert rowwise_spearman(torch.rand(3, n), torch.rand(3, n)).isnan().all()
+    assert rowwise_spearman(torch.rand(0, n), torch.rand(0, n)).shape == (0,)

@@ -254,7 +254,8 @@ def test_a_python_run_resumes_from_the_command_line(tmp_path, given, typed):
     out = Path(tmp_path / "run")  # a Path, as a notebook passes it
     config = PretrainConfig(steps=2, batch_size=4, lengths=given, validation_every=2, validation_sequences=2)
     config.out, config.wandb, config.sorter = out, "disabled", {"capacity": 8}
-    pretrain(config)
+    sorter = pretrain(config)
+    assert not sorter.training and not any(p.requires_grad for p in sorter.parameters())  # as load_sorter gives it
     flags = ["--steps", "2", "--batch-size", "4", "--lengths", typed, "--validation-every", "2"]
     flags += ["--validation-sequences", "2", "--sorter", '{"capacity": 8}', "--wandb", "disabled"]
     assert main(["pretrain", *flags, "--out", str(out), "--resume"]) == 0  # finished: nothing to train

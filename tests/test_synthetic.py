@@ -253,3 +253,21 @@ def test_bad_lengths_are_shown_as_given(lengths, shown):
 def test_a_batch_index_is_a_whole_number_from_zero(index, error):
     with pytest.raises(error, match="index must be"):
         SyntheticSequences(2, [2, 8]).batch(index)
+
+
+def test_streams_of_different_seeds_do_not_share_batches():
+    from sodeep.synthetic import stream_batch_seed
+
+    assert stream_batch_seed(0, 12) == 12  # seed 0's stream, which trained the shipped sorter
+    firsts = {stream_batch_seed(seed, 0) for seed in (-(2**63), -2, -1, 0, 1, 2, 2**63 - 1)}
+    assert len(firsts) == 7
+    # Streams overlap only after an offset of the order of 2**63 batches, for nearby seeds and far ones.
+    for seed, other in [(0, 1), (1, 2), (0, -1), (-1, -(2**63)), (5, 10**12)]:
+        offset = (stream_batch_seed(other, 0) - stream_batch_seed(seed, 0)) % 2**64
+        assert min(offset, 2**64 - offset) > 2**40
+    a = SyntheticSequences(4, [8], seed=1)
+    b = SyntheticSequences(4, [8], seed=0, start_batch=1_000_003)
+    assert not torch.equal(a.batch(0)[0], b.batch(1_000_003)[0])
+    assert not torch.equal(
+        SyntheticSequences(4, [8], seed=-1).batch(0)[0], SyntheticSequences(4, [8], seed=-(2**63)).batch(0)[0]
+    )

@@ -37,17 +37,19 @@ def check_scores(scores: Any, *, min_length: int, max_length: int | None, name: 
         raise ValueError(f"{name} has an empty batch: shape {tuple(scores.shape)}")
     n = scores.shape[-1]
     if n < min_length or (max_length is not None and n > max_length):
-        upper = "any n" if max_length is None else f"n <= {max_length} (its capacity)"
+        if max_length is None:
+            accepted = f"any n >= {min_length}"
+        elif max_length == min_length:
+            accepted = f"only n = {min_length}, the length it was built for"
+        else:
+            accepted = f"n >= {min_length} and n <= {max_length} (its capacity)"
         hint = ""
         if max_length is not None and n > max_length:
             hint = (
                 "; PairwiseSigmoidSorter, NeuralSortSorter and SoftSortSorter accept any n "
                 "(memory B * n^2), and sodeep.rank gives exact ranks without gradients"
             )
-        raise ValueError(
-            f"{name} has length n={n} (shape {tuple(scores.shape)}); "
-            f"this sorter accepts n >= {min_length} and {upper}{hint}"
-        )
+        raise ValueError(f"{name} has length n={n} (shape {tuple(scores.shape)}); this sorter accepts {accepted}{hint}")
     check_finite(scores, name)
 
 
@@ -133,10 +135,11 @@ class Sorter(nn.Module):
         return ", ".join(f"{key}={value!r}" for key, value in self.config().items())
 
 
-@torch.no_grad()
 def row_scale(scores: torch.Tensor) -> torch.Tensor:
-    """Standard deviation of each row ``(..., 1)``, as a constant; 1 where a row is constant
-    (or has one element), since any positive scale ranks an all-tied row correctly."""
+    """Standard deviation of each row ``(..., 1)``, as a constant (no gradient, in reverse or
+    forward mode); 1 where a row is constant (or has one element), since any positive scale ranks
+    an all-tied row correctly."""
+    scores = scores.detach()
     if scores.shape[-1] < 2:
         return torch.ones_like(scores[..., :1])
     spread = scores.std(dim=-1, keepdim=True)
@@ -167,9 +170,8 @@ class FixedTemperatureSorter(Sorter):
             return self.rank_rows(scores.float()).to(scores.dtype)
         # Rows brought to a largest magnitude ~1 by an exact power of two: the row's standard
         # deviation and 1 / (temperature * std) then stay in range (rows of 1e-40 or 1e300 work).
-        with torch.no_grad():
-            largest = scores.abs().amax(-1, keepdim=True)
-            log2_size = torch.where(largest > 0, largest, 1.0).log2()
+        largest = scores.detach().abs().amax(-1, keepdim=True)
+        log2_size = torch.where(largest > 0, largest, 1.0).log2()
         return self.rank_function(scale_rows_by_power_of_two(scores, log2_size), self.temperature)
 
     def config(self) -> dict[str, Any]:

@@ -29,9 +29,9 @@ def pairwise_sigmoid_rank(scores: torch.Tensor, temperature: float, scale: torch
         tensor([[1.0000, 0.3333, 0.6667]])
     """
     n = scores.shape[-1]
-    with torch.no_grad():
-        spread = row_scale(scores) if scale is None else scale.expand_as(scores[..., :1])
-        inverse_scale = (1.0 / (temperature * spread)).unsqueeze(-1)
+    # The scale is a constant, for forward-mode AD too (which ``torch.no_grad`` does not stop).
+    spread = row_scale(scores) if scale is None else scale.detach().expand_as(scores[..., :1])
+    inverse_scale = (1.0 / (temperature * spread)).unsqueeze(-1)
     differences = scores.unsqueeze(-2) - scores.unsqueeze(-1)  # [..., i, j] = x_j - x_i
     return (0.5 + torch.sigmoid(differences * inverse_scale).sum(-1)) / n
 

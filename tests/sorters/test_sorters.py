@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 
@@ -262,3 +264,39 @@ def test_sorter_settings_of_the_wrong_type_or_range_are_named(build, error):
         error, match=r"must be (a finite number > 0|an integer|in \d+\.\.|>= \d+, got|None or a finite)"
     ):
         build()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: PairwiseSigmoidSorter(0.1),
+        lambda: NeuralSortSorter(1.0),
+        lambda: SoftSortSorter(1.0),
+        lambda: load_sorter(),
+        lambda: load_sorter(temperature_floor=0.1),
+    ],
+)
+def test_forward_mode_derivative_is_the_reverse_mode_one(make):
+    """Constants such as the row's scale carry no tangent in forward mode either
+    (``torch.no_grad`` does not stop forward-mode AD)."""
+    from torch.func import jacfwd, jacrev
+
+    sorter = make().double()
+    x = torch.tensor([0.3, -1.2, 0.8, 2.0, 0.8, -0.4, 1.1], dtype=torch.float64)
+    torch.testing.assert_close(jacfwd(sorter)(x), jacrev(sorter)(x), atol=1e-12, rtol=1e-9)
+    tangent = torch.randn(7, dtype=torch.float64)
+    _, forward = torch.func.jvp(sorter, (x,), (tangent,))
+    torch.testing.assert_close(forward, torch.autograd.functional.jacobian(sorter, x) @ tangent)
+
+
+@pytest.mark.parametrize(
+    "make, n, accepted",
+    [
+        (lambda: OriginalCNNSorter(length=100), 50, "accepts only n = 100, the length it was built for"),
+        (lambda: PairwiseSigmoidSorter(0.1), 1, "accepts any n >= 2"),
+        (lambda: ConvSorter(capacity=64), 65, "accepts n >= 2 and n <= 64 (its capacity)"),
+    ],
+)
+def test_a_refused_length_says_which_lengths_the_sorter_accepts(make, n, accepted):
+    with pytest.raises(ValueError, match=f"n={n} .*; this sorter {re.escape(accepted)}"):
+        make()(torch.randn(2, n))
