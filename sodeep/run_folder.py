@@ -32,9 +32,11 @@ import functools
 import json
 import os
 import shutil
+import signal
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -66,6 +68,26 @@ class RunInterrupted(Exception):
     def __init__(self, where: int | str) -> None:
         super().__init__(f"interrupted at {'step ' if isinstance(where, int) else ''}{where}")
         self.where = where
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises ``KeyboardInterrupt`` as ctrl-C does, so the same clean
+    stop (finished results kept, children stopped, one line) follows either; the previous handler
+    comes back after.  Outside the main thread, where Python sets no handlers, nothing changes."""
+
+    def interrupt(number: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _describe(value: Any) -> str:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from sodeep.benchmark.config import PARTS, BenchConfig
-from sodeep.run_folder import INTERRUPTED
+from sodeep.run_folder import INTERRUPTED, sigterm_as_interrupt
 
 
 def add_bench_parser(commands) -> argparse.ArgumentParser:
@@ -72,19 +72,25 @@ def run_bench_command(arguments: argparse.Namespace) -> int:
     config = config_from_arguments(arguments)
     command = "sodeep " + shlex.join(sys.argv[1:]) if sys.argv and "sodeep" in sys.argv[0] else "sodeep bench"
     try:
-        run_benchmark(
-            config, command=command, progress=lambda line: print(line, flush=True), overwrite=arguments.overwrite
-        )
+        with sigterm_as_interrupt():
+            run_benchmark(
+                config, command=command, progress=lambda line: print(line, flush=True), overwrite=arguments.overwrite
+            )
     except KeyboardInterrupt:
         finished = _finished_parts(Path(config.out))
-        kept = f"{config.out}/results.json keeps the finished parts ({', '.join(finished)})" if finished else ""
+        kept = (
+            f"{config.out}/results.json and results.md keep the finished parts ({', '.join(finished)})"
+            if finished
+            else ""
+        )
         print(
             f"sodeep bench: interrupted; {kept or 'no part finished'}; a benchmark starts over: "
             f"run it again with --overwrite, or give another --out",
             file=sys.stderr,
         )
         return INTERRUPTED
-    print(f"results in {config.out}/results.json, results.md, bench_*.png")
+    plots = sorted(path.name for path in Path(config.out).glob("bench_*.png"))
+    print(f"results in {config.out}: {', '.join(['results.json', 'results.md', *plots])}")
     return 0
 
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
+from numbers import Integral, Real
 from pathlib import Path
+
+from sodeep.checks import check_integer
 
 PARTS = ("speed", "fidelity", "sorting", "regression")
 
@@ -50,24 +54,58 @@ class BenchConfig:
     regression_learning_rate: float = 1e-2
 
     def __post_init__(self) -> None:
+        for name in ("parts", "seeds", "speed_lengths", "speed_batches", "fidelity_lengths", "sorting_lengths"):
+            value = getattr(self, name)
+            if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+                raise TypeError(f"{name} must be a list or tuple, got {type(value).__name__} {value!r}")
+            if not value:
+                raise ValueError(f"{name} must name at least one entry")
         unknown = sorted(set(self.parts) - set(PARTS))
         if unknown:
             raise ValueError(f"unknown part(s) {unknown}; known: {list(PARTS)}")
-        if not self.seeds:
-            raise ValueError("seeds must name at least one seed")
-        if any(seed < 0 for seed in self.seeds) or len(set(self.seeds)) != len(self.seeds):
+        integers = all(isinstance(seed, Integral) and not isinstance(seed, bool) and seed >= 0 for seed in self.seeds)
+        if not integers or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct integers >= 0, got {list(self.seeds)}")
         if len(set(self.parts)) != len(self.parts):
             raise ValueError(f"parts must not repeat, got {list(self.parts)}")
+        for name, shortest in (
+            ("speed_lengths", 2),
+            ("fidelity_lengths", 2),
+            ("sorting_lengths", 2),
+            ("speed_batches", 1),
+        ):
+            for value in getattr(self, name):
+                check_integer(value, f"each of {name}", shortest)
         if self.mnist is not None and "sorting" in self.parts:
             for path in self.mnist:
                 if not Path(path).is_file():
-                    raise ValueError(f"MNIST file {path} not found (--mnist IMAGES LABELS: the train-*-idx files)")
+                    what = "is a folder, not a file" if Path(path).is_dir() else "not found"
+                    raise ValueError(f"MNIST file {path} {what} (--mnist IMAGES LABELS: the train-*-idx files)")
         if self.sorting_settings not in ("grid", "default"):
             raise ValueError(f"sorting_settings must be 'grid' or 'default', got {self.sorting_settings!r}")
-        for name in ("workers", "speed_rounds", "sorting_steps", "regression_steps", "fidelity_sequences"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in (
+            "workers",
+            "speed_rounds",
+            "sorting_steps",
+            "regression_steps",
+            "fidelity_sequences",
+            "sorting_digits",
+            "sorting_images_per_step",
+            "sorting_test_sequences",
+            "sorting_validation_sequences",
+            "regression_batch",
+        ):
+            check_integer(getattr(self, name), name, 1)
+        for name in (
+            "speed_block_seconds",
+            "speed_max_call_seconds",
+            "max_elements",
+            "sorting_learning_rate",
+            "regression_learning_rate",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Real) or not 0 < value < math.inf:
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
 
     @classmethod
     def quick(cls, **overrides) -> BenchConfig:

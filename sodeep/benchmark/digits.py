@@ -42,17 +42,37 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an IDX file (MNIST's format; ``.gz`` is decompressed): magic ``0 0 type ndim``, then
     ``ndim`` big-endian int32 sizes, then the data, row-major."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no IDX file at {path}")
-    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
-        raise ValueError(f"{path} is not an IDX file (magic bytes {raw[:4]!r})")
+    raw = _idx_bytes(path)
     ndim = raw[3]
     shape = struct.unpack(f">{ndim}i", raw[4 : 4 + 4 * ndim])
     data = np.frombuffer(raw, dtype=IDX_DTYPES[raw[2]], offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
         raise ValueError(f"{path}: header says shape {shape} ({int(np.prod(shape))} values), found {data.size}")
     return data.reshape(shape)
+
+
+def _idx_bytes(path: Path, head: int | None = None) -> bytes:
+    """The bytes of an IDX file (decompressed if ``.gz``; the first ``head`` only, if given),
+    checked for the IDX magic; ``ValueError``/``FileNotFoundError`` naming ``path`` otherwise."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no IDX file at {path}")
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as stream:
+                raw = stream.read() if head is None else stream.read(head)
+        else:
+            with open(path, "rb") as stream:
+                raw = stream.read() if head is None else stream.read(head)
+    except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError
+        raise ValueError(f"{path} is not a readable IDX file ({type(error).__name__}: {error})") from error
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
+        raise ValueError(f"{path} is not an IDX file (magic bytes {raw[:4]!r})")
+    return raw
+
+
+def check_idx_file(path: str | os.PathLike) -> None:
+    """Raise as :func:`read_idx` would for a file that is not IDX, reading its first bytes only."""
+    _idx_bytes(Path(path), head=4)
 
 
 def mnist_pool(images_path: str | os.PathLike, labels_path: str | os.PathLike) -> DigitPool:

@@ -234,14 +234,19 @@ def run_sorting(
             finished(rows[-1], index)
         return rows
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     # "spawn": a forked child inherits the parent's torch thread pool state, which can deadlock.
+    # Leaving the block terminates the workers, also on ctrl-C or SIGTERM: none outlives the run.
     results: dict[int, dict] = {}
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as executor:
-        futures = {executor.submit(run_job, job, task, mnist): position for position, job in enumerate(jobs)}
-        for index, future in enumerate(as_completed(futures), 1):
-            position = futures[future]
-            results[position] = future.result()
-            finished(results[position], index)
+    numbered = [(position, job, task, mnist) for position, job in enumerate(jobs)]
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        for index, (position, row) in enumerate(pool.imap_unordered(_run_numbered_job, numbered), 1):
+            results[position] = row
+            finished(row, index)
     return [results[position] for position in range(len(jobs))]
+
+
+def _run_numbered_job(numbered: tuple) -> tuple[int, dict]:
+    """:func:`run_job` in a worker process, with the job's position (results arrive in any order)."""
+    position, *arguments = numbered
+    return position, run_job(*arguments)

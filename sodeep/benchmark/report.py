@@ -14,6 +14,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from sodeep.files import atomic_write_text
+
 SCHEMA = "sodeep-bench/1"
 RESULT_KEYS = (
     "schema", "command", "hardware", "config", "rankers", "skipped",
@@ -80,7 +82,7 @@ def write_results(results: dict, out: Path) -> Path:
     if missing:
         raise ValueError(f"results lack the key(s) {missing}")
     path = out / "results.json"
-    path.write_text(json.dumps({key: results[key] for key in RESULT_KEYS}, indent=1, default=str) + "\n")
+    atomic_write_text(path, json.dumps({key: results[key] for key in RESULT_KEYS}, indent=1, default=str) + "\n")
     return path
 
 

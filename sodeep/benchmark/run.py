@@ -12,6 +12,7 @@ import torch
 
 from sodeep.benchmark.config import BenchConfig
 from sodeep.benchmark.rankers import Ranker, available_families
+from sodeep.files import atomic_write_text
 
 
 def hardware() -> str:
@@ -72,6 +73,12 @@ def run_benchmark(
     from sodeep.benchmark import plots, report
 
     check_extras(config)
+    if config.mnist is not None and "sorting" in config.parts:
+        from sodeep.benchmark.digits import check_idx_file
+
+        for pair in _mnist_files(config.mnist):
+            for path in pair:
+                check_idx_file(path)
     out = claim_output_folder(Path(config.out), overwrite)
     families, missing = available_families()
     rankers = benchmark_rankers(families)
@@ -90,8 +97,9 @@ def run_benchmark(
         progress(f"== {part}")
         _run_part(part, config, families, rankers, results, progress)
         results["wall_seconds"][part] = time.perf_counter() - start
-        report.write_results(results, out)  # a part's results survive a later part's failure
-    (out / "results.md").write_text(report.markdown(results) + "\n")
+        # A part's results survive a later part's failure or an interruption, in both files.
+        report.write_results(results, out)
+        atomic_write_text(out / "results.md", report.markdown(results) + "\n")
     plots.plot_speed(results["speed"], out / "bench_speed.png")
     plots.plot_fidelity_vs_time(results["fidelity"], results["speed"], out / "bench_fidelity.png")
     plots.plot_sorting(results["sorting_summary"], out / "bench_sorting.png")

@@ -28,6 +28,7 @@ from sodeep.run_folder import (
     hold_folder,
     holds_files_besides_its_lock,
     releasing_run_folders,
+    sigterm_as_interrupt,
 )
 from sodeep.sweeps.expand import Trial, expand_trials
 from sodeep.sweeps.launcher import RunningTrial, TrialLauncher, trial_threads
@@ -221,22 +222,22 @@ class _Scheduler:
 
     def run(self) -> SweepOutcome:
         waiting = self.pending()
-        previous = _catch_sigterm()
         try:
-            while True:
-                while len(self.running) < self.workers and (trial := self.next_trial(waiting)) is not None:
-                    self.running.append(self.launcher.start(trial))
-                    self.echo(f"trial {trial.id} ({trial.index + 1}/{self.total}) started: {describe(trial.params)}")
-                if not self.running:
-                    break
-                self.collect()
-                time.sleep(POLL_SECONDS)
+            with sigterm_as_interrupt():
+                while True:
+                    while len(self.running) < self.workers and (trial := self.next_trial(waiting)) is not None:
+                        self.running.append(self.launcher.start(trial))
+                        self.echo(
+                            f"trial {trial.id} ({trial.index + 1}/{self.total}) started: {describe(trial.params)}"
+                        )
+                    if not self.running:
+                        break
+                    self.collect()
+                    time.sleep(POLL_SECONDS)
         except KeyboardInterrupt:
             stopped = self.stop_all()
             done = len(self.outcome.finished) + len(self.outcome.skipped)
             raise SweepInterrupted(self.folder, done, self.total, stopped) from None
-        finally:
-            _restore_sigterm(previous)
         return self.outcome
 
     def collect(self) -> None:
@@ -314,20 +315,3 @@ def _signal_group(process: subprocess.Popen, number: int) -> None:
         os.killpg(process.pid, number)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def _catch_sigterm() -> Any:
-    """SIGTERM stops the sweep as ctrl-C does (only the main thread may set handlers)."""
-
-    def interrupt(number: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        return signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:
-        return None
-
-
-def _restore_sigterm(previous: Any) -> None:
-    if previous is not None:
-        signal.signal(signal.SIGTERM, previous)

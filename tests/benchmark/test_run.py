@@ -86,11 +86,47 @@ def test_cli_refuses_unknown_parts():
         ({"seeds": (0, 0)}, "seeds must be distinct integers >= 0"),
         ({"parts": ("fidelity", "fidelity")}, "parts must not repeat"),
         ({"mnist": ("missing-images", "missing-labels")}, "MNIST file missing-images not found"),
+        ({"seeds": (0.5,)}, "seeds must be distinct integers >= 0"),
+        ({"parts": ()}, "parts must name at least one entry"),
+        ({"fidelity_lengths": (1,)}, "each of fidelity_lengths must be >= 2, got 1"),
+        ({"speed_lengths": ()}, "speed_lengths must name at least one entry"),
+        ({"regression_learning_rate": -1}, "regression_learning_rate must be a finite number > 0, got -1"),
     ],
 )
 def test_bad_settings_are_refused_before_anything_runs(overrides, message):
     with pytest.raises(ValueError, match=message):
         BenchConfig(**overrides)
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"parts": "fidelity"}, "parts must be a list or tuple, got str 'fidelity'"),
+        ({"workers": True}, "workers must be an integer, got bool True"),
+    ],
+)
+def test_settings_of_the_wrong_type_are_refused(overrides, message):
+    with pytest.raises(TypeError, match=message):
+        BenchConfig(**overrides)
+
+
+def test_an_unreadable_mnist_file_is_named_before_the_output_folder_exists(tmp_path):
+    images, labels = tmp_path / "train-images-idx3-ubyte.gz", tmp_path / "train-labels-idx1-ubyte.gz"
+    for path in (images, labels, tmp_path / "t10k-images-idx3-ubyte.gz", tmp_path / "t10k-labels-idx1-ubyte.gz"):
+        path.write_bytes(b"not gzip at all")
+    out = tmp_path / "bench"
+    from sodeep.cli import main as sodeep_main
+
+    with pytest.raises(SystemExit) as stopped:
+        sodeep_main(["bench", "--quick", "--parts", "sorting", "--out", str(out), "--mnist", str(images), str(labels)])
+    assert stopped.value.code == 2
+    assert not out.exists()
+    with pytest.raises(ValueError, match=f"{images} is not a readable IDX file"):
+        from sodeep.benchmark.digits import read_idx
+
+        read_idx(images)
+    with pytest.raises(ValueError, match="is a folder, not a file"):
+        BenchConfig(mnist=(str(tmp_path), str(labels)))
 
 
 def test_imports_stay_light_and_the_core_library_does_not_import_the_benchmark():
@@ -186,9 +222,46 @@ def test_an_interrupted_benchmark_names_what_it_kept_and_how_to_run_again(tmp_pa
     assert main(["bench", "--quick", "--parts", "speed", "fidelity", "--out", str(out)]) == 130
     error = capsys.readouterr().err
     assert error == (
-        f"sodeep bench: interrupted; {out}/results.json keeps the finished parts (speed); a benchmark starts "
-        "over: run it again with --overwrite, or give another --out\n"
+        f"sodeep bench: interrupted; {out}/results.json and results.md keep the finished parts (speed); a "
+        "benchmark starts over: run it again with --overwrite, or give another --out\n"
     )
     assert json.loads((out / "results.json").read_text())["speed"]
+    assert "speed" in (out / "results.md").read_text().lower()
     monkeypatch.setattr(run, "_run_part", finish_part)
     assert main(["bench", "--quick", "--parts", "speed", "fidelity", "--out", str(out), "--overwrite"]) == 0
+
+
+def _children(pid: int) -> set[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as file:
+            return {int(child) for child in file.read().split()}
+    except OSError:
+        return set()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads child processes from /proc")
+def test_sigterm_stops_the_benchmark_and_its_worker_processes(tmp_path):
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "bench"
+    command = [sys.executable, "-m", "sodeep", "bench", "--quick", "--parts", "sorting", "--seeds", "0", "1"]
+    command += ["--workers", "2", "--sorting-steps", "100000", "--out", str(out)]
+    bench = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers := _children(bench.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(workers) >= 2, "the learning-to-sort workers never started"
+        bench.send_signal(signal.SIGTERM)
+        _, error = bench.communicate(timeout=60)
+    finally:
+        bench.kill()
+    assert bench.returncode == 130, error
+    assert "sodeep bench: interrupted" in error and "Traceback" not in error
+    deadline = time.monotonic() + 10
+    while any(os.path.exists(f"/proc/{pid}") for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [pid for pid in workers if os.path.exists(f"/proc/{pid}")]
+    assert not left, f"worker processes {left} outlived the benchmark"
