@@ -109,8 +109,8 @@ def dry_run(spec: Any, arguments: argparse.Namespace) -> int:
     start them, marking those a run would skip (finished before)."""
     from sodeep.sweeps.expand import Trial
     from sodeep.sweeps.launcher import THREAD_VARIABLES, TrialLauncher, trial_threads
-    from sodeep.sweeps.runner import check_sweep_folder, reached_target, trial_source
-    from sodeep.sweeps.summary import is_finished, read_trial_summary
+    from sodeep.sweeps.runner import check_sweep_folder, trial_source
+    from sodeep.sweeps.summary import is_finished, reaches_target, read_trial_summary
 
     source = trial_source(
         spec, workers=arguments.workers, seed=arguments.seed, count=arguments.count, wandb=arguments.wandb
@@ -132,7 +132,7 @@ def dry_run(spec: Any, arguments: argparse.Namespace) -> int:
         summary_path = launcher.trial_folder(trial) / "summary.json"
         finished = not arguments.overwrite and is_finished(summary_path)
         skipped += finished
-        target |= finished and reached_target(spec, read_trial_summary(summary_path))
+        target |= finished and reaches_target(spec.metric, read_trial_summary(summary_path))
         mark = " (finished: skipped)" if finished else ""
         print(f"{launcher.trial_folder(trial)}{mark}: {shlex.join(launcher.command(trial)[0])}")
     print(f"{plural(len(source), 'trial')}, {skipped} finished before; each trial runs with {threads}")

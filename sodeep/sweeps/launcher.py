@@ -38,8 +38,12 @@ from sodeep.sweeps.summary import (
     SWEEP_VARIABLE,
     TRIAL_VARIABLE,
     is_finished,
+    read_trial_summary,
     trial_summary,
 )
+
+#: Where a trial's summary goes when the program wrote one that cannot be read (the trial fails).
+UNREADABLE_SUMMARY = "summary.unreadable.json"
 
 #: The thread-count variables a trial's libraries read (PyTorch, NumPy and scikit-learn's BLAS).
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -67,6 +71,8 @@ class RunningTrial:
     log: IO[bytes]
     environment: dict[str, str]
     started: float
+    #: Why the trial failed although its program exited 0 (an unreadable summary), once finished.
+    problem: str | None = None
 
 
 class TrialLauncher:
@@ -163,13 +169,23 @@ class TrialLauncher:
         record = json.loads((directory / "trial.json").read_text(encoding="utf-8"))
         atomic_write_json(directory / "trial.json", {**record, "returncode": returncode, "seconds": seconds})
         summary_path = directory / "summary.json"
-        if returncode == 0 and not summary_path.exists():
+        running.problem = None
+        if summary_path.exists():
+            try:
+                read_trial_summary(summary_path)
+            except (OSError, ValueError) as error:
+                # Kept aside for a look; the trial failed, and its summary says why.
+                running.problem = " ".join(str(error).split())
+                os.replace(summary_path, directory / UNREADABLE_SUMMARY)
+        if returncode == 0 and running.problem is None and not summary_path.exists():
             # The program does not call write_trial_summary: the trial still counts as done.
             summary = trial_summary(running.trial.params, {}, seconds=seconds, environment=running.environment)
             atomic_write_json(summary_path, summary)
-        elif returncode != 0 and not is_finished(summary_path):
+        elif (returncode != 0 or running.problem) and not is_finished(summary_path):
             summary = trial_summary(
                 running.trial.params, {}, status="failed", seconds=seconds, environment=running.environment
             )
+            if running.problem:
+                summary["error"] = f"the program's summary was unreadable ({UNREADABLE_SUMMARY}): {running.problem}"
             atomic_write_json(summary_path, summary)
         return "finished" if is_finished(summary_path) else "failed"

@@ -26,7 +26,7 @@ from sodeep.sweeps.compare import (
     setting_rows,
     varying,
 )
-from sodeep.sweeps.summary import read_trial_summary
+from sodeep.sweeps.summary import reaches_target, read_trial_summary
 
 DEFAULT_OVER = ("seed", "seeds", "fold")
 
@@ -44,8 +44,9 @@ def read_summaries(folder: str | Path) -> tuple[list[dict[str, Any]], dict[str, 
         try:
             summary = read_trial_summary(path)
         except ValueError:
-            if trials.is_dir():
-                raise
+            if trials.is_dir():  # a trial's program wrote something else: that trial failed
+                counts["failed"] += 1
+                counts["unreadable"] = counts.get("unreadable", 0) + 1
             continue
         counts[summary["status"]] += 1
         if summary["status"] == "finished":
@@ -114,8 +115,9 @@ def markdown(
     goals: dict[str, str],
     plots: dict[str, str],
     command: str,
+    notes: list[str] = (),
 ) -> str:
-    """``report.md``: what was run, then per metric a table of settings and its plot."""
+    """``report.md``: what was run (with ``notes``), then per metric a table of settings and its plot."""
     changing, fixed = varying(settings)
     repeats = repeated_over(settings, over)
     lines = [
@@ -128,11 +130,14 @@ def markdown(
         f"({counts['failed']} failed, {counts['no summary']} without a summary: interrupted or not run); "
         f"mean +- sd over {repeats}.",
     ]
-    if counts.get("not started"):
+    if counts.get("unreadable"):
+        lines[-1] += f" {counts['unreadable']} of the failed trials wrote a summary that could not be read."
+    if counts.get("not started") and not counts.get("target reached"):
         lines[-1] += (
             f" **Partial:** {counts['not started']} of the sweep's {counts['planned']} trials have not started; "
             "`sodeep sweep run` with the same file continues it."
         )
+    lines += [line for note in notes for line in ("", note)]
     if fixed:
         lines += ["", "Fixed: " + ", ".join(f"`{key}={value}`" for key, value in fixed.items()) + "."]
     if baseline:
@@ -163,6 +168,34 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
+def report_notes(
+    summaries: list[dict[str, Any]], counts: dict[str, int], metric: dict[str, Any] | None, available: list[str]
+) -> list[str]:
+    """Lines for what a reader of the tables would otherwise miss: the sweep's metric reached its
+    target (the trials not started will not run; sets ``counts["target reached"]``), is in no
+    summary, or no trial reported a metric at all."""
+    notes = []
+    name = (metric or {}).get("name")
+    if any(reaches_target(metric, summary) for summary in summaries):
+        counts["target reached"] = 1
+        comparison = "<=" if metric.get("goal", "minimize") == "minimize" else ">="
+        rest = f": its {counts['not started']} trials not started will not run" if counts.get("not started") else ""
+        notes.append(
+            f"**Target reached:** a trial's `{name}` {comparison} {metric['target']}, so the sweep stops{rest}."
+        )
+    if not available:
+        notes.append(
+            "**No metrics:** no finished trial reported a number; its program writes them with "
+            "`sodeep.sweeps.write_trial_summary(config, metrics)`."
+        )
+    elif name and name not in available:
+        notes.append(
+            f"**Note:** the sweep's metric `{name}` is in no finished trial's summary; they report "
+            f"{', '.join(f'`{other}`' for other in available)}."
+        )
+    return notes
+
+
 def write_report(
     folder: str | Path,
     *,
@@ -182,7 +215,10 @@ def write_report(
     folder = Path(folder)
     summaries, counts = read_summaries(folder)
     if not summaries:
-        raise ValueError(f"{folder} holds no finished trial summary (trials/*/summary.json)")
+        raise ValueError(
+            f"{folder} holds no finished trial summary (trials/*/summary.json): {counts['failed']} failed, "
+            f"{counts['no summary']} without a summary"
+        )
     sweep = _sweep_record(folder)
     over = default_over(summaries) if over is None else list(over)
     known = sorted({name for s in summaries for name in flatten(s["params"] or {})})
@@ -210,6 +246,7 @@ def write_report(
             if path is not None:
                 drawn[metric] = path.relative_to(folder).as_posix()
     goals = {sweep_metric: sweep["metric"].get("goal", "minimize")} if sweep_metric else {}
+    notes = report_notes(summaries, counts, sweep.get("metric"), available)
     command = command or f"sodeep sweep report {folder}"
     name = sweep.get("name") or str(summaries[0].get("sweep") or folder.name)
     text = markdown(
@@ -223,6 +260,7 @@ def write_report(
         goals=goals,
         plots=drawn,
         command=command,
+        notes=notes,
     )
     written = {
         "csv": atomic_write_text(folder / "report.csv", csv_text(rows)),

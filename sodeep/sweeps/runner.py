@@ -33,7 +33,7 @@ from sodeep.run_folder import (
 from sodeep.sweeps.expand import Trial, expand_trials
 from sodeep.sweeps.launcher import RunningTrial, TrialLauncher, trial_threads
 from sodeep.sweeps.spec import SweepSpec
-from sodeep.sweeps.summary import is_finished, read_trial_summary
+from sodeep.sweeps.summary import is_finished, reaches_target, read_trial_summary
 
 WANDB_MODES = ("offline", "online", "disabled")
 #: Seconds a stopped trial gets to exit after SIGINT (to close its files) before SIGKILL.
@@ -206,7 +206,7 @@ class _Scheduler:
             summary_path = self.launcher.trial_folder(trial) / "summary.json"
             if is_finished(summary_path):
                 self.outcome.skipped.append(trial.id)
-                self.outcome.target_reached |= reached_target(self.spec, read_trial_summary(summary_path))
+                self.outcome.target_reached |= reaches_target(self.spec.metric, read_trial_summary(summary_path))
             else:
                 waiting.append(trial)
         if self.outcome.skipped:
@@ -222,6 +222,8 @@ class _Scheduler:
 
     def run(self) -> SweepOutcome:
         waiting = self.pending()
+        if self.outcome.target_reached:
+            self.echo(f"metric {self.spec.metric['name']} reached its target in a finished trial: no new trials")
         try:
             with sigterm_as_interrupt():
                 while True:
@@ -253,9 +255,18 @@ class _Scheduler:
                 self.outcome.finished.append(trial.id)
                 shown = describe(summary["metrics"]) or "no metrics (the program wrote no summary)"
                 self.echo(f"trial {trial.id} finished in {seconds:.1f} s: {shown}")
-                if reached_target(self.spec, summary) and not self.outcome.target_reached:
+                name = (self.spec.metric or {}).get("name")
+                if name and summary["metrics"] and name not in summary["metrics"]:
+                    self.echo(
+                        f"note: trial {trial.id} reported no {name}, the sweep's metric "
+                        f"(it reported {', '.join(summary['metrics'])})"
+                    )
+                if reaches_target(self.spec.metric, summary) and not self.outcome.target_reached:
                     self.outcome.target_reached = True
                     self.echo(f"metric {self.spec.metric['name']} reached its target: no new trials")
+            elif running.problem:
+                self.outcome.failed.append(trial.id)
+                self.echo(f"trial {trial.id} failed in {seconds:.1f} s (exit {returncode}): {running.problem}")
             else:
                 self.outcome.failed.append(trial.id)
                 log = self.launcher.trial_folder(trial) / "output.log"
@@ -290,15 +301,6 @@ class _Scheduler:
                 running.log.close()
                 stopped += 1
         return stopped
-
-
-def reached_target(spec: SweepSpec, summary: dict[str, Any]) -> bool:
-    """Whether the summary's value of the sweep metric reached ``metric.target``."""
-    metric = spec.metric or {}
-    value, target = summary["metrics"].get(metric.get("name")), metric.get("target")
-    if target is None or not isinstance(value, (int, float)) or summary["status"] != "finished":
-        return False
-    return value <= target if metric["goal"] == "minimize" else value >= target
 
 
 def describe(values: dict[str, Any]) -> str:

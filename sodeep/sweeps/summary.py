@@ -65,6 +65,7 @@ def trial_summary(
         raise TypeError(f"metrics must be a mapping of name: number, got a {type(metrics).__name__}")
     if seconds is None and environment.get(STARTED_VARIABLE):
         seconds = time.time() - float(environment[STARTED_VARIABLE])
+    _check_metric_values(metrics, "metrics")
     summary = {
         "schema": SCHEMA,
         "sweep": environment.get(SWEEP_VARIABLE),
@@ -79,6 +80,7 @@ def trial_summary(
         for index, fold in enumerate(folds):
             if not isinstance(fold, Mapping) or not isinstance(fold.get("metrics"), Mapping):
                 raise ValueError(f"folds[{index}] must be a mapping with a metrics mapping, got {fold!r}")
+            _check_metric_values(fold["metrics"], f"folds[{index}] metrics")
         summary["folds"] = _plain([dict(fold) for fold in folds])
     return summary
 
@@ -113,8 +115,35 @@ def read_trial_summary(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{path} is not a {SCHEMA} trial summary")
     if summary.get("status") not in STATUSES or not isinstance(summary.get("metrics"), dict):
         raise ValueError(f"{path}: a {SCHEMA} summary needs a status in {list(STATUSES)} and a metrics mapping")
+    try:
+        _check_metric_values(summary["metrics"], "metrics")
+        for index, fold in enumerate(summary.get("folds") or []):
+            _check_metric_values(fold.get("metrics", {}) if isinstance(fold, dict) else None, f"folds[{index}] metrics")
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: {error}") from None
     summary.setdefault("params", {})
     return summary
+
+
+def _check_metric_values(metrics: Any, where: str) -> None:
+    """Metric values are numbers (NumPy and torch scalars too) or missing (None, NaN); a bool or
+    a string is refused, so that no table silently drops it."""
+    if not isinstance(metrics, Mapping):
+        raise TypeError(f"{where} must be a mapping of name: number, got {type(metrics).__name__}")
+    for name, value in metrics.items():
+        plain = _plain(value)
+        if plain is not None and (isinstance(plain, bool) or not isinstance(plain, (int, float))):
+            raise ValueError(f"{where}: {name} must be a number, got {value!r}")
+
+
+def reaches_target(metric: Mapping[str, Any] | None, summary: Mapping[str, Any]) -> bool:
+    """Whether a finished summary's value of the sweep ``metric`` (``{"name", "goal", "target"}``)
+    reached its target (``<=`` when the goal is to minimize, ``>=`` to maximize)."""
+    metric = metric or {}
+    value, target = summary["metrics"].get(metric.get("name")), metric.get("target")
+    if target is None or not isinstance(value, (int, float)) or summary["status"] != "finished":
+        return False
+    return value <= target if metric.get("goal", "minimize") == "minimize" else value >= target
 
 
 def is_finished(path: str | os.PathLike) -> bool:

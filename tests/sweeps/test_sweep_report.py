@@ -144,3 +144,17 @@ def test_a_baseline_names_a_parameter_whose_values_are_json_text(tmp_path, capsy
     with pytest.raises(SystemExit):
         main(["report", str(tmp_path), "--baseline", "sorter.softness=0.1"])
     assert "they differ in ['sorter']" in capsys.readouterr().err  # not the constant steps
+
+
+def test_an_unreadable_summary_counts_as_a_failed_trial(tmp_path):
+    write_trials(tmp_path, [({"seed": 0}, {"mae": 1.0}, None, "finished"), ({"seed": 1}, {"mae": 2.0}, None, "failed")])
+    broken = tmp_path / "trials" / "0002"
+    broken.mkdir()
+    (broken / "summary.json").write_text("{not json")
+    write_report(tmp_path, plots=False)
+    text = (tmp_path / "report.md").read_text()
+    assert "from 1 finished trial (2 failed, 1 without a summary" in text
+    assert "1 of the failed trials wrote a summary that could not be read." in text
+    (tmp_path / "trials" / "0000" / "summary.json").write_text("[]")
+    with pytest.raises(ValueError, match="holds no finished trial summary .*: 3 failed, 1 without a summary"):
+        write_report(tmp_path, plots=False)

@@ -437,3 +437,76 @@ def test_a_grid_run_with_count_is_reported_as_part_of_the_sweep(tmp_path, monkey
     run_sweep(load_sweep(sweep), tmp_path / "runs", echo=lambda line: None)
     write_report(tmp_path / "runs" / "sweep", plots=False)
     assert "Partial" not in (tmp_path / "runs" / "sweep" / "report.md").read_text()
+
+
+#: Writes, by seed: 0 a good summary of `loss`, 1 text that is not JSON, 2 a metric that is no
+#: number, 3 a good summary of `other` only; every one exits 0.
+ODD_SUMMARY_PROGRAM = """
+import argparse, json, os, pathlib
+parser = argparse.ArgumentParser()
+parser.add_argument("--seed", type=int)
+seed = parser.parse_args().seed
+path = pathlib.Path(os.environ["SODEEP_SWEEP_TRIAL_SUMMARY"])
+metrics = {0: {"loss": 0.5}, 2: {"loss": "abc"}, 3: {"other": 1.0}}.get(seed)
+summary = {"schema": "sodeep-trial/1", "params": {"seed": seed}, "config": {}, "metrics": metrics,
+           "status": "finished", "seconds": 0}
+path.write_text("{not json" if seed == 1 else json.dumps(summary))
+"""
+
+
+def test_an_unreadable_summary_fails_its_trial_with_the_reason_and_the_report_goes_on(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    body = "method: grid\nmetric: {name: loss}\nparameters:\n  seed: {values: [0, 1, 2, 3]}\n"
+    sweep = write_sweep(tmp_path, ODD_SUMMARY_PROGRAM, body)
+    lines = []
+    outcome = run_sweep(load_sweep(sweep), tmp_path / "runs", echo=lines.append)
+    assert outcome.finished == ["0000", "0003"] and outcome.failed == ["0001", "0002"]
+    failed = [line for line in lines if " failed " in line]
+    assert "is not a JSON trial summary" in failed[0] and "loss must be a number, got 'abc'" in failed[1]
+    assert "note: trial 0003 reported no loss, the sweep's metric (it reported other)" in lines
+    trials = tmp_path / "runs" / "sweep" / "trials"
+    kept = json.loads((trials / "0001" / "summary.json").read_text())
+    assert kept["status"] == "failed" and "summary.unreadable.json" in kept["error"]
+    assert (trials / "0001" / "summary.unreadable.json").read_text() == "{not json"
+    assert main(["report", str(tmp_path / "runs" / "sweep"), "--no-plots"]) == 0
+    text = (tmp_path / "runs" / "sweep" / "report.md").read_text()
+    assert "1 setting from 2 finished trials (2 failed" in text
+    # A second run reruns the failed trials only.
+    assert run_sweep(load_sweep(sweep), tmp_path / "runs", echo=lines.append).failed == ["0001", "0002"]
+
+
+def test_reports_say_when_the_sweep_metric_is_missing_and_when_no_metric_was_reported(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    body = "method: grid\nmetric: {name: never_logged, goal: maximize}\nparameters:\n  seed: {values: [0, 3]}\n"
+    sweep = write_sweep(tmp_path, ODD_SUMMARY_PROGRAM, body)
+    run_sweep(load_sweep(sweep), tmp_path / "runs", echo=lambda line: None)
+    assert main(["report", str(tmp_path / "runs" / "sweep"), "--no-plots"]) == 0
+    text = (tmp_path / "runs" / "sweep" / "report.md").read_text()
+    assert "the sweep's metric `never_logged` is in no finished trial's summary; they report `loss`, `other`" in text
+    (tmp_path / "quiet").mkdir()
+    monkeypatch.chdir(tmp_path / "quiet")
+    sweep = write_sweep(
+        tmp_path / "quiet", "print('no summary')\n", "method: grid\nparameters:\n  seed: {values: [0]}\n"
+    )
+    run_sweep(load_sweep(sweep), tmp_path / "quiet" / "runs", echo=lambda line: None)
+    assert main(["report", str(tmp_path / "quiet" / "runs" / "sweep"), "--no-plots"]) == 0
+    assert (
+        "**No metrics:** no finished trial reported a number"
+        in (tmp_path / "quiet" / "runs" / "sweep" / "report.md").read_text()
+    )
+
+
+def test_the_report_of_a_sweep_stopped_at_its_target_is_not_partial(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    body = "method: grid\nmetric: {name: loss, target: 1}\nparameters:\n  seed: {values: [3, 1, 0, 2]}\n"
+    sweep = write_sweep(tmp_path, SUMMARY_PROGRAM, body)
+    lines = []
+    run_sweep(load_sweep(sweep), tmp_path / "runs", echo=lines.append)
+    assert main(["report", str(tmp_path / "runs" / "sweep"), "--no-plots"]) == 0
+    text = (tmp_path / "runs" / "sweep" / "report.md").read_text()
+    assert "Partial" not in text
+    assert (
+        "**Target reached:** a trial's `loss` <= 1, so the sweep stops: its 2 trials not started will not run." in text
+    )
+    run_sweep(load_sweep(sweep), tmp_path / "runs", echo=lines.append)
+    assert lines[-1] == "metric loss reached its target in a finished trial: no new trials"

@@ -41,3 +41,24 @@ def test_bad_input_and_foreign_files(tmp_path):
     with pytest.raises(ValueError, match="is not a sodeep-trial/1 trial summary"):
         read_trial_summary(tmp_path / "other.json")
     assert not is_finished(tmp_path / "other.json") and not is_finished(tmp_path / "missing.json")
+
+
+def test_metrics_must_be_numbers_in_written_and_read_summaries(tmp_path):
+    import json
+
+    import numpy as np
+
+    from sodeep.sweeps.summary import read_trial_summary, write_trial_summary
+
+    path = tmp_path / "summary.json"
+    write_trial_summary({}, {"a": np.float32(0.5), "b": 3, "c": float("nan"), "d": None}, path)
+    assert read_trial_summary(path)["metrics"] == {"a": 0.5, "b": 3, "c": None, "d": None}
+    for bad in ("abc", True, [1.0]):
+        with pytest.raises(ValueError, match="metrics: loss must be a number"):
+            write_trial_summary({}, {"loss": bad}, path)
+        summary = {"schema": "sodeep-trial/1", "config": {}, "metrics": {"loss": bad}, "status": "finished"}
+        path.write_text(json.dumps(summary))
+        with pytest.raises(ValueError, match=f"{path}: metrics: loss must be a number"):
+            read_trial_summary(path)
+    with pytest.raises(ValueError, match=r"folds\[0\] metrics: mae must be a number"):
+        write_trial_summary({}, {}, path, folds=[{"fold": 0, "metrics": {"mae": "x"}}])
