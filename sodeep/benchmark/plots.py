@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sodeep.benchmark.report import REFERENCE_LENGTH, mean_sd, reference_batch
+from sodeep.files import atomic_write
 
 
 def _pyplot():
@@ -75,12 +76,15 @@ def plot_fidelity_vs_time(fidelity: list[dict], speed: list[dict], path: Path) -
     if not points:
         return None
     pyplot = _pyplot()
-    figure, axes = pyplot.subplots(figsize=(7, 4.5))
+    figure, axes = pyplot.subplots(figsize=(8, 4.5))
     for index, (ranker, time, gap) in enumerate(points):
-        axes.scatter(time, max(gap, 1e-7), color=_style(index)["color"], marker="os^D"[(index // len(_colours())) % 4])
-        axes.annotate(ranker, (time, max(gap, 1e-7)), fontsize=6)
+        marker = "os^D"[(index // len(_colours())) % 4]
+        axes.scatter(time, max(gap, 1e-7), color=_style(index)["color"], marker=marker, label=ranker)
+    # A legend, not labels beside the points: points of similar speed and fidelity overlap.
+    axes.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     axes.set(xscale="log", yscale="log", xlabel=f"forward ms (B={batch}, n={n})",
-             ylabel="1 - Spearman (mean over distributions; below 1e-7 drawn at 1e-7)", title="fidelity vs time")  # fmt: skip
+             ylabel="1 - Spearman (mean over distributions)",
+             title="fidelity vs time (1 - Spearman below 1e-7 is drawn at 1e-7)")  # fmt: skip
     return _save(figure, pyplot, path)
 
 
@@ -107,6 +111,7 @@ def plot_sorting(summary: list[dict], path: Path) -> Path | None:
 
 def _save(figure, pyplot, path: Path) -> Path:
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    # "tight": the saved figure grows to hold a legend outside the axes and long labels.
+    atomic_write(path, lambda stream: figure.savefig(stream, format="png", dpi=120, bbox_inches="tight"))
     pyplot.close(figure)
     return path

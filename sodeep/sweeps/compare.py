@@ -206,3 +206,12 @@ def varying(settings: list[Setting]) -> tuple[list[str], dict[str, Any]]:
 
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def describe(values: dict[str, Any]) -> str:
+    """``a=1.0 b=0.5 c=0.1235``: long floats to 4 significant digits."""
+    return " ".join(f"{key}={_short(value)}" for key, value in values.items())
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) and len(repr(value)) > 8 else str(value)

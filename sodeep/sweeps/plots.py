@@ -45,6 +45,7 @@ def plot_metric(
     axes.set(xlabel=metric, title=f"{metric}: one dot per repetition ({repeats}), mean +- sd")
     axes.grid(axis="x", alpha=0.3)
     figure.tight_layout()
-    atomic_write(path, lambda stream: figure.savefig(stream, format="png", dpi=110))
+    # "tight": the figure grows to hold long setting labels rather than cutting them off.
+    atomic_write(path, lambda stream: figure.savefig(stream, format="png", dpi=110, bbox_inches="tight"))
     pyplot.close(figure)
     return path

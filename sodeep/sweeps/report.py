@@ -19,6 +19,7 @@ from typing import Any
 from sodeep.files import atomic_write_text
 from sodeep.sweeps.compare import (
     Setting,
+    describe,
     flatten,
     group_settings,
     metric_names,
@@ -238,7 +239,7 @@ def write_report(
     if plots:
         from sodeep.sweeps.plots import plot_metric
 
-        labels = [" ".join(f"{k}={row.get(k)}" for k in varying(settings)[0]) or "all" for row in rows]
+        labels = [describe({k: row.get(k) for k in varying(settings)[0]}) or "all" for row in rows]
         for metric in names:
             path = plot_metric(
                 settings, labels, metric, folder / "plots" / f"{safe_name(metric)}.png", repeated_over(settings, over)

@@ -30,6 +30,7 @@ from sodeep.run_folder import (
     releasing_run_folders,
     sigterm_as_interrupt,
 )
+from sodeep.sweeps.compare import describe
 from sodeep.sweeps.expand import Trial, expand_trials
 from sodeep.sweeps.launcher import RunningTrial, TrialLauncher, trial_threads
 from sodeep.sweeps.spec import SweepSpec
@@ -301,15 +302,6 @@ class _Scheduler:
                 running.log.close()
                 stopped += 1
         return stopped
-
-
-def describe(values: dict[str, Any]) -> str:
-    """``a=1.0 b=0.5 c=0.1235``: long floats to 4 significant digits."""
-    return " ".join(f"{key}={_short(value)}" for key, value in values.items())
-
-
-def _short(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) and len(repr(value)) > 8 else str(value)
 
 
 def _signal_group(process: subprocess.Popen, number: int) -> None:
