@@ -261,7 +261,12 @@ def add_export_parser(commands: Any) -> None:
 
 class OneLineErrorParser(argparse.ArgumentParser):
     """Bad arguments end in one line that says where the options are listed, not in the usage
-    block (its subcommands' parsers are of this class too)."""
+    block (its subcommands' parsers are of this class too).  Flags are never abbreviated
+    (``--fold 3`` is not ``--folds 3``), as keys of a ``--config`` YAML are not."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (options: {self.prog} --help)\n")

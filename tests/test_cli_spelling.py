@@ -3,7 +3,7 @@ nested parameters written as Python dicts."""
 
 import pytest
 
-from sodeep.cli import build_parser
+from sodeep.cli import build_parser, main
 
 
 def test_a_flag_spelled_as_its_config_field_is_the_flag():
@@ -45,3 +45,18 @@ def test_list_and_boolean_sweep_parameters_as_w_and_b_writes_them():
     off = parser.parse_args(["brainage", "tabular", "--freeze-backbone=False", "--overwrite=False"])
     assert off.freeze_backbone is False and off.overwrite is False
     assert parser.parse_args(["pretrain", "--resume=True"]).resume is True
+
+
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["brainage", "tabular", "--fold", "3"], "--fold (did you mean --folds?)"),
+        (["pretrain", "--step", "3"], "--step (did you mean --steps?)"),
+        (["bench", "--quic"], "--quic (did you mean --quick?)"),
+    ],
+)
+def test_an_abbreviated_flag_is_refused_not_taken_for_the_full_one(argv, flag, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2
+    assert f"unrecognized arguments: {flag}" in capsys.readouterr().err

@@ -158,7 +158,7 @@ def run_synthetic(
     from sodeep.brainage.finetuning import open_fine_tuning
     from sodeep.brainage.interruption import SignalStop
     from sodeep.brainage.losses import check_batch_size
-    from sodeep.brainage.models import SFCN
+    from sodeep.brainage.models import SFCN, check_grid_fits
     from sodeep.brainage.plots import plot_predictions
     from sodeep.brainage.synthetic_experiment import (
         format_synthetic_report,
@@ -166,7 +166,7 @@ def run_synthetic(
         synthetic_settings,
         unfinished_synthetic_runs,
     )
-    from sodeep.brainage.synthetic_mri import simulate_cohort
+    from sodeep.brainage.synthetic_mri import GRID, simulate_cohort
     from sodeep.files import atomic_write_text
     from sodeep.run_folder import start_run_folder
     from sodeep.runs import release_process_group
@@ -175,6 +175,7 @@ def run_synthetic(
     _check_wandb_login(config.wandb)
     leader = _is_leader(config)
     check_batch_size(config.losses, config.batch_size)
+    check_grid_fits(GRID, config.channels)
     training, network = volume_training(config), sfcn_network(config)
     fine_tuning, start = open_fine_tuning(config, "synthetic", {}, folds=1, model=SFCN(**network))
     out, record = Path(config.out), None
@@ -247,10 +248,11 @@ def run_nifti(
 ) -> dict[str, Any]:
     """k-fold cross-validation of ``config.losses`` with SFCN on the volumes of a manifest."""
     from sodeep.brainage.cross_validation import cross_validate, unfinished_runs
+    from sodeep.brainage.csv_files import describe_left_out
     from sodeep.brainage.finetuning import open_fine_tuning
     from sodeep.brainage.interruption import SignalStop
     from sodeep.brainage.losses import check_batch_size
-    from sodeep.brainage.models import SFCN
+    from sodeep.brainage.models import SFCN, check_grid_fits
     from sodeep.brainage.splits import check_cross_validation_size
     from sodeep.brainage.volumes import load_cohort, read_manifest
     from sodeep.run_folder import start_run_folder
@@ -260,9 +262,17 @@ def run_nifti(
     _check_wandb_login(config.wandb)
     leader = _is_leader(config)
     check_batch_size(config.losses, config.batch_size)
-    rows, _ = read_manifest(config.manifest)  # a missing or malformed manifest stops here
-    check_cross_validation_size(len(rows), config.folds)
+    rows, problems = read_manifest(config.manifest)  # a missing or malformed manifest stops here
+    try:
+        check_cross_validation_size(len(rows), config.folds)
+    except ValueError as error:  # name the rows left out, which may be why
+        if not problems:
+            raise
+        total = len(rows) + len(problems)
+        left_out = describe_left_out(Path(config.manifest).name, problems, total, verb="left out")
+        raise ValueError(f"{error}; {left_out}") from None
     shape = tuple(config.shape)
+    check_grid_fits(shape, config.channels)
     network = sfcn_network(config)
     training = volume_training(
         config, extra={"model": "sfcn", "network": network, "shape": list(shape), "voxel_size": config.voxel_size}
@@ -289,9 +299,13 @@ def run_nifti(
             voxel_size=config.voxel_size,
             progress=progress and leader,
         )
-        check_cross_validation_size(len(cohort.ages), config.folds)  # files that could not be read are left out
+        left_out = cohort.notes(Path(config.manifest).name)
+        try:
+            check_cross_validation_size(len(cohort.ages), config.folds)  # files that could not be read are left out
+        except ValueError as error:
+            raise ValueError("; ".join([str(error), *left_out])) from None
         if leader:
-            _notes(cohort.notes(Path(config.manifest).name))
+            _notes(left_out)
             print(
                 f"{plural(len(cohort.ages), 'subject')}, {plural(len(cohort.problems), 'row')} left out; grid {shape} at "
                 f"{config.voxel_size} mm"

@@ -48,6 +48,22 @@ class AgeMLP(nn.Module):
         return self.network(features).squeeze(-1) + self.age_offset
 
 
+#: SFCN's block widths by default; each block halves the grid.
+SFCN_CHANNELS = (8, 16, 48, 128, 256)
+
+
+def check_grid_fits(grid: Sequence[int], channels: Sequence[int] | None) -> None:
+    """Refuse (``ValueError``, one line naming the flags) a volume grid that SFCN's blocks,
+    each halving it, would shrink below one voxel: each side needs ``2 ** len(channels)``."""
+    blocks = len(channels) if channels is not None else len(SFCN_CHANNELS)
+    if min(grid) < 2**blocks:
+        raise ValueError(
+            f"the grid {tuple(grid)} is too small for SFCN's {blocks} blocks (channels "
+            f"{list(channels or SFCN_CHANNELS)}), each of which halves it: each side needs >= {2**blocks} voxels; "
+            "give fewer --channels or a larger --shape"
+        )
+
+
 class SFCN(nn.Module):
     """Simple Fully Convolutional Network for brain age (Peng et al., "Accurate brain age
     prediction with lightweight deep neural networks", Medical Image Analysis 2021), narrowed for
@@ -87,7 +103,7 @@ class SFCN(nn.Module):
 
     def __init__(
         self,
-        channels: Sequence[int] = (8, 16, 48, 128, 256),
+        channels: Sequence[int] = SFCN_CHANNELS,
         head_channels: int = 128,
         dropout: float = 0.3,
         age_offset: float = 0.0,

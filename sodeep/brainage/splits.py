@@ -102,6 +102,11 @@ def check_split(
         raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
     check_cross_validation_size(len(ages), folds)
     ages = np.asarray(ages)
+    if np.ptp(ages) == 0:
+        raise ValueError(
+            f"every subject is aged {ages[0]:g}: brain age needs subjects of different ages (the age-bias "
+            "line is fitted on two ages at least)"
+        )
     if split != "site":
         for seed in seeds:
             for fold in range(folds):
@@ -148,12 +153,17 @@ def check_cross_validation_size(subjects: int, folds: int) -> None:
     the fewest subjects these folds need, and the most folds these subjects allow."""
     check_folds(folds)
     if subjects < fewest_subjects(folds):
-        allowed = [k for k in range(2, folds) if fewest_subjects(k) <= subjects]
-        advice = (
-            f"use --folds {allowed[-1]} or fewer"
-            if allowed
-            else f"a table needs {fewest_subjects(2)} subjects at least"
-        )
+        # Fewer folds do not always need fewer subjects (2 folds need 8, 3 need 6): every count that fits.
+        allowed = [k for k in range(2, max(subjects // 2, 2) + 1) if fewest_subjects(k) <= subjects]
+        if allowed:
+            contiguous = allowed == list(range(allowed[0], allowed[-1] + 1))
+            counts = (
+                f"{allowed[0]} to {allowed[-1]}" if contiguous and len(allowed) > 1 else ", ".join(map(str, allowed))
+            )
+            advice = f"use --folds {counts}"
+        else:
+            smallest = min(range(2, 8), key=fewest_subjects)
+            advice = f"a cross-validation needs {fewest_subjects(smallest)} subjects at least (--folds {smallest})"
         raise ValueError(
             f"{subjects} subjects are too few for {folds} folds, which need {fewest_subjects(folds)} (each test fold "
             f"2, each training split {FEWEST_TRAINING_SUBJECTS}: 2 to fit, 2 to validate); {advice}"

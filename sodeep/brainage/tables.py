@@ -185,16 +185,17 @@ def select_feature_columns(
     reserved: Sequence[str],
     lines: Sequence[int],
 ) -> list[str]:
-    """Columns matching any glob in ``patterns`` (in file order) but ``reserved[0]`` (the age), or
+    """Columns matching any glob in ``patterns`` (in file order) but the ``reserved`` ones (age,
+    id and site, which are never features), or
     by default every column with a value whose non-empty cells all read as numbers, except the
     ``reserved`` columns, :data:`NON_FEATURE_COLUMNS` and row-index columns (an empty or NaN cell
     is a missing value: :func:`read_age_table` skips its row); ``lines`` are the rows' CSV lines."""
     excluded = {name.lower() for name in (*NON_FEATURE_COLUMNS, *reserved)}
     if patterns:
-        chosen = [c for c in columns if c != reserved[0] and any(fnmatch.fnmatchcase(c, p) for p in patterns)]
+        chosen = [c for c in columns if c not in reserved and any(fnmatch.fnmatchcase(c, p) for p in patterns)]
         if not chosen:
-            age = any(fnmatch.fnmatchcase(reserved[0], pattern) for pattern in patterns)
-            why = f" (the age column {reserved[0]!r} is never a feature)" if age else ""
+            matched = [c for c in reserved if any(fnmatch.fnmatchcase(c, pattern) for pattern in patterns)]
+            why = f" (the age, id and site columns {matched} are never features)" if matched else ""
             raise ValueError(
                 f"feature patterns {list(patterns)} match no column{why}; columns are {describe_columns(columns)}"
             )

@@ -53,6 +53,13 @@ FRESH_CASES = [
         "compare the subjects of a batch; got 1",
     ),
     (("synthetic", "nifti"), ["--batch-size", "1"], "--batch-size must be >= 2 for SFCN"),
+    (
+        ("nifti",),
+        ["--shape", "2", "2", "2", "--channels", "4", "8"],
+        "the grid (2, 2, 2) is too small for SFCN's 2 blocks (channels [4, 8]), each of which halves it: each side "
+        "needs >= 4 voxels; give fewer --channels or a larger --shape",
+    ),
+    (("synthetic",), ["--channels", *["4"] * 8], "the grid (45, 54, 45) is too small for SFCN's 8 blocks"),
     (COMMANDS, ["--batch-size", "20000", "--losses", "l1+spearman"], "--batch-size must be <= 16384"),
     (COMMANDS, ["--seeds", "-1"], "seeds must be >= 0"),
     (COMMANDS, ["--seeds", "0", "0"], "seeds must not repeat"),
@@ -88,12 +95,12 @@ FRESH_CASES = [
     (
         ("nifti",),
         ["--folds", "5"],
-        "8 subjects are too few for 5 folds, which need 10 (each test fold 2, each training split 4: 2 to fit, 2 to validate); use --folds 4 or fewer",
+        "8 subjects are too few for 5 folds, which need 10 (each test fold 2, each training split 4: 2 to fit, 2 to validate); use --folds 2 to 4",
     ),
     (
         ("tabular",),
         ["--csv", "{inputs}/six.csv"],
-        "6 subjects are too few for 2 folds, which need 8 (each test fold 2, each training split 4: 2 to fit, 2 to validate); a table needs 8 subjects at least",
+        "6 subjects are too few for 2 folds, which need 8 (each test fold 2, each training split 4: 2 to fit, 2 to validate); use --folds 3",
     ),
     (("nifti",), ["--voxel-size", "0"], "--voxel-size > 0"),
     (("nifti",), ["--voxel-size", "nan"], "--voxel-size > 0"),
@@ -297,3 +304,20 @@ def test_a_missing_brainage_extra_is_named_in_one_line(command, tmp_path, capsys
         "needs nilearn, scikit-learn (the [brainage] extra): pip install -c constraints.txt -e '.[brainage]'" in error
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_a_cohort_too_small_once_unreadable_rows_are_left_out_names_them(tmp_path, capsys, brainage_inputs):
+    pytest.importorskip("nibabel")
+    lines = (brainage_inputs / "manifest.csv").read_text().splitlines()
+    header, rows = lines[0], [f"{brainage_inputs}/{line}" for line in lines[1:6]]  # 5 readable scans
+    missing = [f"{brainage_inputs / f'gone{index}.nii.gz'},{40 + index},A" for index in range(3)]
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("\n".join([header, *rows, *missing]) + "\n")
+    argv = tiny_argv("nifti", brainage_inputs)
+    argv[argv.index("--manifest") + 1] = str(manifest)
+    with pytest.raises(SystemExit) as stopped:
+        main(["brainage", "nifti", *argv, "--wandb", "disabled", "--out", str(tmp_path / "out")])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "5 subjects are too few for 2 folds" in error
+    assert "manifest.csv: left out 3 of 8 rows" in error and "no file at" in error

@@ -293,6 +293,9 @@ def test_training_subjects_all_of_one_age_are_refused_before_anything_runs():
     ages = np.array([30.0] * 29 + [60.0])
     with pytest.raises(ValueError, match="every training subject is aged 30, and the age-bias line needs two"):
         check_split(ages, [NO_SITE] * 30, split="stratified", folds=3, seeds=[0], validation_fraction=0.1)
+    # Every subject of one age: fewer folds cannot help, and the message does not say they would.
+    with pytest.raises(ValueError, match=r"^every subject is aged 50: brain age needs subjects of different ages"):
+        check_split(np.full(30, 50.0), [NO_SITE] * 30, split="stratified", folds=3, seeds=[0], validation_fraction=0.1)
 
 
 def test_folds_refuse_input_they_cannot_split():
@@ -315,12 +318,26 @@ def test_too_few_subjects_for_the_folds_names_the_most_folds_they_allow():
     for folds in range(2, 12):
         allowed = [n for n in range(1, 200) if n >= 2 * folds and all(n - len(f) >= 4 for f in _folds_of(n, folds))]
         assert fewest_subjects(folds) == allowed[0]
-    with pytest.raises(
-        ValueError, match=r"9 subjects are too few for 5 folds, which need 10 .*; use --folds 4 or fewer"
-    ):
+    with pytest.raises(ValueError, match=r"9 subjects are too few for 5 folds, which need 10 .*; use --folds 2 to 4"):
         check_cross_validation_size(9, 5)
-    with pytest.raises(ValueError, match="a table needs 8 subjects at least"):
+    with pytest.raises(ValueError, match=r"a cross-validation needs 6 subjects at least \(--folds 3\)"):
         check_cross_validation_size(3, 2)
+    with pytest.raises(ValueError, match="use --folds 3$"):
+        check_cross_validation_size(7, 2)  # 2 folds need 8 subjects, 3 folds only 6
+    # The advice names exactly the fold counts that these subjects allow.
+    for subjects in range(2, 30):
+        for folds in range(2, 12):
+            try:
+                check_cross_validation_size(subjects, folds)
+            except ValueError as error:
+                advice = str(error).rsplit("; ", 1)[1]
+                fits = [k for k in range(2, 40) if fewest_subjects(k) <= subjects]
+                if not fits:
+                    assert advice.startswith("a cross-validation needs 6 subjects at least")
+                    continue
+                named = advice.removeprefix("use --folds ")
+                low, _, high = named.partition(" to ")
+                assert fits == (list(range(int(low), int(high) + 1)) if high else [int(k) for k in named.split(", ")])
     with pytest.raises(ValueError, match="9 folds need at least 9 subjects, got 8; use --folds 8 or fewer"):
         check_folds(9, 8)
     for folds in (1, 0):

@@ -388,5 +388,16 @@ def test_spreadsheet_exports_read_or_refused_for_what_they_are(tmp_path):
 
 def test_features_that_name_the_age_only_say_why_they_match_nothing(tmp_path):
     path = write_csv(tmp_path / "t.csv", ["age", "f"], [[20, 1.5], [30, 1.2]])
-    with pytest.raises(ValueError, match=r"match no column \(the age column 'age' is never a feature\)"):
+    with pytest.raises(
+        ValueError, match=r"match no column \(the age, id and site columns \['age'\] are never features\)"
+    ):
         read_age_table(path, features=["age"])
+
+
+def test_feature_patterns_never_take_the_id_or_site_column(tmp_path):
+    rows = [[i, 20 + 3 * i, i % 2, 1 + i % 3, 0.1 * i, 2.0 - 0.1 * i] for i in range(12)]
+    path = write_csv(tmp_path / "t.csv", ["Subject_ID", "age", "sex", "Site", "f1", "f2"], rows)
+    table = read_age_table(path, features=["*"])
+    assert table.feature_names == ["sex", "f1", "f2"]  # sex is a covariate one may ask for by name
+    with pytest.raises(ValueError, match=r"\['age', 'Subject_ID', 'Site'\] are never features"):
+        read_age_table(path, features=["Subject_ID", "Site", "age"])
