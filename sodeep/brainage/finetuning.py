@@ -340,8 +340,8 @@ def _refuse_a_fold_of_the_same_data(path: Path, command: str, settings: Mapping[
     if all(record["config"].get(key) == settings.get(key) for key in SAME_DATA[command]):
         raise ValueError(
             f"init_from: {path} is the model of one run of {folder}, on these same data and folds, so it has "
-            f"seen the other folds' test subjects; give --init-from {folder} to start each run from the model "
-            "of its own (seed, fold)"
+            f"seen the other folds' test subjects; give --init-from {parents[1]} to start each run from the "
+            "model of its own (seed, fold)"
         )
 
 

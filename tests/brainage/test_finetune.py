@@ -183,7 +183,8 @@ def _foreign(folder, command):
         ),
         (
             lambda paths: ["--init-from", str(paths["source"] / "checkpoints" / "l1" / "seed0_fold1" / "best.ckpt")],
-            "best.ckpt is the model of one run of .*, on these same data and folds",
+            "best.ckpt is the model of one run of .*, on these same data and folds, .*; give --init-from "
+            ".*checkpoints/l1 to start each run from the model of its own",
         ),
         (
             lambda paths: ["--init-from", str(paths["two"])],
