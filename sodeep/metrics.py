@@ -13,8 +13,8 @@ def rowwise_spearman(predicted_ranks: torch.Tensor, true_ranks: torch.Tensor) ->
 
     Returns:
         ``(B,)`` in ``[-1, 1]``; NaN for a row whose exact ranks are constant (all tied, one
-        element or none), where it is undefined; 0 for a row whose predicted ranks are constant while the exact ones are not;
-        NaN for predictions that are not finite.
+        element or none), where it is undefined; 0 for a row whose predicted ranks are constant
+        while the exact ones are not; NaN for predictions that are not finite.
 
     Example:
         >>> rowwise_spearman(torch.tensor([[0.1, 0.2, 0.3]]), torch.tensor([[1.0, 2.0, 3.0]])).round(decimals=4)

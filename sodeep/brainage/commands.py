@@ -253,7 +253,6 @@ def run_nifti(
     from sodeep.brainage.interruption import SignalStop
     from sodeep.brainage.losses import check_batch_size
     from sodeep.brainage.models import SFCN, check_grid_fits
-    from sodeep.brainage.splits import check_cross_validation_size
     from sodeep.brainage.volumes import load_cohort, read_manifest
     from sodeep.run_folder import start_run_folder
     from sodeep.runs import release_process_group
@@ -263,14 +262,9 @@ def run_nifti(
     leader = _is_leader(config)
     check_batch_size(config.losses, config.batch_size)
     rows, problems = read_manifest(config.manifest)  # a missing or malformed manifest stops here
-    try:
-        check_cross_validation_size(len(rows), config.folds)
-    except ValueError as error:  # name the rows left out, which may be why
-        if not problems:
-            raise
-        total = len(rows) + len(problems)
-        left_out = describe_left_out(Path(config.manifest).name, problems, total, verb="left out")
-        raise ValueError(f"{error}; {left_out}") from None
+    name = Path(config.manifest).name
+    left_out = [describe_left_out(name, problems, len(rows) + len(problems), verb="left out")] if problems else []
+    _check_cohort_size(len(rows), config.folds, left_out)
     shape = tuple(config.shape)
     check_grid_fits(shape, config.channels)
     network = sfcn_network(config)
@@ -299,11 +293,8 @@ def run_nifti(
             voxel_size=config.voxel_size,
             progress=progress and leader,
         )
-        left_out = cohort.notes(Path(config.manifest).name)
-        try:
-            check_cross_validation_size(len(cohort.ages), config.folds)  # files that could not be read are left out
-        except ValueError as error:
-            raise ValueError("; ".join([str(error), *left_out])) from None
+        left_out = cohort.notes(name)  # now with the files that could not be read
+        _check_cohort_size(len(cohort.ages), config.folds, left_out)
         if leader:
             _notes(left_out)
             print(
@@ -351,6 +342,17 @@ def _is_leader(config: CommandConfig) -> bool:
 
     quiet_lightning()
     return process_rank(**config.trainer_options()) == 0
+
+
+def _check_cohort_size(subjects: int, folds: int, left_out: list[str]) -> None:
+    """:func:`~sodeep.brainage.splits.check_cross_validation_size`, its one line naming the rows
+    left out (``left_out``, the cohort's notes), which may be why the cohort is too small."""
+    from sodeep.brainage.splits import check_cross_validation_size
+
+    try:
+        check_cross_validation_size(subjects, folds)
+    except ValueError as error:
+        raise ValueError("; ".join([str(error), *left_out])) from None
 
 
 def claim_folder(
