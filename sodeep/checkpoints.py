@@ -341,14 +341,19 @@ def import_original_checkpoint(path: str | os.PathLike, *, trust_pickle: bool = 
     if not isinstance(payload, dict) or "state_dict" not in payload or "args_dict" not in payload:
         raise CheckpointError(f"{path} is not an original SoDeep checkpoint (needs 'state_dict' and 'args_dict')")
     arguments = payload["args_dict"]
+    if isinstance(arguments, dict):  # a copy that kept the Namespace's fields as a dict
+        arguments = argparse.Namespace(**{str(key): value for key, value in arguments.items()})
     model_type, length = getattr(arguments, "model_type", None), getattr(arguments, "seq_len", None)
     if model_type not in _ORIGINAL_ARCHITECTURES:
         raise CheckpointError(
             f"{path}: model_type {model_type!r} is not importable; supported: {sorted(_ORIGINAL_ARCHITECTURES)}"
         )
-    sorter = _ORIGINAL_ARCHITECTURES[model_type](length=int(length))
+    try:
+        sorter = _ORIGINAL_ARCHITECTURES[model_type](length=int(length))
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: seq_len {length!r} does not make a {model_type} sorter: {error}") from None
     try:
         sorter.load_state_dict(payload["state_dict"])
     except RuntimeError as error:
         raise CheckpointError(f"{path}: weights do not match {model_type} at seq_len={length}: {error}") from error
-    return sorter.eval()
+    return sorter.eval().requires_grad_(False)  # frozen, as load_sorter returns a sorter

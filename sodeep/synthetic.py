@@ -173,8 +173,10 @@ def make_generator(seed: int) -> torch.Generator:
 
 
 def _checked_families(families: Sequence[str] | None) -> list[str]:
-    if isinstance(families, str):
-        raise TypeError(f"families must be a list of names, e.g. [{families!r}], got the string {families!r}")
+    if isinstance(families, (str, bytes, dict)):
+        raise TypeError(
+            f"families must be a list of names, e.g. ['uniform'], got {type(families).__name__} {families!r}"
+        )
     names = list(FAMILIES) if families is None else list(families)
     if not names or not all(isinstance(name, str) and name in FAMILIES for name in names):
         raise ValueError(f"families must be a non-empty subset of {list(FAMILIES)}, got {names}")
@@ -314,13 +316,13 @@ class SyntheticSequences(IterableDataset):
         check_integer(start_batch, "start_batch", 0, 2**62)  # batch indices stay below 2**63 - 1
         check_integer(world_size, "world_size", 1)
         check_integer(rank, "rank", 0, world_size - 1)
-        _checked_families(families)
+        names = None if families is None else _checked_families(families)  # one copy: an iterator is read once
         _check_affine_probability(affine_probability)
         self.batch_size = int(batch_size)
         self.lengths = [int(n) for n in lengths]
         # Python ints: NumPy's fixed-width ones would overflow in the batch arithmetic.
         self.seed = int(seed)
-        self.families = None if families is None else list(families)
+        self.families = names
         self.affine_probability = affine_probability
         self.start_batch = int(start_batch)
         self.rank = int(rank)

@@ -386,3 +386,15 @@ def test_rowwise_spearman_of_rows_too_short_to_correlate_is_nan(n):
 
     assert rowwise_spearman(torch.rand(3, n), torch.rand(3, n)).isnan().all()
     assert rowwise_spearman(torch.rand(0, n), torch.rand(0, n)).shape == (0,)
+
+
+def test_original_checkpoints_with_odd_arguments_are_checkpoint_errors_and_imports_are_frozen(tmp_path):
+    path = tmp_path / "best.pth.tar"
+    original = OriginalCNNSorter(40)
+    torch.save({"state_dict": original.state_dict(), "args_dict": {"model_type": "cnn", "seq_len": 40}}, path)
+    imported = import_original_checkpoint(path, trust_pickle=True)  # args as a plain dict
+    assert not imported.training and not any(p.requires_grad for p in imported.parameters())
+    for arguments in (argparse.Namespace(model_type="cnn"), argparse.Namespace(model_type="cnn", seq_len=30)):
+        torch.save({"state_dict": original.state_dict(), "args_dict": arguments}, path)
+        with pytest.raises(CheckpointError, match="does not make a cnn sorter"):
+            import_original_checkpoint(path, trust_pickle=True)

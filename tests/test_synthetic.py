@@ -271,3 +271,12 @@ def test_streams_of_different_seeds_do_not_share_batches():
     assert not torch.equal(
         SyntheticSequences(4, [8], seed=-1).batch(0)[0], SyntheticSequences(4, [8], seed=-(2**63)).batch(0)[0]
     )
+
+
+def test_families_given_as_an_iterator_are_read_once_and_kept():
+    stream = SyntheticSequences(2, [5], families=iter(["uniform", "sorted"]))
+    assert stream.families == ["uniform", "sorted"]
+    assert stream.batch(0)[0].shape == (2, 5)
+    for wrong in ("uniform", b"uniform", {"uniform": 1}):
+        with pytest.raises(TypeError, match="families must be a list of names"):
+            SyntheticSequences(2, [5], families=wrong)

@@ -70,11 +70,6 @@ def _idx_bytes(path: Path, head: int | None = None) -> bytes:
     return raw
 
 
-def check_idx_file(path: str | os.PathLike) -> None:
-    """Raise as :func:`read_idx` would for a file that is not IDX, reading its first bytes only."""
-    _idx_bytes(Path(path), head=4)
-
-
 def mnist_pool(images_path: str | os.PathLike, labels_path: str | os.PathLike) -> DigitPool:
     """A pool from MNIST IDX files (e.g. ``train-images-idx3-ubyte.gz``, ``train-labels-idx1-ubyte.gz``)."""
     images, labels = read_idx(images_path), read_idx(labels_path)

@@ -182,7 +182,9 @@ def sorting_jobs(families, settings: str, lengths, seeds) -> tuple[list[SortingJ
 _POOLS: dict = {}
 
 
-def _pools(mnist) -> tuple[DigitPool, DigitPool]:
+def digit_pools(mnist) -> tuple[DigitPool, DigitPool]:
+    """The (train, test) digit images: scikit-learn's 8x8 digits for ``mnist=None``, else the MNIST
+    files ``((train images, labels), (test images, labels))``; read once per process."""
     if mnist not in _POOLS:
         from sodeep.benchmark.digits import mnist_pool, sklearn_digit_pools
 
@@ -201,7 +203,7 @@ def run_job(job: SortingJob, task: SortingTask, mnist=None) -> dict:
     torch.set_num_threads(1)
     family = next(family for family in ranker_families() if family.name == job.family)
     ranker = family.build(job.value)
-    train_pool, test_pool = _pools(mnist)
+    train_pool, test_pool = digit_pools(mnist)
     result = train_and_test(ranker, job.loss, job.length, job.seed, task, train_pool, test_pool)
     return {
         "ranker": ranker.label,

@@ -74,11 +74,9 @@ def run_benchmark(
 
     check_extras(config)
     if config.mnist is not None and "sorting" in config.parts:
-        from sodeep.benchmark.digits import check_idx_file
+        from sodeep.benchmark.learning_to_sort import digit_pools
 
-        for pair in _mnist_files(config.mnist):
-            for path in pair:
-                check_idx_file(path)
+        digit_pools(_mnist_files(config.mnist))  # whole files (counts, shapes, truncation), kept for the sorting part
     out = claim_output_folder(Path(config.out), overwrite)
     families, missing = available_families()
     rankers = benchmark_rankers(families)
@@ -165,6 +163,12 @@ def _run_part(part: str, config: BenchConfig, families, rankers, results: dict, 
 def _mnist_files(folder_files) -> tuple:
     """``(images, labels)`` of MNIST's training set -> train and test (t10k) file pairs, same folder."""
     images, labels = (Path(path) for path in folder_files)
+    for path in (images, labels):
+        if "train" not in path.name:
+            raise ValueError(
+                f"MNIST file {path}: --mnist takes the training files, named train-* (the test files, t10k-*, "
+                "are found beside them by that name)"
+            )
     test_images = images.with_name(images.name.replace("train", "t10k"))
     test_labels = labels.with_name(labels.name.replace("train", "t10k"))
     for path in (images, labels, test_images, test_labels):

@@ -175,7 +175,7 @@ def run_synthetic(
     _check_wandb_login(config.wandb)
     leader = _is_leader(config)
     check_batch_size(config.losses, config.batch_size)
-    check_grid_fits(GRID, config.channels)
+    check_grid_fits(GRID, config.channels, "give fewer --channels (the synthetic grid is fixed)")
     training, network = volume_training(config), sfcn_network(config)
     fine_tuning, start = open_fine_tuning(config, "synthetic", {}, folds=1, model=SFCN(**network))
     out, record = Path(config.out), None

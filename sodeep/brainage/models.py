@@ -52,15 +52,17 @@ class AgeMLP(nn.Module):
 SFCN_CHANNELS = (8, 16, 48, 128, 256)
 
 
-def check_grid_fits(grid: Sequence[int], channels: Sequence[int] | None) -> None:
-    """Refuse (``ValueError``, one line naming the flags) a volume grid that SFCN's blocks,
+def check_grid_fits(
+    grid: Sequence[int], channels: Sequence[int] | None, advice: str = "give fewer --channels or a larger --shape"
+) -> None:
+    """Refuse (``ValueError``, one line ending in ``advice``) a volume grid that SFCN's blocks,
     each halving it, would shrink below one voxel: each side needs ``2 ** len(channels)``."""
     blocks = len(channels) if channels is not None else len(SFCN_CHANNELS)
     if min(grid) < 2**blocks:
         raise ValueError(
             f"the grid {tuple(grid)} is too small for SFCN's {blocks} blocks (channels "
             f"{list(channels or SFCN_CHANNELS)}), each of which halves it: each side needs >= {2**blocks} voxels; "
-            "give fewer --channels or a larger --shape"
+            f"{advice}"
         )
 
 

@@ -40,7 +40,7 @@ def check_scores(scores: Any, *, min_length: int, max_length: int | None, name: 
         if max_length is None:
             accepted = f"any n >= {min_length}"
         elif max_length == min_length:
-            accepted = f"only n = {min_length}, the length it was built for"
+            accepted = f"only n = {min_length}"
         else:
             accepted = f"n >= {min_length} and n <= {max_length} (its capacity)"
         hint = ""

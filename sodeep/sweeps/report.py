@@ -63,7 +63,8 @@ def read_summaries(folder: str | Path) -> tuple[list[dict[str, Any]], dict[str, 
         started = sum(1 for path in trials.iterdir() if path.is_dir()) if trials.is_dir() else 0
         counts["planned"] = max(size or 0, len(listed or []))
         counts["not started"] = max(counts["planned"] - started, 0)
-    sweeps = sorted({str(s.get("sweep")) for s in summaries})
+    # A summary that names no sweep (written by a program outside the runner) belongs to this one.
+    sweeps = sorted({str(s["sweep"]) for s in summaries if s.get("sweep") is not None})
     if len(sweeps) > 1:
         raise ValueError(f"{folder} holds trials of several sweeps ({', '.join(sweeps)}): report one sweep folder")
     return summaries, counts
@@ -239,7 +240,10 @@ def write_report(
     if plots:
         from sodeep.sweeps.plots import plot_metric
 
-        labels = [describe({k: row.get(k) for k in varying(settings)[0]}) or "all" for row in rows]
+        shown = varying(settings)[0]
+        labels = [describe({k: row.get(k) for k in shown}) or "all" for row in rows]
+        if len(set(labels)) < len(labels):  # 4 significant digits would merge settings: in full
+            labels = [" ".join(f"{k}={row.get(k)}" for k in shown) for row in rows]
         for metric in names:
             path = plot_metric(
                 settings, labels, metric, folder / "plots" / f"{safe_name(metric)}.png", repeated_over(settings, over)

@@ -254,7 +254,7 @@ class _Scheduler:
             if status == "finished":
                 summary = read_trial_summary(self.launcher.trial_folder(trial) / "summary.json")
                 self.outcome.finished.append(trial.id)
-                shown = describe(summary["metrics"]) or "no metrics (the program wrote no summary)"
+                shown = describe(summary["metrics"]) or "no metrics"
                 self.echo(f"trial {trial.id} finished in {seconds:.1f} s: {shown}")
                 name = (self.spec.metric or {}).get("name")
                 if name and summary["metrics"] and name not in summary["metrics"]:

@@ -117,8 +117,13 @@ def read_trial_summary(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{path}: a {SCHEMA} summary needs a status in {list(STATUSES)} and a metrics mapping")
     try:
         _check_metric_values(summary["metrics"], "metrics")
-        for index, fold in enumerate(summary.get("folds") or []):
-            _check_metric_values(fold.get("metrics", {}) if isinstance(fold, dict) else None, f"folds[{index}] metrics")
+        if not isinstance(summary.get("params", {}), dict):
+            raise TypeError(f"params must be a mapping of name: value, got {summary['params']!r}")
+        folds = summary.get("folds", [])
+        if not isinstance(folds, list):
+            raise TypeError(f"folds must be a list of mappings, got {folds!r}")
+        for index, fold in enumerate(folds):
+            _check_metric_values(fold.get("metrics") if isinstance(fold, dict) else None, f"folds[{index}] metrics")
     except (TypeError, ValueError) as error:
         raise ValueError(f"{path}: {error}") from None
     summary.setdefault("params", {})
@@ -130,10 +135,14 @@ def _check_metric_values(metrics: Any, where: str) -> None:
     a string is refused, so that no table silently drops it."""
     if not isinstance(metrics, Mapping):
         raise TypeError(f"{where} must be a mapping of name: number, got {type(metrics).__name__}")
+    if "" in metrics:
+        raise ValueError(f"{where}: a metric needs a name, got the empty string")
     for name, value in metrics.items():
         plain = _plain(value)
         if plain is not None and (isinstance(plain, bool) or not isinstance(plain, (int, float))):
             raise ValueError(f"{where}: {name} must be a number, got {value!r}")
+        if isinstance(plain, int) and not -(2**1023) < plain < 2**1023:
+            raise ValueError(f"{where}: {name} is beyond the range of a float")
 
 
 def reaches_target(metric: Mapping[str, Any] | None, summary: Mapping[str, Any]) -> bool:

@@ -265,3 +265,27 @@ def test_sigterm_stops_the_benchmark_and_its_worker_processes(tmp_path):
         time.sleep(0.2)
     left = [pid for pid in workers if os.path.exists(f"/proc/{pid}")]
     assert not left, f"worker processes {left} outlived the benchmark"
+
+
+@pytest.mark.parametrize("problem", ["counts", "swapped", "names"])
+def test_mnist_files_that_cannot_make_a_pool_are_refused_before_the_output_folder_exists(tmp_path, problem):
+    import numpy as np
+    from test_digits import write_idx
+
+    from sodeep.cli import main as sodeep_main
+
+    rng = np.random.default_rng(0)
+    names = ("images.idx", "labels.idx") if problem == "names" else ("train-images.idx", "train-labels.idx")
+    for prefix in ("", "t10k-"):
+        images = rng.integers(0, 255, (40, 8, 8), dtype=np.uint8)
+        labels = np.arange(30 if problem == "counts" else 40, dtype=np.uint8) % 10
+        image_name, label_name = (name.replace("train-", prefix) if prefix else name for name in names)
+        write_idx(tmp_path / image_name, images, 0x08, compress=False)
+        write_idx(tmp_path / label_name, labels, 0x08, compress=False)
+    given = [str(tmp_path / name) for name in names]
+    if problem == "swapped":
+        given.reverse()
+    out = tmp_path / "bench"
+    with pytest.raises(SystemExit) as stopped:
+        sodeep_main(["bench", "--quick", "--parts", "sorting", "--out", str(out), "--mnist", *given])
+    assert stopped.value.code == 2 and not out.exists()

@@ -59,7 +59,12 @@ FRESH_CASES = [
         "the grid (2, 2, 2) is too small for SFCN's 2 blocks (channels [4, 8]), each of which halves it: each side "
         "needs >= 4 voxels; give fewer --channels or a larger --shape",
     ),
-    (("synthetic",), ["--channels", *["4"] * 8], "the grid (45, 54, 45) is too small for SFCN's 8 blocks"),
+    (
+        ("synthetic",),
+        ["--channels", *["4"] * 8],
+        "the grid (45, 54, 45) is too small for SFCN's 8 blocks (channels [4, 4, 4, 4, 4, 4, 4, 4]), each of which "
+        "halves it: each side needs >= 256 voxels; give fewer --channels (the synthetic grid is fixed)",
+    ),
     (COMMANDS, ["--batch-size", "20000", "--losses", "l1+spearman"], "--batch-size must be <= 16384"),
     (COMMANDS, ["--seeds", "-1"], "seeds must be >= 0"),
     (COMMANDS, ["--seeds", "0", "0"], "seeds must not repeat"),

@@ -158,3 +158,32 @@ def test_an_unreadable_summary_counts_as_a_failed_trial(tmp_path):
     (tmp_path / "trials" / "0000" / "summary.json").write_text("[]")
     with pytest.raises(ValueError, match="holds no finished trial summary .*: 3 failed, 1 without a summary"):
         write_report(tmp_path, plots=False)
+
+
+def test_summaries_that_name_no_sweep_are_reported_with_the_sweep_they_sit_in(tmp_path):
+    write_trials(
+        tmp_path, [({"seed": 0}, {"mae": 1.0}, None, "finished"), ({"seed": 1}, {"mae": 3.0}, None, "finished")]
+    )
+    path = tmp_path / "trials" / "0001" / "summary.json"
+    summary = json.loads(path.read_text())
+    del summary["sweep"]
+    path.write_text(json.dumps(summary))
+    write_report(tmp_path, plots=False)
+    assert "| 2 | 2 +- 1.4 |" in (tmp_path / "report.md").read_text()
+
+
+def test_plot_labels_stay_distinct_when_short_numbers_would_merge_settings(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import sodeep.sweeps.plots as plots
+
+    records = [({"lr": lr, "seed": 0}, {"mae": lr}, None, "finished") for lr in (1.0000001, 1.00000012, 0.5)]
+    write_trials(tmp_path, records)
+    drawn, real = [], plots.plot_metric
+
+    def remember(settings, labels, *args, **kwargs):
+        drawn.append(labels)
+        return real(settings, labels, *args, **kwargs)
+
+    monkeypatch.setattr(plots, "plot_metric", remember)
+    write_report(tmp_path)
+    assert len(set(drawn[0])) == 3 and "lr=1.0000001" in drawn[0]

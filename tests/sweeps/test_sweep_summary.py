@@ -62,3 +62,22 @@ def test_metrics_must_be_numbers_in_written_and_read_summaries(tmp_path):
             read_trial_summary(path)
     with pytest.raises(ValueError, match=r"folds\[0\] metrics: mae must be a number"):
         write_trial_summary({}, {}, path, folds=[{"fold": 0, "metrics": {"mae": "x"}}])
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"params": 5}, "params must be a mapping"),
+        ({"folds": [{"fold": 0}]}, r"folds\[0\] metrics must be a mapping"),
+        ({"folds": 5}, "folds must be a list of mappings"),
+        ({"metrics": {"loss": 10**400}}, "loss is beyond the range of a float"),
+        ({"metrics": {"": 1.0}}, "a metric needs a name"),
+    ],
+)
+def test_summaries_the_report_could_not_read_are_refused_when_read(tmp_path, changes, message):
+    path = tmp_path / "summary.json"
+    summary = {"schema": SCHEMA, "config": {}, "metrics": {"loss": 1.0}, "status": "finished", **changes}
+    path.write_text(json.dumps(summary))
+    with pytest.raises(ValueError, match=message):
+        read_trial_summary(path)
+    assert not is_finished(path)
