@@ -20,6 +20,7 @@ def rowwise_spearman(predicted_ranks: torch.Tensor, true_ranks: torch.Tensor) ->
         >>> rowwise_spearman(torch.tensor([[0.1, 0.2, 0.3]]), torch.tensor([[1.0, 2.0, 3.0]])).round(decimals=4)
         tensor([1.])
     """
+    _check_pair(predicted_ranks, true_ranks)
     predicted, true = _centred(predicted_ranks), _centred(true_ranks)
     predicted_norm, true_norm = predicted.norm(dim=-1), true.norm(dim=-1)
     correlation = ((predicted * true).sum(-1) / (predicted_norm * true_norm)).clamp(-1, 1)  # rounding may pass 1
@@ -27,6 +28,18 @@ def rowwise_spearman(predicted_ranks: torch.Tensor, true_ranks: torch.Tensor) ->
     # NaN or infinite predictions stay NaN.
     correlation = torch.where(predicted_norm == 0, 0.0, correlation)
     return torch.where(true_norm > 0, correlation, torch.nan)
+
+
+def _check_pair(predicted_ranks: torch.Tensor, true_ranks: torch.Tensor) -> None:
+    """Two tensors of one shape, ``(B, n)`` or ``(n,)``: no silent broadcasting of rows."""
+    for name, value in (("predicted_ranks", predicted_ranks), ("true_ranks", true_ranks)):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if predicted_ranks.shape != true_ranks.shape or predicted_ranks.dim() not in (1, 2):
+        raise ValueError(
+            f"predicted_ranks and true_ranks must have one shape, (B, n) or (n,), got "
+            f"{tuple(predicted_ranks.shape)} and {tuple(true_ranks.shape)}"
+        )
 
 
 def _centred(rows: torch.Tensor) -> torch.Tensor:
@@ -48,4 +61,5 @@ def mean_absolute_rank_error(predicted_ranks: torch.Tensor, true_ranks: torch.Te
     Returns:
         ``(B,)``.
     """
+    _check_pair(predicted_ranks, true_ranks)
     return (predicted_ranks - true_ranks).abs().mean(-1) * true_ranks.shape[-1]

@@ -398,3 +398,12 @@ def test_original_checkpoints_with_odd_arguments_are_checkpoint_errors_and_impor
         torch.save({"state_dict": original.state_dict(), "args_dict": arguments}, path)
         with pytest.raises(CheckpointError, match="does not make a cnn sorter"):
             import_original_checkpoint(path, trust_pickle=True)
+
+
+@pytest.mark.parametrize("shapes", [((3, 4), (4,)), ((1, 4), (3, 4)), ((3, 4), (3, 5)), ((2, 3, 4), (2, 3, 4))])
+def test_rank_metrics_refuse_pairs_of_other_shapes_rather_than_broadcast(shapes):
+    from sodeep.metrics import mean_absolute_rank_error, rowwise_spearman
+
+    for metric in (rowwise_spearman, mean_absolute_rank_error):
+        with pytest.raises(ValueError, match="must have one shape"):
+            metric(torch.rand(*shapes[0]), torch.rand(*shapes[1]))
