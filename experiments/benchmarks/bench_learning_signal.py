@@ -144,7 +144,7 @@ def available_variants(names: Sequence[str]) -> tuple[list[str], dict[str, str]]
 def run_job(job: tuple) -> dict:
     """One training: ``("sorting", variant, n, seed, steps)`` or ``("regression", variant, task,
     seed, steps)``; one thread."""
-    from sodeep.benchmark.learning_to_sort import _pools
+    from sodeep.benchmark.learning_to_sort import digit_pools
     from sodeep.benchmark.regression import load_task, split, train_regression
 
     torch.set_num_threads(1)
@@ -160,7 +160,7 @@ def run_job(job: tuple) -> dict:
             config.sorting_test_sequences,
             config.sorting_validation_sequences,
         )
-        result = train_and_test(ranker, loss, where, seed, task, *_pools(None))
+        result = train_and_test(ranker, loss, where, seed, task, *digit_pools(None))
         figures = {"exact_match": result["exact_match"], "element_wise": result["element_wise"]}
     else:
         data = split(*load_task(where), seed)
