@@ -241,11 +241,19 @@ def run_sorting(
     # Leaving the block terminates the workers, also on ctrl-C or SIGTERM: none outlives the run.
     results: dict[int, dict] = {}
     numbered = [(position, job, task, mnist) for position, job in enumerate(jobs)]
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=_leave_ctrl_c_to_the_parent) as pool:
         for index, (position, row) in enumerate(pool.imap_unordered(_run_numbered_job, numbered), 1):
             results[position] = row
             finished(row, index)
     return [results[position] for position in range(len(jobs))]
+
+
+def _leave_ctrl_c_to_the_parent() -> None:
+    """In a worker: ignore ctrl-C, which the whole process group receives; the parent stops the
+    run and terminates the pool (a worker's own traceback would only add noise)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _run_numbered_job(numbered: tuple) -> tuple[int, dict]:
