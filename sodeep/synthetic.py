@@ -266,9 +266,9 @@ _SEED_MULTIPLIER = 0x9E3779B97F4A7C15
 def stream_batch_seed(seed: int, index: int) -> int:
     """The ``torch.Generator`` seed of batch ``index`` of stream ``seed``: ``seed * M + index``
     modulo ``2**64`` with an odd ``M`` of 64 bits.  Batch ``k`` of stream ``s`` and batch ``k'``
-    of another stream ``s'`` share a seed only if ``k' - k = (s - s') * M`` modulo ``2**64``, an
-    offset of the order of ``2**63`` for any two seeds, far beyond any run; batch 0 of every
-    seed in ``-2**63 .. 2**63 - 1`` has its own generator seed."""
+    of another stream ``s'`` share a seed only if ``k' - k = (s - s') * M`` modulo ``2**64``: for
+    seeds less than a million apart that offset is at least ``2**43`` batches, far beyond any run.
+    ``M`` is odd, so batch 0 of every seed in ``-2**63 .. 2**63 - 1`` has its own generator seed."""
     return (int(seed) * _SEED_MULTIPLIER + int(index)) % 2**64
 
 

@@ -170,16 +170,13 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
-def report_notes(
-    summaries: list[dict[str, Any]], counts: dict[str, int], metric: dict[str, Any] | None, available: list[str]
-) -> list[str]:
+def report_notes(counts: dict[str, int], metric: dict[str, Any] | None, available: list[str]) -> list[str]:
     """Lines for what a reader of the tables would otherwise miss: the sweep's metric reached its
-    target (the trials not started will not run; sets ``counts["target reached"]``), is in no
-    summary, or no trial reported a metric at all."""
+    target (``counts["target reached"]``: the trials not started will not run), is in no summary,
+    or no trial reported a metric at all."""
     notes = []
     name = (metric or {}).get("name")
-    if any(reaches_target(metric, summary) for summary in summaries):
-        counts["target reached"] = 1
+    if counts.get("target reached"):
         comparison = "<=" if metric.get("goal", "minimize") == "minimize" else ">="
         rest = f": its {counts['not started']} trials not started will not run" if counts.get("not started") else ""
         notes.append(
@@ -251,7 +248,8 @@ def write_report(
             if path is not None:
                 drawn[metric] = path.relative_to(folder).as_posix()
     goals = {sweep_metric: sweep["metric"].get("goal", "minimize")} if sweep_metric else {}
-    notes = report_notes(summaries, counts, sweep.get("metric"), available)
+    counts["target reached"] = int(any(reaches_target(sweep.get("metric"), summary) for summary in summaries))
+    notes = report_notes(counts, sweep.get("metric"), available)
     command = command or f"sodeep sweep report {folder}"
     name = sweep.get("name") or str(summaries[0].get("sweep") or folder.name)
     text = markdown(
