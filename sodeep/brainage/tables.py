@@ -186,20 +186,22 @@ def select_feature_columns(
     lines: Sequence[int],
 ) -> list[str]:
     """Columns matching any glob in ``patterns`` (in file order) but the ``reserved`` ones (age,
-    id and site, which are never features), or
+    id and site, which are never features; a pattern that matches no other column is refused), or
     by default every column with a value whose non-empty cells all read as numbers, except the
     ``reserved`` columns, :data:`NON_FEATURE_COLUMNS` and row-index columns (an empty or NaN cell
     is a missing value: :func:`read_age_table` skips its row); ``lines`` are the rows' CSV lines."""
     excluded = {name.lower() for name in (*NON_FEATURE_COLUMNS, *reserved)}
     if patterns:
-        chosen = [c for c in columns if c not in reserved and any(fnmatch.fnmatchcase(c, p) for p in patterns)]
-        if not chosen:
-            matched = [c for c in reserved if any(fnmatch.fnmatchcase(c, pattern) for pattern in patterns)]
-            why = f" (the age, id and site columns {matched} are never features)" if matched else ""
+        candidates = [c for c in columns if c not in reserved]
+        for pattern in patterns:
+            if any(fnmatch.fnmatchcase(c, pattern) for c in candidates):
+                continue
+            matched = [c for c in reserved if fnmatch.fnmatchcase(c, pattern)]
+            why = f" but {matched}: the age, id and site columns are never features" if matched else ""
             raise ValueError(
-                f"feature patterns {list(patterns)} match no column{why}; columns are {describe_columns(columns)}"
+                f"feature pattern {pattern!r} matches no column{why}; columns are {describe_columns(columns)}"
             )
-        return chosen
+        return [c for c in candidates if any(fnmatch.fnmatchcase(c, p) for p in patterns)]
     chosen = [
         c
         for c in columns

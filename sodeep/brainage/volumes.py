@@ -144,7 +144,8 @@ def zscore_in_brain(volume: np.ndarray) -> np.ndarray:
 
 def load_volume(path: str | os.PathLike, shape: Sequence[int] = GRID_4MM, voxel_size: float = 4.0) -> np.ndarray:
     """Read a NIfTI file, reorient to RAS, resample to ``voxel_size`` mm (trilinear), crop/pad to
-    ``shape`` and z-score inside the brain.  Returns ``shape`` float32."""
+    ``shape`` and z-score inside the brain.  NaN voxels (the outside of some masked images) count
+    as outside the brain, like 0; an infinite voxel is an error.  Returns ``shape`` float32."""
     import nibabel
     from nibabel.processing import resample_to_output
 
@@ -153,10 +154,15 @@ def load_volume(path: str | os.PathLike, shape: Sequence[int] = GRID_4MM, voxel_
         image = image.slicer[..., 0]
     if len(image.shape) != 3:
         raise ValueError(f"{path}: expected a 3-D volume, got shape {image.shape}")
+    data = np.asarray(image.dataobj, dtype=np.float32)
+    infinite = int(np.isinf(data).sum())
+    if infinite:
+        raise ValueError(f"{path}: {infinite} of {data.size} voxels are infinite; fix or mask them (0 or NaN)")
+    data = np.nan_to_num(data, nan=0.0)  # before resampling, which would spread NaN into the brain
     zooms = np.asarray(image.header.get_zooms()[:3], dtype=float)
     if not np.allclose(zooms, voxel_size, atol=1e-3):
-        image = resample_to_output(image, voxel_sizes=(voxel_size,) * 3, order=1)
-    data = np.asarray(image.dataobj, dtype=np.float32)
+        resampled = resample_to_output(nibabel.Nifti1Image(data, image.affine), voxel_sizes=(voxel_size,) * 3, order=1)
+        data = np.asarray(resampled.dataobj, dtype=np.float32)
     return zscore_in_brain(fit_to_shape(data, shape))
 
 

@@ -89,7 +89,7 @@ FRESH_CASES = [
     (("tabular",), ["--csv", "{inputs}/header.csv"], "has a header but no rows"),
     (("tabular",), ["--csv", "{inputs}/mixed.csv"], "separated by comma or semicolon: the header is 'age,f;g'"),
     (("tabular",), ["--csv", "{inputs}/capital.csv"], "no age column 'age' (did you mean --age-column Age?)"),
-    (("tabular",), ["--features", "zz*"], "feature patterns ['zz*'] match no column"),
+    (("tabular",), ["--features", "zz*"], "feature pattern 'zz*' matches no column"),
     (("synthetic",), ["--train", "1", "--test", "1"], "need --train >= 4 and --test >= 2 subjects, got 1 and 1"),
     (("synthetic",), ["--max-minutes", "0"], "--max-minutes must be None or > 0, got 0.0"),
     (("synthetic",), ["--max-minutes", "inf"], "--max-minutes must be None or > 0, got inf"),

@@ -56,7 +56,7 @@ def test_clear_errors(tmp_path):
     path = write_csv(tmp_path / "t.csv", ["years", "f"], [[20, 1]])
     with pytest.raises(ValueError, match=r"no age column 'age'; columns are \['years', 'f'\]"):
         read_age_table(path)
-    with pytest.raises(ValueError, match="match no column"):
+    with pytest.raises(ValueError, match="feature pattern 'lh_\\*' matches no column"):
         read_age_table(path, age_column="years", features=["lh_*"])
     path = write_csv(tmp_path / "u.csv", ["age", "f"], [["x", 1]])
     with pytest.raises(ValueError, match="no usable row"):
@@ -389,9 +389,24 @@ def test_spreadsheet_exports_read_or_refused_for_what_they_are(tmp_path):
 def test_features_that_name_the_age_only_say_why_they_match_nothing(tmp_path):
     path = write_csv(tmp_path / "t.csv", ["age", "f"], [[20, 1.5], [30, 1.2]])
     with pytest.raises(
-        ValueError, match=r"match no column \(the age, id and site columns \['age'\] are never features\)"
+        ValueError, match=r"'age' matches no column but \['age'\]: the age, id and site columns are never features"
     ):
         read_age_table(path, features=["age"])
+
+
+@pytest.mark.parametrize(
+    ("patterns", "message"),
+    [
+        (["sub_id", "f*"], r"feature pattern 'sub_id' matches no column but \['sub_id'\]: the age, id and site"),
+        (["f1", "lh_*"], r"feature pattern 'lh_\*' matches no column; columns are"),
+    ],
+)
+def test_each_feature_pattern_must_match_a_feature_column(tmp_path, patterns, message):
+    rows = [[i, 20 + 3 * i, 0.1 * i, 2.0 - 0.1 * i] for i in range(6)]
+    path = write_csv(tmp_path / "t.csv", ["sub_id", "age", "f1", "f2"], rows)
+    with pytest.raises(ValueError, match=message):
+        read_age_table(path, features=patterns)
+    assert read_age_table(path, features=["f*", "f1"]).feature_names == ["f1", "f2"]
 
 
 def test_feature_patterns_never_take_the_id_or_site_column(tmp_path):
@@ -399,5 +414,5 @@ def test_feature_patterns_never_take_the_id_or_site_column(tmp_path):
     path = write_csv(tmp_path / "t.csv", ["Subject_ID", "age", "sex", "Site", "f1", "f2"], rows)
     table = read_age_table(path, features=["*"])
     assert table.feature_names == ["sex", "f1", "f2"]  # sex is a covariate one may ask for by name
-    with pytest.raises(ValueError, match=r"\['age', 'Subject_ID', 'Site'\] are never features"):
-        read_age_table(path, features=["Subject_ID", "Site", "age"])
+    with pytest.raises(ValueError, match=r"'Site' matches no column but \['Site'\]: the age, id and site columns"):
+        read_age_table(path, features=["f1", "Site", "age"])

@@ -39,6 +39,19 @@ def test_nifti_is_resampled_cropped_and_normalized(tmp_path):
     )
 
 
+def test_nan_voxels_are_outside_the_brain_and_infinite_ones_are_refused(tmp_path):
+    data = blob((24, 28, 24), 3)
+    masked = np.where(data > 0, data, np.nan).astype(np.float32)
+    for voxel_size in (2.0, 4.0):  # with and without resampling
+        clean = load_volume(write_volume(tmp_path / "zero.nii.gz", data, voxel_size), (10, 10, 10), 4.0)
+        volume = load_volume(write_volume(tmp_path / "nan.nii.gz", masked, voxel_size), (10, 10, 10), 4.0)
+        assert np.isfinite(volume).all()
+        np.testing.assert_allclose(volume, clean, atol=1e-5)
+    data[5, 5, 5] = np.inf
+    with pytest.raises(ValueError, match=r"inf.nii.gz: 1 of 16128 voxels are infinite"):
+        load_volume(write_volume(tmp_path / "inf.nii.gz", data, 2.0), (10, 10, 10), 4.0)
+
+
 def test_bad_manifest_rows_are_named_and_the_rest_loads(tmp_path, monkeypatch):
     for index in range(3):
         write_volume(tmp_path / f"s{index}.nii.gz", blob((10, 10, 10), index), voxel_size=4.0)
