@@ -40,7 +40,7 @@ from sodeep.run_folder import INTERRUPTED, RunInterrupted
 PRETRAIN_HELP = {
     "architecture": "sorter architecture (see sodeep.sorters.SORTERS)",
     "sorter": "JSON config of the architecture, e.g. '{\"softness\": 0.5}'; its keys override those of "
-    "the --config YAML's sorter when the architecture is the same",
+    "the --config YAML's sorter when the architecture is the same (another --architecture drops them)",
     "lengths": 'sequence lengths: a range "2-256" or a list "8,100"; each batch draws one',
     "steps": "optimizer steps",
     "batch_size": "sequences per step",
@@ -100,6 +100,8 @@ def pretrain_config(arguments: argparse.Namespace) -> PretrainConfig:
     source = arguments.config or "the flags"
     recorded_architecture = settings.get("architecture", PretrainConfig.architecture)
     same_architecture = arguments.architecture in (None, recorded_architecture)
+    if not same_architecture:
+        settings.pop("sorter", None)  # the YAML's sorter settings are those of its own architecture
     for item in dataclasses.fields(PretrainConfig):
         value = getattr(arguments, item.name)
         if value is None:
@@ -116,10 +118,12 @@ def command_pretrain(arguments: argparse.Namespace) -> int:
     config = pretrain_config(arguments)
     from sodeep.checkpoints import RUN_SORTER
     from sodeep.pretraining import pretrain
+    from sodeep.run_folder import sigterm_as_interrupt
 
     sorter_file = Path(config.out) / RUN_SORTER
     finished_before = arguments.resume and sorter_file.is_file()
-    pretrain(config, resume=arguments.resume, overwrite=arguments.overwrite)
+    with sigterm_as_interrupt():  # as Ctrl-C before training starts too, where Lightning's handler is not yet set
+        pretrain(config, resume=arguments.resume, overwrite=arguments.overwrite)
     from sodeep.runs import global_rank
 
     if global_rank() != 0:  # a DDP process other than rank 0: rank 0 writes and reports
@@ -468,14 +472,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _ignore_ctrl_c_once_saved(arguments: argparse.Namespace, status: int) -> None:
-    """The command's work is saved: from now on a Ctrl-C is ignored, so that the process ends
-    with ``status`` after the interpreter shuts down W&B's service and Lightning's threads (a
-    second or two), rather than with a ``KeyboardInterrupt`` or killed by the signal.  Ignored
-    (``SIG_IGN``), not handled in Python: Python's shutdown resets its own handlers to the
+    """The command's work is saved: from now on Ctrl-C and SIGTERM are ignored, so that the
+    process ends with ``status`` after the interpreter shuts down W&B's service and Lightning's
+    threads (a second or two), rather than with a ``KeyboardInterrupt`` or killed by the signal.
+    Ignored (``SIG_IGN``), not handled in Python: Python's shutdown resets its own handlers to the
     default.  Only when the command is the process's (``arguments.console``), not when
     :func:`main` is called from Python."""
     if getattr(arguments, "console", False) and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _release_process_group() -> None:

@@ -220,7 +220,9 @@ MAX_VALIDATION_SEQUENCES = 4096
 class PretrainConfig:
     """Settings of a sorter pretraining (``sodeep pretrain``, :func:`sodeep.pretraining.pretrain`).
 
-    The shipped sorter was trained with these defaults.
+    The shipped sorter was trained with these defaults but one: ``experiments/configs/pretrain.yaml``
+    sets its ``sorter`` softness to 0.1, where :class:`~sodeep.sorters.ConvSorter`'s default is 0.5
+    (``sodeep pretrain --config experiments/configs/pretrain.yaml`` retrains it).
     """
 
     architecture: str = "conv"

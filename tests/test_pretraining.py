@@ -334,6 +334,7 @@ def test_bad_pretraining_configs_end_in_one_line_and_leave_nothing(tmp_path, cap
     [
         (["--sorter", '{"band": 4}'], {"architecture": "conv", "sorter": {"softness": 0.1, "band": 4, "capacity": 64}}),
         (["--architecture", "pairwise_sigmoid", "--sorter", '{"temperature": 0.5}'], {"sorter": {"temperature": 0.5}}),
+        (["--architecture", "pairwise_sigmoid"], {"architecture": "pairwise_sigmoid", "sorter": {}}),
     ],
 )
 def test_sorter_flags_override_the_config_key_by_key_for_the_same_architecture(tmp_path, flags, expected):
@@ -559,3 +560,23 @@ def test_validation_covers_the_trained_lengths_within_what_the_sorter_accepts():
     assert held_out_lengths([3000], 2, None) == [*EVALUATION_LENGTHS, 3000]
     assert held_out_lengths([100], 100, 100) == [100]  # a sorter of one fixed length
     assert held_out_lengths(range(2, 50), 2, 40) == [n for n in EVALUATION_LENGTHS if n <= 40]
+
+
+def test_a_sigterm_as_the_run_folder_is_made_ends_in_one_line_and_status_130(tmp_path):
+    """Between the run folder's record and Lightning's own handler (importing and starting W&B
+    takes a second), SIGTERM is an interrupt too, not the default death by the signal."""
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    env = dict(os.environ, WANDB_MODE="offline", WANDB_ERROR_REPORTING="false", OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "sodeep", "pretrain", "--steps", "20", "--validation-every", "10"]
+    process = subprocess.Popen([*command, "--out", str(out)], env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "run.json").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGTERM)
+    _, error = process.communicate(timeout=120)
+    assert process.returncode == 130, error
+    assert error.strip().splitlines()[-1].endswith("interrupted before anything was saved; run the same command again")

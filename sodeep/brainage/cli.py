@@ -39,7 +39,7 @@ def add_brainage_parser(commands: Any) -> argparse.ArgumentParser:
         "brainage",
         help="brain-age estimation with rank and age-difference losses",
         description="Brain age from a table of regional features, synthetic MRI or NIfTI volumes "
-        "(docs/brainage.md). Each command writes results.json, results.md and plots/ under --out; a folder "
+        "(docs/brainage.md). Each command writes results.json, results.md and plots/ (tabular and nifti also predictions.csv) under --out; a folder "
         "holds one configuration (run.json): add --resume to extend or continue it, --overwrite to start again.",
     )
     tasks = brainage.add_subparsers(dest="brainage_command", required=True, metavar="{tabular,synthetic,nifti}")

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -77,7 +78,7 @@ def run_tabular(
     from sodeep.brainage.interruption import SignalStop
     from sodeep.brainage.losses import check_batch_size
     from sodeep.brainage.models import AgeMLP
-    from sodeep.brainage.splits import check_cross_validation_size, check_split
+    from sodeep.brainage.splits import check_split
     from sodeep.brainage.tables import read_age_table
     from sodeep.run_folder import start_run_folder
     from sodeep.runs import release_process_group
@@ -93,7 +94,8 @@ def run_tabular(
         id_column=config.id_column,
         site_column=config.site_column,
     )
-    check_cross_validation_size(len(table), config.folds)
+    skipped = [note for note in table.notes(path.name) if note.startswith(f"{path.name}: skipped ")]
+    _check_cohort_size(path.name, len(table), config.folds, skipped)
     check_batch_size(config.losses, config.batch_size)
     training = TrainingConfig(batch_size=config.batch_size, patience=config.patience, **config.schedule())
     check_split(
@@ -146,7 +148,7 @@ def run_tabular(
             release_process_group()  # the last training run has ended: every process still runs
         if leader:
             stop.where = "the report"
-            report_cross_validation(results, table.ages, out, f"Brain age from {path.name}", run)
+            report_cross_validation(results, table.ages, table.subject_ids, out, f"Brain age from {path.name}", run)
     return results
 
 
@@ -238,7 +240,7 @@ def run_synthetic(
                         title=f"{label}, {name} (test)",
                     )
     print(report)
-    print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'plots'}/")
+    print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / PREDICTIONS_FILE} and {out / 'plots'}/")
     return results
 
 
@@ -253,8 +255,9 @@ def run_nifti(
     from sodeep.brainage.interruption import SignalStop
     from sodeep.brainage.losses import check_batch_size
     from sodeep.brainage.models import SFCN, check_grid_fits
+    from sodeep.brainage.splits import check_split
     from sodeep.brainage.volumes import load_cohort, read_manifest
-    from sodeep.run_folder import start_run_folder
+    from sodeep.run_folder import holds_files_besides_its_lock, start_run_folder
     from sodeep.runs import release_process_group
 
     config.check()
@@ -264,7 +267,7 @@ def run_nifti(
     rows, problems = read_manifest(config.manifest)  # a missing or malformed manifest stops here
     name = Path(config.manifest).name
     left_out = [describe_left_out(name, problems, len(rows) + len(problems), verb="left out")] if problems else []
-    _check_cohort_size(len(rows), config.folds, left_out)
+    _check_cohort_size(name, len(rows), config.folds, left_out)
     shape = tuple(config.shape)
     check_grid_fits(shape, config.channels)
     network = sfcn_network(config)
@@ -274,6 +277,9 @@ def run_nifti(
     data = {"manifest": _resolved(config.manifest), "manifest_sha256": file_digest(Path(config.manifest))}
     fine_tuning, start = open_fine_tuning(config, "nifti", data, folds=config.folds, model=SFCN(**network))
     out, record = Path(config.out), None
+    # A new run whose cohort is refused once its volumes are read leaves no run behind.
+    new_run = not resume and (overwrite or not holds_files_besides_its_lock(out))
+    existed = out.is_dir()
     if leader:
         out, record = claim_folder("nifti", config, data | start, resume=resume, overwrite=overwrite)
         planned = len(config.losses) * len(config.seeds) * config.folds
@@ -286,15 +292,28 @@ def run_nifti(
         _say_resumed(out, resume and not overwrite, planned, pending)
     with SignalStop() as stop:
         stop.where = "the volume cache"
-        cohort = load_cohort(
-            config.manifest,
-            config.cache or out / "cache",
-            shape=shape,
-            voxel_size=config.voxel_size,
-            progress=progress and leader,
-        )
-        left_out = cohort.notes(name)  # now with the files that could not be read
-        _check_cohort_size(len(cohort.ages), config.folds, left_out)
+        try:
+            cohort = load_cohort(
+                config.manifest,
+                config.cache or out / "cache",
+                shape=shape,
+                voxel_size=config.voxel_size,
+                progress=progress and leader,
+            )
+            left_out = cohort.notes(name)  # now with the files that could not be read
+            _check_cohort_size(name, len(cohort.ages), config.folds, left_out)
+            check_split(
+                cohort.ages.numpy(),
+                cohort.sites,
+                split="stratified",
+                folds=config.folds,
+                seeds=config.seeds,
+                validation_fraction=training.validation_fraction,
+            )
+        except ValueError:
+            if leader and new_run:
+                _leave_as_found(out, existed)
+            raise
         if leader:
             _notes(left_out)
             print(
@@ -330,8 +349,22 @@ def run_nifti(
             if leader:
                 stop.where = "the report"
                 title = f"Brain age from {Path(config.manifest).name}"
-                report_cross_validation(results, cohort.ages.numpy(), out, title, run)
+                subjects = [str(path) for path in cohort.paths]
+                report_cross_validation(results, cohort.ages.numpy(), subjects, out, title, run)
     return results
+
+
+def _leave_as_found(out: Path, existed: bool) -> None:
+    """Undo a new run's start in ``out``: remove the folder if this command made it, else
+    everything in it but its lock (which the command releases on its way out)."""
+    from sodeep.run_folder import RUN_LOCK
+
+    if not existed:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for path in out.iterdir():
+        if path.name != RUN_LOCK:
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
 
 
 def _is_leader(config: CommandConfig) -> bool:
@@ -344,15 +377,18 @@ def _is_leader(config: CommandConfig) -> bool:
     return process_rank(**config.trainer_options()) == 0
 
 
-def _check_cohort_size(subjects: int, folds: int, left_out: list[str]) -> None:
-    """:func:`~sodeep.brainage.splits.check_cross_validation_size`, its one line naming the rows
-    left out (``left_out``, the cohort's notes), which may be why the cohort is too small."""
+def _check_cohort_size(source: str, subjects: int, folds: int, left_out: list[str]) -> None:
+    """:func:`~sodeep.brainage.splits.check_cross_validation_size` for the subjects of the file
+    ``source``, its one line naming the rows left out (``left_out``, the lines saying so), which
+    may be why the cohort is too small."""
     from sodeep.brainage.splits import check_cross_validation_size
 
+    if subjects == 0 and left_out:
+        raise ValueError("; ".join([*left_out, "no subject is left to train on"]))
     try:
         check_cross_validation_size(subjects, folds)
     except ValueError as error:
-        raise ValueError("; ".join([str(error), *left_out])) from None
+        raise ValueError("; ".join([f"{source}: {error}", *left_out])) from None
 
 
 def claim_folder(
@@ -397,7 +433,11 @@ def _say_started(fine_tuning: Any, training: TrainingConfig) -> None:
 
 def _say_resumed(out: Path, resumed: bool, planned: int, pending: int) -> None:
     if resumed:
-        print(f"{out}: resuming; {planned - pending} of the {planned} runs asked for are finished, {pending} to train")
+        finished = planned - pending
+        print(
+            f"{out}: resuming; {finished} of the {planned} runs asked for {'is' if finished == 1 else 'are'} finished, "
+            f"{pending} to train"
+        )
 
 
 def _check_wandb_login(mode: str) -> None:
@@ -466,8 +506,11 @@ def run_logger(run: Any) -> Callable[[str, dict[str, Any]], None]:
     return log
 
 
-def report_cross_validation(results: dict[str, Any], ages: Any, out: Path, title: str, run: Any) -> None:
-    """Write ``results.md`` and one plot per preset (out-of-fold predictions of the first seed)
+def report_cross_validation(
+    results: dict[str, Any], ages: Any, subjects: list[str], out: Path, title: str, run: Any
+) -> None:
+    """Write ``results.md``, ``predictions.csv`` (every run's test predictions by ``subjects``,
+    the subject of each row) and one plot per preset (out-of-fold predictions of the first seed)
     from every run in ``results``, put the summaries in the W&B run and print the report."""
     from sodeep.brainage.cv_report import format_report, out_of_fold
     from sodeep.brainage.plots import plot_predictions
@@ -475,6 +518,7 @@ def report_cross_validation(results: dict[str, Any], ages: Any, out: Path, title
 
     report = format_report(results, title)
     atomic_write_text(out / "results.md", report)
+    atomic_write_text(out / PREDICTIONS_FILE, predictions_table(results, np.asarray(ages), subjects))
     for name, entry in results["presets"].items():
         first_seed = min(r["seed"] for r in entry["runs"])
         first_runs = [r for r in entry["runs"] if r["seed"] == first_seed]
@@ -494,4 +538,32 @@ def report_cross_validation(results: dict[str, Any], ages: Any, out: Path, title
         for name, entry in results["presets"].items():
             run.summary.update({f"{name}/{m}": v["mean"] for m, v in entry["summary"].items()})
     print(report)
-    print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'plots'}/")
+    print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / PREDICTIONS_FILE} and {out / 'plots'}/")
+
+
+#: The test predictions of every run of a folder, one row per (preset, seed, subject).
+PREDICTIONS_FILE = "predictions.csv"
+
+
+def predictions_table(results: dict[str, Any], ages: np.ndarray, subjects: list[str]) -> str:
+    """CSV text with columns ``preset, seed, fold, subject, age, predicted_age``: each finished
+    run's test predictions, ``subject`` the id (tabular) or volume path (nifti) of the row.
+
+    Example:
+        >>> run = {"seed": 0, "fold": 1, "test_rows": [1], "test_predictions": [41.5]}
+        >>> print(predictions_table({"presets": {"l1": {"runs": [run]}}}, np.array([30.0, 40.0]), ["a", "b"]), end="")
+        preset,seed,fold,subject,age,predicted_age
+        l1,0,1,b,40,41.5
+    """
+    import csv
+    import io
+
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["preset", "seed", "fold", "subject", "age", "predicted_age"])
+    for preset, entry in results["presets"].items():
+        for run in sorted(entry["runs"], key=lambda run: (run["seed"], run["fold"])):
+            for row, predicted in zip(run["test_rows"], run["test_predictions"]):
+                age = np.format_float_positional(np.float32(ages[row]), trim="-")
+                writer.writerow([preset, run["seed"], run["fold"], subjects[row], age, predicted])
+    return text.getvalue()

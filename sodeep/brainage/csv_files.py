@@ -40,13 +40,19 @@ def describe_columns(columns: Sequence[str]) -> str:
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
+#: A number as a CSV writes it: ASCII digits, an optional sign, decimal point and exponent, or
+#: NaN or infinity; not Python's other spellings (``1_000``, digits of other scripts).
+NUMBER = re.compile(r"\s*[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|nan|inf|infinity)\s*", re.IGNORECASE)
+
+
 def is_numeric_text(text: str) -> bool:
-    """Text that reads as a number, NaN, infinity and values beyond float32 included."""
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+    """Text that reads as a number, NaN, infinity and values beyond float32 included.
+
+    Example:
+        >>> [is_numeric_text(text) for text in ("2.5", " -1e3 ", "NaN", "1_000", "2,5", "٣٤")]
+        [True, True, True, False, False, False]
+    """
+    return NUMBER.fullmatch(text) is not None
 
 
 def is_missing(text: str) -> bool:

@@ -79,9 +79,10 @@ def check_site_folds(sites: Sequence[str], folds: int) -> None:
             "age (--split stratified)"
         )
     if len(names) < folds:
+        fewer = f"use --folds {len(names)} or " if len(names) >= 2 else ""
         raise ValueError(
             f"a site-grouped split into {folds} folds needs at least {folds} sites, got {len(names)} ({names[:5]}); "
-            "use fewer folds"
+            f"{fewer}split by age (--split stratified)"
         )
 
 

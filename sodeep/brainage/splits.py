@@ -20,6 +20,7 @@ import numpy as np
 
 from sodeep.brainage.config import SPLITS
 from sodeep.brainage.folds import check_folds, check_site_folds, site_folds, stratified_folds
+from sodeep.wording import plural
 
 
 def inner_validation_mask(ages: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -116,8 +117,8 @@ def check_split(
                 if np.ptp(ages[rows.validation]) == 0:
                     raise ValueError(
                         f"age-stratified split, seed {seed}, fold {fold}: every training subject is aged "
-                        f"{ages[rows.training][0]:g}, and the age-bias line needs two different ages; use fewer "
-                        "folds or a table with more spread in age"
+                        f"{ages[rows.training][0]:g}, and the age-bias line needs two different ages; "
+                        f"{_fewer_folds_or(folds)}a table with more spread in age"
                     )
         return
     check_site_folds(sites, folds)
@@ -130,7 +131,7 @@ def check_split(
             if len(training_sites) < 2:
                 raise ValueError(
                     f"{where}: the training split holds one site ({training_sites[0]!r}), none to hold out for "
-                    "validation; use fewer folds or more sites"
+                    f"validation; {_fewer_folds_or(folds)}more sites, or split by age (--split stratified)"
                 )
             rows = fold_rows(
                 ages, sites, split=split, folds=folds, seed=seed, fold=fold, validation_fraction=validation_fraction
@@ -138,8 +139,14 @@ def check_split(
             if len(rows.test) < 2 or len(rows.fitting) < 2 or np.ptp(ages[rows.validation]) == 0:
                 raise ValueError(
                     f"{where}: {len(rows.test)} test, {len(rows.fitting)} fitting and {len(rows.validation)} validation "
-                    "subjects; each needs 2 (validation: of two ages); use fewer folds or more subjects per site"
+                    f"subjects; each needs 2 (validation: of two ages); {_fewer_folds_or(folds)}more subjects per "
+                    "site, or split by age (--split stratified)"
                 )
+
+
+def _fewer_folds_or(folds: int) -> str:
+    """The start of advice: ``"use fewer folds or "``, or nothing at 2 folds, the fewest."""
+    return "use fewer folds or " if folds > 2 else "give "
 
 
 #: The fewest subjects a training split may hold: two to fit on (a scaler, a batch to rank) and
@@ -165,7 +172,7 @@ def check_cross_validation_size(subjects: int, folds: int) -> None:
             smallest = min(range(2, 8), key=fewest_subjects)
             advice = f"a cross-validation needs {fewest_subjects(smallest)} subjects at least (--folds {smallest})"
         raise ValueError(
-            f"{subjects} subjects are too few for {folds} folds, which need {fewest_subjects(folds)} (each test fold "
+            f"{plural(subjects, 'subject')} {'is' if subjects == 1 else 'are'} too few for {folds} folds, which need {fewest_subjects(folds)} (each test fold "
             f"2, each training split {FEWEST_TRAINING_SUBJECTS}: 2 to fit, 2 to validate); {advice}"
         )
 

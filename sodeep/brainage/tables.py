@@ -137,7 +137,7 @@ class AgeTable:
         if len(beyond):
             lines.append(
                 f"{source}: {plural(len(beyond), 'age')} {'is' if len(beyond) == 1 else 'are'} above {OLDEST_AGE} "
-                f"years (largest {float(beyond.max()):.10g}); ages are read as years: convert months or days to years"
+                f"years (largest {np.format_float_positional(beyond.max(), trim='-')}); ages are read as years: convert months or days to years"
             )
         return lines
 
@@ -370,10 +370,11 @@ class Standardizer:
     def fit(self, features: np.ndarray) -> Standardizer:
         if features.ndim != 2 or len(features) < 2:
             raise ValueError(f"fit needs (N >= 2, F) features, got shape {features.shape}")
+        features = np.asarray(features, dtype=np.float64)  # float32 sums overflow beyond about 1e19
         self.mean = features.mean(0)
         spread = features.std(0)
         self.std = np.where(spread > 0, spread, 1.0)  # a constant column stays constant (0)
         return self
 
     def transform(self, features: np.ndarray) -> np.ndarray:
-        return ((features - self.mean) / self.std).astype(np.float32)
+        return ((np.asarray(features, dtype=np.float64) - self.mean) / self.std).astype(np.float32)

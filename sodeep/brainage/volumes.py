@@ -90,9 +90,12 @@ def read_manifest(path: str | os.PathLike) -> tuple[list[ManifestRow], list[tupl
         if problem:
             problems.append((line, f"age {age!r} {problem}"))
             continue
+        if not listed.strip():
+            problems.append((line, "the path is empty"))
+            continue
         file = Path(listed)
         file = file if file.is_absolute() else path.parent / file
-        if not listed or not file.is_file():
+        if not file.is_file():
             problems.append((line, f"no file at {file}"))
             continue
         sex_cell, site_cell = (record[column] if column else "" for column in (sex, site))

@@ -326,3 +326,26 @@ def test_a_cohort_too_small_once_unreadable_rows_are_left_out_names_them(tmp_pat
     error = capsys.readouterr().err.strip()
     assert "\n" not in error and "5 subjects are too few for 2 folds" in error
     assert "manifest.csv: left out 3 of 8 rows" in error and "no file at" in error
+
+
+def test_a_cohort_too_small_after_skipping_rows_names_the_file_and_the_skipped_rows(tmp_path, capsys):
+    rows = [f"{20 + 3 * index},{'' if index < 6 else 20 + 3 * index},{0.1 * index}" for index in range(10)]
+    table = tmp_path / "mostly_empty.csv"
+    table.write_text("\n".join(["id,age,f", *(f"s{index},{row.split(',', 1)[1]}" for index, row in enumerate(rows))]))
+    with pytest.raises(SystemExit) as stopped:
+        main(["brainage", "tabular", "--csv", str(table), "--folds", "2", "--out", str(tmp_path / "out")])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "mostly_empty.csv: 4 subjects are too few for 2 folds" in error
+    assert "mostly_empty.csv: skipped 6 of 10 rows (line 2: age '' is not a number" in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_manifest_whose_files_are_all_missing_says_so_first(tmp_path, capsys):
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path,age\ngone1.nii.gz,30\n,40\n")
+    with pytest.raises(SystemExit):
+        main(["brainage", "nifti", "--manifest", str(manifest), "--out", str(tmp_path / "out"), "--wandb", "disabled"])
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("sodeep brainage: error: manifest.csv: left out 2 of 2 rows (line 2: no file at ")
+    assert error.endswith("line 3: the path is empty); no subject is left to train on")

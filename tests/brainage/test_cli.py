@@ -129,3 +129,36 @@ def test_inside_a_sweep_the_tabular_command_leaves_a_trial_summary(tmp_path, mon
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert summary["metrics"]["mae"] == results["presets"]["l1"]["summary"]["mae"]["mean"]
     assert sorted((fold["seed"], fold["fold"]) for fold in summary["folds"]) == [(0, 0), (0, 1)]
+
+
+def test_predictions_csv_names_each_subject_of_every_test_prediction(tmp_path):
+    import csv
+    import json
+
+    import numpy as np
+
+    from sodeep.cli import main
+
+    generator = np.random.default_rng(1)
+    ages = generator.uniform(20, 80, 30)
+    lines = ["participant_id,age,f0,f1"]
+    for index, age in enumerate(ages):
+        shown = "" if index in (3, 7) else f"{age:.2f}"  # two rows skipped: rows and lines no longer agree
+        lines.append(f"sub-{index:02d},{shown},{age * 0.01 + generator.normal():.3f},{generator.normal():.3f}")
+    (tmp_path / "table.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    argv = ["brainage", "tabular", "--csv", str(tmp_path / "table.csv"), "--losses", "l1", "--folds", "2"]
+    assert main([*argv, "--seeds", "0", "1", "--max-epochs", "1", "--wandb", "disabled", "--out", str(out)]) == 0
+    with open(out / "predictions.csv", newline="") as stream:
+        written = list(csv.DictReader(stream))
+    results = json.loads((out / "results.json").read_text())
+    runs = results["presets"]["l1"]["runs"]
+    assert len(written) == sum(len(run["test_rows"]) for run in runs) == 2 * 28
+    by_subject = {(row["seed"], row["subject"]): row for row in written}
+    assert len(by_subject) == 56 and not {"sub-03", "sub-07"} & {row["subject"] for row in written}
+    for row in written:
+        index = int(row["subject"].removeprefix("sub-"))
+        assert float(row["age"]) == pytest.approx(ages[index], abs=0.006)
+    run = runs[0]
+    first = next(r for r in written if (int(r["seed"]), int(r["fold"])) == (run["seed"], run["fold"]))
+    assert float(first["predicted_age"]) == run["test_predictions"][0]

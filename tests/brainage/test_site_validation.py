@@ -105,9 +105,15 @@ def test_stratified_split_is_unchanged_and_mixes_sites():
     "sites,folds,words",
     [
         ([NO_SITE] * 40, 2, "needs a site column; the table has none"),
-        (["a"] * 20 + ["b"] * 20, 3, "into 3 folds needs at least 3 sites, got 2"),
-        (["a"] * 20 + ["b"] * 20, 2, "the training split holds one site"),
+        (["a"] * 20 + ["b"] * 20, 3, "at least 3 sites, got 2 (['a', 'b']); use --folds 2 or split by age"),
+        (["a"] * 40, 2, "at least 2 sites, got 1 (['a']); split by age (--split stratified)"),
+        (
+            ["a"] * 20 + ["b"] * 20,
+            2,
+            "none to hold out for validation; give more sites, or split by age (--split stratified)",
+        ),
         (["a"] * 20 + ["b"] * 19 + ["c"], 3, "1 test"),
+        (["a"] * 20 + ["b"] * 19 + ["c"], 3, "use fewer folds or more subjects per site, or split by age"),
         (
             ["a"] * 20 + ["b"] * 20 + ["c"] * 18 + [NO_SITE] * 2,
             3,

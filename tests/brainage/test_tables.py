@@ -318,11 +318,11 @@ def test_empty_site_cells_are_noted(tmp_path):
 
 
 def test_ages_above_a_human_lifetime_are_noted(tmp_path):
-    path = write_csv(tmp_path / "t.csv", ["age", "f"], [[20, 1], [1000000, 2], [131.5, 3], [130, 4]])
+    path = write_csv(tmp_path / "t.csv", ["age", "f"], [[20, 1], [1000000, 2], [131.5, 3], [130, 4], [957.99, 5]])
     table = read_age_table(path)
-    assert table.ages.tolist() == [20, 1000000, 131.5, 130]  # infant studies may count in months
+    assert table.ages.tolist()[:4] == [20, 1000000, 131.5, 130]  # infant studies may count in months
     assert table.notes("t.csv") == [
-        "t.csv: 2 ages are above 130 years (largest 1000000); ages are read as years: convert months or days to years"
+        "t.csv: 3 ages are above 130 years (largest 1000000); ages are read as years: convert months or days to years"
     ]
 
 
@@ -416,3 +416,26 @@ def test_feature_patterns_never_take_the_id_or_site_column(tmp_path):
     assert table.feature_names == ["sex", "f1", "f2"]  # sex is a covariate one may ask for by name
     with pytest.raises(ValueError, match=r"'Site' matches no column but \['Site'\]: the age, id and site columns"):
         read_age_table(path, features=["f1", "Site", "age"])
+
+
+def test_only_numbers_as_a_csv_writes_them_are_read_as_numbers(tmp_path):
+    # Python's float() also reads "2_5" as 25 and Arabic-Indic digits; a table must not.
+    rows = [[20, 1.0], ["2_5", 2.0], ["٣٤", 3.0], [40, "1_000"], [" 50 ", "-1e-3"], [60, ".5"]]
+    path = tmp_path / "t.csv"
+    path.write_text("age,f\n" + "".join(f"{age},{f}\n" for age, f in rows), encoding="utf-8")
+    table = read_age_table(path, features=["f"])
+    assert table.ages.tolist() == [20, 50, 60] and table.features[:, 0].tolist() == pytest.approx([1.0, -1e-3, 0.5])
+    assert [line for line, _ in table.skipped] == [3, 4, 5]
+    assert table.skipped[0][1] == "age '2_5' is not a number" and "'1_000', not a number" in table.skipped[2][1]
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1.0, 1e20, 1e37])
+def test_standardizing_is_scale_free_up_to_float32s_range(scale):
+    from sodeep.brainage.tables import Standardizer
+
+    features = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+    scaled = (features.astype(np.float64) * scale).astype(np.float32)
+    expected = Standardizer().fit(features).transform(features)
+    result = Standardizer().fit(scaled).transform(scaled)
+    assert np.isfinite(result).all()
+    np.testing.assert_allclose(result, expected, atol=1e-4)

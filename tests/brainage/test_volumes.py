@@ -156,6 +156,39 @@ def test_nifti_cli_with_a_bad_manifest_stops_before_making_the_run_folder(tmp_pa
     assert not out.exists()
 
 
+@pytest.mark.parametrize("existed", [False, True])
+def test_a_cohort_refused_once_its_volumes_are_read_leaves_the_folder_as_it_was(tmp_path, capsys, existed):
+    from sodeep.cli import main
+
+    lines = ["path,age"]
+    for index in range(8):
+        name = f"s{index}.nii.gz"
+        if index < 5:  # 3 corrupt files leave 5 subjects, too few for 2 folds
+            write_volume(tmp_path / name, blob((8, 8, 8), index), voxel_size=4.0)
+        else:
+            (tmp_path / name).write_bytes(b"not a volume")
+        lines.append(f"{name},{20 + 5 * index}")
+    (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    if existed:
+        out.mkdir()
+    command = ["brainage", "nifti", "--manifest", str(tmp_path / "manifest.csv"), "--shape", "8", "8", "8"]
+    command += ["--channels", "4", "8", "--folds", "2", "--out", str(out), "--wandb", "disabled"]
+    with pytest.raises(SystemExit) as stopped:
+        main(command)
+    assert stopped.value.code == 2
+    assert "5 subjects are too few for 2 folds" in capsys.readouterr().err
+    assert sorted(path.name for path in out.iterdir()) == ["run.lock"] if existed else not out.exists()
+    for index in range(5, 8):
+        write_volume(tmp_path / f"s{index}.nii.gz", blob((8, 8, 8), index), voxel_size=4.0)
+    lines = ["path,age"] + [f"s{index}.nii.gz,40" for index in range(8)]  # readable, but all of one age
+    (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(SystemExit):
+        main(command)
+    assert "every subject is aged 40" in capsys.readouterr().err
+    assert sorted(path.name for path in out.iterdir()) == ["run.lock"] if existed else not out.exists()
+
+
 def test_nifti_cli_smoke(tmp_path, capsys):
     import json
 
@@ -214,3 +247,8 @@ def test_nifti_cli_smoke(tmp_path, capsys):
     runs = written["presets"]["l1+spearman"]["runs"]
     assert len(runs) == 2 and all(np.isfinite(run["mae"]) for run in runs)
     assert (out / "plots" / "l1+spearman.png").is_file()
+    predicted = (out / "predictions.csv").read_text().splitlines()
+    assert predicted[0] == "preset,seed,fold,subject,age,predicted_age" and len(predicted) == 1 + 12
+    assert sorted(line.split(",")[3] for line in predicted[1:]) == sorted(
+        str(tmp_path / f"s{i}.nii.gz") for i in range(12)
+    )
