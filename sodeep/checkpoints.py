@@ -109,7 +109,7 @@ def sorter_from_payload(payload: Any, source: str = "checkpoint") -> Sorter:
         raise CheckpointError(f"{source} has a config of type {type(config).__name__}, not a dict of settings")
     config = dict(config)
     if architecture == "conv":
-        config.setdefault("activation", "gelu")  # conv checkpoints written before the option used GELU
+        config.setdefault("activation", "gelu")  # a conv checkpoint without the setting holds a GELU sorter
     try:
         sorter = build_sorter(architecture, **config)
     except (TypeError, ValueError) as error:
@@ -182,7 +182,10 @@ def read_weights_only(path: Path, map_location: Any = "cpu") -> Any:
         raise CheckpointError(f"{path} is empty (0 bytes): not a checkpoint")
     with open(path, "rb") as stream:
         pickled = stream.read(1) == PICKLE_PROTOCOL_MARK  # the legacy torch format: a bare pickle
-    archived = zipfile.is_zipfile(path)
+    try:
+        archived = zipfile.is_zipfile(path)
+    except Exception as error:  # a damaged central directory: BadZipFile, NotImplementedError...
+        raise CheckpointError(f"{path} is a damaged torch checkpoint ({type(error).__name__})") from error
     if not archived and not pickled:
         raise CheckpointError(f"{path} is not a torch checkpoint (truncated, corrupt or another kind of file)")
     if archived:
@@ -190,7 +193,7 @@ def read_weights_only(path: Path, map_location: Any = "cpu") -> Any:
         try:
             with zipfile.ZipFile(path) as archive:
                 damaged = archive.testzip()
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+        except Exception as error:  # BadZipFile, "encrypted", "compression method is not supported"...
             raise CheckpointError(f"{path} is a damaged torch checkpoint ({type(error).__name__})") from error
         if damaged is not None:
             raise CheckpointError(f"{path} is a damaged torch checkpoint: {damaged} fails its checksum")

@@ -24,6 +24,9 @@ from typing import Any, TypeVar
 
 ConfigT = TypeVar("ConfigT")
 
+#: The largest float32, beyond which a learning rate overflows the optimizer's float32 step.
+FLOAT32_MAX = 3.4028234663852886e38
+
 
 def lengths_text(lengths: Sequence[int]) -> str:
     """The one spelling of a list of lengths: ``"2-256"`` for consecutive lengths, else ``"8,100"``
@@ -271,6 +274,8 @@ class PretrainConfig:
         self.lengths = lengths_text(self.length_list())
         if isinstance(self.out, os.PathLike):
             self.out = os.fspath(self.out)
+        if not isinstance(self.out, str) or not self.out.strip():
+            raise ValueError(f"out must be the path of a run folder, got {self.out!r}")
         for key in ("steps", "batch_size", "validation_every", "checkpoint_every", "validation_sequences"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -286,8 +291,10 @@ class PretrainConfig:
                 raise ValueError(f"{key} must be an integer >= 0, got {value!r}")
         self.learning_rate = _as_float(self.learning_rate, "learning_rate")
         self.weight_decay = _as_float(self.weight_decay, "weight_decay")
-        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise ValueError(f"learning_rate must be a finite number > 0, got {self.learning_rate!r}")
+        if not (math.isfinite(self.learning_rate) and 0 < self.learning_rate <= FLOAT32_MAX):
+            raise ValueError(
+                f"learning_rate must be a finite number > 0 (within float32's range), got {self.learning_rate!r}"
+            )
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if self.wandb not in ("offline", "online", "disabled"):

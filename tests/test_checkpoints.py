@@ -253,6 +253,31 @@ def test_a_flipped_bit_in_the_weights_is_a_checkpoint_error(tmp_path):
         load_sorter(damaged)
 
 
+def test_any_flipped_bit_in_the_archive_directory_is_a_checkpoint_error_or_loads(tmp_path):
+    # A damaged central directory made zipfile raise NotImplementedError ("compression method"),
+    # RuntimeError ("encrypted") or BadZipFile ("span multiple disks") past the checks.
+    import zipfile
+
+    from sodeep.checkpoints import read_weights_only
+    from sodeep.sorters import ConvSorter
+
+    path = save_sorter(ConvSorter(capacity=16), tmp_path / "sorter.pt")
+    with zipfile.ZipFile(path) as archive:
+        start = archive.start_dir
+    data = path.read_bytes()
+    damaged, outcomes = tmp_path / "damaged.pt", set()
+    for offset in range(start, len(data)):
+        flipped = bytearray(data)
+        flipped[offset] ^= 1 << (offset % 8)
+        damaged.write_bytes(bytes(flipped))
+        try:
+            read_weights_only(damaged)
+            outcomes.add("loads")
+        except CheckpointError:
+            outcomes.add("refused")
+    assert "refused" in outcomes
+
+
 def test_saving_onto_a_folder_names_the_folder(tmp_path):
     with pytest.raises(IsADirectoryError, match=f"{tmp_path} is a folder; give the path of a file"):
         save_sorter(load_sorter(), tmp_path)

@@ -329,3 +329,17 @@ def test_flag_spelling_leaves_the_users_quoted_names_alone():
     assert in_flag_words(words, parser, ["brainage", "tabular", "--patience", "0"]) == (
         "--max-epochs must be >= 1 and --patience >= 0; the patience of 3 seeds; --devices must be a count >= 1"
     )  # count: a flag of `sodeep sweep run`, not of this command
+
+
+def test_an_empty_or_non_text_run_folder_is_refused_in_one_line(tmp_path, capsys):
+    config = tmp_path / "config.yaml"
+    config.write_text("out: 5\n")
+    assert "out must be the path of a run folder, got 5" in _one_line_error(
+        ["pretrain", "--config", str(config)], capsys
+    )
+    assert "--out must be the path of a run folder, got ''" in _one_line_error(["pretrain", "--out", ""], capsys)
+    error = _one_line_error(["brainage", "tabular", "--out", " "], capsys)
+    assert "--out must be the path of a run folder, got ' '" in error
+    error = _one_line_error(["pretrain", "--learning-rate", "1e39", "--out", str(tmp_path / "run")], capsys)
+    assert "--learning-rate must be a finite number > 0 (within float32's range), got 1e+39" in error
+    assert not (tmp_path / "run").exists()

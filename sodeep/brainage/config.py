@@ -172,6 +172,8 @@ class CommandConfig:
         """Settings every command has: presets, seeds, batch size (of 2 or more subjects where a
         preset compares them), epochs, patience, W&B mode."""
         check_run_plan(self.losses, self.seeds)
+        if not str(self.out).strip():
+            raise ValueError(f"out must be the path of a run folder, got {self.out!r}")
         optimiser = TrainingConfig.learning_rate, TrainingConfig.weight_decay  # not command settings
         check_fit_settings(
             self.batch_size, self.max_epochs, self.patience, *optimiser, getattr(self, "ema_decay", None)
