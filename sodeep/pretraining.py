@@ -372,7 +372,10 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
     )
     started = time.time()
     try:
-        with threads_beside(config.data_workers), stop_signals_outside_training_are_interrupts(trainer.world_size):
+        with (
+            threads_beside(config.data_workers),
+            stop_signals_outside_training_are_interrupts(trainer.world_size, trainer.num_nodes),
+        ):
             trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume_step is not None else None)
     except KeyboardInterrupt:
         if last.exists():  # stopped after training had saved: --resume continues (or finishes) it from there

@@ -17,7 +17,9 @@ forward value; the gradient of such an element is its loss's own business: ``-lo
 infinite derivative, which a zero weight turns into NaN in backward, so mask such inputs before
 the loss, e.g. ``torch.where(mask, x, 1)``); a learnable weight gets, at such an element, the
 gradient of a zero loss there.  With every weight zero, the weighted means return 0, still connected to the graph, so
-``backward()`` works and yields zero gradients (never NaN).  Products, sums and counts are taken in
+``backward()`` works and yields zero gradients for the losses (never NaN); learnable weights
+then get the gradient of a sum, each its element's loss, which a descent step makes negative,
+and the next call refuses: keep such weights positive (e.g. a softplus of a parameter).  Products, sums and counts are taken in
 at least float32 (in the weight's dtype if it is wider) and the result is returned in the loss's
 dtype: a float32 weight of 1e-8 or 1e5 keeps its value beside a half-precision loss, and a
 half-precision mean of many elements neither overflows nor loses its count (a half-precision

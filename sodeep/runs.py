@@ -242,17 +242,17 @@ class StopOnSignal(Callback):
 
 
 @contextlib.contextmanager
-def stop_signals_outside_training_are_interrupts(processes: int = 1) -> Iterator[None]:
+def stop_signals_outside_training_are_interrupts(processes: int = 1, nodes: int = 1) -> Iterator[None]:
     """Around ``trainer.fit``: a SIGTERM or Ctrl-C that comes while :class:`StopOnSignal` is not
     installed (before training starts, or after it ends) meets Lightning's own handling, which ends
     the fit with ``SystemExit``: status 0 for SIGTERM (``SIGTERMException``), 1 for Ctrl-C, and no
     message.  Raise ``KeyboardInterrupt`` instead, which the console script reports in one line
     with status 130.  A run of several ``processes`` is also interruptible while it waits for
-    them to join (see :func:`_exit_on_signal_until_joined`)."""
+    them to join, on one machine or ``nodes`` (see :func:`_exit_on_signal_until_joined`)."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     try:
-        with _exit_on_signal_until_joined(processes):
+        with _exit_on_signal_until_joined(processes, nodes):
             yield
     except SIGTERMException as stopped:
         raise KeyboardInterrupt("SIGTERM outside training") from stopped
@@ -263,7 +263,7 @@ def stop_signals_outside_training_are_interrupts(processes: int = 1) -> Iterator
 
 
 @contextlib.contextmanager
-def _exit_on_signal_until_joined(processes: int) -> Iterator[None]:
+def _exit_on_signal_until_joined(processes: int, nodes: int = 1) -> Iterator[None]:
     """While a run of several ``processes`` waits for them all to join, torch.distributed blocks
     in C++, where Python's signal handlers never run: Ctrl-C would wait out its 30-minute timeout.
     A thread woken by the signal (``signal.set_wakeup_fd``) ends the process there, with one line
@@ -274,6 +274,11 @@ def _exit_on_signal_until_joined(processes: int) -> Iterator[None]:
         return
     import torch.distributed
 
+    advice = (
+        "Start the command on every machine (docs/scaling.md) or with fewer --num-nodes"
+        if nodes > 1
+        else "Run the same command again"
+    )
     readable, writable = os.pipe()
     os.set_blocking(writable, False)
     previous = signal.set_wakeup_fd(writable, warn_on_full_buffer=False)
@@ -284,7 +289,7 @@ def _exit_on_signal_until_joined(processes: int) -> Iterator[None]:
                 if os.environ.get("LOCAL_RANK", "0") == "0":
                     sys.stderr.write(
                         f"sodeep: interrupted while waiting for the run's {processes} processes to join; nothing "
-                        "was trained. Start the command on every machine (docs/scaling.md) or with fewer --num-nodes\n"
+                        f"was trained. {advice}\n"
                     )
                     sys.stderr.flush()
                 os._exit(130)

@@ -208,3 +208,22 @@ def test_devices_in_yaml_may_be_a_count_or_indices():
     config = config_from_mapping(PretrainConfig, {"devices": [0, 2], "strategy": "ddp", "num_nodes": 2}, "test")
     assert config.trainer_options() == {"accelerator": "auto", "devices": "0,2", "strategy": "ddp", "num_nodes": 2}
     assert config_from_mapping(PretrainConfig, {"devices": "4"}, "test").devices == 4
+
+
+@pytest.mark.parametrize(("nodes", "advice"), [(1, "Run the same command again"), (2, "with fewer --num-nodes")])
+def test_a_signal_while_the_processes_join_names_what_to_do_on_one_machine_or_several(nodes, advice):
+    import subprocess
+    import sys
+
+    program = (
+        "import os, signal, time\n"
+        "from sodeep.runs import _exit_on_signal_until_joined\n"
+        f"with _exit_on_signal_until_joined(2, {nodes}):\n"
+        "    signal.signal(signal.SIGINT, lambda *_: None)  # as torch.distributed's C++ wait: no Python handler runs\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(60)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 130
+    assert done.stderr.startswith("sodeep: interrupted while waiting for the run's 2 processes to join; nothing")
+    assert advice in done.stderr and done.stderr.count("\n") == 1

@@ -311,7 +311,7 @@ class MultiLabelHingeLoss(nn.Module):
         if len(margin_range) != 2:
             raise ValueError(f"margin_range must be (low, high), got {tuple(margin_range)}")
         check_finite_margin(torch.as_tensor(margin_range, dtype=torch.float64), "margin_range")
-        base = base.expand(num_labels).clone()
+        base = base.detach().expand(num_labels).clone()  # a buffer: a margin tensor's graph is not kept
         if not isinstance(adaptive, bool):
             raise TypeError(f"adaptive must be True or False, got {type(adaptive).__name__} {adaptive!r}")
         if isinstance(momentum, bool) or not isinstance(momentum, Real):
@@ -382,8 +382,12 @@ def multilabel_ranking_hinge_loss(
     """Every positive against every negative label of a sample:
     ``l_b = sum_{j pos} sum_{i neg} max(0, margin - (s_j - s_i)) / C_b``, with ``C_b`` the number of
     known labels of sample ``b`` (all ``C`` without a mask).  A sample whose mask hides every label
-    is left out of the reduction (weight 0).  Without a mask and with ``margin=1`` it equals
-    ``torch.nn.MultiLabelMarginLoss`` given the same targets in index form.
+    is left out of the weighted reductions (weight 0).  Without a mask and with ``margin=1`` it
+    equals ``torch.nn.MultiLabelMarginLoss`` given the same targets in index form.
+
+    It builds the ``(B, C, C)`` pair tensor: B=4, C=3,000 takes about 0.7 GB in a forward and
+    backward.  For large label spaces, :func:`pairwise_margin_ranking_loss` sums the same
+    hinges without it (``reduction="sum"``: over every pair of the batch, not divided by ``C_b``).
 
     Args:
         scores: ``(B, C)``; labels: ``(B, C)`` in {0, 1}; mask: ``(B, C)`` known labels.

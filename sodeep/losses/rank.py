@@ -126,9 +126,14 @@ def check_sorter(sorter) -> None:
         )
 
 
+#: How far beyond (0, 1] a sorter's normalized ranks may stray (float rounding of soft ranks).
+RANK_SLACK = 0.01
+
+
 def sorter_ranks(sorter: SorterFunction, scores: torch.Tensor) -> torch.Tensor:
-    """``sorter(scores)``, refused unless it is a tensor of the scores' shape (a sorter that
-    reduces or broadcasts would otherwise give a silently wrong loss)."""
+    """``sorter(scores)``, refused unless it is a floating tensor of the scores' shape whose values
+    lie in (0, 1], the sorters' convention (descending ranks divided by n): a sorter that reduces,
+    broadcasts or counts ranks otherwise would give a silently wrong loss."""
     ranks = sorter(scores)
     if not isinstance(ranks, torch.Tensor) or ranks.shape != scores.shape:
         got = f"shape {tuple(ranks.shape)}" if isinstance(ranks, torch.Tensor) else type(ranks).__name__
@@ -136,6 +141,18 @@ def sorter_ranks(sorter: SorterFunction, scores: torch.Tensor) -> torch.Tensor:
             f"the sorter returned {got} for scores of shape {tuple(scores.shape)}; a sorter maps (B, n) scores "
             "to (B, n) ranks"
         )
+    if not ranks.is_floating_point():
+        raise TypeError(
+            f"the sorter returned {ranks.dtype} values, not ranks: a sorter returns floating ranks in (0, 1] "
+            "(descending ranks divided by n), as sodeep.rank and the sorters of sodeep.sorters do"
+        )
+    detached = ranks.detach()
+    require(
+        (detached >= -RANK_SLACK) & (detached <= 1 + RANK_SLACK),
+        "the sorter's ranks are not in (0, 1] (or are NaN): a sorter returns descending ranks divided by n; "
+        "wrap one that returns ascending ranks 1..n, such as torchsort.soft_rank, in "
+        "sodeep.losses.descending_normalized",
+    )
     return ranks
 
 
@@ -323,13 +340,13 @@ def hard_negative_rank_loss(
         scores: ``(N, N)`` with positives on the diagonal.
         margin: in normalized rank units, a number or a 0-d tensor; ``None`` means one
             position, ``1/N``.
-        hard_negatives: how many of the best-ranked negatives to use, ``1 <= k < N``.
+        hard_negatives: how many of the best-ranked negatives to use, ``k >= 1``; a batch with
+            fewer negatives (``N - 1 < k``, such as an epoch's last, smaller batch) uses them all.
     """
     _check_square(scores)
     size = scores.shape[0]
     check_integer(hard_negatives, "hard_negatives", 1)
-    if not 1 <= hard_negatives < size:
-        raise ValueError(f"hard_negatives must be in [1, {size - 1}] for N={size}, got {hard_negatives}")
+    hard_negatives = min(hard_negatives, size - 1)
     if margin is not None:
         check_setting_device(margin, "margin", scores.device)
         check_scalar_margin(margin)

@@ -615,3 +615,15 @@ def test_a_learnable_weight_at_zero_keeps_its_gradient(reduction):
     totals[reduction].backward()
     torch.testing.assert_close(weight.grad, reference_weight.grad)
     assert weight.grad[0] != 0
+
+
+def test_a_margin_tensor_that_requires_grad_becomes_a_plain_buffer():
+    import copy
+
+    margins = torch.tensor([0.5, 1.0, 1.5], requires_grad=True)
+    loss = MultiLabelHingeLoss(3, margins, adaptive=True)
+    assert loss.margin.grad_fn is None and not loss.margin.requires_grad
+    scores = torch.randn(4, 3, requires_grad=True)
+    loss(scores, torch.tensor([[1, 0, 0], [0, 1, 1], [1, 1, 0], [0, 0, 1]])).backward()
+    assert margins.grad is None and scores.grad is not None
+    assert torch.equal(copy.deepcopy(loss).base_margin, margins.detach())

@@ -289,6 +289,19 @@ def test_a_sorter_whose_ranks_lose_the_scores_shape_is_refused(loss, inputs):
 
 
 @pytest.mark.parametrize("loss,inputs", _SORTER_INPUTS)
+def test_a_sorter_of_another_rank_convention_is_refused(loss, inputs):
+    """Ascending ranks 1..n (torchsort's soft_rank) or integer positions (argsort) are not the
+    sorters' normalized descending ranks: each would give a silently wrong loss."""
+    ascending = lambda scores: sodeep.rank(-scores) * scores.shape[-1]  # noqa: E731
+    with pytest.raises(ValueError, match=r"not in \(0, 1\] .* in sodeep.losses.descending_normalized"):
+        loss(sorter=ascending)(*inputs)
+    with pytest.raises(TypeError, match=r"^the sorter returned torch.int64 values, not ranks"):
+        loss(sorter=torch.argsort)(*inputs)
+    expected = loss(sorter=sodeep.rank)(*inputs)
+    torch.testing.assert_close(loss(sorter=descending_normalized(ascending))(*inputs), expected)
+
+
+@pytest.mark.parametrize("loss,inputs", _SORTER_INPUTS)
 def test_a_sorter_class_is_refused_with_the_instance_to_pass(loss, inputs):
     with pytest.raises(
         TypeError, match=r"sorter is the class PairwiseSigmoidSorter, not a sorter: pass an instance \(e"
@@ -357,4 +370,12 @@ def test_the_l1_anchor_of_half_precision_predictions_is_taken_in_float32():
     assert half.dtype == torch.float16 and torch.isfinite(half)
     torch.testing.assert_close(
         half.float(), spearman_loss(predictions, targets, sorter, l1_weight=0.01), rtol=2e-3, atol=0
+    )
+
+
+def test_more_hard_negatives_than_a_batch_holds_uses_them_all():
+    """An epoch's last, smaller batch must not fail: k is capped at N - 1, as in the pairwise loss."""
+    scores = torch.randn(3, 3)
+    torch.testing.assert_close(
+        HardNegativeRankLoss(hard_negatives=5)(scores), HardNegativeRankLoss(hard_negatives=2)(scores)
     )
