@@ -298,10 +298,16 @@ def run_folder_sorter(folder: Path) -> Path:
     if command != "pretrain":
         raise CheckpointError(f"{folder} holds a {command} run, not a pretraining run: it has no sorter")
     if not (folder / RUN_SORTER).is_file():
+        last = folder / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            raise CheckpointError(
+                f"{folder} holds no {RUN_SORTER} and no checkpoint: its pretraining run stopped (or is running) "
+                "before its first checkpoint; run its `sodeep pretrain` command again, without --resume"
+            )
         raise CheckpointError(
             f"{folder} holds no {RUN_SORTER}: its pretraining run has not finished (still running, stopped or "
             f"failed); resume it by running its `sodeep pretrain` command again with --resume, or turn its last "
-            f"checkpoint into a sorter with `sodeep export {folder / 'checkpoints' / 'last.ckpt'} sorter.pt`"
+            f"checkpoint into a sorter with `sodeep export {last} sorter.pt`"
         )
     return folder / RUN_SORTER
 

@@ -344,7 +344,15 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
         )
     if not any(True for _ in sorter.parameters()):
         raise ValueError(f"sorter {config.architecture!r} has no weights to train")
-    resume_step = _checkpoint_step(last) if resume and not overwrite and last.is_file() else None
+    expected = {
+        "architecture": sorter.architecture,
+        "sorter_config": sorter.config(),
+        "learning_rate": config.learning_rate,
+        "weight_decay": config.weight_decay,
+        "warmup_steps": config.warmup_steps,
+        "total_steps": config.steps,
+    }
+    resume_step = _checkpoint_step(last, expected) if resume and not overwrite and last.is_file() else None
     if resume_step is not None and resume_step >= config.steps and (out / RUN_SORTER).is_file():
         return load_sorter(out / RUN_SORTER)  # a finished run: nothing to train, nothing rewritten
     if leader:
@@ -517,7 +525,7 @@ def _write_results(
 ) -> None:
     """Write ``sorter.pt`` and ``pretrain_summary.json`` (rank 0's work)."""
     metadata = {
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": invoked_command(),
         "config": settings,
         "steps": int(trainer.global_step),
         "training_seconds": round(time.time() - started, 1),
@@ -549,9 +557,10 @@ def _started_but_never_saved(out: Path, settings: dict[str, Any]) -> bool:
     return learned(recorded) == learned(settings)
 
 
-def _checkpoint_step(path: Path) -> int:
+def _checkpoint_step(path: Path, expected: dict[str, Any]) -> int:
     """The global step a Lightning checkpoint was saved at; ``ValueError`` for a file that is not
-    a readable pretraining checkpoint."""
+    a readable pretraining checkpoint, or one whose hyper-parameters differ from ``expected``
+    (a checkpoint copied in from another run)."""
     try:
         payload = read_weights_only(path)
     except CheckpointError as error:
@@ -566,6 +575,14 @@ def _checkpoint_step(path: Path) -> int:
         raise ValueError(
             f"--resume: {path} is not a sodeep pretraining checkpoint; run with --overwrite instead of --resume to start again"
         )
+    saved = payload["hyper_parameters"]
+    differing = [key for key, value in expected.items() if key in saved and saved[key] != value]
+    if differing:
+        changes = ", ".join(f"{key}: {saved[key]!r} -> {expected[key]!r}" for key in differing)
+        raise ValueError(
+            f"--resume: {path} was saved by a run of other settings ({changes}), not this folder's run; "
+            "run with --overwrite instead of --resume to start again"
+        )
     return int(payload["global_step"])
 
 
@@ -576,3 +593,22 @@ def _finish_loggers(trainer: L.Trainer) -> None:
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger) and logger._experiment is not None:  # reading .experiment starts one
             logger.experiment.finish()
+
+
+def invoked_command() -> str:
+    """The command line that runs this process, as a shell would take it again: ``sodeep pretrain
+    ...``, ``python -m sodeep pretrain ...``, or a script's name and arguments.
+
+    Example:
+        >>> import sys
+        >>> saved, sys.argv = sys.argv, ["/usr/lib/python3/site-packages/sodeep/__main__.py", "pretrain", "--out", "my runs"]
+        >>> invoked_command()
+        "python -m sodeep pretrain --out 'my runs'"
+        >>> sys.argv = saved
+    """
+    import shlex
+
+    program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    if program == "__main__.py":
+        program = f"python -m {Path(sys.argv[0]).parent.name}"
+    return " ".join([program, shlex.join(sys.argv[1:])]).strip()

@@ -125,6 +125,9 @@ def test_a_pretraining_run_folder_loads_its_sorter(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="holds a brainage tabular run, not a pretraining run"):
         load_sorter(run)
     (run / "run.json").write_text(json.dumps({"command": "pretrain", "config": {}}))
+    with pytest.raises(CheckpointError, match="no checkpoint: .* run its `sodeep pretrain` command again, without"):
+        load_sorter(run)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
     with pytest.raises(CheckpointError, match="holds no sorter.pt: its pretraining run has not finished"):
         load_sorter(run)
     with pytest.raises(SystemExit) as stopped:

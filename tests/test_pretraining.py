@@ -580,3 +580,19 @@ def test_a_sigterm_as_the_run_folder_is_made_ends_in_one_line_and_status_130(tmp
     _, error = process.communicate(timeout=120)
     assert process.returncode == 130, error
     assert error.strip().splitlines()[-1].endswith("interrupted before anything was saved; run the same command again")
+
+
+def test_resuming_from_a_checkpoint_of_another_run_is_refused(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    assert _pretrain(tmp_path / "other", 2, "--wandb", "disabled", "--sorter", '{"band": 4}') == 0
+    assert _pretrain(tmp_path / "run", 2, "--wandb", "disabled") == 0
+    (tmp_path / "run" / "sorter.pt").unlink()
+    shutil.copy(tmp_path / "other" / "checkpoints" / "last.ckpt", tmp_path / "run" / "checkpoints" / "last.ckpt")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        _pretrain(tmp_path / "run", 2, "--wandb", "disabled", "--resume")
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and error.count("\n") == 1
+    assert "was saved by a run of other settings (sorter_config: " in error and "'band': 4" in error
