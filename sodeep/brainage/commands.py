@@ -315,7 +315,7 @@ def run_nifti(
                 _leave_as_found(out, existed)
             raise
         if leader:
-            _notes(left_out)
+            _notes([*left_out, *cohort.remarks(name)])
             print(
                 f"{plural(len(cohort.ages), 'subject')}, {plural(len(cohort.problems), 'row')} left out; grid {shape} at "
                 f"{config.voxel_size} mm"

@@ -133,13 +133,20 @@ class AgeTable:
                 f"{source}: features that give the age away: {shown}; they follow the age almost exactly (an age "
                 "in other units, a birth year?): leave them out with --features"
             )
-        beyond = self.ages[self.ages > OLDEST_AGE]
-        if len(beyond):
-            lines.append(
-                f"{source}: {plural(len(beyond), 'age')} {'is' if len(beyond) == 1 else 'are'} above {OLDEST_AGE} "
-                f"years (largest {np.format_float_positional(beyond.max(), trim='-')}); ages are read as years: convert months or days to years"
-            )
-        return lines
+        return lines + ages_beyond_a_lifetime(source, self.ages)
+
+
+def ages_beyond_a_lifetime(source: str, ages: np.ndarray) -> list[str]:
+    """One line naming the ages above :data:`OLDEST_AGE` in the file ``source``, or none."""
+    beyond = np.asarray(ages, dtype=np.float32)
+    beyond = beyond[beyond > OLDEST_AGE]
+    if not len(beyond):
+        return []
+    return [
+        f"{source}: {plural(len(beyond), 'age')} {'is' if len(beyond) == 1 else 'are'} above {OLDEST_AGE} "
+        f"years (largest {np.format_float_positional(beyond.max(), trim='-')}); ages are read as years: convert "
+        "months or days to years"
+    ]
 
 
 #: Ages above this many years are noted, not refused (a study of infants may count in months): no

@@ -28,7 +28,7 @@ from sodeep.brainage.csv_files import (
     find_column,
     read_csv_records,
 )
-from sodeep.brainage.tables import NO_SITE
+from sodeep.brainage.tables import NO_SITE, ages_beyond_a_lifetime
 from sodeep.files import atomic_write
 from sodeep.run_folder import RunInterrupted
 from sodeep.wording import plural
@@ -61,6 +61,18 @@ class Cohort:
         """``["manifest.csv: left out 2 of 42 rows (line 42: no file at ...; ...)"]``, or none."""
         total = len(self.paths) + len(self.problems)
         return [describe_left_out(source, self.problems, total, verb="left out")] if self.problems else []
+
+    def remarks(self, source: str) -> list[str]:
+        """Lines a reader of the manifest ``source`` should know of the subjects kept, as for a
+        table: ages above a lifetime, and empty site cells among named sites."""
+        lines = ages_beyond_a_lifetime(source, self.ages.numpy())
+        unnamed = sum(site == NO_SITE for site in self.sites)
+        if 0 < unnamed < len(self.sites):
+            lines.append(
+                f"{source}: {unnamed} of {plural(len(self.sites), 'subject')} {'has' if unnamed == 1 else 'have'} an "
+                f"empty site cell; empty site cells are one site, {NO_SITE!r}, in per-site results: fill in their sites"
+            )
+        return lines
 
 
 def read_manifest(path: str | os.PathLike) -> tuple[list[ManifestRow], list[tuple[int, str]]]:

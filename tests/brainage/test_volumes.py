@@ -252,3 +252,21 @@ def test_nifti_cli_smoke(tmp_path, capsys):
     assert sorted(line.split(",")[3] for line in predicted[1:]) == sorted(
         str(tmp_path / f"s{i}.nii.gz") for i in range(12)
     )
+
+
+def test_a_cohort_remarks_on_ages_beyond_a_lifetime_and_empty_site_cells_as_a_table_does():
+    import torch
+
+    from sodeep.brainage.tables import NO_SITE
+    from sodeep.brainage.volumes import Cohort
+
+    def cohort(ages, sites):
+        return Cohort(torch.zeros(len(ages), 1, 2, 2, 2), torch.tensor(ages), sites, [None] * len(ages))
+
+    remarks = cohort([240.0, 30.0, 960.0], ["A", NO_SITE, "B"]).remarks("m.csv")
+    assert remarks == [
+        "m.csv: 2 ages are above 130 years (largest 960); ages are read as years: convert months or days to years",
+        "m.csv: 1 of 3 subjects has an empty site cell; empty site cells are one site, '(no site)', in per-site "
+        "results: fill in their sites",
+    ]
+    assert cohort([20.0, 30.0], [NO_SITE, NO_SITE]).remarks("m.csv") == []  # no site column at all
