@@ -220,6 +220,7 @@ class StopOnSignal(Callback):
             trainer.save_checkpoint(self.checkpoint)
             self.stopped_at = int(trainer.global_step)
             trainer.should_stop = True
+            trainer.limit_val_batches = 0  # Lightning would validate on stopping: off schedule, and it delays the stop
 
     def _restore(self) -> None:
         for number, handler in self._previous.items():

@@ -596,3 +596,19 @@ def test_resuming_from_a_checkpoint_of_another_run_is_refused(tmp_path, monkeypa
     error = capsys.readouterr().err
     assert exit_info.value.code == 2 and error.count("\n") == 1
     assert "was saved by a run of other settings (sorter_config: " in error and "'band': 4" in error
+
+
+def test_a_stop_on_a_signal_runs_no_validation_off_schedule(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    original_step = SorterPretraining.training_step
+
+    def interrupted_step(self, batch, batch_index):
+        if self.global_step == 1:  # validation is every 4 steps: none is due at step 2
+            os.kill(os.getpid(), signal.SIGINT)
+        return original_step(self, batch, batch_index)
+
+    monkeypatch.setattr(SorterPretraining, "training_step", interrupted_step)
+    with pytest.raises(SystemExit):
+        _pretrain(tmp_path / "run", 8, "--checkpoint-every", "100")
+    rows = list(csv.DictReader(open(tmp_path / "run" / "csv" / "metrics.csv")))
+    assert rows and not any(row.get("val/l1") for row in rows)
