@@ -200,6 +200,9 @@ class PairwiseMarginRankingLoss(nn.Module):
             scores, labels, mask, margin=self.margin, hard_negatives=self.hard_negatives, reduction=self.reducer
         )
 
+    def extra_repr(self) -> str:
+        return f"margin={self.margin}, hard_negatives={self.hard_negatives}"
+
 
 def _margin_tensor(margin: Any, scores: torch.Tensor) -> torch.Tensor:
     """Per-label margins given as a list or NumPy array, as a tensor on the scores' device in at

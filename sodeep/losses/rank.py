@@ -252,6 +252,9 @@ class SpearmanLoss(FrozenSorterMixin):
     def forward(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return spearman_loss(predictions, targets, self.rank, self.l1_weight)
 
+    def extra_repr(self) -> str:
+        return f"l1_weight={self.l1_weight}"
+
 
 def map_rank_loss(scores: torch.Tensor, labels: torch.Tensor, sorter: SorterFunction) -> torch.Tensor:
     """Mean-average-precision surrogate (SoDeep's ``MapRankingLoss``): for every class, rank the
@@ -380,6 +383,9 @@ class HardNegativeRankLoss(FrozenSorterMixin):
 
     def forward(self, scores: torch.Tensor) -> torch.Tensor:
         return hard_negative_rank_loss(scores, self.rank, self.margin, self.hard_negatives)
+
+    def extra_repr(self) -> str:
+        return f"margin={self.margin}, hard_negatives={self.hard_negatives}"
 
 
 __all__ = [

@@ -13,6 +13,8 @@ from sodeep.checks import beneath_transforms, require, require_number
 def check_tensor(value, name: str, *, floating: bool = True) -> None:
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if value.is_complex():
+        raise TypeError(f"{name} must be real, got dtype {value.dtype}")
     if floating and not value.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
     if value.numel() == 0:

@@ -379,3 +379,23 @@ def test_more_hard_negatives_than_a_batch_holds_uses_them_all():
     torch.testing.assert_close(
         HardNegativeRankLoss(hard_negatives=5)(scores), HardNegativeRankLoss(hard_negatives=2)(scores)
     )
+
+
+def test_complex_labels_or_targets_are_refused():
+    """PyTorch would discard their imaginary part with only a warning."""
+    from sodeep.losses import age_difference_loss, map_rank_loss
+
+    with pytest.raises(TypeError, match="labels must be real, got dtype torch.complex64"):
+        map_rank_loss(torch.randn(3, 2), torch.ones(3, 2, dtype=torch.complex64), sodeep.rank)
+    with pytest.raises(TypeError, match="targets must be real, got dtype torch.complex64"):
+        age_difference_loss(torch.randn(4), torch.randn(4, dtype=torch.complex64))
+
+
+def test_a_loss_module_shows_its_settings():
+    from sodeep.losses import PairwiseMarginRankingLoss
+
+    assert repr(SpearmanLoss(l1_weight=0.1)) == "SpearmanLoss(l1_weight=0.1)"
+    assert (
+        repr(HardNegativeRankLoss(margin=0.1, hard_negatives=2)) == "HardNegativeRankLoss(margin=0.1, hard_negatives=2)"
+    )
+    assert "margin=0.5, hard_negatives=None" in repr(PairwiseMarginRankingLoss(margin=0.5))
