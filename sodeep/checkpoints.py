@@ -56,13 +56,19 @@ def sorter_payload(sorter: Sorter, metadata: dict[str, Any] | None = None) -> di
         )
     config = sorter.config()
     json.dumps(config)  # configs must stay plain JSON so checkpoints describe themselves
+    if metadata is not None and not isinstance(metadata, dict):
+        raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
+    try:
+        metadata = json.loads(json.dumps(metadata or {}))
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"metadata must be plain JSON (numbers, text, lists, dicts): {error}") from None
     return {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
         "architecture": sorter.architecture,
         "config": config,
         "state_dict": {key: value.detach().cpu() for key, value in sorter.state_dict().items()},
-        "metadata": json.loads(json.dumps(metadata or {})),
+        "metadata": metadata,
     }
 
 
@@ -115,6 +121,9 @@ def sorter_from_payload(payload: Any, source: str = "checkpoint") -> Sorter:
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{source} has a config that does not fit {architecture!r}: {error}") from error
     weights = payload.get("state_dict")
+    if not isinstance(weights, dict) or not all(isinstance(value, torch.Tensor) for value in weights.values()):
+        found = "none" if weights is None else type(weights).__name__
+        raise CheckpointError(f"{source} holds no weights (its state_dict is {found}, not a dict of tensors)")
     dtypes = {
         value.dtype
         for value in (weights.values() if isinstance(weights, dict) else ())

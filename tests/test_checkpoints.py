@@ -435,3 +435,24 @@ def test_rank_metrics_refuse_pairs_of_other_shapes_rather_than_broadcast(shapes)
     for metric in (rowwise_spearman, mean_absolute_rank_error):
         with pytest.raises(ValueError, match="must have one shape"):
             metric(torch.rand(*shapes[0]), torch.rand(*shapes[1]))
+
+
+@pytest.mark.parametrize("weights", [None, [1, 2], {"network.0.weight": 1.0}])
+def test_a_checkpoint_without_a_dict_of_tensors_as_weights_says_so(tmp_path, weights):
+    from sodeep.checkpoints import sorter_from_payload
+
+    payload = torch.load(save_sorter(load_sorter(), tmp_path / "s.pt"), weights_only=True)
+    if weights is None:
+        del payload["state_dict"]
+    else:
+        payload["state_dict"] = weights
+    with pytest.raises(CheckpointError, match=r"holds no weights \(its state_dict is"):
+        sorter_from_payload(payload, "s.pt")
+
+
+def test_metadata_must_be_a_dict_of_plain_json(tmp_path):
+    with pytest.raises(TypeError, match="metadata must be a dict, got list"):
+        save_sorter(load_sorter(), tmp_path / "s.pt", [1, 2])
+    with pytest.raises(TypeError, match="metadata must be plain JSON .*Tensor is not JSON serializable"):
+        save_sorter(load_sorter(), tmp_path / "s.pt", {"loss": torch.tensor(1.0)})
+    assert not (tmp_path / "s.pt").exists()
