@@ -439,3 +439,9 @@ def test_standardizing_is_scale_free_up_to_float32s_range(scale):
     result = Standardizer().fit(scaled).transform(scaled)
     assert np.isfinite(result).all()
     np.testing.assert_allclose(result, expected, atol=1e-4)
+
+
+def test_id_and_visit_columns_coded_as_numbers_are_not_default_features(tmp_path):
+    rows = [[1000 + i, i % 3, 20 + 3 * i, 0.1 * i] for i in range(8)]
+    path = write_csv(tmp_path / "adni.csv", ["RID", "VISIT", "age", "thickness"], rows)
+    assert read_age_table(path).feature_names == ["thickness"]
