@@ -293,12 +293,14 @@ def test_a_sorter_of_another_rank_convention_is_refused(loss, inputs):
     """Ascending ranks 1..n (torchsort's soft_rank) or integer positions (argsort) are not the
     sorters' normalized descending ranks: each would give a silently wrong loss."""
     ascending = lambda scores: sodeep.rank(-scores) * scores.shape[-1]  # noqa: E731
-    with pytest.raises(ValueError, match=r"not in \(0, 1\] .* in sodeep.losses.descending_normalized"):
+    with pytest.raises(ValueError, match=r"not ranks in \(0, 1\] .* in sodeep.losses.descending_normalized"):
         loss(sorter=ascending)(*inputs)
     with pytest.raises(TypeError, match=r"^the sorter returned torch.int64 values, not ranks"):
         loss(sorter=torch.argsort)(*inputs)
     expected = loss(sorter=sodeep.rank)(*inputs)
     torch.testing.assert_close(loss(sorter=descending_normalized(ascending))(*inputs), expected)
+    overshooting = lambda scores: sodeep.rank(scores) * 1.6 - 0.3  # noqa: E731  a learned sorter strays beyond (0, 1]
+    assert torch.isfinite(loss(sorter=overshooting)(*inputs))
 
 
 @pytest.mark.parametrize("loss,inputs", _SORTER_INPUTS)
