@@ -145,7 +145,7 @@ def check_split(
 
 
 def _fewer_folds_or(folds: int) -> str:
-    """The start of advice: ``"use fewer folds or "``, or nothing at 2 folds, the fewest."""
+    """The start of advice: ``"use fewer folds or "``, or ``"give "`` at 2 folds, the fewest."""
     return "use fewer folds or " if folds > 2 else "give "
 
 
