@@ -243,17 +243,20 @@ class StopOnSignal(Callback):
 
 
 @contextlib.contextmanager
-def stop_signals_outside_training_are_interrupts(processes: int = 1, nodes: int = 1) -> Iterator[None]:
+def stop_signals_outside_training_are_interrupts(
+    processes: int = 1, nodes: int = 1, launcher: Any = None
+) -> Iterator[None]:
     """Around ``trainer.fit``: a SIGTERM or Ctrl-C that comes while :class:`StopOnSignal` is not
     installed (before training starts, or after it ends) meets Lightning's own handling, which ends
     the fit with ``SystemExit``: status 0 for SIGTERM (``SIGTERMException``), 1 for Ctrl-C, and no
     message.  Raise ``KeyboardInterrupt`` instead, which the console script reports in one line
     with status 130.  A run of several ``processes`` is also interruptible while it waits for
-    them to join, on one machine or ``nodes`` (see :func:`_exit_on_signal_until_joined`)."""
+    them to join, on one machine or ``nodes``, and then stops the processes its Lightning
+    ``launcher`` started (see :func:`_exit_on_signal_until_joined`)."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     try:
-        with _exit_on_signal_until_joined(processes, nodes):
+        with _exit_on_signal_until_joined(processes, nodes, launcher):
             yield
     except SIGTERMException as stopped:
         raise KeyboardInterrupt("SIGTERM outside training") from stopped
@@ -264,12 +267,13 @@ def stop_signals_outside_training_are_interrupts(processes: int = 1, nodes: int 
 
 
 @contextlib.contextmanager
-def _exit_on_signal_until_joined(processes: int, nodes: int = 1) -> Iterator[None]:
+def _exit_on_signal_until_joined(processes: int, nodes: int = 1, launcher: Any = None) -> Iterator[None]:
     """While a run of several ``processes`` waits for them all to join, torch.distributed blocks
     in C++, where Python's signal handlers never run: Ctrl-C would wait out its 30-minute timeout.
     A thread woken by the signal (``signal.set_wakeup_fd``) ends the process there, with one line
-    and status 130; nothing was trained.  Once the process group is up, signals are left to
-    :class:`StopOnSignal`."""
+    and status 130; nothing was trained.  The processes that ``launcher`` (Lightning's) started
+    from this one get SIGTERM first, which ends them the same way, instead of leaving them waiting
+    for the others.  Once the process group is up, signals are left to :class:`StopOnSignal`."""
     if processes <= 1 or threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -293,6 +297,8 @@ def _exit_on_signal_until_joined(processes: int, nodes: int = 1) -> Iterator[Non
                         f"was trained. {advice}\n"
                     )
                     sys.stderr.flush()
+                if launcher is not None and hasattr(launcher, "kill"):
+                    launcher.kill(signal.SIGTERM)  # the processes it started, if any
                 os._exit(130)
 
     watcher = threading.Thread(target=watch, name="sodeep-join-watch", daemon=True)

@@ -227,3 +227,47 @@ def test_a_signal_while_the_processes_join_names_what_to_do_on_one_machine_or_se
     assert done.returncode == 130
     assert done.stderr.startswith("sodeep: interrupted while waiting for the run's 2 processes to join; nothing")
     assert advice in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_a_sigterm_while_two_processes_join_ends_both(tmp_path):
+    """Before the process group is up, the launching process ends itself from a watcher thread;
+    the process Lightning started from it must not be left waiting for it (30 minutes)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    environment = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "sodeep", "pretrain", "--steps", "40", "--accelerator", "cpu", "--devices", "2"]
+    command += ["--strategy", "ddp", "--data-workers", "0", "--wandb", "disabled", "--out", str(tmp_path / "run")]
+    process = subprocess.Popen(command, env=environment, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+
+    def children():
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == process.pid and fields[0] != "Z":
+                found.append(int(stat.parent.name))
+        return found
+
+    deadline = time.monotonic() + 120
+    while not children() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    started = children()
+    time.sleep(1)
+    process.send_signal(signal.SIGTERM)
+    try:
+        _, error = process.communicate(timeout=90)  # the pipe stays open while a child lives
+    finally:
+        for pid in children() + started:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert process.returncode == 130, error
+    assert started and "interrupted" in error.strip().splitlines()[-1]
