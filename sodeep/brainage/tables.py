@@ -43,7 +43,7 @@ from sodeep.wording import plural
 #: such as sex or a site coded as numbers, which would otherwise pass for features.
 NON_FEATURE_COLUMNS = (
     "age", "sub_id", "subject", "subject_id", "participant_id", "id", "eid", "rid", "ptid", "subjid",
-    "session", "visit", "sex", "gender", "handedness", "site", "scanner", "center", "centre", "study", "dataset",
+    "visit", "sex", "gender", "handedness", "site", "scanner", "center", "centre", "study", "dataset",
 )  # fmt: skip
 #: Names of a row-index column, never a feature by default: pandas' ``to_csv`` writes its index
 #: under an empty name (read back: ``Unnamed: 0``), R's ``write.csv`` its row names likewise.
