@@ -363,8 +363,12 @@ def _leave_as_found(out: Path, existed: bool) -> None:
         shutil.rmtree(out, ignore_errors=True)
         return
     for path in out.iterdir():
-        if path.name != RUN_LOCK:
-            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        if path.name == RUN_LOCK:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def _is_leader(config: CommandConfig) -> bool:
