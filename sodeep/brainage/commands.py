@@ -240,7 +240,7 @@ def run_synthetic(
                         title=f"{label}, {name} (test)",
                     )
     print(report)
-    print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / PREDICTIONS_FILE} and {out / 'plots'}/")
+    print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'plots'}/")
     return results
 
 
@@ -349,7 +349,7 @@ def run_nifti(
             if leader:
                 stop.where = "the report"
                 title = f"Brain age from {Path(config.manifest).name}"
-                subjects = [str(path) for path in cohort.paths]
+                subjects = [str(path.resolve()) for path in cohort.paths]  # wherever the command runs
                 report_cross_validation(results, cohort.ages.numpy(), subjects, out, title, run)
     return results
 

@@ -286,6 +286,7 @@ def read_age_table(
             with decimal commas.
     """
     path = Path(path)
+    features = [features] if isinstance(features, str) else features  # one pattern, not its letters
     if not path.is_file():
         raise FileNotFoundError(f"no table at {path}")
     columns, rows, lines, delimiter = read_csv_rows(path)

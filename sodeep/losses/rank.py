@@ -152,8 +152,8 @@ def sorter_ranks(sorter: SorterFunction, scores: torch.Tensor) -> torch.Tensor:
     require(
         (mean >= MEAN_RANK_RANGE[0]) & (mean <= MEAN_RANK_RANGE[1]),
         "the sorter's ranks are not ranks in (0, 1] (a row averages outside [0.25, 1], or is NaN): a sorter "
-        "returns descending ranks divided by n; wrap one that returns ascending ranks 1..n, such as "
-        "torchsort.soft_rank, in sodeep.losses.descending_normalized",
+        "returns descending ranks divided by n (1 for the largest score); wrap one that returns ascending ranks "
+        "1..n (n for the largest score), such as torchsort.soft_rank, in sodeep.losses.descending_normalized",
     )
     return ranks
 

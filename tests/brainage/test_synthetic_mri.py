@@ -50,7 +50,7 @@ def test_cohort_cache_round_trip(tmp_path):
     assert first.volumes.shape == (2, 1, *GRID)
 
 
-def test_synthetic_cli_writes_baselines_and_presets(tmp_path):
+def test_synthetic_cli_writes_baselines_and_presets(tmp_path, capsys):
     import json
 
     from sodeep.cli import main
@@ -84,6 +84,8 @@ def test_synthetic_cli_writes_baselines_and_presets(tmp_path):
             "disabled",
         ]
     )
+    wrote = capsys.readouterr().out.strip().splitlines()[-1]
+    assert wrote == f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'plots'}/"  # no predictions.csv
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     assert results["settings"]["augment"] == "flip-shift+contrast"

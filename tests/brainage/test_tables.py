@@ -445,3 +445,8 @@ def test_id_and_visit_columns_coded_as_numbers_are_not_default_features(tmp_path
     rows = [[1000 + i, i % 3, 20 + 3 * i, 0.1 * i] for i in range(8)]
     path = write_csv(tmp_path / "adni.csv", ["RID", "VISIT", "age", "thickness"], rows)
     assert read_age_table(path).feature_names == ["thickness"]
+
+
+def test_one_feature_pattern_may_be_given_as_a_string(tmp_path):
+    path = write_csv(tmp_path / "t.csv", ["age", "lh_a", "rh_a"], [[20 + i, 0.1 * i, 1.0 - 0.1 * i] for i in range(4)])
+    assert read_age_table(path, features="lh_*").feature_names == ["lh_a"]
