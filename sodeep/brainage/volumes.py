@@ -106,7 +106,7 @@ def read_manifest(path: str | os.PathLike) -> tuple[list[ManifestRow], list[tupl
             problems.append((line, "the path is empty"))
             continue
         file = Path(listed)
-        file = file if file.is_absolute() else path.parent / file
+        file = file if file.is_absolute() else path.resolve().parent / file  # the same from any folder
         if not file.is_file():
             problems.append((line, f"no file at {file}"))
             continue

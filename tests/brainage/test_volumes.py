@@ -270,3 +270,14 @@ def test_a_cohort_remarks_on_ages_beyond_a_lifetime_and_empty_site_cells_as_a_ta
         "results: fill in their sites",
     ]
     assert cohort([20.0, 30.0], [NO_SITE, NO_SITE]).remarks("m.csv") == []  # no site column at all
+
+
+def test_a_manifest_reads_the_same_from_any_working_folder(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.nii.gz").write_bytes(b"")
+    (tmp_path / "data" / "manifest.csv").write_text("path,age\na.nii.gz,30\ngone.nii.gz,40\n")
+    monkeypatch.chdir(tmp_path)
+    first = read_manifest("data/manifest.csv")
+    monkeypatch.chdir(tmp_path / "data")
+    assert read_manifest("manifest.csv") == first  # a resumed run compares the rows left out
+    assert first[1] == [(3, f"no file at {tmp_path / 'data' / 'gone.nii.gz'}")]
