@@ -382,9 +382,7 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
     try:
         with (
             threads_beside(config.data_workers),
-            stop_signals_outside_training_are_interrupts(
-                trainer.world_size, trainer.num_nodes, getattr(trainer.strategy, "launcher", None)
-            ),
+            stop_signals_outside_training_are_interrupts(trainer),
         ):
             trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume_step is not None else None)
     except KeyboardInterrupt:

@@ -243,20 +243,18 @@ class StopOnSignal(Callback):
 
 
 @contextlib.contextmanager
-def stop_signals_outside_training_are_interrupts(
-    processes: int = 1, nodes: int = 1, launcher: Any = None
-) -> Iterator[None]:
+def stop_signals_outside_training_are_interrupts(trainer: Any) -> Iterator[None]:
     """Around ``trainer.fit``: a SIGTERM or Ctrl-C that comes while :class:`StopOnSignal` is not
     installed (before training starts, or after it ends) meets Lightning's own handling, which ends
     the fit with ``SystemExit``: status 0 for SIGTERM (``SIGTERMException``), 1 for Ctrl-C, and no
     message.  Raise ``KeyboardInterrupt`` instead, which the console script reports in one line
-    with status 130.  A run of several ``processes`` is also interruptible while it waits for
-    them to join, on one machine or ``nodes``, and then stops the processes its Lightning
-    ``launcher`` started (see :func:`_exit_on_signal_until_joined`)."""
+    with status 130.  A ``trainer`` of several processes is also interruptible while they join,
+    and then stops the processes its launcher started (see :func:`_exit_on_signal_until_joined`)."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    launcher = getattr(trainer.strategy, "launcher", None)
     try:
-        with _exit_on_signal_until_joined(processes, nodes, launcher):
+        with _exit_on_signal_until_joined(trainer.world_size, trainer.num_nodes, launcher):
             yield
     except SIGTERMException as stopped:
         raise KeyboardInterrupt("SIGTERM outside training") from stopped

@@ -94,8 +94,7 @@ def run_tabular(
         id_column=config.id_column,
         site_column=config.site_column,
     )
-    skipped = [note for note in table.notes(path.name) if note.startswith(f"{path.name}: skipped ")]
-    _check_cohort_size(path.name, len(table), config.folds, skipped)
+    _check_cohort_size(path.name, len(table), config.folds, table.skipped_note(path.name))
     check_batch_size(config.losses, config.batch_size)
     training = TrainingConfig(batch_size=config.batch_size, patience=config.patience, **config.schedule())
     check_split(

@@ -98,13 +98,17 @@ class AgeTable:
     def __len__(self) -> int:
         return len(self.ages)
 
+    def skipped_note(self, source: str) -> list[str]:
+        """The line naming the rows of ``source`` that were skipped, or none."""
+        if not self.skipped:
+            return []
+        return [describe_left_out(source, self.skipped, self.rows or len(self) + len(self.skipped))]
+
     def notes(self, source: str) -> list[str]:
         """One line per thing a reader of ``source`` should know: rows skipped, ids repeated,
         columns that are not features for a few text cells, empty site cells, ages beyond a
         lifetime."""
-        lines = []
-        if self.skipped:
-            lines.append(describe_left_out(source, self.skipped, self.rows or len(self) + len(self.skipped)))
+        lines = self.skipped_note(source)
         if self.repeated_ids:
             repeated = len(self.repeated_ids)
             lines.append(

@@ -418,9 +418,7 @@ def fit_age_model(
         # Resuming finds the run's own checkpoints in its folder.
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)  # inside Lightning
-        with stop_signals_outside_training_are_interrupts(
-            trainer.world_size, trainer.num_nodes, getattr(trainer.strategy, "launcher", None)
-        ):
+        with stop_signals_outside_training_are_interrupts(trainer):
             trainer.fit(
                 module,
                 train_dataloaders=train_loader,
