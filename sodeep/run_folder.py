@@ -202,6 +202,46 @@ def start_run_folder(out: Path, record: dict[str, Any], *, overwrite: bool) -> P
     return atomic_write_json(out / RUN_RECORD, {**record, "sodeep_version": __version__}, indent=2)
 
 
+#: Where a folder keeps the run it held while a command that replaces it checks its data
+#: (:func:`set_aside`).
+PREVIOUS_RUN = ".previous-run"
+
+
+def set_aside(out: Path) -> Path:
+    """Move everything in ``out`` but its lock into ``out/.previous-run`` (renames, no copies) and
+    return that folder: the run a replacing command keeps until it knows its own run can start.
+    :func:`put_back` undoes it; deleting the folder completes the replacement.  A folder that
+    already holds one (a replacement killed before it could finish) keeps it: that is still the
+    run to go back to, and the rest is the unfinished replacement's, which is deleted."""
+    aside = out / PREVIOUS_RUN
+    if not aside.is_dir():
+        aside.mkdir()
+        for path in list(out.iterdir()):
+            if path.name not in (RUN_LOCK, PREVIOUS_RUN):
+                path.rename(aside / path.name)
+    empty_folder(out, keep=(RUN_LOCK, PREVIOUS_RUN))
+    return aside
+
+
+def put_back(out: Path, aside: Path) -> None:
+    """Replace what ``out`` holds (but its lock) with the run :func:`set_aside` kept in ``aside``."""
+    empty_folder(out, keep=(RUN_LOCK, aside.name))
+    for path in list(aside.iterdir()):
+        path.rename(out / path.name)
+    aside.rmdir()
+
+
+def empty_folder(folder: Path, keep: tuple[str, ...]) -> None:
+    """Delete everything in ``folder`` but the entries named in ``keep``."""
+    for path in list(folder.iterdir()):
+        if path.name in keep:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
 def hold_folder(out: Path, *, clear: bool = False, instead: str = CHOOSE_ANOTHER_OUT) -> None:
     """Create ``out`` and hold its lock (``out/run.lock``) until the process ends or
     :func:`releasing_run_folders` lets it go; with ``clear``, empty it first, under the lock.

@@ -256,7 +256,15 @@ def run_nifti(
     from sodeep.brainage.models import SFCN, check_grid_fits
     from sodeep.brainage.splits import check_split
     from sodeep.brainage.volumes import load_cohort, read_manifest
-    from sodeep.run_folder import holds_files_besides_its_lock, start_run_folder
+    from sodeep.run_folder import (
+        PREVIOUS_RUN,
+        RunInterrupted,
+        hold_folder,
+        holds_files_besides_its_lock,
+        put_back,
+        set_aside,
+        start_run_folder,
+    )
     from sodeep.runs import release_process_group
 
     config.check()
@@ -275,9 +283,10 @@ def run_nifti(
     )
     data = {"manifest": _resolved(config.manifest), "manifest_sha256": file_digest(Path(config.manifest))}
     fine_tuning, start = open_fine_tuning(config, "nifti", data, folds=config.folds, model=SFCN(**network))
-    out, record = Path(config.out), None
-    # A new run whose cohort is refused once its volumes are read leaves no run behind.
-    new_run = not resume and (overwrite or not holds_files_besides_its_lock(out))
+    out, record, previous_run = Path(config.out), None, None
+    # A new run whose cohort is refused once its volumes are read leaves no run behind, and the run
+    # it replaces (--overwrite) stays until the cohort is accepted.
+    new_run = not resume and not holds_files_besides_its_lock(out)
     existed = out.is_dir()
     if leader:
         out, record = claim_folder("nifti", config, data | start, resume=resume, overwrite=overwrite)
@@ -286,7 +295,12 @@ def run_nifti(
         pending = (
             planned if overwrite else len(unfinished_runs(out, None, config.losses, config.seeds, config.folds)[1])
         )
-        start_run_folder(out, record, overwrite=overwrite)
+        if overwrite and not new_run:
+            hold_folder(out)
+            previous_run = set_aside(out)
+        elif (out / PREVIOUS_RUN).is_dir():  # a replacement killed while reading its volumes
+            previous_run = out / PREVIOUS_RUN
+        start_run_folder(out, record, overwrite=False)
         _say_started(fine_tuning, training)
         _say_resumed(out, resume and not overwrite, planned, pending)
     with SignalStop() as stop:
@@ -309,10 +323,16 @@ def run_nifti(
                 seeds=config.seeds,
                 validation_fraction=training.validation_fraction,
             )
-        except ValueError:
-            if leader and new_run:
+        except (ValueError, RunInterrupted) as refused:
+            if leader and previous_run is not None and previous_run.is_dir():
+                put_back(out, previous_run)
+                if isinstance(refused, RunInterrupted):  # the folder holds the previous run again
+                    raise KeyboardInterrupt from None
+            elif leader and new_run and isinstance(refused, ValueError):
                 _leave_as_found(out, existed)
             raise
+        if previous_run is not None:
+            shutil.rmtree(previous_run, ignore_errors=True)
         if leader:
             _notes([*left_out, *cohort.remarks(name)])
             print(
@@ -356,18 +376,12 @@ def run_nifti(
 def _leave_as_found(out: Path, existed: bool) -> None:
     """Undo a new run's start in ``out``: remove the folder if this command made it, else
     everything in it but its lock (which the command releases on its way out)."""
-    from sodeep.run_folder import RUN_LOCK
+    from sodeep.run_folder import RUN_LOCK, empty_folder
 
-    if not existed:
+    if existed:
+        empty_folder(out, keep=(RUN_LOCK,))
+    else:
         shutil.rmtree(out, ignore_errors=True)
-        return
-    for path in out.iterdir():
-        if path.name == RUN_LOCK:
-            continue
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
 
 
 def _is_leader(config: CommandConfig) -> bool:

@@ -189,6 +189,80 @@ def test_a_cohort_refused_once_its_volumes_are_read_leaves_the_folder_as_it_was(
     assert sorted(path.name for path in out.iterdir()) == ["run.lock"] if existed else not out.exists()
 
 
+def _small_cohort(folder, readable=8):
+    lines = ["path,age"]
+    for index in range(8):
+        name = f"s{index}.nii.gz"
+        if index < readable:
+            write_volume(folder / name, blob((8, 8, 8), index), voxel_size=4.0)
+        else:
+            (folder / name).write_bytes(b"not a volume")
+        lines.append(f"{name},{20 + 5 * index}")
+    (folder / "manifest.csv").write_text("\n".join(lines) + "\n")
+    command = ["brainage", "nifti", "--manifest", str(folder / "manifest.csv"), "--shape", "8", "8", "8"]
+    return command + ["--channels", "4", "8", "--folds", "2", "--out", str(folder / "out"), "--wandb", "disabled"]
+
+
+def _previous_run(out):
+    out.mkdir()
+    (out / "run.json").write_text('{"command": "nifti", "config": {"epochs": 3}}')
+    (out / "l1").mkdir()
+    (out / "l1" / "results.json").write_text("finished")
+    return {"l1", "run.json"}
+
+
+def _contents(out):
+    return {path.name for path in out.iterdir()} - {"run.lock"}
+
+
+def test_overwrite_keeps_the_previous_run_when_the_new_cohort_is_refused(tmp_path, capsys):
+    from sodeep.cli import main
+
+    command = _small_cohort(tmp_path, readable=5)  # 5 readable subjects are too few for 2 folds
+    out = tmp_path / "out"
+    kept = _previous_run(out)
+    with pytest.raises(SystemExit) as stopped:
+        main([*command, "--overwrite"])
+    assert stopped.value.code == 2 and "5 subjects are too few for 2 folds" in capsys.readouterr().err
+    assert _contents(out) == kept and (out / "l1" / "results.json").read_text() == "finished"
+    assert "epochs" in (out / "run.json").read_text()
+
+
+def test_overwrite_interrupted_while_reading_volumes_keeps_the_previous_run(tmp_path, capsys, monkeypatch):
+    from sodeep.cli import main
+    from sodeep.run_folder import RunInterrupted
+
+    def interrupted(*args, **kwargs):
+        raise RunInterrupted("the volume cache")
+
+    monkeypatch.setattr(volumes_module, "load_cohort", interrupted)
+    command = _small_cohort(tmp_path)
+    out = tmp_path / "out"
+    kept = _previous_run(out)
+    with pytest.raises(SystemExit) as stopped:
+        main([*command, "--overwrite"])
+    assert stopped.value.code == 130
+    assert "interrupted before anything was saved; run the same command again" in capsys.readouterr().err
+    assert _contents(out) == kept
+
+
+def test_overwrite_replaces_the_previous_run_once_the_cohort_is_accepted(tmp_path, monkeypatch):
+    from sodeep.brainage import cross_validation
+    from sodeep.cli import main
+
+    def stop_before_training(*args, **kwargs):
+        raise ValueError("stopped before training")
+
+    monkeypatch.setattr(cross_validation, "cross_validate", stop_before_training)
+    command = _small_cohort(tmp_path)
+    out = tmp_path / "out"
+    _previous_run(out)
+    with pytest.raises(SystemExit):
+        main([*command, "--overwrite"])
+    assert _contents(out) == {"run.json", "cache"}
+    assert '"epochs": 3' not in (out / "run.json").read_text()
+
+
 def test_nifti_cli_smoke(tmp_path, capsys):
     import json
 
