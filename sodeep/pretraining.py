@@ -117,11 +117,23 @@ class SequenceDataModule(L.LightningDataModule):
         cells = HeldOutCells(self.validation_lengths, self.validation_sequences, self.families)
         return DataLoader(cells, batch_size=None)
 
+    def stream_settings(self) -> dict[str, Any]:
+        """What the training stream is a function of, besides the batch index: checkpoints record
+        it, so that a run resumes only the stream it was trained on."""
+        return {
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "lengths": self.lengths,
+            "families": self.families,
+            "affine_probability": self.affine_probability,
+        }
+
     def state_dict(self) -> dict[str, Any]:
-        if self.trainer is None:
-            return {"batches_consumed": self.start_batch}
-        steps_here = self.trainer.global_step - self.start_step  # steps of this fit, at this world size
-        return {"batches_consumed": self.start_batch + steps_here * self.trainer.world_size}
+        consumed = self.start_batch
+        if self.trainer is not None:
+            steps_here = self.trainer.global_step - self.start_step  # steps of this fit, at this world size
+            consumed += steps_here * self.trainer.world_size
+        return {"batches_consumed": consumed, "stream": self.stream_settings()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.start_batch = int(state_dict.get("batches_consumed", 0))
@@ -352,7 +364,18 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
         "warmup_steps": config.warmup_steps,
         "total_steps": config.steps,
     }
-    resume_step = _checkpoint_step(last, expected) if resume and not overwrite and last.is_file() else None
+    validation_lengths = held_out_lengths(lengths, sorter.min_length, sorter.max_length)
+    data = SequenceDataModule(
+        batch_size=config.batch_size,
+        lengths=lengths,
+        seed=config.seed,
+        validation_lengths=validation_lengths,
+        validation_sequences=config.validation_sequences,
+        data_workers=config.data_workers,
+    )
+    resume_step = None
+    if resume and not overwrite and last.is_file():
+        resume_step = _checkpoint_step(last, expected, data.stream_settings())
     if resume_step is not None and resume_step >= config.steps and (out / RUN_SORTER).is_file():
         return load_sorter(out / RUN_SORTER)  # a finished run: nothing to train, nothing rewritten
     if leader:
@@ -368,15 +391,6 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
         weight_decay=config.weight_decay,
         warmup_steps=config.warmup_steps,
         total_steps=config.steps,
-    )
-    validation_lengths = held_out_lengths(lengths, sorter.min_length, sorter.max_length)
-    data = SequenceDataModule(
-        batch_size=config.batch_size,
-        lengths=lengths,
-        seed=config.seed,
-        validation_lengths=validation_lengths,
-        validation_sequences=config.validation_sequences,
-        data_workers=config.data_workers,
     )
     started = time.time()
     try:
@@ -557,10 +571,10 @@ def _started_but_never_saved(out: Path, settings: dict[str, Any]) -> bool:
     return learned(recorded) == learned(settings)
 
 
-def _checkpoint_step(path: Path, expected: dict[str, Any]) -> int:
+def _checkpoint_step(path: Path, expected: dict[str, Any], stream: dict[str, Any]) -> int:
     """The global step a Lightning checkpoint was saved at; ``ValueError`` for a file that is not
-    a readable pretraining checkpoint, or one whose hyper-parameters differ from ``expected``
-    (a checkpoint copied in from another run)."""
+    a readable pretraining checkpoint, or one whose hyper-parameters differ from ``expected`` or
+    whose training stream differs from ``stream`` (a checkpoint copied in from another run)."""
     try:
         payload = read_weights_only(path)
     except CheckpointError as error:
@@ -575,15 +589,26 @@ def _checkpoint_step(path: Path, expected: dict[str, Any]) -> int:
         raise ValueError(
             f"--resume: {path} is not a sodeep pretraining checkpoint; run with --overwrite instead of --resume to start again"
         )
-    saved = payload["hyper_parameters"]
+    saved = dict(payload["hyper_parameters"])
+    saved_stream = payload.get(SequenceDataModule.__qualname__, {}).get("stream")
+    if isinstance(saved_stream, dict):
+        saved |= saved_stream
+    expected = expected | stream
     differing = [key for key, value in expected.items() if key in saved and saved[key] != value]
     if differing:
-        changes = ", ".join(f"{key}: {saved[key]!r} -> {expected[key]!r}" for key in differing)
+        changes = ", ".join(f"{key}: {_setting_text(saved[key])} -> {_setting_text(expected[key])}" for key in differing)
         raise ValueError(
             f"--resume: {path} was saved by a run of other settings ({changes}), not this folder's run; "
             "run with --overwrite instead of --resume to start again"
         )
     return int(payload["global_step"])
+
+
+def _setting_text(value: Any) -> str:
+    """``repr`` of a setting, a long list cut to its ends: ``[2, 3, ..., 256] (255 values)``."""
+    if isinstance(value, list) and len(value) > 6:
+        return f"[{value[0]!r}, {value[1]!r}, ..., {value[-1]!r}] ({len(value)} values)"
+    return repr(value)
 
 
 def _finish_loggers(trainer: L.Trainer) -> None:
