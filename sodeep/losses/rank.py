@@ -277,7 +277,13 @@ def map_rank_loss(scores: torch.Tensor, labels: torch.Tensor, sorter: SorterFunc
     if scores.shape[0] < 2:
         raise ValueError(f"scores must have a batch of at least 2 to rank, got shape {tuple(scores.shape)}")
     check_sorter(sorter)
-    ranks = sorter_ranks(sorter, scores.t())  # (C, B): each class ranks the batch
+    try:
+        ranks = sorter_ranks(sorter, scores.t())  # (C, B): each class ranks the batch
+    except ValueError as error:
+        raise ValueError(
+            f"{error} (map_rank_loss ranks each class's column of its (B, C) scores of shape "
+            f"{tuple(scores.shape)}: the sorter's rows are the transposed (C, B), its n the batch size B)"
+        ) from None
     positives = labels.t().to(ranks.dtype)
     count = positives.sum(-1)
     mean_positive_rank = (ranks * positives).sum(-1) / count.clamp_min(1)

@@ -401,3 +401,11 @@ def test_a_loss_module_shows_its_settings():
         repr(HardNegativeRankLoss(margin=0.1, hard_negatives=2)) == "HardNegativeRankLoss(margin=0.1, hard_negatives=2)"
     )
     assert "margin=0.5, hard_negatives=None" in repr(PairwiseMarginRankingLoss(margin=0.5))
+
+
+def test_map_loss_names_the_batch_when_the_sorter_is_too_short_for_it():
+    from sodeep.sorters import ConvSorter
+
+    loss = MapRankLoss(sorter=ConvSorter(capacity=64))
+    with pytest.raises(ValueError, match=r"n=100 .* its \(B, C\) scores of shape \(100, 3\).* its n the batch size B"):
+        loss(torch.randn(100, 3), (torch.rand(100, 3) > 0.5).float())
