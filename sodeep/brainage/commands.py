@@ -169,7 +169,7 @@ def run_synthetic(
     )
     from sodeep.brainage.synthetic_mri import GRID, simulate_cohort
     from sodeep.files import atomic_write_text
-    from sodeep.run_folder import start_run_folder
+    from sodeep.run_folder import RunInterrupted, holds_files_besides_its_lock, start_run_folder
     from sodeep.runs import release_process_group
 
     config.check()
@@ -179,7 +179,9 @@ def run_synthetic(
     check_grid_fits(GRID, config.channels, "give fewer --channels (the synthetic grid is fixed)")
     training, network = volume_training(config), sfcn_network(config)
     fine_tuning, start = open_fine_tuning(config, "synthetic", {}, folds=1, model=SFCN(**network))
-    out, record = Path(config.out), None
+    out, record, previous_run = Path(config.out), None, None
+    # The run this one replaces (--overwrite) stays until the new cohort is simulated.
+    replacing = overwrite and holds_files_besides_its_lock(out)
     if leader:
         out, record = claim_folder("synthetic", config, start, resume=resume, overwrite=overwrite)
         settings = synthetic_settings(
@@ -196,7 +198,8 @@ def run_synthetic(
         pending = planned
         if not overwrite:
             pending = len(unfinished_synthetic_runs(out, settings, config.losses, config.seeds, config.cascade)[1])
-        start_run_folder(out, record, overwrite=overwrite)
+        previous_run = _set_aside_previous_run(out, replacing)
+        start_run_folder(out, record, overwrite=False)
         _say_started(fine_tuning, training)
         _say_resumed(out, resume and not overwrite, planned, pending)
     with SignalStop() as stop, wandb_run(config.wandb if leader else "disabled", out, "synthetic", record, stop) as run:
@@ -218,7 +221,12 @@ def run_synthetic(
                 on_run=run_logger(run),
                 stop=stop,
                 trainer_options=config.trainer_options(),
+                on_cohort=None if previous_run is None else lambda: shutil.rmtree(previous_run),
             )
+        except (ValueError, RunInterrupted) as refused:
+            if previous_run is not None:
+                _put_back_previous_run(out, previous_run, refused)
+            raise
         finally:
             release_process_group()  # the last training run has ended: every process still runs
         if not leader:
@@ -256,15 +264,7 @@ def run_nifti(
     from sodeep.brainage.models import SFCN, check_grid_fits
     from sodeep.brainage.splits import check_split
     from sodeep.brainage.volumes import load_cohort, read_manifest
-    from sodeep.run_folder import (
-        PREVIOUS_RUN,
-        RunInterrupted,
-        hold_folder,
-        holds_files_besides_its_lock,
-        put_back,
-        set_aside,
-        start_run_folder,
-    )
+    from sodeep.run_folder import RunInterrupted, holds_files_besides_its_lock, start_run_folder
     from sodeep.runs import release_process_group
 
     config.check()
@@ -295,11 +295,7 @@ def run_nifti(
         pending = (
             planned if overwrite else len(unfinished_runs(out, None, config.losses, config.seeds, config.folds)[1])
         )
-        if overwrite and not new_run:
-            hold_folder(out)
-            previous_run = set_aside(out)
-        elif (out / PREVIOUS_RUN).is_dir():  # a replacement killed while reading its volumes
-            previous_run = out / PREVIOUS_RUN
+        previous_run = _set_aside_previous_run(out, overwrite and not new_run)
         start_run_folder(out, record, overwrite=False)
         _say_started(fine_tuning, training)
         _say_resumed(out, resume and not overwrite, planned, pending)
@@ -324,10 +320,8 @@ def run_nifti(
                 validation_fraction=training.validation_fraction,
             )
         except (ValueError, RunInterrupted) as refused:
-            if leader and previous_run is not None and previous_run.is_dir():
-                put_back(out, previous_run)
-                if isinstance(refused, RunInterrupted):  # the folder holds the previous run again
-                    raise KeyboardInterrupt from None
+            if previous_run is not None:
+                _put_back_previous_run(out, previous_run, refused)
             elif leader and new_run and isinstance(refused, ValueError):
                 _leave_as_found(out, existed)
             raise
@@ -371,6 +365,31 @@ def run_nifti(
                 subjects = [str(path.resolve()) for path in cohort.paths]  # wherever the command runs
                 report_cross_validation(results, cohort.ages.numpy(), subjects, out, title, run)
     return results
+
+
+def _set_aside_previous_run(out: Path, replacing: bool) -> Path | None:
+    """Where the run that this command replaces waits (:func:`sodeep.run_folder.set_aside`) until
+    the new run's data is ready: ``out/.previous-run`` when ``replacing`` (``--overwrite`` of a
+    folder that holds files) or when a replacement killed before its data was ready left one; else
+    ``None``.  Call it holding nothing but the claim on ``out``."""
+    from sodeep.run_folder import PREVIOUS_RUN, hold_folder, set_aside
+
+    if replacing:
+        hold_folder(out)
+        return set_aside(out)
+    previous_run = out / PREVIOUS_RUN
+    return previous_run if previous_run.is_dir() else None
+
+
+def _put_back_previous_run(out: Path, previous_run: Path, error: BaseException) -> None:
+    """The new run stopped (``error``) before its data was ready: ``out`` holds the run it was to
+    replace again.  An interrupt then has saved nothing to resume: ``KeyboardInterrupt``."""
+    from sodeep.run_folder import RunInterrupted, put_back
+
+    if previous_run.is_dir():
+        put_back(out, previous_run)
+        if isinstance(error, RunInterrupted):
+            raise KeyboardInterrupt from None
 
 
 def _leave_as_found(out: Path, existed: bool) -> None:

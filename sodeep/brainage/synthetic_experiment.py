@@ -10,7 +10,7 @@ epoch checkpoint, and keeps every run it finds there.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -184,6 +184,7 @@ def run_synthetic_benchmark(
     on_run: Any = None,
     stop: SignalStop | None = None,
     trainer_options: dict[str, Any] | None = None,
+    on_cohort: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Train an SFCN per preset and seed on ``train_size`` synthetic subjects, test on the next
     ``test_size``; results (with the baselines) go to ``out/results.json`` after every run.  A
@@ -200,7 +201,8 @@ def run_synthetic_benchmark(
     ``stop``: the command's :class:`~sodeep.brainage.interruption.SignalStop`.
     ``trainer_options``: Lightning's ``accelerator``, ``devices``, ``strategy`` and ``num_nodes``
     of every training run (:func:`fit_age_model`; ``None``: one CPU process).  Under DDP every
-    process calls this alike, and rank 0 alone writes ``results.json``.
+    process calls this alike, and rank 0 alone writes ``results.json``.  ``on_cohort`` is called
+    once the cohort is simulated (into its cache), before any result is written.
     """
     config = config or TrainingConfig(batch_size=16, max_epochs=60, patience=10)
     # Checked before any volume is simulated: 4 training subjects leave 3 to fit and 1 to validate
@@ -223,6 +225,8 @@ def run_synthetic_benchmark(
     test = simulate_cohort(
         range(train_size, train_size + test_size), data_seed, cache_directory=cache_directory, progress=progress
     )
+    if on_cohort is not None:
+        on_cohort()
     if "baselines" not in results:
         if stop is not None:
             stop.where = "the baselines"

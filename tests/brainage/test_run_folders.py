@@ -211,3 +211,31 @@ def test_a_signal_while_data_is_prepared_stops_at_once_and_leaves_no_partial_fil
     monkeypatch.setattr(synthetic_mri, "simulate_subject", original)
     assert brainage("synthetic", out, brainage_inputs, "--resume") == 0
     assert len(_results(out)["presets"]["l1"]["runs"]) == 1
+
+
+@pytest.mark.usefixtures("simulated_once")
+def test_synthetic_overwrite_keeps_the_previous_run_until_the_new_cohort_is_simulated(
+    tmp_path, brainage_inputs, monkeypatch, capsys
+):
+    out = tmp_path / "out"
+    assert brainage("synthetic", out, brainage_inputs) == 0
+    before = {path: mtime for path, mtime in folder_state(out).items() if path.name != "run.lock"}
+    original = synthetic_mri.simulate_subject
+
+    def simulate(seed, index, *arguments, **options):
+        if index == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(seed, index, *arguments, **options)
+
+    monkeypatch.setattr(synthetic_mri, "simulate_subject", simulate)
+    with pytest.raises(SystemExit) as exit_info:
+        brainage("synthetic", out, brainage_inputs, "--max-epochs", "3", "--overwrite")
+    assert exit_info.value.code == 130
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.endswith("interrupted before anything was saved; run the same command again")
+    after = {path: mtime for path, mtime in folder_state(out).items() if path.name != "run.lock"}
+    assert after == before  # every file of the previous run, untouched
+    monkeypatch.setattr(synthetic_mri, "simulate_subject", original)
+    assert brainage("synthetic", out, brainage_inputs, "--max-epochs", "3", "--overwrite") == 0
+    assert not (out / ".previous-run").exists()
+    assert json.loads((out / "run.json").read_text())["config"]["max_epochs"] == 3
