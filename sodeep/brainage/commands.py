@@ -349,6 +349,7 @@ def run_nifti(
                     config=training,
                     description={
                         "grid": list(shape),
+                        "volume_files_sha256": cohort.files_digest(),
                         "skipped_rows": [{"line": line, "reason": reason} for line, reason in cohort.problems],
                     },
                     fine_tuning=fine_tuning,

@@ -315,6 +315,12 @@ class SyntheticConfig(CommandConfig):
         _check_network(self)
 
 
+#: Most voxels a NIfTI command's grid may have (1 GiB of float32 per volume).
+MAX_GRID_VOXELS = 2**28
+#: Finest voxel size a NIfTI command resamples to, in mm.
+MIN_VOXEL_SIZE = 0.1
+
+
 @dataclass
 class NiftiConfig(CommandConfig):
     """``sodeep brainage nifti``: k-fold cross-validation of loss presets with SFCN on the T1
@@ -344,6 +350,13 @@ class NiftiConfig(CommandConfig):
         check_folds(self.folds)
         if len(self.shape) != 3 or min(self.shape) < 1 or not (math.isfinite(self.voxel_size) and self.voxel_size > 0):
             raise ValueError(f"shape must be 3 sides >= 1 and voxel_size > 0, got {self.shape} and {self.voxel_size}")
+        if math.prod(self.shape) > MAX_GRID_VOXELS:
+            raise ValueError(
+                f"shape {self.shape} has {math.prod(self.shape):,} voxels, more than {MAX_GRID_VOXELS:,} (1 GiB of float32 "
+                "per volume); a 1 mm MNI grid is 182 x 218 x 182"
+            )
+        if self.voxel_size < MIN_VOXEL_SIZE:
+            raise ValueError(f"voxel_size must be at least {MIN_VOXEL_SIZE} mm, got {self.voxel_size}")
         _check_network(self)
 
 

@@ -71,7 +71,8 @@ def read_results(path: Path, settings: dict[str, Any] | None) -> dict[str, Any]:
         key for key in set(held) | set(settings) if key not in GROWING_SETTINGS and held.get(key) != settings.get(key)
     )
     if settings and differing:
-        raise ValueError(f"{path} holds runs of other settings ({', '.join(differing)}); {RESTART_ADVICE}")
+        named = ", ".join(f"{key} (the files changed)" if key.endswith("_sha256") else key for key in differing)
+        raise ValueError(f"{path} holds runs of other settings ({named}); {RESTART_ADVICE}")
     return results
 
 

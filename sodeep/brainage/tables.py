@@ -109,13 +109,7 @@ class AgeTable:
         columns that are not features for a few text cells, empty site cells, ages beyond a
         lifetime."""
         lines = self.skipped_note(source)
-        if self.repeated_ids:
-            repeated = len(self.repeated_ids)
-            lines.append(
-                f"{source}: {plural(repeated, 'subject id')} {'appears' if repeated == 1 else 'appear'} on more than "
-                f"one row (e.g. {self.repeated_ids[:5]}); rows of one subject may land in different "
-                "cross-validation folds"
-            )
+        lines += repeated_ids_note(source, self.subject_ids if self.repeated_ids else [])
         if self.dropped_columns:
             lines.append(describe_dropped_columns(source, self.dropped_columns, self.rows or len(self)))
         if self.empty_site_lines:
@@ -329,12 +323,7 @@ def read_age_table(
         if site_column and not row[site_column]:
             empty_site_lines.append(line)
     check_usable_rows(path, skipped, kept=len(kept_ages))
-    seen: set[str] = set()
-    repeated_ids: list[str] = []
-    for subject in ids if id_column else []:
-        if subject in seen and subject not in repeated_ids:
-            repeated_ids.append(subject)
-        seen.add(subject)
+    repeated_ids = repeated_values(ids) if id_column else []
     kept_features = np.asarray(kept_features, dtype=np.float32)
     kept_ages = np.asarray(kept_ages, dtype=np.float32)
     return AgeTable(
@@ -352,6 +341,29 @@ def read_age_table(
         index_columns=index_columns,
         age_like_features=age_like_features(kept_features, kept_ages, feature_names),
     )
+
+
+def repeated_values(values: Sequence[str]) -> list[str]:
+    """The values found more than once, in the order of their second appearance."""
+    seen: set[str] = set()
+    repeated: list[str] = []
+    for value in values:
+        if value in seen and value not in repeated:
+            repeated.append(value)
+        seen.add(value)
+    return repeated
+
+
+def repeated_ids_note(source: str, subject_ids: Sequence[str]) -> list[str]:
+    """A line saying which subject ids of the file ``source`` appear on more than one row (empty
+    ids aside), or none."""
+    repeated = repeated_values([subject for subject in subject_ids if subject])
+    if not repeated:
+        return []
+    return [
+        f"{source}: {plural(len(repeated), 'subject id')} {'appears' if len(repeated) == 1 else 'appear'} on more "
+        f"than one row (e.g. {repeated[:5]}); rows of one subject may land in different cross-validation folds"
+    ]
 
 
 def age_like_features(features: np.ndarray, ages: np.ndarray, names: Sequence[str]) -> dict[str, float]:

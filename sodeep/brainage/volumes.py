@@ -28,13 +28,18 @@ from sodeep.brainage.csv_files import (
     find_column,
     read_csv_records,
 )
-from sodeep.brainage.tables import NO_SITE, ages_beyond_a_lifetime
-from sodeep.files import atomic_write
+from sodeep.brainage.tables import ID_COLUMNS, NO_SITE, ages_beyond_a_lifetime, repeated_ids_note
+from sodeep.files import atomic_write, writable_file_problem
 from sodeep.run_folder import RunInterrupted
 from sodeep.wording import plural
 
 #: The MNI152 grid at 4 mm: 45 x 54 x 45 voxels (182 x 218 x 182 mm).
 GRID_4MM = (45, 54, 45)
+#: Least share of the grid a brain (voxels above 0) fills; an adult brain fills about a sixth of
+#: the MNI152 grid.
+MIN_BRAIN_FRACTION = 0.01
+#: Most of a brain's voxels one intensity may hold: a mask or a constant image holds nearly all.
+MAX_SHARE_OF_ONE_INTENSITY = 0.5
 
 
 @dataclass
@@ -44,6 +49,7 @@ class ManifestRow:
     age: float
     sex: str = ""
     site: str = NO_SITE
+    subject: str = ""
 
 
 @dataclass
@@ -56,6 +62,16 @@ class Cohort:
     sites: list[str]
     paths: list[Path]
     problems: list[tuple[int, str]] = field(default_factory=list)
+    subjects: list[str] = field(default_factory=list)
+
+    def files_digest(self) -> str:
+        """SHA-256 of every kept volume's path, size and modification time: a run resumes only on
+        the files it was trained on (as the volume cache reads them)."""
+        digest = hashlib.sha256()
+        for path in self.paths:
+            status = path.stat()
+            digest.update(f"{path.resolve()}|{status.st_size}|{status.st_mtime_ns}\n".encode())
+        return digest.hexdigest()
 
     def notes(self, source: str) -> list[str]:
         """``["manifest.csv: left out 2 of 42 rows (line 42: no file at ...; ...)"]``, or none."""
@@ -64,8 +80,9 @@ class Cohort:
 
     def remarks(self, source: str) -> list[str]:
         """Lines a reader of the manifest ``source`` should know of the subjects kept, as for a
-        table: ages above a lifetime, and empty site cells among named sites."""
-        lines = ages_beyond_a_lifetime(source, self.ages.numpy())
+        table: ages above a lifetime, subject ids on several rows (with an id column), and empty
+        site cells among named sites."""
+        lines = ages_beyond_a_lifetime(source, self.ages.numpy()) + repeated_ids_note(source, self.subjects)
         unnamed = sum(site == NO_SITE for site in self.sites)
         if 0 < unnamed < len(self.sites):
             lines.append(
@@ -86,6 +103,7 @@ def read_manifest(path: str | os.PathLike) -> tuple[list[ManifestRow], list[tupl
         file_column, age_column, sex, site = (
             find_column(columns, [name], name) for name in ("path", "age", "sex", "site")
         )
+        id_column = find_column(columns, ID_COLUMNS, "id")
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
     missing = [name for name, column in (("age", age_column), ("path", file_column)) if column is None]
@@ -110,8 +128,8 @@ def read_manifest(path: str | os.PathLike) -> tuple[list[ManifestRow], list[tupl
         if not file.is_file():
             problems.append((line, f"no file at {file}"))
             continue
-        sex_cell, site_cell = (record[column] if column else "" for column in (sex, site))
-        rows.append(ManifestRow(line, file, float(age), sex_cell or "", site_cell or NO_SITE))
+        sex_cell, site_cell, subject = (record[column] if column else "" for column in (sex, site, id_column))
+        rows.append(ManifestRow(line, file, float(age), sex_cell or "", site_cell or NO_SITE, subject or ""))
     check_listed_once(path, rows)
     return rows, problems
 
@@ -147,11 +165,24 @@ def fit_to_shape(volume: np.ndarray, shape: Sequence[int]) -> np.ndarray:
 
 
 def zscore_in_brain(volume: np.ndarray) -> np.ndarray:
-    """Z-score using the voxels above 0 (the brain of a skull-stripped or masked T1); 0 outside."""
+    """Z-score using the voxels above 0 (the brain of a skull-stripped or masked T1); 0 outside.
+
+    A volume whose brain is under :data:`MIN_BRAIN_FRACTION` of the grid (an empty image, a patch,
+    a scan at another voxel size than its header says) or has one intensity in most of its voxels
+    (a mask or a constant image, which would z-score to 0) is a ``ValueError``."""
     brain = volume > 0
-    if brain.sum() < 2:
-        raise ValueError("the volume has fewer than 2 voxels above 0: is it empty or not skull-stripped?")
+    inside = int(brain.sum())
+    if inside < max(2, MIN_BRAIN_FRACTION * volume.size):
+        raise ValueError(
+            f"only {inside} of the grid's {volume.size} voxels are above 0 after resampling: is the image empty, "
+            "a patch, or at another voxel size than its header says?"
+        )
     values = volume[brain]
+    _, counts = np.unique(values, return_counts=True)
+    if counts.max() > MAX_SHARE_OF_ONE_INTENSITY * inside:
+        raise ValueError(
+            f"{counts.max() / inside:.0%} of the brain's voxels have one intensity: a mask or a constant image, not a T1"
+        )
     result = np.zeros_like(volume, dtype=np.float32)
     result[brain] = (values - values.mean()) / max(float(values.std()), 1e-6)
     return result
@@ -162,6 +193,7 @@ def load_volume(path: str | os.PathLike, shape: Sequence[int] = GRID_4MM, voxel_
     ``shape`` and z-score inside the brain.  NaN voxels (the outside of some masked images) count
     as outside the brain, like 0; an infinite voxel is an error.  Returns ``shape`` float32."""
     import nibabel
+    import nibabel.affines
     from nibabel.processing import resample_to_output
 
     image = nibabel.as_closest_canonical(nibabel.load(str(path)))
@@ -169,12 +201,18 @@ def load_volume(path: str | os.PathLike, shape: Sequence[int] = GRID_4MM, voxel_
         image = image.slicer[..., 0]
     if len(image.shape) != 3:
         raise ValueError(f"{path}: expected a 3-D volume, got shape {image.shape}")
-    data = np.asarray(image.dataobj, dtype=np.float32)
-    infinite = int(np.isinf(data).sum())
-    if infinite:
-        raise ValueError(f"{path}: {infinite} of {data.size} voxels are infinite; fix or mask them (0 or NaN)")
-    data = np.nan_to_num(data, nan=0.0)  # before resampling, which would spread NaN into the brain
-    zooms = np.asarray(image.header.get_zooms()[:3], dtype=float)
+    data = np.asarray(image.dataobj)
+    if np.iscomplexobj(data):
+        raise ValueError(f"{path}: the voxels are complex numbers ({data.dtype}); a T1 volume is real")
+    data = data.astype(np.float64, copy=False)
+    beyond = int((np.abs(data) > np.finfo(np.float32).max).sum())  # infinite ones included
+    if beyond:
+        raise ValueError(
+            f"{path}: {beyond} of {data.size} voxels are infinite or beyond float32's range; fix or mask them (0 or NaN)"
+        )
+    data = np.nan_to_num(data.astype(np.float32), nan=0.0)  # before resampling, which would spread NaN into the brain
+    # The voxel size of the affine, which places the voxels (the header's zooms may disagree with it).
+    zooms = nibabel.affines.voxel_sizes(image.affine)
     if not np.allclose(zooms, voxel_size, atol=1e-3):
         resampled = resample_to_output(nibabel.Nifti1Image(data, image.affine), voxel_sizes=(voxel_size,) * 3, order=1)
         data = np.asarray(resampled.dataobj, dtype=np.float32)
@@ -204,8 +242,33 @@ class VolumeCache:
             except (OSError, ValueError):
                 pass  # a damaged cache file is read again from the volume and replaced
         volume = load_volume(path, self.shape, self.voxel_size)
-        atomic_write(cached, lambda stream: np.save(stream, volume))
+        try:
+            atomic_write(cached, lambda stream: np.save(stream, volume))
+        except OSError as error:
+            raise CacheError(f"cannot write the volume cache {self.directory}: {_reason(error)}") from None
         return volume
+
+    def check_writable(self) -> None:
+        """Create the cache folder; :class:`CacheError` if it cannot be made or written."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise CacheError(f"cannot make the volume cache {self.directory}: {_reason(error)}") from None
+        problem = writable_file_problem(self.directory / "probe.npy")
+        if problem:
+            raise CacheError(f"cannot write the volume cache: {problem}")
+
+
+def _reason(error: OSError) -> str:
+    """``[Errno 17] File exists: 'x'`` -> ``file exists``."""
+    return error.strerror.lower() if error.strerror else str(error)
+
+
+class CacheError(ValueError):
+    """The volume cache cannot be written: the command stops (no volume is at fault)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"{message}; choose another --cache")
 
 
 def load_cohort(
@@ -222,12 +285,13 @@ def load_cohort(
 
     rows, problems = read_manifest(manifest)
     cache = VolumeCache(cache_directory, shape, voxel_size)
+    cache.check_writable()
     volumes, kept = [], []
     for row in tqdm(rows, desc="volumes", disable=not progress, unit="subject"):
         try:
             volumes.append(cache.get(row.path))
             kept.append(row)
-        except RunInterrupted:
+        except (RunInterrupted, CacheError):
             raise
         except Exception as error:  # a corrupt file must not lose the cohort: report it by line
             reason = " ".join(str(error).split())
@@ -241,4 +305,5 @@ def load_cohort(
         sites=[row.site for row in kept],
         paths=[row.path for row in kept],
         problems=problems,
+        subjects=[row.subject for row in kept],
     )

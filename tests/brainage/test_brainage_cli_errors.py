@@ -97,6 +97,8 @@ FRESH_CASES = [
     (("synthetic", "nifti"), ["--channels", "0"], "channels must be one or more widths >= 1"),
     (("synthetic", "nifti"), ["--ema-decay", "1"], "--ema-decay must be None or in (0, 1)"),
     (("nifti",), ["--folds", "9"], "8 subjects are too few for 9 folds, which need 18"),
+    (("nifti",), ["--shape", "1000", "1000", "1000"], "shape [1000, 1000, 1000] has 1,000,000,000 voxels, more than"),
+    (("nifti",), ["--voxel-size", "0.001"], "--voxel-size must be at least 0.1 mm, got 0.001"),
     (
         ("nifti",),
         ["--folds", "5"],

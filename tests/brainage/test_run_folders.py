@@ -239,3 +239,20 @@ def test_synthetic_overwrite_keeps_the_previous_run_until_the_new_cohort_is_simu
     assert brainage("synthetic", out, brainage_inputs, "--max-epochs", "3", "--overwrite") == 0
     assert not (out / ".previous-run").exists()
     assert json.loads((out / "run.json").read_text())["config"]["max_epochs"] == 3
+
+
+def test_resuming_a_nifti_run_whose_volumes_changed_is_refused(tmp_path, capsys):
+    from brainage_inputs import write_manifest
+
+    write_manifest(tmp_path)
+    out = tmp_path / "out"
+    assert brainage("nifti", out, tmp_path, "--max-epochs", "1") == 0
+    assert brainage("nifti", out, tmp_path, "--max-epochs", "1", "--seeds", "0", "1", "--resume") == 0
+    status = (tmp_path / "s3.nii.gz").stat()
+    os.utime(tmp_path / "s3.nii.gz", ns=(status.st_atime_ns, status.st_mtime_ns + 10**9))  # rewritten in place
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        brainage("nifti", out, tmp_path, "--max-epochs", "1", "--seeds", "0", "1", "2", "--resume")
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert "holds runs of other settings (volume_files_sha256 (the files changed));" in error

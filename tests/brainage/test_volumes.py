@@ -52,6 +52,69 @@ def test_nan_voxels_are_outside_the_brain_and_infinite_ones_are_refused(tmp_path
         load_volume(write_volume(tmp_path / "inf.nii.gz", data, 2.0), (10, 10, 10), 4.0)
 
 
+def test_voxel_size_comes_from_the_affine_when_the_header_zooms_disagree(tmp_path):
+    data = blob((24, 28, 24), 4)
+    truthful = write_volume(tmp_path / "truthful.nii.gz", data, voxel_size=2.0)
+    image = nibabel.Nifti1Image(data, np.diag([2.0, 2.0, 2.0, 1.0]))
+    image.header.set_zooms((4.0, 4.0, 4.0))  # the affine (which places the voxels) says 2 mm
+    nibabel.save(image, str(tmp_path / "zooms.nii.gz"))
+    expected = load_volume(truthful, (10, 10, 10), 4.0)
+    np.testing.assert_allclose(load_volume(tmp_path / "zooms.nii.gz", (10, 10, 10), 4.0), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (np.where(blob((10, 10, 10), 5) > 0, 700.0, 0.0), "100% of the brain's voxels have one intensity: a mask"),
+        ((blob((10, 10, 10), 5) > 0).astype(np.float32), "a mask or a constant image, not a T1"),
+        (np.pad(blob((5, 5, 5), 5), ((0, 5), (0, 5), (0, 5))), "only 1 of the grid's 1000 voxels are above 0"),
+    ],
+    ids=["constant", "mask", "patch"],
+)
+def test_volumes_that_would_z_score_to_nothing_are_refused(tmp_path, data, message):
+    with pytest.raises(ValueError, match=message):
+        load_volume(write_volume(tmp_path / "odd.nii.gz", data, 4.0), (10, 10, 10), 4.0)
+
+
+def test_voxels_beyond_float32_and_complex_voxels_are_refused(tmp_path):
+    data = blob((10, 10, 10), 6).astype(np.float64)
+    data[5, 5, 5] = 1e300
+    nibabel.save(nibabel.Nifti1Image(data, np.diag([4.0, 4.0, 4.0, 1.0])), str(tmp_path / "huge.nii.gz"))
+    with pytest.raises(ValueError, match=r"1 of 1000 voxels are infinite or beyond float32's range"):
+        load_volume(tmp_path / "huge.nii.gz", (10, 10, 10), 4.0)
+    complex_data = blob((10, 10, 10), 6).astype(np.complex64)
+    nibabel.save(nibabel.Nifti1Image(complex_data, np.diag([4.0, 4.0, 4.0, 1.0])), str(tmp_path / "complex.nii.gz"))
+    with pytest.raises(ValueError, match=r"the voxels are complex numbers \(complex64\)"):
+        load_volume(tmp_path / "complex.nii.gz", (10, 10, 10), 4.0)
+
+
+def test_a_cache_that_cannot_be_written_stops_the_cohort_and_names_the_cache(tmp_path):
+    for index in range(4):
+        write_volume(tmp_path / f"s{index}.nii.gz", blob((10, 10, 10), index), voxel_size=4.0)
+    (tmp_path / "manifest.csv").write_text("path,age\n" + "".join(f"s{i}.nii.gz,{20 + i}\n" for i in range(4)))
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ValueError, match=r"cannot make the volume cache .*afile: file exists; choose another --cache"):
+        load_cohort(tmp_path / "manifest.csv", tmp_path / "afile", shape=(10, 10, 10), progress=False)
+    cache = volumes_module.VolumeCache(tmp_path / "cache", (10, 10, 10), 4.0)
+    (tmp_path / "cache" / f"{cache.key(tmp_path / 's2.nii.gz')}.npy").mkdir(parents=True)  # an entry in the way
+    with pytest.raises(ValueError, match=r"cannot write the volume cache .*cache: .*; choose another --cache"):
+        load_cohort(tmp_path / "manifest.csv", tmp_path / "cache", shape=(10, 10, 10), progress=False)
+
+
+def test_a_subject_id_on_several_manifest_rows_is_noted(tmp_path):
+    lines = ["path,age,participant_id"]
+    for index in range(4):
+        write_volume(tmp_path / f"s{index}.nii.gz", blob((10, 10, 10), index), voxel_size=4.0)
+        lines.append(f"s{index}.nii.gz,{20 + index},{'sub-0' if index < 2 else f'sub-{index}'}")
+    (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
+    cohort = load_cohort(tmp_path / "manifest.csv", tmp_path / "cache", shape=(10, 10, 10), progress=False)
+    assert cohort.subjects == ["sub-0", "sub-0", "sub-2", "sub-3"]
+    assert cohort.remarks("manifest.csv") == [
+        "manifest.csv: 1 subject id appears on more than one row (e.g. ['sub-0']); rows of one subject may land "
+        "in different cross-validation folds"
+    ]
+
+
 def test_bad_manifest_rows_are_named_and_the_rest_loads(tmp_path, monkeypatch):
     for index in range(3):
         write_volume(tmp_path / f"s{index}.nii.gz", blob((10, 10, 10), index), voxel_size=4.0)
