@@ -596,7 +596,9 @@ def _checkpoint_step(path: Path, expected: dict[str, Any], stream: dict[str, Any
     expected = expected | stream
     differing = [key for key, value in expected.items() if key in saved and saved[key] != value]
     if differing:
-        changes = ", ".join(f"{key}: {_setting_text(saved[key])} -> {_setting_text(expected[key])}" for key in differing)
+        changes = ", ".join(
+            f"{key}: {_setting_text(saved[key])} -> {_setting_text(expected[key])}" for key in differing
+        )
         raise ValueError(
             f"--resume: {path} was saved by a run of other settings ({changes}), not this folder's run; "
             "run with --overwrite instead of --resume to start again"

@@ -23,7 +23,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, EMAWeightAveraging, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, EMAWeightAveraging, ModelCheckpoint, Timer
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, Sampler, TensorDataset
 
@@ -31,6 +31,7 @@ from sodeep.brainage.augmentation import random_generators
 from sodeep.brainage.config import check_fit_settings
 from sodeep.brainage.interruption import SignalStop, StopAtStepEnd
 from sodeep.brainage.losses import BrainAgeLoss, check_batch_pairs
+from sodeep.brainage.results import RESTART_ADVICE
 from sodeep.checkpoints import CheckpointError, read_weights_only
 from sodeep.runs import (
     AtomicCheckpointIO,
@@ -218,18 +219,15 @@ class RunCheckpoint(ModelCheckpoint):
         super().load_state_dict(state)
 
 
-def _read_for_resume(path: Path) -> Any:
-    """A checkpoint's payload, or a one-line ``ValueError`` saying why a run cannot resume from it."""
+def _read_for_resume(path: Path, advice: str = RESTART_ADVICE) -> Any:
+    """A checkpoint's payload, or a one-line ``ValueError`` saying why a run cannot resume from it
+    (ending in ``advice``)."""
     try:
         return read_weights_only(path)
     except CheckpointError as error:
-        raise ValueError(
-            f"cannot resume: {error}; run with --overwrite instead of --resume to start the folder again"
-        ) from None
+        raise ValueError(f"cannot resume: {error}; {advice}") from None
     except OSError as error:
-        raise ValueError(
-            f"cannot resume: {path} cannot be read ({error.strerror}); run with --overwrite instead of --resume"
-        ) from None
+        raise ValueError(f"cannot resume: {path} cannot be read ({error.strerror}); {advice}") from None
 
 
 def check_training_checkpoint(path: str | Path, run: dict[str, Any] | None = None) -> int:
@@ -237,8 +235,9 @@ def check_training_checkpoint(path: str | Path, run: dict[str, Any] | None = Non
     training run ``run``; ``ValueError`` (one line) for a file a run cannot resume from: empty,
     truncated, not a torch file, not such a checkpoint, or another run's."""
     path = Path(path)
-    advice = "run with --overwrite instead of --resume to start the folder again"
-    payload = _read_for_resume(path)
+    # The folder's finished runs need not go with it: without its last.ckpt the run starts afresh.
+    advice = f"delete {path} to train this run again from its start, or {RESTART_ADVICE}"
+    payload = _read_for_resume(path, advice)
     hyperparameters = payload.get("hyper_parameters") if isinstance(payload, dict) else None
     state = payload.get("state_dict") if isinstance(payload, dict) else None
     if (
@@ -341,7 +340,9 @@ def fit_age_model(
             :func:`sodeep.runs.release_process_group` after the last one.
 
     Returns:
-        ``(model in eval mode, {"best_val_mae", "epochs", "best_path", "resumed_at_epoch"})``.
+        ``(model in eval mode, {"best_val_mae", "epochs", "best_path", "resumed_at_epoch",
+        "train_seconds"})``; ``train_seconds`` adds up the fits of a resumed run up to the
+        checkpoint each resumed from.
     """
     if len(train[1]) < 2 or len(validation[1]) < 1:
         raise ValueError(
@@ -381,11 +382,12 @@ def fit_age_model(
     generator = torch.Generator().manual_seed(seed)  # the shuffling, the same in every process
     checkpoint = RunCheckpoint(dirpath=out, filename=Path(BEST_CHECKPOINT).stem, monitor="val/mae", mode="min")
     progress = progress_settings() if progress_bar else {"enable_progress_bar": False, "callbacks": []}
+    # The timer keeps the run's training time in its checkpoints, so a resumed run adds to it.
+    timer = Timer(None if max_minutes is None else timedelta(minutes=max_minutes), verbose=False)
     trainer = make_trainer(
         max_epochs=max_epochs,
-        max_time=None if max_minutes is None else timedelta(minutes=max_minutes),
         callbacks=_callbacks(out, checkpoint, patience, [generator, *random_generators(augment)], ema_decay, stop)
-        + progress["callbacks"],
+        + [timer, *progress["callbacks"]],
         plugins=[AtomicCheckpointIO()],
         logger=_curves_logger(csv_directory, resume_step),
         accelerator=accelerator,
@@ -441,6 +443,7 @@ def fit_age_model(
         "epochs": int(trainer.current_epoch),
         "best_path": str(best_path),
         "resumed_at_epoch": None if resume_step is None else resume_step // max(len(train_loader), 1),
+        "train_seconds": timer.time_elapsed("train"),
     }
     return module.model.eval(), summary
 

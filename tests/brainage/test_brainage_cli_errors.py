@@ -295,6 +295,24 @@ def test_another_runs_checkpoint_is_refused(tmp_path, capsys, brainage_inputs, f
     assert folder_state(out) == before
 
 
+def test_a_damaged_checkpoint_of_an_unfinished_run_names_a_way_that_keeps_the_finished_runs(
+    tmp_path, capsys, brainage_inputs, finished_runs
+):
+    out = tmp_path / "out"
+    shutil.copytree(finished_runs["tabular"], out)
+    unfinished, other = _make_unfinished(out)
+    _truncate_checkpoint(out, unfinished, other)
+    finished = json.loads((out / "results.json").read_text())["presets"]["l1"]["runs"]
+    argv = ["brainage", "tabular", *tiny_argv("tabular", brainage_inputs), "--wandb", "disabled", "--out", str(out)]
+    error = _run_and_check_one_line([*argv, "--resume"], capsys)
+    advice = f"delete {unfinished / 'last.ckpt'} to train this run again from its start, or run with --overwrite"
+    assert advice in error
+    (unfinished / "last.ckpt").unlink()
+    assert main([*argv, "--resume"]) == 0
+    runs = json.loads((out / "results.json").read_text())["presets"]["l1"]["runs"]
+    assert runs[: len(finished)] == finished and len(runs) == len(finished) + 1
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_a_missing_brainage_extra_is_named_in_one_line(command, tmp_path, capsys, monkeypatch):
     import importlib.util

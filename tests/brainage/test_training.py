@@ -51,10 +51,13 @@ def test_an_interrupted_fit_resumes_to_the_weights_of_an_uninterrupted_one(tmp_p
         with SignalStop() as stop, stop.deferred("l1, seed 0, fold 0"):
             _fit(tmp_path / "first", resume=True, stop=stop)
     assert check_training_checkpoint(tmp_path / "first" / "last.ckpt", RUN) == 3 * 4  # three whole epochs
+    callbacks = torch.load(tmp_path / "first" / "last.ckpt", weights_only=True)["callbacks"]
+    first_seconds = callbacks["Timer"]["time_elapsed"]["train"]
     # The folder may move between the two sessions: the best score goes with it.
     shutil.move(tmp_path / "first", tmp_path / "moved")
     _, resumed = _fit(tmp_path / "moved", resume=True)
     assert resumed["resumed_at_epoch"] == 3 and resumed["best_val_mae"] == straight["best_val_mae"]
+    assert resumed["train_seconds"] > first_seconds > 0  # the training time of the first fit's epochs counts
     last = torch.load(tmp_path / "moved" / "last.ckpt", weights_only=True)["state_dict"]
     expected = torch.load(tmp_path / "straight" / "last.ckpt", weights_only=True)["state_dict"]
     assert all(torch.equal(last[key], expected[key]) for key in expected)  # dropout and shuffling resumed too
