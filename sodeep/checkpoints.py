@@ -93,10 +93,18 @@ def save_sorter(sorter: Sorter, path: str | os.PathLike, metadata: dict[str, Any
 def _check_sorter_format(payload: Any, source: str) -> None:
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         kind = type(payload).__name__ if not isinstance(payload, dict) else f"dict with keys {sorted(payload)[:8]}"
+        hyper_parameters = payload.get("hyper_parameters") if isinstance(payload, dict) else None
+        if isinstance(hyper_parameters, dict) and "sorter_config" not in hyper_parameters:
+            # A Lightning checkpoint of another model, such as a brain-age regressor: nothing exports it.
+            raise CheckpointError(
+                f"{source} is a Lightning checkpoint of another model (hyper-parameters "
+                f"{sorted(hyper_parameters)[:6]}), not of a sorter: only `sodeep pretrain` checkpoints become "
+                "sorters (`sodeep export`)"
+            )
         raise CheckpointError(
             f"{source} is not a sodeep sorter checkpoint (found {kind}). Lightning training "
-            "checkpoints are exported with `sodeep export`; original SoDeep/TSAN .pth.tar files "
-            "are imported with sodeep.checkpoints.import_original_checkpoint(..., trust_pickle=True)."
+            "checkpoints of `sodeep pretrain` are exported with `sodeep export`; original SoDeep/TSAN .pth.tar "
+            "files are imported with sodeep.checkpoints.import_original_checkpoint(..., trust_pickle=True)."
         )
     if payload.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(

@@ -18,7 +18,14 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from sodeep.checkpoints import RUN_SORTER, CheckpointError, load_sorter, read_weights_only, save_sorter
+from sodeep.checkpoints import (
+    CHECKPOINT_FORMAT,
+    RUN_SORTER,
+    CheckpointError,
+    load_sorter,
+    read_weights_only,
+    save_sorter,
+)
 from sodeep.config import PretrainConfig, config_to_dict, parse_lengths
 from sodeep.evaluation import EVALUATION_LENGTHS, held_out_set
 from sodeep.files import atomic_write_json
@@ -272,9 +279,11 @@ def sorter_from_training_checkpoint(path: str | os.PathLike) -> Sorter:
     payload = read_weights_only(path)
     hyperparameters = payload.get("hyper_parameters", {}) if isinstance(payload, dict) else {}
     if "architecture" not in hyperparameters or "state_dict" not in payload:
+        if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
+            raise CheckpointError(f"{path} is a sorter checkpoint already: it needs no export")
         raise CheckpointError(
             f"{path} is not a sodeep pretraining checkpoint (no sorter architecture in its hyperparameters); "
-            "sorter checkpoints (sorter.pt) need no export"
+            "only the checkpoints of `sodeep pretrain` export to sorters"
         )
     sorter = build_sorter(hyperparameters["architecture"], **hyperparameters["sorter_config"])
     prefix = "sorter."

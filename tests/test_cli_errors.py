@@ -16,6 +16,11 @@ def _write_inputs(folder):
     (folder / "empty.pt").write_bytes(b"")
     (folder / "text.pt").write_text("epoch,step\n0,1\n")
     torch.save({"weights": torch.zeros(2)}, folder / "foreign.pt")
+    regressor = {
+        "hyper_parameters": {"run": {"preset": "l1"}, "max_epochs": 3},
+        "state_dict": {"model.w": torch.zeros(2)},
+    }
+    torch.save(regressor | {"global_step": 3}, folder / "regressor.ckpt")  # a brain-age training checkpoint
     (folder / "bad.yaml").write_text("steps: [1, 2\n")
     (folder / "list.yaml").write_text("- 1\n")
     (folder / "typo.yaml").write_text("stpes: 10\n")
@@ -48,6 +53,11 @@ CASES = [
     (["evaluate", "{inputs}/empty.pt"], "is empty"),
     (["evaluate", "{inputs}/text.pt"], "not a torch checkpoint"),
     (["evaluate", "{inputs}/foreign.pt"], "not a sodeep sorter checkpoint"),
+    (
+        ["evaluate", "{inputs}/regressor.ckpt"],
+        "a Lightning checkpoint of another model (hyper-parameters ['max_epochs',",
+    ),
+    (["export", "{inputs}/regressor.ckpt", "{out}/sorter.pt"], "only the checkpoints of `sodeep pretrain` export to"),
     (["evaluate", "{inputs}/missing.pt"], "no sorter checkpoint at"),
     (["evaluate", "--lengths", "20000"], "no length in [20000]"),
     (["evaluate", "--sequences", "0"], "--sequences must be >= 1, got 0"),
@@ -56,7 +66,7 @@ CASES = [
     (["export", "{inputs}/truncated.pt", "{out}/sorter.pt"], "truncated"),
     (["export", "{inputs}/empty.pt", "{out}/sorter.pt"], "is empty"),
     (["export", "{inputs}/text.pt", "{out}/sorter.pt"], "not a torch checkpoint"),
-    (["export", "{inputs}/sorter.pt", "{out}/sorter.pt"], "not a sodeep pretraining checkpoint"),
+    (["export", "{inputs}/sorter.pt", "{out}/sorter.pt"], "is a sorter checkpoint already: it needs no export"),
     (["export", "{inputs}/missing.pt", "{out}/sorter.pt"], "no training checkpoint at"),
     (
         ["pretrain", "--data-workers", "x"],
