@@ -51,6 +51,7 @@ from sodeep.brainage.config import (
     SyntheticConfig,
     TabularConfig,
     TrainingConfig,
+    volume_training,
 )
 from sodeep.brainage.csv_files import DELIMITERS
 from sodeep.brainage.datasets import DEFAULT_DATASET
@@ -519,18 +520,6 @@ def sfcn_network(config: SyntheticConfig | NiftiConfig) -> dict[str, Any]:
         "pool_before_norm": config.block_order == "pool-norm",
         "pool_every_block": config.pooled_blocks == "all",
     }
-
-
-def volume_training(config: SyntheticConfig | NiftiConfig, **options: Any) -> TrainingConfig:
-    """The 3D CNN's :class:`TrainingConfig` (no hidden layers: the network is SFCN)."""
-    return TrainingConfig(
-        hidden=(),
-        batch_size=config.batch_size,
-        patience=config.patience,
-        ema_decay=config.ema_decay,
-        **config.schedule(),
-        **options,
-    )
 
 
 def run_logger(run: Any) -> Callable[[str, dict[str, Any]], None]:

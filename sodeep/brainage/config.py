@@ -390,3 +390,15 @@ def load_config(config_class: type, source: str | os.PathLike | Mapping[str, Any
         return config_class(**values)
     except ValueError as error:
         raise ValueError(f"{where}{error}") from None
+
+
+def volume_training(config: SyntheticConfig | NiftiConfig, **options: Any) -> TrainingConfig:
+    """The 3D CNN's :class:`TrainingConfig` (no hidden layers: the network is SFCN)."""
+    return TrainingConfig(
+        hidden=(),
+        batch_size=config.batch_size,
+        patience=config.patience,
+        ema_decay=config.ema_decay,
+        **config.schedule(),
+        **options,
+    )

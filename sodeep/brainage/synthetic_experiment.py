@@ -19,7 +19,13 @@ import scipy.stats
 import torch
 
 from sodeep.brainage.augmentation import make_augmentation
-from sodeep.brainage.config import TrainingConfig, check_fit_settings, check_run_plan
+from sodeep.brainage.config import (
+    SyntheticConfig,
+    TrainingConfig,
+    check_fit_settings,
+    check_run_plan,
+    volume_training,
+)
 from sodeep.brainage.finetuning import FineTuning, started_from
 from sodeep.brainage.interruption import SignalStop
 from sodeep.brainage.metrics import corrected_gap, fit_age_bias, gap_metrics, per_site_mae, regression_metrics
@@ -168,12 +174,12 @@ def run_synthetic_benchmark(
     presets: Sequence[str],
     *,
     out: str | Path,
-    train_size: int = 1200,
-    test_size: int = 400,
+    train_size: int = SyntheticConfig.train,
+    test_size: int = SyntheticConfig.test,
     seeds: Sequence[int] = (0,),
     data_seed: int = 0,
     config: TrainingConfig | None = None,
-    max_minutes: float | None = 30.0,
+    max_minutes: float | None = SyntheticConfig.max_minutes,
     cascade: bool = False,
     augment: str | None = None,
     network: dict[str, Any] | None = None,
@@ -203,7 +209,7 @@ def run_synthetic_benchmark(
     process calls this alike, and rank 0 alone writes ``results.json``.  ``on_cohort`` is called
     once the cohort is simulated (into its cache), before any result is written.
     """
-    config = config or TrainingConfig(batch_size=16, max_epochs=60, patience=10)
+    config = config or volume_training(SyntheticConfig())  # the command's defaults
     # Checked before any volume is simulated: 4 training subjects leave 3 to fit and 1 to validate
     # on, and the test metrics (correlations) need 2 subjects.
     if train_size < 4 or test_size < 2:
