@@ -280,6 +280,8 @@ def map_rank_loss(scores: torch.Tensor, labels: torch.Tensor, sorter: SorterFunc
     try:
         ranks = sorter_ranks(sorter, scores.t())  # (C, B): each class ranks the batch
     except ValueError as error:
+        if "has length n=" not in str(error):  # only the length refers to the transposed scores
+            raise
         raise ValueError(
             f"{error} (map_rank_loss ranks each class's column of its (B, C) scores of shape "
             f"{tuple(scores.shape)}: the sorter's rows are the transposed (C, B), its n the batch size B)"
