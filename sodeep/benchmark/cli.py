@@ -83,11 +83,13 @@ def run_bench_command(arguments: argparse.Namespace) -> int:
             if finished
             else ""
         )
-        print(
-            f"sodeep bench: interrupted; {kept or 'no part finished'}; a benchmark starts over: "
-            f"run it again with --overwrite, or give another --out",
-            file=sys.stderr,
-        )
+        from sodeep.benchmark.run import OUTPUT_FILES
+
+        if kept or any((Path(config.out) / name).exists() for name in OUTPUT_FILES):
+            again = "a benchmark starts over: run it again with --overwrite, or give another --out"
+        else:
+            again = "run the same command again"
+        print(f"sodeep bench: interrupted; {kept or 'no part finished'}; {again}", file=sys.stderr)
         return INTERRUPTED
     plots = sorted(path.name for path in Path(config.out).glob("bench_*.png"))
     print(f"results in {config.out}: {', '.join(['results.json', 'results.md', *plots])}")

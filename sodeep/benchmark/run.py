@@ -13,6 +13,7 @@ import torch
 from sodeep.benchmark.config import BenchConfig
 from sodeep.benchmark.rankers import Ranker, available_families
 from sodeep.files import atomic_write_text
+from sodeep.run_folder import releasing_run_folders
 
 
 def hardware() -> str:
@@ -37,19 +38,59 @@ OUTPUT_FILES = (
 
 
 def claim_output_folder(out: Path, overwrite: bool) -> Path:
-    """Create ``out``, or take an empty one.  A folder holding a benchmark's results is refused
-    unless ``overwrite`` (which deletes those results first); a folder holding anything else is
-    always refused: a benchmark never mixes its files with a user's."""
+    """Create ``out``, or take an empty one, and hold it (its lock, ``run.lock``, until the process
+    ends or the benchmark returns): a folder in use by a running command is refused.  A folder
+    holding a benchmark's results (a ``results.json`` of :data:`~sodeep.benchmark.report.SCHEMA`,
+    or the rows of an interrupted first part) is refused unless ``overwrite``, which deletes those
+    results first; a folder holding anything else is always refused: a benchmark never mixes its
+    files with a user's, nor takes a user's ``results.json`` for its own."""
+    from sodeep.run_folder import RUN_LOCK, hold_folder
+
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file, not a folder; give --out a new or empty folder")
     present = sorted(path.name for path in out.iterdir()) if out.is_dir() else []
-    others = [name for name in present if name not in OUTPUT_FILES]
+    ours = [name for name in present if name in OUTPUT_FILES or _is_temporary_output(name)]
+    others = [name for name in present if name not in ours and name != RUN_LOCK]
+    named = [name for name in ours if not _is_temporary_output(name)]
+    if not others and named and not _holds_benchmark_results(out):
+        others = [name for name in named if name != "sorting_rows.jsonl"] or named
     if others:
-        raise ValueError(f"{out} holds other files ({', '.join(others[:3])}, ...); give --out a new or empty folder")
-    if present and not overwrite:
+        more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+        raise ValueError(
+            f"{out} holds files that are not a sodeep benchmark's ({', '.join(others[:3])}{more}); "
+            "give --out a new or empty folder"
+        )
+    if ours and not overwrite:
         raise ValueError(f"{out} holds benchmark results; pass --overwrite to replace them, or give another --out")
-    for name in present:
+    hold_folder(out, instead="give another --out")
+    for name in ours:
         (out / name).unlink()
-    out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def _is_temporary_output(name: str) -> bool:
+    """A file an atomic write of an output file left behind (``.results.json.<random>.tmp``)."""
+    return (
+        name.startswith(".")
+        and name.endswith(".tmp")
+        and any(name[1:].startswith(f"{output}.") for output in OUTPUT_FILES)
+    )
+
+
+def _holds_benchmark_results(out: Path) -> bool:
+    """Whether ``out/results.json`` is a benchmark's, or, without one, ``out/sorting_rows.jsonl``
+    holds the rows of an interrupted learning-to-sort part."""
+    import json
+
+    from sodeep.benchmark.report import SCHEMA
+
+    try:
+        if (out / "results.json").is_file():
+            return json.loads((out / "results.json").read_text(encoding="utf-8")).get("schema") == SCHEMA
+        lines = (out / "sorting_rows.jsonl").read_text(encoding="utf-8").splitlines()
+        return all(isinstance(row := json.loads(line), dict) and {"ranker", "seed"} <= set(row) for line in lines)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def check_extras(config: BenchConfig) -> None:
@@ -65,6 +106,7 @@ def check_extras(config: BenchConfig) -> None:
         raise ValueError(f"sodeep bench needs {', '.join(missing)}: pip install -c constraints.txt -e '.[bench]'")
 
 
+@releasing_run_folders
 def run_benchmark(
     config: BenchConfig, command: str = "", progress: Callable[[str], None] = print, *, overwrite: bool = False
 ) -> dict:

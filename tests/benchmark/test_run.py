@@ -151,17 +151,47 @@ def test_the_output_folder_holds_benchmark_results_only(tmp_path):
     (mine / "notes.txt").write_text("my work")
     (mine / "results.md").write_text("my results")
     for overwrite in (False, True):
-        with pytest.raises(ValueError, match="holds other files"):
+        with pytest.raises(ValueError, match=r"holds files that are not a sodeep benchmark's \(notes.txt\); give"):
             claim_output_folder(mine, overwrite=overwrite)
     assert (mine / "results.md").read_text() == "my results"
+    (mine / "notes.txt").unlink()
+    (mine / "results.json").write_text('{"my precious": [1]}')  # a user's results.json is not a benchmark's
+    for overwrite in (False, True):
+        with pytest.raises(ValueError, match=r"\(results.json, results.md\); give --out a new or empty folder"):
+            claim_output_folder(mine, overwrite=overwrite)
+    assert (mine / "results.json").read_text() == '{"my precious": [1]}'
     earlier = tmp_path / "earlier"
     earlier.mkdir()
-    (earlier / "results.json").write_text("{}")
+    (earlier / "results.json").write_text('{"schema": "sodeep-bench/1"}')
     (earlier / "bench_speed.png").write_bytes(b"png")
+    (earlier / ".results.json.k2j4.tmp").write_bytes(b"half")  # left by a killed write
     with pytest.raises(ValueError, match="--overwrite"):
         claim_output_folder(earlier, overwrite=False)
     claim_output_folder(earlier, overwrite=True)
-    assert list(earlier.iterdir()) == []
+    assert [path.name for path in earlier.iterdir()] == ["run.lock"]
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="file is a file, not a folder"):
+        claim_output_folder(tmp_path / "file", overwrite=True)
+
+
+def test_a_folder_in_use_by_a_running_benchmark_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    holder = (
+        "import sys, time; from pathlib import Path; from sodeep.benchmark.run import claim_output_folder; "
+        "claim_output_folder(Path(sys.argv[1]), overwrite=False); print('held', flush=True); time.sleep(60)"
+    )
+    process = subprocess.Popen([sys.executable, "-c", holder, str(tmp_path / "out")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "held"
+        from sodeep.benchmark.run import claim_output_folder
+
+        with pytest.raises(ValueError, match=rf"in use by a running sodeep command \(process {process.pid}\)"):
+            claim_output_folder(tmp_path / "out", overwrite=True)
+    finally:
+        process.kill()
+        process.wait()
 
 
 def test_missing_packages_are_named_before_anything_runs(monkeypatch, tmp_path):
@@ -305,3 +335,19 @@ def test_mnist_files_that_cannot_make_a_pool_are_refused_before_the_output_folde
     with pytest.raises(SystemExit) as stopped:
         sodeep_main(["bench", "--quick", "--parts", "sorting", "--out", str(out), "--mnist", *given])
     assert stopped.value.code == 2 and not out.exists()
+
+
+def test_a_benchmark_interrupted_before_writing_anything_runs_again_as_it_was(tmp_path, monkeypatch, capsys):
+    import sodeep.benchmark.run as run
+
+    def stop(part, *args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "_run_part", stop)
+    monkeypatch.setattr(BenchConfig, "quick", classmethod(lambda cls, **overrides: cls(**{**TINY, **overrides})))
+    out = tmp_path / "bench"
+    assert main(["bench", "--quick", "--parts", "speed", "--out", str(out)]) == 130
+    assert capsys.readouterr().err == "sodeep bench: interrupted; no part finished; run the same command again\n"
+    monkeypatch.undo()
+    monkeypatch.setattr(BenchConfig, "quick", classmethod(lambda cls, **overrides: cls(**{**TINY, **overrides})))
+    assert main(["bench", "--quick", "--parts", "speed", "--out", str(out)]) == 0
