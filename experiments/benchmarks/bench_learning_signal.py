@@ -311,7 +311,17 @@ def main(argv: Sequence[str] | None = None) -> str:
     return table
 
 
+def _stop_once(number: int, frame: object) -> None:
+    """The first SIGINT or SIGTERM stops the run (``KeyboardInterrupt``); later ones are ignored
+    while it keeps what finished (``timeout`` signals a command and its process group both)."""
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, _stop_once)
     try:
         main()
     except KeyboardInterrupt:  # before the first training
