@@ -43,17 +43,27 @@ def run_fidelity(
     sequences: int,
     max_elements: float = float("inf"),
     progress: Callable[[str], None] = print,
-) -> list[dict]:
-    """Rows ``{ranker, distribution, n, spearman, rank_error}`` (means over sequences); a ranker
-    is left out at an ``n`` it does not accept or whose footprint exceeds ``max_elements``."""
-    rows = []
+) -> tuple[list[dict], list[dict]]:
+    """``(rows, skipped)``: rows ``{ranker, distribution, n, spearman, rank_error}`` (means over
+    sequences), and ``{ranker, part, n, reason}`` for each ``n`` a ranker is left out at: one it
+    does not accept, or where its footprint exceeds ``max_elements``."""
+    rows, skipped = [], []
     for n in lengths:
+        running = []
+        for ranker in rankers:
+            reason = None
+            if not ranker.accepts(n):
+                reason = f"accepts {ranker.accepted_lengths}"
+            elif ranker.footprint(sequences, n) > max_elements:
+                reason = f"memory: ~{ranker.footprint(sequences, n):.2g} elements > {max_elements:.2g}"
+            if reason:
+                skipped.append({"ranker": ranker.label, "part": "fidelity", "n": n, "reason": reason})
+            else:
+                running.append(ranker)
         for name in DISTRIBUTIONS:
             scores = distribution_scores(name, sequences, n)
             exact = rank(scores)
-            for ranker in rankers:
-                if not ranker.accepts(n) or ranker.footprint(sequences, n) > max_elements:
-                    continue
+            for ranker in running:
                 predicted = ranker.rank(scores).to(exact.dtype)
                 rows.append(
                     {
@@ -65,4 +75,4 @@ def run_fidelity(
                     }
                 )
         progress(f"fidelity n={n}: done")
-    return rows
+    return rows, skipped

@@ -201,13 +201,13 @@ def regression_markdown(rows: list[dict]) -> list[str]:
 
 
 def skipped_markdown(skipped: list[dict]) -> list[str]:
-    """One line per ranker and part: why it was left out, and in how many speed cells."""
+    """One line per ranker and part: why it was left out, and in how many cells."""
     if not skipped:
         return []
     groups: dict = defaultdict(lambda: defaultdict(int))
     for row in skipped:
-        # Speed reasons name each cell's numbers; their kind (before ':') is what a reader needs.
-        kind = row["reason"].split(":")[0] if row["part"] == "speed" else row["reason"]
+        # Speed and fidelity reasons name each cell's numbers; their kind (before ':') is what a reader needs.
+        kind = row["reason"].split(":")[0] if row["part"] in ("speed", "fidelity") else row["reason"]
         groups[row["ranker"], row["part"]][kind] += 1
     lines = ["### Left out", ""]
     for (ranker, part), reasons in groups.items():

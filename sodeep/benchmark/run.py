@@ -164,9 +164,10 @@ def _run_part(part: str, config: BenchConfig, families, rankers, results: dict, 
     elif part == "fidelity":
         from sodeep.benchmark.fidelity import run_fidelity
 
-        results["fidelity"] = run_fidelity(
+        results["fidelity"], skipped = run_fidelity(
             rankers, config.fidelity_lengths, config.fidelity_sequences, config.max_elements, progress
         )
+        results["skipped"] = results["skipped"] + skipped
     elif part == "sorting":
         from sodeep.benchmark.learning_to_sort import SortingTask, run_sorting, sorting_jobs
         from sodeep.benchmark.report import summarize_sorting

@@ -351,3 +351,18 @@ def test_a_benchmark_interrupted_before_writing_anything_runs_again_as_it_was(tm
     monkeypatch.undo()
     monkeypatch.setattr(BenchConfig, "quick", classmethod(lambda cls, **overrides: cls(**{**TINY, **overrides})))
     assert main(["bench", "--quick", "--parts", "speed", "--out", str(out)]) == 0
+
+
+def test_fidelity_names_the_rankers_it_leaves_out():
+    from sodeep.benchmark.fidelity import run_fidelity
+    from sodeep.benchmark.rankers import available_families
+    from sodeep.benchmark.report import skipped_markdown
+    from sodeep.benchmark.run import benchmark_rankers
+
+    rankers = [ranker for ranker in benchmark_rankers(available_families()[0]) if ranker.family == "sodeep (shipped)"]
+    rows, skipped = run_fidelity(rankers, [20000], sequences=1, progress=lambda line: None)
+    assert rows == [] and {row["ranker"] for row in skipped} == {ranker.label for ranker in rankers}
+    assert all(row["part"] == "fidelity" and row["reason"].startswith("accepts n") for row in skipped)
+    assert skipped_markdown(skipped)[2].startswith("- sodeep (shipped) floor=0.1 (fidelity): accepts n")
+    rows, skipped = run_fidelity(rankers[:1], [100], sequences=2, max_elements=10, progress=lambda line: None)
+    assert rows == [] and skipped[0]["reason"].startswith("memory: ~")
