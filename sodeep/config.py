@@ -98,13 +98,20 @@ def parse_with_quick(
     return arguments
 
 
-def number_list(kind: type[int] | type[float]) -> Callable[[str], list[Any]]:
+def number_list(
+    kind: type[int] | type[float], minimum: float | None = None, *, above: bool = False
+) -> Callable[[str], list[Any]]:
     """An argparse ``type`` for numbers separated by commas or spaces (``"32,256"``), each of
-    ``kind``; anything else is an ``ArgumentTypeError`` that shows the form.
+    ``kind`` and at least ``minimum`` (above it with ``above``); anything else is an
+    ``ArgumentTypeError`` that shows the form or the bound.
 
     Example:
         >>> number_list(int)("32,256"), number_list(float)("1e-4 0.1")
         ([32, 256], [0.0001, 0.1])
+        >>> number_list(int, 2)("1,5")
+        Traceback (most recent call last):
+        ...
+        argparse.ArgumentTypeError: each must be >= 2, got '1,5'
     """
 
     def parse(text: str) -> list[Any]:
@@ -117,9 +124,35 @@ def number_list(kind: type[int] | type[float]) -> Callable[[str], list[Any]]:
             raise argparse.ArgumentTypeError(
                 f"expected {kind.__name__}s separated by commas, e.g. {example}, got {text!r}"
             )
+        if minimum is not None and not all(value > minimum if above else value >= minimum for value in values):
+            raise argparse.ArgumentTypeError(f"each must be {'>' if above else '>='} {minimum:g}, got {text!r}")
         return values
 
     parse.__name__ = f"{kind.__name__} list"
+    return parse
+
+
+def number_at_least(kind: type[int] | type[float], minimum: float, *, above: bool = False) -> Callable[[str], Any]:
+    """An argparse ``type`` for one number of ``kind``, at least ``minimum`` (above it with
+    ``above``), finite.
+
+    Example:
+        >>> number_at_least(int, 1)("3"), number_at_least(float, 0, above=True)("1e-6")
+        (3, 1e-06)
+    """
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {kind.__name__} {'>' if above else '>='} {minimum:g}, got {text!r}"
+            ) from None
+        if not math.isfinite(value) or not (value > minimum if above else value >= minimum):
+            raise argparse.ArgumentTypeError(f"must be {'>' if above else '>='} {minimum:g}, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__
     return parse
 
 

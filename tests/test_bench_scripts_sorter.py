@@ -395,3 +395,29 @@ def test_learning_signal_main_keeps_the_finished_rows_on_ctrl_c(signal, tmp_path
     assert table_rows(captured.out)[1] == [signal.VARIANTS["sorter"], "0.500 (0.750)"]
     payload = json.loads(path.read_text())
     assert payload["complete"] is False and len(payload["rows"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("script", "argv", "message"),
+    [
+        ("bench_descent", ["--draws", "0"], "argument --draws: must be >= 1, got '0'"),
+        ("bench_descent", ["--steps", "-0.01"], "argument --steps: each must be > 0, got '-0.01'"),
+        ("bench_descent", ["--fd-step", "0"], "argument --fd-step: must be > 0, got '0'"),
+        ("bench_generator", ["--rounds", "0"], "argument --rounds: must be >= 1, got '0'"),
+        ("bench_pairwise_margin", ["--loop-rows", "300"], "--loop-rows must be at most the batch, 256, got 300"),
+        ("bench_brainage_tabular", ["--folds", "1"], "argument --folds: must be >= 2, got '1'"),
+        ("bench_brainage_tabular", ["--results", "{tmp}/x.json"], "is not a results.json of `sodeep brainage"),
+        ("bench_learning_signal", ["--lengths", "20000"], "--lengths must all be <= 10000 (distinct 4-digit"),
+        ("bench_sorter_fidelity_large_n", ["--lengths", "1"], "--lengths: lengths must be ints >= 2"),
+        ("bench_sorter_fidelity_large_n", ["--checkpoint", "{tmp}/x.json"], "x.json is not a torch checkpoint"),
+        ("bench_sorter_fidelity_large_n", ["--architecture", "nope"], "unknown sorter architecture 'nope'"),
+    ],
+)
+def test_bad_script_flags_end_in_one_line(tmp_path, monkeypatch, capsys, script, argv, message):
+    (tmp_path / "x.json").write_text('{"mine": 1}')
+    argv = [word.replace("{tmp}", str(tmp_path)) for word in argv]
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", *argv])
+    with pytest.raises(SystemExit) as stopped:
+        load_script(script).main()
+    said = str(stopped.value.code) if isinstance(stopped.value.code, str) else capsys.readouterr().err
+    assert stopped.value.code != 0 and message in said

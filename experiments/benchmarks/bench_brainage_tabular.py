@@ -21,6 +21,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.svm import SVR
 
 from sodeep.brainage import Standardizer, bundled_table_path, read_age_table, regression_metrics, stratified_folds
+from sodeep.config import number_at_least
 
 REPORTED = ("mae", "pearson", "spearman")
 
@@ -66,15 +67,25 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--csv", help="a brain-age table (default: the bundled fcon1000 table)")
     parser.add_argument("--results", help="results.json of `sodeep brainage tabular` on the same CSV")
-    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--folds", type=number_at_least(int, 2), default=5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     arguments = parser.parse_args()
-    table = read_age_table(arguments.csv or bundled_table_path("fcon1000"))
+    results = None
+    if arguments.results:
+        try:
+            results = json.loads(open(arguments.results, encoding="utf-8").read())
+            settings, presets = results["settings"], results["presets"]
+            settings["folds"], settings["seeds"], dict(presets)
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+            parser.error(f"--results: {arguments.results} is not a results.json of `sodeep brainage tabular`")
+    try:
+        table = read_age_table(arguments.csv or bundled_table_path("fcon1000"))
+    except (OSError, ValueError) as error:
+        parser.error(str(error))
     print("| model | MAE (years) | Pearson r | Spearman rho | runs |\n|---|---|---|---|---|")
     for name, runs in baselines(table.features, table.ages, arguments.folds, arguments.seeds).items():
         print(row(name, runs))
-    if arguments.results:
-        results = json.loads(open(arguments.results).read())
+    if results is not None:
         settings = results["settings"]
         if settings["folds"] != arguments.folds or settings["seeds"] != arguments.seeds:
             print(f"(results use folds={settings['folds']} seeds={settings['seeds']}: not the same splits)")

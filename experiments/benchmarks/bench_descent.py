@@ -44,7 +44,7 @@ import torch
 
 from sodeep.benchmark.rankers import Ranker, ranker_families
 from sodeep.benchmark.report import is_script_json
-from sodeep.config import number_list, parse_with_quick
+from sodeep.config import number_at_least, number_list, parse_with_quick
 from sodeep.files import atomic_write_json, json_output_problem
 from sodeep.losses import SpearmanLoss
 from sodeep.ranks import rank
@@ -257,24 +257,40 @@ def format_table(rows: Sequence[DescentRow], steps: Sequence[float]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--draws", type=int, default=500, help="(predictions, targets) pairs per cell (default 500)")
-    parser.add_argument("--batch", type=int, default=4, help="rows B of a draw (default 4)")
-    parser.add_argument("--lengths", type=number_list(int), default=[5, 20, 100], help="n, e.g. 5,20,100")
+    parser.add_argument(
+        "--draws", type=number_at_least(int, 1), default=500, help="(predictions, targets) pairs per cell (default 500)"
+    )
+    parser.add_argument("--batch", type=number_at_least(int, 1), default=4, help="rows B of a draw (default 4)")
+    parser.add_argument("--lengths", type=number_list(int, 2), default=[5, 20, 100], help="n, e.g. 5,20,100")
     parser.add_argument("--distributions", default=",".join(DISTRIBUTIONS), help=f"of {list(DISTRIBUTIONS)}")
-    parser.add_argument("--steps", type=number_list(float), default=[1e-4, 1e-3, 1e-2], help="relative steps eps")
-    parser.add_argument("--directions", type=int, default=8, help="random directions for finite differences")
-    parser.add_argument("--fd-step", type=float, default=1e-6, help="finite-difference step, relative (default 1e-6)")
+    parser.add_argument(
+        "--steps", type=number_list(float, 0, above=True), default=[1e-4, 1e-3, 1e-2], help="relative steps eps"
+    )
+    parser.add_argument(
+        "--directions", type=number_at_least(int, 1), default=8, help="random directions for finite differences"
+    )
+    parser.add_argument(
+        "--fd-step",
+        type=number_at_least(float, 0, above=True),
+        default=1e-6,
+        help="finite-difference step, relative (default 1e-6)",
+    )
     parser.add_argument("--correlation", type=float, default=0.5, help="targets' correlation with predictions")
     parser.add_argument("--rankers", default="sodeep,pairwise,torchsort", help="of sodeep, pairwise, torchsort")
     parser.add_argument(
         "--floors",
-        type=number_list(float),
+        type=number_list(float, 0),
         default=[0.0, 0.1],
         help="shipped sorter at these temperature floors (0: none)",
     )
-    parser.add_argument("--temperatures", type=number_list(float), default=[0.01, 0.1], help="pairwise sigmoid T")
     parser.add_argument(
-        "--strengths", type=number_list(float), default=[0.01, 1.0], help="torchsort regularization_strength"
+        "--temperatures", type=number_list(float, 0, above=True), default=[0.01, 0.1], help="pairwise sigmoid T"
+    )
+    parser.add_argument(
+        "--strengths",
+        type=number_list(float, 0, above=True),
+        default=[0.01, 1.0],
+        help="torchsort regularization_strength",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="30 draws, n in 5,20, 4 directions")

@@ -36,7 +36,7 @@ from unittest import mock
 import torch
 
 from sodeep import load_sorter, rank
-from sodeep.config import PretrainConfig
+from sodeep.config import PretrainConfig, number_at_least
 from sodeep.pretraining import pretrain, threads_beside
 from sodeep.synthetic import SyntheticSequences, generate_sequences, make_generator
 
@@ -153,10 +153,18 @@ def sequences_per_second(batch_size: int, length: int, calls: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=300, help="timed batches (after 20 of warm-up)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
-    parser.add_argument("--job-steps", type=int, default=2000, help="steps of each pretraining job timed")
-    parser.add_argument("--job-repeats", type=int, default=5, help="timed jobs of each kind, alternating")
+    parser.add_argument(
+        "--rounds", type=number_at_least(int, 1), default=300, help="timed batches (after 20 of warm-up)"
+    )
+    parser.add_argument(
+        "--threads", type=number_at_least(int, 1), default=None, help="torch threads (default: torch's own)"
+    )
+    parser.add_argument(
+        "--job-steps", type=number_at_least(int, 1), default=2000, help="steps of each pretraining job timed"
+    )
+    parser.add_argument(
+        "--job-repeats", type=number_at_least(int, 1), default=5, help="timed jobs of each kind, alternating"
+    )
     arguments = parser.parse_args()
     if arguments.threads is not None:
         torch.set_num_threads(arguments.threads)

@@ -287,6 +287,11 @@ def main(argv: Sequence[str] | None = None) -> str:
     lengths = list(dict.fromkeys(args.lengths))
     if min(lengths) < 2:
         parser.error(f"--lengths must all be >= 2 (a sequence to sort), got {args.lengths}")
+    most = 10 ** BenchConfig().sorting_digits  # a sequence holds distinct numbers of that many digits
+    if max(lengths) > most:
+        parser.error(
+            f"--lengths must all be <= {most} (distinct {BenchConfig().sorting_digits}-digit numbers), got {args.lengths}"
+        )
     if args.json and (problem := json_output_problem(args.json, is_script_json, "a benchmark's JSON")):
         parser.error(f"--json: {problem}")
     names, missing = available_variants(requested)

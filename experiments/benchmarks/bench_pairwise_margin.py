@@ -14,6 +14,7 @@ import time
 
 import torch
 
+from sodeep.config import number_at_least
 from sodeep.losses import pairwise_margin_ranking_loss
 
 
@@ -31,7 +32,7 @@ def double_loop(scores: torch.Tensor, labels: torch.Tensor, margin: float) -> to
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--loop-rows", type=int, default=1)
+    parser.add_argument("--loop-rows", type=number_at_least(int, 1), default=1)
     arguments = parser.parse_args()
     torch.set_num_threads(2)
     generator = torch.Generator().manual_seed(0)
@@ -44,6 +45,8 @@ def main() -> None:
         pairwise_margin_ranking_loss(scores, labels, margin=0.5).backward()
     vectorized = (time.perf_counter() - start) / 5
 
+    if arguments.loop_rows > batch:
+        parser.error(f"--loop-rows must be at most the batch, {batch}, got {arguments.loop_rows}")
     rows = arguments.loop_rows
     loop_scores = scores.detach()[:rows].clone().requires_grad_(True)
     start = time.perf_counter()

@@ -303,7 +303,10 @@ def main(argv: Sequence[str] | None = None) -> str:
     arguments = parse_with_quick(build_parser(), argv, {"lengths": "64,256", "sequences": 4, "repeats": 1})
     if arguments.json and (problem := json_output_problem(arguments.json, is_script_json, "a benchmark's JSON")):
         raise SystemExit(f"--json: {problem}")
-    lengths = parse_lengths(arguments.lengths)
+    try:
+        lengths = parse_lengths(arguments.lengths)
+    except ValueError as error:
+        raise SystemExit(f"--lengths: {error}") from None
     families = [name.strip() for name in arguments.families.split(",") if name.strip()]
     extra = [name.strip() for name in arguments.sets.split(",") if name.strip()]
     unknown = sorted(set(families) - set(FAMILIES)) + sorted(set(extra) - set(EXTRA_SETS))
@@ -311,8 +314,16 @@ def main(argv: Sequence[str] | None = None) -> str:
         raise SystemExit(f"unknown score sets {unknown}; families: {list(FAMILIES)}; others: {list(EXTRA_SETS)}")
     if arguments.sequences < 1 or arguments.batch < 1 or arguments.repeats < 0:
         raise SystemExit("--sequences and --batch must be >= 1 and --repeats >= 0")
-    device, dtype = torch.device(arguments.device), getattr(torch, arguments.dtype)
-    sorter, title = chosen_sorter(arguments)
+    try:
+        device = torch.device(arguments.device)
+        torch.empty(0, device=device)  # a device this torch has
+    except (RuntimeError, AssertionError) as error:
+        raise SystemExit(f"--device {arguments.device}: not available here ({str(error).splitlines()[0]})") from None
+    dtype = getattr(torch, arguments.dtype)
+    try:
+        sorter, title = chosen_sorter(arguments)
+    except (ValueError, TypeError, OSError) as error:  # checkpoint errors are ValueErrors
+        raise SystemExit(f"{' '.join(str(error).split())}") from None
     sorter = sorter.to(device)
     rows = run(
         sorter,

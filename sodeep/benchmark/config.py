@@ -96,6 +96,8 @@ class BenchConfig:
             "regression_batch",
         ):
             check_integer(getattr(self, name), name, 1)
+        for length in self.sorting_lengths:  # a sequence holds distinct numbers of sorting_digits digits
+            check_integer(length, "each of sorting_lengths", 2, 10**self.sorting_digits)
         for name in (
             "speed_block_seconds",
             "speed_max_call_seconds",
