@@ -117,7 +117,7 @@ def test_the_stream_state_counts_batches_of_every_process():
     data.trainer = FakeTrainer()
     data.train_dataloader()
     data.trainer.global_step = 15  # 5 steps later on 4 processes
-    assert data.state_dict() == {"batches_consumed": 24 + 5 * 4}
+    assert data.state_dict()["batches_consumed"] == 24 + 5 * 4
 
 
 @pytest.mark.slow  # 30-60 s on 2 busy CPU cores: two DDP runs
