@@ -317,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     cells = [(r, d, n) for r in rankers for d in distributions for n in arguments.lengths]
     for index, (ranker, distribution, n) in enumerate(cells, 1):
         if not ranker.accepts(n):
-            refused[f"{ranker.label} n={n}"] = f"accepts n in {ranker.lengths}"
+            refused[f"{ranker.label} n={n}"] = f"accepts {ranker.accepted_lengths}"
             continue
         row = descent_cell(
             ranker,

@@ -45,6 +45,7 @@ from sodeep.config import number_list, parse_with_quick
 from sodeep.files import atomic_write_json, json_output_problem
 from sodeep.losses import SpearmanLoss
 from sodeep.ranks import rank
+from sodeep.wording import plural
 
 MODES = ("forward", "forward+backward")
 #: Calls per timed block at most (tiny cells would otherwise run thousands).
@@ -149,7 +150,7 @@ def time_cell(
     steps, repeats = {}, {}
     for ranker in rankers:
         if not ranker.accepts(n):
-            results[ranker.label] = f"accepts n in {ranker.lengths[0]}..{ranker.lengths[1]}"
+            results[ranker.label] = f"accepts {ranker.accepted_lengths}"
             continue
         step = make_step(ranker, predictions, targets, mode, bare)
         try:
@@ -307,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     step = "MSE(ranker(p), rank(t)), no input checks" if arguments.bare else "SpearmanLoss(sorter=ranker)(p, t)"
     title = (
-        f"{name} ({device}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads; step: {step}; "
+        f"{name} ({device}), torch {torch.__version__}, {plural(torch.get_num_threads(), 'CPU thread')}; step: {step}; "
         f"medians of {arguments.rounds} interleaved rounds."
     )
     notes = [f"- {label}: not run ({reason})" for label, reason in missing.items()]

@@ -222,7 +222,7 @@ def markdown(results: dict) -> str:
     lines = [
         "## sodeep bench",
         "",
-        f"Command: `{results['command']}`  ",
+        *([f"Command: `{results['command']}`  "] if results["command"] else []),
         f"Hardware: {hardware}  ",
         f"Wall time per part (s): {json.dumps({k: round(v) for k, v in results['wall_seconds'].items()})}",
         "",

@@ -19,7 +19,10 @@ from sodeep.run_folder import releasing_run_folders
 def hardware() -> str:
     threads = torch.get_num_threads()
     device = "no GPU" if not torch.cuda.is_available() else torch.cuda.get_device_name(0)
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {device}, torch {torch.__version__}, {threads} threads"
+    return (
+        f"{platform.machine()}, {os.cpu_count()} CPU cores, {device}, torch {torch.__version__}, "
+        f"{threads} thread{'' if threads == 1 else 's'}"
+    )
 
 
 def benchmark_rankers(families, settings: str = "default+sharp") -> list[Ranker]:
