@@ -25,8 +25,15 @@ def add_bench_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="smoke run of every part: 1-2 minutes on 2 CPU cores")
     parser.add_argument("--out", default=defaults.out, help="output folder")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(defaults.parts), help="parts to run")
-    parser.add_argument(
+    folder = parser.add_mutually_exclusive_group()
+    folder.add_argument(
         "--overwrite", action="store_true", help="replace the benchmark results that --out holds (nothing else)"
+    )
+    folder.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted benchmark that --out holds (same settings): its finished parts and "
+        "learning-to-sort trainings are kept",
     )
     quick = BenchConfig.quick()
     parser.add_argument(
@@ -74,7 +81,11 @@ def run_bench_command(arguments: argparse.Namespace) -> int:
     try:
         with sigterm_as_interrupt():
             run_benchmark(
-                config, command=command, progress=lambda line: print(line, flush=True), overwrite=arguments.overwrite
+                config,
+                command=command,
+                progress=lambda line: print(line, flush=True),
+                overwrite=arguments.overwrite,
+                resume=arguments.resume,
             )
     except KeyboardInterrupt:
         finished = _finished_parts(Path(config.out))
@@ -86,7 +97,8 @@ def run_bench_command(arguments: argparse.Namespace) -> int:
         from sodeep.benchmark.run import OUTPUT_FILES
 
         if kept or any((Path(config.out) / name).exists() for name in OUTPUT_FILES):
-            again = "a benchmark starts over: run it again with --overwrite, or give another --out"
+            words = [word for word in shlex.split(command) if word != "--overwrite"]
+            again = "continue with: " + shlex.join(words + ([] if "--resume" in words else ["--resume"]))
         else:
             again = "run the same command again"
         print(f"sodeep bench: interrupted; {kept or 'no part finished'}; {again}", file=sys.stderr)

@@ -209,6 +209,7 @@ def run_job(job: SortingJob, task: SortingTask, mnist=None) -> dict:
         "ranker": ranker.label,
         "family": job.family,
         "setting": setting_name(family.parameter, job.value),
+        "value": job.value,
         "is_default": job.value == family.default,
         "loss": job.loss,
         "n": job.length,
@@ -217,11 +218,30 @@ def run_job(job: SortingJob, task: SortingTask, mnist=None) -> dict:
     }
 
 
+def job_of_row(row: dict) -> SortingJob:
+    """The job whose result ``row`` is."""
+    return SortingJob(row["family"], row["value"], row["loss"], row["n"], row["seed"])
+
+
 def run_sorting(
-    jobs: list[SortingJob], task: SortingTask, workers: int, mnist=None, progress=print, rows_path=None
+    jobs: list[SortingJob],
+    task: SortingTask,
+    workers: int,
+    mnist=None,
+    progress=print,
+    rows_path=None,
+    done: list[dict] = (),
 ) -> list[dict]:
     """Run ``jobs`` on ``workers`` processes (in this process when ``workers == 1``); each result
-    row is also appended to the JSON-lines file ``rows_path`` as soon as it exists."""
+    row is also appended to the JSON-lines file ``rows_path`` as soon as it exists.  The jobs
+    whose rows are in ``done`` (an interrupted run's) are not run again: their rows are kept."""
+    kept: dict[SortingJob, dict] = {}
+    for row in done:
+        try:
+            kept[job_of_row(row)] = row
+        except (KeyError, TypeError):
+            continue
+    everything, jobs = jobs, [job for job in jobs if job not in kept]
 
     def finished(row: dict, index: int) -> None:
         if rows_path is not None:
@@ -234,7 +254,7 @@ def run_sorting(
         for index, job in enumerate(jobs, 1):
             rows.append(run_job(job, task, mnist))
             finished(rows[-1], index)
-        return rows
+        return _in_job_order(everything, kept, dict(zip(jobs, rows)))
     import multiprocessing
 
     # "spawn": a forked child inherits the parent's torch thread pool state, which can deadlock.
@@ -245,7 +265,15 @@ def run_sorting(
         for index, (position, row) in enumerate(pool.imap_unordered(_run_numbered_job, numbered), 1):
             results[position] = row
             finished(row, index)
-    return [results[position] for position in range(len(jobs))]
+    return _in_job_order(everything, kept, {jobs[position]: row for position, row in results.items()})
+
+
+def _in_job_order(jobs: list[SortingJob], *found: dict[SortingJob, dict]) -> list[dict]:
+    """The rows of ``jobs``, in their order, from the mappings ``found`` (job -> row)."""
+    rows = {}
+    for mapping in found:
+        rows.update(mapping)
+    return [rows[job] for job in jobs]
 
 
 def _leave_ctrl_c_to_the_parent() -> None:

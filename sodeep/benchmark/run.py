@@ -40,13 +40,14 @@ OUTPUT_FILES = (
 )
 
 
-def claim_output_folder(out: Path, overwrite: bool) -> Path:
+def claim_output_folder(out: Path, overwrite: bool, resume: bool = False) -> Path:
     """Create ``out``, or take an empty one, and hold it (its lock, ``run.lock``, until the process
     ends or the benchmark returns): a folder in use by a running command is refused.  A folder
     holding a benchmark's results (a ``results.json`` of :data:`~sodeep.benchmark.report.SCHEMA`,
     or the rows of an interrupted first part) is refused unless ``overwrite``, which deletes those
-    results first; a folder holding anything else is always refused: a benchmark never mixes its
-    files with a user's, nor takes a user's ``results.json`` for its own."""
+    results first, or ``resume``, which keeps them; a folder holding anything else is always
+    refused: a benchmark never mixes its files with a user's, nor takes a user's ``results.json``
+    for its own."""
     from sodeep.run_folder import RUN_LOCK, hold_folder
 
     if out.exists() and not out.is_dir():
@@ -63,10 +64,15 @@ def claim_output_folder(out: Path, overwrite: bool) -> Path:
             f"{out} holds files that are not a sodeep benchmark's ({', '.join(others[:3])}{more}); "
             "give --out a new or empty folder"
         )
-    if ours and not overwrite:
-        raise ValueError(f"{out} holds benchmark results; pass --overwrite to replace them, or give another --out")
+    if resume and not (out / "results.json").is_file():
+        raise ValueError(f"{out} holds no benchmark to resume; run without --resume to start one")
+    if ours and not (overwrite or resume):
+        raise ValueError(
+            f"{out} holds benchmark results; pass --resume to continue them, --overwrite to replace them, "
+            "or give another --out"
+        )
     hold_folder(out, instead="give another --out")
-    for name in ours:
+    for name in [] if resume else ours:
         (out / name).unlink()
     return out
 
@@ -111,10 +117,17 @@ def check_extras(config: BenchConfig) -> None:
 
 @releasing_run_folders
 def run_benchmark(
-    config: BenchConfig, command: str = "", progress: Callable[[str], None] = print, *, overwrite: bool = False
+    config: BenchConfig,
+    command: str = "",
+    progress: Callable[[str], None] = print,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
 ) -> dict:
     """Run ``config.parts`` and write ``results.json``, ``results.md`` and PNG plots into
-    ``config.out`` (a new or empty folder, or one of benchmark results with ``overwrite``)."""
+    ``config.out`` (a new or empty folder, or one of benchmark results with ``overwrite``).
+    ``resume`` continues the benchmark of the same settings that the folder holds: its finished
+    parts and its finished learning-to-sort trainings are kept, the rest runs."""
     from sodeep.benchmark import plots, report
 
     check_extras(config)
@@ -122,7 +135,8 @@ def run_benchmark(
         from sodeep.benchmark.learning_to_sort import digit_pools
 
         digit_pools(_mnist_files(config.mnist))  # whole files (counts, shapes, truncation), kept for the sorting part
-    out = claim_output_folder(Path(config.out), overwrite)
+    out = claim_output_folder(Path(config.out), overwrite, resume)
+    previous = _previous_results(out, config) if resume else None
     families, missing = available_families()
     rankers = benchmark_rankers(families)
     results: dict = {key: [] for key in ("speed", "fidelity", "sorting", "sorting_summary", "regression")}
@@ -135,10 +149,15 @@ def run_benchmark(
         skipped=[{"ranker": name, "part": "all", "reason": reason} for name, reason in missing.items()],
         wall_seconds={},
     )
+    report.write_results(results, out)  # the settings, for --resume
     for part in config.parts:
+        if previous is not None and part in previous["wall_seconds"]:
+            progress(f"== {part}: kept from {out / 'results.json'}")
+            _keep_part(part, previous, results)
+            continue
         start = time.perf_counter()
         progress(f"== {part}")
-        _run_part(part, config, families, rankers, results, progress)
+        _run_part(part, config, families, rankers, results, progress, resume=previous is not None)
         results["wall_seconds"][part] = time.perf_counter() - start
         # A part's results survive a later part's failure or an interruption, in both files.
         report.write_results(results, out)
@@ -149,7 +168,47 @@ def run_benchmark(
     return results
 
 
-def _run_part(part: str, config: BenchConfig, families, rankers, results: dict, progress) -> None:
+#: The keys of ``results.json`` that each part fills (besides its ``skipped`` entries).
+PART_KEYS = {
+    "speed": ("speed",),
+    "fidelity": ("fidelity",),
+    "sorting": ("sorting", "sorting_summary"),
+    "regression": ("regression",),
+}
+
+
+def _previous_results(out: Path, config: BenchConfig) -> dict:
+    """The results ``out`` holds, checked to be of ``config``'s settings (``ValueError`` else)."""
+    import json
+
+    from sodeep.benchmark.report import SCHEMA
+
+    path = out / "results.json"
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        held = previous["config"]
+        previous["wall_seconds"], previous["skipped"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        raise ValueError(f"{path} is damaged; run with --overwrite instead of --resume") from None
+    wanted = json.loads(json.dumps(config.as_dict()))  # as JSON reads it back: tuples are lists
+    differing = sorted(key for key in set(held) | set(wanted) if key != "out" and held.get(key) != wanted.get(key))
+    if previous.get("schema") != SCHEMA or differing:
+        raise ValueError(
+            f"{out} holds a benchmark of other settings ({', '.join(differing) or 'schema'}); resume it with its own "
+            "settings, or run with --overwrite instead of --resume"
+        )
+    return previous
+
+
+def _keep_part(part: str, previous: dict, results: dict) -> None:
+    """Copy a finished part's results (and what it left out) from ``previous`` into ``results``."""
+    for key in PART_KEYS[part]:
+        results[key] = previous[key]
+    results["skipped"] += [row for row in previous["skipped"] if row.get("part") == part]
+    results["wall_seconds"][part] = previous["wall_seconds"][part]
+
+
+def _run_part(part: str, config: BenchConfig, families, rankers, results: dict, progress, resume=False) -> None:
     if part == "speed":
         from sodeep.benchmark.speed import run_speed
 
@@ -186,8 +245,12 @@ def _run_part(part: str, config: BenchConfig, families, rankers, results: dict, 
         )
         mnist = None if config.mnist is None else _mnist_files(config.mnist)
         rows_path = Path(config.out) / "sorting_rows.jsonl"
-        rows_path.unlink(missing_ok=True)
-        results["sorting"] = run_sorting(jobs, task, config.workers, mnist, progress, rows_path)
+        done = _finished_rows(rows_path) if resume else []
+        if done:
+            progress(f"sorting: {len(done)} finished trainings kept from {rows_path}")
+        else:
+            rows_path.unlink(missing_ok=True)
+        results["sorting"] = run_sorting(jobs, task, config.workers, mnist, progress, rows_path, done=done)
         results["sorting_summary"] = summarize_sorting(results["sorting"])
         results["skipped"] += skipped
     elif part == "regression":
@@ -204,6 +267,26 @@ def _run_part(part: str, config: BenchConfig, families, rankers, results: dict, 
             progress,
         )
         results["regression"], results["skipped"] = rows, results["skipped"] + skipped
+
+
+def _finished_rows(path: Path) -> list[dict]:
+    """The rows of ``sorting_rows.jsonl`` (the trainings an interrupted part finished); a line cut
+    short by the interruption is dropped."""
+    import json
+
+    rows = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
 
 
 def _mnist_files(folder_files) -> tuple:

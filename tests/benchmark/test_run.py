@@ -241,10 +241,10 @@ def test_an_interrupted_benchmark_names_what_it_kept_and_how_to_run_again(tmp_pa
 
     finish_part = run._run_part
 
-    def stop_at_fidelity(part, *args):
+    def stop_at_fidelity(part, *args, **options):
         if part == "fidelity":
             raise KeyboardInterrupt
-        finish_part(part, *args)
+        finish_part(part, *args, **options)
 
     monkeypatch.setattr(run, "_run_part", stop_at_fidelity)
     monkeypatch.setattr(BenchConfig, "quick", classmethod(lambda cls, **overrides: cls(**{**TINY, **overrides})))
@@ -252,8 +252,8 @@ def test_an_interrupted_benchmark_names_what_it_kept_and_how_to_run_again(tmp_pa
     assert main(["bench", "--quick", "--parts", "speed", "fidelity", "--out", str(out)]) == 130
     error = capsys.readouterr().err
     assert error == (
-        f"sodeep bench: interrupted; {out}/results.json and results.md keep the finished parts (speed); a "
-        "benchmark starts over: run it again with --overwrite, or give another --out\n"
+        f"sodeep bench: interrupted; {out}/results.json and results.md keep the finished parts (speed); "
+        "continue with: sodeep bench --resume\n"
     )
     assert json.loads((out / "results.json").read_text())["speed"]
     assert "speed" in (out / "results.md").read_text().lower()
@@ -340,17 +340,56 @@ def test_mnist_files_that_cannot_make_a_pool_are_refused_before_the_output_folde
 def test_a_benchmark_interrupted_before_writing_anything_runs_again_as_it_was(tmp_path, monkeypatch, capsys):
     import sodeep.benchmark.run as run
 
-    def stop(part, *args):
+    def stop(part, *args, **options):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(run, "_run_part", stop)
     monkeypatch.setattr(BenchConfig, "quick", classmethod(lambda cls, **overrides: cls(**{**TINY, **overrides})))
     out = tmp_path / "bench"
     assert main(["bench", "--quick", "--parts", "speed", "--out", str(out)]) == 130
-    assert capsys.readouterr().err == "sodeep bench: interrupted; no part finished; run the same command again\n"
+    error = capsys.readouterr().err
+    assert error == "sodeep bench: interrupted; no part finished; continue with: sodeep bench --resume\n"
     monkeypatch.undo()
     monkeypatch.setattr(BenchConfig, "quick", classmethod(lambda cls, **overrides: cls(**{**TINY, **overrides})))
-    assert main(["bench", "--quick", "--parts", "speed", "--out", str(out)]) == 0
+    assert main(["bench", "--quick", "--parts", "speed", "--out", str(out), "--resume"]) == 0
+    assert json.loads((out / "results.json").read_text())["speed"]
+
+
+def test_resume_keeps_finished_parts_and_trainings_and_refuses_other_settings(tmp_path, monkeypatch, capsys):
+    import sodeep.benchmark.learning_to_sort as learning_to_sort
+    import sodeep.benchmark.run as run
+
+    monkeypatch.setattr(BenchConfig, "quick", classmethod(lambda cls, **overrides: cls(**{**TINY, **overrides})))
+    argv = ["bench", "--quick", "--workers", "1", "--parts", "fidelity", "sorting", "--seeds", "0", "1", "2"]
+    straight = tmp_path / "straight"
+    assert main([*argv, "--out", str(straight)]) == 0
+    original, trained = learning_to_sort.run_job, []
+
+    def interrupted_third(job, *args):
+        if len(trained) == 2:
+            raise KeyboardInterrupt
+        trained.append(job)
+        return original(job, *args)
+
+    monkeypatch.setattr(learning_to_sort, "run_job", interrupted_third)
+    out = tmp_path / "out"
+    assert main([*argv, "--out", str(out)]) == 130
+    assert "keep the finished parts (fidelity); continue with:" in capsys.readouterr().err
+    first_fidelity = json.loads((out / "results.json").read_text())["fidelity"]
+    fidelity_calls = []
+    monkeypatch.setattr(run, "_keep_part", lambda *a, _keep=run._keep_part: fidelity_calls.append(a[0]) or _keep(*a))
+    trained.clear()
+    monkeypatch.setattr(learning_to_sort, "run_job", lambda job, *args: trained.append(job) or original(job, *args))
+    assert main([*argv, "--out", str(out), "--resume"]) == 0
+    results, expected = (json.loads((folder / "results.json").read_text()) for folder in (out, straight))
+    assert fidelity_calls == ["fidelity"] and results["fidelity"] == first_fidelity
+    assert len(trained) == len(expected["sorting"]) - 2  # the two finished trainings were not run again
+    drop = ("seconds", "wall_seconds", "train_seconds")
+    assert [{k: v for k, v in row.items() if k not in drop} for row in results["sorting"]] == [
+        {k: v for k, v in row.items() if k not in drop} for row in expected["sorting"]
+    ]
+    with pytest.raises(ValueError, match=r"holds a benchmark of other settings \(seeds\); resume it with its own"):
+        main([*argv[:-1], "--out", str(out), "--resume"])  # other seeds
 
 
 def test_fidelity_names_the_rankers_it_leaves_out():
