@@ -248,8 +248,9 @@ def main(argv: Sequence[str] | None = None) -> str:
     if arguments.json and (problem := json_output_problem(arguments.json, is_script_json, "a benchmark's JSON")):
         raise SystemExit(f"--json: {problem}")
     if arguments.device is None and not torch.cuda.is_available():
-        print(NO_CUDA)
-        return NO_CUDA
+        said = NO_CUDA + (f"; {arguments.json} not written" if arguments.json else "")
+        print(said)
+        return said
     if (
         arguments.rounds < 1
         or not arguments.block_seconds > 0
