@@ -51,11 +51,7 @@ def run_fidelity(
     for n in lengths:
         running = []
         for ranker in rankers:
-            reason = None
-            if not ranker.accepts(n):
-                reason = f"accepts {ranker.accepted_lengths}"
-            elif ranker.footprint(sequences, n) > max_elements:
-                reason = f"memory: ~{ranker.footprint(sequences, n):.2g} elements > {max_elements:.2g}"
+            reason = ranker.refusal(sequences, n, max_elements)
             if reason:
                 skipped.append({"ranker": ranker.label, "part": "fidelity", "n": n, "reason": reason})
             else:

@@ -61,6 +61,15 @@ class Ranker:
         low, high = self.lengths
         return n >= low and (high is None or n <= high)
 
+    def refusal(self, batch: int, n: int, max_elements: float) -> str | None:
+        """Why a cell of ``batch`` rows of ``n`` is left out (``n`` refused, or a footprint above
+        ``max_elements``), or ``None`` when it runs."""
+        if not self.accepts(n):
+            return f"accepts {self.accepted_lengths}"
+        if self.footprint(batch, n) > max_elements:
+            return f"memory: ~{self.footprint(batch, n):.2g} elements > {max_elements:.2g}"
+        return None
+
     @property
     def accepted_lengths(self) -> str:
         """The ``n`` it accepts, in words: ``"n = 100 only"``, ``"n in 2..256"``, ``"n >= 2"``."""

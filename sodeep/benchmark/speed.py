@@ -79,12 +79,8 @@ def run_speed(
             for n in lengths:
                 active = []
                 for ranker in rankers:
-                    reason = None
-                    if not ranker.accepts(n):
-                        reason = f"accepts {ranker.accepted_lengths}"
-                    elif ranker.footprint(batch, n) > max_elements:
-                        reason = f"memory: ~{ranker.footprint(batch, n):.2g} elements > {max_elements:.2g}"
-                    elif (ranker.label, mode, batch) in too_slow:
+                    reason = ranker.refusal(batch, n, max_elements)
+                    if reason is None and (ranker.label, mode, batch) in too_slow:
                         reason = f"over {max_call_seconds} s per call at n={too_slow[ranker.label, mode, batch]}"
                     if reason:
                         skipped.append(

@@ -190,10 +190,9 @@ def test_a_synthetic_run_interrupted_mid_training_continues_from_its_last_epoch(
     assert run["test_predictions"] == same["test_predictions"]  # augmentation and EMA state resumed too
 
 
-@pytest.mark.usefixtures("simulated_once")
-def test_a_signal_while_data_is_prepared_stops_at_once_and_leaves_no_partial_file(
-    tmp_path, brainage_inputs, monkeypatch, capsys
-):
+def _interrupt_the_simulation_at_subject_5(monkeypatch):
+    """SIGINT to this process while subject 5 of the synthetic cohort is simulated; returns the
+    simulator it replaces."""
     original = synthetic_mri.simulate_subject
 
     def simulate(seed, index, *arguments, **options):
@@ -202,6 +201,14 @@ def test_a_signal_while_data_is_prepared_stops_at_once_and_leaves_no_partial_fil
         return original(seed, index, *arguments, **options)
 
     monkeypatch.setattr(synthetic_mri, "simulate_subject", simulate)
+    return original
+
+
+@pytest.mark.usefixtures("simulated_once")
+def test_a_signal_while_data_is_prepared_stops_at_once_and_leaves_no_partial_file(
+    tmp_path, brainage_inputs, monkeypatch, capsys
+):
+    original = _interrupt_the_simulation_at_subject_5(monkeypatch)
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exit_info:
         brainage("synthetic", out, brainage_inputs)
@@ -220,14 +227,7 @@ def test_synthetic_overwrite_keeps_the_previous_run_until_the_new_cohort_is_simu
     out = tmp_path / "out"
     assert brainage("synthetic", out, brainage_inputs) == 0
     before = {path: mtime for path, mtime in folder_state(out).items() if path.name != "run.lock"}
-    original = synthetic_mri.simulate_subject
-
-    def simulate(seed, index, *arguments, **options):
-        if index == 5:
-            os.kill(os.getpid(), signal.SIGINT)
-        return original(seed, index, *arguments, **options)
-
-    monkeypatch.setattr(synthetic_mri, "simulate_subject", simulate)
+    original = _interrupt_the_simulation_at_subject_5(monkeypatch)
     with pytest.raises(SystemExit) as exit_info:
         brainage("synthetic", out, brainage_inputs, "--max-epochs", "3", "--overwrite")
     assert exit_info.value.code == 130
