@@ -28,7 +28,6 @@ from sodeep.run_folder import (
     hold_folder,
     holds_files_besides_its_lock,
     releasing_run_folders,
-    sigterm_as_interrupt,
 )
 from sodeep.sweeps.compare import describe
 from sodeep.sweeps.expand import Trial, expand_trials
@@ -40,6 +39,8 @@ WANDB_MODES = ("offline", "online", "disabled")
 #: Seconds a stopped trial gets to exit after SIGINT (to close its files) before SIGKILL.
 STOP_GRACE_SECONDS = 20.0
 POLL_SECONDS = 0.05
+#: The signals that stop a sweep: the first stops it after a grace period, the next at once.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class SweepInterrupted(Exception):
@@ -193,6 +194,7 @@ class _Scheduler:
         self.workers, self.echo = workers, echo
         self.outcome = SweepOutcome(folder)
         self.running: list[RunningTrial] = []
+        self.stop_now = False  # a second stop signal came: no grace period for the trials
         self.total = len(source) if isinstance(source, list) else source.total
 
     def pending(self) -> list[Trial]:
@@ -225,23 +227,41 @@ class _Scheduler:
         waiting = self.pending()
         if self.outcome.target_reached:
             self.echo(f"metric {self.spec.metric['name']} reached its target in a finished trial: no new trials")
+        previous = self._take_stop_signals(self._first_stop)
         try:
-            with sigterm_as_interrupt():
-                while True:
-                    while len(self.running) < self.workers and (trial := self.next_trial(waiting)) is not None:
-                        self.running.append(self.launcher.start(trial))
-                        self.echo(
-                            f"trial {trial.id} ({trial.index + 1}/{self.total}) started: {describe(trial.params)}"
-                        )
-                    if not self.running:
-                        break
-                    self.collect()
-                    time.sleep(POLL_SECONDS)
+            while True:
+                while len(self.running) < self.workers and (trial := self.next_trial(waiting)) is not None:
+                    self.running.append(self.launcher.start(trial))
+                    self.echo(f"trial {trial.id} ({trial.index + 1}/{self.total}) started: {describe(trial.params)}")
+                if not self.running:
+                    break
+                self.collect()
+                time.sleep(POLL_SECONDS)
         except KeyboardInterrupt:
             stopped = self.stop_all()
             done = len(self.outcome.finished) + len(self.outcome.skipped)
             raise SweepInterrupted(self.folder, done, self.total, stopped) from None
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
         return self.outcome
+
+    def _take_stop_signals(self, handler: Any) -> dict[int, Any]:
+        """Make SIGINT and SIGTERM ``handler``'s; returns the handlers they had (none outside the
+        main thread, where Python sets no handlers)."""
+        try:
+            return {number: signal.signal(number, handler) for number in STOP_SIGNALS}
+        except ValueError:
+            return {}
+
+    def _first_stop(self, number: int, frame: Any) -> None:
+        """The first SIGINT or SIGTERM stops the sweep; later ones, however soon they come (``timeout``
+        signals a command twice), ask :meth:`stop_all` to stop the trials at once."""
+        self._take_stop_signals(self._later_stop)
+        raise KeyboardInterrupt
+
+    def _later_stop(self, number: int, frame: Any) -> None:
+        self.stop_now = True
 
     def collect(self) -> None:
         for running in list(self.running):
@@ -281,14 +301,18 @@ class _Scheduler:
         if self.running:
             self.echo(
                 f"stopping {len(self.running)} running trial(s): up to {STOP_GRACE_SECONDS:.0f} s for them to "
-                "close their files (ctrl-C again stops them at once)"
+                "close their files (ctrl-C or SIGTERM again stops them at once)"
             )
         deadline = time.monotonic() + STOP_GRACE_SECONDS
         try:
-            while any(r.process.poll() is None for r in self.running) and time.monotonic() < deadline:
+            while (
+                any(r.process.poll() is None for r in self.running)
+                and time.monotonic() < deadline
+                and not self.stop_now
+            ):
                 time.sleep(POLL_SECONDS)
         except KeyboardInterrupt:
-            pass  # a second ctrl-C: stop waiting
+            pass  # a second ctrl-C where this runner could not take the signals: stop waiting
         stopped = 0
         for running in self.running:
             if running.process.poll() is None:

@@ -510,3 +510,39 @@ def test_the_report_of_a_sweep_stopped_at_its_target_is_not_partial(tmp_path, mo
     )
     run_sweep(load_sweep(sweep), tmp_path / "runs", echo=lines.append)
     assert lines[-1] == "metric loss reached its target in a finished trial: no new trials"
+
+
+#: Ignores SIGINT, writes its pid, then sleeps: only SIGKILL stops it.
+STUBBORN_PROGRAM = """
+import argparse, os, pathlib, signal, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+parser = argparse.ArgumentParser()
+parser.add_argument("--pid")
+arguments = parser.parse_args()
+pathlib.Path(arguments.pid).write_text(str(os.getpid()))
+time.sleep(60)
+"""
+
+
+def test_a_second_sigterm_stops_the_trials_at_once_and_leaves_none_running(tmp_path, monkeypatch):
+    import signal
+    import subprocess
+
+    monkeypatch.chdir(tmp_path)
+    pid = tmp_path / "trial.pid"
+    sweep = write_sweep(tmp_path, STUBBORN_PROGRAM, f"method: grid\nparameters:\n  pid: {{value: {pid}}}\n")
+    command = [sys.executable, "-m", "sodeep", "sweep", "run", str(sweep), "--root", str(tmp_path / "runs")]
+    runner = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (pid.exists() and pid.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    started = time.monotonic()
+    runner.send_signal(signal.SIGTERM)
+    time.sleep(0.5)  # the runner is waiting out the trial's grace period
+    runner.send_signal(signal.SIGTERM)
+    _, error = runner.communicate(timeout=30)
+    assert runner.returncode == 130, error
+    assert time.monotonic() - started < runner_module.STOP_GRACE_SECONDS  # no grace period after the second
+    assert "1 stopped" in error
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid.read_text()), 0)  # the trial is gone
