@@ -31,6 +31,10 @@ import numpy as np
 from sodeep.sweeps.spec import Parameter, SweepSpec
 
 GRID_DISTRIBUTIONS = ("constant", "categorical", "int_uniform", "q_uniform")
+#: Most values a grid takes for one q_uniform or int_uniform parameter.
+MAX_AXIS_VALUES = 1_000_000
+#: Most trials a sweep lists at once (a larger grid runs in parts, with run_cap or --count).
+MAX_LISTED_TRIALS = 100_000
 #: Keeps the normal quantile finite at a draw of exactly 0.
 SMALLEST_DRAW = 1e-12
 
@@ -55,6 +59,12 @@ def expand_trials(spec: SweepSpec, seed: int = 0, count: int | None = None) -> l
     """
     cap = min((limit for limit in (spec.run_cap, count) if limit is not None), default=None)
     if spec.method == "grid":
+        size = grid_size(spec.parameters, f"{spec.source}: ")
+        if min(size, cap or size) > MAX_LISTED_TRIALS:
+            raise ValueError(
+                f"{spec.source}: the grid has {size:,} trials, more than {MAX_LISTED_TRIALS:,} to list; "
+                "set run_cap (or run with --count) to run part of it, or give fewer values"
+            )
         combinations = grid_combinations(spec.parameters, f"{spec.source}: ")
     elif spec.method == "random":
         if cap is None:
@@ -74,9 +84,15 @@ def grid_values(parameter: Parameter, where: str = "") -> list[Any]:
     elif parameter.distribution == "categorical":
         values = list(settings["values"])
     elif parameter.distribution == "int_uniform":
+        count = int(settings["max"]) - int(settings["min"]) + 1
+        if count > MAX_AXIS_VALUES:
+            raise ValueError(
+                f"{where}parameters.{parameter.name}: int_uniform from {settings['min']} to {settings['max']} is "
+                f"{count:,} values, more than {MAX_AXIS_VALUES:,}; use method: random to draw from it"
+            )
         values = list(range(int(settings["min"]), int(settings["max"]) + 1))
     elif parameter.distribution == "q_uniform":
-        values = np.arange(settings["min"], settings["max"], settings["q"]).tolist()
+        values = q_uniform_grid(settings["min"], settings["max"], settings["q"], f"{where}parameters.{parameter.name}")
     else:
         raise ValueError(
             f"{where}parameters.{parameter.name} is {parameter.distribution}: a grid takes value, values, "
@@ -86,6 +102,39 @@ def grid_values(parameter: Parameter, where: str = "") -> list[Any]:
     for value in values:
         unique.setdefault(value_key(value), value)
     return list(unique.values())
+
+
+def q_uniform_grid(low: float, high: float, q: float, where: str = "q_uniform") -> list[float | int]:
+    """``low, low + q, ...`` below ``high``, each rounded to the decimals ``low`` and ``q`` are
+    written with (``0.1 + 2 * 0.1`` is ``0.3``), ints where both are ints; a ``ValueError`` beyond
+    :data:`MAX_AXIS_VALUES` values.
+
+    Example:
+        >>> q_uniform_grid(0.1, 0.4, 0.1), q_uniform_grid(1, 1.3, 0.1), q_uniform_grid(0, 6, 2)
+        ([0.1, 0.2, 0.3], [1.0, 1.1, 1.2], [0, 2, 4])
+    """
+    steps = math.ceil((high - low) / q) if high > low else 0
+    if steps > MAX_AXIS_VALUES:
+        raise ValueError(
+            f"{where}: q_uniform from {low} to {high} in steps of {q} is {steps:,} values, more than "
+            f"{MAX_AXIS_VALUES:,}; take a larger q"
+        )
+    decimals = max(_decimals(low), _decimals(q))
+    values = [round(low + step * q, decimals) for step in range(steps + 1)]
+    values = [value for value in values if value < high]
+    return [int(value) for value in values] if isinstance(low, int) and isinstance(q, int) else values
+
+
+def _decimals(number: float) -> int:
+    """Decimals of ``number`` as Python writes it: ``0.25`` -> 2, ``1e-05`` -> 5, ``3`` -> 0."""
+    mantissa, _, exponent = repr(float(number)).partition("e")
+    fraction = mantissa.partition(".")[2].rstrip("0")
+    return max(0, len(fraction) - int(exponent or 0))
+
+
+def grid_size(parameters: tuple[Parameter, ...], where: str = "") -> int:
+    """The number of a grid's combinations, counted without listing them."""
+    return math.prod(len(grid_values(parameter, where)) for parameter in parameters)
 
 
 def grid_combinations(parameters: tuple[Parameter, ...], where: str = "") -> Iterator[dict[str, Any]]:
@@ -144,7 +193,7 @@ def sample(parameter: Parameter, u: float) -> Any:
 def quantize(value: float, q: float | int) -> float | int:
     """``round(value / q) * q``, an int when ``q`` is an int (as W&B returns it)."""
     rounded = round(value / q) * q
-    return int(rounded) if isinstance(q, int) else float(rounded)
+    return int(rounded) if isinstance(q, int) else round(float(rounded), _decimals(q))
 
 
 def nest(flat: dict[tuple[str, ...], Any]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from sodeep.run_folder import (
     releasing_run_folders,
 )
 from sodeep.sweeps.compare import describe
-from sodeep.sweeps.expand import Trial, expand_trials
+from sodeep.sweeps.expand import Trial, expand_trials, grid_size
 from sodeep.sweeps.launcher import RunningTrial, TrialLauncher, trial_threads
 from sodeep.sweeps.spec import SweepSpec
 from sodeep.sweeps.summary import is_finished, reaches_target, read_trial_summary
@@ -181,9 +181,10 @@ def sweep_size(spec: SweepSpec, seed: int) -> int | None:
     """The trials of the whole sweep, whatever ``--count`` runs of it: a grid's combinations or a
     random sweep's ``run_cap`` (each capped by ``run_cap``); ``None`` where unknown (Bayes, or a
     random sweep drawn only with ``--count``)."""
-    if spec.method == "grid" or (spec.method == "random" and spec.run_cap is not None):
-        return len(expand_trials(spec, seed=seed))
-    return None
+    if spec.method == "grid":
+        size = grid_size(spec.parameters, f"{spec.source}: ")
+        return size if spec.run_cap is None else min(size, spec.run_cap)
+    return spec.run_cap if spec.method == "random" else None
 
 
 class _Scheduler:

@@ -114,3 +114,35 @@ def test_inverse_log_uniform_takes_exponents_and_quantized_draws_round():
     quantized = check_parameter(("x",), {"distribution": "q_log_uniform_values", "min": 1, "max": 1000, "q": 10}, "x")
     assert sample(quantized, 0.5) == 30  # 10**1.5 = 31.6 -> 30, an int because q is
     assert sample(check_parameter(("x",), {"distribution": "q_normal", "q": 0.5}, "x"), 0.9) == pytest.approx(1.5)
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "q", "expected"),
+    [
+        (0.1, 0.4, 0.1, [0.1, 0.2, 0.3]),
+        (1, 1.3, 0.1, [1.0, 1.1, 1.2]),
+        (0, 6, 2, [0, 2, 4]),
+        (0, 1e-4, 4e-5, [0.0, 4e-5, 8e-5]),
+    ],
+)
+def test_grid_q_uniform_values_are_written_as_q_is_and_stop_below_max(low, high, q, expected):
+    values = [
+        t.params["x"]
+        for t in expand_trials(spec("grid", {"x": {"distribution": "q_uniform", "min": low, "max": high, "q": q}}))
+    ]
+    assert values == expected and [type(value) for value in values] == [type(value) for value in expected]
+
+
+def test_a_huge_grid_runs_in_parts_and_is_counted_without_listing_it():
+    from sodeep.sweeps.runner import sweep_size
+
+    parameters = {f"p{index}": {"min": 0, "max": 9} for index in range(10)}  # 10^10 combinations
+    assert len(expand_trials(spec("grid", parameters), count=3)) == 3
+    assert sweep_size(spec("grid", parameters), seed=0) == 10**10
+    assert sweep_size(spec("grid", parameters, run_cap=5), seed=0) == 5
+    with pytest.raises(ValueError, match=r"the grid has 10,000,000,000 trials, more than 100,000 to list; set run_cap"):
+        expand_trials(spec("grid", parameters))
+    with pytest.raises(ValueError, match=r"parameters.x: q_uniform from 0 to 1000000000000.0 in steps of 1 is"):
+        expand_trials(spec("grid", {"x": {"distribution": "q_uniform", "min": 0, "max": 1e12, "q": 1}}), count=1)
+    with pytest.raises(ValueError, match=r"parameters.x: int_uniform from 0 to 10000000 is 10,000,001 values"):
+        expand_trials(spec("grid", {"x": {"min": 0, "max": 10**7}}), count=1)
