@@ -284,8 +284,10 @@ def can_plot() -> bool:
 
 
 def _sweep_record(folder: Path) -> dict[str, Any]:
+    from sodeep.sweeps.summary import read_sweep_record
+
     path = folder / "sweep.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    return read_sweep_record(path, "run the sweep into another --root") if path.exists() else {}
 
 
 def _number(value: Any) -> str:

@@ -33,7 +33,7 @@ from sodeep.sweeps.compare import describe
 from sodeep.sweeps.expand import Trial, expand_trials, grid_size
 from sodeep.sweeps.launcher import RunningTrial, TrialLauncher, trial_threads
 from sodeep.sweeps.spec import SweepSpec
-from sodeep.sweeps.summary import is_finished, reaches_target, read_trial_summary
+from sodeep.sweeps.summary import is_finished, reaches_target, read_sweep_record, read_trial_summary
 
 WANDB_MODES = ("offline", "online", "disabled")
 #: Seconds a stopped trial gets to exit after SIGINT (to close its files) before SIGKILL.
@@ -142,10 +142,7 @@ def check_sweep_folder(folder: Path, spec: SweepSpec, seed: int, *, overwrite: b
         return
     if not path.exists():
         return
-    try:
-        held = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not a sweep record ({error}); remove that folder or give another --root") from None
+    held = read_sweep_record(path, "remove that folder or give another --root")
     comparable = {key: value for key, value in spec.mapping.items() if key != "run_cap"}
     held_comparable = {key: value for key, value in held.get("spec", {}).items() if key != "run_cap"}
     advice = "give another --root or name, or add --overwrite to clear that folder"

@@ -176,3 +176,16 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     return str(value)
+
+
+def read_sweep_record(path: Path, advice: str) -> dict[str, Any]:
+    """A sweep folder's ``sweep.json``: a mapping whose ``spec``, if any, is a mapping too; a
+    ``ValueError`` naming ``path`` (and ending in ``advice``) for any other file."""
+    try:
+        held = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else "not JSON text"
+        raise ValueError(f"{path} is not a sweep record ({reason}); {advice}") from None
+    if not isinstance(held, dict) or not isinstance(held.get("spec", {}), dict):
+        raise ValueError(f"{path} is not a sweep record (not a mapping with a spec); {advice}")
+    return held

@@ -546,3 +546,18 @@ def test_a_second_sigterm_stops_the_trials_at_once_and_leaves_none_running(tmp_p
     assert "1 stopped" in error
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid.read_text()), 0)  # the trial is gone
+
+
+@pytest.mark.parametrize("record", ["not json", "[1, 2]", '{"spec": []}'])
+def test_a_damaged_sweep_record_is_named_in_one_line(tmp_path, capsys, monkeypatch, record):
+    monkeypatch.chdir(tmp_path)
+    sweep = write_sweep(tmp_path, QUICK_PROGRAM, "name: quick\nmethod: grid\nparameters:\n  seed: {values: [0]}\n")
+    folder = tmp_path / "runs" / "quick"
+    (folder / "trials").mkdir(parents=True)
+    (folder / "sweep.json").write_text(record)
+    for argv in (["run", str(sweep), "--root", str(tmp_path / "runs"), "--dry-run"], ["report", str(folder)]):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        error = capsys.readouterr().err
+        assert exited.value.code == 2 and f"{folder / 'sweep.json'} is not a sweep record (" in error, error
+        assert error.count("\n") == 1
