@@ -110,6 +110,10 @@ class TrialLauncher:
                 # files pass --wandb=${envvar:SODEEP_WANDB}.
                 "SODEEP_WANDB": self.wandb,
                 "WANDB_DIR": str(directory),
+                # W&B's cache, artifacts and service logs stay in the trial's folder too.
+                "WANDB_CACHE_DIR": str(directory / "wandb" / "cache"),
+                "WANDB_DATA_DIR": str(directory / "wandb" / "cache"),
+                "WANDB_ERROR_REPORTING": "false",
                 "WANDB_RUN_GROUP": self.spec.name,
                 "WANDB_NAME": f"{self.spec.name}-{trial.id}",
                 "WANDB_SWEEP_PARAM_PATH": str(directory / "sweep-params.yaml"),

@@ -10,6 +10,7 @@ import threading
 import time
 import types
 from enum import Enum
+from pathlib import Path
 
 import pytest
 
@@ -561,3 +562,15 @@ def test_a_damaged_sweep_record_is_named_in_one_line(tmp_path, capsys, monkeypat
         error = capsys.readouterr().err
         assert exited.value.code == 2 and f"{folder / 'sweep.json'} is not a sweep record (" in error, error
         assert error.count("\n") == 1
+
+
+def test_every_wandb_folder_of_a_trial_is_inside_the_trial_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "home-cache"))  # the user's own: not for the trials
+    spec = load_sweep(write_sweep(tmp_path, QUICK_PROGRAM, "method: grid\nparameters:\n  seed: {values: [0]}\n"))
+    trial = expand_trials(spec)[0]
+    launcher = TrialLauncher(spec, tmp_path / "runs", "offline", tmp_path)
+    environment = launcher.command(trial)[1]
+    folder = launcher.trial_folder(trial)
+    for variable in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        assert Path(environment[variable]).is_relative_to(folder), variable
+    assert environment["WANDB_ERROR_REPORTING"] == "false"
