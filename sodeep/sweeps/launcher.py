@@ -179,8 +179,11 @@ class TrialLauncher:
                 read_trial_summary(summary_path)
             except (OSError, ValueError) as error:
                 # Kept aside for a look; the trial failed, and its summary says why.
-                running.problem = " ".join(str(error).split())
                 os.replace(summary_path, directory / UNREADABLE_SUMMARY)
+                # The message names the file where it now is.
+                running.problem = " ".join(str(error).split()).replace(
+                    str(summary_path), str(directory / UNREADABLE_SUMMARY)
+                )
         if returncode == 0 and running.problem is None and not summary_path.exists():
             # The program does not call write_trial_summary: the trial still counts as done.
             summary = trial_summary(running.trial.params, {}, seconds=seconds, environment=running.environment)

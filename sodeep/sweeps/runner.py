@@ -274,6 +274,9 @@ class _Scheduler:
                 self.outcome.finished.append(trial.id)
                 shown = describe(summary["metrics"]) or "no metrics"
                 self.echo(f"trial {trial.id} finished in {seconds:.1f} s: {shown}")
+                if returncode != 0:
+                    log = self.launcher.trial_folder(trial) / "output.log"
+                    self.echo(f"note: trial {trial.id} wrote its finished summary, then exited {returncode}: see {log}")
                 name = (self.spec.metric or {}).get("name")
                 if name and summary["metrics"] and name not in summary["metrics"]:
                     self.echo(

@@ -441,7 +441,7 @@ def test_a_grid_run_with_count_is_reported_as_part_of_the_sweep(tmp_path, monkey
 
 
 #: Writes, by seed: 0 a good summary of `loss`, 1 text that is not JSON, 2 a metric that is no
-#: number, 3 a good summary of `other` only; every one exits 0.
+#: number, 3 a good summary of `other` only; 3 exits 5, the others 0.
 ODD_SUMMARY_PROGRAM = """
 import argparse, json, os, pathlib
 parser = argparse.ArgumentParser()
@@ -452,6 +452,7 @@ metrics = {0: {"loss": 0.5}, 2: {"loss": "abc"}, 3: {"other": 1.0}}.get(seed)
 summary = {"schema": "sodeep-trial/1", "params": {"seed": seed}, "config": {}, "metrics": metrics,
            "status": "finished", "seconds": 0}
 path.write_text("{not json" if seed == 1 else json.dumps(summary))
+raise SystemExit(5 if seed == 3 else 0)
 """
 
 
@@ -464,7 +465,9 @@ def test_an_unreadable_summary_fails_its_trial_with_the_reason_and_the_report_go
     assert outcome.finished == ["0000", "0003"] and outcome.failed == ["0001", "0002"]
     failed = [line for line in lines if " failed " in line]
     assert "is not a JSON trial summary" in failed[0] and "loss must be a number, got 'abc'" in failed[1]
+    assert "0001/summary.unreadable.json" in failed[0] and "summary.json " not in failed[0]  # where the file is now
     assert "note: trial 0003 reported no loss, the sweep's metric (it reported other)" in lines
+    assert any(line.startswith("note: trial 0003 wrote its finished summary, then exited 5: see") for line in lines)
     trials = tmp_path / "runs" / "sweep" / "trials"
     kept = json.loads((trials / "0001" / "summary.json").read_text())
     assert kept["status"] == "failed" and "summary.unreadable.json" in kept["error"]
