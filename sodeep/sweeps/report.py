@@ -38,6 +38,13 @@ def read_summaries(folder: str | Path) -> tuple[list[dict[str, Any]], dict[str, 
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"no sweep folder at {folder}")
+    for sweep in (folder.parent, folder.parent.parent):  # the trials folder, or one trial's
+        if (
+            folder.resolve() != sweep.resolve()
+            and (sweep / "sweep.json").is_file()
+            and folder.is_relative_to(sweep / "trials")
+        ):
+            raise ValueError(f"{folder} is inside the sweep folder {sweep}: report that folder")
     trials = folder / "trials"
     paths = sorted(trials.glob("*/summary.json")) if trials.is_dir() else sorted(folder.rglob("summary.json"))
     summaries, counts = [], {"finished": 0, "failed": 0, "no summary": 0}
@@ -136,7 +143,7 @@ def markdown(
         lines[-1] += f" {counts['unreadable']} of the failed trials wrote a summary that could not be read."
     if counts.get("not started") and not counts.get("target reached"):
         lines[-1] += (
-            f" **Partial:** {counts['not started']} of the sweep's {counts['planned']} trials have not started; "
+            f" **Partial:** {counts['not started']} of the sweep's {counts['planned']} trials {'has' if counts['not started'] == 1 else 'have'} not started; "
             "`sodeep sweep run` with the same file continues it."
         )
     lines += [line for note in notes for line in ("", note)]

@@ -577,3 +577,19 @@ def test_every_wandb_folder_of_a_trial_is_inside_the_trial_folder(tmp_path, monk
     for variable in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
         assert Path(environment[variable]).is_relative_to(folder), variable
     assert environment["WANDB_ERROR_REPORTING"] == "false"
+
+
+def test_a_report_on_a_sweeps_trials_folder_names_the_sweep_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    calls = tmp_path / "calls.txt"
+    body = f"name: quick\nmethod: grid\nparameters:\n  seed: {{values: [0]}}\n  calls: {{value: {calls}}}\n"
+    assert main(["run", str(write_sweep(tmp_path, QUICK_PROGRAM, body)), "--root", str(tmp_path / "runs")]) == 0
+    folder = tmp_path / "runs" / "quick"
+    for inside in (folder / "trials", folder / "trials" / "0000"):
+        with pytest.raises(SystemExit) as exited:
+            main(["report", str(inside), "--no-plots"])
+        assert (
+            exited.value.code == 2
+            and f"is inside the sweep folder {folder}: report that folder" in capsys.readouterr().err
+        )
+        assert not (inside / "report.md").exists()
