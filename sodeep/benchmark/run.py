@@ -149,16 +149,17 @@ def run_benchmark(
         skipped=[{"ranker": name, "part": "all", "reason": reason} for name, reason in missing.items()],
         wall_seconds={},
     )
-    report.write_results(results, out)  # the settings, for --resume
+    if previous is None:
+        report.write_results(results, out)  # the settings, for --resume
     for part in config.parts:
         if previous is not None and part in previous["wall_seconds"]:
             progress(f"== {part}: kept from {out / 'results.json'}")
             _keep_part(part, previous, results)
-            continue
-        start = time.perf_counter()
-        progress(f"== {part}")
-        _run_part(part, config, families, rankers, results, progress, resume=previous is not None)
-        results["wall_seconds"][part] = time.perf_counter() - start
+        else:
+            start = time.perf_counter()
+            progress(f"== {part}")
+            _run_part(part, config, families, rankers, results, progress, resume=previous is not None)
+            results["wall_seconds"][part] = time.perf_counter() - start
         # A part's results survive a later part's failure or an interruption, in both files.
         report.write_results(results, out)
         atomic_write_text(out / "results.md", report.markdown(results) + "\n")
@@ -191,10 +192,14 @@ def _previous_results(out: Path, config: BenchConfig) -> dict:
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
         raise ValueError(f"{path} is damaged; run with --overwrite instead of --resume") from None
     wanted = json.loads(json.dumps(config.as_dict()))  # as JSON reads it back: tuples are lists
-    differing = sorted(key for key in set(held) | set(wanted) if key != "out" and held.get(key) != wanted.get(key))
+    # Where it runs and how many processes train do not change the results.
+    differing = sorted(
+        key for key in set(held) | set(wanted) if key not in ("out", "workers") and held.get(key) != wanted.get(key)
+    )
     if previous.get("schema") != SCHEMA or differing:
+        changes = ", ".join(f"{key}: {held.get(key)} -> {wanted.get(key)}" for key in differing) or "schema"
         raise ValueError(
-            f"{out} holds a benchmark of other settings ({', '.join(differing) or 'schema'}); resume it with its own "
+            f"{out} holds a benchmark of other settings ({changes}); resume it with its own "
             "settings, or run with --overwrite instead of --resume"
         )
     return previous

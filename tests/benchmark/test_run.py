@@ -405,3 +405,18 @@ def test_fidelity_names_the_rankers_it_leaves_out():
     assert skipped_markdown(skipped)[2].startswith("- sodeep (shipped) floor=0.1 (fidelity): accepts n")
     rows, skipped = run_fidelity(rankers[:1], [100], sequences=2, max_elements=10, progress=lambda line: None)
     assert rows == [] and skipped[0]["reason"].startswith("memory: ~")
+
+
+def test_a_resume_that_keeps_every_part_keeps_them_in_results_json_whatever_the_workers(tmp_path, monkeypatch):
+    monkeypatch.setattr(BenchConfig, "quick", classmethod(lambda cls, **overrides: cls(**{**TINY, **overrides})))
+    out = tmp_path / "bench"
+    assert main(["bench", "--quick", "--parts", "fidelity", "--out", str(out), "--workers", "1"]) == 0
+    before = json.loads((out / "results.json").read_text())
+    assert main(["bench", "--quick", "--parts", "fidelity", "--out", str(out), "--workers", "2", "--resume"]) == 0
+    after = json.loads((out / "results.json").read_text())
+    assert after["fidelity"] == before["fidelity"] and after["wall_seconds"] == before["wall_seconds"]
+    with pytest.raises(ValueError, match=r"other settings \(fidelity_sequences: 4 -> 5\)"):
+        monkeypatch.setattr(
+            BenchConfig, "quick", classmethod(lambda cls, **o: cls(**{**TINY, "fidelity_sequences": 5, **o}))
+        )
+        main(["bench", "--quick", "--parts", "fidelity", "--out", str(out), "--resume"])
