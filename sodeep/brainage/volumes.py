@@ -177,7 +177,7 @@ def zscore_in_brain(volume: np.ndarray) -> np.ndarray:
             f"only {inside} of the grid's {volume.size} voxels are above 0 after resampling: is the image empty, "
             "a patch, or at another voxel size than its header says?"
         )
-    values = volume[brain]
+    values = volume[brain].astype(np.float64)  # float32 sums of squares overflow beyond ~1e19
     _, counts = np.unique(values, return_counts=True)
     if counts.max() > MAX_SHARE_OF_ONE_INTENSITY * inside:
         raise ValueError(

@@ -418,3 +418,11 @@ def test_a_manifest_reads_the_same_from_any_working_folder(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path / "data")
     assert read_manifest("manifest.csv") == first  # a resumed run compares the rows left out
     assert first[1] == [(3, f"no file at {tmp_path / 'data' / 'gone.nii.gz'}")]
+
+
+@pytest.mark.parametrize("scale", [1e17, 1e36])
+def test_huge_intensities_z_score_as_ordinary_ones(tmp_path, scale):
+    data = blob((10, 10, 10), 7)
+    ordinary = load_volume(write_volume(tmp_path / "a.nii.gz", data, 4.0), (10, 10, 10), 4.0)
+    huge = load_volume(write_volume(tmp_path / "b.nii.gz", data * np.float32(scale), 4.0), (10, 10, 10), 4.0)
+    np.testing.assert_allclose(huge, ordinary, atol=1e-4)
