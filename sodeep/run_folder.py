@@ -207,28 +207,37 @@ def start_run_folder(out: Path, record: dict[str, Any], *, overwrite: bool) -> P
 PREVIOUS_RUN = ".previous-run"
 
 
+#: Inside ``.previous-run`` while its files move (:func:`set_aside`, :func:`put_back`): whatever
+#: ``out`` holds besides then belongs to the previous run too.
+MOVING = ".moving"
+
+
 def set_aside(out: Path) -> Path:
     """Move everything in ``out`` but its lock into ``out/.previous-run`` (renames, no copies) and
     return that folder: the run a replacing command keeps until it knows its own run can start.
-    :func:`put_back` undoes it; deleting the folder completes the replacement.  A folder that
-    already holds one (a replacement killed before it could finish) keeps it: that is still the
-    run to go back to, and the rest is the unfinished replacement's, which is deleted."""
+    :func:`put_back` undoes it, also after a set-aside cut short; deleting the folder completes the
+    replacement."""
     aside = out / PREVIOUS_RUN
-    if not aside.is_dir():
-        aside.mkdir()
-        for path in list(out.iterdir()):
-            if path.name not in (RUN_LOCK, PREVIOUS_RUN):
-                path.rename(aside / path.name)
-    empty_folder(out, keep=(RUN_LOCK, PREVIOUS_RUN))
+    aside.mkdir()
+    (aside / MOVING).touch()
+    for path in list(out.iterdir()):
+        if path.name not in (RUN_LOCK, PREVIOUS_RUN):
+            path.rename(aside / path.name)
+    (aside / MOVING).unlink()
     return aside
 
 
 def put_back(out: Path, aside: Path) -> None:
-    """Replace what ``out`` holds (but its lock) with the run :func:`set_aside` kept in ``aside``."""
-    empty_folder(out, keep=(RUN_LOCK, aside.name))
+    """Replace what ``out`` holds (but its lock) with the run :func:`set_aside` kept in ``aside``.
+    A move cut short (by a kill) leaves the previous run split between ``out`` and ``aside``, with
+    :data:`MOVING` in ``aside``: then nothing in ``out`` is deleted, and the moving goes on."""
+    if not (aside / MOVING).exists():
+        empty_folder(out, keep=(RUN_LOCK, aside.name))  # the replacing run's files
+        (aside / MOVING).touch()
     for path in list(aside.iterdir()):
-        path.rename(out / path.name)
-    aside.rmdir()
+        if path.name != MOVING:
+            path.rename(out / path.name)
+    shutil.rmtree(aside)
 
 
 def empty_folder(folder: Path, keep: tuple[str, ...]) -> None:

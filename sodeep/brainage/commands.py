@@ -181,6 +181,8 @@ def run_synthetic(
     training, network = volume_training(config), sfcn_network(config)
     fine_tuning, start = open_fine_tuning(config, "synthetic", {}, folds=1, model=SFCN(**network))
     out, record, previous_run = Path(config.out), None, None
+    if leader:
+        _restore_a_killed_replacement(out)
     # The run this one replaces (--overwrite) stays until the new cohort is simulated.
     replacing = overwrite and holds_files_besides_its_lock(out)
     if leader:
@@ -285,6 +287,8 @@ def run_nifti(
     data = {"manifest": _resolved(config.manifest), "manifest_sha256": file_digest(Path(config.manifest))}
     fine_tuning, start = open_fine_tuning(config, "nifti", data, folds=config.folds, model=SFCN(**network))
     out, record, previous_run = Path(config.out), None, None
+    if leader:
+        _restore_a_killed_replacement(out)
     # A new run whose cohort is refused once its volumes are read leaves no run behind, and the run
     # it replaces (--overwrite) stays until the cohort is accepted.
     new_run = not resume and not holds_files_besides_its_lock(out)
@@ -369,29 +373,50 @@ def run_nifti(
     return results
 
 
+def _restore_a_killed_replacement(out: Path) -> None:
+    """A replacement (``--overwrite``) killed before its data was ready left the run it replaced in
+    ``out/.previous-run``: put that run back before anything else reads the folder (the
+    replacement had saved nothing).  A folder in use by a running command is refused."""
+    from sodeep.run_folder import PREVIOUS_RUN, hold_folder, put_back
+
+    if (out / PREVIOUS_RUN).is_dir():
+        hold_folder(out)
+        put_back(out, out / PREVIOUS_RUN)
+
+
 def _set_aside_previous_run(out: Path, replacing: bool) -> Path | None:
     """Where the run that this command replaces waits (:func:`sodeep.run_folder.set_aside`) until
     the new run's data is ready: ``out/.previous-run`` when ``replacing`` (``--overwrite`` of a
-    folder that holds files) or when a replacement killed before its data was ready left one; else
-    ``None``.  Call it holding nothing but the claim on ``out``."""
-    from sodeep.run_folder import PREVIOUS_RUN, hold_folder, set_aside
+    folder that holds files), else ``None``."""
+    from sodeep.run_folder import hold_folder, set_aside
 
-    if replacing:
-        hold_folder(out)
-        return set_aside(out)
-    previous_run = out / PREVIOUS_RUN
-    return previous_run if previous_run.is_dir() else None
+    if not replacing:
+        return None
+    hold_folder(out)
+    return set_aside(out)
 
 
 def _put_back_previous_run(out: Path, previous_run: Path, error: BaseException) -> None:
     """The new run stopped (``error``) before its data was ready: ``out`` holds the run it was to
-    replace again.  An interrupt then has saved nothing to resume: ``KeyboardInterrupt``."""
+    replace again, moved back with SIGINT and SIGTERM held off.  An interrupt then has saved
+    nothing to resume: ``KeyboardInterrupt``."""
+    import signal
+
     from sodeep.run_folder import RunInterrupted, put_back
 
-    if previous_run.is_dir():
+    if not previous_run.is_dir():
+        return
+    try:
+        held = {number: signal.signal(number, signal.SIG_IGN) for number in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: signals are not ours to hold
+        held = {}
+    try:
         put_back(out, previous_run)
-        if isinstance(error, RunInterrupted):
-            raise KeyboardInterrupt from None
+    finally:
+        for number, handler in held.items():
+            signal.signal(number, handler)
+    if isinstance(error, RunInterrupted):
+        raise KeyboardInterrupt from None
 
 
 def _leave_as_found(out: Path, existed: bool) -> None:

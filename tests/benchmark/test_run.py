@@ -388,7 +388,10 @@ def test_resume_keeps_finished_parts_and_trainings_and_refuses_other_settings(tm
     assert [{k: v for k, v in row.items() if k not in drop} for row in results["sorting"]] == [
         {k: v for k, v in row.items() if k not in drop} for row in expected["sorting"]
     ]
-    with pytest.raises(ValueError, match=r"holds a benchmark of other settings \(seeds: \[0, 1, 2\] -> \[0, 1\]\); resume it with its own"):
+    with pytest.raises(
+        ValueError,
+        match=r"holds a benchmark of other settings \(seeds: \[0, 1, 2\] -> \[0, 1\]\); resume it with its own",
+    ):
         main([*argv[:-1], "--out", str(out), "--resume"])  # other seeds
 
 

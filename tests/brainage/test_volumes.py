@@ -426,3 +426,40 @@ def test_huge_intensities_z_score_as_ordinary_ones(tmp_path, scale):
     ordinary = load_volume(write_volume(tmp_path / "a.nii.gz", data, 4.0), (10, 10, 10), 4.0)
     huge = load_volume(write_volume(tmp_path / "b.nii.gz", data * np.float32(scale), 4.0), (10, 10, 10), 4.0)
     np.testing.assert_allclose(huge, ordinary, atol=1e-4)
+
+
+@pytest.mark.parametrize("cut_short", [False, True])
+def test_the_run_a_killed_replacement_set_aside_is_put_back_by_the_next_command(tmp_path, capsys, cut_short):
+    from sodeep.cli import main
+    from sodeep.run_folder import MOVING, PREVIOUS_RUN
+
+    command = _small_cohort(tmp_path)
+    out = tmp_path / "out"
+    kept = _previous_run(out)
+    aside = out / PREVIOUS_RUN
+    aside.mkdir()
+    for name in kept:
+        (out / name).rename(aside / name)
+    if cut_short:  # killed while moving: part of the previous run is still in out
+        (aside / MOVING).touch()
+        (aside / "run.json").rename(out / "run.json")
+    else:  # killed while reading the new cohort: out holds the replacement's record and cache
+        (out / "run.json").write_text('{"command": "brainage nifti", "config": {"epochs": 9}}')
+        (out / "cache").mkdir()
+    with pytest.raises(SystemExit):
+        main(command)  # refused: the folder holds the previous run, of other settings
+    assert "holds a nifti run, not a brainage nifti run" in capsys.readouterr().err
+    assert _contents(out) == kept and (out / "l1" / "results.json").read_text() == "finished"
+    assert "epochs" in (out / "run.json").read_text() and '"epochs": 9' not in (out / "run.json").read_text()
+
+
+def test_set_aside_then_put_back_restores_every_file(tmp_path):
+    from sodeep.run_folder import put_back, set_aside
+
+    out = tmp_path / "out"
+    kept = _previous_run(out)
+    aside = set_aside(out)
+    assert _contents(out) == {".previous-run"}
+    (out / "run.json").write_text("the replacement's")
+    put_back(out, aside)
+    assert _contents(out) == kept and (out / "l1" / "results.json").read_text() == "finished"
