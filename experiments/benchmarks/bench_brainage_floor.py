@@ -26,6 +26,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from sodeep.config import number_at_least
+
 METRICS = ("mae", "spearman", "within_site_spearman")
 
 
@@ -57,9 +59,11 @@ def paired(runs: dict[tuple, dict], reference: dict[tuple, dict], metric: str) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--floors", type=float, nargs="+", default=[0, 0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--workers", type=int, default=2, help="processes, one thread each")
+    parser.add_argument(
+        "--floors", type=number_at_least(float, 0), nargs="+", default=[0, 0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30]
+    )
+    parser.add_argument("--seeds", type=number_at_least(int, 0), nargs="+", default=[0, 1, 2])
+    parser.add_argument("--workers", type=number_at_least(int, 1), default=2, help="processes, one thread each")
     arguments = parser.parse_args()
     if min(arguments.floors) < 0 or arguments.workers < 1:
         parser.error("floors must be >= 0 and workers >= 1")

@@ -16,6 +16,7 @@ import torch
 
 from sodeep.brainage.losses import BrainAgeLoss
 from sodeep.brainage.models import SFCN
+from sodeep.config import number_at_least
 
 PRESETS = ("l1", "l1+spearman", "l1+agediff", "l1+spearman+agediff", "cheng2021")
 
@@ -31,9 +32,9 @@ def step_seconds(model, optimizer, loss, volumes, ages, steps: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 16])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--batch-sizes", type=number_at_least(int, 2), nargs="+", default=[8, 16])
+    parser.add_argument("--rounds", type=number_at_least(int, 1), default=5)
+    parser.add_argument("--steps", type=number_at_least(int, 1), default=3)
     arguments = parser.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(0)

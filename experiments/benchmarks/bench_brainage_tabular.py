@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--csv", help="a brain-age table (default: the bundled fcon1000 table)")
     parser.add_argument("--results", help="results.json of `sodeep brainage tabular` on the same CSV")
     parser.add_argument("--folds", type=number_at_least(int, 2), default=5)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=number_at_least(int, 0), nargs="+", default=[0, 1, 2])
     arguments = parser.parse_args()
     results = None
     if arguments.results:
@@ -83,7 +83,11 @@ def main() -> None:
     except (OSError, ValueError) as error:
         parser.error(str(error))
     print("| model | MAE (years) | Pearson r | Spearman rho | runs |\n|---|---|---|---|---|")
-    for name, runs in baselines(table.features, table.ages, arguments.folds, arguments.seeds).items():
+    try:
+        rows = baselines(table.features, table.ages, arguments.folds, arguments.seeds)
+    except ValueError as error:  # more folds than the table has subjects for
+        parser.error(str(error))
+    for name, runs in rows.items():
         print(row(name, runs))
     if results is not None:
         settings = results["settings"]

@@ -258,8 +258,8 @@ def main(argv: Sequence[str] | None = None) -> str:
         or arguments.warmup < 0
     ):
         raise SystemExit("--rounds must be >= 1, --block-seconds a positive number and --warmup >= 0")
-    if min(arguments.batches) < 1 or min(arguments.lengths) < 1 or min(arguments.strengths) <= 0:
-        raise SystemExit("--batches and --lengths must be >= 1 and --strengths > 0")
+    if min(arguments.batches) < 1 or min(arguments.lengths) < 2 or min(arguments.strengths) <= 0:
+        raise SystemExit("--batches must be >= 1, --lengths >= 2 (a row to rank) and --strengths > 0")
     device = (
         torch.device(arguments.device or "cuda")
         if (arguments.device or "cuda").split(":")[0] in ("cpu", "cuda")
