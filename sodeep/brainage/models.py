@@ -143,11 +143,6 @@ class SFCN(nn.Module):
         # Channels-last 3D convolution weights let oneDNN pick faster CPU kernels; loading a state
         # dict keeps the layout.
         self.to(memory_format=torch.channels_last_3d)
-        for module in self.modules():
-            if isinstance(module, nn.Conv3d) and module.kernel_size == (1, 1, 1):
-                # A 1x1x1 kernel's layouts are one and the same; channels-last gives it strides
-                # (C, 1, C, C, C), which DDP compares with its gradient's (C, 1, 1, 1, 1) and warns about.
-                module.weight.data = module.weight.data.clone(memory_format=torch.contiguous_format)
 
     def forward(self, volumes: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
         if volumes.dim() != 5 or volumes.shape[1] != 1:

@@ -420,6 +420,10 @@ def fit_age_model(
         # Resuming finds the run's own checkpoints in its folder.
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)  # inside Lightning
+        # Under DDP: a 1x1x1 kernel's gradient may come in either of two stride patterns that lay
+        # out the same memory (which one depends on the kernel oneDNN picks); DDP compares the
+        # strides literally and warns, though nothing is copied.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         with stop_signals_outside_training_are_interrupts(trainer):
             trainer.fit(
                 module,

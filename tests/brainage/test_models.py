@@ -157,27 +157,3 @@ def test_sfcn_pool_every_block_adds_block_means_beside_the_last_ones():
     with torch.no_grad():
         every.regressor[1].weight[:, 0] = 1.0
     assert not torch.allclose(every(volumes), plain(volumes))
-
-
-def test_sfcn_trains_under_ddp_without_a_gradient_layout_warning(tmp_path):
-    # DDP compares each parameter's strides with its gradient's and warns on a mismatch (once per
-    # process, hence a process of its own); a 1x1x1 kernel in channels-last strides had one.
-    import subprocess
-    import sys
-
-    code = """
-import os, warnings, torch, torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
-from sodeep.brainage.models import SFCN
-os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29531")
-dist.init_process_group("gloo", rank=0, world_size=1, init_method="file://" + os.sys.argv[1])
-model = DistributedDataParallel(SFCN(channels=[4, 8, 8], head_channels=8))
-with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter("always")
-    model(torch.randn(2, 1, 24, 28, 24)).sum().backward()
-print(sum("Grad strides" in str(warning.message) for warning in caught))
-dist.destroy_process_group()
-"""
-    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "rendezvous")], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "0"
