@@ -124,8 +124,8 @@ def number_list(
             raise argparse.ArgumentTypeError(
                 f"expected {kind.__name__}s separated by commas, e.g. {example}, got {text!r}"
             )
-        if minimum is not None and not all(value > minimum if above else value >= minimum for value in values):
-            raise argparse.ArgumentTypeError(f"each must be {'>' if above else '>='} {minimum:g}, got {text!r}")
+        if minimum is not None and not all(_within(value, minimum, above) for value in values):
+            raise argparse.ArgumentTypeError(f"each must be {_bound(minimum, above)}, got {text!r}")
         return values
 
     parse.__name__ = f"{kind.__name__} list"
@@ -146,14 +146,23 @@ def number_at_least(kind: type[int] | type[float], minimum: float, *, above: boo
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"expected {kind.__name__} {'>' if above else '>='} {minimum:g}, got {text!r}"
+                f"expected {kind.__name__} {_bound(minimum, above)}, got {text!r}"
             ) from None
-        if not math.isfinite(value) or not (value > minimum if above else value >= minimum):
-            raise argparse.ArgumentTypeError(f"must be {'>' if above else '>='} {minimum:g}, got {text!r}")
+        if not (math.isfinite(value) and _within(value, minimum, above)):
+            raise argparse.ArgumentTypeError(f"must be {_bound(minimum, above)}, got {text!r}")
         return value
 
     parse.__name__ = kind.__name__
     return parse
+
+
+def _within(value: float, minimum: float, above: bool) -> bool:
+    return value > minimum if above else value >= minimum
+
+
+def _bound(minimum: float, above: bool) -> str:
+    """``">= 1"`` or ``"> 0"``."""
+    return f"{'>' if above else '>='} {minimum:g}"
 
 
 def parse_json_object(value: Any, name: str) -> dict[str, Any]:

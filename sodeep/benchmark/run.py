@@ -93,13 +93,13 @@ def _holds_benchmark_results(out: Path) -> bool:
 
     from sodeep.benchmark.report import SCHEMA
 
-    try:
-        if (out / "results.json").is_file():
+    if (out / "results.json").is_file():
+        try:
             return json.loads((out / "results.json").read_text(encoding="utf-8")).get("schema") == SCHEMA
-        lines = (out / "sorting_rows.jsonl").read_text(encoding="utf-8").splitlines()
-        return all(isinstance(row := json.loads(line), dict) and {"ranker", "seed"} <= set(row) for line in lines)
-    except (OSError, ValueError, AttributeError):
-        return False
+        except (OSError, ValueError, AttributeError):
+            return False
+    rows = _finished_rows(out / "sorting_rows.jsonl")
+    return bool(rows) and all({"ranker", "seed"} <= set(row) for row in rows)
 
 
 def check_extras(config: BenchConfig) -> None:

@@ -59,13 +59,14 @@ def expand_trials(spec: SweepSpec, seed: int = 0, count: int | None = None) -> l
     """
     cap = min((limit for limit in (spec.run_cap, count) if limit is not None), default=None)
     if spec.method == "grid":
-        size = grid_size(spec.parameters, f"{spec.source}: ")
+        axes = grid_axes(spec.parameters, f"{spec.source}: ")
+        size = math.prod(map(len, axes))
         if min(size, cap or size) > MAX_LISTED_TRIALS:
             raise ValueError(
                 f"{spec.source}: the grid has {size:,} trials, more than {MAX_LISTED_TRIALS:,} to list; "
                 "set run_cap (or run with --count) to run part of it, or give fewer values"
             )
-        combinations = grid_combinations(spec.parameters, f"{spec.source}: ")
+        combinations = grid_combinations(spec.parameters, axes)
     elif spec.method == "random":
         if cap is None:
             raise ValueError(f"{spec.source}: a random sweep needs run_cap (or --count): it never runs out of trials")
@@ -132,14 +133,15 @@ def _decimals(number: float) -> int:
     return max(0, len(fraction) - int(exponent or 0))
 
 
-def grid_size(parameters: tuple[Parameter, ...], where: str = "") -> int:
-    """The number of a grid's combinations, counted without listing them."""
-    return math.prod(len(grid_values(parameter, where)) for parameter in parameters)
+def grid_axes(parameters: tuple[Parameter, ...], where: str = "") -> list[list[Any]]:
+    """:func:`grid_values` of each parameter: a grid's size is the product of their lengths,
+    counted without listing the combinations."""
+    return [grid_values(parameter, where) for parameter in parameters]
 
 
-def grid_combinations(parameters: tuple[Parameter, ...], where: str = "") -> Iterator[dict[str, Any]]:
-    """Every combination of :func:`grid_values`, the last parameter varying fastest."""
-    axes = [grid_values(parameter, where) for parameter in parameters]
+def grid_combinations(parameters: tuple[Parameter, ...], axes: list[list[Any]]) -> Iterator[dict[str, Any]]:
+    """Every combination of the parameters' values (:func:`grid_axes`), the last parameter varying
+    fastest."""
     for values in itertools.product(*axes):
         yield nest({parameter.path: value for parameter, value in zip(parameters, values)})
 

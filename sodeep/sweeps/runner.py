@@ -13,6 +13,7 @@ ctrl-C (or SIGTERM) passes SIGINT on to them, waits, and raises :class:`SweepInt
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -30,7 +31,7 @@ from sodeep.run_folder import (
     releasing_run_folders,
 )
 from sodeep.sweeps.compare import describe
-from sodeep.sweeps.expand import Trial, expand_trials, grid_size
+from sodeep.sweeps.expand import Trial, expand_trials, grid_axes
 from sodeep.sweeps.launcher import RunningTrial, TrialLauncher, trial_threads
 from sodeep.sweeps.spec import SweepSpec
 from sodeep.sweeps.summary import is_finished, reaches_target, read_sweep_record, read_trial_summary
@@ -179,7 +180,7 @@ def sweep_size(spec: SweepSpec, seed: int) -> int | None:
     random sweep's ``run_cap`` (each capped by ``run_cap``); ``None`` where unknown (Bayes, or a
     random sweep drawn only with ``--count``)."""
     if spec.method == "grid":
-        size = grid_size(spec.parameters, f"{spec.source}: ")
+        size = math.prod(map(len, grid_axes(spec.parameters, f"{spec.source}: ")))
         return size if spec.run_cap is None else min(size, spec.run_cap)
     return spec.run_cap if spec.method == "random" else None
 
