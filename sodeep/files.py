@@ -28,14 +28,24 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
         >>> atomic_write(folder / "a.bin", lambda stream: stream.write(b"abc")).read_bytes()
         b'abc'
     """
+
+    def write_file(handle: int, temporary: Path) -> None:
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+
+    return _write_then_rename(path, write_file)
+
+
+def _write_then_rename(path: str | os.PathLike, write_file: Callable[[int, Path], None]) -> Path:
+    """Create a temporary file beside ``path``, let ``write_file(handle, temporary)`` fill it (and
+    close ``handle``), then rename it to ``path``; see :func:`atomic_write`."""
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; give the path of a file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
+        write_file(handle, Path(temporary))
         os.chmod(temporary, 0o644)
         os.replace(temporary, path)
     except BaseException:
@@ -56,10 +66,19 @@ def atomic_write_json(path: str | os.PathLike, payload: Any, indent: int | None 
 
 
 def atomic_torch_save(payload: Any, path: str | os.PathLike) -> Path:
-    """``torch.save(payload)`` to ``path`` atomically."""
+    """``torch.save(payload)`` to ``path`` atomically.
+
+    torch writes the temporary file by its name, not through a Python stream: an exception that
+    a signal handler raises while torch holds its writer (a killed DataLoader worker's, during a
+    checkpoint) then cannot leave the writer to finish a stream that is already closed when it is
+    destroyed, which aborts the process at exit."""
     import torch
 
-    return atomic_write(path, lambda stream: torch.save(payload, stream))
+    def write_file(handle: int, temporary: Path) -> None:
+        os.close(handle)
+        torch.save(payload, str(temporary))
+
+    return _write_then_rename(path, write_file)
 
 
 def writable_file_problem(path: str | os.PathLike) -> str | None:

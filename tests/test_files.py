@@ -1,0 +1,49 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from sodeep.files import atomic_torch_save, atomic_write
+
+
+def test_a_failed_write_leaves_the_file_as_it_was_and_no_temporary_file(tmp_path):
+    target = tmp_path / "results.json"
+    target.write_bytes(b"old")
+
+    def fail(stream):
+        stream.write(b"half")
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        atomic_write(target, fail)
+    assert target.read_bytes() == b"old" and sorted(tmp_path.iterdir()) == [target]
+
+
+@pytest.mark.parametrize("folder", ["plain", "Ordner-mit-Umlaut-ä"])
+def test_a_saved_payload_loads_back_with_shareable_permissions(tmp_path, folder):
+    path = atomic_torch_save({"weights": torch.arange(5.0), "step": 3}, tmp_path / folder / "last.ckpt")
+    loaded = torch.load(path, weights_only=True)
+    assert torch.equal(loaded["weights"], torch.arange(5.0)) and loaded["step"] == 3
+    assert path.stat().st_mode & 0o777 == 0o644 and len(list(path.parent.iterdir())) == 1
+
+
+def test_an_exception_while_torch_holds_its_writer_does_not_abort_the_process_at_exit(tmp_path):
+    # A signal handler's exception (a killed DataLoader worker's, during a checkpoint) can land
+    # after torch made its file writer and before the ``with`` that finishes it: the writer is
+    # then finished when it is destroyed, at exit, which must not write to a closed stream.
+    program = f"""
+import torch, torch.serialization
+from sodeep.files import atomic_torch_save
+def raise_as_a_signal_handler_would(self):
+    raise RuntimeError("a data worker ended")
+torch.serialization._opener.__enter__ = raise_as_a_signal_handler_would
+try:
+    atomic_torch_save({{"w": torch.ones(3)}}, {str(tmp_path / "last.ckpt")!r})
+except RuntimeError as error:
+    print(error, flush=True)
+raise SystemExit(130)
+"""
+    ended = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
+    assert (ended.returncode, ended.stdout.strip()) == (130, "a data worker ended"), ended.stderr[-2000:]
+    assert list(tmp_path.iterdir()) == []
