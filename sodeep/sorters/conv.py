@@ -99,6 +99,10 @@ def soft_group_ranks(values: torch.Tensor, sizes: torch.Tensor, log_tau: torch.T
     ``size_g / 2``, the exact comparison of a value with its ties.  As temperatures go to 0 this
     is the exact average rank ``#greater + (size_g + 1) / 2``.
 
+    Each comparison is computed on its side of 1/2: ``sigmoid(-x)`` for the values below
+    (``x >= 0``), ``1 - sigmoid(-x)`` for those above, so that its derivative, ``sigmoid'(-x)``, is
+    not lost where ``sigmoid(x)`` rounds to 1 (``x`` beyond about 17 in float32).
+
     Args:
         values: ``(B, G)`` distinct values, ascending where ``sizes > 0``, finite everywhere.
         sizes: ``(B, G)`` multiplicities, 0 for padding groups (which then add nothing).
@@ -109,18 +113,25 @@ def soft_group_ranks(values: torch.Tensor, sizes: torch.Tensor, log_tau: torch.T
         ``(B, G)`` unnormalized ranks (meaningful where ``sizes > 0``).
     """
     root_inverse_tau = torch.exp(-0.5 * log_tau)
-    coupling = band_windows(root_inverse_tau, reach) * root_inverse_tau.unsqueeze(-1)
+    # +1 for the values below in the window, -1 for those above: every logit is then
+    # -|v_h - v_g| / tau_gh, the side of its comparison below 1/2.  0 for the value itself, whose
+    # comparison is the exact size_g / 2: the gradient of its logit, +c and -c by the two paths of
+    # the difference, would cancel only in exact arithmetic, and where c is large (values closer
+    # than the row's typical gap) the rounding would swamp the terms of its neighbours.
+    side = torch.arange(reach, -reach - 1, -1, device=values.device, dtype=values.dtype).sign()
+    # (In place: no new (B, G, 2 reach + 1) tensor, whose memory may come fresh from the system.)
+    coupling = (band_windows(root_inverse_tau, reach) * root_inverse_tau.unsqueeze(-1)).mul_(side)
     # Logits are clipped where the sigmoid has saturated (which also covers products that
-    # overflow to +-inf, finite values times finite couplings): beyond, sigmoid(-x) and its
-    # derivative fall towards subnormal numbers, which CPUs compute many times slower.  A pair
-    # beyond counts 9e-14 instead of less (docs/sorter.md, "Numerical range").
+    # overflow, finite values times finite couplings): beyond, sigmoid(-x) and its derivative
+    # fall towards subnormal numbers, which CPUs compute many times slower.  A pair beyond counts
+    # 9e-14 instead of less (docs/sorter.md, "Numerical range").
     logits = ((band_windows(values, reach) - values.unsqueeze(-1)) * coupling).clamp(-LOGIT_LIMIT, LOGIT_LIMIT)
-    soft = (torch.sigmoid(logits) * band_windows(sizes, reach)).sum(-1)
-    # Elements of the distinct values beyond the band (all greater): n - (count up to g + reach).
+    # Values below add sigmoid(-x); values above add 1 - sigmoid(-x), their 1 counted with the
+    # elements above; the value itself adds size_g / 2.
+    soft = (torch.sigmoid(logits) * band_windows(sizes, reach)).mul_(side).sum(-1)
     count_up_to = sizes.cumsum(-1)
-    total = count_up_to[:, -1:]
-    within_reach = torch.cat([count_up_to[:, reach:], total.expand(-1, reach)], -1)
-    return (0.5 + total - within_reach) + soft
+    above = count_up_to[:, -1:] - count_up_to
+    return soft.add_(above).add_(sizes + 1, alpha=0.5)
 
 
 class ConvSorter(Sorter):
@@ -327,7 +338,10 @@ class ConvSorter(Sorter):
         group_ranks = soft_group_ranks(values, sizes, log_tau, reach)
         # Tied elements compare at 1/2 each; the derivative of those comparisons, sigmoid'(0) / tau
         # per pair, is kept by a term whose value is exactly 0: size * (group mean - own) / (4 tau).
-        tie_coupling = (0.25 * sizes * torch.exp(-log_tau.detach())).gather(-1, group_id)
+        # A value without ties has no such pairs, and its term is left out: its gradient, +c and -c
+        # by two paths, cancels only in exact arithmetic, and where c is large (values closer than
+        # the row's typical gap) the rounding would swamp the gradient of its comparisons.
+        tie_coupling = (0.25 * torch.where(sizes > 1, sizes, 0) * torch.exp(-log_tau.detach())).gather(-1, group_id)
         within_ties = (group_deltas.gather(-1, group_id) - deltas) * tie_coupling
         sorted_ranks = (group_ranks.gather(-1, group_id) + within_ties) / n
         # order is a permutation, so every entry of the copy is overwritten.

@@ -95,6 +95,28 @@ def test_a_row_of_equal_scores_teaches_like_a_row_of_nearly_equal_ones(value):
     torch.testing.assert_close(gradients[0], gradients[1], rtol=1e-3, atol=1e-6)
 
 
+@pytest.mark.parametrize("floor", [None, 0.1])
+def test_the_float32_gradient_is_the_float64_one_beside_close_pairs_and_on_random_rows(floor):
+    """Comparisons whose sigmoid rounds to 1 in float32 (logits beyond about 17) keep their
+    derivative on both sides, and terms that cancel exactly (a value against itself) add no
+    rounding: the sharp sorter's couplings for a pair 1e-10 apart are about 1e8."""
+    from sodeep import SpearmanLoss
+
+    close = torch.tensor([[0.0, 1e-10, 1.0, 2.0]], dtype=torch.float64)
+    generator = torch.Generator().manual_seed(0)
+    random = torch.randn(4, 100, generator=generator, dtype=torch.float64)
+    for scores in (close, random):
+        targets = torch.randn(scores.shape, generator=generator, dtype=torch.float64)
+        gradients = []
+        for dtype in (torch.float32, torch.float64):
+            predictions = scores.to(dtype).requires_grad_()
+            sorter = load_sorter(temperature_floor=floor).to(dtype)
+            SpearmanLoss(sorter=sorter, l1_weight=0.0)(predictions, targets.to(dtype)).backward()
+            gradients.append(predictions.grad.double())
+        error = (gradients[0] - gradients[1]).norm() / gradients[1].norm()
+        assert gradients[1].norm() > 1e-6 and error < 1e-3, (scores.shape, gradients)
+
+
 @pytest.mark.parametrize(
     "row,dtype",
     [
