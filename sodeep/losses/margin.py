@@ -109,7 +109,8 @@ def pairwise_margin_ranking_loss(
     negative = torch.zeros_like(negative).scatter_(-1, order, taken)
     pair_ok = positive.unsqueeze(-1) & negative.unsqueeze(-2)
     wide = scores.to(torch.promote_types(scores.dtype, torch.float32))
-    hinge = torch.clamp(margin - wide.unsqueeze(-1) + wide.unsqueeze(-2), min=0)
+    # The difference first: scores of a large common offset differ exactly, a small margin is kept.
+    hinge = torch.clamp((wide.unsqueeze(-2) - wide.unsqueeze(-1)) + margin, min=0)
     hinge = torch.where(pair_ok, hinge, 0.0).to(scores.dtype)  # an invalid pair's overflow stays out
     return reducer(hinge, pair_ok.to(hinge.dtype))
 
@@ -248,6 +249,11 @@ def multilabel_hinge_loss(
     check_same_shape(scores, labels, "scores and labels")
     if isinstance(margin, (list, tuple)) or type(margin).__module__ == "numpy":  # per-label, as the module takes
         margin = _margin_tensor(margin, scores)
+    elif isinstance(margin, bool) or not isinstance(margin, (Real, torch.Tensor)):
+        raise TypeError(
+            f"margin must be a number or (C,) per-label margins (a tensor, a list or a NumPy array), "
+            f"got {type(margin).__name__} {margin!r}"
+        )
     check_setting_device(margin, "margin", scores.device)
     if isinstance(margin, torch.Tensor) and (
         margin.dim() > 1 or (margin.dim() == 1 and margin.shape[0] != scores.shape[-1])
@@ -319,8 +325,10 @@ class MultiLabelHingeLoss(nn.Module):
             raise TypeError(f"adaptive must be True or False, got {type(adaptive).__name__} {adaptive!r}")
         if isinstance(momentum, bool) or not isinstance(momentum, Real):
             raise TypeError(f"momentum must be a number in [0, 1), got {type(momentum).__name__} {momentum!r}")
-        if not 0 <= momentum < 1 or margin_range[0] > margin_range[1]:
-            raise ValueError(f"momentum must be in [0, 1) and margin_range ordered, got {momentum}, {margin_range}")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        if margin_range[0] > margin_range[1]:
+            raise ValueError(f"margin_range must be (low, high) with low <= high, got {tuple(margin_range)}")
         if adaptive and ((base < margin_range[0]) | (base > margin_range[1])).any():
             outside = base[(base < margin_range[0]) | (base > margin_range[1])].unique()[:4].tolist()
             raise ValueError(
@@ -352,6 +360,19 @@ class MultiLabelHingeLoss(nn.Module):
         if updating:
             self._update_margins(per_element.detach(), weight)
         return loss
+
+    def extra_repr(self) -> str:
+        base = self.base_margin
+        if base.is_meta:
+            margin = "<on the meta device>"
+        elif bool((base == base[0]).all()):
+            margin = f"{base[0].item():g}"
+        else:
+            margin = f"<{base.numel()} per-label margins>"
+        settings = f"num_labels={self.base_margin.numel()}, margin={margin}, adaptive={self.adaptive}"
+        if self.adaptive:
+            settings += f", margin_range={self.margin_range}, momentum={self.momentum}"
+        return settings
 
     @torch.no_grad()
     def _update_margins(self, per_element: torch.Tensor, weight: torch.Tensor | None) -> None:

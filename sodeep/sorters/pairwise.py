@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sodeep.sorters.base import FixedTemperatureSorter, row_scale
+from sodeep.sorters.base import FixedTemperatureSorter, check_positive_setting, row_scale
 
 
 def pairwise_sigmoid_rank(scores: torch.Tensor, temperature: float, scale: torch.Tensor | None = None) -> torch.Tensor:
@@ -28,6 +28,7 @@ def pairwise_sigmoid_rank(scores: torch.Tensor, temperature: float, scale: torch
         >>> pairwise_sigmoid_rank(torch.tensor([[0.0, 3.0, 1.0]]), temperature=1e-3)
         tensor([[1.0000, 0.3333, 0.6667]])
     """
+    check_positive_setting(temperature, "temperature")
     n = scores.shape[-1]
     # The scale is a constant, for forward-mode AD too (which ``torch.no_grad`` does not stop).
     spread = row_scale(scores) if scale is None else scale.detach().expand_as(scores[..., :1])

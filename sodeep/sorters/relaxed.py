@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from sodeep.sorters.base import FixedTemperatureSorter, row_scale
+from sodeep.sorters.base import FixedTemperatureSorter, check_positive_setting, row_scale
 
 
 def _standardized(scores: torch.Tensor) -> torch.Tensor:
@@ -27,7 +27,8 @@ def _ranks_from_permutation(permutation: torch.Tensor) -> torch.Tensor:
 
 def neuralsort_rank(scores: torch.Tensor, temperature: float) -> torch.Tensor:
     """NeuralSort (Grover et al., ICLR 2019): ``P[k, :] = softmax(((n + 1 - 2k) s - A 1) / tau)``
-    with ``A_ij = |s_i - s_j|``.  ``scores``: ``(B, n)`` -> ``(B, n)``."""
+    with ``A_ij = |s_i - s_j|``.  ``scores``: ``(B, n)`` -> ``(B, n)``; ``temperature > 0``."""
+    check_positive_setting(temperature, "temperature")
     s = _standardized(scores)
     n = s.shape[-1]
     absolute_sum = (s.unsqueeze(-1) - s.unsqueeze(-2)).abs().sum(-1)  # (B, n): sum_j |s_i - s_j|
@@ -38,7 +39,8 @@ def neuralsort_rank(scores: torch.Tensor, temperature: float) -> torch.Tensor:
 
 def softsort_rank(scores: torch.Tensor, temperature: float) -> torch.Tensor:
     """SoftSort (Prillo & Eisenschlos, ICML 2020): ``P[k, :] = softmax(-|sort(s)_k - s| / tau)``.
-    ``scores``: ``(B, n)`` -> ``(B, n)``."""
+    ``scores``: ``(B, n)`` -> ``(B, n)``; ``temperature > 0``."""
+    check_positive_setting(temperature, "temperature")
     s = _standardized(scores)
     sorted_scores = s.sort(dim=-1, descending=True).values
     logits = -(sorted_scores.unsqueeze(-1) - s.unsqueeze(-2)).abs()

@@ -93,6 +93,19 @@ def test_pairwise_margin_keeps_float32_accuracy_at_a_large_offset():
     assert abs(ours.double().item() - expected.item()) / expected.item() < 1e-5
 
 
+def test_pairwise_margin_pair_tensor_keeps_a_small_margin_at_a_large_offset():
+    """The pair tensor (``reduction="none"``) takes each pair's difference before adding the
+    margin: ``margin - s_pos`` first would round a margin of 1e-3 away beside scores near 1e6."""
+    generator = torch.Generator().manual_seed(1)
+    scores = (torch.randn(4, 60, generator=generator, dtype=torch.float64) * 10 + 1e6).float()
+    labels = (torch.rand(4, 60, generator=generator) < 0.3).long()
+    expected = slow_pairwise(scores.double(), labels, torch.ones_like(labels), 1e-3, reduction="sum")
+    pairs = pairwise_margin_ranking_loss(scores, labels, margin=1e-3, reduction="none")
+    total = pairwise_margin_ranking_loss(scores, labels, margin=1e-3, reduction="sum")
+    assert pairs.double().sum().item() == pytest.approx(expected.item(), rel=1e-6)
+    assert total.double().item() == pytest.approx(expected.item(), rel=1e-6)
+
+
 def test_pairwise_margin_equals_margin_ranking_loss_on_plain_vectors():
     positives, negatives = torch.randn(4), torch.randn(7)
     scores = torch.cat([positives, negatives]).unsqueeze(0)
@@ -509,6 +522,38 @@ def test_adaptive_options_of_the_wrong_type_are_named(options, message):
 def test_margins_and_their_range_of_the_wrong_type_are_named(options, message):
     with pytest.raises(TypeError, match=message):
         MultiLabelHingeLoss(3, **options)
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ({"momentum": 1.0}, r"^momentum must be in \[0, 1\), got 1.0$"),
+        ({"margin_range": (2.0, 0.1)}, r"^margin_range must be \(low, high\) with low <= high, got \(2.0, 0.1\)$"),
+    ],
+)
+def test_an_adaptive_setting_out_of_range_is_the_one_named(options, message):
+    with pytest.raises(ValueError, match=message):
+        MultiLabelHingeLoss(3, **options)
+
+
+def test_the_hinge_function_names_every_form_of_margin_it_takes():
+    scores, labels = torch.randn(2, 3), torch.ones(2, 3)
+    with pytest.raises(
+        TypeError, match=r"a number or \(C,\) per-label margins \(a tensor, a list or a NumPy array\), got str"
+    ):
+        multilabel_hinge_loss(scores, labels, "a")
+    torch.testing.assert_close(
+        multilabel_hinge_loss(scores, labels, [1.0, 2.0, 3.0]),
+        multilabel_hinge_loss(scores, labels, torch.tensor([1.0, 2.0, 3.0])),
+    )
+
+
+def test_the_module_repr_shows_its_settings():
+    assert "num_labels=3, margin=0.5, adaptive=False" in repr(MultiLabelHingeLoss(3, margin=0.5))
+    adaptive = repr(MultiLabelHingeLoss(2, margin=[0.5, 1.0], adaptive=True, margin_range=(0.1, 2.0), momentum=0.8))
+    assert "margin=<2 per-label margins>, adaptive=True, margin_range=(0.1, 2.0), momentum=0.8" in adaptive
+    with torch.device("meta"):
+        assert "margin=<on the meta device>" in repr(MultiLabelHingeLoss(3))
 
 
 def test_weighted_mean_of_weights_summing_past_the_float32_range():

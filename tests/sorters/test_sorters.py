@@ -12,7 +12,9 @@ from sodeep.sorters import (
     OriginalLSTMLargeSorter,
     PairwiseSigmoidSorter,
     SoftSortSorter,
+    neuralsort_rank,
     pairwise_sigmoid_rank,
+    softsort_rank,
 )
 from sodeep.sorters.base import scale_rows_by_power_of_two
 from sodeep.synthetic import generate_sequences, make_generator
@@ -300,3 +302,11 @@ def test_forward_mode_derivative_is_the_reverse_mode_one(make):
 def test_a_refused_length_says_which_lengths_the_sorter_accepts(make, n, accepted):
     with pytest.raises(ValueError, match=f"n={n} .*; this sorter {re.escape(accepted)}"):
         make()(torch.randn(2, n))
+
+
+@pytest.mark.parametrize("rank_function", [pairwise_sigmoid_rank, neuralsort_rank, softsort_rank])
+@pytest.mark.parametrize("temperature", [0.0, -1e-3, float("nan"), float("inf")])
+def test_the_rank_functions_refuse_a_temperature_that_is_not_a_positive_number(rank_function, temperature):
+    """Zero gave NaN ranks and a negative temperature reversed ranks (outside [0, 1] for NeuralSort)."""
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+        rank_function(torch.tensor([[0.0, 3.0, 1.0]]), temperature)
