@@ -150,12 +150,28 @@ def sorter_ranks(sorter: SorterFunction, scores: torch.Tensor) -> torch.Tensor:
         )
     mean = ranks.detach().mean(-1)
     require(
-        (mean >= MEAN_RANK_RANGE[0]) & (mean <= MEAN_RANK_RANGE[1]),
-        "the sorter's ranks are not ranks in (0, 1] (a row averages outside [0.25, 1], or is NaN): a sorter "
-        "returns descending ranks divided by n (1 for the largest score); wrap one that returns ascending ranks "
-        "1..n (n for the largest score), such as torchsort.soft_rank, in sodeep.losses.descending_normalized",
+        (mean >= MEAN_RANK_RANGE[0]) & (mean <= MEAN_RANK_RANGE[1]) & ~_rise_with(ranks.detach(), scores.detach()),
+        "the sorter's ranks are not descending ranks in (0, 1] (a row averages outside [0.25, 1], is NaN, or the "
+        "ranks rise with the scores): a sorter returns descending ranks divided by n (1 for the largest score); "
+        "wrap one that returns ascending ranks 1..n (n for the largest score), such as torchsort.soft_rank, in "
+        "sodeep.losses.descending_normalized",
     )
     return ranks
+
+
+def _rise_with(ranks: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """Whether ``ranks`` rise with ``scores`` (both ``(..., n)``), as ascending ranks do: their
+    correlation, pooled over the rows, is above 1/2 (descending ranks give -1, ties and
+    constant rows 0).  Rows count by their spread (all scaled by one constant into [-1, 1]: no
+    overflow), so rows of nearly equal scores, which a sorter may rank in any order, count for little."""
+    wide = torch.promote_types(scores.dtype, torch.float32)
+    scores = scores.to(wide)
+    largest = scores.abs().amax()
+    scores = scores / torch.where(largest > 0, largest, 1.0)
+    centred_scores = scores - scores.mean(-1, keepdim=True)
+    centred_ranks = ranks.to(wide) - ranks.to(wide).mean(-1, keepdim=True)
+    covariance = (centred_ranks * centred_scores).sum()
+    return covariance > 0.5 * (centred_ranks.square().sum() * centred_scores.square().sum()).sqrt()
 
 
 def _as_rows(values: torch.Tensor) -> torch.Tensor:

@@ -293,14 +293,37 @@ def test_a_sorter_of_another_rank_convention_is_refused(loss, inputs):
     """Ascending ranks 1..n (torchsort's soft_rank) or integer positions (argsort) are not the
     sorters' normalized descending ranks: each would give a silently wrong loss."""
     ascending = lambda scores: sodeep.rank(-scores) * scores.shape[-1]  # noqa: E731
-    with pytest.raises(ValueError, match=r"not ranks in \(0, 1\] .* in sodeep.losses.descending_normalized"):
+    with pytest.raises(ValueError, match=r"not descending ranks in \(0, 1\] .* in sodeep.losses.descending_normalized"):
         loss(sorter=ascending)(*inputs)
+    # Ascending ranks divided by n average like descending ones: they rise with the scores.
+    with pytest.raises(ValueError, match=r"or the ranks rise with the scores\)"):
+        loss(sorter=lambda scores: sodeep.rank(-scores))(*inputs)
     with pytest.raises(TypeError, match=r"^the sorter returned torch.int64 values, not ranks"):
         loss(sorter=torch.argsort)(*inputs)
     expected = loss(sorter=sodeep.rank)(*inputs)
     torch.testing.assert_close(loss(sorter=descending_normalized(ascending))(*inputs), expected)
     overshooting = lambda scores: sodeep.rank(scores) * 1.6 - 0.3  # noqa: E731  a learned sorter strays beyond (0, 1]
     assert torch.isfinite(loss(sorter=overshooting)(*inputs))
+
+
+def test_rows_of_nearly_equal_scores_ranked_in_any_order_do_not_refuse_a_sorter():
+    """The direction check pools rows by their spread: a sorter that orders rows of nearly
+    equal scores by position (as the original, non-equivariant sorters may) passes beside rows
+    of real spread, at any scale of the scores."""
+    generator = torch.Generator().manual_seed(0)
+    spread = torch.randn(3, 8, generator=generator)
+    nearly_equal = 1.0 + 1e-7 * torch.randn(5, 8, generator=generator)
+    by_position = torch.linspace(0, 1, 8)
+
+    def orders_ties_by_position(scores):
+        return sodeep.rank(scores + 1e-5 * by_position)
+
+    targets = torch.randn(8, 8, generator=generator)
+    for scale in (1e-30, 1.0, 1e30):
+        scores = torch.cat([spread, nearly_equal]) * scale
+        assert torch.isfinite(SpearmanLoss(sorter=orders_ties_by_position)(scores, targets))
+        with pytest.raises(ValueError, match="the ranks rise with the scores"):
+            SpearmanLoss(sorter=lambda s: sodeep.rank(-s))(scores, targets)
 
 
 @pytest.mark.parametrize("loss,inputs", _SORTER_INPUTS)
