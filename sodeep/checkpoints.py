@@ -12,6 +12,7 @@ import functools
 import json
 import os
 import pickle
+import warnings
 import zipfile
 from importlib import resources
 from pathlib import Path
@@ -215,10 +216,14 @@ def read_weights_only(path: Path, map_location: Any = "cpu") -> Any:
         if damaged is not None:
             raise CheckpointError(f"{path} is a damaged torch checkpoint: {damaged} fails its checksum")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            # torch's note on a bare pickle of another protocol: the error below says what the file is.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         raise CheckpointError(
-            f"{path} holds pickled Python objects, not plain weights, so it is not a sodeep checkpoint; "
+            f"{path} is a pickle that a weights-only load refuses (Python objects, or a pickle that torch did not "
+            "write), so it is not a sodeep checkpoint; "
             "an original SoDeep/TSAN .pth.tar from a source you trust can be imported with "
             "sodeep.checkpoints.import_original_checkpoint(path, trust_pickle=True)"
         ) from error

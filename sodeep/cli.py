@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from sodeep.config import (
+    MAX_VALIDATION_SEQUENCES,
     PretrainConfig,
     config_from_mapping,
+    lengths_text,
     parse_json_object,
     parse_lengths,
     python_literal,
@@ -168,8 +170,11 @@ def command_evaluate(arguments: argparse.Namespace) -> int:
             "--sorter configures the untrained sorter of --architecture (a checkpoint holds its own settings); "
             "add --architecture NAME or leave --sorter out"
         )
-    if arguments.sequences < 1:
-        raise ValueError(f"--sequences must be >= 1, got {arguments.sequences}")
+    if not 1 <= arguments.sequences <= MAX_VALIDATION_SEQUENCES:
+        raise ValueError(
+            f"--sequences must be in 1..{MAX_VALIDATION_SEQUENCES}, got {arguments.sequences} (that many sequences per "
+            "family and length are held in memory)"
+        )
     if arguments.out and arguments.json and Path(arguments.out).resolve() == Path(arguments.json).resolve():
         raise ValueError(f"--out and --json name the same file, {arguments.out}; give each its own path")
     problems = (
@@ -186,15 +191,15 @@ def command_evaluate(arguments: argparse.Namespace) -> int:
     else:
         sorter = load_sorter(arguments.checkpoint)
         title = arguments.checkpoint or f"the shipped sorter ({default_sorter_path().name})"
-    if arguments.lengths:
+    if arguments.lengths is not None:
         lengths = parse_lengths(arguments.lengths)
         outside = [
             n for n in lengths if n < sorter.min_length or (sorter.max_length is not None and n > sorter.max_length)
         ]
         if outside and len(outside) < len(lengths):
             raise ValueError(
-                f"lengths {outside} are outside the sorter's range {sorter.min_length}..{sorter.max_length}; "
-                "leave them out"
+                f"lengths {lengths_text(outside)} are outside the sorter's range {sorter.min_length}.."
+                f"{sorter.max_length}; leave them out"
             )
     else:
         lengths = list(EVALUATION_LENGTHS)

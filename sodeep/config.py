@@ -67,6 +67,8 @@ def parse_lengths(value: Any) -> list[int]:
             low, high = (int(part) for part in value.strip().split("-", 1))
             lengths = list(range(low, high + 1))
         else:
+            if "," in str(value) and any(not part.strip() for part in str(value).split(",")):
+                raise ValueError  # '5,,6' or '5,': a missing length
             lengths = [int(part) for part in str(value).replace(",", " ").split()]
     except ValueError as error:
         raise ValueError(f"lengths must be ints, a list like '8,100' or a range like '2-256', got {value!r}") from error
@@ -259,6 +261,8 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 #: Largest ``validation_sequences``: the held-out set lives in memory (1,024 took 0.6 GB at the
 #: default lengths).
 MAX_VALIDATION_SEQUENCES = 4096
+#: The largest seed every generator takes (NumPy's, which Lightning seeds too).
+MAX_SEED = 2**32 - 1
 
 
 @dataclass
@@ -331,6 +335,8 @@ class PretrainConfig:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{key} must be an integer >= 0, got {value!r}")
+        if self.seed > MAX_SEED:
+            raise ValueError(f"seed must be an integer in 0..{MAX_SEED} (NumPy's seeds), got {self.seed}")
         self.learning_rate = _as_float(self.learning_rate, "learning_rate")
         self.weight_decay = _as_float(self.weight_decay, "weight_decay")
         if not (math.isfinite(self.learning_rate) and 0 < self.learning_rate <= FLOAT32_MAX):

@@ -30,7 +30,14 @@ from sodeep.config import PretrainConfig, config_to_dict, parse_lengths
 from sodeep.evaluation import EVALUATION_LENGTHS, held_out_set
 from sodeep.files import atomic_write_json
 from sodeep.metrics import mean_absolute_rank_error, rowwise_spearman
-from sodeep.run_folder import RUN_RECORD, RunInterrupted, claim_run_folder, releasing_run_folders, start_run_folder
+from sodeep.run_folder import (
+    RUN_RECORD,
+    RunInterrupted,
+    claim_run_folder,
+    describe_change,
+    releasing_run_folders,
+    start_run_folder,
+)
 from sodeep.runs import (
     AtomicCheckpointIO,
     SetupWarning,
@@ -199,6 +206,24 @@ class SorterPretraining(L.LightningModule):
         self.log("train/n", float(scores.shape[-1]))
         return loss
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_index: int) -> None:
+        # Read at the logger's cadence, which reads the loss then anyway: a loss that is not finite
+        # ends the run there rather than at the next validation.
+        if self.global_step % LOG_EVERY_STEPS == 0 and not bool(torch.isfinite(outputs["loss"])):
+            raise ValueError(self.diverged(f"the L1 loss is {outputs['loss'].item()} at step {self.global_step}"))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The last checkpoint keeps the last finite weights.
+        if not all(torch.isfinite(parameter).all() for parameter in self.sorter.parameters()):
+            raise ValueError(self.diverged(f"the sorter's weights are not finite at step {self.global_step}"))
+
+    def diverged(self, what: str) -> str:
+        """The one line that ends a run whose training went to NaN or infinity (``what``)."""
+        return (
+            f"pretraining diverged: {what}; lower the learning rate (it was {self.hparams.learning_rate}) and run "
+            "again with --overwrite"
+        )
+
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor, int, int], batch_index: int) -> None:
         scores, ranks, family_index, length = batch
         predicted = self.sorter(scores)
@@ -215,10 +240,7 @@ class SorterPretraining(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         if self._validation and all(math.isnan(value) for value in self._validation["val/l1"]):
-            raise ValueError(
-                f"pretraining diverged: the sorter's ranks are NaN at step {self.global_step}; "
-                f"lower the learning rate (it was {self.hparams.learning_rate}) and run again with --overwrite"
-            )
+            raise ValueError(self.diverged(f"the sorter's ranks are NaN at step {self.global_step}"))
         for key, values in self._validation.items():
             finite = [value for value in values if not math.isnan(value)]
             if finite:
@@ -344,17 +366,8 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
     # starts no process and writes nothing until fit.
     trainer = _make_trainer(config, out, stop)
     leader = trainer.is_global_zero
-    if leader:
-        if not resume and _started_but_never_saved(out, settings):
-            overwrite = True  # nothing was trained there yet: starting again loses nothing
-        record = claim_run_folder(out, "pretrain", settings, resume=resume, overwrite=overwrite, ignored=RESUMABLE_WITH)
-        if resume and not overwrite and not last.is_file():
-            raise ValueError(
-                f"--resume: {out} has no checkpoint yet (the run stopped before its first one); "
-                "run with --overwrite instead of --resume to start again"
-            )
-    # Built before the output folder is touched: a wrong architecture or capacity leaves nothing behind.
-    # The seed covers the initial weights too.
+    # Built before the output folder is read or touched: a wrong architecture or capacity is named as
+    # such, and leaves nothing behind.  The seed covers the initial weights too.
     L.seed_everything(config.seed, workers=True, verbose=False)
     sorter = build_sorter(config.architecture, **config.sorter)
     if sorter.max_length is not None and max(lengths) > sorter.max_length:
@@ -365,6 +378,15 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
         )
     if not any(True for _ in sorter.parameters()):
         raise ValueError(f"sorter {config.architecture!r} has no weights to train")
+    if leader:
+        if not resume and _started_but_never_saved(out, settings):
+            overwrite = True  # nothing was trained there yet: starting again loses nothing
+        record = claim_run_folder(out, "pretrain", settings, resume=resume, overwrite=overwrite, ignored=RESUMABLE_WITH)
+        if resume and not overwrite and not last.is_file():
+            raise ValueError(
+                f"--resume: {out} has no checkpoint yet (the run stopped before its first one); "
+                "run with --overwrite instead of --resume to start again"
+            )
     expected = {
         "architecture": sorter.architecture,
         "sorter_config": sorter.config(),
@@ -430,15 +452,15 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
     if stop.stopped_at is not None:
         raise RunInterrupted(stop.stopped_at)
     if not all(torch.isfinite(parameter).all() for parameter in module.sorter.parameters()):
-        raise ValueError(
-            f"pretraining diverged: the sorter's weights are not finite after step {trainer.global_step}; "
-            f"lower the learning rate (it was {config.learning_rate}) and run again with --overwrite"
-        )
+        raise ValueError(module.diverged(f"the sorter's weights are not finite after step {trainer.global_step}"))
     trained = module.sorter.cpu().eval().requires_grad_(False)
     if leader:
         _write_results(trained, trainer, out, settings, config, resumed=resume_step is not None, started=started)
     return trained
 
+
+#: Steps between two readings of the training loss (logging, and the check that it is finite).
+LOG_EVERY_STEPS = 10
 
 #: Settings a run may be resumed with other values of: where it trains, not what it learns.
 #: Resumed on another number of processes, the run continues the same stream of batches, taken
@@ -529,7 +551,7 @@ def _make_trainer(config: PretrainConfig, out: Path, stop: StopOnSignal) -> L.Tr
         plugins=[AtomicCheckpointIO()],
         # The training stream is shared out by SequenceDataModule; validation takes every cell.
         use_distributed_sampler=False,
-        log_every_n_steps=10,
+        log_every_n_steps=LOG_EVERY_STEPS,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         **options,
@@ -606,7 +628,10 @@ def _checkpoint_step(path: Path, expected: dict[str, Any], stream: dict[str, Any
     differing = [key for key, value in expected.items() if key in saved and saved[key] != value]
     if differing:
         changes = ", ".join(
-            f"{key}: {_setting_text(saved[key])} -> {_setting_text(expected[key])}" for key in differing
+            f"{key}: {describe_change(saved[key], expected[key])}"
+            if isinstance(saved[key], dict)
+            else f"{key}: {_setting_text(saved[key])} -> {_setting_text(expected[key])}"
+            for key in differing
         )
         raise ValueError(
             f"--resume: {path} was saved by a run of other settings ({changes}), not this folder's run; "

@@ -99,6 +99,24 @@ def _describe(value: Any) -> str:
     return json.dumps(value[:12] + "...") if isinstance(value, str) else text[:37] + "..."
 
 
+def describe_change(before: Any, after: Any) -> str:
+    """``before -> after`` in :func:`_describe`'s form; of two mappings, only the keys whose
+    values differ (so that a change deep in a long setting shows).
+
+    Example:
+        >>> describe_change({"capacity": 16384, "softness": 0.1, "band": 8}, {"capacity": 16384, "softness": 0.1, "band": 4})
+        '{"band": 8} -> {"band": 4}'
+    """
+    if isinstance(before, dict) and isinstance(after, dict):
+        keys = [key for key in {**before, **after} if before.get(key, _MISSING) != after.get(key, _MISSING)]
+        before = {key: before[key] for key in keys if key in before}
+        after = {key: after[key] for key in keys if key in after}
+    return f"{_describe(before)} -> {_describe(after)}"
+
+
+_MISSING = object()
+
+
 def claim_run_folder(
     out: Path,
     command: str,
@@ -163,7 +181,7 @@ def claim_run_folder(
     if differing:
         changes = ", ".join(
             f"{key}{' (the file content)' if key.endswith('_sha256') else ''}: "
-            f"{_describe(existing_config.get(key))} -> {_describe(config.get(key))}"
+            f"{describe_change(existing_config.get(key), config.get(key))}"
             for key in differing
         )
         raise ValueError(

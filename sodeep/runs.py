@@ -312,10 +312,12 @@ def _exit_on_signal_until_joined(processes: int, nodes: int = 1, launcher: Any =
 
 def quiet_lightning() -> None:
     """Keep Lightning's per-fit banners (accelerator, tips, adverts) and its own deprecation
-    notice about torch's pytree API out of the output."""
+    notice about torch's pytree API out of the output, and its note on a moved run folder."""
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
+    # A run folder moved or renamed before --resume: its checkpoints go to the folder as it is now.
+    warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
 
 
 class ProgressLines(Callback):

@@ -84,6 +84,18 @@ def test_pickled_namespace_needs_explicit_opt_in(tmp_path):
     assert pickle  # the module is what unpickling needs; imported here to make that explicit
 
 
+def test_a_plain_pickle_is_refused_in_one_error_and_no_warning(tmp_path):
+    import warnings
+
+    path = tmp_path / "plain.pkl"
+    path.write_bytes(pickle.dumps({"weights": [1.0, 2.0]}, protocol=4))
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(CheckpointError) as refused:
+        warnings.simplefilter("always")
+        load_sorter(path)
+    assert str(refused.value).startswith(f"{path} is a pickle that a weights-only load refuses (Python objects, or")
+    assert [str(warning.message) for warning in caught] == []
+
+
 @pytest.mark.parametrize("file_name", [DEFAULT_SORTER_FILE, DEPTH2_SORTER_FILE])
 def test_shipped_sorters_load_offline_and_meet_a_fidelity_floor(file_name):
     sorter = load_sorter(None if file_name == DEFAULT_SORTER_FILE else default_sorter_path(file_name))

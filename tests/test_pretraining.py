@@ -368,9 +368,9 @@ def test_a_foreign_checkpoint_ends_in_one_line(tmp_path, capsys):
 @pytest.mark.parametrize(
     "flags,message",
     [
-        (["--lengths", "20000"], "no length in [20000] is within the sorter's range 2..16384"),
+        (["--lengths", "20000"], "no length in 20000 is within the sorter's range 2..16384"),
         (["--lengths", "abc"], "lengths must be ints"),
-        (["--sequences", "0"], "--sequences must be >= 1, got 0"),
+        (["--sequences", "0"], "--sequences must be in 1..4096, got 0"),
         (["--architecture", "conv", "--sorter", "{bad"], "--sorter must be a JSON object"),
         (["--architecture", "conv", "--sorter", "[1]"], "--sorter must be a JSON object"),
     ],
@@ -432,6 +432,49 @@ def test_a_diverging_run_stops_with_one_line_and_no_sorter(tmp_path, monkeypatch
     with pytest.raises(SystemExit):
         _pretrain(tmp_path / "inf", 8, "--learning-rate", "inf")
     assert "--learning-rate must be a finite number" in capsys.readouterr().err
+
+
+def test_a_run_whose_loss_goes_to_nan_stops_at_once_and_keeps_its_last_finite_checkpoint(tmp_path, monkeypatch, capsys):
+    """The loss is read every LOG_EVERY_STEPS steps and a checkpoint is never written with weights
+    that are not finite: the run ends long before its first validation (step 1000 here)."""
+    from sodeep.pretraining import LOG_EVERY_STEPS
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "pretrain", "--steps", "2000", "--batch-size", "8", "--lengths", "2-24", "--wandb", "disabled",
+                "--validation-every", "1000", "--checkpoint-every", "3", "--warmup-steps", "0",
+                "--learning-rate", "1e30", "--weight-decay", "1e10", "--sorter", '{"capacity": 32, "depth": 1}',
+                "--out", str(tmp_path / "run"),
+            ]
+        )  # fmt: skip
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_info.value.code == 2 and error.startswith("sodeep pretrain: error: pretraining diverged: ")
+    step = int(error.split(" at step ")[1].split(";")[0])
+    assert step <= LOG_EVERY_STEPS and error.endswith("and run again with --overwrite")
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    if last.exists():
+        weights = torch.load(last, weights_only=True)["state_dict"]
+        assert all(torch.isfinite(value).all() for value in weights.values())
+
+
+def test_a_used_folder_names_a_bad_sorter_setting_as_such_and_a_changed_one_by_its_key(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    sorter = '{"capacity": 32, "softness": 0.1, "band": 8, "radius": 4, "width": 16}'
+    assert _pretrain(run, 2, "--wandb", "disabled", "--sorter", sorter) == 0
+    capsys.readouterr()
+    for extra, expected in (
+        (["--architecture", "no_such_sorter"], "unknown sorter architecture 'no_such_sorter'"),
+        (["--sorter", '{"capacity": 1}'], "capacity"),
+        (["--sorter", sorter.replace('"band": 8', '"band": 4')], 'other settings (sorter: {"band": 8} -> {"band": 4})'),
+    ):
+        with pytest.raises(SystemExit):
+            _pretrain(run, 2, "--wandb", "disabled", "--sorter", sorter, *extra, "--resume")
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert expected in error, error
+        assert ("other settings" in error) == (extra[0] == "--sorter" and "band" in extra[1])
 
 
 def test_resuming_a_finished_run_rewrites_nothing(tmp_path, monkeypatch):
@@ -585,7 +628,7 @@ def test_a_sigterm_as_the_run_folder_is_made_ends_in_one_line_and_status_130(tmp
 @pytest.mark.parametrize(
     ("other_run", "named"),
     [
-        (["--sorter", '{"band": 4}'], ["sorter_config: ", "'band': 4"]),
+        (["--sorter", '{"band": 4}'], ['sorter_config: {"capacity": 16384, "band": 4} -> {"capacity": 32, "band": 8}']),
         (["--seed", "1"], ["seed: 1 -> 0"]),
         (["--lengths", "2-30"], ["lengths: [2, 3, ..., 30] (29 values) -> [2, 3, ..., 24] (23 values)"]),
     ],
