@@ -36,7 +36,7 @@ from sodeep.config import (
     read_yaml_mapping,
 )
 from sodeep.files import os_error_line
-from sodeep.run_folder import INTERRUPTED, RunInterrupted
+from sodeep.run_folder import INTERRUPTED, RUN_RECORD, RunInterrupted
 
 #: Help of each pretraining setting (its default is added from :class:`PretrainConfig`).
 PRETRAIN_HELP = {
@@ -223,6 +223,11 @@ def command_export(arguments: argparse.Namespace) -> int:
     problem = writable_file_problem(out)
     if problem:
         raise ValueError(f"{problem}; choose another path")
+    run_folder = next((folder for folder in out.resolve().parents if (folder / RUN_RECORD).is_file()), None)
+    if run_folder is not None:  # a run's files are its command's: a sorter there would pass for the run's own
+        raise ValueError(
+            f"{out} is inside the run folder {run_folder}, whose files its command writes; export to a path outside it"
+        )
     if out.exists() and not (out.is_file() and out.stat().st_size == 0):  # an empty file may be replaced
         try:
             load_sorter(out)

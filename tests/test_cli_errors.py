@@ -197,6 +197,23 @@ def test_export_replaces_a_sorter_checkpoint_only_when_asked_and_never_another_f
     assert "is not a sorter checkpoint" in error and checkpoint.read_bytes() == before
 
 
+@pytest.mark.parametrize("inside", ["sorter.pt", "checkpoints/sorter.pt", "exported.pt"])
+def test_export_writes_nothing_into_a_run_folder(tmp_path, capsys, inside):
+    """A sorter exported into a run folder would pass for the run's own (``evaluate FOLDER``,
+    ``load_sorter(FOLDER)``), whatever run it came from and whether that run is finished or running."""
+    checkpoint = _training_checkpoint(tmp_path / "last.ckpt")
+    run = tmp_path / "runs" / "a"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "run.json").write_text('{"command": "pretrain", "config": {}}')
+    before = sorted(path.relative_to(run) for path in run.rglob("*"))
+    error = _one_line_error(["export", str(checkpoint), str(run / inside), "--overwrite"], capsys)
+    assert (
+        f"is inside the run folder {run.resolve()}, whose files its command writes; export to a path outside it"
+        in error
+    )
+    assert sorted(path.relative_to(run) for path in run.rglob("*")) == before
+
+
 @pytest.mark.parametrize("devices", ["-1", "0,1"])
 def test_devices_a_cpu_cannot_take_are_refused_with_what_it_takes(tmp_path, capsys, devices):
     argv = ["pretrain", "--steps", "1", "--accelerator", "cpu", "--devices", devices, "--out", str(tmp_path / "run")]
