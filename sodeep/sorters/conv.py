@@ -334,7 +334,10 @@ class ConvSorter(Sorter):
             # alone, the limit of rows whose scores are nearly equal.
             all_equal = sizes[:, 1:2] == 0
             log_tau = torch.where(all_equal, log_floor, torch.logaddexp(log_tau, log_floor))
-        reach = n - 1 if self.band is None else min(self.band, n - 1)
+        # Windows reach the band whatever n (beyond a short row they hold padding, which adds
+        # nothing): their shape does not change with n, so a sorter compiled with dynamic=True does not
+        # recompile for short rows either.
+        reach = n - 1 if self.band is None else self.band
         group_ranks = soft_group_ranks(values, sizes, log_tau, reach)
         # Tied elements compare at 1/2 each; the derivative of those comparisons, sigmoid'(0) / tau
         # per pair, is kept by a term whose value is exactly 0: size * (group mean - own) / (4 tau).
