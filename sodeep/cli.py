@@ -236,7 +236,7 @@ def command_export(arguments: argparse.Namespace) -> int:
         if not arguments.overwrite:
             raise ValueError(f"{out} already holds a sorter checkpoint; add --overwrite to replace it")
     sorter = sorter_from_training_checkpoint(arguments.checkpoint)
-    metadata = {"exported_from": str(arguments.checkpoint), **sorter.checkpoint_metadata}
+    metadata = {"exported_from": str(Path(arguments.checkpoint).resolve()), **sorter.checkpoint_metadata}
     known = metadata["step"] is not None and metadata["of_steps"] is not None
     progress = f" (step {metadata['step']} of {metadata['of_steps']})" if known else ""
     print(f"wrote {save_sorter(sorter, arguments.out, metadata)}{progress}")

@@ -292,7 +292,8 @@ def _lengths_as_recorded(settings: dict[str, Any], record: Path) -> dict[str, An
 def sorter_from_training_checkpoint(path: str | os.PathLike) -> Sorter:
     """Rebuild the sorter from a Lightning checkpoint written by :class:`SorterPretraining`, or
     from the last checkpoint of a pretraining run folder (``path/checkpoints/last.ckpt``); its
-    ``checkpoint_metadata`` gives the step it was saved at (``step``, of ``of_steps``)."""
+    ``checkpoint_metadata`` gives the step it was saved at (``step``, of ``of_steps``) and the
+    training settings it recorded (``training``)."""
     path = Path(path)
     if path.is_dir() and (path / "checkpoints" / "last.ckpt").is_file():
         path = path / "checkpoints" / "last.ckpt"
@@ -314,7 +315,19 @@ def sorter_from_training_checkpoint(path: str | os.PathLike) -> Sorter:
     except RuntimeError as error:
         raise CheckpointError(f"{path}: weights do not match its sorter architecture: {error}") from error
     total = hyperparameters.get("total_steps")
-    sorter.checkpoint_metadata = {"step": payload.get("global_step"), "of_steps": total}
+    # How it was trained: the optimisation's settings and the data stream's, as the checkpoint
+    # recorded them (the sorter's own are in its config).
+    stream = payload.get(SequenceDataModule.__qualname__, {}).get("stream", {})
+    training = {
+        key: value
+        for key, value in {**hyperparameters, **(stream if isinstance(stream, dict) else {})}.items()
+        if key not in ("architecture", "sorter_config")
+    }
+    try:
+        json.dumps(training)
+    except (TypeError, ValueError):
+        training = {}
+    sorter.checkpoint_metadata = {"step": payload.get("global_step"), "of_steps": total, "training": training}
     return sorter.eval()
 
 

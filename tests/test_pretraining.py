@@ -84,13 +84,18 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     resumed = _assert_same_weights(tmp_path / "straight", tmp_path / "interrupted")
     exported = sorter_from_training_checkpoint(tmp_path / "interrupted" / "checkpoints" / "last.ckpt")
     torch.testing.assert_close(exported.state_dict()["network.0.weight"], resumed["network.0.weight"])
+    training = exported.checkpoint_metadata.pop("training")
     assert exported.checkpoint_metadata == {"step": 8, "of_steps": 8}
+    assert training["total_steps"] == 8 and training["batch_size"] == 8 and training["lengths"] == list(range(2, 25))
+    assert training["seed"] == 0 and training["learning_rate"] == 3e-3 and len(training["families"]) == 15
     (tmp_path / "exported.pt").touch()  # an empty file may be replaced, as save_sorter allows
-    assert main(["export", str(tmp_path / "interrupted"), str(tmp_path / "exported.pt")]) == 0
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "interrupted", "exported.pt"]) == 0
     assert load_sorter(tmp_path / "exported.pt").checkpoint_metadata == {
-        "exported_from": str(tmp_path / "interrupted"),
+        "exported_from": str((tmp_path / "interrupted").resolve()),
         "step": 8,
         "of_steps": 8,
+        "training": training,
     }
     # The log continues: every step logged once, from the start, in one CSV and one W&B run id.
     steps = [int(row["step"]) for row in csv.DictReader(open(tmp_path / "interrupted" / "csv" / "metrics.csv"))]
