@@ -120,11 +120,12 @@ def command_pretrain(arguments: argparse.Namespace) -> int:
     config = pretrain_config(arguments)
     from sodeep.checkpoints import RUN_SORTER
     from sodeep.pretraining import pretrain
-    from sodeep.run_folder import sigterm_as_interrupt
+    from sodeep.run_folder import stop_signals_as_interrupts
 
     sorter_file = Path(config.out) / RUN_SORTER
     finished_before = arguments.resume and sorter_file.is_file()
-    with sigterm_as_interrupt():  # as Ctrl-C before training starts too, where Lightning's handler is not yet set
+    # Ctrl-C and SIGTERM alike, before training starts too, where Lightning's handler is not yet set.
+    with stop_signals_as_interrupts():
         pretrain(config, resume=arguments.resume, overwrite=arguments.overwrite)
     from sodeep.runs import global_rank
 
@@ -140,7 +141,7 @@ def command_pretrain(arguments: argparse.Namespace) -> int:
     from sodeep.sweeps.summary import write_trial_summary
 
     write_trial_summary(summary["config"], summary["validation"])  # inside `sodeep sweep run` only
-    _ignore_ctrl_c_once_saved(arguments, 0)
+    _ignore_stop_signals_from_now_on(arguments)
     print(f"sorter written to {Path(config.out) / RUN_SORTER}")
     return 0
 
@@ -450,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = show_setup_warnings_in_one_line
     try:
         status = arguments.handler(arguments)
-        _ignore_ctrl_c_once_saved(arguments, status)
+        _ignore_stop_signals_from_now_on(arguments)
         return status
     except BrokenPipeError:  # the reader of the output went away (`sodeep ... | head`)
         from sodeep.sweeps.cli import quiet_broken_pipe
@@ -464,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
             message = in_flag_words(message, parser, argv)  # a YAML config or sweep file names settings as fields
         parser.exit(2, f"sodeep {arguments.command}: error: {message}\n")
     except KeyboardInterrupt:  # before a run could save anything: nothing to resume
+        _ignore_stop_signals_from_now_on(arguments)
         parser.exit(
             INTERRUPTED,
             f"sodeep {arguments.command}: interrupted before anything was saved; run the same command again\n",
@@ -471,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     except RunInterrupted as interrupted:
         from sodeep.runs import global_rank  # Lightning is loaded: only a training run gets here
 
+        _ignore_stop_signals_from_now_on(arguments)
         if global_rank() != 0:  # a distributed run's other processes: rank 0 says it once
             parser.exit(INTERRUPTED)
         again = [word for word in argv if word != "--overwrite"]
@@ -481,13 +484,14 @@ def main(argv: list[str] | None = None) -> int:
         _release_process_group()
 
 
-def _ignore_ctrl_c_once_saved(arguments: argparse.Namespace, status: int) -> None:
-    """The command's work is saved: from now on Ctrl-C and SIGTERM are ignored, so that the
-    process ends with ``status`` after the interpreter shuts down W&B's service and Lightning's
-    threads (a second or two), rather than with a ``KeyboardInterrupt`` or killed by the signal.
-    Ignored (``SIG_IGN``), not handled in Python: Python's shutdown resets its own handlers to the
-    default.  Only when the command is the process's (``arguments.console``), not when
-    :func:`main` is called from Python."""
+def _ignore_stop_signals_from_now_on(arguments: argparse.Namespace) -> None:
+    """The command has ended, its work saved or interrupted: from now on Ctrl-C and SIGTERM are
+    ignored, so that the process ends with the command's status after the interpreter shuts down
+    W&B's service and Lightning's threads (a second or two), rather than with a
+    ``KeyboardInterrupt`` or killed by the signal (W&B's run-stop watcher, interrupted in its
+    start, signals the main thread with SIGINT).  Ignored (``SIG_IGN``), not handled in Python:
+    Python's shutdown resets its own handlers to the default.  Only when the command is the
+    process's (``arguments.console``), not when :func:`main` is called from Python."""
     if getattr(arguments, "console", False) and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -151,3 +151,22 @@ def test_a_changed_file_and_long_settings_are_described_in_balanced_json(tmp_pat
     with pytest.raises(ValueError) as refused:
         claim_run_folder(out, "brainage tabular", changed, resume=True)
     assert f'table_sha256 (the file content): "{"a" * 12}..." -> "{"b" * 12}..."' in str(refused.value)
+
+
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
+def test_within_the_block_both_stop_signals_raise_an_interrupt_of_its_own_class(name):
+    """Not a plain KeyboardInterrupt, which CPython's own exit code checks for by exact type (see
+    Interrupted); the handlers before the block come back after it."""
+    import os
+    import signal
+    import time
+
+    from sodeep.run_folder import Interrupted, stop_signals_as_interrupts
+
+    number = getattr(signal, name)
+    before = signal.getsignal(number)
+    with pytest.raises(Interrupted, match=name) as raised, stop_signals_as_interrupts():
+        os.kill(os.getpid(), number)
+        time.sleep(5)
+    assert isinstance(raised.value, KeyboardInterrupt) and type(raised.value) is not KeyboardInterrupt
+    assert signal.getsignal(number) is before

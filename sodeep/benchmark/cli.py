@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from sodeep.benchmark.config import PARTS, BenchConfig
-from sodeep.run_folder import INTERRUPTED, sigterm_as_interrupt
+from sodeep.run_folder import INTERRUPTED, stop_signals_as_interrupts
 
 
 def add_bench_parser(commands) -> argparse.ArgumentParser:
@@ -79,7 +79,7 @@ def run_bench_command(arguments: argparse.Namespace) -> int:
     config = config_from_arguments(arguments)
     command = "sodeep " + shlex.join(sys.argv[1:]) if sys.argv and "sodeep" in sys.argv[0] else "sodeep bench"
     try:
-        with sigterm_as_interrupt():
+        with stop_signals_as_interrupts():
             run_benchmark(
                 config,
                 command=command,
