@@ -251,7 +251,9 @@ class SpearmanLoss(FrozenSorterMixin):
     """Module form of :func:`spearman_loss` with a frozen ``sorter``.
 
     Args:
-        sorter: a :class:`~sodeep.sorters.Sorter` or any :data:`SorterFunction`; ``None`` loads the shipped sorter.
+        sorter: a :class:`~sodeep.sorters.Sorter` or any :data:`SorterFunction`; ``None`` loads the
+            shipped sorter with the losses' temperature floor (``load_sorter(**TRAINING_SETTINGS)``,
+            0.1 in the units of the scores).
         l1_weight: weight of the L1 anchor on raw values.
 
     Example:
