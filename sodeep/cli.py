@@ -29,7 +29,7 @@ from sodeep.config import (
     MAX_VALIDATION_SEQUENCES,
     PretrainConfig,
     config_from_mapping,
-    lengths_text,
+    lengths_summary,
     parse_json_object,
     parse_lengths,
     python_literal,
@@ -199,7 +199,7 @@ def command_evaluate(arguments: argparse.Namespace) -> int:
         ]
         if outside and len(outside) < len(lengths):
             raise ValueError(
-                f"lengths {lengths_text(outside)} are outside the sorter's range {sorter.min_length}.."
+                f"lengths {lengths_summary(outside)} are outside the sorter's range {sorter.min_length}.."
                 f"{sorter.max_length}; leave them out"
             )
     else:
@@ -224,7 +224,7 @@ def command_export(arguments: argparse.Namespace) -> int:
     problem = writable_file_problem(out)
     if problem:
         raise ValueError(f"{problem}; choose another path")
-    run_folder = next((folder for folder in out.resolve().parents if (folder / RUN_RECORD).is_file()), None)
+    run_folder = next((folder for folder in out.resolve().parents if _holds_a_run_record(folder)), None)
     if run_folder is not None:  # a run's files are its command's: a sorter there would pass for the run's own
         raise ValueError(
             f"{out} is inside the run folder {run_folder}, whose files its command writes; export to a path outside it"
@@ -242,6 +242,15 @@ def command_export(arguments: argparse.Namespace) -> int:
     progress = f" (step {metadata['step']} of {metadata['of_steps']})" if known else ""
     print(f"wrote {save_sorter(sorter, arguments.out, metadata)}{progress}")
     return 0
+
+
+def _holds_a_run_record(folder: Path) -> bool:
+    """Whether ``folder`` holds the ``run.json`` of a sodeep run (a command and its config)."""
+    try:
+        record = json.loads((folder / RUN_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and "command" in record and "config" in record
 
 
 def add_evaluate_parser(commands: Any) -> None:

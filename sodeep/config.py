@@ -42,6 +42,26 @@ def lengths_text(lengths: Sequence[int]) -> str:
     return ",".join(str(n) for n in lengths)
 
 
+#: The most lengths a range may hold (``"2-1000000"``): far beyond any sorter's rows.
+MAX_RANGE_LENGTHS = 1_000_000
+
+
+def lengths_summary(lengths: Sequence[int]) -> str:
+    """Lengths for a message: runs of consecutive lengths as ranges.
+
+    Example:
+        >>> lengths_summary([2, 3, 4, 5, 7, 9, 10])
+        '2-5,7,9-10'
+    """
+    runs: list[list[int]] = []
+    for n in lengths:
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ",".join(f"{low}-{high}" if high > low else str(low) for low, high in runs)
+
+
 def parse_lengths(value: Any) -> list[int]:
     """``"2-256"`` -> [2, ..., 256]; ``"100"``, ``"8,100"``, ``[8, 100]`` (or a ``range``, a NumPy
     array) -> those lengths (each >= 2).
@@ -65,7 +85,7 @@ def parse_lengths(value: Any) -> list[int]:
             lengths = [int(item) for item in items]
         elif is_range:
             low, high = (int(part) for part in value.strip().split("-", 1))
-            lengths = list(range(low, high + 1))
+            lengths = range(low, high + 1)
         else:
             if "," in str(value) and any(not part.strip() for part in str(value).split(",")):
                 raise ValueError  # '5,,6' or '5,': a missing length
@@ -74,6 +94,12 @@ def parse_lengths(value: Any) -> list[int]:
         raise ValueError(f"lengths must be ints, a list like '8,100' or a range like '2-256', got {value!r}") from error
     if is_range and not lengths:
         raise ValueError(f"length range {value!r} is empty")
+    if len(lengths) > MAX_RANGE_LENGTHS:
+        raise ValueError(
+            f"length range {value!r} holds {len(lengths):,} lengths, more than {MAX_RANGE_LENGTHS:,}: no sorter "
+            "ranks rows that long"
+        )
+    lengths = list(lengths)
     if not lengths or min(lengths) < 2:
         raise ValueError(f"lengths must be ints >= 2 (a ranking needs two values), got {value!r}")
     return lengths
@@ -333,8 +359,9 @@ class PretrainConfig:
             )
         for key in ("warmup_steps", "seed", "data_workers"):
             value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
                 raise ValueError(f"{key} must be an integer >= 0, got {value!r}")
+            setattr(self, key, int(value))  # a NumPy integer too
         if self.seed > MAX_SEED:
             raise ValueError(f"seed must be an integer in 0..{MAX_SEED} (NumPy's seeds), got {self.seed}")
         self.learning_rate = _as_float(self.learning_rate, "learning_rate")

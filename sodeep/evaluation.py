@@ -62,10 +62,10 @@ def fidelity_table(
         raise ValueError(f"sequences_per_cell must be >= 1, got {sequences_per_cell}")
     usable = [n for n in lengths if n >= sorter.min_length and (sorter.max_length is None or n <= sorter.max_length)]
     if not usable:
-        from sodeep.config import lengths_text
+        from sodeep.config import lengths_summary
 
         raise ValueError(
-            f"no length in {lengths_text(lengths)} is within the sorter's range {sorter.min_length}.."
+            f"no length in {lengths_summary(lengths)} is within the sorter's range {sorter.min_length}.."
             f"{sorter.max_length if sorter.max_length is not None else 'any'}"
         )
     rows = []

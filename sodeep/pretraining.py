@@ -202,6 +202,7 @@ class SorterPretraining(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_index: int) -> torch.Tensor:
         scores, ranks = batch
         loss = torch.nn.functional.l1_loss(self.sorter(scores), ranks)
+        self._last_loss = loss.detach()
         self.log("train/l1", loss, prog_bar=True)
         self.log("train/n", float(scores.shape[-1]))
         return loss
@@ -213,7 +214,10 @@ class SorterPretraining(L.LightningModule):
             raise ValueError(self.diverged(f"the L1 loss is {outputs['loss'].item()} at step {self.global_step}"))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # The last checkpoint keeps the last finite weights.
+        # The last checkpoint keeps the last weights that trained: finite, after a finite loss.
+        last_loss = getattr(self, "_last_loss", None)
+        if last_loss is not None and not bool(torch.isfinite(last_loss)):
+            raise ValueError(self.diverged(f"the L1 loss is {last_loss.item()} at step {self.global_step}"))
         if not all(torch.isfinite(parameter).all() for parameter in self.sorter.parameters()):
             raise ValueError(self.diverged(f"the sorter's weights are not finite at step {self.global_step}"))
 
@@ -420,7 +424,7 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
     resume_step = None
     if resume and not overwrite and last.is_file():
         resume_step = _checkpoint_step(last, expected, data.stream_settings())
-    if resume_step is not None and resume_step >= config.steps and (out / RUN_SORTER).is_file():
+    if resume_step is not None and (out / RUN_SORTER).is_file() and _finished_steps(out) >= config.steps:
         return load_sorter(out / RUN_SORTER)  # a finished run: nothing to train, nothing rewritten
     if leader:
         start_run_folder(out, record, overwrite=overwrite)
@@ -595,6 +599,14 @@ def _write_results(
     }
     save_sorter(trained, out / RUN_SORTER, metadata)
     atomic_write_json(out / "pretrain_summary.json", metadata, indent=2)
+
+
+def _finished_steps(out: Path) -> int:
+    """The steps the run in ``out`` finished (its summary; its last checkpoint may be older), or 0."""
+    try:
+        return int(json.loads((out / "pretrain_summary.json").read_text(encoding="utf-8"))["steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
 
 
 def _started_but_never_saved(out: Path, settings: dict[str, Any]) -> bool:

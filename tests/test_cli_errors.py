@@ -1,9 +1,12 @@
 """Bad input to the console script ends in one line on stderr and exit status 2, before anything
 is written: one table of cases, walked through every core command."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
+import sodeep
 from sodeep.checkpoints import load_sorter, save_sorter
 from sodeep.cli import main
 from sodeep.sorters import ConvSorter
@@ -64,6 +67,8 @@ CASES = [
     (["evaluate", "--lengths", "5,20000"], "lengths 20000 are outside the sorter's range"),
     (["evaluate", "--lengths", "2-20000"], "lengths 16385-20000 are outside the sorter's range 2..16384; leave them"),
     (["evaluate", "--lengths", "20000-30000"], "no length in 20000-30000 is within the sorter's range"),
+    (["evaluate", "{pretrained}/original_cnn_n100.pt", "--lengths", "2-300"], "lengths 2-99,101-300 are outside the"),
+    (["evaluate", "--lengths", "2-100000000000"], "holds 99,999,999,999 lengths, more than 1,000,000: no sorter"),
     (
         ["evaluate", "--lengths", "5,,6"],
         "--lengths must be ints, a list like '8,100' or a range like '2-256', got '5,,6'",
@@ -94,7 +99,11 @@ def test_bad_input_ends_in_one_line_and_writes_nothing(tmp_path, capsys, argv, w
     inputs, out = tmp_path / "inputs", tmp_path / "out"
     inputs.mkdir()
     _write_inputs(inputs)
-    argv = [word.replace("{inputs}", str(inputs)).replace("{out}", str(out)) for word in argv]
+    pretrained = Path(sodeep.__file__).resolve().parents[1] / "pretrained"
+    argv = [
+        word.replace("{inputs}", str(inputs)).replace("{out}", str(out)).replace("{pretrained}", str(pretrained))
+        for word in argv
+    ]
     if argv[0] == "pretrain":
         argv += ["--out", str(out)]
     with pytest.raises(SystemExit) as exit_info:
@@ -212,6 +221,14 @@ def test_export_writes_nothing_into_a_run_folder(tmp_path, capsys, inside):
         in error
     )
     assert sorted(path.relative_to(run) for path in run.rglob("*")) == before
+
+
+def test_export_writes_beside_a_run_json_that_is_not_a_sodeep_run(tmp_path):
+    checkpoint = _training_checkpoint(tmp_path / "last.ckpt")
+    project = tmp_path / "project"
+    (project / "models").mkdir(parents=True)
+    (project / "run.json").write_text('{"name": "my tracker"}')
+    assert main(["export", str(checkpoint), str(project / "models" / "sorter.pt")]) == 0
 
 
 @pytest.mark.parametrize("devices", ["-1", "0,1"])

@@ -459,9 +459,22 @@ def test_a_run_whose_loss_goes_to_nan_stops_at_once_and_keeps_its_last_finite_ch
     step = int(error.split(" at step ")[1].split(";")[0])
     assert step <= LOG_EVERY_STEPS and error.endswith("and run again with --overwrite")
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    if last.exists():
+    if last.exists():  # weights that rank: finite, and finite ranks from them
+        from sodeep.pretraining import sorter_from_training_checkpoint
+
         weights = torch.load(last, weights_only=True)["state_dict"]
         assert all(torch.isfinite(value).all() for value in weights.values())
+        assert torch.isfinite(sorter_from_training_checkpoint(last)(torch.randn(4, 16))).all()
+
+
+def test_a_checkpoint_is_not_written_after_a_step_whose_loss_is_not_finite(tmp_path):
+    from sodeep.pretraining import SorterPretraining
+    from sodeep.sorters import ConvSorter
+
+    module = SorterPretraining(ConvSorter(capacity=16))
+    module.training_step((torch.randn(4, 8), torch.full((4, 8), float("nan"))), 0)
+    with pytest.raises(ValueError, match="pretraining diverged: the L1 loss is nan at step 0; lower the learning"):
+        module.on_save_checkpoint({})
 
 
 def test_a_used_folder_names_a_bad_sorter_setting_as_such_and_a_changed_one_by_its_key(tmp_path, monkeypatch, capsys):
@@ -480,6 +493,18 @@ def test_a_used_folder_names_a_bad_sorter_setting_as_such_and_a_changed_one_by_i
         error = capsys.readouterr().err.strip().splitlines()[-1]
         assert expected in error, error
         assert ("other settings" in error) == (extra[0] == "--sorter" and "band" in extra[1])
+
+
+def test_resuming_a_finished_run_whose_last_checkpoint_is_older_rewrites_nothing(tmp_path, monkeypatch, capsys):
+    """With --checkpoint-every not dividing --steps, the last checkpoint is older than the end."""
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    assert _pretrain(run, 5, "--wandb", "disabled", "--checkpoint-every", "3") == 0
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+    before = _files(run)
+    capsys.readouterr()
+    assert _pretrain(run, 5, "--wandb", "disabled", "--checkpoint-every", "3", "--resume") == 0
+    assert _files(run) == before and "holds a finished run: nothing to train" in capsys.readouterr().out
 
 
 def test_resuming_a_finished_run_rewrites_nothing(tmp_path, monkeypatch):

@@ -249,6 +249,8 @@ def multilabel_hinge_loss(
     check_same_shape(scores, labels, "scores and labels")
     if isinstance(margin, (list, tuple)) or type(margin).__module__ == "numpy":  # per-label, as the module takes
         margin = _margin_tensor(margin, scores)
+    elif isinstance(margin, Real) and not isinstance(margin, (bool, int, float)):
+        margin = float(margin)  # a Fraction or a NumPy scalar: a number that tensors take
     elif isinstance(margin, bool) or not isinstance(margin, (Real, torch.Tensor)):
         raise TypeError(
             f"margin must be a number or (C,) per-label margins (a tensor, a list or a NumPy array), "
@@ -329,7 +331,7 @@ class MultiLabelHingeLoss(nn.Module):
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         if margin_range[0] > margin_range[1]:
             raise ValueError(f"margin_range must be (low, high) with low <= high, got {tuple(margin_range)}")
-        if adaptive and ((base < margin_range[0]) | (base > margin_range[1])).any():
+        if adaptive and not base.is_meta and ((base < margin_range[0]) | (base > margin_range[1])).any():
             outside = base[(base < margin_range[0]) | (base > margin_range[1])].unique()[:4].tolist()
             raise ValueError(
                 f"margin {outside} lies outside margin_range {tuple(margin_range)}: adaptive margins are "

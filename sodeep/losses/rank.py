@@ -162,7 +162,7 @@ def sorter_ranks(sorter: SorterFunction, scores: torch.Tensor) -> torch.Tensor:
 def _rise_with(ranks: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     """Whether ``ranks`` rise with ``scores`` (both ``(..., n)``), as ascending ranks do: their
     correlation, pooled over the rows, is above 1/2 (descending ranks give -1, ties and
-    constant rows 0).  Rows count by their spread (all scaled by one constant into [-1, 1]: no
+    constant rows 0), and they spread as ranks do.  Rows count by their spread (all scaled by one constant into [-1, 1]: no
     overflow), so rows of nearly equal scores, which a sorter may rank in any order, count for little."""
     wide = torch.promote_types(scores.dtype, torch.float32)
     scores = scores.to(wide)
@@ -171,7 +171,10 @@ def _rise_with(ranks: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     centred_scores = scores - scores.mean(-1, keepdim=True)
     centred_ranks = ranks.to(wide) - ranks.to(wide).mean(-1, keepdim=True)
     covariance = (centred_ranks * centred_scores).sum()
-    return covariance > 0.5 * (centred_ranks.square().sum() * centred_scores.square().sum()).sqrt()
+    rising = covariance > 0.5 * (centred_ranks.square().sum() * centred_scores.square().sum()).sqrt()
+    # Ranks that spread like ranks (a standard deviation of 0.1 or more; exact ones have 0.25 to
+    # 0.29): a soft ranker at a high temperature, nearly constant, may order a short row any way.
+    return rising & (centred_ranks.square().mean() >= 0.01)
 
 
 def _as_rows(values: torch.Tensor) -> torch.Tensor:

@@ -47,6 +47,8 @@ MAX_LENGTH = 16384
 # A missing gap (no distinct value below the smallest or above the largest) reads as a gap
 # e^8 ~ 3000 times the row's typical gap: far away, which is what "no neighbour" means.
 MISSING_GAP_LOG = 8.0
+# Bands up to this many values on each side keep their window's width on rows shorter than it.
+SHORT_ROW_REACH = 16
 # |logit| beyond which a comparison counts as decided: sigmoid(-30) = 9e-14.
 LOGIT_LIMIT = 30.0
 # The temperature network reads log gaps relative to the row's typical one within +-16 (a factor
@@ -334,10 +336,11 @@ class ConvSorter(Sorter):
             # alone, the limit of rows whose scores are nearly equal.
             all_equal = sizes[:, 1:2] == 0
             log_tau = torch.where(all_equal, log_floor, torch.logaddexp(log_tau, log_floor))
-        # Windows reach the band whatever n (beyond a short row they hold padding, which adds
-        # nothing): their shape does not change with n, so a sorter compiled with dynamic=True does not
-        # recompile for short rows either.
-        reach = n - 1 if self.band is None else self.band
+        # Windows of a band up to SHORT_ROW_REACH keep their width whatever n (beyond a short row
+        # they hold padding, which adds nothing): their shape does not change with n, so a sorter
+        # compiled with dynamic=True does not recompile for short rows either.  Wider bands reach
+        # at most the row's other values.
+        reach = n - 1 if self.band is None else self.band if self.band <= SHORT_ROW_REACH else min(self.band, n - 1)
         group_ranks = soft_group_ranks(values, sizes, log_tau, reach)
         # Tied elements compare at 1/2 each; the derivative of those comparisons, sigmoid'(0) / tau
         # per pair, is kept by a term whose value is exactly 0: size * (group mean - own) / (4 tau).

@@ -554,6 +554,14 @@ def test_the_module_repr_shows_its_settings():
     assert "margin=<2 per-label margins>, adaptive=True, margin_range=(0.1, 2.0), momentum=0.8" in adaptive
     with torch.device("meta"):
         assert "margin=<on the meta device>" in repr(MultiLabelHingeLoss(3))
+        assert "adaptive=True" in repr(MultiLabelHingeLoss(3, adaptive=True))
+
+
+def test_a_margin_of_any_real_number_type_is_taken():
+    from fractions import Fraction
+
+    scores, labels = torch.zeros(1, 2), torch.ones(1, 2)
+    assert multilabel_hinge_loss(scores, labels, Fraction(1, 2)).item() == 0.5
 
 
 def test_weighted_mean_of_weights_summing_past_the_float32_range():

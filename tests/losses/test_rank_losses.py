@@ -326,6 +326,17 @@ def test_rows_of_nearly_equal_scores_ranked_in_any_order_do_not_refuse_a_sorter(
             SpearmanLoss(sorter=lambda s: sodeep.rank(-s))(scores, targets)
 
 
+def test_a_soft_ranker_at_a_high_temperature_is_not_taken_for_an_ascending_one():
+    """NeuralSort at T = 5 ranks this row nearly constant, in the wrong order: a poor ranking,
+    not another convention."""
+    from sodeep.sorters import NeuralSortSorter
+
+    scores = torch.tensor([[0.8397, 0.8297, 0.1479]])
+    ranks = NeuralSortSorter(temperature=5.0)(scores)
+    assert ranks[0, 2] < ranks[0, 0] and (ranks.max() - ranks.min()) < 0.1
+    assert torch.isfinite(SpearmanLoss(sorter=NeuralSortSorter(temperature=5.0))(scores, torch.rand(1, 3)))
+
+
 @pytest.mark.parametrize("loss,inputs", _SORTER_INPUTS)
 def test_a_sorter_class_is_refused_with_the_instance_to_pass(loss, inputs):
     with pytest.raises(

@@ -230,6 +230,22 @@ def test_compiled_with_dynamic_shapes_short_rows_of_every_length_stay_within_the
         torch.testing.assert_close(compiled(x), sorter(x))
 
 
+@pytest.mark.parametrize(
+    ("band", "n", "reach"), [(8, 3, 8), (16, 5, 16), (256, 5, 4), (16384, 100, 99), (256, 300, 256)]
+)
+def test_short_rows_keep_narrow_windows_and_wide_bands_reach_only_the_row(monkeypatch, band, n, reach):
+    """Windows up to SHORT_ROW_REACH keep their width (one compiled graph for short rows); a wide
+    band on a short row costs n^2, not n * band."""
+    import sodeep.sorters.conv as conv
+
+    seen = []
+    original = conv.soft_group_ranks
+    monkeypatch.setattr(conv, "soft_group_ranks", lambda *args: seen.append(args[-1]) or original(*args))
+    x = torch.randn(2, n)
+    torch.testing.assert_close(ConvSorter(band=band)(x), ConvSorter(band=None)(x), rtol=0, atol=1e-6)
+    assert seen[0] == reach
+
+
 def test_compiled_sorter_refuses_nan_without_a_host_check():
     compiled = torch.compile(load_sorter(), fullgraph=True, dynamic=False)
     with pytest.raises(RuntimeError, match="NaN"):
