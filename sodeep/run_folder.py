@@ -99,13 +99,13 @@ def stop_signals_as_interrupts() -> Iterator[None]:
             signal.signal(number, handler)
 
 
-def _describe(value: Any) -> str:
-    """A setting's value in JSON, cut to 40 characters: ``"3277bba6d1ea..."`` for a long string
-    (its quotes kept), ``[1, 2, 3, ...`` for a long list."""
+def _describe(value: Any, limit: int = 40) -> str:
+    """A setting's value in JSON, cut to ``limit`` characters: ``"3277bba6d1ea..."`` for a long
+    string (its quotes kept), ``[1, 2, 3, ...`` for a long list."""
     text = json.dumps(value)
-    if len(text) <= 40:
+    if len(text) <= limit:
         return text
-    return json.dumps(value[:12] + "...") if isinstance(value, str) else text[:37] + "..."
+    return json.dumps(value[:12] + "...") if isinstance(value, str) else text[: limit - 3] + "..."
 
 
 def describe_change(before: Any, after: Any) -> str:
@@ -120,6 +120,7 @@ def describe_change(before: Any, after: Any) -> str:
         keys = [key for key in {**before, **after} if before.get(key, _MISSING) != after.get(key, _MISSING)]
         before = {key: before[key] for key in keys if key in before}
         after = {key: after[key] for key in keys if key in after}
+        return f"{_describe(before, 160)} -> {_describe(after, 160)}"  # every key that differs, as a rule
     return f"{_describe(before)} -> {_describe(after)}"
 
 

@@ -161,9 +161,10 @@ def sorter_ranks(sorter: SorterFunction, scores: torch.Tensor) -> torch.Tensor:
 
 def _rise_with(ranks: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     """Whether ``ranks`` rise with ``scores`` (both ``(..., n)``), as ascending ranks do: their
-    correlation, pooled over the rows, is above 1/2 (descending ranks give -1, ties and
-    constant rows 0), and they spread as ranks do.  Rows count by their spread (all scaled by one constant into [-1, 1]: no
-    overflow), so rows of nearly equal scores, which a sorter may rank in any order, count for little."""
+    correlation, pooled over the rows, is above 1/2 (descending ranks give -1, ties and constant
+    rows 0), and they spread as ranks do.  Rows count by their spread (all scaled by one constant
+    into [-1, 1]: no overflow), so rows of nearly equal scores, which a sorter may rank in any
+    order, count for little."""
     wide = torch.promote_types(scores.dtype, torch.float32)
     scores = scores.to(wide)
     largest = scores.abs().amax()
