@@ -109,7 +109,7 @@ def soft_group_ranks(values: torch.Tensor, sizes: torch.Tensor, log_tau: torch.T
         values: ``(B, G)`` distinct values, ascending where ``sizes > 0``, finite everywhere.
         sizes: ``(B, G)`` multiplicities, 0 for padding groups (which then add nothing).
         log_tau: ``(B, G)`` log temperatures, at most :func:`log_tau_limit` in magnitude.
-        reach: ``1 <= reach <= G``.
+        reach: ``>= 1``; beyond the row's ends the windows hold padding, which adds nothing.
 
     Returns:
         ``(B, G)`` unnormalized ranks (meaningful where ``sizes > 0``).
