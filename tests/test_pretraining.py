@@ -467,6 +467,7 @@ def test_a_run_whose_loss_goes_to_nan_stops_at_once_and_keeps_its_last_finite_ch
         assert torch.isfinite(sorter_from_training_checkpoint(last)(torch.randn(4, 16))).all()
 
 
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # a step outside a Trainer
 def test_a_checkpoint_is_not_written_after_a_step_whose_loss_is_not_finite(tmp_path):
     from sodeep.pretraining import SorterPretraining
     from sodeep.sorters import ConvSorter
