@@ -36,7 +36,7 @@ from sodeep.config import (
     read_yaml_mapping,
 )
 from sodeep.files import os_error_line
-from sodeep.run_folder import INTERRUPTED, RUN_RECORD, RunInterrupted
+from sodeep.run_folder import INTERRUPTED, RunInterrupted, holds_a_run_record
 
 #: Help of each pretraining setting (its default is added from :class:`PretrainConfig`).
 PRETRAIN_HELP = {
@@ -119,7 +119,7 @@ def pretrain_config(arguments: argparse.Namespace) -> PretrainConfig:
 def command_pretrain(arguments: argparse.Namespace) -> int:
     config = pretrain_config(arguments)
     from sodeep.checkpoints import RUN_SORTER
-    from sodeep.pretraining import pretrain
+    from sodeep.pretraining import finished_steps, pretrain
     from sodeep.run_folder import stop_signals_as_interrupts
 
     sorter_file = Path(config.out) / RUN_SORTER
@@ -131,10 +131,7 @@ def command_pretrain(arguments: argparse.Namespace) -> int:
 
     if global_rank() != 0:  # a DDP process other than rank 0: rank 0 writes and reports
         return 0
-    if (
-        finished_before
-        and json.loads((Path(config.out) / "pretrain_summary.json").read_text())["steps"] >= config.steps
-    ):
+    if finished_before and finished_steps(Path(config.out)) >= config.steps:
         print(f"{config.out} holds a finished run: nothing to train; its sorter is {sorter_file}")
         return 0
     summary = json.loads((Path(config.out) / "pretrain_summary.json").read_text())
@@ -224,7 +221,7 @@ def command_export(arguments: argparse.Namespace) -> int:
     problem = writable_file_problem(out)
     if problem:
         raise ValueError(f"{problem}; choose another path")
-    run_folder = next((folder for folder in out.resolve().parents if _holds_a_run_record(folder)), None)
+    run_folder = next((folder for folder in out.resolve().parents if holds_a_run_record(folder)), None)
     if run_folder is not None:  # a run's files are its command's: a sorter there would pass for the run's own
         raise ValueError(
             f"{out} is inside the run folder {run_folder}, whose files its command writes; export to a path outside it"
@@ -242,15 +239,6 @@ def command_export(arguments: argparse.Namespace) -> int:
     progress = f" (step {metadata['step']} of {metadata['of_steps']})" if known else ""
     print(f"wrote {save_sorter(sorter, arguments.out, metadata)}{progress}")
     return 0
-
-
-def _holds_a_run_record(folder: Path) -> bool:
-    """Whether ``folder`` holds the ``run.json`` of a sodeep run (a command and its config)."""
-    try:
-        record = json.loads((folder / RUN_RECORD).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(record, dict) and "command" in record and "config" in record
 
 
 def add_evaluate_parser(commands: Any) -> None:

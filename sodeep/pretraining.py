@@ -424,7 +424,7 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
     resume_step = None
     if resume and not overwrite and last.is_file():
         resume_step = _checkpoint_step(last, expected, data.stream_settings())
-    if resume_step is not None and (out / RUN_SORTER).is_file() and _finished_steps(out) >= config.steps:
+    if resume_step is not None and (out / RUN_SORTER).is_file() and finished_steps(out) >= config.steps:
         return load_sorter(out / RUN_SORTER)  # a finished run: nothing to train, nothing rewritten
     if leader:
         start_run_folder(out, record, overwrite=overwrite)
@@ -601,7 +601,7 @@ def _write_results(
     atomic_write_json(out / "pretrain_summary.json", metadata, indent=2)
 
 
-def _finished_steps(out: Path) -> int:
+def finished_steps(out: Path) -> int:
     """The steps the run in ``out`` finished (its summary; its last checkpoint may be older), or 0."""
     try:
         return int(json.loads((out / "pretrain_summary.json").read_text(encoding="utf-8"))["steps"])

@@ -203,6 +203,15 @@ def claim_run_folder(
     return {"command": command, "config": config, "run_id": existing.get("run_id") or fresh["run_id"]}
 
 
+def holds_a_run_record(folder: Path) -> bool:
+    """Whether ``folder`` holds the ``run.json`` of a sodeep run (a command and its config)."""
+    try:
+        record = json.loads((folder / RUN_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and "command" in record and "config" in record
+
+
 def holds_files_besides_its_lock(folder: Path) -> bool:
     """Whether ``folder`` exists and holds anything but its lock file."""
     return folder.is_dir() and any(path.name != RUN_LOCK for path in folder.iterdir())
