@@ -42,8 +42,13 @@ def _write_then_rename(path: str | os.PathLike, write_file: Callable[[int, Path]
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; give the path of a file to write")
+    blocking = next((folder for folder in path.parents if folder.is_file()), None)
+    if blocking is not None:
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # The temporary name starts with at most 64 characters of the file's own: a name near the
+    # file system's limit (255 bytes) must not fail on its longer temporary name.
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:64]}.", suffix=".tmp")
     try:
         write_file(handle, Path(temporary))
         os.chmod(temporary, 0o644)

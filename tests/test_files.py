@@ -4,7 +4,7 @@ import sys
 import pytest
 import torch
 
-from sodeep.files import atomic_torch_save, atomic_write
+from sodeep.files import atomic_torch_save, atomic_write, atomic_write_text, os_error_line
 
 
 def test_a_failed_write_leaves_the_file_as_it_was_and_no_temporary_file(tmp_path):
@@ -26,6 +26,21 @@ def test_a_saved_payload_loads_back_with_shareable_permissions(tmp_path, folder)
     loaded = torch.load(path, weights_only=True)
     assert torch.equal(loaded["weights"], torch.arange(5.0)) and loaded["step"] == 3
     assert path.stat().st_mode & 0o777 == 0o644 and len(list(path.parent.iterdir())) == 1
+
+
+def test_a_file_name_near_the_file_system_limit_is_written(tmp_path):
+    target = tmp_path / ("r" * 250 + ".json")
+    assert atomic_write_text(target, "{}").read_text() == "{}" and sorted(tmp_path.iterdir()) == [target]
+
+
+def test_a_file_in_the_way_of_the_folder_is_named_in_one_line(tmp_path):
+    (tmp_path / "file.pt").write_bytes(b"weights")
+    with pytest.raises(NotADirectoryError) as raised:
+        atomic_write_text(tmp_path / "file.pt" / "deeper" / "x.json", "{}")
+    assert os_error_line(raised.value) == (
+        f"{tmp_path / 'file.pt' / 'deeper' / 'x.json'}: {tmp_path / 'file.pt'} is a file, not a folder; choose another path"
+    )
+    assert (tmp_path / "file.pt").read_bytes() == b"weights"
 
 
 def test_an_exception_while_torch_holds_its_writer_does_not_abort_the_process_at_exit(tmp_path):
