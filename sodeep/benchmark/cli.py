@@ -103,8 +103,9 @@ def run_bench_command(arguments: argparse.Namespace) -> int:
             again = "run the same command again"
         print(f"sodeep bench: interrupted; {kept or 'no part finished'}; {again}", file=sys.stderr)
         return INTERRUPTED
-    plots = sorted(path.name for path in Path(config.out).glob("bench_*.png"))
-    print(f"results in {config.out}: {', '.join(['results.json', 'results.md', *plots])}")
+    written = sorted(path.name for path in Path(config.out).glob("bench_*.png"))
+    written += ["sorting_rows.jsonl"] if (Path(config.out) / "sorting_rows.jsonl").is_file() else []
+    print(f"results in {config.out}: {', '.join(['results.json', 'results.md', *written])}")
     return 0
 
 

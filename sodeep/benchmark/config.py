@@ -9,6 +9,7 @@ from numbers import Integral, Real
 from pathlib import Path
 
 from sodeep.checks import check_integer
+from sodeep.config import MAX_SEED
 
 PARTS = ("speed", "fidelity", "sorting", "regression")
 
@@ -63,9 +64,11 @@ class BenchConfig:
         unknown = sorted(set(self.parts) - set(PARTS))
         if unknown:
             raise ValueError(f"unknown part(s) {unknown}; known: {list(PARTS)}")
-        integers = all(isinstance(seed, Integral) and not isinstance(seed, bool) and seed >= 0 for seed in self.seeds)
+        integers = all(
+            isinstance(seed, Integral) and not isinstance(seed, bool) and 0 <= seed <= MAX_SEED for seed in self.seeds
+        )
         if not integers or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds must be distinct integers >= 0, got {list(self.seeds)}")
+            raise ValueError(f"seeds must be distinct integers in 0..{MAX_SEED}, got {list(self.seeds)}")
         if len(set(self.parts)) != len(self.parts):
             raise ValueError(f"parts must not repeat, got {list(self.parts)}")
         for name, shortest in (

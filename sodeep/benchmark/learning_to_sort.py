@@ -250,7 +250,8 @@ def run_sorting(
         progress(f"sorting {index}/{len(jobs)}: {row['ranker']} ({row['loss']}) n={row['n']} seed={row['seed']}")
 
     rows = []
-    if workers == 1:
+    workers = min(workers, len(jobs))  # no process without a job (none at all when every job is kept)
+    if workers <= 1:
         for index, job in enumerate(jobs, 1):
             rows.append(run_job(job, task, mnist))
             finished(rows[-1], index)

@@ -104,6 +104,8 @@ def plot_sorting(summary: list[dict], path: Path) -> Path | None:
             yerr=[entry["best"]["exact_match_sd"] for entry in entries],
             marker="o", markersize=3, capsize=2, label=family, **_style(index, family),
         )  # fmt: skip
+    lengths = sorted({entry["n"] for entry in summary})
+    axes.set_xticks(lengths, [str(n) for n in lengths])  # the lengths trained, not fractions of the dodge
     axes.set(xlabel="n (numbers per sequence)", ylabel="test exact match", title="learning to sort, best setting")
     axes.legend(fontsize=7)
     return _save(figure, pyplot, path)

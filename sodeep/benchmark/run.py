@@ -56,6 +56,11 @@ def claim_output_folder(out: Path, overwrite: bool, resume: bool = False) -> Pat
     ours = [name for name in present if name in OUTPUT_FILES or _is_temporary_output(name)]
     others = [name for name in present if name not in ours and name != RUN_LOCK]
     named = [name for name in ours if not _is_temporary_output(name)]
+    if "results.json" in named and not others and _damaged_json(out / "results.json"):
+        raise ValueError(
+            f"{out / 'results.json'} is not readable JSON (damaged); give another --out, or delete {out} "
+            "if it holds nothing else you need"
+        )
     if not others and named and not _holds_benchmark_results(out):
         others = [name for name in named if name != "sorting_rows.jsonl"] or named
     if others:
@@ -84,6 +89,17 @@ def _is_temporary_output(name: str) -> bool:
         and name.endswith(".tmp")
         and any(name[1:].startswith(f"{output}.") for output in OUTPUT_FILES)
     )
+
+
+def _damaged_json(path: Path) -> bool:
+    """Whether the file at ``path`` cannot be read as JSON."""
+    import json
+
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True
+    return False
 
 
 def _holds_benchmark_results(out: Path) -> bool:
@@ -160,12 +176,13 @@ def run_benchmark(
             progress(f"== {part}")
             _run_part(part, config, families, rankers, results, progress, resume=previous is not None)
             results["wall_seconds"][part] = time.perf_counter() - start
-        # A part's results survive a later part's failure or an interruption, in both files.
+        # A part's results survive a later part's failure or an interruption, in both files and
+        # in the plots.
         report.write_results(results, out)
         atomic_write_text(out / "results.md", report.markdown(results) + "\n")
-    plots.plot_speed(results["speed"], out / "bench_speed.png")
-    plots.plot_fidelity_vs_time(results["fidelity"], results["speed"], out / "bench_fidelity.png")
-    plots.plot_sorting(results["sorting_summary"], out / "bench_sorting.png")
+        plots.plot_speed(results["speed"], out / "bench_speed.png")
+        plots.plot_fidelity_vs_time(results["fidelity"], results["speed"], out / "bench_fidelity.png")
+        plots.plot_sorting(results["sorting_summary"], out / "bench_sorting.png")
     return results
 
 

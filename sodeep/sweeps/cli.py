@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sodeep.config import number_at_least
 from sodeep.run_folder import INTERRUPTED
 from sodeep.wording import plural
 
@@ -41,7 +42,7 @@ def add_sweep_parser(commands: Any) -> None:
         default=1,
         help="trials at once, each with OMP_NUM_THREADS (and MKL_, OPENBLAS_) = cores // workers unless you set one",
     )
-    run.add_argument("--seed", type=int, default=0, help="seed of random and bayes draws")
+    run.add_argument("--seed", type=number_at_least(int, 0), default=0, help="seed of random and bayes draws")
     run.add_argument("--count", type=int, help="trials at most (with run_cap; a random sweep needs one)")
     run.add_argument(
         "--wandb", choices=["offline", "online", "disabled"], default="offline", help="WANDB_MODE of trials"

@@ -163,7 +163,8 @@ def paired(setting: Setting, reference: Setting, metric: str) -> dict[str, float
 
 
 def setting_rows(settings: list[Setting], metrics: list[str], baseline: dict[str, str]) -> list[dict[str, Any]]:
-    """One dict per setting: its parameters, ``trials`` and, per metric, ``{m}_n``, ``{m}_mean``,
+    """One dict per setting: its parameters, ``trials`` and, per metric, ``{m}_n`` (units with a
+    finite value), ``{m}_missing`` (units without: NaN, infinite or not reported), ``{m}_mean``,
     ``{m}_sd`` and, with a baseline, ``{m}_diff_mean``, ``{m}_diff_sd``, ``{m}_pairs`` and
     ``{m}_wilcoxon_p``."""
     names = sorted({name for setting in settings for name in setting.params})
@@ -188,6 +189,7 @@ def setting_rows(settings: list[Setting], metrics: list[str], baseline: dict[str
             row[f"{metric}_n"] = len(values)
             row[f"{metric}_mean"] = float(values.mean()) if len(values) else math.nan
             row[f"{metric}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+            row[f"{metric}_missing"] = len(setting.units) - len(values)  # NaN, infinite or not reported
             if baseline:
                 comparison = paired(setting, reference, metric) if reference not in (None, setting) else {}
                 for key in ("diff_mean", "diff_sd", "pairs", "wilcoxon_p"):

@@ -46,8 +46,13 @@ def read_summaries(folder: str | Path) -> tuple[list[dict[str, Any]], dict[str, 
         ):
             raise ValueError(f"{folder} is inside the sweep folder {sweep}: report that folder")
     trials = folder / "trials"
+    if not (folder / "sweep.json").is_file():
+        inner = sorted(str(path.parent.relative_to(folder)) for path in folder.rglob("sweep.json"))
+        if len(inner) > 1:
+            raise ValueError(f"{folder} holds several sweep folders ({', '.join(inner)}): report one of them")
     paths = sorted(trials.glob("*/summary.json")) if trials.is_dir() else sorted(folder.rglob("summary.json"))
     summaries, counts = [], {"finished": 0, "failed": 0, "no summary": 0}
+    named: set[str] = set()  # the sweeps that every summary read names, finished or not
     for path in paths:
         try:
             summary = read_trial_summary(path)
@@ -56,6 +61,8 @@ def read_summaries(folder: str | Path) -> tuple[list[dict[str, Any]], dict[str, 
                 counts["failed"] += 1
                 counts["unreadable"] = counts.get("unreadable", 0) + 1
             continue
+        if summary.get("sweep") is not None:
+            named.add(str(summary["sweep"]))
         counts[summary["status"]] += 1
         if summary["status"] == "finished":
             summaries.append({**summary, "trial": summary.get("trial") or path.parent.name})
@@ -71,9 +78,10 @@ def read_summaries(folder: str | Path) -> tuple[list[dict[str, Any]], dict[str, 
         counts["planned"] = max(size or 0, len(listed or []))
         counts["not started"] = max(counts["planned"] - started, 0)
     # A summary that names no sweep (written by a program outside the runner) belongs to this one.
-    sweeps = sorted({str(s["sweep"]) for s in summaries if s.get("sweep") is not None})
-    if len(sweeps) > 1:
-        raise ValueError(f"{folder} holds trials of several sweeps ({', '.join(sweeps)}): report one sweep folder")
+    if len(named) > 1:
+        raise ValueError(
+            f"{folder} holds trials of several sweeps ({', '.join(sorted(named))}): report one sweep folder"
+        )
     return summaries, counts
 
 
@@ -164,7 +172,9 @@ def markdown(
         lines += ["", f"## {metric}{goal}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in rows:
             cells = [str(row.get(key)) for key in changing]
-            cells += [str(row[f"{metric}_n"]), _pm(row[f"{metric}_mean"], row[f"{metric}_sd"])]
+            missing = row[f"{metric}_missing"]
+            count = f"{row[f'{metric}_n']} of {row[f'{metric}_n'] + missing}" if missing else str(row[f"{metric}_n"])
+            cells += [count, _pm(row[f"{metric}_mean"], row[f"{metric}_sd"])]
             if baseline:
                 cells += [
                     _pm(row[f"{metric}_diff_mean"], row[f"{metric}_diff_sd"], signed=True),
@@ -172,6 +182,14 @@ def markdown(
                     _number(row[f"{metric}_wilcoxon_p"]),
                 ]
             lines.append("| " + " | ".join(cells) + " |")
+        incomplete = sum(1 for row in rows if row[f"{metric}_missing"])
+        if incomplete:
+            lines += [
+                "",
+                f'**Missing values:** n "k of m" in {incomplete} setting{"" if incomplete == 1 else "s"}: '
+                f"m - k of its {repeats} reported `{metric}` as NaN or infinite (a diverged run?) or not at all; "
+                "mean and sd are over the k others.",
+            ]
         if metric in plots:
             lines += ["", f"![{metric}]({plots[metric]})"]
     return "\n".join(lines) + "\n"

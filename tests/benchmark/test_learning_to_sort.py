@@ -63,6 +63,20 @@ def test_jobs_cover_every_setting_seed_and_length():
     assert all(row["part"] == "sorting" for row in skipped)
 
 
+def test_no_worker_process_starts_without_a_job_to_run(monkeypatch):
+    import multiprocessing
+
+    from sodeep.benchmark.learning_to_sort import SortingJob, run_sorting
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a worker pool was started")
+
+    monkeypatch.setattr(multiprocessing, "get_context", no_pool)
+    job = SortingJob("exact", None, "rank", 3, 0)
+    row = {"family": "exact", "value": None, "loss": "rank", "n": 3, "seed": 0, "ranker": "exact", "kept": True}
+    assert run_sorting([job], task=None, workers=16, done=[row]) == [row]
+
+
 def test_a_short_training_runs_and_reports_metrics():
     families, _ = available_families()
     family = next(family for family in families if family.name == "pairwise_sigmoid")

@@ -82,11 +82,12 @@ def test_cli_refuses_unknown_parts():
 @pytest.mark.parametrize(
     "overrides,message",
     [
-        ({"seeds": (-1,)}, "seeds must be distinct integers >= 0"),
-        ({"seeds": (0, 0)}, "seeds must be distinct integers >= 0"),
+        ({"seeds": (-1,)}, r"seeds must be distinct integers in 0..4294967295, got \[-1\]"),
+        ({"seeds": (0, 0)}, "seeds must be distinct integers in 0"),
+        ({"seeds": (2**70,)}, "seeds must be distinct integers in 0..4294967295, got .1180591620717411303424."),
         ({"parts": ("fidelity", "fidelity")}, "parts must not repeat"),
         ({"mnist": ("missing-images", "missing-labels")}, "MNIST file missing-images not found"),
-        ({"seeds": (0.5,)}, "seeds must be distinct integers >= 0"),
+        ({"seeds": (0.5,)}, "seeds must be distinct integers in 0"),
         ({"parts": ()}, "parts must name at least one entry"),
         ({"fidelity_lengths": (1,)}, "each of fidelity_lengths must be >= 2, got 1"),
         ({"speed_lengths": ()}, "speed_lengths must name at least one entry"),
@@ -172,6 +173,17 @@ def test_the_output_folder_holds_benchmark_results_only(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(ValueError, match="file is a file, not a folder"):
         claim_output_folder(tmp_path / "file", overwrite=True)
+
+
+def test_a_damaged_results_file_is_named_as_such(tmp_path):
+    from sodeep.benchmark.run import claim_output_folder
+
+    (tmp_path / "results.json").write_text('{"schema": "sodeep-be')  # cut short
+    (tmp_path / "results.md").write_text("| ranker |")
+    for flags in ({}, {"overwrite": True}, {"resume": True}):
+        with pytest.raises(ValueError, match=r"results.json is not readable JSON \(damaged\); give another --out, or"):
+            claim_output_folder(tmp_path, overwrite=flags.get("overwrite", False), resume=flags.get("resume", False))
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["results.json", "results.md"]
 
 
 def test_a_folder_in_use_by_a_running_benchmark_is_refused(tmp_path):
@@ -353,6 +365,20 @@ def test_a_benchmark_interrupted_before_writing_anything_runs_again_as_it_was(tm
     monkeypatch.setattr(BenchConfig, "quick", classmethod(lambda cls, **overrides: cls(**{**TINY, **overrides})))
     assert main(["bench", "--quick", "--parts", "speed", "--out", str(out), "--resume"]) == 0
     assert json.loads((out / "results.json").read_text())["speed"]
+
+
+def test_an_interrupted_benchmark_has_the_plots_of_its_finished_parts(tmp_path, monkeypatch):
+    import sodeep.benchmark.learning_to_sort as learning_to_sort
+
+    monkeypatch.setattr(BenchConfig, "quick", classmethod(lambda cls, **overrides: cls(**{**TINY, **overrides})))
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(learning_to_sort, "run_job", interrupted)
+    out = tmp_path / "out"
+    assert main(["bench", "--quick", "--workers", "1", "--parts", "speed", "sorting", "--out", str(out)]) == 130
+    assert (out / "bench_speed.png").read_bytes().startswith(b"\x89PNG") and not (out / "bench_sorting.png").exists()
 
 
 def test_resume_keeps_finished_parts_and_trainings_and_refuses_other_settings(tmp_path, monkeypatch, capsys):

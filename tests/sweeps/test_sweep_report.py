@@ -172,6 +172,35 @@ def test_summaries_that_name_no_sweep_are_reported_with_the_sweep_they_sit_in(tm
     assert "| 2 | 2 +- 1.4 |" in (tmp_path / "report.md").read_text()
 
 
+def test_a_unit_whose_metric_is_nan_is_counted_as_missing_in_the_table(tmp_path):
+    records = [({"mode": "nan", "seed": 0}, {"score": math.nan}, None, "finished")]
+    records += [({"mode": "nan", "seed": 1}, {"score": 3.0}, None, "finished")]
+    records += [({"mode": "ok", "seed": s}, {"score": s + 1.0}, None, "finished") for s in (0, 1)]
+    write_trials(tmp_path, records)
+    write_report(tmp_path, baseline=["mode=ok"], plots=False)
+    text = (tmp_path / "report.md").read_text()
+    assert "| nan | 1 of 2 | 3 | +1 | 1 |" in text and "| ok | 2 | 1.5 +- 0.71 |" in text
+    assert '**Missing values:** n "k of m" in 1 setting' in text
+    diverged, ok = rows(tmp_path)
+    assert (diverged["score_n"], diverged["score_missing"], ok["score_missing"]) == ("1", "1", "0")
+
+
+def test_a_folder_of_several_sweeps_is_refused_whatever_their_trials_did(tmp_path):
+    for name, status in (("finished-one", "finished"), ("failed-one", "failed")):
+        folder = tmp_path / name
+        write_trials(folder, [({"seed": 0}, {"mae": 1.0}, None, status)])
+        (folder / "sweep.json").write_text(json.dumps({"name": name, "metric": None}))
+        summary = folder / "trials" / "0000" / "summary.json"
+        summary.write_text(summary.read_text().replace('"sweep": "s"', f'"sweep": "{name}"'))
+    with pytest.raises(ValueError, match="holds several sweep folders .failed-one, finished-one.: report one of them"):
+        write_report(tmp_path, plots=False)
+    (tmp_path / "finished-one" / "sweep.json").unlink()  # summaries alone still name their sweeps
+    (tmp_path / "failed-one" / "sweep.json").unlink()
+    with pytest.raises(ValueError, match="holds trials of several sweeps .failed-one, finished-one."):
+        write_report(tmp_path, plots=False)
+    assert not (tmp_path / "report.md").exists()
+
+
 def test_plot_labels_stay_distinct_when_short_numbers_would_merge_settings(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
     import sodeep.sweeps.plots as plots

@@ -593,3 +593,12 @@ def test_a_report_on_a_sweeps_trials_folder_names_the_sweep_folder(tmp_path, cap
             and f"is inside the sweep folder {folder}: report that folder" in capsys.readouterr().err
         )
         assert not (inside / "report.md").exists()
+
+
+def test_a_negative_seed_is_refused_naming_the_option(tmp_path, capsys):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("program: x.py\nmethod: grid\nparameters:\n  a:\n    values: [1]\n")
+    with pytest.raises(SystemExit) as raised:
+        main(["run", str(spec), "--root", str(tmp_path / "root"), "--seed", "-1"])
+    assert raised.value.code == 2 and "argument --seed: must be >= 0, got '-1'" in capsys.readouterr().err
+    assert not (tmp_path / "root").exists()
