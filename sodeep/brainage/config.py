@@ -32,7 +32,7 @@ from sodeep.brainage.augmentation import AUGMENTATIONS
 from sodeep.brainage.datasets import BUNDLED_DATASETS, DEFAULT_DATASET, bundled_table_path
 from sodeep.brainage.folds import check_folds
 from sodeep.brainage.losses import BRAIN_AGE_PRESETS, check_batch_pairs
-from sodeep.config import SCALE_OUT, check_scale_out, parse_devices, read_yaml_mapping
+from sodeep.config import MAX_SEED, SCALE_OUT, check_scale_out, parse_devices, read_yaml_mapping
 
 #: W&B modes of every command (``sodeep.runs.WANDB_MODES``, not imported here: that module loads Lightning).
 WANDB_MODES = ("offline", "online", "disabled")
@@ -68,7 +68,7 @@ def check_fit_settings(
 
 
 def check_run_plan(presets: Sequence[str], seeds: Sequence[int]) -> None:
-    """Refuse an empty plan, repeats, seeds below 0 and preset names not in
+    """Refuse an empty plan, repeats, seeds outside ``0..MAX_SEED`` and preset names not in
     :data:`sodeep.brainage.losses.BRAIN_AGE_PRESETS` (naming the closest)."""
     if not list(seeds) or not list(presets):
         raise ValueError(f"need at least one seed and one preset, got seeds {list(seeds)} and presets {list(presets)}")
@@ -81,8 +81,8 @@ def check_run_plan(presets: Sequence[str], seeds: Sequence[int]) -> None:
         repeated = sorted({value for value in values if values.count(value) > 1}, key=str)
         if repeated:
             raise ValueError(f"{name} must not repeat, got {values} ({repeated} twice)")
-    if min(seeds) < 0:
-        raise ValueError(f"seeds must be >= 0, got {list(seeds)}")
+    if min(seeds) < 0 or max(seeds) > MAX_SEED:
+        raise ValueError(f"seeds must be >= 0 and <= {MAX_SEED} (NumPy's seeds), got {list(seeds)}")
 
 
 @dataclass
