@@ -378,10 +378,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def in_flag_words(message: str, parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> str:
     """``message`` with the settings it names as config fields (``batch_size``, ``init_from``,
-    ``patience >= 0``) spelled as the flags a command-line user typed (``--batch-size``,
-    ``--init-from``, ``--patience >= 0``).  A name with an underscore is spelled anew wherever it
+    ``patience >= 1``) spelled as the flags a command-line user typed (``--batch-size``,
+    ``--init-from``, ``--patience >= 1``).  A name with an underscore is spelled anew wherever it
     stands; a single word (``steps``, also a plain word) only where a condition on it follows
     (``must be``, ``>=``, ``<=``, ``>``, ``<``) and only for a flag of the command ``argv`` runs.
+    A flag that "must be None or ..." must be ``'none'`` or ..., as the command line spells it.
     Quoted text, the user's own names and values, is left as it is."""
     compound = sorted((name for name in _flag_names(parser) if "_" in name), key=len, reverse=True)
     single = sorted(
@@ -397,7 +398,8 @@ def in_flag_words(message: str, parser: argparse.ArgumentParser, argv: Sequence[
     def spelled(part: str) -> str:
         for pattern in patterns:
             part = pattern.sub(lambda match: flags[match.group(1)], part)
-        return part
+        # Python's None is the word 'none' on the command line (``--max-minutes none``).
+        return re.sub(r"(--[\w-]+ must be )None\b", r"\1'none'", part)
 
     # Quoted text is the user's data (a column, a pattern, a value): only the words outside quotes change.
     parts = re.split(r"""('[^']*'|"[^"]*")""", message)

@@ -42,21 +42,54 @@ def _write_then_rename(path: str | os.PathLike, write_file: Callable[[int, Path]
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; give the path of a file to write")
-    blocking = next((folder for folder in path.parents if folder.is_file()), None)
-    if blocking is not None:
-        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The temporary name starts with at most 64 characters of the file's own: a name near the
-    # file system's limit (255 bytes) must not fail on its longer temporary name.
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:64]}.", suffix=".tmp")
+    make_folder(path.parent, path)
+    # The temporary name starts with at most 64 bytes of the file's own: a name near the file
+    # system's limit (255 bytes) must not fail on its longer temporary name.
+    prefix = path.name.encode("utf-8", "surrogateescape")[:64].decode("utf-8", "ignore")
+    try:
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{prefix}.", suffix=".tmp")
+    except OSError as error:
+        raise _naming(error, path) from error
     try:
         write_file(handle, Path(temporary))
         os.chmod(temporary, 0o644)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename in (None, temporary):
+            raise _naming(error, path) from error
         raise
     return path
+
+
+def make_folder(folder: str | os.PathLike, made_for: str | os.PathLike | None = None) -> Path:
+    """``folder`` and its missing parents, made; an ``OSError`` that :func:`os_error_line` turns
+    into one line when a file (``NotADirectoryError``) or a link to nothing (``FileNotFoundError``)
+    stands in the way.  ``made_for``: the path the error names, when the folder is made for a file.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> make_folder(folder / "a" / "b").is_dir()
+        True
+    """
+    folder = Path(folder)
+    named = str(made_for if made_for is not None else folder)
+    if any(parent.is_file() for parent in (folder, *folder.parents)):
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), named)
+    link = next((link for link in (folder, *folder.parents) if link.is_symlink() and not link.exists()), None)
+    if link is not None:
+        raise FileNotFoundError(errno.ENOENT, f"Link to {os.readlink(link)}, which does not exist", str(link))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """``error`` as the operating system raised it, naming ``path`` in place of the hidden
+    temporary file beside it (a user knows the file they asked for, not ``.x.json.k3j2.tmp``)."""
+    if error.errno is None or not error.strerror:
+        return error
+    return type(error)(error.errno, error.strerror, str(path))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -102,6 +135,9 @@ def writable_file_problem(path: str | os.PathLike) -> str | None:
     path = Path(path)
     if path.is_dir():
         return f"{path} is a folder, not a file"
+    link = next((link for link in path.parents if link.is_symlink() and not link.exists()), None)
+    if link is not None:
+        return f"{link} is a link to {os.readlink(link)}, which does not exist, so {path} cannot be made"
     ancestor = path.parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
@@ -175,7 +211,8 @@ def os_error_line(error: OSError) -> str:
     path = error.filename
     reason = error.strerror[0].lower() + error.strerror[1:]
     if error.errno == errno.ENOTDIR and path is not None:
-        blocking = next((folder for folder in Path(path).parents if folder.is_file()), None)
+        blocking = next((folder for folder in (Path(path), *Path(path).parents) if folder.is_file()), None)
         reason = f"{blocking} is a file, not a folder" if blocking else reason
+        path = None if blocking == Path(path) else path
     where = f"{path}: " if path is not None else ""
     return f"{where}{reason}; {_ADVICE.get(error.errno, 'check the path')}"

@@ -45,7 +45,7 @@ try:
 except ImportError:  # no flock (Windows): folders are not locked
     fcntl = None
 
-from sodeep.files import atomic_write_json, writable_file_problem
+from sodeep.files import atomic_write_json, make_folder, writable_file_problem
 
 #: What a refusal of a folder says to do besides waiting, by default.
 CHOOSE_ANOTHER_OUT = "choose another --out"
@@ -298,7 +298,7 @@ def hold_folder(out: Path, *, clear: bool = False, instead: str = CHOOSE_ANOTHER
         _hold(out, instead)  # refuses a folder in use; held while the folder is cleared
     if clear and out.is_dir():
         shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     _hold(out, instead)  # the lock file went with a cleared folder: hold the new one
 
 

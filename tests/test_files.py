@@ -1,10 +1,13 @@
+import errno
+import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 import torch
 
-from sodeep.files import atomic_torch_save, atomic_write, atomic_write_text, os_error_line
+from sodeep.files import atomic_torch_save, atomic_write, atomic_write_text, os_error_line, writable_file_problem
 
 
 def test_a_failed_write_leaves_the_file_as_it_was_and_no_temporary_file(tmp_path):
@@ -62,3 +65,39 @@ raise SystemExit(130)
     ended = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
     assert (ended.returncode, ended.stdout.strip()) == (130, "a data worker ended"), ended.stderr[-2000:]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_long_name_of_many_byte_characters_is_written(tmp_path):
+    target = tmp_path / ("\N{GRINNING FACE}" * 61 + ".json")
+    assert len(target.name.encode()) == 249
+    assert atomic_write_text(target, "{}").read_text() == "{}" and sorted(tmp_path.iterdir()) == [target]
+
+
+@pytest.mark.parametrize("failing", ["mkstemp", "replace"])
+def test_a_refused_write_names_the_file_asked_for_not_its_temporary_file(tmp_path, monkeypatch, failing):
+    # As a read-only folder refuses it (the tests may run as root, whom permissions do not stop).
+    def refuse(*args, **kwargs):
+        temporary = args[0] if failing == "replace" else tmp_path / ".report.csv.k3j2.tmp"
+        raise PermissionError(errno.EACCES, "Permission denied", str(temporary))
+
+    monkeypatch.setattr(tempfile if failing == "mkstemp" else os, failing, refuse)
+    with pytest.raises(PermissionError) as raised:
+        atomic_write_text(tmp_path / "report.csv", "a,b\n")
+    assert os_error_line(raised.value) == (
+        f"{tmp_path / 'report.csv'}: permission denied; choose another path or change its permissions"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_broken_link_in_the_way_of_the_folder_is_named(tmp_path):
+    (tmp_path / "results").symlink_to(tmp_path / "moved-away")
+    target = tmp_path / "results" / "run" / "x.json"
+    with pytest.raises(FileNotFoundError) as raised:
+        atomic_write_text(target, "{}")
+    assert os_error_line(raised.value) == (
+        f"{tmp_path / 'results'}: link to {tmp_path / 'moved-away'}, which does not exist; check the path"
+    )
+    assert writable_file_problem(target) == (
+        f"{tmp_path / 'results'} is a link to {tmp_path / 'moved-away'}, which does not exist, so {target} cannot be made"
+    )
+    assert sorted(tmp_path.iterdir()) == [tmp_path / "results"]

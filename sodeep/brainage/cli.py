@@ -155,7 +155,7 @@ def _command(tasks: Any, name: str, config_class: type, summary: str) -> argpars
         help="continue in OUT, which holds these settings: train the runs it lacks (more presets or seeds "
         "extend it), continue an interrupted one from its last epoch, keep the finished ones",
     )
-    folder.add_argument("--overwrite", action="store_true", help="clear OUT first, whatever it holds")
+    folder.add_argument("--overwrite", action="store_true", help="clear OUT first, whatever run it holds")
     return parser
 
 
@@ -191,7 +191,7 @@ def _add_plan_flags(add: Callable[..., None], *, folds: bool, sfcn: bool) -> Non
     pairs = "2 or more: SFCN's BatchNorm needs them" if sfcn else "2 or more with rank or age-difference presets"
     add("batch_size", type=int, metavar="N", help=f"subjects per step ({pairs})")
     add("max_epochs", type=int, metavar="N", help="epochs at most (cosine schedule over them)")
-    add("patience", type=int, metavar="N", help="early stopping on validation MAE")
+    add("patience", type=int, metavar="N", help="stop after N validation epochs (N >= 1) without a lower MAE")
 
 
 def _add_network_flags(add: Callable[..., None]) -> None:

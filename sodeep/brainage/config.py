@@ -58,9 +58,10 @@ def check_fit_settings(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if max_minutes is not None and not (math.isfinite(max_minutes) and max_minutes > 0):
         raise ValueError(f"max_minutes must be None or > 0, got {max_minutes}")
-    if max_epochs < 1 or patience < 0:
-        # No epoch would leave no checkpoint to restore; a negative patience stops at once.
-        raise ValueError(f"max_epochs must be >= 1 and patience >= 0, got {max_epochs} and {patience}")
+    if max_epochs < 1 or patience < 1:
+        # No epoch would leave no checkpoint to restore.  Patience counts validation epochs without
+        # improvement before training stops: 1 stops at the first, and there is nothing sooner.
+        raise ValueError(f"max_epochs must be >= 1 and patience >= 1, got {max_epochs} and {patience}")
     if not (math.isfinite(learning_rate) and learning_rate > 0) or not weight_decay >= 0:
         raise ValueError(f"learning_rate must be > 0 and weight_decay >= 0, got {learning_rate} and {weight_decay}")
     if ema_decay is not None and not 0.0 < ema_decay < 1.0:

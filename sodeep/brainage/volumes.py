@@ -201,6 +201,8 @@ def load_volume(path: str | os.PathLike, shape: Sequence[int] = GRID_4MM, voxel_
         image = image.slicer[..., 0]
     if len(image.shape) != 3:
         raise ValueError(f"{path}: expected a 3-D volume, got shape {image.shape}")
+    if 0 in image.shape:
+        raise ValueError(f"{path}: the volume has no voxels (shape {image.shape})")
     data = np.asarray(image.dataobj)
     if np.iscomplexobj(data):
         raise ValueError(f"{path}: the voxels are complex numbers ({data.dtype}); a T1 volume is real")

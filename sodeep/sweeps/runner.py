@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sodeep.files import atomic_write_json
+from sodeep.files import atomic_write_json, writable_file_problem
 from sodeep.run_folder import (
     check_not_the_working_folder,
     hold_folder,
@@ -135,6 +135,9 @@ def check_sweep_folder(folder: Path, spec: SweepSpec, seed: int, *, overwrite: b
     shorten it).  With ``overwrite``, any sweep folder is accepted, to be cleared, but never a
     folder of other files, nor the working folder or one of its parents.  Writes nothing."""
     path = folder / "sweep.json"
+    problem = writable_file_problem(path)
+    if problem:
+        raise ValueError(f"{problem}; give another --root")
     holds_files = holds_files_besides_its_lock(folder)
     if holds_files and not path.is_file():  # never taken over, nor cleared: the files are not a sweep's
         raise ValueError(f"{folder} holds files but no sweep.json: not a sweep folder; give another --root or name")

@@ -108,9 +108,11 @@ def read_trial_summary(path: str | os.PathLike) -> dict[str, Any]:
     """A summary file, checked to be ours (``schema``, ``status`` and ``metrics``)."""
     path = Path(path)
     try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
+        summary = json.loads(path.read_text(encoding="utf-8"), parse_float=_float_in_range)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path} is not a JSON trial summary: {error}") from None
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
     if not isinstance(summary, dict) or summary.get("schema") != SCHEMA:
         raise ValueError(f"{path} is not a {SCHEMA} trial summary")
     if summary.get("status") not in STATUSES or not isinstance(summary.get("metrics"), dict):
@@ -128,6 +130,14 @@ def read_trial_summary(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{path}: {error}") from None
     summary.setdefault("params", {})
     return summary
+
+
+def _float_in_range(text: str) -> float:
+    """A JSON number as a float, refused where it overflows (``1e400``) rather than read as inf."""
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text} is beyond the range of a float")
+    return value
 
 
 def _check_metric_values(metrics: Any, where: str) -> None:

@@ -44,7 +44,7 @@ def _write_inputs(folder):
 FRESH_CASES = [
     (COMMANDS, ["--max-epochs", "0"], "--max-epochs must be >= 1"),
     (COMMANDS, ["--max-epochs", "-3"], "--max-epochs must be >= 1"),
-    (COMMANDS, ["--patience", "-1"], "patience >= 0"),
+    (COMMANDS, ["--patience", "0"], "patience >= 1"),
     (COMMANDS, ["--batch-size", "0"], "--batch-size must be >= 1"),
     (
         COMMANDS,
@@ -91,11 +91,11 @@ FRESH_CASES = [
     (("tabular",), ["--csv", "{inputs}/capital.csv"], "no age column 'age' (did you mean --age-column Age?)"),
     (("tabular",), ["--features", "zz*"], "feature pattern 'zz*' matches no column"),
     (("synthetic",), ["--train", "1", "--test", "1"], "need --train >= 4 and --test >= 2 subjects, got 1 and 1"),
-    (("synthetic",), ["--max-minutes", "0"], "--max-minutes must be None or > 0, got 0.0"),
-    (("synthetic",), ["--max-minutes", "inf"], "--max-minutes must be None or > 0, got inf"),
+    (("synthetic",), ["--max-minutes", "0"], "--max-minutes must be 'none' or > 0, got 0.0"),
+    (("synthetic",), ["--max-minutes", "inf"], "--max-minutes must be 'none' or > 0, got inf"),
     (("synthetic",), ["--data-seed", "-1"], "--data-seed must be >= 0"),
     (("synthetic", "nifti"), ["--channels", "0"], "channels must be one or more widths >= 1"),
-    (("synthetic", "nifti"), ["--ema-decay", "1"], "--ema-decay must be None or in (0, 1)"),
+    (("synthetic", "nifti"), ["--ema-decay", "1"], "--ema-decay must be 'none' or in (0, 1)"),
     (("nifti",), ["--folds", "9"], "8 subjects are too few for 9 folds, which need 18"),
     (("nifti",), ["--shape", "1000", "1000", "1000"], "shape [1000, 1000, 1000] has 1,000,000,000 voxels, more than"),
     (("nifti",), ["--voxel-size", "0.001"], "--voxel-size must be at least 0.1 mm, got 0.001"),

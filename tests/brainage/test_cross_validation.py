@@ -143,7 +143,7 @@ def test_cli_smoke_on_a_tiny_csv(tmp_path, capsys, recwarn):
     [
         (["--losses", "bogus"], "unknown loss presets"),
         (["--max-epochs", "0"], "--max-epochs must be >= 1"),  # no epoch: no checkpoint to restore
-        (["--patience", "-1"], "patience >= 0"),  # would stop every run after one epoch
+        (["--patience", "0"], "patience >= 1"),  # Lightning would treat it as 1
         (["--batch-size", "1"], "--batch-size must be >= 2"),
         (["--folds", "1"], "folds >= 2"),
         (["--folds", "61"], "too few for 61 folds"),

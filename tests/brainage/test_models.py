@@ -100,7 +100,7 @@ def test_fit_age_model_rejects_bad_input(tmp_path):
     # No epoch, or a budget of no time, left no checkpoint: "No such file or directory: ''".
     for settings, message in (
         ({"max_epochs": 0}, "max_epochs must be >= 1"),
-        ({"patience": -1}, "patience >= 0"),
+        ({"patience": 0}, "patience >= 1"),
         ({"max_minutes": 0.0}, "max_minutes must be None or > 0"),
         ({"learning_rate": 0.0}, "learning_rate must be > 0"),
         ({"max_minutes": 1e-9}, "stopped before its first validation"),

@@ -1,3 +1,5 @@
+import re
+
 import nibabel
 import numpy as np
 import pytest
@@ -86,6 +88,14 @@ def test_voxels_beyond_float32_and_complex_voxels_are_refused(tmp_path):
     nibabel.save(nibabel.Nifti1Image(complex_data, np.diag([4.0, 4.0, 4.0, 1.0])), str(tmp_path / "complex.nii.gz"))
     with pytest.raises(ValueError, match=r"the voxels are complex numbers \(complex64\)"):
         load_volume(tmp_path / "complex.nii.gz", (10, 10, 10), 4.0)
+
+
+@pytest.mark.parametrize("shape", [(0, 10, 10), (10, 10, 0), (0, 0, 0)])
+@pytest.mark.parametrize("voxel_size", [4.0, 2.0])  # read as it is, or resampled first
+def test_a_volume_without_voxels_is_named_as_such(tmp_path, shape, voxel_size):
+    path = write_volume(tmp_path / "empty.nii.gz", np.zeros(shape), voxel_size)
+    with pytest.raises(ValueError, match=rf"empty.nii.gz: the volume has no voxels \(shape {re.escape(str(shape))}\)"):
+        load_volume(path, (10, 10, 10), 4.0)
 
 
 def test_a_cache_that_cannot_be_written_stops_the_cohort_and_names_the_cache(tmp_path):

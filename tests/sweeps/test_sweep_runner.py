@@ -404,6 +404,26 @@ def test_dry_run_checks_what_a_run_checks_and_marks_finished_trials(tmp_path, ca
         assert exited.value.code == 2 and "drawn with --seed 0, not 3; run it with --seed 0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("blocked", ["file", "broken link"])
+def test_a_root_that_cannot_hold_the_sweep_is_refused_by_a_run_and_its_dry_run(tmp_path, capsys, monkeypatch, blocked):
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "runs"
+    if blocked == "file":
+        root.write_text("notes")
+        why = f"{root} is a file"
+    else:
+        root.symlink_to(tmp_path / "moved-away")
+        why = f"{root} is a link to {tmp_path / 'moved-away'}, which does not exist"
+    sweep = write_sweep(tmp_path, TABLE_PROGRAM, "name: blocked\nmethod: grid\nparameters: {scale: {value: 1.0}}\n")
+    for dry_run in (["--dry-run"], []):
+        with pytest.raises(SystemExit) as exited:
+            main(["run", str(sweep), "--root", str(root), *dry_run])
+        error = capsys.readouterr().err
+        assert exited.value.code == 2 and f"{why}, so {root / 'blocked' / 'sweep.json'} cannot be made" in error
+        assert error.rstrip().endswith("; give another --root")
+    assert root.is_symlink() or root.read_text() == "notes"
+
+
 def test_a_run_and_its_dry_run_warn_of_log_bounds_written_as_values(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     body = """

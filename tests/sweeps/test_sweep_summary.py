@@ -81,3 +81,12 @@ def test_summaries_the_report_could_not_read_are_refused_when_read(tmp_path, cha
     with pytest.raises(ValueError, match=message):
         read_trial_summary(path)
     assert not is_finished(path)
+
+
+def test_a_metric_written_beyond_the_range_of_a_float_is_refused_not_read_as_infinite(tmp_path):
+    path = tmp_path / "summary.json"
+    text = json.dumps({"schema": SCHEMA, "config": {}, "metrics": {"loss": 1.0}, "status": "finished"})
+    path.write_text(text.replace('"loss": 1.0', '"loss": 1e400'))
+    with pytest.raises(ValueError, match=f"{path}: 1e400 is beyond the range of a float"):
+        read_trial_summary(path)
+    assert not is_finished(path)
