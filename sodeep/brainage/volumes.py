@@ -40,6 +40,9 @@ GRID_4MM = (45, 54, 45)
 MIN_BRAIN_FRACTION = 0.01
 #: Most of a brain's voxels one intensity may hold: a mask or a constant image holds nearly all.
 MAX_SHARE_OF_ONE_INTENSITY = 0.5
+#: Fewest distinct intensities above 0 in a file's voxels: a tissue segmentation (labels 1, 2, 3)
+#: holds a handful, a T1 (even stored as 8-bit integers) hundreds.
+MIN_DISTINCT_INTENSITIES = 16
 
 
 @dataclass
@@ -188,6 +191,17 @@ def zscore_in_brain(volume: np.ndarray) -> np.ndarray:
     return result
 
 
+def _few_intensities(data: np.ndarray) -> np.ndarray | None:
+    """The distinct values above 0 of ``data`` when there are fewer than
+    :data:`MIN_DISTINCT_INTENSITIES`, else ``None`` (a sample of every 4th voxel along each axis
+    settles most volumes without sorting all of them)."""
+    sample = data[::4, ::4, ::4]
+    if len(np.unique(sample[sample > 0])) >= MIN_DISTINCT_INTENSITIES:
+        return None
+    values = np.unique(data[data > 0])
+    return values if len(values) < MIN_DISTINCT_INTENSITIES else None
+
+
 def load_volume(path: str | os.PathLike, shape: Sequence[int] = GRID_4MM, voxel_size: float = 4.0) -> np.ndarray:
     """Read a NIfTI file, reorient to RAS, resample to ``voxel_size`` mm (trilinear), crop/pad to
     ``shape`` and z-score inside the brain.  NaN voxels (the outside of some masked images) count
@@ -213,6 +227,12 @@ def load_volume(path: str | os.PathLike, shape: Sequence[int] = GRID_4MM, voxel_
             f"{path}: {beyond} of {data.size} voxels are infinite or beyond float32's range; fix or mask them (0 or NaN)"
         )
     data = np.nan_to_num(data.astype(np.float32), nan=0.0)  # before resampling, which would spread NaN into the brain
+    labels = _few_intensities(data)
+    if labels is not None and len(labels) > 1:  # one intensity: a mask, refused below with its share
+        shown = ", ".join(f"{value:g}" for value in labels)
+        raise ValueError(
+            f"{path}: its voxels above 0 take only {len(labels)} values ({shown}): a label map (segmentation), not a T1"
+        )
     # The voxel size of the affine, which places the voxels (the header's zooms may disagree with it).
     zooms = nibabel.affines.voxel_sizes(image.affine)
     if not np.allclose(zooms, voxel_size, atol=1e-3):

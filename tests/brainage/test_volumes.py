@@ -70,8 +70,9 @@ def test_voxel_size_comes_from_the_affine_when_the_header_zooms_disagree(tmp_pat
         (np.where(blob((10, 10, 10), 5) > 0, 700.0, 0.0), "100% of the brain's voxels have one intensity: a mask"),
         ((blob((10, 10, 10), 5) > 0).astype(np.float32), "a mask or a constant image, not a T1"),
         (np.pad(blob((5, 5, 5), 5), ((0, 5), (0, 5), (0, 5))), "only 1 of the grid's 1000 voxels are above 0"),
+        (np.ceil(blob((10, 10, 10), 5) * 3) - 3, r"its voxels above 0 take only 3 values \(1, 2, 3\): a label map"),
     ],
-    ids=["constant", "mask", "patch"],
+    ids=["constant", "mask", "patch", "segmentation"],
 )
 def test_volumes_that_would_z_score_to_nothing_are_refused(tmp_path, data, message):
     with pytest.raises(ValueError, match=message):
