@@ -187,8 +187,8 @@ def markdown(
             lines += [
                 "",
                 f'**Missing values:** n "k of m" in {incomplete} setting{"" if incomplete == 1 else "s"}: '
-                f"m - k of its {repeats} reported `{metric}` as NaN or infinite (a diverged run?) or not at all; "
-                "mean and sd are over the k others.",
+                f"of the m units it repeats over ({repeats}), m - k reported `{metric}` as NaN or infinite "
+                "(a diverged run?) or not at all; mean and sd are over the other k.",
             ]
         if metric in plots:
             lines += ["", f"![{metric}]({plots[metric]})"]
