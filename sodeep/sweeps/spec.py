@@ -59,6 +59,8 @@ TOP_LEVEL_KEYS = (
 #: Keys W&B accepts that need its server (Launch, custom multi-objective schedulers).
 SERVER_ONLY_KEYS = ("job", "image_uri", "metrics", "scheduler")
 METRIC_KEYS = ("name", "goal", "target", "impute", "impute_while_running")
+#: The keys of ``early_terminate`` (W&B's hyperband, the one type its schema has).
+EARLY_TERMINATE_KEYS = ("type", "min_iter", "max_iter", "s", "eta", "strict")
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 
 #: Each distribution: (required keys, optional keys with their W&B defaults).
@@ -229,9 +231,7 @@ def sweep_from_mapping(mapping: dict[str, Any], source: str = "the sweep", defau
     run_cap = mapping.get("run_cap")
     if run_cap is not None and (isinstance(run_cap, bool) or not isinstance(run_cap, int) or run_cap < 1):
         raise ValueError(f"{source}: run_cap must be an integer >= 1, got {run_cap!r}")
-    early_terminate = mapping.get("early_terminate")
-    if early_terminate is not None and not isinstance(early_terminate, dict):
-        raise ValueError(f"{source}: early_terminate must be a mapping, got {early_terminate!r}")
+    early_terminate = _check_early_terminate(mapping.get("early_terminate"), source)
     raw_parameters = mapping.get("parameters")
     if not isinstance(raw_parameters, dict) or not raw_parameters:
         raise ValueError(f"{source}: parameters must be a non-empty mapping of name: settings")
@@ -270,6 +270,37 @@ def _check_command(command: Any, program: str | None, source: str) -> tuple[str,
             if macro == "program" and program is None:
                 raise ValueError(f"{source}: command[{index}] is ${{program}} but the sweep has no program")
     return tuple(str(word) for word in command)
+
+
+def _check_early_terminate(early_terminate: Any, source: str) -> dict[str, Any] | None:
+    """``early_terminate`` as W&B's schema takes it (type hyperband; ``min_iter``, or ``max_iter``
+    and ``s``), so that a file run offline also runs under ``wandb agent``."""
+    if early_terminate is None:
+        return None
+    where = f"{source}: early_terminate"
+    if not isinstance(early_terminate, dict):
+        raise ValueError(f"{where} must be a mapping, got {early_terminate!r}")
+    unknown = sorted(set(early_terminate) - set(EARLY_TERMINATE_KEYS), key=str)
+    if unknown:
+        raise ValueError(unknown_keys_message(unknown, list(EARLY_TERMINATE_KEYS), where))
+    if early_terminate.get("type") != "hyperband":
+        raise ValueError(f"{where}.type must be hyperband, got {early_terminate.get('type')!r}")
+    if "min_iter" not in early_terminate and not {"max_iter", "s"} <= set(early_terminate):
+        raise ValueError(f"{where} needs min_iter, or max_iter and s")
+    for key, valid, wanted in (
+        ("min_iter", lambda v: _is_integer(v) and v >= 1, "an integer >= 1"),
+        ("max_iter", _is_integer, "an integer"),
+        ("s", _is_number, "a number"),
+        ("eta", lambda v: _is_number(v) and v > 1, "a number > 1"),
+        ("strict", lambda v: isinstance(v, bool), "true or false"),
+    ):
+        if key in early_terminate and not valid(early_terminate[key]):
+            raise ValueError(f"{where}.{key} must be {wanted}, got {early_terminate[key]!r}")
+    return early_terminate
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_metric(metric: Any, method: str, source: str) -> dict[str, Any] | None:

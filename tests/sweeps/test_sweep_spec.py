@@ -81,6 +81,17 @@ def test_name_defaults_to_the_file_stem_and_command_to_wandb_default(tmp_path):
         ({"parameters": {"lr": {"values": [1, 2], "probabilities": [0.5, 0.6]}}}, "sum to 1"),
         ({"parameters": {"1lr": {"value": 1}}}, "parameters.1lr: a name must match"),
         ({"parameters": {"a": {"parameters": {}}}}, "nested parameter holds only a non-empty parameters"),
+        ({"early_terminate": {"type": "envelope", "min_iter": 3}}, "early_terminate.type must be hyperband"),
+        ({"early_terminate": {"type": "hyperband"}}, "early_terminate needs min_iter, or max_iter and s"),
+        ({"early_terminate": {"type": "hyperband", "max_iter": 27}}, "needs min_iter, or max_iter and s"),
+        ({"early_terminate": {"type": "hyperband", "min_iter": 0}}, "early_terminate.min_iter must be an integer >= 1"),
+        (
+            {"early_terminate": {"type": "hyperband", "min_iter": 3, "eta": 1}},
+            "early_terminate.eta must be a number > 1",
+        ),
+        ({"early_terminate": {"type": "hyperband", "min_iter": "3"}}, "min_iter must be an integer >= 1, got '3'"),
+        ({"early_terminate": {"type": "hyperband", "min_iter": 3, "strict": "yes"}}, "strict must be true or false"),
+        ({"early_terminate": {"type": "hyperband", "min_itr": 3}}, "did you mean 'min_iter'"),
     ],
 )
 def test_mistakes_raise_one_line_naming_the_key(changes, words):
@@ -136,3 +147,15 @@ def test_a_q_that_leaves_one_value_is_warned_of(settings, warned):
         assert warnings == []
     else:
         assert len(warnings) == 1 and warned in warnings[0] and "parameters.lr" in warnings[0]
+
+
+@pytest.mark.parametrize(
+    "early_terminate",
+    [
+        {"type": "hyperband", "min_iter": 3},
+        {"type": "hyperband", "max_iter": 27, "s": 2, "eta": 3, "strict": False},
+    ],
+)
+def test_early_termination_as_wandb_takes_it_is_accepted(early_terminate):
+    spec = sweep_from_mapping(sweep(early_terminate=early_terminate), source="s.yaml")
+    assert spec.early_terminate == early_terminate
