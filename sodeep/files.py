@@ -9,10 +9,15 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
+
+
+#: Free space under which a failed ``torch.save`` is taken for a full disk.
+FULL_DISK_BYTES = 2**20
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
@@ -114,7 +119,13 @@ def atomic_torch_save(payload: Any, path: str | os.PathLike) -> Path:
 
     def write_file(handle: int, temporary: Path) -> None:
         os.close(handle)
-        torch.save(payload, str(temporary))
+        try:
+            torch.save(payload, str(temporary))
+        except RuntimeError as error:
+            # torch's writer reports a full disk as a RuntimeError ("unexpected pos ..."): name it.
+            if shutil.disk_usage(temporary.parent).free < FULL_DISK_BYTES:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(temporary)) from error
+            raise
 
     return _write_then_rename(path, write_file)
 
@@ -143,9 +154,21 @@ def writable_file_problem(path: str | os.PathLike) -> str | None:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         return f"{ancestor} is a file, so {path} cannot be made"
+    longest = _name_limit(ancestor)
+    long_name = next((part for part in path.parts if len(os.fsencode(part)) > longest), None)
+    if long_name is not None:
+        return f"{path}: the name {long_name[:24]}... is longer than the file system's {longest} bytes"
     if not os.access(ancestor, os.W_OK | os.X_OK):
         return f"{ancestor} is not writable, so {path} cannot be made"
     return None
+
+
+def _name_limit(folder: Path) -> int:
+    """The longest file name, in bytes, that the file system of ``folder`` takes (255 if unknown)."""
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 255
 
 
 def replaceable_output_problem(path: str | os.PathLike, is_such_output: Callable[[str], bool], kind: str) -> str | None:

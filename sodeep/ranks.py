@@ -75,6 +75,11 @@ def rank(
         raise ValueError("x must have at least one dimension, got a 0-d tensor")
     if ties not in TIE_METHODS:
         raise ValueError(f"ties must be one of {TIE_METHODS}, got {ties!r}")
+    for name, flag in (("descending", descending), ("normalized", normalized)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be True or False, got {flag!r}")
+    if isinstance(dim, bool) or not isinstance(dim, int):
+        raise TypeError(f"dim must be an integer, got {dim!r}")
     if x.is_complex():
         raise TypeError("x must be real, got a complex tensor")
     if x.dtype in (torch.uint16, torch.uint32):  # few kernels take them; int64 holds them exactly

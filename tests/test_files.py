@@ -101,3 +101,28 @@ def test_a_broken_link_in_the_way_of_the_folder_is_named(tmp_path):
         f"{tmp_path / 'results'} is a link to {tmp_path / 'moved-away'}, which does not exist, so {target} cannot be made"
     )
     assert sorted(tmp_path.iterdir()) == [tmp_path / "results"]
+
+
+def test_a_name_beyond_the_file_system_limit_under_a_missing_folder_is_named_before_anything_is_made(tmp_path):
+    target = tmp_path / "new" / ("\N{GRINNING FACE}" * 64) / "run.json"
+    problem = writable_file_problem(target)
+    assert problem.startswith(f"{target}: the name ") and problem.endswith("is longer than the file system's 255 bytes")
+    assert list(tmp_path.iterdir()) == []
+    assert writable_file_problem(tmp_path / "new" / ("\N{GRINNING FACE}" * 63) / "run.json") is None
+
+
+def test_a_full_disk_while_torch_saves_is_named_as_such(tmp_path, monkeypatch):
+    import shutil
+
+    def fail_as_a_full_disk_does(payload, name):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", fail_as_a_full_disk_does)
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: shutil._ntuple_diskusage(10**9, 10**9 - 4096, 4096))
+    with pytest.raises(OSError) as raised:
+        atomic_torch_save({"w": torch.ones(3)}, tmp_path / "sorter.pt")
+    assert (
+        os_error_line(raised.value)
+        == f"{tmp_path / 'sorter.pt'}: no space left on device; free some space or choose another path"
+    )
+    assert list(tmp_path.iterdir()) == []

@@ -70,6 +70,23 @@ def test_rejects_bad_input():
         rank(torch.tensor([1, 2]).to(torch.uint64))
 
 
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ({"normalized": "false"}, "normalized must be True or False, got 'false'"),
+        ({"normalized": 0.5}, "normalized must be True or False, got 0.5"),
+        ({"descending": "no"}, "descending must be True or False, got 'no'"),
+        ({"descending": None}, "descending must be True or False, got None"),
+        ({"dim": 1.5}, "dim must be an integer, got 1.5"),
+        ({"dim": True}, "dim must be an integer, got True"),
+    ],
+)
+def test_settings_of_the_wrong_type_are_refused_in_one_line(setting, message):
+    with pytest.raises(TypeError) as raised:
+        rank(torch.tensor([3.0, 1.0, 2.0]), **setting)
+    assert str(raised.value) == message
+
+
 @pytest.mark.parametrize("dtype,n", [(torch.float16, 3000), (torch.bfloat16, 300), (torch.float16, 70_000)])
 @pytest.mark.parametrize("ties", ["average", "ordinal", "dense"])
 @pytest.mark.parametrize("normalized", [True, False])

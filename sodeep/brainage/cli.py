@@ -249,16 +249,16 @@ def _add_fine_tuning_flags(add: Callable[..., None]) -> None:
     )
     add(
         "finetune_learning_rate",
-        type=float,
+        type=_number_or_none,
         metavar="LR",
-        help="learning rate of runs started from --init-from",
+        help="learning rate of runs started from --init-from ('none': as from scratch)",
         shown=f"{TrainingConfig.learning_rate:g}, as from scratch",
     )
     add(
         "finetune_epochs",
-        type=int,
+        type=_integer_or_none,
         metavar="N",
-        help="epochs at most of runs started from --init-from",
+        help="epochs at most of runs started from --init-from ('none': as from scratch)",
         shown="--max-epochs",
     )
 
@@ -282,6 +282,15 @@ def _number_or_none(text: str) -> float | None:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
+
+
+def _integer_or_none(text: str) -> int | None:
+    if text.lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'none', got {text!r}") from None
 
 
 #: Modules of the ``[brainage]`` extra, by the package name pip installs.

@@ -43,6 +43,9 @@ MAX_SHARE_OF_ONE_INTENSITY = 0.5
 #: Fewest distinct intensities above 0 in a file's voxels: a tissue segmentation (labels 1, 2, 3)
 #: holds a handful, a T1 (even stored as 8-bit integers) hundreds.
 MIN_DISTINCT_INTENSITIES = 16
+#: Share of neighbouring brain voxels with equal values beyond which integer voxels are a label
+#: map (aseg: about 0.9): a T1 has about 0.1, even stored as 8-bit integers.
+MAX_EQUAL_NEIGHBOURS = 0.75
 
 
 @dataclass
@@ -202,6 +205,21 @@ def _few_intensities(data: np.ndarray) -> np.ndarray | None:
     return values if len(values) < MIN_DISTINCT_INTENSITIES else None
 
 
+def _equal_neighbour_share(data: np.ndarray) -> float:
+    """Of the pairs of adjacent voxels (along each axis) both above 0, the share with equal
+    values; 0 for voxels that are not all integers (a label map's are)."""
+    sample = data[::4, ::4, ::4]
+    if not np.array_equal(sample, np.round(sample)) or not np.array_equal(data, np.round(data)):
+        return 0.0
+    pairs = equal = 0
+    for axis in range(3):
+        ahead, behind = np.moveaxis(data, axis, 0)[1:], np.moveaxis(data, axis, 0)[:-1]
+        both = (ahead > 0) & (behind > 0)
+        pairs += int(both.sum())
+        equal += int((both & (ahead == behind)).sum())
+    return equal / pairs if pairs else 0.0
+
+
 def load_volume(path: str | os.PathLike, shape: Sequence[int] = GRID_4MM, voxel_size: float = 4.0) -> np.ndarray:
     """Read a NIfTI file, reorient to RAS, resample to ``voxel_size`` mm (trilinear), crop/pad to
     ``shape`` and z-score inside the brain.  NaN voxels (the outside of some masked images) count
@@ -211,12 +229,12 @@ def load_volume(path: str | os.PathLike, shape: Sequence[int] = GRID_4MM, voxel_
     from nibabel.processing import resample_to_output
 
     image = nibabel.as_closest_canonical(nibabel.load(str(path)))
+    if 0 in image.shape:
+        raise ValueError(f"{path}: the volume has no voxels (shape {image.shape})")
     if len(image.shape) == 4 and image.shape[3] == 1:
         image = image.slicer[..., 0]
     if len(image.shape) != 3:
         raise ValueError(f"{path}: expected a 3-D volume, got shape {image.shape}")
-    if 0 in image.shape:
-        raise ValueError(f"{path}: the volume has no voxels (shape {image.shape})")
     data = np.asarray(image.dataobj)
     if np.iscomplexobj(data):
         raise ValueError(f"{path}: the voxels are complex numbers ({data.dtype}); a T1 volume is real")
@@ -232,6 +250,12 @@ def load_volume(path: str | os.PathLike, shape: Sequence[int] = GRID_4MM, voxel_
         shown = ", ".join(f"{value:g}" for value in labels)
         raise ValueError(
             f"{path}: its voxels above 0 take only {len(labels)} values ({shown}): a label map (segmentation), not a T1"
+        )
+    equal = _equal_neighbour_share(data)
+    if labels is None and equal > MAX_EQUAL_NEIGHBOURS:
+        raise ValueError(
+            f"{path}: its voxels are integers equal to their neighbours' in {equal:.0%} of the brain: "
+            "a label map (segmentation), not a T1"
         )
     # The voxel size of the affine, which places the voxels (the header's zooms may disagree with it).
     zooms = nibabel.affines.voxel_sizes(image.affine)

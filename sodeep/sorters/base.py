@@ -121,6 +121,14 @@ class Sorter(nn.Module):
             Approximate normalized descending ranks in ``[1/n, 1]`` (roughly), same shape and dtype.
         """
         check_scores(scores, min_length=self.min_length, max_length=self.max_length)
+        weights = next(iter(self.parameters()), None)
+        if weights is None:
+            weights = next(iter(self.buffers()), None)
+        if weights is not None and weights.device != scores.device:
+            raise ValueError(
+                f"the sorter is on {weights.device} and the scores on {scores.device}: move the sorter with the model, "
+                f"sorter.to({str(scores.device)!r})"
+            )
         if scores.dim() == 1:
             return self.rank_rows(scores.unsqueeze(0)).squeeze(0)
         return self.rank_rows(scores)

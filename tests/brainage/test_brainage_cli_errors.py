@@ -369,3 +369,12 @@ def test_a_manifest_whose_files_are_all_missing_says_so_first(tmp_path, capsys):
     error = capsys.readouterr().err.strip()
     assert error.startswith("sodeep brainage: error: manifest.csv: left out 2 of 2 rows (line 2: no file at ")
     assert error.endswith("line 3: the path is empty); no subject is left to train on")
+
+
+@pytest.mark.parametrize("flag", ["--finetune-epochs", "--finetune-learning-rate", "--max-minutes", "--ema-decay"])
+def test_settings_whose_errors_offer_none_take_none(flag):
+    from sodeep.cli import build_parser
+
+    command = "synthetic"
+    arguments = build_parser().parse_args(["brainage", command, flag, "none"])
+    assert getattr(arguments, flag[2:].replace("-", "_")) is None

@@ -91,7 +91,28 @@ def test_voxels_beyond_float32_and_complex_voxels_are_refused(tmp_path):
         load_volume(tmp_path / "complex.nii.gz", (10, 10, 10), 4.0)
 
 
-@pytest.mark.parametrize("shape", [(0, 10, 10), (10, 10, 0), (0, 0, 0)])
+def aseg_like(shape, seed):
+    """Blocks of 40 FreeSurfer aseg labels inside a brain-shaped blob."""
+    labels = np.array([2, 3, 4, 5, 7, 8, 10, 11, 12, 13, 14, 15, 16, 17, 18, 24, 26, 28, 30, 31])
+    labels = np.concatenate([labels, labels + 39])
+    i, j, k = np.indices(shape) // 6
+    blocks = (i + 5 * j + 25 * k) % len(labels)
+    return np.where(blob(shape, seed) > 0, labels[blocks], 0).astype(np.float32)
+
+
+def test_a_label_map_of_many_labels_is_refused_and_an_8_bit_t1_is_not(tmp_path):
+    path = write_volume(tmp_path / "aseg.nii.gz", aseg_like((30, 30, 30), 7), 4.0)
+    with pytest.raises(ValueError, match=r"aseg.nii.gz: its voxels are integers equal to their neighbours' in \d+%"):
+        load_volume(path, (30, 30, 30), 4.0)
+    from nilearn import datasets
+
+    template = datasets.load_mni152_template(resolution=2).get_fdata()
+    eight_bit = np.round(np.clip(template, 0, None) / template.max() * 255)
+    loaded = load_volume(write_volume(tmp_path / "t1.nii.gz", eight_bit, 4.0), (45, 54, 45), 4.0)
+    assert loaded.shape == (45, 54, 45) and np.isfinite(loaded).all()
+
+
+@pytest.mark.parametrize("shape", [(0, 10, 10), (10, 10, 0), (0, 0, 0), (0, 10, 10, 1)])
 @pytest.mark.parametrize("voxel_size", [4.0, 2.0])  # read as it is, or resampled first
 def test_a_volume_without_voxels_is_named_as_such(tmp_path, shape, voxel_size):
     path = write_volume(tmp_path / "empty.nii.gz", np.zeros(shape), voxel_size)

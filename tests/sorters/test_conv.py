@@ -339,3 +339,13 @@ def test_rows_of_the_smallest_subnormal_numbers_rank_as_at_unit_scale(dtype, mul
     sorter = load_sorter().to(dtype)
     torch.testing.assert_close(sorter(scores), rank(scores), atol=1e-4, rtol=0)
     torch.testing.assert_close(sorter(scores / tiny), sorter(scores), atol=1e-6, rtol=0)
+
+
+def test_scores_on_another_device_than_the_sorter_are_refused_in_one_line():
+    # The meta device stands in for an accelerator holding the scores while the sorter stayed on the CPU.
+    with pytest.raises(ValueError) as raised:
+        load_sorter()(torch.empty(2, 8, device="meta"))
+    assert (
+        str(raised.value)
+        == "the sorter is on cpu and the scores on meta: move the sorter with the model, sorter.to('meta')"
+    )
