@@ -15,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-
 #: Free space under which a failed ``torch.save`` is taken for a full disk.
 FULL_DISK_BYTES = 2**20
 
