@@ -221,7 +221,8 @@ def command_export(arguments: argparse.Namespace) -> int:
     problem = writable_file_problem(out)
     if problem:
         raise ValueError(f"{problem}; choose another path")
-    run_folder = next((folder for folder in out.resolve().parents if holds_a_run_record(folder)), None)
+    where = out.parent.resolve()  # not out's own: it may be a link that leads nowhere, which the write replaces
+    run_folder = next((folder for folder in (where, *where.parents) if holds_a_run_record(folder)), None)
     if run_folder is not None:  # a run's files are its command's: a sorter there would pass for the run's own
         raise ValueError(
             f"{out} is inside the run folder {run_folder}, whose files its command writes; export to a path outside it"

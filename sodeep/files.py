@@ -83,7 +83,9 @@ def make_folder(folder: str | os.PathLike, made_for: str | os.PathLike | None = 
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), named)
     link = next((link for link in (folder, *folder.parents) if link.is_symlink() and not link.exists()), None)
     if link is not None:
-        raise FileNotFoundError(errno.ENOENT, f"Link to {os.readlink(link)}, which does not exist", str(link))
+        raise FileNotFoundError(
+            errno.ENOENT, f"Link to {os.readlink(link)}, which leads to no file or folder", str(link)
+        )
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -147,7 +149,7 @@ def writable_file_problem(path: str | os.PathLike) -> str | None:
         return f"{path} is a folder, not a file"
     link = next((link for link in path.parents if link.is_symlink() and not link.exists()), None)
     if link is not None:
-        return f"{link} is a link to {os.readlink(link)}, which does not exist, so {path} cannot be made"
+        return f"{link} is a link to {os.readlink(link)}, which leads to no file or folder, so {path} cannot be made"
     ancestor = path.parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent

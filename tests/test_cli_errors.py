@@ -231,6 +231,15 @@ def test_export_writes_beside_a_run_json_that_is_not_a_sodeep_run(tmp_path):
     assert main(["export", str(checkpoint), str(project / "models" / "sorter.pt")]) == 0
 
 
+def test_export_to_a_link_that_leads_nowhere_replaces_the_link(tmp_path):
+    checkpoint = _training_checkpoint(tmp_path / "last.ckpt")
+    (tmp_path / "loop-a.pt").symlink_to(tmp_path / "loop-b.pt")
+    (tmp_path / "loop-b.pt").symlink_to(tmp_path / "loop-a.pt")
+    assert main(["export", str(checkpoint), str(tmp_path / "loop-a.pt")]) == 0
+    assert not (tmp_path / "loop-a.pt").is_symlink() and (tmp_path / "loop-b.pt").is_symlink()
+    assert main(["evaluate", str(tmp_path / "loop-a.pt"), "--lengths", "8", "--sequences", "4"]) == 0
+
+
 @pytest.mark.parametrize("devices", ["-1", "0,1"])
 def test_devices_a_cpu_cannot_take_are_refused_with_what_it_takes(tmp_path, capsys, devices):
     argv = ["pretrain", "--steps", "1", "--accelerator", "cpu", "--devices", devices, "--out", str(tmp_path / "run")]

@@ -95,10 +95,10 @@ def test_a_broken_link_in_the_way_of_the_folder_is_named(tmp_path):
     with pytest.raises(FileNotFoundError) as raised:
         atomic_write_text(target, "{}")
     assert os_error_line(raised.value) == (
-        f"{tmp_path / 'results'}: link to {tmp_path / 'moved-away'}, which does not exist; check the path"
+        f"{tmp_path / 'results'}: link to {tmp_path / 'moved-away'}, which leads to no file or folder; check the path"
     )
     assert writable_file_problem(target) == (
-        f"{tmp_path / 'results'} is a link to {tmp_path / 'moved-away'}, which does not exist, so {target} cannot be made"
+        f"{tmp_path / 'results'} is a link to {tmp_path / 'moved-away'}, which leads to no file or folder, so {target} cannot be made"
     )
     assert sorted(tmp_path.iterdir()) == [tmp_path / "results"]
 

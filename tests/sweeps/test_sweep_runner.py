@@ -413,7 +413,7 @@ def test_a_root_that_cannot_hold_the_sweep_is_refused_by_a_run_and_its_dry_run(t
         why = f"{root} is a file"
     else:
         root.symlink_to(tmp_path / "moved-away")
-        why = f"{root} is a link to {tmp_path / 'moved-away'}, which does not exist"
+        why = f"{root} is a link to {tmp_path / 'moved-away'}, which leads to no file or folder"
     sweep = write_sweep(tmp_path, TABLE_PROGRAM, "name: blocked\nmethod: grid\nparameters: {scale: {value: 1.0}}\n")
     for dry_run in (["--dry-run"], []):
         with pytest.raises(SystemExit) as exited:
