@@ -275,22 +275,22 @@ def _describe(preset: Any) -> str:
     return " + ".join(terms)
 
 
-def _number_or_none(text: str) -> float | None:
-    if text.lower() == "none":
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
+def _or_none(convert: Callable[[str], Any], kind: str) -> Callable[[str], Any]:
+    """An argparse ``type``: ``convert(text)``, or ``None`` for ``none``."""
+
+    def parse(text: str) -> Any:
+        if text.lower() == "none":
+            return None
+        try:
+            return convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind} or 'none', got {text!r}") from None
+
+    return parse
 
 
-def _integer_or_none(text: str) -> int | None:
-    if text.lower() == "none":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer or 'none', got {text!r}") from None
+_number_or_none = _or_none(float, "a number")
+_integer_or_none = _or_none(int, "an integer")
 
 
 #: Modules of the ``[brainage]`` extra, by the package name pip installs.
