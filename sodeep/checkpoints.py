@@ -272,6 +272,8 @@ def load_sorter(
     """
     if not isinstance(trainable, bool):
         raise TypeError(f"trainable must be True or False, got {trainable!r}")
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a checkpoint file, a run folder or None, got {path!r}")
     path = Path(path) if path is not None else default_sorter_path()
     if path.is_dir():
         path = run_folder_sorter(path)

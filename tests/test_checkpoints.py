@@ -468,3 +468,10 @@ def test_metadata_must_be_a_dict_of_plain_json(tmp_path):
     with pytest.raises(TypeError, match="metadata must be plain JSON .*Tensor is not JSON serializable"):
         save_sorter(load_sorter(), tmp_path / "s.pt", {"loss": torch.tensor(1.0)})
     assert not (tmp_path / "s.pt").exists()
+
+
+@pytest.mark.parametrize("path", [123, 1.5, ["sorter.pt"]])
+def test_a_path_of_the_wrong_type_is_refused_naming_the_argument(path):
+    with pytest.raises(TypeError) as raised:
+        load_sorter(path)
+    assert str(raised.value) == f"path must be a checkpoint file, a run folder or None, got {path!r}"

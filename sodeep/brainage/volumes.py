@@ -262,7 +262,10 @@ def load_volume(path: str | os.PathLike, shape: Sequence[int] = GRID_4MM, voxel_
     if not np.allclose(zooms, voxel_size, atol=1e-3):
         resampled = resample_to_output(nibabel.Nifti1Image(data, image.affine), voxel_sizes=(voxel_size,) * 3, order=1)
         data = np.asarray(resampled.dataobj, dtype=np.float32)
-    return zscore_in_brain(fit_to_shape(data, shape))
+    try:
+        return zscore_in_brain(fit_to_shape(data, shape))
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
 
 
 class VolumeCache:

@@ -140,6 +140,13 @@ def _float_in_range(text: str) -> float:
     return value
 
 
+def _fits_a_float(number: int) -> bool:
+    try:
+        return math.isfinite(float(number))
+    except OverflowError:
+        return False
+
+
 def _check_metric_values(metrics: Any, where: str) -> None:
     """Metric values are numbers (NumPy and torch scalars too) or missing (None, NaN); a bool or
     a string is refused, so that no table silently drops it."""
@@ -151,7 +158,7 @@ def _check_metric_values(metrics: Any, where: str) -> None:
         plain = _plain(value)
         if plain is not None and (isinstance(plain, bool) or not isinstance(plain, (int, float))):
             raise ValueError(f"{where}: {name} must be a number, got {value!r}")
-        if isinstance(plain, int) and not -(2**1023) < plain < 2**1023:
+        if isinstance(plain, int) and not _fits_a_float(plain):
             raise ValueError(f"{where}: {name} is beyond the range of a float")
 
 

@@ -495,3 +495,10 @@ def test_set_aside_then_put_back_restores_every_file(tmp_path):
     (out / "run.json").write_text("the replacement's")
     put_back(out, aside)
     assert _contents(out) == kept and (out / "l1" / "results.json").read_text() == "finished"
+
+
+def test_a_mask_is_refused_naming_its_file(tmp_path):
+    path = write_volume(tmp_path / "mask.nii.gz", (blob((10, 10, 10), 5) > 0).astype(np.float32), 4.0)
+    with pytest.raises(ValueError) as raised:
+        load_volume(path, (10, 10, 10), 4.0)
+    assert str(raised.value).startswith(f"{path}: 100% of the brain's voxels have one intensity")

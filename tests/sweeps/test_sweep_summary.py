@@ -90,3 +90,14 @@ def test_a_metric_written_beyond_the_range_of_a_float_is_refused_not_read_as_inf
     with pytest.raises(ValueError, match=f"{path}: 1e400 is beyond the range of a float"):
         read_trial_summary(path)
     assert not is_finished(path)
+
+
+def test_integers_a_float_holds_are_read_and_larger_ones_refused(tmp_path):
+    path = tmp_path / "summary.json"
+    for loss, readable in ((2**1023, True), (2**1024 - 2**971, True), (2**1024, False)):
+        path.write_text(json.dumps({"schema": SCHEMA, "config": {}, "metrics": {"loss": loss}, "status": "finished"}))
+        if readable:
+            assert read_trial_summary(path)["metrics"]["loss"] == loss
+        else:
+            with pytest.raises(ValueError, match="loss is beyond the range of a float"):
+                read_trial_summary(path)
