@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
@@ -81,13 +81,18 @@ def make_folder(folder: str | os.PathLike, made_for: str | os.PathLike | None = 
     named = str(made_for if made_for is not None else folder)
     if any(parent.is_file() for parent in (folder, *folder.parents)):
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), named)
-    link = next((link for link in (folder, *folder.parents) if link.is_symlink() and not link.exists()), None)
+    link = _dead_link((folder, *folder.parents))
     if link is not None:
         raise FileNotFoundError(
             errno.ENOENT, f"Link to {os.readlink(link)}, which leads to no file or folder", str(link)
         )
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def _dead_link(paths: Iterable[Path]) -> Path | None:
+    """The first of ``paths`` that is a symbolic link leading to no file or folder (broken, or a loop)."""
+    return next((link for link in paths if link.is_symlink() and not link.exists()), None)
 
 
 def _naming(error: OSError, path: Path) -> OSError:
@@ -147,7 +152,7 @@ def writable_file_problem(path: str | os.PathLike) -> str | None:
     path = Path(path)
     if path.is_dir():
         return f"{path} is a folder, not a file"
-    link = next((link for link in path.parents if link.is_symlink() and not link.exists()), None)
+    link = _dead_link(path.parents)
     if link is not None:
         return f"{link} is a link to {os.readlink(link)}, which leads to no file or folder, so {path} cannot be made"
     ancestor = path.parent

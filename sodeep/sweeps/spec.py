@@ -229,7 +229,7 @@ def sweep_from_mapping(mapping: dict[str, Any], source: str = "the sweep", defau
         raise ValueError(f"{source}: program must be a path, got {program!r}")
     command = _check_command(mapping.get("command"), program, source)
     run_cap = mapping.get("run_cap")
-    if run_cap is not None and (isinstance(run_cap, bool) or not isinstance(run_cap, int) or run_cap < 1):
+    if run_cap is not None and not (_is_integer(run_cap) and run_cap >= 1):
         raise ValueError(f"{source}: run_cap must be an integer >= 1, got {run_cap!r}")
     early_terminate = _check_early_terminate(mapping.get("early_terminate"), source)
     raw_parameters = mapping.get("parameters")
