@@ -47,6 +47,8 @@ def _broadcast(loss: torch.Tensor, weight: torch.Tensor | None) -> tuple[torch.T
         return loss, torch.ones_like(loss)
     if not isinstance(weight, torch.Tensor):
         raise TypeError(f"weight must be a tensor or None, got {type(weight).__name__}")
+    if weight.is_complex():
+        raise TypeError(f"weight must be real (a mask or non-negative weights), got dtype {weight.dtype}")
     try:
         shape = torch.broadcast_shapes(loss.shape, weight.shape)
     except RuntimeError as error:

@@ -18,6 +18,7 @@ from sodeep.checks import check_integer
 from sodeep.losses.validation import (
     check_binary,
     check_finite_margin,
+    check_fixed_setting,
     check_rank,
     check_same_shape,
     check_scalar_margin,
@@ -191,6 +192,7 @@ class PairwiseMarginRankingLoss(nn.Module):
         self, margin: float = 1.0, hard_negatives: int | None = None, reduction: str | Reducer = "weighted_mean"
     ) -> None:
         super().__init__()
+        check_fixed_setting(margin, "margin", type(self).__name__, "pairwise_margin_ranking_loss")
         check_pair_options(margin, hard_negatives)
         self.margin = float(margin)
         self.hard_negatives = None if hard_negatives is None else int(hard_negatives)
@@ -301,6 +303,7 @@ class MultiLabelHingeLoss(nn.Module):
     ) -> None:
         super().__init__()
         check_integer(num_labels, "num_labels", 1)
+        check_fixed_setting(margin, "margin", type(self).__name__, "multilabel_hinge_loss")
         refused = isinstance(margin, bool) or (isinstance(margin, torch.Tensor) and margin.dtype == torch.bool)
         try:
             base = torch.as_tensor(margin, dtype=torch.get_default_dtype())
@@ -322,7 +325,7 @@ class MultiLabelHingeLoss(nn.Module):
         if len(margin_range) != 2:
             raise ValueError(f"margin_range must be (low, high), got {tuple(margin_range)}")
         check_finite_margin(torch.as_tensor(margin_range, dtype=torch.float64), "margin_range")
-        base = base.detach().expand(num_labels).clone()  # a buffer: a margin tensor's graph is not kept
+        base = base.expand(num_labels).clone()
         if not isinstance(adaptive, bool):
             raise TypeError(f"adaptive must be True or False, got {type(adaptive).__name__} {adaptive!r}")
         if isinstance(momentum, bool) or not isinstance(momentum, Real):

@@ -22,6 +22,7 @@ from torch.nn import functional as F
 from sodeep.checks import check_integer, require, require_number
 from sodeep.losses.validation import (
     check_binary,
+    check_fixed_setting,
     check_rank,
     check_same_shape,
     check_scalar_margin,
@@ -408,6 +409,7 @@ class HardNegativeRankLoss(FrozenSorterMixin):
         super().__init__()
         self._set_sorter(sorter)
         if margin is not None:
+            check_fixed_setting(margin, "margin", type(self).__name__, "hard_negative_rank_loss")
             check_scalar_margin(margin)
         check_integer(hard_negatives, "hard_negatives", 1)
         self.margin = None if margin is None else float(margin)

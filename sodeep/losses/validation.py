@@ -77,6 +77,16 @@ def check_setting_device(value, name: str, device: torch.device) -> None:
         )
 
 
+def check_fixed_setting(value, name: str, module: str, function: str) -> None:
+    """A loss module holds its settings as fixed numbers or buffers: a tensor that requires grad
+    would be detached there without a word, so it is refused, pointing at the function form."""
+    if isinstance(value, torch.Tensor) and value.requires_grad:
+        raise TypeError(
+            f"{name} of {module} is a fixed setting, and a tensor that requires grad would be detached: "
+            f"to learn it, call {function}(..., {name}={name}) in your forward instead"
+        )
+
+
 def check_scalar_margin(margin, name: str = "margin") -> None:
     """One margin for every pair: a finite number or a finite 0-d tensor."""
     if isinstance(margin, torch.Tensor) and margin.dim() != 0:

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from sodeep.losses import (
+    HardNegativeRankLoss,
     MultiLabelHingeLoss,
     MultiLabelRankingHingeLoss,
     PairwiseMarginRankingLoss,
@@ -582,6 +583,12 @@ def test_reducers_refuse_a_loss_that_is_not_a_floating_point_tensor(loss):
         reduce_loss(loss)
 
 
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_complex_weights_are_refused_by_name(reduction):
+    with pytest.raises(TypeError, match="weight must be real.*complex64"):
+        reduce_loss(torch.ones(3), torch.ones(3, dtype=torch.complex64), reduction)
+
+
 @pytest.mark.parametrize("reduction", [["sum"], 3, None])
 def test_a_reduction_of_the_wrong_type_is_named(reduction):
     with pytest.raises(TypeError, match="reduction must be one of"):
@@ -670,13 +677,31 @@ def test_a_learnable_weight_at_zero_keeps_its_gradient(reduction):
     assert weight.grad[0] != 0
 
 
-def test_a_margin_tensor_that_requires_grad_becomes_a_plain_buffer():
-    import copy
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda margin: PairwiseMarginRankingLoss(margin=margin),
+        lambda margin: MultiLabelHingeLoss(3, margin=margin),
+        lambda margin: HardNegativeRankLoss(margin=margin),
+    ],
+    ids=["pairwise", "multilabel_hinge", "hard_negative"],
+)
+def test_loss_modules_refuse_a_margin_that_requires_grad(make):
+    # A module keeps its margin as a number or a buffer: a learnable one would silently stop learning.
+    with pytest.raises(TypeError, match="requires grad would be detached.*in your forward"):
+        make(torch.tensor(1.0, requires_grad=True))
+    make(torch.tensor(1.0))  # a plain tensor is a number
 
-    margins = torch.tensor([0.5, 1.0, 1.5], requires_grad=True)
-    loss = MultiLabelHingeLoss(3, margins, adaptive=True)
-    assert loss.margin.grad_fn is None and not loss.margin.requires_grad
-    scores = torch.randn(4, 3, requires_grad=True)
-    loss(scores, torch.tensor([[1, 0, 0], [0, 1, 1], [1, 1, 0], [0, 0, 1]])).backward()
-    assert margins.grad is None and scores.grad is not None
-    assert torch.equal(copy.deepcopy(loss).base_margin, margins.detach())
+
+def test_the_function_forms_train_a_margin():
+    # d(mean hinge)/d(margin) is the share of active hinges: here 2 of the 3 pairs.
+    margin = torch.tensor(0.5, requires_grad=True)
+    scores, labels = torch.tensor([[2.0, 1.8, 0.0, 3.0]]), torch.tensor([[1, 0, 0, 0]])
+    pairwise_margin_ranking_loss(scores, labels, margin=margin).backward()
+    reference_margin = torch.tensor(0.5, requires_grad=True)
+    pairs = [torch.clamp(reference_margin - (scores[0, 0] - negative), min=0) for negative in scores[0, 1:]]
+    (sum(pairs) / len(pairs)).backward()
+    assert margin.grad is not None and torch.allclose(margin.grad, reference_margin.grad)
+    per_label = torch.tensor([0.5, 1.0, 2.0], requires_grad=True)
+    multilabel_hinge_loss(torch.zeros(2, 3), torch.ones(2, 3, dtype=torch.long), margin=per_label).backward()
+    assert torch.allclose(per_label.grad, torch.full((3,), 1 / 3))
