@@ -30,3 +30,37 @@ def test_run_tabular_from_python_writes_and_returns_the_results(tmp_path, capsys
     assert (tmp_path / "out" / "plots" / "l1.png").is_file()
     printed = capsys.readouterr().out
     assert printed.startswith("table.csv: 40 subjects, 2 features, 0 rows skipped") and "| l1 |" in printed
+
+
+def test_seeds_run_together_give_the_runs_of_seeds_run_apart(tmp_path):
+    # Each (seed, fold) run depends on its own seed only: a sweep of one seed per trial and a run
+    # of all seeds in one process report the same numbers (docs/brainage.md, "Reproducing them").
+    rng = np.random.default_rng(1)
+    ages = rng.uniform(20, 80, 48)
+    lines = ["sub_id,age,lh_a,rh_a,lh_b"] + [
+        f"s{i},{age:.2f},{3 - 0.01 * age + rng.normal(0, 0.05):.4f},{rng.normal(2.5, 0.1):.4f},"
+        f"{2 + 0.005 * age + rng.normal(0, 0.05):.4f}"
+        for i, age in enumerate(ages)
+    ]
+    (tmp_path / "table.csv").write_text("\n".join(lines) + "\n")
+
+    def runs(seeds, folder):
+        config = TabularConfig(
+            csv=str(tmp_path / "table.csv"),
+            losses=["l1+spearman"],
+            folds=2,
+            seeds=seeds,
+            batch_size=8,
+            max_epochs=3,
+            out=str(tmp_path / folder),
+            wandb="disabled",
+        )
+        results = run_tabular(config, progress=False)
+        return {(run["seed"], run["fold"]): run for run in results["presets"]["l1+spearman"]["runs"]}
+
+    together = runs([0, 1], "together")
+    apart = runs([0], "seed0") | runs([1], "seed1")
+    assert together.keys() == apart.keys() == {(0, 0), (0, 1), (1, 0), (1, 1)}
+    for key, run in together.items():
+        assert run["test_predictions"] == apart[key]["test_predictions"] and run["mae"] == apart[key]["mae"]
+    assert together[(0, 0)]["test_predictions"] != together[(1, 0)]["test_predictions"]  # seeds differ
