@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from sodeep.losses import SpearmanLoss, age_difference_loss
 from sodeep.losses.rank import SorterFunction
-from sodeep.losses.validation import check_same_shape, check_tensor
+from sodeep.losses.validation import check_fixed_setting, check_same_shape, check_tensor
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,8 @@ class BrainAgeLoss(nn.Module):
         if main not in ("l1", "mse"):
             raise ValueError(f"main must be 'l1' or 'mse', got {main!r}")
         self.main = main
+        for name, weight in (("spearman_weight", spearman_weight), ("age_difference_weight", age_difference_weight)):
+            check_fixed_setting(weight, name, type(self).__name__)
         self.spearman_weight = float(spearman_weight)
         self.age_difference_weight = float(age_difference_weight)
         self.spearman = SpearmanLoss(sorter=sorter) if self.spearman_weight else None

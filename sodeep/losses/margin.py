@@ -210,13 +210,17 @@ class PairwiseMarginRankingLoss(nn.Module):
 def _margin_tensor(margin: Any, scores: torch.Tensor) -> torch.Tensor:
     """Per-label margins given as a list or NumPy array, as a tensor on the scores' device in at
     least float32 (a margin of 1e5 stays finite beside half-precision scores)."""
+    wide = torch.promote_types(scores.dtype, torch.float32)
     try:
-        values = torch.as_tensor(margin)
+        if any(isinstance(item, torch.Tensor) for item in margin):  # stacked: learnable margins keep their graph
+            values = torch.stack([torch.as_tensor(item).to(device=scores.device, dtype=wide) for item in margin])
+        else:
+            values = torch.as_tensor(margin)
     except (TypeError, ValueError, RuntimeError):
         raise TypeError(f"margin must be numbers, got {margin!r}") from None
     if values.dtype == torch.bool or values.is_complex():
         raise TypeError(f"margin must be real numbers, got {values.dtype} values")
-    return values.to(device=scores.device, dtype=torch.promote_types(scores.dtype, torch.float32))
+    return values.to(device=scores.device, dtype=wide)
 
 
 def multilabel_hinge_loss(
@@ -447,6 +451,7 @@ class MultiLabelRankingHingeLoss(nn.Module):
 
     def __init__(self, margin: float = 1.0, reduction: str | Reducer = "weighted_mean") -> None:
         super().__init__()
+        check_fixed_setting(margin, "margin", type(self).__name__, "multilabel_ranking_hinge_loss")
         check_pair_options(margin, None)
         self.margin = float(margin)
         self.reducer = get_reducer(reduction)

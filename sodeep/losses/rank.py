@@ -271,6 +271,7 @@ class SpearmanLoss(FrozenSorterMixin):
     def __init__(self, sorter: SorterFunction | None = None, l1_weight: float = 0.0) -> None:
         super().__init__()
         self._set_sorter(sorter)
+        check_fixed_setting(l1_weight, "l1_weight", type(self).__name__, "spearman_loss")
         check_l1_weight(l1_weight)
         self.l1_weight = float(l1_weight)
 

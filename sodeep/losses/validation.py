@@ -77,13 +77,17 @@ def check_setting_device(value, name: str, device: torch.device) -> None:
         )
 
 
-def check_fixed_setting(value, name: str, module: str, function: str) -> None:
+def check_fixed_setting(value, name: str, module: str, function: str | None = None) -> None:
     """A loss module holds its settings as fixed numbers or buffers: a tensor that requires grad
-    would be detached there without a word, so it is refused, pointing at the function form."""
-    if isinstance(value, torch.Tensor) and value.requires_grad:
+    (or a list of them) would be detached there without a word, so it is refused, pointing at the
+    function form where there is one."""
+    items = value if isinstance(value, (list, tuple)) else (value,)
+    if any(isinstance(item, torch.Tensor) and item.requires_grad for item in items):
+        advice = (
+            f"to learn it, call {function}(..., {name}={name}) in your forward instead" if function else "pass a number"
+        )
         raise TypeError(
-            f"{name} of {module} is a fixed setting, and a tensor that requires grad would be detached: "
-            f"to learn it, call {function}(..., {name}={name}) in your forward instead"
+            f"{name} of {module} is a fixed setting, and a tensor that requires grad would be detached: {advice}"
         )
 
 

@@ -35,6 +35,8 @@ class Setting:
     params: dict[str, Any]
     trials: list[str] = field(default_factory=list)
     units: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: What tells apart the units within a trial: the keys of its summary's folds (``seed``, ``fold``).
+    fold_keys: list[str] = field(default_factory=list)
 
     def values(self, metric: str) -> dict[str, float]:
         """``{unit: value}`` of the units that have a finite value of ``metric``."""
@@ -62,7 +64,9 @@ def group_settings(summaries: list[dict[str, Any]], over: list[str]) -> list[Set
         setting.trials.append(summary["trial"])
         repeat = {name: params.get(name) for name in over}
         for fold in summary.get("folds") or [{"metrics": summary["metrics"]}]:
-            identity = {**repeat, **{key: value for key, value in fold.items() if key != "metrics"}}
+            within = {key: value for key, value in fold.items() if key != "metrics"}
+            setting.fold_keys += [key for key in within if key not in setting.fold_keys]
+            identity = {**repeat, **within}
             unit = value_key(identity)
             if unit in setting.units:  # the same setting and repeat twice (say, a random sweep's draw)
                 unit = f"{unit}#{summary['trial']}"

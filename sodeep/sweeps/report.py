@@ -115,9 +115,19 @@ def _cell(value: Any) -> str:
 
 
 def repeated_over(settings: list[Setting], over: list[str]) -> str:
-    """What repeats a setting, in words: ``"seed"``, ``"seed and folds"``, ``"trials"``."""
-    folds = any(len(setting.units) > len(setting.trials) for setting in settings)
-    return (", ".join(over) or "trials") + (" and folds" if folds else "")
+    """What repeats a setting, in words: ``"seed"``, ``"seeds and folds"``, ``"trials"``: the
+    parameters in ``over``, then the keys that tell apart the folds of a trial's summary, such as
+    the seeds and folds of a trial that ran several seeds (``"trials"`` where nothing else does)."""
+    words = list(over)
+    if any(len(setting.units) > len(setting.trials) for setting in settings):
+        for key in dict.fromkeys(key for setting in settings for key in setting.fold_keys):
+            plural = key if key.endswith("s") else f"{key}s"
+            if key not in words and plural not in words:
+                words.append(plural)
+        if len(words) == len(over):  # folds that name nothing
+            words.append("folds")
+    words = words or ["trials"]
+    return ", ".join(words[:-1]) + " and " + words[-1] if len(words) > 1 else words[0]
 
 
 def markdown(

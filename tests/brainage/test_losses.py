@@ -54,3 +54,10 @@ def test_unknown_preset_and_main_are_refused():
         BrainAgeLoss.from_preset("l2")
     with pytest.raises(ValueError, match="main must be 'l1' or 'mse'"):
         BrainAgeLoss(main="huber")
+
+
+@pytest.mark.parametrize("name", ["spearman_weight", "age_difference_weight"])
+def test_a_term_weight_that_requires_grad_is_refused(name):
+    # The module keeps its weights as numbers: a learnable one would silently stop learning.
+    with pytest.raises(TypeError, match=f"{name} of BrainAgeLoss .* requires grad would be detached"):
+        BrainAgeLoss(**{name: torch.tensor(1.0, requires_grad=True)}, sorter=PairwiseSigmoidSorter(0.1))

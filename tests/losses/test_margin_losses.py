@@ -6,12 +6,14 @@ from sodeep.losses import (
     MultiLabelHingeLoss,
     MultiLabelRankingHingeLoss,
     PairwiseMarginRankingLoss,
+    SpearmanLoss,
     multilabel_hinge_loss,
     multilabel_ranking_hinge_loss,
     pairwise_margin_ranking_loss,
     sigmoid_cross_entropy,
 )
 from sodeep.reducers import REDUCTIONS, reduce_loss
+from sodeep.sorters import PairwiseSigmoidSorter
 
 
 def slow_pairwise(scores, labels, mask, margin, hard_negatives=None, reduction="mean"):
@@ -683,8 +685,11 @@ def test_a_learnable_weight_at_zero_keeps_its_gradient(reduction):
         lambda margin: PairwiseMarginRankingLoss(margin=margin),
         lambda margin: MultiLabelHingeLoss(3, margin=margin),
         lambda margin: HardNegativeRankLoss(margin=margin),
+        lambda margin: MultiLabelRankingHingeLoss(margin=margin),
+        lambda margin: MultiLabelHingeLoss(2, margin=[margin, torch.tensor(1.0)]),
+        lambda margin: SpearmanLoss(sorter=PairwiseSigmoidSorter(0.1), l1_weight=margin),
     ],
-    ids=["pairwise", "multilabel_hinge", "hard_negative"],
+    ids=["pairwise", "multilabel_hinge", "hard_negative", "multilabel_ranking", "per_label_list", "l1_weight"],
 )
 def test_loss_modules_refuse_a_margin_that_requires_grad(make):
     # A module keeps its margin as a number or a buffer: a learnable one would silently stop learning.
@@ -705,3 +710,7 @@ def test_the_function_forms_train_a_margin():
     per_label = torch.tensor([0.5, 1.0, 2.0], requires_grad=True)
     multilabel_hinge_loss(torch.zeros(2, 3), torch.ones(2, 3, dtype=torch.long), margin=per_label).backward()
     assert torch.allclose(per_label.grad, torch.full((3,), 1 / 3))
+    # Per-label margins as a list of learnable tensors (and a number) keep their graph too.
+    listed = [torch.tensor(0.5, requires_grad=True), torch.tensor(1.0, dtype=torch.float64, requires_grad=True)]
+    multilabel_hinge_loss(torch.zeros(2, 3), torch.ones(2, 3, dtype=torch.long), margin=[*listed, 2.0]).backward()
+    assert [float(margin.grad) for margin in listed] == pytest.approx([1 / 3, 1 / 3])

@@ -216,3 +216,23 @@ def test_plot_labels_stay_distinct_when_short_numbers_would_merge_settings(tmp_p
     monkeypatch.setattr(plots, "plot_metric", remember)
     write_report(tmp_path)
     assert len(set(drawn[0])) == 3 and "lr=1.0000001" in drawn[0]
+
+
+@pytest.mark.parametrize(
+    "params, fold_keys, words",
+    [
+        ({"losses": "l1"}, ("seed", "fold"), "seeds and folds"),  # seeds in the command, not swept
+        ({"losses": "l1", "seeds": 0}, ("seed", "fold"), "seeds and folds"),  # seeds swept
+        ({"losses": "l1"}, ("fold",), "folds"),
+        ({"losses": "l1"}, (), "trials"),
+    ],
+)
+def test_the_report_says_what_its_units_are(tmp_path, params, fold_keys, words):
+    # A trial that ran seeds 0-1 x folds 0-1 has four units: (seed, fold) pairs, not trials.
+    folds = [{"seed": seed, "fold": fold, "metrics": {"mae": 1.0 + seed + fold}} for seed in (0, 1) for fold in (0, 1)]
+    folds = [{key: fold[key] for key in (*fold_keys, "metrics")} for fold in folds[: 4 if fold_keys else 0]]
+    records = [({**params, "losses": losses}, {"mae": 2.0}, folds or None, "finished") for losses in ("l1", "mse")]
+    write_trials(tmp_path, records)
+    write_report(tmp_path, baseline=["losses=l1"], plots=False)
+    text = (tmp_path / "report.md").read_text()
+    assert f"mean +- sd over {words}." in text and f"over the {words} both have" in text
