@@ -307,7 +307,10 @@ class MultiLabelHingeLoss(nn.Module):
     ) -> None:
         super().__init__()
         check_integer(num_labels, "num_labels", 1)
-        check_fixed_setting(margin, "margin", type(self).__name__, "multilabel_hinge_loss")
+        # Adaptive margins are the module's own buffers, which the function form does not have.
+        check_fixed_setting(
+            margin, "margin", type(self).__name__, None if adaptive is True else "multilabel_hinge_loss"
+        )
         refused = isinstance(margin, bool) or (isinstance(margin, torch.Tensor) and margin.dtype == torch.bool)
         try:
             base = torch.as_tensor(margin, dtype=torch.get_default_dtype())

@@ -84,7 +84,9 @@ def check_fixed_setting(value, name: str, module: str, function: str | None = No
     items = value if isinstance(value, (list, tuple)) else (value,)
     if any(isinstance(item, torch.Tensor) and item.requires_grad for item in items):
         advice = (
-            f"to learn it, call {function}(..., {name}={name}) in your forward instead" if function else "pass a number"
+            f"to learn it, call {function}(..., {name}={name}) in your forward instead"
+            if function
+            else "pass numbers or a tensor that does not require grad"
         )
         raise TypeError(
             f"{name} of {module} is a fixed setting, and a tensor that requires grad would be detached: {advice}"

@@ -698,6 +698,13 @@ def test_loss_modules_refuse_a_margin_that_requires_grad(make):
     make(torch.tensor(1.0))  # a plain tensor is a number
 
 
+def test_adaptive_margins_refuse_a_learnable_margin_without_pointing_at_the_function_form():
+    # The function form has no adaptive margins: the advice is to pass plain numbers.
+    with pytest.raises(TypeError, match="requires grad would be detached: pass numbers") as refused:
+        MultiLabelHingeLoss(3, margin=torch.ones(3, requires_grad=True), adaptive=True)
+    assert "multilabel_hinge_loss(" not in str(refused.value)
+
+
 def test_the_function_forms_train_a_margin():
     # d(mean hinge)/d(margin) is the share of active hinges: here 2 of the 3 pairs.
     margin = torch.tensor(0.5, requires_grad=True)
