@@ -213,7 +213,8 @@ def _equal_neighbour_share(data: np.ndarray) -> float:
         return 0.0
     pairs = equal = 0
     for axis in range(3):
-        ahead, behind = np.moveaxis(data, axis, 0)[1:], np.moveaxis(data, axis, 0)[:-1]
+        along = np.moveaxis(data, axis, 0)
+        ahead, behind = along[1:], along[:-1]
         both = (ahead > 0) & (behind > 0)
         pairs += int(both.sum())
         equal += int((both & (ahead == behind)).sum())

@@ -213,7 +213,7 @@ def _margin_tensor(margin: Any, scores: torch.Tensor) -> torch.Tensor:
     wide = torch.promote_types(scores.dtype, torch.float32)
     try:
         if any(isinstance(item, torch.Tensor) for item in margin):  # stacked: learnable margins keep their graph
-            values = torch.stack([torch.as_tensor(item).to(device=scores.device, dtype=wide) for item in margin])
+            values = torch.stack([torch.as_tensor(item, dtype=wide, device=scores.device) for item in margin])
         else:
             values = torch.as_tensor(margin)
     except (TypeError, ValueError, RuntimeError):
