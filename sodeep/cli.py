@@ -37,6 +37,7 @@ from sodeep.config import (
 )
 from sodeep.files import os_error_line
 from sodeep.run_folder import INTERRUPTED, RunInterrupted, holds_a_run_record
+from sodeep.wording import advice_spelling
 
 #: Help of each pretraining setting (its default is added from :class:`PretrainConfig`).
 PRETRAIN_HELP = {
@@ -377,6 +378,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Quoted text in a message, the user's own names and values: quotes that open and close a word,
+#: not an apostrophe (``the folds' subjects``, ``the run's folder``).
+QUOTED = r"""(?<!\w)'[^']*'(?!\w)|(?<!\w)"[^"]*"(?!\w)"""
+
+
 def in_flag_words(message: str, parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> str:
     """``message`` with the settings it names as config fields (``batch_size``, ``init_from``,
     ``patience >= 1``) spelled as the flags a command-line user typed (``--batch-size``,
@@ -403,8 +409,39 @@ def in_flag_words(message: str, parser: argparse.ArgumentParser, argv: Sequence[
         return re.sub(r"(--[\w-]+ must be )None\b", r"\1'none'", part)
 
     # Quoted text is the user's data (a column, a pattern, a value): only the words outside quotes change.
-    parts = re.split(r"""('[^']*'|"[^"]*")""", message)
+    parts = re.split(rf"({QUOTED})", message)
     return "".join(part if index % 2 else spelled(part) for index, part in enumerate(parts))
+
+
+def assignments_as_flags(message: str, parser: argparse.ArgumentParser) -> str:
+    """``message`` with the keyword arguments its advice gives a Python caller (``overwrite=True``,
+    ``folds=3``, ``split='stratified'``, ``out=`` alone for the setting itself) spelled as the
+    command line takes them (``--overwrite``, ``--folds 3``, ``--split stratified``, ``--out``),
+    for every flag of ``parser`` and its subcommands.  Quoted text, the user's own names and
+    values, is left as it is, except a quoted value assigned to a flag, which is quoted for a shell.
+
+    Example:
+        >>> assignments_as_flags("use folds=3 or split='stratified'; run with overwrite=True", build_parser())
+        'use --folds 3 or --split stratified; run with --overwrite'
+    """
+    names = sorted(_flag_names(parser), key=len, reverse=True)
+    assignment = re.compile(
+        rf"({QUOTED})"  # quoted text: left alone
+        r"|(?<![\w./-])(" + "|".join(map(re.escape, names)) + rf")=(True\b|{QUOTED}|[^\s,;:()\[\]]*)"
+    )
+
+    def spelled(match: re.Match) -> str:
+        if match.group(1):
+            return match.group(1)
+        flag, value = f"--{match.group(2).replace('_', '-')}", match.group(3)
+        end = "." if value.endswith(".") else ""  # the sentence's full stop, not the value's
+        value = value.removesuffix(end)
+        if value in ("True", ""):
+            return flag + end
+        quoted = value[0] in "'\"" and value[-1] == value[0]
+        return f"{flag} {shlex.quote(value[1:-1]) if quoted else value}{end}"
+
+    return assignment.sub(spelled, message)
 
 
 def _flag_names(parser: argparse.ArgumentParser) -> set[str]:
@@ -442,13 +479,17 @@ def main(argv: list[str] | None = None) -> int:
     arguments.console = console
     show_warning = warnings.showwarning
 
+    def as_typed(message: str) -> str:  # a sweep file's parameters are its own, whatever their names
+        return message if arguments.command == "sweep" else assignments_as_flags(message, parser)
+
     def show_setup_warnings_in_one_line(message, category, filename, lineno, file=None, line=None):
         if category.__name__ == "SetupWarning":  # sodeep.runs.SetupWarning, without importing Lightning
-            print(f"sodeep {arguments.command}: warning: {message}", file=sys.stderr, flush=True)
+            print(f"sodeep {arguments.command}: warning: {as_typed(str(message))}", file=sys.stderr, flush=True)
         else:
             show_warning(message, category, filename, lineno, file, line)
 
     warnings.showwarning = show_setup_warnings_in_one_line
+    spelling = advice_spelling.set(as_typed)  # the notes of the command's data
     try:
         status = arguments.handler(arguments)
         _ignore_stop_signals_from_now_on(arguments)
@@ -461,6 +502,8 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("SODEEP_TRACEBACK"):
             raise
         message = " ".join((os_error_line(error) if isinstance(error, OSError) else str(error)).split())
+        if not isinstance(error, OSError):  # an OSError names files, not settings
+            message = as_typed(message)  # advice a Python caller reads as keyword arguments
         if not isinstance(error, OSError) and not getattr(arguments, "config", None) and arguments.command != "sweep":
             message = in_flag_words(message, parser, argv)  # a YAML config or sweep file names settings as fields
         parser.exit(2, f"sodeep {arguments.command}: error: {message}\n")
@@ -481,6 +524,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(INTERRUPTED, f"{interrupted}; resume with: sodeep {shlex.join(again)}\n")
     finally:
         warnings.showwarning = show_warning
+        advice_spelling.reset(spelling)
         _release_process_group()
 
 

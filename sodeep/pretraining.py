@@ -225,7 +225,7 @@ class SorterPretraining(L.LightningModule):
         """The one line that ends a run whose training went to NaN or infinity (``what``)."""
         return (
             f"pretraining diverged: {what}; lower the learning rate (it was {self.hparams.learning_rate}) and run "
-            "again with --overwrite"
+            "again with overwrite=True"
         )
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor, int, int], batch_index: int) -> None:
@@ -401,8 +401,8 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
         record = claim_run_folder(out, "pretrain", settings, resume=resume, overwrite=overwrite, ignored=RESUMABLE_WITH)
         if resume and not overwrite and not last.is_file():
             raise ValueError(
-                f"--resume: {out} has no checkpoint yet (the run stopped before its first one); "
-                "run with --overwrite instead of --resume to start again"
+                f"resume=True: {out} has no checkpoint yet (the run stopped before its first one); "
+                "run with overwrite=True instead of resume=True to start again"
             )
     expected = {
         "architecture": sorter.architecture,
@@ -460,7 +460,7 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
             saved = int(read_weights_only(last).get("global_step", trainer.global_step))
             raise RunInterrupted(f"step {saved}, as a data worker ended ({reason})") from None
         raise ValueError(
-            f"a data worker ended before the first checkpoint ({reason}); add --overwrite to start again"
+            f"a data worker ended before the first checkpoint ({reason}); add overwrite=True to start again"
         ) from None
     finally:  # a failed run too: the next run in this process must not log into its W&B run
         data.close()
@@ -506,7 +506,7 @@ def threads_beside(data_workers: int) -> Iterator[None]:
                     warnings.warn(
                         f"data_workers={data_workers} leaves none of the {cores} CPU core{'s' * (cores != 1)} "
                         f"this process may use to the training, and processes sharing a core slow each other; "
-                        f"use data_workers={cores - 1} (--data-workers; 0 makes the batches in the training process)",
+                        f"use data_workers={cores - 1} (0 makes the batches in the training process)",
                         SetupWarning,
                         stacklevel=3,
                     )
@@ -635,7 +635,7 @@ def _checkpoint_step(path: Path, expected: dict[str, Any], stream: dict[str, Any
         payload = read_weights_only(path)
     except CheckpointError as error:
         raise ValueError(
-            f"--resume: {error}; run with --overwrite instead of --resume to start the run again"
+            f"resume=True: {error}; run with overwrite=True instead of resume=True to start the run again"
         ) from None
     if (
         not isinstance(payload, dict)
@@ -643,7 +643,8 @@ def _checkpoint_step(path: Path, expected: dict[str, Any], stream: dict[str, Any
         or "sorter_config" not in payload.get("hyper_parameters", {})
     ):
         raise ValueError(
-            f"--resume: {path} is not a sodeep pretraining checkpoint; run with --overwrite instead of --resume to start again"
+            f"resume=True: {path} is not a sodeep pretraining checkpoint; run with overwrite=True instead of resume=True "
+            "to start again"
         )
     saved = dict(payload["hyper_parameters"])
     saved_stream = payload.get(SequenceDataModule.__qualname__, {}).get("stream")
@@ -659,8 +660,8 @@ def _checkpoint_step(path: Path, expected: dict[str, Any], stream: dict[str, Any
             for key in differing
         )
         raise ValueError(
-            f"--resume: {path} was saved by a run of other settings ({changes}), not this folder's run; "
-            "run with --overwrite instead of --resume to start again"
+            f"resume=True: {path} was saved by a run of other settings ({changes}), not this folder's run; "
+            "run with overwrite=True instead of resume=True to start again"
         )
     return int(payload["global_step"])
 

@@ -48,7 +48,7 @@ except ImportError:  # no flock (Windows): folders are not locked
 from sodeep.files import atomic_write_json, make_folder, writable_file_problem
 
 #: What a refusal of a folder says to do besides waiting, by default.
-CHOOSE_ANOTHER_OUT = "choose another --out"
+CHOOSE_ANOTHER_OUT = "choose another folder for out="
 #: The record of the run a folder holds.
 RUN_RECORD = "run.json"
 #: The lock a running command holds on its folder (the file stays; the lock goes with the process).
@@ -157,23 +157,25 @@ def claim_run_folder(
             "choose one"
         )
     if out.exists() and not out.is_dir():
-        raise ValueError(f"{out} is a file, not a run folder; choose another --out")
+        raise ValueError(f"{out} is a file, not a run folder; {CHOOSE_ANOTHER_OUT}")
     record_path = out / RUN_RECORD
     problem = writable_file_problem(record_path)
     if problem:
-        raise ValueError(f"{problem}; choose another --out")
+        raise ValueError(f"{problem}; {CHOOSE_ANOTHER_OUT}")
     _check_not_in_use(out)
     holds_files = holds_files_besides_its_lock(out)
     fresh = {"command": command, "config": config, "run_id": uuid.uuid4().hex[:16]}
     if holds_files and overwrite:
         check_not_the_working_folder(out, CHOOSE_ANOTHER_OUT)
     if holds_files and not record_path.is_file():  # never cleared: the files are not a run's
-        raise ValueError(f"{out} holds files but no {RUN_RECORD}: not a sodeep run folder; choose a new or empty --out")
+        raise ValueError(
+            f"{out} holds files but no {RUN_RECORD}: not a sodeep run folder; choose a new or empty folder for out="
+        )
     if overwrite or not holds_files:
         if resume:
-            raise ValueError(f"--resume: {out} holds no run to resume; run without --resume to start one")
+            raise ValueError(f"resume=True: {out} holds no run to resume; run without resume=True to start one")
         return fresh
-    clear = "run with --overwrite instead of --resume" if resume else "add --overwrite"
+    clear = "run with overwrite=True instead of resume=True" if resume else "add overwrite=True"
     try:
         existing = json.loads(record_path.read_text(encoding="utf-8"))
         existing_command, existing_config = existing["command"], existing["config"]
@@ -181,7 +183,7 @@ def claim_run_folder(
         raise ValueError(f"{record_path} is damaged; {clear} to clear {out} and start again") from None
     if existing_command != command:
         raise ValueError(
-            f"{out} holds a {existing_command} run, not a {command} run; choose another --out or {clear} to clear it"
+            f"{out} holds a {existing_command} run, not a {command} run; {CHOOSE_ANOTHER_OUT} or {clear} to clear it"
         )
     differing = sorted(
         key
@@ -196,10 +198,12 @@ def claim_run_folder(
         )
         raise ValueError(
             f"{out} holds a {command} run with other settings ({changes}); resume it with its own settings, "
-            f"choose another --out, or {clear} to clear it"
+            f"{CHOOSE_ANOTHER_OUT}, or {clear} to clear it"
         )
     if not resume:
-        raise ValueError(f"{out} already holds this run; add --resume to continue it or --overwrite to start again")
+        raise ValueError(
+            f"{out} already holds this run; add resume=True to continue it or overwrite=True to start again"
+        )
     return {"command": command, "config": config, "run_id": existing.get("run_id") or fresh["run_id"]}
 
 
@@ -222,7 +226,7 @@ def check_not_the_working_folder(folder: Path, instead: str) -> None:
     folder: it is the working folder or one of its parents."""
     here, target = Path.cwd().resolve(), folder.resolve()
     if target == here or target in here.parents:
-        raise ValueError(f"--overwrite would delete {target}, which holds the working folder; {instead}")
+        raise ValueError(f"clearing the folder would delete {target}, which holds the working folder; {instead}")
 
 
 def start_run_folder(out: Path, record: dict[str, Any], *, overwrite: bool) -> Path:

@@ -386,13 +386,13 @@ def make_trainer(*, asked_for: dict[str, Any] | None = None, **settings: Any) ->
         if "No supported gpu backend found" in reason or unavailable:
             kind = unavailable.group(1) if unavailable else "GPU"
             reason = (
-                f"this machine has no {kind} that torch can use; drop --accelerator or give cpu "
+                f"this machine has no {kind} that torch can use; drop accelerator= or give accelerator='cpu' "
                 f"(available here: {', '.join(available_accelerators())})"
             )
         elif "CPUAccelerator" in reason:  # -1 or indices, which sodeep accepts for GPUs
             reason = (
                 "on CPUs, devices must be a count of processes >= 1 or 'auto'; -1 and indices like 0,2 choose "
-                "GPUs: give a count, or --accelerator gpu on a machine with GPUs"
+                "GPUs: give a count, or accelerator='gpu' on a machine with GPUs"
             )
         raise ValueError(f"cannot train with {asked}: {reason}") from None
     cores = available_cores()

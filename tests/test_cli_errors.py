@@ -254,7 +254,9 @@ def test_devices_a_cpu_cannot_take_are_refused_with_what_it_takes(tmp_path, caps
 def test_a_gpu_asked_for_on_a_machine_without_one_is_named(tmp_path, capsys, accelerator, kind):
     argv = ["pretrain", "--steps", "1", "--accelerator", accelerator, "--out", str(tmp_path / "run")]
     error = _one_line_error(argv, capsys)
-    assert f"this machine has no {kind} that torch can use; drop --accelerator or give cpu" in error, error
+    assert f"this machine has no {kind} that torch can use; drop --accelerator or give --accelerator cpu" in error, (
+        error
+    )
     assert "(available here: auto, cpu)" in error
     assert not (tmp_path / "run").exists()
 
@@ -315,7 +317,7 @@ def _read_only_folder(folder, monkeypatch):
         ),
         (
             ["pretrain", "--steps", "1", "--out", "{file}/run"],
-            "{file} is a file, so {file}/run/run.json cannot be made; choose another --out",
+            "{file} is a file, so {file}/run/run.json cannot be made; choose another folder for --out",
         ),
         (
             ["pretrain", "--steps", "1", "--out", "{read_only}/run"],
@@ -394,6 +396,33 @@ def test_flag_spelling_leaves_the_users_quoted_names_alone():
     assert in_flag_words(words, parser, ["brainage", "tabular", "--patience", "0"]) == (
         "--max-epochs must be >= 1 and --patience >= 0; the patience of 3 seeds; --devices must be a count >= 1"
     )  # count: a flag of `sodeep sweep run`, not of this command
+
+
+def test_advice_given_as_keyword_arguments_is_spelled_as_flags_on_the_command_line():
+    from sodeep.cli import assignments_as_flags, build_parser
+
+    parser = build_parser()
+    message = (
+        "use folds=3 or split='stratified'; run with overwrite=True instead of resume=True; "
+        "choose another folder for out=; give init_from='/runs/a b' to start, or age_column='Age (years)'."
+    )
+    assert assignments_as_flags(message, parser) == (
+        "use --folds 3 or --split stratified; run with --overwrite instead of --resume; "
+        "choose another folder for --out; give --init-from '/runs/a b' to start, or --age-column 'Age (years)'."
+    )
+    # The user's quoted text, paths and names that are not flags stay as they are.
+    untouched = "no column 'folds=3' in runs/folds=3; lr=0.1, seed_value=2"
+    assert assignments_as_flags(untouched, parser) == untouched
+
+
+def test_a_python_caller_reads_keyword_arguments_and_a_command_line_user_flags(tmp_path, capsys):
+    from sodeep.run_folder import claim_run_folder
+
+    with pytest.raises(ValueError, match=r"resume=True: .* holds no run to resume; run without resume=True") as error:
+        claim_run_folder(tmp_path / "new", "pretrain", {"steps": 10}, resume=True)
+    assert "--" not in str(error.value)
+    error = _one_line_error(["pretrain", "--resume", "--out", str(tmp_path / "new")], capsys)
+    assert "error: --resume: " in error and "holds no run to resume; run without --resume to start one" in error
 
 
 def test_an_empty_or_non_text_run_folder_is_refused_in_one_line(tmp_path, capsys):

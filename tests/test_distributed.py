@@ -188,11 +188,14 @@ def test_ctrl_c_while_waiting_for_other_machines_ends_in_one_line_and_the_run_st
         (["--num-nodes", "0"], "--num-nodes must be an integer >= 1, got 0"),
         (["--strategy", "ddp_spawn"], "strategy 'ddp_spawn' starts its processes inside fit"),
         (["--strategy", "bogus"], "invalid strategy name"),
-        (["--accelerator", "tpu"], "cannot train with accelerator='tpu', devices=1, strategy='auto', num_nodes=1: "),
-        (["--accelerator", "gpu", "--devices", "64"], "cannot train with accelerator='gpu', devices=64"),
+        (
+            ["--accelerator", "tpu"],
+            "cannot train with --accelerator tpu, --devices 1, --strategy auto, --num-nodes 1: ",
+        ),
+        (["--accelerator", "gpu", "--devices", "64"], "cannot train with --accelerator gpu, --devices 64"),
         (
             ["--accelerator", "cpu", "--devices", "4096"],
-            "cannot train with accelerator='cpu', devices=4096, strategy='auto', num_nodes=1: 4096 CPU processes on the",
+            "cannot train with --accelerator cpu, --devices 4096, --strategy auto, --num-nodes 1: 4096 CPU processes on the",
         ),
     ],
 )

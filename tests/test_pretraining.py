@@ -167,8 +167,8 @@ def test_data_workers_that_leave_no_core_get_one_warning_line(tmp_path, monkeypa
     assert _pretrain(tmp_path / "run", 2, "--wandb", "disabled", "--data-workers", "2") == 0
     warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
     assert warnings == [
-        "sodeep pretrain: warning: data_workers=2 leaves none of the 1 CPU core this process may use to the "
-        "training, and processes sharing a core slow each other; use data_workers=0 (--data-workers; 0 makes "
+        "sodeep pretrain: warning: --data-workers 2 leaves none of the 1 CPU core this process may use to the "
+        "training, and processes sharing a core slow each other; use --data-workers 0 (0 makes "
         "the batches in the training process)"
     ]
 

@@ -124,7 +124,7 @@ def test_overwrite_never_clears_the_working_folder_or_a_folder_that_is_not_a_run
     monkeypatch.chdir(tmp_path / "sub")
     (tmp_path / "sub" / "notes.txt").write_text("keep")
     for out in (Path("."), Path(".."), Path("")):
-        with pytest.raises(ValueError, match="--overwrite"):
+        with pytest.raises(ValueError, match="clearing the folder would delete .*, which holds the working folder"):
             claim_run_folder(out, "pretrain", {}, overwrite=True)
     assert (tmp_path / "precious.txt").read_text() == "keep" and (tmp_path / "sub" / "notes.txt").is_file()
 
@@ -139,7 +139,9 @@ def test_resume_and_overwrite_together_are_refused(tmp_path):
 
 def test_a_folder_that_cannot_be_made_is_named_before_anything_is_written(tmp_path):
     (tmp_path / "file").write_text("x\n")
-    with pytest.raises(ValueError, match=f"{tmp_path / 'file'} is a file, so .* cannot be made; choose another --out"):
+    with pytest.raises(
+        ValueError, match=f"{tmp_path / 'file'} is a file, so .* cannot be made; choose another folder for out="
+    ):
         claim_run_folder(tmp_path / "file" / "run", "pretrain", {"steps": 10})
 
 

@@ -15,6 +15,8 @@ passes back to the scores:
 * ``sorter+identity``: the sorter's ranks forward; backward, each score receives its own rank's
   gradient, negated and centred over the row (the limit of ``sorter+wide`` as T grows);
 * ``torchsort``: ``soft_rank`` at regularization 0.1 (skipped when torchsort is missing);
+* ``sorter@F``, ``torchsort@S``: the same at another floor ``F`` or regularization ``S``
+  (e.g. ``sorter@0.3,torchsort@0.03``), for a small grid of each;
 * ``diffsort``, ``diffsort-rank``: steepness 10, trained with its native loss (the binary
   cross-entropy of the soft permutation matrix) or with the rank MSE like the others (learning to
   sort only: its odd-even network at the regression's n = 100 is too costly; skipped when
@@ -27,7 +29,7 @@ element-wise accuracy on 1,000 sequences); regression is its downstream part
 synthetic monotone task, batches of 100, test Spearman).  Each training runs on one thread; the
 jobs are shared among ``--workers`` processes.
 
-    python experiments/benchmarks/bench_learning_signal.py [--seeds 8] [--json signal.json]
+    python experiments/benchmarks/bench_learning_signal.py [--seeds 8] [--json signal.json] [--paired-with torchsort]
 """
 
 from __future__ import annotations
@@ -76,6 +78,33 @@ INSTALL_HINTS = {
 }
 #: Variants left out of the regression.
 SORTING_ONLY = ("diffsort", "diffsort-rank")
+#: Variants that take another setting after ``@``: what the setting is.
+SETTINGS = {"sorter": "floor", "torchsort": "regularization"}
+
+
+def parse_variant(name: str) -> tuple[str, float | None]:
+    """``("sorter", 0.3)`` for ``sorter@0.3``, ``(name, None)`` for a name of :data:`VARIANTS`;
+    ``ValueError`` for anything else."""
+    base, at, setting = name.partition("@")
+    if not at:
+        if name not in VARIANTS:
+            raise ValueError(name)
+        return name, None
+    try:
+        value = float(setting)
+    except ValueError:
+        value = math.nan
+    if base not in SETTINGS or not math.isfinite(value) or value <= 0:
+        raise ValueError(name)
+    return base, value
+
+
+def variant_label(name: str) -> str:
+    """What a variant is: its line of :data:`VARIANTS`, or ``"sorter, floor 0.3"`` for ``sorter@0.3``."""
+    base, setting = parse_variant(name)
+    if setting is None:
+        return VARIANTS[name]
+    return f"{'torchsort soft_rank' if base == 'torchsort' else base}, {SETTINGS[base]} {setting:g}"
 
 
 def pairwise_ranks(scores: torch.Tensor, temperature: float, cdf: str = "logistic") -> torch.Tensor:
@@ -103,8 +132,9 @@ def straight_through(forward: torch.Tensor, backward: torch.Tensor) -> torch.Ten
 def build_variant(name: str) -> tuple[Ranker, str]:
     """``(ranker, loss)`` of a key of :data:`VARIANTS`; ``loss`` is ``"rank"`` or ``"native"``."""
     families = {family.name: family for family in ranker_families()}
-    if name == "torchsort":
-        return families["torchsort"].build(0.1), "rank"
+    base, setting = parse_variant(name)
+    if base == "torchsort":
+        return families["torchsort"].build(0.1 if setting is None else setting), "rank"
     if name in SORTING_ONLY:
         return families["diffsort"].build(10.0), "native" if name == "diffsort" else "rank"
     functions: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -116,12 +146,13 @@ def build_variant(name: str) -> tuple[Ranker, str]:
         ),
     }
     if name not in functions:
-        sorter = families["sodeep (shipped)"].build(SORTER_FLOOR).rank.requires_grad_(False).eval()
+        floor = SORTER_FLOOR if setting is None else setting
+        sorter = families["sodeep (shipped)"].build(floor).rank.requires_grad_(False).eval()
         backward = {
             "sorter": None,
             "sorter+wide": lambda scores: pairwise_ranks(scores, WIDE_TEMPERATURE),
             "sorter+identity": identity_ranks,
-        }[name]
+        }[base]
         functions[name] = (
             sorter if backward is None else lambda scores: straight_through(sorter(scores), backward(scores))
         )
@@ -135,7 +166,8 @@ def available_variants(names: Sequence[str]) -> tuple[list[str], dict[str, str]]
         try:
             build_variant(name)
         except ImportError as error:
-            missing[name] = f"{type(error).__name__}: {error}; {INSTALL_HINTS.get(name, 'see its docstring')}"
+            hint = INSTALL_HINTS.get(parse_variant(name)[0], "see its docstring")
+            missing[name] = f"{type(error).__name__}: {error}; {hint}"
         else:
             usable.append(name)
     return usable, missing
@@ -210,7 +242,39 @@ def summary_table(rows: list[dict], names: Sequence[str], lengths: Sequence[int]
                 row for row in rows if row["variant"] == name and row["part"] == "regression" and row["where"] == task
             ]
             cells.append(cell([row["spearman"] for row in mine]))
-        lines.append(f"| {VARIANTS[name]} | " + " | ".join(cells) + " |")
+        lines.append(f"| {variant_label(name)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def paired_table(rows: list[dict], names: Sequence[str], lengths: Sequence[int], baseline: str) -> str:
+    """Markdown: per variant other than ``baseline`` and per n, its exact match minus the
+    baseline's, and its element-wise accuracy minus the baseline's, paired by seed: mean +-
+    standard error over the seeds both have (``-`` under two)."""
+
+    def figure(name: str, n: int, key: str) -> dict[int, float]:
+        return {
+            row["seed"]: row[key]
+            for row in rows
+            if row["variant"] == name and row["part"] == "sorting" and row["where"] == n
+        }
+
+    def cell(name: str, n: int, key: str) -> str:
+        mine, theirs = figure(name, n, key), figure(baseline, n, key)
+        differences = [mine[seed] - theirs[seed] for seed in sorted(mine.keys() & theirs.keys())]
+        if len(differences) < 2:
+            return "-"
+        error = statistics.stdev(differences) / math.sqrt(len(differences))
+        return f"{statistics.mean(differences):+.3f} ± {error:.3f}"
+
+    header = [f"n = {n}: {what}" for n in lengths for what in ("exact", "element-wise")]
+    lines = [
+        f"| variant minus {variant_label(baseline)} (paired by seed) | " + " | ".join(header) + " |",
+        "|---" * (len(header) + 1) + "|",
+    ]
+    for name in names:
+        if name != baseline:
+            cells = [cell(name, n, key) for n in lengths for key in ("exact_match", "element_wise")]
+            lines.append(f"| {variant_label(name)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -267,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--regression-steps", type=int, default=300, help="regression steps (default 300)")
     parser.add_argument("--workers", type=int, default=2, help="processes, one thread each (default 2)")
     parser.add_argument("--json", help="also write the settings and rows as JSON here")
+    parser.add_argument(
+        "--paired-with", metavar="VARIANT", help="also print each variant's learning-to-sort figures minus this one's"
+    )
     return parser
 
 
@@ -276,9 +343,12 @@ def main(argv: Sequence[str] | None = None) -> str:
     requested = list(dict.fromkeys(name.strip() for name in args.variants.split(",") if name.strip()))
     if not requested:
         parser.error(f"--variants names no variant; known: {', '.join(VARIANTS)}")
-    unknown = [name for name in requested if name not in VARIANTS]
+    known = f"known: {', '.join(VARIANTS)}, and sorter@FLOOR or torchsort@REGULARIZATION (a number > 0)"
+    unknown = [name for name in requested if not _is_variant(name)]
     if unknown:
-        parser.error(f"--variants: unknown {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
+        parser.error(f"--variants: unknown {', '.join(unknown)}; {known}")
+    if args.paired_with is not None and args.paired_with not in requested:
+        parser.error(f"--paired-with {args.paired_with} is not among --variants {','.join(requested)}")
     for option in ("seeds", "steps", "regression_steps", "workers"):
         if getattr(args, option) < 1:
             parser.error(f"--{option.replace('_', '-')} must be >= 1, got {getattr(args, option)}")
@@ -298,11 +368,17 @@ def main(argv: Sequence[str] | None = None) -> str:
     for name, reason in missing.items():
         print(f"skipped {name}: {reason}", file=sys.stderr)
     if not names:
-        parser.error("no variant left to run: " + "; ".join(f"{name} needs {INSTALL_HINTS[name]}" for name in missing))
+        needs = "; ".join(f"{name} needs {INSTALL_HINTS[parse_variant(name)[0]]}" for name in missing)
+        parser.error(f"no variant left to run: {needs}")
     jobs = jobs_for(names, lengths, range(args.seeds), args.steps, range(args.regression_seeds), args.regression_steps)
     rows, complete = run_jobs(jobs, args.workers)
     table = summary_table(rows, names, lengths, regression=args.regression_seeds > 0)
     print(table)
+    if args.paired_with in names:
+        print()
+        print(paired_table(rows, names, lengths, args.paired_with))
+    elif args.paired_with is not None:
+        print(f"no paired table: {args.paired_with} was skipped", file=sys.stderr)
     if args.json:
         settings = {**vars(args), "variants": names, "lengths": lengths}
         atomic_write_json(args.json, {"settings": settings, "skipped": missing, "complete": complete, "rows": rows})
@@ -314,6 +390,14 @@ def main(argv: Sequence[str] | None = None) -> str:
         )
         raise SystemExit(130)
     return table
+
+
+def _is_variant(name: str) -> bool:
+    try:
+        parse_variant(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _stop_once(number: int, frame: object) -> None:

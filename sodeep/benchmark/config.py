@@ -83,7 +83,7 @@ class BenchConfig:
             for path in self.mnist:
                 if not Path(path).is_file():
                     what = "is a folder, not a file" if Path(path).is_dir() else "not found"
-                    raise ValueError(f"MNIST file {path} {what} (--mnist IMAGES LABELS: the train-*-idx files)")
+                    raise ValueError(f"MNIST file {path} {what} (mnist= takes the images and labels train-*-idx files)")
         if self.sorting_settings not in ("grid", "default"):
             raise ValueError(f"sorting_settings must be 'grid' or 'default', got {self.sorting_settings!r}")
         for name in (

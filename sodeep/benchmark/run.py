@@ -51,14 +51,14 @@ def claim_output_folder(out: Path, overwrite: bool, resume: bool = False) -> Pat
     from sodeep.run_folder import RUN_LOCK, hold_folder
 
     if out.exists() and not out.is_dir():
-        raise ValueError(f"{out} is a file, not a folder; give --out a new or empty folder")
+        raise ValueError(f"{out} is a file, not a folder; give out= a new or empty folder")
     present = sorted(path.name for path in out.iterdir()) if out.is_dir() else []
     ours = [name for name in present if name in OUTPUT_FILES or _is_temporary_output(name)]
     others = [name for name in present if name not in ours and name != RUN_LOCK]
     named = [name for name in ours if not _is_temporary_output(name)]
     if "results.json" in named and not others and _damaged_json(out / "results.json"):
         raise ValueError(
-            f"{out / 'results.json'} is not readable JSON (damaged); give another --out, or delete {out} "
+            f"{out / 'results.json'} is not readable JSON (damaged); give another out=, or delete {out} "
             "if it holds nothing else you need"
         )
     if not others and named and not _holds_benchmark_results(out):
@@ -67,16 +67,16 @@ def claim_output_folder(out: Path, overwrite: bool, resume: bool = False) -> Pat
         more = f" and {len(others) - 3} more" if len(others) > 3 else ""
         raise ValueError(
             f"{out} holds files that are not a sodeep benchmark's ({', '.join(others[:3])}{more}); "
-            "give --out a new or empty folder"
+            "give out= a new or empty folder"
         )
     if resume and not (out / "results.json").is_file():
-        raise ValueError(f"{out} holds no benchmark to resume; run without --resume to start one")
+        raise ValueError(f"{out} holds no benchmark to resume; run without resume=True to start one")
     if ours and not (overwrite or resume):
         raise ValueError(
-            f"{out} holds benchmark results; pass --resume to continue them, --overwrite to replace them, "
-            "or give another --out"
+            f"{out} holds benchmark results; pass resume=True to continue them, overwrite=True to replace them, "
+            "or give another out="
         )
-    hold_folder(out, instead="give another --out")
+    hold_folder(out, instead="give another out=")
     for name in [] if resume else ours:
         (out / name).unlink()
     return out
@@ -207,7 +207,7 @@ def _previous_results(out: Path, config: BenchConfig) -> dict:
         held = previous["config"]
         previous["wall_seconds"], previous["skipped"]
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
-        raise ValueError(f"{path} is damaged; run with --overwrite instead of --resume") from None
+        raise ValueError(f"{path} is damaged; run with overwrite=True instead of resume=True") from None
     wanted = json.loads(json.dumps(config.as_dict()))  # as JSON reads it back: tuples are lists
     # Where it runs and how many processes train do not change the results.
     differing = sorted(
@@ -217,7 +217,7 @@ def _previous_results(out: Path, config: BenchConfig) -> dict:
         changes = ", ".join(f"{key}: {held.get(key)} -> {wanted.get(key)}" for key in differing) or "schema"
         raise ValueError(
             f"{out} holds a benchmark of other settings ({changes}); resume it with its own "
-            "settings, or run with --overwrite instead of --resume"
+            "settings, or run with overwrite=True instead of resume=True"
         )
     return previous
 
@@ -317,7 +317,7 @@ def _mnist_files(folder_files) -> tuple:
     for path in (images, labels):
         if "train" not in path.name:
             raise ValueError(
-                f"MNIST file {path}: --mnist takes the training files, named train-* (the test files, t10k-*, "
+                f"MNIST file {path}: mnist= takes the training files, named train-* (the test files, t10k-*, "
                 "are found beside them by that name)"
             )
     test_images = images.with_name(images.name.replace("train", "t10k"))

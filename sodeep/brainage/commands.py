@@ -57,7 +57,7 @@ from sodeep.brainage.csv_files import DELIMITERS
 from sodeep.brainage.datasets import DEFAULT_DATASET
 from sodeep.config import SCALE_OUT
 from sodeep.run_folder import releasing_run_folders
-from sodeep.wording import plural
+from sodeep.wording import advice_spelling, plural
 
 #: Settings that are not a folder's configuration: the run lists, which extend a folder, where
 #: the output goes, data paths, for which their content's digest stands, and where it trains.
@@ -177,7 +177,7 @@ def run_synthetic(
     _check_wandb_login(config.wandb)
     leader = _is_leader(config)
     check_batch_size(config.losses, config.batch_size)
-    check_grid_fits(GRID, config.channels, "give fewer --channels (the synthetic grid is fixed)")
+    check_grid_fits(GRID, config.channels, "give fewer channels= (the synthetic grid is fixed)")
     training, network = volume_training(config), sfcn_network(config)
     fine_tuning, start = open_fine_tuning(config, "synthetic", {}, folds=1, model=SFCN(**network))
     out, record, previous_run = Path(config.out), None, None
@@ -486,7 +486,7 @@ def _resolved(path: str | None) -> str | None:
 def _notes(lines: list[str]) -> None:
     """What a reader should know about the data (rows skipped, ids repeated): one line each, on stderr."""
     for line in lines:
-        print(line, file=sys.stderr)
+        print(advice_spelling.get()(line), file=sys.stderr)
 
 
 def _say_started(fine_tuning: Any, training: TrainingConfig) -> None:

@@ -40,7 +40,7 @@ from torch import nn
 from sodeep.brainage.results import RESTART_ADVICE, RESULTS_FILE, read_results
 from sodeep.brainage.training import BEST_CHECKPOINT
 from sodeep.checkpoints import CHECKPOINT_FORMAT, CheckpointError, read_weights_only
-from sodeep.run_folder import RUN_RECORD
+from sodeep.run_folder import CHOOSE_ANOTHER_OUT, RUN_RECORD
 
 #: The settings (``run.json``) that fix a command's subjects and folds: a run folder's models can
 #: start this command's runs only when these agree.
@@ -182,7 +182,7 @@ def open_fine_tuning(
         return None, dict.fromkeys(FOLDER_SETTINGS)
     out, source = Path(config.out).resolve(), Path(config.init_from).resolve()
     if source == out or out in source.parents:
-        raise ValueError(f"init_from: {config.init_from} is in the output folder {config.out}; choose another --out")
+        raise ValueError(f"init_from: {config.init_from} is in the output folder {config.out}; {CHOOSE_ANOTHER_OUT}")
     fine_tuning = FineTuning.open(
         config.init_from,
         command=command,
@@ -340,7 +340,7 @@ def _refuse_a_fold_of_the_same_data(path: Path, command: str, settings: Mapping[
     if all(record["config"].get(key) == settings.get(key) for key in SAME_DATA[command]):
         raise ValueError(
             f"init_from: {path} is the model of one run of {folder}, on these same data and folds, so it has "
-            f"seen the other folds' test subjects; give --init-from {parents[1]} to start each run from the "
+            f"seen the other folds' test subjects; give init_from={str(parents[1])!r} to start each run from the "
             "model of its own (seed, fold)"
         )
 

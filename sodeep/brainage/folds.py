@@ -16,7 +16,7 @@ def check_folds(folds: int, subjects: int | None = None) -> None:
     if folds < 2:
         raise ValueError(f"need folds >= 2, got folds={folds}")
     if subjects is not None and subjects < folds:
-        advice = f"use --folds {subjects} or fewer" if subjects >= 2 else "cross-validation needs more subjects"
+        advice = f"use folds={subjects} or fewer" if subjects >= 2 else "cross-validation needs more subjects"
         raise ValueError(f"{folds} folds need at least {folds} subjects, got {subjects}; {advice}")
 
 
@@ -67,7 +67,7 @@ def check_site_folds(sites: Sequence[str], folds: int) -> None:
     if names == [NO_SITE]:
         raise ValueError(
             f"a site-grouped split needs a site column; the table has none (every subject's site is {NO_SITE!r}): "
-            "name yours with --site-column"
+            "name yours with site_column="
         )
     if NO_SITE in names:
         unknown = sum(str(site) == NO_SITE for site in sites)
@@ -76,13 +76,13 @@ def check_site_folds(sites: Sequence[str], folds: int) -> None:
             f"a site-grouped split needs every subject's site; {plural(unknown, 'subject')} "
             f"{'has' if unknown == 1 else 'have'} no site (an empty site cell, read as {NO_SITE!r}) among the sites "
             f"{known[:5]}{' ...' if len(known) > 5 else ''}; fill in their sites, leave those rows out, or split by "
-            "age (--split stratified)"
+            "age (split='stratified')"
         )
     if len(names) < folds:
-        fewer = f"use --folds {len(names)} or " if len(names) >= 2 else ""
+        fewer = f"use folds={len(names)} or " if len(names) >= 2 else ""
         raise ValueError(
             f"a site-grouped split into {folds} folds needs at least {folds} sites, got {len(names)} ({names[:5]}); "
-            f"{fewer}split by age (--split stratified)"
+            f"{fewer}split by age (split='stratified')"
         )
 
 

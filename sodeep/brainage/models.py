@@ -53,7 +53,7 @@ SFCN_CHANNELS = (8, 16, 48, 128, 256)
 
 
 def check_grid_fits(
-    grid: Sequence[int], channels: Sequence[int] | None, advice: str = "give fewer --channels or a larger --shape"
+    grid: Sequence[int], channels: Sequence[int] | None, advice: str = "give fewer channels= or a larger shape="
 ) -> None:
     """Refuse (``ValueError``, one line ending in ``advice``) a volume grid that SFCN's blocks,
     each halving it, would shrink below one voxel: each side needs ``2 ** len(channels)``."""

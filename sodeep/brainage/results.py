@@ -32,7 +32,7 @@ GROUPS = ("presets", "cascade")
 GROWING_SETTINGS = ("presets", "seeds")
 
 #: What a refusal of a folder's results says to do.
-RESTART_ADVICE = "run with --overwrite instead of --resume to start the folder again"
+RESTART_ADVICE = "run with overwrite=True instead of resume=True to start the folder again"
 
 
 def _well_formed(results: Any) -> bool:

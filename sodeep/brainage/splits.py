@@ -131,7 +131,7 @@ def check_split(
             if len(training_sites) < 2:
                 raise ValueError(
                     f"{where}: the training split holds one site ({training_sites[0]!r}), none to hold out for "
-                    f"validation; {_fewer_folds_or(folds)}more sites, or split by age (--split stratified)"
+                    f"validation; {_fewer_folds_or(folds)}more sites, or split by age (split='stratified')"
                 )
             rows = fold_rows(
                 ages, sites, split=split, folds=folds, seed=seed, fold=fold, validation_fraction=validation_fraction
@@ -140,7 +140,7 @@ def check_split(
                 raise ValueError(
                     f"{where}: {len(rows.test)} test, {len(rows.fitting)} fitting and {len(rows.validation)} validation "
                     f"subjects; each needs 2 (validation: of two ages); {_fewer_folds_or(folds)}more subjects per "
-                    "site, or split by age (--split stratified)"
+                    "site, or split by age (split='stratified')"
                 )
 
 
@@ -167,10 +167,10 @@ def check_cross_validation_size(subjects: int, folds: int) -> None:
             counts = (
                 f"{allowed[0]} to {allowed[-1]}" if contiguous and len(allowed) > 1 else ", ".join(map(str, allowed))
             )
-            advice = f"use --folds {counts}"
+            advice = f"use folds={counts}"
         else:
             smallest = min(range(2, 8), key=fewest_subjects)
-            advice = f"a cross-validation needs {fewest_subjects(smallest)} subjects at least (--folds {smallest})"
+            advice = f"a cross-validation needs {fewest_subjects(smallest)} subjects at least (folds={smallest})"
         raise ValueError(
             f"{plural(subjects, 'subject')} {'is' if subjects == 1 else 'are'} too few for {folds} folds, which need {fewest_subjects(folds)} (each test fold "
             f"2, each training split {FEWEST_TRAINING_SUBJECTS}: 2 to fit, 2 to validate); {advice}"

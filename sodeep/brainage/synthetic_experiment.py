@@ -165,7 +165,7 @@ def unfinished_synthetic_runs(
                 read_weights_only(first)
             except (CheckpointError, OSError) as error:
                 raise ValueError(
-                    f"cannot train the cascade on its first stage: {error}; run with --overwrite instead of --resume"
+                    f"cannot train the cascade on its first stage: {error}; run with overwrite=True instead of resume=True"
                 ) from None
     return results, pending
 

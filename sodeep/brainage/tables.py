@@ -16,7 +16,6 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,7 +116,7 @@ class AgeTable:
                 f"{source}: {len(self.empty_site_lines)} of {plural(len(self), 'subject')} "
                 f"{'has' if len(self.empty_site_lines) == 1 else 'have'} an empty site cell "
                 f"({describe_lines(self.empty_site_lines)}); empty site cells are one site, {NO_SITE!r}, in per-site "
-                "results, and a site-grouped split (--split site) refuses them: fill in their sites"
+                "results, and a site-grouped split (split='site') refuses them: fill in their sites"
             )
         if self.index_columns:
             lines.append(
@@ -129,7 +128,7 @@ class AgeTable:
             shown = ", ".join(f"{name!r} (r = {r:+.3f})" for name, r in self.age_like_features.items())
             lines.append(
                 f"{source}: features that give the age away: {shown}; they follow the age almost exactly (an age "
-                "in other units, a birth year?): leave them out with --features"
+                "in other units, a birth year?): leave them out with features="
             )
         return lines + ages_beyond_a_lifetime(source, self.ages)
 
@@ -162,7 +161,7 @@ def describe_dropped_columns(source: str, dropped: dict[str, list[tuple[int, str
     more = f", and {len(dropped) - SHOWN_PROBLEMS} more" if len(dropped) > SHOWN_PROBLEMS else ""
     return (
         f"{source}: columns with cells that are not plain numbers are not features: {shown}{more}; "
-        "name them in --features to keep them (their rows with text are then skipped)"
+        "name them in features= to keep them (their rows with text are then skipped)"
     )
 
 
@@ -221,8 +220,8 @@ def select_feature_columns(
         if texts:
             shown = ", ".join(f"{column!r} (line {cells[0][0]}: {cells[0][1]!r})" for column, cells in texts.items())
             hint = (
-                f"; columns with cells that are not plain numbers: {shown[:300]}: name them in --features "
-                "(e.g. --features 'lh_*') to keep them, and their rows with such cells are skipped"
+                f"; columns with cells that are not plain numbers: {shown[:300]}: name them in features= "
+                "(e.g. features='lh_*') to keep them, and their rows with such cells are skipped"
             )
         raise ValueError(
             f"no numeric feature column besides {sorted(excluded)}{hint}; columns are {describe_columns(columns)}"
@@ -290,7 +289,7 @@ def read_age_table(
     columns, rows, lines, delimiter = read_csv_rows(path)
     if age_column not in columns:
         match = closest_column(age_column, columns)
-        hint = f" (did you mean --age-column {shlex.quote(match)}?)" if match else ""
+        hint = f" (did you mean age_column={match!r}?)" if match else ""
         raise ValueError(f"{path}: no age column {age_column!r}{hint}; columns are {describe_columns(columns)}")
     if not rows:
         raise ValueError(f"{path}: the table has a header but no rows")

@@ -265,12 +265,12 @@ def check_resumable_run(directory: str | Path, run: dict[str, Any] | None = None
     best = directory / BEST_CHECKPOINT
     if not best.is_file():
         raise ValueError(
-            f"cannot resume: {directory} holds {LAST_CHECKPOINT} but no {BEST_CHECKPOINT}; run with --overwrite instead of --resume"
+            f"cannot resume: {directory} holds {LAST_CHECKPOINT} but no {BEST_CHECKPOINT}; run with overwrite=True instead of resume=True"
         )
     payload = _read_for_resume(best)
     if not isinstance(payload, dict) or not isinstance(payload.get("state_dict"), dict):
         raise ValueError(
-            f"cannot resume: {best} is not a checkpoint of a brain-age training run; run with --overwrite instead of --resume"
+            f"cannot resume: {best} is not a checkpoint of a brain-age training run; run with overwrite=True instead of resume=True"
         )
 
 

@@ -318,7 +318,7 @@ class CacheError(ValueError):
     """The volume cache cannot be written: the command stops (no volume is at fault)."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(f"{message}; choose another --cache")
+        super().__init__(f"{message}; choose another folder for cache=")
 
 
 def load_cohort(

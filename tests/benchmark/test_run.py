@@ -158,7 +158,7 @@ def test_the_output_folder_holds_benchmark_results_only(tmp_path):
     (mine / "notes.txt").unlink()
     (mine / "results.json").write_text('{"my precious": [1]}')  # a user's results.json is not a benchmark's
     for overwrite in (False, True):
-        with pytest.raises(ValueError, match=r"\(results.json, results.md\); give --out a new or empty folder"):
+        with pytest.raises(ValueError, match=r"\(results.json, results.md\); give out= a new or empty folder"):
             claim_output_folder(mine, overwrite=overwrite)
     assert (mine / "results.json").read_text() == '{"my precious": [1]}'
     earlier = tmp_path / "earlier"
@@ -166,7 +166,7 @@ def test_the_output_folder_holds_benchmark_results_only(tmp_path):
     (earlier / "results.json").write_text('{"schema": "sodeep-bench/1"}')
     (earlier / "bench_speed.png").write_bytes(b"png")
     (earlier / ".results.json.k2j4.tmp").write_bytes(b"half")  # left by a killed write
-    with pytest.raises(ValueError, match="--overwrite"):
+    with pytest.raises(ValueError, match="overwrite=True to replace them"):
         claim_output_folder(earlier, overwrite=False)
     claim_output_folder(earlier, overwrite=True)
     assert [path.name for path in earlier.iterdir()] == ["run.lock"]
@@ -181,7 +181,7 @@ def test_a_damaged_results_file_is_named_as_such(tmp_path):
     (tmp_path / "results.json").write_text('{"schema": "sodeep-be')  # cut short
     (tmp_path / "results.md").write_text("| ranker |")
     for flags in ({}, {"overwrite": True}, {"resume": True}):
-        with pytest.raises(ValueError, match=r"results.json is not readable JSON \(damaged\); give another --out, or"):
+        with pytest.raises(ValueError, match=r"results.json is not readable JSON \(damaged\); give another out=, or"):
             claim_output_folder(tmp_path, overwrite=flags.get("overwrite", False), resume=flags.get("resume", False))
     assert sorted(path.name for path in tmp_path.iterdir()) == ["results.json", "results.md"]
 

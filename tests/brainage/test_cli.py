@@ -162,3 +162,33 @@ def test_predictions_csv_names_each_subject_of_every_test_prediction(tmp_path):
     run = runs[0]
     first = next(r for r in written if (int(r["seed"]), int(r["fold"])) == (run["seed"], run["fold"]))
     assert float(first["predicted_age"]) == run["test_predictions"][0]
+
+
+def test_notes_on_the_data_name_flags_on_the_command_line_and_keyword_arguments_in_python(tmp_path, capsys):
+    import numpy as np
+
+    from sodeep.cli import main
+
+    generator = np.random.default_rng(2)
+    lines = ["age,f0,f1,notes"]
+    for index, age in enumerate(generator.uniform(20, 80, 20)):
+        note = "n/a" if index in (2, 5) else f"{generator.normal():.3f}"  # a column with text: not a feature
+        lines.append(f"{age:.2f},{age * 0.01 + generator.normal():.3f},{generator.normal():.3f},{note}")
+    (tmp_path / "table.csv").write_text("\n".join(lines) + "\n")
+    argv = ["brainage", "tabular", "--csv", str(tmp_path / "table.csv"), "--losses", "l1", "--folds", "2"]
+    capsys.readouterr()
+    assert main([*argv, "--seeds", "0", "--max-epochs", "1", "--wandb", "disabled", "--out", str(tmp_path / "a")]) == 0
+    noted = [line for line in capsys.readouterr().err.splitlines() if "not plain numbers" in line]
+    assert len(noted) == 1 and "name them in --features to keep them" in noted[0], noted
+    config = TabularConfig(
+        csv=str(tmp_path / "table.csv"),
+        losses=["l1"],
+        folds=2,
+        seeds=[0],
+        max_epochs=1,
+        wandb="disabled",
+        out=str(tmp_path / "b"),
+    )
+    commands.run_tabular(config, progress=False)
+    noted = [line for line in capsys.readouterr().err.splitlines() if "not plain numbers" in line]
+    assert len(noted) == 1 and "name them in features= to keep them" in noted[0], noted

@@ -81,7 +81,10 @@ def test_results_grow_and_a_call_with_other_settings_is_refused_keeping_them(tmp
     assert both["settings"]["presets"] == ["l1", "mse"] and both["comparisons"]["mse"]["pairs"] == 2
     before = (tmp_path / "results.json").read_text()
     # Other settings must not drop the finished runs from results.json: they are refused.
-    with pytest.raises(ValueError, match=r"results.json holds runs of other settings \(folds\); run with --overwrite"):
+    with pytest.raises(
+        ValueError,
+        match=r"results.json holds runs of other settings \(folds\); run with overwrite=True instead of resume=True",
+    ):
         cross_validate_table(table, ["l1"], out=tmp_path, folds=3, seeds=[0], config=TINY, progress=False)
     assert (tmp_path / "results.json").read_text() == before
 

@@ -179,8 +179,8 @@ BAD_FLAGS = [
     (["--num-nodes", "0"], "--num-nodes must be an integer >= 1, got 0"),
     (["--strategy", "ddp_spawn"], "strategy 'ddp_spawn' starts its processes inside fit"),
     (["--strategy", "bogus"], "invalid strategy name"),
-    (["--accelerator", "tpu"], "cannot train with accelerator='tpu', devices=1, strategy='auto', num_nodes=1: "),
-    (["--accelerator", "gpu", "--devices", "64"], "cannot train with accelerator='gpu', devices=64"),
+    (["--accelerator", "tpu"], "cannot train with --accelerator tpu, --devices 1, --strategy auto, --num-nodes 1: "),
+    (["--accelerator", "gpu", "--devices", "64"], "cannot train with --accelerator gpu, --devices 64"),
     (
         ["--accelerator", "cpu", "--devices", "4096"],
         "4096 CPU processes on the",

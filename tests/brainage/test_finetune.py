@@ -194,7 +194,7 @@ def _foreign(folder, command):
         (lambda paths: ["--freeze-backbone"], "--freeze-backbone needs --init-from"),
         (
             lambda paths: ["--init-from", str(paths["source"]), "--out", str(paths["source"]), "--overwrite"],
-            "is in the output folder .*; choose another --out",
+            "is in the output folder .*; choose another folder for --out",
         ),
     ],
     ids=[

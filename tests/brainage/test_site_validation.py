@@ -105,12 +105,12 @@ def test_stratified_split_is_unchanged_and_mixes_sites():
     "sites,folds,words",
     [
         ([NO_SITE] * 40, 2, "needs a site column; the table has none"),
-        (["a"] * 20 + ["b"] * 20, 3, "at least 3 sites, got 2 (['a', 'b']); use --folds 2 or split by age"),
-        (["a"] * 40, 2, "at least 2 sites, got 1 (['a']); split by age (--split stratified)"),
+        (["a"] * 20 + ["b"] * 20, 3, "at least 3 sites, got 2 (['a', 'b']); use folds=2 or split by age"),
+        (["a"] * 40, 2, "at least 2 sites, got 1 (['a']); split by age (split='stratified')"),
         (
             ["a"] * 20 + ["b"] * 20,
             2,
-            "none to hold out for validation; give more sites, or split by age (--split stratified)",
+            "none to hold out for validation; give more sites, or split by age (split='stratified')",
         ),
         (["a"] * 20 + ["b"] * 19 + ["c"], 3, "1 test"),
         (["a"] * 20 + ["b"] * 19 + ["c"], 3, "use fewer folds or more subjects per site, or split by age"),
@@ -324,11 +324,11 @@ def test_too_few_subjects_for_the_folds_names_the_most_folds_they_allow():
     for folds in range(2, 12):
         allowed = [n for n in range(1, 200) if n >= 2 * folds and all(n - len(f) >= 4 for f in _folds_of(n, folds))]
         assert fewest_subjects(folds) == allowed[0]
-    with pytest.raises(ValueError, match=r"9 subjects are too few for 5 folds, which need 10 .*; use --folds 2 to 4"):
+    with pytest.raises(ValueError, match=r"9 subjects are too few for 5 folds, which need 10 .*; use folds=2 to 4"):
         check_cross_validation_size(9, 5)
-    with pytest.raises(ValueError, match=r"a cross-validation needs 6 subjects at least \(--folds 3\)"):
+    with pytest.raises(ValueError, match=r"a cross-validation needs 6 subjects at least \(folds=3\)"):
         check_cross_validation_size(3, 2)
-    with pytest.raises(ValueError, match="use --folds 3$"):
+    with pytest.raises(ValueError, match="use folds=3$"):
         check_cross_validation_size(7, 2)  # 2 folds need 8 subjects, 3 folds only 6
     # The advice names exactly the fold counts that these subjects allow.
     for subjects in range(2, 30):
@@ -341,10 +341,10 @@ def test_too_few_subjects_for_the_folds_names_the_most_folds_they_allow():
                 if not fits:
                     assert advice.startswith("a cross-validation needs 6 subjects at least")
                     continue
-                named = advice.removeprefix("use --folds ")
+                named = advice.removeprefix("use folds=")
                 low, _, high = named.partition(" to ")
                 assert fits == (list(range(int(low), int(high) + 1)) if high else [int(k) for k in named.split(", ")])
-    with pytest.raises(ValueError, match="9 folds need at least 9 subjects, got 8; use --folds 8 or fewer"):
+    with pytest.raises(ValueError, match="9 folds need at least 9 subjects, got 8; use folds=8 or fewer"):
         check_folds(9, 8)
     for folds in (1, 0):
         with pytest.raises(ValueError, match="need folds >= 2"):

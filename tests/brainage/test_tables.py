@@ -159,7 +159,7 @@ def test_files_that_are_not_text_tables_are_named(tmp_path, content, message):
 
 @pytest.mark.parametrize(
     "header, hint",
-    [("sub_id,Age,f", "(did you mean --age-column Age?)"), ("id,ages,f", "(did you mean --age-column ages?)")],
+    [("sub_id,Age,f", "(did you mean age_column='Age'?)"), ("id,ages,f", "(did you mean age_column='ages'?)")],
 )
 def test_an_age_column_of_another_case_or_spelling_is_named(tmp_path, header, hint):
     path = tmp_path / "t.csv"
@@ -201,7 +201,7 @@ def test_nan_cells_leave_rows_out_and_text_cells_among_numbers_are_named(tmp_pat
     assert table.notes("t.csv") == [
         "t.csv: skipped 1 of 4 rows (line 3: feature 'f' is 'NaN', not a number)",
         "t.csv: columns with cells that are not plain numbers are not features: 'g' (2 of 4 cells, line 4: 'n/a'); "
-        "name them in --features to keep them (their rows with text are then skipped)",
+        "name them in features= to keep them (their rows with text are then skipped)",
     ]
 
 
@@ -300,7 +300,7 @@ def test_spaces_around_names_and_values_are_stripped(tmp_path):
     assert table.feature_names == ["f1"] and table.subject_ids == ["s1", "s2"] and table.sites == ["A", "B"]
     assert table.ages.tolist() == [23.5, 40] and table.features.ravel().tolist() == [1.5, 2]
     path.write_text("id, Age, f1\ns1, 20, 1\n")
-    with pytest.raises(ValueError, match=re.escape("no age column 'age' (did you mean --age-column Age?)")):
+    with pytest.raises(ValueError, match=re.escape("no age column 'age' (did you mean age_column='Age'?)")):
         read_age_table(path)
 
 
@@ -313,7 +313,7 @@ def test_empty_site_cells_are_noted(tmp_path):
     assert table.notes("t.csv") == [
         "t.csv: skipped 1 of 5 rows (line 6: age 'x' is not a number)",
         "t.csv: 2 of 4 subjects have an empty site cell (lines 3, 5); empty site cells are one site, '(no site)', in "
-        "per-site results, and a site-grouped split (--split site) refuses them: fill in their sites",
+        "per-site results, and a site-grouped split (split='site') refuses them: fill in their sites",
     ]
 
 
@@ -382,7 +382,7 @@ def test_spreadsheet_exports_read_or_refused_for_what_they_are(tmp_path):
         read_age_table(unicode_text)
     units = tmp_path / "units.csv"
     units.write_text("id,Age (years),f\ns1,20,1\n")
-    with pytest.raises(ValueError, match=re.escape("(did you mean --age-column 'Age (years)'?)")):
+    with pytest.raises(ValueError, match=re.escape("(did you mean age_column='Age (years)'?)")):
         read_age_table(units)
 
 

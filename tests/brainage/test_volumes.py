@@ -125,11 +125,15 @@ def test_a_cache_that_cannot_be_written_stops_the_cohort_and_names_the_cache(tmp
         write_volume(tmp_path / f"s{index}.nii.gz", blob((10, 10, 10), index), voxel_size=4.0)
     (tmp_path / "manifest.csv").write_text("path,age\n" + "".join(f"s{i}.nii.gz,{20 + i}\n" for i in range(4)))
     (tmp_path / "afile").write_text("")
-    with pytest.raises(ValueError, match=r"cannot make the volume cache .*afile: file exists; choose another --cache"):
+    with pytest.raises(
+        ValueError, match=r"cannot make the volume cache .*afile: file exists; choose another folder for cache="
+    ):
         load_cohort(tmp_path / "manifest.csv", tmp_path / "afile", shape=(10, 10, 10), progress=False)
     cache = volumes_module.VolumeCache(tmp_path / "cache", (10, 10, 10), 4.0)
     (tmp_path / "cache" / f"{cache.key(tmp_path / 's2.nii.gz')}.npy").mkdir(parents=True)  # an entry in the way
-    with pytest.raises(ValueError, match=r"cannot write the volume cache .*cache: .*; choose another --cache"):
+    with pytest.raises(
+        ValueError, match=r"cannot write the volume cache .*cache: .*; choose another folder for cache="
+    ):
         load_cohort(tmp_path / "manifest.csv", tmp_path / "cache", shape=(10, 10, 10), progress=False)
 
 
