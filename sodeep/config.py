@@ -250,13 +250,39 @@ def config_from_mapping(cls: type[ConfigT], mapping: dict[str, Any], source: str
     return config
 
 
+class _RepeatedKey(ValueError):
+    """A YAML mapping gives one key twice (YAML would keep the last silently)."""
+
+
+def _refusing_repeated_keys(loader: Any, node: Any, deep: bool = False) -> dict[Any, Any]:
+    """The YAML mapping of ``node``, as ``yaml.SafeLoader`` builds it, but a key given twice is
+    a :class:`_RepeatedKey` naming its lines."""
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: keys given here may override those
+            continue
+        key = loader.construct_object(key_node, deep=deep)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise _RepeatedKey(f"{key!r} is given twice (lines {seen[key]} and {line}); keep one")
+        seen[key] = line
+    return loader.construct_mapping(node, deep=deep)
+
+
 def read_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
-    """The mapping of settings in a YAML file (an empty file is an empty mapping)."""
+    """The mapping of settings in a YAML file (an empty file is an empty mapping); a key given
+    twice in any mapping of it is refused, where YAML would keep the last one silently."""
     import yaml
 
+    class RefusingRepeatedKeys(yaml.SafeLoader):
+        pass
+
+    RefusingRepeatedKeys.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _refusing_repeated_keys)
     path = Path(path)
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=RefusingRepeatedKeys)
+    except _RepeatedKey as error:
+        raise ValueError(f"{path}: {error}") from None
     except FileNotFoundError:
         raise FileNotFoundError(f"no config file at {path}") from None
     except UnicodeDecodeError:

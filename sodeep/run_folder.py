@@ -216,9 +216,16 @@ def holds_a_run_record(folder: Path) -> bool:
     return isinstance(record, dict) and "command" in record and "config" in record
 
 
+#: Files a file manager leaves in any folder it shows (macOS Finder, Windows Explorer): a folder
+#: holding only these is empty to a run.
+FILE_MANAGER_FILES = (".DS_Store", "Thumbs.db", "desktop.ini")
+
+
 def holds_files_besides_its_lock(folder: Path) -> bool:
-    """Whether ``folder`` exists and holds anything but its lock file."""
-    return folder.is_dir() and any(path.name != RUN_LOCK for path in folder.iterdir())
+    """Whether ``folder`` exists and holds anything but its lock file and
+    :data:`FILE_MANAGER_FILES`."""
+    ignored = (RUN_LOCK, *FILE_MANAGER_FILES)
+    return folder.is_dir() and any(path.name not in ignored for path in folder.iterdir())
 
 
 def check_not_the_working_folder(folder: Path, instead: str) -> None:

@@ -437,3 +437,21 @@ def test_an_empty_or_non_text_run_folder_is_refused_in_one_line(tmp_path, capsys
     error = _one_line_error(["pretrain", "--learning-rate", "1e39", "--out", str(tmp_path / "run")], capsys)
     assert "--learning-rate must be a finite number > 0 (within float32's range), got 1e+39" in error
     assert not (tmp_path / "run").exists()
+
+
+def test_a_key_given_twice_in_a_yaml_file_is_refused_not_overridden_silently(tmp_path, capsys):
+    from sodeep.config import read_yaml_mapping
+
+    config = tmp_path / "pretrain.yaml"
+    config.write_text("steps: 20\nseed: 1\nsteps: 30\n")
+    error = _one_line_error(["pretrain", "--config", str(config), "--out", str(tmp_path / "run")], capsys)
+    assert f"{config}: 'steps' is given twice (lines 1 and 3); keep one" in error
+    assert not (tmp_path / "run").exists()
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("sorter:\n  capacity: 4\n  capacity: 8\n")
+    with pytest.raises(ValueError, match="'capacity' is given twice"):
+        read_yaml_mapping(nested)
+    # YAML's merge key brings in defaults that a key of the mapping may override: not a repeat.
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("defaults: &defaults {steps: 5, seed: 2}\nrun:\n  <<: *defaults\n  steps: 7\n")
+    assert read_yaml_mapping(merged)["run"] == {"steps": 7, "seed": 2}

@@ -76,6 +76,7 @@ def run_tabular(
         unfinished_runs,
     )
     from sodeep.brainage.finetuning import open_fine_tuning
+    from sodeep.brainage.folds import check_site_folds
     from sodeep.brainage.interruption import SignalStop
     from sodeep.brainage.losses import check_batch_size
     from sodeep.brainage.models import AgeMLP
@@ -95,6 +96,8 @@ def run_tabular(
         id_column=config.id_column,
         site_column=config.site_column,
     )
+    if config.split == "site":  # sites before subjects: the advice on folds must fit the sites
+        check_site_folds(table.sites, config.folds, cross_validation=True)
     _check_cohort_size(path.name, len(table), config.folds, table.skipped_note(path.name))
     check_batch_size(config.losses, config.batch_size)
     training = TrainingConfig(batch_size=config.batch_size, patience=config.patience, **config.schedule())

@@ -56,10 +56,12 @@ def stratified_folds(ages: np.ndarray, folds: int, seed: int) -> np.ndarray:
 SITE_ORDERS = 100
 
 
-def check_site_folds(sites: Sequence[str], folds: int) -> None:
+def check_site_folds(sites: Sequence[str], folds: int, *, cross_validation: bool = False) -> None:
     """Refuse a site-grouped split of ``sites`` into ``folds`` folds when there are fewer distinct
-    sites than folds (naming a table without a site column as such), or when some subjects have no
-    site (:data:`NO_SITE` among other sites: empty site cells), which would form one made-up site."""
+    sites than folds, or, for a ``cross_validation`` (which holds out a validation site in every
+    training split), than :data:`FEWEST_SITES` (naming a table without a site column as such), or
+    when some subjects have no site (:data:`NO_SITE` among other sites: empty site cells), which
+    would form one made-up site."""
     check_folds(folds)
     if isinstance(sites, (str, bytes)) or any(site is None for site in sites):
         raise ValueError("sites must be a sequence of site labels, one per subject, none of them None")
@@ -78,12 +80,22 @@ def check_site_folds(sites: Sequence[str], folds: int) -> None:
             f"{known[:5]}{' ...' if len(known) > 5 else ''}; fill in their sites, leave those rows out, or split by "
             "age (split='stratified')"
         )
+    if cross_validation and len(names) < FEWEST_SITES:
+        raise ValueError(
+            f"a site-grouped split needs {FEWEST_SITES} sites at least (one to test, and in each training split one "
+            f"to fit on and one to hold out for validation), got {len(names)} ({names}); split by age "
+            "(split='stratified')"
+        )
     if len(names) < folds:
-        fewer = f"use folds={len(names)} or " if len(names) >= 2 else ""
         raise ValueError(
             f"a site-grouped split into {folds} folds needs at least {folds} sites, got {len(names)} ({names[:5]}); "
-            f"{fewer}split by age (split='stratified')"
+            f"use folds={len(names)} or split by age (split='stratified')"
         )
+
+
+#: The fewest sites a site-grouped cross-validation takes: a test site, and two sites in every
+#: training split.
+FEWEST_SITES = 3
 
 
 def site_folds(sites: Sequence[str], folds: int, seed: int) -> np.ndarray:

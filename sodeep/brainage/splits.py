@@ -121,7 +121,7 @@ def check_split(
                         f"{_fewer_folds_or(folds)}a table with more spread in age"
                     )
         return
-    check_site_folds(sites, folds)
+    check_site_folds(sites, folds, cross_validation=True)
     sites = np.asarray(sites, dtype=str)
     for seed in seeds:
         fold_of = site_folds(sites, folds, seed)

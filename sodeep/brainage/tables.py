@@ -278,9 +278,9 @@ def read_age_table(
     Raises:
         FileNotFoundError: no file at ``path``.
         ValueError: a file that is not a text table, has no usable row, lacks the age column
-            (naming a column of another case or a close spelling: ``--age-column Age``) or the
-            named id column, has two id or site columns differing in case, or writes numbers
-            with decimal commas.
+            (naming a column of another case or a close spelling: ``age_column='Age'``) or the
+            named id column, names the age column as the id or site column, has two id or site
+            columns differing in case, or writes numbers with decimal commas.
     """
     path = Path(path)
     features = [features] if isinstance(features, str) else features  # one pattern, not its letters
@@ -295,6 +295,11 @@ def read_age_table(
         raise ValueError(f"{path}: the table has a header but no rows")
     try:
         id_column, site_column = find_id_and_site_columns(columns, id_column, site_column)
+        for role, column in (("id", id_column), ("site", site_column)):
+            if column == age_column:
+                raise ValueError(
+                    f"the age column {age_column!r} cannot also be the {role} column; name another with {role}_column="
+                )
         reserved = [age_column, *(c for c in (id_column, site_column) if c)]
         feature_names = select_feature_columns(columns, features, rows, reserved, lines)
     except ValueError as error:

@@ -147,6 +147,10 @@ def test_the_output_folder_holds_benchmark_results_only(tmp_path):
     from sodeep.benchmark.run import claim_output_folder
 
     assert claim_output_folder(tmp_path / "new", overwrite=False).is_dir()
+    browsed = tmp_path / "browsed"  # a folder a file manager has shown: empty to a benchmark
+    browsed.mkdir()
+    (browsed / ".DS_Store").write_bytes(b"\0")
+    assert claim_output_folder(browsed, overwrite=False) == browsed
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("my work")

@@ -105,10 +105,16 @@ def test_stratified_split_is_unchanged_and_mixes_sites():
     "sites,folds,words",
     [
         ([NO_SITE] * 40, 2, "needs a site column; the table has none"),
-        (["a"] * 20 + ["b"] * 20, 3, "at least 3 sites, got 2 (['a', 'b']); use folds=2 or split by age"),
-        (["a"] * 40, 2, "at least 2 sites, got 1 (['a']); split by age (split='stratified')"),
+        (["a"] * 20 + ["b"] * 20, 2, "needs 3 sites at least (one to test, and in each training split one to fit"),
+        (["a"] * 20 + ["b"] * 20, 3, "to hold out for validation), got 2 (['a', 'b']); split by age (split="),
+        (["a"] * 40, 2, "needs 3 sites at least (one to test, and in each training split one to fit on and one"),
         (
-            ["a"] * 20 + ["b"] * 20,
+            ["a"] * 14 + ["b"] * 13 + ["c"] * 13,
+            4,
+            "into 4 folds needs at least 4 sites, got 3 (['a', 'b', 'c']); use folds=3",
+        ),
+        (
+            ["a"] * 20 + ["b"] * 10 + ["c"] * 10,
             2,
             "none to hold out for validation; give more sites, or split by age (split='stratified')",
         ),
@@ -405,3 +411,16 @@ def test_presets_without_shared_runs_are_not_compared_and_each_pooled_row_names_
     assert "Out-of-fold, each model's first seed:" in report
     assert any(line.startswith("| l1 (seed 0) |") for line in report.splitlines())
     assert any(line.startswith("| mse (seed 1) |") for line in report.splitlines())
+
+
+def test_a_site_split_checks_the_sites_before_the_subjects_so_its_advice_on_folds_fits_them(tmp_path, capsys):
+    from sodeep.cli import main
+
+    ages = np.linspace(20, 80, 40)
+    rows = ["age,site,f"] + [f"{age:.1f},{'AB'[index % 2]},{index % 7}" for index, age in enumerate(ages)]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(SystemExit):
+        main(["brainage", "tabular", "--csv", str(tmp_path / "t.csv"), "--split", "site", "--folds", "50"])
+    error = capsys.readouterr().err
+    assert "needs 3 sites at least" in error and "split by age (--split stratified)" in error, error
+    assert "--folds 2 to" not in error  # the subjects' advice, which no site split of 2 sites can follow

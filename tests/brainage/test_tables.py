@@ -450,3 +450,11 @@ def test_id_and_visit_columns_coded_as_numbers_are_not_default_features(tmp_path
 def test_one_feature_pattern_may_be_given_as_a_string(tmp_path):
     path = write_csv(tmp_path / "t.csv", ["age", "lh_a", "rh_a"], [[20 + i, 0.1 * i, 1.0 - 0.1 * i] for i in range(4)])
     assert read_age_table(path, features="lh_*").feature_names == ["lh_a"]
+
+
+@pytest.mark.parametrize("role", ["site", "id"])
+def test_the_age_column_named_as_the_site_or_id_column_is_refused(tmp_path, role):
+    path = tmp_path / "t.csv"
+    path.write_text("age,f\n30,1\n40,2\n50,3\n")
+    with pytest.raises(ValueError, match=f"the age column 'age' cannot also be the {role} column; name another"):
+        read_age_table(path, **{f"{role}_column": "AGE"})  # matched as the header spells it
