@@ -76,6 +76,7 @@ class AgeTable:
         empty_site_lines: CSV lines of the kept rows whose site cell is empty (their site is
             :data:`NO_SITE`).
         index_columns: row-index columns (:data:`INDEX_COLUMN`) left out of the default features.
+        empty_columns: columns left out of the default features for having no value in any row.
         age_like_features: features whose correlation with age reaches
             :data:`AGE_LIKE_CORRELATION`: name -> Pearson r.
     """
@@ -92,6 +93,7 @@ class AgeTable:
     dropped_columns: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
     empty_site_lines: list[int] = field(default_factory=list)
     index_columns: list[str] = field(default_factory=list)
+    empty_columns: list[str] = field(default_factory=list)
     age_like_features: dict[str, float] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -123,6 +125,12 @@ class AgeTable:
                 f"{source}: {plural(len(self.index_columns), 'row-index column')} "
                 f"{[str(name) for name in self.index_columns]} (as pandas and R write the index) "
                 f"{'is' if len(self.index_columns) == 1 else 'are'} not a feature"
+            )
+        if self.empty_columns:
+            lines.append(
+                f"{source}: {plural(len(self.empty_columns), 'column')} with no value in any row "
+                f"{'is' if len(self.empty_columns) == 1 else 'are'} not a feature: "
+                f"{describe_columns(self.empty_columns)}"
             )
         if self.age_like_features:
             shown = ", ".join(f"{name!r} (r = {r:+.3f})" for name, r in self.age_like_features.items())
@@ -307,6 +315,10 @@ def read_age_table(
     excluded = [*reserved, *NON_FEATURE_COLUMNS]
     dropped = {} if features else text_cells_among_numbers(columns, rows, excluded, lines)
     index_columns = [] if features else [c for c in columns if INDEX_COLUMN.fullmatch(c) and c not in reserved]
+    unused = {name.lower() for name in excluded} | {name.lower() for name in index_columns}
+    empty_columns = (
+        [] if features else [c for c in columns if c.lower() not in unused and all(is_missing(row[c]) for row in rows)]
+    )
 
     kept_features, kept_ages, ids, sites, skipped, empty_site_lines = [], [], [], [], [], []
     for line, row in zip(lines, rows):
@@ -343,6 +355,7 @@ def read_age_table(
         dropped_columns=dropped,
         empty_site_lines=empty_site_lines,
         index_columns=index_columns,
+        empty_columns=empty_columns,
         age_like_features=age_like_features(kept_features, kept_ages, feature_names),
     )
 

@@ -202,6 +202,7 @@ def test_nan_cells_leave_rows_out_and_text_cells_among_numbers_are_named(tmp_pat
         "t.csv: skipped 1 of 4 rows (line 3: feature 'f' is 'NaN', not a number)",
         "t.csv: columns with cells that are not plain numbers are not features: 'g' (2 of 4 cells, line 4: 'n/a'); "
         "name them in features= to keep them (their rows with text are then skipped)",
+        "t.csv: 1 column with no value in any row is not a feature: ['blank']",
     ]
 
 
@@ -458,3 +459,12 @@ def test_the_age_column_named_as_the_site_or_id_column_is_refused(tmp_path, role
     path.write_text("age,f\n30,1\n40,2\n50,3\n")
     with pytest.raises(ValueError, match=f"the age column 'age' cannot also be the {role} column; name another"):
         read_age_table(path, **{f"{role}_column": "AGE"})  # matched as the header spells it
+
+
+def test_a_column_with_no_value_in_any_row_is_noted_as_not_a_feature(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("age,f,blank,g,\n30,1,,4,\n40,2,NaN,3,\n50,4,,1,\n")  # and a trailing delimiter: no column
+    table = read_age_table(path)
+    assert table.feature_names == ["f", "g"] and table.empty_columns == ["blank"]
+    assert "t.csv: 1 column with no value in any row is not a feature: ['blank']" in table.notes("t.csv")
+    assert read_age_table(path, features=["f", "g"]).empty_columns == []  # chosen features: nothing to note
