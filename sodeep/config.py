@@ -295,6 +295,27 @@ def read_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
     return loaded
 
 
+def yaml_reading(value: Any) -> str:
+    """What a YAML file may have meant by ``value``, as the end of a message (or ``""``): YAML
+    reads ``off``, ``no``, ``yes`` and ``on`` as booleans, and a number in e-notation without a
+    dot (``1e1``) as text.
+
+    Example:
+        >>> yaml_reading(False), yaml_reading("1e1"), yaml_reading(3)
+        ("; YAML reads yes, no, on and off as booleans: quote the word, e.g. 'off'", '; YAML reads 1e1 as text: write 10', '')
+    """
+    if isinstance(value, bool):
+        return "; YAML reads yes, no, on and off as booleans: quote the word, e.g. 'off'"
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return ""
+        if math.isfinite(number) and value.strip() != f"{number:g}":
+            return f"; YAML reads {value.strip()} as text: write {number:g}"
+    return ""
+
+
 def _as_float(value: Any, name: str) -> float:
     """``value`` as a float (YAML reads ``3e-3`` without a dot as a string)."""
     try:
@@ -377,7 +398,7 @@ class PretrainConfig:
         for key in ("steps", "batch_size", "validation_every", "checkpoint_every", "validation_sequences"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
+                raise ValueError(f"{key} must be an integer >= 1, got {value!r}{yaml_reading(value)}")
         if self.validation_sequences > MAX_VALIDATION_SEQUENCES:
             raise ValueError(
                 f"validation_sequences must be at most {MAX_VALIDATION_SEQUENCES}, got {self.validation_sequences} "
@@ -386,7 +407,7 @@ class PretrainConfig:
         for key in ("warmup_steps", "seed", "data_workers"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
-                raise ValueError(f"{key} must be an integer >= 0, got {value!r}")
+                raise ValueError(f"{key} must be an integer >= 0, got {value!r}{yaml_reading(value)}")
             setattr(self, key, int(value))  # a NumPy integer too
         if self.seed > MAX_SEED:
             raise ValueError(f"seed must be an integer in 0..{MAX_SEED} (NumPy's seeds), got {self.seed}")
@@ -399,7 +420,7 @@ class PretrainConfig:
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if self.wandb not in ("offline", "online", "disabled"):
-            raise ValueError(f"wandb must be offline, online or disabled, got {self.wandb!r}")
+            raise ValueError(f"wandb must be offline, online or disabled, got {self.wandb!r}{yaml_reading(self.wandb)}")
         self.devices = parse_devices(self.devices)
         check_scale_out(self.accelerator, self.strategy, self.num_nodes)
 

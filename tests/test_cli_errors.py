@@ -455,3 +455,20 @@ def test_a_key_given_twice_in_a_yaml_file_is_refused_not_overridden_silently(tmp
     merged = tmp_path / "merged.yaml"
     merged.write_text("defaults: &defaults {steps: 5, seed: 2}\nrun:\n  <<: *defaults\n  steps: 7\n")
     assert read_yaml_mapping(merged)["run"] == {"steps": 7, "seed": 2}
+
+
+@pytest.mark.parametrize(
+    "command, text, message",
+    [
+        ("pretrain", "wandb: off\n", "wandb must be offline, online or disabled, got False; YAML reads yes, no, on"),
+        ("pretrain", "steps: 1e1\n", "steps must be an integer >= 1, got '1e1'; YAML reads 1e1 as text: write 10"),
+        ("brainage", "max_epochs: 2e1\n", "max_epochs must be int, got '2e1' (str); YAML reads 2e1 as text: write 20"),
+        ("brainage", "wandb: no\n", "wandb must be str, got False (bool); YAML reads yes, no, on and off as booleans"),
+    ],
+)
+def test_what_yaml_made_of_a_value_is_said_where_it_is_refused(tmp_path, capsys, command, text, message):
+    config = tmp_path / "config.yaml"
+    config.write_text(text)
+    argv = [command, *(["tabular"] if command == "brainage" else []), "--config", str(config)]
+    error = _one_line_error([*argv, "--out", str(tmp_path / "run")], capsys)
+    assert message in error, error

@@ -32,7 +32,7 @@ from sodeep.brainage.augmentation import AUGMENTATIONS
 from sodeep.brainage.datasets import BUNDLED_DATASETS, DEFAULT_DATASET, bundled_table_path
 from sodeep.brainage.folds import check_folds
 from sodeep.brainage.losses import BRAIN_AGE_PRESETS, check_batch_pairs
-from sodeep.config import MAX_SEED, SCALE_OUT, check_scale_out, parse_devices, read_yaml_mapping
+from sodeep.config import MAX_SEED, SCALE_OUT, check_scale_out, parse_devices, read_yaml_mapping, yaml_reading
 
 #: W&B modes of every command (``sodeep.runs.WANDB_MODES``, not imported here: that module loads Lightning).
 WANDB_MODES = ("offline", "online", "disabled")
@@ -131,7 +131,7 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
     if hint is str and isinstance(value, os.PathLike):
         return os.fspath(value)
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise ValueError(f"{name} must be {hint.__name__}, got {value!r} ({type(value).__name__})")
+        raise ValueError(f"{name} must be {hint.__name__}, got {value!r} ({type(value).__name__}){yaml_reading(value)}")
     return value
 
 
