@@ -396,7 +396,7 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
     if not any(True for _ in sorter.parameters()):
         raise ValueError(f"sorter {config.architecture!r} has no weights to train")
     if leader:
-        if not resume and _started_but_never_saved(out, settings):
+        if not resume and _started_but_never_saved(out):
             overwrite = True  # nothing was trained there yet: starting again loses nothing
         record = claim_run_folder(out, "pretrain", settings, resume=resume, overwrite=overwrite, ignored=RESUMABLE_WITH)
         if resume and not overwrite and not last.is_file():
@@ -609,22 +609,15 @@ def finished_steps(out: Path) -> int:
         return 0
 
 
-def _started_but_never_saved(out: Path, settings: dict[str, Any]) -> bool:
-    """Whether ``out`` holds this very run (where it trains aside: :data:`RESUMABLE_WITH`),
-    stopped before its first checkpoint (no weights)."""
+def _started_but_never_saved(out: Path) -> bool:
+    """Whether ``out`` holds a pretraining run, of any settings, stopped before its first
+    checkpoint (no weights): a run that was told "interrupted before anything was saved"."""
     try:
         record = json.loads((out / RUN_RECORD).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     nothing_saved = not (out / "checkpoints" / "last.ckpt").exists() and not (out / RUN_SORTER).exists()
-    recorded = record.get("config")
-    if not nothing_saved or record.get("command") != "pretrain" or not isinstance(recorded, dict):
-        return False
-
-    def learned(config: dict[str, Any]) -> dict[str, Any]:  # where it trains aside
-        return {key: value for key, value in config.items() if key not in RESUMABLE_WITH}
-
-    return learned(recorded) == learned(settings)
+    return nothing_saved and isinstance(record, dict) and record.get("command") == "pretrain"
 
 
 def _checkpoint_step(path: Path, expected: dict[str, Any], stream: dict[str, Any]) -> int:

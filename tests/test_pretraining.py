@@ -566,7 +566,8 @@ def test_a_stop_before_training_starts_ends_in_one_line_and_status_130(signal_na
     assert last_line.endswith("interrupted before anything was saved; run the same command again")
     monkeypatch.undo()
     monkeypatch.chdir(tmp_path)
-    assert _pretrain(tmp_path / "run", 4) == 0  # the same command again starts afresh
+    assert _pretrain(tmp_path / "run", 3) == 0  # nothing was saved: a command of other settings starts afresh
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["config"]["steps"] == 3
 
 
 def test_a_ctrl_c_after_the_last_checkpoint_prints_the_resume_command(tmp_path, monkeypatch, capsys):
