@@ -88,7 +88,8 @@ def check_site_folds(sites: Sequence[str], folds: int, *, cross_validation: bool
         )
     if len(names) < folds:
         raise ValueError(
-            f"a site-grouped split into {folds} folds needs at least {folds} sites, got {len(names)} ({names[:5]}); "
+            f"a site-grouped split into {folds} folds needs at least {folds} sites, got {len(names)} "
+            f"({names[:5]}{' ...' if len(names) > 5 else ''}); "
             f"use folds={len(names)} or split by age (split='stratified')"
         )
 

@@ -114,6 +114,11 @@ def test_stratified_split_is_unchanged_and_mixes_sites():
             "into 4 folds needs at least 4 sites, got 3 (['a', 'b', 'c']); use folds=3",
         ),
         (
+            [f"s{index}" for index in range(7) for _ in range(6)],
+            8,
+            "needs at least 8 sites, got 7 (['s0', 's1', 's2', 's3', 's4'] ...); use folds=7",
+        ),
+        (
             ["a"] * 20 + ["b"] * 10 + ["c"] * 10,
             2,
             "none to hold out for validation; give more sites, or split by age (split='stratified')",
