@@ -54,8 +54,18 @@ def fidelity_table(
     sequences_per_cell: int = 64,
     seed: int = HELD_OUT_SEED,
 ) -> list[FidelityRow]:
-    """Evaluate ``sorter`` on :func:`held_out_set`; lengths outside its range are skipped."""
-    sorter = sorter.eval()
+    """Evaluate ``sorter`` on :func:`held_out_set`, in eval mode (its mode is restored after);
+    lengths outside its range are skipped."""
+    was_training = sorter.training
+    try:
+        return _fidelity_rows(sorter.eval(), lengths, families, sequences_per_cell, seed)
+    finally:
+        sorter.train(was_training)
+
+
+def _fidelity_rows(
+    sorter: Sorter, lengths: Sequence[int], families: Sequence[str], sequences_per_cell: int, seed: int
+) -> list[FidelityRow]:
     parameter = next(iter(sorter.parameters()), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
     if sequences_per_cell < 1:

@@ -475,3 +475,12 @@ def test_a_path_of_the_wrong_type_is_refused_naming_the_argument(path):
     with pytest.raises(TypeError) as raised:
         load_sorter(path)
     assert str(raised.value) == f"path must be a checkpoint file, a run folder or None, got {path!r}"
+
+
+def test_fidelity_table_leaves_the_sorter_in_the_mode_it_was_in():
+    sorter = load_sorter(trainable=True)
+    assert sorter.training
+    fidelity_table(sorter, lengths=(5,), families=("uniform",), sequences_per_cell=2)
+    assert sorter.training
+    fidelity_table(sorter.eval(), lengths=(5,), families=("uniform",), sequences_per_cell=2)
+    assert not sorter.training
