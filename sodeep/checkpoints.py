@@ -99,12 +99,13 @@ def _check_sorter_format(payload: Any, source: str) -> None:
             # A Lightning checkpoint of another model, such as a brain-age regressor: nothing exports it.
             raise CheckpointError(
                 f"{source} is a Lightning checkpoint of another model (hyper-parameters "
-                f"{sorted(hyper_parameters)[:6]}), not of a sorter: only `sodeep pretrain` checkpoints become "
-                "sorters (`sodeep export`)"
+                f"{sorted(hyper_parameters)[:6]}), not of a sorter: only the checkpoints of a pretraining run become "
+                "sorters (`sodeep export`, or sodeep.pretraining.sorter_from_training_checkpoint)"
             )
         raise CheckpointError(
-            f"{source} is not a sodeep sorter checkpoint (found {kind}). Lightning training "
-            "checkpoints of `sodeep pretrain` are exported with `sodeep export`; original SoDeep/TSAN .pth.tar "
+            f"{source} is not a sodeep sorter checkpoint (found {kind}). The training checkpoints of a "
+            "pretraining run become sorters with `sodeep export` (sodeep.pretraining.sorter_from_training_checkpoint "
+            "in Python); original SoDeep/TSAN .pth.tar "
             "files are imported with sodeep.checkpoints.import_original_checkpoint(..., trust_pickle=True)."
         )
     if payload.get("version") != CHECKPOINT_VERSION:
@@ -326,12 +327,12 @@ def run_folder_sorter(folder: Path) -> Path:
         if not last.is_file():
             raise CheckpointError(
                 f"{folder} holds no {RUN_SORTER} and no checkpoint: its pretraining run stopped (or is running) "
-                "before its first checkpoint; run its `sodeep pretrain` command again, without --resume"
+                "before its first checkpoint; run its pretraining again, without resume=True"
             )
         raise CheckpointError(
             f"{folder} holds no {RUN_SORTER}: its pretraining run has not finished (still running, stopped or "
-            f"failed); resume it by running its `sodeep pretrain` command again with --resume, or turn its last "
-            f"checkpoint into a sorter with `sodeep export {last} sorter.pt`"
+            f"failed); resume it by running its pretraining again with resume=True, or turn its last checkpoint, "
+            f"{last}, into a sorter (`sodeep export`, or sodeep.pretraining.sorter_from_training_checkpoint)"
         )
     return folder / RUN_SORTER
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
+from sodeep.checks import check_integer
 from sodeep.metrics import mean_absolute_rank_error, rowwise_spearman
 from sodeep.sorters import Sorter
-from sodeep.synthetic import FAMILIES, generate_sequences, make_generator
+from sodeep.synthetic import FAMILIES, checked_families, generate_sequences, make_generator
 
 #: Lengths of the held-out fidelity table.
 EVALUATION_LENGTHS = (2, 3, 5, 8, 16, 32, 64, 100, 128, 256)
@@ -35,6 +36,9 @@ def held_out_set(
     seed: int = HELD_OUT_SEED,
 ) -> list[tuple[str, int, torch.Tensor, torch.Tensor]]:
     """Fixed ``(family, n, scores, ranks)`` cells, each ``(sequences_per_cell, n)``, natural scale."""
+    families, lengths = checked_families(families), _checked_lengths(lengths)
+    check_integer(sequences_per_cell, "sequences_per_cell", 1)
+    check_integer(seed, "seed", 0, 2**63 - 1)
     cells = []
     for family_index, family in enumerate(families):
         for length in lengths:
@@ -46,16 +50,34 @@ def held_out_set(
     return cells
 
 
+def _checked_lengths(lengths: Sequence[int]) -> list[int]:
+    if isinstance(lengths, (str, bytes)) or not isinstance(lengths, Iterable):
+        raise TypeError(f"lengths must be a list of integers, e.g. [5, 100], got {type(lengths).__name__} {lengths!r}")
+    lengths = list(lengths)
+    if not lengths:
+        raise ValueError("lengths must name at least one length, e.g. [5, 100]")
+    for length in lengths:
+        check_integer(length, "each of lengths", 1)
+    return [int(length) for length in lengths]
+
+
 @torch.no_grad()
 def fidelity_table(
-    sorter: Sorter,
+    sorter: Sorter | Callable[[torch.Tensor], torch.Tensor],
     lengths: Sequence[int] = EVALUATION_LENGTHS,
     families: Sequence[str] = tuple(FAMILIES),
     sequences_per_cell: int = 64,
     seed: int = HELD_OUT_SEED,
 ) -> list[FidelityRow]:
-    """Evaluate ``sorter`` on :func:`held_out_set`, in eval mode (its mode is restored after);
-    lengths outside its range are skipped."""
+    """Evaluate ``sorter`` on :func:`held_out_set`: a :class:`Sorter` in eval mode (its mode is
+    restored after), with the lengths outside its range skipped, or any function that maps scores
+    ``(B, n)`` to ranks ``(B, n)`` normalized as :func:`sodeep.rank` gives them (descending,
+    divided by ``n``): ``fidelity_table(sodeep.rank)`` is exact."""
+    lengths = _checked_lengths(lengths)
+    if not isinstance(sorter, torch.nn.Module):
+        if not callable(sorter):
+            raise TypeError(f"sorter must be a Sorter or a function of scores, got {type(sorter).__name__}")
+        return _fidelity_rows(sorter, lengths, families, sequences_per_cell, seed)
     was_training = sorter.training
     try:
         return _fidelity_rows(sorter.eval(), lengths, families, sequences_per_cell, seed)
@@ -64,23 +86,31 @@ def fidelity_table(
 
 
 def _fidelity_rows(
-    sorter: Sorter, lengths: Sequence[int], families: Sequence[str], sequences_per_cell: int, seed: int
+    sorter: Callable[[torch.Tensor], torch.Tensor],
+    lengths: list[int],
+    families: Sequence[str],
+    sequences_per_cell: int,
+    seed: int,
 ) -> list[FidelityRow]:
-    parameter = next(iter(sorter.parameters()), None)
+    parameters = sorter.parameters() if isinstance(sorter, torch.nn.Module) else iter(())
+    parameter = next(iter(parameters), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
-    if sequences_per_cell < 1:
-        raise ValueError(f"sequences_per_cell must be >= 1, got {sequences_per_cell}")
-    usable = [n for n in lengths if n >= sorter.min_length and (sorter.max_length is None or n <= sorter.max_length)]
+    low, high = getattr(sorter, "min_length", 2), getattr(sorter, "max_length", None)
+    usable = [n for n in lengths if n >= low and (high is None or n <= high)]
     if not usable:
         from sodeep.config import lengths_summary
 
         raise ValueError(
-            f"no length in {lengths_summary(lengths)} is within the sorter's range {sorter.min_length}.."
-            f"{sorter.max_length if sorter.max_length is not None else 'any'}"
+            f"no length in {lengths_summary(lengths)} is within the sorter's range {low}.."
+            f"{high if high is not None else 'any'}"
         )
     rows = []
     for family, length, scores, ranks in held_out_set(usable, families, sequences_per_cell, seed):
-        predicted = sorter(scores.to(device)).cpu()
+        predicted = sorter(scores.to(device))
+        if not isinstance(predicted, torch.Tensor) or predicted.shape != scores.shape:
+            shape = tuple(predicted.shape) if isinstance(predicted, torch.Tensor) else type(predicted).__name__
+            raise ValueError(f"the sorter must return ranks of the scores' shape {tuple(scores.shape)}, got {shape}")
+        predicted = predicted.detach().to("cpu", ranks.dtype)
         rows.append(
             FidelityRow(
                 family=family,

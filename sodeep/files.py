@@ -125,13 +125,19 @@ def atomic_torch_save(payload: Any, path: str | os.PathLike) -> Path:
 
     def write_file(handle: int, temporary: Path) -> None:
         os.close(handle)
-        try:
-            torch.save(payload, str(temporary))
-        except RuntimeError as error:
-            # torch's writer reports a full disk as a RuntimeError ("unexpected pos ..."): name it.
-            if shutil.disk_usage(temporary.parent).free < FULL_DISK_BYTES:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(temporary)) from error
-            raise
+        # torch names the records inside the file after the file (``<name>/data.pkl``): written as
+        # ``archive`` in a folder of its own, a checkpoint holds the names torch gives a stream, the
+        # same bytes for the same payload whatever its path or temporary name.
+        with tempfile.TemporaryDirectory(dir=temporary.parent, prefix=f"{temporary.name}.") as folder:
+            written = Path(folder) / "archive"
+            try:
+                torch.save(payload, str(written))
+            except RuntimeError as error:
+                # torch's writer reports a full disk as a RuntimeError ("unexpected pos ..."): name it.
+                if shutil.disk_usage(temporary.parent).free < FULL_DISK_BYTES:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(temporary)) from error
+                raise
+            os.replace(written, temporary)
 
     return _write_then_rename(path, write_file)
 

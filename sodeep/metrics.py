@@ -62,4 +62,10 @@ def mean_absolute_rank_error(predicted_ranks: torch.Tensor, true_ranks: torch.Te
         ``(B,)``.
     """
     _check_pair(predicted_ranks, true_ranks)
+    for name, value in (("predicted_ranks", predicted_ranks), ("true_ranks", true_ranks)):
+        if not value.is_floating_point():  # positions (1, 2, 3) would be counted n times over
+            raise TypeError(
+                f"{name} must be normalized ranks, a floating-point tensor (positions divided by n, as "
+                f"sodeep.rank gives them), got {value.dtype}"
+            )
     return (predicted_ranks - true_ranks).abs().mean(-1) * true_ranks.shape[-1]

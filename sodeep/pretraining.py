@@ -310,7 +310,7 @@ def sorter_from_training_checkpoint(path: str | os.PathLike) -> Sorter:
             raise CheckpointError(f"{path} is a sorter checkpoint already: it needs no export")
         raise CheckpointError(
             f"{path} is not a sodeep pretraining checkpoint (no sorter architecture in its hyperparameters); "
-            "only the checkpoints of `sodeep pretrain` export to sorters"
+            "only the checkpoints of a pretraining run (`sodeep pretrain`, pretrain()) export to sorters"
         )
     sorter = build_sorter(hyperparameters["architecture"], **hyperparameters["sorter_config"])
     prefix = "sorter."

@@ -12,6 +12,7 @@ positions they occupy (``scipy.stats.rankdata(method="average")``).  Every sorte
 
 from __future__ import annotations
 
+from numbers import Integral
 from typing import Literal
 
 import torch
@@ -78,8 +79,9 @@ def rank(
     for name, flag in (("descending", descending), ("normalized", normalized)):
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be True or False, got {flag!r}")
-    if isinstance(dim, bool) or not isinstance(dim, int):
+    if isinstance(dim, bool) or not isinstance(dim, Integral):  # NumPy integers too
         raise TypeError(f"dim must be an integer, got {dim!r}")
+    dim = int(dim)
     if x.is_complex():
         raise TypeError("x must be real, got a complex tensor")
     if x.dtype in (torch.uint16, torch.uint32):  # few kernels take them; int64 holds them exactly

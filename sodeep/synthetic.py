@@ -172,7 +172,9 @@ def make_generator(seed: int) -> torch.Generator:
     return generator
 
 
-def _checked_families(families: Sequence[str] | None) -> list[str]:
+def checked_families(families: Sequence[str] | None) -> list[str]:
+    """``families`` as a list of names from :data:`FAMILIES` (all of them for ``None``); a
+    ``TypeError`` for a lone name or a mapping, a ``ValueError`` for an unknown or empty list."""
     if isinstance(families, (str, bytes, dict)):
         raise TypeError(
             f"families must be a list of names, e.g. ['uniform'], got {type(families).__name__} {families!r}"
@@ -245,7 +247,7 @@ def generate_sequences(
             f"generator must be a torch.Generator or an int seed, got {type(generator).__name__} "
             "(no hidden global randomness: the same seed must give the same batch)"
         )
-    names = _checked_families(families)
+    names = checked_families(families)
     _check_affine_probability(affine_probability)
     check_integer(batch_size, "batch_size", 1)
     check_integer(length, "length", 1)
@@ -316,7 +318,7 @@ class SyntheticSequences(IterableDataset):
         check_integer(start_batch, "start_batch", 0, 2**62)  # batch indices stay below 2**63 - 1
         check_integer(world_size, "world_size", 1)
         check_integer(rank, "rank", 0, world_size - 1)
-        names = None if families is None else _checked_families(families)  # one copy: an iterator is read once
+        names = None if families is None else checked_families(families)  # one copy: an iterator is read once
         _check_affine_probability(affine_probability)
         self.batch_size = int(batch_size)
         self.lengths = [int(n) for n in lengths]

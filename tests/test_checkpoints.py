@@ -137,14 +137,22 @@ def test_a_pretraining_run_folder_loads_its_sorter(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="holds a brainage tabular run, not a pretraining run"):
         load_sorter(run)
     (run / "run.json").write_text(json.dumps({"command": "pretrain", "config": {}}))
-    with pytest.raises(CheckpointError, match="no checkpoint: .* run its `sodeep pretrain` command again, without"):
-        load_sorter(run)
-    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
-    with pytest.raises(CheckpointError, match="holds no sorter.pt: its pretraining run has not finished"):
+    with pytest.raises(CheckpointError, match="no checkpoint: .* run its pretraining again, without resume=True$"):
         load_sorter(run)
     with pytest.raises(SystemExit) as stopped:
         main(["evaluate", str(run)])
-    assert stopped.value.code == 2 and "holds no sorter.pt" in capsys.readouterr().err
+    assert stopped.value.code == 2 and capsys.readouterr().err.endswith("again, without --resume\n")
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    # The advice names the Python function and the command, and resume=True as the caller spells it.
+    with pytest.raises(CheckpointError, match="holds no sorter.pt: its pretraining run has not finished") as raised:
+        load_sorter(run)
+    assert "again with resume=True" in str(raised.value)
+    assert "sodeep.pretraining.sorter_from_training_checkpoint" in str(raised.value)
+    with pytest.raises(SystemExit) as stopped:
+        main(["evaluate", str(run)])
+    error = capsys.readouterr().err
+    assert stopped.value.code == 2 and "holds no sorter.pt" in error and "again with --resume" in error
+    assert "`sodeep export`" in error
     sorter = ConvSorter(capacity=16)
     save_sorter(sorter, run / "sorter.pt")
     loaded = load_sorter(run)
@@ -484,3 +492,51 @@ def test_fidelity_table_leaves_the_sorter_in_the_mode_it_was_in():
     assert sorter.training
     fidelity_table(sorter.eval(), lengths=(5,), families=("uniform",), sequences_per_cell=2)
     assert not sorter.training
+
+
+@pytest.mark.parametrize(
+    "settings, error, message",
+    [
+        ({"sequences_per_cell": 2.5}, TypeError, "sequences_per_cell must be an integer, got float 2.5"),
+        ({"sequences_per_cell": True}, TypeError, "sequences_per_cell must be an integer, got bool True"),
+        ({"sequences_per_cell": 0}, ValueError, "sequences_per_cell must be >= 1, got 0"),
+        ({"families": "uniform"}, TypeError, "families must be a list of names, e.g. ['uniform'], got str 'uniform'"),
+        ({"lengths": 5}, TypeError, "lengths must be a list of integers, e.g. [5, 100], got int 5"),
+        ({"lengths": []}, ValueError, "lengths must name at least one length, e.g. [5, 100]"),
+        ({"lengths": [5.0]}, TypeError, "each of lengths must be an integer, got float 5.0"),
+    ],
+)
+def test_fidelity_table_refuses_settings_it_would_misread(settings, error, message):
+    with pytest.raises(error) as raised:
+        fidelity_table(load_sorter(), **{"lengths": (5,), **settings})
+    assert str(raised.value) == message
+
+
+def test_fidelity_table_takes_a_function_of_scores_and_checks_what_it_returns():
+    import numpy as np
+
+    from sodeep import rank
+
+    rows = fidelity_table(rank, lengths=np.array([1, 5, 100]), families=["uniform", "cauchy"], sequences_per_cell=3)
+    # n = 1 has no rank correlation: a function, like a sorter, starts at n = 2.
+    assert [(row.family, row.length) for row in rows] == [(f, n) for f in ("uniform", "cauchy") for n in (5, 100)]
+    assert all(row.l1 == 0 and row.rank_error == 0 and row.spearman == pytest.approx(1) for row in rows)
+    reversed_rows = fidelity_table(
+        lambda scores: rank(-scores), lengths=[5], families=["uniform"], sequences_per_cell=3
+    )
+    assert reversed_rows[0].spearman == pytest.approx(-1)
+    with pytest.raises(ValueError, match=r"must return ranks of the scores' shape \(2, 5\), got \(2, 2\)"):
+        fidelity_table(lambda scores: scores[:, :2], lengths=[5], sequences_per_cell=2)
+    with pytest.raises(TypeError, match="sorter must be a Sorter or a function of scores, got int"):
+        fidelity_table(3, lengths=[5])
+
+
+def test_the_rank_error_refuses_positions_it_would_count_n_times_over():
+    from sodeep.metrics import mean_absolute_rank_error
+
+    positions = torch.tensor([[1, 2, 3]])
+    with pytest.raises(TypeError, match="predicted_ranks must be normalized ranks, a floating-point tensor .*int64"):
+        mean_absolute_rank_error(positions, positions.float() / 3)
+    with pytest.raises(TypeError, match="true_ranks must be normalized ranks"):
+        mean_absolute_rank_error(positions.float() / 3, positions)
+    assert mean_absolute_rank_error(positions / 3, torch.tensor([[2, 1, 3]]) / 3).tolist() == [pytest.approx(2 / 3)]

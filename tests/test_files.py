@@ -31,6 +31,21 @@ def test_a_saved_payload_loads_back_with_shareable_permissions(tmp_path, folder)
     assert path.stat().st_mode & 0o777 == 0o644 and len(list(path.parent.iterdir())) == 1
 
 
+def test_a_saved_payload_is_the_same_bytes_whatever_its_path(tmp_path):
+    import io
+    import zipfile
+
+    payload = {"weights": torch.arange(5.0), "step": 3}
+    first = atomic_torch_save(payload, tmp_path / "a" / "sorter.pt").read_bytes()
+    second = atomic_torch_save(payload, tmp_path / "b" / "other name.ckpt").read_bytes()
+    stream = io.BytesIO()
+    torch.save(payload, stream)
+    # No temporary name inside the file: the records torch gives a stream, the same bytes everywhere.
+    assert first == second == stream.getvalue()
+    assert all(name.startswith("archive/") for name in zipfile.ZipFile(io.BytesIO(first)).namelist())
+    assert sorted(path.name for path in tmp_path.rglob("*")) == ["a", "b", "other name.ckpt", "sorter.pt"]
+
+
 def test_a_file_name_near_the_file_system_limit_is_written(tmp_path):
     target = tmp_path / ("r" * 250 + ".json")
     assert atomic_write_text(target, "{}").read_text() == "{}" and sorted(tmp_path.iterdir()) == [target]

@@ -87,6 +87,14 @@ def test_settings_of_the_wrong_type_are_refused_in_one_line(setting, message):
     assert str(raised.value) == message
 
 
+def test_a_numpy_integer_is_a_dim():
+    import numpy as np
+
+    scores = torch.tensor([[3.0, 1.0], [2.0, 4.0]])
+    for dim in (0, 1, -1):
+        assert torch.equal(rank(scores, dim=np.int64(dim)), rank(scores, dim=dim))
+
+
 @pytest.mark.parametrize("dtype,n", [(torch.float16, 3000), (torch.bfloat16, 300), (torch.float16, 70_000)])
 @pytest.mark.parametrize("ties", ["average", "ordinal", "dense"])
 @pytest.mark.parametrize("normalized", [True, False])

@@ -312,8 +312,11 @@ class MultiLabelHingeLoss(nn.Module):
             margin, "margin", type(self).__name__, None if adaptive is True else "multilabel_hinge_loss"
         )
         refused = isinstance(margin, bool) or (isinstance(margin, torch.Tensor) and margin.dtype == torch.bool)
+        # Numbers are read on the CPU, so that their values survive a module built on the meta device.
+        given_as_tensor = isinstance(margin, torch.Tensor)
+        device = margin.device if given_as_tensor else torch.get_default_device()
         try:
-            base = torch.as_tensor(margin, dtype=torch.get_default_dtype())
+            base = torch.as_tensor(margin, dtype=torch.get_default_dtype(), device=None if given_as_tensor else "cpu")
         except (TypeError, ValueError, RuntimeError):
             refused = True
         if refused:
@@ -347,6 +350,9 @@ class MultiLabelHingeLoss(nn.Module):
                 f"margin {outside} lies outside margin_range {tuple(margin_range)}: adaptive margins are "
                 "clipped to margin_range, so it would change on the first step; widen margin_range"
             )
+        # Kept off the buffers for reset_parameters: a module built on the meta device has no values.
+        self._initial_margin = None if base.is_meta else base.detach().to("cpu", copy=True)
+        base = base.to(device)
         self.register_buffer("base_margin", base)
         self.register_buffer("margin", base.clone())
         self.register_buffer("running_loss", torch.ones(num_labels))
@@ -354,6 +360,19 @@ class MultiLabelHingeLoss(nn.Module):
         self.margin_range = (float(margin_range[0]), float(margin_range[1]))
         self.momentum = float(momentum)
         self.reducer = get_reducer(reduction)
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Margins back to the base margins given, running losses to 1: for a module built on the
+        meta device and then given memory by ``to_empty``, as for torch's own modules."""
+        if self._initial_margin is None:
+            raise RuntimeError(
+                "MultiLabelHingeLoss was given its margin as a tensor on the meta device, which holds no values: "
+                "build it with a number, a list or a tensor with values to reset it"
+            )
+        self.base_margin.copy_(self._initial_margin)
+        self.margin.copy_(self._initial_margin)
+        self.running_loss.fill_(1.0)
 
     def forward(self, scores: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         if isinstance(scores, torch.Tensor) and scores.dim() == 2 and scores.shape[-1] != self.margin.numel():

@@ -110,7 +110,19 @@ class FrozenSorterMixin(nn.Module):
                     f"the loss's sorter is on {weights.device} and the scores on {scores.device}: move the loss "
                     f"with the model, loss.to({str(scores.device)!r})"
                 )
+        check_length_for(self.sorter, scores)
         return self.sorter(scores)
+
+
+def check_length_for(sorter: SorterFunction, scores: torch.Tensor) -> None:
+    """Refuse rows ``scores`` ``(B, n)`` longer than a loss's ``sorter`` takes (its ``max_length``),
+    saying how to give the loss another sorter."""
+    longest = getattr(sorter, "max_length", None)
+    if isinstance(longest, int) and isinstance(scores, torch.Tensor) and scores.shape[-1] > longest:
+        raise ValueError(
+            f"the loss ranks rows of n={scores.shape[-1]} values, more than its sorter takes ({longest}); give the "
+            "loss a sorter without that limit, e.g. sorter=PairwiseSigmoidSorter() (any n, memory B * n^2)"
+        )
 
 
 def check_sorter(sorter) -> None:
@@ -137,6 +149,7 @@ def sorter_ranks(sorter: SorterFunction, scores: torch.Tensor) -> torch.Tensor:
     average in :data:`MEAN_RANK_RANGE`, as ranks in (0, 1] do, the sorters' convention (descending
     ranks divided by n): a sorter that reduces, broadcasts or counts ranks 1..n would otherwise give
     a silently wrong loss."""
+    check_length_for(sorter, scores)
     ranks = sorter(scores)
     if not isinstance(ranks, torch.Tensor) or ranks.shape != scores.shape:
         got = f"shape {tuple(ranks.shape)}" if isinstance(ranks, torch.Tensor) else type(ranks).__name__
@@ -304,7 +317,7 @@ def map_rank_loss(scores: torch.Tensor, labels: torch.Tensor, sorter: SorterFunc
     try:
         ranks = sorter_ranks(sorter, scores.t())  # (C, B): each class ranks the batch
     except ValueError as error:
-        if "has length n=" not in str(error):  # only the length refers to the transposed scores
+        if not any(part in str(error) for part in ("has length n=", "rows of n=")):  # refers to the transposed scores
             raise
         raise ValueError(
             f"{error} (map_rank_loss ranks each class's column of its (B, C) scores of shape "

@@ -128,3 +128,21 @@ def test_per_label_margins_from_a_list_keep_their_range_beside_half_precision_sc
     margins = [1e5, 1.0, 1.0, 1.0, 1.0]
     expected = multilabel_hinge_loss(SCORES.half(), LABELS, margin=torch.tensor(margins), reduction="none")
     torch.testing.assert_close(multilabel_hinge_loss(SCORES.half(), LABELS, margin=margins, reduction="none"), expected)
+
+
+def test_a_hinge_loss_built_on_the_meta_device_gets_its_margins_back_after_to_empty():
+    # The usual way to build a large model without memory: build on meta, to_empty, reset_parameters.
+    with torch.device("meta"):
+        loss = MultiLabelHingeLoss(3, margin=[0.5, 1.0, 1.5], adaptive=True, margin_range=(0.1, 2.0))
+    assert loss.margin.is_meta and loss.running_loss.is_meta
+    loss.to_empty(device="cpu")
+    loss.reset_parameters()
+    reference = MultiLabelHingeLoss(3, margin=[0.5, 1.0, 1.5], adaptive=True, margin_range=(0.1, 2.0))
+    torch.testing.assert_close(loss.state_dict(), reference.state_dict())
+    scores, labels = torch.randn(4, 3), torch.tensor([[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 1]])
+    torch.testing.assert_close(loss(scores, labels), reference(scores, labels))
+    torch.testing.assert_close(loss.margin, reference.margin)  # the adaptive update moved both alike
+    # A margin given as a meta tensor has no values to go back to: said, not filled with garbage.
+    loss = MultiLabelHingeLoss(3, margin=torch.ones(3, device="meta")).to_empty(device="cpu")
+    with pytest.raises(RuntimeError, match="margin as a tensor on the meta device, which holds no values"):
+        loss.reset_parameters()

@@ -443,3 +443,23 @@ def test_map_loss_names_the_batch_when_the_sorter_is_too_short_for_it():
     loss = MapRankLoss(sorter=ConvSorter(capacity=64))
     with pytest.raises(ValueError, match=r"n=100 .* its \(B, C\) scores of shape \(100, 3\).* its n the batch size B"):
         loss(torch.randn(100, 3), (torch.rand(100, 3) > 0.5).float())
+
+
+@pytest.mark.parametrize("form", ["module", "function", "compiled sorter"])
+def test_rows_longer_than_the_sorter_takes_are_refused_naming_the_losss_sorter_argument(form):
+    n = load_sorter().max_length + 1
+    predictions, targets = torch.randn(n), torch.randn(n)
+    if form == "module":
+        compute = lambda: SpearmanLoss()(predictions, targets)  # noqa: E731
+    elif form == "function":
+        compute = lambda: spearman_loss(predictions, targets, load_sorter())  # noqa: E731
+    else:
+        compute = lambda: SpearmanLoss(sorter=torch.compile(load_sorter()))(predictions, targets)  # noqa: E731
+    with pytest.raises(ValueError) as raised:
+        compute()
+    assert str(raised.value) == (
+        f"the loss ranks rows of n={n} values, more than its sorter takes ({n - 1}); give the loss a sorter "
+        "without that limit, e.g. sorter=PairwiseSigmoidSorter() (any n, memory B * n^2)"
+    )
+    # ...and the advice works.
+    assert torch.isfinite(SpearmanLoss(sorter=PairwiseSigmoidSorter())(predictions[:3000], targets[:3000]))
