@@ -94,9 +94,12 @@ class FrozenSorterMixin(nn.Module):
     def _apply(self, fn, *args, **kwargs):
         super()._apply(fn, *args, **kwargs)
         if isinstance(self.sorter, nn.Module):
+            before = self._sorter_tensors(self.sorter)
+            if not any(tensor.is_meta for tensor in before.values()):  # the weights as they are now
+                object.__setattr__(self, "_sorter_values", {name: t.detach().clone() for name, t in before.items()})
             self.sorter._apply(fn, *args, **kwargs)
             if self._sorter_values is not None:
-                with torch.no_grad():
+                with torch.no_grad():  # the values the weights had before, in their new dtype and device
                     for name, tensor in self._sorter_tensors(self.sorter).items():
                         if not tensor.is_meta:
                             tensor.copy_(self._sorter_values[name])

@@ -387,6 +387,20 @@ def test_a_model_built_on_the_meta_device_keeps_the_losss_sorter_weights():
         assert ours.dtype == torch.float64 and torch.equal(ours, shipped.double())
 
 
+def test_weights_changed_after_the_loss_was_built_move_with_the_loss():
+    sorter = load_sorter()
+    loss = SpearmanLoss(sorter=sorter)
+    changed = {name: torch.randn_like(value) for name, value in sorter.state_dict().items()}
+    sorter.load_state_dict(changed)
+    loss.to("cpu").double()
+    for name, value in sorter.state_dict().items():
+        torch.testing.assert_close(value, changed[name].double())
+    # ...and through the meta device too: the values as they were when the loss left them.
+    loss.to("meta").to_empty(device="cpu")
+    for name, value in sorter.state_dict().items():
+        torch.testing.assert_close(value, changed[name].double())
+
+
 def _meta_context_model() -> _ModelWithRankLoss:
     with torch.device("meta"):
         return _ModelWithRankLoss()
