@@ -519,8 +519,8 @@ def main(argv: list[str] | None = None) -> int:
         _ignore_stop_signals_from_now_on(arguments)
         if global_rank() != 0:  # a distributed run's other processes: rank 0 says it once
             parser.exit(INTERRUPTED)
-        again = [word for word in argv if word != "--overwrite"]
-        again += [] if "--resume" in again else ["--resume"]
+        # --overwrite and --resume in any spelling (--overwrite=True, as W&B sweeps write them) give way to --resume.
+        again = [word for word in argv if word.partition("=")[0] not in ("--overwrite", "--resume")] + ["--resume"]
         parser.exit(INTERRUPTED, f"{interrupted}; resume with: sodeep {shlex.join(again)}\n")
     finally:
         warnings.showwarning = show_warning

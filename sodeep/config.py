@@ -263,9 +263,13 @@ def _refusing_repeated_keys(loader: Any, node: Any, deep: bool = False) -> dict[
             continue
         key = loader.construct_object(key_node, deep=deep)
         line = key_node.start_mark.line + 1
-        if key in seen:
-            raise _RepeatedKey(f"{key!r} is given twice (lines {seen[key]} and {line}); keep one")
-        seen[key] = line
+        if isinstance(key, (list, dict, set)):
+            raise _RepeatedKey(f"line {line} has a {type(key).__name__} as a key; a key is a setting's name")
+        # max-epochs and max_epochs name one setting.
+        name = key.replace("-", "_") if isinstance(key, str) else key
+        if name in seen:
+            raise _RepeatedKey(f"{key!r} is given twice (lines {seen[name]} and {line}); keep one")
+        seen[name] = line
     return loader.construct_mapping(node, deep=deep)
 
 

@@ -176,15 +176,17 @@ def claim_run_folder(
             raise ValueError(f"resume=True: {out} holds no run to resume; run without resume=True to start one")
         return fresh
     clear = "run with overwrite=True instead of resume=True" if resume else "add overwrite=True"
+    # overwrite=True would be refused where clearing the folder deletes the working folder: not offered.
+    clearable = not _holds_the_working_folder(out)
+    or_clear = f" or {clear} to clear it" if clearable else ""
     try:
         existing = json.loads(record_path.read_text(encoding="utf-8"))
         existing_command, existing_config = existing["command"], existing["config"]
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-        raise ValueError(f"{record_path} is damaged; {clear} to clear {out} and start again") from None
+        start_again = f"{clear} to clear {out} and start again" if clearable else CHOOSE_ANOTHER_OUT
+        raise ValueError(f"{record_path} is damaged; {start_again}") from None
     if existing_command != command:
-        raise ValueError(
-            f"{out} holds a {existing_command} run, not a {command} run; {CHOOSE_ANOTHER_OUT} or {clear} to clear it"
-        )
+        raise ValueError(f"{out} holds a {existing_command} run, not a {command} run; {CHOOSE_ANOTHER_OUT}{or_clear}")
     differing = sorted(
         key
         for key in set(existing_config) | set(config)
@@ -198,11 +200,12 @@ def claim_run_folder(
         )
         raise ValueError(
             f"{out} holds a {command} run with other settings ({changes}); resume it with its own settings, "
-            f"{CHOOSE_ANOTHER_OUT}, or {clear} to clear it"
+            f"{CHOOSE_ANOTHER_OUT}{',' * clearable}{or_clear}"
         )
     if not resume:
         raise ValueError(
-            f"{out} already holds this run; add resume=True to continue it or overwrite=True to start again"
+            f"{out} already holds this run; add resume=True to continue it or "
+            + ("overwrite=True to start again" if clearable else f"{CHOOSE_ANOTHER_OUT} to start another")
         )
     return {"command": command, "config": config, "run_id": existing.get("run_id") or fresh["run_id"]}
 
@@ -231,9 +234,16 @@ def holds_files_besides_its_lock(folder: Path) -> bool:
 def check_not_the_working_folder(folder: Path, instead: str) -> None:
     """A ``ValueError`` (ending in ``instead``) if clearing ``folder`` would delete the working
     folder: it is the working folder or one of its parents."""
-    here, target = Path.cwd().resolve(), folder.resolve()
-    if target == here or target in here.parents:
-        raise ValueError(f"clearing the folder would delete {target}, which holds the working folder; {instead}")
+    if _holds_the_working_folder(folder):
+        where = "is" if folder.resolve() == Path.cwd().resolve() else "holds"
+        raise ValueError(
+            f"clearing the folder would delete {folder.resolve()}, which {where} the working folder; {instead}"
+        )
+
+
+def _holds_the_working_folder(folder: Path) -> bool:
+    here, target = Path.cwd().resolve(), Path(folder).resolve()
+    return target == here or target in here.parents
 
 
 def start_run_folder(out: Path, record: dict[str, Any], *, overwrite: bool) -> Path:

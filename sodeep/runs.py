@@ -69,17 +69,22 @@ def configure_wandb_environment(mode: str, out: Path) -> None:
         os.environ[variable] = str(cache)
 
 
-def check_wandb_login(mode: str, flag: str = "--wandb", *, environment_decides: bool = True) -> None:
+def check_wandb_login(mode: str, flag: str = "wandb", *, environment_decides: bool = True) -> None:
     """For an online W&B run, a one-line ``ValueError`` unless W&B has usable credentials
     (``wandb login`` or ``WANDB_API_KEY``), raised before a run folder is touched.  Nothing is
     sent: the key is not verified.  The run is online when ``mode`` is ``online`` and, where
     ``environment_decides`` (this process logs), ``WANDB_MODE`` does not say otherwise (W&B's
-    ``run`` is online too); a sweep passes ``False``, since it sets its trials' ``WANDB_MODE``."""
+    ``run`` is online too); a sweep passes ``False``, since it sets its trials' ``WANDB_MODE``.
+    ``flag``: the setting's name as the caller gives it, a keyword argument or a ``--flag``."""
     variable = os.environ.get("WANDB_MODE", "").strip().lower() if environment_decides else ""
     if mode != "online" or variable not in ("", "online", "run"):
         return
     import wandb
 
+    # The setting as the caller gives it: a keyword argument (wandb='online') or a flag (--wandb online).
+    online, offline = (
+        f"{flag} {value}" if flag.startswith("--") else f"{flag}={value!r}" for value in ("online", "offline")
+    )
     saved = {
         name: os.environ.get(name) for name in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_SILENT", "WANDB_MODE")
     }
@@ -91,14 +96,11 @@ def check_wandb_login(mode: str, flag: str = "--wandb", *, environment_decides: 
             wandb.login(verify=False)
     except wandb.errors.UsageError:
         raise ValueError(
-            f"{flag} online needs a W&B login: run `wandb login` or set WANDB_API_KEY, or log locally with "
-            f"{flag} offline"
+            f"{online} needs a W&B login: run `wandb login` or set WANDB_API_KEY, or log locally with {offline}"
         ) from None
     except wandb.errors.Error as error:  # a malformed key, say
         reason = " ".join(str(error).split())
-        raise ValueError(
-            f"{flag} online: W&B refused its credentials ({reason}); or log locally with {flag} offline"
-        ) from None
+        raise ValueError(f"{online}: W&B refused its credentials ({reason}); or log locally with {offline}") from None
     finally:
         for name, value in saved.items():
             if value is None:

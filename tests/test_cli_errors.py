@@ -455,6 +455,16 @@ def test_a_key_given_twice_in_a_yaml_file_is_refused_not_overridden_silently(tmp
     merged = tmp_path / "merged.yaml"
     merged.write_text("defaults: &defaults {steps: 5, seed: 2}\nrun:\n  <<: *defaults\n  steps: 7\n")
     assert read_yaml_mapping(merged)["run"] == {"steps": 7, "seed": 2}
+    # Both spellings of a setting name it once; a key that is a list or a mapping is no name.
+    spelled = tmp_path / "spelled.yaml"
+    spelled.write_text(f"csv: {tmp_path / 'ages.csv'}\nmax_epochs: 2\nmax-epochs: 3\n")
+    error = _one_line_error(["brainage", "tabular", "--config", str(spelled), "--out", str(tmp_path / "b")], capsys)
+    assert f"{spelled}: 'max-epochs' is given twice (lines 2 and 3); keep one" in error
+    for key in ("? [a]\n: 1\n", "? {a: 1}\n: 1\n"):
+        odd = tmp_path / "odd.yaml"
+        odd.write_text(f"steps: 5\n{key}")
+        error = _one_line_error(["pretrain", "--config", str(odd), "--out", str(tmp_path / "run")], capsys)
+        assert f"{odd}: line 2 has a " in error and "as a key; a key is a setting's name" in error
 
 
 @pytest.mark.parametrize(

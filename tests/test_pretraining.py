@@ -116,13 +116,14 @@ def test_sigint_saves_stops_and_says_how_to_resume(tmp_path, monkeypatch, capsys
         return original_step(self, batch, batch_index)
 
     monkeypatch.setattr(SorterPretraining, "training_step", interrupted_step)
-    with pytest.raises(SystemExit) as exit_info:
-        _pretrain(tmp_path / "run", 8, "--checkpoint-every", "100")
+    with pytest.raises(SystemExit) as exit_info:  # --overwrite as W&B sweeps spell it
+        _pretrain(tmp_path / "run", 8, "--checkpoint-every", "100", "--overwrite=True")
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert exit_info.value.code == 130
     assert error.startswith("interrupted at step 4; resume with: sodeep pretrain --steps 8") and error.endswith(
         "--resume"
     )
+    assert "--overwrite" not in error
     assert not (tmp_path / "run" / "sorter.pt").exists()
     assert sorted(path.name for path in (tmp_path / "run" / "checkpoints").iterdir()) == ["last.ckpt"]
     monkeypatch.setattr(SorterPretraining, "training_step", original_step)

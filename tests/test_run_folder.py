@@ -123,10 +123,28 @@ def test_overwrite_never_clears_the_working_folder_or_a_folder_that_is_not_a_run
     (tmp_path / "sub").mkdir()
     monkeypatch.chdir(tmp_path / "sub")
     (tmp_path / "sub" / "notes.txt").write_text("keep")
-    for out in (Path("."), Path(".."), Path("")):
-        with pytest.raises(ValueError, match="clearing the folder would delete .*, which holds the working folder"):
+    for out, where in ((Path("."), "is"), (Path(".."), "holds"), (Path(""), "is")):
+        with pytest.raises(ValueError, match=f"clearing the folder would delete .*, which {where} the working folder"):
             claim_run_folder(out, "pretrain", {}, overwrite=True)
     assert (tmp_path / "precious.txt").read_text() == "keep" and (tmp_path / "sub" / "notes.txt").is_file()
+
+
+def test_a_run_in_the_working_folder_is_not_told_to_overwrite_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    start_run_folder(Path("."), claim_run_folder(Path("."), "pretrain", {"steps": 10}), overwrite=False)
+    refusals = {
+        "same settings": lambda: claim_run_folder(Path("."), "pretrain", {"steps": 10}),
+        "other settings": lambda: claim_run_folder(Path("."), "pretrain", {"steps": 20}),
+        "other command": lambda: claim_run_folder(Path("."), "bench", {"steps": 10}),
+    }
+    for refusal in refusals.values():
+        with pytest.raises(ValueError) as raised:
+            refusal()
+        assert "overwrite=True" not in str(raised.value) and "choose another folder for out=" in str(raised.value)
+    # Elsewhere the advice stands.
+    monkeypatch.chdir(tmp_path.parent)
+    with pytest.raises(ValueError, match="add resume=True to continue it or overwrite=True to start again"):
+        claim_run_folder(tmp_path, "pretrain", {"steps": 10})
 
 
 def test_resume_and_overwrite_together_are_refused(tmp_path):

@@ -47,14 +47,14 @@ def check(tmp_path, mode, decides="environment", **environment):
 def test_online_without_credentials_is_refused(tmp_path, decides, environment):
     shown = check(tmp_path, "online", decides, **environment)
     assert shown == (
-        "refused: --wandb online needs a W&B login: run `wandb login` or set WANDB_API_KEY, "
-        "or log locally with --wandb offline"
+        "refused: wandb='online' needs a W&B login: run `wandb login` or set WANDB_API_KEY, "
+        "or log locally with wandb='offline'"
     )
 
 
 def test_a_malformed_key_is_refused_in_one_line(tmp_path):
     shown = check(tmp_path, "online", WANDB_API_KEY="abc")
-    assert shown.startswith("refused: --wandb online: W&B refused its credentials (") and "\n" not in shown
+    assert shown.startswith("refused: wandb='online': W&B refused its credentials (") and "\n" not in shown
 
 
 @pytest.mark.parametrize(

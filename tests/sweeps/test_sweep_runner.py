@@ -232,7 +232,7 @@ def test_overwrite_clears_a_sweep_folder_but_never_other_files(tmp_path, capsys,
     monkeypatch.chdir(tmp_path / "runs" / "quick" / "trials")
     with pytest.raises(SystemExit) as exited:
         main(["run", str(sweep), "--root", root, "--overwrite"])
-    assert exited.value.code == 2 and "which holds the working folder" in capsys.readouterr().err
+    assert exited.value.code == 2 and "which holds the working folder" in capsys.readouterr().err  # a parent
     assert (tmp_path / "runs" / "quick" / "sweep.json").is_file()
 
 
