@@ -77,10 +77,14 @@ def rank(
     if ties not in TIE_METHODS:
         raise ValueError(f"ties must be one of {TIE_METHODS}, got {ties!r}")
     for name, flag in (("descending", descending), ("normalized", normalized)):
-        if not isinstance(flag, bool):
+        numpy_boolean = type(flag).__module__ == "numpy" and type(flag).__name__ in ("bool", "bool_")
+        if not (isinstance(flag, bool) or numpy_boolean):
             raise TypeError(f"{name} must be True or False, got {flag!r}")
+    descending, normalized = bool(descending), bool(normalized)
     if isinstance(dim, bool) or not isinstance(dim, Integral):  # NumPy integers too
         raise TypeError(f"dim must be an integer, got {dim!r}")
+    if not -x.dim() <= dim < x.dim():
+        raise IndexError(f"dim must be in -{x.dim()}..{x.dim() - 1} for a {x.dim()}-d tensor, got {dim}")
     dim = int(dim)
     if x.is_complex():
         raise TypeError("x must be real, got a complex tensor")

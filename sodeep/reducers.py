@@ -30,6 +30,8 @@ floating-point tensor.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -42,9 +44,9 @@ def _check_loss(loss: torch.Tensor) -> None:
         raise TypeError(f"loss must be a floating-point tensor, got {kind}")
 
 
-def _broadcast(loss: torch.Tensor, weight: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    if weight is None:
-        return loss, torch.ones_like(loss)
+def check_weight_fits(loss: torch.Tensor, weight: Any) -> None:
+    """A real tensor whose shape broadcasts to ``loss``'s without enlarging it (a ``TypeError`` or
+    ``ValueError`` naming ``weight``); shapes and types only, no values read."""
     if not isinstance(weight, torch.Tensor):
         raise TypeError(f"weight must be a tensor or None, got {type(weight).__name__}")
     if weight.is_complex():
@@ -59,6 +61,12 @@ def _broadcast(loss: torch.Tensor, weight: torch.Tensor | None) -> tuple[torch.T
         raise ValueError(
             f"weight of shape {tuple(weight.shape)} would enlarge the loss of shape {tuple(loss.shape)} to {tuple(shape)}"
         )
+
+
+def _broadcast(loss: torch.Tensor, weight: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    if weight is None:
+        return loss, torch.ones_like(loss)
+    check_weight_fits(loss, weight)
     if weight.device != loss.device:
         if weight.dim() > 0 or weight.device.type != "cpu":
             raise ValueError(f"weight must be on the loss's device, {loss.device}, got {weight.device}")

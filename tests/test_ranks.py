@@ -93,6 +93,10 @@ def test_a_numpy_integer_is_a_dim():
     scores = torch.tensor([[3.0, 1.0], [2.0, 4.0]])
     for dim in (0, 1, -1):
         assert torch.equal(rank(scores, dim=np.int64(dim)), rank(scores, dim=dim))
+    assert torch.equal(rank(scores, descending=np.bool_(False)), rank(scores, descending=False))
+    with pytest.raises(IndexError) as raised:
+        rank(scores, dim=2)
+    assert str(raised.value) == "dim must be in -2..1 for a 2-d tensor, got 2"
 
 
 @pytest.mark.parametrize("dtype,n", [(torch.float16, 3000), (torch.bfloat16, 300), (torch.float16, 70_000)])

@@ -31,6 +31,7 @@ from sodeep.reducers import (
     Reducer,
     SumReduction,
     WeightedMeanReduction,
+    check_weight_fits,
     get_reducer,
 )
 
@@ -464,6 +465,8 @@ def multilabel_ranking_hinge_loss(
     if mask is not None and (weight is None or (isinstance(weight, torch.Tensor) and weight.dim() <= 1)):
         # A sample whose mask hides every label is left out of the means, not counted as a 0.
         known_labels = valid.any(-1)
+        if weight is not None:
+            check_weight_fits(per_sample, weight)
         weight = known_labels.to(per_sample.dtype) if weight is None else weight * known_labels
     return get_reducer(reduction)(per_sample.to(scores.dtype), weight)
 

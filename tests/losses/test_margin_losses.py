@@ -721,3 +721,12 @@ def test_the_function_forms_train_a_margin():
     listed = [torch.tensor(0.5, requires_grad=True), torch.tensor(1.0, dtype=torch.float64, requires_grad=True)]
     multilabel_hinge_loss(torch.zeros(2, 3), torch.ones(2, 3, dtype=torch.long), margin=[*listed, 2.0]).backward()
     assert [float(margin.grad) for margin in listed] == pytest.approx([1 / 3, 1 / 3])
+
+
+def test_a_ranking_hinge_weight_of_the_wrong_shape_is_named_with_a_mask_as_without():
+    scores, labels = torch.randn(4, 6), torch.tensor([[1, 0, 1, 0, 0, 1]] * 4)
+    mask = torch.ones(4, 6, dtype=torch.bool)
+    for given_mask in (None, mask):
+        with pytest.raises(ValueError) as raised:
+            multilabel_ranking_hinge_loss(scores, labels, given_mask, weight=torch.ones(3))
+        assert str(raised.value) == "weight of shape (3,) does not broadcast to the loss shape (4,)"
