@@ -61,8 +61,10 @@ def rank(
 
     Returns:
         Tensor of the same shape as ``x``: float64 for float64 input, else float32 (the default
-        dtype), which holds every rank exactly (float16 holds whole numbers only up to 2048 and
-        overflows at 65504; bfloat16 holds them up to 256).  No gradient flows through it.
+        dtype), which holds every rank exactly up to n = 2**24 (16,777,216; beyond it unnormalized
+        ranks round to even numbers: pass float64 scores for longer rows); float16 holds whole
+        numbers only up to 2048 and overflows at 65504, bfloat16 holds them up to 256.  No
+        gradient flows through it.
 
     Example:
         >>> rank(torch.tensor([0.5, 2.0, -1.0, 2.0]))

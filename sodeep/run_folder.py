@@ -169,7 +169,8 @@ def claim_run_folder(
         check_not_the_working_folder(out, CHOOSE_ANOTHER_OUT)
     if holds_files and not record_path.is_file():  # never cleared: the files are not a run's
         raise ValueError(
-            f"{out} holds files but no {RUN_RECORD}: not a sodeep run folder; choose a new or empty folder for out="
+            f"{out} holds files but no {RUN_RECORD} ({_first_names(files_besides_its_lock(out))}): not a sodeep "
+            "run folder; choose a new or empty folder for out="
         )
     if overwrite or not holds_files:
         if resume:
@@ -219,16 +220,30 @@ def holds_a_run_record(folder: Path) -> bool:
     return isinstance(record, dict) and "command" in record and "config" in record
 
 
-#: Files a file manager leaves in any folder it shows (macOS Finder, Windows Explorer): a folder
-#: holding only these is empty to a run.
-FILE_MANAGER_FILES = (".DS_Store", "Thumbs.db", "desktop.ini")
+#: Files a file manager or a notebook leaves in any folder it shows (macOS Finder, Windows
+#: Explorer, Jupyter): a folder holding only these (and macOS's ``._name`` files) is empty to a run.
+FILE_MANAGER_FILES = (".DS_Store", "Thumbs.db", "desktop.ini", ".ipynb_checkpoints")
+
+
+def is_file_manager_file(name: str) -> bool:
+    """Whether a file ``name`` is one a file manager leaves: :data:`FILE_MANAGER_FILES` and macOS's
+    ``._name`` files (the metadata of ``name`` on a non-Apple disk)."""
+    return name in FILE_MANAGER_FILES or name.startswith("._")
+
+
+def files_besides_its_lock(folder: Path) -> list[str]:
+    """The names in ``folder`` (sorted; none if it does not exist) but its lock file and the files
+    of :func:`is_file_manager_file`."""
+    if not folder.is_dir():
+        return []
+    return sorted(
+        path.name for path in folder.iterdir() if path.name != RUN_LOCK and not is_file_manager_file(path.name)
+    )
 
 
 def holds_files_besides_its_lock(folder: Path) -> bool:
-    """Whether ``folder`` exists and holds anything but its lock file and
-    :data:`FILE_MANAGER_FILES`."""
-    ignored = (RUN_LOCK, *FILE_MANAGER_FILES)
-    return folder.is_dir() and any(path.name not in ignored for path in folder.iterdir())
+    """Whether ``folder`` exists and holds anything but its lock file and file managers' files."""
+    return bool(files_besides_its_lock(folder))
 
 
 def check_not_the_working_folder(folder: Path, instead: str) -> None:
@@ -239,6 +254,10 @@ def check_not_the_working_folder(folder: Path, instead: str) -> None:
         raise ValueError(
             f"clearing the folder would delete {folder.resolve()}, which {where} the working folder; {instead}"
         )
+
+
+def _first_names(names: list[str], shown: int = 3) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def _holds_the_working_folder(folder: Path) -> bool:

@@ -195,13 +195,16 @@ def test_within_the_block_both_stop_signals_raise_an_interrupt_of_its_own_class(
 def test_a_folder_holding_only_what_a_file_manager_leaves_is_empty_to_a_run(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
-    for name in (".DS_Store", "Thumbs.db", "desktop.ini"):
+    for name in (".DS_Store", "Thumbs.db", "desktop.ini", "._notes.txt"):
         (out / name).write_bytes(b"\0")
+    (out / ".ipynb_checkpoints").mkdir()
     start_run_folder(out, claim_run_folder(out, "pretrain", {"steps": 10}), overwrite=False)
     assert (out / "run.json").is_file()
     other = tmp_path / "other"
     other.mkdir()
     (other / ".DS_Store").write_bytes(b"\0")
     (other / "notes.txt").write_text("keep")  # a user's file beside it: still not a run folder
-    with pytest.raises(ValueError, match="holds files but no run.json"):
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (other / name).write_text("keep")
+    with pytest.raises(ValueError, match=r"holds files but no run.json \(a.txt, b.txt, c.txt and 1 more\)"):
         claim_run_folder(other, "pretrain", {"steps": 10})

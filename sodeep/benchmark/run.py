@@ -48,13 +48,13 @@ def claim_output_folder(out: Path, overwrite: bool, resume: bool = False) -> Pat
     results first, or ``resume``, which keeps them; a folder holding anything else is always
     refused: a benchmark never mixes its files with a user's, nor takes a user's ``results.json``
     for its own."""
-    from sodeep.run_folder import FILE_MANAGER_FILES, RUN_LOCK, hold_folder
+    from sodeep.run_folder import RUN_LOCK, hold_folder, is_file_manager_file
 
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file, not a folder; give out= a new or empty folder")
     present = sorted(path.name for path in out.iterdir()) if out.is_dir() else []
     ours = [name for name in present if name in OUTPUT_FILES or _is_temporary_output(name)]
-    others = [name for name in present if name not in (*ours, RUN_LOCK, *FILE_MANAGER_FILES)]
+    others = [name for name in present if name not in (*ours, RUN_LOCK) and not is_file_manager_file(name)]
     named = [name for name in ours if not _is_temporary_output(name)]
     if "results.json" in named and not others and _damaged_json(out / "results.json"):
         raise ValueError(

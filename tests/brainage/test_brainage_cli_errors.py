@@ -240,7 +240,7 @@ RESUME_CASES = [
     (_text_checkpoint, ["--resume"], "last.ckpt is not a torch checkpoint"),
     (_foreign_checkpoint, ["--resume"], "last.ckpt is not a checkpoint of a brain-age training run"),
     (_no_best_checkpoint, ["--resume"], "holds last.ckpt but no best.ckpt"),
-    (_notes_folder, [], "holds files but no run.json: not a sodeep run folder"),
+    (_notes_folder, [], "holds files but no run.json (notes.txt): not a sodeep run folder"),
     (_file_for_folder, [], "is a file, not a run folder"),
 ]
 
