@@ -302,11 +302,17 @@ def read_age_table(
     if not rows:
         raise ValueError(f"{path}: the table has a header but no rows")
     try:
+        given = {"id": id_column, "site": site_column}
         id_column, site_column = find_id_and_site_columns(columns, id_column, site_column)
         for role, column in (("id", id_column), ("site", site_column)):
-            if column == age_column:
+            if column == age_column and given[role] is not None:
                 raise ValueError(
                     f"the age column {age_column!r} cannot also be the {role} column; name another with {role}_column="
+                )
+            if column == age_column:  # found by its name: the age column is the one to check
+                raise ValueError(
+                    f"age_column={age_column!r} names the table's {role} column (found by its name); give the "
+                    f"column of ages with age_column="
                 )
         reserved = [age_column, *(c for c in (id_column, site_column) if c)]
         feature_names = select_feature_columns(columns, features, rows, reserved, lines)

@@ -461,6 +461,19 @@ def test_the_age_column_named_as_the_site_or_id_column_is_refused(tmp_path, role
         read_age_table(path, **{f"{role}_column": "AGE"})  # matched as the header spells it
 
 
+@pytest.mark.parametrize("role", ["site", "id"])
+def test_an_age_column_that_is_the_site_or_id_column_found_by_name_points_at_the_age_column(tmp_path, role):
+    path = tmp_path / "t.csv"
+    path.write_text(f"age,{role},f\n30,1,1\n40,2,2\n50,3,3\n")
+    with pytest.raises(ValueError) as raised:
+        read_age_table(path, age_column=role)
+    assert str(raised.value) == (
+        f"{path}: age_column={role!r} names the table's {role} column (found by its name); give the column of "
+        "ages with age_column="
+    )
+    assert read_age_table(path).ages.tolist() == [30, 40, 50]  # the advice taken
+
+
 def test_a_column_with_no_value_in_any_row_is_noted_as_not_a_feature(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("age,f,blank,g,\n30,1,,4,\n40,2,NaN,3,\n50,4,,1,\n")  # and a trailing delimiter: no column
