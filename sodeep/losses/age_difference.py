@@ -42,6 +42,11 @@ def age_difference_loss(
     check_tensor(predictions, "predictions")
     check_tensor(targets, "targets", floating=False)  # integer ages are ages
     check_same_shape(predictions, targets, "predictions and targets")
+    if predictions.dim() == 2 and predictions.shape[-1] == 1:  # a regression model's (B, 1) output
+        raise ValueError(
+            f"predictions must have shape (n,), got shape {tuple(predictions.shape)}: pass "
+            "predictions.squeeze(-1) and targets.squeeze(-1)"
+        )
     check_rank(predictions, "predictions", (1,), "(n,)")
     n = predictions.shape[0]
     if n < 2:

@@ -41,7 +41,7 @@ class DescendingNormalized:
     Picklable wherever ``ascending_sorter`` is (a module-level function such as ``soft_rank``)."""
 
     def __init__(self, ascending_sorter: SorterFunction) -> None:
-        check_sorter(ascending_sorter)
+        check_sorter(ascending_sorter, "ascending_sorter")
         self.ascending_sorter = ascending_sorter
 
     def __call__(self, scores: torch.Tensor) -> torch.Tensor:
@@ -128,16 +128,17 @@ def check_length_for(sorter: SorterFunction, scores: torch.Tensor) -> None:
         )
 
 
-def check_sorter(sorter) -> None:
-    """A :data:`SorterFunction`: a ``Sorter``, an ``nn.Module`` or any callable (not a class)."""
+def check_sorter(sorter, name: str = "sorter") -> None:
+    """A :data:`SorterFunction`: a ``Sorter``, an ``nn.Module`` or any callable (not a class);
+    ``name``: the argument's name in errors."""
     if isinstance(sorter, type):
         raise TypeError(
-            f"sorter is the class {sorter.__name__}, not a sorter: pass an instance (e.g. {sorter.__name__}()) "
+            f"{name} is the class {sorter.__name__}, not a sorter: pass an instance (e.g. {sorter.__name__}()) "
             "or a function"
         )
     if not callable(sorter):
         raise TypeError(
-            f"sorter must be a Sorter, an nn.Module or a callable from (B, n) scores to ranks "
+            f"{name} must be a Sorter, an nn.Module or a callable from (B, n) scores to ranks "
             f"(e.g. sodeep.load_sorter(); sodeep.rank too, for a loss value without gradient), got {type(sorter).__name__}"
         )
 

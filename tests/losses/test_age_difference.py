@@ -92,3 +92,20 @@ def test_a_generator_without_num_pairs_and_bool_targets_are_refused():
         age_difference_loss(predictions, torch.randn(5), generator=torch.Generator())
     with pytest.raises(TypeError, match="bool"):
         age_difference_loss(predictions, torch.ones(5, dtype=torch.bool))
+
+
+def test_a_models_column_of_predictions_is_told_to_squeeze():
+    predictions, ages = torch.randn(7, 1), torch.randn(7, 1)
+    with pytest.raises(ValueError) as raised:
+        age_difference_loss(predictions, ages)
+    assert str(raised.value) == (
+        "predictions must have shape (n,), got shape (7, 1): pass predictions.squeeze(-1) and targets.squeeze(-1)"
+    )
+    assert torch.isfinite(age_difference_loss(predictions.squeeze(-1), ages.squeeze(-1)))
+
+
+def test_descending_normalized_names_its_own_argument():
+    from sodeep.losses import descending_normalized
+
+    with pytest.raises(TypeError, match="^ascending_sorter must be a Sorter"):
+        descending_normalized(3)
