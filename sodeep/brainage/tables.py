@@ -65,7 +65,8 @@ class AgeTable:
         features: ``(N, F)`` float32.
         ages: ``(N,)`` float32, years.
         feature_names: ``F`` column names.
-        subject_ids: ``N`` identifiers (the id column, else the CSV line number).
+        subject_ids: ``N`` identifiers (the id column, else the CSV line number; ``"line N"`` for
+            an empty id cell).
         sites: ``N`` site labels (:data:`NO_SITE`, ``"(no site)"``, when the table has no site column).
         skipped: ``(csv line, reason)`` of the rows left out.
         rows: data rows in the file (kept and skipped).
@@ -75,6 +76,7 @@ class AgeTable:
             column -> ``(csv line, cell)`` of each text cell.
         empty_site_lines: CSV lines of the kept rows whose site cell is empty (their site is
             :data:`NO_SITE`).
+        empty_id_lines: CSV lines of the kept rows whose id cell is empty.
         index_columns: row-index columns (:data:`INDEX_COLUMN`) left out of the default features.
         empty_columns: columns left out of the default features for having no value in any row.
         age_like_features: features whose correlation with age reaches
@@ -92,6 +94,7 @@ class AgeTable:
     repeated_ids: list[str] = field(default_factory=list)
     dropped_columns: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
     empty_site_lines: list[int] = field(default_factory=list)
+    empty_id_lines: list[int] = field(default_factory=list)
     index_columns: list[str] = field(default_factory=list)
     empty_columns: list[str] = field(default_factory=list)
     age_like_features: dict[str, float] = field(default_factory=dict)
@@ -119,6 +122,12 @@ class AgeTable:
                 f"{'has' if len(self.empty_site_lines) == 1 else 'have'} an empty site cell "
                 f"({describe_lines(self.empty_site_lines)}); empty site cells are one site, {NO_SITE!r}, in per-site "
                 "results, and a site-grouped split (split='site') refuses them: fill in their sites"
+            )
+        if self.empty_id_lines:
+            lines.append(
+                f"{source}: {len(self.empty_id_lines)} of {plural(len(self), 'subject')} "
+                f"{'has' if len(self.empty_id_lines) == 1 else 'have'} an empty id cell "
+                f"({describe_lines(self.empty_id_lines)}); each is named by its line ('line N') in the results"
             )
         if self.index_columns:
             lines.append(
@@ -231,6 +240,9 @@ def select_feature_columns(
                 f"; columns with cells that are not plain numbers: {shown[:300]}: name them in features= "
                 "(e.g. features='lh_*') to keep them, and their rows with such cells are skipped"
             )
+        empty = [c for c in columns if c.lower() not in excluded and all(is_missing(row[c]) for row in rows)]
+        if empty:
+            hint += f"; {describe_columns(empty)} {'has' if len(empty) == 1 else 'have'} no value in any row"
         raise ValueError(
             f"no numeric feature column besides {sorted(excluded)}{hint}; columns are {describe_columns(columns)}"
         )
@@ -326,7 +338,7 @@ def read_age_table(
         [] if features else [c for c in columns if c.lower() not in unused and all(is_missing(row[c]) for row in rows)]
     )
 
-    kept_features, kept_ages, ids, sites, skipped, empty_site_lines = [], [], [], [], [], []
+    kept_features, kept_ages, ids, sites, skipped, empty_site_lines, empty_id_lines = [], [], [], [], [], [], []
     for line, row in zip(lines, rows):
         problem = age_problem(row[age_column])
         if problem:
@@ -340,7 +352,11 @@ def read_age_table(
             continue
         kept_ages.append(float(row[age_column]))
         kept_features.append([float(row[c]) for c in feature_names])
-        ids.append(row[id_column] if id_column else str(line))
+        if id_column and not row[id_column].strip():
+            empty_id_lines.append(line)
+        ids.append(
+            row[id_column] if id_column and row[id_column].strip() else f"line {line}" if id_column else str(line)
+        )
         sites.append((row[site_column] if site_column else "") or NO_SITE)
         if site_column and not row[site_column]:
             empty_site_lines.append(line)
@@ -360,6 +376,7 @@ def read_age_table(
         repeated_ids=repeated_ids,
         dropped_columns=dropped,
         empty_site_lines=empty_site_lines,
+        empty_id_lines=empty_id_lines,
         index_columns=index_columns,
         empty_columns=empty_columns,
         age_like_features=age_like_features(kept_features, kept_ages, feature_names),

@@ -481,3 +481,21 @@ def test_a_column_with_no_value_in_any_row_is_noted_as_not_a_feature(tmp_path):
     assert table.feature_names == ["f", "g"] and table.empty_columns == ["blank"]
     assert "t.csv: 1 column with no value in any row is not a feature: ['blank']" in table.notes("t.csv")
     assert read_age_table(path, features=["f", "g"]).empty_columns == []  # chosen features: nothing to note
+
+
+def test_a_table_whose_only_features_are_empty_says_so_in_its_refusal(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("id,age,f1,f2\ns1,30,, \ns2,40,,\ns3,50,,\n")
+    with pytest.raises(
+        ValueError, match=r"no numeric feature column besides .*; \['f1', 'f2'\] have no value in any row"
+    ):
+        read_age_table(path)
+
+
+def test_empty_id_cells_are_named_by_their_line_and_noted(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("id,age,f\n,30,1\ns2,40,2\n ,50,3\n,60,4\n")
+    table = read_age_table(path)
+    assert table.subject_ids == ["line 2", "s2", "line 4", "line 5"] and table.empty_id_lines == [2, 4, 5]
+    assert table.repeated_ids == []  # blank cells are not one subject seen three times
+    assert any("3 of 4 subjects have an empty id cell (lines 2, 4, 5)" in line for line in table.notes("t.csv"))
