@@ -388,7 +388,8 @@ def in_flag_words(message: str, parser: argparse.ArgumentParser, argv: Sequence[
     ``patience >= 1``) spelled as the flags a command-line user typed (``--batch-size``,
     ``--init-from``, ``--patience >= 1``).  A name with an underscore is spelled anew wherever it
     stands; a single word (``steps``, also a plain word) only where a condition on it follows
-    (``must be``, ``>=``, ``<=``, ``>``, ``<``) and only for a flag of the command ``argv`` runs.
+    (``must be``, ``must not``, ``>=``, ``<=``, ``>``, ``<``) or a change of its value
+    (``seed: 0 -> 3``), and only for a flag of the command ``argv`` runs.
     A flag that "must be None or ..." must be ``'none'`` or ..., as the command line spells it.
     Quoted text, the user's own names and values, is left as it is."""
     compound = sorted((name for name in _flag_names(parser) if "_" in name), key=len, reverse=True)
@@ -398,7 +399,10 @@ def in_flag_words(message: str, parser: argparse.ArgumentParser, argv: Sequence[
     flags = {name: f"--{name.replace('_', '-')}" for name in compound + single}
     patterns = [
         re.compile(r"(?<![\w./-])(" + "|".join(map(re.escape, names)) + r")" + after)
-        for names, after in ((compound, r"(?![\w/=])"), (single, r"(?= (?:must be|>=|<=|>|<) )"))
+        for names, after in (
+            (compound, r"(?![\w/=])"),
+            (single, r"(?= (?:must be|must not|>=|<=|>|<) |: (?:$|[^,;()]*? -> ))"),
+        )
         if names
     ]
 

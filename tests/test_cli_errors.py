@@ -60,7 +60,10 @@ CASES = [
         ["evaluate", "{inputs}/regressor.ckpt"],
         "a Lightning checkpoint of another model (hyper-parameters ['max_epochs',",
     ),
-    (["export", "{inputs}/regressor.ckpt", "{out}/sorter.pt"], "only the checkpoints of `sodeep pretrain` export to"),
+    (
+        ["export", "{inputs}/regressor.ckpt", "{out}/sorter.pt"],
+        "only the checkpoints of a pretraining run (`sodeep pretrain`, pretrain()) export to",
+    ),
     (["evaluate", "{inputs}/missing.pt"], "no sorter checkpoint at"),
     (["evaluate", "--lengths", "20000"], "no length in 20000 is within"),
     (["evaluate", "--sequences", "0"], "--sequences must be in 1..4096, got 0"),
@@ -396,6 +399,11 @@ def test_flag_spelling_leaves_the_users_quoted_names_alone():
     assert in_flag_words(words, parser, ["brainage", "tabular", "--patience", "0"]) == (
         "--max-epochs must be >= 1 and --patience >= 0; the patience of 3 seeds; --devices must be a count >= 1"
     )  # count: a flag of `sodeep sweep run`, not of this command
+    # ...or a change of its value, or a rule it breaks: all the settings of a list in one spelling.
+    changes = "other settings (age_column: 'age' -> 'f1', split: 'site' -> 'stratified', patience: 5 -> 3); seeds must not repeat"
+    assert in_flag_words(changes, parser, ["brainage", "tabular"]) == (
+        "other settings (--age-column: 'age' -> 'f1', --split: 'site' -> 'stratified', --patience: 5 -> 3); --seeds must not repeat"
+    )
 
 
 def test_advice_given_as_keyword_arguments_is_spelled_as_flags_on_the_command_line():
