@@ -352,11 +352,13 @@ def read_age_table(
             continue
         kept_ages.append(float(row[age_column]))
         kept_features.append([float(row[c]) for c in feature_names])
-        if id_column and not row[id_column].strip():
+        if not id_column:
+            ids.append(str(line))
+        elif row[id_column].strip():
+            ids.append(row[id_column])
+        else:
+            ids.append(f"line {line}")
             empty_id_lines.append(line)
-        ids.append(
-            row[id_column] if id_column and row[id_column].strip() else f"line {line}" if id_column else str(line)
-        )
         sites.append((row[site_column] if site_column else "") or NO_SITE)
         if site_column and not row[site_column]:
             empty_site_lines.append(line)
