@@ -90,6 +90,12 @@ def check_integer(value: Any, name: str, low: int, high: int | None = None) -> N
         raise ValueError(f"{name} must be in {low}..{high}, got {value}")
 
 
+def check_dense(value: torch.Tensor, name: str) -> None:
+    """A tensor of the usual (strided) layout: a sparse one is refused in one line, not deep in a kernel."""
+    if value.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense tensor, got layout {value.layout}: pass {name}.to_dense()")
+
+
 def require_number(value, condition: Callable[[torch.Tensor], torch.Tensor], message: str) -> None:
     """Check a Python number that ``torch.compile`` may have made symbolic, where a Python test of
     it would break the graph: as :func:`require` on a float64 tensor of it (under compile an

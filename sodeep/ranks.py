@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 
 from sodeep.argsort import argsort
-from sodeep.checks import require
+from sodeep.checks import check_dense, require
 
 TieMethod = Literal["average", "min", "max", "dense", "ordinal"]
 TIE_METHODS: tuple[str, ...] = ("average", "min", "max", "dense", "ordinal")
@@ -74,6 +74,7 @@ def rank(
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    check_dense(x, "x")
     if x.dim() == 0:
         raise ValueError("x must have at least one dimension, got a 0-d tensor")
     if ties not in TIE_METHODS:

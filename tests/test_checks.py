@@ -96,3 +96,19 @@ def test_synchronous_checks_on_cuda_raise_and_keep_the_gpu_usable(restore_settin
     with pytest.raises(ValueError, match="NaN"):
         loss(predictions, torch.randn(3, 20, device="cuda"))
     assert torch.ones(2, device="cuda").sum().item() == 2
+
+
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda x: __import__("sodeep").rank(x), "x"),
+        (lambda x: __import__("sodeep").load_sorter()(x), "scores"),
+        (lambda x: __import__("sodeep").SpearmanLoss()(x, torch.randn(3, 4)), "predictions"),
+        (lambda x: __import__("sodeep.losses").losses.pairwise_margin_ranking_loss(x, torch.ones(3, 4)), "scores"),
+    ],
+)
+def test_a_sparse_tensor_is_refused_in_one_line_naming_the_argument(call, name):
+    sparse = torch.randn(3, 4).to_sparse()
+    with pytest.raises(TypeError) as raised:
+        call(sparse)
+    assert str(raised.value) == f"{name} must be a dense tensor, got layout torch.sparse_coo: pass {name}.to_dense()"

@@ -7,12 +7,13 @@ from numbers import Real
 
 import torch
 
-from sodeep.checks import beneath_transforms, require, require_number
+from sodeep.checks import beneath_transforms, check_dense, require, require_number
 
 
 def check_tensor(value, name: str, *, floating: bool = True) -> None:
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    check_dense(value, name)
     if value.is_complex():
         raise TypeError(f"{name} must be real, got dtype {value.dtype}")
     if floating and not value.is_floating_point():

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from sodeep.checks import beneath_transforms, require
+from sodeep.checks import beneath_transforms, check_dense, require
 
 
 def check_positive_setting(value: Any, name: str) -> None:
@@ -29,6 +29,7 @@ def check_scores(scores: Any, *, min_length: int, max_length: int | None, name: 
     tensor of shape ``(n,)`` or ``(B, n)`` with ``B >= 1`` and ``min_length <= n <= max_length``."""
     if not isinstance(scores, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(scores).__name__}")
+    check_dense(scores, name)
     if not scores.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {scores.dtype}")
     if scores.dim() not in (1, 2):
