@@ -101,6 +101,7 @@ def pretrain_config(arguments: argparse.Namespace) -> PretrainConfig:
     """Defaults, overridden by ``--config`` YAML, overridden by flags; checked."""
     settings = read_yaml_mapping(arguments.config) if arguments.config else {}
     source = arguments.config or "the flags"
+    from_file = set(settings)  # less those a flag overrides, below
     recorded_architecture = settings.get("architecture", PretrainConfig.architecture)
     same_architecture = arguments.architecture in (None, recorded_architecture)
     if not same_architecture:
@@ -114,7 +115,14 @@ def pretrain_config(arguments: argparse.Namespace) -> PretrainConfig:
             configured = parse_json_object(settings["sorter"], f"{source}: sorter")
             value = {**configured, **parse_json_object(value, "--sorter")}
         settings[item.name] = value
-    return config_from_mapping(PretrainConfig, settings, source)
+        from_file.discard(item.name)
+    try:
+        return config_from_mapping(PretrainConfig, settings, source)
+    except (TypeError, ValueError) as error:
+        # A refused value that the YAML file gave is named with the file, as an unknown key is.
+        if str(error).split(" ", 1)[0] in from_file:
+            raise type(error)(f"{source}: {error}") from None
+        raise
 
 
 def command_pretrain(arguments: argparse.Namespace) -> int:

@@ -382,7 +382,7 @@ def test_messages_name_the_flag_typed_or_the_yaml_field(tmp_path, capsys):
     config = tmp_path / "pretrain.yaml"
     config.write_text("batch_size: 0\n")
     error = _one_line_error(["pretrain", "--config", str(config), "--out", str(tmp_path / "b")], capsys)
-    assert "error: batch_size must be" in error
+    assert f"error: {config}: batch_size must be" in error
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
@@ -489,4 +489,4 @@ def test_what_yaml_made_of_a_value_is_said_where_it_is_refused(tmp_path, capsys,
     config.write_text(text)
     argv = [command, *(["tabular"] if command == "brainage" else []), "--config", str(config)]
     error = _one_line_error([*argv, "--out", str(tmp_path / "run")], capsys)
-    assert message in error, error
+    assert f"{config}: {message}" in error, error  # the file that gave the value, named for either command

@@ -218,8 +218,8 @@ def test_a_folder_holding_another_run_is_refused_and_left_untouched(tmp_path, mo
     before = _files(run)
     capsys.readouterr()
     for extra, message in (
-        (["--seed", "1"], "other settings (seed: 0 -> 1)"),
-        (["--seed", "1", "--resume"], "other settings (seed: 0 -> 1)"),
+        (["--seed", "1"], "other settings (--seed: 0 -> 1)"),
+        (["--seed", "1", "--resume"], "other settings (--seed: 0 -> 1)"),
         ([], "already holds this run; add --resume"),
     ):
         with pytest.raises(SystemExit) as exit_info:
