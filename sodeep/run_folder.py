@@ -201,7 +201,7 @@ def claim_run_folder(
         )
         raise ValueError(
             f"{out} holds a {command} run with other settings ({changes}); resume it with its own settings, "
-            f"{CHOOSE_ANOTHER_OUT}{',' * clearable}{or_clear}"
+            f"{CHOOSE_ANOTHER_OUT}{',' if clearable else ''}{or_clear}"
         )
     if not resume:
         raise ValueError(
