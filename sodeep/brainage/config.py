@@ -115,6 +115,13 @@ class TrainingConfig:
         return {name: getattr(self, name) for name in names}
 
 
+def _finite_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
 def _coerce(value: Any, hint: Any, name: str) -> Any:
     """``value`` as the annotated type ``hint`` (int, float, str, bool, ``list[...]``, ``... | None``)."""
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) else ()
@@ -128,6 +135,8 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
         return [_coerce(entry, item, name) for entry in items]
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str) and _finite_number(value):
+        return float(value)  # YAML reads 1e-3 (no dot) as text
     if hint is str and isinstance(value, os.PathLike):
         return os.fspath(value)
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):

@@ -12,6 +12,20 @@ def test_yaml_then_overrides(tmp_path):
     assert config.patience == TabularConfig().patience  # untouched fields keep the defaults
 
 
+def test_numbers_yaml_reads_as_text_are_numbers_as_in_pretraining(tmp_path):
+    # YAML 1.1 reads 1e-3 (no dot) as a string; `sodeep pretrain` takes it as the number it means.
+    path = tmp_path / "run.yaml"
+    path.write_text("finetune_learning_rate: 1e-3\n")
+    assert load_config(TabularConfig, path).finetune_learning_rate == 0.001
+    path.write_text("ema_decay: 9E-1\nmax_minutes: 1e1\n")
+    config = load_config(SyntheticConfig, path)
+    assert (config.ema_decay, config.max_minutes) == (0.9, 10.0)
+    for text in ("nan", "inf", "fast"):
+        path.write_text(f"finetune_learning_rate: {text}\n")
+        with pytest.raises(ValueError, match="finetune_learning_rate must be float"):
+            load_config(TabularConfig, path)
+
+
 @pytest.mark.parametrize(
     "text, message",
     [
