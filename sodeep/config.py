@@ -299,25 +299,45 @@ def read_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
     return loaded
 
 
-def yaml_reading(value: Any) -> str:
-    """What a YAML file may have meant by ``value``, as the end of a message (or ``""``): YAML
-    reads ``off``, ``no``, ``yes`` and ``on`` as booleans, and a number in e-notation without a
-    dot (``1e1``) as text.
+def yaml_reading(value: Any, wanted: str = "text") -> str:
+    """What a YAML file may have meant by ``value``, as the end of a message (or ``""``) about a
+    setting that takes ``wanted`` (``"text"`` or ``"number"``): YAML reads ``off``, ``no``,
+    ``yes`` and ``on`` as booleans, and a number in e-notation without a dot (``1e1``) as text.
 
     Example:
-        >>> yaml_reading(False), yaml_reading("1e1"), yaml_reading(3)
-        ("; YAML reads yes, no, on and off as booleans: quote the word, e.g. 'off'", '; YAML reads 1e1 as text: write 10', '')
+        >>> yaml_reading(False), yaml_reading(True, "number"), yaml_reading("1e1"), yaml_reading(3)
+        ("; YAML reads yes, no, on and off as booleans: quote the word, e.g. 'off'", '; YAML reads yes, no, on, off, true and false as booleans: write a number', '; YAML reads 1e1 as text: write 10', '')
     """
     if isinstance(value, bool):
+        if wanted == "number":
+            return "; YAML reads yes, no, on, off, true and false as booleans: write a number"
         return "; YAML reads yes, no, on and off as booleans: quote the word, e.g. 'off'"
     if isinstance(value, str):
         try:
             number = float(value)
         except ValueError:
             return ""
-        if math.isfinite(number) and value.strip() != f"{number:g}":
-            return f"; YAML reads {value.strip()} as text: write {number:g}"
+        spelled = yaml_number(number) if math.isfinite(number) else None
+        if spelled is not None and value.strip() != spelled:
+            return f"; YAML reads {value.strip()} as text: write {spelled}"
     return ""
+
+
+def yaml_number(number: float) -> str:
+    """``number`` spelled so that YAML reads it as a number: whole numbers in digits, others with
+    a dot before any exponent (YAML reads ``1e-06`` as text, ``1.0e-06`` as a number).
+
+    Example:
+        >>> yaml_number(10.0), yaml_number(1e10), yaml_number(0.001), yaml_number(1e-6), yaml_number(2.5e20)
+        ('10', '10000000000', '0.001', '1.0e-06', '2.5e+20')
+    """
+    if number.is_integer() and abs(number) < 1e16:
+        return str(int(number))
+    text = f"{number:g}"
+    mantissa, exponent = text.split("e") if "e" in text else (text, None)
+    if exponent is not None and "." not in mantissa:
+        mantissa += ".0"
+    return mantissa if exponent is None else f"{mantissa}e{exponent}"
 
 
 def _as_float(value: Any, name: str) -> float:
@@ -402,7 +422,7 @@ class PretrainConfig:
         for key in ("steps", "batch_size", "validation_every", "checkpoint_every", "validation_sequences"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{key} must be an integer >= 1, got {value!r}{yaml_reading(value)}")
+                raise ValueError(f"{key} must be an integer >= 1, got {value!r}{yaml_reading(value, 'number')}")
         if self.validation_sequences > MAX_VALIDATION_SEQUENCES:
             raise ValueError(
                 f"validation_sequences must be at most {MAX_VALIDATION_SEQUENCES}, got {self.validation_sequences} "
@@ -411,7 +431,7 @@ class PretrainConfig:
         for key in ("warmup_steps", "seed", "data_workers"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
-                raise ValueError(f"{key} must be an integer >= 0, got {value!r}{yaml_reading(value)}")
+                raise ValueError(f"{key} must be an integer >= 0, got {value!r}{yaml_reading(value, 'number')}")
             setattr(self, key, int(value))  # a NumPy integer too
         if self.seed > MAX_SEED:
             raise ValueError(f"seed must be an integer in 0..{MAX_SEED} (NumPy's seeds), got {self.seed}")

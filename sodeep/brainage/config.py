@@ -140,7 +140,9 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
     if hint is str and isinstance(value, os.PathLike):
         return os.fspath(value)
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise ValueError(f"{name} must be {hint.__name__}, got {value!r} ({type(value).__name__}){yaml_reading(value)}")
+        raise ValueError(
+            f"{name} must be {hint.__name__}, got {value!r} ({type(value).__name__}){yaml_reading(value, 'number' if hint in (int, float) else 'text')}"
+        )
     return value
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sodeep.config import read_yaml_mapping, unknown_keys_message
+from sodeep.config import read_yaml_mapping, unknown_keys_message, yaml_reading
 
 METHODS = ("grid", "random", "bayes")
 #: The macros W&B's agent replaces in ``command`` (each must be a whole item of the list).
@@ -230,7 +230,7 @@ def sweep_from_mapping(mapping: dict[str, Any], source: str = "the sweep", defau
     command = _check_command(mapping.get("command"), program, source)
     run_cap = mapping.get("run_cap")
     if run_cap is not None and not (_is_integer(run_cap) and run_cap >= 1):
-        raise ValueError(f"{source}: run_cap must be an integer >= 1, got {run_cap!r}")
+        raise ValueError(f"{source}: run_cap must be an integer >= 1, got {run_cap!r}{yaml_reading(run_cap, 'number')}")
     early_terminate = _check_early_terminate(mapping.get("early_terminate"), source)
     raw_parameters = mapping.get("parameters")
     if not isinstance(raw_parameters, dict) or not raw_parameters:
@@ -295,7 +295,9 @@ def _check_early_terminate(early_terminate: Any, source: str) -> dict[str, Any] 
         ("strict", lambda v: isinstance(v, bool), "true or false"),
     ):
         if key in early_terminate and not valid(early_terminate[key]):
-            raise ValueError(f"{where}.{key} must be {wanted}, got {early_terminate[key]!r}")
+            raise ValueError(
+                f"{where}.{key} must be {wanted}, got {early_terminate[key]!r}{yaml_reading(early_terminate[key], 'number')}"
+            )
     return early_terminate
 
 
@@ -380,8 +382,9 @@ def check_parameter(path: tuple[str, ...], settings: dict[str, Any], where: str)
     filled = {**optional, **{key: value for key, value in settings.items() if key != "distribution"}}
     for key in filled.keys() - {"value", "values", "probabilities"}:
         if not _is_number(filled[key]):
-            hint = " (YAML reads 1e-3 without a dot as a string: write 1.0e-3)" if isinstance(filled[key], str) else ""
-            raise ValueError(f"{where}.{key} must be a number, got {filled[key]!r}{hint}")
+            raise ValueError(
+                f"{where}.{key} must be a number, got {filled[key]!r}{yaml_reading(filled[key], 'number')}"
+            )
     _check_ranges(distribution, filled, where)
     return Parameter(path=path, distribution=distribution, settings=filled)
 

@@ -70,7 +70,17 @@ def test_name_defaults_to_the_file_stem_and_command_to_wandb_default(tmp_path):
             "a nested parameter puts its own under `parameters:`; a fixed dict is `value: {...}`",
         ),
         ({"parameters": {"lr": {"min": 1, "max": 1}}}, "min 1 is not less than max 1"),
-        ({"parameters": {"lr": {"min": "1e-3", "max": 0.1}}}, "parameters.lr.min must be a number"),
+        (
+            {"parameters": {"lr": {"min": "1e-6", "max": 0.1}}},
+            "parameters.lr.min must be a number, got '1e-6'; YAML reads 1e-6 as text: write 1.0e-06",
+        ),
+        ({"parameters": {"lr": {"min": "fast", "max": 0.1}}}, "parameters.lr.min must be a number, got 'fast'"),
+        ({"run_cap": "1e1"}, "run_cap must be an integer >= 1, got '1e1'; YAML reads 1e1 as text: write 10"),
+        ({"run_cap": True}, "run_cap must be an integer >= 1, got True; YAML reads yes, no, on, off, true and false"),
+        (
+            {"early_terminate": {"type": "hyperband", "min_iter": "2e1"}},
+            "min_iter must be an integer >= 1, got '2e1'; YAML reads 2e1 as text: write 20",
+        ),
         ({"parameters": {"lr": {"distribution": "log_uniform_values", "min": 0, "max": 1}}}, "min must be > 0"),
         ({"parameters": {"lr": {"distribution": "lognormal"}}}, "unknown distribution 'lognormal'"),
         (
@@ -99,6 +109,7 @@ def test_mistakes_raise_one_line_naming_the_key(changes, words):
         sweep_from_mapping(sweep(**changes), source="s.yaml")
     message = str(raised.value)
     assert words in message and "\n" not in message and message.startswith(("s.yaml", "unknown"))
+    assert "quote the word" not in message  # quoting makes text, which no number setting takes
 
 
 @pytest.mark.parametrize(
