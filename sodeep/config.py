@@ -302,12 +302,15 @@ def read_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
 def yaml_reading(value: Any, wanted: str = "text") -> str:
     """What a YAML file may have meant by ``value``, as the end of a message (or ``""``) about a
     setting that takes ``wanted`` (``"text"`` or ``"number"``): YAML reads ``off``, ``no``,
-    ``yes`` and ``on`` as booleans, and a number in e-notation without a dot (``1e1``) as text.
+    ``yes`` and ``on`` as booleans, ``~`` and an empty value as ``None``, and a number in
+    e-notation without a dot (``1e1``) as text.
 
     Example:
         >>> yaml_reading(False), yaml_reading(True, "number"), yaml_reading("1e1"), yaml_reading(3)
         ("; YAML reads yes, no, on and off as booleans: quote the word, e.g. 'off'", '; YAML reads yes, no, on, off, true and false as booleans: write a number', '; YAML reads 1e1 as text: write 10', '')
     """
+    if value is None:
+        return "; YAML reads ~, null and an empty value as nothing: give one, or leave the key out for the default"
     if isinstance(value, bool):
         if wanted == "number":
             return "; YAML reads yes, no, on, off, true and false as booleans: write a number"
@@ -418,7 +421,7 @@ class PretrainConfig:
         if isinstance(self.out, os.PathLike):
             self.out = os.fspath(self.out)
         if not isinstance(self.out, str) or not self.out.strip():
-            raise ValueError(f"out must be the path of a run folder, got {self.out!r}")
+            raise ValueError(f"out must be the path of a run folder, got {self.out!r}{yaml_reading(self.out)}")
         for key in ("steps", "batch_size", "validation_every", "checkpoint_every", "validation_sequences"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -482,6 +482,12 @@ def test_a_key_given_twice_in_a_yaml_file_is_refused_not_overridden_silently(tmp
         ("pretrain", "steps: 1e1\n", "steps must be an integer >= 1, got '1e1'; YAML reads 1e1 as text: write 10"),
         ("brainage", "max_epochs: 2e1\n", "max_epochs must be int, got '2e1' (str); YAML reads 2e1 as text: write 20"),
         ("brainage", "wandb: no\n", "wandb must be str, got False (bool); YAML reads yes, no, on and off as booleans"),
+        (
+            "pretrain",
+            "seed: ~\n",
+            "seed must be an integer >= 0, got None; YAML reads ~, null and an empty value",
+        ),
+        ("brainage", "patience:\n", "patience must be int, got None (NoneType); YAML reads ~, null and an empty value"),
         ("pretrain", "steps: yes\n", "steps must be an integer >= 1, got True; YAML reads yes, no, on, off, true an"),
         (
             "pretrain",
