@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
@@ -93,7 +94,6 @@ def _is_temporary_output(name: str) -> bool:
 
 def _damaged_json(path: Path) -> bool:
     """Whether the file at ``path`` cannot be read as JSON."""
-    import json
 
     try:
         json.loads(path.read_text(encoding="utf-8"))
@@ -105,7 +105,6 @@ def _damaged_json(path: Path) -> bool:
 def _holds_benchmark_results(out: Path) -> bool:
     """Whether ``out/results.json`` is a benchmark's, or, without one, ``out/sorting_rows.jsonl``
     holds the rows of an interrupted learning-to-sort part."""
-    import json
 
     from sodeep.benchmark.report import SCHEMA
 
@@ -197,8 +196,6 @@ PART_KEYS = {
 
 def _previous_results(out: Path, config: BenchConfig) -> dict:
     """The results ``out`` holds, checked to be of ``config``'s settings (``ValueError`` else)."""
-    import json
-
     from sodeep.benchmark.report import SCHEMA
 
     path = out / "results.json"
@@ -217,9 +214,24 @@ def _previous_results(out: Path, config: BenchConfig) -> dict:
         changes = ", ".join(f"{key}: {held.get(key)} -> {wanted.get(key)}" for key in differing) or "schema"
         raise ValueError(
             f"{out} holds a benchmark of other settings ({changes}); resume it with its own "
-            "settings, or run with overwrite=True instead of resume=True"
+            f"settings{_preset_of(held, differing)}, or run with overwrite=True instead of resume=True"
         )
     return previous
+
+
+def _preset_of(held: dict, differing: list[str]) -> str:
+    """Where the settings a benchmark folder holds differ only as :meth:`BenchConfig.quick` and
+    the full defaults do: which of the two it ran, as advice (or ``""``)."""
+    quick, full = (json.loads(json.dumps(preset.as_dict())) for preset in (BenchConfig.quick(), BenchConfig()))
+    # Seeds and training steps have flags of their own, which either preset takes.
+    preset_keys = [
+        key for key in differing if key not in ("seeds", "sorting_steps") and quick.get(key) != full.get(key)
+    ]
+    if preset_keys and all(held.get(key) == quick[key] for key in preset_keys):
+        return " (it ran with --quick: BenchConfig.quick() from Python)"
+    if preset_keys and all(held.get(key) == full[key] for key in preset_keys):
+        return " (it ran without --quick: BenchConfig() from Python)"
+    return ""
 
 
 def _keep_part(part: str, previous: dict, results: dict) -> None:
@@ -294,7 +306,6 @@ def _run_part(part: str, config: BenchConfig, families, rankers, results: dict, 
 def _finished_rows(path: Path) -> list[dict]:
     """The rows of ``sorting_rows.jsonl`` (the trainings an interrupted part finished); a line cut
     short by the interruption is dropped."""
-    import json
 
     rows = []
     try:

@@ -453,3 +453,28 @@ def test_a_resume_that_keeps_every_part_keeps_them_in_results_json_whatever_the_
             BenchConfig, "quick", classmethod(lambda cls, **o: cls(**{**TINY, "fidelity_sequences": 5, **o}))
         )
         main(["bench", "--quick", "--parts", "fidelity", "--out", str(out), "--resume"])
+
+
+@pytest.mark.parametrize(
+    "held, wanted, advice",
+    [
+        ("quick", "full", "(it ran with --quick: BenchConfig.quick() from Python)"),
+        ("full", "quick", "(it ran without --quick: BenchConfig() from Python)"),
+        ("quick", "quick-seeds", "; resume it with its own settings, or"),  # --seeds, not the preset
+    ],
+)
+def test_resuming_across_the_quick_preset_says_which_it_ran(tmp_path, held, wanted, advice):
+    from sodeep.benchmark import run
+    from sodeep.benchmark.config import BenchConfig
+    from sodeep.benchmark.report import SCHEMA
+
+    configs = {
+        "quick": BenchConfig.quick(out=str(tmp_path)),
+        "full": BenchConfig(out=str(tmp_path)),
+        "quick-seeds": BenchConfig.quick(out=str(tmp_path), seeds=(4,)),
+    }
+    record = {"schema": SCHEMA, "config": configs[held].as_dict(), "wall_seconds": {}, "skipped": []}
+    (tmp_path / "results.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="holds a benchmark of other settings") as refused:
+        run._previous_results(tmp_path, configs[wanted])
+    assert advice in str(refused.value)
