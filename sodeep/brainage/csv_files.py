@@ -167,7 +167,7 @@ def read_csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]], list[int
         fitted = fit_to_header(fields, columns)
         if fitted is None:
             if any(fields):  # else a blank line
-                misfits.append((line, len(fields)))
+                misfits.append((line, len(fields), reader.line_num))
             continue
         if not any(fitted):  # a row of delimiters only, as spreadsheets write an emptied row
             continue
@@ -198,9 +198,13 @@ def fit_to_header(fields: list[str], columns: Sequence[str]) -> list[str] | None
     return fields if len(fields) == len(columns) else None
 
 
-def describe_misfits(path: Path, width: int, misfits: list[tuple[int, int]], delimiter: str) -> str:
+def describe_misfits(path: Path, width: int, misfits: list[tuple[int, int, int]], delimiter: str) -> str:
     """One line: ``t.csv: the header has 6 fields but line 2 has 8; unquoted commas ...``, with the
-    likely cause of longer rows (a delimiter inside a value: decimal commas) and of shorter ones."""
+    likely cause of longer rows (a delimiter inside a value: decimal commas), of shorter ones, and
+    of a row that runs over several lines (a quote left open).  ``misfits``: ``(first line, fields,
+    last line)`` of each row of another length."""
+    open_quotes = [(line, end) for line, _, end in misfits if end > line]
+    misfits = [(line, count) for line, count, _ in misfits]
     shown = ", ".join(f"line {line} has {count}" for line, count in misfits[:SHOWN_PROBLEMS])
     left = len(misfits) - SHOWN_PROBLEMS
     more = f" (and {plural(left, 'more row')} of another length)" if left > 0 else ""
@@ -218,6 +222,10 @@ def describe_misfits(path: Path, width: int, misfits: list[tuple[int, int]], del
         causes.append(f"each row needs a field per column: an empty cell still needs its {name}")
     if width == 1 and all(count > width for _, count in misfits):  # the header is another line
         causes = ["the first line is taken as the header: remove a title or comment line above the header"]
+    if open_quotes:  # the quote's row swallowed the lines after it: its count says nothing
+        line, end = open_quotes[0]
+        quote = f'a quote (") on line {line} runs to line {end}, so lines {line}-{end} were read as one row: close it'
+        causes = [quote] if len(open_quotes) == len(misfits) else [quote, *causes]
     return f"{path}: the header has {plural(width, 'field')} but {shown}{more}; {'; '.join(causes)}"
 
 

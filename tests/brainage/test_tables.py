@@ -230,6 +230,12 @@ def test_impossible_ages_are_named(tmp_path, age, reason):
         ),
         ("age,f1,f2\n20,1,2\n30,1\n40\n50,1,2\n", "t.csv: the header has 3 fields but line 3 has 2, line 4 has 1;"),
         ("age;f\n20;1\n\n30;1;2\n40;1;2\n", "t.csv: the header has 2 fields but line 4 has 3, line 5 has 3;"),
+        # A quote left open swallows the lines after it into one row.
+        (
+            'id,age,f\na,20,1\nb,"30,2\nc,40,3\nd,50,4\n',
+            't.csv: the header has 3 fields but line 3 has 2; a quote (") on line 3 runs to line 5, so lines 3-5 were '
+            "read as one row: close it",
+        ),
     ],
 )
 def test_rows_of_another_width_than_the_header_are_refused(tmp_path, text, message):
