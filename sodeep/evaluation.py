@@ -74,6 +74,10 @@ def fidelity_table(
     ``(B, n)`` to ranks ``(B, n)`` normalized as :func:`sodeep.rank` gives them (descending,
     divided by ``n``): ``fidelity_table(sodeep.rank)`` is exact."""
     lengths = _checked_lengths(lengths)
+    if isinstance(sorter, type):
+        raise TypeError(
+            f"sorter is the class {sorter.__name__}, not a sorter: pass an instance, e.g. {sorter.__name__}()"
+        )
     if not isinstance(sorter, torch.nn.Module):
         if not callable(sorter):
             raise TypeError(f"sorter must be a Sorter or a function of scores, got {type(sorter).__name__}")
@@ -111,6 +115,11 @@ def _fidelity_rows(
             shape = tuple(predicted.shape) if isinstance(predicted, torch.Tensor) else type(predicted).__name__
             raise ValueError(f"the sorter must return ranks of the scores' shape {tuple(scores.shape)}, got {shape}")
         predicted = predicted.detach().to("cpu", ranks.dtype)
+        if not torch.isfinite(predicted).all():
+            raise ValueError(
+                f"the sorter returned NaN or infinite ranks for the {family} scores at n={length}: fidelity is "
+                "measured on finite ranks"
+            )
         rows.append(
             FidelityRow(
                 family=family,
@@ -130,6 +139,8 @@ def _mean(values: list[float]) -> float:
 
 def summarize(rows: list[FidelityRow], by: str) -> dict:
     """Average rows grouped by ``"family"`` or ``"length"``: key -> {l1, spearman, rank_error}."""
+    if by not in ("family", "length"):
+        raise ValueError(f"by must be 'family' or 'length', got {by!r}")
     groups: dict = {}
     for row in rows:
         groups.setdefault(getattr(row, by), []).append(row)

@@ -1,4 +1,5 @@
 import argparse
+import math
 import pickle
 
 import pytest
@@ -529,6 +530,23 @@ def test_fidelity_table_takes_a_function_of_scores_and_checks_what_it_returns():
         fidelity_table(lambda scores: scores[:, :2], lengths=[5], sequences_per_cell=2)
     with pytest.raises(TypeError, match="sorter must be a Sorter or a function of scores, got int"):
         fidelity_table(3, lengths=[5])
+    with pytest.raises(TypeError, match=r"sorter is the class PairwiseSigmoidSorter, not a sorter: pass an instance"):
+        fidelity_table(PairwiseSigmoidSorter, lengths=[5])
+    with pytest.raises(ValueError, match="by must be 'family' or 'length', got 'n'"):
+        summarize(rows, "n")
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_fidelity_table_refuses_ranks_that_are_not_finite_where_a_mean_would_hide_them(bad):
+    from sodeep import rank
+
+    def some_bad(scores):
+        ranks = rank(scores)
+        ranks[::2, 0] = bad  # half the rows
+        return ranks
+
+    with pytest.raises(ValueError, match="the sorter returned NaN or infinite ranks for the normal scores at n=5"):
+        fidelity_table(some_bad, lengths=[5], families=["normal"], sequences_per_cell=4)
 
 
 def test_the_rank_error_refuses_positions_it_would_count_n_times_over():
