@@ -55,6 +55,11 @@ def sorter_payload(sorter: Sorter, metadata: dict[str, Any] | None = None) -> di
             f"sorter must be a sodeep Sorter (see sodeep.sorters.SORTERS), got {type(sorter).__name__}; "
             "other modules are saved with torch.save(module.state_dict(), path)"
         )
+    if any(value.is_meta for value in sorter.state_dict().values()):
+        raise ValueError(
+            "the sorter's weights are on the meta device, which holds no values: give them memory first "
+            "(sorter.to_empty(device='cpu'), then sorter.reset_parameters() or load_state_dict)"
+        )
     config = sorter.config()
     json.dumps(config)  # configs must stay plain JSON so checkpoints describe themselves
     if metadata is not None and not isinstance(metadata, dict):
@@ -142,7 +147,11 @@ def sorter_from_payload(payload: Any, source: str = "checkpoint") -> Sorter:
     if len(dtypes) == 1 and dtypes != {torch.float32}:
         sorter.to(dtypes.pop())  # a sorter saved in float64 (or half) comes back in its dtype
     try:
-        sorter.load_state_dict(payload["state_dict"])
+        with warnings.catch_warnings():
+            # Under a meta device context the sorter is built without memory, and copying into it is
+            # a no-op, of which torch warns: reset_parameters() loads the weights after to_empty.
+            warnings.filterwarnings("ignore", message=".*to a meta parameter in the current model, which is a no-op")
+            sorter.load_state_dict(payload["state_dict"])
     except (RuntimeError, KeyError) as error:
         reason = " ".join(str(error).split())
         raise CheckpointError(f"{source}: weights do not match architecture {architecture!r}: {reason}") from error
@@ -152,6 +161,8 @@ def sorter_from_payload(payload: Any, source: str = "checkpoint") -> Sorter:
             f"{source} holds non-finite weights (NaN or inf): the training that wrote it diverged, or the file is damaged"
         )
     sorter.checkpoint_metadata = payload.get("metadata", {})
+    # Kept for reset_parameters(): a sorter built on the meta device gets its weights after to_empty.
+    sorter.checkpoint_weights = {key: value.detach() for key, value in payload["state_dict"].items()}
     return sorter.eval()
 
 
@@ -264,7 +275,10 @@ def load_sorter(
     ``map_location`` is ``torch.load``'s (a device, a dict or a function).  Raises
     :class:`CheckpointError` (a ``ValueError``) for a file that is missing, corrupt, of another
     kind, or whose weights do not fit its declared architecture, and a plain ``ValueError`` (or
-    ``TypeError``) for a ``map_location`` this machine cannot load onto.
+    ``TypeError``) for a ``map_location`` this machine cannot load onto.  Under a meta device
+    context (``with torch.device("meta")``) the sorter is built without memory, as torch's modules
+    are; after ``to_empty``, :meth:`~sodeep.sorters.Sorter.reset_parameters` gives it the
+    checkpoint's weights.
 
     Example:
         >>> sorter = load_sorter()

@@ -140,6 +140,30 @@ class Sorter(nn.Module):
     def config(self) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def reset_parameters(self) -> None:
+        """Put back the weights the sorter was loaded with (:func:`sodeep.load_sorter`: the
+        checkpoint's), or those it starts with when built (freshly initialized layers).  As for
+        torch's own modules, this is the step after ``to_empty`` for a model built on the meta
+        device, whose weights ``to_empty`` leaves uninitialised::
+
+            with torch.device("meta"):
+                sorter = load_sorter()  # no memory yet
+            sorter.to_empty(device="cpu")
+            sorter.reset_parameters()  # the checkpoint's weights
+        """
+        loaded = getattr(self, "checkpoint_weights", None)
+        if loaded is not None:
+            self.load_state_dict(loaded)
+            return
+        for module in self.modules():
+            if module is not self and callable(getattr(module, "reset_parameters", None)):
+                module.reset_parameters()
+        self.initialize()
+
+    def initialize(self) -> None:
+        """Give the weights a subclass sets itself their starting values (after its layers'
+        own initialisation); nothing by default."""
+
     def extra_repr(self) -> str:
         return ", ".join(f"{key}={value!r}" for key, value in self.config().items())
 

@@ -217,13 +217,17 @@ class ConvSorter(Sorter):
             layers += [nn.Linear(channels, self.width), ACTIVATIONS[activation]()]
             channels = self.width
         head = nn.Linear(channels, 1)
-        # Zero head: before training, h = 0 and the sorter is the plain adaptive-temperature one.
-        nn.init.zeros_(head.weight)
-        nn.init.zeros_(head.bias)
         # Linear layers over (B, G, channels) windows are the convolutions, channels-last: on a
         # CPU this is several times faster than Conv1d at these tiny sizes.
         self.network = nn.Sequential(*layers, head)
         self._linear_layers = (*layers[0::2], head)
+        self.initialize()
+
+    def initialize(self) -> None:
+        """Zero head: before training, h = 0 and the sorter is the plain adaptive-temperature one."""
+        head = self._linear_layers[-1]
+        nn.init.zeros_(head.weight)
+        nn.init.zeros_(head.bias)
 
     def config(self) -> dict[str, Any]:
         return {

@@ -4,6 +4,7 @@ import torch
 
 import sodeep
 from sodeep import SpearmanLoss, load_sorter
+from sodeep.checkpoints import TRAINING_SETTINGS
 from sodeep.losses import (
     HardNegativeRankLoss,
     MapRankLoss,
@@ -11,7 +12,7 @@ from sodeep.losses import (
     descending_normalized,
     spearman_loss,
 )
-from sodeep.sorters import PairwiseSigmoidSorter
+from sodeep.sorters import ConvSorter, PairwiseSigmoidSorter
 
 SHARP = PairwiseSigmoidSorter(temperature=1e-4)
 
@@ -406,10 +407,40 @@ def _meta_context_model() -> _ModelWithRankLoss:
         return _ModelWithRankLoss()
 
 
-def test_load_sorter_under_a_meta_device_context_builds_a_meta_sorter():
-    with torch.device("meta"):
-        sorter = load_sorter()
+def test_load_sorter_under_a_meta_device_context_builds_a_meta_sorter_that_reset_parameters_fills():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught, torch.device("meta"):
+        warnings.simplefilter("always")
+        sorter = load_sorter(**TRAINING_SETTINGS)
+    assert not caught  # torch's "copying ... is a no-op" says nothing the user can act on
     assert all(parameter.is_meta for parameter in sorter.parameters())
+    with pytest.raises(ValueError, match="the sorter's weights are on the meta device, which holds no values"):
+        sodeep.save_sorter(sorter, "never-written.pt")
+    sorter.to_empty(device="cpu")
+    sorter.reset_parameters()
+    reference = load_sorter(**TRAINING_SETTINGS)
+    torch.testing.assert_close(sorter.state_dict(), reference.state_dict(), rtol=0, atol=0)
+    scores = torch.randn(3, 40, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(sorter(scores), reference(scores), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("depth", [0, 2])
+def test_a_sorter_built_on_the_meta_device_starts_as_built_after_reset_parameters(depth):
+    with torch.device("meta"):
+        sorter = ConvSorter(depth=depth)
+    sorter.to_empty(device="cpu")
+    with torch.no_grad():
+        for parameter in sorter.parameters():
+            parameter.fill_(float("nan"))  # what uninitialised memory may hold
+    sorter.reset_parameters()
+    built = ConvSorter(depth=depth)
+    head, built_head = sorter.network[-1], built.network[-1]
+    assert head.weight.abs().sum() == 0 and head.bias.abs().sum() == 0  # the zero head of a new sorter
+    assert all(torch.isfinite(parameter).all() for parameter in sorter.parameters())
+    scores = torch.randn(2, 30, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(sorter(scores), built(scores))  # h = 0 either way: the plain sorter
+    assert built_head.weight.abs().sum() == 0
 
 
 def test_the_l1_anchor_of_half_precision_predictions_is_taken_in_float32():
