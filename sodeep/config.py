@@ -417,6 +417,11 @@ class PretrainConfig:
         another form (a path, a list of lengths) take their one spelling, so that a run started
         from Python resumes from the command line."""
         self.sorter = parse_json_object(self.sorter, "sorter")
+        if "architecture" in self.sorter:
+            raise ValueError(
+                f"sorter holds the architecture's own settings; the architecture is a setting of its own: "
+                f"architecture={self.sorter['architecture']!r}, not sorter={{'architecture': ...}}"
+            )
         self.lengths = lengths_text(self.length_list())
         if isinstance(self.out, os.PathLike):
             self.out = os.fspath(self.out)

@@ -371,6 +371,10 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
         8
     """
     config = PretrainConfig() if config is None else config
+    if not isinstance(config, PretrainConfig):
+        raise TypeError(
+            f"config must be a PretrainConfig, e.g. PretrainConfig(**settings), got {type(config).__name__}"
+        )
     config.validate()
     check_wandb_login(config.wandb)
     lengths = config.length_list()

@@ -9,9 +9,9 @@ import yaml
 
 from sodeep import load_sorter
 from sodeep.cli import main
-from sodeep.config import parse_lengths
+from sodeep.config import PretrainConfig, parse_lengths
 from sodeep.evaluation import EVALUATION_LENGTHS
-from sodeep.pretraining import SorterPretraining, held_out_lengths, sorter_from_training_checkpoint
+from sodeep.pretraining import SorterPretraining, held_out_lengths, pretrain, sorter_from_training_checkpoint
 
 
 def _pretrain(out, steps, *extra):
@@ -322,6 +322,11 @@ def test_bad_pretraining_values_end_in_one_line_before_anything_is_written(tmp_p
         ("steps: 1\n", ["--resume"], "holds no run to resume"),
         ("steps: 1\n", ["--sorter", '{"softnes": 0.5}'], "did you mean 'softness'"),
         ("stpes: 1\n", [], "unknown key 'stpes' (did you mean 'steps'?)"),
+        (
+            "steps: 1\n",
+            ["--sorter", '{"architecture": "conv"}'],
+            "the architecture is a setting of its own: --architecture conv, not --sorter {'architecture': ...}",
+        ),
     ],
 )
 def test_bad_pretraining_configs_end_in_one_line_and_leave_nothing(tmp_path, capsys, config_text, flags, message):
@@ -696,3 +701,14 @@ def test_a_stop_on_a_signal_runs_no_validation_off_schedule(tmp_path, monkeypatc
         _pretrain(tmp_path / "run", 8, "--checkpoint-every", "100")
     rows = list(csv.DictReader(open(tmp_path / "run" / "csv" / "metrics.csv")))
     assert rows and not any(row.get("val/l1") for row in rows)
+
+
+def test_pretrain_from_python_names_a_config_of_the_wrong_kind(tmp_path):
+    with pytest.raises(
+        TypeError, match=r"config must be a PretrainConfig, e.g. PretrainConfig\(\*\*settings\), got dict"
+    ):
+        pretrain({"steps": 2, "out": str(tmp_path / "run")})
+    config = PretrainConfig(steps=2, out=str(tmp_path / "run"), wandb="disabled", sorter={"architecture": "conv"})
+    with pytest.raises(ValueError, match=r"architecture='conv', not sorter=\{'architecture': ...\}"):
+        pretrain(config)
+    assert not (tmp_path / "run").exists()
