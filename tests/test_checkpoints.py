@@ -558,3 +558,18 @@ def test_the_rank_error_refuses_positions_it_would_count_n_times_over():
     with pytest.raises(TypeError, match="true_ranks must be normalized ranks"):
         mean_absolute_rank_error(positions.float() / 3, positions)
     assert mean_absolute_rank_error(positions / 3, torch.tensor([[2, 1, 3]]) / 3).tolist() == [pytest.approx(2 / 3)]
+
+
+def test_a_setting_of_another_architecture_is_named_so_not_matched_to_a_lookalike(tmp_path):
+    from sodeep.sorters import build_sorter
+
+    path = tmp_path / "pairwise.pt"
+    save_sorter(PairwiseSigmoidSorter(0.3), path)
+    with pytest.raises(ValueError) as refused:
+        load_sorter(path, temperature_floor=0.1)  # the floor is ConvSorter's, not the pairwise temperature
+    assert "unknown setting 'temperature_floor' (a setting of 'conv' sorters) for sorter 'pairwise_sigmoid'" in str(
+        refused.value
+    )
+    assert "did you mean" not in str(refused.value)
+    with pytest.raises(ValueError, match=r"unknown setting 'temperatur' \(did you mean 'temperature'\?\)"):
+        build_sorter("pairwise_sigmoid", temperatur=0.1)

@@ -36,6 +36,17 @@ SORTERS: dict[str, type[Sorter]] = {
 }
 
 
+def _unknown_setting_hint(name: str, known: list[str]) -> str:
+    """`` (a setting of 'conv' sorters)`` where another architecture takes ``name`` (a close
+    match among ``known`` would then mislead: ``temperature_floor`` is not ``temperature``), else
+    `` (did you mean ...?)`` or ``""``."""
+    owners = [repr(other) for other, cls in SORTERS.items() if name in inspect.signature(cls.__init__).parameters]
+    if owners:
+        return f" (a setting of {', '.join(owners)} sorters)"
+    match = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
 def build_sorter(architecture: str, **config) -> Sorter:
     """Build a sorter from its architecture name and keyword config (as in a checkpoint).
 
@@ -54,10 +65,7 @@ def build_sorter(architecture: str, **config) -> Sorter:
     unknown = sorted(set(config) - set(accepted) - {"self"})
     if unknown:
         known = sorted(name for name in accepted if name != "self")
-        hints = {name: difflib.get_close_matches(name, known, n=1) for name in unknown}
-        described = ", ".join(
-            f"{name!r}" + (f" (did you mean {hints[name][0]!r}?)" if hints[name] else "") for name in unknown
-        )
+        described = ", ".join(f"{name!r}{_unknown_setting_hint(name, known)}" for name in unknown)
         raise ValueError(f"unknown setting {described} for sorter {architecture!r}; known: {known}")
     try:
         return cls(**config)
