@@ -54,8 +54,11 @@ def check_weight_fits(loss: torch.Tensor, weight: Any) -> None:
     try:
         shape = torch.broadcast_shapes(loss.shape, weight.shape)
     except RuntimeError as error:
+        # A weight per sample of a (B, L) loss lines up with its last dimension, L, not with B.
+        per_sample = weight.dim() == 1 and loss.dim() >= 2 and weight.shape[0] == loss.shape[0]
+        hint = f": a weight per sample is weight[:, None], shape ({weight.shape[0]}, 1)" if per_sample else ""
         raise ValueError(
-            f"weight of shape {tuple(weight.shape)} does not broadcast to the loss shape {tuple(loss.shape)}"
+            f"weight of shape {tuple(weight.shape)} does not broadcast to the loss shape {tuple(loss.shape)}{hint}"
         ) from error
     if shape != loss.shape:
         raise ValueError(

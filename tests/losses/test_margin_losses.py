@@ -730,3 +730,16 @@ def test_a_ranking_hinge_weight_of_the_wrong_shape_is_named_with_a_mask_as_witho
         with pytest.raises(ValueError) as raised:
             multilabel_ranking_hinge_loss(scores, labels, given_mask, weight=torch.ones(3))
         assert str(raised.value) == "weight of shape (3,) does not broadcast to the loss shape (4,)"
+
+
+def test_a_weight_per_sample_of_a_per_label_loss_is_shown_how_it_lines_up():
+    scores, labels = torch.randn(3, 4), torch.tensor([[1, 0, 1, 0]] * 3)
+    with pytest.raises(ValueError) as raised:
+        multilabel_hinge_loss(scores, labels, weight=torch.ones(3))
+    assert str(raised.value) == (
+        "weight of shape (3,) does not broadcast to the loss shape (3, 4): a weight per sample is weight[:, None], "
+        "shape (3, 1)"
+    )
+    per_sample = torch.tensor([1.0, 0.0, 2.0])
+    expected = (multilabel_hinge_loss(scores, labels, reduction="none") * per_sample[:, None]).sum() / 12
+    torch.testing.assert_close(multilabel_hinge_loss(scores, labels, weight=per_sample[:, None]), expected)
