@@ -35,11 +35,15 @@ def _check_pair(predicted_ranks: torch.Tensor, true_ranks: torch.Tensor) -> None
     for name, value in (("predicted_ranks", predicted_ranks), ("true_ranks", true_ranks)):
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-    if predicted_ranks.shape != true_ranks.shape or predicted_ranks.dim() not in (1, 2):
+    if predicted_ranks.shape != true_ranks.shape:
         raise ValueError(
             f"predicted_ranks and true_ranks must have one shape, (B, n) or (n,), got "
             f"{tuple(predicted_ranks.shape)} and {tuple(true_ranks.shape)}"
         )
+    if predicted_ranks.dim() not in (1, 2):
+        shape = tuple(predicted_ranks.shape)
+        hint = f": rows of {shape[-1]} are each .reshape(-1, {shape[-1]})" if predicted_ranks.dim() > 2 else ""
+        raise ValueError(f"predicted_ranks and true_ranks must be (B, n) or (n,), got shape {shape}{hint}")
 
 
 def _centred(rows: torch.Tensor) -> torch.Tensor:

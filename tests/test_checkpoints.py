@@ -449,13 +449,23 @@ def test_original_checkpoints_with_odd_arguments_are_checkpoint_errors_and_impor
             import_original_checkpoint(path, trust_pickle=True)
 
 
-@pytest.mark.parametrize("shapes", [((3, 4), (4,)), ((1, 4), (3, 4)), ((3, 4), (3, 5)), ((2, 3, 4), (2, 3, 4))])
-def test_rank_metrics_refuse_pairs_of_other_shapes_rather_than_broadcast(shapes):
+@pytest.mark.parametrize(
+    "shapes, message",
+    [
+        (((3, 4), (4,)), "must have one shape, (B, n) or (n,), got (3, 4) and (4,)"),
+        (((1, 4), (3, 4)), "must have one shape"),
+        (((3, 4), (3, 5)), "must have one shape"),
+        (((2, 3, 4), (2, 3, 4)), "must be (B, n) or (n,), got shape (2, 3, 4): rows of 4 are each .reshape(-1, 4)"),
+        (((), ()), "must be (B, n) or (n,), got shape ()"),
+    ],
+)
+def test_rank_metrics_refuse_pairs_of_other_shapes_rather_than_broadcast(shapes, message):
     from sodeep.metrics import mean_absolute_rank_error, rowwise_spearman
 
     for metric in (rowwise_spearman, mean_absolute_rank_error):
-        with pytest.raises(ValueError, match="must have one shape"):
-            metric(torch.rand(*shapes[0]), torch.rand(*shapes[1]))
+        with pytest.raises(ValueError) as refused:
+            metric(torch.rand(shapes[0]), torch.rand(shapes[1]))
+        assert message in str(refused.value)
 
 
 @pytest.mark.parametrize("weights", [None, [1, 2], {"network.0.weight": 1.0}])

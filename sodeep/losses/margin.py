@@ -92,7 +92,7 @@ def pairwise_margin_ranking_loss(
         tensor(0.)
     """
     check_tensor(scores, "scores")
-    check_rank(scores, "scores", (2,), "(B, N)")
+    check_rank(scores, "scores", (2,), "(B, N)", rows=True)
     check_binary(labels)
     check_same_shape(scores, labels, "scores and labels")
     check_setting_device(margin, "margin", scores.device)
@@ -251,7 +251,7 @@ def multilabel_hinge_loss(
         tensor([[0.0000, 0.5000]])
     """
     check_tensor(scores, "scores")
-    check_rank(scores, "scores", (2,), "(B, C)")
+    check_rank(scores, "scores", (2,), "(B, C)", rows=True)
     check_binary(labels)
     check_same_shape(scores, labels, "scores and labels")
     if isinstance(margin, (list, tuple)) or type(margin).__module__ == "numpy":  # per-label, as the module takes
@@ -451,7 +451,7 @@ def multilabel_ranking_hinge_loss(
         reduction: over the ``(B,)`` per-sample losses.
     """
     check_tensor(scores, "scores")
-    check_rank(scores, "scores", (2,), "(B, C)")
+    check_rank(scores, "scores", (2,), "(B, C)", rows=True)
     check_binary(labels)
     check_same_shape(scores, labels, "scores and labels")
     check_pair_options(margin, None)

@@ -230,7 +230,7 @@ def spearman_loss(
     check_tensor(predictions, "predictions")
     check_tensor(targets, "targets", floating=False)  # integer targets (ages, counts) rank alike
     check_same_shape(predictions, targets, "predictions and targets")
-    check_rank(predictions, "predictions", (1, 2), "(n,) or (B, n)")
+    check_rank(predictions, "predictions", (1, 2), "(n,) or (B, n)", rows=True)
     check_setting_device(l1_weight, "l1_weight", predictions.device)
     check_l1_weight(l1_weight)
     check_sorter(sorter)
@@ -312,7 +312,7 @@ def map_rank_loss(scores: torch.Tensor, labels: torch.Tensor, sorter: SorterFunc
         A scalar; 0 (in the graph) if no class has a positive.
     """
     check_tensor(scores, "scores")
-    check_rank(scores, "scores", (2,), "(B, C)")
+    check_rank(scores, "scores", (2,), "(B, C)", rows=True)
     check_binary(labels)
     check_same_shape(scores, labels, "scores and labels")
     if scores.shape[0] < 2:

@@ -43,9 +43,13 @@ def check_binary(labels: torch.Tensor, name: str = "labels") -> None:
     require(binary, f"{name} must contain only 0 and 1")
 
 
-def check_rank(value: torch.Tensor, name: str, dims: tuple[int, ...], meaning: str) -> None:
+def check_rank(value: torch.Tensor, name: str, dims: tuple[int, ...], meaning: str, rows: bool = False) -> None:
+    """``value`` has one of ``dims`` dimensions (``meaning`` spells the shapes in errors); with
+    ``rows`` (a loss over independent rows), more dimensions are told how to become rows."""
     if value.dim() not in dims:
-        raise ValueError(f"{name} must have shape {meaning}, got shape {tuple(value.shape)}")
+        shape = tuple(value.shape)
+        hint = f": rows of {shape[-1]} are {name}.reshape(-1, {shape[-1]})" if rows and value.dim() > max(dims) else ""
+        raise ValueError(f"{name} must have shape {meaning}, got shape {shape}{hint}")
 
 
 def check_finite_margin(margin, name: str = "margin") -> None:

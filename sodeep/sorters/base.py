@@ -33,7 +33,9 @@ def check_scores(scores: Any, *, min_length: int, max_length: int | None, name: 
     if not scores.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {scores.dtype}")
     if scores.dim() not in (1, 2):
-        raise ValueError(f"{name} must have shape (n,) or (B, n), got shape {tuple(scores.shape)}")
+        shape = tuple(scores.shape)
+        hint = f": rows of {shape[-1]} are {name}.reshape(-1, {shape[-1]})" if scores.dim() > 2 else ""
+        raise ValueError(f"{name} must have shape (n,) or (B, n), got shape {shape}{hint}")
     if scores.dim() == 2 and scores.shape[0] == 0:
         raise ValueError(f"{name} has an empty batch: shape {tuple(scores.shape)}")
     n = scores.shape[-1]

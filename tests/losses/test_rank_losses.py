@@ -508,3 +508,13 @@ def test_rows_longer_than_the_sorter_takes_are_refused_naming_the_losss_sorter_a
     )
     # ...and the advice works.
     assert torch.isfinite(SpearmanLoss(sorter=PairwiseSigmoidSorter())(predictions[:3000], targets[:3000]))
+
+
+def test_losses_over_rows_show_how_more_dimensions_become_rows():
+    from sodeep.losses import multilabel_hinge_loss
+
+    scores = torch.randn(2, 3, 4)
+    with pytest.raises(ValueError, match=r"got shape \(2, 3, 4\): rows of 4 are predictions.reshape\(-1, 4\)$"):
+        SpearmanLoss(sorter=PairwiseSigmoidSorter(0.1))(scores, scores)
+    with pytest.raises(ValueError, match=r"scores must have shape \(B, C\), got shape \(2, 3, 4\): rows of 4 are"):
+        multilabel_hinge_loss(scores, torch.ones(2, 3, 4, dtype=torch.long))
