@@ -260,7 +260,7 @@ def check_l1_weight(l1_weight: float | torch.Tensor) -> None:
     if isinstance(l1_weight, torch.Tensor) and l1_weight.dim() == 0:
         require(torch.isfinite(l1_weight) & (l1_weight >= 0), "l1_weight must be a finite number >= 0")
     elif isinstance(l1_weight, bool) or not isinstance(l1_weight, Real):
-        raise ValueError(f"l1_weight must be a finite number >= 0, got {l1_weight!r}")
+        raise TypeError(f"l1_weight must be a finite number >= 0, got {type(l1_weight).__name__} {l1_weight!r}")
     elif torch.compiler.is_compiling():  # the number may be symbolic: checked without a graph break
         require_number(
             l1_weight, lambda weight: torch.isfinite(weight) & (weight >= 0), "l1_weight must be a finite number >= 0"

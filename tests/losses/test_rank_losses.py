@@ -207,6 +207,13 @@ def test_spearman_loss_refuses_a_weight_that_is_not_finite_and_non_negative(l1_w
         spearman_loss(torch.randn(5), torch.randn(5), PairwiseSigmoidSorter(0.1), l1_weight=l1_weight)
 
 
+@pytest.mark.parametrize("l1_weight", ["0.1", True, None, torch.ones(2)])
+def test_spearman_loss_refuses_a_weight_of_another_type_as_a_type_error(l1_weight):
+    # As the sorters refuse a temperature given as text: a TypeError naming the type.
+    with pytest.raises(TypeError, match=r"l1_weight must be a finite number >= 0, got (str|bool|NoneType|Tensor) "):
+        SpearmanLoss(sorter=PairwiseSigmoidSorter(0.1), l1_weight=l1_weight)
+
+
 def test_hard_negative_rank_loss_refuses_a_nan_margin():
     from sodeep.losses import hard_negative_rank_loss
 
