@@ -425,6 +425,8 @@ class PretrainConfig:
         self.lengths = lengths_text(self.length_list())
         if isinstance(self.out, os.PathLike):
             self.out = os.fspath(self.out)
+        if isinstance(self.out, str):
+            self.out = os.path.expanduser(self.out)  # ~/runs in the home folder, as Lightning and W&B read it
         if not isinstance(self.out, str) or not self.out.strip():
             raise ValueError(f"out must be the path of a run folder, got {self.out!r}{yaml_reading(self.out)}")
         for key in ("steps", "batch_size", "validation_every", "checkpoint_every", "validation_sequences"):

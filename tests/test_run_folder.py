@@ -208,3 +208,24 @@ def test_a_folder_holding_only_what_a_file_manager_leaves_is_empty_to_a_run(tmp_
         (other / name).write_text("keep")
     with pytest.raises(ValueError, match=r"holds files but no run.json \(a.txt, b.txt, c.txt and 1 more\)"):
         claim_run_folder(other, "pretrain", {"steps": 10})
+
+
+def test_a_leading_tilde_in_any_command_s_paths_is_the_home_folder(tmp_path, monkeypatch):
+    # Lightning and W&B read ~ as the home folder: a run's files must not split between ./~ and it.
+    from sodeep.benchmark.config import BenchConfig
+    from sodeep.brainage.config import NiftiConfig, TabularConfig
+    from sodeep.config import PretrainConfig
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config = PretrainConfig(out="~/runs/pretrain")
+    config.validate()
+    assert config.out == str(tmp_path / "runs/pretrain")
+    assert BenchConfig(out="~/bench").out == str(tmp_path / "bench")
+    tabular = TabularConfig(out="~/bt", csv="~/table.csv", init_from="~/runs/l1")
+    assert (tabular.out, tabular.csv, tabular.init_from) == tuple(
+        str(tmp_path / name) for name in ("bt", "table.csv", "runs/l1")
+    )
+    assert NiftiConfig(manifest="~/volumes.csv").manifest == str(tmp_path / "volumes.csv")
+    inner = PretrainConfig(out="runs/~x")
+    inner.validate()
+    assert inner.out == "runs/~x"  # only a leading ~ is the home folder

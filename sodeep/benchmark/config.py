@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 from numbers import Integral, Real
 from pathlib import Path
@@ -55,6 +56,8 @@ class BenchConfig:
     regression_learning_rate: float = 1e-2
 
     def __post_init__(self) -> None:
+        if isinstance(self.out, str):
+            self.out = os.path.expanduser(self.out)  # ~/bench in the home folder
         for name in ("parts", "seeds", "speed_lengths", "speed_batches", "fidelity_lengths", "sorting_lengths"):
             value = getattr(self, name)
             if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):

@@ -146,6 +146,10 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
     return value
 
 
+#: Settings that are paths: a leading ``~`` is the home folder.
+PATH_SETTINGS = ("out", "csv", "manifest", "cache", "init_from")
+
+
 @dataclass
 class CommandConfig:
     """Settings and behaviour every command config shares: fine-tuning, W&B and where it trains;
@@ -178,6 +182,10 @@ class CommandConfig:
         for item in fields(self):
             if item.name != "devices":  # a count, "auto" or indices: read by check()
                 setattr(self, item.name, _coerce(getattr(self, item.name), hints[item.name], item.name))
+        for name in PATH_SETTINGS:
+            # ~/runs is a folder in the home folder (Lightning and W&B read it so), also from YAML.
+            if isinstance(getattr(self, name, None), str):
+                setattr(self, name, os.path.expanduser(getattr(self, name)))
         self.check()
 
     def check(self) -> None:
