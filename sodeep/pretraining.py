@@ -399,11 +399,13 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
         )
     if not any(True for _ in sorter.parameters()):
         raise ValueError(f"sorter {config.architecture!r} has no weights to train")
+    # A finished run (its sorter and summary) has nothing to train, with or without its checkpoint.
+    finished = resume and not overwrite and (out / RUN_SORTER).is_file() and finished_steps(out) >= config.steps
     if leader:
         if not resume and _started_but_never_saved(out):
             overwrite = True  # nothing was trained there yet: starting again loses nothing
         record = claim_run_folder(out, "pretrain", settings, resume=resume, overwrite=overwrite, ignored=RESUMABLE_WITH)
-        if resume and not overwrite and not last.is_file():
+        if resume and not overwrite and not last.is_file() and not finished:
             raise ValueError(
                 f"resume=True: {out} has no checkpoint yet (the run stopped before its first one); "
                 "run with overwrite=True instead of resume=True to start again"
@@ -428,8 +430,8 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
     resume_step = None
     if resume and not overwrite and last.is_file():
         resume_step = _checkpoint_step(last, expected, data.stream_settings())
-    if resume_step is not None and (out / RUN_SORTER).is_file() and finished_steps(out) >= config.steps:
-        return load_sorter(out / RUN_SORTER)  # a finished run: nothing to train, nothing rewritten
+    if finished:
+        return load_sorter(out / RUN_SORTER)  # nothing to train, nothing rewritten
     if leader:
         start_run_folder(out, record, overwrite=overwrite)
         trainer.loggers = make_loggers(

@@ -523,6 +523,22 @@ def test_resuming_a_finished_run_rewrites_nothing(tmp_path, monkeypatch):
     assert _files(run) == before
 
 
+def test_resuming_a_finished_run_whose_checkpoint_was_deleted_rewrites_nothing(tmp_path, monkeypatch, capsys):
+    # Its sorter and summary say it finished: advice to --overwrite would delete the result.
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    assert _pretrain(run, 2, "--wandb", "disabled") == 0
+    (run / "checkpoints" / "last.ckpt").unlink()
+    before = _files(run)
+    capsys.readouterr()
+    assert _pretrain(run, 2, "--wandb", "disabled", "--resume") == 0
+    assert _files(run) == before and "holds a finished run: nothing to train" in capsys.readouterr().out
+    (run / "sorter.pt").unlink()  # no result and no checkpoint: nothing to resume from
+    with pytest.raises(SystemExit):
+        _pretrain(run, 2, "--wandb", "disabled", "--resume")
+    assert "has no checkpoint yet" in capsys.readouterr().err
+
+
 def test_a_run_stopped_before_its_first_checkpoint_starts_again(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run = tmp_path / "run"
