@@ -134,8 +134,17 @@ def command_pretrain(arguments: argparse.Namespace) -> int:
     sorter_file = Path(config.out) / RUN_SORTER
     finished_before = arguments.resume and sorter_file.is_file()
     # Ctrl-C and SIGTERM alike, before training starts too, where Lightning's handler is not yet set.
-    with stop_signals_as_interrupts():
-        pretrain(config, resume=arguments.resume, overwrite=arguments.overwrite)
+    try:
+        with stop_signals_as_interrupts():
+            pretrain(config, resume=arguments.resume, overwrite=arguments.overwrite)
+    except KeyboardInterrupt:
+        # A second signal while the first one's checkpoint was saved, or during the cleanup after
+        # it: the run resumes from the checkpoint on disk, as after one signal.
+        _ignore_stop_signals_from_now_on(arguments)
+        step = _checkpoint_step_on_disk(Path(config.out) / "checkpoints" / "last.ckpt")
+        if step is None:
+            raise
+        raise RunInterrupted(step) from None
     from sodeep.runs import global_rank
 
     if global_rank() != 0:  # a DDP process other than rank 0: rank 0 writes and reports
@@ -538,6 +547,16 @@ def main(argv: list[str] | None = None) -> int:
         warnings.showwarning = show_warning
         advice_spelling.reset(spelling)
         _release_process_group()
+
+
+def _checkpoint_step_on_disk(path: Path) -> int | None:
+    """The training step of the Lightning checkpoint at ``path``, or ``None`` (none, unreadable)."""
+    from sodeep.checkpoints import read_weights_only
+
+    try:
+        return int(read_weights_only(path)["global_step"])
+    except Exception:  # no checkpoint, or not one that says its step: nothing to resume from
+        return None
 
 
 def _ignore_stop_signals_from_now_on(arguments: argparse.Namespace) -> None:

@@ -161,6 +161,30 @@ def test_a_second_sigint_during_validation_stops_at_once_and_resumes_from_the_la
     _assert_same_weights(tmp_path / "straight", tmp_path / "run")
 
 
+def test_a_second_sigint_during_the_cleanup_after_saving_still_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    import sodeep.pretraining as pretraining
+
+    monkeypatch.chdir(tmp_path)
+    original_step, original_finish = SorterPretraining.training_step, pretraining._finish_loggers
+
+    def interrupted_step(self, batch, batch_index):
+        if self.global_step == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # the first: save at the end of the step and stop
+        return original_step(self, batch, batch_index)
+
+    def finish_interrupted(trainer):
+        os.kill(os.getpid(), signal.SIGINT)  # the second, while the loggers close
+        original_finish(trainer)
+
+    monkeypatch.setattr(SorterPretraining, "training_step", interrupted_step)
+    monkeypatch.setattr(pretraining, "_finish_loggers", finish_interrupted)
+    with pytest.raises(SystemExit) as exit_info:
+        _pretrain(tmp_path / "run", 8, "--checkpoint-every", "100")
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_info.value.code == 130
+    assert error.startswith("interrupted at step 4; resume with: sodeep pretrain --steps 8"), error
+
+
 @pytest.mark.filterwarnings("default::sodeep.runs.SetupWarning")
 def test_data_workers_that_leave_no_core_get_one_warning_line(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
