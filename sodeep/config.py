@@ -16,6 +16,7 @@ import difflib
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral
@@ -251,7 +252,23 @@ def config_from_mapping(cls: type[ConfigT], mapping: dict[str, Any], source: str
 
 
 class _RepeatedKey(ValueError):
-    """A YAML mapping gives one key twice (YAML would keep the last silently)."""
+    """A YAML mapping gives one key twice (YAML would keep the last silently), or a value YAML
+    reads as something else than it looks (``010`` as the octal 8)."""
+
+
+def _refusing_odd_integers(loader: Any, node: Any) -> int:
+    """An integer as ``yaml.SafeLoader`` reads it, but a leading zero (``010``: YAML 1.1's octal 8)
+    and base 60 (``1:30``: 90) are refused, naming the line."""
+    text = str(loader.construct_scalar(node))
+    line = node.start_mark.line + 1
+    value = loader.construct_yaml_int(node)
+    digits = text.replace("_", "")
+    if re.fullmatch(r"[-+]?0[0-7]+", digits):
+        decimal = ("-" if digits.startswith("-") else "") + (digits.lstrip("+-").lstrip("0") or "0")
+        raise _RepeatedKey(f"line {line}: YAML reads {text} as the octal number {value}: write {decimal}")
+    if ":" in text:
+        raise _RepeatedKey(f"line {line}: YAML reads {text} as {value} (base 60): quote it if it is text")
+    return value
 
 
 def _refusing_repeated_keys(loader: Any, node: Any, deep: bool = False) -> dict[Any, Any]:
@@ -282,6 +299,7 @@ def read_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
         pass
 
     RefusingRepeatedKeys.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _refusing_repeated_keys)
+    RefusingRepeatedKeys.add_constructor("tag:yaml.org,2002:int", _refusing_odd_integers)
     path = Path(path)
     try:
         loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=RefusingRepeatedKeys)

@@ -507,3 +507,20 @@ def test_what_yaml_made_of_a_value_is_said_where_it_is_refused(tmp_path, capsys,
     argv = [command, *(["tabular"] if command == "brainage" else []), "--config", str(config)]
     error = _one_line_error([*argv, "--out", str(tmp_path / "run")], capsys)
     assert f"{config}: {message}" in error, error  # the file that gave the value, named for either command
+
+
+@pytest.mark.parametrize(
+    "command, text, message",
+    [
+        ("pretrain", "steps: 010\n", "line 1: YAML reads 010 as the octal number 8: write 10"),
+        ("brainage", "seeds: [1, 010]\n", "line 1: YAML reads 010 as the octal number 8: write 10"),
+        ("pretrain", "steps: 5\nseed: 1:30\n", "line 2: YAML reads 1:30 as 90 (base 60): quote it if it is text"),
+    ],
+)
+def test_integers_yaml_reads_otherwise_than_they_look_are_refused(tmp_path, capsys, command, text, message):
+    config = tmp_path / "config.yaml"
+    config.write_text(text)
+    argv = [command, *(["tabular"] if command == "brainage" else []), "--config", str(config)]
+    error = _one_line_error([*argv, "--out", str(tmp_path / "run")], capsys)
+    assert f"{config}: {message}" in error, error
+    assert not (tmp_path / "run").exists()
