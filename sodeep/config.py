@@ -379,6 +379,32 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 #: Largest ``validation_sequences``: the held-out set lives in memory (1,024 took 0.6 GB at the
 #: default lengths).
 MAX_VALIDATION_SEQUENCES = 4096
+#: Memory of a pretraining step per score of its batch (the batch made, the sorter's forward and
+#: backward), measured on the shipped sorter at n = 256: about 540 bytes.
+STEP_BYTES_PER_SCORE = 540
+
+
+def physical_memory() -> int | None:
+    """Bytes of memory this machine has, or ``None`` where the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_step_memory(batch_size: int, longest: int) -> None:
+    """Refuse a batch whose training step needs more memory than the machine has, before anything
+    is written (it would end in an allocation error, or the out-of-memory killer, mid-run)."""
+    available = physical_memory()
+    needed = batch_size * longest * STEP_BYTES_PER_SCORE
+    if available is not None and needed > available:
+        raise ValueError(
+            f"batch_size {batch_size} at n up to {longest} needs about {needed / 2**30:,.0f} GiB per step "
+            f"(about {STEP_BYTES_PER_SCORE} bytes per score), more than this machine's {available / 2**30:,.0f} GiB; "
+            f"lower batch_size (at most about {available // (longest * STEP_BYTES_PER_SCORE):,} here)"
+        )
+
+
 #: The largest seed every generator takes (NumPy's, which Lightning seeds too).
 MAX_SEED = 2**32 - 1
 
@@ -456,6 +482,7 @@ class PretrainConfig:
                 f"validation_sequences must be at most {MAX_VALIDATION_SEQUENCES}, got {self.validation_sequences} "
                 "(the held-out set, that many sequences per family and length, is kept in memory)"
             )
+        check_step_memory(self.batch_size, max(self.length_list()))
         for key in ("warmup_steps", "seed", "data_workers"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:

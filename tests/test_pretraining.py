@@ -752,3 +752,18 @@ def test_pretrain_from_python_names_a_config_of_the_wrong_kind(tmp_path):
     with pytest.raises(ValueError, match=r"architecture='conv', not sorter=\{'architecture': ...\}"):
         pretrain(config)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_batch_beyond_the_machine_s_memory_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    import sodeep.config
+
+    monkeypatch.setattr(sodeep.config, "physical_memory", lambda: 2**30)  # a machine of 1 GiB
+    with pytest.raises(SystemExit) as exit_info:
+        _pretrain(tmp_path / "run", 2, "--lengths", "2-256", "--batch-size", "10000")
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and error.count("\n") == 1
+    assert "--batch-size 10000 at n up to 256 needs about 1 GiB per step" in error
+    assert "more than this machine's 1 GiB; lower --batch-size (at most about 7,767 here)" in error
+    assert not (tmp_path / "run").exists()
+    config = PretrainConfig(batch_size=7767, lengths="2-256")
+    config.validate()  # within it
