@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sodeep.files import atomic_write_json
+from sodeep.run_folder import CHOOSE_ANOTHER_OUT
 
 #: The file of a folder's results.
 RESULTS_FILE = "results.json"
@@ -33,6 +34,12 @@ GROWING_SETTINGS = ("presets", "seeds")
 
 #: What a refusal of a folder's results says to do.
 RESTART_ADVICE = "run with overwrite=True instead of resume=True to start the folder again"
+#: What changed when a digest of a run's input files differs.
+DIGEST_MEANINGS = {
+    "table_sha256": "the table's content changed",
+    "manifest_sha256": "the manifest's content changed",
+    "volume_files_sha256": "a volume file's size or modification time changed, as after an edit or a touch",
+}
 
 
 def _well_formed(results: Any) -> bool:
@@ -71,8 +78,14 @@ def read_results(path: Path, settings: dict[str, Any] | None) -> dict[str, Any]:
         key for key in set(held) | set(settings) if key not in GROWING_SETTINGS and held.get(key) != settings.get(key)
     )
     if settings and differing:
-        named = ", ".join(f"{key} (the files changed)" if key.endswith("_sha256") else key for key in differing)
-        raise ValueError(f"{path} holds runs of other settings ({named}); {RESTART_ADVICE}")
+        named = ", ".join(
+            f"{key} ({DIGEST_MEANINGS.get(key, 'the files changed')})" if key.endswith("_sha256") else key
+            for key in differing
+        )
+        raise ValueError(
+            f"{path} holds runs of other settings ({named}); resume with those settings and files, {CHOOSE_ANOTHER_OUT}, "
+            f"or {RESTART_ADVICE}"
+        )
     return results
 
 

@@ -255,4 +255,8 @@ def test_resuming_a_nifti_run_whose_volumes_changed_is_refused(tmp_path, capsys)
         brainage("nifti", out, tmp_path, "--max-epochs", "1", "--seeds", "0", "1", "2", "--resume")
     error = capsys.readouterr().err
     assert exit_info.value.code == 2
-    assert "holds runs of other settings (volume_files_sha256 (the files changed));" in error
+    assert (
+        "holds runs of other settings (volume_files_sha256 (a volume file's size or modification time changed, as "
+        "after an edit or a touch)); resume with those settings and files, choose another folder for --out, or run "
+        "with --overwrite instead of --resume"
+    ) in error
