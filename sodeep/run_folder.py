@@ -337,7 +337,10 @@ def hold_folder(out: Path, *, clear: bool = False, instead: str = CHOOSE_ANOTHER
     if out.is_dir():
         _hold(out, instead)  # refuses a folder in use; held while the folder is cleared
     if clear and out.is_dir():
-        shutil.rmtree(out)
+        if _holds_the_working_folder(out):  # emptied, not removed (a folder in use cannot be)
+            empty_folder(out, keep=(RUN_LOCK,))
+        else:
+            shutil.rmtree(out)
     make_folder(out)
     _hold(out, instead)  # the lock file went with a cleared folder: hold the new one
 

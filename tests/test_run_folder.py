@@ -229,3 +229,16 @@ def test_a_leading_tilde_in_any_command_s_paths_is_the_home_folder(tmp_path, mon
     inner = PretrainConfig(out="runs/~x")
     inner.validate()
     assert inner.out == "runs/~x"  # only a leading ~ is the home folder
+
+
+def test_an_empty_working_folder_can_be_started_with_overwrite(tmp_path, monkeypatch):
+    from sodeep.run_folder import RUN_RECORD
+
+    monkeypatch.chdir(tmp_path)
+
+    @releasing_run_folders
+    def start():
+        return start_run_folder(Path("."), {"command": "pretrain", "config": {}}, overwrite=True)
+
+    start()  # a folder in use cannot be removed: it is emptied instead
+    assert (tmp_path / RUN_RECORD).is_file() and Path.cwd() == tmp_path
