@@ -304,6 +304,8 @@ def read_age_table(
     """
     path = Path(path)
     features = [features] if isinstance(features, str) else features  # one pattern, not its letters
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give the table in it, a CSV file")
     if not path.is_file():
         raise FileNotFoundError(f"no table at {path}")
     columns, rows, lines, delimiter = read_csv_rows(path)

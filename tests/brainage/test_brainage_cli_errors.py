@@ -81,6 +81,7 @@ FRESH_CASES = [
     (("tabular",), ["--folds", "41"], "40 subjects are too few for 41 folds, which need 82 (each test fold 2"),
     (("tabular",), ["--dataset", "fcon1000", "--csv", "{inputs}/capital.csv"], "give a dataset or a csv, not both"),
     (("tabular",), ["--csv", "{inputs}/missing.csv"], "no table at"),
+    (("tabular",), ["--csv", "{inputs}"], "is a folder; give the table in it, a CSV file"),
     (("tabular",), ["--site-column", "centre"], "no site column 'centre'"),
     (("tabular",), ["--id-column", "eid"], "no id column 'eid'"),
     (("tabular",), ["--csv", "{inputs}/binary.bin"], "binary.bin is not a text CSV file (it holds binary data)"),
