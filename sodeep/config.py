@@ -466,6 +466,13 @@ class PretrainConfig:
                 f"sorter holds the architecture's own settings; the architecture is a setting of its own: "
                 f"architecture={self.sorter['architecture']!r}, not sorter={{'architecture': ...}}"
             )
+        from sodeep.sorters import SORTERS, build_sorter
+
+        if self.architecture in SORTERS:  # (an unknown one is named where the sorter is built)
+            try:
+                build_sorter(self.architecture, **self.sorter)  # tiny: its settings checked up front
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"sorter {json.dumps(self.sorter)}: {error}") from None
         self.lengths = lengths_text(self.length_list())
         if isinstance(self.out, os.PathLike):
             self.out = os.fspath(self.out)

@@ -345,6 +345,11 @@ def test_bad_pretraining_values_end_in_one_line_before_anything_is_written(tmp_p
         ("steps: 1\n", ["--lengths", "2-20000"], "the sorter's capacity is 16384"),
         ("steps: 1\n", ["--resume"], "holds no run to resume"),
         ("steps: 1\n", ["--sorter", '{"softnes": 0.5}'], "did you mean 'softness'"),
+        (
+            "sorter: {softnes: 0.5}\n",
+            [],
+            "config.yaml: sorter {\"softnes\": 0.5}: unknown setting 'softnes' (did you mean",
+        ),
         ("stpes: 1\n", [], "unknown key 'stpes' (did you mean 'steps'?)"),
         (
             "steps: 1\n",
