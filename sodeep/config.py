@@ -225,12 +225,26 @@ def python_literal(text: str) -> Any:
         return None
 
 
+#: What a run does, not a setting of it: given on the command line or as an argument, never in a
+#: config file (a run's settings must say the same whether it starts, resumes or starts again).
+RUN_ACTIONS = ("resume", "overwrite")
+
+
+def run_action_hint(key: Any) -> str:
+    """`` (resume is what a run does, not a setting: give resume=True)`` (``--resume`` on the command
+    line) for a config file's key that names one of :data:`RUN_ACTIONS`, else ``""``."""
+    if key not in RUN_ACTIONS:
+        return ""
+    return f" ({key} is what a run does, not a setting: give {key}=True)"
+
+
 def unknown_keys_message(unknown: list[str], known: list[str], where: str) -> str:
     """``unknown key 'stpes' in X (did you mean 'steps'?); known: [...]``."""
     described = []
     for key in unknown:
         match = difflib.get_close_matches(str(key), known, n=1)
-        described.append(repr(key) + (f" (did you mean {match[0]!r}?)" if match else ""))
+        hint = run_action_hint(key) or (f" (did you mean {match[0]!r}?)" if match else "")
+        described.append(repr(key) + hint)
     noun = "key" if len(unknown) == 1 else "keys"
     return f"unknown {noun} {', '.join(described)} in {where}; known: {known}"
 

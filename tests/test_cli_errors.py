@@ -524,3 +524,13 @@ def test_integers_yaml_reads_otherwise_than_they_look_are_refused(tmp_path, caps
     error = _one_line_error([*argv, "--out", str(tmp_path / "run")], capsys)
     assert f"{config}: {message}" in error, error
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", ["pretrain", "brainage"])
+@pytest.mark.parametrize("action", ["resume", "overwrite"])
+def test_a_run_action_in_a_config_file_points_at_its_flag(tmp_path, capsys, command, action):
+    config = tmp_path / "config.yaml"
+    config.write_text(f"{action}: true\n")
+    argv = [command, *(["tabular"] if command == "brainage" else []), "--config", str(config)]
+    error = _one_line_error([*argv, "--out", str(tmp_path / "run")], capsys)
+    assert f"'{action}' ({action} is what a run does, not a setting: give --{action})" in error, error

@@ -32,7 +32,15 @@ from sodeep.brainage.augmentation import AUGMENTATIONS
 from sodeep.brainage.datasets import BUNDLED_DATASETS, DEFAULT_DATASET, bundled_table_path
 from sodeep.brainage.folds import check_folds
 from sodeep.brainage.losses import BRAIN_AGE_PRESETS, check_batch_pairs
-from sodeep.config import MAX_SEED, SCALE_OUT, check_scale_out, parse_devices, read_yaml_mapping, yaml_reading
+from sodeep.config import (
+    MAX_SEED,
+    SCALE_OUT,
+    check_scale_out,
+    parse_devices,
+    read_yaml_mapping,
+    run_action_hint,
+    yaml_reading,
+)
 
 #: W&B modes of every command (``sodeep.runs.WANDB_MODES``, not imported here: that module loads Lightning).
 WANDB_MODES = ("offline", "online", "disabled")
@@ -405,6 +413,7 @@ def load_config(config_class: type, source: str | os.PathLike | Mapping[str, Any
         if key not in known:
             close = difflib.get_close_matches(key, known, n=2)
             hint = f" (did you mean {' or '.join(repr(name) for name in close)}?)" if close else f"; known: {known}"
+            hint = run_action_hint(key) or hint
             raise ValueError(f"{where}unknown setting {key!r}{hint}")
     try:
         return config_class(**values)
