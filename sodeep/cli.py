@@ -505,10 +505,15 @@ def main(argv: list[str] | None = None) -> int:
 
     def show_setup_warnings_in_one_line(message, category, filename, lineno, file=None, line=None):
         if category.__name__ == "SetupWarning":  # sodeep.runs.SetupWarning, without importing Lightning
-            print(f"sodeep {arguments.command}: warning: {as_typed(str(message))}", file=sys.stderr, flush=True)
+            print(f"{name}: warning: {as_typed(str(message))}", file=sys.stderr, flush=True)
         else:
             show_warning(message, category, filename, lineno, file, line)
 
+    # `sodeep brainage tabular`, as argparse names the command in its own errors.
+    name = " ".join(
+        ["sodeep", arguments.command]
+        + [getattr(arguments, task) for task in ("brainage_command", "sweep_command") if getattr(arguments, task, None)]
+    )
     warnings.showwarning = show_setup_warnings_in_one_line
     spelling = advice_spelling.set(as_typed)  # the notes of the command's data
     try:
@@ -527,12 +532,12 @@ def main(argv: list[str] | None = None) -> int:
             message = as_typed(message)  # advice a Python caller reads as keyword arguments
         if not isinstance(error, OSError) and not getattr(arguments, "config", None) and arguments.command != "sweep":
             message = in_flag_words(message, parser, argv)  # a YAML config or sweep file names settings as fields
-        parser.exit(2, f"sodeep {arguments.command}: error: {message}\n")
+        parser.exit(2, f"{name}: error: {message}\n")
     except KeyboardInterrupt:  # before a run could save anything: nothing to resume
         _ignore_stop_signals_from_now_on(arguments)
         parser.exit(
             INTERRUPTED,
-            f"sodeep {arguments.command}: interrupted before anything was saved; run the same command again\n",
+            f"{name}: interrupted before anything was saved; run the same command again\n",
         )
     except RunInterrupted as interrupted:
         from sodeep.runs import global_rank  # Lightning is loaded: only a training run gets here

@@ -113,7 +113,7 @@ def test_bad_input_ends_in_one_line_and_writes_nothing(tmp_path, capsys, argv, w
         main(argv)
     error = capsys.readouterr().err
     assert exit_info.value.code == 2
-    assert error.startswith(f"sodeep {argv[0]}: error: ") and error.count("\n") == 1, error
+    assert error.startswith(f"{_command_name(argv)}: error: ") and error.count("\n") == 1, error
     assert words in error and "Traceback" not in error
     assert not out.exists()
 
@@ -143,6 +143,12 @@ def test_an_unknown_flag_of_a_nested_subcommand_is_named_by_it(capsys):
     assert error.endswith("(options: sodeep brainage tabular --help)\n")
 
 
+def _command_name(argv):
+    """``sodeep brainage tabular`` for ``["brainage", "tabular", ...]``: the name errors begin with."""
+    with_task = argv[0] in ("brainage", "sweep") and len(argv) > 1 and not argv[1].startswith("-")
+    return " ".join(["sodeep", *argv[: 2 if with_task else 1]])
+
+
 def _one_line_error(argv, capsys):
     """The line ``sodeep <command>`` ends with, having checked that it is one line, exit status 2."""
     capsys.readouterr()
@@ -150,7 +156,7 @@ def _one_line_error(argv, capsys):
         main(argv)
     error = capsys.readouterr().err
     assert exit_info.value.code == 2, error
-    assert error.startswith(f"sodeep {argv[0]}: error: ") and error.count("\n") == 1, error
+    assert error.startswith(f"{_command_name(argv)}: error: ") and error.count("\n") == 1, error
     assert "Traceback" not in error and "Errno" not in error, error
     return error
 

@@ -164,7 +164,7 @@ def test_cli_refuses_bad_settings_before_any_run(tmp_path, capsys, flags, messag
         main(argv + flags)
     assert stopped.value.code == 2
     error = capsys.readouterr().err
-    assert error.startswith("sodeep brainage: error:") and message in error
+    assert error.startswith("sodeep brainage tabular: error:") and message in error
     assert not (out / "checkpoints").exists()  # nothing trained
 
 

@@ -251,7 +251,7 @@ def test_nifti_cli_with_a_bad_manifest_stops_before_making_the_run_folder(tmp_pa
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as stopped:
         main(["brainage", "nifti", "--manifest", str(manifest), "--out", str(out), "--wandb", "disabled"])
-    assert stopped.value.code == 2 and "sodeep brainage: error:" in capsys.readouterr().err
+    assert stopped.value.code == 2 and "sodeep brainage nifti: error:" in capsys.readouterr().err
     assert not out.exists()
 
 
