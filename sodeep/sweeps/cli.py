@@ -38,12 +38,14 @@ def add_sweep_parser(commands: Any) -> None:
     run.add_argument("--root", default="runs/sweeps", help="folder of sweeps; this one goes in ROOT/<name>")
     run.add_argument(
         "--workers",
-        type=int,
+        type=number_at_least(int, 1),
         default=1,
         help="trials at once, each with OMP_NUM_THREADS (and MKL_, OPENBLAS_) = cores // workers unless you set one",
     )
     run.add_argument("--seed", type=number_at_least(int, 0), default=0, help="seed of random and bayes draws")
-    run.add_argument("--count", type=int, help="trials at most (with run_cap; a random sweep needs one)")
+    run.add_argument(
+        "--count", type=number_at_least(int, 1), help="trials at most (with run_cap; a random sweep needs one)"
+    )
     run.add_argument(
         "--wandb", choices=["offline", "online", "disabled"], default="offline", help="WANDB_MODE of trials"
     )

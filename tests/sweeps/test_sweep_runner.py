@@ -381,9 +381,9 @@ def test_dry_run_checks_what_a_run_checks_and_marks_finished_trials(tmp_path, ca
     sweep = write_sweep(tmp_path, TABLE_PROGRAM, body)
     run = ["run", str(sweep), "--root", str(tmp_path / "runs")]
     for extra, words in [
-        (["--count", "-2"], "count must be an integer >= 1"),
-        (["--count", "0"], "count must be"),
-        (["--workers", "0"], "workers must be an integer >= 1"),
+        (["--count", "-2"], "argument --count: must be >= 1, got '-2'"),
+        (["--count", "0"], "argument --count: must be >= 1, got '0'"),
+        (["--workers", "0"], "argument --workers: must be >= 1, got '0'"),
     ]:
         with pytest.raises(SystemExit) as exited:
             main([*run, "--dry-run", *extra])
