@@ -480,13 +480,17 @@ class PretrainConfig:
                 f"sorter holds the architecture's own settings; the architecture is a setting of its own: "
                 f"architecture={self.sorter['architecture']!r}, not sorter={{'architecture': ...}}"
             )
+        import torch
+
         from sodeep.sorters import SORTERS, build_sorter
 
         if self.architecture in SORTERS:  # (an unknown one is named where the sorter is built)
-            try:
-                build_sorter(self.architecture, **self.sorter)  # tiny: its settings checked up front
-            except (TypeError, ValueError) as error:
-                raise ValueError(f"sorter {json.dumps(self.sorter)}: {error}") from None
+            # Built to check its settings up front (tiny), leaving the random state as it was.
+            with torch.random.fork_rng(devices=[]):
+                try:
+                    build_sorter(self.architecture, **self.sorter)
+                except (TypeError, ValueError) as error:
+                    raise ValueError(f"sorter {json.dumps(self.sorter)}: {error}") from None
         self.lengths = lengths_text(self.length_list())
         if isinstance(self.out, os.PathLike):
             self.out = os.fspath(self.out)

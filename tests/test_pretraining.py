@@ -772,3 +772,11 @@ def test_a_batch_beyond_the_machine_s_memory_is_refused_before_anything_is_writt
     assert not (tmp_path / "run").exists()
     config = PretrainConfig(batch_size=7767, lengths="2-256")
     config.validate()  # within it
+
+
+def test_checking_a_pretraining_config_leaves_the_random_state_as_it_was():
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    PretrainConfig(sorter={"depth": 2}).validate()  # builds the sorter to check its settings
+    torch.testing.assert_close(torch.rand(3), expected)

@@ -94,7 +94,6 @@ def _is_temporary_output(name: str) -> bool:
 
 def _damaged_json(path: Path) -> bool:
     """Whether the file at ``path`` cannot be read as JSON."""
-
     try:
         json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -105,7 +104,6 @@ def _damaged_json(path: Path) -> bool:
 def _holds_benchmark_results(out: Path) -> bool:
     """Whether ``out/results.json`` is a benchmark's, or, without one, ``out/sorting_rows.jsonl``
     holds the rows of an interrupted learning-to-sort part."""
-
     from sodeep.benchmark.report import SCHEMA
 
     if (out / "results.json").is_file():
@@ -306,7 +304,6 @@ def _run_part(part: str, config: BenchConfig, families, rankers, results: dict, 
 def _finished_rows(path: Path) -> list[dict]:
     """The rows of ``sorting_rows.jsonl`` (the trainings an interrupted part finished); a line cut
     short by the interruption is dropped."""
-
     rows = []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()

@@ -148,9 +148,8 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
     if hint is str and isinstance(value, os.PathLike):
         return os.fspath(value)
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise ValueError(
-            f"{name} must be {hint.__name__}, got {value!r} ({type(value).__name__}){yaml_reading(value, 'number' if hint in (int, float) else 'text')}"
-        )
+        reading = yaml_reading(value, "number" if hint in (int, float) else "text")
+        raise ValueError(f"{name} must be {hint.__name__}, got {value!r} ({type(value).__name__}){reading}")
     return value
 
 
