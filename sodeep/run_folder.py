@@ -78,15 +78,30 @@ class Interrupted(KeyboardInterrupt):
     ``sodeep pretrain`` that way in about one run in five, after its one-line message."""
 
 
+#: Set once a run has saved its checkpoint on a stop signal (:func:`stop_saved`).
+_STOP_SAVED = threading.Event()
+
+
+def stop_saved() -> None:
+    """Say that the run has saved its checkpoint on a stop signal and is closing down: until the
+    block of :func:`stop_signals_as_interrupts` ends, further signals are let pass, where they
+    would only cut the closing short (in a data loader's shutdown, with a traceback) and the run
+    resumes from that checkpoint all the same."""
+    _STOP_SAVED.set()
+
+
 @contextmanager
 def stop_signals_as_interrupts() -> Iterator[None]:
     """Within the block, Ctrl-C and SIGTERM raise :class:`Interrupted` (a ``KeyboardInterrupt``),
     so the same clean stop (finished results kept, children stopped, one line) follows either;
     the previous handlers come back after.  Outside the main thread, where Python sets no
-    handlers, nothing changes."""
+    handlers, nothing changes.  After :func:`stop_saved`, signals are let pass."""
 
     def interrupt(number: int, frame: Any) -> None:
-        raise Interrupted(signal.Signals(number).name)
+        if not _STOP_SAVED.is_set():
+            raise Interrupted(signal.Signals(number).name)
+
+    _STOP_SAVED.clear()
 
     try:
         previous = {number: signal.signal(number, interrupt) for number in (signal.SIGINT, signal.SIGTERM)}
@@ -97,6 +112,7 @@ def stop_signals_as_interrupts() -> Iterator[None]:
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+        _STOP_SAVED.clear()
 
 
 def _describe(value: Any, limit: int = 40) -> str:

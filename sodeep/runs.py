@@ -30,6 +30,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from sodeep.config import SCALE_OUT
 from sodeep.files import atomic_torch_save, atomic_write
+from sodeep.run_folder import stop_saved
 from sodeep.stream_loader import available_cores
 
 #: W&B modes a command accepts: ``offline`` (the default: nothing is sent, no account needed),
@@ -192,7 +193,8 @@ class StopOnSignal(Callback):
     """On SIGINT or SIGTERM, finish the current training step, save ``checkpoint`` and stop; the
     caller then raises :class:`RunInterrupted` (see :attr:`stopped_at`).  A second signal before
     that (during a validation, say) stops at once with ``KeyboardInterrupt``: the run then resumes
-    from its last saved checkpoint.  The previous handlers are restored when the fit ends."""
+    from its last saved checkpoint.  Signals after the save are let pass (the run is closing down:
+    :func:`sodeep.run_folder.stop_saved`).  The previous handlers are restored when the fit ends."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -203,6 +205,8 @@ class StopOnSignal(Callback):
         self._previous: dict[int, Any] = {}
 
     def _request(self, number: int, frame: Any) -> None:
+        if self.stopped_at is not None:  # saved and stopping: nothing left to cut short
+            return
         if self.requested:
             self._restore()
             raise KeyboardInterrupt(f"a second {signal.Signals(number).name}: stopped without saving")
@@ -220,6 +224,7 @@ class StopOnSignal(Callback):
         requested = trainer.strategy.reduce_boolean_decision(self.requested, all=False)
         if requested and self.stopped_at is None:
             trainer.save_checkpoint(self.checkpoint)
+            stop_saved()  # a signal from now on would only cut the closing down short
             self.stopped_at = int(trainer.global_step)
             trainer.should_stop = True
             trainer.limit_val_batches = 0  # Lightning would validate on stopping: off schedule, and it delays the stop

@@ -242,3 +242,19 @@ def test_an_empty_working_folder_can_be_started_with_overwrite(tmp_path, monkeyp
 
     start()  # a folder in use cannot be removed: it is emptied instead
     assert (tmp_path / RUN_RECORD).is_file() and Path.cwd() == tmp_path
+
+
+def test_signals_after_a_run_saved_its_stop_let_the_closing_down_finish():
+    import os
+    import signal
+
+    from sodeep.run_folder import Interrupted, stop_saved, stop_signals_as_interrupts
+
+    with pytest.raises(Interrupted), stop_signals_as_interrupts():
+        os.kill(os.getpid(), signal.SIGINT)
+    with stop_signals_as_interrupts():
+        stop_saved()
+        os.kill(os.getpid(), signal.SIGINT)  # would end a data loader's shutdown with a traceback
+        os.kill(os.getpid(), signal.SIGTERM)
+    with pytest.raises(Interrupted), stop_signals_as_interrupts():  # the next block stops again
+        os.kill(os.getpid(), signal.SIGINT)
