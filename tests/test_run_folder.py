@@ -226,6 +226,11 @@ def test_a_leading_tilde_in_any_command_s_paths_is_the_home_folder(tmp_path, mon
         str(tmp_path / name) for name in ("bt", "table.csv", "runs/l1")
     )
     assert NiftiConfig(manifest="~/volumes.csv").manifest == str(tmp_path / "volumes.csv")
+    from sodeep.cli import build_parser
+
+    parsed = build_parser().parse_args(["sweep", "run", "s.yaml", "--root", "~/sweeps"])
+    assert parsed.root == str(tmp_path / "sweeps")
+    assert build_parser().parse_args(["sweep", "report", "~/sweeps/a"]).folder == str(tmp_path / "sweeps/a")
     inner = PretrainConfig(out="runs/~x")
     inner.validate()
     assert inner.out == "runs/~x"  # only a leading ~ is the home folder

@@ -35,7 +35,12 @@ def add_sweep_parser(commands: Any) -> None:
         "run the same command again after an interruption to finish.",
     )
     run.add_argument("sweep_file", metavar="SWEEP.yaml", help="a W&B sweep file, e.g. experiments/sweeps/*.yaml")
-    run.add_argument("--root", default="runs/sweeps", help="folder of sweeps; this one goes in ROOT/<name>")
+    run.add_argument(
+        "--root",
+        type=os.path.expanduser,  # ~/sweeps in the home folder, also when quoted
+        default="runs/sweeps",
+        help="folder of sweeps; this one goes in ROOT/<name>",
+    )
     run.add_argument(
         "--workers",
         type=number_at_least(int, 1),
@@ -62,7 +67,7 @@ def add_sweep_parser(commands: Any) -> None:
         description="Mean +- sd of every metric per parameter setting over seeds and folds, and paired "
         "differences against a baseline with a Wilcoxon signed-rank test.",
     )
-    report.add_argument("folder", metavar="DIR", help="a sweep folder, ROOT/<name>")
+    report.add_argument("folder", metavar="DIR", type=os.path.expanduser, help="a sweep folder, ROOT/<name>")
     report.add_argument(
         "--over", nargs="*", metavar="NAME", help="parameters that repeat a setting (default: seed, seeds, fold)"
     )

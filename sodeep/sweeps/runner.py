@@ -94,7 +94,7 @@ def run_sweep(
     process or another, is refused.
     """
     source = trial_source(spec, workers=workers, seed=seed, count=count, wandb=wandb)
-    folder = Path(root) / spec.folder_name
+    folder = Path(root).expanduser() / spec.folder_name
     # Absolute: each trial runs in its own folder, and reads these paths from there.
     launcher = TrialLauncher(
         spec, folder.absolute(), wandb, Path(launch_directory or os.getcwd()).resolve(), threads=trial_threads(workers)
