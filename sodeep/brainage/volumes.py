@@ -102,6 +102,8 @@ def read_manifest(path: str | os.PathLike) -> tuple[list[ManifestRow], list[tupl
     """Rows of a manifest CSV, and ``(line, reason)`` for the rows that cannot be used; ``ValueError``
     for a malformed manifest or one that lists a volume twice."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give the manifest in it, a CSV file")
     if not path.is_file():
         raise FileNotFoundError(f"no manifest at {path}")
     columns, records, _ = read_csv_records(path)

@@ -82,6 +82,7 @@ FRESH_CASES = [
     (("tabular",), ["--dataset", "fcon1000", "--csv", "{inputs}/capital.csv"], "give a dataset or a csv, not both"),
     (("tabular",), ["--csv", "{inputs}/missing.csv"], "no table at"),
     (("tabular",), ["--csv", "{inputs}"], "is a folder; give the table in it, a CSV file"),
+    (("nifti",), ["--manifest", "{inputs}"], "is a folder; give the manifest in it, a CSV file"),
     (("tabular",), ["--site-column", "centre"], "no site column 'centre'"),
     (("tabular",), ["--id-column", "eid"], "no id column 'eid'"),
     (("tabular",), ["--csv", "{inputs}/binary.bin"], "binary.bin is not a text CSV file (it holds binary data)"),
