@@ -375,6 +375,18 @@ def yaml_number(number: float) -> str:
     return mantissa if exponent is None else f"{mantissa}e{exponent}"
 
 
+def _e_notation(value: Any) -> Any:
+    """``value``, or the number of a text in e-notation (``"1e-3"``: YAML reads one without a dot
+    as text), as the settings given at the top level of a config are read."""
+    if isinstance(value, str) and "e" in value.lower():
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return number if math.isfinite(number) else value
+    return value
+
+
 def _as_float(value: Any, name: str) -> float:
     """``value`` as a float (YAML reads ``3e-3`` without a dot as a string)."""
     try:
@@ -474,7 +486,7 @@ class PretrainConfig:
         """Raise ``ValueError`` with one line naming the first bad setting; settings given in
         another form (a path, a list of lengths) take their one spelling, so that a run started
         from Python resumes from the command line."""
-        self.sorter = parse_json_object(self.sorter, "sorter")
+        self.sorter = {key: _e_notation(value) for key, value in parse_json_object(self.sorter, "sorter").items()}
         if "architecture" in self.sorter:
             raise ValueError(
                 f"sorter holds the architecture's own settings; the architecture is a setting of its own: "

@@ -406,10 +406,12 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
             overwrite = True  # nothing was trained there yet: starting again loses nothing
         record = claim_run_folder(out, "pretrain", settings, resume=resume, overwrite=overwrite, ignored=RESUMABLE_WITH)
         if resume and not overwrite and not last.is_file() and not finished:
-            raise ValueError(
-                f"resume=True: {out} has no checkpoint yet (the run stopped before its first one); "
-                "run with overwrite=True instead of resume=True to start again"
+            why = (
+                f"its run finished ({finished_steps(out)} steps) but its {RUN_SORTER} and checkpoint are gone"
+                if finished_steps(out)
+                else "has no checkpoint yet (the run stopped before its first one)"
             )
+            raise ValueError(f"resume=True: {out} {why}; run with overwrite=True instead of resume=True to start again")
     expected = {
         "architecture": sorter.architecture,
         "sorter_config": sorter.config(),

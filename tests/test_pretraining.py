@@ -565,7 +565,9 @@ def test_resuming_a_finished_run_whose_checkpoint_was_deleted_rewrites_nothing(t
     (run / "sorter.pt").unlink()  # no result and no checkpoint: nothing to resume from
     with pytest.raises(SystemExit):
         _pretrain(run, 2, "--wandb", "disabled", "--resume")
-    assert "has no checkpoint yet" in capsys.readouterr().err
+    assert "its run finished (2 steps) but its sorter.pt and checkpoint are gone; run with --overwrite" in (
+        capsys.readouterr().err
+    )
 
 
 def test_a_run_stopped_before_its_first_checkpoint_starts_again(tmp_path, monkeypatch):
@@ -780,3 +782,12 @@ def test_checking_a_pretraining_config_leaves_the_random_state_as_it_was():
     torch.manual_seed(0)
     PretrainConfig(sorter={"depth": 2}).validate()  # builds the sorter to check its settings
     torch.testing.assert_close(torch.rand(3), expected)
+
+
+def test_sorter_settings_in_e_notation_from_yaml_are_numbers(tmp_path):
+    from sodeep.cli import build_parser, pretrain_config
+
+    config = tmp_path / "config.yaml"
+    config.write_text("sorter: {softness: 1e-1, temperature_floor: 1E-2, activation: gelu}\n")
+    arguments = build_parser().parse_args(["pretrain", "--config", str(config), "--out", str(tmp_path / "run")])
+    assert pretrain_config(arguments).sorter == {"softness": 0.1, "temperature_floor": 0.01, "activation": "gelu"}
