@@ -155,19 +155,29 @@ def read_csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]], list[int
     text = read_text_table(path)
     delimiter = sniff_delimiter(path, text)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, skipinitialspace=True)
+    physical_lines = text.splitlines()
+
+    def quote_left_open(line: int) -> bool:  # a record read on from `line` to the reader's line
+        return reader.line_num > line or physical_lines[line - 1].count('"') % 2 == 1
+
     columns: list[str] | None = None
     rows, lines, misfits, previous = [], [], [], 0
     for fields in reader:
         line, previous = previous + 1, reader.line_num
         fields = [value.strip() for value in fields]
         if columns is None:
+            if any(fields) and quote_left_open(line):
+                raise ValueError(
+                    f'{path}: a quote (") in the header, line {line}, is not closed, so the lines after it were '
+                    "read as its column names: close it"
+                )
             if any(fields):
                 columns = header_names(fields)
             continue
         fitted = fit_to_header(fields, columns)
         if fitted is None:
             if any(fields):  # else a blank line
-                misfits.append((line, len(fields), reader.line_num))
+                misfits.append((line, len(fields), reader.line_num if quote_left_open(line) else None))
             continue
         if not any(fitted):  # a row of delimiters only, as spreadsheets write an emptied row
             continue
@@ -198,12 +208,12 @@ def fit_to_header(fields: list[str], columns: Sequence[str]) -> list[str] | None
     return fields if len(fields) == len(columns) else None
 
 
-def describe_misfits(path: Path, width: int, misfits: list[tuple[int, int, int]], delimiter: str) -> str:
+def describe_misfits(path: Path, width: int, misfits: list[tuple[int, int, int | None]], delimiter: str) -> str:
     """One line: ``t.csv: the header has 6 fields but line 2 has 8; unquoted commas ...``, with the
     likely cause of longer rows (a delimiter inside a value: decimal commas), of shorter ones, and
-    of a row that runs over several lines (a quote left open).  ``misfits``: ``(first line, fields,
-    last line)`` of each row of another length."""
-    open_quotes = [(line, end) for line, _, end in misfits if end > line]
+    of a row with a quote left open.  ``misfits``: ``(first line, fields, last line)`` of each row of
+    another length, the last line ``None`` unless a quote was left open in it."""
+    open_quotes = [(line, end) for line, _, end in misfits if end is not None]
     misfits = [(line, count) for line, count, _ in misfits]
     shown = ", ".join(f"line {line} has {count}" for line, count in misfits[:SHOWN_PROBLEMS])
     left = len(misfits) - SHOWN_PROBLEMS
@@ -224,7 +234,8 @@ def describe_misfits(path: Path, width: int, misfits: list[tuple[int, int, int]]
         causes = ["the first line is taken as the header: remove a title or comment line above the header"]
     if open_quotes:  # the quote's row swallowed the lines after it: its count says nothing
         line, end = open_quotes[0]
-        quote = f'a quote (") on line {line} runs to line {end}, so lines {line}-{end} were read as one row: close it'
+        runs = f"runs to line {end}, so lines {line}-{end} were read as one row" if end > line else "is not closed"
+        quote = f'a quote (") on line {line} {runs}: close it'
         causes = [quote] if len(open_quotes) == len(misfits) else [quote, *causes]
     return f"{path}: the header has {plural(width, 'field')} but {shown}{more}; {'; '.join(causes)}"
 

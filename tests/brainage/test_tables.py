@@ -236,6 +236,11 @@ def test_impossible_ages_are_named(tmp_path, age, reason):
             't.csv: the header has 3 fields but line 3 has 2; a quote (") on line 3 runs to line 5, so lines 3-5 were '
             "read as one row: close it",
         ),
+        (
+            'id,age,f\na,20,1\nb,"30,2\n',
+            't.csv: the header has 3 fields but line 3 has 2; a quote (") on line 3 is not closed',
+        ),
+        ('id,"age,f\na,20,1\nb,30,2\n', 't.csv: a quote (") in the header, line 1, is not closed, so the lines after'),
     ],
 )
 def test_rows_of_another_width_than_the_header_are_refused(tmp_path, text, message):
