@@ -310,7 +310,10 @@ def load_sorter(
         unknown = sorted(set(settings) - set(known) - {"temperature_floor"})
         if unknown:
             sorter_from_payload(payload, source=str(path))  # raises if the file itself is at fault
-            raise ValueError(f"unknown sorter settings {unknown}; {path} has {sorted(known)}")
+            from sodeep.sorters import unknown_setting_hint
+
+            described = ", ".join(f"{name!r}{unknown_setting_hint(name, sorted(known))}" for name in unknown)
+            raise ValueError(f"unknown sorter settings {described}; {path} has {sorted(known)}")
         try:
             sorter = sorter_from_payload({**payload, "config": {**known, **settings}}, source=str(path))
         except CheckpointError as error:

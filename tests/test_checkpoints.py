@@ -583,3 +583,7 @@ def test_a_setting_of_another_architecture_is_named_so_not_matched_to_a_lookalik
     assert "did you mean" not in str(refused.value)
     with pytest.raises(ValueError, match=r"unknown setting 'temperatur' \(did you mean 'temperature'\?\)"):
         build_sorter("pairwise_sigmoid", temperatur=0.1)
+    with pytest.raises(ValueError, match=r"unknown sorter settings 'softness' \(a setting of 'conv' sorters\); "):
+        load_sorter(path, softness=0.1)
+    with pytest.raises(ValueError, match=r"'temperature' \(a setting of 'pairwise_sigmoid', 'neuralsort', 'softsort' "):
+        load_sorter(temperature=0.1)

@@ -36,7 +36,7 @@ SORTERS: dict[str, type[Sorter]] = {
 }
 
 
-def _unknown_setting_hint(name: str, known: list[str]) -> str:
+def unknown_setting_hint(name: str, known: list[str]) -> str:
     """`` (a setting of 'conv' sorters)`` where another architecture takes ``name`` (a close
     match among ``known`` would then mislead: ``temperature_floor`` is not ``temperature``), else
     `` (did you mean ...?)`` or ``""``."""
@@ -65,7 +65,7 @@ def build_sorter(architecture: str, **config) -> Sorter:
     unknown = sorted(set(config) - set(accepted) - {"self"})
     if unknown:
         known = sorted(name for name in accepted if name != "self")
-        described = ", ".join(f"{name!r}{_unknown_setting_hint(name, known)}" for name in unknown)
+        described = ", ".join(f"{name!r}{unknown_setting_hint(name, known)}" for name in unknown)
         raise ValueError(f"unknown setting {described} for sorter {architecture!r}; known: {known}")
     try:
         return cls(**config)
