@@ -209,12 +209,20 @@ def _previous_results(out: Path, config: BenchConfig) -> dict:
         key for key in set(held) | set(wanted) if key not in ("out", "workers") and held.get(key) != wanted.get(key)
     )
     if previous.get("schema") != SCHEMA or differing:
-        changes = ", ".join(f"{key}: {held.get(key)} -> {wanted.get(key)}" for key in differing) or "schema"
+        changes = ", ".join(f"{key}: {_as_words(held.get(key))} -> {_as_words(wanted.get(key))}" for key in differing)
+        changes = changes or "schema"
         raise ValueError(
             f"{out} holds a benchmark of other settings ({changes}); resume it with its own "
             f"settings{_preset_of(held, differing)}, or run with overwrite=True instead of resume=True"
         )
     return previous
+
+
+def _as_words(value: object) -> str:
+    """A setting's value as the command line takes it: a list as its words (``speed fidelity``)."""
+    if isinstance(value, list) and all(isinstance(item, (str, int, float)) for item in value):
+        return " ".join(str(item) for item in value)
+    return str(value)
 
 
 def _preset_of(held: dict, differing: list[str]) -> str:

@@ -420,7 +420,7 @@ def test_resume_keeps_finished_parts_and_trainings_and_refuses_other_settings(tm
     ]
     with pytest.raises(
         ValueError,
-        match=r"holds a benchmark of other settings \(seeds: \[0, 1, 2\] -> \[0, 1\]\); resume it with its own",
+        match=r"holds a benchmark of other settings \(seeds: 0 1 2 -> 0 1\); resume it with its own",
     ):
         main([*argv[:-1], "--out", str(out), "--resume"])  # other seeds
 
@@ -478,3 +478,17 @@ def test_resuming_across_the_quick_preset_says_which_it_ran(tmp_path, held, want
     with pytest.raises(ValueError, match="holds a benchmark of other settings") as refused:
         run._previous_results(tmp_path, configs[wanted])
     assert advice in str(refused.value)
+
+
+def test_a_benchmark_of_other_parts_names_them_as_the_command_line_takes_them(tmp_path, capsys):
+    from sodeep.benchmark.config import BenchConfig
+    from sodeep.benchmark.report import SCHEMA
+    from sodeep.cli import main
+
+    held = BenchConfig.quick(out=str(tmp_path), parts=("fidelity",)).as_dict()
+    record = {"schema": SCHEMA, "config": held, "wall_seconds": {}, "skipped": []}
+    (tmp_path / "results.json").write_text(json.dumps(record))
+    with pytest.raises(SystemExit):
+        main(["bench", "--quick", "--resume", "--out", str(tmp_path)])
+    error = capsys.readouterr().err
+    assert "other settings (--parts: fidelity -> speed fidelity sorting regression); resume it with its own" in error
