@@ -235,7 +235,7 @@ def run_action_hint(key: Any) -> str:
     line) for a config file's key that names one of :data:`RUN_ACTIONS`, else ``""``."""
     if key not in RUN_ACTIONS:
         return ""
-    return f" ({key} is what a run does, not a setting: give {key}=True)"
+    return f" ({key} is what a run does, not a setting: give {key}=True, or leave the key out)"
 
 
 def unknown_keys_message(unknown: list[str], known: list[str], where: str) -> str:
@@ -281,7 +281,9 @@ def _refusing_odd_integers(loader: Any, node: Any) -> int:
         decimal = ("-" if digits.startswith("-") else "") + (digits.lstrip("+-").lstrip("0") or "0")
         raise _RepeatedKey(f"line {line}: YAML reads {text} as the octal number {value}: write {decimal}")
     if ":" in text:
-        raise _RepeatedKey(f"line {line}: YAML reads {text} as {value} (base 60): quote it if it is text")
+        raise _RepeatedKey(
+            f"line {line}: YAML reads {text} as {value} (base 60): write {value}, or quote it if it is text"
+        )
     return value
 
 
@@ -348,6 +350,8 @@ def yaml_reading(value: Any, wanted: str = "text") -> str:
             return "; YAML reads yes, no, on, off, true and false as booleans: write a number"
         return "; YAML reads yes, no, on and off as booleans: quote the word, e.g. 'off'"
     if isinstance(value, str):
+        if re.fullmatch(r"[-+]?0o[0-7]+", value.strip()):  # YAML 1.2's octal, text to YAML 1.1
+            return f"; YAML reads {value.strip()} as text: write {int(value.strip(), 8)}"
         try:
             number = float(value)
         except ValueError:
@@ -427,7 +431,7 @@ def check_step_memory(batch_size: int, longest: int) -> None:
         raise ValueError(
             f"batch_size {batch_size} at n up to {longest} needs about {needed / 2**30:,.0f} GiB per step "
             f"(about {STEP_BYTES_PER_SCORE} bytes per score), more than this machine's {available / 2**30:,.0f} GiB; "
-            f"lower batch_size (at most about {available // (longest * STEP_BYTES_PER_SCORE):,} here)"
+            f"lower batch_size (about {available // 2 // (longest * STEP_BYTES_PER_SCORE):,} takes half of it)"
         )
 
 

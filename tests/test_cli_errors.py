@@ -496,6 +496,11 @@ def test_a_key_given_twice_in_a_yaml_file_is_refused_not_overridden_silently(tmp
         ("brainage", "patience:\n", "patience must be int, got None (NoneType); YAML reads ~, null and an empty value"),
         ("pretrain", "steps: yes\n", "steps must be an integer >= 1, got True; YAML reads yes, no, on, off, true an"),
         (
+            "brainage",
+            "batch_size: 0o10\n",
+            "batch_size must be int, got '0o10' (str); YAML reads 0o10 as text: write 8",
+        ),
+        (
             "pretrain",
             "seed: 1e10\n",
             "seed must be an integer >= 0, got '1e10'; YAML reads 1e10 as text: write 10000000000",
@@ -520,7 +525,11 @@ def test_what_yaml_made_of_a_value_is_said_where_it_is_refused(tmp_path, capsys,
     [
         ("pretrain", "steps: 010\n", "line 1: YAML reads 010 as the octal number 8: write 10"),
         ("brainage", "seeds: [1, 010]\n", "line 1: YAML reads 010 as the octal number 8: write 10"),
-        ("pretrain", "steps: 5\nseed: 1:30\n", "line 2: YAML reads 1:30 as 90 (base 60): quote it if it is text"),
+        (
+            "pretrain",
+            "steps: 5\nseed: 1:30\n",
+            "line 2: YAML reads 1:30 as 90 (base 60): write 90, or quote it if it is text",
+        ),
     ],
 )
 def test_integers_yaml_reads_otherwise_than_they_look_are_refused(tmp_path, capsys, command, text, message):
@@ -539,4 +548,4 @@ def test_a_run_action_in_a_config_file_points_at_its_flag(tmp_path, capsys, comm
     config.write_text(f"{action}: true\n")
     argv = [command, *(["tabular"] if command == "brainage" else []), "--config", str(config)]
     error = _one_line_error([*argv, "--out", str(tmp_path / "run")], capsys)
-    assert f"'{action}' ({action} is what a run does, not a setting: give --{action})" in error, error
+    assert f"'{action}' ({action} is what a run does, not a setting: give --{action}, or leave the key out)" in error

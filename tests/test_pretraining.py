@@ -770,7 +770,7 @@ def test_a_batch_beyond_the_machine_s_memory_is_refused_before_anything_is_writt
     error = capsys.readouterr().err
     assert exit_info.value.code == 2 and error.count("\n") == 1
     assert "--batch-size 10000 at n up to 256 needs about 1 GiB per step" in error
-    assert "more than this machine's 1 GiB; lower --batch-size (at most about 7,767 here)" in error
+    assert "more than this machine's 1 GiB; lower --batch-size (about 3,883 takes half of it)" in error
     assert not (tmp_path / "run").exists()
     config = PretrainConfig(batch_size=7767, lengths="2-256")
     config.validate()  # within it
