@@ -22,6 +22,7 @@ import torch
 
 from sodeep.files import atomic_torch_save
 from sodeep.sorters import SORTERS, OriginalCNNSorter, OriginalLSTMLargeSorter, Sorter, build_sorter
+from sodeep.sorters.base import UNSET_WEIGHTS
 
 CHECKPOINT_FORMAT = "sodeep-sorter"
 CHECKPOINT_VERSION = 1
@@ -60,6 +61,8 @@ def sorter_payload(sorter: Sorter, metadata: dict[str, Any] | None = None) -> di
             "the sorter's weights are on the meta device, which holds no values: give them memory first "
             "(sorter.to_empty(device='cpu'), then sorter.reset_parameters() or load_state_dict)"
         )
+    if sorter.weights_unset:
+        raise ValueError(UNSET_WEIGHTS)
     config = sorter.config()
     json.dumps(config)  # configs must stay plain JSON so checkpoints describe themselves
     if metadata is not None and not isinstance(metadata, dict):
@@ -163,6 +166,7 @@ def sorter_from_payload(payload: Any, source: str = "checkpoint") -> Sorter:
     sorter.checkpoint_metadata = payload.get("metadata", {})
     # Kept for reset_parameters(): a sorter built on the meta device gets its weights after to_empty.
     sorter.checkpoint_weights = {key: value.detach() for key, value in payload["state_dict"].items()}
+    sorter.weights_unset = sorter.has_meta_weights()
     return sorter.eval()
 
 

@@ -113,6 +113,9 @@ class Sorter(nn.Module):
     affine_invariant: ClassVar[bool] = False
     min_length: int = 2
     max_length: int | None = None
+    #: Built or loaded on the meta device: its weights hold no values until :meth:`reset_parameters`
+    #: or ``load_state_dict`` sets them (``to_empty`` gives them uninitialised memory only).
+    weights_unset: bool = False
 
     def forward(self, scores: torch.Tensor) -> torch.Tensor:
         """Ranks of ``scores`` along the last dimension.
@@ -124,6 +127,8 @@ class Sorter(nn.Module):
             Approximate normalized descending ranks in ``[1/n, 1]`` (roughly), same shape and dtype.
         """
         check_scores(scores, min_length=self.min_length, max_length=self.max_length)
+        if self.weights_unset:
+            raise RuntimeError(UNSET_WEIGHTS)
         weights = next(iter(self.parameters()), None)
         if weights is None:
             weights = next(iter(self.buffers()), None)
@@ -161,6 +166,16 @@ class Sorter(nn.Module):
             if module is not self and callable(getattr(module, "reset_parameters", None)):
                 module.reset_parameters()
         self.initialize()
+        self.weights_unset = self.has_meta_weights()
+
+    def has_meta_weights(self) -> bool:
+        """Whether any weight is on the meta device (built there, holding no values)."""
+        return any(tensor.is_meta for tensor in (*self.parameters(), *self.buffers()))
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        # Weights loaded into memory are set, also when a model holding the sorter loads its own.
+        super()._load_from_state_dict(*args, **kwargs)
+        self.weights_unset = self.has_meta_weights()
 
     def initialize(self) -> None:
         """Give the weights a subclass sets itself their starting values (after its layers'
@@ -168,6 +183,13 @@ class Sorter(nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{key}={value!r}" for key, value in self.config().items())
+
+
+#: Why a sorter whose weights were never set refuses to rank or be saved.
+UNSET_WEIGHTS = (
+    "the sorter was built on the meta device and its weights were never set (to_empty gives them uninitialised "
+    "memory): call sorter.reset_parameters() (a loaded sorter gets its checkpoint's weights) or load_state_dict"
+)
 
 
 def row_scale(scores: torch.Tensor) -> torch.Tensor:

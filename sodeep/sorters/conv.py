@@ -222,6 +222,7 @@ class ConvSorter(Sorter):
         self.network = nn.Sequential(*layers, head)
         self._linear_layers = (*layers[0::2], head)
         self.initialize()
+        self.weights_unset = self.has_meta_weights()  # built under a meta device context
 
     def initialize(self) -> None:
         """Zero head: before training, h = 0 and the sorter is the plain adaptive-temperature one."""

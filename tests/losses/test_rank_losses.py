@@ -425,6 +425,9 @@ def test_load_sorter_under_a_meta_device_context_builds_a_meta_sorter_that_reset
     with pytest.raises(ValueError, match="the sorter's weights are on the meta device, which holds no values"):
         sodeep.save_sorter(sorter, "never-written.pt")
     sorter.to_empty(device="cpu")
+    for use in (lambda: sorter(torch.randn(2, 5)), lambda: sodeep.save_sorter(sorter, "never-written.pt")):
+        with pytest.raises((RuntimeError, ValueError), match="its weights were never set .*reset_parameters"):
+            use()  # uninitialised memory: refused, not ranked with or saved
     sorter.reset_parameters()
     reference = load_sorter(**TRAINING_SETTINGS)
     torch.testing.assert_close(sorter.state_dict(), reference.state_dict(), rtol=0, atol=0)
@@ -437,6 +440,8 @@ def test_a_sorter_built_on_the_meta_device_starts_as_built_after_reset_parameter
     with torch.device("meta"):
         sorter = ConvSorter(depth=depth)
     sorter.to_empty(device="cpu")
+    with pytest.raises(RuntimeError, match="its weights were never set"):
+        sorter(torch.randn(2, 5))
     with torch.no_grad():
         for parameter in sorter.parameters():
             parameter.fill_(float("nan"))  # what uninitialised memory may hold
@@ -525,3 +530,13 @@ def test_losses_over_rows_show_how_more_dimensions_become_rows():
         SpearmanLoss(sorter=PairwiseSigmoidSorter(0.1))(scores, scores)
     with pytest.raises(ValueError, match=r"scores must have shape \(B, C\), got shape \(2, 3, 4\): rows of 4 are"):
         multilabel_hinge_loss(scores, torch.ones(2, 3, 4, dtype=torch.long))
+
+
+def test_a_model_holding_a_meta_sorter_sets_its_weights_by_its_own_load_state_dict():
+    with torch.device("meta"):
+        model = torch.nn.Sequential(torch.nn.Linear(3, 3), load_sorter())
+    model.to_empty(device="cpu")
+    reference = torch.nn.Sequential(torch.nn.Linear(3, 3), load_sorter())
+    model.load_state_dict(reference.state_dict())  # the sorter's weights among the model's
+    scores = torch.randn(2, 6)
+    torch.testing.assert_close(model[1](scores), reference[1](scores), rtol=0, atol=0)
