@@ -510,42 +510,28 @@ def test_a_key_given_twice_in_a_yaml_file_is_refused_not_overridden_silently(tmp
             "batch_size: on\n",
             "batch_size must be int, got True (bool); YAML reads yes, no, on, off, true an",
         ),
+        # Integers YAML reads otherwise than they look: refused where they are read.
+        ("pretrain", "steps: 010\n", "line 1: YAML reads 010 as the octal number 8: write 10"),
+        ("brainage", "seeds: [1, 010]\n", "line 1: YAML reads 010 as the octal number 8: write 10"),
+        ("pretrain", "steps: 5\nseed: 1:30\n", "line 2: YAML reads 1:30 as 90 (base 60): write 90, or quote it if"),
     ],
 )
 def test_what_yaml_made_of_a_value_is_said_where_it_is_refused(tmp_path, capsys, command, text, message):
-    config = tmp_path / "config.yaml"
-    config.write_text(text)
-    argv = [command, *(["tabular"] if command == "brainage" else []), "--config", str(config)]
-    error = _one_line_error([*argv, "--out", str(tmp_path / "run")], capsys)
+    config, error = _config_file_error(tmp_path, capsys, command, text)
     assert f"{config}: {message}" in error, error  # the file that gave the value, named for either command
+    assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize(
-    "command, text, message",
-    [
-        ("pretrain", "steps: 010\n", "line 1: YAML reads 010 as the octal number 8: write 10"),
-        ("brainage", "seeds: [1, 010]\n", "line 1: YAML reads 010 as the octal number 8: write 10"),
-        (
-            "pretrain",
-            "steps: 5\nseed: 1:30\n",
-            "line 2: YAML reads 1:30 as 90 (base 60): write 90, or quote it if it is text",
-        ),
-    ],
-)
-def test_integers_yaml_reads_otherwise_than_they_look_are_refused(tmp_path, capsys, command, text, message):
+def _config_file_error(tmp_path, capsys, command, text):
+    """The config file ``text`` and the one line ``sodeep <command> --config`` refuses it with."""
     config = tmp_path / "config.yaml"
     config.write_text(text)
     argv = [command, *(["tabular"] if command == "brainage" else []), "--config", str(config)]
-    error = _one_line_error([*argv, "--out", str(tmp_path / "run")], capsys)
-    assert f"{config}: {message}" in error, error
-    assert not (tmp_path / "run").exists()
+    return config, _one_line_error([*argv, "--out", str(tmp_path / "run")], capsys)
 
 
 @pytest.mark.parametrize("command", ["pretrain", "brainage"])
 @pytest.mark.parametrize("action", ["resume", "overwrite"])
 def test_a_run_action_in_a_config_file_points_at_its_flag(tmp_path, capsys, command, action):
-    config = tmp_path / "config.yaml"
-    config.write_text(f"{action}: true\n")
-    argv = [command, *(["tabular"] if command == "brainage" else []), "--config", str(config)]
-    error = _one_line_error([*argv, "--out", str(tmp_path / "run")], capsys)
+    _, error = _config_file_error(tmp_path, capsys, command, f"{action}: true\n")
     assert f"'{action}' ({action} is what a run does, not a setting: give --{action}, or leave the key out)" in error
