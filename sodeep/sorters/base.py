@@ -127,7 +127,7 @@ class Sorter(nn.Module):
             Approximate normalized descending ranks in ``[1/n, 1]`` (roughly), same shape and dtype.
         """
         check_scores(scores, min_length=self.min_length, max_length=self.max_length)
-        if self.weights_unset:
+        if self.weights_unset and scores.device.type != "meta":  # (meta scores: shapes only)
             raise RuntimeError(UNSET_WEIGHTS)
         weights = next(iter(self.parameters()), None)
         if weights is None:

@@ -422,6 +422,7 @@ def test_load_sorter_under_a_meta_device_context_builds_a_meta_sorter_that_reset
         sorter = load_sorter(**TRAINING_SETTINGS)
     assert not caught  # torch's "copying ... is a no-op" says nothing the user can act on
     assert all(parameter.is_meta for parameter in sorter.parameters())
+    assert sorter(torch.randn(2, 5, device="meta")).shape == (2, 5)  # shapes on meta, as torch's modules give
     with pytest.raises(ValueError, match="the sorter's weights are on the meta device, which holds no values"):
         sodeep.save_sorter(sorter, "never-written.pt")
     sorter.to_empty(device="cpu")
