@@ -166,7 +166,6 @@ def sorter_from_payload(payload: Any, source: str = "checkpoint") -> Sorter:
     sorter.checkpoint_metadata = payload.get("metadata", {})
     # Kept for reset_parameters(): a sorter built on the meta device gets its weights after to_empty.
     sorter.checkpoint_weights = {key: value.detach() for key, value in payload["state_dict"].items()}
-    sorter.weights_unset = sorter.has_meta_weights()
     return sorter.eval()
 
 
