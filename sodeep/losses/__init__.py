@@ -1,7 +1,8 @@
 """Losses: rank-based (SoDeep), age difference (Cheng et al. 2021), margin ranking and masked
 classification.  Each is an ``nn.Module`` over a pure function of the same name in lower case,
 but :func:`sigmoid_cross_entropy`, a function only (its module would be
-``torch.nn.BCEWithLogitsLoss`` with a weight).
+``torch.nn.BCEWithLogitsLoss`` with a weight).  Each returns the scores' dtype, and float32 under
+``torch.autocast``, where it runs in float32 as torch's own losses do there.
 
 Built-ins that already do the job are not re-wrapped: ``torch.nn.TripletMarginLoss`` for
 (anchor, positive, negative) embeddings, ``torch.nn.MarginRankingLoss`` for paired score vectors,

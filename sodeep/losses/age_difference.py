@@ -8,9 +8,11 @@ import torch
 from torch import nn
 
 from sodeep.checks import check_integer
+from sodeep.losses.precision import float32_under_autocast
 from sodeep.losses.validation import check_rank, check_same_shape, check_tensor
 
 
+@float32_under_autocast
 def age_difference_loss(
     predictions: torch.Tensor,
     targets: torch.Tensor,

@@ -6,10 +6,12 @@ import torch
 from torch.nn import functional as F
 
 from sodeep.checks import require
+from sodeep.losses.precision import float32_under_autocast
 from sodeep.losses.validation import check_same_shape, check_tensor
 from sodeep.reducers import Reducer, get_reducer
 
 
+@float32_under_autocast
 def sigmoid_cross_entropy(
     logits: torch.Tensor,
     labels: torch.Tensor,

@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sodeep.checks import check_integer, require, require_number
+from sodeep.losses.precision import float32_under_autocast
 from sodeep.losses.validation import (
     check_binary,
     check_fixed_setting,
@@ -87,6 +88,12 @@ class FrozenSorterMixin(nn.Module):
         # after `.to("meta")` or `to_empty()` (a model built on the meta device) they come from here.
         object.__setattr__(self, "_sorter_values", values)
 
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "sorter":  # `loss.sorter = other`: frozen and kept out of the submodules too
+            self._set_sorter(value)  # type: ignore[arg-type]
+        else:
+            super().__setattr__(name, value)
+
     @staticmethod
     def _sorter_tensors(sorter: nn.Module) -> dict[str, torch.Tensor]:
         return {**dict(sorter.named_parameters()), **dict(sorter.named_buffers())}
@@ -109,9 +116,11 @@ class FrozenSorterMixin(nn.Module):
         if isinstance(self.sorter, nn.Module):
             weights = next(iter(self._sorter_tensors(self.sorter).values()), None)
             if weights is not None and isinstance(scores, torch.Tensor) and weights.device != scores.device:
+                # A sorter on the meta device holds no values to move: to_empty gives them back.
+                move = "to_empty(device=" if weights.is_meta else "to("
                 raise ValueError(
                     f"the loss's sorter is on {weights.device} and the scores on {scores.device}: move the loss "
-                    f"with the model, loss.to({str(scores.device)!r})"
+                    f"with the model, loss.{move}{str(scores.device)!r})"
                 )
         check_length_for(self.sorter, scores)
         return self.sorter(scores)
@@ -200,6 +209,7 @@ def _as_rows(values: torch.Tensor) -> torch.Tensor:
     return values.unsqueeze(0) if values.dim() == 1 else values
 
 
+@float32_under_autocast
 def spearman_loss(
     predictions: torch.Tensor,
     targets: torch.Tensor,
@@ -299,6 +309,7 @@ class SpearmanLoss(FrozenSorterMixin):
         return f"l1_weight={self.l1_weight}"
 
 
+@float32_under_autocast
 def map_rank_loss(scores: torch.Tensor, labels: torch.Tensor, sorter: SorterFunction) -> torch.Tensor:
     """Mean-average-precision surrogate (SoDeep's ``MapRankingLoss``): for every class, rank the
     batch by that class's score and average the normalized ranks of its positives; average over
@@ -352,6 +363,7 @@ def _check_square(scores: torch.Tensor) -> None:
         raise ValueError(f"scores must be square (N, N) with N >= 2, got shape {tuple(scores.shape)}")
 
 
+@float32_under_autocast
 def recall_rank_loss(scores: torch.Tensor, sorter: SorterFunction) -> torch.Tensor:
     """Recall surrogate (SoDeep's ``RankLoss``) for cross-modal retrieval: the mean normalized
     rank of each positive (the diagonal of ``scores``) in its row and in its column.
@@ -380,6 +392,7 @@ class RecallRankLoss(FrozenSorterMixin):
         return recall_rank_loss(scores, self.rank)
 
 
+@float32_under_autocast
 def hard_negative_rank_loss(
     scores: torch.Tensor, sorter: SorterFunction, margin: float | None = None, hard_negatives: int = 1
 ) -> torch.Tensor:

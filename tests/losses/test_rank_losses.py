@@ -541,3 +541,29 @@ def test_a_model_holding_a_meta_sorter_sets_its_weights_by_its_own_load_state_di
     model.load_state_dict(reference.state_dict())  # the sorter's weights among the model's
     scores = torch.randn(2, 6)
     torch.testing.assert_close(model[1](scores), reference[1](scores), rtol=0, atol=0)
+
+
+def test_a_sorter_assigned_after_building_stays_frozen_and_out_of_the_owners_state():
+    model = _ModelWithRankLoss()
+    model.loss.sorter = ConvSorter(softness=0.1, temperature_floor=0.1)
+    model.train()
+    assert set(model.state_dict()) == {"linear.weight", "linear.bias"}
+    assert not any(p.requires_grad for p in model.loss.sorter.parameters())
+    assert not model.loss.sorter.training
+    assert all(not isinstance(module, ConvSorter) for module in model.modules())
+    before = [p.clone() for p in model.loss.sorter.parameters()]
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    model.loss(model.linear(torch.randn(16, 4)).squeeze(-1), torch.randn(16)).backward()
+    optimizer.step()
+    assert all(torch.equal(a, b) for a, b in zip(before, model.loss.sorter.parameters()))
+    _ModelWithRankLoss().load_state_dict(model.state_dict())  # strict: the checkpoint still fits a fresh model
+    with pytest.raises(TypeError):
+        model.loss.sorter = "not a sorter"
+
+
+def test_a_loss_moved_to_the_meta_device_is_told_to_use_to_empty():
+    loss = SpearmanLoss().to("meta")
+    with pytest.raises(ValueError, match=r"loss\.to_empty\(device='cpu'\)$"):
+        loss(torch.randn(8), torch.randn(8))
+    loss.to_empty(device="cpu")  # and the advice works
+    assert torch.isfinite(loss(torch.randn(8), torch.randn(8)))
