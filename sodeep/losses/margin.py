@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from sodeep.checks import check_integer
+from sodeep.losses.precision import float32_under_autocast
 from sodeep.losses.validation import (
     check_binary,
     check_finite_margin,
@@ -44,6 +45,7 @@ def _valid_mask(labels: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
     return mask.bool()
 
 
+@float32_under_autocast
 def pairwise_margin_ranking_loss(
     scores: torch.Tensor,
     labels: torch.Tensor,
@@ -224,6 +226,7 @@ def _margin_tensor(margin: Any, scores: torch.Tensor) -> torch.Tensor:
     return values.to(device=scores.device, dtype=wide)
 
 
+@float32_under_autocast
 def multilabel_hinge_loss(
     scores: torch.Tensor,
     labels: torch.Tensor,
@@ -285,7 +288,8 @@ class MultiLabelHingeLoss(nn.Module):
     moving average) hinge loss is updated from the batch's known labels, and its margin becomes
     ``base_margin * running_c / mean(running)``, clipped to ``margin_range``: labels that stay
     hard get a wider margin.  The update happens under ``no_grad``, outside the autograd graph;
-    margins and running losses are buffers (saved in ``state_dict``, moved with ``.to``).
+    margins and running losses are buffers, moved with ``.to`` and, when adaptive, saved in
+    ``state_dict`` (fixed margins are settings: loading a checkpoint keeps those the loss was built with).
 
     Args:
         num_labels: ``C``.
@@ -354,13 +358,21 @@ class MultiLabelHingeLoss(nn.Module):
         # Kept off the buffers for reset_parameters: a module built on the meta device has no values.
         self._initial_margin = None if base.is_meta else base.detach().to("cpu", copy=True)
         base = base.to(device)
-        self.register_buffer("base_margin", base)
-        self.register_buffer("margin", base.clone())
-        self.register_buffer("running_loss", torch.ones(num_labels))
+        # Fixed margins are settings, given when the loss is built: only adaptive ones are state,
+        # saved in state_dict (a checkpoint must not replace the margins a fine-tuning run asks for).
+        self.register_buffer("base_margin", base, persistent=adaptive)
+        self.register_buffer("margin", base.clone(), persistent=adaptive)
+        self.register_buffer("running_loss", torch.ones(num_labels), persistent=adaptive)
         self.adaptive = adaptive
         self.margin_range = (float(margin_range[0]), float(margin_range[1]))
         self.momentum = float(momentum)
         self.reducer = get_reducer(reduction)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        if not self.adaptive:  # the state of an adaptive loss, or of one saved with its fixed margins
+            for name in ("base_margin", "margin", "running_loss"):
+                state_dict.pop(prefix + name, None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -375,6 +387,7 @@ class MultiLabelHingeLoss(nn.Module):
         self.margin.copy_(self._initial_margin)
         self.running_loss.fill_(1.0)
 
+    @float32_under_autocast
     def forward(self, scores: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         if isinstance(scores, torch.Tensor) and scores.dim() == 2 and scores.shape[-1] != self.margin.numel():
             raise ValueError(
@@ -426,6 +439,7 @@ class MultiLabelHingeLoss(nn.Module):
         self.margin.copy_((self.base_margin * relative).clamp(*self.margin_range))
 
 
+@float32_under_autocast
 def multilabel_ranking_hinge_loss(
     scores: torch.Tensor,
     labels: torch.Tensor,

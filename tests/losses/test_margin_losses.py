@@ -743,3 +743,25 @@ def test_a_weight_per_sample_of_a_per_label_loss_is_shown_how_it_lines_up():
     per_sample = torch.tensor([1.0, 0.0, 2.0])
     expected = (multilabel_hinge_loss(scores, labels, reduction="none") * per_sample[:, None]).sum() / 12
     torch.testing.assert_close(multilabel_hinge_loss(scores, labels, weight=per_sample[:, None]), expected)
+
+
+def test_fixed_margins_are_settings_kept_through_loading_a_checkpoint():
+    """Only adaptive margins are state: a model fine-tuned with a new fixed margin keeps it when a
+    checkpoint (new or saved with its margins) is loaded, and a backbone-only checkpoint loads."""
+    built = MultiLabelHingeLoss(3, margin=0.2)
+    assert set(built.state_dict()) == set()
+    checkpoint = {"base_margin": torch.ones(3), "margin": torch.ones(3), "running_loss": torch.ones(3)}
+    built.load_state_dict(checkpoint)  # strict: the stale keys of a fixed-margin checkpoint are not an error
+    torch.testing.assert_close(built.margin, torch.full((3,), 0.2))
+    built.load_state_dict(MultiLabelHingeLoss(3, margin=1.0).state_dict())
+    torch.testing.assert_close(built.margin, torch.full((3,), 0.2))
+    built.reset_parameters()
+    torch.testing.assert_close(built.base_margin, built.margin)
+    # Adaptive margins are state and travel with the checkpoint.
+    adaptive = MultiLabelHingeLoss(3, margin=0.5, adaptive=True)
+    adaptive(torch.randn(8, 3), (torch.rand(8, 3) < 0.5).long())
+    restored = MultiLabelHingeLoss(3, margin=0.5, adaptive=True)
+    restored.load_state_dict(adaptive.state_dict())
+    assert set(restored.state_dict()) == {"base_margin", "margin", "running_loss"}
+    torch.testing.assert_close(restored.margin, adaptive.margin)
+    assert not torch.equal(restored.margin, torch.full((3,), 0.5))
