@@ -55,9 +55,37 @@ def is_numeric_text(text: str) -> bool:
     return NUMBER.fullmatch(text) is not None
 
 
+#: Cells that mean "no value" in a numeric column, as pandas reads them by default: R writes ``NA``,
+#: spreadsheets ``#N/A``, databases ``NULL`` (besides empty cells and NaN).
+MISSING_MARKERS = frozenset(
+    {
+        "#N/A",
+        "#N/A N/A",
+        "#NA",
+        "-1.#IND",
+        "-1.#QNAN",
+        "1.#IND",
+        "1.#QNAN",
+        "<NA>",
+        "N/A",
+        "NA",
+        "n/a",
+        "NULL",
+        "null",
+        "None",
+    }
+)
+
+
 def is_missing(text: str) -> bool:
-    """An empty or NaN cell (pandas writes a missing value as either)."""
-    return not text or (is_numeric_text(text) and math.isnan(float(text)))
+    """An empty cell, NaN or a missing-value marker (:data:`MISSING_MARKERS`).
+
+    Example:
+        >>> [is_missing(text) for text in ("", " ", "NaN", "NA", "#N/A", "NULL", "2.5", "fail")]
+        [True, True, True, True, True, True, False, False]
+    """
+    text = text.strip()
+    return not text or text in MISSING_MARKERS or (is_numeric_text(text) and math.isnan(float(text)))
 
 
 def number_problem(text: str) -> str | None:

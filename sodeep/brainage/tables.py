@@ -170,7 +170,7 @@ OLDEST_AGE = 130
 
 def describe_dropped_columns(source: str, dropped: dict[str, list[tuple[int, str]]], rows: int) -> str:
     """One line: ``my.csv: columns with cells that are not plain numbers are not features: 'g' (2 of 4 cells,
-    line 4: 'n/a'); ...``."""
+    line 4: 'fail'); ...``."""
     shown = ", ".join(
         f"{column!r} ({len(cells)} of {rows} cells, line {cells[0][0]}: {cells[0][1]!r})"
         for column, cells in list(dropped.items())[:SHOWN_PROBLEMS]
@@ -209,8 +209,8 @@ def select_feature_columns(
     """Columns matching any glob in ``patterns`` (in file order) but the ``reserved`` ones (age,
     id and site, which are never features; a pattern that matches no other column is refused), or
     by default every column with a value whose non-empty cells all read as numbers, except the
-    ``reserved`` columns, :data:`NON_FEATURE_COLUMNS` and row-index columns (an empty or NaN cell
-    is a missing value: :func:`read_age_table` skips its row); ``lines`` are the rows' CSV lines."""
+    ``reserved`` columns, :data:`NON_FEATURE_COLUMNS` and row-index columns (an empty cell, NaN or
+    a marker such as ``NA`` is a missing value: :func:`read_age_table` skips its row); ``lines`` are the rows' CSV lines."""
     excluded = {name.lower() for name in (*NON_FEATURE_COLUMNS, *reserved)}
     if patterns:
         candidates = [c for c in columns if c not in reserved]
@@ -229,7 +229,7 @@ def select_feature_columns(
         if c.lower() not in excluded
         and not INDEX_COLUMN.fullmatch(c)
         and not all(is_missing(row[c]) for row in rows)
-        and all(is_numeric_text(row[c]) for row in rows if row[c])
+        and all(is_numeric_text(row[c]) for row in rows if not is_missing(row[c]))
     ]
     if not chosen:
         texts = text_cells_among_numbers(columns, rows, [*excluded], lines)
@@ -260,7 +260,7 @@ def text_cells_among_numbers(
     found = {}
     for column in (c for c in columns if c.lower() not in left_out and not INDEX_COLUMN.fullmatch(c)):
         cells = [(line, row[column]) for line, row in zip(lines, rows)]
-        texts = [(line, cell) for line, cell in cells if cell and not is_numeric_text(cell)]
+        texts = [(line, cell) for line, cell in cells if not is_missing(cell) and not is_numeric_text(cell)]
         numbers = any(is_numeric_text(cell) and not is_missing(cell) for _, cell in cells)
         if texts and (numbers or all(_looks_numeric(cell) for _, cell in texts)):
             found[column] = texts

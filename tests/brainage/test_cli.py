@@ -172,7 +172,7 @@ def test_notes_on_the_data_name_flags_on_the_command_line_and_keyword_arguments_
     generator = np.random.default_rng(2)
     lines = ["age,f0,f1,notes"]
     for index, age in enumerate(generator.uniform(20, 80, 20)):
-        note = "n/a" if index in (2, 5) else f"{generator.normal():.3f}"  # a column with text: not a feature
+        note = "fail" if index in (2, 5) else f"{generator.normal():.3f}"  # a column with text: not a feature
         lines.append(f"{age:.2f},{age * 0.01 + generator.normal():.3f},{generator.normal():.3f},{note}")
     (tmp_path / "table.csv").write_text("\n".join(lines) + "\n")
     argv = ["brainage", "tabular", "--csv", str(tmp_path / "table.csv"), "--losses", "l1", "--folds", "2"]

@@ -192,15 +192,15 @@ def test_nan_cells_leave_rows_out_and_text_cells_among_numbers_are_named(tmp_pat
     path = write_csv(
         tmp_path / "t.csv",
         ["age", "f", "g", "note", "blank"],
-        [[20, 1, 2, "x", ""], [30, "NaN", 3, "y", "nan"], [40, 2, "n/a", "z", ""], [50, 3, "?", "w", ""]],
+        [[20, 1, 2, "x", ""], [30, "NaN", 3, "y", "nan"], [40, 2, "fail", "z", ""], [50, 3, "?", "w", ""]],
     )
     table = read_age_table(path)
     # An empty or NaN cell is a missing value (its row is left out), not text that drops the column.
     assert table.feature_names == ["f"] and table.ages.tolist() == [20, 40, 50]
-    assert table.dropped_columns == {"g": [(4, "n/a"), (5, "?")]}
+    assert table.dropped_columns == {"g": [(4, "fail"), (5, "?")]}
     assert table.notes("t.csv") == [
         "t.csv: skipped 1 of 4 rows (line 3: feature 'f' is 'NaN', not a number)",
-        "t.csv: columns with cells that are not plain numbers are not features: 'g' (2 of 4 cells, line 4: 'n/a'); "
+        "t.csv: columns with cells that are not plain numbers are not features: 'g' (2 of 4 cells, line 4: 'fail'); "
         "name them in features= to keep them (their rows with text are then skipped)",
         "t.csv: 1 column with no value in any row is not a feature: ['blank']",
     ]
@@ -364,9 +364,9 @@ def test_index_columns_covariates_and_age_like_columns_are_not_taken_for_brain_f
 
 
 def test_a_table_whose_every_column_holds_a_text_cell_says_which_and_how_to_keep_them(tmp_path):
-    rows = [[20 + 10 * i, 2.1 + i / 10, 3.2 - i / 10] for i in range(4)] + [[60, "n/a", "n/a"]]
+    rows = [[20 + 10 * i, 2.1 + i / 10, 3.2 - i / 10] for i in range(4)] + [[60, "fail", "fail"]]
     path = write_csv(tmp_path / "t.csv", ["age", "roi_1", "roi_2"], rows)
-    with pytest.raises(ValueError, match=r"columns with cells that are not plain numbers: 'roi_1' \(line 6: 'n/a'\)"):
+    with pytest.raises(ValueError, match=r"columns with cells that are not plain numbers: 'roi_1' \(line 6: 'fail'\)"):
         read_age_table(path)
     assert read_age_table(path, features=["roi_*"]).ages.tolist() == [20, 30, 40, 50]
 
@@ -510,3 +510,20 @@ def test_empty_id_cells_are_named_by_their_line_and_noted(tmp_path):
     assert table.subject_ids == ["line 2", "s2", "line 4", "line 5"] and table.empty_id_lines == [2, 4, 5]
     assert table.repeated_ids == []  # blank cells are not one subject seen three times
     assert any("3 of 4 subjects have an empty id cell (lines 2, 4, 5)" in line for line in table.notes("t.csv"))
+
+
+@pytest.mark.parametrize("marker", ["NA", "N/A", "n/a", "#N/A", "NULL", "null", "None", "<NA>", " NA "])
+def test_missing_value_markers_of_r_pandas_and_spreadsheets_leave_their_row_out_not_their_column(tmp_path, marker):
+    """R's write.csv writes a missing value as NA: one gap must not cost the table a feature."""
+    rows = [[20 + 10 * i, 2.1 + i / 10, 3.2 - i / 10] for i in range(4)] + [[60, marker, 2.0], [70, 2.5, 2.0]]
+    path = write_csv(tmp_path / "t.csv", ["age", "roi_1", "roi_2"], rows)
+    table = read_age_table(path)
+    assert table.feature_names == ["roi_1", "roi_2"] and table.ages.tolist() == [20, 30, 40, 50, 70]
+    assert table.dropped_columns == {}
+    assert table.notes("t.csv") == [
+        f"t.csv: skipped 1 of 6 rows (line 6: feature 'roi_1' is {marker.strip()!r}, not a number)"
+    ]
+    # The same in the age column.
+    rows[0][0] = marker
+    path = write_csv(tmp_path / "t.csv", ["age", "roi_1", "roi_2"], rows)
+    assert read_age_table(path).ages.tolist() == [30, 40, 50, 70]
