@@ -65,8 +65,8 @@ class AgeTable:
         features: ``(N, F)`` float32.
         ages: ``(N,)`` float32, years.
         feature_names: ``F`` column names.
-        subject_ids: ``N`` identifiers (the id column, else the CSV line number; ``"line N"`` for
-            an empty id cell).
+        subject_ids: ``N`` identifiers (the id column's, else ``"line N"`` by CSV line, also for an
+            empty id cell).
         sites: ``N`` site labels (:data:`NO_SITE`, ``"(no site)"``, when the table has no site column).
         skipped: ``(csv line, reason)`` of the rows left out.
         rows: data rows in the file (kept and skipped).
@@ -354,13 +354,12 @@ def read_age_table(
             continue
         kept_ages.append(float(row[age_column]))
         kept_features.append([float(row[c]) for c in feature_names])
-        if not id_column:
-            ids.append(str(line))
-        elif row[id_column].strip():
+        if id_column and row[id_column].strip():
             ids.append(row[id_column])
-        else:
+        else:  # named by its CSV line, as its notes name it (a bare number would read as an id)
             ids.append(f"line {line}")
-            empty_id_lines.append(line)
+            if id_column:
+                empty_id_lines.append(line)
         sites.append((row[site_column] if site_column else "") or NO_SITE)
         if site_column and not row[site_column]:
             empty_site_lines.append(line)

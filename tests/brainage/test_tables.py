@@ -527,3 +527,10 @@ def test_missing_value_markers_of_r_pandas_and_spreadsheets_leave_their_row_out_
     rows[0][0] = marker
     path = write_csv(tmp_path / "t.csv", ["age", "roi_1", "roi_2"], rows)
     assert read_age_table(path).ages.tolist() == [30, 40, 50, 70]
+
+
+def test_subjects_of_a_table_without_an_id_column_are_named_by_their_line_as_empty_id_cells_are(tmp_path):
+    path = write_csv(tmp_path / "t.csv", ["age", "f"], [[20, 1.0], ["", 2.0], [40, 3.0]])
+    table = read_age_table(path)
+    assert table.subject_ids == ["line 2", "line 4"] and table.empty_id_lines == []
+    assert not any("empty id cell" in line for line in table.notes("t.csv"))
