@@ -81,6 +81,8 @@ class AgeTable:
         empty_columns: columns left out of the default features for having no value in any row.
         age_like_features: features whose correlation with age reaches
             :data:`AGE_LIKE_CORRELATION`: name -> Pearson r.
+        constant_features: features that hold one value over the kept subjects: name -> whether
+            they differ in the file and float32 rounded them to one value (a large offset).
     """
 
     features: np.ndarray
@@ -98,6 +100,7 @@ class AgeTable:
     index_columns: list[str] = field(default_factory=list)
     empty_columns: list[str] = field(default_factory=list)
     age_like_features: dict[str, float] = field(default_factory=dict)
+    constant_features: dict[str, bool] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.ages)
@@ -147,7 +150,23 @@ class AgeTable:
                 f"{source}: features that give the age away: {shown}; they follow the age almost exactly (an age "
                 "in other units, a birth year?): leave them out with features="
             )
+        if self.constant_features:
+            lines.append(constant_features_note(source, self.constant_features, len(self)))
         return lines + ages_beyond_a_lifetime(source, self.ages)
+
+
+def constant_features_note(source: str, constant: dict[str, bool], subjects: int) -> str:
+    """One line naming the features that hold one value over the ``subjects`` kept."""
+    shown = ", ".join(
+        f"{name!r} ({'its values differ only past float32 precision: subtract an offset' if rounded else 'one value'})"
+        for name, rounded in list(constant.items())[:SHOWN_PROBLEMS]
+    )
+    more = f", and {len(constant) - SHOWN_PROBLEMS} more" if len(constant) > SHOWN_PROBLEMS else ""
+    return (
+        f"{source}: {plural(len(constant), 'feature')} {'holds' if len(constant) == 1 else 'hold'} one value over "
+        f"the {plural(subjects, 'subject')} kept and tell{'s' if len(constant) == 1 else ''} nothing about age: "
+        f"{shown}{more}"
+    )
 
 
 def ages_beyond_a_lifetime(source: str, ages: np.ndarray) -> list[str]:
@@ -365,8 +384,13 @@ def read_age_table(
             empty_site_lines.append(line)
     check_usable_rows(path, skipped, kept=len(kept_ages))
     repeated_ids = repeated_values(ids) if id_column else []
-    kept_features = np.asarray(kept_features, dtype=np.float32)
+    exact = np.asarray(kept_features, dtype=np.float64).reshape(len(kept_ages), len(feature_names))
+    kept_features = exact.astype(np.float32)
     kept_ages = np.asarray(kept_ages, dtype=np.float32)
+    constant = {}
+    if len(kept_ages) > 1:
+        for column in np.flatnonzero(np.ptp(kept_features, axis=0) == 0):
+            constant[feature_names[column]] = bool(np.ptp(exact[:, column]) > 0)
     return AgeTable(
         features=kept_features,
         ages=kept_ages,
@@ -383,6 +407,7 @@ def read_age_table(
         index_columns=index_columns,
         empty_columns=empty_columns,
         age_like_features=age_like_features(kept_features, kept_ages, feature_names),
+        constant_features=constant,
     )
 
 

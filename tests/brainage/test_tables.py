@@ -534,3 +534,18 @@ def test_subjects_of_a_table_without_an_id_column_are_named_by_their_line_as_emp
     table = read_age_table(path)
     assert table.subject_ids == ["line 2", "line 4"] and table.empty_id_lines == []
     assert not any("empty id cell" in line for line in table.notes("t.csv"))
+
+
+def test_features_of_one_value_are_named_also_where_float32_rounds_a_large_offset_away(tmp_path):
+    rows = [[20 + 10 * i, 2.1 + i / 10, 5.0, 1e9 + i + 0.5] for i in range(4)]
+    path = write_csv(tmp_path / "t.csv", ["age", "roi", "flat", "offset"], rows)
+    table = read_age_table(path)
+    assert table.constant_features == {"flat": False, "offset": True}
+    assert np.ptp(np.asarray([row[3] for row in rows])) > 0 and np.ptp(table.features[:, 2]) == 0
+    (line,) = [line for line in table.notes("t.csv") if "one value" in line]
+    assert line == (
+        "t.csv: 2 features hold one value over the 4 subjects kept and tell nothing about age: 'flat' (one value), "
+        "'offset' (its values differ only past float32 precision: subtract an offset)"
+    )
+    varied = write_csv(tmp_path / "v.csv", ["age", "roi"], [[20, 1.0], [30, 2.0]])
+    assert read_age_table(varied).constant_features == {}
