@@ -37,13 +37,18 @@ def spearman_rho(p: torch.Tensor, t: torch.Tensor) -> float:
     return float(pearson_corrcoef(rank(p, **ascending), rank(t, **ascending)))
 
 
+#: Fewest subjects a correlation is reported for: two points are +-1 whatever the model.
+CORRELATION_SUBJECTS = 3
+
+
 def _is_constant(values: torch.Tensor) -> bool:
     return bool((values == values[0]).all())
 
 
 def regression_metrics(predicted, true) -> dict[str, float]:
     """MAE, RMSE, Pearson r, R2 (torchmetrics), Spearman rho (:func:`spearman_rho`) and the mean
-    gap.  Constant predictions have no correlation: Pearson and Spearman are then NaN.
+    gap.  Constant predictions have no correlation, and two subjects none that says anything
+    (+-1 whatever the model): Pearson and Spearman are then NaN.
 
     Args:
         predicted, true: ``(N,)`` ages, ``N >= 2``; ``true`` finite.
@@ -62,11 +67,12 @@ def regression_metrics(predicted, true) -> dict[str, float]:
         raise ValueError("true ages contain NaN or infinite values")
     if not torch.isfinite(p).all():
         return dict.fromkeys(("mae", "rmse", "pearson", "spearman", "r2", "mean_gap"), float("nan"))
+    uncorrelated = len(p) < CORRELATION_SUBJECTS or _is_constant(p) or _is_constant(t)
     return {
         "mae": float(mean_absolute_error(p, t)),
         "rmse": float(mean_squared_error(p, t, squared=False)),
-        "pearson": float("nan") if _is_constant(p) or _is_constant(t) else float(pearson_corrcoef(p, t)),
-        "spearman": spearman_rho(p, t),
+        "pearson": float("nan") if uncorrelated else float(pearson_corrcoef(p, t)),
+        "spearman": float("nan") if uncorrelated else spearman_rho(p, t),
         "r2": float(r2_score(p, t)),
         "mean_gap": float((p - t).mean()),
     }
@@ -110,8 +116,9 @@ def gap_metrics(predicted, true, bias: tuple[float, float]) -> dict[str, float]:
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     """Pearson r of two ``(N,)`` arrays; NaN (undefined, without numpy's warning) when one of them
-    is constant, as the gap of a model that predicts one age for everyone."""
-    if not (np.ptp(a) > 0 and np.ptp(b) > 0):
+    is constant, as the gap of a model that predicts one age for everyone, or for fewer than
+    :data:`CORRELATION_SUBJECTS` subjects."""
+    if len(a) < CORRELATION_SUBJECTS or not (np.ptp(a) > 0 and np.ptp(b) > 0):
         return float("nan")
     return float(np.corrcoef(a, b)[0, 1])
 

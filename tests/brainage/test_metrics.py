@@ -58,7 +58,7 @@ def test_spearman_is_exact_and_undefined_for_constant_predictions():
     assert regression_metrics(true + 1, true)["spearman"] == pytest.approx(
         1.0, abs=1e-12
     )  # torchmetrics' spearman_corrcoef: 0.9999995
-    assert regression_metrics([1.0, 2.0], [3.0, 4.0])["spearman"] == pytest.approx(1.0, abs=1e-12)
+    assert regression_metrics([1.0, 2.0, 3.0], [3.0, 4.0, 5.0])["spearman"] == pytest.approx(1.0, abs=1e-12)
     assert regression_metrics(-true, true)["spearman"] == pytest.approx(-1.0, abs=1e-12)
     tied = np.array([20.0, 20.0, 40.0, 41.0, 60.0])
     assert regression_metrics(tied, true)["spearman"] == pytest.approx(scipy.stats.spearmanr(tied, true)[0], abs=1e-12)
@@ -77,3 +77,16 @@ def test_gap_correlations_of_a_constant_gap_are_undefined_without_a_warning():
         gaps = gap_metrics(true + 3.0, true, fit_age_bias(true + 3.0, true))
     assert np.isnan(gaps["gap_age_correlation"]) and np.isnan(gaps["corrected_gap_age_correlation"])
     assert gaps["corrected_mae"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_correlations_of_two_subjects_are_undefined_as_they_are_plus_or_minus_one_whatever_the_model():
+    """A test fold of 2 subjects (10 subjects, 5 folds): a correlation would read +-1 for any model."""
+    true, predicted = np.array([30.0, 60.0]), np.array([61.0, 20.0])
+    metrics = regression_metrics(predicted, true)
+    assert np.isnan(metrics["pearson"]) and np.isnan(metrics["spearman"])
+    assert metrics["mae"] == pytest.approx(np.abs(predicted - true).mean())
+    gaps = gap_metrics(predicted, true, (0.1, -2.0))
+    assert np.isnan(gaps["gap_age_correlation"]) and np.isnan(gaps["corrected_gap_age_correlation"])
+    three = regression_metrics(np.array([61.0, 20.0, 50.0]), np.array([30.0, 60.0, 45.0]))
+    assert three["spearman"] == pytest.approx(scipy.stats.spearmanr([61, 20, 50], [30, 60, 45])[0])
+    assert three["pearson"] == pytest.approx(scipy.stats.pearsonr([61, 20, 50], [30, 60, 45])[0])
