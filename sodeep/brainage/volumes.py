@@ -11,6 +11,7 @@ is an error: it could sit in a training fold and a test fold.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -234,10 +235,14 @@ def load_volume(path: str | os.PathLike, shape: Sequence[int] = GRID_4MM, voxel_
     image = nibabel.as_closest_canonical(nibabel.load(str(path)))
     if 0 in image.shape:
         raise ValueError(f"{path}: the volume has no voxels (shape {image.shape})")
-    if len(image.shape) == 4 and image.shape[3] == 1:
-        image = image.slicer[..., 0]
+    if len(image.shape) > 3 and all(size == 1 for size in image.shape[3:]):  # one frame, as 4-D or 5-D
+        image = image.slicer[(..., *[0] * (len(image.shape) - 3))]
     if len(image.shape) != 3:
-        raise ValueError(f"{path}: expected a 3-D volume, got shape {image.shape}")
+        frames = f" of {math.prod(image.shape[3:])} frames" if len(image.shape) > 3 else ""
+        raise ValueError(
+            f"{path}: expected a 3-D volume, got shape {image.shape}{frames}: give one 3-D T1 volume per "
+            "subject (a series of frames, such as fMRI or diffusion, is not one)"
+        )
     data = np.asarray(image.dataobj)
     if np.iscomplexobj(data):
         raise ValueError(f"{path}: the voxels are complex numbers ({data.dtype}); a T1 volume is real")

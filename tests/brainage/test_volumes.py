@@ -506,3 +506,14 @@ def test_a_mask_is_refused_naming_its_file(tmp_path):
     with pytest.raises(ValueError) as raised:
         load_volume(path, (10, 10, 10), 4.0)
     assert str(raised.value).startswith(f"{path}: 100% of the brain's voxels have one intensity")
+
+
+def test_a_single_frame_in_four_or_five_dimensions_is_the_volume_and_a_series_of_frames_is_refused(tmp_path):
+    data = blob((24, 28, 24), 3)
+    expected = load_volume(write_volume(tmp_path / "a.nii.gz", data, voxel_size=2.0))
+    for extra in ((1,), (1, 1)):
+        path = write_volume(tmp_path / f"x{len(extra)}.nii.gz", data.reshape(*data.shape, *extra), voxel_size=2.0)
+        np.testing.assert_array_equal(load_volume(path), expected)
+    series = write_volume(tmp_path / "bold.nii.gz", np.stack([data] * 3, axis=-1), voxel_size=2.0)
+    with pytest.raises(ValueError, match=r"shape \(24, 28, 24, 3\) of 3 frames: give one 3-D T1 volume per subject"):
+        load_volume(series)
