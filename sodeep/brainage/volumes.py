@@ -39,6 +39,9 @@ GRID_4MM = (45, 54, 45)
 #: Least share of the grid a brain (voxels above 0) fills; an adult brain fills about a sixth of
 #: the MNI152 grid.
 MIN_BRAIN_FRACTION = 0.01
+#: Share of the grid above which a volume's "brain" (voxels above 0) is noted as a head or its
+#: background: a skull-stripped adult brain fills about a sixth of the MNI152 grid.
+UNMASKED_BRAIN_FRACTION = 0.5
 #: Most of a brain's voxels one intensity may hold: a mask or a constant image holds nearly all.
 MAX_SHARE_OF_ONE_INTENSITY = 0.5
 #: Fewest distinct intensities above 0 in a file's voxels: a tissue segmentation (labels 1, 2, 3)
@@ -87,9 +90,21 @@ class Cohort:
 
     def remarks(self, source: str) -> list[str]:
         """Lines a reader of the manifest ``source`` should know of the subjects kept, as for a
-        table: ages above a lifetime, subject ids on several rows (with an id column), and empty
-        site cells among named sites."""
+        table: ages above a lifetime, subject ids on several rows (with an id column), empty
+        site cells among named sites, and volumes that look unmasked (a "brain" of more than
+        :data:`UNMASKED_BRAIN_FRACTION` of the grid)."""
         lines = ages_beyond_a_lifetime(source, self.ages.numpy()) + repeated_ids_note(source, self.subjects)
+        brain_fraction = (self.volumes != 0).flatten(1).float().mean(1)
+        unmasked = torch.nonzero(brain_fraction > UNMASKED_BRAIN_FRACTION).flatten().tolist()
+        if unmasked:
+            first = unmasked[0]
+            lines.append(
+                f"{source}: {len(unmasked)} of {plural(len(self.paths), 'volume')} "
+                f"{'fills' if len(unmasked) == 1 else 'fill'} more than half the grid with voxels above 0 "
+                f"(first {self.paths[first]}: {float(brain_fraction[first]):.0%}; a brain fills about a sixth): "
+                "give skull-stripped or brain-masked T1s, whose outside is 0, or the head and background "
+                "are z-scored and learned as brain"
+            )
         unnamed = sum(site == NO_SITE for site in self.sites)
         if 0 < unnamed < len(self.sites):
             lines.append(

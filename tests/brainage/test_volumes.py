@@ -517,3 +517,23 @@ def test_a_single_frame_in_four_or_five_dimensions_is_the_volume_and_a_series_of
     series = write_volume(tmp_path / "bold.nii.gz", np.stack([data] * 3, axis=-1), voxel_size=2.0)
     with pytest.raises(ValueError, match=r"shape \(24, 28, 24, 3\) of 3 frames: give one 3-D T1 volume per subject"):
         load_volume(series)
+
+
+def test_volumes_that_are_not_skull_stripped_are_noted(tmp_path):
+    """A raw T1 (head and a noisy background above 0) is z-scored as if it were all brain."""
+    rng = np.random.default_rng(0)
+    lines = ["path,age"]
+    for index in range(3):
+        data = blob((10, 10, 10), index)
+        if index > 0:  # the background of a scan that is not masked
+            data = np.where(data > 0, data, 1 + 4 * rng.random(data.shape)).astype(np.float32)
+        write_volume(tmp_path / f"s{index}.nii.gz", data, voxel_size=4.0)
+        lines.append(f"s{index}.nii.gz,{20 + index}")
+    (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
+    cohort = load_cohort(tmp_path / "manifest.csv", tmp_path / "cache", shape=(10, 10, 10), progress=False)
+    (remark,) = cohort.remarks("manifest.csv")
+    assert remark == (
+        f"manifest.csv: 2 of 3 volumes fill more than half the grid with voxels above 0 (first {tmp_path / 's1.nii.gz'}: "
+        "100%; a brain fills about a sixth): give skull-stripped or brain-masked T1s, whose outside is 0, or the head "
+        "and background are z-scored and learned as brain"
+    )
