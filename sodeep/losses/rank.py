@@ -127,10 +127,19 @@ class FrozenSorterMixin(nn.Module):
 
 
 def check_length_for(sorter: SorterFunction, scores: torch.Tensor) -> None:
-    """Refuse rows ``scores`` ``(B, n)`` longer than a loss's ``sorter`` takes (its ``max_length``),
-    saying how to give the loss another sorter."""
-    longest = getattr(sorter, "max_length", None)
-    if isinstance(longest, int) and isinstance(scores, torch.Tensor) and scores.shape[-1] > longest:
+    """Refuse rows ``scores`` ``(B, n)`` longer or shorter than a loss's ``sorter`` takes (its
+    ``max_length`` and ``min_length``), saying how to give the loss another sorter."""
+    if not isinstance(scores, torch.Tensor):
+        return
+    longest, shortest = getattr(sorter, "max_length", None), getattr(sorter, "min_length", None)
+    if isinstance(shortest, int) and scores.shape[-1] < shortest:
+        takes = f"only n={shortest}" if shortest == longest else f"n >= {shortest}"
+        raise ValueError(
+            f"the loss ranks rows of n={scores.shape[-1]} values, and its sorter takes {takes} (for (n,) "
+            f"predictions n is the batch: a last, shorter batch? drop_last=True leaves it out); or give the loss "
+            "a sorter of any n, e.g. sorter=load_sorter()"
+        )
+    if isinstance(longest, int) and scores.shape[-1] > longest:
         raise ValueError(
             f"the loss ranks rows of n={scores.shape[-1]} values, more than its sorter takes ({longest}); give the "
             "loss a sorter without that limit, e.g. sorter=PairwiseSigmoidSorter() (any n, memory B * n^2)"

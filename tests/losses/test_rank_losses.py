@@ -12,7 +12,7 @@ from sodeep.losses import (
     descending_normalized,
     spearman_loss,
 )
-from sodeep.sorters import ConvSorter, PairwiseSigmoidSorter
+from sodeep.sorters import ConvSorter, OriginalCNNSorter, PairwiseSigmoidSorter
 
 SHARP = PairwiseSigmoidSorter(temperature=1e-4)
 
@@ -567,3 +567,21 @@ def test_a_loss_moved_to_the_meta_device_is_told_to_use_to_empty():
         loss(torch.randn(8), torch.randn(8))
     loss.to_empty(device="cpu")  # and the advice works
     assert torch.isfinite(loss(torch.randn(8), torch.randn(8)))
+
+
+@pytest.mark.parametrize("form", ["module", "function"])
+def test_a_short_last_batch_for_a_fixed_length_sorter_is_named_as_the_losss_batch(form):
+    sorter = OriginalCNNSorter(length=40)
+    predictions, targets = torch.randn(37), torch.randn(37)
+    if form == "module":
+        compute = lambda: SpearmanLoss(sorter=sorter)(predictions, targets)  # noqa: E731
+    else:
+        compute = lambda: spearman_loss(predictions, targets, sorter)  # noqa: E731
+    with pytest.raises(ValueError) as raised:
+        compute()
+    assert str(raised.value) == (
+        "the loss ranks rows of n=37 values, and its sorter takes only n=40 (for (n,) predictions n is the batch: "
+        "a last, shorter batch? drop_last=True leaves it out); or give the loss a sorter of any n, e.g. "
+        "sorter=load_sorter()"
+    )
+    assert torch.isfinite(SpearmanLoss(sorter=sorter)(torch.randn(40), torch.randn(40)))
