@@ -39,13 +39,17 @@ SorterFunction = Callable[[torch.Tensor], torch.Tensor]
 class DescendingNormalized:
     """A sorter that returns ascending ranks in ``[1, n]`` (torchsort's ``soft_rank``, most
     soft-sort libraries), in sodeep's convention: it ranks the negated scores and divides by ``n``.
-    Picklable wherever ``ascending_sorter`` is (a module-level function such as ``soft_rank``)."""
+    Takes ``(n,)`` or ``(B, n)``, as the other sorters do, also where ``ascending_sorter`` takes
+    rows only.  Picklable wherever ``ascending_sorter`` is (a module-level function such as
+    ``soft_rank``)."""
 
     def __init__(self, ascending_sorter: SorterFunction) -> None:
         check_sorter(ascending_sorter, "ascending_sorter")
         self.ascending_sorter = ascending_sorter
 
     def __call__(self, scores: torch.Tensor) -> torch.Tensor:
+        if isinstance(scores, torch.Tensor) and scores.dim() == 1:  # torchsort's soft_rank takes rows only
+            return self(scores.unsqueeze(0)).squeeze(0)
         return self.ascending_sorter(-scores) / scores.shape[-1]
 
     def __repr__(self) -> str:

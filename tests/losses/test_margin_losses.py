@@ -238,14 +238,14 @@ def test_margins_and_masks_are_checked():
         MultiLabelRankingHingeLoss(margin=nan)(scores, labels)
     with pytest.raises(ValueError, match="margin must be finite"):
         MultiLabelHingeLoss(4, margin=nan)
-    # Three margins for four labels used to fail inside torch's expand.
+    # Three margins for four labels are named, not left to fail inside torch's expand.
     with pytest.raises(ValueError, match="4 margins"):
         MultiLabelHingeLoss(4, margin=[1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="num_labels must be >= 1"):
         MultiLabelHingeLoss(0)
     with pytest.raises(ValueError, match="built for num_labels=3"):
         MultiLabelHingeLoss(3)(scores, labels)
-    # A mask of 2s or halves is a weight in disguise: it used to count as "known".
+    # A mask of 2s or halves is a weight in disguise, refused rather than counted as "known".
     with pytest.raises(ValueError, match="mask must contain only 0 and 1"):
         pairwise_margin_ranking_loss(scores, labels, mask=torch.tensor([[1, 0, 2, 1], [1, 1, 1, 1]]))
     with pytest.raises(ValueError, match="mask must contain only 0 and 1"):

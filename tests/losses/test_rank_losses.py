@@ -3,7 +3,7 @@ import scipy.stats
 import torch
 
 import sodeep
-from sodeep import SpearmanLoss, load_sorter
+from sodeep import SpearmanLoss, load_sorter, rank
 from sodeep.checkpoints import TRAINING_SETTINGS
 from sodeep.losses import (
     HardNegativeRankLoss,
@@ -585,3 +585,15 @@ def test_a_short_last_batch_for_a_fixed_length_sorter_is_named_as_the_losss_batc
         "sorter=load_sorter()"
     )
     assert torch.isfinite(SpearmanLoss(sorter=sorter)(torch.randn(40), torch.randn(40)))
+
+
+def test_an_adapted_ascending_sorter_of_rows_only_takes_one_row_as_the_other_sorters_do():
+    def rows_only(scores):  # as torchsort's soft_rank: "'values' should be a 2d-tensor"
+        if scores.dim() != 2:
+            raise ValueError("'values' should be a 2d-tensor")
+        return _ascending_exact_ranks(scores)
+
+    sorter = descending_normalized(rows_only)
+    scores = torch.tensor([0.3, -1.0, 2.0, 0.3])
+    torch.testing.assert_close(sorter(scores), rank(scores))
+    torch.testing.assert_close(sorter(scores[None]), rank(scores[None]))
