@@ -31,12 +31,19 @@ def block_seconds_per_call(call: Callable[[], object], seconds: float) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--batches", type=number_list(int), default=[4, 64], help="B, e.g. 4,64")
-    parser.add_argument("--lengths", type=number_list(int), default=[64, 128, 129, 256, 1024, 4096, 16384])
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--block-seconds", type=float, default=0.02)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--batches", type=number_list(int), default=[4, 64], help="batch sizes B, comma-separated")
+    parser.add_argument(
+        "--lengths",
+        type=number_list(int),
+        default=[64, 128, 129, 256, 1024, 4096, 16384],
+        help="row lengths n, comma-separated",
+    )
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds (medians of them)")
+    parser.add_argument("--block-seconds", type=float, default=0.02, help="seconds of repeated calls timed per block")
     arguments = parser.parse_args()
     if min(arguments.threads, arguments.rounds, *arguments.batches, *arguments.lengths) < 1:
         parser.error("--threads, --rounds, --batches and --lengths must be >= 1")

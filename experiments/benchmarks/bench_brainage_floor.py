@@ -58,11 +58,17 @@ def paired(runs: dict[tuple, dict], reference: dict[tuple, dict], metric: str) -
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--floors", type=number_at_least(float, 0), nargs="+", default=[0, 0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30]
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    parser.add_argument("--seeds", type=number_at_least(int, 0), nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--floors",
+        type=number_at_least(float, 0),
+        nargs="+",
+        default=[0, 0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30],
+        help="temperature floors of the sorter (0: none)",
+    )
+    parser.add_argument("--seeds", type=number_at_least(int, 0), nargs="+", default=[0, 1, 2], help="seeds")
     parser.add_argument("--workers", type=number_at_least(int, 1), default=2, help="processes, one thread each")
     arguments = parser.parse_args()
     if min(arguments.floors) < 0 or arguments.workers < 1:

@@ -31,12 +31,17 @@ def step_seconds(model, optimizer, loss, volumes, ages, steps: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--batch-sizes", type=number_at_least(int, 2), nargs="+", default=[8, 16])
-    parser.add_argument("--rounds", type=number_at_least(int, 1), default=5)
-    parser.add_argument("--steps", type=number_at_least(int, 1), default=3)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--batch-sizes", type=number_at_least(int, 2), nargs="+", default=[8, 16], help="volumes per step"
+    )
+    parser.add_argument("--rounds", type=number_at_least(int, 1), default=5, help="interleaved rounds (best taken)")
+    parser.add_argument("--steps", type=number_at_least(int, 1), default=3, help="timed steps per preset and round")
+    parser.add_argument("--threads", type=number_at_least(int, 1), default=2, help="torch threads")
     arguments = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(arguments.threads)
     torch.manual_seed(0)
     print("| batch | preset | step (ms) | ratio to l1 |\n|---|---|---|---|")
     for batch in arguments.batch_sizes:

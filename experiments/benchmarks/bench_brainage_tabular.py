@@ -64,11 +64,13 @@ def row(name: str, runs: list[dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--csv", help="a brain-age table (default: the bundled fcon1000 table)")
+    parser = argparse.ArgumentParser(
+        description=" ".join(__doc__.split("\n\n")[0].split()), formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--csv", help="a brain-age table (none: the bundled fcon1000 table)")
     parser.add_argument("--results", help="results.json of `sodeep brainage tabular` on the same CSV")
-    parser.add_argument("--folds", type=number_at_least(int, 2), default=5)
-    parser.add_argument("--seeds", type=number_at_least(int, 0), nargs="+", default=[0, 1, 2])
+    parser.add_argument("--folds", type=number_at_least(int, 2), default=5, help="cross-validation folds")
+    parser.add_argument("--seeds", type=number_at_least(int, 0), nargs="+", default=[0, 1, 2], help="fold seeds")
     arguments = parser.parse_args()
     results = None
     if arguments.results:

@@ -152,12 +152,14 @@ def sequences_per_second(batch_size: int, length: int, calls: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument(
         "--rounds", type=number_at_least(int, 1), default=300, help="timed batches (after 20 of warm-up)"
     )
     parser.add_argument(
-        "--threads", type=number_at_least(int, 1), default=None, help="torch threads (default: torch's own)"
+        "--threads", type=number_at_least(int, 1), default=None, help="torch threads (none: torch's own)"
     )
     parser.add_argument(
         "--job-steps", type=number_at_least(int, 1), default=2000, help="steps of each pretraining job timed"

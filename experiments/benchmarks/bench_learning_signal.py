@@ -322,7 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Variants: " + "; ".join(f"{name}: {label}" for name, label in VARIANTS.items()),
     )
     parser.add_argument(
-        "--variants", default=",".join(VARIANTS), help="comma-separated names from the list below (default: all)"
+        "--variants",
+        default=",".join(VARIANTS),
+        help="comma-separated names from the list below (default: all); sorter@FLOOR and torchsort@REGULARIZATION "
+        "run those rankers at another setting, e.g. sorter@0.3,torchsort@1",
     )
     parser.add_argument("--lengths", type=number_list(int), default=[5, 15], help="learning-to-sort n (default 5,15)")
     parser.add_argument("--seeds", type=int, default=8, help="learning-to-sort seeds 0..K-1 (default 8)")

@@ -31,10 +31,15 @@ def double_loop(scores: torch.Tensor, labels: torch.Tensor, margin: float) -> to
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--loop-rows", type=number_at_least(int, 1), default=1)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--loop-rows", type=number_at_least(int, 1), default=1, help="rows the double loop runs (scaled to B)"
+    )
+    parser.add_argument("--threads", type=number_at_least(int, 1), default=2, help="torch threads")
     arguments = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(arguments.threads)
     generator = torch.Generator().manual_seed(0)
     batch, items = 256, 1000
     scores = torch.randn(batch, items, generator=generator, requires_grad=True)

@@ -81,7 +81,7 @@ def add_brainage_parser(commands: Any) -> argparse.ArgumentParser:
         "sites: leave-one-site-out; needs a site column)",
     )
     _add_fine_tuning_flags(add)
-    add("out", metavar="DIR", help="results.json, results.md, plots/, curves/, checkpoints/")
+    add("out", metavar="DIR", help="run.json, results.json, results.md, predictions.csv, plots/, curves/, checkpoints/")
     add("wandb", choices=WANDB_MODES, help="W&B logging (offline: nothing is sent)")
     _add_scale_out_flags(add)
     tabular.set_defaults(handler=_handler(TabularConfig, "run_tabular"))
@@ -112,7 +112,7 @@ def add_brainage_parser(commands: Any) -> argparse.ArgumentParser:
     )
     _add_network_flags(add)
     _add_fine_tuning_flags(add)
-    add("out", metavar="DIR", help="results.json, results.md, plots/, cache/, checkpoints/")
+    add("out", metavar="DIR", help="run.json, results.json, results.md, plots/, curves/, cache/, checkpoints/")
     add("wandb", choices=WANDB_MODES, help="W&B logging (offline: nothing is sent)")
     _add_scale_out_flags(add)
     synthetic.set_defaults(handler=_handler(SyntheticConfig, "run_synthetic"))
@@ -131,7 +131,11 @@ def add_brainage_parser(commands: Any) -> argparse.ArgumentParser:
     _add_network_flags(add)
     add("cache", metavar="DIR", help="preprocessed volumes", shown="OUT/cache")
     _add_fine_tuning_flags(add)
-    add("out", metavar="DIR", help="results.json, results.md, plots/, checkpoints/")
+    add(
+        "out",
+        metavar="DIR",
+        help="run.json, results.json, results.md, predictions.csv, plots/, curves/, cache/ (with no --cache), checkpoints/",
+    )
     add("wandb", choices=WANDB_MODES, help="W&B logging (offline: nothing is sent)")
     _add_scale_out_flags(add)
     nifti.set_defaults(handler=_handler(NiftiConfig, "run_nifti"))

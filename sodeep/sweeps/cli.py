@@ -59,7 +59,12 @@ def add_sweep_parser(commands: Any) -> None:
         action="store_true",
         help="clear ROOT/<name> first, whatever sweep it holds: every trial runs again",
     )
-    run.add_argument("--dry-run", action="store_true", help="print each trial's command and run nothing")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the spec and print each trial's command (marking those a run would skip) and the thread "
+        "settings; run nothing",
+    )
     run.set_defaults(handler=command_run)
     report = actions.add_parser(
         "report",
