@@ -94,7 +94,7 @@ class Cohort:
         site cells among named sites, and volumes that look unmasked (a "brain" of more than
         :data:`UNMASKED_BRAIN_FRACTION` of the grid)."""
         lines = ages_beyond_a_lifetime(source, self.ages.numpy()) + repeated_ids_note(source, self.subjects)
-        brain_fraction = (self.volumes != 0).flatten(1).float().mean(1)
+        brain_fraction = torch.count_nonzero(self.volumes.flatten(1), dim=1) / self.volumes[0].numel()
         unmasked = torch.nonzero(brain_fraction > UNMASKED_BRAIN_FRACTION).flatten().tolist()
         if unmasked:
             first = unmasked[0]
