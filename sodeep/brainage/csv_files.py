@@ -27,6 +27,12 @@ def describe_lines(lines: Sequence[int]) -> str:
     return f"{'line' if len(lines) == 1 else 'lines'} {shown}{more}"
 
 
+def describe_first(parts: Sequence[str]) -> str:
+    """``"a, b, c"``, or the first :data:`SHOWN_PROBLEMS` parts and ``", and N more"``."""
+    more = f", and {len(parts) - SHOWN_PROBLEMS} more" if len(parts) > SHOWN_PROBLEMS else ""
+    return ", ".join(parts[:SHOWN_PROBLEMS]) + more
+
+
 #: Column names an error shows before "and N more".
 SHOWN_COLUMNS = 12
 

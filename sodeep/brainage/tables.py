@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from sodeep.brainage.csv_files import (
-    SHOWN_PROBLEMS,
     age_problem,
     check_usable_rows,
     closest_column,
     describe_columns,
+    describe_first,
     describe_left_out,
     describe_lines,
     find_column,
@@ -157,15 +157,16 @@ class AgeTable:
 
 def constant_features_note(source: str, constant: dict[str, bool], subjects: int) -> str:
     """One line naming the features that hold one value over the ``subjects`` kept."""
-    shown = ", ".join(
-        f"{name!r} ({'its values differ only past float32 precision: subtract an offset' if rounded else 'one value'})"
-        for name, rounded in list(constant.items())[:SHOWN_PROBLEMS]
+    shown = describe_first(
+        [
+            f"{name!r} ({'its values differ only past float32 precision: subtract an offset' if rounded else 'one value'})"
+            for name, rounded in constant.items()
+        ]
     )
-    more = f", and {len(constant) - SHOWN_PROBLEMS} more" if len(constant) > SHOWN_PROBLEMS else ""
     return (
         f"{source}: {plural(len(constant), 'feature')} {'holds' if len(constant) == 1 else 'hold'} one value over "
         f"the {plural(subjects, 'subject')} kept and tell{'s' if len(constant) == 1 else ''} nothing about age: "
-        f"{shown}{more}"
+        f"{shown}"
     )
 
 
@@ -190,13 +191,14 @@ OLDEST_AGE = 130
 def describe_dropped_columns(source: str, dropped: dict[str, list[tuple[int, str]]], rows: int) -> str:
     """One line: ``my.csv: columns with cells that are not plain numbers are not features: 'g' (2 of 4 cells,
     line 4: 'fail'); ...``."""
-    shown = ", ".join(
-        f"{column!r} ({len(cells)} of {rows} cells, line {cells[0][0]}: {cells[0][1]!r})"
-        for column, cells in list(dropped.items())[:SHOWN_PROBLEMS]
+    shown = describe_first(
+        [
+            f"{column!r} ({len(cells)} of {rows} cells, line {cells[0][0]}: {cells[0][1]!r})"
+            for column, cells in dropped.items()
+        ]
     )
-    more = f", and {len(dropped) - SHOWN_PROBLEMS} more" if len(dropped) > SHOWN_PROBLEMS else ""
     return (
-        f"{source}: columns with cells that are not plain numbers are not features: {shown}{more}; "
+        f"{source}: columns with cells that are not plain numbers are not features: {shown}; "
         "name them in features= to keep them (their rows with text are then skipped)"
     )
 

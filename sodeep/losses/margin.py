@@ -281,6 +281,10 @@ def multilabel_hinge_loss(
     return get_reducer(reduction)(hinge, weight)
 
 
+#: The buffers of MultiLabelHingeLoss that hold its margins' state.
+_MARGIN_BUFFERS = ("base_margin", "margin", "running_loss")
+
+
 class MultiLabelHingeLoss(nn.Module):
     """Module form of :func:`multilabel_hinge_loss` with per-label and optionally adaptive margins.
 
@@ -358,21 +362,45 @@ class MultiLabelHingeLoss(nn.Module):
         # Kept off the buffers for reset_parameters: a module built on the meta device has no values.
         self._initial_margin = None if base.is_meta else base.detach().to("cpu", copy=True)
         base = base.to(device)
-        # Fixed margins are settings, given when the loss is built: only adaptive ones are state,
-        # saved in state_dict (a checkpoint must not replace the margins a fine-tuning run asks for).
-        self.register_buffer("base_margin", base, persistent=adaptive)
-        self.register_buffer("margin", base.clone(), persistent=adaptive)
-        self.register_buffer("running_loss", torch.ones(num_labels), persistent=adaptive)
+        self.register_buffer("base_margin", base)
+        self.register_buffer("margin", base.clone())
+        self.register_buffer("running_loss", torch.ones(num_labels))
         self.adaptive = adaptive
         self.margin_range = (float(margin_range[0]), float(margin_range[1]))
         self.momentum = float(momentum)
         self.reducer = get_reducer(reduction)
 
+    @property
+    def adaptive(self) -> bool:
+        """Whether margins adapt in training mode.  Fixed margins are settings, given when the loss
+        is built, and stay out of ``state_dict`` (a checkpoint must not replace the margins a
+        fine-tuning run asks for); adaptive ones are state, saved with it."""
+        return self._adaptive
+
+    @adaptive.setter
+    def adaptive(self, adaptive: bool) -> None:
+        if not isinstance(adaptive, bool):
+            raise TypeError(f"adaptive must be True or False, got {type(adaptive).__name__} {adaptive!r}")
+        self._adaptive = adaptive
+        if adaptive:
+            self._non_persistent_buffers_set.difference_update(_MARGIN_BUFFERS)
+        else:
+            self._non_persistent_buffers_set.update(_MARGIN_BUFFERS)
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         if not self.adaptive:  # the state of an adaptive loss, or of one saved with its fixed margins
-            for name in ("base_margin", "margin", "running_loss"):
+            for name in _MARGIN_BUFFERS:
                 state_dict.pop(prefix + name, None)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _apply(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # Buffers that leave the meta device (to_empty) hold no values: the margins given are put
+        # back, as fixed margins are settings that no checkpoint restores.
+        was_meta = self.margin.is_meta
+        super()._apply(fn, *args, **kwargs)
+        if was_meta and not self.margin.is_meta and self._initial_margin is not None:
+            self.reset_parameters()
+        return self
 
     @torch.no_grad()
     def reset_parameters(self) -> None:

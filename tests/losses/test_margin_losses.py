@@ -765,3 +765,38 @@ def test_fixed_margins_are_settings_kept_through_loading_a_checkpoint():
     assert set(restored.state_dict()) == {"base_margin", "margin", "running_loss"}
     torch.testing.assert_close(restored.margin, adaptive.margin)
     assert not torch.equal(restored.margin, torch.full((3,), 0.5))
+
+
+def test_fixed_margins_come_back_when_a_model_built_on_the_meta_device_is_given_memory():
+    """The usual flow: build on meta, to_empty, load_state_dict (which holds no fixed margins)."""
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = torch.nn.Linear(3, 4)
+            self.loss = MultiLabelHingeLoss(4, margin=[0.5, 1.0, 1.5, 2.0])
+
+    checkpoint = Net().state_dict()
+    with torch.device("meta"):
+        model = Net()
+    model.to_empty(device="cpu")
+    model.load_state_dict(checkpoint)
+    torch.testing.assert_close(model.loss.margin, torch.tensor([0.5, 1.0, 1.5, 2.0]))
+    torch.testing.assert_close(model.loss.running_loss, torch.ones(4))
+    moved = MultiLabelHingeLoss(4, margin=0.5).to("meta").to_empty(device="cpu")
+    torch.testing.assert_close(moved.margin, torch.full((4,), 0.5))
+
+
+def test_switching_adaptive_after_building_switches_what_state_dict_saves():
+    loss = MultiLabelHingeLoss(3, margin=0.5)
+    loss.adaptive = True
+    loss(torch.randn(8, 3), (torch.rand(8, 3) < 0.5).long())
+    assert set(loss.state_dict()) == {"base_margin", "margin", "running_loss"}
+    restored = MultiLabelHingeLoss(3, margin=0.5, adaptive=True)
+    restored.load_state_dict(loss.state_dict())
+    torch.testing.assert_close(restored.margin, loss.margin)
+    loss.adaptive = False
+    assert set(loss.state_dict()) == set()
+    loss.load_state_dict(loss.state_dict())  # strict, on its own state
+    with pytest.raises(TypeError, match="adaptive must be True or False"):
+        loss.adaptive = 1
