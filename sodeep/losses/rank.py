@@ -114,6 +114,8 @@ class FrozenSorterMixin(nn.Module):
                     for name, tensor in self._sorter_tensors(self.sorter).items():
                         if not tensor.is_meta:
                             tensor.copy_(self._sorter_values[name])
+                if hasattr(self.sorter, "has_meta_weights"):  # a Sorter: its weights are set again
+                    self.sorter.weights_unset = self.sorter.has_meta_weights()
         return self
 
     def rank(self, scores: torch.Tensor) -> torch.Tensor:

@@ -172,6 +172,14 @@ class Sorter(nn.Module):
         """Whether any weight is on the meta device (built there, holding no values)."""
         return any(tensor.is_meta for tensor in (*self.parameters(), *self.buffers()))
 
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> Sorter:
+        # Weights that leave the meta device (to_empty) get memory, not values.
+        was_meta = self.has_meta_weights()
+        super()._apply(fn, *args, **kwargs)
+        if was_meta and not self.has_meta_weights():
+            self.weights_unset = True
+        return self
+
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         # Weights loaded into memory are set, also when a model holding the sorter loads its own.
         super()._load_from_state_dict(*args, **kwargs)

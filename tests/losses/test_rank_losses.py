@@ -597,3 +597,22 @@ def test_an_adapted_ascending_sorter_of_rows_only_takes_one_row_as_the_other_sor
     scores = torch.tensor([0.3, -1.0, 2.0, 0.3])
     torch.testing.assert_close(sorter(scores), rank(scores))
     torch.testing.assert_close(sorter(scores[None]), rank(scores[None]))
+
+
+@pytest.mark.parametrize("build", [lambda: OriginalCNNSorter(length=40), lambda: ConvSorter(capacity=64)])
+def test_a_sorter_built_on_the_meta_device_and_given_memory_says_to_reset_its_weights(build):
+    with torch.device("meta"):
+        sorter = build()
+    sorter.to_empty(device="cpu")
+    with pytest.raises(RuntimeError, match=r"call sorter.reset_parameters\(\)"):
+        sorter(torch.randn(2, 40))
+    sorter.reset_parameters()
+    assert torch.isfinite(sorter(torch.randn(2, 40))).all()
+    # ...inside a loss as well, after the loss's own advice (to_empty).
+    with torch.device("meta"):
+        loss = SpearmanLoss(sorter=build())
+    loss.to_empty(device="cpu")
+    with pytest.raises(RuntimeError, match=r"call sorter.reset_parameters\(\)"):
+        loss(torch.randn(40), torch.randn(40))
+    loss.sorter.reset_parameters()
+    assert torch.isfinite(loss(torch.randn(40), torch.randn(40)))
