@@ -39,9 +39,9 @@ GRID_4MM = (45, 54, 45)
 #: Least share of the grid a brain (voxels above 0) fills; an adult brain fills about a sixth of
 #: the MNI152 grid.
 MIN_BRAIN_FRACTION = 0.01
-#: Share of the grid above which a volume's "brain" (voxels above 0) is noted as a head or its
-#: background: a skull-stripped adult brain fills about a sixth of the MNI152 grid.
-UNMASKED_BRAIN_FRACTION = 0.5
+#: Litres of voxels above 0 beyond which a volume's "brain" is noted as a head or its background:
+#: an adult brain is 1.1 to 1.9 litres, a head with its scalp 3.5 or more.
+UNMASKED_BRAIN_LITRES = 2.5
 #: Most of a brain's voxels one intensity may hold: a mask or a constant image holds nearly all.
 MAX_SHARE_OF_ONE_INTENSITY = 0.5
 #: Fewest distinct intensities above 0 in a file's voxels: a tissue segmentation (labels 1, 2, 3)
@@ -73,6 +73,7 @@ class Cohort:
     paths: list[Path]
     problems: list[tuple[int, str]] = field(default_factory=list)
     subjects: list[str] = field(default_factory=list)
+    voxel_size: float = 4.0
 
     def files_digest(self) -> str:
         """SHA-256 of every kept volume's path, size and modification time: a run resumes only on
@@ -92,18 +93,17 @@ class Cohort:
         """Lines a reader of the manifest ``source`` should know of the subjects kept, as for a
         table: ages above a lifetime, subject ids on several rows (with an id column), empty
         site cells among named sites, and volumes that look unmasked (a "brain" of more than
-        :data:`UNMASKED_BRAIN_FRACTION` of the grid)."""
+        :data:`UNMASKED_BRAIN_LITRES` in the grid)."""
         lines = ages_beyond_a_lifetime(source, self.ages.numpy()) + repeated_ids_note(source, self.subjects)
-        brain_fraction = torch.count_nonzero(self.volumes.flatten(1), dim=1) / self.volumes[0].numel()
-        unmasked = torch.nonzero(brain_fraction > UNMASKED_BRAIN_FRACTION).flatten().tolist()
+        litres = torch.count_nonzero(self.volumes.flatten(1), dim=1) * (self.voxel_size**3 / 1e6)
+        unmasked = torch.nonzero(litres > UNMASKED_BRAIN_LITRES).flatten().tolist()
         if unmasked:
             first = unmasked[0]
             lines.append(
                 f"{source}: {len(unmasked)} of {plural(len(self.paths), 'volume')} "
-                f"{'fills' if len(unmasked) == 1 else 'fill'} more than half the grid with voxels above 0 "
-                f"(first {self.paths[first]}: {float(brain_fraction[first]):.0%}; a brain fills about a sixth): "
-                "give skull-stripped or brain-masked T1s, whose outside is 0, or the head and background "
-                "are z-scored and learned as brain"
+                f"{'has' if len(unmasked) == 1 else 'have'} more than {UNMASKED_BRAIN_LITRES} litres of voxels above 0 "
+                f"(first {self.paths[first]}: {float(litres[first]):.1f}; a brain is 1.1 to 1.9): give skull-stripped "
+                "or brain-masked T1s, whose outside is 0, or the head and background are z-scored and learned as brain"
             )
         unnamed = sum(site == NO_SITE for site in self.sites)
         if 0 < unnamed < len(self.sites):
@@ -378,4 +378,5 @@ def load_cohort(
         paths=[row.path for row in kept],
         problems=problems,
         subjects=[row.subject for row in kept],
+        voxel_size=voxel_size,
     )

@@ -520,20 +520,26 @@ def test_a_single_frame_in_four_or_five_dimensions_is_the_volume_and_a_series_of
 
 
 def test_volumes_that_are_not_skull_stripped_are_noted(tmp_path):
-    """A raw T1 (head and a noisy background above 0) is z-scored as if it were all brain."""
+    """A raw T1 (head and a noisy background above 0) is z-scored as if it were all brain; a masked
+    brain of any size on any grid is not noted."""
     rng = np.random.default_rng(0)
+    grid = np.indices((40, 40, 40)) - 19.5
+    ball = (np.square(grid).sum(0) < 17**2).astype(np.float32)  # 1.3 litres at 4 mm
     lines = ["path,age"]
     for index in range(3):
-        data = blob((10, 10, 10), index)
+        data = ball * (1 + rng.random(ball.shape)).astype(np.float32)
         if index > 0:  # the background of a scan that is not masked
             data = np.where(data > 0, data, 1 + 4 * rng.random(data.shape)).astype(np.float32)
         write_volume(tmp_path / f"s{index}.nii.gz", data, voxel_size=4.0)
         lines.append(f"s{index}.nii.gz,{20 + index}")
     (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
-    cohort = load_cohort(tmp_path / "manifest.csv", tmp_path / "cache", shape=(10, 10, 10), progress=False)
+    cohort = load_cohort(tmp_path / "manifest.csv", tmp_path / "cache", shape=(40, 40, 40), progress=False)
     (remark,) = cohort.remarks("manifest.csv")
     assert remark == (
-        f"manifest.csv: 2 of 3 volumes fill more than half the grid with voxels above 0 (first {tmp_path / 's1.nii.gz'}: "
-        "100%; a brain fills about a sixth): give skull-stripped or brain-masked T1s, whose outside is 0, or the head "
-        "and background are z-scored and learned as brain"
+        f"manifest.csv: 2 of 3 volumes have more than 2.5 litres of voxels above 0 (first {tmp_path / 's1.nii.gz'}: "
+        "4.1; a brain is 1.1 to 1.9): give skull-stripped or brain-masked T1s, whose outside is 0, or the head and "
+        "background are z-scored and learned as brain"
     )
+    # A grid that crops the brain (as small test grids do) is never taken for a head.
+    small = load_cohort(tmp_path / "manifest.csv", tmp_path / "cache", shape=(12, 12, 12), progress=False)
+    assert small.remarks("manifest.csv") == []
