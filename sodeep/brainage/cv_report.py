@@ -11,7 +11,13 @@ import numpy as np
 import scipy.stats
 
 from sodeep.brainage.finetuning import started_from
-from sodeep.brainage.metrics import per_site_mae, per_site_spearman, regression_metrics, within_site_spearman
+from sodeep.brainage.metrics import (
+    CORRELATION_SUBJECTS,
+    per_site_mae,
+    per_site_spearman,
+    regression_metrics,
+    within_site_spearman,
+)
 from sodeep.brainage.tables import NO_SITE
 
 #: Metrics summarized as mean +- sd in the report, in this order.
@@ -43,9 +49,19 @@ def names_sites(sites: Sequence[str]) -> bool:
     return any(str(site) != NO_SITE for site in sites)
 
 
+def too_small_to_correlate(run: dict[str, Any]) -> bool:
+    """Whether the run's test fold has too few subjects for a correlation (+-1 whatever the model)."""
+    return len(run.get("test_rows", ())) < CORRELATION_SUBJECTS
+
+
+def undefined(run: dict[str, Any], metric: str) -> bool:
+    return metric not in run or math.isnan(run[metric])
+
+
 def summarize(results: dict[str, Any], ages: np.ndarray, sites: Sequence[str]) -> None:
     """Add to each preset and baseline mean/sd summaries over runs (of the metrics every run has:
-    the baselines have no age-bias fit), the metrics of the first seed's test predictions pooled
+    the baselines have no age-bias fit; correlations leave out the runs whose test fold is too
+    small to correlate, and then say over how many ``runs`` they are), the metrics of the first seed's test predictions pooled
     over its folds (``out_of_fold``: :data:`POOLED_METRICS`) and per-site MAE and Spearman (the
     same predictions); then the presets' paired comparisons."""
     for group in REPORTED_GROUPS:
@@ -55,11 +71,13 @@ def summarize(results: dict[str, Any], ages: np.ndarray, sites: Sequence[str]) -
                 continue
             entry["summary"] = {}
             for metric in REPORTED_METRICS:
-                values = [r[metric] for r in runs if metric in r and not math.isnan(r[metric])]
-                if len(values) < len(runs):
+                values = [r[metric] for r in runs if not undefined(r, metric)]
+                if not values or any(undefined(r, metric) and not too_small_to_correlate(r) for r in runs):
                     continue  # undefined for some run (or not recorded by it): no summary
-                sd = float(np.std(values, ddof=1)) if len(runs) > 1 else 0.0
+                sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
                 entry["summary"][metric] = {"mean": float(np.mean(values)), "sd": sd}
+                if len(values) < len(runs):
+                    entry["summary"][metric]["runs"] = len(values)
             first_seed = min(r["seed"] for r in runs)
             rows, predictions = out_of_fold(runs, first_seed)
             row_sites = [sites[i] for i in rows]
@@ -69,7 +87,11 @@ def summarize(results: dict[str, Any], ages: np.ndarray, sites: Sequence[str]) -
             pooled = regression_metrics(predictions, ages[rows])
             if names_sites(row_sites):
                 pooled["within_site_spearman"] = within_site_spearman(predictions, ages[rows], row_sites)
-            if any("spearman" not in run for run in runs if run["seed"] == first_seed):
+            if any(
+                undefined(run, "spearman") and not too_small_to_correlate(run)
+                for run in runs
+                if run["seed"] == first_seed
+            ):
                 # A fold whose predictions rank nobody (a constant): pooled, the folds' offsets
                 # alone would make a correlation.
                 pooled = {metric: value for metric, value in pooled.items() if "spearman" not in metric}
@@ -127,14 +149,27 @@ def _summary_table(entries: dict[str, Any], label: str, seeds: list[int]) -> lis
     """Markdown rows of mean +- sd per entry (``n/a`` for a metric without a summary); an entry
     whose runs cover other seeds than ``seeds`` (the report's) names its own."""
     lines = [f"| {label} | " + " | ".join(REPORTED_METRICS) + " | runs |", "|---" * (len(REPORTED_METRICS) + 2) + "|"]
+    partial = False
     for name, entry in entries.items():
         summary = entry["summary"]
-        cells = [
-            f"{summary[m]['mean']:.3f} +- {summary[m]['sd']:.3f}" if m in summary else "n/a" for m in REPORTED_METRICS
-        ]
+        cells = []
+        for metric in REPORTED_METRICS:
+            if metric not in summary:
+                cells.append("n/a")
+                continue
+            value = summary[metric]
+            of_runs = f" ({value['runs']} of {len(entry['runs'])} runs)" if "runs" in value else ""
+            partial |= bool(of_runs)
+            cells.append(f"{value['mean']:.3f} +- {value['sd']:.3f}{of_runs}")
         own = _seeds_of(entry)
         runs = f"{len(entry['runs'])}" + (f" (seeds {own})" if own != seeds else "")
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {runs} |")
+    if partial:
+        lines += [
+            "",
+            f"(k of N runs): the correlation of a test fold of fewer than {CORRELATION_SUBJECTS} subjects is +-1 "
+            "whatever the model, so those runs are left out of it.",
+        ]
     return lines
 
 

@@ -429,3 +429,27 @@ def test_a_site_split_checks_the_sites_before_the_subjects_so_its_advice_on_fold
     error = capsys.readouterr().err
     assert "needs 3 sites at least" in error and "split by age (--split stratified)" in error, error
     assert "--folds 2 to" not in error  # the subjects' advice, which no site split of 2 sites can follow
+
+
+def test_a_test_fold_too_small_to_correlate_is_left_out_of_the_correlations_and_said_so(tmp_path):
+    """Leave-one-site-out with a site of 2 subjects: that fold's correlations are undefined, the
+    others' still summarize, over the runs that have them."""
+    table = site_table(sizes=(9, 12, 2, 10))
+    results = cross_validate_table(
+        table, ["l1"], out=tmp_path, folds=4, split="site", seeds=[0], config=TINY, progress=False
+    )
+    ridge = results["baselines"]["ridge"]
+    small = [run for run in ridge["runs"] if len(run["test_rows"]) == 2]
+    assert len(small) == 1 and "spearman" not in small[0] and "pearson" not in small[0]
+    defined = [run["spearman"] for run in ridge["runs"] if "spearman" in run]
+    assert len(defined) == 3
+    assert ridge["summary"]["spearman"] == {
+        "mean": pytest.approx(np.mean(defined)),
+        "sd": pytest.approx(np.std(defined, ddof=1)),
+        "runs": 3,
+    }
+    assert "runs" not in ridge["summary"]["mae"]
+    assert "spearman" in results["presets"]["l1"]["out_of_fold"]  # pooled over all subjects, still defined
+    report = format_report(results, "sites")
+    assert f"{np.mean(defined):.3f} +- {np.std(defined, ddof=1):.3f} (3 of 4 runs)" in report
+    assert "the correlation of a test fold of fewer than 3 subjects is +-1 whatever the model" in report
