@@ -256,11 +256,13 @@ def format_table(rows: Sequence[DescentRow], steps: Sequence[float]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--draws", type=number_at_least(int, 1), default=500, help="(predictions, targets) pairs per cell (default 500)"
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    parser.add_argument("--batch", type=number_at_least(int, 1), default=4, help="rows B of a draw (default 4)")
+    parser.add_argument(
+        "--draws", type=number_at_least(int, 1), default=500, help="(predictions, targets) pairs per cell"
+    )
+    parser.add_argument("--batch", type=number_at_least(int, 1), default=4, help="rows B of a draw")
     parser.add_argument("--lengths", type=number_list(int, 2), default=[5, 20, 100], help="n, e.g. 5,20,100")
     parser.add_argument("--distributions", default=",".join(DISTRIBUTIONS), help=f"of {list(DISTRIBUTIONS)}")
     parser.add_argument(
@@ -273,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--fd-step",
         type=number_at_least(float, 0, above=True),
         default=1e-6,
-        help="finite-difference step, relative (default 1e-6)",
+        help="finite-difference step, relative",
     )
     parser.add_argument("--correlation", type=float, default=0.5, help="targets' correlation with predictions")
     parser.add_argument("--rankers", default="sodeep,pairwise,torchsort", help="of sodeep, pairwise, torchsort")

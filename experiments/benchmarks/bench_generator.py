@@ -159,7 +159,7 @@ def main() -> None:
         "--rounds", type=number_at_least(int, 1), default=300, help="timed batches (after 20 of warm-up)"
     )
     parser.add_argument(
-        "--threads", type=number_at_least(int, 1), default=None, help="torch threads (none: torch's own)"
+        "--threads", type=number_at_least(int, 1), default=None, help="torch threads (omitted: torch's own)"
     )
     parser.add_argument(
         "--job-steps", type=number_at_least(int, 1), default=2000, help="steps of each pretraining job timed"

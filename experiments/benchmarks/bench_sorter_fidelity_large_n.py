@@ -280,16 +280,18 @@ def chosen_sorter(arguments: argparse.Namespace) -> tuple[torch.nn.Module, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--checkpoint", help="sorter checkpoint (default: the shipped sorter)")
+    source.add_argument("--checkpoint", help="sorter checkpoint (none: the shipped sorter)")
     source.add_argument("--architecture", help="an untrained sorter of this architecture instead")
     parser.add_argument("--sorter", help="JSON config for --architecture, e.g. '{\"temperature\": 0.01}'")
     parser.add_argument("--lengths", default=",".join(map(str, DEFAULT_LENGTHS)), help="n, e.g. 512,4096")
-    parser.add_argument("--families", default=",".join(FAMILIES), help="pretraining families (default: all)")
+    parser.add_argument("--families", default=",".join(FAMILIES), help="pretraining families")
     parser.add_argument("--sets", default=",".join(EXTRA_SETS), help=f"other score sets, of {list(EXTRA_SETS)}")
-    parser.add_argument("--sequences", type=int, default=16, help="rows per (set, n) (default 16)")
-    parser.add_argument("--batch", type=int, default=4, help="rows per sorter call (default 4)")
+    parser.add_argument("--sequences", type=int, default=16, help="rows per (set, n)")
+    parser.add_argument("--batch", type=int, default=4, help="rows per sorter call")
     parser.add_argument("--repeats", type=int, default=5, help="timed forward+backward calls per cell")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")

@@ -222,22 +222,22 @@ QUICK = {"batches": [4], "lengths": [16, 300], "rounds": 3, "block_seconds": 0.0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if there is one, else exit)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--device", help="cuda, cuda:1, cpu (none: cuda if there is one, else exit)")
     parser.add_argument("--batches", type=number_list(int), default=[32, 256], help="B, e.g. 32,256")
     parser.add_argument("--lengths", type=number_list(int), default=[100, 1000, 4096], help="n, e.g. 100,1000,4096")
     parser.add_argument(
         "--strengths", type=number_list(float), default=[1.0], help="torchsort strengths; the first is the reference"
     )
-    parser.add_argument(
-        "--modes", type=mode_list, default=list(MODES), help=f"what to time, e.g. {','.join(MODES)} (the default)"
-    )
+    parser.add_argument("--modes", type=mode_list, default=list(MODES), help="what to time, comma-separated")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile(sorter)")
     parser.add_argument("--bare", action="store_true", help="the loss's arithmetic without SpearmanLoss's checks")
-    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds per cell (default 15)")
-    parser.add_argument("--block-seconds", type=float, default=0.05, help="length of a timed block (default 0.05)")
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds per cell")
+    parser.add_argument("--block-seconds", type=float, default=0.05, help="length of a timed block")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls per ranker and cell")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the scores")
     parser.add_argument("--quick", action="store_true", help="B=4, n in 16,300, 3 rounds of 5 ms blocks")
     parser.add_argument("--json", help="also write the settings and rows as JSON here")
     return parser

@@ -81,7 +81,11 @@ def add_brainage_parser(commands: Any) -> argparse.ArgumentParser:
         "sites: leave-one-site-out; needs a site column)",
     )
     _add_fine_tuning_flags(add)
-    add("out", metavar="DIR", help="run.json, results.json, results.md, predictions.csv, plots/, curves/, checkpoints/")
+    add(
+        "out",
+        metavar="DIR",
+        help="run.json, results.json, results.md, predictions.csv, plots/, curves/, checkpoints/, wandb/",
+    )
     add("wandb", choices=WANDB_MODES, help="W&B logging (offline: nothing is sent)")
     _add_scale_out_flags(add)
     tabular.set_defaults(handler=_handler(TabularConfig, "run_tabular"))
@@ -112,7 +116,7 @@ def add_brainage_parser(commands: Any) -> argparse.ArgumentParser:
     )
     _add_network_flags(add)
     _add_fine_tuning_flags(add)
-    add("out", metavar="DIR", help="run.json, results.json, results.md, plots/, curves/, cache/, checkpoints/")
+    add("out", metavar="DIR", help="run.json, results.json, results.md, plots/, curves/, cache/, checkpoints/, wandb/")
     add("wandb", choices=WANDB_MODES, help="W&B logging (offline: nothing is sent)")
     _add_scale_out_flags(add)
     synthetic.set_defaults(handler=_handler(SyntheticConfig, "run_synthetic"))
@@ -134,7 +138,8 @@ def add_brainage_parser(commands: Any) -> argparse.ArgumentParser:
     add(
         "out",
         metavar="DIR",
-        help="run.json, results.json, results.md, predictions.csv, plots/, curves/, cache/ (with no --cache), checkpoints/",
+        help="run.json, results.json, results.md, predictions.csv, plots/, curves/, cache/ (with no --cache), "
+        "checkpoints/, wandb/",
     )
     add("wandb", choices=WANDB_MODES, help="W&B logging (offline: nothing is sent)")
     _add_scale_out_flags(add)

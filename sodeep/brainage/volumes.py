@@ -11,7 +11,6 @@ is an error: it could sit in a training fold and a test fold.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -253,10 +252,9 @@ def load_volume(path: str | os.PathLike, shape: Sequence[int] = GRID_4MM, voxel_
     if len(image.shape) > 3 and all(size == 1 for size in image.shape[3:]):  # one frame, as 4-D or 5-D
         image = image.slicer[(..., *[0] * (len(image.shape) - 3))]
     if len(image.shape) != 3:
-        frames = f" of {math.prod(image.shape[3:])} frames" if len(image.shape) > 3 else ""
         raise ValueError(
-            f"{path}: expected a 3-D volume, got shape {image.shape}{frames}: give one 3-D T1 volume per "
-            "subject (a series of frames, such as fMRI or diffusion, is not one)"
+            f"{path}: expected a 3-D volume, got shape {image.shape}: give one 3-D T1 volume per subject (a "
+            "series of frames, such as fMRI or diffusion, or a field of vectors is not one)"
         )
     data = np.asarray(image.dataobj)
     if np.iscomplexobj(data):

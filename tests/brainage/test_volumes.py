@@ -515,7 +515,7 @@ def test_a_single_frame_in_four_or_five_dimensions_is_the_volume_and_a_series_of
         path = write_volume(tmp_path / f"x{len(extra)}.nii.gz", data.reshape(*data.shape, *extra), voxel_size=2.0)
         np.testing.assert_array_equal(load_volume(path), expected)
     series = write_volume(tmp_path / "bold.nii.gz", np.stack([data] * 3, axis=-1), voxel_size=2.0)
-    with pytest.raises(ValueError, match=r"shape \(24, 28, 24, 3\) of 3 frames: give one 3-D T1 volume per subject"):
+    with pytest.raises(ValueError, match=r"shape \(24, 28, 24, 3\): give one 3-D T1 volume per subject"):
         load_volume(series)
 
 
