@@ -310,6 +310,7 @@ def set_aside(out: Path) -> Path:
     return that folder: the run a replacing command keeps until it knows its own run can start.
     :func:`put_back` undoes it, also after a set-aside cut short; deleting the folder completes the
     replacement."""
+    check_no_run_inside_in_use(out)
     aside = out / PREVIOUS_RUN
     aside.mkdir()
     (aside / MOVING).touch()
@@ -353,6 +354,7 @@ def hold_folder(out: Path, *, clear: bool = False, instead: str = CHOOSE_ANOTHER
     if out.is_dir():
         _hold(out, instead)  # refuses a folder in use; held while the folder is cleared
     if clear and out.is_dir():
+        check_no_run_inside_in_use(out)
         if _holds_the_working_folder(out):  # emptied, not removed (a folder in use cannot be)
             empty_folder(out, keep=(RUN_LOCK,))
         else:
@@ -433,6 +435,17 @@ def _take(out: Path, instead: str = CHOOSE_ANOTHER_OUT) -> int:
             f"{out} is in use by a running sodeep command (process {holder}); wait for it to end, stop it, or {instead}"
         ) from None
     return descriptor
+
+
+def check_no_run_inside_in_use(out: Path) -> None:
+    """A ``ValueError`` if a run folder inside ``out`` (at any depth) is in use by a running
+    command: clearing ``out`` would delete that run's files under it."""
+    for lock in out.rglob(RUN_LOCK):
+        if lock.parent != out:
+            try:
+                _check_not_in_use(lock.parent)
+            except ValueError as error:
+                raise ValueError(f"cannot clear {out}, which holds a run folder in use: {error}") from None
 
 
 def _check_not_in_use(out: Path) -> None:

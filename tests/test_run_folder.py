@@ -263,3 +263,23 @@ def test_signals_after_a_run_saved_its_stop_let_the_closing_down_finish():
         os.kill(os.getpid(), signal.SIGTERM)
     with pytest.raises(Interrupted), stop_signals_as_interrupts():  # the next block stops again
         os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_overwriting_a_folder_that_holds_a_run_in_use_deeper_down_is_refused(held_by_another_process):
+    """Clearing an outer folder would delete the files of the run still writing inside it."""
+    inner, holder = held_by_another_process
+    outer = inner.parent
+    (outer / "notes.txt").write_text("kept")
+    contents = sorted(path.name for path in inner.iterdir())
+    expected = rf"^cannot clear {outer}, which holds a run folder in use: {inner} is in use by a running sodeep command \(process {holder.pid}\)"
+    with pytest.raises(ValueError, match=expected):
+        start_run_folder(outer, {"command": "pretrain", "config": {}, "run_id": "x"}, overwrite=True)
+    from sodeep.run_folder import set_aside
+
+    with pytest.raises(ValueError, match=expected):
+        set_aside(outer)
+    assert sorted(path.name for path in inner.iterdir()) == contents and (outer / "notes.txt").exists()
+    holder.stdin.close()
+    holder.wait(timeout=30)
+    releasing_run_folders(start_run_folder)(outer, {"command": "pretrain", "config": {}, "run_id": "x"}, overwrite=True)
+    assert not inner.exists()  # ended: cleared
