@@ -9,6 +9,7 @@ never runs code from the file.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import os
 import pickle
@@ -128,16 +129,32 @@ def sorter_from_payload(payload: Any, source: str = "checkpoint") -> Sorter:
     architecture = payload.get("architecture")
     if architecture not in SORTERS:
         raise CheckpointError(f"{source} names unknown architecture {architecture!r}; known: {sorted(SORTERS)}")
-    config = payload.get("config", {})
+    if "config" not in payload:
+        raise CheckpointError(
+            f"{source} holds no config (its sorter's settings), which the weights alone do not give: "
+            "save sorters with sodeep.save_sorter"
+        )
+    config = payload["config"]
     if not isinstance(config, dict):
         raise CheckpointError(f"{source} has a config of type {type(config).__name__}, not a dict of settings")
     config = dict(config)
     if architecture == "conv":
         config.setdefault("activation", "gelu")  # a conv checkpoint without the setting holds a GELU sorter
+        config.setdefault("temperature_floor", None)
     try:
         sorter = build_sorter(architecture, **config)
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{source} has a config that does not fit {architecture!r}: {error}") from error
+    # Every setting is recorded (save_sorter writes them all): one left out would silently take
+    # the default, which need not be what the weights were trained with.
+    settings = inspect.signature(SORTERS[architecture]).parameters
+    missing = sorted(name for name in settings if name not in config)
+    if missing:
+        raise CheckpointError(
+            f"{source} does not record the setting{'s' if len(missing) > 1 else ''} {', '.join(missing)} of its "
+            f"{architecture!r} sorter, which the weights alone do not give: the file was edited, or not written "
+            "by sodeep.save_sorter"
+        )
     weights = payload.get("state_dict")
     if not isinstance(weights, dict) or not all(isinstance(value, torch.Tensor) for value in weights.values()):
         found = "none" if weights is None else type(weights).__name__

@@ -587,3 +587,21 @@ def test_a_setting_of_another_architecture_is_named_so_not_matched_to_a_lookalik
         load_sorter(path, softness=0.1)
     with pytest.raises(ValueError, match=r"'temperature' \(a setting of 'pairwise_sigmoid', 'neuralsort', 'softsort' "):
         load_sorter(temperature=0.1)
+
+
+@pytest.mark.parametrize("drop", [["config"], ["softness"], ["softness", "band"]])
+def test_a_file_that_does_not_record_every_setting_is_refused_not_loaded_with_defaults(tmp_path, drop):
+    """A setting left out would take its default (softness 0.5 ranks the shipped weights 0.1
+    positions off): the weights alone do not say how the sorter was built."""
+    payload = sorter_payload(load_sorter())
+    if drop == ["config"]:
+        del payload["config"]
+        reason = "holds no config"
+    else:
+        payload["config"] = {key: value for key, value in payload["config"].items() if key not in drop}
+        reason = f"does not record the settings? {', '.join(sorted(drop))} of its 'conv' sorter"
+    path = tmp_path / "partial.pt"
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match=reason) as raised:
+        load_sorter(path)
+    assert str(path) in str(raised.value)
