@@ -320,6 +320,13 @@ def load_sorter(
     if isinstance(weights, dict) and any(
         isinstance(value, torch.Tensor) and value.is_meta for value in weights.values()
     ):
+        if map_location is None or (
+            isinstance(map_location, (str, torch.device)) and torch.device(map_location).type != "meta"
+        ):
+            raise CheckpointError(
+                f"{path} holds its weights on the meta device, which keeps no values: save the sorter "
+                "after its weights are set (reset_parameters or load_state_dict)"
+            )
         raise ValueError(f"map_location={map_location!r} put the weights on the meta device, which keeps no values")
     if not settings:
         sorter = sorter_from_payload(payload, source=str(path))

@@ -605,3 +605,13 @@ def test_a_file_that_does_not_record_every_setting_is_refused_not_loaded_with_de
     with pytest.raises(CheckpointError, match=reason) as raised:
         load_sorter(path)
     assert str(path) in str(raised.value)
+
+
+def test_a_file_saved_with_meta_weights_is_named_as_the_cause_not_the_map_location(tmp_path):
+    payload = sorter_payload(load_sorter())
+    payload["state_dict"] = {key: value.to("meta") for key, value in payload["state_dict"].items()}
+    path = tmp_path / "meta.pt"
+    torch.save(payload, path)
+    for map_location in (None, "cpu"):
+        with pytest.raises(CheckpointError, match=r"meta.pt holds its weights on the meta device"):
+            load_sorter(path, map_location=map_location)
