@@ -516,8 +516,9 @@ class PretrainConfig:
             raise ValueError(f"out must be the path of a run folder, got {self.out!r}{yaml_reading(self.out)}")
         for key in ("steps", "batch_size", "validation_every", "checkpoint_every", "validation_sequences"):
             value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
                 raise ValueError(f"{key} must be an integer >= 1, got {value!r}{yaml_reading(value, 'number')}")
+            setattr(self, key, int(value))  # a NumPy integer too
         if self.validation_sequences > MAX_VALIDATION_SEQUENCES:
             raise ValueError(
                 f"validation_sequences must be at most {MAX_VALIDATION_SEQUENCES}, got {self.validation_sequences} "

@@ -791,3 +791,15 @@ def test_sorter_settings_in_e_notation_from_yaml_are_numbers(tmp_path):
     config.write_text("sorter: {softness: 1e-1, temperature_floor: 1E-2, activation: gelu}\n")
     arguments = build_parser().parse_args(["pretrain", "--config", str(config), "--out", str(tmp_path / "run")])
     assert pretrain_config(arguments).sorter == {"softness": 0.1, "temperature_floor": 0.01, "activation": "gelu"}
+
+
+def test_numpy_integers_are_integers_for_every_count_setting(tmp_path):
+    import dataclasses
+
+    import numpy as np
+
+    counts = ("steps", "batch_size", "validation_every", "checkpoint_every", "validation_sequences", "seed")
+    config = PretrainConfig(out=str(tmp_path), **{key: np.int64(3) for key in counts})
+    config.validate()
+    assert all(type(getattr(config, key)) is int and getattr(config, key) == 3 for key in counts)
+    json.dumps(dataclasses.asdict(config))  # what run.json records
