@@ -547,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.exit(INTERRUPTED)
         # --overwrite and --resume in any spelling (--overwrite=True, as W&B sweeps write them) give way to --resume.
         again = [word for word in argv if word.partition("=")[0] not in ("--overwrite", "--resume")] + ["--resume"]
-        parser.exit(INTERRUPTED, f"{interrupted}; resume with: sodeep {shlex.join(again)}\n")
+        parser.exit(INTERRUPTED, f"{interrupted.summary}; resume with: sodeep {shlex.join(again)}\n")
     finally:
         warnings.showwarning = show_warning
         advice_spelling.reset(spelling)

@@ -153,6 +153,10 @@ class SequenceDataModule(L.LightningDataModule):
         self.start_batch = int(state_dict.get("batches_consumed", 0))
 
 
+#: How a Python caller goes on with an interrupted run (the console script prints its command).
+RESUME_FROM_PYTHON = "pretrain(config, resume=True) goes on from there"
+
+
 def held_out_lengths(training_lengths: Sequence[int], shortest: int, longest: int | None) -> list[int]:
     """The row lengths a pretraining validates on: :data:`~sodeep.evaluation.EVALUATION_LENGTHS`
     and the shortest and longest of ``training_lengths``, within what the sorter accepts
@@ -457,7 +461,9 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
             trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume_step is not None else None)
     except KeyboardInterrupt:
         if last.exists():  # stopped after training had saved: --resume continues (or finishes) it from there
-            raise RunInterrupted(int(read_weights_only(last).get("global_step", trainer.global_step))) from None
+            raise RunInterrupted(
+                int(read_weights_only(last).get("global_step", trainer.global_step)), RESUME_FROM_PYTHON
+            ) from None
         raise
     except (RuntimeError, TypeError) as error:  # a data worker killed (the out-of-memory killer, a stray kill)
         ended = _data_worker_ended(error)
@@ -466,7 +472,7 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
         reason = str(ended).splitlines()[0].strip()
         if last.exists():
             saved = int(read_weights_only(last).get("global_step", trainer.global_step))
-            raise RunInterrupted(f"step {saved}, as a data worker ended ({reason})") from None
+            raise RunInterrupted(f"step {saved}, as a data worker ended ({reason})", RESUME_FROM_PYTHON) from None
         raise ValueError(
             f"a data worker ended before the first checkpoint ({reason}); add overwrite=True to start again"
         ) from None
@@ -475,7 +481,7 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
         _finish_loggers(trainer)
         release_process_group()
     if stop.stopped_at is not None:
-        raise RunInterrupted(stop.stopped_at)
+        raise RunInterrupted(stop.stopped_at, RESUME_FROM_PYTHON)
     if not all(torch.isfinite(parameter).all() for parameter in module.sorter.parameters()):
         raise ValueError(module.diverged(f"the sorter's weights are not finite after step {trainer.global_step}"))
     trained = module.sorter.cpu().eval().requires_grad_(False)

@@ -61,13 +61,15 @@ class RunInterrupted(Exception):
     """A run stopped after saving its checkpoint: on SIGINT or SIGTERM, or as a data worker ended.
 
     ``where`` says where: a step number (``"interrupted at step 40"``) or a description such as
-    ``"l1, seed 0, fold 2, epoch 7"``.  The console script prints the message with the command
-    that resumes the run and exits with status 130.
+    ``"l1, seed 0, fold 2, epoch 7"``; ``resume`` how a Python caller goes on, added to the
+    message.  The console script prints :attr:`summary` with the command that resumes the run and
+    exits with status 130.
     """
 
-    def __init__(self, where: int | str) -> None:
-        super().__init__(f"interrupted at {'step ' if isinstance(where, int) else ''}{where}")
+    def __init__(self, where: int | str, resume: str = "") -> None:
         self.where = where
+        self.summary = f"interrupted at {'step ' if isinstance(where, int) else ''}{where}"
+        super().__init__(f"{self.summary}; {resume}" if resume else self.summary)
 
 
 class Interrupted(KeyboardInterrupt):

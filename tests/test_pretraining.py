@@ -803,3 +803,24 @@ def test_numpy_integers_are_integers_for_every_count_setting(tmp_path):
     config.validate()
     assert all(type(getattr(config, key)) is int and getattr(config, key) == 3 for key in counts)
     json.dumps(dataclasses.asdict(config))  # what run.json records
+
+
+def test_an_interrupted_python_run_says_how_to_resume_it_from_python(tmp_path, monkeypatch):
+    from sodeep.run_folder import RunInterrupted
+
+    original_step = SorterPretraining.training_step
+
+    def interrupted_step(self, batch, batch_index):
+        if self.global_step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original_step(self, batch, batch_index)
+
+    monkeypatch.setattr(SorterPretraining, "training_step", interrupted_step)
+    settings = dict(steps=6, batch_size=4, lengths="2-8", validation_every=3, validation_sequences=2)
+    config = PretrainConfig(**settings, out=str(tmp_path / "run"), wandb="disabled", sorter={"capacity": 8})
+    with pytest.raises(RunInterrupted) as raised:
+        pretrain(config)
+    assert str(raised.value) == "interrupted at step 3; pretrain(config, resume=True) goes on from there"
+    monkeypatch.setattr(SorterPretraining, "training_step", original_step)
+    resumed = PretrainConfig(**settings, out=str(tmp_path / "run"), wandb="disabled", sorter={"capacity": 8})
+    assert pretrain(resumed, resume=True) is not None  # ...and it does
