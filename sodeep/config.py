@@ -65,11 +65,11 @@ def lengths_summary(lengths: Sequence[int]) -> str:
 
 def parse_lengths(value: Any) -> list[int]:
     """``"2-256"`` -> [2, ..., 256]; ``"100"``, ``"8,100"``, ``[8, 100]`` (or a ``range``, a NumPy
-    array) -> those lengths (each >= 2).
+    array) -> those lengths (each >= 2), a length given twice once.
 
     Example:
-        >>> parse_lengths("2-4"), parse_lengths("8,100")
-        ([2, 3, 4], [8, 100])
+        >>> parse_lengths("2-4"), parse_lengths("8,100"), parse_lengths("5,5,3")
+        ([2, 3, 4], [8, 100], [5, 3])
     """
     if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
         value = value.item()  # a NumPy scalar or 0-d array: its Python number
@@ -100,7 +100,7 @@ def parse_lengths(value: Any) -> list[int]:
             f"length range {value!r} holds {len(lengths):,} lengths, more than {MAX_RANGE_LENGTHS:,}: no sorter "
             "ranks rows that long"
         )
-    lengths = list(lengths)
+    lengths = list(dict.fromkeys(lengths))  # a repeated length would repeat its rows in a table
     if not lengths or min(lengths) < 2:
         raise ValueError(f"lengths must be ints >= 2 (a ranking needs two values), got {value!r}")
     return lengths

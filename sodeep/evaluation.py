@@ -58,7 +58,7 @@ def _checked_lengths(lengths: Sequence[int]) -> list[int]:
         raise ValueError("lengths must name at least one length, e.g. [5, 100]")
     for length in lengths:
         check_integer(length, "each of lengths", 1)
-    return [int(length) for length in lengths]
+    return list(dict.fromkeys(int(length) for length in lengths))  # a length given twice: its rows once
 
 
 @torch.no_grad()

@@ -824,3 +824,12 @@ def test_an_interrupted_python_run_says_how_to_resume_it_from_python(tmp_path, m
     monkeypatch.setattr(SorterPretraining, "training_step", original_step)
     resumed = PretrainConfig(**settings, out=str(tmp_path / "run"), wandb="disabled", sorter={"capacity": 8})
     assert pretrain(resumed, resume=True) is not None  # ...and it does
+
+
+def test_a_length_given_twice_counts_once():
+    from sodeep import rank
+    from sodeep.evaluation import fidelity_table
+
+    assert parse_lengths("5,5,3") == parse_lengths([5, 3, 5]) == [5, 3]
+    rows = fidelity_table(rank, lengths=[5, 5], families=["uniform"], sequences_per_cell=2)
+    assert len(rows) == 1
