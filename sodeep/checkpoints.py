@@ -353,19 +353,34 @@ def load_sorter(
     return sorter.train().requires_grad_(True) if trainable else sorter.requires_grad_(False)
 
 
-def run_folder_sorter(folder: Path) -> Path:
-    """The sorter a pretraining run folder holds; a :class:`CheckpointError` that says why not
-    (not a run folder, another command's run, a run not finished)."""
+def recorded_command(folder: Path) -> str | None:
+    """The command whose run the folder ``folder`` holds (its ``run.json``), or ``None``."""
     from sodeep.run_folder import RUN_RECORD
 
     try:
         command = json.loads((folder / RUN_RECORD).read_text(encoding="utf-8"))["command"]
     except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return command if isinstance(command, str) else None
+
+
+def check_pretraining_folder(folder: Path) -> None:
+    """A :class:`CheckpointError` if ``folder`` holds another command's run."""
+    command = recorded_command(folder)
+    if command is not None and command != "pretrain":
+        raise CheckpointError(f"{folder} holds a {command} run, not a pretraining run: it has no sorter")
+
+
+def run_folder_sorter(folder: Path) -> Path:
+    """The sorter a pretraining run folder holds; a :class:`CheckpointError` that says why not
+    (not a run folder, another command's run, a run not finished)."""
+    from sodeep.run_folder import RUN_RECORD
+
+    if recorded_command(folder) is None:
         raise CheckpointError(
             f"{folder} is a folder, neither a sorter checkpoint nor a pretraining run folder (no readable {RUN_RECORD})"
-        ) from None
-    if command != "pretrain":
-        raise CheckpointError(f"{folder} holds a {command} run, not a pretraining run: it has no sorter")
+        )
+    check_pretraining_folder(folder)
     if not (folder / RUN_SORTER).is_file():
         last = folder / "checkpoints" / "last.ckpt"
         if not last.is_file():

@@ -22,6 +22,7 @@ from sodeep.checkpoints import (
     CHECKPOINT_FORMAT,
     RUN_SORTER,
     CheckpointError,
+    check_pretraining_folder,
     load_sorter,
     read_weights_only,
     save_sorter,
@@ -303,6 +304,8 @@ def sorter_from_training_checkpoint(path: str | os.PathLike) -> Sorter:
     ``checkpoint_metadata`` gives the step it was saved at (``step``, of ``of_steps``) and the
     training settings it recorded (``training``)."""
     path = Path(path)
+    if path.is_dir():
+        check_pretraining_folder(path)
     if path.is_dir() and (path / "checkpoints" / "last.ckpt").is_file():
         path = path / "checkpoints" / "last.ckpt"
     if not path.is_file():

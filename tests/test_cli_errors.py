@@ -535,3 +535,12 @@ def _config_file_error(tmp_path, capsys, command, text):
 def test_a_run_action_in_a_config_file_points_at_its_flag(tmp_path, capsys, command, action):
     _, error = _config_file_error(tmp_path, capsys, command, f"{action}: true\n")
     assert f"'{action}' ({action} is what a run does, not a setting: give --{action}, or leave the key out)" in error
+
+
+def test_export_of_another_commands_run_folder_names_its_command_as_evaluate_does(tmp_path, capsys):
+    (tmp_path / "ba").mkdir()
+    (tmp_path / "ba" / "run.json").write_text('{"command": "brainage tabular", "config": {}}')
+    expected = f"{tmp_path / 'ba'} holds a brainage tabular run, not a pretraining run: it has no sorter"
+    assert _one_line_error(["export", str(tmp_path / "ba"), str(tmp_path / "x.pt")], capsys).endswith(expected)
+    assert _one_line_error(["evaluate", str(tmp_path / "ba")], capsys).endswith(expected)
+    assert not (tmp_path / "x.pt").exists()
