@@ -541,6 +541,6 @@ def test_export_of_another_commands_run_folder_names_its_command_as_evaluate_doe
     (tmp_path / "ba").mkdir()
     (tmp_path / "ba" / "run.json").write_text('{"command": "brainage tabular", "config": {}}')
     expected = f"{tmp_path / 'ba'} holds a brainage tabular run, not a pretraining run: it has no sorter"
-    assert _one_line_error(["export", str(tmp_path / "ba"), str(tmp_path / "x.pt")], capsys).endswith(expected)
-    assert _one_line_error(["evaluate", str(tmp_path / "ba")], capsys).endswith(expected)
+    assert _one_line_error(["export", str(tmp_path / "ba"), str(tmp_path / "x.pt")], capsys).strip().endswith(expected)
+    assert _one_line_error(["evaluate", str(tmp_path / "ba")], capsys).strip().endswith(expected)
     assert not (tmp_path / "x.pt").exists()
