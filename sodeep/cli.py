@@ -315,8 +315,12 @@ class OneLineErrorParser(argparse.ArgumentParser):
         if unknown:
             command = self._innermost(words)
             flags = [flag for action in command._actions for flag in action.option_strings]
+            after_options = set(words[words.index("--") + 1 :]) if "--" in words else set()
             hints = []
             for word in unknown:
+                if word in after_options and word.split("=")[0] in flags:
+                    hints.append(f"{word} (after --, which ends the options)")
+                    continue
                 close = difflib.get_close_matches(word.split("=")[0], flags, n=1) if word.startswith("-") else []
                 hints.append(word + (f" (did you mean {close[0]}?)" if close else ""))
             command.error(f"unrecognized arguments: {' '.join(hints)}")

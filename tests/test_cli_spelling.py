@@ -60,3 +60,11 @@ def test_an_abbreviated_flag_is_refused_not_taken_for_the_full_one(argv, flag, c
         main(argv)
     assert stopped.value.code == 2
     assert f"unrecognized arguments: {flag}" in capsys.readouterr().err
+
+
+def test_flags_after_a_double_dash_are_said_to_be_past_the_options_not_misspelled(capsys):
+    with pytest.raises(SystemExit):
+        main(["sweep", "run", "--", "spec.yaml", "--root", "runs", "--dry-run"])
+    error = capsys.readouterr().err
+    assert "unrecognized arguments: --root (after --, which ends the options) runs --dry-run (after --" in error
+    assert "did you mean" not in error

@@ -166,7 +166,10 @@ def markdown(
         )
     lines += [line for note in notes for line in ("", note)]
     if fixed:
-        lines += ["", "Fixed: " + ", ".join(f"`{key}={value}`" for key, value in fixed.items()) + "."]
+        lines += [
+            "",
+            "The same in every finished trial: " + ", ".join(f"`{key}={value}`" for key, value in fixed.items()) + ".",
+        ]
     if baseline:
         against = ", ".join(f"{key}={value}" for key, value in baseline.items())
         lines += [
@@ -248,6 +251,11 @@ def write_report(
     """
     folder = Path(folder)
     summaries, counts = read_summaries(folder)
+    if not summaries and not (folder / "sweep.json").is_file() and not (folder / "trials").is_dir():
+        raise ValueError(
+            f"{folder} is not a sweep folder (no sweep.json, no trials/) and holds no trial summary "
+            "(summary.json): report the folder `sodeep sweep run` made under its --root"
+        )
     if not summaries:
         raise ValueError(
             f"{folder} holds no finished trial summary (trials/*/summary.json): {counts['failed']} failed, "
@@ -262,7 +270,7 @@ def write_report(
     chosen = parse_baseline(baseline, known)
     sweep_metric = (sweep.get("metric") or {}).get("name")
     available = metric_names(summaries, sweep_metric)
-    names = available if metrics is None else list(metrics)
+    names = available if metrics is None else list(dict.fromkeys(metrics))  # a metric named twice: once
     missing = [name for name in names if name not in available]
     if missing:
         raise ValueError(f"--metric {missing[0]!r} is in no summary; metrics: {available}")

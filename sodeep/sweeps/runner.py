@@ -276,7 +276,9 @@ class _Scheduler:
             if status == "finished":
                 summary = read_trial_summary(self.launcher.trial_folder(trial) / "summary.json")
                 self.outcome.finished.append(trial.id)
-                shown = describe(summary["metrics"]) or "no metrics"
+                # A summary writes NaN as null (JSON has no NaN).
+                metrics = {key: math.nan if value is None else value for key, value in summary["metrics"].items()}
+                shown = describe(metrics) or "no metrics"
                 self.echo(f"trial {trial.id} finished in {seconds:.1f} s: {shown}")
                 if returncode != 0:
                     log = self.launcher.trial_folder(trial) / "output.log"

@@ -120,8 +120,10 @@ class SweepSpec:
 
     @property
     def folder_name(self) -> str:
-        """``name`` as a folder name: characters other than letters, digits, ``_.-`` become ``-``."""
-        return re.sub(r"[^A-Za-z0-9_.-]", "-", self.name).strip(".") or "sweep"
+        """``name`` as a folder name: characters other than letters (of any script), digits and
+        ``_.-`` become ``-``, then ``-`` and ``.`` at either end go (a leading one reads as a
+        flag, or hides the folder)."""
+        return re.sub(r"[^\w.-]", "-", self.name).strip("-.") or "sweep"
 
     def top_level_names(self) -> list[str]:
         """The names under ``parameters`` (a nested parameter is one name, its value a dict)."""
@@ -210,6 +212,8 @@ def sweep_from_mapping(mapping: dict[str, Any], source: str = "the sweep", defau
     """Check a sweep mapping (as W&B's schema does, one line per problem) and build the spec."""
     if not isinstance(mapping, dict):
         raise ValueError(f"{source} must hold a mapping, got a {type(mapping).__name__}")
+    if not mapping:
+        raise ValueError(f"{source} holds no settings: a sweep file gives method, parameters and a command or program")
     server_only = [key for key in SERVER_ONLY_KEYS if key in mapping]
     if server_only:
         raise ValueError(

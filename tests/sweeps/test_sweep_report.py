@@ -236,3 +236,18 @@ def test_the_report_says_what_its_units_are(tmp_path, params, fold_keys, words):
     write_report(tmp_path, baseline=["losses=l1"], plots=False)
     text = (tmp_path / "report.md").read_text()
     assert f"mean +- sd over {words}." in text and f"over the {words} both have" in text
+
+
+def test_a_metric_named_twice_is_reported_once_and_fixed_settings_say_what_they_are(tmp_path):
+    records = [({"losses": "l1", "seed": s}, {"mae": s + 1.0}, None, "finished") for s in range(3)]
+    write_trials(tmp_path, records)
+    write_report(tmp_path, metrics=["mae", "mae"], plots=False)
+    text = (tmp_path / "report.md").read_text()
+    assert text.count("## mae") == 1
+    assert "The same in every finished trial: `losses=l1`." in text  # swept or not: the finished trials'
+
+
+def test_a_report_on_a_folder_that_is_no_sweep_says_so(tmp_path):
+    (tmp_path / "notes.txt").write_text("hi")
+    with pytest.raises(ValueError, match=r"is not a sweep folder \(no sweep.json, no trials/\)"):
+        write_report(tmp_path, plots=False)

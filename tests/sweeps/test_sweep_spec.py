@@ -170,3 +170,19 @@ def test_a_q_that_leaves_one_value_is_warned_of(settings, warned):
 def test_early_termination_as_wandb_takes_it_is_accepted(early_terminate):
     spec = sweep_from_mapping(sweep(early_terminate=early_terminate), source="s.yaml")
     assert spec.early_terminate == early_terminate
+
+
+@pytest.mark.parametrize(
+    "name, folder",
+    [("α", "α"), ("β", "β"), ("ünï-sweep ☃", "ünï-sweep"), ("-x", "x"), ("..hidden", "hidden"), ("☃", "sweep")],
+)
+def test_folder_names_keep_letters_of_any_script_and_never_look_like_a_flag(name, folder):
+    assert sweep_from_mapping(sweep(name=name)).folder_name == folder
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "{}"])
+def test_an_empty_sweep_file_says_it_holds_no_settings(tmp_path, text):
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=r"empty.yaml holds no settings: a sweep file gives method, parameters"):
+        load_sweep(path)
