@@ -117,6 +117,10 @@ class Sorter(nn.Module):
     #: or ``load_state_dict`` sets them (``to_empty`` gives them uninitialised memory only).
     weights_unset: bool = False
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_load_state_dict_post_hook(_weights_set_by_a_complete_load)
+
     def forward(self, scores: torch.Tensor) -> torch.Tensor:
         """Ranks of ``scores`` along the last dimension.
 
@@ -180,10 +184,11 @@ class Sorter(nn.Module):
             self.weights_unset = True
         return self
 
-    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
-        # Weights loaded into memory are set, also when a model holding the sorter loads its own.
-        super()._load_from_state_dict(*args, **kwargs)
-        self.weights_unset = self.has_meta_weights()
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        # Whether the load gives every weight (also when a model holding the sorter loads its
+        # own): then, once its layers have loaded too, the weights are set.
+        self._complete_load = all(prefix + name in state_dict for name in self.state_dict())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def initialize(self) -> None:
         """Give the weights a subclass sets itself their starting values (after its layers'
@@ -191,6 +196,13 @@ class Sorter(nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{key}={value!r}" for key, value in self.config().items())
+
+
+def _weights_set_by_a_complete_load(sorter: Sorter, incompatible_keys: Any) -> None:
+    """After ``load_state_dict`` (its layers' too, ``assign=True`` included): a load that gave every
+    weight, in memory, sets them; a partial one leaves an unset sorter unset."""
+    if getattr(sorter, "_complete_load", False):
+        sorter.weights_unset = sorter.has_meta_weights()
 
 
 #: Why a sorter whose weights were never set refuses to rank or be saved.

@@ -616,3 +616,18 @@ def test_a_sorter_built_on_the_meta_device_and_given_memory_says_to_reset_its_we
         loss(torch.randn(40), torch.randn(40))
     loss.sorter.reset_parameters()
     assert torch.isfinite(loss(torch.randn(40), torch.randn(40)))
+
+
+def test_a_meta_sorter_loaded_with_assign_ranks_and_a_partial_load_leaves_it_unset():
+    reference = load_sorter()
+    with torch.device("meta"):
+        sorter = ConvSorter(**reference.config())
+    sorter.load_state_dict(reference.state_dict(), assign=True)  # the weights become the tensors given
+    scores = torch.randn(2, 40)
+    torch.testing.assert_close(sorter(scores), reference(scores))
+    with torch.device("meta"):
+        partial = ConvSorter()
+    partial.to_empty(device="cpu")
+    partial.load_state_dict({}, strict=False)  # nothing given: still unset
+    with pytest.raises(RuntimeError, match=r"call sorter.reset_parameters\(\)"):
+        partial(scores)
