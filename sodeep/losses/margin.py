@@ -422,6 +422,13 @@ class MultiLabelHingeLoss(nn.Module):
                 f"scores have {scores.shape[-1]} labels (shape {tuple(scores.shape)}), but this loss was "
                 f"built for num_labels={self.margin.numel()}"
             )
+        if self.margin.is_meta and isinstance(scores, torch.Tensor) and not scores.is_meta:
+            # No values to move (a model built on meta, loaded with assign=True): to_empty gives the
+            # loss memory and its margins back.
+            raise ValueError(
+                f"the loss's margins are on the meta device, which holds no values, and the scores on "
+                f"{scores.device}: give the loss memory with loss.to_empty(device={str(scores.device)!r})"
+            )
         updating = self.adaptive and self.training
         if updating and not torch.compiler.is_compiling() and torch._C._functorch.is_functorch_wrapped_tensor(scores):
             raise RuntimeError(

@@ -93,12 +93,19 @@ _INPUTS = {
         (lambda: pairwise_margin_ranking_loss(SCORES, LABELS, margin=_meta(torch.tensor(0.5))), "margin"),
         (lambda: hard_negative_rank_loss(torch.randn(4, 4), rank, margin=_meta(torch.tensor(0.1))), "margin"),
         (lambda: spearman_loss(SCORES, SCORES, rank, l1_weight=_meta(torch.tensor(1.0))), "l1_weight"),
-        (lambda: MultiLabelHingeLoss(5).to("meta")(SCORES, LABELS), "margin"),
     ],
 )
 def test_a_tensor_setting_on_another_device_is_named(call, name):
     with pytest.raises(ValueError, match=rf"^{name} is on meta, the scores on cpu: move it .* with \.to\('cpu'\)$"):
         call()
+
+
+def test_a_hinge_loss_on_another_device_than_the_scores_is_told_to_move():
+    with pytest.raises(ValueError, match=r"^margin is on cpu, the scores on meta: move it .* with \.to\('meta'\)$"):
+        MultiLabelHingeLoss(5)(_meta(SCORES), _meta(LABELS))
+    # On the meta device its margins hold no values: to_empty, not .to (test_margin_losses).
+    with pytest.raises(ValueError, match=r"loss.to_empty\(device='cpu'\)$"):
+        MultiLabelHingeLoss(5).to("meta")(SCORES, LABELS)
 
 
 def test_a_zero_dimensional_cpu_setting_is_taken_as_a_number():

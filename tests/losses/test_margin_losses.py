@@ -800,3 +800,22 @@ def test_switching_adaptive_after_building_switches_what_state_dict_saves():
     loss.load_state_dict(loss.state_dict())  # strict, on its own state
     with pytest.raises(TypeError, match="adaptive must be True or False"):
         loss.adaptive = 1
+
+
+def test_fixed_margins_left_on_meta_by_an_assign_load_are_told_to_empty_which_works():
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = torch.nn.Linear(4, 3)
+            self.loss = MultiLabelHingeLoss(3, margin=[0.5, 1.0, 1.5])
+
+    checkpoint = Net().state_dict()
+    with torch.device("meta"):
+        model = Net()
+    model.load_state_dict(checkpoint, assign=True)  # fixed margins are not in it: still on meta
+    scores, labels = torch.randn(2, 3), torch.ones(2, 3)
+    with pytest.raises(ValueError, match=r"margins are on the meta device.*loss.to_empty\(device='cpu'\)$"):
+        model.loss(scores, labels)
+    model.loss.to_empty(device="cpu")
+    torch.testing.assert_close(model.loss.margin, torch.tensor([0.5, 1.0, 1.5]))
+    torch.testing.assert_close(model.head.weight, checkpoint["head.weight"])  # the assigned weights stay
