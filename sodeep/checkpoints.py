@@ -316,12 +316,11 @@ def load_sorter(
         raise CheckpointError(f"no sorter checkpoint at {path}")
     payload = read_weights_only(path, map_location)
     _check_sorter_format(payload, str(path))
-    weights = payload.get("state_dict")
-    if isinstance(weights, dict) and any(
-        isinstance(value, torch.Tensor) and value.is_meta for value in weights.values()
-    ):
+    if _holds_meta_weights(payload):
         if map_location is None or (
-            isinstance(map_location, (str, torch.device)) and torch.device(map_location).type != "meta"
+            torch.device(map_location).type != "meta"
+            if isinstance(map_location, (str, torch.device))
+            else _holds_meta_weights(read_weights_only(path, "cpu"))  # a dict or a function: read as saved
         ):
             raise CheckpointError(
                 f"{path} holds its weights on the meta device, which keeps no values: save the sorter "
@@ -369,6 +368,13 @@ def check_pretraining_folder(folder: Path) -> None:
     command = recorded_command(folder)
     if command is not None and command != "pretrain":
         raise CheckpointError(f"{folder} holds a {command} run, not a pretraining run: it has no sorter")
+
+
+def _holds_meta_weights(payload: Any) -> bool:
+    weights = payload.get("state_dict") if isinstance(payload, dict) else None
+    return isinstance(weights, dict) and any(
+        isinstance(value, torch.Tensor) and value.is_meta for value in weights.values()
+    )
 
 
 def run_folder_sorter(folder: Path) -> Path:

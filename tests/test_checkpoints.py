@@ -612,6 +612,6 @@ def test_a_file_saved_with_meta_weights_is_named_as_the_cause_not_the_map_locati
     payload["state_dict"] = {key: value.to("meta") for key, value in payload["state_dict"].items()}
     path = tmp_path / "meta.pt"
     torch.save(payload, path)
-    for map_location in (None, "cpu"):
+    for map_location in (None, "cpu", {"cuda:0": "cpu"}, lambda storage, location: storage):
         with pytest.raises(CheckpointError, match=r"meta.pt holds its weights on the meta device"):
             load_sorter(path, map_location=map_location)
