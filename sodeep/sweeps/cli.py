@@ -175,7 +175,7 @@ def command_report(arguments: argparse.Namespace) -> int:
     words = ["sodeep", "sweep", "report", arguments.folder]
     words += ["--over", *arguments.over] if arguments.over is not None else []
     words += ["--baseline", *arguments.baseline] if arguments.baseline else []
-    words += ["--metric", *arguments.metrics] if arguments.metrics else []
+    words += ["--metric", *dict.fromkeys(arguments.metrics)] if arguments.metrics else []
     written = write_report(
         arguments.folder,
         over=arguments.over,

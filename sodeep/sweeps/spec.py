@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,10 @@ class Parameter:
         return ".".join(self.path)
 
 
+#: Longest sweep folder name, in bytes: file systems take 255.
+FOLDER_NAME_BYTES = 120
+
+
 @dataclass(frozen=True)
 class SweepSpec:
     """A checked sweep file.  ``parameters`` are the leaves sorted by path, the order in which
@@ -122,8 +127,11 @@ class SweepSpec:
     def folder_name(self) -> str:
         """``name`` as a folder name: characters other than letters (of any script), digits and
         ``_.-`` become ``-``, then ``-`` and ``.`` at either end go (a leading one reads as a
-        flag, or hides the folder)."""
-        return re.sub(r"[^\w.-]", "-", self.name).strip("-.") or "sweep"
+        flag, or hides the folder); accents composed (NFC: ``é``, also where typed as ``e`` and a
+        combining accent), and at most :data:`FOLDER_NAME_BYTES` bytes of UTF-8."""
+        name = re.sub(r"[^\w.-]", "-", unicodedata.normalize("NFC", self.name))
+        name = name.encode()[:FOLDER_NAME_BYTES].decode(errors="ignore")  # no character cut in two
+        return name.strip("-.") or "sweep"
 
     def top_level_names(self) -> list[str]:
         """The names under ``parameters`` (a nested parameter is one name, its value a dict)."""

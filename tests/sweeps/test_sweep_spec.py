@@ -186,3 +186,10 @@ def test_an_empty_sweep_file_says_it_holds_no_settings(tmp_path, text):
     path.write_text(text)
     with pytest.raises(ValueError, match=r"empty.yaml holds no settings: a sweep file gives method, parameters"):
         load_sweep(path)
+
+
+def test_folder_names_compose_accents_and_stay_short_enough_for_any_file_system():
+    decomposed = "cafe\u0301-re\u0301sume\u0301"  # as macOS may store "café-résumé"
+    assert sweep_from_mapping(sweep(name=decomposed)).folder_name == "café-résumé"
+    long = sweep_from_mapping(sweep(name="扫" * 96)).folder_name  # 288 bytes of UTF-8
+    assert long == "扫" * 40 and len(long.encode()) == 120
