@@ -391,6 +391,8 @@ class MultiLabelHingeLoss(nn.Module):
         if not self.adaptive:  # the state of an adaptive loss, or of one saved with its fixed margins
             for name in _MARGIN_BUFFERS:
                 state_dict.pop(prefix + name, None)
+        elif all(prefix + name in state_dict for name in _MARGIN_BUFFERS):
+            self._margins_unset = False  # an adaptive loss's state sets every margin
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _apply(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -398,8 +400,11 @@ class MultiLabelHingeLoss(nn.Module):
         # back, as fixed margins are settings that no checkpoint restores.
         was_meta = self.margin.is_meta
         super()._apply(fn, *args, **kwargs)
-        if was_meta and not self.margin.is_meta and self._initial_margin is not None:
-            self.reset_parameters()
+        if was_meta and not self.margin.is_meta:
+            if self._initial_margin is not None:
+                self.reset_parameters()
+            else:  # margins given as a meta tensor: none to put back, only memory
+                self._margins_unset = True
         return self
 
     @torch.no_grad()
@@ -428,6 +433,11 @@ class MultiLabelHingeLoss(nn.Module):
             raise ValueError(
                 f"the loss's margins are on the meta device, which holds no values, and the scores on "
                 f"{scores.device}: give the loss memory with loss.to_empty(device={str(scores.device)!r})"
+            )
+        if getattr(self, "_margins_unset", False):
+            raise RuntimeError(
+                "the loss's margins were given as a tensor on the meta device and to_empty gave them memory, not "
+                "values: build the loss with margins that hold values (numbers, or a tensor in memory)"
             )
         updating = self.adaptive and self.training
         if updating and not torch.compiler.is_compiling() and torch._C._functorch.is_functorch_wrapped_tensor(scores):

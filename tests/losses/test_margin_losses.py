@@ -819,3 +819,16 @@ def test_fixed_margins_left_on_meta_by_an_assign_load_are_told_to_empty_which_wo
     model.loss.to_empty(device="cpu")
     torch.testing.assert_close(model.loss.margin, torch.tensor([0.5, 1.0, 1.5]))
     torch.testing.assert_close(model.head.weight, checkpoint["head.weight"])  # the assigned weights stay
+
+
+def test_margins_given_on_the_meta_device_refuse_to_be_used_after_to_empty():
+    loss = MultiLabelHingeLoss(3, margin=torch.ones(3, device="meta"))
+    loss.to_empty(device="cpu")
+    with pytest.raises(RuntimeError, match="margins were given as a tensor on the meta device"):
+        loss(torch.randn(2, 3), torch.ones(2, 3))
+    # An adaptive loss gets them from its state.
+    adaptive = MultiLabelHingeLoss(3, margin=torch.ones(3, device="meta"), adaptive=True)
+    adaptive.to_empty(device="cpu")
+    adaptive.load_state_dict(MultiLabelHingeLoss(3, margin=0.5, adaptive=True).state_dict())
+    torch.testing.assert_close(adaptive.margin, torch.full((3,), 0.5))
+    assert torch.isfinite(adaptive(torch.randn(2, 3), torch.ones(2, 3)))
