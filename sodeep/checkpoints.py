@@ -290,7 +290,9 @@ def load_sorter(
 
     The result is in eval mode and frozen (no gradient to its weights), as a loss uses it;
     ``trainable=True`` returns it in train mode with gradients, to fine-tune it.  ``settings``
-    replace entries of the checkpoint's architecture config that change no weight shape, e.g.
+    replace entries of the checkpoint's architecture config that change no weight shape (and,
+    for a sorter with hidden layers, that those layers do not read: its activation and capacity
+    stay), e.g.
     ``load_sorter(**TRAINING_SETTINGS)`` (what the rank losses use) or ``load_sorter(softness=0.5)``.
     ``map_location`` is ``torch.load``'s (a device, a dict or a function).  Raises
     :class:`CheckpointError` (a ``ValueError``) for a file that is missing, corrupt, of another
@@ -340,6 +342,17 @@ def load_sorter(
 
             described = ", ".join(f"{name!r}{unknown_setting_hint(name, sorted(known))}" for name in unknown)
             raise ValueError(f"unknown sorter settings {described}; {path} has {sorted(known)}")
+        if payload.get("architecture") == "conv" and isinstance(known.get("depth"), int) and known["depth"] > 0:
+            # Inputs of a trained hidden layer: the activation, and capacity through the log n / log capacity feature.
+            fed = sorted(
+                name for name in ("activation", "capacity") if name in settings and settings[name] != known.get(name)
+            )
+            if fed:
+                raise ValueError(
+                    f"sorter settings {fed} of {path} feed its trained network (depth {known['depth']}): another value "
+                    "changes what the network computes; only settings outside it can be replaced (softness, band, "
+                    "temperature_floor)"
+                )
         try:
             sorter = sorter_from_payload({**payload, "config": {**known, **settings}}, source=str(path))
         except CheckpointError as error:

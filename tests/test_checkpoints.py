@@ -615,3 +615,14 @@ def test_a_file_saved_with_meta_weights_is_named_as_the_cause_not_the_map_locati
     for map_location in (None, "cpu", {"cuda:0": "cpu"}, lambda storage, location: storage):
         with pytest.raises(CheckpointError, match=r"meta.pt holds its weights on the meta device"):
             load_sorter(path, map_location=map_location)
+
+
+def test_settings_that_feed_a_trained_network_are_not_replaced():
+    """The hidden layers of a depth-2 sorter read its activation and log n / log capacity."""
+    path = default_sorter_path(DEPTH2_SORTER_FILE)
+    recorded = load_sorter(path).config()
+    for settings in ({"activation": "gelu" if recorded["activation"] == "relu" else "relu"}, {"capacity": 10}):
+        with pytest.raises(ValueError, match=r"feed its trained network \(depth 2\)"):
+            load_sorter(path, **settings)
+    assert load_sorter(path, capacity=recorded["capacity"], softness=0.3).softness == 0.3  # the same value, or others
+    assert load_sorter(capacity=10).max_length == 10  # depth 0: no hidden layer reads them
