@@ -46,6 +46,20 @@ def _assert_same_weights(straight_run, resumed_run):
     return resumed
 
 
+def interrupt_at_step(monkeypatch, step):
+    """A SIGINT to this process during training step ``step`` (0-based); returns the original step
+    function, to put back."""
+    original_step = SorterPretraining.training_step
+
+    def interrupted_step(self, batch, batch_index):
+        if self.global_step == step:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original_step(self, batch, batch_index)
+
+    monkeypatch.setattr(SorterPretraining, "training_step", interrupted_step)
+    return original_step
+
+
 def test_tiny_run_writes_logs_and_a_loadable_sorter(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert _pretrain(tmp_path / "run", 6) == 0
@@ -108,14 +122,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
 def test_sigint_saves_stops_and_says_how_to_resume(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     _pretrain(tmp_path / "straight", 8, "--checkpoint-every", "100")
-    original_step = SorterPretraining.training_step
-
-    def interrupted_step(self, batch, batch_index):
-        if self.global_step == 3:
-            os.kill(os.getpid(), signal.SIGINT)
-        return original_step(self, batch, batch_index)
-
-    monkeypatch.setattr(SorterPretraining, "training_step", interrupted_step)
+    original_step = interrupt_at_step(monkeypatch, 3)
     with pytest.raises(SystemExit) as exit_info:  # --overwrite as W&B sweeps spell it
         _pretrain(tmp_path / "run", 8, "--checkpoint-every", "100", "--overwrite=True")
     error = capsys.readouterr().err.strip().splitlines()[-1]
@@ -736,14 +743,7 @@ def test_resuming_from_a_checkpoint_of_another_run_is_refused(tmp_path, monkeypa
 
 def test_a_stop_on_a_signal_runs_no_validation_off_schedule(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    original_step = SorterPretraining.training_step
-
-    def interrupted_step(self, batch, batch_index):
-        if self.global_step == 1:  # validation is every 4 steps: none is due at step 2
-            os.kill(os.getpid(), signal.SIGINT)
-        return original_step(self, batch, batch_index)
-
-    monkeypatch.setattr(SorterPretraining, "training_step", interrupted_step)
+    interrupt_at_step(monkeypatch, 1)  # validation is every 4 steps: none is due at step 2
     with pytest.raises(SystemExit):
         _pretrain(tmp_path / "run", 8, "--checkpoint-every", "100")
     rows = list(csv.DictReader(open(tmp_path / "run" / "csv" / "metrics.csv")))
@@ -808,14 +808,7 @@ def test_numpy_integers_are_integers_for_every_count_setting(tmp_path):
 def test_an_interrupted_python_run_says_how_to_resume_it_from_python(tmp_path, monkeypatch):
     from sodeep.run_folder import RunInterrupted
 
-    original_step = SorterPretraining.training_step
-
-    def interrupted_step(self, batch, batch_index):
-        if self.global_step == 2:
-            os.kill(os.getpid(), signal.SIGINT)
-        return original_step(self, batch, batch_index)
-
-    monkeypatch.setattr(SorterPretraining, "training_step", interrupted_step)
+    original_step = interrupt_at_step(monkeypatch, 2)
     settings = dict(steps=6, batch_size=4, lengths="2-8", validation_every=3, validation_sequences=2)
     config = PretrainConfig(**settings, out=str(tmp_path / "run"), wandb="disabled", sorter={"capacity": 8})
     with pytest.raises(RunInterrupted) as raised:
