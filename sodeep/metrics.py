@@ -35,6 +35,8 @@ def _check_pair(predicted_ranks: torch.Tensor, true_ranks: torch.Tensor) -> None
     for name, value in (("predicted_ranks", predicted_ranks), ("true_ranks", true_ranks)):
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+        if value.dtype == torch.bool or value.is_complex():
+            raise TypeError(f"{name} must hold real numbers (floating or integer ranks), got {value.dtype}")
     if predicted_ranks.shape != true_ranks.shape:
         raise ValueError(
             f"predicted_ranks and true_ranks must have one shape, (B, n) or (n,), got "

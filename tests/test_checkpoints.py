@@ -468,6 +468,19 @@ def test_rank_metrics_refuse_pairs_of_other_shapes_rather_than_broadcast(shapes,
         assert message in str(refused.value)
 
 
+@pytest.mark.parametrize("dtype", [torch.bool, torch.complex64])
+def test_rank_metrics_refuse_values_that_are_not_real_numbers(dtype):
+    from sodeep.metrics import mean_absolute_rank_error, rowwise_spearman
+
+    ranks = torch.tensor([[1.0, 0.0, 1.0]])
+    for metric in (rowwise_spearman, mean_absolute_rank_error):
+        for pair in ((ranks.to(dtype), ranks), (ranks, ranks.to(dtype))):
+            with pytest.raises(TypeError, match=f"must hold real numbers .*got {dtype}"):
+                metric(*pair)
+    integers = torch.tensor([[1, 0, 1]]), torch.tensor([[1, 1, 0]])
+    torch.testing.assert_close(rowwise_spearman(*integers), torch.tensor([-0.5]))
+
+
 @pytest.mark.parametrize("weights", [None, [1, 2], {"network.0.weight": 1.0}])
 def test_a_checkpoint_without_a_dict_of_tensors_as_weights_says_so(tmp_path, weights):
     from sodeep.checkpoints import sorter_from_payload

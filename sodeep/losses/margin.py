@@ -212,7 +212,7 @@ class PairwiseMarginRankingLoss(nn.Module):
 
 def _margin_tensor(margin: Any, scores: torch.Tensor) -> torch.Tensor:
     """Per-label margins given as a list or NumPy array, as a tensor on the scores' device in at
-    least float32 (a margin of 1e5 stays finite beside half-precision scores)."""
+    least float32, the dtype the hinges are computed in before they take the scores' dtype."""
     wide = torch.promote_types(scores.dtype, torch.float32)
     try:
         if any(isinstance(item, torch.Tensor) for item in margin):  # stacked: learnable margins keep their graph
@@ -257,10 +257,12 @@ def multilabel_hinge_loss(
     check_rank(scores, "scores", (2,), "(B, C)", rows=True)
     check_binary(labels)
     check_same_shape(scores, labels, "scores and labels")
+    if type(margin).__module__ == "numpy" and getattr(margin, "ndim", None) == 0:
+        margin = margin.item()  # a NumPy scalar or 0-d array: the Python number it holds
     if isinstance(margin, (list, tuple)) or type(margin).__module__ == "numpy":  # per-label, as the module takes
         margin = _margin_tensor(margin, scores)
     elif isinstance(margin, Real) and not isinstance(margin, (bool, int, float)):
-        margin = float(margin)  # a Fraction or a NumPy scalar: a number that tensors take
+        margin = float(margin)  # a Fraction: a number that tensors take
     elif isinstance(margin, bool) or not isinstance(margin, (Real, torch.Tensor)):
         raise TypeError(
             f"margin must be a number or (C,) per-label margins (a tensor, a list or a NumPy array), "
@@ -445,7 +447,7 @@ class MultiLabelHingeLoss(nn.Module):
                 "adaptive margins update buffers in place, which torch.func transforms (vmap, grad) "
                 "cannot do: call .eval() (margins frozen) or build the loss with adaptive=False"
             )
-        per_element = multilabel_hinge_loss(scores, labels, self.margin.to(scores.dtype), reduction="none")
+        per_element = multilabel_hinge_loss(scores, labels, self.margin, reduction="none")
         loss = self.reducer(per_element, weight)  # checks the weight before the margins move
         if updating:
             self._update_margins(per_element.detach(), weight)

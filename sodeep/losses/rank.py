@@ -198,7 +198,7 @@ def sorter_ranks(sorter: SorterFunction, scores: torch.Tensor) -> torch.Tensor:
         "wrap one that returns ascending ranks 1..n (n for the largest score), such as torchsort.soft_rank, in "
         "sodeep.losses.descending_normalized",
     )
-    return ranks
+    return ranks.to(scores.dtype)  # the losses return the scores' dtype, whatever the sorter's
 
 
 def _rise_with(ranks: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:

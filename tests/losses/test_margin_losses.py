@@ -832,3 +832,28 @@ def test_margins_given_on_the_meta_device_refuse_to_be_used_after_to_empty():
     adaptive.load_state_dict(MultiLabelHingeLoss(3, margin=0.5, adaptive=True).state_dict())
     torch.testing.assert_close(adaptive.margin, torch.full((3,), 0.5))
     assert torch.isfinite(adaptive(torch.randn(2, 3), torch.ones(2, 3)))
+
+
+@pytest.mark.parametrize("margin", ["np.float64(0.3)", "np.float32(0.3)", "np.int64(1)", "np.array(0.3)"])
+def test_multilabel_hinge_takes_a_numpy_scalar_margin_as_a_number(margin):
+    import numpy as np
+
+    scores, labels = torch.tensor([[2.0, -0.5], [0.1, 0.4]]), torch.tensor([[1, 0], [0, 1]])
+    value = eval(margin, {"np": np})
+    expected = torch.clamp(float(value) - (2 * labels - 1) * scores, min=0)
+    torch.testing.assert_close(multilabel_hinge_loss(scores, labels, value, reduction="none"), expected)
+    torch.testing.assert_close(MultiLabelHingeLoss(2, margin=value)(scores, labels), expected.mean())
+
+
+def test_multilabel_hinge_module_takes_a_margin_beyond_half_precision_as_the_function_does():
+    """A margin of 1e5 is finite however the scores are stored: the module gives what the function
+    gives (hinges of 1e5 are inf in float16), not an error that blames the margin."""
+    scores, labels = torch.zeros(2, 2, dtype=torch.float16), torch.tensor([[1, 0], [0, 1]])
+    module = MultiLabelHingeLoss(2, margin=1e5)(scores, labels)
+    function = multilabel_hinge_loss(scores, labels, 1e5)
+    assert module.dtype == function.dtype == torch.float16
+    torch.testing.assert_close(module, function)
+    small = torch.tensor([[0.5, -0.25]], dtype=torch.bfloat16), torch.tensor([[1, 0]])
+    torch.testing.assert_close(
+        MultiLabelHingeLoss(2, margin=[0.3, 0.7])(*small), multilabel_hinge_loss(*small, [0.3, 0.7])
+    )

@@ -10,6 +10,9 @@ from sodeep.losses import (
     MapRankLoss,
     RecallRankLoss,
     descending_normalized,
+    hard_negative_rank_loss,
+    map_rank_loss,
+    recall_rank_loss,
     spearman_loss,
 )
 from sodeep.sorters import ConvSorter, OriginalCNNSorter, PairwiseSigmoidSorter
@@ -631,3 +634,22 @@ def test_a_meta_sorter_loaded_with_assign_ranks_and_a_partial_load_leaves_it_uns
     partial.load_state_dict({}, strict=False)  # nothing given: still unset
     with pytest.raises(RuntimeError, match=r"call sorter.reset_parameters\(\)"):
         partial(scores)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_rank_losses_return_the_scores_dtype_whatever_the_sorters(dtype):
+    """sodeep.rank gives float32 ranks for half-precision scores; a float32 sorter beside float64
+    scores: the losses still return the scores' dtype."""
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randn(6, 3, generator=generator).to(dtype)
+    labels = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [0, 0, 0], [1, 0, 1]])
+    float32_ranks = lambda values: sodeep.rank(values.float())  # noqa: E731
+    square = torch.randn(4, 4, generator=generator).to(dtype)
+    for sorter in (sodeep.rank, float32_ranks):
+        assert map_rank_loss(scores, labels, sorter).dtype == dtype
+        assert recall_rank_loss(square, sorter).dtype == dtype
+        assert hard_negative_rank_loss(square, sorter).dtype == dtype
+        assert SpearmanLoss(sorter=sorter)(scores, scores.float() * 2).dtype == dtype
+    torch.testing.assert_close(
+        map_rank_loss(scores, labels, float32_ranks), map_rank_loss(scores.float(), labels, sodeep.rank).to(dtype)
+    )
