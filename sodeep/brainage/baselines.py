@@ -45,10 +45,14 @@ BaselineFunction = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np
 
 def grid_search(estimator: Any, grid: dict[str, Sequence[float]], features, ages, search_folds) -> Any:
     """``estimator`` refitted on all of ``features`` with the grid point of lowest mean absolute
-    error over the predefined ``search_folds`` (one fold index per row)."""
+    error over the predefined ``search_folds`` (one fold index per row).  A fit or score that
+    raises (a stop signal among them) ends the search: it does not score its grid point NaN and
+    choose among the others."""
     from sklearn.model_selection import GridSearchCV, PredefinedSplit
 
-    search = GridSearchCV(estimator, grid, cv=PredefinedSplit(search_folds), scoring="neg_mean_absolute_error")
+    search = GridSearchCV(
+        estimator, grid, cv=PredefinedSplit(search_folds), scoring="neg_mean_absolute_error", error_score="raise"
+    )
     return search.fit(features, ages)
 
 

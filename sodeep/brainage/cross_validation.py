@@ -165,6 +165,8 @@ def cross_validate(
 
     save()
     if baseline_features is not None:
+        if stop is not None:
+            stop.where = "the baselines"
         add_baseline_runs(
             results,
             ages,

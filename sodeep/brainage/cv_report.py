@@ -58,6 +58,16 @@ def undefined(run: dict[str, Any], metric: str) -> bool:
     return metric not in run or math.isnan(run[metric])
 
 
+def ranks_nobody(run: dict[str, Any]) -> bool:
+    """Whether the run's test predictions carry no order: its Spearman is undefined although its
+    fold is large enough to correlate, or its fold's predictions are all one value (a fold of two
+    predicted alike)."""
+    if not undefined(run, "spearman"):
+        return False
+    predictions = run.get("test_predictions", ())
+    return not too_small_to_correlate(run) or (len(predictions) > 1 and len(set(predictions)) == 1)
+
+
 def summarize(results: dict[str, Any], ages: np.ndarray, sites: Sequence[str]) -> None:
     """Add to each preset and baseline mean/sd summaries over runs (of the metrics every run has:
     the baselines have no age-bias fit; correlations leave out the runs whose test fold is too
@@ -74,7 +84,7 @@ def summarize(results: dict[str, Any], ages: np.ndarray, sites: Sequence[str]) -
                 values = [r[metric] for r in runs if not undefined(r, metric)]
                 if not values or any(undefined(r, metric) and not too_small_to_correlate(r) for r in runs):
                     continue  # undefined for some run (or not recorded by it): no summary
-                sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+                sd = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan  # n/a: one value has no spread
                 entry["summary"][metric] = {"mean": float(np.mean(values)), "sd": sd}
                 if len(values) < len(runs):
                     entry["summary"][metric]["runs"] = len(values)
@@ -87,11 +97,7 @@ def summarize(results: dict[str, Any], ages: np.ndarray, sites: Sequence[str]) -
             pooled = regression_metrics(predictions, ages[rows])
             if names_sites(row_sites):
                 pooled["within_site_spearman"] = within_site_spearman(predictions, ages[rows], row_sites)
-            if any(
-                undefined(run, "spearman") and not too_small_to_correlate(run)
-                for run in runs
-                if run["seed"] == first_seed
-            ):
+            if any(ranks_nobody(run) for run in runs if run["seed"] == first_seed):
                 # A fold whose predictions rank nobody (a constant): pooled, the folds' offsets
                 # alone would make a correlation.
                 pooled = {metric: value for metric, value in pooled.items() if "spearman" not in metric}
@@ -123,13 +129,16 @@ def paired_comparisons(presets: dict[str, Any], baseline: str = "l1") -> dict[st
         pairs = [(r, reference[(r["seed"], r["fold"])]) for r in entry["runs"] if (r["seed"], r["fold"]) in reference]
         row: dict[str, Any] = {"pairs": len(pairs)}
         for metric, better in (("spearman", 1), ("mae", -1)):
-            differences = np.array([a[metric] - b[metric] for a, b in pairs])
+            # Correlations leave out the folds too small to correlate (+-1 whatever the model).
+            used = [(a, b) for a, b in pairs if metric != "spearman" or not too_small_to_correlate(a)]
+            differences = np.array([a[metric] - b[metric] for a, b in used])
             p_value = math.nan
             if len(differences) >= 2 and np.any(differences != 0):
                 p_value = float(scipy.stats.wilcoxon(differences).pvalue)
             row[metric] = {
-                "mean_difference": float(differences.mean()) if len(pairs) else math.nan,
-                "sd_difference": float(differences.std(ddof=1)) if len(pairs) > 1 else math.nan,
+                "pairs": len(used),
+                "mean_difference": float(differences.mean()) if len(used) else math.nan,
+                "sd_difference": float(differences.std(ddof=1)) if len(used) > 1 else math.nan,
                 "wins": int(np.sum(better * differences > 0)),
                 "wilcoxon_p": p_value,
             }
@@ -160,7 +169,7 @@ def _summary_table(entries: dict[str, Any], label: str, seeds: list[int]) -> lis
             value = summary[metric]
             of_runs = f" ({value['runs']} of {len(entry['runs'])} runs)" if "runs" in value else ""
             partial |= bool(of_runs)
-            cells.append(f"{value['mean']:.3f} +- {value['sd']:.3f}{of_runs}")
+            cells.append(f"{value['mean']:.3f} +- {_shown(value['sd'], '.3f')}{of_runs}")
         own = _seeds_of(entry)
         runs = f"{len(entry['runs'])}" + (f" (seeds {own})" if own != seeds else "")
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {runs} |")
@@ -237,8 +246,8 @@ def format_report(results: dict[str, Any], title: str) -> str:
                 continue
             s, m = row["spearman"], row["mae"]
             lines.append(
-                f"| {name} | {s['mean_difference']:+.4f} +- {_shown(s['sd_difference'], '.4f')} | "
-                f"{s['wins']}/{row['pairs']} | {_shown(s['wilcoxon_p'], '.3g')} | "
+                f"| {name} | {_shown(s['mean_difference'], '+.4f')} +- {_shown(s['sd_difference'], '.4f')} | "
+                f"{s['wins']}/{s.get('pairs', row['pairs'])} | {_shown(s['wilcoxon_p'], '.3g')} | "
                 f"{m['mean_difference']:+.3f} +- {_shown(m['sd_difference'], '.3f')} | "
                 f"{m['wins']}/{row['pairs']} | {_shown(m['wilcoxon_p'], '.3g')} |"
             )

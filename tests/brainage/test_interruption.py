@@ -36,3 +36,25 @@ def test_a_second_signal_stops_at_once_and_nothing_is_raised_without_one():
                 os.kill(os.getpid(), signal.SIGINT)
                 os.kill(os.getpid(), signal.SIGINT)
                 pytest.fail("the second signal did not stop")
+
+
+def test_a_signal_during_a_baseline_grid_search_ends_the_search():
+    """scikit-learn scores a grid point whose fit raises as NaN and goes on by default: a stop
+    signal would then change which penalty a saved baseline uses."""
+    import numpy as np
+    from sklearn.linear_model import Ridge
+
+    from sodeep.brainage.baselines import grid_search
+
+    class InterruptedAtOnePenalty(Ridge):
+        def fit(self, features, ages, sample_weight=None):
+            if self.alpha == 1.0:
+                os.kill(os.getpid(), signal.SIGINT)
+            return super().fit(features, ages, sample_weight)
+
+    generator = np.random.default_rng(0)
+    features, ages = generator.normal(size=(30, 3)), generator.uniform(20, 80, size=30)
+    with pytest.raises(RunInterrupted, match="^interrupted at the baselines$"):
+        with SignalStop() as stop:
+            stop.where = "the baselines"
+            grid_search(InterruptedAtOnePenalty(), {"alpha": [0.1, 1.0, 10.0]}, features, ages, np.arange(30) % 3)

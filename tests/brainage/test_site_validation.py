@@ -453,3 +453,33 @@ def test_a_test_fold_too_small_to_correlate_is_left_out_of_the_correlations_and_
     report = format_report(results, "sites")
     assert f"{np.mean(defined):.3f} +- {np.std(defined, ddof=1):.3f} (3 of 4 runs)" in report
     assert "the correlation of a test fold of fewer than 3 subjects is +-1 whatever the model" in report
+
+
+def test_folds_all_too_small_to_correlate_give_no_correlation_of_a_constant_model(tmp_path):
+    """10 subjects in 5 folds of 2: the median baseline predicts one value per fold, so pooled over
+    the folds its 'correlation' is the folds' offsets alone (n/a); the presets' paired Spearman has
+    no fold to compare, and a summary of a single value has no spread."""
+    table = site_table(sizes=(10,))
+    table.sites = [NO_SITE] * len(table)
+    results = cross_validate_table(table, ["l1", "mse"], out=tmp_path, folds=5, seeds=[0], config=TINY, progress=False)
+    median = results["baselines"]["median"]
+    assert all(len(run["test_rows"]) == 2 for run in median["runs"])
+    assert "spearman" not in median["out_of_fold"]
+    assert "spearman" in results["baselines"]["ridge"]["out_of_fold"]  # its folds' predictions differ
+    spearman = results["comparisons"]["mse"]["spearman"]
+    assert spearman["pairs"] == 0 and np.isnan(spearman["mean_difference"])
+    assert results["comparisons"]["mse"]["mae"]["pairs"] == 5
+    report = format_report(results, "tiny folds")
+    assert "| mse | n/a +- n/a | 0/0 | n/a |" in report, report
+    assert "nan" not in report, report
+
+
+def test_a_summary_of_one_run_shows_no_spread(tmp_path):
+    """Leave-one-site-out where one site alone has 3 subjects: its correlation summarizes one run."""
+    table = site_table(sizes=(2, 3, 2))
+    results = cross_validate_table(
+        table, ["l1"], out=tmp_path, folds=3, split="site", seeds=[0], config=TINY, progress=False
+    )
+    summary = results["baselines"]["ridge"]["summary"]["spearman"]
+    assert summary["runs"] == 1 and np.isnan(summary["sd"])
+    assert f"{summary['mean']:.3f} +- n/a (1 of 3 runs)" in format_report(results, "sites")
