@@ -107,9 +107,25 @@ class AgeRegression(L.LightningModule):
         inputs, ages = batch
         if self.augment is not None:
             inputs = self.augment(inputs)
-        loss = self.loss(self.model(inputs), ages)
+        predictions = self.model(inputs)
+        try:
+            loss = self.loss(predictions, ages)
+        except ValueError:
+            # The inputs were checked when the data was read: predictions that are not finite
+            # come from the training itself.
+            if not bool(torch.isfinite(predictions.detach()).all()):
+                raise ValueError(self.diverged()) from None
+            raise
         self.log("train/loss", loss, prog_bar=True, batch_size=len(ages))
         return loss
+
+    def diverged(self) -> str:
+        """The one line that ends a run whose model's predictions went to NaN or infinity."""
+        run = f" ({', '.join(f'{key} {value}' for key, value in self.hparams.run.items())})" if self.hparams.run else ""
+        return (
+            f"training diverged{run}: the model's predictions are not finite at epoch {self.current_epoch + 1}; "
+            f"lower the learning rate (it was {self.hparams.learning_rate:g})"
+        )
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_index: int) -> None:
         inputs, ages = batch

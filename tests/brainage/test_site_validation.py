@@ -483,3 +483,14 @@ def test_a_summary_of_one_run_shows_no_spread(tmp_path):
     summary = results["baselines"]["ridge"]["summary"]["spearman"]
     assert summary["runs"] == 1 and np.isnan(summary["sd"])
     assert f"{summary['mean']:.3f} +- n/a (1 of 3 runs)" in format_report(results, "sites")
+
+
+def test_a_run_that_diverges_says_so_and_names_the_run_and_its_learning_rate(tmp_path):
+    """Not "predictions contains NaN or infinite values", which reads as bad input."""
+    config = TrainingConfig(hidden=(8,), batch_size=16, max_epochs=3, patience=2, learning_rate=1e30)
+    with pytest.raises(ValueError) as raised:
+        cross_validate_table(site_table(), ["mse"], out=tmp_path, folds=3, seeds=[0], config=config, progress=False)
+    assert str(raised.value) == (
+        "training diverged (preset mse, seed 0, fold 0): the model's predictions are not finite at epoch 1; "
+        "lower the learning rate (it was 1e+30)"
+    )
