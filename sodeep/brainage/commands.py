@@ -39,7 +39,7 @@ import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +85,7 @@ def run_tabular(
     from sodeep.run_folder import start_run_folder
     from sodeep.runs import release_process_group
 
-    config.check()
+    config = replace(config)  # coerced and checked again: settings may have been set after it was built
     _check_wandb_login(config.wandb)
     leader = _is_leader(config)
     path = config.table_path()
@@ -176,7 +176,7 @@ def run_synthetic(
     from sodeep.run_folder import RunInterrupted, holds_files_besides_its_lock, start_run_folder
     from sodeep.runs import release_process_group
 
-    config.check()
+    config = replace(config)  # coerced and checked again: settings may have been set after it was built
     _check_wandb_login(config.wandb)
     leader = _is_leader(config)
     check_batch_size(config.losses, config.batch_size)
@@ -273,7 +273,7 @@ def run_nifti(
     from sodeep.run_folder import RunInterrupted, holds_files_besides_its_lock, start_run_folder
     from sodeep.runs import release_process_group
 
-    config.check()
+    config = replace(config)  # coerced and checked again: settings may have been set after it was built
     _check_wandb_login(config.wandb)
     leader = _is_leader(config)
     check_batch_size(config.losses, config.batch_size)

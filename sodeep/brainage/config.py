@@ -137,9 +137,12 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
         if value is None and type(None) in options:
             return None
         hint = next(option for option in options if option is not type(None))
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
+        value = value.item()  # a NumPy scalar (a notebook's np.int64 seed): the Python number it holds
     if typing.get_origin(hint) is list:
         (item,) = typing.get_args(hint)
-        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        many = isinstance(value, (list, tuple, range)) or type(value).__module__ == "numpy"  # NumPy arrays too
+        items = list(value) if many else [value]
         return [_coerce(entry, item, name) for entry in items]
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)

@@ -64,3 +64,26 @@ def test_seeds_run_together_give_the_runs_of_seeds_run_apart(tmp_path):
     for key, run in together.items():
         assert run["test_predictions"] == apart[key]["test_predictions"] and run["mae"] == apart[key]["mae"]
     assert together[(0, 0)]["test_predictions"] != together[(1, 0)]["test_predictions"]  # seeds differ
+
+
+def test_settings_changed_after_the_config_was_built_are_read_as_the_constructor_reads_them(tmp_path):
+    import pytest
+
+    rng = np.random.default_rng(2)
+    lines = ["age,lh_a"] + [f"{age:.2f},{3 - 0.01 * age + rng.normal(0, 0.05):.4f}" for age in rng.uniform(20, 80, 24)]
+    (tmp_path / "table.csv").write_text("\n".join(lines) + "\n")
+    config = TabularConfig(
+        csv=str(tmp_path / "table.csv"),
+        folds=2,
+        batch_size=8,
+        max_epochs=1,
+        out=str(tmp_path / "out"),
+        wandb="disabled",
+    )
+    config.seeds, config.losses = np.int64(1), "l1"  # as the constructor would take them
+    results = run_tabular(config, progress=False)
+    assert sorted(results["presets"]) == ["l1"]
+    assert {run["seed"] for run in results["presets"]["l1"]["runs"]} == {1}
+    config.folds = 1
+    with pytest.raises(ValueError, match="folds"):
+        run_tabular(config, progress=False, resume=True)

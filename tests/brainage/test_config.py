@@ -91,3 +91,14 @@ def test_wandb_modes_are_those_of_the_runs_module():
     from sodeep.runs import WANDB_MODES as RUN_MODES
 
     assert WANDB_MODES == RUN_MODES
+
+
+def test_numpy_numbers_and_ranges_are_settings_like_python_numbers_and_lists():
+    import numpy as np
+
+    config = TabularConfig(seeds=np.arange(2), max_epochs=np.int64(3), batch_size=np.int32(8), losses=("l1",))
+    assert config.seeds == [0, 1] and config.max_epochs == 3 and config.batch_size == 8
+    assert all(type(value) is int for value in (*config.seeds, config.max_epochs, config.batch_size))
+    assert TabularConfig(seeds=range(3)).seeds == [0, 1, 2] and TabularConfig(seeds=np.int64(4)).seeds == [4]
+    with pytest.raises(ValueError, match=r"seeds must be int, got 1.5 \(float\)"):
+        TabularConfig(seeds=np.float64(1.5))
