@@ -32,6 +32,7 @@ from sodeep.brainage.augmentation import AUGMENTATIONS
 from sodeep.brainage.datasets import BUNDLED_DATASETS, DEFAULT_DATASET, bundled_table_path
 from sodeep.brainage.folds import check_folds
 from sodeep.brainage.losses import BRAIN_AGE_PRESETS, check_batch_pairs
+from sodeep.brainage.metrics import CORRELATION_SUBJECTS
 from sodeep.config import (
     MAX_SEED,
     SCALE_OUT,
@@ -332,8 +333,11 @@ class SyntheticConfig(CommandConfig):
 
     def check(self) -> None:
         super().check()
-        if self.train < 4 or self.test < 2:
-            raise ValueError(f"need train >= 4 and test >= 2 subjects, got {self.train} and {self.test}")
+        if self.train < 4 or self.test < CORRELATION_SUBJECTS:
+            raise ValueError(
+                f"need train >= 4 and test >= {CORRELATION_SUBJECTS} subjects (fewer correlate +-1 whatever the "
+                f"model), got {self.train} and {self.test}"
+            )
         if self.data_seed < 0:
             raise ValueError(f"data_seed must be >= 0, got {self.data_seed}")
         if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):
