@@ -577,9 +577,11 @@ def report_cross_validation(
         first_seed = min(r["seed"] for r in entry["runs"])
         first_runs = [r for r in entry["runs"] if r["seed"] == first_seed]
         rows, predictions = out_of_fold(entry["runs"], first_seed)
-        bias = (
-            float(np.mean([r["age_bias_slope"] for r in first_runs])),
-            float(np.mean([r["age_bias_intercept"] for r in first_runs])),
+        # Each subject corrected by its own fold's fit, as the corrected metrics are (the same
+        # order of runs as out_of_fold's).
+        bias = tuple(
+            np.concatenate([np.full(len(r["test_rows"]), r[key], dtype=float) for r in first_runs])
+            for key in ("age_bias_slope", "age_bias_intercept")
         )
         plot_predictions(
             np.asarray(ages)[rows],

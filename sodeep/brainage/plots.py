@@ -15,10 +15,11 @@ def plot_predictions(
     path: str | Path,
     *,
     title: str,
-    bias: tuple[float, float] | None = None,
+    bias: tuple[float, float] | tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Path:
     """Two panels written to ``path`` (PNG): predictions against age with the identity line, and
-    the brain-age gap against age (raw, and bias-corrected when ``bias = (slope, intercept)``);
+    the brain-age gap against age (raw, and bias-corrected when ``bias = (slope, intercept)``:
+    numbers, or ``(N,)`` arrays that give each subject its own, such as its fold's fit);
     written atomically."""
     import matplotlib
 

@@ -87,3 +87,43 @@ def test_settings_changed_after_the_config_was_built_are_read_as_the_constructor
     config.folds = 1
     with pytest.raises(ValueError, match="folds"):
         run_tabular(config, progress=False, resume=True)
+
+
+def test_the_plots_correct_each_subjects_gap_by_its_own_folds_fit(tmp_path, monkeypatch):
+    """As the corrected metrics do: the plot's corrected gaps average to each run's corrected MAE."""
+    import sodeep.brainage.plots
+
+    drawn = {}
+    original = sodeep.brainage.plots.plot_predictions
+    monkeypatch.setattr(
+        sodeep.brainage.plots,
+        "plot_predictions",
+        lambda ages, predictions, path, **options: (
+            drawn.update(ages=ages, predictions=predictions, **options) or original(ages, predictions, path, **options)
+        ),
+    )
+    rng = np.random.default_rng(3)
+    ages = rng.uniform(20, 80, 36)
+    lines = ["age,lh_a,rh_a"] + [
+        f"{age:.2f},{3 - 0.01 * age + rng.normal(0, 0.1):.4f},{rng.normal():.4f}" for age in ages
+    ]
+    (tmp_path / "table.csv").write_text("\n".join(lines) + "\n")
+    config = TabularConfig(
+        csv=str(tmp_path / "table.csv"),
+        losses=["l1"],
+        folds=3,
+        seeds=[0],
+        batch_size=8,
+        max_epochs=2,
+        out=str(tmp_path / "out"),
+        wandb="disabled",
+    )
+    runs = run_tabular(config, progress=False)["presets"]["l1"]["runs"]
+    slope, intercept = drawn["bias"]
+    corrected = (drawn["predictions"] - drawn["ages"]) - (slope * drawn["ages"] + intercept)
+    start = 0
+    for run in runs:
+        size = len(run["test_rows"])
+        np.testing.assert_allclose(np.abs(corrected[start : start + size]).mean(), run["corrected_mae"], atol=2e-3)
+        start += size
+    assert len({float(value) for value in slope}) == len(runs)  # one fit per fold
