@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from sodeep.checks import check_integer
 from sodeep.files import atomic_write
 
 #: MNI grid at 4 mm (voxels) and the voxel volume (ml).
@@ -275,6 +276,12 @@ def simulate_cohort(
     from tqdm.auto import tqdm
 
     indices = list(indices)
+    if not indices:
+        raise ValueError("indices must name at least one subject, got none")
+    check_integer(seed, "seed", 0)
+    for index in indices:
+        check_integer(index, "each subject index", 0)
+    indices = [int(index) for index in indices]
     cached = None
     if cache_directory is not None:
         # A stable digest (Python's hash() of strings changes between processes).

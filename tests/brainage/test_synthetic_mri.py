@@ -126,3 +126,22 @@ def test_synthetic_benchmark_refuses_bad_settings_before_simulating(tmp_path):
     with pytest.raises(ValueError, match="unknown loss presets"):
         run_synthetic_benchmark(["bogus"], out=tmp_path, train_size=8, progress=False)
     assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize(
+    "indices,seed,error,message",
+    [
+        ([], 0, ValueError, "indices must name at least one subject, got none"),
+        ([0, 1.5], 0, TypeError, "each subject index must be an integer, got float 1.5"),
+        ([-1], 0, ValueError, "each subject index must be >= 0, got -1"),
+        ([0], -2, ValueError, "seed must be >= 0, got -2"),
+        ([True], 0, TypeError, "each subject index must be an integer, got bool True"),
+    ],
+)
+def test_a_cohort_of_no_subjects_or_of_indices_that_are_not_counts_is_refused(indices, seed, error, message):
+    with pytest.raises(error, match=f"^{message}$"):
+        simulate_cohort(indices, seed)
+
+
+def test_numpy_indices_name_the_subjects_python_ints_do():
+    torch.testing.assert_close(simulate_cohort(np.arange(1, 2)).volumes, simulate_cohort([1]).volumes)
