@@ -33,6 +33,8 @@ from sodeep.brainage.datasets import BUNDLED_DATASETS, DEFAULT_DATASET, bundled_
 from sodeep.brainage.folds import check_folds
 from sodeep.brainage.losses import BRAIN_AGE_PRESETS, check_batch_pairs
 from sodeep.brainage.metrics import CORRELATION_SUBJECTS
+from sodeep.brainage.models import check_hidden_widths
+from sodeep.checks import check_integer
 from sodeep.config import (
     MAX_SEED,
     SCALE_OUT,
@@ -111,6 +113,16 @@ class TrainingConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for item in fields(self):  # NumPy scalars as the Python numbers they hold (results.json records them)
+            value = getattr(self, item.name)
+            if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
+                setattr(self, item.name, value.item())
+        if type(self.hidden).__module__ == "numpy":  # an array of widths
+            self.hidden = self.hidden.tolist()
+        check_hidden_widths(self.hidden)
+        self.hidden = tuple(int(width) for width in self.hidden)
+        for name in ("batch_size", "max_epochs", "patience"):
+            check_integer(getattr(self, name), name, 1)
         check_fit_settings(**self.fit_options())
         if not 0.0 < self.validation_fraction < 1.0 or not 0.0 <= self.dropout < 1.0:
             raise ValueError(

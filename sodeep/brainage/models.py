@@ -7,6 +7,16 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from sodeep.checks import check_integer
+
+
+def check_hidden_widths(hidden: Sequence[int]) -> None:
+    """A sequence of layer widths, each an integer >= 1 (none: a linear model)."""
+    if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence):
+        raise TypeError(f"hidden must be a sequence of layer widths such as (256, 64), got {hidden!r}")
+    for width in hidden:
+        check_integer(width, "each hidden width", 1)
+
 
 class AgeMLP(nn.Module):
     """Multi-layer perceptron from standardized features to age (years).
@@ -31,8 +41,8 @@ class AgeMLP(nn.Module):
         self, in_features: int, hidden: Sequence[int] = (256, 64), dropout: float = 0.2, age_offset: float = 0.0
     ) -> None:
         super().__init__()
-        if in_features < 1:
-            raise ValueError(f"in_features must be >= 1, got {in_features}")
+        check_integer(in_features, "in_features", 1)
+        check_hidden_widths(hidden)
         layers: list[nn.Module] = []
         width = in_features
         for size in hidden:

@@ -102,3 +102,41 @@ def test_numpy_numbers_and_ranges_are_settings_like_python_numbers_and_lists():
     assert TabularConfig(seeds=range(3)).seeds == [0, 1, 2] and TabularConfig(seeds=np.int64(4)).seeds == [4]
     with pytest.raises(ValueError, match=r"seeds must be int, got 1.5 \(float\)"):
         TabularConfig(seeds=np.float64(1.5))
+
+
+@pytest.mark.parametrize(
+    "settings,error,message",
+    [
+        ({"hidden": [0]}, ValueError, "each hidden width must be >= 1, got 0"),
+        ({"hidden": [64, -3]}, ValueError, "each hidden width must be >= 1, got -3"),
+        ({"hidden": "256"}, TypeError, "hidden must be a sequence of layer widths such as (256, 64), got '256'"),
+        ({"hidden": [8.0]}, TypeError, "each hidden width must be an integer, got float 8.0"),
+        ({"max_epochs": 2.5}, TypeError, "max_epochs must be an integer, got float 2.5"),
+        ({"batch_size": True}, TypeError, "batch_size must be an integer, got bool True"),
+    ],
+)
+def test_training_settings_that_build_no_model_are_refused(settings, error, message):
+    from sodeep.brainage.config import TrainingConfig
+    from sodeep.brainage.models import AgeMLP
+
+    with pytest.raises(error) as raised:
+        TrainingConfig(**settings)
+    assert str(raised.value) == message
+    if "hidden" in settings:
+        with pytest.raises(error) as raised:
+            AgeMLP(3, hidden=settings["hidden"])
+        assert str(raised.value) == message
+
+
+def test_training_settings_from_numpy_are_recorded_as_plain_json():
+    import json
+
+    import numpy as np
+
+    from sodeep.brainage.config import TrainingConfig
+    from sodeep.brainage.cross_validation import cross_validation_settings
+
+    config = TrainingConfig(hidden=np.array([8, 4]), max_epochs=np.int64(2), learning_rate=np.float32(0.5))
+    assert config.hidden == (8, 4) and type(config.max_epochs) is int and config.learning_rate == 0.5
+    recorded = json.loads(json.dumps(cross_validation_settings(10, 2, config)))["config"]
+    assert recorded["hidden"] == [8, 4] and recorded["max_epochs"] == 2
