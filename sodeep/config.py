@@ -177,7 +177,9 @@ def number_at_least(kind: type[int] | type[float], minimum: float, *, above: boo
             raise argparse.ArgumentTypeError(
                 f"expected {kind.__name__} {_bound(minimum, above)}, got {text!r}"
             ) from None
-        if not (math.isfinite(value) and _within(value, minimum, above)):
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number {_bound(minimum, above)}, got {text!r}")
+        if not _within(value, minimum, above):
             raise argparse.ArgumentTypeError(f"must be {_bound(minimum, above)}, got {text!r}")
         return value
 

@@ -443,12 +443,15 @@ def test_learning_signal_main_keeps_the_finished_rows_on_ctrl_c(signal, tmp_path
         ("bench_descent", ["--fd-step", "0"], "argument --fd-step: must be > 0, got '0'"),
         ("bench_generator", ["--rounds", "0"], "argument --rounds: must be >= 1, got '0'"),
         ("bench_pairwise_margin", ["--loop-rows", "300"], "--loop-rows must be at most the batch, 256, got 300"),
-        ("bench_brainage_floor", ["--floors", "nan"], "argument --floors: must be >= 0, got 'nan'"),
+        ("bench_brainage_floor", ["--floors", "nan"], "argument --floors: must be a finite number >= 0, got 'nan'"),
         ("bench_brainage_step", ["--batch-sizes", "1"], "argument --batch-sizes: must be >= 2, got '1'"),
         ("bench_learning_signal", ["--lengths", "20000"], "--lengths must all be <= 10000 (distinct 4-digit"),
         ("bench_sorter_fidelity_large_n", ["--lengths", "1"], "--lengths: lengths must be ints >= 2"),
         ("bench_sorter_fidelity_large_n", ["--checkpoint", "{tmp}/x.json"], "x.json is not a torch checkpoint"),
         ("bench_sorter_fidelity_large_n", ["--architecture", "nope"], "unknown sorter architecture 'nope'"),
+        ("bench_sorter_fidelity_large_n", ["--families", "foo"], "unknown --families ['foo']; known: ["),
+        ("bench_sorter_fidelity_large_n", ["--sets", "bar"], "unknown --sets ['bar']; known: ["),
+        ("bench_brainage_floor", ["--floors", "inf"], "argument --floors: must be a finite number >= 0, got 'inf'"),
     ],
 )
 def test_bad_script_flags_end_in_one_line(tmp_path, monkeypatch, capsys, script, argv, message):

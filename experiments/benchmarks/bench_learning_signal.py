@@ -230,7 +230,7 @@ def summary_table(rows: list[dict], names: Sequence[str], lengths: Sequence[int]
 
     tasks = TASKS if regression else ()
     header = [f"n = {n}: exact (element-wise)" for n in lengths] + [f"{task}: Spearman" for task in tasks]
-    lines = ["| variant | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
+    lines = ["| variant (mean ± sd over seeds) | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
     for name in names:
         cells = []
         for n in lengths:
@@ -268,7 +268,9 @@ def paired_table(rows: list[dict], names: Sequence[str], lengths: Sequence[int],
 
     header = [f"n = {n}: {what}" for n in lengths for what in ("exact", "element-wise")]
     lines = [
-        f"| variant minus {variant_label(baseline)} (paired by seed) | " + " | ".join(header) + " |",
+        f"| variant minus {variant_label(baseline)} (paired by seed; mean ± standard error) | "
+        + " | ".join(header)
+        + " |",
         "|---" * (len(header) + 1) + "|",
     ]
     for name in names:

@@ -311,9 +311,10 @@ def main(argv: Sequence[str] | None = None) -> str:
         raise SystemExit(f"--lengths: {error}") from None
     families = [name.strip() for name in arguments.families.split(",") if name.strip()]
     extra = [name.strip() for name in arguments.sets.split(",") if name.strip()]
-    unknown = sorted(set(families) - set(FAMILIES)) + sorted(set(extra) - set(EXTRA_SETS))
-    if unknown:
-        raise SystemExit(f"unknown score sets {unknown}; families: {list(FAMILIES)}; others: {list(EXTRA_SETS)}")
+    for flag, names, known in (("--families", families, FAMILIES), ("--sets", extra, EXTRA_SETS)):
+        unknown = sorted(set(names) - set(known))
+        if unknown:
+            raise SystemExit(f"unknown {flag} {unknown}; known: {list(known)}")
     if arguments.sequences < 1 or arguments.batch < 1 or arguments.repeats < 0:
         raise SystemExit("--sequences and --batch must be >= 1 and --repeats >= 0")
     try:

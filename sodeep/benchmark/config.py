@@ -82,6 +82,8 @@ class BenchConfig:
         ):
             for value in getattr(self, name):
                 check_integer(value, f"each of {name}", shortest)
+            if len(set(getattr(self, name))) != len(getattr(self, name)):  # each would run twice
+                raise ValueError(f"{name} must not repeat, got {list(getattr(self, name))}")
         if self.mnist is not None and "sorting" in self.parts:
             for path in self.mnist:
                 if not Path(path).is_file():

@@ -75,6 +75,10 @@ def mnist_pool(images_path: str | os.PathLike, labels_path: str | os.PathLike) -
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.ndim != 3 or labels.shape != images.shape[:1]:
         raise ValueError(f"expected images (N, H, W) and labels (N,), got {images.shape} and {labels.shape}")
+    if images.shape[1] != images.shape[2]:  # the scoring network reads square digits
+        raise ValueError(
+            f"{images_path}: digit images must be square (H == W), got {images.shape[1]}x{images.shape[2]}"
+        )
     return DigitPool(torch.from_numpy(images.astype(np.float32) / 255.0), torch.from_numpy(labels.astype(np.int64)))
 
 

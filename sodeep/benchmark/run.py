@@ -152,6 +152,8 @@ def run_benchmark(
     previous = _previous_results(out, config) if resume else None
     families, missing = available_families()
     rankers = benchmark_rankers(families)
+    if previous is not None:
+        _check_same_rankers(out, previous, rankers)
     results: dict = {key: [] for key in ("speed", "fidelity", "sorting", "sorting_summary", "regression")}
     results.update(
         schema=report.SCHEMA,
@@ -216,6 +218,26 @@ def _previous_results(out: Path, config: BenchConfig) -> dict:
             f"settings{_preset_of(held, differing)}, or run with overwrite=True instead of resume=True"
         )
     return previous
+
+
+def _check_same_rankers(out: Path, previous: dict, rankers: list) -> None:
+    """Refuse to resume where other rankers can run than when the folder's benchmark started (an
+    optional package installed or removed since): its parts would compare different rankers."""
+    held = list(dict.fromkeys(ranker["family"] for ranker in previous.get("rankers", [])))
+    here = list(dict.fromkeys(ranker.family for ranker in rankers))
+    if held != here:
+        changes = [
+            f"{', '.join(families)} {what}"
+            for families, what in (
+                ([family for family in held if family not in here], "ran then and cannot run here"),
+                ([family for family in here if family not in held], "can run here and could not then"),
+            )
+            if families
+        ]
+        raise ValueError(
+            f"{out} holds a benchmark of other rankers ({'; '.join(changes) or 'another order'}): resume it "
+            "with the packages it ran with, or run with overwrite=True instead of resume=True"
+        )
 
 
 def _as_words(value: object) -> str:
@@ -288,6 +310,8 @@ def _run_part(part: str, config: BenchConfig, families, rankers, results: dict, 
         done = _finished_rows(rows_path) if resume else []
         if done:
             progress(f"sorting: {len(done)} finished trainings kept from {rows_path}")
+            # Without a line the interruption cut short, which the new rows would otherwise extend.
+            atomic_write_text(rows_path, "".join(json.dumps(row) + "\n" for row in done))
         else:
             rows_path.unlink(missing_ok=True)
         results["sorting"] = run_sorting(jobs, task, config.workers, mnist, progress, rows_path, done=done)

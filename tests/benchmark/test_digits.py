@@ -87,8 +87,12 @@ def test_idx_round_trip_and_mnist_pool(tmp_path, compress):
     floats = rng.normal(size=(3, 2)).astype(np.float32)
     write_idx(tmp_path / "floats", floats, 0x0D, False)
     np.testing.assert_array_equal(read_idx(tmp_path / "floats"), floats)
-    pool = mnist_pool(tmp_path / f"images{suffix}", tmp_path / f"labels{suffix}")
-    torch.testing.assert_close(pool.images, torch.from_numpy(images / 255.0).float())
+    with pytest.raises(ValueError, match=r"digit images must be square \(H == W\), got 4x5"):
+        mnist_pool(tmp_path / f"images{suffix}", tmp_path / f"labels{suffix}")  # before any folder is made
+    square = images[:, :, :4]
+    write_idx(tmp_path / f"square{suffix}", square, 0x08, compress)
+    pool = mnist_pool(tmp_path / f"square{suffix}", tmp_path / f"labels{suffix}")
+    torch.testing.assert_close(pool.images, torch.from_numpy(square / 255.0).float())
     assert pool.labels.tolist() == labels.tolist()
 
 

@@ -492,3 +492,49 @@ def test_a_benchmark_of_other_parts_names_them_as_the_command_line_takes_them(tm
         main(["bench", "--quick", "--resume", "--out", str(tmp_path)])
     error = capsys.readouterr().err
     assert "other settings (--parts: fidelity -> speed fidelity sorting regression); resume it with its own" in error
+
+
+def test_a_resume_where_other_rankers_can_run_is_refused(tmp_path, monkeypatch):
+    """A package installed or removed since the folder's benchmark started: its kept parts would
+    compare other rankers than its new ones, with nothing left out said about them."""
+    import sodeep.benchmark.run as run
+
+    monkeypatch.setattr(BenchConfig, "quick", classmethod(lambda cls, **overrides: cls(**{**TINY, **overrides})))
+    out = tmp_path / "bench"
+    argv = ["bench", "--quick", "--parts", "fidelity", "--out", str(out), "--workers", "1"]
+    families, missing = run.available_families()
+    gone = families[-1].name
+    monkeypatch.setattr(run, "available_families", lambda: (families[:-1], {**missing, gone: "ImportError: hidden"}))
+    assert main(argv) == 0
+    monkeypatch.setattr(run, "available_families", lambda: (families, missing))
+    with pytest.raises(ValueError, match=f"other rankers \\({gone} can run here and could not then\\): resume it with"):
+        main([*argv, "--resume"])
+    monkeypatch.setattr(run, "available_families", lambda: (families[1:], missing))
+    with pytest.raises(ValueError, match=f"\\({families[0].name} ran then and cannot run here; {gone} can run here"):
+        main([*argv, "--resume"])
+
+
+def test_a_resume_after_a_training_row_cut_short_keeps_every_row_whole(tmp_path, monkeypatch):
+    import sodeep.benchmark.learning_to_sort as learning_to_sort
+
+    monkeypatch.setattr(BenchConfig, "quick", classmethod(lambda cls, **overrides: cls(**{**TINY, **overrides})))
+    argv = ["bench", "--quick", "--workers", "1", "--parts", "sorting", "--seeds", "0", "1"]
+    original, trained = learning_to_sort.run_job, []
+
+    def interrupted_second(job, *args):
+        if trained:
+            raise KeyboardInterrupt
+        trained.append(job)
+        return original(job, *args)
+
+    monkeypatch.setattr(learning_to_sort, "run_job", interrupted_second)
+    out = tmp_path / "out"
+    assert main([*argv, "--out", str(out)]) == 130
+    rows_path = out / "sorting_rows.jsonl"
+    whole = rows_path.read_text()
+    rows_path.write_text(whole + whole.splitlines()[0][:40])  # a row the interruption cut short
+    monkeypatch.setattr(learning_to_sort, "run_job", original)
+    assert main([*argv, "--out", str(out), "--resume"]) == 0
+    lines = rows_path.read_text().splitlines()
+    rows = [json.loads(line) for line in lines]  # every line parses
+    assert len(rows) == len(json.loads((out / "results.json").read_text())["sorting"]) and lines[0] == whole.strip()
