@@ -88,12 +88,14 @@ def run_speed(
                         )
                     else:
                         active.append(ranker)
-                slow = [ranker for ranker in active if _single_call_seconds(ranker, batch, n, mode) > max_call_seconds]
+                # One call decides, and is what a ranker too slow to time in blocks reports.
+                single = {ranker.label: _single_call_seconds(ranker, batch, n, mode) for ranker in active}
+                slow = [ranker for ranker in active if single[ranker.label] > max_call_seconds]
                 for ranker in slow:
                     too_slow[ranker.label, mode, batch] = n
                 fast = [ranker for ranker in active if ranker not in slow]
                 timings = time_cell(fast, batch, n, mode, rounds, block_seconds)
-                timings.update({ranker.label: _single_call_seconds(ranker, batch, n, mode) for ranker in slow})
+                timings.update({ranker.label: single[ranker.label] for ranker in slow})
                 rows.extend(_cell_rows(timings, n, batch, mode))
                 progress(f"speed {mode} B={batch} n={n}: {len(timings)} rankers")
     return rows, skipped

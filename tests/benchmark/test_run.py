@@ -538,3 +538,19 @@ def test_a_resume_after_a_training_row_cut_short_keeps_every_row_whole(tmp_path,
     lines = rows_path.read_text().splitlines()
     rows = [json.loads(line) for line in lines]  # every line parses
     assert len(rows) == len(json.loads((out / "results.json").read_text())["sorting"]) and lines[0] == whole.strip()
+
+
+def test_a_ranker_left_out_as_too_slow_reports_the_call_that_decided_it(monkeypatch):
+    """The call that finds a ranker over the limit is the time reported for it: a second, warmer
+    call could show it under the limit it was left out for."""
+    import sodeep.benchmark.speed as speed
+    from sodeep.benchmark.rankers import available_families
+    from sodeep.benchmark.run import benchmark_rankers
+
+    rankers = [ranker for ranker in benchmark_rankers(available_families()[0]) if ranker.label == "exact"]
+    calls = iter([0.5, 0.001, 0.001])  # cold, then warm: seconds per call
+    monkeypatch.setattr(speed, "_single_call_seconds", lambda *args: next(calls))
+    rows, skipped = speed.run_speed(rankers, [8, 16], [4], 1, 0.001, 0.01, float("inf"), progress=lambda line: None)
+    forward = [row for row in rows if row["mode"] == "forward"]
+    assert [(row["n"], row["seconds"]) for row in forward] == [(8, 0.5)]
+    assert [row["reason"] for row in skipped if row["n"] == 16][0] == "over 0.01 s per call at n=8"
