@@ -31,7 +31,7 @@ FLOAT32_MAX = 3.4028234663852886e38
 
 def lengths_text(lengths: Sequence[int]) -> str:
     """The one spelling of a list of lengths: ``"2-256"`` for consecutive lengths, else ``"8,100"``
-    (order and repeats kept: they weigh the draw).
+    (order and repeats kept as given).
 
     Example:
         >>> lengths_text([2, 3, 4]), lengths_text([8, 100, 100])
@@ -343,14 +343,14 @@ def yaml_reading(value: Any, wanted: str = "text") -> str:
 
     Example:
         >>> yaml_reading(False), yaml_reading(True, "number"), yaml_reading("1e1"), yaml_reading(3)
-        ("; YAML reads yes, no, on and off as booleans: quote the word, e.g. 'off'", '; YAML reads yes, no, on, off, true and false as booleans: write a number', '; YAML reads 1e1 as text: write 10', '')
+        ('; YAML reads yes, no, on and off as booleans: put a word meant as text in quotes', '; YAML reads yes, no, on, off, true and false as booleans: write a number', '; YAML reads 1e1 as text: write 10', '')
     """
     if value is None:
         return "; YAML reads ~, null and an empty value as nothing: give one, or leave the key out for the default"
     if isinstance(value, bool):
         if wanted == "number":
             return "; YAML reads yes, no, on, off, true and false as booleans: write a number"
-        return "; YAML reads yes, no, on and off as booleans: quote the word, e.g. 'off'"
+        return "; YAML reads yes, no, on and off as booleans: put a word meant as text in quotes"
     if isinstance(value, str):
         if re.fullmatch(r"[-+]?0o[0-7]+", value.strip()):  # YAML 1.2's octal, text to YAML 1.1
             return f"; YAML reads {value.strip()} as text: write {int(value.strip(), 8)}"
@@ -502,6 +502,11 @@ class PretrainConfig:
 
         from sodeep.sorters import SORTERS, build_sorter
 
+        if not isinstance(self.architecture, str):
+            raise ValueError(
+                f"architecture must be the name of one sorter architecture, one of {sorted(SORTERS)}, got "
+                f"{self.architecture!r}{yaml_reading(self.architecture)}"
+            )
         if self.architecture in SORTERS:  # (an unknown one is named where the sorter is built)
             # Built to check its settings up front (tiny), leaving the random state as it was.
             with torch.random.fork_rng(devices=[]):
@@ -546,6 +551,7 @@ class PretrainConfig:
             raise ValueError(f"wandb must be offline, online or disabled, got {self.wandb!r}{yaml_reading(self.wandb)}")
         self.devices = parse_devices(self.devices)
         check_scale_out(self.accelerator, self.strategy, self.num_nodes)
+        self.num_nodes = int(self.num_nodes)  # a NumPy integer too
 
 
 def parse_devices(value: Any) -> int | str:
@@ -591,5 +597,5 @@ def check_scale_out(accelerator: Any, strategy: Any, num_nodes: Any) -> None:
             f"strategy {strategy!r} starts its processes inside fit, which sodeep does not support; "
             "use 'ddp' (Lightning starts one process per device by running the command again), torchrun or srun"
         )
-    if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 1:
+    if isinstance(num_nodes, bool) or not isinstance(num_nodes, Integral) or num_nodes < 1:
         raise ValueError(f"num_nodes must be an integer >= 1, got {num_nodes!r}")

@@ -352,7 +352,7 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
     and ``pretrain_summary.json``.  ``resume=True`` continues the run the folder holds from its
     last checkpoint, with the exact data stream of an uninterrupted run, the same CSV and the same
     W&B run; ``overwrite=True`` clears the folder first.  On SIGINT or SIGTERM the run saves its
-    checkpoint and raises :class:`sodeep.runs.RunInterrupted`.  Validation runs every
+    checkpoint and raises :class:`sodeep.run_folder.RunInterrupted`.  Validation runs every
     ``validation_every`` steps on fixed held-out sequences of every family, at the lengths of
     :func:`held_out_lengths` (the shortest and longest trained n among them), logged per family
     (``val_family/...``) and per n (``val_n/...``).
@@ -550,6 +550,23 @@ def several_processes(accelerator: str, devices: Any, num_nodes: int, **_: Any) 
     return text.isdigit() and int(text) > 1
 
 
+class FinishAtTheLastStep(L.Callback):
+    """At a run's last step, whatever ``validation_every`` and ``checkpoint_every``: validate
+    (Lightning validates when it is asked to stop) and save ``checkpoint``, so that a finished
+    run's checkpoint, sorter and summary all hold its final weights and their validation."""
+
+    def __init__(self, checkpoint: Path) -> None:
+        self.checkpoint = Path(checkpoint)
+
+    def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_index: int) -> None:
+        if trainer.global_step >= trainer.max_steps and not trainer.should_stop:
+            trainer.should_stop = True
+
+    def on_train_end(self, trainer: Any, module: Any) -> None:
+        if trainer.global_step >= trainer.max_steps:
+            trainer.save_checkpoint(self.checkpoint)
+
+
 def _make_trainer(config: PretrainConfig, out: Path, stop: StopOnSignal) -> L.Trainer:
     """The ``Trainer`` of a pretraining run, without loggers (rank 0 gets them once it has
     claimed the run folder)."""
@@ -579,6 +596,7 @@ def _make_trainer(config: PretrainConfig, out: Path, stop: StopOnSignal) -> L.Tr
                 enable_version_counter=False,
             ),
             stop,
+            FinishAtTheLastStep(out / "checkpoints" / "last.ckpt"),
             *progress["callbacks"],
         ],
         enable_progress_bar=progress["enable_progress_bar"],

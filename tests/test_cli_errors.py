@@ -510,6 +510,8 @@ def test_a_key_given_twice_in_a_yaml_file_is_refused_not_overridden_silently(tmp
             "batch_size: on\n",
             "batch_size must be int, got True (bool); YAML reads yes, no, on, off, true an",
         ),
+        ("pretrain", "architecture: [conv]\n", "architecture must be the name of one sorter architecture, one of ["),
+        ("pretrain", "architecture: {conv: 1}\n", "architecture must be the name of one sorter architecture, one of"),
         # Integers YAML reads otherwise than they look: refused where they are read.
         ("pretrain", "steps: 010\n", "line 1: YAML reads 010 as the octal number 8: write 10"),
         ("brainage", "seeds: [1, 010]\n", "line 1: YAML reads 010 as the octal number 8: write 10"),

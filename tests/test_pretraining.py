@@ -538,15 +538,24 @@ def test_a_used_folder_names_a_bad_sorter_setting_as_such_and_a_changed_one_by_i
         assert ("other settings" in error) == (extra[0] == "--sorter" and "band" in extra[1])
 
 
-def test_resuming_a_finished_run_whose_last_checkpoint_is_older_rewrites_nothing(tmp_path, monkeypatch, capsys):
-    """With --checkpoint-every not dividing --steps, the last checkpoint is older than the end."""
+def test_a_finished_run_checkpoints_and_validates_its_last_step_and_a_resume_rewrites_nothing(
+    tmp_path, monkeypatch, capsys
+):
+    """With --checkpoint-every and --validation-every not dividing --steps, the checkpoint (which
+    export reads) and the summary's validation are still those of the final weights."""
     monkeypatch.chdir(tmp_path)
     run = tmp_path / "run"
-    assert _pretrain(run, 5, "--wandb", "disabled", "--checkpoint-every", "3") == 0
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+    assert _pretrain(run, 5, "--wandb", "disabled", "--checkpoint-every", "3", "--validation-every", "2") == 0
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 5
+    summary = json.loads((run / "pretrain_summary.json").read_text())
+    validated = [row for row in csv.DictReader((run / "csv" / "metrics.csv").open()) if row.get("val/l1")]
+    assert [int(row["step"]) for row in validated] == [1, 3, 4]  # steps 2, 4 and the last, 5 (counted from 0)
+    assert summary["validation"]["val/l1"] == pytest.approx(float(validated[-1]["val/l1"]))
     before = _files(run)
     capsys.readouterr()
-    assert _pretrain(run, 5, "--wandb", "disabled", "--checkpoint-every", "3", "--resume") == 0
+    assert (
+        _pretrain(run, 5, "--wandb", "disabled", "--checkpoint-every", "3", "--validation-every", "2", "--resume") == 0
+    )
     assert _files(run) == before and "holds a finished run: nothing to train" in capsys.readouterr().out
 
 
@@ -826,3 +835,11 @@ def test_a_length_given_twice_counts_once():
     assert parse_lengths("5,5,3") == parse_lengths([5, 3, 5]) == [5, 3]
     rows = fidelity_table(rank, lengths=[5, 5], families=["uniform"], sequences_per_cell=2)
     assert len(rows) == 1
+
+
+def test_numpy_numbers_of_nodes_are_settings_as_python_ints_are():
+    import numpy as np
+
+    config = PretrainConfig(num_nodes=np.int64(1), steps=np.int64(3))
+    config.validate()
+    assert type(config.num_nodes) is int and type(config.steps) is int
