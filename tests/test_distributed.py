@@ -87,9 +87,9 @@ def test_ddp_on_two_cpu_processes_shares_out_the_stream_and_rank_0_writes(tmp_pa
     summary = json.loads((out / "pretrain_summary.json").read_text())
     assert (summary["steps"], summary["world_size"], summary["sequences_per_step"]) == (6, 2, 16)
     assert load_sorter(out / "sorter.pt").max_length == 32
-    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["SequenceDataModule"] == {
-        "batches_consumed": 12
-    }
+    assert (
+        torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["SequenceDataModule"]["batches_consumed"] == 12
+    )
     assert sorted(path.name for path in out.iterdir()) == [
         "checkpoints", "csv", "pretrain_summary.json", "run.json", "run.lock", "sorter.pt", "wandb",
     ]  # fmt: skip
@@ -128,7 +128,7 @@ def test_a_signal_to_one_process_stops_both_and_the_run_resumes_where_it_stopped
     assert "interrupted at step 3; resume with: sodeep" in stopped.stderr and not (out / "sorter.pt").exists()
     assert stopped.stderr.count("interrupted at step") == 1  # said by rank 0 only
     checkpoint = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
-    assert checkpoint["global_step"] == 3 and checkpoint["SequenceDataModule"] == {"batches_consumed": 6}
+    assert checkpoint["global_step"] == 3 and checkpoint["SequenceDataModule"]["batches_consumed"] == 6
 
     resumed, _ = _run(tmp_path, *TINY_RUN, *DDP, "--out", str(out), "--wandb", "disabled", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
