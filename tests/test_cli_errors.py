@@ -546,3 +546,15 @@ def test_export_of_another_commands_run_folder_names_its_command_as_evaluate_doe
     assert _one_line_error(["export", str(tmp_path / "ba"), str(tmp_path / "x.pt")], capsys).strip().endswith(expected)
     assert _one_line_error(["evaluate", str(tmp_path / "ba")], capsys).strip().endswith(expected)
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_a_pretrain_yaml_key_may_be_spelt_as_its_flag(tmp_path, capsys):
+    """batch-size: as the flag is spelt, and as brain-age configs take it."""
+    from sodeep.cli import build_parser, pretrain_config
+
+    (tmp_path / "config.yaml").write_text("batch-size: 4\nvalidation-every: 7\n")
+    arguments = build_parser().parse_args(["pretrain", "--config", str(tmp_path / "config.yaml")])
+    config = pretrain_config(arguments)
+    assert (config.batch_size, config.validation_every) == (4, 7)
+    arguments = build_parser().parse_args(["pretrain", "--config", str(tmp_path / "config.yaml"), "--batch-size", "8"])
+    assert pretrain_config(arguments).batch_size == 8  # the flag overrides the file
