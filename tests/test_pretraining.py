@@ -843,3 +843,34 @@ def test_numpy_numbers_of_nodes_are_settings_as_python_ints_are():
     config = PretrainConfig(num_nodes=np.int64(1), steps=np.int64(3))
     config.validate()
     assert type(config.num_nodes) is int and type(config.steps) is int
+
+
+def test_pretrain_leaves_the_callers_random_state_as_it_was(tmp_path):
+    import random
+
+    import numpy as np
+
+    from sodeep.pretraining import pretrain
+
+    def draws():
+        return random.random(), float(np.random.rand()), float(torch.rand(()))
+
+    before = os.environ.get("PL_GLOBAL_SEED")
+    for _ in range(2):  # a new run, then one that overwrites it
+        random.seed(123), np.random.seed(123), torch.manual_seed(123)
+        expected = draws()
+        random.seed(123), np.random.seed(123), torch.manual_seed(123)
+        config = PretrainConfig(
+            steps=2,
+            batch_size=4,
+            lengths="2-8",
+            sorter={"capacity": 8},
+            validation_every=2,
+            validation_sequences=2,
+            out=str(tmp_path / "run"),
+            wandb="disabled",
+            data_workers=0,
+        )
+        pretrain(config, overwrite=True)
+        assert draws() == expected
+    assert os.environ.get("PL_GLOBAL_SEED") == before
