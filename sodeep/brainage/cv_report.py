@@ -92,12 +92,14 @@ def summarize(results: dict[str, Any], ages: np.ndarray, sites: Sequence[str]) -
             rows, predictions = out_of_fold(runs, first_seed)
             row_sites = [sites[i] for i in rows]
             entry["per_site"] = per_site_mae(predictions, ages[rows], row_sites)
+            ordered = not any(ranks_nobody(run) for run in runs if run["seed"] == first_seed)
             for site, values in per_site_spearman(predictions, ages[rows], row_sites).items():
-                entry["per_site"][site] |= defined({"spearman": values["spearman"]})
+                if ordered:  # (a site's subjects from several folds would be ranked by the folds' offsets)
+                    entry["per_site"][site] |= defined({"spearman": values["spearman"]})
             pooled = regression_metrics(predictions, ages[rows])
             if names_sites(row_sites):
                 pooled["within_site_spearman"] = within_site_spearman(predictions, ages[rows], row_sites)
-            if any(ranks_nobody(run) for run in runs if run["seed"] == first_seed):
+            if not ordered:
                 # A fold whose predictions rank nobody (a constant): pooled, the folds' offsets
                 # alone would make a correlation.
                 pooled = {metric: value for metric, value in pooled.items() if "spearman" not in metric}

@@ -105,11 +105,14 @@ def corrected_gap(predicted, true, bias: tuple[float, float]) -> np.ndarray:
 def gap_metrics(predicted, true, bias: tuple[float, float]) -> dict[str, float]:
     """Correlation of the raw and the bias-corrected gap with age, and the corrected MAE."""
     t = np.asarray(true, dtype=np.float64)
-    raw = np.asarray(predicted, dtype=np.float64) - t
+    predictions = np.asarray(predicted, dtype=np.float64)
+    raw = predictions - t
     fixed = corrected_gap(predicted, true, bias)
+    # Predictions of one age for everyone leave a corrected gap of rounding noise, not of age.
+    constant = not np.ptp(predictions) > 0
     return {
         "gap_age_correlation": _correlation(raw, t),
-        "corrected_gap_age_correlation": _correlation(fixed, t),
+        "corrected_gap_age_correlation": float("nan") if constant else _correlation(fixed, t),
         "corrected_mae": float(np.abs(fixed).mean()),
     }
 

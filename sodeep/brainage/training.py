@@ -135,6 +135,11 @@ class AgeRegression(L.LightningModule):
         predictions = torch.cat([p for p, _ in self._validation])
         ages = torch.cat([a for _, a in self._validation])
         self._validation.clear()
+        # Read once an epoch: weights gone to NaN or infinity (a loss that overflowed while the
+        # predictions were still finite, a last step that broke them) end the run here, where early
+        # stopping would otherwise stop on NaN and leave a model that predicts nothing.
+        if not bool(torch.isfinite(predictions).all()):
+            raise ValueError(self.diverged())
         # Under DDP every process validates on every validation subject, so the processes hold the
         # same value; averaged over them, early stopping and the best checkpoint follow one number.
         self.log("val/mae", (predictions - ages).abs().mean(), prog_bar=True, sync_dist=True)

@@ -277,9 +277,12 @@ def multilabel_hinge_loss(
             f"{tuple(scores.shape)}, got margin of shape {tuple(margin.shape)}"
         )
     check_finite_margin(margin)
-    signs = 2 * labels.to(scores.dtype) - 1
-    # In the scores' dtype, whatever the margin's (a float64 margin tensor does not widen the loss).
-    hinge = torch.clamp(margin - signs * scores, min=0).to(scores.dtype)
+    # Computed in at least float32 whatever the margin's form (a number, a list, a tensor: a margin
+    # of 7e4 beside float16 scores of 1e4 leaves a finite hinge), then rounded once to the scores'
+    # dtype, which the loss keeps (a float64 margin tensor does not widen it).
+    wide = torch.promote_types(scores.dtype, torch.float32)
+    signs = 2 * labels.to(wide) - 1
+    hinge = torch.clamp(margin - signs * scores.to(wide), min=0).to(scores.dtype)
     return get_reducer(reduction)(hinge, weight)
 
 

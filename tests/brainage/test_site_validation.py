@@ -494,3 +494,26 @@ def test_a_run_that_diverges_says_so_and_names_the_run_and_its_learning_rate(tmp
         "training diverged (preset mse, seed 0, fold 0): the model's predictions are not finite at epoch 1; "
         "lower the learning rate (it was 1e+30)"
     )
+
+
+def test_a_run_whose_last_step_of_an_epoch_breaks_the_weights_says_it_diverged(tmp_path):
+    """One step per epoch: the step that breaks the weights is the epoch's last, so no later loss
+    sees the predictions; the validation does."""
+    config = TrainingConfig(hidden=(8,), batch_size=64, max_epochs=3, patience=3, learning_rate=1e30)
+    with pytest.raises(ValueError, match=r"^training diverged \(preset l1, seed 0, fold 0\): the model's predictions"):
+        cross_validate_table(site_table(), ["l1"], out=tmp_path, folds=3, seeds=[0], config=config, progress=False)
+
+
+def test_constant_predictions_have_no_corrected_gap_correlation_nor_per_site_spearman(tmp_path):
+    from sodeep.brainage.metrics import fit_age_bias, gap_metrics
+
+    ages = np.linspace(20, 80, 20)
+    constant = gap_metrics(np.full(20, 50.0), ages, fit_age_bias(np.full(5, 50.0), ages[:5]))
+    assert np.isnan(constant["corrected_gap_age_correlation"]) and constant["gap_age_correlation"] == pytest.approx(-1)
+    varied = gap_metrics(ages + np.sin(ages), ages, (0.0, 0.0))
+    assert np.isfinite(varied["corrected_gap_age_correlation"])
+    table = site_table(sizes=(10, 10, 10, 10))
+    results = cross_validate_table(table, ["l1"], out=tmp_path, folds=5, seeds=[0], config=TINY, progress=False)
+    median, ridge = results["baselines"]["median"], results["baselines"]["ridge"]
+    assert all("spearman" not in values for values in median["per_site"].values())  # the folds' offsets alone
+    assert any("spearman" in values for values in ridge["per_site"].values())

@@ -857,3 +857,19 @@ def test_multilabel_hinge_module_takes_a_margin_beyond_half_precision_as_the_fun
     torch.testing.assert_close(
         MultiLabelHingeLoss(2, margin=[0.3, 0.7])(*small), multilabel_hinge_loss(*small, [0.3, 0.7])
     )
+
+
+@pytest.mark.parametrize("margin", [0.7, 7e4])
+def test_multilabel_hinge_rounds_once_whatever_the_margins_form(margin):
+    """A number, a list, a tensor or the module's buffer: each hinge computed in float32 and
+    rounded once to half precision, the correctly rounded value of the exact hinge."""
+    generator = torch.Generator().manual_seed(0)
+    scores = (torch.randn(256, 5, generator=generator) * 3).half()
+    scores[0, 0] = 1e4
+    labels = torch.randint(0, 2, (256, 5), generator=generator)
+    exact = torch.clamp(margin - (2 * labels.double() - 1) * scores.double(), min=0).half()
+    forms = [margin, [margin] * 5, torch.full((5,), margin)]
+    for form in forms:
+        torch.testing.assert_close(multilabel_hinge_loss(scores, labels, form, reduction="none"), exact, rtol=0, atol=0)
+    module = MultiLabelHingeLoss(5, margin=margin, reduction="none")
+    torch.testing.assert_close(module(scores, labels), exact, rtol=0, atol=0)
