@@ -25,6 +25,7 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,10 @@ class TrainingConfig:
         self.hidden = tuple(int(width) for width in self.hidden)
         for name in ("batch_size", "max_epochs", "patience"):
             check_integer(getattr(self, name), name, 1)
+        for name in ("learning_rate", "weight_decay", "dropout", "validation_fraction", "ema_decay"):
+            value = getattr(self, name)
+            if not (value is None and name == "ema_decay") and (isinstance(value, bool) or not isinstance(value, Real)):
+                raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
         check_fit_settings(**self.fit_options())
         if not 0.0 < self.validation_fraction < 1.0 or not 0.0 <= self.dropout < 1.0:
             raise ValueError(

@@ -42,6 +42,8 @@ class AgeMLP(nn.Module):
     ) -> None:
         super().__init__()
         check_integer(in_features, "in_features", 1)
+        if type(hidden).__module__ == "numpy":  # an array of widths
+            hidden = hidden.tolist()
         check_hidden_widths(hidden)
         layers: list[nn.Module] = []
         width = in_features

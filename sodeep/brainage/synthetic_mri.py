@@ -275,13 +275,16 @@ def simulate_cohort(
     settings, simulator version) when ``cache_directory`` is given (written atomically)."""
     from tqdm.auto import tqdm
 
+    if isinstance(indices, (str, bytes)) or not hasattr(indices, "__iter__"):
+        raise TypeError(f"indices must be subject indices, such as range(100) or [3, 7], got {indices!r}")
     indices = list(indices)
     if not indices:
         raise ValueError("indices must name at least one subject, got none")
     check_integer(seed, "seed", 0)
     for index in indices:
         check_integer(index, "each subject index", 0)
-    indices = [int(index) for index in indices]
+    # Python ints: np.int64(3) and 3 name one cohort, and one cache file.
+    seed, indices = int(seed), [int(index) for index in indices]
     cached = None
     if cache_directory is not None:
         # A stable digest (Python's hash() of strings changes between processes).

@@ -113,6 +113,8 @@ def test_numpy_numbers_and_ranges_are_settings_like_python_numbers_and_lists():
         ({"hidden": [8.0]}, TypeError, "each hidden width must be an integer, got float 8.0"),
         ({"max_epochs": 2.5}, TypeError, "max_epochs must be an integer, got float 2.5"),
         ({"batch_size": True}, TypeError, "batch_size must be an integer, got bool True"),
+        ({"learning_rate": True}, TypeError, "learning_rate must be a number, got bool True"),
+        ({"dropout": "0.2"}, TypeError, "dropout must be a number, got str '0.2'"),
     ],
 )
 def test_training_settings_that_build_no_model_are_refused(settings, error, message):

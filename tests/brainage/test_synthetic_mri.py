@@ -136,6 +136,8 @@ def test_synthetic_benchmark_refuses_bad_settings_before_simulating(tmp_path):
         ([-1], 0, ValueError, "each subject index must be >= 0, got -1"),
         ([0], -2, ValueError, "seed must be >= 0, got -2"),
         ([True], 0, TypeError, "each subject index must be an integer, got bool True"),
+        (5, 0, TypeError, r"indices must be subject indices, such as range\(100\) or \[3, 7\], got 5"),
+        ("12", 0, TypeError, r"indices must be subject indices, such as range\(100\) or \[3, 7\], got '12'"),
     ],
 )
 def test_a_cohort_of_no_subjects_or_of_indices_that_are_not_counts_is_refused(indices, seed, error, message):
@@ -143,5 +145,8 @@ def test_a_cohort_of_no_subjects_or_of_indices_that_are_not_counts_is_refused(in
         simulate_cohort(indices, seed)
 
 
-def test_numpy_indices_name_the_subjects_python_ints_do():
+def test_numpy_indices_name_the_subjects_python_ints_do(tmp_path):
     torch.testing.assert_close(simulate_cohort(np.arange(1, 2)).volumes, simulate_cohort([1]).volumes)
+    simulate_cohort([1], np.int64(3), cache_directory=tmp_path)
+    simulate_cohort(np.arange(1, 2), 3, cache_directory=tmp_path)
+    assert len(list(tmp_path.iterdir())) == 1  # one cohort, one cache file
