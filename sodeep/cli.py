@@ -100,8 +100,13 @@ def add_pretrain_parser(commands: Any) -> None:
 def pretrain_config(arguments: argparse.Namespace) -> PretrainConfig:
     """Defaults, overridden by ``--config`` YAML, overridden by flags; checked."""
     settings = read_yaml_mapping(arguments.config) if arguments.config else {}
-    # batch-size (as the flag is spelt) and batch_size name one setting, as in brain-age configs.
-    settings = {key.replace("-", "_") if isinstance(key, str) else key: value for key, value in settings.items()}
+    # batch-size (as the flag is spelt) and batch_size name one setting, as in brain-age configs; an
+    # unknown key keeps its own spelling for the message that refuses it.
+    known = {item.name for item in dataclasses.fields(PretrainConfig)}
+    settings = {
+        key.replace("-", "_") if isinstance(key, str) and key.replace("-", "_") in known else key: value
+        for key, value in settings.items()
+    }
     source = arguments.config or "the flags"
     from_file = set(settings)  # less those a flag overrides, below
     recorded_architecture = settings.get("architecture", PretrainConfig.architecture)

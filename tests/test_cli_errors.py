@@ -558,3 +558,10 @@ def test_a_pretrain_yaml_key_may_be_spelt_as_its_flag(tmp_path, capsys):
     assert (config.batch_size, config.validation_every) == (4, 7)
     arguments = build_parser().parse_args(["pretrain", "--config", str(tmp_path / "config.yaml"), "--batch-size", "8"])
     assert pretrain_config(arguments).batch_size == 8  # the flag overrides the file
+
+
+def test_an_unknown_pretrain_yaml_key_is_named_as_written(tmp_path, capsys):
+    config = tmp_path / "config.yaml"
+    config.write_text("batch-sise: 4\n")
+    error = _one_line_error(["pretrain", "--config", str(config), "--out", str(tmp_path / "run")], capsys)
+    assert "unknown key 'batch-sise' (did you mean 'batch_size'?)" in error, error

@@ -192,7 +192,14 @@ def digit_pools(mnist) -> tuple[DigitPool, DigitPool]:
             _POOLS[mnist] = sklearn_digit_pools()
         else:
             (train_images, train_labels), (test_images, test_labels) = mnist
-            _POOLS[mnist] = (mnist_pool(train_images, train_labels), mnist_pool(test_images, test_labels))
+            train, test = mnist_pool(train_images, train_labels), mnist_pool(test_images, test_labels)
+            if train.images.shape[1:] != test.images.shape[1:]:  # one scoring network reads both
+                train_size, test_size = ("x".join(map(str, pool.images.shape[1:])) for pool in (train, test))
+                raise ValueError(
+                    f"the train and test digits must have one size, got {train_size} ({train_images}) "
+                    f"and {test_size} ({test_images})"
+                )
+            _POOLS[mnist] = (train, test)
     return _POOLS[mnist]
 
 

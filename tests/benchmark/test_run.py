@@ -329,8 +329,8 @@ def test_sigterm_stops_the_benchmark_and_its_worker_processes(tmp_path):
     assert not left, f"worker processes {left} outlived the benchmark"
 
 
-@pytest.mark.parametrize("problem", ["counts", "swapped", "names"])
-def test_mnist_files_that_cannot_make_a_pool_are_refused_before_the_output_folder_exists(tmp_path, problem):
+@pytest.mark.parametrize("problem", ["counts", "swapped", "names", "sizes"])
+def test_mnist_files_that_cannot_make_a_pool_are_refused_before_the_output_folder_exists(tmp_path, capsys, problem):
     import numpy as np
     from test_digits import write_idx
 
@@ -339,7 +339,8 @@ def test_mnist_files_that_cannot_make_a_pool_are_refused_before_the_output_folde
     rng = np.random.default_rng(0)
     names = ("images.idx", "labels.idx") if problem == "names" else ("train-images.idx", "train-labels.idx")
     for prefix in ("", "t10k-"):
-        images = rng.integers(0, 255, (40, 8, 8), dtype=np.uint8)
+        side = 10 if problem == "sizes" and prefix else 8  # t10k digits of another size
+        images = rng.integers(0, 255, (40, side, side), dtype=np.uint8)
         labels = np.arange(30 if problem == "counts" else 40, dtype=np.uint8) % 10
         image_name, label_name = (name.replace("train-", prefix) if prefix else name for name in names)
         write_idx(tmp_path / image_name, images, 0x08, compress=False)
@@ -351,6 +352,8 @@ def test_mnist_files_that_cannot_make_a_pool_are_refused_before_the_output_folde
     with pytest.raises(SystemExit) as stopped:
         sodeep_main(["bench", "--quick", "--parts", "sorting", "--out", str(out), "--mnist", *given])
     assert stopped.value.code == 2 and not out.exists()
+    if problem == "sizes":
+        assert "the train and test digits must have one size, got 8x8 (" in capsys.readouterr().err
 
 
 def test_a_benchmark_interrupted_before_writing_anything_runs_again_as_it_was(tmp_path, monkeypatch, capsys):
