@@ -494,6 +494,10 @@ def _pretrain(config: PretrainConfig | None, *, resume: bool, overwrite: bool) -
             stop_signals_outside_training_are_interrupts(trainer),
         ):
             trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume_step is not None else None)
+            if stop.stopped_at is None and not any(key.startswith("val/") for key in trainer.callback_metrics):
+                # Resumed from a checkpoint of the last step (its sorter not yet written): nothing
+                # was trained, and the summary still needs the validation of those weights.
+                trainer.validate(module, datamodule=data, verbose=False)
     except KeyboardInterrupt:
         if last.exists():  # stopped after training had saved: --resume continues (or finishes) it from there
             raise RunInterrupted(

@@ -874,3 +874,17 @@ def test_pretrain_leaves_the_callers_random_state_as_it_was(tmp_path):
         pretrain(config, overwrite=True)
         assert draws() == expected
     assert os.environ.get("PL_GLOBAL_SEED") == before
+
+
+def test_a_resume_from_a_checkpoint_of_the_last_step_validates_its_weights_for_the_summary(tmp_path, monkeypatch):
+    """The run ended (its checkpoint is at the last step) before its sorter was written: the resume
+    trains nothing, and writes the sorter with the same validation as the run would have."""
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    assert _pretrain(run, 4, "--wandb", "disabled", "--checkpoint-every", "2") == 0
+    finished = json.loads((run / "pretrain_summary.json").read_text())
+    (run / "sorter.pt").unlink()
+    assert _pretrain(run, 4, "--wandb", "disabled", "--checkpoint-every", "2", "--resume") == 0
+    resumed = json.loads((run / "pretrain_summary.json").read_text())
+    assert resumed["validation"] == finished["validation"] and set(finished["validation"]) >= {"val/l1"}
+    assert load_sorter(run / "sorter.pt") is not None
