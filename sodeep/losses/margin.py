@@ -330,7 +330,9 @@ class MultiLabelHingeLoss(nn.Module):
         given_as_tensor = isinstance(margin, torch.Tensor)
         device = margin.device if given_as_tensor else torch.get_default_device()
         try:
-            base = torch.as_tensor(margin, dtype=torch.get_default_dtype(), device=None if given_as_tensor else "cpu")
+            given = torch.as_tensor(margin, device=None if given_as_tensor else "cpu")
+            refused = refused or given.dtype == torch.bool or given.is_complex()  # NumPy's True or 1+2j too
+            base = given if refused else given.to(torch.get_default_dtype())
         except (TypeError, ValueError, RuntimeError):
             refused = True
         if refused:

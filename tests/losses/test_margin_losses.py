@@ -873,3 +873,16 @@ def test_multilabel_hinge_rounds_once_whatever_the_margins_form(margin):
         torch.testing.assert_close(multilabel_hinge_loss(scores, labels, form, reduction="none"), exact, rtol=0, atol=0)
     module = MultiLabelHingeLoss(5, margin=margin, reduction="none")
     torch.testing.assert_close(module(scores, labels), exact, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "margin", ["np.bool_(True)", "np.array([True, True])", "[np.True_, False]", "np.complex128(1)"]
+)
+def test_multilabel_hinge_module_refuses_margins_the_function_refuses(margin):
+    import numpy as np
+
+    value = eval(margin, {"np": np})
+    with pytest.raises(TypeError, match="margin must be"):
+        MultiLabelHingeLoss(2, margin=value)
+    with pytest.raises(TypeError, match="margin must be"):
+        multilabel_hinge_loss(torch.zeros(1, 2), torch.tensor([[1, 0]]), value)
