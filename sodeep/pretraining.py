@@ -347,15 +347,15 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
     """Pretrain a sorter with ``config`` and write its run folder ``config.out``.
 
     The folder gets ``run.json`` (the settings; a folder holds one run), ``checkpoints/last.ckpt``
-    (written atomically every ``checkpoint_every`` steps and at the last), ``csv/metrics.csv``, an offline W&B run
-    under ``wandb/`` (unless ``config.wandb`` says otherwise), the sorter checkpoint ``sorter.pt``
-    and ``pretrain_summary.json``.  ``resume=True`` continues the run the folder holds from its
+    (written atomically every ``checkpoint_every`` steps and at the last), ``csv/metrics.csv``, an
+    offline W&B run under ``wandb/`` (unless ``config.wandb`` says otherwise), the sorter checkpoint
+    ``sorter.pt`` and ``pretrain_summary.json``.  ``resume=True`` continues the run the folder holds from its
     last checkpoint, with the exact data stream of an uninterrupted run, the same CSV and the same
     W&B run; ``overwrite=True`` clears the folder first.  On SIGINT or SIGTERM the run saves its
     checkpoint and raises :class:`sodeep.run_folder.RunInterrupted`.  Validation runs every
-    ``validation_every`` steps and at the last step on fixed held-out sequences of every family, at the lengths of
-    :func:`held_out_lengths` (the shortest and longest trained n among them), logged per family
-    (``val_family/...``) and per n (``val_n/...``).
+    ``validation_every`` steps and at the last step, on fixed held-out sequences of every family at
+    the lengths of :func:`held_out_lengths` (the shortest and longest trained n among them), logged
+    per family (``val_family/...``) and per n (``val_n/...``).
 
     Every setting, and whether the folder may be used (:func:`sodeep.run_folder.claim_run_folder`),
     is checked (``ValueError``, one line) before anything is written.  The run seeds Python, NumPy
