@@ -60,7 +60,7 @@ PRETRAIN_HELP = {
     "accelerator": "Lightning accelerator: auto, cpu, gpu, ... (docs/scaling.md)",
     "devices": "devices per node: a count, auto, or (GPUs) -1 for all or indices like 0,2; each takes batch_size "
     "sequences a step",
-    "strategy": "Lightning strategy, e.g. ddp for one process per device (auto: one process)",
+    "strategy": "Lightning strategy, e.g. ddp for one process per device (auto: Lightning's choice, DDP where there are several devices)",
     "num_nodes": "machines of a multi-node run (srun or torchrun starts their processes)",
 }
 

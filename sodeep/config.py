@@ -552,6 +552,7 @@ class PretrainConfig:
         self.devices = parse_devices(self.devices)
         check_scale_out(self.accelerator, self.strategy, self.num_nodes)
         self.num_nodes = int(self.num_nodes)  # a NumPy integer too
+        self.strategy = self.strategy.strip().lower()  # DDP is ddp, as Lightning reads it
 
 
 def parse_devices(value: Any) -> int | str:
@@ -592,7 +593,7 @@ def check_scale_out(accelerator: Any, strategy: Any, num_nodes: Any) -> None:
     for name, value in (("accelerator", accelerator), ("strategy", strategy)):
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"{name} must be a Lightning name such as 'auto', got {value!r}")
-    if any(word in strategy for word in _IN_FIT_LAUNCHERS):
+    if any(word in strategy.lower() for word in _IN_FIT_LAUNCHERS):  # Lightning reads names in any case
         raise ValueError(
             f"strategy {strategy!r} starts its processes inside fit, which sodeep does not support; "
             "use 'ddp' (Lightning starts one process per device by running the command again), torchrun or srun"

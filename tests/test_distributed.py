@@ -187,6 +187,7 @@ def test_ctrl_c_while_waiting_for_other_machines_ends_in_one_line_and_the_run_st
         (["--devices", "two"], "--devices must be a count >= 1"),
         (["--num-nodes", "0"], "--num-nodes must be an integer >= 1, got 0"),
         (["--strategy", "ddp_spawn"], "strategy 'ddp_spawn' starts its processes inside fit"),
+        (["--strategy", "DDP_SPAWN"], "strategy 'DDP_SPAWN' starts its processes inside fit"),
         (["--strategy", "bogus"], "invalid strategy name"),
         (
             ["--accelerator", "tpu"],

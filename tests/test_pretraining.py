@@ -888,3 +888,15 @@ def test_a_resume_from_a_checkpoint_of_the_last_step_validates_its_weights_for_t
     resumed = json.loads((run / "pretrain_summary.json").read_text())
     assert resumed["validation"] == finished["validation"] and set(finished["validation"]) >= {"val/l1"}
     assert load_sorter(run / "sorter.pt") is not None
+
+
+def test_a_strategy_is_read_in_any_case_as_lightning_reads_it():
+    """DDP is ddp, which pretraining runs with its unused-weights search; any case of a spawning
+    strategy is refused."""
+    from sodeep.brainage.config import TabularConfig
+
+    config = PretrainConfig(strategy=" DDP ")
+    config.validate()
+    assert config.strategy == "ddp" and TabularConfig(strategy="Ddp").strategy == "ddp"
+    with pytest.raises(ValueError, match="starts its processes inside fit"):
+        PretrainConfig(strategy="Ddp_Spawn").validate()

@@ -236,7 +236,11 @@ def _add_scale_out_flags(add: Callable[..., None]) -> None:
         help="processes per machine: a count, auto, or (GPUs) -1 for all or indices like 0,2; each trains on its "
         "own share of every epoch's subjects",
     )
-    add("strategy", metavar="NAME", help="Lightning strategy: ddp for one process per device (auto: one process)")
+    add(
+        "strategy",
+        metavar="NAME",
+        help="Lightning strategy: ddp for one process per device (auto: Lightning's choice, DDP where there are several devices)",
+    )
     add("num_nodes", type=int, metavar="N", help="machines (srun or torchrun starts their processes)")
 
 

@@ -231,6 +231,7 @@ class CommandConfig:
         _check_fine_tuning(self)
         self.devices = parse_devices(self.devices)
         check_scale_out(self.accelerator, self.strategy, self.num_nodes)
+        self.strategy = self.strategy.strip().lower()  # DDP is ddp, as Lightning reads it
 
     def trainer_options(self) -> dict[str, Any]:
         """The keyword arguments of Lightning's ``Trainer`` that say where the command trains
