@@ -67,7 +67,9 @@ class SignalStop:
     def _handle(self, number: int, frame: Any) -> None:
         again = self.requested
         self.requested = True
-        if not self._deferring or again:
+        # In a run of several processes a signal may reach one of them only: it waits for the next
+        # point where they agree (a deferred block's start or end), so that they stop together.
+        if again or not (self._deferring or in_process_group()):
             raise RunInterrupted(self.where)
 
     def check(self) -> None:
@@ -81,6 +83,7 @@ class SignalStop:
         :attr:`where` says); raise at its end if one came, to any process of a DDP run (whose
         processes all leave the block together).  Inside, :class:`StopAtStepEnd` raises at the
         next step's end."""
+        self.requested = on_any_process(self.requested)  # the processes enter the block together too
         self.check()
         if where is not None:
             self.where = where
@@ -95,13 +98,20 @@ class SignalStop:
         self.check()
 
 
+def in_process_group() -> bool:
+    """Whether this process is part of a distributed run whose process group is up."""
+    import torch.distributed as distributed
+
+    return distributed.is_available() and distributed.is_initialized()
+
+
 def on_any_process(flag: bool) -> bool:
     """Whether ``flag`` is set in any process of the distributed run this process is part of
     (``flag`` itself when there is none); every process of the run must call it together."""
     import torch
     import torch.distributed as distributed
 
-    if not (distributed.is_available() and distributed.is_initialized()):
+    if not in_process_group():
         return flag
     on_gpu = distributed.get_backend() == "nccl"  # NCCL reduces CUDA tensors only
     value = torch.tensor(int(flag), device=torch.device("cuda", torch.cuda.current_device()) if on_gpu else "cpu")

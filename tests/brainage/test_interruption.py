@@ -58,3 +58,25 @@ def test_a_signal_during_a_baseline_grid_search_ends_the_search():
         with SignalStop() as stop:
             stop.where = "the baselines"
             grid_search(InterruptedAtOnePenalty(), {"alpha": [0.1, 1.0, 10.0]}, features, ages, np.arange(30) % 3)
+
+
+def test_in_a_run_of_several_processes_a_signal_between_blocks_waits_for_the_next_agreement(monkeypatch):
+    """A signal that reaches one process between two training runs must not stop that process
+    alone (the other would wait for it at its next collective): it stops at the next block's
+    start, where the processes agree."""
+    import sodeep.brainage.interruption as interruption
+
+    monkeypatch.setattr(interruption, "in_process_group", lambda: True)
+    monkeypatch.setattr(interruption, "on_any_process", lambda flag: flag)  # this process's word is the run's
+    with SignalStop() as stop:
+        with stop.deferred("l1, seed 0, fold 0"):
+            pass
+        os.kill(os.getpid(), signal.SIGTERM)  # between two runs: noted, not raised
+        assert stop.requested
+        with pytest.raises(RunInterrupted, match="^interrupted at the end of l1, seed 0, fold 0$"):
+            with stop.deferred("l1, seed 0, fold 1"):
+                raise AssertionError("the next run must not start")
+    with SignalStop() as stop:  # a second signal stops at once, as always
+        os.kill(os.getpid(), signal.SIGINT)
+        with pytest.raises(RunInterrupted):
+            os.kill(os.getpid(), signal.SIGINT)
