@@ -10,7 +10,9 @@ one line with the command that resumes, exiting with status 130.
 
 Under DDP a signal may reach one process only (``kill`` of the one the command was started as),
 while every process must stop at the same point: the processes agree at the end of every training
-or validation step, and at the end of every deferred block, whether any of them got a signal.
+or validation step, and at the start and end of every deferred block, whether any of them got a
+signal.  While their process group is up, a signal between two blocks waits for the next block's
+start rather than stopping one process alone.
 
 Example:
     >>> import os, signal
