@@ -90,6 +90,19 @@ def check_integer(value: Any, name: str, low: int, high: int | None = None) -> N
         raise ValueError(f"{name} must be in {low}..{high}, got {value}")
 
 
+def python_scalar(value: Any) -> Any:
+    """A NumPy scalar or 0-d array as the Python number it holds (a notebook's ``np.int64`` seed);
+    anything else as it is.
+
+    Example:
+        >>> python_scalar(np.int64(3)), python_scalar(np.array(0.5)), python_scalar([1, 2])
+        (3, 0.5, [1, 2])
+    """
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
+        return value.item()
+    return value
+
+
 def check_dense(value: torch.Tensor, name: str) -> None:
     """A tensor of the usual (strided) layout: a sparse one is refused in one line, not deep in a kernel."""
     if value.layout != torch.strided:

@@ -23,6 +23,8 @@ from numbers import Integral
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sodeep.checks import python_scalar
+
 ConfigT = TypeVar("ConfigT")
 
 #: The largest float32, beyond which a learning rate overflows the optimizer's float32 step.
@@ -71,8 +73,7 @@ def parse_lengths(value: Any) -> list[int]:
         >>> parse_lengths("2-4"), parse_lengths("8,100"), parse_lengths("5,5,3")
         ([2, 3, 4], [8, 100], [5, 3])
     """
-    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
-        value = value.item()  # a NumPy scalar or 0-d array: its Python number
+    value = python_scalar(value)
     is_range = isinstance(value, str) and "-" in value.strip()[1:]
     try:
         if isinstance(value, bool):

@@ -35,7 +35,7 @@ from sodeep.brainage.folds import check_folds
 from sodeep.brainage.losses import BRAIN_AGE_PRESETS, check_batch_pairs
 from sodeep.brainage.metrics import CORRELATION_SUBJECTS
 from sodeep.brainage.models import check_hidden_widths
-from sodeep.checks import check_integer
+from sodeep.checks import check_integer, python_scalar
 from sodeep.config import (
     MAX_SEED,
     SCALE_OUT,
@@ -115,9 +115,7 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         for item in fields(self):  # NumPy scalars as the Python numbers they hold (results.json records them)
-            value = getattr(self, item.name)
-            if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
-                setattr(self, item.name, value.item())
+            setattr(self, item.name, python_scalar(getattr(self, item.name)))
         if type(self.hidden).__module__ == "numpy":  # an array of widths
             self.hidden = self.hidden.tolist()
         check_hidden_widths(self.hidden)
@@ -155,8 +153,7 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
         if value is None and type(None) in options:
             return None
         hint = next(option for option in options if option is not type(None))
-    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
-        value = value.item()  # a NumPy scalar (a notebook's np.int64 seed): the Python number it holds
+    value = python_scalar(value)
     if typing.get_origin(hint) is list:
         (item,) = typing.get_args(hint)
         many = isinstance(value, (list, tuple, range)) or type(value).__module__ == "numpy"  # NumPy arrays too

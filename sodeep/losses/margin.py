@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sodeep.checks import check_integer
+from sodeep.checks import check_integer, python_scalar
 from sodeep.losses.precision import float32_under_autocast
 from sodeep.losses.validation import (
     check_binary,
@@ -257,8 +257,7 @@ def multilabel_hinge_loss(
     check_rank(scores, "scores", (2,), "(B, C)", rows=True)
     check_binary(labels)
     check_same_shape(scores, labels, "scores and labels")
-    if type(margin).__module__ == "numpy" and getattr(margin, "ndim", None) == 0:
-        margin = margin.item()  # a NumPy scalar or 0-d array: the Python number it holds
+    margin = python_scalar(margin)
     if isinstance(margin, (list, tuple)) or type(margin).__module__ == "numpy":  # per-label, as the module takes
         margin = _margin_tensor(margin, scores)
     elif isinstance(margin, Real) and not isinstance(margin, (bool, int, float)):
