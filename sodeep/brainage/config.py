@@ -349,9 +349,9 @@ class SyntheticConfig(CommandConfig):
     def check(self) -> None:
         super().check()
         if self.train < 4 or self.test < CORRELATION_SUBJECTS:
+            why = " (fewer test subjects correlate +-1 whatever the model)" if self.test < CORRELATION_SUBJECTS else ""
             raise ValueError(
-                f"need train >= 4 and test >= {CORRELATION_SUBJECTS} subjects (fewer correlate +-1 whatever the "
-                f"model), got {self.train} and {self.test}"
+                f"need train >= 4 and test >= {CORRELATION_SUBJECTS} subjects{why}, got {self.train} and {self.test}"
             )
         if self.data_seed < 0:
             raise ValueError(f"data_seed must be >= 0, got {self.data_seed}")

@@ -137,7 +137,8 @@ class FineTuning:
             same = "seed" if self.command == "synthetic" else "seed and fold"
             start = f"each run starts from the {self.preset} model of its {same} in {self.source}"
         trained = "the head only (backbone frozen)" if self.freeze_backbone else "every layer"
-        return f"fine-tuning: {start}; training {trained}, at most {epochs} epochs at learning rate {learning_rate:g}"
+        epochs_text = f"{epochs} epoch{'s' * (epochs != 1)}"
+        return f"fine-tuning: {start}; training {trained}, at most {epochs_text} at learning rate {learning_rate:g}"
 
     def start(self, model: nn.Module, seed: int, fold: int = 0, test_rows: Sequence[int] | None = None) -> dict:
         """Load into ``model`` the weights the run ``(seed, fold)`` starts from, after checking
