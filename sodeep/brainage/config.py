@@ -34,7 +34,7 @@ from sodeep.brainage.datasets import BUNDLED_DATASETS, DEFAULT_DATASET, bundled_
 from sodeep.brainage.folds import check_folds
 from sodeep.brainage.losses import BRAIN_AGE_PRESETS, check_batch_pairs
 from sodeep.brainage.metrics import CORRELATION_SUBJECTS
-from sodeep.brainage.models import check_hidden_widths
+from sodeep.brainage.models import hidden_widths
 from sodeep.checks import check_integer, python_scalar
 from sodeep.config import (
     MAX_SEED,
@@ -116,10 +116,7 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         for item in fields(self):  # NumPy scalars as the Python numbers they hold (results.json records them)
             setattr(self, item.name, python_scalar(getattr(self, item.name)))
-        if type(self.hidden).__module__ == "numpy":  # an array of widths
-            self.hidden = self.hidden.tolist()
-        check_hidden_widths(self.hidden)
-        self.hidden = tuple(int(width) for width in self.hidden)
+        self.hidden = hidden_widths(self.hidden)
         for name in ("batch_size", "max_epochs", "patience"):
             check_integer(getattr(self, name), name, 1)
         for name in ("learning_rate", "weight_decay", "dropout", "validation_fraction", "ema_decay"):

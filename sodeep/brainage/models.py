@@ -10,12 +10,16 @@ from torch import nn
 from sodeep.checks import check_integer
 
 
-def check_hidden_widths(hidden: Sequence[int]) -> None:
-    """A sequence of layer widths, each an integer >= 1 (none: a linear model)."""
+def hidden_widths(hidden: Sequence[int]) -> tuple[int, ...]:
+    """Layer widths as Python ints, each checked to be an integer >= 1 (none: a linear model); a
+    list, tuple, range or 1-D NumPy array of them."""
+    if type(hidden).__module__ == "numpy":  # an array of widths
+        hidden = hidden.tolist()
     if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence):
         raise TypeError(f"hidden must be a sequence of layer widths such as (256, 64), got {hidden!r}")
     for width in hidden:
         check_integer(width, "each hidden width", 1)
+    return tuple(int(width) for width in hidden)
 
 
 class AgeMLP(nn.Module):
@@ -42,9 +46,7 @@ class AgeMLP(nn.Module):
     ) -> None:
         super().__init__()
         check_integer(in_features, "in_features", 1)
-        if type(hidden).__module__ == "numpy":  # an array of widths
-            hidden = hidden.tolist()
-        check_hidden_widths(hidden)
+        hidden = hidden_widths(hidden)
         layers: list[nn.Module] = []
         width = in_features
         for size in hidden:
