@@ -51,6 +51,11 @@ MISSING_GAP_LOG = 8.0
 SHORT_ROW_REACH = 16
 # |logit| beyond which a comparison counts as decided: sigmoid(-30) = 9e-14.
 LOGIT_LIMIT = 30.0
+#: Compiled code, and CPU batches of at least this many distinct values, compare values one
+#: offset at a time (each pair's sigmoid once); other batches by windows (fewer, larger
+#: operations): the faster of the two (``docs/sorter.md``, "Speed").  Bands wider than
+#: SHORT_ROW_REACH are always compared by windows.
+BY_OFFSET_MIN_ELEMENTS = 8192
 # The temperature network reads log gaps relative to the row's typical one within +-16 (a factor
 # of 9e6), the range of its training data.
 FEATURE_LOG_GAP = 16.0
@@ -86,12 +91,6 @@ def distinct_value_groups(sorted_scores: torch.Tensor) -> tuple[torch.Tensor, to
     return group_id, group_size
 
 
-def band_windows(rows: torch.Tensor, reach: int, value: float = 0.0) -> torch.Tensor:
-    """The ``2 reach + 1`` entries around each position, padded with ``value`` at the ends:
-    ``(B, n)`` -> ``(B, n, 2 reach + 1)`` (a view of the padded rows)."""
-    return F.pad(rows, (reach, reach), value=value).unfold(-1, 2 * reach + 1, 1)
-
-
 def soft_group_ranks(values: torch.Tensor, sizes: torch.Tensor, log_tau: torch.Tensor, reach: int) -> torch.Tensor:
     """Descending soft ranks of distinct values, each compared softly with the ``reach`` nearest
     distinct values on either side and exactly with the rest.
@@ -115,25 +114,70 @@ def soft_group_ranks(values: torch.Tensor, sizes: torch.Tensor, log_tau: torch.T
         ``(B, G)`` unnormalized ranks (meaningful where ``sizes > 0``).
     """
     root_inverse_tau = torch.exp(-0.5 * log_tau)
-    # +1 for the values below in the window, -1 for those above: every logit is then
-    # -|v_h - v_g| / tau_gh, the side of its comparison below 1/2.  0 for the value itself, whose
-    # comparison is the exact size_g / 2: the gradient of its logit, +c and -c by the two paths of
-    # the difference, would cancel only in exact arithmetic, and where c is large (values closer
-    # than the row's typical gap) the rounding would swamp the terms of its neighbours.
-    side = torch.arange(reach, -reach - 1, -1, device=values.device, dtype=values.dtype).sign()
-    # (In place: no new (B, G, 2 reach + 1) tensor, whose memory may come fresh from the system.)
-    coupling = (band_windows(root_inverse_tau, reach) * root_inverse_tau.unsqueeze(-1)).mul_(side)
-    # Logits are clipped where the sigmoid has saturated (which also covers products that
-    # overflow, finite values times finite couplings): beyond, sigmoid(-x) and its derivative
-    # fall towards subnormal numbers, which CPUs compute many times slower.  A pair beyond counts
-    # 9e-14 instead of less (docs/sorter.md, "Numerical range").
-    logits = ((band_windows(values, reach) - values.unsqueeze(-1)) * coupling).clamp(-LOGIT_LIMIT, LOGIT_LIMIT)
-    # Values below add sigmoid(-x); values above add 1 - sigmoid(-x), their 1 counted with the
-    # elements above; the value itself adds size_g / 2.
-    soft = (torch.sigmoid(logits) * band_windows(sizes, reach)).mul_(side).sum(-1)
+    # (An eager GPU launches a kernel per operation: it keeps the windows' few.  Compiled code
+    # does not look at the size, which may be symbolic.)
+    by_offset = torch.compiler.is_compiling() or (
+        values.device.type == "cpu" and values.numel() >= BY_OFFSET_MIN_ELEMENTS
+    )
+    if by_offset and reach <= SHORT_ROW_REACH:
+        soft = _soft_comparisons_by_offset(values, sizes, root_inverse_tau, reach)
+    else:
+        soft = _soft_comparisons_by_window(values, sizes, root_inverse_tau, reach)
     count_up_to = sizes.cumsum(-1)
     above = count_up_to[:, -1:] - count_up_to
     return soft.add_(above).add_(sizes + 1, alpha=0.5)
+
+
+# Logits are clipped where the sigmoid has saturated (which also covers products that overflow,
+# finite values times finite couplings): beyond, sigmoid(-x) and its derivative fall towards
+# subnormal numbers, which CPUs compute many times slower.  A pair beyond counts 9e-14 instead of
+# less (docs/sorter.md, "Numerical range").  Each pair's logit is -|v_h - v_g| / tau_gh, the side
+# of its comparison below 1/2: the value below adds sigmoid(-x) to the ranks of the value above;
+# the value above adds 1 - sigmoid(-x) to the value below, its 1 counted with the elements above.
+# The value itself adds size_g / 2, the exact comparison with its ties, and no gradient: the
+# gradient of its logit, +c and -c by the two paths of the difference, would cancel only in
+# exact arithmetic, and where c is large (values closer than the row's typical gap) the rounding
+# would swamp the terms of its neighbours.  The two functions below compute the same sum.
+
+
+def _soft_comparisons_by_window(
+    values: torch.Tensor, sizes: torch.Tensor, root_inverse_tau: torch.Tensor, reach: int
+) -> torch.Tensor:
+    """``sum_h size_h (sigmoid or its complement)`` over the ``2 reach + 1`` window around each
+    value, as views ``(B, G, 2 reach + 1)`` of padded rows: few operations, each pair twice."""
+
+    def windows(rows: torch.Tensor) -> torch.Tensor:
+        return F.pad(rows, (reach, reach)).unfold(-1, 2 * reach + 1, 1)
+
+    # +1 for the values below in the window, -1 for those above, 0 for the value itself.
+    side = torch.arange(reach, -reach - 1, -1, device=values.device, dtype=values.dtype).sign()
+    # (In place: no new (B, G, 2 reach + 1) tensor, whose memory may come fresh from the system.)
+    coupling = (windows(root_inverse_tau) * root_inverse_tau.unsqueeze(-1)).mul_(side)
+    logits = ((windows(values) - values.unsqueeze(-1)) * coupling).clamp(-LOGIT_LIMIT, LOGIT_LIMIT)
+    return (torch.sigmoid(logits) * windows(sizes)).mul_(side).sum(-1)
+
+
+def _soft_comparisons_by_offset(
+    values: torch.Tensor, sizes: torch.Tensor, root_inverse_tau: torch.Tensor, reach: int
+) -> torch.Tensor:
+    """The same sum, one ``(B, G)`` operation per offset ``1 <= d <= reach`` between the two values
+    of a pair: each pair's sigmoid once, and code that ``torch.compile`` fuses into one loop
+    vectorized along the rows (a reduction over windows it compiles into a loop per value)."""
+    length = values.shape[-1]
+
+    def shifted(rows: torch.Tensor) -> torch.Tensor:  # rows[:, g + d] for d = 1 .. reach; 0 beyond the end
+        return F.pad(rows, (0, reach))
+
+    above_values, above_roots, above_sizes = shifted(values), shifted(root_inverse_tau), shifted(sizes)
+    soft = torch.zeros_like(values)
+    for d in range(1, reach + 1):
+        above = slice(d, d + length)
+        logit = (values - above_values[:, above]) * (root_inverse_tau * above_roots[:, above])
+        below_side = torch.sigmoid(logit.clamp(-LOGIT_LIMIT, LOGIT_LIMIT))
+        # To the value below: -size_above sigmoid; to the value d places above: +size_below sigmoid.
+        to_above = F.pad(sizes * below_side, (d, 0))[:, :length]
+        soft = soft + to_above - above_sizes[:, above] * below_side
+    return soft
 
 
 class ConvSorter(Sorter):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sodeep import load_sorter, rank
-from sodeep.sorters import ConvSorter
+from sodeep.sorters import ConvSorter, conv
 from sodeep.sorters.conv import MAX_LENGTH, distinct_value_groups, soft_group_ranks
 from sodeep.synthetic import generate_sequences, make_generator
 
@@ -32,10 +32,13 @@ def soft_ranks_by_loop(row: torch.Tensor, log_tau_of_value: dict, reach: int) ->
     return ranks
 
 
+@pytest.mark.parametrize("by_offset", [False, True], ids=["by window", "by offset"])
 @pytest.mark.parametrize("log_sharpness", [1.0, 8.0])  # logits of order 1, and up to thousands
 @pytest.mark.parametrize("family", ["normal", "ties", "repeated"])
-@pytest.mark.parametrize("n,reach", [(2, 1), (7, 2), (30, 4), (40, 39)])
-def test_soft_group_ranks_match_a_loop(family, n, reach, log_sharpness):
+@pytest.mark.parametrize("n,reach", [(2, 1), (2, 8), (7, 2), (30, 4), (40, 16), (40, 39)])
+def test_soft_group_ranks_match_a_loop(family, n, reach, log_sharpness, by_offset, monkeypatch):
+    if by_offset:  # what batches of many values and compiled code compute
+        monkeypatch.setattr(conv, "BY_OFFSET_MIN_ELEMENTS", 0)
     scores = generate_sequences(3, n, make_generator(n), families=[family])[0].double()
     sorted_scores = scores.sort(-1).values
     group_id, sizes = distinct_value_groups(sorted_scores)
@@ -49,6 +52,26 @@ def test_soft_group_ranks_match_a_loop(family, n, reach, log_sharpness):
         got = group_ranks[row].gather(0, group_id[row])[scores[row].argsort().argsort()]
         # Logits beyond LOGIT_LIMIT count as decided: a change below 1e-12 positions.
         torch.testing.assert_close(got, torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-11)
+
+
+@pytest.mark.parametrize("batch,length,reach", [(3, 2, 8), (4, 9, 3), (2, 50, 8), (1, 300, 16)])
+def test_comparisons_by_offset_and_by_window_agree_with_their_gradients(batch, length, reach):
+    """The two ways of summing a band's comparisons, on rows that end in padding groups (size 0),
+    with ties, and with bands wider than the row."""
+    generator = torch.Generator().manual_seed(length)
+    values = torch.randn(batch, length, generator=generator, dtype=torch.float64).sort(-1).values
+    sizes = torch.randint(1, 4, (batch, length), generator=generator).double()
+    sizes[0, length // 2 :] = 0  # padding groups: the first row has fewer distinct values
+    values[0, length // 2 :] = 0.0
+    root = torch.rand(batch, length, generator=generator, dtype=torch.float64) * 10 + 0.1
+    weights = torch.randn(batch, length, generator=generator, dtype=torch.float64)
+    results = []
+    for compare in (conv._soft_comparisons_by_window, conv._soft_comparisons_by_offset):
+        leaves = (values.clone().requires_grad_(), root.clone().requires_grad_())
+        soft = compare(leaves[0], sizes, leaves[1], reach)
+        results.append((soft, *torch.autograd.grad((soft * weights).sum(), leaves)))
+    for by_window, by_offset in zip(*results):
+        torch.testing.assert_close(by_offset, by_window, rtol=1e-12, atol=1e-12)
 
 
 def test_distinct_value_groups():
