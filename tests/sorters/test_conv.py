@@ -32,13 +32,19 @@ def soft_ranks_by_loop(row: torch.Tensor, log_tau_of_value: dict, reach: int) ->
     return ranks
 
 
-@pytest.mark.parametrize("by_offset", [False, True], ids=["by window", "by offset"])
+@pytest.fixture(params=["by window", "by offset"])
+def comparisons(request, monkeypatch):
+    """Both ways of summing the band's comparisons: by windows (small eager batches) and by offset
+    (compiled code and large CPU batches), whatever the batch's size."""
+    if request.param == "by offset":
+        monkeypatch.setattr(conv, "BY_OFFSET_MIN_ELEMENTS", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("log_sharpness", [1.0, 8.0])  # logits of order 1, and up to thousands
 @pytest.mark.parametrize("family", ["normal", "ties", "repeated"])
 @pytest.mark.parametrize("n,reach", [(2, 1), (2, 8), (7, 2), (30, 4), (40, 16), (40, 39)])
-def test_soft_group_ranks_match_a_loop(family, n, reach, log_sharpness, by_offset, monkeypatch):
-    if by_offset:  # what batches of many values and compiled code compute
-        monkeypatch.setattr(conv, "BY_OFFSET_MIN_ELEMENTS", 0)
+def test_soft_group_ranks_match_a_loop(family, n, reach, log_sharpness, comparisons):
     scores = generate_sequences(3, n, make_generator(n), families=[family])[0].double()
     sorted_scores = scores.sort(-1).values
     group_id, sizes = distinct_value_groups(sorted_scores)
@@ -150,7 +156,7 @@ def test_the_float32_gradient_is_the_float64_one_beside_close_pairs_and_on_rando
         ([-1e308, 1e308, 0.0, 1e-320], torch.float64),
     ],
 )
-def test_finite_scores_of_any_spread_give_finite_ranks_and_gradients(row, dtype):
+def test_finite_scores_of_any_spread_give_finite_ranks_and_gradients(row, dtype, comparisons):
     scores = torch.tensor(row, dtype=dtype, requires_grad=True)
     soft = load_sorter()
     soft.softness = 4.0
@@ -198,7 +204,7 @@ def test_memory_grows_linearly_with_n():
 
 
 @pytest.mark.parametrize("family", ["normal", "ties", "cauchy"])
-def test_temperatures_carry_no_gradient_to_the_scores(family):
+def test_temperatures_carry_no_gradient_to_the_scores(family, comparisons):
     """Gradients reach the scores through the soft comparisons at fixed temperatures: the same
     as autograd through ``soft_group_ranks`` with the temperatures of the input held constant."""
     sorter = ConvSorter(band=3).double()
