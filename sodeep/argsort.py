@@ -1,9 +1,10 @@
 """Sorting order along the last dimension, for code that does not care how ties are ordered.
 
-``torch.sort`` on the CPU is fast on small tensors and slow beyond about 5,000 elements: from
-there on it takes two to seven times as long per core as NumPy's vectorized sort (``python
-experiments/benchmarks/bench_argsort.py``).  :func:`argsort` sorts CPU tensors of more than
-4,096 elements in rows of more than 8, of the dtypes NumPy shares with torch, through NumPy, and
+``torch.sort`` on the CPU is fast on small tensors and slow beyond a few thousand elements (from
+about 3,000 on an Intel Xeon, 5,000 on an AMD EPYC): from there on it takes two to seven times as
+long per core as NumPy's vectorized sort (``python experiments/benchmarks/bench_argsort.py``).
+:func:`argsort` sorts CPU tensors of more than 2,048 elements in rows of more than 8, of the
+dtypes NumPy shares with torch, through NumPy, and
 everything else (smaller tensors, rows of up to 8 elements, where NumPy's per-row cost makes it
 slower, other devices, bfloat16, tensors inside ``torch.func`` transforms) with ``torch.sort``.
 Inside ``torch.compile`` the NumPy sort is a ``torch.library`` custom operator, so
@@ -23,7 +24,7 @@ _NUMPY_DTYPES = (torch.float32, torch.float64, torch.int64, torch.int32, torch.i
 _WIDENED = {torch.float16: torch.float32, torch.bool: torch.uint8}
 #: Tensors of up to this many elements are sorted by ``torch.sort``: about as fast as NumPy there,
 #: and inside compiled code the call into NumPy costs more than such a sort ...
-TORCH_SORT_MAX_ELEMENTS = 4096
+TORCH_SORT_MAX_ELEMENTS = 2048
 #: ... and so are rows of up to this length, however many (NumPy's per-row cost dominates them).
 TORCH_SORT_MAX_LENGTH = 8
 

@@ -28,7 +28,7 @@ def assert_sorts(values: torch.Tensor, order: torch.Tensor, descending: bool) ->
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("descending", [False, True])
-@pytest.mark.parametrize("shape", [(1,), (7,), (4, 1024), (1000, 8), (4, 1025), (2, 3, 1000)])  # torch.sort, then NumPy
+@pytest.mark.parametrize("shape", [(1,), (7,), (2, 1024), (1000, 8), (2, 1025), (2, 3, 1000)])  # torch.sort, then NumPy
 def test_orders_like_torch_sort_for_every_dtype(dtype, descending, shape):
     generator = torch.Generator().manual_seed(0)
     if dtype == torch.bool:
