@@ -51,8 +51,8 @@ MISSING_GAP_LOG = 8.0
 SHORT_ROW_REACH = 16
 # |logit| beyond which a comparison counts as decided: sigmoid(-30) = 9e-14.
 LOGIT_LIMIT = 30.0
-#: Compiled code, and CPU batches of at least this many distinct values, compare values one
-#: offset at a time (each pair's sigmoid once); other batches by windows (fewer, larger
+#: Compiled code, and CPU batches of at least this many scores (ties included), compare values
+#: one offset at a time (each pair's sigmoid once); other batches by windows (fewer, larger
 #: operations): the faster of the two (``docs/sorter.md``, "Speed").  Bands wider than
 #: SHORT_ROW_REACH are always compared by windows.
 BY_OFFSET_MIN_ELEMENTS = 8192
@@ -326,13 +326,16 @@ class ConvSorter(Sorter):
         multiplicity_weight = first.weight[:, 2 * self.radius]
         log_multiplicity = multiplicity.clamp_min(1).log()
         if others:
-            bias = first.bias + first.weight[:, -1] * (math.log(n) / math.log(self.max_length))
-            # Rows of (B * G, channels): one matrix product per layer.
-            hidden = F.linear(gap_window.reshape(-1, 2 * self.radius), window_weight, bias)
-            hidden = hidden.addcmul(log_multiplicity.reshape(-1, 1), multiplicity_weight)
+            # log n from the multiplicities (they sum to n) rather than from the Python number,
+            # which a sorter compiled with dynamic=True would have to fix to one value.
+            log_n = multiplicity.sum(-1, keepdim=True).log().unsqueeze(-1)
+            # (B, G, channels): one matrix product per layer.
+            hidden = F.linear(gap_window, window_weight, first.bias)
+            hidden = hidden.addcmul(log_n, first.weight[:, -1], value=1 / math.log(self.max_length))
+            hidden = hidden.addcmul(log_multiplicity.unsqueeze(-1), multiplicity_weight)
             for layer in others:
                 hidden = F.linear(self._activation(hidden), layer.weight, layer.bias)
-            offset = hidden.view(sizes.shape)
+            offset = hidden.squeeze(-1)
         else:
             # One linear filter (depth 0): its bias and its log-n term add the same constant to
             # every element of a row, which the centring below removes, so they are skipped.

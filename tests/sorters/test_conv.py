@@ -259,6 +259,19 @@ def test_compiled_with_dynamic_shapes_short_rows_of_every_length_stay_within_the
         torch.testing.assert_close(compiled(x), sorter(x))
 
 
+def test_a_sorter_with_hidden_layers_compiled_with_dynamic_shapes_does_not_recompile_for_every_n():
+    """log n reaches the temperature network as a tensor: ten lengths compile a few graphs, not one
+    per n (the ninth would fail under fullgraph)."""
+    torch._dynamo.reset()
+    sorter = ConvSorter(depth=2, softness=0.1)
+    sorter.network[-1].weight.data.normal_()  # log n then moves the temperatures
+    compiled = torch.compile(sorter, fullgraph=True, dynamic=True, backend="aot_eager")
+    generator = torch.Generator().manual_seed(0)
+    for n in range(20, 30):
+        x = torch.randn(4, n, generator=generator)
+        torch.testing.assert_close(compiled(x), sorter(x))
+
+
 @pytest.mark.parametrize(
     ("band", "n", "reach"), [(8, 3, 8), (16, 5, 16), (256, 5, 4), (16384, 100, 99), (256, 300, 256)]
 )
