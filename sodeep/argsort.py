@@ -22,8 +22,8 @@ import torch
 # Dtypes NumPy sorts with the same order as torch (float16 is widened: NumPy sorts it slowly).
 _NUMPY_DTYPES = (torch.float32, torch.float64, torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 _WIDENED = {torch.float16: torch.float32, torch.bool: torch.uint8}
-#: Tensors of up to this many elements are sorted by ``torch.sort``: about as fast as NumPy there,
-#: and inside compiled code the call into NumPy costs more than such a sort ...
+#: Tensors of up to this many elements are sorted by ``torch.sort``, within a few microseconds of
+#: NumPy there (``bench_argsort.py``; docs/sorter.md, "Speed") ...
 TORCH_SORT_MAX_ELEMENTS = 2048
 #: ... and so are rows of up to this length, however many (NumPy's per-row cost dominates them).
 TORCH_SORT_MAX_LENGTH = 8
