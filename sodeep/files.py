@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -106,6 +107,23 @@ def _naming(error: OSError, path: Path) -> OSError:
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     return atomic_write(path, lambda stream: stream.write(text.encode("utf-8")))
+
+
+def finite_or_null(payload: Any) -> Any:
+    """``payload`` with every NaN or infinite float, in nested dicts, lists and tuples, replaced
+    by ``None``: written as ``null``, which strict JSON readers accept (``NaN`` they refuse).
+
+    Example:
+        >>> finite_or_null({"mae": float("nan"), "runs": [1.5, float("inf")]})
+        {'mae': None, 'runs': [1.5, None]}
+    """
+    if isinstance(payload, float):
+        return payload if math.isfinite(payload) else None
+    if isinstance(payload, dict):
+        return {key: finite_or_null(value) for key, value in payload.items()}
+    if isinstance(payload, (list, tuple)):
+        return [finite_or_null(value) for value in payload]
+    return payload
 
 
 def atomic_write_json(path: str | os.PathLike, payload: Any, indent: int | None = 1) -> Path:

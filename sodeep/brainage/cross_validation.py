@@ -35,7 +35,7 @@ from sodeep.brainage.metrics import (
     within_site_spearman,
 )
 from sodeep.brainage.models import AgeMLP
-from sodeep.brainage.results import RESULTS_FILE, add_run, is_finished, read_results, write_results
+from sodeep.brainage.results import PREDICTION_DECIMALS, RESULTS_FILE, add_run, is_finished, read_results, write_results
 from sodeep.brainage.splits import FoldRows, assign_folds, check_split, fold_rows
 from sodeep.brainage.tables import AgeTable, Standardizer
 from sodeep.brainage.training import check_resumable_run, fit_age_model, predict_ages, process_rank
@@ -270,7 +270,7 @@ def score_predictions(predicted: np.ndarray, ages: np.ndarray, sites: np.ndarray
         **regression_metrics(predicted, ages[test]),
         **defined({"within_site_spearman": within}),
         "test_rows": test.tolist(),
-        "test_predictions": [round(float(value), 3) for value in predicted],
+        "test_predictions": [round(float(value), PREDICTION_DECIMALS) for value in predicted],
     }
 
 

@@ -2,7 +2,9 @@
 
 ``results.json`` holds the ``settings`` every run of the folder shares (data, model, training),
 and per group (``presets``; ``cascade`` for the synthetic cascades) and preset the finished
-``runs``, each identified by its ``seed`` and ``fold``.  A command adds the runs it finishes and
+``runs``, each identified by its ``seed`` and ``fold``.  The file is strict JSON: an undefined
+metric (NaN, such as a correlation of constant predictions) is written as ``null`` and read back
+as NaN.  A command adds the runs it finishes and
 never drops one: presets or seeds given later are trained beside those already there, and
 ``settings["presets"]``/``settings["seeds"]`` list what the folder holds.
 
@@ -19,18 +21,26 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
-from sodeep.files import atomic_write_json
+from sodeep.files import atomic_write_json, finite_or_null
 from sodeep.run_folder import CHOOSE_ANOTHER_OUT
 
 #: The file of a folder's results.
 RESULTS_FILE = "results.json"
 #: Groups of runs a results file may hold.
 GROUPS = ("presets", "cascade")
+#: Groups whose runs' numbers are read back with NaN for ``null`` (the baselines are made again
+#: by each command, but a report may read them).
+NUMBER_GROUPS = (*GROUPS, "baselines")
 #: Settings that list what the folder holds: they grow with its runs, so they are not compared.
 GROWING_SETTINGS = ("presets", "seeds")
+
+#: Decimals of the test predictions (years) that runs keep, and ``predictions.csv`` with them:
+#: metrics recomputed from them agree with the recorded ones to about 1e-6.
+PREDICTION_DECIMALS = 6
 
 #: What a refusal of a folder's results says to do.
 RESTART_ADVICE = "run with overwrite=True instead of resume=True to start the folder again"
@@ -73,6 +83,10 @@ def read_results(path: Path, settings: dict[str, Any] | None) -> dict[str, Any]:
         raise ValueError(f"{path} cannot be read ({error.strerror})") from None
     if not _well_formed(results):
         raise ValueError(f"{path} is not a brain-age results file; {RESTART_ADVICE}")
+    for group in NUMBER_GROUPS:
+        for entry in results.get(group, {}).values() if isinstance(results.get(group), dict) else ():
+            for run in entry.get("runs", []) if isinstance(entry, dict) else ():
+                run.update({key: math.nan for key, value in run.items() if value is None})
     held = results["settings"]
     differing = sorted(
         key for key in set(held) | set(settings) if key not in GROWING_SETTINGS and held.get(key) != settings.get(key)
@@ -107,5 +121,5 @@ def add_run(results: dict[str, Any], group: str, preset: str, run: dict[str, Any
 
 
 def write_results(path: Path, results: dict[str, Any]) -> Path:
-    """Write ``results`` to ``path`` atomically."""
-    return atomic_write_json(path, results)
+    """Write ``results`` to ``path`` atomically, NaN as ``null``."""
+    return atomic_write_json(path, finite_or_null(results))

@@ -30,7 +30,7 @@ from sodeep.brainage.finetuning import FineTuning, started_from
 from sodeep.brainage.interruption import SignalStop
 from sodeep.brainage.metrics import corrected_gap, fit_age_bias, gap_metrics, per_site_mae, regression_metrics
 from sodeep.brainage.models import SFCN, CascadeAgeNet, discretize_age
-from sodeep.brainage.results import RESULTS_FILE, add_run, is_finished, read_results, write_results
+from sodeep.brainage.results import PREDICTION_DECIMALS, RESULTS_FILE, add_run, is_finished, read_results, write_results
 from sodeep.brainage.splits import inner_validation_mask
 from sodeep.brainage.synthetic_mri import (
     GM_REGIONS,
@@ -320,7 +320,7 @@ def score_on_test(
             # What gap_recovery would be if the corrected gap were the true gap plus independent
             # error e: corr(g, g + e) = sd(g) / sd(g + e), small when the error dwarfs the gap.
             "gap_recovery_ceiling": float(min(1.0, test.truth["gap"].std() / corrected.std())),
-            "test_predictions": [round(float(value), 3) for value in predicted],
+            "test_predictions": [round(float(value), PREDICTION_DECIMALS) for value in predicted],
         }
     )
 

@@ -192,3 +192,44 @@ def test_notes_on_the_data_name_flags_on_the_command_line_and_keyword_arguments_
     commands.run_tabular(config, progress=False)
     noted = [line for line in capsys.readouterr().err.splitlines() if "not plain numbers" in line]
     assert len(noted) == 1 and "name them in features= to keep them" in noted[0], noted
+
+
+def test_results_json_is_strict_json_and_predictions_csv_gives_back_the_recorded_metrics(tmp_path):
+    import csv
+    import json
+
+    import numpy as np
+
+    from sodeep.cli import main
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    generator = np.random.default_rng(3)
+    ages = generator.uniform(20, 80, 10)
+    lines = ["age,f0,f1"] + [
+        f"{age:.2f},{age * 0.01 + generator.normal():.3f},{generator.normal():.3f}" for age in ages
+    ]
+    (tmp_path / "table.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    # Test folds of 2 subjects: their correlations are undefined (NaN in the runs and the comparisons).
+    argv = ["brainage", "tabular", "--csv", str(tmp_path / "table.csv"), "--losses", "l1", "mse", "--folds", "5"]
+    argv += ["--max-epochs", "1", "--wandb", "disabled", "--out", str(out)]
+    assert main([*argv, "--seeds", "0"]) == 0
+    results = json.loads((out / "results.json").read_text(), parse_constant=refuse)
+    assert results["presets"]["l1"]["runs"][0]["pearson"] is None
+    assert main([*argv, "--seeds", "0", "1", "--resume"]) == 0  # reads the nulls back
+    results = json.loads((out / "results.json").read_text(), parse_constant=refuse)
+    assert [run["pearson"] for run in results["presets"]["mse"]["runs"]] == [None] * 10
+    assert "pearson" not in results["presets"]["mse"]["summary"]  # undefined in every run: no summary
+    with open(out / "predictions.csv", newline="") as stream:
+        written = list(csv.DictReader(stream))
+    for preset in ("l1", "mse"):
+        for run in results["presets"][preset]["runs"]:
+            rows = [
+                r
+                for r in written
+                if (r["preset"], int(r["seed"]), int(r["fold"])) == (preset, run["seed"], run["fold"])
+            ]
+            errors = [abs(float(r["predicted_age"]) - float(r["age"])) for r in rows]
+            assert len(rows) == 2 and np.mean(errors) == pytest.approx(run["mae"], abs=2e-5)
