@@ -191,10 +191,12 @@ def make_loggers(
 
 class StopOnSignal(Callback):
     """On SIGINT or SIGTERM, finish the current training step, save ``checkpoint`` and stop; the
-    caller then raises :class:`RunInterrupted` (see :attr:`stopped_at`).  A second signal before
-    that (during a validation, say) stops at once with ``KeyboardInterrupt``: the run then resumes
-    from its last saved checkpoint.  Signals after the save are let pass (the run is closing down:
-    :func:`sodeep.run_folder.stop_saved`).  The previous handlers are restored when the fit ends."""
+    caller then raises :class:`RunInterrupted` (see :attr:`stopped_at`).  A validation due after
+    that step still runs (the resumed run continues after it, so it would be lost); none runs off
+    schedule.  A second signal before the stop (during a validation, say) stops at once with
+    ``KeyboardInterrupt``: the run then resumes from its last saved checkpoint.  Signals after
+    that are let pass (the run is closing down: :func:`sodeep.run_folder.stop_saved`).  The
+    previous handlers are restored when the fit ends."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -202,10 +204,15 @@ class StopOnSignal(Callback):
         self.checkpoint = Path(checkpoint)
         self.requested = False
         self.stopped_at: int | None = None
+        self._closing = False
         self._previous: dict[int, Any] = {}
 
+    def _close(self) -> None:
+        stop_saved()  # a signal from now on would only cut the closing down short
+        self._closing = True
+
     def _request(self, number: int, frame: Any) -> None:
-        if self.stopped_at is not None:  # saved and stopping: nothing left to cut short
+        if self._closing:  # saved and stopping: nothing left to cut short
             return
         if self.requested:
             self._restore()
@@ -224,10 +231,21 @@ class StopOnSignal(Callback):
         requested = trainer.strategy.reduce_boolean_decision(self.requested, all=False)
         if requested and self.stopped_at is None:
             trainer.save_checkpoint(self.checkpoint)
-            stop_saved()  # a signal from now on would only cut the closing down short
+            for callback in trainer.checkpoint_callbacks:
+                # Its last.ckpt at the end of training would replace this one with the state after
+                # the step's bookkeeping, which a resume reads as one step more.
+                callback.save_last = False
             self.stopped_at = int(trainer.global_step)
             trainer.should_stop = True
+            every = trainer.val_check_batch
+            if isinstance(every, int) and trainer.limit_val_batches and self.stopped_at % every == 0:
+                return  # Lightning validates on stopping: here on schedule; closing once it is done
+            self._close()
             trainer.limit_val_batches = 0  # Lightning would validate on stopping: off schedule, and it delays the stop
+
+    def on_validation_end(self, trainer: Any, module: Any) -> None:
+        if self.stopped_at is not None:
+            self._close()
 
     def _restore(self) -> None:
         for number, handler in self._previous.items():

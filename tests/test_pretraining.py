@@ -900,3 +900,26 @@ def test_a_strategy_is_read_in_any_case_as_lightning_reads_it():
     assert config.strategy == "ddp" and TabularConfig(strategy="Ddp").strategy == "ddp"
     with pytest.raises(ValueError, match="starts its processes inside fit"):
         PretrainConfig(strategy="Ddp_Spawn").validate()
+
+
+def test_a_stop_on_a_step_that_validates_keeps_that_validation_and_a_resume_logs_each_row_once(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _pretrain(tmp_path / "straight", 8, "--checkpoint-every", "100")
+    original_step = interrupt_at_step(monkeypatch, 3)  # validation is every 4 steps: due after this one
+    with pytest.raises(SystemExit):
+        _pretrain(tmp_path / "run", 8, "--checkpoint-every", "100")
+    validated = [
+        row["step"] for row in csv.DictReader(open(tmp_path / "run" / "csv" / "metrics.csv")) if row.get("val/l1")
+    ]
+    assert validated == ["3"]
+    monkeypatch.setattr(SorterPretraining, "training_step", original_step)
+    assert _pretrain(tmp_path / "run", 8, "--checkpoint-every", "100", "--resume") == 0
+    _assert_same_weights(tmp_path / "straight", tmp_path / "run")
+
+    def logged(run):
+        rows = list(csv.DictReader(open(tmp_path / run / "csv" / "metrics.csv")))
+        return sorted((row["step"], sorted(key for key, value in row.items() if value)) for row in rows)
+
+    # The same rows, none lost, none twice; and the training loss of the step the run stopped at
+    # (Lightning logs it on stopping).
+    assert logged("run") == sorted([*logged("straight"), ("3", ["epoch", "step", "train/l1", "train/n"])])
