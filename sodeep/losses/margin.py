@@ -359,20 +359,14 @@ class MultiLabelHingeLoss(nn.Module):
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         if margin_range[0] > margin_range[1]:
             raise ValueError(f"margin_range must be (low, high) with low <= high, got {tuple(margin_range)}")
-        if adaptive and not base.is_meta and ((base < margin_range[0]) | (base > margin_range[1])).any():
-            outside = base[(base < margin_range[0]) | (base > margin_range[1])].unique()[:4].tolist()
-            raise ValueError(
-                f"margin {outside} lies outside margin_range {tuple(margin_range)}: adaptive margins are "
-                "clipped to margin_range, so it would change on the first step; widen margin_range"
-            )
         # Kept off the buffers for reset_parameters: a module built on the meta device has no values.
         self._initial_margin = None if base.is_meta else base.detach().to("cpu", copy=True)
         base = base.to(device)
         self.register_buffer("base_margin", base)
         self.register_buffer("margin", base.clone())
         self.register_buffer("running_loss", torch.ones(num_labels))
-        self.adaptive = adaptive
         self.margin_range = (float(margin_range[0]), float(margin_range[1]))
+        self.adaptive = adaptive
         self.momentum = float(momentum)
         self.reducer = get_reducer(reduction)
 
@@ -387,6 +381,13 @@ class MultiLabelHingeLoss(nn.Module):
     def adaptive(self, adaptive: bool) -> None:
         if not isinstance(adaptive, bool):
             raise TypeError(f"adaptive must be True or False, got {type(adaptive).__name__} {adaptive!r}")
+        base, (low, high) = self.base_margin, self.margin_range
+        if adaptive and not base.is_meta and ((base < low) | (base > high)).any():
+            outside = base[(base < low) | (base > high)].unique()[:4].tolist()
+            raise ValueError(
+                f"margin {outside} lies outside margin_range {(low, high)}: adaptive margins are "
+                "clipped to margin_range, so it would change on the first step; widen margin_range"
+            )
         self._adaptive = adaptive
         if adaptive:
             self._non_persistent_buffers_set.difference_update(_MARGIN_BUFFERS)
@@ -545,6 +546,9 @@ class MultiLabelRankingHingeLoss(nn.Module):
         check_pair_options(margin, None)
         self.margin = float(margin)
         self.reducer = get_reducer(reduction)
+
+    def extra_repr(self) -> str:
+        return f"margin={self.margin}"
 
     def forward(
         self,

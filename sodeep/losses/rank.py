@@ -98,6 +98,13 @@ class FrozenSorterMixin(nn.Module):
         else:
             super().__setattr__(name, value)
 
+    def extra_repr(self) -> str:
+        """``sorter=...``: the sorter's class and settings (a function: its name)."""
+        sorter = self.sorter
+        if isinstance(sorter, nn.Module):
+            return f"sorter={type(sorter).__name__}({sorter.extra_repr()})"
+        return f"sorter={getattr(sorter, '__qualname__', None) or repr(sorter)}"
+
     @staticmethod
     def _sorter_tensors(sorter: nn.Module) -> dict[str, torch.Tensor]:
         return {**dict(sorter.named_parameters()), **dict(sorter.named_buffers())}
@@ -160,6 +167,10 @@ def check_sorter(sorter, name: str = "sorter") -> None:
             f"{name} is the class {sorter.__name__}, not a sorter: pass an instance (e.g. {sorter.__name__}()) "
             "or a function"
         )
+    from sodeep.checkpoints import load_sorter
+
+    if sorter is load_sorter:
+        raise TypeError(f"{name} is the function load_sorter, not a sorter: call it ({name}=load_sorter())")
     if not callable(sorter):
         raise TypeError(
             f"{name} must be a Sorter, an nn.Module or a callable from (B, n) scores to ranks "
@@ -321,7 +332,7 @@ class SpearmanLoss(FrozenSorterMixin):
         return spearman_loss(predictions, targets, self.rank, self.l1_weight)
 
     def extra_repr(self) -> str:
-        return f"l1_weight={self.l1_weight}"
+        return f"{super().extra_repr()}, l1_weight={self.l1_weight}"
 
 
 @float32_under_autocast
@@ -465,7 +476,7 @@ class HardNegativeRankLoss(FrozenSorterMixin):
         return hard_negative_rank_loss(scores, self.rank, self.margin, self.hard_negatives)
 
     def extra_repr(self) -> str:
-        return f"margin={self.margin}, hard_negatives={self.hard_negatives}"
+        return f"{super().extra_repr()}, margin={self.margin}, hard_negatives={self.hard_negatives}"
 
 
 __all__ = [

@@ -616,6 +616,16 @@ def test_an_adaptive_base_margin_outside_margin_range_is_refused_when_built():
     MultiLabelHingeLoss(3, margin=5.0, adaptive=True, margin_range=(1.0, 10.0))
 
 
+def test_an_adaptive_base_margin_outside_margin_range_is_refused_when_switched_on():
+    loss = MultiLabelHingeLoss(3, margin=5.0)
+    with pytest.raises(ValueError, match=r"margin \[5.0\] lies outside margin_range \(0.1, 2.0\)"):
+        loss.adaptive = True
+    assert not loss.adaptive
+    torch.testing.assert_close(loss(torch.zeros(4, 3), torch.ones(4, 3, dtype=torch.long)), torch.tensor(5.0))
+    loss.margin_range = (1.0, 10.0)
+    loss.adaptive = True
+
+
 def test_multilabel_hinge_is_in_the_scores_dtype_whatever_the_margins_dtype():
     scores, labels = torch.randn(4, 3), torch.randint(0, 2, (4, 3))
     margin = torch.tensor([0.5, 1.0, 1.5], dtype=torch.float64)

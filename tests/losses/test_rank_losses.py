@@ -356,6 +356,16 @@ def test_a_sorter_class_is_refused_with_the_instance_to_pass(loss, inputs):
         loss(sorter=PairwiseSigmoidSorter)
 
 
+@pytest.mark.parametrize("loss,inputs", _SORTER_INPUTS)
+def test_the_function_load_sorter_uncalled_is_refused_when_the_loss_is_built(loss, inputs):
+    from sodeep import load_sorter
+
+    with pytest.raises(
+        TypeError, match=r"sorter is the function load_sorter, not a sorter: call it \(sorter=load_sorter\(\)\)"
+    ):
+        loss(sorter=load_sorter)
+
+
 def test_the_adapter_for_ascending_sorters_pickles_and_matches_the_exact_ranks():
     """An ascending [1, n] ranker (scipy-style ``rankdata`` here) in sodeep's convention."""
     import io
@@ -489,13 +499,17 @@ def test_complex_labels_or_targets_are_refused():
 
 
 def test_a_loss_module_shows_its_settings():
-    from sodeep.losses import PairwiseMarginRankingLoss
+    from sodeep.losses import MultiLabelRankingHingeLoss, PairwiseMarginRankingLoss
 
-    assert repr(SpearmanLoss(l1_weight=0.1)) == "SpearmanLoss(l1_weight=0.1)"
-    assert (
-        repr(HardNegativeRankLoss(margin=0.1, hard_negatives=2)) == "HardNegativeRankLoss(margin=0.1, hard_negatives=2)"
+    assert repr(SpearmanLoss(sorter=PairwiseSigmoidSorter(0.3), l1_weight=0.1)) == (
+        "SpearmanLoss(sorter=PairwiseSigmoidSorter(temperature=0.3), l1_weight=0.1)"
     )
+    assert repr(HardNegativeRankLoss(sorter=sodeep.rank, margin=0.1, hard_negatives=2)) == (
+        "HardNegativeRankLoss(sorter=rank, margin=0.1, hard_negatives=2)"
+    )
+    assert "sorter=ConvSorter(" in repr(MapRankLoss()) and "temperature_floor=0.1)" in repr(MapRankLoss())
     assert "margin=0.5, hard_negatives=None" in repr(PairwiseMarginRankingLoss(margin=0.5))
+    assert "margin=0.5" in repr(MultiLabelRankingHingeLoss(margin=0.5))
 
 
 def test_map_loss_names_the_batch_when_the_sorter_is_too_short_for_it():
