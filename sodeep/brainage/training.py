@@ -43,6 +43,9 @@ from sodeep.runs import (
 
 #: A training run's checkpoints: the best validation MAE so far, and the end of the last epoch.
 BEST_CHECKPOINT, LAST_CHECKPOINT = "best.ckpt", "last.ckpt"
+#: A validation prediction beyond this many times the oldest age (plus one year) ends a run as
+#: diverged, as a NaN does.
+DIVERGED_AGE_FACTOR = 1000.0
 
 
 def regression_head(model: nn.Module) -> nn.Linear:
@@ -119,11 +122,17 @@ class AgeRegression(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(ages))
         return loss
 
-    def diverged(self) -> str:
-        """The one line that ends a run whose model's predictions went to NaN or infinity."""
+    def diverged(self, largest: float | None = None) -> str:
+        """The one line that ends a run whose model's predictions went to NaN or infinity, or
+        (``largest``) beyond :data:`DIVERGED_AGE_FACTOR` times the oldest age."""
         run = f" ({', '.join(f'{key} {value}' for key, value in self.hparams.run.items())})" if self.hparams.run else ""
+        what = (
+            "are not finite"
+            if largest is None
+            else f"reach {largest:.3g}, beyond {DIVERGED_AGE_FACTOR:g} times the oldest age,"
+        )
         return (
-            f"training diverged{run}: the model's predictions are not finite at epoch {self.current_epoch + 1}; "
+            f"training diverged{run}: the model's predictions {what} at epoch {self.current_epoch + 1}; "
             f"lower the learning rate (it was {self.hparams.learning_rate:g})"
         )
 
@@ -137,9 +146,12 @@ class AgeRegression(L.LightningModule):
         self._validation.clear()
         # Read once an epoch: weights gone to NaN or infinity (a loss that overflowed while the
         # predictions were still finite, a last step that broke them) end the run here, where early
-        # stopping would otherwise stop on NaN and leave a model that predicts nothing.
-        if not bool(torch.isfinite(predictions).all()):
-            raise ValueError(self.diverged())
+        # stopping would otherwise stop on NaN and leave a model that predicts nothing.  So do
+        # predictions that are finite but far beyond any age (a learning rate too high by orders).
+        limit = DIVERGED_AGE_FACTOR * (ages.abs().max() + 1)
+        if not bool((predictions.abs() <= limit).all()):
+            finite = bool(torch.isfinite(predictions).all())
+            raise ValueError(self.diverged(float(predictions.abs().max()) if finite else None))
         # Under DDP every process validates on every validation subject, so the processes hold the
         # same value; averaged over them, early stopping and the best checkpoint follow one number.
         self.log("val/mae", (predictions - ages).abs().mean(), prog_bar=True, sync_dist=True)

@@ -496,6 +496,16 @@ def test_a_run_that_diverges_says_so_and_names_the_run_and_its_learning_rate(tmp
     )
 
 
+def test_a_run_whose_predictions_grow_far_beyond_any_age_says_it_diverged(tmp_path):
+    """Finite predictions of 1e17 years: a learning rate too high by orders, not a model."""
+    config = TrainingConfig(hidden=(8,), batch_size=16, max_epochs=3, patience=2, learning_rate=1e4)
+    with pytest.raises(ValueError) as raised:
+        cross_validate_table(site_table(), ["l1"], out=tmp_path, folds=3, seeds=[0], config=config, progress=False)
+    message = str(raised.value)
+    assert message.startswith("training diverged (preset l1, seed 0, fold 0): the model's predictions reach ")
+    assert message.endswith(", beyond 1000 times the oldest age, at epoch 1; lower the learning rate (it was 10000)")
+
+
 def test_a_run_whose_last_step_of_an_epoch_breaks_the_weights_says_it_diverged(tmp_path):
     """One step per epoch: the step that breaks the weights is the epoch's last, so no later loss
     sees the predictions; the validation does."""
