@@ -2,11 +2,11 @@
 
 ``results.json`` holds the ``settings`` every run of the folder shares (data, model, training),
 and per group (``presets``; ``cascade`` for the synthetic cascades) and preset the finished
-``runs``, each identified by its ``seed`` and ``fold``.  The file is strict JSON: an undefined
-metric (NaN, such as a correlation of constant predictions) is written as ``null`` and read back
-as NaN.  A command adds the runs it finishes and
+``runs``, each identified by its ``seed`` and ``fold``.  A command adds the runs it finishes and
 never drops one: presets or seeds given later are trained beside those already there, and
-``settings["presets"]``/``settings["seeds"]`` list what the folder holds.
+``settings["presets"]``/``settings["seeds"]`` list what the folder holds.  The file is strict
+JSON: an undefined metric (NaN, such as a correlation over a test fold of two subjects) is
+written as ``null`` and read back as NaN.
 
 Example:
     >>> results = read_results(Path("no-such-folder/results.json"), {"folds": 2})
