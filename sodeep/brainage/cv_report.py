@@ -13,6 +13,7 @@ import scipy.stats
 from sodeep.brainage.finetuning import started_from
 from sodeep.brainage.metrics import (
     CORRELATION_SUBJECTS,
+    correlatable_sites,
     per_site_mae,
     per_site_spearman,
     regression_metrics,
@@ -54,6 +55,16 @@ def too_small_to_correlate(run: dict[str, Any]) -> bool:
     return len(run.get("test_rows", ())) < CORRELATION_SUBJECTS
 
 
+def too_small_for(run: dict[str, Any], metric: str, ages: np.ndarray, sites: Sequence[str]) -> bool:
+    """Whether ``metric`` of the run may be undefined by the size of its test fold, whatever the
+    model: a fold of fewer than :data:`CORRELATION_SUBJECTS`; for the within-site Spearman, a fold
+    without a test site of three subjects of different ages."""
+    if metric == "within_site_spearman":
+        rows = run.get("test_rows", ())
+        return not correlatable_sites(ages[rows], [sites[i] for i in rows])
+    return too_small_to_correlate(run)
+
+
 def undefined(run: dict[str, Any], metric: str) -> bool:
     return metric not in run or math.isnan(run[metric])
 
@@ -82,7 +93,7 @@ def summarize(results: dict[str, Any], ages: np.ndarray, sites: Sequence[str]) -
             entry["summary"] = {}
             for metric in REPORTED_METRICS:
                 values = [r[metric] for r in runs if not undefined(r, metric)]
-                if not values or any(undefined(r, metric) and not too_small_to_correlate(r) for r in runs):
+                if not values or any(undefined(r, metric) and not too_small_for(r, metric, ages, sites) for r in runs):
                     continue  # undefined for some run (or not recorded by it): no summary
                 sd = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan  # n/a: one value has no spread
                 entry["summary"][metric] = {"mean": float(np.mean(values)), "sd": sd}

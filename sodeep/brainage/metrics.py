@@ -168,12 +168,22 @@ def per_site_spearman(
         raise ValueError(
             f"predicted, true and sites must have one entry per subject, got {len(predicted)}, {len(true)} and {len(sites)}"
         )
-    p, t = _tensor(predicted), _tensor(true)
-    result = {}
-    for site, rows in _site_rows(sites).items():
-        if len(rows) >= min_subjects and float(t[rows].max()) > float(t[rows].min()):
-            result[site] = {"n": len(rows), "spearman": spearman_rho(p[rows], t[rows])}
-    return result
+    p = _tensor(predicted)
+    return {
+        site: {"n": len(rows), "spearman": spearman_rho(p[rows], _tensor(true)[rows])}
+        for site, rows in correlatable_sites(true, sites, min_subjects).items()
+    }
+
+
+def correlatable_sites(true, sites: Sequence[str], min_subjects: int = WITHIN_SITE_SUBJECTS) -> dict[str, list[int]]:
+    """``{site: rows}`` of the sites with at least ``min_subjects`` subjects and two different true
+    ages: those a within-site correlation can use, whatever the predictions."""
+    t = _tensor(true)
+    return {
+        site: rows
+        for site, rows in _site_rows(sites).items()
+        if len(rows) >= min_subjects and float(t[rows].max()) > float(t[rows].min())
+    }
 
 
 def within_site_spearman(predicted, true, sites: Sequence[str], min_subjects: int = WITHIN_SITE_SUBJECTS) -> float:

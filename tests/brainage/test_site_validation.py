@@ -14,7 +14,7 @@ from sklearn.svm import SVR
 
 from sodeep.brainage.baselines import RIDGE_ALPHAS, SVR_C, SVR_EPSILON, baseline_predictions
 from sodeep.brainage.config import TabularConfig, TrainingConfig
-from sodeep.brainage.cross_validation import cross_validate_table
+from sodeep.brainage.cross_validation import cross_validate_table, score_predictions
 from sodeep.brainage.cv_report import format_report
 from sodeep.brainage.folds import site_folds
 from sodeep.brainage.metrics import per_site_spearman, within_site_spearman
@@ -483,6 +483,25 @@ def test_a_summary_of_one_run_shows_no_spread(tmp_path):
     summary = results["baselines"]["ridge"]["summary"]["spearman"]
     assert summary["runs"] == 1 and np.isnan(summary["sd"])
     assert f"{summary['mean']:.3f} +- n/a (1 of 3 runs)" in format_report(results, "sites")
+
+
+def test_a_within_site_spearman_is_summarized_over_the_runs_with_a_site_to_correlate():
+    """A fold of six subjects in pairs of three sites has no site to rank within; the other folds do."""
+    from sodeep.brainage.cv_report import summarize
+
+    ages = np.arange(20.0, 32.0)
+    sites = ["a"] * 3 + ["b"] * 2 + ["c"] * 2 + ["d"] * 2 + ["e"] * 3
+    folds = {0: [0, 1, 2, 3, 4], 1: [3, 4, 5, 6, 7, 8], 2: [9, 10, 11, 0, 1]}
+    runs = []
+    for fold, rows in folds.items():
+        predicted = ages[rows] + np.sin(ages[rows])
+        runs.append({"seed": 0, "fold": fold, **score_predictions(predicted, ages, np.array(sites), np.array(rows))})
+    assert ["within_site_spearman" in run for run in runs] == [True, False, True]
+    results = {"presets": {"l1": {"runs": runs}}}
+    summarize(results, ages, sites)
+    summary = results["presets"]["l1"]["summary"]["within_site_spearman"]
+    expected = [runs[0]["within_site_spearman"], runs[2]["within_site_spearman"]]
+    assert summary["runs"] == 2 and summary["mean"] == pytest.approx(np.mean(expected))
 
 
 def test_a_run_that_diverges_says_so_and_names_the_run_and_its_learning_rate(tmp_path):
