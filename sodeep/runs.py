@@ -347,7 +347,8 @@ def quiet_lightning() -> None:
 
 class ProgressLines(Callback):
     """A plain progress line on stderr every ``every`` training steps and at the end: what a log
-    file gets instead of a progress bar."""
+    file gets instead of a progress bar.  Step lines show the training metrics; each validation
+    has a line of its own (a step line printed before a validation is due would show the last one's)."""
 
     def __init__(self, every: int = 100) -> None:
         self.every = max(1, int(every))
@@ -357,7 +358,11 @@ class ProgressLines(Callback):
         if not trainer.is_global_zero:
             return
         if step % self.every == 0 or step == trainer.max_steps:
-            metrics = {key: value for key, value in trainer.progress_bar_metrics.items() if key != "v_num"}
+            metrics = {
+                key: value
+                for key, value in trainer.progress_bar_metrics.items()
+                if key != "v_num" and not key.startswith("val")
+            }
             shown = ", ".join(f"{key}={float(value):.4g}" for key, value in metrics.items())
             total = f"/{trainer.max_steps}" if trainer.max_steps and trainer.max_steps > 0 else ""
             print(f"step {step}{total}" + (f": {shown}" if shown else ""), file=sys.stderr, flush=True)

@@ -604,6 +604,8 @@ def test_progress_lines_show_each_validation(tmp_path, monkeypatch, capsys):
         "validation at step 4",
         "validation at step 8",
     ]
+    last_step = next(line for line in lines if line.startswith("step 8/8"))
+    assert "train/l1=" in last_step and "val/" not in last_step  # the validation after it has its own line
 
 
 def test_the_signal_handlers_are_those_of_before_once_a_run_ends(tmp_path, monkeypatch):
