@@ -84,7 +84,7 @@ class BenchConfig:
                 check_integer(value, f"each of {name}", shortest)
             if len(set(getattr(self, name))) != len(getattr(self, name)):  # each would run twice
                 raise ValueError(f"{name} must not repeat, got {list(getattr(self, name))}")
-        if self.mnist is not None and "sorting" in self.parts:
+        if self.mnist is not None:  # recorded in the settings whatever the parts: a path that names nothing is refused
             for path in self.mnist:
                 if not Path(path).is_file():
                     what = "is a folder, not a file" if Path(path).is_dir() else "not found"

@@ -87,6 +87,10 @@ def test_cli_refuses_unknown_parts():
         ({"seeds": (2**70,)}, "seeds must be distinct integers in 0..4294967295, got .1180591620717411303424."),
         ({"parts": ("fidelity", "fidelity")}, "parts must not repeat"),
         ({"mnist": ("missing-images", "missing-labels")}, "MNIST file missing-images not found"),
+        (
+            {"mnist": ("missing-images", "missing-labels"), "parts": ("fidelity",)},
+            "MNIST file missing-images not found",
+        ),
         ({"seeds": (0.5,)}, "seeds must be distinct integers in 0"),
         ({"parts": ()}, "parts must name at least one entry"),
         ({"fidelity_lengths": (1,)}, "each of fidelity_lengths must be >= 2, got 1"),
