@@ -192,11 +192,11 @@ def make_loggers(
 class StopOnSignal(Callback):
     """On SIGINT or SIGTERM, finish the current training step, save ``checkpoint`` and stop; the
     caller then raises :class:`RunInterrupted` (see :attr:`stopped_at`).  A validation due after
-    that step still runs (the resumed run continues after it, so it would be lost); none runs off
-    schedule.  A second signal before the stop (during a validation, say) stops at once with
-    ``KeyboardInterrupt``: the run then resumes from its last saved checkpoint.  Signals after
-    that are let pass (the run is closing down: :func:`sodeep.run_folder.stop_saved`).  The
-    previous handlers are restored when the fit ends."""
+    that step runs first and is saved with it (a resumed run continues after it); none runs off
+    schedule.  A signal during the last step lets the run finish.  A second signal before the
+    save (during a validation, say) stops at once with ``KeyboardInterrupt``: the run then resumes
+    from its last saved checkpoint.  Signals after the save are let pass (the run is closing down:
+    :func:`sodeep.run_folder.stop_saved`).  The previous handlers are restored when the fit ends."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -204,12 +204,9 @@ class StopOnSignal(Callback):
         self.checkpoint = Path(checkpoint)
         self.requested = False
         self.stopped_at: int | None = None
+        self._stopping = False
         self._closing = False
         self._previous: dict[int, Any] = {}
-
-    def _close(self) -> None:
-        stop_saved()  # a signal from now on would only cut the closing down short
-        self._closing = True
 
     def _request(self, number: int, frame: Any) -> None:
         if self._closing:  # saved and stopping: nothing left to cut short
@@ -229,23 +226,30 @@ class StopOnSignal(Callback):
         # Under DDP a signal may reach one process only (``kill`` of the launching one), while every
         # process must stop at the same step and take part in saving: any request stops them all.
         requested = trainer.strategy.reduce_boolean_decision(self.requested, all=False)
-        if requested and self.stopped_at is None:
-            trainer.save_checkpoint(self.checkpoint)
-            for callback in trainer.checkpoint_callbacks:
-                # Its last.ckpt at the end of training would replace this one with the state after
-                # the step's bookkeeping, which a resume reads as one step more.
-                callback.save_last = False
-            self.stopped_at = int(trainer.global_step)
-            trainer.should_stop = True
-            every = trainer.val_check_batch
-            if isinstance(every, int) and trainer.limit_val_batches and self.stopped_at % every == 0:
-                return  # Lightning validates on stopping: here on schedule; closing once it is done
-            self._close()
-            trainer.limit_val_batches = 0  # Lightning would validate on stopping: off schedule, and it delays the stop
+        last_step = 0 < trainer.max_steps <= trainer.global_step  # finishing anyway: validation, checkpoint, results
+        if not requested or self._stopping or last_step:
+            return
+        self._stopping = True
+        trainer.should_stop = True
+        every = trainer.val_check_batch
+        if isinstance(every, int) and trainer.limit_val_batches and trainer.global_step % every == 0:
+            return  # Lightning validates on stopping, here on schedule: saved once it is done
+        trainer.limit_val_batches = 0  # Lightning would validate on stopping: off schedule, and it delays the stop
+        self._save(trainer)
 
     def on_validation_end(self, trainer: Any, module: Any) -> None:
-        if self.stopped_at is not None:
-            self._close()
+        if self._stopping and self.stopped_at is None:
+            self._save(trainer)
+
+    def _save(self, trainer: Any) -> None:
+        trainer.save_checkpoint(self.checkpoint)
+        for callback in trainer.checkpoint_callbacks:
+            # Its last.ckpt at the end of training would replace this one with the state after
+            # the step's bookkeeping, which a resume reads as one step more.
+            callback.save_last = False
+        self.stopped_at = int(trainer.global_step)
+        stop_saved()  # a signal from now on would only cut the closing down short
+        self._closing = True
 
     def _restore(self) -> None:
         for number, handler in self._previous.items():

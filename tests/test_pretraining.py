@@ -925,3 +925,17 @@ def test_a_stop_on_a_step_that_validates_keeps_that_validation_and_a_resume_logs
     # The same rows, none lost, none twice; and the training loss of the step the run stopped at
     # (Lightning logs it on stopping).
     assert logged("run") == sorted([*logged("straight"), ("3", ["epoch", "step", "train/l1", "train/n"])])
+
+
+def test_a_stop_during_the_last_step_lets_the_run_finish(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    _pretrain(tmp_path / "straight", 6, "--checkpoint-every", "100")
+    interrupt_at_step(monkeypatch, 5)  # the last of 6 steps; its validation is not on the schedule
+    assert _pretrain(tmp_path / "run", 6, "--checkpoint-every", "100") == 0
+    assert "interrupted" not in capsys.readouterr().err
+    _assert_same_weights(tmp_path / "straight", tmp_path / "run")
+
+    def validated(run):
+        return [row["step"] for row in csv.DictReader(open(tmp_path / run / "csv" / "metrics.csv")) if row.get("val/l1")]
+
+    assert validated("run") == validated("straight") == ["3", "5"]
