@@ -936,6 +936,8 @@ def test_a_stop_during_the_last_step_lets_the_run_finish(tmp_path, monkeypatch, 
     _assert_same_weights(tmp_path / "straight", tmp_path / "run")
 
     def validated(run):
-        return [row["step"] for row in csv.DictReader(open(tmp_path / run / "csv" / "metrics.csv")) if row.get("val/l1")]
+        return [
+            row["step"] for row in csv.DictReader(open(tmp_path / run / "csv" / "metrics.csv")) if row.get("val/l1")
+        ]
 
     assert validated("run") == validated("straight") == ["3", "5"]

@@ -9,6 +9,7 @@ epoch checkpoint, and keeps every run it finds there.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -358,21 +359,27 @@ def format_synthetic_report(results: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for name, row in results["baselines"].items():
-        pearson = f"{row['pearson']:.3f}" if "pearson" in row else "n/a"
-        spearman = f"{row['spearman']:.3f}" if "spearman" in row else "n/a"
-        lines.append(f"| {name} | {row['mae']:.2f} | {pearson} | {spearman} | n/a | n/a | n/a |")
+        shown = {key: _mean_over([row], key, ".3f") for key in ("pearson", "spearman")}
+        lines.append(f"| {name} | {row['mae']:.2f} | {shown['pearson']} | {shown['spearman']} | n/a | n/a | n/a |")
     rows = [(f"SFCN, {name}", entry) for name, entry in results["presets"].items()]
     rows += [(f"cascade of 2 SFCN, {name}", entry) for name, entry in results.get("cascade", {}).items()]
     for label, entry in rows:
         runs = entry["runs"]
         if not runs:
             continue
-
-        def mean(key: str) -> float:
-            return float(np.mean([run.get(key, np.nan) for run in runs]))
-
         lines.append(
-            f"| {label} | {mean('mae'):.2f} | {mean('pearson'):.3f} | {mean('spearman'):.3f} | "
-            f"{mean('gap_recovery'):.3f} ({mean('gap_recovery_ceiling'):.2f}) | {mean('train_minutes'):.1f} | {len(runs)} |"
+            f"| {label} | {_mean_over(runs, 'mae', '.2f')} | {_mean_over(runs, 'pearson', '.3f')} | "
+            f"{_mean_over(runs, 'spearman', '.3f')} | {_mean_over(runs, 'gap_recovery', '.3f')} "
+            f"({_mean_over(runs, 'gap_recovery_ceiling', '.2f')}) | {_mean_over(runs, 'train_minutes', '.1f')} | {len(runs)} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _mean_over(runs: list[dict[str, Any]], key: str, spec: str) -> str:
+    """The mean of ``key`` over the runs that define it, as ``spec`` formats it, with ``(k of N
+    runs)`` where some do not; ``n/a`` where none does (a correlation of constant predictions)."""
+    values = [run[key] for run in runs if isinstance(run.get(key), (int, float)) and not math.isnan(run[key])]
+    if not values:
+        return "n/a"
+    shown = format(float(np.mean(values)), spec)
+    return shown if len(values) == len(runs) else f"{shown} ({len(values)} of {len(runs)} runs)"

@@ -45,7 +45,7 @@ from sodeep.runs import (
 BEST_CHECKPOINT, LAST_CHECKPOINT = "best.ckpt", "last.ckpt"
 #: A validation prediction beyond this many times the oldest age (plus one year) ends a run as
 #: diverged, as a NaN does.
-DIVERGED_AGE_FACTOR = 1000.0
+DIVERGED_AGE_FACTOR = 10.0
 
 
 def regression_head(model: nn.Module) -> nn.Linear:

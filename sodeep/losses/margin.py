@@ -289,6 +289,21 @@ def multilabel_hinge_loss(
 _MARGIN_BUFFERS = ("base_margin", "margin", "running_loss")
 
 
+def _checked_margin_range(margin_range: Any) -> tuple[float, float]:
+    """``margin_range`` as ``(low, high)`` floats; ``TypeError``/``ValueError`` unless two finite
+    numbers with ``low <= high``."""
+    if not isinstance(margin_range, (tuple, list)) or any(
+        isinstance(value, bool) or not isinstance(value, Real) for value in margin_range
+    ):
+        raise TypeError(f"margin_range must be two numbers (low, high), got {margin_range!r}")
+    if len(margin_range) != 2:
+        raise ValueError(f"margin_range must be (low, high), got {tuple(margin_range)}")
+    check_finite_margin(torch.as_tensor(margin_range, dtype=torch.float64), "margin_range")
+    if margin_range[0] > margin_range[1]:
+        raise ValueError(f"margin_range must be (low, high) with low <= high, got {tuple(margin_range)}")
+    return float(margin_range[0]), float(margin_range[1])
+
+
 class MultiLabelHingeLoss(nn.Module):
     """Module form of :func:`multilabel_hinge_loss` with per-label and optionally adaptive margins.
 
@@ -343,13 +358,7 @@ class MultiLabelHingeLoss(nn.Module):
                 f"margin must be a number or {num_labels} margins (num_labels), got shape {tuple(base.shape)}"
             )
         check_finite_margin(base)
-        if not isinstance(margin_range, (tuple, list)) or any(
-            isinstance(value, bool) or not isinstance(value, Real) for value in margin_range
-        ):
-            raise TypeError(f"margin_range must be two numbers (low, high), got {margin_range!r}")
-        if len(margin_range) != 2:
-            raise ValueError(f"margin_range must be (low, high), got {tuple(margin_range)}")
-        check_finite_margin(torch.as_tensor(margin_range, dtype=torch.float64), "margin_range")
+        margin_range = _checked_margin_range(margin_range)
         base = base.expand(num_labels).clone()
         if not isinstance(adaptive, bool):
             raise TypeError(f"adaptive must be True or False, got {type(adaptive).__name__} {adaptive!r}")
@@ -357,15 +366,13 @@ class MultiLabelHingeLoss(nn.Module):
             raise TypeError(f"momentum must be a number in [0, 1), got {type(momentum).__name__} {momentum!r}")
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        if margin_range[0] > margin_range[1]:
-            raise ValueError(f"margin_range must be (low, high) with low <= high, got {tuple(margin_range)}")
         # Kept off the buffers for reset_parameters: a module built on the meta device has no values.
         self._initial_margin = None if base.is_meta else base.detach().to("cpu", copy=True)
         base = base.to(device)
         self.register_buffer("base_margin", base)
         self.register_buffer("margin", base.clone())
         self.register_buffer("running_loss", torch.ones(num_labels))
-        self.margin_range = (float(margin_range[0]), float(margin_range[1]))
+        self._margin_range = margin_range
         self.adaptive = adaptive
         self.momentum = float(momentum)
         self.reducer = get_reducer(reduction)
@@ -381,18 +388,39 @@ class MultiLabelHingeLoss(nn.Module):
     def adaptive(self, adaptive: bool) -> None:
         if not isinstance(adaptive, bool):
             raise TypeError(f"adaptive must be True or False, got {type(adaptive).__name__} {adaptive!r}")
-        base, (low, high) = self.base_margin, self.margin_range
-        if adaptive and not base.is_meta and ((base < low) | (base > high)).any():
-            outside = base[(base < low) | (base > high)].unique()[:4].tolist()
-            raise ValueError(
-                f"margin {outside} lies outside margin_range {(low, high)}: adaptive margins are "
-                "clipped to margin_range, so it would change on the first step; widen margin_range"
-            )
+        if adaptive:
+            self._check_base_within(self.margin_range)
         self._adaptive = adaptive
         if adaptive:
             self._non_persistent_buffers_set.difference_update(_MARGIN_BUFFERS)
         else:
             self._non_persistent_buffers_set.update(_MARGIN_BUFFERS)
+
+    @property
+    def margin_range(self) -> tuple[float, float]:
+        """``(low, high)``, the clip of adaptive margins; an adaptive loss's base margins lie within."""
+        return self._margin_range
+
+    @margin_range.setter
+    def margin_range(self, margin_range: tuple[float, float]) -> None:
+        margin_range = _checked_margin_range(margin_range)
+        if self.adaptive:
+            self._check_base_within(margin_range)
+        self._margin_range = margin_range
+
+    def _check_base_within(self, margin_range: tuple[float, float]) -> None:
+        """``ValueError`` unless the base margins lie in ``margin_range`` (those given to a loss
+        built on the meta device, whose buffers hold no values, are read from the CPU copy)."""
+        base = self._initial_margin if self.base_margin.is_meta else self.base_margin
+        if base is None:
+            return
+        low, high = margin_range
+        outside = (base < low) | (base > high)
+        if outside.any():
+            raise ValueError(
+                f"margin {base[outside].unique()[:4].tolist()} lies outside margin_range {(low, high)}: adaptive "
+                "margins are clipped to margin_range, so it would change on the first step; widen margin_range"
+            )
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         if not self.adaptive:  # the state of an adaptive loss, or of one saved with its fixed margins

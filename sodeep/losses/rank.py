@@ -11,6 +11,7 @@ parameters, eval mode whatever the model's mode, and it moves with ``.to(device)
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from numbers import Real
@@ -100,7 +101,7 @@ class FrozenSorterMixin(nn.Module):
 
     def extra_repr(self) -> str:
         """``sorter=...``: the sorter's class and settings (a function: its name)."""
-        sorter = self.sorter
+        sorter = getattr(self.sorter, "_orig_mod", self.sorter)  # a compiled sorter: the module it compiled
         if isinstance(sorter, nn.Module):
             return f"sorter={type(sorter).__name__}({sorter.extra_repr()})"
         return f"sorter={getattr(sorter, '__qualname__', None) or repr(sorter)}"
@@ -168,9 +169,14 @@ def check_sorter(sorter, name: str = "sorter") -> None:
             "or a function"
         )
     from sodeep.checkpoints import load_sorter
+    from sodeep.sorters import build_sorter
 
-    if sorter is load_sorter:
-        raise TypeError(f"{name} is the function load_sorter, not a sorter: call it ({name}=load_sorter())")
+    factory = sorter.func if isinstance(sorter, functools.partial) else sorter
+    if any(factory is maker for maker in (load_sorter, build_sorter)):
+        raise TypeError(
+            f"{name} is the function {factory.__name__}, which makes a sorter, not a sorter: pass what it returns "
+            f"({name}={factory.__name__}(...))"
+        )
     if not callable(sorter):
         raise TypeError(
             f"{name} must be a Sorter, an nn.Module or a callable from (B, n) scores to ranks "

@@ -522,7 +522,7 @@ def test_a_run_whose_predictions_grow_far_beyond_any_age_says_it_diverged(tmp_pa
         cross_validate_table(site_table(), ["l1"], out=tmp_path, folds=3, seeds=[0], config=config, progress=False)
     message = str(raised.value)
     assert message.startswith("training diverged (preset l1, seed 0, fold 0): the model's predictions reach ")
-    assert message.endswith(", beyond 1000 times the oldest age, at epoch 1; lower the learning rate (it was 10000)")
+    assert message.endswith(", beyond 10 times the oldest age, at epoch 1; lower the learning rate (it was 10000)")
 
 
 def test_a_run_whose_last_step_of_an_epoch_breaks_the_weights_says_it_diverged(tmp_path):

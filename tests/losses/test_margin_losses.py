@@ -624,6 +624,15 @@ def test_an_adaptive_base_margin_outside_margin_range_is_refused_when_switched_o
     torch.testing.assert_close(loss(torch.zeros(4, 3), torch.ones(4, 3, dtype=torch.long)), torch.tensor(5.0))
     loss.margin_range = (1.0, 10.0)
     loss.adaptive = True
+    with pytest.raises(ValueError, match=r"margin \[5.0\] lies outside margin_range \(6.0, 7.0\)"):
+        loss.margin_range = (6.0, 7.0)
+    with pytest.raises(ValueError, match=r"margin_range must be \(low, high\) with low <= high, got \(3.0, 0.5\)"):
+        loss.margin_range = (3.0, 0.5)
+    assert loss.margin_range == (1.0, 10.0)
+    with torch.device("meta"):  # buffers without values: the margins given are checked
+        with pytest.raises(ValueError, match=r"margin \[5.0\] lies outside margin_range"):
+            MultiLabelHingeLoss(3, margin=5.0, adaptive=True)
+        MultiLabelHingeLoss(3, margin=5.0, adaptive=True, margin_range=(1.0, 10.0))
 
 
 def test_multilabel_hinge_is_in_the_scores_dtype_whatever_the_margins_dtype():

@@ -357,13 +357,22 @@ def test_a_sorter_class_is_refused_with_the_instance_to_pass(loss, inputs):
 
 
 @pytest.mark.parametrize("loss,inputs", _SORTER_INPUTS)
-def test_the_function_load_sorter_uncalled_is_refused_when_the_loss_is_built(loss, inputs):
-    from sodeep import load_sorter
+def test_a_sorter_factory_uncalled_is_refused_when_the_loss_is_built(loss, inputs):
+    import functools
 
-    with pytest.raises(
-        TypeError, match=r"sorter is the function load_sorter, not a sorter: call it \(sorter=load_sorter\(\)\)"
+    from sodeep import build_sorter, load_sorter
+
+    for factory, given in (
+        (load_sorter, load_sorter),
+        (build_sorter, build_sorter),
+        (load_sorter, functools.partial(load_sorter, softness=0.5)),
     ):
-        loss(sorter=load_sorter)
+        name = factory.__name__
+        with pytest.raises(
+            TypeError,
+            match=rf"sorter is the function {name}, which makes a sorter, not a sorter: pass what it returns \(sorter={name}\(\.\.\.\)\)",
+        ):
+            loss(sorter=given)
 
 
 def test_the_adapter_for_ascending_sorters_pickles_and_matches_the_exact_ranks():
@@ -510,6 +519,8 @@ def test_a_loss_module_shows_its_settings():
     assert "sorter=ConvSorter(" in repr(MapRankLoss()) and "temperature_floor=0.1)" in repr(MapRankLoss())
     assert "margin=0.5, hard_negatives=None" in repr(PairwiseMarginRankingLoss(margin=0.5))
     assert "margin=0.5" in repr(MultiLabelRankingHingeLoss(margin=0.5))
+    compiled = SpearmanLoss(sorter=torch.compile(PairwiseSigmoidSorter(0.3)))
+    assert repr(compiled) == "SpearmanLoss(sorter=PairwiseSigmoidSorter(temperature=0.3), l1_weight=0.0)"
 
 
 def test_map_loss_names_the_batch_when_the_sorter_is_too_short_for_it():
