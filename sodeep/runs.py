@@ -70,6 +70,16 @@ def configure_wandb_environment(mode: str, out: Path) -> None:
         os.environ[variable] = str(cache)
 
 
+#: The W&B project of sodeep's runs where ``WANDB_PROJECT`` names none.
+WANDB_PROJECT = "sodeep"
+
+
+def wandb_identity(name: str) -> dict[str, str]:
+    """``project`` and ``name`` of a W&B run: those ``WANDB_PROJECT`` and ``WANDB_NAME`` give (a
+    sweep sets them for its trials), else :data:`WANDB_PROJECT` and ``name``."""
+    return {"project": os.environ.get("WANDB_PROJECT") or WANDB_PROJECT, "name": os.environ.get("WANDB_NAME") or name}
+
+
 def check_wandb_login(mode: str, flag: str = "wandb", *, environment_decides: bool = True) -> None:
     """For an online W&B run, a one-line ``ValueError`` unless W&B has usable credentials
     (``wandb login`` or ``WANDB_API_KEY``), raised before a run folder is touched.  Nothing is
@@ -176,8 +186,7 @@ def make_loggers(
         configure_wandb_environment(mode, out)
         identity = {"id": run_id, "resume": "allow"} if run_id else {}
         wandb_logger = WandbLogger(
-            project="sodeep",
-            name=name,
+            **wandb_identity(name),
             save_dir=str(out),
             offline=mode == "offline",
             config=config,

@@ -85,3 +85,42 @@ def test_pretrain_refuses_before_creating_the_folder(tmp_path):
         "sodeep pretrain: error: --wandb online needs a W&B login: run `wandb login` or set WANDB_API_KEY, "
         "or log locally with --wandb offline\n"
     )
+
+
+def test_a_sweep_s_wandb_name_and_project_name_the_runs_of_its_trials(tmp_path, monkeypatch):
+    """`sodeep sweep run` sets WANDB_NAME and WANDB_PROJECT for each trial; sodeep's commands keep them."""
+    import contextlib
+    from pathlib import Path
+
+    import wandb
+
+    from sodeep.brainage.commands import wandb_run
+    from sodeep.runs import make_loggers
+
+    for variable in (
+        "WANDB_NAME",
+        "WANDB_PROJECT",
+        "WANDB_DIR",
+        "WANDB_CACHE_DIR",
+        "WANDB_CONFIG_DIR",
+        "WANDB_DATA_DIR",
+    ):
+        monkeypatch.delenv(variable, raising=False)
+    logger = make_loggers(tmp_path / "a", "offline", "pretrain", {})[-1]
+    assert (logger._wandb_init["project"], logger._wandb_init["name"]) == ("sodeep", "pretrain")
+    monkeypatch.setenv("WANDB_NAME", "grid-0003")
+    monkeypatch.setenv("WANDB_PROJECT", "myproject")
+    logger = make_loggers(tmp_path / "b", "offline", "pretrain", {})[-1]
+    assert (logger._wandb_init["project"], logger._wandb_init["name"]) == ("myproject", "grid-0003")
+
+    started = {}
+
+    class Run:
+        def finish(self):
+            pass
+
+    monkeypatch.setattr(wandb, "init", lambda **settings: started.update(settings) or Run())
+    stop = type("Stop", (), {"deferred": staticmethod(contextlib.nullcontext)})()
+    with wandb_run("offline", Path(tmp_path / "c"), "tabular", {"config": {}, "run_id": "x"}, stop):
+        pass
+    assert (started["project"], started["name"]) == ("myproject", "grid-0003")

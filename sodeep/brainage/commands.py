@@ -519,15 +519,14 @@ def wandb_run(mode: str, out: Path, command: str, record: dict[str, Any], stop: 
     if mode == "disabled":
         yield None
         return
-    from sodeep.runs import configure_wandb_environment
+    from sodeep.runs import configure_wandb_environment, wandb_identity
 
     configure_wandb_environment(mode, out)
     import wandb
 
     with stop.deferred():  # W&B starts a service process: let it start whole
         run = wandb.init(
-            project="sodeep",
-            name=f"brainage-{command}-{out.name}",
+            **wandb_identity(f"brainage-{command}-{out.name}"),
             dir=str(out),
             mode=mode,
             config=record["config"],
