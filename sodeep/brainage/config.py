@@ -164,7 +164,16 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
         return os.fspath(value)
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
         reading = yaml_reading(value, "number" if hint in (int, float) else "text")
-        raise ValueError(f"{name} must be {hint.__name__}, got {value!r} ({type(value).__name__}){reading}")
+        shown = repr(value)
+        # A table, an array: its type alone, in one line (its repr would take dozens).
+        got = (
+            f"{shown} ({type(value).__name__})"
+            if len(shown) <= 80 and "\n" not in shown
+            else f"a {type(value).__name__}"
+        )
+        if name in PATH_SETTINGS and hint is str:
+            got += " (a path is expected: write a table to a CSV file first)" if hasattr(value, "to_csv") else ""
+        raise ValueError(f"{name} must be {hint.__name__}, got {got}{reading}")
     return value
 
 

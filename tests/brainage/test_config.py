@@ -104,6 +104,17 @@ def test_numpy_numbers_and_ranges_are_settings_like_python_numbers_and_lists():
         TabularConfig(seeds=np.float64(1.5))
 
 
+def test_a_table_given_where_a_path_goes_is_named_in_one_line():
+    import pandas as pd
+
+    table = pd.DataFrame({"age": range(50), "thickness": range(50)})
+    with pytest.raises(ValueError) as raised:
+        TabularConfig(csv=table)
+    assert (
+        str(raised.value) == "csv must be str, got a DataFrame (a path is expected: write a table to a CSV file first)"
+    )
+
+
 @pytest.mark.parametrize(
     "settings,error,message",
     [
