@@ -214,11 +214,10 @@ class StopOnSignal(Callback):
         self.requested = False
         self.stopped_at: int | None = None
         self._stopping = False
-        self._closing = False
         self._previous: dict[int, Any] = {}
 
     def _request(self, number: int, frame: Any) -> None:
-        if self._closing:  # saved and stopping: nothing left to cut short
+        if self.stopped_at is not None:  # saved and stopping: nothing left to cut short
             return
         if self.requested:
             self._restore()
@@ -258,7 +257,6 @@ class StopOnSignal(Callback):
             callback.save_last = False
         self.stopped_at = int(trainer.global_step)
         stop_saved()  # a signal from now on would only cut the closing down short
-        self._closing = True
 
     def _restore(self) -> None:
         for number, handler in self._previous.items():

@@ -171,8 +171,8 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
             if len(shown) <= 80 and "\n" not in shown
             else f"a {type(value).__name__}"
         )
-        if name in PATH_SETTINGS and hint is str:
-            got += " (a path is expected: write a table to a CSV file first)" if hasattr(value, "to_csv") else ""
+        if name in PATH_SETTINGS and hasattr(value, "to_csv"):
+            got += " (a path is expected: write a table to a CSV file first)"
         raise ValueError(f"{name} must be {hint.__name__}, got {got}{reading}")
     return value
 
