@@ -631,8 +631,10 @@ def _make_trainer(config: PretrainConfig, out: Path, stop: StopOnSignal) -> L.Tr
                 # last.ckpt may have been written by StopOnSignal: overwrite it, never last-v1.ckpt
                 enable_version_counter=False,
             ),
-            stop,
+            # Before `stop`, whose on_train_end puts back the handlers it replaced: a signal during
+            # the last checkpoint's save is then still only a request, and the run finishes.
             FinishAtTheLastStep(out / "checkpoints" / "last.ckpt"),
+            stop,
             *progress["callbacks"],
         ],
         enable_progress_bar=progress["enable_progress_bar"],

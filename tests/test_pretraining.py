@@ -941,3 +941,19 @@ def test_a_stop_during_the_last_step_lets_the_run_finish(tmp_path, monkeypatch, 
         ]
 
     assert validated("run") == validated("straight") == ["3", "5"]
+
+
+def test_a_stop_while_the_last_checkpoint_is_saved_lets_the_run_finish(tmp_path, monkeypatch, capsys):
+    from sodeep.pretraining import FinishAtTheLastStep
+
+    monkeypatch.chdir(tmp_path)
+    original_end = FinishAtTheLastStep.on_train_end
+
+    def interrupted_end(self, trainer, module):
+        os.kill(os.getpid(), signal.SIGINT)
+        return original_end(self, trainer, module)
+
+    monkeypatch.setattr(FinishAtTheLastStep, "on_train_end", interrupted_end)
+    assert _pretrain(tmp_path / "run", 6, "--checkpoint-every", "4") == 0
+    assert "interrupted" not in capsys.readouterr().err
+    assert (tmp_path / "run" / "sorter.pt").exists()
