@@ -104,7 +104,13 @@ def _check_sorter_format(payload: Any, source: str) -> None:
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         kind = type(payload).__name__ if not isinstance(payload, dict) else f"dict with keys {sorted(payload)[:8]}"
         hyper_parameters = payload.get("hyper_parameters") if isinstance(payload, dict) else None
-        if isinstance(hyper_parameters, dict) and "sorter_config" not in hyper_parameters:
+        if isinstance(hyper_parameters, dict) and "sorter_config" in hyper_parameters:
+            raise CheckpointError(
+                f"{source} is a training checkpoint of a pretraining run, not a sorter checkpoint: turn it into one "
+                f"with `sodeep export {source} sorter.pt` (sodeep.pretraining.sorter_from_training_checkpoint in "
+                "Python), or give the run's folder, whose sorter.pt a finished run holds"
+            )
+        if isinstance(hyper_parameters, dict):
             # A Lightning checkpoint of another model, such as a brain-age regressor: nothing exports it.
             raise CheckpointError(
                 f"{source} is a Lightning checkpoint of another model (hyper-parameters "
@@ -117,10 +123,9 @@ def _check_sorter_format(payload: Any, source: str) -> None:
             "in Python); original SoDeep/TSAN .pth.tar "
             "files are imported with sodeep.checkpoints.import_original_checkpoint(..., trust_pickle=True)."
         )
-    if payload.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(
-            f"{source} has checkpoint version {payload.get('version')}, expected {CHECKPOINT_VERSION}"
-        )
+    version = payload.get("version")
+    if type(version) is not int or version != CHECKPOINT_VERSION:  # True == 1, 1.0 == 1: not a version
+        raise CheckpointError(f"{source} has checkpoint version {version!r}, expected {CHECKPOINT_VERSION}")
 
 
 def sorter_from_payload(payload: Any, source: str = "checkpoint") -> Sorter:
@@ -159,11 +164,21 @@ def sorter_from_payload(payload: Any, source: str = "checkpoint") -> Sorter:
     if not isinstance(weights, dict) or not all(isinstance(value, torch.Tensor) for value in weights.values()):
         found = "none" if weights is None else type(weights).__name__
         raise CheckpointError(f"{source} holds no weights (its state_dict is {found}, not a dict of tensors)")
-    dtypes = {
-        value.dtype
-        for value in (weights.values() if isinstance(weights, dict) else ())
-        if isinstance(value, torch.Tensor) and value.is_floating_point()
-    }
+    expected = sorter.state_dict()
+    mistyped = sorted(
+        key
+        for key, value in weights.items()
+        if key in expected and value.is_floating_point() != expected[key].is_floating_point()
+    )
+    if mistyped:
+        raise CheckpointError(
+            f"{source} holds weights of the wrong kind ({', '.join(mistyped[:3])}: integer where the sorter has "
+            "floating point, or the reverse): the file was edited, or not written by sodeep.save_sorter"
+        )
+    metadata = payload.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"{source} has metadata of type {type(metadata).__name__}, not a dict")
+    dtypes = {value.dtype for value in weights.values() if value.is_floating_point()}
     if len(dtypes) == 1 and dtypes != {torch.float32}:
         sorter.to(dtypes.pop())  # a sorter saved in float64 (or half) comes back in its dtype
     try:
@@ -180,7 +195,7 @@ def sorter_from_payload(payload: Any, source: str = "checkpoint") -> Sorter:
         raise CheckpointError(
             f"{source} holds non-finite weights (NaN or inf): the training that wrote it diverged, or the file is damaged"
         )
-    sorter.checkpoint_metadata = payload.get("metadata", {})
+    sorter.checkpoint_metadata = metadata
     # Kept for reset_parameters(): a sorter built on the meta device gets its weights after to_empty.
     sorter.checkpoint_weights = {key: value.detach() for key, value in payload["state_dict"].items()}
     return sorter.eval()

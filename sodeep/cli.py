@@ -36,7 +36,7 @@ from sodeep.config import (
     read_yaml_mapping,
 )
 from sodeep.files import os_error_line
-from sodeep.run_folder import INTERRUPTED, RunInterrupted, holds_a_run_record
+from sodeep.run_folder import INTERRUPTED, RunInterrupted, enclosing_run_folder
 from sodeep.wording import advice_spelling
 
 #: Help of each pretraining setting (its default is added from :class:`PretrainConfig`).
@@ -207,6 +207,13 @@ def command_evaluate(arguments: argparse.Namespace) -> int:
     for flag, problem in zip(("--out", "--json"), problems):
         if problem:
             raise ValueError(f"{flag}: {problem}; choose another path")
+    for flag, path in (("--out", arguments.out), ("--json", arguments.json)):
+        run_folder = enclosing_run_folder(path) if path else None
+        if run_folder is not None:
+            raise ValueError(
+                f"{flag}: {path} is inside the run folder {run_folder}, whose files its command writes (and its "
+                "--overwrite deletes); choose a path outside it"
+            )
     if arguments.architecture:
         options = parse_json_object(arguments.sorter or "{}", "--sorter")
         sorter = build_sorter(arguments.architecture, **options)
@@ -246,8 +253,7 @@ def command_export(arguments: argparse.Namespace) -> int:
     problem = writable_file_problem(out)
     if problem:
         raise ValueError(f"{problem}; choose another path")
-    where = out.parent.resolve()  # not out's own: it may be a link that leads nowhere, which the write replaces
-    run_folder = next((folder for folder in (where, *where.parents) if holds_a_run_record(folder)), None)
+    run_folder = enclosing_run_folder(out)
     if run_folder is not None:  # a run's files are its command's: a sorter there would pass for the run's own
         raise ValueError(
             f"{out} is inside the run folder {run_folder}, whose files its command writes; export to a path outside it"
@@ -525,6 +531,9 @@ def main(argv: list[str] | None = None) -> int:
         ["sodeep", arguments.command]
         + [getattr(arguments, task) for task in ("brainage_command", "sweep_command") if getattr(arguments, task, None)]
     )
+    empty = empty_argument_problem(argv)
+    if empty:
+        parser.exit(2, f"{name}: error: {empty}\n")
     warnings.showwarning = show_setup_warnings_in_one_line
     spelling = advice_spelling.set(as_typed)  # the notes of the command's data
     try:
@@ -563,6 +572,22 @@ def main(argv: list[str] | None = None) -> int:
         warnings.showwarning = show_warning
         advice_spelling.reset(spelling)
         _release_process_group()
+
+
+def empty_argument_problem(argv: list[str]) -> str | None:
+    """What is wrong with an empty (or blank) word of ``argv``, or ``None``: argparse takes
+    ``--out ""`` as given, while the commands read an empty value as one left out, so an empty
+    path or name would silently mean the default."""
+    for index, word in enumerate(argv):
+        flag, equals, value = word.partition("=")
+        if word.startswith("--") and equals and not value.strip():
+            return f"{flag} is given an empty value; give a value or leave the flag out"
+        if not word.strip():
+            before = argv[index - 1] if index else ""
+            if before.startswith("-"):
+                return f"{before} is given an empty value; give a value or leave the flag out"
+            return f"an empty argument{f' after {before}' if before else ''}; give a value or leave it out"
+    return None
 
 
 def _checkpoint_step_on_disk(path: Path) -> int | None:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
 from sodeep.checks import check_integer
-from sodeep.metrics import mean_absolute_rank_error, rowwise_spearman
+from sodeep.metrics import mean_absolute_rank_error, mean_spearman
 from sodeep.sorters import Sorter
 from sodeep.synthetic import FAMILIES, checked_families, generate_sequences, make_generator
 
@@ -18,6 +18,9 @@ from sodeep.synthetic import FAMILIES, checked_families, generate_sequences, mak
 EVALUATION_LENGTHS = (2, 3, 5, 8, 16, 32, 64, 100, 128, 256)
 #: Held-out data come from seeds far from any training seed.
 HELD_OUT_SEED = 2_000_000_000
+#: A sorter ranks a cell's sequences in calls of about this many scores (rows of n = 16,384 in
+#: sixteens): its working memory stays bounded whatever ``sequences_per_cell`` is.
+ELEMENTS_PER_CALL = 2**18
 
 
 @dataclass
@@ -36,18 +39,31 @@ def held_out_set(
     seed: int = HELD_OUT_SEED,
 ) -> list[tuple[str, int, torch.Tensor, torch.Tensor]]:
     """Fixed ``(family, n, scores, ranks)`` cells, each ``(sequences_per_cell, n)``, natural scale."""
+    return list(held_out_cells(lengths, families, sequences_per_cell, seed))
+
+
+def held_out_cells(
+    lengths: Sequence[int] = EVALUATION_LENGTHS,
+    families: Sequence[str] = tuple(FAMILIES),
+    sequences_per_cell: int = 64,
+    seed: int = HELD_OUT_SEED,
+) -> Iterator[tuple[str, int, torch.Tensor, torch.Tensor]]:
+    """The cells of :func:`held_out_set`, made one at a time as they are read (the settings are
+    checked at once): memory holds one cell, however many lengths are asked for."""
     families, lengths = checked_families(families), _checked_lengths(lengths)
     check_integer(sequences_per_cell, "sequences_per_cell", 1)
     check_integer(seed, "seed", 0, 2**63 - 1)
-    cells = []
-    for family_index, family in enumerate(families):
-        for length in lengths:
-            gen = make_generator(seed + 1000 * family_index + length)
-            scores, ranks, _ = generate_sequences(
-                sequences_per_cell, length, gen, families=[family], affine_probability=0.0
-            )
-            cells.append((family, length, scores, ranks))
-    return cells
+
+    def cells() -> Iterator[tuple[str, int, torch.Tensor, torch.Tensor]]:
+        for family_index, family in enumerate(families):
+            for length in lengths:
+                gen = make_generator(seed + 1000 * family_index + length)
+                scores, ranks, _ = generate_sequences(
+                    sequences_per_cell, length, gen, families=[family], affine_probability=0.0
+                )
+                yield family, length, scores, ranks
+
+    return cells()
 
 
 def _checked_lengths(lengths: Sequence[int]) -> list[int]:
@@ -109,12 +125,10 @@ def _fidelity_rows(
             f"{high if high is not None else 'any'}"
         )
     rows = []
-    for family, length, scores, ranks in held_out_set(usable, families, sequences_per_cell, seed):
-        predicted = sorter(scores.to(device))
-        if not isinstance(predicted, torch.Tensor) or predicted.shape != scores.shape:
-            shape = tuple(predicted.shape) if isinstance(predicted, torch.Tensor) else type(predicted).__name__
-            raise ValueError(f"the sorter must return ranks of the scores' shape {tuple(scores.shape)}, got {shape}")
-        predicted = predicted.detach().to("cpu", ranks.dtype)
+    for family, length, scores, ranks in held_out_cells(usable, families, sequences_per_cell, seed):
+        rows_per_call = max(1, ELEMENTS_PER_CALL // length)
+        predicted = torch.cat([_ranks_of(sorter, part, device) for part in scores.split(rows_per_call)])
+        predicted = predicted.to(ranks.dtype)
         if not torch.isfinite(predicted).all():
             raise ValueError(
                 f"the sorter returned NaN or infinite ranks for the {family} scores at n={length}: fidelity is "
@@ -125,11 +139,22 @@ def _fidelity_rows(
                 family=family,
                 length=length,
                 l1=(predicted - ranks).abs().mean().item(),
-                spearman=torch.nanmean(rowwise_spearman(predicted, ranks)).item(),
+                spearman=mean_spearman(predicted, ranks).item(),
                 rank_error=mean_absolute_rank_error(predicted, ranks).mean().item(),
             )
         )
     return rows
+
+
+def _ranks_of(
+    sorter: Callable[[torch.Tensor], torch.Tensor], scores: torch.Tensor, device: torch.device
+) -> torch.Tensor:
+    """``sorter(scores)`` on ``device``, checked to be ranks of the scores' shape, back on the CPU."""
+    predicted = sorter(scores.to(device))
+    if not isinstance(predicted, torch.Tensor) or predicted.shape != scores.shape:
+        shape = tuple(predicted.shape) if isinstance(predicted, torch.Tensor) else type(predicted).__name__
+        raise ValueError(f"the sorter must return ranks of the scores' shape {tuple(scores.shape)}, got {shape}")
+    return predicted.detach().to("cpu")
 
 
 def _mean(values: list[float]) -> float:

@@ -30,6 +30,24 @@ def rowwise_spearman(predicted_ranks: torch.Tensor, true_ranks: torch.Tensor) ->
     return torch.where(true_norm > 0, correlation, torch.nan)
 
 
+def mean_spearman(predicted_ranks: torch.Tensor, true_ranks: torch.Tensor) -> torch.Tensor:
+    """Mean of :func:`rowwise_spearman` over the rows where it is defined (exact ranks not all
+    tied): a scalar, NaN where no row is defined, and NaN where a defined row's predictions are
+    not finite (a failing ranker is not averaged away).
+
+    Args:
+        predicted_ranks, true_ranks: ``(B, n)``.
+
+    Example:
+        >>> exact = torch.tensor([[1.0, 2.0, 3.0], [2.0, 2.0, 2.0]])  # the second row is all tied
+        >>> mean_spearman(torch.tensor([[0.1, 0.2, 0.3], [0.5, 0.1, 0.9]]), exact)
+        tensor(1.)
+    """
+    correlation = rowwise_spearman(predicted_ranks, true_ranks)
+    defined = _centred(true_ranks).norm(dim=-1) > 0
+    return torch.where(defined, correlation, 0.0).sum(-1) / defined.sum(-1)
+
+
 def _check_pair(predicted_ranks: torch.Tensor, true_ranks: torch.Tensor) -> None:
     """Two tensors of one shape, ``(B, n)`` or ``(n,)``: no silent broadcasting of rows."""
     for name, value in (("predicted_ranks", predicted_ranks), ("true_ranks", true_ranks)):

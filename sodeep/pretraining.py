@@ -30,7 +30,7 @@ from sodeep.checkpoints import (
 from sodeep.config import PretrainConfig, config_to_dict, parse_lengths
 from sodeep.evaluation import EVALUATION_LENGTHS, held_out_set
 from sodeep.files import atomic_write_json
-from sodeep.metrics import mean_absolute_rank_error, rowwise_spearman
+from sodeep.metrics import mean_absolute_rank_error, mean_spearman
 from sodeep.run_folder import (
     RUN_RECORD,
     RunInterrupted,
@@ -239,7 +239,7 @@ class SorterPretraining(L.LightningModule):
         family = self.families[int(family_index)]
         metrics = {
             "l1": (predicted - ranks).abs().mean().item(),
-            "spearman": torch.nanmean(rowwise_spearman(predicted, ranks)).item(),
+            "spearman": mean_spearman(predicted, ranks).item(),
             "rank_error": mean_absolute_rank_error(predicted, ranks).mean().item(),
         }
         for name, value in metrics.items():

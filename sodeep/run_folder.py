@@ -176,6 +176,11 @@ def claim_run_folder(
         )
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file, not a run folder; {CHOOSE_ANOTHER_OUT}")
+    around = enclosing_run_folder(out)
+    if around is not None:
+        raise ValueError(
+            f"{out} is inside the run folder {around}, whose overwrite would delete it; {CHOOSE_ANOTHER_OUT} outside it"
+        )
     record_path = out / RUN_RECORD
     problem = writable_file_problem(record_path)
     if problem:
@@ -236,6 +241,14 @@ def holds_a_run_record(folder: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(record, dict) and "command" in record and "config" in record
+
+
+def enclosing_run_folder(path: str | os.PathLike) -> Path | None:
+    """The nearest folder above ``path`` (a file or folder, not necessarily there yet) that holds
+    a run (:func:`holds_a_run_record`), or ``None``: what is written there would pass for the run's
+    own files, and its ``--overwrite`` would delete it."""
+    where = Path(path).expanduser().absolute().parent.resolve()  # path itself may be a link leading nowhere
+    return next((folder for folder in (where, *where.parents) if holds_a_run_record(folder)), None)
 
 
 #: Files a file manager or a notebook leaves in any folder it shows (macOS Finder, Windows

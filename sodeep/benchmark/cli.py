@@ -88,13 +88,18 @@ def run_bench_command(arguments: argparse.Namespace) -> int:
                 resume=arguments.resume,
             )
     except KeyboardInterrupt:
+        from sodeep.benchmark.run import OUTPUT_FILES, finished_trainings
+
         finished = _finished_parts(Path(config.out))
         kept = (
             f"{config.out}/results.json and results.md keep the finished parts ({', '.join(finished)})"
             if finished
             else ""
         )
-        from sodeep.benchmark.run import OUTPUT_FILES
+        trainings = len(finished_trainings(Path(config.out))) if "sorting" not in finished else 0
+        if trainings:
+            plural = "s" if trainings > 1 else ""
+            kept = f"{kept}{'; ' if kept else ''}{trainings} finished learning-to-sort training{plural} kept"
 
         if kept or any((Path(config.out) / name).exists() for name in OUTPUT_FILES):
             words = [word for word in shlex.split(command) if word != "--overwrite"]
@@ -118,8 +123,13 @@ def _finished_parts(out: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m sodeep.benchmark.cli``: ``sodeep bench`` alone."""
+    from sodeep.cli import empty_argument_problem
+
     parser = argparse.ArgumentParser(prog="sodeep")
     add_bench_parser(parser.add_subparsers(dest="command", required=True))
+    empty = empty_argument_problem(sys.argv[1:] if argv is None else list(argv))
+    if empty:
+        parser.error(empty)
     arguments = parser.parse_args(argv)
     return arguments.handler(arguments)
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from sodeep.benchmark.rankers import Ranker
-from sodeep.metrics import mean_absolute_rank_error, rowwise_spearman
+from sodeep.metrics import mean_absolute_rank_error, mean_spearman
 from sodeep.ranks import rank
 from sodeep.synthetic import generate_sequences
 
@@ -66,7 +66,7 @@ def run_fidelity(
                         "ranker": ranker.label,
                         "distribution": name,
                         "n": n,
-                        "spearman": torch.nanmean(rowwise_spearman(predicted, exact)).item(),
+                        "spearman": mean_spearman(predicted, exact).item(),
                         "rank_error": mean_absolute_rank_error(predicted, exact).mean().item(),
                     }
                 )

@@ -11,7 +11,6 @@ of positions holding the right element).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 
@@ -21,6 +20,7 @@ from torch.nn import functional as F
 
 from sodeep.benchmark.digits import DigitPool, sample_sequences
 from sodeep.benchmark.rankers import Ranker, true_permutation
+from sodeep.benchmark.report import json_text
 from sodeep.ranks import rank
 
 
@@ -253,7 +253,7 @@ def run_sorting(
     def finished(row: dict, index: int) -> None:
         if rows_path is not None:
             with open(rows_path, "a") as file:
-                file.write(json.dumps(row) + "\n")
+                file.write(json_text(row) + "\n")
         progress(f"sorting {index}/{len(jobs)}: {row['ranker']} ({row['loss']}) n={row['n']} seed={row['seed']}")
 
     rows = []

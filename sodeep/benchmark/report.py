@@ -2,8 +2,10 @@
 
 ``results.json`` keys: ``schema``, ``command``, ``hardware``, ``config``, ``rankers`` (label,
 family, kind), ``skipped`` (ranker, part, reason...), ``speed``, ``fidelity``, ``sorting``,
-``sorting_summary``, ``regression`` (lists of flat rows; see each part's module) and
-``wall_seconds`` per part.  A part that did not run has an empty list.
+``sorting_summary``, ``regression`` (lists of flat rows; see each part's module),
+``wall_seconds`` per part and ``resumed`` (``command``, ``hardware`` and ``parts`` of each resume
+that ran parts; ``command`` and ``hardware`` are those of the run that began it).  A part that did
+not run has an empty list.  Undefined numbers are ``null``.
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from sodeep.files import atomic_write_text
+from sodeep.files import atomic_write_text, finite_or_null
 
 SCHEMA = "sodeep-bench/1"
 RESULT_KEYS = (
     "schema", "command", "hardware", "config", "rankers", "skipped",
-    "speed", "fidelity", "sorting", "sorting_summary", "regression", "wall_seconds",
+    "speed", "fidelity", "sorting", "sorting_summary", "regression", "wall_seconds", "resumed",
 )  # fmt: skip
 #: Batch size of the speed table and plot, and the length of the fidelity-vs-time plot.
 REFERENCE_BATCH = 32
@@ -82,8 +84,38 @@ def write_results(results: dict, out: Path) -> Path:
     if missing:
         raise ValueError(f"results lack the key(s) {missing}")
     path = out / "results.json"
-    atomic_write_text(path, json.dumps({key: results[key] for key in RESULT_KEYS}, indent=1, default=str) + "\n")
+    atomic_write_text(path, json_text({key: results[key] for key in RESULT_KEYS}, indent=1) + "\n")
     return path
+
+
+#: Number fields of the rows and summaries that may be undefined: NaN in memory, ``null`` in JSON.
+#: (The speed rows' ratios are ``None`` where their reference is absent, and stay so.)
+UNDEFINED_AS_NULL = frozenset(
+    {
+        "spearman", "rank_error", "seconds",
+        "exact_match", "exact_match_sd", "element_wise", "element_wise_sd",
+        "validation_exact_match", "validation_element_wise", "train_seconds", "final_loss",
+    }
+)  # fmt: skip
+
+
+def json_text(payload: object, indent: int | None = None) -> str:
+    """``payload`` as strict JSON: NaN and infinities written as ``null`` (:func:`null_as_nan`
+    reads them back)."""
+    return json.dumps(finite_or_null(payload), indent=indent, default=str, allow_nan=False)
+
+
+def null_as_nan(payload: object) -> object:
+    """``payload`` read back from :func:`json_text`: the ``null`` of a field of
+    :data:`UNDEFINED_AS_NULL`, in nested dicts and lists, becomes NaN again."""
+    if isinstance(payload, dict):
+        return {
+            key: math.nan if value is None and key in UNDEFINED_AS_NULL else null_as_nan(value)
+            for key, value in payload.items()
+        }
+    if isinstance(payload, list):
+        return [null_as_nan(value) for value in payload]
+    return payload
 
 
 def _pm(mean: float, sd: float, seeds: int) -> str:
@@ -216,6 +248,12 @@ def skipped_markdown(skipped: list[dict]) -> list[str]:
     return lines + [""]
 
 
+def _resumption_line(entry: dict) -> str:
+    """``Resumed with `COMMAND` on HARDWARE: PARTS`` (a markdown line that breaks after it)."""
+    command = f" with `{entry['command']}`" if entry["command"] else ""
+    return f"Resumed{command} on {entry['hardware']}: {', '.join(entry['parts'])}  "
+
+
 def markdown(results: dict) -> str:
     """All tables of a run as one markdown document."""
     hardware = results["hardware"]
@@ -224,7 +262,8 @@ def markdown(results: dict) -> str:
         "",
         *([f"Command: `{results['command']}`  "] if results["command"] else []),
         f"Hardware: {hardware}  ",
-        f"Wall time per part (s): {json.dumps({k: round(v) for k, v in results['wall_seconds'].items()})}",
+        *(_resumption_line(entry) for entry in results.get("resumed", [])),
+        f"Wall time per part (s): {json.dumps({k: round(v, 1) for k, v in results['wall_seconds'].items()})}",
         "",
     ]
     lines += sorting_markdown(results["sorting_summary"])

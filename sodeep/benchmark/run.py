@@ -13,6 +13,7 @@ import torch
 
 from sodeep.benchmark.config import BenchConfig
 from sodeep.benchmark.rankers import Ranker, available_families
+from sodeep.benchmark.report import json_text, null_as_nan
 from sodeep.files import atomic_write_text
 from sodeep.run_folder import releasing_run_folders
 
@@ -49,10 +50,16 @@ def claim_output_folder(out: Path, overwrite: bool, resume: bool = False) -> Pat
     results first, or ``resume``, which keeps them; a folder holding anything else is always
     refused: a benchmark never mixes its files with a user's, nor takes a user's ``results.json``
     for its own."""
-    from sodeep.run_folder import RUN_LOCK, hold_folder, is_file_manager_file
+    from sodeep.run_folder import RUN_LOCK, enclosing_run_folder, hold_folder, is_file_manager_file
 
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file, not a folder; give out= a new or empty folder")
+    run_folder = enclosing_run_folder(out)
+    if run_folder is not None:
+        raise ValueError(
+            f"{out} is inside the run folder {run_folder}, whose files its command writes (and whose overwrite "
+            "deletes them); give out= a folder outside it"
+        )
     present = sorted(path.name for path in out.iterdir()) if out.is_dir() else []
     ours = [name for name in present if name in OUTPUT_FILES or _is_temporary_output(name)]
     others = [name for name in present if name not in (*ours, RUN_LOCK) and not is_file_manager_file(name)]
@@ -63,7 +70,8 @@ def claim_output_folder(out: Path, overwrite: bool, resume: bool = False) -> Pat
             "if it holds nothing else you need"
         )
     if not others and named and not _holds_benchmark_results(out):
-        others = [name for name in named if name != "sorting_rows.jsonl"] or named
+        # The file that decides (results.json, else the rows) first: the plots are named as ours.
+        others = sorted(named, key=lambda name: (name != "results.json", name != "sorting_rows.jsonl"))
     if others:
         more = f" and {len(others) - 3} more" if len(others) > 3 else ""
         raise ValueError(
@@ -163,9 +171,13 @@ def run_benchmark(
         rankers=[{"label": ranker.label, "family": ranker.family, "kind": ranker.kind} for ranker in rankers],
         skipped=[{"ranker": name, "part": "all", "reason": reason} for name, reason in missing.items()],
         wall_seconds={},
+        resumed=[],
     )
     if previous is None:
         report.write_results(results, out)  # the settings, for --resume
+    else:  # the command and machine that began it stay; each resume that runs a part is added
+        results.update(command=previous["command"], hardware=previous["hardware"], resumed=previous["resumed"])
+    resumption = {"command": command, "hardware": results["hardware"] if previous is None else hardware(), "parts": []}
     for part in config.parts:
         if previous is not None and part in previous["wall_seconds"]:
             progress(f"== {part}: kept from {out / 'results.json'}")
@@ -175,6 +187,10 @@ def run_benchmark(
             progress(f"== {part}")
             _run_part(part, config, families, rankers, results, progress, resume=previous is not None)
             results["wall_seconds"][part] = time.perf_counter() - start
+            if previous is not None:
+                resumption["parts"].append(part)
+                if len(resumption["parts"]) == 1:
+                    results["resumed"] = [*results["resumed"], resumption]
         # A part's results survive a later part's failure or an interruption, in both files and
         # in the plots.
         report.write_results(results, out)
@@ -200,9 +216,11 @@ def _previous_results(out: Path, config: BenchConfig) -> dict:
 
     path = out / "results.json"
     try:
-        previous = json.loads(path.read_text(encoding="utf-8"))
+        previous = null_as_nan(json.loads(path.read_text(encoding="utf-8")))
         held = previous["config"]
         previous["wall_seconds"], previous["skipped"]
+        for key, unknown in (("command", ""), ("hardware", "not recorded"), ("resumed", [])):
+            previous.setdefault(key, unknown)
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
         raise ValueError(f"{path} is damaged; run with overwrite=True instead of resume=True") from None
     wanted = json.loads(json.dumps(config.as_dict()))  # as JSON reads it back: tuples are lists
@@ -311,7 +329,7 @@ def _run_part(part: str, config: BenchConfig, families, rankers, results: dict, 
         if done:
             progress(f"sorting: {len(done)} finished trainings kept from {rows_path}")
             # Without a line the interruption cut short, which the new rows would otherwise extend.
-            atomic_write_text(rows_path, "".join(json.dumps(row) + "\n" for row in done))
+            atomic_write_text(rows_path, "".join(json_text(row) + "\n" for row in done))
         else:
             rows_path.unlink(missing_ok=True)
         results["sorting"] = run_sorting(jobs, task, config.workers, mnist, progress, rows_path, done=done)
@@ -333,6 +351,11 @@ def _run_part(part: str, config: BenchConfig, families, rankers, results: dict, 
         results["regression"], results["skipped"] = rows, results["skipped"] + skipped
 
 
+def finished_trainings(out: Path) -> list[dict]:
+    """The learning-to-sort trainings an interrupted sorting part finished in ``out`` (kept by a resume)."""
+    return _finished_rows(out / "sorting_rows.jsonl")
+
+
 def _finished_rows(path: Path) -> list[dict]:
     """The rows of ``sorting_rows.jsonl`` (the trainings an interrupted part finished); a line cut
     short by the interruption is dropped."""
@@ -347,7 +370,7 @@ def _finished_rows(path: Path) -> list[dict]:
         except ValueError:
             continue
         if isinstance(row, dict):
-            rows.append(row)
+            rows.append(null_as_nan(row))
     return rows
 
 

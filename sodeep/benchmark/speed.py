@@ -70,7 +70,7 @@ def run_speed(
     Returns:
         ``(rows, skipped)``: rows ``{ranker, n, batch, mode, seconds, ratio_to_exact,
         ratio_to_torchsort}`` (ratios to ``exact`` and to the default torchsort in the same cell,
-        ``None`` where absent) and ``{ranker, part, n, batch, reason}`` for cells left out.
+        ``None`` where absent) and ``{ranker, part, mode, n, batch, reason}`` for cells left out.
     """
     rows, skipped = [], []
     too_slow: dict[tuple[str, str, int], int] = {}  # (label, mode, batch) -> the n it got too slow at
@@ -84,7 +84,14 @@ def run_speed(
                         reason = f"over {max_call_seconds} s per call at n={too_slow[ranker.label, mode, batch]}"
                     if reason:
                         skipped.append(
-                            {"ranker": ranker.label, "part": "speed", "n": n, "batch": batch, "reason": reason}
+                            {
+                                "ranker": ranker.label,
+                                "part": "speed",
+                                "mode": mode,
+                                "n": n,
+                                "batch": batch,
+                                "reason": reason,
+                            }
                         )
                     else:
                         active.append(ranker)

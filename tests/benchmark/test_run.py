@@ -411,7 +411,8 @@ def test_resume_keeps_finished_parts_and_trainings_and_refuses_other_settings(tm
     monkeypatch.setattr(learning_to_sort, "run_job", interrupted_third)
     out = tmp_path / "out"
     assert main([*argv, "--out", str(out)]) == 130
-    assert "keep the finished parts (fidelity); continue with:" in capsys.readouterr().err
+    message = capsys.readouterr().err
+    assert "keep the finished parts (fidelity); 2 finished learning-to-sort trainings kept; continue with:" in message
     first_fidelity = json.loads((out / "results.json").read_text())["fidelity"]
     fidelity_calls = []
     monkeypatch.setattr(run, "_keep_part", lambda *a, _keep=run._keep_part: fidelity_calls.append(a[0]) or _keep(*a))
