@@ -476,7 +476,13 @@ def _pretrain(config: PretrainConfig | None, *, resume: bool, overwrite: bool) -
     if leader:
         start_run_folder(out, record, overwrite=overwrite)
         trainer.loggers = make_loggers(
-            out, config.wandb, out.name, settings, run_id=record["run_id"], resume_step=resume_step
+            out,
+            config.wandb,
+            out.name,
+            settings,
+            run_id=record["run_id"],
+            resume_step=resume_step,
+            log_every=LOG_EVERY_STEPS,
         )
         if resume_step is not None:
             print(f"resuming {out} from step {resume_step} of {config.steps}", file=sys.stderr, flush=True)

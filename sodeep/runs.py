@@ -122,11 +122,20 @@ def check_wandb_login(mode: str, flag: str = "wandb", *, environment_decides: bo
 
 class _AppendingWriter(ExperimentWriter):
     """Lightning's CSV writer, except that an existing ``metrics.csv`` is kept (its rows of steps
-    below ``keep_below``: a resumed run logs the later ones again) and appended to."""
+    below ``keep_below``: a resumed run logs the later ones again) and appended to.  Training rows
+    off the ``log_every`` grid are dropped: Lightning logs the step a run stops at (Ctrl-C), which
+    a run that was not interrupted does not have."""
 
-    def __init__(self, log_dir: str, keep_below: int) -> None:
+    def __init__(self, log_dir: str, keep_below: int, log_every: int = 1) -> None:
         self.keep_below = keep_below
+        self.log_every = log_every
         super().__init__(log_dir=log_dir)
+
+    def _kept(self, row: dict[str, str]) -> bool:
+        if not row.get("step") or float(row["step"]) >= self.keep_below:
+            return False
+        on_grid = (int(float(row["step"])) + 1) % self.log_every == 0
+        return on_grid or any(value for key, value in row.items() if key and key.startswith("val"))
 
     def _check_log_dir_exists(self) -> None:
         if not os.path.isfile(self.metrics_file_path):
@@ -134,7 +143,7 @@ class _AppendingWriter(ExperimentWriter):
         with open(self.metrics_file_path, newline="") as stream:
             reader = csv.DictReader(stream)
             header = list(reader.fieldnames or [])
-            kept = [row for row in reader if row.get("step") and float(row["step"]) < self.keep_below]
+            kept = [row for row in reader if self._kept(row)]
 
         def write(binary: Any) -> None:
             text = io.StringIO(newline="")
@@ -151,9 +160,10 @@ class ResumableCSVLogger(CSVLogger):
     """``CSVLogger`` that, given ``resume_step``, continues the run's ``metrics.csv`` instead of
     deleting it (Lightning's own logger starts the file anew)."""
 
-    def __init__(self, *args: Any, resume_step: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, resume_step: int | None = None, log_every: int = 1, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.resume_step = resume_step
+        self.log_every = log_every
 
     @property
     @rank_zero_experiment
@@ -163,7 +173,7 @@ class ResumableCSVLogger(CSVLogger):
             if self.resume_step is None:
                 self._experiment = ExperimentWriter(log_dir=self.log_dir)
             else:
-                self._experiment = _AppendingWriter(self.log_dir, keep_below=self.resume_step)
+                self._experiment = _AppendingWriter(self.log_dir, keep_below=self.resume_step, log_every=self.log_every)
         return self._experiment
 
 
@@ -175,13 +185,17 @@ def make_loggers(
     *,
     run_id: str | None = None,
     resume_step: int | None = None,
+    log_every: int = 1,
 ) -> list:
     """A CSV logger (``out/csv/metrics.csv``) and, unless ``mode`` is ``disabled``, a W&B logger
     whose files stay under ``out/wandb``.  With ``run_id`` the W&B run keeps that id (a resumed
-    run continues it); with ``resume_step`` the CSV keeps its rows of earlier steps."""
+    run continues it); with ``resume_step`` the CSV keeps its rows of earlier steps (those on the
+    trainer's ``log_every`` grid, and validations)."""
     from lightning.pytorch.loggers import WandbLogger
 
-    loggers: list = [ResumableCSVLogger(save_dir=str(out), name="csv", version="", resume_step=resume_step)]
+    loggers: list = [
+        ResumableCSVLogger(save_dir=str(out), name="csv", version="", resume_step=resume_step, log_every=log_every)
+    ]
     if mode != "disabled":
         configure_wandb_environment(mode, out)
         identity = {"id": run_id, "resume": "allow"} if run_id else {}

@@ -462,3 +462,12 @@ def test_bad_script_flags_end_in_one_line(tmp_path, monkeypatch, capsys, script,
         load_script(script).main()
     said = str(stopped.value.code) if isinstance(stopped.value.code, str) else capsys.readouterr().err
     assert stopped.value.code != 0 and message in said
+
+
+def test_the_floor_scale_script_starts_from_the_readme_quick_start():
+    """Its first setting is the quick start as written, which prints held-out Spearman 0.96; a
+    scale of the outputs changes no rank, so only the loss can make it differ."""
+    floor_scale = load_script("bench_floor_scale")
+    scale, l1_weight, floor = floor_scale.SETTINGS[0]
+    assert (scale, l1_weight, floor) == (1.0, 0.01, 0.1)
+    assert round(floor_scale.held_out_spearman(0, scale, l1_weight, floor), 2) == 0.96
