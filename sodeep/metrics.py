@@ -40,8 +40,8 @@ def mean_spearman(predicted_ranks: torch.Tensor, true_ranks: torch.Tensor) -> to
 
     Example:
         >>> exact = torch.tensor([[1.0, 2.0, 3.0], [2.0, 2.0, 2.0]])  # the second row is all tied
-        >>> mean_spearman(torch.tensor([[0.1, 0.2, 0.3], [0.5, 0.1, 0.9]]), exact)
-        tensor(1.)
+        >>> round(mean_spearman(torch.tensor([[0.1, 0.2, 0.3], [0.5, 0.1, 0.9]]), exact).item(), 4)
+        1.0
     """
     correlation = rowwise_spearman(predicted_ranks, true_ranks)
     defined = _centred(true_ranks).norm(dim=-1) > 0
