@@ -50,9 +50,13 @@ def names_sites(sites: Sequence[str]) -> bool:
     return any(str(site) != NO_SITE for site in sites)
 
 
-def too_small_to_correlate(run: dict[str, Any]) -> bool:
-    """Whether the run's test fold has too few subjects for a correlation (+-1 whatever the model)."""
-    return len(run.get("test_rows", ())) < CORRELATION_SUBJECTS
+def too_small_to_correlate(run: dict[str, Any], ages: np.ndarray | None = None) -> bool:
+    """Whether the run's test fold has no correlation to measure, whatever the model: too few
+    subjects (+-1), or, given the table's ``ages``, subjects all of one age (undefined)."""
+    rows = list(run.get("test_rows", ()))
+    if len(rows) < CORRELATION_SUBJECTS:
+        return True
+    return ages is not None and bool(np.all(np.asarray(ages)[rows] == np.asarray(ages)[rows[0]]))
 
 
 def too_small_for(run: dict[str, Any], metric: str, ages: np.ndarray, sites: Sequence[str]) -> bool:
@@ -62,21 +66,21 @@ def too_small_for(run: dict[str, Any], metric: str, ages: np.ndarray, sites: Seq
     if metric == "within_site_spearman":
         rows = run.get("test_rows", ())
         return not correlatable_sites(ages[rows], [sites[i] for i in rows])
-    return too_small_to_correlate(run)
+    return too_small_to_correlate(run, ages)
 
 
 def undefined(run: dict[str, Any], metric: str) -> bool:
     return metric not in run or math.isnan(run[metric])
 
 
-def ranks_nobody(run: dict[str, Any]) -> bool:
+def ranks_nobody(run: dict[str, Any], ages: np.ndarray) -> bool:
     """Whether the run's test predictions carry no order: its Spearman is undefined although its
-    fold is large enough to correlate, or its fold's predictions are all one value (a fold of two
-    predicted alike)."""
+    fold could be correlated (:func:`too_small_to_correlate`), or its fold's predictions are all
+    one value (a fold of two predicted alike)."""
     if not undefined(run, "spearman"):
         return False
     predictions = run.get("test_predictions", ())
-    return not too_small_to_correlate(run) or (len(predictions) > 1 and len(set(predictions)) == 1)
+    return not too_small_to_correlate(run, ages) or (len(predictions) > 1 and len(set(predictions)) == 1)
 
 
 def summarize(results: dict[str, Any], ages: np.ndarray, sites: Sequence[str]) -> None:
@@ -103,7 +107,7 @@ def summarize(results: dict[str, Any], ages: np.ndarray, sites: Sequence[str]) -
             rows, predictions = out_of_fold(runs, first_seed)
             row_sites = [sites[i] for i in rows]
             entry["per_site"] = per_site_mae(predictions, ages[rows], row_sites)
-            ordered = not any(ranks_nobody(run) for run in runs if run["seed"] == first_seed)
+            ordered = not any(ranks_nobody(run, ages) for run in runs if run["seed"] == first_seed)
             for site, values in per_site_spearman(predictions, ages[rows], row_sites).items():
                 if ordered:  # (a site's subjects from several folds would be ranked by the folds' offsets)
                     entry["per_site"][site] |= defined({"spearman": values["spearman"]})
@@ -117,7 +121,7 @@ def summarize(results: dict[str, Any], ages: np.ndarray, sites: Sequence[str]) -
             entry["out_of_fold"] = {"seed": first_seed} | defined(
                 {metric: pooled[metric] for metric in POOLED_METRICS if metric in pooled}
             )
-    results["comparisons"] = paired_comparisons(results["presets"])
+    results["comparisons"] = paired_comparisons(results["presets"], ages=ages)
 
 
 def out_of_fold(runs: list[dict[str, Any]], seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -128,9 +132,10 @@ def out_of_fold(runs: list[dict[str, Any]], seed: int) -> tuple[np.ndarray, np.n
     return rows, predictions
 
 
-def paired_comparisons(presets: dict[str, Any], baseline: str = "l1") -> dict[str, Any]:
+def paired_comparisons(presets: dict[str, Any], baseline: str = "l1", ages: np.ndarray | None = None) -> dict[str, Any]:
     """Each preset against ``baseline`` (else the first preset), paired by (seed, fold): mean
-    difference of MAE and Spearman, its sd, wins, and a Wilcoxon signed-rank p-value."""
+    difference of MAE and Spearman, its sd, wins, and a Wilcoxon signed-rank p-value.  Spearman
+    leaves out the folds :func:`too_small_to_correlate` (given the table's ``ages``)."""
     if not presets:
         return {}
     baseline = baseline if baseline in presets else next(iter(presets))
@@ -143,7 +148,7 @@ def paired_comparisons(presets: dict[str, Any], baseline: str = "l1") -> dict[st
         row: dict[str, Any] = {"pairs": len(pairs)}
         for metric, better in (("spearman", 1), ("mae", -1)):
             # Correlations leave out the folds too small to correlate (+-1 whatever the model).
-            used = [(a, b) for a, b in pairs if metric != "spearman" or not too_small_to_correlate(a)]
+            used = [(a, b) for a, b in pairs if metric != "spearman" or not too_small_to_correlate(a, ages)]
             differences = np.array([a[metric] - b[metric] for a, b in used])
             p_value = math.nan
             if len(differences) >= 2 and np.any(differences != 0):
@@ -190,7 +195,8 @@ def _summary_table(entries: dict[str, Any], label: str, seeds: list[int]) -> lis
         lines += [
             "",
             f"(k of N runs): the correlation of a test fold of fewer than {CORRELATION_SUBJECTS} subjects is +-1 "
-            "whatever the model, so those runs are left out of it.",
+            "whatever the model, and that of subjects all of one age (as the R2) is undefined, so those runs are "
+            "left out of it.",
         ]
     return lines
 

@@ -48,7 +48,8 @@ def _is_constant(values: torch.Tensor) -> bool:
 def regression_metrics(predicted, true) -> dict[str, float]:
     """MAE, RMSE, Pearson r, R2 (torchmetrics), Spearman rho (:func:`spearman_rho`) and the mean
     gap.  Constant predictions have no correlation, and two subjects none that says anything
-    (+-1 whatever the model): Pearson and Spearman are then NaN.
+    (+-1 whatever the model): Pearson and Spearman are then NaN.  True ages all of one value have
+    neither a correlation nor a variance to explain: Pearson, Spearman and R2 are NaN.
 
     Args:
         predicted, true: ``(N,)`` ages, ``N >= 2``; ``true`` finite.
@@ -73,7 +74,8 @@ def regression_metrics(predicted, true) -> dict[str, float]:
         "rmse": float(mean_squared_error(p, t, squared=False)),
         "pearson": float("nan") if uncorrelated else float(pearson_corrcoef(p, t)),
         "spearman": float("nan") if uncorrelated else spearman_rho(p, t),
-        "r2": float(r2_score(p, t)),
+        # Undefined for test ages all alike (no variance to explain): NaN, where torchmetrics gives 0.
+        "r2": float("nan") if _is_constant(t) else float(r2_score(p, t)),
         "mean_gap": float((p - t).mean()),
     }
 
@@ -103,7 +105,10 @@ def corrected_gap(predicted, true, bias: tuple[float, float]) -> np.ndarray:
 
 
 def gap_metrics(predicted, true, bias: tuple[float, float]) -> dict[str, float]:
-    """Correlation of the raw and the bias-corrected gap with age, and the corrected MAE."""
+    """Correlation of the raw and the bias-corrected gap with age, and the corrected MAE.
+
+    The corrected MAE is not an accuracy measure: the correction reads the true ages, so a model
+    that predicts one age for everyone (a gap of slope -1 in age) gets one near 0."""
     t = np.asarray(true, dtype=np.float64)
     predictions = np.asarray(predicted, dtype=np.float64)
     raw = predictions - t

@@ -83,6 +83,15 @@ def read_results(path: Path, settings: dict[str, Any] | None) -> dict[str, Any]:
         raise ValueError(f"{path} cannot be read ({error.strerror})") from None
     if not _well_formed(results):
         raise ValueError(f"{path} is not a brain-age results file; {RESTART_ADVICE}")
+    for group in GROUPS:
+        for name, entry in results.get(group, {}).items():
+            keys = [json.dumps([run["seed"], run["fold"]]) for run in entry["runs"]]
+            twice = next((key for index, key in enumerate(keys) if key in keys[:index]), None)
+            if twice is not None:  # a bad merge of two folders: the run would count twice
+                seed, fold = json.loads(twice)
+                raise ValueError(
+                    f"{path} is damaged: it holds the run of {name}, seed {seed}, fold {fold} twice; {RESTART_ADVICE}"
+                )
     for group in NUMBER_GROUPS:
         for entry in results.get(group, {}).values() if isinstance(results.get(group), dict) else ():
             for run in entry.get("runs", []) if isinstance(entry, dict) else ():

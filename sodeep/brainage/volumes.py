@@ -239,7 +239,8 @@ def _equal_neighbour_share(data: np.ndarray) -> float:
 
 
 def load_volume(path: str | os.PathLike, shape: Sequence[int] = GRID_4MM, voxel_size: float = 4.0) -> np.ndarray:
-    """Read a NIfTI file, reorient to RAS, resample to ``voxel_size`` mm (trilinear), crop/pad to
+    """Read a NIfTI file, reorient to RAS, resample to ``voxel_size`` mm (trilinear; a grid rotated
+    against the world axes is resampled onto them whatever its voxel size), crop/pad to
     ``shape`` and z-score inside the brain.  NaN voxels (the outside of some masked images) count
     as outside the brain, like 0; an infinite voxel is an error.  Returns ``shape`` float32."""
     import nibabel
@@ -280,7 +281,9 @@ def load_volume(path: str | os.PathLike, shape: Sequence[int] = GRID_4MM, voxel_
         )
     # The voxel size of the affine, which places the voxels (the header's zooms may disagree with it).
     zooms = nibabel.affines.voxel_sizes(image.affine)
-    if not np.allclose(zooms, voxel_size, atol=1e-3):
+    linear = image.affine[:3, :3]
+    oblique = not np.allclose(linear, np.diag(np.diag(linear)), atol=1e-6 * float(np.abs(linear).max()))
+    if oblique or not np.allclose(zooms, voxel_size, atol=1e-3):  # a rotated grid is resampled whatever its size
         resampled = resample_to_output(nibabel.Nifti1Image(data, image.affine), voxel_sizes=(voxel_size,) * 3, order=1)
         data = np.asarray(resampled.dataobj, dtype=np.float32)
     try:

@@ -546,3 +546,52 @@ def test_constant_predictions_have_no_corrected_gap_correlation_nor_per_site_spe
     median, ridge = results["baselines"]["median"], results["baselines"]["ridge"]
     assert all("spearman" not in values for values in median["per_site"].values())  # the folds' offsets alone
     assert any("spearman" in values for values in ridge["per_site"].values())
+
+
+def test_a_test_fold_of_one_age_has_no_r2_nor_correlation_and_the_others_still_summarize(tmp_path):
+    """Leave-one-site-out where every subject of one site has the same age: that fold's R2 and
+    correlations are undefined (no variance to explain), not 0; the summaries, the pooled and the
+    per-site Spearman use the other folds, as for a fold too small to correlate."""
+    table = site_table(sizes=(12, 4, 4, 4, 4, 4, 4))  # the large site is a fold alone; the others pair up
+    first_site = [index for index, site in enumerate(table.sites) if site == table.sites[0]]
+    table.ages[first_site] = 30.0
+    results = cross_validate_table(
+        table, ["l1"], out=tmp_path, folds=4, split="site", seeds=[0], config=TINY, progress=False
+    )
+    for entry in (results["presets"]["l1"], results["baselines"]["ridge"]):
+        constant = [run for run in entry["runs"] if set(run["test_rows"]) == set(first_site)]
+        assert len(constant) == 1
+        assert all(np.isnan(constant[0].get(metric, np.nan)) for metric in ("r2", "pearson", "spearman"))
+        others = [run for run in entry["runs"] if run is not constant[0]]
+        for metric in ("r2", "spearman", "pearson"):
+            values = [run[metric] for run in others]
+            assert entry["summary"][metric] == {
+                "mean": pytest.approx(np.mean(values)),
+                "sd": pytest.approx(np.std(values, ddof=1)),
+                "runs": 3,
+            }
+        rows, predictions = (
+            np.concatenate([r["test_rows"] for r in entry["runs"]]),
+            np.concatenate([r["test_predictions"] for r in entry["runs"]]),
+        )
+        pooled = scipy.stats.spearmanr(predictions, table.ages[rows]).statistic
+        assert entry["out_of_fold"]["spearman"] == pytest.approx(pooled, abs=1e-6)
+        with_spearman = {site for site, values in entry["per_site"].items() if "spearman" in values}
+        assert with_spearman == set(entry["per_site"]) - {table.sites[0]} and len(with_spearman) == 6
+    report = format_report(results, "sites")
+    assert "(3 of 4 runs)" in report and "that of subjects all of one age (as the R2) is undefined" in report
+
+
+def test_a_results_file_holding_a_run_twice_is_refused_as_damaged(tmp_path):
+    from sodeep.brainage.results import read_results
+
+    table = site_table(sizes=(10, 10, 10))
+    cross_validate_table(table, ["l1"], out=tmp_path, folds=3, split="site", seeds=[0], config=TINY, progress=False)
+    path = tmp_path / "results.json"
+    results = json.loads(path.read_text())
+    results["presets"]["l1"]["runs"].append(results["presets"]["l1"]["runs"][0])
+    path.write_text(json.dumps(results))
+    with pytest.raises(
+        ValueError, match=r"is damaged: it holds the run of l1, seed 0, fold 0 twice; run with overwrite"
+    ):
+        read_results(path, None)
