@@ -435,7 +435,8 @@ def in_flag_words(message: str, parser: argparse.ArgumentParser, argv: Sequence[
         re.compile(r"(?<![\w./-])(" + "|".join(map(re.escape, names)) + r")" + after)
         for names, after in (
             (compound, r"(?![\w/=])"),
-            (single, r"(?= (?:must be|must not|>=|<=|>|<) |: (?:$|[^,;()]*? -> ))"),
+            # A value may be a list: ``shape: [16, 16, 16] -> [16, 16, 18]``.
+            (single, r"(?= (?:must be|must not|>=|<=|>|<) |: (?:$|(?:\[[^\]]*\]|[^,;()\[])*? -> ))"),
         )
         if names
     ]

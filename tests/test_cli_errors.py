@@ -414,6 +414,11 @@ def test_flag_spelling_leaves_the_users_quoted_names_alone():
     assert in_flag_words(changes, parser, ["brainage", "tabular"]) == (
         "other settings (--age-column: 'age' -> 'f1', --split: 'site' -> 'stratified', --patience: 5 -> 3); --seeds must not repeat"
     )
+    # A list value is one value: the setting before it is still a flag.
+    grid = "other settings (shape: [16, 16, 16] -> [16, 16, 18], voxel_size: 4.0 -> 3.0)"
+    assert in_flag_words(grid, parser, ["brainage", "nifti"]) == (
+        "other settings (--shape: [16, 16, 16] -> [16, 16, 18], --voxel-size: 4.0 -> 3.0)"
+    )
 
 
 def test_advice_given_as_keyword_arguments_is_spelled_as_flags_on_the_command_line():

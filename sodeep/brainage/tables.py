@@ -129,7 +129,7 @@ class AgeTable:
         if self.empty_id_lines:
             lines.append(
                 f"{source}: {len(self.empty_id_lines)} of {plural(len(self), 'subject')} "
-                f"{'has' if len(self.empty_id_lines) == 1 else 'have'} an empty id cell "
+                f"{'has' if len(self.empty_id_lines) == 1 else 'have'} an empty id cell (or NA) "
                 f"({describe_lines(self.empty_id_lines)}); each is named by its line ('line N') in the results"
             )
         if self.index_columns:
@@ -375,9 +375,9 @@ def read_age_table(
             continue
         kept_ages.append(float(row[age_column]))
         kept_features.append([float(row[c]) for c in feature_names])
-        if id_column and row[id_column].strip():
+        if id_column and not is_missing(row[id_column].strip()):
             ids.append(row[id_column])
-        else:  # named by its CSV line, as its notes name it (a bare number would read as an id)
+        else:  # named by its CSV line, as its notes name it (a bare number, or NA, would read as an id)
             ids.append(f"line {line}")
             if id_column:
                 empty_id_lines.append(line)

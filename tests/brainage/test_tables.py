@@ -509,7 +509,16 @@ def test_empty_id_cells_are_named_by_their_line_and_noted(tmp_path):
     table = read_age_table(path)
     assert table.subject_ids == ["line 2", "s2", "line 4", "line 5"] and table.empty_id_lines == [2, 4, 5]
     assert table.repeated_ids == []  # blank cells are not one subject seen three times
-    assert any("3 of 4 subjects have an empty id cell (lines 2, 4, 5)" in line for line in table.notes("t.csv"))
+    assert any("3 of 4 subjects have an empty id cell (or NA) (lines 2, 4, 5)" in line for line in table.notes("t.csv"))
+
+
+def test_missing_value_markers_in_the_id_column_are_no_ids(tmp_path):
+    """``NA`` as an id would be read back as a missing value (pandas): such rows are named by line."""
+    path = tmp_path / "t.csv"
+    path.write_text("id,age,f\nNA,30,1\ns2,40,2\nNULL,50,3\nnan,60,4\n")
+    table = read_age_table(path)
+    assert table.subject_ids == ["line 2", "s2", "line 4", "line 5"] and table.empty_id_lines == [2, 4, 5]
+    assert table.repeated_ids == []
 
 
 @pytest.mark.parametrize("marker", ["NA", "N/A", "n/a", "#N/A", "NULL", "null", "None", "<NA>", " NA "])
