@@ -136,14 +136,15 @@ def command_pretrain(arguments: argparse.Namespace) -> int:
     config = pretrain_config(arguments)
     from sodeep.checkpoints import RUN_SORTER
     from sodeep.pretraining import finished_steps, pretrain
-    from sodeep.run_folder import stop_signals_as_interrupts
+    from sodeep.run_folder import resumes_started_run, stop_signals_as_interrupts
 
     sorter_file = Path(config.out) / RUN_SORTER
-    finished_before = arguments.resume and sorter_file.is_file()
+    resume = arguments.resume or resumes_started_run(config.out, arguments.overwrite)
+    finished_before = resume and sorter_file.is_file()
     # Ctrl-C and SIGTERM alike, before training starts too, where Lightning's handler is not yet set.
     try:
         with stop_signals_as_interrupts():
-            pretrain(config, resume=arguments.resume, overwrite=arguments.overwrite)
+            pretrain(config, resume=resume, overwrite=arguments.overwrite)
     except KeyboardInterrupt:
         # A second signal while the first one's checkpoint was saved, or during the cleanup after
         # it: the run resumes from the checkpoint on disk, as after one signal.

@@ -243,6 +243,17 @@ def holds_a_run_record(folder: Path) -> bool:
     return isinstance(record, dict) and "command" in record and "config" in record
 
 
+#: Set to ``1`` in a command's environment (``sodeep sweep run`` does, for a trial it stopped):
+#: continue the run its output folder holds, as ``--resume`` would, or start one where it holds none.
+RESUME_STARTED_VARIABLE = "SODEEP_RESUME_STARTED"
+
+
+def resumes_started_run(out: str | os.PathLike, overwrite: bool = False) -> bool:
+    """Whether a command writing to ``out`` resumes the run there although ``--resume`` was not
+    given: :data:`RESUME_STARTED_VARIABLE` is set, ``overwrite`` is not, and ``out`` holds a run."""
+    return os.environ.get(RESUME_STARTED_VARIABLE) == "1" and not overwrite and holds_a_run_record(Path(out))
+
+
 def enclosing_run_folder(path: str | os.PathLike) -> Path | None:
     """The nearest folder above ``path`` (a file or folder, not necessarily there yet) that holds
     a run (:func:`holds_a_run_record`), or ``None``: what is written there would pass for the run's

@@ -341,11 +341,12 @@ def _handler(config_class: type[CommandConfig], function: str) -> Callable[[argp
             # A table chosen by a flag replaces the one a YAML file names.
             flags = {"csv": None, "dataset": None} | flags
         config = load_config(config_class, arguments.config, **flags)
-        from sodeep.run_folder import RunInterrupted
+        from sodeep.run_folder import RunInterrupted, resumes_started_run
         from sodeep.runs import global_rank
 
+        resume = arguments.resume or resumes_started_run(config.out, arguments.overwrite)
         try:
-            results = getattr(commands, function)(config, resume=arguments.resume, overwrite=arguments.overwrite)
+            results = getattr(commands, function)(config, resume=resume, overwrite=arguments.overwrite)
         except RunInterrupted:
             if global_rank() == 0:
                 raise  # status 130, and the command that resumes

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO
 
 from sodeep.files import atomic_write_json, atomic_write_text
+from sodeep.run_folder import RESUME_STARTED_VARIABLE
 from sodeep.stream_loader import available_cores
 from sodeep.sweeps.expand import Trial
 from sodeep.sweeps.macros import build_command, resolve_program, sweep_param_text
@@ -47,6 +48,35 @@ UNREADABLE_SUMMARY = "summary.unreadable.json"
 
 #: The thread-count variables a trial's libraries read (PyTorch, NumPy and scikit-learn's BLAS).
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+#: sodeep's commands that continue the run in their output folder under
+#: :data:`~sodeep.run_folder.RESUME_STARTED_VARIABLE` (as with ``--resume``).
+RESUMING_COMMANDS = ("pretrain", "brainage", "bench")
+
+
+def resumes_its_run(command: list[str]) -> bool:
+    """Whether a trial's ``command`` is one of sodeep's :data:`RESUMING_COMMANDS`: the ``sodeep``
+    console script, as the command or after ``env``, or ``python -m sodeep``, then the command.
+
+    Example:
+        >>> resumes_its_run(["/usr/bin/env", "sodeep", "pretrain"]), resumes_its_run(["python", "-m", "sodeep", "bench"])
+        (True, True)
+        >>> resumes_its_run(["/usr/bin/env", "sodeep", "export"]), resumes_its_run(["env", "python", "train.py", "sodeep"])
+        (False, False)
+    """
+    words = list(command[:6])
+    after = next((words[index + 1 :] for index, word in enumerate(words[:2]) if Path(word).name == "sodeep"), None)
+    if after is None:
+        after = next(
+            (
+                words[index + 2 :]
+                for index in range(len(words) - 1)
+                if words[index] == "-m" and words[index + 1] in ("sodeep", "sodeep.cli")
+            ),
+            None,
+        )
+    return bool(after) and after[0] in RESUMING_COMMANDS
 
 
 def trial_threads(workers: int, cores: int | None = None) -> int:
@@ -141,15 +171,26 @@ class TrialLauncher:
         return command, environment
 
     def start(self, trial: Trial) -> RunningTrial:
+        """Start ``trial`` in a cleared folder; or, where a stop cut short a sodeep command of the
+        same parameters there (:meth:`resumable`), in its folder as it is, with
+        :data:`~sodeep.run_folder.RESUME_STARTED_VARIABLE` set: the command continues its run."""
         directory = self.trial_folder(trial)
-        if directory.exists():
-            shutil.rmtree(directory)
-        directory.mkdir(parents=True)
         command, environment = self.command(trial)
+        resumed = self.resumable(trial, command)
+        if directory.exists() and not resumed:
+            shutil.rmtree(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        if resumed:
+            environment[RESUME_STARTED_VARIABLE] = "1"
+            (directory / "summary.json").unlink(missing_ok=True)  # the stopped attempt's "failed"
         atomic_write_text(directory / "sweep-params.yaml", sweep_param_text(trial.params))
         atomic_write_json(directory / "args.json", trial.params)
-        atomic_write_json(directory / "trial.json", {"trial": trial.id, "params": trial.params, "command": command})
-        log = open(directory / "output.log", "wb")  # noqa: SIM115 (closed when the trial ends)
+        record = {"trial": trial.id, "params": trial.params, "command": command, "resumed": resumed}
+        atomic_write_json(directory / "trial.json", record)
+        log = open(directory / "output.log", "ab" if resumed else "wb")  # noqa: SIM115 (closed when the trial ends)
+        if resumed:
+            log.write(b"\n--- sodeep sweep run: resuming this trial after a stop ---\n")
+            log.flush()
         try:
             process = subprocess.Popen(
                 command,
@@ -164,6 +205,29 @@ class TrialLauncher:
             log.close()
             raise ValueError(f"trial {trial.id}: cannot run {command[0]!r}: {error}") from None
         return RunningTrial(trial, process, log, environment, time.monotonic())
+
+    def resumable(self, trial: Trial, command: list[str]) -> bool:
+        """Whether the trial's folder holds an attempt of the same parameters that a stop cut short
+        (``sodeep sweep run`` interrupted, or the machine going down: no exit status recorded, or
+        :meth:`stopped`), and the command is one of sodeep's that resume their run
+        (:func:`resumes_its_run`).  Any other program starts again in a cleared folder, as it cannot
+        be told to resume."""
+        try:
+            record = json.loads((self.trial_folder(trial) / "trial.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        if not isinstance(record, dict) or record.get("params") != trial.params:
+            return False
+        cut_short = "returncode" not in record or record.get("stopped") is True
+        return cut_short and resumes_its_run(command)
+
+    def stopped(self, running: RunningTrial) -> None:
+        """Record that the sweep stopped the trial before it finished (its log is closed)."""
+        running.log.close()
+        path = self.trial_folder(running.trial) / "trial.json"
+        record = json.loads(path.read_text(encoding="utf-8"))
+        returncode = running.process.returncode
+        atomic_write_json(path, {**record, "returncode": returncode, "stopped": True})
 
     def finish(self, running: RunningTrial, returncode: int) -> str:
         """Record the end of a trial; its status: ``finished`` or ``failed``."""

@@ -4,8 +4,9 @@
 ``ROOT/<sweep>/trials/<id>/`` holds one trial: ``trial.json`` (parameters, command, exit
 status), ``output.log``, the program's own files (it runs there, so relative outputs such as
 ``runs/...`` land there) and ``summary.json`` (:mod:`sodeep.sweeps.summary`).  A trial whose
-summary says ``finished`` is skipped when the sweep runs again; any other is started afresh in
-a cleared folder.  Up to ``workers`` trials run at once, each a subprocess in its own process group
+summary says ``finished`` is skipped when the sweep runs again; one the sweep stopped resumes, if
+its program is sodeep's (:meth:`~sodeep.sweeps.launcher.TrialLauncher.start`); any other is started
+afresh in a cleared folder.  Up to ``workers`` trials run at once, each a subprocess in its own process group
 with its share of the cores (:func:`sodeep.sweeps.launcher.trial_threads`):
 ctrl-C (or SIGTERM) passes SIGINT on to them, waits, and raises :class:`SweepInterrupted`.
 """
@@ -50,7 +51,10 @@ class SweepInterrupted(Exception):
     def __init__(self, folder: Path, finished: int, total: int | None, stopped: int) -> None:
         self.folder, self.finished, self.total, self.stopped = folder, finished, total, stopped
         of = f" of {total}" if total is not None else ""
-        super().__init__(f"sweep interrupted: {finished}{of} trials finished, {stopped} stopped (they start again)")
+        super().__init__(
+            f"sweep interrupted: {finished}{of} trials finished, {stopped} stopped (sodeep's commands resume "
+            "their run when the sweep runs again; other programs start again)"
+        )
 
 
 @dataclass
@@ -330,7 +334,7 @@ class _Scheduler:
                 self.launcher.finish(running, running.process.returncode)
                 self.outcome.finished.append(running.trial.id)
             else:
-                running.log.close()
+                self.launcher.stopped(running)  # resumed by the next run where its program can
                 stopped += 1
         return stopped
 

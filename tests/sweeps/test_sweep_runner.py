@@ -622,3 +622,106 @@ def test_a_negative_seed_is_refused_naming_the_option(tmp_path, capsys):
         main(["run", str(spec), "--root", str(tmp_path / "root"), "--seed", "-1"])
     assert raised.value.code == 2 and "argument --seed: must be >= 0, got '-1'" in capsys.readouterr().err
     assert not (tmp_path / "root").exists()
+
+
+def _sodeep_sweep(tmp_path, steps=40):
+    """A one-trial sweep of ``python -m sodeep pretrain`` with frequent checkpoints."""
+    (tmp_path / "program.py").write_text("")  # W&B asks for a program; the command runs sodeep
+    path = tmp_path / "sweep.yaml"
+    path.write_text(
+        textwrap.dedent(
+            f"""
+            name: resumable
+            program: program.py
+            method: grid
+            parameters:
+              seed: {{values: [0]}}
+            command:
+              - ${{env}}
+              - ${{interpreter}}
+              - -m
+              - sodeep
+              - pretrain
+              - --steps={steps}
+              - --batch-size=8
+              - --lengths=2-8
+              - --validation-every=1000
+              - --checkpoint-every=2
+              - --data-workers=0
+              - --out=run
+              - --wandb=disabled
+              - ${{args}}
+            """
+        )
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    "command, resumes",
+    [
+        (["/usr/bin/env", "sodeep", "pretrain", "--out=x"], True),
+        (["/usr/bin/env", "/venv/bin/python", "-m", "sodeep", "brainage", "tabular"], True),
+        (["sodeep", "bench", "--quick"], True),
+        (["/usr/bin/env", "sodeep", "export", "a", "b"], False),  # nothing to resume: starts again
+        (["/usr/bin/env", "python", "train.py", "sodeep"], False),
+        (["/usr/bin/env", "python", "-m", "other", "pretrain"], False),
+    ],
+)
+def test_only_sodeeps_commands_that_resume_their_run_are_resumed(command, resumes):
+    from sodeep.sweeps.launcher import resumes_its_run
+
+    assert resumes_its_run(command) == resumes
+
+
+@pytest.mark.parametrize("sodeep_command, resumes", [("bench", True), ("export", False)])
+@pytest.mark.parametrize("how", ["stopped", "cut short", "failed"])
+def test_a_stopped_trial_keeps_its_folder_and_log_where_its_command_resumes(tmp_path, sodeep_command, resumes, how):
+    spec = load_sweep(write_sweep(tmp_path, QUICK_PROGRAM, "method: grid\nparameters:\n  seed: {values: [0]}\n"))
+    trial = expand_trials(spec)[0]
+    launcher = TrialLauncher(spec, tmp_path / "runs", "offline", tmp_path)
+    command = [sys.executable, "-m", "sodeep", sodeep_command, "--help"]  # harmless, and sodeep's
+    launcher.command = lambda trial, _command=launcher.command: (command, _command(trial)[1])
+    folder = launcher.trial_folder(trial)
+    folder.mkdir(parents=True)
+    (folder / "work.txt").write_text("the earlier attempt's files")
+    (folder / "output.log").write_text("first attempt\n")
+    ending = {"stopped": {"returncode": 130, "stopped": True}, "cut short": {}, "failed": {"returncode": 1}}[how]
+    record = {"trial": trial.id, "params": trial.params, "command": command, **ending}
+    (folder / "trial.json").write_text(json.dumps(record))
+    kept = resumes and how != "failed"
+    running = launcher.start(trial)
+    assert running.environment.get("SODEEP_RESUME_STARTED") == ("1" if kept else None)
+    running.process.wait()
+    launcher.finish(running, running.process.returncode)
+    assert (folder / "work.txt").exists() == kept
+    assert (folder / "output.log").read_text().startswith("first attempt") == kept
+    assert json.loads((folder / "trial.json").read_text())["resumed"] == kept
+
+
+def test_a_sweep_stopped_during_a_pretraining_trial_resumes_it_from_its_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SODEEP_RESUME_STARTED", raising=False)
+    sweep = _sodeep_sweep(tmp_path)
+    trial = tmp_path / "runs" / "resumable" / "trials" / "0000"
+
+    def stop_once_checkpointed(line):
+        if "started" in line:
+            deadline = time.monotonic() + 120
+            while not (trial / "run" / "checkpoints" / "last.ckpt").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            raise KeyboardInterrupt
+
+    with pytest.raises(SweepInterrupted) as interrupted:
+        run_sweep(load_sweep(sweep), tmp_path / "runs", echo=stop_once_checkpointed)
+    assert interrupted.value.stopped == 1 and "sodeep's commands resume their run" in str(interrupted.value)
+    record = json.loads((trial / "trial.json").read_text())
+    assert record["stopped"] is True and record["returncode"] == 130
+    first_log = (trial / "output.log").read_text()
+    assert "interrupted at step" in first_log, first_log
+    outcome = run_sweep(load_sweep(sweep), tmp_path / "runs", echo=lambda line: None)
+    assert outcome.finished == ["0000"]
+    log = (trial / "output.log").read_text()
+    assert log.startswith(first_log) and "resuming this trial after a stop" in log
+    assert "resuming run from step" in log and (trial / "run" / "sorter.pt").is_file()
+    assert json.loads((trial / "summary.json").read_text())["status"] == "finished"
