@@ -438,6 +438,14 @@ def _pretrain(config: PretrainConfig | None, *, resume: bool, overwrite: bool) -
         )
     if not any(True for _ in sorter.parameters()):
         raise ValueError(f"sorter {config.architecture!r} has no weights to train")
+    if config.strategy == "ddp_find_unused_parameters_false":
+        unused = weights_left_out_of_the_loss(sorter, min(lengths))
+        if unused:
+            raise ValueError(
+                f"strategy 'ddp_find_unused_parameters_false' needs every weight in the loss, and sorter "
+                f"{config.architecture!r} leaves out {', '.join(unused[:3])}; use strategy 'ddp' (sodeep then lets "
+                "DDP look for such weights)"
+            )
     # A finished run (its sorter and summary) has nothing to train, with or without its checkpoint.
     finished = resume and not overwrite and (out / RUN_SORTER).is_file() and finished_steps(out) >= config.steps
     if leader:
@@ -607,6 +615,20 @@ class FinishAtTheLastStep(L.Callback):
     def on_train_end(self, trainer: Any, module: Any) -> None:
         if trainer.global_step >= trainer.max_steps:
             trainer.save_checkpoint(self.checkpoint)
+
+
+def weights_left_out_of_the_loss(sorter: Sorter, length: int) -> list[str]:
+    """Names of the sorter's weights that get no gradient from an L1 loss on its ranks of a
+    ``(2, length)`` batch (the global random state untouched, gradients cleared after)."""
+    scores = torch.randn(2, length, generator=torch.Generator().manual_seed(0))
+    was_training = sorter.training
+    sorter.train()
+    try:
+        sorter(scores).abs().sum().backward()
+        return [name for name, weight in sorter.named_parameters() if weight.requires_grad and weight.grad is None]
+    finally:
+        sorter.zero_grad(set_to_none=True)
+        sorter.train(was_training)
 
 
 def _make_trainer(config: PretrainConfig, out: Path, stop: StopOnSignal) -> L.Trainer:

@@ -982,3 +982,21 @@ def test_a_resumed_log_keeps_its_rows_on_the_grid_and_its_validations_only(tmp_p
         ("19", "", "0.2"),
         ("23", "", "0.1"),
     ]
+
+
+def test_a_strategy_that_forbids_unused_weights_is_refused_where_the_sorter_leaves_some_out(tmp_path, capsys):
+    """The depth-0 conv sorter's head bias gets no gradient (a constant shift of every value
+    changes no rank): DDP without the search for unused weights would fail in its first step."""
+    from sodeep.pretraining import weights_left_out_of_the_loss
+    from sodeep.sorters import build_sorter
+
+    sorter = build_sorter("conv")
+    assert weights_left_out_of_the_loss(sorter, 5) == ["network.0.bias"]
+    assert all(weight.grad is None for weight in sorter.parameters())  # nothing left behind
+    assert weights_left_out_of_the_loss(build_sorter("conv", width=16, depth=2), 5) == []
+    argv = ["pretrain", "--steps", "2", "--strategy", "ddp_find_unused_parameters_false", "--devices", "1"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--accelerator", "cpu", "--out", str(tmp_path / "run")])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and error.count("\n") == 1, error
+    assert "leaves out network.0.bias; use strategy 'ddp'" in error and not (tmp_path / "run").exists()
