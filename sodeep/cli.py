@@ -557,6 +557,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"{name}: error: {message}\n")
     except KeyboardInterrupt:  # before a run could save anything: nothing to resume
         _ignore_stop_signals_from_now_on(arguments)
+        lightning = sys.modules.get("lightning.pytorch.utilities.rank_zero")
+        if lightning is not None and getattr(lightning.rank_zero_only, "rank", 0) != 0:
+            parser.exit(INTERRUPTED)  # a distributed run's other processes: rank 0 says it once
         parser.exit(
             INTERRUPTED,
             f"{name}: interrupted before anything was saved; run the same command again\n",

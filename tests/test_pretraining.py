@@ -1000,3 +1000,20 @@ def test_a_strategy_that_forbids_unused_weights_is_refused_where_the_sorter_leav
     error = capsys.readouterr().err
     assert exit_info.value.code == 2 and error.count("\n") == 1, error
     assert "leaves out network.0.bias; use strategy 'ddp'" in error and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("rank, said", [(0, True), (1, False)])
+def test_an_interrupt_before_anything_was_saved_is_said_once_in_a_distributed_run(monkeypatch, capsys, rank, said):
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    import sodeep.evaluation
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sodeep.evaluation, "fidelity_table", interrupted)
+    monkeypatch.setattr(rank_zero_only, "rank", rank, raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--lengths", "5"])
+    assert exit_info.value.code == 130
+    assert ("interrupted before anything was saved" in capsys.readouterr().err) == said
