@@ -229,7 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batches", type=number_list(int), default=[32, 256], help="B, e.g. 32,256")
     parser.add_argument("--lengths", type=number_list(int), default=[100, 1000, 4096], help="n, e.g. 100,1000,4096")
     parser.add_argument(
-        "--strengths", type=number_list(float), default=[1.0], help="torchsort strengths; the first is the reference"
+        "--strengths",
+        type=number_list(float),
+        default=[0.01, 1.0],
+        help="torchsort strengths; the first (0.01: the speed targets' reference) is the reference",
     )
     parser.add_argument("--modes", type=mode_list, default=list(MODES), help="what to time, comma-separated")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile(sorter)")
