@@ -20,8 +20,9 @@ import shlex
 import signal
 import sys
 import threading
+import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -235,7 +236,9 @@ def command_evaluate(arguments: argparse.Namespace) -> int:
     else:
         lengths = list(EVALUATION_LENGTHS)
     with torch.no_grad():
-        rows = fidelity_table(sorter, lengths=lengths, sequences_per_cell=arguments.sequences)
+        rows = fidelity_table(
+            sorter, lengths=lengths, sequences_per_cell=arguments.sequences, progress=ProgressEvery(10.0, "evaluate")
+        )
     text = format_fidelity_markdown(rows, title=title)
     print(text)
     if arguments.out:
@@ -243,6 +246,21 @@ def command_evaluate(arguments: argparse.Namespace) -> int:
     if arguments.json:
         atomic_write_json(arguments.json, fidelity_rows_json(rows))
     return 0
+
+
+class ProgressEvery:
+    """``progress(done, total)`` that prints ``NAME: DONE of TOTAL cells`` on stderr at most once
+    every ``seconds`` (none for work that ends sooner)."""
+
+    def __init__(self, seconds: float, name: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds, self.name, self.clock = seconds, name, clock
+        self.last = clock()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = self.clock()
+        if now - self.last >= self.seconds and done < total:
+            self.last = now
+            print(f"{self.name}: {done:,} of {total:,} cells", file=sys.stderr, flush=True)
 
 
 def command_export(arguments: argparse.Namespace) -> int:

@@ -84,11 +84,13 @@ def fidelity_table(
     families: Sequence[str] = tuple(FAMILIES),
     sequences_per_cell: int = 64,
     seed: int = HELD_OUT_SEED,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[FidelityRow]:
     """Evaluate ``sorter`` on :func:`held_out_set`: a :class:`Sorter` in eval mode (its mode is
     restored after), with the lengths outside its range skipped, or any function that maps scores
     ``(B, n)`` to ranks ``(B, n)`` normalized as :func:`sodeep.rank` gives them (descending,
-    divided by ``n``): ``fidelity_table(sodeep.rank)`` is exact."""
+    divided by ``n``): ``fidelity_table(sodeep.rank)`` is exact.  ``progress(done, total)`` is
+    called after each (family, n) cell."""
     lengths = _checked_lengths(lengths)
     if isinstance(sorter, type):
         raise TypeError(
@@ -97,10 +99,10 @@ def fidelity_table(
     if not isinstance(sorter, torch.nn.Module):
         if not callable(sorter):
             raise TypeError(f"sorter must be a Sorter or a function of scores, got {type(sorter).__name__}")
-        return _fidelity_rows(sorter, lengths, families, sequences_per_cell, seed)
+        return _fidelity_rows(sorter, lengths, families, sequences_per_cell, seed, progress)
     was_training = sorter.training
     try:
-        return _fidelity_rows(sorter.eval(), lengths, families, sequences_per_cell, seed)
+        return _fidelity_rows(sorter.eval(), lengths, families, sequences_per_cell, seed, progress)
     finally:
         sorter.train(was_training)
 
@@ -111,6 +113,7 @@ def _fidelity_rows(
     families: Sequence[str],
     sequences_per_cell: int,
     seed: int,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[FidelityRow]:
     parameters = sorter.parameters() if isinstance(sorter, torch.nn.Module) else iter(())
     parameter = next(iter(parameters), None)
@@ -124,7 +127,7 @@ def _fidelity_rows(
             f"no length in {lengths_summary(lengths)} is within the sorter's range {low}.."
             f"{high if high is not None else 'any'}"
         )
-    rows = []
+    rows, total = [], len(usable) * len(checked_families(families))
     for family, length, scores, ranks in held_out_cells(usable, families, sequences_per_cell, seed):
         rows_per_call = max(1, ELEMENTS_PER_CALL // length)
         predicted = torch.cat([_ranks_of(sorter, part, device) for part in scores.split(rows_per_call)])
@@ -143,6 +146,8 @@ def _fidelity_rows(
                 rank_error=mean_absolute_rank_error(predicted, ranks).mean().item(),
             )
         )
+        if progress is not None:
+            progress(len(rows), total)
     return rows
 
 

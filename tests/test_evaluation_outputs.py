@@ -237,3 +237,18 @@ def _edited(tmp_path, edit):
 def test_edited_checkpoints_are_refused(tmp_path, edit, message):
     with pytest.raises(CheckpointError, match=message):
         load_sorter(_edited(tmp_path, edit))
+
+
+def test_a_long_evaluation_says_how_far_it_is(capsys):
+    from sodeep.cli import ProgressEvery
+
+    calls = []
+    fidelity_table(
+        lambda scores: scores, lengths=[5, 6], families=["normal", "ties"], progress=lambda *done: calls.append(done)
+    )
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    ticks = iter([0.0, 6.0, 12.0, 18.0, 24.0, 30.0])  # 6 s per cell
+    progress = ProgressEvery(10.0, "evaluate", clock=lambda: next(ticks))
+    for done in range(1, 6):
+        progress(done, 5)
+    assert capsys.readouterr().err.splitlines() == ["evaluate: 2 of 5 cells", "evaluate: 4 of 5 cells"]
