@@ -533,6 +533,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     console = argv is None  # the console script, or python -m sodeep: this process ends with the command
     argv = sys.argv[1:] if argv is None else list(argv)
+    empty = empty_argument_problem(argv)
+    if empty:  # before argparse, which would name an empty word as an unknown argument
+        nested = argv[:1] in (["brainage"], ["sweep"]) and len(argv) > 1 and not argv[1].startswith("-")
+        named = " ".join(["sodeep", *argv[: 2 if nested else 1]]) if argv and not argv[0].startswith("-") else "sodeep"
+        parser.exit(2, f"{named}: error: {empty}\n")
     arguments = parser.parse_args(argv)
     arguments.console = console
     show_warning = warnings.showwarning
@@ -551,9 +556,6 @@ def main(argv: list[str] | None = None) -> int:
         ["sodeep", arguments.command]
         + [getattr(arguments, task) for task in ("brainage_command", "sweep_command") if getattr(arguments, task, None)]
     )
-    empty = empty_argument_problem(argv)
-    if empty:
-        parser.exit(2, f"{name}: error: {empty}\n")
     warnings.showwarning = show_setup_warnings_in_one_line
     spelling = advice_spelling.set(as_typed)  # the notes of the command's data
     try:
@@ -608,7 +610,7 @@ def empty_argument_problem(argv: list[str]) -> str | None:
         if not word.strip():
             before = argv[index - 1] if index else ""
             if before.startswith("-"):
-                return f"{before} is given an empty value; give a value or leave the flag out"
+                return f"{before} is followed by an empty argument; give a value or leave it out"
             return f"an empty argument{f' after {before}' if before else ''}; give a value or leave it out"
     return None
 

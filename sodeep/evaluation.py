@@ -159,6 +159,11 @@ def _ranks_of(
     if not isinstance(predicted, torch.Tensor) or predicted.shape != scores.shape:
         shape = tuple(predicted.shape) if isinstance(predicted, torch.Tensor) else type(predicted).__name__
         raise ValueError(f"the sorter must return ranks of the scores' shape {tuple(scores.shape)}, got {shape}")
+    if not predicted.is_floating_point():  # positions (1, 2, 3) would count as n times the rank
+        raise ValueError(
+            f"the sorter must return normalized ranks, a floating-point tensor (positions divided by n, as "
+            f"sodeep.rank gives them), got {predicted.dtype}"
+        )
     return predicted.detach().to("cpu")
 
 

@@ -23,7 +23,10 @@ def rowwise_spearman(predicted_ranks: torch.Tensor, true_ranks: torch.Tensor) ->
     _check_pair(predicted_ranks, true_ranks)
     predicted, true = _centred(predicted_ranks), _centred(true_ranks)
     predicted_norm, true_norm = predicted.norm(dim=-1), true.norm(dim=-1)
-    correlation = ((predicted * true).sum(-1) / (predicted_norm * true_norm)).clamp(-1, 1)  # rounding may pass 1
+    norms = predicted_norm * true_norm
+    # Divided by 1 where a norm is 0 (the result is replaced below): no 0 / 0 in the gradient either.
+    safe_norms = torch.where(norms == 0, torch.ones_like(norms), norms)
+    correlation = ((predicted * true).sum(-1) / safe_norms).clamp(-1, 1)  # rounding may pass 1
     # Constant predictions carry no order: 0, not NaN (a collapsed sorter scores 0, not "undefined");
     # NaN or infinite predictions stay NaN.
     correlation = torch.where(predicted_norm == 0, 0.0, correlation)
@@ -32,8 +35,8 @@ def rowwise_spearman(predicted_ranks: torch.Tensor, true_ranks: torch.Tensor) ->
 
 def mean_spearman(predicted_ranks: torch.Tensor, true_ranks: torch.Tensor) -> torch.Tensor:
     """Mean of :func:`rowwise_spearman` over the rows where it is defined (exact ranks not all
-    tied): a scalar, NaN where no row is defined, and NaN where a defined row's predictions are
-    not finite (a failing ranker is not averaged away).
+    tied): a scalar, NaN where no row is defined, and NaN where a defined row's predictions or
+    exact ranks are not finite (a failing ranker is not averaged away).
 
     Args:
         predicted_ranks, true_ranks: ``(B, n)``.
@@ -44,8 +47,10 @@ def mean_spearman(predicted_ranks: torch.Tensor, true_ranks: torch.Tensor) -> to
         1.0
     """
     correlation = rowwise_spearman(predicted_ranks, true_ranks)
-    defined = _centred(true_ranks).norm(dim=-1) > 0
-    return torch.where(defined, correlation, 0.0).sum(-1) / defined.sum(-1)
+    defined = _centred(true_ranks).norm(dim=-1) != 0  # NaN exact ranks too: the mean is then NaN
+    wide = torch.promote_types(correlation.dtype, torch.float32)  # float16 would overflow past 65,504 rows
+    total = torch.where(defined, correlation, 0.0).sum(-1, dtype=wide)
+    return (total / defined.sum(-1)).to(correlation.dtype)
 
 
 def _check_pair(predicted_ranks: torch.Tensor, true_ranks: torch.Tensor) -> None:

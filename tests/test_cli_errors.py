@@ -76,11 +76,16 @@ CASES = [
         ["evaluate", "--lengths", "5,,6"],
         "--lengths must be ints, a list like '8,100' or a range like '2-256', got '5,,6'",
     ),
-    (["evaluate", "--lengths", ""], "--lengths is given an empty value; give a value or leave the flag out"),
-    (["evaluate", "--architecture", ""], "--architecture is given an empty value"),
+    (["evaluate", "--lengths", ""], "--lengths is followed by an empty argument; give a value or leave it out"),
+    (["evaluate", "--architecture", ""], "--architecture is followed by an empty argument"),
     (["evaluate", "--json="], "--json is given an empty value"),
     (["evaluate", " "], "an empty argument after evaluate; give a value or leave it out"),
-    (["bench", "--quick", "--out", ""], "--out is given an empty value"),
+    (["bench", "--quick", "--out", ""], "--out is followed by an empty argument"),
+    (
+        ["bench", "--quick", ""],
+        "--quick is followed by an empty argument",
+    ),  # a flag that takes none: argparse would say ''
+    (["brainage", "tabular", "--overwrite", " "], "--overwrite is followed by an empty argument"),
     (["evaluate", "--sequences", "4097"], "--sequences must be in 1..4096, got 4097 (that many sequences per family"),
     (["pretrain", "--learning-rate", "inf"], "--learning-rate must be a finite number"),
     (
@@ -454,11 +459,11 @@ def test_an_empty_or_non_text_run_folder_is_refused_in_one_line(tmp_path, capsys
     assert "out must be the path of a run folder, got 5" in _one_line_error(
         ["pretrain", "--config", str(config)], capsys
     )
-    assert "--out is given an empty value; give a value or leave the flag out" in _one_line_error(
+    assert "--out is followed by an empty argument; give a value or leave it out" in _one_line_error(
         ["pretrain", "--out", ""], capsys
     )
     error = _one_line_error(["brainage", "tabular", "--out", " "], capsys)
-    assert "--out is given an empty value" in error
+    assert "--out is followed by an empty argument" in error
     error = _one_line_error(["pretrain", "--learning-rate", "1e39", "--out", str(tmp_path / "run")], capsys)
     assert "--learning-rate must be a finite number > 0 (within float32's range), got 1e+39" in error
     assert not (tmp_path / "run").exists()

@@ -42,6 +42,20 @@ def test_mean_spearman_matches_scipy_over_the_rows_where_it_is_defined():
     assert math.isnan(mean_spearman(predicted[2:3], exact[2:3]).item())  # no row defined
 
 
+def test_mean_spearman_is_nan_for_non_finite_exact_ranks_and_holds_many_half_precision_rows():
+    from sodeep.metrics import rowwise_spearman
+
+    predicted = torch.tensor([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]])
+    exact = torch.tensor([[1.0, 2.0, 3.0], [1.0, math.nan, 3.0]])
+    assert math.isnan(mean_spearman(predicted, exact).item())
+    rows = torch.arange(4.0).repeat(70_000, 1).half()  # a float16 sum of 70,000 ones overflows
+    mean = mean_spearman(rows, rows)
+    assert mean.dtype == torch.float16 and mean.item() == 1.0
+    constant = torch.full((1, 3), 0.2, requires_grad=True)  # no order: 0, and no NaN gradient
+    rowwise_spearman(constant, torch.tensor([[1.0, 2.0, 3.0]])).sum().backward()
+    assert torch.equal(constant.grad, torch.zeros(1, 3))
+
+
 def test_the_benchmark_fidelity_of_a_ranker_that_fails_on_one_row_is_not_perfect():
     from sodeep.benchmark.fidelity import run_fidelity
     from sodeep.benchmark.rankers import Ranker
@@ -252,3 +266,14 @@ def test_a_long_evaluation_says_how_far_it_is(capsys):
     for done in range(1, 6):
         progress(done, 5)
     assert capsys.readouterr().err.splitlines() == ["evaluate: 2 of 5 cells", "evaluate: 4 of 5 cells"]
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.complex64])
+def test_fidelity_refuses_ranks_that_are_not_real_floating_point(dtype):
+    from sodeep.ranks import rank
+
+    def positions(scores):
+        return (rank(scores) * scores.shape[-1]).to(dtype)
+
+    with pytest.raises(ValueError, match=f"must return normalized ranks, a floating-point tensor .*got {dtype}"):
+        fidelity_table(positions, lengths=[5], families=["normal"], sequences_per_cell=2)

@@ -68,6 +68,31 @@ def _well_formed(results: Any) -> bool:
     )
 
 
+def _check_runs(path: Path, results: dict[str, Any]) -> None:
+    """Refuse (``ValueError``, as damaged) a results file whose runs could not all be the folder's:
+    a (seed, fold) twice in one preset or baseline (a bad merge of two folders would count it
+    twice), or a fold beyond the folder's ``folds`` (the synthetic command's one split is fold 0)."""
+    folds = results["settings"].get("folds", 1)
+    folds = folds if isinstance(folds, int) and not isinstance(folds, bool) else 1
+    for group in NUMBER_GROUPS:
+        entries = results.get(group, {})
+        for name, entry in entries.items() if isinstance(entries, dict) else ():
+            seen = set()
+            for run in entry.get("runs", []) if isinstance(entry, dict) else ():
+                seed, fold = run.get("seed"), run.get("fold")
+                if not isinstance(fold, int) or isinstance(fold, bool) or not 0 <= fold < folds:
+                    raise ValueError(
+                        f"{path} is damaged: {name} has a run of fold {fold!r}, and the folder has folds 0 to "
+                        f"{folds - 1}; {RESTART_ADVICE}"
+                    )
+                key = json.dumps([seed, fold])
+                if key in seen:
+                    raise ValueError(
+                        f"{path} is damaged: it holds the run of {name}, seed {seed}, fold {fold} twice; {RESTART_ADVICE}"
+                    )
+                seen.add(key)
+
+
 def read_results(path: Path, settings: dict[str, Any] | None) -> dict[str, Any]:
     """The results in ``path``, checked to be a results file of runs with ``settings`` (``None``:
     any), or new empty results with ``settings`` when there is no file.  Writes nothing;
@@ -83,15 +108,7 @@ def read_results(path: Path, settings: dict[str, Any] | None) -> dict[str, Any]:
         raise ValueError(f"{path} cannot be read ({error.strerror})") from None
     if not _well_formed(results):
         raise ValueError(f"{path} is not a brain-age results file; {RESTART_ADVICE}")
-    for group in GROUPS:
-        for name, entry in results.get(group, {}).items():
-            keys = [json.dumps([run["seed"], run["fold"]]) for run in entry["runs"]]
-            twice = next((key for index, key in enumerate(keys) if key in keys[:index]), None)
-            if twice is not None:  # a bad merge of two folders: the run would count twice
-                seed, fold = json.loads(twice)
-                raise ValueError(
-                    f"{path} is damaged: it holds the run of {name}, seed {seed}, fold {fold} twice; {RESTART_ADVICE}"
-                )
+    _check_runs(path, results)
     for group in NUMBER_GROUPS:
         for entry in results.get(group, {}).values() if isinstance(results.get(group), dict) else ():
             for run in entry.get("runs", []) if isinstance(entry, dict) else ():

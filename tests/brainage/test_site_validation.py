@@ -2,6 +2,7 @@
 within-site Spearman, checked against slow loops, scipy and scikit-learn."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -582,16 +583,27 @@ def test_a_test_fold_of_one_age_has_no_r2_nor_correlation_and_the_others_still_s
     assert "(3 of 4 runs)" in report and "that of subjects all of one age (as the R2) is undefined" in report
 
 
-def test_a_results_file_holding_a_run_twice_is_refused_as_damaged(tmp_path):
+@pytest.mark.parametrize(
+    "group, name, edit, message",
+    [
+        ("presets", "l1", lambda run: run, "it holds the run of l1, seed 0, fold 0 twice"),
+        ("baselines", "ridge", lambda run: run, "it holds the run of ridge, seed 0, fold 0 twice"),
+        ("presets", "l1", lambda run: {**run, "fold": 99}, "l1 has a run of fold 99, and the folder has folds 0 to 2"),
+        ("baselines", "svr", lambda run: {**run, "fold": "0"}, "svr has a run of fold '0'"),
+    ],
+    ids=["preset twice", "baseline twice", "fold out of range", "fold not a number"],
+)
+def test_a_results_file_with_a_run_that_cannot_be_the_folders_is_refused_as_damaged(
+    tmp_path, group, name, edit, message
+):
     from sodeep.brainage.results import read_results
 
     table = site_table(sizes=(10, 10, 10))
     cross_validate_table(table, ["l1"], out=tmp_path, folds=3, split="site", seeds=[0], config=TINY, progress=False)
     path = tmp_path / "results.json"
     results = json.loads(path.read_text())
-    results["presets"]["l1"]["runs"].append(results["presets"]["l1"]["runs"][0])
+    runs = results[group][name]["runs"]
+    runs.append(edit(next(run for run in runs if run["fold"] == 0)))
     path.write_text(json.dumps(results))
-    with pytest.raises(
-        ValueError, match=r"is damaged: it holds the run of l1, seed 0, fold 0 twice; run with overwrite"
-    ):
+    with pytest.raises(ValueError, match=rf"is damaged: {re.escape(message)}.*; run with overwrite"):
         read_results(path, None)
