@@ -151,9 +151,12 @@ def test_a_resume_keeps_the_command_and_hardware_that_began_the_run_and_adds_its
         run.run_benchmark(config, command="sodeep bench --first", progress=lambda line: None)
     monkeypatch.setattr(run, "_run_part", original_part)
     monkeypatch.setattr(run, "hardware", lambda: "another machine")
-    results = run.run_benchmark(config, command="sodeep bench --resume", progress=lambda line: None, resume=True)
+    # The same benchmark by another path to its folder, the parts named in another order.
+    again = BenchConfig(out=f"{tmp_path}/./bench/", parts=("speed", "fidelity"), **TINY)
+    results = run.run_benchmark(again, command="sodeep bench --resume", progress=lambda line: None, resume=True)
     written = _strict_json((out / "results.json").read_text())
     assert written["command"] == "sodeep bench --first" and written["hardware"] != "another machine"
+    assert written["config"] == json.loads(json.dumps(config.as_dict()))  # that of the command kept
     assert written["resumed"] == [
         {"command": "sodeep bench --resume", "hardware": "another machine", "parts": ["speed"]}
     ]

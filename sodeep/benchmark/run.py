@@ -176,7 +176,13 @@ def run_benchmark(
     if previous is None:
         report.write_results(results, out)  # the settings, for --resume
     else:  # the command and machine that began it stay; each resume that runs a part is added
-        results.update(command=previous["command"], hardware=previous["hardware"], resumed=previous["resumed"])
+        # (its config too: the resume's differs at most in where it runs, the workers and the parts' order)
+        results.update(
+            command=previous["command"],
+            hardware=previous["hardware"],
+            config=previous["config"],
+            resumed=previous["resumed"],
+        )
     resumption = {"command": command, "hardware": results["hardware"] if previous is None else hardware(), "parts": []}
     for part in config.parts:
         if previous is not None and part in previous["wall_seconds"]:
@@ -224,9 +230,11 @@ def _previous_results(out: Path, config: BenchConfig) -> dict:
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
         raise ValueError(f"{path} is damaged; run with overwrite=True instead of resume=True") from None
     wanted = json.loads(json.dumps(config.as_dict()))  # as JSON reads it back: tuples are lists
-    # Where it runs and how many processes train do not change the results.
+    # Where it runs and how many processes train do not change the results, nor the order of the parts.
     differing = sorted(
-        key for key in set(held) | set(wanted) if key not in ("out", "workers") and held.get(key) != wanted.get(key)
+        key
+        for key in set(held) | set(wanted)
+        if key not in ("out", "workers") and _as_compared(key, held.get(key)) != _as_compared(key, wanted.get(key))
     )
     if previous.get("schema") != SCHEMA or differing:
         changes = ", ".join(f"{key}: {_as_words(held.get(key))} -> {_as_words(wanted.get(key))}" for key in differing)
@@ -256,6 +264,11 @@ def _check_same_rankers(out: Path, previous: dict, rankers: list) -> None:
             f"{out} holds a benchmark of other rankers ({'; '.join(changes) or 'another order'}): resume it "
             "with the packages it ran with, or run with overwrite=True instead of resume=True"
         )
+
+
+def _as_compared(key: str, value: object) -> object:
+    """A setting as a resume compares it: the parts as a set."""
+    return sorted(value) if key == "parts" and isinstance(value, list) else value
 
 
 def _as_words(value: object) -> str:

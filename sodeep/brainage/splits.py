@@ -136,11 +136,19 @@ def check_split(
             rows = fold_rows(
                 ages, sites, split=split, folds=folds, seed=seed, fold=fold, validation_fraction=validation_fraction
             )
-            if len(rows.test) < 2 or len(rows.fitting) < 2 or np.ptp(ages[rows.validation]) == 0:
+            if len(rows.test) < 2 or len(rows.fitting) < 2 or len(rows.validation) < 2:
                 raise ValueError(
                     f"{where}: {len(rows.test)} test, {len(rows.fitting)} fitting and {len(rows.validation)} validation "
                     f"subjects; each needs 2 (validation: of two ages); {_fewer_folds_or(folds)}more subjects per "
                     "site, or split by age (split='stratified')"
+                )
+            if np.ptp(ages[rows.validation]) == 0:  # more folds or subjects would not help: the site's ages
+                held_out = sorted({str(site) for site in sites[rows.validation]})
+                raise ValueError(
+                    f"{where}: the validation site{'s' if len(held_out) > 1 else ''} {held_out} "
+                    f"{'hold' if len(held_out) > 1 else 'holds'} subjects aged {ages[rows.validation][0]:g} only, "
+                    "and the age-bias line needs two different ages; another seed holds out other sites, or split "
+                    "by age (split='stratified')"
                 )
 
 

@@ -607,3 +607,20 @@ def test_a_results_file_with_a_run_that_cannot_be_the_folders_is_refused_as_dama
     path.write_text(json.dumps(results))
     with pytest.raises(ValueError, match=rf"is damaged: {re.escape(message)}.*; run with overwrite"):
         read_results(path, None)
+
+
+def test_a_validation_site_of_one_age_is_named_with_advice_that_helps():
+    """Fewer folds or more subjects per site cannot help when the held-out validation site has
+    one age: the message says which site, and that another seed holds out other sites."""
+    table = site_table(sizes=(12, 4, 4, 4, 4, 4, 4))
+    constant = table.sites[0]
+    table.ages[[index for index, site in enumerate(table.sites) if site == constant]] = 30.0
+    messages = []
+    for seed in range(12):
+        try:
+            check_split(table.ages, table.sites, split="site", folds=4, seeds=[seed], validation_fraction=0.2)
+        except ValueError as error:
+            messages.append(str(error))
+    assert messages and len(messages) < 12  # some seeds hold that site out for validation, others do not
+    assert all(f"the validation site ['{constant}'] holds subjects aged 30 only" in text for text in messages)
+    assert all("another seed holds out other sites" in text and "fewer folds" not in text for text in messages)
