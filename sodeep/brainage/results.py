@@ -68,27 +68,81 @@ def _well_formed(results: Any) -> bool:
     )
 
 
+#: Run fields that hold text (a fine-tuned run's starting checkpoint); the other fields are numbers.
+TEXT_FIELDS = ("init_checkpoint", "init_checkpoint_sha256")
+
+
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def _run_problem(run: dict[str, Any], folds: int | None, seeds: list[Any] | None) -> str | None:
+    """What makes ``run`` one the folder cannot hold, or ``None``.  ``folds``: the folder's, whose
+    runs record their test subjects' rows; ``None`` for the synthetic command's one split (fold 0),
+    whose test subjects are its own."""
+    rows_recorded = folds is not None
+    folds = 1 if folds is None else folds
+    seed, fold = run.get("seed"), run.get("fold")
+    if not _is_whole(fold) or not 0 <= fold < folds:
+        return f"a run of fold {fold!r}, and the folder has folds 0 to {folds - 1}"
+    if not _is_whole(seed) or (seeds is not None and seed not in seeds):
+        return f"a run of seed {seed!r}, and the folder's seeds are {seeds}"
+    rows, predictions = run.get("test_rows"), run.get("test_predictions")
+    if rows_recorded and (not isinstance(rows, list) or not rows or not all(_is_whole(r) and r >= 0 for r in rows)):
+        return f"a run (seed {seed}, fold {fold}) without its test subjects' rows"
+    expected = len(rows) if rows_recorded else None
+    if (
+        not isinstance(predictions, list)
+        or not predictions
+        or (expected is not None and len(predictions) != expected)
+        or not all(map(_is_number, predictions))
+    ):
+        return f"a run (seed {seed}, fold {fold}) without one test prediction per test subject"
+    if "mae" not in run:
+        return f"a run (seed {seed}, fold {fold}) without its mae"
+    odd = next(
+        (
+            key
+            for key, value in run.items()
+            if key not in (*TEXT_FIELDS, "test_rows", "test_predictions") and not _is_number(value)
+        ),
+        None,
+    )
+    if odd is not None:
+        return f"a run (seed {seed}, fold {fold}) whose {odd} is {run[odd]!r}, not a number"
+    return None
+
+
 def _check_runs(path: Path, results: dict[str, Any]) -> None:
     """Refuse (``ValueError``, as damaged) a results file whose runs could not all be the folder's:
     a (seed, fold) twice in one preset or baseline (a bad merge of two folders would count it
-    twice), or a fold beyond the folder's ``folds`` (the synthetic command's one split is fold 0)."""
-    folds = results["settings"].get("folds", 1)
-    folds = folds if isinstance(folds, int) and not isinstance(folds, bool) else 1
+    twice), a fold beyond the folder's ``folds`` (the synthetic command's one split is fold 0), a
+    seed not among its ``seeds``, a run without its test rows, one prediction each, or its MAE, a
+    field of the wrong type, or a preset sodeep does not have."""
+    from sodeep.brainage.losses import BRAIN_AGE_PRESETS
+
+    settings = results["settings"]
+    folds = settings["folds"] if _is_whole(settings.get("folds")) else None
+    seeds = settings.get("seeds") if isinstance(settings.get("seeds"), list) else None
     for group in NUMBER_GROUPS:
         entries = results.get(group, {})
         for name, entry in entries.items() if isinstance(entries, dict) else ():
+            if group in GROUPS and name not in BRAIN_AGE_PRESETS:
+                raise ValueError(f"{path} is damaged: it holds runs of {name!r}, not a preset; {RESTART_ADVICE}")
             seen = set()
             for run in entry.get("runs", []) if isinstance(entry, dict) else ():
-                seed, fold = run.get("seed"), run.get("fold")
-                if not isinstance(fold, int) or isinstance(fold, bool) or not 0 <= fold < folds:
-                    raise ValueError(
-                        f"{path} is damaged: {name} has a run of fold {fold!r}, and the folder has folds 0 to "
-                        f"{folds - 1}; {RESTART_ADVICE}"
-                    )
-                key = json.dumps([seed, fold])
+                problem = _run_problem(run, folds, seeds)
+                if problem is not None:
+                    raise ValueError(f"{path} is damaged: {name} has {problem}; {RESTART_ADVICE}")
+                key = (run["seed"], run["fold"])
                 if key in seen:
                     raise ValueError(
-                        f"{path} is damaged: it holds the run of {name}, seed {seed}, fold {fold} twice; {RESTART_ADVICE}"
+                        f"{path} is damaged: it holds the run of {name}, seed {key[0]}, fold {key[1]} twice; "
+                        f"{RESTART_ADVICE}"
                     )
                 seen.add(key)
 

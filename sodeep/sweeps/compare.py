@@ -75,11 +75,12 @@ def group_settings(summaries: list[dict[str, Any]], over: list[str]) -> list[Set
 
 
 def metric_names(summaries: list[dict[str, Any]], first: str | None = None) -> list[str]:
-    """Numeric metrics in the order they first appear, ``first`` (the sweep's metric) leading."""
+    """Numeric metrics in the order they first appear, ``first`` (the sweep's metric) leading: a
+    metric undefined in every trial (``null``, NaN) is one, whose values are all missing."""
     names: dict[str, None] = {}
     for summary in summaries:
         for fold in summary.get("folds") or [{"metrics": summary["metrics"]}]:
-            names.update({name: None for name, value in fold["metrics"].items() if _finite(value)})
+            names.update({name: None for name, value in fold["metrics"].items() if _number_or_undefined(value)})
     ordered = list(names)
     return sorted(ordered, key=lambda name: name != first) if first in names else ordered
 
@@ -208,6 +209,10 @@ def varying(settings: list[Setting]) -> tuple[list[str], dict[str, Any]]:
     changing = [name for name in names if len({value_key(s.params.get(name)) for s in settings}) > 1]
     fixed = {name: settings[0].params.get(name) for name in names if name not in changing}
     return changing, fixed
+
+
+def _number_or_undefined(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
 
 
 def _finite(value: Any) -> bool:

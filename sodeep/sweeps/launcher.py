@@ -79,6 +79,16 @@ def resumes_its_run(command: list[str]) -> bool:
     return bool(after) and after[0] in RESUMING_COMMANDS
 
 
+def _overwrites(command: list[str]) -> bool:
+    """Whether ``command`` passes ``--overwrite`` (as a flag, or ``--overwrite=True`` as W&B writes
+    a parameter): its run starts again whatever its folder holds."""
+    return any(
+        word == "--overwrite"
+        or (word.startswith("--overwrite=") and word.split("=", 1)[1].lower() not in ("false", "0"))
+        for word in command
+    )
+
+
 def trial_threads(workers: int, cores: int | None = None) -> int:
     """Threads per trial when ``workers`` trials share ``cores`` (default: :func:`available_cores`):
     an equal share, at least one.
@@ -219,7 +229,7 @@ class TrialLauncher:
         if not isinstance(record, dict) or record.get("params") != trial.params:
             return False
         cut_short = "returncode" not in record or record.get("stopped") is True
-        return cut_short and resumes_its_run(command)
+        return cut_short and resumes_its_run(command) and not _overwrites(command)
 
     def stopped(self, running: RunningTrial) -> None:
         """Record that the sweep stopped the trial before it finished (its log is closed)."""

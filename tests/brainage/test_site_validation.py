@@ -590,8 +590,28 @@ def test_a_test_fold_of_one_age_has_no_r2_nor_correlation_and_the_others_still_s
         ("baselines", "ridge", lambda run: run, "it holds the run of ridge, seed 0, fold 0 twice"),
         ("presets", "l1", lambda run: {**run, "fold": 99}, "l1 has a run of fold 99, and the folder has folds 0 to 2"),
         ("baselines", "svr", lambda run: {**run, "fold": "0"}, "svr has a run of fold '0'"),
+        ("presets", "l1", lambda run: {**run, "seed": 7}, "l1 has a run of seed 7, and the folder's seeds are [0]"),
+        ("presets", "l1", lambda run: {**run, "fold": 1, "test_rows": []}, "without its test subjects' rows"),
+        (
+            "presets",
+            "l1",
+            lambda run: {**run, "fold": 1, "test_predictions": run["test_predictions"][:-1]},
+            "without one test prediction per test subject",
+        ),
+        ("presets", "l1", lambda run: {k: v for k, v in {**run, "fold": 1}.items() if k != "mae"}, "without its mae"),
+        ("presets", "l1", lambda run: {**run, "fold": 1, "rmse": "4.5"}, "whose rmse is '4.5', not a number"),
     ],
-    ids=["preset twice", "baseline twice", "fold out of range", "fold not a number"],
+    ids=[
+        "preset twice",
+        "baseline twice",
+        "fold out of range",
+        "fold not a number",
+        "seed not the folder's",
+        "no test rows",
+        "a prediction short",
+        "no mae",
+        "a metric as text",
+    ],
 )
 def test_a_results_file_with_a_run_that_cannot_be_the_folders_is_refused_as_damaged(
     tmp_path, group, name, edit, message
@@ -603,9 +623,10 @@ def test_a_results_file_with_a_run_that_cannot_be_the_folders_is_refused_as_dama
     path = tmp_path / "results.json"
     results = json.loads(path.read_text())
     runs = results[group][name]["runs"]
-    runs.append(edit(next(run for run in runs if run["fold"] == 0)))
+    edited = edit(next(run for run in runs if run["fold"] == 0))
+    runs[:] = [run for run in runs if run["fold"] != edited["fold"] or edited["fold"] == 0] + [edited]
     path.write_text(json.dumps(results))
-    with pytest.raises(ValueError, match=rf"is damaged: {re.escape(message)}.*; run with overwrite"):
+    with pytest.raises(ValueError, match=rf"is damaged: .*{re.escape(message)}.*; run with overwrite"):
         read_results(path, None)
 
 
@@ -624,3 +645,16 @@ def test_a_validation_site_of_one_age_is_named_with_advice_that_helps():
     assert messages and len(messages) < 12  # some seeds hold that site out for validation, others do not
     assert all(f"the validation site ['{constant}'] holds subjects aged 30 only" in text for text in messages)
     assert all("another seed holds out other sites" in text and "fewer folds" not in text for text in messages)
+
+
+def test_a_results_file_with_runs_of_an_unknown_preset_is_refused_as_damaged(tmp_path):
+    from sodeep.brainage.results import read_results
+
+    table = site_table(sizes=(10, 10, 10))
+    cross_validate_table(table, ["l1"], out=tmp_path, folds=3, split="site", seeds=[0], config=TINY, progress=False)
+    path = tmp_path / "results.json"
+    results = json.loads(path.read_text())
+    results["presets"]["bogus"] = results["presets"]["l1"]
+    path.write_text(json.dumps(results))
+    with pytest.raises(ValueError, match=r"is damaged: it holds runs of 'bogus', not a preset; run with overwrite"):
+        read_results(path, None)

@@ -251,3 +251,11 @@ def test_a_report_on_a_folder_that_is_no_sweep_says_so(tmp_path):
     (tmp_path / "notes.txt").write_text("hi")
     with pytest.raises(ValueError, match=r"is not a sweep folder \(no sweep.json, no trials/\)"):
         write_report(tmp_path, plots=False)
+
+
+def test_a_metric_undefined_in_every_trial_is_reported_as_missing_not_absent():
+    from sodeep.sweeps.compare import metric_names
+
+    summaries = [{"metrics": {"a": 1.0, "b": None}}, {"metrics": {"a": 2.0, "b": float("nan"), "c": "text", "d": True}}]
+    assert metric_names(summaries) == ["a", "b"]
+    assert metric_names(summaries, first="b") == ["b", "a"]

@@ -674,13 +674,15 @@ def test_only_sodeeps_commands_that_resume_their_run_are_resumed(command, resume
     assert resumes_its_run(command) == resumes
 
 
-@pytest.mark.parametrize("sodeep_command, resumes", [("bench", True), ("export", False)])
+@pytest.mark.parametrize(
+    "sodeep_command, resumes", [("bench", True), ("export", False), ("bench --overwrite=True", False)]
+)
 @pytest.mark.parametrize("how", ["stopped", "cut short", "failed"])
 def test_a_stopped_trial_keeps_its_folder_and_log_where_its_command_resumes(tmp_path, sodeep_command, resumes, how):
     spec = load_sweep(write_sweep(tmp_path, QUICK_PROGRAM, "method: grid\nparameters:\n  seed: {values: [0]}\n"))
     trial = expand_trials(spec)[0]
     launcher = TrialLauncher(spec, tmp_path / "runs", "offline", tmp_path)
-    command = [sys.executable, "-m", "sodeep", sodeep_command, "--help"]  # harmless, and sodeep's
+    command = [sys.executable, "-m", "sodeep", *sodeep_command.split(), "--help"]  # harmless, and sodeep's
     launcher.command = lambda trial, _command=launcher.command: (command, _command(trial)[1])
     folder = launcher.trial_folder(trial)
     folder.mkdir(parents=True)
