@@ -551,7 +551,7 @@ class PretrainConfig:
         if self.wandb not in ("offline", "online", "disabled"):
             raise ValueError(f"wandb must be offline, online or disabled, got {self.wandb!r}{yaml_reading(self.wandb)}")
         self.devices = parse_devices(self.devices)
-        check_scale_out(self.accelerator, self.strategy, self.num_nodes)
+        check_scale_out(self.accelerator, self.strategy, self.num_nodes, self.devices)
         self.num_nodes = int(self.num_nodes)  # a NumPy integer too
         self.strategy = self.strategy.strip().lower()  # DDP is ddp, as Lightning reads it
 
@@ -588,9 +588,10 @@ _IN_FIT_LAUNCHERS = ("spawn", "fork", "notebook")
 SCALE_OUT = ("accelerator", "devices", "strategy", "num_nodes")
 
 
-def check_scale_out(accelerator: Any, strategy: Any, num_nodes: Any) -> None:
+def check_scale_out(accelerator: Any, strategy: Any, num_nodes: Any, devices: Any = 1) -> None:
     """Refuse an ``accelerator``, ``strategy`` or ``num_nodes`` that is not a Lightning setting
-    a command can run under (Lightning itself checks that the devices exist)."""
+    a command can run under, and ``single_device`` with several ``devices``, which Lightning would
+    train on one alone (Lightning itself checks that the devices exist)."""
     for name, value in (("accelerator", accelerator), ("strategy", strategy)):
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"{name} must be a Lightning name such as 'auto', got {value!r}")
@@ -601,3 +602,21 @@ def check_scale_out(accelerator: Any, strategy: Any, num_nodes: Any) -> None:
         )
     if isinstance(num_nodes, bool) or not isinstance(num_nodes, Integral) or num_nodes < 1:
         raise ValueError(f"num_nodes must be an integer >= 1, got {num_nodes!r}")
+    if strategy.strip().lower() == "single_device" and _several_devices(devices):
+        raise ValueError(
+            f"strategy 'single_device' trains on one device, and devices={devices!r} asks for more; use strategy "
+            "'ddp' (or 'auto') to train on them all, or devices=1"
+        )
+
+
+def _several_devices(devices: Any) -> bool:
+    """Whether a ``devices`` setting asks for more than one device (-1: all of them)."""
+    if isinstance(devices, str):
+        words = [word for word in devices.replace(" ", "").split(",") if word]
+        if len(words) == 1 and words[0].lstrip("-").isdigit():
+            devices = int(words[0])
+        else:
+            return len(words) > 1
+    if isinstance(devices, (list, tuple)):
+        return len(devices) > 1
+    return isinstance(devices, Integral) and not isinstance(devices, bool) and (devices > 1 or devices == -1)

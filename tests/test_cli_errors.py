@@ -82,6 +82,14 @@ CASES = [
     (["evaluate", " "], "an empty argument after evaluate; give a value or leave it out"),
     (["bench", "--quick", "--out", ""], "--out is followed by an empty argument"),
     (
+        ["pretrain", "--devices", "2", "--strategy", "single_device", "--accelerator", "cpu"],
+        "strategy 'single_device' trains on one device, and --devices 2 asks for more",
+    ),
+    (
+        ["brainage", "tabular", "--devices", "-1", "--strategy", "Single_Device", "--out", "{out}"],
+        "strategy 'single_device' trains on one device, and --devices -1 asks for more",
+    ),
+    (
         ["bench", "--quick", ""],
         "--quick is followed by an empty argument",
     ),  # a flag that takes none: argparse would say ''

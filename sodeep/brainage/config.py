@@ -233,7 +233,7 @@ class CommandConfig:
         _check_choice(self.wandb, WANDB_MODES, "wandb")
         _check_fine_tuning(self)
         self.devices = parse_devices(self.devices)
-        check_scale_out(self.accelerator, self.strategy, self.num_nodes)
+        check_scale_out(self.accelerator, self.strategy, self.num_nodes, self.devices)
         self.strategy = self.strategy.strip().lower()  # DDP is ddp, as Lightning reads it
 
     def trainer_options(self) -> dict[str, Any]:
