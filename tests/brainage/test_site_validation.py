@@ -590,7 +590,7 @@ def test_a_test_fold_of_one_age_has_no_r2_nor_correlation_and_the_others_still_s
         ("baselines", "ridge", lambda run: run, "it holds the run of ridge, seed 0, fold 0 twice"),
         ("presets", "l1", lambda run: {**run, "fold": 99}, "l1 has a run of fold 99, and the folder has folds 0 to 2"),
         ("baselines", "svr", lambda run: {**run, "fold": "0"}, "svr has a run of fold '0'"),
-        ("presets", "l1", lambda run: {**run, "seed": 7}, "l1 has a run of seed 7, and the folder's seeds are [0]"),
+        ("presets", "l1", lambda run: {**run, "seed": "0"}, "l1 has a run of seed '0', not a whole number"),
         ("presets", "l1", lambda run: {**run, "fold": 1, "test_rows": []}, "without its test subjects' rows"),
         (
             "presets",
@@ -606,7 +606,7 @@ def test_a_test_fold_of_one_age_has_no_r2_nor_correlation_and_the_others_still_s
         "baseline twice",
         "fold out of range",
         "fold not a number",
-        "seed not the folder's",
+        "seed as text",
         "no test rows",
         "a prediction short",
         "no mae",
