@@ -248,10 +248,14 @@ def holds_a_run_record(folder: Path) -> bool:
 RESUME_STARTED_VARIABLE = "SODEEP_RESUME_STARTED"
 
 
-def resumes_started_run(out: str | os.PathLike, overwrite: bool = False) -> bool:
+def resumes_started_run(
+    out: str | os.PathLike, overwrite: bool = False, holds_one: Callable[[Path], bool] | None = None
+) -> bool:
     """Whether a command writing to ``out`` resumes the run there although ``--resume`` was not
-    given: :data:`RESUME_STARTED_VARIABLE` is set, ``overwrite`` is not, and ``out`` holds a run."""
-    return os.environ.get(RESUME_STARTED_VARIABLE) == "1" and not overwrite and holds_a_run_record(Path(out))
+    given: :data:`RESUME_STARTED_VARIABLE` is set, ``overwrite`` is not, and ``out`` holds a run
+    (:func:`holds_a_run_record`, or ``holds_one`` for a command whose folder says so otherwise)."""
+    holds_one = holds_a_run_record if holds_one is None else holds_one
+    return os.environ.get(RESUME_STARTED_VARIABLE) == "1" and not overwrite and holds_one(Path(out))
 
 
 def enclosing_run_folder(path: str | os.PathLike) -> Path | None:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
 
 from sodeep.benchmark.config import PARTS, BenchConfig
-from sodeep.run_folder import INTERRUPTED, RESUME_STARTED_VARIABLE, stop_signals_as_interrupts
+from sodeep.run_folder import INTERRUPTED, resumes_started_run, stop_signals_as_interrupts
 
 
 def add_bench_parser(commands) -> argparse.ArgumentParser:
@@ -86,7 +85,9 @@ def run_bench_command(arguments: argparse.Namespace) -> int:
                 command=command,
                 progress=lambda line: print(line, flush=True),
                 overwrite=arguments.overwrite,
-                resume=arguments.resume or _resumes_started_benchmark(Path(config.out), arguments.overwrite),
+                # Under a sweep that stopped it, a benchmark continues the results its folder holds.
+                resume=arguments.resume
+                or resumes_started_run(config.out, arguments.overwrite, lambda out: (out / "results.json").is_file()),
             )
     except KeyboardInterrupt:
         from sodeep.benchmark.run import OUTPUT_FILES, finished_trainings
@@ -113,12 +114,6 @@ def run_bench_command(arguments: argparse.Namespace) -> int:
     written += ["sorting_rows.jsonl"] if (Path(config.out) / "sorting_rows.jsonl").is_file() else []
     print(f"results in {config.out}: {', '.join(['results.json', 'results.md', *written])}")
     return 0
-
-
-def _resumes_started_benchmark(out: Path, overwrite: bool) -> bool:
-    """Whether to continue the benchmark ``out`` holds although ``--resume`` was not given: under
-    :data:`~sodeep.run_folder.RESUME_STARTED_VARIABLE` (a sweep trial it stopped), where there is one."""
-    return os.environ.get(RESUME_STARTED_VARIABLE) == "1" and not overwrite and (out / "results.json").is_file()
 
 
 def _finished_parts(out: Path) -> list[str]:

@@ -183,7 +183,7 @@ def run_benchmark(
             config=previous["config"],
             resumed=previous["resumed"],
         )
-    resumption = {"command": command, "hardware": results["hardware"] if previous is None else hardware(), "parts": []}
+    resumption = {"command": command, "hardware": hardware(), "parts": []}  # recorded once it runs a part
     for part in config.parts:
         if previous is not None and part in previous["wall_seconds"]:
             progress(f"== {part}: kept from {out / 'results.json'}")
@@ -195,8 +195,7 @@ def run_benchmark(
             results["wall_seconds"][part] = time.perf_counter() - start
             if previous is not None:
                 resumption["parts"].append(part)
-                if len(resumption["parts"]) == 1:
-                    results["resumed"] = [*results["resumed"], resumption]
+                results["resumed"] = [*previous["resumed"], resumption]
         # A part's results survive a later part's failure or an interruption, in both files and
         # in the plots.
         report.write_results(results, out)
