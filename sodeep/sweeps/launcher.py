@@ -16,12 +16,15 @@ are.  Without a share every trial's PyTorch and scikit-learn start one thread pe
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -100,6 +103,31 @@ def trial_threads(workers: int, cores: int | None = None) -> int:
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     return max(1, (available_cores() if cores is None else cores) // workers)
+
+
+#: Linux's ``prctl`` option that sends the calling process a signal when its parent exits.
+_PR_SET_PDEATHSIG = 1
+
+
+def _interrupt_with_the_runner() -> Callable[[], None] | None:
+    """What a trial's process runs before its command (Linux; elsewhere ``None``): a request for
+    SIGINT, as the runner's own stop sends, when the runner exits for any reason (SIGKILL included),
+    so that no trial is left running beside the next run of the sweep.  The C library is looked up
+    here, in the runner: nothing but the system call runs in the new process."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None).prctl
+    except (OSError, AttributeError):
+        return None
+    runner = os.getpid()
+
+    def request() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGINT, 0, 0, 0)
+        if os.getppid() != runner:  # the runner exited before the request took effect
+            os.kill(os.getpid(), signal.SIGINT)
+
+    return request
 
 
 @dataclass
@@ -187,11 +215,14 @@ class TrialLauncher:
         directory = self.trial_folder(trial)
         command, environment = self.command(trial)
         resumed = self.resumable(trial, command)
+        # The seconds of the attempts a stop cut short count towards the trial's time.
+        earlier = self._seconds_so_far(trial) if resumed else 0.0
         if directory.exists() and not resumed:
             shutil.rmtree(directory)
         directory.mkdir(parents=True, exist_ok=True)
         if resumed:
             environment[RESUME_STARTED_VARIABLE] = "1"
+            environment[STARTED_VARIABLE] = repr(time.time() - earlier)
             (directory / "summary.json").unlink(missing_ok=True)  # the stopped attempt's "failed"
         atomic_write_text(directory / "sweep-params.yaml", sweep_param_text(trial.params))
         atomic_write_json(directory / "args.json", trial.params)
@@ -210,11 +241,22 @@ class TrialLauncher:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # ctrl-C reaches the runner, which stops the trials itself
+                preexec_fn=_interrupt_with_the_runner(),
             )
         except OSError as error:
             log.close()
             raise ValueError(f"trial {trial.id}: cannot run {command[0]!r}: {error}") from None
-        return RunningTrial(trial, process, log, environment, time.monotonic())
+        return RunningTrial(trial, process, log, environment, time.monotonic() - earlier)
+
+    def _seconds_so_far(self, trial: Trial) -> float:
+        """The seconds its stopped attempts ran, as :meth:`stopped` recorded them (0 where a
+        machine going down left no record)."""
+        try:
+            seconds = json.loads((self.trial_folder(trial) / "trial.json").read_text(encoding="utf-8")).get("seconds")
+        except (OSError, ValueError, AttributeError):
+            return 0.0
+        finite = isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and 0 <= seconds < float("inf")
+        return float(seconds) if finite else 0.0
 
     def resumable(self, trial: Trial, command: list[str]) -> bool:
         """Whether the trial's folder holds an attempt of the same parameters that a stop cut short
@@ -236,8 +278,8 @@ class TrialLauncher:
         running.log.close()
         path = self.trial_folder(running.trial) / "trial.json"
         record = json.loads(path.read_text(encoding="utf-8"))
-        returncode = running.process.returncode
-        atomic_write_json(path, {**record, "returncode": returncode, "stopped": True})
+        returncode, seconds = running.process.returncode, time.monotonic() - running.started
+        atomic_write_json(path, {**record, "returncode": returncode, "stopped": True, "seconds": seconds})
 
     def finish(self, running: RunningTrial, returncode: int) -> str:
         """Record the end of a trial; its status: ``finished`` or ``failed``."""

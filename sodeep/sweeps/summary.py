@@ -12,7 +12,7 @@ nothing).  ``sodeep sweep report`` reads these files and nothing of W&B's.  The 
      "metrics": {"mae": 4.21, "spearman": 0.93},         # final numbers (NaN and inf: null)
      "folds": [{"fold": 0, "seed": 1, "metrics": {"mae": 4.3}}, ...],   # optional
      "status": "finished",                               # or "failed"
-     "seconds": 81.2}                                    # since the runner started the trial
+     "seconds": 81.2}                                    # the trial's running time, all attempts
 
 ``folds`` holds repeated measurements inside one trial (cross-validation folds): every key but
 ``metrics`` identifies the fold, and the report averages and pairs over them.
@@ -39,7 +39,8 @@ from typing import Any
 SCHEMA = "sodeep-trial/1"
 STATUSES = ("finished", "failed")
 #: Set by the runner for each trial: where the summary goes, the sweep's and the trial's names,
-#: the trial's parameters (JSON) and its start (seconds since the epoch).
+#: the trial's parameters (JSON) and its start (seconds since the epoch; for a resumed trial, that
+#: start moved back by the seconds its stopped attempts ran).
 SUMMARY_VARIABLE = "SODEEP_SWEEP_TRIAL_SUMMARY"
 SWEEP_VARIABLE = "SODEEP_SWEEP_NAME"
 TRIAL_VARIABLE = "SODEEP_SWEEP_TRIAL"

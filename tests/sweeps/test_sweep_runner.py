@@ -572,6 +572,50 @@ def test_a_second_sigterm_stops_the_trials_at_once_and_leaves_none_running(tmp_p
         os.kill(int(pid.read_text()), 0)  # the trial is gone
 
 
+#: Writes its pid, then sleeps; a ctrl-C ends it.
+SLEEPING_PROGRAM = """
+import argparse, os, pathlib, time
+parser = argparse.ArgumentParser()
+parser.add_argument("--pid")
+arguments = parser.parse_args()
+pathlib.Path(arguments.pid).write_text(str(os.getpid()))
+time.sleep(60)
+"""
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not exited (a zombie has)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="the runner's death reaches a trial through Linux's prctl"
+)
+def test_a_trial_stops_when_its_runner_is_killed(tmp_path, monkeypatch):
+    import signal
+    import subprocess
+
+    monkeypatch.chdir(tmp_path)
+    pid = tmp_path / "trial.pid"
+    sweep = write_sweep(tmp_path, SLEEPING_PROGRAM, f"method: grid\nparameters:\n  pid: {{value: {pid}}}\n")
+    command = [sys.executable, "-m", "sodeep", "sweep", "run", str(sweep), "--root", str(tmp_path / "runs")]
+    runner = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not (pid.exists() and pid.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    trial = int(pid.read_text())
+    runner.send_signal(signal.SIGKILL)
+    runner.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while _running(trial) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(trial)
+
+
 @pytest.mark.parametrize("record", ["not json", "[1, 2]", '{"spec": []}'])
 def test_a_damaged_sweep_record_is_named_in_one_line(tmp_path, capsys, monkeypatch, record):
     monkeypatch.chdir(tmp_path)
@@ -689,7 +733,7 @@ def test_a_stopped_trial_keeps_its_folder_and_log_where_its_command_resumes(tmp_
     (folder / "work.txt").write_text("the earlier attempt's files")
     (folder / "output.log").write_text("first attempt\n")
     ending = {"stopped": {"returncode": 130, "stopped": True}, "cut short": {}, "failed": {"returncode": 1}}[how]
-    record = {"trial": trial.id, "params": trial.params, "command": command, **ending}
+    record = {"trial": trial.id, "params": trial.params, "command": command, "seconds": 1000.0, **ending}
     (folder / "trial.json").write_text(json.dumps(record))
     kept = resumes and how != "failed"
     running = launcher.start(trial)
@@ -698,7 +742,12 @@ def test_a_stopped_trial_keeps_its_folder_and_log_where_its_command_resumes(tmp_
     launcher.finish(running, running.process.returncode)
     assert (folder / "work.txt").exists() == kept
     assert (folder / "output.log").read_text().startswith("first attempt") == kept
-    assert json.loads((folder / "trial.json").read_text())["resumed"] == kept
+    finished = json.loads((folder / "trial.json").read_text())
+    assert finished["resumed"] == kept
+    # A resumed trial's time adds up its attempts; one started again counts from its new start.
+    summary = json.loads((folder / "summary.json").read_text())
+    assert (finished["seconds"] > 1000) == kept and (summary["seconds"] > 1000) == kept
+    assert finished["seconds"] < 1100
 
 
 def test_a_sweep_stopped_during_a_pretraining_trial_resumes_it_from_its_checkpoint(tmp_path, monkeypatch):
@@ -718,7 +767,7 @@ def test_a_sweep_stopped_during_a_pretraining_trial_resumes_it_from_its_checkpoi
         run_sweep(load_sweep(sweep), tmp_path / "runs", echo=stop_once_checkpointed)
     assert interrupted.value.stopped == 1 and "sodeep's commands resume their run" in str(interrupted.value)
     record = json.loads((trial / "trial.json").read_text())
-    assert record["stopped"] is True and record["returncode"] == 130
+    assert record["stopped"] is True and record["returncode"] == 130 and record["seconds"] > 0
     first_log = (trial / "output.log").read_text()
     assert "interrupted at step" in first_log, first_log
     outcome = run_sweep(load_sweep(sweep), tmp_path / "runs", echo=lambda line: None)
@@ -726,4 +775,5 @@ def test_a_sweep_stopped_during_a_pretraining_trial_resumes_it_from_its_checkpoi
     log = (trial / "output.log").read_text()
     assert log.startswith(first_log) and "resuming this trial after a stop" in log
     assert "resuming run from step" in log and (trial / "run" / "sorter.pt").is_file()
-    assert json.loads((trial / "summary.json").read_text())["status"] == "finished"
+    summary = json.loads((trial / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["seconds"] > record["seconds"]
