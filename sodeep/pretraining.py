@@ -447,11 +447,20 @@ def _pretrain(config: PretrainConfig | None, *, resume: bool, overwrite: bool) -
                 "DDP look for such weights)"
             )
     # A finished run (its sorter and summary) has nothing to train, with or without its checkpoint.
-    finished = resume and not overwrite and (out / RUN_SORTER).is_file() and finished_steps(out) >= config.steps
+    done = (out / RUN_SORTER).is_file() and finished_steps(out) >= config.steps
+    finished = resume and not overwrite and done
     if leader:
         if not resume and _started_but_never_saved(out):
             overwrite = True  # nothing was trained there yet: starting again loses nothing
-        record = claim_run_folder(out, "pretrain", settings, resume=resume, overwrite=overwrite, ignored=RESUMABLE_WITH)
+        record = claim_run_folder(
+            out,
+            "pretrain",
+            settings,
+            resume=resume,
+            overwrite=overwrite,
+            ignored=RESUMABLE_WITH,
+            resume_problem=None if overwrite or done else _checkpoint_problem(last),
+        )
         if resume and not overwrite and not last.is_file() and not finished:
             why = (
                 f"its run finished ({finished_steps(out)} steps) but its {RUN_SORTER} and checkpoint are gone"
@@ -476,11 +485,11 @@ def _pretrain(config: PretrainConfig | None, *, resume: bool, overwrite: bool) -
         validation_sequences=config.validation_sequences,
         data_workers=config.data_workers,
     )
+    if finished:
+        return load_sorter(out / RUN_SORTER)  # nothing to train, nothing rewritten, the checkpoint unread
     resume_step = None
     if resume and not overwrite and last.is_file():
         resume_step = _checkpoint_step(last, expected, data.stream_settings())
-    if finished:
-        return load_sorter(out / RUN_SORTER)  # nothing to train, nothing rewritten
     if leader:
         start_run_folder(out, record, overwrite=overwrite)
         trainer.loggers = make_loggers(
@@ -708,6 +717,18 @@ def finished_steps(out: Path) -> int:
         return int(json.loads((out / "pretrain_summary.json").read_text(encoding="utf-8"))["steps"])
     except (OSError, ValueError, KeyError, TypeError):
         return 0
+
+
+def _checkpoint_problem(last: Path) -> str | None:
+    """Why the run's checkpoint ``last`` cannot be read (damaged, truncated), or ``None`` where it
+    can or where there is none."""
+    if not last.is_file():
+        return None
+    try:
+        read_weights_only(last)
+    except CheckpointError as error:
+        return str(error)
+    return None
 
 
 def _started_but_never_saved(out: Path) -> bool:

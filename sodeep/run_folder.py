@@ -153,6 +153,7 @@ def claim_run_folder(
     resume: bool = False,
     overwrite: bool = False,
     ignored: tuple[str, ...] = ("out", "wandb"),
+    resume_problem: str | None = None,
 ) -> dict[str, Any]:
     """Check that ``command`` with ``config`` may run in ``out``; return the run's record.
 
@@ -164,6 +165,8 @@ def claim_run_folder(
         overwrite: clear the folder first, whatever run it holds (done by :func:`start_run_folder`);
             not with ``resume``.
         ignored: settings that may differ between a run and its resumption.
+        resume_problem: why the run ``out`` holds cannot be resumed (e.g. a damaged checkpoint), as
+            the command found it; the folder's run is then offered to be started again, not resumed.
 
     Returns:
         ``{"command", "config", "run_id"}``: the folder's own record when resuming, else a new one.
@@ -226,6 +229,9 @@ def claim_run_folder(
             f"{out} holds a {command} run with other settings ({changes}); resume it with its own settings, "
             f"{CHOOSE_ANOTHER_OUT}{',' if clearable else ''}{or_clear}"
         )
+    if resume_problem:
+        start_again = f"{clear} to start it again" if clearable else f"{CHOOSE_ANOTHER_OUT} to start another"
+        raise ValueError(f"{out} holds this run, but it cannot be resumed: {resume_problem}; {start_again}")
     if not resume:
         raise ValueError(
             f"{out} already holds this run; add resume=True to continue it or "

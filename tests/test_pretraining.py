@@ -210,6 +210,7 @@ def test_a_broken_resume_checkpoint_ends_in_one_line_and_writes_nothing(tmp_path
     monkeypatch.chdir(tmp_path)
     run = tmp_path / "run"
     assert _pretrain(run, 2, "--wandb", "disabled") == 0
+    (run / "sorter.pt").unlink()  # as a run stopped after its last checkpoint leaves it: unfinished
     last = run / "checkpoints" / "last.ckpt"
     content = last.read_bytes()
     if damage == "truncate":
@@ -226,6 +227,29 @@ def test_a_broken_resume_checkpoint_ends_in_one_line_and_writes_nothing(tmp_path
         _pretrain(run, 2, "--resume")
     error = capsys.readouterr().err
     assert exit_info.value.code == 2 and error.count("\n") == 1 and "--overwrite" in error
+    assert _files(run) == before
+
+
+def test_a_damaged_checkpoint_is_named_where_a_run_is_offered_to_resume(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    assert _pretrain(run, 2, "--wandb", "disabled") == 0
+    last = run / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:1000])
+    before = _files(run)
+    capsys.readouterr()
+    # Finished: the run needs nothing from its checkpoint.
+    assert _pretrain(run, 2, "--wandb", "disabled", "--resume") == 0
+    assert "holds a finished run: nothing to train" in capsys.readouterr().out and _files(run) == before
+    (run / "sorter.pt").unlink()  # unfinished: resuming would need the checkpoint
+    before = _files(run)
+    for resume in ([], ["--resume"]):
+        with pytest.raises(SystemExit) as exit_info:
+            _pretrain(run, 2, "--wandb", "disabled", *resume)
+        error = capsys.readouterr().err
+        assert exit_info.value.code == 2 and error.count("\n") == 1, error
+        assert f"{last} is not a torch checkpoint" in error and "cannot be resumed" in error
+        assert "--overwrite" in error and "add --resume" not in error
     assert _files(run) == before
 
 
