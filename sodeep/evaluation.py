@@ -210,6 +210,8 @@ def format_fidelity_markdown(rows: list[FidelityRow], title: str = "") -> str:
     lengths = sorted({row.length for row in rows})
     families = list(dict.fromkeys(row.family for row in rows))
     cell = {(row.family, row.length): row for row in rows}
+    # A line break in the title (a path may hold one) is shown escaped: the title stays one line.
+    title = title.replace("\r", "\\r").replace("\n", "\\n")
     lines = [f"### {title}", ""] if title else []
     lines.append(FIDELITY_TABLE_HEADING)
     lines.append("")
