@@ -197,7 +197,8 @@ class ConvSorter(Sorter):
             (checkpoints that name none are ``"gelu"``).
         temperature_floor: ``None`` or 0 (the default: scale-free, evaluation-grade ranks) or a
             temperature in the units of the scores added to every element's own, so that pairs
-            closer than about this much are compared softly whatever their neighbours.  This is
+            closer than about this much are compared softly whatever their neighbours (within the
+            band; beyond it comparisons stay exact).  This is
             what makes the ranks teach a score model (its scale becomes the schedule from soft to
             sharp, as with torchsort's ``regularization_strength``); the rank losses use it by
             default (:data:`sodeep.checkpoints.TRAINING_SETTINGS`, ``docs/sorter.md``).
@@ -385,7 +386,8 @@ class ConvSorter(Sorter):
             # tau + floor, with the floor in the rescaled units (an exact power of two).
             log_floor = (math.log(self.temperature_floor) - torch.round(log2_size) * math.log(2.0)).to(log_tau.dtype)
             # A row of equal scores has no spacing to set a temperature by: it takes the floor
-            # alone, the limit of rows whose scores are nearly equal.
+            # alone (the limit of rows whose scores are nearly equal where the band spans the row:
+            # n <= band + 1).
             all_equal = sizes[:, 1:2] == 0
             log_tau = torch.where(all_equal, log_floor, torch.logaddexp(log_tau, log_floor))
         # Windows of a band up to SHORT_ROW_REACH keep their width whatever n (beyond a short row

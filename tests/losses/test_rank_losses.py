@@ -348,6 +348,45 @@ def test_a_soft_ranker_at_a_high_temperature_is_not_taken_for_an_ascending_one()
     assert torch.isfinite(SpearmanLoss(sorter=NeuralSortSorter(temperature=5.0))(scores, torch.rand(1, 3)))
 
 
+#: As :data:`_SORTER_INPUTS`, with batches of 32 scores or more.
+_LARGER_SORTER_INPUTS = [
+    (SpearmanLoss, (torch.randn(4, 16), torch.randn(4, 16))),
+    (MapRankLoss, (torch.randn(8, 6), (torch.rand(8, 6) < 0.5).long())),
+    (RecallRankLoss, (torch.randn(8, 8),)),
+    (HardNegativeRankLoss, (torch.randn(8, 8),)),
+]
+
+
+@pytest.mark.parametrize("loss,inputs", _LARGER_SORTER_INPUTS)
+@pytest.mark.parametrize("temperature", [1.0, 10.0, 1000.0])
+def test_ascending_soft_ranks_divided_by_n_are_refused_however_little_they_spread(loss, inputs, temperature):
+    """Soft ascending ranks at a high temperature (torchsort's soft_rank / n at a high
+    regularization) are nearly constant and nearly linear in the scores: the loss would reward
+    the reversed order."""
+
+    def ascending_soft(scores):  # sum_j sigmoid((x_i - x_j) / T) / n: 1 for the largest as T -> 0
+        below = torch.sigmoid((scores.unsqueeze(-1) - scores.unsqueeze(-2)) / temperature)
+        return below.sum(-1) / scores.shape[-1]
+
+    with pytest.raises(ValueError, match=r"or the ranks rise with the scores\)"):
+        loss(sorter=ascending_soft)(*inputs)
+
+
+@pytest.mark.parametrize("temperature", [3.0, 10.0, 100.0])
+@pytest.mark.parametrize("n", [3, 4, 8])
+def test_soft_rankers_that_misorder_a_few_short_rows_are_not_refused_over_a_batch(temperature, n):
+    """NeuralSort and SoftSort at high temperatures rank some short rows nearly constant and
+    rising; over a batch their ranks fall with the scores."""
+    from sodeep.sorters import NeuralSortSorter, SoftSortSorter
+
+    generator = torch.Generator().manual_seed(n)
+    for _draw in range(20):
+        scores = torch.rand(-(-32 // n), n, generator=generator)
+        targets = torch.rand(scores.shape, generator=generator)
+        for sorter in (NeuralSortSorter(temperature=temperature), SoftSortSorter(temperature=temperature)):
+            assert torch.isfinite(SpearmanLoss(sorter=sorter)(scores, targets))
+
+
 @pytest.mark.parametrize("loss,inputs", _SORTER_INPUTS)
 def test_a_sorter_class_is_refused_with_the_instance_to_pass(loss, inputs):
     with pytest.raises(
