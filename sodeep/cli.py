@@ -136,12 +136,13 @@ def pretrain_config(arguments: argparse.Namespace) -> PretrainConfig:
 def command_pretrain(arguments: argparse.Namespace) -> int:
     config = pretrain_config(arguments)
     from sodeep.checkpoints import RUN_SORTER
-    from sodeep.pretraining import finished_steps, pretrain
+    from sodeep.pretraining import finished_steps, pretrain, saved_step_of_this_run
     from sodeep.run_folder import resumes_started_run, stop_signals_as_interrupts
 
     sorter_file = Path(config.out) / RUN_SORTER
     resume = arguments.resume or resumes_started_run(config.out, arguments.overwrite)
     finished_before = resume and sorter_file.is_file()
+    started = time.time()
     # Ctrl-C and SIGTERM alike, before training starts too, where Lightning's handler is not yet set.
     try:
         with stop_signals_as_interrupts():
@@ -149,8 +150,10 @@ def command_pretrain(arguments: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         # A second signal while the first one's checkpoint was saved, or during the cleanup after
         # it: the run resumes from the checkpoint on disk, as after one signal.
+        # The checkpoint on disk is named only where it is this run's (with --overwrite, only one
+        # written since the start: the folder may still hold the run it was to replace).
         _ignore_stop_signals_from_now_on(arguments)
-        step = _checkpoint_step_on_disk(Path(config.out) / "checkpoints" / "last.ckpt")
+        step = saved_step_of_this_run(config, since=started if arguments.overwrite else None)
         if step is None:
             raise
         raise RunInterrupted(step) from None
@@ -598,11 +601,19 @@ def main(argv: list[str] | None = None) -> int:
             parser.exit(INTERRUPTED)
         # --overwrite and --resume in any spelling (--overwrite=True, as W&B sweeps write them) give way to --resume.
         again = [word for word in argv if word.partition("=")[0] not in ("--overwrite", "--resume")] + ["--resume"]
-        parser.exit(INTERRUPTED, f"{interrupted.summary}; resume with: sodeep {shlex.join(again)}\n")
+        parser.exit(INTERRUPTED, f"{interrupted.summary}; resume with: {_program()} {shlex.join(again)}\n")
     finally:
         warnings.showwarning = show_warning
         advice_spelling.reset(spelling)
         _release_process_group()
+
+
+def _program() -> str:
+    """How this process was started, for a command to run again: ``python -m sodeep`` or ``sodeep``
+    (the console script, and a Python caller of :func:`main`)."""
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    by_module = script is not None and script.name == "__main__.py" and script.parent.name == "sodeep"
+    return "python -m sodeep" if by_module else "sodeep"
 
 
 def empty_argument_problem(argv: list[str]) -> str | None:
@@ -619,16 +630,6 @@ def empty_argument_problem(argv: list[str]) -> str | None:
                 return f"{before} is followed by an empty argument; give a value or leave it out"
             return f"an empty argument{f' after {before}' if before else ''}; give a value or leave it out"
     return None
-
-
-def _checkpoint_step_on_disk(path: Path) -> int | None:
-    """The training step of the Lightning checkpoint at ``path``, or ``None`` (none, unreadable)."""
-    from sodeep.checkpoints import read_weights_only
-
-    try:
-        return int(read_weights_only(path)["global_step"])
-    except Exception:  # no checkpoint, or not one that says its step: nothing to resume from
-        return None
 
 
 def _ignore_stop_signals_from_now_on(arguments: argparse.Namespace) -> None:

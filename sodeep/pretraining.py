@@ -561,6 +561,35 @@ LOG_EVERY_STEPS = 10
 RESUMABLE_WITH = ("out", "wandb", "data_workers", "accelerator", "devices", "strategy", "num_nodes")
 
 
+def saved_step_of_this_run(config: PretrainConfig, since: float | None = None) -> int | None:
+    """The step of the checkpoint that ``config.out`` holds for a run of ``config``'s settings
+    (those of :data:`RESUMABLE_WITH` aside), so that ``resume=True`` continues it; with ``since``
+    (seconds since the epoch), only a checkpoint written since then.  ``None`` where the folder
+    holds another run, no run, or no readable checkpoint."""
+    out = Path(config.out)
+    last = out / "checkpoints" / "last.ckpt"
+    try:
+        record = json.loads((out / RUN_RECORD).read_text(encoding="utf-8"))
+        recorded = record["config"]
+        written = last.stat().st_mtime
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    settings = _lengths_as_recorded(config_to_dict(config), out / RUN_RECORD)
+    same = (
+        isinstance(recorded, dict)
+        and record.get("command") == "pretrain"
+        and all(
+            recorded.get(key) == settings.get(key) for key in set(recorded) | set(settings) if key not in RESUMABLE_WITH
+        )
+    )
+    if not same or (since is not None and written < since):
+        return None
+    try:
+        return int(read_weights_only(last)["global_step"])
+    except Exception:  # unreadable, or not a checkpoint that says its step: nothing to resume from
+        return None
+
+
 #: PyTorch's DataLoader warning for more workers than cores (a ``warnings`` message pattern).
 TORCH_TOO_MANY_WORKERS = r"This DataLoader will create \d+ worker processes"
 

@@ -253,6 +253,48 @@ def test_a_damaged_checkpoint_is_named_where_a_run_is_offered_to_resume(tmp_path
     assert _files(run) == before
 
 
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_an_interrupt_before_training_names_only_a_checkpoint_of_this_run(tmp_path, monkeypatch, capsys, overwrite):
+    import sodeep.pretraining as pretraining
+
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    assert _pretrain(run, 2, "--wandb", "disabled") == 0
+    (run / "sorter.pt").unlink()  # as a run stopped after its checkpoint at step 2 leaves it
+    capsys.readouterr()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # a ctrl-C while the trainer is built, before the folder is claimed
+
+    monkeypatch.setattr(pretraining, "_make_trainer", interrupted)
+    flags = ["--overwrite"] if overwrite else []
+    # Another run's settings: its checkpoint is not this command's to resume.
+    with pytest.raises(SystemExit) as exit_info:
+        _pretrain(run, 2, "--wandb", "disabled", "--seed", "3", *flags)
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 130 and "interrupted before anything was saved" in error, error
+    # The same settings: resumable, unless --overwrite was to replace that run.
+    with pytest.raises(SystemExit) as exit_info:
+        _pretrain(run, 2, "--wandb", "disabled", *flags)
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 130
+    if overwrite:
+        assert "interrupted before anything was saved" in error, error
+    else:
+        assert error.startswith("interrupted at step 2; resume with: sodeep pretrain --steps 2"), error
+        assert error.rstrip().endswith("--resume")
+
+
+def test_the_resume_advice_names_the_program_as_it_was_started(monkeypatch):
+    from sodeep.cli import _program
+
+    monkeypatch.setattr("sys.argv", ["/venv/lib/python3.11/site-packages/sodeep/__main__.py", "pretrain"])
+    assert _program() == "python -m sodeep"
+    for started in ("/venv/bin/sodeep", "/venv/lib/python3.11/site-packages/pytest/__main__.py"):
+        monkeypatch.setattr("sys.argv", [started, "pretrain"])
+        assert _program() == "sodeep"
+
+
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         _pretrain(tmp_path / "none", 2, "--resume")
