@@ -298,11 +298,14 @@ def _lengths_as_recorded(settings: dict[str, Any], record: Path) -> dict[str, An
     return {**settings, "lengths": recorded} if same else settings
 
 
-def sorter_from_training_checkpoint(path: str | os.PathLike) -> Sorter:
+def sorter_from_training_checkpoint(path: str | os.PathLike, *, trainable: bool = False) -> Sorter:
     """Rebuild the sorter from a Lightning checkpoint written by :class:`SorterPretraining`, or
     from the last checkpoint of a pretraining run folder (``path/checkpoints/last.ckpt``); its
     ``checkpoint_metadata`` gives the step it was saved at (``step``, of ``of_steps``) and the
-    training settings it recorded (``training``)."""
+    training settings it recorded (``training``).  As :func:`~sodeep.checkpoints.load_sorter`,
+    frozen and in eval mode; ``trainable=True`` returns it in train mode with gradients."""
+    if not isinstance(trainable, bool):
+        raise TypeError(f"trainable must be True or False, got {trainable!r}")
     path = Path(path)
     if path.is_dir():
         check_pretraining_folder(path)
@@ -339,7 +342,7 @@ def sorter_from_training_checkpoint(path: str | os.PathLike) -> Sorter:
     except (TypeError, ValueError):
         training = {}
     sorter.checkpoint_metadata = {"step": payload.get("global_step"), "of_steps": total, "training": training}
-    return sorter.eval()
+    return sorter.train().requires_grad_(True) if trainable else sorter.eval().requires_grad_(False)
 
 
 @releasing_run_folders
@@ -416,6 +419,14 @@ def _pretrain(config: PretrainConfig | None, *, resume: bool, overwrite: bool) -
         )
     config.validate()
     check_wandb_login(config.wandb)
+    if config.warmup_steps >= config.steps and os.environ.get("LOCAL_RANK", "0") == "0":
+        warnings.warn(
+            f"warmup_steps={config.warmup_steps} is not below steps={config.steps}: the learning rate rises for the "
+            f"whole run and never reaches learning_rate={config.learning_rate:g}; lower it, e.g. "
+            f"warmup_steps={config.steps // 10}",
+            SetupWarning,
+            stacklevel=2,
+        )
     lengths = config.length_list()
     out = Path(config.out)
     settings = _lengths_as_recorded(config_to_dict(config), out / RUN_RECORD)

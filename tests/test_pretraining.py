@@ -98,6 +98,11 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     resumed = _assert_same_weights(tmp_path / "straight", tmp_path / "interrupted")
     exported = sorter_from_training_checkpoint(tmp_path / "interrupted" / "checkpoints" / "last.ckpt")
     torch.testing.assert_close(exported.state_dict()["network.0.weight"], resumed["network.0.weight"])
+    # Frozen, as load_sorter returns a sorter; trainable=True to fine-tune it.
+    assert not exported.training and not any(weight.requires_grad for weight in exported.parameters())
+    last = tmp_path / "interrupted" / "checkpoints" / "last.ckpt"
+    tuned = sorter_from_training_checkpoint(last, trainable=True)
+    assert tuned.training and all(weight.requires_grad for weight in tuned.parameters())
     training = exported.checkpoint_metadata.pop("training")
     assert exported.checkpoint_metadata == {"step": 8, "of_steps": 8}
     assert training["total_steps"] == 8 and training["batch_size"] == 8 and training["lengths"] == list(range(2, 25))
@@ -193,10 +198,23 @@ def test_a_second_sigint_during_the_cleanup_after_saving_still_says_how_to_resum
 
 
 @pytest.mark.filterwarnings("default::sodeep.runs.SetupWarning")
+def test_a_warmup_as_long_as_the_run_gets_one_warning_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert _pretrain(tmp_path / "run", 4, "--wandb", "disabled", "--data-workers", "0") == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warnings == [
+        "sodeep pretrain: warning: --warmup-steps 100 is not below --steps 4: the learning rate rises for the whole "
+        "run and never reaches --learning-rate 0.003; lower it, e.g. --warmup-steps 0"
+    ]
+    assert _pretrain(tmp_path / "run2", 4, "--wandb", "disabled", "--data-workers", "0", "--warmup-steps", "3") == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("default::sodeep.runs.SetupWarning")
 def test_data_workers_that_leave_no_core_get_one_warning_line(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sodeep.pretraining.available_cores", lambda: 1)
-    assert _pretrain(tmp_path / "run", 2, "--wandb", "disabled", "--data-workers", "2") == 0
+    assert _pretrain(tmp_path / "run", 2, "--wandb", "disabled", "--data-workers", "2", "--warmup-steps", "1") == 0
     warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
     assert warnings == [
         "sodeep pretrain: warning: --data-workers 2 leaves none of the 1 CPU core this process may use to the "
