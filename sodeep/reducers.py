@@ -61,8 +61,14 @@ def check_weight_fits(loss: torch.Tensor, weight: Any) -> None:
             f"weight of shape {tuple(weight.shape)} does not broadcast to the loss shape {tuple(loss.shape)}{hint}"
         ) from error
     if shape != loss.shape:
+        # A weight per sample shaped for a (B, L) loss, given to a loss with one value per sample.
+        per_sample = weight.dim() == loss.dim() + 1 and weight.shape[-1] == 1 and weight.shape[:-1] == loss.shape
+        hint = (
+            f": this loss has one value per sample, so a weight per sample has shape {tuple(loss.shape)}" * per_sample
+        )
         raise ValueError(
-            f"weight of shape {tuple(weight.shape)} would enlarge the loss of shape {tuple(loss.shape)} to {tuple(shape)}"
+            f"weight of shape {tuple(weight.shape)} would enlarge the loss of shape {tuple(loss.shape)} to "
+            f"{tuple(shape)}{hint}"
         )
 
 

@@ -450,6 +450,18 @@ def make_trainer(*, asked_for: dict[str, Any] | None = None, **settings: Any) ->
                 "GPUs: give a count, or accelerator='gpu' on a machine with GPUs"
             )
         raise ValueError(f"cannot train with {asked}: {reason}") from None
+    launcher = getattr(trainer.strategy, "launcher", None)
+    environment = getattr(trainer.strategy, "cluster_environment", None)
+    if (
+        type(launcher).__name__ == "_SubprocessScriptLauncher"
+        and not getattr(environment, "creates_processes_externally", True)
+        and not program_runs_again()
+    ):
+        raise ValueError(
+            f"cannot train with {asked}: Lightning starts the other processes by running this program again, and a "
+            "program given to python -c, on standard input or typed at the prompt cannot be; save it in a file "
+            "and run that (or launch it with torchrun)"
+        )
     cores = available_cores()
     if isinstance(trainer.accelerator, CPUAccelerator) and trainer.num_devices > cores:
         # Each CPU device is a process with its own copy of PyTorch: more than the cores only
@@ -459,6 +471,16 @@ def make_trainer(*, asked_for: dict[str, Any] | None = None, **settings: Any) ->
             f"core{'s' * (cores != 1)} this process may use; use devices={cores} or fewer"
         )
     return trainer
+
+
+def program_runs_again() -> bool:
+    """Whether this process's program can be started again as it was (a script file, or a module
+    run with ``python -m``), as Lightning does to start the other processes of a distributed run;
+    not a program given to ``python -c``, on standard input or typed at the prompt."""
+    if getattr(sys.modules.get("__main__"), "__spec__", None) is not None:  # python -m module
+        return True
+    script = sys.argv[0] if sys.argv else ""
+    return script not in ("", "-", "-c") and Path(script).is_file()
 
 
 def global_rank() -> int:

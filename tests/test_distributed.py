@@ -275,3 +275,34 @@ def test_a_sigterm_while_two_processes_join_ends_both(tmp_path):
                 pass
     assert process.returncode == 130, error
     assert started and "interrupted" in error.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("program", ["-c", "", "-"])
+def test_ddp_from_a_program_that_cannot_run_again_is_refused_before_anything_is_written(tmp_path, monkeypatch, program):
+    """Lightning starts the other processes by running ``sys.argv`` again: ``python -c`` or a
+    prompt cannot be, and the run would hang, then die without a word."""
+    import sys
+
+    from sodeep.pretraining import pretrain
+
+    monkeypatch.setattr(sys, "argv", [program])
+    monkeypatch.setattr(sys.modules["__main__"], "__spec__", None, raising=False)
+    config = PretrainConfig(steps=2, out=str(tmp_path / "run"), wandb="disabled", accelerator="cpu", devices=2)
+    with pytest.raises(ValueError, match="running this program again, and a program given to python -c"):
+        pretrain(config)
+    assert not (tmp_path / "run").exists()
+
+
+def test_ddp_from_a_script_or_a_module_is_not_refused(tmp_path, monkeypatch):
+    import sys
+
+    from sodeep.runs import program_runs_again
+
+    script = tmp_path / "train.py"
+    script.write_text("")
+    monkeypatch.setattr(sys, "argv", [str(script)])
+    monkeypatch.setattr(sys.modules["__main__"], "__spec__", None, raising=False)
+    assert program_runs_again()
+    monkeypatch.setattr(sys, "argv", ["-c"])
+    monkeypatch.setattr(sys.modules["__main__"], "__spec__", object())  # python -m
+    assert program_runs_again()

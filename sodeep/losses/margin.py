@@ -110,7 +110,7 @@ def pairwise_margin_ranking_loss(
         return _FROM_TOTALS[type(reducer)](total, pairs, scores.shape).to(scores.dtype)
     # The same negatives as the totals take: the first ``compared`` of ``order``.
     taken = torch.arange(width, device=scores.device) < compared
-    negative = torch.zeros_like(negative).scatter_(-1, order, taken)
+    negative = torch.zeros_like(negative).scatter(-1, order, taken)
     pair_ok = positive.unsqueeze(-1) & negative.unsqueeze(-2)
     wide = scores.to(torch.promote_types(scores.dtype, torch.float32))
     # The difference first: scores of a large common offset differ exactly, a small margin is kept.

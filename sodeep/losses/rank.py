@@ -358,6 +358,11 @@ def map_rank_loss(scores: torch.Tensor, labels: torch.Tensor, sorter: SorterFunc
     batch by that class's score and average the normalized ranks of its positives; average over
     the classes that have at least one positive.  Lower is better (positives ranked first).
 
+    It is the mean rank of the positives, which average precision weighs otherwise: AP rewards
+    the first positives most, while the mean rank counts every place alike, so the two agree only
+    loosely (of 10 items, positives at places 1 and 10, or at 5 and 6, both have mean rank 0.55;
+    their AP is 0.60 and 0.27).  Its minimum is AP's (all positives first).
+
     Args:
         scores: ``(B, C)`` multi-label scores, ``B >= 2``.
         labels: ``(B, C)`` in {0, 1}.

@@ -762,6 +762,13 @@ def test_a_weight_per_sample_of_a_per_label_loss_is_shown_how_it_lines_up():
     per_sample = torch.tensor([1.0, 0.0, 2.0])
     expected = (multilabel_hinge_loss(scores, labels, reduction="none") * per_sample[:, None]).sum() / 12
     torch.testing.assert_close(multilabel_hinge_loss(scores, labels, weight=per_sample[:, None]), expected)
+    # The ranking hinge has one value per sample: the (B, 1) weight of the per-label loss is named.
+    with pytest.raises(ValueError) as raised:
+        multilabel_ranking_hinge_loss(scores, labels, weight=per_sample[:, None])
+    assert str(raised.value) == (
+        "weight of shape (3, 1) would enlarge the loss of shape (3,) to (3, 3): this loss has one value per "
+        "sample, so a weight per sample has shape (3,)"
+    )
 
 
 def test_fixed_margins_are_settings_kept_through_loading_a_checkpoint():
@@ -905,3 +912,25 @@ def test_multilabel_hinge_module_refuses_margins_the_function_refuses(margin):
         MultiLabelHingeLoss(2, margin=value)
     with pytest.raises(TypeError, match="margin must be"):
         multilabel_hinge_loss(torch.zeros(1, 2), torch.tensor([[1, 0]]), value)
+
+
+def test_per_sample_gradients_of_the_unreduced_pairwise_loss_need_no_slow_fallback():
+    """Under vmap every operation of the unreduced path has a batching rule (PyTorch warns of a
+    slow fallback otherwise), and the gradients equal those of one sample at a time."""
+    import warnings
+
+    from torch.func import grad, vmap
+
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randn(4, 3, 6, generator=generator)
+    labels = (torch.rand(4, 3, 6, generator=generator) < 0.5).long()
+    mask = torch.rand(4, 3, 6, generator=generator) < 0.8
+
+    def total(s, y, m):
+        return pairwise_margin_ranking_loss(s, y, m, margin=0.5, hard_negatives=2, reduction="none").sum()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        per_sample = vmap(grad(total))(scores, labels, mask)
+    expected = torch.stack([grad(total)(s, y, m) for s, y, m in zip(scores, labels, mask)])
+    torch.testing.assert_close(per_sample, expected)
