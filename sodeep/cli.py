@@ -141,7 +141,8 @@ def command_pretrain(arguments: argparse.Namespace) -> int:
 
     sorter_file = Path(config.out) / RUN_SORTER
     resume = arguments.resume or resumes_started_run(config.out, arguments.overwrite)
-    finished_before = resume and sorter_file.is_file()
+    # As pretrain() decides it, before the run: a resume that rewrote a missing summary trained.
+    finished_before = resume and sorter_file.is_file() and finished_steps(Path(config.out)) >= config.steps
     started = time.time()
     # Ctrl-C and SIGTERM alike, before training starts too, where Lightning's handler is not yet set.
     try:
@@ -161,7 +162,7 @@ def command_pretrain(arguments: argparse.Namespace) -> int:
 
     if global_rank() != 0:  # a DDP process other than rank 0: rank 0 writes and reports
         return 0
-    if finished_before and finished_steps(Path(config.out)) >= config.steps:
+    if finished_before:
         print(f"{config.out} holds a finished run: nothing to train; its sorter is {sorter_file}")
         return 0
     summary = json.loads((Path(config.out) / "pretrain_summary.json").read_text())

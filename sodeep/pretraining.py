@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import math
 import os
@@ -419,14 +420,6 @@ def _pretrain(config: PretrainConfig | None, *, resume: bool, overwrite: bool) -
         )
     config.validate()
     check_wandb_login(config.wandb)
-    if config.warmup_steps >= config.steps and os.environ.get("LOCAL_RANK", "0") == "0":
-        warnings.warn(
-            f"warmup_steps={config.warmup_steps} is not below steps={config.steps}: the learning rate rises for the "
-            f"whole run and never reaches learning_rate={config.learning_rate:g}; lower it, e.g. "
-            f"warmup_steps={config.steps // 10}",
-            SetupWarning,
-            stacklevel=2,
-        )
     lengths = config.length_list()
     out = Path(config.out)
     settings = _lengths_as_recorded(config_to_dict(config), out / RUN_RECORD)
@@ -511,9 +504,18 @@ def _pretrain(config: PretrainConfig | None, *, resume: bool, overwrite: bool) -
             run_id=record["run_id"],
             resume_step=resume_step,
             log_every=LOG_EVERY_STEPS,
+            last_step=config.steps - 1,
         )
         if resume_step is not None:
             print(f"resuming {out} from step {resume_step} of {config.steps}", file=sys.stderr, flush=True)
+        if config.warmup_steps >= config.steps:  # (said once the run is under way: bad input stays one line)
+            warnings.warn(
+                f"warmup_steps={config.warmup_steps} is not below steps={config.steps}: the learning rate rises for "
+                f"the whole run and never reaches learning_rate={config.learning_rate:g}; lower it, e.g. "
+                f"warmup_steps={config.steps // 10}",
+                SetupWarning,
+                stacklevel=2,
+            )
     module = SorterPretraining(
         sorter,
         learning_rate=config.learning_rate,
@@ -530,8 +532,15 @@ def _pretrain(config: PretrainConfig | None, *, resume: bool, overwrite: bool) -
             trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume_step is not None else None)
             if stop.stopped_at is None and not any(key.startswith("val/") for key in trainer.callback_metrics):
                 # Resumed from a checkpoint of the last step (its sorter not yet written): nothing
-                # was trained, and the summary still needs the validation of those weights.
-                trainer.validate(module, datamodule=data, verbose=False)
+                # was trained, and the summary still needs the validation of those weights.  Where
+                # the log holds that validation already, it is not logged twice.
+                loggers = trainer.loggers
+                if _logs_validation_at(out, config.steps - 1):
+                    trainer.loggers = []
+                try:
+                    trainer.validate(module, datamodule=data, verbose=False)
+                finally:
+                    trainer.loggers = loggers
     except KeyboardInterrupt:
         if last.exists():  # stopped after training had saved: --resume continues (or finishes) it from there
             raise RunInterrupted(
@@ -749,6 +758,19 @@ def _write_results(
     }
     save_sorter(trained, out / RUN_SORTER, metadata)
     atomic_write_json(out / "pretrain_summary.json", metadata, indent=2)
+
+
+def _logs_validation_at(out: Path, step: int) -> bool:
+    """Whether the run's ``csv/metrics.csv`` holds a validation row logged at ``step``."""
+    try:
+        with open(out / "csv" / "metrics.csv", newline="", encoding="utf-8") as stream:
+            return any(
+                row.get("step") == str(step)
+                and any(value for key, value in row.items() if key and key.startswith("val"))
+                for row in csv.DictReader(stream)
+            )
+    except (OSError, ValueError, csv.Error):
+        return False
 
 
 def finished_steps(out: Path) -> int:

@@ -123,18 +123,20 @@ def check_wandb_login(mode: str, flag: str = "wandb", *, environment_decides: bo
 class _AppendingWriter(ExperimentWriter):
     """Lightning's CSV writer, except that an existing ``metrics.csv`` is kept (its rows of steps
     below ``keep_below``: a resumed run logs the later ones again) and appended to.  Training rows
-    off the ``log_every`` grid are dropped: Lightning logs the step a run stops at (Ctrl-C), which
-    a run that was not interrupted does not have."""
+    off the ``log_every`` grid are dropped, but for the run's ``last_step``: Lightning logs the
+    step a run stops at, which a run that was not interrupted has only at its end."""
 
-    def __init__(self, log_dir: str, keep_below: int, log_every: int = 1) -> None:
+    def __init__(self, log_dir: str, keep_below: int, log_every: int = 1, last_step: int | None = None) -> None:
         self.keep_below = keep_below
         self.log_every = log_every
+        self.last_step = last_step
         super().__init__(log_dir=log_dir)
 
     def _kept(self, row: dict[str, str]) -> bool:
         if not row.get("step") or float(row["step"]) >= self.keep_below:
             return False
-        on_grid = (int(float(row["step"])) + 1) % self.log_every == 0
+        step = int(float(row["step"]))
+        on_grid = (step + 1) % self.log_every == 0 or step == self.last_step
         return on_grid or any(value for key, value in row.items() if key and key.startswith("val"))
 
     def _check_log_dir_exists(self) -> None:
@@ -160,10 +162,18 @@ class ResumableCSVLogger(CSVLogger):
     """``CSVLogger`` that, given ``resume_step``, continues the run's ``metrics.csv`` instead of
     deleting it (Lightning's own logger starts the file anew)."""
 
-    def __init__(self, *args: Any, resume_step: int | None = None, log_every: int = 1, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        resume_step: int | None = None,
+        log_every: int = 1,
+        last_step: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.resume_step = resume_step
         self.log_every = log_every
+        self.last_step = last_step
 
     @property
     @rank_zero_experiment
@@ -173,7 +183,9 @@ class ResumableCSVLogger(CSVLogger):
             if self.resume_step is None:
                 self._experiment = ExperimentWriter(log_dir=self.log_dir)
             else:
-                self._experiment = _AppendingWriter(self.log_dir, keep_below=self.resume_step, log_every=self.log_every)
+                self._experiment = _AppendingWriter(
+                    self.log_dir, keep_below=self.resume_step, log_every=self.log_every, last_step=self.last_step
+                )
         return self._experiment
 
 
@@ -186,15 +198,23 @@ def make_loggers(
     run_id: str | None = None,
     resume_step: int | None = None,
     log_every: int = 1,
+    last_step: int | None = None,
 ) -> list:
     """A CSV logger (``out/csv/metrics.csv``) and, unless ``mode`` is ``disabled``, a W&B logger
     whose files stay under ``out/wandb``.  With ``run_id`` the W&B run keeps that id (a resumed
     run continues it); with ``resume_step`` the CSV keeps its rows of earlier steps (those on the
-    trainer's ``log_every`` grid, and validations)."""
+    trainer's ``log_every`` grid or at the run's ``last_step``, and validations)."""
     from lightning.pytorch.loggers import WandbLogger
 
     loggers: list = [
-        ResumableCSVLogger(save_dir=str(out), name="csv", version="", resume_step=resume_step, log_every=log_every)
+        ResumableCSVLogger(
+            save_dir=str(out),
+            name="csv",
+            version="",
+            resume_step=resume_step,
+            log_every=log_every,
+            last_step=last_step,
+        )
     ]
     if mode != "disabled":
         configure_wandb_environment(mode, out)

@@ -313,6 +313,24 @@ def test_the_resume_advice_names_the_program_as_it_was_started(monkeypatch):
         assert _program() == "sodeep"
 
 
+def test_resuming_a_finished_run_that_lost_its_sorter_or_summary_rewrites_them_once(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    assert _pretrain(run, 4, "--wandb", "disabled", "--warmup-steps", "1") == 0
+    log = (run / "csv" / "metrics.csv").read_text()
+    weights = load_sorter(run / "sorter.pt").state_dict()
+    for lost in ("sorter.pt", "pretrain_summary.json"):
+        (run / lost).unlink()
+        capsys.readouterr()
+        assert _pretrain(run, 4, "--wandb", "disabled", "--warmup-steps", "1", "--resume") == 0
+        out = capsys.readouterr().out
+        assert "sorter written to" in out and "nothing to train" not in out, out
+        assert (run / "csv" / "metrics.csv").read_text() == log  # the last validation is not logged twice
+        assert (run / lost).is_file()
+        rewritten = load_sorter(run / "sorter.pt").state_dict()
+        assert all(torch.equal(rewritten[name], weight) for name, weight in weights.items())
+
+
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         _pretrain(tmp_path / "none", 2, "--resume")
