@@ -454,6 +454,10 @@ def make_trainer(*, asked_for: dict[str, Any] | None = None, **settings: Any) ->
     asked = ", ".join(f"{key}={shown[key]!r}" for key in SCALE_OUT if key in shown)
     try:
         trainer = L.Trainer(**settings)
+    except ValueError as error:
+        if "invalid strategy name" not in str(error):
+            raise
+        raise ValueError(f"cannot train with {asked}: {_unknown_strategy(str(settings.get('strategy')))}") from None
     # Lightning raises all three for an accelerator or devices it cannot use.
     except (MisconfigurationException, ModuleNotFoundError, TypeError) as error:
         reason = " ".join(str(error).split())
@@ -491,6 +495,25 @@ def make_trainer(*, asked_for: dict[str, Any] | None = None, **settings: Any) ->
             f"core{'s' * (cores != 1)} this process may use; use devices={cores} or fewer"
         )
     return trainer
+
+
+def _unknown_strategy(strategy: str) -> str:
+    """Why ``strategy`` is refused: not a name Lightning knows; the names it knows that sodeep runs
+    under (those that start their processes inside fit aside), the closest first."""
+    import difflib
+
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    from sodeep.config import _IN_FIT_LAUNCHERS
+
+    known = ["auto"] + [
+        name
+        for name in sorted(StrategyRegistry.available_strategies())
+        if not any(word in name for word in _IN_FIT_LAUNCHERS)
+    ]
+    close = difflib.get_close_matches(strategy, known, n=1)
+    suggestion = f"did you mean {close[0]!r}? " if close else ""
+    return f"{strategy!r} is not a Lightning strategy; {suggestion}strategies sodeep runs under: {', '.join(known)}"
 
 
 def program_runs_again() -> bool:

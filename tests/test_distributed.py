@@ -188,7 +188,11 @@ def test_ctrl_c_while_waiting_for_other_machines_ends_in_one_line_and_the_run_st
         (["--num-nodes", "0"], "--num-nodes must be an integer >= 1, got 0"),
         (["--strategy", "ddp_spawn"], "strategy 'ddp_spawn' starts its processes inside fit"),
         (["--strategy", "DDP_SPAWN"], "strategy 'DDP_SPAWN' starts its processes inside fit"),
-        (["--strategy", "bogus"], "invalid strategy name"),
+        (["--strategy", "bogus"], "--strategy bogus, --num-nodes 1: 'bogus' is not a Lightning strategy; strategies"),
+        (
+            ["--strategy", "dp"],
+            "'dp' is not a Lightning strategy; did you mean 'ddp'? strategies sodeep runs under: auto, ddp,",
+        ),
         (
             ["--accelerator", "tpu"],
             "cannot train with --accelerator tpu, --devices 1, --strategy auto, --num-nodes 1: ",
@@ -205,6 +209,7 @@ def test_bad_scale_out_settings_end_in_one_line_and_leave_nothing(tmp_path, caps
         main(["pretrain", "--steps", "1", *flags, "--out", str(tmp_path / "run")])
     error = capsys.readouterr().err
     assert exit_info.value.code == 2 and error.count("\n") == 1 and message in error
+    assert "ddp_spawn," not in error or "inside fit" in error  # a strategy sodeep refuses is not offered
     assert not (tmp_path / "run").exists()
 
 
