@@ -46,6 +46,9 @@ PRETRAIN_HELP = {
     "sorter": "JSON config of the architecture, e.g. '{\"softness\": 0.5}'; its keys override those of "
     "the --config YAML's sorter when the architecture is the same (another --architecture drops them)",
     "lengths": 'sequence lengths: a range "2-256" or a list "8,100"; each batch draws one',
+    "families": "synthetic families to train and validate on: all, or names of sodeep.synthetic.FAMILIES "
+    'such as "uniform,ties,cauchy" (the order is part of the stream)',
+    "affine_probability": "chance that a training sequence gets a random positive scale and shift",
     "steps": "optimizer steps",
     "batch_size": "sequences per step",
     "learning_rate": "AdamW peak learning rate (warm-up, then cosine decay)",

@@ -456,6 +456,11 @@ class PretrainConfig:
     sorter: dict[str, Any] = field(default_factory=dict)
     #: A range ``"2-256"`` or a list of lengths; each batch draws its n uniformly from them.
     lengths: str | list[int] = "2-256"
+    #: Families of synthetic sequences to train and validate on, in this order: ``"all"`` (the 15
+    #: of :data:`sodeep.synthetic.FAMILIES`), or a list of their names (or a comma-separated text).
+    families: str | list[str] = "all"
+    #: Chance that a training sequence gets a random positive scale and shift (``[0, 1]``).
+    affine_probability: float = 0.5
     steps: int = 3000
     batch_size: int = 64
     learning_rate: float = 3e-3
@@ -484,6 +489,27 @@ class PretrainConfig:
 
     def length_list(self) -> list[int]:
         return parse_lengths(self.lengths)
+
+    def family_list(self) -> list[str]:
+        """The names of :attr:`families`, in order."""
+        from sodeep.synthetic import FAMILIES
+
+        if self.families == "all":
+            return list(FAMILIES)
+        words = self.families.split(",") if isinstance(self.families, str) else self.families
+        return [word.strip() if isinstance(word, str) else word for word in words]
+
+    def _check_families(self) -> None:
+        """:attr:`families` as ``"all"`` or a list of distinct known names (the 15, in their own
+        order, are ``"all"``); one line naming the first problem."""
+        from sodeep.synthetic import FAMILIES
+
+        given = self.families
+        names = self.family_list() if isinstance(given, (str, list, tuple)) else None
+        problem = _family_names_problem(names)
+        if problem:
+            raise ValueError(f"families must be 'all' or {problem}, got {given!r}{yaml_reading(given)}")
+        self.families = "all" if names == list(FAMILIES) else names
 
     def trainer_options(self) -> dict[str, Any]:
         """The keyword arguments of Lightning's ``Trainer`` that say where the run trains."""
@@ -516,6 +542,10 @@ class PretrainConfig:
                 except (TypeError, ValueError) as error:
                     raise ValueError(f"sorter {json.dumps(self.sorter)}: {error}") from None
         self.lengths = lengths_text(self.length_list())
+        self._check_families()
+        self.affine_probability = _as_float(self.affine_probability, "affine_probability")
+        if not 0.0 <= self.affine_probability <= 1.0:  # NaN too
+            raise ValueError(f"affine_probability must be a number in [0, 1], got {self.affine_probability!r}")
         if isinstance(self.out, os.PathLike):
             self.out = os.fspath(self.out)
         if isinstance(self.out, str):
@@ -554,6 +584,23 @@ class PretrainConfig:
         check_scale_out(self.accelerator, self.strategy, self.num_nodes, self.devices)
         self.num_nodes = int(self.num_nodes)  # a NumPy integer too
         self.strategy = self.strategy.strip().lower()  # DDP is ddp, as Lightning reads it
+
+
+def _family_names_problem(names: Any) -> str | None:
+    from sodeep.synthetic import FAMILIES
+
+    if not isinstance(names, list) or not names or not all(isinstance(name, str) for name in names):
+        return "a non-empty list of names from sodeep.synthetic.FAMILIES"
+    unknown = [name for name in names if name not in FAMILIES]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(FAMILIES), n=1)
+        return f"a list of names from sodeep.synthetic.FAMILIES; {unknown[0]!r} is not one" + (
+            f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(FAMILIES)})"
+        )
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        return f"a list of distinct names; {', '.join(map(repr, repeated))} is given more than once"
+    return None
 
 
 def parse_devices(value: Any) -> int | str:

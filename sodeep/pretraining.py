@@ -288,15 +288,19 @@ def _data_worker_ended(error: BaseException) -> RuntimeError | None:
     return None
 
 
-def _lengths_as_recorded(settings: dict[str, Any], record: Path) -> dict[str, Any]:
-    """``settings`` with the lengths spelled as the folder's run record spells the same lengths
-    (``"2,3,4"`` for ``"2-4"``), so that a run recorded in another spelling resumes."""
+def _settings_as_recorded(settings: dict[str, Any], record: Path) -> dict[str, Any]:
+    """``settings`` as the folder's run record writes the same run: the lengths in its spelling
+    (``"2,3,4"`` for ``"2-4"``), and without the settings it does not name that are at their
+    defaults (a record need not name them), so that such a run resumes."""
     try:
-        recorded = json.loads(record.read_text())["config"]["lengths"]
-        same = parse_lengths(recorded) == parse_lengths(settings["lengths"])
+        recorded = json.loads(record.read_text())["config"]
+        same = parse_lengths(recorded["lengths"]) == parse_lengths(settings["lengths"])
     except (OSError, ValueError, KeyError, TypeError):
         return settings
-    return {**settings, "lengths": recorded} if same else settings
+    defaults = config_to_dict(PretrainConfig())
+    unnamed = {key for key, value in settings.items() if key not in recorded and value == defaults.get(key)}
+    settings = {key: value for key, value in settings.items() if key not in unnamed}
+    return {**settings, "lengths": recorded["lengths"]} if same else settings
 
 
 def sorter_from_training_checkpoint(path: str | os.PathLike, *, trainable: bool = False) -> Sorter:
@@ -422,7 +426,7 @@ def _pretrain(config: PretrainConfig | None, *, resume: bool, overwrite: bool) -
     check_wandb_login(config.wandb)
     lengths = config.length_list()
     out = Path(config.out)
-    settings = _lengths_as_recorded(config_to_dict(config), out / RUN_RECORD)
+    settings = _settings_as_recorded(config_to_dict(config), out / RUN_RECORD)
     last = out / "checkpoints" / "last.ckpt"
     quiet_lightning()
     stop = StopOnSignal(last)
@@ -487,6 +491,8 @@ def _pretrain(config: PretrainConfig | None, *, resume: bool, overwrite: bool) -
         seed=config.seed,
         validation_lengths=validation_lengths,
         validation_sequences=config.validation_sequences,
+        families=config.family_list(),
+        affine_probability=config.affine_probability,
         data_workers=config.data_workers,
     )
     if finished:
@@ -522,6 +528,7 @@ def _pretrain(config: PretrainConfig | None, *, resume: bool, overwrite: bool) -
         weight_decay=config.weight_decay,
         warmup_steps=config.warmup_steps,
         total_steps=config.steps,
+        families=config.family_list(),
     )
     started = time.time()
     try:
@@ -594,7 +601,7 @@ def saved_step_of_this_run(config: PretrainConfig, since: float | None = None) -
         written = last.stat().st_mtime
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    settings = _lengths_as_recorded(config_to_dict(config), out / RUN_RECORD)
+    settings = _settings_as_recorded(config_to_dict(config), out / RUN_RECORD)
     same = (
         isinstance(recorded, dict)
         and record.get("command") == "pretrain"

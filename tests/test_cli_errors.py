@@ -38,6 +38,13 @@ CASES = [
         "(options: sodeep pretrain --help)",
     ),
     (["pretrain", "--validation-sequences", "300000"], "--validation-sequences must be at most 4096"),
+    (
+        ["pretrain", "--families", "uniform,unifrom"],
+        "--families must be 'all' or a list of names from sodeep.synthetic.FAMILIES; 'unifrom' is not one "
+        "(did you mean 'uniform'?)",
+    ),
+    (["pretrain", "--families", "ties,ties"], "a list of distinct names; 'ties' is given more than once"),
+    (["pretrain", "--affine-probability", "1.5"], "--affine-probability must be a number in [0, 1], got 1.5"),
     (["pretrain", "--learning-rate", "-1"], "--learning-rate must be a finite number > 0"),
     (["pretrain", "--lengths", "1-5"], "lengths must be ints >= 2"),
     (["pretrain", "--lengths", "5-2"], "is empty"),

@@ -331,6 +331,37 @@ def test_resuming_a_finished_run_that_lost_its_sorter_or_summary_rewrites_them_o
         assert all(torch.equal(rewritten[name], weight) for name, weight in weights.items())
 
 
+def test_a_run_on_chosen_families_trains_validates_and_records_them(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    flags = ["--wandb", "disabled", "--warmup-steps", "1", "--families", "ties, cauchy", "--affine-probability", "0"]
+    assert _pretrain(run, 4, *flags) == 0
+    assert json.loads((run / "run.json").read_text())["config"]["families"] == ["ties", "cauchy"]
+    header = (run / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert sorted(name.rsplit("/", 1)[1] for name in header if name.startswith("val_family/l1/")) == ["cauchy", "ties"]
+    training = sorter_from_training_checkpoint(run).checkpoint_metadata["training"]
+    assert training["families"] == ["ties", "cauchy"] and training["affine_probability"] == 0.0
+    (run / "sorter.pt").unlink()
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        _pretrain(run, 4, *flags[:-4], "--resume")  # all families, affine maps: another stream
+    assert 'families: ["ties", "cauchy"] -> "all"' in capsys.readouterr().err
+
+
+def test_a_run_whose_record_leaves_out_settings_at_their_defaults_resumes(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    assert _pretrain(run, 4, "--wandb", "disabled", "--warmup-steps", "1") == 0
+    (run / "sorter.pt").unlink()  # unfinished: the resume trains from its last checkpoint
+    record = json.loads((run / "run.json").read_text())
+    for key in ("families", "affine_probability"):
+        del record["config"][key]
+    (run / "run.json").write_text(json.dumps(record))
+    capsys.readouterr()
+    assert _pretrain(run, 4, "--wandb", "disabled", "--warmup-steps", "1", "--resume") == 0
+    assert "sorter written to" in capsys.readouterr().out
+
+
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         _pretrain(tmp_path / "none", 2, "--resume")
