@@ -205,6 +205,17 @@ class SorterPretraining(L.LightningModule):
         self.families = list(families)
         self._validation: dict[str, list[float]] = defaultdict(list)
 
+    def on_train_start(self) -> None:
+        # Said once training is under way (bad input and interrupts before it stay one line).
+        warmup, total = self.hparams.warmup_steps, self.hparams.total_steps
+        if warmup >= total and self.global_step < total and self.trainer.is_global_zero:
+            warnings.warn(
+                f"warmup_steps={warmup} is not below steps={total}: the learning rate rises for the whole run and "
+                f"never reaches learning_rate={self.hparams.learning_rate:g}; lower it, e.g. warmup_steps={total // 10}",
+                SetupWarning,
+                stacklevel=2,
+            )
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_index: int) -> torch.Tensor:
         scores, ranks = batch
         loss = torch.nn.functional.l1_loss(self.sorter(scores), ranks)
@@ -514,14 +525,6 @@ def _pretrain(config: PretrainConfig | None, *, resume: bool, overwrite: bool) -
         )
         if resume_step is not None:
             print(f"resuming {out} from step {resume_step} of {config.steps}", file=sys.stderr, flush=True)
-        if config.warmup_steps >= config.steps:  # (said once the run is under way: bad input stays one line)
-            warnings.warn(
-                f"warmup_steps={config.warmup_steps} is not below steps={config.steps}: the learning rate rises for "
-                f"the whole run and never reaches learning_rate={config.learning_rate:g}; lower it, e.g. "
-                f"warmup_steps={config.steps // 10}",
-                SetupWarning,
-                stacklevel=2,
-            )
     module = SorterPretraining(
         sorter,
         learning_rate=config.learning_rate,
