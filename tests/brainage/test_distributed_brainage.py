@@ -179,7 +179,7 @@ BAD_FLAGS = [
     (["--num-nodes", "0"], "--num-nodes must be an integer >= 1, got 0"),
     (["--strategy", "ddp_spawn"], "strategy 'ddp_spawn' starts its processes inside fit"),
     (["--strategy", "DDP_SPAWN"], "strategy 'DDP_SPAWN' starts its processes inside fit"),
-    (["--strategy", "bogus"], "invalid strategy name"),
+    (["--strategy", "bogus"], "'bogus' is not a Lightning strategy; strategies sodeep runs under: auto, ddp,"),
     (["--accelerator", "tpu"], "cannot train with --accelerator tpu, --devices 1, --strategy auto, --num-nodes 1: "),
     (["--accelerator", "gpu", "--devices", "64"], "cannot train with --accelerator gpu, --devices 64"),
     (
