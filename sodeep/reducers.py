@@ -137,7 +137,8 @@ class MeanReduction(Reducer):
     name = "mean"
 
     def reduce(self, weighted: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        return _total(weighted) / max(weighted.numel(), 1)
+        # Divided before the sum: a mean within the dtype's range does not overflow on the way.
+        return _total(weighted / max(weighted.numel(), 1))
 
 
 class WeightedMeanReduction(Reducer):
@@ -156,7 +157,7 @@ class NonzeroWeightedMeanReduction(Reducer):
     def reduce(self, weighted: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         present = (weight != 0).sum()
         present = torch.where(present > 0, present, torch.ones_like(present))
-        return _total(weighted) / present
+        return _total(weighted / present)  # divided first, as the mean
 
 
 #: Reduction name -> reducer class.

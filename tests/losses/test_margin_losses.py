@@ -217,6 +217,13 @@ def test_reductions_against_explicit_formulas():
         reduce_loss(loss, torch.ones(5), "sum")
 
 
+@pytest.mark.parametrize("reduction", ["mean", "weighted_mean", "nonzero_weighted_mean"])
+def test_a_mean_within_the_dtypes_range_does_not_overflow_on_the_way(reduction):
+    loss, weight = torch.tensor([1.0, 1.0, 0.5]), torch.tensor([3e38, 3e38, 0.0])
+    expected = {"mean": 2e38, "weighted_mean": 1.0, "nonzero_weighted_mean": 3e38}[reduction]
+    torch.testing.assert_close(reduce_loss(loss, weight, reduction), torch.tensor(expected))
+
+
 def test_bad_labels_and_shapes():
     with pytest.raises(ValueError, match="0 and 1"):
         pairwise_margin_ranking_loss(torch.randn(2, 3), torch.full((2, 3), 2))
