@@ -58,7 +58,7 @@ def held_out_spearman(seed: int, scale: float, l1_weight: float, temperature_flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=number_list(int), default=[0, 1, 2], help="seeds, e.g. 0,1,2")
+    parser.add_argument("--seeds", type=number_list(int), default=[0, 1, 2], help="seeds (default 0,1,2)")
     seeds = parser.parse_args().seeds
     print(
         f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "

@@ -112,7 +112,7 @@ def run_regression(
         elif not ranker.accepts(batch):
             skipped.append({"ranker": ranker.label, "part": "regression", "reason": f"needs n in {ranker.lengths}"})
         elif ranker.footprint(batch, batch) > max_elements:
-            skipped.append({"ranker": ranker.label, "part": "regression", "reason": f"too costly at n={batch}"})
+            skipped.append({"ranker": ranker.label, "part": "regression", "reason": f"memory at n={batch}"})
         else:
             usable.append(ranker)
     for task in TASKS:
