@@ -218,19 +218,20 @@ def sorter_ranks(sorter: SorterFunction, scores: torch.Tensor) -> torch.Tensor:
     return ranks.to(scores.dtype)  # the losses return the scores' dtype, whatever the sorter's
 
 
-#: Scores a batch needs for nearly constant ranks that rise with them to be refused (a soft
-#: ranker at a high temperature may rank a few short rows any way).
+#: Scores a batch needs for ranks that rise with them, however little they spread, to be refused
+#: (a soft ranker at a high temperature may rank a few short rows any way).
 RISING_CHECK_MIN_ELEMENTS = 32
 
 
 def _rise_with(ranks: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     """Whether ``ranks`` rise with ``scores`` (both ``(..., n)``), as ascending ranks do: their
     correlation, pooled over the rows, is above 1/2 (descending ranks give -1, ties and constant
-    rows 0), and they spread as ranks do; or, spread or not, the correlation is above 0.99 over at
-    least :data:`RISING_CHECK_MIN_ELEMENTS` scores, as with ascending soft ranks at a high
-    regularization, which are close to a linear function of the scores.  Rows count by their
-    spread (all scaled by one constant into [-1, 1]: no overflow), so rows of nearly equal scores,
-    which a sorter may rank in any order, count for little."""
+    rows 0), and they spread as ranks do; or, spread or not, over at least
+    :data:`RISING_CHECK_MIN_ELEMENTS` scores, every two neighbouring entries of a row are ordered
+    alike by the scores and by the ranks (one pair strictly at least), as ascending soft ranks at a
+    high regularization are: nearly constant, but ordered as the scores.  Rows count by their spread
+    (all scaled by one constant into [-1, 1]: no overflow), so rows of nearly equal scores, which a
+    sorter may rank in any order, count for little."""
     wide = torch.promote_types(scores.dtype, torch.float32)
     scores = scores.to(wide)
     largest = scores.abs().amax()
@@ -241,11 +242,13 @@ def _rise_with(ranks: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     rising = covariance > 0.5 * (centred_ranks.square().sum() * centred_scores.square().sum()).sqrt()
     # Ranks that spread like ranks (a standard deviation of 0.1 or more; exact ones have 0.25 to
     # 0.29): a soft ranker at a high temperature, nearly constant, may order a short row any way
-    # (NeuralSort at T = 3 ranks 1 in 100 rows of 3 scores ascending, at a correlation near 1).
-    # Over a batch of such rows its ranks still fall with the scores.
+    # (NeuralSort at T = 3 ranks 1 in 100 rows of 3 scores ascending, at a correlation near 1, and
+    # at high temperatures ranks a far outlier among the first), while over a batch the most of its
+    # neighbouring entries stay in descending order.
     spread = centred_ranks.square().mean() >= 0.01
-    linear = covariance > 0.99 * (centred_ranks.square().sum() * centred_scores.square().sum()).sqrt()
-    return rising & (spread | (linear & (scores.numel() >= RISING_CHECK_MIN_ELEMENTS)))
+    alike = torch.sign(torch.diff(scores, dim=-1)) * torch.sign(torch.diff(ranks.to(wide), dim=-1))
+    ordered_alike = (alike >= 0).all() & (alike > 0).any() & (scores.numel() >= RISING_CHECK_MIN_ELEMENTS)
+    return (rising & spread) | ordered_alike
 
 
 def _as_rows(values: torch.Tensor) -> torch.Tensor:

@@ -387,6 +387,23 @@ def test_soft_rankers_that_misorder_a_few_short_rows_are_not_refused_over_a_batc
             assert torch.isfinite(SpearmanLoss(sorter=sorter)(scores, targets))
 
 
+@pytest.mark.parametrize("temperature", [3.0, 10.0, 100.0])
+def test_soft_rankers_that_rank_far_low_scores_among_the_first_are_not_refused(temperature):
+    """At high temperatures NeuralSort and SoftSort give a far low outlier, or a long low tail, a
+    rank near the top: the ranks then correlate with the scores, but they are not ordered as the
+    scores are, as ascending ranks would be."""
+    from sodeep.sorters import NeuralSortSorter, SoftSortSorter
+
+    generator = torch.Generator().manual_seed(0)
+    outlier = 0.01 * torch.randn(1, 32, generator=generator)
+    outlier[0, 0] = -10.0
+    skewed = [-torch.exp(2 * torch.randn(64, generator=generator)) for _ in range(20)]
+    for scores in (outlier, *skewed):
+        targets = torch.randn(scores.shape, generator=generator)
+        for sorter in (NeuralSortSorter(temperature=temperature), SoftSortSorter(temperature=temperature)):
+            assert torch.isfinite(SpearmanLoss(sorter=sorter)(scores, targets))
+
+
 @pytest.mark.parametrize("loss,inputs", _SORTER_INPUTS)
 def test_a_sorter_class_is_refused_with_the_instance_to_pass(loss, inputs):
     with pytest.raises(
