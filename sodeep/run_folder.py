@@ -476,12 +476,21 @@ def _take(out: Path, instead: str = CHOOSE_ANOTHER_OUT) -> int:
 def check_no_run_inside_in_use(out: Path) -> None:
     """A ``ValueError`` if a run folder inside ``out`` (at any depth) is in use by a running
     command: clearing ``out`` would delete that run's files under it."""
-    for lock in out.rglob(RUN_LOCK):
-        if lock.parent != out:
+    problem = run_in_use(out, inside_only=True)
+    if problem:
+        raise ValueError(f"cannot clear {out}, which holds a run folder in use: {problem}")
+
+
+def run_in_use(folder: Path, *, inside_only: bool = False) -> str | None:
+    """Why a run folder at or under ``folder`` (only under it, with ``inside_only``) is in use by a
+    running command (the message that names it), or ``None``."""
+    for lock in Path(folder).rglob(RUN_LOCK):
+        if not (inside_only and lock.parent == Path(folder)):
             try:
                 _check_not_in_use(lock.parent)
             except ValueError as error:
-                raise ValueError(f"cannot clear {out}, which holds a run folder in use: {error}") from None
+                return str(error)
+    return None
 
 
 def _check_not_in_use(out: Path) -> None:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import IO
 
 from sodeep.files import atomic_write_json, atomic_write_text
-from sodeep.run_folder import RESUME_STARTED_VARIABLE
+from sodeep.run_folder import RESUME_STARTED_VARIABLE, run_in_use
 from sodeep.stream_loader import available_cores
 from sodeep.sweeps.expand import Trial
 from sodeep.sweeps.macros import build_command, resolve_program, sweep_param_text
@@ -51,6 +51,11 @@ UNREADABLE_SUMMARY = "summary.unreadable.json"
 
 #: The thread-count variables a trial's libraries read (PyTorch, NumPy and scikit-learn's BLAS).
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+#: Seconds a trial's start waits for a command still running in its folder (an attempt left by a
+#: runner that was killed, stopping on the SIGINT it got then) to end.
+LEFT_RUNNING_WAIT_SECONDS = 60.0
 
 
 #: sodeep's commands that continue the run in their output folder under
@@ -107,6 +112,12 @@ def trial_threads(workers: int, cores: int | None = None) -> int:
 
 #: Linux's ``prctl`` option that sends the calling process a signal when its parent exits.
 _PR_SET_PDEATHSIG = 1
+
+
+def _seconds(value: object) -> float:
+    """``value`` as a finite number of seconds >= 0 (0 for anything else)."""
+    finite = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < float("inf")
+    return float(value) if finite else 0.0
 
 
 def _interrupt_with_the_runner() -> Callable[[], None] | None:
@@ -213,6 +224,7 @@ class TrialLauncher:
         same parameters there (:meth:`resumable`), in its folder as it is, with
         :data:`~sodeep.run_folder.RESUME_STARTED_VARIABLE` set: the command continues its run."""
         directory = self.trial_folder(trial)
+        self._wait_for_a_left_attempt(trial, directory)
         command, environment = self.command(trial)
         resumed = self.resumable(trial, command)
         # The seconds of the attempts a stop cut short count towards the trial's time.
@@ -227,6 +239,9 @@ class TrialLauncher:
         atomic_write_text(directory / "sweep-params.yaml", sweep_param_text(trial.params))
         atomic_write_json(directory / "args.json", trial.params)
         record = {"trial": trial.id, "params": trial.params, "command": command, "resumed": resumed}
+        # When this attempt began, and the seconds of those before it: what a runner killed during
+        # the attempt leaves to count it by.
+        record |= {"started": time.time(), "earlier_seconds": earlier}
         atomic_write_json(directory / "trial.json", record)
         log = open(directory / "output.log", "ab" if resumed else "wb")  # noqa: SIM115 (closed when the trial ends)
         if resumed:
@@ -248,15 +263,38 @@ class TrialLauncher:
             raise ValueError(f"trial {trial.id}: cannot run {command[0]!r}: {error}") from None
         return RunningTrial(trial, process, log, environment, time.monotonic() - earlier)
 
+    def _wait_for_a_left_attempt(self, trial: Trial, directory: Path) -> None:
+        """Wait up to :data:`LEFT_RUNNING_WAIT_SECONDS` for a run folder in the trial's folder that
+        a running command holds to be let go; a ``ValueError`` naming it if it is not."""
+        deadline = time.monotonic() + LEFT_RUNNING_WAIT_SECONDS
+        while (problem := run_in_use(directory)) is not None:
+            if time.monotonic() > deadline:
+                raise ValueError(
+                    f"trial {trial.id}: {problem} (an attempt of this trial left running, as by a sweep runner that "
+                    "was killed); run the sweep again once it has ended"
+                )
+            time.sleep(0.2)
+
     def _seconds_so_far(self, trial: Trial) -> float:
-        """The seconds its stopped attempts ran, as :meth:`stopped` recorded them (0 where a
-        machine going down left no record)."""
+        """The seconds its attempts ran: as :meth:`stopped` recorded them; for an attempt cut short
+        without a record (its runner killed, the machine gone down), until the last line it wrote
+        to ``output.log``."""
+        directory = self.trial_folder(trial)
         try:
-            seconds = json.loads((self.trial_folder(trial) / "trial.json").read_text(encoding="utf-8")).get("seconds")
-        except (OSError, ValueError, AttributeError):
+            record = json.loads((directory / "trial.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
             return 0.0
-        finite = isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and 0 <= seconds < float("inf")
-        return float(seconds) if finite else 0.0
+        if not isinstance(record, dict):
+            return 0.0
+        if "seconds" in record:
+            return _seconds(record["seconds"])
+        try:
+            last_written = (directory / "output.log").stat().st_mtime
+        except OSError:
+            last_written = None
+        started = _seconds(record.get("started"))
+        cut_short = max(0.0, last_written - started) if last_written is not None and started else 0.0
+        return _seconds(record.get("earlier_seconds")) + cut_short
 
     def resumable(self, trial: Trial, command: list[str]) -> bool:
         """Whether the trial's folder holds an attempt of the same parameters that a stop cut short

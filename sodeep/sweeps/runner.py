@@ -247,6 +247,9 @@ class _Scheduler:
             stopped = self.stop_all()
             done = len(self.outcome.finished) + len(self.outcome.skipped)
             raise SweepInterrupted(self.folder, done, self.total, stopped) from None
+        except ValueError:  # a trial that cannot start: the others stop as on ctrl-C, to resume
+            self.stop_all()
+            raise
         finally:
             for number, handler in previous.items():
                 signal.signal(number, handler)

@@ -777,3 +777,74 @@ def test_a_sweep_stopped_during_a_pretraining_trial_resumes_it_from_its_checkpoi
     assert "resuming run from step" in log and (trial / "run" / "sorter.pt").is_file()
     summary = json.loads((trial / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["seconds"] > record["seconds"]
+
+
+def test_an_attempt_cut_short_by_a_killed_runner_counts_until_its_last_line(tmp_path):
+    spec = load_sweep(write_sweep(tmp_path, QUICK_PROGRAM, "method: grid\nparameters:\n  seed: {values: [0]}\n"))
+    trial = expand_trials(spec)[0]
+    launcher = TrialLauncher(spec, tmp_path / "runs", "offline", tmp_path)
+    command = [sys.executable, "-m", "sodeep", "bench", "--help"]  # harmless, and one of sodeep's that resume
+    launcher.command = lambda trial, _command=launcher.command: (command, _command(trial)[1])
+    folder = launcher.trial_folder(trial)
+    folder.mkdir(parents=True)
+    started = time.time() - 1000
+    record = {
+        "trial": trial.id,
+        "params": trial.params,
+        "command": command,
+        "started": started,
+        "earlier_seconds": 50.0,
+    }
+    (folder / "trial.json").write_text(json.dumps(record))  # no exit status: the runner was killed
+    (folder / "output.log").write_text("the attempt's lines\n")
+    os.utime(folder / "output.log", (started + 30, started + 30))  # its last line, 30 s in
+    running = launcher.start(trial)
+    running.process.wait()
+    launcher.finish(running, running.process.returncode)
+    seconds = json.loads((folder / "trial.json").read_text())["seconds"]
+    assert 80 <= seconds < 90  # 50 before it, 30 of it, and the last attempt's
+
+
+HOLDING_PROGRAM = """
+import fcntl, os, pathlib, sys, time
+folder = pathlib.Path(sys.argv[1])
+folder.mkdir(parents=True, exist_ok=True)
+descriptor = os.open(folder / "run.lock", os.O_RDWR | os.O_CREAT)
+fcntl.flock(descriptor, fcntl.LOCK_EX)
+os.write(descriptor, str(os.getpid()).encode())
+(folder / "held").write_text("")
+time.sleep(float(sys.argv[2]))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="run folders are locked with flock")
+@pytest.mark.parametrize("holds_for", [1.0, 30.0])
+def test_a_trial_waits_for_an_attempt_left_running_in_its_folder(tmp_path, monkeypatch, holds_for):
+    import subprocess
+
+    from sodeep.sweeps import launcher as launcher_module
+
+    monkeypatch.setattr(launcher_module, "LEFT_RUNNING_WAIT_SECONDS", 5.0)
+    spec = load_sweep(write_sweep(tmp_path, QUICK_PROGRAM, "method: grid\nparameters:\n  seed: {values: [0]}\n"))
+    trial = expand_trials(spec)[0]
+    launcher = TrialLauncher(spec, tmp_path / "runs", "offline", tmp_path)
+    run = launcher.trial_folder(trial) / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDING_PROGRAM, str(run), str(holds_for)])
+    try:
+        deadline = time.monotonic() + 30
+        while not (run / "held").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if holds_for < 5:
+            running = launcher.start(trial)  # once the left attempt has ended
+            assert holder.poll() is not None
+            running.process.wait()
+            launcher.finish(running, running.process.returncode)
+        else:
+            with pytest.raises(
+                ValueError, match=rf"^trial 0000: .*is in use by a running sodeep command \(process {holder.pid}\)"
+            ):
+                launcher.start(trial)
+            assert (run / "held").exists()  # its folder is not cleared under it
+    finally:
+        holder.kill()
+        holder.wait()
