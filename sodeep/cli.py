@@ -139,13 +139,13 @@ def pretrain_config(arguments: argparse.Namespace) -> PretrainConfig:
 def command_pretrain(arguments: argparse.Namespace) -> int:
     config = pretrain_config(arguments)
     from sodeep.checkpoints import RUN_SORTER
-    from sodeep.pretraining import finished_steps, pretrain, saved_step_of_this_run
+    from sodeep.pretraining import pretrain, run_finished, saved_step_of_this_run
     from sodeep.run_folder import resumes_started_run, stop_signals_as_interrupts
 
     sorter_file = Path(config.out) / RUN_SORTER
     resume = arguments.resume or resumes_started_run(config.out, arguments.overwrite)
     # As pretrain() decides it, before the run: a resume that rewrote a missing summary trained.
-    finished_before = resume and sorter_file.is_file() and finished_steps(Path(config.out)) >= config.steps
+    finished_before = resume and run_finished(Path(config.out), config.steps)
     started = time.time()
     # Ctrl-C and SIGTERM alike, before training starts too, where Lightning's handler is not yet set.
     try:
@@ -467,8 +467,8 @@ def in_flag_words(message: str, parser: argparse.ArgumentParser, argv: Sequence[
         re.compile(r"(?<![\w./-])(" + "|".join(map(re.escape, names)) + r")" + after)
         for names, after in (
             (compound, r"(?![\w/=])"),
-            # A value may be a list: ``shape: [16, 16, 16] -> [16, 16, 18]``.
-            (single, r"(?= (?:must be|must not|>=|<=|>|<) |: (?:$|(?:\[[^\]]*\]|[^,;()\[])*? -> ))"),
+            # A value may be a list: ``shape: [16, 16, 16] -> [16, 16, 18]``, or one of quoted names.
+            (single, r"(?= (?:must be|must not|>=|<=|>|<) |: (?:$|\[\Z|(?:\[[^\]]*\]|[^,;()\[])*? -> ))"),
         )
         if names
     ]
@@ -595,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.exit(INTERRUPTED)  # a distributed run's other processes: rank 0 says it once
         parser.exit(
             INTERRUPTED,
-            f"{name}: interrupted before anything was saved; run the same command again\n",
+            f"{name}: interrupted before this command saved anything; run the same command again\n",
         )
     except RunInterrupted as interrupted:
         from sodeep.runs import global_rank  # Lightning is loaded: only a training run gets here
@@ -613,8 +613,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _program() -> str:
-    """How this process was started, for a command to run again: ``python -m sodeep`` or ``sodeep``
-    (the console script, and a Python caller of :func:`main`)."""
+    """How this process was started, for a command to run again: the interpreter and module as
+    typed (``python3 -m sodeep``, ``python -m sodeep.cli``), or ``sodeep`` (the console script, and
+    a Python caller of :func:`main`)."""
+    typed = list(getattr(sys, "orig_argv", []))
+    for index, word in enumerate(typed[:-1]):
+        if word == "-m" and typed[index + 1].split(".")[0] == "sodeep":
+            return shlex.join([Path(typed[0]).name, *typed[1 : index + 2]])
     script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
     by_module = script is not None and script.name == "__main__.py" and script.parent.name == "sodeep"
     return "python -m sodeep" if by_module else "sodeep"

@@ -205,13 +205,21 @@ def is_fidelity_rows(data: Any) -> bool:
     )
 
 
+def _one_line(text: str) -> str:
+    """``text`` with each character that breaks a line (any that ``str.splitlines`` splits at: a
+    path may hold one) written as its escape, ``\\n``, ``\\x0c``, ``\\u2028``, ..."""
+    return "".join(
+        character.encode("unicode_escape").decode() if len(f"a{character}a".splitlines()) > 1 else character
+        for character in text
+    )
+
+
 def format_fidelity_markdown(rows: list[FidelityRow], title: str = "") -> str:
     """Two markdown tables: per family at every n (Spearman / rank error), and means per n."""
     lengths = sorted({row.length for row in rows})
     families = list(dict.fromkeys(row.family for row in rows))
     cell = {(row.family, row.length): row for row in rows}
-    # A line break in the title (a path may hold one) is shown escaped: the title stays one line.
-    title = title.replace("\r", "\\r").replace("\n", "\\n")
+    title = _one_line(title)
     lines = [f"### {title}", ""] if title else []
     lines.append(FIDELITY_TABLE_HEADING)
     lines.append("")

@@ -208,9 +208,10 @@ class SorterPretraining(L.LightningModule):
     def on_train_start(self) -> None:
         # Said once training is under way (bad input and interrupts before it stay one line).
         warmup, total = self.hparams.warmup_steps, self.hparams.total_steps
-        if warmup >= total and self.global_step < total and self.trainer.is_global_zero:
+        # (Step k of the warm-up runs at (k + 1) / warmup of the rate: warmup = steps reaches it last.)
+        if warmup > total and self.global_step < total and self.trainer.is_global_zero:
             warnings.warn(
-                f"warmup_steps={warmup} is not below steps={total}: the learning rate rises for the whole run and "
+                f"warmup_steps={warmup} is more than steps={total}: the learning rate rises for the whole run and "
                 f"never reaches learning_rate={self.hparams.learning_rate:g}; lower it, e.g. warmup_steps={total // 10}",
                 SetupWarning,
                 stacklevel=2,
@@ -466,7 +467,7 @@ def _pretrain(config: PretrainConfig | None, *, resume: bool, overwrite: bool) -
                 "DDP look for such weights)"
             )
     # A finished run (its sorter and summary) has nothing to train, with or without its checkpoint.
-    done = (out / RUN_SORTER).is_file() and finished_steps(out) >= config.steps
+    done = run_finished(out, config.steps)
     finished = resume and not overwrite and done
     if leader:
         if not resume and _started_but_never_saved(out):
@@ -482,7 +483,7 @@ def _pretrain(config: PretrainConfig | None, *, resume: bool, overwrite: bool) -
         )
         if resume and not overwrite and not last.is_file() and not finished:
             why = (
-                f"its run finished ({finished_steps(out)} steps) but its {RUN_SORTER} and checkpoint are gone"
+                f"holds a run that finished ({finished_steps(out)} steps) but lost its {RUN_SORTER} and checkpoint"
                 if finished_steps(out)
                 else "has no checkpoint yet (the run stopped before its first one)"
             )
@@ -766,6 +767,8 @@ def _write_results(
         # The last validation's means over the held-out cells, under the names they are logged with.
         "validation": {key: float(value) for key, value in trainer.callback_metrics.items() if key.startswith("val/")},
     }
+    if (out / RUN_SORTER).is_file() and not _readable_sorter(out / RUN_SORTER):
+        (out / RUN_SORTER).unlink()  # the run's own file, damaged: written again below
     save_sorter(trained, out / RUN_SORTER, metadata)
     atomic_write_json(out / "pretrain_summary.json", metadata, indent=2)
 
@@ -781,6 +784,22 @@ def _logs_validation_at(out: Path, step: int) -> bool:
             )
     except (OSError, ValueError, csv.Error):
         return False
+
+
+def run_finished(out: Path, steps: int) -> bool:
+    """Whether the run in ``out`` finished its ``steps`` and holds its sorter, readable (a damaged
+    one is written again from the run's last checkpoint by a resume)."""
+    return finished_steps(out) >= steps and _readable_sorter(out / RUN_SORTER)
+
+
+def _readable_sorter(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        load_sorter(path)
+    except (CheckpointError, ValueError):
+        return False
+    return True
 
 
 def finished_steps(out: Path) -> int:
@@ -805,7 +824,7 @@ def _checkpoint_problem(last: Path) -> str | None:
 
 def _started_but_never_saved(out: Path) -> bool:
     """Whether ``out`` holds a pretraining run, of any settings, stopped before its first
-    checkpoint (no weights): a run that was told "interrupted before anything was saved"."""
+    checkpoint (no weights): a run that was told "interrupted before this command saved anything"."""
     try:
         record = json.loads((out / RUN_RECORD).read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -506,10 +506,11 @@ def _unknown_strategy(strategy: str) -> str:
 
     from sodeep.config import _IN_FIT_LAUNCHERS
 
+    # Lightning's XLA strategies start their processes inside fit too; single_tpu needs a device.
     known = ["auto"] + [
         name
         for name in sorted(StrategyRegistry.available_strategies())
-        if not any(word in name for word in _IN_FIT_LAUNCHERS)
+        if not any(word in name for word in (*_IN_FIT_LAUNCHERS, "xla", "tpu"))
     ]
     close = difflib.get_close_matches(strategy, known, n=1)
     suggestion = f"did you mean {close[0]!r}? " if close else ""

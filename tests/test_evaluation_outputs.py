@@ -282,13 +282,16 @@ def test_fidelity_refuses_ranks_that_are_not_real_floating_point(dtype):
         fidelity_table(positions, lengths=[5], families=["normal"], sequences_per_cell=2)
 
 
-def test_an_evaluation_of_a_sorter_whose_path_holds_a_line_break_can_be_written_again(tmp_path, monkeypatch):
+@pytest.mark.parametrize(("separator", "escaped"), [("\n", "\\n"), ("\x0c", "\\x0c"), ("\u2028", "\\u2028")])
+def test_an_evaluation_of_a_sorter_whose_path_holds_a_line_break_can_be_written_again(
+    tmp_path, monkeypatch, separator, escaped
+):
     monkeypatch.chdir(tmp_path)
-    folder = tmp_path / "a\nb"
+    folder = tmp_path / f"a{separator}b"
     folder.mkdir()
     save_sorter(load_sorter(), folder / "sorter.pt")
     argv = ["evaluate", str(folder / "sorter.pt"), "--lengths", "3", "--sequences", "1", "--out", "table.md"]
     assert main(argv) == 0
     title = (tmp_path / "table.md").read_text().splitlines()[0]
-    assert title == f"### {tmp_path}/a\\nb/sorter.pt"
+    assert title == f"### {tmp_path}/a{escaped}b/sorter.pt"
     assert main(argv) == 0  # the table it wrote is recognised as one, and replaced

@@ -203,10 +203,10 @@ def test_a_warmup_as_long_as_the_run_gets_one_warning_line(tmp_path, monkeypatch
     assert _pretrain(tmp_path / "run", 4, "--wandb", "disabled", "--data-workers", "0") == 0
     warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
     assert warnings == [
-        "sodeep pretrain: warning: --warmup-steps 100 is not below --steps 4: the learning rate rises for the whole "
+        "sodeep pretrain: warning: --warmup-steps 100 is more than --steps 4: the learning rate rises for the whole "
         "run and never reaches --learning-rate 0.003; lower it, e.g. --warmup-steps 0"
     ]
-    assert _pretrain(tmp_path / "run2", 4, "--wandb", "disabled", "--data-workers", "0", "--warmup-steps", "3") == 0
+    assert _pretrain(tmp_path / "run2", 4, "--wandb", "disabled", "--data-workers", "0", "--warmup-steps", "4") == 0
     assert "warning" not in capsys.readouterr().err
 
 
@@ -290,14 +290,14 @@ def test_an_interrupt_before_training_names_only_a_checkpoint_of_this_run(tmp_pa
     with pytest.raises(SystemExit) as exit_info:
         _pretrain(run, 2, "--wandb", "disabled", "--seed", "3", *flags)
     error = capsys.readouterr().err
-    assert exit_info.value.code == 130 and "interrupted before anything was saved" in error, error
+    assert exit_info.value.code == 130 and "interrupted before this command saved anything" in error, error
     # The same settings: resumable, unless --overwrite was to replace that run.
     with pytest.raises(SystemExit) as exit_info:
         _pretrain(run, 2, "--wandb", "disabled", *flags)
     error = capsys.readouterr().err
     assert exit_info.value.code == 130
     if overwrite:
-        assert "interrupted before anything was saved" in error, error
+        assert "interrupted before this command saved anything" in error, error
     else:
         assert error.startswith("interrupted at step 2; resume with: sodeep pretrain --steps 2"), error
         assert error.rstrip().endswith("--resume")
@@ -306,6 +306,11 @@ def test_an_interrupt_before_training_names_only_a_checkpoint_of_this_run(tmp_pa
 def test_the_resume_advice_names_the_program_as_it_was_started(monkeypatch):
     from sodeep.cli import _program
 
+    monkeypatch.setattr("sys.orig_argv", ["/usr/bin/python3", "-m", "sodeep.cli", "pretrain"])
+    assert _program() == "python3 -m sodeep.cli"
+    monkeypatch.setattr("sys.orig_argv", ["python", "-u", "-m", "sodeep", "pretrain"])
+    assert _program() == "python -u -m sodeep"
+    monkeypatch.setattr("sys.orig_argv", [])
     monkeypatch.setattr("sys.argv", ["/venv/lib/python3.11/site-packages/sodeep/__main__.py", "pretrain"])
     assert _program() == "python -m sodeep"
     for started in ("/venv/bin/sodeep", "/venv/lib/python3.11/site-packages/pytest/__main__.py"):
@@ -319,8 +324,12 @@ def test_resuming_a_finished_run_that_lost_its_sorter_or_summary_rewrites_them_o
     assert _pretrain(run, 4, "--wandb", "disabled", "--warmup-steps", "1") == 0
     log = (run / "csv" / "metrics.csv").read_text()
     weights = load_sorter(run / "sorter.pt").state_dict()
-    for lost in ("sorter.pt", "pretrain_summary.json"):
-        (run / lost).unlink()
+    for lost in ("sorter.pt", "pretrain_summary.json", "damaged sorter.pt"):
+        if lost.startswith("damaged"):
+            lost = lost.split()[1]
+            (run / lost).write_bytes((run / lost).read_bytes()[:100])
+        else:
+            (run / lost).unlink()
         capsys.readouterr()
         assert _pretrain(run, 4, "--wandb", "disabled", "--warmup-steps", "1", "--resume") == 0
         out = capsys.readouterr().out
@@ -714,7 +723,7 @@ def test_resuming_a_finished_run_whose_checkpoint_was_deleted_rewrites_nothing(t
     (run / "sorter.pt").unlink()  # no result and no checkpoint: nothing to resume from
     with pytest.raises(SystemExit):
         _pretrain(run, 2, "--wandb", "disabled", "--resume")
-    assert "its run finished (2 steps) but its sorter.pt and checkpoint are gone; run with --overwrite" in (
+    assert "holds a run that finished (2 steps) but lost its sorter.pt and checkpoint; run with --overwrite" in (
         capsys.readouterr().err
     )
 
@@ -767,7 +776,7 @@ def test_a_stop_before_training_starts_ends_in_one_line_and_status_130(signal_na
         _pretrain(tmp_path / "run", 4)
     assert exit_info.value.code == 130
     last_line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last_line.endswith("interrupted before anything was saved; run the same command again")
+    assert last_line.endswith("interrupted before this command saved anything; run the same command again")
     monkeypatch.undo()
     monkeypatch.chdir(tmp_path)
     assert _pretrain(tmp_path / "run", 3) == 0  # nothing was saved: a command of other settings starts afresh
@@ -858,7 +867,11 @@ def test_a_sigterm_as_the_run_folder_is_made_ends_in_one_line_and_status_130(tmp
     process.send_signal(signal.SIGTERM)
     _, error = process.communicate(timeout=120)
     assert process.returncode == 130, error
-    assert error.strip().splitlines()[-1].endswith("interrupted before anything was saved; run the same command again")
+    assert (
+        error.strip()
+        .splitlines()[-1]
+        .endswith("interrupted before this command saved anything; run the same command again")
+    )
 
 
 @pytest.mark.parametrize(
@@ -1149,4 +1162,4 @@ def test_an_interrupt_before_anything_was_saved_is_said_once_in_a_distributed_ru
     with pytest.raises(SystemExit) as exit_info:
         main(["evaluate", "--lengths", "5"])
     assert exit_info.value.code == 130
-    assert ("interrupted before anything was saved" in capsys.readouterr().err) == said
+    assert ("interrupted before this command saved anything" in capsys.readouterr().err) == said

@@ -232,7 +232,7 @@ def test_synthetic_overwrite_keeps_the_previous_run_until_the_new_cohort_is_simu
         brainage("synthetic", out, brainage_inputs, "--max-epochs", "3", "--overwrite")
     assert exit_info.value.code == 130
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert error.endswith("interrupted before anything was saved; run the same command again")
+    assert error.endswith("interrupted before this command saved anything; run the same command again")
     after = {path: mtime for path, mtime in folder_state(out).items() if path.name != "run.lock"}
     assert after == before  # every file of the previous run, untouched
     monkeypatch.setattr(synthetic_mri, "simulate_subject", original)

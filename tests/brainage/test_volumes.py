@@ -341,7 +341,7 @@ def test_overwrite_interrupted_while_reading_volumes_keeps_the_previous_run(tmp_
     with pytest.raises(SystemExit) as stopped:
         main([*command, "--overwrite"])
     assert stopped.value.code == 130
-    assert "interrupted before anything was saved; run the same command again" in capsys.readouterr().err
+    assert "interrupted before this command saved anything; run the same command again" in capsys.readouterr().err
     assert _contents(out) == kept
 
 
