@@ -48,7 +48,8 @@ PRETRAIN_HELP = {
     "lengths": 'sequence lengths: a range "2-256" or a list "8,100"; each batch draws one',
     "families": "synthetic families to train and validate on: all, or names of sodeep.synthetic.FAMILIES "
     'such as "uniform,ties,cauchy" (the order is part of the stream)',
-    "affine_probability": "chance that a training sequence gets a random positive scale and shift",
+    "affine_probability": "chance that a training sequence gets a random positive scale and shift (no change "
+    "for an affine-invariant sorter, such as conv, but float rounding)",
     "steps": "optimizer steps",
     "batch_size": "sequences per step",
     "learning_rate": "AdamW peak learning rate (warm-up, then cosine decay)",

@@ -459,7 +459,8 @@ class PretrainConfig:
     #: Families of synthetic sequences to train and validate on, in this order: ``"all"`` (the 15
     #: of :data:`sodeep.synthetic.FAMILIES`), or a list of their names (or a comma-separated text).
     families: str | list[str] = "all"
-    #: Chance that a training sequence gets a random positive scale and shift (``[0, 1]``).
+    #: Chance that a training sequence gets a random positive scale and shift (``[0, 1]``): what
+    #: teaches a sorter that is not affine-invariant (the original SoDeep ones) scores of any scale.
     affine_probability: float = 0.5
     steps: int = 3000
     batch_size: int = 64
