@@ -213,14 +213,18 @@ def sorter_ranks(sorter: SorterFunction, scores: torch.Tensor) -> torch.Tensor:
         "the sorter's ranks are not descending ranks in (0, 1] (a row averages outside [0.25, 1], is NaN, or the "
         "ranks rise with the scores): a sorter returns descending ranks divided by n (1 for the largest score); "
         "wrap one that returns ascending ranks 1..n (n for the largest score), such as torchsort.soft_rank, in "
-        "sodeep.losses.descending_normalized",
+        "sodeep.losses.descending_normalized (a soft ranker at a temperature too high for these scores, such as "
+        "NeuralSort or SoftSort with a far outlier, can rank them rising too: lower its temperature)",
     )
     return ranks.to(scores.dtype)  # the losses return the scores' dtype, whatever the sorter's
 
 
 #: Scores a batch needs for ranks that rise with them, however little they spread, to be refused
-#: (a soft ranker at a high temperature may rank a few short rows any way).
+#: (a soft ranker at a high temperature may rank a few short rows any way) ...
 RISING_CHECK_MIN_ELEMENTS = 32
+#: ... and pairs of neighbouring entries that both the scores and the ranks order (rows of ties
+#: and one lower score give one such pair each, which NeuralSort at T = 2 orders rising).
+RISING_CHECK_MIN_PAIRS = 16
 
 
 def _rise_with(ranks: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -228,8 +232,9 @@ def _rise_with(ranks: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     correlation, pooled over the rows, is above 1/2 (descending ranks give -1, ties and constant
     rows 0), and they spread as ranks do; or, spread or not, over at least
     :data:`RISING_CHECK_MIN_ELEMENTS` scores, every two neighbouring entries of a row are ordered
-    alike by the scores and by the ranks (one pair strictly at least), as ascending soft ranks at a
-    high regularization are: nearly constant, but ordered as the scores.  Rows count by their spread
+    alike by the scores and by the ranks (where both order them, in at least
+    :data:`RISING_CHECK_MIN_PAIRS` pairs), as ascending soft ranks at a high regularization are:
+    nearly constant, but ordered as the scores.  Rows count by their spread
     (all scaled by one constant into [-1, 1]: no overflow), so rows of nearly equal scores, which a
     sorter may rank in any order, count for little."""
     wide = torch.promote_types(scores.dtype, torch.float32)
@@ -247,7 +252,11 @@ def _rise_with(ranks: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     # neighbouring entries stay in descending order.
     spread = centred_ranks.square().mean() >= 0.01
     alike = torch.sign(torch.diff(scores, dim=-1)) * torch.sign(torch.diff(ranks.to(wide), dim=-1))
-    ordered_alike = (alike >= 0).all() & (alike > 0).any() & (scores.numel() >= RISING_CHECK_MIN_ELEMENTS)
+    ordered_alike = (
+        (alike >= 0).all()
+        & ((alike > 0).sum() >= RISING_CHECK_MIN_PAIRS)
+        & (scores.numel() >= RISING_CHECK_MIN_ELEMENTS)
+    )
     return (rising & spread) | ordered_alike
 
 

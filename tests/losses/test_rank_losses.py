@@ -398,7 +398,8 @@ def test_soft_rankers_that_rank_far_low_scores_among_the_first_are_not_refused(t
     outlier = 0.01 * torch.randn(1, 32, generator=generator)
     outlier[0, 0] = -10.0
     skewed = [-torch.exp(2 * torch.randn(64, generator=generator)) for _ in range(20)]
-    for scores in (outlier, *skewed):
+    tied_and_one_lower = torch.tensor([[1.0] * 7 + [0.9]] * 4)  # one pair per row that the scores order
+    for scores in (outlier, *skewed, tied_and_one_lower, torch.cat([torch.zeros(1, 31), torch.tensor([[-10.0]])], 1)):
         targets = torch.randn(scores.shape, generator=generator)
         for sorter in (NeuralSortSorter(temperature=temperature), SoftSortSorter(temperature=temperature)):
             assert torch.isfinite(SpearmanLoss(sorter=sorter)(scores, targets))
