@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -152,17 +153,27 @@ class RunningTrial:
     started: float
     #: Why the trial failed although its program exited 0 (an unreadable summary), once finished.
     problem: str | None = None
+    #: It continues an attempt a stop cut short (:meth:`TrialLauncher.resumable`).
+    resumed: bool = False
 
 
 class TrialLauncher:
     """Starts one trial: folder, parameter files, environment, command, subprocess."""
 
     def __init__(
-        self, spec: SweepSpec, folder: Path, wandb: str, launch_directory: Path, *, threads: int | None = None
+        self,
+        spec: SweepSpec,
+        folder: Path,
+        wandb: str,
+        launch_directory: Path,
+        *,
+        threads: int | None = None,
+        echo: Callable[[str], None] = lambda line: None,
     ) -> None:
         """``threads``: the thread variables of each trial (:data:`THREAD_VARIABLES`) where the
-        environment sets none of them; ``None`` leaves them as they are."""
-        self.spec, self.folder, self.wandb, self.threads = spec, folder, wandb, threads
+        environment sets none of them; ``None`` leaves them as they are.  ``echo``: receives a
+        line while a start waits for an attempt left running."""
+        self.spec, self.folder, self.wandb, self.threads, self.echo = spec, folder, wandb, threads, echo
         self.program = resolve_program(spec.program, launch_directory)
         if "${program}" in spec.command and not Path(self.program).is_file():
             raise ValueError(
@@ -261,18 +272,23 @@ class TrialLauncher:
         except OSError as error:
             log.close()
             raise ValueError(f"trial {trial.id}: cannot run {command[0]!r}: {error}") from None
-        return RunningTrial(trial, process, log, environment, time.monotonic() - earlier)
+        return RunningTrial(trial, process, log, environment, time.monotonic() - earlier, resumed=resumed)
 
     def _wait_for_a_left_attempt(self, trial: Trial, directory: Path) -> None:
         """Wait up to :data:`LEFT_RUNNING_WAIT_SECONDS` for a run folder in the trial's folder that
         a running command holds to be let go; a ``ValueError`` naming it if it is not."""
-        deadline = time.monotonic() + LEFT_RUNNING_WAIT_SECONDS
+        deadline, said = time.monotonic() + LEFT_RUNNING_WAIT_SECONDS, False
         while (problem := run_in_use(directory)) is not None:
+            holder = re.search(r"\(process [^)]*\)", problem)
+            what = f"a sodeep command {holder.group(0) if holder else ''} still runs in its folder".replace("  ", " ")
             if time.monotonic() > deadline:
                 raise ValueError(
-                    f"trial {trial.id}: {problem} (an attempt of this trial left running, as by a sweep runner that "
-                    "was killed); run the sweep again once it has ended"
+                    f"trial {trial.id}: {what} (an attempt left running, as by a sweep runner that was killed); run "
+                    "the sweep again once it has ended, or stop it"
                 )
+            if not said:
+                self.echo(f"trial {trial.id}: {what}; waiting up to {LEFT_RUNNING_WAIT_SECONDS:.0f} s for it to end")
+                said = True
             time.sleep(0.2)
 
     def _seconds_so_far(self, trial: Trial) -> float:

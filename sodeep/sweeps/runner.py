@@ -101,7 +101,12 @@ def run_sweep(
     folder = Path(root).expanduser() / spec.folder_name
     # Absolute: each trial runs in its own folder, and reads these paths from there.
     launcher = TrialLauncher(
-        spec, folder.absolute(), wandb, Path(launch_directory or os.getcwd()).resolve(), threads=trial_threads(workers)
+        spec,
+        folder.absolute(),
+        wandb,
+        Path(launch_directory or os.getcwd()).resolve(),
+        threads=trial_threads(workers),
+        echo=echo,
     )
     check_sweep_folder(folder, spec, seed, overwrite=overwrite)
     hold_folder(folder, clear=overwrite, instead="give another --root")
@@ -238,7 +243,8 @@ class _Scheduler:
             while True:
                 while len(self.running) < self.workers and (trial := self.next_trial(waiting)) is not None:
                     self.running.append(self.launcher.start(trial))
-                    self.echo(f"trial {trial.id} ({trial.index + 1}/{self.total}) started: {describe(trial.params)}")
+                    how = "resumed" if self.running[-1].resumed else "started"
+                    self.echo(f"trial {trial.id} ({trial.index + 1}/{self.total}) {how}: {describe(trial.params)}")
                 if not self.running:
                     break
                 self.collect()

@@ -770,8 +770,9 @@ def test_a_sweep_stopped_during_a_pretraining_trial_resumes_it_from_its_checkpoi
     assert record["stopped"] is True and record["returncode"] == 130 and record["seconds"] > 0
     first_log = (trial / "output.log").read_text()
     assert "interrupted at step" in first_log, first_log
-    outcome = run_sweep(load_sweep(sweep), tmp_path / "runs", echo=lambda line: None)
-    assert outcome.finished == ["0000"]
+    lines = []
+    outcome = run_sweep(load_sweep(sweep), tmp_path / "runs", echo=lines.append)
+    assert outcome.finished == ["0000"] and lines[0].startswith("trial 0000 (1/1) resumed: ")
     log = (trial / "output.log").read_text()
     assert log.startswith(first_log) and "resuming this trial after a stop" in log
     assert "resuming run from step" in log and (trial / "run" / "sorter.pt").is_file()
@@ -827,7 +828,8 @@ def test_a_trial_waits_for_an_attempt_left_running_in_its_folder(tmp_path, monke
     monkeypatch.setattr(launcher_module, "LEFT_RUNNING_WAIT_SECONDS", 5.0)
     spec = load_sweep(write_sweep(tmp_path, QUICK_PROGRAM, "method: grid\nparameters:\n  seed: {values: [0]}\n"))
     trial = expand_trials(spec)[0]
-    launcher = TrialLauncher(spec, tmp_path / "runs", "offline", tmp_path)
+    lines = []
+    launcher = TrialLauncher(spec, tmp_path / "runs", "offline", tmp_path, echo=lines.append)
     run = launcher.trial_folder(trial) / "run"
     holder = subprocess.Popen([sys.executable, "-c", HOLDING_PROGRAM, str(run), str(holds_for)])
     try:
@@ -840,11 +842,15 @@ def test_a_trial_waits_for_an_attempt_left_running_in_its_folder(tmp_path, monke
             running.process.wait()
             launcher.finish(running, running.process.returncode)
         else:
-            with pytest.raises(
-                ValueError, match=rf"^trial 0000: .*is in use by a running sodeep command \(process {holder.pid}\)"
-            ):
+            with pytest.raises(ValueError) as refused:
                 launcher.start(trial)
+            assert str(refused.value).startswith(
+                f"trial 0000: a sodeep command (process {holder.pid}) still runs in its folder (an attempt left running"
+            )
             assert (run / "held").exists()  # its folder is not cleared under it
     finally:
         holder.kill()
         holder.wait()
+    assert lines == [
+        f"trial 0000: a sodeep command (process {holder.pid}) still runs in its folder; waiting up to 5 s for it to end"
+    ]
