@@ -280,7 +280,7 @@ class TrialLauncher:
         deadline, said = time.monotonic() + LEFT_RUNNING_WAIT_SECONDS, False
         while (problem := run_in_use(directory)) is not None:
             holder = re.search(r"\(process [^)]*\)", problem)
-            what = f"a sodeep command {holder.group(0) if holder else ''} still runs in its folder".replace("  ", " ")
+            what = f"a sodeep command{' ' + holder.group(0) if holder else ''} still runs in its folder"
             if time.monotonic() > deadline:
                 raise ValueError(
                     f"trial {trial.id}: {what} (an attempt left running, as by a sweep runner that was killed); run "
