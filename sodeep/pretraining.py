@@ -37,6 +37,7 @@ from sodeep.run_folder import (
     RunInterrupted,
     claim_run_folder,
     describe_change,
+    differing_settings,
     releasing_run_folders,
     start_run_folder,
 )
@@ -609,9 +610,7 @@ def saved_step_of_this_run(config: PretrainConfig, since: float | None = None) -
     same = (
         isinstance(recorded, dict)
         and record.get("command") == "pretrain"
-        and all(
-            recorded.get(key) == settings.get(key) for key in set(recorded) | set(settings) if key not in RESUMABLE_WITH
-        )
+        and not differing_settings(recorded, settings, RESUMABLE_WITH)
     )
     if not same or (since is not None and written < since):
         return None

@@ -214,11 +214,7 @@ def claim_run_folder(
         raise ValueError(f"{record_path} is damaged; {start_again}") from None
     if existing_command != command:
         raise ValueError(f"{out} holds a {existing_command} run, not a {command} run; {CHOOSE_ANOTHER_OUT}{or_clear}")
-    differing = sorted(
-        key
-        for key in set(existing_config) | set(config)
-        if key not in ignored and existing_config.get(key) != config.get(key)
-    )
+    differing = differing_settings(existing_config, config, ignored)
     if differing:
         changes = ", ".join(
             f"{key}{' (the file content)' if key.endswith('_sha256') else ''}: "
@@ -238,6 +234,14 @@ def claim_run_folder(
             + ("overwrite=True to start again" if clearable else f"{CHOOSE_ANOTHER_OUT} to start another")
         )
     return {"command": command, "config": config, "run_id": existing.get("run_id") or fresh["run_id"]}
+
+
+def differing_settings(recorded: dict[str, Any], config: dict[str, Any], ignored: tuple[str, ...] = ()) -> list[str]:
+    """The keys, sorted, whose values differ between a run's ``recorded`` settings and ``config``
+    (one missing counts as ``None``), those of ``ignored`` aside."""
+    return sorted(
+        key for key in set(recorded) | set(config) if key not in ignored and recorded.get(key) != config.get(key)
+    )
 
 
 def holds_a_run_record(folder: Path) -> bool:
