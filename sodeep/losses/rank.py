@@ -248,7 +248,7 @@ def _rise_with(ranks: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     # Ranks that spread like ranks (a standard deviation of 0.1 or more; exact ones have 0.25 to
     # 0.29): a soft ranker at a high temperature, nearly constant, may order a short row any way
     # (NeuralSort at T = 3 ranks 1 in 100 rows of 3 scores ascending, at a correlation near 1, and
-    # at high temperatures ranks a far outlier among the first), while over a batch the most of its
+    # at high temperatures ranks a far outlier among the first), while over a batch most of its
     # neighbouring entries stay in descending order.
     spread = centred_ranks.square().mean() >= 0.01
     alike = torch.sign(torch.diff(scores, dim=-1)) * torch.sign(torch.diff(ranks.to(wide), dim=-1))
