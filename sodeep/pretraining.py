@@ -754,8 +754,10 @@ def _write_results(
     resumed: bool,
     started: float,
 ) -> None:
-    """Write ``sorter.pt`` and ``pretrain_summary.json`` (rank 0's work)."""
-    metadata = {
+    """Write ``sorter.pt`` and ``pretrain_summary.json`` (rank 0's work).  A resume that trained
+    nothing (the run had finished, and lost its sorter) keeps the run's summary as it was."""
+    kept = _summary_at(out, int(trainer.global_step)) if resumed else None
+    metadata = kept or {
         "command": invoked_command(),
         "config": settings,
         "steps": int(trainer.global_step),
@@ -769,7 +771,17 @@ def _write_results(
     if (out / RUN_SORTER).is_file() and not _readable_sorter(out / RUN_SORTER):
         (out / RUN_SORTER).unlink()  # the run's own file, damaged: written again below
     save_sorter(trained, out / RUN_SORTER, metadata)
-    atomic_write_json(out / "pretrain_summary.json", metadata, indent=2)
+    if kept is None:
+        atomic_write_json(out / "pretrain_summary.json", metadata, indent=2)
+
+
+def _summary_at(out: Path, step: int) -> dict[str, Any] | None:
+    """The run's ``pretrain_summary.json`` where it was written at ``step``, or ``None``."""
+    try:
+        summary = json.loads((out / "pretrain_summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) and summary.get("steps") == step else None
 
 
 def _logs_validation_at(out: Path, step: int) -> bool:

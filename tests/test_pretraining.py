@@ -325,6 +325,7 @@ def test_resuming_a_finished_run_that_lost_its_sorter_or_summary_rewrites_them_o
     log = (run / "csv" / "metrics.csv").read_text()
     weights = load_sorter(run / "sorter.pt").state_dict()
     for lost in ("sorter.pt", "pretrain_summary.json", "damaged sorter.pt"):
+        summary = (run / "pretrain_summary.json").read_text()
         if lost.startswith("damaged"):
             lost = lost.split()[1]
             (run / lost).write_bytes((run / lost).read_bytes()[:100])
@@ -336,6 +337,8 @@ def test_resuming_a_finished_run_that_lost_its_sorter_or_summary_rewrites_them_o
         assert "sorter written to" in out and "nothing to train" not in out, out
         assert (run / "csv" / "metrics.csv").read_text() == log  # the last validation is not logged twice
         assert (run / lost).is_file()
+        if lost == "sorter.pt":  # the summary of the run that trained stays as it was
+            assert (run / "pretrain_summary.json").read_text() == summary
         rewritten = load_sorter(run / "sorter.pt").state_dict()
         assert all(torch.equal(rewritten[name], weight) for name, weight in weights.items())
 
