@@ -119,9 +119,11 @@ def command_run(arguments: argparse.Namespace) -> int:
 
 def dry_run(spec: Any, arguments: argparse.Namespace) -> int:
     """Check what a run would check, then print the trials and their commands as the runner would
-    start them, marking those a run would skip (finished before)."""
+    start them, marking those a run would skip (finished before) and those whose folder a command
+    still runs in (an attempt left running, which a run waits for)."""
+    from sodeep.run_folder import run_in_use
     from sodeep.sweeps.expand import Trial
-    from sodeep.sweeps.launcher import THREAD_VARIABLES, TrialLauncher, trial_threads
+    from sodeep.sweeps.launcher import LEFT_RUNNING_WAIT_SECONDS, THREAD_VARIABLES, TrialLauncher, trial_threads
     from sodeep.sweeps.runner import check_sweep_folder, trial_source
     from sodeep.sweeps.summary import is_finished, reaches_target, read_trial_summary
 
@@ -140,15 +142,23 @@ def dry_run(spec: Any, arguments: argparse.Namespace) -> int:
             f"known in advance; each trial runs with {threads}"
         )
         return 0
-    skipped, target = 0, False
+    skipped, running, target = 0, 0, False
     for trial in source:
-        summary_path = launcher.trial_folder(trial) / "summary.json"
-        finished = not arguments.overwrite and is_finished(summary_path)
+        trial_folder = launcher.trial_folder(trial)
+        finished = not arguments.overwrite and is_finished(trial_folder / "summary.json")
         skipped += finished
-        target |= finished and reaches_target(spec.metric, read_trial_summary(summary_path))
-        mark = " (finished: skipped)" if finished else ""
-        print(f"{launcher.trial_folder(trial)}{mark}: {shlex.join(launcher.command(trial)[0])}")
-    print(f"{plural(len(source), 'trial')}, {skipped} finished before; each trial runs with {threads}")
+        target |= finished and reaches_target(spec.metric, read_trial_summary(trial_folder / "summary.json"))
+        in_use = not finished and trial_folder.is_dir() and run_in_use(trial_folder) is not None
+        running += in_use
+        mark = " (finished: skipped)" if finished else " (an attempt still runs in its folder)" if in_use else ""
+        print(f"{trial_folder}{mark}: {shlex.join(launcher.command(trial)[0])}")
+    line = f"{plural(len(source), 'trial')}, {skipped} finished before; each trial runs with {threads}"
+    if running:
+        line += (
+            f"; {plural(running, 'trial')} still running from an earlier run: a run waits up to "
+            f"{LEFT_RUNNING_WAIT_SECONDS:.0f} s for each to end, then stops"
+        )
+    print(line)
     if target:
         print(f"metric {spec.metric['name']} has reached its target: a run starts no new trial")
     return 0

@@ -854,3 +854,33 @@ def test_a_trial_waits_for_an_attempt_left_running_in_its_folder(tmp_path, monke
     assert lines == [
         f"trial 0000: a sodeep command (process {holder.pid}) still runs in its folder; waiting up to 5 s for it to end"
     ]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="run folders are locked with flock")
+def test_dry_run_marks_a_trial_whose_attempt_still_runs(tmp_path, capsys, monkeypatch):
+    import subprocess
+
+    monkeypatch.chdir(tmp_path)
+    calls = tmp_path / "calls.txt"
+    body = f"method: grid\nparameters:\n  seed: {{values: [0, 1]}}\n  calls: {{value: {calls}}}\n"
+    spec_file = write_sweep(tmp_path, QUICK_PROGRAM, body)
+    spec = load_sweep(spec_file)
+    assert main(["run", str(spec_file), "--root", str(tmp_path / "runs")]) == 0
+    capsys.readouterr()
+    trial_folder = TrialLauncher(spec, tmp_path / "runs" / spec.folder_name, "offline", tmp_path).trial_folder(
+        expand_trials(spec)[1]
+    )
+    (trial_folder / "summary.json").unlink()  # trial 1 did not finish: its runner was killed
+    holder = subprocess.Popen([sys.executable, "-c", HOLDING_PROGRAM, str(trial_folder / "run"), "30"])
+    try:
+        deadline = time.monotonic() + 30
+        while not (trial_folder / "run" / "held").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert main(["run", str(spec_file), "--root", str(tmp_path / "runs"), "--dry-run"]) == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    lines = capsys.readouterr().out.splitlines()
+    assert "(finished: skipped)" in lines[0]
+    assert lines[1].startswith(f"{trial_folder} (an attempt still runs in its folder): ")
+    assert "; 1 trial still running from an earlier run: a run waits up to 60 s for each to end, then stops" in lines[-1]
