@@ -883,4 +883,6 @@ def test_dry_run_marks_a_trial_whose_attempt_still_runs(tmp_path, capsys, monkey
     lines = capsys.readouterr().out.splitlines()
     assert "(finished: skipped)" in lines[0]
     assert lines[1].startswith(f"{trial_folder} (an attempt still runs in its folder): ")
-    assert "; 1 trial still running from an earlier run: a run waits up to 60 s for each to end, then stops" in lines[-1]
+    assert (
+        "; 1 trial still running from an earlier run: a run waits up to 60 s for each to end, then stops" in lines[-1]
+    )
