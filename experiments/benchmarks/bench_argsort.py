@@ -20,6 +20,7 @@ import torch
 
 from sodeep.argsort import argsort
 from sodeep.config import number_list
+from sodeep.wording import plural
 
 
 def block_seconds_per_call(call: Callable[[], object], seconds: float) -> float:
@@ -52,7 +53,7 @@ def main() -> None:
     torch.set_num_threads(arguments.threads)
     print(
         f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads\n"
+        f"torch {torch.__version__}, {plural(torch.get_num_threads(), 'thread')}\n"
     )
     print("| B | n | torch.sort (us) | sodeep.argsort (us) | speed-up |")
     print("|---|---|---|---|---|")

@@ -124,12 +124,17 @@ def _finished_parts(out: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m sodeep.benchmark.cli``: ``sodeep bench`` alone."""
+    """``python -m sodeep.benchmark.cli [ARGS]`` runs ``sodeep bench [ARGS]`` (bad input in one
+    line, as ``sodeep`` does).  From Python, ``main(["bench", ...])`` runs the command and lets a
+    ``ValueError`` for bad input propagate."""
     from sodeep.cli import empty_argument_problem
+    from sodeep.cli import main as sodeep_main
 
+    if argv is None:
+        return sodeep_main(["bench", *sys.argv[1:]])
     parser = argparse.ArgumentParser(prog="sodeep")
     add_bench_parser(parser.add_subparsers(dest="command", required=True))
-    empty = empty_argument_problem(sys.argv[1:] if argv is None else list(argv))
+    empty = empty_argument_problem(list(argv))
     if empty:
         parser.error(empty)
     arguments = parser.parse_args(argv)

@@ -74,7 +74,10 @@ def mnist_pool(images_path: str | os.PathLike, labels_path: str | os.PathLike) -
     """A pool from MNIST IDX files (e.g. ``train-images-idx3-ubyte.gz``, ``train-labels-idx1-ubyte.gz``)."""
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.ndim != 3 or labels.shape != images.shape[:1]:
-        raise ValueError(f"expected images (N, H, W) and labels (N,), got {images.shape} and {labels.shape}")
+        raise ValueError(
+            f"{images_path} and {labels_path}: expected images (N, H, W) and labels (N,), got "
+            f"{tuple(images.shape)} and {tuple(labels.shape)}"
+        )
     if images.shape[1] != images.shape[2]:  # the scoring network reads square digits
         raise ValueError(
             f"{images_path}: digit images must be square (H == W), got {images.shape[1]}x{images.shape[2]}"

@@ -11,6 +11,7 @@ of positions holding the right element).
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -55,11 +56,17 @@ def sorting_accuracy(scores: torch.Tensor, numbers: torch.Tensor) -> tuple[torch
 
     Returns:
         ``(exact (B,) bool, element_wise (B,) float)``: whether the whole descending order is
-        right, and the share of positions that hold the right element.
+        right, and the share of positions that hold the right element.  A score tied with
+        another of its row, or not finite, orders nothing: its position counts as wrong (a
+        network that gives every image one score, or NaN, gets no credit from the order the
+        sequence happens to come in).
     """
     predicted = scores.argsort(dim=-1, descending=True)
     truth = numbers.argsort(dim=-1, descending=True)
-    correct = predicted == truth
+    in_order = scores.gather(-1, predicted)
+    same_as_next = in_order[:, 1:] == in_order[:, :-1]
+    tied = F.pad(same_as_next, (1, 0)) | F.pad(same_as_next, (0, 1))
+    correct = (predicted == truth) & ~tied & in_order.isfinite()
     return correct.all(-1), correct.float().mean(-1)
 
 
@@ -115,7 +122,7 @@ def train_and_test(
     network = ScoreNetwork(train_pool.images.shape[1], task.digits)
     optimizer = torch.optim.Adam(network.parameters(), lr=task.learning_rate)
     data = torch.Generator().manual_seed(10_000 + seed)
-    sequences = max(2, task.images_per_step // length)
+    sequences = sequences_per_step(task.images_per_step, length)
     start = time.perf_counter()
     for _ in range(task.steps):
         images, numbers = sample_sequences(sequences, length, task.digits, train_pool, data)
@@ -154,8 +161,17 @@ class SortingJob:
     seed: int
 
 
-def sorting_jobs(families, settings: str, lengths, seeds) -> tuple[list[SortingJob], list[dict]]:
-    """Every training the benchmark runs, and the rankers it leaves out (with the reason).
+def sequences_per_step(images_per_step: int, length: int) -> int:
+    """Sequences of ``length`` numbers in one training step of about ``images_per_step`` images."""
+    return max(2, images_per_step // length)
+
+
+def sorting_jobs(
+    families, settings: str, lengths, seeds, images_per_step: int = 0, max_elements: float = float("inf")
+) -> tuple[list[SortingJob], list[dict]]:
+    """Every training the benchmark runs, and the rankers it leaves out (with the reason): those
+    that refuse one of the ``lengths``, or whose footprint for a training step's batch passes
+    ``max_elements``.
 
     Rank-vector rankers train with the rank loss; permutation rankers with their native loss at
     every setting and with the rank loss at their default setting.
@@ -165,8 +181,10 @@ def sorting_jobs(families, settings: str, lengths, seeds) -> tuple[list[SortingJ
         ranker = family.build(family.default)
         if ranker.kind == "exact":
             continue
-        if not all(ranker.accepts(n) for n in lengths):
-            skipped.append({"ranker": ranker.family, "part": "sorting", "reason": f"accepts {ranker.accepted_lengths}"})
+        refusals = (ranker.refusal(sequences_per_step(images_per_step, n), n, max_elements) for n in lengths)
+        reason = next((refusal for refusal in refusals if refusal is not None), None)
+        if reason is not None:
+            skipped.append({"ranker": ranker.family, "part": "sorting", "reason": reason})
             continue
         variants = [(value, "rank") for value in family.settings(settings)]
         if ranker.kind == "permutation":
@@ -204,14 +222,19 @@ def digit_pools(mnist) -> tuple[DigitPool, DigitPool]:
 
 
 def run_job(job: SortingJob, task: SortingTask, mnist=None) -> dict:
-    """Run one :class:`SortingJob` (in a worker process: one thread) and return its result row."""
+    """Run one :class:`SortingJob` on one thread (the caller's thread count is restored after it)
+    and return its result row."""
     from sodeep.benchmark.rankers import ranker_families, setting_name
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    family = next(family for family in ranker_families() if family.name == job.family)
-    ranker = family.build(job.value)
-    train_pool, test_pool = digit_pools(mnist)
-    result = train_and_test(ranker, job.loss, job.length, job.seed, task, train_pool, test_pool)
+    try:
+        family = next(family for family in ranker_families() if family.name == job.family)
+        ranker = family.build(job.value)
+        train_pool, test_pool = digit_pools(mnist)
+        result = train_and_test(ranker, job.loss, job.length, job.seed, task, train_pool, test_pool)
+    finally:
+        torch.set_num_threads(threads)
     return {
         "ranker": ranker.label,
         "family": job.family,
@@ -265,6 +288,7 @@ def run_sorting(
         return _in_job_order(everything, kept, dict(zip(jobs, rows)))
     import multiprocessing
 
+    _check_workers_can_start()
     # "spawn": a forked child inherits the parent's torch thread pool state, which can deadlock.
     # Leaving the block terminates the workers, also on ctrl-C or SIGTERM: none outlives the run.
     results: dict[int, dict] = {}
@@ -274,6 +298,19 @@ def run_sorting(
             results[position] = row
             finished(row, index)
     return _in_job_order(everything, kept, {jobs[position]: row for position, row in results.items()})
+
+
+def _check_workers_can_start() -> None:
+    """A ``ValueError`` where worker processes cannot start: a spawned worker runs this program's
+    main file again, which a program read from standard input does not have."""
+    import sys
+
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if main_file is not None and not os.path.isfile(main_file):
+        raise ValueError(
+            f"worker processes cannot start from a program without a file ({main_file}: standard input?), as "
+            "each runs the program's file again; save the program to a file and run that, or use workers=1"
+        )
 
 
 def _in_job_order(jobs: list[SortingJob], *found: dict[SortingJob, dict]) -> list[dict]:

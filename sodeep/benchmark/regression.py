@@ -111,7 +111,7 @@ def run_regression(
             skipped.append({"ranker": ranker.label, "part": "regression", "reason": "no gradient"})
         elif not ranker.accepts(batch):
             skipped.append({"ranker": ranker.label, "part": "regression", "reason": f"needs n in {ranker.lengths}"})
-        elif ranker.footprint(batch, batch) > max_elements:
+        elif ranker.footprint(1, batch) > max_elements:  # SpearmanLoss ranks the batch as one row
             skipped.append({"ranker": ranker.label, "part": "regression", "reason": f"memory at n={batch}"})
         else:
             usable.append(ranker)

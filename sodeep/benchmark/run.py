@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 import time
 from collections.abc import Callable
@@ -16,13 +15,14 @@ from sodeep.benchmark.rankers import Ranker, available_families
 from sodeep.benchmark.report import json_text, null_as_nan
 from sodeep.files import atomic_write_text
 from sodeep.run_folder import releasing_run_folders
+from sodeep.stream_loader import available_cores
 
 
 def hardware() -> str:
     threads = torch.get_num_threads()
     device = "no GPU" if not torch.cuda.is_available() else torch.cuda.get_device_name(0)
     return (
-        f"{platform.machine()}, {os.cpu_count()} CPU cores, {device}, torch {torch.__version__}, "
+        f"{platform.machine()}, {available_cores()} CPU cores, {device}, torch {torch.__version__}, "
         f"{threads} thread{'' if threads == 1 else 's'}"
     )
 
@@ -77,6 +77,12 @@ def claim_output_folder(out: Path, overwrite: bool, resume: bool = False) -> Pat
         raise ValueError(
             f"{out} holds files that are not a sodeep benchmark's ({', '.join(others[:3])}{more}); "
             "give out= a new or empty folder"
+        )
+    if not (out / "results.json").is_file() and named and not overwrite:
+        # Rows or plots without the results.json that records their settings: nothing to resume.
+        raise ValueError(
+            f"{out} holds a benchmark's files ({', '.join(named[:3])}) but not its results.json, which records "
+            "its settings, so it cannot be resumed; pass overwrite=True to replace them, or give another out="
         )
     if resume and not (out / "results.json").is_file():
         raise ValueError(f"{out} holds no benchmark to resume; run without resume=True to start one")
@@ -266,8 +272,8 @@ def _check_same_rankers(out: Path, previous: dict, rankers: list) -> None:
 
 
 def _as_compared(key: str, value: object) -> object:
-    """A setting as a resume compares it: the parts as a set."""
-    return sorted(value) if key == "parts" and isinstance(value, list) else value
+    """A setting as a resume compares it: the parts and the seeds as sets (the jobs run by seed)."""
+    return sorted(value) if key in ("parts", "seeds") and isinstance(value, list) else value
 
 
 def _as_words(value: object) -> str:
@@ -326,7 +332,14 @@ def _run_part(part: str, config: BenchConfig, families, rankers, results: dict, 
         from sodeep.benchmark.learning_to_sort import SortingTask, run_sorting, sorting_jobs
         from sodeep.benchmark.report import summarize_sorting
 
-        jobs, skipped = sorting_jobs(families, config.sorting_settings, config.sorting_lengths, config.seeds)
+        jobs, skipped = sorting_jobs(
+            families,
+            config.sorting_settings,
+            config.sorting_lengths,
+            config.seeds,
+            config.sorting_images_per_step,
+            config.max_elements,
+        )
         task = SortingTask(
             digits=config.sorting_digits,
             steps=config.sorting_steps,

@@ -178,6 +178,18 @@ def test_the_output_folder_holds_benchmark_results_only(tmp_path):
         claim_output_folder(earlier, overwrite=False)
     claim_output_folder(earlier, overwrite=True)
     assert [path.name for path in earlier.iterdir()] == ["run.lock"]
+    rows_only = tmp_path / "rows"  # training rows whose results.json (their settings) is gone
+    rows_only.mkdir()
+    (rows_only / "sorting_rows.jsonl").write_text('{"ranker": "exact", "seed": 0}\n')
+    for resume in (False, True):
+        with pytest.raises(
+            ValueError,
+            match=r"rows holds a benchmark's files \(sorting_rows.jsonl\) but not its results.json, which records its "
+            r"settings, so it cannot be resumed; pass overwrite=True to replace them",
+        ):
+            claim_output_folder(rows_only, overwrite=False, resume=resume)
+    claim_output_folder(rows_only, overwrite=True)
+    assert [path.name for path in rows_only.iterdir()] == ["run.lock"]
     (tmp_path / "file").write_text("")
     with pytest.raises(ValueError, match="file is a file, not a folder"):
         claim_output_folder(tmp_path / "file", overwrite=True)
@@ -431,6 +443,9 @@ def test_resume_keeps_finished_parts_and_trainings_and_refuses_other_settings(tm
         match=r"holds a benchmark of other settings \(seeds: 0 1 2 -> 0 1\); resume it with its own",
     ):
         main([*argv[:-1], "--out", str(out), "--resume"])  # other seeds
+    trained.clear()
+    reordered = [*argv[:-3], "2", "0", "1"]  # the same seeds: the jobs run by seed whatever their order
+    assert main([*reordered, "--out", str(out), "--resume"]) == 0 and trained == []
 
 
 def test_fidelity_names_the_rankers_it_leaves_out():
