@@ -141,8 +141,10 @@ def command_pretrain(arguments: argparse.Namespace) -> int:
     config = pretrain_config(arguments)
     from sodeep.checkpoints import RUN_SORTER
     from sodeep.pretraining import pretrain, run_finished, saved_step_of_this_run
-    from sodeep.run_folder import resumes_started_run, stop_signals_as_interrupts
+    from sodeep.run_folder import check_no_input_inside, resumes_started_run, stop_signals_as_interrupts
 
+    if arguments.overwrite and arguments.config:  # the YAML file is read: clearing OUT must not delete it
+        check_no_input_inside(Path(config.out), {"config": arguments.config})
     sorter_file = Path(config.out) / RUN_SORTER
     resume = arguments.resume or resumes_started_run(config.out, arguments.overwrite)
     # As pretrain() decides it, before the run: a resume that rewrote a missing summary trained.

@@ -193,6 +193,7 @@ def claim_run_folder(
     fresh = {"command": command, "config": config, "run_id": uuid.uuid4().hex[:16]}
     if holds_files and overwrite:
         check_not_the_working_folder(out, CHOOSE_ANOTHER_OUT)
+        check_no_input_inside(out, config)
     if holds_files and not record_path.is_file():  # never cleared: the files are not a run's
         raise ValueError(
             f"{out} holds files but no {RUN_RECORD} ({_first_names(files_besides_its_lock(out))}): not a sodeep "
@@ -310,6 +311,26 @@ def check_not_the_working_folder(folder: Path, instead: str) -> None:
         raise ValueError(
             f"clearing the folder would delete {folder.resolve()}, which {where} the working folder; {instead}"
         )
+
+
+def check_no_input_inside(out: Path, config: dict[str, Any]) -> None:
+    """A ``ValueError`` if clearing ``out`` would delete a file or folder that the run reads: a
+    setting of ``config`` (a string, or a list of strings) naming an existing path inside it."""
+    inside = Path(out).resolve()
+    for key, value in config.items():
+        for word in value if isinstance(value, (list, tuple)) else [value]:
+            if not isinstance(word, str) or not word.strip():
+                continue
+            try:
+                path = Path(word).expanduser()
+                found = path.exists() and inside in path.resolve().parents
+            except (OSError, ValueError, RuntimeError):  # not a path this system can look up
+                continue
+            if found:
+                raise ValueError(
+                    f"clearing {out} would delete {word}, which this run reads as {key}=; move it out of {out} first, "
+                    f"or {CHOOSE_ANOTHER_OUT}"
+                )
 
 
 def _first_names(names: list[str], shown: int = 3) -> str:

@@ -193,6 +193,21 @@ def test_resume_and_overwrite_together_are_refused(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("command", [["pretrain"], ["brainage", "tabular"]])
+def test_overwrite_does_not_clear_a_folder_holding_the_commands_yaml_file(tmp_path, capsys, command):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text('{"command": "x", "config": {}}')
+    (out / "settings.yaml").write_text("max_epochs: 3\n" if command[0] == "brainage" else "steps: 3\n")
+    error = _one_line_error(
+        [*command, "--config", str(out / "settings.yaml"), "--out", str(out), "--overwrite"], capsys
+    )
+    assert (
+        f"clearing {out} would delete {out / 'settings.yaml'}, which this run reads as --config; move it out" in error
+    )
+    assert (out / "settings.yaml").is_file()
+
+
 @pytest.mark.parametrize(
     "argv,words",
     [

@@ -129,6 +129,25 @@ def test_overwrite_never_clears_the_working_folder_or_a_folder_that_is_not_a_run
     assert (tmp_path / "precious.txt").read_text() == "keep" and (tmp_path / "sub" / "notes.txt").is_file()
 
 
+def test_overwrite_never_clears_a_folder_holding_a_file_the_run_reads(tmp_path):
+    out = tmp_path / "run"
+    start_run_folder(out, claim_run_folder(out, "tabular", {"csv": "elsewhere.csv"}), overwrite=False)
+    (out / "table.csv").write_text("age,f\n20,1\n")
+    (tmp_path / "outside.csv").write_text("age,f\n20,1\n")
+    for config, setting in (
+        ({"csv": str(out / "table.csv")}, "csv"),
+        ({"inputs": [str(tmp_path / "outside.csv"), str(out / "table.csv")]}, "inputs"),
+        ({"data": str(out)}, "data"),  # the folder itself is cleared, not deleted
+    ):
+        if setting == "data":
+            claim_run_folder(out, "tabular", config, overwrite=True)
+            continue
+        with pytest.raises(ValueError, match=f"would delete {out / 'table.csv'}, which this run reads as {setting}="):
+            claim_run_folder(out, "tabular", config, overwrite=True)
+    assert (out / "table.csv").is_file()
+    claim_run_folder(out, "tabular", {"csv": str(tmp_path / "outside.csv"), "note": "not a path"}, overwrite=True)
+
+
 def test_a_run_in_the_working_folder_is_not_told_to_overwrite_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     start_run_folder(Path("."), claim_run_folder(Path("."), "pretrain", {"steps": 10}), overwrite=False)

@@ -12,6 +12,7 @@ import importlib.util
 import inspect
 from collections.abc import Callable
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 from sodeep.brainage.augmentation import AUGMENTATIONS
@@ -341,9 +342,11 @@ def _handler(config_class: type[CommandConfig], function: str) -> Callable[[argp
             # A table chosen by a flag replaces the one a YAML file names.
             flags = {"csv": None, "dataset": None} | flags
         config = load_config(config_class, arguments.config, **flags)
-        from sodeep.run_folder import RunInterrupted, resumes_started_run
+        from sodeep.run_folder import RunInterrupted, check_no_input_inside, resumes_started_run
         from sodeep.runs import global_rank
 
+        if arguments.overwrite and arguments.config:  # the YAML file is read: clearing OUT must not delete it
+            check_no_input_inside(Path(config.out), {"config": arguments.config})
         resume = arguments.resume or resumes_started_run(config.out, arguments.overwrite)
         try:
             results = getattr(commands, function)(config, resume=resume, overwrite=arguments.overwrite)

@@ -111,6 +111,8 @@ def run_tabular(
     )
     dataset = config.dataset or (None if config.csv else DEFAULT_DATASET)  # no flag: the default table
     data = {"dataset": dataset, "csv": _resolved(config.csv), "table_sha256": file_digest(path)}
+    # A column named as the one found by default is recorded as the default: the same run either way.
+    data |= {"id_column": table.id_column, "site_column": table.site_column}
     model = AgeMLP(len(table.feature_names), hidden=training.hidden, dropout=training.dropout)
     fine_tuning, start = open_fine_tuning(config, "tabular", data, folds=config.folds, model=model)
     description = table_description(table) | ({"init_from": fine_tuning.settings()} if fine_tuning else {})

@@ -129,7 +129,7 @@ def read_text_table(path: Path) -> str:
         data = path.read_bytes()
     except OSError as error:
         raise ValueError(f"{path} cannot be read ({error.strerror})") from None
-    if not data.strip():
+    if not data.removeprefix(b"\xef\xbb\xbf").strip():  # nothing, or a spreadsheet's byte-order mark alone
         raise ValueError(f"{path} is empty: a table needs a header row and one row per subject")
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         raise ValueError(f'{path} is in UTF-16 (a spreadsheet\'s "Unicode Text"); save it as CSV UTF-8')

@@ -83,6 +83,8 @@ class AgeTable:
             :data:`AGE_LIKE_CORRELATION`: name -> Pearson r.
         constant_features: features that hold one value over the kept subjects: name -> whether
             they differ in the file and float32 rounded them to one value (a large offset).
+        id_column, site_column: the id and site columns read, ``None`` where none was named or the
+            one named is the column found by default (``site``, the first of :data:`ID_COLUMNS`).
     """
 
     features: np.ndarray
@@ -101,6 +103,8 @@ class AgeTable:
     empty_columns: list[str] = field(default_factory=list)
     age_like_features: dict[str, float] = field(default_factory=dict)
     constant_features: dict[str, bool] = field(default_factory=dict)
+    id_column: str | None = None
+    site_column: str | None = None
 
     def __len__(self) -> int:
         return len(self.ages)
@@ -122,7 +126,7 @@ class AgeTable:
         if self.empty_site_lines:
             lines.append(
                 f"{source}: {len(self.empty_site_lines)} of {plural(len(self), 'subject')} "
-                f"{'has' if len(self.empty_site_lines) == 1 else 'have'} an empty site cell "
+                f"{'has' if len(self.empty_site_lines) == 1 else 'have'} an empty site cell (or NA) "
                 f"({describe_lines(self.empty_site_lines)}); empty site cells are one site, {NO_SITE!r}, in per-site "
                 "results, and a site-grouped split (split='site') refuses them: fill in their sites"
             )
@@ -339,6 +343,12 @@ def read_age_table(
     try:
         given = {"id": id_column, "site": site_column}
         id_column, site_column = find_id_and_site_columns(columns, id_column, site_column)
+        # As named, or None where the name is the column the defaults find: a run names its columns
+        # the same way with the flag or without it.
+        named_columns = tuple(
+            None if column == found else column
+            for column, found in zip((id_column, site_column), find_id_and_site_columns(columns, None, None))
+        )
         for role, column in (("id", id_column), ("site", site_column)):
             if column == age_column and given[role] is not None:
                 raise ValueError(
@@ -381,8 +391,10 @@ def read_age_table(
             ids.append(f"line {line}")
             if id_column:
                 empty_id_lines.append(line)
-        sites.append((row[site_column] if site_column else "") or NO_SITE)
-        if site_column and not row[site_column]:
+        # An empty site cell, or a missing-value marker (NA), as for ids.
+        has_site = bool(site_column) and not is_missing(row[site_column])
+        sites.append(row[site_column] if has_site else NO_SITE)
+        if site_column and not has_site:
             empty_site_lines.append(line)
     check_usable_rows(path, skipped, kept=len(kept_ages))
     repeated_ids = repeated_values(ids) if id_column else []
@@ -410,6 +422,8 @@ def read_age_table(
         empty_columns=empty_columns,
         age_like_features=age_like_features(kept_features, kept_ages, feature_names),
         constant_features=constant,
+        id_column=named_columns[0],
+        site_column=named_columns[1],
     )
 
 

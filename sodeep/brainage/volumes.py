@@ -26,6 +26,7 @@ from sodeep.brainage.csv_files import (
     describe_columns,
     describe_left_out,
     find_column,
+    is_missing,
     read_csv_records,
 )
 from sodeep.brainage.tables import ID_COLUMNS, NO_SITE, ages_beyond_a_lifetime, repeated_ids_note
@@ -108,7 +109,7 @@ class Cohort:
         if 0 < unnamed < len(self.sites):
             lines.append(
                 f"{source}: {unnamed} of {plural(len(self.sites), 'subject')} {'has' if unnamed == 1 else 'have'} an "
-                f"empty site cell; empty site cells are one site, {NO_SITE!r}, in per-site results: fill in their sites"
+                f"empty site cell (or NA); empty site cells are one site, {NO_SITE!r}, in per-site results: fill in their sites"
             )
         return lines
 
@@ -152,7 +153,8 @@ def read_manifest(path: str | os.PathLike) -> tuple[list[ManifestRow], list[tupl
             problems.append((line, f"no file at {file}"))
             continue
         sex_cell, site_cell, subject = (record[column] if column else "" for column in (sex, site, id_column))
-        rows.append(ManifestRow(line, file, float(age), sex_cell or "", site_cell or NO_SITE, subject or ""))
+        site_cell = NO_SITE if not site_cell or is_missing(site_cell) else site_cell  # empty, or NA
+        rows.append(ManifestRow(line, file, float(age), sex_cell or "", site_cell, subject or ""))
     check_listed_once(path, rows)
     return rows, problems
 

@@ -382,3 +382,13 @@ def test_settings_whose_errors_offer_none_take_none(flag):
     command = "synthetic"
     arguments = build_parser().parse_args(["brainage", command, flag, "none"])
     assert getattr(arguments, flag[2:].replace("-", "_")) is None
+
+
+def test_naming_the_columns_found_by_default_resumes_the_same_run(tmp_path, capsys, brainage_inputs, finished_runs):
+    out = tmp_path / "out"
+    shutil.copytree(finished_runs["tabular"], out)
+    argv = ["brainage", "tabular", *tiny_argv("tabular", brainage_inputs), "--wandb", "disabled", "--out", str(out)]
+    assert main([*argv, "--site-column", "SITE", "--id-column", "sub_id", "--resume"]) == 0  # the table's own columns
+    capsys.readouterr()
+    error = _run_and_check_one_line([*argv, "--id-column", "site", "--resume"], capsys)
+    assert 'other settings (--id-column: null -> "site")' in error

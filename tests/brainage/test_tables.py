@@ -143,6 +143,8 @@ def test_a_semicolon_table_with_decimal_commas_is_refused_with_a_hint(tmp_path, 
     "content, message",
     [
         (b"", "is empty"),
+        (b"\xef\xbb\xbf", "is empty"),  # an empty sheet saved as CSV UTF-8: its byte-order mark alone
+        (b"\xef\xbb\xbf\r\n\r\n", "is empty"),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "is not a text CSV file (it holds binary data)"),
         ("age,f\n20,caf\xe9\n".encode("latin-1"), "is not a text CSV file in UTF-8 (byte 0xe9 at offset 12)"),
         (b"age,f;g\n", "cannot tell whether the columns are separated by comma or semicolon"),
@@ -318,13 +320,13 @@ def test_spaces_around_names_and_values_are_stripped(tmp_path):
 
 def test_empty_site_cells_are_noted(tmp_path):
     path = write_csv(
-        tmp_path / "t.csv", ["age", "site", "f"], [[20, "A", 1], [30, "", 3], [40, "B", 2], [50, "", 4], ["x", "", 5]]
+        tmp_path / "t.csv", ["age", "site", "f"], [[20, "A", 1], [30, "", 3], [40, "B", 2], [50, "NA", 4], ["x", "", 5]]
     )
     table = read_age_table(path)
-    assert table.sites == ["A", "(no site)", "B", "(no site)"]
+    assert table.sites == ["A", "(no site)", "B", "(no site)"]  # NA, as R writes a missing value, is no site
     assert table.notes("t.csv") == [
         "t.csv: skipped 1 of 5 rows (line 6: age 'x' is not a number)",
-        "t.csv: 2 of 4 subjects have an empty site cell (lines 3, 5); empty site cells are one site, '(no site)', in "
+        "t.csv: 2 of 4 subjects have an empty site cell (or NA) (lines 3, 5); empty site cells are one site, '(no site)', in "
         "per-site results, and a site-grouped split (split='site') refuses them: fill in their sites",
     ]
 

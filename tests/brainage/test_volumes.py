@@ -230,11 +230,14 @@ def test_a_volume_listed_twice_is_refused(tmp_path):
 
 
 def test_manifest_ages_and_site_columns_follow_the_table_rules(tmp_path):
-    (tmp_path / "a.nii.gz").write_bytes(b"")
+    from sodeep.brainage.tables import NO_SITE
+
+    for name in "abc":
+        (tmp_path / f"{name}.nii.gz").write_bytes(b"")
     manifest = tmp_path / "manifest.csv"
-    manifest.write_text("path,age,Site\na.nii.gz,-5,A\na.nii.gz,1e400,A\na.nii.gz,30,B\n")
+    manifest.write_text("path,age,Site\na.nii.gz,-5,A\na.nii.gz,1e400,A\na.nii.gz,30,B\nb.nii.gz,40,NA\nc.nii.gz,50,\n")
     rows, problems = read_manifest(manifest)
-    assert [(row.age, row.site) for row in rows] == [(30.0, "B")]
+    assert [(row.age, row.site) for row in rows] == [(30.0, "B"), (40.0, NO_SITE), (50.0, NO_SITE)]
     assert problems == [(2, "age '-5' is negative"), (3, "age '1e400' is beyond float32's range")]
     manifest.write_text("path;age\na.nii.gz;30,5\n")
     with pytest.raises(ValueError, match=r"\(semicolon-separated\) writes numbers with commas, as decimal commas"):
@@ -439,7 +442,7 @@ def test_a_cohort_remarks_on_ages_beyond_a_lifetime_and_empty_site_cells_as_a_ta
     remarks = cohort([240.0, 30.0, 960.0], ["A", NO_SITE, "B"]).remarks("m.csv")
     assert remarks == [
         "m.csv: 2 ages are above 130 years (largest 960); ages are read as years: convert months or days to years",
-        "m.csv: 1 of 3 subjects has an empty site cell; empty site cells are one site, '(no site)', in per-site "
+        "m.csv: 1 of 3 subjects has an empty site cell (or NA); empty site cells are one site, '(no site)', in per-site "
         "results: fill in their sites",
     ]
     assert cohort([20.0, 30.0], [NO_SITE, NO_SITE]).remarks("m.csv") == []  # no site column at all
