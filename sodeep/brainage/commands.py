@@ -101,14 +101,17 @@ def run_tabular(
     _check_cohort_size(path.name, len(table), config.folds, table.skipped_note(path.name))
     check_batch_size(config.losses, config.batch_size)
     training = TrainingConfig(batch_size=config.batch_size, patience=config.patience, **config.schedule())
-    check_split(
-        table.ages,
-        table.sites,
-        split=config.split,
-        folds=config.folds,
-        seeds=config.seeds,
-        validation_fraction=training.validation_fraction,
-    )
+    try:
+        check_split(
+            table.ages,
+            table.sites,
+            split=config.split,
+            folds=config.folds,
+            seeds=config.seeds,
+            validation_fraction=training.validation_fraction,
+        )
+    except ValueError as refused:
+        raise ValueError(f"{path.name}: {refused}") from None
     dataset = config.dataset or (None if config.csv else DEFAULT_DATASET)  # no flag: the default table
     data = {"dataset": dataset, "csv": _resolved(config.csv), "table_sha256": file_digest(path)}
     # A column named as the one found by default is recorded as the default: the same run either way.
@@ -321,14 +324,17 @@ def run_nifti(
             )
             left_out = cohort.notes(name)  # now with the files that could not be read
             _check_cohort_size(name, len(cohort.ages), config.folds, left_out)
-            check_split(
-                cohort.ages.numpy(),
-                cohort.sites,
-                split="stratified",
-                folds=config.folds,
-                seeds=config.seeds,
-                validation_fraction=training.validation_fraction,
-            )
+            try:
+                check_split(
+                    cohort.ages.numpy(),
+                    cohort.sites,
+                    split="stratified",
+                    folds=config.folds,
+                    seeds=config.seeds,
+                    validation_fraction=training.validation_fraction,
+                )
+            except ValueError as problem:
+                raise ValueError(f"{name}: {problem}") from None
         except (ValueError, RunInterrupted) as refused:
             if previous_run is not None:
                 _put_back_previous_run(out, previous_run, refused)

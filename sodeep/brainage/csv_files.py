@@ -113,7 +113,13 @@ def age_problem(text: str) -> str | None:
         return f"is {problem}"
     if float(text) < 0:
         return "is negative"
+    if float(text) > LARGEST_AGE:
+        return f"is above {LARGEST_AGE_TEXT}, whose squared errors pass float32's range"
     return None
+
+
+#: Ages above this are left out: the losses square age errors in float32 (largest 3.4e38).
+LARGEST_AGE, LARGEST_AGE_TEXT = 1e18, "1e18"
 
 
 #: Delimiters a table may use, by name.
@@ -133,6 +139,8 @@ def read_text_table(path: Path) -> str:
         raise ValueError(f"{path} is empty: a table needs a header row and one row per subject")
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         raise ValueError(f'{path} is in UTF-16 (a spreadsheet\'s "Unicode Text"); save it as CSV UTF-8')
+    if data[:2] == b"\x1f\x8b":
+        raise ValueError(f"{path} is gzip-compressed, not a text CSV file; decompress it (gunzip) and give the .csv")
     if b"\x00" in data[:65536]:
         raise ValueError(f"{path} is not a text CSV file (it holds binary data)")
     try:
@@ -323,11 +331,13 @@ def find_column(columns: Sequence[str], names: Sequence[str], role: str) -> str 
     return None
 
 
-def check_usable_rows(source: str | os.PathLike, problems: list[tuple[int, str]], *, kept: int) -> None:
-    """Refuse a file of which no row was usable, naming the first problems."""
+def check_usable_rows(
+    source: str | os.PathLike, problems: list[tuple[int, str]], *, kept: int, advice: str = ""
+) -> None:
+    """Refuse a file of which no row was usable, naming the first problems (then ``advice``)."""
     if not kept:
         shown = "; ".join(f"line {line}: {reason}" for line, reason in problems[:3])
-        raise ValueError(f"{source}: no usable row ({shown})")
+        raise ValueError(f"{source}: no usable row ({shown}){'; ' + advice if advice else ''}")
 
 
 #: Problems a summary line names before "and N more".

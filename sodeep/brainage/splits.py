@@ -115,10 +115,13 @@ def check_split(
                     ages, sites, split=split, folds=folds, seed=seed, fold=fold, validation_fraction=validation_fraction
                 )
                 if np.ptp(ages[rows.validation]) == 0:
+                    # One subject of another age: whatever the folds, its test fold leaves none in training.
+                    _, counts = np.unique(ages, return_counts=True)
+                    fewer_folds = _fewer_folds_or(folds) if len(ages) - counts.max() > 1 else "give "
                     raise ValueError(
                         f"age-stratified split, seed {seed}, fold {fold}: every training subject is aged "
                         f"{ages[rows.training][0]:g}, and the age-bias line needs two different ages; "
-                        f"{_fewer_folds_or(folds)}a table with more spread in age"
+                        f"{fewer_folds}a table with more spread in age"
                     )
         return
     check_site_folds(sites, folds, cross_validation=True)

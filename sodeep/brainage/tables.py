@@ -66,7 +66,7 @@ class AgeTable:
         ages: ``(N,)`` float32, years.
         feature_names: ``F`` column names.
         subject_ids: ``N`` identifiers (the id column's, else ``"line N"`` by CSV line, also for an
-            empty id cell).
+            empty id cell; an id found on several rows with its line: ``"sub-01 (line 3)"``).
         sites: ``N`` site labels (:data:`NO_SITE`, ``"(no site)"``, when the table has no site column).
         skipped: ``(csv line, reason)`` of the rows left out.
         rows: data rows in the file (kept and skipped).
@@ -85,6 +85,7 @@ class AgeTable:
             they differ in the file and float32 rounded them to one value (a large offset).
         id_column, site_column: the id and site columns read, ``None`` where none was named or the
             one named is the column found by default (``site``, the first of :data:`ID_COLUMNS`).
+        sole_blockers: features whose cell alone kept rows out: name -> how many rows.
     """
 
     features: np.ndarray
@@ -105,6 +106,7 @@ class AgeTable:
     constant_features: dict[str, bool] = field(default_factory=dict)
     id_column: str | None = None
     site_column: str | None = None
+    sole_blockers: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.ages)
@@ -113,14 +115,19 @@ class AgeTable:
         """The line naming the rows of ``source`` that were skipped, or none."""
         if not self.skipped:
             return []
-        return [describe_left_out(source, self.skipped, self.rows or len(self) + len(self.skipped))]
+        line = describe_left_out(source, self.skipped, self.rows or len(self) + len(self.skipped))
+        # A feature that alone keeps out half the skipped rows or more (a mostly empty column): named.
+        column, count = max(self.sole_blockers.items(), key=lambda item: item[1], default=("", 0))
+        if count >= 2 and 2 * count >= len(self.skipped):
+            line += f"; feature {column!r} alone keeps out {count} of them: leave it out of features= to keep them"
+        return [line]
 
     def notes(self, source: str) -> list[str]:
         """One line per thing a reader of ``source`` should know: rows skipped, ids repeated,
         columns that are not features for a few text cells, empty site cells, ages beyond a
         lifetime."""
         lines = self.skipped_note(source)
-        lines += repeated_ids_note(source, self.subject_ids if self.repeated_ids else [])
+        lines += repeated_ids_line(source, self.repeated_ids)
         if self.dropped_columns:
             lines.append(describe_dropped_columns(source, self.dropped_columns, self.rows or len(self)))
         if self.empty_site_lines:
@@ -372,6 +379,8 @@ def read_age_table(
     )
 
     kept_features, kept_ages, ids, sites, skipped, empty_site_lines, empty_id_lines = [], [], [], [], [], [], []
+    kept_lines: list[int] = []
+    sole_blockers: dict[str, int] = {}  # feature -> rows kept out by it alone
     for line, row in zip(lines, rows):
         problem = age_problem(row[age_column])
         if problem:
@@ -382,9 +391,12 @@ def read_age_table(
         if bad is not None:
             column, reason = bad
             skipped.append((line, f"feature {column!r} is {row[column]!r}, {reason}"))
+            if not any(number_problem(row[other]) for other in feature_names if other != column):
+                sole_blockers[column] = sole_blockers.get(column, 0) + 1
             continue
         kept_ages.append(float(row[age_column]))
         kept_features.append([float(row[c]) for c in feature_names])
+        kept_lines.append(line)
         if id_column and not is_missing(row[id_column].strip()):
             ids.append(row[id_column])
         else:  # named by its CSV line, as its notes name it (a bare number, or NA, would read as an id)
@@ -396,8 +408,13 @@ def read_age_table(
         sites.append(row[site_column] if has_site else NO_SITE)
         if site_column and not has_site:
             empty_site_lines.append(line)
-    check_usable_rows(path, skipped, kept=len(kept_ages))
+    blocked_by_features = any(reason.startswith("feature ") for _, reason in skipped)
+    advice = "name only columns of numbers in features=" if features and blocked_by_features else ""
+    check_usable_rows(path, skipped, kept=len(kept_ages), advice=advice)
     repeated_ids = repeated_values(ids) if id_column else []
+    if repeated_ids:  # each row's predictions stay its own: "sub-01 (line 3)", "sub-01 (line 9)"
+        twice = set(repeated_ids)
+        ids = [f"{subject} (line {line})" if subject in twice else subject for subject, line in zip(ids, kept_lines)]
     exact = np.asarray(kept_features, dtype=np.float64).reshape(len(kept_ages), len(feature_names))
     kept_features = exact.astype(np.float32)
     kept_ages = np.asarray(kept_ages, dtype=np.float32)
@@ -424,6 +441,7 @@ def read_age_table(
         constant_features=constant,
         id_column=named_columns[0],
         site_column=named_columns[1],
+        sole_blockers=sole_blockers,
     )
 
 
@@ -441,7 +459,11 @@ def repeated_values(values: Sequence[str]) -> list[str]:
 def repeated_ids_note(source: str, subject_ids: Sequence[str]) -> list[str]:
     """A line saying which subject ids of the file ``source`` appear on more than one row (empty
     ids aside), or none."""
-    repeated = repeated_values([subject for subject in subject_ids if subject])
+    return repeated_ids_line(source, repeated_values([subject for subject in subject_ids if subject]))
+
+
+def repeated_ids_line(source: str, repeated: Sequence[str]) -> list[str]:
+    """The line of :func:`repeated_ids_note` for the ids ``repeated``, or none."""
     if not repeated:
         return []
     return [

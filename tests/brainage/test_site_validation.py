@@ -309,7 +309,11 @@ def test_a_table_of_mostly_one_age_keeps_two_ages_in_every_validation_split():
 
 def test_training_subjects_all_of_one_age_are_refused_before_anything_runs():
     ages = np.array([30.0] * 29 + [60.0])
-    with pytest.raises(ValueError, match="every training subject is aged 30, and the age-bias line needs two"):
+    # One subject of another age: its test fold leaves training one age whatever the folds.
+    with pytest.raises(
+        ValueError,
+        match="every training subject is aged 30, and the age-bias line needs two different ages; give a table",
+    ):
         check_split(ages, [NO_SITE] * 30, split="stratified", folds=3, seeds=[0], validation_fraction=0.1)
     # Every subject of one age: fewer folds cannot help, and the message does not say they would.
     with pytest.raises(ValueError, match=r"^every subject is aged 50: brain age needs subjects of different ages"):

@@ -106,7 +106,8 @@ def test_spreadsheet_quirks_are_read_or_refused(tmp_path):
 def test_repeated_subject_ids_are_reported(tmp_path):
     path = write_csv(tmp_path / "t.csv", ["sub_id", "age", "f"], [["a", 20, 1], ["b", 30, 2], ["a", 21, 3]])
     table = read_age_table(path)
-    assert table.subject_ids == ["a", "b", "a"] and table.repeated_ids == ["a"]
+    # Each row's predictions keep their own name: the repeated id with its CSV line.
+    assert table.subject_ids == ["a (line 2)", "b", "a (line 4)"] and table.repeated_ids == ["a"]
     assert table.notes("t.csv") == [
         "t.csv: 1 subject id appears on more than one row (e.g. ['a']); rows of one subject may land in "
         "different cross-validation folds"
@@ -146,6 +147,7 @@ def test_a_semicolon_table_with_decimal_commas_is_refused_with_a_hint(tmp_path, 
         (b"\xef\xbb\xbf", "is empty"),  # an empty sheet saved as CSV UTF-8: its byte-order mark alone
         (b"\xef\xbb\xbf\r\n\r\n", "is empty"),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "is not a text CSV file (it holds binary data)"),
+        (b"\x1f\x8b\x08\x00\x00\x00\x00\x00", "is gzip-compressed, not a text CSV file; decompress it (gunzip)"),
         ("age,f\n20,caf\xe9\n".encode("latin-1"), "is not a text CSV file in UTF-8 (byte 0xe9 at offset 12)"),
         (b"age,f;g\n", "cannot tell whether the columns are separated by comma or semicolon"),
     ],
@@ -213,6 +215,7 @@ def test_nan_cells_leave_rows_out_and_text_cells_among_numbers_are_named(tmp_pat
     [
         ("-5", "age '-5' is negative"),
         ("1e40", "age '1e40' is beyond float32's range"),
+        ("1e30", "age '1e30' is above 1e18, whose squared errors pass float32's range"),
         ("inf", "age 'inf' is infinite"),
         ("nan", "age 'nan' is not a number"),
     ],
@@ -560,3 +563,26 @@ def test_features_of_one_value_are_named_also_where_float32_rounds_a_large_offse
     )
     varied = write_csv(tmp_path / "v.csv", ["age", "roi"], [[20, 1.0], [30, 2.0]])
     assert read_age_table(varied).constant_features == {}
+
+
+def test_a_feature_that_alone_keeps_most_skipped_rows_out_is_named(tmp_path):
+    rows = [[20 + i, i, "NA" if i % 4 else 1.5] for i in range(12)] + [["x", 1, 2]]
+    path = write_csv(tmp_path / "t.csv", ["age", "f", "wmh"], rows)
+    table = read_age_table(path)
+    assert len(table) == 3 and table.sole_blockers == {"wmh": 9}
+    assert table.skipped_note("t.csv")[0].endswith(
+        "; feature 'wmh' alone keeps out 9 of them: leave it out of features= to keep them"
+    )
+    rows = [[20 + i, "NA" if i % 2 else i, "NA" if i % 4 else 1.5] for i in range(12)]  # f is missing as often
+    assert (
+        "alone keeps out"
+        not in read_age_table(write_csv(tmp_path / "u.csv", ["age", "f", "wmh"], rows)).skipped_note("u.csv")[0]
+    )
+
+
+def test_a_text_column_named_in_features_that_leaves_no_row_says_what_to_do(tmp_path):
+    path = write_csv(tmp_path / "t.csv", ["age", "sex", "f"], [[20, "M", 1], [30, "F", 2]])
+    with pytest.raises(
+        ValueError, match=r"no usable row \(line 2: feature 'sex' is 'M'.*\); name only columns of numbers in"
+    ):
+        read_age_table(path, features=["*"])
