@@ -141,18 +141,21 @@ def sorting_markdown(summary: list[dict]) -> list[str]:
     cells = {(entry["family"], entry["n"]): entry for entry in summary}
     for family in dict.fromkeys(entry["family"] for entry in summary):
         for which in ("default", "best"):
-            values, settings = [], []
+            values, lengths_of = [], {}  # setting -> the n it was chosen at
             for n in lengths:
                 entry = cells.get((family, n))
                 if entry is None:
                     values.append("")
                     continue
                 chosen = entry[which]
-                settings.append(f"{chosen['setting'] or '-'} {chosen['loss']}")
+                lengths_of.setdefault(f"{chosen['setting'] or '-'} {chosen['loss']}", []).append(n)
                 values.append(
                     f"{_pm(chosen['exact_match'], chosen['exact_match_sd'], chosen['seeds'])} ({chosen['element_wise']:.3f})"
                 )
-            described = ", ".join(dict.fromkeys(settings))
+            described = ", ".join(
+                setting if len(lengths_of) == 1 else f"{setting} (n={', '.join(map(str, chosen_at))})"
+                for setting, chosen_at in lengths_of.items()
+            )
             lines.append(f"| {family} | {which}: {described} | " + " | ".join(values) + " |")
     return lines + [""]
 

@@ -577,3 +577,19 @@ def test_a_ranker_left_out_as_too_slow_reports_the_call_that_decided_it(monkeypa
     forward = [row for row in rows if row["mode"] == "forward"]
     assert [(row["n"], row["seconds"]) for row in forward] == [(8, 0.5)]
     assert [row["reason"] for row in skipped if row["n"] == 16][0] == "over 0.01 s per call at n=8"
+
+
+def test_a_best_row_that_mixes_settings_says_which_n_each_won():
+    from sodeep.benchmark.report import sorting_markdown
+
+    def chosen(setting, loss, exact):
+        return {"setting": setting, "loss": loss, "seeds": 1, "exact_match": exact, "exact_match_sd": 0.0,
+                "element_wise": exact, "element_wise_sd": 0.0, "train_seconds": 1.0}  # fmt: skip
+
+    summary = [
+        {"family": "diffsort", "n": n, "default": chosen("steepness=10", "native", 0.5), "best": chosen(*best, 0.6)}
+        for n, best in ((3, ("steepness=30", "native")), (5, ("steepness=30", "native")), (9, ("steepness=10", "rank")))
+    ]
+    lines = "\n".join(sorting_markdown(summary))
+    assert "| diffsort | default: steepness=10 native | " in lines
+    assert "| diffsort | best: steepness=30 native (n=3, 5), steepness=10 rank (n=9) | " in lines
