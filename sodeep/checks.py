@@ -12,7 +12,8 @@ debug bad inputs on a GPU, turn on synchronous checks (:func:`set_synchronous_ch
 host and raise the ``ValueError``, at the cost of one synchronisation per check (compiled code
 keeps its assertions).  Under ``torch.func`` transforms (``vmap``, ``grad``) on the CPU the check
 reads the values beneath the transform's wrappers, so ``vmap`` over a sorter or a loss raises the
-same ``ValueError`` when any of its samples is bad.
+same ``ValueError`` when any of its samples is bad.  Compiled code inside a transform
+(``torch.compile(vmap(loss))``) skips the value checks: the assertion has no batching rule.
 """
 
 from __future__ import annotations
@@ -66,7 +67,10 @@ def require(condition: torch.Tensor, message: str) -> None:
     """Raise ``ValueError(message)`` unless the boolean tensor ``condition`` is all true (see the
     module docstring for accelerators, compiled code and ``torch.func`` transforms)."""
     if torch.compiler.is_compiling():
-        torch._assert_async(condition.all(), message)
+        # Compiled code inside a torch.func transform (vmap, grad) cannot assert: the assertion has
+        # no batching rule, and the values beneath the transform's wrappers are out of its reach.
+        if torch._C._functorch.peek_interpreter_stack() is None:
+            torch._assert_async(condition.all(), message)
     elif condition.device.type != "cpu" and not _synchronous_checks:
         # Beneath vmap's wrappers, all samples at once (no batching rule for the assertion).
         torch._assert_async(beneath_transforms(condition).all(), message)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from sodeep.checks import check_dense
+
 
 def rowwise_spearman(predicted_ranks: torch.Tensor, true_ranks: torch.Tensor) -> torch.Tensor:
     """Spearman correlation of each row: Pearson correlation of predicted and exact ranks.
@@ -60,6 +62,7 @@ def _check_pair(predicted_ranks: torch.Tensor, true_ranks: torch.Tensor) -> None
             raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
         if value.dtype == torch.bool or value.is_complex():
             raise TypeError(f"{name} must hold real numbers (floating or integer ranks), got {value.dtype}")
+        check_dense(value, name)
     if predicted_ranks.shape != true_ranks.shape:
         raise ValueError(
             f"predicted_ranks and true_ranks must have one shape, (B, n) or (n,), got "

@@ -105,6 +105,7 @@ def test_synchronous_checks_on_cuda_raise_and_keep_the_gpu_usable(restore_settin
         (lambda x: __import__("sodeep").load_sorter()(x), "scores"),
         (lambda x: __import__("sodeep").SpearmanLoss()(x, torch.randn(3, 4)), "predictions"),
         (lambda x: __import__("sodeep.losses").losses.pairwise_margin_ranking_loss(x, torch.ones(3, 4)), "scores"),
+        (lambda x: __import__("sodeep.metrics").metrics.rowwise_spearman(x, torch.randn(3, 4)), "predicted_ranks"),
     ],
 )
 def test_a_sparse_tensor_is_refused_in_one_line_naming_the_argument(call, name):

@@ -22,7 +22,10 @@ def pairwise_sigmoid_rank(scores: torch.Tensor, temperature: float, scale: torch
         scale: use this ``(..., 1)`` scale instead of the row's standard deviation.
 
     Returns:
-        ``(..., n)``, same dtype and device.
+        ``(..., n)``, same dtype and device, computed in that dtype: where ``1 / (temperature *
+        std)`` passes its range (float16 rows, rows of magnitude 1e-38 in float32) the ranks are
+        NaN.  :class:`PairwiseSigmoidSorter` ranks any finite rows: it rescales them by a power
+        of two first and ranks half precision in float32.
 
     Example:
         >>> pairwise_sigmoid_rank(torch.tensor([[0.0, 3.0, 1.0]]), temperature=1e-3)

@@ -3,7 +3,10 @@
 Both build a soft permutation matrix ``P`` (``P[k, i]``: how much element ``i`` sits at descending
 position ``k``) and return ``rank_i = sum_k (k + 1) P[k, i] / n`` in sodeep's convention.  Scores
 are centred on the row's mean and divided by its standard deviation (no gradient), so both are
-affine-invariant; both are permutation-equivariant.  Memory is ``B * n^2``.
+affine-invariant; both are permutation-equivariant.  Memory is ``B * n^2``.  The functions compute
+in the scores' dtype: where the logits divided by the temperature pass its range (float16 at small
+temperatures) they give NaN; the sorter classes rank half precision in float32 and rescale rows
+by a power of two first, for any finite scores.
 """
 
 from __future__ import annotations

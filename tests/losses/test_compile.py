@@ -146,3 +146,20 @@ def test_compiled_functional_losses_check_the_numbers_they_are_given():
             pairwise(scores, labels, bad)
         with pytest.raises(RuntimeError, match="margin must be finite"):
             hinge(scores, labels, bad)
+
+
+@pytest.mark.parametrize(
+    "case", ["spearman", "pairwise_margin", "multilabel_ranking_hinge_masked", "multilabel_hinge_weighted"]
+)
+def test_compiled_per_sample_gradients_equal_eager(case):
+    """``torch.compile(vmap(grad(loss)))``: value checks, which have no batching rule as
+    assertions, are left out of compiled code inside a transform instead of failing its trace."""
+    from torch.func import grad, vmap
+
+    torch.manual_seed(0)
+    loss, inputs, others = CASES[case]()
+    per_sample = vmap(grad(lambda scores, *rest: loss(scores.unsqueeze(0), *(r.unsqueeze(0) for r in rest))))
+    expected = per_sample(inputs, *others)
+    torch._dynamo.reset()
+    got = torch.compile(per_sample, fullgraph=True, backend=BACKEND)(inputs, *others)
+    torch.testing.assert_close(got, expected)

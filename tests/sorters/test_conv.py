@@ -362,6 +362,11 @@ def test_vmap_of_grad_matches_a_loop_and_checks_every_sample():
     with pytest.raises(ValueError, match="NaN or infinite"):
         vmap(grad(lambda row: sorter(row).square().sum()))(scores)
     assert torch.equal(vmap(rank)(targets), rank(targets))
+    # Compiled over the transforms too (vmap of the module's forward: vmap names a module by its
+    # repr, which torch.compile cannot trace).
+    torch._dynamo.reset()
+    compiled = torch.compile(vmap(sorter.forward), fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(targets), vmap(sorter)(targets))
 
 
 def test_vmap_on_a_device_other_than_the_cpu_takes_the_asynchronous_check():
