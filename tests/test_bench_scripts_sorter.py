@@ -347,6 +347,9 @@ def test_paired_table_gives_differences_by_seed_with_their_standard_error(signal
         f"{sum(values) / 3:+.3f} ± {statistics.stdev(values) / math.sqrt(3):.3f}" for values in (exact, element)
     ]
     assert cells == [["sorter, floor 0.1 (the rank losses' default)", *expected]]
+    one_seed = [row for row in rows if row["seed"] in (0, 3)]  # one seed in common: its difference alone
+    cells = table_rows(signal.paired_table(one_seed, ["torchsort", "sorter"], [5], "torchsort"))[1:]
+    assert cells == [["sorter, floor 0.1 (the rank losses' default)", "+0.100 (1 seed)", "+0.000 (1 seed)"]]
 
 
 @pytest.mark.parametrize(

@@ -249,7 +249,7 @@ def summary_table(rows: list[dict], names: Sequence[str], lengths: Sequence[int]
 def paired_table(rows: list[dict], names: Sequence[str], lengths: Sequence[int], baseline: str) -> str:
     """Markdown: per variant other than ``baseline`` and per n, its exact match minus the
     baseline's, and its element-wise accuracy minus the baseline's, paired by seed: mean +-
-    standard error over the seeds both have (``-`` under two)."""
+    standard error over the seeds both have (the difference alone for one seed, ``-`` for none)."""
 
     def figure(name: str, n: int, key: str) -> dict[int, float]:
         return {
@@ -261,8 +261,10 @@ def paired_table(rows: list[dict], names: Sequence[str], lengths: Sequence[int],
     def cell(name: str, n: int, key: str) -> str:
         mine, theirs = figure(name, n, key), figure(baseline, n, key)
         differences = [mine[seed] - theirs[seed] for seed in sorted(mine.keys() & theirs.keys())]
-        if len(differences) < 2:
+        if not differences:
             return "-"
+        if len(differences) == 1:
+            return f"{differences[0]:+.3f} (1 seed)"
         error = statistics.stdev(differences) / math.sqrt(len(differences))
         return f"{statistics.mean(differences):+.3f} ± {error:.3f}"
 
