@@ -12,6 +12,7 @@ of positions holding the right element).
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 
@@ -303,8 +304,6 @@ def run_sorting(
 def _check_workers_can_start() -> None:
     """A ``ValueError`` where worker processes cannot start: a spawned worker runs this program's
     main file again, which a program read from standard input does not have."""
-    import sys
-
     main_file = getattr(sys.modules.get("__main__"), "__file__", None)
     if main_file is not None and not os.path.isfile(main_file):
         raise ValueError(
