@@ -43,6 +43,16 @@ def _(values: torch.Tensor, descending: bool) -> torch.Tensor:
     return torch.empty_like(values, dtype=torch.int64, memory_format=torch.contiguous_format)
 
 
+@_numpy_argsort_op.register_vmap
+def _(info, in_dims: tuple, values: torch.Tensor, descending: bool) -> tuple[torch.Tensor, int | None]:
+    # Under vmap (compiled code inside torch.func transforms): every sample's rows in one call,
+    # the batch dimension first, so that the rows stay the last one.
+    batch_dim = in_dims[0]
+    if batch_dim is None:
+        return _numpy_argsort_op(values, descending), None
+    return _numpy_argsort_op(values.movedim(batch_dim, 0), descending), 0
+
+
 def argsort(values: torch.Tensor, *, descending: bool = False) -> torch.Tensor:
     """Indices that sort ``values`` along its last dimension; tied elements in any order.
 

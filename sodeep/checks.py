@@ -69,7 +69,7 @@ def require(condition: torch.Tensor, message: str) -> None:
     if torch.compiler.is_compiling():
         # Compiled code inside a torch.func transform (vmap, grad) cannot assert: the assertion has
         # no batching rule, and the values beneath the transform's wrappers are out of its reach.
-        if torch._C._functorch.peek_interpreter_stack() is None:
+        if not torch._C._are_functorch_transforms_active():
             torch._assert_async(condition.all(), message)
     elif condition.device.type != "cpu" and not _synchronous_checks:
         # Beneath vmap's wrappers, all samples at once (no batching rule for the assertion).

@@ -556,6 +556,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"{named}: error: {empty}\n")
     arguments = parser.parse_args(argv)
     arguments.console = console
+    arguments.argv = argv  # the command's words, as a command that records or repeats itself spells them
     show_warning = warnings.showwarning
 
     def as_typed(message: str) -> str:  # a sweep file's parameters are its own, whatever their names

@@ -315,22 +315,37 @@ def check_not_the_working_folder(folder: Path, instead: str) -> None:
 
 def check_no_input_inside(out: Path, config: dict[str, Any]) -> None:
     """A ``ValueError`` if clearing ``out`` would delete a file or folder that the run reads: a
-    setting of ``config`` (a string, or a list of strings) naming an existing path inside it."""
-    inside = Path(out).resolve()
+    setting of ``config`` (a string, or a list of strings) naming an existing path inside it, as
+    written or where a link leads.  The settings a run writes (``out``, a ``cache``) aside."""
+    folder = Path(out)
     for key, value in config.items():
+        if key in WRITTEN_SETTINGS:
+            continue
         for word in value if isinstance(value, (list, tuple)) else [value]:
             if not isinstance(word, str) or not word.strip():
                 continue
             try:
                 path = Path(word).expanduser()
-                found = path.exists() and inside in path.resolve().parents
+                if not (path.exists() or path.is_symlink()):
+                    continue
+                # As written (a link inside the folder is deleted) and where it leads (its target is).
+                inside = [
+                    found
+                    for found, around in ((path.absolute(), folder.absolute()), (path.resolve(), folder.resolve()))
+                    if around in found.parents
+                ]
             except (OSError, ValueError, RuntimeError):  # not a path this system can look up
                 continue
-            if found:
+            if inside:
+                shown = word if inside[0] == path.absolute() else f"{inside[0]} (where {word} leads)"
                 raise ValueError(
-                    f"clearing {out} would delete {word}, which this run reads as {key}=; move it out of {out} first, "
-                    f"or {CHOOSE_ANOTHER_OUT}"
+                    f"clearing {out} would delete {shown}, which this run reads as {key}=; move it out of {out} "
+                    f"first, or {CHOOSE_ANOTHER_OUT}"
                 )
+
+
+#: Settings that name what a run writes, not what it reads: clearing the folder may delete them.
+WRITTEN_SETTINGS = ("out", "cache")
 
 
 def _first_names(names: list[str], shown: int = 3) -> str:
@@ -518,11 +533,18 @@ def run_in_use(folder: Path, *, inside_only: bool = False) -> str | None:
     return None
 
 
-def _check_not_in_use(out: Path) -> None:
-    """A ``ValueError`` if another process, or another thread of this one, holds the folder."""
+def _check_not_in_use(out: Path, instead: str = CHOOSE_ANOTHER_OUT) -> None:
+    """A ``ValueError`` (ending in ``instead``) if another process, or another thread of this one,
+    holds the folder."""
     if fcntl is None:
         return
     with _HELD_GUARD:
-        if _refuse_to_other_threads(out) is not None or not (out / RUN_LOCK).is_file():
+        if _refuse_to_other_threads(out, instead) is not None or not (out / RUN_LOCK).is_file():
             return
-        os.close(_take(out))
+        os.close(_take(out, instead))
+
+
+def check_not_in_use(out: Path, instead: str = CHOOSE_ANOTHER_OUT) -> None:
+    """What holding ``out`` would refuse, without holding it: a ``ValueError`` (ending in
+    ``instead``) if a running command holds the folder."""
+    _check_not_in_use(Path(out), instead)

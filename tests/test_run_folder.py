@@ -146,6 +146,14 @@ def test_overwrite_never_clears_a_folder_holding_a_file_the_run_reads(tmp_path):
             claim_run_folder(out, "tabular", config, overwrite=True)
     assert (out / "table.csv").is_file()
     claim_run_folder(out, "tabular", {"csv": str(tmp_path / "outside.csv"), "note": "not a path"}, overwrite=True)
+    # A link outside to a file inside names the file; a link inside is deleted itself; a cache is written.
+    (tmp_path / "link.csv").symlink_to(out / "table.csv")
+    with pytest.raises(ValueError, match=f"would delete {out / 'table.csv'} \\(where {tmp_path / 'link.csv'} leads\\)"):
+        claim_run_folder(out, "tabular", {"csv": str(tmp_path / "link.csv")}, overwrite=True)
+    (out / "inside.csv").symlink_to(tmp_path / "outside.csv")
+    with pytest.raises(ValueError, match=f"would delete {out / 'inside.csv'}, which this run reads as csv="):
+        claim_run_folder(out, "tabular", {"csv": str(out / "inside.csv")}, overwrite=True)
+    claim_run_folder(out, "nifti", {"cache": str(out), "out": str(out)}, overwrite=True)
 
 
 def test_a_run_in_the_working_folder_is_not_told_to_overwrite_it(tmp_path, monkeypatch):

@@ -77,7 +77,8 @@ def run_bench_command(arguments: argparse.Namespace) -> int:
     from sodeep.benchmark.run import run_benchmark
 
     config = config_from_arguments(arguments)
-    command = "sodeep " + shlex.join(sys.argv[1:]) if sys.argv and "sodeep" in sys.argv[0] else "sodeep bench"
+    words = getattr(arguments, "argv", None)  # as sodeep's main parsed them
+    command = "sodeep " + shlex.join(words) if words else "sodeep bench"
     try:
         with stop_signals_as_interrupts():
             run_benchmark(
@@ -138,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     if empty:
         parser.error(empty)
     arguments = parser.parse_args(argv)
+    arguments.argv = list(argv)
     return arguments.handler(arguments)
 
 

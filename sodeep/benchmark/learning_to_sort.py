@@ -289,7 +289,7 @@ def run_sorting(
         return _in_job_order(everything, kept, dict(zip(jobs, rows)))
     import multiprocessing
 
-    _check_workers_can_start()
+    check_workers_can_start()
     # "spawn": a forked child inherits the parent's torch thread pool state, which can deadlock.
     # Leaving the block terminates the workers, also on ctrl-C or SIGTERM: none outlives the run.
     results: dict[int, dict] = {}
@@ -301,7 +301,7 @@ def run_sorting(
     return _in_job_order(everything, kept, {jobs[position]: row for position, row in results.items()})
 
 
-def _check_workers_can_start() -> None:
+def check_workers_can_start() -> None:
     """A ``ValueError`` where worker processes cannot start: a spawned worker runs this program's
     main file again, which a program read from standard input does not have."""
     main_file = getattr(sys.modules.get("__main__"), "__file__", None)

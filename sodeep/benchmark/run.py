@@ -158,6 +158,10 @@ def run_benchmark(
     from sodeep.benchmark import plots, report
 
     check_extras(config)
+    if "sorting" in config.parts and config.workers > 1:  # before anything is written
+        from sodeep.benchmark.learning_to_sort import check_workers_can_start
+
+        check_workers_can_start()
     if config.mnist is not None and "sorting" in config.parts:
         from sodeep.benchmark.learning_to_sort import digit_pools
 

@@ -275,7 +275,12 @@ def run_nifti(
     from sodeep.brainage.models import SFCN, check_grid_fits
     from sodeep.brainage.splits import check_split
     from sodeep.brainage.volumes import load_cohort, read_manifest
-    from sodeep.run_folder import RunInterrupted, holds_files_besides_its_lock, start_run_folder
+    from sodeep.run_folder import (
+        RunInterrupted,
+        check_no_input_inside,
+        holds_files_besides_its_lock,
+        start_run_folder,
+    )
     from sodeep.runs import release_process_group
 
     config = replace(config)  # coerced and checked again: settings may have been set after it was built
@@ -302,6 +307,8 @@ def run_nifti(
     new_run = not resume and not holds_files_besides_its_lock(out)
     existed = out.is_dir()
     if leader:
+        if overwrite:  # the scans the manifest lists are read after the folder's run is set aside
+            check_no_input_inside(out, {"manifest": [str(row.path) for row in rows]})
         out, record = claim_folder("nifti", config, data | start, resume=resume, overwrite=overwrite)
         planned = len(config.losses) * len(config.seeds) * config.folds
         # The cohort (and so the results' settings) is known once the volumes are read, into the folder's cache.

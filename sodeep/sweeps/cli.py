@@ -121,7 +121,7 @@ def dry_run(spec: Any, arguments: argparse.Namespace) -> int:
     """Check what a run would check, then print the trials and their commands as the runner would
     start them, marking those a run would skip (finished before) and those whose folder a command
     still runs in (an attempt left running, which a run waits for)."""
-    from sodeep.run_folder import run_in_use
+    from sodeep.run_folder import check_no_run_inside_in_use, check_not_in_use, run_in_use
     from sodeep.sweeps.expand import Trial
     from sodeep.sweeps.launcher import LEFT_RUNNING_WAIT_SECONDS, THREAD_VARIABLES, TrialLauncher, trial_threads
     from sodeep.sweeps.runner import check_sweep_folder, trial_source
@@ -132,6 +132,10 @@ def dry_run(spec: Any, arguments: argparse.Namespace) -> int:
     )
     folder = (Path(arguments.root) / spec.folder_name).absolute()
     check_sweep_folder(folder, spec, arguments.seed, overwrite=arguments.overwrite)
+    if folder.is_dir():  # as a run would hold it: refused while a run of the sweep runs, or to clear a trial in use
+        check_not_in_use(folder, "give another --root")
+        if arguments.overwrite:
+            check_no_run_inside_in_use(folder)
     launcher = TrialLauncher(spec, folder, arguments.wandb, Path.cwd(), threads=trial_threads(arguments.workers))
     environment = launcher.environment(Trial(0, {}), folder)
     threads = ", ".join(f"{name}={environment.get(name) or 'unset'}" for name in THREAD_VARIABLES)

@@ -144,16 +144,23 @@ def test_workers_are_refused_to_a_program_read_from_standard_input(tmp_path):
     import subprocess
     import sys
 
+    out = tmp_path / "bench"
     program = (
+        "from sodeep.benchmark import BenchConfig\n"
         "from sodeep.benchmark.learning_to_sort import SortingJob, run_sorting\n"
+        "from sodeep.benchmark.run import run_benchmark\n"
         "jobs = [SortingJob('pairwise_sigmoid', 0.01, 'rank', 3, seed) for seed in (0, 1)]\n"
-        "try:\n"
-        "    run_sorting(jobs, task=None, workers=2)\n"
-        "except ValueError as error:\n"
-        "    print(error)\n"
+        "for attempt in (lambda: run_sorting(jobs, task=None, workers=2),\n"
+        f"        lambda: run_benchmark(BenchConfig.quick(out={str(out)!r}, parts=('fidelity', 'sorting'), workers=2))):\n"
+        "    try:\n"
+        "        attempt()\n"
+        "    except ValueError as error:\n"
+        "        print(error)\n"
     )
     done = subprocess.run([sys.executable, "-"], input=program, capture_output=True, text=True, timeout=120)
-    assert done.stdout.startswith(
+    refusal = (
         "worker processes cannot start from a program without a file (<stdin>: standard input?), as each runs the "
         "program's file again; save the program to a file and run that, or use workers=1"
-    ), done.stderr
+    )
+    assert done.stdout.splitlines() == [refusal, refusal], done.stderr
+    assert not out.exists()  # refused before the benchmark wrote anything

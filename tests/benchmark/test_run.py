@@ -285,7 +285,10 @@ def test_an_interrupted_benchmark_names_what_it_kept_and_how_to_run_again(tmp_pa
     error = capsys.readouterr().err
     assert error == (
         f"sodeep bench: interrupted; {out}/results.json and results.md keep the finished parts (speed); "
-        "continue with: sodeep bench --resume\n"
+        f"continue with: sodeep bench --quick --parts speed fidelity --out {out} --resume\n"
+    )
+    assert json.loads((out / "results.json").read_text())["command"] == (
+        f"sodeep bench --quick --parts speed fidelity --out {out}"
     )
     assert json.loads((out / "results.json").read_text())["speed"]
     assert "speed" in (out / "results.md").read_text().lower()
@@ -383,7 +386,10 @@ def test_a_benchmark_interrupted_before_writing_anything_runs_again_as_it_was(tm
     out = tmp_path / "bench"
     assert main(["bench", "--quick", "--parts", "speed", "--out", str(out)]) == 130
     error = capsys.readouterr().err
-    assert error == "sodeep bench: interrupted; no part finished; continue with: sodeep bench --resume\n"
+    assert error == (
+        f"sodeep bench: interrupted; no part finished; continue with: sodeep bench --quick --parts speed --out {out} "
+        "--resume\n"
+    )
     monkeypatch.undo()
     monkeypatch.setattr(BenchConfig, "quick", classmethod(lambda cls, **overrides: cls(**{**TINY, **overrides})))
     assert main(["bench", "--quick", "--parts", "speed", "--out", str(out), "--resume"]) == 0

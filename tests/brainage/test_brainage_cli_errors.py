@@ -392,3 +392,27 @@ def test_naming_the_columns_found_by_default_resumes_the_same_run(tmp_path, caps
     capsys.readouterr()
     error = _run_and_check_one_line([*argv, "--id-column", "site", "--resume"], capsys)
     assert 'other settings (--id-column: null -> "site")' in error
+
+
+def test_overwrite_does_not_clear_a_folder_holding_scans_the_manifest_lists(
+    tmp_path, capsys, brainage_inputs, finished_runs
+):
+    out = tmp_path / "out"
+    shutil.copytree(finished_runs["nifti"], out)
+    (out / "scans").mkdir()
+    lines = (brainage_inputs / "manifest.csv").read_text().splitlines()
+    for index in (1, 5):  # two of the scans moved into the run folder
+        shutil.copy(brainage_inputs / f"s{index}.nii.gz", out / "scans" / f"s{index}.nii.gz")
+        lines[1 + index] = lines[1 + index].replace(f"s{index}.nii.gz", str(out / "scans" / f"s{index}.nii.gz"))
+    lines = [lines[0]] + [
+        line if str(out) in line else str(brainage_inputs / line.split(",")[0]) + line[line.index(",") :]
+        for line in lines[1:]
+    ]
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("\n".join(lines) + "\n")
+    argv = ["brainage", "nifti", *tiny_argv("nifti", brainage_inputs), "--wandb", "disabled", "--out", str(out)]
+    argv[argv.index("--manifest") + 1] = str(manifest)
+    before = folder_state(out)
+    error = _run_and_check_one_line([*argv, "--overwrite"], capsys)
+    assert f"clearing {out} would delete {out / 'scans' / 's1.nii.gz'}, which this run reads as --manifest" in error
+    assert folder_state(out) == before

@@ -877,12 +877,40 @@ def test_dry_run_marks_a_trial_whose_attempt_still_runs(tmp_path, capsys, monkey
         while not (trial_folder / "run" / "held").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert main(["run", str(spec_file), "--root", str(tmp_path / "runs"), "--dry-run"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        with pytest.raises(SystemExit) as exited:  # as a run would: a folder in use is not cleared
+            main(["run", str(spec_file), "--root", str(tmp_path / "runs"), "--dry-run", "--overwrite"])
+        assert exited.value.code == 2 and "which holds a run folder in use" in capsys.readouterr().err
     finally:
         holder.kill()
         holder.wait()
-    lines = capsys.readouterr().out.splitlines()
     assert "(finished: skipped)" in lines[0]
     assert lines[1].startswith(f"{trial_folder} (an attempt still runs in its folder): ")
     assert (
         "; 1 trial still running from an earlier run: a run waits up to 60 s for each to end, then stops" in lines[-1]
     )
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="run folders are locked with flock")
+def test_dry_run_of_a_sweep_that_runs_is_refused_as_a_run_would_be(tmp_path, capsys, monkeypatch):
+    import subprocess
+
+    monkeypatch.chdir(tmp_path)
+    body = f"method: grid\nparameters:\n  seed: {{values: [0]}}\n  calls: {{value: {tmp_path / 'calls.txt'}}}\n"
+    spec_file = write_sweep(tmp_path, QUICK_PROGRAM, body)
+    assert main(["run", str(spec_file), "--root", str(tmp_path / "runs")]) == 0
+    folder = tmp_path / "runs" / load_sweep(spec_file).folder_name
+    holder = subprocess.Popen([sys.executable, "-c", HOLDING_PROGRAM, str(folder), "30"])  # a second run of it
+    try:
+        deadline = time.monotonic() + 30
+        while not (folder / "held").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (folder / "held").unlink()
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exited:
+            main(["run", str(spec_file), "--root", str(tmp_path / "runs"), "--dry-run"])
+    finally:
+        holder.kill()
+        holder.wait()
+    error = capsys.readouterr().err
+    assert exited.value.code == 2 and f"{folder} is in use by a running sodeep command (process {holder.pid})" in error
