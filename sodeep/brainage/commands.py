@@ -97,7 +97,10 @@ def run_tabular(
         site_column=config.site_column,
     )
     if config.split == "site":  # sites before subjects: the advice on folds must fit the sites
-        check_site_folds(table.sites, config.folds, cross_validation=True)
+        try:
+            check_site_folds(table.sites, config.folds, cross_validation=True)
+        except ValueError as refused:
+            raise ValueError(f"{path.name}: {refused}") from None
     _check_cohort_size(path.name, len(table), config.folds, table.skipped_note(path.name))
     check_batch_size(config.losses, config.batch_size)
     training = TrainingConfig(batch_size=config.batch_size, patience=config.patience, **config.schedule())

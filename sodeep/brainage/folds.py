@@ -76,7 +76,7 @@ def check_site_folds(sites: Sequence[str], folds: int, *, cross_validation: bool
         known = [name for name in names if name != NO_SITE]
         raise ValueError(
             f"a site-grouped split needs every subject's site; {plural(unknown, 'subject')} "
-            f"{'has' if unknown == 1 else 'have'} no site (an empty site cell, read as {NO_SITE!r}) among the sites "
+            f"{'has' if unknown == 1 else 'have'} no site (an empty site cell or NA, read as {NO_SITE!r}) among the sites "
             f"{known[:5]}{' ...' if len(known) > 5 else ''}; fill in their sites, leave those rows out, or split by "
             "age (split='stratified')"
         )

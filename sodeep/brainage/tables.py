@@ -119,7 +119,7 @@ class AgeTable:
         # A feature that alone keeps out half the skipped rows or more (a mostly empty column): named.
         column, count = max(self.sole_blockers.items(), key=lambda item: item[1], default=("", 0))
         if count >= 2 and 2 * count >= len(self.skipped):
-            line += f"; feature {column!r} alone keeps out {count} of them: leave it out of features= to keep them"
+            line += f"; feature {column!r} alone keeps out {count} of them: name the others in features= to keep them"
         return [line]
 
     def notes(self, source: str) -> list[str]:

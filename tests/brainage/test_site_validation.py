@@ -129,7 +129,7 @@ def test_stratified_split_is_unchanged_and_mixes_sites():
         (
             ["a"] * 20 + ["b"] * 20 + ["c"] * 18 + [NO_SITE] * 2,
             3,
-            "2 subjects have no site (an empty site cell, read as '(no site)') among the sites ['a', 'b', 'c']",
+            "2 subjects have no site (an empty site cell or NA, read as '(no site)') among the sites ['a', 'b', 'c']",
         ),
     ],
 )

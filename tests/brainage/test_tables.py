@@ -571,7 +571,7 @@ def test_a_feature_that_alone_keeps_most_skipped_rows_out_is_named(tmp_path):
     table = read_age_table(path)
     assert len(table) == 3 and table.sole_blockers == {"wmh": 9}
     assert table.skipped_note("t.csv")[0].endswith(
-        "; feature 'wmh' alone keeps out 9 of them: leave it out of features= to keep them"
+        "; feature 'wmh' alone keeps out 9 of them: name the others in features= to keep them"
     )
     rows = [[20 + i, "NA" if i % 2 else i, "NA" if i % 4 else 1.5] for i in range(12)]  # f is missing as often
     assert (
