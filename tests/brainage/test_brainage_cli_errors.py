@@ -92,6 +92,7 @@ FRESH_CASES = [
     (("tabular",), ["--csv", "{inputs}/mixed.csv"], "separated by comma or semicolon: the header is 'age,f;g'"),
     (("tabular",), ["--csv", "{inputs}/capital.csv"], "no age column 'age' (did you mean --age-column Age?)"),
     (("tabular",), ["--features", "zz*"], "feature pattern 'zz*' matches no column"),
+    (("tabular",), ["--split", "site", "--folds", "3"], "table.csv: a site-grouped split needs 3 sites at least"),
     (("synthetic",), ["--train", "1", "--test", "1"], "need --train >= 4 and --test >= 3 subjects (fewer test"),
     (("synthetic",), ["--train", "4", "--test", "2"], "subjects correlate +-1 whatever the model), got 4 and 2"),
     (("synthetic",), ["--train", "3", "--test", "3"], "need --train >= 4 and --test >= 3 subjects, got 3 and 3"),
