@@ -13,7 +13,8 @@ host and raise the ``ValueError``, at the cost of one synchronisation per check 
 keeps its assertions).  Under ``torch.func`` transforms (``vmap``, ``grad``) on the CPU the check
 reads the values beneath the transform's wrappers, so ``vmap`` over a sorter or a loss raises the
 same ``ValueError`` when any of its samples is bad.  Compiled code inside a transform
-(``torch.compile(vmap(loss))``) skips the value checks: the assertion has no batching rule.
+(``torch.compile(vmap(loss))``, ``grad`` alone too) skips the value checks: the assertion has no
+batching rule under ``vmap``, and compiled code cannot tell the transforms apart.
 """
 
 from __future__ import annotations

@@ -430,7 +430,7 @@ def hold_folder(out: Path, *, clear: bool = False, instead: str = CHOOSE_ANOTHER
     if out.is_dir():
         _hold(out, instead)  # refuses a folder in use; held while the folder is cleared
     if clear and out.is_dir():
-        check_no_run_inside_in_use(out)
+        check_no_run_inside_in_use(out, instead)
         if _holds_the_working_folder(out):  # emptied, not removed (a folder in use cannot be)
             empty_folder(out, keep=(RUN_LOCK,))
         else:
@@ -513,21 +513,21 @@ def _take(out: Path, instead: str = CHOOSE_ANOTHER_OUT) -> int:
     return descriptor
 
 
-def check_no_run_inside_in_use(out: Path) -> None:
-    """A ``ValueError`` if a run folder inside ``out`` (at any depth) is in use by a running
-    command: clearing ``out`` would delete that run's files under it."""
-    problem = run_in_use(out, inside_only=True)
+def check_no_run_inside_in_use(out: Path, instead: str = CHOOSE_ANOTHER_OUT) -> None:
+    """A ``ValueError`` (ending in ``instead``) if a run folder inside ``out`` (at any depth) is
+    in use by a running command: clearing ``out`` would delete that run's files under it."""
+    problem = run_in_use(out, inside_only=True, instead=instead)
     if problem:
         raise ValueError(f"cannot clear {out}, which holds a run folder in use: {problem}")
 
 
-def run_in_use(folder: Path, *, inside_only: bool = False) -> str | None:
+def run_in_use(folder: Path, *, inside_only: bool = False, instead: str = CHOOSE_ANOTHER_OUT) -> str | None:
     """Why a run folder at or under ``folder`` (only under it, with ``inside_only``) is in use by a
-    running command (the message that names it), or ``None``."""
+    running command (the message that names it, ending in ``instead``), or ``None``."""
     for lock in Path(folder).rglob(RUN_LOCK):
         if not (inside_only and lock.parent == Path(folder)):
             try:
-                _check_not_in_use(lock.parent)
+                _check_not_in_use(lock.parent, instead)
             except ValueError as error:
                 return str(error)
     return None

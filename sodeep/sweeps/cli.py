@@ -135,7 +135,7 @@ def dry_run(spec: Any, arguments: argparse.Namespace) -> int:
     if folder.is_dir():  # as a run would hold it: refused while a run of the sweep runs, or to clear a trial in use
         check_not_in_use(folder, "give another --root")
         if arguments.overwrite:
-            check_no_run_inside_in_use(folder)
+            check_no_run_inside_in_use(folder, "give another --root")
     launcher = TrialLauncher(spec, folder, arguments.wandb, Path.cwd(), threads=trial_threads(arguments.workers))
     environment = launcher.environment(Trial(0, {}), folder)
     threads = ", ".join(f"{name}={environment.get(name) or 'unset'}" for name in THREAD_VARIABLES)

@@ -880,7 +880,12 @@ def test_dry_run_marks_a_trial_whose_attempt_still_runs(tmp_path, capsys, monkey
         lines = capsys.readouterr().out.splitlines()
         with pytest.raises(SystemExit) as exited:  # as a run would: a folder in use is not cleared
             main(["run", str(spec_file), "--root", str(tmp_path / "runs"), "--dry-run", "--overwrite"])
-        assert exited.value.code == 2 and "which holds a run folder in use" in capsys.readouterr().err
+        error = capsys.readouterr().err
+        assert (
+            exited.value.code == 2
+            and "which holds a run folder in use" in error
+            and error.endswith("give another --root\n")
+        )
     finally:
         holder.kill()
         holder.wait()
