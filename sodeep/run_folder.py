@@ -188,7 +188,7 @@ def claim_run_folder(
     problem = writable_file_problem(record_path)
     if problem:
         raise ValueError(f"{problem}; {CHOOSE_ANOTHER_OUT}")
-    _check_not_in_use(out)
+    check_not_in_use(out)
     holds_files = holds_files_besides_its_lock(out)
     fresh = {"command": command, "config": config, "run_id": uuid.uuid4().hex[:16]}
     if holds_files and overwrite:
@@ -527,24 +527,19 @@ def run_in_use(folder: Path, *, inside_only: bool = False, instead: str = CHOOSE
     for lock in Path(folder).rglob(RUN_LOCK):
         if not (inside_only and lock.parent == Path(folder)):
             try:
-                _check_not_in_use(lock.parent, instead)
+                check_not_in_use(lock.parent, instead)
             except ValueError as error:
                 return str(error)
     return None
 
 
-def _check_not_in_use(out: Path, instead: str = CHOOSE_ANOTHER_OUT) -> None:
-    """A ``ValueError`` (ending in ``instead``) if another process, or another thread of this one,
-    holds the folder."""
+def check_not_in_use(out: Path, instead: str = CHOOSE_ANOTHER_OUT) -> None:
+    """What holding ``out`` would refuse, without holding it: a ``ValueError`` (ending in
+    ``instead``) if another process, or another thread of this one, holds the folder."""
+    out = Path(out)
     if fcntl is None:
         return
     with _HELD_GUARD:
         if _refuse_to_other_threads(out, instead) is not None or not (out / RUN_LOCK).is_file():
             return
         os.close(_take(out, instead))
-
-
-def check_not_in_use(out: Path, instead: str = CHOOSE_ANOTHER_OUT) -> None:
-    """What holding ``out`` would refuse, without holding it: a ``ValueError`` (ending in
-    ``instead``) if a running command holds the folder."""
-    _check_not_in_use(Path(out), instead)
