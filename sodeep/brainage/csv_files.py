@@ -122,6 +122,8 @@ def age_problem(text: str) -> str | None:
 LARGEST_AGE, LARGEST_AGE_TEXT = 1e18, "1e18"
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
 #: Delimiters a table may use, by name.
 DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
 #: Rows :func:`csv.Sniffer` reads to tell the delimiter.
@@ -129,13 +131,16 @@ SNIFFED_LINES = 20
 
 
 def read_text_table(path: Path) -> str:
-    """The text of a CSV file (UTF-8, a spreadsheet's byte-order mark dropped); ``ValueError``
+    """The text of a CSV file (UTF-8, a spreadsheet's byte-order marks dropped); ``ValueError``
     naming the file when it is empty, binary or in another encoding."""
     try:
         data = path.read_bytes()
     except OSError as error:
         raise ValueError(f"{path} cannot be read ({error.strerror})") from None
-    if not data.removeprefix(b"\xef\xbb\xbf").strip():  # nothing, or a spreadsheet's byte-order mark alone
+    body = data
+    while body.startswith(UTF8_BOM):  # a spreadsheet's byte-order mark, once or more
+        body = body[len(UTF8_BOM) :]
+    if not body.strip():
         raise ValueError(f"{path} is empty: a table needs a header row and one row per subject")
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         raise ValueError(f'{path} is in UTF-16 (a spreadsheet\'s "Unicode Text"); save it as CSV UTF-8')
@@ -144,10 +149,11 @@ def read_text_table(path: Path) -> str:
     if b"\x00" in data[:65536]:
         raise ValueError(f"{path} is not a text CSV file (it holds binary data)")
     try:
-        return data.decode("utf-8-sig")
+        return body.decode("utf-8")
     except UnicodeDecodeError as error:
         raise ValueError(
-            f"{path} is not a text CSV file in UTF-8 (byte 0x{data[error.start]:02x} at offset {error.start}); "
+            f"{path} is not a text CSV file in UTF-8 (byte 0x{body[error.start]:02x} at offset "
+            f"{len(data) - len(body) + error.start}); "
             "save it as CSV UTF-8"
         ) from None
 

@@ -146,6 +146,8 @@ def test_a_semicolon_table_with_decimal_commas_is_refused_with_a_hint(tmp_path, 
         (b"", "is empty"),
         (b"\xef\xbb\xbf", "is empty"),  # an empty sheet saved as CSV UTF-8: its byte-order mark alone
         (b"\xef\xbb\xbf\r\n\r\n", "is empty"),
+        (b"\xef\xbb\xbf\xef\xbb\xbf", "is empty"),  # a mark saved twice
+        ("\ufeffage,f\n20,caf\xe9\n".encode("utf-8")[:-3] + b"\xe9\n", "in UTF-8 (byte 0xe9 at offset 15)"),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "is not a text CSV file (it holds binary data)"),
         (b"\x1f\x8b\x08\x00\x00\x00\x00\x00", "is gzip-compressed, not a text CSV file; decompress it (gunzip)"),
         ("age,f\n20,caf\xe9\n".encode("latin-1"), "is not a text CSV file in UTF-8 (byte 0xe9 at offset 12)"),
@@ -586,3 +588,10 @@ def test_a_text_column_named_in_features_that_leaves_no_row_says_what_to_do(tmp_
         ValueError, match=r"no usable row \(line 2: feature 'sex' is 'M'.*\); name only columns of numbers in"
     ):
         read_age_table(path, features=["*"])
+
+
+def test_a_table_saved_with_its_byte_order_mark_twice_reads_as_one_saved_once(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"\xef\xbb\xbf\xef\xbb\xbfage,f\n20,1\n30,2\n")
+    table = read_age_table(path)
+    assert table.ages.tolist() == [20, 30] and table.feature_names == ["f"]
