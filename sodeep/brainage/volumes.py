@@ -147,7 +147,7 @@ def read_manifest(path: str | os.PathLike) -> tuple[list[ManifestRow], list[tupl
         if not listed.strip():
             problems.append((line, "the path is empty"))
             continue
-        file = Path(listed)
+        file = Path(listed).expanduser()
         file = file if file.is_absolute() else path.resolve().parent / file  # the same from any folder
         if not file.is_file():
             problems.append((line, f"no file at {file}"))
@@ -249,7 +249,13 @@ def load_volume(path: str | os.PathLike, shape: Sequence[int] = GRID_4MM, voxel_
     import nibabel.affines
     from nibabel.processing import resample_to_output
 
-    image = nibabel.as_closest_canonical(nibabel.load(str(path)))
+    image = nibabel.load(str(path))
+    if not abs(np.linalg.det(np.asarray(image.affine, dtype=np.float64)[:3, :3])) > 0:
+        raise ValueError(
+            f"{path}: its affine is singular (a voxel of no size along some axis), so its voxels have no place in "
+            "space; fix the file's header (sform or qform)"
+        )
+    image = nibabel.as_closest_canonical(image)
     if 0 in image.shape:
         raise ValueError(f"{path}: the volume has no voxels (shape {image.shape})")
     if len(image.shape) > 3 and all(size == 1 for size in image.shape[3:]):  # one frame, as 4-D or 5-D
@@ -270,7 +276,12 @@ def load_volume(path: str | os.PathLike, shape: Sequence[int] = GRID_4MM, voxel_
         )
     data = np.nan_to_num(data.astype(np.float32), nan=0.0)  # before resampling, which would spread NaN into the brain
     labels = _few_intensities(data)
-    if labels is not None and len(labels) > 1:  # one intensity: a mask, refused below with its share
+    brain_voxels = int(np.count_nonzero(data > 0))
+    # Before resampling, which blurs a mask's edges into many values (a patch too small to be a
+    # brain is refused as such after resampling).
+    if labels is not None and len(labels) == 1 and brain_voxels >= MIN_BRAIN_FRACTION * data.size:
+        raise ValueError(f"{path}: 100% of the brain's voxels have one intensity: a mask or a constant image, not a T1")
+    if labels is not None and len(labels) > 1:
         shown = ", ".join(f"{value:g}" for value in labels)
         raise ValueError(
             f"{path}: its voxels above 0 take only {len(labels)} values ({shown}): a label map (segmentation), not a T1"

@@ -504,6 +504,24 @@ def test_set_aside_then_put_back_restores_every_file(tmp_path):
     assert _contents(out) == kept and (out / "l1" / "results.json").read_text() == "finished"
 
 
+def test_a_thin_mask_at_a_voxel_size_to_resample_is_refused_before_resampling_blurs_it(tmp_path):
+    # A shell two voxels thick at 1.2 mm: trilinear resampling to 4 mm spreads its edges over many values.
+    n = 48
+    radius = np.sqrt(((np.indices((n, n, n)) - (n - 1) / 2) ** 2).sum(0))
+    path = write_volume(tmp_path / "ribbon.nii.gz", ((radius < 22) & (radius > 18)).astype(np.uint8), 1.2)
+    with pytest.raises(ValueError, match="100% of the brain's voxels have one intensity: a mask or a constant image"):
+        load_volume(path, (12, 12, 12), 4.0)
+
+
+def test_a_volume_whose_affine_places_nothing_is_refused(tmp_path):
+    image = nibabel.Nifti1Image(blob((10, 10, 10), 5).astype(np.float32), np.eye(4))
+    image.set_sform(np.diag([3.0, 3.0, 0.0, 1.0]), code=1)  # the affine read first: it has no z extent
+    image.set_qform(np.eye(4), code=0)
+    nibabel.save(image, str(tmp_path / "flat.nii.gz"))
+    with pytest.raises(ValueError, match=r"flat.nii.gz: its affine is singular \(a voxel of no size along some axis\)"):
+        load_volume(tmp_path / "flat.nii.gz", (10, 10, 10), 4.0)
+
+
 def test_a_mask_is_refused_naming_its_file(tmp_path):
     path = write_volume(tmp_path / "mask.nii.gz", (blob((10, 10, 10), 5) > 0).astype(np.float32), 4.0)
     with pytest.raises(ValueError) as raised:
