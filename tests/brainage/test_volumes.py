@@ -590,3 +590,13 @@ def test_a_rotated_grid_is_resampled_onto_the_world_axes_whatever_its_voxel_size
     that of the same volume at another voxel size, as an axis-aligned one does."""
     aligned, rotated = _rotated_pair(tmp_path, 0), _rotated_pair(tmp_path, 25)
     assert aligned > 0.9 and rotated > aligned - 0.06, (aligned, rotated)
+
+
+def test_a_manifest_path_from_the_home_folder_is_expanded(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "a.nii.gz").write_bytes(b"")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path,age\n~/a.nii.gz,30\n")
+    rows, problems = read_manifest(manifest)
+    assert problems == [] and [row.path for row in rows] == [tmp_path / "home" / "a.nii.gz"]
