@@ -97,14 +97,12 @@ def run_tabular(
         site_column=config.site_column,
     )
     if config.split == "site":  # sites before subjects: the advice on folds must fit the sites
-        try:
+        with _named_by(path.name):
             check_site_folds(table.sites, config.folds, cross_validation=True)
-        except ValueError as refused:
-            raise ValueError(f"{path.name}: {refused}") from None
     _check_cohort_size(path.name, len(table), config.folds, table.skipped_note(path.name))
     check_batch_size(config.losses, config.batch_size)
     training = TrainingConfig(batch_size=config.batch_size, patience=config.patience, **config.schedule())
-    try:
+    with _named_by(path.name):
         check_split(
             table.ages,
             table.sites,
@@ -113,8 +111,6 @@ def run_tabular(
             seeds=config.seeds,
             validation_fraction=training.validation_fraction,
         )
-    except ValueError as refused:
-        raise ValueError(f"{path.name}: {refused}") from None
     dataset = config.dataset or (None if config.csv else DEFAULT_DATASET)  # no flag: the default table
     data = {"dataset": dataset, "csv": _resolved(config.csv), "table_sha256": file_digest(path)}
     # A column named as the one found by default is recorded as the default: the same run either way.
@@ -334,7 +330,7 @@ def run_nifti(
             )
             left_out = cohort.notes(name)  # now with the files that could not be read
             _check_cohort_size(name, len(cohort.ages), config.folds, left_out)
-            try:
+            with _named_by(name):
                 check_split(
                     cohort.ages.numpy(),
                     cohort.sites,
@@ -343,8 +339,6 @@ def run_nifti(
                     seeds=config.seeds,
                     validation_fraction=training.validation_fraction,
                 )
-            except ValueError as problem:
-                raise ValueError(f"{name}: {problem}") from None
         except (ValueError, RunInterrupted) as refused:
             if previous_run is not None:
                 _put_back_previous_run(out, previous_run, refused)
@@ -459,6 +453,15 @@ def _is_leader(config: CommandConfig) -> bool:
 
     quiet_lightning()
     return process_rank(**config.trainer_options()) == 0
+
+
+@contextmanager
+def _named_by(source: str) -> Iterator[None]:
+    """A ``ValueError`` raised inside, as one line that starts with the file ``source``."""
+    try:
+        yield
+    except ValueError as error:
+        raise ValueError(f"{source}: {error}") from None
 
 
 def _check_cohort_size(source: str, subjects: int, folds: int, left_out: list[str]) -> None:

@@ -276,10 +276,9 @@ def load_volume(path: str | os.PathLike, shape: Sequence[int] = GRID_4MM, voxel_
         )
     data = np.nan_to_num(data.astype(np.float32), nan=0.0)  # before resampling, which would spread NaN into the brain
     labels = _few_intensities(data)
-    brain_voxels = int(np.count_nonzero(data > 0))
     # Before resampling, which blurs a mask's edges into many values (a patch too small to be a
     # brain is refused as such after resampling).
-    if labels is not None and len(labels) == 1 and brain_voxels >= MIN_BRAIN_FRACTION * data.size:
+    if labels is not None and len(labels) == 1 and np.count_nonzero(data > 0) >= MIN_BRAIN_FRACTION * data.size:
         raise ValueError(f"{path}: 100% of the brain's voxels have one intensity: a mask or a constant image, not a T1")
     if labels is not None and len(labels) > 1:
         shown = ", ".join(f"{value:g}" for value in labels)
