@@ -309,15 +309,13 @@ def run_nifti(
         if overwrite:  # the scans the manifest lists are read after the folder's run is set aside
             check_no_input_inside(out, {"manifest": [str(row.path) for row in rows]})
         out, record = claim_folder("nifti", config, data | start, resume=resume, overwrite=overwrite)
-        planned = len(config.losses) * len(config.seeds) * config.folds
-        # The cohort (and so the results' settings) is known once the volumes are read, into the folder's cache.
-        pending = (
-            planned if overwrite else len(unfinished_runs(out, None, config.losses, config.seeds, config.folds)[1])
-        )
+        # The cohort (and so the results' settings) is known once the volumes are read, into the
+        # folder's cache: results and checkpoints are checked now, their settings once it is read.
+        if not overwrite:
+            unfinished_runs(out, None, config.losses, config.seeds, config.folds)
         previous_run = _set_aside_previous_run(out, overwrite and not new_run)
         start_run_folder(out, record, overwrite=False)
         _say_started(fine_tuning, training)
-        _say_resumed(out, resume and not overwrite, planned, pending)
     with SignalStop() as stop:
         stop.where = "the volume cache"
         try:
@@ -377,6 +375,12 @@ def run_nifti(
                     on_run=run_logger(run),
                     stop=stop,
                     trainer_options=config.trainer_options(),
+                    on_checked=lambda pending: _say_resumed(
+                        out,
+                        leader and resume and not overwrite,
+                        len(config.losses) * len(config.seeds) * config.folds,
+                        pending,
+                    ),
                 )
             finally:
                 release_process_group()  # the last training run has ended: every process still runs
@@ -472,6 +476,8 @@ def _check_cohort_size(source: str, subjects: int, folds: int, left_out: list[st
 
     if subjects == 0 and left_out:
         raise ValueError("; ".join([*left_out, "no subject is left to train on"]))
+    if subjects == 0:
+        raise ValueError(f"{source} has no rows below its header: add one row per subject")
     try:
         check_cross_validation_size(subjects, folds)
     except ValueError as error:

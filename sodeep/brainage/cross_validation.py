@@ -100,6 +100,7 @@ def cross_validate(
     on_run: Callable[[str, dict[str, Any]], None] | None = None,
     stop: SignalStop | None = None,
     trainer_options: dict[str, Any] | None = None,
+    on_checked: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate every preset on every (seed, fold) that ``out/results.json`` does not
     hold yet; returns the results of every run the folder holds, which are also written to
@@ -132,6 +133,8 @@ def cross_validate(
             the call at the end of a training step, with ``RunInterrupted``).
         trainer_options: Lightning's ``accelerator``, ``devices``, ``strategy`` and
             ``num_nodes`` for every training run (:func:`fit_age_model`); ``None``: one CPU process.
+        on_checked: called with the number of runs left to train once the folder's results
+            are checked to match, before anything is written.
 
     Raises:
         ValueError: ``out/results.json`` is damaged or holds runs of other settings, an
@@ -158,6 +161,8 @@ def cross_validate(
         description = (description or {}) | {"init_from": fine_tuning.settings()}
     settings = cross_validation_settings(len(ages), folds, config, description, split)
     results, pending = unfinished_runs(out, settings, presets, seeds, folds)
+    if on_checked is not None:
+        on_checked(len(pending))
 
     def save() -> None:
         if leader:  # the other processes hold the same results

@@ -230,11 +230,15 @@ def format_report(results: dict[str, Any], title: str) -> str:
     split = SPLIT_NAMES[settings.get("split", "stratified")]
     # The seeds the folder's runs hold: a folder extended with other seeds or presets keeps them all.
     seeds = sorted({seed for entry in results["presets"].values() for seed in _seeds_of(entry)}) or settings["seeds"]
+    entries = [*results["presets"].values(), *results.get("baselines", {}).values()]
+    if any(names_sites(list(entry.get("per_site", {}))) for entry in entries):
+        legend = "within_site_spearman: Spearman inside each test site of 3 or more subjects, weighted by its subjects."
+    else:
+        legend = "no site is named, so within_site_spearman is n/a."
     lines = [
         f"# {title}",
         "",
-        f"{settings['folds']}-fold {split} CV x seeds {seeds}, {settings['subjects']} subjects; "
-        "within_site_spearman: Spearman inside each test site of 3 or more subjects, weighted by its subjects.",
+        f"{settings['folds']}-fold {split} CV x seeds {seeds}, {settings['subjects']} subjects; {legend}",
         "",
     ]
     if settings.get("init_from"):

@@ -253,8 +253,10 @@ def test_resuming_a_nifti_run_whose_volumes_changed_is_refused(tmp_path, capsys)
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         brainage("nifti", out, tmp_path, "--max-epochs", "1", "--seeds", "0", "1", "2", "--resume")
-    error = capsys.readouterr().err
+    printed = capsys.readouterr()
+    error = printed.err
     assert exit_info.value.code == 2
+    assert "resuming" not in printed.out  # said only once the volumes are checked to be the run's
     assert (
         "holds runs of other settings (volume_files_sha256 (a volume file's size or modification time changed, as "
         "after an edit or a touch)); resume with those settings and files, choose another folder for --out, or run "

@@ -242,6 +242,7 @@ def test_site_cross_validation_fits_presets_and_baselines_on_the_same_folds(tmp_
     assert "within_site_spearman" in results["presets"]["l1"]["summary"]
     report = format_report(results, "sites")
     assert "3-fold site-grouped (no site in both training and test) CV" in report
+    assert "within_site_spearman: Spearman inside each test site of 3 or more subjects" in report
     assert "| ridge |" in report and "| median |" in report and "| baseline: svr |" in report and "n/a" in report
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["baselines"]["ridge"]["runs"] == baselines["ridge"]["runs"]
@@ -405,7 +406,10 @@ def test_a_table_without_sites_reports_no_within_site_spearman(tmp_path):
         assert "within_site_spearman" not in entry["summary"] and "within_site_spearman" not in entry["out_of_fold"]
         assert "spearman" in entry["out_of_fold"]
     assert "spearman" not in results["baselines"]["median"]["out_of_fold"]  # constant per fold: ranks nobody
-    pooled = [line for line in format_report(results, "no sites").splitlines() if line.startswith("| baseline: median")]
+    report = format_report(results, "no sites")
+    assert report.splitlines()[2].endswith(" subjects; no site is named, so within_site_spearman is n/a.")
+    assert "Spearman inside each test site" not in report
+    pooled = [line for line in report.splitlines() if line.startswith("| baseline: median")]
     assert pooled == [
         "| baseline: median | " + f"{results['baselines']['median']['out_of_fold']['mae']:.3f} | n/a | n/a |"
     ]

@@ -600,3 +600,37 @@ def test_a_manifest_path_from_the_home_folder_is_expanded(tmp_path, monkeypatch)
     manifest.write_text("path,age\n~/a.nii.gz,30\n")
     rows, problems = read_manifest(manifest)
     assert problems == [] and [row.path for row in rows] == [tmp_path / "home" / "a.nii.gz"]
+
+
+def test_an_already_z_scored_volume_is_refused_and_edge_ringing_is_not(tmp_path):
+    data = blob((24, 28, 24), 6)
+    brain = data > 0
+    zscored = np.where(brain, (data - data[brain].mean()) / data[brain].std(), 0.0)
+    with pytest.raises(ValueError, match=r"z.nii.gz: (4\d|5\d)% of its nonzero voxels are negative.*before intensity"):
+        load_volume(write_volume(tmp_path / "z.nii.gz", zscored, 2.0), (10, 10, 10), 4.0)
+    ringing = data.copy()
+    ringing[1, 2:-2, 2:-2] = -0.01  # a thin negative rim, as sinc interpolation leaves
+    assert np.count_nonzero(ringing < 0) < 0.1 * np.count_nonzero(ringing)
+    assert load_volume(write_volume(tmp_path / "ring.nii.gz", ringing, 2.0), (10, 10, 10), 4.0).shape == (10, 10, 10)
+
+
+def test_a_manifest_of_a_header_alone_says_it_has_no_rows(tmp_path, capsys):
+    from sodeep.cli import main
+
+    (tmp_path / "manifest.csv").write_text("path,age\n")
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "brainage",
+                "nifti",
+                "--manifest",
+                str(tmp_path / "manifest.csv"),
+                "--out",
+                str(out),
+                "--wandb",
+                "disabled",
+            ]
+        )
+    assert "manifest.csv has no rows below its header: add one row per subject" in capsys.readouterr().err
+    assert not out.exists()
