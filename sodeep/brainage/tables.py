@@ -413,7 +413,9 @@ def read_age_table(
     if features and blocked_by_features and not kept_ages:  # every column that keeps a row out
         aged = [row for row in rows if not age_problem(row[age_column])]
         blocking = [column for column in feature_names if any(number_problem(row[column]) for row in aged)]
-        named = ", ".join(repr(column) for column in blocking[:5]) + (f" and {len(blocking) - 5} more" if len(blocking) > 5 else "")
+        named = ", ".join(repr(column) for column in blocking[:5]) + (
+            f" and {len(blocking) - 5} more" if len(blocking) > 5 else ""
+        )
         advice = f"name only columns of numbers in features= (not numbers in every row: {named})"
     check_usable_rows(path, skipped, kept=len(kept_ages), advice=advice)
     repeated_ids = repeated_values(ids) if id_column else []

@@ -599,7 +599,11 @@ def test_a_table_saved_with_its_byte_order_mark_twice_reads_as_one_saved_once(tm
 
 def test_every_feature_column_that_blocks_the_rows_is_named(tmp_path):
     header = ["age", "f", "sex", "g", "hand", "h"]
-    path = write_csv(tmp_path / "t.csv", header, [[20, 1, "M", 2, "L", 3], [30, 2, "F", "", "R", 4], [40, 3, "M", 5, "R", 6]])
+    path = write_csv(
+        tmp_path / "t.csv", header, [[20, 1, "M", 2, "L", 3], [30, 2, "F", "", "R", 4], [40, 3, "M", 5, "R", 6]]
+    )
     with pytest.raises(ValueError) as raised:
         read_age_table(path, features=["*"])
-    assert str(raised.value).endswith("name only columns of numbers in features= (not numbers in every row: 'sex', 'g', 'hand')")
+    assert str(raised.value).endswith(
+        "name only columns of numbers in features= (not numbers in every row: 'sex', 'g', 'hand')"
+    )
