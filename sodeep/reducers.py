@@ -57,6 +57,9 @@ def check_weight_fits(loss: torch.Tensor, weight: Any) -> None:
         # A weight per sample of a (B, L) loss lines up with its last dimension, L, not with B.
         per_sample = weight.dim() == 1 and loss.dim() >= 2 and weight.shape[0] == loss.shape[0]
         hint = f": a weight per sample is weight[:, None], shape ({weight.shape[0]}, 1)" if per_sample else ""
+        # A weight per label, given to a loss with one value per sample.
+        if weight.dim() == loss.dim() + 1 and weight.shape[: loss.dim()] == loss.shape:
+            hint = f": this loss has one value per sample, so its weight has shape {tuple(loss.shape)}"
         raise ValueError(
             f"weight of shape {tuple(weight.shape)} does not broadcast to the loss shape {tuple(loss.shape)}{hint}"
         ) from error
@@ -73,7 +76,8 @@ def check_weight_fits(loss: torch.Tensor, weight: Any) -> None:
 
 
 def _broadcast(loss: torch.Tensor, weight: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    if weight is None:
+    if weight is None:  # half precision summed in float32, and divided there by a count past its range
+        loss = loss.to(torch.promote_types(loss.dtype, torch.float32))
         return loss, torch.ones_like(loss)
     check_weight_fits(loss, weight)
     if weight.device != loss.device:

@@ -313,6 +313,8 @@ class MultiLabelHingeLoss(nn.Module):
     hard get a wider margin.  The update happens under ``no_grad``, outside the autograd graph;
     margins and running losses are buffers, moved with ``.to`` and, when adaptive, saved in
     ``state_dict`` (fixed margins are settings: loading a checkpoint keeps those the loss was built with).
+    They are held in the default dtype (float32): for float64 scores, ``.double()`` the loss too, or
+    a margin such as 1/3 is rounded to float32.
 
     Args:
         num_labels: ``C``.

@@ -397,14 +397,18 @@ def test_pairwise_margin_options_are_checked_when_given():
     torch.testing.assert_close(tensor_margin, pairwise_margin_ranking_loss(scores, labels, margin=0.5))
 
 
+@pytest.mark.parametrize("weighted", [True, False])
 @pytest.mark.parametrize("reduction", ["mean", "weighted_mean", "nonzero_weighted_mean"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_means_neither_overflow_nor_lose_their_count(reduction, dtype):
-    """100,000 elements of 2.0: a half-precision sum (200,000) or count would be inf or stall."""
+def test_half_precision_means_neither_overflow_nor_lose_their_count(reduction, dtype, weighted):
+    """100,000 elements of 2.0: a half-precision sum (200,000) or count would be inf or stall, and
+    each element divided by the count in half precision (2e-5, subnormal in float16) rounds."""
     loss = torch.full((100_000,), 2.0, dtype=dtype)
-    weight = torch.ones(100_000, dtype=dtype)
+    weight = torch.ones(100_000, dtype=dtype) if weighted else None
     reduced = reduce_loss(loss, weight, reduction)
     assert reduced.dtype == dtype and reduced.item() == 2.0
+    many = torch.full((4_000, 2_500), 0.5, dtype=dtype)  # 10 million elements
+    assert reduce_loss(many, None, reduction).item() == 0.5
     scores, labels = torch.full((1000, 100), -3.0, dtype=dtype), torch.ones(1000, 100, dtype=torch.long)
     assert multilabel_hinge_loss(scores, labels, reduction=reduction).item() == 4.0
     expected = sigmoid_cross_entropy(scores.float(), labels, reduction=reduction)
@@ -775,6 +779,12 @@ def test_a_weight_per_sample_of_a_per_label_loss_is_shown_how_it_lines_up():
     assert str(raised.value) == (
         "weight of shape (3, 1) would enlarge the loss of shape (3,) to (3, 3): this loss has one value per "
         "sample, so a weight per sample has shape (3,)"
+    )
+    with pytest.raises(ValueError) as raised:  # a weight per label
+        multilabel_ranking_hinge_loss(scores, labels, weight=torch.ones(3, 4))
+    assert str(raised.value) == (
+        "weight of shape (3, 4) does not broadcast to the loss shape (3,): this loss has one value per sample, so "
+        "its weight has shape (3,)"
     )
 
 
