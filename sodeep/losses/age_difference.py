@@ -35,7 +35,8 @@ def age_difference_loss(
             without it).
 
     Returns:
-        A scalar in the predictions' dtype, computed in at least float32.
+        A scalar in the predictions' dtype, computed in at least float32: in float16 a loss above
+        65,504 (differences of a few hundred years, as from an untrained model's raw outputs) is inf.
 
     Example:
         >>> age_difference_loss(torch.tensor([30.0, 50.0, 70.0]), torch.tensor([20.0, 50.0, 80.0]))
