@@ -52,6 +52,7 @@ from sodeep.runs import (
     quiet_lightning,
     release_process_group,
     stop_signals_outside_training_are_interrupts,
+    wandb_environment,
 )
 from sodeep.sorters import Sorter, build_sorter
 from sodeep.stream_loader import UnpackedChunks, available_cores, stream_loader
@@ -513,8 +514,11 @@ def _pretrain(config: PretrainConfig | None, *, resume: bool, overwrite: bool) -
     resume_step = None
     if resume and not overwrite and last.is_file():
         resume_step = _checkpoint_step(last, expected, data.stream_settings())
+    environment = contextlib.ExitStack()  # W&B's variables, as they were once the run ends
     if leader:
         start_run_folder(out, record, overwrite=overwrite)
+        if config.wandb != "disabled":
+            environment.enter_context(wandb_environment(config.wandb, out))
         trainer.loggers = make_loggers(
             out,
             config.wandb,
@@ -573,6 +577,7 @@ def _pretrain(config: PretrainConfig | None, *, resume: bool, overwrite: bool) -
     finally:  # a failed run too: the next run in this process must not log into its W&B run
         data.close()
         _finish_loggers(trainer)
+        environment.close()
         release_process_group()
     if stop.stopped_at is not None:
         raise RunInterrupted(stop.stopped_at, RESUME_FROM_PYTHON)

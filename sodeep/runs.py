@@ -70,6 +70,34 @@ def configure_wandb_environment(mode: str, out: Path) -> None:
         os.environ[variable] = str(cache)
 
 
+#: The variables :func:`configure_wandb_environment` sets.
+WANDB_VARIABLES = (
+    "WANDB_MODE",
+    "WANDB_ERROR_REPORTING",
+    "WANDB_SILENT",
+    "WANDB_DIR",
+    "WANDB_CACHE_DIR",
+    "WANDB_CONFIG_DIR",
+    "WANDB_DATA_DIR",
+)
+
+
+@contextlib.contextmanager
+def wandb_environment(mode: str, out: Path) -> Iterator[None]:
+    """:func:`configure_wandb_environment` for the block; on exit the variables are as they were,
+    so W&B runs the caller starts afterwards do not land in the run folder."""
+    before = {name: os.environ.get(name) for name in WANDB_VARIABLES}
+    configure_wandb_environment(mode, out)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 #: The W&B project of sodeep's runs where ``WANDB_PROJECT`` names none.
 WANDB_PROJECT = "sodeep"
 
@@ -201,7 +229,7 @@ def make_loggers(
     last_step: int | None = None,
 ) -> list:
     """A CSV logger (``out/csv/metrics.csv``) and, unless ``mode`` is ``disabled``, a W&B logger
-    whose files stay under ``out/wandb``.  With ``run_id`` the W&B run keeps that id (a resumed
+    whose files stay under ``out/wandb`` while its W&B run lasts within :func:`wandb_environment`.  With ``run_id`` the W&B run keeps that id (a resumed
     run continues it); with ``resume_step`` the CSV keeps its rows of earlier steps (those on the
     trainer's ``log_every`` grid or at the run's ``last_step``, and validations)."""
     from lightning.pytorch.loggers import WandbLogger
@@ -216,8 +244,7 @@ def make_loggers(
             last_step=last_step,
         )
     ]
-    if mode != "disabled":
-        configure_wandb_environment(mode, out)
+    if mode != "disabled":  # (the caller sets W&B's variables: wandb_environment)
         identity = {"id": run_id, "resume": "allow"} if run_id else {}
         wandb_logger = WandbLogger(
             **wandb_identity(name),

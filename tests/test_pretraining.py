@@ -14,6 +14,11 @@ from sodeep.evaluation import EVALUATION_LENGTHS
 from sodeep.pretraining import SorterPretraining, held_out_lengths, pretrain, sorter_from_training_checkpoint
 
 
+def wandb_variables():
+    """The process's W&B variables but ``WANDB_SERVICE``, W&B's own note of its service process."""
+    return {name: value for name, value in os.environ.items() if name.startswith("WANDB") and name != "WANDB_SERVICE"}
+
+
 def _pretrain(out, steps, *extra):
     return main(
         [
@@ -62,7 +67,11 @@ def interrupt_at_step(monkeypatch, step):
 
 def test_tiny_run_writes_logs_and_a_loadable_sorter(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WANDB_DIR", raising=False)
+    environment = wandb_variables()
     assert _pretrain(tmp_path / "run", 6) == 0
+    # W&B's variables are as they were: the caller's own W&B runs do not land in the run folder.
+    assert wandb_variables() == environment
     sorter = load_sorter(tmp_path / "run" / "sorter.pt")
     assert sorter.max_length == 32
     metrics = (tmp_path / "run" / "csv" / "metrics.csv").read_text()

@@ -546,24 +546,24 @@ def wandb_run(mode: str, out: Path, command: str, record: dict[str, Any], stop: 
     if mode == "disabled":
         yield None
         return
-    from sodeep.runs import configure_wandb_environment, wandb_identity
+    from sodeep.runs import wandb_environment, wandb_identity
 
-    configure_wandb_environment(mode, out)
-    import wandb
+    with wandb_environment(mode, out):
+        import wandb
 
-    with stop.deferred():  # W&B starts a service process: let it start whole
-        run = wandb.init(
-            **wandb_identity(f"brainage-{command}-{out.name}"),
-            dir=str(out),
-            mode=mode,
-            config=record["config"],
-            id=record["run_id"],
-            resume="allow",
-        )
-    try:
-        yield run
-    finally:
-        run.finish()
+        with stop.deferred():  # W&B starts a service process: let it start whole
+            run = wandb.init(
+                **wandb_identity(f"brainage-{command}-{out.name}"),
+                dir=str(out),
+                mode=mode,
+                config=record["config"],
+                id=record["run_id"],
+                resume="allow",
+            )
+        try:
+            yield run
+        finally:
+            run.finish()
 
 
 def sfcn_network(config: SyntheticConfig | NiftiConfig) -> dict[str, Any]:

@@ -27,6 +27,11 @@ def simulated_once(monkeypatch):
     monkeypatch.setattr(synthetic_mri, "simulate_subject", remembering(synthetic_mri.simulate_subject))
 
 
+def wandb_variables():
+    """The process's W&B variables but ``WANDB_SERVICE``, W&B's own note of its service process."""
+    return {name: value for name, value in os.environ.items() if name.startswith("WANDB") and name != "WANDB_SERVICE"}
+
+
 def brainage(command, out, inputs, *flags, wandb="disabled"):
     return main(["brainage", command, *tiny_argv(command, inputs), "--out", str(out), "--wandb", wandb, *flags])
 
@@ -74,7 +79,9 @@ def test_more_presets_and_seeds_train_only_the_new_runs_and_keep_every_finished_
 
     # ...and with --resume it trains mse alone, keeping l1 and l1+spearman (results, plots, checkpoints),
     # where training every run again, finished ones included, would waste them.
+    environment = wandb_variables()
     assert brainage("tabular", out, brainage_inputs, "--losses", "l1", "mse", "--resume", wandb="offline") == 0
+    assert wandb_variables() == environment
     assert trained == [("mse", 0, 0), ("mse", 0, 1)]
     assert "out: resuming; 2 of the 4 runs asked for are finished, 2 to train" in capsys.readouterr().out
     results = _results(out)
