@@ -86,8 +86,23 @@ def save_sorter(sorter: Sorter, path: str | os.PathLike, metadata: dict[str, Any
     """Write ``sorter`` as a self-describing checkpoint at ``path`` (atomically).
 
     ``path`` may hold a sorter checkpoint (replaced) or an empty file; any other file is refused
-    (``ValueError``), as are non-finite weights, which :func:`load_sorter` would refuse to load.
+    (``ValueError``), as are non-finite weights, which :func:`load_sorter` would refuse to load,
+    and a path inside a run folder, whose files are its command's (a sorter saved there would
+    pass for the run's own, and the run's ``--overwrite`` would delete it).
     """
+    from sodeep.run_folder import enclosing_run_folder
+
+    run_folder = enclosing_run_folder(path)
+    if run_folder is not None:
+        raise ValueError(
+            f"{path} is inside the run folder {run_folder}, whose files its command writes; save to a path outside it"
+        )
+    return write_sorter_checkpoint(sorter, path, metadata)
+
+
+def write_sorter_checkpoint(sorter: Sorter, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
+    """:func:`save_sorter` without the run-folder rule: how a pretraining run writes its own
+    ``sorter.pt``."""
     payload = sorter_payload(sorter, metadata)
     if not all(torch.isfinite(value).all() for value in payload["state_dict"].values() if value.is_floating_point()):
         raise ValueError("the sorter has non-finite weights (NaN or inf); its checkpoint would not load")

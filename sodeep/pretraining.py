@@ -26,7 +26,7 @@ from sodeep.checkpoints import (
     check_pretraining_folder,
     load_sorter,
     read_weights_only,
-    save_sorter,
+    write_sorter_checkpoint,
 )
 from sodeep.config import PretrainConfig, config_to_dict, parse_lengths
 from sodeep.evaluation import EVALUATION_LENGTHS, held_out_set
@@ -775,7 +775,7 @@ def _write_results(
     }
     if (out / RUN_SORTER).is_file() and not _readable_sorter(out / RUN_SORTER):
         (out / RUN_SORTER).unlink()  # the run's own file, damaged: written again below
-    save_sorter(trained, out / RUN_SORTER, metadata)
+    write_sorter_checkpoint(trained, out / RUN_SORTER, metadata)
     if kept is None:
         atomic_write_json(out / "pretrain_summary.json", metadata, indent=2)
 

@@ -13,6 +13,7 @@ from sodeep.checkpoints import (
     default_sorter_path,
     import_original_checkpoint,
     sorter_payload,
+    write_sorter_checkpoint,
 )
 from sodeep.evaluation import fidelity_table, summarize
 from sodeep.sorters import ConvSorter, OriginalCNNSorter, OriginalLSTMLargeSorter, PairwiseSigmoidSorter
@@ -155,7 +156,10 @@ def test_a_pretraining_run_folder_loads_its_sorter(tmp_path, capsys):
     assert stopped.value.code == 2 and "holds no sorter.pt" in error and "again with --resume" in error
     assert "`sodeep export`" in error
     sorter = ConvSorter(capacity=16)
-    save_sorter(sorter, run / "sorter.pt")
+    with pytest.raises(ValueError, match=r"sorter.pt is inside the run folder .*; save to a path outside it"):
+        save_sorter(sorter, run / "sorter.pt")  # it would pass for the run's own
+    assert not (run / "sorter.pt").exists()
+    write_sorter_checkpoint(sorter, run / "sorter.pt")  # as the run writes it
     loaded = load_sorter(run)
     torch.testing.assert_close(loaded.state_dict(), sorter.state_dict())
     assert main(["evaluate", str(run), "--lengths", "5", "--sequences", "2"]) == 0
