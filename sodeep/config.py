@@ -274,8 +274,8 @@ class _RepeatedKey(ValueError):
 
 
 def _refusing_odd_integers(loader: Any, node: Any) -> int:
-    """An integer as ``yaml.SafeLoader`` reads it, but a leading zero (``010``: YAML 1.1's octal 8)
-    and base 60 (``1:30``: 90) are refused, naming the line."""
+    """An integer as ``yaml.SafeLoader`` reads it, but a leading zero (``010``: YAML 1.1's octal 8),
+    base 60 (``1:30``: 90) and underscores (``2_8``: 28) are refused, naming the line."""
     text = str(loader.construct_scalar(node))
     line = node.start_mark.line + 1
     value = loader.construct_yaml_int(node)
@@ -286,6 +286,11 @@ def _refusing_odd_integers(loader: Any, node: Any) -> int:
     if ":" in text:
         raise _RepeatedKey(
             f"line {line}: YAML reads {text} as {value} (base 60): write {value}, or quote it if it is text"
+        )
+    if "_" in text:  # 2_8 for 2-8, a range of lengths
+        raise _RepeatedKey(
+            f"line {line}: YAML reads {text} as {value}, leaving out the underscores: write {value}, or "
+            f"{text.replace('_', '-')} for a range"
         )
     return value
 

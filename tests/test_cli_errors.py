@@ -562,6 +562,16 @@ def test_a_key_given_twice_in_a_yaml_file_is_refused_not_overridden_silently(tmp
         ("pretrain", "steps: 010\n", "line 1: YAML reads 010 as the octal number 8: write 10"),
         ("brainage", "seeds: [1, 010]\n", "line 1: YAML reads 010 as the octal number 8: write 10"),
         ("pretrain", "steps: 5\nseed: 1:30\n", "line 2: YAML reads 1:30 as 90 (base 60): write 90, or quote it if"),
+        (
+            "pretrain",
+            "lengths: 2_8\n",
+            "line 1: YAML reads 2_8 as 28, leaving out the underscores: write 28, or 2-8 for",
+        ),
+        (
+            "brainage",
+            "max_epochs: 1_0\n",
+            "line 1: YAML reads 1_0 as 10, leaving out the underscores: write 10, or 1-0",
+        ),
     ],
 )
 def test_what_yaml_made_of_a_value_is_said_where_it_is_refused(tmp_path, capsys, command, text, message):
