@@ -85,6 +85,17 @@ def metric_names(summaries: list[dict[str, Any]], first: str | None = None) -> l
     return sorted(ordered, key=lambda name: name != first) if first in names else ordered
 
 
+def trial_only_metrics(summaries: list[dict[str, Any]]) -> list[str]:
+    """Metrics that summaries with ``folds`` give for the whole trial alone, in none of its folds:
+    the folds are then the units compared, and these metrics have none."""
+    names: dict[str, None] = {}
+    for summary in summaries:
+        if summary.get("folds"):
+            in_folds = {name for fold in summary["folds"] for name in fold["metrics"]}
+            names.update({name: None for name in summary["metrics"] if name not in in_folds})
+    return [name for name in names if name not in metric_names(summaries)]
+
+
 def parse_baseline(items: list[str] | None, names: list[str] | None = None) -> dict[str, str]:
     """``["losses=l1"]`` -> ``{"losses": "l1"}``.  A JSON object value names nested parameters,
     as settings do (:func:`flatten`): ``['sorter={"band": 8}']`` -> ``{"sorter.band": "8"}``,

@@ -25,6 +25,7 @@ from sodeep.sweeps.compare import (
     metric_names,
     parse_baseline,
     setting_rows,
+    trial_only_metrics,
     varying,
 )
 from sodeep.sweeps.summary import reaches_target, read_trial_summary
@@ -272,6 +273,12 @@ def write_report(
     available = metric_names(summaries, sweep_metric)
     names = available if metrics is None else list(dict.fromkeys(metrics))  # a metric named twice: once
     missing = [name for name in names if name not in available]
+    trial_only = trial_only_metrics(summaries)
+    if missing and missing[0] in trial_only:
+        raise ValueError(
+            f"--metric {missing[0]!r} is given for whole trials, in none of their folds, the units this report "
+            f"compares; metrics of the folds: {available}"
+        )
     if missing:
         raise ValueError(f"--metric {missing[0]!r} is in no summary; metrics: {available}")
     settings = group_settings(summaries, over)
@@ -293,6 +300,11 @@ def write_report(
     goals = {sweep_metric: sweep["metric"].get("goal", "minimize")} if sweep_metric else {}
     counts["target reached"] = int(any(reaches_target(sweep.get("metric"), summary) for summary in summaries))
     notes = report_notes(counts, sweep.get("metric"), available)
+    if trial_only:
+        notes.append(
+            f"**Left out:** {', '.join(f'`{name}`' for name in trial_only)}, given for whole trials and in none of "
+            "their folds, the units compared here."
+        )
     command = command or f"sodeep sweep report {folder}"
     name = sweep.get("name") or str(summaries[0].get("sweep") or folder.name)
     text = markdown(

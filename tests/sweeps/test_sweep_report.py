@@ -259,3 +259,21 @@ def test_a_metric_undefined_in_every_trial_is_reported_as_missing_not_absent():
     summaries = [{"metrics": {"a": 1.0, "b": None}}, {"metrics": {"a": 2.0, "b": float("nan"), "c": "text", "d": True}}]
     assert metric_names(summaries) == ["a", "b"]
     assert metric_names(summaries, first="b") == ["b", "a"]
+
+
+def test_a_metric_given_for_whole_trials_alone_is_named_where_folds_are_the_units(tmp_path):
+    folds = [{"fold": k, "metrics": {"mae": 1.0 + k}} for k in range(3)]
+    records = [({"losses": name}, {"mae": 2.0, "other": None}, folds, "finished") for name in ("l1", "mse")]
+    write_trials(tmp_path, records)
+    write_report(tmp_path, plots=False)
+    assert (
+        "**Left out:** `other`, given for whole trials and in none of their folds"
+        in (tmp_path / "report.md").read_text()
+    )
+    assert all(row["mae_n"] == "3" and "other_n" not in row for row in rows(tmp_path))
+    with pytest.raises(ValueError) as raised:
+        write_report(tmp_path, metrics=["other"], plots=False)
+    assert str(raised.value) == (
+        "--metric 'other' is given for whole trials, in none of their folds, the units this report compares; "
+        "metrics of the folds: ['mae']"
+    )
