@@ -233,18 +233,13 @@ def command_evaluate(arguments: argparse.Namespace) -> int:
     else:
         sorter = load_sorter(arguments.checkpoint)
         title = arguments.checkpoint or f"the shipped sorter ({default_sorter_path().name})"
-    if arguments.lengths is not None:
-        lengths = parse_lengths(arguments.lengths)
-        outside = [
-            n for n in lengths if n < sorter.min_length or (sorter.max_length is not None and n > sorter.max_length)
-        ]
-        if outside and len(outside) < len(lengths):
-            raise ValueError(
-                f"lengths {lengths_summary(outside)} are outside the sorter's range {sorter.min_length}.."
-                f"{sorter.max_length}; leave them out"
-            )
-    else:
-        lengths = list(EVALUATION_LENGTHS)
+    lengths = list(EVALUATION_LENGTHS) if arguments.lengths is None else parse_lengths(arguments.lengths)
+    outside = [n for n in lengths if n < sorter.min_length or (sorter.max_length is not None and n > sorter.max_length)]
+    if outside and len(outside) < len(lengths):
+        where = f"outside the sorter's range {sorter.min_length}..{sorter.max_length}"
+        if arguments.lengths is not None:
+            raise ValueError(f"lengths {lengths_summary(outside)} are {where}; leave them out")
+        print(f"sodeep evaluate: the default lengths {lengths_summary(outside)} are {where}: left out", file=sys.stderr)
     with torch.no_grad():
         rows = fidelity_table(
             sorter, lengths=lengths, sequences_per_cell=arguments.sequences, progress=ProgressEvery(10.0, "evaluate")

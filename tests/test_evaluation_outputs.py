@@ -295,3 +295,14 @@ def test_an_evaluation_of_a_sorter_whose_path_holds_a_line_break_can_be_written_
     title = (tmp_path / "table.md").read_text().splitlines()[0]
     assert title == f"### {tmp_path}/a{escaped}b/sorter.pt"
     assert main(argv) == 0  # the table it wrote is recognised as one, and replaced
+
+
+def test_default_lengths_beyond_a_small_sorter_are_named_as_left_out(capsys):
+    from sodeep.cli import main
+
+    assert main(["evaluate", "--architecture", "conv", "--sorter", '{"capacity": 64}', "--sequences", "1"]) == 0
+    printed = capsys.readouterr()
+    assert (
+        "sodeep evaluate: the default lengths 100,128,256 are outside the sorter's range 2..64: left out" in printed.err
+    )
+    assert "| family | n=2 | n=3 | n=5 | n=8 | n=16 | n=32 | n=64 |" in printed.out
