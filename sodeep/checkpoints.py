@@ -423,7 +423,7 @@ def _holds_meta_weights(payload: Any) -> bool:
 def run_folder_sorter(folder: Path) -> Path:
     """The sorter a pretraining run folder holds; a :class:`CheckpointError` that says why not
     (not a run folder, another command's run, a run not finished)."""
-    from sodeep.run_folder import RUN_RECORD
+    from sodeep.run_folder import RUN_RECORD, check_not_in_use
 
     if recorded_command(folder) is None:
         raise CheckpointError(
@@ -432,14 +432,17 @@ def run_folder_sorter(folder: Path) -> Path:
     check_pretraining_folder(folder)
     if not (folder / RUN_SORTER).is_file():
         last = folder / "checkpoints" / "last.ckpt"
+        try:
+            check_not_in_use(folder, f"turn its last checkpoint, {last}, into a sorter with `sodeep export`")
+        except ValueError as running:
+            raise CheckpointError(f"{folder} holds no {RUN_SORTER} yet: {running}") from None
         if not last.is_file():
             raise CheckpointError(
-                f"{folder} holds no {RUN_SORTER} and no checkpoint: its pretraining run stopped (or is running) "
-                "before its first checkpoint; run its pretraining again, without resume=True"
+                f"{folder} holds no {RUN_SORTER} and no checkpoint: its pretraining run stopped before its first "
+                "checkpoint; run its pretraining again, without resume=True"
             )
         raise CheckpointError(
-            f"{folder} holds no {RUN_SORTER}: its pretraining run has not finished (still running, stopped or "
-            f"failed); resume it by running its pretraining again with resume=True, or turn its last checkpoint, "
+            f"{folder} holds no {RUN_SORTER}: its pretraining run has not finished (stopped or failed); resume it by running its pretraining again with resume=True, or turn its last checkpoint, "
             f"{last}, into a sorter (`sodeep export`, or sodeep.pretraining.sorter_from_training_checkpoint)"
         )
     return folder / RUN_SORTER

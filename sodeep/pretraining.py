@@ -482,12 +482,13 @@ def _pretrain(config: PretrainConfig | None, *, resume: bool, overwrite: bool) -
             overwrite=overwrite,
             ignored=RESUMABLE_WITH,
             resume_problem=None if overwrite or done else _checkpoint_problem(last),
+            finished=done,
         )
         if resume and not overwrite and not last.is_file() and not finished:
             why = (
                 f"holds a run that finished ({finished_steps(out)} steps) but lost its {RUN_SORTER} and checkpoint"
                 if finished_steps(out)
-                else "has no checkpoint yet (the run stopped before its first one)"
+                else "has no checkpoint (the run stopped before its first one, or it was deleted)"
             )
             raise ValueError(f"resume=True: {out} {why}; run with overwrite=True instead of resume=True to start again")
     expected = {

@@ -154,6 +154,7 @@ def claim_run_folder(
     overwrite: bool = False,
     ignored: tuple[str, ...] = ("out", "wandb"),
     resume_problem: str | None = None,
+    finished: bool = False,
 ) -> dict[str, Any]:
     """Check that ``command`` with ``config`` may run in ``out``; return the run's record.
 
@@ -167,6 +168,8 @@ def claim_run_folder(
         ignored: settings that may differ between a run and its resumption.
         resume_problem: why the run ``out`` holds cannot be resumed (e.g. a damaged checkpoint), as
             the command found it; the folder's run is then offered to be started again, not resumed.
+        finished: the folder's run, as the command found it, has nothing left to do: it is not
+            offered to be resumed.
 
     Returns:
         ``{"command", "config", "run_id"}``: the folder's own record when resuming, else a new one.
@@ -229,6 +232,9 @@ def claim_run_folder(
     if resume_problem:
         start_again = f"{clear} to start it again" if clearable else f"{CHOOSE_ANOTHER_OUT} to start another"
         raise ValueError(f"{out} holds this run, but it cannot be resumed: {resume_problem}; {start_again}")
+    if not resume and finished:
+        start_again = "add overwrite=True to train it again" if clearable else f"{CHOOSE_ANOTHER_OUT} for another"
+        raise ValueError(f"{out} already holds this run, finished: nothing to train; {start_again}")
     if not resume:
         raise ValueError(
             f"{out} already holds this run; add resume=True to continue it or "

@@ -148,6 +148,9 @@ def test_sigint_saves_stops_and_says_how_to_resume(tmp_path, monkeypatch, capsys
     assert not (tmp_path / "run" / "sorter.pt").exists()
     assert sorted(path.name for path in (tmp_path / "run" / "checkpoints").iterdir()) == ["last.ckpt"]
     monkeypatch.setattr(SorterPretraining, "training_step", original_step)
+    with pytest.raises(SystemExit):  # unfinished: offered to resume
+        _pretrain(tmp_path / "run", 8, "--checkpoint-every", "100")
+    assert "already holds this run; add --resume to continue it" in capsys.readouterr().err
     assert _pretrain(tmp_path / "run", 8, "--checkpoint-every", "100", "--resume") == 0
     assert f"resuming {tmp_path / 'run'} from step 4 of 8" in capsys.readouterr().err
     _assert_same_weights(tmp_path / "straight", tmp_path / "run")
@@ -405,7 +408,7 @@ def test_a_folder_holding_another_run_is_refused_and_left_untouched(tmp_path, mo
     for extra, message in (
         (["--seed", "1"], "other settings (--seed: 0 -> 1)"),
         (["--seed", "1", "--resume"], "other settings (--seed: 0 -> 1)"),
-        ([], "already holds this run; add --resume"),
+        ([], "already holds this run, finished: nothing to train; add --overwrite to train it again"),
     ):
         with pytest.raises(SystemExit) as exit_info:
             _pretrain(run, 2, *extra)

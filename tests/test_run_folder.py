@@ -310,3 +310,18 @@ def test_overwriting_a_folder_that_holds_a_run_in_use_deeper_down_is_refused(hel
     holder.wait(timeout=30)
     releasing_run_folders(start_run_folder)(outer, {"command": "pretrain", "config": {}, "run_id": "x"}, overwrite=True)
     assert not inner.exists()  # ended: cleared
+
+
+def test_loading_the_sorter_of_a_pretraining_run_still_in_use_says_it_is_running(held_by_another_process):
+    from sodeep.checkpoints import CheckpointError, load_sorter
+
+    out, holder = held_by_another_process
+    with pytest.raises(CheckpointError) as raised:
+        load_sorter(out)
+    message = str(raised.value)
+    assert message.startswith(f"{out} holds no sorter.pt yet: ")
+    assert f"in use by a running sodeep command (process {holder.pid})" in message
+    assert message.endswith(
+        f"wait for it to end, stop it, or turn its last checkpoint, {out}/checkpoints/last.ckpt, into a sorter with `sodeep export`"
+    )
+    assert "resume" not in message
