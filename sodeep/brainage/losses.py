@@ -13,7 +13,9 @@ mean over pairs ``i != j`` of ``((p_i - p_j) - (t_i - t_j))^2``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from numbers import Real
 
 import torch
 from torch import nn
@@ -86,6 +88,11 @@ class BrainAgeLoss(nn.Module):
         self.main = main
         for name, weight in (("spearman_weight", spearman_weight), ("age_difference_weight", age_difference_weight)):
             check_fixed_setting(weight, name, type(self).__name__)
+            number = isinstance(weight, Real) or (isinstance(weight, torch.Tensor) and weight.numel() == 1)
+            if isinstance(weight, bool) or not number:
+                raise TypeError(f"{name} must be a finite number >= 0, got {type(weight).__name__} {weight!r}")
+            if not 0 <= float(weight) < math.inf:
+                raise ValueError(f"{name} must be a finite number >= 0, got {float(weight)!r}")
         self.spearman_weight = float(spearman_weight)
         self.age_difference_weight = float(age_difference_weight)
         self.spearman = SpearmanLoss(sorter=sorter) if self.spearman_weight else None

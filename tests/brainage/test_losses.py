@@ -61,3 +61,24 @@ def test_a_term_weight_that_requires_grad_is_refused(name):
     # The module keeps its weights as numbers: a learnable one would silently stop learning.
     with pytest.raises(TypeError, match=f"{name} of BrainAgeLoss .* requires grad would be detached"):
         BrainAgeLoss(**{name: torch.tensor(1.0, requires_grad=True)}, sorter=PairwiseSigmoidSorter(0.1))
+
+
+@pytest.mark.parametrize("name", ["spearman_weight", "age_difference_weight"])
+@pytest.mark.parametrize(
+    ("weight", "error", "message"),
+    [
+        (float("nan"), ValueError, "must be a finite number >= 0, got nan"),
+        (float("inf"), ValueError, "must be a finite number >= 0, got inf"),
+        (-5.0, ValueError, "must be a finite number >= 0, got -5.0"),
+        ("1", TypeError, "must be a finite number >= 0, got str '1'"),
+        (True, TypeError, "must be a finite number >= 0, got bool True"),
+    ],
+)
+def test_a_term_weight_that_is_not_a_finite_number_at_least_0_is_refused(name, weight, error, message):
+    with pytest.raises(error, match=f"^{name} {message}$"):
+        BrainAgeLoss(**{name: weight}, sorter=PairwiseSigmoidSorter(0.1))
+
+
+def test_term_weights_of_0_and_0_d_tensors_are_taken():
+    loss = BrainAgeLoss("l1", torch.tensor(2.0), 0, sorter=PairwiseSigmoidSorter(0.1))
+    assert (loss.spearman_weight, loss.age_difference_weight) == (2.0, 0.0)
