@@ -347,6 +347,12 @@ def read_age_table(
         raise ValueError(f"{path}: no age column {age_column!r}{hint}; columns are {describe_columns(columns)}")
     if not rows:
         raise ValueError(f"{path}: the table has a header but no rows")
+    alike = [column for column in columns if column.lower() == age_column.lower()]
+    if len(alike) > 1:  # one would be taken as the ages, the other left out as an age column
+        raise ValueError(
+            f"{path}: columns {alike} both match the age column {age_column!r} (names are compared "
+            "case-insensitively); rename one of them"
+        )
     try:
         given = {"id": id_column, "site": site_column}
         id_column, site_column = find_id_and_site_columns(columns, id_column, site_column)

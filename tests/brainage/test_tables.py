@@ -152,6 +152,8 @@ def test_a_semicolon_table_with_decimal_commas_is_refused_with_a_hint(tmp_path, 
         (b"\x1f\x8b\x08\x00\x00\x00\x00\x00", "is gzip-compressed, not a text CSV file; decompress it (gunzip)"),
         ("age,f\n20,caf\xe9\n".encode("latin-1"), "is not a text CSV file in UTF-8 (byte 0xe9 at offset 12)"),
         (b"age,f;g\n", "cannot tell whether the columns are separated by comma or semicolon"),
+        # Rows that split alike on either delimiter: both separate columns.
+        (b"id,age;f1\ns0,20;0\ns1,30;1\n", "cannot tell whether the columns are separated by comma or semicolon"),
     ],
 )
 def test_files_that_are_not_text_tables_are_named(tmp_path, content, message):
@@ -607,3 +609,16 @@ def test_every_feature_column_that_blocks_the_rows_is_named(tmp_path):
     assert str(raised.value).endswith(
         "name only columns of numbers in features= (not numbers in every row: 'sex', 'g', 'hand')"
     )
+
+
+def test_a_semicolon_table_with_a_comma_in_a_column_name_is_read_as_semicolon_separated(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("id;age;lh,thickness\ns0;20;2.5\ns1;30;2.25\ns2;40;3\n")
+    table = read_age_table(path)
+    assert table.feature_names == ["lh,thickness"] and table.features.ravel().tolist() == [2.5, 2.25, 3.0]
+
+
+def test_two_age_columns_differing_only_in_case_are_refused(tmp_path):
+    path = write_csv(tmp_path / "t.csv", ["id", "age", "Age", "f1"], [["s0", 20, 30, 1], ["s1", 30, 40, 2]])
+    with pytest.raises(ValueError, match=re.escape("columns ['age', 'Age'] both match the age column 'age'")):
+        read_age_table(path)
