@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,6 +219,11 @@ def checkpoint_weights(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
     try:
         payload = read_weights_only(Path(path))
     except CheckpointError as error:
+        if isinstance(error.__cause__, pickle.UnpicklingError):  # a whole pickled model, say
+            raise ValueError(
+                f"init_from: {path} is a pickle of Python objects that a weights-only load refuses (a whole model "
+                "saved with torch.save(model)?); save the model's weights, torch.save(model.state_dict(), path)"
+            ) from None
         raise ValueError(f"init_from: {error}") from None
     except OSError as error:
         raise ValueError(f"init_from: {path} cannot be read ({error.strerror})") from None

@@ -247,6 +247,16 @@ def test_a_plain_state_dict_is_a_checkpoint_too(tmp_path):
     }
 
 
+def test_a_whole_pickled_model_is_refused_with_the_way_to_save_its_weights(tmp_path):
+    torch.save(AgeMLP(2, hidden=(4,)), tmp_path / "whole.pt")
+    with pytest.raises(ValueError) as raised:
+        FineTuning.open(
+            tmp_path / "whole.pt", command="tabular", settings={}, seeds=[0], folds=2, model=AgeMLP(2, hidden=(4,))
+        )
+    assert str(raised.value).endswith("save the model's weights, torch.save(model.state_dict(), path)")
+    assert "import_original_checkpoint" not in str(raised.value)
+
+
 def _interrupt_at(monkeypatch, fold, epoch):
     """SIGINT to this process, once, in the first training step of ``epoch`` of ``fold``."""
     original, sent = AgeRegression.training_step, []
