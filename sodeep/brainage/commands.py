@@ -135,7 +135,10 @@ def run_tabular(
         )
         _say_started(fine_tuning, training)
         _say_resumed(out, resume and not overwrite, planned, pending)
-    with SignalStop() as stop, wandb_run(config.wandb if leader else "disabled", out, "tabular", record, stop) as run:
+    with (
+        SignalStop(resume=resume_from_python("tabular")) as stop,
+        wandb_run(config.wandb if leader else "disabled", out, "tabular", record, stop) as run,
+    ):
         try:
             results = cross_validate_table(
                 table,
@@ -212,7 +215,10 @@ def run_synthetic(
         start_run_folder(out, record, overwrite=False)
         _say_started(fine_tuning, training)
         _say_resumed(out, resume and not overwrite, planned, pending)
-    with SignalStop() as stop, wandb_run(config.wandb if leader else "disabled", out, "synthetic", record, stop) as run:
+    with (
+        SignalStop(resume=resume_from_python("synthetic")) as stop,
+        wandb_run(config.wandb if leader else "disabled", out, "synthetic", record, stop) as run,
+    ):
         try:
             results = run_synthetic_benchmark(
                 config.losses,
@@ -316,7 +322,7 @@ def run_nifti(
         previous_run = _set_aside_previous_run(out, overwrite and not new_run)
         start_run_folder(out, record, overwrite=False)
         _say_started(fine_tuning, training)
-    with SignalStop() as stop:
+    with SignalStop(resume=resume_from_python("nifti")) as stop:
         stop.where = "the volume cache"
         try:
             cohort = load_cohort(
@@ -522,6 +528,11 @@ def _notes(lines: list[str]) -> None:
 def _say_started(fine_tuning: Any, training: TrainingConfig) -> None:
     if fine_tuning is not None:
         print(fine_tuning.describe(training.max_epochs, training.learning_rate))
+
+
+def resume_from_python(command: str) -> str:
+    """How a Python caller of ``run_<command>`` goes on after an interruption."""
+    return f"run_{command}(config, resume=True) goes on from there"
 
 
 def _say_resumed(out: Path, resumed: bool, planned: int, pending: int) -> None:

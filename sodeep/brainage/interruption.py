@@ -40,12 +40,13 @@ from sodeep.run_folder import RunInterrupted
 class SignalStop:
     """Turns SIGINT and SIGTERM into :class:`RunInterrupted` (see the module docstring); the
     previous handlers come back when the ``with`` block ends.  ``where`` names what the command
-    is doing, for the message."""
+    is doing, for the message; ``resume`` how a Python caller goes on (:class:`RunInterrupted`)."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self) -> None:
+    def __init__(self, resume: str = "") -> None:
         self.where = "the start"
+        self.resume = resume
         self.requested = False
         self._deferring = False
         self._previous: dict[int, Any] = {}
@@ -72,12 +73,12 @@ class SignalStop:
         # In a run of several processes a signal may reach one of them only: it waits for the next
         # point where they agree (a deferred block's start or end), so that they stop together.
         if again or not (self._deferring or in_process_group()):
-            raise RunInterrupted(self.where)
+            raise RunInterrupted(self.where, self.resume)
 
     def check(self) -> None:
         """Raise :class:`RunInterrupted` if a signal has come."""
         if self.requested:
-            raise RunInterrupted(self.where)
+            raise RunInterrupted(self.where, self.resume)
 
     @contextmanager
     def deferred(self, where: str | None = None) -> Iterator[None]:
@@ -141,7 +142,7 @@ class StopAtStepEnd(Callback):
         # Every process takes the same number of training and validation steps, so they all ask here.
         if trainer.strategy.reduce_boolean_decision(self.stop.requested, all=False):
             self.stop.requested = True
-            raise RunInterrupted(f"{self.stop.where}, epoch {trainer.current_epoch + 1}")
+            raise RunInterrupted(f"{self.stop.where}, epoch {trainer.current_epoch + 1}", self.stop.resume)
 
     def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_index: int) -> None:
         self._check(trainer)

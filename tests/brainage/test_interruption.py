@@ -1,5 +1,6 @@
 import os
 import signal
+from dataclasses import replace
 
 import pytest
 
@@ -80,3 +81,26 @@ def test_in_a_run_of_several_processes_a_signal_between_blocks_waits_for_the_nex
         os.kill(os.getpid(), signal.SIGINT)
         with pytest.raises(RunInterrupted):
             os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_an_interrupted_python_run_says_how_to_go_on(tmp_path, monkeypatch):
+    from sodeep.brainage.commands import run_tabular
+    from sodeep.brainage.config import TabularConfig
+    from sodeep.brainage.training import AgeRegression
+
+    original = AgeRegression.training_step
+
+    def step(self, batch, batch_index):
+        if batch_index == 0:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, batch, batch_index)
+
+    monkeypatch.setattr(AgeRegression, "training_step", step)
+    config = TabularConfig(
+        dataset="fcon1000", folds=3, seeds=[0], losses=["l1"], max_epochs=2, out=str(tmp_path / "run")
+    )
+    with pytest.raises(RunInterrupted) as raised:
+        run_tabular(replace(config, wandb="disabled"), progress=False)
+    assert str(raised.value).startswith("interrupted at l1, seed 0, fold 0, epoch 1")
+    assert str(raised.value).endswith("; run_tabular(config, resume=True) goes on from there")
+    assert raised.value.summary == "interrupted at l1, seed 0, fold 0, epoch 1"  # what the command line prints
