@@ -1,6 +1,5 @@
 import os
 import signal
-from dataclasses import replace
 
 import pytest
 
@@ -97,10 +96,10 @@ def test_an_interrupted_python_run_says_how_to_go_on(tmp_path, monkeypatch):
 
     monkeypatch.setattr(AgeRegression, "training_step", step)
     config = TabularConfig(
-        dataset="fcon1000", folds=3, seeds=[0], losses=["l1"], max_epochs=2, out=str(tmp_path / "run")
+        dataset="fcon1000", folds=3, seeds=[0], losses=["l1"], max_epochs=2, out=str(tmp_path / "run"), wandb="disabled"
     )
     with pytest.raises(RunInterrupted) as raised:
-        run_tabular(replace(config, wandb="disabled"), progress=False)
+        run_tabular(config, progress=False)
     assert str(raised.value).startswith("interrupted at l1, seed 0, fold 0, epoch 1")
     assert str(raised.value).endswith("; run_tabular(config, resume=True) goes on from there")
     assert raised.value.summary == "interrupted at l1, seed 0, fold 0, epoch 1"  # what the command line prints
