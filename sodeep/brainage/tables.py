@@ -275,8 +275,10 @@ def select_feature_columns(
         empty = [c for c in columns if c.lower() not in excluded and all(is_missing(row[c]) for row in rows)]
         if empty:
             hint += f"; {describe_columns(empty)} {'has' if len(empty) == 1 else 'have'} no value in any row"
+        used = [c for c in columns if c.lower() in excluded]
         raise ValueError(
-            f"no numeric feature column besides {sorted(excluded)}{hint}; columns are {describe_columns(columns)}"
+            f"no numeric feature column among {describe_columns(columns)} (the age, ids and covariates, "
+            f"{describe_columns(used)}, are not features){hint}; add columns of numbers to predict the age from"
         )
     return chosen
 
@@ -423,6 +425,8 @@ def read_age_table(
             f" and {len(blocking) - 5} more" if len(blocking) > 5 else ""
         )
         advice = f"name only columns of numbers in features= (not numbers in every row: {named})"
+    if not advice and any(reason.startswith("age ") and reason.endswith("is not a number") for _, reason in skipped):
+        advice = "write each age as a plain number of years (25.5, not '25y')"
     check_usable_rows(path, skipped, kept=len(kept_ages), advice=advice)
     repeated_ids = repeated_values(ids) if id_column else []
     if repeated_ids:  # each row's predictions stay its own: "sub-01 (line 3)", "sub-01 (line 9)"

@@ -507,7 +507,8 @@ def test_a_table_whose_only_features_are_empty_says_so_in_its_refusal(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("id,age,f1,f2\ns1,30,, \ns2,40,,\ns3,50,,\n")
     with pytest.raises(
-        ValueError, match=r"no numeric feature column besides .*; \['f1', 'f2'\] have no value in any row"
+        ValueError,
+        match=r"no numeric feature column among .*; \['f1', 'f2'\] have no value in any row; add columns of numbers",
     ):
         read_age_table(path)
 
@@ -622,3 +623,23 @@ def test_two_age_columns_differing_only_in_case_are_refused(tmp_path):
     path = write_csv(tmp_path / "t.csv", ["id", "age", "Age", "f1"], [["s0", 20, 30, 1], ["s1", 30, 40, 2]])
     with pytest.raises(ValueError, match=re.escape("columns ['age', 'Age'] both match the age column 'age'")):
         read_age_table(path)
+
+
+def test_ages_written_with_units_are_told_to_be_plain_years(tmp_path):
+    path = write_csv(tmp_path / "t.csv", ["id", "age", "f"], [["s0", "20y", 1], ["s1", "30 years", 2]])
+    with pytest.raises(ValueError) as raised:
+        read_age_table(path)
+    assert str(raised.value).endswith(
+        "(line 2: age '20y' is not a number; line 3: age '30 years' is not a number); write each age as a plain "
+        "number of years (25.5, not '25y')"
+    )
+
+
+def test_a_table_of_ages_alone_is_told_to_add_features(tmp_path):
+    path = write_csv(tmp_path / "t.csv", ["id", "age"], [["s0", 20], ["s1", 30]])
+    with pytest.raises(ValueError) as raised:
+        read_age_table(path)
+    assert str(raised.value) == (
+        f"{path}: no numeric feature column among ['id', 'age'] (the age, ids and covariates, ['id', 'age'], are not "
+        "features); add columns of numbers to predict the age from"
+    )
