@@ -19,6 +19,7 @@ from collections.abc import Callable
 import torch
 
 from sodeep.argsort import argsort
+from sodeep.benchmark.scripts import run_script
 from sodeep.config import number_list
 from sodeep.wording import plural
 
@@ -71,4 +72,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -26,6 +26,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from sodeep.benchmark.scripts import run_script
 from sodeep.config import number_at_least
 
 METRICS = ("mae", "spearman", "within_site_spearman")
@@ -107,4 +108,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -14,6 +14,7 @@ import time
 
 import torch
 
+from sodeep.benchmark.scripts import run_script
 from sodeep.brainage.losses import BrainAgeLoss
 from sodeep.brainage.models import SFCN
 from sodeep.config import number_at_least
@@ -61,4 +62,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

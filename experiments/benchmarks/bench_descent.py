@@ -44,6 +44,7 @@ import torch
 
 from sodeep.benchmark.rankers import Ranker, ranker_families
 from sodeep.benchmark.report import is_script_json
+from sodeep.benchmark.scripts import run_script
 from sodeep.config import number_at_least, number_list, parse_with_quick
 from sodeep.files import atomic_write_json, json_output_problem
 from sodeep.losses import SpearmanLoss
@@ -353,4 +354,4 @@ def main(argv: Sequence[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -18,6 +18,7 @@ import platform
 import torch
 
 from sodeep import SpearmanLoss, load_sorter, rank
+from sodeep.benchmark.scripts import run_script
 from sodeep.checkpoints import TRAINING_SETTINGS
 from sodeep.config import number_list
 from sodeep.metrics import rowwise_spearman
@@ -73,4 +74,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -36,6 +36,7 @@ from unittest import mock
 import torch
 
 from sodeep import load_sorter, rank
+from sodeep.benchmark.scripts import run_script
 from sodeep.config import PretrainConfig, number_at_least
 from sodeep.pretraining import pretrain, threads_beside
 from sodeep.synthetic import SyntheticSequences, generate_sequences, make_generator
@@ -231,4 +232,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

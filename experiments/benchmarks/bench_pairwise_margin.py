@@ -14,6 +14,7 @@ import time
 
 import torch
 
+from sodeep.benchmark.scripts import run_script
 from sodeep.config import number_at_least
 from sodeep.losses import pairwise_margin_ranking_loss
 
@@ -67,4 +68,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -41,6 +41,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from sodeep.benchmark.report import is_script_json
+from sodeep.benchmark.scripts import run_script
 from sodeep.checkpoints import default_sorter_path, load_sorter
 from sodeep.config import parse_json_object, parse_lengths, parse_with_quick
 from sodeep.files import atomic_write_json, json_output_problem
@@ -351,4 +352,4 @@ def main(argv: Sequence[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -40,6 +40,7 @@ from torch.nn import functional as F
 
 from sodeep.benchmark.rankers import Ranker, ranker_families
 from sodeep.benchmark.report import is_script_json
+from sodeep.benchmark.scripts import run_script
 from sodeep.checkpoints import TRAINING_SETTINGS
 from sodeep.config import number_list, parse_with_quick
 from sodeep.files import atomic_write_json, json_output_problem
@@ -325,4 +326,4 @@ def main(argv: Sequence[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)
