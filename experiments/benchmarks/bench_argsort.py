@@ -3,7 +3,7 @@
 For each batch ``B`` and row length ``n``: medians over ``--rounds`` rounds of the time per call,
 the two taking turns in blocks of calls of about ``--block-seconds``; float32 normal scores.
 
-    python experiments/benchmarks/bench_argsort.py [--threads 1] [--batches 4,64] [--lengths 64,128,256,1024,4096,16384]
+    python experiments/benchmarks/bench_argsort.py [--threads 1] [--batches 4,64] [--lengths 64,128,129,256,1024,4096,16384]
 """
 
 from __future__ import annotations

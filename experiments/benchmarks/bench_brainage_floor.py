@@ -74,6 +74,9 @@ def main() -> None:
     arguments = parser.parse_args()
     if min(arguments.floors) < 0 or arguments.workers < 1:
         parser.error("floors must be >= 0 and workers >= 1")
+    for flag, values in (("--floors", arguments.floors), ("--seeds", arguments.seeds)):
+        if len(set(values)) < len(values):  # each floor has its own run folder, each seed its own runs
+            parser.error(f"{flag} must not repeat a value, got {values}")
     os.environ.setdefault("WANDB_MODE", "disabled")
     print(f"CPU: {platform.machine()}, {os.cpu_count()} cores; {arguments.workers} workers, 1 thread each")
     start = time.perf_counter()

@@ -307,10 +307,12 @@ def main(argv: Sequence[str] | None = None) -> str:
         raise SystemExit(f"--json: {problem}")
     distributions = [name.strip() for name in arguments.distributions.split(",") if name.strip()]
     unknown = sorted(set(distributions) - set(DISTRIBUTIONS))
+    if not distributions:
+        raise SystemExit(f"--distributions names none; known: {list(DISTRIBUTIONS)}")
     if unknown:
         raise SystemExit(f"unknown distributions {unknown}; known: {list(DISTRIBUTIONS)}")
     families = [name.strip() for name in arguments.rankers.split(",") if name.strip()]
-    if not set(families) <= {"sodeep", "pairwise", "torchsort"}:
+    if not families or not set(families) <= {"sodeep", "pairwise", "torchsort"}:
         raise SystemExit(f"--rankers takes sodeep, pairwise, torchsort; got {arguments.rankers!r}")
     if not 0.0 <= arguments.correlation <= 1.0:
         raise SystemExit(f"--correlation must be in [0, 1], got {arguments.correlation}")

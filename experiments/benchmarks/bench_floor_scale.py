@@ -22,6 +22,7 @@ from sodeep.benchmark.scripts import run_script
 from sodeep.checkpoints import TRAINING_SETTINGS
 from sodeep.config import number_list
 from sodeep.metrics import rowwise_spearman
+from sodeep.wording import plural
 
 #: (scale, l1_weight, temperature_floor): the quick start as written first.
 SETTINGS = (
@@ -61,9 +62,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=number_list(int), default=[0, 1, 2], help="seeds (default 0,1,2)")
     seeds = parser.parse_args().seeds
+    if min(seeds) < 0 or len(set(seeds)) < len(seeds):
+        parser.error(f"--seeds must be distinct numbers >= 0, got {seeds}")
     print(
         f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads\n"
+        f"torch {torch.__version__}, {plural(torch.get_num_threads(), 'thread')}\n"
     )
     print("| scale of the outputs | l1_weight | temperature_floor | held-out Spearman per seed | range |")
     print("|---|---|---|---|---|")

@@ -40,6 +40,7 @@ from sodeep.benchmark.scripts import run_script
 from sodeep.config import PretrainConfig, number_at_least
 from sodeep.pretraining import pretrain, threads_beside
 from sodeep.synthetic import SyntheticSequences, generate_sequences, make_generator
+from sodeep.wording import plural
 
 PRETRAINING_LENGTHS = list(range(2, 257))
 
@@ -173,7 +174,7 @@ def main() -> None:
         torch.set_num_threads(arguments.threads)
     print(
         f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads\n"
+        f"torch {torch.__version__}, {plural(torch.get_num_threads(), 'thread')}\n"
     )
 
     generation, ranking, training = interleaved_medians(arguments.rounds)

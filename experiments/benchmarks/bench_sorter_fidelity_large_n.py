@@ -316,6 +316,8 @@ def main(argv: Sequence[str] | None = None) -> str:
         unknown = sorted(set(names) - set(known))
         if unknown:
             raise SystemExit(f"unknown {flag} {unknown}; known: {list(known)}")
+    if not families and not extra:
+        raise SystemExit(f"--families and --sets name nothing to rank; known: {list(FAMILIES)} and {list(EXTRA_SETS)}")
     if arguments.sequences < 1 or arguments.batch < 1 or arguments.repeats < 0:
         raise SystemExit("--sequences and --batch must be >= 1 and --repeats >= 0")
     try:
@@ -342,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     )
     text = (
         f"Fidelity of {title}, {arguments.sequences} rows per cell, {arguments.dtype} on {device}; "
-        "errors and spreads in positions.\n\n" + format_tables(rows, arguments.batch)
+        "errors and spreads in positions.\n\n" + format_tables(rows, min(arguments.batch, arguments.sequences))
     )
     print(text)
     if arguments.json:
