@@ -35,12 +35,14 @@ jobs are shared among ``--workers`` processes.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import multiprocessing
 import signal
 import statistics
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 
@@ -386,17 +388,30 @@ def main(argv: Sequence[str] | None = None) -> str:
         print(paired_table(rows, names, lengths, args.paired_with))
     elif args.paired_with is not None:
         print(f"no paired table: {args.paired_with} was skipped", file=sys.stderr)
-    if args.json:
+    # An interrupted run leaves a finished one's file as it was: its rows to a file beside it.
+    target = args.json
+    if args.json and not complete and _holds_a_complete_run(args.json):
+        target = str(Path(args.json).with_suffix(".partial.json"))
+    if target:
         settings = {**vars(args), "variants": names, "lengths": lengths}
-        atomic_write_json(args.json, {"settings": settings, "skipped": missing, "complete": complete, "rows": rows})
+        atomic_write_json(target, {"settings": settings, "skipped": missing, "complete": complete, "rows": rows})
     if not complete:
+        kept = f"; {args.json} keeps its finished run, these rows are in {target}" if target != args.json else ""
         print(
             f"interrupted after {len(rows)} of {len(jobs)} trainings: the table holds those "
-            "(run the same command again for all)",
+            f"(run the same command again for all){kept}",
             file=sys.stderr,
         )
         raise SystemExit(130)
     return table
+
+
+def _holds_a_complete_run(path: str) -> bool:
+    """Whether ``path`` holds the JSON of a finished run of this script."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8")).get("complete") is True
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _is_variant(name: str) -> bool:
