@@ -91,6 +91,11 @@ def wandb_environment(mode: str, out: Path) -> Iterator[None]:
     try:
         yield
     finally:
+        wandb = sys.modules.get("wandb")
+        if wandb is not None and wandb.run is None:
+            # W&B keeps the settings it read when it first ran in this process: without this, its
+            # next run in the caller's code would read them again and land in the run folder.
+            wandb.teardown()
         for name, value in before.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -115,6 +120,14 @@ def check_wandb_login(mode: str, flag: str = "wandb", *, environment_decides: bo
     ``environment_decides`` (this process logs), ``WANDB_MODE`` does not say otherwise (W&B's
     ``run`` is online too); a sweep passes ``False``, since it sets its trials' ``WANDB_MODE``.
     ``flag``: the setting's name as the caller gives it, a keyword argument or a ``--flag``."""
+    open_run = getattr(sys.modules.get("wandb"), "run", None)
+    if open_run is not None and mode != "disabled" and environment_decides:
+        # Lightning would log into it, and finish it at the end.
+        disabled = f"{flag} disabled" if flag.startswith("--") else f"{flag}='disabled'"
+        raise ValueError(
+            f"a W&B run of this process is open (wandb.run, id {open_run.id}), which the run would take over: "
+            f"finish it first (wandb.finish()), or log locally alone with {disabled}"
+        )
     variable = os.environ.get("WANDB_MODE", "").strip().lower() if environment_decides else ""
     if mode != "online" or variable not in ("", "online", "run"):
         return

@@ -2,6 +2,7 @@ import csv
 import json
 import os
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -65,13 +66,26 @@ def interrupt_at_step(monkeypatch, step):
     return original_step
 
 
-def test_tiny_run_writes_logs_and_a_loadable_sorter(tmp_path, monkeypatch):
+def test_tiny_run_writes_logs_and_a_loadable_sorter(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("WANDB_DIR", raising=False)
     environment = wandb_variables()
     assert _pretrain(tmp_path / "run", 6) == 0
-    # W&B's variables are as they were: the caller's own W&B runs do not land in the run folder.
+    # W&B's variables are as they were, and so is W&B: the caller's own runs do not land in the run folder.
     assert wandb_variables() == environment
+    import wandb
+
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "mine"))
+    (tmp_path / "mine").mkdir()
+    own = wandb.init(project="mine", mode="offline")
+    try:
+        assert Path(own.dir).is_relative_to(tmp_path / "mine")
+        with pytest.raises(SystemExit):  # an open run would be taken over and finished
+            _pretrain(tmp_path / "second", 2)
+        assert not (tmp_path / "second").exists()
+        assert f"a W&B run of this process is open (wandb.run, id {own.id})" in capsys.readouterr().err
+    finally:
+        own.finish()
     sorter = load_sorter(tmp_path / "run" / "sorter.pt")
     assert sorter.max_length == 32
     metrics = (tmp_path / "run" / "csv" / "metrics.csv").read_text()
