@@ -50,10 +50,13 @@ MIN_DISTINCT_INTENSITIES = 16
 #: Share of neighbouring brain voxels with equal values beyond which integer voxels are a label
 #: map (aseg: about 0.9): a T1 has about 0.1, even stored as 8-bit integers.
 MAX_EQUAL_NEIGHBOURS = 0.75
-#: Most of a volume's nonzero voxels that may be negative: the brain is read as the voxels above 0,
-#: and a T1 has negatives only from interpolation ringing at its edges, while a volume already
-#: z-scored (or in Hounsfield units) has them in about half its brain.
+#: Most of a volume's nonzero voxels that may lie well below 0 (under -NEGATIVE_LEVEL times its
+#: bright voxels' level, the 99th percentile of those above 0): the brain is read as the voxels
+#: above 0, and a T1 has negatives only from noise and interpolation ringing (spline or sinc
+#: resampling), a few percent of its level, while a volume already z-scored has them in about
+#: half its brain, and one in Hounsfield units (CT) in its air.
 MAX_NEGATIVE_SHARE = 0.1
+NEGATIVE_LEVEL = 0.1
 
 
 @dataclass
@@ -248,7 +251,7 @@ def load_volume(path: str | os.PathLike, shape: Sequence[int] = GRID_4MM, voxel_
     """Read a NIfTI file, reorient to RAS, resample to ``voxel_size`` mm (trilinear; a grid rotated
     against the world axes is resampled onto them whatever its voxel size), crop/pad to
     ``shape`` and z-score inside the brain.  NaN voxels (the outside of some masked images) count
-    as outside the brain, like 0; an infinite voxel, or negative voxels in more than
+    as outside the brain, like 0; an infinite voxel, or voxels well below 0 in more than
     :data:`MAX_NEGATIVE_SHARE` of the nonzero ones (an already z-scored volume), is an error.
     Returns ``shape`` float32."""
     import nibabel
@@ -297,12 +300,14 @@ def load_volume(path: str | os.PathLike, shape: Sequence[int] = GRID_4MM, voxel_
             f"{path}: its voxels are integers equal to their neighbours' in {equal:.0%} of the brain: "
             "a label map (segmentation), not a T1"
         )
-    negative, nonzero = np.count_nonzero(data < 0), np.count_nonzero(data)
+    bright = float(np.percentile(data[data > 0], 99)) if np.any(data > 0) else 0.0
+    negative, nonzero = np.count_nonzero(data < -NEGATIVE_LEVEL * bright), np.count_nonzero(data)
     if negative > MAX_NEGATIVE_SHARE * nonzero:
         raise ValueError(
-            f"{path}: {negative / nonzero:.0%} of its nonzero voxels are negative, and the brain is read as the voxels "
-            "above 0 (0 or NaN outside): give the T1 before intensity normalization (an already z-scored volume "
-            "would lose half its brain)"
+            f"{path}: {negative / nonzero:.0%} of its nonzero voxels are well below 0 (under -{NEGATIVE_LEVEL:.0%} "
+            "of its bright voxels' level), and the brain is read as the voxels above 0 (0 or NaN outside): an "
+            "intensity-normalized (z-scored) volume or one in Hounsfield units (CT) would lose them; give the T1 "
+            "before normalization"
         )
     # The voxel size of the affine, which places the voxels (the header's zooms may disagree with it).
     zooms = nibabel.affines.voxel_sizes(image.affine)
