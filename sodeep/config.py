@@ -75,6 +75,9 @@ def parse_lengths(value: Any) -> list[int]:
     """
     value = python_scalar(value)
     is_range = isinstance(value, str) and "-" in value.strip()[1:]
+    texts = [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else []
+    if any(isinstance(text, str) and "_" in text for text in texts):  # int() reads '2_8' as 28
+        raise ValueError(f"lengths must be ints, a list like '8,100' or a range like '2-256', got {value!r}")
     try:
         if isinstance(value, bool):
             raise ValueError
@@ -275,7 +278,8 @@ class _RepeatedKey(ValueError):
 
 def _refusing_odd_integers(loader: Any, node: Any) -> int:
     """An integer as ``yaml.SafeLoader`` reads it, but a leading zero (``010``: YAML 1.1's octal 8),
-    base 60 (``1:30``: 90) and underscores (``2_8``: 28) are refused, naming the line."""
+    base 60 (``1:30``: 90) and underscores other than thousands' (``2_8``: 28) are refused, naming
+    the line."""
     text = str(loader.construct_scalar(node))
     line = node.start_mark.line + 1
     value = loader.construct_yaml_int(node)
@@ -287,10 +291,11 @@ def _refusing_odd_integers(loader: Any, node: Any) -> int:
         raise _RepeatedKey(
             f"line {line}: YAML reads {text} as {value} (base 60): write {value}, or quote it if it is text"
         )
-    if "_" in text:  # 2_8 for 2-8, a range of lengths
+    # 2_8 (for 2-8, a range of lengths?) reads as 28; digits grouped by thousands (3_000) are meant.
+    if "_" in text and not re.fullmatch(r"[-+]?\d{1,3}(_\d{3})+", text):
+        as_range = f", or {text.replace('_', '-')} for a range" if re.fullmatch(r"\d+_\d+", text) else ""
         raise _RepeatedKey(
-            f"line {line}: YAML reads {text} as {value}, leaving out the underscores: write {value}, or "
-            f"{text.replace('_', '-')} for a range"
+            f"line {line}: YAML reads {text} as {value}, leaving out the underscores: write {value}{as_range}"
         )
     return value
 

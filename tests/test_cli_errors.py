@@ -572,6 +572,7 @@ def test_a_key_given_twice_in_a_yaml_file_is_refused_not_overridden_silently(tmp
             "max_epochs: 1_0\n",
             "line 1: YAML reads 1_0 as 10, leaving out the underscores: write 10, or 1-0",
         ),
+        ("pretrain", "steps: 1_0_0\n", "line 1: YAML reads 1_0_0 as 100, leaving out the underscores: write 100\n"),
     ],
 )
 def test_what_yaml_made_of_a_value_is_said_where_it_is_refused(tmp_path, capsys, command, text, message):
@@ -621,3 +622,11 @@ def test_an_unknown_pretrain_yaml_key_is_named_as_written(tmp_path, capsys):
     config.write_text("batch-sise: 4\n")
     error = _one_line_error(["pretrain", "--config", str(config), "--out", str(tmp_path / "run")], capsys)
     assert "unknown key 'batch-sise' (did you mean 'batch_size'?)" in error, error
+
+
+def test_thousands_grouped_by_underscores_in_a_config_file_are_read_as_meant(tmp_path):
+    from sodeep.config import read_yaml_mapping
+
+    config = tmp_path / "config.yaml"
+    config.write_text("steps: 3_000\nvalidation_sequences: 1_000_000\n")
+    assert read_yaml_mapping(config) == {"steps": 3000, "validation_sequences": 1000000}

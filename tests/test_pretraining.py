@@ -491,7 +491,7 @@ def test_parse_lengths():
     assert parse_lengths("2-5") == [2, 3, 4, 5]
     assert parse_lengths("8,100") == [8, 100]
     assert parse_lengths([3, 4]) == [3, 4]
-    for bad in ("1-5", "", [1], "5-2"):
+    for bad in ("1-5", "", [1], "5-2", "2_8", ["2_8"], "1_0-2_0"):  # int() would read 2_8 as 28
         with pytest.raises(ValueError, match="length"):
             parse_lengths(bad)
 
