@@ -425,7 +425,11 @@ def read_age_table(
             f" and {len(blocking) - 5} more" if len(blocking) > 5 else ""
         )
         advice = f"name only columns of numbers in features= (not numbers in every row: {named})"
-    if not advice and any(reason.startswith("age ") and reason.endswith("is not a number") for _, reason in skipped):
+    with_units = (
+        re.search(r"\d", row[age_column]) and re.search(r"[^\W\d_]", row[age_column])  # '25y', '30 years'
+        for row in rows
+    )
+    if not advice and any(with_units):
         advice = "write each age as a plain number of years (25.5, not '25y')"
     check_usable_rows(path, skipped, kept=len(kept_ages), advice=advice)
     repeated_ids = repeated_values(ids) if id_column else []

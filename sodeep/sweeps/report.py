@@ -209,10 +209,13 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
-def report_notes(counts: dict[str, int], metric: dict[str, Any] | None, available: list[str]) -> list[str]:
+def report_notes(
+    counts: dict[str, int], metric: dict[str, Any] | None, available: list[str], trial_only: list[str] = ()
+) -> list[str]:
     """Lines for what a reader of the tables would otherwise miss: the sweep's metric reached its
-    target (``counts["target reached"]``: the trials not started will not run), is in no summary,
-    or no trial reported a metric at all."""
+    target (``counts["target reached"]``: the trials not started will not run), is in no summary
+    (nor among the ``trial_only`` metrics, which the report names itself), or no trial reported a
+    metric at all."""
     notes = []
     name = (metric or {}).get("name")
     if counts.get("target reached"):
@@ -226,7 +229,7 @@ def report_notes(counts: dict[str, int], metric: dict[str, Any] | None, availabl
             "**No metrics:** no finished trial reported a number; its program writes them with "
             "`sodeep.sweeps.write_trial_summary(config, metrics)`."
         )
-    elif name and name not in available:
+    elif name and name not in available and name not in trial_only:
         notes.append(
             f"**Note:** the sweep's metric `{name}` is in no finished trial's summary; they report "
             f"{', '.join(f'`{other}`' for other in available)}."
@@ -299,7 +302,7 @@ def write_report(
                 drawn[metric] = path.relative_to(folder).as_posix()
     goals = {sweep_metric: sweep["metric"].get("goal", "minimize")} if sweep_metric else {}
     counts["target reached"] = int(any(reaches_target(sweep.get("metric"), summary) for summary in summaries))
-    notes = report_notes(counts, sweep.get("metric"), available)
+    notes = report_notes(counts, sweep.get("metric"), available, trial_only)
     if trial_only:
         notes.append(
             f"**Left out:** {', '.join(f'`{name}`' for name in trial_only)}, given for whole trials and in none of "

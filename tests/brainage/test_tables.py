@@ -643,3 +643,10 @@ def test_a_table_of_ages_alone_is_told_to_add_features(tmp_path):
         f"{path}: no numeric feature column among ['id', 'age'] (the age, ids and covariates, ['id', 'age'], are not "
         "features); add columns of numbers to predict the age from"
     )
+
+
+def test_missing_ages_are_not_told_to_drop_units(tmp_path):
+    path = write_csv(tmp_path / "t.csv", ["id", "age", "f"], [["s0", "NA", 1], ["s1", "", 2]])
+    with pytest.raises(ValueError) as raised:
+        read_age_table(path)
+    assert "no usable row" in str(raised.value) and "plain number of years" not in str(raised.value)

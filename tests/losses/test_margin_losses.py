@@ -951,3 +951,12 @@ def test_per_sample_gradients_of_the_unreduced_pairwise_loss_need_no_slow_fallba
         per_sample = vmap(grad(total))(scores, labels, mask)
     expected = torch.stack([grad(total)(s, y, m) for s, y, m in zip(scores, labels, mask)])
     torch.testing.assert_close(per_sample, expected)
+
+
+def test_the_per_sample_hint_names_only_losses_of_one_value_per_sample():
+    with pytest.raises(ValueError) as raised:  # one value per sample and label: no such hint
+        reduce_loss(torch.ones(4, 3), torch.ones(4, 3, 5), "mean")
+    assert str(raised.value) == "weight of shape (4, 3, 5) does not broadcast to the loss shape (4, 3)"
+    with pytest.raises(ValueError) as raised:  # a weight per label where there are as many labels as samples
+        reduce_loss(torch.ones(4), torch.ones(4, 4), "mean")
+    assert str(raised.value).endswith("this loss has one value per sample, so a weight per sample has shape (4,)")
