@@ -435,7 +435,9 @@ def run_folder_sorter(folder: Path) -> Path:
         try:
             check_not_in_use(folder, f"turn its last checkpoint, {last}, into a sorter with `sodeep export`")
         except ValueError as running:
-            raise CheckpointError(f"{folder} holds no {RUN_SORTER} yet: {running}") from None
+            raise CheckpointError(
+                f"{folder} holds no {RUN_SORTER} yet and {str(running).removeprefix(f'{folder} ')}"
+            ) from None
         if not last.is_file():
             raise CheckpointError(
                 f"{folder} holds no {RUN_SORTER} and no checkpoint: its pretraining run stopped before its first "

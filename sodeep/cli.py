@@ -238,7 +238,11 @@ def command_evaluate(arguments: argparse.Namespace) -> int:
     if outside and len(outside) < len(lengths):
         where = f"outside the sorter's range {sorter.min_length}..{sorter.max_length}"
         if arguments.lengths is not None:
-            raise ValueError(f"lengths {lengths_summary(outside)} are {where}; leave them out")
+            one = len(outside) == 1
+            raise ValueError(
+                f"{'length' if one else 'lengths'} {lengths_summary(outside)} {'is' if one else 'are'} {where}; "
+                f"leave {'it' if one else 'them'} out"
+            )
         print(f"sodeep evaluate: the default lengths {lengths_summary(outside)} are {where}: left out", file=sys.stderr)
     with torch.no_grad():
         rows = fidelity_table(

@@ -74,7 +74,7 @@ CASES = [
     (["evaluate", "{inputs}/missing.pt"], "no sorter checkpoint at"),
     (["evaluate", "--lengths", "20000"], "no length in 20000 is within"),
     (["evaluate", "--sequences", "0"], "--sequences must be in 1..4096, got 0"),
-    (["evaluate", "--lengths", "5,20000"], "lengths 20000 are outside the sorter's range"),
+    (["evaluate", "--lengths", "5,20000"], "length 20000 is outside the sorter's range 2..16384; leave it out"),
     (["evaluate", "--lengths", "2-20000"], "lengths 16385-20000 are outside the sorter's range 2..16384; leave them"),
     (["evaluate", "--lengths", "20000-30000"], "no length in 20000-30000 is within the sorter's range"),
     (["evaluate", "{pretrained}/original_cnn_n100.pt", "--lengths", "2-300"], "lengths 2-99,101-300 are outside the"),

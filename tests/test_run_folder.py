@@ -319,7 +319,7 @@ def test_loading_the_sorter_of_a_pretraining_run_still_in_use_says_it_is_running
     with pytest.raises(CheckpointError) as raised:
         load_sorter(out)
     message = str(raised.value)
-    assert message.startswith(f"{out} holds no sorter.pt yet: ")
+    assert message.startswith(f"{out} holds no sorter.pt yet and is in use by a running sodeep command")
     assert f"in use by a running sodeep command (process {holder.pid})" in message
     assert message.endswith(
         f"wait for it to end, stop it, or turn its last checkpoint, {out}/checkpoints/last.ckpt, into a sorter with `sodeep export`"
