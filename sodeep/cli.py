@@ -30,11 +30,13 @@ from sodeep.config import (
     MAX_VALIDATION_SEQUENCES,
     PretrainConfig,
     config_from_mapping,
+    integer,
     lengths_summary,
     parse_json_object,
     parse_lengths,
     python_literal,
     read_yaml_mapping,
+    without_underscores,
 )
 from sodeep.files import os_error_line
 from sodeep.run_folder import INTERRUPTED, RunInterrupted, enclosing_run_folder
@@ -85,7 +87,8 @@ def add_pretrain_parser(commands: Any) -> None:
     parser.add_argument("--config", help="YAML file of settings (see experiments/configs/pretrain.yaml)")
     for item in dataclasses.fields(PretrainConfig):
         default = item.default if item.default is not dataclasses.MISSING else item.default_factory()
-        value_type = type(default) if isinstance(default, (int, float)) and not isinstance(default, bool) else str
+        number = isinstance(default, (int, float)) and not isinstance(default, bool)
+        value_type = without_underscores(type(default)) if number else str
         value_type = str if item.name == "devices" else value_type  # also "auto" and "0,2"
         shown = json.dumps(default) if isinstance(default, dict) else default
         choices = ["offline", "online", "disabled"] if item.name == "wandb" else None
@@ -313,7 +316,7 @@ def add_evaluate_parser(commands: Any) -> None:
     evaluate.add_argument("--lengths", help='lengths, e.g. "5,100" (default: 2,3,5,8,16,32,64,100,128,256)')
     evaluate.add_argument(
         "--sequences",
-        type=int,
+        type=integer,
         default=64,
         help="held-out sequences per (family, n) (default: 64); one (family, n) cell is made at a time, about 45 "
         "bytes per score while it is made: 3 GB for 4096 sequences at n = 16384",

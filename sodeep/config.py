@@ -149,7 +149,7 @@ def number_list(
 
     def parse(text: str) -> list[Any]:
         try:
-            values = [kind(part) for part in str(text).replace(",", " ").split()]
+            values = [without_underscores(kind)(part) for part in str(text).replace(",", " ").split()]
         except ValueError:
             values = []
         if not values or not all(math.isfinite(value) for value in values):
@@ -165,6 +165,34 @@ def number_list(
     return parse
 
 
+class UnderscoreInNumber(argparse.ArgumentTypeError, ValueError):
+    """A number written with an underscore, which Python's parsing would drop."""
+
+
+def without_underscores(kind: type[int] | type[float]) -> Callable[[str], Any]:
+    """``kind`` (``int`` or ``float``) for text, refusing the underscores Python's parsing drops:
+    ``"2_8"`` is a ``ValueError``, not 28 (a typo for the range ``2-8``?).
+
+    Example:
+        >>> without_underscores(int)("28"), without_underscores(float)("0.5")
+        (28, 0.5)
+    """
+
+    def parse(text: Any) -> Any:
+        if isinstance(text, str) and "_" in text:
+            raise UnderscoreInNumber(
+                f"{text!r} holds an underscore, which would be left out (it would read as {text.replace('_', '')})"
+            )
+        return kind(text)
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+#: argparse types for a plain ``int`` or ``float`` flag (:func:`without_underscores`).
+integer, real = without_underscores(int), without_underscores(float)
+
+
 def number_at_least(kind: type[int] | type[float], minimum: float, *, above: bool = False) -> Callable[[str], Any]:
     """An argparse ``type`` for one number of ``kind``, at least ``minimum`` (above it with
     ``above``), finite.
@@ -176,7 +204,9 @@ def number_at_least(kind: type[int] | type[float], minimum: float, *, above: boo
 
     def parse(text: str) -> Any:
         try:
-            value = kind(text)
+            value = without_underscores(kind)(text)
+        except UnderscoreInNumber:
+            raise
         except ValueError:
             raise argparse.ArgumentTypeError(
                 f"expected {kind.__name__} {_bound(minimum, above)}, got {text!r}"
@@ -293,7 +323,9 @@ def _refusing_odd_integers(loader: Any, node: Any) -> int:
         )
     # 2_8 (for 2-8, a range of lengths?) reads as 28; digits grouped by thousands (3_000) are meant.
     if "_" in text and not re.fullmatch(r"[-+]?\d{1,3}(_\d{3})+", text):
-        as_range = f", or {text.replace('_', '-')} for a range" if re.fullmatch(r"\d+_\d+", text) else ""
+        low, _, high = text.partition("_")
+        ascending = re.fullmatch(r"[1-9]\d*_[1-9]\d*", text) and int(low) < int(high)
+        as_range = f", or {low}-{high} for a range" if ascending else ""
         raise _RepeatedKey(
             f"line {line}: YAML reads {text} as {value}, leaving out the underscores: write {value}{as_range}"
         )

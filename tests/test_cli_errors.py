@@ -570,7 +570,7 @@ def test_a_key_given_twice_in_a_yaml_file_is_refused_not_overridden_silently(tmp
         (
             "brainage",
             "max_epochs: 1_0\n",
-            "line 1: YAML reads 1_0 as 10, leaving out the underscores: write 10, or 1-0",
+            "line 1: YAML reads 1_0 as 10, leaving out the underscores: write 10\n",  # no range 1-0
         ),
         ("pretrain", "steps: 1_0_0\n", "line 1: YAML reads 1_0_0 as 100, leaving out the underscores: write 100\n"),
     ],
@@ -630,3 +630,19 @@ def test_thousands_grouped_by_underscores_in_a_config_file_are_read_as_meant(tmp
     config = tmp_path / "config.yaml"
     config.write_text("steps: 3_000\nvalidation_sequences: 1_000_000\n")
     assert read_yaml_mapping(config) == {"steps": 3000, "validation_sequences": 1000000}
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["pretrain", "--steps", "2_8"],
+        ["pretrain", "--learning-rate", "1_0.5"],
+        ["evaluate", "--sequences", "1_6"],
+        ["brainage", "tabular", "--folds", "1_0"],
+        ["brainage", "tabular", "--seeds", "0", "1_2"],
+    ],
+)
+def test_a_number_flag_with_an_underscore_is_refused_not_read_without_it(tmp_path, capsys, argv):
+    error = _one_line_error([*argv, "--out", str(tmp_path / "run")], capsys)
+    assert "holds an underscore, which would be left out (it would read as" in error
+    assert not (tmp_path / "run").exists()

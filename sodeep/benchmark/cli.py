@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from sodeep.benchmark.config import PARTS, BenchConfig
+from sodeep.config import integer
 from sodeep.run_folder import INTERRUPTED, resumes_started_run, stop_signals_as_interrupts
 
 
@@ -39,14 +40,14 @@ def add_bench_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument(
         "--seeds",
         nargs="+",
-        type=int,
+        type=integer,
         default=argparse.SUPPRESS,
         help=f"seeds (default: {' '.join(map(str, defaults.seeds))}; with --quick: {' '.join(map(str, quick.seeds))})",
     )
-    parser.add_argument("--workers", type=int, default=defaults.workers, help="processes for learning to sort")
+    parser.add_argument("--workers", type=integer, default=defaults.workers, help="processes for learning to sort")
     parser.add_argument(
         "--sorting-steps",
-        type=int,
+        type=integer,
         default=argparse.SUPPRESS,
         help=f"training steps per learning-to-sort run (default: {defaults.sorting_steps}; "
         f"with --quick: {quick.sorting_steps})",

@@ -31,6 +31,7 @@ from sodeep.brainage.config import (
 from sodeep.brainage.datasets import BUNDLED_DATASETS, DEFAULT_DATASET
 from sodeep.brainage.losses import BRAIN_AGE_PRESETS
 from sodeep.brainage.models import SFCN
+from sodeep.config import integer, real
 
 
 def add_brainage_parser(commands: Any) -> argparse.ArgumentParser:
@@ -98,10 +99,10 @@ def add_brainage_parser(commands: Any) -> argparse.ArgumentParser:
         "SFCN on synthetic MRI (no data to fetch) beside median, ridge, floor and oracle",
     )
     add = _adder(synthetic, SyntheticConfig)
-    add("train", type=int, metavar="N", help="training subjects")
-    add("test", type=int, metavar="N", help="test subjects")
+    add("train", type=integer, metavar="N", help="training subjects")
+    add("test", type=integer, metavar="N", help="test subjects")
     _add_plan_flags(add, folds=False, sfcn=True)
-    add("data_seed", type=int, metavar="SEED", help="the simulated cohort")
+    add("data_seed", type=integer, metavar="SEED", help="the simulated cohort")
     add("max_minutes", type=_number_or_none, metavar="MINUTES", help="wall-clock cap per training run ('none': no cap)")
     add(
         "cascade",
@@ -131,8 +132,8 @@ def add_brainage_parser(commands: Any) -> argparse.ArgumentParser:
         shown="",
     )
     _add_plan_flags(add, folds=True, sfcn=True)
-    add("shape", type=int, nargs=3, metavar="N", help="grid in voxels (MNI at 4 mm)")
-    add("voxel_size", type=float, metavar="MM", help="voxel side, mm")
+    add("shape", type=integer, nargs=3, metavar="N", help="grid in voxels (MNI at 4 mm)")
+    add("voxel_size", type=real, metavar="MM", help="voxel side, mm")
     _add_network_flags(add)
     add("cache", metavar="DIR", help="preprocessed volumes", shown="OUT/cache")
     _add_fine_tuning_flags(add)
@@ -190,26 +191,26 @@ def _add_plan_flags(add: Callable[..., None], *, folds: bool, sfcn: bool) -> Non
     presets = "; ".join(f"{name} = {_describe(preset)}" for name, preset in BRAIN_AGE_PRESETS.items())
     add("losses", nargs="+", metavar="PRESET", help=f"loss presets to compare: {presets}")
     if folds:
-        add("folds", type=int, metavar="K", help="cross-validation folds (age-stratified)")
+        add("folds", type=integer, metavar="K", help="cross-validation folds (age-stratified)")
     add(
         "seeds",
-        type=int,
+        type=integer,
         nargs="+",
         metavar="SEED",
         help="training seeds (and fold splits)" if folds else "training seeds",
     )
     pairs = "2 or more: SFCN's BatchNorm needs them" if sfcn else "2 or more with rank or age-difference presets"
-    add("batch_size", type=int, metavar="N", help=f"subjects per step ({pairs})")
-    add("max_epochs", type=int, metavar="N", help="epochs at most (cosine schedule over them)")
-    add("patience", type=int, metavar="N", help="stop after N validation epochs (N >= 1) without a lower MAE")
+    add("batch_size", type=integer, metavar="N", help=f"subjects per step ({pairs})")
+    add("max_epochs", type=integer, metavar="N", help="epochs at most (cosine schedule over them)")
+    add("patience", type=integer, metavar="N", help="stop after N validation epochs (N >= 1) without a lower MAE")
 
 
 def _add_network_flags(add: Callable[..., None]) -> None:
     """The 3D CNN's architecture and weight averaging, shared by ``synthetic`` and ``nifti``."""
     sfcn = inspect.signature(SFCN).parameters
     channels, head = " ".join(map(str, sfcn["channels"].default)), sfcn["head_channels"].default
-    add("channels", type=int, nargs="+", metavar="C", help="SFCN 3^3 block widths", shown=f"SFCN's, {channels}")
-    add("head_channels", type=int, metavar="C", help="SFCN 1^3 block width", shown=f"SFCN's, {head}")
+    add("channels", type=integer, nargs="+", metavar="C", help="SFCN 3^3 block widths", shown=f"SFCN's, {channels}")
+    add("head_channels", type=integer, metavar="C", help="SFCN 1^3 block width", shown=f"SFCN's, {head}")
     add(
         "block_order",
         choices=BLOCK_ORDERS,
@@ -242,7 +243,7 @@ def _add_scale_out_flags(add: Callable[..., None]) -> None:
         metavar="NAME",
         help="Lightning strategy: ddp for one process per device (auto: Lightning's choice, DDP where there are several devices)",
     )
-    add("num_nodes", type=int, metavar="N", help="machines (srun or torchrun starts their processes)")
+    add("num_nodes", type=integer, metavar="N", help="machines (srun or torchrun starts their processes)")
 
 
 def _add_fine_tuning_flags(add: Callable[..., None]) -> None:
