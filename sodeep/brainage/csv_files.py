@@ -174,16 +174,7 @@ def sniff_delimiter(path: Path, text: str) -> str:
         delimiter = None
     if delimiter is not None and len(lines) > 1:
         widths = {len(fields) for fields in csv.reader(lines, delimiter=delimiter)}
-        # Another delimiter inside header fields that splits every row alike as well: both
-        # separate columns ("id,age;f1"), not a decimal comma in a semicolon-separated file.
-        fields = next(csv.reader([header], delimiter=delimiter))
-        mixed = any(
-            any(other in field for field in fields)
-            and len({len(row) for row in csv.reader(lines, delimiter=other)}) == 1
-            for other in present
-            if other != delimiter
-        )
-        if len(widths) == 1 and not mixed:
+        if len(widths) == 1:
             return delimiter
     names = " or ".join(DELIMITERS[candidate] for candidate in present)
     raise ValueError(

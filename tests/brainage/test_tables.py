@@ -152,8 +152,11 @@ def test_a_semicolon_table_with_decimal_commas_is_refused_with_a_hint(tmp_path, 
         (b"\x1f\x8b\x08\x00\x00\x00\x00\x00", "is gzip-compressed, not a text CSV file; decompress it (gunzip)"),
         ("age,f\n20,caf\xe9\n".encode("latin-1"), "is not a text CSV file in UTF-8 (byte 0xe9 at offset 12)"),
         (b"age,f;g\n", "cannot tell whether the columns are separated by comma or semicolon"),
-        # Rows that split alike on either delimiter: both separate columns.
-        (b"id,age;f1\ns0,20;0\ns1,30;1\n", "cannot tell whether the columns are separated by comma or semicolon"),
+        # Rows that split alike on either delimiter: read as comma-separated, whose age column is missing.
+        (
+            b"id,age;f1\ns0,20;0\ns1,30;1\n",
+            "(the column 'age;f1' holds a semicolon, and the file is comma-separated: does the header mix delimiters?",
+        ),
     ],
 )
 def test_files_that_are_not_text_tables_are_named(tmp_path, content, message):
@@ -650,3 +653,9 @@ def test_missing_ages_are_not_told_to_drop_units(tmp_path):
     with pytest.raises(ValueError) as raised:
         read_age_table(path)
     assert "no usable row" in str(raised.value) and "plain number of years" not in str(raised.value)
+
+
+def test_a_quoted_column_name_holding_another_delimiter_is_a_column_name(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text('id,age,"vol;lh",note\n' + "".join(f"s{i},{20 + i},2.{i},a;b\n" for i in range(12)))
+    assert read_age_table(path).feature_names == ["vol;lh"]
