@@ -126,7 +126,7 @@ def check_wandb_login(mode: str, flag: str = "wandb", *, environment_decides: bo
         disabled = f"{flag} disabled" if flag.startswith("--") else f"{flag}='disabled'"
         raise ValueError(
             f"a W&B run of this process is open (wandb.run, id {open_run.id}), which the run would take over: "
-            f"finish it first (wandb.finish()), or log locally alone with {disabled}"
+            f"finish it first (wandb.finish()), or pass {disabled} (a CSV log alone)"
         )
     variable = os.environ.get("WANDB_MODE", "").strip().lower() if environment_decides else ""
     if mode != "online" or variable not in ("", "online", "run"):

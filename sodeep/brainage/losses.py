@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from numbers import Real
 
 import torch
 from torch import nn
@@ -88,13 +87,18 @@ class BrainAgeLoss(nn.Module):
         self.main = main
         for name, weight in (("spearman_weight", spearman_weight), ("age_difference_weight", age_difference_weight)):
             check_fixed_setting(weight, name, type(self).__name__)
-            number = isinstance(weight, Real) or (isinstance(weight, torch.Tensor) and weight.numel() == 1)
-            if isinstance(weight, bool) or not number:
-                raise TypeError(f"{name} must be a finite number >= 0, got {type(weight).__name__} {weight!r}")
-            if not 0 <= float(weight) < math.inf:
-                raise ValueError(f"{name} must be a finite number >= 0, got {float(weight)!r}")
-        self.spearman_weight = float(spearman_weight)
-        self.age_difference_weight = float(age_difference_weight)
+            try:
+                if isinstance(weight, (bool, str, bytes)):
+                    raise TypeError
+                value = float(weight)  # numbers, and NumPy or torch scalars
+            except (TypeError, ValueError):
+                raise TypeError(
+                    f"{name} must be a finite number >= 0, got {type(weight).__name__} {weight!r}"
+                ) from None
+            if not 0 <= value < math.inf:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        self.spearman_weight = float(spearman_weight) + 0.0  # (-0.0 as 0.0)
+        self.age_difference_weight = float(age_difference_weight) + 0.0
         self.spearman = SpearmanLoss(sorter=sorter) if self.spearman_weight else None
 
     @property

@@ -276,11 +276,14 @@ def select_feature_columns(
         empty = [c for c in columns if c.lower() not in excluded and all(is_missing(row[c]) for row in rows)]
         if empty:
             hint += f"; {describe_columns(empty)} {'has' if len(empty) == 1 else 'have'} no value in any row"
-        used = [c for c in columns if c.lower() in excluded]
-        raise ValueError(
-            f"no numeric feature column among {describe_columns(columns)} (the age, ids and covariates, "
-            f"{describe_columns(used)}, are not features){hint}; add columns of numbers to predict the age from"
+        others = [c for c in columns if c.lower() not in excluded]
+        held = (
+            f"no numeric feature column among {describe_columns(others)}"
+            if others
+            else f"no feature column: {describe_columns(columns)} {'is' if len(columns) == 1 else 'are'} the age, ids "
+            "and covariates"
         )
+        raise ValueError(f"{held}{hint}; add columns of numbers to predict the age from")
     return chosen
 
 

@@ -643,8 +643,8 @@ def test_a_table_of_ages_alone_is_told_to_add_features(tmp_path):
     with pytest.raises(ValueError) as raised:
         read_age_table(path)
     assert str(raised.value) == (
-        f"{path}: no numeric feature column among ['id', 'age'] (the age, ids and covariates, ['id', 'age'], are not "
-        "features); add columns of numbers to predict the age from"
+        f"{path}: no feature column: ['id', 'age'] are the age, ids and covariates; add columns of numbers to "
+        "predict the age from"
     )
 
 
