@@ -174,12 +174,21 @@ def sniff_delimiter(path: Path, text: str) -> str:
         delimiter = None
     if delimiter is not None and len(lines) > 1:
         widths = {len(fields) for fields in csv.reader(lines, delimiter=delimiter)}
-        if len(widths) == 1:
+        # Another delimiter in the header outside quotes that splits every row alike as well: both
+        # separate columns ("id;site,age"), and a column would be lost without a word.
+        unquoted = re.sub(r'"[^"]*"', "", header)
+        mixed = any(
+            other in unquoted and len({len(row) for row in csv.reader(lines, delimiter=other)}) == 1
+            for other in present
+            if other != delimiter
+        )
+        if len(widths) == 1 and not mixed:
             return delimiter
     names = " or ".join(DELIMITERS[candidate] for candidate in present)
     raise ValueError(
         f"{path}: cannot tell whether the columns are separated by {names}: the header is {header[:100]!r} "
-        "and the rows do not settle it; use one delimiter"
+        "and the rows do not settle it; use one delimiter (and '.' as the decimal mark), and quote names that hold "
+        "another"
     )
 
 

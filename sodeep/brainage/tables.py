@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 
 from sodeep.brainage.csv_files import (
-    DELIMITERS,
     age_problem,
     check_usable_rows,
     closest_column,
@@ -350,12 +349,6 @@ def read_age_table(
     if age_column not in columns:
         match = closest_column(age_column, columns)
         hint = f" (did you mean age_column={match!r}?)" if match else ""
-        others = [other for other in DELIMITERS if other != delimiter and match and other in match]
-        if others:  # "id,age;f1": the header mixes delimiters
-            hint = (
-                f" (the column {match!r} holds a {DELIMITERS[others[0]]}, and the file is "
-                f"{DELIMITERS[delimiter]}-separated: does the header mix delimiters? use one)"
-            )
         raise ValueError(f"{path}: no age column {age_column!r}{hint}; columns are {describe_columns(columns)}")
     if not rows:
         raise ValueError(f"{path}: the table has a header but no rows")

@@ -152,11 +152,9 @@ def test_a_semicolon_table_with_decimal_commas_is_refused_with_a_hint(tmp_path, 
         (b"\x1f\x8b\x08\x00\x00\x00\x00\x00", "is gzip-compressed, not a text CSV file; decompress it (gunzip)"),
         ("age,f\n20,caf\xe9\n".encode("latin-1"), "is not a text CSV file in UTF-8 (byte 0xe9 at offset 12)"),
         (b"age,f;g\n", "cannot tell whether the columns are separated by comma or semicolon"),
-        # Rows that split alike on either delimiter: read as comma-separated, whose age column is missing.
-        (
-            b"id,age;f1\ns0,20;0\ns1,30;1\n",
-            "(the column 'age;f1' holds a semicolon, and the file is comma-separated: does the header mix delimiters?",
-        ),
+        # Rows that split alike on either delimiter: both separate columns, and one would be lost.
+        (b"id,age;f1\ns0,20;0\ns1,30;1\n", "cannot tell whether the columns are separated by comma or semicolon"),
+        (b"id;site,age,f1\nS0;A,20,0.1\nS1;B,30,0.2\n", "cannot tell whether the columns are separated by comma or"),
     ],
 )
 def test_files_that_are_not_text_tables_are_named(tmp_path, content, message):
