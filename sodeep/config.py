@@ -181,7 +181,7 @@ def without_underscores(kind: type[int] | type[float]) -> Callable[[str], Any]:
     def parse(text: Any) -> Any:
         if isinstance(text, str) and "_" in text:
             raise UnderscoreInNumber(
-                f"{text!r} holds an underscore, which would be left out (it would read as {text.replace('_', '')})"
+                f"{text!r} holds an underscore: write numbers without one (2-8 for a range of lengths)"
             )
         return kind(text)
 
@@ -308,8 +308,7 @@ class _RepeatedKey(ValueError):
 
 def _refusing_odd_integers(loader: Any, node: Any) -> int:
     """An integer as ``yaml.SafeLoader`` reads it, but a leading zero (``010``: YAML 1.1's octal 8),
-    base 60 (``1:30``: 90) and underscores other than thousands' (``2_8``: 28) are refused, naming
-    the line."""
+    base 60 (``1:30``: 90) and underscores (``2_8``: 28) are refused, naming the line."""
     text = str(loader.construct_scalar(node))
     line = node.start_mark.line + 1
     value = loader.construct_yaml_int(node)
@@ -321,11 +320,11 @@ def _refusing_odd_integers(loader: Any, node: Any) -> int:
         raise _RepeatedKey(
             f"line {line}: YAML reads {text} as {value} (base 60): write {value}, or quote it if it is text"
         )
-    # 2_8 (for 2-8, a range of lengths?) reads as 28; digits grouped by thousands (3_000) are meant.
-    if "_" in text and not re.fullmatch(r"[-+]?\d{1,3}(_\d{3})+", text):
+    # 2_8 (for 2-8, a range of lengths?) reads as 28, 2_256 as 2256.
+    if "_" in text:
         low, _, high = text.partition("_")
         ascending = re.fullmatch(r"[1-9]\d*_[1-9]\d*", text) and int(low) < int(high)
-        as_range = f", or {low}-{high} for a range" if ascending else ""
+        as_range = f", or {low}-{high} for a range of lengths" if ascending else ""
         raise _RepeatedKey(
             f"line {line}: YAML reads {text} as {value}, leaving out the underscores: write {value}{as_range}"
         )

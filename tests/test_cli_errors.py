@@ -1,6 +1,7 @@
 """Bad input to the console script ends in one line on stderr and exit status 2, before anything
 is written: one table of cases, walked through every core command."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -624,12 +625,20 @@ def test_an_unknown_pretrain_yaml_key_is_named_as_written(tmp_path, capsys):
     assert "unknown key 'batch-sise' (did you mean 'batch_size'?)" in error, error
 
 
-def test_thousands_grouped_by_underscores_in_a_config_file_are_read_as_meant(tmp_path):
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("lengths: 2_256\n", "YAML reads 2_256 as 2256, leaving out the underscores: write 2256, or 2-256 for a range"),
+        ("steps: 3_000\n", "YAML reads 3_000 as 3000, leaving out the underscores: write 3000\n"),
+    ],
+)
+def test_every_underscore_in_a_config_file_number_is_refused(tmp_path, text, message):
     from sodeep.config import read_yaml_mapping
 
     config = tmp_path / "config.yaml"
-    config.write_text("steps: 3_000\nvalidation_sequences: 1_000_000\n")
-    assert read_yaml_mapping(config) == {"steps": 3000, "validation_sequences": 1000000}
+    config.write_text(text)
+    with pytest.raises(ValueError, match=re.escape(message.strip())):
+        read_yaml_mapping(config)
 
 
 @pytest.mark.parametrize(
@@ -640,9 +649,11 @@ def test_thousands_grouped_by_underscores_in_a_config_file_are_read_as_meant(tmp
         ["evaluate", "--sequences", "1_6"],
         ["brainage", "tabular", "--folds", "1_0"],
         ["brainage", "tabular", "--seeds", "0", "1_2"],
+        ["brainage", "synthetic", "--max-minutes", "1_0"],
+        ["brainage", "tabular", "--finetune-epochs", "1_0"],
     ],
 )
 def test_a_number_flag_with_an_underscore_is_refused_not_read_without_it(tmp_path, capsys, argv):
     error = _one_line_error([*argv, "--out", str(tmp_path / "run")], capsys)
-    assert "holds an underscore, which would be left out (it would read as" in error
+    assert "holds an underscore: write numbers without one (2-8 for a range of lengths)" in error
     assert not (tmp_path / "run").exists()

@@ -31,7 +31,7 @@ from sodeep.brainage.config import (
 from sodeep.brainage.datasets import BUNDLED_DATASETS, DEFAULT_DATASET
 from sodeep.brainage.losses import BRAIN_AGE_PRESETS
 from sodeep.brainage.models import SFCN
-from sodeep.config import integer, real
+from sodeep.config import UnderscoreInNumber, integer, real
 
 
 def add_brainage_parser(commands: Any) -> argparse.ArgumentParser:
@@ -298,14 +298,16 @@ def _or_none(convert: Callable[[str], Any], kind: str) -> Callable[[str], Any]:
             return None
         try:
             return convert(text)
+        except UnderscoreInNumber:
+            raise
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {kind} or 'none', got {text!r}") from None
 
     return parse
 
 
-_number_or_none = _or_none(float, "a number")
-_integer_or_none = _or_none(int, "an integer")
+_number_or_none = _or_none(real, "a number")
+_integer_or_none = _or_none(integer, "an integer")
 
 
 #: Modules of the ``[brainage]`` extra, by the package name pip installs.
