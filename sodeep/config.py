@@ -440,9 +440,9 @@ def _as_float(value: Any, name: str) -> float:
     try:
         if isinstance(value, bool):
             raise ValueError
-        return float(value)
+        return without_underscores(float)(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
+        raise ValueError(f"{name} must be a number (without underscores), got {value!r}") from None
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

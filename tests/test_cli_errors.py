@@ -574,6 +574,9 @@ def test_a_key_given_twice_in_a_yaml_file_is_refused_not_overridden_silently(tmp
             "line 1: YAML reads 1_0 as 10, leaving out the underscores: write 10\n",  # no range 1-0
         ),
         ("pretrain", "steps: 1_0_0\n", "line 1: YAML reads 1_0_0 as 100, leaving out the underscores: write 100\n"),
+        # Text that Python's float() would read without its underscores.
+        ("pretrain", "learning_rate: 1_0e-3\n", "learning_rate must be a number (without underscores), got '1_0e-3'"),
+        ("brainage", "finetune_learning_rate: 1_0e-3\n", "finetune_learning_rate must be float, got '1_0e-3' (str)"),
     ],
 )
 def test_what_yaml_made_of_a_value_is_said_where_it_is_refused(tmp_path, capsys, command, text, message):

@@ -158,7 +158,7 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
         return [_coerce(entry, item, name) for entry in items]
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if hint is float and isinstance(value, str) and _finite_number(value):
+    if hint is float and isinstance(value, str) and _finite_number(value) and "_" not in value:
         return float(value)  # YAML reads 1e-3 (no dot) as text
     if hint is str and isinstance(value, os.PathLike):
         return os.fspath(value)
