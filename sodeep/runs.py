@@ -121,12 +121,12 @@ def check_wandb_login(mode: str, flag: str = "wandb", *, environment_decides: bo
     ``run`` is online too); a sweep passes ``False``, since it sets its trials' ``WANDB_MODE``.
     ``flag``: the setting's name as the caller gives it, a keyword argument or a ``--flag``."""
     open_run = getattr(sys.modules.get("wandb"), "run", None)
-    if open_run is not None and mode != "disabled" and environment_decides:
+    if open_run is not None and not getattr(open_run, "disabled", False) and mode != "disabled" and environment_decides:
         # Lightning would log into it, and finish it at the end.
-        disabled = f"{flag} disabled" if flag.startswith("--") else f"{flag}='disabled'"
+        disabled = f"{flag} disabled" if flag.startswith("--") else f"{flag}='disabled' in the config"
         raise ValueError(
             f"a W&B run of this process is open (wandb.run, id {open_run.id}), which the run would take over: "
-            f"finish it first (wandb.finish()), or pass {disabled} (a CSV log alone)"
+            f"finish it first (wandb.finish()), or log without W&B ({disabled}: a CSV log alone)"
         )
     variable = os.environ.get("WANDB_MODE", "").strip().lower() if environment_decides else ""
     if mode != "online" or variable not in ("", "online", "run"):

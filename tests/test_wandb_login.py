@@ -124,3 +124,25 @@ def test_a_sweep_s_wandb_name_and_project_name_the_runs_of_its_trials(tmp_path, 
     with wandb_run("offline", Path(tmp_path / "c"), "tabular", {"config": {}, "run_id": "x"}, stop):
         pass
     assert (started["project"], started["name"]) == ("myproject", "grid-0003")
+
+
+def test_an_open_w_and_b_run_is_refused_unless_it_is_disabled(monkeypatch):
+    import wandb
+
+    from sodeep.runs import check_wandb_login
+
+    class OpenRun:
+        id, disabled = "abc123", False
+
+    monkeypatch.setattr(wandb, "run", OpenRun())
+    with pytest.raises(ValueError) as raised:
+        check_wandb_login("offline")
+    assert str(raised.value) == (
+        "a W&B run of this process is open (wandb.run, id abc123), which the run would take over: finish it first "
+        "(wandb.finish()), or log without W&B (wandb='disabled' in the config: a CSV log alone)"
+    )
+    with pytest.raises(ValueError, match=r"log without W&B \(--wandb disabled: a CSV log alone\)"):
+        check_wandb_login("offline", "--wandb")
+    check_wandb_login("disabled")  # this run does not use W&B
+    OpenRun.disabled = True  # wandb.init(mode="disabled"): nothing to take over
+    check_wandb_login("offline")

@@ -15,7 +15,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from decimal import Decimal
+from numbers import Real
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -54,6 +58,24 @@ BRAIN_AGE_PRESETS: dict[str, BrainAgeLossPreset] = {
 }
 
 
+def _weight_value(weight: Any) -> float | None:
+    """A term weight as a float: a real number, or a NumPy or torch scalar of one (a bool, a
+    complex number or text is ``None``); beyond float's range, ``inf``."""
+    if isinstance(weight, torch.Tensor):
+        real = weight.numel() == 1 and not (weight.is_complex() or weight.dtype == torch.bool)
+    elif isinstance(weight, (np.ndarray, np.generic)):
+        real = weight.size == 1 and weight.dtype.kind in "iuf"
+        weight = np.asarray(weight).reshape(-1)[0] if real else weight
+    else:
+        real = isinstance(weight, (Real, Decimal)) and not isinstance(weight, bool)
+    if not real:
+        return None
+    try:
+        return float(weight)
+    except OverflowError:
+        return math.inf
+
+
 class BrainAgeLoss(nn.Module):
     """Combined brain-age objective (see the module docstring for the formula).
 
@@ -87,18 +109,13 @@ class BrainAgeLoss(nn.Module):
         self.main = main
         for name, weight in (("spearman_weight", spearman_weight), ("age_difference_weight", age_difference_weight)):
             check_fixed_setting(weight, name, type(self).__name__)
-            try:
-                if isinstance(weight, (bool, str, bytes)):
-                    raise TypeError
-                value = float(weight)  # numbers, and NumPy or torch scalars
-            except (TypeError, ValueError):
-                raise TypeError(
-                    f"{name} must be a finite number >= 0, got {type(weight).__name__} {weight!r}"
-                ) from None
+            value = _weight_value(weight)
+            if value is None:
+                raise TypeError(f"{name} must be a finite number >= 0, got {type(weight).__name__} {weight!r}")
             if not 0 <= value < math.inf:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        self.spearman_weight = float(spearman_weight) + 0.0  # (-0.0 as 0.0)
-        self.age_difference_weight = float(age_difference_weight) + 0.0
+        self.spearman_weight = _weight_value(spearman_weight) + 0.0  # (-0.0 as 0.0)
+        self.age_difference_weight = _weight_value(age_difference_weight) + 0.0
         self.spearman = SpearmanLoss(sorter=sorter) if self.spearman_weight else None
 
     @property

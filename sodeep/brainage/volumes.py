@@ -303,11 +303,11 @@ def load_volume(path: str | os.PathLike, shape: Sequence[int] = GRID_4MM, voxel_
     bright = float(np.percentile(data[data > 0], 99)) if np.any(data > 0) else 0.0
     negative, nonzero = np.count_nonzero(data < -NEGATIVE_LEVEL * bright), np.count_nonzero(data)
     if negative > MAX_NEGATIVE_SHARE * nonzero:
-        level = f" (under -{NEGATIVE_LEVEL:.0%} of its bright voxels' level)" if bright > 0 else ""
+        below = f"well below 0 (under -{NEGATIVE_LEVEL:.0%} of its bright voxels' level)" if bright > 0 else "below 0"
         raise ValueError(
-            f"{path}: {negative / nonzero:.0%} of its nonzero voxels are well below 0{level}, and the brain is read "
-            "as the voxels above 0: an intensity-normalized volume (z-scored, or scaled to [-1, 1]), one in "
-            "Hounsfield units (CT) or one filled outside the head with a negative value would lose them; give the "
+            f"{path}: {negative / nonzero:.0%} of its nonzero voxels are {below}, and the brain is read as the voxels "
+            "above 0, with 0 or NaN outside: an intensity-normalized volume (z-scored, or scaled to [-1, 1]), one in "
+            "Hounsfield units (CT) or one filled outside the head with a negative value is not read right; give the "
             "T1 before normalization, with 0 or NaN outside the head"
         )
     # The voxel size of the affine, which places the voxels (the header's zooms may disagree with it).

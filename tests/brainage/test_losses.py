@@ -1,3 +1,6 @@
+import math
+
+import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
@@ -72,6 +75,10 @@ def test_a_term_weight_that_requires_grad_is_refused(name):
         (-5.0, ValueError, "must be a finite number >= 0, got -5.0"),
         ("1", TypeError, "must be a finite number >= 0, got str '1'"),
         (True, TypeError, "must be a finite number >= 0, got bool True"),
+        (np.True_, TypeError, "must be a finite number >= 0, got bool np.True_"),
+        (torch.tensor(True), TypeError, r"must be a finite number >= 0, got Tensor tensor\(True\)"),
+        (np.complex64(1), TypeError, r"must be a finite number >= 0, got complex64 np.complex64\(1\+0j\)"),
+        (10**400, ValueError, "must be a finite number >= 0, got inf"),
     ],
 )
 def test_a_term_weight_that_is_not_a_finite_number_at_least_0_is_refused(name, weight, error, message):
@@ -79,6 +86,10 @@ def test_a_term_weight_that_is_not_a_finite_number_at_least_0_is_refused(name, w
         BrainAgeLoss(**{name: weight}, sorter=PairwiseSigmoidSorter(0.1))
 
 
-def test_term_weights_of_0_and_0_d_tensors_are_taken():
-    loss = BrainAgeLoss("l1", torch.tensor(2.0), 0, sorter=PairwiseSigmoidSorter(0.1))
+@pytest.mark.parametrize(
+    "weight", [2, 2.0, torch.tensor(2.0), torch.tensor([2.0]), np.array(2.0), np.array([2.0]), np.float32(2)]
+)
+def test_term_weights_given_as_python_numpy_or_torch_scalars_are_taken(weight):
+    loss = BrainAgeLoss("l1", weight, -0.0, sorter=PairwiseSigmoidSorter(0.1))
     assert (loss.spearman_weight, loss.age_difference_weight) == (2.0, 0.0)
+    assert math.copysign(1.0, loss.age_difference_weight) == 1.0  # -0.0 as 0.0
