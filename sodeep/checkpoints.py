@@ -444,7 +444,8 @@ def run_folder_sorter(folder: Path) -> Path:
                 "checkpoint; run its pretraining again, without resume=True"
             )
         raise CheckpointError(
-            f"{folder} holds no {RUN_SORTER}: its pretraining run has not finished (stopped or failed); resume it by running its pretraining again with resume=True, or turn its last checkpoint, "
+            f"{folder} holds no {RUN_SORTER}: its pretraining run has not finished (stopped or failed); resume it "
+            "by running its pretraining again with resume=True, or turn its last checkpoint, "
             f"{last}, into a sorter (`sodeep export`, or sodeep.pretraining.sorter_from_training_checkpoint)"
         )
     return folder / RUN_SORTER

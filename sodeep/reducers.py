@@ -59,7 +59,7 @@ def check_weight_fits(loss: torch.Tensor, weight: Any) -> None:
         hint = f": a weight per sample is weight[:, None], shape ({weight.shape[0]}, 1)" if per_sample else ""
         # A weight per label, given to a loss with one value per sample.
         if loss.dim() == 1 and weight.dim() == 2 and weight.shape[0] == loss.shape[0]:
-            hint = f": this loss has one value per sample, so its weight has shape {tuple(loss.shape)}"
+            hint = f": this loss has one value per sample, so a weight per sample has shape {tuple(loss.shape)}"
         raise ValueError(
             f"weight of shape {tuple(weight.shape)} does not broadcast to the loss shape {tuple(loss.shape)}{hint}"
         ) from error

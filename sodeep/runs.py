@@ -119,7 +119,9 @@ def check_wandb_login(mode: str, flag: str = "wandb", *, environment_decides: bo
     sent: the key is not verified.  The run is online when ``mode`` is ``online`` and, where
     ``environment_decides`` (this process logs), ``WANDB_MODE`` does not say otherwise (W&B's
     ``run`` is online too); a sweep passes ``False``, since it sets its trials' ``WANDB_MODE``.
-    ``flag``: the setting's name as the caller gives it, a keyword argument or a ``--flag``."""
+    ``flag``: the setting's name as the caller gives it, a keyword argument or a ``--flag``.
+    A run that logs to W&B is also refused while the process has a W&B run open, which Lightning
+    would log into and finish."""
     open_run = getattr(sys.modules.get("wandb"), "run", None)
     if open_run is not None and not getattr(open_run, "disabled", False) and mode != "disabled" and environment_decides:
         # Lightning would log into it, and finish it at the end.
@@ -242,9 +244,10 @@ def make_loggers(
     last_step: int | None = None,
 ) -> list:
     """A CSV logger (``out/csv/metrics.csv``) and, unless ``mode`` is ``disabled``, a W&B logger
-    whose files stay under ``out/wandb`` while its W&B run lasts within :func:`wandb_environment`.  With ``run_id`` the W&B run keeps that id (a resumed
-    run continues it); with ``resume_step`` the CSV keeps its rows of earlier steps (those on the
-    trainer's ``log_every`` grid or at the run's ``last_step``, and validations)."""
+    whose files stay under ``out/wandb`` while its W&B run lasts within :func:`wandb_environment`.
+    With ``run_id`` the W&B run keeps that id (a resumed run continues it); with ``resume_step``
+    the CSV keeps its rows of earlier steps (those on the trainer's ``log_every`` grid or at the
+    run's ``last_step``, and validations)."""
     from lightning.pytorch.loggers import WandbLogger
 
     loggers: list = [

@@ -784,7 +784,7 @@ def test_a_weight_per_sample_of_a_per_label_loss_is_shown_how_it_lines_up():
         multilabel_ranking_hinge_loss(scores, labels, weight=torch.ones(3, 4))
     assert str(raised.value) == (
         "weight of shape (3, 4) does not broadcast to the loss shape (3,): this loss has one value per sample, so "
-        "its weight has shape (3,)"
+        "a weight per sample has shape (3,)"
     )
 
 
