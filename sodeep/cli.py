@@ -417,13 +417,17 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
 def _sweep_spelling(flag: str, value: str, action: argparse.Action) -> list[str]:
     """``flag=value`` as words argparse reads: a switch given ``True``/``False``, or a flag of
-    several values given a Python list literal, is spelled out; anything else is left as it is."""
+    several values (any number, or a fixed number above one) given a Python list literal, is
+    spelled out; anything else is left as it is."""
     if action.nargs == 0 and value in ("True", "False"):  # store_true or --x/--no-x
         negative = next((option for option in action.option_strings if option.startswith("--no-")), None)
         if value == "True":
             return [flag]
         return [negative] if negative else []
-    if action.nargs in ("+", "*") and value.startswith("[") and value.endswith("]"):
+    several = action.nargs in ("+", "*") or (isinstance(action.nargs, int) and action.nargs > 1)
+    # (A number written with an underscore, 1_0, is left for the flag's type to refuse.)
+    underscored = re.search(r"\d_\d", re.sub(r"'[^']*'|\"[^\"]*\"", "", value))
+    if several and value.startswith("[") and value.endswith("]") and not underscored:
         items = python_literal(value)
         if isinstance(items, list) and items and all(isinstance(item, (str, int, float)) for item in items):
             return [flag, *map(str, items)]

@@ -37,7 +37,7 @@ def test_a_nested_sweep_parameter_as_w_and_b_writes_it_is_a_sorter_config():
     )
 
 
-def test_list_and_boolean_sweep_parameters_as_w_and_b_writes_them():
+def test_list_and_boolean_sweep_parameters_as_w_and_b_writes_them(capsys):
     parser = build_parser()
     written = ["brainage", "tabular", "--losses=['l1', 'mse']", "--seeds=[0, 1]", "--freeze_backbone=True"]
     spelled = ["brainage", "tabular", "--losses", "l1", "mse", "--seeds", "0", "1", "--freeze-backbone"]
@@ -45,6 +45,11 @@ def test_list_and_boolean_sweep_parameters_as_w_and_b_writes_them():
     off = parser.parse_args(["brainage", "tabular", "--freeze-backbone=False", "--overwrite=False"])
     assert off.freeze_backbone is False and off.overwrite is False
     assert parser.parse_args(["pretrain", "--resume=True"]).resume is True
+    # A flag of a fixed number of values, and a list whose number would lose its underscore.
+    assert parser.parse_args(["brainage", "nifti", "--shape=[40, 48, 40]"]).shape == [40, 48, 40]
+    with pytest.raises(SystemExit):
+        main(["brainage", "tabular", "--seeds=[0, 1_0]"])
+    assert "holds an underscore" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
