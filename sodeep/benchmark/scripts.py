@@ -7,8 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-#: Exit status of a command stopped by SIGINT or SIGTERM (128 + SIGINT).
-INTERRUPTED = 130
+from sodeep.run_folder import INTERRUPTED
 
 
 def run_script(main: Callable[[], object]) -> None:

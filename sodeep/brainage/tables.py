@@ -432,7 +432,7 @@ def read_age_table(
         re.search(r"\d", row[age_column]) and re.search(r"[^\W\d_]", row[age_column])  # '25y', '30 years'
         for row in rows
     )
-    if not advice and any(with_units):
+    if not advice and not kept_ages and any(with_units):  # (only a refusal needs the advice)
         advice = "write each age as a plain number of years (25.5, not '25y')"
     check_usable_rows(path, skipped, kept=len(kept_ages), advice=advice)
     repeated_ids = repeated_values(ids) if id_column else []
