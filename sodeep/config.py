@@ -494,7 +494,12 @@ class PretrainConfig:
 
     architecture: str = "conv"
     #: Keyword config of the architecture, e.g. ``{"softness": 0.5}`` (a dict or a JSON string).
+    #: With ``init_from``, the entries that :func:`sodeep.load_sorter` may replace (no weight shape).
     sorter: dict[str, Any] = field(default_factory=dict)
+    #: A sorter to start from instead of fresh weights: a checkpoint file (``save_sorter``,
+    #: ``sodeep export``, ``pretrained/*.pt``) or a finished pretraining run folder.  Its
+    #: architecture and settings are the run's (``architecture`` must name the same one).
+    init_from: str | None = None
     #: A range ``"2-256"`` or a list of lengths; each batch draws its n uniformly from them.
     lengths: str | list[int] = "2-256"
     #: Families of synthetic sequences to train and validate on, in this order: ``"all"`` (the 15
@@ -588,6 +593,15 @@ class PretrainConfig:
         self.affine_probability = _as_float(self.affine_probability, "affine_probability")
         if not 0.0 <= self.affine_probability <= 1.0:  # NaN too
             raise ValueError(f"affine_probability must be a number in [0, 1], got {self.affine_probability!r}")
+        if isinstance(self.init_from, os.PathLike):
+            self.init_from = os.fspath(self.init_from)
+        if isinstance(self.init_from, str):
+            self.init_from = os.path.expanduser(self.init_from)
+        if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from.strip()):
+            raise ValueError(
+                f"init_from must be None or the path of a sorter checkpoint or pretraining run folder, got "
+                f"{self.init_from!r}{yaml_reading(self.init_from)}"
+            )
         if isinstance(self.out, os.PathLike):
             self.out = os.fspath(self.out)
         if isinstance(self.out, str):

@@ -365,6 +365,29 @@ def sorter_from_training_checkpoint(path: str | os.PathLike, *, trainable: bool 
 
 
 @releasing_run_folders
+def _initial_sorter(config: PretrainConfig, *, resumable: bool) -> Sorter:
+    """The sorter the run starts from: fresh weights of ``config.architecture``, or the sorter
+    ``config.init_from`` holds, trainable, with the entries of ``config.sorter`` that
+    :func:`~sodeep.checkpoints.load_sorter` may replace.  A run that resumes from its checkpoint
+    needs no ``init_from`` file (its weights come from the checkpoint); where the file is gone,
+    the sorter is rebuilt from the checkpoint."""
+    if config.init_from is None:
+        return build_sorter(config.architecture, **config.sorter)
+    source = Path(config.init_from)
+    if resumable and not source.exists():
+        return sorter_from_training_checkpoint(Path(config.out) / "checkpoints" / "last.ckpt", trainable=True)
+    try:
+        sorter = load_sorter(source, trainable=True, **config.sorter)
+    except (CheckpointError, ValueError, TypeError) as error:
+        raise ValueError(f"init_from: {error}") from None
+    if sorter.architecture != config.architecture:
+        raise ValueError(
+            f"init_from: {source} holds a sorter of architecture {sorter.architecture!r}, not "
+            f"{config.architecture!r}; give architecture={sorter.architecture!r}"
+        )
+    return sorter
+
+
 def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, overwrite: bool = False) -> Sorter:
     """Pretrain a sorter with ``config`` and write its run folder ``config.out``.
 
@@ -451,7 +474,7 @@ def _pretrain(config: PretrainConfig | None, *, resume: bool, overwrite: bool) -
     # Built before the output folder is read or touched: a wrong architecture or capacity is named as
     # such, and leaves nothing behind.  The seed covers the initial weights too.
     L.seed_everything(config.seed, workers=True, verbose=False)
-    sorter = build_sorter(config.architecture, **config.sorter)
+    sorter = _initial_sorter(config, resumable=resume and not overwrite and last.is_file())
     if sorter.max_length is not None and max(lengths) > sorter.max_length:
         raise ValueError(f"lengths go up to {max(lengths)} but the sorter's capacity is {sorter.max_length}")
     if min(lengths) < sorter.min_length:

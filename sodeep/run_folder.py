@@ -321,8 +321,8 @@ def check_not_the_working_folder(folder: Path, instead: str) -> None:
 
 def check_no_input_inside(out: Path, config: dict[str, Any]) -> None:
     """A ``ValueError`` if clearing ``out`` would delete a file or folder that the run reads: a
-    setting of ``config`` (a string, or a list of strings) naming an existing path inside it, as
-    written or where a link leads.  The settings a run writes (``out``, a ``cache``) aside."""
+    setting of ``config`` (a string, or a list of strings) naming ``out`` itself or an existing path
+    inside it, as written or where a link leads.  The settings a run writes (``out``, a ``cache``) aside."""
     folder = Path(out)
     for key, value in config.items():
         if key in WRITTEN_SETTINGS:
@@ -338,10 +338,14 @@ def check_no_input_inside(out: Path, config: dict[str, Any]) -> None:
                 inside = [
                     found
                     for found, around in ((path.absolute(), folder.absolute()), (path.resolve(), folder.resolve()))
-                    if around in found.parents
+                    if found == around or around in found.parents
                 ]
             except (OSError, ValueError, RuntimeError):  # not a path this system can look up
                 continue
+            if inside and inside[0] in (folder.absolute(), folder.resolve()):
+                raise ValueError(
+                    f"{out} is what this run reads as {key}=: clearing it would delete it; {CHOOSE_ANOTHER_OUT}"
+                )
             if inside:
                 shown = word if inside[0] == path.absolute() else f"{inside[0]} (where {word} leads)"
                 raise ValueError(

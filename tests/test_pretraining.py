@@ -14,6 +14,8 @@ from sodeep.config import PretrainConfig, parse_lengths
 from sodeep.evaluation import EVALUATION_LENGTHS
 from sodeep.pretraining import SorterPretraining, held_out_lengths, pretrain, sorter_from_training_checkpoint
 
+SHIPPED = Path(__file__).resolve().parents[1] / "pretrained"
+
 
 def wandb_variables():
     """The process's W&B variables but ``WANDB_SERVICE``, W&B's own note of its service process."""
@@ -502,6 +504,17 @@ def test_parse_lengths():
         (["pretrain", "--lengths", "1-5"], "--lengths must be ints >= 2"),
         (["pretrain", "--steps", "0"], "--steps must be an integer >= 1"),
         (["pretrain", "--learning-rate", "-1"], "--learning-rate must be a finite number > 0"),
+        (["pretrain", "--init-from", "missing.pt"], "--init-from: no sorter checkpoint at missing.pt"),
+        (["pretrain", "--init-from", "README.md"], "--init-from: README.md is not a torch checkpoint"),
+        (
+            ["pretrain", "--init-from", str(SHIPPED / "original_cnn_n100.pt")],
+            f"--init-from: {SHIPPED / 'original_cnn_n100.pt'} holds a sorter of architecture 'original_cnn', not "
+            "'conv'; give --architecture original_cnn",
+        ),
+        (
+            ["pretrain", "--init-from", str(SHIPPED / "conv_sorter.pt"), "--sorter", '{"depth": 2}'],
+            "--init-from: sorter settings {'depth': 2} do not fit the sorter in",
+        ),
     ],
 )
 def test_bad_pretraining_values_end_in_one_line_before_anything_is_written(tmp_path, capsys, argv, message):
@@ -1192,3 +1205,41 @@ def test_an_interrupt_before_anything_was_saved_is_said_once_in_a_distributed_ru
         main(["evaluate", "--lengths", "5"])
     assert exit_info.value.code == 130
     assert ("interrupted before this command saved anything" in capsys.readouterr().err) == said
+
+
+def test_a_run_from_init_from_starts_from_its_weights_and_resumes_without_the_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    start = tmp_path / "start.pt"
+    start.write_bytes((SHIPPED / "conv_sorter.pt").read_bytes())
+    shipped = load_sorter(start).state_dict()
+    tuning = ("--init-from", str(start), "--learning-rate", "1e-6", "--warmup-steps", "0", "--checkpoint-every", "2")
+    assert _pretrain(tmp_path / "straight", 6, *tuning) == 0
+    assert _pretrain(tmp_path / "fresh", 6, *tuning[2:]) == 0
+    tuned, fresh = load_sorter(tmp_path / "straight").state_dict(), load_sorter(tmp_path / "fresh").state_dict()
+    weight = "network.0.weight"
+    # AdamW moves each weight by about the learning rate a step: 6e-6 from where the run started.
+    torch.testing.assert_close(tuned[weight], shipped[weight], rtol=0, atol=1e-5)
+    assert (fresh[weight] - shipped[weight]).abs().max() > 0.05
+    summary = json.loads((tmp_path / "straight" / "pretrain_summary.json").read_text())
+    assert summary["config"]["init_from"] == str(start)
+
+    original_step = interrupt_at_step(monkeypatch, 3)
+    with pytest.raises(SystemExit) as exit_info:
+        _pretrain(tmp_path / "resumed", 6, *tuning)
+    assert exit_info.value.code == 130
+    monkeypatch.setattr(SorterPretraining, "training_step", original_step)
+    start.unlink()  # the weights come from the run's checkpoint
+    assert _pretrain(tmp_path / "resumed", 6, *tuning, "--resume") == 0
+    _assert_same_weights(tmp_path / "straight", tmp_path / "resumed")
+    capsys.readouterr()
+    # A fresh run needs the file, and a run folder it starts from is not cleared under it.
+    with pytest.raises(SystemExit):
+        _pretrain(tmp_path / "again", 6, *tuning)
+    assert "--init-from: no sorter checkpoint at" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _pretrain(tmp_path / "straight", 6, "--init-from", str(tmp_path / "straight"), "--overwrite")
+    assert (
+        f"{tmp_path / 'straight'} is what this run reads as --init-from: clearing it would delete it"
+        in capsys.readouterr().err
+    )
+    assert (tmp_path / "straight" / "sorter.pt").is_file()

@@ -137,14 +137,15 @@ def test_overwrite_never_clears_a_folder_holding_a_file_the_run_reads(tmp_path):
     for config, setting in (
         ({"csv": str(out / "table.csv")}, "csv"),
         ({"inputs": [str(tmp_path / "outside.csv"), str(out / "table.csv")]}, "inputs"),
-        ({"data": str(out)}, "data"),  # the folder itself is cleared, not deleted
     ):
-        if setting == "data":
-            claim_run_folder(out, "tabular", config, overwrite=True)
-            continue
         with pytest.raises(ValueError, match=f"would delete {out / 'table.csv'}, which this run reads as {setting}="):
             claim_run_folder(out, "tabular", config, overwrite=True)
     assert (out / "table.csv").is_file()
+    # A run folder read as a whole (a run to start from), named as written or through a link.
+    (tmp_path / "link").symlink_to(out)
+    for named in (out, tmp_path / "link", out / "."):
+        with pytest.raises(ValueError, match=f"^{out} is what this run reads as init_from=: clearing it would delete"):
+            claim_run_folder(out, "tabular", {"init_from": str(named)}, overwrite=True)
     claim_run_folder(out, "tabular", {"csv": str(tmp_path / "outside.csv"), "note": "not a path"}, overwrite=True)
     # A link outside to a file inside names the file; a link inside is deleted itself; a cache is written.
     (tmp_path / "link.csv").symlink_to(out / "table.csv")
