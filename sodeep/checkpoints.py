@@ -16,6 +16,7 @@ import pickle
 import warnings
 import zipfile
 from importlib import resources
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -319,7 +320,8 @@ def load_sorter(
     pretraining run folder loads the ``sorter.pt`` it wrote.
 
     The result is in eval mode and frozen (no gradient to its weights), as a loss uses it;
-    ``trainable=True`` returns it in train mode with gradients, to fine-tune it.  ``settings``
+    ``trainable=True`` returns it in train mode with gradients, to fine-tune it (outside a loss: a
+    rank loss freezes the sorter given to it, in place, and warns when it was loaded so).  ``settings``
     replace entries of the checkpoint's architecture config that change no weight shape (and,
     for a sorter with hidden layers, that those layers do not read: its activation and capacity
     stay), e.g.
@@ -392,6 +394,7 @@ def load_sorter(
             else:
                 reason = " ".join(str(error.__cause__ or error).split())
             raise ValueError(f"sorter settings {settings} do not fit the sorter in {path}: {reason}") from None
+    sorter.loaded_to_fine_tune = trainable  # a rank loss given it warns that it freezes it
     return sorter.train().requires_grad_(True) if trainable else sorter.requires_grad_(False)
 
 
@@ -496,12 +499,19 @@ def import_original_checkpoint(path: str | os.PathLike, *, trust_pickle: bool = 
         raise CheckpointError(
             f"{path}: model_type {model_type!r} is not importable; supported: {sorted(_ORIGINAL_ARCHITECTURES)}"
         )
+    whole = isinstance(length, Integral) or (isinstance(length, float) and length.is_integer())
     try:
+        if isinstance(length, bool) or not whole:
+            raise ValueError("it must be a whole number")
         sorter = _ORIGINAL_ARCHITECTURES[model_type](length=int(length))
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{path}: seq_len {length!r} does not make a {model_type} sorter: {error}") from None
+    state_dict = payload["state_dict"]
+    if isinstance(state_dict, dict) and state_dict and all(str(key).startswith("module.") for key in state_dict):
+        # Saved from inside nn.DataParallel / DistributedDataParallel, which prefix every name.
+        state_dict = {key[len("module.") :]: value for key, value in state_dict.items()}
     try:
-        sorter.load_state_dict(payload["state_dict"])
+        sorter.load_state_dict(state_dict)
     except RuntimeError as error:
         raise CheckpointError(f"{path}: weights do not match {model_type} at seq_len={length}: {error}") from error
     return sorter.eval().requires_grad_(False)  # frozen, as load_sorter returns a sorter

@@ -258,7 +258,7 @@ def command_evaluate(arguments: argparse.Namespace) -> int:
     if arguments.out:
         atomic_write_text(arguments.out, text + "\n")
     if arguments.json:
-        atomic_write_json(arguments.json, fidelity_rows_json(rows))
+        atomic_write_json(arguments.json, [{"sorter": title, **row} for row in fidelity_rows_json(rows)])
     return 0
 
 

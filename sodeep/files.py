@@ -41,9 +41,24 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     return _write_then_rename(path, write_file)
 
 
+def _folder_spelling(path: str | os.PathLike) -> str | None:
+    """Why ``path``, as written, cannot name a file: empty, or ending with a path separator (which
+    ``Path`` would drop, reading ``out/`` as a file ``out`` and ``""`` as the working folder)."""
+    if not isinstance(path, str):
+        return None
+    if not path.strip():
+        return "the path is empty"
+    if path.endswith(tuple(separator for separator in (os.sep, os.altsep) if separator)):
+        return f"{path} ends with {path[-1]}, which names a folder"
+    return None
+
+
 def _write_then_rename(path: str | os.PathLike, write_file: Callable[[int, Path], None]) -> Path:
     """Create a temporary file beside ``path``, let ``write_file(handle, temporary)`` fill it (and
     close ``handle``), then rename it to ``path``; see :func:`atomic_write`."""
+    spelling = _folder_spelling(path)
+    if spelling is not None:
+        raise IsADirectoryError(f"{spelling}; give the path of a file to write")
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; give the path of a file to write")
@@ -173,6 +188,9 @@ def writable_file_problem(path: str | os.PathLike) -> str | None:
         >>> writable_file_problem(folder)
         '... is a folder, not a file'
     """
+    spelling = _folder_spelling(path)
+    if spelling is not None:
+        return spelling
     path = Path(path)
     if path.is_dir():
         return f"{path} is a folder, not a file"

@@ -361,6 +361,7 @@ def sorter_from_training_checkpoint(path: str | os.PathLike, *, trainable: bool 
     except (TypeError, ValueError):
         training = {}
     sorter.checkpoint_metadata = {"step": payload.get("global_step"), "of_steps": total, "training": training}
+    sorter.loaded_to_fine_tune = trainable  # a rank loss given it warns that it freezes it
     return sorter.train().requires_grad_(True) if trainable else sorter.eval().requires_grad_(False)
 
 

@@ -413,6 +413,19 @@ def test_original_lstm_baseline_imports_as_the_128_unit_lstm_sorter(tmp_path):
     torch.testing.assert_close(imported(x), original.eval()(x))
 
 
+def test_an_original_checkpoint_saved_from_data_parallel_imports_and_a_fractional_length_is_refused(tmp_path):
+    original = OriginalLSTMLargeSorter(length=12, hidden_size=128)
+    path = tmp_path / "best_lstm.pth.tar"
+    wrapped = {f"module.{key}": value for key, value in original.state_dict().items()}  # nn.DataParallel's names
+    torch.save({"state_dict": wrapped, "args_dict": argparse.Namespace(model_type="lstm", seq_len=12.0)}, path)
+    x = torch.randn(3, 12)
+    torch.testing.assert_close(import_original_checkpoint(path, trust_pickle=True)(x), original.eval()(x))
+    for length in (12.7, True, "12"):
+        torch.save({"state_dict": wrapped, "args_dict": argparse.Namespace(model_type="lstm", seq_len=length)}, path)
+        with pytest.raises(CheckpointError, match=f"seq_len {length!r} does not make a lstm sorter"):
+            import_original_checkpoint(path, trust_pickle=True)
+
+
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint at all\n", "truncated"])
 def test_importing_an_unreadable_original_checkpoint_is_a_checkpoint_error(tmp_path, content):
     path = tmp_path / "best.pth.tar"

@@ -141,3 +141,15 @@ def test_a_full_disk_while_torch_saves_is_named_as_such(tmp_path, monkeypatch):
         == f"{tmp_path / 'sorter.pt'}: no space left on device; free some space or choose another path"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("written", ["", "  ", "out/", "deeper/out/"])
+def test_a_path_written_as_a_folder_or_empty_is_refused_not_read_as_a_file(tmp_path, monkeypatch, written):
+    monkeypatch.chdir(tmp_path)
+    problem = writable_file_problem(written)
+    assert problem == ("the path is empty" if not written.strip() else f"{written} ends with /, which names a folder")
+    with pytest.raises(IsADirectoryError, match="; give the path of a file to write$"):
+        atomic_write_text(written, "text")
+    with pytest.raises(IsADirectoryError):
+        atomic_torch_save({"a": 1}, written)
+    assert list(tmp_path.iterdir()) == []

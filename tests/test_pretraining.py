@@ -628,6 +628,25 @@ def test_evaluate_replaces_its_own_outputs(tmp_path, capsys):
         arguments = ["evaluate", "--lengths", lengths, "--sequences", "2", "--out", str(table), "--json", str(rows)]
         assert main(arguments) == 0
         assert f"n={lengths}" in table.read_text() and json.loads(rows.read_text())[0]["length"] == int(lengths)
+    # Each row names the sorter it measured, as the table's title does.
+    assert {row["sorter"] for row in json.loads(rows.read_text())} == {"the shipped sorter (conv_sorter.pt)"}
+    assert (
+        main(
+            [
+                "evaluate",
+                "--architecture",
+                "pairwise_sigmoid",
+                "--lengths",
+                "5",
+                "--sequences",
+                "2",
+                "--json",
+                str(rows),
+            ]
+        )
+        == 0
+    )
+    assert json.loads(rows.read_text())[0]["sorter"].startswith("untrained pairwise_sigmoid {")
 
 
 def test_inside_a_sweep_pretraining_leaves_a_trial_summary(tmp_path, monkeypatch):

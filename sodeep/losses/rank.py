@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Callable
 from numbers import Real
 
@@ -66,8 +67,9 @@ def descending_normalized(ascending_sorter: SorterFunction) -> SorterFunction:
 class FrozenSorterMixin(nn.Module):
     """Holds a frozen sorter: no gradient to its weights, eval mode whatever the owner's mode.
 
-    The sorter passed in is frozen in place (``requires_grad_(False).eval()``): to go on training a
-    sorter while a loss uses it, give the loss a copy (``SpearmanLoss(sorter=copy.deepcopy(sorter))``).
+    The sorter passed in is frozen in place (``requires_grad_(False).eval()``), with a warning where
+    it was loaded to fine-tune or has gradients on its weights: to go on training a sorter while a
+    loss uses it, give the loss a frozen copy (``copy.deepcopy(sorter).requires_grad_(False)``).
 
     The sorter is a fixed part of the loss, not a submodule: it stays out of the owner's
     ``parameters()``, ``state_dict()`` and ``modules()`` (so a Lightning module that holds the
@@ -84,6 +86,16 @@ class FrozenSorterMixin(nn.Module):
         check_sorter(sorter)
         values = None
         if isinstance(sorter, nn.Module):
+            # A sorter loaded to fine-tune (load_sorter(trainable=True)) or in the middle of training
+            # (gradients on its weights): the loss would stop that training without a word.
+            weights = [weight for weight in sorter.parameters() if weight.requires_grad]
+            if weights and (getattr(sorter, "loaded_to_fine_tune", False) or any(w.grad is not None for w in weights)):
+                warnings.warn(
+                    f"{type(self).__name__} froze the sorter given to it, in place (no gradient to its weights, eval "
+                    "mode): a rank loss trains the model through a fixed sorter. To go on training this sorter "
+                    "outside the loss, give the loss a frozen copy: sorter=copy.deepcopy(sorter).requires_grad_(False)",
+                    stacklevel=3,
+                )
             sorter.requires_grad_(False).eval()
             tensors = self._sorter_tensors(sorter)
             if not any(tensor.is_meta for tensor in tensors.values()):

@@ -646,6 +646,32 @@ def test_a_sorter_assigned_after_building_stays_frozen_and_out_of_the_owners_sta
         model.loss.sorter = "not a sorter"
 
 
+def test_a_sorter_loaded_to_fine_tune_or_in_training_is_frozen_with_a_warning():
+    import copy
+    import warnings
+
+    tuned = load_sorter(trainable=True, **TRAINING_SETTINGS)
+    with pytest.warns(
+        UserWarning,
+        match=r"^SpearmanLoss froze the sorter given to it, in place .*copy\.deepcopy\(sorter\)\.requires_grad_\(False\)$",
+    ):
+        loss = SpearmanLoss(sorter=tuned)
+    assert loss.sorter is tuned and not tuned.training and not any(w.requires_grad for w in tuned.parameters())
+    training = ConvSorter(capacity=64)
+    training(torch.randn(4, 8)).sum().backward()  # a step of its own training: gradients on its weights
+    with pytest.warns(UserWarning, match="^MapRankLoss froze the sorter"):
+        MapRankLoss(sorter=training)
+    # A copy keeps the original training; a fresh, frozen or weightless sorter is taken without a word.
+    original = load_sorter(trainable=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        SpearmanLoss(sorter=copy.deepcopy(original).requires_grad_(False))
+        SpearmanLoss(sorter=ConvSorter())
+        SpearmanLoss(sorter=load_sorter())
+        SpearmanLoss(sorter=PairwiseSigmoidSorter())
+    assert original.training and all(w.requires_grad for w in original.parameters())
+
+
 def test_a_loss_moved_to_the_meta_device_is_told_to_use_to_empty():
     loss = SpearmanLoss().to("meta")
     with pytest.raises(ValueError, match=r"loss\.to_empty\(device='cpu'\)$"):
