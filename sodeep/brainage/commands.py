@@ -280,7 +280,9 @@ def run_nifti(
     from sodeep.brainage.models import SFCN, check_grid_fits
     from sodeep.brainage.splits import check_split
     from sodeep.brainage.volumes import load_cohort, read_manifest
+    from sodeep.files import atomic_write
     from sodeep.run_folder import (
+        RUN_RECORD,
         RunInterrupted,
         check_no_input_inside,
         holds_files_besides_its_lock,
@@ -320,8 +322,20 @@ def run_nifti(
         if not overwrite:
             unfinished_runs(out, None, config.losses, config.seeds, config.folds)
         previous_run = _set_aside_previous_run(out, overwrite and not new_run)
+        # The record of the run resumed, as it was: its results' settings are checked only once
+        # the volumes are read, and a resume refused then leaves the folder's record as it found it.
+        kept_record = (out / RUN_RECORD).read_bytes() if resume and (out / RUN_RECORD).is_file() else None
         start_run_folder(out, record, overwrite=False)
         _say_started(fine_tuning, training)
+    results_checked = False
+
+    def on_checked(pending: int) -> None:
+        nonlocal results_checked
+        results_checked = True
+        _say_resumed(
+            out, leader and resume and not overwrite, len(config.losses) * len(config.seeds) * config.folds, pending
+        )
+
     with SignalStop(resume=resume_from_python("nifti")) as stop:
         stop.where = "the volume cache"
         try:
@@ -381,13 +395,12 @@ def run_nifti(
                     on_run=run_logger(run),
                     stop=stop,
                     trainer_options=config.trainer_options(),
-                    on_checked=lambda pending: _say_resumed(
-                        out,
-                        leader and resume and not overwrite,
-                        len(config.losses) * len(config.seeds) * config.folds,
-                        pending,
-                    ),
+                    on_checked=on_checked,
                 )
+            except ValueError:
+                if leader and kept_record is not None and not results_checked:
+                    atomic_write(out / RUN_RECORD, lambda stream: stream.write(kept_record))
+                raise
             finally:
                 release_process_group()  # the last training run has ended: every process still runs
             if leader:

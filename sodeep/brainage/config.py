@@ -415,11 +415,17 @@ class NiftiConfig(CommandConfig):
         _check_network(self)
 
 
+#: Settings whose flags read ``none`` as ``None`` (no cap, no EMA, from scratch, ...); a config
+#: file's ``none`` reads the same.
+NONE_SPELLED = ("max_minutes", "ema_decay", "init_from", "finetune_learning_rate", "finetune_epochs", "augment")
+
+
 def load_config(config_class: type, source: str | os.PathLike | Mapping[str, Any] | None = None, **overrides: Any):
     """A ``config_class`` instance from a YAML file or mapping, then ``overrides`` (e.g. flags).
 
     Keys are field names (``max_epochs``; ``max-epochs`` is read the same); an unknown key is
-    refused, naming the closest known one.
+    refused, naming the closest known one.  The settings of :data:`NONE_SPELLED` read ``none``
+    (any case) as ``None``, as their flags do, as well as YAML's ``null``.
 
     Args:
         config_class: :class:`TabularConfig`, :class:`SyntheticConfig` or :class:`NiftiConfig`.
@@ -432,7 +438,12 @@ def load_config(config_class: type, source: str | os.PathLike | Mapping[str, Any
     else:
         where = f"{source}: "
         values = read_yaml_mapping(source)
-    values = {str(key).replace("-", "_"): value for key, value in values.items()} | overrides
+    values = {str(key).replace("-", "_"): value for key, value in values.items()}
+    # "none" where a setting may be None, as its flag reads it ("--init-from none"); YAML's own is null.
+    values = {
+        key: None if key in NONE_SPELLED and isinstance(value, str) and value.strip().lower() == "none" else value
+        for key, value in values.items()
+    } | overrides
     names = [item.name for item in fields(config_class)]
     shared = {item.name for item in fields(CommandConfig)}
     known = [name for name in names if name not in shared] + [name for name in names if name in shared]  # own first

@@ -146,10 +146,13 @@ def dry_run(spec: Any, arguments: argparse.Namespace) -> int:
             f"known in advance; each trial runs with {threads}"
         )
         return 0
-    skipped, running, target = 0, 0, False
+    if spec.early_terminate is not None:
+        print("note: early_terminate needs W&B's server; offline every trial runs to its end")
+    skipped, running, target, started = 0, 0, False, 0
     for trial in source:
         trial_folder = launcher.trial_folder(trial)
         finished = not arguments.overwrite and is_finished(trial_folder / "summary.json")
+        started += not arguments.overwrite and not finished and (trial_folder / "trial.json").is_file()
         skipped += finished
         target |= finished and reaches_target(spec.metric, read_trial_summary(trial_folder / "summary.json"))
         in_use = not finished and trial_folder.is_dir() and run_in_use(trial_folder) is not None
@@ -164,7 +167,8 @@ def dry_run(spec: Any, arguments: argparse.Namespace) -> int:
         )
     print(line)
     if target:
-        print(f"metric {spec.metric['name']} has reached its target: a run starts no new trial")
+        finishing = f"; it finishes the {plural(started, 'trial')} started before" if started else ""
+        print(f"metric {spec.metric['name']} has reached its target: a run starts no new trial{finishing}")
     return 0
 
 

@@ -37,6 +37,9 @@ class Setting:
     units: dict[str, dict[str, float]] = field(default_factory=dict)
     #: What tells apart the units within a trial: the keys of its summary's folds (``seed``, ``fold``).
     fold_keys: list[str] = field(default_factory=list)
+    #: Trials of this setting that started but left no finished summary (failed or stopped): their
+    #: units are in neither ``n`` nor its missing values.
+    lost_trials: list[str] = field(default_factory=list)
 
     def values(self, metric: str) -> dict[str, float]:
         """``{unit: value}`` of the units that have a finite value of ``metric``."""
@@ -72,6 +75,17 @@ def group_settings(summaries: list[dict[str, Any]], over: list[str]) -> list[Set
                 unit = f"{unit}#{summary['trial']}"
             setting.units[unit] = {name: value for name, value in fold["metrics"].items() if _finite(value)}
     return list(settings.values())
+
+
+def add_lost_trials(settings: list[Setting], lost: dict[str, dict[str, Any]], over: list[str]) -> None:
+    """Note ``lost`` trials (``{trial: params}``, started without a finished summary) in the
+    :attr:`Setting.lost_trials` of the setting their parameters (``over`` aside) belong to."""
+    by_key = {value_key(setting.params): setting for setting in settings}
+    for trial, params in lost.items():
+        kept = {name: value for name, value in flatten(params).items() if name not in over}
+        setting = by_key.get(value_key(kept))
+        if setting is not None:
+            setting.lost_trials.append(trial)
 
 
 def metric_names(summaries: list[dict[str, Any]], first: str | None = None) -> list[str]:
@@ -179,7 +193,8 @@ def paired(setting: Setting, reference: Setting, metric: str) -> dict[str, float
 
 
 def setting_rows(settings: list[Setting], metrics: list[str], baseline: dict[str, str]) -> list[dict[str, Any]]:
-    """One dict per setting: its parameters, ``trials`` and, per metric, ``{m}_n`` (units with a
+    """One dict per setting: its parameters, ``trials``, ``trials_without_results`` (started,
+    without a finished summary) and, per metric, ``{m}_n`` (units with a
     finite value), ``{m}_missing`` (units without: NaN, infinite or not reported), ``{m}_mean``,
     ``{m}_sd`` and, with a baseline, ``{m}_diff_mean``, ``{m}_diff_sd``, ``{m}_pairs`` and
     ``{m}_wilcoxon_p``."""
@@ -210,6 +225,7 @@ def setting_rows(settings: list[Setting], metrics: list[str], baseline: dict[str
                 comparison = paired(setting, reference, metric) if reference not in (None, setting) else {}
                 for key in ("diff_mean", "diff_sd", "pairs", "wilcoxon_p"):
                     row[f"{metric}_{key}"] = comparison.get(key, math.nan)
+        row["trials_without_results"] = len(setting.lost_trials)
         rows.append(row)
     return rows
 

@@ -19,6 +19,7 @@ from typing import Any
 from sodeep.files import atomic_write_text
 from sodeep.sweeps.compare import (
     Setting,
+    add_lost_trials,
     describe,
     flatten,
     group_settings,
@@ -84,6 +85,26 @@ def read_summaries(folder: str | Path) -> tuple[list[dict[str, Any]], dict[str, 
             f"{folder} holds trials of several sweeps ({', '.join(sorted(named))}): report one sweep folder"
         )
     return summaries, counts
+
+
+def lost_trial_params(folder: Path) -> dict[str, dict[str, Any]]:
+    """``{trial: params}`` of the trials under ``folder/trials`` that started (``trial.json``) but
+    left no finished summary: failed, or stopped before it."""
+    lost: dict[str, dict[str, Any]] = {}
+    for record_path in sorted((folder / "trials").glob("*/trial.json")):
+        try:
+            finished = read_trial_summary(record_path.parent / "summary.json")["status"] == "finished"
+        except (OSError, ValueError):
+            finished = False
+        if finished:
+            continue
+        try:
+            params = json.loads(record_path.read_text(encoding="utf-8")).get("params")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(params, dict):
+            lost[record_path.parent.name] = params
+    return lost
 
 
 def default_over(summaries: list[dict[str, Any]]) -> list[str]:
@@ -188,6 +209,8 @@ def markdown(
             cells = [str(row.get(key)) for key in changing]
             missing = row[f"{metric}_missing"]
             count = f"{row[f'{metric}_n']} of {row[f'{metric}_n'] + missing}" if missing else str(row[f"{metric}_n"])
+            lost = row["trials_without_results"]
+            count += f" (+{lost} trial{'' if lost == 1 else 's'} without results)" if lost else ""
             cells += [count, _pm(row[f"{metric}_mean"], row[f"{metric}_sd"])]
             if baseline:
                 cells += [
@@ -203,6 +226,14 @@ def markdown(
                 f'**Missing values:** n "k of m" in {incomplete} setting{"" if incomplete == 1 else "s"}: '
                 f"of the m units it repeats over ({repeats}), m - k reported `{metric}` as NaN or infinite "
                 "(a diverged run?) or not at all; mean and sd are over the other k.",
+            ]
+        losing = sum(1 for row in rows if row["trials_without_results"])
+        if losing:
+            lines += [
+                "",
+                f"**Trials without results:** in {losing} setting{'' if losing == 1 else 's'}, trials failed or "
+                "stopped before their summary (`trials/<id>/output.log` says why): their units are in neither n "
+                "nor its m; `sodeep sweep run` with the same file runs them again.",
             ]
         if metric in plots:
             lines += ["", f"![{metric}]({plots[metric]})"]
@@ -285,6 +316,7 @@ def write_report(
     if missing:
         raise ValueError(f"--metric {missing[0]!r} is in no summary; metrics: {available}")
     settings = group_settings(summaries, over)
+    add_lost_trials(settings, lost_trial_params(folder), over)
     rows = setting_rows(settings, names, chosen)
     drawn: dict[str, str] = {}
     if plots:

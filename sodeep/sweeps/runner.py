@@ -36,6 +36,7 @@ from sodeep.sweeps.expand import Trial, expand_trials, grid_axes
 from sodeep.sweeps.launcher import RunningTrial, TrialLauncher, trial_threads
 from sodeep.sweeps.spec import SweepSpec
 from sodeep.sweeps.summary import is_finished, reaches_target, read_sweep_record, read_trial_summary
+from sodeep.wording import plural
 
 WANDB_MODES = ("offline", "online", "disabled")
 #: Seconds a stopped trial gets to exit after SIGINT (to close its files) before SIGKILL.
@@ -227,9 +228,16 @@ class _Scheduler:
             self.echo(f"{len(self.outcome.skipped)} of {self.total} trials already finished: skipped")
         return waiting
 
+    def started_before(self, trial: Trial) -> bool:
+        """Whether ``trial`` started in an earlier run of the sweep (its folder holds its record)."""
+        return (self.launcher.trial_folder(trial) / "trial.json").is_file()
+
     def next_trial(self, waiting: list[Trial]) -> Trial | None:
-        if self.outcome.target_reached:
-            return None
+        if self.outcome.target_reached:  # no new trials; those started before finish, as running ones do
+            started = next((trial for trial in waiting if self.started_before(trial)), None)
+            if started is not None:
+                waiting.remove(started)
+            return started
         if isinstance(self.source, list):
             return waiting.pop(0) if waiting else None
         return self.source.next_trial(self.folder, running=[r.trial for r in self.running])
@@ -237,7 +245,12 @@ class _Scheduler:
     def run(self) -> SweepOutcome:
         waiting = self.pending()
         if self.outcome.target_reached:
-            self.echo(f"metric {self.spec.metric['name']} reached its target in a finished trial: no new trials")
+            started = sum(self.started_before(trial) for trial in waiting)
+            finishing = f"; {plural(started, 'trial')} started before {'finishes' if started == 1 else 'finish'}"
+            self.echo(
+                f"metric {self.spec.metric['name']} reached its target in a finished trial: no new trials"
+                + (finishing if started else "")
+            )
         previous = self._take_stop_signals(self._first_stop)
         try:
             while True:

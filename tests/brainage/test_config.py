@@ -26,6 +26,21 @@ def test_numbers_yaml_reads_as_text_are_numbers_as_in_pretraining(tmp_path):
             load_config(TabularConfig, path)
 
 
+def test_none_in_a_yaml_file_reads_as_the_flags_read_it(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("init_from: none\nema_decay: None\nmax_minutes: NONE\naugment: none\nfinetune_epochs: null\n")
+    config = load_config(SyntheticConfig, path)
+    assert (config.init_from, config.ema_decay, config.max_minutes, config.augment, config.finetune_epochs) == (
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
+    path.write_text("id_column: none\n")  # a column may be named so: taken as written
+    assert load_config(TabularConfig, path).id_column == "none"
+
+
 @pytest.mark.parametrize(
     "text, message",
     [

@@ -258,8 +258,10 @@ def test_resuming_a_nifti_run_whose_volumes_changed_is_refused(tmp_path, capsys)
     status = (tmp_path / "s3.nii.gz").stat()
     os.utime(tmp_path / "s3.nii.gz", ns=(status.st_atime_ns, status.st_mtime_ns + 10**9))  # rewritten in place
     capsys.readouterr()
+    record = (out / "run.json").read_bytes()
     with pytest.raises(SystemExit) as exit_info:
         brainage("nifti", out, tmp_path, "--max-epochs", "1", "--seeds", "0", "1", "2", "--resume")
+    assert (out / "run.json").read_bytes() == record  # the refused command's seeds are not recorded
     printed = capsys.readouterr()
     error = printed.err
     assert exit_info.value.code == 2

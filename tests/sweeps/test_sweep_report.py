@@ -160,6 +160,22 @@ def test_an_unreadable_summary_counts_as_a_failed_trial(tmp_path):
         write_report(tmp_path, plots=False)
 
 
+def test_trials_that_started_and_left_no_results_are_counted_with_their_setting(tmp_path):
+    records = [({"losses": "l1", "seed": s}, {"mae": 1.0 + s}, None, "finished") for s in range(3)]
+    records += [({"losses": "mse", "seed": s}, {"mae": 2.0 + s}, None, "finished") for s in range(2)]
+    records.append(({"losses": "mse", "seed": 2}, {}, None, "failed"))
+    write_trials(tmp_path, records)
+    for trial, params in (("0005", {"losses": "mse", "seed": 2}), ("9999", {"losses": "mse", "seed": 3})):
+        (tmp_path / "trials" / trial / "trial.json").write_text(json.dumps({"trial": trial, "params": params}))
+    (tmp_path / "trials" / "0000" / "trial.json").write_text(json.dumps({"trial": "0000", "params": records[0][0]}))
+    write_report(tmp_path, plots=False)
+    l1, mse = rows(tmp_path)
+    assert (l1["trials_without_results"], mse["trials_without_results"]) == ("0", "2")
+    text = (tmp_path / "report.md").read_text()
+    assert "| l1 | 3 | 2 +- 1 |" in text and "| mse | 2 (+2 trials without results) | 2.5 +- 0.71 |" in text
+    assert "**Trials without results:** in 1 setting, trials failed or stopped before their summary" in text
+
+
 def test_summaries_that_name_no_sweep_are_reported_with_the_sweep_they_sit_in(tmp_path):
     write_trials(
         tmp_path, [({"seed": 0}, {"mae": 1.0}, None, "finished"), ({"seed": 1}, {"mae": 3.0}, None, "finished")]

@@ -286,6 +286,20 @@ def test_no_new_trial_once_the_metric_target_is_reached(tmp_path, monkeypatch, c
     assert main(["run", str(sweep), "--root", str(tmp_path / "runs"), "--dry-run"]) == 0
     printed = capsys.readouterr().out.splitlines()
     assert printed[-1] == "metric loss has reached its target: a run starts no new trial"
+    # A trial stopped before its end (here: its summary lost) started before the target was
+    # reached: a run finishes it, as it would have finished running, and starts no other.
+    (outcome.folder / "trials" / "0001" / "summary.json").unlink()
+    assert main(["run", str(sweep), "--root", str(tmp_path / "runs"), "--dry-run"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert (
+        printed[-1]
+        == "metric loss has reached its target: a run starts no new trial; it finishes the 1 trial started before"
+    )
+    lines.clear()
+    assert run_sweep(load_sweep(sweep), tmp_path / "runs", echo=lines.append).finished == ["0001"]
+    assert (
+        lines[1] == "metric loss reached its target in a finished trial: no new trials; 1 trial started before finishes"
+    )
 
 
 def fake_sweeps_package(suggested):
@@ -919,3 +933,15 @@ def test_dry_run_of_a_sweep_that_runs_is_refused_as_a_run_would_be(tmp_path, cap
         holder.wait()
     error = capsys.readouterr().err
     assert exited.value.code == 2 and f"{folder} is in use by a running sodeep command (process {holder.pid})" in error
+
+
+def test_a_dry_run_and_a_run_both_say_that_early_terminate_waits_for_the_server(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    body = "method: grid\nearly_terminate: {type: hyperband, min_iter: 3}\nparameters:\n  seed: {values: [3]}\n"
+    sweep = write_sweep(tmp_path, SUMMARY_PROGRAM, body)
+    note = "note: early_terminate needs W&B's server; offline every trial runs to its end"
+    assert main(["run", str(sweep), "--root", str(tmp_path / "runs"), "--dry-run"]) == 0
+    assert note in capsys.readouterr().out.splitlines()
+    lines = []
+    assert run_sweep(load_sweep(sweep), tmp_path / "runs", echo=lines.append).finished == ["0000"]
+    assert note in lines
