@@ -25,14 +25,13 @@ from torch import nn
 
 from sodeep.brainage.baselines import BASELINES, SEARCH_FOLDS, baseline_predictions
 from sodeep.brainage.config import TrainingConfig, check_run_plan
-from sodeep.brainage.cv_report import defined, names_sites, summarize
+from sodeep.brainage.cv_report import defined, names_sites, summarize, within_named_site_spearman
 from sodeep.brainage.finetuning import FineTuning
 from sodeep.brainage.interruption import SignalStop
 from sodeep.brainage.metrics import (
     fit_age_bias,
     gap_metrics,
     regression_metrics,
-    within_site_spearman,
 )
 from sodeep.brainage.models import AgeMLP
 from sodeep.brainage.results import PREDICTION_DECIMALS, RESULTS_FILE, add_run, is_finished, read_results, write_results
@@ -268,9 +267,9 @@ def add_baseline_runs(
 
 def score_predictions(predicted: np.ndarray, ages: np.ndarray, sites: np.ndarray, test: np.ndarray) -> dict[str, Any]:
     """The metrics of a run's test predictions (:func:`regression_metrics`), its within-site
-    Spearman (left out when it is undefined: no site column, no test site of three subjects, or
-    constant predictions), the test rows and the predictions."""
-    within = within_site_spearman(predicted, ages[test], sites[test]) if names_sites(sites) else float("nan")
+    Spearman over the subjects of named sites (left out when it is undefined: no site column, no
+    test site of three subjects, or constant predictions), the test rows and the predictions."""
+    within = within_named_site_spearman(predicted, ages[test], sites[test]) if names_sites(sites) else float("nan")
     return {
         **regression_metrics(predicted, ages[test]),
         **defined({"within_site_spearman": within}),

@@ -50,6 +50,20 @@ def names_sites(sites: Sequence[str]) -> bool:
     return any(str(site) != NO_SITE for site in sites)
 
 
+def named_site_rows(sites: Sequence[str]) -> list[int]:
+    """Indices of the subjects whose site is named (not :data:`~sodeep.brainage.tables.NO_SITE`,
+    an empty site cell: such subjects may come from any scanner, and are no site's)."""
+    return [index for index, site in enumerate(sites) if str(site) != NO_SITE]
+
+
+def within_named_site_spearman(predicted: Sequence[float], true: Sequence[float], sites: Sequence[str]) -> float:
+    """:func:`~sodeep.brainage.metrics.within_site_spearman` over the subjects of named sites
+    (:func:`named_site_rows`); NaN when none qualifies."""
+    known = named_site_rows(sites)
+    predicted, true = np.asarray(predicted)[known], np.asarray(true)[known]
+    return within_site_spearman(predicted, true, [sites[index] for index in known])
+
+
 def too_small_to_correlate(run: dict[str, Any], ages: np.ndarray | None = None) -> bool:
     """Whether the run's test fold has no correlation to measure, whatever the model: too few
     subjects (+-1), or, given the table's ``ages``, subjects all of one age (undefined)."""
@@ -64,7 +78,7 @@ def too_small_for(run: dict[str, Any], metric: str, ages: np.ndarray, sites: Seq
     model: a fold of fewer than :data:`CORRELATION_SUBJECTS`; for the within-site Spearman, a fold
     without a test site of three subjects of different ages."""
     if metric == "within_site_spearman":
-        rows = run.get("test_rows", ())
+        rows = [row for row in run.get("test_rows", ()) if str(sites[row]) != NO_SITE]
         return not correlatable_sites(ages[rows], [sites[i] for i in rows])
     return too_small_to_correlate(run, ages)
 
@@ -113,7 +127,7 @@ def summarize(results: dict[str, Any], ages: np.ndarray, sites: Sequence[str]) -
                     entry["per_site"][site] |= defined({"spearman": values["spearman"]})
             pooled = regression_metrics(predictions, ages[rows])
             if names_sites(row_sites):
-                pooled["within_site_spearman"] = within_site_spearman(predictions, ages[rows], row_sites)
+                pooled["within_site_spearman"] = within_named_site_spearman(predictions, ages[rows], row_sites)
             if not ordered:
                 # A fold whose predictions rank nobody (a constant): pooled, the folds' offsets
                 # alone would make a correlation.
@@ -195,8 +209,9 @@ def _summary_table(entries: dict[str, Any], label: str, seeds: list[int]) -> lis
         lines += [
             "",
             f"(k of N runs): the correlation of a test fold of fewer than {CORRELATION_SUBJECTS} subjects is +-1 "
-            "whatever the model, and that of subjects all of one age (as the R2) is undefined, so those runs are "
-            "left out of it.",
+            "whatever the model, and that of subjects all of one age (as the R2) is undefined, as is the "
+            "within-site Spearman of a test fold without a site of 3 or more subjects of different ages, so those "
+            "runs are left out of it.",
         ]
     return lines
 
@@ -232,7 +247,10 @@ def format_report(results: dict[str, Any], title: str) -> str:
     seeds = sorted({seed for entry in results["presets"].values() for seed in _seeds_of(entry)}) or settings["seeds"]
     entries = [*results["presets"].values(), *results.get("baselines", {}).values()]
     if any(names_sites(list(entry.get("per_site", {}))) for entry in entries):
-        legend = "within_site_spearman: Spearman inside each test site of 3 or more subjects, weighted by its subjects."
+        legend = (
+            "within_site_spearman: Spearman inside each test site of 3 or more subjects, weighted by its subjects "
+            "(subjects without a site left out)."
+        )
     else:
         legend = "no site is named, so within_site_spearman is n/a."
     lines = [

@@ -107,7 +107,7 @@ class FineTuning:
         _check_same_data(folder, record["config"], settings, command)
         preset, runs = _preset_runs(folder, preset)
         tests = {(run["seed"], run["fold"]): run.get("test_rows") for run in runs}
-        _check_runs_held(folder, preset, tests, seeds, folds)
+        _check_runs_held(folder, preset, tests, seeds, folds, command)
         fine_tuning = cls(folder.resolve(), _record_sha256(record), command, preset, freeze_backbone, tests)
         for seed in seeds:
             for fold in range(folds):
@@ -149,9 +149,8 @@ class FineTuning:
         path = self.checkpoint(seed, fold)
         if self.preset is not None:
             if (seed, fold) not in self.source_tests:
-                raise ValueError(
-                    f"init_from: {self.source} has no finished {self.preset} run for seed {seed} fold {fold}"
-                )
+                run = f"seed {seed}" if self.command == "synthetic" else f"seed {seed} fold {fold}"
+                raise ValueError(f"init_from: {self.source} has no finished {self.preset} run for {run}")
             tested = self.source_tests[(seed, fold)]
             if test_rows is not None and tested is not None and list(tested) != [int(row) for row in test_rows]:
                 raise ValueError(
@@ -201,11 +200,13 @@ def open_fine_tuning(
     }
 
 
-def started_from(init_from: Mapping[str, Any], config: Mapping[str, Any]) -> str:
+def started_from(init_from: Mapping[str, Any], config: Mapping[str, Any], *, folds: bool = True) -> str:
     """A report's sentence on where its runs started, from the results' ``settings["init_from"]``
-    (:meth:`FineTuning.settings`) and ``settings["config"]`` (the training's)."""
+    (:meth:`FineTuning.settings`) and ``settings["config"]`` (the training's); ``folds``: whether
+    the runs are cross-validation folds (not those of ``synthetic``, one split per seed)."""
     path, preset = init_from["path"], init_from.get("preset")
-    source = f"the `{preset}` model of its own seed and fold in `{path}`" if preset else f"`{path}`"
+    own = "seed and fold" if folds else "seed"
+    source = f"the `{preset}` model of its own {own} in `{path}`" if preset else f"`{path}`"
     trained = "its head alone (backbone frozen)" if init_from.get("freeze_backbone") else "every layer"
     return (
         f"Fine-tuned: each run started from {source} (sha256 {init_from['sha256'][:12]}) and trained {trained}, "
@@ -289,9 +290,12 @@ def _check_same_data(folder: Path, held: Mapping[str, Any], settings: Mapping[st
     differing = [key for key in SAME_DATA[command] if held.get(key) != settings.get(key)]
     if differing:
         changes = ", ".join(f"{key}: {held.get(key)!r} there, {settings.get(key)!r} here" for key in differing)
+        data, own = (
+            ("other data", "their own data") if command == "synthetic" else ("other data or folds", "their own folds")
+        )
         raise ValueError(
-            f"init_from: {folder} was trained on other data or folds ({changes}); its models can start runs "
-            "on their own folds only (a single checkpoint file starts every run from one model)"
+            f"init_from: {folder} was trained on {data} ({changes}); its models can start runs on {own} only (a "
+            "single checkpoint file starts every run from one model)"
         )
 
 
@@ -309,11 +313,17 @@ def _preset_runs(folder: Path, preset: str | None) -> tuple[str, list[dict[str, 
 
 
 def _check_runs_held(
-    folder: Path, preset: str, held: Mapping[tuple[int, int], Any], seeds: Sequence[int], folds: int
+    folder: Path, preset: str, held: Mapping[tuple[int, int], Any], seeds: Sequence[int], folds: int, command: str
 ) -> None:
     missing = [(seed, fold) for seed in seeds for fold in range(folds) if (seed, fold) not in held]
     if missing:
-        shown = ", ".join(f"seed {seed} fold {fold}" for seed, fold in missing[:3])
+        # synthetic runs one split per seed: no folds to name
+        name = (
+            (lambda seed, fold: f"seed {seed}")
+            if command == "synthetic"
+            else (lambda seed, fold: f"seed {seed} fold {fold}")
+        )
+        shown = ", ".join(name(seed, fold) for seed, fold in missing[:3])
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise ValueError(
             f"init_from: {folder} has no finished {preset} run for {shown}{more} (it holds seeds "

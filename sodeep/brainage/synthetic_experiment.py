@@ -354,7 +354,11 @@ def format_synthetic_report(results: dict[str, Any]) -> str:
         f"{settings['train']} training / {settings['test']} test subjects at 4 mm, gap SD "
         f"{settings['simulator']['gap_sd']} years; SFCN trained <= {settings['max_minutes']} min per run.",
         "",
-        *([started_from(settings["init_from"], settings["config"]), ""] if settings.get("init_from") else []),
+        *(
+            [started_from(settings["init_from"], settings["config"], folds=False), ""]
+            if settings.get("init_from")
+            else []
+        ),
         "| model | MAE | Pearson r | Spearman rho | corrected gap vs true gap: r (ceiling) | minutes | runs |",
         "|---|---|---|---|---|---|---|",
     ]

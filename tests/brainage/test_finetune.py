@@ -316,7 +316,7 @@ def simulated_once(monkeypatch):
 
 @pytest.mark.usefixtures("simulated_once")
 @pytest.mark.parametrize("command", ["synthetic", "nifti"])
-def test_the_volume_commands_start_from_their_source_models(tmp_path, inputs, command):
+def test_the_volume_commands_start_from_their_source_models(tmp_path, inputs, command, capsys):
     # A frozen backbone keeps SFCN's BatchNorm statistics: with no step size the predictions stay.
     assert brainage(command, tmp_path / "source", inputs) == 0
     flags = ["--init-from", str(tmp_path / "source"), "--freeze-backbone", *STILL]
@@ -326,6 +326,14 @@ def test_the_volume_commands_start_from_their_source_models(tmp_path, inputs, co
         assert Path(run["init_checkpoint"]).parent.name == (
             "seed0" if command == "synthetic" else f"seed0_fold{run['fold']}"
         )
+    # synthetic has one split per seed: its messages and report name seeds, not folds.
+    own = "seed" if command == "synthetic" else "seed and fold"
+    assert f"started from the `l1` model of its own {own} in" in (tmp_path / "tuned" / "results.md").read_text()
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        brainage(command, tmp_path / "more", inputs, *flags, "--seeds", "1")
+    missing = "seed 1" if command == "synthetic" else "seed 1 fold 0"
+    assert f"has no finished l1 run for {missing}" in capsys.readouterr().err
 
 
 def test_fine_tuning_settings_apply_only_to_runs_started_from_a_model():

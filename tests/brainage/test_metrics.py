@@ -90,3 +90,19 @@ def test_correlations_of_two_subjects_are_undefined_as_they_are_plus_or_minus_on
     three = regression_metrics(np.array([61.0, 20.0, 50.0]), np.array([30.0, 60.0, 45.0]))
     assert three["spearman"] == pytest.approx(scipy.stats.spearmanr([61, 20, 50], [30, 60, 45])[0])
     assert three["pearson"] == pytest.approx(scipy.stats.pearsonr([61, 20, 50], [30, 60, 45])[0])
+
+
+def test_within_site_spearman_leaves_out_the_subjects_without_a_site():
+    from sodeep.brainage.cv_report import within_named_site_spearman
+    from sodeep.brainage.tables import NO_SITE
+
+    generator = np.random.default_rng(0)
+    true = generator.uniform(20, 80, 30)
+    predicted = true + generator.normal(0, 15, 30)
+    sites = np.array(["a"] * 8 + ["b"] * 12 + [NO_SITE] * 10)
+    expected = sum(
+        count * scipy.stats.spearmanr(predicted[rows], true[rows]).statistic
+        for count, rows in ((8, slice(0, 8)), (12, slice(8, 20)))
+    ) / (8 + 12)
+    assert within_named_site_spearman(predicted, true, sites) == pytest.approx(expected)
+    assert np.isnan(within_named_site_spearman(predicted, true, [NO_SITE] * 30))
