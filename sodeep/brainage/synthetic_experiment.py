@@ -346,13 +346,16 @@ def _per_site(results: dict[str, Any], test_ages: np.ndarray, sites: list[str]) 
 
 
 def format_synthetic_report(results: dict[str, Any]) -> str:
-    """Markdown table: baselines, then every preset (mean over seeds)."""
+    """Markdown table: baselines, then every preset (mean +- sd over the seeds the folder holds)."""
     settings = results["settings"]
+    groups = [*results["presets"].values(), *results.get("cascade", {}).values()]
+    seeds = sorted({run["seed"] for entry in groups for run in entry["runs"] if "seed" in run})
     lines = [
         "# Brain age on synthetic MRI",
         "",
         f"{settings['train']} training / {settings['test']} test subjects at 4 mm, gap SD "
-        f"{settings['simulator']['gap_sd']} years; SFCN trained <= {settings['max_minutes']} min per run.",
+        f"{settings['simulator']['gap_sd']} years; SFCN trained <= {settings['max_minutes']} min per run"
+        + (f", seeds {seeds}." if seeds else "."),
         "",
         *(
             [started_from(settings["init_from"], settings["config"], folds=False), ""]
@@ -380,10 +383,12 @@ def format_synthetic_report(results: dict[str, Any]) -> str:
 
 
 def _mean_over(runs: list[dict[str, Any]], key: str, spec: str) -> str:
-    """The mean of ``key`` over the runs that define it, as ``spec`` formats it, with ``(k of N
-    runs)`` where some do not; ``n/a`` where none does (a correlation of constant predictions)."""
+    """The mean of ``key`` over the runs that define it (+- their sd where there are several), as
+    ``spec`` formats it, with ``(k of N runs)`` where some do not; ``n/a`` where none does (a correlation of constant predictions)."""
     values = [run[key] for run in runs if isinstance(run.get(key), (int, float)) and not math.isnan(run[key])]
     if not values:
         return "n/a"
     shown = format(float(np.mean(values)), spec)
+    if len(values) > 1:
+        shown += f" +- {format(float(np.std(values, ddof=1)), spec)}"
     return shown if len(values) == len(runs) else f"{shown} ({len(values)} of {len(runs)} runs)"

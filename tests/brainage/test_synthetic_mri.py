@@ -156,13 +156,24 @@ def test_the_synthetic_report_averages_a_metric_over_the_runs_that_define_it():
     from sodeep.brainage.synthetic_experiment import format_synthetic_report
 
     nan = float("nan")
-    run = {"mae": 5.0, "spearman": 0.5, "gap_recovery": 0.25, "gap_recovery_ceiling": 0.75, "train_minutes": 1.0}
+    run = {
+        "seed": 0,
+        "mae": 5.0,
+        "spearman": 0.5,
+        "gap_recovery": 0.25,
+        "gap_recovery_ceiling": 0.75,
+        "train_minutes": 1.0,
+    }
     results = {
         "settings": {"train": 8, "test": 4, "simulator": {"gap_sd": 3.0}, "max_minutes": 2},
         "baselines": {"ridge": {"mae": 6.0, "pearson": nan, "spearman": 0.25}},
-        "presets": {"l1": {"runs": [{**run, "pearson": 0.5}, {**run, "mae": 7.0, "pearson": nan}]}},
+        "presets": {"l1": {"runs": [{**run, "pearson": 0.5}, {**run, "seed": 1, "mae": 7.0, "pearson": nan}]}},
     }
     report = format_synthetic_report(results)
+    assert "SFCN trained <= 2 min per run, seeds [0, 1]." in report
     assert "| ridge | 6.00 | n/a | 0.250 | n/a | n/a | n/a |" in report
-    assert "| SFCN, l1 | 6.00 | 0.500 (1 of 2 runs) | 0.500 | 0.250 (0.75) | 1.0 | 2 |" in report
+    assert (
+        "| SFCN, l1 | 6.00 +- 1.41 | 0.500 (1 of 2 runs) | 0.500 +- 0.000 | 0.250 +- 0.000 (0.75 +- 0.00) | 1.0 +- 0.0 | 2 |"
+        in report
+    )
     assert "nan" not in report
