@@ -350,9 +350,10 @@ def _refusing_repeated_keys(loader: Any, node: Any, deep: bool = False) -> dict[
     return loader.construct_mapping(node, deep=deep)
 
 
-def read_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
+def read_yaml_mapping(path: str | os.PathLike, kind: str = "config") -> dict[str, Any]:
     """The mapping of settings in a YAML file (an empty file is an empty mapping); a key given
-    twice in any mapping of it is refused, where YAML would keep the last one silently."""
+    twice in any mapping of it is refused, where YAML would keep the last one silently.  ``kind``
+    names the file in the message for a missing one (``no sweep file at ...``)."""
     import yaml
 
     class RefusingRepeatedKeys(yaml.SafeLoader):
@@ -366,7 +367,7 @@ def read_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
     except _RepeatedKey as error:
         raise ValueError(f"{path}: {error}") from None
     except FileNotFoundError:
-        raise FileNotFoundError(f"no config file at {path}") from None
+        raise FileNotFoundError(f"no {kind} file at {path}") from None
     except UnicodeDecodeError:
         raise ValueError(f"{path} is not a text (YAML) file") from None
     except yaml.YAMLError as error:

@@ -136,6 +136,12 @@ def _cell(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def _parameter(value: Any) -> str:
+    """A parameter's value in the report's tables: ``true``/``false``/``null`` as YAML and the CSV
+    write them (and as a sweep file names them), anything else as Python prints it."""
+    return json.dumps(value) if value is None or isinstance(value, bool) else str(value)
+
+
 def repeated_over(settings: list[Setting], over: list[str]) -> str:
     """What repeats a setting, in words: ``"seed"``, ``"seeds and folds"``, ``"trials"``: the
     parameters in ``over``, then the keys that tell apart the folds of a trial's summary, such as
@@ -190,7 +196,9 @@ def markdown(
     if fixed:
         lines += [
             "",
-            "The same in every finished trial: " + ", ".join(f"`{key}={value}`" for key, value in fixed.items()) + ".",
+            "The same in every finished trial: "
+            + ", ".join(f"`{key}={_parameter(value)}`" for key, value in fixed.items())
+            + ".",
         ]
     if baseline:
         against = ", ".join(f"{key}={value}" for key, value in baseline.items())
@@ -206,7 +214,7 @@ def markdown(
         header = [*changing, "n", "mean +- sd"] + (["difference +- sd", "pairs", "p"] if baseline else [])
         lines += ["", f"## {metric}{goal}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in rows:
-            cells = [str(row.get(key)) for key in changing]
+            cells = [_parameter(row.get(key)) for key in changing]
             missing = row[f"{metric}_missing"]
             count = f"{row[f'{metric}_n']} of {row[f'{metric}_n'] + missing}" if missing else str(row[f"{metric}_n"])
             lost = row["trials_without_results"]

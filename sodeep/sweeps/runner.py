@@ -355,6 +355,7 @@ class _Scheduler:
                 # It wrote its summary before the stop came: finished, and skipped by the next run.
                 self.launcher.finish(running, running.process.returncode)
                 self.outcome.finished.append(running.trial.id)
+                self.echo(f"trial {running.trial.id} finished: it wrote its summary before the stop")
             else:
                 self.launcher.stopped(running)  # resumed by the next run where its program can
                 stopped += 1

@@ -213,7 +213,7 @@ def _exp(value: float) -> float:
 def load_sweep(path: str | os.PathLike) -> SweepSpec:
     """Read and check the sweep YAML at ``path``; its name defaults to the file's stem."""
     path = Path(path)
-    return sweep_from_mapping(read_yaml_mapping(path), source=str(path), default_name=path.stem)
+    return sweep_from_mapping(read_yaml_mapping(path, "sweep"), source=str(path), default_name=path.stem)
 
 
 def sweep_from_mapping(mapping: dict[str, Any], source: str = "the sweep", default_name: str = "sweep") -> SweepSpec:

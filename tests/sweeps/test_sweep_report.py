@@ -292,3 +292,17 @@ def test_a_metric_given_for_whole_trials_alone_is_named_where_folds_are_the_unit
         "--metric 'other' is given for whole trials, in none of their folds, the units this report compares; "
         "metrics of the folds: ['mae']"
     )
+
+
+def test_booleans_read_alike_in_the_markdown_and_the_csv(tmp_path):
+    records = [
+        ({"nesterov": flag, "seed": s, "fail": False}, {"mae": 1.0 + s + flag}, None, "finished")
+        for flag in (True, False)
+        for s in range(2)
+    ]
+    write_trials(tmp_path, records)
+    write_report(tmp_path, plots=False)
+    text = (tmp_path / "report.md").read_text()
+    assert "The same in every finished trial: `fail=false`." in text
+    assert "| true | 2 |" in text and "| false | 2 |" in text
+    assert [row["nesterov"] for row in rows(tmp_path)] == ["true", "false"]

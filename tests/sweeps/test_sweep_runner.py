@@ -159,7 +159,10 @@ def test_a_trial_stopped_after_writing_its_summary_counts_as_finished(tmp_path, 
     )
     summary = tmp_path / "runs" / "sweep" / "trials" / "0000" / "summary.json"
 
+    lines = []
+
     def interrupt_once_summarized(line):
+        lines.append(line)
         if line.startswith("trial 0000") and "started" in line:
             deadline = time.monotonic() + 20
             while not summary.exists() and time.monotonic() < deadline:
@@ -169,6 +172,7 @@ def test_a_trial_stopped_after_writing_its_summary_counts_as_finished(tmp_path, 
     with pytest.raises(SweepInterrupted) as interrupted:
         run_sweep(load_sweep(sweep), tmp_path / "runs", echo=interrupt_once_summarized)
     assert (interrupted.value.finished, interrupted.value.stopped) == (1, 0)
+    assert lines[-1] == "trial 0000 finished: it wrote its summary before the stop"
     assert "returncode" in json.loads((summary.parent / "trial.json").read_text())
     block.unlink()
     outcome = run_sweep(load_sweep(sweep), tmp_path / "runs", echo=lambda line: None)
@@ -945,3 +949,10 @@ def test_a_dry_run_and_a_run_both_say_that_early_terminate_waits_for_the_server(
     lines = []
     assert run_sweep(load_sweep(sweep), tmp_path / "runs", echo=lines.append).finished == ["0000"]
     assert note in lines
+
+
+def test_a_missing_sweep_file_is_named_as_such(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", str(tmp_path / "absent.yaml"), "--dry-run"])
+    assert exit_info.value.code == 2
+    assert f"no sweep file at {tmp_path / 'absent.yaml'}" in capsys.readouterr().err
