@@ -47,8 +47,8 @@ PRETRAIN_HELP = {
     "architecture": "sorter architecture (see sodeep.sorters.SORTERS)",
     "sorter": "JSON config of the architecture, e.g. '{\"softness\": 0.5}'; its keys override those of "
     "the --config YAML's sorter when the architecture is the same (another --architecture drops them)",
-    "init_from": "sorter checkpoint or finished pretraining run folder to start from (its architecture and "
-    "settings; --sorter may change those that change no weight shape)",
+    "init_from": "sorter checkpoint or finished pretraining run folder to start from, or none (its architecture "
+    "and settings, not those of the --config YAML's sorter; --sorter may change those that change no weight shape)",
     "lengths": 'sequence lengths: a range "2-256" or a list "8,100"; each batch draws one',
     "families": "synthetic families to train and validate on: all, or names of sodeep.synthetic.FAMILIES "
     'such as "uniform,ties,cauchy" (the order is part of the stream)',
@@ -121,8 +121,11 @@ def pretrain_config(arguments: argparse.Namespace) -> PretrainConfig:
     from_file = set(settings)  # less those a flag overrides, below
     recorded_architecture = settings.get("architecture", PretrainConfig.architecture)
     same_architecture = arguments.architecture in (None, recorded_architecture)
-    if not same_architecture:
-        settings.pop("sorter", None)  # the YAML's sorter settings are those of its own architecture
+    # The YAML's sorter settings are those of a fresh sorter of its own architecture: another
+    # --architecture drops them, and so does --init-from, whose sorter has its own.
+    starts_elsewhere = arguments.init_from is not None and "init_from" not in settings
+    if not same_architecture or starts_elsewhere:
+        settings.pop("sorter", None)
     for item in dataclasses.fields(PretrainConfig):
         value = getattr(arguments, item.name)
         if value is None:

@@ -499,7 +499,8 @@ class PretrainConfig:
     sorter: dict[str, Any] = field(default_factory=dict)
     #: A sorter to start from instead of fresh weights: a checkpoint file (``save_sorter``,
     #: ``sodeep export``, ``pretrained/*.pt``) or a finished pretraining run folder.  Its
-    #: architecture and settings are the run's (``architecture`` must name the same one).
+    #: architecture and settings are the run's (``architecture`` must name the same one);
+    #: ``None`` or ``"none"``: fresh weights.
     init_from: str | None = None
     #: A range ``"2-256"`` or a list of lengths; each batch draws its n uniformly from them.
     lengths: str | list[int] = "2-256"
@@ -596,6 +597,8 @@ class PretrainConfig:
             raise ValueError(f"affine_probability must be a number in [0, 1], got {self.affine_probability!r}")
         if isinstance(self.init_from, os.PathLike):
             self.init_from = os.fspath(self.init_from)
+        if isinstance(self.init_from, str) and self.init_from.strip().lower() == "none":
+            self.init_from = None  # as the brain-age commands read it: fresh weights
         if isinstance(self.init_from, str):
             self.init_from = os.path.expanduser(self.init_from)
         if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from.strip()):

@@ -370,13 +370,17 @@ def _initial_sorter(config: PretrainConfig, *, resumable: bool) -> Sorter:
     """The sorter the run starts from: fresh weights of ``config.architecture``, or the sorter
     ``config.init_from`` holds, trainable, with the entries of ``config.sorter`` that
     :func:`~sodeep.checkpoints.load_sorter` may replace.  A run that resumes from its checkpoint
-    needs no ``init_from`` file (its weights come from the checkpoint); where the file is gone,
-    the sorter is rebuilt from the checkpoint."""
+    is rebuilt from it: its weights come from there, and the ``init_from`` file may since have
+    changed or gone."""
     if config.init_from is None:
         return build_sorter(config.architecture, **config.sorter)
     source = Path(config.init_from)
-    if resumable and not source.exists():
-        return sorter_from_training_checkpoint(Path(config.out) / "checkpoints" / "last.ckpt", trainable=True)
+    if resumable:
+        try:
+            return sorter_from_training_checkpoint(Path(config.out) / "checkpoints" / "last.ckpt", trainable=True)
+        except (CheckpointError, ValueError, OSError, RuntimeError):
+            if not source.exists():  # the folder's checks name what is wrong with its checkpoint
+                return build_sorter(config.architecture, **config.sorter)
     try:
         sorter = load_sorter(source, trainable=True, **config.sorter)
     except (CheckpointError, ValueError, TypeError) as error:

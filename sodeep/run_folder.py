@@ -334,20 +334,25 @@ def check_no_input_inside(out: Path, config: dict[str, Any]) -> None:
                 path = Path(word).expanduser()
                 if not (path.exists() or path.is_symlink()):
                     continue
-                # As written (a link inside the folder is deleted) and where it leads (its target is).
+                # As written, with "." and ".." taken away (a link inside the folder is deleted
+                # itself), and where the links lead (their targets are).
+                written, written_folder = (
+                    Path(os.path.normpath(path.absolute())),
+                    Path(os.path.normpath(folder.absolute())),
+                )
                 inside = [
                     found
-                    for found, around in ((path.absolute(), folder.absolute()), (path.resolve(), folder.resolve()))
+                    for found, around in ((written, written_folder), (path.resolve(), folder.resolve()))
                     if found == around or around in found.parents
                 ]
             except (OSError, ValueError, RuntimeError):  # not a path this system can look up
                 continue
-            if inside and inside[0] in (folder.absolute(), folder.resolve()):
+            if inside and inside[0] in (written_folder, folder.resolve()):
                 raise ValueError(
                     f"{out} is what this run reads as {key}=: clearing it would delete it; {CHOOSE_ANOTHER_OUT}"
                 )
             if inside:
-                shown = word if inside[0] == path.absolute() else f"{inside[0]} (where {word} leads)"
+                shown = word if inside[0] == written else f"{inside[0]} (where {word} leads)"
                 raise ValueError(
                     f"clearing {out} would delete {shown}, which this run reads as {key}=; move it out of {out} "
                     f"first, or {CHOOSE_ANOTHER_OUT}"

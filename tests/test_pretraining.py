@@ -1226,6 +1226,27 @@ def test_an_interrupt_before_anything_was_saved_is_said_once_in_a_distributed_ru
     assert ("interrupted before this command saved anything" in capsys.readouterr().err) == said
 
 
+def test_init_from_drops_the_config_files_sorter_settings_and_none_is_fresh_weights(tmp_path):
+    from sodeep.cli import build_parser, pretrain_config
+
+    config = tmp_path / "config.yaml"
+    config.write_text("steps: 5\nsorter: {softness: 0.1, depth: 0}\n")
+    start = str(SHIPPED / "conv_sorter_depth2.pt")
+
+    def parsed(*flags):
+        return pretrain_config(build_parser().parse_args(["pretrain", "--config", str(config), *flags]))
+
+    assert parsed().sorter == {"softness": 0.1, "depth": 0}
+    assert parsed("--init-from", start).sorter == {}  # the file's sorter, depth 2, with its own settings
+    assert parsed("--init-from", start, "--sorter", '{"softness": 0.3}').sorter == {"softness": 0.3}
+    config.write_text(f"init_from: {start}\nsorter: {{softness: 0.3}}\n")  # written together: kept
+    assert parsed().sorter == {"softness": 0.3}
+    assert parsed("--init-from", "none").init_from is None
+    from_python = PretrainConfig(init_from=" None ")
+    from_python.validate()
+    assert from_python.init_from is None
+
+
 def test_a_run_from_init_from_starts_from_its_weights_and_resumes_without_the_file(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     start = tmp_path / "start.pt"
@@ -1247,9 +1268,12 @@ def test_a_run_from_init_from_starts_from_its_weights_and_resumes_without_the_fi
         _pretrain(tmp_path / "resumed", 6, *tuning)
     assert exit_info.value.code == 130
     monkeypatch.setattr(SorterPretraining, "training_step", original_step)
-    start.unlink()  # the weights come from the run's checkpoint
+    # The weights come from the run's checkpoint: the file may have changed since, or gone.
+    start.write_bytes((SHIPPED / "conv_sorter_depth2.pt").read_bytes())
     assert _pretrain(tmp_path / "resumed", 6, *tuning, "--resume") == 0
     _assert_same_weights(tmp_path / "straight", tmp_path / "resumed")
+    start.unlink()
+    assert _pretrain(tmp_path / "resumed", 6, *tuning, "--resume") == 0  # finished: nothing to train
     capsys.readouterr()
     # A fresh run needs the file, and a run folder it starts from is not cleared under it.
     with pytest.raises(SystemExit):

@@ -143,7 +143,7 @@ def test_overwrite_never_clears_a_folder_holding_a_file_the_run_reads(tmp_path):
     assert (out / "table.csv").is_file()
     # A run folder read as a whole (a run to start from), named as written or through a link.
     (tmp_path / "link").symlink_to(out)
-    for named in (out, tmp_path / "link", out / "."):
+    for named in (out, tmp_path / "link", out / ".", f"{out}/../{out.name}"):
         with pytest.raises(ValueError, match=f"^{out} is what this run reads as init_from=: clearing it would delete"):
             claim_run_folder(out, "tabular", {"init_from": str(named)}, overwrite=True)
     claim_run_folder(out, "tabular", {"csv": str(tmp_path / "outside.csv"), "note": "not a path"}, overwrite=True)

@@ -354,7 +354,12 @@ def format_synthetic_report(results: dict[str, Any]) -> str:
         "# Brain age on synthetic MRI",
         "",
         f"{settings['train']} training / {settings['test']} test subjects at 4 mm, gap SD "
-        f"{settings['simulator']['gap_sd']} years; SFCN trained <= {settings['max_minutes']} min per run"
+        f"{settings['simulator']['gap_sd']} years; SFCN trained "
+        + (
+            "without a time limit"
+            if settings.get("max_minutes") is None
+            else f"<= {settings['max_minutes']} min per run"
+        )
         + (f", seeds {seeds}." if seeds else "."),
         "",
         *(

@@ -124,7 +124,7 @@ def dry_run(spec: Any, arguments: argparse.Namespace) -> int:
     from sodeep.run_folder import check_no_run_inside_in_use, check_not_in_use, run_in_use
     from sodeep.sweeps.expand import Trial
     from sodeep.sweeps.launcher import LEFT_RUNNING_WAIT_SECONDS, THREAD_VARIABLES, TrialLauncher, trial_threads
-    from sodeep.sweeps.runner import check_sweep_folder, trial_source
+    from sodeep.sweeps.runner import check_sweep_folder, stopped_before, trial_source
     from sodeep.sweeps.summary import is_finished, reaches_target, read_trial_summary
 
     source = trial_source(
@@ -152,7 +152,7 @@ def dry_run(spec: Any, arguments: argparse.Namespace) -> int:
     for trial in source:
         trial_folder = launcher.trial_folder(trial)
         finished = not arguments.overwrite and is_finished(trial_folder / "summary.json")
-        started += not arguments.overwrite and not finished and (trial_folder / "trial.json").is_file()
+        started += not arguments.overwrite and not finished and stopped_before(trial_folder)
         skipped += finished
         target |= finished and reaches_target(spec.metric, read_trial_summary(trial_folder / "summary.json"))
         in_use = not finished and trial_folder.is_dir() and run_in_use(trial_folder) is not None
@@ -167,7 +167,7 @@ def dry_run(spec: Any, arguments: argparse.Namespace) -> int:
         )
     print(line)
     if target:
-        finishing = f"; it finishes the {plural(started, 'trial')} started before" if started else ""
+        finishing = f"; it finishes the {plural(started, 'trial')} stopped before" if started else ""
         print(f"metric {spec.metric['name']} has reached its target: a run starts no new trial{finishing}")
     return 0
 

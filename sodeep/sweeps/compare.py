@@ -79,13 +79,16 @@ def group_settings(summaries: list[dict[str, Any]], over: list[str]) -> list[Set
 
 def add_lost_trials(settings: list[Setting], lost: dict[str, dict[str, Any]], over: list[str]) -> None:
     """Note ``lost`` trials (``{trial: params}``, started without a finished summary) in the
-    :attr:`Setting.lost_trials` of the setting their parameters (``over`` aside) belong to."""
+    :attr:`Setting.lost_trials` of the setting their parameters (``over`` aside) belong to; a
+    setting none of whose trials finished is added, without units."""
     by_key = {value_key(setting.params): setting for setting in settings}
     for trial, params in lost.items():
         kept = {name: value for name, value in flatten(params).items() if name not in over}
-        setting = by_key.get(value_key(kept))
-        if setting is not None:
-            setting.lost_trials.append(trial)
+        key = value_key(kept)
+        if key not in by_key:
+            by_key[key] = Setting(kept)
+            settings.append(by_key[key])
+        by_key[key].lost_trials.append(trial)
 
 
 def metric_names(summaries: list[dict[str, Any]], first: str | None = None) -> list[str]:

@@ -30,6 +30,7 @@ from sodeep.sweeps.compare import (
     varying,
 )
 from sodeep.sweeps.summary import reaches_target, read_trial_summary
+from sodeep.wording import plural
 
 DEFAULT_OVER = ("seed", "seeds", "fold")
 
@@ -259,7 +260,8 @@ def report_notes(
     name = (metric or {}).get("name")
     if counts.get("target reached"):
         comparison = "<=" if metric.get("goal", "minimize") == "minimize" else ">="
-        rest = f": its {counts['not started']} trials not started will not run" if counts.get("not started") else ""
+        waiting = counts.get("not started", 0)
+        rest = f": its {plural(waiting, 'trial')} not started will not run" if waiting else ""
         notes.append(
             f"**Target reached:** a trial's `{name}` {comparison} {metric['target']}, so the sweep stops{rest}."
         )

@@ -117,6 +117,16 @@ def run_sweep(
     return _Scheduler(spec, folder, source, launcher, workers, echo).run()
 
 
+def stopped_before(trial_folder: Path) -> bool:
+    """Whether the trial of ``trial_folder`` started and was stopped before its end: its record
+    (``trial.json``) says the sweep stopped it, or has no exit status (its runner was killed)."""
+    try:
+        record = json.loads((trial_folder / "trial.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and (bool(record.get("stopped")) or "returncode" not in record)
+
+
 def trial_source(
     spec: SweepSpec, *, workers: int = 1, seed: int = 0, count: int | None = None, wandb: str = "offline"
 ) -> Any:
@@ -229,11 +239,12 @@ class _Scheduler:
         return waiting
 
     def started_before(self, trial: Trial) -> bool:
-        """Whether ``trial`` started in an earlier run of the sweep (its folder holds its record)."""
-        return (self.launcher.trial_folder(trial) / "trial.json").is_file()
+        """Whether ``trial`` started in an earlier run of the sweep and was stopped before its end
+        (not a trial that failed): :func:`stopped_before`."""
+        return stopped_before(self.launcher.trial_folder(trial))
 
     def next_trial(self, waiting: list[Trial]) -> Trial | None:
-        if self.outcome.target_reached:  # no new trials; those started before finish, as running ones do
+        if self.outcome.target_reached:  # no new trials; those stopped before finish, as running ones do
             started = next((trial for trial in waiting if self.started_before(trial)), None)
             if started is not None:
                 waiting.remove(started)
@@ -246,7 +257,7 @@ class _Scheduler:
         waiting = self.pending()
         if self.outcome.target_reached:
             started = sum(self.started_before(trial) for trial in waiting)
-            finishing = f"; {plural(started, 'trial')} started before {'finishes' if started == 1 else 'finish'}"
+            finishing = f"; {plural(started, 'trial')} stopped before {'finishes' if started == 1 else 'finish'}"
             self.echo(
                 f"metric {self.spec.metric['name']} reached its target in a finished trial: no new trials"
                 + (finishing if started else "")

@@ -171,6 +171,8 @@ def test_the_synthetic_report_averages_a_metric_over_the_runs_that_define_it():
     }
     report = format_synthetic_report(results)
     assert "SFCN trained <= 2 min per run, seeds [0, 1]." in report
+    unlimited = format_synthetic_report({**results, "settings": {**results["settings"], "max_minutes": None}})
+    assert "SFCN trained without a time limit, seeds [0, 1]." in unlimited
     assert "| ridge | 6.00 | n/a | 0.250 | n/a | n/a | n/a |" in report
     assert (
         "| SFCN, l1 | 6.00 +- 1.41 | 0.500 (1 of 2 runs) | 0.500 +- 0.000 | 0.250 +- 0.000 (0.75 +- 0.00) | 1.0 +- 0.0 | 2 |"

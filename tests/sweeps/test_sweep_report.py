@@ -174,6 +174,15 @@ def test_trials_that_started_and_left_no_results_are_counted_with_their_setting(
     text = (tmp_path / "report.md").read_text()
     assert "| l1 | 3 | 2 +- 1 |" in text and "| mse | 2 (+2 trials without results) | 2.5 +- 0.71 |" in text
     assert "**Trials without results:** in 1 setting, trials failed or stopped before their summary" in text
+    # A setting none of whose trials finished is still a row of the report.
+    (tmp_path / "trials" / "0007").mkdir()
+    (tmp_path / "trials" / "0007" / "trial.json").write_text(
+        json.dumps({"trial": "0007", "params": {"losses": "mae", "seed": 0}})
+    )
+    write_report(tmp_path, baseline=["losses=mae"], plots=False)
+    assert [row["losses"] for row in rows(tmp_path)] == ["l1", "mse", "mae"]
+    text = (tmp_path / "report.md").read_text()
+    assert "| mae | 0 (+1 trial without results) |" in text and "in 2 settings, trials failed" in text
 
 
 def test_summaries_that_name_no_sweep_are_reported_with_the_sweep_they_sit_in(tmp_path):

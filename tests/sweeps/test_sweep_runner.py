@@ -290,19 +290,23 @@ def test_no_new_trial_once_the_metric_target_is_reached(tmp_path, monkeypatch, c
     assert main(["run", str(sweep), "--root", str(tmp_path / "runs"), "--dry-run"]) == 0
     printed = capsys.readouterr().out.splitlines()
     assert printed[-1] == "metric loss has reached its target: a run starts no new trial"
-    # A trial stopped before its end (here: its summary lost) started before the target was
-    # reached: a run finishes it, as it would have finished running, and starts no other.
-    (outcome.folder / "trials" / "0001" / "summary.json").unlink()
+    # A trial stopped before its end (its record says so, and it has no summary) had started
+    # before the target was reached: a run finishes it, as it would have finished running, and
+    # starts no other.  A trial that failed is not run again.
+    for trial, ending in (("0001", {"stopped": True, "returncode": -2}), ("0000", {"returncode": 1})):
+        record = outcome.folder / "trials" / trial / "trial.json"
+        record.write_text(json.dumps(json.loads(record.read_text()) | ending))
+        (record.parent / "summary.json").unlink()
     assert main(["run", str(sweep), "--root", str(tmp_path / "runs"), "--dry-run"]) == 0
     printed = capsys.readouterr().out.splitlines()
     assert (
         printed[-1]
-        == "metric loss has reached its target: a run starts no new trial; it finishes the 1 trial started before"
+        == "metric loss has reached its target: a run starts no new trial; it finishes the 1 trial stopped before"
     )
     lines.clear()
     assert run_sweep(load_sweep(sweep), tmp_path / "runs", echo=lines.append).finished == ["0001"]
     assert (
-        lines[1] == "metric loss reached its target in a finished trial: no new trials; 1 trial started before finishes"
+        lines[1] == "metric loss reached its target in a finished trial: no new trials; 1 trial stopped before finishes"
     )
 
 
