@@ -180,9 +180,7 @@ def without_underscores(kind: type[int] | type[float]) -> Callable[[str], Any]:
 
     def parse(text: Any) -> Any:
         if isinstance(text, str) and "_" in text:
-            raise UnderscoreInNumber(
-                f"{text!r} holds an underscore: write numbers without one (2-8 for a range of lengths)"
-            )
+            raise UnderscoreInNumber(f"{text!r} holds an underscore: write numbers without one")
         return kind(text)
 
     parse.__name__ = kind.__name__

@@ -647,5 +647,5 @@ def test_an_unknown_pretrain_yaml_key_is_named_as_written(tmp_path, capsys):
 )
 def test_a_number_flag_with_an_underscore_is_refused_not_read_without_it(tmp_path, capsys, argv):
     error = _one_line_error([*argv, "--out", str(tmp_path / "run")], capsys)
-    assert "holds an underscore: write numbers without one (2-8 for a range of lengths)" in error
+    assert "holds an underscore: write numbers without one" in error and "lengths" not in error
     assert not (tmp_path / "run").exists()

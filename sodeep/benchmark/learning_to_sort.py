@@ -11,9 +11,11 @@ of positions holding the right element).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -294,7 +296,9 @@ def run_sorting(
     # Leaving the block terminates the workers, also on ctrl-C or SIGTERM: none outlives the run.
     results: dict[int, dict] = {}
     numbered = [(position, job, task, mnist) for position, job in enumerate(jobs)]
-    with multiprocessing.get_context("spawn").Pool(workers, initializer=_leave_ctrl_c_to_the_parent) as pool:
+    with children_ignore_ctrl_c():  # from their first instruction: a Ctrl-C while they import torch too
+        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_leave_ctrl_c_to_the_parent)
+    with pool:
         for index, (position, row) in enumerate(pool.imap_unordered(_run_numbered_job, numbered), 1):
             results[position] = row
             finished(row, index)
@@ -318,6 +322,25 @@ def _in_job_order(jobs: list[SortingJob], *found: dict[SortingJob, dict]) -> lis
     for mapping in found:
         rows.update(mapping)
     return [rows[job] for job in jobs]
+
+
+@contextlib.contextmanager
+def children_ignore_ctrl_c() -> Iterator[None]:
+    """Processes started inside ignore ctrl-C from their start (the ignored disposition is
+    inherited, and Python then installs no KeyboardInterrupt handler); this process ignores it
+    only for as long as they take to start.  Outside the main thread, where no handler can be
+    set, nothing changes."""
+    import signal
+
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _leave_ctrl_c_to_the_parent() -> None:

@@ -184,7 +184,7 @@ def speed_markdown(rows: list[dict]) -> list[str]:
                 if row is None:
                     entries.append("-")
                     continue
-                ratio = f" ({row['ratio_to_torchsort']:.2g}x)" if row["ratio_to_torchsort"] else ""
+                ratio = f" ({times(row['ratio_to_torchsort'])})" if row["ratio_to_torchsort"] else ""
                 entries.append(f"{row['seconds'] * 1e3:.3g}{ratio}")
             lines.append(f"| {ranker} | " + " | ".join(entries) + " |")
         lines.append("")
@@ -281,3 +281,8 @@ def is_script_json(data: object) -> bool:
     """Whether ``data`` (parsed JSON) is what a benchmark script's ``--json`` writes: an object
     with its ``settings`` and ``rows`` (a file that a later run of a script may replace)."""
     return isinstance(data, dict) and {"settings", "rows"} <= data.keys()
+
+
+def times(ratio: float) -> str:
+    """A ratio to two significant digits, written out: ``2.8x``, ``32x``, ``140x`` (not ``1.4e+02x``)."""
+    return f"{float(format(ratio, '.2g')):g}x"

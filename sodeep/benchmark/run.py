@@ -50,7 +50,7 @@ def claim_output_folder(out: Path, overwrite: bool, resume: bool = False) -> Pat
     results first, or ``resume``, which keeps them; a folder holding anything else is always
     refused: a benchmark never mixes its files with a user's, nor takes a user's ``results.json``
     for its own."""
-    from sodeep.run_folder import RUN_LOCK, enclosing_run_folder, hold_folder, is_file_manager_file
+    from sodeep.run_folder import RUN_LOCK, check_not_in_use, enclosing_run_folder, hold_folder, is_file_manager_file
 
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file, not a folder; give out= a new or empty folder")
@@ -60,6 +60,14 @@ def claim_output_folder(out: Path, overwrite: bool, resume: bool = False) -> Pat
             f"{out} is inside the run folder {run_folder}, whose files its command writes (and whose overwrite "
             "deletes them); give out= a folder outside it"
         )
+    around = next((folder for folder in out.absolute().parents if _holds_benchmark_results(folder)), None)
+    if around is not None:
+        raise ValueError(
+            f"{out} is inside the benchmark folder {around}, which then could be neither resumed nor replaced; "
+            "give out= a folder outside it"
+        )
+    if out.is_dir():  # before any advice to resume or replace what it holds
+        check_not_in_use(out, "give another out=")
     present = sorted(path.name for path in out.iterdir()) if out.is_dir() else []
     ours = [name for name in present if name in OUTPUT_FILES or _is_temporary_output(name)]
     others = [name for name in present if name not in (*ours, RUN_LOCK) and not is_file_manager_file(name)]
@@ -233,10 +241,11 @@ def _previous_results(out: Path, config: BenchConfig) -> dict:
     try:
         previous = null_as_nan(json.loads(path.read_text(encoding="utf-8")))
         held = previous["config"]
-        previous["wall_seconds"], previous["skipped"]
         for key, unknown in (("command", ""), ("hardware", "not recorded"), ("resumed", [])):
             previous.setdefault(key, unknown)
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        if not _well_formed(previous):
+            raise ValueError
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
         raise ValueError(f"{path} is damaged; run with overwrite=True instead of resume=True") from None
     wanted = json.loads(json.dumps(config.as_dict()))  # as JSON reads it back: tuples are lists
     # Where it runs and how many processes train do not change the results, nor the order of the parts.
@@ -253,6 +262,25 @@ def _previous_results(out: Path, config: BenchConfig) -> dict:
             f"settings{_preset_of(held, differing)}, or run with overwrite=True instead of resume=True"
         )
     return previous
+
+
+def _well_formed(previous: dict) -> bool:
+    """Whether a benchmark's ``results.json`` has what a resume reads: its settings, the rankers,
+    what was left out, and the rows of each part it finished (``wall_seconds`` names them)."""
+
+    def rows(value: object) -> bool:
+        return isinstance(value, list) and all(isinstance(row, dict) for row in value)
+
+    finished = previous.get("wall_seconds")
+    return (
+        isinstance(previous.get("config"), dict)
+        and isinstance(finished, dict)
+        and all(part in PART_KEYS for part in finished)
+        and rows(previous.get("skipped"))
+        and rows(previous.get("rankers", []))
+        and isinstance(previous.get("resumed"), list)
+        and all(rows(previous.get(key)) for part in finished for key in PART_KEYS[part])
+    )
 
 
 def _check_same_rankers(out: Path, previous: dict, rankers: list) -> None:

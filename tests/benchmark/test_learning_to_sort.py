@@ -164,3 +164,17 @@ def test_workers_are_refused_to_a_program_read_from_standard_input(tmp_path):
     )
     assert done.stdout.splitlines() == [refusal, refusal], done.stderr
     assert not out.exists()  # refused before the benchmark wrote anything
+
+
+def test_worker_processes_ignore_ctrl_c_from_their_start_and_the_parent_takes_it_back():
+    import multiprocessing
+    import signal
+
+    from sodeep.benchmark.learning_to_sort import children_ignore_ctrl_c
+
+    before = signal.getsignal(signal.SIGINT)
+    with children_ignore_ctrl_c():
+        pool = multiprocessing.get_context("spawn").Pool(1)  # no initializer: as started
+    with pool:
+        assert pool.apply(signal.getsignal, (signal.SIGINT,)) == signal.SIG_IGN
+    assert signal.getsignal(signal.SIGINT) is before

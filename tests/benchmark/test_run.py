@@ -206,21 +206,65 @@ def test_a_damaged_results_file_is_named_as_such(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["results.json", "results.md"]
 
 
+def test_a_benchmark_folder_inside_another_is_refused(tmp_path):
+    from sodeep.benchmark.run import claim_output_folder
+
+    (tmp_path / "host").mkdir()
+    (tmp_path / "host" / "results.json").write_text('{"schema": "sodeep-bench/1"}')
+    for inner in (tmp_path / "host" / "b2", tmp_path / "host" / "deeper" / "b3"):
+        with pytest.raises(ValueError, match=rf"^{inner} is inside the benchmark folder {tmp_path / 'host'}"):
+            claim_output_folder(inner, overwrite=False)
+        assert not inner.exists()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"fidelity": None}, {"skipped": [1, 2]}, {"rankers": None}, {"config": []}, {"wall_seconds": {"bogus": 1.0}}],
+)
+def test_a_results_file_of_the_wrong_shape_is_damaged_for_a_resume(tmp_path, change):
+    from sodeep.benchmark.report import SCHEMA
+    from sodeep.benchmark.run import _previous_results
+
+    config = BenchConfig(parts=("fidelity",), out=str(tmp_path))
+    held = {
+        "schema": SCHEMA,
+        "config": json.loads(json.dumps(config.as_dict())),
+        "rankers": [],
+        "skipped": [],
+        "wall_seconds": {"fidelity": 1.0},
+        "fidelity": [{"ranker": "exact"}],
+    }
+    (tmp_path / "results.json").write_text(json.dumps(held))
+    assert _previous_results(tmp_path, config)["fidelity"] == [{"ranker": "exact"}]
+    (tmp_path / "results.json").write_text(json.dumps(held | change))
+    with pytest.raises(ValueError, match="results.json is damaged; run with overwrite=True instead of resume=True"):
+        _previous_results(tmp_path, config)
+    del held["fidelity"]
+    (tmp_path / "results.json").write_text(json.dumps(held))
+    with pytest.raises(ValueError, match="is damaged"):
+        _previous_results(tmp_path, config)
+
+
 def test_a_folder_in_use_by_a_running_benchmark_is_refused(tmp_path):
     import subprocess
     import sys
 
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "results.json").write_text('{"schema": "sodeep-bench/1"}')
     holder = (
         "import sys, time; from pathlib import Path; from sodeep.benchmark.run import claim_output_folder; "
-        "claim_output_folder(Path(sys.argv[1]), overwrite=False); print('held', flush=True); time.sleep(60)"
+        "claim_output_folder(Path(sys.argv[1]), overwrite=False, resume=True); print('held', flush=True); "
+        "time.sleep(60)"
     )
     process = subprocess.Popen([sys.executable, "-c", holder, str(tmp_path / "out")], stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout.readline().strip() == "held"
         from sodeep.benchmark.run import claim_output_folder
 
-        with pytest.raises(ValueError, match=rf"in use by a running sodeep command \(process {process.pid}\)"):
-            claim_output_folder(tmp_path / "out", overwrite=True)
+        # Said first, whatever the flags: advice to resume or replace would only lead there.
+        for flags in ({"overwrite": True}, {"overwrite": False}, {"overwrite": False, "resume": True}):
+            with pytest.raises(ValueError, match=rf"in use by a running sodeep command \(process {process.pid}\)"):
+                claim_output_folder(tmp_path / "out", **flags)
     finally:
         process.kill()
         process.wait()
@@ -253,6 +297,8 @@ def test_plot_lines_stay_distinct_and_speed_headers_name_torchsort_only_when_it_
     assert "ratio to torchsort" not in "\n".join(speed_markdown(rows))
     rows[1]["ratio_to_torchsort"] = 2.0
     assert "(ratio to torchsort eps=1)" in "\n".join(speed_markdown(rows))
+    rows[1]["ratio_to_torchsort"] = 137.6  # written out, two significant digits
+    assert "| 1 (140x) |" in "\n".join(speed_markdown(rows))
 
 
 def test_tables_show_a_spread_only_where_there_are_two_seeds_or_more():
