@@ -256,6 +256,20 @@ def job_of_row(row: dict) -> SortingJob:
     return SortingJob(row["family"], row["value"], row["loss"], row["n"], row["seed"])
 
 
+def rows_of_jobs(rows: list[dict], jobs: list[SortingJob]) -> list[dict]:
+    """The first row of each of ``jobs`` among ``rows``; rows of no such job (another run's, or
+    not a result row at all) are left out."""
+    wanted, found = set(jobs), {}
+    for row in rows:
+        try:
+            job = job_of_row(row)
+        except (KeyError, TypeError):
+            continue
+        if job in wanted:
+            found.setdefault(job, row)
+    return list(found.values())
+
+
 def run_sorting(
     jobs: list[SortingJob],
     task: SortingTask,

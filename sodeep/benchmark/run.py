@@ -16,6 +16,7 @@ from sodeep.benchmark.report import json_text, null_as_nan
 from sodeep.files import atomic_write_text
 from sodeep.run_folder import releasing_run_folders
 from sodeep.stream_loader import available_cores
+from sodeep.wording import plural
 
 
 def hardware() -> str:
@@ -361,7 +362,7 @@ def _run_part(part: str, config: BenchConfig, families, rankers, results: dict, 
         )
         results["skipped"] = results["skipped"] + skipped
     elif part == "sorting":
-        from sodeep.benchmark.learning_to_sort import SortingTask, run_sorting, sorting_jobs
+        from sodeep.benchmark.learning_to_sort import SortingTask, rows_of_jobs, run_sorting, sorting_jobs
         from sodeep.benchmark.report import summarize_sorting
 
         jobs, skipped = sorting_jobs(
@@ -382,9 +383,9 @@ def _run_part(part: str, config: BenchConfig, families, rankers, results: dict, 
         )
         mnist = None if config.mnist is None else _mnist_files(config.mnist)
         rows_path = Path(config.out) / "sorting_rows.jsonl"
-        done = _finished_rows(rows_path) if resume else []
+        done = rows_of_jobs(_finished_rows(rows_path), jobs) if resume else []
         if done:
-            progress(f"sorting: {len(done)} finished trainings kept from {rows_path}")
+            progress(f"sorting: {plural(len(done), 'finished training')} kept from {rows_path}")
             # Without a line the interruption cut short, which the new rows would otherwise extend.
             atomic_write_text(rows_path, "".join(json_text(row) + "\n" for row in done))
         else:

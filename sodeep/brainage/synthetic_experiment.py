@@ -389,7 +389,8 @@ def format_synthetic_report(results: dict[str, Any]) -> str:
 
 def _mean_over(runs: list[dict[str, Any]], key: str, spec: str) -> str:
     """The mean of ``key`` over the runs that define it (+- their sd where there are several), as
-    ``spec`` formats it, with ``(k of N runs)`` where some do not; ``n/a`` where none does (a correlation of constant predictions)."""
+    ``spec`` formats it, with ``(k of N runs)`` where some do not; ``n/a`` where none does (a
+    correlation of constant predictions)."""
     values = [run[key] for run in runs if isinstance(run.get(key), (int, float)) and not math.isnan(run[key])]
     if not values:
         return "n/a"

@@ -589,7 +589,7 @@ def test_a_resume_where_other_rankers_can_run_is_refused(tmp_path, monkeypatch):
         main([*argv, "--resume"])
 
 
-def test_a_resume_after_a_training_row_cut_short_keeps_every_row_whole(tmp_path, monkeypatch):
+def test_a_resume_after_a_training_row_cut_short_keeps_every_row_whole(tmp_path, monkeypatch, capsys):
     import sodeep.benchmark.learning_to_sort as learning_to_sort
 
     monkeypatch.setattr(BenchConfig, "quick", classmethod(lambda cls, **overrides: cls(**{**TINY, **overrides})))
@@ -607,9 +607,14 @@ def test_a_resume_after_a_training_row_cut_short_keeps_every_row_whole(tmp_path,
     assert main([*argv, "--out", str(out)]) == 130
     rows_path = out / "sorting_rows.jsonl"
     whole = rows_path.read_text()
-    rows_path.write_text(whole + whole.splitlines()[0][:40])  # a row the interruption cut short
+    # Rows of no training of this run (written by hand, or another tool), then a row the
+    # interruption cut short.
+    foreign = '{"ranker": "x", "seed": 0}\n[1, 2]\n'
+    rows_path.write_text(whole + foreign + whole + whole.splitlines()[0][:40])
     monkeypatch.setattr(learning_to_sort, "run_job", original)
+    capsys.readouterr()
     assert main([*argv, "--out", str(out), "--resume"]) == 0
+    assert f"sorting: 1 finished training kept from {rows_path}" in capsys.readouterr().out
     lines = rows_path.read_text().splitlines()
     rows = [json.loads(line) for line in lines]  # every line parses
     assert len(rows) == len(json.loads((out / "results.json").read_text())["sorting"]) and lines[0] == whole.strip()
