@@ -123,7 +123,11 @@ def pretrain_config(arguments: argparse.Namespace) -> PretrainConfig:
     same_architecture = arguments.architecture in (None, recorded_architecture)
     # The YAML's sorter settings are those of a fresh sorter of its own architecture: another
     # --architecture drops them, and so does --init-from, whose sorter has its own.
-    starts_elsewhere = arguments.init_from is not None and "init_from" not in settings
+    # (A YAML's sorter settings that go with its own init_from go with it when the flag replaces it.)
+    flag_start = arguments.init_from
+    starts_elsewhere = (
+        flag_start is not None and flag_start.strip().lower() != "none" and flag_start != settings.get("init_from")
+    )
     if not same_architecture or starts_elsewhere:
         settings.pop("sorter", None)
     for item in dataclasses.fields(PretrainConfig):

@@ -1240,8 +1240,11 @@ def test_init_from_drops_the_config_files_sorter_settings_and_none_is_fresh_weig
     assert parsed("--init-from", start).sorter == {}  # the file's sorter, depth 2, with its own settings
     assert parsed("--init-from", start, "--sorter", '{"softness": 0.3}').sorter == {"softness": 0.3}
     config.write_text(f"init_from: {start}\nsorter: {{softness: 0.3}}\n")  # written together: kept
-    assert parsed().sorter == {"softness": 0.3}
-    assert parsed("--init-from", "none").init_from is None
+    assert parsed().sorter == {"softness": 0.3} == parsed("--init-from", start).sorter
+    # ... and replaced together: another file's sorter has its own settings.
+    assert parsed("--init-from", str(SHIPPED / "conv_sorter.pt")).sorter == {}
+    config.write_text("sorter: {softness: 0.1}\n")
+    assert parsed("--init-from", "none").init_from is None and parsed("--init-from", "NONE").sorter == {"softness": 0.1}
     from_python = PretrainConfig(init_from=" None ")
     from_python.validate()
     assert from_python.init_from is None

@@ -256,14 +256,42 @@ def job_of_row(row: dict) -> SortingJob:
     return SortingJob(row["family"], row["value"], row["loss"], row["n"], row["seed"])
 
 
+#: The fields of a training's result row (:func:`run_job`), by type: text, whole numbers, and
+#: real numbers (NaN where undefined).
+ROW_TEXT = ("ranker", "family", "setting", "loss")
+ROW_COUNTS = ("n", "seed")
+ROW_NUMBERS = (
+    "exact_match",
+    "element_wise",
+    "validation_exact_match",
+    "validation_element_wise",
+    "train_seconds",
+    "final_loss",
+)
+
+
+def is_result_row(row: object) -> bool:
+    """Whether ``row`` has every field of a training's result, each of its type."""
+    return (
+        isinstance(row, dict)
+        and all(isinstance(row.get(key), str) for key in ROW_TEXT)
+        and all(isinstance(row.get(key), int) and not isinstance(row.get(key), bool) for key in ROW_COUNTS)
+        and all(isinstance(row.get(key), (int, float)) and not isinstance(row.get(key), bool) for key in ROW_NUMBERS)
+        and isinstance(row.get("is_default"), bool)
+        and "value" in row
+    )
+
+
 def rows_of_jobs(rows: list[dict], jobs: list[SortingJob]) -> list[dict]:
     """The first row of each of ``jobs`` among ``rows``; rows of no such job (another run's, or
-    not a result row at all) are left out."""
+    not a whole result row, :func:`is_result_row`) are left out."""
     wanted, found = set(jobs), {}
     for row in rows:
+        if not is_result_row(row):
+            continue
         try:
             job = job_of_row(row)
-        except (KeyError, TypeError):
+        except TypeError:  # a value that cannot be hashed: no job of this run's
             continue
         if job in wanted:
             found.setdefault(job, row)

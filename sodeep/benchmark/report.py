@@ -185,7 +185,7 @@ def speed_markdown(rows: list[dict]) -> list[str]:
                     entries.append("-")
                     continue
                 ratio = f" ({times(row['ratio_to_torchsort'])})" if row["ratio_to_torchsort"] else ""
-                entries.append(f"{row['seconds'] * 1e3:.3g}{ratio}")
+                entries.append(f"{written_out(row['seconds'] * 1e3, 3)}{ratio}")
             lines.append(f"| {ranker} | " + " | ".join(entries) + " |")
         lines.append("")
     return lines
@@ -283,6 +283,16 @@ def is_script_json(data: object) -> bool:
     return isinstance(data, dict) and {"settings", "rows"} <= data.keys()
 
 
+def written_out(value: float, digits: int) -> str:
+    """``value`` to ``digits`` significant digits without an exponent from 1e-4 up: ``1050``, not
+    ``1.05e+03``; ``n/a`` where it is not finite."""
+    if not math.isfinite(value):
+        return "n/a"
+    rounded = float(format(value, f".{digits}g"))
+    return f"{rounded:.0f}" if abs(rounded) >= 10**digits else f"{rounded:g}"
+
+
 def times(ratio: float) -> str:
     """A ratio to two significant digits, written out: ``2.8x``, ``32x``, ``140x`` (not ``1.4e+02x``)."""
-    return f"{float(format(ratio, '.2g')):g}x"
+    shown = written_out(ratio, 2)
+    return shown if shown == "n/a" else f"{shown}x"

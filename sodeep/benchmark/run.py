@@ -236,18 +236,20 @@ PART_KEYS = {
 
 def _previous_results(out: Path, config: BenchConfig) -> dict:
     """The results ``out`` holds, checked to be of ``config``'s settings (``ValueError`` else)."""
+    from sodeep.benchmark import report
     from sodeep.benchmark.report import SCHEMA
 
     path = out / "results.json"
+    damaged = ValueError(f"{path} is damaged; run with overwrite=True instead of resume=True")
     try:
         previous = null_as_nan(json.loads(path.read_text(encoding="utf-8")))
         held = previous["config"]
         for key, unknown in (("command", ""), ("hardware", "not recorded"), ("resumed", [])):
             previous.setdefault(key, unknown)
-        if not _well_formed(previous):
+        if not isinstance(held, dict):
             raise ValueError
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
-        raise ValueError(f"{path} is damaged; run with overwrite=True instead of resume=True") from None
+        raise damaged from None
     wanted = json.loads(json.dumps(config.as_dict()))  # as JSON reads it back: tuples are lists
     # Where it runs and how many processes train do not change the results, nor the order of the parts.
     differing = sorted(
@@ -256,12 +258,22 @@ def _previous_results(out: Path, config: BenchConfig) -> dict:
         if key not in ("out", "workers") and _as_compared(key, held.get(key)) != _as_compared(key, wanted.get(key))
     )
     if previous.get("schema") != SCHEMA or differing:
-        changes = ", ".join(f"{key}: {_as_words(held.get(key))} -> {_as_words(wanted.get(key))}" for key in differing)
+        changes = ", ".join(
+            f"{key}: {_as_words(held[key]) if key in held else '(not recorded)'} -> {_as_words(wanted.get(key))}"
+            for key in differing
+        )
         changes = changes or "schema"
         raise ValueError(
             f"{out} holds a benchmark of other settings ({changes}); resume it with its own "
             f"settings{_preset_of(held, differing)}, or run with overwrite=True instead of resume=True"
         )
+    try:
+        if not _well_formed(previous):
+            raise ValueError
+        # Every row it keeps, read as the resume's report reads them.
+        report.markdown({key: [] for keys in PART_KEYS.values() for key in keys} | previous)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+        raise damaged from None
     return previous
 
 
@@ -276,12 +288,18 @@ def _well_formed(previous: dict) -> bool:
     return (
         isinstance(previous.get("config"), dict)
         and isinstance(finished, dict)
-        and all(part in PART_KEYS for part in finished)
+        and all(part in PART_KEYS and _real(seconds) for part, seconds in finished.items())
+        and all(isinstance(previous.get(key), str) for key in ("command", "hardware"))
         and rows(previous.get("skipped"))
         and rows(previous.get("rankers", []))
-        and isinstance(previous.get("resumed"), list)
+        and all(isinstance(ranker.get("family"), str) for ranker in previous.get("rankers", []))
+        and rows(previous.get("resumed"))
         and all(rows(previous.get(key)) for part in finished for key in PART_KEYS[part])
     )
+
+
+def _real(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _check_same_rankers(out: Path, previous: dict, rankers: list) -> None:

@@ -148,16 +148,29 @@ def dry_run(spec: Any, arguments: argparse.Namespace) -> int:
         return 0
     if spec.early_terminate is not None:
         print("note: early_terminate needs W&B's server; offline every trial runs to its end")
-    skipped, running, target, started = 0, 0, False, 0
+    folders = {trial.id: launcher.trial_folder(trial) for trial in source}
+    finished = {
+        trial.id for trial in source if not arguments.overwrite and is_finished(folders[trial.id] / "summary.json")
+    }
+    target = any(
+        reaches_target(spec.metric, read_trial_summary(folders[trial_id] / "summary.json")) for trial_id in finished
+    )
+    skipped, running, started = len(finished), 0, 0
     for trial in source:
-        trial_folder = launcher.trial_folder(trial)
-        finished = not arguments.overwrite and is_finished(trial_folder / "summary.json")
-        started += not arguments.overwrite and not finished and stopped_before(trial_folder)
-        skipped += finished
-        target |= finished and reaches_target(spec.metric, read_trial_summary(trial_folder / "summary.json"))
-        in_use = not finished and trial_folder.is_dir() and run_in_use(trial_folder) is not None
+        trial_folder = folders[trial.id]
+        done = trial.id in finished
+        stopped = not arguments.overwrite and not done and stopped_before(trial_folder)
+        started += stopped
+        in_use = not done and trial_folder.is_dir() and run_in_use(trial_folder) is not None
         running += in_use
-        mark = " (finished: skipped)" if finished else " (an attempt still runs in its folder)" if in_use else ""
+        if done:
+            mark = " (finished: skipped)"
+        elif in_use:
+            mark = " (an attempt still runs in its folder)"
+        elif target:  # after the target, only trials stopped before their end run
+            mark = " (stopped before: finishes)" if stopped else " (not run: the target is reached)"
+        else:
+            mark = ""
         print(f"{trial_folder}{mark}: {shlex.join(launcher.command(trial)[0])}")
     line = f"{plural(len(source), 'trial')}, {skipped} finished before; each trial runs with {threads}"
     if running:

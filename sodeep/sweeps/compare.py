@@ -46,6 +46,12 @@ class Setting:
         return {unit: metrics[metric] for unit, metrics in self.units.items() if _finite(metrics.get(metric))}
 
 
+def shown_value(value: Any) -> str:
+    """A parameter's value as the report shows it: ``true``/``false``/``null`` as YAML and the CSV
+    write them (and as a sweep file names them), anything else as Python prints it."""
+    return json.dumps(value) if value is None or isinstance(value, bool) else str(value)
+
+
 def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested parameters as dotted names: ``{"sorter": {"band": 8}}`` -> ``{"sorter.band": 8}``."""
     flat: dict[str, Any] = {}
@@ -211,7 +217,7 @@ def setting_rows(settings: list[Setting], metrics: list[str], baseline: dict[str
             "(parameters averaged over, --over, are not among them)"
         )
     if baseline and not any(all(matches(s.params.get(k), v) for k, v in baseline.items()) for s in settings):
-        seen = {key: sorted({str(s.params.get(key)) for s in settings}) for key in baseline}
+        seen = {key: sorted({shown_value(s.params.get(key)) for s in settings}) for key in baseline}
         asked = " ".join(f"{key}={value}" for key, value in baseline.items())
         raise ValueError(f"--baseline {asked}: no setting has those values; values seen: {seen}")
     rows = []

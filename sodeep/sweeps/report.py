@@ -26,6 +26,7 @@ from sodeep.sweeps.compare import (
     metric_names,
     parse_baseline,
     setting_rows,
+    shown_value,
     trial_only_metrics,
     varying,
 )
@@ -40,7 +41,9 @@ def read_summaries(folder: str | Path) -> tuple[list[dict[str, Any]], dict[str, 
     ``summary.json`` of our schema below ``folder``) and counts by status."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"no sweep folder at {folder}")
+        sweep_file = folder.is_file() and folder.suffix in (".yaml", ".yml")
+        hint = ": that is a sweep file; report the folder its run made, ROOT/<its name>" if sweep_file else ""
+        raise FileNotFoundError(f"no sweep folder at {folder}{hint}")
     for sweep in (folder.parent, folder.parent.parent):  # the trials folder, or one trial's
         if (
             folder.resolve() != sweep.resolve()
@@ -137,12 +140,6 @@ def _cell(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _parameter(value: Any) -> str:
-    """A parameter's value in the report's tables: ``true``/``false``/``null`` as YAML and the CSV
-    write them (and as a sweep file names them), anything else as Python prints it."""
-    return json.dumps(value) if value is None or isinstance(value, bool) else str(value)
-
-
 def repeated_over(settings: list[Setting], over: list[str]) -> str:
     """What repeats a setting, in words: ``"seed"``, ``"seeds and folds"``, ``"trials"``: the
     parameters in ``over``, then the keys that tell apart the folds of a trial's summary, such as
@@ -198,7 +195,7 @@ def markdown(
         lines += [
             "",
             "The same in every finished trial: "
-            + ", ".join(f"`{key}={_parameter(value)}`" for key, value in fixed.items())
+            + ", ".join(f"`{key}={shown_value(value)}`" for key, value in fixed.items())
             + ".",
         ]
     if baseline:
@@ -215,7 +212,7 @@ def markdown(
         header = [*changing, "n", "mean +- sd"] + (["difference +- sd", "pairs", "p"] if baseline else [])
         lines += ["", f"## {metric}{goal}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in rows:
-            cells = [_parameter(row.get(key)) for key in changing]
+            cells = [shown_value(row.get(key)) for key in changing]
             missing = row[f"{metric}_missing"]
             count = f"{row[f'{metric}_n']} of {row[f'{metric}_n'] + missing}" if missing else str(row[f"{metric}_n"])
             lost = row["trials_without_results"]
@@ -238,11 +235,17 @@ def markdown(
             ]
         losing = sum(1 for row in rows if row["trials_without_results"])
         if losing:
+            again = (
+                "with the target reached, `sodeep sweep run` with the same file runs again only those stopped "
+                "before their end, not those that failed"
+                if counts.get("target reached")
+                else "`sodeep sweep run` with the same file runs them again"
+            )
             lines += [
                 "",
                 f"**Trials without results:** in {losing} setting{'' if losing == 1 else 's'}, trials failed or "
                 "stopped before their summary (`trials/<id>/output.log` says why): their units are in neither n "
-                "nor its m; `sodeep sweep run` with the same file runs them again.",
+                f"nor its m; {again}.",
             ]
         if metric in plots:
             lines += ["", f"![{metric}]({plots[metric]})"]

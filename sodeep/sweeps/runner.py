@@ -49,12 +49,13 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 class SweepInterrupted(Exception):
     """The sweep stopped on ctrl-C or SIGTERM; ``finished`` of ``total`` trials are done."""
 
-    def __init__(self, folder: Path, finished: int, total: int | None, stopped: int) -> None:
-        self.folder, self.finished, self.total, self.stopped = folder, finished, total, stopped
+    def __init__(self, folder: Path, finished: int, total: int | None, stopped: int, failed: int = 0) -> None:
+        self.folder, self.finished, self.total, self.stopped, self.failed = folder, finished, total, stopped, failed
         of = f" of {total}" if total is not None else ""
+        failures = f", {failed} failed" if failed else ""
         super().__init__(
-            f"sweep interrupted: {finished}{of} trials finished, {stopped} stopped (sodeep's commands resume "
-            "their run when the sweep runs again; other programs start again)"
+            f"sweep interrupted: {finished}{of} trials finished, {stopped} stopped{failures} (sodeep's commands "
+            "resume their run when the sweep runs again; other programs start again)"
         )
 
 
@@ -276,7 +277,7 @@ class _Scheduler:
         except KeyboardInterrupt:
             stopped = self.stop_all()
             done = len(self.outcome.finished) + len(self.outcome.skipped)
-            raise SweepInterrupted(self.folder, done, self.total, stopped) from None
+            raise SweepInterrupted(self.folder, done, self.total, stopped, len(self.outcome.failed)) from None
         except ValueError:  # a trial that cannot start: the others stop as on ctrl-C, to resume
             self.stop_all()
             raise

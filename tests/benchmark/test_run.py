@@ -219,7 +219,19 @@ def test_a_benchmark_folder_inside_another_is_refused(tmp_path):
 
 @pytest.mark.parametrize(
     "change",
-    [{"fidelity": None}, {"skipped": [1, 2]}, {"rankers": None}, {"config": []}, {"wall_seconds": {"bogus": 1.0}}],
+    [
+        {"fidelity": None},
+        {"skipped": [1, 2]},
+        {"rankers": None},
+        {"rankers": [{}]},
+        {"config": []},
+        {"wall_seconds": {"bogus": 1.0}},
+        {"wall_seconds": {"fidelity": None}},
+        {"resumed": [5]},
+        {"hardware": None},
+        {"fidelity": [{"ranker": "exact", "n": 8, "distribution": "normal", "spearman": "x", "rank_error": 0.0}]},
+        {"fidelity": [{"ranker": "exact", "n": 8, "distribution": "normal", "spearman": 1.0}]},
+    ],
 )
 def test_a_results_file_of_the_wrong_shape_is_damaged_for_a_resume(tmp_path, change):
     from sodeep.benchmark.report import SCHEMA
@@ -232,10 +244,10 @@ def test_a_results_file_of_the_wrong_shape_is_damaged_for_a_resume(tmp_path, cha
         "rankers": [],
         "skipped": [],
         "wall_seconds": {"fidelity": 1.0},
-        "fidelity": [{"ranker": "exact"}],
+        "fidelity": [{"ranker": "exact", "n": 8, "distribution": "normal", "spearman": 1.0, "rank_error": 0.0}],
     }
     (tmp_path / "results.json").write_text(json.dumps(held))
-    assert _previous_results(tmp_path, config)["fidelity"] == [{"ranker": "exact"}]
+    assert _previous_results(tmp_path, config)["fidelity"] == held["fidelity"]
     (tmp_path / "results.json").write_text(json.dumps(held | change))
     with pytest.raises(ValueError, match="results.json is damaged; run with overwrite=True instead of resume=True"):
         _previous_results(tmp_path, config)
@@ -298,7 +310,8 @@ def test_plot_lines_stay_distinct_and_speed_headers_name_torchsort_only_when_it_
     rows[1]["ratio_to_torchsort"] = 2.0
     assert "(ratio to torchsort eps=1)" in "\n".join(speed_markdown(rows))
     rows[1]["ratio_to_torchsort"] = 137.6  # written out, two significant digits
-    assert "| 1 (140x) |" in "\n".join(speed_markdown(rows))
+    rows[1]["seconds"] = 1.0497  # milliseconds too, to three
+    assert "| 1050 (140x) |" in "\n".join(speed_markdown(rows))
 
 
 def test_tables_show_a_spread_only_where_there_are_two_seeds_or_more():
@@ -610,7 +623,10 @@ def test_a_resume_after_a_training_row_cut_short_keeps_every_row_whole(tmp_path,
     # Rows of no training of this run (written by hand, or another tool), then a row the
     # interruption cut short.
     foreign = '{"ranker": "x", "seed": 0}\n[1, 2]\n'
-    rows_path.write_text(whole + foreign + whole + whole.splitlines()[0][:40])
+    first = json.loads(whole.splitlines()[0])
+    damaged = [first | {"exact_match": "x"}, {key: value for key, value in first.items() if key != "ranker"}]
+    damaged_lines = "".join(json.dumps(row) + "\n" for row in damaged)
+    rows_path.write_text(damaged_lines + whole + foreign + whole + whole.splitlines()[0][:40])
     monkeypatch.setattr(learning_to_sort, "run_job", original)
     capsys.readouterr()
     assert main([*argv, "--out", str(out), "--resume"]) == 0
@@ -618,6 +634,7 @@ def test_a_resume_after_a_training_row_cut_short_keeps_every_row_whole(tmp_path,
     lines = rows_path.read_text().splitlines()
     rows = [json.loads(line) for line in lines]  # every line parses
     assert len(rows) == len(json.loads((out / "results.json").read_text())["sorting"]) and lines[0] == whole.strip()
+    assert all(isinstance(row["ranker"], str) and isinstance(row["exact_match"], float) for row in rows)
 
 
 def test_a_ranker_left_out_as_too_slow_reports_the_call_that_decided_it(monkeypatch):

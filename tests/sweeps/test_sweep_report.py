@@ -315,3 +315,5 @@ def test_booleans_read_alike_in_the_markdown_and_the_csv(tmp_path):
     assert "The same in every finished trial: `fail=false`." in text
     assert "| true | 2 |" in text and "| false | 2 |" in text
     assert [row["nesterov"] for row in rows(tmp_path)] == ["true", "false"]
+    with pytest.raises(ValueError, match=r"values seen: \{'nesterov': \['false', 'true'\]\}"):
+        write_report(tmp_path, baseline=["nesterov=1"], plots=False)

@@ -4,6 +4,7 @@ second run skips finished trials and finishes the interrupted one."""
 import csv
 import json
 import os
+import re
 import sys
 import textwrap
 import threading
@@ -303,6 +304,19 @@ def test_no_new_trial_once_the_metric_target_is_reached(tmp_path, monkeypatch, c
         printed[-1]
         == "metric loss has reached its target: a run starts no new trial; it finishes the 1 trial stopped before"
     )
+    marks = [re.match(r".*/(\d{4}(?: \([^)]*\))?): ", line).group(1) for line in printed[:4]]
+    assert marks == [
+        "0000 (not run: the target is reached)",
+        "0001 (stopped before: finishes)",
+        "0002 (finished: skipped)",
+        "0003 (not run: the target is reached)",
+    ]
+    assert main(["report", str(outcome.folder), "--no-plots"]) == 0
+    assert (
+        "with the target reached, `sodeep sweep run` with the same file runs again only those stopped before their "
+        "end, not those that failed." in (outcome.folder / "report.md").read_text()
+    )
+    capsys.readouterr()
     lines.clear()
     assert run_sweep(load_sweep(sweep), tmp_path / "runs", echo=lines.append).finished == ["0001"]
     assert (
@@ -960,3 +974,12 @@ def test_a_missing_sweep_file_is_named_as_such(tmp_path, capsys):
         main(["run", str(tmp_path / "absent.yaml"), "--dry-run"])
     assert exit_info.value.code == 2
     assert f"no sweep file at {tmp_path / 'absent.yaml'}" in capsys.readouterr().err
+    (tmp_path / "given.yaml").write_text("method: grid\n")
+    with pytest.raises(SystemExit):
+        main(["report", str(tmp_path / "given.yaml")])
+    assert "that is a sweep file; report the folder its run made, ROOT/<its name>" in capsys.readouterr().err
+
+
+def test_an_interrupt_counts_the_trials_that_failed():
+    message = str(SweepInterrupted(Path("runs/s"), 1, 6, 1, failed=2))
+    assert message.startswith("sweep interrupted: 1 of 6 trials finished, 1 stopped, 2 failed (")
