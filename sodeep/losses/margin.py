@@ -314,7 +314,10 @@ class MultiLabelHingeLoss(nn.Module):
     margins and running losses are buffers, moved with ``.to`` and, when adaptive, saved in
     ``state_dict`` (fixed margins are settings: loading a checkpoint keeps those the loss was built with).
     They are held in the default dtype (float32): for float64 scores, ``.double()`` the loss too, or
-    a margin such as 1/3 is rounded to float32.
+    a margin such as 1/3 is rounded to float32.  Under ``torch.distributed`` (DDP) the batch's
+    per-label losses and counts are summed over the processes before the update, so every process
+    moves its margins alike, by the whole step's batch: each process must then call the loss in
+    training mode as often as the others (as a training step does).
 
     Args:
         num_labels: ``C``.
@@ -509,8 +512,13 @@ class MultiLabelHingeLoss(nn.Module):
         known = (
             torch.ones_like(per_element, dtype=torch.bool) if weight is None else (weight != 0).expand_as(per_element)
         )
-        count = known.sum(0)
-        batch_loss = torch.where(known, per_element, 0.0).sum(0) / count.clamp_min(1)
+        count = known.sum(0).to(wide)
+        total = torch.where(known, per_element, 0.0).sum(0)
+        if _several_processes():  # DDP: the step's batch is every process's, and so is the update
+            summed = torch.stack([total, count])
+            torch.distributed.all_reduce(summed)
+            total, count = summed.unbind(0)
+        batch_loss = total / count.clamp_min(1)
         # A label seen in this batch, with a finite loss (a hinge past the dtype's range is inf).
         seen = (count > 0) & torch.isfinite(batch_loss)
         updated = self.momentum * self.running_loss + (1 - self.momentum) * batch_loss.to(self.running_loss.dtype)
@@ -519,6 +527,15 @@ class MultiLabelHingeLoss(nn.Module):
         # Every label solved (all running losses 0): all equally easy, the base margins.
         relative = torch.where(mean > 0, self.running_loss / mean.clamp_min(torch.finfo(mean.dtype).tiny), 1.0)
         self.margin.copy_((self.base_margin * relative).clamp(*self.margin_range))
+
+
+def _several_processes() -> bool:
+    """Whether this process is one of several of an initialized ``torch.distributed`` group."""
+    return (
+        torch.distributed.is_available()
+        and torch.distributed.is_initialized()
+        and torch.distributed.get_world_size() > 1
+    )
 
 
 @float32_under_autocast

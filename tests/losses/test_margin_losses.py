@@ -960,3 +960,37 @@ def test_the_per_sample_hint_names_only_losses_of_one_value_per_sample():
     with pytest.raises(ValueError) as raised:  # a weight per label where there are as many labels as samples
         reduce_loss(torch.ones(4), torch.ones(4, 4), "mean")
     assert str(raised.value).endswith("this loss has one value per sample, so a weight per sample has shape (4,)")
+
+
+def _adaptive_update_on_one_of_two_processes(rank, port, scores, labels, weight, out):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        loss = MultiLabelHingeLoss(3, margin=1.0, adaptive=True, margin_range=(0.2, 5.0), momentum=0.5)
+        rows = slice(0, 3) if rank == 0 else slice(3, None)  # uneven shares of the step's batch
+        loss(scores[rows], labels[rows], weight[rows])
+        torch.save({"running": loss.running_loss, "margin": loss.margin}, f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_adaptive_margins_under_two_processes_move_by_the_whole_steps_batch(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randn(8, 3, generator=generator)
+    labels = torch.randint(0, 2, (8, 3), generator=generator)
+    weight = (torch.rand(8, 3, generator=generator) > 0.3).float()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mp.spawn(_adaptive_update_on_one_of_two_processes, args=(port, scores, labels, weight, str(tmp_path)), nprocs=2)
+    single = MultiLabelHingeLoss(3, margin=1.0, adaptive=True, margin_range=(0.2, 5.0), momentum=0.5)
+    single(scores, labels, weight)  # one process, the whole batch
+    for rank in (0, 1):
+        state = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        torch.testing.assert_close(state["running"], single.running_loss)
+        torch.testing.assert_close(state["margin"], single.margin)
