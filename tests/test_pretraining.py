@@ -1241,6 +1241,7 @@ def test_init_from_drops_the_config_files_sorter_settings_and_none_is_fresh_weig
     assert parsed("--init-from", start, "--sorter", '{"softness": 0.3}').sorter == {"softness": 0.3}
     config.write_text(f"init_from: {start}\nsorter: {{softness: 0.3}}\n")  # written together: kept
     assert parsed().sorter == {"softness": 0.3} == parsed("--init-from", start).sorter
+    assert parsed("--init-from", f"{SHIPPED}/../pretrained/conv_sorter_depth2.pt").sorter == {"softness": 0.3}
     # ... and replaced together: another file's sorter has its own settings.
     assert parsed("--init-from", str(SHIPPED / "conv_sorter.pt")).sorter == {}
     config.write_text("sorter: {softness: 0.1}\n")

@@ -291,10 +291,10 @@ def rows_of_jobs(rows: list[dict], jobs: list[SortingJob]) -> list[dict]:
             continue
         try:
             job = job_of_row(row)
-        except TypeError:  # a value that cannot be hashed: no job of this run's
+            if job in wanted:
+                found.setdefault(job, row)
+        except TypeError:  # a value that cannot be hashed (a list): no job of this run's
             continue
-        if job in wanted:
-            found.setdefault(job, row)
     return list(found.values())
 
 

@@ -78,9 +78,14 @@ def claim_output_folder(out: Path, overwrite: bool, resume: bool = False) -> Pat
             f"{out / 'results.json'} is not readable JSON (damaged); give another out=, or delete {out} "
             "if it holds nothing else you need"
         )
+    if not others and "results.json" in named and not _holds_benchmark_results(out):
+        raise ValueError(
+            f"{out / 'results.json'} is not a sodeep benchmark's results (no schema 'sodeep-bench/...'), and a "
+            "benchmark never replaces a file of yours; give out= a new or empty folder"
+        )
     if not others and named and not _holds_benchmark_results(out):
-        # The file that decides (results.json, else the rows) first: the plots are named as ours.
-        others = sorted(named, key=lambda name: (name != "results.json", name != "sorting_rows.jsonl"))
+        # The file that decides (the rows) first: the plots are named as ours.
+        others = sorted(named, key=lambda name: name != "sorting_rows.jsonl")
     if others:
         more = f" and {len(others) - 3} more" if len(others) > 3 else ""
         raise ValueError(
@@ -131,9 +136,11 @@ def _holds_benchmark_results(out: Path) -> bool:
 
     if (out / "results.json").is_file():
         try:
-            return json.loads((out / "results.json").read_text(encoding="utf-8")).get("schema") == SCHEMA
+            schema = json.loads((out / "results.json").read_text(encoding="utf-8")).get("schema")
         except (OSError, ValueError, AttributeError):
             return False
+        # This version's, or another version's (which a resume then names as such).
+        return isinstance(schema, str) and schema.split("/")[0] == SCHEMA.split("/")[0]
     rows = _finished_rows(out / "sorting_rows.jsonl")
     return bool(rows) and all({"ranker", "seed"} <= set(row) for row in rows)
 
@@ -257,12 +264,16 @@ def _previous_results(out: Path, config: BenchConfig) -> dict:
         for key in set(held) | set(wanted)
         if key not in ("out", "workers") and _as_compared(key, held.get(key)) != _as_compared(key, wanted.get(key))
     )
-    if previous.get("schema") != SCHEMA or differing:
+    if previous.get("schema") != SCHEMA:
+        raise ValueError(
+            f"{out} holds a benchmark of another format (schema {previous.get('schema')!r}; this sodeep writes "
+            f"{SCHEMA!r}): run with overwrite=True instead of resume=True"
+        )
+    if differing:
         changes = ", ".join(
             f"{key}: {_as_words(held[key]) if key in held else '(not recorded)'} -> {_as_words(wanted.get(key))}"
             for key in differing
         )
-        changes = changes or "schema"
         raise ValueError(
             f"{out} holds a benchmark of other settings ({changes}); resume it with its own "
             f"settings{_preset_of(held, differing)}, or run with overwrite=True instead of resume=True"
@@ -291,8 +302,10 @@ def _well_formed(previous: dict) -> bool:
         and all(part in PART_KEYS and _real(seconds) for part, seconds in finished.items())
         and all(isinstance(previous.get(key), str) for key in ("command", "hardware"))
         and rows(previous.get("skipped"))
-        and rows(previous.get("rankers", []))
-        and all(isinstance(ranker.get("family"), str) for ranker in previous.get("rankers", []))
+        and rows(previous.get("rankers"))
+        and bool(previous["rankers"])
+        and all(isinstance(ranker.get("family"), str) for ranker in previous["rankers"])
+        and all(_typed(row, ROW_TYPES[part]) for part in ROW_TYPES for row in previous.get(part, []))
         and rows(previous.get("resumed"))
         and all(rows(previous.get(key)) for part in finished for key in PART_KEYS[part])
     )
@@ -300,6 +313,33 @@ def _well_formed(previous: dict) -> bool:
 
 def _real(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _text(value: object) -> bool:
+    return isinstance(value, str)
+
+
+#: The fields of a speed and a fidelity row, each with its test (a ratio may be null: no reference).
+ROW_TYPES = {
+    "speed": {
+        "ranker": _text,
+        "n": _whole,
+        "batch": _whole,
+        "mode": _text,
+        "seconds": _real,
+        "ratio_to_exact": lambda value: value is None or _real(value),
+        "ratio_to_torchsort": lambda value: value is None or _real(value),
+    },
+    "fidelity": {"ranker": _text, "n": _whole, "distribution": _text, "spearman": _real, "rank_error": _real},
+}
+
+
+def _typed(row: dict, fields: dict) -> bool:
+    return all(key in row and test(row[key]) for key, test in fields.items())
 
 
 def _check_same_rankers(out: Path, previous: dict, rankers: list) -> None:
@@ -436,8 +476,8 @@ def _finished_rows(path: Path) -> list[dict]:
     """The rows of ``sorting_rows.jsonl`` (the trainings an interrupted part finished); a line cut
     short by the interruption is dropped."""
     rows = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+    try:  # (bytes that are not UTF-8 make lines that do not parse, and are dropped)
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return []
     for line in lines:

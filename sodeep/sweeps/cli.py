@@ -124,7 +124,7 @@ def dry_run(spec: Any, arguments: argparse.Namespace) -> int:
     from sodeep.run_folder import check_no_run_inside_in_use, check_not_in_use, run_in_use
     from sodeep.sweeps.expand import Trial
     from sodeep.sweeps.launcher import LEFT_RUNNING_WAIT_SECONDS, THREAD_VARIABLES, TrialLauncher, trial_threads
-    from sodeep.sweeps.runner import check_sweep_folder, stopped_before, trial_source
+    from sodeep.sweeps.runner import check_sweep_folder, failed_before, stopped_before, trial_source
     from sodeep.sweeps.summary import is_finished, reaches_target, read_trial_summary
 
     source = trial_source(
@@ -168,7 +168,12 @@ def dry_run(spec: Any, arguments: argparse.Namespace) -> int:
         elif in_use:
             mark = " (an attempt still runs in its folder)"
         elif target:  # after the target, only trials stopped before their end run
-            mark = " (stopped before: finishes)" if stopped else " (not run: the target is reached)"
+            if stopped:
+                mark = " (stopped before: finishes)"
+            elif failed_before(trial_folder):
+                mark = " (failed: not run again, the target is reached)"
+            else:
+                mark = " (not run: the target is reached)"
         else:
             mark = ""
         print(f"{trial_folder}{mark}: {shlex.join(launcher.command(trial)[0])}")

@@ -128,6 +128,16 @@ def stopped_before(trial_folder: Path) -> bool:
     return isinstance(record, dict) and (bool(record.get("stopped")) or "returncode" not in record)
 
 
+def failed_before(trial_folder: Path) -> bool:
+    """Whether the trial of ``trial_folder`` ran to its end without a finished summary: its record
+    has an exit status, and the sweep did not stop it."""
+    try:
+        record = json.loads((trial_folder / "trial.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and "returncode" in record and not record.get("stopped")
+
+
 def trial_source(
     spec: SweepSpec, *, workers: int = 1, seed: int = 0, count: int | None = None, wandb: str = "offline"
 ) -> Any:

@@ -166,7 +166,7 @@ def test_the_output_folder_holds_benchmark_results_only(tmp_path):
     (mine / "notes.txt").unlink()
     (mine / "results.json").write_text('{"my precious": [1]}')  # a user's results.json is not a benchmark's
     for overwrite in (False, True):
-        with pytest.raises(ValueError, match=r"\(results.json, results.md\); give out= a new or empty folder"):
+        with pytest.raises(ValueError, match=r"results.json is not a sodeep benchmark's results .*give out= a new or"):
             claim_output_folder(mine, overwrite=overwrite)
     assert (mine / "results.json").read_text() == '{"my precious": [1]}'
     earlier = tmp_path / "earlier"
@@ -231,6 +231,8 @@ def test_a_benchmark_folder_inside_another_is_refused(tmp_path):
         {"hardware": None},
         {"fidelity": [{"ranker": "exact", "n": 8, "distribution": "normal", "spearman": "x", "rank_error": 0.0}]},
         {"fidelity": [{"ranker": "exact", "n": 8, "distribution": "normal", "spearman": 1.0}]},
+        {"fidelity": [{"ranker": "exact", "n": True, "distribution": "normal", "spearman": 1.0, "rank_error": 0.0}]},
+        {"rankers": []},
     ],
 )
 def test_a_results_file_of_the_wrong_shape_is_damaged_for_a_resume(tmp_path, change):
@@ -241,7 +243,7 @@ def test_a_results_file_of_the_wrong_shape_is_damaged_for_a_resume(tmp_path, cha
     held = {
         "schema": SCHEMA,
         "config": json.loads(json.dumps(config.as_dict())),
-        "rankers": [],
+        "rankers": [{"label": "exact", "family": "exact", "kind": "exact"}],
         "skipped": [],
         "wall_seconds": {"fidelity": 1.0},
         "fidelity": [{"ranker": "exact", "n": 8, "distribution": "normal", "spearman": 1.0, "rank_error": 0.0}],
@@ -254,6 +256,11 @@ def test_a_results_file_of_the_wrong_shape_is_damaged_for_a_resume(tmp_path, cha
     del held["fidelity"]
     (tmp_path / "results.json").write_text(json.dumps(held))
     with pytest.raises(ValueError, match="is damaged"):
+        _previous_results(tmp_path, config)
+    (tmp_path / "results.json").write_text(json.dumps(held | {"schema": "sodeep-bench/0"}))
+    with pytest.raises(
+        ValueError, match=r"another format \(schema 'sodeep-bench/0'; this sodeep writes 'sodeep-bench/1'\)"
+    ):
         _previous_results(tmp_path, config)
 
 
@@ -624,9 +631,15 @@ def test_a_resume_after_a_training_row_cut_short_keeps_every_row_whole(tmp_path,
     # interruption cut short.
     foreign = '{"ranker": "x", "seed": 0}\n[1, 2]\n'
     first = json.loads(whole.splitlines()[0])
-    damaged = [first | {"exact_match": "x"}, {key: value for key, value in first.items() if key != "ranker"}]
-    damaged_lines = "".join(json.dumps(row) + "\n" for row in damaged)
-    rows_path.write_text(damaged_lines + whole + foreign + whole + whole.splitlines()[0][:40])
+    damaged = [
+        first | {"exact_match": "x"},
+        first | {"value": [1]},
+        first | {"seed": 0.0},
+        {key: value for key, value in first.items() if key != "ranker"},
+    ]
+    damaged_lines = "".join(json.dumps(row) + "\n" for row in damaged) + "\udcff\n"
+    text = damaged_lines + whole + foreign + whole + whole.splitlines()[0][:40]
+    rows_path.write_bytes(text.encode("utf-8", "surrogateescape"))  # with a byte that is not UTF-8
     monkeypatch.setattr(learning_to_sort, "run_job", original)
     capsys.readouterr()
     assert main([*argv, "--out", str(out), "--resume"]) == 0

@@ -306,7 +306,7 @@ def test_no_new_trial_once_the_metric_target_is_reached(tmp_path, monkeypatch, c
     )
     marks = [re.match(r".*/(\d{4}(?: \([^)]*\))?): ", line).group(1) for line in printed[:4]]
     assert marks == [
-        "0000 (not run: the target is reached)",
+        "0000 (failed: not run again, the target is reached)",
         "0001 (stopped before: finishes)",
         "0002 (finished: skipped)",
         "0003 (not run: the target is reached)",
