@@ -118,24 +118,27 @@ def run_sweep(
     return _Scheduler(spec, folder, source, launcher, workers, echo).run()
 
 
-def stopped_before(trial_folder: Path) -> bool:
-    """Whether the trial of ``trial_folder`` started and was stopped before its end: its record
-    (``trial.json``) says the sweep stopped it, or has no exit status (its runner was killed)."""
+def _trial_record(trial_folder: Path) -> dict | None:
+    """The trial's ``trial.json``, or ``None`` where there is none to read."""
     try:
         record = json.loads((trial_folder / "trial.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return isinstance(record, dict) and (bool(record.get("stopped")) or "returncode" not in record)
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def stopped_before(trial_folder: Path) -> bool:
+    """Whether the trial of ``trial_folder`` started and was stopped before its end: its record
+    (``trial.json``) says the sweep stopped it, or has no exit status (its runner was killed)."""
+    record = _trial_record(trial_folder)
+    return record is not None and (bool(record.get("stopped")) or "returncode" not in record)
 
 
 def failed_before(trial_folder: Path) -> bool:
     """Whether the trial of ``trial_folder`` ran to its end without a finished summary: its record
     has an exit status, and the sweep did not stop it."""
-    try:
-        record = json.loads((trial_folder / "trial.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(record, dict) and "returncode" in record and not record.get("stopped")
+    record = _trial_record(trial_folder)
+    return record is not None and "returncode" in record and not record.get("stopped")
 
 
 def trial_source(
