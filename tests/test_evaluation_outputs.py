@@ -185,8 +185,10 @@ def test_a_foreign_results_json_is_named_first(tmp_path):
     for name in ("bench_fidelity.png", "bench_speed.png", "bench_sorting.png", "results.md"):
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "results.json").write_text('{"schema": "x"}')
-    with pytest.raises(ValueError, match=r"holds files that are not a sodeep benchmark's \(results.json, "):
-        claim_output_folder(tmp_path, overwrite=False, resume=True)
+    for overwrite, resume in ((False, True), (True, False)):
+        with pytest.raises(ValueError, match=r"results.json is not a sodeep benchmark's results \(no schema"):
+            claim_output_folder(tmp_path, overwrite=overwrite, resume=resume)
+    assert (tmp_path / "results.json").read_text() == '{"schema": "x"}
 
 
 def _run_folder(path):
