@@ -188,7 +188,7 @@ def test_a_foreign_results_json_is_named_first(tmp_path):
     for overwrite, resume in ((False, True), (True, False)):
         with pytest.raises(ValueError, match=r"results.json is not a sodeep benchmark's results \(no schema"):
             claim_output_folder(tmp_path, overwrite=overwrite, resume=resume)
-    assert (tmp_path / "results.json").read_text() == '{"schema": "x"}
+    assert (tmp_path / "results.json").read_text() == '{"schema": "x"}'
 
 
 def _run_folder(path):
