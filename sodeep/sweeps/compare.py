@@ -216,6 +216,14 @@ def setting_rows(settings: list[Setting], metrics: list[str], baseline: dict[str
             f"parameter that tells the settings apart; they differ in {differing or 'nothing (one setting)'} "
             "(parameters averaged over, --over, are not among them)"
         )
+    changing = varying(settings)[0]
+    constant = [key for key in baseline if key not in changing]
+    if constant:
+        raise ValueError(
+            f"--baseline {' '.join(f'{k}={v}' for k, v in baseline.items())}: {', '.join(constant)} has one value "
+            f"in every setting, so each setting would be compared with itself; the settings differ in "
+            f"{changing or 'nothing (one setting)'}"
+        )
     if baseline and not any(all(matches(s.params.get(k), v) for k, v in baseline.items()) for s in settings):
         seen = {key: sorted({shown_value(s.params.get(key)) for s in settings}) for key in baseline}
         asked = " ".join(f"{key}={value}" for key, value in baseline.items())

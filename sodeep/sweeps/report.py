@@ -30,7 +30,7 @@ from sodeep.sweeps.compare import (
     trial_only_metrics,
     varying,
 )
-from sodeep.sweeps.summary import reaches_target, read_trial_summary
+from sodeep.sweeps.summary import reaches_target, read_trial_summary, trials_beyond_cap
 from sodeep.wording import plural
 
 DEFAULT_OVER = ("seed", "seeds", "fold")
@@ -77,10 +77,14 @@ def read_summaries(folder: str | Path) -> tuple[list[dict[str, Any]], dict[str, 
             1 for path in trials.iterdir() if path.is_dir() and not (path / "summary.json").exists()
         )
     record = _sweep_record(folder)
+    beyond = trials_beyond_cap(folder, (record.get("spec") or {}).get("run_cap"))
+    counts["beyond the cap"] = len(beyond)
     listed = record.get("trials")  # the trials of the last run (fewer with --count); None for Bayes
     size = record.get("size") if isinstance(record.get("size"), int) else None
     if isinstance(listed, list) or size is not None:
-        started = sum(1 for path in trials.iterdir() if path.is_dir()) if trials.is_dir() else 0
+        started = (
+            sum(1 for path in trials.iterdir() if path.is_dir() and path.name not in beyond) if trials.is_dir() else 0
+        )
         counts["planned"] = max(size or 0, len(listed or []))
         counts["not started"] = max(counts["planned"] - started, 0)
     # A summary that names no sweep (written by a program outside the runner) belongs to this one.
@@ -267,6 +271,13 @@ def report_notes(
         rest = f": its {plural(waiting, 'trial')} not started will not run" if waiting else ""
         notes.append(
             f"**Target reached:** a trial's `{name}` {comparison} {metric['target']}, so the sweep stops{rest}."
+        )
+    if counts.get("beyond the cap"):
+        beyond = counts["beyond the cap"]
+        notes.append(
+            f"**Beyond run_cap:** {plural(beyond, 'trial')} of the folder {'was' if beyond == 1 else 'were'} started "
+            f"by a run with a larger `run_cap` than the sweep file's; {'it is' if beyond == 1 else 'they are'} "
+            "reported with the others."
         )
     if not available:
         notes.append(

@@ -35,7 +35,13 @@ from sodeep.sweeps.compare import describe
 from sodeep.sweeps.expand import Trial, expand_trials, grid_axes
 from sodeep.sweeps.launcher import RunningTrial, TrialLauncher, trial_threads
 from sodeep.sweeps.spec import SweepSpec
-from sodeep.sweeps.summary import is_finished, reaches_target, read_sweep_record, read_trial_summary
+from sodeep.sweeps.summary import (
+    is_finished,
+    reaches_target,
+    read_sweep_record,
+    read_trial_summary,
+    trials_beyond_cap,
+)
 from sodeep.wording import plural
 
 WANDB_MODES = ("offline", "online", "disabled")
@@ -113,9 +119,20 @@ def run_sweep(
     check_sweep_folder(folder, spec, seed, overwrite=overwrite)
     hold_folder(folder, clear=overwrite, instead="give another --root")
     record_sweep(folder, spec, seed, source if isinstance(source, list) else None)
+    beyond = trials_beyond_cap(folder, spec.run_cap)
+    if beyond:
+        echo(
+            f"note: {plural(len(beyond), 'trial')} ({_id_span(beyond)}) from a run with a larger run_cap than "
+            f"{spec.run_cap} {'stays' if len(beyond) == 1 else 'stay'} in the folder and in its report"
+        )
     if spec.early_terminate is not None:
         echo("note: early_terminate needs W&B's server; offline every trial runs to its end")
     return _Scheduler(spec, folder, source, launcher, workers, echo).run()
+
+
+def _id_span(ids: list[str]) -> str:
+    """``0006`` or ``0006-0009`` (the first and the last of sorted ``ids``)."""
+    return ids[0] if len(ids) == 1 else f"{ids[0]}-{ids[-1]}"
 
 
 def _trial_record(trial_folder: Path) -> dict | None:

@@ -207,3 +207,14 @@ def read_sweep_record(path: Path, advice: str) -> dict[str, Any]:
     if not isinstance(held, dict) or not isinstance(held.get("spec", {}), dict):
         raise ValueError(f"{path} is not a sweep record (not a mapping with a spec); {advice}")
     return held
+
+
+def trials_beyond_cap(folder: Path, run_cap: Any) -> list[str]:
+    """The trial folders under ``folder/trials`` that a sweep capped at ``run_cap`` would not have
+    started (numbered ``run_cap`` or above): left by a run with a larger cap.  ``[]`` without a cap."""
+    trials = Path(folder) / "trials"
+    if not isinstance(run_cap, int) or isinstance(run_cap, bool) or not trials.is_dir():
+        return []
+    return sorted(
+        path.name for path in trials.iterdir() if path.is_dir() and path.name.isdigit() and int(path.name) >= run_cap
+    )

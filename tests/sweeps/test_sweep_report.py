@@ -109,6 +109,23 @@ def test_report_command_with_plots_and_its_errors(tmp_path, capsys):
         assert exited.value.code == 2 and words in capsys.readouterr().err
 
 
+def test_a_baseline_on_a_parameter_that_never_changes_is_refused(tmp_path, capsys):
+    records = [
+        ({"lr": lr, "batch": 8, "seed": s}, {"loss": lr * (s + 1)}, None, "finished")
+        for lr in (0.1, 0.2)
+        for s in (0, 1)
+    ]
+    write_trials(tmp_path, records)
+    with pytest.raises(SystemExit) as exited:
+        main(["report", str(tmp_path), "--baseline", "batch=8"])
+    assert exited.value.code == 2
+    assert (
+        "--baseline batch=8: batch has one value in every setting, so each setting would be compared with itself; "
+        "the settings differ in ['lr']"
+    ) in capsys.readouterr().err
+    assert main(["report", str(tmp_path), "--baseline", "lr=0.1"]) == 0
+
+
 def test_a_report_removes_plots_it_no_longer_draws_and_says_when_it_cannot_draw(tmp_path, capsys, monkeypatch):
     records = [
         ({"lr": lr, "seed": s}, {"loss": lr + s, "acc": lr - s}, None, "finished") for lr in (0.1, 0.2) for s in (0, 1)

@@ -983,3 +983,31 @@ def test_a_missing_sweep_file_is_named_as_such(tmp_path, capsys):
 def test_an_interrupt_counts_the_trials_that_failed():
     message = str(SweepInterrupted(Path("runs/s"), 1, 6, 1, failed=2))
     assert message.startswith("sweep interrupted: 1 of 6 trials finished, 1 stopped, 2 failed (")
+
+
+def test_a_lowered_run_cap_keeps_the_trials_beyond_it_and_says_so(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "table.csv").write_text("thickness,age\n10,20\n15,33\n")
+    body = f"""
+        name: capped
+        method: grid
+        run_cap: {{cap}}
+        metric: {{{{name: mae, goal: minimize}}}}
+        parameters:
+          scale: {{{{values: [1.0, 1.5, 2.0, 2.5]}}}}
+          table: {{{{value: {tmp_path / "table.csv"}}}}}
+        """
+    root = tmp_path / "runs"
+    sweep = write_sweep(tmp_path, TABLE_PROGRAM, body.format(cap=4))
+    assert main(["run", str(sweep), "--root", str(root)]) == 0
+    sweep = write_sweep(tmp_path, TABLE_PROGRAM, body.format(cap=2))
+    capsys.readouterr()
+    assert main(["run", str(sweep), "--root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "note: 2 trials (0002-0003) from a run with a larger run_cap than 2 stay in the folder and in its report" in out
+    )
+    assert main(["report", str(root / "capped"), "--no-plots"]) == 0
+    text = (root / "capped" / "report.md").read_text()
+    assert "**Beyond run_cap:** 2 trials of the folder were started by a run with a larger `run_cap`" in text
+    assert "Partial" not in text and "4 settings from 4 finished trials" in text
