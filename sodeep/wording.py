@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from contextvars import ContextVar
 
@@ -10,6 +11,19 @@ from contextvars import ContextVar
 advice_spelling: ContextVar[Callable[[str], str]] = ContextVar("advice_spelling", default=str)
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # the largest finite float32
+
+
 def plural(count: int, noun: str) -> str:
     """``"1 row"``, ``"2 rows"``: a count and its noun (plural by an added ``s``)."""
     return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def shown_float(value: float) -> str:
+    """``repr(value)``, but ``0.1`` for a float32 number such as ``float(torch.tensor(0.1))``
+    (0.10000000149011612): the shortest text that reads back as the same float32."""
+    import numpy
+
+    if math.isfinite(value) and abs(value) <= FLOAT32_MAX and float(numpy.float32(value)) == value:
+        return str(numpy.float32(value))
+    return repr(value)

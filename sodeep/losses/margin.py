@@ -35,6 +35,7 @@ from sodeep.reducers import (
     check_weight_fits,
     get_reducer,
 )
+from sodeep.wording import shown_float
 
 
 def _valid_mask(labels: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -207,7 +208,7 @@ class PairwiseMarginRankingLoss(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        return f"margin={self.margin}, hard_negatives={self.hard_negatives}"
+        return f"margin={shown_float(self.margin)}, hard_negatives={self.hard_negatives}"
 
 
 def _margin_tensor(margin: Any, scores: torch.Tensor) -> torch.Tensor:
@@ -438,8 +439,15 @@ class MultiLabelHingeLoss(nn.Module):
     def _apply(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
         # Buffers that leave the meta device (to_empty) hold no values: the margins given are put
         # back, as fixed margins are settings that no checkpoint restores.
+        # A cast to float16 or bfloat16 (a model-wide .half()) leaves the margins and running
+        # losses in float32: a margin of 7e4 stays finite, and 0.3 stays 0.3.
+        before = {name: self._buffers[name] for name in _MARGIN_BUFFERS}
         was_meta = self.margin.is_meta
         super()._apply(fn, *args, **kwargs)
+        for name, old in before.items():
+            new = self._buffers[name]
+            if new.is_floating_point() and torch.finfo(new.dtype).bits < 32 and old.dtype != new.dtype:
+                self._buffers[name] = old.to(device=new.device, dtype=torch.promote_types(old.dtype, torch.float32))
         if was_meta and not self.margin.is_meta:
             if self._initial_margin is not None:
                 self.reset_parameters()
@@ -595,7 +603,7 @@ class MultiLabelRankingHingeLoss(nn.Module):
         self.reducer = get_reducer(reduction)
 
     def extra_repr(self) -> str:
-        return f"margin={self.margin}"
+        return f"margin={shown_float(self.margin)}"
 
     def forward(
         self,

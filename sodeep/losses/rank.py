@@ -33,6 +33,7 @@ from sodeep.losses.validation import (
     check_tensor,
 )
 from sodeep.ranks import rank
+from sodeep.wording import shown_float
 
 #: Any callable from ``(B, n)`` scores to ``(B, n)`` ranks in :func:`sodeep.rank`'s convention.
 SorterFunction = Callable[[torch.Tensor], torch.Tensor]
@@ -371,7 +372,7 @@ class SpearmanLoss(FrozenSorterMixin):
         return spearman_loss(predictions, targets, self.rank, self.l1_weight)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, l1_weight={self.l1_weight}"
+        return f"{super().extra_repr()}, l1_weight={shown_float(self.l1_weight)}"
 
 
 @float32_under_autocast
@@ -520,7 +521,8 @@ class HardNegativeRankLoss(FrozenSorterMixin):
         return hard_negative_rank_loss(scores, self.rank, self.margin, self.hard_negatives)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, margin={self.margin}, hard_negatives={self.hard_negatives}"
+        margin = None if self.margin is None else shown_float(self.margin)
+        return f"{super().extra_repr()}, margin={margin}, hard_negatives={self.hard_negatives}"
 
 
 __all__ = [

@@ -453,6 +453,21 @@ def test_half_precision_buffers_follow_the_float32_module():
     torch.testing.assert_close(half.margin.float(), reference.margin, rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_module_cast_to_half_precision_keeps_its_margins_in_float32(dtype):
+    """A model-wide ``.to(float16)`` reaches the loss: its margins keep their values (0.3, not
+    0.3008 in bfloat16) and a margin beyond float16's range stays finite."""
+    scores, labels = torch.tensor([[1e4, -1e4]], dtype=dtype), torch.tensor([[1, 0]])
+    wide = MultiLabelHingeLoss(2, margin=7e4, reduction="none").to(dtype)
+    expected = multilabel_hinge_loss(scores, labels, 7e4, reduction="none")
+    torch.testing.assert_close(wide(scores, labels), expected)
+    per_label = MultiLabelHingeLoss(3, margin=[0.1, 0.3, 0.7], adaptive=True, margin_range=(0.05, 1.0)).to(dtype)
+    for name in ("margin", "base_margin", "running_loss"):
+        assert getattr(per_label, name).dtype == torch.float32
+    assert per_label.margin.tolist() == torch.tensor([0.1, 0.3, 0.7]).tolist()
+    assert per_label.double().margin.dtype == torch.float64  # a wider cast is followed
+
+
 def test_adaptive_margins_learn_only_from_known_labels():
     """A label's running loss moves with the samples that know it, not with the unknown ones."""
     loss = MultiLabelHingeLoss(2, adaptive=True, momentum=0.0)

@@ -576,6 +576,11 @@ def test_a_loss_module_shows_its_settings():
     assert "sorter=ConvSorter(" in repr(MapRankLoss()) and "temperature_floor=0.1)" in repr(MapRankLoss())
     assert "margin=0.5, hard_negatives=None" in repr(PairwiseMarginRankingLoss(margin=0.5))
     assert "margin=0.5" in repr(MultiLabelRankingHingeLoss(margin=0.5))
+    # Settings given as float32 tensors read as written, not as 0.10000000149011612.
+    assert "margin=0.1, hard_negatives=1" in repr(HardNegativeRankLoss(margin=torch.tensor(0.1)))
+    assert "margin=0.3, " in repr(PairwiseMarginRankingLoss(margin=torch.tensor(0.3)))
+    assert "l1_weight=0.01)" in repr(SpearmanLoss(l1_weight=torch.tensor(0.01)))
+    assert "margin=0.1234567890123" in repr(MultiLabelRankingHingeLoss(margin=0.1234567890123))
     compiled = SpearmanLoss(sorter=torch.compile(PairwiseSigmoidSorter(0.3)))
     assert repr(compiled) == "SpearmanLoss(sorter=PairwiseSigmoidSorter(temperature=0.3), l1_weight=0.0)"
 
