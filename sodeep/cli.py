@@ -304,7 +304,7 @@ class ProgressEvery:
 def command_export(arguments: argparse.Namespace) -> int:
     from sodeep.checkpoints import load_sorter, save_sorter
     from sodeep.files import writable_file_problem
-    from sodeep.pretraining import sorter_from_training_checkpoint
+    from sodeep.pretraining import run_summary_at, sorter_from_training_checkpoint
 
     out = Path(arguments.out)
     problem = writable_file_problem(out)
@@ -324,6 +324,11 @@ def command_export(arguments: argparse.Namespace) -> int:
             raise ValueError(f"{out} already holds a sorter checkpoint; add --overwrite to replace it")
     sorter = sorter_from_training_checkpoint(arguments.checkpoint)
     metadata = {"exported_from": str(Path(arguments.checkpoint).resolve()), **sorter.checkpoint_metadata}
+    source = Path(arguments.checkpoint)
+    folder = source if source.is_dir() else source.parent.parent  # a run's checkpoints/last.ckpt
+    summary = run_summary_at(folder, metadata["step"]) if metadata["step"] is not None else None
+    if summary is not None:  # a finished run: its command, settings and validation, as its sorter.pt has
+        metadata = {**summary, **metadata}
     known = metadata["step"] is not None and metadata["of_steps"] is not None
     progress = f" (step {metadata['step']} of {metadata['of_steps']})" if known else ""
     print(f"wrote {save_sorter(sorter, arguments.out, metadata)}{progress}")

@@ -7,6 +7,7 @@ renames it over the destination, which POSIX and Windows both make atomic on one
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import math
 import os
@@ -178,7 +179,8 @@ def atomic_torch_save(payload: Any, path: str | os.PathLike) -> Path:
 def writable_file_problem(path: str | os.PathLike) -> str | None:
     """Why a file could not be written at ``path`` (one line), or ``None`` if it could: for
     checking an output path before long work rather than failing at its end.  Missing folders
-    count as writable where they could be created.
+    count as writable where they could be created; ``-`` is refused (a command-line user means
+    standard output by it).
 
     Example:
         >>> import tempfile
@@ -191,6 +193,8 @@ def writable_file_problem(path: str | os.PathLike) -> str | None:
     spelling = _folder_spelling(path)
     if spelling is not None:
         return spelling
+    if isinstance(path, str) and path.strip() == "-":  # for command-line tools, standard output
+        return "- (standard output) is not written to; give a file name (./- for a file of that name)"
     path = Path(path)
     if path.is_dir():
         return f"{path} is a folder, not a file"
@@ -208,6 +212,13 @@ def writable_file_problem(path: str | os.PathLike) -> str | None:
         return f"{path}: the name {long_name[:24]}... is longer than the file system's {longest} bytes"
     if not os.access(ancestor, os.W_OK | os.X_OK):
         return f"{ancestor} is not writable, so {path} cannot be made"
+    try:  # os.access passes for root, and says nothing of read-only or special file systems
+        handle, probe = tempfile.mkstemp(prefix=".sodeep-write-check-", dir=ancestor)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        reason = (error.strerror or str(error)).lower()
+        return f"{ancestor}: no file can be made there ({reason}), so {path} cannot be made"
     return None
 
 
@@ -287,3 +298,12 @@ def os_error_line(error: OSError) -> str:
         path = None if blocking == Path(path) else path
     where = f"{path}: " if path is not None else ""
     return f"{where}{reason}; {_ADVICE.get(error.errno, 'check the path')}"
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (hex): the identity of a data or checkpoint file, wherever it lies."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -26,11 +26,12 @@ from sodeep.checkpoints import (
     check_pretraining_folder,
     load_sorter,
     read_weights_only,
+    run_folder_sorter,
     write_sorter_checkpoint,
 )
 from sodeep.config import PretrainConfig, config_to_dict, parse_lengths
 from sodeep.evaluation import EVALUATION_LENGTHS, held_out_set
-from sodeep.files import atomic_write_json
+from sodeep.files import atomic_write_json, file_digest
 from sodeep.metrics import mean_absolute_rank_error, mean_spearman
 from sodeep.run_folder import (
     RUN_RECORD,
@@ -365,6 +366,12 @@ def sorter_from_training_checkpoint(path: str | os.PathLike, *, trainable: bool 
     return sorter.train().requires_grad_(True) if trainable else sorter.eval().requires_grad_(False)
 
 
+def _init_from_file(init_from: str) -> Path:
+    """The sorter file ``init_from`` names: itself, or the ``sorter.pt`` of a run folder."""
+    source = Path(init_from)
+    return run_folder_sorter(source) if source.is_dir() else source
+
+
 @releasing_run_folders
 def _initial_sorter(config: PretrainConfig, *, resumable: bool) -> Sorter:
     """The sorter the run starts from: fresh weights of ``config.architecture``, or the sorter
@@ -480,6 +487,8 @@ def _pretrain(config: PretrainConfig | None, *, resume: bool, overwrite: bool) -
     # such, and leaves nothing behind.  The seed covers the initial weights too.
     L.seed_everything(config.seed, workers=True, verbose=False)
     sorter = _initial_sorter(config, resumable=resume and not overwrite and last.is_file())
+    # The file a new run starts from, by its bytes: a resume needs it no more, and keeps the record's.
+    init_digest = None if resume or config.init_from is None else file_digest(_init_from_file(config.init_from))
     if sorter.max_length is not None and max(lengths) > sorter.max_length:
         raise ValueError(f"lengths go up to {max(lengths)} but the sorter's capacity is {sorter.max_length}")
     if min(lengths) < sorter.min_length:
@@ -512,6 +521,8 @@ def _pretrain(config: PretrainConfig | None, *, resume: bool, overwrite: bool) -
             resume_problem=None if overwrite or done else _checkpoint_problem(last),
             finished=done,
         )
+        if init_digest is not None:
+            record["init_from_sha256"] = init_digest
         if resume and not overwrite and not last.is_file() and not finished:
             why = (
                 f"holds a run that finished ({finished_steps(out)} steps) but lost its {RUN_SORTER} and checkpoint"
@@ -614,7 +625,16 @@ def _pretrain(config: PretrainConfig | None, *, resume: bool, overwrite: bool) -
         raise ValueError(module.diverged(f"the sorter's weights are not finite after step {trainer.global_step}"))
     trained = module.sorter.cpu().eval().requires_grad_(False)
     if leader:
-        _write_results(trained, trainer, out, settings, config, resumed=resume_step is not None, started=started)
+        _write_results(
+            trained,
+            trainer,
+            out,
+            settings,
+            config,
+            resumed=resume_step is not None,
+            started=started,
+            init_digest=record.get("init_from_sha256"),
+        )
     return trained
 
 
@@ -787,13 +807,16 @@ def _write_results(
     *,
     resumed: bool,
     started: float,
+    init_digest: str | None = None,
 ) -> None:
     """Write ``sorter.pt`` and ``pretrain_summary.json`` (rank 0's work).  A resume that trained
-    nothing (the run had finished, and lost its sorter) keeps the run's summary as it was."""
-    kept = _summary_at(out, int(trainer.global_step)) if resumed else None
+    nothing (the run had finished, and lost its sorter) keeps the run's summary as it was.
+    ``init_digest``: the SHA-256 of the ``init_from`` file when the run started."""
+    kept = run_summary_at(out, int(trainer.global_step)) if resumed else None
     metadata = kept or {
         "command": invoked_command(),
         "config": settings,
+        **({"init_from_sha256": init_digest} if init_digest else {}),
         "steps": int(trainer.global_step),
         "training_seconds": round(time.time() - started, 1),
         "resumed": resumed,
@@ -809,7 +832,7 @@ def _write_results(
         atomic_write_json(out / "pretrain_summary.json", metadata, indent=2)
 
 
-def _summary_at(out: Path, step: int) -> dict[str, Any] | None:
+def run_summary_at(out: Path, step: int) -> dict[str, Any] | None:
     """The run's ``pretrain_summary.json`` where it was written at ``step``, or ``None``."""
     try:
         summary = json.loads((out / "pretrain_summary.json").read_text(encoding="utf-8"))

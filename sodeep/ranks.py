@@ -57,7 +57,8 @@ def rank(
         descending: if ``True`` (SoDeep's convention) the largest value gets rank 1.
         ties: ``"average"``, ``"min"``, ``"max"``, ``"dense"`` or ``"ordinal"``, as in
             ``scipy.stats.rankdata`` (``"ordinal"`` breaks ties by position).
-        normalized: divide by ``n`` so ranks lie in ``[1/n, 1]``.
+        normalized: divide by ``n`` so ranks lie in ``[1/n, 1]`` (``"dense"`` ranks too: with
+            ties their largest is the number of distinct values over ``n``, below 1).
 
     Returns:
         Tensor of the same shape as ``x``: float64 for float64 input, else float32 (the default

@@ -172,7 +172,8 @@ def claim_run_folder(
             offered to be resumed.
 
     Returns:
-        ``{"command", "config", "run_id"}``: the folder's own record when resuming, else a new one.
+        ``{"command", "config", "run_id"}``: the folder's own record when resuming (with what else
+        the run recorded when it started), else a new one.
     """
     out = Path(out)
     if resume and overwrite:
@@ -240,7 +241,10 @@ def claim_run_folder(
             f"{out} already holds this run; add resume=True to continue it or "
             + ("overwrite=True to start again" if clearable else f"{CHOOSE_ANOTHER_OUT} to start another")
         )
-    return {"command": command, "config": config, "run_id": existing.get("run_id") or fresh["run_id"]}
+    kept = {
+        key: value for key, value in existing.items() if key not in ("command", "config", "run_id", "sodeep_version")
+    }
+    return {**kept, "command": command, "config": config, "run_id": existing.get("run_id") or fresh["run_id"]}
 
 
 def differing_settings(recorded: dict[str, Any], config: dict[str, Any], ignored: tuple[str, ...] = ()) -> list[str]:

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -153,3 +154,32 @@ def test_a_path_written_as_a_folder_or_empty_is_refused_not_read_as_a_file(tmp_p
     with pytest.raises(IsADirectoryError):
         atomic_torch_save({"a": 1}, written)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_path_is_checked_by_making_a_file_there_and_a_dash_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert writable_file_problem("-") == (
+        "- (standard output) is not written to; give a file name (./- for a file of that name)"
+    )
+    assert writable_file_problem("./-") is None
+    # A folder where no file can be made, whatever its permission bits say (root, /proc, read-only mounts).
+    real_mkstemp = tempfile.mkstemp
+
+    def refuse_in(folder):
+        def mkstemp(*arguments, dir=None, **options):
+            if Path(dir) == folder:
+                raise OSError(errno.EROFS, "Read-only file system")
+            return real_mkstemp(*arguments, dir=dir, **options)
+
+        return mkstemp
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse_in(tmp_path / "mounted"))
+    (tmp_path / "mounted").mkdir()
+    assert writable_file_problem(tmp_path / "mounted" / "new" / "results.json") == (
+        f"{tmp_path / 'mounted'}: no file can be made there (read-only file system), so "
+        f"{tmp_path / 'mounted' / 'new' / 'results.json'} cannot be made"
+    )
+    assert writable_file_problem(tmp_path / "results.json") is None
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["mounted"]  # the check leaves nothing behind
+    if Path("/proc").is_dir():
+        assert "no file can be made there" in writable_file_problem("/proc/results.json")

@@ -1,4 +1,5 @@
 import csv
+import hashlib
 import json
 import os
 import signal
@@ -1266,6 +1267,12 @@ def test_a_run_from_init_from_starts_from_its_weights_and_resumes_without_the_fi
     assert (fresh[weight] - shipped[weight]).abs().max() > 0.05
     summary = json.loads((tmp_path / "straight" / "pretrain_summary.json").read_text())
     assert summary["config"]["init_from"] == str(start)
+    # The file's bytes as the run started, in the run's record, its summary and its sorter.
+    digest = hashlib.sha256(start.read_bytes()).hexdigest()
+    assert summary["init_from_sha256"] == digest
+    assert json.loads((tmp_path / "straight" / "run.json").read_text())["init_from_sha256"] == digest
+    assert load_sorter(tmp_path / "straight").checkpoint_metadata["init_from_sha256"] == digest
+    assert "init_from_sha256" not in json.loads((tmp_path / "fresh" / "pretrain_summary.json").read_text())
 
     original_step = interrupt_at_step(monkeypatch, 3)
     with pytest.raises(SystemExit) as exit_info:
@@ -1276,6 +1283,8 @@ def test_a_run_from_init_from_starts_from_its_weights_and_resumes_without_the_fi
     start.write_bytes((SHIPPED / "conv_sorter_depth2.pt").read_bytes())
     assert _pretrain(tmp_path / "resumed", 6, *tuning, "--resume") == 0
     _assert_same_weights(tmp_path / "straight", tmp_path / "resumed")
+    resumed_summary = json.loads((tmp_path / "resumed" / "pretrain_summary.json").read_text())
+    assert resumed_summary["init_from_sha256"] == digest  # the file it started from, not the one there now
     start.unlink()
     assert _pretrain(tmp_path / "resumed", 6, *tuning, "--resume") == 0  # finished: nothing to train
     capsys.readouterr()
@@ -1290,3 +1299,19 @@ def test_a_run_from_init_from_starts_from_its_weights_and_resumes_without_the_fi
         in capsys.readouterr().err
     )
     assert (tmp_path / "straight" / "sorter.pt").is_file()
+
+
+def test_export_of_a_finished_run_carries_what_its_sorter_file_records(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert _pretrain(tmp_path / "run", 4) == 0
+    assert main(["export", str(tmp_path / "run"), str(tmp_path / "exported.pt")]) == 0
+    own = load_sorter(tmp_path / "run" / "sorter.pt").checkpoint_metadata
+    exported = load_sorter(tmp_path / "exported.pt").checkpoint_metadata
+    for key in ("command", "config", "validation", "steps", "training_seconds", "world_size"):
+        assert exported[key] == own[key], key
+    assert (exported["step"], exported["of_steps"]) == (4, 4)
+    # A checkpoint of a run that went on since is not described by the run's summary.
+    summary = json.loads((tmp_path / "run" / "pretrain_summary.json").read_text())
+    (tmp_path / "run" / "pretrain_summary.json").write_text(json.dumps({**summary, "steps": 9}))
+    assert main(["export", str(tmp_path / "run"), str(tmp_path / "mid.pt")]) == 0
+    assert "validation" not in load_sorter(tmp_path / "mid.pt").checkpoint_metadata

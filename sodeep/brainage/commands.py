@@ -33,7 +33,6 @@ Example (trains for about a minute, so not run as a doctest):
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sys
@@ -56,6 +55,7 @@ from sodeep.brainage.config import (
 from sodeep.brainage.csv_files import DELIMITERS
 from sodeep.brainage.datasets import DEFAULT_DATASET
 from sodeep.config import SCALE_OUT
+from sodeep.files import file_digest
 from sodeep.run_folder import releasing_run_folders
 from sodeep.wording import advice_spelling, plural
 
@@ -96,13 +96,15 @@ def run_tabular(
         id_column=config.id_column,
         site_column=config.site_column,
     )
+    # Messages name a table as the reader's do: the path given, or the bundled table's name.
+    source = path.name if config.csv is None else str(path)
     if config.split == "site":  # sites before subjects: the advice on folds must fit the sites
-        with _named_by(path.name):
+        with _named_by(source):
             check_site_folds(table.sites, config.folds, cross_validation=True)
-    _check_cohort_size(path.name, len(table), config.folds, table.skipped_note(path.name))
+    _check_cohort_size(source, len(table), config.folds, table.skipped_note(source))
     check_batch_size(config.losses, config.batch_size)
     training = TrainingConfig(batch_size=config.batch_size, patience=config.patience, **config.schedule())
-    with _named_by(path.name):
+    with _named_by(source):
         check_split(
             table.ages,
             table.sites,
@@ -128,9 +130,9 @@ def run_tabular(
         )
         start_run_folder(out, record, overwrite=overwrite)
         separated = "" if table.delimiter == "," else f" ({DELIMITERS[table.delimiter]}-separated)"
-        _notes(table.notes(path.name))
+        _notes(table.notes(source))
         print(
-            f"{path.name}{separated}: {plural(len(table), 'subject')}, {plural(len(table.feature_names), 'feature')}, "
+            f"{source}{separated}: {plural(len(table), 'subject')}, {plural(len(table.feature_names), 'feature')}, "
             f"{plural(len(table.skipped), 'row')} skipped; presets {config.losses}, {config.folds} folds x seeds {config.seeds}"
         )
         _say_started(fine_tuning, training)
@@ -295,7 +297,7 @@ def run_nifti(
     leader = _is_leader(config)
     check_batch_size(config.losses, config.batch_size)
     rows, problems = read_manifest(config.manifest)  # a missing or malformed manifest stops here
-    name = Path(config.manifest).name
+    name = str(config.manifest)  # as the reader's messages name it
     left_out = [describe_left_out(name, problems, len(rows) + len(problems), verb="left out")] if problems else []
     _check_cohort_size(name, len(rows), config.folds, left_out)
     shape = tuple(config.shape)
@@ -517,15 +519,6 @@ def claim_folder(
         out, f"brainage {command}", settings, resume=resume, overwrite=overwrite, ignored=NOT_CONFIGURATION
     )
     return out, record
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes: the identity of a data file, wherever it lies."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _resolved(path: str | None) -> str | None:

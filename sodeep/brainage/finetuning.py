@@ -41,6 +41,7 @@ from torch import nn
 from sodeep.brainage.results import RESTART_ADVICE, RESULTS_FILE, read_results
 from sodeep.brainage.training import BEST_CHECKPOINT
 from sodeep.checkpoints import CHECKPOINT_FORMAT, CheckpointError, read_weights_only
+from sodeep.files import file_digest
 from sodeep.run_folder import CHOOSE_ANOTHER_OUT, RUN_RECORD
 
 #: The settings (``run.json``) that fix a command's subjects and folds: a run folder's models can
@@ -99,7 +100,7 @@ class FineTuning:
             checkpoint_weights(path, model)
             if command != "synthetic":
                 _refuse_a_fold_of_the_same_data(path, command, settings)
-            return cls(path.resolve(), _sha256(path), command, None, freeze_backbone)
+            return cls(path.resolve(), file_digest(path), command, None, freeze_backbone)
         folder, preset = path, None
         if not (path / RUN_RECORD).is_file() and path.parent.name == "checkpoints":
             folder, preset = path.parent.parent, path.name
@@ -158,7 +159,7 @@ class FineTuning:
                     "folds differ, so that model may have trained on this run's test subjects"
                 )
         model.load_state_dict(checkpoint_weights(path, model))
-        return {"init_checkpoint": str(path), "init_checkpoint_sha256": _sha256(path)}
+        return {"init_checkpoint": str(path), "init_checkpoint_sha256": file_digest(path)}
 
 
 #: The settings ``run.json`` records of a command's fine-tuning (``None`` when it trains from scratch).
@@ -360,10 +361,6 @@ def _refuse_a_fold_of_the_same_data(path: Path, command: str, settings: Mapping[
             f"seen the other folds' test subjects; give init_from={str(parents[1])!r} to start each run from the "
             "model of its own (seed, fold)"
         )
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _record_sha256(record: Mapping[str, Any]) -> str:
