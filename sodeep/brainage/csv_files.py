@@ -96,8 +96,11 @@ def is_missing(text: str) -> bool:
 
 def number_problem(text: str) -> str | None:
     """Why the cell ``text`` is not a finite number that float32 (the dtype of the tables) holds
-    (``"not a number"``, ``"infinite"``, ``"beyond float32's range"``), or ``None``."""
-    if not is_numeric_text(text) or math.isnan(float(text)):
+    (``"missing"``: empty, NaN or a marker such as ``NA``; ``"not a number"``, ``"infinite"``,
+    ``"beyond float32's range"``), or ``None``."""
+    if is_missing(text):
+        return "missing"
+    if not is_numeric_text(text):
         return "not a number"
     if "inf" in text.lower():
         return "infinite"
@@ -360,7 +363,7 @@ SHOWN_PROBLEMS = 3
 
 
 def describe_left_out(source: str, problems: list[tuple[int, str]], total: int, verb: str = "skipped") -> str:
-    """One line: ``my.csv: skipped 2 of 4 rows (line 3: age '' is not a number; line 4: ...)``."""
+    """One line: ``my.csv: skipped 2 of 4 rows (line 3: age '' is missing; line 4: ...)``."""
     shown = "; ".join(f"line {line}: {reason}" for line, reason in problems[:SHOWN_PROBLEMS])
     more = f"; and {len(problems) - SHOWN_PROBLEMS} more" if len(problems) > SHOWN_PROBLEMS else ""
     return f"{source}: {verb} {len(problems)} of {total} rows ({shown}{more})"

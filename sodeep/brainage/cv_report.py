@@ -247,9 +247,10 @@ def format_report(results: dict[str, Any], title: str) -> str:
     seeds = sorted({seed for entry in results["presets"].values() for seed in _seeds_of(entry)}) or settings["seeds"]
     entries = [*results["presets"].values(), *results.get("baselines", {}).values()]
     if any(names_sites(list(entry.get("per_site", {}))) for entry in entries):
+        unnamed = any(NO_SITE in entry.get("per_site", {}) for entry in entries)
         legend = (
-            "within_site_spearman: Spearman inside each test site of 3 or more subjects, weighted by its subjects "
-            "(subjects without a site left out)."
+            "within_site_spearman: Spearman inside each test site of 3 or more subjects, weighted by its subjects"
+            + (" (subjects without a site left out)." if unnamed else ".")
         )
     else:
         legend = "no site is named, so within_site_spearman is n/a."

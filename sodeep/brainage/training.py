@@ -69,6 +69,9 @@ class AgeRegression(L.LightningModule):
     ``(predictions, ages) -> scalar`` module, e.g. :class:`sodeep.brainage.losses.BrainAgeLoss`;
     ``augment`` (optional) transforms training inputs only; ``run`` (JSON-able) names the training
     run, and is saved with the hyperparameters so that a checkpoint says whose it is.
+    ``oldest_age``: the largest absolute age of the training subjects; validation predictions
+    beyond :data:`DIVERGED_AGE_FACTOR` times it (or the validation subjects' oldest, if larger),
+    plus one year, end the run as diverged.
 
     With ``freeze_backbone`` only :func:`regression_head` is optimized; the backbone's parameters
     stop taking gradients and its modules stay in eval mode while training (dropout off,
@@ -85,12 +88,16 @@ class AgeRegression(L.LightningModule):
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
         run: dict[str, Any] | None = None,
         freeze_backbone: bool = False,
+        oldest_age: float = 0.0,
     ) -> None:
         super().__init__()
         self.model = model
         self.loss = loss
         self.augment = augment
-        self.save_hyperparameters(ignore=["model", "loss", "augment"])
+        self.save_hyperparameters(ignore=["model", "loss", "augment", "oldest_age"])
+        # The largest |age| the fit knows (training and validation subjects): the scale of the
+        # divergence check, which the few validation subjects alone may not show.
+        self.oldest_age = float(oldest_age)
         self._validation: list[tuple[torch.Tensor, torch.Tensor]] = []
         # A plain list, so that the head is not registered twice (its weights stay "model.*" only).
         self._head = [regression_head(model)] if freeze_backbone else []
@@ -122,14 +129,14 @@ class AgeRegression(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(ages))
         return loss
 
-    def diverged(self, largest: float | None = None) -> str:
+    def diverged(self, largest: float | None = None, oldest: float | None = None) -> str:
         """The one line that ends a run whose model's predictions went to NaN or infinity, or
-        (``largest``) beyond :data:`DIVERGED_AGE_FACTOR` times the oldest age."""
+        (``largest``) beyond :data:`DIVERGED_AGE_FACTOR` times the ``oldest`` age."""
         run = f" ({', '.join(f'{key} {value}' for key, value in self.hparams.run.items())})" if self.hparams.run else ""
         what = (
             "are not finite"
             if largest is None
-            else f"reach {largest:.3g}, beyond {DIVERGED_AGE_FACTOR:g} times the oldest age,"
+            else f"reach {largest:.3g}, beyond {DIVERGED_AGE_FACTOR:g} times the oldest age ({oldest:.3g}),"
         )
         return (
             f"training diverged{run}: the model's predictions {what} at epoch {self.current_epoch + 1}; "
@@ -148,10 +155,11 @@ class AgeRegression(L.LightningModule):
         # predictions were still finite, a last step that broke them) end the run here, where early
         # stopping would otherwise stop on NaN and leave a model that predicts nothing.  So do
         # predictions that are finite but far beyond any age (a learning rate too high by orders).
-        limit = DIVERGED_AGE_FACTOR * (ages.abs().max() + 1)
+        limit = DIVERGED_AGE_FACTOR * (ages.abs().max().clamp_min(self.oldest_age) + 1)
         if not bool((predictions.abs() <= limit).all()):
             finite = bool(torch.isfinite(predictions).all())
-            raise ValueError(self.diverged(float(predictions.abs().max()) if finite else None))
+            oldest = float(ages.abs().max().clamp_min(self.oldest_age))
+            raise ValueError(self.diverged(float(predictions.abs().max()) if finite else None, oldest))
         # Under DDP every process validates on every validation subject, so the processes hold the
         # same value; averaged over them, early stopping and the best checkpoint follow one number.
         self.log("val/mae", (predictions - ages).abs().mean(), prog_bar=True, sync_dist=True)
@@ -411,6 +419,7 @@ def fit_age_model(
         augment=augment,
         run=run,
         freeze_backbone=freeze_backbone,
+        oldest_age=float(torch.cat([train[1], validation[1]]).abs().max()),
     )
     generator = torch.Generator().manual_seed(seed)  # the shuffling, the same in every process
     checkpoint = RunCheckpoint(dirpath=out, filename=Path(BEST_CHECKPOINT).stem, monitor="val/mae", mode="min")

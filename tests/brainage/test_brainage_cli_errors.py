@@ -362,7 +362,7 @@ def test_a_cohort_too_small_after_skipping_rows_names_the_file_and_the_skipped_r
     assert stopped.value.code == 2
     error = capsys.readouterr().err.strip()
     assert "\n" not in error and "mostly_empty.csv: 4 subjects are too few for 2 folds" in error
-    assert "mostly_empty.csv: skipped 6 of 10 rows (line 2: age '' is not a number" in error
+    assert "mostly_empty.csv: skipped 6 of 10 rows (line 2: age '' is missing" in error
     assert not (tmp_path / "out").exists()
 
 
@@ -372,7 +372,7 @@ def test_a_manifest_whose_files_are_all_missing_says_so_first(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["brainage", "nifti", "--manifest", str(manifest), "--out", str(tmp_path / "out"), "--wandb", "disabled"])
     error = capsys.readouterr().err.strip()
-    assert error.startswith("sodeep brainage nifti: error: manifest.csv: left out 2 of 2 rows (line 2: no file at ")
+    assert error.startswith(f"sodeep brainage nifti: error: {manifest}: left out 2 of 2 rows (line 2: no file at ")
     assert error.endswith("line 3: the path is empty); no subject is left to train on")
 
 

@@ -29,7 +29,9 @@ def test_run_tabular_from_python_writes_and_returns_the_results(tmp_path, capsys
     assert results["settings"]["features"] == 2 and set(results["presets"]["l1"]["per_site"]) == {"A", "B"}
     assert (tmp_path / "out" / "plots" / "l1.png").is_file()
     printed = capsys.readouterr().out
-    assert printed.startswith("table.csv: 40 subjects, 2 features, 0 rows skipped") and "| l1 |" in printed
+    assert (
+        printed.startswith(f"{tmp_path / 'table.csv'}: 40 subjects, 2 features, 0 rows skipped") and "| l1 |" in printed
+    )
 
 
 def test_seeds_run_together_give_the_runs_of_seeds_run_apart(tmp_path):

@@ -127,7 +127,7 @@ def test_cli_smoke_on_a_tiny_csv(tmp_path, capsys, recwarn):
     assert code == 0
     # Skipped rows: one plain line on stderr (not a Python warning) and a record in results.json.
     error_lines = capsys.readouterr().err.splitlines()
-    assert "tiny.csv: skipped 1 of 51 rows (line 4: age 'not-a-number' is not a number)" in error_lines
+    assert f"{csv_path}: skipped 1 of 51 rows (line 4: age 'not-a-number' is not a number)" in error_lines
     assert not recwarn.list
     results = json.loads((out / "results.json").read_text())
     assert results["settings"]["skipped_rows"] == [{"line": 4, "reason": "age 'not-a-number' is not a number"}]

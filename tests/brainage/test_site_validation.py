@@ -397,6 +397,20 @@ def test_a_folder_extended_with_other_seeds_reports_each_presets_own_seeds(tmp_p
     assert [line for line in report.splitlines() if line.startswith("| l1 |")][0].endswith("| 6 |")
 
 
+def test_the_report_says_subjects_without_a_site_are_left_out_only_where_there_are_some(tmp_path):
+    table = site_table()
+    results = cross_validate_table(
+        table, ["l1"], out=tmp_path / "named", folds=3, seeds=[0], config=TINY, progress=False
+    )
+    legend = "Spearman inside each test site of 3 or more subjects, weighted by its subjects"
+    assert format_report(results, "sites").splitlines()[2].endswith(f"{legend}.")
+    table.sites = [NO_SITE if index % 5 == 0 else site for index, site in enumerate(table.sites)]
+    results = cross_validate_table(
+        table, ["l1"], out=tmp_path / "some", folds=3, seeds=[0], config=TINY, progress=False
+    )
+    assert format_report(results, "sites").splitlines()[2].endswith(f"{legend} (subjects without a site left out).")
+
+
 def test_a_table_without_sites_reports_no_within_site_spearman(tmp_path):
     table = site_table()
     table.sites = [NO_SITE] * len(table)
@@ -531,7 +545,28 @@ def test_a_run_whose_predictions_grow_far_beyond_any_age_says_it_diverged(tmp_pa
         cross_validate_table(site_table(), ["l1"], out=tmp_path, folds=3, seeds=[0], config=config, progress=False)
     message = str(raised.value)
     assert message.startswith("training diverged (preset l1, seed 0, fold 0): the model's predictions reach ")
-    assert message.endswith(", beyond 10 times the oldest age, at epoch 1; lower the learning rate (it was 10000)")
+    oldest = float(np.abs(site_table().ages).max())
+    assert message.endswith(
+        f", beyond 10 times the oldest age ({oldest:.3g}), at epoch 1; lower the learning rate (it was 10000)"
+    )
+
+
+def test_the_divergence_check_scales_with_the_training_subjects_too(recwarn):
+    """A fold whose few validation subjects are young while the training subjects are not:
+    a prediction of 1.5e5 is within 10 times the table's oldest age (9e5), not a divergence."""
+    import torch
+    from torch import nn
+
+    from sodeep.brainage.training import AgeRegression
+
+    for oldest_age, diverges in ((9e5, False), (90.0, True)):
+        module = AgeRegression(nn.Linear(1, 1), nn.L1Loss(), oldest_age=oldest_age, run={"preset": "l1"})
+        module._validation.append((torch.tensor([1.5e5, 30.0]), torch.tensor([25.0, 98.0])))
+        if diverges:
+            with pytest.raises(ValueError, match=r"reach 1.5e\+05, beyond 10 times the oldest age \(98\), at epoch 1"):
+                module.on_validation_epoch_end()
+        else:
+            module.on_validation_epoch_end()
 
 
 def test_a_run_whose_last_step_of_an_epoch_breaks_the_weights_says_it_diverged(tmp_path):

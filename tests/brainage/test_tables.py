@@ -39,7 +39,7 @@ def test_bad_rows_are_skipped_and_named_in_one_line_without_a_warning(tmp_path, 
     np.testing.assert_array_equal(table.ages, [20, 40])
     assert [line for line, _ in table.skipped] == [3, 4] and table.rows == 4
     assert table.notes("t.csv") == [
-        "t.csv: skipped 2 of 4 rows (line 3: age 'unknown' is not a number; line 4: feature 'f1' is '', not a number)"
+        "t.csv: skipped 2 of 4 rows (line 3: age 'unknown' is not a number; line 4: feature 'f1' is missing (''))"
     ]
     assert not recwarn.list  # not a Python warning with a source line
 
@@ -208,7 +208,7 @@ def test_nan_cells_leave_rows_out_and_text_cells_among_numbers_are_named(tmp_pat
     assert table.feature_names == ["f"] and table.ages.tolist() == [20, 40, 50]
     assert table.dropped_columns == {"g": [(4, "fail"), (5, "?")]}
     assert table.notes("t.csv") == [
-        "t.csv: skipped 1 of 4 rows (line 3: feature 'f' is 'NaN', not a number)",
+        "t.csv: skipped 1 of 4 rows (line 3: feature 'f' is missing ('NaN'))",
         "t.csv: columns with cells that are not plain numbers are not features: 'g' (2 of 4 cells, line 4: 'fail'); "
         "name them in features= to keep them (their rows with text are then skipped)",
         "t.csv: 1 column with no value in any row is not a feature: ['blank']",
@@ -305,8 +305,9 @@ def test_a_comma_table_with_quoted_comma_numbers_is_refused_with_a_hint(tmp_path
         ("1e40", "feature 'f' is '1e40', beyond float32's range"),
         ("inf", "feature 'f' is 'inf', infinite"),
         ("-Infinity", "feature 'f' is '-Infinity', infinite"),
-        ("nan", "feature 'f' is 'nan', not a number"),
-        ("", "feature 'f' is '', not a number"),
+        ("nan", "feature 'f' is missing ('nan')"),
+        ("NA", "feature 'f' is missing ('NA')"),
+        ("", "feature 'f' is missing ('')"),
     ],
 )
 def test_unusable_features_are_named_like_ages(tmp_path, cell, reason):
