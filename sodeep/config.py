@@ -642,6 +642,7 @@ class PretrainConfig:
         check_scale_out(self.accelerator, self.strategy, self.num_nodes, self.devices)
         self.num_nodes = int(self.num_nodes)  # a NumPy integer too
         self.strategy = self.strategy.strip().lower()  # DDP is ddp, as Lightning reads it
+        self.accelerator = self.accelerator.strip().lower()  # CPU is cpu, as the strategy's names
 
 
 def _family_names_problem(names: Any) -> str | None:

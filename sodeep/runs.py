@@ -498,6 +498,14 @@ def make_trainer(*, asked_for: dict[str, Any] | None = None, **settings: Any) ->
     try:
         trainer = L.Trainer(**settings)
     except ValueError as error:
+        if "invalid accelerator name" in str(error):
+            from lightning.pytorch.accelerators import AcceleratorRegistry
+
+            known = ", ".join(sorted({"auto", "gpu", *AcceleratorRegistry.available_accelerators()}))
+            raise ValueError(
+                f"cannot train with {asked}: accelerator {settings.get('accelerator')!r} is not one Lightning knows "
+                f"({known}; available here: {', '.join(available_accelerators())})"
+            ) from None
         if "invalid strategy name" not in str(error):
             raise
         raise ValueError(f"cannot train with {asked}: {_unknown_strategy(str(settings.get('strategy')))}") from None

@@ -199,6 +199,10 @@ def test_ctrl_c_while_waiting_for_other_machines_ends_in_one_line_and_the_run_st
         ),
         (["--accelerator", "gpu", "--devices", "64"], "cannot train with --accelerator gpu, --devices 64"),
         (
+            ["--accelerator", "bogus"],
+            "accelerator 'bogus' is not one Lightning knows (auto, cpu, cuda, gpu, mps, tpu; available here: auto, cpu",
+        ),
+        (
             ["--accelerator", "cpu", "--devices", "4096"],
             "cannot train with --accelerator cpu, --devices 4096, --strategy auto, --num-nodes 1: 4096 CPU processes on the",
         ),

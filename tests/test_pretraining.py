@@ -1108,6 +1108,9 @@ def test_a_strategy_is_read_in_any_case_as_lightning_reads_it():
     config = PretrainConfig(strategy=" DDP ")
     config.validate()
     assert config.strategy == "ddp" and TabularConfig(strategy="Ddp").strategy == "ddp"
+    config = PretrainConfig(accelerator=" CPU ")
+    config.validate()
+    assert config.accelerator == "cpu" and TabularConfig(accelerator="Cpu").accelerator == "cpu"
     with pytest.raises(ValueError, match="starts its processes inside fit"):
         PretrainConfig(strategy="Ddp_Spawn").validate()
 

@@ -235,6 +235,7 @@ class CommandConfig:
         self.devices = parse_devices(self.devices)
         check_scale_out(self.accelerator, self.strategy, self.num_nodes, self.devices)
         self.strategy = self.strategy.strip().lower()  # DDP is ddp, as Lightning reads it
+        self.accelerator = self.accelerator.strip().lower()  # CPU is cpu, as the strategy's names
 
     def trainer_options(self) -> dict[str, Any]:
         """The keyword arguments of Lightning's ``Trainer`` that say where the command trains

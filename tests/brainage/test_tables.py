@@ -222,7 +222,7 @@ def test_nan_cells_leave_rows_out_and_text_cells_among_numbers_are_named(tmp_pat
         ("1e40", "age '1e40' is beyond float32's range"),
         ("1e30", "age '1e30' is above 1e18, whose squared errors pass float32's range"),
         ("inf", "age 'inf' is infinite"),
-        ("nan", "age 'nan' is not a number"),
+        ("nan", "age 'nan' is missing"),
     ],
 )
 def test_impossible_ages_are_named(tmp_path, age, reason):
@@ -542,7 +542,7 @@ def test_missing_value_markers_of_r_pandas_and_spreadsheets_leave_their_row_out_
     assert table.feature_names == ["roi_1", "roi_2"] and table.ages.tolist() == [20, 30, 40, 50, 70]
     assert table.dropped_columns == {}
     assert table.notes("t.csv") == [
-        f"t.csv: skipped 1 of 6 rows (line 6: feature 'roi_1' is {marker.strip()!r}, not a number)"
+        f"t.csv: skipped 1 of 6 rows (line 6: feature 'roi_1' is missing ({marker.strip()!r}))"
     ]
     # The same in the age column.
     rows[0][0] = marker

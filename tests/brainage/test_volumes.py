@@ -287,7 +287,9 @@ def test_a_cohort_refused_once_its_volumes_are_read_leaves_the_folder_as_it_was(
     (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
     with pytest.raises(SystemExit):
         main(command)
-    assert "error: manifest.csv: every subject is aged 40" in capsys.readouterr().err  # named by its file
+    assert (
+        f"error: {tmp_path / 'manifest.csv'}: every subject is aged 40" in capsys.readouterr().err
+    )  # named by its file
     assert sorted(path.name for path in out.iterdir()) == ["run.lock"] if existed else not out.exists()
 
 
