@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import time
@@ -174,16 +175,13 @@ def run_benchmark(
     from sodeep.benchmark import plots, report
 
     check_extras(config)
-    if "sorting" in config.parts and config.workers > 1:  # before anything is written
-        from sodeep.benchmark.learning_to_sort import check_workers_can_start
-
-        check_workers_can_start()
-    if config.mnist is not None and "sorting" in config.parts:
-        from sodeep.benchmark.learning_to_sort import digit_pools
-
-        digit_pools(_mnist_files(config.mnist))  # whole files (counts, shapes, truncation), kept for the sorting part
+    _check_sorting_inputs(config)  # before anything is written
     out = claim_output_folder(Path(config.out), overwrite, resume)
-    previous = _previous_results(out, config) if resume else None
+    previous, recorded = _previous_results(out, config) if resume else (None, None)
+    if previous is not None and tuple(recorded["parts"]) != tuple(config.parts):
+        config = dataclasses.replace(config, parts=tuple(recorded["parts"]))
+        _check_sorting_inputs(config)
+        progress(f"parts: {' '.join(config.parts)} (the folder's, then those added)")
     families, missing = available_families()
     rankers = benchmark_rankers(families)
     if previous is not None:
@@ -206,7 +204,7 @@ def run_benchmark(
         results.update(
             command=previous["command"],
             hardware=previous["hardware"],
-            config=previous["config"],
+            config=recorded,
             resumed=previous["resumed"],
         )
     resumption = {"command": command, "hardware": hardware(), "parts": []}  # recorded once it runs a part
@@ -241,8 +239,52 @@ PART_KEYS = {
 }
 
 
-def _previous_results(out: Path, config: BenchConfig) -> dict:
-    """The results ``out`` holds, checked to be of ``config``'s settings (``ValueError`` else)."""
+def _check_sorting_inputs(config: BenchConfig) -> None:
+    """Where ``config`` runs the learning-to-sort part: that its worker processes can start and
+    that its MNIST files (if any) are whole (``ValueError``)."""
+    if "sorting" in config.parts and config.workers > 1:
+        from sodeep.benchmark.learning_to_sort import check_workers_can_start
+
+        check_workers_can_start()
+    if config.mnist is not None and "sorting" in config.parts:
+        from sodeep.benchmark.learning_to_sort import digit_pools
+
+        digit_pools(_mnist_files(config.mnist))  # whole files (counts, shapes, truncation), kept for the sorting part
+
+
+#: The settings each part reads; ``out``, ``workers`` and ``parts`` change no part's results.
+PART_SETTINGS = {
+    "speed": (
+        "speed_lengths",
+        "speed_batches",
+        "speed_rounds",
+        "speed_block_seconds",
+        "speed_max_call_seconds",
+        "max_elements",
+    ),
+    "fidelity": ("fidelity_lengths", "fidelity_sequences", "max_elements"),
+    "sorting": (
+        "seeds",
+        "sorting_lengths",
+        "sorting_digits",
+        "sorting_steps",
+        "sorting_images_per_step",
+        "sorting_learning_rate",
+        "sorting_test_sequences",
+        "sorting_validation_sequences",
+        "sorting_settings",
+        "mnist",
+        "max_elements",
+    ),
+    "regression": ("seeds", "regression_steps", "regression_batch", "regression_learning_rate", "max_elements"),
+}
+
+
+def _previous_results(out: Path, config: BenchConfig) -> tuple[dict, dict]:
+    """The results ``out`` holds, checked against ``config`` (``ValueError`` else), and the
+    settings the resumed benchmark records: the folder's parts and then those ``config`` adds.
+    The folder's parts (finished or not) continue with the folder's settings; a part it adds may
+    read other values of settings that none of the folder's parts reads."""
     from sodeep.benchmark import report
     from sodeep.benchmark.report import SCHEMA
 
@@ -257,18 +299,30 @@ def _previous_results(out: Path, config: BenchConfig) -> dict:
             raise ValueError
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
         raise damaged from None
-    wanted = json.loads(json.dumps(config.as_dict()))  # as JSON reads it back: tuples are lists
-    # Where it runs and how many processes train do not change the results, nor the order of the parts.
-    differing = sorted(
-        key
-        for key in set(held) | set(wanted)
-        if key not in ("out", "workers") and _as_compared(key, held.get(key)) != _as_compared(key, wanted.get(key))
-    )
     if previous.get("schema") != SCHEMA:
         raise ValueError(
             f"{out} holds a benchmark of another format (schema {previous.get('schema')!r}; this sodeep writes "
             f"{SCHEMA!r}): run with overwrite=True instead of resume=True"
         )
+    held_parts = held.get("parts")
+    if not isinstance(held_parts, list) or not held_parts or not set(held_parts) <= set(PART_SETTINGS):
+        raise damaged
+    wanted = json.loads(json.dumps(config.as_dict()))  # as JSON reads it back: tuples are lists
+    added = [part for part in wanted["parts"] if part not in held_parts]
+    held_reads = {key for part in held_parts for key in PART_SETTINGS[part]}
+    # Where it runs, how many processes train and the parts' order change no result; a setting
+    # that none of the folder's parts reads may change, and a part added reads its new value.
+    differing = sorted(
+        key
+        for key in set(held) | set(wanted)
+        if key not in ("out", "workers", "parts")
+        and not (key in PART_SETTINGS_KEYS and key not in held_reads)
+        and _as_compared(key, held.get(key)) != _as_compared(key, wanted.get(key))
+    )
+    added_reads = {key for part in added for key in PART_SETTINGS[part]}
+    recorded = {**held, "parts": held_parts + added} | {
+        key: wanted[key] for key in added_reads - held_reads if key in wanted
+    }
     if differing:
         changes = ", ".join(
             f"{key}: {_as_words(held[key]) if key in held else '(not recorded)'} -> {_as_words(wanted.get(key))}"
@@ -285,7 +339,11 @@ def _previous_results(out: Path, config: BenchConfig) -> dict:
         report.markdown({key: [] for keys in PART_KEYS.values() for key in keys} | previous)
     except (ValueError, KeyError, TypeError, AttributeError, IndexError):
         raise damaged from None
-    return previous
+    return previous, recorded
+
+
+#: Every setting that some part reads.
+PART_SETTINGS_KEYS = frozenset(key for keys in PART_SETTINGS.values() for key in keys)
 
 
 def _well_formed(previous: dict) -> bool:

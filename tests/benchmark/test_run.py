@@ -233,6 +233,8 @@ def test_a_benchmark_folder_inside_another_is_refused(tmp_path):
         {"fidelity": [{"ranker": "exact", "n": 8, "distribution": "normal", "spearman": 1.0}]},
         {"fidelity": [{"ranker": "exact", "n": True, "distribution": "normal", "spearman": 1.0, "rank_error": 0.0}]},
         {"rankers": []},
+        {"config": {**BenchConfig().as_dict(), "parts": ["fidelity", "bogus"]}},
+        {"config": {**BenchConfig().as_dict(), "parts": []}},
     ],
 )
 def test_a_results_file_of_the_wrong_shape_is_damaged_for_a_resume(tmp_path, change):
@@ -249,7 +251,7 @@ def test_a_results_file_of_the_wrong_shape_is_damaged_for_a_resume(tmp_path, cha
         "fidelity": [{"ranker": "exact", "n": 8, "distribution": "normal", "spearman": 1.0, "rank_error": 0.0}],
     }
     (tmp_path / "results.json").write_text(json.dumps(held))
-    assert _previous_results(tmp_path, config)["fidelity"] == held["fidelity"]
+    assert _previous_results(tmp_path, config)[0]["fidelity"] == held["fidelity"]
     (tmp_path / "results.json").write_text(json.dumps(held | change))
     with pytest.raises(ValueError, match="results.json is damaged; run with overwrite=True instead of resume=True"):
         _previous_results(tmp_path, config)
@@ -575,18 +577,29 @@ def test_resuming_across_the_quick_preset_says_which_it_ran(tmp_path, held, want
     assert advice in str(refused.value)
 
 
-def test_a_benchmark_of_other_parts_names_them_as_the_command_line_takes_them(tmp_path, capsys):
-    from sodeep.benchmark.config import BenchConfig
-    from sodeep.benchmark.report import SCHEMA
-    from sodeep.cli import main
-
-    held = BenchConfig.quick(out=str(tmp_path), parts=("fidelity",)).as_dict()
-    record = {"schema": SCHEMA, "config": held, "wall_seconds": {}, "skipped": []}
-    (tmp_path / "results.json").write_text(json.dumps(record))
-    with pytest.raises(SystemExit):
-        main(["bench", "--quick", "--resume", "--out", str(tmp_path)])
-    error = capsys.readouterr().err
-    assert "other settings (--parts: fidelity -> speed fidelity sorting regression); resume it with its own" in error
+def test_a_resume_adds_parts_whose_settings_the_folders_parts_do_not_read(tmp_path, monkeypatch, capsys):
+    """A finished fidelity part is kept; speed is added with its own settings, and --seeds, which
+    neither reads, may change.  A setting the folder's part reads may not."""
+    monkeypatch.setattr(BenchConfig, "quick", classmethod(lambda cls, **overrides: cls(**{**TINY, **overrides})))
+    out = tmp_path / "bench"
+    assert main(["bench", "--quick", "--parts", "fidelity", "--out", str(out)]) == 0
+    fidelity = json.loads((out / "results.json").read_text())["fidelity"]
+    monkeypatch.setattr(BenchConfig, "quick", classmethod(lambda cls, **o: cls(**{**TINY, "speed_lengths": (5,), **o})))
+    capsys.readouterr()
+    assert main(["bench", "--quick", "--parts", "speed", "--seeds", "4", "--out", str(out), "--resume"]) == 0
+    printed = capsys.readouterr().out
+    assert "parts: fidelity speed (the folder's, then those added)" in printed and "== fidelity: kept" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert results["fidelity"] == fidelity and {row["n"] for row in results["speed"]} == {5}
+    assert results["config"]["parts"] == ["fidelity", "speed"] and results["config"]["speed_lengths"] == [5]
+    assert results["config"]["seeds"] == [0]  # read by no part it holds: as it was
+    assert [entry["parts"] for entry in results["resumed"]] == [["speed"]]
+    monkeypatch.setattr(
+        BenchConfig, "quick", classmethod(lambda cls, **o: cls(**{**TINY, "fidelity_sequences": 5, **o}))
+    )
+    # speed is the folder's part now: its lengths are held too.
+    with pytest.raises(ValueError, match=r"other settings \(fidelity_sequences: 4 -> 5, speed_lengths: 5 -> 8\)"):
+        main(["bench", "--quick", "--parts", "regression", "--out", str(out), "--resume"])
 
 
 def test_a_resume_where_other_rankers_can_run_is_refused(tmp_path, monkeypatch):
