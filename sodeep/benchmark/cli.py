@@ -33,8 +33,8 @@ def add_bench_parser(commands) -> argparse.ArgumentParser:
     folder.add_argument(
         "--resume",
         action="store_true",
-        help="continue the interrupted benchmark that --out holds (same settings): its finished parts and "
-        "learning-to-sort trainings are kept",
+        help="continue the benchmark that --out holds (same settings): its finished parts and "
+        "learning-to-sort trainings are kept, and --parts may add parts",
     )
     quick = BenchConfig.quick()
     parser.add_argument(

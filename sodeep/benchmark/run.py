@@ -171,7 +171,8 @@ def run_benchmark(
     """Run ``config.parts`` and write ``results.json``, ``results.md`` and PNG plots into
     ``config.out`` (a new or empty folder, or one of benchmark results with ``overwrite``).
     ``resume`` continues the benchmark of the same settings that the folder holds: its finished
-    parts and its finished learning-to-sort trainings are kept, the rest runs."""
+    parts and its finished learning-to-sort trainings are kept, the rest runs; parts that
+    ``config`` adds run after the folder's (:func:`_previous_results` says which settings may differ)."""
     from sodeep.benchmark import plots, report
 
     check_extras(config)
