@@ -174,10 +174,16 @@ def make_generator(seed: int) -> torch.Generator:
 
 def checked_families(families: Sequence[str] | None) -> list[str]:
     """``families`` as a list of names from :data:`FAMILIES` (all of them for ``None``); a
-    ``TypeError`` for a lone name or a mapping, a ``ValueError`` for an unknown or empty list."""
+    ``TypeError`` for a lone name, a mapping or a set (whose order, which the seeded draws follow,
+    changes from one process to the next), a ``ValueError`` for an unknown or empty list."""
     if isinstance(families, (str, bytes, dict)):
         raise TypeError(
             f"families must be a list of names, e.g. ['uniform'], got {type(families).__name__} {families!r}"
+        )
+    if isinstance(families, (set, frozenset)):
+        raise TypeError(
+            f"families must be a list of names, not a {type(families).__name__}: the draws follow the families' "
+            f"order, which a set changes from one process to the next; give sorted({families!r}) or a list"
         )
     names = list(FAMILIES) if families is None else list(families)
     if not names or not all(isinstance(name, str) and name in FAMILIES for name in names):
@@ -312,6 +318,8 @@ class SyntheticSequences(IterableDataset):
         whole = lengths is not None and all(isinstance(n, Integral) and not isinstance(n, bool) for n in lengths)
         if not lengths or not whole or min(lengths) < 2:
             hint = " (parse a text like '2-8' with sodeep.config.parse_lengths)" if isinstance(given, str) else ""
+            if isinstance(given, Integral) and not isinstance(given, bool):
+                hint = f" (one length is a list of one: [{given}])"
             raise ValueError(f"lengths must be a non-empty list of ints >= 2, got {given!r}{hint}")
         check_integer(batch_size, "batch_size", 1)
         check_integer(seed, "seed", -(2**63), 2**63 - 1)

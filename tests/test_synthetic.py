@@ -241,7 +241,10 @@ def test_a_cuda_generator_gives_cuda_batches():
     assert_exact_ranks(scores.cpu(), ranks.cpu())
 
 
-@pytest.mark.parametrize(("lengths", "shown"), [(5, "got 5"), ("2-8", "got '2-8' (parse a text like '2-8'")])
+@pytest.mark.parametrize(
+    ("lengths", "shown"),
+    [(5, "got 5 (one length is a list of one: [5])"), ("2-8", "got '2-8' (parse a text like '2-8'")],
+)
 def test_bad_lengths_are_shown_as_given(lengths, shown):
     with pytest.raises(ValueError, match=re.escape(shown)):
         SyntheticSequences(2, lengths)
@@ -280,3 +283,9 @@ def test_families_given_as_an_iterator_are_read_once_and_kept():
     for wrong in ("uniform", b"uniform", {"uniform": 1}):
         with pytest.raises(TypeError, match="families must be a list of names"):
             SyntheticSequences(2, [5], families=wrong)
+    # A set's order (which the seeded draws follow) changes with the process's string hashing.
+    for unordered in ({"uniform", "sorted"}, frozenset({"ties"})):
+        with pytest.raises(TypeError, match="families must be a list of names, not a .*set: the draws follow"):
+            SyntheticSequences(2, [5], families=unordered)
+        with pytest.raises(TypeError, match="give sorted"):
+            generate_sequences(2, 5, torch.Generator().manual_seed(0), families=unordered)
