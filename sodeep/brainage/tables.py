@@ -401,13 +401,8 @@ def read_age_table(
         bad = next(((column, reason) for column, reason in reasons if reason), None)
         if bad is not None:
             column, reason = bad
-            cell = row[column]
-            skipped.append(
-                (
-                    line,
-                    f"feature {column!r} is {f'missing ({cell!r})' if reason == 'missing' else f'{cell!r}, {reason}'}",
-                )
-            )
+            shown = f"missing ({row[column]!r})" if reason == "missing" else f"{row[column]!r}, {reason}"
+            skipped.append((line, f"feature {column!r} is {shown}"))
             if not any(number_problem(row[other]) for other in feature_names if other != column):
                 sole_blockers[column] = sole_blockers.get(column, 0) + 1
             continue
