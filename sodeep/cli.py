@@ -302,7 +302,7 @@ class ProgressEvery:
 
 
 def command_export(arguments: argparse.Namespace) -> int:
-    from sodeep.checkpoints import load_sorter, save_sorter
+    from sodeep.checkpoints import load_sorter, recorded_command, save_sorter
     from sodeep.files import writable_file_problem
     from sodeep.pretraining import run_summary_at, sorter_from_training_checkpoint
 
@@ -325,8 +325,10 @@ def command_export(arguments: argparse.Namespace) -> int:
     sorter = sorter_from_training_checkpoint(arguments.checkpoint)
     metadata = {"exported_from": str(Path(arguments.checkpoint).resolve()), **sorter.checkpoint_metadata}
     source = Path(arguments.checkpoint)
+    own = source.is_dir() or (source.name == "last.ckpt" and source.parent.name == "checkpoints")
     folder = source if source.is_dir() else source.parent.parent  # a run's checkpoints/last.ckpt
-    summary = run_summary_at(folder, metadata["step"]) if metadata["step"] is not None else None
+    finished = own and metadata["step"] is not None and recorded_command(folder) == "pretrain"
+    summary = run_summary_at(folder, metadata["step"]) if finished else None
     if summary is not None:  # a finished run: its command, settings and validation, as its sorter.pt has
         metadata = {**summary, **metadata}
     known = metadata["step"] is not None and metadata["of_steps"] is not None

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -54,16 +55,39 @@ def _folder_spelling(path: str | os.PathLike) -> str | None:
     return None
 
 
+def _special_file(path: Path) -> str | None:
+    """What ``path`` (through links) is where it is a device, a named pipe or a socket, which a
+    renamed file would replace (``"a character device"``, ...); ``None`` for anything else."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    kinds = (
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((kind for is_kind, kind in kinds if is_kind(mode)), None)
+
+
 def _write_then_rename(path: str | os.PathLike, write_file: Callable[[int, Path], None]) -> Path:
     """Create a temporary file beside ``path``, let ``write_file(handle, temporary)`` fill it (and
-    close ``handle``), then rename it to ``path``; see :func:`atomic_write`."""
+    close ``handle``), then rename it to ``path``; see :func:`atomic_write`.  A link to a file is
+    written through (the file it leads to is replaced, the link stays); a device, named pipe or
+    socket is refused."""
     spelling = _folder_spelling(path)
     if spelling is not None:
         raise IsADirectoryError(f"{spelling}; give the path of a file to write")
-    path = Path(path)
+    given = path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; give the path of a file to write")
-    make_folder(path.parent, path)
+    special = _special_file(path)
+    if special is not None:
+        raise FileExistsError(f"{path} is {special}, not a file that can be replaced; give the path of a file to write")
+    if path.is_symlink() and path.is_file():
+        path = path.resolve()
+    make_folder(path.parent, given)
     # The temporary name starts with at most 64 bytes of the file's own: a name near the file
     # system's limit (255 bytes) must not fail on its longer temporary name.
     prefix = path.name.encode("utf-8", "surrogateescape")[:64].decode("utf-8", "ignore")
@@ -80,7 +104,7 @@ def _write_then_rename(path: str | os.PathLike, write_file: Callable[[int, Path]
         if isinstance(error, OSError) and error.filename in (None, temporary):
             raise _naming(error, path) from error
         raise
-    return path
+    return given
 
 
 def make_folder(folder: str | os.PathLike, made_for: str | os.PathLike | None = None) -> Path:
@@ -193,11 +217,14 @@ def writable_file_problem(path: str | os.PathLike) -> str | None:
     spelling = _folder_spelling(path)
     if spelling is not None:
         return spelling
-    if isinstance(path, str) and path.strip() == "-":  # for command-line tools, standard output
-        return "- (standard output) is not written to; give a file name (./- for a file of that name)"
+    if isinstance(path, str) and path == "-":  # for command-line tools, standard output
+        return "- (standard output) is not written to (./- names a file of that name)"
     path = Path(path)
     if path.is_dir():
         return f"{path} is a folder, not a file"
+    special = _special_file(path)
+    if special is not None:
+        return f"{path} is {special}, not a file that can be replaced"
     link = _dead_link(path.parents)
     if link is not None:
         return f"{link} is a link to {os.readlink(link)}, which leads to no file or folder, so {path} cannot be made"
@@ -217,8 +244,9 @@ def writable_file_problem(path: str | os.PathLike) -> str | None:
         os.close(handle)
         os.unlink(probe)
     except OSError as error:
-        reason = (error.strerror or str(error)).lower()
-        return f"{ancestor}: no file can be made there ({reason}), so {path} cannot be made"
+        known = error.errno != errno.ENOENT and error.strerror  # ENOENT: a file system of no files (/proc)
+        reason = f" ({error.strerror.lower()})" if known else ""
+        return f"{ancestor}: no file can be made there{reason}, so {path} cannot be made"
     return None
 
 

@@ -158,10 +158,8 @@ def test_a_path_written_as_a_folder_or_empty_is_refused_not_read_as_a_file(tmp_p
 
 def test_an_output_path_is_checked_by_making_a_file_there_and_a_dash_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert writable_file_problem("-") == (
-        "- (standard output) is not written to; give a file name (./- for a file of that name)"
-    )
-    assert writable_file_problem("./-") is None
+    assert writable_file_problem("-") == "- (standard output) is not written to (./- names a file of that name)"
+    assert writable_file_problem("./-") is None and writable_file_problem(" -") is None
     # A folder where no file can be made, whatever its permission bits say (root, /proc, read-only mounts).
     real_mkstemp = tempfile.mkstemp
 
@@ -181,5 +179,25 @@ def test_an_output_path_is_checked_by_making_a_file_there_and_a_dash_is_refused(
     )
     assert writable_file_problem(tmp_path / "results.json") is None
     assert sorted(path.name for path in tmp_path.iterdir()) == ["mounted"]  # the check leaves nothing behind
-    if Path("/proc").is_dir():
-        assert "no file can be made there" in writable_file_problem("/proc/results.json")
+    if Path("/proc").is_dir():  # a file system of no files: its ENOENT is no reason to show
+        assert writable_file_problem("/proc/results.json") in (
+            "/proc: no file can be made there, so /proc/results.json cannot be made",  # as root
+            "/proc is not writable, so /proc/results.json cannot be made",
+        )
+
+
+def test_a_link_to_a_file_is_written_through_and_a_pipe_or_device_is_refused(tmp_path):
+    (tmp_path / "real.json").write_text("old")
+    (tmp_path / "link.json").symlink_to(tmp_path / "real.json")
+    assert atomic_write_text(tmp_path / "link.json", "new") == tmp_path / "link.json"
+    assert (tmp_path / "link.json").is_symlink() and (tmp_path / "real.json").read_text() == "new"
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "to-pipe").symlink_to(tmp_path / "pipe")
+    for special in (tmp_path / "pipe", tmp_path / "to-pipe", Path("/dev/null")):
+        assert writable_file_problem(special) == f"{special} is a named pipe, not a file that can be replaced" or (
+            special == Path("/dev/null") and "is a character device, not a file" in writable_file_problem(special)
+        )
+    with pytest.raises(FileExistsError, match="is a named pipe, not a file that can be replaced"):
+        atomic_write_text(tmp_path / "to-pipe", "text")
+    assert (tmp_path / "to-pipe").is_symlink() and not (tmp_path / "pipe").is_file()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["link.json", "pipe", "real.json", "to-pipe"]

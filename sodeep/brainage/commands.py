@@ -97,7 +97,7 @@ def run_tabular(
         site_column=config.site_column,
     )
     # Messages name a table as the reader's do: the path given, or the bundled table's name.
-    source = path.name if config.csv is None else str(path)
+    source = path.name if config.csv is None else str(config.csv)
     if config.split == "site":  # sites before subjects: the advice on folds must fit the sites
         with _named_by(source):
             check_site_folds(table.sites, config.folds, cross_validation=True)

@@ -504,12 +504,15 @@ class MultiLabelHingeLoss(nn.Module):
         if base.is_meta:
             margin = "<on the meta device>"
         elif bool((base == base[0]).all()):
-            margin = f"{base[0].item():g}"
+            margin = shown_float(base[0].item())
         else:
             margin = f"<{base.numel()} per-label margins>"
         settings = f"num_labels={self.base_margin.numel()}, margin={margin}, adaptive={self.adaptive}"
         if self.adaptive:
-            settings += f", margin_range={self.margin_range}, momentum={self.momentum}"
+            low, high = self.margin_range
+            settings += (
+                f", margin_range=({shown_float(low)}, {shown_float(high)}), momentum={shown_float(self.momentum)}"
+            )
         return settings
 
     @torch.no_grad()

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from sodeep.checks import beneath_transforms, check_dense, require
+from sodeep.wording import shown_float
 
 
 def check_positive_setting(value: Any, name: str) -> None:
@@ -195,7 +196,10 @@ class Sorter(nn.Module):
         own initialisation); nothing by default."""
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{key}={value!r}" for key, value in self.config().items())
+        return ", ".join(
+            f"{key}={shown_float(value) if isinstance(value, float) else repr(value)}"
+            for key, value in self.config().items()
+        )
 
 
 def _weights_set_by_a_complete_load(sorter: Sorter, incompatible_keys: Any) -> None:

@@ -216,13 +216,13 @@ def setting_rows(settings: list[Setting], metrics: list[str], baseline: dict[str
             f"parameter that tells the settings apart; they differ in {differing or 'nothing (one setting)'} "
             "(parameters averaged over, --over, are not among them)"
         )
-    changing = varying(settings)[0]
-    constant = [key for key in baseline if key not in changing]
-    if constant:
+    changing, fixed = varying(settings)
+    if baseline and not any(key in changing for key in baseline):  # each setting would be its own reference
+        shown = ", ".join(f"{key} ({shown_value(fixed.get(key))})" for key in baseline)
         raise ValueError(
-            f"--baseline {' '.join(f'{k}={v}' for k, v in baseline.items())}: {', '.join(constant)} has one value "
-            f"in every setting, so each setting would be compared with itself; the settings differ in "
-            f"{changing or 'nothing (one setting)'}"
+            f"--baseline {' '.join(f'{k}={v}' for k, v in baseline.items())}: {shown} "
+            f"{'has one value' if len(baseline) == 1 else 'have one value each'} in every setting, so each setting "
+            f"would be compared with itself; the settings differ in {changing or 'nothing (one setting)'}"
         )
     if baseline and not any(all(matches(s.params.get(k), v) for k, v in baseline.items()) for s in settings):
         seen = {key: sorted({shown_value(s.params.get(key)) for s in settings}) for key in baseline}

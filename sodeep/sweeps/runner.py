@@ -119,20 +119,34 @@ def run_sweep(
     check_sweep_folder(folder, spec, seed, overwrite=overwrite)
     hold_folder(folder, clear=overwrite, instead="give another --root")
     record_sweep(folder, spec, seed, source if isinstance(source, list) else None)
-    beyond = trials_beyond_cap(folder, spec.run_cap)
-    if beyond:
-        echo(
-            f"note: {plural(len(beyond), 'trial')} ({_id_span(beyond)}) from a run with a larger run_cap than "
-            f"{spec.run_cap} {'stays' if len(beyond) == 1 else 'stay'} in the folder and in its report"
-        )
+    note = beyond_cap_note(folder, spec)
+    if note:
+        echo(note)
     if spec.early_terminate is not None:
         echo("note: early_terminate needs W&B's server; offline every trial runs to its end")
     return _Scheduler(spec, folder, source, launcher, workers, echo).run()
 
 
+def beyond_cap_note(folder: Path, spec: SweepSpec) -> str | None:
+    """The line that says which trials of ``folder`` a run with a larger ``run_cap`` than
+    ``spec``'s left there (they stay, and the report counts them), or ``None``."""
+    beyond = trials_beyond_cap(folder, spec.run_cap)
+    if not beyond:
+        return None
+    return (
+        f"note: {plural(len(beyond), 'trial')} ({_id_span(beyond)}) from a run with a larger run_cap than "
+        f"{spec.run_cap} {'stays' if len(beyond) == 1 else 'stay'} in the folder and in its report"
+    )
+
+
 def _id_span(ids: list[str]) -> str:
-    """``0006`` or ``0006-0009`` (the first and the last of sorted ``ids``)."""
-    return ids[0] if len(ids) == 1 else f"{ids[0]}-{ids[-1]}"
+    """``0006``, ``0006-0009`` (every id between), or ``0006, 0008`` (at most three, then a count)
+    for trial ids in numeric order."""
+    if len(ids) == 1:
+        return ids[0]
+    if int(ids[-1]) - int(ids[0]) + 1 == len(ids):
+        return f"{ids[0]}-{ids[-1]}"
+    return ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
 
 
 def _trial_record(trial_folder: Path) -> dict | None:

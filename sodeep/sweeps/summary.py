@@ -216,5 +216,6 @@ def trials_beyond_cap(folder: Path, run_cap: Any) -> list[str]:
     if not isinstance(run_cap, int) or isinstance(run_cap, bool) or not trials.is_dir():
         return []
     return sorted(
-        path.name for path in trials.iterdir() if path.is_dir() and path.name.isdigit() and int(path.name) >= run_cap
+        (path.name for path in trials.iterdir() if path.is_dir() and path.name.isdigit() and int(path.name) >= run_cap),
+        key=int,
     )

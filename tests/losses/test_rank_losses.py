@@ -581,6 +581,13 @@ def test_a_loss_module_shows_its_settings():
     assert "margin=0.3, " in repr(PairwiseMarginRankingLoss(margin=torch.tensor(0.3)))
     assert "l1_weight=0.01)" in repr(SpearmanLoss(l1_weight=torch.tensor(0.01)))
     assert "margin=0.1234567890123" in repr(MultiLabelRankingHingeLoss(margin=0.1234567890123))
+    from sodeep.losses import MultiLabelHingeLoss
+    from sodeep.sorters import ConvSorter
+
+    float32 = float(torch.tensor(0.1))  # 0.10000000149011612
+    assert "softness=0.1, " in repr(SpearmanLoss(sorter=ConvSorter(softness=float32)))
+    hinge = repr(MultiLabelHingeLoss(2, margin=float32, adaptive=True, momentum=float(torch.tensor(0.9))))
+    assert "margin=0.1, adaptive=True, margin_range=(0.1, 2.0), momentum=0.9" in hinge
     compiled = SpearmanLoss(sorter=torch.compile(PairwiseSigmoidSorter(0.3)))
     assert repr(compiled) == "SpearmanLoss(sorter=PairwiseSigmoidSorter(temperature=0.3), l1_weight=0.0)"
 

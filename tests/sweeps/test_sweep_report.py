@@ -120,10 +120,13 @@ def test_a_baseline_on_a_parameter_that_never_changes_is_refused(tmp_path, capsy
         main(["report", str(tmp_path), "--baseline", "batch=8"])
     assert exited.value.code == 2
     assert (
-        "--baseline batch=8: batch has one value in every setting, so each setting would be compared with itself; "
-        "the settings differ in ['lr']"
+        "--baseline batch=8: batch (8) has one value in every setting, so each setting would be compared with "
+        "itself; the settings differ in ['lr']"
     ) in capsys.readouterr().err
     assert main(["report", str(tmp_path), "--baseline", "lr=0.1"]) == 0
+    # Beside a parameter that varies, a fixed one at its value narrows nothing: as a whole nested
+    # value given as JSON spells out every field.
+    assert main(["report", str(tmp_path), "--baseline", "lr=0.1", "batch=8"]) == 0
 
 
 def test_a_report_removes_plots_it_no_longer_draws_and_says_when_it_cannot_draw(tmp_path, capsys, monkeypatch):

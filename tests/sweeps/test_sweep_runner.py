@@ -1002,6 +1002,8 @@ def test_a_lowered_run_cap_keeps_the_trials_beyond_it_and_says_so(tmp_path, caps
     assert main(["run", str(sweep), "--root", str(root)]) == 0
     sweep = write_sweep(tmp_path, TABLE_PROGRAM, body.format(cap=2))
     capsys.readouterr()
+    assert main(["run", str(sweep), "--root", str(root), "--dry-run"]) == 0  # the checks a run makes, and its notes
+    assert "note: 2 trials (0002-0003) from a run with a larger run_cap" in capsys.readouterr().out
     assert main(["run", str(sweep), "--root", str(root)]) == 0
     out = capsys.readouterr().out
     assert (
