@@ -324,7 +324,7 @@ def command_export(arguments: argparse.Namespace) -> int:
             raise ValueError(f"{out} already holds a sorter checkpoint; add --overwrite to replace it")
     sorter = sorter_from_training_checkpoint(arguments.checkpoint)
     metadata = {"exported_from": str(Path(arguments.checkpoint).resolve()), **sorter.checkpoint_metadata}
-    source = Path(arguments.checkpoint)
+    source = Path(arguments.checkpoint).resolve()  # as exported_from names it (a link: where it leads)
     own = source.is_dir() or (source.name == "last.ckpt" and source.parent.name == "checkpoints")
     folder = source if source.is_dir() else source.parent.parent  # a run's checkpoints/last.ckpt
     finished = own and metadata["step"] is not None and recorded_command(folder) == "pretrain"

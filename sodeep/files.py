@@ -71,22 +71,46 @@ def _special_file(path: Path) -> str | None:
     return next((kind for is_kind, kind in kinds if is_kind(mode)), None)
 
 
+#: Where a link names a process's open file (``/dev/stdout`` leads to ``/proc/self/fd/1``): the
+#: file it resolves to is whatever the process has open, such as the log its output goes to.
+_OPEN_FILE_PREFIXES = ("/proc/", "/dev/fd/", "/dev/stdin", "/dev/stdout", "/dev/stderr")
+
+
+def _replaced_path(path: Path) -> tuple[Path, str | None]:
+    """The file a write to ``path`` replaces, and why it may not (or ``None``): ``path`` itself,
+    or for a link that leads to a file, that file (written through, the link kept).  A link to
+    nothing yet is replaced by the file.  A link that passes through a process's open files
+    (:data:`_OPEN_FILE_PREFIXES`) is refused: its file is the process's own output."""
+    hop = path
+    for _ in range(40):  # the operating system's own limit on links in a row
+        if not hop.is_symlink():
+            break
+        hop = Path(os.path.normpath(hop.parent / os.readlink(hop)))
+        if str(hop).startswith(_OPEN_FILE_PREFIXES):
+            return path, f"{path} leads to {hop}, a process's open file, not a file that can be replaced"
+    if path.is_symlink() and path.is_file():
+        return path.resolve(), None
+    return path, None
+
+
 def _write_then_rename(path: str | os.PathLike, write_file: Callable[[int, Path], None]) -> Path:
     """Create a temporary file beside ``path``, let ``write_file(handle, temporary)`` fill it (and
     close ``handle``), then rename it to ``path``; see :func:`atomic_write`.  A link to a file is
-    written through (the file it leads to is replaced, the link stays); a device, named pipe or
-    socket is refused."""
+    written through (the file it leads to is replaced, with its permissions, and the link stays);
+    a link to nothing is replaced by the file; a device, named pipe, socket or a link to a
+    process's open file (``/dev/stdout``) is refused."""
     spelling = _folder_spelling(path)
     if spelling is not None:
         raise IsADirectoryError(f"{spelling}; give the path of a file to write")
-    given = path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a folder; give the path of a file to write")
-    special = _special_file(path)
-    if special is not None:
-        raise FileExistsError(f"{path} is {special}, not a file that can be replaced; give the path of a file to write")
-    if path.is_symlink() and path.is_file():
-        path = path.resolve()
+    given = Path(path)
+    if given.is_dir():
+        raise IsADirectoryError(f"{given} is a folder; give the path of a file to write")
+    special = _special_file(given)
+    path, problem = _replaced_path(given)
+    if special is not None or problem is not None:
+        problem = problem or f"{given} is {special}, not a file that can be replaced"
+        raise FileExistsError(f"{problem}; give the path of a file to write")
+    mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else 0o644
     make_folder(path.parent, given)
     # The temporary name starts with at most 64 bytes of the file's own: a name near the file
     # system's limit (255 bytes) must not fail on its longer temporary name.
@@ -97,7 +121,7 @@ def _write_then_rename(path: str | os.PathLike, write_file: Callable[[int, Path]
         raise _naming(error, path) from error
     try:
         write_file(handle, Path(temporary))
-        os.chmod(temporary, 0o644)
+        os.chmod(temporary, mode)
         os.replace(temporary, path)
     except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
@@ -225,6 +249,9 @@ def writable_file_problem(path: str | os.PathLike) -> str | None:
     special = _special_file(path)
     if special is not None:
         return f"{path} is {special}, not a file that can be replaced"
+    path, problem = _replaced_path(path)  # a link to a file: the file it leads to, in its own folder
+    if problem is not None:
+        return problem
     link = _dead_link(path.parents)
     if link is not None:
         return f"{link} is a link to {os.readlink(link)}, which leads to no file or folder, so {path} cannot be made"

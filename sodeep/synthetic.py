@@ -318,7 +318,7 @@ class SyntheticSequences(IterableDataset):
         whole = lengths is not None and all(isinstance(n, Integral) and not isinstance(n, bool) for n in lengths)
         if not lengths or not whole or min(lengths) < 2:
             hint = " (parse a text like '2-8' with sodeep.config.parse_lengths)" if isinstance(given, str) else ""
-            if isinstance(given, Integral) and not isinstance(given, bool):
+            if isinstance(given, Integral) and not isinstance(given, bool) and given >= 2:
                 hint = f" (one length is a list of one: [{given}])"
             raise ValueError(f"lengths must be a non-empty list of ints >= 2, got {given!r}{hint}")
         check_integer(batch_size, "batch_size", 1)

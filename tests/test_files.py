@@ -188,9 +188,21 @@ def test_an_output_path_is_checked_by_making_a_file_there_and_a_dash_is_refused(
 
 def test_a_link_to_a_file_is_written_through_and_a_pipe_or_device_is_refused(tmp_path):
     (tmp_path / "real.json").write_text("old")
+    (tmp_path / "real.json").chmod(0o600)
     (tmp_path / "link.json").symlink_to(tmp_path / "real.json")
     assert atomic_write_text(tmp_path / "link.json", "new") == tmp_path / "link.json"
     assert (tmp_path / "link.json").is_symlink() and (tmp_path / "real.json").read_text() == "new"
+    assert (tmp_path / "real.json").stat().st_mode & 0o777 == 0o600  # a private file stays private
+    if Path("/proc/self/fd/1").exists():  # as /dev/stdout is: its file is this process's output
+        (tmp_path / "stdout").symlink_to("/proc/self/fd/1")
+        problem = (
+            f"{tmp_path / 'stdout'} leads to /proc/self/fd/1, a process's open file, not a file that can be replaced"
+        )
+        assert writable_file_problem(tmp_path / "stdout") == problem
+        with pytest.raises(FileExistsError, match="a process's open file"):
+            atomic_write_text(tmp_path / "stdout", "text")
+        assert (tmp_path / "stdout").is_symlink()
+        (tmp_path / "stdout").unlink()
     os.mkfifo(tmp_path / "pipe")
     (tmp_path / "to-pipe").symlink_to(tmp_path / "pipe")
     for special in (tmp_path / "pipe", tmp_path / "to-pipe", Path("/dev/null")):

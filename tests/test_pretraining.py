@@ -136,7 +136,9 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     (tmp_path / "exported.pt").touch()  # an empty file may be replaced, as save_sorter allows
     monkeypatch.chdir(tmp_path)
     assert main(["export", "interrupted", "exported.pt"]) == 0
+    summary = json.loads((tmp_path / "interrupted" / "pretrain_summary.json").read_text())
     assert load_sorter(tmp_path / "exported.pt").checkpoint_metadata == {
+        **summary,  # the finished run's command, settings and validation, as its sorter.pt has them
         "exported_from": str((tmp_path / "interrupted").resolve()),
         "step": 8,
         "of_steps": 8,

@@ -180,9 +180,10 @@ def run_benchmark(
     out = claim_output_folder(Path(config.out), overwrite, resume)
     previous, recorded = _previous_results(out, config) if resume else (None, None)
     if previous is not None and tuple(recorded["parts"]) != tuple(config.parts):
+        added = [part for part in config.parts if part not in previous["config"]["parts"]]
         config = dataclasses.replace(config, parts=tuple(recorded["parts"]))
         _check_sorting_inputs(config)
-        progress(f"parts: {' '.join(config.parts)} (the folder's, then those added)")
+        progress(f"parts: {' '.join(config.parts)} (the folder's{', then those added' if added else ''})")
     families, missing = available_families()
     rankers = benchmark_rankers(families)
     if previous is not None:

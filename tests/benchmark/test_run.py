@@ -594,6 +594,8 @@ def test_a_resume_adds_parts_whose_settings_the_folders_parts_do_not_read(tmp_pa
     assert results["config"]["parts"] == ["fidelity", "speed"] and results["config"]["speed_lengths"] == [5]
     assert results["config"]["seeds"] == [0]  # read by no part it holds: as it was
     assert [entry["parts"] for entry in results["resumed"]] == [["speed"]]
+    assert main(["bench", "--quick", "--parts", "fidelity", "--out", str(out), "--resume"]) == 0
+    assert "parts: fidelity speed (the folder's)\n" in capsys.readouterr().out  # nothing added, the folder's kept
     monkeypatch.setattr(
         BenchConfig, "quick", classmethod(lambda cls, **o: cls(**{**TINY, "fidelity_sequences": 5, **o}))
     )
