@@ -437,9 +437,11 @@ def read_age_table(
         advice = "write each age as a plain number of years (25.5, not '25y')"
     check_usable_rows(path, skipped, kept=len(kept_ages), advice=advice)
     repeated_ids = repeated_values(ids) if id_column else []
-    if repeated_ids:  # each row's predictions stay its own: "sub-01 (line 3)", "sub-01 (line 9)"
-        twice = set(repeated_ids)
+    twice = set(repeated_ids)
+    while twice:  # each row's predictions stay its own: "sub-01 (line 3)", "sub-01 (line 9)" (and again
+        # for a label that another row's id already is)
         ids = [f"{subject} (line {line})" if subject in twice else subject for subject, line in zip(ids, kept_lines)]
+        twice = set(repeated_values(ids))
     exact = np.asarray(kept_features, dtype=np.float64).reshape(len(kept_ages), len(feature_names))
     kept_features = exact.astype(np.float32)
     kept_ages = np.asarray(kept_ages, dtype=np.float32)
