@@ -59,7 +59,7 @@ def configure_wandb_environment(mode: str, out: Path) -> None:
     settings and service logs in ``out/wandb/cache/``."""
     if mode not in WANDB_MODES:
         raise ValueError(f"wandb mode must be one of {WANDB_MODES}, got {mode!r}")
-    os.environ.setdefault("WANDB_MODE", mode)
+    os.environ["WANDB_MODE"] = mode  # the command's setting wins over the caller's WANDB_MODE, as W&B's own mode= does
     os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
     os.environ.setdefault("WANDB_SILENT", "true")
     cache = out / "wandb" / "cache"
@@ -113,25 +113,28 @@ def wandb_identity(name: str) -> dict[str, str]:
     return {"project": os.environ.get("WANDB_PROJECT") or WANDB_PROJECT, "name": os.environ.get("WANDB_NAME") or name}
 
 
-def check_wandb_login(mode: str, flag: str = "wandb", *, environment_decides: bool = True) -> None:
-    """For an online W&B run, a one-line ``ValueError`` unless W&B has usable credentials
-    (``wandb login`` or ``WANDB_API_KEY``), raised before a run folder is touched.  Nothing is
-    sent: the key is not verified.  The run is online when ``mode`` is ``online`` and, where
-    ``environment_decides`` (this process logs), ``WANDB_MODE`` does not say otherwise (W&B's
-    ``run`` is online too); a sweep passes ``False``, since it sets its trials' ``WANDB_MODE``.
-    ``flag``: the setting's name as the caller gives it, a keyword argument or a ``--flag``.
-    A run that logs to W&B is also refused while the process has a W&B run open, which Lightning
-    would log into and finish."""
+def check_wandb_login(mode: str, flag: str = "wandb", *, logs_in_this_process: bool = True) -> None:
+    """For an online W&B run (``mode`` ``online``, whatever ``WANDB_MODE`` says: the command's
+    setting wins), a one-line ``ValueError`` unless W&B has usable credentials (``wandb login``
+    or ``WANDB_API_KEY``), raised before a run folder is touched.  Nothing is sent: the key is
+    not verified.  ``flag``: the setting's name as the caller gives it, a keyword argument or a
+    ``--flag``.  Where ``logs_in_this_process`` (this process logs; a sweep, whose trials log,
+    passes ``False``), a run that logs to W&B is also refused while the process has a W&B run
+    open, which Lightning would log into and finish."""
     open_run = getattr(sys.modules.get("wandb"), "run", None)
-    if open_run is not None and not getattr(open_run, "disabled", False) and mode != "disabled" and environment_decides:
+    if (
+        open_run is not None
+        and not getattr(open_run, "disabled", False)
+        and mode != "disabled"
+        and logs_in_this_process
+    ):
         # Lightning would log into it, and finish it at the end.
         disabled = f"{flag} disabled" if flag.startswith("--") else f"{flag}='disabled' in the config"
         raise ValueError(
             f"a W&B run of this process is open (wandb.run, id {open_run.id}), which the run would take over: "
             f"finish it first (wandb.finish()), or log without W&B ({disabled}: a CSV log alone)"
         )
-    variable = os.environ.get("WANDB_MODE", "").strip().lower() if environment_decides else ""
-    if mode != "online" or variable not in ("", "online", "run"):
+    if mode != "online":
         return
     import wandb
 

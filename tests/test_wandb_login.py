@@ -10,7 +10,7 @@ PROGRAM = """
 import sys
 from sodeep.runs import check_wandb_login
 try:
-    check_wandb_login(sys.argv[1], environment_decides=sys.argv[2] == "environment")
+    check_wandb_login(sys.argv[1], logs_in_this_process=sys.argv[2] == "environment")
 except ValueError as error:
     print("refused:", error)
 else:
@@ -41,6 +41,9 @@ def check(tmp_path, mode, decides="environment", **environment):
     [
         ("environment", {}),
         ("environment", {"WANDB_MODE": "run"}),  # W&B's other name for online
+        # The setting wins over the caller's WANDB_MODE, as W&B's own mode= does: the run is online.
+        ("environment", {"WANDB_MODE": "offline"}),
+        ("environment", {"WANDB_MODE": "disabled"}),
         ("sweep", {"WANDB_MODE": "offline"}),  # a sweep sets its trials' WANDB_MODE itself
     ],
 )
@@ -61,8 +64,7 @@ def test_a_malformed_key_is_refused_in_one_line(tmp_path):
     ("mode", "environment"),
     [
         ("online", {"WANDB_API_KEY": "a" * 40}),
-        ("online", {"WANDB_MODE": "offline"}),
-        ("online", {"WANDB_MODE": "disabled"}),
+        ("offline", {"WANDB_MODE": "online"}),
         ("offline", {}),
         ("disabled", {}),
     ],
@@ -71,20 +73,40 @@ def test_credentials_or_a_local_mode_are_accepted(tmp_path, mode, environment):
     assert check(tmp_path, mode, **environment) == "accepted"
 
 
-def test_pretrain_refuses_before_creating_the_folder(tmp_path):
+@pytest.mark.parametrize(
+    ("command", "environment"),
+    [
+        (["pretrain", "--steps", "2"], {}),
+        # The flag wins over the caller's WANDB_MODE: the run would be online, so it needs a login.
+        (["brainage", "tabular", "--max-epochs", "1", "--folds", "2", "--seeds", "0"], {"WANDB_MODE": "offline"}),
+    ],
+)
+def test_a_command_refuses_before_creating_the_folder(tmp_path, command, environment):
     # A fresh process: W&B keeps credentials of earlier runs in the process that made them.
     out = tmp_path / "run"
     variables = {key: value for key, value in os.environ.items() if key not in ("WANDB_MODE", "WANDB_API_KEY")}
-    variables["HOME"] = str(tmp_path)
-    command = [sys.executable, "-m", "sodeep", "pretrain", "--steps", "2", "--wandb", "online", "--out", str(out)]
+    variables.update(HOME=str(tmp_path), **environment)
+    command = [sys.executable, "-m", "sodeep", *command, "--wandb", "online", "--out", str(out)]
     result = subprocess.run(
         command, env=variables, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 2 and not out.exists()
-    assert result.stderr == (
-        "sodeep pretrain: error: --wandb online needs a W&B login: run `wandb login` or set WANDB_API_KEY, "
+    assert result.stderr.endswith(
+        " error: --wandb online needs a W&B login: run `wandb login` or set WANDB_API_KEY, "
         "or log locally with --wandb offline\n"
     )
+    assert result.stderr.count("\n") == 1
+
+
+def test_the_wandb_setting_wins_over_the_callers_wandb_mode(tmp_path, monkeypatch):
+    from sodeep.config import PretrainConfig
+    from sodeep.pretraining import pretrain
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    config = PretrainConfig(steps=2, batch_size=4, lengths="5", validation_every=2, out=str(tmp_path / "run"))
+    pretrain(config)
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*")), "the offline run (the default) was not written"
+    assert os.environ["WANDB_MODE"] == "disabled"  # the caller's own, as it was
 
 
 def test_a_sweep_s_wandb_name_and_project_name_the_runs_of_its_trials(tmp_path, monkeypatch):

@@ -186,7 +186,7 @@ def trial_source(
         raise ValueError(f"wandb must be one of {list(WANDB_MODES)}, got {wandb!r}")
     from sodeep.runs import check_wandb_login  # Lightning: only for a sweep that runs
 
-    check_wandb_login(wandb, "--wandb", environment_decides=False)  # the runner sets each trial's WANDB_MODE
+    check_wandb_login(wandb, "--wandb", logs_in_this_process=False)  # the runner sets each trial's WANDB_MODE
     if spec.method == "bayes":
         from sodeep.sweeps.bayes import BayesTrials
 

@@ -129,3 +129,15 @@ def test_the_plots_correct_each_subjects_gap_by_its_own_folds_fit(tmp_path, monk
         np.testing.assert_allclose(np.abs(corrected[start : start + size]).mean(), run["corrected_mae"], atol=2e-3)
         start += size
     assert len({float(value) for value in slope}) == len(runs)  # one fit per fold
+
+
+def test_each_runs_figures_are_logged_apart_from_the_means_in_the_wandb_summary():
+    from types import SimpleNamespace
+
+    from sodeep.brainage.commands import run_logger
+
+    logged = []
+    run = SimpleNamespace(log=logged.append, summary={})
+    run_logger(run)("l1", {"seed": 0, "fold": 1, "mae": 3.5, "test_rows": [1, 2], "name": "l1"})
+    assert logged == [{"l1/run/seed": 0, "l1/run/fold": 1, "l1/run/mae": 3.5}]
+    run_logger(None)("l1", {"mae": 1.0})  # no W&B run: nothing
