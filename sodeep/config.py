@@ -519,8 +519,9 @@ class PretrainConfig:
     #: Held-out sequences per (family, n) cell, at most :data:`MAX_VALIDATION_SEQUENCES`.
     validation_sequences: int = 32
     out: str = "runs/pretrain"
-    #: ``offline`` (nothing is sent), ``online`` or ``disabled``.
-    wandb: str = "offline"
+    #: ``offline`` (nothing is sent), ``online`` or ``disabled``; ``None``: ``WANDB_MODE``'s mode
+    #: where the environment sets one, else ``offline`` (:func:`wandb_mode_from_environment`).
+    wandb: str | None = None
     #: Processes that make the training batches while the sorter trains (the same batches in the
     #: same order for any number; ``0``: the training process makes each batch in turn).  The
     #: training process then uses at most one PyTorch thread per core they leave free.
@@ -636,6 +637,8 @@ class PretrainConfig:
             )
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.wandb is None:
+            self.wandb = wandb_mode_from_environment()
         if self.wandb not in ("offline", "online", "disabled"):
             raise ValueError(f"wandb must be offline, online or disabled, got {self.wandb!r}{yaml_reading(self.wandb)}")
         self.devices = parse_devices(self.devices)
@@ -692,6 +695,25 @@ _IN_FIT_LAUNCHERS = ("spawn", "fork", "notebook")
 
 #: Settings of where a command trains: Lightning's ``Trainer`` arguments (docs/scaling.md).
 SCALE_OUT = ("accelerator", "devices", "strategy", "num_nodes")
+
+#: ``WANDB_MODE``'s values (W&B's own names ``run`` and ``dryrun`` too) as a run's W&B mode.
+_WANDB_MODE_VALUES = {
+    "online": "online",
+    "run": "online",
+    "offline": "offline",
+    "dryrun": "offline",
+    "disabled": "disabled",
+}
+
+#: What ``--help`` says a run's W&B mode is when no setting names one.
+WANDB_DEFAULT_TEXT = "WANDB_MODE's where it is set, else offline"
+
+
+def wandb_mode_from_environment() -> str:
+    """The W&B mode of a run whose settings name none: that of ``WANDB_MODE`` (as a sweep sets it
+    for its trials), else ``offline``: nothing is sent, no account is needed.  A setting, a flag
+    or a config file's ``wandb``, wins over the environment."""
+    return _WANDB_MODE_VALUES.get(os.environ.get("WANDB_MODE", "").strip().lower(), "offline")
 
 
 def check_scale_out(accelerator: Any, strategy: Any, num_nodes: Any, devices: Any = 1) -> None:

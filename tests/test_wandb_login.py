@@ -76,9 +76,10 @@ def test_credentials_or_a_local_mode_are_accepted(tmp_path, mode, environment):
 @pytest.mark.parametrize(
     ("command", "environment"),
     [
-        (["pretrain", "--steps", "2"], {}),
+        (["pretrain", "--steps", "2", "--wandb", "online"], {}),
         # The flag wins over the caller's WANDB_MODE: the run would be online, so it needs a login.
-        (["brainage", "tabular", "--max-epochs", "1", "--folds", "2", "--seeds", "0"], {"WANDB_MODE": "offline"}),
+        (["brainage", "tabular", "--max-epochs", "1", "--wandb", "online"], {"WANDB_MODE": "offline"}),
+        (["pretrain", "--steps", "2"], {"WANDB_MODE": "online"}),  # no flag: the environment's mode
     ],
 )
 def test_a_command_refuses_before_creating_the_folder(tmp_path, command, environment):
@@ -86,7 +87,7 @@ def test_a_command_refuses_before_creating_the_folder(tmp_path, command, environ
     out = tmp_path / "run"
     variables = {key: value for key, value in os.environ.items() if key not in ("WANDB_MODE", "WANDB_API_KEY")}
     variables.update(HOME=str(tmp_path), **environment)
-    command = [sys.executable, "-m", "sodeep", *command, "--wandb", "online", "--out", str(out)]
+    command = [sys.executable, "-m", "sodeep", *command, "--out", str(out)]
     result = subprocess.run(
         command, env=variables, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120
     )
@@ -98,15 +99,25 @@ def test_a_command_refuses_before_creating_the_folder(tmp_path, command, environ
     assert result.stderr.count("\n") == 1
 
 
-def test_the_wandb_setting_wins_over_the_callers_wandb_mode(tmp_path, monkeypatch):
+def test_a_wandb_setting_wins_over_wandb_mode_which_decides_where_none_is_given(tmp_path, monkeypatch):
+    """As a sweep's trials take its --wandb: through WANDB_MODE, unless their command names one."""
+    import json
+
+    from sodeep.brainage.config import TabularConfig
     from sodeep.config import PretrainConfig
     from sodeep.pretraining import pretrain
 
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    config = PretrainConfig(steps=2, batch_size=4, lengths="5", validation_every=2, out=str(tmp_path / "run"))
-    pretrain(config)
-    assert list((tmp_path / "run" / "wandb").glob("offline-run-*")), "the offline run (the default) was not written"
+    settings = {"steps": 2, "batch_size": 4, "lengths": "5", "validation_every": 2}
+    pretrain(PretrainConfig(**settings, out=str(tmp_path / "named"), wandb="offline"))
+    assert list((tmp_path / "named" / "wandb").glob("offline-run-*")), "the offline run asked for was not written"
+    pretrain(PretrainConfig(**settings, out=str(tmp_path / "unnamed")))
+    assert not (tmp_path / "unnamed" / "wandb").exists()
+    assert json.loads((tmp_path / "unnamed" / "run.json").read_text())["config"]["wandb"] == "disabled"
     assert os.environ["WANDB_MODE"] == "disabled"  # the caller's own, as it was
+    for value, mode in (("run", "online"), ("DryRun", "offline"), ("bogus", "offline"), ("", "offline")):
+        monkeypatch.setenv("WANDB_MODE", value)
+        assert TabularConfig().wandb == mode
 
 
 def test_a_sweep_s_wandb_name_and_project_name_the_runs_of_its_trials(tmp_path, monkeypatch):

@@ -31,7 +31,7 @@ from sodeep.brainage.config import (
 from sodeep.brainage.datasets import BUNDLED_DATASETS, DEFAULT_DATASET
 from sodeep.brainage.losses import BRAIN_AGE_PRESETS
 from sodeep.brainage.models import SFCN
-from sodeep.config import UnderscoreInNumber, integer, real
+from sodeep.config import WANDB_DEFAULT_TEXT, UnderscoreInNumber, integer, real
 
 
 def add_brainage_parser(commands: Any) -> argparse.ArgumentParser:
@@ -88,7 +88,7 @@ def add_brainage_parser(commands: Any) -> argparse.ArgumentParser:
         metavar="DIR",
         help="run.json, results.json, results.md, predictions.csv, plots/, curves/, checkpoints/, wandb/",
     )
-    add("wandb", choices=WANDB_MODES, help="W&B logging (offline: nothing is sent)")
+    add("wandb", choices=WANDB_MODES, help="W&B logging (offline: nothing is sent)", shown=WANDB_DEFAULT_TEXT)
     _add_scale_out_flags(add)
     tabular.set_defaults(handler=_handler(TabularConfig, "run_tabular"))
 
@@ -119,7 +119,7 @@ def add_brainage_parser(commands: Any) -> argparse.ArgumentParser:
     _add_network_flags(add)
     _add_fine_tuning_flags(add)
     add("out", metavar="DIR", help="run.json, results.json, results.md, plots/, curves/, cache/, checkpoints/, wandb/")
-    add("wandb", choices=WANDB_MODES, help="W&B logging (offline: nothing is sent)")
+    add("wandb", choices=WANDB_MODES, help="W&B logging (offline: nothing is sent)", shown=WANDB_DEFAULT_TEXT)
     _add_scale_out_flags(add)
     synthetic.set_defaults(handler=_handler(SyntheticConfig, "run_synthetic"))
 
@@ -143,7 +143,7 @@ def add_brainage_parser(commands: Any) -> argparse.ArgumentParser:
         help="run.json, results.json, results.md, predictions.csv, plots/, curves/, cache/ (with no --cache), "
         "checkpoints/, wandb/",
     )
-    add("wandb", choices=WANDB_MODES, help="W&B logging (offline: nothing is sent)")
+    add("wandb", choices=WANDB_MODES, help="W&B logging (offline: nothing is sent)", shown=WANDB_DEFAULT_TEXT)
     _add_scale_out_flags(add)
     nifti.set_defaults(handler=_handler(NiftiConfig, "run_nifti"))
     return brainage

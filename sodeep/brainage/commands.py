@@ -33,6 +33,7 @@ Example (trains for about a minute, so not run as a doctest):
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import sys
@@ -249,6 +250,14 @@ def run_synthetic(
             release_process_group()  # the last training run has ended: every process still runs
         if not leader:
             return results
+        summarize_in_wandb(  # as the cross-validation commands: the means over the seeds, by preset
+            run,
+            {
+                f"{prefix}{name}": run_means(entry["runs"])
+                for group, prefix in (("presets", ""), ("cascade", "cascade "))
+                for name, entry in results.get(group, {}).items()
+            },
+        )
         stop.where = "the report"
         report = format_synthetic_report(results)
         atomic_write_text(out / "results.md", report)
@@ -605,6 +614,35 @@ def run_logger(run: Any) -> Callable[[str, dict[str, Any]], None]:
     return log
 
 
+def summarize_in_wandb(run: Any, means: dict[str, dict[str, float]]) -> None:
+    """Put each preset's means (``means[preset][metric]``) in the W&B run's summary as
+    ``preset/metric``, and as ``metric`` too where there is one preset, as a sweep trial's
+    ``summary.json`` names them (an online W&B sweep reads its ``metric.name`` there)."""
+    if run is None:
+        return
+    for preset, values in means.items():
+        run.summary.update({f"{preset}/{metric}": value for metric, value in values.items()})
+    if len(means) == 1:
+        run.summary.update(next(iter(means.values())))
+
+
+def run_means(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """The mean over ``runs`` of each number their records give (not ``seed`` or ``fold``), over
+    the runs where it is finite."""
+    keys = dict.fromkeys(
+        key
+        for run in runs
+        for key, value in run.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("seed", "fold")
+    )
+    means = {}
+    for key in keys:
+        values = [run[key] for run in runs if isinstance(run.get(key), (int, float)) and math.isfinite(run[key])]
+        if values:
+            means[key] = sum(values) / len(values)
+    return means
+
+
 def report_cross_validation(
     results: dict[str, Any], ages: Any, subjects: list[str], out: Path, title: str, run: Any
 ) -> None:
@@ -635,9 +673,9 @@ def report_cross_validation(
             title=f"{name} (out-of-fold, seed {first_seed})",
             bias=bias,
         )
-    if run is not None:
-        for name, entry in results["presets"].items():
-            run.summary.update({f"{name}/{m}": v["mean"] for m, v in entry["summary"].items()})
+    summarize_in_wandb(
+        run, {name: {m: v["mean"] for m, v in entry["summary"].items()} for name, entry in results["presets"].items()}
+    )
     print(report)
     print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / PREDICTIONS_FILE} and {out / 'plots'}/")
 

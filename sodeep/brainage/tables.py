@@ -437,11 +437,8 @@ def read_age_table(
         advice = "write each age as a plain number of years (25.5, not '25y')"
     check_usable_rows(path, skipped, kept=len(kept_ages), advice=advice)
     repeated_ids = repeated_values(ids) if id_column else []
-    twice = set(repeated_ids)
-    while twice:  # each row's predictions stay its own: "sub-01 (line 3)", "sub-01 (line 9)" (and again
-        # for a label that another row's id already is)
-        ids = [f"{subject} (line {line})" if subject in twice else subject for subject, line in zip(ids, kept_lines)]
-        twice = set(repeated_values(ids))
+    if repeated_ids:
+        ids = _labels_of_repeated_ids(ids, kept_lines, set(repeated_ids))
     exact = np.asarray(kept_features, dtype=np.float64).reshape(len(kept_ages), len(feature_names))
     kept_features = exact.astype(np.float32)
     kept_ages = np.asarray(kept_ages, dtype=np.float32)
@@ -470,6 +467,21 @@ def read_age_table(
         site_column=named_columns[1],
         sole_blockers=sole_blockers,
     )
+
+
+def _labels_of_repeated_ids(ids: list[str], lines: list[int], repeated: set[str]) -> list[str]:
+    """Each row's own name, so that its predictions stay its own: a repeated id with its CSV line
+    (``sub-01 (line 3)``, ``sub-01 (line 9)``), and ``#2``, ... after it where another row's id is
+    already that text; the other ids as they are."""
+    taken = set(ids) - repeated
+    labels = []
+    for subject, line in zip(ids, lines):
+        label, count = (f"{subject} (line {line})", 2) if subject in repeated else (subject, 0)
+        while subject in repeated and label in taken:
+            label, count = f"{subject} (line {line}) #{count}", count + 1
+        taken.add(label)
+        labels.append(label)
+    return labels
 
 
 def repeated_values(values: Sequence[str]) -> list[str]:

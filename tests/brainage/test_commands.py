@@ -141,3 +141,20 @@ def test_each_runs_figures_are_logged_apart_from_the_means_in_the_wandb_summary(
     run_logger(run)("l1", {"seed": 0, "fold": 1, "mae": 3.5, "test_rows": [1, 2], "name": "l1"})
     assert logged == [{"l1/run/seed": 0, "l1/run/fold": 1, "l1/run/mae": 3.5}]
     run_logger(None)("l1", {"mae": 1.0})  # no W&B run: nothing
+
+
+def test_the_wandb_summary_holds_each_presets_means_and_a_lone_presets_unprefixed():
+    """An online W&B sweep finds its metric.name (`mae`) in the summary of a one-preset trial."""
+    from types import SimpleNamespace
+
+    from sodeep.brainage.commands import run_means, summarize_in_wandb
+
+    runs = [{"seed": 0, "mae": 2.0, "pearson": float("nan")}, {"seed": 1, "mae": 4.0, "pearson": 0.5, "ok": True}]
+    assert run_means(runs) == {"mae": 3.0, "pearson": 0.5}
+    run = SimpleNamespace(summary={})
+    summarize_in_wandb(run, {"l1": {"mae": 3.0}})
+    assert run.summary == {"l1/mae": 3.0, "mae": 3.0}
+    run = SimpleNamespace(summary={})
+    summarize_in_wandb(run, {"l1": {"mae": 3.0}, "mse": {"mae": 4.0}})
+    assert run.summary == {"l1/mae": 3.0, "mse/mae": 4.0}
+    summarize_in_wandb(None, {"l1": {"mae": 3.0}})  # no W&B run: nothing
