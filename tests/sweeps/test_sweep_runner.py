@@ -848,6 +848,7 @@ folder = pathlib.Path(sys.argv[1])
 folder.mkdir(parents=True, exist_ok=True)
 descriptor = os.open(folder / "run.lock", os.O_RDWR | os.O_CREAT)
 fcntl.flock(descriptor, fcntl.LOCK_EX)
+os.ftruncate(descriptor, 0)  # as sodeep does: a shorter pid must not leave a longer one's last digits
 os.write(descriptor, str(os.getpid()).encode())
 (folder / "held").write_text("")
 time.sleep(float(sys.argv[2]))
