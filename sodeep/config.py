@@ -519,8 +519,8 @@ class PretrainConfig:
     #: Held-out sequences per (family, n) cell, at most :data:`MAX_VALIDATION_SEQUENCES`.
     validation_sequences: int = 32
     out: str = "runs/pretrain"
-    #: ``offline`` (nothing is sent), ``online`` or ``disabled``; ``None``: ``WANDB_MODE``'s mode
-    #: where the environment sets one, else ``offline`` (:func:`wandb_mode_from_environment`).
+    #: ``offline`` (nothing is sent), ``online`` or ``disabled``; ``None``: a resumed run's own,
+    #: else ``WANDB_MODE``'s where the environment sets one, else ``offline`` (:func:`run_wandb_mode`).
     wandb: str | None = None
     #: Processes that make the training batches while the sorter trains (the same batches in the
     #: same order for any number; ``0``: the training process makes each batch in turn).  The
@@ -637,9 +637,7 @@ class PretrainConfig:
             )
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if self.wandb is None:
-            self.wandb = wandb_mode_from_environment()
-        if self.wandb not in ("offline", "online", "disabled"):
+        if self.wandb not in (None, "offline", "online", "disabled"):
             raise ValueError(f"wandb must be offline, online or disabled, got {self.wandb!r}{yaml_reading(self.wandb)}")
         self.devices = parse_devices(self.devices)
         check_scale_out(self.accelerator, self.strategy, self.num_nodes, self.devices)
@@ -706,14 +704,27 @@ _WANDB_MODE_VALUES = {
 }
 
 #: What ``--help`` says a run's W&B mode is when no setting names one.
-WANDB_DEFAULT_TEXT = "WANDB_MODE's where it is set, else offline"
+WANDB_DEFAULT_TEXT = "on --resume the run's own, else WANDB_MODE's where it is set, else offline"
 
 
-def wandb_mode_from_environment() -> str:
-    """The W&B mode of a run whose settings name none: that of ``WANDB_MODE`` (as a sweep sets it
-    for its trials), else ``offline``: nothing is sent, no account is needed.  A setting, a flag
-    or a config file's ``wandb``, wins over the environment."""
-    return _WANDB_MODE_VALUES.get(os.environ.get("WANDB_MODE", "").strip().lower(), "offline")
+def run_wandb_mode(setting: str | None, out: str | os.PathLike, *, resume: bool = False) -> tuple[str, str | None]:
+    """The W&B mode of a run, and what chose it where no setting did (for messages, ``None``
+    otherwise): the ``setting`` (a flag, a config file's ``wandb``, ``wandb=`` from Python); else,
+    for a run that resumes, the mode its ``run.json`` records; else ``WANDB_MODE``'s (as a sweep
+    sets it for its trials); else ``offline``: nothing is sent, no account is needed."""
+    if setting is not None:
+        return setting, None
+    if resume:
+        try:
+            recorded = json.loads((Path(out) / "run.json").read_text(encoding="utf-8"))["config"]["wandb"]
+        except (OSError, ValueError, KeyError, TypeError):
+            recorded = None
+        if recorded in ("offline", "online", "disabled"):
+            return recorded, f"{Path(out) / 'run.json'}"
+    variable = os.environ.get("WANDB_MODE", "").strip()
+    if variable.lower() in _WANDB_MODE_VALUES:
+        return _WANDB_MODE_VALUES[variable.lower()], f"WANDB_MODE={variable}"
+    return "offline", None
 
 
 def check_scale_out(accelerator: Any, strategy: Any, num_nodes: Any, devices: Any = 1) -> None:

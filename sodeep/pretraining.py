@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -29,7 +30,7 @@ from sodeep.checkpoints import (
     run_folder_sorter,
     write_sorter_checkpoint,
 )
-from sodeep.config import PretrainConfig, config_to_dict, parse_lengths
+from sodeep.config import PretrainConfig, config_to_dict, parse_lengths, run_wandb_mode
 from sodeep.evaluation import EVALUATION_LENGTHS, held_out_set
 from sodeep.files import atomic_write_json, file_digest
 from sodeep.metrics import mean_absolute_rank_error, mean_spearman
@@ -472,7 +473,9 @@ def _pretrain(config: PretrainConfig | None, *, resume: bool, overwrite: bool) -
             f"config must be a PretrainConfig, e.g. PretrainConfig(**settings), got {type(config).__name__}"
         )
     config.validate()
-    check_wandb_login(config.wandb)
+    mode, chosen_by = run_wandb_mode(config.wandb, config.out, resume=resume and not overwrite)
+    check_wandb_login(mode, chosen_by=chosen_by)
+    config = dataclasses.replace(config, wandb=mode)  # recorded as the mode the run takes
     lengths = config.length_list()
     out = Path(config.out)
     settings = _settings_as_recorded(config_to_dict(config), out / RUN_RECORD)

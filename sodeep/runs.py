@@ -113,12 +113,15 @@ def wandb_identity(name: str) -> dict[str, str]:
     return {"project": os.environ.get("WANDB_PROJECT") or WANDB_PROJECT, "name": os.environ.get("WANDB_NAME") or name}
 
 
-def check_wandb_login(mode: str, flag: str = "wandb", *, logs_in_this_process: bool = True) -> None:
+def check_wandb_login(
+    mode: str, flag: str = "wandb", *, logs_in_this_process: bool = True, chosen_by: str | None = None
+) -> None:
     """For an online W&B run (``mode`` ``online``, whatever ``WANDB_MODE`` says: the command's
     setting wins), a one-line ``ValueError`` unless W&B has usable credentials (``wandb login``
     or ``WANDB_API_KEY``), raised before a run folder is touched.  Nothing is sent: the key is
     not verified.  ``flag``: the setting's name as the caller gives it, a keyword argument or a
-    ``--flag``.  Where ``logs_in_this_process`` (this process logs; a sweep, whose trials log,
+    ``--flag``.  ``chosen_by``: what chose the mode where no setting did (``WANDB_MODE=online``,
+    :func:`sodeep.config.run_wandb_mode`), which the message names.  Where ``logs_in_this_process`` (this process logs; a sweep, whose trials log,
     passes ``False``), a run that logs to W&B is also refused while the process has a W&B run
     open, which Lightning would log into and finish."""
     open_run = getattr(sys.modules.get("wandb"), "run", None)
@@ -142,6 +145,7 @@ def check_wandb_login(mode: str, flag: str = "wandb", *, logs_in_this_process: b
     online, offline = (
         f"{flag} {value}" if flag.startswith("--") else f"{flag}={value!r}" for value in ("online", "offline")
     )
+    online = online if chosen_by is None else f"{chosen_by} (with no {flag} setting) asks for an online run, which"
     saved = {
         name: os.environ.get(name) for name in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_SILENT", "WANDB_MODE")
     }

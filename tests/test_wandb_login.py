@@ -79,7 +79,7 @@ def test_credentials_or_a_local_mode_are_accepted(tmp_path, mode, environment):
         (["pretrain", "--steps", "2", "--wandb", "online"], {}),
         # The flag wins over the caller's WANDB_MODE: the run would be online, so it needs a login.
         (["brainage", "tabular", "--max-epochs", "1", "--wandb", "online"], {"WANDB_MODE": "offline"}),
-        (["pretrain", "--steps", "2"], {"WANDB_MODE": "online"}),  # no flag: the environment's mode
+        (["pretrain", "--steps", "2"], {"WANDB_MODE": "run"}),  # no flag: the environment's mode
     ],
 )
 def test_a_command_refuses_before_creating_the_folder(tmp_path, command, environment):
@@ -92,8 +92,13 @@ def test_a_command_refuses_before_creating_the_folder(tmp_path, command, environ
         command, env=variables, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 2 and not out.exists()
+    chose = (
+        "--wandb online"
+        if "--wandb" in command
+        else "WANDB_MODE=run (with no wandb setting) asks for an online run, which"
+    )
     assert result.stderr.endswith(
-        " error: --wandb online needs a W&B login: run `wandb login` or set WANDB_API_KEY, "
+        f" error: {chose} needs a W&B login: run `wandb login` or set WANDB_API_KEY, "
         "or log locally with --wandb offline\n"
     )
     assert result.stderr.count("\n") == 1
@@ -104,7 +109,7 @@ def test_a_wandb_setting_wins_over_wandb_mode_which_decides_where_none_is_given(
     import json
 
     from sodeep.brainage.config import TabularConfig
-    from sodeep.config import PretrainConfig
+    from sodeep.config import PretrainConfig, run_wandb_mode
     from sodeep.pretraining import pretrain
 
     monkeypatch.setenv("WANDB_MODE", "disabled")
@@ -115,9 +120,17 @@ def test_a_wandb_setting_wins_over_wandb_mode_which_decides_where_none_is_given(
     assert not (tmp_path / "unnamed" / "wandb").exists()
     assert json.loads((tmp_path / "unnamed" / "run.json").read_text())["config"]["wandb"] == "disabled"
     assert os.environ["WANDB_MODE"] == "disabled"  # the caller's own, as it was
-    for value, mode in (("run", "online"), ("DryRun", "offline"), ("bogus", "offline"), ("", "offline")):
+    for value, chosen in (("run", ("online", "WANDB_MODE=run")), ("DryRun", ("offline", "WANDB_MODE=DryRun"))):
         monkeypatch.setenv("WANDB_MODE", value)
-        assert TabularConfig().wandb == mode
+        assert run_wandb_mode(TabularConfig().wandb, tmp_path / "new") == chosen
+    for value in ("bogus", ""):
+        monkeypatch.setenv("WANDB_MODE", value)
+        assert run_wandb_mode(None, tmp_path / "new") == ("offline", None)
+    # A run that resumes with no setting keeps its own mode, whatever WANDB_MODE says now.
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    kept = run_wandb_mode(None, tmp_path / "unnamed", resume=True)
+    assert kept == ("disabled", str(tmp_path / "unnamed" / "run.json"))
+    assert run_wandb_mode("online", tmp_path / "unnamed", resume=True) == ("online", None)
 
 
 def test_a_sweep_s_wandb_name_and_project_name_the_runs_of_its_trials(tmp_path, monkeypatch):

@@ -371,16 +371,20 @@ def _write_trial_summary(config: CommandConfig, results: Any) -> None:
     the trial has one preset, else ``"<preset>/<metric>"``) and every training run as a fold."""
     from dataclasses import asdict
 
+    from sodeep.brainage.commands import preset_means
     from sodeep.sweeps.summary import write_trial_summary
 
     presets = {name: entry for name, entry in (results or {}).get("presets", {}).items() if entry.get("runs")}
-    metrics: dict[str, float] = {}
+    means = preset_means(results)  # the presets' and (synthetic) the cascade's, as in the W&B summary
+    single = len(means) == 1
+    metrics = {
+        metric if single else f"{name}/{metric}": value
+        for name, values in means.items()
+        for metric, value in values.items()
+    }
     folds = []
     for name, entry in presets.items():
-        prefix = "" if len(presets) == 1 else f"{name}/"
-        for metric, value in entry.get("summary", {}).items():
-            if isinstance(value, dict) and isinstance(value.get("mean"), (int, float)):
-                metrics[prefix + metric] = value["mean"]
+        prefix = "" if single else f"{name}/"
         for run in entry["runs"]:
             numbers = {prefix + key: value for key, value in run.items() if isinstance(value, float)}
             # A trial of one preset pairs its folds with other trials' by (seed, fold) alone.

@@ -87,7 +87,7 @@ def run_tabular(
     from sodeep.runs import release_process_group
 
     config = replace(config)  # coerced and checked again: settings may have been set after it was built
-    _check_wandb_login(config.wandb)
+    config = _with_wandb_mode(config, resume=resume and not overwrite)
     leader = _is_leader(config)
     path = config.table_path()
     table = read_age_table(
@@ -187,7 +187,7 @@ def run_synthetic(
     from sodeep.runs import release_process_group
 
     config = replace(config)  # coerced and checked again: settings may have been set after it was built
-    _check_wandb_login(config.wandb)
+    config = _with_wandb_mode(config, resume=resume and not overwrite)
     leader = _is_leader(config)
     check_batch_size(config.losses, config.batch_size)
     check_grid_fits(GRID, config.channels, "give fewer channels= (the synthetic grid is fixed)")
@@ -250,14 +250,7 @@ def run_synthetic(
             release_process_group()  # the last training run has ended: every process still runs
         if not leader:
             return results
-        summarize_in_wandb(  # as the cross-validation commands: the means over the seeds, by preset
-            run,
-            {
-                f"{prefix}{name}": run_means(entry["runs"])
-                for group, prefix in (("presets", ""), ("cascade", "cascade "))
-                for name, entry in results.get(group, {}).items()
-            },
-        )
+        summarize_in_wandb(run, preset_means(results))  # as the cross-validation commands do
         stop.where = "the report"
         report = format_synthetic_report(results)
         atomic_write_text(out / "results.md", report)
@@ -302,7 +295,7 @@ def run_nifti(
     from sodeep.runs import release_process_group
 
     config = replace(config)  # coerced and checked again: settings may have been set after it was built
-    _check_wandb_login(config.wandb)
+    config = _with_wandb_mode(config, resume=resume and not overwrite)
     leader = _is_leader(config)
     check_batch_size(config.losses, config.batch_size)
     rows, problems = read_manifest(config.manifest)  # a missing or malformed manifest stops here
@@ -559,10 +552,15 @@ def _say_resumed(out: Path, resumed: bool, planned: int, pending: int) -> None:
         )
 
 
-def _check_wandb_login(mode: str) -> None:
+def _with_wandb_mode(config: CommandConfig, *, resume: bool) -> CommandConfig:
+    """``config`` with the W&B mode its run takes (:func:`sodeep.config.run_wandb_mode`), after
+    the check that an online run has a login."""
+    from sodeep.config import run_wandb_mode
     from sodeep.runs import check_wandb_login  # Lightning: only for a command that runs
 
-    check_wandb_login(mode)
+    mode, chosen_by = run_wandb_mode(config.wandb, config.out, resume=resume)
+    check_wandb_login(mode, chosen_by=chosen_by)
+    return replace(config, wandb=mode)
 
 
 @contextmanager
@@ -626,14 +624,36 @@ def summarize_in_wandb(run: Any, means: dict[str, dict[str, float]]) -> None:
         run.summary.update(next(iter(means.values())))
 
 
+def preset_means(results: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """``{preset: {metric: mean over its runs}}`` of a command's results: the cross-validation
+    summaries' means, or (``synthetic``) the means over the seeds of each run's figures, its
+    cascade presets as ``cascade PRESET``."""
+    means = {}
+    for group, prefix in (("presets", ""), ("cascade", "cascade ")):
+        for name, entry in (results or {}).get(group, {}).items():
+            if "summary" in entry:
+                means[prefix + name] = {
+                    metric: value["mean"]
+                    for metric, value in entry["summary"].items()
+                    if isinstance(value, dict) and isinstance(value.get("mean"), (int, float))
+                }
+            elif entry.get("runs"):
+                means[prefix + name] = run_means(entry["runs"])
+    return means
+
+
+#: Numbers of a run's record that describe the training, not its results.
+NOT_RESULTS = ("seed", "fold", "epochs", "train_minutes")
+
+
 def run_means(runs: list[dict[str, Any]]) -> dict[str, float]:
-    """The mean over ``runs`` of each number their records give (not ``seed`` or ``fold``), over
+    """The mean over ``runs`` of each result their records give (not :data:`NOT_RESULTS`), over
     the runs where it is finite."""
     keys = dict.fromkeys(
         key
         for run in runs
         for key, value in run.items()
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("seed", "fold")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in NOT_RESULTS
     )
     means = {}
     for key in keys:
@@ -673,9 +693,7 @@ def report_cross_validation(
             title=f"{name} (out-of-fold, seed {first_seed})",
             bias=bias,
         )
-    summarize_in_wandb(
-        run, {name: {m: v["mean"] for m, v in entry["summary"].items()} for name, entry in results["presets"].items()}
-    )
+    summarize_in_wandb(run, preset_means(results))
     print(report)
     print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / PREDICTIONS_FILE} and {out / 'plots'}/")
 

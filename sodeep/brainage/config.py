@@ -43,7 +43,6 @@ from sodeep.config import (
     parse_devices,
     read_yaml_mapping,
     run_action_hint,
-    wandb_mode_from_environment,
     yaml_reading,
 )
 
@@ -203,7 +202,8 @@ class CommandConfig:
     freeze_backbone: bool = False
     finetune_learning_rate: float | None = None
     finetune_epochs: int | None = None
-    #: ``offline``, ``online`` or ``disabled``; ``None``: ``WANDB_MODE``'s where it is set, else offline.
+    #: ``offline``, ``online`` or ``disabled``; ``None``: a resumed run's own, else ``WANDB_MODE``'s,
+    #: else offline (:func:`sodeep.config.run_wandb_mode`).
     wandb: str | None = None
     accelerator: str = "cpu"
     devices: int | str = 1
@@ -232,9 +232,8 @@ class CommandConfig:
             self.batch_size, self.max_epochs, self.patience, *optimiser, getattr(self, "ema_decay", None)
         )
         check_batch_pairs(self.losses, self.batch_size)
-        if self.wandb is None:
-            self.wandb = wandb_mode_from_environment()
-        _check_choice(self.wandb, WANDB_MODES, "wandb")
+        if self.wandb is not None:  # None: the run's own on a resume, else WANDB_MODE's, else offline
+            _check_choice(self.wandb, WANDB_MODES, "wandb")
         _check_fine_tuning(self)
         self.devices = parse_devices(self.devices)
         check_scale_out(self.accelerator, self.strategy, self.num_nodes, self.devices)

@@ -411,8 +411,8 @@ def read_age_table(
         kept_lines.append(line)
         if id_column and not is_missing(row[id_column].strip()):
             ids.append(row[id_column])
-        else:  # named by its CSV line, as its notes name it (a bare number, or NA, would read as an id)
-            ids.append(f"line {line}")
+        else:  # named by its CSV line below, as its notes name it (a bare number, or NA, would read as an id)
+            ids.append(None)
             if id_column:
                 empty_id_lines.append(line)
         # An empty site cell, or a missing-value marker (NA), as for ids.
@@ -436,9 +436,8 @@ def read_age_table(
     if not advice and not kept_ages and any(with_units):  # (only a refusal needs the advice)
         advice = "write each age as a plain number of years (25.5, not '25y')"
     check_usable_rows(path, skipped, kept=len(kept_ages), advice=advice)
-    repeated_ids = repeated_values(ids) if id_column else []
-    if repeated_ids:
-        ids = _labels_of_repeated_ids(ids, kept_lines, set(repeated_ids))
+    repeated_ids = repeated_values([subject for subject in ids if subject is not None])
+    ids = _row_labels(ids, kept_lines, set(repeated_ids))
     exact = np.asarray(kept_features, dtype=np.float64).reshape(len(kept_ages), len(feature_names))
     kept_features = exact.astype(np.float32)
     kept_ages = np.asarray(kept_ages, dtype=np.float32)
@@ -469,16 +468,20 @@ def read_age_table(
     )
 
 
-def _labels_of_repeated_ids(ids: list[str], lines: list[int], repeated: set[str]) -> list[str]:
-    """Each row's own name, so that its predictions stay its own: a repeated id with its CSV line
-    (``sub-01 (line 3)``, ``sub-01 (line 9)``), and ``#2``, ... after it where another row's id is
-    already that text; the other ids as they are."""
-    taken = set(ids) - repeated
+def _row_labels(ids: list[str | None], lines: list[int], repeated: set[str]) -> list[str]:
+    """Each row's own name, so that its predictions stay its own: its id where no other row has
+    it; a repeated id with its CSV line (``sub-01 (line 3)``, ``sub-01 (line 9)``); ``line 7`` for a
+    row without an id (``None``); and ``#2``, ... after such a name where a row's id is that text."""
+    taken = {subject for subject in ids if subject is not None and subject not in repeated}
     labels = []
     for subject, line in zip(ids, lines):
-        label, count = (f"{subject} (line {line})", 2) if subject in repeated else (subject, 0)
-        while subject in repeated and label in taken:
-            label, count = f"{subject} (line {line}) #{count}", count + 1
+        if subject is not None and subject not in repeated:
+            labels.append(subject)
+            continue
+        named = f"line {line}" if subject is None else f"{subject} (line {line})"
+        label, count = named, 2
+        while label in taken:
+            label, count = f"{named} #{count}", count + 1
         taken.add(label)
         labels.append(label)
     return labels

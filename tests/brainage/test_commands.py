@@ -158,3 +158,13 @@ def test_the_wandb_summary_holds_each_presets_means_and_a_lone_presets_unprefixe
     summarize_in_wandb(run, {"l1": {"mae": 3.0}, "mse": {"mae": 4.0}})
     assert run.summary == {"l1/mae": 3.0, "mse/mae": 4.0}
     summarize_in_wandb(None, {"l1": {"mae": 3.0}})  # no W&B run: nothing
+
+
+def test_preset_means_read_summaries_or_average_the_runs_as_synthetic_results_need():
+    from sodeep.brainage.commands import preset_means
+
+    cross_validation = {"presets": {"l1": {"summary": {"mae": {"mean": 3.0, "sd": 1.0}}, "runs": [{}]}}}
+    assert preset_means(cross_validation) == {"l1": {"mae": 3.0}}
+    runs = [{"seed": 0, "mae": 2.0, "epochs": 9, "train_minutes": 1.5}, {"seed": 1, "mae": 4.0, "epochs": 7}]
+    synthetic = {"presets": {"l1": {"runs": runs}}, "cascade": {"l1": {"runs": runs[:1]}}}
+    assert preset_means(synthetic) == {"l1": {"mae": 3.0}, "cascade l1": {"mae": 2.0}}  # results, not epochs

@@ -112,6 +112,10 @@ def test_repeated_subject_ids_are_reported(tmp_path):
     rows = [["a", 20, 1], ["a (line 4)", 30, 2], ["a", 21, 3]]
     labels = read_age_table(write_csv(tmp_path / "u.csv", ["sub_id", "age", "f"], rows)).subject_ids
     assert labels == ["a (line 2)", "a (line 4)", "a (line 4) #2"]
+    # A row without an id is named by its line, which a real id may be too: no id is repeated.
+    rows = [["", 20, 1], ["line 2", 30, 2], ["x", 21, 3]]
+    unnamed = read_age_table(write_csv(tmp_path / "e.csv", ["sub_id", "age", "f"], rows))
+    assert unnamed.subject_ids == ["line 2 #2", "line 2", "x"] and unnamed.repeated_ids == []
     assert table.notes("t.csv") == [
         "t.csv: 1 subject id appears on more than one row (e.g. ['a']); rows of one subject may land in "
         "different cross-validation folds"
