@@ -519,8 +519,8 @@ class PretrainConfig:
     #: Held-out sequences per (family, n) cell, at most :data:`MAX_VALIDATION_SEQUENCES`.
     validation_sequences: int = 32
     out: str = "runs/pretrain"
-    #: ``offline`` (nothing is sent), ``online`` or ``disabled``; ``None``: a resumed run's own,
-    #: else ``WANDB_MODE``'s where the environment sets one, else ``offline`` (:func:`run_wandb_mode`).
+    #: ``offline`` (nothing is sent), ``online`` or ``disabled``; ``None``: ``WANDB_MODE``'s where
+    #: the environment sets one, else a resumed run's own, else ``offline`` (:func:`run_wandb_mode`).
     wandb: str | None = None
     #: Processes that make the training batches while the sorter trains (the same batches in the
     #: same order for any number; ``0``: the training process makes each batch in turn).  The
@@ -704,16 +704,20 @@ _WANDB_MODE_VALUES = {
 }
 
 #: What ``--help`` says a run's W&B mode is when no setting names one.
-WANDB_DEFAULT_TEXT = "on --resume the run's own, else WANDB_MODE's where it is set, else offline"
+WANDB_DEFAULT_TEXT = "WANDB_MODE's where it is set, else on --resume the run's own, else offline"
 
 
 def run_wandb_mode(setting: str | None, out: str | os.PathLike, *, resume: bool = False) -> tuple[str, str | None]:
     """The W&B mode of a run, and what chose it where no setting did (for messages, ``None``
-    otherwise): the ``setting`` (a flag, a config file's ``wandb``, ``wandb=`` from Python); else,
-    for a run that resumes, the mode its ``run.json`` records; else ``WANDB_MODE``'s (as a sweep
-    sets it for its trials); else ``offline``: nothing is sent, no account is needed."""
+    otherwise): the ``setting`` (a flag, a config file's ``wandb``, ``wandb=`` from Python); else
+    ``WANDB_MODE``'s (as a sweep sets it for its trials: ``offline`` or ``disabled`` there keeps
+    any run local); else, for a run that resumes, the mode its ``run.json`` records; else
+    ``offline``: nothing is sent, no account is needed."""
     if setting is not None:
         return setting, None
+    variable = os.environ.get("WANDB_MODE", "").strip()
+    if variable.lower() in _WANDB_MODE_VALUES:
+        return _WANDB_MODE_VALUES[variable.lower()], f"WANDB_MODE={variable}"
     if resume:
         try:
             recorded = json.loads((Path(out) / "run.json").read_text(encoding="utf-8"))["config"]["wandb"]
@@ -721,9 +725,6 @@ def run_wandb_mode(setting: str | None, out: str | os.PathLike, *, resume: bool 
             recorded = None
         if recorded in ("offline", "online", "disabled"):
             return recorded, f"{Path(out) / 'run.json'}"
-    variable = os.environ.get("WANDB_MODE", "").strip()
-    if variable.lower() in _WANDB_MODE_VALUES:
-        return _WANDB_MODE_VALUES[variable.lower()], f"WANDB_MODE={variable}"
     return "offline", None
 
 

@@ -126,10 +126,14 @@ def test_a_wandb_setting_wins_over_wandb_mode_which_decides_where_none_is_given(
     for value in ("bogus", ""):
         monkeypatch.setenv("WANDB_MODE", value)
         assert run_wandb_mode(None, tmp_path / "new") == ("offline", None)
-    # A run that resumes with no setting keeps its own mode, whatever WANDB_MODE says now.
-    monkeypatch.setenv("WANDB_MODE", "offline")
+    # A run that resumes with neither a setting nor WANDB_MODE keeps its own mode; WANDB_MODE
+    # (a sweep's offline, say) keeps a run recorded online local.
+    monkeypatch.delenv("WANDB_MODE")
     kept = run_wandb_mode(None, tmp_path / "unnamed", resume=True)
     assert kept == ("disabled", str(tmp_path / "unnamed" / "run.json"))
+    assert run_wandb_mode(None, tmp_path / "unnamed") == ("offline", None)  # not resuming: the default
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert run_wandb_mode(None, tmp_path / "unnamed", resume=True) == ("offline", "WANDB_MODE=offline")
     assert run_wandb_mode("online", tmp_path / "unnamed", resume=True) == ("online", None)
 
 

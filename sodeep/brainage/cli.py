@@ -372,6 +372,7 @@ def _write_trial_summary(config: CommandConfig, results: Any) -> None:
     from dataclasses import asdict
 
     from sodeep.brainage.commands import preset_means
+    from sodeep.config import run_wandb_mode
     from sodeep.sweeps.summary import write_trial_summary
 
     presets = {name: entry for name, entry in (results or {}).get("presets", {}).items() if entry.get("runs")}
@@ -390,4 +391,7 @@ def _write_trial_summary(config: CommandConfig, results: Any) -> None:
             # A trial of one preset pairs its folds with other trials' by (seed, fold) alone.
             named = {"preset": name} if prefix else {}
             folds.append(named | {"seed": run.get("seed"), "fold": run.get("fold", 0), "metrics": numbers})
-    write_trial_summary(asdict(config), metrics, folds=folds or None)
+    settings = asdict(config)
+    if settings.get("wandb") is None:  # the mode the run took, as its run.json records it
+        settings["wandb"] = run_wandb_mode(None, config.out, resume=True)[0]
+    write_trial_summary(settings, metrics, folds=folds or None)

@@ -202,7 +202,7 @@ class CommandConfig:
     freeze_backbone: bool = False
     finetune_learning_rate: float | None = None
     finetune_epochs: int | None = None
-    #: ``offline``, ``online`` or ``disabled``; ``None``: a resumed run's own, else ``WANDB_MODE``'s,
+    #: ``offline``, ``online`` or ``disabled``; ``None``: ``WANDB_MODE``'s, else a resumed run's own,
     #: else offline (:func:`sodeep.config.run_wandb_mode`).
     wandb: str | None = None
     accelerator: str = "cpu"
@@ -232,7 +232,7 @@ class CommandConfig:
             self.batch_size, self.max_epochs, self.patience, *optimiser, getattr(self, "ema_decay", None)
         )
         check_batch_pairs(self.losses, self.batch_size)
-        if self.wandb is not None:  # None: the run's own on a resume, else WANDB_MODE's, else offline
+        if self.wandb is not None:  # None: WANDB_MODE's, else the run's own on a resume, else offline
             _check_choice(self.wandb, WANDB_MODES, "wandb")
         _check_fine_tuning(self)
         self.devices = parse_devices(self.devices)

@@ -141,7 +141,8 @@ class AgeTable:
             lines.append(
                 f"{source}: {len(self.empty_id_lines)} of {plural(len(self), 'subject')} "
                 f"{'has' if len(self.empty_id_lines) == 1 else 'have'} an empty id cell (or NA) "
-                f"({describe_lines(self.empty_id_lines)}); each is named by its line ('line N') in the results"
+                f"({describe_lines(self.empty_id_lines)}); each is named by its line ('line N', 'line N #2' where "
+                "another row's id is that text) in the results"
             )
         if self.index_columns:
             lines.append(
