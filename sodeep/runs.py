@@ -59,7 +59,7 @@ def configure_wandb_environment(mode: str, out: Path) -> None:
     settings and service logs in ``out/wandb/cache/``."""
     if mode not in WANDB_MODES:
         raise ValueError(f"wandb mode must be one of {WANDB_MODES}, got {mode!r}")
-    os.environ["WANDB_MODE"] = mode  # the command's setting wins over the caller's WANDB_MODE, as W&B's own mode= does
+    os.environ["WANDB_MODE"] = mode  # the mode the run takes (run_wandb_mode), for W&B and Lightning alike
     os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
     os.environ.setdefault("WANDB_SILENT", "true")
     cache = out / "wandb" / "cache"
@@ -116,14 +116,14 @@ def wandb_identity(name: str) -> dict[str, str]:
 def check_wandb_login(
     mode: str, flag: str = "wandb", *, logs_in_this_process: bool = True, chosen_by: str | None = None
 ) -> None:
-    """For an online W&B run (``mode`` ``online``, whatever ``WANDB_MODE`` says: the command's
-    setting wins), a one-line ``ValueError`` unless W&B has usable credentials (``wandb login``
-    or ``WANDB_API_KEY``), raised before a run folder is touched.  Nothing is sent: the key is
-    not verified.  ``flag``: the setting's name as the caller gives it, a keyword argument or a
-    ``--flag``.  ``chosen_by``: what chose the mode where no setting did (``WANDB_MODE=online``,
-    :func:`sodeep.config.run_wandb_mode`), which the message names.  Where ``logs_in_this_process`` (this process logs; a sweep, whose trials log,
-    passes ``False``), a run that logs to W&B is also refused while the process has a W&B run
-    open, which Lightning would log into and finish."""
+    """For an online W&B run (``mode``, as :func:`sodeep.config.run_wandb_mode` chose it), a
+    one-line ``ValueError`` unless W&B has usable credentials (``wandb login`` or
+    ``WANDB_API_KEY``), raised before a run folder is touched.  Nothing is sent: the key is not
+    verified.  ``flag``: the setting's name as the caller gives it, a keyword argument or a
+    ``--flag``.  ``chosen_by``: what chose the mode where no setting did (``WANDB_MODE=run``, a
+    resumed run's ``run.json``), which the message names.  Where ``logs_in_this_process`` (this
+    process logs; a sweep, whose trials log, passes ``False``), a run that logs to W&B is also
+    refused while the process has a W&B run open, which Lightning would log into and finish."""
     open_run = getattr(sys.modules.get("wandb"), "run", None)
     if (
         open_run is not None
