@@ -724,7 +724,7 @@ def run_wandb_mode(setting: str | None, out: str | os.PathLike, *, resume: bool 
         except (OSError, ValueError, KeyError, TypeError):
             recorded = None
         if recorded in ("offline", "online", "disabled"):
-            return recorded, f"{Path(out) / 'run.json'}"
+            return recorded, str(Path(out) / "run.json")
     return "offline", None
 
 

@@ -603,7 +603,7 @@ def sfcn_network(config: SyntheticConfig | NiftiConfig) -> dict[str, Any]:
 def run_logger(run: Any) -> Callable[[str, dict[str, Any]], None]:
     """``(preset, run record) -> None`` logging the record's numbers to W&B as ``preset/run/key``
     (no-op without a run); the means over the runs go in the summary as ``preset/key``
-    (:func:`report_cross_validation`), apart from the last run's values."""
+    (:func:`summarize_in_wandb`), beside the last run's values."""
 
     def log(name: str, record: dict[str, Any]) -> None:
         if run is not None:
