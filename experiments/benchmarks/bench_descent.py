@@ -205,9 +205,9 @@ def descent_cell(
         down={name: share(after < losses) for name, after in zip(names, stepped)},
         up={name: share(after > losses) for name, after in zip(names, stepped)},
         same={name: share(after == losses) for name, after in zip(names, stepped)},
-        cosine_median=float(cosine.median()) if cosine.numel() else None,
+        cosine_median=float(cosine.quantile(0.5)) if cosine.numel() else None,  # the mean of the middle two
         cosine_p05=float(cosine.quantile(0.05)) if cosine.numel() else None,
-        slope_ratio_median=float(slope_ratio.median()) if slope_ratio.numel() else None,
+        slope_ratio_median=float(slope_ratio.quantile(0.5)) if slope_ratio.numel() else None,
         slope_ratio_p05=float(slope_ratio.quantile(0.05)) if slope_ratio.numel() else None,
     )
 
