@@ -19,7 +19,7 @@ def run_script(main: Callable[[], object]) -> None:
         main()
     except KeyboardInterrupt:
         print(
-            f"{Path(sys.argv[0]).name}: interrupted; the tables printed above finished, and nothing else was written",
+            f"{Path(sys.argv[0]).name}: interrupted; nothing was written, and only a table printed above in full is complete",
             file=sys.stderr,
         )
         raise SystemExit(INTERRUPTED) from None

@@ -20,5 +20,5 @@ def test_an_interrupted_script_ends_in_one_line_and_status_130(capsys, monkeypat
     assert stopped.value.code == INTERRUPTED == 130
     assert printed.out == "| table | done |\n"
     assert printed.err == (
-        "bench_example.py: interrupted; the tables printed above finished, and nothing else was written\n"
+        "bench_example.py: interrupted; nothing was written, and only a table printed above in full is complete\n"
     )
