@@ -28,7 +28,7 @@ MSE = "mse"
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = BenchConfig()
-    names = [family.name for family in ranker_families()]
+    names = [family.name for family in ranker_families() if family.name != "exact"]  # exact ranks: no gradient
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ranker", required=True, help=f"{MSE} (no ranker) or one of {names}")
     parser.add_argument("--setting", type=float, help="the ranker's sharpness parameter (default: its default)")
@@ -68,8 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         except (ImportError, FileNotFoundError, ValueError) as error:
             print(f"{arguments.ranker} does not build here: {type(error).__name__}: {error}", file=sys.stderr)
             return 2
-        if ranker.kind == "exact" or not ranker.accepts(arguments.batch):
-            print(f"{ranker.label} cannot train at n={arguments.batch} (no gradient or length)", file=sys.stderr)
+        if ranker.kind == "exact":
+            print(f"{ranker.label} has no gradient to train through; give another ranker or {MSE}", file=sys.stderr)
+            return 2
+        if not ranker.accepts(arguments.batch):
+            print(f"{ranker.label} does not take n={arguments.batch}: give another --batch", file=sys.stderr)
             return 2
     result = train_regression(ranker, data, arguments.seed, arguments.steps, arguments.batch, arguments.learning_rate)
     print(f"{arguments.ranker} on {arguments.task}, seed {arguments.seed}: test Spearman {result['spearman']:.4f}")
