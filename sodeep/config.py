@@ -718,14 +718,28 @@ def run_wandb_mode(setting: str | None, out: str | os.PathLike, *, resume: bool 
     variable = os.environ.get("WANDB_MODE", "").strip()
     if variable.lower() in _WANDB_MODE_VALUES:
         return _WANDB_MODE_VALUES[variable.lower()], f"WANDB_MODE={variable}"
-    if resume:
-        try:
-            recorded = json.loads((Path(out) / "run.json").read_text(encoding="utf-8"))["config"]["wandb"]
-        except (OSError, ValueError, KeyError, TypeError):
-            recorded = None
-        if recorded in ("offline", "online", "disabled"):
-            return recorded, str(Path(out) / "run.json")
+    recorded = recorded_wandb_mode(out) if resume else None
+    if recorded is not None:
+        return recorded, str(Path(out) / "run.json")
     return "offline", None
+
+
+def recorded_wandb_mode(out: str | os.PathLike) -> str | None:
+    """The W&B mode the run in ``out`` records (its ``run.json``), or ``None``."""
+    try:
+        recorded = json.loads((Path(out) / "run.json").read_text(encoding="utf-8"))["config"]["wandb"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return recorded if recorded in ("offline", "online", "disabled") else None
+
+
+def wandb_mode_change(out: str | os.PathLike, mode: str, chosen_by: str | None) -> str | None:
+    """For a run that resumes in ``out``: the line that says its W&B mode changes (``run.json``
+    records another), naming what chose the new one; ``None`` where it stays."""
+    recorded = recorded_wandb_mode(out)
+    if recorded is None or recorded == mode:
+        return None
+    return f"note: the run in {out} logged to W&B as {recorded}; from here it logs as {mode} ({chosen_by or 'the setting'})"
 
 
 def check_scale_out(accelerator: Any, strategy: Any, num_nodes: Any, devices: Any = 1) -> None:

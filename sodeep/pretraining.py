@@ -30,7 +30,7 @@ from sodeep.checkpoints import (
     run_folder_sorter,
     write_sorter_checkpoint,
 )
-from sodeep.config import PretrainConfig, config_to_dict, parse_lengths, run_wandb_mode
+from sodeep.config import PretrainConfig, config_to_dict, parse_lengths, run_wandb_mode, wandb_mode_change
 from sodeep.evaluation import EVALUATION_LENGTHS, held_out_set
 from sodeep.files import atomic_write_json, file_digest
 from sodeep.metrics import mean_absolute_rank_error, mean_spearman
@@ -475,6 +475,7 @@ def _pretrain(config: PretrainConfig | None, *, resume: bool, overwrite: bool) -
     config.validate()
     mode, chosen_by = run_wandb_mode(config.wandb, config.out, resume=resume and not overwrite)
     check_wandb_login(mode, chosen_by=chosen_by)
+    mode_change = wandb_mode_change(config.out, mode, chosen_by) if resume and not overwrite else None
     config = dataclasses.replace(config, wandb=mode)  # recorded as the mode the run takes
     lengths = config.length_list()
     out = Path(config.out)
@@ -559,6 +560,8 @@ def _pretrain(config: PretrainConfig | None, *, resume: bool, overwrite: bool) -
         resume_step = _checkpoint_step(last, expected, data.stream_settings())
     environment = contextlib.ExitStack()  # W&B's variables, as they were once the run ends
     if leader:
+        if mode_change is not None and resume_step is not None:
+            print(mode_change, file=sys.stderr)
         start_run_folder(out, record, overwrite=overwrite)
         if config.wandb != "disabled":
             environment.enter_context(wandb_environment(config.wandb, out))

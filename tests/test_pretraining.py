@@ -1320,3 +1320,15 @@ def test_export_of_a_finished_run_carries_what_its_sorter_file_records(tmp_path,
     (tmp_path / "run" / "pretrain_summary.json").write_text(json.dumps({**summary, "steps": 9}))
     assert main(["export", str(tmp_path / "run"), str(tmp_path / "mid.pt")]) == 0
     assert "validation" not in load_sorter(tmp_path / "mid.pt").checkpoint_metadata
+
+
+def test_a_resume_that_changes_the_wandb_mode_says_so(tmp_path, monkeypatch, capsys):
+    original_step = interrupt_at_step(monkeypatch, 3)
+    with pytest.raises(SystemExit):
+        _pretrain(tmp_path / "run", 6, "--checkpoint-every", "2", "--wandb", "disabled")
+    monkeypatch.setattr(SorterPretraining, "training_step", original_step)
+    capsys.readouterr()
+    assert _pretrain(tmp_path / "run", 6, "--checkpoint-every", "2", "--resume") == 0  # the helper's --wandb offline
+    note = f"note: the run in {tmp_path / 'run'} logged to W&B as disabled; from here it logs as offline (the setting)"
+    assert note in capsys.readouterr().err
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["config"]["wandb"] == "offline"

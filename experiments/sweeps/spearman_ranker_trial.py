@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     ranker = None
     if arguments.ranker != MSE:
-        families = {family.name: family for family in ranker_families()}
+        families = {family.name: family for family in ranker_families() if family.name != "exact"}
         if arguments.ranker not in families:
             print(f"unknown ranker {arguments.ranker!r}; known: {[MSE, *families]}", file=sys.stderr)
             return 2
@@ -67,9 +67,6 @@ def main(argv: list[str] | None = None) -> int:
             ranker = family.build(family.default if arguments.setting is None else arguments.setting)
         except (ImportError, FileNotFoundError, ValueError) as error:
             print(f"{arguments.ranker} does not build here: {type(error).__name__}: {error}", file=sys.stderr)
-            return 2
-        if ranker.kind == "exact":
-            print(f"{ranker.label} has no gradient to train through; give another ranker or {MSE}", file=sys.stderr)
             return 2
         if not ranker.accepts(arguments.batch):
             print(f"{ranker.label} does not take n={arguments.batch}: give another --batch", file=sys.stderr)

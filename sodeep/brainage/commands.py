@@ -87,7 +87,7 @@ def run_tabular(
     from sodeep.runs import release_process_group
 
     config = replace(config)  # coerced and checked again: settings may have been set after it was built
-    config = _with_wandb_mode(config, resume=resume and not overwrite)
+    config, mode_change = _with_wandb_mode(config, resume=resume and not overwrite)
     leader = _is_leader(config)
     path = config.table_path()
     table = read_age_table(
@@ -137,7 +137,7 @@ def run_tabular(
             f"{plural(len(table.skipped), 'row')} skipped; presets {config.losses}, {config.folds} folds x seeds {config.seeds}"
         )
         _say_started(fine_tuning, training)
-        _say_resumed(out, resume and not overwrite, planned, pending)
+        _say_resumed(out, resume and not overwrite, planned, pending, mode_change)
     with (
         SignalStop(resume=resume_from_python("tabular")) as stop,
         wandb_run(config.wandb if leader else "disabled", out, "tabular", record, stop) as run,
@@ -187,7 +187,7 @@ def run_synthetic(
     from sodeep.runs import release_process_group
 
     config = replace(config)  # coerced and checked again: settings may have been set after it was built
-    config = _with_wandb_mode(config, resume=resume and not overwrite)
+    config, mode_change = _with_wandb_mode(config, resume=resume and not overwrite)
     leader = _is_leader(config)
     check_batch_size(config.losses, config.batch_size)
     check_grid_fits(GRID, config.channels, "give fewer channels= (the synthetic grid is fixed)")
@@ -217,7 +217,7 @@ def run_synthetic(
         previous_run = _set_aside_previous_run(out, replacing)
         start_run_folder(out, record, overwrite=False)
         _say_started(fine_tuning, training)
-        _say_resumed(out, resume and not overwrite, planned, pending)
+        _say_resumed(out, resume and not overwrite, planned, pending, mode_change)
     with (
         SignalStop(resume=resume_from_python("synthetic")) as stop,
         wandb_run(config.wandb if leader else "disabled", out, "synthetic", record, stop) as run,
@@ -295,7 +295,7 @@ def run_nifti(
     from sodeep.runs import release_process_group
 
     config = replace(config)  # coerced and checked again: settings may have been set after it was built
-    config = _with_wandb_mode(config, resume=resume and not overwrite)
+    config, mode_change = _with_wandb_mode(config, resume=resume and not overwrite)
     leader = _is_leader(config)
     check_batch_size(config.losses, config.batch_size)
     rows, problems = read_manifest(config.manifest)  # a missing or malformed manifest stops here
@@ -337,7 +337,11 @@ def run_nifti(
         nonlocal results_checked
         results_checked = True
         _say_resumed(
-            out, leader and resume and not overwrite, len(config.losses) * len(config.seeds) * config.folds, pending
+            out,
+            leader and resume and not overwrite,
+            len(config.losses) * len(config.seeds) * config.folds,
+            pending,
+            mode_change,
         )
 
     with SignalStop(resume=resume_from_python("nifti")) as stop:
@@ -543,24 +547,28 @@ def resume_from_python(command: str) -> str:
     return f"run_{command}(config, resume=True) goes on from there"
 
 
-def _say_resumed(out: Path, resumed: bool, planned: int, pending: int) -> None:
+def _say_resumed(out: Path, resumed: bool, planned: int, pending: int, mode_change: str | None = None) -> None:
     if resumed:
         finished = planned - pending
         print(
             f"{out}: resuming; {finished} of the {planned} runs asked for {'is' if finished == 1 else 'are'} finished, "
             f"{pending} to train"
         )
+        if mode_change is not None:
+            print(mode_change, file=sys.stderr)
 
 
-def _with_wandb_mode(config: CommandConfig, *, resume: bool) -> CommandConfig:
+def _with_wandb_mode(config: CommandConfig, *, resume: bool) -> tuple[CommandConfig, str | None]:
     """``config`` with the W&B mode its run takes (:func:`sodeep.config.run_wandb_mode`), after
-    the check that an online run has a login."""
-    from sodeep.config import run_wandb_mode
+    the check that an online run has a login, and the line that a resume whose mode changes prints
+    (:func:`sodeep.config.wandb_mode_change`), or ``None``."""
+    from sodeep.config import run_wandb_mode, wandb_mode_change
     from sodeep.runs import check_wandb_login  # Lightning: only for a command that runs
 
     mode, chosen_by = run_wandb_mode(config.wandb, config.out, resume=resume)
     check_wandb_login(mode, chosen_by=chosen_by)
-    return replace(config, wandb=mode)
+    change = wandb_mode_change(config.out, mode, chosen_by) if resume else None
+    return replace(config, wandb=mode), change
 
 
 @contextmanager

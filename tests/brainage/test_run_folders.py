@@ -271,3 +271,21 @@ def test_resuming_a_nifti_run_whose_volumes_changed_is_refused(tmp_path, capsys)
         "after an edit or a touch)); resume with those settings and files, choose another folder for --out, or run "
         "with --overwrite instead of --resume"
     ) in error
+
+
+def test_a_resume_under_another_wandb_mode_says_that_the_mode_changes(tmp_path, brainage_inputs, monkeypatch, capsys):
+    out = tmp_path / "out"
+    assert brainage("tabular", out, brainage_inputs, "--losses", "l1") == 0  # --wandb disabled
+    capsys.readouterr()
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    argv = ["brainage", "tabular", *tiny_argv("tabular", brainage_inputs), "--out", str(out)]
+    assert main([*argv, "--losses", "l1", "mse", "--resume"]) == 0  # no --wandb: WANDB_MODE decides
+    error = capsys.readouterr().err
+    assert (
+        f"note: the run in {out} logged to W&B as disabled; from here it logs as offline (WANDB_MODE=offline)" in error
+    )
+    assert json.loads((out / "run.json").read_text())["config"]["wandb"] == "offline"
+    monkeypatch.delenv("WANDB_MODE")
+    assert main([*argv, "--losses", "l1", "mse", "l1+spearman", "--resume"]) == 0  # neither: the run's own
+    assert "note: the run in" not in capsys.readouterr().err
+    assert json.loads((out / "run.json").read_text())["config"]["wandb"] == "offline"
