@@ -450,7 +450,8 @@ def hold_folder(out: Path, *, clear: bool = False, instead: str = CHOOSE_ANOTHER
         _hold(out, instead)  # refuses a folder in use; held while the folder is cleared
     if clear and out.is_dir():
         check_no_run_inside_in_use(out, instead)
-        if _holds_the_working_folder(out):  # emptied, not removed (a folder in use cannot be)
+        # Emptied, not removed: a folder in use cannot be, and a link to a folder stays a link.
+        if _holds_the_working_folder(out) or out.is_symlink():
             empty_folder(out, keep=(RUN_LOCK,))
         else:
             shutil.rmtree(out)

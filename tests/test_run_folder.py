@@ -326,3 +326,15 @@ def test_loading_the_sorter_of_a_pretraining_run_still_in_use_says_it_is_running
         f"wait for it to end, stop it, or turn its last checkpoint, {out}/checkpoints/last.ckpt, into a sorter with `sodeep export`"
     )
     assert "resume" not in message
+
+
+@releasing_run_folders
+def test_overwrite_through_a_link_to_a_run_folder_empties_the_folder_and_keeps_the_link(tmp_path):
+    run = tmp_path / "run"
+    start_run_folder(run, claim_run_folder(run, "pretrain", {"steps": 1}), overwrite=False)
+    (run / "old.txt").write_text("old")
+    (tmp_path / "link").symlink_to(run)
+    record = claim_run_folder(tmp_path / "link", "pretrain", {"steps": 2}, overwrite=True)
+    start_run_folder(tmp_path / "link", record, overwrite=True)  # before: "Cannot call rmtree on a symbolic link"
+    assert (tmp_path / "link").is_symlink() and not (run / "old.txt").exists()
+    assert sorted(path.name for path in run.iterdir()) == ["run.json", "run.lock"]

@@ -27,6 +27,7 @@ from typing import Any
 from sodeep.files import atomic_write_json, writable_file_problem
 from sodeep.run_folder import (
     check_not_the_working_folder,
+    enclosing_run_folder,
     hold_folder,
     holds_files_besides_its_lock,
     releasing_run_folders,
@@ -203,6 +204,11 @@ def check_sweep_folder(folder: Path, spec: SweepSpec, seed: int, *, overwrite: b
     problem = writable_file_problem(path)
     if problem:
         raise ValueError(f"{problem}; give another --root")
+    around = enclosing_run_folder(folder)
+    if around is not None:  # its trials' run folders would be refused there, one by one
+        raise ValueError(
+            f"{folder} is inside the run folder {around}, whose overwrite would delete it; give another --root"
+        )
     holds_files = holds_files_besides_its_lock(folder)
     if holds_files and not path.is_file():  # never taken over, nor cleared: the files are not a sweep's
         raise ValueError(f"{folder} holds files but no sweep.json: not a sweep folder; give another --root or name")

@@ -1014,3 +1014,17 @@ def test_a_lowered_run_cap_keeps_the_trials_beyond_it_and_says_so(tmp_path, caps
     text = (root / "capped" / "report.md").read_text()
     assert "**Beyond run_cap:** 2 trials of the folder were started by a run with a larger `run_cap`" in text
     assert "Partial" not in text and "4 settings from 4 finished trials" in text
+
+
+def test_a_sweep_root_inside_a_run_folder_is_refused_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run.json").write_text('{"command": "pretrain", "config": {}}')
+    sweep = write_sweep(tmp_path, QUICK_PROGRAM, "name: nested\nmethod: grid\nparameters: {seed: {value: 0}}\n")
+    for dry_run in (["--dry-run"], []):
+        with pytest.raises(SystemExit) as exited:
+            main(["run", str(sweep), "--root", str(tmp_path / "run" / "sweeps"), *dry_run])
+        error = capsys.readouterr().err
+        assert exited.value.code == 2
+        assert f"{tmp_path / 'run' / 'sweeps' / 'nested'} is inside the run folder {tmp_path / 'run'}" in error
+    assert sorted(path.name for path in (tmp_path / "run").iterdir()) == ["run.json"]
