@@ -29,6 +29,7 @@ from typing import Any, NoReturn
 from sodeep.config import (
     MAX_VALIDATION_SEQUENCES,
     WANDB_DEFAULT_TEXT,
+    WANDB_MODES,
     PretrainConfig,
     config_from_mapping,
     integer,
@@ -95,7 +96,7 @@ def add_pretrain_parser(commands: Any) -> None:
         value_type = str if item.name == "devices" else value_type  # also "auto" and "0,2"
         shown = json.dumps(default) if isinstance(default, dict) else default
         shown = WANDB_DEFAULT_TEXT if item.name == "wandb" else shown
-        choices = ["offline", "online", "disabled"] if item.name == "wandb" else None
+        choices = list(WANDB_MODES) if item.name == "wandb" else None
         parser.add_argument(
             _flag(item.name),
             dest=item.name,

@@ -637,7 +637,7 @@ class PretrainConfig:
             )
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if self.wandb not in (None, "offline", "online", "disabled"):
+        if self.wandb is not None and self.wandb not in WANDB_MODES:
             raise ValueError(f"wandb must be offline, online or disabled, got {self.wandb!r}{yaml_reading(self.wandb)}")
         self.devices = parse_devices(self.devices)
         check_scale_out(self.accelerator, self.strategy, self.num_nodes, self.devices)
@@ -694,6 +694,9 @@ _IN_FIT_LAUNCHERS = ("spawn", "fork", "notebook")
 #: Settings of where a command trains: Lightning's ``Trainer`` arguments (docs/scaling.md).
 SCALE_OUT = ("accelerator", "devices", "strategy", "num_nodes")
 
+#: The W&B modes of every command's ``wandb`` setting (``offline``: nothing is sent).
+WANDB_MODES = ("offline", "online", "disabled")
+
 #: ``WANDB_MODE``'s values (W&B's own names ``run`` and ``dryrun`` too) as a run's W&B mode.
 _WANDB_MODE_VALUES = {
     "online": "online",
@@ -730,7 +733,7 @@ def recorded_wandb_mode(out: str | os.PathLike) -> str | None:
         recorded = json.loads((Path(out) / "run.json").read_text(encoding="utf-8"))["config"]["wandb"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return recorded if recorded in ("offline", "online", "disabled") else None
+    return recorded if recorded in WANDB_MODES else None
 
 
 def wandb_mode_change(out: str | os.PathLike, mode: str, chosen_by: str | None) -> str | None:

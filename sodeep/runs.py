@@ -28,14 +28,10 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from sodeep.config import SCALE_OUT
+from sodeep.config import SCALE_OUT, WANDB_MODES
 from sodeep.files import atomic_torch_save, atomic_write
 from sodeep.run_folder import stop_saved
 from sodeep.stream_loader import available_cores
-
-#: W&B modes a command accepts: ``offline`` (the default: nothing is sent, no account needed),
-#: ``online`` and ``disabled``.
-WANDB_MODES = ("offline", "online", "disabled")
 
 
 class SetupWarning(UserWarning):

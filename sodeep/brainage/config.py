@@ -39,6 +39,7 @@ from sodeep.checks import check_integer, python_scalar
 from sodeep.config import (
     MAX_SEED,
     SCALE_OUT,
+    WANDB_MODES,
     check_scale_out,
     parse_devices,
     read_yaml_mapping,
@@ -46,8 +47,6 @@ from sodeep.config import (
     yaml_reading,
 )
 
-#: W&B modes of every command (``sodeep.runs.WANDB_MODES``, not imported here: that module loads Lightning).
-WANDB_MODES = ("offline", "online", "disabled")
 #: SFCN block orders (``--block-order``) and the blocks whose means reach the regressor (``--pooled-blocks``).
 BLOCK_ORDERS = ("pool-norm", "norm-pool")
 POOLED_BLOCKS = ("all", "last")

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sodeep.config import number_at_least
+from sodeep.config import WANDB_MODES, number_at_least
 from sodeep.run_folder import INTERRUPTED
 from sodeep.wording import plural
 
@@ -51,9 +51,7 @@ def add_sweep_parser(commands: Any) -> None:
     run.add_argument(
         "--count", type=number_at_least(int, 1), help="trials at most (with run_cap; a random sweep needs one)"
     )
-    run.add_argument(
-        "--wandb", choices=["offline", "online", "disabled"], default="offline", help="WANDB_MODE of trials"
-    )
+    run.add_argument("--wandb", choices=WANDB_MODES, default="offline", help="WANDB_MODE of trials")
     run.add_argument(
         "--overwrite",
         action="store_true",

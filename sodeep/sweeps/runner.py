@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sodeep.config import WANDB_MODES
 from sodeep.files import atomic_write_json, writable_file_problem
 from sodeep.run_folder import (
     check_not_the_working_folder,
@@ -45,7 +46,6 @@ from sodeep.sweeps.summary import (
 )
 from sodeep.wording import plural
 
-WANDB_MODES = ("offline", "online", "disabled")
 #: Seconds a stopped trial gets to exit after SIGINT (to close its files) before SIGKILL.
 STOP_GRACE_SECONDS = 20.0
 POLL_SECONDS = 0.05
