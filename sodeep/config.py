@@ -715,12 +715,18 @@ def run_wandb_mode(setting: str | None, out: str | os.PathLike, *, resume: bool 
     otherwise): the ``setting`` (a flag, a config file's ``wandb``, ``wandb=`` from Python); else
     ``WANDB_MODE``'s (as a sweep sets it for its trials: ``offline`` or ``disabled`` there keeps
     any run local); else, for a run that resumes, the mode its ``run.json`` records; else
-    ``offline``: nothing is sent, no account is needed."""
+    ``offline``: nothing is sent, no account is needed.  A ``ValueError`` where no setting is
+    given and ``WANDB_MODE`` holds something else than a mode."""
     if setting is not None:
         return setting, None
     variable = os.environ.get("WANDB_MODE", "").strip()
     if variable.lower() in _WANDB_MODE_VALUES:
         return _WANDB_MODE_VALUES[variable.lower()], f"WANDB_MODE={variable}"
+    if variable:  # a typo of online must not log offline unnoticed
+        raise ValueError(
+            f"WANDB_MODE={variable} is not a W&B mode ({', '.join(_WANDB_MODE_VALUES)}); set one of them, "
+            "unset WANDB_MODE, or choose the mode with wandb="
+        )
     recorded = recorded_wandb_mode(out) if resume else None
     if recorded is not None:
         return recorded, str(Path(out) / "run.json")

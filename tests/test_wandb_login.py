@@ -123,9 +123,15 @@ def test_a_wandb_setting_wins_over_wandb_mode_which_decides_where_none_is_given(
     for value, chosen in (("run", ("online", "WANDB_MODE=run")), ("DryRun", ("offline", "WANDB_MODE=DryRun"))):
         monkeypatch.setenv("WANDB_MODE", value)
         assert run_wandb_mode(TabularConfig().wandb, tmp_path / "new") == chosen
-    for value in ("bogus", ""):
-        monkeypatch.setenv("WANDB_MODE", value)
-        assert run_wandb_mode(None, tmp_path / "new") == ("offline", None)
+    monkeypatch.setenv("WANDB_MODE", "")
+    assert run_wandb_mode(None, tmp_path / "new") == ("offline", None)
+    # A typo of a mode is refused, not read as offline; a setting makes WANDB_MODE irrelevant.
+    monkeypatch.setenv("WANDB_MODE", "onlne")
+    with pytest.raises(
+        ValueError, match=r"^WANDB_MODE=onlne is not a W&B mode \(online, run, offline, dryrun, disabled\)"
+    ):
+        run_wandb_mode(None, tmp_path / "new")
+    assert run_wandb_mode("disabled", tmp_path / "new") == ("disabled", None)
     # A run that resumes with neither a setting nor WANDB_MODE keeps its own mode; WANDB_MODE
     # (a sweep's offline, say) keeps a run recorded online local.
     monkeypatch.delenv("WANDB_MODE")
