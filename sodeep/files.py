@@ -79,8 +79,17 @@ _OPEN_FILE_PREFIXES = ("/proc/", "/dev/fd/", "/dev/stdin", "/dev/stdout", "/dev/
 def _replaced_path(path: Path) -> tuple[Path, str | None]:
     """The file a write to ``path`` replaces, and why it may not (or ``None``): ``path`` itself,
     or for a link that leads to a file, that file (written through, the link kept).  A link to
-    nothing yet is replaced by the file.  A link that passes through a process's open files
-    (:data:`_OPEN_FILE_PREFIXES`) is refused: its file is the process's own output."""
+    nothing yet is replaced by the file.  A process's open file (``/dev/fd/1``, ``/proc/self/fd/1``)
+    and a link that passes through one (:data:`_OPEN_FILE_PREFIXES`) are refused: its file is the
+    process's own output."""
+    # /dev/fd/1 or /proc/self/fd/1 given as such: links to the file the output goes to.
+    folder = path.absolute().parent.resolve()
+    if (
+        folder.parts[:2] == ("/", "proc")
+        and folder.name == "fd"
+        or str(path.absolute()).startswith(_OPEN_FILE_PREFIXES[1:])
+    ):
+        return path, f"{path} is a process's open file, not a file that can be replaced"
     hop = path
     for _ in range(40):  # the operating system's own limit on links in a row
         if not hop.is_symlink():

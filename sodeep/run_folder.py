@@ -280,11 +280,16 @@ def resumes_started_run(
 
 
 def enclosing_run_folder(path: str | os.PathLike) -> Path | None:
-    """The nearest folder above ``path`` (a file or folder, not necessarily there yet) that holds
-    a run (:func:`holds_a_run_record`), or ``None``: what is written there would pass for the run's
-    own files, and its ``--overwrite`` would delete it."""
-    where = Path(path).expanduser().absolute().parent.resolve()  # path itself may be a link leading nowhere
-    return next((folder for folder in (where, *where.parents) if holds_a_run_record(folder)), None)
+    """The nearest folder above ``path`` (a file or folder, not necessarily there yet), or above
+    where it leads if it is a link, that holds a run (:func:`holds_a_run_record`), or ``None``:
+    what is written there would pass for the run's own files, and its ``--overwrite`` would
+    delete it."""
+    given = Path(path).expanduser().absolute()
+    # Above the path as written, and above where it leads (a link into a run folder, or a link
+    # to nowhere yet: resolve follows links as far as they go).
+    above = [given.parent.resolve(), given.resolve().parent]
+    folders = dict.fromkeys(folder for where in above for folder in (where, *where.parents))
+    return next((folder for folder in folders if holds_a_run_record(folder)), None)
 
 
 #: Files a file manager or a notebook leaves in any folder it shows (macOS Finder, Windows

@@ -141,7 +141,9 @@ def check_wandb_login(
     online, offline = (
         f"{flag} {value}" if flag.startswith("--") else f"{flag}={value!r}" for value in ("online", "offline")
     )
-    online = online if chosen_by is None else f"{chosen_by} (with no {flag} setting) asks for an online run, which"
+    # A Python keyword as wandb= (which the command line spells --wandb).
+    setting = flag if flag.startswith("--") else f"{flag}="
+    asked = online if chosen_by is None else f"{chosen_by} (with no {setting} setting) asks for an online run"
     saved = {
         name: os.environ.get(name) for name in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_SILENT", "WANDB_MODE")
     }
@@ -153,11 +155,12 @@ def check_wandb_login(
             wandb.login(verify=False)
     except wandb.errors.UsageError:
         raise ValueError(
-            f"{online} needs a W&B login: run `wandb login` or set WANDB_API_KEY, or log locally with {offline}"
+            f"{asked}{'' if chosen_by is None else ', which'} needs a W&B login: run `wandb login` or set "
+            f"WANDB_API_KEY, or log locally with {offline}"
         ) from None
     except wandb.errors.Error as error:  # a malformed key, say
         reason = " ".join(str(error).split())
-        raise ValueError(f"{online}: W&B refused its credentials ({reason}); or log locally with {offline}") from None
+        raise ValueError(f"{asked}: W&B refused its credentials ({reason}); or log locally with {offline}") from None
     finally:
         for name, value in saved.items():
             if value is None:

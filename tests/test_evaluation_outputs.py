@@ -216,6 +216,17 @@ def test_outputs_inside_a_run_folder_are_refused(tmp_path, capsys):
     assert f"is inside the run folder {run.resolve()}" in error
     error = _one_line_error(["pretrain", "--steps", "2", "--out", str(run / "nested")], capsys)
     assert f"is inside the run folder {run.resolve()}, whose overwrite would delete it" in error
+    # A link that leads into the run folder (to a folder or file there, or to nothing there yet).
+    (run / "inner").mkdir()
+    (tmp_path / "to-inner").symlink_to(run / "inner")
+    (tmp_path / "to-new.json").symlink_to(run / "new.json")
+    before = sorted(run.rglob("*"))
+    error = _one_line_error(["pretrain", "--steps", "2", "--out", str(tmp_path / "to-inner")], capsys)
+    assert f"{tmp_path / 'to-inner'} is inside the run folder {run.resolve()}, whose overwrite would delete it" in error
+    error = _one_line_error(
+        ["evaluate", "--lengths", "5", "--sequences", "2", "--json", str(tmp_path / "to-new.json")], capsys
+    )
+    assert f"is inside the run folder {run.resolve()}" in error
     assert sorted(run.rglob("*")) == before
 
 

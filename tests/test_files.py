@@ -203,6 +203,14 @@ def test_a_link_to_a_file_is_written_through_and_a_pipe_or_device_is_refused(tmp
             atomic_write_text(tmp_path / "stdout", "text")
         assert (tmp_path / "stdout").is_symlink()
         (tmp_path / "stdout").unlink()
+        # The open files themselves, and through a link to their folder: each leads to the file
+        # this process's output goes to (pytest's capture file), which a write would replace.
+        (tmp_path / "fds").symlink_to("/proc/self/fd")
+        for given in ("/dev/fd/1", "/proc/self/fd/1", tmp_path / "fds" / "1", "/dev/fd/../fd/2"):
+            assert writable_file_problem(given) == f"{given} is a process's open file, not a file that can be replaced"
+            with pytest.raises(FileExistsError, match="a process's open file"):
+                atomic_write_text(given, "text")
+        (tmp_path / "fds").unlink()
     os.mkfifo(tmp_path / "pipe")
     (tmp_path / "to-pipe").symlink_to(tmp_path / "pipe")
     for special in (tmp_path / "pipe", tmp_path / "to-pipe", Path("/dev/null")):

@@ -10,7 +10,8 @@ PROGRAM = """
 import sys
 from sodeep.runs import check_wandb_login
 try:
-    check_wandb_login(sys.argv[1], logs_in_this_process=sys.argv[2] == "environment")
+    chosen_by = sys.argv[3] if len(sys.argv) > 3 else None
+    check_wandb_login(sys.argv[1], logs_in_this_process=sys.argv[2] == "environment", chosen_by=chosen_by)
 except ValueError as error:
     print("refused:", error)
 else:
@@ -18,13 +19,13 @@ else:
 """
 
 
-def check(tmp_path, mode, decides="environment", **environment):
+def check(tmp_path, mode, decides="environment", chosen_by=None, **environment):
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
     variables = {key: value for key, value in os.environ.items() if key not in ("WANDB_MODE", "WANDB_API_KEY")}
     variables.update(HOME=str(home), **environment)
     shown = subprocess.run(
-        [sys.executable, "-c", PROGRAM, mode, decides],
+        [sys.executable, "-c", PROGRAM, mode, decides, *([chosen_by] if chosen_by else [])],
         env=variables,
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -58,6 +59,17 @@ def test_online_without_credentials_is_refused(tmp_path, decides, environment):
 def test_a_malformed_key_is_refused_in_one_line(tmp_path):
     shown = check(tmp_path, "online", WANDB_API_KEY="abc")
     assert shown.startswith("refused: wandb='online': W&B refused its credentials (") and "\n" not in shown
+    # Where WANDB_MODE chose online, the message names it, in a sentence either way.
+    shown = check(tmp_path, "online", chosen_by="WANDB_MODE=run", WANDB_API_KEY="abc")
+    assert shown.startswith(
+        "refused: WANDB_MODE=run (with no wandb= setting) asks for an online run: W&B refused its credentials ("
+    )
+    assert shown.endswith("; or log locally with wandb='offline'")
+    shown = check(tmp_path, "online", chosen_by="WANDB_MODE=run")
+    assert shown == (
+        "refused: WANDB_MODE=run (with no wandb= setting) asks for an online run, which needs a W&B login: "
+        "run `wandb login` or set WANDB_API_KEY, or log locally with wandb='offline'"
+    )
 
 
 @pytest.mark.parametrize(
@@ -95,7 +107,7 @@ def test_a_command_refuses_before_creating_the_folder(tmp_path, command, environ
     chose = (
         "--wandb online"
         if "--wandb" in command
-        else "WANDB_MODE=run (with no wandb setting) asks for an online run, which"
+        else "WANDB_MODE=run (with no --wandb setting) asks for an online run, which"
     )
     assert result.stderr.endswith(
         f" error: {chose} needs a W&B login: run `wandb login` or set WANDB_API_KEY, "

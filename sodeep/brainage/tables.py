@@ -119,7 +119,11 @@ class AgeTable:
         # A feature that alone keeps out half the skipped rows or more (a mostly empty column): named.
         column, count = max(self.sole_blockers.items(), key=lambda item: item[1], default=("", 0))
         if count >= 2 and 2 * count >= len(self.skipped):
-            line += f"; feature {column!r} alone keeps out {count} of them: name the others in features= to keep them"
+            line += f"; feature {column!r} alone keeps out {count} of them: " + (
+                "name the others in features= to keep them"
+                if len(self.feature_names) > 1
+                else "fill in its cells to keep them"
+            )
         return [line]
 
     def notes(self, source: str) -> list[str]:
@@ -141,8 +145,8 @@ class AgeTable:
             lines.append(
                 f"{source}: {len(self.empty_id_lines)} of {plural(len(self), 'subject')} "
                 f"{'has' if len(self.empty_id_lines) == 1 else 'have'} an empty id cell (or NA) "
-                f"({describe_lines(self.empty_id_lines)}); each is named by its line ('line N', 'line N #2' where "
-                "another row's id is that text) in the results"
+                f"({describe_lines(self.empty_id_lines)}); each is named by its line ('line N', then 'line N #2', "
+                "'line N #3' where other rows' ids are that text) in the results"
             )
         if self.index_columns:
             lines.append(

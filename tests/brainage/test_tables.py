@@ -593,6 +593,12 @@ def test_a_feature_that_alone_keeps_most_skipped_rows_out_is_named(tmp_path):
         "alone keeps out"
         not in read_age_table(write_csv(tmp_path / "u.csv", ["age", "f", "wmh"], rows)).skipped_note("u.csv")[0]
     )
+    # The only feature: no others to name.
+    rows = [[20 + i, "NA" if i % 4 else 1.5] for i in range(12)] + [["x", 2]]
+    only = read_age_table(write_csv(tmp_path / "w.csv", ["age", "wmh"], rows))
+    assert only.skipped_note("w.csv")[0].endswith(
+        "; feature 'wmh' alone keeps out 9 of them: fill in its cells to keep them"
+    )
 
 
 def test_a_text_column_named_in_features_that_leaves_no_row_says_what_to_do(tmp_path):

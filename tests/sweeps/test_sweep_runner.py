@@ -1027,4 +1027,14 @@ def test_a_sweep_root_inside_a_run_folder_is_refused_before_anything_is_written(
         error = capsys.readouterr().err
         assert exited.value.code == 2
         assert f"{tmp_path / 'run' / 'sweeps' / 'nested'} is inside the run folder {tmp_path / 'run'}" in error
-    assert sorted(path.name for path in (tmp_path / "run").iterdir()) == ["run.json"]
+    # A root that is a link into the run folder, and a sweep folder that is one.
+    (tmp_path / "run" / "inner").mkdir()
+    (tmp_path / "linked-root").symlink_to(tmp_path / "run" / "inner")
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "nested").symlink_to(tmp_path / "run" / "inner")
+    for root in ("linked-root", "root"):
+        with pytest.raises(SystemExit) as exited:
+            main(["run", str(sweep), "--root", str(tmp_path / root)])
+        assert exited.value.code == 2
+        assert f"is inside the run folder {tmp_path / 'run'}" in capsys.readouterr().err
+    assert sorted(path.name for path in (tmp_path / "run").rglob("*")) == ["inner", "run.json"]
