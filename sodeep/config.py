@@ -707,7 +707,7 @@ _WANDB_MODE_VALUES = {
 }
 
 #: What ``--help`` says a run's W&B mode is when no setting names one.
-WANDB_DEFAULT_TEXT = "WANDB_MODE's where it is set, else on --resume the run's own, else offline"
+WANDB_DEFAULT_TEXT = "WANDB_MODE's where it is set, else on --resume the mode the run last ran with, else offline"
 
 
 def run_wandb_mode(setting: str | None, out: str | os.PathLike, *, resume: bool = False) -> tuple[str, str | None]:
