@@ -29,7 +29,14 @@ from sodeep.brainage.config import (
 )
 from sodeep.brainage.finetuning import FineTuning, started_from
 from sodeep.brainage.interruption import SignalStop
-from sodeep.brainage.metrics import corrected_gap, fit_age_bias, gap_metrics, per_site_mae, regression_metrics
+from sodeep.brainage.metrics import (
+    CORRELATION_SUBJECTS,
+    corrected_gap,
+    fit_age_bias,
+    gap_metrics,
+    per_site_mae,
+    regression_metrics,
+)
 from sodeep.brainage.models import SFCN, CascadeAgeNet, discretize_age
 from sodeep.brainage.results import PREDICTION_DECIMALS, RESULTS_FILE, add_run, is_finished, read_results, write_results
 from sodeep.brainage.splits import inner_validation_mask
@@ -212,9 +219,11 @@ def run_synthetic_benchmark(
     """
     config = config or volume_training(SyntheticConfig())  # the command's defaults
     # Checked before any volume is simulated: 4 training subjects leave 3 to fit and 1 to validate
-    # on, and the test metrics (correlations) need 2 subjects.
-    if train_size < 4 or test_size < 2:
-        raise ValueError(f"need train_size >= 4 and test_size >= 2, got {train_size} and {test_size}")
+    # on, and the test metrics (correlations) need 3 subjects (2 correlate +-1 whatever the model).
+    if train_size < 4 or test_size < CORRELATION_SUBJECTS:
+        raise ValueError(
+            f"need train_size >= 4 and test_size >= {CORRELATION_SUBJECTS}, got {train_size} and {test_size}"
+        )
     check_fit_settings(**config.fit_options(), max_minutes=max_minutes)
     check_run_plan(presets, seeds)
     trainer_options = dict(trainer_options or {})
@@ -310,20 +319,34 @@ def score_on_test(
     predicted_validation = predict_ages(model, train.volumes[validation], batch_size=32).numpy()
     predicted = predict_ages(model, test.volumes, batch_size=32).numpy()
     bias = fit_age_bias(predicted_validation, train.ages[validation])
-    corrected = corrected_gap(predicted, test.ages, bias)
-    recovery = scipy.stats.pearsonr(corrected, test.truth["gap"])
     return (
         regression_metrics(predicted, test.ages)
         | gap_metrics(predicted, test.ages, bias)
-        | {
-            "gap_recovery": float(recovery.statistic),
-            "gap_recovery_p": float(recovery.pvalue),
-            # What gap_recovery would be if the corrected gap were the true gap plus independent
-            # error e: corr(g, g + e) = sd(g) / sd(g + e), small when the error dwarfs the gap.
-            "gap_recovery_ceiling": float(min(1.0, test.truth["gap"].std() / corrected.std())),
-            "test_predictions": [round(float(value), PREDICTION_DECIMALS) for value in predicted],
-        }
+        | {"age_bias_slope": bias[0], "age_bias_intercept": bias[1]}
+        | gap_recovery(predicted, test.ages, bias, test.truth["gap"])
+        | {"test_predictions": [round(float(value), PREDICTION_DECIMALS) for value in predicted]}
     )
+
+
+def gap_recovery(predicted: np.ndarray, ages: np.ndarray, bias: tuple[float, float], true_gap: np.ndarray) -> dict:
+    """How well the bias-corrected predicted gap recovers the simulator's ``true_gap`` (all
+    ``(N,)``): its Pearson r and p-value, and the ceiling of r where the corrected gap is the true
+    gap plus independent error ``e``: ``corr(g, g + e) = sd(g) / sd(g + e)``.  NaN (``null`` in
+    ``results.json``) where undefined: predictions of one age for everyone (a corrected gap of
+    rounding noise), fewer than :data:`~sodeep.brainage.metrics.CORRELATION_SUBJECTS` subjects,
+    and, for the ceiling, a corrected gap that varies less than the true one, which no independent
+    error can give."""
+    corrected = corrected_gap(predicted, ages, bias)
+    true_gap = np.asarray(true_gap, dtype=np.float64)
+    if len(corrected) < CORRELATION_SUBJECTS or not (np.ptp(predicted) > 0 and np.ptp(true_gap) > 0):
+        return {"gap_recovery": math.nan, "gap_recovery_p": math.nan, "gap_recovery_ceiling": math.nan}
+    recovery = scipy.stats.pearsonr(corrected, true_gap)
+    spread, true_spread = float(corrected.std()), float(true_gap.std())
+    return {
+        "gap_recovery": float(recovery.statistic),
+        "gap_recovery_p": float(recovery.pvalue),
+        "gap_recovery_ceiling": true_spread / spread if spread >= true_spread else math.nan,
+    }
 
 
 def cascade_on(

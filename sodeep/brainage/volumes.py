@@ -156,6 +156,9 @@ def read_manifest(path: str | os.PathLike) -> tuple[list[ManifestRow], list[tupl
             continue
         file = Path(listed).expanduser()
         file = file if file.is_absolute() else path.resolve().parent / file  # the same from any folder
+        if file.is_dir():
+            problems.append((line, f"{file} is a folder, not a volume file"))
+            continue
         if not file.is_file():
             problems.append((line, f"no file at {file}"))
             continue
@@ -216,7 +219,8 @@ def zscore_in_brain(volume: np.ndarray) -> np.ndarray:
             f"{counts.max() / inside:.0%} of the brain's voxels have one intensity: a mask or a constant image, not a T1"
         )
     result = np.zeros_like(volume, dtype=np.float32)
-    result[brain] = (values - values.mean()) / max(float(values.std()), 1e-6)
+    # Two intensities at least (above), so the spread is positive at any scale of the values.
+    result[brain] = (values - values.mean()) / values.std()
     return result
 
 
@@ -269,6 +273,11 @@ def load_volume(path: str | os.PathLike, shape: Sequence[int] = GRID_4MM, voxel_
         raise ValueError(f"{path}: the volume has no voxels (shape {image.shape})")
     if len(image.shape) > 3 and all(size == 1 for size in image.shape[3:]):  # one frame, as 4-D or 5-D
         image = image.slicer[(..., *[0] * (len(image.shape) - 3))]
+    if len(image.shape) < 3:
+        raise ValueError(
+            f"{path}: expected a 3-D volume, got shape {image.shape}: a single slice or image; give one 3-D T1 "
+            "volume per subject"
+        )
     if len(image.shape) != 3:
         raise ValueError(
             f"{path}: expected a 3-D volume, got shape {image.shape}: give one 3-D T1 volume per subject (a "
@@ -284,6 +293,8 @@ def load_volume(path: str | os.PathLike, shape: Sequence[int] = GRID_4MM, voxel_
             f"{path}: {beyond} of {data.size} voxels are infinite or beyond float32's range; fix or mask them (0 or NaN)"
         )
     data = np.nan_to_num(data.astype(np.float32), nan=0.0)  # before resampling, which would spread NaN into the brain
+    if not np.any(data > 0):
+        raise ValueError(f"{path}: no voxel is above 0 (the image is empty: 0, NaN or negative everywhere)")
     labels = _few_intensities(data)
     # Before resampling, which blurs a mask's edges into many values (a patch too small to be a
     # brain is refused as such after resampling).

@@ -1,5 +1,8 @@
+import math
+
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 
 from sodeep.brainage.synthetic_mri import GRID, SimulatorSettings, simulate_cohort, simulate_subject
@@ -105,7 +108,8 @@ def test_synthetic_cli_writes_baselines_and_presets(tmp_path, capsys):
     for preset in ("l1", "cheng2021"):
         (run,) = results["presets"][preset]["runs"]
         assert np.isfinite(run["mae"]) and len(run["test_predictions"]) == 8
-        assert 0.0 < run["gap_recovery_ceiling"] <= 1.0 and 0.0 <= run["gap_recovery_p"] <= 1.0
+        ceiling = run["gap_recovery_ceiling"]  # null where the corrected gap varies less than the true one
+        assert (ceiling is None or 0.0 < ceiling <= 1.0) and 0.0 <= run["gap_recovery_p"] <= 1.0
     assert "| SFCN, cheng2021 |" in (out / "results.md").read_text()
     (cascade,) = results["cascade"]["l1"]["runs"]
     assert np.isfinite(cascade["mae"]) and (out / "plots" / "cascade-l1.png").is_file()
@@ -116,7 +120,7 @@ def test_synthetic_benchmark_refuses_bad_settings_before_simulating(tmp_path):
     from sodeep.brainage.synthetic_experiment import run_synthetic_benchmark
 
     for settings, message in (
-        ({"test_size": 0}, "test_size >= 2"),
+        ({"test_size": 2}, "test_size >= 3"),
         ({"train_size": -5}, "train_size >= 4"),
         ({"max_minutes": 0.0}, "max_minutes must be None or > 0"),
         ({"seeds": ()}, "at least one seed"),
@@ -179,3 +183,26 @@ def test_the_synthetic_report_averages_a_metric_over_the_runs_that_define_it():
         in report
     )
     assert "nan" not in report
+
+
+def test_gap_recovery_against_scipy_and_undefined_where_its_premise_fails():
+    from sodeep.brainage.metrics import corrected_gap
+    from sodeep.brainage.synthetic_experiment import gap_recovery
+
+    generator = np.random.default_rng(0)
+    ages = generator.uniform(20, 90, 400)
+    true_gap = generator.normal(0, 2.5, 400)
+    noisy = ages + true_gap + generator.normal(0, 6.0, 400)  # the true gap plus independent error
+    bias = (0.1, -3.0)
+    found = gap_recovery(noisy, ages, bias, true_gap)
+    corrected = corrected_gap(noisy, ages, bias)
+    assert found["gap_recovery"] == pytest.approx(scipy.stats.pearsonr(corrected, true_gap).statistic)
+    assert found["gap_recovery_ceiling"] == pytest.approx(true_gap.std() / corrected.std())
+    assert found["gap_recovery"] <= found["gap_recovery_ceiling"] + 0.05
+    # One age for everyone: the corrected gap is what the fit leaves, not a recovered gap.
+    constant = gap_recovery(np.full(400, 55.0), ages, (-1.0, 55.0), true_gap)
+    assert all(math.isnan(value) for value in constant.values())
+    # Nearly one age: the corrected gap varies less than the true gap, which no added error does.
+    flat = gap_recovery(55.0 + 0.01 * generator.normal(size=400), ages, (-1.0, 55.0), true_gap)
+    assert math.isnan(flat["gap_recovery_ceiling"]) and not math.isnan(flat["gap_recovery"])
+    assert all(math.isnan(value) for value in gap_recovery(noisy[:2], ages[:2], bias, true_gap[:2]).values())

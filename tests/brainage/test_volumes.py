@@ -71,8 +71,10 @@ def test_voxel_size_comes_from_the_affine_when_the_header_zooms_disagree(tmp_pat
         ((blob((10, 10, 10), 5) > 0).astype(np.float32), "a mask or a constant image, not a T1"),
         (np.pad(blob((5, 5, 5), 5), ((0, 5), (0, 5), (0, 5))), "only 1 of the grid's 1000 voxels are above 0"),
         (np.ceil(blob((10, 10, 10), 5) * 3) - 3, r"its voxels above 0 take only 3 values \(1, 2, 3\): a label map"),
+        (np.zeros((10, 10, 10)), r"no voxel is above 0 \(the image is empty: 0, NaN or negative everywhere\)$"),
+        (np.full((10, 10, 10), np.nan), r"no voxel is above 0 \(the image is empty"),
     ],
-    ids=["constant", "mask", "patch", "segmentation"],
+    ids=["constant", "mask", "patch", "segmentation", "zeros", "nan"],
 )
 def test_volumes_that_would_z_score_to_nothing_are_refused(tmp_path, data, message):
     with pytest.raises(ValueError, match=message):
@@ -163,17 +165,20 @@ def test_bad_manifest_rows_are_named_and_the_rest_loads(tmp_path, monkeypatch):
         "s1.nii.gz,forty,M,B\n"
         "corrupt.nii.gz,50,F,B\n"
         "s2.nii.gz,60,M,B\n"
+        "folder,70,F,B\n"
     )
+    (tmp_path / "folder").mkdir()
     rows, problems = read_manifest(manifest)
+    assert problems[-1] == (7, f"{tmp_path / 'folder'} is a folder, not a volume file")
     assert [row.line for row in rows] == [2, 5, 6]
     assert problems[0][0] == 3 and "no file" in problems[0][1]
     assert problems[1][0] == 4 and "'forty' is not a number" in problems[1][1]
     cohort = load_cohort(manifest, tmp_path / "cache", shape=(8, 8, 8), progress=False)
     assert cohort.volumes.shape == (2, 1, 8, 8, 8)
     assert cohort.ages.tolist() == [30.0, 60.0] and cohort.sites == ["A", "B"]
-    assert [line for line, _ in cohort.problems] == [3, 4, 5]
+    assert [line for line, _ in cohort.problems] == [3, 4, 5, 7]
     (note,) = cohort.notes("manifest.csv")
-    assert note.startswith("manifest.csv: left out 3 of 5 rows (line 3: no file at ") and "line 5: cannot read" in note
+    assert note.startswith("manifest.csv: left out 4 of 6 rows (line 3: no file at ") and "line 5: cannot read" in note
     corrupt_reason = dict(cohort.problems)[5]
     assert corrupt_reason.count("corrupt.nii.gz") == 1, corrupt_reason  # the file is named once
 
@@ -461,8 +466,8 @@ def test_a_manifest_reads_the_same_from_any_working_folder(tmp_path, monkeypatch
     assert first[1] == [(3, f"no file at {tmp_path / 'data' / 'gone.nii.gz'}")]
 
 
-@pytest.mark.parametrize("scale", [1e17, 1e36])
-def test_huge_intensities_z_score_as_ordinary_ones(tmp_path, scale):
+@pytest.mark.parametrize("scale", [1e-30, 1e-10, 1e17, 1e36])
+def test_intensities_of_any_scale_z_score_as_ordinary_ones(tmp_path, scale):
     data = blob((10, 10, 10), 7)
     ordinary = load_volume(write_volume(tmp_path / "a.nii.gz", data, 4.0), (10, 10, 10), 4.0)
     huge = load_volume(write_volume(tmp_path / "b.nii.gz", data * np.float32(scale), 4.0), (10, 10, 10), 4.0)
@@ -540,6 +545,11 @@ def test_a_single_frame_in_four_or_five_dimensions_is_the_volume_and_a_series_of
     series = write_volume(tmp_path / "bold.nii.gz", np.stack([data] * 3, axis=-1), voxel_size=2.0)
     with pytest.raises(ValueError, match=r"shape \(24, 28, 24, 3\): give one 3-D T1 volume per subject"):
         load_volume(series)
+    flat = write_volume(tmp_path / "slice.nii.gz", data[:, :, 12], voxel_size=2.0)
+    with pytest.raises(
+        ValueError, match=r"shape \(24, 28\): a single slice or image; give one 3-D T1 volume per subject$"
+    ):
+        load_volume(flat)
 
 
 def test_volumes_that_are_not_skull_stripped_are_noted(tmp_path):
