@@ -122,7 +122,14 @@ def dry_run(spec: Any, arguments: argparse.Namespace) -> int:
     from sodeep.run_folder import check_no_run_inside_in_use, check_not_in_use, run_in_use
     from sodeep.sweeps.expand import Trial
     from sodeep.sweeps.launcher import LEFT_RUNNING_WAIT_SECONDS, THREAD_VARIABLES, TrialLauncher, trial_threads
-    from sodeep.sweeps.runner import beyond_cap_note, check_sweep_folder, failed_before, stopped_before, trial_source
+    from sodeep.sweeps.runner import (
+        alike_trials_note,
+        beyond_cap_note,
+        check_sweep_folder,
+        failed_before,
+        stopped_before,
+        trial_source,
+    )
     from sodeep.sweeps.summary import is_finished, reaches_target, read_trial_summary
 
     source = trial_source(
@@ -137,9 +144,9 @@ def dry_run(spec: Any, arguments: argparse.Namespace) -> int:
     launcher = TrialLauncher(spec, folder, arguments.wandb, Path.cwd(), threads=trial_threads(arguments.workers))
     environment = launcher.environment(Trial(0, {}), folder)
     threads = ", ".join(f"{name}={environment.get(name) or 'unset'}" for name in THREAD_VARIABLES)
-    note = None if arguments.overwrite else beyond_cap_note(folder, spec)
-    if note:
-        print(note)
+    for note in (None if arguments.overwrite else beyond_cap_note(folder, spec), alike_trials_note(spec, source)):
+        if note:
+            print(note)
     if spec.method == "bayes":
         finished = [] if arguments.overwrite else source.finished_ids(folder)
         print(

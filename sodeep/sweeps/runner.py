@@ -28,6 +28,7 @@ from sodeep.config import WANDB_MODES
 from sodeep.files import atomic_write_json, writable_file_problem
 from sodeep.run_folder import (
     check_not_the_working_folder,
+    describe_change,
     enclosing_run_folder,
     hold_folder,
     holds_files_besides_its_lock,
@@ -36,6 +37,7 @@ from sodeep.run_folder import (
 from sodeep.sweeps.compare import describe
 from sodeep.sweeps.expand import Trial, expand_trials, grid_axes
 from sodeep.sweeps.launcher import RunningTrial, TrialLauncher, trial_threads
+from sodeep.sweeps.macros import flag_words
 from sodeep.sweeps.spec import SweepSpec
 from sodeep.sweeps.summary import (
     is_finished,
@@ -120,9 +122,9 @@ def run_sweep(
     check_sweep_folder(folder, spec, seed, overwrite=overwrite)
     hold_folder(folder, clear=overwrite, instead="give another --root")
     record_sweep(folder, spec, seed, source if isinstance(source, list) else None)
-    note = beyond_cap_note(folder, spec)
-    if note:
-        echo(note)
+    for note in (beyond_cap_note(folder, spec), alike_trials_note(spec, source)):
+        if note:
+            echo(note)
     if spec.early_terminate is not None:
         echo("note: early_terminate needs W&B's server; offline every trial runs to its end")
     return _Scheduler(spec, folder, source, launcher, workers, echo).run()
@@ -137,6 +139,28 @@ def beyond_cap_note(folder: Path, spec: SweepSpec) -> str | None:
     return (
         f"note: {plural(len(beyond), 'trial')} ({_id_span(beyond)}) from a run with a larger run_cap than "
         f"{spec.run_cap} {'stays' if len(beyond) == 1 else 'stay'} in the folder and in its report"
+    )
+
+
+def alike_trials_note(spec: SweepSpec, source: Any) -> str | None:
+    """For a grid whose values a command line spells alike (``2`` and ``"2"``, which W&B's grid
+    keeps apart): the line that names the trials whose ``--name=value`` arguments are the same,
+    so that they run one command twice; else ``None``."""
+    if spec.method != "grid" or not isinstance(source, list):
+        return None
+    seen: dict[str, str] = {}
+    alike: list[str] = []
+    for trial in source:
+        spelling = json.dumps(flag_words(trial.params)["args"])
+        first = seen.setdefault(spelling, trial.id)
+        if first != trial.id:
+            alike.append(f"{trial.id} as {first}")
+    if not alike:
+        return None
+    shown = ", ".join(alike[:3]) + (f" and {len(alike) - 3} more" if len(alike) > 3 else "")
+    return (
+        f"note: {plural(len(alike), 'trial')} ({shown}) spell their parameters on a command line as an "
+        "earlier trial does (values such as 2 and '2' in the sweep file), so they run the same command"
     )
 
 
@@ -195,6 +219,19 @@ def trial_source(
     return expand_trials(spec, seed=seed, count=count)
 
 
+def spec_changes(held: Any, given: Any, where: str = "") -> list[str]:
+    """What differs between a folder's sweep specification and the file given, key by key down
+    to each parameter: ``["parameters.seed.values: [0, 1] -> [0, 1, 2]"]`` (a key missing on
+    one side reads as ``null``)."""
+    if not (isinstance(held, dict) and isinstance(given, dict)):
+        return [f"{where or 'the file'}: {describe_change(held, given)}"]
+    changes = []
+    for key in [*held, *(key for key in given if key not in held)]:
+        if held.get(key) != given.get(key):
+            changes += spec_changes(held.get(key), given.get(key), f"{where}.{key}" if where else str(key))
+    return changes
+
+
 def check_sweep_folder(folder: Path, spec: SweepSpec, seed: int, *, overwrite: bool = False) -> None:
     """Refuse (``ValueError``, one line) a sweep folder that holds a different sweep: another
     file, or another seed of a random or bayes sweep (only ``run_cap`` may change, to extend or
@@ -222,7 +259,8 @@ def check_sweep_folder(folder: Path, spec: SweepSpec, seed: int, *, overwrite: b
     held_comparable = {key: value for key, value in held.get("spec", {}).items() if key != "run_cap"}
     advice = "give another --root or name, or add --overwrite to clear that folder"
     if held_comparable != json.loads(json.dumps(comparable)):
-        raise ValueError(f"{folder} holds another sweep (from a different sweep file); {advice}")
+        changes = "; ".join(spec_changes(held_comparable, json.loads(json.dumps(comparable))))
+        raise ValueError(f"{folder} holds another sweep (a different sweep file: {changes}); {advice}")
     if spec.method != "grid" and held.get("seed") != seed:
         raise ValueError(
             f"{folder} holds this sweep drawn with --seed {held.get('seed')}, not {seed}; "

@@ -194,7 +194,9 @@ def test_failed_trials_ctrl_c_and_a_changed_sweep_through_the_command(tmp_path, 
     sweep.write_text(sweep.read_text().replace("[0]", "[0, 1]"))
     with pytest.raises(SystemExit) as exited:
         main(["run", str(sweep), "--root", root])
-    assert exited.value.code == 2 and "holds another sweep" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert exited.value.code == 2 and "holds another sweep (a different sweep file: " in error
+    assert "parameters.seed.values: [0] -> [0, 1]); give another --root or name, or add --overwrite" in error
 
     def ctrl_c(self):
         raise KeyboardInterrupt
@@ -1038,3 +1040,19 @@ def test_a_sweep_root_inside_a_run_folder_is_refused_before_anything_is_written(
         assert exited.value.code == 2
         assert f"is inside the run folder {tmp_path / 'run'}" in capsys.readouterr().err
     assert sorted(path.name for path in (tmp_path / "run").rglob("*")) == ["inner", "run.json"]
+
+
+def test_grid_values_a_command_line_spells_alike_are_noted_in_a_dry_run_and_a_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    calls = tmp_path / "calls.txt"
+    body = f"name: alike\nmethod: grid\nparameters:\n  seed: {{values: [1, 1.0, 2, '2', '1']}}\n  calls: {{value: {calls}}}\n"
+    sweep = write_sweep(tmp_path, QUICK_PROGRAM.replace("seed == 1", "seed == -1"), body)
+    note = (
+        "note: 2 trials (0002 as 0001, 0003 as 0000) spell their parameters on a command line as an earlier trial "
+        "does (values such as 2 and '2' in the sweep file), so they run the same command"
+    )
+    assert main(["run", str(sweep), "--root", str(tmp_path / "runs"), "--dry-run"]) == 0
+    assert note in capsys.readouterr().out.splitlines()
+    assert main(["run", str(sweep), "--root", str(tmp_path / "runs")]) == 0
+    assert note in capsys.readouterr().out.splitlines()
+    assert calls.read_text().split() == ["1", "2", "2", "1"]  # W&B's grid keeps them apart: each runs
