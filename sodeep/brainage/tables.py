@@ -16,6 +16,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,7 +169,23 @@ class AgeTable:
             )
         if self.constant_features:
             lines.append(constant_features_note(source, self.constant_features, len(self)))
+        lines += sites_of_one_subject_note(source, self.sites, self.site_column)
         return lines + ages_beyond_a_lifetime(source, self.ages)
+
+
+def sites_of_one_subject_note(source: str, sites: Sequence[str], column: str | None) -> list[str]:
+    """The line that says a site column gives most of 10 or more subjects a site of their own (a
+    measurement read as sites, say), or none."""
+    counts = Counter(site for site in sites if site != NO_SITE)
+    alone = sum(1 for count in counts.values() if count == 1)
+    if len(sites) < 10 or 2 * alone <= len(sites):  # (a handful of subjects says little of its sites)
+        return []
+    name = repr(column) if column else "'site'"
+    return [
+        f"{source}: the site column {name} gives {alone} of {plural(len(sites), 'subject')} a site of their own "
+        f"({len(counts)} sites): a site is a scanner or centre that many subjects share (is {name} a measurement?); "
+        "per-site results and the Spearman inside each site need sites of several subjects"
+    ]
 
 
 def constant_features_note(source: str, constant: dict[str, bool], subjects: int) -> str:

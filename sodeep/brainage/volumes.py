@@ -29,7 +29,13 @@ from sodeep.brainage.csv_files import (
     is_missing,
     read_csv_records,
 )
-from sodeep.brainage.tables import ID_COLUMNS, NO_SITE, ages_beyond_a_lifetime, repeated_ids_note
+from sodeep.brainage.tables import (
+    ID_COLUMNS,
+    NO_SITE,
+    ages_beyond_a_lifetime,
+    repeated_ids_note,
+    sites_of_one_subject_note,
+)
 from sodeep.files import atomic_write, writable_file_problem
 from sodeep.run_folder import RunInterrupted
 from sodeep.wording import plural
@@ -118,7 +124,7 @@ class Cohort:
                 f"{source}: {unnamed} of {plural(len(self.sites), 'subject')} {'has' if unnamed == 1 else 'have'} an "
                 f"empty site cell (or NA); empty site cells are one site, {NO_SITE!r}, in per-site results: fill in their sites"
             )
-        return lines
+        return lines + sites_of_one_subject_note(source, self.sites, "site")
 
 
 def read_manifest(path: str | os.PathLike) -> tuple[list[ManifestRow], list[tuple[int, str]]]:

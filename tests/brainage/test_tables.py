@@ -672,3 +672,17 @@ def test_a_quoted_column_name_holding_another_delimiter_is_a_column_name(tmp_pat
     path = tmp_path / "t.csv"
     path.write_text('id,age,"vol;lh",note\n' + "".join(f"s{i},{20 + i},2.{i},a;b\n" for i in range(12)))
     assert read_age_table(path).feature_names == ["vol;lh"]
+
+
+def test_a_site_column_that_gives_most_subjects_a_site_of_their_own_is_noted(tmp_path):
+    rows = [[20 + i, i * 0.5, f"{0.1 * i:.3f}"] for i in range(12)]
+    table = read_age_table(write_csv(tmp_path / "t.csv", ["age", "f", "scanner"], rows), site_column="scanner")
+    (line,) = [line for line in table.notes("t.csv") if "a site of their own" in line]
+    assert line == (
+        "t.csv: the site column 'scanner' gives 12 of 12 subjects a site of their own (12 sites): a site is a scanner "
+        "or centre that many subjects share (is 'scanner' a measurement?); per-site results and the Spearman inside "
+        "each site need sites of several subjects"
+    )
+    shared = [[20 + i, i * 0.5, "AB"[i % 2] if i < 8 else f"C{i}"] for i in range(12)]  # 4 alone of 12: no note
+    table = read_age_table(write_csv(tmp_path / "u.csv", ["age", "f", "site"], shared))
+    assert not [line for line in table.notes("u.csv") if "a site of their own" in line]
