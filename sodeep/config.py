@@ -724,7 +724,7 @@ def run_wandb_mode(setting: str | None, out: str | os.PathLike, *, resume: bool 
         return _WANDB_MODE_VALUES[variable.lower()], f"WANDB_MODE={variable}"
     if variable:  # a typo of online must not log offline unnoticed
         raise ValueError(
-            f"WANDB_MODE={variable} is not a W&B mode ({', '.join(_WANDB_MODE_VALUES)}); set one of them, "
+            f"WANDB_MODE={variable} is not a W&B mode that sodeep runs with ({', '.join(_WANDB_MODE_VALUES)}); set one of them, "
             "unset WANDB_MODE, or choose the mode with wandb="
         )
     recorded = recorded_wandb_mode(out) if resume else None

@@ -76,29 +76,33 @@ def _special_file(path: Path) -> str | None:
 _OPEN_FILE_PREFIXES = ("/proc/", "/dev/fd/", "/dev/stdin", "/dev/stdout", "/dev/stderr")
 
 
+def _is_open_file(path: Path, prefixes: tuple[str, ...]) -> bool:
+    """Whether ``path`` names a process's open file: it starts with one of ``prefixes``, or its
+    folder, links followed, is a process's ``fd`` folder (``/proc/1234/fd``)."""
+    absolute = os.path.normpath(path.absolute())
+    folder = Path(os.path.realpath(os.path.dirname(absolute)))  # (realpath stops at a loop of links)
+    return absolute.startswith(prefixes) or (folder.parts[:2] == ("/", "proc") and folder.name == "fd")
+
+
 def _replaced_path(path: Path) -> tuple[Path, str | None]:
     """The file a write to ``path`` replaces, and why it may not (or ``None``): ``path`` itself,
     or for a link that leads to a file, that file (written through, the link kept).  A link to
     nothing yet is replaced by the file.  A process's open file (``/dev/fd/1``, ``/proc/self/fd/1``)
     and a link that passes through one (:data:`_OPEN_FILE_PREFIXES`) are refused: its file is the
     process's own output."""
-    # /dev/fd/1 or /proc/self/fd/1 given as such: links to the file the output goes to.
-    folder = path.absolute().parent.resolve()
-    if (
-        folder.parts[:2] == ("/", "proc")
-        and folder.name == "fd"
-        or str(path.absolute()).startswith(_OPEN_FILE_PREFIXES[1:])
-    ):
+    # /dev/fd/1 or /proc/self/fd/1 given as such, or a link on the way to one (through a link to
+    # the folder /proc/self/fd, say): links to the file the output goes to.
+    if _is_open_file(path, _OPEN_FILE_PREFIXES[1:]):
         return path, f"{path} is a process's open file, not a file that can be replaced"
     hop = path
     for _ in range(40):  # the operating system's own limit on links in a row
         if not hop.is_symlink():
             break
         hop = Path(os.path.normpath(hop.parent / os.readlink(hop)))
-        if str(hop).startswith(_OPEN_FILE_PREFIXES):
+        if _is_open_file(hop, _OPEN_FILE_PREFIXES):
             return path, f"{path} leads to {hop}, a process's open file, not a file that can be replaced"
     if path.is_symlink() and path.is_file():
-        return path.resolve(), None
+        return Path(os.path.realpath(path)), None
     return path, None
 
 

@@ -117,7 +117,7 @@ def stop_signals_as_interrupts() -> Iterator[None]:
         _STOP_SAVED.clear()
 
 
-def _describe(value: Any, limit: int = 40) -> str:
+def describe_value(value: Any, limit: int = 40) -> str:
     """A setting's value in JSON, cut to ``limit`` characters: ``"3277bba6d1ea..."`` for a long
     string (its quotes kept), ``[1, 2, 3, ...`` for a long list."""
     text = json.dumps(value)
@@ -127,7 +127,7 @@ def _describe(value: Any, limit: int = 40) -> str:
 
 
 def describe_change(before: Any, after: Any) -> str:
-    """``before -> after`` in :func:`_describe`'s form; of two mappings, only the keys whose
+    """``before -> after`` in :func:`describe_value`'s form; of two mappings, only the keys whose
     values differ (so that a change deep in a long setting shows).
 
     Example:
@@ -138,8 +138,8 @@ def describe_change(before: Any, after: Any) -> str:
         keys = [key for key in {**before, **after} if before.get(key, _MISSING) != after.get(key, _MISSING)]
         before = {key: before[key] for key in keys if key in before}
         after = {key: after[key] for key in keys if key in after}
-        return f"{_describe(before, 160)} -> {_describe(after, 160)}"  # every key that differs, as a rule
-    return f"{_describe(before)} -> {_describe(after)}"
+        return f"{describe_value(before, 160)} -> {describe_value(after, 160)}"  # every key that differs, as a rule
+    return f"{describe_value(before)} -> {describe_value(after)}"
 
 
 _MISSING = object()
@@ -286,8 +286,8 @@ def enclosing_run_folder(path: str | os.PathLike) -> Path | None:
     delete it."""
     given = Path(path).expanduser().absolute()
     # Above the path as written, and above where it leads (a link into a run folder, or a link
-    # to nowhere yet: resolve follows links as far as they go).
-    above = [given.parent.resolve(), given.resolve().parent]
+    # to nowhere yet: realpath follows links as far as they go, and stops at a loop of them).
+    above = [Path(os.path.realpath(given.parent)), Path(os.path.realpath(given)).parent]
     folders = dict.fromkeys(folder for where in above for folder in (where, *where.parents))
     return next((folder for folder in folders if holds_a_run_record(folder)), None)
 

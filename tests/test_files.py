@@ -210,7 +210,13 @@ def test_a_link_to_a_file_is_written_through_and_a_pipe_or_device_is_refused(tmp
             assert writable_file_problem(given) == f"{given} is a process's open file, not a file that can be replaced"
             with pytest.raises(FileExistsError, match="a process's open file"):
                 atomic_write_text(given, "text")
+        (tmp_path / "to-fd").symlink_to(Path("fds") / "1")  # a link to a link into the folder
+        assert writable_file_problem(tmp_path / "to-fd") == (
+            f"{tmp_path / 'to-fd'} leads to {tmp_path / 'fds' / '1'}, a process's open file, not a file that can be "
+            "replaced"
+        )
         (tmp_path / "fds").unlink()
+        (tmp_path / "to-fd").unlink()
     os.mkfifo(tmp_path / "pipe")
     (tmp_path / "to-pipe").symlink_to(tmp_path / "pipe")
     for special in (tmp_path / "pipe", tmp_path / "to-pipe", Path("/dev/null")):
@@ -221,3 +227,20 @@ def test_a_link_to_a_file_is_written_through_and_a_pipe_or_device_is_refused(tmp
         atomic_write_text(tmp_path / "to-pipe", "text")
     assert (tmp_path / "to-pipe").is_symlink() and not (tmp_path / "pipe").is_file()
     assert sorted(path.name for path in tmp_path.iterdir()) == ["link.json", "pipe", "real.json", "to-pipe"]
+
+
+def test_a_loop_of_links_is_named_in_one_line_and_never_followed_forever(tmp_path):
+    from sodeep.run_folder import enclosing_run_folder
+
+    (tmp_path / "self").symlink_to("self")
+    (tmp_path / "a").symlink_to("b")
+    (tmp_path / "b").symlink_to("a")
+    for given in (tmp_path / "self" / "x.json", tmp_path / "a" / "x.json"):
+        assert writable_file_problem(given) == (
+            f"{given.parent} is a link to {given.parent.name if given.parent.name == 'self' else 'b'}, which leads "
+            f"to no file or folder, so {given} cannot be made"
+        )
+        assert enclosing_run_folder(given) is None
+    assert enclosing_run_folder(tmp_path / "a") is None
+    assert atomic_write_text(tmp_path / "a", "text") == tmp_path / "a"  # a link to no file: replaced by the file
+    assert (tmp_path / "a").read_text() == "text" and (tmp_path / "b").is_symlink()

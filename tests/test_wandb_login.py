@@ -140,7 +140,8 @@ def test_a_wandb_setting_wins_over_wandb_mode_which_decides_where_none_is_given(
     # A typo of a mode is refused, not read as offline; a setting makes WANDB_MODE irrelevant.
     monkeypatch.setenv("WANDB_MODE", "onlne")
     with pytest.raises(
-        ValueError, match=r"^WANDB_MODE=onlne is not a W&B mode \(online, run, offline, dryrun, disabled\)"
+        ValueError,
+        match=r"^WANDB_MODE=onlne is not a W&B mode that sodeep runs with \(online, run, offline, dryrun, disabled\)",
     ):
         run_wandb_mode(None, tmp_path / "new")
     assert run_wandb_mode("disabled", tmp_path / "new") == ("disabled", None)

@@ -86,6 +86,7 @@ class AgeTable:
             they differ in the file and float32 rounded them to one value (a large offset).
         id_column, site_column: the id and site columns read, ``None`` where none was named or the
             one named is the column found by default (``site``, the first of :data:`ID_COLUMNS`).
+        site_header: the site column read, as the file names it (``None`` where there is none).
         sole_blockers: features whose cell alone kept rows out: name -> how many rows.
     """
 
@@ -107,6 +108,7 @@ class AgeTable:
     constant_features: dict[str, bool] = field(default_factory=dict)
     id_column: str | None = None
     site_column: str | None = None
+    site_header: str | None = None
     sole_blockers: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -169,22 +171,22 @@ class AgeTable:
             )
         if self.constant_features:
             lines.append(constant_features_note(source, self.constant_features, len(self)))
-        lines += sites_of_one_subject_note(source, self.sites, self.site_column)
+        lines += sites_of_one_subject_note(source, self.sites, self.site_header)
         return lines + ages_beyond_a_lifetime(source, self.ages)
 
 
-def sites_of_one_subject_note(source: str, sites: Sequence[str], column: str | None) -> list[str]:
-    """The line that says a site column gives most of 10 or more subjects a site of their own (a
-    measurement read as sites, say), or none."""
+def sites_of_one_subject_note(source: str, sites: Sequence[str], column: str | None = None) -> list[str]:
+    """The line that says the site ``column`` (``None``: a manifest's ``site``, in any case) gives
+    most of 10 or more subjects a site of their own (a measurement read as sites, say), or none."""
     counts = Counter(site for site in sites if site != NO_SITE)
     alone = sum(1 for count in counts.values() if count == 1)
     if len(sites) < 10 or 2 * alone <= len(sites):  # (a handful of subjects says little of its sites)
         return []
-    name = repr(column) if column else "'site'"
+    named, it = (f"the site column {column!r}", repr(column)) if column else ("the site column", "it")
     return [
-        f"{source}: the site column {name} gives {alone} of {plural(len(sites), 'subject')} a site of their own "
-        f"({len(counts)} sites): a site is a scanner or centre that many subjects share (is {name} a measurement?); "
-        "per-site results and the Spearman inside each site need sites of several subjects"
+        f"{source}: {named} gives {alone} of {plural(len(sites), 'subject')} a site of their own "
+        f"({len(counts)} sites): a site is a scanner or centre that many subjects share (is {it} a "
+        "measurement?); per-site results and the Spearman inside each site need sites of several subjects"
     ]
 
 
@@ -486,6 +488,7 @@ def read_age_table(
         constant_features=constant,
         id_column=named_columns[0],
         site_column=named_columns[1],
+        site_header=site_column,
         sole_blockers=sole_blockers,
     )
 

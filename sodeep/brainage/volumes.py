@@ -124,7 +124,7 @@ class Cohort:
                 f"{source}: {unnamed} of {plural(len(self.sites), 'subject')} {'has' if unnamed == 1 else 'have'} an "
                 f"empty site cell (or NA); empty site cells are one site, {NO_SITE!r}, in per-site results: fill in their sites"
             )
-        return lines + sites_of_one_subject_note(source, self.sites, "site")
+        return lines + sites_of_one_subject_note(source, self.sites)
 
 
 def read_manifest(path: str | os.PathLike) -> tuple[list[ManifestRow], list[tuple[int, str]]]:

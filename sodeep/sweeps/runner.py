@@ -29,6 +29,7 @@ from sodeep.files import atomic_write_json, writable_file_problem
 from sodeep.run_folder import (
     check_not_the_working_folder,
     describe_change,
+    describe_value,
     enclosing_run_folder,
     hold_folder,
     holds_files_besides_its_lock,
@@ -37,7 +38,7 @@ from sodeep.run_folder import (
 from sodeep.sweeps.compare import describe
 from sodeep.sweeps.expand import Trial, expand_trials, grid_axes
 from sodeep.sweeps.launcher import RunningTrial, TrialLauncher, trial_threads
-from sodeep.sweeps.macros import flag_words
+from sodeep.sweeps.macros import build_command
 from sodeep.sweeps.spec import SweepSpec
 from sodeep.sweeps.summary import (
     is_finished,
@@ -144,14 +145,17 @@ def beyond_cap_note(folder: Path, spec: SweepSpec) -> str | None:
 
 def alike_trials_note(spec: SweepSpec, source: Any) -> str | None:
     """For a grid whose values a command line spells alike (``2`` and ``"2"``, which W&B's grid
-    keeps apart): the line that names the trials whose ``--name=value`` arguments are the same,
-    so that they run one command twice; else ``None``."""
+    keeps apart): the line that names the trials whose command-line arguments (the sweep's
+    ``command`` with their parameters, an ``${args_json_file}``'s content included) are an earlier
+    trial's; else ``None``."""
     if spec.method != "grid" or not isinstance(source, list):
         return None
+    reads_file = any("${args_json_file}" in str(word) for word in spec.command)
     seen: dict[str, str] = {}
     alike: list[str] = []
     for trial in source:
-        spelling = json.dumps(flag_words(trial.params)["args"])
+        words = build_command(spec.command, trial.params, interpreter="", program="", args_json_file="", environment={})
+        spelling = json.dumps([words, json.dumps(trial.params, sort_keys=True) if reads_file else None])
         first = seen.setdefault(spelling, trial.id)
         if first != trial.id:
             alike.append(f"{trial.id} as {first}")
@@ -159,8 +163,8 @@ def alike_trials_note(spec: SweepSpec, source: Any) -> str | None:
         return None
     shown = ", ".join(alike[:3]) + (f" and {len(alike) - 3} more" if len(alike) > 3 else "")
     return (
-        f"note: {plural(len(alike), 'trial')} ({shown}) spell their parameters on a command line as an "
-        "earlier trial does (values such as 2 and '2' in the sweep file), so they run the same command"
+        f"note: {plural(len(alike), 'trial')} ({shown}) {'passes' if len(alike) == 1 else 'pass'} the same "
+        "command-line arguments as an earlier trial (values such as 2 and '2' in the sweep file)"
     )
 
 
@@ -221,14 +225,18 @@ def trial_source(
 
 def spec_changes(held: Any, given: Any, where: str = "") -> list[str]:
     """What differs between a folder's sweep specification and the file given, key by key down
-    to each parameter: ``["parameters.seed.values: [0, 1] -> [0, 1, 2]"]`` (a key missing on
-    one side reads as ``null``)."""
+    to each parameter: ``["parameters.seed.values: [0, 1] -> [0, 1, 2]"]``, ``(absent)`` for a
+    key on one side only."""
     if not (isinstance(held, dict) and isinstance(given, dict)):
         return [f"{where or 'the file'}: {describe_change(held, given)}"]
     changes = []
     for key in [*held, *(key for key in given if key not in held)]:
-        if held.get(key) != given.get(key):
-            changes += spec_changes(held.get(key), given.get(key), f"{where}.{key}" if where else str(key))
+        inner = f"{where}.{key}" if where else str(key)
+        if key not in held or key not in given:
+            before, after = (describe_value(side[key]) if key in side else "(absent)" for side in (held, given))
+            changes.append(f"{inner}: {before} -> {after}")
+        elif held[key] != given[key]:
+            changes += spec_changes(held[key], given[key], inner)
     return changes
 
 

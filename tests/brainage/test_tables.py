@@ -683,6 +683,9 @@ def test_a_site_column_that_gives_most_subjects_a_site_of_their_own_is_noted(tmp
         "or centre that many subjects share (is 'scanner' a measurement?); per-site results and the Spearman inside "
         "each site need sites of several subjects"
     )
+    found = read_age_table(write_csv(tmp_path / "s.csv", ["age", "f", "Site"], rows))  # found by default
+    (line,) = [line for line in found.notes("s.csv") if "a site of their own" in line]
+    assert line.startswith("s.csv: the site column 'Site' gives 12 of 12 subjects") and "(is 'Site' a" in line
     shared = [[20 + i, i * 0.5, "AB"[i % 2] if i < 8 else f"C{i}"] for i in range(12)]  # 4 alone of 12: no note
     table = read_age_table(write_csv(tmp_path / "u.csv", ["age", "f", "site"], shared))
     assert not [line for line in table.notes("u.csv") if "a site of their own" in line]

@@ -1048,11 +1048,32 @@ def test_grid_values_a_command_line_spells_alike_are_noted_in_a_dry_run_and_a_ru
     body = f"name: alike\nmethod: grid\nparameters:\n  seed: {{values: [1, 1.0, 2, '2', '1']}}\n  calls: {{value: {calls}}}\n"
     sweep = write_sweep(tmp_path, QUICK_PROGRAM.replace("seed == 1", "seed == -1"), body)
     note = (
-        "note: 2 trials (0002 as 0001, 0003 as 0000) spell their parameters on a command line as an earlier trial "
-        "does (values such as 2 and '2' in the sweep file), so they run the same command"
+        "note: 2 trials (0002 as 0001, 0003 as 0000) pass the same command-line arguments as an earlier trial "
+        "(values such as 2 and '2' in the sweep file)"
     )
     assert main(["run", str(sweep), "--root", str(tmp_path / "runs"), "--dry-run"]) == 0
     assert note in capsys.readouterr().out.splitlines()
     assert main(["run", str(sweep), "--root", str(tmp_path / "runs")]) == 0
     assert note in capsys.readouterr().out.splitlines()
     assert calls.read_text().split() == ["1", "2", "2", "1"]  # W&B's grid keeps them apart: each runs
+    # A command that passes the parameters as JSON tells them apart: no note.
+    json_command = (
+        body.replace("name: alike", "name: alike-json") + 'command: ["${interpreter}", "-c", "pass", "${args_json}"]\n'
+    )
+    sweep.write_text("program: program.py\n" + json_command)
+    assert main(["run", str(sweep), "--root", str(tmp_path / "runs"), "--dry-run"]) == 0
+    assert "the same command-line arguments" not in capsys.readouterr().out
+
+
+def test_the_changes_of_a_sweep_file_are_named_key_by_key():
+    from sodeep.sweeps.runner import spec_changes
+
+    held = {"method": "grid", "parameters": {"seed": {"values": [0, 1]}, "lr": {"value": 1}}}
+    given = {"method": "grid", "description": None, "parameters": {"seed": {"values": [0, 1, 2]}, "wd": {"value": 2}}}
+    assert spec_changes(held, given) == [
+        "parameters.seed.values: [0, 1] -> [0, 1, 2]",
+        'parameters.lr: {"value": 1} -> (absent)',
+        'parameters.wd: (absent) -> {"value": 2}',
+        "description: (absent) -> null",  # a key added as null is a change too
+    ]
+    assert spec_changes(held, held) == []
