@@ -8,6 +8,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -40,7 +41,11 @@ from sodeep.run_folder import (
     claim_run_folder,
     describe_change,
     differing_settings,
+    holds_files_besides_its_lock,
+    put_back_previous_run,
     releasing_run_folders,
+    restore_a_killed_replacement,
+    set_aside_previous_run,
     start_run_folder,
 )
 from sodeep.runs import (
@@ -473,20 +478,22 @@ def _pretrain(config: PretrainConfig | None, *, resume: bool, overwrite: bool) -
             f"config must be a PretrainConfig, e.g. PretrainConfig(**settings), got {type(config).__name__}"
         )
     config.validate()
+    out = Path(config.out)
+    last = out / "checkpoints" / "last.ckpt"
+    quiet_lightning()
+    stop, replaced = StopOnSignal(last), DropTheReplacedRun()
+    # Built first, because it knows this process's rank (from the launcher's environment); it
+    # starts no process and writes nothing until fit.
+    trainer = _make_trainer(config, out, stop, replaced)
+    leader = trainer.is_global_zero
+    if leader:  # before anything reads the folder
+        restore_a_killed_replacement(out)
     mode, chosen_by = run_wandb_mode(config.wandb, config.out, resume=resume and not overwrite)
     check_wandb_login(mode, chosen_by=chosen_by)
     mode_change = wandb_mode_change(config.out, mode, chosen_by) if resume and not overwrite else None
     config = dataclasses.replace(config, wandb=mode)  # recorded as the mode the run takes
     lengths = config.length_list()
-    out = Path(config.out)
     settings = _settings_as_recorded(config_to_dict(config), out / RUN_RECORD)
-    last = out / "checkpoints" / "last.ckpt"
-    quiet_lightning()
-    stop = StopOnSignal(last)
-    # Built first, because it knows this process's rank (from the launcher's environment); it
-    # starts no process and writes nothing until fit.
-    trainer = _make_trainer(config, out, stop)
-    leader = trainer.is_global_zero
     # Built before the output folder is read or touched: a wrong architecture or capacity is named as
     # such, and leaves nothing behind.  The seed covers the initial weights too.
     L.seed_everything(config.seed, workers=True, verbose=False)
@@ -512,9 +519,13 @@ def _pretrain(config: PretrainConfig | None, *, resume: bool, overwrite: bool) -
     # A finished run (its sorter and summary) has nothing to train, with or without its checkpoint.
     done = run_finished(out, config.steps)
     finished = resume and not overwrite and done
+    replacing, record = False, None
     if leader:
-        if not resume and _started_but_never_saved(out):
+        never_saved = _started_but_never_saved(out)
+        if not resume and never_saved:
             overwrite = True  # nothing was trained there yet: starting again loses nothing
+        # The run this one replaces stays, set aside, until training is under way.
+        replacing = overwrite and not never_saved and holds_files_besides_its_lock(out)
         record = claim_run_folder(
             out,
             "pretrain",
@@ -562,7 +573,32 @@ def _pretrain(config: PretrainConfig | None, *, resume: bool, overwrite: bool) -
     if leader:
         if mode_change is not None and resume_step is not None:
             print(mode_change, file=sys.stderr)
-        start_run_folder(out, record, overwrite=overwrite)
+        replaced.previous_run = set_aside_previous_run(out, replacing)
+        start_run_folder(out, record, overwrite=overwrite and not replacing)
+    try:
+        return _train(config, trainer, stop, out, record, settings, data, sorter, resume_step, environment)
+    except BaseException:
+        if leader and replaced.previous_run is not None:  # stopped before training was under way
+            put_back_previous_run(out, replaced.previous_run)
+        raise
+
+
+def _train(
+    config: PretrainConfig,
+    trainer: L.Trainer,
+    stop: StopOnSignal,
+    out: Path,
+    record: dict[str, Any] | None,
+    settings: dict[str, Any],
+    data: SequenceDataModule,
+    sorter: Sorter,
+    resume_step: int | None,
+    environment: contextlib.ExitStack,
+) -> Sorter:
+    """The part of :func:`pretrain` from the claimed folder on: loggers, training, results."""
+    leader = trainer.is_global_zero
+    last = out / "checkpoints" / "last.ckpt"
+    if leader:
         if config.wandb != "disabled":
             environment.enter_context(wandb_environment(config.wandb, out))
         trainer.loggers = make_loggers(
@@ -745,6 +781,19 @@ class FinishAtTheLastStep(L.Callback):
             trainer.save_checkpoint(self.checkpoint)
 
 
+class DropTheReplacedRun(L.Callback):
+    """Where ``--overwrite`` set the folder's previous run aside (``previous_run``, set once the
+    folder is claimed): delete it once training is under way, when an interrupt saves a
+    checkpoint of the new run.  Until then a stop puts the previous run back."""
+
+    def __init__(self) -> None:
+        self.previous_run: Path | None = None
+
+    def on_train_start(self, trainer: Any, module: Any) -> None:
+        if self.previous_run is not None and trainer.is_global_zero:
+            shutil.rmtree(self.previous_run, ignore_errors=True)
+
+
 def weights_left_out_of_the_loss(sorter: Sorter, length: int) -> list[str]:
     """Names of the sorter's weights that get no gradient from an L1 loss on its ranks of a
     ``(2, length)`` batch (the global random state untouched, gradients cleared after)."""
@@ -759,7 +808,7 @@ def weights_left_out_of_the_loss(sorter: Sorter, length: int) -> list[str]:
         sorter.train(was_training)
 
 
-def _make_trainer(config: PretrainConfig, out: Path, stop: StopOnSignal) -> L.Trainer:
+def _make_trainer(config: PretrainConfig, out: Path, stop: StopOnSignal, replaced: DropTheReplacedRun) -> L.Trainer:
     """The ``Trainer`` of a pretraining run, without loggers (rank 0 gets them once it has
     claimed the run folder)."""
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -790,6 +839,7 @@ def _make_trainer(config: PretrainConfig, out: Path, stop: StopOnSignal) -> L.Tr
             # Before `stop`, whose on_train_end puts back the handlers it replaced: a signal during
             # the last checkpoint's save is then still only a request, and the run finishes.
             FinishAtTheLastStep(out / "checkpoints" / "last.ckpt"),
+            replaced,
             stop,
             *progress["callbacks"],
         ],

@@ -434,6 +434,41 @@ def put_back(out: Path, aside: Path) -> None:
     shutil.rmtree(aside)
 
 
+def restore_a_killed_replacement(out: Path) -> None:
+    """A replacement (``--overwrite``) killed before it was under way left the run it replaced in
+    ``out/.previous-run``: put that run back before anything else reads the folder (the
+    replacement had saved nothing).  A folder in use by a running command is refused."""
+    if (out / PREVIOUS_RUN).is_dir():
+        hold_folder(out)
+        put_back(out, out / PREVIOUS_RUN)
+
+
+def set_aside_previous_run(out: Path, replacing: bool) -> Path | None:
+    """Where the run that a command replaces waits (:func:`set_aside`) until the new run is under
+    way: ``out/.previous-run`` when ``replacing`` (``--overwrite`` of a folder that holds files),
+    else ``None``.  The folder is held from here on."""
+    if not replacing:
+        return None
+    hold_folder(out)
+    return set_aside(out)
+
+
+def put_back_previous_run(out: Path, previous_run: Path) -> None:
+    """The new run stopped before it was under way: ``out`` holds the run it was to replace again
+    (where ``previous_run`` is still there), moved back with SIGINT and SIGTERM held off."""
+    if not previous_run.is_dir():
+        return
+    try:
+        held = {number: signal.signal(number, signal.SIG_IGN) for number in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: signals are not ours to hold
+        held = {}
+    try:
+        put_back(out, previous_run)
+    finally:
+        for number, handler in held.items():
+            signal.signal(number, handler)
+
+
 def empty_folder(folder: Path, keep: tuple[str, ...]) -> None:
     """Delete everything in ``folder`` but the entries named in ``keep``."""
     for path in list(folder.iterdir()):

@@ -448,9 +448,40 @@ def test_overwrite_clears_the_folder_and_starts_again(tmp_path, monkeypatch):
     assert _pretrain(run, 4) == 0
     (run / "stale.txt").write_text("from before")
     assert _pretrain(run, 2, "--seed", "1", "--overwrite") == 0
-    assert not (run / "stale.txt").exists()
+    assert not (run / "stale.txt").exists() and not (run / ".previous-run").exists()
     summary = json.loads((run / "pretrain_summary.json").read_text())
     assert summary["steps"] == 2 and summary["config"]["seed"] == 1
+
+
+def test_an_overwrite_stopped_before_training_puts_the_previous_run_back(tmp_path, monkeypatch, capsys):
+    import sodeep.pretraining as pretraining
+    from sodeep.run_folder import set_aside
+
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    assert _pretrain(run, 2, "--wandb", "disabled") == 0
+    before = {path.relative_to(run): path.read_bytes() for path in run.rglob("*") if path.is_file()}
+    capsys.readouterr()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # a ctrl-C after the folder was claimed, before training started
+
+    with monkeypatch.context() as patched:
+        patched.setattr(pretraining, "make_loggers", interrupted)
+        with pytest.raises(SystemExit) as exit_info:
+            _pretrain(run, 2, "--wandb", "disabled", "--seed", "3", "--overwrite")
+    assert exit_info.value.code == 130
+    assert "interrupted before this command saved anything" in capsys.readouterr().err
+    after = {path.relative_to(run): path.read_bytes() for path in run.rglob("*") if path.is_file()}
+    assert after == before  # the finished run, as it was (its lock aside, which was there before too)
+    # Killed there instead: the next command finds the run set aside and puts it back first.
+    set_aside(run)
+    (run / "run.json").write_text('{"command": "pretrain", "config": {"seed": 3}}')
+    with pytest.raises(SystemExit) as exit_info:
+        _pretrain(run, 2, "--wandb", "disabled")
+    assert "already holds this run, finished: nothing to train" in capsys.readouterr().err
+    after = {path.relative_to(run): path.read_bytes() for path in run.rglob("*") if path.is_file()}
+    assert after == before
     assert sorted(path.name for path in (run / "checkpoints").iterdir()) == ["last.ckpt"]
 
 

@@ -183,7 +183,13 @@ def run_synthetic(
     )
     from sodeep.brainage.synthetic_mri import GRID, simulate_cohort
     from sodeep.files import atomic_write_text
-    from sodeep.run_folder import RunInterrupted, holds_files_besides_its_lock, start_run_folder
+    from sodeep.run_folder import (
+        RunInterrupted,
+        holds_files_besides_its_lock,
+        restore_a_killed_replacement,
+        set_aside_previous_run,
+        start_run_folder,
+    )
     from sodeep.runs import release_process_group
 
     config = replace(config)  # coerced and checked again: settings may have been set after it was built
@@ -195,7 +201,7 @@ def run_synthetic(
     fine_tuning, start = open_fine_tuning(config, "synthetic", {}, folds=1, model=SFCN(**network))
     out, record, previous_run = Path(config.out), None, None
     if leader:
-        _restore_a_killed_replacement(out)
+        restore_a_killed_replacement(out)
     # The run this one replaces (--overwrite) stays until the new cohort is simulated.
     replacing = overwrite and holds_files_besides_its_lock(out)
     if leader:
@@ -214,7 +220,7 @@ def run_synthetic(
         pending = planned
         if not overwrite:
             pending = len(unfinished_synthetic_runs(out, settings, config.losses, config.seeds, config.cascade)[1])
-        previous_run = _set_aside_previous_run(out, replacing)
+        previous_run = set_aside_previous_run(out, replacing)
         start_run_folder(out, record, overwrite=False)
         _say_started(fine_tuning, training)
         _say_resumed(out, resume and not overwrite, planned, pending, mode_change)
@@ -290,6 +296,8 @@ def run_nifti(
         RunInterrupted,
         check_no_input_inside,
         holds_files_besides_its_lock,
+        restore_a_killed_replacement,
+        set_aside_previous_run,
         start_run_folder,
     )
     from sodeep.runs import release_process_group
@@ -312,7 +320,7 @@ def run_nifti(
     fine_tuning, start = open_fine_tuning(config, "nifti", data, folds=config.folds, model=SFCN(**network))
     out, record, previous_run = Path(config.out), None, None
     if leader:
-        _restore_a_killed_replacement(out)
+        restore_a_killed_replacement(out)
     # A new run whose cohort is refused once its volumes are read leaves no run behind, and the run
     # it replaces (--overwrite) stays until the cohort is accepted.
     new_run = not resume and not holds_files_besides_its_lock(out)
@@ -325,7 +333,7 @@ def run_nifti(
         # folder's cache: results and checkpoints are checked now, their settings once it is read.
         if not overwrite:
             unfinished_runs(out, None, config.losses, config.seeds, config.folds)
-        previous_run = _set_aside_previous_run(out, overwrite and not new_run)
+        previous_run = set_aside_previous_run(out, overwrite and not new_run)
         # The record of the run resumed, as it was: its results' settings are checked only once
         # the volumes are read, and a resume refused then leaves the folder's record as it found it.
         kept_record = (out / RUN_RECORD).read_bytes() if resume and (out / RUN_RECORD).is_file() else None
@@ -419,48 +427,12 @@ def run_nifti(
     return results
 
 
-def _restore_a_killed_replacement(out: Path) -> None:
-    """A replacement (``--overwrite``) killed before its data was ready left the run it replaced in
-    ``out/.previous-run``: put that run back before anything else reads the folder (the
-    replacement had saved nothing).  A folder in use by a running command is refused."""
-    from sodeep.run_folder import PREVIOUS_RUN, hold_folder, put_back
-
-    if (out / PREVIOUS_RUN).is_dir():
-        hold_folder(out)
-        put_back(out, out / PREVIOUS_RUN)
-
-
-def _set_aside_previous_run(out: Path, replacing: bool) -> Path | None:
-    """Where the run that this command replaces waits (:func:`sodeep.run_folder.set_aside`) until
-    the new run's data is ready: ``out/.previous-run`` when ``replacing`` (``--overwrite`` of a
-    folder that holds files), else ``None``."""
-    from sodeep.run_folder import hold_folder, set_aside
-
-    if not replacing:
-        return None
-    hold_folder(out)
-    return set_aside(out)
-
-
 def _put_back_previous_run(out: Path, previous_run: Path, error: BaseException) -> None:
-    """The new run stopped (``error``) before its data was ready: ``out`` holds the run it was to
-    replace again, moved back with SIGINT and SIGTERM held off.  An interrupt then has saved
+    """:func:`sodeep.run_folder.put_back_previous_run`, after which an interrupt has saved
     nothing to resume: ``KeyboardInterrupt``."""
-    import signal
+    from sodeep.run_folder import RunInterrupted, put_back_previous_run
 
-    from sodeep.run_folder import RunInterrupted, put_back
-
-    if not previous_run.is_dir():
-        return
-    try:
-        held = {number: signal.signal(number, signal.SIG_IGN) for number in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:  # not the main thread: signals are not ours to hold
-        held = {}
-    try:
-        put_back(out, previous_run)
-    finally:
-        for number, handler in held.items():
-            signal.signal(number, handler)
+    put_back_previous_run(out, previous_run)
     if isinstance(error, RunInterrupted):
         raise KeyboardInterrupt from None
 
