@@ -538,7 +538,12 @@ def _pretrain(config: PretrainConfig | None, *, resume: bool, overwrite: bool) -
         )
         if init_digest is not None:
             record["init_from_sha256"] = init_digest
-        if resume and not overwrite and not last.is_file() and not finished:
+        if resume and not overwrite and never_saved and not finished_steps(out):
+            # The run stopped before its first checkpoint (killed, say): nothing to continue, and
+            # nothing lost by starting it, as a command that always passes --resume expects.
+            print(f"resuming {out} from step 0 of {config.steps}: it stopped before saving any", file=sys.stderr)
+            overwrite = True
+        elif resume and not overwrite and not last.is_file() and not finished:
             why = (
                 f"holds a run that finished ({finished_steps(out)} steps) but lost its {RUN_SORTER} and checkpoint"
                 if finished_steps(out)

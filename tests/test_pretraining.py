@@ -823,7 +823,7 @@ def test_resuming_a_finished_run_whose_checkpoint_was_deleted_rewrites_nothing(t
     )
 
 
-def test_a_run_stopped_before_its_first_checkpoint_starts_again(tmp_path, monkeypatch):
+def test_a_run_stopped_before_its_first_checkpoint_starts_again(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     run = tmp_path / "run"
     assert _pretrain(run, 2, "--wandb", "disabled") == 0
@@ -831,6 +831,14 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_again(tmp_path, monkey
         (run / leftover).unlink()
     assert _pretrain(run, 2, "--wandb", "disabled") == 0  # no --resume, no --overwrite needed
     assert (run / "sorter.pt").exists()
+    # With --resume (a job script that always passes it): nothing to continue, so it starts.
+    weights = (run / "sorter.pt").read_bytes()
+    for leftover in ("sorter.pt", "pretrain_summary.json", "checkpoints/last.ckpt"):
+        (run / leftover).unlink()
+    capsys.readouterr()
+    assert _pretrain(run, 2, "--wandb", "disabled", "--resume") == 0
+    assert f"resuming {run} from step 0 of 2: it stopped before saving any" in capsys.readouterr().err
+    assert (run / "sorter.pt").read_bytes() == weights  # the same run, from its start
 
 
 def test_progress_lines_show_each_validation(tmp_path, monkeypatch, capsys):
