@@ -581,10 +581,9 @@ def _pretrain(config: PretrainConfig | None, *, resume: bool, overwrite: bool) -
         replaced.previous_run = set_aside_previous_run(out, replacing)
         start_run_folder(out, record, overwrite=overwrite and not replacing)
     try:
-        return _train(config, trainer, stop, out, record, settings, data, sorter, resume_step, environment)
+        return _train(config, trainer, stop, replaced, out, record, settings, data, sorter, resume_step, environment)
     except BaseException:
-        if leader and replaced.previous_run is not None:  # stopped before training was under way
-            put_back_previous_run(out, replaced.previous_run)
+        replaced.put_back()  # stopped before training was under way: the previous run is back
         raise
 
 
@@ -592,6 +591,7 @@ def _train(
     config: PretrainConfig,
     trainer: L.Trainer,
     stop: StopOnSignal,
+    replaced: DropTheReplacedRun,
     out: Path,
     record: dict[str, Any] | None,
     settings: dict[str, Any],
@@ -630,7 +630,7 @@ def _train(
     try:
         with (
             threads_beside(config.data_workers),
-            stop_signals_outside_training_are_interrupts(trainer),
+            stop_signals_outside_training_are_interrupts(trainer, before_exit=replaced.put_back),
         ):
             trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume_step is not None else None)
             if stop.stopped_at is None and not any(key.startswith("val/") for key in trainer.callback_metrics):
@@ -797,6 +797,11 @@ class DropTheReplacedRun(L.Callback):
     def on_train_start(self, trainer: Any, module: Any) -> None:
         if self.previous_run is not None and trainer.is_global_zero:
             shutil.rmtree(self.previous_run, ignore_errors=True)
+
+    def put_back(self) -> None:
+        """Put the previous run back into its folder, where it is still set aside."""
+        if self.previous_run is not None:
+            put_back_previous_run(self.previous_run.parent, self.previous_run)
 
 
 def weights_left_out_of_the_loss(sorter: Sorter, length: int) -> list[str]:

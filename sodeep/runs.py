@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -362,18 +362,21 @@ class StopOnSignal(Callback):
 
 
 @contextlib.contextmanager
-def stop_signals_outside_training_are_interrupts(trainer: Any) -> Iterator[None]:
+def stop_signals_outside_training_are_interrupts(
+    trainer: Any, before_exit: Callable[[], None] | None = None
+) -> Iterator[None]:
     """Around ``trainer.fit``: a SIGTERM or Ctrl-C that comes while :class:`StopOnSignal` is not
     installed (before training starts, or after it ends) meets Lightning's own handling, which ends
     the fit with ``SystemExit``: status 0 for SIGTERM (``SIGTERMException``), 1 for Ctrl-C, and no
     message.  Raise ``KeyboardInterrupt`` instead, which the console script reports in one line
     with status 130.  A ``trainer`` of several processes is also interruptible while they join,
-    and then stops the processes its launcher started (see :func:`_exit_on_signal_until_joined`)."""
+    and then stops the processes its launcher started (see :func:`_exit_on_signal_until_joined`),
+    after calling ``before_exit``."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     launcher = getattr(trainer.strategy, "launcher", None)
     try:
-        with _exit_on_signal_until_joined(trainer.world_size, trainer.num_nodes, launcher):
+        with _exit_on_signal_until_joined(trainer.world_size, trainer.num_nodes, launcher, before_exit):
             yield
     except SIGTERMException as stopped:
         raise KeyboardInterrupt("SIGTERM outside training") from stopped
@@ -384,11 +387,14 @@ def stop_signals_outside_training_are_interrupts(trainer: Any) -> Iterator[None]
 
 
 @contextlib.contextmanager
-def _exit_on_signal_until_joined(processes: int, nodes: int = 1, launcher: Any = None) -> Iterator[None]:
+def _exit_on_signal_until_joined(
+    processes: int, nodes: int = 1, launcher: Any = None, before_exit: Callable[[], None] | None = None
+) -> Iterator[None]:
     """While a run of several ``processes`` waits for them all to join, torch.distributed blocks
     in C++, where Python's signal handlers never run: Ctrl-C would wait out its 30-minute timeout.
-    A thread woken by the signal (``signal.set_wakeup_fd``) ends the process there, with one line
-    and status 130; nothing was trained.  The processes that ``launcher`` (Lightning's) started
+    A thread woken by the signal (``signal.set_wakeup_fd``) calls ``before_exit`` (which puts back
+    a run that ``--overwrite`` set aside, say) and ends the process there, with one line and
+    status 130; nothing was trained.  The processes that ``launcher`` (Lightning's) started
     from this one get SIGTERM first, which ends them the same way, instead of leaving them waiting
     for the others.  Once the process group is up, signals are left to :class:`StopOnSignal`."""
     if processes <= 1 or threading.current_thread() is not threading.main_thread():
@@ -416,6 +422,11 @@ def _exit_on_signal_until_joined(processes: int, nodes: int = 1, launcher: Any =
                     sys.stderr.flush()
                 if launcher is not None and hasattr(launcher, "kill"):
                     launcher.kill(signal.SIGTERM)  # the processes it started, if any
+                if before_exit is not None:
+                    try:
+                        before_exit()
+                    except Exception as error:  # the exit goes on; the next command finishes the job
+                        sys.stderr.write(f"sodeep: {error}\n")
                 os._exit(130)
 
     watcher = threading.Thread(target=watch, name="sodeep-join-watch", daemon=True)
