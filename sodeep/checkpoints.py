@@ -426,7 +426,7 @@ def _holds_meta_weights(payload: Any) -> bool:
 def run_folder_sorter(folder: Path) -> Path:
     """The sorter a pretraining run folder holds; a :class:`CheckpointError` that says why not
     (not a run folder, another command's run, a run not finished)."""
-    from sodeep.run_folder import RUN_RECORD, check_not_in_use
+    from sodeep.run_folder import PREVIOUS_RUN, RUN_RECORD, check_not_in_use
 
     if recorded_command(folder) is None:
         raise CheckpointError(
@@ -441,10 +441,17 @@ def run_folder_sorter(folder: Path) -> Path:
             raise CheckpointError(
                 f"{folder} holds no {RUN_SORTER} yet and {str(running).removeprefix(f'{folder} ')}"
             ) from None
+        aside = folder / PREVIOUS_RUN
+        if not last.is_file() and (aside / RUN_SORTER).is_file():
+            raise CheckpointError(
+                f"{folder} holds no {RUN_SORTER}: an --overwrite was stopped before training, and the run it "
+                f"replaces is in {aside} (the next pretraining in {folder} puts it back); load {aside}, or run the "
+                "pretraining again"
+            )
         if not last.is_file():
             raise CheckpointError(
                 f"{folder} holds no {RUN_SORTER} and no checkpoint: its pretraining run stopped before its first "
-                "checkpoint; run its pretraining again, without resume=True"
+                "checkpoint; run its pretraining again"
             )
         raise CheckpointError(
             f"{folder} holds no {RUN_SORTER}: its pretraining run has not finished (stopped or failed); resume it "

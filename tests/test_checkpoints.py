@@ -1,6 +1,7 @@
 import argparse
 import math
 import pickle
+import shutil
 
 import pytest
 import torch
@@ -139,11 +140,20 @@ def test_a_pretraining_run_folder_loads_its_sorter(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="holds a brainage tabular run, not a pretraining run"):
         load_sorter(run)
     (run / "run.json").write_text(json.dumps({"command": "pretrain", "config": {}}))
-    with pytest.raises(CheckpointError, match="no checkpoint: .* run its pretraining again, without resume=True$"):
+    with pytest.raises(
+        CheckpointError, match="no checkpoint: .* stopped before its first checkpoint; run its pretraining again$"
+    ):
         load_sorter(run)
     with pytest.raises(SystemExit) as stopped:
         main(["evaluate", str(run)])
-    assert stopped.value.code == 2 and capsys.readouterr().err.endswith("again, without --resume\n")
+    assert stopped.value.code == 2 and capsys.readouterr().err.endswith("run its pretraining again\n")
+    # An --overwrite killed before training: the run it replaces waits in .previous-run.
+    (run / ".previous-run").mkdir()
+    save_sorter(ConvSorter(), tmp_path / "kept.pt")
+    (tmp_path / "kept.pt").rename(run / ".previous-run" / "sorter.pt")
+    with pytest.raises(CheckpointError, match=r"the run it replaces is in .*\.previous-run \(the next pretraining in"):
+        load_sorter(run)
+    shutil.rmtree(run / ".previous-run")
     (run / "checkpoints" / "last.ckpt").write_bytes(b"")
     # The advice names the Python function and the command, and resume=True as the caller spells it.
     with pytest.raises(CheckpointError, match="holds no sorter.pt: its pretraining run has not finished") as raised:
