@@ -173,11 +173,20 @@ def command_pretrain(arguments: argparse.Namespace) -> int:
     config = pretrain_config(arguments)
     from sodeep.checkpoints import RUN_SORTER
     from sodeep.pretraining import pretrain, run_finished, saved_step_of_this_run
-    from sodeep.run_folder import check_no_input_inside, resumes_started_run, stop_signals_as_interrupts
+    from sodeep.run_folder import (
+        check_no_input_inside,
+        restore_a_killed_replacement,
+        resumes_started_run,
+        stop_signals_as_interrupts,
+    )
 
     if arguments.overwrite and arguments.config:  # the YAML file is read: clearing OUT must not delete it
         check_no_input_inside(Path(config.out), {"config": arguments.config})
     sorter_file = Path(config.out) / RUN_SORTER
+    from sodeep.runs import global_rank
+
+    if global_rank() == 0:  # before the folder is read: a replacement killed there left its run aside
+        restore_a_killed_replacement(Path(config.out))
     resume = arguments.resume or resumes_started_run(config.out, arguments.overwrite)
     # As pretrain() decides it, before the run: a resume that rewrote a missing summary trained.
     finished_before = resume and run_finished(Path(config.out), config.steps)
@@ -196,8 +205,6 @@ def command_pretrain(arguments: argparse.Namespace) -> int:
         if step is None:
             raise
         raise RunInterrupted(step) from None
-    from sodeep.runs import global_rank
-
     if global_rank() != 0:  # a DDP process other than rank 0: rank 0 writes and reports
         return 0
     if finished_before:

@@ -8,7 +8,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import sys
 import time
 import warnings
@@ -41,6 +40,7 @@ from sodeep.run_folder import (
     claim_run_folder,
     describe_change,
     differing_settings,
+    drop_previous_run,
     holds_files_besides_its_lock,
     put_back_previous_run,
     releasing_run_folders,
@@ -796,7 +796,8 @@ class DropTheReplacedRun(L.Callback):
 
     def on_train_start(self, trainer: Any, module: Any) -> None:
         if self.previous_run is not None and trainer.is_global_zero:
-            shutil.rmtree(self.previous_run, ignore_errors=True)
+            drop_previous_run(self.previous_run)
+            self.previous_run = None
 
     def put_back(self) -> None:
         """Put the previous run back into its folder, where it is still set aside."""

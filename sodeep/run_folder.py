@@ -33,6 +33,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -404,16 +405,26 @@ PREVIOUS_RUN = ".previous-run"
 #: ``out`` holds besides then belongs to the previous run too.
 MOVING = ".moving"
 
+#: Where :func:`set_aside` makes ``.previous-run``, with :data:`MOVING` in it, before renaming it
+#: into place: ``.previous-run`` never exists without its marker while the moves have not begun.
+STAGING = ".previous-run.new"
+
+#: What a replaced run is renamed to before it is deleted (:func:`drop_previous_run`): a
+#: deletion cut short leaves this name, which is never put back over the new run.
+REPLACED_RUN_PREFIX = ".replaced-run-"
+
 
 def set_aside(out: Path) -> Path:
     """Move everything in ``out`` but its lock into ``out/.previous-run`` (renames, no copies) and
     return that folder: the run a replacing command keeps until it knows its own run can start.
-    :func:`put_back` undoes it, also after a set-aside cut short; deleting the folder completes the
-    replacement."""
+    :func:`put_back` undoes it, also after a set-aside cut short; :func:`drop_previous_run`
+    completes the replacement."""
     check_no_run_inside_in_use(out)
-    aside = out / PREVIOUS_RUN
-    aside.mkdir()
-    (aside / MOVING).touch()
+    aside, staging = out / PREVIOUS_RUN, out / STAGING
+    shutil.rmtree(staging, ignore_errors=True)  # a set-aside cut short before it began
+    staging.mkdir()
+    (staging / MOVING).touch()
+    staging.rename(aside)
     for path in list(out.iterdir()):
         if path.name not in (RUN_LOCK, PREVIOUS_RUN):
             path.rename(aside / path.name)
@@ -424,33 +435,64 @@ def set_aside(out: Path) -> Path:
 def put_back(out: Path, aside: Path) -> None:
     """Replace what ``out`` holds (but its lock) with the run :func:`set_aside` kept in ``aside``.
     A move cut short (by a kill) leaves the previous run split between ``out`` and ``aside``, with
-    :data:`MOVING` in ``aside``: then nothing in ``out`` is deleted, and the moving goes on."""
+    :data:`MOVING` in ``aside``: then nothing in ``out`` is deleted, and the moving goes on.  An
+    empty ``aside`` is what a put-back cut short at its very end leaves: it is removed, and
+    ``out`` left as it is."""
+    if not any(aside.iterdir()):
+        aside.rmdir()
+        return
     if not (aside / MOVING).exists():
         empty_folder(out, keep=(RUN_LOCK, aside.name))  # the replacing run's files
         (aside / MOVING).touch()
     for path in list(aside.iterdir()):
         if path.name != MOVING:
             path.rename(out / path.name)
-    shutil.rmtree(aside)
+    (aside / MOVING).unlink()
+    aside.rmdir()
+
+
+def drop_previous_run(aside: Path) -> None:
+    """Delete the run :func:`set_aside` kept in ``aside``, now that the new run is under way: renamed
+    first (:data:`REPLACED_RUN_PREFIX`), so that a deletion cut short or refused by the file
+    system is never taken for a run to put back.  What cannot be deleted stays under that name,
+    and a line on stderr says so."""
+    if not aside.is_dir():
+        return
+    doomed = aside.with_name(f"{REPLACED_RUN_PREFIX}{uuid.uuid4().hex[:8]}")
+    aside.rename(doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+    if doomed.exists():
+        print(
+            f"note: part of the run replaced in {aside.parent} could not be deleted; it is in {doomed}", file=sys.stderr
+        )
 
 
 def restore_a_killed_replacement(out: Path) -> None:
     """A replacement (``--overwrite``) killed before it was under way left the run it replaced in
     ``out/.previous-run``: put that run back before anything else reads the folder (the
-    replacement had saved nothing).  A folder in use by a running command is refused."""
+    replacement had saved nothing).  A folder in use by a running command is refused.  Leftovers
+    of a set-aside or a deletion cut short (:data:`STAGING`, :data:`REPLACED_RUN_PREFIX`) go."""
     if (out / PREVIOUS_RUN).is_dir():
         hold_folder(out)
         put_back(out, out / PREVIOUS_RUN)
+    if out.is_dir():
+        for path in out.iterdir():
+            if path.name == STAGING or (path.name.startswith(REPLACED_RUN_PREFIX) and path.is_dir()):
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def set_aside_previous_run(out: Path, replacing: bool) -> Path | None:
     """Where the run that a command replaces waits (:func:`set_aside`) until the new run is under
     way: ``out/.previous-run`` when ``replacing`` (``--overwrite`` of a folder that holds files),
-    else ``None``.  The folder is held from here on."""
+    else ``None``.  The folder is held from here on; a stop while the files move puts them back."""
     if not replacing:
         return None
     hold_folder(out)
-    return set_aside(out)
+    try:
+        return set_aside(out)
+    except BaseException:
+        put_back_previous_run(out, out / PREVIOUS_RUN)
+        raise
 
 
 def put_back_previous_run(out: Path, previous_run: Path) -> None:

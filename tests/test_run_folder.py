@@ -338,3 +338,72 @@ def test_overwrite_through_a_link_to_a_run_folder_empties_the_folder_and_keeps_t
     start_run_folder(tmp_path / "link", record, overwrite=True)  # before: "Cannot call rmtree on a symbolic link"
     assert (tmp_path / "link").is_symlink() and not (run / "old.txt").exists()
     assert sorted(path.name for path in run.iterdir()) == ["run.json", "run.lock"]
+
+
+def _a_finished_run(out):
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "run.json").write_text('{"command": "pretrain", "config": {}}')
+    (out / "sorter.pt").write_text("weights")
+    (out / "checkpoints" / "last.ckpt").write_text("checkpoint")
+    return {path.relative_to(out): path.read_text() for path in out.rglob("*") if path.is_file()}
+
+
+def _files_of(out):
+    """The folder's files and their text, its lock aside."""
+    return {
+        path.relative_to(out): path.read_text() for path in out.rglob("*") if path.is_file() and path.name != "run.lock"
+    }
+
+
+def test_a_set_aside_or_put_back_cut_short_at_any_rename_leaves_the_run_whole(tmp_path, monkeypatch):
+    """A kill between any two renames of a set-aside, then the next command's restore: the run is
+    whole again (an empty .previous-run, or one that lacks its marker, never empties the folder)."""
+    from sodeep.run_folder import put_back, restore_a_killed_replacement, set_aside
+
+    real_rename = Path.rename
+    for cut_at in range(6):
+        out = tmp_path / f"run{cut_at}"
+        kept = _a_finished_run(out)
+        calls = []
+
+        def rename(self, target, calls=calls, cut_at=cut_at):
+            if len(calls) == cut_at:
+                raise KeyboardInterrupt  # as a kill there: nothing after it runs
+            calls.append(self)
+            return real_rename(self, target)
+
+        with monkeypatch.context() as patched:
+            patched.setattr(Path, "rename", rename)
+            try:
+                set_aside(out)
+            except KeyboardInterrupt:
+                pass
+        restore_a_killed_replacement(out)
+        assert _files_of(out) == kept, cut_at
+    # A put-back cut short after its last move leaves an empty .previous-run: removed, run kept.
+    out = tmp_path / "put-back"
+    kept = _a_finished_run(out)
+    aside = set_aside(out)
+    put_back(out, aside)
+    aside.mkdir()
+    restore_a_killed_replacement(out)
+    assert _files_of(out) == kept and not aside.exists()
+
+
+def test_a_replaced_run_is_renamed_before_it_is_deleted_and_never_put_back(tmp_path, monkeypatch, capsys):
+    import sodeep.run_folder as run_folder
+
+    out = tmp_path / "run"
+    _a_finished_run(out)
+    aside = run_folder.set_aside(out)
+    (out / "run.json").write_text("the new run's")
+    (out / "sorter.pt").write_text("new weights")
+    new = _files_of(out)
+    new = {path: text for path, text in new.items() if not str(path).startswith(".previous-run")}
+    with monkeypatch.context() as patched:  # a deletion the file system refuses, or one cut short
+        patched.setattr(run_folder.shutil, "rmtree", lambda path, ignore_errors=False: None)
+        run_folder.drop_previous_run(aside)
+    assert "note: part of the run replaced in" in capsys.readouterr().err
+    (leftover,) = [path for path in out.iterdir() if path.name.startswith(".replaced-run-")]
+    run_folder.restore_a_killed_replacement(out)  # the next command: the new run stays, the leftover goes
+    assert _files_of(out) == new and not leftover.exists() and not aside.exists()

@@ -185,6 +185,7 @@ def run_synthetic(
     from sodeep.files import atomic_write_text
     from sodeep.run_folder import (
         RunInterrupted,
+        drop_previous_run,
         holds_files_besides_its_lock,
         restore_a_killed_replacement,
         set_aside_previous_run,
@@ -246,7 +247,7 @@ def run_synthetic(
                 on_run=run_logger(run),
                 stop=stop,
                 trainer_options=config.trainer_options(),
-                on_cohort=None if previous_run is None else lambda: shutil.rmtree(previous_run),
+                on_cohort=None if previous_run is None else lambda: drop_previous_run(previous_run),
             )
         except (ValueError, RunInterrupted) as refused:
             if previous_run is not None:
@@ -295,6 +296,7 @@ def run_nifti(
         RUN_RECORD,
         RunInterrupted,
         check_no_input_inside,
+        drop_previous_run,
         holds_files_besides_its_lock,
         restore_a_killed_replacement,
         set_aside_previous_run,
@@ -380,7 +382,7 @@ def run_nifti(
                 _leave_as_found(out, existed)
             raise
         if previous_run is not None:
-            shutil.rmtree(previous_run, ignore_errors=True)
+            drop_previous_run(previous_run)
         if leader:
             _notes([*left_out, *cohort.remarks(name)])
             print(
