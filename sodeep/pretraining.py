@@ -850,8 +850,10 @@ def _make_trainer(config: PretrainConfig, out: Path, stop: StopOnSignal, replace
             # Before `stop`, whose on_train_end puts back the handlers it replaced: a signal during
             # the last checkpoint's save is then still only a request, and the run finishes.
             FinishAtTheLastStep(out / "checkpoints" / "last.ckpt"),
-            replaced,
             stop,
+            # After `stop`: a signal while the replaced run is deleted is a request to stop, and
+            # the new run saves its checkpoint.
+            replaced,
             *progress["callbacks"],
         ],
         enable_progress_bar=progress["enable_progress_bar"],

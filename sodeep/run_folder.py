@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -398,24 +399,24 @@ def start_run_folder(out: Path, record: dict[str, Any], *, overwrite: bool) -> P
 
 #: Where a folder keeps the run it held while a command that replaces it checks its data
 #: (:func:`set_aside`).
-PREVIOUS_RUN = ".previous-run"
+PREVIOUS_RUN = ".sodeep-previous-run"
 
 
-#: Inside ``.previous-run`` while its files move (:func:`set_aside`, :func:`put_back`): whatever
+#: Inside ``.sodeep-previous-run`` while its files move (:func:`set_aside`, :func:`put_back`): whatever
 #: ``out`` holds besides then belongs to the previous run too.
-MOVING = ".moving"
+MOVING = ".sodeep-moving"
 
-#: Where :func:`set_aside` makes ``.previous-run``, with :data:`MOVING` in it, before renaming it
-#: into place: ``.previous-run`` never exists without its marker while the moves have not begun.
-STAGING = ".previous-run.new"
+#: Where :func:`set_aside` makes ``.sodeep-previous-run``, with :data:`MOVING` in it, before renaming it
+#: into place: ``.sodeep-previous-run`` never exists without its marker while the moves have not begun.
+STAGING = ".sodeep-previous-run.new"
 
 #: What a replaced run is renamed to before it is deleted (:func:`drop_previous_run`): a
 #: deletion cut short leaves this name, which is never put back over the new run.
-REPLACED_RUN_PREFIX = ".replaced-run-"
+REPLACED_RUN_PREFIX = ".sodeep-replaced-run-"
 
 
 def set_aside(out: Path) -> Path:
-    """Move everything in ``out`` but its lock into ``out/.previous-run`` (renames, no copies) and
+    """Move everything in ``out`` but its lock into ``out/.sodeep-previous-run`` (renames, no copies) and
     return that folder: the run a replacing command keeps until it knows its own run can start.
     :func:`put_back` undoes it, also after a set-aside cut short; :func:`drop_previous_run`
     completes the replacement."""
@@ -469,7 +470,7 @@ def drop_previous_run(aside: Path) -> None:
 
 def restore_a_killed_replacement(out: Path) -> None:
     """A replacement (``--overwrite``) killed before it was under way left the run it replaced in
-    ``out/.previous-run``: put that run back before anything else reads the folder (the
+    ``out/.sodeep-previous-run``: put that run back before anything else reads the folder (the
     replacement had saved nothing).  A folder in use by a running command is refused.  Leftovers
     of a set-aside or a deletion cut short (:data:`STAGING`, :data:`REPLACED_RUN_PREFIX`) go."""
     if (out / PREVIOUS_RUN).is_dir():
@@ -477,22 +478,54 @@ def restore_a_killed_replacement(out: Path) -> None:
         put_back(out, out / PREVIOUS_RUN)
     if out.is_dir():
         for path in out.iterdir():
-            if path.name == STAGING or (path.name.startswith(REPLACED_RUN_PREFIX) and path.is_dir()):
+            if _is_a_leftover(path):
                 shutil.rmtree(path, ignore_errors=True)
+
+
+def _is_a_leftover(path: Path) -> bool:
+    """Whether ``path`` is what a set-aside or a deletion cut short left: a staging folder holding
+    at most its marker, or a replaced run's folder under its exact name (8 hex digits)."""
+    if path.is_symlink() or not path.is_dir():
+        return False
+    if path.name == STAGING:
+        return {child.name for child in path.iterdir()} <= {MOVING}
+    return re.fullmatch(re.escape(REPLACED_RUN_PREFIX) + "[0-9a-f]{8}", path.name) is not None
 
 
 def set_aside_previous_run(out: Path, replacing: bool) -> Path | None:
     """Where the run that a command replaces waits (:func:`set_aside`) until the new run is under
-    way: ``out/.previous-run`` when ``replacing`` (``--overwrite`` of a folder that holds files),
+    way: ``out/.sodeep-previous-run`` when ``replacing`` (``--overwrite`` of a folder that holds files),
     else ``None``.  The folder is held from here on; a stop while the files move puts them back."""
     if not replacing:
         return None
     hold_folder(out)
     try:
-        return set_aside(out)
+        with _sigterm_as_interrupt():
+            return set_aside(out)
     except BaseException:
         put_back_previous_run(out, out / PREVIOUS_RUN)
         raise
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises ``KeyboardInterrupt`` where it would end the process at once
+    (its default handler), so that the caller can undo what it started; other handlers stay."""
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+        if previous is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _raise_interrupt)
+    except ValueError:  # not the main thread
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(number: int, frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(number).name)
 
 
 def put_back_previous_run(out: Path, previous_run: Path) -> None:

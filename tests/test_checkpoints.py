@@ -147,13 +147,15 @@ def test_a_pretraining_run_folder_loads_its_sorter(tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
         main(["evaluate", str(run)])
     assert stopped.value.code == 2 and capsys.readouterr().err.endswith("run its pretraining again\n")
-    # An --overwrite killed before training: the run it replaces waits in .previous-run.
-    (run / ".previous-run").mkdir()
+    # An --overwrite killed before training: the run it replaces waits in .sodeep-previous-run.
+    (run / ".sodeep-previous-run").mkdir()
     save_sorter(ConvSorter(), tmp_path / "kept.pt")
-    (tmp_path / "kept.pt").rename(run / ".previous-run" / "sorter.pt")
-    with pytest.raises(CheckpointError, match=r"the run it replaces is in .*\.previous-run \(the next pretraining in"):
+    (tmp_path / "kept.pt").rename(run / ".sodeep-previous-run" / "sorter.pt")
+    with pytest.raises(
+        CheckpointError, match=r"the run it replaces is in .*\.sodeep-previous-run \(the next pretraining in"
+    ):
         load_sorter(run)
-    shutil.rmtree(run / ".previous-run")
+    shutil.rmtree(run / ".sodeep-previous-run")
     (run / "checkpoints" / "last.ckpt").write_bytes(b"")
     # The advice names the Python function and the command, and resume=True as the caller spells it.
     with pytest.raises(CheckpointError, match="holds no sorter.pt: its pretraining run has not finished") as raised:

@@ -357,7 +357,7 @@ def _files_of(out):
 
 def test_a_set_aside_or_put_back_cut_short_at_any_rename_leaves_the_run_whole(tmp_path, monkeypatch):
     """A kill between any two renames of a set-aside, then the next command's restore: the run is
-    whole again (an empty .previous-run, or one that lacks its marker, never empties the folder)."""
+    whole again (an empty .sodeep-previous-run, or one that lacks its marker, never empties the folder)."""
     from sodeep.run_folder import put_back, restore_a_killed_replacement, set_aside
 
     real_rename = Path.rename
@@ -380,7 +380,7 @@ def test_a_set_aside_or_put_back_cut_short_at_any_rename_leaves_the_run_whole(tm
                 pass
         restore_a_killed_replacement(out)
         assert _files_of(out) == kept, cut_at
-    # A put-back cut short after its last move leaves an empty .previous-run: removed, run kept.
+    # A put-back cut short after its last move leaves an empty .sodeep-previous-run: removed, run kept.
     out = tmp_path / "put-back"
     kept = _a_finished_run(out)
     aside = set_aside(out)
@@ -399,11 +399,61 @@ def test_a_replaced_run_is_renamed_before_it_is_deleted_and_never_put_back(tmp_p
     (out / "run.json").write_text("the new run's")
     (out / "sorter.pt").write_text("new weights")
     new = _files_of(out)
-    new = {path: text for path, text in new.items() if not str(path).startswith(".previous-run")}
+    new = {path: text for path, text in new.items() if not str(path).startswith(".sodeep-previous-run")}
     with monkeypatch.context() as patched:  # a deletion the file system refuses, or one cut short
         patched.setattr(run_folder.shutil, "rmtree", lambda path, ignore_errors=False: None)
         run_folder.drop_previous_run(aside)
     assert "note: part of the run replaced in" in capsys.readouterr().err
-    (leftover,) = [path for path in out.iterdir() if path.name.startswith(".replaced-run-")]
+    (leftover,) = [path for path in out.iterdir() if path.name.startswith(".sodeep-replaced-run-")]
     run_folder.restore_a_killed_replacement(out)  # the next command: the new run stays, the leftover goes
     assert _files_of(out) == new and not leftover.exists() and not aside.exists()
+
+
+def test_only_the_exact_leftovers_of_a_replacement_are_removed(tmp_path):
+    from sodeep.run_folder import MOVING, REPLACED_RUN_PREFIX, STAGING, restore_a_killed_replacement
+
+    out = tmp_path / "run"
+    _a_finished_run(out)
+    for name in (f"{REPLACED_RUN_PREFIX}notes", f"{REPLACED_RUN_PREFIX}0123abcd", STAGING, ".moving", "user"):
+        (out / name).mkdir()
+    (out / f"{REPLACED_RUN_PREFIX}0123abcd" / "half-deleted.txt").write_text("x")
+    (out / STAGING / MOVING).touch()
+    (out / "user" / MOVING).write_text("a user's file of that name")
+    restore_a_killed_replacement(out)
+    assert sorted(path.name for path in out.iterdir() if path.name.startswith(".")) == [
+        ".moving",
+        f"{REPLACED_RUN_PREFIX}notes",
+    ]
+    (out / STAGING).mkdir()
+    (out / STAGING / "kept.txt").write_text("not a marker: not ours")
+    restore_a_killed_replacement(out)
+    assert (out / STAGING / "kept.txt").exists()
+
+
+def test_sigterm_while_a_run_is_set_aside_puts_it_back_and_raises_an_interrupt(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    import sodeep.run_folder as run_folder
+
+    out = tmp_path / "run"
+    kept = _a_finished_run(out)
+    real_rename = Path.rename
+    calls = []
+
+    def rename(self, target):
+        calls.append(self)
+        if len(calls) == 3:  # midway through the moves
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_rename(self, target)
+
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as a command's process starts
+    try:
+        with monkeypatch.context() as patched:
+            patched.setattr(Path, "rename", rename)
+            with pytest.raises(KeyboardInterrupt):
+                run_folder.set_aside_previous_run(out, True)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert _files_of(out) == kept and not (out / run_folder.PREVIOUS_RUN).exists()

@@ -244,7 +244,7 @@ def test_synthetic_overwrite_keeps_the_previous_run_until_the_new_cohort_is_simu
     assert after == before  # every file of the previous run, untouched
     monkeypatch.setattr(synthetic_mri, "simulate_subject", original)
     assert brainage("synthetic", out, brainage_inputs, "--max-epochs", "3", "--overwrite") == 0
-    assert not (out / ".previous-run").exists()
+    assert not (out / ".sodeep-previous-run").exists()
     assert json.loads((out / "run.json").read_text())["config"]["max_epochs"] == 3
 
 

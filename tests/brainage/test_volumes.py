@@ -505,7 +505,7 @@ def test_set_aside_then_put_back_restores_every_file(tmp_path):
     out = tmp_path / "out"
     kept = _previous_run(out)
     aside = set_aside(out)
-    assert _contents(out) == {".previous-run"}
+    assert _contents(out) == {".sodeep-previous-run"}
     (out / "run.json").write_text("the replacement's")
     put_back(out, aside)
     assert _contents(out) == kept and (out / "l1" / "results.json").read_text() == "finished"
