@@ -378,7 +378,6 @@ def _init_from_file(init_from: str) -> Path:
     return run_folder_sorter(source) if source.is_dir() else source
 
 
-@releasing_run_folders
 def _initial_sorter(config: PretrainConfig, *, resumable: bool) -> Sorter:
     """The sorter the run starts from: fresh weights of ``config.architecture``, or the sorter
     ``config.init_from`` holds, trainable, with the entries of ``config.sorter`` that
@@ -406,6 +405,7 @@ def _initial_sorter(config: PretrainConfig, *, resumable: bool) -> Sorter:
     return sorter
 
 
+@releasing_run_folders
 def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, overwrite: bool = False) -> Sorter:
     """Pretrain a sorter with ``config`` and write its run folder ``config.out``.
 

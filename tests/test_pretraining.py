@@ -3,6 +3,8 @@ import hashlib
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -500,6 +502,9 @@ def test_a_python_run_resumes_from_the_command_line(tmp_path, given, typed):
     config.out, config.wandb, config.sorter = out, "disabled", {"capacity": 8}
     sorter = pretrain(config)
     assert not sorter.training and not any(p.requires_grad for p in sorter.parameters())  # as load_sorter gives it
+    # The folder is let go when pretrain() returns: another process may use it while this one lives on.
+    check = "from pathlib import Path; from sodeep.run_folder import check_not_in_use; check_not_in_use(Path(r'%s'))"
+    subprocess.run([sys.executable, "-c", check % out], check=True, capture_output=True, timeout=120)
     flags = ["--steps", "2", "--batch-size", "4", "--lengths", typed, "--validation-every", "2"]
     flags += ["--validation-sequences", "2", "--sorter", '{"capacity": 8}', "--wandb", "disabled"]
     assert main(["pretrain", *flags, "--out", str(out), "--resume"]) == 0  # finished: nothing to train
