@@ -172,7 +172,7 @@ def _same_sorter_source(given: str, recorded: Any) -> bool:
 def command_pretrain(arguments: argparse.Namespace) -> int:
     config = pretrain_config(arguments)
     from sodeep.checkpoints import RUN_SORTER
-    from sodeep.pretraining import pretrain, run_finished, saved_step_of_this_run
+    from sodeep.pretraining import holds_a_checkpoint, pretrain, run_finished, saved_step_of_this_run
     from sodeep.run_folder import (
         check_no_input_inside,
         restore_a_killed_replacement,
@@ -186,7 +186,7 @@ def command_pretrain(arguments: argparse.Namespace) -> int:
     from sodeep.runs import global_rank
 
     if global_rank() == 0:  # before the folder is read: a replacement killed there left its run aside
-        restore_a_killed_replacement(Path(config.out))
+        restore_a_killed_replacement(Path(config.out), saved=holds_a_checkpoint)
     resume = arguments.resume or resumes_started_run(config.out, arguments.overwrite)
     # As pretrain() decides it, before the run: a resume that rewrote a missing summary trained.
     finished_before = resume and run_finished(Path(config.out), config.steps)

@@ -481,13 +481,13 @@ def _pretrain(config: PretrainConfig | None, *, resume: bool, overwrite: bool) -
     out = Path(config.out)
     last = out / "checkpoints" / "last.ckpt"
     quiet_lightning()
-    stop, replaced = StopOnSignal(last), DropTheReplacedRun()
+    stop, replaced = StopOnSignal(last), DropTheReplacedRun(last)
     # Built first, because it knows this process's rank (from the launcher's environment); it
     # starts no process and writes nothing until fit.
     trainer = _make_trainer(config, out, stop, replaced)
     leader = trainer.is_global_zero
     if leader:  # before anything reads the folder
-        restore_a_killed_replacement(out)
+        restore_a_killed_replacement(out, saved=holds_a_checkpoint)
     mode, chosen_by = run_wandb_mode(config.wandb, config.out, resume=resume and not overwrite)
     check_wandb_login(mode, chosen_by=chosen_by)
     mode_change = wandb_mode_change(config.out, mode, chosen_by) if resume and not overwrite else None
@@ -524,7 +524,7 @@ def _pretrain(config: PretrainConfig | None, *, resume: bool, overwrite: bool) -
         never_saved = _started_but_never_saved(out)
         if not resume and never_saved:
             overwrite = True  # nothing was trained there yet: starting again loses nothing
-        # The run this one replaces stays, set aside, until training is under way.
+        # The run this one replaces stays, set aside, until the new one saves its first checkpoint.
         replacing = overwrite and not never_saved and holds_files_besides_its_lock(out)
         record = claim_run_folder(
             out,
@@ -582,9 +582,8 @@ def _pretrain(config: PretrainConfig | None, *, resume: bool, overwrite: bool) -
         start_run_folder(out, record, overwrite=overwrite and not replacing)
     try:
         return _train(config, trainer, stop, replaced, out, record, settings, data, sorter, resume_step, environment)
-    except BaseException:
-        replaced.put_back()  # stopped before training was under way: the previous run is back
-        raise
+    finally:
+        replaced.settle()  # the previous run goes once the new one has a checkpoint, else it is back
 
 
 def _train(
@@ -788,14 +787,21 @@ class FinishAtTheLastStep(L.Callback):
 
 class DropTheReplacedRun(L.Callback):
     """Where ``--overwrite`` set the folder's previous run aside (``previous_run``, set once the
-    folder is claimed): delete it once training is under way, when an interrupt saves a
-    checkpoint of the new run.  Until then a stop puts the previous run back."""
+    folder is claimed): delete it once the new run has saved its first checkpoint (``checkpoint``
+    exists), which a resume continues.  Until then a stop or a failure puts the previous run
+    back (:meth:`settle`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, checkpoint: Path) -> None:
+        self.checkpoint = Path(checkpoint)
         self.previous_run: Path | None = None
 
-    def on_train_start(self, trainer: Any, module: Any) -> None:
-        if self.previous_run is not None and trainer.is_global_zero:
+    def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_index: int) -> None:
+        if self.previous_run is not None and self.checkpoint.is_file():
+            self.drop()
+
+    def drop(self) -> None:
+        """Delete the previous run, where it is still set aside."""
+        if self.previous_run is not None:
             drop_previous_run(self.previous_run)
             self.previous_run = None
 
@@ -803,6 +809,15 @@ class DropTheReplacedRun(L.Callback):
         """Put the previous run back into its folder, where it is still set aside."""
         if self.previous_run is not None:
             put_back_previous_run(self.previous_run.parent, self.previous_run)
+            self.previous_run = None
+
+    def settle(self) -> None:
+        """As the run ends: the previous run goes where the new one saved a checkpoint, else it
+        comes back."""
+        if self.checkpoint.is_file():
+            self.drop()
+        else:
+            self.put_back()
 
 
 def weights_left_out_of_the_loss(sorter: Sorter, length: int) -> list[str]:
@@ -851,8 +866,7 @@ def _make_trainer(config: PretrainConfig, out: Path, stop: StopOnSignal, replace
             # the last checkpoint's save is then still only a request, and the run finishes.
             FinishAtTheLastStep(out / "checkpoints" / "last.ckpt"),
             stop,
-            # After `stop`: a signal while the replaced run is deleted is a request to stop, and
-            # the new run saves its checkpoint.
+            # After `stop`: a signal while the replaced run is deleted is a request to stop.
             replaced,
             *progress["callbacks"],
         ],
@@ -957,6 +971,11 @@ def _checkpoint_problem(last: Path) -> str | None:
     except CheckpointError as error:
         return str(error)
     return None
+
+
+def holds_a_checkpoint(out: Path) -> bool:
+    """Whether ``out`` holds a pretraining checkpoint (``checkpoints/last.ckpt``)."""
+    return (out / "checkpoints" / "last.ckpt").is_file()
 
 
 def _started_but_never_saved(out: Path) -> bool:

@@ -422,7 +422,10 @@ def set_aside(out: Path) -> Path:
     completes the replacement."""
     check_no_run_inside_in_use(out)
     aside, staging = out / PREVIOUS_RUN, out / STAGING
-    shutil.rmtree(staging, ignore_errors=True)  # a set-aside cut short before it began
+    if staging.exists() or staging.is_symlink():
+        if not _is_a_leftover(staging):
+            raise ValueError(f"{staging} is not sodeep's (it holds files of its own); move it out of {out}")
+        shutil.rmtree(staging)  # a set-aside cut short before it began
     staging.mkdir()
     (staging / MOVING).touch()
     staging.rename(aside)
@@ -468,14 +471,21 @@ def drop_previous_run(aside: Path) -> None:
         )
 
 
-def restore_a_killed_replacement(out: Path) -> None:
+def restore_a_killed_replacement(out: Path, saved: Callable[[Path], bool] | None = None) -> None:
     """A replacement (``--overwrite``) killed before it was under way left the run it replaced in
     ``out/.sodeep-previous-run``: put that run back before anything else reads the folder (the
-    replacement had saved nothing).  A folder in use by a running command is refused.  Leftovers
-    of a set-aside or a deletion cut short (:data:`STAGING`, :data:`REPLACED_RUN_PREFIX`) go."""
-    if (out / PREVIOUS_RUN).is_dir():
+    replacement had saved nothing); or, where ``saved(out)`` says that the replacement had saved
+    something to continue (a checkpoint) and the set-aside was complete, delete it.  A folder in
+    use by a running command is refused.  Leftovers of a set-aside or a deletion cut short
+    (:data:`STAGING`, :data:`REPLACED_RUN_PREFIX`) go."""
+    aside = out / PREVIOUS_RUN
+    if aside.is_dir():
         hold_folder(out)
-        put_back(out, out / PREVIOUS_RUN)
+        # While files move (the marker), out holds no replacement's files worth keeping.
+        if saved is not None and not (aside / MOVING).exists() and any(aside.iterdir()) and saved(out):
+            drop_previous_run(aside)
+        else:
+            put_back(out, aside)
     if out.is_dir():
         for path in out.iterdir():
             if _is_a_leftover(path):

@@ -476,6 +476,25 @@ def test_an_overwrite_stopped_before_training_puts_the_previous_run_back(tmp_pat
     assert "interrupted before this command saved anything" in capsys.readouterr().err
     after = {path.relative_to(run): path.read_bytes() for path in run.rglob("*") if path.is_file()}
     assert after == before  # the finished run, as it was (its lock aside, which was there before too)
+    # A failure in the first step (out of memory, say), before any checkpoint: the same.
+    with monkeypatch.context() as patched:
+        patched.setattr(pretraining.SorterPretraining, "training_step", lambda *args: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            pretraining.pretrain(
+                PretrainConfig(
+                    steps=2,
+                    batch_size=8,
+                    lengths="2-24",
+                    validation_every=4,
+                    out=str(run),
+                    wandb="disabled",
+                    seed=3,
+                    sorter={"capacity": 32},
+                ),
+                overwrite=True,
+            )
+    after = {path.relative_to(run): path.read_bytes() for path in run.rglob("*") if path.is_file()}
+    assert after == before
     # Killed there instead: the next command finds the run set aside and puts it back first.
     set_aside(run)
     (run / "run.json").write_text('{"command": "pretrain", "config": {"seed": 3}}')
@@ -484,6 +503,16 @@ def test_an_overwrite_stopped_before_training_puts_the_previous_run_back(tmp_pat
     assert "already holds this run, finished: nothing to train" in capsys.readouterr().err
     after = {path.relative_to(run): path.read_bytes() for path in run.rglob("*") if path.is_file()}
     assert after == before
+    # Killed once the replacement had saved a checkpoint: the replacement is what the folder keeps.
+    set_aside(run)
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"the replacement's checkpoint")
+    (run / "run.json").write_text('{"command": "pretrain", "config": {"seed": 3}}')
+    from sodeep.run_folder import restore_a_killed_replacement
+
+    restore_a_killed_replacement(run, saved=pretraining.holds_a_checkpoint)
+    assert (run / "checkpoints" / "last.ckpt").read_bytes() == b"the replacement's checkpoint"
+    assert not (run / "sorter.pt").exists() and not any(path.name.startswith(".sodeep") for path in run.iterdir())
     assert sorted(path.name for path in (run / "checkpoints").iterdir()) == ["last.ckpt"]
 
 

@@ -253,6 +253,10 @@ def run_synthetic(
             if previous_run is not None:
                 _put_back_previous_run(out, previous_run, refused)
             raise
+        except BaseException as failed:  # out of memory, a full disk: the previous run comes back too
+            if previous_run is not None:
+                _put_back_previous_run(out, previous_run, failed)
+            raise
         finally:
             release_process_group()  # the last training run has ended: every process still runs
         if not leader:
@@ -380,6 +384,10 @@ def run_nifti(
                 _put_back_previous_run(out, previous_run, refused)
             elif leader and new_run and isinstance(refused, ValueError):
                 _leave_as_found(out, existed)
+            raise
+        except BaseException as failed:  # out of memory, a full disk: the previous run comes back too
+            if previous_run is not None:
+                _put_back_previous_run(out, previous_run, failed)
             raise
         if previous_run is not None:
             drop_previous_run(previous_run)
