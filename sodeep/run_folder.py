@@ -467,7 +467,9 @@ def drop_previous_run(aside: Path) -> None:
     shutil.rmtree(doomed, ignore_errors=True)
     if doomed.exists():
         print(
-            f"note: part of the run replaced in {aside.parent} could not be deleted; it is in {doomed}", file=sys.stderr
+            f"note: part of the run replaced in {aside.parent} could not be deleted; it is in {doomed}: delete it by "
+            "hand",
+            file=sys.stderr,
         )
 
 
