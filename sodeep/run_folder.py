@@ -486,8 +486,14 @@ def restore_a_killed_replacement(out: Path, saved: Callable[[Path], bool] | None
         # While files move (the marker), out holds no replacement's files worth keeping.
         if saved is not None and not (aside / MOVING).exists() and any(aside.iterdir()) and saved(out):
             drop_previous_run(aside)
-        else:
+            print(
+                f"note: {out}: the run an --overwrite replaced is deleted, its replacement had saved", file=sys.stderr
+            )
+        elif any(aside.iterdir()):
             put_back(out, aside)
+            print(f"note: {out}: the run an --overwrite stopped early had set aside is back in place", file=sys.stderr)
+        else:
+            aside.rmdir()  # a put-back cut short at its very end
     if out.is_dir():
         for path in out.iterdir():
             if _is_a_leftover(path):

@@ -500,7 +500,9 @@ def test_an_overwrite_stopped_before_training_puts_the_previous_run_back(tmp_pat
     (run / "run.json").write_text('{"command": "pretrain", "config": {"seed": 3}}')
     with pytest.raises(SystemExit) as exit_info:
         _pretrain(run, 2, "--wandb", "disabled")
-    assert "already holds this run, finished: nothing to train" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert f"note: {run}: the run an --overwrite stopped early had set aside is back in place\n" in error
+    assert "already holds this run, finished: nothing to train" in error
     after = {path.relative_to(run): path.read_bytes() for path in run.rglob("*") if path.is_file()}
     assert after == before
     # Killed once the replacement had saved a checkpoint: the replacement is what the folder keeps.
