@@ -494,10 +494,11 @@ def restore_a_killed_replacement(out: Path, saved: Callable[[Path], bool] | None
             print(f"note: {out}: the run an --overwrite stopped early had set aside is back in place", file=sys.stderr)
         else:
             aside.rmdir()  # a put-back cut short at its very end
-    if out.is_dir():
-        for path in out.iterdir():
-            if _is_a_leftover(path):
-                shutil.rmtree(path, ignore_errors=True)
+    leftovers = [path for path in out.iterdir() if _is_a_leftover(path)] if out.is_dir() else []
+    if leftovers:
+        hold_folder(out)  # not while a command stages its own set-aside there
+        for path in leftovers:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _is_a_leftover(path: Path) -> bool:

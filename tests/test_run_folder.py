@@ -457,3 +457,14 @@ def test_sigterm_while_a_run_is_set_aside_puts_it_back_and_raises_an_interrupt(t
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert _files_of(out) == kept and not (out / run_folder.PREVIOUS_RUN).exists()
+
+
+def test_leftovers_in_a_folder_in_use_are_left_to_the_command_using_it(held_by_another_process):
+    from sodeep.run_folder import MOVING, STAGING, restore_a_killed_replacement
+
+    out, holder = held_by_another_process
+    (out / STAGING).mkdir()  # as that command stages its set-aside
+    (out / STAGING / MOVING).touch()
+    with pytest.raises(ValueError, match=f"in use by a running sodeep command \\(process {holder.pid}\\)"):
+        restore_a_killed_replacement(out)
+    assert (out / STAGING / MOVING).exists()
