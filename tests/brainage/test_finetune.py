@@ -193,6 +193,12 @@ def _foreign(folder, command):
         (lambda paths: ["--init-from", str(paths["two"] / "checkpoints" / "cheng2021")], "no file or folder at"),
         (lambda paths: ["--freeze-backbone"], "--freeze-backbone needs --init-from"),
         (
+            lambda paths: ["--init-from", str(paths["set_aside"])],
+            r"an --overwrite of .*killed was stopped before its cohort was ready, and the run it replaces is in "
+            r".*killed/.sodeep-previous-run; run a brain-age command with --out .*killed \(which puts it back first\), "
+            r"or give --init-from .*killed/.sodeep-previous-run$",
+        ),
+        (
             lambda paths: ["--init-from", str(paths["source"]), "--out", str(paths["source"]), "--overwrite"],
             "is in the output folder .*; choose another folder for --out",
         ),
@@ -209,6 +215,7 @@ def _foreign(folder, command):
         "two-presets",
         "no-such-preset",
         "freeze-from-scratch",
+        "set-aside",
         "source-in-out",
     ],
 )
@@ -223,7 +230,9 @@ def test_a_wrong_source_is_refused_in_one_line_before_anything_is_written(
         "pretrain": _foreign(tmp_path / "pretrain", "pretrain"),
         "other_table": write_table(tmp_path / "other.csv", seed=1),
         "two": _two_presets(source, tmp_path / "two"),
+        "set_aside": _foreign(tmp_path / "killed", "brainage tabular"),
     }
+    (paths["set_aside"] / ".sodeep-previous-run").mkdir()  # an --overwrite killed before its data were ready
     with pytest.raises(SystemExit) as exit_info:
         brainage("tabular", tmp_path / "out", inputs, *flags(paths))
     error = capsys.readouterr().err.strip().splitlines()
