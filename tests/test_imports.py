@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 HEAVY = ("numba", "lightning", "wandb", "nilearn", "nibabel", "matplotlib", "scipy", "torchmetrics", "sklearn")
 
 
@@ -10,3 +12,40 @@ def test_import_sodeep_loads_nothing_heavy():
     code = f"import sodeep, sys; print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_the_names_of_sodeep_load_on_first_use_and_list_as_before():
+    import sodeep
+
+    code = "import sodeep, sys; print('torch' in sys.modules); sodeep.rank; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["False", "True"]
+    from sodeep.ranks import rank
+    from sodeep.sorters import ConvSorter
+
+    assert sodeep.rank is rank and sodeep.ConvSorter is ConvSorter
+    assert set(sodeep.__all__) == set(sodeep._EXPORTS) and set(sodeep.__all__) <= set(dir(sodeep))
+    assert all(getattr(sodeep, name) is not None for name in sodeep.__all__)
+    with pytest.raises(AttributeError, match="^module 'sodeep' has no attribute 'no_such_name'$"):
+        _ = sodeep.no_such_name
+
+
+def test_a_stop_while_the_command_loads_ends_in_one_line():
+    """Ctrl-C or SIGTERM while torch loads: one line and status 130, not a traceback or a silent end."""
+    import signal
+    import time
+
+    for number in (signal.SIGINT, signal.SIGTERM):
+        command = subprocess.Popen(
+            [sys.executable, "-m", "sodeep", "evaluate", "--lengths", "5", "--sequences", "2"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(0.3)  # python has started; the command's modules (torch) take longer to load
+        command.send_signal(number)
+        out, error = command.communicate(timeout=120)
+        if command.returncode == 0:  # a machine fast enough to finish first: nothing to check
+            continue
+        assert command.returncode == 130 and "Traceback" not in error, error
+        assert error.count("\n") == 1 and "interrupted" in error, error
