@@ -49,3 +49,14 @@ def test_a_stop_while_the_command_loads_ends_in_one_line():
             continue
         assert command.returncode == 130 and "Traceback" not in error, error
         assert error.count("\n") == 1 and "interrupted" in error, error
+
+
+def test_the_console_script_starts_from_the_module_that_takes_a_stop_while_loading():
+    from pathlib import Path
+
+    script = Path(sys.executable).with_name("sodeep")
+    if not script.is_file():
+        pytest.skip("sodeep is not installed as a console script here")
+    assert "from sodeep.__main__ import main" in script.read_text(encoding="utf-8")
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "pretrain" in result.stdout
