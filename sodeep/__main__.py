@@ -1,40 +1,37 @@
 """``python -m sodeep`` and the ``sodeep`` console script: :func:`sodeep.cli.main`, reached
 through :func:`main`, which takes a stop while the command's modules load."""
 
+import os
 import signal
-import sys
 
 #: Exit status after SIGINT or SIGTERM, as :mod:`sodeep.run_folder` reports an interrupted command.
 INTERRUPTED = 130
 
 
-class _StartInterrupted(KeyboardInterrupt):
-    """A stop while the command loads.  Its own class: where a plain ``KeyboardInterrupt`` passes
-    through code run by ``exec`` (as module loading does), CPython ends the process with SIGINT on
-    exit, whatever it caught and returned."""
+def _stop_while_loading(number: int, frame: object) -> None:
+    # Nothing is written while modules load, so the process ends here and now.  (An exception
+    # raised here could surface inside torch's C++ import code, which then aborts the process.)
+    os.write(2, b"sodeep: interrupted while starting; nothing was done\n")
+    os._exit(INTERRUPTED)
 
 
 def main() -> int:
     """Load the command line (torch with it: a second or two), then run it.  A Ctrl-C or SIGTERM
-    while it loads ends in one line and status 130, as one later does, not in a traceback of the
-    import (Ctrl-C) or a silent end (SIGTERM)."""
-
-    def interrupted(number: int, frame: object) -> None:
-        raise _StartInterrupted
-
+    while it loads ends the process in one line with status 130, as one later does, not with a
+    traceback of the import (Ctrl-C) or silently (SIGTERM)."""
     try:
-        previous = {number: signal.signal(number, interrupted) for number in (signal.SIGINT, signal.SIGTERM)}
+        previous = {number: signal.signal(number, _stop_while_loading) for number in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread
         previous = {}
     try:
+        from sodeep.cli import build_parser
         from sodeep.cli import main as run
-    except _StartInterrupted:
-        print("sodeep: interrupted while starting; nothing was done", file=sys.stderr)
-        return INTERRUPTED
+
+        parser = build_parser()  # which loads every command's options
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
-    return run()
+    return run(parser=parser)
 
 
 if __name__ == "__main__":

@@ -590,12 +590,12 @@ def _command_parser(parser: argparse.ArgumentParser, argv: Sequence[str]) -> arg
         parser = commands.choices[word]
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, parser: argparse.ArgumentParser | None = None) -> int:
     """Run one command.  Bad input (a missing, unreadable or foreign file, an invalid value;
     ``ValueError`` and ``OSError``, of which ``CheckpointError`` is one) ends with one line on stderr
     and exit status 2, as argparse does for bad flags; set ``SODEEP_TRACEBACK=1`` for the
-    traceback."""
-    parser = build_parser()
+    traceback.  ``parser``: :func:`build_parser`'s, where the caller built it already."""
+    parser = build_parser() if parser is None else parser
     console = argv is None  # the console script, or python -m sodeep: this process ends with the command
     argv = sys.argv[1:] if argv is None else list(argv)
     empty = empty_argument_problem(argv)
