@@ -184,7 +184,6 @@ def run_synthetic(
     from sodeep.brainage.synthetic_mri import GRID, simulate_cohort
     from sodeep.files import atomic_write_text
     from sodeep.run_folder import (
-        RunInterrupted,
         drop_previous_run,
         holds_files_besides_its_lock,
         restore_a_killed_replacement,
@@ -249,13 +248,9 @@ def run_synthetic(
                 trainer_options=config.trainer_options(),
                 on_cohort=None if previous_run is None else lambda: drop_previous_run(previous_run),
             )
-        except (ValueError, RunInterrupted) as refused:
+        except BaseException as stopped:  # a refusal, an interrupt, out of memory: the previous run comes back
             if previous_run is not None:
-                _put_back_previous_run(out, previous_run, refused)
-            raise
-        except BaseException as failed:  # out of memory, a full disk: the previous run comes back too
-            if previous_run is not None:
-                _put_back_previous_run(out, previous_run, failed)
+                _put_back_previous_run(out, previous_run, stopped)
             raise
         finally:
             release_process_group()  # the last training run has ended: every process still runs
