@@ -21,6 +21,8 @@ import sys
 from sodeep.benchmark.config import BenchConfig
 from sodeep.benchmark.rankers import ranker_families
 from sodeep.benchmark.regression import TASKS, load_task, split, train_regression
+from sodeep.benchmark.scripts import run_script
+from sodeep.files import make_folder, os_error_line
 from sodeep.sweeps import write_trial_summary
 
 MSE = "mse"
@@ -71,26 +73,42 @@ def main(argv: list[str] | None = None) -> int:
         if not ranker.accepts(arguments.batch):
             print(f"{ranker.label} does not take n={arguments.batch}: give another --batch", file=sys.stderr)
             return 2
+    if arguments.ranker == MSE and arguments.setting is not None:  # a sweep's grid may give it to every trial
+        print(f"note: --setting {arguments.setting} is not used: --ranker {MSE} has no ranker", file=sys.stderr)
+    wandb_folder = arguments.wandb_dir or os.environ.get("WANDB_DIR")
+    if wandb_folder and _keeps_a_wandb_run(wandb_folder):
+        try:  # before the training, which a folder that cannot be made would waste
+            make_folder(wandb_folder)
+        except OSError as error:
+            print(f"--wandb-dir: {os_error_line(error)}", file=sys.stderr)
+            return 2
     result = train_regression(ranker, data, arguments.seed, arguments.steps, arguments.batch, arguments.learning_rate)
     print(f"{arguments.ranker} on {arguments.task}, seed {arguments.seed}: test Spearman {result['spearman']:.4f}")
     settings = {key: value for key, value in vars(arguments).items() if key != "wandb_dir"}
     write_trial_summary(settings, result)
-    log_to_wandb(settings, result, arguments.wandb_dir or os.environ.get("WANDB_DIR"))
+    log_to_wandb(settings, result, wandb_folder)
     return 0
 
 
+def _wandb_mode() -> str:
+    return os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_SWEEP_ID") else "offline")
+
+
+def _keeps_a_wandb_run(folder: str | None) -> bool:
+    return _wandb_mode() != "disabled" and (folder is not None or bool(os.environ.get("WANDB_SWEEP_ID")))
+
+
 def log_to_wandb(config: dict, result: dict, folder: str | None) -> None:
-    mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_SWEEP_ID") else "offline")
-    if mode == "disabled" or (folder is None and not os.environ.get("WANDB_SWEEP_ID")):
+    if not _keeps_a_wandb_run(folder):
         return
     import wandb
 
     if folder is not None:
-        os.makedirs(folder, exist_ok=True)
-    run = wandb.init(project="sodeep", job_type="spearman-ranker", mode=mode, config=config, dir=folder)
+        make_folder(folder)
+    run = wandb.init(project="sodeep", job_type="spearman-ranker", mode=_wandb_mode(), config=config, dir=folder)
     run.summary.update(result)
     run.finish()
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_script(lambda: sys.exit(main()))  # Ctrl-C or SIGTERM: one line, status 130

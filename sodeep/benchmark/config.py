@@ -56,6 +56,8 @@ class BenchConfig:
     regression_learning_rate: float = 1e-2
 
     def __post_init__(self) -> None:
+        if not isinstance(self.out, (str, os.PathLike)):
+            raise TypeError(f"out must be a folder path (str or Path), got {type(self.out).__name__} {self.out!r}")
         if isinstance(self.out, str):
             self.out = os.path.expanduser(self.out)  # ~/bench in the home folder
         for name in ("parts", "seeds", "speed_lengths", "speed_batches", "fidelity_lengths", "sorting_lengths"):

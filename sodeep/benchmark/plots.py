@@ -53,7 +53,8 @@ def plot_speed(rows: list[dict], path: Path) -> Path | None:
         points = sorted((row["n"], row["seconds"] * 1e3) for row in selected if row["ranker"] == ranker)
         axes.plot(*zip(*points), marker="o", markersize=3, label=ranker, **_style(index, ranker))
     axes.set(xscale="log", yscale="log", xlabel="n", ylabel="ms per call", title=f"forward+backward, B={batch}")
-    axes.legend(fontsize=6, ncol=2)
+    # Beside the axes: inside, it would hide the points of rankers measured at one n only.
+    axes.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return _save(figure, pyplot, path)
 
 
@@ -89,7 +90,8 @@ def plot_fidelity_vs_time(fidelity: list[dict], speed: list[dict], path: Path) -
 
 
 def plot_sorting(summary: list[dict], path: Path) -> Path | None:
-    """Test exact match vs n at each family's best setting, mean ± sd over seeds."""
+    """Test exact match vs n at each family's best setting, mean ± sd over seeds (no bar from one
+    seed)."""
     if not summary:
         return None
     pyplot = _pyplot()

@@ -110,7 +110,13 @@ def run_regression(
         if ranker.kind == "exact":
             skipped.append({"ranker": ranker.label, "part": "regression", "reason": "no gradient"})
         elif not ranker.accepts(batch):
-            skipped.append({"ranker": ranker.label, "part": "regression", "reason": f"needs n in {ranker.lengths}"})
+            skipped.append(
+                {
+                    "ranker": ranker.label,
+                    "part": "regression",
+                    "reason": f"accepts {ranker.accepted_lengths}, not the batch of {batch}",
+                }
+            )
         elif ranker.footprint(1, batch) > max_elements:  # SpearmanLoss ranks the batch as one row
             skipped.append({"ranker": ranker.label, "part": "regression", "reason": f"memory at n={batch}"})
         else:

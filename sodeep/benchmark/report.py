@@ -35,10 +35,12 @@ def reference_batch(rows: list[dict]) -> int:
 
 
 def mean_sd(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation of the values that are not NaN; NaN where undefined (no
+    values; the spread of one)."""
     values = [value for value in values if not math.isnan(value)]
     if not values:
         return math.nan, math.nan
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
 
 
 def _primary_loss(rows: list[dict]) -> str:

@@ -248,10 +248,12 @@ def _check_sorting_inputs(config: BenchConfig) -> None:
         from sodeep.benchmark.learning_to_sort import check_workers_can_start
 
         check_workers_can_start()
-    if config.mnist is not None and "sorting" in config.parts:
-        from sodeep.benchmark.learning_to_sort import digit_pools
+    if config.mnist is not None:  # named as the part needs them whatever the parts: the settings record them
+        files = _mnist_files(config.mnist)
+        if "sorting" in config.parts:
+            from sodeep.benchmark.learning_to_sort import digit_pools
 
-        digit_pools(_mnist_files(config.mnist))  # whole files (counts, shapes, truncation), kept for the sorting part
+            digit_pools(files)  # whole files (counts, shapes, truncation), kept for the sorting part
 
 
 #: The settings each part reads; ``out``, ``workers`` and ``parts`` change no part's results.

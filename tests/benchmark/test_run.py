@@ -695,3 +695,51 @@ def test_a_best_row_that_mixes_settings_says_which_n_each_won():
     lines = "\n".join(sorting_markdown(summary))
     assert "| diffsort | default: steepness=10 native | " in lines
     assert "| diffsort | best: steepness=30 native (n=3, 5), steepness=10 rank (n=9) | " in lines
+
+
+def test_mnist_files_are_checked_by_name_for_parts_that_do_not_read_them(tmp_path, capsys):
+    # The settings record the files whatever the parts (a later --resume may add the sorting part).
+    from sodeep.cli import main as sodeep_main
+
+    named_wrongly = tmp_path / "afile"
+    named_wrongly.write_text("hi\n")
+    out = tmp_path / "bench"
+    with pytest.raises(SystemExit) as stopped:
+        sodeep_main(
+            ["bench", "--quick", "--parts", "fidelity", "--out", str(out), "--mnist", *[str(named_wrongly)] * 2]
+        )
+    assert stopped.value.code == 2 and not out.exists()
+    assert f"MNIST file {named_wrongly}: --mnist takes the training files, named train-*" in capsys.readouterr().err
+
+
+def test_one_seed_has_no_spread_and_its_spread_is_null_in_the_results(tmp_path):
+    import json
+    import math
+
+    from sodeep.benchmark.report import json_text, mean_sd, null_as_nan
+
+    assert mean_sd([0.5])[0] == 0.5 and math.isnan(mean_sd([0.5])[1])
+    assert mean_sd([0.25, 0.75]) == (0.5, pytest.approx(math.sqrt(0.125)))
+    assert all(math.isnan(value) for value in mean_sd([math.nan]))
+    written = json.loads(json_text({"exact_match": 0.5, "exact_match_sd": mean_sd([0.5])[1]}))
+    assert written == {"exact_match": 0.5, "exact_match_sd": None}
+    assert math.isnan(null_as_nan(written)["exact_match_sd"])
+
+
+def test_a_bench_folder_that_is_not_a_path_is_refused_when_configured():
+    with pytest.raises(TypeError, match="out must be a folder path \\(str or Path\\), got int 3"):
+        BenchConfig(out=3)
+
+
+def test_a_regression_ranker_of_another_n_is_left_out_in_the_words_of_the_other_parts():
+    from sodeep.benchmark.rankers import available_families
+    from sodeep.benchmark.regression import run_regression
+    from sodeep.benchmark.run import benchmark_rankers
+
+    fixed = [ranker for ranker in benchmark_rankers(available_families()[0]) if ranker.lengths[0] == ranker.lengths[1]]
+    assert fixed, "the benchmark has rankers of one n (the original SoDeep sorters)"
+    rows, skipped = run_regression(fixed[:1], [0], 1, 2, 0.01, progress=lambda line: None)
+    assert fixed[0].label not in {row["ranker"] for row in rows}
+    assert [entry["reason"] for entry in skipped if entry["ranker"] == fixed[0].label] == [
+        f"accepts n = {fixed[0].lengths[0]} only, not the batch of 2"
+    ]

@@ -3,6 +3,7 @@ console script (or the sweep's own program) accepts."""
 
 import dataclasses
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,34 @@ def test_the_report_script_refuses_arguments_it_does_not_take(arguments, tmp_pat
     done = subprocess.run(["bash", str(script), *arguments], cwd=tmp_path, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "usage: bash experiments/sweeps/brainage_presets_report.sh" in done.stderr
     assert not list(tmp_path.iterdir())  # refused before the sweep ran
+
+
+def test_the_trial_program_refuses_a_wandb_folder_it_cannot_make_before_training(tmp_path, monkeypatch, capsys):
+    program = _trial_program()
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setattr(program, "train_regression", lambda *args: pytest.fail("trained before the folder was checked"))
+    precious = tmp_path / "precious.txt"
+    precious.write_text("notes\n")
+    assert program.main(["--ranker", "mse", "--steps", "2", "--wandb-dir", str(precious)]) == 2
+    assert capsys.readouterr().err == f"--wandb-dir: {precious} is a file, not a folder; choose another path\n"
+    assert precious.read_text() == "notes\n"
+
+
+def test_the_trial_program_ends_a_stop_in_one_line(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    program = subprocess.Popen(
+        [sys.executable, str(SWEEPS / "spearman_ranker_trial.py"), "--ranker", "mse", "--steps", "100000000"],
+        cwd=tmp_path, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    time.sleep(8)  # into the training (the imports take a few seconds)
+    program.send_signal(signal.SIGINT)
+    _, error = program.communicate(timeout=60)
+    assert program.returncode == 130
+    assert (
+        error
+        == "spearman_ranker_trial.py: interrupted; nothing was written, and only a table printed above in full is complete\n"
+    )
