@@ -90,6 +90,7 @@ def test_flags_typed_beside_quick_keep_their_values(descent, fidelity, gpu, tmp_
                  + ["--distributions", "normal", "--json", str(out)])  # fmt: skip
     settings = json.loads(out.read_text())["settings"]
     assert (settings["draws"], settings["lengths"], settings["directions"]) == (2, [5], 4)  # directions: --quick's
+    out = tmp_path / "fidelity.json"  # a file of its own: one script does not replace another's results
     fidelity.main(["--quick", "--lengths", "32", "--architecture", "pairwise_sigmoid", "--sets", "", "--families",
                    "normal", "--json", str(out)])  # fmt: skip
     settings = json.loads(out.read_text())["settings"]
@@ -120,10 +121,22 @@ def test_descent_main_prints_a_row_per_cell_and_writes_json(descent, tmp_path):
 # bench_sorter_gpu
 
 
-def test_gpu_script_without_cuda_says_so_and_times_nothing(gpu, monkeypatch, capsys):
+def test_gpu_script_without_cuda_says_so_times_nothing_and_fails(gpu, monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert gpu.main([]) == gpu.NO_CUDA
-    assert capsys.readouterr().out.strip() == gpu.NO_CUDA
+    with pytest.raises(SystemExit) as stopped:  # status 1, the line on stderr
+        gpu.main([])
+    assert stopped.value.code == gpu.NO_CUDA and capsys.readouterr().out == ""
+
+
+def test_a_script_refuses_to_replace_another_scripts_results(descent, gpu, tmp_path, capsys):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"script": descent.SCRIPT, "settings": {}, "rows": []}))
+    with pytest.raises(SystemExit) as stopped:
+        gpu.main(["--device", "cpu", "--json", str(path)])
+    assert stopped.value.code == (
+        f"--json: {path} holds the results of bench_descent.py; writing bench_sorter_gpu.py's there would replace them"
+    )
+    assert json.loads(path.read_text())["script"] == "bench_descent.py"
 
 
 def test_gpu_script_on_the_cpu_reports_sizes_above_capacity_as_dashes(gpu, tmp_path):
@@ -365,15 +378,17 @@ def test_paired_table_gives_differences_by_seed_with_their_standard_error(signal
         (["--json", "."], "is a folder"),
         (["--json", "{csv}"], "ages.csv exists and is not a benchmark's JSON; writing a benchmark's JSON there"),
         (["--json", "{run}"], "run.json exists and is not a benchmark's JSON; writing a benchmark's JSON there"),
+        (["--json", "{mine}"], "an interrupted run writes its rows beside it, and {partial} exists and is not a "),
     ],
 )
 def test_learning_signal_main_refuses_bad_arguments_in_one_line(signal, capsys, tmp_path, arguments, message):
     (tmp_path / "ages.csv").write_text("age,thickness\n31,2.5\n")
     (tmp_path / "run.json").write_text('{"command": "pretrain"}\n')
-    arguments = [
-        argument.replace("{csv}", str(tmp_path / "ages.csv")).replace("{run}", str(tmp_path / "run.json"))
-        for argument in arguments
-    ]
+    (tmp_path / "mine.partial.json").write_text("my notes\n")  # beside a new --json mine.json
+    paths = {"{csv}": "ages.csv", "{run}": "run.json", "{mine}": "mine.json", "{partial}": "mine.partial.json"}
+    for placeholder, name in paths.items():
+        arguments = [argument.replace(placeholder, str(tmp_path / name)) for argument in arguments]
+        message = message.replace(placeholder, str(tmp_path / name))
     with pytest.raises(SystemExit) as exit_info:
         signal.main(arguments)
     assert exit_info.value.code == 2

@@ -39,16 +39,20 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
 from sodeep.benchmark.rankers import Ranker, ranker_families
-from sodeep.benchmark.report import is_script_json
+from sodeep.benchmark.report import script_json_problem
 from sodeep.benchmark.scripts import run_script
 from sodeep.config import number_at_least, number_list, parse_with_quick
-from sodeep.files import atomic_write_json, json_output_problem
+from sodeep.files import atomic_write_json
 from sodeep.losses import SpearmanLoss
 from sodeep.ranks import rank
+
+#: The name its ``--json`` records, so that no other script's results are replaced by its own.
+SCRIPT = Path(__file__).name
 
 #: Clustered scores: elements per cluster (about) and a cluster's spread relative to the centres'.
 ELEMENTS_PER_CLUSTER = 10
@@ -303,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> str:
     arguments = parse_with_quick(build_parser(), argv, {"draws": 30, "lengths": [5, 20], "directions": 4})
-    if arguments.json and (problem := json_output_problem(arguments.json, is_script_json, "a benchmark's JSON")):
+    if arguments.json and (problem := script_json_problem(arguments.json, SCRIPT)):
         raise SystemExit(f"--json: {problem}")
     distributions = [name.strip() for name in arguments.distributions.split(",") if name.strip()]
     unknown = sorted(set(distributions) - set(DISTRIBUTIONS))
@@ -350,7 +354,12 @@ def main(argv: Sequence[str] | None = None) -> str:
     print(text)
     if arguments.json:
         settings = {key: value for key, value in vars(arguments).items() if key != "json"}
-        payload = {"settings": settings, "rows": [asdict(row) for row in rows], "not_run": {**missing, **refused}}
+        payload = {
+            "script": SCRIPT,
+            "settings": settings,
+            "rows": [asdict(row) for row in rows],
+            "not_run": {**missing, **refused},
+        }
         atomic_write_json(arguments.json, payload)
     return text
 

@@ -49,9 +49,12 @@ import torch
 from sodeep.benchmark.config import BenchConfig
 from sodeep.benchmark.learning_to_sort import SortingTask, train_and_test
 from sodeep.benchmark.rankers import Ranker, ranker_families
-from sodeep.benchmark.report import is_script_json
+from sodeep.benchmark.report import script_json_problem
 from sodeep.config import number_list
-from sodeep.files import atomic_write_json, json_output_problem
+from sodeep.files import atomic_write_json
+
+#: The name its ``--json`` records, so that no other script's results are replaced by its own.
+SCRIPT = Path(__file__).name
 
 #: Temperatures in score units: the compared pairs', the mixture's soft part, the wide backward's.
 PAIR_TEMPERATURE = 0.1
@@ -346,6 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def partial_path(json_path: str) -> str:
+    """Where an interrupted run writes its rows when ``json_path`` holds a finished run."""
+    return str(Path(json_path).with_suffix(".partial.json"))
+
+
 def main(argv: Sequence[str] | None = None) -> str:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -371,8 +379,10 @@ def main(argv: Sequence[str] | None = None) -> str:
         parser.error(
             f"--lengths must all be <= {most} (distinct {BenchConfig().sorting_digits}-digit numbers), got {args.lengths}"
         )
-    if args.json and (problem := json_output_problem(args.json, is_script_json, "a benchmark's JSON")):
+    if args.json and (problem := script_json_problem(args.json, SCRIPT)):
         parser.error(f"--json: {problem}")
+    if args.json and (problem := script_json_problem(partial_path(args.json), SCRIPT)):
+        parser.error(f"--json: an interrupted run writes its rows beside it, and {problem}")
     names, missing = available_variants(requested)
     for name, reason in missing.items():
         print(f"skipped {name}: {reason}", file=sys.stderr)
@@ -391,10 +401,12 @@ def main(argv: Sequence[str] | None = None) -> str:
     # An interrupted run leaves a finished one's file as it was: its rows to a file beside it.
     target = args.json
     if args.json and not complete and _holds_a_complete_run(args.json):
-        target = str(Path(args.json).with_suffix(".partial.json"))
+        target = partial_path(args.json)
     if target:
         settings = {**vars(args), "variants": names, "lengths": lengths}
-        atomic_write_json(target, {"settings": settings, "skipped": missing, "complete": complete, "rows": rows})
+        atomic_write_json(
+            target, {"script": SCRIPT, "settings": settings, "skipped": missing, "complete": complete, "rows": rows}
+        )
     if not complete:
         kept = f"; {args.json} keeps its finished run, these rows are in {target}" if target != args.json else ""
         print(

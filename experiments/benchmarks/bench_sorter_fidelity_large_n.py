@@ -34,21 +34,25 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from sodeep.benchmark.report import is_script_json
+from sodeep.benchmark.report import script_json_problem
 from sodeep.benchmark.scripts import run_script
 from sodeep.checkpoints import default_sorter_path, load_sorter
 from sodeep.config import parse_json_object, parse_lengths, parse_with_quick
-from sodeep.files import atomic_write_json, json_output_problem
+from sodeep.files import atomic_write_json
 from sodeep.metrics import rowwise_spearman
 from sodeep.ranks import rank
 from sodeep.sorters import build_sorter
 from sodeep.synthetic import FAMILIES, generate_sequences, make_generator
+
+#: The name its ``--json`` records, so that no other script's results are replaced by its own.
+SCRIPT = Path(__file__).name
 
 DEFAULT_LENGTHS = (512, 1024, 4096, 16384)
 #: Clustered scores: this many centres N(0, 1), each element its centre plus CLUSTER_WIDTH N(0, 1).
@@ -304,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> str:
     arguments = parse_with_quick(build_parser(), argv, {"lengths": "64,256", "sequences": 4, "repeats": 1})
-    if arguments.json and (problem := json_output_problem(arguments.json, is_script_json, "a benchmark's JSON")):
+    if arguments.json and (problem := script_json_problem(arguments.json, SCRIPT)):
         raise SystemExit(f"--json: {problem}")
     try:
         lengths = parse_lengths(arguments.lengths)
@@ -349,7 +353,9 @@ def main(argv: Sequence[str] | None = None) -> str:
     print(text)
     if arguments.json:
         settings = {key: value for key, value in vars(arguments).items() if key != "json"}
-        atomic_write_json(arguments.json, {"sorter": title, "settings": settings, "rows": [asdict(r) for r in rows]})
+        atomic_write_json(
+            arguments.json, {"script": SCRIPT, "sorter": title, "settings": settings, "rows": [asdict(r) for r in rows]}
+        )
     return text
 
 

@@ -34,19 +34,23 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 
 from sodeep.benchmark.rankers import Ranker, ranker_families
-from sodeep.benchmark.report import is_script_json
+from sodeep.benchmark.report import script_json_problem
 from sodeep.benchmark.scripts import run_script
 from sodeep.checkpoints import TRAINING_SETTINGS
 from sodeep.config import number_list, parse_with_quick
-from sodeep.files import atomic_write_json, json_output_problem
+from sodeep.files import atomic_write_json
 from sodeep.losses import SpearmanLoss
 from sodeep.ranks import rank
 from sodeep.wording import plural
+
+#: The name its ``--json`` records, so that no other script's results are replaced by its own.
+SCRIPT = Path(__file__).name
 
 MODES = ("forward", "forward+backward")
 #: Calls per timed block at most (tiny cells would otherwise run thousands).
@@ -249,12 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> str:
     arguments = parse_with_quick(build_parser(), argv, QUICK)
-    if arguments.json and (problem := json_output_problem(arguments.json, is_script_json, "a benchmark's JSON")):
+    if arguments.json and (problem := script_json_problem(arguments.json, SCRIPT)):
         raise SystemExit(f"--json: {problem}")
     if arguments.device is None and not torch.cuda.is_available():
-        said = NO_CUDA + (f"; {arguments.json} not written" if arguments.json else "")
-        print(said)
-        return said
+        # A failure (status 1): a job that asked for GPU figures got none.
+        raise SystemExit(NO_CUDA + (f"; {arguments.json} not written" if arguments.json else ""))
     if (
         arguments.rounds < 1
         or not arguments.block_seconds > 0
@@ -321,7 +324,9 @@ def main(argv: Sequence[str] | None = None) -> str:
     print(text)
     if arguments.json:
         settings = {key: value for key, value in vars(arguments).items() if key != "json"}
-        atomic_write_json(arguments.json, {"device": name, "settings": settings, "rows": rows, "not_run": missing})
+        atomic_write_json(
+            arguments.json, {"script": SCRIPT, "device": name, "settings": settings, "rows": rows, "not_run": missing}
+        )
     return text
 
 

@@ -16,7 +16,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from sodeep.files import atomic_write_text, finite_or_null
+from sodeep.files import atomic_write_text, finite_or_null, json_output_problem
 
 SCHEMA = "sodeep-bench/1"
 RESULT_KEYS = (
@@ -279,10 +279,26 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def is_script_json(data: object) -> bool:
+def is_script_json(data: object, script: str | None = None) -> bool:
     """Whether ``data`` (parsed JSON) is what a benchmark script's ``--json`` writes: an object
-    with its ``settings`` and ``rows`` (a file that a later run of a script may replace)."""
-    return isinstance(data, dict) and {"settings", "rows"} <= data.keys()
+    with its ``settings`` and ``rows`` (a file that a later run of a script may replace), and with
+    ``script`` given, not one that names another script (:func:`script_json_problem`)."""
+    return (
+        isinstance(data, dict)
+        and {"settings", "rows"} <= data.keys()
+        and (script is None or data.get("script", script) == script)
+    )
+
+
+def script_json_problem(path: str, script: str) -> str | None:
+    """Why the benchmark script ``script`` (a file name) should not write its ``--json`` to
+    ``path`` (one line), or ``None``: a file there that is not a benchmark's JSON, or the results
+    of another script, would be lost.  The scripts write ``{"script": script, ...}``."""
+    problem = json_output_problem(path, is_script_json, "a benchmark's JSON")
+    if problem is not None or json_output_problem(path, lambda data: is_script_json(data, script), "") is None:
+        return problem
+    other = json.loads(Path(path).read_text(encoding="utf-8"))["script"]
+    return f"{path} holds the results of {other}; writing {script}'s there would replace them"
 
 
 def written_out(value: float, digits: int) -> str:
