@@ -73,7 +73,9 @@ def main() -> None:
     for scale, l1_weight, floor in SETTINGS:
         values = [held_out_spearman(seed, scale, l1_weight, floor) for seed in seeds]
         shown = ", ".join(f"{value:.2f}" for value in values)
-        print(f"| {scale:g} | {l1_weight:g} | {floor:g} | {shown} | {min(values):.2f}-{max(values):.2f} |", flush=True)
+        print(
+            f"| {scale:g} | {l1_weight:g} | {floor:g} | {shown} | {min(values):.2f} to {max(values):.2f} |", flush=True
+        )
 
 
 if __name__ == "__main__":

@@ -205,7 +205,7 @@ def main() -> None:
 
     print(
         f"\nThe pretraining job (`pretrain()`, default settings, {arguments.job_steps} steps), "
-        f"medians of {arguments.job_repeats} jobs of each kind, taking turns:\n"
+        f"medians of {plural(arguments.job_repeats, 'job')} of each kind, taking turns:\n"
     )
     job = pretraining_job_seconds(arguments.job_steps, arguments.job_repeats)
     names = list(JOB_KINDS)
