@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if arguments.ranker == MSE and arguments.setting is not None:  # a sweep's grid may give it to every trial
         print(f"note: --setting {arguments.setting} is not used: --ranker {MSE} has no ranker", file=sys.stderr)
-    wandb_folder = arguments.wandb_dir or os.environ.get("WANDB_DIR")
-    if wandb_folder and _keeps_a_wandb_run(wandb_folder):
+    wandb_folder = arguments.wandb_dir or os.environ.get("WANDB_DIR") or None
+    if wandb_folder is not None and _keeps_a_wandb_run(wandb_folder):
         try:  # before the training, which a folder that cannot be made would waste
             make_folder(wandb_folder)
         except OSError as error:
