@@ -38,8 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="split and initialization")
     parser.add_argument("--steps", type=int, default=defaults.regression_steps)
     parser.add_argument("--batch", type=int, default=defaults.regression_batch, help="rows per step (the n ranked)")
-    parser.add_argument("--learning-rate", type=float, default=defaults.regression_learning_rate)
-    parser.add_argument("--wandb-dir", help="keep the W&B run here (default: $WANDB_DIR; neither: no W&B run)")
+    parser.add_argument("--learning-rate", "--learning_rate", type=float, default=defaults.regression_learning_rate)
+    parser.add_argument(
+        "--wandb-dir", "--wandb_dir", help="keep the W&B run here (default: $WANDB_DIR; neither: no W&B run)"
+    )
     return parser
 
 
@@ -111,4 +113,5 @@ def log_to_wandb(config: dict, result: dict, folder: str | None) -> None:
 
 
 if __name__ == "__main__":
-    run_script(lambda: sys.exit(main()))  # Ctrl-C or SIGTERM: one line, status 130
+    # Ctrl-C or SIGTERM: one line, status 130 (a sweep runs the trial again).
+    run_script(lambda: sys.exit(main()), kept="no summary was written")

@@ -9,19 +9,19 @@ from pathlib import Path
 
 from sodeep.run_folder import INTERRUPTED
 
+#: What a benchmark script interrupted has kept, as its line says.
+SCRIPT_KEPT = "nothing was written, and only a table printed above in full is complete"
 
-def run_script(main: Callable[[], object]) -> None:
-    """Run a benchmark script's ``main``: Ctrl-C or SIGTERM ends it in one line on stderr and
-    exit status 130, not a traceback.  What it printed stays; what it writes at its end
-    (``--json``) is not written."""
+
+def run_script(main: Callable[[], object], kept: str = SCRIPT_KEPT) -> None:
+    """Run a benchmark script's ``main``: Ctrl-C or SIGTERM ends it in one line on stderr,
+    ``<script>: interrupted; <kept>``, and exit status 130, not a traceback.  What it printed
+    stays; what it writes at its end (``--json``) is not written."""
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         main()
     except KeyboardInterrupt:
-        print(
-            f"{Path(sys.argv[0]).name}: interrupted; nothing was written, and only a table printed above in full is complete",
-            file=sys.stderr,
-        )
+        print(f"{Path(sys.argv[0]).name}: interrupted; {kept}", file=sys.stderr)
         raise SystemExit(INTERRUPTED) from None
     finally:
         signal.signal(signal.SIGTERM, previous)

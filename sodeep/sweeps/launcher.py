@@ -176,6 +176,8 @@ class TrialLauncher:
         self.spec, self.folder, self.wandb, self.threads, self.echo = spec, folder, wandb, threads, echo
         self.program = resolve_program(spec.program, launch_directory)
         if "${program}" in spec.command and not Path(self.program).is_file():
+            if Path(spec.program).is_absolute():
+                raise ValueError(f"{spec.source}: program {spec.program} is not a file")
             raise ValueError(
                 f"{spec.source}: program {spec.program} is not a file in {launch_directory}; a relative program is "
                 "found from where the sweep starts, as by W&B's agent"

@@ -177,12 +177,14 @@ def markdown(
     """``report.md``: what was run (with ``notes``), then per metric a table of settings and its plot."""
     changing, fixed = varying(settings)
     repeats = repeated_over(settings, over)
+    with_results = sum(1 for setting in settings if setting.trials)
+    only_lost = f" ({with_results} with a finished trial)" if with_results < len(settings) else ""
     lines = [
         f"# Sweep {name}",
         "",
         f"Regenerate with `{command}`.",
         "",
-        f"{len(settings)} setting{'' if len(settings) == 1 else 's'} from {counts['finished']} finished "
+        f"{len(settings)} setting{'' if len(settings) == 1 else 's'}{only_lost} from {counts['finished']} finished "
         f"trial{'' if counts['finished'] == 1 else 's'} "
         f"({counts['failed']} failed, {counts['no summary']} without a summary: interrupted or not run); "
         f"mean +- sd over {repeats}.",
@@ -209,6 +211,12 @@ def markdown(
             f"Differences are paired with the setting at {against} (other parameters equal), "
             f"over the {repeats} both have; p: two-sided Wilcoxon signed-rank test.",
         ]
+        paired_rows = [row for row in rows for metric in metrics[:1] if not math.isnan(row[f"{metric}_pairs"])]
+        if rows and metrics and not paired_rows:
+            lines[-1] += (
+                f" **No setting has a baseline to pair with:** none other than those at {against} has a twin "
+                "there with its other parameters equal (a random sweep's continuous parameters give none)."
+            )
     else:
         lines += ["", "No baseline: add `--baseline KEY=VALUE` for paired differences."]
     for metric in metrics:

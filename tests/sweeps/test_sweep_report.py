@@ -203,6 +203,24 @@ def test_trials_that_started_and_left_no_results_are_counted_with_their_setting(
     assert [row["losses"] for row in rows(tmp_path)] == ["l1", "mse", "mae"]
     text = (tmp_path / "report.md").read_text()
     assert "| mae | 0 (+1 trial without results) |" in text and "in 2 settings, trials failed" in text
+    assert "3 settings (2 with a finished trial) from 5 finished trials" in text
+
+
+def test_a_baseline_that_no_setting_can_pair_with_is_said(tmp_path):
+    # A random sweep's continuous parameter: no other setting shares the baseline's learning rate.
+    records = [
+        ({"ranker": "mse", "learning_rate": 0.01 * (1 + s), "seed": s}, {"r": 0.5}, None, "finished") for s in range(2)
+    ]
+    records += [
+        ({"ranker": "sodeep", "learning_rate": 0.05 + s, "seed": s}, {"r": 0.6}, None, "finished") for s in range(2)
+    ]
+    write_trials(tmp_path, records)
+    write_report(tmp_path, baseline=["ranker=mse"], plots=False)
+    text = (tmp_path / "report.md").read_text()
+    assert "**No setting has a baseline to pair with:** none other than those at ranker=mse has a twin there" in text
+    assert "4 settings from 4 finished trials" in text  # each with its finished trial
+    write_report(tmp_path, baseline=["ranker=mse"], over=["seed", "learning_rate"], plots=False)
+    assert "No setting has a baseline to pair with" not in (tmp_path / "report.md").read_text()
 
 
 def test_summaries_that_name_no_sweep_are_reported_with_the_sweep_they_sit_in(tmp_path):

@@ -378,6 +378,11 @@ def test_bayes_suggests_from_the_trials_so_far_and_resumes(tmp_path, monkeypatch
     with pytest.raises(SystemExit) as exited:
         main(["run", str(sweep), "--root", str(tmp_path / "runs"), "--dry-run"])
     assert exited.value.code == 2 and "program program.py is not a file" in capsys.readouterr().err
+    absolute = tmp_path / "nowhere" / "program.py"
+    sweep.write_text(sweep.read_text().replace("program: program.py", f"program: {absolute}"))
+    with pytest.raises(SystemExit) as exited:
+        main(["run", str(sweep), "--root", str(tmp_path / "other-runs"), "--dry-run"])
+    assert capsys.readouterr().err.rstrip().endswith(f"program {absolute} is not a file")
 
 
 def test_trials_share_the_cores_unless_the_environment_sets_threads(tmp_path, monkeypatch):
