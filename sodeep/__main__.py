@@ -18,11 +18,15 @@ def _stop_while_loading(number: int, frame: object) -> None:
 def main() -> int:
     """Load the command line (torch with it: a second or two), then run it.  A Ctrl-C or SIGTERM
     while it loads ends the process in one line with status 130, as one later does, not with a
-    traceback of the import (Ctrl-C) or silently (SIGTERM)."""
+    traceback of the import (Ctrl-C) or silently (SIGTERM).  Ctrl-C then stops the command at
+    every moment, also where the process started with it ignored (a job that a shell script
+    starts in the background), as the command's runs take it once they start."""
     try:
         previous = {number: signal.signal(number, _stop_while_loading) for number in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread
         previous = {}
+    if previous.get(signal.SIGINT) is signal.SIG_IGN:
+        previous[signal.SIGINT] = signal.default_int_handler
     try:
         from sodeep.cli import build_parser
         from sodeep.cli import main as run

@@ -60,3 +60,24 @@ def test_the_console_script_starts_from_the_module_that_takes_a_stop_while_loadi
     assert "from sodeep.__main__ import main" in script.read_text(encoding="utf-8")
     result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "pretrain" in result.stdout
+
+
+def test_ctrl_c_stops_a_command_started_with_it_ignored_once_the_command_has_loaded():
+    """A job that a shell script starts in the background inherits Ctrl-C ignored; the command's
+    runs take Ctrl-C once they start, so it must not be ignored while the command sets them up."""
+    import signal
+
+    code = (
+        "import signal, sodeep.cli, sodeep.__main__\n"
+        "sodeep.cli.main = lambda parser: print(signal.getsignal(signal.SIGINT)) or 0\n"
+        "sodeep.__main__.main()\n"
+    )
+    for disposition in (signal.SIG_IGN, signal.default_int_handler):
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            preexec_fn=lambda disposition=disposition: signal.signal(signal.SIGINT, disposition),
+        )
+        assert result.returncode == 0 and result.stdout == "<built-in function default_int_handler>\n", result
