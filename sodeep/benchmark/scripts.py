@@ -15,13 +15,15 @@ SCRIPT_KEPT = "nothing was written, and only a table printed above in full is co
 
 def run_script(main: Callable[[], object], kept: str = SCRIPT_KEPT) -> None:
     """Run a benchmark script's ``main``: Ctrl-C or SIGTERM ends it in one line on stderr,
-    ``<script>: interrupted; <kept>``, and exit status 130, not a traceback.  What it printed
-    stays; what it writes at its end (``--json``) is not written."""
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    ``<script>: interrupted; <kept>``, and exit status 130, not a traceback (also where the
+    process started with Ctrl-C ignored, as a background job of a shell script does).  What it
+    printed stays; what it writes at its end (``--json``) is not written."""
+    previous = {number: signal.signal(number, signal.default_int_handler) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         main()
     except KeyboardInterrupt:
         print(f"{Path(sys.argv[0]).name}: interrupted; {kept}", file=sys.stderr)
         raise SystemExit(INTERRUPTED) from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
