@@ -137,6 +137,12 @@ def test_a_script_refuses_to_replace_another_scripts_results(descent, gpu, tmp_p
         f"--json: {path} holds the results of bench_descent.py; writing bench_sorter_gpu.py's there would replace them"
     )
     assert json.loads(path.read_text())["script"] == "bench_descent.py"
+    path.write_text(json.dumps({"script": None, "settings": {}, "rows": []}))  # edited by hand
+    with pytest.raises(SystemExit) as stopped:
+        gpu.main(["--device", "cpu", "--json", str(path)])
+    assert stopped.value.code == (
+        f"--json: {path} holds the results of another script; writing bench_sorter_gpu.py's there would replace them"
+    )
 
 
 def test_gpu_script_on_the_cpu_reports_sizes_above_capacity_as_dashes(gpu, tmp_path):

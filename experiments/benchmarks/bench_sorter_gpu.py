@@ -19,7 +19,7 @@ reason under the table.
     python experiments/benchmarks/bench_sorter_gpu.py [--compile] [--json gpu.json]
     python experiments/benchmarks/bench_sorter_gpu.py --device cpu --quick
 
-Without CUDA and without ``--device`` the script says so in one line and exits 0 (nothing is
+Without CUDA and without ``--device`` the script says so in one line and exits 1 (nothing is
 timed); ``--device cpu`` runs the same measurements on the CPU.
 """
 

@@ -82,14 +82,23 @@ def main(argv: list[str] | None = None) -> int:
         try:  # before the training, which a folder that cannot be made would waste
             make_folder(wandb_folder)
         except OSError as error:
-            print(f"--wandb-dir: {os_error_line(error)}", file=sys.stderr)
+            print(f"{'--wandb-dir' if arguments.wandb_dir else 'WANDB_DIR'}: {os_error_line(error)}", file=sys.stderr)
             return 2
     result = train_regression(ranker, data, arguments.seed, arguments.steps, arguments.batch, arguments.learning_rate)
     print(f"{arguments.ranker} on {arguments.task}, seed {arguments.seed}: test Spearman {result['spearman']:.4f}")
     settings = {key: value for key, value in vars(arguments).items() if key != "wandb_dir"}
-    write_trial_summary(settings, result)
+    if write_trial_summary(settings, result) is not None:
+        _written.append("its summary")
     log_to_wandb(settings, result, wandb_folder)
     return 0
+
+
+#: What the trial has written, for the line of a stop.
+_written: list[str] = []
+
+
+def _kept() -> str:
+    return f"{_written[0]} was written (its W&B run was not)" if _written else "no summary was written"
 
 
 def _wandb_mode() -> str:
@@ -114,4 +123,4 @@ def log_to_wandb(config: dict, result: dict, folder: str | None) -> None:
 
 if __name__ == "__main__":
     # Ctrl-C or SIGTERM: one line, status 130 (a sweep runs the trial again).
-    run_script(lambda: sys.exit(main()), kept="no summary was written")
+    run_script(lambda: sys.exit(main()), kept=_kept)

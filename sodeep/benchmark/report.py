@@ -298,7 +298,8 @@ def script_json_problem(path: str, script: str) -> str | None:
     if problem is not None or json_output_problem(path, lambda data: is_script_json(data, script), "") is None:
         return problem
     other = json.loads(Path(path).read_text(encoding="utf-8"))["script"]
-    return f"{path} holds the results of {other}; writing {script}'s there would replace them"
+    whose = other if isinstance(other, str) else "another script"
+    return f"{path} holds the results of {whose}; writing {script}'s there would replace them"
 
 
 def written_out(value: float, digits: int) -> str:

@@ -132,6 +132,20 @@ def test_the_trial_program_refuses_a_wandb_folder_it_cannot_make_before_training
     assert program.main(["--ranker", "mse", "--steps", "2", "--wandb-dir", str(precious)]) == 2
     assert capsys.readouterr().err == f"--wandb-dir: {precious} is a file, not a folder; choose another path\n"
     assert precious.read_text() == "notes\n"
+    monkeypatch.setenv("WANDB_DIR", str(precious))  # as a sweep sets it: the message names where it came from
+    assert program.main(["--ranker", "mse", "--steps", "2"]) == 2
+    assert capsys.readouterr().err == f"WANDB_DIR: {precious} is a file, not a folder; choose another path\n"
+
+
+def test_the_trial_program_stopped_after_writing_its_summary_says_so(tmp_path, monkeypatch):
+    program = _trial_program()
+    monkeypatch.setattr(program, "log_to_wandb", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setenv("SODEEP_SWEEP_TRIAL_SUMMARY", str(tmp_path / "summary.json"))
+    assert program._kept() == "no summary was written"
+    with pytest.raises(KeyboardInterrupt):  # a stop while the trial logs to W&B, after its summary
+        program.main(["--ranker", "mse", "--steps", "2"])
+    assert (tmp_path / "summary.json").is_file()
+    assert program._kept() == "its summary was written (its W&B run was not)"
 
 
 def test_the_trial_program_ends_a_stop_in_one_line(tmp_path):
@@ -150,13 +164,17 @@ def test_the_trial_program_ends_a_stop_in_one_line(tmp_path):
     if not status.is_file():
         program.kill()
         pytest.skip("no /proc here to tell when the program takes Ctrl-C")
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and program.poll() is None:
-        caught = next(line for line in status.read_text().splitlines() if line.startswith("SigCgt:"))
-        if int(caught.split()[1], 16) >> (signal.SIGINT - 1) & 1:
-            break
-        time.sleep(0.1)
-    program.send_signal(signal.SIGINT)
-    _, error = program.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and program.poll() is None:
+            caught = next(line for line in status.read_text().splitlines() if line.startswith("SigCgt:"))
+            if int(caught.split()[1], 16) >> (signal.SIGINT - 1) & 1:
+                break
+            time.sleep(0.1)
+        program.send_signal(signal.SIGINT)
+        _, error = program.communicate(timeout=60)
+    finally:
+        program.kill()  # whatever happened: no training left running
+        program.wait()
     assert program.returncode == 130
     assert error == "spearman_ranker_trial.py: interrupted; no summary was written\n"
