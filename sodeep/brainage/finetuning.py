@@ -22,7 +22,7 @@ Example:
     ...                 model=torch.nn.Linear(2, 1))
     Traceback (most recent call last):
     ...
-    FileNotFoundError: no file or folder at no/such/folder to start the runs from
+    FileNotFoundError: init_from: no file or folder at no/such/folder to start the runs from
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ class FineTuning:
         the command's architecture); writes nothing."""
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"no file or folder at {path} to start the runs from")
+            raise FileNotFoundError(f"init_from: no file or folder at {path} to start the runs from")
         if path.is_file():
             checkpoint_weights(path, model)
             if command != "synthetic":
@@ -350,9 +350,14 @@ def _finished_runs(folder: Path) -> dict[str, list[dict[str, Any]]]:
     return {name: entry["runs"] for name, entry in results["presets"].items() if entry["runs"]}
 
 
+#: The settings of a run folder that choose its folds rather than its subjects.
+FOLD_SETTINGS = ("folds", "split")
+
+
 def _refuse_a_fold_of_the_same_data(path: Path, command: str, settings: Mapping[str, Any]) -> None:
     """Refuse ``path`` when it is ``FOLDER/checkpoints/<preset>/<run>/*.ckpt`` of a run folder
-    of ``command`` on the same data and folds."""
+    of ``command`` on the same data (whatever its folds): that model was trained on subjects that
+    these runs test."""
     parents = path.resolve().parents
     if len(parents) < 4 or parents[2].name != "checkpoints" or not (parents[3] / RUN_RECORD).is_file():
         return
@@ -360,13 +365,25 @@ def _refuse_a_fold_of_the_same_data(path: Path, command: str, settings: Mapping[
     try:
         record = _run_record(folder, command)
     except ValueError:
-        return  # another command's folder: not these folds
-    if all(record["config"].get(key) == settings.get(key) for key in SAME_DATA[command]):
+        return  # another command's folder: not these subjects
+    data_keys = [key for key in SAME_DATA[command] if key not in FOLD_SETTINGS]
+    if not all(record["config"].get(key) == settings.get(key) for key in data_keys):
+        return
+    other_folds = [key for key in FOLD_SETTINGS if record["config"].get(key) != settings.get(key)]
+    if not other_folds:
         raise ValueError(
             f"init_from: {path} is the model of one run of {folder}, on these same data and folds, so it has "
             f"seen the other folds' test subjects; give init_from={str(parents[1])!r} to start each run from the "
             "model of its own (seed, fold)"
         )
+    changes = ", ".join(
+        f"{key}: {record['config'].get(key)!r} there, {settings.get(key)!r} here" for key in other_folds
+    )
+    raise ValueError(
+        f"init_from: {path} is the model of one run of {folder}, on these same data with other folds ({changes}), "
+        "so it has seen test subjects of these runs; start from a model of another cohort, or give that folder's "
+        "settings to fine-tune each run from the model of its own (seed, fold)"
+    )
 
 
 def _record_sha256(record: Mapping[str, Any]) -> str:

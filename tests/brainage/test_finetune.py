@@ -186,6 +186,20 @@ def _foreign(folder, command):
             "best.ckpt is the model of one run of .*, on these same data and folds, .*; give --init-from "
             ".*checkpoints/l1 to start each run from the model of its own",
         ),
+        (  # other folds of the same subjects: that model has seen test subjects of these runs
+            lambda paths: [
+                "--init-from",
+                str(paths["source"] / "checkpoints" / "l1" / "seed0_fold1" / "best.ckpt"),
+                "--folds",
+                "3",
+            ],
+            r"best.ckpt is the model of one run of .*, on these same data with other folds \(folds: 2 there, 3 "
+            r"here\), so it has seen test subjects of these runs; start from a model of another cohort",
+        ),
+        (
+            lambda paths: ["--init-from", str(paths["two"] / "nowhere")],
+            "error: --init-from: no file or folder at .*nowhere",
+        ),
         (
             lambda paths: ["--init-from", str(paths["two"])],
             r"holds the presets \['l1', 'mse'\]; give .*checkpoints/l1 or",
@@ -212,6 +226,8 @@ def _foreign(folder, command):
         "other-table",
         "missing-runs",
         "a-fold-of-the-same-data",
+        "a-fold-of-the-same-subjects-in-other-folds",
+        "no-such-path",
         "two-presets",
         "no-such-preset",
         "freeze-from-scratch",
