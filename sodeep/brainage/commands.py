@@ -282,7 +282,7 @@ def run_nifti(
     config: NiftiConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True
 ) -> dict[str, Any]:
     """k-fold cross-validation of ``config.losses`` with SFCN on the volumes of a manifest."""
-    from sodeep.brainage.cross_validation import cross_validate, unfinished_runs
+    from sodeep.brainage.cross_validation import cross_validate, results_to_continue, unfinished_runs
     from sodeep.brainage.csv_files import describe_left_out
     from sodeep.brainage.finetuning import open_fine_tuning
     from sodeep.brainage.interruption import SignalStop
@@ -392,6 +392,20 @@ def run_nifti(
                 f"{plural(len(cohort.ages), 'subject')}, {plural(len(cohort.problems), 'row')} left out; grid {shape} at "
                 f"{config.voxel_size} mm"
             )
+        description = {
+            "grid": list(shape),
+            "volume_files_sha256": cohort.files_digest(),
+            "skipped_rows": [{"line": line, "reason": reason} for line, reason in cohort.problems],
+        }
+        try:  # the folder's results against the cohort's settings, before a W&B run starts
+            results_to_continue(
+                out, len(cohort.ages), config.losses, config.seeds, config.folds, training, description,
+                fine_tuning=fine_tuning,
+            )  # fmt: skip
+        except ValueError:
+            if leader and kept_record is not None:
+                atomic_write(out / RUN_RECORD, lambda stream: stream.write(kept_record))
+            raise
         with wandb_run(config.wandb if leader else "disabled", out, "nifti", record, stop) as run:
             try:
                 results = cross_validate(
@@ -406,11 +420,7 @@ def run_nifti(
                     folds=config.folds,
                     seeds=config.seeds,
                     config=training,
-                    description={
-                        "grid": list(shape),
-                        "volume_files_sha256": cohort.files_digest(),
-                        "skipped_rows": [{"line": line, "reason": reason} for line, reason in cohort.problems],
-                    },
+                    description=description,
                     fine_tuning=fine_tuning,
                     progress=progress and leader,
                     on_run=run_logger(run),

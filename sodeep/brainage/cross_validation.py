@@ -80,6 +80,26 @@ def unfinished_runs(
     return results, pending
 
 
+def results_to_continue(
+    out: str | Path,
+    subjects: int,
+    presets: Sequence[str],
+    seeds: Sequence[int],
+    folds: int,
+    config: TrainingConfig,
+    description: dict[str, Any] | None = None,
+    split: str = "stratified",
+    fine_tuning: FineTuning | None = None,
+) -> tuple[dict[str, Any], list[tuple[int, int, str]]]:
+    """The results that ``out`` holds and the ``(seed, fold, preset)`` runs still to train, for a
+    :func:`cross_validate` of these settings on ``subjects`` subjects: a ``ValueError`` (one line)
+    where the folder holds runs of other settings.  Writes nothing."""
+    if fine_tuning is not None:
+        description = (description or {}) | {"init_from": fine_tuning.settings()}
+    settings = cross_validation_settings(subjects, folds, config, description, split)
+    return unfinished_runs(Path(out), settings, presets, seeds, folds)
+
+
 def cross_validate(
     ages: np.ndarray,
     sites: Sequence[str],
@@ -156,10 +176,9 @@ def cross_validate(
     leader = process_rank(**trainer_options) == 0
     out = Path(out)
     results_path = out / RESULTS_FILE
-    if fine_tuning is not None:
-        description = (description or {}) | {"init_from": fine_tuning.settings()}
-    settings = cross_validation_settings(len(ages), folds, config, description, split)
-    results, pending = unfinished_runs(out, settings, presets, seeds, folds)
+    results, pending = results_to_continue(
+        out, len(ages), presets, seeds, folds, config, description, split, fine_tuning
+    )
     if on_checked is not None:
         on_checked(len(pending))
 

@@ -248,8 +248,10 @@ def test_synthetic_overwrite_keeps_the_previous_run_until_the_new_cohort_is_simu
     assert json.loads((out / "run.json").read_text())["config"]["max_epochs"] == 3
 
 
-def test_resuming_a_nifti_run_whose_volumes_changed_is_refused(tmp_path, capsys):
+def test_resuming_a_nifti_run_whose_volumes_changed_is_refused(tmp_path, capsys, monkeypatch):
     from brainage_inputs import write_manifest
+
+    from sodeep.brainage import commands
 
     write_manifest(tmp_path)
     out = tmp_path / "out"
@@ -259,6 +261,8 @@ def test_resuming_a_nifti_run_whose_volumes_changed_is_refused(tmp_path, capsys)
     os.utime(tmp_path / "s3.nii.gz", ns=(status.st_atime_ns, status.st_mtime_ns + 10**9))  # rewritten in place
     capsys.readouterr()
     record = (out / "run.json").read_bytes()
+    # Refused before a W&B run starts (an offline run would leave an empty segment in the folder).
+    monkeypatch.setattr(commands, "wandb_run", lambda *args: pytest.fail("a W&B run started before the refusal"))
     with pytest.raises(SystemExit) as exit_info:
         brainage("nifti", out, tmp_path, "--max-epochs", "1", "--seeds", "0", "1", "2", "--resume")
     assert (out / "run.json").read_bytes() == record  # the refused command's seeds are not recorded
