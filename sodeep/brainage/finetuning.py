@@ -350,14 +350,14 @@ def _finished_runs(folder: Path) -> dict[str, list[dict[str, Any]]]:
     return {name: entry["runs"] for name, entry in results["presets"].items() if entry["runs"]}
 
 
-#: The settings of a run folder that choose its folds rather than its subjects.
-FOLD_SETTINGS = ("folds", "split")
+#: The setting of a run folder that names its subjects: the digest of its table or manifest.
+SAME_SUBJECTS = {"tabular": "table_sha256", "nifti": "manifest_sha256"}
 
 
 def _refuse_a_fold_of_the_same_data(path: Path, command: str, settings: Mapping[str, Any]) -> None:
     """Refuse ``path`` when it is ``FOLDER/checkpoints/<preset>/<run>/*.ckpt`` of a run folder
-    of ``command`` on the same data (whatever its folds): that model was trained on subjects that
-    these runs test."""
+    of ``command`` on the same table or manifest (whatever its folds, columns or grid): that model
+    was trained on subjects that these runs test."""
     parents = path.resolve().parents
     if len(parents) < 4 or parents[2].name != "checkpoints" or not (parents[3] / RUN_RECORD).is_file():
         return
@@ -366,23 +366,20 @@ def _refuse_a_fold_of_the_same_data(path: Path, command: str, settings: Mapping[
         record = _run_record(folder, command)
     except ValueError:
         return  # another command's folder: not these subjects
-    data_keys = [key for key in SAME_DATA[command] if key not in FOLD_SETTINGS]
-    if not all(record["config"].get(key) == settings.get(key) for key in data_keys):
+    if record["config"].get(SAME_SUBJECTS[command]) != settings.get(SAME_SUBJECTS[command]):
         return
-    other_folds = [key for key in FOLD_SETTINGS if record["config"].get(key) != settings.get(key)]
-    if not other_folds:
+    differing = [key for key in SAME_DATA[command] if record["config"].get(key) != settings.get(key)]
+    if not differing:
         raise ValueError(
             f"init_from: {path} is the model of one run of {folder}, on these same data and folds, so it has "
             f"seen the other folds' test subjects; give init_from={str(parents[1])!r} to start each run from the "
             "model of its own (seed, fold)"
         )
-    changes = ", ".join(
-        f"{key}: {record['config'].get(key)!r} there, {settings.get(key)!r} here" for key in other_folds
-    )
+    changes = ", ".join(f"{key}: {record['config'].get(key)!r} there, {settings.get(key)!r} here" for key in differing)
     raise ValueError(
-        f"init_from: {path} is the model of one run of {folder}, on these same data with other folds ({changes}), "
-        "so it has seen test subjects of these runs; start from a model of another cohort, or give that folder's "
-        "settings to fine-tune each run from the model of its own (seed, fold)"
+        f"init_from: {path} is the model of one run of {folder}, on these same subjects with other settings "
+        f"({changes}), so it has seen test subjects of these runs; start from a model of another cohort, or give "
+        "that folder with its settings to fine-tune each run from the model of its own (seed, fold)"
     )
 
 

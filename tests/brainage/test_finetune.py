@@ -193,8 +193,8 @@ def _foreign(folder, command):
                 "--folds",
                 "3",
             ],
-            r"best.ckpt is the model of one run of .*, on these same data with other folds \(folds: 2 there, 3 "
-            r"here\), so it has seen test subjects of these runs; start from a model of another cohort",
+            r"best.ckpt is the model of one run of .*, on these same subjects with other settings \(folds: 2 "
+            r"there, 3 here\), so it has seen test subjects of these runs; start from a model of another cohort",
         ),
         (
             lambda paths: ["--init-from", str(paths["two"] / "nowhere")],
