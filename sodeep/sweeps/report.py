@@ -211,8 +211,8 @@ def markdown(
             f"Differences are paired with the setting at {against} (other parameters equal), "
             f"over the {repeats} both have; p: two-sided Wilcoxon signed-rank test.",
         ]
-        paired_rows = [row for row in rows for metric in metrics[:1] if not math.isnan(row[f"{metric}_pairs"])]
-        if rows and metrics and not paired_rows:
+        # A setting without a baseline twin (the baseline's own included) has no pairs at all: NaN.
+        if rows and metrics and all(math.isnan(row[f"{metrics[0]}_pairs"]) for row in rows):
             lines[-1] += (
                 f" **No setting has a baseline to pair with:** none other than those at {against} has a twin "
                 "there with its other parameters equal (a random sweep's continuous parameters give none)."
