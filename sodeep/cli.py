@@ -636,11 +636,9 @@ def main(argv: list[str] | None = None, *, parser: argparse.ArgumentParser | Non
         if os.environ.get("SODEEP_TRACEBACK"):
             raise
         message = " ".join((os_error_line(error) if isinstance(error, OSError) else str(error)).split())
-        # The system's OSError names files, not settings; sodeep's own (no errno) may name both.
-        names_settings = not isinstance(error, OSError) or error.errno is None
-        if names_settings:
+        if not isinstance(error, OSError):  # an OSError names files, not settings
             message = as_typed(message)  # advice a Python caller reads as keyword arguments
-        if names_settings and not getattr(arguments, "config", None) and arguments.command != "sweep":
+        if not isinstance(error, OSError) and not getattr(arguments, "config", None) and arguments.command != "sweep":
             message = in_flag_words(message, parser, argv)  # a YAML config or sweep file names settings as fields
         parser.exit(2, f"{name}: error: {message}\n")
     except KeyboardInterrupt:  # before a run could save anything: nothing to resume
