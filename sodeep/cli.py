@@ -518,7 +518,8 @@ def in_flag_words(message: str, parser: argparse.ArgumentParser, argv: Sequence[
     patterns = [
         re.compile(r"(?<![\w./-])(" + "|".join(map(re.escape, names)) + r")" + after)
         for names, after in (
-            (compound, r"(?![\w/=])"),
+            # Not a file's name: ``batch_size.csv`` (a period that ends the sentence is not one).
+            (compound, r"(?![\w/=]|\.\w)"),
             # A value may be a list: ``shape: [16, 16, 16] -> [16, 16, 18]``, or one of quoted names.
             (single, r"(?= (?:must be|must not|>=|<=|>|<) |: (?:$|\[\Z|(?:\[[^\]]*\]|[^,;()\[])*? -> ))"),
         )

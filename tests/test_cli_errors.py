@@ -439,6 +439,11 @@ def test_flag_spelling_leaves_the_users_quoted_names_alone():
     assert in_flag_words(message, parser) == (
         "no age column 'batch_size'; columns are ['sub_id', \"max_epochs\", 'voxel_size']; --batch-size must be"
     )
+    # A file named as a setting is a file; a setting that ends the sentence is a flag.
+    files = "--csv: batch_size.csv is not a torch checkpoint; no table at runs/init_from.csv; give batch_size."
+    assert in_flag_words(files, parser) == (
+        "--csv: batch_size.csv is not a torch checkpoint; no table at runs/init_from.csv; give --batch-size."
+    )
     # A single word is a flag only where a condition on it follows; elsewhere it is a plain word.
     words = "max_epochs must be >= 1 and patience >= 0; the patience of 3 seeds; devices must be a count >= 1"
     assert in_flag_words(words, parser, ["brainage", "tabular", "--patience", "0"]) == (
