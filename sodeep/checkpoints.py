@@ -274,10 +274,15 @@ def read_weights_only(path: Path, map_location: Any = "cpu") -> Any:
         try:
             with zipfile.ZipFile(path) as archive:
                 damaged = archive.testzip()
+                # A member marked as a folder (the MS-DOS attribute) is read by torch as holding no
+                # bytes: its tensor would load with whatever its memory held.
+                emptied = next((info.filename for info in archive.infolist() if info.external_attr & 0x10), None)
         except Exception as error:  # BadZipFile, "encrypted", "compression method is not supported"...
             raise CheckpointError(f"{path} is a damaged torch checkpoint ({type(error).__name__})") from error
         if damaged is not None:
             raise CheckpointError(f"{path} is a damaged torch checkpoint: {damaged} fails its checksum")
+        if emptied is not None:
+            raise CheckpointError(f"{path} is a damaged torch checkpoint: {emptied} is marked as a folder")
     try:
         with warnings.catch_warnings():
             # torch's note on a bare pickle of another protocol: the error below says what the file is.

@@ -109,7 +109,13 @@ def python_scalar(value: Any) -> Any:
 
 
 def check_dense(value: torch.Tensor, name: str) -> None:
-    """A tensor of the usual (strided) layout: a sparse one is refused in one line, not deep in a kernel."""
+    """A tensor of the usual (strided) layout: a sparse or nested one is refused in one line, not
+    deep in a kernel."""
+    if value.is_nested:  # of either layout; a jagged one has no to_dense()
+        raise TypeError(
+            f"{name} must be a dense tensor, got a nested tensor: pass its rows one at a time ({name}.unbind()), "
+            "or rows of one length as a (batch, n) tensor"
+        )
     if value.layout != torch.strided:
         raise TypeError(f"{name} must be a dense tensor, got layout {value.layout}: pass {name}.to_dense()")
 

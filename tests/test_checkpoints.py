@@ -293,6 +293,33 @@ def test_a_flipped_bit_in_the_weights_is_a_checkpoint_error(tmp_path):
         load_sorter(damaged)
 
 
+def test_a_weight_member_marked_as_a_folder_is_a_checkpoint_error(tmp_path):
+    # torch reads a member with the MS-DOS folder attribute as holding no bytes and leaves its
+    # tensor's memory as it was, and the archive's checksums still pass.
+    import struct
+    import zipfile
+
+    path = save_sorter(load_sorter(), tmp_path / "sorter.pt")
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        offset = archive.start_dir
+    marked = None
+    while data[offset : offset + 4] == b"PK\x01\x02":  # the central directory's entries
+        name_length, extra_length, comment_length = struct.unpack_from("<HHH", data, offset + 28)
+        name = bytes(data[offset + 46 : offset + 46 + name_length]).decode()
+        if marked is None and "/data/" in name:
+            data[offset + 38] |= 0x10  # the external attributes' low byte
+            marked = name
+        offset += 46 + name_length + extra_length + comment_length
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(bytes(data))
+    with zipfile.ZipFile(damaged) as archive:
+        assert archive.testzip() is None
+    with pytest.raises(CheckpointError) as raised:
+        load_sorter(damaged)
+    assert str(raised.value) == f"{damaged} is a damaged torch checkpoint: {marked} is marked as a folder"
+
+
 def test_any_flipped_bit_in_the_archive_directory_is_a_checkpoint_error_or_loads(tmp_path):
     # A damaged central directory made zipfile raise NotImplementedError ("compression method"),
     # RuntimeError ("encrypted") or BadZipFile ("span multiple disks") past the checks.

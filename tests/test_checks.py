@@ -113,3 +113,22 @@ def test_a_sparse_tensor_is_refused_in_one_line_naming_the_argument(call, name):
     with pytest.raises(TypeError) as raised:
         call(sparse)
     assert str(raised.value) == f"{name} must be a dense tensor, got layout torch.sparse_coo: pass {name}.to_dense()"
+
+
+@pytest.mark.parametrize("layout", [torch.strided, torch.jagged])
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda x: __import__("sodeep").rank(x), "x"),
+        (lambda x: __import__("sodeep").load_sorter()(x), "scores"),
+        (lambda x: __import__("sodeep").SpearmanLoss()(x, torch.randn(2, 4)), "predictions"),
+    ],
+)
+def test_a_nested_tensor_is_refused_in_one_line_naming_the_argument(call, name, layout):
+    nested = torch.nested.nested_tensor([torch.randn(3), torch.randn(4)], layout=layout)
+    with pytest.raises(TypeError) as raised:
+        call(nested)
+    assert str(raised.value) == (
+        f"{name} must be a dense tensor, got a nested tensor: pass its rows one at a time ({name}.unbind()), "
+        "or rows of one length as a (batch, n) tensor"
+    )
