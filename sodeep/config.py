@@ -98,7 +98,7 @@ def parse_lengths(value: Any) -> list[int]:
     except ValueError as error:
         raise ValueError(f"lengths must be ints, a list like '8,100' or a range like '2-256', got {value!r}") from error
     if is_range and not lengths:
-        raise ValueError(f"length range {value!r} is empty")
+        raise ValueError(f"length range {value!r} is empty: give the shortest length first, e.g. '2-256'")
     if len(lengths) > MAX_RANGE_LENGTHS:
         raise ValueError(
             f"length range {value!r} holds {len(lengths):,} lengths, more than {MAX_RANGE_LENGTHS:,}: no sorter "

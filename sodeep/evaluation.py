@@ -55,7 +55,10 @@ def held_out_cells(
     check_integer(seed, "seed", 0, 2**63 - 1)
 
     def cells() -> Iterator[tuple[str, int, torch.Tensor, torch.Tensor]]:
-        for family_index, family in enumerate(families):
+        for family in families:
+            # Seeded by the family's place in FAMILIES, not in the list: a family's cells are the
+            # same sequences whichever families are evaluated with it.
+            family_index = list(FAMILIES).index(family)
             for length in lengths:
                 gen = make_generator(seed + 1000 * family_index + length)
                 scores, ranks, _ = generate_sequences(
@@ -123,10 +126,8 @@ def _fidelity_rows(
     if not usable:
         from sodeep.config import lengths_summary
 
-        raise ValueError(
-            f"no length in {lengths_summary(lengths)} is within the sorter's range {low}.."
-            f"{high if high is not None else 'any'}"
-        )
+        takes = f"n = {low} only" if low == high else f"n in {low}..{high if high is not None else 'any'}"
+        raise ValueError(f"no length in {lengths_summary(lengths)} is one the sorter takes ({takes})")
     rows, total = [], len(usable) * len(checked_families(families))
     for family, length, scores, ranks in held_out_cells(usable, families, sequences_per_cell, seed):
         rows_per_call = max(1, ELEMENTS_PER_CALL // length)

@@ -30,11 +30,19 @@ from sodeep.checkpoints import (
     run_folder_sorter,
     write_sorter_checkpoint,
 )
-from sodeep.config import PretrainConfig, config_to_dict, parse_lengths, run_wandb_mode, wandb_mode_change
+from sodeep.config import (
+    PretrainConfig,
+    config_to_dict,
+    lengths_summary,
+    parse_lengths,
+    run_wandb_mode,
+    wandb_mode_change,
+)
 from sodeep.evaluation import EVALUATION_LENGTHS, held_out_set
 from sodeep.files import atomic_write_json, file_digest
 from sodeep.metrics import mean_absolute_rank_error, mean_spearman
 from sodeep.run_folder import (
+    PREVIOUS_RUN,
     RUN_RECORD,
     RunInterrupted,
     claim_run_folder,
@@ -61,7 +69,7 @@ from sodeep.runs import (
     stop_signals_outside_training_are_interrupts,
     wandb_environment,
 )
-from sodeep.sorters import Sorter, build_sorter
+from sodeep.sorters import SORTERS, Sorter, build_sorter
 from sodeep.stream_loader import UnpackedChunks, available_cores, stream_loader
 from sodeep.synthetic import FAMILIES, SyntheticSequences
 
@@ -324,6 +332,23 @@ def _settings_as_recorded(settings: dict[str, Any], record: Path) -> dict[str, A
     return {**settings, "lengths": recorded["lengths"]} if same else settings
 
 
+def _no_training_checkpoint_in(folder: Path) -> str:
+    """Why the pretraining run folder ``folder`` has no ``checkpoints/last.ckpt`` to turn into a
+    sorter, and what to use instead."""
+    aside = folder / PREVIOUS_RUN
+    if (aside / RUN_SORTER).is_file() or (aside / "checkpoints" / "last.ckpt").is_file():
+        return (
+            f"no training checkpoint in {folder}: an --overwrite was stopped before training, and the run it "
+            f"replaces is in {aside} (the next pretraining in {folder} puts it back)"
+        )
+    if (folder / RUN_SORTER).is_file():
+        return (
+            f"no training checkpoint in {folder}, whose run has finished: its sorter is {folder / RUN_SORTER} "
+            "(load or evaluate it as it is)"
+        )
+    return f"no training checkpoint in {folder}: its pretraining run stopped before its first checkpoint"
+
+
 def sorter_from_training_checkpoint(path: str | os.PathLike, *, trainable: bool = False) -> Sorter:
     """Rebuild the sorter from a Lightning checkpoint written by :class:`SorterPretraining`, or
     from the last checkpoint of a pretraining run folder (``path/checkpoints/last.ckpt``); its
@@ -337,6 +362,8 @@ def sorter_from_training_checkpoint(path: str | os.PathLike, *, trainable: bool 
         check_pretraining_folder(path)
     if path.is_dir() and (path / "checkpoints" / "last.ckpt").is_file():
         path = path / "checkpoints" / "last.ckpt"
+    if path.is_dir():
+        raise FileNotFoundError(_no_training_checkpoint_in(path))
     if not path.is_file():
         raise FileNotFoundError(f"no training checkpoint at {path}")
     payload = read_weights_only(path)
@@ -500,14 +527,26 @@ def _pretrain(config: PretrainConfig | None, *, resume: bool, overwrite: bool) -
     sorter = _initial_sorter(config, resumable=resume and not overwrite and last.is_file())
     # The file a new run starts from, by its bytes: a resume needs it no more, and keeps the record's.
     init_digest = None if resume or config.init_from is None else file_digest(_init_from_file(config.init_from))
+    if sorter.min_length == sorter.max_length and set(lengths) != {sorter.max_length}:
+        raise ValueError(
+            f"sorter {config.architecture!r} takes n = {sorter.max_length} only, not lengths "
+            f"{lengths_summary(lengths)}: set lengths to {sorter.max_length}"
+        )
     if sorter.max_length is not None and max(lengths) > sorter.max_length:
-        raise ValueError(f"lengths go up to {max(lengths)} but the sorter's capacity is {sorter.max_length}")
+        raise ValueError(
+            f"lengths go up to {max(lengths)} but sorter {config.architecture!r} takes n <= {sorter.max_length}: "
+            f"set lengths within {sorter.min_length}-{sorter.max_length}"
+        )
     if min(lengths) < sorter.min_length:
         raise ValueError(
             f"lengths start at {min(lengths)} but sorter {config.architecture!r} takes n >= {sorter.min_length}"
         )
     if not any(True for _ in sorter.parameters()):
-        raise ValueError(f"sorter {config.architecture!r} has no weights to train")
+        learned = [name for name, cls in SORTERS.items() if any(True for _ in cls().parameters())]
+        raise ValueError(
+            f"sorter {config.architecture!r} has no weights to train: it is analytic, used as it is; "
+            f"pretrain one of {', '.join(map(repr, learned))}"
+        )
     if config.strategy == "ddp_find_unused_parameters_false":
         unused = weights_left_out_of_the_loss(sorter, min(lengths))
         if unused:

@@ -287,6 +287,8 @@ def enclosing_run_folder(path: str | os.PathLike) -> Path | None:
     what is written there would pass for the run's own files, and its ``--overwrite`` would
     delete it."""
     given = Path(path).expanduser().absolute()
+    if given.name == "..":  # the folder it names, not one inside the folder written before it
+        given = Path(os.path.realpath(given))
     # Above the path as written, and above where it leads (a link into a run folder, or a link
     # to nowhere yet: realpath follows links as far as they go, and stops at a loop of them).
     above = [Path(os.path.realpath(given.parent)), Path(os.path.realpath(given)).parent]

@@ -47,8 +47,20 @@ CASES = [
     (["pretrain", "--affine-probability", "1.5"], "--affine-probability must be a number in [0, 1], got 1.5"),
     (["pretrain", "--learning-rate", "-1"], "--learning-rate must be a finite number > 0"),
     (["pretrain", "--lengths", "1-5"], "lengths must be ints >= 2"),
-    (["pretrain", "--lengths", "5-2"], "is empty"),
-    (["pretrain", "--lengths", "2-20000"], "capacity is 16384"),
+    (["pretrain", "--lengths", "5-2"], "length range '5-2' is empty: give the shortest length first, e.g. '2-256'"),
+    (
+        ["pretrain", "--lengths", "2-20000"],
+        "lengths go up to 20000 but sorter 'conv' takes n <= 16384: set lengths within 2-16384",
+    ),
+    (
+        ["pretrain", "--architecture", "original_cnn"],
+        "sorter 'original_cnn' takes n = 100 only, not lengths 2-256: set",
+    ),
+    (
+        ["pretrain", "--architecture", "softsort"],
+        "sorter 'softsort' has no weights to train: it is analytic, used as it is; pretrain one of 'conv', "
+        "'original_cnn', 'original_lstm_large'",
+    ),
     (["pretrain", "--architecture", "bogus"], "unknown sorter architecture 'bogus'"),
     (["pretrain", "--sorter", '{"softnes": 0.5}'], "did you mean 'softness'"),
     (["pretrain", "--sorter", "{bad"], "sorter must be a JSON object"),
@@ -72,11 +84,15 @@ CASES = [
         "only the checkpoints of a pretraining run (`sodeep pretrain`, pretrain()) export to",
     ),
     (["evaluate", "{inputs}/missing.pt"], "no sorter checkpoint at"),
-    (["evaluate", "--lengths", "20000"], "no length in 20000 is within"),
+    (["evaluate", "--lengths", "20000"], "no length in 20000 is one the sorter takes"),
     (["evaluate", "--sequences", "0"], "--sequences must be in 1..4096, got 0"),
     (["evaluate", "--lengths", "5,20000"], "length 20000 is outside the sorter's range 2..16384; leave it out"),
     (["evaluate", "--lengths", "2-20000"], "lengths 16385-20000 are outside the sorter's range 2..16384; leave them"),
-    (["evaluate", "--lengths", "20000-30000"], "no length in 20000-30000 is within the sorter's range"),
+    (["evaluate", "--lengths", "20000-30000"], "no length in 20000-30000 is one the sorter takes (n in 2..16384)"),
+    (
+        ["evaluate", "--architecture", "original_cnn", "--lengths", "5,7"],
+        "no length in 5,7 is one the sorter takes (n = 100 only)",
+    ),
     (["evaluate", "{pretrained}/original_cnn_n100.pt", "--lengths", "2-300"], "lengths 2-99,101-300 are outside the"),
     (["evaluate", "--lengths", "2-100000000000"], "holds 99,999,999,999 lengths, more than 1,000,000: no sorter"),
     (

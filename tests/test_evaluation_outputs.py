@@ -103,6 +103,16 @@ def test_held_out_cells_are_made_as_they_are_read():
     assert all(torch.equal(a[2], b[2]) and torch.equal(a[3], b[3]) for a, b in zip(first, again))
 
 
+def test_a_familys_held_out_cells_do_not_depend_on_the_families_beside_it():
+    from sodeep.evaluation import held_out_set
+
+    alone = {(family, n): scores for family, n, scores, _ in held_out_set([5, 100], ["ties"], 4)}
+    among = {(family, n): scores for family, n, scores, _ in held_out_set([5, 100], ["cauchy", "ties", "uniform"], 4)}
+    assert all(torch.equal(alone[key], among[key]) for key in alone)
+    every = {(family, n): scores for family, n, scores, _ in held_out_set([5, 100], None, 4)}
+    assert all(torch.equal(every[key], among[key]) for key in among)
+
+
 TINY = dict(
     seeds=(0,),
     workers=1,

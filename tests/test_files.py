@@ -244,3 +244,16 @@ def test_a_loop_of_links_is_named_in_one_line_and_never_followed_forever(tmp_pat
     assert enclosing_run_folder(tmp_path / "a") is None
     assert atomic_write_text(tmp_path / "a", "text") == tmp_path / "a"  # a link to no file: replaced by the file
     assert (tmp_path / "a").read_text() == "text" and (tmp_path / "b").is_symlink()
+
+
+def test_a_path_ending_in_dot_dot_names_the_folder_above_not_one_inside_the_folder_before_it(tmp_path):
+    import json
+
+    from sodeep.run_folder import enclosing_run_folder
+
+    run = tmp_path / "runs" / "a"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"command": "pretrain", "config": {}}))
+    assert enclosing_run_folder(run / "checkpoints" / "..") is None  # the run folder itself
+    assert enclosing_run_folder(run / "checkpoints" / ".." / "x") == run
+    assert enclosing_run_folder(run / "checkpoints" / "...") == run  # a name, not the folder above

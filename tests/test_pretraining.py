@@ -152,6 +152,13 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     assert logged == sorted(logged) and min(steps) < 4 and max(steps) == 7
     run_ids = {path.stem.removeprefix("run-") for path in (tmp_path / "interrupted" / "wandb").rglob("run-*.wandb")}
     assert len(run_ids) == 1
+    (tmp_path / "interrupted" / "checkpoints" / "last.ckpt").unlink()  # a finished run's: its sorter.pt is the export
+    with pytest.raises(FileNotFoundError) as raised:
+        sorter_from_training_checkpoint(tmp_path / "interrupted")
+    assert str(raised.value) == (
+        f"no training checkpoint in {tmp_path / 'interrupted'}, whose run has finished: its sorter is "
+        f"{tmp_path / 'interrupted' / 'sorter.pt'} (load or evaluate it as it is)"
+    )
 
 
 def test_sigint_saves_stops_and_says_how_to_resume(tmp_path, monkeypatch, capsys):
@@ -603,7 +610,7 @@ def test_bad_pretraining_values_end_in_one_line_before_anything_is_written(tmp_p
         ("[1, 2\n", [], "is not valid YAML"),
         ("- a\n", [], "must hold a mapping of settings, got a list"),
         ("steps: 1\n", ["--architecture", "bogus"], "unknown sorter architecture 'bogus'"),
-        ("steps: 1\n", ["--lengths", "2-20000"], "the sorter's capacity is 16384"),
+        ("steps: 1\n", ["--lengths", "2-20000"], "sorter 'conv' takes n <= 16384"),
         ("steps: 1\n", ["--resume"], "holds no run to resume"),
         ("steps: 1\n", ["--sorter", '{"softnes": 0.5}'], "did you mean 'softness'"),
         (
@@ -669,7 +676,7 @@ def test_a_foreign_checkpoint_ends_in_one_line(tmp_path, capsys):
 @pytest.mark.parametrize(
     "flags,message",
     [
-        (["--lengths", "20000"], "no length in 20000 is within the sorter's range 2..16384"),
+        (["--lengths", "20000"], "no length in 20000 is one the sorter takes (n in 2..16384)"),
         (["--lengths", "abc"], "lengths must be ints"),
         (["--sequences", "0"], "--sequences must be in 1..4096, got 0"),
         (["--architecture", "conv", "--sorter", "{bad"], "--sorter must be a JSON object"),
@@ -958,7 +965,7 @@ def test_lengths_below_the_sorters_minimum_are_refused_before_anything_is_writte
         main(["pretrain", "--architecture", "original_cnn", "--lengths", "2-32", "--steps", "2", "--out", str(out)])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip() == (
-        "sodeep pretrain: error: lengths start at 2 but sorter 'original_cnn' takes n >= 100"
+        "sodeep pretrain: error: sorter 'original_cnn' takes n = 100 only, not lengths 2-32: set lengths to 100"
     )
     assert not out.exists()
 
