@@ -320,9 +320,12 @@ def spearman_loss(
             f"ranking needs n >= 2 values per row, got shape {tuple(predictions.shape)} "
             "(a batch of one has no ranking; drop_last=True avoids it)"
         )
+    # The targets' ranks first: Inductor on the CPU (torch 2.13) otherwise scheduled a read of
+    # their scatter before the scatter in some small shapes ((2, 4) to (2, 7)), and the compiled
+    # gradient came out NaN.
+    target_ranks = rank(_as_rows(targets))
     predicted_ranks = sorter_ranks(sorter, _as_rows(predictions))
-    target_ranks = rank(_as_rows(targets)).to(predicted_ranks.dtype)
-    loss = F.mse_loss(predicted_ranks, target_ranks)
+    loss = F.mse_loss(predicted_ranks, target_ranks.to(predicted_ranks.dtype))
     if isinstance(l1_weight, torch.Tensor) or l1_weight:  # a tensor's value is not read (no host sync)
         # In at least float32: targets of 1e5 overflow a half-precision difference, not the weighted mean.
         wide = torch.promote_types(predictions.dtype, torch.float32)
