@@ -274,9 +274,13 @@ def read_weights_only(path: Path, map_location: Any = "cpu") -> Any:
         try:
             with zipfile.ZipFile(path) as archive:
                 damaged = archive.testzip()
-                # A member marked as a folder (the MS-DOS attribute) is read by torch as holding no
-                # bytes: its tensor would load with whatever its memory held.
-                emptied = next((info.filename for info in archive.infolist() if info.external_attr & 0x10), None)
+                # A file's member marked as a folder (the MS-DOS attribute) is read by torch as holding
+                # no bytes: its tensor would load with whatever its memory held.  (Folder entries, named
+                # with a final "/", are harmless: torch reads members by their files' names.)
+                emptied = next(
+                    (info.filename for info in archive.infolist() if info.external_attr & 0x10 and not info.is_dir()),
+                    None,
+                )
         except Exception as error:  # BadZipFile, "encrypted", "compression method is not supported"...
             raise CheckpointError(f"{path} is a damaged torch checkpoint ({type(error).__name__})") from error
         if damaged is not None:

@@ -27,6 +27,7 @@ from sodeep.checkpoints import (
     check_pretraining_folder,
     load_sorter,
     read_weights_only,
+    recorded_command,
     run_folder_sorter,
     write_sorter_checkpoint,
 )
@@ -45,6 +46,7 @@ from sodeep.run_folder import (
     PREVIOUS_RUN,
     RUN_RECORD,
     RunInterrupted,
+    check_not_in_use,
     claim_run_folder,
     describe_change,
     differing_settings,
@@ -70,6 +72,7 @@ from sodeep.runs import (
     wandb_environment,
 )
 from sodeep.sorters import SORTERS, Sorter, build_sorter
+from sodeep.sorters.conv import MAX_LENGTH
 from sodeep.stream_loader import UnpackedChunks, available_cores, stream_loader
 from sodeep.synthetic import FAMILIES, SyntheticSequences
 
@@ -333,20 +336,33 @@ def _settings_as_recorded(settings: dict[str, Any], record: Path) -> dict[str, A
 
 
 def _no_training_checkpoint_in(folder: Path) -> str:
-    """Why the pretraining run folder ``folder`` has no ``checkpoints/last.ckpt`` to turn into a
-    sorter, and what to use instead."""
+    """Why the folder ``folder`` has no ``checkpoints/last.ckpt`` to turn into a sorter, and what
+    to do instead."""
+    if recorded_command(folder) is None:
+        return (
+            f"{folder} is a folder, neither a training checkpoint nor a pretraining run folder (no readable "
+            f"{RUN_RECORD}): give a run folder of `sodeep pretrain` or its checkpoints/last.ckpt"
+        )
+    try:
+        check_not_in_use(folder, "export it once its first checkpoint is written")
+    except ValueError as running:
+        return f"no training checkpoint in {folder} yet, which {str(running).removeprefix(f'{folder} ')}"
     aside = folder / PREVIOUS_RUN
     if (aside / RUN_SORTER).is_file() or (aside / "checkpoints" / "last.ckpt").is_file():
         return (
             f"no training checkpoint in {folder}: an --overwrite was stopped before training, and the run it "
-            f"replaces is in {aside} (the next pretraining in {folder} puts it back)"
+            f"replaces is in {aside} (the next pretraining in {folder} puts it back); export or load {aside}, "
+            "or run the pretraining again"
         )
     if (folder / RUN_SORTER).is_file():
         return (
             f"no training checkpoint in {folder}, whose run has finished: its sorter is {folder / RUN_SORTER} "
             "(load or evaluate it as it is)"
         )
-    return f"no training checkpoint in {folder}: its pretraining run stopped before its first checkpoint"
+    return (
+        f"no training checkpoint in {folder}: its pretraining run stopped before its first checkpoint; "
+        "run its pretraining again"
+    )
 
 
 def sorter_from_training_checkpoint(path: str | os.PathLike, *, trainable: bool = False) -> Sorter:
@@ -533,9 +549,11 @@ def _pretrain(config: PretrainConfig | None, *, resume: bool, overwrite: bool) -
             f"{lengths_summary(lengths)}: set lengths to {sorter.max_length}"
         )
     if sorter.max_length is not None and max(lengths) > sorter.max_length:
+        settable = "capacity" in sorter.config() and max(lengths) <= MAX_LENGTH
         raise ValueError(
             f"lengths go up to {max(lengths)} but sorter {config.architecture!r} takes n <= {sorter.max_length}: "
             f"set lengths within {sorter.min_length}-{sorter.max_length}"
+            + (f", or the sorter's capacity to {max(lengths)} or more (at most {MAX_LENGTH})" if settable else "")
         )
     if min(lengths) < sorter.min_length:
         raise ValueError(

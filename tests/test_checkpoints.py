@@ -320,6 +320,24 @@ def test_a_weight_member_marked_as_a_folder_is_a_checkpoint_error(tmp_path):
     assert str(raised.value) == f"{damaged} is a damaged torch checkpoint: {marked} is marked as a folder"
 
 
+def test_a_checkpoint_repacked_with_folder_entries_loads_as_it_was(tmp_path):
+    # Zip tools that repack an archive (zip -r) add entries for its folders, marked as folders.
+    import zipfile
+
+    path = save_sorter(load_sorter(), tmp_path / "sorter.pt")
+    repacked = tmp_path / "repacked.pt"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(repacked, "w") as target:
+        names = source.namelist()
+        for folder in sorted({name.rsplit("/", 1)[0] + "/" for name in names}):
+            target.mkdir(folder)
+        for name in names:
+            target.writestr(source.getinfo(name), source.read(name))
+    with zipfile.ZipFile(repacked) as archive:
+        assert any(info.is_dir() and info.external_attr & 0x10 for info in archive.infolist())
+    original, loaded = load_sorter(path), load_sorter(repacked)
+    assert all(torch.equal(loaded.state_dict()[key], value) for key, value in original.state_dict().items())
+
+
 def test_any_flipped_bit_in_the_archive_directory_is_a_checkpoint_error_or_loads(tmp_path):
     # A damaged central directory made zipfile raise NotImplementedError ("compression method"),
     # RuntimeError ("encrypted") or BadZipFile ("span multiple disks") past the checks.

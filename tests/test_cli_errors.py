@@ -53,6 +53,11 @@ CASES = [
         "lengths go up to 20000 but sorter 'conv' takes n <= 16384: set lengths within 2-16384",
     ),
     (
+        ["pretrain", "--sorter", '{"capacity": 64}', "--lengths", "2-256"],
+        "lengths go up to 256 but sorter 'conv' takes n <= 64: set lengths within 2-64, or the sorter's capacity to "
+        "256 or more (at most 16384)",
+    ),
+    (
         ["pretrain", "--architecture", "original_cnn"],
         "sorter 'original_cnn' takes n = 100 only, not lengths 2-256: set",
     ),
@@ -88,10 +93,13 @@ CASES = [
     (["evaluate", "--sequences", "0"], "--sequences must be in 1..4096, got 0"),
     (["evaluate", "--lengths", "5,20000"], "length 20000 is outside the sorter's range 2..16384; leave it out"),
     (["evaluate", "--lengths", "2-20000"], "lengths 16385-20000 are outside the sorter's range 2..16384; leave them"),
-    (["evaluate", "--lengths", "20000-30000"], "no length in 20000-30000 is one the sorter takes (n in 2..16384)"),
+    (
+        ["evaluate", "--lengths", "20000-30000"],
+        "no length in 20000-30000 is one the sorter takes (n in 2..16384): give lengths in 2..16384",
+    ),
     (
         ["evaluate", "--architecture", "original_cnn", "--lengths", "5,7"],
-        "no length in 5,7 is one the sorter takes (n = 100 only)",
+        "no length in 5,7 is one the sorter takes (n = 100 only): give lengths of 100",
     ),
     (["evaluate", "{pretrained}/original_cnn_n100.pt", "--lengths", "2-300"], "lengths 2-99,101-300 are outside the"),
     (["evaluate", "--lengths", "2-100000000000"], "holds 99,999,999,999 lengths, more than 1,000,000: no sorter"),

@@ -1415,3 +1415,56 @@ def test_a_resume_that_changes_the_wandb_mode_says_so(tmp_path, monkeypatch, cap
     note = f"note: the run in {tmp_path / 'run'} logged to W&B as disabled; from here it logs as offline (the setting)"
     assert note in capsys.readouterr().err
     assert json.loads((tmp_path / "run" / "run.json").read_text())["config"]["wandb"] == "offline"
+
+
+def test_export_of_a_folder_without_a_training_checkpoint_says_why_and_what_to_do(tmp_path):
+    import threading
+
+    from sodeep.run_folder import PREVIOUS_RUN, hold_folder, releasing_run_folders
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "sorter.pt").write_bytes(b"")  # a folder that is no run, whatever it holds
+    with pytest.raises(FileNotFoundError) as raised:
+        sorter_from_training_checkpoint(plain)
+    assert str(raised.value) == (
+        f"{plain} is a folder, neither a training checkpoint nor a pretraining run folder (no readable run.json): "
+        "give a run folder of `sodeep pretrain` or its checkpoints/last.ckpt"
+    )
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"command": "pretrain", "config": {}}))
+    with pytest.raises(FileNotFoundError) as raised:
+        sorter_from_training_checkpoint(run)
+    assert str(raised.value) == (
+        f"no training checkpoint in {run}: its pretraining run stopped before its first checkpoint; "
+        "run its pretraining again"
+    )
+    held, release = threading.Event(), threading.Event()
+
+    @releasing_run_folders
+    def hold():  # as a pretraining that has not written its first checkpoint yet
+        hold_folder(run)
+        held.set()
+        release.wait(60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(60)
+        with pytest.raises(FileNotFoundError) as raised:
+            sorter_from_training_checkpoint(run)
+    finally:
+        release.set()
+        holder.join()
+    assert str(raised.value) == (
+        f"no training checkpoint in {run} yet, which is in use by a running sodeep command (this process, another "
+        "thread); wait for it to end or export it once its first checkpoint is written"
+    )
+    (run / PREVIOUS_RUN / "checkpoints").mkdir(parents=True)
+    (run / PREVIOUS_RUN / "checkpoints" / "last.ckpt").write_bytes(b"")
+    with pytest.raises(FileNotFoundError) as raised:
+        sorter_from_training_checkpoint(run)
+    assert str(raised.value).endswith(
+        f"(the next pretraining in {run} puts it back); export or load {run / PREVIOUS_RUN}, or run the pretraining again"
+    )

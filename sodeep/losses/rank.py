@@ -320,9 +320,9 @@ def spearman_loss(
             f"ranking needs n >= 2 values per row, got shape {tuple(predictions.shape)} "
             "(a batch of one has no ranking; drop_last=True avoids it)"
         )
-    # The targets' ranks first: Inductor on the CPU (torch 2.13) otherwise scheduled a read of
-    # their scatter before the scatter in some small shapes ((2, 4) to (2, 7)), and the compiled
-    # gradient came out NaN.
+    # The targets' ranks first: otherwise Inductor on the CPU (torch 2.13) schedules a read of
+    # their scatter before the scatter at some small shapes ((2, 4) to (2, 7)), and the compiled
+    # gradient comes out NaN.
     target_ranks = rank(_as_rows(targets))
     predicted_ranks = sorter_ranks(sorter, _as_rows(predictions))
     loss = F.mse_loss(predicted_ranks, target_ranks.to(predicted_ranks.dtype))
