@@ -126,15 +126,15 @@ def _fidelity_rows(
     if not usable:
         from sodeep.config import lengths_summary
 
-        takes = f"n = {low} only" if low == high else f"n >= {low}" if high is None else f"n in {low}..{high}"
-        within = (
-            f"give lengths of {low}"
-            if low == high
-            else f"give lengths of {low} or more"
-            if high is None
-            else f"give lengths in {low}..{high}"
+        if low == high:
+            takes, give = f"n = {low} only", f"of {low}"
+        elif high is None:
+            takes, give = f"n >= {low}", f"of {low} or more"
+        else:
+            takes, give = f"n in {low}..{high}", f"in {low}..{high}"
+        raise ValueError(
+            f"no length in {lengths_summary(lengths)} is one the sorter takes ({takes}): give lengths {give}"
         )
-        raise ValueError(f"no length in {lengths_summary(lengths)} is one the sorter takes ({takes}): {within}")
     rows, total = [], len(usable) * len(checked_families(families))
     for family, length, scores, ranks in held_out_cells(usable, families, sequences_per_cell, seed):
         rows_per_call = max(1, ELEMENTS_PER_CALL // length)
