@@ -660,6 +660,16 @@ def main(argv: list[str] | None = None, *, parser: argparse.ArgumentParser | Non
         # --overwrite and --resume in any spelling (--overwrite=True, as W&B sweeps write them) give way to --resume.
         again = [word for word in argv if word.partition("=")[0] not in ("--overwrite", "--resume")] + ["--resume"]
         parser.exit(INTERRUPTED, f"{interrupted.summary}; resume with: {_program()} {shlex.join(again)}\n")
+    except Exception as error:  # last: the clauses above take theirs first
+        wandb_errors = getattr(sys.modules.get("wandb"), "errors", None)
+        if wandb_errors is None or not isinstance(error, wandb_errors.CommError) or os.environ.get("SODEEP_TRACEBACK"):
+            raise
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        parser.exit(
+            1,
+            f"{name}: error: W&B could not reach its server ({reason}); check the network and the W&B login, or "
+            "run it again with --wandb offline (`wandb sync` sends an offline run later)\n",
+        )
     finally:
         warnings.showwarning = show_warning
         advice_spelling.reset(spelling)

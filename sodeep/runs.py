@@ -52,7 +52,8 @@ def configure_wandb_environment(mode: str, out: Path) -> None:
 
     W&B puts its runs in a ``wandb/`` folder under the directory it is given: pass it ``out``
     (``wandb.init(dir=out)``), and the runs land in ``out/wandb/offline-run-*``, its cache,
-    settings and service logs in ``out/wandb/cache/``."""
+    settings and service logs in ``out/wandb/cache/``.  An online run reads the user's own W&B
+    settings (``WANDB_CONFIG_DIR``, ``~/.config/wandb``): they say which server to send it to."""
     if mode not in WANDB_MODES:
         raise ValueError(f"wandb mode must be one of {WANDB_MODES}, got {mode!r}")
     os.environ["WANDB_MODE"] = mode  # the mode the run takes (run_wandb_mode), for W&B and Lightning alike
@@ -62,7 +63,7 @@ def configure_wandb_environment(mode: str, out: Path) -> None:
     cache.mkdir(parents=True, exist_ok=True)
     # Set for every run, not only the first of a process: each run keeps its files in its own folder.
     os.environ["WANDB_DIR"] = str(out)
-    for variable in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
+    for variable in ("WANDB_CACHE_DIR", "WANDB_DATA_DIR") + (() if mode == "online" else ("WANDB_CONFIG_DIR",)):
         os.environ[variable] = str(cache)
 
 
@@ -144,14 +145,12 @@ def check_wandb_login(
     # A Python keyword as wandb= (which the command line spells --wandb).
     setting = flag if flag.startswith("--") else f"{flag}="
     asked = online if chosen_by is None else f"{chosen_by} (with no {setting} setting) asks for an online run"
-    saved = {
-        name: os.environ.get(name) for name in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_SILENT", "WANDB_MODE")
-    }
+    saved = {name: os.environ.get(name) for name in ("WANDB_CACHE_DIR", "WANDB_SILENT", "WANDB_MODE")}
     try:
-        with tempfile.TemporaryDirectory() as scratch:  # W&B's debug log of the check, not the user's cache
-            os.environ.update(
-                WANDB_CACHE_DIR=scratch, WANDB_CONFIG_DIR=scratch, WANDB_SILENT="true", WANDB_MODE="online"
-            )
+        # W&B's debug log of the check goes to a scratch cache, not the user's; the user's settings
+        # (their WANDB_CONFIG_DIR: which server, hence which login) are read as they are.
+        with tempfile.TemporaryDirectory() as scratch:
+            os.environ.update(WANDB_CACHE_DIR=scratch, WANDB_SILENT="true", WANDB_MODE="online")
             wandb.login(verify=False)
     except wandb.errors.UsageError:
         raise ValueError(

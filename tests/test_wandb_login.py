@@ -215,3 +215,54 @@ def test_an_open_w_and_b_run_is_refused_unless_it_is_disabled(monkeypatch):
     check_wandb_login("disabled")  # this run does not use W&B
     OpenRun.disabled = True  # wandb.init(mode="disabled"): nothing to take over
     check_wandb_login("offline")
+
+
+def test_an_online_run_reads_the_users_own_wandb_settings(tmp_path, monkeypatch):
+    """A login to the server that the user's W&B settings name (a self-hosted one) is a login;
+    only W&B's local files (runs, cache) are kept under the run folder for an online run."""
+    home = tmp_path / "home"
+    (home / ".config" / "wandb").mkdir(parents=True)
+    (home / ".config" / "wandb" / "settings").write_text("[default]\nbase_url = https://wandb.example.com\n")
+    (home / ".netrc").write_text(f"machine wandb.example.com\n  login user\n  password {'a' * 40}\n")
+    (home / ".netrc").chmod(0o600)
+    variables = {key: value for key, value in os.environ.items() if not key.startswith("WANDB_")}
+    variables.update(HOME=str(home), WANDB_ERROR_REPORTING="false")
+    shown = subprocess.run(
+        [sys.executable, "-c", PROGRAM, "online", "environment"],
+        env=variables,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout.strip()
+    assert shown == "accepted"
+
+    from sodeep.runs import wandb_environment
+
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(home / ".config" / "wandb"))
+    with wandb_environment("online", tmp_path / "run"):
+        assert os.environ["WANDB_CONFIG_DIR"] == str(home / ".config" / "wandb")
+        assert os.environ["WANDB_CACHE_DIR"] == str(tmp_path / "run" / "wandb" / "cache")
+    with wandb_environment("offline", tmp_path / "run"):  # nothing of the user's is read or written
+        assert os.environ["WANDB_CONFIG_DIR"] == str(tmp_path / "run" / "wandb" / "cache")
+
+
+def test_a_w_and_b_server_out_of_reach_ends_in_one_line(tmp_path, monkeypatch, capsys):
+    import wandb
+
+    import sodeep.pretraining
+    from sodeep.cli import main
+
+    def unreachable(*args, **kwargs):
+        raise wandb.errors.CommError("Failed to get resume status for run abc: context deadline exceeded\nmore")
+
+    monkeypatch.setattr(sodeep.pretraining, "pretrain", unreachable)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pretrain", "--steps", "2", "--out", str(tmp_path / "run")])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == (
+        "sodeep pretrain: error: W&B could not reach its server (Failed to get resume status for run abc: context "
+        "deadline exceeded); check the network and the W&B login, or run it again with --wandb offline "
+        "(`wandb sync` sends an offline run later)\n"
+    )
