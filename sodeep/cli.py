@@ -594,8 +594,9 @@ def _command_parser(parser: argparse.ArgumentParser, argv: Sequence[str]) -> arg
 def main(argv: list[str] | None = None, *, parser: argparse.ArgumentParser | None = None) -> int:
     """Run one command.  Bad input (a missing, unreadable or foreign file, an invalid value;
     ``ValueError`` and ``OSError``, of which ``CheckpointError`` is one) ends with one line on stderr
-    and exit status 2, as argparse does for bad flags; set ``SODEEP_TRACEBACK=1`` for the
-    traceback.  ``parser``: :func:`build_parser`'s, where the caller built it already."""
+    and exit status 2, as argparse does for bad flags; a W&B server that does not take an online
+    run, with one line and exit status 1; set ``SODEEP_TRACEBACK=1`` for the traceback.
+    ``parser``: :func:`build_parser`'s, where the caller built it already."""
     parser = build_parser() if parser is None else parser
     console = argv is None  # the console script, or python -m sodeep: this process ends with the command
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -667,8 +668,8 @@ def main(argv: list[str] | None = None, *, parser: argparse.ArgumentParser | Non
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         parser.exit(
             1,
-            f"{name}: error: W&B could not reach its server ({reason}); check the network and the W&B login, or "
-            "run it again with --wandb offline (`wandb sync` sends an offline run later)\n",
+            f"{name}: error: W&B's server did not take the run ({reason}); check the network, the W&B login and "
+            "the entity and project, or run it again with --wandb offline (`wandb sync` sends an offline run later)\n",
         )
     finally:
         warnings.showwarning = show_warning

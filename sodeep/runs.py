@@ -47,8 +47,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def configure_wandb_environment(mode: str, out: Path) -> None:
-    """Keep W&B local unless asked otherwise (nothing is sent, no account is needed), with all of
-    its files (runs, cache, settings) under the run folder's ``out/wandb/``.
+    """Keep W&B local unless asked otherwise (nothing is sent, no account is needed), with its
+    files (runs, cache; settings too, unless the run is online) under the run folder's ``out/wandb/``.
 
     W&B puts its runs in a ``wandb/`` folder under the directory it is given: pass it ``out``
     (``wandb.init(dir=out)``), and the runs land in ``out/wandb/offline-run-*``, its cache,

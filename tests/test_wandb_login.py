@@ -262,7 +262,7 @@ def test_a_w_and_b_server_out_of_reach_ends_in_one_line(tmp_path, monkeypatch, c
         main(["pretrain", "--steps", "2", "--out", str(tmp_path / "run")])
     assert exit_info.value.code == 1
     assert capsys.readouterr().err == (
-        "sodeep pretrain: error: W&B could not reach its server (Failed to get resume status for run abc: context "
-        "deadline exceeded); check the network and the W&B login, or run it again with --wandb offline "
-        "(`wandb sync` sends an offline run later)\n"
+        "sodeep pretrain: error: W&B's server did not take the run (Failed to get resume status for run abc: "
+        "context deadline exceeded); check the network, the W&B login and the entity and project, or run it again "
+        "with --wandb offline (`wandb sync` sends an offline run later)\n"
     )
