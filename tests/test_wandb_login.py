@@ -24,8 +24,15 @@ def check(tmp_path, mode, decides="environment", chosen_by=None, **environment):
     home.mkdir(exist_ok=True)
     variables = {key: value for key, value in os.environ.items() if key not in ("WANDB_MODE", "WANDB_API_KEY")}
     variables.update(HOME=str(home), **environment)
-    shown = subprocess.run(
-        [sys.executable, "-c", PROGRAM, mode, decides, *([chosen_by] if chosen_by else [])],
+    shown = run_check(variables, mode, decides, *([chosen_by] if chosen_by else []))
+    assert not [path for path in home.rglob("*") if "wandb" in path.name], "W&B wrote into the user's home"
+    return shown
+
+
+def run_check(variables, *arguments):
+    """What :data:`PROGRAM` prints, run with ``arguments`` in the environment ``variables``."""
+    return subprocess.run(
+        [sys.executable, "-c", PROGRAM, *arguments],
         env=variables,
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -33,8 +40,6 @@ def check(tmp_path, mode, decides="environment", chosen_by=None, **environment):
         check=True,
         timeout=120,
     ).stdout.strip()
-    assert not [path for path in home.rglob("*") if "wandb" in path.name], "W&B wrote into the user's home"
-    return shown
 
 
 @pytest.mark.parametrize(
@@ -227,16 +232,7 @@ def test_an_online_run_reads_the_users_own_wandb_settings(tmp_path, monkeypatch)
     (home / ".netrc").chmod(0o600)
     variables = {key: value for key, value in os.environ.items() if not key.startswith("WANDB_")}
     variables.update(HOME=str(home), WANDB_ERROR_REPORTING="false")
-    shown = subprocess.run(
-        [sys.executable, "-c", PROGRAM, "online", "environment"],
-        env=variables,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout.strip()
-    assert shown == "accepted"
+    assert run_check(variables, "online", "environment") == "accepted"
 
     from sodeep.runs import wandb_environment
 
