@@ -15,6 +15,7 @@ import os
 import pickle
 import warnings
 import zipfile
+from collections.abc import Iterator
 from importlib import resources
 from numbers import Integral
 from pathlib import Path
@@ -69,6 +70,8 @@ def sorter_payload(sorter: Sorter, metadata: dict[str, Any] | None = None) -> di
     json.dumps(config)  # configs must stay plain JSON so checkpoints describe themselves
     if metadata is not None and not isinstance(metadata, dict):
         raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
+    for key in _keys_not_text(metadata):  # JSON would turn it into text: the metadata loaded back would differ
+        raise TypeError(f"metadata keys must be text, got {key!r} ({type(key).__name__}): write it as {str(key)!r}")
     try:
         metadata = json.loads(json.dumps(metadata or {}))
     except (TypeError, ValueError) as error:
@@ -81,6 +84,18 @@ def sorter_payload(sorter: Sorter, metadata: dict[str, Any] | None = None) -> di
         "state_dict": {key: value.detach().cpu() for key, value in sorter.state_dict().items()},
         "metadata": metadata,
     }
+
+
+def _keys_not_text(value: Any) -> Iterator[Any]:
+    """The dict keys in ``value`` (nested in dicts, lists and tuples) that are not strings."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                yield key
+            yield from _keys_not_text(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _keys_not_text(item)
 
 
 def save_sorter(sorter: Sorter, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:

@@ -576,6 +576,18 @@ def test_metadata_must_be_a_dict_of_plain_json(tmp_path):
     assert not (tmp_path / "s.pt").exists()
 
 
+@pytest.mark.parametrize("metadata", [{1: "a"}, {"runs": [{"seeds": {None: 0}}]}, {"cells": ({(2, 3): 0.5},)}])
+def test_metadata_keys_that_json_would_turn_into_text_are_refused(tmp_path, metadata):
+    with pytest.raises(TypeError, match=r"metadata keys must be text, got .* write it as '"):
+        save_sorter(load_sorter(), tmp_path / "s.pt", metadata)
+    assert not (tmp_path / "s.pt").exists()
+
+
+def test_metadata_loads_back_as_it_was_saved(tmp_path):
+    metadata = {"seed": 3, "lengths": [2, 256], "validation": {"val/spearman": 0.99, "best": float("inf")}}
+    assert load_sorter(save_sorter(load_sorter(), tmp_path / "s.pt", metadata)).checkpoint_metadata == metadata
+
+
 @pytest.mark.parametrize("path", [123, 1.5, ["sorter.pt"]])
 def test_a_path_of_the_wrong_type_is_refused_naming_the_argument(path):
     with pytest.raises(TypeError) as raised:
