@@ -154,7 +154,13 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
         (item,) = typing.get_args(hint)
         many = isinstance(value, (list, tuple, range)) or type(value).__module__ == "numpy"  # NumPy arrays too
         items = list(value) if many else [value]
-        return [_coerce(entry, item, name) for entry in items]
+        try:
+            return [_coerce(entry, item, name) for entry in items]
+        except ValueError as error:
+            if many:
+                raise
+            one = f"{name} must be {item.__name__}"  # a value that is neither a list nor an item
+            raise ValueError(str(error).replace(one, f"{one} or a list of them", 1)) from None
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint is float and isinstance(value, str) and _finite_number(value) and "_" not in value:

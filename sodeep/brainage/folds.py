@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from sodeep.brainage.tables import NO_SITE
+from sodeep.checks import check_integer
 from sodeep.wording import plural
 
 
@@ -38,6 +39,8 @@ def stratified_folds(ages: np.ndarray, folds: int, seed: int) -> np.ndarray:
         raise ValueError(f"ages must be 1-D, one per subject, got shape {ages.shape}")
     if not np.isfinite(ages).all():
         raise ValueError(f"ages must be finite, got {int((~np.isfinite(ages)).sum())} NaN or infinite")
+    check_integer(folds, "folds", 2)
+    check_integer(seed, "seed", 0)
     check_folds(folds, len(ages))
     rng = np.random.default_rng(seed)
     # Random tie-break so subjects of equal age are not always binned in file order.

@@ -21,7 +21,8 @@ from sodeep.ranks import rank
 
 
 def _tensor(values) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(values, dtype=np.float64))
+    # A copy: pandas' columns are read-only arrays, which torch warns of sharing.
+    return torch.from_numpy(np.array(values, dtype=np.float64))
 
 
 def spearman_rho(p: torch.Tensor, t: torch.Tensor) -> float:
@@ -88,6 +89,8 @@ def fit_age_bias(predicted, true) -> tuple[float, float]:
     """
     t = np.asarray(true, dtype=np.float64)
     gap = np.asarray(predicted, dtype=np.float64) - t
+    if not (np.isfinite(t).all() and np.isfinite(gap).all()):
+        raise ValueError("the age bias needs finite ages: predicted or true ages hold NaN or infinite values")
     if t.ndim != 1 or gap.shape != t.shape or t.size == 0 or not np.ptp(t) > 0:
         raise ValueError(
             f"the age bias needs (N,) ages with at least two different true ages, got shape {t.shape} "
@@ -100,6 +103,8 @@ def fit_age_bias(predicted, true) -> tuple[float, float]:
 def corrected_gap(predicted, true, bias: tuple[float, float]) -> np.ndarray:
     """Gap minus the fitted age bias: ``(predicted - true) - (slope * true + intercept)``."""
     t = np.asarray(true, dtype=np.float64)
+    if len(bias) != 2:
+        raise ValueError(f"bias must be (slope, intercept), as fit_age_bias returns, got {bias!r}")
     slope, intercept = bias
     return np.asarray(predicted, dtype=np.float64) - t - (slope * t + intercept)
 

@@ -564,14 +564,28 @@ class Standardizer:
         array([[3.]], dtype=float32)
     """
 
+    mean: np.ndarray | None = None
+    std: np.ndarray | None = None
+
     def fit(self, features: np.ndarray) -> Standardizer:
+        """Fit on ``(N >= 2, F)`` finite training features."""
+        features = np.asarray(features, dtype=np.float64)  # float32 sums overflow beyond about 1e19
         if features.ndim != 2 or len(features) < 2:
             raise ValueError(f"fit needs (N >= 2, F) features, got shape {features.shape}")
-        features = np.asarray(features, dtype=np.float64)  # float32 sums overflow beyond about 1e19
+        if not np.isfinite(features).all():
+            raise ValueError(
+                f"fit needs finite features, got {int((~np.isfinite(features)).sum())} NaN or infinite values"
+            )
         self.mean = features.mean(0)
         spread = features.std(0)
         self.std = np.where(spread > 0, spread, 1.0)  # a constant column stays constant (0)
         return self
 
     def transform(self, features: np.ndarray) -> np.ndarray:
-        return ((np.asarray(features, dtype=np.float64) - self.mean) / self.std).astype(np.float32)
+        """``(N, F)`` features z-scored with the fitted means and deviations, as float32."""
+        if self.mean is None:
+            raise ValueError("this Standardizer is not fitted: call fit(training_features) first")
+        features = np.asarray(features, dtype=np.float64)
+        if features.ndim != 2 or features.shape[1] != len(self.mean):
+            raise ValueError(f"transform needs (N, {len(self.mean)}) features, as fitted, got shape {features.shape}")
+        return ((features - self.mean) / self.std).astype(np.float32)

@@ -115,8 +115,12 @@ def test_numpy_numbers_and_ranges_are_settings_like_python_numbers_and_lists():
     assert config.seeds == [0, 1] and config.max_epochs == 3 and config.batch_size == 8
     assert all(type(value) is int for value in (*config.seeds, config.max_epochs, config.batch_size))
     assert TabularConfig(seeds=range(3)).seeds == [0, 1, 2] and TabularConfig(seeds=np.int64(4)).seeds == [4]
-    with pytest.raises(ValueError, match=r"seeds must be int, got 1.5 \(float\)"):
+    with pytest.raises(ValueError, match=r"seeds must be int or a list of them, got 1.5 \(float\)"):
         TabularConfig(seeds=np.float64(1.5))
+    with pytest.raises(ValueError, match=r"losses must be str or a list of them, got \{'l1'\} \(set\)"):
+        TabularConfig(losses={"l1"})
+    with pytest.raises(ValueError, match=r"^seeds must be int, got 'a' \(str\)"):  # an entry of a list
+        TabularConfig(seeds=[0, "a"])
 
 
 def test_a_table_given_where_a_path_goes_is_named_in_one_line():

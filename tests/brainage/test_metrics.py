@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from sodeep.brainage.metrics import fit_age_bias, gap_metrics, per_site_mae, regression_metrics
+from sodeep.brainage.metrics import corrected_gap, fit_age_bias, gap_metrics, per_site_mae, regression_metrics
 
 
 def test_regression_metrics_match_scipy_and_numpy():
@@ -51,6 +51,21 @@ def test_diverged_predictions_give_nan_metrics_and_bad_input_is_refused():
 def test_age_bias_needs_two_different_true_ages():
     with pytest.raises(ValueError, match="two different true ages"):
         fit_age_bias([30.0, 31.0, 32.0], [40.0, 40.0, 40.0])
+
+
+def test_age_bias_refuses_non_finite_ages_and_a_bias_that_is_not_a_line():
+    with pytest.raises(ValueError, match="needs finite ages: predicted or true ages hold NaN or infinite values"):
+        fit_age_bias([np.nan, 40.0, 3.0], [31.0, 32.0, 33.0])
+    with pytest.raises(ValueError, match=r"bias must be \(slope, intercept\), as fit_age_bias returns, got \(1.0,\)"):
+        corrected_gap([30.0, 40.0], [31.0, 42.0], (1.0,))
+
+
+def test_metrics_of_read_only_columns_give_no_warning():
+    predicted, true = np.array([21.0, 33.0, 39.0]), np.array([20.0, 30.0, 40.0])
+    predicted.flags.writeable = true.flags.writeable = False  # as pandas' columns are
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert regression_metrics(predicted, true)["mae"] == pytest.approx(5 / 3)
 
 
 def test_spearman_is_exact_and_undefined_for_constant_predictions():

@@ -328,6 +328,14 @@ def test_folds_refuse_input_they_cannot_split():
         stratified_folds(np.array([20.0, np.nan, 40.0, 50.0]), 2, seed=0)
     with pytest.raises(ValueError, match=r"ages must be 1-D, one per subject, got shape \(2, 2\)"):
         stratified_folds(np.ones((2, 2)), 2, seed=0)
+    ages = np.arange(20.0, 30.0)
+    for folds, seed, message in [
+        (3.0, 0, "folds must be an integer, got float 3.0"),
+        (3, -1, "seed must be >= 0, got -1"),
+        (3, 0.5, "seed must be an integer, got float 0.5"),
+    ]:
+        with pytest.raises((TypeError, ValueError), match=f"^{message}$"):
+            stratified_folds(ages, folds, seed)
     for sites in ("abc", ["a", None, "b"]):
         with pytest.raises(ValueError, match="sites must be a sequence of site labels"):
             site_folds(sites, 2, seed=0)

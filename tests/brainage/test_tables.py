@@ -87,6 +87,16 @@ def test_standardizer_uses_only_what_it_was_fitted_on():
         Standardizer().fit(np.ones((1, 2)))
 
 
+def test_standardizer_takes_lists_and_refuses_what_it_cannot_scale_in_one_line():
+    np.testing.assert_allclose(Standardizer().fit([[1.0, 5.0], [3.0, 5.0]]).transform([[3.0, 6.0]]), [[1, 1]])
+    with pytest.raises(ValueError, match=r"not fitted: call fit\(training_features\) first"):
+        Standardizer().transform(np.ones((2, 2)))
+    with pytest.raises(ValueError, match=r"transform needs \(N, 2\) features, as fitted, got shape \(1, 3\)"):
+        Standardizer().fit(np.eye(2)).transform(np.ones((1, 3)))
+    with pytest.raises(ValueError, match="fit needs finite features, got 1 NaN or infinite values"):
+        Standardizer().fit(np.array([[1.0, np.nan], [2.0, 3.0]]))
+
+
 def test_spreadsheet_quirks_are_read_or_refused(tmp_path):
     # A byte-order mark (spreadsheet "CSV UTF-8" export) must not become part of the first column's name.
     path = tmp_path / "bom.csv"
