@@ -332,10 +332,11 @@ def check_not_the_working_folder(folder: Path, instead: str) -> None:
         )
 
 
-def check_no_input_inside(out: Path, config: dict[str, Any]) -> None:
+def check_no_input_inside(out: Path, config: dict[str, Any], *, role: str = "") -> None:
     """A ``ValueError`` if clearing ``out`` would delete a file or folder that the run reads: a
     setting of ``config`` (a string, or a list of strings) naming ``out`` itself or an existing path
-    inside it, as written or where a link leads.  The settings a run writes (``out``, a ``cache``) aside."""
+    inside it, as written or where a link leads.  The settings a run writes (``out``, a ``cache``) aside.
+    ``role``: what the paths are to the setting, where they are not its value (``"a volume listed in"``)."""
     folder = Path(out)
     for key, value in config.items():
         if key in WRITTEN_SETTINGS:
@@ -362,12 +363,14 @@ def check_no_input_inside(out: Path, config: dict[str, Any]) -> None:
                 continue
             if inside and inside[0] in (written_folder, folder.resolve()):
                 raise ValueError(
-                    f"{out} is what this run reads as {key}=: clearing it would delete it; {CHOOSE_ANOTHER_OUT}"
+                    f"{out} is what this run reads as {role + ' ' if role else ''}{key}=: clearing it would delete it; "
+                    f"{CHOOSE_ANOTHER_OUT}"
                 )
             if inside:
                 shown = word if inside[0] == written else f"{inside[0]} (where {word} leads)"
                 raise ValueError(
-                    f"clearing {out} would delete {shown}, which this run reads as {key}=; move it out of {out} "
+                    f"clearing {out} would delete {shown}, which this run reads as {role + ' ' if role else ''}{key}=; "
+                    f"move it out of {out} "
                     f"first, or {CHOOSE_ANOTHER_OUT}"
                 )
 

@@ -128,7 +128,7 @@ def add_brainage_parser(commands: Any) -> argparse.ArgumentParser:
     add(
         "manifest",
         metavar="PATH",
-        help="CSV with columns path, age, optional sex and site; required here or in --config",
+        help="CSV with columns path (relative to the CSV's folder), age, optional sex and site; required here or in --config",
         shown="",
     )
     _add_plan_flags(add, folds=True, sfcn=True)

@@ -310,7 +310,7 @@ def run_nifti(
     rows, problems = read_manifest(config.manifest)  # a missing or malformed manifest stops here
     name = str(config.manifest)  # as the reader's messages name it
     left_out = [describe_left_out(name, problems, len(rows) + len(problems), verb="left out")] if problems else []
-    _check_cohort_size(name, len(rows), config.folds, left_out)
+    _check_cohort_size(name, len(rows), config.folds, left_out, unread=True)
     shape = tuple(config.shape)
     check_grid_fits(shape, config.channels)
     network = sfcn_network(config)
@@ -328,7 +328,7 @@ def run_nifti(
     existed = out.is_dir()
     if leader:
         if overwrite:  # the scans the manifest lists are read after the folder's run is set aside
-            check_no_input_inside(out, {"manifest": [str(row.path) for row in rows]})
+            check_no_input_inside(out, {"manifest": [str(row.path) for row in rows]}, role="a volume listed in")
         out, record = claim_folder("nifti", config, data | start, resume=resume, overwrite=overwrite)
         # The cohort (and so the results' settings) is known once the volumes are read, into the
         # folder's cache: results and checkpoints are checked now, their settings once it is read.
@@ -482,10 +482,11 @@ def _named_by(source: str) -> Iterator[None]:
         raise ValueError(f"{source}: {error}") from None
 
 
-def _check_cohort_size(source: str, subjects: int, folds: int, left_out: list[str]) -> None:
+def _check_cohort_size(source: str, subjects: int, folds: int, left_out: list[str], *, unread: bool = False) -> None:
     """:func:`~sodeep.brainage.splits.check_cross_validation_size` for the subjects of the file
     ``source``, its one line naming the rows left out (``left_out``, the lines saying so), which
-    may be why the cohort is too small."""
+    may be why the cohort is too small.  ``unread``: the subjects are volumes found on disk and
+    not read yet (some may not be usable), so the line says so."""
     from sodeep.brainage.splits import check_cross_validation_size
 
     if subjects == 0 and left_out:
@@ -495,7 +496,8 @@ def _check_cohort_size(source: str, subjects: int, folds: int, left_out: list[st
     try:
         check_cross_validation_size(subjects, folds)
     except ValueError as error:
-        raise ValueError("; ".join([f"{source}: {error}", *left_out])) from None
+        counted = " (volumes found on disk, not yet read: some may not be usable)" if unread else ""
+        raise ValueError("; ".join([f"{source}: {error}{counted}", *left_out])) from None
 
 
 def claim_folder(

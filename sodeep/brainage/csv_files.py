@@ -354,16 +354,19 @@ def check_usable_rows(
 ) -> None:
     """Refuse a file of which no row was usable, naming the first problems (then ``advice``)."""
     if not kept:
-        shown = "; ".join(f"line {line}: {reason}" for line, reason in problems[:3])
-        raise ValueError(f"{source}: no usable row ({shown}){'; ' + advice if advice else ''}")
+        raise ValueError(f"{source}: no usable row ({_first_problems(problems)}){'; ' + advice if advice else ''}")
 
 
 #: Problems a summary line names before "and N more".
 SHOWN_PROBLEMS = 3
 
 
+def _first_problems(problems: list[tuple[int, str]]) -> str:
+    """``line 3: age '' is missing; line 4: ...; and 2 more``."""
+    shown = "; ".join(f"line {line}: {reason}" for line, reason in problems[:SHOWN_PROBLEMS])
+    return shown + (f"; and {len(problems) - SHOWN_PROBLEMS} more" if len(problems) > SHOWN_PROBLEMS else "")
+
+
 def describe_left_out(source: str, problems: list[tuple[int, str]], total: int, verb: str = "skipped") -> str:
     """One line: ``my.csv: skipped 2 of 4 rows (line 3: age '' is missing; line 4: ...)``."""
-    shown = "; ".join(f"line {line}: {reason}" for line, reason in problems[:SHOWN_PROBLEMS])
-    more = f"; and {len(problems) - SHOWN_PROBLEMS} more" if len(problems) > SHOWN_PROBLEMS else ""
-    return f"{source}: {verb} {len(problems)} of {total} rows ({shown}{more})"
+    return f"{source}: {verb} {len(problems)} of {total} rows ({_first_problems(problems)})"

@@ -107,7 +107,8 @@ FRESH_CASES = [
     (
         ("nifti",),
         ["--folds", "5"],
-        "8 subjects are too few for 5 folds, which need 10 (each test fold 2, each training split 4: 2 to fit, 2 to validate); use --folds 2 to 4",
+        "8 subjects are too few for 5 folds, which need 10 (each test fold 2, each training split 4: 2 to fit, 2 to "
+        "validate); use --folds 2 to 4 (volumes found on disk, not yet read: some may not be usable)",
     ),
     (
         ("tabular",),
@@ -415,5 +416,8 @@ def test_overwrite_does_not_clear_a_folder_holding_scans_the_manifest_lists(
     argv[argv.index("--manifest") + 1] = str(manifest)
     before = folder_state(out)
     error = _run_and_check_one_line([*argv, "--overwrite"], capsys)
-    assert f"clearing {out} would delete {out / 'scans' / 's1.nii.gz'}, which this run reads as --manifest" in error
+    assert (
+        f"clearing {out} would delete {out / 'scans' / 's1.nii.gz'}, which this run reads as a volume listed in --manifest"
+        in error
+    )
     assert folder_state(out) == before

@@ -671,6 +671,12 @@ def test_a_table_of_ages_alone_is_told_to_add_features(tmp_path):
     )
 
 
+def test_a_table_with_no_usable_row_counts_the_problems_it_does_not_name(tmp_path):
+    path = write_csv(tmp_path / "t.csv", ["age", "f"], [["x", 1]] * 5)
+    with pytest.raises(ValueError, match=r"no usable row \(line 2: .*; line 4: [^;]*; and 2 more\)"):
+        read_age_table(path)
+
+
 def test_missing_ages_are_not_told_to_drop_units(tmp_path):
     path = write_csv(tmp_path / "t.csv", ["id", "age", "f"], [["s0", "NA", 1], ["s1", "", 2]])
     with pytest.raises(ValueError) as raised:
