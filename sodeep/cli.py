@@ -49,8 +49,9 @@ PRETRAIN_HELP = {
     "architecture": "sorter architecture (see sodeep.sorters.SORTERS)",
     "sorter": "JSON config of the architecture, e.g. '{\"softness\": 0.5}'; its keys override those of "
     "the --config YAML's sorter when the architecture is the same (another --architecture drops them)",
-    "init_from": "sorter checkpoint or finished pretraining run folder to start from, or none (its architecture "
-    "and settings, not those of the --config YAML's sorter; --sorter may change those that change no weight shape)",
+    "init_from": "sorter checkpoint or finished pretraining run folder to start from, or none (its settings, not "
+    "those of the --config YAML's sorter; --architecture must name its architecture; --sorter may change the "
+    "settings that change no weight shape)",
     "lengths": 'sequence lengths: a range "2-256" or a list "8,100"; each batch draws one',
     "families": "synthetic families to train and validate on: all, or names of sodeep.synthetic.FAMILIES "
     'such as "uniform,ties,cauchy" (the order is part of the stream)',

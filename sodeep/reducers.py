@@ -51,9 +51,9 @@ def check_weight_fits(loss: torch.Tensor, weight: Any) -> None:
         raise TypeError(f"weight must be a tensor or None, got {type(weight).__name__}")
     if weight.is_complex():
         raise TypeError(f"weight must be real (a mask or non-negative weights), got dtype {weight.dtype}")
-    try:
-        shape = torch.broadcast_shapes(loss.shape, weight.shape)
-    except RuntimeError as error:
+    # Compared here, not by catching torch.broadcast_shapes' error, which torch.compile raises as its own.
+    lined_up = zip(reversed(loss.shape), reversed(weight.shape))
+    if not all(size == other or size == 1 or other == 1 for size, other in lined_up):
         # A weight per sample of a (B, L) loss lines up with its last dimension, L, not with B.
         per_sample = weight.dim() == 1 and loss.dim() >= 2 and weight.shape[0] == loss.shape[0]
         hint = f": a weight per sample is weight[:, None], shape ({weight.shape[0]}, 1)" if per_sample else ""
@@ -62,7 +62,8 @@ def check_weight_fits(loss: torch.Tensor, weight: Any) -> None:
             hint = f": this loss has one value per sample, so a weight per sample has shape {tuple(loss.shape)}"
         raise ValueError(
             f"weight of shape {tuple(weight.shape)} does not broadcast to the loss shape {tuple(loss.shape)}{hint}"
-        ) from error
+        )
+    shape = torch.broadcast_shapes(loss.shape, weight.shape)
     if shape != loss.shape:
         # A weight per sample shaped for a (B, L) loss (or one per label), given to a loss with one
         # value per sample.

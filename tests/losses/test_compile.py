@@ -163,3 +163,28 @@ def test_compiled_per_sample_gradients_equal_eager(case):
     torch._dynamo.reset()
     got = torch.compile(per_sample, fullgraph=True, backend=BACKEND)(inputs, *others)
     torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda: torch.compile(
+                lambda values, weights: reduce_loss(values, weights, "weighted_mean"), fullgraph=True, backend=BACKEND
+            )(torch.rand(2, 3), torch.ones(3, 2)),
+            "weight of shape (3, 2) does not broadcast to the loss shape (2, 3)",
+        ),
+        (
+            lambda: torch.compile(MultiLabelHingeLoss(3), fullgraph=True, backend=BACKEND)(
+                torch.rand(2, 3), binary(2, 3), torch.ones(2)
+            ),
+            "a weight per sample is weight[:, None], shape (2, 1)",
+        ),
+    ],
+)
+def test_a_compiled_loss_refuses_a_weight_that_does_not_broadcast_with_its_own_message(call, message):
+    """Refused while tracing, as every shape a loss refuses: sodeep's message is in the error."""
+    torch._dynamo.reset()
+    with pytest.raises(Exception) as raised:  # noqa: PT011 (torch.compile's own exception type)
+        call()
+    assert message in str(raised.value)
