@@ -86,16 +86,16 @@ def sorter_payload(sorter: Sorter, metadata: dict[str, Any] | None = None) -> di
     }
 
 
-def _keys_not_text(value: Any) -> Iterator[Any]:
-    """The dict keys in ``value`` (nested in dicts, lists and tuples) that are not strings."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                yield key
-            yield from _keys_not_text(item)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from _keys_not_text(item)
+def _keys_not_text(value: Any, enclosing: frozenset[int] = frozenset()) -> Iterator[Any]:
+    """The dict keys in ``value`` (nested in dicts, lists and tuples) that are not strings.  A
+    container inside itself is not entered again (JSON refuses it as a circular reference)."""
+    if id(value) in enclosing or not isinstance(value, (dict, list, tuple)):
+        return
+    enclosing = enclosing | {id(value)}
+    for key, item in value.items() if isinstance(value, dict) else enumerate(value):
+        if isinstance(value, dict) and not isinstance(key, str):
+            yield key
+        yield from _keys_not_text(item, enclosing)
 
 
 def save_sorter(sorter: Sorter, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:

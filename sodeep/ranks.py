@@ -62,8 +62,9 @@ def rank(
 
     Returns:
         Tensor of the same shape as ``x``: float64 for float64 input, else float32 (the default
-        dtype), which holds every rank exactly up to n = 2**24 (16,777,216; beyond it unnormalized
-        ranks round to even numbers: pass float64 scores for longer rows); float16 holds whole
+        dtype), which holds every whole rank exactly up to n = 2**24 (16,777,216; beyond it
+        unnormalized ranks round to even numbers) and the half ranks of ties averaged over an even
+        number of values up to n = 2**23: pass float64 scores for longer rows; float16 holds whole
         numbers only up to 2048 and overflows at 65504, bfloat16 holds them up to 256.  No
         gradient flows through it.
 

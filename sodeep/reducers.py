@@ -68,9 +68,8 @@ def check_weight_fits(loss: torch.Tensor, weight: Any) -> None:
         # A weight per sample shaped for a (B, L) loss (or one per label), given to a loss with one
         # value per sample.
         per_sample = loss.dim() == 1 and weight.dim() == 2 and weight.shape[0] == loss.shape[0]
-        hint = (
-            f": this loss has one value per sample, so a weight per sample has shape {tuple(loss.shape)}" * per_sample
-        )
+        hint = f": this loss has one value per sample, so a weight per sample has shape {tuple(loss.shape)}"
+        hint = hint if per_sample else ""  # a branch, not str * bool, which torch.compile cannot trace
         raise ValueError(
             f"weight of shape {tuple(weight.shape)} would enlarge the loss of shape {tuple(loss.shape)} to "
             f"{tuple(shape)}{hint}"

@@ -583,6 +583,15 @@ def test_metadata_keys_that_json_would_turn_into_text_are_refused(tmp_path, meta
     assert not (tmp_path / "s.pt").exists()
 
 
+def test_metadata_inside_itself_is_refused_as_json_refuses_it(tmp_path):
+    looped, listed = {}, []
+    looped["self"] = looped
+    listed.append(listed)
+    for metadata in (looped, {"runs": listed}):
+        with pytest.raises(TypeError, match="metadata must be plain JSON .*Circular reference detected"):
+            save_sorter(load_sorter(), tmp_path / "s.pt", metadata)
+
+
 def test_metadata_loads_back_as_it_was_saved(tmp_path):
     metadata = {"seed": 3, "lengths": [2, 256], "validation": {"val/spearman": 0.99, "best": float("inf")}}
     assert load_sorter(save_sorter(load_sorter(), tmp_path / "s.pt", metadata)).checkpoint_metadata == metadata

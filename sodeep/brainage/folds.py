@@ -40,9 +40,13 @@ def stratified_folds(ages: np.ndarray, folds: int, seed: int) -> np.ndarray:
     if not np.isfinite(ages).all():
         raise ValueError(f"ages must be finite, got {int((~np.isfinite(ages)).sum())} NaN or infinite")
     check_integer(folds, "folds", 2)
-    check_integer(seed, "seed", 0)
     check_folds(folds, len(ages))
-    rng = np.random.default_rng(seed)
+    try:
+        rng = np.random.default_rng(seed)  # an integer, a sequence of them or a SeedSequence
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"seed must be an integer >= 0 (or what numpy.random.default_rng takes), got {seed!r}"
+        ) from None
     # Random tie-break so subjects of equal age are not always binned in file order.
     order = np.lexsort((rng.random(len(ages)), ages))
     blocks = -(-len(ages) // folds)

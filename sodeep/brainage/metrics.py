@@ -103,9 +103,10 @@ def fit_age_bias(predicted, true) -> tuple[float, float]:
 def corrected_gap(predicted, true, bias: tuple[float, float]) -> np.ndarray:
     """Gap minus the fitted age bias: ``(predicted - true) - (slope * true + intercept)``."""
     t = np.asarray(true, dtype=np.float64)
-    if len(bias) != 2:
-        raise ValueError(f"bias must be (slope, intercept), as fit_age_bias returns, got {bias!r}")
-    slope, intercept = bias
+    try:
+        slope, intercept = np.asarray(bias, dtype=np.float64).reshape(2)
+    except (TypeError, ValueError):
+        raise ValueError(f"bias must be (slope, intercept), as fit_age_bias returns, got {bias!r}") from None
     return np.asarray(predicted, dtype=np.float64) - t - (slope * t + intercept)
 
 

@@ -58,6 +58,10 @@ def test_age_bias_refuses_non_finite_ages_and_a_bias_that_is_not_a_line():
         fit_age_bias([np.nan, 40.0, 3.0], [31.0, 32.0, 33.0])
     with pytest.raises(ValueError, match=r"bias must be \(slope, intercept\), as fit_age_bias returns, got \(1.0,\)"):
         corrected_gap([30.0, 40.0], [31.0, 42.0], (1.0,))
+    for bias in (0.5, None, {"slope": 0.1, "intercept": 2.0}):
+        with pytest.raises(ValueError, match=r"bias must be \(slope, intercept\)"):
+            corrected_gap([30.0, 40.0], [31.0, 42.0], bias)
+    np.testing.assert_allclose(corrected_gap([30.0, 40.0], [31.0, 42.0], np.array([0.5, 1.0])), [-17.5, -24.0])
 
 
 def test_metrics_of_read_only_columns_give_no_warning():

@@ -331,11 +331,14 @@ def test_folds_refuse_input_they_cannot_split():
     ages = np.arange(20.0, 30.0)
     for folds, seed, message in [
         (3.0, 0, "folds must be an integer, got float 3.0"),
-        (3, -1, "seed must be >= 0, got -1"),
-        (3, 0.5, "seed must be an integer, got float 0.5"),
+        (3, -1, r"seed must be an integer >= 0 \(or what numpy.random.default_rng takes\), got -1"),
+        (3, 0.5, r"seed must be an integer >= 0 \(or what numpy.random.default_rng takes\), got 0.5"),
     ]:
         with pytest.raises((TypeError, ValueError), match=f"^{message}$"):
             stratified_folds(ages, folds, seed)
+    # Seeds numpy takes: a NumPy integer, as the same Python one; a sequence of integers.
+    np.testing.assert_array_equal(stratified_folds(ages, 3, np.int64(5)), stratified_folds(ages, 3, 5))
+    assert stratified_folds(ages, 3, [1, 2]).shape == (10,)
     for sites in ("abc", ["a", None, "b"]):
         with pytest.raises(ValueError, match="sites must be a sequence of site labels"):
             site_folds(sites, 2, seed=0)

@@ -188,3 +188,22 @@ def test_a_compiled_loss_refuses_a_weight_that_does_not_broadcast_with_its_own_m
     with pytest.raises(Exception) as raised:  # noqa: PT011 (torch.compile's own exception type)
         call()
     assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("loss_shape", "weight_shape", "message"),
+    [((5,), (2, 5), "would enlarge the loss of shape"), ((5,), (5, 3), "so a weight per sample has shape")],
+)
+def test_a_loss_compiled_with_dynamic_shapes_refuses_a_weight_with_its_own_message(loss_shape, weight_shape, message):
+    """Under dynamic shapes the sizes in the message are torch's symbols (s0, s1, ...)."""
+    torch._dynamo.reset()
+    compiled = torch.compile(
+        lambda values, weights: reduce_loss(values, weights, "weighted_mean"),
+        fullgraph=True,
+        backend=BACKEND,
+        dynamic=True,
+    )
+    compiled(torch.rand(4), torch.ones(4))
+    with pytest.raises(Exception) as raised:  # noqa: PT011 (torch.compile's own exception type)
+        compiled(torch.rand(*loss_shape), torch.ones(*weight_shape))
+    assert message in str(raised.value)
