@@ -21,6 +21,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -88,7 +89,11 @@ def check_run_plan(presets: Sequence[str], seeds: Sequence[int]) -> None:
     if unknown:
         close = difflib.get_close_matches(unknown[0], list(BRAIN_AGE_PRESETS), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown loss presets {unknown}{hint}; known: {list(BRAIN_AGE_PRESETS)}")
+        if "," in unknown[0]:  # "l1,mse": one name with commas, where a list was meant
+            hint = f" (a list of presets is [{', '.join(part.strip() for part in unknown[0].split(','))}])"
+        raise ValueError(
+            f"losses must be known presets, got unknown ones {unknown}{hint}; known: {list(BRAIN_AGE_PRESETS)}"
+        )
     for name, values in (("losses", list(presets)), ("seeds", list(seeds))):
         repeated = sorted({value for value in values if values.count(value) > 1}, key=str)
         if repeated:
@@ -218,12 +223,18 @@ class CommandConfig:
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
         for item in fields(self):
-            if item.name != "devices":  # a count, "auto" or indices: read by check()
-                setattr(self, item.name, _coerce(getattr(self, item.name), hints[item.name], item.name))
+            value = getattr(self, item.name)
+            if item.name in NONE_SPELLED and _spells_none(value):  # as the flags and YAML read it
+                setattr(self, item.name, None)
+            elif item.name != "devices":  # a count, "auto" or indices: read by check()
+                setattr(self, item.name, _coerce(value, hints[item.name], item.name))
         for name in PATH_SETTINGS:
+            value = getattr(self, name, None)
+            if isinstance(value, str) and not value.strip():  # not the working folder, which nobody wrote
+                raise ValueError(f"{name} must be a path, got {value!r}: give a file or folder, or leave {name} out")
             # ~/runs is a folder in the home folder (Lightning and W&B read it so), also from YAML.
-            if isinstance(getattr(self, name, None), str):
-                setattr(self, name, os.path.expanduser(getattr(self, name)))
+            if isinstance(value, str):
+                setattr(self, name, os.path.expanduser(value))
         self.check()
 
     def check(self) -> None:
@@ -324,6 +335,8 @@ class TabularConfig(CommandConfig):
 
     def check(self) -> None:
         super().check()
+        if self.features == []:  # no patterns: every feature, as when left out (one setting, one spelling)
+            self.features = None
         check_folds(self.folds)
         _check_choice(self.split, SPLITS, "split")
         if self.dataset is not None and self.csv is not None:
@@ -449,10 +462,7 @@ def load_config(config_class: type, source: str | os.PathLike | Mapping[str, Any
         values = read_yaml_mapping(source)
     values = {str(key).replace("-", "_"): value for key, value in values.items()}
     # "none" where a setting may be None, as its flag reads it ("--init-from none"); YAML's own is null.
-    values = {
-        key: None if key in NONE_SPELLED and isinstance(value, str) and value.strip().lower() == "none" else value
-        for key, value in values.items()
-    } | overrides
+    values |= overrides  # "none" of NONE_SPELLED, from either, is read as None by the config
     names = [item.name for item in fields(config_class)]
     shared = {item.name for item in fields(CommandConfig)}
     known = [name for name in names if name not in shared] + [name for name in names if name in shared]  # own first
@@ -461,11 +471,30 @@ def load_config(config_class: type, source: str | os.PathLike | Mapping[str, Any
             close = difflib.get_close_matches(key, known, n=2)
             hint = f" (did you mean {' or '.join(repr(name) for name in close)}?)" if close else f"; known: {known}"
             hint = run_action_hint(key) or hint
-            raise ValueError(f"{where}unknown setting {key!r}{hint}")
+            raise ValueError(f"{'' if key in overrides else where}unknown setting {key!r}{hint}")
     try:
         return config_class(**values)
     except ValueError as error:
-        raise ValueError(f"{where}{error}") from None
+        # The file is named where it gave the value refused: the first setting the message names
+        # (or, naming none, any value), not one that an override (a flag) gave.
+        named = _first_setting_named(str(error), known)
+        raise ValueError(f"{'' if named in overrides else where}{error}") from None
+
+
+def _spells_none(value: Any) -> bool:
+    """``"none"`` in any case: how a flag, a YAML file or Python says a setting of
+    :data:`NONE_SPELLED` is ``None``."""
+    return isinstance(value, str) and value.strip().lower() == "none"
+
+
+def _first_setting_named(message: str, names: list[str]) -> str | None:
+    """The setting of ``names`` that ``message`` names first (as a whole word), or None."""
+    found = [
+        (match.start(), name)
+        for name in names
+        if (match := re.search(rf"(?<![\w-]){re.escape(name)}(?!\w)", message)) is not None
+    ]
+    return min(found)[1] if found else None
 
 
 def volume_training(config: SyntheticConfig | NiftiConfig, **options: Any) -> TrainingConfig:

@@ -69,7 +69,11 @@ FRESH_CASES = [
     (COMMANDS, ["--seeds", "-1"], "seeds must be >= 0"),
     (COMMANDS, ["--seeds", "0", "0"], "seeds must not repeat"),
     (COMMANDS, ["--losses", "l1", "l1"], "losses must not repeat"),
-    (COMMANDS, ["--losses", "l1+spearmen"], "unknown loss presets ['l1+spearmen'] (did you mean 'l1+spearman'?)"),
+    (
+        COMMANDS,
+        ["--losses", "l1+spearmen"],
+        "--losses must be known presets, got unknown ones ['l1+spearmen'] (did you mean 'l1+spearman'?)",
+    ),
     (COMMANDS, ["--config", "{inputs}/typo.yaml"], "unknown setting 'max_epoch' (did you mean 'max_epochs'?)"),
     (COMMANDS, ["--config", "{inputs}/bad.yaml"], "not valid YAML"),
     (COMMANDS, ["--config", "{inputs}/list.yaml"], "must hold a mapping of settings, got a list"),

@@ -51,8 +51,11 @@ def test_none_in_a_yaml_file_reads_as_the_flags_read_it(tmp_path):
         ("folds: '5'\n", r"folds must be int, got '5' \(str\)"),
         ("batch_size: true\n", r"batch_size must be int, got True \(bool\)"),
         ("folds: 1\n", "folds >= 2"),
-        ("losses: [l1, l2]\n", r"unknown loss presets \['l2'\]; known: \['l1', 'mse'"),
-        ("losses: [cheng2012]\n", r"unknown loss presets \['cheng2012'\] \(did you mean 'cheng2021'\?\)"),
+        ("losses: [l1, l2]\n", r"losses must be known presets, got unknown ones \['l2'\]; known: \['l1', 'mse'"),
+        (
+            "losses: [cheng2012]\n",
+            r"losses must be known presets, got unknown ones \['cheng2012'\] \(did you mean 'cheng2021'\?\)",
+        ),
         ("losses: [l1, l1]\n", r"losses must not repeat, got \['l1', 'l1'\]"),
         ("seeds: [0, -2]\n", r"seeds must be >= 0 and <= 4294967295 \(NumPy's seeds\), got \[0, -2\]"),
         ("seeds: [0, 99999999999999999999]\n", r"seeds must be >= 0 and <= 4294967295 .NumPy's seeds., got \[0, 9999"),
@@ -172,3 +175,45 @@ def test_training_settings_from_numpy_are_recorded_as_plain_json():
     assert config.hidden == (8, 4) and type(config.max_epochs) is int and config.learning_rate == 0.5
     recorded = json.loads(json.dumps(cross_validation_settings(10, 2, config)))["config"]
     assert recorded["hidden"] == [8, 4] and recorded["max_epochs"] == 2
+
+
+def test_a_refused_value_names_the_yaml_file_only_where_the_file_gave_it(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("losses: l1\nfolds: 2\nseeds: 0\n")
+    for overrides, message in [
+        ({"seeds": [0, 0]}, r"^seeds must not repeat"),
+        ({"losses": ["l2"]}, r"^losses must be known presets, got unknown ones \['l2'\]"),
+        ({"max_epochs": 0}, r"^max_epochs must be >= 1"),
+        ({"fold": 3}, r"^unknown setting 'fold' \(did you mean 'folds'\?\)"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            load_config(TabularConfig, path, **overrides)
+    path.write_text("folds: 1\nlosses: l1\n")
+    with pytest.raises(ValueError, match=f"^{path}: need folds >= 2"):
+        load_config(TabularConfig, path, seeds=[0])
+
+
+def test_none_spelled_in_python_reads_as_none_as_from_flags_and_yaml(tmp_path):
+    assert TabularConfig(init_from="none").init_from is None
+    path = tmp_path / "run.yaml"
+    path.write_text("folds: 3\n")
+    assert load_config(TabularConfig, path, init_from="None").init_from is None
+    config = SyntheticConfig(max_minutes="none", augment="NONE", ema_decay="none")
+    assert (config.max_minutes, config.augment, config.ema_decay) == (None, None, None)
+
+
+@pytest.mark.parametrize(("setting", "value"), [("csv", ""), ("init_from", " "), ("out", "")])
+def test_an_empty_path_is_refused_not_read_as_the_working_folder(setting, value):
+    with pytest.raises(ValueError, match=f"^{setting} must be a path, got '{value}'"):
+        TabularConfig(**{setting: value})
+    with pytest.raises(ValueError, match="^manifest must be a path, got ''"):
+        NiftiConfig(manifest="")
+
+
+def test_no_feature_patterns_is_one_setting_with_leaving_them_out():
+    assert TabularConfig(features=[]).features is None == TabularConfig().features
+
+
+def test_presets_written_as_one_text_with_commas_are_shown_as_a_list():
+    with pytest.raises(ValueError, match=r"got unknown ones \['l1,mse'\] \(a list of presets is \[l1, mse\]\)"):
+        TabularConfig(losses="l1,mse")

@@ -145,7 +145,7 @@ def test_cli_smoke_on_a_tiny_csv(tmp_path, capsys, recwarn):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--losses", "bogus"], "unknown loss presets"),
+        (["--losses", "bogus"], "must be known presets, got unknown ones"),
         (["--max-epochs", "0"], "--max-epochs must be >= 1"),  # no epoch: no checkpoint to restore
         (["--patience", "0"], "patience >= 1"),  # Lightning would treat it as 1
         (["--batch-size", "1"], "--batch-size must be >= 2"),

@@ -127,7 +127,7 @@ def test_synthetic_benchmark_refuses_bad_settings_before_simulating(tmp_path):
     ):
         with pytest.raises(ValueError, match=message):
             run_synthetic_benchmark(["l1"], out=tmp_path, progress=False, **{"train_size": 8, **settings})
-    with pytest.raises(ValueError, match="unknown loss presets"):
+    with pytest.raises(ValueError, match="must be known presets, got unknown ones"):
         run_synthetic_benchmark(["bogus"], out=tmp_path, train_size=8, progress=False)
     assert not (tmp_path / "cache").exists()
 
