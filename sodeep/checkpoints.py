@@ -546,3 +546,16 @@ def import_original_checkpoint(path: str | os.PathLike, *, trust_pickle: bool = 
     except RuntimeError as error:
         raise CheckpointError(f"{path}: weights do not match {model_type} at seq_len={length}: {error}") from error
     return sorter.eval().requires_grad_(False)  # frozen, as load_sorter returns a sorter
+
+
+def same_sorter_source(given: Any, recorded: Any) -> bool:
+    """Whether two spellings of ``init_from`` name one sorter file (a run folder names its
+    ``sorter.pt``), wherever it is written from."""
+    if not isinstance(given, str) or not isinstance(recorded, str):
+        return False
+
+    def sorter_file(text: str) -> Path:
+        path = Path(text).expanduser().resolve()
+        return path / RUN_SORTER if path.is_dir() else path
+
+    return sorter_file(given) == sorter_file(recorded)

@@ -128,11 +128,13 @@ def pretrain_config(arguments: argparse.Namespace) -> PretrainConfig:
     # The YAML's sorter settings are those of a fresh sorter of its own architecture: another
     # --architecture drops them, and so does --init-from, whose sorter has its own.
     # (A YAML's sorter settings that go with its own init_from go with it when the flag replaces it.)
+    from sodeep.checkpoints import same_sorter_source
+
     flag_start = arguments.init_from
     starts_elsewhere = (
         flag_start is not None
         and flag_start.strip().lower() != "none"
-        and not _same_sorter_source(flag_start, settings.get("init_from"))
+        and not same_sorter_source(flag_start, settings.get("init_from"))
     )
     if not same_architecture or starts_elsewhere:
         settings.pop("sorter", None)
@@ -153,21 +155,6 @@ def pretrain_config(arguments: argparse.Namespace) -> PretrainConfig:
         if str(error).split(" ", 1)[0] in from_file:
             raise type(error)(f"{source}: {error}") from None
         raise
-
-
-def _same_sorter_source(given: str, recorded: Any) -> bool:
-    """Whether two spellings of ``init_from`` name one sorter file (a run folder names its
-    ``sorter.pt``), wherever it is written from."""
-    from sodeep.checkpoints import RUN_SORTER
-
-    if not isinstance(recorded, str):
-        return False
-
-    def sorter_file(text: str) -> Path:
-        path = Path(text).expanduser().resolve()
-        return path / RUN_SORTER if path.is_dir() else path
-
-    return sorter_file(given) == sorter_file(recorded)
 
 
 def command_pretrain(arguments: argparse.Namespace) -> int:

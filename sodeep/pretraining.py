@@ -29,6 +29,7 @@ from sodeep.checkpoints import (
     read_weights_only,
     recorded_command,
     run_folder_sorter,
+    same_sorter_source,
     write_sorter_checkpoint,
 )
 from sodeep.config import (
@@ -321,8 +322,8 @@ def _data_worker_ended(error: BaseException) -> RuntimeError | None:
 
 
 def _settings_as_recorded(settings: dict[str, Any], record: Path) -> dict[str, Any]:
-    """``settings`` as the folder's run record writes the same run: the lengths in its spelling
-    (``"2,3,4"`` for ``"2-4"``), and without the settings it does not name that are at their
+    """``settings`` as the folder's run record writes the same run: the lengths and the sorter it
+    started from in its spelling (``"2,3,4"`` for ``"2-4"``), and without the settings it does not name that are at their
     defaults (a record need not name them), so that such a run resumes."""
     try:
         recorded = json.loads(record.read_text())["config"]
@@ -332,6 +333,10 @@ def _settings_as_recorded(settings: dict[str, Any], record: Path) -> dict[str, A
     defaults = config_to_dict(PretrainConfig())
     unnamed = {key for key, value in settings.items() if key not in recorded and value == defaults.get(key)}
     settings = {key: value for key, value in settings.items() if key not in unnamed}
+    if settings.get("init_from") != recorded.get("init_from") and same_sorter_source(
+        settings.get("init_from"), recorded.get("init_from")
+    ):
+        settings["init_from"] = recorded["init_from"]  # ./runs/a/ and runs/a/sorter.pt for runs/a
     return {**settings, "lengths": recorded["lengths"]} if same else settings
 
 

@@ -1389,6 +1389,24 @@ def test_a_run_from_init_from_starts_from_its_weights_and_resumes_without_the_fi
     assert (tmp_path / "straight" / "sorter.pt").is_file()
 
 
+def test_another_spelling_of_the_sorter_a_run_started_from_resumes_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert _pretrain(tmp_path / "source", 2) == 0
+    original_step = interrupt_at_step(monkeypatch, 2)
+    with pytest.raises(SystemExit) as exit_info:
+        _pretrain(tmp_path / "tuned", 4, "--init-from", "source", "--checkpoint-every", "1")
+    assert exit_info.value.code == 130
+    monkeypatch.setattr(SorterPretraining, "training_step", original_step)
+    for spelling in ("./source/sorter.pt", str(tmp_path / "source") + "/"):
+        assert _pretrain(tmp_path / "tuned", 4, "--init-from", spelling, "--checkpoint-every", "1", "--resume") == 0
+    assert json.loads((tmp_path / "tuned" / "run.json").read_text())["config"]["init_from"] == "source"
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # another sorter is another run
+        _pretrain(tmp_path / "tuned", 4, "--init-from", str(SHIPPED / "conv_sorter.pt"), "--resume")
+    error = capsys.readouterr().err
+    assert "with other settings (" in error and "init-from" in error, error
+
+
 def test_export_of_a_finished_run_carries_what_its_sorter_file_records(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert _pretrain(tmp_path / "run", 4) == 0
