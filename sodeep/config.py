@@ -318,6 +318,9 @@ def _refusing_odd_integers(loader: Any, node: Any) -> int:
         raise _RepeatedKey(
             f"line {line}: YAML reads {text} as {value} (base 60): write {value}, or quote it if it is text"
         )
+    if re.match(r"[-+]?0[xXbB]", text):  # as a flag, 0x10 is refused
+        base = "hexadecimal" if text.lstrip("+-")[1] in "xX" else "binary"
+        raise _RepeatedKey(f"line {line}: YAML reads {text} as the {base} number {value}: write {value}")
     # 2_8 (for 2-8, a range of lengths?) reads as 28, 2_256 as 2256.
     if "_" in text:
         low, _, high = text.partition("_")
@@ -325,6 +328,18 @@ def _refusing_odd_integers(loader: Any, node: Any) -> int:
         as_range = f", or {low}-{high} for a range of lengths" if ascending else ""
         raise _RepeatedKey(
             f"line {line}: YAML reads {text} as {value}, leaving out the underscores: write {value}{as_range}"
+        )
+    return value
+
+
+def _refusing_odd_floats(loader: Any, node: Any) -> float:
+    """A float as ``yaml.SafeLoader`` reads it, but underscores (``1_0.5``: 10.5), which a flag
+    refuses, are refused, naming the line."""
+    text = str(loader.construct_scalar(node))
+    value = loader.construct_yaml_float(node)
+    if "_" in text:
+        raise _RepeatedKey(
+            f"line {node.start_mark.line + 1}: YAML reads {text} as {value}, leaving out the underscores: write {value}"
         )
     return value
 
@@ -359,6 +374,7 @@ def read_yaml_mapping(path: str | os.PathLike, kind: str = "config") -> dict[str
 
     RefusingRepeatedKeys.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _refusing_repeated_keys)
     RefusingRepeatedKeys.add_constructor("tag:yaml.org,2002:int", _refusing_odd_integers)
+    RefusingRepeatedKeys.add_constructor("tag:yaml.org,2002:float", _refusing_odd_floats)
     path = Path(path)
     try:
         loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=RefusingRepeatedKeys)

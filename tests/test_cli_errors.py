@@ -611,6 +611,19 @@ def test_a_key_given_twice_in_a_yaml_file_is_refused_not_overridden_silently(tmp
         # Text that Python's float() would read without its underscores.
         ("pretrain", "learning_rate: 1_0e-3\n", "learning_rate must be a number (without underscores), got '1_0e-3'"),
         ("brainage", "finetune_learning_rate: 1_0e-3\n", "finetune_learning_rate must be float, got '1_0e-3' (str)"),
+        # Numbers YAML reads as floats, or in another base, that a flag refuses.
+        (
+            "pretrain",
+            "learning_rate: 1_0.5\n",
+            "line 1: YAML reads 1_0.5 as 10.5, leaving out the underscores: write 10.5",
+        ),
+        (
+            "brainage",
+            "max_minutes: 1_5.0\n",
+            "line 1: YAML reads 1_5.0 as 15.0, leaving out the underscores: write 15.0",
+        ),
+        ("pretrain", "steps: 0x10\n", "line 1: YAML reads 0x10 as the hexadecimal number 16: write 16"),
+        ("brainage", "folds: 0b11\n", "line 1: YAML reads 0b11 as the binary number 3: write 3"),
     ],
 )
 def test_what_yaml_made_of_a_value_is_said_where_it_is_refused(tmp_path, capsys, command, text, message):
