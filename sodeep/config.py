@@ -98,11 +98,13 @@ def parse_lengths(value: Any) -> list[int]:
     except ValueError as error:
         raise ValueError(f"lengths must be ints, a list like '8,100' or a range like '2-256', got {value!r}") from error
     if is_range and not lengths:
-        raise ValueError(f"length range {value!r} is empty: give the shortest length first, e.g. '2-256'")
+        raise ValueError(
+            f"lengths must not be an empty range, got {value!r}: give the shortest length first, e.g. '2-256'"
+        )
     if len(lengths) > MAX_RANGE_LENGTHS:
         raise ValueError(
-            f"length range {value!r} holds {len(lengths):,} lengths, more than {MAX_RANGE_LENGTHS:,}: no sorter "
-            "ranks rows that long"
+            f"lengths must not be a range of more than {MAX_RANGE_LENGTHS:,} lengths, got {value!r}, "
+            f"{len(lengths):,} of them: no sorter ranks rows that long"
         )
     lengths = list(dict.fromkeys(lengths))  # a repeated length would repeat its rows in a table
     if not lengths or min(lengths) < 2:
@@ -383,7 +385,9 @@ def read_yaml_mapping(path: str | os.PathLike, kind: str = "config") -> dict[str
     except FileNotFoundError:
         raise FileNotFoundError(f"no {kind} file at {path}") from None
     except UnicodeDecodeError:
-        raise ValueError(f"{path} is not a text (YAML) file") from None
+        raise ValueError(f"{path} is not a text (YAML) file in UTF-8: save it as UTF-8 text") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a folder; give the YAML file of settings in it") from None
     except yaml.YAMLError as error:
         raise ValueError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
     loaded = {} if loaded is None else loaded
@@ -418,6 +422,8 @@ def yaml_reading(value: Any, wanted: str = "text") -> str:
         spelled = yaml_number(number) if math.isfinite(number) else None
         if spelled is not None and value.strip() != spelled:
             return f"; YAML reads {value.strip()} as text: write {spelled}"
+        if spelled is not None:  # "3": a number in quotes
+            return f"; YAML reads a number in quotes as text: write {spelled} without quotes"
     return ""
 
 

@@ -47,7 +47,10 @@ CASES = [
     (["pretrain", "--affine-probability", "1.5"], "--affine-probability must be a number in [0, 1], got 1.5"),
     (["pretrain", "--learning-rate", "-1"], "--learning-rate must be a finite number > 0"),
     (["pretrain", "--lengths", "1-5"], "lengths must be ints >= 2"),
-    (["pretrain", "--lengths", "5-2"], "length range '5-2' is empty: give the shortest length first, e.g. '2-256'"),
+    (
+        ["pretrain", "--lengths", "5-2"],
+        "--lengths must not be an empty range, got '5-2': give the shortest length first, e.g. '2-256'",
+    ),
     (
         ["pretrain", "--lengths", "2-20000"],
         "lengths go up to 20000 but sorter 'conv' takes n <= 16384: set lengths within 2-16384",
@@ -102,7 +105,10 @@ CASES = [
         "no length in 5,7 is one the sorter takes (n = 100 only): give lengths of 100",
     ),
     (["evaluate", "{pretrained}/original_cnn_n100.pt", "--lengths", "2-300"], "lengths 2-99,101-300 are outside the"),
-    (["evaluate", "--lengths", "2-100000000000"], "holds 99,999,999,999 lengths, more than 1,000,000: no sorter"),
+    (
+        ["evaluate", "--lengths", "2-100000000000"],
+        "--lengths must not be a range of more than 1,000,000 lengths, got '2-100000000000', 99,999,999,999 of",
+    ),
     (
         ["evaluate", "--lengths", "5,,6"],
         "--lengths must be ints, a list like '8,100' or a range like '2-256', got '5,,6'",
@@ -624,12 +630,34 @@ def test_a_key_given_twice_in_a_yaml_file_is_refused_not_overridden_silently(tmp
         ),
         ("pretrain", "steps: 0x10\n", "line 1: YAML reads 0x10 as the hexadecimal number 16: write 16"),
         ("brainage", "folds: 0b11\n", "line 1: YAML reads 0b11 as the binary number 3: write 3"),
+        (
+            "pretrain",
+            'steps: "3"\n',
+            "steps must be an integer >= 1, got '3'; YAML reads a number in quotes as text: write 3 without quotes",
+        ),
+        (
+            "brainage",
+            "folds: '5'\n",
+            "folds must be int, got '5' (str); YAML reads a number in quotes as text: write 5",
+        ),
+        ("pretrain", "lengths: 8-2\n", "lengths must not be an empty range, got '8-2': give the shortest length"),
     ],
 )
 def test_what_yaml_made_of_a_value_is_said_where_it_is_refused(tmp_path, capsys, command, text, message):
     config, error = _config_file_error(tmp_path, capsys, command, text)
     assert f"{config}: {message}" in error, error  # the file that gave the value, named for either command
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", ["pretrain", "brainage"])
+def test_a_config_that_is_a_folder_or_not_utf8_is_refused_saying_what_to_give(tmp_path, capsys, command):
+    argv = [command, *(["tabular"] if command == "brainage" else []), "--out", str(tmp_path / "run")]
+    error = _one_line_error([*argv, "--config", str(tmp_path)], capsys)
+    assert f"{tmp_path} is a folder; give the YAML file of settings in it" in error
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("out: r\xe9sultats\n".encode("latin-1"))
+    error = _one_line_error([*argv, "--config", str(latin)], capsys)
+    assert f"{latin} is not a text (YAML) file in UTF-8: save it as UTF-8 text" in error
 
 
 def _config_file_error(tmp_path, capsys, command, text):

@@ -460,6 +460,10 @@ def load_config(config_class: type, source: str | os.PathLike | Mapping[str, Any
     else:
         where = f"{source}: "
         values = read_yaml_mapping(source)
+    spelled = [str(key).replace("-", "_") for key in values]
+    for name in {name for name in spelled if spelled.count(name) > 1}:  # max-epochs and max_epochs
+        given = [key for key in values if str(key).replace("-", "_") == name]
+        raise ValueError(f"{where}{' and '.join(map(repr, given))} name one setting; keep one")
     values = {str(key).replace("-", "_"): value for key, value in values.items()}
     # "none" where a setting may be None, as its flag reads it ("--init-from none"); YAML's own is null.
     values |= overrides  # "none" of NONE_SPELLED, from either, is read as None by the config

@@ -217,3 +217,8 @@ def test_no_feature_patterns_is_one_setting_with_leaving_them_out():
 def test_presets_written_as_one_text_with_commas_are_shown_as_a_list():
     with pytest.raises(ValueError, match=r"got unknown ones \['l1,mse'\] \(a list of presets is \[l1, mse\]\)"):
         TabularConfig(losses="l1,mse")
+
+
+def test_two_spellings_of_one_setting_in_a_mapping_are_refused():
+    with pytest.raises(ValueError, match="^'max-epochs' and 'max_epochs' name one setting; keep one$"):
+        load_config(TabularConfig, {"max-epochs": 1, "max_epochs": 2})
