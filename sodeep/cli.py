@@ -381,7 +381,7 @@ class OneLineErrorParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (options: {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {shortened_values(message)} (options: {self.prog} --help)\n")
 
     def parse_args(self, args=None, namespace=None):  # type: ignore[override]
         """As argparse, but an unknown flag is named by the (sub)command that was given, with the
@@ -487,6 +487,28 @@ def build_parser() -> argparse.ArgumentParser:
 #: Quoted text in a message, the user's own names and values: quotes that open and close a word,
 #: not an apostrophe (``the folds' subjects``, ``the run's folder``).
 QUOTED = r"""(?<!\w)'[^']*'(?!\w)|(?<!\w)"[^"]*"(?!\w)"""
+
+
+#: Characters of a quoted value or a list that a one-line message shows whole.
+SHOWN_VALUE = 200
+
+
+def shortened_values(message: str) -> str:
+    """``message`` with each quoted value or ``[...]`` list longer than :data:`SHOWN_VALUE`
+    characters cut to its start and its length, so that a line stays a line.
+
+    Example:
+        >>> shortened_values(f"wandb must be offline, got {'x' * 300!r}")
+        "wandb must be offline, got 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...' (300 characters)"
+    """
+
+    def cut(match: re.Match) -> str:
+        value = match.group(0)
+        if len(value) <= SHOWN_VALUE:
+            return value
+        return f"{value[:61]}...{value[-1]} ({len(value) - 2:,} characters)"
+
+    return re.sub(rf"{QUOTED}|\[[^\[\]]*\]", cut, message)
 
 
 def in_flag_words(message: str, parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> str:
@@ -630,7 +652,7 @@ def main(argv: list[str] | None = None, *, parser: argparse.ArgumentParser | Non
             message = as_typed(message)  # advice a Python caller reads as keyword arguments
         if not isinstance(error, OSError) and not getattr(arguments, "config", None) and arguments.command != "sweep":
             message = in_flag_words(message, parser, argv)  # a YAML config or sweep file names settings as fields
-        parser.exit(2, f"{name}: error: {message}\n")
+        parser.exit(2, f"{name}: error: {shortened_values(message)}\n")
     except KeyboardInterrupt:  # before a run could save anything: nothing to resume
         _ignore_stop_signals_from_now_on(arguments)
         lightning = sys.modules.get("lightning.pytorch.utilities.rank_zero")

@@ -719,3 +719,14 @@ def test_a_number_flag_with_an_underscore_is_refused_not_read_without_it(tmp_pat
     error = _one_line_error([*argv, "--out", str(tmp_path / "run")], capsys)
     assert "holds an underscore: write numbers without one" in error and "lengths" not in error
     assert not (tmp_path / "run").exists()
+
+
+def test_a_long_value_is_shown_cut_so_that_the_error_stays_a_line(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    error = _one_line_error(["pretrain", "--wandb", "x" * 20_000, "--out", out], capsys)
+    assert "invalid choice: 'xxxx" in error and "...' (20,000 characters)" in error and len(error) < 500
+    config = tmp_path / "big.yaml"
+    config.write_text("sorter: {band: [" + ", ".join(["1"] * 20_000) + "]}\n")
+    error = _one_line_error(["pretrain", "--config", str(config), "--out", out], capsys)
+    assert "band must be an integer, got list [1, 1, 1" in error and "...] (59,998 characters)" in error
+    assert len(error) < 800
