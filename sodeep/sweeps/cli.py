@@ -141,6 +141,9 @@ def dry_run(spec: Any, arguments: argparse.Namespace) -> int:
         check_not_in_use(folder, "give another --root")
         if arguments.overwrite:
             check_no_run_inside_in_use(folder, "give another --root")
+    if arguments.overwrite and folder.is_dir() and any(folder.iterdir()):
+        held = sum(is_finished(summary) for summary in folder.glob("trials/*/summary.json"))
+        print(f"--overwrite: a run first deletes {folder}, with the {plural(held, 'finished trial')} it holds")
     launcher = TrialLauncher(spec, folder, arguments.wandb, Path.cwd(), threads=trial_threads(arguments.workers))
     environment = launcher.environment(Trial(0, {}), folder)
     threads = ", ".join(f"{name}={environment.get(name) or 'unset'}" for name in THREAD_VARIABLES)
@@ -220,6 +223,7 @@ def command_report(arguments: argparse.Namespace) -> int:
     words += ["--over", *arguments.over] if arguments.over is not None else []
     words += ["--baseline", *arguments.baseline] if arguments.baseline else []
     words += ["--metric", *dict.fromkeys(arguments.metrics)] if arguments.metrics else []
+    words += ["--no-plots"] if arguments.no_plots else []
     written = write_report(
         arguments.folder,
         over=arguments.over,

@@ -217,7 +217,7 @@ def markdown(
                 f" **No setting has a baseline to pair with:** none other than those at {against} has a twin "
                 "there with its other parameters equal (a random sweep's continuous parameters give none)."
             )
-    else:
+    elif changing:  # one setting has nothing to be paired with
         lines += ["", "No baseline: add `--baseline KEY=VALUE` for paired differences."]
     for metric in metrics:
         goal = f" ({goals[metric]})" if metric in goals else ""

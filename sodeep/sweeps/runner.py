@@ -226,7 +226,16 @@ def trial_source(
 def spec_changes(held: Any, given: Any, where: str = "") -> list[str]:
     """What differs between a folder's sweep specification and the file given, key by key down
     to each parameter: ``["parameters.seed.values: [0, 1] -> [0, 1, 2]"]``, ``(absent)`` for a
-    key on one side only."""
+    key on one side only; long lists of one length item by item (``command[7]: ...``), as their
+    shortened whole could show the same start on both sides."""
+    cut = describe_value(held) != json.dumps(held)
+    if isinstance(held, list) and isinstance(given, list) and len(held) == len(given) and where and cut:
+        return [
+            change
+            for index, (before, after) in enumerate(zip(held, given, strict=True))
+            if before != after
+            for change in spec_changes(before, after, f"{where}[{index}]")
+        ]
     if not (isinstance(held, dict) and isinstance(given, dict)):
         return [f"{where or 'the file'}: {describe_change(held, given)}"]
     changes = []

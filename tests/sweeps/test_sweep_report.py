@@ -355,3 +355,13 @@ def test_booleans_read_alike_in_the_markdown_and_the_csv(tmp_path):
     assert [row["nesterov"] for row in rows(tmp_path)] == ["true", "false"]
     with pytest.raises(ValueError, match=r"values seen: \{'nesterov': \['false', 'true'\]\}"):
         write_report(tmp_path, baseline=["nesterov=1"], plots=False)
+
+
+def test_a_report_of_one_setting_offers_no_baseline_and_its_command_keeps_no_plots(tmp_path):
+    write_trials(tmp_path, [({"losses": "l1", "seed": s}, {"mae": s + 1.0}, None, "finished") for s in range(2)])
+    assert main(["report", str(tmp_path), "--no-plots"]) == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "--baseline" not in text and f"Regenerate with `sodeep sweep report {tmp_path} --no-plots`" in text
+    write_trials(tmp_path / "two", [({"lr": lr, "seed": 0}, {"loss": lr}, None, "finished") for lr in (0.1, 0.2)])
+    assert main(["report", str(tmp_path / "two"), "--no-plots"]) == 0
+    assert "No baseline: add `--baseline KEY=VALUE`" in (tmp_path / "two" / "report.md").read_text()

@@ -219,7 +219,11 @@ def test_overwrite_clears_a_sweep_folder_but_never_other_files(tmp_path, capsys,
     assert main(["run", str(sweep), "--root", root]) == 0
     sweep.write_text(sweep.read_text().replace("[0]", "[0, 2]"))
     assert main(["run", str(sweep), "--root", root, "--dry-run", "--overwrite"]) == 0
-    assert "2 trials, 0 finished before" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "2 trials, 0 finished before" in printed
+    assert (
+        f"--overwrite: a run first deletes {tmp_path / 'runs' / 'quick'}, with the 1 finished trial it holds" in printed
+    )
     assert calls.read_text().split() == ["0"]
     assert main(["run", str(sweep), "--root", root, "--overwrite"]) == 0
     assert calls.read_text().split() == ["0", "0", "2"]  # every trial again, in a cleared folder
@@ -1082,3 +1086,15 @@ def test_the_changes_of_a_sweep_file_are_named_key_by_key():
         "description: (absent) -> null",  # a key added as null is a change too
     ]
     assert spec_changes(held, held) == []
+
+
+def test_a_change_inside_a_long_list_of_a_sweep_file_is_named_by_its_place():
+    from sodeep.sweeps.runner import spec_changes
+
+    command = ["${env}", "sodeep", "brainage", "tabular", "--folds=2", "--max-epochs=2", "${args}"]
+    changed = [*command[:5], "--max-epochs=3", command[6]]
+    assert spec_changes({"command": command}, {"command": changed}) == [
+        'command[5]: "--max-epochs=2" -> "--max-epochs=3"'
+    ]
+    # A short list is shown whole.
+    assert spec_changes({"values": [0, 1]}, {"values": [0, 2]}) == ["values: [0, 1] -> [0, 2]"]
