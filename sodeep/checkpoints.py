@@ -550,7 +550,7 @@ def import_original_checkpoint(path: str | os.PathLike, *, trust_pickle: bool = 
 
 def same_sorter_source(given: Any, recorded: Any) -> bool:
     """Whether two spellings of ``init_from`` name one sorter file (a run folder names its
-    ``sorter.pt``), wherever it is written from."""
+    ``sorter.pt``; relative paths are read from the working folder)."""
     if not isinstance(given, str) or not isinstance(recorded, str):
         return False
 

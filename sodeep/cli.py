@@ -489,13 +489,14 @@ def build_parser() -> argparse.ArgumentParser:
 QUOTED = r"""(?<!\w)'[^']*'(?!\w)|(?<!\w)"[^"]*"(?!\w)"""
 
 
-#: Characters of a quoted value or a list that a one-line message shows whole.
-SHOWN_VALUE = 200
+#: Characters of a quoted value, and of a ``[...]`` list (such as the known settings a message
+#: names), that a one-line message shows whole.
+SHOWN_VALUE, SHOWN_LIST = 200, 1000
 
 
 def shortened_values(message: str) -> str:
-    """``message`` with each quoted value or ``[...]`` list longer than :data:`SHOWN_VALUE`
-    characters cut to its start and its length, so that a line stays a line.
+    """``message`` with each quoted value longer than :data:`SHOWN_VALUE` characters, and each
+    list longer than :data:`SHOWN_LIST`, cut to its start and its length, so that a line stays a line.
 
     Example:
         >>> shortened_values(f"wandb must be offline, got {'x' * 300!r}")
@@ -504,7 +505,7 @@ def shortened_values(message: str) -> str:
 
     def cut(match: re.Match) -> str:
         value = match.group(0)
-        if len(value) <= SHOWN_VALUE:
+        if len(value) <= (SHOWN_LIST if value.startswith("[") else SHOWN_VALUE):
             return value
         return f"{value[:61]}...{value[-1]} ({len(value) - 2:,} characters)"
 

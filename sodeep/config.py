@@ -336,9 +336,14 @@ def _refusing_odd_integers(loader: Any, node: Any) -> int:
 
 def _refusing_odd_floats(loader: Any, node: Any) -> float:
     """A float as ``yaml.SafeLoader`` reads it, but underscores (``1_0.5``: 10.5), which a flag
-    refuses, are refused, naming the line."""
+    refuses, and base 60 (``1:30.5``: 90.5) are refused, naming the line."""
     text = str(loader.construct_scalar(node))
     value = loader.construct_yaml_float(node)
+    if ":" in text:
+        raise _RepeatedKey(
+            f"line {node.start_mark.line + 1}: YAML reads {text} as {value} (base 60): write {value}, or quote it "
+            "if it is text"
+        )
     if "_" in text:
         raise _RepeatedKey(
             f"line {node.start_mark.line + 1}: YAML reads {text} as {value}, leaving out the underscores: write {value}"
@@ -422,7 +427,7 @@ def yaml_reading(value: Any, wanted: str = "text") -> str:
         spelled = yaml_number(number) if math.isfinite(number) else None
         if spelled is not None and value.strip() != spelled:
             return f"; YAML reads {value.strip()} as text: write {spelled}"
-        if spelled is not None:  # "3": a number in quotes
+        if spelled is not None and wanted == "number":  # "3": a number in quotes
             return f"; YAML reads a number in quotes as text: write {spelled} without quotes"
     return ""
 

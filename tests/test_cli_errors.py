@@ -630,6 +630,7 @@ def test_a_key_given_twice_in_a_yaml_file_is_refused_not_overridden_silently(tmp
         ),
         ("pretrain", "steps: 0x10\n", "line 1: YAML reads 0x10 as the hexadecimal number 16: write 16"),
         ("brainage", "folds: 0b11\n", "line 1: YAML reads 0b11 as the binary number 3: write 3"),
+        ("pretrain", "learning_rate: 1:30.5\n", "line 1: YAML reads 1:30.5 as 90.5 (base 60): write 90.5, or quote"),
         (
             "pretrain",
             'steps: "3"\n',
@@ -730,3 +731,13 @@ def test_a_long_value_is_shown_cut_so_that_the_error_stays_a_line(tmp_path, caps
     error = _one_line_error(["pretrain", "--config", str(config), "--out", out], capsys)
     assert "band must be an integer, got list [1, 1, 1" in error and "...] (59,998 characters)" in error
     assert len(error) < 800
+
+
+@pytest.mark.parametrize("command", ["pretrain", "brainage"])
+def test_an_unknown_key_is_refused_naming_every_known_setting_and_text_is_not_told_to_drop_quotes(
+    tmp_path, capsys, command
+):
+    _, error = _config_file_error(tmp_path, capsys, command, "zzzzz: 1\n")
+    assert "known: [" in error and "'num_nodes'" in error and "characters)" not in error
+    _, error = _config_file_error(tmp_path, capsys, command, 'wandb: "0"\n')
+    assert "wandb must be" in error and "quotes" not in error

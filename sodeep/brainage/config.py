@@ -21,7 +21,6 @@ from __future__ import annotations
 import difflib
 import math
 import os
-import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -89,8 +88,9 @@ def check_run_plan(presets: Sequence[str], seeds: Sequence[int]) -> None:
     if unknown:
         close = difflib.get_close_matches(unknown[0], list(BRAIN_AGE_PRESETS), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        if "," in unknown[0]:  # "l1,mse": one name with commas, where a list was meant
-            hint = f" (a list of presets is [{', '.join(part.strip() for part in unknown[0].split(','))}])"
+        parts = [part.strip() for part in unknown[0].split(",")]
+        if len(parts) > 1 and all(part in BRAIN_AGE_PRESETS for part in parts):  # "l1,mse": a list was meant
+            hint = f" ({' and '.join(parts)} are {len(parts)} presets: give them as a list, --losses {' '.join(parts)} or [{', '.join(parts)}] in YAML)"
         raise ValueError(
             f"losses must be known presets, got unknown ones {unknown}{hint}; known: {list(BRAIN_AGE_PRESETS)}"
         )
@@ -187,6 +187,9 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
     return value
 
 
+#: Settings a command cannot run without (no default).
+REQUIRED_SETTINGS = ("manifest",)
+
 #: Settings that are paths: a leading ``~`` is the home folder.
 PATH_SETTINGS = ("out", "csv", "manifest", "cache", "init_from")
 
@@ -231,7 +234,7 @@ class CommandConfig:
         for name in PATH_SETTINGS:
             value = getattr(self, name, None)
             if isinstance(value, str) and not value.strip():  # not the working folder, which nobody wrote
-                raise ValueError(f"{name} must be a path, got {value!r}: give a file or folder, or leave {name} out")
+                raise ValueError(f"{name} must be a path, not empty text, got {value!r}")
             # ~/runs is a folder in the home folder (Lightning and W&B read it so), also from YAML.
             if isinstance(value, str):
                 setattr(self, name, os.path.expanduser(value))
@@ -466,7 +469,7 @@ def load_config(config_class: type, source: str | os.PathLike | Mapping[str, Any
         raise ValueError(f"{where}{' and '.join(map(repr, given))} name one setting; keep one")
     values = {str(key).replace("-", "_"): value for key, value in values.items()}
     # "none" where a setting may be None, as its flag reads it ("--init-from none"); YAML's own is null.
-    values |= overrides  # "none" of NONE_SPELLED, from either, is read as None by the config
+    from_file, values = values, values | overrides  # "none" of NONE_SPELLED, from either, is None to the config
     names = [item.name for item in fields(config_class)]
     shared = {item.name for item in fields(CommandConfig)}
     known = [name for name in names if name not in shared] + [name for name in names if name in shared]  # own first
@@ -479,26 +482,27 @@ def load_config(config_class: type, source: str | os.PathLike | Mapping[str, Any
     try:
         return config_class(**values)
     except ValueError as error:
-        # The file is named where it gave the value refused: the first setting the message names
-        # (or, naming none, any value), not one that an override (a flag) gave.
-        named = _first_setting_named(str(error), known)
-        raise ValueError(f"{'' if named in overrides else where}{error}") from None
+        raise ValueError(f"{where if _file_refused(config_class, from_file, overrides) else ''}{error}") from None
+
+
+def _file_refused(config_class: type, from_file: dict[str, Any], overrides: dict[str, Any]) -> bool:
+    """Whether a config refused with ``overrides`` is refused for the file's settings alone too
+    (then its message names the file), rather than for a value the overrides (flags) gave.  The
+    file alone has the required settings that only the overrides give (a manifest)."""
+    if not overrides:
+        return True
+    given = {name: overrides[name] for name in REQUIRED_SETTINGS if name in overrides and name not in from_file}
+    try:
+        config_class(**from_file, **given)
+    except ValueError:
+        return True
+    return False
 
 
 def _spells_none(value: Any) -> bool:
     """``"none"`` in any case: how a flag, a YAML file or Python says a setting of
     :data:`NONE_SPELLED` is ``None``."""
     return isinstance(value, str) and value.strip().lower() == "none"
-
-
-def _first_setting_named(message: str, names: list[str]) -> str | None:
-    """The setting of ``names`` that ``message`` names first (as a whole word), or None."""
-    found = [
-        (match.start(), name)
-        for name in names
-        if (match := re.search(rf"(?<![\w-]){re.escape(name)}(?!\w)", message)) is not None
-    ]
-    return min(found)[1] if found else None
 
 
 def volume_training(config: SyntheticConfig | NiftiConfig, **options: Any) -> TrainingConfig:

@@ -226,16 +226,20 @@ def trial_source(
 def spec_changes(held: Any, given: Any, where: str = "") -> list[str]:
     """What differs between a folder's sweep specification and the file given, key by key down
     to each parameter: ``["parameters.seed.values: [0, 1] -> [0, 1, 2]"]``, ``(absent)`` for a
-    key on one side only; long lists of one length item by item (``command[7]: ...``), as their
-    shortened whole could show the same start on both sides."""
-    cut = describe_value(held) != json.dumps(held)
-    if isinstance(held, list) and isinstance(given, list) and len(held) == len(given) and where and cut:
-        return [
-            change
-            for index, (before, after) in enumerate(zip(held, given, strict=True))
-            if before != after
-            for change in spec_changes(before, after, f"{where}[{index}]")
-        ]
+    key on one side only; long lists, whose shortened whole could show the same start on both
+    sides, item by item where of one length (``command[7]: ...``), else from the first item that
+    differs (``values[30:]: [] -> [30]``)."""
+    cut = describe_value(held) != json.dumps(held) or describe_value(given) != json.dumps(given)
+    if isinstance(held, list) and isinstance(given, list) and where and cut:
+        if len(held) == len(given):
+            return [
+                change
+                for index, (before, after) in enumerate(zip(held, given, strict=True))
+                if before != after
+                for change in spec_changes(before, after, f"{where}[{index}]")
+            ]
+        first = next((i for i, (a, b) in enumerate(zip(held, given)) if a != b), min(len(held), len(given)))
+        return [f"{where}[{first}:]: {describe_change(held[first:], given[first:])}"]
     if not (isinstance(held, dict) and isinstance(given, dict)):
         return [f"{where or 'the file'}: {describe_change(held, given)}"]
     changes = []

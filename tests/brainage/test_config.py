@@ -191,6 +191,19 @@ def test_a_refused_value_names_the_yaml_file_only_where_the_file_gave_it(tmp_pat
     path.write_text("folds: 1\nlosses: l1\n")
     with pytest.raises(ValueError, match=f"^{path}: need folds >= 2"):
         load_config(TabularConfig, path, seeds=[0])
+    # A message naming two settings: the file is named where its own value is refused.
+    path.write_text("patience: 0\n")
+    with pytest.raises(ValueError, match=f"^{path}: max_epochs must be >= 1 and patience >= 1, got 5 and 0"):
+        load_config(TabularConfig, path, max_epochs=5)
+    path.write_text("max_epochs: 5\n")
+    with pytest.raises(ValueError, match="^max_epochs must be >= 1 and patience >= 1, got 5 and 0"):
+        load_config(TabularConfig, path, patience=0)
+    path.write_text("losses: []\n")
+    with pytest.raises(ValueError, match=f"^{path}: need at least one seed and one preset"):
+        load_config(TabularConfig, path, seeds=[1])
+    path.write_text("folds: 3\n")  # a manifest given beside the file alone, as its flag
+    with pytest.raises(ValueError, match="^need folds >= 2"):
+        load_config(NiftiConfig, path, manifest="m.csv", folds=1)
 
 
 def test_none_spelled_in_python_reads_as_none_as_from_flags_and_yaml(tmp_path):
@@ -204,9 +217,9 @@ def test_none_spelled_in_python_reads_as_none_as_from_flags_and_yaml(tmp_path):
 
 @pytest.mark.parametrize(("setting", "value"), [("csv", ""), ("init_from", " "), ("out", "")])
 def test_an_empty_path_is_refused_not_read_as_the_working_folder(setting, value):
-    with pytest.raises(ValueError, match=f"^{setting} must be a path, got '{value}'"):
+    with pytest.raises(ValueError, match=f"^{setting} must be a path, not empty text, got '{value}'"):
         TabularConfig(**{setting: value})
-    with pytest.raises(ValueError, match="^manifest must be a path, got ''"):
+    with pytest.raises(ValueError, match="^manifest must be a path, not empty text, got ''"):
         NiftiConfig(manifest="")
 
 
@@ -215,8 +228,12 @@ def test_no_feature_patterns_is_one_setting_with_leaving_them_out():
 
 
 def test_presets_written_as_one_text_with_commas_are_shown_as_a_list():
-    with pytest.raises(ValueError, match=r"got unknown ones \['l1,mse'\] \(a list of presets is \[l1, mse\]\)"):
+    with pytest.raises(
+        ValueError, match=r"\['l1,mse'\] \(l1 and mse are 2 presets: give them as a list, --losses l1 mse or"
+    ):
         TabularConfig(losses="l1,mse")
+    with pytest.raises(ValueError, match=r"\['l1,msee'\] \(did you mean"):  # not a list of presets
+        TabularConfig(losses="l1,msee")
 
 
 def test_two_spellings_of_one_setting_in_a_mapping_are_refused():

@@ -1096,5 +1096,10 @@ def test_a_change_inside_a_long_list_of_a_sweep_file_is_named_by_its_place():
     assert spec_changes({"command": command}, {"command": changed}) == [
         'command[5]: "--max-epochs=2" -> "--max-epochs=3"'
     ]
-    # A short list is shown whole.
+    # A short list is shown whole; a long one of another length from where it differs.
     assert spec_changes({"values": [0, 1]}, {"values": [0, 2]}) == ["values: [0, 1] -> [0, 2]"]
+    seeds = list(range(30))
+    assert spec_changes({"values": seeds}, {"values": [*seeds, 30]}) == ["values[30:]: [] -> [30]"]
+    assert spec_changes({"values": seeds}, {"values": [*seeds[:5], 99]}) == [
+        "values[5:]: [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 1... -> [99]"
+    ]
