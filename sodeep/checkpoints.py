@@ -66,8 +66,21 @@ def sorter_payload(sorter: Sorter, metadata: dict[str, Any] | None = None) -> di
         )
     if sorter.weights_unset:
         raise ValueError(UNSET_WEIGHTS)
+    _check_loadable(sorter)
     config = sorter.config()
-    json.dumps(config)  # configs must stay plain JSON so checkpoints describe themselves
+    try:
+        json.dumps(config)  # configs must stay plain JSON so checkpoints describe themselves
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"{type(sorter).__name__}.config() must be plain JSON (numbers, text, lists, dicts): {error}"
+        ) from None
+    try:
+        inspect.signature(type(sorter)).bind(**config)
+    except TypeError as error:
+        raise TypeError(
+            f"{type(sorter).__name__}.config() gives {sorted(config)}, which {type(sorter).__name__}(**config) does not "
+            f"take ({error}): its keys must be the class's own arguments, so that the checkpoint rebuilds it"
+        ) from None
     if metadata is not None and not isinstance(metadata, dict):
         raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
     for key in _keys_not_text(metadata):  # JSON would turn it into text: the metadata loaded back would differ
@@ -84,6 +97,26 @@ def sorter_payload(sorter: Sorter, metadata: dict[str, Any] | None = None) -> di
         "state_dict": {key: value.detach().cpu() for key, value in sorter.state_dict().items()},
         "metadata": metadata,
     }
+
+
+def _check_loadable(sorter: Sorter) -> None:
+    """Refuse to save a sorter whose checkpoint would load as another class, or not at all: its
+    ``architecture`` must name its own class in :data:`sodeep.sorters.SORTERS`."""
+    name, cls = sorter.architecture, type(sorter)
+    registered = SORTERS.get(name)
+    if registered is cls:
+        return
+    register = f"sodeep.sorters.SORTERS[{name or '<name>'!r}] = {cls.__name__}"
+    if not name:
+        why = f"{cls.__name__} has no architecture name: set architecture = '<name>' on the class and register it, "
+    elif registered is None:
+        why = f"architecture {name!r} ({cls.__name__}) is not registered, so its checkpoint would not load: "
+    else:
+        why = (
+            f"{cls.__name__} saves as architecture {name!r}, which loads as {registered.__name__}: give it an "
+            "architecture name of its own and register it, "
+        )
+    raise ValueError(f"{why}{register} (before saving and before loading)")
 
 
 def _keys_not_text(value: Any, enclosing: frozenset[int] = frozenset()) -> Iterator[Any]:
@@ -164,7 +197,10 @@ def sorter_from_payload(payload: Any, source: str = "checkpoint") -> Sorter:
     _check_sorter_format(payload, source)
     architecture = payload.get("architecture")
     if architecture not in SORTERS:
-        raise CheckpointError(f"{source} names unknown architecture {architecture!r}; known: {sorted(SORTERS)}")
+        raise CheckpointError(
+            f"{source} names unknown architecture {architecture!r}; known: {sorted(SORTERS)} (a sorter class of your "
+            f"own loads once registered in the process: sodeep.sorters.SORTERS[{architecture!r}] = cls)"
+        )
     if "config" not in payload:
         raise CheckpointError(
             f"{source} holds no config (its sorter's settings), which the weights alone do not give: "

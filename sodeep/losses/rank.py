@@ -225,7 +225,8 @@ def sorter_ranks(sorter: SorterFunction, scores: torch.Tensor) -> torch.Tensor:
         (mean >= MEAN_RANK_RANGE[0]) & (mean <= MEAN_RANK_RANGE[1]) & ~_rise_with(ranks.detach(), scores.detach()),
         "the sorter's ranks are not descending ranks in (0, 1] (a row averages outside [0.25, 1], is NaN, or the "
         "ranks rise with the scores): wrap a sorter of ascending ranks 1..n, such as torchsort.soft_rank, in "
-        "sodeep.losses.descending_normalized, or lower a soft ranker's temperature",
+        "sodeep.losses.descending_normalized, divide descending ranks 1..n by n, or lower a soft ranker's "
+        "temperature",
     )
     return ranks.to(scores.dtype)  # the losses return the scores' dtype, whatever the sorter's
 

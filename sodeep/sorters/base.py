@@ -102,7 +102,9 @@ class Sorter(nn.Module):
     """Base class of differentiable sorters.
 
     Subclasses implement :meth:`rank_rows` on a ``(B, n)`` tensor and :meth:`config`, a JSON-able
-    dict from which ``type(self)(**config)`` rebuilds the architecture (used by checkpoints).
+    dict from which ``type(self)(**config)`` rebuilds the architecture (used by checkpoints).  A
+    sorter of your own that checkpoints save and load sets an ``architecture`` name of its own and
+    is registered under it before it is saved or loaded: ``sodeep.sorters.SORTERS[name] = cls``.
 
     Class attributes say what a sorter guarantees: ``permutation_equivariant`` (permuting the input
     permutes the output the same way) and ``affine_invariant`` (``a * x + b`` with ``a > 0`` gives
@@ -142,15 +144,27 @@ class Sorter(nn.Module):
                 f"the sorter is on {weights.device} and the scores on {scores.device}: move the sorter with the model, "
                 f"sorter.to({str(scores.device)!r})"
             )
-        if scores.dim() == 1:
-            return self.rank_rows(scores.unsqueeze(0)).squeeze(0)
-        return self.rank_rows(scores)
+        rows = scores.unsqueeze(0) if scores.dim() == 1 else scores
+        ranks = self.rank_rows(rows)
+        if not isinstance(ranks, torch.Tensor) or ranks.shape != rows.shape or ranks.dtype != rows.dtype:
+            got = (
+                f"shape {tuple(ranks.shape)} and dtype {ranks.dtype}"
+                if isinstance(ranks, torch.Tensor)
+                else type(ranks).__name__
+            )
+            raise TypeError(
+                f"{type(self).__name__}.rank_rows must return ranks of the shape and dtype of its (B, n) scores, "
+                f"{tuple(rows.shape)} and {rows.dtype}, got {got}"
+            )
+        return ranks.squeeze(0) if scores.dim() == 1 else ranks
 
-    def rank_rows(self, scores: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def rank_rows(self, scores: torch.Tensor) -> torch.Tensor:
+        """Ranks of ``(B, n)`` ``scores``, same shape and dtype (each sorter implements it)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement rank_rows(scores) -> ranks, as Sorter says")
 
-    def config(self) -> dict[str, Any]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def config(self) -> dict[str, Any]:
+        """The settings that rebuild the sorter, ``type(self)(**config)`` (each sorter implements it)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement config() -> its settings, as Sorter says")
 
     def reset_parameters(self) -> None:
         """Put back the weights the sorter was loaded with (:func:`sodeep.load_sorter`: the
