@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from sodeep.benchmark.rankers import Ranker
+from sodeep.benchmark.rankers import Ranker, check_rankers
 from sodeep.metrics import mean_absolute_rank_error, mean_spearman
 from sodeep.ranks import rank
 from sodeep.synthetic import generate_sequences
@@ -47,6 +47,9 @@ def run_fidelity(
     """``(rows, skipped)``: rows ``{ranker, distribution, n, spearman, rank_error}`` (means over
     sequences), and ``{ranker, part, n, reason}`` for each ``n`` a ranker is left out at: one it
     does not accept, or where its footprint exceeds ``max_elements``."""
+    check_rankers(rankers)
+    if sequences < 1 or not lengths:
+        raise ValueError(f"need sequences >= 1 and one length or more, got {sequences} and {list(lengths)}")
     rows, skipped = [], []
     for n in lengths:
         running = []
@@ -60,7 +63,7 @@ def run_fidelity(
             scores = distribution_scores(name, sequences, n)
             exact = rank(scores)
             for ranker in running:
-                predicted = ranker.rank(scores).to(exact.dtype)
+                predicted = ranker.checked_rank(scores).to(exact.dtype)
                 rows.append(
                     {
                         "ranker": ranker.label,

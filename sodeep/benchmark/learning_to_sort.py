@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sodeep.benchmark.digits import DigitPool, sample_sequences
-from sodeep.benchmark.rankers import Ranker, true_permutation
+from sodeep.benchmark.rankers import Ranker, check_rankers, true_permutation
 from sodeep.benchmark.report import json_text
 from sodeep.ranks import rank
 
@@ -95,7 +95,7 @@ def sorting_loss(ranker: Ranker, loss: str, scores: torch.Tensor, numbers: torch
         return ranker.native_loss(permutation, true_permutation(numbers).to(permutation.dtype))
     if loss != "rank":
         raise ValueError(f"loss must be 'rank' or 'native', got {loss!r}")
-    return F.mse_loss(ranker.rank(scores), rank(numbers.to(scores.dtype)))
+    return F.mse_loss(ranker.checked_rank(scores), rank(numbers.to(scores.dtype)))
 
 
 @torch.no_grad()
@@ -121,6 +121,14 @@ def train_and_test(
     The test set depends on ``length`` only (the same for every ranker and seed); validation
     sequences use training images and pick the best setting of a grid without touching the test set.
     """
+    check_rankers([ranker])
+    if ranker.kind == "exact":
+        raise ValueError(f"ranker {ranker.label!r} gives exact ranks, with no gradient to train through")
+    if length < 2 or task.steps < 1 or task.test_sequences < 1 or task.validation_sequences < 1:
+        raise ValueError(
+            f"need length >= 2 and steps, test and validation sequences >= 1, got {length}, {task.steps}, "
+            f"{task.test_sequences} and {task.validation_sequences}"
+        )
     torch.manual_seed(seed)
     network = ScoreNetwork(train_pool.images.shape[1], task.digits)
     optimizer = torch.optim.Adam(network.parameters(), lr=task.learning_rate)

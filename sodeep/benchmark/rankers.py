@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch.nn import functional as F
@@ -27,6 +28,24 @@ LOG_FLOOR = 1e-9
 #: Shipped original SoDeep sorters (model card): the CNN and the LSTM (the original's ``lstm``:
 #: ``OriginalLSTMLargeSorter`` with 128 hidden units), by the name the benchmark gives them.
 ORIGINAL_FILES = {"original_cnn": "original_cnn_n100.pt", "original_lstm": "original_lstm_n100.pt"}
+
+
+#: What a :class:`Ranker` gives: exact ranks (no gradient), soft ranks, or a soft permutation too.
+KINDS = ("exact", "rank", "permutation")
+
+
+def check_rankers(rankers: Any) -> None:
+    """Refuse anything but a sequence of :class:`Ranker` (a function or a sorter is wrapped in one)."""
+    for ranker in rankers:
+        if not isinstance(ranker, Ranker):
+            raise TypeError(
+                f"rankers must be sodeep.benchmark.rankers.Ranker objects, got {type(ranker).__name__}: wrap a function "
+                "or sorter of (B, n) scores as Ranker(family='mine', setting='', kind='rank', rank=function)"
+            )
+    labels = [ranker.label for ranker in rankers]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise ValueError(f"rankers need labels of their own (family and setting), got {repeated} more than once")
 
 
 @dataclass(frozen=True)
@@ -54,9 +73,37 @@ class Ranker:
     lengths: tuple[int, int | None] = (2, None)
     footprint: Callable[[int, int], float] = lambda batch, n: batch * n * n
 
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS or not callable(self.rank):
+            raise ValueError(
+                f"a Ranker needs kind in {list(KINDS)} and a callable rank, got kind {self.kind!r} and rank "
+                f"{type(self.rank).__name__}"
+            )
+
     @property
     def label(self) -> str:
         return f"{self.family} {self.setting}".strip()
+
+    def checked_rank(self, scores: torch.Tensor) -> torch.Tensor:
+        """``rank(scores)``, refused in one line unless it gives floating ranks of the scores' shape,
+        with a gradient where the scores need one and the ranker is not ``"exact"``."""
+        ranks = self.rank(scores)
+        if not isinstance(ranks, torch.Tensor) or ranks.shape != scores.shape or not ranks.is_floating_point():
+            got = (
+                f"{ranks.dtype} of shape {tuple(ranks.shape)}"
+                if isinstance(ranks, torch.Tensor)
+                else type(ranks).__name__
+            )
+            raise ValueError(
+                f"ranker {self.label!r} returned {got} for scores of shape {tuple(scores.shape)}: a ranker maps (B, n) "
+                "scores to (B, n) floating ranks, descending and divided by n (sodeep.rank's convention)"
+            )
+        if scores.requires_grad and not ranks.requires_grad and torch.is_grad_enabled():
+            raise ValueError(
+                f"ranker {self.label!r} returned ranks with no gradient, so nothing trains through it: a ranker "
+                "without one has kind 'exact' and is measured in the fidelity and speed parts only"
+            )
+        return ranks
 
     def accepts(self, n: int) -> bool:
         low, high = self.lengths

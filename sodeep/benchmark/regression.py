@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sodeep.benchmark.rankers import Ranker
+from sodeep.benchmark.rankers import Ranker, check_rankers
 from sodeep.losses import SpearmanLoss
 from sodeep.metrics import rowwise_spearman
 from sodeep.ranks import rank
@@ -73,7 +73,7 @@ def train_regression(
     torch.manual_seed(seed)
     model = nn.Linear(train_x.shape[1], 1)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
-    loss = SpearmanLoss(sorter=ranker.rank) if ranker is not None else None
+    loss = SpearmanLoss(sorter=ranker.checked_rank) if ranker is not None else None
     target_mean, target_std = train_y.mean(), train_y.std()
     batches = torch.Generator().manual_seed(20_000 + seed)
     start = time.perf_counter()
@@ -104,6 +104,9 @@ def run_regression(
     progress: Callable[[str], None] = print,
 ) -> tuple[list[dict], list[dict]]:
     """Rows ``{ranker, task, seed, spearman, seconds}`` and skipped ``{ranker, part, reason}``."""
+    check_rankers(rankers)
+    if not seeds or steps < 1 or batch < 1:
+        raise ValueError(f"need one seed or more, steps >= 1 and batch >= 1, got {list(seeds)}, {steps} and {batch}")
     rows, skipped = [], []
     usable = []
     for ranker in rankers:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from sodeep.benchmark.rankers import Ranker
+from sodeep.benchmark.rankers import Ranker, check_rankers
 
 MODES = ("forward", "forward+backward")
 #: The reference of the ``ratio_to_torchsort`` column: torchsort's ``soft_rank`` at its default.
@@ -38,6 +38,8 @@ def time_cell(
     scores.requires_grad_(mode != "forward")
     repeats = {}
     for ranker in rankers:
+        with torch.set_grad_enabled(mode != "forward" and ranker.kind != "exact"):
+            ranker.checked_rank(scores)  # its ranks checked once, outside the timings
         _call(ranker, scores, mode)  # warm-up: caches, lazy initialisation
         start = time.perf_counter()
         _call(ranker, scores, mode)
@@ -72,6 +74,11 @@ def run_speed(
         ratio_to_torchsort}`` (ratios to ``exact`` and to the default torchsort in the same cell,
         ``None`` where absent) and ``{ranker, part, mode, n, batch, reason}`` for cells left out.
     """
+    check_rankers(rankers)
+    if rounds < 1 or not lengths or not batches:
+        raise ValueError(
+            f"need rounds >= 1 and one length and batch or more, got {rounds}, {list(lengths)} and {list(batches)}"
+        )
     rows, skipped = [], []
     too_slow: dict[tuple[str, str, int], int] = {}  # (label, mode, batch) -> the n it got too slow at
     for mode in MODES:

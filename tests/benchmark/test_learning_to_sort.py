@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from sodeep.benchmark.digits import sklearn_digit_pools
@@ -178,3 +179,22 @@ def test_worker_processes_ignore_ctrl_c_from_their_start_and_the_parent_takes_it
     with pool:
         assert pool.apply(signal.getsignal, (signal.SIGINT,)) == signal.SIG_IGN
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_training_through_a_ranker_without_a_gradient_or_for_no_step_is_refused():
+    from sodeep.benchmark.rankers import Ranker
+
+    train, test = sklearn_digit_pools()
+    task = SortingTask(
+        digits=2, steps=1, images_per_step=32, learning_rate=1e-3, test_sequences=4, validation_sequences=4
+    )
+    exact = Ranker(family="mine", setting="", kind="exact", rank=lambda scores: scores)
+    with pytest.raises(ValueError, match="ranker 'mine' gives exact ranks, with no gradient to train through"):
+        train_and_test(exact, "rank", 3, 0, task, train, test)
+    pairwise = next(family for family in available_families()[0] if family.name == "pairwise_sigmoid").build(0.1)
+    idle = SortingTask(
+        digits=2, steps=0, images_per_step=32, learning_rate=1e-3, test_sequences=4, validation_sequences=4
+    )
+    for length, task_of in ((3, idle), (1, task)):
+        with pytest.raises(ValueError, match="^need length >= 2 and steps, test and validation sequences >= 1"):
+            train_and_test(pairwise, "rank", length, 0, task_of, train, test)

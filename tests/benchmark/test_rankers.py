@@ -108,3 +108,39 @@ def test_the_lengths_a_ranker_accepts_read_as_words(lengths, words):
     ranker = Ranker("r", "", "rank", rank, lengths=lengths)
     assert ranker.accepted_lengths == words
     assert ranker.accepts(lengths[0]) and not ranker.accepts(lengths[0] - 1)
+
+
+def _own(kind, function, setting=""):
+    return Ranker(family="mine", setting=setting, kind=kind, rank=function)
+
+
+def test_a_ranker_of_ones_own_is_refused_in_one_line_where_its_ranks_cannot_be_used():
+    from sodeep.benchmark.fidelity import run_fidelity
+    from sodeep.benchmark.regression import run_regression
+    from sodeep.benchmark.speed import run_speed
+
+    def argsort_ranks(scores):  # exact ranks with no gradient
+        return (scores.argsort(-1, descending=True).argsort(-1) + 1).to(scores.dtype) / scores.shape[-1]
+
+    with pytest.raises(ValueError, match="ranker 'mine' returned ranks with no gradient, so nothing trains through"):
+        run_regression([_own("rank", argsort_ranks)], [0], steps=1, batch=10, learning_rate=0.01)
+    with pytest.raises(ValueError, match=r"returned torch.int64 of shape \(4, 5\) for scores of shape \(4, 5\)"):
+        run_fidelity([_own("exact", lambda scores: scores.argsort(-1).argsort(-1))], [5], 4, progress=lambda _: None)
+    with pytest.raises(ValueError, match=r"returned torch.float32 of shape \(2, 2\) for scores of shape \(2, 5\)"):
+        run_speed([_own("rank", lambda s: s.softmax(-1)[:, :2])], [5], [2], 1, 0.001, 1.0, 1e6, progress=print)
+    with pytest.raises(TypeError, match="rankers must be sodeep.benchmark.rankers.Ranker objects, got function: wrap"):
+        run_fidelity([argsort_ranks], [5], 4)
+    with pytest.raises(ValueError, match=r"rankers need labels of their own .*\['mine'\] more than once"):
+        run_fidelity([_own("exact", argsort_ranks), _own("exact", argsort_ranks)], [5], 4)
+    with pytest.raises(ValueError, match="a Ranker needs kind in"):
+        _own("soft", argsort_ranks)
+    for call in (
+        lambda: run_fidelity([_own("exact", argsort_ranks)], [], 4),
+        lambda: run_regression([_own("exact", argsort_ranks)], [], steps=1, batch=10, learning_rate=0.01),
+        lambda: run_speed([_own("exact", argsort_ranks)], [5], [2], 0, 0.001, 1.0, 1e6),
+    ):
+        with pytest.raises(ValueError, match="^need "):
+            call()
+    rows, _ = run_fidelity([_own("exact", argsort_ranks)], [5], 4, progress=lambda _: None)
+    normal = [row for row in rows if row["distribution"] == "normal"]
+    assert normal and all(row["spearman"] == pytest.approx(1.0) and row["rank_error"] == 0 for row in normal)
