@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from sodeep.files import atomic_torch_save
-from sodeep.sorters import SORTERS, OriginalCNNSorter, OriginalLSTMLargeSorter, Sorter, build_sorter
+from sodeep.sorters import SORTERS, OriginalCNNSorter, OriginalLSTMLargeSorter, Sorter, build_sorter, settings_problem
 from sodeep.sorters.base import UNSET_WEIGHTS
 
 CHECKPOINT_FORMAT = "sodeep-sorter"
@@ -74,13 +74,12 @@ def sorter_payload(sorter: Sorter, metadata: dict[str, Any] | None = None) -> di
         raise TypeError(
             f"{type(sorter).__name__}.config() must be plain JSON (numbers, text, lists, dicts): {error}"
         ) from None
-    try:
-        inspect.signature(type(sorter)).bind(**config)
-    except TypeError as error:
+    problem = settings_problem(type(sorter), config, sorter.architecture)
+    if problem:  # as load_sorter would find it
         raise TypeError(
-            f"{type(sorter).__name__}.config() gives {sorted(config)}, which {type(sorter).__name__}(**config) does not "
-            f"take ({error}): its keys must be the class's own arguments, so that the checkpoint rebuilds it"
-        ) from None
+            f"{type(sorter).__name__}.config() gives {sorted(config)}, which would not rebuild it ({problem}): its "
+            "keys must be the class's own named arguments, as a checkpoint rebuilds it with them"
+        )
     if metadata is not None and not isinstance(metadata, dict):
         raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
     for key in _keys_not_text(metadata):  # JSON would turn it into text: the metadata loaded back would differ
@@ -106,17 +105,20 @@ def _check_loadable(sorter: Sorter) -> None:
     registered = SORTERS.get(name)
     if registered is cls:
         return
-    register = f"sodeep.sorters.SORTERS[{name or '<name>'!r}] = {cls.__name__}"
-    if not name:
-        why = f"{cls.__name__} has no architecture name: set architecture = '<name>' on the class and register it, "
-    elif registered is None:
-        why = f"architecture {name!r} ({cls.__name__}) is not registered, so its checkpoint would not load: "
-    else:
-        why = (
-            f"{cls.__name__} saves as architecture {name!r}, which loads as {registered.__name__}: give it an "
-            "architecture name of its own and register it, "
+    if registered is None and name:
+        raise ValueError(
+            f"architecture {name!r} ({cls.__name__}) is not registered, so its checkpoint would not load: "
+            f"sodeep.sorters.SORTERS[{name!r}] = {cls.__name__} (before saving and before loading)"
         )
-    raise ValueError(f"{why}{register} (before saving and before loading)")
+    found = (
+        f"{cls.__name__} has no architecture name"
+        if not name
+        else (f"{cls.__name__} saves as architecture {name!r}, which loads as {registered.__name__}")
+    )
+    raise ValueError(
+        f"{found}: set architecture = '<name>' on {cls.__name__}, a name of its own, and register it, "
+        f"sodeep.sorters.SORTERS['<name>'] = {cls.__name__} (before saving and before loading)"
+    )
 
 
 def _keys_not_text(value: Any, enclosing: frozenset[int] = frozenset()) -> Iterator[Any]:

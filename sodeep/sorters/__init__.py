@@ -47,6 +47,25 @@ def unknown_setting_hint(name: str, known: list[str]) -> str:
     return f" (did you mean {match[0]!r}?)" if match else ""
 
 
+def settings_problem(cls: type[Sorter], config: dict, architecture: str) -> str | None:
+    """Why ``cls(**config)`` cannot be how a checkpoint rebuilds the sorter (settings that are not
+    named arguments of ``cls``, or a required one missing), or ``None``."""
+    parameters = {
+        name: parameter
+        for name, parameter in inspect.signature(cls.__init__).parameters.items()
+        if name != "self" and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+    }
+    unknown = sorted(set(config) - set(parameters))
+    if unknown:
+        known = sorted(parameters)
+        described = ", ".join(f"{name!r}{unknown_setting_hint(name, known)}" for name in unknown)
+        return f"unknown setting {described} for sorter {architecture!r}; known: {known}"
+    missing = [
+        name for name, parameter in parameters.items() if parameter.default is parameter.empty and name not in config
+    ]
+    return f"sorter {architecture!r} needs the settings {missing}" if missing else None
+
+
 def build_sorter(architecture: str, **config) -> Sorter:
     """Build a sorter from its architecture name and keyword config (as in a checkpoint).
 
@@ -61,12 +80,9 @@ def build_sorter(architecture: str, **config) -> Sorter:
     if architecture not in SORTERS:
         raise ValueError(f"unknown sorter architecture {architecture!r}; known: {sorted(SORTERS)}")
     cls = SORTERS[architecture]
-    accepted = inspect.signature(cls.__init__).parameters
-    unknown = sorted(set(config) - set(accepted) - {"self"})
-    if unknown:
-        known = sorted(name for name in accepted if name != "self")
-        described = ", ".join(f"{name!r}{unknown_setting_hint(name, known)}" for name in unknown)
-        raise ValueError(f"unknown setting {described} for sorter {architecture!r}; known: {known}")
+    problem = settings_problem(cls, config, architecture)
+    if problem:
+        raise ValueError(problem)
     try:
         return cls(**config)
     except TypeError as error:

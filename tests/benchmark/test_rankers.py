@@ -144,3 +144,14 @@ def test_a_ranker_of_ones_own_is_refused_in_one_line_where_its_ranks_cannot_be_u
     rows, _ = run_fidelity([_own("exact", argsort_ranks)], [5], 4, progress=lambda _: None)
     normal = [row for row in rows if row["distribution"] == "normal"]
     assert normal and all(row["spearman"] == pytest.approx(1.0) and row["rank_error"] == 0 for row in normal)
+
+
+def test_speed_checks_a_ranker_of_ones_own_at_its_first_call_also_where_it_is_too_slow_to_time():
+    from sodeep.benchmark.speed import run_speed
+
+    detached = _own("rank", lambda scores: rank(scores).detach())
+    with pytest.raises(ValueError, match="ranker 'mine' returned ranks with no gradient"):
+        run_speed([detached], [8], [4], 1, 0.001, 5.0, 1e9, progress=lambda _: None)
+    summed = _own("rank", lambda scores: scores.sum(-1))
+    with pytest.raises(ValueError, match=r"returned torch.float32 of shape \(4,\) for scores of shape \(4, 8\)"):
+        run_speed([summed], [8], [4], 1, 0.001, 1e-9, 1e9, progress=lambda _: None)  # every call "too slow"

@@ -51,7 +51,11 @@ def test_a_sorter_whose_checkpoint_would_load_as_another_class_or_not_at_all_is_
     class Subclass(PairwiseSigmoidSorter):  # the parent's architecture name
         pass
 
-    with pytest.raises(ValueError, match=r"Subclass saves as architecture 'pairwise_sigmoid', which loads as Pairwise"):
+    with pytest.raises(
+        ValueError,
+        match=r"Subclass saves as architecture 'pairwise_sigmoid', which loads as PairwiseSigmoidSorter: set "
+        r"architecture = '<name>' on Subclass, a name of its own, and register it, sodeep.sorters.SORTERS\['<name>'\]",
+    ):
         save_sorter(Subclass(0.5), tmp_path / "sub.pt")
     with pytest.raises(
         ValueError, match=r"is not registered, so its checkpoint would not load: sodeep.sorters.SORTERS\["
@@ -72,11 +76,26 @@ def test_a_sorter_whose_checkpoint_would_load_as_another_class_or_not_at_all_is_
 
 def test_a_config_that_does_not_rebuild_the_sorter_is_refused_at_saving(tmp_path, registered, monkeypatch):
     monkeypatch.setattr(registered, "config", lambda self: {"t": 0.1})
-    with pytest.raises(TypeError, match=r"config\(\) gives \['t'\], which LearnedTemperatureSorter\(\*\*config\) does"):
+    with pytest.raises(TypeError, match=r"config\(\) gives \['t'\], which would not rebuild it \(unknown setting 't'"):
         save_sorter(registered(), tmp_path / "own.pt")
+
     monkeypatch.setattr(registered, "config", lambda self: {"temperature": torch.tensor(0.1)})
     with pytest.raises(TypeError, match=r"config\(\) must be plain JSON .*Tensor is not JSON serializable"):
         save_sorter(registered(), tmp_path / "own.pt")
+
+    class Forwarding(Sorter):  # settings taken as **settings: a checkpoint cannot name them
+        architecture = registered.architecture
+
+        def __init__(self, **settings):
+            super().__init__()
+            self.settings = settings
+
+        def config(self):
+            return dict(self.settings)
+
+    monkeypatch.setitem(SORTERS, registered.architecture, Forwarding)
+    with pytest.raises(TypeError, match=r"gives \['temperature'\], which would not rebuild it \(unknown setting"):
+        save_sorter(Forwarding(temperature=0.1), tmp_path / "own.pt")
 
 
 def test_a_sorter_that_breaks_the_interface_says_what_it_must_do():
