@@ -95,6 +95,13 @@ def check_integer(value: Any, name: str, low: int, high: int | None = None) -> N
         raise ValueError(f"{name} must be in {low}..{high}, got {value}")
 
 
+def ranks_described(ranks: Any) -> str:
+    """What a ranker returned, for a message: ``torch.float64 of shape (3, 5)``, or a type's name."""
+    if isinstance(ranks, torch.Tensor):
+        return f"{ranks.dtype} of shape {tuple(ranks.shape)}"
+    return type(ranks).__name__
+
+
 def python_scalar(value: Any) -> Any:
     """A NumPy scalar or 0-d array as the Python number it holds (a notebook's ``np.int64`` seed);
     anything else as it is.

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from sodeep.checks import ranks_described
 from sodeep.ranks import rank
 from sodeep.sorters.base import row_scale
 
@@ -89,13 +90,8 @@ class Ranker:
         with a gradient where the scores need one and the ranker is not ``"exact"``."""
         ranks = self.rank(scores)
         if not isinstance(ranks, torch.Tensor) or ranks.shape != scores.shape or not ranks.is_floating_point():
-            got = (
-                f"{ranks.dtype} of shape {tuple(ranks.shape)}"
-                if isinstance(ranks, torch.Tensor)
-                else type(ranks).__name__
-            )
             raise ValueError(
-                f"ranker {self.label!r} returned {got} for scores of shape {tuple(scores.shape)}: a ranker maps (B, n) "
+                f"ranker {self.label!r} returned {ranks_described(ranks)} for scores of shape {tuple(scores.shape)}: a ranker maps (B, n) "
                 "scores to (B, n) floating ranks, descending and divided by n (sodeep.rank's convention)"
             )
         if scores.requires_grad and not ranks.requires_grad and torch.is_grad_enabled():

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from sodeep.checks import beneath_transforms, check_dense, require
+from sodeep.checks import beneath_transforms, check_dense, ranks_described, require
 from sodeep.wording import shown_float
 
 
@@ -147,14 +147,9 @@ class Sorter(nn.Module):
         rows = scores.unsqueeze(0) if scores.dim() == 1 else scores
         ranks = self.rank_rows(rows)
         if not isinstance(ranks, torch.Tensor) or ranks.shape != rows.shape or ranks.dtype != rows.dtype:
-            got = (
-                f"shape {tuple(ranks.shape)} and dtype {ranks.dtype}"
-                if isinstance(ranks, torch.Tensor)
-                else type(ranks).__name__
-            )
             raise TypeError(
-                f"{type(self).__name__}.rank_rows must return ranks of the shape and dtype of its (B, n) scores, "
-                f"{tuple(rows.shape)} and {rows.dtype}, got {got}"
+                f"{type(self).__name__}.rank_rows must return ranks of the dtype and shape of its (B, n) scores, "
+                f"{ranks_described(rows)}, got {ranks_described(ranks)}"
             )
         return ranks.squeeze(0) if scores.dim() == 1 else ranks
 

@@ -111,14 +111,14 @@ def test_a_sorter_that_breaks_the_interface_says_what_it_must_do():
         def rank_rows(self, scores):
             return scores.mean(-1)
 
-    with pytest.raises(TypeError, match=r"rank_rows must return ranks of the shape and dtype of its \(B, n\) scores, "):
+    with pytest.raises(TypeError, match=r"rank_rows must return ranks of the dtype and shape of its \(B, n\) scores, "):
         Averaging()(torch.randn(3, 5))
 
     class Widening(LearnedTemperatureSorter):
         def rank_rows(self, scores):
             return super().rank_rows(scores).double()
 
-    with pytest.raises(TypeError, match=r"\(3, 5\) and torch.float32, got shape \(3, 5\) and dtype torch.float64"):
+    with pytest.raises(TypeError, match=r"torch.float32 of shape \(3, 5\), got torch.float64 of shape \(3, 5\)"):
         Widening()(torch.randn(3, 5))
 
 
