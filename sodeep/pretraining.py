@@ -323,8 +323,9 @@ def _data_worker_ended(error: BaseException) -> RuntimeError | None:
 
 def _settings_as_recorded(settings: dict[str, Any], record: Path) -> dict[str, Any]:
     """``settings`` as the folder's run record writes the same run: the lengths and the sorter it
-    started from in its spelling (``"2,3,4"`` for ``"2-4"``), and without the settings it does not name that are at their
-    defaults (a record need not name them), so that such a run resumes."""
+    started from in its spelling (``"2,3,4"`` for ``"2-4"``, ``runs/a`` for ``./runs/a/``), and
+    without the settings it does not name that are at their defaults (a record need not name
+    them), so that such a run resumes."""
     try:
         recorded = json.loads(record.read_text())["config"]
         same = parse_lengths(recorded["lengths"]) == parse_lengths(settings["lengths"])
