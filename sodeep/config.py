@@ -396,6 +396,11 @@ def read_yaml_mapping(path: str | os.PathLike, kind: str = "config") -> dict[str
     except yaml.YAMLError as error:
         raise ValueError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
     loaded = {} if loaded is None else loaded
+    if isinstance(loaded, str) and re.match(r"[\w-]+:\S", loaded):  # "steps:3": YAML's key needs ": "
+        key, _, value = loaded.partition(":")
+        raise ValueError(
+            f"{path} must hold a mapping of settings, got the text {loaded[:40]!r}: write {key}: {value[:20]}"
+        )
     if not isinstance(loaded, dict):
         raise ValueError(f"{path} must hold a mapping of settings, got a {type(loaded).__name__}")
     return loaded

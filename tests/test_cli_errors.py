@@ -651,6 +651,12 @@ def test_what_yaml_made_of_a_value_is_said_where_it_is_refused(tmp_path, capsys,
 
 
 @pytest.mark.parametrize("command", ["pretrain", "brainage"])
+def test_a_setting_without_a_space_after_its_colon_is_shown_as_yaml_reads_it(tmp_path, capsys, command):
+    config, error = _config_file_error(tmp_path, capsys, command, "steps:3\n")
+    assert f"{config} must hold a mapping of settings, got the text 'steps:3': write steps: 3" in error
+
+
+@pytest.mark.parametrize("command", ["pretrain", "brainage"])
 def test_a_config_that_is_a_folder_or_not_utf8_is_refused_saying_what_to_give(tmp_path, capsys, command):
     argv = [command, *(["tabular"] if command == "brainage" else []), "--out", str(tmp_path / "run")]
     error = _one_line_error([*argv, "--config", str(tmp_path)], capsys)
