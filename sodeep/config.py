@@ -398,8 +398,10 @@ def read_yaml_mapping(path: str | os.PathLike, kind: str = "config") -> dict[str
     loaded = {} if loaded is None else loaded
     if isinstance(loaded, str) and re.match(r"[\w-]+:\S", loaded):  # "steps:3": YAML's key needs ": "
         key, _, value = loaded.partition(":")
+        first = value.split()[0][:20]
         raise ValueError(
-            f"{path} must hold a mapping of settings, got the text {loaded[:40]!r}: write {key}: {value[:20]}"
+            f"{path} must hold a mapping of settings, got the text {loaded[:40]!r}: put a space after each setting's "
+            f"colon ({key}: {first}, not {key}:{first})"
         )
     if not isinstance(loaded, dict):
         raise ValueError(f"{path} must hold a mapping of settings, got a {type(loaded).__name__}")

@@ -653,7 +653,10 @@ def test_what_yaml_made_of_a_value_is_said_where_it_is_refused(tmp_path, capsys,
 @pytest.mark.parametrize("command", ["pretrain", "brainage"])
 def test_a_setting_without_a_space_after_its_colon_is_shown_as_yaml_reads_it(tmp_path, capsys, command):
     config, error = _config_file_error(tmp_path, capsys, command, "steps:3\n")
-    assert f"{config} must hold a mapping of settings, got the text 'steps:3': write steps: 3" in error
+    assert (
+        f"{config} must hold a mapping of settings, got the text 'steps:3': put a space after each setting's colon "
+        "(steps: 3, not steps:3)"
+    ) in error
 
 
 @pytest.mark.parametrize("command", ["pretrain", "brainage"])
