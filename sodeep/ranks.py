@@ -61,8 +61,8 @@ def rank(
             ties their largest is the number of distinct values over ``n``, below 1).
 
     Returns:
-        Tensor of the same shape as ``x``: float64 for float64 input, else float32 (the default
-        dtype), which holds every whole rank exactly up to n = 2**24 (16,777,216; beyond it
+        Tensor of the same shape as ``x``: float64 for float64 input, else float32 (whatever
+        ``torch.get_default_dtype()`` is), which holds every whole rank exactly up to n = 2**24 (16,777,216; beyond it
         unnormalized ranks round to even numbers) and the half ranks of ties averaged over an even
         number of values up to n = 2**23: pass float64 scores for longer rows; float16 holds whole
         numbers only up to 2048 and overflows at 65504, bfloat16 holds them up to 256.  No
@@ -99,7 +99,8 @@ def rank(
         raise TypeError(f"x must be a bool, integer (up to uint32 and int64) or float16-64 tensor, got {x.dtype}")
     if x.is_floating_point():
         require(~torch.isnan(x), "x contains NaN; ranks of NaN are undefined")
-    out_dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.get_default_dtype()
+    # float32 whatever the default dtype: a float16 default would round ranks above 2048.
+    out_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
 
     moved = x.movedim(dim, -1)
     n = moved.shape[-1]

@@ -53,6 +53,21 @@ def test_dtype_is_float64_for_float64_input_else_float32_and_no_grad(dtype):
     assert not rank(y).requires_grad
 
 
+@pytest.mark.parametrize("default", [torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.int32, torch.bool, torch.float16, torch.bfloat16])
+def test_ranks_are_float32_whatever_the_default_dtype(default, dtype):
+    values = torch.randperm(3000, generator=torch.Generator().manual_seed(0)).to(dtype)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(default)
+    try:
+        ours = rank(values, normalized=False)
+    finally:
+        torch.set_default_dtype(previous)
+    assert ours.dtype == torch.float32
+    reference = scipy.stats.rankdata(-values.double().numpy(), method="average")
+    np.testing.assert_array_equal(ours.numpy(), reference)
+
+
 @pytest.mark.parametrize("dtype", [torch.uint16, torch.uint32])
 def test_wide_unsigned_integers_rank_like_int64(dtype):
     x = torch.tensor([7, 0, 65535, 7, 3]).to(dtype)
