@@ -63,19 +63,18 @@ from sodeep.runs import (
     AtomicCheckpointIO,
     SetupWarning,
     StopOnSignal,
-    check_wandb_login,
     make_loggers,
     make_trainer,
     progress_settings,
     quiet_lightning,
     release_process_group,
     stop_signals_outside_training_are_interrupts,
-    wandb_environment,
 )
 from sodeep.sorters import SORTERS, Sorter, build_sorter
 from sodeep.sorters.conv import MAX_LENGTH
 from sodeep.stream_loader import UnpackedChunks, available_cores, stream_loader
 from sodeep.synthetic import FAMILIES, SyntheticSequences
+from sodeep.wandb_setup import check_wandb_login, wandb_environment
 
 
 class HeldOutCells(Dataset):

@@ -8,7 +8,7 @@ import pytest
 
 PROGRAM = """
 import sys
-from sodeep.runs import check_wandb_login
+from sodeep.wandb_setup import check_wandb_login
 try:
     chosen_by = sys.argv[3] if len(sys.argv) > 3 else None
     check_wandb_login(sys.argv[1], logs_in_this_process=sys.argv[2] == "environment", chosen_by=chosen_by)
@@ -203,7 +203,7 @@ def test_a_sweep_s_wandb_name_and_project_name_the_runs_of_its_trials(tmp_path, 
 def test_an_open_w_and_b_run_is_refused_unless_it_is_disabled(monkeypatch):
     import wandb
 
-    from sodeep.runs import check_wandb_login
+    from sodeep.wandb_setup import check_wandb_login
 
     class OpenRun:
         id, disabled = "abc123", False
@@ -234,7 +234,7 @@ def test_an_online_run_reads_the_users_own_wandb_settings(tmp_path, monkeypatch)
     variables.update(HOME=str(home), WANDB_ERROR_REPORTING="false")
     assert run_check(variables, "online", "environment") == "accepted"
 
-    from sodeep.runs import wandb_environment
+    from sodeep.wandb_setup import wandb_environment
 
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(home / ".config" / "wandb"))
     with wandb_environment("online", tmp_path / "run"):

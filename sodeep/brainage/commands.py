@@ -552,7 +552,7 @@ def _with_wandb_mode(config: CommandConfig, *, resume: bool) -> tuple[CommandCon
     the check that an online run has a login, and the line that a resume whose mode changes prints
     (:func:`sodeep.config.wandb_mode_change`), or ``None``."""
     from sodeep.config import run_wandb_mode, wandb_mode_change
-    from sodeep.runs import check_wandb_login  # Lightning: only for a command that runs
+    from sodeep.wandb_setup import check_wandb_login
 
     mode, chosen_by = run_wandb_mode(config.wandb, config.out, resume=resume)
     check_wandb_login(mode, chosen_by=chosen_by)
@@ -567,7 +567,7 @@ def wandb_run(mode: str, out: Path, command: str, record: dict[str, Any], stop: 
     if mode == "disabled":
         yield None
         return
-    from sodeep.runs import wandb_environment, wandb_identity
+    from sodeep.wandb_setup import wandb_environment, wandb_identity
 
     with wandb_environment(mode, out):
         import wandb

@@ -213,7 +213,7 @@ def trial_source(
         raise ValueError(f"count must be an integer >= 1, got {count!r}")
     if wandb not in WANDB_MODES:
         raise ValueError(f"wandb must be one of {list(WANDB_MODES)}, got {wandb!r}")
-    from sodeep.runs import check_wandb_login  # Lightning: only for a sweep that runs
+    from sodeep.wandb_setup import check_wandb_login
 
     check_wandb_login(wandb, "--wandb", logs_in_this_process=False)  # the runner sets each trial's WANDB_MODE
     if spec.method == "bayes":

@@ -104,9 +104,9 @@ def test_volume_configs_check_their_own_settings():
     assert NiftiConfig(manifest="m.csv").voxel_size == 4.0
 
 
-def test_wandb_modes_are_those_of_the_runs_module():
+def test_wandb_modes_are_those_of_the_wandb_set_up():
     from sodeep.brainage.config import WANDB_MODES
-    from sodeep.runs import WANDB_MODES as RUN_MODES
+    from sodeep.wandb_setup import WANDB_MODES as RUN_MODES
 
     assert WANDB_MODES == RUN_MODES
 
