@@ -43,3 +43,20 @@ def test_version():
 
     shown = subprocess.run([sys.executable, "-m", "sodeep", "--version"], capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0 and shown.stdout == f"sodeep {__version__}\n"
+
+
+def test_a_command_whose_output_reader_went_away_ends_quietly_with_the_broken_pipe_status(tmp_path):
+    """Not 0: a script that checks the status must not take a command its reader cut short for done."""
+    from pathlib import Path
+
+    sorter = Path(__file__).resolve().parents[1] / "pretrained" / "conv_sorter.pt"
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader left before the command wrote (`| head -0`)
+    command = [sys.executable, "-m", "sodeep", "evaluate", str(sorter), "--lengths", "5", "--sequences", "2"]
+    try:
+        finished = subprocess.run(
+            command, cwd=tmp_path, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120
+        )
+    finally:
+        os.close(write_end)
+    assert finished.returncode == 128 + signal.SIGPIPE and finished.stderr == ""

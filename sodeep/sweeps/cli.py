@@ -201,11 +201,18 @@ def dry_run(spec: Any, arguments: argparse.Namespace) -> int:
     return 0
 
 
+#: Exit status of a command whose output's reader went away: 128 + SIGPIPE, as a shell reports a
+#: writer that a closed pipe ended.
+BROKEN_PIPE = 141
+
+
 def quiet_broken_pipe() -> int:
-    """Exit status 0 after the reader of our output went away (``| head``): what is left of the
-    output goes nowhere, so that Python's flush at exit does not fail again."""
+    """:data:`BROKEN_PIPE`, without a traceback, after the reader of our output went away (``| head``,
+    a ``| tee`` that ended): the command stopped where it was (a training run resumes with
+    ``--resume``), so a script that checks the status does not take it for done.  What is left of
+    the output goes nowhere, so that Python's flush at exit does not fail again."""
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 0
+    return BROKEN_PIPE
 
 
 def again(arguments: argparse.Namespace) -> str:
