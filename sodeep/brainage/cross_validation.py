@@ -397,8 +397,9 @@ def cross_validate_table(
 
 
 def table_description(table: AgeTable) -> dict[str, Any]:
-    """What ``results.json`` records of a table: its feature count and the rows it skipped."""
+    """What ``results.json`` records of a table: its features (count and columns) and the rows it skipped."""
     return {
         "features": len(table.feature_names),
+        "feature_names": list(table.feature_names),
         "skipped_rows": [{"line": line, "reason": reason} for line, reason in table.skipped],
     }

@@ -334,15 +334,24 @@ def closest_column(name: str, columns: Sequence[str]) -> str | None:
     return holding[0] if len(holding) == 1 else None
 
 
-def find_column(columns: Sequence[str], names: Sequence[str], role: str) -> str | None:
+def name_letters(name: str) -> str:
+    """``name`` in lower case without spaces or punctuation: ``"Subject ID"`` -> ``"subjectid"``."""
+    return re.sub(r"[^0-9a-z]", "", name.lower())
+
+
+def find_column(columns: Sequence[str], names: Sequence[str], role: str, *, loose: bool = False) -> str | None:
     """The column named like the first of ``names`` the header holds, compared case-insensitively
-    (``Site`` for ``site``); ``ValueError`` when two columns match that name in different cases."""
+    (``Site`` for ``site``), and with ``loose`` also without spaces and punctuation
+    (``Subject ID`` and ``SubjectID`` for ``subject_id``: :func:`name_letters`); ``ValueError``
+    when two columns match that name."""
+    same = name_letters if loose else str.lower
     for name in names:
-        matches = [column for column in columns if column.lower() == name.lower()]
+        matches = [column for column in columns if same(column) == same(name)]
         if len(matches) > 1:
+            compared = "ignoring case, spaces and punctuation" if loose else "case-insensitively"
             raise ValueError(
                 f"columns {matches} both match the {role} column {name!r} (names are compared "
-                "case-insensitively); rename one of them"
+                f"{compared}); rename one of them"
             )
         if matches:
             return matches[0]

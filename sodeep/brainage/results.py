@@ -37,6 +37,9 @@ GROUPS = ("presets", "cascade")
 NUMBER_GROUPS = (*GROUPS, "baselines")
 #: Settings that list what the folder holds: they grow with its runs, so they are not compared.
 GROWING_SETTINGS = ("presets", "seeds")
+#: Settings a results file may lack, compared only where it holds them: the feature columns,
+#: which the table's digest, its feature count and the settings that choose them also fix.
+OPTIONAL_SETTINGS = ("feature_names",)
 
 #: Decimals of the test predictions (years) that runs keep, and ``predictions.csv`` with them:
 #: metrics recomputed from them agree with the recorded ones to about 1e-6.
@@ -168,7 +171,11 @@ def read_results(path: Path, settings: dict[str, Any] | None) -> dict[str, Any]:
                 run.update({key: math.nan for key, value in run.items() if value is None})
     held = results["settings"]
     differing = sorted(
-        key for key in set(held) | set(settings) if key not in GROWING_SETTINGS and held.get(key) != settings.get(key)
+        key
+        for key in set(held) | set(settings)
+        if key not in GROWING_SETTINGS
+        and held.get(key) != settings.get(key)
+        and not (key in OPTIONAL_SETTINGS and key not in held)
     )
     if settings and differing:
         named = ", ".join(

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import scipy.stats
 
 from sodeep.brainage.csv_files import (
     age_problem,
@@ -34,13 +35,15 @@ from sodeep.brainage.csv_files import (
     find_column,
     is_missing,
     is_numeric_text,
+    name_letters,
     number_problem,
     read_csv_rows,
 )
 from sodeep.wording import plural
 
-#: Columns that are never features by default (compared case-insensitively): ids and covariates,
-#: such as sex or a site coded as numbers, which would otherwise pass for features.
+#: Columns that are never features by default (compared ignoring case, spaces and punctuation:
+#: ``Subject ID`` is ``subject_id``): ids and covariates, such as sex or a site coded as numbers,
+#: which would otherwise pass for features.
 NON_FEATURE_COLUMNS = (
     "age", "sub_id", "subject", "subject_id", "participant_id", "id", "eid", "rid", "ptid", "subjid",
     "visit", "sex", "gender", "handedness", "site", "scanner", "center", "centre", "study", "dataset",
@@ -48,13 +51,18 @@ NON_FEATURE_COLUMNS = (
 #: Names of a row-index column, never a feature by default: pandas' ``to_csv`` writes its index
 #: under an empty name (read back: ``Unnamed: 0``), R's ``write.csv`` its row names likewise.
 INDEX_COLUMN = re.compile(r"|unnamed: ?\d+|\.\.\.1", re.IGNORECASE)
-#: A feature whose Pearson correlation with age is at least this (in absolute value) is named in
-#: a note: it gives the age away (an age in months, a birth year) rather than measure the brain.
+#: A feature whose Pearson or Spearman correlation with age is at least this (in absolute value)
+#: is named in a note: it gives the age away (an age in months or its logarithm, a birth year, a
+#: row number of a table sorted by age) rather than measure the brain.
 AGE_LIKE_CORRELATION = 0.99
+#: Subjects from which Spearman's correlation is read too: among fewer, a feature can share the
+#: ages' order by chance.
+AGE_LIKE_ORDER_FROM = 20
 #: The site of a subject whose table has no site column (or whose site cell is empty); a site
 #: column that names a site ``all`` or ``none`` is read as written.
 NO_SITE = "(no site)"
-#: Id columns looked for, in this order, when none is named (compared case-insensitively).
+#: Id columns looked for, in this order, when none is named (compared ignoring case, spaces and
+#: punctuation: ``Subject ID`` and ``SubjectID`` are ``subject_id``).
 ID_COLUMNS = ("sub_id", "subject_id", "participant_id", "subject", "id")
 
 
@@ -80,8 +88,10 @@ class AgeTable:
         empty_id_lines: CSV lines of the kept rows whose id cell is empty.
         index_columns: row-index columns (:data:`INDEX_COLUMN`) left out of the default features.
         empty_columns: columns left out of the default features for having no value in any row.
-        age_like_features: features whose correlation with age reaches
-            :data:`AGE_LIKE_CORRELATION`: name -> Pearson r.
+        age_like_features: features whose Pearson or Spearman correlation with age reaches
+            :data:`AGE_LIKE_CORRELATION`: name -> (Pearson r, Spearman rho).
+        id_like_features: features named like an id (``scan_id``, ``MRI ID``) that hold a
+            distinct whole number per subject.
         constant_features: features that hold one value over the kept subjects: name -> whether
             they differ in the file and float32 rounded them to one value (a large offset).
         id_column, site_column: the id and site columns read, ``None`` where none was named or the
@@ -104,7 +114,8 @@ class AgeTable:
     empty_id_lines: list[int] = field(default_factory=list)
     index_columns: list[str] = field(default_factory=list)
     empty_columns: list[str] = field(default_factory=list)
-    age_like_features: dict[str, float] = field(default_factory=dict)
+    age_like_features: dict[str, tuple[float, float]] = field(default_factory=dict)
+    id_like_features: list[str] = field(default_factory=list)
     constant_features: dict[str, bool] = field(default_factory=dict)
     id_column: str | None = None
     site_column: str | None = None
@@ -164,10 +175,20 @@ class AgeTable:
                 f"{describe_columns(self.empty_columns)}"
             )
         if self.age_like_features:
-            shown = ", ".join(f"{name!r} (r = {r:+.3f})" for name, r in self.age_like_features.items())
+            shown = ", ".join(
+                f"{name!r} (r = {r:+.3f}, Spearman {rho:+.3f})" for name, (r, rho) in self.age_like_features.items()
+            )
             lines.append(
                 f"{source}: features that give the age away: {shown}; they follow the age almost exactly (an age "
-                "in other units, a birth year?): leave them out with features="
+                "in other units, a birth year, a row number of a table sorted by age?): leave them out with features="
+            )
+        if self.id_like_features:
+            named = describe_columns(self.id_like_features)
+            one = len(self.id_like_features) == 1
+            lines.append(
+                f"{source}: {named} {'holds' if one else 'hold'} a distinct whole number per subject, like an id, "
+                f"and {'is' if one else 'are'} read as {'a feature' if one else 'features'}: name the id column with "
+                f"id_column=, or leave {'it' if one else 'them'} out with features="
             )
         if self.constant_features:
             lines.append(constant_features_note(source, self.constant_features, len(self)))
@@ -243,10 +264,11 @@ def find_id_and_site_columns(
 ) -> tuple[str | None, str | None]:
     """The header's id column (``id_column``, else the first of :data:`ID_COLUMNS`) and site
     column (``site_column``, else ``site``), each ``None`` when absent, matched
-    case-insensitively (:func:`find_column`); ``ValueError`` when a named column is absent."""
+    case-insensitively, and a default also ignoring spaces and punctuation (:func:`find_column`);
+    ``ValueError`` when a named column is absent."""
     found = []
     for role, named, defaults in (("id", id_column, ID_COLUMNS), ("site", site_column, ("site",))):
-        column = find_column(columns, [named] if named else defaults, role)
+        column = find_column(columns, [named] if named else defaults, role, loose=not named)
         if named and not column:
             match = closest_column(named, columns)
             hint = f" (did you mean {match!r}?)" if match else ""
@@ -267,7 +289,7 @@ def select_feature_columns(
     by default every column with a value whose non-empty cells all read as numbers, except the
     ``reserved`` columns, :data:`NON_FEATURE_COLUMNS` and row-index columns (an empty cell, NaN or
     a marker such as ``NA`` is a missing value: :func:`read_age_table` skips its row); ``lines`` are the rows' CSV lines."""
-    excluded = {name.lower() for name in (*NON_FEATURE_COLUMNS, *reserved)}
+    excluded = {name_letters(name) for name in (*NON_FEATURE_COLUMNS, *reserved)}
     if patterns:
         candidates = [c for c in columns if c not in reserved]
         for pattern in patterns:
@@ -282,7 +304,7 @@ def select_feature_columns(
     chosen = [
         c
         for c in columns
-        if c.lower() not in excluded
+        if name_letters(c) not in excluded
         and not INDEX_COLUMN.fullmatch(c)
         and not all(is_missing(row[c]) for row in rows)
         and all(is_numeric_text(row[c]) for row in rows if not is_missing(row[c]))
@@ -296,10 +318,10 @@ def select_feature_columns(
                 f"; columns with cells that are not plain numbers: {shown[:300]}: name them in features= "
                 "(e.g. features='lh_*') to keep them, and their rows with such cells are skipped"
             )
-        empty = [c for c in columns if c.lower() not in excluded and all(is_missing(row[c]) for row in rows)]
+        empty = [c for c in columns if name_letters(c) not in excluded and all(is_missing(row[c]) for row in rows)]
         if empty:
             hint += f"; {describe_columns(empty)} {'has' if len(empty) == 1 else 'have'} no value in any row"
-        others = [c for c in columns if c.lower() not in excluded]
+        others = [c for c in columns if name_letters(c) not in excluded]
         held = (
             f"no numeric feature column among {describe_columns(others)}"
             if others
@@ -317,9 +339,9 @@ def text_cells_among_numbers(
     that a reader would take for a feature: one that also holds numbers (``2.61`` above ``n/a``),
     or whose cells all look like numbers in another format (``1.100.000``, ``45%``: digits, no
     letters); ``lines`` are the rows' CSV lines."""
-    left_out = {name.lower() for name in excluded}
+    left_out = {name_letters(name) for name in excluded}
     found = {}
-    for column in (c for c in columns if c.lower() not in left_out and not INDEX_COLUMN.fullmatch(c)):
+    for column in (c for c in columns if name_letters(c) not in left_out and not INDEX_COLUMN.fullmatch(c)):
         cells = [(line, row[column]) for line, row in zip(lines, rows)]
         texts = [(line, cell) for line, cell in cells if not is_missing(cell) and not is_numeric_text(cell)]
         numbers = any(is_numeric_text(cell) and not is_missing(cell) for _, cell in cells)
@@ -408,9 +430,15 @@ def read_age_table(
     excluded = [*reserved, *NON_FEATURE_COLUMNS]
     dropped = {} if features else text_cells_among_numbers(columns, rows, excluded, lines)
     index_columns = [] if features else [c for c in columns if INDEX_COLUMN.fullmatch(c) and c not in reserved]
-    unused = {name.lower() for name in excluded} | {name.lower() for name in index_columns}
+    unused = {name_letters(name) for name in excluded}
     empty_columns = (
-        [] if features else [c for c in columns if c.lower() not in unused and all(is_missing(row[c]) for row in rows)]
+        []
+        if features
+        else [
+            c
+            for c in columns
+            if name_letters(c) not in unused and c not in index_columns and all(is_missing(row[c]) for row in rows)
+        ]
     )
 
     kept_features, kept_ages, ids, sites, skipped, empty_site_lines, empty_id_lines = [], [], [], [], [], [], []
@@ -485,6 +513,7 @@ def read_age_table(
         index_columns=index_columns,
         empty_columns=empty_columns,
         age_like_features=age_like_features(kept_features, kept_ages, feature_names),
+        id_like_features=id_like_features(exact, feature_names),
         constant_features=constant,
         id_column=named_columns[0],
         site_column=named_columns[1],
@@ -539,20 +568,48 @@ def repeated_ids_line(source: str, repeated: Sequence[str]) -> list[str]:
     ]
 
 
-def age_like_features(features: np.ndarray, ages: np.ndarray, names: Sequence[str]) -> dict[str, float]:
-    """Features (``(N, F)``) whose Pearson correlation with ``ages`` (``(N,)``) reaches
-    :data:`AGE_LIKE_CORRELATION` in absolute value: name -> r.  Needs 3 rows and varying ages."""
+def age_like_features(features: np.ndarray, ages: np.ndarray, names: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """Features (``(N, F)``) whose Pearson correlation with ``ages`` (``(N,)``), or from
+    :data:`AGE_LIKE_ORDER_FROM` rows their Spearman correlation, reaches
+    :data:`AGE_LIKE_CORRELATION` in absolute value: name -> (Pearson r, Spearman rho).  Needs 3
+    rows and varying ages."""
     if len(ages) < 3 or np.ptp(ages) == 0:
         return {}
-    centred = features.astype(np.float64) - features.mean(0, dtype=np.float64)
-    age_centred = ages.astype(np.float64) - ages.mean(dtype=np.float64)
+    features, ages = features.astype(np.float64), ages.astype(np.float64)
+    pearson = _correlations(features, ages)
+    spearman = _correlations(scipy.stats.rankdata(features, axis=0), scipy.stats.rankdata(ages))
+    ordered = np.abs(np.nan_to_num(spearman)) if len(ages) >= AGE_LIKE_ORDER_FROM else 0.0
+    flagged = np.maximum(np.abs(np.nan_to_num(pearson)), ordered) >= AGE_LIKE_CORRELATION
+    return {names[index]: (float(pearson[index]), float(spearman[index])) for index in np.flatnonzero(flagged)}
+
+
+def _correlations(features: np.ndarray, ages: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each column of ``features`` (``(N, F)``) with ``ages``: ``(F,)``,
+    NaN for a constant column."""
+    centred = features - features.mean(0)
+    age_centred = ages - ages.mean()
     norms = np.linalg.norm(centred, axis=0) * np.linalg.norm(age_centred)
     with np.errstate(invalid="ignore", divide="ignore"):
-        correlation = (centred.T @ age_centred) / norms
-    return {
-        names[index]: float(correlation[index])
-        for index in np.flatnonzero(np.abs(np.nan_to_num(correlation)) >= AGE_LIKE_CORRELATION)
-    }
+        return (centred.T @ age_centred) / norms
+
+
+#: A feature named like this (:func:`name_letters`) that holds a distinct whole number per subject
+#: is taken for an id in a note: ``scan_id``, ``MRI ID``, ``subj``.
+ID_LIKE_NAME = re.compile(r".*(id|subj)")
+
+
+def id_like_features(features: np.ndarray, names: Sequence[str]) -> list[str]:
+    """Features (``(N, F)``, float64 as read) named like an id (:data:`ID_LIKE_NAME`) that hold a
+    distinct whole number in each of 3 rows or more."""
+    if len(features) < 3:
+        return []
+    whole = np.all(features == np.round(features), axis=0)
+    distinct = np.array([len(np.unique(column)) == len(column) for column in features.T], dtype=bool)
+    return [
+        name
+        for name, is_whole, is_distinct in zip(names, whole, distinct)
+        if is_whole and is_distinct and ID_LIKE_NAME.fullmatch(name_letters(name))
+    ]
 
 
 class Standardizer:

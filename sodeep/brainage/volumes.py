@@ -140,7 +140,7 @@ def read_manifest(path: str | os.PathLike) -> tuple[list[ManifestRow], list[tupl
         file_column, age_column, sex, site = (
             find_column(columns, [name], name) for name in ("path", "age", "sex", "site")
         )
-        id_column = find_column(columns, ID_COLUMNS, "id")
+        id_column = find_column(columns, ID_COLUMNS, "id", loose=True)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
     missing = [name for name, column in (("age", age_column), ("path", file_column)) if column is None]

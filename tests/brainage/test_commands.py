@@ -3,6 +3,7 @@ import json
 import numpy as np
 
 from sodeep.brainage import TabularConfig, run_tabular
+from sodeep.brainage.tables import read_age_table
 
 
 def test_run_tabular_from_python_writes_and_returns_the_results(tmp_path, capsys):
@@ -27,6 +28,7 @@ def test_run_tabular_from_python_writes_and_returns_the_results(tmp_path, capsys
     assert results == json.loads((tmp_path / "out" / "results.json").read_text())
     assert [(run["seed"], run["fold"]) for run in results["presets"]["l1"]["runs"]] == [(0, 0), (0, 1)]
     assert results["settings"]["features"] == 2 and set(results["presets"]["l1"]["per_site"]) == {"A", "B"}
+    assert results["settings"]["feature_names"] == read_age_table(tmp_path / "table.csv").feature_names
     assert (tmp_path / "out" / "plots" / "l1.png").is_file()
     printed = capsys.readouterr().out
     assert (

@@ -21,6 +21,19 @@ def test_settings_are_compared_as_json_reads_them(tmp_path):
         read_results(path, {"grid": (8, 8)})
 
 
+def test_feature_columns_are_compared_where_the_results_record_them(tmp_path):
+    path = tmp_path / "results.json"
+    held = {"features": 2, "presets": ["l1"], "seeds": [0]}
+    path.write_text(json.dumps({"settings": held, "presets": {}}))
+    assert read_results(path, {"features": 2, "feature_names": ["a", "b"]})["settings"] == held
+    with pytest.raises(ValueError, match=r"holds runs of other settings \(features\)"):
+        read_results(path, {"features": 3, "feature_names": ["a", "b", "c"]})
+    path.write_text(json.dumps({"settings": {**held, "feature_names": ["a", "b"]}, "presets": {}}))
+    read_results(path, {"features": 2, "feature_names": ["a", "b"]})
+    with pytest.raises(ValueError, match=r"holds runs of other settings \(feature_names\)"):
+        read_results(path, {"features": 2, "feature_names": ["a", "c"]})
+
+
 def test_a_batch_larger_than_the_sorter_ranks_is_refused_for_rank_presets_only():
     check_batch_size(["l1", "mse"], 20000)
     with pytest.raises(ValueError, match=r"batch_size must be <= 16384 with presets \['cheng2021'\]"):

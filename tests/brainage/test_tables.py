@@ -3,6 +3,7 @@ import re
 
 import numpy as np
 import pytest
+import scipy.stats
 
 from sodeep.brainage.folds import stratified_folds
 from sodeep.brainage.tables import Standardizer, read_age_table
@@ -386,10 +387,53 @@ def test_index_columns_covariates_and_age_like_columns_are_not_taken_for_brain_f
     table = read_age_table(path)  # as pandas' to_csv writes it: the index first, under an empty name
     assert table.feature_names == ["age_months", "f"] and table.index_columns == [""]
     assert list(table.age_like_features) == ["age_months"]
-    assert table.age_like_features["age_months"] == pytest.approx(1.0)
+    assert table.age_like_features["age_months"] == pytest.approx((1.0, 1.0))
     notes = table.notes("t.csv")
     assert "t.csv: 1 row-index column [''] (as pandas and R write the index) is not a feature" in notes
-    assert any("features that give the age away: 'age_months' (r = +1.000)" in line for line in notes)
+    assert any("features that give the age away: 'age_months' (r = +1.000, Spearman +1.000)" in line for line in notes)
+
+
+def test_a_feature_in_the_order_of_the_ages_but_not_in_proportion_gives_the_age_away(tmp_path):
+    ages = np.linspace(6.0, 85.0, 40)
+    noise = np.random.default_rng(0).normal(0.0, 0.1, 40)
+    rows = [[age, np.log(age), index + 1, 2.5 + n] for index, (age, n) in enumerate(zip(ages, noise))]
+    path = write_csv(tmp_path / "t.csv", ["age", "log_age", "No", "thickness"], rows)  # a row number, sorted by age
+    table = read_age_table(path)
+    pearson, spearman = table.age_like_features["log_age"]
+    assert pearson < 0.99 and spearman == pytest.approx(1.0)
+    assert scipy.stats.spearmanr(ages, np.arange(40)).statistic == pytest.approx(table.age_like_features["No"][1])
+    assert list(table.age_like_features) == ["log_age", "No"]
+    assert any("'log_age' (r = +0.9" in line and "Spearman +1.000)" in line for line in table.notes("t.csv"))
+
+
+@pytest.mark.parametrize("header", ["Subject ID", "ParticipantID", "SUBJECT-ID", "sub id"])
+def test_an_id_column_spelled_with_spaces_or_no_underscore_is_the_id_column_not_a_feature(tmp_path, header):
+    rows = [[1000 + index, 20.0 + 3 * index, 2.5 + 0.01 * ((7 * index) % 11)] for index in range(12)]
+    table = read_age_table(write_csv(tmp_path / "t.csv", [header, "age", "thickness"], rows))
+    assert table.feature_names == ["thickness"] and table.subject_ids[:2] == ["1000", "1001"]
+    assert table.id_like_features == [] and table.id_column is None  # the one found by default
+
+
+@pytest.mark.parametrize("header", ["MRI_ID", "scan id", "subj", "ScanID"])
+def test_a_numeric_feature_named_and_numbered_like_an_id_is_named_in_a_note(tmp_path, header):
+    rows = [[5000 - 7 * index, 20.0 + 3 * index, 2.5 + 0.01 * ((7 * index) % 11)] for index in range(12)]
+    path = write_csv(tmp_path / "t.csv", [header, "age", "thickness"], rows)
+    table = read_age_table(path)
+    assert table.feature_names == [header, "thickness"] and table.id_like_features == [header]
+    assert (
+        f"t.csv: [{header!r}] holds a distinct whole number per subject, like an id, and is read as a feature: "
+        "name the id column with id_column=, or leave it out with features=" in table.notes("t.csv")
+    )
+    assert read_age_table(path, id_column=header).id_like_features == []
+    # Not an id: repeated numbers, or numbers that are not whole, or another name.
+    for changed in (
+        [[1 + index % 3, *row[1:]] for index, row in enumerate(rows)],
+        [[row[0] + 0.5, *row[1:]] for row in rows],
+    ):
+        assert (
+            read_age_table(write_csv(tmp_path / "u.csv", [header, "age", "thickness"], changed)).id_like_features == []
+        )
+    assert read_age_table(write_csv(tmp_path / "v.csv", ["eTIV", "age", "thickness"], rows)).id_like_features == []
 
 
 def test_a_table_whose_every_column_holds_a_text_cell_says_which_and_how_to_keep_them(tmp_path):
