@@ -209,7 +209,8 @@ def read_csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]], list[int
     name; spaces around names and values are dropped (``id, age``); blank lines are skipped.
     Refused (``ValueError``, one line): a row with another number of fields than the header
     (:func:`fit_to_header`), where ``csv.DictReader`` would drop or invent cells silently;
-    repeated column names, of which it would keep the last; numbers written with commas
+    repeated column names, of which it would keep the last; a row that repeats the header (two
+    tables joined); numbers written with commas
     (:func:`check_decimal_point`).
     """
     text = read_text_table(path)
@@ -221,7 +222,7 @@ def read_csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]], list[int
         return reader.line_num > line or physical_lines[line - 1].count('"') % 2 == 1
 
     columns: list[str] | None = None
-    rows, lines, misfits, previous = [], [], [], 0
+    rows, lines, misfits, headers, previous = [], [], [], [], 0
     for fields in reader:
         line, previous = previous + 1, reader.line_num
         fields = [value.strip() for value in fields]
@@ -241,11 +242,21 @@ def read_csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]], list[int
             continue
         if not any(fitted):  # a row of delimiters only, as spreadsheets write an emptied row
             continue
+        if [name.lower() for name in fitted] == [name.lower() for name in columns]:
+            headers.append(line)
+            continue
         rows.append(dict(zip(columns, fitted)))
         lines.append(line)
     columns = columns or []
     if misfits:
         raise ValueError(describe_misfits(path, len(columns), misfits, delimiter))
+    if headers:
+        shown = ", ".join(str(line) for line in headers[:3]) + (f" and {len(headers) - 3} more" if len(headers) > 3 else "")
+        raise ValueError(
+            f"{path}: {'line' if len(headers) == 1 else 'lines'} {shown} {'repeats' if len(headers) == 1 else 'repeat'} "
+            "the header (tables joined one after the other?); delete "
+            f"{'it' if len(headers) == 1 else 'them'}"
+        )
     repeated = sorted({name for name in columns if columns.count(name) > 1})
     if repeated:
         raise ValueError(f"{path}: repeated column names {repeated[:5]}; each column needs its own name")

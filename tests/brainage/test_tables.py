@@ -749,3 +749,14 @@ def test_a_site_column_that_gives_most_subjects_a_site_of_their_own_is_noted(tmp
     shared = [[20 + i, i * 0.5, "AB"[i % 2] if i < 8 else f"C{i}"] for i in range(12)]  # 4 alone of 12: no note
     table = read_age_table(write_csv(tmp_path / "u.csv", ["age", "f", "site"], shared))
     assert not [line for line in table.notes("u.csv") if "a site of their own" in line]
+
+
+def test_a_header_repeated_below_as_two_joined_tables_have_it_is_refused_naming_its_line(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text(
+        "sub_id,age,thickness\ns1,20,2.5\ns2,30,2.4\nsub_id,age,thickness\ns3,40,2.3\nSUB_ID,Age,thickness\n"
+    )
+    with pytest.raises(
+        ValueError, match=r"t.csv: lines 4, 6 repeat the header \(tables joined one after the other\?\); delete them$"
+    ):
+        read_age_table(path)
