@@ -22,7 +22,7 @@ Example:
     ...                 model=torch.nn.Linear(2, 1))
     Traceback (most recent call last):
     ...
-    FileNotFoundError: no file or folder at no/such/folder to start the runs from
+    ValueError: init_from: no file or folder at no/such/folder to start the runs from
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ class FineTuning:
         the command's architecture); writes nothing."""
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"no file or folder at {path} to start the runs from")
+            raise ValueError(f"init_from: no file or folder at {path} to start the runs from")
         if path.is_file():
             checkpoint_weights(path, model)
             if command != "synthetic":

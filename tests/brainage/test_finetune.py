@@ -198,7 +198,7 @@ def _foreign(folder, command):
         ),
         (
             lambda paths: ["--init-from", str(paths["two"] / "nowhere")],
-            "error: no file or folder at .*nowhere to start the runs from$",
+            "error: --init-from: no file or folder at .*nowhere to start the runs from$",
         ),
         (
             lambda paths: ["--init-from", str(paths["two"])],
