@@ -23,17 +23,17 @@ import platform
 import statistics
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from sodeep.benchmark.scripts import run_script
+from sodeep.benchmark.scripts import run_in_processes, run_script
 from sodeep.config import number_at_least
 
 METRICS = ("mae", "spearman", "within_site_spearman")
 
 
-def cross_validate(preset: str, floor: float, seeds: list[int], folder: str) -> tuple[float, dict[tuple, dict]]:
-    """Runs of one preset at one floor: ``(floor, {(seed, fold): metrics})``."""
+def cross_validate(job: tuple[str, float, list[int], str]) -> tuple[float, dict[tuple, dict]]:
+    """Runs of one preset at one floor, ``(preset, floor, seeds, folder)``: ``(floor, {(seed, fold): metrics})``."""
+    preset, floor, seeds, folder = job
     import torch
 
     import sodeep.checkpoints
@@ -80,13 +80,11 @@ def main() -> None:
     os.environ.setdefault("WANDB_MODE", "disabled")
     print(f"CPU: {platform.machine()}, {os.cpu_count()} cores; {arguments.workers} workers, 1 thread each")
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as folder, ProcessPoolExecutor(arguments.workers) as pool:
-        reference = pool.submit(cross_validate, "l1", 0.1, arguments.seeds, folder)
-        jobs = [
-            pool.submit(cross_validate, "l1+spearman", floor, arguments.seeds, folder) for floor in arguments.floors
-        ]
-        _, l1 = reference.result()
-        by_floor = dict(job.result() for job in jobs)
+    with tempfile.TemporaryDirectory() as folder:
+        jobs = [("l1", 0.1, arguments.seeds, folder)]
+        jobs += [("l1+spearman", floor, arguments.seeds, folder) for floor in arguments.floors]
+        (_, l1), *floors = run_in_processes(cross_validate, jobs, arguments.workers)
+        by_floor = dict(floors)
     print(f"{len(arguments.floors) + 1} cross-validations in {time.perf_counter() - start:.0f} s\n")
     units = len(l1)
     print(f"`l1+spearman` by temperature floor (years), fcon1000, 5 folds x seeds {arguments.seeds} ({units} runs):\n")

@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import multiprocessing
 import signal
 import statistics
 import sys
@@ -50,6 +49,7 @@ from sodeep.benchmark.config import BenchConfig
 from sodeep.benchmark.learning_to_sort import SortingTask, train_and_test
 from sodeep.benchmark.rankers import Ranker, ranker_families
 from sodeep.benchmark.report import script_json_problem
+from sodeep.benchmark.scripts import run_in_processes
 from sodeep.config import number_list
 from sodeep.files import atomic_write_json
 
@@ -303,25 +303,15 @@ def run_jobs(jobs: list[tuple], workers: int) -> tuple[list[dict], bool]:
         except KeyboardInterrupt:
             return rows, False
         return rows, True
-    # The workers are started with Ctrl-C ignored (an ignored signal stays ignored in a child), so
-    # that only this process answers it: it stops them and keeps what they finished.
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def keep(index: int, row: dict) -> None:
+        rows.append(row)
+        progress(index, row)
+
     try:
-        pool = multiprocessing.get_context("spawn").Pool(workers)  # forked children may inherit a busy thread pool
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    try:
-        for index, row in enumerate(pool.imap(run_job, jobs), 1):
-            rows.append(row)
-            progress(index, row)
+        run_in_processes(run_job, jobs, workers, keep)
     except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the stop itself takes a moment: no second one
-        pool.terminate()
-        pool.join()
-        signal.signal(signal.SIGINT, previous)
         return rows, False
-    pool.close()
-    pool.join()
     return rows, True
 
 

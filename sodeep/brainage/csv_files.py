@@ -251,7 +251,9 @@ def read_csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]], list[int
     if misfits:
         raise ValueError(describe_misfits(path, len(columns), misfits, delimiter))
     if headers:
-        shown = ", ".join(str(line) for line in headers[:3]) + (f" and {len(headers) - 3} more" if len(headers) > 3 else "")
+        shown = ", ".join(str(line) for line in headers[:3]) + (
+            f" and {len(headers) - 3} more" if len(headers) > 3 else ""
+        )
         raise ValueError(
             f"{path}: {'line' if len(headers) == 1 else 'lines'} {shown} {'repeats' if len(headers) == 1 else 'repeat'} "
             "the header (tables joined one after the other?); delete "

@@ -1,4 +1,8 @@
+import os
 import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -22,3 +26,74 @@ def test_an_interrupted_script_ends_in_one_line_and_status_130(capsys, monkeypat
     assert printed.err == (
         "bench_example.py: interrupted; nothing was written, and only a table printed above in full is complete\n"
     )
+
+
+JOBS_MODULE = """
+import os, signal, time
+from pathlib import Path
+
+
+def slow_square(job):
+    number, folder = job
+    signal.signal(signal.SIGTERM, lambda *_: None)  # as a job that takes signals itself (a brain-age run)
+    signal.signal(signal.SIGINT, lambda *_: None)
+    if number < 0:
+        (Path(folder) / f"{os.getpid()}.pid").write_text("")
+        while True:
+            time.sleep(0.1)
+    return number * number
+"""
+
+SCRIPT = """
+import sys
+from jobs import slow_square
+from sodeep.benchmark.scripts import run_in_processes, run_script
+
+
+def main():
+    numbers = [int(word) for word in sys.argv[1:]]
+    shown = lambda index, result: print(index, result, flush=True)
+    print(run_in_processes(slow_square, [(number, sys.argv[0] + ".d") for number in numbers], 2, shown))
+
+
+if __name__ == "__main__":
+    run_script(main)
+"""
+
+
+def _script(tmp_path):
+    (tmp_path / "jobs.py").write_text(JOBS_MODULE)
+    (tmp_path / "bench_jobs.py").write_text(SCRIPT)
+    (tmp_path / "bench_jobs.py.d").mkdir()
+    return [sys.executable, str(tmp_path / "bench_jobs.py")]
+
+
+def test_jobs_in_worker_processes_come_back_in_order(tmp_path):
+    finished = subprocess.run([*_script(tmp_path), "3", "1", "2"], capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout == "1 9\n2 1\n3 4\n[9, 1, 4]\n"
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_script_kills_its_workers_even_where_their_jobs_take_signals(tmp_path, stop):
+    process = subprocess.Popen(
+        [*_script(tmp_path), "-1", "-2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(list((tmp_path / "bench_jobs.py.d").glob("*.pid"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        workers = [int(path.stem) for path in (tmp_path / "bench_jobs.py.d").glob("*.pid")]
+        assert len(workers) == 2, "the workers did not start"
+        process.send_signal(stop)
+        _, error = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == INTERRUPTED
+    assert (
+        error == "bench_jobs.py: interrupted; nothing was written, and only a table printed above in full is complete\n"
+    )
+    time.sleep(0.5)
+    for worker in workers:
+        with pytest.raises(ProcessLookupError):
+            os.kill(worker, 0)
