@@ -495,3 +495,26 @@ def test_the_floor_scale_script_starts_from_the_readme_quick_start():
     scale, l1_weight, floor = floor_scale.SETTINGS[0]
     assert (scale, l1_weight, floor) == (1.0, 0.01, 0.1)
     assert round(floor_scale.held_out_spearman(0, scale, l1_weight, floor), 2) == 0.96
+
+
+def test_the_floor_scale_scripts_mean_average_precision_matches_a_slow_loop():
+    floor_scale = load_script("bench_floor_scale")
+    generator = torch.Generator().manual_seed(0)
+    embeddings, classes = torch.randn(30, 4, generator=generator), torch.randint(0, 4, (30,), generator=generator)
+    precisions = []
+    for query in range(30):
+        others = [item for item in range(30) if item != query]
+        ranked = sorted(others, key=lambda item: -float(embeddings[query] @ embeddings[item]))
+        hits, at_hits = 0, []
+        for position, item in enumerate(ranked, 1):
+            if classes[item] == classes[query]:
+                hits += 1
+                at_hits.append(hits / position)
+        precisions.append(sum(at_hits) / len(at_hits))
+    assert floor_scale.mean_average_precision(embeddings, classes) == pytest.approx(sum(precisions) / 30, rel=1e-6)
+
+
+def test_the_floor_scale_scripts_retrieval_learns_on_cosine_similarities():
+    floor_scale = load_script("bench_floor_scale")
+    untrained = floor_scale.held_out_map(0, "cosine", 1.0, 0.1, steps=0)
+    assert floor_scale.held_out_map(0, "cosine", 1.0, 0.1, steps=40) > untrained + 0.1
