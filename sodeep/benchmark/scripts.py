@@ -4,6 +4,7 @@ their jobs in worker processes, which stop with them."""
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
 import signal
 import sys
 import threading
@@ -47,36 +48,85 @@ def run_in_processes(
     children may inherit a busy thread pool; ``function`` must be importable, a module's own), and
     ``on_result(index, result)`` (from 1) as each arrives in order.
 
-    The workers start with Ctrl-C ignored, so that this process alone answers it.  On Ctrl-C, or
-    SIGTERM under :func:`run_script` (``KeyboardInterrupt``), or any error here, the workers are
-    killed at once (a job that takes signals itself, such as a brain-age run, would otherwise
-    finish its step and wait), what they were running is lost, and the exception goes on: a
-    caller that keeps finished results collects them in ``on_result``."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # an ignored signal stays ignored in a child
+    The workers start with Ctrl-C ignored, so that this process alone answers it, and each talks
+    to this process through pipes of its own, so that a worker can be killed at any moment.  A job
+    that raises ends the call with its exception; a worker that dies, with ``RuntimeError``.  On
+    that, on Ctrl-C or SIGTERM under :func:`run_script` (``KeyboardInterrupt``), or on any error
+    here, the workers are killed at once (a job that takes signals itself, such as a brain-age
+    run, would otherwise finish its step and wait), what they were running is lost, and the
+    exception goes on: a caller that keeps finished results collects them in ``on_result``."""
+    jobs = list(jobs)
+    context = multiprocessing.get_context("spawn")
+    started: list[tuple[Any, Any, Any]] = []  # (process, its task pipe, its result pipe)
+    results: dict[int, Result] = {}
     try:
-        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_progress_bars_lock_within_the_process)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    results: list[Result] = []
-    try:
-        for index, result in enumerate(pool.imap(function, jobs), 1):
-            results.append(result)
-            if on_result is not None:
-                on_result(index, result)
-    except BaseException:
-        stops = {number: signal.signal(number, signal.SIG_IGN) for number in (signal.SIGINT, signal.SIGTERM)}
-        try:  # the stop takes a moment: no second one meanwhile
-            for child in multiprocessing.active_children():
-                child.kill()
-            pool.terminate()
-            pool.join()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # an ignored signal stays ignored in a child
+        try:
+            for _ in range(min(workers, len(jobs))):
+                task_reader, task_writer = context.Pipe(duplex=False)
+                result_reader, result_writer = context.Pipe(duplex=False)
+                process = context.Process(target=_work, args=(function, task_reader, result_writer), daemon=True)
+                process.start()
+                task_reader.close()
+                result_writer.close()
+                started.append((process, task_writer, result_reader))
         finally:
-            for number, handler in stops.items():
-                signal.signal(number, handler)
+            signal.signal(signal.SIGINT, previous)
+        running: dict[Any, tuple[int, Any, Any]] = {}  # result pipe -> (job, process, task pipe)
+        waiting = iter(enumerate(jobs))
+
+        def give_work(process: Any, task_writer: Any, result_reader: Any) -> None:
+            task = next(waiting, None)
+            task_writer.send(task)
+            if task is not None:
+                running[result_reader] = (task[0], process, task_writer)
+
+        for worker in started:
+            give_work(*worker)
+        delivered = 0
+        while running:
+            for result_reader in multiprocessing.connection.wait(list(running)):
+                job, process, task_writer = running.pop(result_reader)
+                try:
+                    succeeded, value = result_reader.recv()
+                except EOFError:  # the worker's end of the pipe closed: it died
+                    process.join()
+                    raise RuntimeError(
+                        f"the worker process running job {job + 1} ended (exit status {process.exitcode}) without "
+                        "its result"
+                    ) from None
+                if not succeeded:
+                    raise value
+                results[job] = value
+                give_work(process, task_writer, result_reader)
+            while delivered in results and on_result is not None:
+                on_result(delivered + 1, results[delivered])
+                delivered += 1
+    except BaseException:
+        for process, _, _ in started:
+            process.kill()
         raise
-    pool.close()
-    pool.join()
-    return results
+    finally:
+        for process, task_writer, result_reader in started:
+            process.join()
+            task_writer.close()
+            result_reader.close()
+    return [results[job] for job in range(len(jobs))]
+
+
+def _work(function: Callable[[Any], Any], tasks: Any, results: Any) -> None:
+    """A worker of :func:`run_in_processes`: ``(index, job)`` from ``tasks`` until ``None``, and
+    ``(True, function(job))`` or ``(False, the exception it raised)`` to ``results``."""
+    _progress_bars_lock_within_the_process()
+    while (task := tasks.recv()) is not None:
+        try:
+            outcome = (True, function(task[1]))
+        except Exception as error:
+            outcome = (False, error)
+        try:
+            results.send(outcome)
+        except Exception as error:  # a result or an exception that does not pickle
+            results.send((False, RuntimeError(f"job {task[0] + 1}'s outcome cannot be sent back: {error}")))
 
 
 def _progress_bars_lock_within_the_process() -> None:

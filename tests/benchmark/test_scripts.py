@@ -37,6 +37,8 @@ def slow_square(job):
     number, folder = job
     signal.signal(signal.SIGTERM, lambda *_: None)  # as a job that takes signals itself (a brain-age run)
     signal.signal(signal.SIGINT, lambda *_: None)
+    if number == 0:
+        raise ValueError("no square of zero here")
     if number < 0:
         (Path(folder) / f"{os.getpid()}.pid").write_text("")
         while True:
@@ -72,6 +74,12 @@ def test_jobs_in_worker_processes_come_back_in_order(tmp_path):
     finished = subprocess.run([*_script(tmp_path), "3", "1", "2"], capture_output=True, text=True, timeout=120)
     assert finished.returncode == 0, finished.stderr
     assert finished.stdout == "1 9\n2 1\n3 4\n[9, 1, 4]\n"
+
+
+def test_a_job_that_raises_ends_the_script_with_its_error_while_the_others_run(tmp_path):
+    finished = subprocess.run([*_script(tmp_path), "3", "0", "2", "-1"], capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 1 and finished.stderr.endswith("ValueError: no square of zero here\n")
+    assert finished.stdout == "1 9\n"
 
 
 def test_a_stopped_script_kills_its_workers_even_where_their_jobs_take_signals(tmp_path):
