@@ -644,7 +644,7 @@ def main(argv: list[str] | None = None, *, parser: argparse.ArgumentParser | Non
     except BrokenPipeError:  # the reader of the output went away (`sodeep ... | head`)
         from sodeep.sweeps.cli import quiet_broken_pipe
 
-        return quiet_broken_pipe()
+        return quiet_broken_pipe(name)
     except (ValueError, OSError) as error:  # bad input, missing or unreadable files
         if os.environ.get("SODEEP_TRACEBACK"):
             raise

@@ -60,3 +60,30 @@ def test_a_command_whose_output_reader_went_away_ends_quietly_with_the_broken_pi
     finally:
         os.close(write_end)
     assert finished.returncode == 128 + signal.SIGPIPE and finished.stderr == ""
+
+
+def test_a_command_whose_error_outputs_reader_went_away_says_so_on_its_output(tmp_path):
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    command = [
+        sys.executable,
+        "-m",
+        "sodeep",
+        "pretrain",
+        "--steps",
+        "2",
+        "--lengths",
+        "2-8",
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    try:  # the run warns on stderr at once: 100 warmup steps are more than 2 steps
+        finished = subprocess.run(
+            command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=write_end, text=True, timeout=120
+        )
+    finally:
+        os.close(write_end)
+    assert finished.returncode == 128 + signal.SIGPIPE
+    assert finished.stdout.endswith(
+        "sodeep pretrain: stopped: the reader of its error output went away (a closed pipe)\n"
+    )

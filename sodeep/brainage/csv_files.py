@@ -348,26 +348,28 @@ def closest_column(name: str, columns: Sequence[str]) -> str | None:
 
 
 def name_letters(name: str) -> str:
-    """``name`` in lower case without spaces or punctuation: ``"Subject ID"`` -> ``"subjectid"``."""
-    return re.sub(r"[^0-9a-z]", "", name.lower())
+    """``name`` in lower case without spaces or punctuation (letters and digits of any script
+    kept): ``"Subject ID"`` -> ``"subjectid"``, ``"Âge"`` -> ``"âge"``; a name of neither, such
+    as ``"#"``, as it is in lower case."""
+    return "".join(char for char in name.casefold() if char.isalnum()) or name.casefold()
 
 
 def find_column(columns: Sequence[str], names: Sequence[str], role: str, *, loose: bool = False) -> str | None:
     """The column named like the first of ``names`` the header holds, compared case-insensitively
-    (``Site`` for ``site``), and with ``loose`` also without spaces and punctuation
-    (``Subject ID`` and ``SubjectID`` for ``subject_id``: :func:`name_letters`); ``ValueError``
-    when two columns match that name."""
-    same = name_letters if loose else str.lower
-    for name in names:
-        matches = [column for column in columns if same(column) == same(name)]
-        if len(matches) > 1:
-            compared = "ignoring case, spaces and punctuation" if loose else "case-insensitively"
-            raise ValueError(
-                f"columns {matches} both match the {role} column {name!r} (names are compared "
-                f"{compared}); rename one of them"
-            )
-        if matches:
-            return matches[0]
+    (``Site`` for ``site``), and with ``loose``, where no column has any of the names in any
+    case, also without spaces and punctuation (``Subject ID`` and ``SubjectID`` for ``subject_id``:
+    :func:`name_letters`); ``ValueError`` when two columns match that name alike."""
+    passes = [(str.lower, "case-insensitively"), (name_letters, "ignoring case, spaces and punctuation")]
+    for same, compared in passes[: 2 if loose else 1]:
+        for name in names:
+            matches = [column for column in columns if same(column) == same(name)]
+            if len(matches) > 1:
+                raise ValueError(
+                    f"columns {matches} both match the {role} column {name!r} (names are compared "
+                    f"{compared}); rename one of them"
+                )
+            if matches:
+                return matches[0]
     return None
 
 

@@ -178,15 +178,27 @@ def read_results(path: Path, settings: dict[str, Any] | None) -> dict[str, Any]:
         and not (key in OPTIONAL_SETTINGS and key not in held)
     )
     if settings and differing:
-        named = ", ".join(
-            f"{key} ({DIGEST_MEANINGS.get(key, 'the files changed')})" if key.endswith("_sha256") else key
-            for key in differing
-        )
+        named = ", ".join(_setting_change(key, held.get(key), settings.get(key)) for key in differing)
         raise ValueError(
             f"{path} holds runs of other settings ({named}); resume with those settings and files, {CHOOSE_ANOTHER_OUT}, "
             f"or {RESTART_ADVICE}"
         )
+    for key in OPTIONAL_SETTINGS:  # recorded from now on, as a folder that began with them records them
+        if key not in held and key in settings:
+            held[key] = settings[key]
     return results
+
+
+def _setting_change(key: str, held: Any, given: Any) -> str:
+    """How a setting of a results file differs from the one given: what a digest's change means,
+    or both values where they are short numbers or text (``features: 4 there, 3 here``)."""
+    if key.endswith("_sha256"):
+        return f"{key} ({DIGEST_MEANINGS.get(key, 'the files changed')})"
+    short = all(
+        value is None or (isinstance(value, (bool, int, float, str)) and len(repr(value)) <= 40)
+        for value in (held, given)
+    )
+    return f"{key}: {held!r} there, {given!r} here" if short else key
 
 
 def is_finished(results: dict[str, Any], group: str, preset: str, seed: int, fold: int) -> bool:

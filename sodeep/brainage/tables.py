@@ -97,6 +97,7 @@ class AgeTable:
         id_column, site_column: the id and site columns read, ``None`` where none was named or the
             one named is the column found by default (``site``, the first of :data:`ID_COLUMNS`).
         site_header: the site column read, as the file names it (``None`` where there is none).
+        id_header: the id column read, likewise.
         sole_blockers: features whose cell alone kept rows out: name -> how many rows.
     """
 
@@ -120,6 +121,7 @@ class AgeTable:
     id_column: str | None = None
     site_column: str | None = None
     site_header: str | None = None
+    id_header: str | None = None
     sole_blockers: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -185,10 +187,14 @@ class AgeTable:
         if self.id_like_features:
             named = describe_columns(self.id_like_features)
             one = len(self.id_like_features) == 1
+            advice = (
+                f"leave {'it' if one else 'them'} out with features= (the subject ids are {self.id_header!r})"
+                if self.id_header
+                else f"name the id column with id_column=, or leave {'it' if one else 'them'} out with features="
+            )
             lines.append(
                 f"{source}: {named} {'holds' if one else 'hold'} a distinct whole number per subject, like an id, "
-                f"and {'is' if one else 'are'} read as {'a feature' if one else 'features'}: name the id column with "
-                f"id_column=, or leave {'it' if one else 'them'} out with features="
+                f"and {'is' if one else 'are'} read as {'a feature' if one else 'features'}: {advice}"
             )
         if self.constant_features:
             lines.append(constant_features_note(source, self.constant_features, len(self)))
@@ -277,6 +283,17 @@ def find_id_and_site_columns(
     return found[0], found[1]
 
 
+#: :data:`NON_FEATURE_COLUMNS` as :func:`name_letters` reads them.
+_NON_FEATURE_LETTERS = frozenset(name_letters(name) for name in NON_FEATURE_COLUMNS)
+
+
+def is_left_out(column: str, reserved: Sequence[str]) -> bool:
+    """Whether ``column`` is never a default feature by its name: one of ``reserved`` (the age,
+    id and site columns read, in any case) or of :data:`NON_FEATURE_COLUMNS` (ignoring case,
+    spaces and punctuation)."""
+    return column.lower() in {name.lower() for name in reserved} or name_letters(column) in _NON_FEATURE_LETTERS
+
+
 def select_feature_columns(
     columns: Sequence[str],
     patterns: Sequence[str] | None,
@@ -289,7 +306,6 @@ def select_feature_columns(
     by default every column with a value whose non-empty cells all read as numbers, except the
     ``reserved`` columns, :data:`NON_FEATURE_COLUMNS` and row-index columns (an empty cell, NaN or
     a marker such as ``NA`` is a missing value: :func:`read_age_table` skips its row); ``lines`` are the rows' CSV lines."""
-    excluded = {name_letters(name) for name in (*NON_FEATURE_COLUMNS, *reserved)}
     if patterns:
         candidates = [c for c in columns if c not in reserved]
         for pattern in patterns:
@@ -304,13 +320,13 @@ def select_feature_columns(
     chosen = [
         c
         for c in columns
-        if name_letters(c) not in excluded
+        if not is_left_out(c, reserved)
         and not INDEX_COLUMN.fullmatch(c)
         and not all(is_missing(row[c]) for row in rows)
         and all(is_numeric_text(row[c]) for row in rows if not is_missing(row[c]))
     ]
     if not chosen:
-        texts = text_cells_among_numbers(columns, rows, [*excluded], lines)
+        texts = text_cells_among_numbers(columns, rows, reserved, lines)
         hint = ""
         if texts:
             shown = ", ".join(f"{column!r} (line {cells[0][0]}: {cells[0][1]!r})" for column, cells in texts.items())
@@ -318,10 +334,10 @@ def select_feature_columns(
                 f"; columns with cells that are not plain numbers: {shown[:300]}: name them in features= "
                 "(e.g. features='lh_*') to keep them, and their rows with such cells are skipped"
             )
-        empty = [c for c in columns if name_letters(c) not in excluded and all(is_missing(row[c]) for row in rows)]
+        empty = [c for c in columns if not is_left_out(c, reserved) and all(is_missing(row[c]) for row in rows)]
         if empty:
             hint += f"; {describe_columns(empty)} {'has' if len(empty) == 1 else 'have'} no value in any row"
-        others = [c for c in columns if name_letters(c) not in excluded]
+        others = [c for c in columns if not is_left_out(c, reserved)]
         held = (
             f"no numeric feature column among {describe_columns(others)}"
             if others
@@ -333,15 +349,15 @@ def select_feature_columns(
 
 
 def text_cells_among_numbers(
-    columns: Sequence[str], rows: Sequence[dict[str, str]], excluded: Sequence[str], lines: Sequence[int]
+    columns: Sequence[str], rows: Sequence[dict[str, str]], reserved: Sequence[str], lines: Sequence[int]
 ) -> dict[str, list[tuple[int, str]]]:
-    """``(csv line, cell)`` of the cells that are not plain numbers in each column but ``excluded``
+    """``(csv line, cell)`` of the cells that are not plain numbers in each column but those left out
+    by name (:func:`is_left_out`)
     that a reader would take for a feature: one that also holds numbers (``2.61`` above ``n/a``),
     or whose cells all look like numbers in another format (``1.100.000``, ``45%``: digits, no
     letters); ``lines`` are the rows' CSV lines."""
-    left_out = {name_letters(name) for name in excluded}
     found = {}
-    for column in (c for c in columns if name_letters(c) not in left_out and not INDEX_COLUMN.fullmatch(c)):
+    for column in (c for c in columns if not is_left_out(c, reserved) and not INDEX_COLUMN.fullmatch(c)):
         cells = [(line, row[column]) for line, row in zip(lines, rows)]
         texts = [(line, cell) for line, cell in cells if not is_missing(cell) and not is_numeric_text(cell)]
         numbers = any(is_numeric_text(cell) and not is_missing(cell) for _, cell in cells)
@@ -427,17 +443,15 @@ def read_age_table(
         feature_names = select_feature_columns(columns, features, rows, reserved, lines)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
-    excluded = [*reserved, *NON_FEATURE_COLUMNS]
-    dropped = {} if features else text_cells_among_numbers(columns, rows, excluded, lines)
+    dropped = {} if features else text_cells_among_numbers(columns, rows, reserved, lines)
     index_columns = [] if features else [c for c in columns if INDEX_COLUMN.fullmatch(c) and c not in reserved]
-    unused = {name_letters(name) for name in excluded}
     empty_columns = (
         []
         if features
         else [
             c
             for c in columns
-            if name_letters(c) not in unused and c not in index_columns and all(is_missing(row[c]) for row in rows)
+            if not is_left_out(c, reserved) and c not in index_columns and all(is_missing(row[c]) for row in rows)
         ]
     )
 
@@ -518,6 +532,7 @@ def read_age_table(
         id_column=named_columns[0],
         site_column=named_columns[1],
         site_header=site_column,
+        id_header=id_column,
         sole_blockers=sole_blockers,
     )
 
@@ -594,8 +609,8 @@ def _correlations(features: np.ndarray, ages: np.ndarray) -> np.ndarray:
 
 
 #: A feature named like this (:func:`name_letters`) that holds a distinct whole number per subject
-#: is taken for an id in a note: ``scan_id``, ``MRI ID``, ``subj``.
-ID_LIKE_NAME = re.compile(r".*(id|subj)")
+#: is taken for an id in a note: ``scan_id``, ``MRI ID``, ``subj``, ``Subj No``, ``Scan_Number``.
+ID_LIKE_NAME = re.compile(r".*(id|subj|subject|no|nr|num|number|index|idx)")
 
 
 def id_like_features(features: np.ndarray, names: Sequence[str]) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import shlex
 import sys
 from pathlib import Path
@@ -206,13 +207,32 @@ def dry_run(spec: Any, arguments: argparse.Namespace) -> int:
 BROKEN_PIPE = 141
 
 
-def quiet_broken_pipe() -> int:
-    """:data:`BROKEN_PIPE`, without a traceback, after the reader of our output went away (``| head``,
-    a ``| tee`` that ended): the command stopped where it was (a training run resumes with
-    ``--resume``), so a script that checks the status does not take it for done.  What is left of
-    the output goes nowhere, so that Python's flush at exit does not fail again."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+def quiet_broken_pipe(name: str = "sodeep") -> int:
+    """:data:`BROKEN_PIPE`, without a traceback, after the reader of our output or error output
+    went away (``| head``, a ``| tee`` that ended): the command stopped where it was (a training run
+    resumes with ``--resume``), so a script that checks the status does not take it for done.
+    What is left of the output that lost its reader goes nowhere, so that Python's flush at exit
+    does not fail again; where only the error output lost it, a line on the output says so."""
+    gone = {stream: _reader_gone(stream) for stream in (sys.stdout, sys.stderr)}
+    if not any(gone.values()):  # no pipe of ours says so: the output's, as `| head` makes it
+        gone[sys.stdout] = True
+    nowhere = os.open(os.devnull, os.O_WRONLY)
+    for stream in (stream for stream, lost in gone.items() if lost):
+        os.dup2(nowhere, stream.fileno())
+    if not gone[sys.stdout]:
+        print(f"{name}: stopped: the reader of its error output went away (a closed pipe)", flush=True)
     return BROKEN_PIPE
+
+
+def _reader_gone(stream: Any) -> bool:
+    """Whether ``stream`` writes into a pipe that has lost its reader (``POLLERR`` on its end);
+    ``False`` for files and terminals, and where that cannot be asked."""
+    try:
+        poller = select.poll()
+        poller.register(stream.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def again(arguments: argparse.Namespace) -> str:
@@ -253,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return arguments.handler(arguments)
     except BrokenPipeError:  # e.g. `sodeep sweep run ... --dry-run | head`
-        return quiet_broken_pipe()
+        return quiet_broken_pipe(f"sodeep sweep {arguments.sweep_command}")
     except (ValueError, FileNotFoundError) as error:
         if os.environ.get("SODEEP_TRACEBACK"):
             raise

@@ -25,8 +25,12 @@ def test_feature_columns_are_compared_where_the_results_record_them(tmp_path):
     path = tmp_path / "results.json"
     held = {"features": 2, "presets": ["l1"], "seeds": [0]}
     path.write_text(json.dumps({"settings": held, "presets": {}}))
-    assert read_results(path, {"features": 2, "feature_names": ["a", "b"]})["settings"] == held
-    with pytest.raises(ValueError, match=r"holds runs of other settings \(features\)"):
+    # Recorded from the resume on, as a folder that began with them records them.
+    assert read_results(path, {"features": 2, "feature_names": ["a", "b"]})["settings"] == {
+        **held,
+        "feature_names": ["a", "b"],
+    }
+    with pytest.raises(ValueError, match=r"holds runs of other settings \(features: 2 there, 3 here\)"):
         read_results(path, {"features": 3, "feature_names": ["a", "b", "c"]})
     path.write_text(json.dumps({"settings": {**held, "feature_names": ["a", "b"]}, "presets": {}}))
     read_results(path, {"features": 2, "feature_names": ["a", "b"]})

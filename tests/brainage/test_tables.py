@@ -760,3 +760,38 @@ def test_a_header_repeated_below_as_two_joined_tables_have_it_is_refused_naming_
         ValueError, match=r"t.csv: lines 4, 6 repeat the header \(tables joined one after the other\?\); delete them$"
     ):
         read_age_table(path)
+
+
+def test_headers_in_other_scripts_stay_features_and_a_name_in_any_case_wins_over_a_loose_one(tmp_path):
+    rows = [
+        [f"s{index}", 20.0 + 3 * index, 2.5 + 0.01 * ((7 * index) % 11), 1.0 + 0.02 * ((5 * index) % 7)]
+        for index in range(12)
+    ]
+    greek = read_age_table(write_csv(tmp_path / "g.csv", ["id", "ηλικία", "όγκος", "πάχος"], rows), age_column="ηλικία")
+    assert greek.feature_names == ["όγκος", "πάχος"]
+    chinese = read_age_table(
+        write_csv(tmp_path / "c.csv", ["编号", "年龄", "左海马", "右海马"], rows), age_column="年龄"
+    )
+    assert chinese.feature_names == ["左海马", "右海马"]  # 编号 holds text ids
+    numbered = [[1000 + index, *row[1:]] for index, row in enumerate(rows)]
+    table = read_age_table(write_csv(tmp_path / "i.csv", ["ID", "age", "ID#", "thickness"], numbered))
+    assert table.subject_ids[0] == "1000" and table.feature_names == ["thickness"]  # ID# is spelt as an id
+    sites = [[*row, "AB"[index % 2], "x"] for index, row in enumerate(rows)]
+    table = read_age_table(write_csv(tmp_path / "s.csv", ["id", "age", "a", "b", "site", "Site."], sites))
+    assert table.site_header == "site"
+    # The age column named is left out as it is spelt, not another column spelt like it.
+    aged = [[*row, row[1] * 12 + (index % 3)] for index, row in enumerate(rows)]
+    table = read_age_table(
+        write_csv(tmp_path / "a.csv", ["id", "Age (years)", "a", "b", "AGE_YEARS"], aged), age_column="Age (years)"
+    )
+    assert table.feature_names == ["a", "b", "AGE_YEARS"] and "AGE_YEARS" in table.age_like_features
+
+
+def test_a_numbered_column_beside_the_ids_is_named_with_advice_to_leave_it_out(tmp_path):
+    rows = [[f"sub-{index}", 500 - index, 20.0 + 3 * index, 2.5 + 0.01 * ((7 * index) % 11)] for index in range(12)]
+    table = read_age_table(write_csv(tmp_path / "t.csv", ["Subject ID", "Subj No", "age", "thickness"], rows))
+    assert table.subject_ids[0] == "sub-0" and table.id_like_features == ["Subj No"]
+    assert (
+        "t.csv: ['Subj No'] holds a distinct whole number per subject, like an id, and is read as a feature: "
+        "leave it out with features= (the subject ids are 'Subject ID')"
+    ) in table.notes("t.csv")
