@@ -9,7 +9,9 @@ Retrieval: a linear embedding (64 -> 32) of noisy class prototypes trained with
 ``RecallRankLoss`` on the (32, 32) similarities of 32 pairs of distinct classes, 300 steps;
 held-out mean average precision over 32 classes never trained on (each of their 640 items a
 query against the others), with cosine similarities of normalized embeddings or dot products of
-raw embeddings times ``scale``, which changes no ranking.
+raw embeddings times ``scale`` (dot products times ``scale**2``), which changes no ranking.
+Each table gives the standard deviation of the untrained model's scores, which the floor is
+measured against.
 
 One row per setting: the held-out figure for each seed.
 
@@ -47,12 +49,15 @@ SETTINGS = (
 )
 
 
-def held_out_spearman(seed: int, scale: float, l1_weight: float, temperature_floor: float) -> float:
-    """The quick start with ``model(...) * scale``: held-out Spearman after 300 steps."""
+def held_out_spearman(seed: int, scale: float, l1_weight: float, temperature_floor: float) -> tuple[float, float]:
+    """The quick start with ``model(...) * scale``: held-out Spearman after 300 steps, and the
+    standard deviation of the untrained model's (scaled) predictions on the training rows."""
     torch.manual_seed(seed)
     features = torch.randn(1024, 8)
     targets = torch.exp(features[:, 0]) + features[:, 1] ** 3 + 0.1 * torch.randn(1024)
     model = torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.ReLU(), torch.nn.Linear(64, 1))
+    with torch.no_grad():
+        starting_spread = (model(features[:896]).squeeze(-1) * scale).std().item()
     sorter = load_sorter(**{**TRAINING_SETTINGS, "temperature_floor": temperature_floor})
     loss_fn = SpearmanLoss(sorter=sorter, l1_weight=l1_weight)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -64,16 +69,18 @@ def held_out_spearman(seed: int, scale: float, l1_weight: float, temperature_flo
         optimizer.step()
     with torch.no_grad():
         held_out = model(features[896:]).squeeze(-1) * scale
-    return rowwise_spearman(rank(held_out)[None], rank(targets[896:])[None]).item()
+    return rowwise_spearman(rank(held_out)[None], rank(targets[896:])[None]).item(), starting_spread
 
 
-#: (scores, scale, temperature_floor) of the retrieval part: cosine similarities first.
+#: (scores, scale of the embeddings, temperature_floor) of the retrieval part: cosine
+#: similarities first.
 RETRIEVAL_SETTINGS = (
     ("cosine", 1.0, TRAINING_SETTINGS["temperature_floor"]),
     ("dot", 1.0, TRAINING_SETTINGS["temperature_floor"]),
     ("dot", 1.0, 1.0),
     ("dot", 10.0, TRAINING_SETTINGS["temperature_floor"]),
     ("dot", 10.0, 10.0),
+    ("dot", 10.0, 100.0),
 )
 #: Classes, items per class, classes trained on (the rest are held out), input and signal sizes.
 CLASSES, PER_CLASS, TRAINED_CLASSES, INPUTS, SIGNAL = 96, 20, 64, 64, 16
@@ -105,8 +112,11 @@ def mean_average_precision(embeddings: torch.Tensor, classes: torch.Tensor) -> f
     return precision_at_hits.mean().item()
 
 
-def held_out_map(seed: int, scores: str, scale: float, temperature_floor: float, steps: int = 300) -> float:
-    """Held-out mean average precision after ``steps`` steps of ``RecallRankLoss`` on ``scores``."""
+def held_out_map(
+    seed: int, scores: str, scale: float, temperature_floor: float, steps: int = 300
+) -> tuple[float, float]:
+    """Held-out mean average precision after ``steps`` steps of ``RecallRankLoss`` on ``scores``,
+    and the standard deviation of the untrained model's similarities among the training items."""
     items, classes = retrieval_items(seed)
     trained = classes < TRAINED_CLASSES
     torch.manual_seed(seed)
@@ -115,6 +125,9 @@ def held_out_map(seed: int, scores: str, scale: float, temperature_floor: float,
     def embed(inputs: torch.Tensor) -> torch.Tensor:
         return F.normalize(model(inputs), dim=-1) if scores == "cosine" else model(inputs) * scale
 
+    with torch.no_grad():
+        starting = embed(items[trained])
+        starting_spread = (starting @ starting.T).std().item()
     loss_fn = RecallRankLoss(sorter=load_sorter(**{**TRAINING_SETTINGS, "temperature_floor": temperature_floor}))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     first_item = torch.arange(TRAINED_CLASSES) * PER_CLASS
@@ -126,15 +139,18 @@ def held_out_map(seed: int, scores: str, scale: float, temperature_floor: float,
         loss.backward()
         optimizer.step()
     with torch.no_grad():
-        return mean_average_precision(embed(items[~trained]), classes[~trained])
+        return mean_average_precision(embed(items[~trained]), classes[~trained]), starting_spread
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=number_list(int), default=[0, 1, 2], help="seeds (default 0,1,2)")
-    parser.add_argument("--parts", default="regression,retrieval", help="regression, retrieval or both (default both)")
+    parser.add_argument(
+        "--parts", default="both", help="regression, retrieval or both (default both; also regression,retrieval)"
+    )
     arguments = parser.parse_args()
-    seeds, parts = arguments.seeds, arguments.parts.split(",")
+    seeds = arguments.seeds
+    parts = ["regression", "retrieval"] if arguments.parts == "both" else arguments.parts.split(",")
     if min(seeds) < 0 or len(set(seeds)) < len(seeds):
         parser.error(f"--seeds must be distinct numbers >= 0, got {seeds}")
     if not parts or not set(parts) <= {"regression", "retrieval"} or len(set(parts)) < len(parts):
@@ -144,30 +160,42 @@ def main() -> None:
         f"torch {torch.__version__}, {plural(torch.get_num_threads(), 'thread')}\n"
     )
     if "regression" in parts:
-        print("| scale of the outputs | l1_weight | temperature_floor | held-out Spearman per seed | range |")
-        print("|---|---|---|---|---|")
+        print(
+            "| scale of the outputs | sd of the untrained predictions | l1_weight | temperature_floor "
+            "| held-out Spearman per seed | range |"
+        )
+        print("|---|---|---|---|---|---|")
         for scale, l1_weight, floor in SETTINGS:
-            values = [held_out_spearman(seed, scale, l1_weight, floor) for seed in seeds]
+            values, spreads = zip(*(held_out_spearman(seed, scale, l1_weight, floor) for seed in seeds))
             shown = ", ".join(f"{value:.2f}" for value in values)
             print(
-                f"| {scale:g} | {l1_weight:g} | {floor:g} | {shown} | {min(values):.2f} to {max(values):.2f} |",
+                f"| {scale:g} | {_spread(spreads)} | {l1_weight:g} | {floor:g} | {shown} "
+                f"| {min(values):.2f} to {max(values):.2f} |",
                 flush=True,
             )
     if "retrieval" in parts:
         if "regression" in parts:
             print()
-        print("| scores | temperature_floor | held-out mAP per seed | range |")
-        print("|---|---|---|---|")
-        untrained = [
-            held_out_map(seed, "cosine", 1.0, TRAINING_SETTINGS["temperature_floor"], steps=0) for seed in seeds
-        ]
+        print("| scores | sd of the untrained similarities | temperature_floor | held-out mAP per seed | range |")
+        print("|---|---|---|---|---|")
+        floor = TRAINING_SETTINGS["temperature_floor"]
+        untrained = [held_out_map(seed, "cosine", 1.0, floor, steps=0)[0] for seed in seeds]
         shown = ", ".join(f"{value:.3f}" for value in untrained)
-        print(f"| untrained model | | {shown} | {min(untrained):.3f} to {max(untrained):.3f} |")
+        print(f"| untrained model (cosine) | | | {shown} | {min(untrained):.3f} to {max(untrained):.3f} |")
         for scores, scale, floor in RETRIEVAL_SETTINGS:
-            values = [held_out_map(seed, scores, scale, floor) for seed in seeds]
+            values, spreads = zip(*(held_out_map(seed, scores, scale, floor) for seed in seeds))
             shown = ", ".join(f"{value:.3f}" for value in values)
-            label = "cosine similarity" if scores == "cosine" else f"dot product x {scale:g}"
-            print(f"| {label} | {floor:g} | {shown} | {min(values):.3f} to {max(values):.3f} |", flush=True)
+            label = "cosine similarity" if scores == "cosine" else f"dot product of embeddings x {scale:g}"
+            print(
+                f"| {label} | {_spread(spreads)} | {floor:g} | {shown} | {min(values):.3f} to {max(values):.3f} |",
+                flush=True,
+            )
+
+
+def _spread(values: tuple[float, ...]) -> str:
+    """Standard deviations over seeds, as one figure or a range."""
+    low, high = min(values), max(values)
+    return f"{low:.3g}" if f"{low:.3g}" == f"{high:.3g}" else f"{low:.3g} to {high:.3g}"
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import multiprocessing.connection
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -55,6 +56,8 @@ def run_in_processes(
     here, the workers are killed at once (a job that takes signals itself, such as a brain-age
     run, would otherwise finish its step and wait), what they were running is lost, and the
     exception goes on: a caller that keeps finished results collects them in ``on_result``."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     jobs = list(jobs)
     context = multiprocessing.get_context("spawn")
     started: list[tuple[Any, Any, Any]] = []  # (process, its task pipe, its result pipe)
@@ -95,8 +98,11 @@ def run_in_processes(
                         f"the worker process running job {job + 1} ended (exit status {process.exitcode}) without "
                         "its result"
                     ) from None
+                except Exception as error:  # what the worker sent does not unpickle here
+                    raise RuntimeError(f"job {job + 1}'s outcome cannot be read back: {error!r}") from None
                 if not succeeded:
-                    raise value
+                    error, worker_traceback = value
+                    raise error from (JobTraceback(worker_traceback) if worker_traceback else None)
                 results[job] = value
                 give_work(process, task_writer, result_reader)
             while delivered in results and on_result is not None:
@@ -114,19 +120,30 @@ def run_in_processes(
     return [results[job] for job in range(len(jobs))]
 
 
+class JobTraceback(Exception):
+    """The traceback of a job's exception in its worker process, which :func:`run_in_processes`
+    raises the exception from: the job's own lines under "The above exception was the direct
+    cause"."""
+
+    def __str__(self) -> str:
+        return "\n\n" + self.args[0].rstrip()
+
+
 def _work(function: Callable[[Any], Any], tasks: Any, results: Any) -> None:
     """A worker of :func:`run_in_processes`: ``(index, job)`` from ``tasks`` until ``None``, and
-    ``(True, function(job))`` or ``(False, the exception it raised)`` to ``results``."""
+    ``(True, function(job))`` or ``(False, (the exception it raised, its traceback's text))`` to
+    ``results``."""
     _progress_bars_lock_within_the_process()
     while (task := tasks.recv()) is not None:
         try:
             outcome = (True, function(task[1]))
         except Exception as error:
-            outcome = (False, error)
+            outcome = (False, (error, traceback.format_exc()))
         try:
             results.send(outcome)
         except Exception as error:  # a result or an exception that does not pickle
-            results.send((False, RuntimeError(f"job {task[0] + 1}'s outcome cannot be sent back: {error}")))
+            unsent = RuntimeError(f"job {task[0] + 1}'s outcome cannot be sent back: {error}")
+            results.send((False, (unsent, outcome[1][1] if not outcome[0] else "")))
 
 
 def _progress_bars_lock_within_the_process() -> None:

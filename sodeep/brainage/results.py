@@ -178,7 +178,7 @@ def read_results(path: Path, settings: dict[str, Any] | None) -> dict[str, Any]:
         and not (key in OPTIONAL_SETTINGS and key not in held)
     )
     if settings and differing:
-        named = ", ".join(_setting_change(key, held.get(key), settings.get(key)) for key in differing)
+        named = ", ".join(_setting_change(key, held, settings) for key in differing)
         raise ValueError(
             f"{path} holds runs of other settings ({named}); resume with those settings and files, {CHOOSE_ANOTHER_OUT}, "
             f"or {RESTART_ADVICE}"
@@ -189,16 +189,25 @@ def read_results(path: Path, settings: dict[str, Any] | None) -> dict[str, Any]:
     return results
 
 
-def _setting_change(key: str, held: Any, given: Any) -> str:
-    """How a setting of a results file differs from the one given: what a digest's change means,
-    or both values where they are short numbers or text (``features: 4 there, 3 here``)."""
+def _setting_change(key: str, held: dict[str, Any], given: dict[str, Any]) -> str:
+    """How setting ``key`` of a results file's settings ``held`` differs from those ``given``: what
+    a digest's change means, or both values where they are short numbers or text (``features: 4
+    there, 3 here``; ``not recorded`` where a side lacks it)."""
     if key.endswith("_sha256"):
         return f"{key} ({DIGEST_MEANINGS.get(key, 'the files changed')})"
+    values = [side[key] if key in side else _NOT_RECORDED for side in (held, given)]
     short = all(
-        value is None or (isinstance(value, (bool, int, float, str)) and len(repr(value)) <= 40)
-        for value in (held, given)
+        value is None
+        or value is _NOT_RECORDED
+        or (isinstance(value, (bool, int, float, str)) and len(repr(value)) <= 40)
+        for value in values
     )
-    return f"{key}: {held!r} there, {given!r} here" if short else key
+    there, here = ("not recorded" if value is _NOT_RECORDED else repr(value) for value in values)
+    return f"{key}: {there} there, {here} here" if short else key
+
+
+#: A setting one side does not record, as :func:`_setting_change` shows it.
+_NOT_RECORDED = object()
 
 
 def is_finished(results: dict[str, Any], group: str, preset: str, seed: int, fold: int) -> bool:

@@ -274,7 +274,12 @@ def find_id_and_site_columns(
     ``ValueError`` when a named column is absent."""
     found = []
     for role, named, defaults in (("id", id_column, ID_COLUMNS), ("site", site_column, ("site",))):
-        column = find_column(columns, [named] if named else defaults, role, loose=not named)
+        try:
+            column = find_column(columns, [named] if named else defaults, role, loose=not named)
+        except ValueError as error:  # two columns match a name alike
+            if named:
+                raise
+            raise ValueError(f"{error}, or name the {role} column with {role}_column=") from None
         if named and not column:
             match = closest_column(named, columns)
             hint = f" (did you mean {match!r}?)" if match else ""
@@ -292,6 +297,15 @@ def is_left_out(column: str, reserved: Sequence[str]) -> bool:
     id and site columns read, in any case) or of :data:`NON_FEATURE_COLUMNS` (ignoring case,
     spaces and punctuation)."""
     return column.lower() in {name.lower() for name in reserved} or name_letters(column) in _NON_FEATURE_LETTERS
+
+
+def _found_by_default(columns: Sequence[str], role: str) -> str | None:
+    """The ``role`` column (``"id"`` or ``"site"``) found where none is named, or ``None``, also
+    where two columns match a default name alike (naming the column settles that)."""
+    try:
+        return find_column(columns, ID_COLUMNS if role == "id" else ("site",), role, loose=True)
+    except ValueError:
+        return None
 
 
 def select_feature_columns(
@@ -426,8 +440,8 @@ def read_age_table(
         # As named, or None where the name is the column the defaults find: a run names its columns
         # the same way with the flag or without it.
         named_columns = tuple(
-            None if column == found else column
-            for column, found in zip((id_column, site_column), find_id_and_site_columns(columns, None, None))
+            None if column == _found_by_default(columns, role) else column
+            for role, column in (("id", id_column), ("site", site_column))
         )
         for role, column in (("id", id_column), ("site", site_column)):
             if column == age_column and given[role] is not None:

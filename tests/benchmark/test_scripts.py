@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from sodeep.benchmark.scripts import INTERRUPTED, run_script
+from sodeep.benchmark.scripts import INTERRUPTED, run_in_processes, run_script
 
 
 def test_an_interrupted_script_ends_in_one_line_and_status_130(capsys, monkeypatch):
@@ -80,6 +80,15 @@ def test_a_job_that_raises_ends_the_script_with_its_error_while_the_others_run(t
     finished = subprocess.run([*_script(tmp_path), "3", "0", "2", "-1"], capture_output=True, text=True, timeout=120)
     assert finished.returncode == 1 and finished.stderr.endswith("ValueError: no square of zero here\n")
     assert finished.stdout == "1 9\n"
+    # The job's own lines, from its worker, above the call's.
+    worker_part = finished.stderr.split("The above exception was the direct cause of the following exception")[0]
+    assert 'jobs.py", line' in worker_part and "in slow_square" in worker_part
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True])
+def test_a_pool_of_no_whole_number_of_workers_is_refused(workers):
+    with pytest.raises(ValueError, match=rf"^workers must be an integer >= 1, got {workers!r}$"):
+        run_in_processes(abs, [1], workers)
 
 
 def test_a_stopped_script_kills_its_workers_even_where_their_jobs_take_signals(tmp_path):

@@ -42,3 +42,13 @@ def test_a_batch_larger_than_the_sorter_ranks_is_refused_for_rank_presets_only()
     check_batch_size(["l1", "mse"], 20000)
     with pytest.raises(ValueError, match=r"batch_size must be <= 16384 with presets \['cheng2021'\]"):
         check_batch_size(["l1", "cheng2021"], 16385)
+
+
+def test_a_setting_one_side_does_not_record_is_said_so(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"settings": {"folds": 2, "presets": [], "seeds": []}, "presets": {}}))
+    with pytest.raises(
+        ValueError,
+        match=r"other settings \(folds: 2 there, not recorded here, split: not recorded there, 'site' here\)",
+    ):
+        read_results(path, {"split": "site"})

@@ -795,3 +795,16 @@ def test_a_numbered_column_beside_the_ids_is_named_with_advice_to_leave_it_out(t
         "t.csv: ['Subj No'] holds a distinct whole number per subject, like an id, and is read as a feature: "
         "leave it out with features= (the subject ids are 'Subject ID')"
     ) in table.notes("t.csv")
+
+
+def test_two_columns_spelt_like_one_id_are_settled_by_naming_one(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("SubjectID,Subject ID,age,x\n1,a,20,1.5\n2,b,30,2.5\n3,c,40,3.1\n")
+    with pytest.raises(
+        ValueError,
+        match=r"columns \['SubjectID', 'Subject ID'\] both match the id column 'subject_id' \(names are compared "
+        r"ignoring case, spaces and punctuation\); rename one of them, or name the id column with id_column=$",
+    ):
+        read_age_table(path)
+    table = read_age_table(path, id_column="SubjectID")
+    assert table.subject_ids == ["1", "2", "3"] and table.feature_names == ["x"]
