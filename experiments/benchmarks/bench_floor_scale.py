@@ -78,6 +78,7 @@ RETRIEVAL_SETTINGS = (
     ("cosine", 1.0, TRAINING_SETTINGS["temperature_floor"]),
     ("dot", 1.0, TRAINING_SETTINGS["temperature_floor"]),
     ("dot", 1.0, 1.0),
+    ("dot", 1.0, 4.0),
     ("dot", 10.0, TRAINING_SETTINGS["temperature_floor"]),
     ("dot", 10.0, 10.0),
     ("dot", 10.0, 100.0),

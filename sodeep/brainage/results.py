@@ -191,8 +191,8 @@ def read_results(path: Path, settings: dict[str, Any] | None) -> dict[str, Any]:
 
 def _setting_change(key: str, held: dict[str, Any], given: dict[str, Any]) -> str:
     """How setting ``key`` of a results file's settings ``held`` differs from those ``given``: what
-    a digest's change means, or both values where they are short numbers or text (``features: 4
-    there, 3 here``; ``not recorded`` where a side lacks it)."""
+    a digest's change means, or both values where they are short numbers or text (``features:
+    4 -> 3``; ``not recorded`` where a side lacks it)."""
     if key.endswith("_sha256"):
         return f"{key} ({DIGEST_MEANINGS.get(key, 'the files changed')})"
     values = [side[key] if key in side else _NOT_RECORDED for side in (held, given)]
@@ -203,7 +203,7 @@ def _setting_change(key: str, held: dict[str, Any], given: dict[str, Any]) -> st
         for value in values
     )
     there, here = ("not recorded" if value is _NOT_RECORDED else repr(value) for value in values)
-    return f"{key}: {there} there, {here} here" if short else key
+    return f"{key}: {there} -> {here}" if short else key
 
 
 #: A setting one side does not record, as :func:`_setting_change` shows it.

@@ -83,7 +83,7 @@ def test_results_grow_and_a_call_with_other_settings_is_refused_keeping_them(tmp
     # Other settings must not drop the finished runs from results.json: they are refused.
     with pytest.raises(
         ValueError,
-        match=r"results.json holds runs of other settings \(folds: 2 there, 3 here\); resume with those settings and files, choose "
+        match=r"results.json holds runs of other settings \(folds: 2 -> 3\); resume with those settings and files, choose "
         r"another folder for out=, or run with overwrite=True instead of resume=True",
     ):
         cross_validate_table(table, ["l1"], out=tmp_path, folds=3, seeds=[0], config=TINY, progress=False)

@@ -30,7 +30,7 @@ def test_feature_columns_are_compared_where_the_results_record_them(tmp_path):
         **held,
         "feature_names": ["a", "b"],
     }
-    with pytest.raises(ValueError, match=r"holds runs of other settings \(features: 2 there, 3 here\)"):
+    with pytest.raises(ValueError, match=r"holds runs of other settings \(features: 2 -> 3\)"):
         read_results(path, {"features": 3, "feature_names": ["a", "b", "c"]})
     path.write_text(json.dumps({"settings": {**held, "feature_names": ["a", "b"]}, "presets": {}}))
     read_results(path, {"features": 2, "feature_names": ["a", "b"]})
@@ -49,6 +49,6 @@ def test_a_setting_one_side_does_not_record_is_said_so(tmp_path):
     path.write_text(json.dumps({"settings": {"folds": 2, "presets": [], "seeds": []}, "presets": {}}))
     with pytest.raises(
         ValueError,
-        match=r"other settings \(folds: 2 there, not recorded here, split: not recorded there, 'site' here\)",
+        match=r"other settings \(folds: 2 -> not recorded, split: not recorded -> 'site'\)",
     ):
         read_results(path, {"split": "site"})
