@@ -633,7 +633,7 @@ def id_like_features(features: np.ndarray, names: Sequence[str]) -> list[str]:
     if len(features) < 3:
         return []
     whole = np.all(features == np.round(features), axis=0)
-    distinct = np.array([len(np.unique(column)) == len(column) for column in features.T], dtype=bool)
+    distinct = np.all(np.diff(np.sort(features, axis=0), axis=0) != 0, axis=0)
     return [
         name
         for name, is_whole, is_distinct in zip(names, whole, distinct)
