@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.connection
+import operator
+import pickle
 import signal
 import sys
 import threading
@@ -56,7 +58,11 @@ def run_in_processes(
     here, the workers are killed at once (a job that takes signals itself, such as a brain-age
     run, would otherwise finish its step and wait), what they were running is lost, and the
     exception goes on: a caller that keeps finished results collects them in ``on_result``."""
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+    try:
+        count = operator.index(workers) if not isinstance(workers, bool) else 0
+    except TypeError:
+        count = 0
+    if count < 1:
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     jobs = list(jobs)
     context = multiprocessing.get_context("spawn")
@@ -65,7 +71,7 @@ def run_in_processes(
     try:
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # an ignored signal stays ignored in a child
         try:
-            for _ in range(min(workers, len(jobs))):
+            for _ in range(min(count, len(jobs))):
                 task_reader, task_writer = context.Pipe(duplex=False)
                 result_reader, result_writer = context.Pipe(duplex=False)
                 process = context.Process(target=_work, args=(function, task_reader, result_writer), daemon=True)
@@ -101,8 +107,7 @@ def run_in_processes(
                 except Exception as error:  # what the worker sent does not unpickle here
                     raise RuntimeError(f"job {job + 1}'s outcome cannot be read back: {error!r}") from None
                 if not succeeded:
-                    error, worker_traceback = value
-                    raise error from (JobTraceback(worker_traceback) if worker_traceback else None)
+                    raise _job_error(job, *value)
                 results[job] = value
                 give_work(process, task_writer, result_reader)
             while delivered in results and on_result is not None:
@@ -120,6 +125,23 @@ def run_in_processes(
     return [results[job] for job in range(len(jobs))]
 
 
+def _job_error(job: int, pickled: bytes | None, described: str, worker_traceback: str) -> BaseException:
+    """The exception job ``job`` (from 0) raised, rebuilt from ``pickled``, raised from its
+    worker's traceback; or a ``RuntimeError`` naming it (``described``, its ``repr``) where it
+    cannot be rebuilt here."""
+    try:
+        error = pickle.loads(pickled) if pickled is not None else None
+    except Exception as unpickling:  # an exception class whose arguments do not come back
+        reason = f"it cannot be read back here: {unpickling!r}"
+        error = None
+    else:
+        reason = "it cannot be sent back"
+    if error is None:
+        error = RuntimeError(f"job {job + 1} raised {described}, and {reason}")
+    error.__cause__ = JobTraceback(worker_traceback) if worker_traceback else None
+    return error
+
+
 class JobTraceback(Exception):
     """The traceback of a job's exception in its worker process, which :func:`run_in_processes`
     raises the exception from: the job's own lines under "The above exception was the direct
@@ -131,19 +153,23 @@ class JobTraceback(Exception):
 
 def _work(function: Callable[[Any], Any], tasks: Any, results: Any) -> None:
     """A worker of :func:`run_in_processes`: ``(index, job)`` from ``tasks`` until ``None``, and
-    ``(True, function(job))`` or ``(False, (the exception it raised, its traceback's text))`` to
-    ``results``."""
+    ``(True, function(job))`` to ``results``, or where it raises ``(False, (the exception pickled,
+    or None where it does not pickle; its repr; its traceback's text))``."""
     _progress_bars_lock_within_the_process()
     while (task := tasks.recv()) is not None:
         try:
             outcome = (True, function(task[1]))
         except Exception as error:
-            outcome = (False, (error, traceback.format_exc()))
+            try:
+                pickled = pickle.dumps(error)
+            except Exception:
+                pickled = None
+            outcome = (False, (pickled, repr(error), traceback.format_exc()))
         try:
             results.send(outcome)
-        except Exception as error:  # a result or an exception that does not pickle
-            unsent = RuntimeError(f"job {task[0] + 1}'s outcome cannot be sent back: {error}")
-            results.send((False, (unsent, outcome[1][1] if not outcome[0] else "")))
+        except Exception as error:  # a result that does not pickle
+            unsent = RuntimeError(f"job {task[0] + 1}'s result cannot be sent back: {error}")
+            results.send((False, (pickle.dumps(unsent), repr(unsent), "")))
 
 
 def _progress_bars_lock_within_the_process() -> None:

@@ -354,13 +354,17 @@ def name_letters(name: str) -> str:
     return "".join(char for char in name.casefold() if char.isalnum()) or name.casefold()
 
 
-def find_column(columns: Sequence[str], names: Sequence[str], role: str, *, loose: bool = False) -> str | None:
+def find_column(
+    columns: Sequence[str], names: Sequence[str], role: str, *, loose: bool = False, named: bool = False
+) -> str | None:
     """The column named like the first of ``names`` the header holds, compared case-insensitively
-    (``Site`` for ``site``), and with ``loose``, where no column has any of the names in any
-    case, also without spaces and punctuation (``Subject ID`` and ``SubjectID`` for ``subject_id``:
-    :func:`name_letters`); ``ValueError`` when two columns match that name alike."""
+    (``Site`` for ``site``), and with ``loose``, where no column has any of the names in any case,
+    also without spaces and punctuation (``Subject ID`` and ``SubjectID`` for ``subject_id``:
+    :func:`name_letters`); ``ValueError`` when two columns match that name alike.  Where the user
+    ``named`` the column, one spelt as named wins over others in another case."""
     passes = [(str.lower, "case-insensitively"), (name_letters, "ignoring case, spaces and punctuation")]
-    for same, compared in passes[: 2 if loose else 1]:
+    passes = [(str, "")] * named + passes[: 2 if loose else 1]
+    for same, compared in passes:
         for name in names:
             matches = [column for column in columns if same(column) == same(name)]
             if len(matches) > 1:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sodeep.files import atomic_write_json, finite_or_null
-from sodeep.run_folder import CHOOSE_ANOTHER_OUT
+from sodeep.run_folder import CHOOSE_ANOTHER_OUT, describe_change, describe_value
 
 #: The file of a folder's results.
 RESULTS_FILE = "results.json"
@@ -37,6 +37,9 @@ GROUPS = ("presets", "cascade")
 NUMBER_GROUPS = (*GROUPS, "baselines")
 #: Settings that list what the folder holds: they grow with its runs, so they are not compared.
 GROWING_SETTINGS = ("presets", "seeds")
+#: Settings whose name in a message is not their key: ``features`` counts the feature columns
+#: (the command's ``features`` setting, patterns, is another).
+SETTING_NAMES = {"features": "feature count"}
 #: Settings a results file may lack, compared only where it holds them: the feature columns,
 #: which the table's digest, its feature count and the settings that choose them also fix.
 OPTIONAL_SETTINGS = ("feature_names",)
@@ -191,23 +194,15 @@ def read_results(path: Path, settings: dict[str, Any] | None) -> dict[str, Any]:
 
 def _setting_change(key: str, held: dict[str, Any], given: dict[str, Any]) -> str:
     """How setting ``key`` of a results file's settings ``held`` differs from those ``given``: what
-    a digest's change means, or both values where they are short numbers or text (``features:
-    4 -> 3``; ``not recorded`` where a side lacks it)."""
+    a digest's change means, or both values as a run record's changes show them (``folds: 3 ->
+    2``; ``not recorded`` where a side lacks it)."""
     if key.endswith("_sha256"):
         return f"{key} ({DIGEST_MEANINGS.get(key, 'the files changed')})"
-    values = [side[key] if key in side else _NOT_RECORDED for side in (held, given)]
-    short = all(
-        value is None
-        or value is _NOT_RECORDED
-        or (isinstance(value, (bool, int, float, str)) and len(repr(value)) <= 40)
-        for value in values
-    )
-    there, here = ("not recorded" if value is _NOT_RECORDED else repr(value) for value in values)
-    return f"{key}: {there} -> {here}" if short else key
-
-
-#: A setting one side does not record, as :func:`_setting_change` shows it.
-_NOT_RECORDED = object()
+    name = SETTING_NAMES.get(key, key)
+    if key in held and key in given:
+        return f"{name}: {describe_change(held[key], given[key])}"
+    there, here = (describe_value(side[key]) if key in side else "not recorded" for side in (held, given))
+    return f"{name}: {there} -> {here}"
 
 
 def is_finished(results: dict[str, Any], group: str, preset: str, seed: int, fold: int) -> bool:

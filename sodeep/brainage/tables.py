@@ -275,7 +275,7 @@ def find_id_and_site_columns(
     found = []
     for role, named, defaults in (("id", id_column, ID_COLUMNS), ("site", site_column, ("site",))):
         try:
-            column = find_column(columns, [named] if named else defaults, role, loose=not named)
+            column = find_column(columns, [named] if named else defaults, role, loose=not named, named=bool(named))
         except ValueError as error:  # two columns match a name alike
             if named:
                 raise

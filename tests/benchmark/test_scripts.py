@@ -33,8 +33,15 @@ import os, signal, time
 from pathlib import Path
 
 
+class TwoPartError(Exception):
+    def __init__(self, first, second):
+        super().__init__(first)
+
+
 def slow_square(job):
     number, folder = job
+    if number == 7:
+        raise TwoPartError("seven", "parts")
     signal.signal(signal.SIGTERM, lambda *_: None)  # as a job that takes signals itself (a brain-age run)
     signal.signal(signal.SIGINT, lambda *_: None)
     if number == 0:
@@ -83,6 +90,16 @@ def test_a_job_that_raises_ends_the_script_with_its_error_while_the_others_run(t
     # The job's own lines, from its worker, above the call's.
     worker_part = finished.stderr.split("The above exception was the direct cause of the following exception")[0]
     assert 'jobs.py", line' in worker_part and "in slow_square" in worker_part
+
+
+def test_a_job_error_that_cannot_be_rebuilt_here_is_named_with_the_jobs_traceback(tmp_path):
+    finished = subprocess.run([*_script(tmp_path), "7"], capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 1
+    assert finished.stderr.endswith(
+        "RuntimeError: job 1 raised TwoPartError('seven'), and it cannot be read back here: "
+        "TypeError(\"TwoPartError.__init__() missing 1 required positional argument: 'second'\")\n"
+    )
+    assert "in slow_square" in finished.stderr.split("The above exception was the direct cause")[0]
 
 
 @pytest.mark.parametrize("workers", [0, -1, 1.5, True])

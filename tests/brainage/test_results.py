@@ -17,7 +17,7 @@ def test_settings_are_compared_as_json_reads_them(tmp_path):
     path = tmp_path / "results.json"
     path.write_text(json.dumps({"settings": {"grid": [4, 4], "presets": ["l1"], "seeds": [0]}, "presets": {}}))
     assert read_results(path, {"grid": (4, 4)})["settings"]["seeds"] == [0]  # the growing lists are not compared
-    with pytest.raises(ValueError, match=r"holds runs of other settings \(grid\)"):
+    with pytest.raises(ValueError, match=r"holds runs of other settings \(grid: \[4, 4\] -> \[8, 8\]\)"):
         read_results(path, {"grid": (8, 8)})
 
 
@@ -30,11 +30,13 @@ def test_feature_columns_are_compared_where_the_results_record_them(tmp_path):
         **held,
         "feature_names": ["a", "b"],
     }
-    with pytest.raises(ValueError, match=r"holds runs of other settings \(features: 2 -> 3\)"):
+    with pytest.raises(ValueError, match=r"holds runs of other settings \(feature count: 2 -> 3\)"):
         read_results(path, {"features": 3, "feature_names": ["a", "b", "c"]})
     path.write_text(json.dumps({"settings": {**held, "feature_names": ["a", "b"]}, "presets": {}}))
     read_results(path, {"features": 2, "feature_names": ["a", "b"]})
-    with pytest.raises(ValueError, match=r"holds runs of other settings \(feature_names\)"):
+    with pytest.raises(
+        ValueError, match=r'holds runs of other settings \(feature_names: \["a", "b"\] -> \["a", "c"\]\)'
+    ):
         read_results(path, {"features": 2, "feature_names": ["a", "c"]})
 
 
@@ -49,6 +51,6 @@ def test_a_setting_one_side_does_not_record_is_said_so(tmp_path):
     path.write_text(json.dumps({"settings": {"folds": 2, "presets": [], "seeds": []}, "presets": {}}))
     with pytest.raises(
         ValueError,
-        match=r"other settings \(folds: 2 -> not recorded, split: not recorded -> 'site'\)",
+        match=r'other settings \(folds: 2 -> not recorded, split: not recorded -> "site"\)',
     ):
         read_results(path, {"split": "site"})

@@ -252,7 +252,7 @@ def test_a_folder_of_one_protocol_refuses_the_other_and_keeps_its_baselines(tmp_
     table = site_table()
     options = {"out": tmp_path, "folds": 3, "seeds": [0], "config": TINY, "progress": False}
     first = cross_validate_table(table, ["l1"], split="site", **options)
-    with pytest.raises(ValueError, match=r"other settings \(split: 'site' -> 'stratified'\)"):
+    with pytest.raises(ValueError, match=r'other settings \(split: "site" -> "stratified"\)'):
         cross_validate_table(table, ["l1"], split="stratified", **options)
     again = cross_validate_table(table, ["l1", "mse"], split="site", **options)
     assert again["baselines"]["svr"]["runs"] == first["baselines"]["svr"]["runs"]

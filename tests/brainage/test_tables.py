@@ -808,3 +808,13 @@ def test_two_columns_spelt_like_one_id_are_settled_by_naming_one(tmp_path):
         read_age_table(path)
     table = read_age_table(path, id_column="SubjectID")
     assert table.subject_ids == ["1", "2", "3"] and table.feature_names == ["x"]
+
+
+def test_a_column_named_as_spelt_wins_over_one_in_another_case(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("ID,id,Site,SITE,age,x\n1,s1,A,B,20,1.5\n2,s2,A,B,30,2.5\n3,s3,A,B,40,3.1\n")
+    with pytest.raises(ValueError, match=r"columns \['ID', 'id'\] both match the id column 'id' .* or name the id"):
+        read_age_table(path)
+    table = read_age_table(path, id_column="id", site_column="SITE")
+    assert table.subject_ids == ["s1", "s2", "s3"] and table.sites == ["B"] * 3
+    assert read_age_table(path, id_column="ID", site_column="Site").subject_ids == ["1", "2", "3"]
