@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sodeep.checks import check_integer, python_scalar
+from sodeep.checks import check_integer
 from sodeep.losses.precision import float32_under_autocast
 from sodeep.losses.validation import (
     check_binary,
@@ -25,6 +25,7 @@ from sodeep.losses.validation import (
     check_scalar_margin,
     check_setting_device,
     check_tensor,
+    number_tensors_take,
 )
 from sodeep.reducers import (
     MeanReduction,
@@ -98,6 +99,7 @@ def pairwise_margin_ranking_loss(
     check_rank(scores, "scores", (2,), "(B, N)", rows=True)
     check_binary(labels)
     check_same_shape(scores, labels, "scores and labels")
+    margin = number_tensors_take(margin)
     check_setting_device(margin, "margin", scores.device)
     check_pair_options(margin, hard_negatives)
     valid = _valid_mask(labels, mask)
@@ -258,11 +260,9 @@ def multilabel_hinge_loss(
     check_rank(scores, "scores", (2,), "(B, C)", rows=True)
     check_binary(labels)
     check_same_shape(scores, labels, "scores and labels")
-    margin = python_scalar(margin)
+    margin = number_tensors_take(margin)
     if isinstance(margin, (list, tuple)) or type(margin).__module__ == "numpy":  # per-label, as the module takes
         margin = _margin_tensor(margin, scores)
-    elif isinstance(margin, Real) and not isinstance(margin, (bool, int, float)):
-        margin = float(margin)  # a Fraction: a number that tensors take
     elif isinstance(margin, bool) or not isinstance(margin, (Real, torch.Tensor)):
         raise TypeError(
             f"margin must be a number or (C,) per-label margins (a tensor, a list or a NumPy array), "
@@ -578,6 +578,7 @@ def multilabel_ranking_hinge_loss(
     check_rank(scores, "scores", (2,), "(B, C)", rows=True)
     check_binary(labels)
     check_same_shape(scores, labels, "scores and labels")
+    margin = number_tensors_take(margin)
     check_pair_options(margin, None)
     valid = _valid_mask(labels, mask)
     pair_ok = (valid & (labels == 1)).unsqueeze(-1) & (valid & (labels == 0)).unsqueeze(-2)

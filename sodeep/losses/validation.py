@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from numbers import Real
+from numbers import Integral, Rational, Real
+from typing import Any
 
 import torch
 
-from sodeep.checks import beneath_transforms, check_dense, require, require_number
+from sodeep.checks import beneath_transforms, check_dense, python_scalar, require, require_number
 
 
 def check_tensor(value, name: str, *, floating: bool = True) -> None:
@@ -103,3 +104,20 @@ def check_scalar_margin(margin, name: str = "margin") -> None:
     if isinstance(margin, torch.Tensor) and margin.dim() != 0:
         raise ValueError(f"{name} must be a number or a 0-d tensor, got shape {tuple(margin.shape)}")
     check_finite_margin(margin, name)
+
+
+def number_tensors_take(margin: Any) -> Any:
+    """A number in a form that tensor arithmetic accepts: a ``fractions.Fraction`` (a rational
+    number type other than the integers) as its float, a NumPy scalar as its Python number;
+    anything else (floats, integers, tensors, what the checks refuse) as it is.
+
+    Example:
+        >>> from fractions import Fraction
+        >>> import numpy as np
+        >>> number_tensors_take(Fraction(1, 2)), number_tensors_take(np.float32(0.25)), number_tensors_take(3)
+        (0.5, 0.25, 3)
+    """
+    margin = python_scalar(margin)
+    if isinstance(margin, Rational) and not isinstance(margin, (Integral, torch.Tensor)):
+        return float(margin)
+    return margin

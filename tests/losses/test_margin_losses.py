@@ -589,8 +589,16 @@ def test_the_module_repr_shows_its_settings():
 def test_a_margin_of_any_real_number_type_is_taken():
     from fractions import Fraction
 
+    import numpy as np
+
     scores, labels = torch.zeros(1, 2), torch.ones(1, 2)
     assert multilabel_hinge_loss(scores, labels, Fraction(1, 2)).item() == 0.5
+    scores, labels = torch.tensor([[1.0, 0.75, 0.0]]), torch.tensor([[1, 0, 0]])
+    for loss in (pairwise_margin_ranking_loss, multilabel_ranking_hinge_loss):
+        expected = loss(scores, labels, margin=0.5)  # pairs: 0.25 and 0
+        assert expected.item() > 0
+        for margin in (Fraction(1, 2), np.float32(0.5), np.float64(0.5)):
+            torch.testing.assert_close(loss(scores, labels, margin=margin), expected, rtol=0, atol=0)
 
 
 def test_weighted_mean_of_weights_summing_past_the_float32_range():
