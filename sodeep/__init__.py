@@ -1,14 +1,15 @@
 """sodeep: learned and exact differentiable sorters, and the rank-based losses built on them.
 
-The names below load on first use (``sodeep.rank``, ``from sodeep import SpearmanLoss``), so that
-``import sodeep`` alone costs nothing, and the ``sodeep`` command can take a Ctrl-C while torch
-loads.  Loading them costs torch and numpy: sodeep parses nothing, downloads nothing, starts no
+The names below, and the submodules (``sodeep.losses``), load on first use (``sodeep.rank``,
+``from sodeep import SpearmanLoss``), so that ``import sodeep`` alone costs nothing, and the
+``sodeep`` command can take a Ctrl-C while torch loads.  Loading them costs torch and numpy: sodeep parses nothing, downloads nothing, starts no
 logger, and loads neither Lightning, W&B nor the brain-age application (:mod:`sodeep.brainage`).
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -55,6 +56,10 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
+        if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+            # A submodule (sodeep.losses, sodeep.checkpoints) loads on first use too, so dotted
+            # names work after a plain `import sodeep`.
+            return importlib.import_module(f"{__name__}.{name}")
         raise AttributeError(f"module 'sodeep' has no attribute {name!r}")
     value = getattr(importlib.import_module(_EXPORTS[name]), name)
     globals()[name] = value  # loaded once: later lookups are plain attributes

@@ -127,6 +127,19 @@ def check_dense(value: torch.Tensor, name: str) -> None:
         raise TypeError(f"{name} must be a dense tensor, got layout {value.layout}: pass {name}.to_dense()")
 
 
+#: Floating dtypes the sorters and losses compute with (float8 types have too few kernels).
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_float_dtype(value: torch.Tensor, name: str) -> None:
+    """A floating tensor of one of :data:`FLOAT_DTYPES`, refused in one line otherwise."""
+    if value.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{name} must be a float16, bfloat16, float32 or float64 tensor, got dtype {value.dtype}"
+            + (f": cast it first, {name}.float()" if value.is_floating_point() else "")
+        )
+
+
 def require_number(value, condition: Callable[[torch.Tensor], torch.Tensor], message: str) -> None:
     """Check a Python number that ``torch.compile`` may have made symbolic, where a Python test of
     it would break the graph: as :func:`require` on a float64 tensor of it (under compile an

@@ -30,6 +30,16 @@ def test_the_names_of_sodeep_load_on_first_use_and_list_as_before():
         _ = sodeep.no_such_name
 
 
+def test_submodules_load_on_first_use_after_a_plain_import():
+    """The README's dotted names (sodeep.losses.descending_normalized) work after `import sodeep`."""
+    code = (
+        "import sodeep, sys; print('sodeep.losses' in sys.modules); "
+        "print(sodeep.losses.descending_normalized.__module__, sodeep.checkpoints.TRAINING_SETTINGS['temperature_floor'])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["False", "sodeep.losses.rank", "0.1"]
+
+
 def test_a_stop_while_the_command_loads_ends_in_one_line():
     """Ctrl-C or SIGTERM while torch loads: one line and status 130, not a traceback or a silent end."""
     import signal

@@ -39,24 +39,33 @@ from sodeep.wording import shown_float
 SorterFunction = Callable[[torch.Tensor], torch.Tensor]
 
 
-class DescendingNormalized:
+class DescendingNormalized(nn.Module):
     """A sorter that returns ascending ranks in ``[1, n]`` (torchsort's ``soft_rank``, most
     soft-sort libraries), in sodeep's convention: it ranks the negated scores and divides by ``n``.
     Takes ``(n,)`` or ``(B, n)``, as the other sorters do, also where ``ascending_sorter`` takes
-    rows only.  Picklable wherever ``ascending_sorter`` is (a module-level function such as
-    ``soft_rank``)."""
+    rows only.  An ``nn.Module`` given as ``ascending_sorter`` is its submodule, so a loss that
+    holds the wrapper freezes and moves it as it does any sorter.  Picklable wherever
+    ``ascending_sorter`` is (a module-level function such as ``soft_rank``)."""
 
     def __init__(self, ascending_sorter: SorterFunction) -> None:
+        super().__init__()
         check_sorter(ascending_sorter, "ascending_sorter")
         self.ascending_sorter = ascending_sorter
 
-    def __call__(self, scores: torch.Tensor) -> torch.Tensor:
+    def forward(self, scores: torch.Tensor) -> torch.Tensor:
         if isinstance(scores, torch.Tensor) and scores.dim() == 1:  # torchsort's soft_rank takes rows only
             return self(scores.unsqueeze(0)).squeeze(0)
-        return self.ascending_sorter(-scores) / scores.shape[-1]
+        ascending = self.ascending_sorter(-scores)
+        if isinstance(ascending, torch.Tensor) and not ascending.is_floating_point():
+            # argsort's order, say: divided by n, it would pass for ranks.
+            raise TypeError(
+                f"the ascending sorter returned {ascending.dtype} values, not ranks: descending_normalized wraps a "
+                "sorter of floating ascending ranks 1..n (an argsort gives an order, not ranks)"
+            )
+        return ascending / scores.shape[-1]
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.ascending_sorter!r})"
+    def extra_repr(self) -> str:
+        return "" if isinstance(self.ascending_sorter, nn.Module) else repr(self.ascending_sorter)
 
 
 def descending_normalized(ascending_sorter: SorterFunction) -> SorterFunction:

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from sodeep.checks import beneath_transforms, check_dense, python_scalar, require, require_number
+from sodeep.checks import beneath_transforms, check_dense, check_float_dtype, python_scalar, require, require_number
 
 
 def check_tensor(value, name: str, *, floating: bool = True) -> None:
@@ -19,6 +19,8 @@ def check_tensor(value, name: str, *, floating: bool = True) -> None:
         raise TypeError(f"{name} must be real, got dtype {value.dtype}")
     if floating and not value.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
+    if value.is_floating_point():
+        check_float_dtype(value, name)
     if value.numel() == 0:
         raise ValueError(f"{name} is empty (shape {tuple(value.shape)})")
     if value.is_floating_point():

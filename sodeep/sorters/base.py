@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from sodeep.checks import beneath_transforms, check_dense, ranks_described, require
+from sodeep.checks import beneath_transforms, check_dense, check_float_dtype, ranks_described, require
 from sodeep.wording import shown_float
 
 
@@ -33,6 +33,7 @@ def check_scores(scores: Any, *, min_length: int, max_length: int | None, name: 
     check_dense(scores, name)
     if not scores.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {scores.dtype}")
+    check_float_dtype(scores, name)
     if scores.dim() not in (1, 2):
         shape = tuple(scores.shape)
         hint = f": rows of {shape[-1]} are {name}.reshape(-1, {shape[-1]})" if scores.dim() > 2 else ""

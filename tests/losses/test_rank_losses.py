@@ -313,10 +313,48 @@ def test_a_sorter_of_another_rank_convention_is_refused(loss, inputs):
         loss(sorter=lambda scores: sodeep.rank(-scores))(*inputs)
     with pytest.raises(TypeError, match=r"^the sorter returned torch.int64 values, not ranks"):
         loss(sorter=torch.argsort)(*inputs)
+    with pytest.raises(TypeError, match=r"^the ascending sorter returned torch.int64 values, not ranks"):
+        loss(sorter=descending_normalized(torch.argsort))(*inputs)
     expected = loss(sorter=sodeep.rank)(*inputs)
     torch.testing.assert_close(loss(sorter=descending_normalized(ascending))(*inputs), expected)
     overshooting = lambda scores: sodeep.rank(scores) * 1.6 - 0.3  # noqa: E731  a learned sorter strays beyond (0, 1]
     assert torch.isfinite(loss(sorter=overshooting)(*inputs))
+
+
+class _AscendingSigmoidRanks(torch.nn.Module):
+    """Ascending soft ranks 1..n at a learnable temperature (a module of another library)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log_temperature = torch.nn.Parameter(torch.tensor(-2.0))
+
+    def forward(self, scores: torch.Tensor) -> torch.Tensor:
+        pairs = (scores.unsqueeze(-1) - scores.unsqueeze(-2)) / self.log_temperature.exp()
+        return torch.sigmoid(pairs).sum(-1) + 0.5
+
+
+def test_float8_scores_are_refused_in_one_line():
+    low_precision = torch.randn(2, 5).to(torch.float8_e5m2)
+    for arguments, name in (
+        ((low_precision, torch.randn(2, 5)), "predictions"),
+        ((torch.randn(2, 5), low_precision), "targets"),
+    ):
+        with pytest.raises(
+            TypeError, match=rf"^{name} must be a float16, bfloat16, float32 or float64 tensor, got dtype"
+        ):
+            SpearmanLoss()(*arguments)
+
+
+def test_a_module_wrapped_for_the_convention_is_frozen_and_moved_with_the_loss():
+    ascending = _AscendingSigmoidRanks()
+    loss = SpearmanLoss(sorter=descending_normalized(ascending))
+    predictions = torch.randn(3, 20, requires_grad=True)
+    loss(predictions, torch.randn(3, 20)).backward()
+    assert predictions.grad is not None and ascending.log_temperature.grad is None
+    assert not ascending.log_temperature.requires_grad and not ascending.training
+    loss.train().double()
+    assert ascending.log_temperature.dtype == torch.float64 and not ascending.training
+    assert list(loss.state_dict()) == [] and "DescendingNormalized()" in repr(loss)
 
 
 def test_rows_of_nearly_equal_scores_ranked_in_any_order_do_not_refuse_a_sorter():

@@ -143,6 +143,7 @@ def test_original_sorters_are_neither_equivariant_nor_any_length():
         (torch.tensor(1.0), r"must have shape \(n,\) or \(B, n\), got shape \(\)$"),
         (torch.randn(0, 5), "empty"),
         (torch.arange(5), "floating"),
+        (torch.randn(2, 5).to(torch.float8_e4m3fn), r"got dtype torch.float8_e4m3fn: cast it first, scores.float\(\)$"),
     ],
 )
 def test_clear_errors(bad, message):
