@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sodeep.checks import check_dense
+from sodeep.checks import check_dense, require
 
 
 def rowwise_spearman(predicted_ranks: torch.Tensor, true_ranks: torch.Tensor) -> torch.Tensor:
@@ -100,4 +100,11 @@ def mean_absolute_rank_error(predicted_ranks: torch.Tensor, true_ranks: torch.Te
                 f"{name} must be normalized ranks, a floating-point tensor (positions divided by n, as "
                 f"sodeep.rank gives them), got {value.dtype}"
             )
+    # Float positions too (rank(..., normalized=False), scipy's rankdata) would be counted n times
+    # over: exact normalized ranks are at most 1.  (NaN is left to the result.)
+    require(
+        ~(true_ranks > 1),
+        "true_ranks must be normalized ranks, at most 1 (positions divided by n, as sodeep.rank gives them), "
+        "found values above 1: divide positions by n",
+    )
     return (predicted_ranks - true_ranks).abs().mean(-1) * true_ranks.shape[-1]

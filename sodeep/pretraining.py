@@ -281,8 +281,16 @@ class SorterPretraining(L.LightningModule):
             self._validation[f"val_n/{name}/{int(length)}"].append(value)
 
     def on_validation_epoch_end(self) -> None:
-        if self._validation and all(math.isnan(value) for value in self._validation["val/l1"]):
-            raise ValueError(self.diverged(f"the sorter's ranks are NaN at step {self.global_step}"))
+        # An L1 distance is NaN only where the ranks are (a Spearman correlation also where a row's
+        # scores are all equal): a cell of NaN ranks ends the run, not only a validation of them all.
+        lengths = sorted(
+            int(key.rsplit("/", 1)[1])
+            for key, values in self._validation.items()
+            if key.startswith("val_n/l1/") and any(math.isnan(value) for value in values)
+        )
+        if lengths:
+            at = ", ".join(map(str, lengths))
+            raise ValueError(self.diverged(f"the sorter's ranks are NaN at step {self.global_step} (n = {at})"))
         for key, values in self._validation.items():
             finite = [value for value in values if not math.isnan(value)]
             if finite:

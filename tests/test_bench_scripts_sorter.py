@@ -514,6 +514,24 @@ def test_the_floor_scale_scripts_mean_average_precision_matches_a_slow_loop():
     assert floor_scale.mean_average_precision(embeddings, classes) == pytest.approx(sum(precisions) / 30, rel=1e-6)
 
 
+def test_the_floor_scale_scripts_mean_average_precision_is_sklearns_with_ties():
+    """Equal similarities share a position (sklearn's average precision); a query without a
+    relevant item is left out."""
+    from sklearn.metrics import average_precision_score
+
+    floor_scale = load_script("bench_floor_scale")
+    generator = torch.Generator().manual_seed(1)
+    embeddings = torch.randn(40, 3, generator=generator).sign()  # few distinct similarities
+    classes = torch.randint(0, 3, (40,), generator=generator)
+    classes[0] = 7  # the only item of its class
+    precisions = []
+    for query in range(1, 40):
+        others = [item for item in range(40) if item != query]
+        similarity = (embeddings[others] @ embeddings[query]).numpy()
+        precisions.append(average_precision_score((classes[others] == classes[query]).numpy(), similarity))
+    assert floor_scale.mean_average_precision(embeddings, classes) == pytest.approx(sum(precisions) / 39, rel=1e-6)
+
+
 def test_the_floor_scale_scripts_retrieval_learns_on_cosine_similarities():
     floor_scale = load_script("bench_floor_scale")
     untrained = floor_scale.held_out_map(0, "cosine", 1.0, 0.1, steps=0)[0]

@@ -676,6 +676,15 @@ def test_the_rank_error_refuses_positions_it_would_count_n_times_over():
     with pytest.raises(TypeError, match="true_ranks must be normalized ranks"):
         mean_absolute_rank_error(positions.float() / 3, positions)
     assert mean_absolute_rank_error(positions / 3, torch.tensor([[2, 1, 3]]) / 3).tolist() == [pytest.approx(2 / 3)]
+    from sodeep import rank
+
+    scores, predicted = torch.tensor([[3.0, 1.0, 2.0, 0.0]]), torch.tensor([[1.0, 3.0, 2.0, 0.0]])
+    unnormalized = {"normalized": False}
+    with pytest.raises(ValueError, match=r"^true_ranks must be normalized ranks, at most 1 .*: divide positions by n$"):
+        mean_absolute_rank_error(rank(predicted, **unnormalized), rank(scores, **unnormalized))
+    assert mean_absolute_rank_error(rank(predicted), rank(scores)).tolist() == [1.0]
+    with_nan = torch.tensor([[float("nan"), 0.5]])
+    assert mean_absolute_rank_error(with_nan, with_nan).isnan().all()  # NaN is the result's to show
 
 
 def test_a_setting_of_another_architecture_is_named_so_not_matched_to_a_lookalike(tmp_path):

@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+import sodeep
 from sodeep import load_sorter
 from sodeep.cli import main
 from sodeep.config import PretrainConfig, parse_lengths
@@ -798,6 +799,33 @@ def test_a_checkpoint_is_not_written_after_a_step_whose_loss_is_not_finite(tmp_p
     module.training_step((torch.randn(4, 8), torch.full((4, 8), float("nan"))), 0)
     with pytest.raises(ValueError, match="pretraining diverged: the L1 loss is nan at step 0; lower the learning"):
         module.on_save_checkpoint({})
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # a validation outside a Trainer
+def test_a_validation_cell_of_nan_ranks_ends_the_run_naming_its_length(monkeypatch):
+    """NaN ranks at one length are not averaged away with the finite ones of the others; a cell
+    of equal scores (Spearman NaN, finite ranks) is not a divergence."""
+    from sodeep.pretraining import SorterPretraining
+    from sodeep.sorters import ConvSorter
+
+    module = SorterPretraining(ConvSorter(capacity=16))
+    module.families = ["uniform"]
+    for scores in (torch.randn(2, 8), torch.ones(2, 4)):
+        module.validation_step((scores, sodeep.rank(scores), 0, scores.shape[-1]), 0)
+    module.on_validation_epoch_end()  # finite ranks everywhere
+
+    class NaNAtSix(torch.nn.Module):
+        def forward(self, scores: torch.Tensor) -> torch.Tensor:
+            return torch.full_like(scores, float("nan")) if scores.shape[-1] == 6 else sodeep.rank(scores)
+
+    monkeypatch.setattr(module, "sorter", NaNAtSix())
+    for length in (6, 8):
+        scores = torch.randn(2, length)
+        module.validation_step((scores, sodeep.rank(scores), 0, length), 0)
+    with pytest.raises(
+        ValueError, match=r"^pretraining diverged: the sorter's ranks are NaN at step 0 \(n = 6\); lower"
+    ):
+        module.on_validation_epoch_end()
 
 
 def test_a_used_folder_names_a_bad_sorter_setting_as_such_and_a_changed_one_by_its_key(tmp_path, monkeypatch, capsys):

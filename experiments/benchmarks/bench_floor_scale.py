@@ -101,15 +101,20 @@ def retrieval_items(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def mean_average_precision(embeddings: torch.Tensor, classes: torch.Tensor) -> float:
     """Each item a query against all the others, ranked by dot product: the mean of its average
-    precision (the mean, over its relevant items, of the precision at each one's position)."""
+    precision (the mean, over its relevant items, of the precision at each one's position), over
+    the queries that have a relevant item.  Items of equal similarity share a position, the last
+    of their group, as in ``sklearn.metrics.average_precision_score``: no order among them counts."""
     similarities = embeddings @ embeddings.T
     similarities.fill_diagonal_(-torch.inf)  # the query itself is last, and not relevant
     order = similarities.argsort(dim=1, descending=True)
     relevant = (classes[order] == classes[:, None]).float()
     relevant[:, -1] = 0.0
     hits = relevant.cumsum(dim=1)
-    positions = torch.arange(1, len(classes) + 1, dtype=hits.dtype)
-    precision_at_hits = (hits / positions * relevant).sum(dim=1) / relevant.sum(dim=1)
+    # Each item's position is the last of its group of equal similarities.
+    group_end = rank(similarities.gather(1, order), descending=True, ties="max", normalized=False)
+    precision = hits.gather(1, group_end.long() - 1) / group_end
+    found = relevant.sum(dim=1)
+    precision_at_hits = (precision * relevant).sum(dim=1)[found > 0] / found[found > 0]
     return precision_at_hits.mean().item()
 
 

@@ -64,9 +64,11 @@ def sorting_accuracy(scores: torch.Tensor, numbers: torch.Tensor) -> tuple[torch
         network that gives every image one score, or NaN, gets no credit from the order the
         sequence happens to come in).
     """
-    predicted = scores.argsort(dim=-1, descending=True)
+    # NaN last, as -inf (sorted first descending, it would move every other element by one place).
+    ordered = torch.where(scores.isnan(), float("-inf"), scores)
+    predicted = ordered.argsort(dim=-1, descending=True)
     truth = numbers.argsort(dim=-1, descending=True)
-    in_order = scores.gather(-1, predicted)
+    in_order = ordered.gather(-1, predicted)
     same_as_next = in_order[:, 1:] == in_order[:, :-1]
     tied = F.pad(same_as_next, (1, 0)) | F.pad(same_as_next, (0, 1))
     correct = (predicted == truth) & ~tied & in_order.isfinite()

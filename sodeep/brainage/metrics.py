@@ -199,7 +199,9 @@ def correlatable_sites(true, sites: Sequence[str], min_subjects: int = WITHIN_SI
 
 def within_site_spearman(predicted, true, sites: Sequence[str], min_subjects: int = WITHIN_SITE_SUBJECTS) -> float:
     """Spearman's rho of predicted and true age inside each site (:func:`per_site_spearman`),
-    averaged over the sites weighted by their subjects; NaN when no site qualifies.
+    averaged over the sites weighted by their subjects.  NaN when no site qualifies, and when a
+    site's predictions are all equal (they order none of its subjects: its rho is NaN), so that a
+    model that fails at one site does not pass on the others' figures.
 
     Example:
         >>> predicted, true = [1, 2, 3, 9, 8, 7, 5], [10, 20, 30, 40, 50, 60, 70]

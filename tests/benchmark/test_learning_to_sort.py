@@ -18,10 +18,8 @@ from sodeep.benchmark.rankers import available_families
 def slow_accuracy(scores, numbers):
     exact, element_wise = [], []
     for score_row, number_row in zip(scores.tolist(), numbers.tolist()):
-        # NaN first, as torch sorts it (above every number).
-        predicted = sorted(
-            range(len(score_row)), key=lambda i: -math.inf if math.isnan(score_row[i]) else -score_row[i]
-        )
+        # NaN last, below every number: it takes no other element's place.
+        predicted = sorted(range(len(score_row)), key=lambda i: math.inf if math.isnan(score_row[i]) else -score_row[i])
         truth = sorted(range(len(number_row)), key=lambda i: -number_row[i])
         # A tied or non-finite score orders nothing: its position counts as wrong.
         ordered = [score_row.count(s) == 1 and abs(s) < float("inf") for s in score_row]
@@ -48,6 +46,9 @@ def test_accuracy_metrics_against_a_loop():
     torch.testing.assert_close(element_wise, torch.tensor(expected_element_wise))
     assert element_wise[8] == 0 and element_wise[10] == 5 / 6
     assert element_wise[5:8].tolist() == [3 / 6] * 3  # the three below the tie
+    # A NaN costs its own position only, wherever it stands.
+    exact, element_wise = sorting_accuracy(torch.tensor([[torch.nan, 0.9, 0.8, 0.7]]), torch.tensor([[1, 40, 30, 20]]))
+    assert element_wise.tolist() == [0.75] and not exact.any()
 
 
 def test_score_network_maps_images_to_one_score_each():
