@@ -104,7 +104,12 @@ def test_a_command_refuses_before_creating_the_folder(tmp_path, command, environ
     out = tmp_path / "run"
     variables = {key: value for key, value in os.environ.items() if key not in ("WANDB_MODE", "WANDB_API_KEY")}
     variables.update(HOME=str(tmp_path), **environment)
-    command = [sys.executable, "-m", "sodeep", *command, "--out", str(out)]
+    # `python -m sodeep`, telling at exit whether Lightning was loaded: the login is checked first.
+    loaded = (
+        "import atexit, runpy, sys; atexit.register(lambda: print('lightning' in sys.modules)); "
+        "runpy.run_module('sodeep', run_name='__main__', alter_sys=True)"
+    )
+    command = [sys.executable, "-c", loaded, *command, "--out", str(out)]
     result = subprocess.run(
         command, env=variables, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120
     )
@@ -119,6 +124,7 @@ def test_a_command_refuses_before_creating_the_folder(tmp_path, command, environ
         "or log locally with --wandb offline\n"
     )
     assert result.stderr.count("\n") == 1
+    assert result.stdout == "False\n"  # refused in a second or two, not after Lightning's load
 
 
 def test_a_wandb_setting_wins_over_wandb_mode_which_decides_where_none_is_given(tmp_path, monkeypatch):

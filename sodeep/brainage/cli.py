@@ -346,7 +346,6 @@ def _handler(config_class: type[CommandConfig], function: str) -> Callable[[argp
             flags = {"csv": None, "dataset": None} | flags
         config = load_config(config_class, arguments.config, **flags)
         from sodeep.run_folder import RunInterrupted, check_no_input_inside, resumes_started_run
-        from sodeep.runs import global_rank
 
         if arguments.overwrite and arguments.config:  # the YAML file is read: clearing OUT must not delete it
             check_no_input_inside(Path(config.out), {"config": arguments.config})
@@ -354,11 +353,15 @@ def _handler(config_class: type[CommandConfig], function: str) -> Callable[[argp
         try:
             results = getattr(commands, function)(config, resume=resume, overwrite=arguments.overwrite)
         except RunInterrupted:
+            from sodeep.runs import global_rank  # (Lightning: loaded by the run, after its W&B login check)
+
             if global_rank() == 0:
                 raise  # status 130, and the command that resumes
             # Every process stopped at the same step; rank 0 tells.  A process Lightning started
             # that exits non-zero makes Lightning kill rank 0 before it could.
             return 0
+        from sodeep.runs import global_rank
+
         if global_rank() == 0:  # under DDP, rank 0 reports for every process
             _write_trial_summary(config, results)
         return 0

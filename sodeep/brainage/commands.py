@@ -70,6 +70,8 @@ def run_tabular(
     config: TabularConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True
 ) -> dict[str, Any]:
     """k-fold cross-validation of ``config.losses`` with :class:`~sodeep.brainage.AgeMLP` on a table."""
+    config = replace(config)  # coerced and checked again: settings may have been set after it was built
+    config, mode_change = _with_wandb_mode(config, resume=resume and not overwrite)
     from sodeep.brainage.cross_validation import (
         cross_validate_table,
         cross_validation_settings,
@@ -86,8 +88,6 @@ def run_tabular(
     from sodeep.run_folder import start_run_folder
     from sodeep.runs import release_process_group
 
-    config = replace(config)  # coerced and checked again: settings may have been set after it was built
-    config, mode_change = _with_wandb_mode(config, resume=resume and not overwrite)
     leader = _is_leader(config)
     path = config.table_path()
     table = read_age_table(
@@ -170,6 +170,8 @@ def run_synthetic(
     config: SyntheticConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True
 ) -> dict[str, Any]:
     """SFCN per preset and training seed on synthetic MRI, beside the baselines (fixed split)."""
+    config = replace(config)  # coerced and checked again: settings may have been set after it was built
+    config, mode_change = _with_wandb_mode(config, resume=resume and not overwrite)
     from sodeep.brainage.finetuning import open_fine_tuning
     from sodeep.brainage.interruption import SignalStop
     from sodeep.brainage.losses import check_batch_size
@@ -192,8 +194,6 @@ def run_synthetic(
     )
     from sodeep.runs import release_process_group
 
-    config = replace(config)  # coerced and checked again: settings may have been set after it was built
-    config, mode_change = _with_wandb_mode(config, resume=resume and not overwrite)
     leader = _is_leader(config)
     check_batch_size(config.losses, config.batch_size)
     check_grid_fits(GRID, config.channels, "give fewer channels= (the synthetic grid is fixed)")
@@ -282,6 +282,8 @@ def run_nifti(
     config: NiftiConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True
 ) -> dict[str, Any]:
     """k-fold cross-validation of ``config.losses`` with SFCN on the volumes of a manifest."""
+    config = replace(config)  # coerced and checked again: settings may have been set after it was built
+    config, mode_change = _with_wandb_mode(config, resume=resume and not overwrite)
     from sodeep.brainage.cross_validation import cross_validate, results_to_continue, unfinished_runs
     from sodeep.brainage.csv_files import describe_left_out
     from sodeep.brainage.finetuning import open_fine_tuning
@@ -303,8 +305,6 @@ def run_nifti(
     )
     from sodeep.runs import release_process_group
 
-    config = replace(config)  # coerced and checked again: settings may have been set after it was built
-    config, mode_change = _with_wandb_mode(config, resume=resume and not overwrite)
     leader = _is_leader(config)
     check_batch_size(config.losses, config.batch_size)
     rows, problems = read_manifest(config.manifest)  # a missing or malformed manifest stops here
