@@ -249,10 +249,15 @@ def stop_signals_outside_training_are_interrupts(
     message.  Raise ``KeyboardInterrupt`` instead, which the console script reports in one line
     with status 130.  A ``trainer`` of several processes is also interruptible while they join,
     and then stops the processes its launcher started (see :func:`_exit_on_signal_until_joined`),
-    after calling ``before_exit``."""
+    after calling ``before_exit``.  The caller's SIGINT and SIGTERM handlers are back in place on
+    exit (Lightning ignores Ctrl-C from the interrupt it handles on)."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     launcher = getattr(trainer.strategy, "launcher", None)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    handlers = (
+        {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)} if in_main_thread else {}
+    )
     try:
         with _exit_on_signal_until_joined(trainer.world_size, trainer.num_nodes, launcher, before_exit):
             yield
@@ -262,6 +267,10 @@ def stop_signals_outside_training_are_interrupts(
         if isinstance(exited.__context__, KeyboardInterrupt):  # Lightning's sys.exit(1) on Ctrl-C
             raise KeyboardInterrupt("Ctrl-C outside training") from exited
         raise
+    finally:
+        for number, handler in handlers.items():
+            if handler is not None and signal.getsignal(number) != handler:
+                signal.signal(number, handler)
 
 
 @contextlib.contextmanager

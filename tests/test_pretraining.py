@@ -1514,3 +1514,28 @@ def test_export_of_a_folder_without_a_training_checkpoint_says_why_and_what_to_d
     assert str(raised.value).endswith(
         f"(the next pretraining in {run} puts it back); export or load {run / PREVIOUS_RUN}, or run the pretraining again"
     )
+
+
+def test_a_ctrl_c_while_the_fit_starts_leaves_ctrl_c_working_afterwards(tmp_path, monkeypatch):
+    """Lightning ignores Ctrl-C from the interrupt it handles on; a notebook's later cells must
+    still take it."""
+    import _thread
+    import signal
+
+    import lightning.pytorch.loggers.csv_logs as csv_logs
+
+    real = csv_logs.CSVLogger.log_hyperparams
+
+    def interrupted_while_the_fit_starts(self, *arguments, **keywords):
+        _thread.interrupt_main()
+        return real(self, *arguments, **keywords)
+
+    monkeypatch.setattr(csv_logs.CSVLogger, "log_hyperparams", interrupted_while_the_fit_starts)
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    config = PretrainConfig(
+        steps=4, batch_size=4, lengths="2-8", sorter={"capacity": 8}, validation_every=2,
+        validation_sequences=1, data_workers=0, out=str(tmp_path / "run"), wandb="disabled",
+    )  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(config)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
