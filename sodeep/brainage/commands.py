@@ -572,19 +572,23 @@ def wandb_run(mode: str, out: Path, command: str, record: dict[str, Any], stop: 
     with wandb_environment(mode, out):
         import wandb
 
-        with stop.deferred():  # W&B starts a service process: let it start whole
-            run = wandb.init(
-                **wandb_identity(f"brainage-{command}-{out.name}"),
-                dir=str(out),
-                mode=mode,
-                config=record["config"],
-                id=record["run_id"],
-                resume="allow",
-            )
+        run = None
         try:
+            # W&B starts a service process: let it start whole.  A stop held back meanwhile is
+            # raised at the block's end, and the run is finished then too.
+            with stop.deferred():
+                run = wandb.init(
+                    **wandb_identity(f"brainage-{command}-{out.name}"),
+                    dir=str(out),
+                    mode=mode,
+                    config=record["config"],
+                    id=record["run_id"],
+                    resume="allow",
+                )
             yield run
         finally:
-            run.finish()
+            if run is not None:
+                run.finish()
 
 
 def sfcn_network(config: SyntheticConfig | NiftiConfig) -> dict[str, Any]:

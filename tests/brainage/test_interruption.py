@@ -103,3 +103,30 @@ def test_an_interrupted_python_run_says_how_to_go_on(tmp_path, monkeypatch):
     assert str(raised.value).startswith("interrupted at l1, seed 0, fold 0, epoch 1")
     assert str(raised.value).endswith("; run_tabular(config, resume=True) goes on from there")
     assert raised.value.summary == "interrupted at l1, seed 0, fold 0, epoch 1"  # what the command line prints
+
+
+def test_a_signal_while_the_wandb_run_starts_finishes_that_run(tmp_path, monkeypatch):
+    """The stop held back while W&B starts is raised at the end of its start: the run it started is
+    finished then, not left open to refuse the next command of the process."""
+    import sys
+    import types
+
+    from sodeep.brainage.commands import wandb_run
+
+    finished = []
+
+    class Run:
+        def finish(self):
+            finished.append(True)
+
+    def init(**settings):
+        os.kill(os.getpid(), signal.SIGINT)  # the Ctrl-C lands while the run starts
+        return Run()
+
+    fake = types.SimpleNamespace(init=init, run=None, teardown=lambda: None)
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    record = {"config": {}, "run_id": "abc"}
+    with pytest.raises(RunInterrupted), SignalStop() as stop:
+        with wandb_run("offline", tmp_path, "tabular", record, stop):
+            pytest.fail("went on after the signal")
+    assert finished == [True]
