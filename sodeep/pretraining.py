@@ -43,6 +43,7 @@ from sodeep.config import (
 from sodeep.evaluation import EVALUATION_LENGTHS, held_out_set
 from sodeep.files import atomic_write_json, file_digest
 from sodeep.metrics import mean_absolute_rank_error, mean_spearman
+from sodeep.process_state import caller_state_kept
 from sodeep.run_folder import (
     PREVIOUS_RUN,
     RUN_RECORD,
@@ -479,7 +480,8 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
 
     Every setting, and whether the folder may be used (:func:`sodeep.run_folder.claim_run_folder`),
     is checked (``ValueError``, one line) before anything is written.  The run seeds Python, NumPy
-    and torch for itself; the caller's random state is as it was when the call returns or raises.
+    and torch for itself; the caller's random state, and the rest of the process state a run sets
+    (:func:`sodeep.process_state.caller_state_kept`), is as it was when the call returns or raises.
 
     With ``config.devices``, ``strategy`` and ``num_nodes`` the run trains on several processes
     (DDP, docs/scaling.md): every process calls this function, each draws its own share of the
@@ -498,34 +500,8 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
         >>> pretrain(config).max_length
         8
     """
-    with caller_random_state_kept():
+    with caller_state_kept():
         return _pretrain(config, resume=resume, overwrite=overwrite)
-
-
-@contextlib.contextmanager
-def caller_random_state_kept() -> Iterator[None]:
-    """The random state of Python, NumPy and torch (CPU and CUDA), and Lightning's seed variables,
-    as they were before the block: a run seeds them for itself, not for the code that called it."""
-    import random
-
-    import numpy as np
-
-    states = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
-    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-    variables = {name: os.environ.get(name) for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")}
-    try:
-        yield
-    finally:
-        random.setstate(states[0])
-        np.random.set_state(states[1])
-        torch.random.set_rng_state(states[2])
-        if cuda_states is not None:
-            torch.cuda.set_rng_state_all(cuda_states)
-        for name, value in variables.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _pretrain(config: PretrainConfig | None, *, resume: bool, overwrite: bool) -> Sorter:

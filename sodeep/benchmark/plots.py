@@ -1,5 +1,6 @@
-"""PNG plots of a run (matplotlib, imported lazily, Agg backend): time vs n, fidelity vs time,
-and learning-to-sort exact match vs n."""
+"""PNG plots of a run (matplotlib, imported lazily; figures drawn without pyplot, so the caller's
+backend and open figures are left alone): time vs n, fidelity vs time, and learning-to-sort exact
+match vs n."""
 
 from __future__ import annotations
 
@@ -9,13 +10,12 @@ from sodeep.benchmark.report import REFERENCE_LENGTH, mean_sd, reference_batch
 from sodeep.files import atomic_write
 
 
-def _pyplot():
-    import matplotlib
+def _figure(**settings):
+    """A figure and its axes, outside pyplot (no backend switched, nothing to close)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    return pyplot
+    figure = Figure(**settings)
+    return figure, figure.subplots()
 
 
 #: Line styles taken in turn after each round of twenty colours, so that no two of up to 80
@@ -47,15 +47,14 @@ def plot_speed(rows: list[dict], path: Path) -> Path | None:
     selected = [row for row in rows if row["batch"] == batch and row["mode"] == "forward+backward"]
     if not selected:
         return None
-    pyplot = _pyplot()
-    figure, axes = pyplot.subplots(figsize=(7, 4.5))
+    figure, axes = _figure(figsize=(7, 4.5))
     for index, ranker in enumerate(dict.fromkeys(row["ranker"] for row in selected)):
         points = sorted((row["n"], row["seconds"] * 1e3) for row in selected if row["ranker"] == ranker)
         axes.plot(*zip(*points), marker="o", markersize=3, label=ranker, **_style(index, ranker))
     axes.set(xscale="log", yscale="log", xlabel="n", ylabel="ms per call", title=f"forward+backward, B={batch}")
     # Beside the axes: inside, it would hide the points of rankers measured at one n only.
     axes.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    return _save(figure, pyplot, path)
+    return _save(figure, path)
 
 
 def plot_fidelity_vs_time(fidelity: list[dict], speed: list[dict], path: Path) -> Path | None:
@@ -76,8 +75,7 @@ def plot_fidelity_vs_time(fidelity: list[dict], speed: list[dict], path: Path) -
             points.append((ranker, seconds[ranker], 1 - spearman))
     if not points:
         return None
-    pyplot = _pyplot()
-    figure, axes = pyplot.subplots(figsize=(8, 4.5))
+    figure, axes = _figure(figsize=(8, 4.5))
     for index, (ranker, time, gap) in enumerate(points):
         marker = "os^D"[(index // len(_colours())) % 4]
         axes.scatter(time, max(gap, 1e-7), color=_style(index)["color"], marker=marker, label=ranker)
@@ -86,7 +84,7 @@ def plot_fidelity_vs_time(fidelity: list[dict], speed: list[dict], path: Path) -
     axes.set(xscale="log", yscale="log", xlabel=f"forward ms (B={batch}, n={n})",
              ylabel="1 - Spearman (mean over distributions)",
              title="fidelity vs time (1 - Spearman below 1e-7 is drawn at 1e-7)")  # fmt: skip
-    return _save(figure, pyplot, path)
+    return _save(figure, path)
 
 
 def plot_sorting(summary: list[dict], path: Path) -> Path | None:
@@ -94,8 +92,7 @@ def plot_sorting(summary: list[dict], path: Path) -> Path | None:
     seed)."""
     if not summary:
         return None
-    pyplot = _pyplot()
-    figure, axes = pyplot.subplots(figsize=(7, 4.5))
+    figure, axes = _figure(figsize=(7, 4.5))
     families = list(dict.fromkeys(entry["family"] for entry in summary))
     for index, family in enumerate(families):
         entries = sorted((entry for entry in summary if entry["family"] == family), key=lambda entry: entry["n"])
@@ -110,12 +107,11 @@ def plot_sorting(summary: list[dict], path: Path) -> Path | None:
     axes.set_xticks(lengths, [str(n) for n in lengths])  # the lengths trained, not fractions of the dodge
     axes.set(xlabel="n (numbers per sequence)", ylabel="test exact match", title="learning to sort, best setting")
     axes.legend(fontsize=7)
-    return _save(figure, pyplot, path)
+    return _save(figure, path)
 
 
-def _save(figure, pyplot, path: Path) -> Path:
+def _save(figure, path: Path) -> Path:
     figure.tight_layout()
     # "tight": the saved figure grows to hold a legend outside the axes and long labels.
     atomic_write(path, lambda stream: figure.savefig(stream, format="png", dpi=120, bbox_inches="tight"))
-    pyplot.close(figure)
     return path

@@ -15,6 +15,7 @@ from sodeep.benchmark.config import BenchConfig
 from sodeep.benchmark.rankers import Ranker, available_families
 from sodeep.benchmark.report import json_text, null_as_nan
 from sodeep.files import atomic_write_text
+from sodeep.process_state import keeps_caller_state
 from sodeep.run_folder import releasing_run_folders
 from sodeep.stream_loader import available_cores
 from sodeep.wording import plural
@@ -160,6 +161,7 @@ def check_extras(config: BenchConfig) -> None:
 
 
 @releasing_run_folders
+@keeps_caller_state
 def run_benchmark(
     config: BenchConfig,
     command: str = "",

@@ -57,6 +57,7 @@ from sodeep.brainage.csv_files import DELIMITERS
 from sodeep.brainage.datasets import DEFAULT_DATASET
 from sodeep.config import SCALE_OUT
 from sodeep.files import file_digest
+from sodeep.process_state import keeps_caller_state
 from sodeep.run_folder import releasing_run_folders
 from sodeep.wording import advice_spelling, plural
 
@@ -66,6 +67,7 @@ NOT_CONFIGURATION = ("losses", "seeds", "out", "wandb", "csv", "manifest", "cach
 
 
 @releasing_run_folders
+@keeps_caller_state
 def run_tabular(
     config: TabularConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True
 ) -> dict[str, Any]:
@@ -166,6 +168,7 @@ def run_tabular(
 
 
 @releasing_run_folders
+@keeps_caller_state
 def run_synthetic(
     config: SyntheticConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True
 ) -> dict[str, Any]:
@@ -278,6 +281,7 @@ def run_synthetic(
 
 
 @releasing_run_folders
+@keeps_caller_state
 def run_nifti(
     config: NiftiConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True
 ) -> dict[str, Any]:

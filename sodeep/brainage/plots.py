@@ -21,14 +21,12 @@ def plot_predictions(
     the brain-age gap against age (raw, and bias-corrected when ``bias = (slope, intercept)``:
     numbers, or ``(N,)`` arrays that give each subject its own, such as its fold's fit);
     written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # outside pyplot: the caller's backend and figures are left alone
 
     true_ages, predicted_ages = np.asarray(true_ages, dtype=float), np.asarray(predicted_ages, dtype=float)
     gap = predicted_ages - true_ages
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4.5))
+    figure = Figure(figsize=(10, 4.5))
+    left, right = figure.subplots(1, 2)
     low, high = float(min(true_ages.min(), predicted_ages.min())), float(max(true_ages.max(), predicted_ages.max()))
     left.scatter(true_ages, predicted_ages, s=6, alpha=0.5)
     left.plot([low, high], [low, high], color="black", linewidth=1, label="identity")
@@ -44,5 +42,4 @@ def plot_predictions(
     figure.tight_layout()
     path = Path(path)
     atomic_write(path, lambda stream: figure.savefig(stream, format="png", dpi=110))
-    plt.close(figure)
     return path

@@ -1,5 +1,6 @@
 """One PNG per metric of a sweep report: each setting's units as dots, its mean +- sd as a bar
-(matplotlib, imported lazily with the Agg backend; no plot when it is not installed)."""
+(matplotlib, imported lazily and drawn without pyplot, so the caller's backend is left alone; no plot
+when it is not installed)."""
 
 from __future__ import annotations
 
@@ -23,16 +24,14 @@ def plot_metric(
     """Horizontal dot plot of ``metric``, one row per setting (the first on top), a dot per
     repetition (``repeats``, in words: ``"seed and folds"``)."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from matplotlib import pyplot
+        from matplotlib.figure import Figure
     except ImportError:
         return None
     rows = [(label, np.array(list(s.values(metric).values()), dtype=float)) for label, s in zip(labels, settings)]
     if not any(len(values) for _, values in rows):
         return None
-    figure, axes = pyplot.subplots(figsize=(7, 1.2 + 0.35 * len(rows)))
+    figure = Figure(figsize=(7, 1.2 + 0.35 * len(rows)))
+    axes = figure.subplots()
     offsets = np.random.default_rng(0)  # fixed jitter: the same report draws the same picture
     for position, (_, values) in enumerate(rows):
         y = -position
@@ -47,5 +46,4 @@ def plot_metric(
     figure.tight_layout()
     # "tight": the figure grows to hold long setting labels rather than cutting them off.
     atomic_write(path, lambda stream: figure.savefig(stream, format="png", dpi=110, bbox_inches="tight"))
-    pyplot.close(figure)
     return path

@@ -6,6 +6,31 @@ from sodeep.brainage import TabularConfig, run_tabular
 from sodeep.brainage.tables import read_age_table
 
 
+def _process_state():
+    """What a notebook's later cells depend on, and a training run may set for itself."""
+    import logging
+    import os
+    import random
+    import warnings
+
+    import matplotlib
+    import torch
+
+    return {
+        "random": (random.getstate(), np.random.get_state()[1].tolist(), torch.random.get_rng_state().tolist()),
+        "deterministic": (
+            torch.are_deterministic_algorithms_enabled(),
+            torch.utils.deterministic.fill_uninitialized_memory,
+        ),
+        "variables": {
+            name: os.environ.get(name) for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS", "CUBLAS_WORKSPACE_CONFIG")
+        },
+        "logger": logging.getLogger("lightning.pytorch").level,
+        "filters": list(warnings.filters),
+        "backend": matplotlib.rcParams._get_backend_or_none(),
+    }
+
+
 def test_run_tabular_from_python_writes_and_returns_the_results(tmp_path, capsys):
     rng = np.random.default_rng(0)
     ages = rng.uniform(20, 80, 40)
@@ -24,7 +49,9 @@ def test_run_tabular_from_python_writes_and_returns_the_results(tmp_path, capsys
         out=str(tmp_path / "out"),
         wandb="disabled",
     )
+    before = _process_state()
     results = run_tabular(config, progress=False)
+    assert _process_state() == before  # seeded, made deterministic and quieted for the run alone
     assert results == json.loads((tmp_path / "out" / "results.json").read_text())
     assert [(run["seed"], run["fold"]) for run in results["presets"]["l1"]["runs"]] == [(0, 0), (0, 1)]
     assert results["settings"]["features"] == 2 and set(results["presets"]["l1"]["per_site"]) == {"A", "B"}
