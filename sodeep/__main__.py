@@ -34,8 +34,16 @@ def main() -> int:
         parser = build_parser()  # which loads every command's options
     finally:
         for number, handler in previous.items():
+            if number == signal.SIGTERM and handler is signal.SIG_DFL:
+                # As Ctrl-C from here on: until the command sets its own handlers (once Lightning
+                # has loaded, seconds later), a SIGTERM ends it in the same one line, not silently.
+                handler = _terminate_as_interrupt
             signal.signal(number, handler)
     return run(parser=parser)
+
+
+def _terminate_as_interrupt(number: int, frame: object) -> None:
+    raise KeyboardInterrupt("SIGTERM")
 
 
 if __name__ == "__main__":

@@ -87,3 +87,30 @@ def test_a_command_whose_error_outputs_reader_went_away_says_so_on_its_output(tm
     assert finished.stdout.endswith(
         "sodeep pretrain: stopped: the reader of its error output went away (a closed pipe)\n"
     )
+
+
+TERMINATED_AS_THE_COMMAND_STARTS = """
+import os, signal, sys
+import sodeep.cli as cli
+read_settings = cli.pretrain_config
+def terminated(*arguments, **keywords):  # a SIGTERM once the parser is built, before the run sets its handlers
+    os.kill(os.getpid(), signal.SIGTERM)
+    return read_settings(*arguments, **keywords)
+cli.pretrain_config = terminated
+sys.argv = ["sodeep", *sys.argv[1:]]
+from sodeep.__main__ import main
+raise SystemExit(main())
+"""
+
+
+def test_a_sigterm_as_the_command_starts_ends_in_one_line(tmp_path):
+    """Between the loaded command line and the run's own handlers (Lightning loads meanwhile), a
+    SIGTERM is taken as Ctrl-C is: one line and status 130, not a silent end."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-c", TERMINATED_AS_THE_COMMAND_STARTS, "pretrain", "--steps", "2", "--out", str(out)]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 130, result.stderr
+    assert (
+        result.stderr == "sodeep pretrain: interrupted before this command saved anything; run the same command again\n"
+    )
+    assert not out.exists()
