@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import difflib
 import json
+import logging
 import os
 import re
 import shlex
@@ -631,6 +632,10 @@ def main(argv: list[str] | None = None, *, parser: argparse.ArgumentParser | Non
         parser.exit(2, f"{named}: error: {empty}\n")
     arguments = parser.parse_args(argv)
     arguments.console = console
+    if console:
+        # A log handler that cannot write (a full disk, a size limit: W&B's debug logs first)
+        # would print a traceback per record; the command's own error says what happened.
+        logging.raiseExceptions = False
     arguments.argv = argv  # the command's words, as a command that records or repeats itself spells them
     show_warning = warnings.showwarning
 
@@ -661,7 +666,8 @@ def main(argv: list[str] | None = None, *, parser: argparse.ArgumentParser | Non
     except (ValueError, OSError) as error:  # bad input, missing or unreadable files
         if os.environ.get("SODEEP_TRACEBACK"):
             raise
-        message = " ".join((os_error_line(error) if isinstance(error, OSError) else str(error)).split())
+        written_in = getattr(arguments, "out", None) or getattr(arguments, "root", None)
+        message = " ".join((os_error_line(error, written_in) if isinstance(error, OSError) else str(error)).split())
         if not isinstance(error, OSError):  # an OSError names files, not settings
             message = as_typed(message)  # advice a Python caller reads as keyword arguments
         if not isinstance(error, OSError) and not getattr(arguments, "config", None) and arguments.command != "sweep":

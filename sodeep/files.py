@@ -228,13 +228,31 @@ def atomic_torch_save(payload: Any, path: str | os.PathLike) -> Path:
             try:
                 torch.save(payload, str(written))
             except RuntimeError as error:
-                # torch's writer reports a full disk as a RuntimeError ("unexpected pos ..."): name it.
-                if shutil.disk_usage(temporary.parent).free < FULL_DISK_BYTES:
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(temporary)) from error
+                # torch's writer reports a failed write as a RuntimeError ("unexpected pos ...",
+                # "iostream error"): a full disk, a quota or a file-size limit (ulimit -f), which
+                # writing more to the same file from Python names.
+                cause = _write_failure(written)
+                if cause is None and shutil.disk_usage(temporary.parent).free < FULL_DISK_BYTES:
+                    cause = errno.ENOSPC
+                if cause is not None:
+                    raise OSError(cause, os.strerror(cause), str(temporary)) from error
                 raise
             os.replace(written, temporary)
 
     return _write_then_rename(path, write_file)
+
+
+def _write_failure(path: Path) -> int | None:
+    """The ``errno`` with which writing :data:`FULL_DISK_BYTES` more to ``path`` fails (``ENOSPC``,
+    ``EDQUOT``, ``EFBIG``), or ``None`` where it does not."""
+    try:
+        with open(path, "ab") as stream:
+            stream.write(bytes(FULL_DISK_BYTES))
+            stream.flush()
+            os.fsync(stream.fileno())
+    except OSError as error:
+        return error.errno
+    return None
 
 
 def writable_file_problem(path: str | os.PathLike) -> str | None:
@@ -342,15 +360,24 @@ _ADVICE = {
     errno.EPERM: "choose another path or change its permissions",
     errno.EROFS: "choose a path on a writable file system",
     errno.ENOSPC: "free some space or choose another path",
+    errno.EDQUOT: "free some space under the quota or choose another path",
+    errno.EFBIG: "a limit on file sizes stopped it (ulimit -f, the file system's): raise the limit or choose another path",
     errno.ENOENT: "check the path",
     errno.ENOTDIR: "choose another path",
 }
 
 
-def os_error_line(error: OSError) -> str:
+#: Reasons a write fails whatever the path: where the error names no file, ``os_error_line`` names
+#: the folder the command writes in.
+WRITE_LIMITS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def os_error_line(error: OSError, folder: str | os.PathLike | None = None) -> str:
     """One line for an ``OSError``: the path, the reason and what to do when the operating system
     raised it (``[Errno 13] Permission denied: 'x'`` becomes ``x: permission denied; choose
-    another path or change its permissions``), else its own message.
+    another path or change its permissions``), else its own message.  A write that hit a limit
+    (:data:`WRITE_LIMITS`) without naming its file (a stream of a library's) is placed in
+    ``folder``, the folder the command writes in.
 
     Example:
         >>> os_error_line(PermissionError(errno.EACCES, "Permission denied", "/results"))
@@ -361,10 +388,13 @@ def os_error_line(error: OSError) -> str:
     path = error.filename
     reason = error.strerror[0].lower() + error.strerror[1:]
     if error.errno == errno.ENOTDIR and path is not None:
-        blocking = next((folder for folder in (Path(path), *Path(path).parents) if folder.is_file()), None)
+        blocking = next((parent for parent in (Path(path), *Path(path).parents) if parent.is_file()), None)
         reason = f"{blocking} is a file, not a folder" if blocking else reason
         path = None if blocking == Path(path) else path
-    where = f"{path}: " if path is not None else ""
+    if path is None and folder is not None and error.errno in WRITE_LIMITS:
+        where = f"writing in {folder}: "
+    else:
+        where = f"{path}: " if path is not None else ""
     return f"{where}{reason}; {_ADVICE.get(error.errno, 'check the path')}"
 
 

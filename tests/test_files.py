@@ -144,6 +144,42 @@ def test_a_full_disk_while_torch_saves_is_named_as_such(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+FILE_SIZE_LIMITED = """
+import resource, sys
+import torch
+from sodeep.files import atomic_torch_save, os_error_line
+resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384))  # ulimit -f 16
+try:
+    atomic_torch_save({"w": torch.zeros(100_000)}, sys.argv[1])
+except OSError as error:
+    print(os_error_line(error))
+"""
+
+
+def test_a_file_size_limit_while_torch_saves_is_named_as_such(tmp_path):
+    """torch reports the failed write as a RuntimeError ("iostream error"); a file-size limit or a
+    quota leaves free space, so it is told by writing on from Python."""
+    shown = subprocess.run(
+        [sys.executable, "-c", FILE_SIZE_LIMITED, str(tmp_path / "sorter.pt")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shown.stdout == (
+        f"{tmp_path / 'sorter.pt'}: file too large; a limit on file sizes stopped it (ulimit -f, the file system's): "
+        "raise the limit or choose another path\n"
+    ), shown.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_write_limit_on_a_librarys_stream_names_the_folder_written_in():
+    full = OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))  # no file: a logger's stream
+    assert os_error_line(full, "runs/a") == (
+        f"writing in runs/a: {os.strerror(errno.EDQUOT).lower()}; free some space under the quota or choose another path"
+    )
+    assert os_error_line(OSError(errno.EIO, "Input/output error"), "runs/a") == "input/output error; check the path"
+
+
 @pytest.mark.parametrize("written", ["", "  ", "out/", "deeper/out/"])
 def test_a_path_written_as_a_folder_or_empty_is_refused_not_read_as_a_file(tmp_path, monkeypatch, written):
     monkeypatch.chdir(tmp_path)

@@ -114,3 +114,38 @@ def test_a_sigterm_as_the_command_starts_ends_in_one_line(tmp_path):
         result.stderr == "sodeep pretrain: interrupted before this command saved anything; run the same command again\n"
     )
     assert not out.exists()
+
+
+def test_a_file_size_limit_during_a_run_ends_in_one_line(tmp_path):
+    """The first file past the limit is W&B's debug log, whose handler would print a traceback per
+    record; the command's own error names the folder written in."""
+    import resource
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))  # ulimit -f 1
+
+    command = [
+        sys.executable,
+        "-m",
+        "sodeep",
+        "pretrain",
+        "--steps",
+        "4",
+        "--lengths",
+        "2-8",
+        "--batch-size",
+        "4",
+        "--warmup-steps",
+        "0",
+    ]
+    command += ["--validation-every", "2", "--validation-sequences", "1", "--data-workers", "0", "--out", "run"]
+    variables = {**os.environ, "WANDB_MODE": "offline"}
+    result = subprocess.run(
+        command, cwd=tmp_path, env=variables, preexec_fn=limited, capture_output=True, text=True, timeout=180
+    )
+    assert result.returncode == 2
+    assert result.stderr.endswith(
+        ": file too large; a limit on file sizes stopped it (ulimit -f, the file system's): raise the limit or choose "
+        "another path\n"
+    )
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("sodeep pretrain: error: "), result.stderr[:2000]
