@@ -6,6 +6,7 @@ renames it over the destination, which POSIX and Windows both make atomic on one
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -137,7 +138,10 @@ def _write_then_rename(path: str | os.PathLike, write_file: Callable[[int, Path]
         os.chmod(temporary, mode)
         os.replace(temporary, path)
     except BaseException as error:
-        Path(temporary).unlink(missing_ok=True)
+        # A folder that turned read-only meanwhile keeps the temporary file: the error that
+        # stopped the write is the one to report, not this one.
+        with contextlib.suppress(OSError):
+            Path(temporary).unlink(missing_ok=True)
         if isinstance(error, OSError) and error.filename in (None, temporary):
             raise _naming(error, path) from error
         raise

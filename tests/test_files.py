@@ -105,6 +105,21 @@ def test_a_refused_write_names_the_file_asked_for_not_its_temporary_file(tmp_pat
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_folder_that_turns_read_only_during_a_write_names_the_file_asked_for(tmp_path, monkeypatch):
+    """The temporary file cannot be removed either: the error reported is the write's, on the
+    file asked for."""
+    refused = PermissionError(errno.EPERM, "Operation not permitted")
+
+    def refuse(*args, **kwargs):
+        raise refused
+
+    monkeypatch.setattr(os, "replace", refuse)
+    monkeypatch.setattr(Path, "unlink", refuse)
+    with pytest.raises(PermissionError) as raised:
+        atomic_write_text(tmp_path / "last.csv", "a\n")
+    assert os_error_line(raised.value).startswith(f"{tmp_path / 'last.csv'}: operation not permitted; ")
+
+
 def test_a_broken_link_in_the_way_of_the_folder_is_named(tmp_path):
     (tmp_path / "results").symlink_to(tmp_path / "moved-away")
     target = tmp_path / "results" / "run" / "x.json"
