@@ -90,7 +90,9 @@ def add_pretrain_parser(commands: Any) -> None:
         description="Pretrain a sorter with L1 to the exact ranks of synthetic sequences. "
         "Settings: defaults < --config YAML < flags.",
     )
-    parser.add_argument("--config", help="YAML file of settings (see experiments/configs/pretrain.yaml)")
+    parser.add_argument(
+        "--config", type=os.path.expanduser, help="YAML file of settings (see experiments/configs/pretrain.yaml)"
+    )
     for item in dataclasses.fields(PretrainConfig):
         default = item.default if item.default is not dataclasses.MISSING else item.default_factory()
         number = isinstance(default, (int, float)) and not isinstance(default, bool)
@@ -352,7 +354,10 @@ def command_export(arguments: argparse.Namespace) -> int:
 def add_evaluate_parser(commands: Any) -> None:
     evaluate = commands.add_parser("evaluate", help="print the fidelity table of a sorter")
     evaluate.add_argument(
-        "checkpoint", nargs="?", help="sorter checkpoint or pretraining run folder (default: the shipped sorter)"
+        "checkpoint",
+        nargs="?",
+        type=os.path.expanduser,  # ~ in the home folder, also when quoted, as every path the commands take
+        help="sorter checkpoint or pretraining run folder (default: the shipped sorter)",
     )
     evaluate.add_argument(
         "--architecture", help="evaluate an untrained sorter of this architecture instead of a checkpoint"
@@ -366,17 +371,23 @@ def add_evaluate_parser(commands: Any) -> None:
         help="held-out sequences per (family, n) (default: 64); one (family, n) cell is made at a time, about 45 "
         "bytes per score while it is made: 3 GB for 4096 sequences at n = 16384",
     )
-    evaluate.add_argument("--out", help="also write the markdown table here (replacing only a table it wrote)")
-    evaluate.add_argument("--json", help="also write the rows as JSON here (replacing only rows it wrote)")
+    evaluate.add_argument(
+        "--out", type=os.path.expanduser, help="also write the markdown table here (replacing only a table it wrote)"
+    )
+    evaluate.add_argument(
+        "--json", type=os.path.expanduser, help="also write the rows as JSON here (replacing only rows it wrote)"
+    )
     evaluate.set_defaults(handler=command_evaluate)
 
 
 def add_export_parser(commands: Any) -> None:
     export = commands.add_parser("export", help="turn a Lightning pretraining checkpoint into a sorter checkpoint")
     export.add_argument(
-        "checkpoint", help="a pretraining checkpoint, e.g. runs/pretrain/checkpoints/last.ckpt, or its run folder"
+        "checkpoint",
+        type=os.path.expanduser,
+        help="a pretraining checkpoint, e.g. runs/pretrain/checkpoints/last.ckpt, or its run folder",
     )
-    export.add_argument("out", help="sorter checkpoint to write, e.g. sorter.pt")
+    export.add_argument("out", type=os.path.expanduser, help="sorter checkpoint to write, e.g. sorter.pt")
     export.add_argument(
         "--overwrite",
         action="store_true",

@@ -73,3 +73,18 @@ def test_flags_after_a_double_dash_are_said_to_be_past_the_options_not_misspelle
     error = capsys.readouterr().err
     assert "unrecognized arguments: --root (after --, which ends the options) runs --dry-run (after --" in error
     assert "did you mean" not in error
+
+
+def test_a_quoted_tilde_is_the_home_folder_in_every_path_a_command_takes(tmp_path, monkeypatch):
+    """As the shell would expand it unquoted: no folder named ~ in the working folder."""
+    from sodeep.cli import build_parser
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    parser = build_parser()
+    home = str(tmp_path)
+    evaluate = parser.parse_args(["evaluate", "~/a.pt", "--out", "~/a.md", "--json", "~/a.json"])
+    assert (evaluate.checkpoint, evaluate.out, evaluate.json) == (f"{home}/a.pt", f"{home}/a.md", f"{home}/a.json")
+    export = parser.parse_args(["export", "~/run", "~/sorter.pt"])
+    assert (export.checkpoint, export.out) == (f"{home}/run", f"{home}/sorter.pt")
+    assert parser.parse_args(["pretrain", "--config", "~/p.yaml"]).config == f"{home}/p.yaml"
+    assert parser.parse_args(["brainage", "tabular", "--config", "~/b.yaml"]).config == f"{home}/b.yaml"

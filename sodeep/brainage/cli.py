@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import inspect
+import os
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
@@ -156,6 +157,7 @@ def _command(tasks: Any, name: str, config_class: type, summary: str) -> argpars
     parser.add_argument(
         "--config",
         metavar="YAML",
+        type=os.path.expanduser,  # ~ in the home folder, also when quoted
         help="settings file (keys: the settings' long flags in snake case, e.g. max_epochs; not resume or "
         "overwrite); flags override it",
     )
