@@ -701,7 +701,7 @@ def main(argv: list[str] | None = None, *, parser: argparse.ArgumentParser | Non
             parser.exit(INTERRUPTED)
         # --overwrite and --resume in any spelling (--overwrite=True, as W&B sweeps write them) give way to --resume.
         again = [word for word in argv if word.partition("=")[0] not in ("--overwrite", "--resume")] + ["--resume"]
-        parser.exit(INTERRUPTED, f"{interrupted.summary}; resume with: {_program()} {shlex.join(again)}\n")
+        parser.exit(INTERRUPTED, f"{interrupted.summary}; resume with: {typed_program()} {shlex.join(again)}\n")
     except Exception as error:  # last: the clauses above take theirs first
         wandb_errors = getattr(sys.modules.get("wandb"), "errors", None)
         if wandb_errors is None or not isinstance(error, wandb_errors.CommError) or os.environ.get("SODEEP_TRACEBACK"):
@@ -718,7 +718,7 @@ def main(argv: list[str] | None = None, *, parser: argparse.ArgumentParser | Non
         _release_process_group()
 
 
-def _program() -> str:
+def typed_program() -> str:
     """How this process was started, for a command to run again: the interpreter and module as
     typed (``python3 -m sodeep``, ``python -m sodeep.cli``), or ``sodeep`` (the console script, and
     a Python caller of :func:`main`)."""

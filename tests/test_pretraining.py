@@ -345,18 +345,18 @@ def test_an_interrupt_before_training_names_only_a_checkpoint_of_this_run(tmp_pa
 
 
 def test_the_resume_advice_names_the_program_as_it_was_started(monkeypatch):
-    from sodeep.cli import _program
+    from sodeep.cli import typed_program
 
     monkeypatch.setattr("sys.orig_argv", ["/usr/bin/python3", "-m", "sodeep.cli", "pretrain"])
-    assert _program() == "python3 -m sodeep.cli"
+    assert typed_program() == "python3 -m sodeep.cli"
     monkeypatch.setattr("sys.orig_argv", ["python", "-u", "-m", "sodeep", "pretrain"])
-    assert _program() == "python -u -m sodeep"
+    assert typed_program() == "python -u -m sodeep"
     monkeypatch.setattr("sys.orig_argv", [])
     monkeypatch.setattr("sys.argv", ["/venv/lib/python3.11/site-packages/sodeep/__main__.py", "pretrain"])
-    assert _program() == "python -m sodeep"
+    assert typed_program() == "python -m sodeep"
     for started in ("/venv/bin/sodeep", "/venv/lib/python3.11/site-packages/pytest/__main__.py"):
         monkeypatch.setattr("sys.argv", [started, "pretrain"])
-        assert _program() == "sodeep"
+        assert typed_program() == "sodeep"
 
 
 def test_resuming_a_finished_run_that_lost_its_sorter_or_summary_rewrites_them_once(tmp_path, monkeypatch, capsys):

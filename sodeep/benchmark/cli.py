@@ -106,8 +106,12 @@ def run_bench_command(arguments: argparse.Namespace) -> int:
             kept = f"{kept}{'; ' if kept else ''}{trainings} finished learning-to-sort training{plural} kept"
 
         if kept or any((Path(config.out) / name).exists() for name in OUTPUT_FILES):
-            words = [word for word in shlex.split(command) if word != "--overwrite"]
-            again = "continue with: " + shlex.join(words + ([] if "--resume" in words else ["--resume"]))
+            from sodeep.cli import typed_program
+
+            # As this process was started (python -m sodeep: the same installation).
+            words = [word for word in shlex.split(command)[1:] if word != "--overwrite"]
+            words += [] if "--resume" in words else ["--resume"]
+            again = f"continue with: {typed_program()} {shlex.join(words)}"
         else:
             again = "run the same command again"
         print(f"sodeep bench: interrupted; {kept or 'no part finished'}; {again}", file=sys.stderr)

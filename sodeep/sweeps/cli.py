@@ -236,11 +236,15 @@ def _reader_gone(stream: Any) -> bool:
 
 
 def again(arguments: argparse.Namespace) -> str:
-    words = ["sodeep", "sweep", "run", arguments.sweep_file, "--root", arguments.root]
+    """The command that finishes the sweep, started as this process was (python -m sodeep: the
+    same installation)."""
+    from sodeep.cli import typed_program
+
+    words = ["sweep", "run", arguments.sweep_file, "--root", arguments.root]
     words += ["--workers", str(arguments.workers), "--seed", str(arguments.seed)]
     words += ["--count", str(arguments.count)] if arguments.count is not None else []
     words += ["--wandb", arguments.wandb] if arguments.wandb != "offline" else []
-    return shlex.join(words)
+    return f"{typed_program()} {shlex.join(words)}"
 
 
 def command_report(arguments: argparse.Namespace) -> int:

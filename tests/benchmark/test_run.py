@@ -458,6 +458,10 @@ def test_a_benchmark_interrupted_before_writing_anything_runs_again_as_it_was(tm
         f"sodeep bench: interrupted; no part finished; continue with: sodeep bench --quick --parts speed --out {out} "
         "--resume\n"
     )
+    # Started as `python3 -m sodeep`: the advice runs the same installation.
+    monkeypatch.setattr(sys, "orig_argv", ["python3", "-m", "sodeep", "bench", "--quick"])
+    assert main(["bench", "--quick", "--parts", "speed", "--out", str(out), "--overwrite"]) == 130
+    assert "; continue with: python3 -m sodeep bench --quick --parts speed --out" in capsys.readouterr().err
     monkeypatch.undo()
     monkeypatch.setattr(BenchConfig, "quick", classmethod(lambda cls, **overrides: cls(**{**TINY, **overrides})))
     assert main(["bench", "--quick", "--parts", "speed", "--out", str(out), "--resume"]) == 0

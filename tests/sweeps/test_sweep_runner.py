@@ -1103,3 +1103,14 @@ def test_a_change_inside_a_long_list_of_a_sweep_file_is_named_by_its_place():
     assert spec_changes({"values": seeds}, {"values": [*seeds[:5], 99]}) == [
         "values[5:]: [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 1... -> [99]"
     ]
+
+
+def test_the_advice_to_finish_a_sweep_runs_the_program_as_it_was_started(monkeypatch):
+    import argparse
+    import sys
+
+    from sodeep.sweeps.cli import again
+
+    arguments = argparse.Namespace(sweep_file="s.yaml", root="sweeps", workers=1, seed=0, count=None, wandb="offline")
+    monkeypatch.setattr(sys, "orig_argv", ["python3", "-m", "sodeep", "sweep", "run", "s.yaml"])
+    assert again(arguments) == "python3 -m sodeep sweep run s.yaml --root sweeps --workers 1 --seed 0"
