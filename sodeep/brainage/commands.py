@@ -126,7 +126,12 @@ def run_tabular(
     settings = cross_validation_settings(len(table), config.folds, training, description, config.split)
     out, record = Path(config.out), None
     if leader:
-        out, record = claim_folder("tabular", config, data | start, resume=resume, overwrite=overwrite)
+        finished = not (resume or overwrite) and _holds_every_run(
+            out, settings, config.losses, config.seeds, config.folds
+        )
+        out, record = claim_folder(
+            "tabular", config, data | start, resume=resume, overwrite=overwrite, finished=finished
+        )
         planned = len(config.losses) * len(config.seeds) * config.folds
         pending = (
             planned if overwrite else len(unfinished_runs(out, settings, config.losses, config.seeds, config.folds)[1])
@@ -505,19 +510,38 @@ def _check_cohort_size(source: str, subjects: int, folds: int, left_out: list[st
 
 
 def claim_folder(
-    command: str, config: CommandConfig, data: dict[str, Any], *, resume: bool, overwrite: bool
+    command: str, config: CommandConfig, data: dict[str, Any], *, resume: bool, overwrite: bool, finished: bool = False
 ) -> tuple[Path, dict[str, Any]]:
     """``config.out`` and the record of the run ``sodeep brainage <command>`` may start there
     (:func:`sodeep.run_folder.claim_run_folder`): the config's settings, with ``data`` (resolved
-    paths and digests of data files) over them."""
+    paths and digests of data files) over them.  ``finished``: the folder holds every run asked for."""
     from sodeep.run_folder import claim_run_folder
 
     out = Path(config.out)
     settings = asdict(config) | data
     record = claim_run_folder(
-        out, f"brainage {command}", settings, resume=resume, overwrite=overwrite, ignored=NOT_CONFIGURATION
+        out,
+        f"brainage {command}",
+        settings,
+        resume=resume,
+        overwrite=overwrite,
+        ignored=NOT_CONFIGURATION,
+        finished=finished,
     )
     return out, record
+
+
+def _holds_every_run(out: Path, settings: dict[str, Any], presets: Any, seeds: Any, folds: int) -> bool:
+    """Whether ``out``'s results hold every ``(seed, fold, preset)`` run asked for (not where they
+    cannot be read or were made with other settings: the folder's claim says why)."""
+    from sodeep.brainage.cross_validation import RESULTS_FILE, unfinished_runs
+
+    if not (out / RESULTS_FILE).is_file():
+        return False
+    try:
+        return not unfinished_runs(out, settings, presets, seeds, folds)[1]
+    except ValueError:
+        return False
 
 
 def _resolved(path: str | None) -> str | None:

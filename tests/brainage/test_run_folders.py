@@ -74,6 +74,12 @@ def test_more_presets_and_seeds_train_only_the_new_runs_and_keep_every_finished_
     with pytest.raises(SystemExit) as exit_info:
         brainage("tabular", out, brainage_inputs, "--losses", "l1", "mse")
     assert exit_info.value.code == 2 and "already holds this run; add --resume" in capsys.readouterr().err
+    # The same presets again: nothing to continue.
+    with pytest.raises(SystemExit) as exit_info:
+        brainage("tabular", out, brainage_inputs, "--losses", "l1", "l1+spearman")
+    assert "already holds this run, finished: nothing to train; add --overwrite to train it again" in (
+        capsys.readouterr().err
+    )
     # (W&B's background service may still append to its own debug log under wandb/.)
     assert _without_wandb(folder_state(out), out) == _without_wandb(untouched, out) and not trained
 
