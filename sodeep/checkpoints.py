@@ -216,10 +216,7 @@ def sorter_from_payload(payload: Any, source: str = "checkpoint") -> Sorter:
         config.setdefault("activation", "gelu")  # a conv checkpoint without the setting holds a GELU sorter
         config.setdefault("temperature_floor", None)
     try:
-        # Its random initial weights are replaced below: the caller's random state stays as it was
-        # (a loss built before a model does not change the model's seeded initialization).
-        with torch.random.fork_rng(devices=[]):
-            sorter = build_sorter(architecture, **config)
+        sorter = build_sorter(architecture, **config)
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{source} has a config that does not fit {architecture!r}: {error}") from error
     # Every setting is recorded (save_sorter writes them all): one left out would silently take

@@ -405,8 +405,7 @@ def sorter_from_training_checkpoint(path: str | os.PathLike, *, trainable: bool 
             f"{path} is not a sodeep pretraining checkpoint (no sorter architecture in its hyperparameters); "
             "only the checkpoints of a pretraining run (`sodeep pretrain`, pretrain()) export to sorters"
         )
-    with torch.random.fork_rng(devices=[]):  # initial weights replaced below: the random state stays as it was
-        sorter = build_sorter(hyperparameters["architecture"], **hyperparameters["sorter_config"])
+    sorter = build_sorter(hyperparameters["architecture"], **hyperparameters["sorter_config"])
     prefix = "sorter."
     try:
         sorter.load_state_dict({k[len(prefix) :]: v for k, v in payload["state_dict"].items() if k.startswith(prefix)})

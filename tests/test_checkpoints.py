@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from sodeep import SpearmanLoss, load_sorter, save_sorter
+from sodeep import load_sorter, save_sorter
 from sodeep.checkpoints import (
     DEFAULT_SORTER_FILE,
     DEPTH2_SORTER_FILE,
@@ -743,15 +743,3 @@ def test_settings_that_feed_a_trained_network_are_not_replaced():
             load_sorter(path, **settings)
     assert load_sorter(path, capacity=recorded["capacity"], softness=0.3).softness == 0.3  # the same value, or others
     assert load_sorter(capacity=10).max_length == 10  # depth 0: no hidden layer reads them
-
-
-def test_loading_a_sorter_leaves_the_random_state_as_it_was():
-    """A loss built before a model (default sorter) does not change the model's seeded weights."""
-    from sodeep.losses import RecallRankLoss
-
-    torch.manual_seed(0)
-    state = torch.get_rng_state()
-    load_sorter()
-    SpearmanLoss()
-    RecallRankLoss()
-    assert torch.equal(torch.get_rng_state(), state)
