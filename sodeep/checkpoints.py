@@ -394,7 +394,10 @@ def load_sorter(
     ``TypeError``) for a ``map_location`` this machine cannot load onto.  Under a meta device
     context (``with torch.device("meta")``) the sorter is built without memory, as torch's modules
     are; after ``to_empty``, :meth:`~sodeep.sorters.Sorter.reset_parameters` gives it the
-    checkpoint's weights.
+    checkpoint's weights.  The sorter is built with random initial weights, then given the
+    checkpoint's: loading it (or building a rank loss with its default sorter) draws from torch's
+    global random generator, so two runs whose models should start alike build their model right
+    after seeding, or seed again after building their losses.
 
     Example:
         >>> sorter = load_sorter()
