@@ -56,7 +56,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
-        if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        if name.isidentifier() and not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}"):
             # A submodule (sodeep.losses, sodeep.checkpoints) loads on first use too, so dotted
             # names work after a plain `import sodeep`.
             return importlib.import_module(f"{__name__}.{name}")

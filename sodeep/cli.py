@@ -720,12 +720,12 @@ def main(argv: list[str] | None = None, *, parser: argparse.ArgumentParser | Non
 
 def typed_program() -> str:
     """How this process was started, for a command to run again: the interpreter and module as
-    typed (``python3 -m sodeep``, ``python -m sodeep.cli``), or ``sodeep`` (the console script, and
-    a Python caller of :func:`main`)."""
+    typed (``python3 -m sodeep``, ``/opt/venv/bin/python -m sodeep.cli``), or ``sodeep`` (the
+    console script, and a Python caller of :func:`main`)."""
     typed = list(getattr(sys, "orig_argv", []))
     for index, word in enumerate(typed[:-1]):
         if word == "-m" and typed[index + 1].split(".")[0] == "sodeep":
-            return shlex.join([Path(typed[0]).name, *typed[1 : index + 2]])
+            return shlex.join(typed[: index + 2])  # the interpreter as typed: a path too, which PATH may not give
     script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
     by_module = script is not None and script.name == "__main__.py" and script.parent.name == "sodeep"
     return "python -m sodeep" if by_module else "sodeep"

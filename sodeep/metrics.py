@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sodeep.checks import check_dense, require
+from sodeep.checks import check_dense, check_float_dtype, require
 
 
 def rowwise_spearman(predicted_ranks: torch.Tensor, true_ranks: torch.Tensor) -> torch.Tensor:
@@ -62,6 +62,8 @@ def _check_pair(predicted_ranks: torch.Tensor, true_ranks: torch.Tensor) -> None
             raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
         if value.dtype == torch.bool or value.is_complex():
             raise TypeError(f"{name} must hold real numbers (floating or integer ranks), got {value.dtype}")
+        if value.is_floating_point():
+            check_float_dtype(value, name)
         check_dense(value, name)
     if predicted_ranks.shape != true_ranks.shape:
         raise ValueError(

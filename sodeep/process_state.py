@@ -13,6 +13,7 @@ import functools
 import logging
 import os
 import random
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -44,32 +45,47 @@ def caller_state_kept() -> Iterator[None]:
     states = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
     cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     variables = {name: os.environ.get(name) for name in RUN_VARIABLES}
-    deterministic = (
+    deterministic = _deterministic_settings()
+    cudnn = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    levels = {name: logging.getLogger(name).level for name in RUN_LOGGERS}
+    with warnings.catch_warnings():  # the warning filters as they were, on exit (the restoring's own too)
+        try:
+            yield
+        finally:
+            random.setstate(states[0])
+            np.random.set_state(states[1])
+            torch.random.set_rng_state(states[2])
+            if cuda_states is not None:
+                torch.cuda.set_rng_state_all(cuda_states)
+            for name, value in variables.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+            if _deterministic_settings() != deterministic:
+                _set_deterministic_settings(*deterministic)
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
+
+
+def _deterministic_settings() -> tuple[bool, bool, bool, bool | None]:
+    """torch's deterministic algorithms (on, warn-only), whether uninitialized memory is filled,
+    and Inductor's own switch where Inductor is loaded (``None`` otherwise: not loaded here)."""
+    inductor = sys.modules.get("torch._inductor.config")
+    return (
         torch.are_deterministic_algorithms_enabled(),
         torch.is_deterministic_algorithms_warn_only_enabled(),
         torch.utils.deterministic.fill_uninitialized_memory,
+        None if inductor is None else inductor.deterministic,
     )
-    cudnn = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
-    levels = {name: logging.getLogger(name).level for name in RUN_LOGGERS}
-    try:
-        with warnings.catch_warnings():  # the warning filters as they were, on exit
-            yield
-    finally:
-        random.setstate(states[0])
-        np.random.set_state(states[1])
-        torch.random.set_rng_state(states[2])
-        if cuda_states is not None:
-            torch.cuda.set_rng_state_all(cuda_states)
-        for name, value in variables.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
-        torch.utils.deterministic.fill_uninitialized_memory = deterministic[2]
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
+
+
+def _set_deterministic_settings(enabled: bool, warn_only: bool, fill: bool, inductor: bool | None) -> None:
+    torch.use_deterministic_algorithms(enabled, warn_only=warn_only)  # (which also sets Inductor's switch)
+    torch.utils.deterministic.fill_uninitialized_memory = fill
+    if inductor is not None:
+        sys.modules["torch._inductor.config"].deterministic = inductor
 
 
 Function = TypeVar("Function", bound=Callable)

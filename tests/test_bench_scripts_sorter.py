@@ -530,6 +530,8 @@ def test_the_floor_scale_scripts_mean_average_precision_is_sklearns_with_ties():
         similarity = (embeddings[others] @ embeddings[query]).numpy()
         precisions.append(average_precision_score((classes[others] == classes[query]).numpy(), similarity))
     assert floor_scale.mean_average_precision(embeddings, classes) == pytest.approx(sum(precisions) / 39, rel=1e-6)
+    embeddings[3, 1] = torch.nan  # a diverged training: nan in its row, not a stopped script
+    assert math.isnan(floor_scale.mean_average_precision(embeddings, classes))
 
 
 def test_the_floor_scale_scripts_retrieval_learns_on_cosine_similarities():

@@ -553,6 +553,10 @@ def test_rank_metrics_refuse_values_that_are_not_real_numbers(dtype):
                 metric(*pair)
     integers = torch.tensor([[1, 0, 1]]), torch.tensor([[1, 1, 0]])
     torch.testing.assert_close(rowwise_spearman(*integers), torch.tensor([-0.5]))
+    low_precision = ranks.to(torch.float8_e4m3fn)
+    for metric in (rowwise_spearman, mean_absolute_rank_error):
+        with pytest.raises(TypeError, match="^predicted_ranks must be a float16, bfloat16, float32 or float64 tensor"):
+            metric(low_precision, ranks)
 
 
 @pytest.mark.parametrize("weights", [None, [1, 2], {"network.0.weight": 1.0}])

@@ -38,6 +38,9 @@ def test_submodules_load_on_first_use_after_a_plain_import():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "sodeep.losses.rank", "0.1"]
+    import sodeep
+
+    assert not hasattr(sodeep, "cli.x") and not hasattr(sodeep, "no_such_module")
 
 
 def test_a_stop_while_the_command_loads_ends_in_one_line():

@@ -348,7 +348,7 @@ def test_the_resume_advice_names_the_program_as_it_was_started(monkeypatch):
     from sodeep.cli import typed_program
 
     monkeypatch.setattr("sys.orig_argv", ["/usr/bin/python3", "-m", "sodeep.cli", "pretrain"])
-    assert typed_program() == "python3 -m sodeep.cli"
+    assert typed_program() == "/usr/bin/python3 -m sodeep.cli"  # as typed: PATH may lead to another python
     monkeypatch.setattr("sys.orig_argv", ["python", "-u", "-m", "sodeep", "pretrain"])
     assert typed_program() == "python -u -m sodeep"
     monkeypatch.setattr("sys.orig_argv", [])

@@ -105,6 +105,8 @@ def mean_average_precision(embeddings: torch.Tensor, classes: torch.Tensor) -> f
     the queries that have a relevant item.  Items of equal similarity share a position, the last
     of their group, as in ``sklearn.metrics.average_precision_score``: no order among them counts."""
     similarities = embeddings @ embeddings.T
+    if similarities.isnan().any():  # a training that diverged: its row shows nan
+        return float("nan")
     similarities.fill_diagonal_(-torch.inf)  # the query itself is last, and not relevant
     order = similarities.argsort(dim=1, descending=True)
     relevant = (classes[order] == classes[:, None]).float()

@@ -108,7 +108,7 @@ def run_bench_command(arguments: argparse.Namespace) -> int:
         if kept or any((Path(config.out) / name).exists() for name in OUTPUT_FILES):
             from sodeep.cli import typed_program
 
-            # As this process was started (python -m sodeep: the same installation).
+            # As this process was started (its interpreter as typed).
             words = [word for word in shlex.split(command)[1:] if word != "--overwrite"]
             words += [] if "--resume" in words else ["--resume"]
             again = f"continue with: {typed_program()} {shlex.join(words)}"

@@ -345,6 +345,7 @@ class MultiLabelHingeLoss(nn.Module):
         check_fixed_setting(
             margin, "margin", type(self).__name__, None if adaptive is True else "multilabel_hinge_loss"
         )
+        margin = number_tensors_take(margin)
         refused = isinstance(margin, bool) or (isinstance(margin, torch.Tensor) and margin.dtype == torch.bool)
         # Numbers are read on the CPU, so that their values survive a module built on the meta device.
         given_as_tensor = isinstance(margin, torch.Tensor)

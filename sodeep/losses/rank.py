@@ -59,13 +59,17 @@ class DescendingNormalized(nn.Module):
         if isinstance(ascending, torch.Tensor) and not ascending.is_floating_point():
             # argsort's order, say: divided by n, it would pass for ranks.
             raise TypeError(
-                f"the ascending sorter returned {ascending.dtype} values, not ranks: descending_normalized wraps a "
-                "sorter of floating ascending ranks 1..n (an argsort gives an order, not ranks)"
+                f"the ascending sorter returned {ascending.dtype} values: descending_normalized takes floating "
+                "ascending ranks 1..n (an argsort's order is not ranks; integer ranks 1..n carry no gradient: cast "
+                "them with .float())"
             )
         return ascending / scores.shape[-1]
 
-    def extra_repr(self) -> str:
-        return "" if isinstance(self.ascending_sorter, nn.Module) else repr(self.ascending_sorter)
+    def extra_repr(self) -> str:  # (a loss shows its sorter by its extra_repr: the wrapped one in full)
+        return repr(self.ascending_sorter)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
 
 
 def descending_normalized(ascending_sorter: SorterFunction) -> SorterFunction:

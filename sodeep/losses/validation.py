@@ -110,15 +110,20 @@ def check_scalar_margin(margin, name: str = "margin") -> None:
 
 def number_tensors_take(margin: Any) -> Any:
     """A number in a form that tensor arithmetic accepts: a ``fractions.Fraction`` (a rational
-    number type other than the integers) as its float, a NumPy scalar as its Python number;
-    anything else (floats, integers, tensors, what the checks refuse) as it is.
+    number type other than the integers) as its float, a NumPy scalar as its Python number, and
+    each item of a list or tuple so; anything else (floats, integers, tensors, what the checks
+    refuse) as it is.
 
     Example:
         >>> from fractions import Fraction
         >>> import numpy as np
         >>> number_tensors_take(Fraction(1, 2)), number_tensors_take(np.float32(0.25)), number_tensors_take(3)
         (0.5, 0.25, 3)
+        >>> number_tensors_take([Fraction(1, 4), 2])
+        [0.25, 2]
     """
+    if isinstance(margin, (list, tuple)):
+        return type(margin)(number_tensors_take(item) for item in margin)
     margin = python_scalar(margin)
     if isinstance(margin, Rational) and not isinstance(margin, (Integral, torch.Tensor)):
         return float(margin)

@@ -236,8 +236,7 @@ def _reader_gone(stream: Any) -> bool:
 
 
 def again(arguments: argparse.Namespace) -> str:
-    """The command that finishes the sweep, started as this process was (python -m sodeep: the
-    same installation)."""
+    """The command that finishes the sweep, started as this process was (its interpreter as typed)."""
     from sodeep.cli import typed_program
 
     words = ["sweep", "run", arguments.sweep_file, "--root", arguments.root]

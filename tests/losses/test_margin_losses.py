@@ -593,6 +593,9 @@ def test_a_margin_of_any_real_number_type_is_taken():
 
     scores, labels = torch.zeros(1, 2), torch.ones(1, 2)
     assert multilabel_hinge_loss(scores, labels, Fraction(1, 2)).item() == 0.5
+    for margin in (Fraction(1, 2), [Fraction(1, 2), 0.5], (np.float32(0.5), Fraction(1, 2))):
+        assert multilabel_hinge_loss(scores, labels, margin).item() == 0.5
+        assert MultiLabelHingeLoss(2, margin=margin)(scores, labels).item() == 0.5
     scores, labels = torch.tensor([[1.0, 0.75, 0.0]]), torch.tensor([[1, 0, 0]])
     for loss in (pairwise_margin_ranking_loss, multilabel_ranking_hinge_loss):
         expected = loss(scores, labels, margin=0.5)  # pairs: 0.25 and 0

@@ -1,0 +1,52 @@
+"""What a run sets for itself is put back for its caller, and nothing else is touched."""
+
+import logging
+import os
+import random
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import torch
+
+from sodeep.process_state import caller_state_kept
+
+
+def test_what_a_run_sets_is_put_back():
+    torch.manual_seed(5)
+    before = random.getstate(), np.random.get_state()[1].copy(), torch.random.get_rng_state()
+    filters, level = list(warnings.filters), logging.getLogger("lightning.pytorch").level
+    with caller_state_kept():
+        torch.manual_seed(0), np.random.seed(0), random.seed(0)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        os.environ["PL_GLOBAL_SEED"] = "0"
+        logging.getLogger("lightning.pytorch").setLevel(level + 7)
+        warnings.filterwarnings("ignore", message="a run's own filter")
+    assert random.getstate() == before[0] and (np.random.get_state()[1] == before[1]).all()
+    assert torch.equal(torch.random.get_rng_state(), before[2])
+    assert not torch.are_deterministic_algorithms_enabled() and "PL_GLOBAL_SEED" not in os.environ
+    assert logging.getLogger("lightning.pytorch").level == level and warnings.filters == filters
+
+
+UNTOUCHED = """
+import sys, warnings
+import torch
+from sodeep.process_state import caller_state_kept
+filters = list(warnings.filters)
+with caller_state_kept():
+    pass
+print("torch._dynamo" in sys.modules, warnings.filters == filters)
+import torch._inductor.config as inductor
+inductor.deterministic = True
+with caller_state_kept():
+    pass
+print(inductor.deterministic)
+"""
+
+
+def test_settings_the_run_left_alone_are_not_set_again():
+    """Setting torch's deterministic switch loads Inductor (a second, sympy's warning filter) and
+    resets Inductor's own switch: done only where the run changed it."""
+    shown = subprocess.run([sys.executable, "-c", UNTOUCHED], capture_output=True, text=True, timeout=120)
+    assert shown.stdout.split() == ["False", "True", "True"], shown.stderr
