@@ -2,8 +2,9 @@
 
 The names below, and the submodules (``sodeep.losses``), load on first use (``sodeep.rank``,
 ``from sodeep import SpearmanLoss``), so that ``import sodeep`` alone costs nothing, and the
-``sodeep`` command can take a Ctrl-C while torch loads.  Loading them costs torch and numpy: sodeep parses nothing, downloads nothing, starts no
-logger, and loads neither Lightning, W&B nor the brain-age application (:mod:`sodeep.brainage`).
+``sodeep`` command can take a Ctrl-C while torch loads.  Loading the names costs torch and numpy:
+sodeep parses nothing, downloads nothing, starts no logger, and loads neither Lightning, W&B nor
+the brain-age application (:mod:`sodeep.brainage`).
 """
 
 from __future__ import annotations

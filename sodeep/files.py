@@ -364,16 +364,17 @@ _ADVICE = {
     errno.EPERM: "choose another path or change its permissions",
     errno.EROFS: "choose a path on a writable file system",
     errno.ENOSPC: "free some space or choose another path",
-    errno.EDQUOT: "free some space under the quota or choose another path",
     errno.EFBIG: "a limit on file sizes stopped it (ulimit -f, the file system's): raise the limit or choose another path",
     errno.ENOENT: "check the path",
     errno.ENOTDIR: "choose another path",
 }
+if hasattr(errno, "EDQUOT"):  # (not on every system)
+    _ADVICE[errno.EDQUOT] = "free some space under the quota or choose another path"
 
 
 #: Reasons a write fails whatever the path: where the error names no file, ``os_error_line`` names
 #: the folder the command writes in.
-WRITE_LIMITS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+WRITE_LIMITS = tuple(getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EFBIG") if hasattr(errno, name))
 
 
 def os_error_line(error: OSError, folder: str | os.PathLike | None = None) -> str:
