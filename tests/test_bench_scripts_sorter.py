@@ -64,6 +64,12 @@ def test_draw_losses_are_the_spearman_loss_of_each_draw(descent):
     torch.testing.assert_close(losses, expected, rtol=1e-12, atol=0)
 
 
+def test_tied_scores_are_groups_of_equal_values(descent):
+    scores = descent.DISTRIBUTIONS["tied"](torch.Generator().manual_seed(0), (3, 40))
+    assert scores.dtype == torch.float64
+    assert all(2 <= len(row.unique()) <= 4 for row in scores)  # about n / 10 distinct values a row
+
+
 def test_a_smooth_ranker_descends_and_matches_finite_differences(descent):
     # A smooth map with an exact autograd gradient: every small step against it goes down.
     smooth = Ranker("smooth", "", "rank", lambda scores: torch.sigmoid(scores) / scores.shape[-1])

@@ -20,7 +20,8 @@ spread over the entries; the slope along ``g`` also sees one concentrated on a f
 close pair).  Median and 5th percentile over draws.
 
 Scores: ``normal`` N(0, 1); ``clustered`` about n / 10 centres N(0, 1), each element its centre
-plus 1e-3 N(0, 1) (near-ties); ``heavy_tailed`` standard Cauchy.  Targets share
+plus 1e-3 N(0, 1) (near-ties); ``tied`` the same centres, each element exactly its centre
+(groups of equal scores, as quantized or ReLU outputs give); ``heavy_tailed`` standard Cauchy.  Targets share
 ``--correlation`` with the predictions' ranks: ``c z + sqrt(1 - c^2) N(0, 1)``, ``z`` the
 standardized exact ranks of the predictions.
 
@@ -74,6 +75,12 @@ def _clustered(generator: torch.Generator, shape: tuple[int, ...]) -> torch.Tens
     return centres.gather(-1, membership) + CLUSTER_WIDTH * _normal(generator, shape)
 
 
+def _tied(generator: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:
+    n = shape[-1]
+    centres = _normal(generator, (*shape[:-1], max(2, n // ELEMENTS_PER_CLUSTER)))
+    return centres.gather(-1, torch.randint(0, centres.shape[-1], shape, generator=generator))
+
+
 def _heavy_tailed(generator: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.empty(shape, dtype=torch.float64).cauchy_(generator=generator)
 
@@ -81,6 +88,7 @@ def _heavy_tailed(generator: torch.Generator, shape: tuple[int, ...]) -> torch.T
 DISTRIBUTIONS: dict[str, Callable[[torch.Generator, tuple[int, ...]], torch.Tensor]] = {
     "normal": _normal,
     "clustered": _clustered,
+    "tied": _tied,
     "heavy_tailed": _heavy_tailed,
 }
 
