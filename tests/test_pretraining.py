@@ -1531,11 +1531,19 @@ def test_a_ctrl_c_while_the_fit_starts_leaves_ctrl_c_working_afterwards(tmp_path
         return real(self, *arguments, **keywords)
 
     monkeypatch.setattr(csv_logs.CSVLogger, "log_hyperparams", interrupted_while_the_fit_starts)
-    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     config = PretrainConfig(
         steps=4, batch_size=4, lengths="2-8", sorter={"capacity": 8}, validation_every=2,
         validation_sequences=1, data_workers=0, out=str(tmp_path / "run"), wandb="disabled",
     )  # fmt: skip
-    with pytest.raises(KeyboardInterrupt):
-        pretrain(config)
-    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    # A notebook's handlers, whatever the tests before this one left.
+    left = signal.signal(signal.SIGINT, signal.default_int_handler), signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            pretrain(config)
+        assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == (
+            signal.default_int_handler,
+            signal.SIG_DFL,
+        )
+    finally:
+        signal.signal(signal.SIGINT, left[0])
+        signal.signal(signal.SIGTERM, left[1])

@@ -15,17 +15,22 @@ from sodeep.process_state import caller_state_kept
 
 def test_what_a_run_sets_is_put_back():
     torch.manual_seed(5)
+    os.environ.pop("PL_GLOBAL_SEED", None)  # (as a test before may have left it)
     before = random.getstate(), np.random.get_state()[1].copy(), torch.random.get_rng_state()
     filters, level = list(warnings.filters), logging.getLogger("lightning.pytorch").level
+    deterministic = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     with caller_state_kept():
         torch.manual_seed(0), np.random.seed(0), random.seed(0)
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.use_deterministic_algorithms(not deterministic[0], warn_only=not deterministic[1])
         os.environ["PL_GLOBAL_SEED"] = "0"
         logging.getLogger("lightning.pytorch").setLevel(level + 7)
         warnings.filterwarnings("ignore", message="a run's own filter")
     assert random.getstate() == before[0] and (np.random.get_state()[1] == before[1]).all()
     assert torch.equal(torch.random.get_rng_state(), before[2])
-    assert not torch.are_deterministic_algorithms_enabled() and "PL_GLOBAL_SEED" not in os.environ
+    assert (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) == (
+        deterministic
+    )
+    assert "PL_GLOBAL_SEED" not in os.environ
     assert logging.getLogger("lightning.pytorch").level == level and warnings.filters == filters
 
 
