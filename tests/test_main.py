@@ -124,21 +124,9 @@ def test_a_file_size_limit_during_a_run_ends_in_one_line(tmp_path):
     def limited() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))  # ulimit -f 1
 
-    command = [
-        sys.executable,
-        "-m",
-        "sodeep",
-        "pretrain",
-        "--steps",
-        "4",
-        "--lengths",
-        "2-8",
-        "--batch-size",
-        "4",
-        "--warmup-steps",
-        "0",
-    ]
-    command += ["--validation-every", "2", "--validation-sequences", "1", "--data-workers", "0", "--out", "run"]
+    words = "pretrain --steps 4 --lengths 2-8 --batch-size 4 --warmup-steps 0 --validation-every 2"
+    words += " --validation-sequences 1 --data-workers 0 --out run"
+    command = [sys.executable, "-m", "sodeep", *words.split()]
     variables = {**os.environ, "WANDB_MODE": "offline"}
     result = subprocess.run(
         command, cwd=tmp_path, env=variables, preexec_fn=limited, capture_output=True, text=True, timeout=180
