@@ -486,6 +486,12 @@ def restore_a_killed_replacement(out: Path, saved: Callable[[Path], bool] | None
     use by a running command is refused.  Leftovers of a set-aside or a deletion cut short
     (:data:`STAGING`, :data:`REPLACED_RUN_PREFIX`) go."""
     aside = out / PREVIOUS_RUN
+    if (aside.exists() or aside.is_symlink()) and not _is_set_aside(aside):
+        # Putting it back would empty out and move its files in: only what set_aside made is.
+        raise ValueError(
+            f"{aside} is not a run that sodeep set aside (a link, a file, or a folder without its {RUN_RECORD}); "
+            f"move it out of {out}"
+        )
     if aside.is_dir():
         hold_folder(out)
         # While files move (the marker), out holds no replacement's files worth keeping.
@@ -504,6 +510,14 @@ def restore_a_killed_replacement(out: Path, saved: Callable[[Path], bool] | None
         hold_folder(out)  # not while a command stages its own set-aside there
         for path in leftovers:
             shutil.rmtree(path, ignore_errors=True)
+
+
+def _is_set_aside(aside: Path) -> bool:
+    """Whether ``aside`` is what :func:`set_aside` makes: a folder (not a link) holding the run's
+    record, or its marker while files move, or nothing (a put-back cut short at its very end)."""
+    if aside.is_symlink() or not aside.is_dir():
+        return False
+    return not any(aside.iterdir()) or (aside / MOVING).exists() or (aside / RUN_RECORD).is_file()
 
 
 def _is_a_leftover(path: Path) -> bool:
@@ -660,7 +674,13 @@ def _hold(out: Path, instead: str = CHOOSE_ANOTHER_OUT) -> None:
 def _take(out: Path, instead: str = CHOOSE_ANOTHER_OUT) -> int:
     """Lock ``out/run.lock`` (created if missing) and return its descriptor; a ``ValueError`` that
     names the holder if another process has it."""
-    descriptor = os.open(out / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    lock = out / RUN_LOCK
+    try:  # the folder's own file: never through a link, which would write the process id elsewhere
+        descriptor = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as error:
+        if not lock.is_symlink():
+            raise
+        raise ValueError(f"{lock} is a link, not the folder's own lock file: delete the link") from error
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

@@ -468,3 +468,40 @@ def test_leftovers_in_a_folder_in_use_are_left_to_the_command_using_it(held_by_a
     with pytest.raises(ValueError, match=f"in use by a running sodeep command \\(process {holder.pid}\\)"):
         restore_a_killed_replacement(out)
     assert (out / STAGING / MOVING).exists()
+
+
+@pytest.mark.parametrize("planted", ["link", "folder of other files", "file"])
+def test_a_set_aside_run_that_sodeep_did_not_make_is_refused_and_nothing_moves(tmp_path, planted):
+    """Putting back a set-aside run empties the folder and moves the set-aside files in: only a
+    folder that set_aside made (with the run's record) is taken for one."""
+    from sodeep.run_folder import PREVIOUS_RUN, restore_a_killed_replacement
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "data.txt").write_text("the user's")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    aside = out / PREVIOUS_RUN
+    if planted == "link":
+        aside.symlink_to(elsewhere)
+    elif planted == "file":
+        aside.write_text("not a folder")
+    else:
+        aside.mkdir()
+        (aside / "old.txt").write_text("not a run")
+    with pytest.raises(ValueError, match=f"^{aside} is not a run that sodeep set aside .*; move it out of {out}$"):
+        restore_a_killed_replacement(out)
+    assert (out / "notes.txt").read_text() == "mine" and (elsewhere / "data.txt").read_text() == "the user's"
+    assert sorted(path.name for path in elsewhere.iterdir()) == ["data.txt"]
+
+
+def test_a_lock_file_that_is_a_link_is_refused_and_its_target_left_alone(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("important")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / RUN_LOCK).symlink_to(victim)
+    with pytest.raises(ValueError, match="run.lock is a link, not the folder's own lock file: delete the link$"):
+        start_run_folder(out, {"command": "x", "config": {}, "run_id": "0"}, overwrite=False)
+    assert victim.read_text() == "important"

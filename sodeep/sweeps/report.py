@@ -8,6 +8,7 @@ and computes means and paired differences (:mod:`sodeep.sweeps.compare`), and wr
 from __future__ import annotations
 
 import csv
+import hashlib
 import importlib.util
 import io
 import json
@@ -131,9 +132,34 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
+#: Longest plot file name kept from a metric's name (a file system takes 255 bytes).
+PLOT_NAME_LENGTH = 100
+
+
 def safe_name(metric: str) -> str:
     """A metric name as a file name: ``val/rank_error`` -> ``val-rank_error``."""
     return re.sub(r"[^A-Za-z0-9_.-]", "-", metric)
+
+
+def plot_names(metrics: list[str]) -> dict[str, str]:
+    """Each metric's plot file name: its :func:`safe_name`, made unique among ``metrics`` (``a/b``
+    and ``a-b`` would share one), visible (no leading dot, nor a dash that reads as an option) and at most about
+    :data:`PLOT_NAME_LENGTH` characters, by a short digest of the metric's own name where needed.
+
+    Example:
+        >>> plot_names(["mae", "a/b", "a-b"])
+        {'mae': 'mae.png', 'a/b': 'a-b.png', 'a-b': 'a-b-d44362d6.png'}
+    """
+    names: dict[str, str] = {}
+    taken: set[str] = set()
+    for metric in metrics:
+        name = safe_name(metric)
+        if name.startswith(".") or len(name) > PLOT_NAME_LENGTH or name in taken:
+            digest = hashlib.sha256(metric.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+            name = f"{name.lstrip('.-')[:PLOT_NAME_LENGTH] or 'metric'}-{digest}"
+        taken.add(name)
+        names[metric] = f"{name}.png"
+    return names
 
 
 def _cell(value: Any) -> str:
@@ -358,9 +384,10 @@ def write_report(
         labels = [describe({k: row.get(k) for k in shown}) or "all" for row in rows]
         if len(set(labels)) < len(labels):  # 4 significant digits would merge settings: in full
             labels = [" ".join(f"{k}={row.get(k)}" for k in shown) for row in rows]
+        files = plot_names(names)
         for metric in names:
             path = plot_metric(
-                settings, labels, metric, folder / "plots" / f"{safe_name(metric)}.png", repeated_over(settings, over)
+                settings, labels, metric, folder / "plots" / files[metric], repeated_over(settings, over)
             )
             if path is not None:
                 drawn[metric] = path.relative_to(folder).as_posix()

@@ -365,3 +365,16 @@ def test_a_report_of_one_setting_offers_no_baseline_and_its_command_keeps_no_plo
     write_trials(tmp_path / "two", [({"lr": lr, "seed": 0}, {"loss": lr}, None, "finished") for lr in (0.1, 0.2)])
     assert main(["report", str(tmp_path / "two"), "--no-plots"]) == 0
     assert "No baseline: add `--baseline KEY=VALUE`" in (tmp_path / "two" / "report.md").read_text()
+
+
+def test_plot_file_names_are_distinct_visible_and_short_whatever_the_metrics_names():
+    """Two metrics whose safe names agree (a/b, a-b) would share one plot, and the report would show
+    one metric's plot under the other's heading; a name of 300 characters would fail the write."""
+    from sodeep.sweeps.report import PLOT_NAME_LENGTH, plot_names
+
+    metrics = ["mae", "val/mae", "a/b", "a-b", "../../hidden", "m" * 300]
+    names = plot_names(metrics)
+    assert names["mae"] == "mae.png" and names["val/mae"] == "val-mae.png"  # names as before where they can be
+    assert len(set(names.values())) == len(metrics)
+    assert all(not name.startswith((".", "-")) and len(name) <= PLOT_NAME_LENGTH + 13 for name in names.values())
+    assert plot_names(metrics) == names  # the same names for the same report
