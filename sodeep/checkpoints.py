@@ -139,7 +139,8 @@ def save_sorter(sorter: Sorter, path: str | os.PathLike, metadata: dict[str, Any
     ``path`` may hold a sorter checkpoint (replaced) or an empty file; any other file is refused
     (``ValueError``), as are non-finite weights, which :func:`load_sorter` would refuse to load,
     and a path inside a run folder, whose files are its command's (a sorter saved there would
-    pass for the run's own, and the run's ``--overwrite`` would delete it).
+    pass for the run's own, and the run's ``--overwrite`` would delete it).  A folder at ``path``
+    raises ``IsADirectoryError``.
     """
     from sodeep.run_folder import enclosing_run_folder
 
@@ -541,7 +542,8 @@ def import_original_checkpoint(path: str | os.PathLike, *, trust_pickle: bool = 
     Those ``.pth.tar`` files pickle an ``argparse.Namespace`` (``args_dict``) next to the
     ``state_dict``; unpickling can run arbitrary code, so it happens only with
     ``trust_pickle=True``, for files you trust.  Supported ``model_type``: ``cnn``, ``lstm``,
-    ``lstmla``.  A file that cannot be read, or is of another kind, raises :class:`CheckpointError`.
+    ``lstmla``.  A file that cannot be read, or is of another kind, raises :class:`CheckpointError`;
+    without ``trust_pickle=True``, ``PermissionError`` (the file is not opened).
     Save the result with :func:`save_sorter` to get a safe, self-describing checkpoint.
     """
     if not trust_pickle:

@@ -52,7 +52,8 @@ def rank(
     """Exact ranks of ``x`` along ``dim``, tie-aware, on the input's device.
 
     Args:
-        x: tensor of any shape with at least one dimension; ``x.shape[dim] = n >= 1``.
+        x: tensor of any shape with at least one dimension; ``x.shape[dim] = n >= 0`` (an empty
+            dimension gives an empty result).
         dim: dimension to rank along.
         descending: if ``True`` (SoDeep's convention) the largest value gets rank 1.
         ties: ``"average"``, ``"min"``, ``"max"``, ``"dense"`` or ``"ordinal"``, as in

@@ -298,6 +298,13 @@ class SyntheticSequences(IterableDataset):
         >>> scores, ranks = next(iter(stream))
         >>> scores.shape[0], scores.shape[1] in (5, 10), torch.equal(scores, stream.batch(0)[0])
         (8, True, True)
+
+    Args:
+        batch_size: sequences per batch, ``>= 1``.
+        lengths: the lengths a batch draws from, each ``>= 2``.
+        seed, families, affine_probability: as :func:`generate_sequences`.
+        start_batch: the first batch to yield (the batches a resumed run has consumed).
+        rank, world_size: this process's share of the stream in a distributed run.
     """
 
     def __init__(

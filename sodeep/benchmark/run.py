@@ -157,7 +157,10 @@ def check_extras(config: BenchConfig) -> None:
         needed.append("sklearn")
     missing = [name for name in needed if importlib.util.find_spec(name) is None]
     if missing:
-        raise ValueError(f"sodeep bench needs {', '.join(missing)}: pip install -c constraints.txt -e '.[bench]'")
+        raise ValueError(
+            f"sodeep bench needs {', '.join(missing)}: pip install 'sodeep[bench]' (in a clone of sodeep: "
+            "pip install -c constraints.txt -e '.[bench]')"
+        )
 
 
 @releasing_run_folders

@@ -1,5 +1,7 @@
 """``sodeep brainage tabular | synthetic | nifti``: flags (over an optional ``--config`` YAML file)
 into a config of :mod:`sodeep.brainage.config`, then a function of :mod:`sodeep.brainage.commands`.
+``sodeep brainage predict``: a tabular run folder's models on new subjects
+(:mod:`sodeep.brainage.prediction`).
 
 Every flag's default is its config field's default; a flag that is not given leaves the YAML
 value (or that default) alone.  Training code is imported only when a command runs.
@@ -45,7 +47,7 @@ def add_brainage_parser(commands: Any) -> argparse.ArgumentParser:
         "(docs/brainage.md). Each command writes results.json, results.md and plots/ (tabular and nifti also predictions.csv) under --out; a folder "
         "holds one configuration (run.json): add --resume to extend or continue it, --overwrite to start again.",
     )
-    tasks = brainage.add_subparsers(dest="brainage_command", required=True, metavar="{tabular,synthetic,nifti}")
+    tasks = brainage.add_subparsers(dest="brainage_command", required=True, metavar="{tabular,synthetic,nifti,predict}")
 
     tabular = _command(tasks, "tabular", TabularConfig, "k-fold CV of loss presets with an MLP on a table of features")
     add = _adder(tabular, TabularConfig)
@@ -147,7 +149,67 @@ def add_brainage_parser(commands: Any) -> argparse.ArgumentParser:
     add("wandb", choices=WANDB_MODES, help="W&B logging (offline: nothing is sent)", shown=WANDB_DEFAULT_TEXT)
     _add_scale_out_flags(add)
     nifti.set_defaults(handler=_handler(NiftiConfig, "run_nifti"))
+    _add_predict_parser(tasks)
     return brainage
+
+
+def _add_predict_parser(tasks: Any) -> None:
+    predict = tasks.add_parser(
+        "predict",
+        help="brain age of new subjects with the models of a tabular run folder",
+        description="Predict the ages of the subjects of a table with every model a finished brainage tabular run "
+        "trained (each preset's mean over its seeds and folds, their SD beside it; docs/brainage.md). Each model "
+        "standardizes the features as its training did, from the run's training table, and must first reproduce "
+        "its recorded test predictions.",
+    )
+    predict.add_argument(
+        "folder", type=os.path.expanduser, metavar="RUN", help="the --out folder of a brainage tabular run"
+    )
+    predict.add_argument(
+        "--csv",
+        required=True,
+        type=os.path.expanduser,
+        metavar="PATH",
+        help="the new subjects: a header row and the run's feature columns (other columns are ignored)",
+    )
+    predict.add_argument(
+        "--out",
+        type=os.path.expanduser,
+        metavar="FILE",
+        help="write the predictions here (CSV: preset, subject, predicted_age, predicted_age_sd, models, and age, gap, "
+        "corrected_gap when the table has ages) (default: to stdout)",
+    )
+    predict.add_argument(
+        "--losses", nargs="+", metavar="PRESET", help="presets of the folder to predict with (default: all it holds)"
+    )
+    predict.add_argument(
+        "--id-column",
+        metavar="NAME",
+        help="column of subject ids (default: the first of sub_id, subject_id, participant_id, subject, id; else the "
+        "CSV line)",
+    )
+    predict.add_argument(
+        "--age-column",
+        default="age",
+        metavar="NAME",
+        help="column of chronological ages, optional: adds each subject's gap (default: age)",
+    )
+    predict.set_defaults(handler=_predict)
+
+
+def _predict(arguments: argparse.Namespace) -> int:
+    check_brainage_extra()
+    from sodeep.brainage.prediction import run_prediction
+
+    run_prediction(
+        arguments.folder,
+        arguments.csv,
+        out=arguments.out,
+        presets=arguments.losses,
+        id_column=arguments.id_column,
+        age_column=arguments.age_column,
+    )
+    return 0
 
 
 def _command(tasks: Any, name: str, config_class: type, summary: str) -> argparse.ArgumentParser:
@@ -329,7 +391,7 @@ def check_brainage_extra() -> None:
     if missing:
         raise ValueError(
             f"sodeep brainage needs {', '.join(missing)} (the [brainage] extra): "
-            "pip install -c constraints.txt -e '.[brainage]'"
+            "pip install 'sodeep[brainage]' (in a clone of sodeep: pip install -c constraints.txt -e '.[brainage]')"
         )
 
 

@@ -572,6 +572,7 @@ def multilabel_ranking_hinge_loss(
 
     Args:
         scores: ``(B, C)``; labels: ``(B, C)`` in {0, 1}; mask: ``(B, C)`` known labels.
+        margin: the hinge's margin, a number or a 0-d tensor (in the units of ``scores``).
         weight: per-sample ``(B,)`` weight.
         reduction: over the ``(B,)`` per-sample losses.
     """

@@ -406,6 +406,7 @@ def map_rank_loss(scores: torch.Tensor, labels: torch.Tensor, sorter: SorterFunc
     Args:
         scores: ``(B, C)`` multi-label scores, ``B >= 2``.
         labels: ``(B, C)`` in {0, 1}.
+        sorter: see the module docstring; it ranks each class's column of ``scores``.
 
     Returns:
         A scalar; 0 (in the graph) if no class has a positive.
@@ -458,6 +459,7 @@ def recall_rank_loss(scores: torch.Tensor, sorter: SorterFunction) -> torch.Tens
 
     Args:
         scores: ``(N, N)``, ``scores[i, j]`` = similarity of query ``i`` and item ``j``.
+        sorter: see the module docstring; it ranks each row and each column of ``scores``.
 
     Returns:
         A scalar in ``[1/N, 1]``; ``1/N`` when every positive is ranked first both ways.
@@ -493,6 +495,7 @@ def hard_negative_rank_loss(
 
     Args:
         scores: ``(N, N)`` with positives on the diagonal.
+        sorter: see the module docstring; it ranks each row and each column of ``scores``.
         margin: in normalized rank units, a number or a 0-d tensor; ``None`` means one
             position, ``1/N``.
         hard_negatives: how many of the best-ranked negatives to use, ``k >= 1``; a batch with

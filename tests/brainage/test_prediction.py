@@ -1,0 +1,194 @@
+"""``sodeep brainage predict``: a tabular run folder's models on new subjects."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from brainage_inputs import write_table
+
+from sodeep.brainage.commands import run_tabular
+from sodeep.brainage.config import TabularConfig
+from sodeep.brainage.models import AgeMLP
+from sodeep.brainage.prediction import predict_new_subjects, read_new_subjects
+from sodeep.brainage.splits import fold_rows
+from sodeep.brainage.tables import read_age_table
+from sodeep.cli import main
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A finished tabular run of one preset, 2 seeds x 2 folds, and a table of other subjects."""
+    folder = tmp_path_factory.mktemp("prediction")
+    write_table(folder / "table.csv", subjects=40, seed=0)
+    write_table(folder / "new.csv", subjects=12, seed=1)
+    config = TabularConfig(
+        csv=str(folder / "table.csv"),
+        losses=["l1"],
+        folds=2,
+        seeds=[0, 1],
+        batch_size=8,
+        max_epochs=2,
+        out=str(folder / "run"),
+        wandb="disabled",
+    )
+    run_tabular(config, progress=False)
+    return folder
+
+
+def _reference_ages(folder, new_features):
+    """Each model's predictions built by hand: its fold's z-scoring in float64, its state dict loaded
+    into a fresh AgeMLP; their mean and the list of (model predictions, run record)."""
+    results = json.loads((folder / "run" / "results.json").read_text())
+    table = read_age_table(folder / "table.csv")
+    settings = results["settings"]
+    models = []
+    for run in results["presets"]["l1"]["runs"]:
+        rows = fold_rows(
+            table.ages,
+            table.sites,
+            split="stratified",
+            folds=2,
+            seed=run["seed"],
+            fold=run["fold"],
+            validation_fraction=settings["config"]["validation_fraction"],
+        )
+        fitting = table.features[rows.fitting].astype(np.float64)
+        std = fitting.std(0)
+        z = (new_features - fitting.mean(0)) / np.where(std > 0, std, 1.0)
+        state = torch.load(
+            folder / "run" / "checkpoints" / "l1" / f"seed{run['seed']}_fold{run['fold']}" / "best.ckpt",
+            weights_only=True,
+        )["state_dict"]
+        model = AgeMLP(2, hidden=settings["config"]["hidden"], dropout=settings["config"]["dropout"])
+        model.load_state_dict({key.removeprefix("model."): value for key, value in state.items()})
+        with torch.no_grad():
+            models.append((model.eval()(torch.tensor(z, dtype=torch.float32)).double().numpy(), run))
+    return np.mean([predicted for predicted, _ in models], axis=0), models
+
+
+def test_each_preset_predicts_the_mean_of_its_models_on_their_own_fold_scaling(trained):
+    predictions = predict_new_subjects(trained / "run", trained / "new.csv")
+    new = read_age_table(trained / "new.csv")
+    expected, models = _reference_ages(trained, new.features.astype(np.float64))
+    assert predictions.models == {"l1": 4}
+    assert predictions.subjects.subject_ids == new.subject_ids
+    np.testing.assert_allclose(predictions.ages["l1"], expected, atol=1e-4)
+    spread = np.std([predicted for predicted, _ in models], axis=0)
+    np.testing.assert_allclose(predictions.spread["l1"], spread, atol=1e-4)
+    # The gap corrected by each model's own age-bias line, then averaged.
+    corrected = np.mean(
+        [
+            (predicted - new.ages) - (run["age_bias_slope"] * new.ages + run["age_bias_intercept"])
+            for predicted, run in models
+        ],
+        axis=0,
+    )
+    np.testing.assert_allclose(predictions.corrected_gaps["l1"], corrected, atol=1e-3)
+    assert len({round(float(value), 3) for value in expected}) == len(expected)  # the models tell subjects apart
+
+
+def test_column_order_other_columns_and_row_order_do_not_change_a_subjects_age(trained, tmp_path):
+    lines = (trained / "new.csv").read_text().splitlines()
+    header, rows = lines[0].split(","), [line.split(",") for line in lines[1:]]
+    order = [4, 0, 3, 2]  # rh_a, sub_id, lh_a, site: no age column
+    shuffled = [",".join([*(header[i] for i in order), "scanner"])]
+    shuffled += [",".join([*(row[i] for i in order), "x"]) for row in reversed(rows)]
+    (tmp_path / "shuffled.csv").write_text("\n".join(shuffled) + "\n")
+    plain = predict_new_subjects(trained / "run", trained / "new.csv")
+    moved = predict_new_subjects(trained / "run", tmp_path / "shuffled.csv")
+    assert moved.subjects.ages is None and moved.subjects.subject_ids == plain.subjects.subject_ids[::-1]
+    np.testing.assert_array_equal(moved.ages["l1"], plain.ages["l1"][::-1])
+    assert moved.to_csv().splitlines()[0] == "preset,subject,predicted_age,predicted_age_sd,models"
+
+
+def test_rows_without_a_feature_are_skipped_and_unknown_ages_leave_the_gap_empty(trained, tmp_path):
+    lines = (trained / "new.csv").read_text().splitlines()
+    cells = [line.split(",") for line in lines]
+    cells[2][3] = "NA"  # line 3: lh_a missing
+    cells[4][1] = ""  # line 5: age unknown
+    cells[5][0] = ""  # line 6: no id
+    (tmp_path / "gaps.csv").write_text("\n".join(",".join(row) for row in cells) + "\n")
+    predictions = predict_new_subjects(trained / "run", tmp_path / "gaps.csv")
+    assert predictions.subjects.skipped == [(3, "feature 'lh_a' is missing ('NA')")]
+    assert len(predictions.subjects.subject_ids) == 11 and "line 6" in predictions.subjects.subject_ids
+    table = predictions.to_csv().splitlines()
+    assert table[0] == "preset,subject,predicted_age,predicted_age_sd,models,age,gap,corrected_gap"
+    unknown = next(line for line in table if line.startswith(f"l1,{cells[4][0]},"))
+    assert unknown.endswith(",4,,,")
+    known = next(line for line in table if line.startswith(f"l1,{cells[1][0]},")).split(",")
+    assert float(known[6]) == pytest.approx(float(known[2]) - float(cells[1][1]), abs=1e-4)
+
+
+def test_a_table_without_the_models_features_is_refused_naming_them(trained, tmp_path):
+    text = (trained / "new.csv").read_text().replace("lh_a", "LH_A")
+    (tmp_path / "renamed.csv").write_text(text)
+    with pytest.raises(
+        ValueError,
+        match=r"lacks 1 of the 2 feature columns the models read: 'lh_a' \(is 'LH_A' that column renamed\?\)",
+    ):
+        read_new_subjects(tmp_path / "renamed.csv", ["lh_a", "rh_a"])
+    (tmp_path / "empty.csv").write_text("sub_id,lh_a,rh_a\ns1,NA,2.5\n")
+    with pytest.raises(ValueError, match="no row with a number in every feature column: line 2, feature 'lh_a'"):
+        read_new_subjects(tmp_path / "empty.csv", ["lh_a", "rh_a"])
+
+
+def test_a_changed_training_table_or_checkpoint_is_refused(trained, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(trained, copy)
+    record = json.loads((copy / "run" / "run.json").read_text())
+    record["config"]["csv"] = str(copy / "table.csv")
+    (copy / "run" / "run.json").write_text(json.dumps(record))
+    predict_new_subjects(copy / "run", copy / "new.csv")  # the copy, as it was, predicts
+    checkpoint = copy / "run" / "checkpoints" / "l1" / "seed1_fold0" / "best.ckpt"
+    payload = torch.load(checkpoint, weights_only=True)
+    bias = next(key for key in payload["state_dict"] if key.endswith(".bias"))
+    payload["state_dict"][bias] = payload["state_dict"][bias] + 1.0
+    torch.save(payload, checkpoint)
+    with pytest.raises(ValueError, match="seed1_fold0/best.ckpt does not reproduce the test predictions"):
+        predict_new_subjects(copy / "run", copy / "new.csv")
+    with (copy / "table.csv").open("a") as table:
+        table.write("s99,50.00,A,2.5000,2.5000\n")
+    with pytest.raises(ValueError, match="training table .*table.csv has changed since the run"):
+        predict_new_subjects(copy / "run", copy / "new.csv")
+    (copy / "table.csv").unlink()
+    with pytest.raises(ValueError, match="training table .*table.csv is missing"):
+        predict_new_subjects(copy / "run", copy / "new.csv")
+
+
+def test_folders_of_other_commands_or_without_finished_runs_are_refused(trained, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no run folder"):
+        predict_new_subjects(tmp_path / "nowhere", trained / "new.csv")
+    with pytest.raises(ValueError, match="holds no run.json"):
+        predict_new_subjects(tmp_path, trained / "new.csv")
+    (tmp_path / "run.json").write_text(json.dumps({"command": "brainage synthetic", "config": {}}))
+    with pytest.raises(
+        ValueError, match="holds a brainage synthetic run; predicting new subjects reads brainage tabular"
+    ):
+        predict_new_subjects(tmp_path, trained / "new.csv")
+    (tmp_path / "run.json").write_text(json.dumps({"command": "brainage tabular", "config": {}}))
+    with pytest.raises(ValueError, match="holds no finished training run yet; finish it with --resume"):
+        predict_new_subjects(tmp_path, trained / "new.csv")
+    with pytest.raises(ValueError, match=r"holds no finished run of \['mse'\]; it holds \['l1'\]"):
+        predict_new_subjects(trained / "run", trained / "new.csv", presets=["mse"])
+
+
+def test_the_command_writes_its_table_and_replaces_only_its_own_output(trained, tmp_path, capsys):
+    argv = ["brainage", "predict", str(trained / "run"), "--csv", str(trained / "new.csv")]
+    assert main(argv) == 0
+    printed = capsys.readouterr()
+    expected = predict_new_subjects(trained / "run", trained / "new.csv").to_csv()
+    assert printed.out == expected
+    assert "new.csv: 12 subjects" in printed.err and "l1: mean of 4 models; MAE " in printed.err
+    out = tmp_path / "ages.csv"
+    assert main([*argv, "--out", str(out)]) == 0 and out.read_text() == expected
+    assert main([*argv, "--out", str(out)]) == 0  # its own output is replaced
+    capsys.readouterr()
+    for out, message in (
+        (trained / "table.csv", "exists and is not a brain-age prediction table"),
+        (trained / "run" / "ages.csv", "is inside the run folder"),
+    ):
+        with pytest.raises(SystemExit) as refused:
+            main([*argv, "--out", str(out)])
+        assert refused.value.code == 2 and message in capsys.readouterr().err
