@@ -185,14 +185,13 @@ def _add_predict_parser(tasks: Any) -> None:
     predict.add_argument(
         "--id-column",
         metavar="NAME",
-        help="column of subject ids (default: the first of sub_id, subject_id, participant_id, subject, id; else the "
-        "CSV line)",
+        help="column of subject ids (default: the run's, else the first of sub_id, subject_id, participant_id, "
+        "subject, id; else the CSV line)",
     )
     predict.add_argument(
         "--age-column",
-        default="age",
         metavar="NAME",
-        help="column of chronological ages, optional: adds each subject's gap (default: age)",
+        help="column of chronological ages, optional: adds each subject's gap (default: the run's, if the table has it)",
     )
     predict.set_defaults(handler=_predict)
 

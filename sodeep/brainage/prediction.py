@@ -25,18 +25,30 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from sodeep.brainage.csv_files import age_problem, closest_column, number_problem, read_csv_rows
+from sodeep.brainage.csv_files import (
+    age_problem,
+    closest_column,
+    describe_left_out,
+    is_missing,
+    number_problem,
+    read_csv_rows,
+)
 from sodeep.brainage.metrics import corrected_gap
-from sodeep.brainage.results import RESULTS_FILE, read_results
-from sodeep.brainage.tables import Standardizer, find_id_and_site_columns, read_age_table
+from sodeep.brainage.results import RESTART_ADVICE, RESULTS_FILE, read_results
+from sodeep.brainage.tables import find_id_and_site_columns, read_age_table, repeated_values, row_labels
 from sodeep.run_folder import RUN_RECORD
+from sodeep.wording import plural
 
 #: The command whose folders this module reads.
 TABULAR_COMMAND = "brainage tabular"
 #: A model whose predictions on its own test rows differ from the recorded ones by more than this
 #: many years was not trained on the table and features found now.
 REPRODUCTION_TOLERANCE = 0.01
+#: A subject with a feature more than this many training standard deviations from the training
+#: mean is named in a note: its age is an extrapolation.
+FAR_FROM_TRAINING = 10.0
 
 
 @dataclass
@@ -44,16 +56,34 @@ class NewSubjects:
     """Rows of a table of new subjects.
 
     Attributes:
-        features: ``(N, F)`` float32, columns in the order of the run's features.
-        subject_ids: ``N`` ids (the id column's, else ``"line N"`` by CSV line).
-        ages: ``(N,)`` float32 chronological ages, NaN where unknown; ``None`` without an age column.
+        features: ``(N, F)`` float32 (as the training table's), columns in the order of the run's
+            features.
+        subject_ids: ``N`` names: the id column's, ``"line N"`` by CSV line for a row without an
+            id, and ``"sub-01 (line 3)"`` for an id found on several rows.
+        ages: ``(N,)`` float64 chronological ages, NaN where unknown; ``None`` without an age column.
+        lines: ``N`` CSV lines of the rows.
         skipped: ``(csv line, reason)`` of rows left out (a feature missing or not a number).
+        rows: data rows in the file (kept and skipped).
+        notes: lines a reader of the table should know (columns not found, repeated ids, ages
+            that are not numbers).
     """
 
     features: np.ndarray
     subject_ids: list[str]
     ages: np.ndarray | None
+    lines: list[int]
     skipped: list[tuple[int, str]] = field(default_factory=list)
+    rows: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def keep(self, kept: np.ndarray, reasons: dict[int, str]) -> None:
+        """Keep the rows where ``kept`` ``(N,)`` is true; the others join ``skipped`` with
+        ``reasons`` (row index -> reason)."""
+        self.skipped = sorted(self.skipped + [(self.lines[index], reasons[index]) for index in np.flatnonzero(~kept)])
+        self.features = self.features[kept]
+        self.subject_ids = [subject for subject, keep in zip(self.subject_ids, kept) if keep]
+        self.ages = None if self.ages is None else self.ages[kept]
+        self.lines = [line for line, keep in zip(self.lines, kept) if keep]
 
 
 @dataclass
@@ -67,6 +97,8 @@ class BrainAgePredictions:
         corrected_gaps: preset -> ``(N,)`` gap minus each model's age bias (fitted on its
             validation rows), averaged over the models; NaN where the true age is unknown.
         models: preset -> number of models averaged.
+        notes: lines a user should read: an unfinished folder, subjects far from the training
+            range, and the table's own notes.
     """
 
     subjects: NewSubjects
@@ -74,6 +106,7 @@ class BrainAgePredictions:
     spread: dict[str, np.ndarray]
     corrected_gaps: dict[str, np.ndarray]
     models: dict[str, int]
+    notes: list[str] = field(default_factory=list)
 
     def to_csv(self) -> str:
         """A row per preset and subject: ``preset, subject, predicted_age, predicted_age_sd,
@@ -91,9 +124,11 @@ class BrainAgePredictions:
                 row.append(self.models[preset])
                 if with_ages:
                     age = self.subjects.ages[index]
-                    known = bool(np.isfinite(age))
-                    row += [_number(age), _number(predicted[index] - age), _number(self.corrected_gaps[preset][index])]
-                    row[-3:] = row[-3:] if known else ["", "", ""]
+                    if np.isfinite(age):
+                        gap = predicted[index] - age
+                        row += [_number(age), _number(gap), _number(self.corrected_gaps[preset][index])]
+                    else:
+                        row += ["", "", ""]
                 writer.writerow(row)
         return text.getvalue()
 
@@ -103,19 +138,28 @@ def _number(value: float) -> str:
 
 
 def read_new_subjects(
-    path: str | Path, feature_names: Sequence[str], *, id_column: str | None = None, age_column: str = "age"
+    path: str | Path,
+    feature_names: Sequence[str],
+    *,
+    id_column: str | None = None,
+    age_column: str | None = None,
+    run_id_column: str | None = None,
+    run_age_column: str = "age",
 ) -> NewSubjects:
     """Read the rows of ``path`` that hold a number in every one of ``feature_names``.
 
     Args:
         path: CSV with a header row (the formats ``sodeep brainage tabular`` reads).
         feature_names: the columns a run's models read, in their order; other columns are ignored.
-        id_column: subject ids (default: the first of the id columns the tabular command finds).
-        age_column: chronological ages, optional: with them the output adds each subject's gap.
+        id_column, age_column: columns of subject ids and of chronological ages, which must be in
+            the table when given.  Ages are optional: with them the output adds each subject's gap.
+        run_id_column, run_age_column: the columns the run read (its ``run.json``), used where
+            ``id_column`` or ``age_column`` is not given; a table without them is read without
+            (a note says so), ids then from the default id columns or CSV lines.
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        ValueError: a feature column is missing, or no row has all features.
+        ValueError: a feature column or a named column is missing, or no row has all features.
     """
     path = Path(path)
     if path.is_dir():
@@ -123,43 +167,95 @@ def read_new_subjects(
     if not path.is_file():
         raise FileNotFoundError(f"no table at {path}")
     columns, rows, lines, _ = read_csv_rows(path)
-    missing = [name for name in feature_names if name not in columns]
-    if missing:
-        named = ", ".join(repr(name) for name in missing[:5]) + (
-            f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        )
-        # One renamed column: the closest of the columns the models do not read.
-        others = [column for column in columns if column not in feature_names]
-        close = closest_column(missing[0], others) if len(missing) == 1 else None
-        hint = f" (is {close!r} that column renamed?)" if close else ""
-        raise ValueError(
-            f"{path} lacks {len(missing)} of the {len(feature_names)} feature columns the models read: {named}{hint}"
-        )
+    _check_feature_columns(path, columns, feature_names)
+    notes: list[str] = []
+    if not rows:
+        raise ValueError(f"{path}: the table has a header but no rows")
     try:
-        id_column, _ = find_id_and_site_columns(columns, id_column, None)
+        folded = {column.casefold() for column in columns}
+        if id_column is None and run_id_column is not None and run_id_column.casefold() not in folded:
+            notes.append(
+                f"{path}: no id column {run_id_column!r} (the run's); subjects are named by the default id columns or CSV lines"
+            )
+            run_id_column = None
+        id_column, _ = find_id_and_site_columns(columns, id_column or run_id_column, None)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
-    has_ages = age_column in columns
-    features, ids, ages, skipped = [], [], [], []
+    age_column = _age_column(path, columns, age_column, run_age_column, notes)
+
+    features, ids, ages, kept_lines, skipped, unusable_ages = [], [], [], [], [], []
     for line, row in zip(lines, rows):
         bad = next(((name, problem) for name in feature_names if (problem := number_problem(row[name]))), None)
         if bad is not None:
             skipped.append((line, f"feature {bad[0]!r} is {bad[1]} ({row[bad[0]]!r})"))
             continue
         features.append([float(row[name]) for name in feature_names])
-        subject = row[id_column].strip() if id_column else ""
-        ids.append(subject or f"line {line}")
-        if has_ages:
-            ages.append(np.nan if age_problem(row[age_column]) else float(row[age_column]))
+        kept_lines.append(line)
+        ids.append(None if not id_column or is_missing(row[id_column]) else row[id_column].strip())
+        if age_column:
+            problem = age_problem(row[age_column])
+            ages.append(np.nan if problem else float(row[age_column]))
+            if problem:
+                unusable_ages.append((line, f"age {row[age_column]!r} {problem}"))
     if not features:
-        first = f": line {skipped[0][0]}, {skipped[0][1]}" if skipped else ""
-        raise ValueError(f"{path} has no row with a number in every feature column{first}")
+        raise ValueError(
+            f"{describe_left_out(str(path), skipped, len(rows))}: no row has a number in every feature column"
+        )
+    repeated = repeated_values([subject for subject in ids if subject is not None])
+    if repeated:
+        notes.append(
+            f"{path}: {plural(len(repeated), 'subject id')} {'appears' if len(repeated) == 1 else 'appear'} on more "
+            f"than one row (e.g. {repeated[:5]}); those rows are named with their CSV lines"
+        )
+    if unusable_ages:
+        notes.append(
+            describe_left_out(str(path), unusable_ages, len(features), verb="found no usable age on")
+            + "; their gaps are left empty"
+        )
     return NewSubjects(
-        features=np.asarray(features, dtype=np.float32),
-        subject_ids=ids,
-        ages=np.asarray(ages, dtype=np.float32) if has_ages else None,
+        features=np.asarray(features, dtype=np.float64).astype(np.float32),
+        subject_ids=row_labels(ids, kept_lines, set(repeated)),
+        ages=np.asarray(ages, dtype=np.float64) if age_column else None,
+        lines=kept_lines,
         skipped=skipped,
+        rows=len(rows),
+        notes=notes,
     )
+
+
+def _check_feature_columns(path: Path, columns: Sequence[str], feature_names: Sequence[str]) -> None:
+    missing = [name for name in feature_names if name not in columns]
+    if not missing:
+        return
+    named = ", ".join(repr(name) for name in missing[:5]) + (
+        f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+    )
+    folded = {column.casefold(): column for column in columns}
+    others = [column for column in columns if column not in feature_names]
+    if all(name.casefold() in folded for name in missing):
+        them, example = ("it" if len(missing) == 1 else "them"), folded[missing[0].casefold()]
+        hint = f" (the table names {them} in another case, e.g. {example!r}; names must match exactly)"
+    elif len(missing) == 1 and (close := closest_column(missing[0], others)):
+        hint = f" (is {close!r} that column renamed?)"
+    else:
+        hint = ""
+    raise ValueError(
+        f"{path} lacks {len(missing)} of the {len(feature_names)} feature columns the models read: {named}{hint}"
+    )
+
+
+def _age_column(path: Path, columns: Sequence[str], given: str | None, run_column: str, notes: list[str]) -> str | None:
+    """The age column to read: ``given`` (an error where the table lacks it), else the run's, else
+    none (a note, with the column it may be)."""
+    name = given or run_column
+    if name in columns:
+        return name
+    close = closest_column(name, columns)
+    hint = f" (did you mean {close!r}?)" if close else ""
+    if given:
+        raise ValueError(f"{path}: no age column {given!r}{hint}")
+    notes.append(f"{path}: no age column {name!r} (the run's){hint}; predicting without ages (--age-column names it)")
+    return None
 
 
 def read_tabular_run(folder: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -175,14 +271,20 @@ def read_tabular_run(folder: str | Path) -> tuple[dict[str, Any], dict[str, Any]
     except (UnicodeDecodeError, ValueError):
         raise ValueError(f"{folder / RUN_RECORD} is damaged (not JSON text)") from None
     command = record.get("command") if isinstance(record, dict) else None
-    if command != TABULAR_COMMAND:
+    if command != TABULAR_COMMAND or not isinstance(record.get("config"), dict):
         raise ValueError(
             f"{folder} holds a {command or 'non-sodeep'} run; predicting new subjects reads {TABULAR_COMMAND} folders "
             "(the volume commands' models need the volumes' preprocessing)"
         )
-    results = read_results(folder / RESULTS_FILE, None)
+    unfinished = "finish its training first (the command that started it, with --resume)"
+    if not (folder / RESULTS_FILE).is_file():
+        raise ValueError(f"{folder} holds no {RESULTS_FILE}: no training run of it has finished; {unfinished}")
+    try:
+        results = read_results(folder / RESULTS_FILE, None)
+    except ValueError as error:  # without the training command's advice, which would start the folder again
+        raise ValueError(f"{str(error).removesuffix('; ' + RESTART_ADVICE)}: it cannot be predicted with") from None
     if not any(entry.get("runs") for entry in results["presets"].values()):
-        raise ValueError(f"{folder} holds no finished training run yet; finish it with --resume first")
+        raise ValueError(f"{folder} holds no finished training run yet; {unfinished}")
     return record["config"], results
 
 
@@ -195,43 +297,70 @@ def training_table_path(config: dict[str, Any]) -> Path:
     return bundled_table_path(config.get("dataset") or DEFAULT_DATASET)
 
 
+def _load_model(model: nn.Module, checkpoint: Path) -> nn.Module:
+    """``model`` with the weights of a ``best.ckpt``, in eval mode; ``ValueError`` (one line) for a
+    file that is damaged or holds another model."""
+    from sodeep.checkpoints import CheckpointError, read_weights_only
+
+    if not checkpoint.is_file():
+        raise ValueError(f"{checkpoint} is missing: the run folder lost a trained model")
+    try:
+        payload = read_weights_only(checkpoint)
+    except CheckpointError as error:
+        raise ValueError(f"{error}; the run folder's model cannot be used") from None
+    state = payload.get("state_dict") if isinstance(payload, dict) else None
+    weights = {key.removeprefix("model."): value for key, value in (state or {}).items() if key.startswith("model.")}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError:
+        raise ValueError(
+            f"{checkpoint} does not hold the model this run trained (its weights differ in names or shapes)"
+        ) from None
+    return model.eval()
+
+
 def predict_new_subjects(
     folder: str | Path,
     table: str | Path,
     *,
     presets: Sequence[str] | None = None,
     id_column: str | None = None,
-    age_column: str = "age",
+    age_column: str | None = None,
 ) -> BrainAgePredictions:
     """Predict the ages of the subjects in ``table`` with every model of a tabular run folder.
 
     Args:
         folder: the ``--out`` folder of a ``sodeep brainage tabular`` run (finished runs are used;
-            an interrupted one is left out).
+            an interrupted one is left out, and a note says how many of the planned runs finished).
         table: CSV of new subjects holding the run's feature columns (any order, other columns
-            ignored); rows that lack a feature are skipped (listed in ``subjects.skipped``).
+            ignored); rows that lack a feature are skipped (listed in ``subjects.skipped``), as are
+            rows whose features lie so far from the training range that a model's age is not finite.
         presets: which of the folder's presets (default: every preset with a finished run).
-        id_column, age_column: as :func:`read_new_subjects`.
+        id_column, age_column: as :func:`read_new_subjects` (default: the run's own columns).
 
     Returns:
         :class:`BrainAgePredictions`, ``(N,)`` per preset.
 
     Raises:
         ValueError: (one line) the folder is not a finished tabular run, its training table is
-            missing or changed, a preset is not in it, or a model does not reproduce its recorded
-            test predictions.
+            missing or changed, a preset is not in it, or a model is damaged or does not reproduce
+            its recorded test predictions.
     """
     from sodeep.brainage.cross_validation import run_directory
     from sodeep.brainage.models import AgeMLP
     from sodeep.brainage.splits import fold_rows
-    from sodeep.brainage.training import BEST_CHECKPOINT, load_age_model, predict_ages
+    from sodeep.brainage.training import BEST_CHECKPOINT, predict_ages
     from sodeep.files import file_digest
 
     folder = Path(folder)
     config, results = read_tabular_run(folder)
     settings = results["settings"]
     finished = {name: entry["runs"] for name, entry in results["presets"].items() if entry.get("runs")}
-    chosen = list(finished) if presets is None else list(dict.fromkeys(presets))
+    chosen = (
+        list(finished) if presets is None else list(dict.fromkeys([presets] if isinstance(presets, str) else presets))
+    )
+    if not chosen:
+        raise ValueError(f"presets is empty; give presets of {folder}: {sorted(finished)}")
     unknown = [name for name in chosen if name not in finished]
     if unknown:
         raise ValueError(f"{folder} holds no finished run of {unknown}; it holds {sorted(finished)}")
@@ -251,62 +380,110 @@ def predict_new_subjects(
         site_column=config.get("site_column"),
     )
     if list(training.feature_names) != list(settings.get("feature_names", [])):
-        raise ValueError(
-            f"the features read from {training_path} are not those {folder} recorded; predict with the version that trained it"
-        )
-    subjects = read_new_subjects(table, training.feature_names, id_column=id_column, age_column=age_column)
-    new_inputs = subjects.features
-    training_options = settings["config"]
-    ages: dict[str, np.ndarray] = {}
-    spread: dict[str, np.ndarray] = {}
-    gaps: dict[str, np.ndarray] = {}
+        raise ValueError(f"the features read from {training_path} are not those {folder} recorded")
+    subjects = read_new_subjects(
+        table,
+        training.feature_names,
+        id_column=id_column,
+        age_column=age_column,
+        run_id_column=training.id_header,
+        run_age_column=config.get("age_column") or "age",
+    )
+    notes = list(subjects.notes)
+    planned = len(settings.get("seeds", [])) * settings["folds"]
     for preset in chosen:
-        predictions, corrected = [], []
-        for run in finished[preset]:
-            seed, fold = run["seed"], run["fold"]
-            rows = fold_rows(
-                training.ages,
-                training.sites,
-                split=settings["split"],
-                folds=settings["folds"],
-                seed=seed,
-                fold=fold,
-                validation_fraction=training_options["validation_fraction"],
+        if len(finished[preset]) < planned:
+            notes.append(
+                f"{preset}: {len(finished[preset])} of its {planned} runs finished in {folder}; the mean is over those "
+                "(the command that started the folder, with --resume, trains the others)"
             )
-            scaler = Standardizer().fit(training.features[rows.fitting])
-            checkpoint = run_directory(folder, preset, seed, fold) / BEST_CHECKPOINT
-            if not checkpoint.is_file():
-                raise ValueError(
-                    f"{checkpoint} is missing: the folder's {preset} run (seed {seed}, fold {fold}) lost its model"
-                )
-            model = AgeMLP(
-                len(training.feature_names), hidden=training_options["hidden"], dropout=training_options["dropout"]
+    options = settings["config"]
+    runs = [(preset, run) for preset in chosen for run in finished[preset]]
+    predictions = np.empty((len(runs), len(subjects.features)))
+    largest_z = np.zeros(subjects.features.shape)
+    for index, (preset, run) in enumerate(runs):
+        seed, fold = run["seed"], run["fold"]
+        rows = fold_rows(
+            training.ages,
+            training.sites,
+            split=settings["split"],
+            folds=settings["folds"],
+            seed=seed,
+            fold=fold,
+            validation_fraction=options["validation_fraction"],
+        )
+        fitting = training.features[rows.fitting].astype(np.float64)
+        mean, spread = fitting.mean(0), fitting.std(0)
+        scale = np.where(spread > 0, spread, 1.0)  # as the run's Standardizer
+        checkpoint = run_directory(folder, preset, seed, fold) / BEST_CHECKPOINT
+        model = _load_model(
+            AgeMLP(len(training.feature_names), hidden=options["hidden"], dropout=options["dropout"]), checkpoint
+        )
+        recorded = np.asarray(run["test_rows"], dtype=np.int64)
+        test_inputs = (training.features[recorded].astype(np.float64) - mean) / scale
+        again = predict_ages(model, torch.from_numpy(test_inputs.astype(np.float32))).numpy()
+        differing = np.abs(again - np.asarray(run["test_predictions"], dtype=np.float64))
+        if not differing.max(initial=0.0) <= REPRODUCTION_TOLERANCE:
+            raise ValueError(
+                f"{checkpoint} does not reproduce the test predictions {folder / RESULTS_FILE} records for it (up to "
+                f"{differing.max():.3g} years apart): the checkpoint or the table changed after the run"
             )
-            model = load_age_model(model, checkpoint)
-            recorded = np.asarray(run["test_rows"], dtype=np.int64)
-            again = predict_ages(model, torch.from_numpy(scaler.transform(training.features[recorded]))).numpy()
-            differing = np.abs(again - np.asarray(run["test_predictions"], dtype=np.float64))
-            if not differing.max(initial=0.0) <= REPRODUCTION_TOLERANCE:
-                raise ValueError(
-                    f"{checkpoint} does not reproduce the test predictions {folder / RESULTS_FILE} records for it (up to "
-                    f"{differing.max():.3g} years apart): the checkpoint or the table changed after the run"
-                )
-            predicted = predict_ages(model, torch.from_numpy(scaler.transform(new_inputs))).numpy().astype(np.float64)
-            predictions.append(predicted)
-            if subjects.ages is not None:
-                bias = (run["age_bias_slope"], run["age_bias_intercept"])
-                corrected.append(corrected_gap(predicted, subjects.ages, bias))
-        stacked = np.stack(predictions)
-        ages[preset] = stacked.mean(0)
-        spread[preset] = stacked.std(0)
-        gaps[preset] = np.stack(corrected).mean(0) if corrected else np.full(len(new_inputs), np.nan)
+        z = (subjects.features.astype(np.float64) - mean) / scale
+        largest_z = np.maximum(largest_z, np.abs(z))
+        with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: inf, then no finite age
+            inputs = torch.from_numpy(z.astype(np.float32))
+        predictions[index] = predict_ages(model, inputs).numpy()
+
+    finite = np.isfinite(predictions).all(0)
+    if not finite.all():
+        reasons = {
+            row: _far_feature(subjects, training.feature_names, largest_z, row, "no model gives a finite age")
+            for row in np.flatnonzero(~finite)
+        }
+        subjects.keep(finite, reasons)
+        predictions, largest_z = predictions[:, finite], largest_z[finite]
+        if not subjects.subject_ids:
+            raise ValueError(f"{table}: no subject has features a model can predict from ({subjects.skipped[0][1]})")
+    far = np.flatnonzero(largest_z.max(1, initial=0.0) > FAR_FROM_TRAINING)
+    if len(far):
+        notes.append(
+            f"{table}: {plural(len(far), 'subject')} {'has' if len(far) == 1 else 'have'} a feature more than "
+            f"{FAR_FROM_TRAINING:g} training SDs from the training mean ({_far_feature(subjects, training.feature_names, largest_z, far[0])}): "
+            "their ages are extrapolations"
+        )
+    ages, spread, gaps = {}, {}, {}
+    for preset in chosen:
+        own = [index for index, (name, _) in enumerate(runs) if name == preset]
+        ages[preset], spread[preset] = predictions[own].mean(0), predictions[own].std(0)
+        if subjects.ages is None:
+            gaps[preset] = np.full(len(subjects.subject_ids), np.nan)
+            continue
+        corrected = [
+            corrected_gap(
+                predictions[index],
+                subjects.ages,
+                (runs[index][1]["age_bias_slope"], runs[index][1]["age_bias_intercept"]),
+            )
+            for index in own
+        ]
+        gaps[preset] = np.mean(corrected, axis=0)
     return BrainAgePredictions(
         subjects=subjects,
         ages=ages,
         spread=spread,
         corrected_gaps=gaps,
         models={preset: len(finished[preset]) for preset in chosen},
+        notes=notes,
     )
+
+
+def _far_feature(subjects: NewSubjects, names: Sequence[str], largest_z: np.ndarray, row: int, lead: str = "") -> str:
+    """``line 5: 'lh_x' = 1e+30, 3.2e+29 training SDs from its mean`` for the subject in ``row``
+    (``largest_z``: ``(N, F)`` the largest ``|z|`` over the models), after ``lead``."""
+    column = int(np.argmax(largest_z[row]))
+    value, far = subjects.features[row, column], largest_z[row, column]
+    text = f"line {subjects.lines[row]}: {names[column]!r} = {value:g}, {far:.3g} training SDs from its mean"
+    return f"{lead} ({text})" if lead else text
 
 
 def is_prediction_table(text: str) -> bool:
@@ -321,10 +498,10 @@ def run_prediction(
     out: str | Path | None = None,
     presets: Sequence[str] | None = None,
     id_column: str | None = None,
-    age_column: str = "age",
+    age_column: str | None = None,
 ) -> BrainAgePredictions:
-    """``sodeep brainage predict``: :func:`predict_new_subjects`, a summary on stderr and the
-    table (:meth:`BrainAgePredictions.to_csv`) written atomically to ``out``, or to stdout."""
+    """``sodeep brainage predict``: :func:`predict_new_subjects`, a summary and notes on stderr and
+    the table (:meth:`BrainAgePredictions.to_csv`) written atomically to ``out``, or to stdout."""
     import sys
 
     from sodeep.files import atomic_write_text, replaceable_output_problem
@@ -342,15 +519,17 @@ def run_prediction(
             )
     predictions = predict_new_subjects(folder, table, presets=presets, id_column=id_column, age_column=age_column)
     subjects = predictions.subjects
-    skipped = subjects.skipped
-    skipped_text = f"; {len(skipped)} skipped (line {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
-    print(f"{table}: {len(subjects.subject_ids)} subjects{skipped_text}", file=sys.stderr)
+    print(f"{table}: {plural(len(subjects.subject_ids), 'subject')} predicted", file=sys.stderr)
+    if subjects.skipped:
+        print(describe_left_out(str(table), subjects.skipped, subjects.rows), file=sys.stderr)
+    for note in predictions.notes:
+        print(note, file=sys.stderr)
     known = np.isfinite(subjects.ages) if subjects.ages is not None else np.zeros(len(subjects.subject_ids), bool)
     for preset, predicted in predictions.ages.items():
-        line = f"{preset}: mean of {predictions.models[preset]} models"
+        line = f"{preset}: mean of {plural(predictions.models[preset], 'model')}"
         if known.any():
             error = float(np.abs(predicted[known] - subjects.ages[known]).mean())
-            line += f"; MAE {error:.3f} years against the table's ages ({int(known.sum())} subjects)"
+            line += f"; MAE {error:.3f} years against the table's ages ({plural(int(known.sum()), 'subject')})"
         print(line, file=sys.stderr)
     text = predictions.to_csv()
     if out is None:

@@ -517,7 +517,7 @@ def read_age_table(
         advice = "write each age as a plain number of years (25.5, not '25y')"
     check_usable_rows(path, skipped, kept=len(kept_ages), advice=advice)
     repeated_ids = repeated_values([subject for subject in ids if subject is not None])
-    ids = _row_labels(ids, kept_lines, set(repeated_ids))
+    ids = row_labels(ids, kept_lines, set(repeated_ids))
     exact = np.asarray(kept_features, dtype=np.float64).reshape(len(kept_ages), len(feature_names))
     kept_features = exact.astype(np.float32)
     kept_ages = np.asarray(kept_ages, dtype=np.float32)
@@ -551,7 +551,7 @@ def read_age_table(
     )
 
 
-def _row_labels(ids: list[str | None], lines: list[int], repeated: set[str]) -> list[str]:
+def row_labels(ids: list[str | None], lines: list[int], repeated: set[str]) -> list[str]:
     """Each row's own name, so that its predictions stay its own: its id where no other row has
     it; a repeated id with its CSV line (``sub-01 (line 3)``, ``sub-01 (line 9)``); ``line 7`` for a
     row without an id (``None``); and ``#2``, ... after such a name where a row's id is that text."""

@@ -122,16 +122,22 @@ def test_rows_without_a_feature_are_skipped_and_unknown_ages_leave_the_gap_empty
 
 
 def test_a_table_without_the_models_features_is_refused_naming_them(trained, tmp_path):
-    text = (trained / "new.csv").read_text().replace("lh_a", "LH_A")
+    text = (trained / "new.csv").read_text().replace("lh_a", "lh-a")
     (tmp_path / "renamed.csv").write_text(text)
     with pytest.raises(
         ValueError,
-        match=r"lacks 1 of the 2 feature columns the models read: 'lh_a' \(is 'LH_A' that column renamed\?\)",
+        match=r"lacks 1 of the 2 feature columns the models read: 'lh_a' \(is 'lh-a' that column renamed\?\)",
     ):
         read_new_subjects(tmp_path / "renamed.csv", ["lh_a", "rh_a"])
     (tmp_path / "empty.csv").write_text("sub_id,lh_a,rh_a\ns1,NA,2.5\n")
-    with pytest.raises(ValueError, match="no row with a number in every feature column: line 2, feature 'lh_a'"):
+    with pytest.raises(ValueError, match=r"skipped 1 of 1 rows \(line 2: feature 'lh_a' is missing \('NA'\)\): no row"):
         read_new_subjects(tmp_path / "empty.csv", ["lh_a", "rh_a"])
+    (tmp_path / "header.csv").write_text("sub_id,lh_a,rh_a\n")
+    with pytest.raises(ValueError, match="header.csv: the table has a header but no rows"):
+        read_new_subjects(tmp_path / "header.csv", ["lh_a", "rh_a"])
+    (tmp_path / "upper.csv").write_text("SUB_ID,LH_A,RH_A\ns1,2.5,2.5\n")
+    with pytest.raises(ValueError, match=r"lacks 2 of the 2 .*\(the table names them in another case, e.g. 'LH_A'"):
+        read_new_subjects(tmp_path / "upper.csv", ["lh_a", "rh_a"])
 
 
 def test_a_changed_training_table_or_checkpoint_is_refused(trained, tmp_path):
@@ -168,7 +174,10 @@ def test_folders_of_other_commands_or_without_finished_runs_are_refused(trained,
     ):
         predict_new_subjects(tmp_path, trained / "new.csv")
     (tmp_path / "run.json").write_text(json.dumps({"command": "brainage tabular", "config": {}}))
-    with pytest.raises(ValueError, match="holds no finished training run yet; finish it with --resume"):
+    with pytest.raises(ValueError, match="holds no results.json: no training run of it has finished; finish its"):
+        predict_new_subjects(tmp_path, trained / "new.csv")
+    (tmp_path / "results.json").write_text('{"settings": {"folds": 2')
+    with pytest.raises(ValueError, match=r"results.json is damaged \(not JSON text\): it cannot be predicted with$"):
         predict_new_subjects(tmp_path, trained / "new.csv")
     with pytest.raises(ValueError, match=r"holds no finished run of \['mse'\]; it holds \['l1'\]"):
         predict_new_subjects(trained / "run", trained / "new.csv", presets=["mse"])
@@ -192,3 +201,83 @@ def test_the_command_writes_its_table_and_replaces_only_its_own_output(trained, 
         with pytest.raises(SystemExit) as refused:
             main([*argv, "--out", str(out)])
         assert refused.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_damaged_checkpoint_is_refused_in_one_line(trained, tmp_path):
+    copy = _copy(trained, tmp_path)
+    checkpoint = copy / "run" / "checkpoints" / "l1" / "seed0_fold1" / "best.ckpt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="seed0_fold1/best.ckpt is .*; the run folder's model cannot be used$"):
+        predict_new_subjects(copy / "run", copy / "new.csv")
+    payload = {"state_dict": {"model.network.0.weight": torch.zeros(3, 3)}}
+    torch.save(payload, checkpoint)
+    with pytest.raises(ValueError, match="does not hold the model this run trained"):
+        predict_new_subjects(copy / "run", copy / "new.csv")
+
+
+def _copy(trained, tmp_path):
+    """The trained folder and its tables, copied, with the run pointing at the copied table."""
+    copy = tmp_path / "copy"
+    shutil.copytree(trained, copy)
+    record = json.loads((copy / "run" / "run.json").read_text())
+    record["config"]["csv"] = str(copy / "table.csv")
+    (copy / "run" / "run.json").write_text(json.dumps(record))
+    return copy
+
+
+def test_an_unfinished_folder_predicts_with_its_finished_runs_and_says_so(trained, tmp_path):
+    copy = _copy(trained, tmp_path)
+    results = json.loads((copy / "run" / "results.json").read_text())
+    results["presets"]["l1"]["runs"] = results["presets"]["l1"]["runs"][:3]
+    (copy / "run" / "results.json").write_text(json.dumps(results))
+    predictions = predict_new_subjects(copy / "run", copy / "new.csv", presets="l1")
+    assert predictions.models == {"l1": 3}
+    assert any(note.startswith("l1: 3 of its 4 runs finished in ") for note in predictions.notes)
+    with pytest.raises(ValueError, match="presets is empty"):
+        predict_new_subjects(copy / "run", copy / "new.csv", presets=[])
+
+
+def test_ids_and_ages_are_read_from_the_runs_own_columns(tmp_path):
+    rng = np.random.default_rng(2)
+    ages = rng.uniform(20, 80, 24)
+    rows = [f"k{i},{age:.2f},{3 - 0.01 * age + rng.normal(0, 0.05):.4f}" for i, age in enumerate(ages)]
+    (tmp_path / "own.csv").write_text("\n".join(["scan_code,AGE_yrs,thick", *rows]) + "\n")
+    config = TabularConfig(
+        csv=str(tmp_path / "own.csv"),
+        id_column="scan_code",
+        age_column="AGE_yrs",
+        losses=["l1"],
+        folds=2,
+        seeds=[0],
+        batch_size=8,
+        max_epochs=1,
+        out=str(tmp_path / "run"),
+        wandb="disabled",
+    )
+    run_tabular(config, progress=False)
+    new = ["scan_code,AGE_yrs,thick", "n1,30,2.7", "n1,40,2.6", "NA,50,2.5", "n3,old,2.4", "n4,60,3e38", "n5,70,1e3"]
+    (tmp_path / "new.csv").write_text("\n".join(new) + "\n")
+    predictions = predict_new_subjects(tmp_path / "run", tmp_path / "new.csv")
+    subjects = predictions.subjects
+    assert subjects.subject_ids == ["n1 (line 2)", "n1 (line 3)", "line 4", "n3", "n5"]
+    np.testing.assert_array_equal(subjects.ages[[0, 1, 2, 4]], [30, 40, 50, 70])
+    assert np.isnan(subjects.ages[3])
+    assert subjects.skipped == [
+        (6, "no model gives a finite age (line 6: 'thick' = 3e+38, " + subjects.skipped[0][1].split(", ")[1])
+    ]
+    notes = "\n".join(predictions.notes)
+    assert "1 subject id appears on more than one row (e.g. ['n1'])" in notes
+    assert "found no usable age on 1 of 6 rows (line 5: age 'old' is not a number)" in notes
+    assert "1 subject has a feature more than 10 training SDs from the training mean (line 7: 'thick' = 1000" in notes
+    assert np.isfinite(predictions.ages["l1"]).all() and np.isnan(predictions.corrected_gaps["l1"][3])
+    # A table without the run's columns: ids by line, no ages, each said in a note.
+    (tmp_path / "bare.csv").write_text("thick,age_years\n2.7,30\n")
+    bare = predict_new_subjects(tmp_path / "run", tmp_path / "bare.csv")
+    assert bare.subjects.subject_ids == ["line 2"] and bare.subjects.ages is None
+    assert "no age column 'AGE_yrs' (the run's) (did you mean 'age_years'?); predicting without ages" in "\n".join(
+        bare.notes
+    )
+    assert "no id column 'scan_code' (the run's)" in "\n".join(bare.notes)
+    assert predict_new_subjects(tmp_path / "run", tmp_path / "bare.csv", age_column="age_years").subjects.ages == [30]
+    with pytest.raises(ValueError, match=r"bare.csv: no age column 'agee' \(did you mean 'age_years'\?\)"):
+        predict_new_subjects(tmp_path / "run", tmp_path / "bare.csv", age_column="agee")
