@@ -162,6 +162,12 @@ def plot_names(metrics: list[str]) -> dict[str, str]:
     return names
 
 
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other characters that are not printed shown as escapes
+    (``a\\nb``), so that it stays on its Markdown line."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
 def _cell(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
@@ -248,7 +254,8 @@ def markdown(
     for metric in metrics:
         goal = f" ({goals[metric]})" if metric in goals else ""
         header = [*changing, "n", "mean +- sd"] + (["difference +- sd", "pairs", "p"] if baseline else [])
-        lines += ["", f"## {metric}{goal}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        heading = f"## {one_line(metric)}{goal}"
+        lines += ["", heading, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in rows:
             cells = [shown_value(row.get(key)) for key in changing]
             missing = row[f"{metric}_missing"]

@@ -378,3 +378,11 @@ def test_plot_file_names_are_distinct_visible_and_short_whatever_the_metrics_nam
     assert len(set(names.values())) == len(metrics)
     assert all(not name.startswith((".", "-")) and len(name) <= PLOT_NAME_LENGTH + 13 for name in names.values())
     assert plot_names(metrics) == names  # the same names for the same report
+
+
+def test_a_metric_name_with_a_line_break_keeps_its_heading_on_one_line(tmp_path):
+    records = [({"losses": "l1", "seed": s}, {"val\nmae": s + 1.0}, None, "finished") for s in range(3)]
+    write_trials(tmp_path, records)
+    write_report(tmp_path, plots=False)
+    lines = (tmp_path / "report.md").read_text().splitlines()
+    assert "## val\\nmae" in lines and "mae" not in lines
