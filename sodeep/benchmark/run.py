@@ -158,8 +158,8 @@ def check_extras(config: BenchConfig) -> None:
     missing = [name for name in needed if importlib.util.find_spec(name) is None]
     if missing:
         raise ValueError(
-            f"sodeep bench needs {', '.join(missing)}: pip install 'sodeep[bench]' (in a clone of sodeep: "
-            "pip install -c constraints.txt -e '.[bench]')"
+            f"sodeep bench needs {', '.join(missing)}: in a clone of sodeep, pip install -c constraints.txt -e "
+            "'.[bench]'; elsewhere, install sodeep with its bench extra, or the packages named"
         )
 
 

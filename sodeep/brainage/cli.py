@@ -390,7 +390,8 @@ def check_brainage_extra() -> None:
     if missing:
         raise ValueError(
             f"sodeep brainage needs {', '.join(missing)} (the [brainage] extra): "
-            "pip install 'sodeep[brainage]' (in a clone of sodeep: pip install -c constraints.txt -e '.[brainage]')"
+            "in a clone of sodeep, pip install -c constraints.txt -e '.[brainage]'; elsewhere, install sodeep with "
+            "its brainage extra, or the packages named"
         )
 
 

@@ -97,6 +97,8 @@ class BrainAgePredictions:
         corrected_gaps: preset -> ``(N,)`` gap minus each model's age bias (fitted on its
             validation rows), averaged over the models; NaN where the true age is unknown.
         models: preset -> number of models averaged.
+        extrapolated: ``(N,)`` bool, subjects with a feature more than :data:`FAR_FROM_TRAINING`
+            training standard deviations from the training mean.
         notes: lines a user should read: an unfinished folder, subjects far from the training
             range, and the table's own notes.
     """
@@ -106,6 +108,7 @@ class BrainAgePredictions:
     spread: dict[str, np.ndarray]
     corrected_gaps: dict[str, np.ndarray]
     models: dict[str, int]
+    extrapolated: np.ndarray
     notes: list[str] = field(default_factory=list)
 
     def to_csv(self) -> str:
@@ -319,6 +322,13 @@ def _load_model(model: nn.Module, checkpoint: Path) -> nn.Module:
     return model.eval()
 
 
+def planned_seeds(config: dict[str, Any], preset: str, runs: Sequence[dict[str, Any]]) -> list[int]:
+    """The seeds a folder's runs of ``preset`` are meant to cover: those of its finished ``runs``,
+    and those its last command (``run.json``'s ``config``) asked for where that included the preset."""
+    asked = (config.get("seeds") or []) if preset in (config.get("losses") or []) else []
+    return sorted({int(run["seed"]) for run in runs} | {int(seed) for seed in asked})
+
+
 def predict_new_subjects(
     folder: str | Path,
     table: str | Path,
@@ -379,7 +389,8 @@ def predict_new_subjects(
         id_column=config.get("id_column"),
         site_column=config.get("site_column"),
     )
-    if list(training.feature_names) != list(settings.get("feature_names", [])):
+    # (A folder that does not record its feature columns is checked by its models' test predictions.)
+    if list(training.feature_names) != list(settings.get("feature_names", training.feature_names)):
         raise ValueError(f"the features read from {training_path} are not those {folder} recorded")
     subjects = read_new_subjects(
         table,
@@ -390,12 +401,14 @@ def predict_new_subjects(
         run_age_column=config.get("age_column") or "age",
     )
     notes = list(subjects.notes)
-    planned = len(settings.get("seeds", [])) * settings["folds"]
     for preset in chosen:
+        seeds = planned_seeds(config, preset, finished[preset])
+        planned = len(seeds) * settings["folds"]
         if len(finished[preset]) < planned:
             notes.append(
-                f"{preset}: {len(finished[preset])} of its {planned} runs finished in {folder}; the mean is over those "
-                "(the command that started the folder, with --resume, trains the others)"
+                f"{preset}: {len(finished[preset])} of its {planned} runs (seeds {seeds}) finished in {folder}; the "
+                f"mean is over those (the folder's command with --resume --losses {preset} --seeds "
+                f"{' '.join(map(str, seeds))} trains the others)"
             )
     options = settings["config"]
     runs = [(preset, run) for preset in chosen for run in finished[preset]]
@@ -437,14 +450,15 @@ def predict_new_subjects(
     finite = np.isfinite(predictions).all(0)
     if not finite.all():
         reasons = {
-            row: _far_feature(subjects, training.feature_names, largest_z, row, "no model gives a finite age")
+            row: _far_feature(subjects, training.feature_names, largest_z, row, "a model gives no finite age")
             for row in np.flatnonzero(~finite)
         }
         subjects.keep(finite, reasons)
         predictions, largest_z = predictions[:, finite], largest_z[finite]
         if not subjects.subject_ids:
             raise ValueError(f"{table}: no subject has features a model can predict from ({subjects.skipped[0][1]})")
-    far = np.flatnonzero(largest_z.max(1, initial=0.0) > FAR_FROM_TRAINING)
+    extrapolated = largest_z.max(1, initial=0.0) > FAR_FROM_TRAINING
+    far = np.flatnonzero(extrapolated)
     if len(far):
         notes.append(
             f"{table}: {plural(len(far), 'subject')} {'has' if len(far) == 1 else 'have'} a feature more than "
@@ -473,6 +487,7 @@ def predict_new_subjects(
         spread=spread,
         corrected_gaps=gaps,
         models={preset: len(finished[preset]) for preset in chosen},
+        extrapolated=extrapolated,
         notes=notes,
     )
 
@@ -525,11 +540,14 @@ def run_prediction(
     for note in predictions.notes:
         print(note, file=sys.stderr)
     known = np.isfinite(subjects.ages) if subjects.ages is not None else np.zeros(len(subjects.subject_ids), bool)
+    scored = known & ~predictions.extrapolated
+    left_out = int((known & predictions.extrapolated).sum())
     for preset, predicted in predictions.ages.items():
         line = f"{preset}: mean of {plural(predictions.models[preset], 'model')}"
-        if known.any():
-            error = float(np.abs(predicted[known] - subjects.ages[known]).mean())
-            line += f"; MAE {error:.3f} years against the table's ages ({plural(int(known.sum()), 'subject')})"
+        if scored.any():
+            error = float(np.abs(predicted[scored] - subjects.ages[scored]).mean())
+            line += f"; MAE {error:.3f} years against the table's ages ({plural(int(scored.sum()), 'subject')}"
+            line += f"; {left_out} far from the training range left out)" if left_out else ")"
         print(line, file=sys.stderr)
     text = predictions.to_csv()
     if out is None:

@@ -336,8 +336,8 @@ def test_a_missing_brainage_extra_is_named_in_one_line(command, tmp_path, capsys
     error = capsys.readouterr().err.strip()
     assert exited.value.code == 2 and "\n" not in error
     assert (
-        "needs nilearn, scikit-learn (the [brainage] extra): pip install 'sodeep[brainage]' (in a clone of sodeep: "
-        "pip install -c constraints.txt -e '.[brainage]')" in error
+        "needs nilearn, scikit-learn (the [brainage] extra): in a clone of sodeep, pip install -c constraints.txt -e "
+        "'.[brainage]'; elsewhere, install sodeep with its brainage extra, or the packages named" in error
     )
     assert not (tmp_path / "out").exists()
 

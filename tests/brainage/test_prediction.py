@@ -11,7 +11,7 @@ from brainage_inputs import write_table
 from sodeep.brainage.commands import run_tabular
 from sodeep.brainage.config import TabularConfig
 from sodeep.brainage.models import AgeMLP
-from sodeep.brainage.prediction import predict_new_subjects, read_new_subjects
+from sodeep.brainage.prediction import predict_new_subjects, read_new_subjects, run_prediction
 from sodeep.brainage.splits import fold_rows
 from sodeep.brainage.tables import read_age_table
 from sodeep.cli import main
@@ -228,16 +228,41 @@ def _copy(trained, tmp_path):
 def test_an_unfinished_folder_predicts_with_its_finished_runs_and_says_so(trained, tmp_path):
     copy = _copy(trained, tmp_path)
     results = json.loads((copy / "run" / "results.json").read_text())
-    results["presets"]["l1"]["runs"] = results["presets"]["l1"]["runs"][:3]
-    (copy / "run" / "results.json").write_text(json.dumps(results))
-    predictions = predict_new_subjects(copy / "run", copy / "new.csv", presets="l1")
-    assert predictions.models == {"l1": 3}
-    assert any(note.startswith("l1: 3 of its 4 runs finished in ") for note in predictions.notes)
+    runs = results["presets"]["l1"]["runs"]
+
+    def predicted_with(kept, seeds, losses=("l1",)):
+        results["presets"]["l1"]["runs"], results["settings"]["seeds"] = kept, seeds
+        (copy / "run" / "results.json").write_text(json.dumps(results))
+        record = json.loads((copy / "run" / "run.json").read_text())
+        record["config"]["losses"] = list(losses)
+        (copy / "run" / "run.json").write_text(json.dumps(record))
+        return predict_new_subjects(copy / "run", copy / "new.csv", presets="l1")
+
+    one_lost = predicted_with(runs[:3], [0, 1])
+    assert one_lost.models == {"l1": 3}
+    assert any(note.startswith("l1: 3 of its 4 runs (seeds [0, 1]) finished in ") for note in one_lost.notes)
+    # Stopped before its second seed began: results.json knows seed 0 only, run.json both.
+    seed_lost = predicted_with([run for run in runs if run["seed"] == 0], [0])
+    assert any(note.startswith("l1: 2 of its 4 runs (seeds [0, 1]) finished in ") for note in seed_lost.notes)
+    # Grown by a later command for another preset: l1 was only ever asked for seed 0.
+    grown = predicted_with([run for run in runs if run["seed"] == 0], [0, 1], losses=("mse",))
+    assert grown.models == {"l1": 2} and not any("runs (seeds" in note for note in grown.notes)
     with pytest.raises(ValueError, match="presets is empty"):
         predict_new_subjects(copy / "run", copy / "new.csv", presets=[])
 
 
-def test_ids_and_ages_are_read_from_the_runs_own_columns(tmp_path):
+def test_a_folder_that_does_not_record_its_feature_names_predicts_alike(trained, tmp_path):
+    copy = _copy(trained, tmp_path)
+    results = json.loads((copy / "run" / "results.json").read_text())
+    del results["settings"]["feature_names"]
+    (copy / "run" / "results.json").write_text(json.dumps(results))
+    np.testing.assert_array_equal(
+        predict_new_subjects(copy / "run", copy / "new.csv").ages["l1"],
+        predict_new_subjects(trained / "run", trained / "new.csv").ages["l1"],
+    )
+
+
+def test_ids_and_ages_are_read_from_the_runs_own_columns(tmp_path, capsys):
     rng = np.random.default_rng(2)
     ages = rng.uniform(20, 80, 24)
     rows = [f"k{i},{age:.2f},{3 - 0.01 * age + rng.normal(0, 0.05):.4f}" for i, age in enumerate(ages)]
@@ -263,13 +288,20 @@ def test_ids_and_ages_are_read_from_the_runs_own_columns(tmp_path):
     np.testing.assert_array_equal(subjects.ages[[0, 1, 2, 4]], [30, 40, 50, 70])
     assert np.isnan(subjects.ages[3])
     assert subjects.skipped == [
-        (6, "no model gives a finite age (line 6: 'thick' = 3e+38, " + subjects.skipped[0][1].split(", ")[1])
+        (6, "a model gives no finite age (line 6: 'thick' = 3e+38, " + subjects.skipped[0][1].split(", ")[1])
     ]
     notes = "\n".join(predictions.notes)
     assert "1 subject id appears on more than one row (e.g. ['n1'])" in notes
     assert "found no usable age on 1 of 6 rows (line 5: age 'old' is not a number)" in notes
     assert "1 subject has a feature more than 10 training SDs from the training mean (line 7: 'thick' = 1000" in notes
     assert np.isfinite(predictions.ages["l1"]).all() and np.isnan(predictions.corrected_gaps["l1"][3])
+    assert predictions.extrapolated.tolist() == [False, False, False, False, True]
+    run_prediction(tmp_path / "run", tmp_path / "new.csv")
+    mae = float(np.abs(predictions.ages["l1"][:3] - [30, 40, 50]).mean())
+    assert (
+        f"l1: mean of 2 models; MAE {mae:.3f} years against the table's ages (3 subjects; 1 far from the training range left out)"
+        in capsys.readouterr().err
+    )
     # A table without the run's columns: ids by line, no ages, each said in a note.
     (tmp_path / "bare.csv").write_text("thick,age_years\n2.7,30\n")
     bare = predict_new_subjects(tmp_path / "run", tmp_path / "bare.csv")
