@@ -124,6 +124,22 @@ def test_descent_main_prints_a_row_per_cell_and_writes_json(descent, tmp_path):
             assert math.isclose(row["down"][eps] + row["up"][eps] + row["same"][eps], 1.0)
 
 
+def test_the_sorter_band_option_compares_every_pair_softly_or_as_many_as_given(descent):
+    (every,), _ = descent.build_rankers([0.1], [], [], ["sodeep"], None)
+    (wide,), _ = descent.build_rankers([0.1], [], [], ["sodeep"], 32)
+    (shipped,), _ = descent.build_rankers([0.1], [], [], ["sodeep"])
+    assert (every.rank.band, wide.rank.band, shipped.rank.band) == (None, 32, 8)
+    assert (every.label, shipped.label) == ("sodeep (shipped) floor=0.1, band=all", "sodeep (shipped) floor=0.1")
+    assert every.rank.temperature_floor == wide.rank.temperature_floor == 0.1
+    # Scores packed closer than the floor: the shipped band compares values beyond 8 distinct
+    # values away exactly, every pair softly compares them all at the floor's temperature.
+    scores = torch.arange(40, dtype=torch.float64).mul(0.01).unsqueeze(0)
+    exact = rank(scores)
+    assert (every.rank(scores) - exact).abs().max() > (shipped.rank(scores) - exact).abs().max() + 0.05
+    with pytest.raises(SystemExit):
+        descent.build_parser().parse_args(["--sorter-band", "0"])
+
+
 # bench_sorter_gpu
 
 

@@ -47,6 +47,7 @@ import torch
 from sodeep.benchmark.rankers import Ranker, ranker_families
 from sodeep.benchmark.report import script_json_problem
 from sodeep.benchmark.scripts import run_script
+from sodeep.checkpoints import load_sorter
 from sodeep.config import number_at_least, number_list, parse_with_quick
 from sodeep.files import atomic_write_json
 from sodeep.losses import SpearmanLoss
@@ -225,9 +226,14 @@ def descent_cell(
 
 
 def build_rankers(
-    floors: Sequence[float], temperatures: Sequence[float], strengths: Sequence[float], families: Sequence[str]
+    floors: Sequence[float],
+    temperatures: Sequence[float],
+    strengths: Sequence[float],
+    families: Sequence[str],
+    sorter_band: int | None | str = "shipped",
 ) -> tuple[list[Ranker], dict[str, str]]:
-    """The rankers compared, and ``{name: reason}`` for those that cannot be built here."""
+    """The rankers compared, and ``{name: reason}`` for those that cannot be built here;
+    ``sorter_band``: the shipped sorter's band as shipped, or another (``None``: every pair)."""
     by_name = {family.name: family for family in ranker_families()}
     wanted = {
         "sodeep": [("sodeep (shipped)", value) for value in floors],
@@ -238,10 +244,21 @@ def build_rankers(
     for key in families:
         for name, value in wanted[key]:
             try:
+                if key == "sodeep" and sorter_band != "shipped":
+                    rankers.append(shipped_with_band(value, sorter_band))
+                    continue
                 rankers.append(by_name[name].build(value))
             except (ImportError, FileNotFoundError, ValueError) as error:
                 missing[f"{name} {'' if value is None else value}".strip()] = f"{type(error).__name__}: {error}"
     return rankers, missing
+
+
+def shipped_with_band(floor: float, band: int | None) -> Ranker:
+    """The shipped sorter at temperature ``floor`` (0: none) comparing ``band`` distinct values
+    softly on each side (``None``: every pair, ``B n^2`` memory)."""
+    sorter = load_sorter(temperature_floor=floor or None, band=band)
+    setting = f"floor={floor:g}, band={'all' if band is None else band}"
+    return Ranker("sodeep (shipped)", setting, "rank", sorter, lengths=(2, sorter.max_length))
 
 
 def supported_dtype(ranker: Ranker) -> torch.dtype:
@@ -266,6 +283,12 @@ def format_table(rows: Sequence[DescentRow], steps: Sequence[float]) -> str:
             cells.append("-" if median is None else f"{median:.6f} ({low:.6f})")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _band(text: str) -> int | None | str:
+    if text in ("shipped", "none"):
+        return None if text == "none" else text
+    return number_at_least(int, 1)(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -299,6 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="shipped sorter at these temperature floors (0: none)",
     )
     parser.add_argument(
+        "--sorter-band",
+        type=_band,
+        default="shipped",
+        metavar="BAND",
+        help="distinct values the shipped sorter compares softly on each side (none: every pair); default: as shipped",
+    )
+    parser.add_argument(
         "--temperatures", type=number_list(float, 0, above=True), default=[0.01, 0.1], help="pairwise sigmoid T"
     )
     parser.add_argument(
@@ -328,7 +358,9 @@ def main(argv: Sequence[str] | None = None) -> str:
         raise SystemExit(f"--rankers takes sodeep, pairwise, torchsort; got {arguments.rankers!r}")
     if not 0.0 <= arguments.correlation <= 1.0:
         raise SystemExit(f"--correlation must be in [0, 1], got {arguments.correlation}")
-    rankers, missing = build_rankers(arguments.floors, arguments.temperatures, arguments.strengths, families)
+    rankers, missing = build_rankers(
+        arguments.floors, arguments.temperatures, arguments.strengths, families, arguments.sorter_band
+    )
 
     rows, refused = [], {}
     cells = [(r, d, n) for r in rankers for d in distributions for n in arguments.lengths]
