@@ -426,3 +426,13 @@ def test_overwrite_does_not_clear_a_folder_holding_scans_the_manifest_lists(
         in error
     )
     assert folder_state(out) == before
+
+
+def test_overwrite_of_a_folder_of_scans_that_is_no_run_says_it_is_no_run_folder(tmp_path, capsys, brainage_inputs):
+    """Not "move the scans out first", which would only lead to this refusal."""
+    shutil.copytree(brainage_inputs, tmp_path / "cohort")
+    argv = ["brainage", "nifti", *tiny_argv("nifti", tmp_path / "cohort"), "--wandb", "disabled"]
+    before = folder_state(tmp_path / "cohort")
+    error = _run_and_check_one_line([*argv, "--out", str(tmp_path / "cohort"), "--overwrite"], capsys)
+    assert "holds files but no run.json" in error and "not a sodeep run folder" in error
+    assert folder_state(tmp_path / "cohort") == before
