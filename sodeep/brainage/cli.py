@@ -193,6 +193,13 @@ def _add_predict_parser(tasks: Any) -> None:
         metavar="NAME",
         help="column of chronological ages, optional: adds each subject's gap (default: the run's, if the table has it)",
     )
+    predict.add_argument(
+        "--training-csv",
+        type=os.path.expanduser,
+        metavar="PATH",
+        help="where the run's training table is now, if it moved (checked by the SHA-256 the run recorded) "
+        "(default: where the run read it)",
+    )
     predict.set_defaults(handler=_predict)
 
 
@@ -207,6 +214,7 @@ def _predict(arguments: argparse.Namespace) -> int:
         presets=arguments.losses,
         id_column=arguments.id_column,
         age_column=arguments.age_column,
+        training_table=arguments.training_csv,
     )
     return 0
 

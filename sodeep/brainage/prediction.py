@@ -64,8 +64,8 @@ class NewSubjects:
         lines: ``N`` CSV lines of the rows.
         skipped: ``(csv line, reason)`` of rows left out (a feature missing or not a number).
         rows: data rows in the file (kept and skipped).
-        notes: lines a reader of the table should know (columns not found, repeated ids, ages
-            that are not numbers).
+        notes: lines a reader of the table should know (columns not found, repeated ids).
+        unusable_ages: ``(csv line, reason)`` of the rows kept whose age is not a usable number.
     """
 
     features: np.ndarray
@@ -75,6 +75,7 @@ class NewSubjects:
     skipped: list[tuple[int, str]] = field(default_factory=list)
     rows: int = 0
     notes: list[str] = field(default_factory=list)
+    unusable_ages: list[tuple[int, str]] = field(default_factory=list)
 
     def keep(self, kept: np.ndarray, reasons: dict[int, str]) -> None:
         """Keep the rows where ``kept`` ``(N,)`` is true; the others join ``skipped`` with
@@ -84,6 +85,7 @@ class NewSubjects:
         self.subject_ids = [subject for subject, keep in zip(self.subject_ids, kept) if keep]
         self.ages = None if self.ages is None else self.ages[kept]
         self.lines = [line for line, keep in zip(self.lines, kept) if keep]
+        self.unusable_ages = [(line, reason) for line, reason in self.unusable_ages if line in set(self.lines)]
 
 
 @dataclass
@@ -176,14 +178,15 @@ def read_new_subjects(
         raise ValueError(f"{path}: the table has a header but no rows")
     try:
         folded = {column.casefold() for column in columns}
-        if id_column is None and run_id_column is not None and run_id_column.casefold() not in folded:
-            notes.append(
-                f"{path}: no id column {run_id_column!r} (the run's); subjects are named by the default id columns or CSV lines"
-            )
-            run_id_column = None
-        id_column, _ = find_id_and_site_columns(columns, id_column or run_id_column, None)
+        lacks_the_runs = id_column is None and run_id_column is not None and run_id_column.casefold() not in folded
+        id_column, _ = find_id_and_site_columns(columns, id_column or (None if lacks_the_runs else run_id_column), None)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
+    if lacks_the_runs:
+        named = f"by its {id_column!r} column" if id_column else "by their CSV lines"
+        notes.append(
+            f"{path}: no id column {run_id_column!r} (the run's); subjects are named {named} (--id-column names one)"
+        )
     age_column = _age_column(path, columns, age_column, run_age_column, notes)
 
     features, ids, ages, kept_lines, skipped, unusable_ages = [], [], [], [], [], []
@@ -210,11 +213,6 @@ def read_new_subjects(
             f"{path}: {plural(len(repeated), 'subject id')} {'appears' if len(repeated) == 1 else 'appear'} on more "
             f"than one row (e.g. {repeated[:5]}); those rows are named with their CSV lines"
         )
-    if unusable_ages:
-        notes.append(
-            describe_left_out(str(path), unusable_ages, len(features), verb="found no usable age on")
-            + "; their gaps are left empty"
-        )
     return NewSubjects(
         features=np.asarray(features, dtype=np.float64).astype(np.float32),
         subject_ids=row_labels(ids, kept_lines, set(repeated)),
@@ -223,6 +221,7 @@ def read_new_subjects(
         skipped=skipped,
         rows=len(rows),
         notes=notes,
+        unusable_ages=unusable_ages,
     )
 
 
@@ -336,6 +335,7 @@ def predict_new_subjects(
     presets: Sequence[str] | None = None,
     id_column: str | None = None,
     age_column: str | None = None,
+    training_table: str | Path | None = None,
 ) -> BrainAgePredictions:
     """Predict the ages of the subjects in ``table`` with every model of a tabular run folder.
 
@@ -347,6 +347,8 @@ def predict_new_subjects(
             rows whose features lie so far from the training range that a model's age is not finite.
         presets: which of the folder's presets (default: every preset with a finished run).
         id_column, age_column: as :func:`read_new_subjects` (default: the run's own columns).
+        training_table: where the run's training table is now (default: where the run read it),
+            checked by the SHA-256 the run recorded.
 
     Returns:
         :class:`BrainAgePredictions`, ``(N,)`` per preset.
@@ -375,13 +377,23 @@ def predict_new_subjects(
     if unknown:
         raise ValueError(f"{folder} holds no finished run of {unknown}; it holds {sorted(finished)}")
 
-    training_path = training_table_path(config)
+    training_path = Path(training_table) if training_table is not None else training_table_path(config)
     if not training_path.is_file() or file_digest(training_path) != config.get("table_sha256"):
+        if training_table is not None:
+            where = (
+                "is not a file" if not training_path.is_file() else "is not the table the run read (another SHA-256)"
+            )
+            raise ValueError(f"--training-csv: {training_path} {where}")
         where = "is missing" if not training_path.is_file() else "has changed since the run (another SHA-256)"
         raise ValueError(
             f"the run's training table {training_path} {where}: each model standardizes features with its "
-            "training rows' means, so predicting needs that table as the run read it"
+            "training rows' means, so predicting needs that table as the run read it (--training-csv gives "
+            "where it is now)"
         )
+    if _in_use(folder):
+        notes_in_use = [f"{folder} is in use by a running sodeep command: the ages are from the runs finished so far"]
+    else:
+        notes_in_use = []
     training = read_age_table(
         training_path,
         age_column=config.get("age_column") or "age",
@@ -400,15 +412,20 @@ def predict_new_subjects(
         run_id_column=training.id_header,
         run_age_column=config.get("age_column") or "age",
     )
-    notes = list(subjects.notes)
+    notes = notes_in_use + list(subjects.notes)
     for preset in chosen:
         seeds = planned_seeds(config, preset, finished[preset])
         planned = len(seeds) * settings["folds"]
         if len(finished[preset]) < planned:
+            resume = (
+                ""
+                if notes_in_use
+                else f" (the folder's command with --resume --losses {preset} --seeds {' '.join(map(str, seeds))} "
+                "trains the others)"
+            )
             notes.append(
                 f"{preset}: {len(finished[preset])} of its {planned} runs (seeds {seeds}) finished in {folder}; the "
-                f"mean is over those (the folder's command with --resume --losses {preset} --seeds "
-                f"{' '.join(map(str, seeds))} trains the others)"
+                f"mean is over those{resume}"
             )
     options = settings["config"]
     runs = [(preset, run) for preset in chosen for run in finished[preset]]
@@ -450,7 +467,7 @@ def predict_new_subjects(
     finite = np.isfinite(predictions).all(0)
     if not finite.all():
         reasons = {
-            row: _far_feature(subjects, training.feature_names, largest_z, row, "a model gives no finite age")
+            row: f"a model gives no finite age ({_far_feature(subjects, training.feature_names, largest_z, row)})"
             for row in np.flatnonzero(~finite)
         }
         subjects.keep(finite, reasons)
@@ -462,9 +479,19 @@ def predict_new_subjects(
     if len(far):
         notes.append(
             f"{table}: {plural(len(far), 'subject')} {'has' if len(far) == 1 else 'have'} a feature more than "
-            f"{FAR_FROM_TRAINING:g} training SDs from the training mean ({_far_feature(subjects, training.feature_names, largest_z, far[0])}): "
+            f"{FAR_FROM_TRAINING:g} training SDs from the training mean (line {subjects.lines[far[0]]}: {_far_feature(subjects, training.feature_names, largest_z, far[0])}): "
             "their ages are extrapolations"
         )
+    if subjects.unusable_ages:
+        notes.append(
+            describe_left_out(
+                str(table), subjects.unusable_ages, len(subjects.subject_ids), verb="found no usable age on"
+            )
+            + "; their gaps are left empty"
+        )
+    notes += _training_subjects_note(
+        table, subjects, training, same_table=file_digest(Path(table)) == config.get("table_sha256")
+    )
     ages, spread, gaps = {}, {}, {}
     for preset in chosen:
         own = [index for index, (name, _) in enumerate(runs) if name == preset]
@@ -492,13 +519,41 @@ def predict_new_subjects(
     )
 
 
-def _far_feature(subjects: NewSubjects, names: Sequence[str], largest_z: np.ndarray, row: int, lead: str = "") -> str:
-    """``line 5: 'lh_x' = 1e+30, 3.2e+29 training SDs from its mean`` for the subject in ``row``
-    (``largest_z``: ``(N, F)`` the largest ``|z|`` over the models), after ``lead``."""
+def _in_use(folder: Path) -> bool:
+    """Whether a running command holds ``folder`` (its training may still add runs)."""
+    from sodeep.run_folder import check_not_in_use
+
+    try:
+        check_not_in_use(folder)
+    except (ValueError, OSError):
+        return True
+    return False
+
+
+def _training_subjects_note(table: str | Path, subjects: NewSubjects, training: Any, *, same_table: bool) -> list[str]:
+    """A line where the subjects predicted include the run's training subjects (the same file, or
+    ids of its table), whose ages are not out-of-sample; else none."""
+    after = "the models trained on them, so their ages are not out-of-sample (the run's predictions.csv holds "
+    after += "each training subject's age from the model that had it in its test fold)"
+    if same_table:
+        return [f"{table} is the run's training table: {after}"]
+    known = {subject for subject in training.subject_ids if not subject.startswith("line ")}
+    shared = [subject for subject in subjects.subject_ids if subject in known]
+    if not shared:
+        return []
+    ids = "has an id" if len(shared) == 1 else "have ids"
+    return [
+        f"{table}: {plural(len(shared), 'subject')} {ids} of the run's training table (e.g. {shared[:3]}); if they "
+        f"are the same subjects, {after}"
+    ]
+
+
+def _far_feature(subjects: NewSubjects, names: Sequence[str], largest_z: np.ndarray, row: int) -> str:
+    """``'lh_x' = 1e+30, 3.2e+29 training SDs from its mean``: the feature of the subject in ``row``
+    farthest from the training range (``largest_z``: ``(N, F)``, the largest ``|z|`` over the models)."""
     column = int(np.argmax(largest_z[row]))
     value, far = subjects.features[row, column], largest_z[row, column]
-    text = f"line {subjects.lines[row]}: {names[column]!r} = {value:g}, {far:.3g} training SDs from its mean"
-    return f"{lead} ({text})" if lead else text
+    return f"{names[column]!r} = {value:g}, {far:.3g} training SDs from its mean"
 
 
 def is_prediction_table(text: str) -> bool:
@@ -514,6 +569,7 @@ def run_prediction(
     presets: Sequence[str] | None = None,
     id_column: str | None = None,
     age_column: str | None = None,
+    training_table: str | Path | None = None,
 ) -> BrainAgePredictions:
     """``sodeep brainage predict``: :func:`predict_new_subjects`, a summary and notes on stderr and
     the table (:meth:`BrainAgePredictions.to_csv`) written atomically to ``out``, or to stdout."""
@@ -532,7 +588,9 @@ def run_prediction(
                 f"--out: {out} is inside the run folder {inside}, whose files its command writes (and its --overwrite "
                 "deletes); choose a path outside it"
             )
-    predictions = predict_new_subjects(folder, table, presets=presets, id_column=id_column, age_column=age_column)
+    predictions = predict_new_subjects(
+        folder, table, presets=presets, id_column=id_column, age_column=age_column, training_table=training_table
+    )
     subjects = predictions.subjects
     print(f"{table}: {plural(len(subjects.subject_ids), 'subject')} predicted", file=sys.stderr)
     if subjects.skipped:

@@ -23,6 +23,8 @@ def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("prediction")
     write_table(folder / "table.csv", subjects=40, seed=0)
     write_table(folder / "new.csv", subjects=12, seed=1)
+    # Other subjects, with ids of their own.
+    (folder / "new.csv").write_text((folder / "new.csv").read_text().replace("\ns", "\nn"))
     config = TabularConfig(
         csv=str(folder / "table.csv"),
         losses=["l1"],
@@ -288,11 +290,11 @@ def test_ids_and_ages_are_read_from_the_runs_own_columns(tmp_path, capsys):
     np.testing.assert_array_equal(subjects.ages[[0, 1, 2, 4]], [30, 40, 50, 70])
     assert np.isnan(subjects.ages[3])
     assert subjects.skipped == [
-        (6, "a model gives no finite age (line 6: 'thick' = 3e+38, " + subjects.skipped[0][1].split(", ")[1])
+        (6, "a model gives no finite age ('thick' = 3e+38, " + subjects.skipped[0][1].split(", ")[1])
     ]
     notes = "\n".join(predictions.notes)
     assert "1 subject id appears on more than one row (e.g. ['n1'])" in notes
-    assert "found no usable age on 1 of 6 rows (line 5: age 'old' is not a number)" in notes
+    assert "found no usable age on 1 of 5 rows (line 5: age 'old' is not a number)" in notes
     assert "1 subject has a feature more than 10 training SDs from the training mean (line 7: 'thick' = 1000" in notes
     assert np.isfinite(predictions.ages["l1"]).all() and np.isnan(predictions.corrected_gaps["l1"][3])
     assert predictions.extrapolated.tolist() == [False, False, False, False, True]
@@ -309,7 +311,76 @@ def test_ids_and_ages_are_read_from_the_runs_own_columns(tmp_path, capsys):
     assert "no age column 'AGE_yrs' (the run's) (did you mean 'age_years'?); predicting without ages" in "\n".join(
         bare.notes
     )
-    assert "no id column 'scan_code' (the run's)" in "\n".join(bare.notes)
+    assert "no id column 'scan_code' (the run's); subjects are named by their CSV lines (--id-column names one)" in (
+        "\n".join(bare.notes)
+    )
     assert predict_new_subjects(tmp_path / "run", tmp_path / "bare.csv", age_column="age_years").subjects.ages == [30]
     with pytest.raises(ValueError, match=r"bare.csv: no age column 'agee' \(did you mean 'age_years'\?\)"):
         predict_new_subjects(tmp_path / "run", tmp_path / "bare.csv", age_column="agee")
+
+
+def test_a_moved_training_table_is_given_by_path_and_checked_by_its_digest(trained, tmp_path):
+    copy = tmp_path / "moved"
+    shutil.copytree(trained, copy)  # run.json still names the table where it was trained
+    shutil.move(copy / "table.csv", copy / "elsewhere.csv")
+    missing = str(trained / "table.csv")
+    (trained / "table.csv").rename(trained / "table.csv.away")
+    try:
+        with pytest.raises(ValueError, match="is missing: .*--training-csv gives where it is now"):
+            predict_new_subjects(copy / "run", copy / "new.csv")
+        moved = predict_new_subjects(copy / "run", copy / "new.csv", training_table=copy / "elsewhere.csv")
+        with pytest.raises(ValueError, match=r"--training-csv: .*new.csv is not the table the run read \(another SHA"):
+            predict_new_subjects(copy / "run", copy / "new.csv", training_table=copy / "new.csv")
+    finally:
+        (trained / "table.csv.away").rename(missing)
+    np.testing.assert_array_equal(
+        moved.ages["l1"], predict_new_subjects(trained / "run", trained / "new.csv").ages["l1"]
+    )
+
+
+def test_training_subjects_are_said_not_to_be_out_of_sample(trained, tmp_path):
+    itself = predict_new_subjects(trained / "run", trained / "table.csv")
+    assert any("table.csv is the run's training table: the models trained on them" in note for note in itself.notes)
+    lines = (trained / "table.csv").read_text().splitlines()
+    (tmp_path / "mixed.csv").write_text(
+        "\n".join([lines[0], lines[3], *(trained / "new.csv").read_text().splitlines()[1:]]) + "\n"
+    )
+    mixed = predict_new_subjects(trained / "run", tmp_path / "mixed.csv")
+    shared = lines[3].split(",")[0]
+    assert any(
+        f"1 subject has an id of the run's training table (e.g. ['{shared}']); if they are the same subjects, the models"
+        in note
+        for note in mixed.notes
+    )
+    assert not any(
+        "training table" in note for note in predict_new_subjects(trained / "run", trained / "new.csv").notes
+    )
+
+
+def test_a_folder_still_training_says_so_and_offers_no_resume(trained, tmp_path):
+    import threading
+
+    from sodeep.run_folder import hold_folder, releasing_run_folders
+
+    copy = _copy(trained, tmp_path)
+    results = json.loads((copy / "run" / "results.json").read_text())
+    results["presets"]["l1"]["runs"] = results["presets"]["l1"]["runs"][:3]
+    (copy / "run" / "results.json").write_text(json.dumps(results))
+    held, finish = threading.Event(), threading.Event()
+
+    @releasing_run_folders
+    def training() -> None:  # a command of another thread holds the folder, as one of another process would
+        hold_folder(copy / "run")
+        held.set()
+        finish.wait(timeout=60)
+
+    worker = threading.Thread(target=training)
+    worker.start()
+    assert held.wait(timeout=60)
+    try:
+        notes = predict_new_subjects(copy / "run", copy / "new.csv").notes
+    finally:
+        finish.set()
+        worker.join(timeout=60)
+    assert notes[0].endswith("is in use by a running sodeep command: the ages are from the runs finished so far")
+    assert any(note.startswith("l1: 3 of its 4 runs") and "--resume" not in note for note in notes)
