@@ -533,10 +533,10 @@ def _in_use(folder: Path) -> bool:
 def _training_subjects_note(table: str | Path, subjects: NewSubjects, training: Any, *, same_table: bool) -> list[str]:
     """A line where the subjects predicted include the run's training subjects (the same file, or
     ids of its table), whose ages are not out-of-sample; else none."""
-    after = "the models trained on them, so their ages are not out-of-sample (the run's predictions.csv holds "
-    after += "each training subject's age from the model that had it in its test fold)"
+    after = "so their ages are not out-of-sample (the run's predictions.csv holds each training subject's age "
+    after += "from the model that had it in its test fold)"
     if same_table:
-        return [f"{table} is the run's training table: {after}"]
+        return [f"{table} is the run's training table: the models trained on its subjects, {after}"]
     known = {subject for subject in training.subject_ids if not subject.startswith("line ")}
     shared = [subject for subject in subjects.subject_ids if subject in known]
     if not shared:
@@ -544,7 +544,7 @@ def _training_subjects_note(table: str | Path, subjects: NewSubjects, training: 
     ids = "has an id" if len(shared) == 1 else "have ids"
     return [
         f"{table}: {plural(len(shared), 'subject')} {ids} of the run's training table (e.g. {shared[:3]}); if they "
-        f"are the same subjects, {after}"
+        f"are the same subjects, the models trained on them, {after}"
     ]
 
 

@@ -340,7 +340,10 @@ def test_a_moved_training_table_is_given_by_path_and_checked_by_its_digest(train
 
 def test_training_subjects_are_said_not_to_be_out_of_sample(trained, tmp_path):
     itself = predict_new_subjects(trained / "run", trained / "table.csv")
-    assert any("table.csv is the run's training table: the models trained on them" in note for note in itself.notes)
+    assert any(
+        "table.csv is the run's training table: the models trained on its subjects, so their ages are not" in note
+        for note in itself.notes
+    )
     lines = (trained / "table.csv").read_text().splitlines()
     (tmp_path / "mixed.csv").write_text(
         "\n".join([lines[0], lines[3], *(trained / "new.csv").read_text().splitlines()[1:]]) + "\n"
