@@ -337,8 +337,12 @@ def check_no_input_inside(out: Path, config: dict[str, Any], *, role: str = "") 
     """A ``ValueError`` if clearing ``out`` would delete a file or folder that the run reads: a
     setting of ``config`` (a string, or a list of strings) naming ``out`` itself or an existing path
     inside it, as written or where a link leads.  The settings a run writes (``out``, a ``cache``) aside.
-    ``role``: what the paths are to the setting, where they are not its value (``"a volume listed in"``)."""
+    ``role``: what the paths are to the setting, where they are not its value (``"a volume listed in"``).
+    A folder without a ``run.json`` is never cleared (:func:`claim_run_folder` refuses a folder of
+    files that is no run), so nothing in it is looked for: moving an input out would not help."""
     folder = Path(out)
+    if not (folder / RUN_RECORD).is_file():
+        return
     for key, value in config.items():
         if key in WRITTEN_SETTINGS:
             continue

@@ -307,7 +307,6 @@ def run_nifti(
         RunInterrupted,
         check_no_input_inside,
         drop_previous_run,
-        holds_a_run_record,
         holds_files_besides_its_lock,
         restore_a_killed_replacement,
         set_aside_previous_run,
@@ -337,9 +336,7 @@ def run_nifti(
     new_run = not resume and not holds_files_besides_its_lock(out)
     existed = out.is_dir()
     if leader:
-        # The scans the manifest lists are read after the folder's run is set aside.  (A folder of
-        # files that is no run is refused by claim_folder whatever it holds.)
-        if overwrite and holds_a_run_record(out):
+        if overwrite:  # the scans the manifest lists are read after the folder's run is set aside
             check_no_input_inside(out, {"manifest": [str(row.path) for row in rows]}, role="a volume listed in")
         out, record = claim_folder("nifti", config, data | start, resume=resume, overwrite=overwrite)
         # The cohort (and so the results' settings) is known once the volumes are read, into the

@@ -62,6 +62,7 @@ class NewSubjects:
             id, and ``"sub-01 (line 3)"`` for an id found on several rows.
         ages: ``(N,)`` float64 chronological ages, NaN where unknown; ``None`` without an age column.
         lines: ``N`` CSV lines of the rows.
+        ids: ``N`` ids as the id column holds them (``None`` where a row has none).
         skipped: ``(csv line, reason)`` of rows left out (a feature missing or not a number).
         rows: data rows in the file (kept and skipped).
         notes: lines a reader of the table should know (columns not found, repeated ids).
@@ -72,6 +73,7 @@ class NewSubjects:
     subject_ids: list[str]
     ages: np.ndarray | None
     lines: list[int]
+    ids: list[str | None] = field(default_factory=list)
     skipped: list[tuple[int, str]] = field(default_factory=list)
     rows: int = 0
     notes: list[str] = field(default_factory=list)
@@ -83,9 +85,11 @@ class NewSubjects:
         self.skipped = sorted(self.skipped + [(self.lines[index], reasons[index]) for index in np.flatnonzero(~kept)])
         self.features = self.features[kept]
         self.subject_ids = [subject for subject, keep in zip(self.subject_ids, kept) if keep]
+        self.ids = [subject for subject, keep in zip(self.ids, kept) if keep]
         self.ages = None if self.ages is None else self.ages[kept]
         self.lines = [line for line, keep in zip(self.lines, kept) if keep]
-        self.unusable_ages = [(line, reason) for line, reason in self.unusable_ages if line in set(self.lines)]
+        kept_lines = set(self.lines)
+        self.unusable_ages = [(line, reason) for line, reason in self.unusable_ages if line in kept_lines]
 
 
 @dataclass
@@ -216,6 +220,7 @@ def read_new_subjects(
     return NewSubjects(
         features=np.asarray(features, dtype=np.float64).astype(np.float32),
         subject_ids=row_labels(ids, kept_lines, set(repeated)),
+        ids=ids,
         ages=np.asarray(ages, dtype=np.float64) if age_column else None,
         lines=kept_lines,
         skipped=skipped,
@@ -380,9 +385,9 @@ def predict_new_subjects(
     training_path = Path(training_table) if training_table is not None else training_table_path(config)
     if not training_path.is_file() or file_digest(training_path) != config.get("table_sha256"):
         if training_table is not None:
-            where = (
-                "is not a file" if not training_path.is_file() else "is not the table the run read (another SHA-256)"
-            )
+            if training_path.is_dir():
+                raise ValueError(f"--training-csv: {training_path} is a folder; give the table in it, a CSV file")
+            where = "is missing" if not training_path.exists() else "is not the table the run read (another SHA-256)"
             raise ValueError(f"--training-csv: {training_path} {where}")
         where = "is missing" if not training_path.is_file() else "has changed since the run (another SHA-256)"
         raise ValueError(
@@ -520,13 +525,27 @@ def predict_new_subjects(
 
 
 def _in_use(folder: Path) -> bool:
-    """Whether a running command holds ``folder`` (its training may still add runs)."""
-    from sodeep.run_folder import check_not_in_use
+    """Whether a running command holds ``folder``'s lock (its training may still add runs).  A
+    folder whose lock cannot be read (none, a link, a read-only or another user's folder) shows no
+    running command: ``False``."""
+    import os
+
+    from sodeep.run_folder import RUN_LOCK
 
     try:
-        check_not_in_use(folder)
-    except (ValueError, OSError):
+        import fcntl
+    except ImportError:  # no advisory locks on this system: nothing to tell
+        return False
+    try:
+        descriptor = os.open(folder / RUN_LOCK, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)  # refused while a command holds it
+    except OSError:
         return True
+    finally:
+        os.close(descriptor)  # (which lets go of the shared lock at once)
     return False
 
 
@@ -537,8 +556,8 @@ def _training_subjects_note(table: str | Path, subjects: NewSubjects, training: 
     after += "from the model that had it in its test fold)"
     if same_table:
         return [f"{table} is the run's training table: the models trained on its subjects, {after}"]
-    known = {subject for subject in training.subject_ids if not subject.startswith("line ")}
-    shared = [subject for subject in subjects.subject_ids if subject in known]
+    known = set(training_ids(training))
+    shared = list(dict.fromkeys(subject for subject in subjects.ids if subject is not None and subject in known))
     if not shared:
         return []
     ids = "has an id" if len(shared) == 1 else "have ids"
@@ -546,6 +565,15 @@ def _training_subjects_note(table: str | Path, subjects: NewSubjects, training: 
         f"{table}: {plural(len(shared), 'subject')} {ids} of the run's training table (e.g. {shared[:3]}); if they "
         f"are the same subjects, the models trained on them, {after}"
     ]
+
+
+def training_ids(training: Any) -> list[str]:
+    """The ids of a training table's subjects as its id column holds them: its subject names without
+    the CSV lines that tell repeated ids apart, and without the rows named by their line alone."""
+    import re
+
+    named = (re.sub(r" \(line \d+\)( #\d+)?$", "", subject) for subject in training.subject_ids)
+    return [subject for subject in named if not re.fullmatch(r"line \d+( #\d+)?", subject)]
 
 
 def _far_feature(subjects: NewSubjects, names: Sequence[str], largest_z: np.ndarray, row: int) -> str:

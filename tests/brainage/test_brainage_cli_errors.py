@@ -428,6 +428,43 @@ def test_overwrite_does_not_clear_a_folder_holding_scans_the_manifest_lists(
     assert folder_state(out) == before
 
 
+def test_overwrite_keeps_the_scans_of_a_run_folder_whose_run_json_is_damaged(
+    tmp_path, capsys, brainage_inputs, finished_runs
+):
+    """A damaged record is still a run folder that --overwrite clears: the scans it holds are looked for."""
+    out = tmp_path / "out"
+    shutil.copytree(finished_runs["nifti"], out)
+    (out / "run.json").write_text('{"command": "brainage nifti", "conf')
+    shutil.copy(brainage_inputs / "s1.nii.gz", out / "s1.nii.gz")
+    lines = (brainage_inputs / "manifest.csv").read_text().splitlines()
+    rows = [str(out / "s1.nii.gz") + line[line.index(",") :] if line.startswith("s1.") else line for line in lines[1:]]
+    rows = [
+        row if row.startswith("/") else str(brainage_inputs / row.split(",")[0]) + row[row.index(",") :] for row in rows
+    ]
+    (tmp_path / "manifest.csv").write_text("\n".join([lines[0], *rows]) + "\n")
+    argv = ["brainage", "nifti", *tiny_argv("nifti", brainage_inputs), "--wandb", "disabled", "--out", str(out)]
+    argv[argv.index("--manifest") + 1] = str(tmp_path / "manifest.csv")
+    before = folder_state(out)
+    error = _run_and_check_one_line([*argv, "--overwrite"], capsys)
+    assert f"would delete {out / 's1.nii.gz'}, which this run reads as a volume listed in --manifest" in error
+    assert folder_state(out) == before
+
+
+def test_a_config_file_in_a_folder_that_is_no_run_gets_the_no_run_refusal(tmp_path, capsys, brainage_inputs):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    shutil.copy(brainage_inputs / "table.csv", folder / "table.csv")
+    (folder / "run.yaml").write_text(
+        f"csv: {folder / 'table.csv'}\nlosses: [l1]\nfolds: 2\nseeds: [0]\nmax_epochs: 1\n"
+    )
+    before = folder_state(folder)
+    error = _run_and_check_one_line(
+        ["brainage", "tabular", "--config", str(folder / "run.yaml"), "--out", str(folder), "--overwrite"], capsys
+    )
+    assert "holds files but no run.json" in error and "move it out" not in error
+    assert folder_state(folder) == before
+
+
 def test_overwrite_of_a_folder_of_scans_that_is_no_run_says_it_is_no_run_folder(tmp_path, capsys, brainage_inputs):
     """Not "move the scans out first", which would only lead to this refusal."""
     shutil.copytree(brainage_inputs, tmp_path / "cohort")

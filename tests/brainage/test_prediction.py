@@ -320,22 +320,19 @@ def test_ids_and_ages_are_read_from_the_runs_own_columns(tmp_path, capsys):
 
 
 def test_a_moved_training_table_is_given_by_path_and_checked_by_its_digest(trained, tmp_path):
-    copy = tmp_path / "moved"
-    shutil.copytree(trained, copy)  # run.json still names the table where it was trained
-    shutil.move(copy / "table.csv", copy / "elsewhere.csv")
-    missing = str(trained / "table.csv")
-    (trained / "table.csv").rename(trained / "table.csv.away")
-    try:
-        with pytest.raises(ValueError, match="is missing: .*--training-csv gives where it is now"):
-            predict_new_subjects(copy / "run", copy / "new.csv")
-        moved = predict_new_subjects(copy / "run", copy / "new.csv", training_table=copy / "elsewhere.csv")
-        with pytest.raises(ValueError, match=r"--training-csv: .*new.csv is not the table the run read \(another SHA"):
-            predict_new_subjects(copy / "run", copy / "new.csv", training_table=copy / "new.csv")
-    finally:
-        (trained / "table.csv.away").rename(missing)
-    np.testing.assert_array_equal(
-        moved.ages["l1"], predict_new_subjects(trained / "run", trained / "new.csv").ages["l1"]
-    )
+    copy = _copy(trained, tmp_path)
+    shutil.move(copy / "table.csv", copy / "elsewhere.csv")  # run.json names it where it was
+    with pytest.raises(ValueError, match="table.csv is missing: .*--training-csv gives where it is now"):
+        predict_new_subjects(copy / "run", copy / "new.csv")
+    moved = predict_new_subjects(copy / "run", copy / "new.csv", training_table=copy / "elsewhere.csv")
+    expected = predict_new_subjects(trained / "run", trained / "new.csv")
+    np.testing.assert_array_equal(moved.ages["l1"], expected.ages["l1"])
+    with pytest.raises(ValueError, match=r"--training-csv: .*new.csv is not the table the run read \(another SHA"):
+        predict_new_subjects(copy / "run", copy / "new.csv", training_table=copy / "new.csv")
+    with pytest.raises(ValueError, match=r"--training-csv: .*gone.csv is missing$"):
+        predict_new_subjects(copy / "run", copy / "new.csv", training_table=copy / "gone.csv")
+    with pytest.raises(ValueError, match="--training-csv: .* is a folder; give the table in it"):
+        predict_new_subjects(copy / "run", copy / "new.csv", training_table=copy)
 
 
 def test_training_subjects_are_said_not_to_be_out_of_sample(trained, tmp_path):
@@ -345,9 +342,9 @@ def test_training_subjects_are_said_not_to_be_out_of_sample(trained, tmp_path):
         for note in itself.notes
     )
     lines = (trained / "table.csv").read_text().splitlines()
-    (tmp_path / "mixed.csv").write_text(
-        "\n".join([lines[0], lines[3], *(trained / "new.csv").read_text().splitlines()[1:]]) + "\n"
-    )
+    new_rows = (trained / "new.csv").read_text().splitlines()[1:]
+    # A training subject, twice (its rows named by their lines), among new ones.
+    (tmp_path / "mixed.csv").write_text("\n".join([lines[0], lines[3], lines[3], *new_rows]) + "\n")
     mixed = predict_new_subjects(trained / "run", tmp_path / "mixed.csv")
     shared = lines[3].split(",")[0]
     assert any(
@@ -387,3 +384,11 @@ def test_a_folder_still_training_says_so_and_offers_no_resume(trained, tmp_path)
         worker.join(timeout=60)
     assert notes[0].endswith("is in use by a running sodeep command: the ages are from the runs finished so far")
     assert any(note.startswith("l1: 3 of its 4 runs") and "--resume" not in note for note in notes)
+
+
+def test_a_lock_that_no_command_holds_says_nothing_of_training(trained, tmp_path):
+    copy = _copy(trained, tmp_path)
+    (copy / "run" / "run.lock").unlink(missing_ok=True)
+    (copy / "run" / "run.lock").symlink_to(copy / "table.csv")  # a link: no command's lock
+    notes = predict_new_subjects(copy / "run", copy / "new.csv").notes
+    assert not any("in use" in note for note in notes)
