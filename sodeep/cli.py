@@ -42,7 +42,7 @@ from sodeep.config import (
     without_underscores,
 )
 from sodeep.files import os_error_line
-from sodeep.run_folder import INTERRUPTED, RunInterrupted, enclosing_run_folder
+from sodeep.run_folder import INTERRUPTED, RunInterrupted, check_output_outside_run_folders, enclosing_run_folder
 from sodeep.wording import advice_spelling
 
 #: Help of each pretraining setting (its default is added from :class:`PretrainConfig`).
@@ -266,12 +266,8 @@ def command_evaluate(arguments: argparse.Namespace) -> int:
         if problem:
             raise ValueError(f"{flag}: {problem}; choose another path")
     for flag, path in (("--out", arguments.out), ("--json", arguments.json)):
-        run_folder = enclosing_run_folder(path) if path else None
-        if run_folder is not None:
-            raise ValueError(
-                f"{flag}: {path} is inside the run folder {run_folder}, whose files its command writes (and its "
-                "--overwrite deletes); choose a path outside it"
-            )
+        if path:
+            check_output_outside_run_folders(path, flag)
     if arguments.architecture:
         options = parse_json_object(arguments.sorter or "{}", "--sorter")
         sorter = build_sorter(arguments.architecture, **options)

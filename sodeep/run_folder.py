@@ -282,6 +282,17 @@ def resumes_started_run(
     return os.environ.get(RESUME_STARTED_VARIABLE) == "1" and not overwrite and holds_one(Path(out))
 
 
+def check_output_outside_run_folders(path: str | os.PathLike, flag: str) -> None:
+    """A one-line ``ValueError`` if the output file ``path`` (given as ``flag``) lies inside a run
+    folder (:func:`enclosing_run_folder`), where it would pass for the run's own files."""
+    run_folder = enclosing_run_folder(path)
+    if run_folder is not None:
+        raise ValueError(
+            f"{flag}: {path} is inside the run folder {run_folder}, whose files its command writes (and its "
+            "--overwrite deletes); choose a path outside it"
+        )
+
+
 def enclosing_run_folder(path: str | os.PathLike) -> Path | None:
     """The nearest folder above ``path`` (a file or folder, not necessarily there yet), or above
     where it leads if it is a link, that holds a run (:func:`holds_a_run_record`), or ``None``:

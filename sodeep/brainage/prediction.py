@@ -604,18 +604,13 @@ def run_prediction(
     import sys
 
     from sodeep.files import atomic_write_text, replaceable_output_problem
-    from sodeep.run_folder import enclosing_run_folder
+    from sodeep.run_folder import check_output_outside_run_folders
 
     if out is not None:
         problem = replaceable_output_problem(out, is_prediction_table, "a brain-age prediction table")
         if problem:
             raise ValueError(f"--out: {problem}; choose another path")
-        inside = enclosing_run_folder(out)
-        if inside is not None:
-            raise ValueError(
-                f"--out: {out} is inside the run folder {inside}, whose files its command writes (and its --overwrite "
-                "deletes); choose a path outside it"
-            )
+        check_output_outside_run_folders(out, "--out")
     predictions = predict_new_subjects(
         folder, table, presets=presets, id_column=id_column, age_column=age_column, training_table=training_table
     )

@@ -143,11 +143,7 @@ def test_a_table_without_the_models_features_is_refused_naming_them(trained, tmp
 
 
 def test_a_changed_training_table_or_checkpoint_is_refused(trained, tmp_path):
-    copy = tmp_path / "copy"
-    shutil.copytree(trained, copy)
-    record = json.loads((copy / "run" / "run.json").read_text())
-    record["config"]["csv"] = str(copy / "table.csv")
-    (copy / "run" / "run.json").write_text(json.dumps(record))
+    copy = _copy(trained, tmp_path)
     predict_new_subjects(copy / "run", copy / "new.csv")  # the copy, as it was, predicts
     checkpoint = copy / "run" / "checkpoints" / "l1" / "seed1_fold0" / "best.ckpt"
     payload = torch.load(checkpoint, weights_only=True)
