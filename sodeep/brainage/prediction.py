@@ -333,6 +333,101 @@ def planned_seeds(config: dict[str, Any], preset: str, runs: Sequence[dict[str, 
     return sorted({int(run["seed"]) for run in runs} | {int(seed) for seed in asked})
 
 
+def _training_table(folder: Path, config: dict[str, Any], settings: dict[str, Any], moved_to: str | Path | None) -> Any:
+    """The run's training table (an :class:`~sodeep.brainage.tables.AgeTable`), read as the run
+    read it, from where ``run.json`` records it or from ``moved_to``, checked by its SHA-256."""
+    from sodeep.files import file_digest
+
+    path = Path(moved_to) if moved_to is not None else training_table_path(config)
+    if not path.is_file() or file_digest(path) != config.get("table_sha256"):
+        if moved_to is not None:
+            if path.is_dir():
+                raise ValueError(f"--training-csv: {path} is a folder; give the table in it, a CSV file")
+            where = "is missing" if not path.exists() else "is not the table the run read (another SHA-256)"
+            raise ValueError(f"--training-csv: {path} {where}")
+        where = "is missing" if not path.is_file() else "has changed since the run (another SHA-256)"
+        raise ValueError(
+            f"the run's training table {path} {where}: each model standardizes features with its "
+            "training rows' means, so predicting needs that table as the run read it (--training-csv gives "
+            "where it is now)"
+        )
+    training = read_age_table(
+        path,
+        age_column=config.get("age_column") or "age",
+        features=config.get("features"),
+        id_column=config.get("id_column"),
+        site_column=config.get("site_column"),
+    )
+    # (A folder that does not record its feature columns is checked by its models' test predictions.)
+    if list(training.feature_names) != list(settings.get("feature_names", training.feature_names)):
+        raise ValueError(f"the features read from {path} are not those {folder} recorded")
+    return training
+
+
+def _unfinished_notes(
+    folder: Path, config: dict[str, Any], settings: dict[str, Any], finished: dict[str, list], in_use: bool
+) -> list[str]:
+    """A line for each preset of ``finished`` (preset -> its finished runs) with fewer runs than
+    planned; where no command holds the folder, with the command that trains the others."""
+    notes = []
+    for preset, runs in finished.items():
+        seeds = planned_seeds(config, preset, runs)
+        planned = len(seeds) * settings["folds"]
+        if len(runs) < planned:
+            resume = f" --losses {preset} --seeds {' '.join(map(str, seeds))}"
+            resume = "" if in_use else f" (the folder's command with --resume{resume} trains the others)"
+            notes.append(
+                f"{preset}: {len(runs)} of its {planned} runs (seeds {seeds}) finished in {folder}; the mean is over "
+                f"those{resume}"
+            )
+    return notes
+
+
+def _each_models_ages(
+    folder: Path, training: Any, settings: dict[str, Any], runs: list[tuple[str, dict[str, Any]]], subjects: NewSubjects
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(M, N)`` ages of the subjects by each of the ``M`` runs' models (after each reproduced its
+    recorded test predictions), and ``(N, F)`` the largest ``|z|`` of each feature over the models."""
+    from sodeep.brainage.cross_validation import run_directory
+    from sodeep.brainage.models import AgeMLP
+    from sodeep.brainage.splits import fold_rows
+    from sodeep.brainage.tables import Standardizer
+    from sodeep.brainage.training import BEST_CHECKPOINT, predict_ages
+
+    options = settings["config"]
+    predictions = np.empty((len(runs), len(subjects.features)))
+    largest_z = np.zeros(subjects.features.shape)
+    for index, (preset, run) in enumerate(runs):
+        seed, fold = run["seed"], run["fold"]
+        rows = fold_rows(
+            training.ages,
+            training.sites,
+            split=settings["split"],
+            folds=settings["folds"],
+            seed=seed,
+            fold=fold,
+            validation_fraction=options["validation_fraction"],
+        )
+        scaler = Standardizer().fit(training.features[rows.fitting])  # as the run's inputs were made
+        checkpoint = run_directory(folder, preset, seed, fold) / BEST_CHECKPOINT
+        model = AgeMLP(len(training.feature_names), hidden=options["hidden"], dropout=options["dropout"])
+        model = _load_model(model, checkpoint)
+        recorded = np.asarray(run["test_rows"], dtype=np.int64)
+        again = predict_ages(model, torch.from_numpy(scaler.transform(training.features[recorded]))).numpy()
+        differing = np.abs(again - np.asarray(run["test_predictions"], dtype=np.float64))
+        if not differing.max(initial=0.0) <= REPRODUCTION_TOLERANCE:
+            raise ValueError(
+                f"{checkpoint} does not reproduce the test predictions {folder / RESULTS_FILE} records for it (up to "
+                f"{differing.max():.3g} years apart): the checkpoint or the table changed after the run"
+            )
+        z = (subjects.features.astype(np.float64) - scaler.mean) / scaler.std
+        largest_z = np.maximum(largest_z, np.abs(z))
+        with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: inf, then no finite age
+            inputs = torch.from_numpy(z.astype(np.float32))
+        predictions[index] = predict_ages(model, inputs).numpy()
+    return predictions, largest_z
+
+
 def predict_new_subjects(
     folder: str | Path,
     table: str | Path,
@@ -363,15 +458,10 @@ def predict_new_subjects(
             missing or changed, a preset is not in it, or a model is damaged or does not reproduce
             its recorded test predictions.
     """
-    from sodeep.brainage.cross_validation import run_directory
-    from sodeep.brainage.models import AgeMLP
-    from sodeep.brainage.splits import fold_rows
-    from sodeep.brainage.training import BEST_CHECKPOINT, predict_ages
     from sodeep.files import file_digest
 
     folder = Path(folder)
     config, results = read_tabular_run(folder)
-    settings = results["settings"]
     finished = {name: entry["runs"] for name, entry in results["presets"].items() if entry.get("runs")}
     chosen = (
         list(finished) if presets is None else list(dict.fromkeys([presets] if isinstance(presets, str) else presets))
@@ -381,34 +471,7 @@ def predict_new_subjects(
     unknown = [name for name in chosen if name not in finished]
     if unknown:
         raise ValueError(f"{folder} holds no finished run of {unknown}; it holds {sorted(finished)}")
-
-    training_path = Path(training_table) if training_table is not None else training_table_path(config)
-    if not training_path.is_file() or file_digest(training_path) != config.get("table_sha256"):
-        if training_table is not None:
-            if training_path.is_dir():
-                raise ValueError(f"--training-csv: {training_path} is a folder; give the table in it, a CSV file")
-            where = "is missing" if not training_path.exists() else "is not the table the run read (another SHA-256)"
-            raise ValueError(f"--training-csv: {training_path} {where}")
-        where = "is missing" if not training_path.is_file() else "has changed since the run (another SHA-256)"
-        raise ValueError(
-            f"the run's training table {training_path} {where}: each model standardizes features with its "
-            "training rows' means, so predicting needs that table as the run read it (--training-csv gives "
-            "where it is now)"
-        )
-    if _in_use(folder):
-        notes_in_use = [f"{folder} is in use by a running sodeep command: the ages are from the runs finished so far"]
-    else:
-        notes_in_use = []
-    training = read_age_table(
-        training_path,
-        age_column=config.get("age_column") or "age",
-        features=config.get("features"),
-        id_column=config.get("id_column"),
-        site_column=config.get("site_column"),
-    )
-    # (A folder that does not record its feature columns is checked by its models' test predictions.)
-    if list(training.feature_names) != list(settings.get("feature_names", training.feature_names)):
-        raise ValueError(f"the features read from {training_path} are not those {folder} recorded")
+    training = _training_table(folder, config, results["settings"], training_table)
     subjects = read_new_subjects(
         table,
         training.feature_names,
@@ -417,57 +480,16 @@ def predict_new_subjects(
         run_id_column=training.id_header,
         run_age_column=config.get("age_column") or "age",
     )
-    notes = notes_in_use + list(subjects.notes)
-    for preset in chosen:
-        seeds = planned_seeds(config, preset, finished[preset])
-        planned = len(seeds) * settings["folds"]
-        if len(finished[preset]) < planned:
-            resume = (
-                ""
-                if notes_in_use
-                else f" (the folder's command with --resume --losses {preset} --seeds {' '.join(map(str, seeds))} "
-                "trains the others)"
-            )
-            notes.append(
-                f"{preset}: {len(finished[preset])} of its {planned} runs (seeds {seeds}) finished in {folder}; the "
-                f"mean is over those{resume}"
-            )
-    options = settings["config"]
+    in_use = _in_use(folder)
+    notes = (
+        [f"{folder} is in use by a running sodeep command: the ages are from the runs finished so far"]
+        if in_use
+        else []
+    )
+    chosen_runs = {name: finished[name] for name in chosen}
+    notes += subjects.notes + _unfinished_notes(folder, config, results["settings"], chosen_runs, in_use)
     runs = [(preset, run) for preset in chosen for run in finished[preset]]
-    predictions = np.empty((len(runs), len(subjects.features)))
-    largest_z = np.zeros(subjects.features.shape)
-    for index, (preset, run) in enumerate(runs):
-        seed, fold = run["seed"], run["fold"]
-        rows = fold_rows(
-            training.ages,
-            training.sites,
-            split=settings["split"],
-            folds=settings["folds"],
-            seed=seed,
-            fold=fold,
-            validation_fraction=options["validation_fraction"],
-        )
-        fitting = training.features[rows.fitting].astype(np.float64)
-        mean, spread = fitting.mean(0), fitting.std(0)
-        scale = np.where(spread > 0, spread, 1.0)  # as the run's Standardizer
-        checkpoint = run_directory(folder, preset, seed, fold) / BEST_CHECKPOINT
-        model = _load_model(
-            AgeMLP(len(training.feature_names), hidden=options["hidden"], dropout=options["dropout"]), checkpoint
-        )
-        recorded = np.asarray(run["test_rows"], dtype=np.int64)
-        test_inputs = (training.features[recorded].astype(np.float64) - mean) / scale
-        again = predict_ages(model, torch.from_numpy(test_inputs.astype(np.float32))).numpy()
-        differing = np.abs(again - np.asarray(run["test_predictions"], dtype=np.float64))
-        if not differing.max(initial=0.0) <= REPRODUCTION_TOLERANCE:
-            raise ValueError(
-                f"{checkpoint} does not reproduce the test predictions {folder / RESULTS_FILE} records for it (up to "
-                f"{differing.max():.3g} years apart): the checkpoint or the table changed after the run"
-            )
-        z = (subjects.features.astype(np.float64) - mean) / scale
-        largest_z = np.maximum(largest_z, np.abs(z))
-        with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: inf, then no finite age
-            inputs = torch.from_numpy(z.astype(np.float32))
-        predictions[index] = predict_ages(model, inputs).numpy()
+    predictions, largest_z = _each_models_ages(folder, training, results["settings"], runs, subjects)
 
     finite = np.isfinite(predictions).all(0)
     if not finite.all():
@@ -482,9 +504,10 @@ def predict_new_subjects(
     extrapolated = largest_z.max(1, initial=0.0) > FAR_FROM_TRAINING
     far = np.flatnonzero(extrapolated)
     if len(far):
+        farthest = _far_feature(subjects, training.feature_names, largest_z, far[0])
         notes.append(
             f"{table}: {plural(len(far), 'subject')} {'has' if len(far) == 1 else 'have'} a feature more than "
-            f"{FAR_FROM_TRAINING:g} training SDs from the training mean (line {subjects.lines[far[0]]}: {_far_feature(subjects, training.feature_names, largest_z, far[0])}): "
+            f"{FAR_FROM_TRAINING:g} training SDs from the training mean (line {subjects.lines[far[0]]}: {farthest}): "
             "their ages are extrapolations"
         )
     if subjects.unusable_ages:
@@ -494,25 +517,17 @@ def predict_new_subjects(
             )
             + "; their gaps are left empty"
         )
-    notes += _training_subjects_note(
-        table, subjects, training, same_table=file_digest(Path(table)) == config.get("table_sha256")
-    )
+    same_table = file_digest(Path(table)) == config.get("table_sha256")
+    notes += _training_subjects_note(table, subjects, training, same_table=same_table)
     ages, spread, gaps = {}, {}, {}
     for preset in chosen:
         own = [index for index, (name, _) in enumerate(runs) if name == preset]
         ages[preset], spread[preset] = predictions[own].mean(0), predictions[own].std(0)
-        if subjects.ages is None:
-            gaps[preset] = np.full(len(subjects.subject_ids), np.nan)
-            continue
-        corrected = [
-            corrected_gap(
-                predictions[index],
-                subjects.ages,
-                (runs[index][1]["age_bias_slope"], runs[index][1]["age_bias_intercept"]),
-            )
-            for index in own
-        ]
-        gaps[preset] = np.mean(corrected, axis=0)
+        gaps[preset] = np.full(len(subjects.subject_ids), np.nan)
+        if subjects.ages is not None:
+            biases = [(runs[index][1]["age_bias_slope"], runs[index][1]["age_bias_intercept"]) for index in own]
+            corrected = [corrected_gap(predictions[index], subjects.ages, bias) for index, bias in zip(own, biases)]
+            gaps[preset] = np.mean(corrected, axis=0)
     return BrainAgePredictions(
         subjects=subjects,
         ages=ages,
