@@ -199,13 +199,12 @@ def claim_run_folder(
     fresh = {"command": command, "config": config, "run_id": uuid.uuid4().hex[:16]}
     if holds_files and overwrite:
         check_not_the_working_folder(out, CHOOSE_ANOTHER_OUT)
+        check_no_input_inside(out, config)
     if holds_files and not record_path.is_file():  # never cleared: the files are not a run's
         raise ValueError(
             f"{out} holds files but no {RUN_RECORD} ({_first_names(files_besides_its_lock(out))}): not a sodeep "
             "run folder; choose a new or empty folder for out="
         )
-    if holds_files and overwrite:  # (moving an input out of a folder that is no run would not let it be cleared)
-        check_no_input_inside(out, config)
     if overwrite or not holds_files:
         if resume:
             raise ValueError(f"resume=True: {out} holds no run to resume; run without resume=True to start one")
