@@ -549,7 +549,7 @@ def _pretrain(config: PretrainConfig | None, *, resume: bool, overwrite: bool) -
             f"lengths start at {min(lengths)} but sorter {config.architecture!r} takes n >= {sorter.min_length}"
         )
     if not any(True for _ in sorter.parameters()):
-        learned = [name for name, cls in SORTERS.items() if any(True for _ in cls().parameters())]
+        learned = [name for name, cls in SORTERS.items() if _has_weights_when_built(cls)]
         raise ValueError(
             f"sorter {config.architecture!r} has no weights to train: it is analytic, used as it is; "
             f"pretrain one of {', '.join(map(repr, learned))}"
@@ -1107,3 +1107,13 @@ def invoked_command() -> str:
     if program == "__main__.py":
         program = f"python -m {Path(sys.argv[0]).parent.name}"
     return " ".join([program, shlex.join(sys.argv[1:])]).strip()
+
+
+def _has_weights_when_built(cls: type) -> bool:
+    """Whether a sorter class built with its defaults has weights, found without memory (on the
+    meta device); a class that needs settings to be built is not counted."""
+    try:
+        with torch.device("meta"):
+            return any(True for _ in cls().parameters())
+    except (TypeError, ValueError):
+        return False

@@ -235,8 +235,13 @@ def sorter_ranks(sorter: SorterFunction, scores: torch.Tensor) -> torch.Tensor:
         )
     mean = ranks.detach().mean(-1)
     require(
+        ~mean.isnan(),
+        "the sorter returned NaN ranks for finite scores: check the sorter (its weights, its temperature); a sorter "
+        "of sodeep.sorters does not",
+    )
+    require(
         (mean >= MEAN_RANK_RANGE[0]) & (mean <= MEAN_RANK_RANGE[1]) & ~_rise_with(ranks.detach(), scores.detach()),
-        "the sorter's ranks are not descending ranks in (0, 1] (a row averages outside [0.25, 1], is NaN, or the "
+        "the sorter's ranks are not descending ranks in (0, 1] (a row averages outside [0.25, 1], or the "
         "ranks rise with the scores): wrap a sorter of ascending ranks 1..n, such as torchsort.soft_rank, in "
         "sodeep.losses.descending_normalized, divide descending ranks 1..n by n, or lower a soft ranker's "
         "temperature",

@@ -15,6 +15,7 @@ sorter                 lengths                     permutation-      affine-
 
 import difflib
 import inspect
+from typing import Any
 
 from sodeep.sorters.base import FixedTemperatureSorter, Sorter, check_scores
 from sodeep.sorters.conv import ConvSorter
@@ -22,8 +23,7 @@ from sodeep.sorters.original import OriginalCNNSorter, OriginalLSTMLargeSorter
 from sodeep.sorters.pairwise import PairwiseSigmoidSorter, pairwise_sigmoid_rank
 from sodeep.sorters.relaxed import NeuralSortSorter, SoftSortSorter, neuralsort_rank, softsort_rank
 
-#: Architecture name (as written in checkpoints and configs) -> sorter class.
-SORTERS: dict[str, type[Sorter]] = {
+_BUILT_IN: dict[str, type[Sorter]] = {
     cls.architecture: cls
     for cls in (
         ConvSorter,
@@ -34,6 +34,31 @@ SORTERS: dict[str, type[Sorter]] = {
         OriginalLSTMLargeSorter,
     )
 }
+
+
+class SorterRegistry(dict):
+    """Architecture name -> sorter class, where a class of one's own is registered
+    (``SORTERS[name] = cls``).  The built-in names stay the built-in classes': the shipped
+    checkpoints and the rank losses' default sorter are loaded by them, so registering another
+    class under one is a ``ValueError``."""
+
+    def __setitem__(self, name: str, cls: type[Sorter]) -> None:
+        built_in = _BUILT_IN.get(name)
+        if built_in is not None and cls is not built_in:
+            raise ValueError(
+                f"{name!r} is the architecture of sodeep's built-in {built_in.__name__}, by which the shipped "
+                f"checkpoints and the rank losses' default sorter load; register {getattr(cls, '__name__', cls)} "
+                "under a name of its own (set its architecture to it)"
+            )
+        super().__setitem__(name, cls)
+
+    def update(self, *others: Any, **named: Any) -> None:
+        for name, cls in dict(*others, **named).items():
+            self[name] = cls
+
+
+#: Architecture name (as written in checkpoints and configs) -> sorter class.
+SORTERS: SorterRegistry = SorterRegistry(_BUILT_IN)
 
 
 def unknown_setting_hint(name: str, known: list[str]) -> str:
@@ -78,7 +103,10 @@ def build_sorter(architecture: str, **config) -> Sorter:
         PairwiseSigmoidSorter(temperature=0.1)
     """
     if architecture not in SORTERS:
-        raise ValueError(f"unknown sorter architecture {architecture!r}; known: {sorted(SORTERS)}")
+        raise ValueError(
+            f"unknown sorter architecture {architecture!r}; known: {sorted(SORTERS)} (a sorter class of your own: "
+            "register it first, sodeep.sorters.SORTERS[name] = cls)"
+        )
     cls = SORTERS[architecture]
     problem = settings_problem(cls, config, architecture)
     if problem:

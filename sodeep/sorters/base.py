@@ -164,7 +164,8 @@ class Sorter(nn.Module):
 
     def reset_parameters(self) -> None:
         """Put back the weights the sorter was loaded with (:func:`sodeep.load_sorter`: the
-        checkpoint's), or those it starts with when built (freshly initialized layers).  As for
+        checkpoint's), or those it starts with when built (freshly initialized layers; weights a
+        subclass makes itself take the values of a sorter built with its ``config()``).  As for
         torch's own modules, this is the step after ``to_empty`` for a model built on the meta
         device, whose weights ``to_empty`` leaves uninitialised::
 
@@ -180,8 +181,30 @@ class Sorter(nn.Module):
         for module in self.modules():
             if module is not self and callable(getattr(module, "reset_parameters", None)):
                 module.reset_parameters()
+        self._reset_own_weights()
         self.initialize()
         self.weights_unset = self.has_meta_weights()
+
+    def _reset_own_weights(self) -> None:
+        """Weights a subclass makes itself in ``__init__`` (not in a layer), given the values a
+        sorter built with the same settings starts with: no layer's ``reset_parameters`` reaches them."""
+        own = dict(self.named_parameters(recurse=False)) | dict(self.named_buffers(recurse=False))
+        if not own or all(tensor.is_meta for tensor in own.values()):
+            return
+        device = next(iter(own.values())).device
+        try:
+            with torch.device(device):
+                fresh = type(self)(**self.config())
+        except (TypeError, ValueError, NotImplementedError) as error:
+            raise ValueError(
+                f"{type(self).__name__}.reset_parameters cannot rebuild its weights {sorted(own)} from config() "
+                f"({error}); set their starting values in initialize()"
+            ) from None
+        starting = dict(fresh.named_parameters(recurse=False)) | dict(fresh.named_buffers(recurse=False))
+        with torch.no_grad():
+            for name, tensor in own.items():
+                if name in starting:
+                    tensor.copy_(starting[name])
 
     def has_meta_weights(self) -> bool:
         """Whether any weight is on the meta device (built there, holding no values)."""

@@ -130,3 +130,62 @@ def test_loading_an_unregistered_architecture_says_how_to_register_it(tmp_path, 
             load_sorter(path)
     finally:
         SORTERS[registered.architecture] = registered
+
+
+def test_a_built_in_architecture_name_keeps_its_class():
+    from sodeep.sorters import ConvSorter, build_sorter
+
+    class Clash(LearnedTemperatureSorter):
+        architecture = "conv"
+
+    with pytest.raises(
+        ValueError, match=r"'conv' is the architecture of sodeep's built-in ConvSorter, .*register Clash"
+    ):
+        SORTERS["conv"] = Clash
+    with pytest.raises(ValueError, match="built-in PairwiseSigmoidSorter"):
+        SORTERS.update(pairwise_sigmoid=Clash)
+    SORTERS["conv"] = ConvSorter  # the same class: nothing changes
+    assert SORTERS["conv"] is ConvSorter and type(load_sorter()) is ConvSorter
+    with pytest.raises(ValueError, match=r"unknown sorter architecture 'mine'; .*register it first, sodeep.sorters"):
+        build_sorter("mine")
+
+
+def test_reset_parameters_gives_a_sorters_own_weights_their_starting_values(registered):
+    with torch.device("meta"):
+        sorter = registered(temperature=0.5)
+    sorter.to_empty(device="cpu")
+    sorter.reset_parameters()
+    # config() rebuilds it at temperature 0.1: the value a sorter of its settings starts with.
+    assert not sorter.weights_unset and sorter.log_temperature.item() == pytest.approx(float(torch.tensor(0.1).log()))
+
+
+def test_pretraining_an_analytic_sorter_names_the_learned_ones_beside_a_class_that_needs_settings(tmp_path):
+    from sodeep.pretraining import PretrainConfig, pretrain
+
+    class NeedsLength(LearnedTemperatureSorter):
+        architecture = "needs_length_test"
+
+        def __init__(self, n: int) -> None:
+            super().__init__()
+            self.n = n
+
+        def config(self) -> dict:
+            return {"n": self.n}
+
+    SORTERS[NeedsLength.architecture] = NeedsLength
+    try:
+        config = PretrainConfig(architecture="pairwise_sigmoid", steps=2, batch_size=4, lengths="2-8")
+        config.out, config.wandb = str(tmp_path / "run"), "disabled"
+        with pytest.raises(ValueError, match=r"has no weights to train: .*pretrain one of 'conv', .*'original_cnn'"):
+            pretrain(config)
+    finally:
+        SORTERS.pop(NeedsLength.architecture)
+    assert not (tmp_path / "run").exists()
+
+
+def test_nan_ranks_from_a_sorter_are_named_as_nan():
+    def broken(scores):
+        return torch.full_like(scores, float("nan"))
+
+    with pytest.raises(ValueError, match="the sorter returned NaN ranks for finite scores: check the sorter"):
+        SpearmanLoss(sorter=broken)(torch.randn(2, 5), torch.randn(2, 5))
