@@ -1,8 +1,8 @@
 """Brain-age estimation, an application of sodeep's rank losses: loss presets, tables of regional
 features (with a bundled FreeSurfer table), synthetic MRI and NIfTI volumes, MLP and SFCN
 regressors, metrics, cross-validation and the ``sodeep brainage`` commands (as Python functions
-in :mod:`sodeep.brainage.commands`), and the prediction of new subjects with a
-tabular run's models (:func:`predict_new_subjects`).
+in :mod:`sodeep.brainage.commands`), and the prediction of new subjects with the models of a
+tabular run (:func:`predict_new_subjects`) or a nifti run (:func:`predict_new_scans`).
 
 Importing it loads torch, numpy and the core library only; Lightning, nibabel, nilearn,
 matplotlib, tqdm and W&B are imported when training, reading volumes or plotting starts.
@@ -16,6 +16,7 @@ from sodeep.brainage.losses import BRAIN_AGE_PRESETS, BrainAgeLoss, BrainAgeLoss
 from sodeep.brainage.metrics import corrected_gap, fit_age_bias, gap_metrics, per_site_mae, regression_metrics
 from sodeep.brainage.models import SFCN, AgeMLP, CascadeAgeNet
 from sodeep.brainage.prediction import predict_new_subjects
+from sodeep.brainage.scan_prediction import predict_new_scans
 from sodeep.brainage.tables import AgeTable, Standardizer, read_age_table
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "gap_metrics",
     "load_config",
     "per_site_mae",
+    "predict_new_scans",
     "predict_new_subjects",
     "read_age_table",
     "regression_metrics",

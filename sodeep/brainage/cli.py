@@ -1,7 +1,7 @@
 """``sodeep brainage tabular | synthetic | nifti``: flags (over an optional ``--config`` YAML file)
 into a config of :mod:`sodeep.brainage.config`, then a function of :mod:`sodeep.brainage.commands`.
-``sodeep brainage predict``: a tabular run folder's models on new subjects
-(:mod:`sodeep.brainage.prediction`).
+``sodeep brainage predict``: a tabular or nifti run folder's models on new subjects
+(:mod:`sodeep.brainage.prediction`, :mod:`sodeep.brainage.scan_prediction`).
 
 Every flag's default is its config field's default; a flag that is not given leaves the YAML
 value (or that default) alone.  Training code is imported only when a command runs.
@@ -156,21 +156,31 @@ def add_brainage_parser(commands: Any) -> argparse.ArgumentParser:
 def _add_predict_parser(tasks: Any) -> None:
     predict = tasks.add_parser(
         "predict",
-        help="brain age of new subjects with the models of a tabular run folder",
-        description="Predict the ages of the subjects of a table with every model a finished brainage tabular run "
-        "trained (each preset's mean over its seeds and folds, their SD beside it; docs/brainage.md). Each model "
-        "standardizes the features as its training did, from the run's training table, and must first reproduce "
-        "its recorded test predictions.",
+        help="brain age of new subjects with the models of a tabular or nifti run folder",
+        description="Predict the ages of new subjects with every model a finished brainage tabular run (from a "
+        "table, --csv) or brainage nifti run (from scans, --manifest) trained (each preset's mean over its seeds and "
+        "folds, their SD beside it; docs/brainage.md). A tabular model standardizes the features as its training "
+        "did, from the run's training table; a scan is brought to the run's grid and z-scored in the brain. Each "
+        "model must first reproduce its recorded test predictions (for a nifti run, where its training volumes "
+        "are found as it read them).",
     )
     predict.add_argument(
-        "folder", type=os.path.expanduser, metavar="RUN", help="the --out folder of a brainage tabular run"
+        "folder", type=os.path.expanduser, metavar="RUN", help="the --out folder of a brainage tabular or nifti run"
     )
-    predict.add_argument(
+    new_subjects = predict.add_mutually_exclusive_group(required=True)
+    new_subjects.add_argument(
         "--csv",
-        required=True,
         type=os.path.expanduser,
         metavar="PATH",
-        help="the new subjects: a header row and the run's feature columns (other columns are ignored)",
+        help="for a tabular run, the new subjects: a header row and the run's feature columns (other columns are "
+        "ignored)",
+    )
+    new_subjects.add_argument(
+        "--manifest",
+        type=os.path.expanduser,
+        metavar="PATH",
+        help="for a nifti run, the new scans: a CSV with a path column (absolute, or relative to the manifest), "
+        "optionally age and an id column",
     )
     predict.add_argument(
         "--out",
@@ -186,7 +196,7 @@ def _add_predict_parser(tasks: Any) -> None:
         "--id-column",
         metavar="NAME",
         help="column of subject ids (default: the run's, else the first of sub_id, subject_id, participant_id, "
-        "subject, id; else the CSV line)",
+        "subject, id; else the CSV line, or a scan's path)",
     )
     predict.add_argument(
         "--age-column",
@@ -197,8 +207,8 @@ def _add_predict_parser(tasks: Any) -> None:
         "--training-csv",
         type=os.path.expanduser,
         metavar="PATH",
-        help="where the run's training table is now, if it moved (checked by the SHA-256 the run recorded) "
-        "(default: where the run read it)",
+        help="for a tabular run, where its training table is now, if it moved (checked by the SHA-256 the run "
+        "recorded) (default: where the run read it)",
     )
     predict.set_defaults(handler=_predict)
 
@@ -210,6 +220,7 @@ def _predict(arguments: argparse.Namespace) -> int:
     run_prediction(
         arguments.folder,
         arguments.csv,
+        manifest=arguments.manifest,
         out=arguments.out,
         presets=arguments.losses,
         id_column=arguments.id_column,

@@ -41,8 +41,10 @@ from sodeep.brainage.tables import find_id_and_site_columns, read_age_table, rep
 from sodeep.run_folder import RUN_RECORD
 from sodeep.wording import plural
 
-#: The command whose folders this module reads.
-TABULAR_COMMAND = "brainage tabular"
+#: The commands whose folders' models predict new subjects: from a table, and from scans
+#: (:mod:`sodeep.brainage.scan_prediction`).
+TABULAR_COMMAND, NIFTI_COMMAND = "brainage tabular", "brainage nifti"
+PREDICTING_COMMANDS = (TABULAR_COMMAND, NIFTI_COMMAND)
 #: A model whose predictions on its own test rows differ from the recorded ones by more than this
 #: many years was not trained on the table and features found now.
 REPRODUCTION_TOLERANCE = 0.01
@@ -265,24 +267,42 @@ def _age_column(path: Path, columns: Sequence[str], given: str | None, run_colum
     return None
 
 
-def read_tabular_run(folder: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The ``run.json`` config and the ``results.json`` of a ``sodeep brainage tabular`` folder;
-    ``ValueError`` (one line) for a folder of another command or with no finished run."""
+def run_folder_command(folder: str | Path) -> str | None:
+    """The command that made a run folder (``run.json``'s ``command``; ``None`` for no sodeep run);
+    ``FileNotFoundError`` for no folder, ``ValueError`` (one line) without a readable ``run.json``."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"no run folder at {folder}")
     try:
         record = json.loads((folder / RUN_RECORD).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ValueError(f"{folder} holds no {RUN_RECORD}: give the --out folder of a brainage tabular run") from None
+        raise ValueError(
+            f"{folder} holds no {RUN_RECORD}: give the --out folder of a {TABULAR_COMMAND} or {NIFTI_COMMAND} run"
+        ) from None
     except (UnicodeDecodeError, ValueError):
         raise ValueError(f"{folder / RUN_RECORD} is damaged (not JSON text)") from None
-    command = record.get("command") if isinstance(record, dict) else None
-    if command != TABULAR_COMMAND or not isinstance(record.get("config"), dict):
+    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+        return None
+    command = record.get("command")
+    return command if isinstance(command, str) else None
+
+
+def read_run_folder(folder: str | Path, command: str = TABULAR_COMMAND) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``run.json`` config and the ``results.json`` of a finished ``sodeep <command>`` folder
+    (:data:`TABULAR_COMMAND` or :data:`NIFTI_COMMAND`); ``ValueError`` (one line) for a folder of
+    another command or with no finished run."""
+    folder = Path(folder)
+    found = run_folder_command(folder)
+    if found != command:
+        if found in PREDICTING_COMMANDS:
+            given = "a table of features (--csv)" if found == TABULAR_COMMAND else "a manifest of scans (--manifest)"
+            raise ValueError(f"{folder} holds a {found} run: its models predict from {given}")
+        why = " (a synthetic run's models learned synthetic volumes)" if found == "brainage synthetic" else ""
         raise ValueError(
-            f"{folder} holds a {command or 'non-sodeep'} run; predicting new subjects reads {TABULAR_COMMAND} folders "
-            "(the volume commands' models need the volumes' preprocessing)"
+            f"{folder} holds a {found or 'non-sodeep'} run; predicting new subjects reads {TABULAR_COMMAND} and "
+            f"{NIFTI_COMMAND} folders{why}"
         )
+    record = json.loads((folder / RUN_RECORD).read_text(encoding="utf-8"))
     unfinished = "finish its training first (the command that started it, with --resume)"
     if not (folder / RESULTS_FILE).is_file():
         raise ValueError(f"{folder} holds no {RESULTS_FILE}: no training run of it has finished; {unfinished}")
@@ -304,7 +324,7 @@ def training_table_path(config: dict[str, Any]) -> Path:
     return bundled_table_path(config.get("dataset") or DEFAULT_DATASET)
 
 
-def _load_model(model: nn.Module, checkpoint: Path) -> nn.Module:
+def load_trained_model(model: nn.Module, checkpoint: Path) -> nn.Module:
     """``model`` with the weights of a ``best.ckpt``, in eval mode; ``ValueError`` (one line) for a
     file that is damaged or holds another model."""
     from sodeep.checkpoints import CheckpointError, read_weights_only
@@ -411,7 +431,7 @@ def _each_models_ages(
         scaler = Standardizer().fit(training.features[rows.fitting])  # as the run's inputs were made
         checkpoint = run_directory(folder, preset, seed, fold) / BEST_CHECKPOINT
         model = AgeMLP(len(training.feature_names), hidden=options["hidden"], dropout=options["dropout"])
-        model = _load_model(model, checkpoint)
+        model = load_trained_model(model, checkpoint)
         recorded = np.asarray(run["test_rows"], dtype=np.int64)
         again = predict_ages(model, torch.from_numpy(scaler.transform(training.features[recorded]))).numpy()
         differing = np.abs(again - np.asarray(run["test_predictions"], dtype=np.float64))
@@ -461,16 +481,8 @@ def predict_new_subjects(
     from sodeep.files import file_digest
 
     folder = Path(folder)
-    config, results = read_tabular_run(folder)
-    finished = {name: entry["runs"] for name, entry in results["presets"].items() if entry.get("runs")}
-    chosen = (
-        list(finished) if presets is None else list(dict.fromkeys([presets] if isinstance(presets, str) else presets))
-    )
-    if not chosen:
-        raise ValueError(f"presets is empty; give presets of {folder}: {sorted(finished)}")
-    unknown = [name for name in chosen if name not in finished]
-    if unknown:
-        raise ValueError(f"{folder} holds no finished run of {unknown}; it holds {sorted(finished)}")
+    config, results = read_run_folder(folder, TABULAR_COMMAND)
+    finished, chosen = choose_presets(folder, results, presets)
     training = _training_table(folder, config, results["settings"], training_table)
     subjects = read_new_subjects(
         table,
@@ -480,14 +492,8 @@ def predict_new_subjects(
         run_id_column=training.id_header,
         run_age_column=config.get("age_column") or "age",
     )
-    in_use = _in_use(folder)
-    notes = (
-        [f"{folder} is in use by a running sodeep command: the ages are from the runs finished so far"]
-        if in_use
-        else []
-    )
-    chosen_runs = {name: finished[name] for name in chosen}
-    notes += subjects.notes + _unfinished_notes(folder, config, results["settings"], chosen_runs, in_use)
+    in_use, unfinished = folder_notes(folder, config, results["settings"], {name: finished[name] for name in chosen})
+    notes = in_use + subjects.notes + unfinished
     runs = [(preset, run) for preset in chosen for run in finished[preset]]
     predictions, largest_z = _each_models_ages(folder, training, results["settings"], runs, subjects)
 
@@ -519,10 +525,50 @@ def predict_new_subjects(
         )
     same_table = file_digest(Path(table)) == config.get("table_sha256")
     notes += _training_subjects_note(table, subjects, training, same_table=same_table)
-    ages, spread, gaps = {}, {}, {}
-    for preset in chosen:
+    return ensemble(subjects, runs, predictions, extrapolated, notes)
+
+
+def choose_presets(
+    folder: Path, results: dict[str, Any], presets: str | Sequence[str] | None
+) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+    """The folder's finished runs by preset, and the presets to predict with: ``presets`` (each
+    with a finished run; ``ValueError`` otherwise), or all with one."""
+    finished = {name: entry["runs"] for name, entry in results["presets"].items() if entry.get("runs")}
+    chosen = (
+        list(finished) if presets is None else list(dict.fromkeys([presets] if isinstance(presets, str) else presets))
+    )
+    if not chosen:
+        raise ValueError(f"presets is empty; give presets of {folder}: {sorted(finished)}")
+    unknown = [name for name in chosen if name not in finished]
+    if unknown:
+        raise ValueError(f"{folder} holds no finished run of {unknown}; it holds {sorted(finished)}")
+    return finished, chosen
+
+
+def folder_notes(
+    folder: Path, config: dict[str, Any], settings: dict[str, Any], chosen_runs: dict[str, list[dict[str, Any]]]
+) -> tuple[list[str], list[str]]:
+    """Lines on the folder's state: where a running command holds it, a line that says so; and a
+    line for each preset of ``chosen_runs`` (preset -> its finished runs) with fewer runs than planned."""
+    in_use = _in_use(folder)
+    held = [f"{folder} is in use by a running sodeep command: the ages are from the runs finished so far"]
+    return held if in_use else [], _unfinished_notes(folder, config, settings, chosen_runs, in_use)
+
+
+def ensemble(
+    subjects: NewSubjects,
+    runs: list[tuple[str, dict[str, Any]]],
+    predictions: np.ndarray,
+    extrapolated: np.ndarray,
+    notes: list[str],
+) -> BrainAgePredictions:
+    """Each preset's mean and SD over its models' ages ``predictions`` ``(M, N)`` (row ``m`` by
+    ``runs[m]``, a ``(preset, run record)``), and its gaps corrected by each model's age bias."""
+    presets = list(dict.fromkeys(preset for preset, _ in runs))
+    ages, spread, gaps, models = {}, {}, {}, {}
+    for preset in presets:
         own = [index for index, (name, _) in enumerate(runs) if name == preset]
-        ages[preset], spread[preset] = predictions[own].mean(0), predictions[own].std(0)
+        ages[preset], spread[preset], models[preset] = predictions[own].mean(0), predictions[own].std(0), len(own)
         gaps[preset] = np.full(len(subjects.subject_ids), np.nan)
         if subjects.ages is not None:
             biases = [(runs[index][1]["age_bias_slope"], runs[index][1]["age_bias_intercept"]) for index in own]
@@ -533,7 +579,7 @@ def predict_new_subjects(
         ages=ages,
         spread=spread,
         corrected_gaps=gaps,
-        models={preset: len(finished[preset]) for preset in chosen},
+        models=models,
         extrapolated=extrapolated,
         notes=notes,
     )
@@ -606,33 +652,55 @@ def is_prediction_table(text: str) -> bool:
 
 def run_prediction(
     folder: str | Path,
-    table: str | Path,
+    table: str | Path | None = None,
     *,
+    manifest: str | Path | None = None,
     out: str | Path | None = None,
     presets: Sequence[str] | None = None,
     id_column: str | None = None,
     age_column: str | None = None,
     training_table: str | Path | None = None,
+    progress: bool = True,
 ) -> BrainAgePredictions:
-    """``sodeep brainage predict``: :func:`predict_new_subjects`, a summary and notes on stderr and
-    the table (:meth:`BrainAgePredictions.to_csv`) written atomically to ``out``, or to stdout."""
+    """``sodeep brainage predict``: :func:`predict_new_subjects` on a ``table`` of features, or
+    :func:`~sodeep.brainage.scan_prediction.predict_new_scans` on a ``manifest`` of scans (one of
+    the two, as the folder's command trained on); a summary and notes on stderr and the table
+    (:meth:`BrainAgePredictions.to_csv`) written atomically to ``out``, or to stdout."""
     import sys
 
     from sodeep.files import atomic_write_text, replaceable_output_problem
     from sodeep.run_folder import check_output_outside_run_folders
 
+    if (table is None) == (manifest is None):
+        raise ValueError("give the new subjects as a table of features (--csv) or a manifest of scans (--manifest)")
+    command = run_folder_command(folder)
+    if manifest is not None and command == TABULAR_COMMAND:
+        raise ValueError(f"{folder} holds a {command} run: its models predict from a table of features (--csv)")
+    if table is not None and command == NIFTI_COMMAND:
+        raise ValueError(f"{folder} holds a {command} run: its models predict from a manifest of scans (--manifest)")
+    if manifest is not None and training_table is not None:
+        raise ValueError("--training-csv is for tabular runs; a nifti run finds its training manifest itself")
     if out is not None:
         problem = replaceable_output_problem(out, is_prediction_table, "a brain-age prediction table")
         if problem:
             raise ValueError(f"--out: {problem}; choose another path")
         check_output_outside_run_folders(out, "--out")
-    predictions = predict_new_subjects(
-        folder, table, presets=presets, id_column=id_column, age_column=age_column, training_table=training_table
-    )
+    if manifest is not None:
+        from sodeep.brainage.scan_prediction import predict_new_scans
+
+        source = manifest
+        predictions = predict_new_scans(
+            folder, manifest, presets=presets, id_column=id_column, age_column=age_column, progress=progress
+        )
+    else:
+        source = table
+        predictions = predict_new_subjects(
+            folder, table, presets=presets, id_column=id_column, age_column=age_column, training_table=training_table
+        )
     subjects = predictions.subjects
-    print(f"{table}: {plural(len(subjects.subject_ids), 'subject')} predicted", file=sys.stderr)
+    print(f"{source}: {plural(len(subjects.subject_ids), 'subject')} predicted", file=sys.stderr)
     if subjects.skipped:
-        print(describe_left_out(str(table), subjects.skipped, subjects.rows), file=sys.stderr)
+        print(describe_left_out(str(source), subjects.skipped, subjects.rows), file=sys.stderr)
     for note in predictions.notes:
         print(note, file=sys.stderr)
     known = np.isfinite(subjects.ages) if subjects.ages is not None else np.zeros(len(subjects.subject_ids), bool)
@@ -642,7 +710,7 @@ def run_prediction(
         line = f"{preset}: mean of {plural(predictions.models[preset], 'model')}"
         if scored.any():
             error = float(np.abs(predicted[scored] - subjects.ages[scored]).mean())
-            line += f"; MAE {error:.3f} years against the table's ages ({plural(int(scored.sum()), 'subject')}"
+            line += f"; MAE {error:.3f} years against the {'table' if manifest is None else 'manifest'}'s ages ({plural(int(scored.sum()), 'subject')}"
             line += f"; {left_out} far from the training range left out)" if left_out else ")"
         print(line, file=sys.stderr)
     text = predictions.to_csv()

@@ -108,16 +108,7 @@ class Cohort:
         site cells among named sites, and volumes that look unmasked (a "brain" of more than
         :data:`UNMASKED_BRAIN_LITRES` in the grid)."""
         lines = ages_beyond_a_lifetime(source, self.ages.numpy()) + repeated_ids_note(source, self.subjects)
-        litres = torch.count_nonzero(self.volumes.flatten(1), dim=1) * (self.voxel_size**3 / 1e6)
-        unmasked = torch.nonzero(litres > UNMASKED_BRAIN_LITRES).flatten().tolist()
-        if unmasked:
-            first = unmasked[0]
-            lines.append(
-                f"{source}: {len(unmasked)} of {plural(len(self.paths), 'volume')} "
-                f"{'has' if len(unmasked) == 1 else 'have'} more than {UNMASKED_BRAIN_LITRES} litres of voxels above 0 "
-                f"(first {self.paths[first]}: {float(litres[first]):.1f}; a brain is 1.1 to 1.9): give skull-stripped "
-                "or brain-masked T1s, whose outside is 0, or the head and background are z-scored and learned as brain"
-            )
+        lines += unmasked_note(source, self.volumes, self.paths, self.voxel_size)
         unnamed = sum(site == NO_SITE for site in self.sites)
         if 0 < unnamed < len(self.sites):
             lines.append(
@@ -125,6 +116,22 @@ class Cohort:
                 f"empty site cell (or NA); empty site cells are one site, {NO_SITE!r}, in per-site results: fill in their sites"
             )
         return lines + sites_of_one_subject_note(source, self.sites)
+
+
+def unmasked_note(source: str, volumes: torch.Tensor, paths: Sequence[Path], voxel_size: float) -> list[str]:
+    """A line naming the ``volumes`` ``(N, 1, D, H, W)`` (of ``paths``, at ``voxel_size`` mm) that
+    look unmasked (a "brain" of more than :data:`UNMASKED_BRAIN_LITRES`), or none."""
+    litres = torch.count_nonzero(volumes.flatten(1), dim=1) * (voxel_size**3 / 1e6)
+    unmasked = torch.nonzero(litres > UNMASKED_BRAIN_LITRES).flatten().tolist()
+    if not unmasked:
+        return []
+    first = unmasked[0]
+    return [
+        f"{source}: {len(unmasked)} of {plural(len(paths), 'volume')} "
+        f"{'has' if len(unmasked) == 1 else 'have'} more than {UNMASKED_BRAIN_LITRES} litres of voxels above 0 "
+        f"(first {paths[first]}: {float(litres[first]):.1f}; a brain is 1.1 to 1.9): give skull-stripped "
+        "or brain-masked T1s, whose outside is 0, or the head and background are z-scored and learned as brain"
+    ]
 
 
 def read_manifest(path: str | os.PathLike) -> tuple[list[ManifestRow], list[tuple[int, str]]]:
@@ -157,22 +164,29 @@ def read_manifest(path: str | os.PathLike) -> tuple[list[ManifestRow], list[tupl
         if problem:
             problems.append((line, f"age {age!r} {problem}"))
             continue
-        if not listed.strip():
-            problems.append((line, "the path is empty"))
-            continue
-        file = Path(listed).expanduser()
-        file = file if file.is_absolute() else path.resolve().parent / file  # the same from any folder
-        if file.is_dir():
-            problems.append((line, f"{file} is a folder, not a volume file"))
-            continue
-        if not file.is_file():
-            problems.append((line, f"no file at {file}"))
+        file, problem = listed_file(path, listed)
+        if problem:
+            problems.append((line, problem))
             continue
         sex_cell, site_cell, subject = (record[column] if column else "" for column in (sex, site, id_column))
         site_cell = NO_SITE if not site_cell or is_missing(site_cell) else site_cell  # empty, or NA
         rows.append(ManifestRow(line, file, float(age), sex_cell or "", site_cell, subject or ""))
     check_listed_once(path, rows)
     return rows, problems
+
+
+def listed_file(manifest: Path, listed: str) -> tuple[Path, str | None]:
+    """The volume file a manifest cell names (absolute, or relative to the manifest's folder),
+    and why it cannot be read (``None`` where it is a file)."""
+    if not listed.strip():
+        return Path(), "the path is empty"
+    file = Path(listed).expanduser()
+    file = file if file.is_absolute() else manifest.resolve().parent / file  # the same from any folder
+    if file.is_dir():
+        return file, f"{file} is a folder, not a volume file"
+    if not file.is_file():
+        return file, f"no file at {file}"
+    return file, None
 
 
 def check_listed_once(path: Path, rows: Sequence[ManifestRow]) -> None:
@@ -344,10 +358,18 @@ class VolumeCache:
     """Preprocessed volumes as ``.npy`` files keyed by (file, size, mtime, grid): a changed file or
     grid is re-read, anything else is loaded from the cache.  Writes are atomic."""
 
-    def __init__(self, directory: str | os.PathLike, shape: Sequence[int] = GRID_4MM, voxel_size: float = 4.0):
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        shape: Sequence[int] = GRID_4MM,
+        voxel_size: float = 4.0,
+        *,
+        read_only: bool = False,
+    ):
         self.directory = Path(directory)
         self.shape = tuple(int(side) for side in shape)
         self.voxel_size = float(voxel_size)
+        self.read_only = read_only  # volumes not in the cache are read from their files, not added
 
     def key(self, path: Path) -> str:
         status = path.stat()
@@ -363,6 +385,8 @@ class VolumeCache:
             except (OSError, ValueError):
                 pass  # a damaged cache file is read again from the volume and replaced
         volume = load_volume(path, self.shape, self.voxel_size)
+        if self.read_only:
+            return volume
         try:
             atomic_write(cached, lambda stream: np.save(stream, volume))
         except OSError as error:
@@ -399,14 +423,17 @@ def load_cohort(
     shape: Sequence[int] = GRID_4MM,
     voxel_size: float = 4.0,
     progress: bool = True,
+    read_only_cache: bool = False,
 ) -> Cohort:
-    """Every usable subject of ``manifest``, preprocessed (through the cache).  Unreadable files
-    join the manifest's problems (:attr:`Cohort.problems`); no usable subject is an error."""
+    """Every usable subject of ``manifest``, preprocessed (through the cache; with
+    ``read_only_cache`` the cache is read, never written).  Unreadable files join the manifest's
+    problems (:attr:`Cohort.problems`); no usable subject is an error."""
     from tqdm.auto import tqdm
 
     rows, problems = read_manifest(manifest)
-    cache = VolumeCache(cache_directory, shape, voxel_size)
-    cache.check_writable()
+    cache = VolumeCache(cache_directory, shape, voxel_size, read_only=read_only_cache)
+    if not read_only_cache:
+        cache.check_writable()
     volumes, kept = [], []
     for row in tqdm(rows, desc="volumes", disable=not progress, unit="subject"):
         try:

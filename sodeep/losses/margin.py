@@ -314,8 +314,9 @@ class MultiLabelHingeLoss(nn.Module):
     hard get a wider margin.  The update happens under ``no_grad``, outside the autograd graph;
     margins and running losses are buffers, moved with ``.to`` and, when adaptive, saved in
     ``state_dict`` (fixed margins are settings: loading a checkpoint keeps those the loss was built with).
-    They are held in the default dtype (float32): for float64 scores, ``.double()`` the loss too, or
-    a margin such as 1/3 is rounded to float32.  Under ``torch.distributed`` (DDP) the batch's
+    They are held in the default dtype (float32): for float64 scores, ``.double()`` the loss too,
+    which gives fixed margins their values as given (1/3 to float64 precision; adaptive margins
+    keep the values they reached, widened), or a margin such as 1/3 is rounded to float32.  Under ``torch.distributed`` (DDP) the batch's
     per-label losses and counts are summed over the processes before the update, so every process
     moves its margins alike, by the whole step's batch: each process must then call the loss in
     training mode as often as the others (as a training step does).
@@ -354,6 +355,8 @@ class MultiLabelHingeLoss(nn.Module):
             given = torch.as_tensor(margin, device=None if given_as_tensor else "cpu")
             refused = refused or given.dtype == torch.bool or given.is_complex()  # NumPy's True or 1+2j too
             base = given if refused else given.to(torch.get_default_dtype())
+            # Numbers read in float64 (as_tensor reads Python floats in the default dtype).
+            exact = given if refused or given_as_tensor else torch.as_tensor(margin, dtype=torch.float64, device="cpu")
         except (TypeError, ValueError, RuntimeError):
             refused = True
         if refused:
@@ -373,8 +376,11 @@ class MultiLabelHingeLoss(nn.Module):
             raise TypeError(f"momentum must be a number in [0, 1), got {type(momentum).__name__} {momentum!r}")
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        # Kept off the buffers for reset_parameters: a module built on the meta device has no values.
-        self._initial_margin = None if base.is_meta else base.detach().to("cpu", copy=True)
+        # Kept off the buffers for reset_parameters (a module built on the meta device has no values)
+        # and for a cast to float64, in float64: the margins as given, not as the default dtype rounds them.
+        self._initial_margin = (
+            None if exact.is_meta else exact.detach().to("cpu", torch.float64).expand(num_labels).clone()
+        )
         base = base.to(device)
         self.register_buffer("base_margin", base)
         self.register_buffer("margin", base.clone())
@@ -454,6 +460,11 @@ class MultiLabelHingeLoss(nn.Module):
                 self.reset_parameters()
             else:  # margins given as a meta tensor: none to put back, only memory
                 self._margins_unset = True
+        elif not self.adaptive and self._initial_margin is not None and not self.margin.is_meta:
+            for name in ("base_margin", "margin"):  # fixed margins widened to float64 are those given
+                new = self._buffers[name]
+                if new.dtype == torch.float64 and before[name].dtype != torch.float64:
+                    self._buffers[name] = self._initial_margin.to(new.device)
         return self
 
     @torch.no_grad()

@@ -199,6 +199,10 @@ def test_the_command_writes_its_table_and_replaces_only_its_own_output(trained, 
         with pytest.raises(SystemExit) as refused:
             main([*argv, "--out", str(out)])
         assert refused.value.code == 2 and message in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:
+        main(["brainage", "predict", str(trained / "run"), "--manifest", str(trained / "new.csv")])
+    message = "holds a brainage tabular run: its models predict from a table of features (--csv)"
+    assert refused.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_a_damaged_checkpoint_is_refused_in_one_line(trained, tmp_path):

@@ -468,6 +468,24 @@ def test_a_module_cast_to_half_precision_keeps_its_margins_in_float32(dtype):
     assert per_label.double().margin.dtype == torch.float64  # a wider cast is followed
 
 
+@pytest.mark.parametrize("margin", [1 / 3, [0.1, 1 / 3, 2 / 3], torch.tensor(1 / 3, dtype=torch.float64)])
+def test_fixed_margins_cast_to_float64_are_the_margins_given(margin):
+    """``.double()`` gives the loss the margins as given, not as float32 held them: its value equals
+    the function form's in float64."""
+    scores = torch.randn(4, 3, dtype=torch.float64) * 0.1
+    labels = torch.tensor([[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 1]])
+    loss = MultiLabelHingeLoss(3, margin=margin, reduction="none")
+    assert loss.margin.dtype == torch.float32
+    widened = loss.float().double()
+    expected = multilabel_hinge_loss(scores, labels, torch.as_tensor(margin, dtype=torch.float64), reduction="none")
+    assert torch.equal(widened(scores, labels), expected)
+    exact = torch.as_tensor(margin, dtype=torch.float64).expand(3)
+    assert torch.equal(widened.margin, exact) and torch.equal(widened.base_margin, exact)
+    # An adaptive loss's margins are state: a cast widens the values they hold.
+    adaptive = MultiLabelHingeLoss(3, margin=margin, adaptive=True).double()
+    assert torch.equal(adaptive.margin, exact.float().double())
+
+
 def test_adaptive_margins_learn_only_from_known_labels():
     """A label's running loss moves with the samples that know it, not with the unknown ones."""
     loss = MultiLabelHingeLoss(2, adaptive=True, momentum=0.0)

@@ -1,0 +1,272 @@
+"""Brain age of new scans from a finished ``sodeep brainage nifti`` run folder.
+
+Every trained SFCN of the folder (a preset's seeds and folds) predicts the scans of a manifest; a
+preset's prediction is the mean over its models, with their standard deviation beside it.  Each
+scan is brought to the run's grid and z-scored inside the brain as the run's volumes were
+(:func:`sodeep.brainage.volumes.load_volume`), which needs nothing of the training cohort.  Where
+the run's training manifest and volumes are found as the run read them, each model must first
+reproduce the test predictions the folder recorded for it, so a changed checkpoint is refused
+rather than predicted with; where they are not, a note says the check was not made.
+
+Example (a folder of ``sodeep brainage nifti``, a manifest with a ``path`` column)::
+
+    predictions = predict_new_scans("runs/my-cohort", "new_scans.csv")
+    predictions.ages["l1"]  # (N,) years, the mean over the folder's l1 models
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sodeep.brainage.csv_files import age_problem, closest_column, describe_left_out, find_column, read_csv_rows
+from sodeep.brainage.prediction import (
+    NIFTI_COMMAND,
+    REPRODUCTION_TOLERANCE,
+    BrainAgePredictions,
+    NewSubjects,
+    choose_presets,
+    ensemble,
+    folder_notes,
+    load_trained_model,
+    read_run_folder,
+)
+from sodeep.brainage.results import RESULTS_FILE
+from sodeep.brainage.tables import find_id_and_site_columns, repeated_values, row_labels
+from sodeep.wording import plural
+
+
+def read_new_scans(
+    manifest: str | Path,
+    *,
+    shape: Sequence[int],
+    voxel_size: float,
+    id_column: str | None = None,
+    age_column: str | None = None,
+    progress: bool = True,
+) -> tuple[NewSubjects, list[Path]]:
+    """The scans of ``manifest`` that can be read, each brought to ``shape`` at ``voxel_size`` mm.
+
+    Args:
+        manifest: CSV with a ``path`` column (absolute, or relative to the manifest's folder), as
+            ``sodeep brainage nifti`` reads; an age column is optional here.
+        shape, voxel_size: the run's grid.
+        id_column: column of subject ids (default: the first of the usual id columns; else each
+            scan is named by its path as the manifest lists it).
+        age_column: column of chronological ages (default: ``age`` if the manifest has it); with
+            ages the predictions add each subject's gap.
+        progress: a progress bar while the scans are read.
+
+    Returns:
+        :class:`~sodeep.brainage.prediction.NewSubjects` whose ``features`` are the volumes
+        ``(N, 1, D, H, W)`` float32, and the ``N`` resolved paths of their files.
+
+    Raises:
+        FileNotFoundError: no file at ``manifest``.
+        ValueError: no ``path`` column, a named column is missing, or no scan can be read.
+    """
+    from tqdm.auto import tqdm
+
+    from sodeep.brainage.volumes import listed_file, load_volume, unmasked_note
+
+    manifest = Path(manifest)
+    if manifest.is_dir():
+        raise ValueError(f"{manifest} is a folder; give the manifest in it, a CSV file")
+    if not manifest.is_file():
+        raise FileNotFoundError(f"no manifest at {manifest}")
+    columns, rows, lines, _ = read_csv_rows(manifest)
+    if not rows:
+        raise ValueError(f"{manifest}: the manifest has a header but no rows")
+    try:
+        path_column = find_column(columns, ["path"], "path")
+        id_column, _ = find_id_and_site_columns(columns, id_column, None)
+    except ValueError as error:
+        raise ValueError(f"{manifest}: {error}") from None
+    if path_column is None:
+        close = closest_column("path", columns)
+        hint = f" (did you mean {close!r}?)" if close else ""
+        raise ValueError(f"{manifest}: a manifest of scans needs a 'path' column{hint}; columns are {columns}")
+    notes: list[str] = []
+    if age_column is not None:
+        if age_column not in columns:
+            close = closest_column(age_column, columns)
+            raise ValueError(
+                f"{manifest}: no age column {age_column!r}" + (f" (did you mean {close!r}?)" if close else "")
+            )
+    else:
+        age_column = find_column(columns, ["age"], "age")
+
+    volumes, paths, ids, names, ages, kept_lines, skipped, unusable_ages = [], [], [], [], [], [], [], []
+    for line, row in tqdm(list(zip(lines, rows)), desc="scans", disable=not progress, unit="scan"):
+        file, problem = listed_file(manifest, row[path_column] or "")
+        if problem is None:
+            try:
+                volumes.append(load_volume(file, shape, voxel_size))
+            except Exception as error:  # a corrupt file must not lose the others: reported by line
+                reason = " ".join(str(error).split())
+                problem = f"cannot read: {reason}" if str(file) in reason else f"cannot read {file}: {reason}"
+        if problem is not None:
+            skipped.append((line, problem))
+            continue
+        paths.append(file)
+        kept_lines.append(line)
+        subject = row[id_column].strip() if id_column and row[id_column].strip() else None
+        ids.append(subject)
+        names.append(subject if subject is not None else row[path_column].strip())
+        if age_column:
+            problem = age_problem(row[age_column])
+            ages.append(np.nan if problem else float(row[age_column]))
+            if problem:
+                unusable_ages.append((line, f"age {row[age_column]!r} {problem}"))
+    if not volumes:
+        raise ValueError(f"{describe_left_out(str(manifest), skipped, len(rows))}: no scan could be read")
+    repeated = repeated_values(names)
+    if repeated:
+        what = "subject id" if id_column else "path"
+        notes.append(
+            f"{manifest}: {plural(len(repeated), what)} {'appears' if len(repeated) == 1 else 'appear'} on more "
+            f"than one row (e.g. {repeated[:5]}); those rows are named with their CSV lines"
+        )
+    stacked = torch.from_numpy(np.stack(volumes)).unsqueeze(1)
+    notes += unmasked_note(str(manifest), stacked, paths, voxel_size)
+    subjects = NewSubjects(
+        features=stacked.numpy(),
+        subject_ids=row_labels(names, kept_lines, set(repeated)),
+        ages=np.asarray(ages, dtype=np.float64) if age_column else None,
+        lines=kept_lines,
+        ids=ids,
+        skipped=skipped,
+        rows=len(rows),
+        notes=notes,
+        unusable_ages=unusable_ages,
+    )
+    return subjects, paths
+
+
+def _training_cohort(folder: Path, config: dict[str, Any], settings: dict[str, Any], progress: bool) -> Any:
+    """The run's training cohort, read as the run read it (through its volume cache, which is not
+    written), or the reason it cannot be: the manifest is missing or changed, or its volumes are
+    not the files the run read (path, size or modification time)."""
+    from sodeep.brainage.volumes import load_cohort
+    from sodeep.files import file_digest
+
+    manifest = Path(config.get("manifest") or "")
+    if not manifest.is_file():
+        return None, f"the run's training manifest {manifest} is missing"
+    if file_digest(manifest) != config.get("manifest_sha256"):
+        return None, f"the run's training manifest {manifest} has changed since the run (another SHA-256)"
+    cache = Path(config.get("cache") or folder / "cache")
+    extra = settings["config"]["extra"]
+    try:
+        cohort = load_cohort(
+            manifest,
+            cache,
+            shape=extra["shape"],
+            voxel_size=extra["voxel_size"],
+            progress=progress,
+            read_only_cache=True,
+        )
+    except ValueError as error:
+        return None, f"the run's training volumes cannot be read ({error})"
+    if cohort.files_digest() != settings.get("volume_files_sha256"):
+        return None, f"the volumes {manifest} lists are not the files the run read (path, size or modification time)"
+    return cohort, None
+
+
+def _each_models_ages(
+    folder: Path, settings: dict[str, Any], runs: list[tuple[str, dict[str, Any]]], scans: torch.Tensor, cohort: Any
+) -> np.ndarray:
+    """``(M, N)`` ages of the ``scans`` ``(N, 1, D, H, W)`` by each of the ``M`` runs' models, each
+    after it reproduced its recorded test predictions on the training ``cohort`` (where given)."""
+    from sodeep.brainage.cross_validation import run_directory
+    from sodeep.brainage.models import SFCN
+    from sodeep.brainage.training import BEST_CHECKPOINT, predict_ages
+
+    options = settings["config"]
+    batch = int(options.get("batch_size") or 8)
+    predictions = np.empty((len(runs), len(scans)))
+    with torch.no_grad():
+        for index, (preset, run) in enumerate(runs):
+            checkpoint = run_directory(folder, preset, run["seed"], run["fold"]) / BEST_CHECKPOINT
+            model = load_trained_model(SFCN(**options["extra"]["network"]), checkpoint)
+            if cohort is not None:
+                again = predict_ages(model, cohort.volumes[run["test_rows"]], batch).double().numpy()
+                differing = np.abs(again - np.asarray(run["test_predictions"], dtype=np.float64))
+                if not differing.max(initial=0.0) <= REPRODUCTION_TOLERANCE:
+                    raise ValueError(
+                        f"{checkpoint} does not reproduce the test predictions {folder / RESULTS_FILE} records for it "
+                        f"(up to {differing.max():.3g} years apart): the checkpoint changed after the run"
+                    )
+            predictions[index] = predict_ages(model, scans, batch).double().numpy()
+    return predictions
+
+
+def predict_new_scans(
+    folder: str | Path,
+    manifest: str | Path,
+    *,
+    presets: Sequence[str] | None = None,
+    id_column: str | None = None,
+    age_column: str | None = None,
+    progress: bool = True,
+) -> BrainAgePredictions:
+    """Predict the ages of the scans of ``manifest`` with every model of a nifti run folder.
+
+    Args:
+        folder: the ``--out`` folder of a ``sodeep brainage nifti`` run (finished runs are used; a
+            note says how many of the planned runs finished).
+        manifest: CSV with a ``path`` column, optionally ages and ids (:func:`read_new_scans`);
+            scans that cannot be read are skipped (listed in ``subjects.skipped``).
+        presets: which of the folder's presets (default: every preset with a finished run).
+        id_column, age_column: as :func:`read_new_scans`.
+        progress: progress bars while volumes are read.
+
+    Returns:
+        :class:`~sodeep.brainage.prediction.BrainAgePredictions`, ``(N,)`` per preset.
+
+    Raises:
+        ValueError: (one line) the folder is not a finished nifti run, a preset is not in it, a
+            model is damaged or does not reproduce its recorded test predictions, or no scan of
+            the manifest can be read.
+    """
+    folder = Path(folder)
+    config, results = read_run_folder(folder, NIFTI_COMMAND)
+    settings = results["settings"]
+    finished, chosen = choose_presets(folder, results, presets)
+    extra = settings["config"]["extra"]
+    subjects, paths = read_new_scans(
+        manifest,
+        shape=extra["shape"],
+        voxel_size=extra["voxel_size"],
+        id_column=id_column,
+        age_column=age_column,
+        progress=progress,
+    )
+    in_use, unfinished = folder_notes(folder, config, settings, {name: finished[name] for name in chosen})
+    notes = in_use + subjects.notes + unfinished
+    cohort, unchecked = _training_cohort(folder, config, settings, progress)
+    if unchecked:
+        notes.append(f"{unchecked}: the models' recorded test predictions were not checked")
+    runs = [(preset, run) for preset in chosen for run in finished[preset]]
+    predictions = _each_models_ages(folder, settings, runs, torch.from_numpy(subjects.features), cohort)
+    if subjects.unusable_ages:
+        notes.append(
+            describe_left_out(
+                str(manifest), subjects.unusable_ages, len(subjects.subject_ids), verb="found no usable age on"
+            )
+            + "; their gaps are left empty"
+        )
+    if cohort is not None:
+        trained_on = {path.resolve() for path in cohort.paths}
+        shared = [str(path) for path in paths if path.resolve() in trained_on]
+        if shared:
+            notes.append(
+                f"{manifest}: {plural(len(shared), 'scan')} of the run's training cohort (e.g. {shared[:2]}): the "
+                "models trained on them, so their ages are not out-of-sample (the run's predictions.csv holds each "
+                "training scan's age from the model that had it in its test fold)"
+            )
+    return ensemble(subjects, runs, predictions, np.zeros(len(subjects.subject_ids), dtype=bool), notes)
