@@ -119,6 +119,32 @@ def stop_signals_as_interrupts() -> Iterator[None]:
         _STOP_SAVED.clear()
 
 
+@contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Within the block (files that belong together being written), a first Ctrl-C or SIGTERM
+    waits for its end and is raised there as :class:`Interrupted`; a second raises at once.
+    Outside the main thread nothing changes."""
+    received: list[str] = []
+
+    def hold(number: int, frame: Any) -> None:
+        name = signal.Signals(number).name
+        if received:
+            raise Interrupted(name)
+        received.append(name)
+
+    try:
+        previous = {number: signal.signal(number, hold) for number in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread
+        previous = {}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if received:
+        raise Interrupted(received[0])
+
+
 def describe_value(value: Any, limit: int = 40) -> str:
     """A setting's value in JSON, cut to ``limit`` characters: ``"3277bba6d1ea..."`` for a long
     string (its quotes kept), ``[1, 2, 3, ...`` for a long list."""

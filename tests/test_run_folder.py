@@ -220,6 +220,27 @@ def test_within_the_block_both_stop_signals_raise_an_interrupt_of_its_own_class(
     assert signal.getsignal(number) is before
 
 
+def test_a_held_stop_signal_raises_at_the_blocks_end_and_a_second_at_once():
+    import os
+    import signal
+
+    from sodeep.run_folder import Interrupted, interrupts_held
+
+    before = signal.getsignal(signal.SIGINT)
+    finished = []
+    with pytest.raises(Interrupted, match="SIGTERM"):
+        with interrupts_held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            finished.append("after the signal")
+    assert finished == ["after the signal"] and signal.getsignal(signal.SIGINT) is before
+    with pytest.raises(Interrupted, match="SIGINT"):
+        with interrupts_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+            finished.append("not reached")
+    assert finished == ["after the signal"] and signal.getsignal(signal.SIGINT) is before
+
+
 def test_a_folder_holding_only_what_a_file_manager_leaves_is_empty_to_a_run(tmp_path):
     out = tmp_path / "run"
     out.mkdir()

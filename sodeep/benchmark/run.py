@@ -16,7 +16,7 @@ from sodeep.benchmark.rankers import Ranker, available_families
 from sodeep.benchmark.report import json_text, null_as_nan
 from sodeep.files import atomic_write_text
 from sodeep.process_state import keeps_caller_state
-from sodeep.run_folder import releasing_run_folders
+from sodeep.run_folder import interrupts_held, releasing_run_folders
 from sodeep.stream_loader import available_cores
 from sodeep.wording import plural
 
@@ -228,12 +228,13 @@ def run_benchmark(
                 resumption["parts"].append(part)
                 results["resumed"] = [*previous["resumed"], resumption]
         # A part's results survive a later part's failure or an interruption, in both files and
-        # in the plots.
-        report.write_results(results, out)
-        atomic_write_text(out / "results.md", report.markdown(results) + "\n")
-        plots.plot_speed(results["speed"], out / "bench_speed.png")
-        plots.plot_fidelity_vs_time(results["fidelity"], results["speed"], out / "bench_fidelity.png")
-        plots.plot_sorting(results["sorting_summary"], out / "bench_sorting.png")
+        # in the plots: a stop signal while they are written waits for the last of them.
+        with interrupts_held():
+            report.write_results(results, out)
+            atomic_write_text(out / "results.md", report.markdown(results) + "\n")
+            plots.plot_speed(results["speed"], out / "bench_speed.png")
+            plots.plot_fidelity_vs_time(results["fidelity"], results["speed"], out / "bench_fidelity.png")
+            plots.plot_sorting(results["sorting_summary"], out / "bench_sorting.png")
     return results
 
 

@@ -23,7 +23,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from sodeep.brainage.csv_files import age_problem, closest_column, describe_left_out, find_column, read_csv_rows
+from sodeep.brainage.csv_files import (
+    age_problem,
+    closest_column,
+    describe_left_out,
+    find_column,
+    is_missing,
+    read_csv_rows,
+)
 from sodeep.brainage.prediction import (
     NIFTI_COMMAND,
     REPRODUCTION_TOLERANCE,
@@ -114,7 +121,7 @@ def read_new_scans(
             continue
         paths.append(file)
         kept_lines.append(line)
-        subject = row[id_column].strip() if id_column and row[id_column].strip() else None
+        subject = None if not id_column or is_missing(row[id_column]) else row[id_column].strip()
         ids.append(subject)
         names.append(subject if subject is not None else row[path_column].strip())
         if age_column:

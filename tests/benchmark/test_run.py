@@ -485,6 +485,32 @@ def test_an_interrupted_benchmark_has_the_plots_of_its_finished_parts(tmp_path, 
     assert (out / "bench_speed.png").read_bytes().startswith(b"\x89PNG") and not (out / "bench_sorting.png").exists()
 
 
+def test_a_stop_signal_while_a_part_is_written_waits_for_its_plots(tmp_path, monkeypatch):
+    """Ctrl-C as a finished part's results.json is written: its markdown and plot are written too,
+    then the command stops as interrupted, before the next part."""
+    import os
+    import signal
+
+    import sodeep.benchmark.report as report
+
+    monkeypatch.setattr(BenchConfig, "quick", classmethod(lambda cls, **overrides: cls(**{**TINY, **overrides})))
+    write = report.write_results
+    calls = []
+
+    def interrupted_while_writing(*args):
+        calls.append(args)
+        if len(calls) == 2:  # the first records the settings; the second, the speed part
+            os.kill(os.getpid(), signal.SIGINT)
+        return write(*args)
+
+    monkeypatch.setattr(report, "write_results", interrupted_while_writing)
+    out = tmp_path / "out"
+    assert main(["bench", "--quick", "--workers", "1", "--parts", "speed", "fidelity", "--out", str(out)]) == 130
+    assert (out / "bench_speed.png").read_bytes().startswith(b"\x89PNG")
+    assert "speed" in (out / "results.md").read_text().lower()
+    assert json.loads((out / "results.json").read_text())["wall_seconds"].keys() == {"speed"}
+
+
 def test_resume_keeps_finished_parts_and_trainings_and_refuses_other_settings(tmp_path, monkeypatch, capsys):
     import sodeep.benchmark.learning_to_sort as learning_to_sort
     import sodeep.benchmark.run as run
