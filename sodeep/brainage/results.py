@@ -54,7 +54,10 @@ RESTART_ADVICE = "run with overwrite=True instead of resume=True to start the fo
 DIGEST_MEANINGS = {
     "table_sha256": "the table's content changed",
     "manifest_sha256": "the manifest's content changed",
-    "volume_files_sha256": "a volume file's size or modification time changed, as after an edit or a touch",
+    "volume_files_sha256": (
+        "the volumes read are not the same files: a scan moved, was edited or touched, or was unreadable then and "
+        "is read now, or the reverse"
+    ),
 }
 
 

@@ -201,12 +201,28 @@ def paired(setting: Setting, reference: Setting, metric: str) -> dict[str, float
     }
 
 
+#: The statistics a report gives of each metric ``m``, as its columns ``m_n``, ``m_mean``, ...
+STATISTICS = ("n", "mean", "sd", "missing", "diff_mean", "diff_sd", "pairs", "wilcoxon_p")
+
+
+def parameter_column(name: str, metrics: list[str]) -> str:
+    """The report's column of the parameter ``name``: its name, or ``parameter:NAME`` where the
+    name is one of the report's own columns (``trials``, ``loss_n``, ...).
+
+    Example:
+        >>> [parameter_column(name, ["loss"]) for name in ("lr", "trials", "loss_n")]
+        ['lr', 'parameter:trials', 'parameter:loss_n']
+    """
+    own = {"trials", "trials_without_results"} | {f"{metric}_{stat}" for metric in metrics for stat in STATISTICS}
+    return f"parameter:{name}" if name in own else name
+
+
 def setting_rows(settings: list[Setting], metrics: list[str], baseline: dict[str, str]) -> list[dict[str, Any]]:
-    """One dict per setting: its parameters, ``trials``, ``trials_without_results`` (started,
-    without a finished summary) and, per metric, ``{m}_n`` (units with a
-    finite value), ``{m}_missing`` (units without: NaN, infinite or not reported), ``{m}_mean``,
-    ``{m}_sd`` and, with a baseline, ``{m}_diff_mean``, ``{m}_diff_sd``, ``{m}_pairs`` and
-    ``{m}_wilcoxon_p``."""
+    """One dict per setting: its parameters (each under :func:`parameter_column`), ``trials``,
+    ``trials_without_results`` (started, without a finished summary) and, per metric, ``{m}_n``
+    (units with a finite value), ``{m}_missing`` (units without: NaN, infinite or not reported),
+    ``{m}_mean``, ``{m}_sd`` and, with a baseline, ``{m}_diff_mean``, ``{m}_diff_sd``,
+    ``{m}_pairs`` and ``{m}_wilcoxon_p``."""
     names = sorted({name for setting in settings for name in setting.params})
     unknown = [key for key in baseline if key not in names]
     if unknown:
@@ -230,7 +246,8 @@ def setting_rows(settings: list[Setting], metrics: list[str], baseline: dict[str
         raise ValueError(f"--baseline {asked}: no setting has those values; values seen: {seen}")
     rows = []
     for setting in settings:
-        row: dict[str, Any] = {**setting.params, "trials": len(setting.trials)}
+        row: dict[str, Any] = {parameter_column(name, metrics): value for name, value in setting.params.items()}
+        row["trials"] = len(setting.trials)
         reference = reference_for(setting, settings, baseline)
         for metric in metrics:
             values = np.array(list(setting.values(metric).values()), dtype=float)

@@ -26,6 +26,7 @@ from sodeep.sweeps.compare import (
     group_settings,
     metric_names,
     parse_baseline,
+    parameter_column,
     setting_rows,
     shown_value,
     trial_only_metrics,
@@ -253,11 +254,12 @@ def markdown(
         lines += ["", "No baseline: add `--baseline KEY=VALUE` for paired differences."]
     for metric in metrics:
         goal = f" ({goals[metric]})" if metric in goals else ""
-        header = [*changing, "n", "mean +- sd"] + (["difference +- sd", "pairs", "p"] if baseline else [])
+        count_header = "n" if "n" not in changing else "n (count)"  # beside a parameter named n
+        header = [*changing, count_header, "mean +- sd"] + (["difference +- sd", "pairs", "p"] if baseline else [])
         heading = f"## {one_line(metric)}{goal}"
         lines += ["", heading, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in rows:
-            cells = [shown_value(row.get(key)) for key in changing]
+            cells = [shown_value(row.get(parameter_column(key, metrics))) for key in changing]
             missing = row[f"{metric}_missing"]
             count = f"{row[f'{metric}_n']} of {row[f'{metric}_n'] + missing}" if missing else str(row[f"{metric}_n"])
             lost = row["trials_without_results"]
@@ -388,9 +390,9 @@ def write_report(
         from sodeep.sweeps.plots import plot_metric
 
         shown = varying(settings)[0]
-        labels = [describe({k: row.get(k) for k in shown}) or "all" for row in rows]
+        labels = [describe({k: setting.params.get(k) for k in shown}) or "all" for setting in settings]
         if len(set(labels)) < len(labels):  # 4 significant digits would merge settings: in full
-            labels = [" ".join(f"{k}={row.get(k)}" for k in shown) for row in rows]
+            labels = [" ".join(f"{k}={setting.params.get(k)}" for k in shown) for setting in settings]
         files = plot_names(names)
         for metric in names:
             path = plot_metric(

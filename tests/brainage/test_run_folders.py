@@ -277,9 +277,9 @@ def test_resuming_a_nifti_run_whose_volumes_changed_is_refused(tmp_path, capsys,
     assert exit_info.value.code == 2
     assert "resuming" not in printed.out  # said only once the volumes are checked to be the run's
     assert (
-        "holds runs of other settings (volume_files_sha256 (a volume file's size or modification time changed, as "
-        "after an edit or a touch)); resume with those settings and files, choose another folder for --out, or run "
-        "with --overwrite instead of --resume"
+        "holds runs of other settings (volume_files_sha256 (the volumes read are not the same files: a scan moved, "
+        "was edited or touched, or was unreadable then and is read now, or the reverse)); resume with those settings "
+        "and files, choose another folder for --out, or run with --overwrite instead of --resume"
     ) in error
 
 

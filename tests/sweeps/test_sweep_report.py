@@ -60,6 +60,24 @@ def test_means_sds_paired_differences_and_wilcoxon(tmp_path):
     assert "10 finished trials (1 failed, 1 without a summary" in text and "Partial" not in text
 
 
+def test_parameters_named_as_the_reports_own_columns_keep_their_values(tmp_path):
+    """Parameters called ``trials``, ``loss_n`` and ``n`` beside the report's columns of those names."""
+    records = [
+        ({"trials": t, "loss_n": 5, "n": 10 * t, "seed": s}, {"loss": t + 0.1 * s}, None, "finished")
+        for t in (1, 2)
+        for s in (0, 1)
+    ]
+    write_trials(tmp_path, records, sweep_metric={"name": "loss", "goal": "minimize"})
+    write_report(tmp_path, plots=True)
+    first, second = rows(tmp_path)
+    assert (first["parameter:trials"], first["parameter:loss_n"], first["n"]) == ("1", "5", "10")
+    assert (second["parameter:trials"], second["n"], second["trials"], second["loss_n"]) == ("2", "20", "2", "2")
+    assert (float(first["loss_mean"]), float(second["loss_mean"])) == (pytest.approx(1.05), pytest.approx(2.05))
+    text = (tmp_path / "report.md").read_text()
+    assert "| trials | n | n (count) | mean +- sd |" in text
+    assert "| 1 | 10 | 2 | 1.05 +- 0.071 |" in text and "| 2 | 20 | 2 | 2.05 +- 0.071 |" in text
+
+
 def test_a_sweep_with_trials_not_started_says_it_is_partial(tmp_path):
     records = [({"losses": "l1", "seed": s}, {"mae": s + 1.0}, None, "finished") for s in range(2)]
     write_trials(tmp_path, records)
