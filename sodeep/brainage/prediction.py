@@ -37,7 +37,13 @@ from sodeep.brainage.csv_files import (
 )
 from sodeep.brainage.metrics import corrected_gap
 from sodeep.brainage.results import RESTART_ADVICE, RESULTS_FILE, read_results
-from sodeep.brainage.tables import find_id_and_site_columns, read_age_table, repeated_values, row_labels
+from sodeep.brainage.tables import (
+    ages_beyond_a_lifetime,
+    find_id_and_site_columns,
+    read_age_table,
+    repeated_values,
+    row_labels,
+)
 from sodeep.run_folder import RUN_RECORD
 from sodeep.wording import plural
 
@@ -101,7 +107,8 @@ class BrainAgePredictions:
     Attributes:
         subjects: the subjects predicted (:class:`NewSubjects`).
         ages: preset -> ``(N,)`` mean predicted age over the preset's models.
-        spread: preset -> ``(N,)`` standard deviation over those models (0 for a single model).
+        spread: preset -> ``(N,)`` standard deviation over those models, as of a population
+            (``ddof=0``: 0 for a single model).
         corrected_gaps: preset -> ``(N,)`` gap minus each model's age bias (fitted on its
             validation rows), averaged over the models; NaN where the true age is unknown.
         models: preset -> number of models averaged.
@@ -213,6 +220,8 @@ def read_new_subjects(
         raise ValueError(
             f"{describe_left_out(str(path), skipped, len(rows))}: no row has a number in every feature column"
         )
+    if age_column:
+        notes += ages_beyond_a_lifetime(str(path), np.asarray(ages, dtype=np.float64))
     repeated = repeated_values([subject for subject in ids if subject is not None])
     if repeated:
         notes.append(

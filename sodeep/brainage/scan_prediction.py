@@ -43,8 +43,11 @@ from sodeep.brainage.prediction import (
     read_run_folder,
 )
 from sodeep.brainage.results import RESULTS_FILE
-from sodeep.brainage.tables import find_id_and_site_columns, repeated_values, row_labels
+from sodeep.brainage.tables import ages_beyond_a_lifetime, find_id_and_site_columns, repeated_values, row_labels
 from sodeep.wording import plural
+
+#: File names of scans, which a manifest lists (case aside).
+SCAN_SUFFIXES = (".nii", ".nii.gz", ".mgz", ".mgh", ".img", ".hdr")
 
 
 def read_new_scans(
@@ -85,6 +88,10 @@ def read_new_scans(
         raise ValueError(f"{manifest} is a folder; give the manifest in it, a CSV file")
     if not manifest.is_file():
         raise FileNotFoundError(f"no manifest at {manifest}")
+    if manifest.name.lower().endswith(SCAN_SUFFIXES):
+        raise ValueError(
+            f"{manifest} is a scan; the manifest is a CSV file that lists the scans in a 'path' column (one row each)"
+        )
     columns, rows, lines, _ = read_csv_rows(manifest)
     if not rows:
         raise ValueError(f"{manifest}: the manifest has a header but no rows")
@@ -132,14 +139,22 @@ def read_new_scans(
     if not volumes:
         raise ValueError(f"{describe_left_out(str(manifest), skipped, len(rows))}: no scan could be read")
     repeated = repeated_values(names)
-    if repeated:
-        what = "subject id" if id_column else "path"
+    if repeated and id_column:
         notes.append(
-            f"{manifest}: {plural(len(repeated), what)} {'appears' if len(repeated) == 1 else 'appear'} on more "
-            f"than one row (e.g. {repeated[:5]}); those rows are named with their CSV lines"
+            f"{manifest}: {plural(len(repeated), 'subject id')} {'appears' if len(repeated) == 1 else 'appear'} on "
+            f"more than one row (e.g. {repeated[:5]}); those rows are named with their CSV lines"
+        )
+    listed_again = repeated_values([str(path.resolve()) for path in paths])
+    if listed_again:
+        notes.append(
+            f"{manifest}: {plural(len(listed_again), 'scan')} {'is' if len(listed_again) == 1 else 'are'} listed on "
+            f"more than one row (e.g. {listed_again[:3]}), each predicted once per row"
+            + ("; rows of one path are named with their CSV lines" if repeated and not id_column else "")
         )
     stacked = torch.from_numpy(np.stack(volumes)).unsqueeze(1)
     notes += unmasked_note(str(manifest), stacked, paths, voxel_size)
+    if age_column:
+        notes += ages_beyond_a_lifetime(str(manifest), np.asarray(ages, dtype=np.float64))
     subjects = NewSubjects(
         features=stacked.numpy(),
         subject_ids=row_labels(names, kept_lines, set(repeated)),
@@ -182,6 +197,18 @@ def _training_cohort(folder: Path, config: dict[str, Any], settings: dict[str, A
     if cohort.files_digest() != settings.get("volume_files_sha256"):
         return None, f"the volumes {manifest} lists are not the files the run read (path, size or modification time)"
     return cohort, None
+
+
+def _scans_of_the_run(folder: Path) -> set[Path]:
+    """The files of the scans a run trained on, by the paths its ``predictions.csv`` names them
+    with (none where it cannot be read)."""
+    import csv
+
+    try:
+        with open(folder / "predictions.csv", newline="", encoding="utf-8") as file:
+            return {Path(row["subject"]) for row in csv.DictReader(file) if row.get("subject")}
+    except (OSError, ValueError, KeyError, csv.Error):
+        return set()
 
 
 def _each_models_ages(
@@ -267,13 +294,12 @@ def predict_new_scans(
             )
             + "; their gaps are left empty"
         )
-    if cohort is not None:
-        trained_on = {path.resolve() for path in cohort.paths}
-        shared = [str(path) for path in paths if path.resolve() in trained_on]
-        if shared:
-            notes.append(
-                f"{manifest}: {plural(len(shared), 'scan')} of the run's training cohort (e.g. {shared[:2]}): the "
-                "models trained on them, so their ages are not out-of-sample (the run's predictions.csv holds each "
-                "training scan's age from the model that had it in its test fold)"
-            )
+    trained_on = {path.resolve() for path in cohort.paths} if cohort is not None else _scans_of_the_run(folder)
+    shared = [str(path) for path in paths if path.resolve() in trained_on]
+    if shared:
+        notes.append(
+            f"{manifest}: {plural(len(shared), 'scan')} of the run's training cohort (e.g. {shared[:2]}): the "
+            "models trained on them, so their ages are not out-of-sample (the run's predictions.csv holds each "
+            "training scan's age from the model that had it in its test fold)"
+        )
     return ensemble(subjects, runs, predictions, np.zeros(len(subjects.subject_ids), dtype=bool), notes)

@@ -123,6 +123,17 @@ def test_rows_without_a_feature_are_skipped_and_unknown_ages_leave_the_gap_empty
     assert float(known[6]) == pytest.approx(float(known[2]) - float(cells[1][1]), abs=1e-4)
 
 
+def test_ages_that_look_like_months_are_noted(trained, tmp_path):
+    table = tmp_path / "months.csv"
+    lines = (trained / "new.csv").read_text().splitlines()
+    head = lines[0].split(",")
+    first = lines[1].split(",")
+    first[head.index("age")] = "540"
+    table.write_text("\n".join([lines[0], ",".join(first), *lines[2:]]) + "\n")
+    notes = predict_new_subjects(trained / "run", table).notes
+    assert any("months.csv: 1 age is above 130 years (largest 540)" in note for note in notes)
+
+
 def test_a_table_without_the_models_features_is_refused_naming_them(trained, tmp_path):
     text = (trained / "new.csv").read_text().replace("lh_a", "lh-a")
     (tmp_path / "renamed.csv").write_text(text)

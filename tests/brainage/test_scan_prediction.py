@@ -163,6 +163,29 @@ def test_a_changed_checkpoint_is_refused_and_a_missing_cohort_is_said_unchecked(
         np.testing.assert_allclose(unchecked.ages["l1"], checked.ages["l1"] + 0.5, atol=1e-4)  # 1 of 2 models moved
 
 
+def test_training_scans_repeated_scans_and_ages_in_months_are_noted(trained, tmp_path):
+    """Training scans are named by path also where the cohort is not read (a touched volume);
+    a scan listed twice by two relative paths, and an age that looks like months, are noted."""
+    import os
+
+    manifest = _write(
+        trained / "new" / "notes.csv",
+        ["path,age", "n1.nii,40", "./n1.nii,480", f"{trained / 's2.nii.gz'},30", "../s3.nii.gz,41"],
+    )
+    status = (trained / "s5.nii.gz").stat()
+    os.utime(trained / "s5.nii.gz", ns=(status.st_atime_ns, status.st_mtime_ns + 10**9))  # touched after the run
+    try:
+        notes = predict_new_scans(trained / "run", manifest, progress=False).notes
+    finally:
+        os.utime(trained / "s5.nii.gz", ns=(status.st_atime_ns, status.st_mtime_ns))
+    assert any(note.endswith("the models' recorded test predictions were not checked") for note in notes)
+    assert any("notes.csv: 2 scans of the run's training cohort" in note for note in notes)
+    assert any("notes.csv: 1 scan is listed on more than one row" in note and "n1.nii" in note for note in notes)
+    assert any("notes.csv: 1 age is above 130 years (largest 480)" in note for note in notes)
+    with pytest.raises(ValueError, match=r"n0.nii is a scan; the manifest is a CSV file that lists the scans"):
+        predict_new_scans(trained / "run", trained / "new" / "n0.nii", progress=False)
+
+
 def test_the_command_names_the_input_each_run_kind_takes(trained, tmp_path, capsys):
     manifest = _write(trained / "new" / "cli.csv", ["path,age", "n0.nii,40", f"{trained / 's0.nii.gz'},20"])
     argv = ["brainage", "predict", str(trained / "run"), "--manifest", str(manifest)]
