@@ -75,7 +75,7 @@ def add_brainage_parser(commands: Any) -> argparse.ArgumentParser:
         "features",
         nargs="+",
         metavar="GLOB",
-        help='glob patterns of feature columns, e.g. "lh_*" "rh_*"',
+        help='feature columns: their names or glob patterns, e.g. "lh_*" "rh_*"',
         shown="every numeric column but ids and covariates",
     )
     _add_plan_flags(add, folds=True, sfcn=False)

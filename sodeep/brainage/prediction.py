@@ -449,8 +449,12 @@ def _each_models_ages(
                 f"{checkpoint} does not reproduce the test predictions {folder / RESULTS_FILE} records for it (up to "
                 f"{differing.max():.3g} years apart): the checkpoint or the table changed after the run"
             )
-        z = (subjects.features.astype(np.float64) - scaler.mean) / scaler.std
-        largest_z = np.maximum(largest_z, np.abs(z))
+        values = subjects.features.astype(np.float64)
+        z = (values - scaler.mean) / scaler.std
+        # A feature every fitting row held at one value: any other value is infinitely far from it.
+        constant = ~(training.features[rows.fitting].astype(np.float64).std(0) > 0)
+        far = np.where(constant & (values != scaler.mean), np.inf, np.abs(z))
+        largest_z = np.maximum(largest_z, far)
         with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: inf, then no finite age
             inputs = torch.from_numpy(z.astype(np.float32))
         predictions[index] = predict_ages(model, inputs).numpy()
@@ -522,8 +526,8 @@ def predict_new_subjects(
         farthest = _far_feature(subjects, training.feature_names, largest_z, far[0])
         notes.append(
             f"{table}: {plural(len(far), 'subject')} {'has' if len(far) == 1 else 'have'} a feature more than "
-            f"{FAR_FROM_TRAINING:g} training SDs from the training mean (line {subjects.lines[far[0]]}: {farthest}): "
-            "their ages are extrapolations"
+            f"{FAR_FROM_TRAINING:g} training SDs from the training mean, or off a value all training subjects shared "
+            f"(line {subjects.lines[far[0]]}: {farthest}): their ages are extrapolations"
         )
     if subjects.unusable_ages:
         notes.append(
@@ -651,6 +655,8 @@ def _far_feature(subjects: NewSubjects, names: Sequence[str], largest_z: np.ndar
     farthest from the training range (``largest_z``: ``(N, F)``, the largest ``|z|`` over the models)."""
     column = int(np.argmax(largest_z[row]))
     value, far = subjects.features[row, column], largest_z[row, column]
+    if np.isinf(far):  # (z-scores of float32 values in float64 are finite)
+        return f"{names[column]!r} = {value:g}, where every training subject had one value of it"
     return f"{names[column]!r} = {value:g}, {far:.3g} training SDs from its mean"
 
 

@@ -127,32 +127,58 @@ def check_split(
     check_site_folds(sites, folds, cross_validation=True)
     sites = np.asarray(sites, dtype=str)
     for seed in seeds:
-        fold_of = site_folds(sites, folds, seed)
-        for fold in range(folds):
-            where = f"site-grouped split, seed {seed}, fold {fold}"
-            training_sites = sorted({str(site) for site in sites[fold_of != fold]})
-            if len(training_sites) < 2:
-                raise ValueError(
-                    f"{where}: the training split holds one site ({training_sites[0]!r}), none to hold out for "
-                    f"validation; {_fewer_folds_or(folds)}more sites, or split by age (split='stratified')"
-                )
-            rows = fold_rows(
-                ages, sites, split=split, folds=folds, seed=seed, fold=fold, validation_fraction=validation_fraction
-            )
-            if len(rows.test) < 2 or len(rows.fitting) < 2 or len(rows.validation) < 2:
-                raise ValueError(
-                    f"{where}: {len(rows.test)} test, {len(rows.fitting)} fitting and {len(rows.validation)} validation "
-                    f"subjects; each needs 2 (validation: of two ages); {_fewer_folds_or(folds)}more subjects per "
-                    "site, or split by age (split='stratified')"
-                )
-            if np.ptp(ages[rows.validation]) == 0:  # more folds or subjects would not help: the site's ages
-                held_out = sorted({str(site) for site in sites[rows.validation]})
-                raise ValueError(
-                    f"{where}: the validation site{'s' if len(held_out) > 1 else ''} {held_out} "
-                    f"{'hold' if len(held_out) > 1 else 'holds'} subjects aged {ages[rows.validation][0]:g} only, "
-                    "and the age-bias line needs two different ages; another seed holds out other sites, or split "
-                    "by age (split='stratified')"
-                )
+        problem = _site_split_problem(ages, sites, folds, seed, validation_fraction)
+        if problem is None:
+            continue
+        message, drawn = problem
+        if drawn:  # the seed's draw of validation sites: another draw may split the cohort
+            other = next(
+                (other for other in range(SEEDS_TRIED) if other not in seeds
+                 and _site_split_problem(ages, sites, folds, other, validation_fraction) is None),
+                None,
+            )  # fmt: skip
+            advice = f"seed {other} draws other validation sites and splits it, " if other is not None else ""
+            message = message.replace("{seed advice}", advice)
+        raise ValueError(message)
+
+
+#: Seeds tried for one whose site split works, where the seeds asked for draw validation sites
+#: too small or of one age.
+SEEDS_TRIED = 100
+
+
+def _site_split_problem(
+    ages: np.ndarray, sites: np.ndarray, folds: int, seed: int, validation_fraction: float
+) -> tuple[str, bool] | None:
+    """Why a site split of ``seed`` cannot run (one line, with ``{seed advice}`` where advice on
+    another seed belongs), and whether the seed's draw of validation sites is the cause; ``None``
+    where every fold can run."""
+    fold_of = site_folds(sites, folds, seed)
+    for fold in range(folds):
+        where = f"site-grouped split, seed {seed}, fold {fold}"
+        training_sites = sorted({str(site) for site in sites[fold_of != fold]})
+        if len(training_sites) < 2:
+            return (
+                f"{where}: the training split holds one site ({training_sites[0]!r}), none to hold out for "
+                f"validation; {_fewer_folds_or(folds)}more sites, or split by age (split='stratified')"
+            ), False
+        rows = fold_rows(
+            ages, sites, split="site", folds=folds, seed=seed, fold=fold, validation_fraction=validation_fraction
+        )
+        if len(rows.test) < 2 or len(rows.fitting) < 2 or len(rows.validation) < 2:
+            return (
+                f"{where}: {len(rows.test)} test, {len(rows.fitting)} fitting and {len(rows.validation)} validation "
+                f"subjects; each needs 2 (validation: of two ages); {{seed advice}}{_fewer_folds_or(folds)}more "
+                "subjects per site, or split by age (split='stratified')"
+            ), min(len(rows.test), len(rows.fitting)) >= 2
+        if np.ptp(ages[rows.validation]) == 0:  # more folds or subjects would not help: the site's ages
+            held_out = sorted({str(site) for site in sites[rows.validation]})
+            return (
+                f"{where}: the validation site{'s' if len(held_out) > 1 else ''} {held_out} "
+                f"{'hold' if len(held_out) > 1 else 'holds'} subjects aged {ages[rows.validation][0]:g} only, "
+                "and the age-bias line needs two different ages; {seed advice}split by age (split='stratified')"
+            ), True
+    return None
 
 
 def _fewer_folds_or(folds: int) -> str:

@@ -3,7 +3,7 @@
 The file is read by :mod:`sodeep.brainage.csv_files`: the delimiter (comma, semicolon, tab or
 ``|``) is read off the header and first rows; every row has as many fields as the header (a
 delimiter ending every row and blank lines aside), and spaces around names and values are
-dropped.  Feature columns are chosen by glob patterns (``fnmatch``),
+dropped.  Feature columns are chosen by their names or glob patterns (``fnmatch``),
 by default every numeric column but identifiers and covariates (:data:`NON_FEATURE_COLUMNS`).
 Rows that cannot be used (missing, non-numeric or impossible age, missing or non-numeric feature)
 are skipped and listed on the table (:meth:`AgeTable.notes` says so in one line, with empty site
@@ -315,7 +315,7 @@ def select_feature_columns(
     reserved: Sequence[str],
     lines: Sequence[int],
 ) -> list[str]:
-    """Columns matching any glob in ``patterns`` (in file order) but the ``reserved`` ones (age,
+    """Columns named in or matching any glob of ``patterns`` (in file order) but the ``reserved`` ones (age,
     id and site, which are never features; a pattern that matches no other column is refused), or
     by default every column with a value whose non-empty cells all read as numbers, except the
     ``reserved`` columns, :data:`NON_FEATURE_COLUMNS` and row-index columns (an empty cell, NaN or
@@ -323,14 +323,15 @@ def select_feature_columns(
     if patterns:
         candidates = [c for c in columns if c not in reserved]
         for pattern in patterns:
-            if any(fnmatch.fnmatchcase(c, pattern) for c in candidates):
+            if _selected(pattern, candidates):
                 continue
-            matched = [c for c in reserved if fnmatch.fnmatchcase(c, pattern)]
+            matched = _selected(pattern, list(reserved))
             why = f" but {matched}: the age, id and site columns are never features" if matched else ""
             raise ValueError(
                 f"feature pattern {pattern!r} matches no column{why}; columns are {describe_columns(columns)}"
             )
-        return [c for c in candidates if any(fnmatch.fnmatchcase(c, p) for p in patterns)]
+        chosen = {column for pattern in patterns for column in _selected(pattern, candidates)}
+        return [c for c in candidates if c in chosen]
     chosen = [
         c
         for c in columns
@@ -398,7 +399,7 @@ def read_age_table(
     Args:
         path: CSV with a header row.
         age_column: column of chronological ages (years).
-        features: glob patterns of feature columns, e.g. ``["lh_*", "rh_*"]`` (default: every
+        features: names or glob patterns of feature columns, e.g. ``["lh_*", "rh_*"]`` (default: every
             numeric column but ids and covariates).
         id_column: subject id column (default: the first of :data:`ID_COLUMNS` present).
         site_column: site/scanner column, for per-site metrics (default: ``site`` if present).
@@ -639,6 +640,12 @@ def id_like_features(features: np.ndarray, names: Sequence[str]) -> list[str]:
         for name, is_whole, is_distinct in zip(names, whole, distinct)
         if is_whole and is_distinct and ID_LIKE_NAME.fullmatch(name_letters(name))
     ]
+
+
+def _selected(pattern: str, columns: Sequence[str]) -> list[str]:
+    """The ``columns`` a ``--features`` pattern selects: the column of that very name (``Volume
+    [mm3]``, whose brackets a glob reads as a set of characters), else those the glob matches."""
+    return [pattern] if pattern in columns else [column for column in columns if fnmatch.fnmatchcase(column, pattern)]
 
 
 class Standardizer:

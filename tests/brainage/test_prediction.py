@@ -306,7 +306,11 @@ def test_ids_and_ages_are_read_from_the_runs_own_columns(tmp_path, capsys):
     notes = "\n".join(predictions.notes)
     assert "1 subject id appears on more than one row (e.g. ['n1'])" in notes
     assert "found no usable age on 1 of 5 rows (line 5: age 'old' is not a number)" in notes
-    assert "1 subject has a feature more than 10 training SDs from the training mean (line 7: 'thick' = 1000" in notes
+    assert (
+        "1 subject has a feature more than 10 training SDs from the training mean, or off a value all training "
+        in notes
+    )
+    assert "shared (line 7: 'thick' = 1000" in notes
     assert np.isfinite(predictions.ages["l1"]).all() and np.isnan(predictions.corrected_gaps["l1"][3])
     assert predictions.extrapolated.tolist() == [False, False, False, False, True]
     run_prediction(tmp_path / "run", tmp_path / "new.csv")
@@ -328,6 +332,24 @@ def test_ids_and_ages_are_read_from_the_runs_own_columns(tmp_path, capsys):
     assert predict_new_subjects(tmp_path / "run", tmp_path / "bare.csv", age_column="age_years").subjects.ages == [30]
     with pytest.raises(ValueError, match=r"bare.csv: no age column 'agee' \(did you mean 'age_years'\?\)"):
         predict_new_subjects(tmp_path / "run", tmp_path / "bare.csv", age_column="agee")
+
+
+def test_another_value_of_a_feature_constant_in_training_is_an_extrapolation(tmp_path):
+    """A feature every training subject shared (z-scored with an SD of 1): any other value is named
+    as far from the training range, however close."""
+    rng = np.random.default_rng(3)
+    ages = rng.uniform(20, 80, 24)
+    rows = [f"{age:.2f},{3 - 0.01 * age + rng.normal(0, 0.05):.4f},1.0" for age in ages]
+    (tmp_path / "flat.csv").write_text("\n".join(["age,thick,flat", *rows]) + "\n")
+    config = TabularConfig(
+        csv=str(tmp_path / "flat.csv"), losses=["l1"], folds=2, seeds=[0], batch_size=8, max_epochs=1,
+        out=str(tmp_path / "run"), wandb="disabled",
+    )  # fmt: skip
+    run_tabular(config, progress=False)
+    (tmp_path / "new.csv").write_text("age,thick,flat\n40,2.6,1.0\n50,2.5,1.01\n")
+    predictions = predict_new_subjects(tmp_path / "run", tmp_path / "new.csv")
+    assert predictions.extrapolated.tolist() == [False, True]
+    assert "(line 3: 'flat' = 1.01, where every training subject had one value of it)" in "\n".join(predictions.notes)
 
 
 def test_a_moved_training_table_is_given_by_path_and_checked_by_its_digest(trained, tmp_path):

@@ -686,7 +686,7 @@ def test_a_results_file_with_a_run_that_cannot_be_the_folders_is_refused_as_dama
 
 def test_a_validation_site_of_one_age_is_named_with_advice_that_helps():
     """Fewer folds or more subjects per site cannot help when the held-out validation site has
-    one age: the message says which site, and that another seed holds out other sites."""
+    one age: the message says which site, and a seed that holds out other sites."""
     table = site_table(sizes=(12, 4, 4, 4, 4, 4, 4))
     constant = table.sites[0]
     table.ages[[index for index, site in enumerate(table.sites) if site == constant]] = 30.0
@@ -698,7 +698,26 @@ def test_a_validation_site_of_one_age_is_named_with_advice_that_helps():
             messages.append(str(error))
     assert messages and len(messages) < 12  # some seeds hold that site out for validation, others do not
     assert all(f"the validation site ['{constant}'] holds subjects aged 30 only" in text for text in messages)
-    assert all("another seed holds out other sites" in text and "fewer folds" not in text for text in messages)
+    assert all("draws other validation sites and splits it" in text and "fewer folds" not in text for text in messages)
+    named = {int(re.search(r"; seed (\d+) draws", text).group(1)) for text in messages}
+    for seed in named:
+        check_split(table.ages, table.sites, split="site", folds=4, seeds=[seed], validation_fraction=0.2)
+
+
+def test_validation_sites_too_small_for_the_seed_name_a_seed_whose_draw_works():
+    """Many one-subject sites: a seed whose validation draw is one subject is refused, naming a
+    seed that splits the cohort; where no seed can, no seed is named."""
+    sites = [f"one{i}" for i in range(10)] + [f"big{i}" for i in range(10) for _ in range(5)] + ["c"] * 3
+    ages = np.linspace(20, 80, len(sites))
+    with pytest.raises(
+        ValueError, match=r"1 validation subjects; .*; seed (\d+) draws other validation sites"
+    ) as raised:
+        check_split(ages, sites, split="site", folds=2, seeds=[0], validation_fraction=0.1)
+    seed = int(re.search(r"seed (\d+) draws", str(raised.value)).group(1))
+    check_split(ages, sites, split="site", folds=2, seeds=[seed], validation_fraction=0.1)
+    singles = [f"one{i}" for i in range(8)]  # validation sites are always of one subject
+    with pytest.raises(ValueError, match=r"validation subjects; each needs 2 \(validation: of two ages\); give more"):
+        check_split(np.linspace(20, 80, 8), singles, split="site", folds=2, seeds=[0], validation_fraction=0.1)
 
 
 def test_a_results_file_with_runs_of_an_unknown_preset_is_refused_as_damaged(tmp_path):

@@ -494,6 +494,15 @@ def test_each_feature_pattern_must_match_a_feature_column(tmp_path, patterns, me
     assert read_age_table(path, features=["f*", "f1"]).feature_names == ["f1", "f2"]
 
 
+def test_a_column_named_with_glob_brackets_is_selected_by_its_own_name(tmp_path):
+    rows = [[20 + 3 * i, 0.1 * i, 2.0 - 0.1 * i, 1.0 + i] for i in range(6)]
+    path = write_csv(tmp_path / "t.csv", ["age", "Volume [mm3]", "Volume m", "f[1]"], rows)
+    # As globs, "Volume [mm3]" matches "Volume m" only, and "f[1]" nothing.
+    assert read_age_table(path, features=["Volume [mm3]"]).feature_names == ["Volume [mm3]"]
+    assert read_age_table(path, features=["f[1]", "Volume ?"]).feature_names == ["Volume m", "f[1]"]
+    assert read_age_table(path, features=["Volume [[]*"]).feature_names == ["Volume [mm3]"]
+
+
 def test_feature_patterns_never_take_the_id_or_site_column(tmp_path):
     rows = [[i, 20 + 3 * i, i % 2, 1 + i % 3, 0.1 * i, 2.0 - 0.1 * i] for i in range(12)]
     path = write_csv(tmp_path / "t.csv", ["Subject_ID", "age", "sex", "Site", "f1", "f2"], rows)
