@@ -624,8 +624,9 @@ def _correlations(features: np.ndarray, ages: np.ndarray) -> np.ndarray:
 
 
 #: A feature named like this (:func:`name_letters`) that holds a distinct whole number per subject
-#: is taken for an id in a note: ``scan_id``, ``MRI ID``, ``subj``, ``Subj No``, ``Scan_Number``.
-ID_LIKE_NAME = re.compile(r".*(id|subj|subject|no|nr|num|number|index|idx)")
+#: is taken for an id in a note: ``scan_id``, ``MRI ID``, ``subj``, ``Subj No``, ``Scan_Number``,
+#: ``Subject Code``, ``Proband``.
+ID_LIKE_NAME = re.compile(r".*(id|subj|subject|no|nr|num|number|index|idx|code|proband|participant)")
 
 
 def id_like_features(features: np.ndarray, names: Sequence[str]) -> list[str]:

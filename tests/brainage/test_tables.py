@@ -414,7 +414,7 @@ def test_an_id_column_spelled_with_spaces_or_no_underscore_is_the_id_column_not_
     assert table.id_like_features == [] and table.id_column is None  # the one found by default
 
 
-@pytest.mark.parametrize("header", ["MRI_ID", "scan id", "subj", "ScanID"])
+@pytest.mark.parametrize("header", ["MRI_ID", "scan id", "subj", "ScanID", "Subject Code", "Code", "Proband"])
 def test_a_numeric_feature_named_and_numbered_like_an_id_is_named_in_a_note(tmp_path, header):
     rows = [[5000 - 7 * index, 20.0 + 3 * index, 2.5 + 0.01 * ((7 * index) % 11)] for index in range(12)]
     path = write_csv(tmp_path / "t.csv", [header, "age", "thickness"], rows)
