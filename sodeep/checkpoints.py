@@ -307,11 +307,12 @@ def resolve_map_location(map_location: Any) -> Any:
     return "cpu" if device.type == "cpu" else map_location
 
 
-def read_weights_only(path: Path, map_location: Any = "cpu") -> Any:
+def read_weights_only(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     """``torch.load(path, weights_only=True)``, with a :class:`CheckpointError` that says what is
     wrong with a file that cannot be read: empty, truncated or not a torch file, or a pickle of
     Python objects that a weights-only load refuses to build.  A ``map_location`` that fails on
     a readable file is a ``ValueError`` naming it (see :func:`resolve_map_location`)."""
+    path = Path(path)
     map_location = resolve_map_location(map_location)
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes): not a checkpoint")
@@ -464,12 +465,12 @@ def load_sorter(
     return sorter.train().requires_grad_(True) if trainable else sorter.requires_grad_(False)
 
 
-def recorded_command(folder: Path) -> str | None:
+def recorded_command(folder: str | os.PathLike) -> str | None:
     """The command whose run the folder ``folder`` holds (its ``run.json``), or ``None``."""
     from sodeep.run_folder import RUN_RECORD
 
     try:
-        command = json.loads((folder / RUN_RECORD).read_text(encoding="utf-8"))["command"]
+        command = json.loads((Path(folder) / RUN_RECORD).read_text(encoding="utf-8"))["command"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return command if isinstance(command, str) else None
@@ -489,11 +490,12 @@ def _holds_meta_weights(payload: Any) -> bool:
     )
 
 
-def run_folder_sorter(folder: Path) -> Path:
+def run_folder_sorter(folder: str | os.PathLike) -> Path:
     """The sorter a pretraining run folder holds; a :class:`CheckpointError` that says why not
     (not a run folder, another command's run, a run not finished)."""
     from sodeep.run_folder import PREVIOUS_RUN, RUN_RECORD, check_not_in_use
 
+    folder = Path(folder)
     if recorded_command(folder) is None:
         raise CheckpointError(
             f"{folder} is a folder, neither a sorter checkpoint nor a pretraining run folder (no readable {RUN_RECORD})"

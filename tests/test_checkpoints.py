@@ -31,6 +31,20 @@ def test_round_trip_restores_config_and_weights(tmp_path):
     assert not list(tmp_path.glob(".*tmp"))  # the temporary file was renamed away
 
 
+def test_checkpoint_helpers_take_paths_as_text(tmp_path):
+    import json
+
+    from sodeep.checkpoints import read_weights_only, recorded_command, run_folder_sorter
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "run.json").write_text(json.dumps({"command": "pretrain", "config": {}}))
+    torch.save({"weights": torch.ones(2)}, folder / "sorter.pt")
+    assert recorded_command(str(folder)) == "pretrain"
+    assert run_folder_sorter(str(folder)) == folder / "sorter.pt"
+    assert torch.equal(read_weights_only(str(folder / "sorter.pt"))["weights"], torch.ones(2))
+
+
 def test_conv_checkpoint_without_activation_is_read_as_gelu(tmp_path):
     # Checkpoints written before the activation option had GELU layers; they must not change.
     gelu = ConvSorter(width=8, depth=2, activation="gelu")
