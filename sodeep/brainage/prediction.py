@@ -57,6 +57,9 @@ REPRODUCTION_TOLERANCE = 0.01
 #: A subject with a feature more than this many training standard deviations from the training
 #: mean is named in a note: its age is an extrapolation.
 FAR_FROM_TRAINING = 10.0
+#: Values of a feature constant in training that differ from it by less than this share of it are
+#: that value (a CSV export's rounding); others are extrapolations.
+SAME_VALUE_RTOL = 1e-5
 
 
 @dataclass
@@ -426,6 +429,7 @@ def _each_models_ages(
     options = settings["config"]
     predictions = np.empty((len(runs), len(subjects.features)))
     largest_z = np.zeros(subjects.features.shape)
+    shared = np.full(subjects.features.shape[1:], np.nan)
     for index, (preset, run) in enumerate(runs):
         seed, fold = run["seed"], run["fold"]
         rows = fold_rows(
@@ -451,14 +455,17 @@ def _each_models_ages(
             )
         values = subjects.features.astype(np.float64)
         z = (values - scaler.mean) / scaler.std
-        # A feature every fitting row held at one value: any other value is infinitely far from it.
+        # A feature every fitting row held at one value: another value (beyond a CSV export's
+        # rounding) is infinitely far from it.
         constant = ~(training.features[rows.fitting].astype(np.float64).std(0) > 0)
-        far = np.where(constant & (values != scaler.mean), np.inf, np.abs(z))
+        other = ~np.isclose(values, scaler.mean, rtol=SAME_VALUE_RTOL, atol=0.0)
+        far = np.where(constant & other, np.inf, np.where(constant, 0.0, np.abs(z)))
         largest_z = np.maximum(largest_z, far)
+        shared = np.where(constant & np.isnan(shared), scaler.mean, shared)
         with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: inf, then no finite age
             inputs = torch.from_numpy(z.astype(np.float32))
         predictions[index] = predict_ages(model, inputs).numpy()
-    return predictions, largest_z
+    return predictions, largest_z, shared
 
 
 def predict_new_subjects(
@@ -508,12 +515,12 @@ def predict_new_subjects(
     in_use, unfinished = folder_notes(folder, config, results["settings"], {name: finished[name] for name in chosen})
     notes = in_use + subjects.notes + unfinished
     runs = [(preset, run) for preset in chosen for run in finished[preset]]
-    predictions, largest_z = _each_models_ages(folder, training, results["settings"], runs, subjects)
+    predictions, largest_z, shared = _each_models_ages(folder, training, results["settings"], runs, subjects)
 
     finite = np.isfinite(predictions).all(0)
     if not finite.all():
         reasons = {
-            row: f"a model gives no finite age ({_far_feature(subjects, training.feature_names, largest_z, row)})"
+            row: f"a model gives no finite age ({_far_feature(subjects, training.feature_names, largest_z, shared, row)})"
             for row in np.flatnonzero(~finite)
         }
         subjects.keep(finite, reasons)
@@ -523,7 +530,7 @@ def predict_new_subjects(
     extrapolated = largest_z.max(1, initial=0.0) > FAR_FROM_TRAINING
     far = np.flatnonzero(extrapolated)
     if len(far):
-        farthest = _far_feature(subjects, training.feature_names, largest_z, far[0])
+        farthest = _far_feature(subjects, training.feature_names, largest_z, shared, far[0])
         notes.append(
             f"{table}: {plural(len(far), 'subject')} {'has' if len(far) == 1 else 'have'} a feature more than "
             f"{FAR_FROM_TRAINING:g} training SDs from the training mean, or off a value all training subjects shared "
@@ -650,13 +657,16 @@ def training_ids(training: Any) -> list[str]:
     return [subject for subject in named if not re.fullmatch(r"line \d+( #\d+)?", subject)]
 
 
-def _far_feature(subjects: NewSubjects, names: Sequence[str], largest_z: np.ndarray, row: int) -> str:
+def _far_feature(
+    subjects: NewSubjects, names: Sequence[str], largest_z: np.ndarray, shared: np.ndarray, row: int
+) -> str:
     """``'lh_x' = 1e+30, 3.2e+29 training SDs from its mean``: the feature of the subject in ``row``
-    farthest from the training range (``largest_z``: ``(N, F)``, the largest ``|z|`` over the models)."""
+    farthest from the training range (``largest_z``: ``(N, F)``, the largest ``|z|`` over the models,
+    infinite for another value of a feature that ``shared`` ``(F,)`` gives the one training value of)."""
     column = int(np.argmax(largest_z[row]))
     value, far = subjects.features[row, column], largest_z[row, column]
     if np.isinf(far):  # (z-scores of float32 values in float64 are finite)
-        return f"{names[column]!r} = {value:g}, where every training subject had one value of it"
+        return f"{names[column]!r} = {_number(value)}, where every training subject had {_number(shared[column])}"
     return f"{names[column]!r} = {value:g}, {far:.3g} training SDs from its mean"
 
 

@@ -131,15 +131,15 @@ def check_split(
         if problem is None:
             continue
         message, drawn = problem
+        other = None
         if drawn:  # the seed's draw of validation sites: another draw may split the cohort
             other = next(
                 (other for other in range(SEEDS_TRIED) if other not in seeds
                  and _site_split_problem(ages, sites, folds, other, validation_fraction) is None),
                 None,
             )  # fmt: skip
-            advice = f"seed {other} draws other validation sites and splits it, " if other is not None else ""
-            message = message.replace("{seed advice}", advice)
-        raise ValueError(message)
+        advice = f"try seed {other} (its draw of validation sites splits the cohort), " if other is not None else ""
+        raise ValueError(message.replace("{seed advice}", advice))
 
 
 #: Seeds tried for one whose site split works, where the seeds asked for draw validation sites

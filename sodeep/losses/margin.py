@@ -315,8 +315,9 @@ class MultiLabelHingeLoss(nn.Module):
     margins and running losses are buffers, moved with ``.to`` and, when adaptive, saved in
     ``state_dict`` (fixed margins are settings: loading a checkpoint keeps those the loss was built with).
     They are held in the default dtype (float32): for float64 scores, ``.double()`` the loss too,
-    which gives fixed margins their values as given (1/3 to float64 precision; adaptive margins
-    keep the values they reached, widened), or a margin such as 1/3 is rounded to float32.  Under ``torch.distributed`` (DDP) the batch's
+    which gives margins still at their given values those values (1/3 to float64 precision;
+    margins an adaptive loss has moved keep the values they reached, widened), or a margin such
+    as 1/3 is rounded to float32.  Under ``torch.distributed`` (DDP) the batch's
     per-label losses and counts are summed over the processes before the update, so every process
     moves its margins alike, by the whole step's batch: each process must then call the loss in
     training mode as often as the others (as a training step does).
@@ -460,11 +461,12 @@ class MultiLabelHingeLoss(nn.Module):
                 self.reset_parameters()
             else:  # margins given as a meta tensor: none to put back, only memory
                 self._margins_unset = True
-        elif not self.adaptive and self._initial_margin is not None and not self.margin.is_meta:
-            for name in ("base_margin", "margin"):  # fixed margins widened to float64 are those given
-                new = self._buffers[name]
-                if new.dtype == torch.float64 and before[name].dtype != torch.float64:
-                    self._buffers[name] = self._initial_margin.to(new.device)
+        elif self._initial_margin is not None and not self.margin.is_meta:
+            for name in ("base_margin", "margin"):  # margins widened to float64 at their given values are those given
+                old, new = before[name], self._buffers[name]
+                given = self._initial_margin.to(old.dtype)
+                if new.dtype == torch.float64 and old.dtype != torch.float64 and torch.equal(old.cpu(), given):
+                    self._buffers[name] = self._initial_margin.to(new.device, copy=True)
         return self
 
     @torch.no_grad()

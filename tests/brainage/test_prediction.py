@@ -346,10 +346,10 @@ def test_another_value_of_a_feature_constant_in_training_is_an_extrapolation(tmp
         out=str(tmp_path / "run"), wandb="disabled",
     )  # fmt: skip
     run_tabular(config, progress=False)
-    (tmp_path / "new.csv").write_text("age,thick,flat\n40,2.6,1.0\n50,2.5,1.01\n")
+    (tmp_path / "new.csv").write_text("age,thick,flat\n40,2.6,1.0\n45,2.6,1.000001\n50,2.5,1.0001\n")
     predictions = predict_new_subjects(tmp_path / "run", tmp_path / "new.csv")
-    assert predictions.extrapolated.tolist() == [False, True]
-    assert "(line 3: 'flat' = 1.01, where every training subject had one value of it)" in "\n".join(predictions.notes)
+    assert predictions.extrapolated.tolist() == [False, False, True]  # 1.000001: 1 as a CSV rounds it
+    assert "(line 4: 'flat' = 1.0001, where every training subject had 1)" in "\n".join(predictions.notes)
 
 
 def test_a_moved_training_table_is_given_by_path_and_checked_by_its_digest(trained, tmp_path):

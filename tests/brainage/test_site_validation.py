@@ -698,8 +698,9 @@ def test_a_validation_site_of_one_age_is_named_with_advice_that_helps():
             messages.append(str(error))
     assert messages and len(messages) < 12  # some seeds hold that site out for validation, others do not
     assert all(f"the validation site ['{constant}'] holds subjects aged 30 only" in text for text in messages)
-    assert all("draws other validation sites and splits it" in text and "fewer folds" not in text for text in messages)
-    named = {int(re.search(r"; seed (\d+) draws", text).group(1)) for text in messages}
+    assert all("(its draw of validation sites splits the cohort), split by age" in text for text in messages)
+    assert all("fewer folds" not in text for text in messages)
+    named = {int(re.search(r"; try seed (\d+) \(its draw", text).group(1)) for text in messages}
     for seed in named:
         check_split(table.ages, table.sites, split="site", folds=4, seeds=[seed], validation_fraction=0.2)
 
@@ -709,12 +710,18 @@ def test_validation_sites_too_small_for_the_seed_name_a_seed_whose_draw_works():
     seed that splits the cohort; where no seed can, no seed is named."""
     sites = [f"one{i}" for i in range(10)] + [f"big{i}" for i in range(10) for _ in range(5)] + ["c"] * 3
     ages = np.linspace(20, 80, len(sites))
-    with pytest.raises(
-        ValueError, match=r"1 validation subjects; .*; seed (\d+) draws other validation sites"
-    ) as raised:
+    with pytest.raises(ValueError, match=r"1 validation subjects; .*; try seed \d+ \(its draw of validation") as raised:
         check_split(ages, sites, split="site", folds=2, seeds=[0], validation_fraction=0.1)
-    seed = int(re.search(r"seed (\d+) draws", str(raised.value)).group(1))
+    seed = int(re.search(r"try seed (\d+)", str(raised.value)).group(1))
     check_split(ages, sites, split="site", folds=2, seeds=[seed], validation_fraction=0.1)
+    for sizes in ((1, 1, 10), (1, 5, 10), (3, 3, 1)):  # too few to fit on or test: no seed is named
+        labels = [f"site{index}" for index, size in enumerate(sizes) for _ in range(size)]
+        for seed in range(4):
+            try:
+                check_split(np.linspace(20, 80, len(labels)), labels, split="site", folds=2, seeds=[seed],
+                            validation_fraction=0.1)  # fmt: skip
+            except ValueError as error:
+                assert "{" not in str(error) and "try seed" not in str(error)
     singles = [f"one{i}" for i in range(8)]  # validation sites are always of one subject
     with pytest.raises(ValueError, match=r"validation subjects; each needs 2 \(validation: of two ages\); give more"):
         check_split(np.linspace(20, 80, 8), singles, split="site", folds=2, seeds=[0], validation_fraction=0.1)

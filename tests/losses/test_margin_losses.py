@@ -481,9 +481,36 @@ def test_fixed_margins_cast_to_float64_are_the_margins_given(margin):
     assert torch.equal(widened(scores, labels), expected)
     exact = torch.as_tensor(margin, dtype=torch.float64).expand(3)
     assert torch.equal(widened.margin, exact) and torch.equal(widened.base_margin, exact)
-    # An adaptive loss's margins are state: a cast widens the values they hold.
-    adaptive = MultiLabelHingeLoss(3, margin=margin, adaptive=True).double()
-    assert torch.equal(adaptive.margin, exact.float().double())
+    assert widened.margin.data_ptr() != widened.base_margin.data_ptr()  # two buffers, not one tensor
+    # Margins an adaptive loss has moved are state: a cast widens the values they reached.
+    adaptive = MultiLabelHingeLoss(3, margin=margin, adaptive=True, reduction="none").train()
+    assert torch.equal(adaptive.double().margin, exact)  # not moved yet
+    adaptive.float()
+    for _ in range(3):
+        adaptive(scores.float(), labels)
+    moved = adaptive.margin.clone()
+    assert not torch.equal(moved.double(), exact)
+    adaptive.adaptive = False  # frozen where it went
+    assert torch.equal(adaptive.double().margin, moved.double()) and torch.equal(adaptive.base_margin, exact)
+
+
+def test_a_widened_loss_made_adaptive_moves_its_margins_as_one_adaptive_from_the_start():
+    generator = torch.Generator().manual_seed(0)
+    batches = [
+        (torch.randn(6, 3, generator=generator, dtype=torch.float64), torch.randint(0, 2, (6, 3), generator=generator))
+        for _ in range(20)
+    ]
+    widened = MultiLabelHingeLoss(3, margin=0.5).double()
+    widened.adaptive = True
+    from_the_start = MultiLabelHingeLoss(3, margin=0.5, adaptive=True).double()
+    for loss in (widened, from_the_start):
+        loss.train()
+        for scores, labels in batches:
+            loss(scores, labels)
+    torch.testing.assert_close(widened.margin, from_the_start.margin)
+    assert widened.base_margin.tolist() == [0.5, 0.5, 0.5]
+    widened.reset_parameters()
+    assert widened.margin.tolist() == [0.5, 0.5, 0.5]
 
 
 def test_adaptive_margins_learn_only_from_known_labels():
