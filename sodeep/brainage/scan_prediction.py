@@ -191,6 +191,7 @@ def _training_cohort(folder: Path, config: dict[str, Any], settings: dict[str, A
             voxel_size=extra["voxel_size"],
             progress=progress,
             read_only_cache=True,
+            progress_label="training volumes, to check the models",
         )
     except ValueError as error:
         return None, f"the run's training volumes cannot be read ({error})"

@@ -424,10 +424,12 @@ def load_cohort(
     voxel_size: float = 4.0,
     progress: bool = True,
     read_only_cache: bool = False,
+    progress_label: str = "volumes",
 ) -> Cohort:
     """Every usable subject of ``manifest``, preprocessed (through the cache; with
-    ``read_only_cache`` the cache is read, never written).  Unreadable files join the manifest's
-    problems (:attr:`Cohort.problems`); no usable subject is an error."""
+    ``read_only_cache`` the cache is read, never written), under a progress bar named
+    ``progress_label``.  Unreadable files join the manifest's problems (:attr:`Cohort.problems`);
+    no usable subject is an error."""
     from tqdm.auto import tqdm
 
     rows, problems = read_manifest(manifest)
@@ -435,7 +437,7 @@ def load_cohort(
     if not read_only_cache:
         cache.check_writable()
     volumes, kept = [], []
-    for row in tqdm(rows, desc="volumes", disable=not progress, unit="subject"):
+    for row in tqdm(rows, desc=progress_label, disable=not progress, unit="subject"):
         try:
             volumes.append(cache.get(row.path))
             kept.append(row)
