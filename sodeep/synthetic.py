@@ -166,7 +166,8 @@ FAMILIES: dict[str, str] = {name: description for name, (description, _) in _FAM
 
 
 def make_generator(seed: int) -> torch.Generator:
-    """A CPU ``torch.Generator`` seeded with ``seed``."""
+    """A CPU ``torch.Generator`` seeded with ``seed``.  torch's CPU generator keeps a seed's low 32
+    bits: seeds that agree modulo ``2**32`` give the same draws."""
     generator = torch.Generator()
     generator.manual_seed(int(seed))
     return generator
@@ -227,8 +228,9 @@ def generate_sequences(
         batch_size: ``B >= 1``.
         length: ``n >= 1``.
         generator: the only source of randomness, a ``torch.Generator`` (outputs live on its
-            device) or an int seed for :func:`make_generator`; the same seed gives the same batch
-            (``None``, i.e. torch's global generator, is refused).
+            device) or an int seed for :func:`make_generator`; the same seed gives the same batch,
+            as do seeds that agree modulo ``2**32`` (``None``, i.e. torch's global generator, is
+            refused).
         families: names from :data:`FAMILIES`.
         affine_probability: chance of a random positive affine transform per row.
 
@@ -271,12 +273,19 @@ def generate_sequences(
 _SEED_MULTIPLIER = 0x9E3779B97F4A7C15
 
 
+#: The fewest batches between two streams whose seeds are less than 1,000 apart (see
+#: :func:`stream_batch_seed`).
+STREAMS_APART = 1_176_378
+
+
 def stream_batch_seed(seed: int, index: int) -> int:
     """The ``torch.Generator`` seed of batch ``index`` of stream ``seed``: ``seed * M + index``
-    modulo ``2**64`` with an odd ``M`` of 64 bits.  Batch ``k`` of stream ``s`` and batch ``k'``
-    of another stream ``s'`` share a seed only if ``k' - k = (s - s') * M`` modulo ``2**64``: for
-    seeds less than a million apart that offset is at least ``2**43`` batches, far beyond any run.
-    ``M`` is odd, so batch 0 of every seed in ``-2**63 .. 2**63 - 1`` has its own generator seed."""
+    modulo ``2**64`` with an odd ``M`` of 64 bits.  torch's CPU generator keeps the low 32 bits of
+    a seed, so batch ``k`` of stream ``s`` and batch ``k'`` of another stream ``s'`` draw alike
+    where ``k' - k = (s - s') * M`` modulo ``2**32``.  For seeds less than 1,000 apart that offset
+    is at least :data:`STREAMS_APART` (1,176,378) batches either way, so runs shorter than that
+    never draw a batch of each other's (for seeds less than 10,000 apart, 228,091).  Seeds that
+    agree modulo ``2**32`` give one stream."""
     return (int(seed) * _SEED_MULTIPLIER + int(index)) % 2**64
 
 
