@@ -106,17 +106,26 @@ def stop_signals_as_interrupts() -> Iterator[None]:
             raise Interrupted(signal.Signals(number).name)
 
     _STOP_SAVED.clear()
-
     try:
-        previous = {number: signal.signal(number, interrupt) for number in (signal.SIGINT, signal.SIGTERM)}
+        with _stop_signals_go_to(interrupt):
+            yield
+    finally:
+        _STOP_SAVED.clear()
+
+
+@contextmanager
+def _stop_signals_go_to(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """Within the block, Ctrl-C and SIGTERM call ``handler``; the previous handlers come back
+    after.  Outside the main thread, where Python sets no handlers, nothing changes."""
+    try:
+        previous = {number: signal.signal(number, handler) for number in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread
         previous = {}
     try:
         yield
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-        _STOP_SAVED.clear()
+        for number, before in previous.items():
+            signal.signal(number, before)
 
 
 @contextmanager
@@ -132,15 +141,8 @@ def interrupts_held() -> Iterator[None]:
             raise Interrupted(name)
         received.append(name)
 
-    try:
-        previous = {number: signal.signal(number, hold) for number in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:  # not the main thread
-        previous = {}
-    try:
+    with _stop_signals_go_to(hold):
         yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
     if received:
         raise Interrupted(received[0])
 
