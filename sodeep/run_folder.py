@@ -147,6 +147,13 @@ def interrupts_held() -> Iterator[None]:
         raise Interrupted(received[0])
 
 
+#: What a change of a recorded digest means, where it is not a file's content.
+DIGEST_MEANINGS = {
+    "init_from_sha256": " (the source's digest: a file's content, or a run folder's command, settings and run id, "
+    "which a new run in that folder changes)",
+}
+
+
 def describe_value(value: Any, limit: int = 40) -> str:
     """A setting's value in JSON, cut to ``limit`` characters: ``"3277bba6d1ea..."`` for a long
     string (its quotes kept), ``[1, 2, 3, ...`` for a long list."""
@@ -252,7 +259,7 @@ def claim_run_folder(
     differing = differing_settings(existing_config, config, ignored)
     if differing:
         changes = ", ".join(
-            f"{key}{' (the file content)' if key.endswith('_sha256') else ''}: "
+            f"{key}{DIGEST_MEANINGS.get(key, ' (the file content)' if key.endswith('_sha256') else '')}: "
             f"{describe_change(existing_config.get(key), config.get(key))}"
             for key in differing
         )

@@ -310,6 +310,11 @@ def _preset_runs(folder: Path, preset: str | None) -> tuple[str, list[dict[str, 
     """The preset whose models start the runs (``preset``, else the folder's only one) and its
     finished runs."""
     runs = _finished_runs(folder)
+    if not runs:
+        raise ValueError(
+            f"init_from: {folder} holds no finished run yet; finish it first (the command that started it, with "
+            "--resume), or start from another folder"
+        )
     if preset is None and len(runs) != 1:
         names = " or ".join(f"{folder / 'checkpoints' / name}" for name in runs)
         raise ValueError(f"init_from: {folder} holds the presets {list(runs)}; give {names}")

@@ -152,6 +152,15 @@ def _two_presets(source, folder):
     return folder
 
 
+def _no_finished_run(source, folder):
+    """A copy of ``source`` interrupted before any run finished."""
+    shutil.copytree(source, folder)
+    results = json.loads((folder / "results.json").read_text())
+    results["presets"] = {}
+    (folder / "results.json").write_text(json.dumps(results))
+    return folder
+
+
 def _foreign(folder, command):
     folder.mkdir()
     (folder / "run.json").write_text(json.dumps({"command": command, "config": {}, "run_id": "x"}))
@@ -205,6 +214,10 @@ def _foreign(folder, command):
             r"holds the presets \['l1', 'mse'\]; give .*checkpoints/l1 or",
         ),
         (lambda paths: ["--init-from", str(paths["two"] / "checkpoints" / "cheng2021")], "no file or folder at"),
+        (
+            lambda paths: ["--init-from", str(paths["unfinished"])],
+            r"unfinished holds no finished run yet; finish it first \(the command that started it, with --resume\)",
+        ),
         (lambda paths: ["--freeze-backbone"], "--freeze-backbone needs --init-from"),
         (
             lambda paths: ["--init-from", str(paths["set_aside"])],
@@ -230,6 +243,7 @@ def _foreign(folder, command):
         "no-such-path",
         "two-presets",
         "no-such-preset",
+        "no-finished-run",
         "freeze-from-scratch",
         "set-aside",
         "source-in-out",
@@ -246,6 +260,7 @@ def test_a_wrong_source_is_refused_in_one_line_before_anything_is_written(
         "pretrain": _foreign(tmp_path / "pretrain", "pretrain"),
         "other_table": write_table(tmp_path / "other.csv", seed=1),
         "two": _two_presets(source, tmp_path / "two"),
+        "unfinished": _no_finished_run(source, tmp_path / "unfinished"),
         "set_aside": _foreign(tmp_path / "killed", "brainage tabular"),
     }
     (paths["set_aside"] / ".sodeep-previous-run").mkdir()  # an --overwrite killed before its data were ready
@@ -331,7 +346,10 @@ def test_a_fine_tuned_folder_resumes_and_refuses_another_source(tmp_path, inputs
     (start / "run.json").write_text(json.dumps(record | {"run_id": "another"}))
     with pytest.raises(SystemExit):
         brainage("tabular", out, inputs, *flags, "--resume")
-    assert "with other settings (init_from_sha256 (the file content): " in capsys.readouterr().err
+    assert (
+        "with other settings (init_from_sha256 (the source's digest: a file's content, or a run folder's command, "
+        "settings and run id, which a new run in that folder changes): "
+    ) in capsys.readouterr().err
 
 
 @pytest.fixture
