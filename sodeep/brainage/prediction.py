@@ -429,7 +429,7 @@ def _each_models_ages(
     options = settings["config"]
     predictions = np.empty((len(runs), len(subjects.features)))
     largest_z = np.zeros(subjects.features.shape)
-    shared = np.full(subjects.features.shape[1:], np.nan)
+    shared = np.full(subjects.features.shape, np.nan)
     for index, (preset, run) in enumerate(runs):
         seed, fold = run["seed"], run["fold"]
         rows = fold_rows(
@@ -461,7 +461,8 @@ def _each_models_ages(
         other = ~np.isclose(values, scaler.mean, rtol=SAME_VALUE_RTOL, atol=0.0)
         far = np.where(constant & other, np.inf, np.where(constant, 0.0, np.abs(z)))
         largest_z = np.maximum(largest_z, far)
-        shared = np.where(constant & np.isnan(shared), scaler.mean, shared)
+        # The value this model's training subjects shared, where a subject's value is another.
+        shared = np.where(np.isinf(far) & np.isnan(shared), np.broadcast_to(scaler.mean, far.shape), shared)
         with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: inf, then no finite age
             inputs = torch.from_numpy(z.astype(np.float32))
         predictions[index] = predict_ages(model, inputs).numpy()
@@ -524,7 +525,7 @@ def predict_new_subjects(
             for row in np.flatnonzero(~finite)
         }
         subjects.keep(finite, reasons)
-        predictions, largest_z = predictions[:, finite], largest_z[finite]
+        predictions, largest_z, shared = predictions[:, finite], largest_z[finite], shared[finite]
         if not subjects.subject_ids:
             raise ValueError(f"{table}: no subject has features a model can predict from ({subjects.skipped[0][1]})")
     extrapolated = largest_z.max(1, initial=0.0) > FAR_FROM_TRAINING
@@ -533,7 +534,7 @@ def predict_new_subjects(
         farthest = _far_feature(subjects, training.feature_names, largest_z, shared, far[0])
         notes.append(
             f"{table}: {plural(len(far), 'subject')} {'has' if len(far) == 1 else 'have'} a feature more than "
-            f"{FAR_FROM_TRAINING:g} training SDs from the training mean, or off a value all training subjects shared "
+            f"{FAR_FROM_TRAINING:g} training SDs from the training mean, or off a value a model's training subjects all shared "
             f"(line {subjects.lines[far[0]]}: {farthest}): their ages are extrapolations"
         )
     if subjects.unusable_ages:
@@ -662,11 +663,12 @@ def _far_feature(
 ) -> str:
     """``'lh_x' = 1e+30, 3.2e+29 training SDs from its mean``: the feature of the subject in ``row``
     farthest from the training range (``largest_z``: ``(N, F)``, the largest ``|z|`` over the models,
-    infinite for another value of a feature that ``shared`` ``(F,)`` gives the one training value of)."""
+    infinite for another value of a feature whose training rows all held one value of a model,
+    which ``shared`` ``(N, F)`` gives)."""
     column = int(np.argmax(largest_z[row]))
     value, far = subjects.features[row, column], largest_z[row, column]
     if np.isinf(far):  # (z-scores of float32 values in float64 are finite)
-        return f"{names[column]!r} = {_number(value)}, where every training subject had {_number(shared[column])}"
+        return f"{names[column]!r} = {value:.7g}, where every training subject of a model had {shared[row, column]:.7g}"
     return f"{names[column]!r} = {value:g}, {far:.3g} training SDs from its mean"
 
 

@@ -464,9 +464,10 @@ class MultiLabelHingeLoss(nn.Module):
         elif self._initial_margin is not None and not self.margin.is_meta:
             for name in ("base_margin", "margin"):  # margins widened to float64 at their given values are those given
                 old, new = before[name], self._buffers[name]
-                given = self._initial_margin.to(old.dtype)
-                if new.dtype == torch.float64 and old.dtype != torch.float64 and torch.equal(old.cpu(), given):
-                    self._buffers[name] = self._initial_margin.to(new.device, copy=True)
+                if new.dtype == torch.float64 and old.dtype != torch.float64:
+                    exact = self._initial_margin.to(new.device)
+                    at_given = old.to(new.device) == exact.to(old.dtype)
+                    self._buffers[name] = torch.where(at_given, exact, new)
         return self
 
     @torch.no_grad()

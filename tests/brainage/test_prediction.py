@@ -307,10 +307,9 @@ def test_ids_and_ages_are_read_from_the_runs_own_columns(tmp_path, capsys):
     assert "1 subject id appears on more than one row (e.g. ['n1'])" in notes
     assert "found no usable age on 1 of 5 rows (line 5: age 'old' is not a number)" in notes
     assert (
-        "1 subject has a feature more than 10 training SDs from the training mean, or off a value all training "
-        in notes
-    )
-    assert "shared (line 7: 'thick' = 1000" in notes
+        "1 subject has a feature more than 10 training SDs from the training mean, or off a value a model's "
+        "training subjects all shared (line 7: 'thick' = 1000"
+    ) in notes
     assert np.isfinite(predictions.ages["l1"]).all() and np.isnan(predictions.corrected_gaps["l1"][3])
     assert predictions.extrapolated.tolist() == [False, False, False, False, True]
     run_prediction(tmp_path / "run", tmp_path / "new.csv")
@@ -349,7 +348,21 @@ def test_another_value_of_a_feature_constant_in_training_is_an_extrapolation(tmp
     (tmp_path / "new.csv").write_text("age,thick,flat\n40,2.6,1.0\n45,2.6,1.000001\n50,2.5,1.0001\n")
     predictions = predict_new_subjects(tmp_path / "run", tmp_path / "new.csv")
     assert predictions.extrapolated.tolist() == [False, False, True]  # 1.000001: 1 as a CSV rounds it
-    assert "(line 4: 'flat' = 1.0001, where every training subject had 1)" in "\n".join(predictions.notes)
+    assert "(line 4: 'flat' = 1.0001, where every training subject of a model had 1)" in "\n".join(predictions.notes)
+    # Constant at another value in each fold's fitting rows: a note names the value of the model it is off.
+    from sodeep.brainage.splits import fold_rows
+
+    flat = np.full(24, 5.0)
+    for fold, value in ((0, 7.0), (1, 2.0)):
+        rows = fold_rows(ages, ["s"] * 24, split="stratified", folds=2, seed=0, fold=fold, validation_fraction=0.1)
+        flat[rows.fitting] = value
+    lines = [f"{age:.2f},{3 - 0.01 * age:.4f},{value}" for age, value in zip(ages, flat)]
+    (tmp_path / "two.csv").write_text("\n".join(["age,thick,flat", *lines]) + "\n")
+    config.csv, config.out = str(tmp_path / "two.csv"), str(tmp_path / "two")
+    run_tabular(config, progress=False)
+    (tmp_path / "seven.csv").write_text("age,thick,flat\n40,2.6,7.0\n50,2.5,2.0\n")
+    notes = "\n".join(predict_new_subjects(tmp_path / "two", tmp_path / "seven.csv").notes)
+    assert "2 subjects have" in notes and "(line 2: 'flat' = 7, where every training subject of a model had 2)" in notes
 
 
 def test_a_moved_training_table_is_given_by_path_and_checked_by_its_digest(trained, tmp_path):

@@ -185,7 +185,9 @@ def test_the_synthetic_report_averages_a_metric_over_the_runs_that_define_it():
     assert "nan" not in report
     # A preset trained on fewer of the folder's seeds names its own, as the cross-validation reports do.
     results["presets"]["mse"] = {"runs": [{**run, "pearson": 0.5}]}
-    assert "| SFCN, mse | 5.00 | 0.500 | 0.500 | 0.250 (0.75) | 1.0 | 1 (seeds [0]) |" in format_synthetic_report(results)
+    assert "| SFCN, mse | 5.00 | 0.500 | 0.500 | 0.250 (0.75) | 1.0 | 1 (seeds [0]) |" in format_synthetic_report(
+        results
+    )
 
 
 def test_gap_recovery_against_scipy_and_undefined_where_its_premise_fails():

@@ -491,7 +491,16 @@ def test_fixed_margins_cast_to_float64_are_the_margins_given(margin):
     moved = adaptive.margin.clone()
     assert not torch.equal(moved.double(), exact)
     adaptive.adaptive = False  # frozen where it went
-    assert torch.equal(adaptive.double().margin, moved.double()) and torch.equal(adaptive.base_margin, exact)
+    expected = torch.where(moved == exact.float(), exact, moved.double())  # labels that did not move: exact
+    assert torch.equal(adaptive.double().margin, expected) and torch.equal(adaptive.base_margin, exact)
+
+
+def test_each_label_still_at_its_given_margin_is_made_exact_by_a_cast_to_float64():
+    loss = MultiLabelHingeLoss(3, margin=[1 / 3, 1 / 3, 2 / 3], adaptive=True)
+    with torch.no_grad():
+        loss.margin[0] = 0.5  # one label moved
+    loss.double()
+    assert loss.margin.tolist() == [0.5, 1 / 3, 2 / 3] and loss.base_margin.tolist() == [1 / 3, 1 / 3, 2 / 3]
 
 
 def test_a_widened_loss_made_adaptive_moves_its_margins_as_one_adaptive_from_the_start():
