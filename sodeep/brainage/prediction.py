@@ -90,6 +90,14 @@ class NewSubjects:
     notes: list[str] = field(default_factory=list)
     unusable_ages: list[tuple[int, str]] = field(default_factory=list)
 
+    def unusable_ages_note(self, source: str | Path) -> list[str]:
+        """A line naming the rows of the file ``source`` kept without a usable age (their gaps are
+        left empty), or none."""
+        if not self.unusable_ages:
+            return []
+        named = describe_left_out(str(source), self.unusable_ages, len(self.subject_ids), verb="found no usable age on")
+        return [named + "; their gaps are left empty"]
+
     def keep(self, kept: np.ndarray, reasons: dict[int, str]) -> None:
         """Keep the rows where ``kept`` ``(N,)`` is true; the others join ``skipped`` with
         ``reasons`` (row index -> reason)."""
@@ -537,13 +545,7 @@ def predict_new_subjects(
             f"{FAR_FROM_TRAINING:g} training SDs from the training mean, or off a value a model's training subjects all shared "
             f"(line {subjects.lines[far[0]]}: {farthest}): their ages are extrapolations"
         )
-    if subjects.unusable_ages:
-        notes.append(
-            describe_left_out(
-                str(table), subjects.unusable_ages, len(subjects.subject_ids), verb="found no usable age on"
-            )
-            + "; their gaps are left empty"
-        )
+    notes += subjects.unusable_ages_note(table)
     same_table = file_digest(Path(table)) == config.get("table_sha256")
     notes += _training_subjects_note(table, subjects, training, same_table=same_table)
     return ensemble(subjects, runs, predictions, extrapolated, notes)

@@ -288,13 +288,7 @@ def predict_new_scans(
         notes.append(f"{unchecked}: the models' recorded test predictions were not checked")
     runs = [(preset, run) for preset in chosen for run in finished[preset]]
     predictions = _each_models_ages(folder, settings, runs, torch.from_numpy(subjects.features), cohort)
-    if subjects.unusable_ages:
-        notes.append(
-            describe_left_out(
-                str(manifest), subjects.unusable_ages, len(subjects.subject_ids), verb="found no usable age on"
-            )
-            + "; their gaps are left empty"
-        )
+    notes += subjects.unusable_ages_note(manifest)
     trained_on = {path.resolve() for path in cohort.paths} if cohort is not None else _scans_of_the_run(folder)
     shared = [str(path) for path in paths if path.resolve() in trained_on]
     if shared:
