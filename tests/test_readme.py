@@ -1,7 +1,10 @@
 """Every code block of the README runs as written: ``>>>`` examples print what they show, other
-Python blocks run, and shell blocks (after the set-up commands) run in a fresh folder."""
+Python blocks run, and shell blocks (after the set-up commands) run in a fresh folder.  The guide
+to the losses (docs/losses.md) runs and prints what its comments show."""
 
+import contextlib
 import doctest
+import io
 import os
 import re
 import subprocess
@@ -11,10 +14,11 @@ from pathlib import Path
 import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+LOSSES_GUIDE = README.parent / "docs" / "losses.md"
 
 
-def _blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", README.read_text(), flags=re.DOTALL)
+def _blocks(language: str, document: Path = README) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", document.read_text(), flags=re.DOTALL)
 
 
 def test_readme_examples_show_real_output():
@@ -56,3 +60,21 @@ def test_readme_shell_blocks_run(tmp_path):
             pytest.fail(
                 f"README shell block {number} failed:\n{block}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
             )
+
+
+def test_losses_guide_runs_and_prints_what_it_says(tmp_path, monkeypatch):
+    from sodeep.sorters import SORTERS
+
+    (program,) = _blocks("python", LOSSES_GUIDE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(SORTERS, "my_sigmoid_ranks", None)  # the guide registers its own; undone after
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(program, str(LOSSES_GUIDE), "exec"), {"__name__": "__guide__"})
+    assert printed.getvalue().splitlines() == [
+        "['layer.weight', 'layer.bias']",
+        "True",
+        "SpearmanLoss(sorter=MySigmoidRanks(temperature=0.05), l1_weight=0.0)",
+    ]
+    for shown in ("# ['layer.weight', 'layer.bias']", "# True", "# SpearmanLoss(sorter=MySigmoidRanks"):
+        assert shown in program
