@@ -545,11 +545,11 @@ def in_flag_words(message: str, parser: argparse.ArgumentParser, argv: Sequence[
     (``seed: 0 -> 3``), and only for a flag of the command ``argv`` runs.
     A flag that "must be None or ..." must be ``'none'`` or ..., as the command line spells it.
     Quoted text, the user's own names and values, is left as it is."""
-    compound = sorted((name for name in _flag_names(parser) if "_" in name), key=len, reverse=True)
+    flags = _flag_names(parser)
+    compound = sorted((name for name in flags if "_" in name), key=len, reverse=True)
     single = sorted(
         (name for name in _flag_names(_command_parser(parser, argv)) if "_" not in name), key=len, reverse=True
     )
-    flags = {name: f"--{name.replace('_', '-')}" for name in compound + single}
     patterns = [
         re.compile(r"(?<![\w./-])(" + "|".join(map(re.escape, names)) + r")" + after)
         for names, after in (
@@ -583,7 +583,8 @@ def assignments_as_flags(message: str, parser: argparse.ArgumentParser) -> str:
         >>> assignments_as_flags("use folds=3 or split='stratified'; run with overwrite=True", build_parser())
         'use --folds 3 or --split stratified; run with --overwrite'
     """
-    names = sorted(_flag_names(parser), key=len, reverse=True)
+    flags = _flag_names(parser)
+    names = sorted(flags, key=len, reverse=True)
     assignment = re.compile(
         rf"({QUOTED})"  # quoted text: left alone
         r"|(?<![\w./-])(" + "|".join(map(re.escape, names)) + rf")=(True\b|{QUOTED}|[^\s,;:()\[\]]*)"
@@ -592,7 +593,7 @@ def assignments_as_flags(message: str, parser: argparse.ArgumentParser) -> str:
     def spelled(match: re.Match) -> str:
         if match.group(1):
             return match.group(1)
-        flag, value = f"--{match.group(2).replace('_', '-')}", match.group(3)
+        flag, value = flags[match.group(2)], match.group(3)
         end = "." if value.endswith(".") else ""  # the sentence's full stop, not the value's
         value = value.removesuffix(end)
         if value in ("True", ""):
@@ -603,16 +604,22 @@ def assignments_as_flags(message: str, parser: argparse.ArgumentParser) -> str:
     return assignment.sub(spelled, message)
 
 
-def _flag_names(parser: argparse.ArgumentParser) -> set[str]:
-    """The settings that ``parser`` and its subcommands take as ``--name-with-dashes`` flags."""
-    names, parsers = set(), [parser]
+def _flag_names(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """The settings that ``parser`` and its subcommands take as flags, each with its flag: its
+    name with dashes (``batch_size``: ``--batch-size``), or the flag of a setting that takes a
+    value under another name (``training_table``: ``--training-csv``)."""
+    flags, parsers = {}, [parser]
     while parsers:
         for action in parsers.pop()._actions:
             if isinstance(action, argparse._SubParsersAction):
                 parsers.extend(action.choices.values())
-            elif f"--{action.dest.replace('_', '-')}" in action.option_strings:
-                names.add(action.dest)
-    return names
+                continue
+            dashed = f"--{action.dest.replace('_', '-')}"
+            if dashed in action.option_strings:
+                flags[action.dest] = dashed
+            elif action.nargs != 0 and action.option_strings[-1:] and action.option_strings[-1].startswith("--"):
+                flags.setdefault(action.dest, action.option_strings[-1])
+    return flags
 
 
 def _command_parser(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.ArgumentParser:

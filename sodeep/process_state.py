@@ -1,9 +1,11 @@
 """The process-wide state a run sets for itself, put back for the code that called it.
 
 A training run seeds the random generators, Lightning's ``Trainer(deterministic=...)`` switches
-torch to deterministic algorithms (and sets ``CUBLAS_WORKSPACE_CONFIG``), and sodeep quiets
-Lightning's loggers and some of its warnings.  Called from a notebook, none of that may outlive
-the call: :func:`caller_state_kept` restores it when the block ends, normally or not.
+torch to deterministic algorithms (and sets ``CUBLAS_WORKSPACE_CONFIG``), sodeep quiets
+Lightning's loggers and some of its warnings, and W&B hooks ``sys.exit`` and ``sys.excepthook``.
+A run also computes in float32 whatever default dtype its caller set, so that its results do not
+depend on it.  Called from a notebook, none of that may outlive the call: :func:`caller_state_kept`
+restores it when the block ends, normally or not.
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ RUN_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric")
 
 @contextlib.contextmanager
 def caller_state_kept() -> Iterator[None]:
-    """Within the block a run may seed and configure the process for itself; on exit the caller
-    finds, as they were before it: the random states of Python, NumPy and torch (CPU and CUDA),
-    :data:`RUN_VARIABLES`, torch's deterministic-algorithm settings (warn-only, uninitialized
-    memory filled) and cuDNN's flags, the levels of :data:`RUN_LOGGERS`, and the warning filters.
+    """Within the block a run may seed and configure the process for itself, and torch's default
+    dtype is float32; on exit the caller finds, as they were before it: the random states of Python,
+    NumPy and torch (CPU and CUDA), :data:`RUN_VARIABLES`, torch's deterministic-algorithm settings
+    (warn-only, uninitialized memory filled) and cuDNN's flags, the levels of :data:`RUN_LOGGERS`,
+    the warning filters, torch's default dtype, and ``sys.exit`` and ``sys.excepthook``.
 
     Example:
         >>> before = torch.are_deterministic_algorithms_enabled()
@@ -48,10 +51,14 @@ def caller_state_kept() -> Iterator[None]:
     deterministic = _deterministic_settings()
     cudnn = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
     levels = {name: logging.getLogger(name).level for name in RUN_LOGGERS}
+    default_dtype, hooks = torch.get_default_dtype(), (sys.exit, sys.excepthook)
     with warnings.catch_warnings():  # the warning filters as they were, on exit (the restoring's own too)
         try:
+            torch.set_default_dtype(torch.float32)  # a model built in the run: float32, as its data
             yield
         finally:
+            torch.set_default_dtype(default_dtype)
+            sys.exit, sys.excepthook = hooks
             random.setstate(states[0])
             np.random.set_state(states[1])
             torch.random.set_rng_state(states[2])

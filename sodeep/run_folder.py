@@ -323,7 +323,7 @@ def check_output_outside_run_folders(path: str | os.PathLike, flag: str) -> None
     if run_folder is not None:
         raise ValueError(
             f"{flag}: {path} is inside the run folder {run_folder}, whose files its command writes (and its "
-            "--overwrite deletes); choose a path outside it"
+            "overwrite=True deletes); choose a path outside it"
         )
 
 

@@ -14,6 +14,13 @@ def test_import_sodeep_loads_nothing_heavy():
     assert result.stdout.strip() == "[]", result.stdout
 
 
+def test_import_sodeep_brainage_loads_nothing_heavy_either():
+    """The application's packages load when its commands run, not at its import (a notebook's)."""
+    code = f"import sodeep.brainage, sys; print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]", result.stdout
+
+
 def test_the_names_of_sodeep_load_on_first_use_and_list_as_before():
     import sodeep
 

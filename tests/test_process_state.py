@@ -55,3 +55,19 @@ def test_settings_the_run_left_alone_are_not_set_again():
     resets Inductor's own switch: done only where the run changed it."""
     shown = subprocess.run([sys.executable, "-c", UNTOUCHED], capture_output=True, text=True, timeout=120)
     assert shown.stdout.split() == ["False", "True", "True"], shown.stderr
+
+
+def test_a_run_computes_in_float32_and_the_callers_default_dtype_and_exit_hooks_come_back():
+    def hook(*arguments):
+        pass
+
+    exit_hook, except_hook = sys.exit, sys.excepthook
+    torch.set_default_dtype(torch.float64)
+    try:
+        with caller_state_kept():
+            assert torch.get_default_dtype() == torch.float32
+            sys.exit, sys.excepthook = hook, hook  # as W&B's run does
+        assert torch.get_default_dtype() == torch.float64
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert sys.exit is exit_hook and sys.excepthook is except_hook

@@ -5,7 +5,7 @@ in :mod:`sodeep.brainage.commands`), and the prediction of new subjects with the
 tabular run (:func:`predict_new_subjects`) or a nifti run (:func:`predict_new_scans`).
 
 Importing it loads torch, numpy and the core library only; Lightning, nibabel, nilearn,
-matplotlib, tqdm and W&B are imported when training, reading volumes or plotting starts.
+matplotlib, SciPy, scikit-learn and W&B are imported when training, reading volumes or plotting starts.
 """
 
 from sodeep.brainage.commands import run_nifti, run_synthetic, run_tabular

@@ -170,6 +170,7 @@ def _add_predict_parser(tasks: Any) -> None:
     new_subjects = predict.add_mutually_exclusive_group(required=True)
     new_subjects.add_argument(
         "--csv",
+        dest="table",
         type=os.path.expanduser,
         metavar="PATH",
         help="for a tabular run, the new subjects: a header row and the run's feature columns (other columns are "
@@ -205,6 +206,7 @@ def _add_predict_parser(tasks: Any) -> None:
     )
     predict.add_argument(
         "--training-csv",
+        dest="training_table",
         type=os.path.expanduser,
         metavar="PATH",
         help="for a tabular run, where its training table is now, if it moved (checked by the SHA-256 the run "
@@ -219,13 +221,13 @@ def _predict(arguments: argparse.Namespace) -> int:
 
     run_prediction(
         arguments.folder,
-        arguments.csv,
+        arguments.table,
         manifest=arguments.manifest,
         out=arguments.out,
         presets=arguments.losses,
         id_column=arguments.id_column,
         age_column=arguments.age_column,
-        training_table=arguments.training_csv,
+        training_table=arguments.training_table,
     )
     return 0
 

@@ -44,6 +44,7 @@ from sodeep.brainage.tables import (
     repeated_values,
     row_labels,
 )
+from sodeep.process_state import keeps_caller_state
 from sodeep.run_folder import RUN_RECORD
 from sodeep.wording import plural
 
@@ -209,7 +210,7 @@ def read_new_subjects(
     if lacks_the_runs:
         named = f"by its {id_column!r} column" if id_column else "by their CSV lines"
         notes.append(
-            f"{path}: no id column {run_id_column!r} (the run's); subjects are named {named} (--id-column names one)"
+            f"{path}: no id column {run_id_column!r} (the run's); subjects are named {named} (id_column= names one)"
         )
     age_column = _age_column(path, columns, age_column, run_age_column, notes)
 
@@ -283,7 +284,7 @@ def _age_column(path: Path, columns: Sequence[str], given: str | None, run_colum
     hint = f" (did you mean {close!r}?)" if close else ""
     if given:
         raise ValueError(f"{path}: no age column {given!r}{hint}")
-    notes.append(f"{path}: no age column {name!r} (the run's){hint}; predicting without ages (--age-column names it)")
+    notes.append(f"{path}: no age column {name!r} (the run's){hint}; predicting without ages (age_column= names it)")
     return None
 
 
@@ -297,7 +298,7 @@ def run_folder_command(folder: str | Path) -> str | None:
         record = json.loads((folder / RUN_RECORD).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ValueError(
-            f"{folder} holds no {RUN_RECORD}: give the --out folder of a {TABULAR_COMMAND} or {NIFTI_COMMAND} run"
+            f"{folder} holds no {RUN_RECORD}: give the folder (out=) of a {TABULAR_COMMAND} or {NIFTI_COMMAND} run"
         ) from None
     except (UnicodeDecodeError, ValueError):
         raise ValueError(f"{folder / RUN_RECORD} is damaged (not JSON text)") from None
@@ -315,7 +316,7 @@ def read_run_folder(folder: str | Path, command: str = TABULAR_COMMAND) -> tuple
     found = run_folder_command(folder)
     if found != command:
         if found in PREDICTING_COMMANDS:
-            given = "a table of features (--csv)" if found == TABULAR_COMMAND else "a manifest of scans (--manifest)"
+            given = "a table of features (table=)" if found == TABULAR_COMMAND else "a manifest of scans (manifest=)"
             raise ValueError(f"{folder} holds a {found} run: its models predict from {given}")
         why = " (a synthetic run's models learned synthetic volumes)" if found == "brainage synthetic" else ""
         raise ValueError(
@@ -323,7 +324,7 @@ def read_run_folder(folder: str | Path, command: str = TABULAR_COMMAND) -> tuple
             f"{NIFTI_COMMAND} folders{why}"
         )
     record = json.loads((folder / RUN_RECORD).read_text(encoding="utf-8"))
-    unfinished = "finish its training first (the command that started it, with --resume)"
+    unfinished = "finish its training first (the command that started it, with resume=True)"
     if not (folder / RESULTS_FILE).is_file():
         raise ValueError(f"{folder} holds no {RESULTS_FILE}: no training run of it has finished; {unfinished}")
     try:
@@ -382,13 +383,13 @@ def _training_table(folder: Path, config: dict[str, Any], settings: dict[str, An
     if not path.is_file() or file_digest(path) != config.get("table_sha256"):
         if moved_to is not None:
             if path.is_dir():
-                raise ValueError(f"--training-csv: {path} is a folder; give the table in it, a CSV file")
+                raise ValueError(f"training_table: {path} is a folder; give the table in it, a CSV file")
             where = "is missing" if not path.exists() else "is not the table the run read (another SHA-256)"
-            raise ValueError(f"--training-csv: {path} {where}")
+            raise ValueError(f"training_table: {path} {where}")
         where = "is missing" if not path.is_file() else "has changed since the run (another SHA-256)"
         raise ValueError(
             f"the run's training table {path} {where}: each model standardizes features with its "
-            "training rows' means, so predicting needs that table as the run read it (--training-csv gives "
+            "training rows' means, so predicting needs that table as the run read it (training_table= gives "
             "where it is now)"
         )
     training = read_age_table(
@@ -477,6 +478,7 @@ def _each_models_ages(
     return predictions, largest_z, shared
 
 
+@keeps_caller_state
 def predict_new_subjects(
     folder: str | Path,
     table: str | Path,
@@ -698,22 +700,27 @@ def run_prediction(
     import sys
 
     from sodeep.files import atomic_write_text, replaceable_output_problem
-    from sodeep.run_folder import check_output_outside_run_folders
+    from sodeep.run_folder import enclosing_run_folder
 
     if (table is None) == (manifest is None):
-        raise ValueError("give the new subjects as a table of features (--csv) or a manifest of scans (--manifest)")
+        raise ValueError("give the new subjects as a table of features (table=) or a manifest of scans (manifest=)")
     command = run_folder_command(folder)
     if manifest is not None and command == TABULAR_COMMAND:
-        raise ValueError(f"{folder} holds a {command} run: its models predict from a table of features (--csv)")
+        raise ValueError(f"{folder} holds a {command} run: its models predict from a table of features (table=)")
     if table is not None and command == NIFTI_COMMAND:
-        raise ValueError(f"{folder} holds a {command} run: its models predict from a manifest of scans (--manifest)")
+        raise ValueError(f"{folder} holds a {command} run: its models predict from a manifest of scans (manifest=)")
     if manifest is not None and training_table is not None:
-        raise ValueError("--training-csv is for tabular runs; a nifti run finds its training manifest itself")
+        raise ValueError("training_table is for tabular runs; a nifti run finds its training manifest itself")
     if out is not None:
         problem = replaceable_output_problem(out, is_prediction_table, "a brain-age prediction table")
         if problem:
-            raise ValueError(f"--out: {problem}; choose another path")
-        check_output_outside_run_folders(out, "--out")
+            raise ValueError(f"out must be another path: {problem}")
+        run_folder = enclosing_run_folder(out)
+        if run_folder is not None:
+            raise ValueError(
+                f"out must be a path outside run folders: {out} is inside the run folder {run_folder}, whose files "
+                "its command writes (and its overwrite=True deletes)"
+            )
     if manifest is not None:
         from sodeep.brainage.scan_prediction import predict_new_scans
 

@@ -44,6 +44,7 @@ from sodeep.brainage.prediction import (
 )
 from sodeep.brainage.results import RESULTS_FILE
 from sodeep.brainage.tables import ages_beyond_a_lifetime, find_id_and_site_columns, repeated_values, row_labels
+from sodeep.process_state import keeps_caller_state
 from sodeep.wording import plural
 
 #: File names of scans, which a manifest lists (case aside).
@@ -240,6 +241,7 @@ def _each_models_ages(
     return predictions
 
 
+@keeps_caller_state
 def predict_new_scans(
     folder: str | Path,
     manifest: str | Path,

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import scipy.stats
 
 from sodeep.brainage.csv_files import (
     age_problem,
@@ -607,6 +606,8 @@ def age_like_features(features: np.ndarray, ages: np.ndarray, names: Sequence[st
         return {}
     features, ages = features.astype(np.float64), ages.astype(np.float64)
     pearson = _correlations(features, ages)
+    import scipy.stats
+
     spearman = _correlations(scipy.stats.rankdata(features, axis=0), scipy.stats.rankdata(ages))
     ordered = np.abs(np.nan_to_num(spearman)) if len(ages) >= AGE_LIKE_ORDER_FROM else 0.0
     flagged = np.maximum(np.abs(np.nan_to_num(pearson)), ordered) >= AGE_LIKE_CORRELATION

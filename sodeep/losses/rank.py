@@ -88,6 +88,9 @@ class FrozenSorterMixin(nn.Module):
     The sorter is a fixed part of the loss, not a submodule: it stays out of the owner's
     ``parameters()``, ``state_dict()`` and ``modules()`` (so a Lightning module that holds the
     loss has no module left in eval mode), yet moves with the loss (``.to(device)``, ``.double()``).
+    A model that holds the same sorter as a submodule of its own sets its mode with its own
+    (``model.train()``); the loss puts it back in eval mode before it ranks, so that a sorter with
+    BatchNorm ranks with its fixed statistics, never updating them.
     """
 
     def _set_sorter(self, sorter: SorterFunction | None) -> None:
@@ -100,10 +103,9 @@ class FrozenSorterMixin(nn.Module):
         check_sorter(sorter)
         values = None
         if isinstance(sorter, nn.Module):
-            # A sorter loaded to fine-tune (load_sorter(trainable=True)) or in the middle of training
-            # (gradients on its weights): the loss would stop that training without a word.
-            weights = [weight for weight in sorter.parameters() if weight.requires_grad]
-            if weights and (getattr(sorter, "loaded_to_fine_tune", False) or any(w.grad is not None for w in weights)):
+            # Weights that take gradients (a sorter built to train, loaded to fine-tune, or in the
+            # middle of training): freezing them would stop that training without a word.
+            if any(weight.requires_grad for weight in sorter.parameters()):
                 warnings.warn(
                     f"{type(self).__name__} froze the sorter given to it, in place (no gradient to its weights, eval "
                     "mode): a rank loss trains the model through a fixed sorter. To go on training this sorter "
@@ -154,6 +156,8 @@ class FrozenSorterMixin(nn.Module):
 
     def rank(self, scores: torch.Tensor) -> torch.Tensor:
         if isinstance(self.sorter, nn.Module):
+            if self.sorter.training:  # a model that holds the sorter too set its mode (model.train())
+                self.sorter.eval()
             weights = next(iter(self._sorter_tensors(self.sorter).values()), None)
             if weights is not None and isinstance(scores, torch.Tensor) and weights.device != scores.device:
                 # A sorter on the meta device holds no values to move: to_empty gives them back.
@@ -342,9 +346,13 @@ def spearman_loss(
     # The targets' ranks first: otherwise Inductor on the CPU (torch 2.13) schedules a read of
     # their scatter before the scatter at some small shapes ((2, 4) to (2, 7)), and the compiled
     # gradient comes out NaN.
-    target_ranks = rank(_as_rows(targets))
+    # Whole ranks, exact in rank's float32 for integer targets, normalized in the wider of that and
+    # the predictions' dtype: float64 predictions meet ranks of float64 precision.
+    target_ranks = rank(_as_rows(targets), normalized=False)
     predicted_ranks = sorter_ranks(sorter, _as_rows(predictions))
-    loss = F.mse_loss(predicted_ranks, target_ranks.to(predicted_ranks.dtype))
+    wide = torch.promote_types(target_ranks.dtype, predicted_ranks.dtype)
+    target_ranks = (target_ranks.to(wide) / targets.shape[-1]).to(predicted_ranks.dtype)
+    loss = F.mse_loss(predicted_ranks, target_ranks)
     if isinstance(l1_weight, torch.Tensor) or l1_weight:  # a tensor's value is not read (no host sync)
         # In at least float32: targets of 1e5 overflow a half-precision difference, not the weighted mean.
         wide = torch.promote_types(predictions.dtype, torch.float32)

@@ -204,9 +204,16 @@ def test_the_command_writes_its_table_and_replaces_only_its_own_output(trained, 
     assert main([*argv, "--out", str(out)]) == 0  # its own output is replaced
     capsys.readouterr()
     for out, message in (
-        (trained / "table.csv", "exists and is not a brain-age prediction table"),
-        (trained / "run" / "ages.csv", "is inside the run folder"),
+        (
+            trained / "table.csv",
+            "error: --out must be another path: {out} exists and is not a brain-age prediction table",
+        ),
+        (
+            trained / "run" / "ages.csv",
+            "error: --out must be a path outside run folders: {out} is inside the run folder",
+        ),
     ):
+        message = message.format(out=out)
         with pytest.raises(SystemExit) as refused:
             main([*argv, "--out", str(out)])
         assert refused.value.code == 2 and message in capsys.readouterr().err
@@ -325,7 +332,7 @@ def test_ids_and_ages_are_read_from_the_runs_own_columns(tmp_path, capsys):
     assert "no age column 'AGE_yrs' (the run's) (did you mean 'age_years'?); predicting without ages" in "\n".join(
         bare.notes
     )
-    assert "no id column 'scan_code' (the run's); subjects are named by their CSV lines (--id-column names one)" in (
+    assert "no id column 'scan_code' (the run's); subjects are named by their CSV lines (id_column= names one)" in (
         "\n".join(bare.notes)
     )
     assert predict_new_subjects(tmp_path / "run", tmp_path / "bare.csv", age_column="age_years").subjects.ages == [30]
@@ -368,17 +375,67 @@ def test_another_value_of_a_feature_constant_in_training_is_an_extrapolation(tmp
 def test_a_moved_training_table_is_given_by_path_and_checked_by_its_digest(trained, tmp_path):
     copy = _copy(trained, tmp_path)
     shutil.move(copy / "table.csv", copy / "elsewhere.csv")  # run.json names it where it was
-    with pytest.raises(ValueError, match="table.csv is missing: .*--training-csv gives where it is now"):
+    with pytest.raises(ValueError, match="table.csv is missing: .*training_table= gives where it is now"):
         predict_new_subjects(copy / "run", copy / "new.csv")
     moved = predict_new_subjects(copy / "run", copy / "new.csv", training_table=copy / "elsewhere.csv")
     expected = predict_new_subjects(trained / "run", trained / "new.csv")
     np.testing.assert_array_equal(moved.ages["l1"], expected.ages["l1"])
-    with pytest.raises(ValueError, match=r"--training-csv: .*new.csv is not the table the run read \(another SHA"):
+    with pytest.raises(ValueError, match=r"^training_table: .*new.csv is not the table the run read \(another SHA"):
         predict_new_subjects(copy / "run", copy / "new.csv", training_table=copy / "new.csv")
-    with pytest.raises(ValueError, match=r"--training-csv: .*gone.csv is missing$"):
+    with pytest.raises(ValueError, match=r"^training_table: .*gone.csv is missing$"):
         predict_new_subjects(copy / "run", copy / "new.csv", training_table=copy / "gone.csv")
-    with pytest.raises(ValueError, match="--training-csv: .* is a folder; give the table in it"):
+    with pytest.raises(ValueError, match="^training_table: .* is a folder; give the table in it"):
         predict_new_subjects(copy / "run", copy / "new.csv", training_table=copy)
+
+
+def test_messages_name_python_arguments_and_the_command_line_its_flags(trained, tmp_path, capsys):
+    """A Python caller reads the keyword arguments (training_table=, table=, out=); the command
+    line, the flags that set them (--training-csv, --csv, --out)."""
+    copy = _copy(trained, tmp_path)
+    shutil.move(copy / "table.csv", copy / "elsewhere.csv")
+    for call, python, typed in (
+        ({}, "(training_table= gives where it is now)", "(--training-csv gives where it is now)"),
+        ({"training_table": copy / "gone.csv"}, "training_table: ", "error: --training-csv: "),
+        ({"manifest": copy / "new.csv"}, "(table=)", "(--csv)"),
+        ({"out": copy / "run" / "ages.csv"}, "out must be a path outside", "error: --out must be a path outside"),
+    ):
+        table = None if "manifest" in call else copy / "new.csv"
+        with pytest.raises(ValueError) as refused:
+            run_prediction(copy / "run", table, **call)
+        assert python in str(refused.value)
+        flags = {"training_table": "--training-csv", "manifest": "--manifest", "out": "--out"}
+        argv = ["brainage", "predict", str(copy / "run")] + ([] if table is None else ["--csv", str(table)])
+        with pytest.raises(SystemExit) as stopped:
+            main(argv + [word for name, value in call.items() for word in (flags[name], str(value))])
+        assert stopped.value.code == 2 and typed in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"give the folder \(out=\) of a brainage tabular or brainage nifti run$"):
+        predict_new_subjects(tmp_path, copy / "new.csv")
+
+
+def test_a_notebook_with_a_float64_default_trains_and_predicts_and_finds_its_state_again(trained, tmp_path):
+    """torch.set_default_dtype(torch.float64) in the caller: the run and the prediction compute in
+    float32, as without it (the same ages), and the caller's default dtype, random state and exit
+    hooks (W&B's offline run sets its own) are as they were."""
+    import sys
+
+    config = TabularConfig(
+        csv=str(trained / "table.csv"), losses=["l1"], folds=2, seeds=[0], batch_size=8, max_epochs=2,
+        out=str(tmp_path / "run64"), wandb="offline",
+    )  # fmt: skip
+    expected = predict_new_subjects(trained / "run", trained / "new.csv")
+    hooks = sys.exit, sys.excepthook
+    torch.set_default_dtype(torch.float64)
+    try:
+        torch.manual_seed(3)
+        state = torch.random.get_rng_state()
+        results = run_tabular(config, progress=False)
+        predicted = predict_new_subjects(trained / "run", trained / "new.csv")
+        assert torch.get_default_dtype() == torch.float64 and torch.equal(torch.random.get_rng_state(), state)
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert (sys.exit, sys.excepthook) == hooks
+    assert np.isfinite(results["presets"]["l1"]["summary"]["mae"]["mean"])
+    np.testing.assert_array_equal(predicted.ages["l1"], expected.ages["l1"])
 
 
 def test_training_subjects_are_said_not_to_be_out_of_sample(trained, tmp_path):

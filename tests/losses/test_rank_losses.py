@@ -713,12 +713,17 @@ def test_a_sorter_loaded_to_fine_tune_or_in_training_is_frozen_with_a_warning():
     training(torch.randn(4, 8)).sum().backward()  # a step of its own training: gradients on its weights
     with pytest.warns(UserWarning, match="^MapRankLoss froze the sorter"):
         MapRankLoss(sorter=training)
-    # A copy keeps the original training; a fresh, frozen or weightless sorter is taken without a word.
+    # A sorter built to train with the model (its weights take gradients; none yet) is frozen with a word.
+    built = ConvSorter(capacity=64)
+    with pytest.warns(UserWarning, match="^SpearmanLoss froze the sorter"):
+        SpearmanLoss(sorter=built)
+    assert not any(w.requires_grad for w in built.parameters())
+    # A copy keeps the original training; a frozen or weightless sorter is taken without a word.
     original = load_sorter(trainable=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         SpearmanLoss(sorter=copy.deepcopy(original).requires_grad_(False))
-        SpearmanLoss(sorter=ConvSorter())
+        SpearmanLoss(sorter=ConvSorter().requires_grad_(False))
         SpearmanLoss(sorter=load_sorter())
         SpearmanLoss(sorter=PairwiseSigmoidSorter())
     assert original.training and all(w.requires_grad for w in original.parameters())
@@ -813,3 +818,43 @@ def test_rank_losses_return_the_scores_dtype_whatever_the_sorters(dtype):
     torch.testing.assert_close(
         map_rank_loss(scores, labels, float32_ranks), map_rank_loss(scores.float(), labels, sodeep.rank).to(dtype)
     )
+
+
+def test_a_sorter_the_model_also_holds_ranks_in_eval_mode_whatever_the_models_mode():
+    """One sorter shared by a model and its losses: model.train() sets the sorter's mode too; the
+    loss puts it back before ranking, so BatchNorm's statistics stay fixed and the loss is the same."""
+    from sodeep.sorters import OriginalCNNSorter
+
+    torch.manual_seed(0)
+    sorter = OriginalCNNSorter(length=40).requires_grad_(False)
+    model = torch.nn.Module()
+    model.sorter = sorter
+    model.spearman, model.map = SpearmanLoss(sorter=sorter), MapRankLoss(sorter=sorter)
+    statistics = [buffer.clone() for buffer in sorter.buffers()]
+    predictions, targets = torch.randn(40), torch.randn(40)
+    model.eval()
+    expected = model.spearman(predictions, targets)
+    for _ in range(2):
+        model.train()
+        assert sorter.training
+        torch.testing.assert_close(model.spearman(predictions, targets), expected, rtol=0, atol=0)
+        assert not sorter.training
+    for before, after in zip(statistics, sorter.buffers()):
+        torch.testing.assert_close(after, before, rtol=0, atol=0)
+
+
+def test_integer_targets_rank_at_the_predictions_precision():
+    """Integer targets (ages, counts) against float64 predictions: the loss and its gradient are
+    those of the same targets given as float64, to the last bit."""
+    from sodeep.losses import spearman_loss
+
+    sorter = PairwiseSigmoidSorter(0.1)
+    targets = torch.tensor([[3, 1, 4, 1, 5, 9, 2], [6, 5, 3, 5, 8, 9, 7]])
+    gradients = []
+    for given in (targets, targets.double()):
+        predictions = torch.randn(2, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        predictions.requires_grad_(True)
+        loss = spearman_loss(predictions, given, sorter, l1_weight=0.1)
+        loss.backward()
+        gradients.append((loss.detach(), predictions.grad))
+    torch.testing.assert_close(gradients[0], gradients[1], rtol=0, atol=0)
