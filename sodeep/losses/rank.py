@@ -103,9 +103,12 @@ class FrozenSorterMixin(nn.Module):
         check_sorter(sorter)
         values = None
         if isinstance(sorter, nn.Module):
-            # Weights that take gradients (a sorter built to train, loaded to fine-tune, or in the
-            # middle of training): freezing them would stop that training without a word.
-            if any(weight.requires_grad for weight in sorter.parameters()):
+            # A sorter loaded to fine-tune (load_sorter(trainable=True)) or in the middle of training
+            # (gradients on its weights): the loss would stop that training without a word.  A sorter
+            # just built is taken as it is: a fresh ConvSorter is a sorter in its own right (its design
+            # ranks to a tenth of a position at softness 0.5), not only a start for training.
+            weights = [weight for weight in sorter.parameters() if weight.requires_grad]
+            if weights and (getattr(sorter, "loaded_to_fine_tune", False) or any(w.grad is not None for w in weights)):
                 warnings.warn(
                     f"{type(self).__name__} froze the sorter given to it, in place (no gradient to its weights, eval "
                     "mode): a rank loss trains the model through a fixed sorter. To go on training this sorter "
