@@ -479,7 +479,8 @@ def pretrain(config: PretrainConfig | None = None, *, resume: bool = False, over
 
     Every setting, and whether the folder may be used (:func:`sodeep.run_folder.claim_run_folder`),
     is checked (``ValueError``, one line) before anything is written.  The run seeds Python, NumPy
-    and torch for itself; the caller's random state, and the rest of the process state a run sets
+    and torch for itself, and computes in float32 whatever torch's default dtype; the caller's
+    random state, default dtype, and the rest of the process state a run sets
     (:func:`sodeep.process_state.caller_state_kept`), is as it was when the call returns or raises.
 
     With ``config.devices``, ``strategy`` and ``num_nodes`` the run trains on several processes

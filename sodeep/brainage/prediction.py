@@ -46,7 +46,7 @@ from sodeep.brainage.tables import (
 )
 from sodeep.process_state import keeps_caller_state
 from sodeep.run_folder import RUN_RECORD
-from sodeep.wording import plural
+from sodeep.wording import advice_spelling, plural
 
 #: The commands whose folders' models predict new subjects: from a table, and from scans
 #: (:mod:`sodeep.brainage.scan_prediction`).
@@ -298,7 +298,7 @@ def run_folder_command(folder: str | Path) -> str | None:
         record = json.loads((folder / RUN_RECORD).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ValueError(
-            f"{folder} holds no {RUN_RECORD}: give the folder (out=) of a {TABULAR_COMMAND} or {NIFTI_COMMAND} run"
+            f"{folder} holds no {RUN_RECORD}: give the folder that a {TABULAR_COMMAND} or {NIFTI_COMMAND} run wrote"
         ) from None
     except (UnicodeDecodeError, ValueError):
         raise ValueError(f"{folder / RUN_RECORD} is damaged (not JSON text)") from None
@@ -316,7 +316,11 @@ def read_run_folder(folder: str | Path, command: str = TABULAR_COMMAND) -> tuple
     found = run_folder_command(folder)
     if found != command:
         if found in PREDICTING_COMMANDS:
-            given = "a table of features (table=)" if found == TABULAR_COMMAND else "a manifest of scans (manifest=)"
+            given = (
+                "a table of features (predict_new_subjects)"
+                if found == TABULAR_COMMAND
+                else "a manifest of scans (predict_new_scans)"
+            )
             raise ValueError(f"{folder} holds a {found} run: its models predict from {given}")
         why = " (a synthetic run's models learned synthetic volumes)" if found == "brainage synthetic" else ""
         raise ValueError(
@@ -737,8 +741,8 @@ def run_prediction(
     print(f"{source}: {plural(len(subjects.subject_ids), 'subject')} predicted", file=sys.stderr)
     if subjects.skipped:
         print(describe_left_out(str(source), subjects.skipped, subjects.rows), file=sys.stderr)
-    for note in predictions.notes:
-        print(note, file=sys.stderr)
+    for note in predictions.notes:  # (advice in the caller's words: flags on the command line)
+        print(advice_spelling.get()(note), file=sys.stderr)
     known = np.isfinite(subjects.ages) if subjects.ages is not None else np.zeros(len(subjects.subject_ids), bool)
     scored = known & ~predictions.extrapolated
     left_out = int((known & predictions.extrapolated).sum())

@@ -408,8 +408,35 @@ def test_messages_name_python_arguments_and_the_command_line_its_flags(trained, 
         with pytest.raises(SystemExit) as stopped:
             main(argv + [word for name, value in call.items() for word in (flags[name], str(value))])
         assert stopped.value.code == 2 and typed in capsys.readouterr().err
-    with pytest.raises(ValueError, match=r"give the folder \(out=\) of a brainage tabular or brainage nifti run$"):
+    with pytest.raises(ValueError, match=r"give the folder that a brainage tabular or brainage nifti run wrote$"):
         predict_new_subjects(tmp_path, copy / "new.csv")
+    from sodeep.brainage import predict_new_scans
+
+    with pytest.raises(ValueError, match=r"its models predict from a table of features \(predict_new_subjects\)$"):
+        predict_new_scans(copy / "run", copy / "new.csv")
+    # A note's advice: the argument from Python, the flag on the command line.
+    (tmp_path / "no_id.csv").write_text(
+        "\n".join(line.split(",", 1)[1] for line in (copy / "new.csv").read_text().splitlines())
+    )
+    note = "subjects are named by their CSV lines ({} names one)"
+    assert note.format("id_column=") in "\n".join(
+        predict_new_subjects(copy / "run", tmp_path / "no_id.csv", training_table=copy / "elsewhere.csv").notes
+    )
+    assert (
+        main(
+            [
+                "brainage",
+                "predict",
+                str(copy / "run"),
+                "--csv",
+                str(tmp_path / "no_id.csv"),
+                "--training-csv",
+                str(copy / "elsewhere.csv"),
+            ]
+        )
+        == 0
+    )
+    assert note.format("--id-column") in capsys.readouterr().err
 
 
 def test_a_notebook_with_a_float64_default_trains_and_predicts_and_finds_its_state_again(trained, tmp_path):

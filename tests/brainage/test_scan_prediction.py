@@ -204,7 +204,10 @@ def test_the_command_names_the_input_each_run_kind_takes(trained, tmp_path, caps
         with pytest.raises(SystemExit) as refused:
             main(["brainage", "predict", str(trained / "run"), *arguments])
         assert refused.value.code == 2 and message in capsys.readouterr().err
-    with pytest.raises(ValueError, match="holds a brainage nifti run: its models predict from a manifest"):
+    with pytest.raises(
+        ValueError,
+        match=r"holds a brainage nifti run: its models predict from a manifest of scans \(predict_new_scans\)$",
+    ):
         predict_new_subjects(trained / "run", manifest)
     with pytest.raises(ValueError, match="give the new subjects as a table of features"):
         run_prediction(trained / "run")
