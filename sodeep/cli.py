@@ -574,20 +574,23 @@ def in_flag_words(message: str, parser: argparse.ArgumentParser, argv: Sequence[
 
 def assignments_as_flags(message: str, parser: argparse.ArgumentParser) -> str:
     """``message`` with the keyword arguments its advice gives a Python caller (``overwrite=True``,
-    ``folds=3``, ``split='stratified'``, ``out=`` alone for the setting itself) spelled as the
-    command line takes them (``--overwrite``, ``--folds 3``, ``--split stratified``, ``--out``),
-    for every flag of ``parser`` and its subcommands.  Quoted text, the user's own names and
-    values, is left as it is, except a quoted value assigned to a flag, which is quoted for a shell.
+    ``folds=3``, ``split='stratified'``, ``seeds=[0, 1]``, ``out=`` alone for the setting itself)
+    spelled as the command line takes them (``--overwrite``, ``--folds 3``, ``--split stratified``,
+    ``--seeds 0 1``, ``--out``), for every flag of ``parser`` and its subcommands.  Quoted text, the
+    user's own names and values, is left as it is, except a quoted value assigned to a flag (also in
+    a list), which is quoted for a shell.
 
     Example:
         >>> assignments_as_flags("use folds=3 or split='stratified'; run with overwrite=True", build_parser())
         'use --folds 3 or --split stratified; run with --overwrite'
+        >>> assignments_as_flags("with losses=['l1', 'l1+spearman'] and seeds=[0, 1]", build_parser())
+        'with --losses l1 l1+spearman and --seeds 0 1'
     """
     flags = _flag_names(parser)
     names = sorted(flags, key=len, reverse=True)
     assignment = re.compile(
         rf"({QUOTED})"  # quoted text: left alone
-        r"|(?<![\w./-])(" + "|".join(map(re.escape, names)) + rf")=(True\b|{QUOTED}|[^\s,;:()\[\]]*)"
+        r"|(?<![\w./-])(" + "|".join(map(re.escape, names)) + rf")=(True\b|{QUOTED}|\[[^\[\]]*\]|[^\s,;:()\[\]]*)"
     )
 
     def spelled(match: re.Match) -> str:
@@ -598,10 +601,16 @@ def assignments_as_flags(message: str, parser: argparse.ArgumentParser) -> str:
         value = value.removesuffix(end)
         if value in ("True", ""):
             return flag + end
-        quoted = value[0] in "'\"" and value[-1] == value[0]
-        return f"{flag} {shlex.quote(value[1:-1]) if quoted else value}{end}"
+        items = [item.strip() for item in value[1:-1].split(",")] if value.startswith("[") else [value]
+        return " ".join([flag, *(_shell_word(item) for item in items if item)]) + end
 
     return assignment.sub(spelled, message)
+
+
+def _shell_word(value: str) -> str:
+    """A Python literal as a shell word: a quoted string quoted for a shell, anything else as it is."""
+    quoted = len(value) > 1 and value[0] in "'\"" and value[-1] == value[0]
+    return shlex.quote(value[1:-1]) if quoted else value
 
 
 def _flag_names(parser: argparse.ArgumentParser) -> dict[str, str]:

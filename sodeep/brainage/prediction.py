@@ -419,8 +419,8 @@ def _unfinished_notes(
         seeds = planned_seeds(config, preset, runs)
         planned = len(seeds) * settings["folds"]
         if len(runs) < planned:
-            resume = f" --losses {preset} --seeds {' '.join(map(str, seeds))}"
-            resume = "" if in_use else f" (the folder's command with --resume{resume} trains the others)"
+            resume = f"resume=True, losses=[{preset!r}] and seeds={seeds}"
+            resume = "" if in_use else f" (the folder's command with {resume} trains the others)"
             notes.append(
                 f"{preset}: {len(runs)} of its {planned} runs (seeds {seeds}) finished in {folder}; the mean is over "
                 f"those{resume}"

@@ -261,6 +261,14 @@ def test_an_unfinished_folder_predicts_with_its_finished_runs_and_says_so(traine
     one_lost = predicted_with(runs[:3], [0, 1])
     assert one_lost.models == {"l1": 3}
     assert any(note.startswith("l1: 3 of its 4 runs (seeds [0, 1]) finished in ") for note in one_lost.notes)
+    # The command that trains the others, in Python's words and the command line's.
+    from sodeep.cli import assignments_as_flags, build_parser
+
+    (note,) = [note for note in one_lost.notes if "trains the others" in note]
+    assert note.endswith("(the folder's command with resume=True, losses=['l1'] and seeds=[0, 1] trains the others)")
+    assert assignments_as_flags(note, build_parser()).endswith(
+        "(the folder's command with --resume, --losses l1 and --seeds 0 1 trains the others)"
+    )
     # Stopped before its second seed began: results.json knows seed 0 only, run.json both.
     seed_lost = predicted_with([run for run in runs if run["seed"] == 0], [0])
     assert any(note.startswith("l1: 2 of its 4 runs (seeds [0, 1]) finished in ") for note in seed_lost.notes)
