@@ -55,6 +55,8 @@ def claim_output_folder(out: Path, overwrite: bool, resume: bool = False) -> Pat
     for its own."""
     from sodeep.run_folder import RUN_LOCK, check_not_in_use, enclosing_run_folder, hold_folder, is_file_manager_file
 
+    if overwrite and resume:
+        raise ValueError("overwrite=True replaces the folder's results and resume=True keeps them: give one of the two")
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file, not a folder; give out= a new or empty folder")
     run_folder = enclosing_run_folder(out)

@@ -352,6 +352,9 @@ def write_report(
     PNGs in ``plots/`` that this report does not draw are removed.
     """
     folder = Path(folder)
+    for name, value in (("over", over), ("baseline", baseline), ("metrics", metrics)):
+        if isinstance(value, (str, bytes)):  # a list of one, e.g. baseline=["losses=l1"]
+            raise TypeError(f"{name} must be a list of strings, got {type(value).__name__} {value!r}: give [{value!r}]")
     summaries, counts = read_summaries(folder)
     if not summaries and not (folder / "sweep.json").is_file() and not (folder / "trials").is_dir():
         raise ValueError(

@@ -211,6 +211,8 @@ def trial_source(
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
         raise ValueError(f"count must be an integer >= 1, got {count!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     if wandb not in WANDB_MODES:
         raise ValueError(f"wandb must be one of {list(WANDB_MODES)}, got {wandb!r}")
     from sodeep.wandb_setup import check_wandb_login

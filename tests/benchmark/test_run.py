@@ -150,6 +150,9 @@ def test_imports_stay_light_and_the_core_library_does_not_import_the_benchmark()
 def test_the_output_folder_holds_benchmark_results_only(tmp_path):
     from sodeep.benchmark.run import claim_output_folder
 
+    with pytest.raises(ValueError, match=r"^overwrite=True replaces .* resume=True keeps them: give one of the two$"):
+        claim_output_folder(tmp_path / "both", overwrite=True, resume=True)
+    assert not (tmp_path / "both").exists()
     assert claim_output_folder(tmp_path / "new", overwrite=False).is_dir()
     browsed = tmp_path / "browsed"  # a folder a file manager has shown: empty to a benchmark
     browsed.mkdir()

@@ -58,6 +58,12 @@ def test_means_sds_paired_differences_and_wilcoxon(tmp_path):
     text = (tmp_path / "report.md").read_text()
     assert "## r2 (maximize)" in text and "| mse | 5 | 6 +- 3.2 | +3 +- 1.6 | 5 | 0.0625 |" in text
     assert "10 finished trials (1 failed, 1 without a summary" in text and "Partial" not in text
+    # A string where a list goes (a notebook's easy slip) is refused whole, not read letter by letter.
+    for name, value in (("baseline", "losses=l1"), ("metrics", "mae"), ("over", "seed")):
+        with pytest.raises(
+            TypeError, match=rf"^{name} must be a list of strings, got str '{value}': give \['{value}'\]$"
+        ):
+            write_report(tmp_path, **{name: value}, plots=False)
 
 
 def test_parameters_named_as_the_reports_own_columns_keep_their_values(tmp_path):

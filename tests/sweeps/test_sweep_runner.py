@@ -1114,3 +1114,13 @@ def test_the_advice_to_finish_a_sweep_runs_the_program_as_it_was_started(monkeyp
     arguments = argparse.Namespace(sweep_file="s.yaml", root="sweeps", workers=1, seed=0, count=None, wandb="offline")
     monkeypatch.setattr(sys, "orig_argv", ["python3", "-m", "sodeep", "sweep", "run", "s.yaml"])
     assert again(arguments) == "python3 -m sodeep sweep run s.yaml --root sweeps --workers 1 --seed 0"
+
+
+@pytest.mark.parametrize(("seed", "error"), [(-1, ValueError), (1.5, ValueError), (True, ValueError)])
+def test_a_bad_seed_from_python_is_refused_naming_it_before_any_folder(tmp_path, seed, error):
+    sweep = write_sweep(
+        tmp_path, TABLE_PROGRAM, "name: seeded\nmethod: random\nrun_cap: 2\nparameters: {scale: {values: [1, 2]}}\n"
+    )
+    with pytest.raises(error, match=rf"^seed must be an integer >= 0, got {re.escape(repr(seed))}$"):
+        run_sweep(load_sweep(sweep), tmp_path / "runs", seed=seed)
+    assert not (tmp_path / "runs").exists()
