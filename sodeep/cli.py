@@ -665,8 +665,11 @@ def main(argv: list[str] | None = None, *, parser: argparse.ArgumentParser | Non
     arguments.argv = argv  # the command's words, as a command that records or repeats itself spells them
     show_warning = warnings.showwarning
 
-    def as_typed(message: str) -> str:  # a sweep file's parameters are its own, whatever their names
-        return message if arguments.command == "sweep" else assignments_as_flags(message, parser)
+    def as_typed(message: str) -> str:
+        # A sweep file's parameters are its own, whatever their names: a sweep command's words
+        # become its own flags only.
+        flags_of = _command_parser(parser, argv) if arguments.command == "sweep" else parser
+        return assignments_as_flags(message, flags_of)
 
     def show_setup_warnings_in_one_line(message, category, filename, lineno, file=None, line=None):
         if category.__name__ == "SetupWarning":  # sodeep.runs.SetupWarning, without importing Lightning

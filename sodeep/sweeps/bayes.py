@@ -42,7 +42,7 @@ class BayesTrials:
         self.sweeps = import_sweeps()
         self.total = min((limit for limit in (spec.run_cap, count) if limit is not None), default=None)
         if self.total is None:
-            raise ValueError(f"{spec.source}: a bayes sweep needs run_cap (or --count): it never runs out of trials")
+            raise ValueError(f"{spec.source}: a bayes sweep needs run_cap (or count=): it never runs out of trials")
         self.spec, self.seed = spec, seed
         self.started: set[str] = set()
 

@@ -270,9 +270,12 @@ def command_report(arguments: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``sodeep sweep ARGV``: bad input ends with one line on stderr and exit status 2."""
+    from sodeep.cli import _command_parser, assignments_as_flags
+
     parser = argparse.ArgumentParser(prog="sodeep")
     add_sweep_parser(parser.add_subparsers(dest="command", required=True))
-    arguments = parser.parse_args(["sweep", *(sys.argv[1:] if argv is None else argv)])
+    words = ["sweep", *(sys.argv[1:] if argv is None else argv)]
+    arguments = parser.parse_args(words)
     try:
         return arguments.handler(arguments)
     except BrokenPipeError:  # e.g. `sodeep sweep run ... --dry-run | head`
@@ -280,7 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         if os.environ.get("SODEEP_TRACEBACK"):
             raise
-        parser.exit(2, f"sodeep sweep: error: {' '.join(str(error).split())}\n")
+        message = " ".join(str(error).split())
+        if isinstance(error, ValueError):  # advice in Python's words: the command's own flags
+            message = assignments_as_flags(message, _command_parser(parser, words))
+        parser.exit(2, f"sodeep sweep: error: {message}\n")
 
 
 if __name__ == "__main__":

@@ -119,6 +119,12 @@ def trial_only_metrics(summaries: list[dict[str, Any]]) -> list[str]:
     return [name for name in names if name not in metric_names(summaries)]
 
 
+def baseline_given(baseline: dict[str, str]) -> str:
+    """The baseline as it is given: ``baseline=['losses=l1']`` (``--baseline losses=l1`` on the
+    command line)."""
+    return f"baseline={[f'{key}={value}' for key, value in baseline.items()]!r}"
+
+
 def parse_baseline(items: list[str] | None, names: list[str] | None = None) -> dict[str, str]:
     """``["losses=l1"]`` -> ``{"losses": "l1"}``.  A JSON object value names nested parameters,
     as settings do (:func:`flatten`): ``['sorter={"band": 8}']`` -> ``{"sorter.band": "8"}``,
@@ -127,14 +133,14 @@ def parse_baseline(items: list[str] | None, names: list[str] | None = None) -> d
     for item in items or []:
         key, equals, value = item.partition("=")
         if not equals or not key:
-            raise ValueError(f"--baseline takes KEY=VALUE, e.g. losses=l1, got {item!r}")
+            raise ValueError(f"baseline=[{item!r}]: it takes KEY=VALUE items, e.g. 'losses=l1'")
         try:
             nested = json.loads(value)
         except json.JSONDecodeError:
             if value.lstrip().startswith("{"):
                 dotted = "" if key in (names or []) else f", or give {key}.NAME=VALUE"
                 raise ValueError(
-                    f"--baseline {item}: the value is not a JSON object (double quotes, e.g. "
+                    f"baseline=[{item!r}]: the value is not a JSON object (double quotes, e.g. "
                     f'{key}={{"softness": 0.1}}){dotted}'
                 ) from None
             nested = None
@@ -144,7 +150,7 @@ def parse_baseline(items: list[str] | None, names: list[str] | None = None) -> d
         )
         repeated = sorted(set(named) & set(baseline))
         if repeated:
-            raise ValueError(f"--baseline gives {', '.join(repeated)} twice; give each parameter once")
+            raise ValueError(f"baseline= gives {', '.join(repeated)} twice; give each parameter once")
         baseline.update(named)
     return baseline
 
@@ -228,22 +234,21 @@ def setting_rows(settings: list[Setting], metrics: list[str], baseline: dict[str
     if unknown:
         differing = sorted(varying(settings)[0])
         raise ValueError(
-            f"--baseline {' '.join(f'{k}={v}' for k, v in baseline.items())}: {', '.join(unknown)} is not a "
+            f"{baseline_given(baseline)}: {', '.join(unknown)} is not a "
             f"parameter that tells the settings apart; they differ in {differing or 'nothing (one setting)'} "
-            "(parameters averaged over, --over, are not among them)"
+            "(parameters averaged over, over=, are not among them)"
         )
     changing, fixed = varying(settings)
     if baseline and not any(key in changing for key in baseline):  # each setting would be its own reference
         shown = ", ".join(f"{key} ({shown_value(fixed.get(key))})" for key in baseline)
         raise ValueError(
-            f"--baseline {' '.join(f'{k}={v}' for k, v in baseline.items())}: {shown} "
+            f"{baseline_given(baseline)}: {shown} "
             f"{'has one value' if len(baseline) == 1 else 'have one value each'} in every setting, so each setting "
             f"would be compared with itself; the settings differ in {changing or 'nothing (one setting)'}"
         )
     if baseline and not any(all(matches(s.params.get(k), v) for k, v in baseline.items()) for s in settings):
         seen = {key: sorted({shown_value(s.params.get(key)) for s in settings}) for key in baseline}
-        asked = " ".join(f"{key}={value}" for key, value in baseline.items())
-        raise ValueError(f"--baseline {asked}: no setting has those values; values seen: {seen}")
+        raise ValueError(f"{baseline_given(baseline)}: no setting has those values; values seen: {seen}")
     rows = []
     for setting in settings:
         row: dict[str, Any] = {parameter_column(name, metrics): value for name, value in setting.params.items()}

@@ -64,12 +64,12 @@ def expand_trials(spec: SweepSpec, seed: int = 0, count: int | None = None) -> l
         if min(size, cap or size) > MAX_LISTED_TRIALS:
             raise ValueError(
                 f"{spec.source}: the grid has {size:,} trials, more than {MAX_LISTED_TRIALS:,} to list; "
-                "set run_cap (or run with --count) to run part of it, or give fewer values"
+                "set run_cap (or run with count=) to run part of it, or give fewer values"
             )
         combinations = grid_combinations(spec.parameters, axes)
     elif spec.method == "random":
         if cap is None:
-            raise ValueError(f"{spec.source}: a random sweep needs run_cap (or --count): it never runs out of trials")
+            raise ValueError(f"{spec.source}: a random sweep needs run_cap (or count=): it never runs out of trials")
         combinations = random_combinations(spec.parameters, seed)
     else:
         raise ValueError(f"{spec.source}: method {spec.method} is suggested trial by trial, not expanded")

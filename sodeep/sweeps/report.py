@@ -359,7 +359,7 @@ def write_report(
     if not summaries and not (folder / "sweep.json").is_file() and not (folder / "trials").is_dir():
         raise ValueError(
             f"{folder} is not a sweep folder (no sweep.json, no trials/) and holds no trial summary "
-            "(summary.json): report the folder `sodeep sweep run` made under its --root"
+            "(summary.json): report the folder a sweep run made for the sweep, ROOT/<name>"
         )
     if not summaries:
         raise ValueError(
@@ -371,7 +371,7 @@ def write_report(
     known = sorted({name for s in summaries for name in flatten(s["params"] or {})})
     unknown = [name for name in over if name not in known]
     if unknown:
-        raise ValueError(f"--over {unknown[0]!r} is not a parameter of the sweep; parameters: {known}")
+        raise ValueError(f"over=[{unknown[0]!r}]: not a parameter of the sweep; parameters: {known}")
     chosen = parse_baseline(baseline, known)
     sweep_metric = (sweep.get("metric") or {}).get("name")
     available = metric_names(summaries, sweep_metric)
@@ -380,11 +380,11 @@ def write_report(
     trial_only = trial_only_metrics(summaries)
     if missing and missing[0] in trial_only:
         raise ValueError(
-            f"--metric {missing[0]!r} is given for whole trials, in none of their folds, the units this report "
+            f"metrics=[{missing[0]!r}]: given for whole trials, in none of their folds, the units this report "
             f"compares; metrics of the folds: {available}"
         )
     if missing:
-        raise ValueError(f"--metric {missing[0]!r} is in no summary; metrics: {available}")
+        raise ValueError(f"metrics=[{missing[0]!r}]: in no summary; metrics: {available}")
     settings = group_settings(summaries, over)
     add_lost_trials(settings, lost_trial_params(folder), over)
     rows = setting_rows(settings, names, chosen)
@@ -448,7 +448,7 @@ def _sweep_record(folder: Path) -> dict[str, Any]:
     from sodeep.sweeps.summary import read_sweep_record
 
     path = folder / "sweep.json"
-    return read_sweep_record(path, "run the sweep into another --root") if path.exists() else {}
+    return read_sweep_record(path, "run the sweep again under another root") if path.exists() else {}
 
 
 def _number(value: Any) -> str:

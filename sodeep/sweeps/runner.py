@@ -121,7 +121,7 @@ def run_sweep(
         echo=echo,
     )
     check_sweep_folder(folder, spec, seed, overwrite=overwrite)
-    hold_folder(folder, clear=overwrite, instead="give another --root")
+    hold_folder(folder, clear=overwrite, instead="give another root=")
     record_sweep(folder, spec, seed, source if isinstance(source, list) else None)
     for note in (beyond_cap_note(folder, spec), alike_trials_note(spec, source)):
         if note:
@@ -263,31 +263,31 @@ def check_sweep_folder(folder: Path, spec: SweepSpec, seed: int, *, overwrite: b
     path = folder / "sweep.json"
     problem = writable_file_problem(path)
     if problem:
-        raise ValueError(f"{problem}; give another --root")
+        raise ValueError(f"{problem}; give another root=")
     around = enclosing_run_folder(folder)
     if around is not None:  # its trials' run folders would be refused there, one by one
         raise ValueError(
-            f"{folder} is inside the run folder {around}, whose overwrite would delete it; give another --root"
+            f"{folder} is inside the run folder {around}, whose overwrite would delete it; give another root="
         )
     holds_files = holds_files_besides_its_lock(folder)
     if holds_files and not path.is_file():  # never taken over, nor cleared: the files are not a sweep's
-        raise ValueError(f"{folder} holds files but no sweep.json: not a sweep folder; give another --root or name")
+        raise ValueError(f"{folder} holds files but no sweep.json: not a sweep folder; give another root= or name")
     if overwrite and holds_files:
-        check_not_the_working_folder(folder, "give another --root")
+        check_not_the_working_folder(folder, "give another root=")
         return
     if not path.exists():
         return
-    held = read_sweep_record(path, "remove that folder or give another --root")
+    held = read_sweep_record(path, "remove that folder or give another root=")
     comparable = {key: value for key, value in spec.mapping.items() if key != "run_cap"}
     held_comparable = {key: value for key, value in held.get("spec", {}).items() if key != "run_cap"}
-    advice = "give another --root or name, or add --overwrite to clear that folder"
+    advice = "give another root= or name, or add overwrite=True to clear that folder"
     if held_comparable != json.loads(json.dumps(comparable)):
         changes = "; ".join(spec_changes(held_comparable, json.loads(json.dumps(comparable))))
         raise ValueError(f"{folder} holds another sweep (a different sweep file: {changes}); {advice}")
     if spec.method != "grid" and held.get("seed") != seed:
         raise ValueError(
-            f"{folder} holds this sweep drawn with --seed {held.get('seed')}, not {seed}; "
-            f"run it with --seed {held.get('seed')} to continue it, or {advice}"
+            f"{folder} holds this sweep drawn with seed={held.get('seed')}, not {seed}; "
+            f"run it with seed={held.get('seed')} to continue it, or {advice}"
         )
 
 

@@ -124,13 +124,25 @@ def test_report_command_with_plots_and_its_errors(tmp_path, capsys):
         (["report", str(tmp_path), "--baseline", "seed=0"], "seed is not a parameter that tells the settings apart"),
         (["report", str(tmp_path), "--baseline", "lr=0.1", "lr=0.2"], "--baseline gives lr twice"),
         (["report", str(tmp_path), "--baseline", "lr={'a': 1}"], "the value is not a JSON object"),
-        (["report", str(tmp_path), "--over", "sed"], "--over 'sed' is not a parameter"),
-        (["report", str(tmp_path), "--metric", "acc"], "--metric 'acc' is in no summary"),
+        (["report", str(tmp_path), "--over", "sed"], "error: --over sed: not a parameter"),
+        (["report", str(tmp_path), "--metric", "acc"], "error: --metric acc: in no summary"),
+        (["report", str(tmp_path), "--baseline", "lr"], "error: --baseline lr: it takes KEY=VALUE items"),
         (["report", str(tmp_path / "missing")], "no sweep folder at"),
     ]:
         with pytest.raises(SystemExit) as exited:
             main(argv)
         assert exited.value.code == 2 and words in capsys.readouterr().err
+    # From Python, the same refusals name the arguments.
+    for arguments, words in [
+        ({"over": ["sed"]}, "over=['sed']: not a parameter"),
+        ({"metrics": ["acc"]}, "metrics=['acc']: in no summary"),
+        ({"baseline": ["lr"]}, "baseline=['lr']: it takes KEY=VALUE items"),
+        ({"baseline": ["lr=0.3"]}, "baseline=['lr=0.3']: no setting has those values"),
+        ({"baseline": ["lr=0.1", "lr=0.2"]}, "baseline= gives lr twice"),
+    ]:
+        with pytest.raises(ValueError) as refused:
+            write_report(tmp_path, plots=False, **arguments)
+        assert str(refused.value).startswith(words)
 
 
 def test_a_baseline_on_a_parameter_that_never_changes_is_refused(tmp_path, capsys):
@@ -360,7 +372,7 @@ def test_a_metric_given_for_whole_trials_alone_is_named_where_folds_are_the_unit
     with pytest.raises(ValueError) as raised:
         write_report(tmp_path, metrics=["other"], plots=False)
     assert str(raised.value) == (
-        "--metric 'other' is given for whole trials, in none of their folds, the units this report compares; "
+        "metrics=['other']: given for whole trials, in none of their folds, the units this report compares; "
         "metrics of the folds: ['mae']"
     )
 

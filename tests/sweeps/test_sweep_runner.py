@@ -269,7 +269,7 @@ def test_a_sweep_folder_in_use_is_refused(tmp_path, monkeypatch):
 
     assert run_sweep(load_sweep(sweep), tmp_path / "runs", echo=run_again).finished == ["0000"]
     assert refusals and "is in use by a running sodeep command" in refusals[0]
-    assert refusals[0].endswith("give another --root")
+    assert refusals[0].endswith("give another root=")  # from Python; --root on the command line
     assert run_sweep(load_sweep(sweep), tmp_path / "runs", echo=lambda line: None).skipped == ["0000"]
 
 
