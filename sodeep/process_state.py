@@ -23,9 +23,10 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-#: Environment variables a run sets: Lightning's seed (``seed_everything``) and cuBLAS's
-#: workspace setting (deterministic algorithms on CUDA).
-RUN_VARIABLES = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS", "CUBLAS_WORKSPACE_CONFIG")
+#: Environment variables a run sets: Lightning's seed (``seed_everything``), cuBLAS's
+#: workspace setting (deterministic algorithms on CUDA) and the cache folder torch's Inductor
+#: sets the first time it compiles.
+RUN_VARIABLES = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS", "CUBLAS_WORKSPACE_CONFIG", "TORCHINDUCTOR_CACHE_DIR")
 #: Loggers whose levels a run sets (:func:`sodeep.runs.quiet_lightning`).
 RUN_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric")
 

@@ -16,6 +16,7 @@ from sodeep.process_state import caller_state_kept
 def test_what_a_run_sets_is_put_back():
     torch.manual_seed(5)
     os.environ.pop("PL_GLOBAL_SEED", None)  # (as a test before may have left it)
+    inductor_cache = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     before = random.getstate(), np.random.get_state()[1].copy(), torch.random.get_rng_state()
     filters, level = list(warnings.filters), logging.getLogger("lightning.pytorch").level
     deterministic = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
@@ -23,6 +24,7 @@ def test_what_a_run_sets_is_put_back():
         torch.manual_seed(0), np.random.seed(0), random.seed(0)
         torch.use_deterministic_algorithms(not deterministic[0], warn_only=not deterministic[1])
         os.environ["PL_GLOBAL_SEED"] = "0"
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = "/tmp/torchinductor_run"  # as Inductor's first compile does
         logging.getLogger("lightning.pytorch").setLevel(level + 7)
         warnings.filterwarnings("ignore", message="a run's own filter")
     assert random.getstate() == before[0] and (np.random.get_state()[1] == before[1]).all()
@@ -30,7 +32,7 @@ def test_what_a_run_sets_is_put_back():
     assert (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) == (
         deterministic
     )
-    assert "PL_GLOBAL_SEED" not in os.environ
+    assert "PL_GLOBAL_SEED" not in os.environ and os.environ.get("TORCHINDUCTOR_CACHE_DIR") == inductor_cache
     assert logging.getLogger("lightning.pytorch").level == level and warnings.filters == filters
 
 
