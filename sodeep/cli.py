@@ -11,6 +11,7 @@ Python API read too.
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import difflib
 import json
@@ -572,13 +573,14 @@ def in_flag_words(message: str, parser: argparse.ArgumentParser, argv: Sequence[
     return "".join(part if index % 2 else spelled(part) for index, part in enumerate(parts))
 
 
-def assignments_as_flags(message: str, parser: argparse.ArgumentParser) -> str:
+def assignments_as_flags(message: str, parser: argparse.ArgumentParser, typed: Sequence[str] = ()) -> str:
     """``message`` with the keyword arguments its advice gives a Python caller (``overwrite=True``,
     ``folds=3``, ``split='stratified'``, ``seeds=[0, 1]``, ``out=`` alone for the setting itself)
     spelled as the command line takes them (``--overwrite``, ``--folds 3``, ``--split stratified``,
-    ``--seeds 0 1``, ``--out``), for every flag of ``parser`` and its subcommands.  Quoted text, the
-    user's own names and values, is left as it is, except a quoted value assigned to a flag (also in
-    a list), which is quoted for a shell.
+    ``--seeds 0 1``, ``--out``), for every flag of ``parser`` and its subcommands.  Quoted text and
+    the words the user ``typed`` (a folder named ``seed=3``), the user's own names and values, are
+    left as they are, except a quoted value assigned to a flag (also in a list), which is quoted
+    for a shell.
 
     Example:
         >>> assignments_as_flags("use folds=3 or split='stratified'; run with overwrite=True", build_parser())
@@ -588,9 +590,13 @@ def assignments_as_flags(message: str, parser: argparse.ArgumentParser) -> str:
     """
     flags = _flag_names(parser)
     names = sorted(flags, key=len, reverse=True)
+    # The values the user typed that hold a '=' (a path, a baseline item): left alone, as quoted text is.
+    values = {word.split("=", 1)[1] if word.startswith("--") else word for word in typed if "=" in word}
+    own = "|".join(rf"(?<![\w./-]){re.escape(value)}" for value in sorted(values, key=len, reverse=True) if value)
     assignment = re.compile(
-        rf"({QUOTED})"  # quoted text: left alone
-        r"|(?<![\w./-])(" + "|".join(map(re.escape, names)) + rf")=(True\b|{QUOTED}|\[[^\[\]]*\]|[^\s,;:()\[\]]*)"
+        rf"({QUOTED}{'|' + own if own else ''})"  # left alone
+        r"|(?<![\w./-])(" + "|".join(map(re.escape, names)) + rf")="
+        rf"(True\b|{QUOTED}|\[(?:{QUOTED}|[^\[\]'\"])*\]|[^\s,;:()\[\]]*)"
     )
 
     def spelled(match: re.Match) -> str:
@@ -601,8 +607,15 @@ def assignments_as_flags(message: str, parser: argparse.ArgumentParser) -> str:
         value = value.removesuffix(end)
         if value in ("True", ""):
             return flag + end
-        items = [item.strip() for item in value[1:-1].split(",")] if value.startswith("[") else [value]
-        return " ".join([flag, *(_shell_word(item) for item in items if item)]) + end
+        if not value.startswith("["):
+            return f"{flag} {_shell_word(value)}{end}"
+        try:
+            items = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return match.group(0)
+        if not items:  # (an empty list is no flag's value)
+            return match.group(0)
+        return " ".join([flag, *(shlex.quote(item) if isinstance(item, str) else str(item) for item in items)]) + end
 
     return assignment.sub(spelled, message)
 
@@ -669,7 +682,7 @@ def main(argv: list[str] | None = None, *, parser: argparse.ArgumentParser | Non
         # A sweep file's parameters are its own, whatever their names: a sweep command's words
         # become its own flags only.
         flags_of = _command_parser(parser, argv) if arguments.command == "sweep" else parser
-        return assignments_as_flags(message, flags_of)
+        return assignments_as_flags(message, flags_of, argv)
 
     def show_setup_warnings_in_one_line(message, category, filename, lineno, file=None, line=None):
         if category.__name__ == "SetupWarning":  # sodeep.runs.SetupWarning, without importing Lightning

@@ -88,3 +88,50 @@ def test_a_quoted_tilde_is_the_home_folder_in_every_path_a_command_takes(tmp_pat
     assert (export.checkpoint, export.out) == (f"{home}/run", f"{home}/sorter.pt")
     assert parser.parse_args(["pretrain", "--config", "~/p.yaml"]).config == f"{home}/p.yaml"
     assert parser.parse_args(["brainage", "tabular", "--config", "~/b.yaml"]).config == f"{home}/b.yaml"
+
+
+@pytest.mark.parametrize(
+    ("command", "message", "typed", "shown"),
+    [
+        # A folder or file the user named with a '=' stays as typed; the advice after it becomes flags.
+        (
+            ["sweep", "run", "r.yaml"],
+            "seed=3/rnd holds this sweep drawn with seed=0, not 4; run it with seed=0 to continue it",
+            ["sweep", "run", "r.yaml", "--root", "seed=3", "--seed", "4"],
+            "seed=3/rnd holds this sweep drawn with --seed 0, not 4; run it with --seed 0 to continue it",
+        ),
+        (
+            ["sweep", "run", "count=1.yaml"],
+            "count=1.yaml: a random sweep needs run_cap (or count=)",
+            ["sweep", "run", "count=1.yaml"],
+            "count=1.yaml: a random sweep needs run_cap (or --count)",
+        ),
+        (
+            ["sweep", "report", "over=1"],
+            "over=1 holds no trial",
+            ["sweep", "report", "over=1"],
+            "over=1 holds no trial",
+        ),
+        # List items with commas, brackets and JSON become one shell word each.
+        (
+            ["sweep", "report", "S"],
+            "baseline=['lr=a, b', 'seed=[0, 1]']: no setting has those values",
+            [],
+            "--baseline 'lr=a, b' 'seed=[0, 1]': no setting has those values",
+        ),
+        (["sweep", "report", "S"], "baseline=['lr=x]']: no", [], "--baseline 'lr=x]': no"),
+        # A sweep parameter named like a flag, in a quoted example, is the user's, not the flag.
+        (
+            ["sweep", "report", "S"],
+            """baseline=['over={a: 1}']: not a JSON object (e.g. 'over={"softness": 0.1}')""",
+            [],
+            """--baseline 'over={a: 1}': not a JSON object (e.g. 'over={"softness": 0.1}')""",
+        ),
+        (["pretrain"], "with seeds=[] nothing", [], "with seeds=[] nothing"),
+    ],
+)
+def test_advice_in_python_words_becomes_the_commands_flags_and_nothing_else(command, message, typed, shown):
+    from sodeep.cli import _command_parser, assignments_as_flags
+
+    parser = build_parser()
+    assert assignments_as_flags(message, _command_parser(parser, command), typed) == shown

@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         message = " ".join(str(error).split())
         if isinstance(error, ValueError):  # advice in Python's words: the command's own flags
-            message = assignments_as_flags(message, _command_parser(parser, words))
+            message = assignments_as_flags(message, _command_parser(parser, words), words)
         parser.exit(2, f"sodeep sweep: error: {message}\n")
 
 

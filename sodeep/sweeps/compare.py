@@ -141,7 +141,7 @@ def parse_baseline(items: list[str] | None, names: list[str] | None = None) -> d
                 dotted = "" if key in (names or []) else f", or give {key}.NAME=VALUE"
                 raise ValueError(
                     f"baseline=[{item!r}]: the value is not a JSON object (double quotes, e.g. "
-                    f'{key}={{"softness": 0.1}}){dotted}'
+                    f"'{key}={{\"softness\": 0.1}}'){dotted}"
                 ) from None
             nested = None
         expand = isinstance(nested, dict) and nested and key not in (names or [])

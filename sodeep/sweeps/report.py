@@ -354,12 +354,13 @@ def write_report(
     folder = Path(folder)
     for name, value in (("over", over), ("baseline", baseline), ("metrics", metrics)):
         if isinstance(value, (str, bytes)):  # a list of one, e.g. baseline=["losses=l1"]
-            raise TypeError(f"{name} must be a list of strings, got {type(value).__name__} {value!r}: give [{value!r}]")
+            hint = f": give [{value!r}]" if isinstance(value, str) else ""
+            raise TypeError(f"{name} must be a list of strings, got {type(value).__name__} {value!r}{hint}")
     summaries, counts = read_summaries(folder)
     if not summaries and not (folder / "sweep.json").is_file() and not (folder / "trials").is_dir():
         raise ValueError(
             f"{folder} is not a sweep folder (no sweep.json, no trials/) and holds no trial summary "
-            "(summary.json): report the folder a sweep run made for the sweep, ROOT/<name>"
+            "(summary.json): report the folder a sweep run made for the sweep, its root's <name> folder"
         )
     if not summaries:
         raise ValueError(
