@@ -39,7 +39,7 @@ from sodeep.sweeps.compare import describe
 from sodeep.sweeps.expand import Trial, expand_trials, grid_axes
 from sodeep.sweeps.launcher import RunningTrial, TrialLauncher, trial_threads
 from sodeep.sweeps.macros import build_command
-from sodeep.sweeps.spec import SweepSpec
+from sodeep.sweeps.spec import SweepSpec, load_sweep
 from sodeep.sweeps.summary import (
     is_finished,
     reaches_target,
@@ -82,7 +82,7 @@ class SweepOutcome:
 
 @releasing_run_folders
 def run_sweep(
-    spec: SweepSpec,
+    spec: SweepSpec | str | os.PathLike,
     root: str | os.PathLike = "runs/sweeps",
     *,
     workers: int = 1,
@@ -96,6 +96,7 @@ def run_sweep(
     """Run the trials of ``spec`` not finished yet under ``root/<sweep name>/``.
 
     Args:
+        spec: the sweep (:func:`~sodeep.sweeps.spec.load_sweep`), or the path of its YAML file.
         workers: trials at once, each with ``OMP_NUM_THREADS`` (and the MKL and OpenBLAS
             equivalents) of ``cores // workers`` unless the environment sets one.
         seed: of the random (and bayes) draws.
@@ -109,6 +110,10 @@ def run_sweep(
     The sweep folder is held (``run.lock``) while the sweep runs: a second run of it, from this
     process or another, is refused.
     """
+    if isinstance(spec, (str, os.PathLike)):
+        spec = load_sweep(spec)
+    elif not isinstance(spec, SweepSpec):
+        raise TypeError(f"spec must be a sweep (load_sweep(path)) or the path of its file, got {type(spec).__name__}")
     source = trial_source(spec, workers=workers, seed=seed, count=count, wandb=wandb)
     folder = Path(root).expanduser() / spec.folder_name
     # Absolute: each trial runs in its own folder, and reads these paths from there.

@@ -1124,3 +1124,20 @@ def test_a_bad_seed_from_python_is_refused_naming_it_before_any_folder(tmp_path,
     with pytest.raises(error, match=rf"^seed must be an integer >= 0, got {re.escape(repr(seed))}$"):
         run_sweep(load_sweep(sweep), tmp_path / "runs", seed=seed)
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_sweep_is_given_as_its_file_or_as_loaded(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    calls = tmp_path / "calls.txt"
+    sweep = write_sweep(
+        tmp_path,
+        QUICK_PROGRAM,
+        f"name: by-path\nmethod: grid\nparameters: {{seed: {{value: 0}}, calls: {{value: '{calls}'}}}}\n",
+    )
+    assert run_sweep(str(sweep), tmp_path / "runs", echo=lambda line: None).finished == ["0000"]
+    assert run_sweep(load_sweep(sweep), tmp_path / "runs", echo=lambda line: None).skipped == ["0000"]
+    with pytest.raises(
+        TypeError, match=r"^spec must be a sweep \(load_sweep\(path\)\) or the path of its file, got dict$"
+    ):
+        run_sweep({"method": "grid"}, tmp_path / "runs")
+    assert calls.read_text() == "0\n"  # the one trial ran once
