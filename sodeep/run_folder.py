@@ -316,15 +316,23 @@ def resumes_started_run(
     return os.environ.get(RESUME_STARTED_VARIABLE) == "1" and not overwrite and holds_one(Path(out))
 
 
+def inside_a_run_folder(path: str | os.PathLike) -> str | None:
+    """Why an output at ``path`` may not be written there, where it lies inside a run folder
+    (:func:`enclosing_run_folder`) and would pass for the run's own files; ``None`` elsewhere."""
+    run_folder = enclosing_run_folder(path)
+    if run_folder is None:
+        return None
+    return (
+        f"{path} is inside the run folder {run_folder}, whose files its command writes (and its overwrite=True deletes)"
+    )
+
+
 def check_output_outside_run_folders(path: str | os.PathLike, flag: str) -> None:
     """A one-line ``ValueError`` if the output file ``path`` (given as ``flag``) lies inside a run
-    folder (:func:`enclosing_run_folder`), where it would pass for the run's own files."""
-    run_folder = enclosing_run_folder(path)
-    if run_folder is not None:
-        raise ValueError(
-            f"{flag}: {path} is inside the run folder {run_folder}, whose files its command writes (and its "
-            "overwrite=True deletes); choose a path outside it"
-        )
+    folder (:func:`inside_a_run_folder`)."""
+    problem = inside_a_run_folder(path)
+    if problem is not None:
+        raise ValueError(f"{flag}: {problem}; choose a path outside it")
 
 
 def enclosing_run_folder(path: str | os.PathLike) -> Path | None:

@@ -53,18 +53,15 @@ def claim_output_folder(out: Path, overwrite: bool, resume: bool = False) -> Pat
     results first, or ``resume``, which keeps them; a folder holding anything else is always
     refused: a benchmark never mixes its files with a user's, nor takes a user's ``results.json``
     for its own."""
-    from sodeep.run_folder import RUN_LOCK, check_not_in_use, enclosing_run_folder, hold_folder, is_file_manager_file
+    from sodeep.run_folder import RUN_LOCK, check_not_in_use, hold_folder, inside_a_run_folder, is_file_manager_file
 
     if overwrite and resume:
         raise ValueError("overwrite=True replaces the folder's results and resume=True keeps them: give one of the two")
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file, not a folder; give out= a new or empty folder")
-    run_folder = enclosing_run_folder(out)
-    if run_folder is not None:
-        raise ValueError(
-            f"{out} is inside the run folder {run_folder}, whose files its command writes (and whose overwrite "
-            "deletes them); give out= a folder outside it"
-        )
+    problem = inside_a_run_folder(out)
+    if problem is not None:
+        raise ValueError(f"{problem}; give out= a folder outside it")
     around = next((folder for folder in out.absolute().parents if _holds_benchmark_results(folder)), None)
     if around is not None:
         raise ValueError(

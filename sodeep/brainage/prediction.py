@@ -704,7 +704,7 @@ def run_prediction(
     import sys
 
     from sodeep.files import atomic_write_text, replaceable_output_problem
-    from sodeep.run_folder import enclosing_run_folder
+    from sodeep.run_folder import inside_a_run_folder
 
     if (table is None) == (manifest is None):
         raise ValueError("give the new subjects as a table of features (table=) or a manifest of scans (manifest=)")
@@ -719,12 +719,9 @@ def run_prediction(
         problem = replaceable_output_problem(out, is_prediction_table, "a brain-age prediction table")
         if problem:
             raise ValueError(f"out must be another path: {problem}")
-        run_folder = enclosing_run_folder(out)
-        if run_folder is not None:
-            raise ValueError(
-                f"out must be a path outside run folders: {out} is inside the run folder {run_folder}, whose files "
-                "its command writes (and its overwrite=True deletes)"
-            )
+        problem = inside_a_run_folder(out)
+        if problem is not None:
+            raise ValueError(f"out must be a path outside run folders: {problem}")
     if manifest is not None:
         from sodeep.brainage.scan_prediction import predict_new_scans
 
