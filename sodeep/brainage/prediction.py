@@ -69,7 +69,8 @@ class NewSubjects:
 
     Attributes:
         features: ``(N, F)`` float32 (as the training table's), columns in the order of the run's
-            features; for scans (:mod:`sodeep.brainage.scan_prediction`), the volumes ``(N, 1, D, H, W)``.
+            features; for scans (:mod:`sodeep.brainage.scan_prediction`), ``(N, 0)``: the volumes
+            are read and predicted a few at a time and not kept.
         subject_ids: ``N`` names: the id column's, ``"line N"`` by CSV line for a row without an
             id, and ``"sub-01 (line 3)"`` for an id found on several rows.
         ages: ``(N,)`` float64 chronological ages, NaN where unknown; ``None`` without an age column.

@@ -16,7 +16,8 @@ Example (a folder of ``sodeep brainage nifti``, a manifest with a ``path`` colum
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,30 +52,42 @@ from sodeep.wording import plural
 SCAN_SUFFIXES = (".nii", ".nii.gz", ".mgz", ".mgh", ".img", ".hdr")
 
 
+#: Scans read, and predicted by every model, at a time: memory holds this many volumes whatever
+#: the manifest's length.
+SCANS_AT_A_TIME = 32
+
+
 def read_new_scans(
     manifest: str | Path,
     *,
     shape: Sequence[int],
     voxel_size: float,
+    predict: Callable[[torch.Tensor], np.ndarray],
     id_column: str | None = None,
     age_column: str | None = None,
     progress: bool = True,
-) -> tuple[NewSubjects, list[Path]]:
-    """The scans of ``manifest`` that can be read, each brought to ``shape`` at ``voxel_size`` mm.
+    scans_at_a_time: int | None = None,
+) -> tuple[NewSubjects, list[Path], np.ndarray]:
+    """The scans of ``manifest`` that can be read, each brought to ``shape`` at ``voxel_size`` mm
+    and given to ``predict`` with the others of its chunk, so that memory holds
+    ``scans_at_a_time`` volumes at a time, not the manifest's.
 
     Args:
         manifest: CSV with a ``path`` column (absolute, or relative to the manifest's folder), as
             ``sodeep brainage nifti`` reads; an age column is optional here.
         shape, voxel_size: the run's grid.
+        predict: volumes ``(n, 1, D, H, W)`` float32 -> ``(M, n)`` values (the ages of ``M`` models).
         id_column: column of subject ids (default: the first of the usual id columns; else each
             scan is named by its path as the manifest lists it).
         age_column: column of chronological ages (default: ``age`` if the manifest has it); with
             ages the predictions add each subject's gap.
         progress: a progress bar while the scans are read.
+        scans_at_a_time: volumes read before they are predicted (default :data:`SCANS_AT_A_TIME`).
 
     Returns:
-        :class:`~sodeep.brainage.prediction.NewSubjects` whose ``features`` are the volumes
-        ``(N, 1, D, H, W)`` float32, and the ``N`` resolved paths of their files.
+        :class:`~sodeep.brainage.prediction.NewSubjects` of the ``N`` scans read (``features``
+        ``(N, 0)``: the volumes are not kept), their ``N`` resolved files, and ``predict``'s
+        values ``(M, N)``.
 
     Raises:
         FileNotFoundError: no file at ``manifest``.
@@ -82,9 +95,98 @@ def read_new_scans(
     """
     from tqdm.auto import tqdm
 
-    from sodeep.brainage.volumes import listed_file, load_volume, unmasked_note
+    from sodeep.brainage.volumes import brain_litres, load_volume, unmasked_note
 
-    manifest = Path(manifest)
+    scans_at_a_time = SCANS_AT_A_TIME if scans_at_a_time is None else scans_at_a_time
+    if scans_at_a_time < 1:
+        raise ValueError(f"scans_at_a_time must be at least 1, got {scans_at_a_time}")
+    listed = _list_new_scans(Path(manifest), id_column, age_column)
+    files, lines, skipped, total = listed.files, listed.lines, list(listed.skipped), listed.rows
+    kept, chunk, values, litres = [], [], [], []
+
+    def predict_the_chunk() -> None:
+        volumes = torch.from_numpy(np.stack([volume for _, volume in chunk])).unsqueeze(1)
+        values.append(np.asarray(predict(volumes), dtype=np.float64).reshape(-1, len(chunk)))
+        litres.append(brain_litres(volumes, voxel_size))
+        kept.extend(index for index, _ in chunk)
+        chunk.clear()
+
+    for index in tqdm(range(len(files)), desc="scans", disable=not progress, unit="scan"):
+        try:
+            chunk.append((index, load_volume(files[index], shape, voxel_size)))
+        except Exception as error:  # a corrupt file must not lose the others: reported by line
+            reason = " ".join(str(error).split())
+            problem = (
+                f"cannot read: {reason}" if str(files[index]) in reason else f"cannot read {files[index]}: {reason}"
+            )
+            skipped.append((lines[index], problem))
+        if len(chunk) >= scans_at_a_time:
+            predict_the_chunk()
+    if chunk:
+        predict_the_chunk()
+    skipped.sort()
+    if not kept:
+        raise ValueError(f"{describe_left_out(str(manifest), skipped, total)}: no scan could be read")
+    paths = [files[index] for index in kept]
+    names = [listed.names[index] for index in kept]
+    kept_lines = [lines[index] for index in kept]
+    notes: list[str] = []
+    repeated = repeated_values(names)
+    if repeated and listed.id_column:
+        notes.append(
+            f"{manifest}: {plural(len(repeated), 'subject id')} {'appears' if len(repeated) == 1 else 'appear'} on "
+            f"more than one row (e.g. {repeated[:5]}); those rows are named with their CSV lines"
+        )
+    listed_again = repeated_values([str(path.resolve()) for path in paths])
+    if listed_again:
+        notes.append(
+            f"{manifest}: {plural(len(listed_again), 'scan')} {'is' if len(listed_again) == 1 else 'are'} listed on "
+            f"more than one row (e.g. {listed_again[:3]}), each predicted once per row"
+            + ("; rows of one path are named with their CSV lines" if repeated and not listed.id_column else "")
+        )
+    notes += unmasked_note(str(manifest), torch.cat(litres), paths)
+    ages = None
+    if listed.ages is not None:
+        ages = np.asarray([listed.ages[index] for index in kept], dtype=np.float64)
+        notes += ages_beyond_a_lifetime(str(manifest), ages)
+    kept_set = set(kept_lines)
+    subjects = NewSubjects(
+        features=np.empty((len(kept), 0), dtype=np.float32),
+        subject_ids=row_labels(names, kept_lines, set(repeated)),
+        ages=ages,
+        lines=kept_lines,
+        ids=[listed.ids[index] for index in kept],
+        skipped=skipped,
+        rows=total,
+        notes=notes,
+        unusable_ages=[(line, reason) for line, reason in listed.unusable_ages if line in kept_set],
+    )
+    return subjects, paths, np.concatenate(values, axis=1)
+
+
+@dataclass
+class _ListedScans:
+    """The rows of a manifest whose path names a file, one entry each: the ``files``, their CSV
+    ``lines``, ``names`` (the id, else the path as listed), ``ids`` and ``ages`` (``None``
+    without an age column); and the rows ``skipped`` (no such file), the ``unusable_ages``, the
+    number of data ``rows`` and the ``id_column`` found."""
+
+    rows: int
+    id_column: str | None
+    ages: list[float] | None
+    files: list[Path] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    ids: list[str | None] = field(default_factory=list)
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+    unusable_ages: list[tuple[int, str]] = field(default_factory=list)
+
+
+def _list_new_scans(manifest: Path, id_column: str | None, age_column: str | None) -> _ListedScans:
+    """The rows of ``manifest`` whose ``path`` names a file (not read yet); refuses what is not
+    a manifest, or one of which no row names a file, in one line."""
+    from sodeep.brainage.volumes import listed_file
+
     if manifest.is_dir():
         raise ValueError(f"{manifest} is a folder; give the manifest in it, a CSV file")
     if not manifest.is_file():
@@ -105,7 +207,6 @@ def read_new_scans(
         close = closest_column("path", columns)
         hint = f" (did you mean {close!r}?)" if close else ""
         raise ValueError(f"{manifest}: a manifest of scans needs a 'path' column{hint}; columns are {columns}")
-    notes: list[str] = []
     if age_column is not None:
         if age_column not in columns:
             close = closest_column(age_column, columns)
@@ -115,59 +216,25 @@ def read_new_scans(
     else:
         age_column = find_column(columns, ["age"], "age")
 
-    volumes, paths, ids, names, ages, kept_lines, skipped, unusable_ages = [], [], [], [], [], [], [], []
-    for line, row in tqdm(list(zip(lines, rows)), desc="scans", disable=not progress, unit="scan"):
+    listed = _ListedScans(rows=len(rows), id_column=id_column, ages=[] if age_column else None)
+    for line, row in zip(lines, rows):
         file, problem = listed_file(manifest, row[path_column] or "")
-        if problem is None:
-            try:
-                volumes.append(load_volume(file, shape, voxel_size))
-            except Exception as error:  # a corrupt file must not lose the others: reported by line
-                reason = " ".join(str(error).split())
-                problem = f"cannot read: {reason}" if str(file) in reason else f"cannot read {file}: {reason}"
         if problem is not None:
-            skipped.append((line, problem))
+            listed.skipped.append((line, problem))
             continue
-        paths.append(file)
-        kept_lines.append(line)
+        listed.files.append(file)
+        listed.lines.append(line)
         subject = None if not id_column or is_missing(row[id_column]) else row[id_column].strip()
-        ids.append(subject)
-        names.append(subject if subject is not None else row[path_column].strip())
+        listed.ids.append(subject)
+        listed.names.append(subject if subject is not None else row[path_column].strip())
         if age_column:
             problem = age_problem(row[age_column])
-            ages.append(np.nan if problem else float(row[age_column]))
+            listed.ages.append(np.nan if problem else float(row[age_column]))
             if problem:
-                unusable_ages.append((line, f"age {row[age_column]!r} {problem}"))
-    if not volumes:
-        raise ValueError(f"{describe_left_out(str(manifest), skipped, len(rows))}: no scan could be read")
-    repeated = repeated_values(names)
-    if repeated and id_column:
-        notes.append(
-            f"{manifest}: {plural(len(repeated), 'subject id')} {'appears' if len(repeated) == 1 else 'appear'} on "
-            f"more than one row (e.g. {repeated[:5]}); those rows are named with their CSV lines"
-        )
-    listed_again = repeated_values([str(path.resolve()) for path in paths])
-    if listed_again:
-        notes.append(
-            f"{manifest}: {plural(len(listed_again), 'scan')} {'is' if len(listed_again) == 1 else 'are'} listed on "
-            f"more than one row (e.g. {listed_again[:3]}), each predicted once per row"
-            + ("; rows of one path are named with their CSV lines" if repeated and not id_column else "")
-        )
-    stacked = torch.from_numpy(np.stack(volumes)).unsqueeze(1)
-    notes += unmasked_note(str(manifest), stacked, paths, voxel_size)
-    if age_column:
-        notes += ages_beyond_a_lifetime(str(manifest), np.asarray(ages, dtype=np.float64))
-    subjects = NewSubjects(
-        features=stacked.numpy(),
-        subject_ids=row_labels(names, kept_lines, set(repeated)),
-        ages=np.asarray(ages, dtype=np.float64) if age_column else None,
-        lines=kept_lines,
-        ids=ids,
-        skipped=skipped,
-        rows=len(rows),
-        notes=notes,
-        unusable_ages=unusable_ages,
-    )
-    return subjects, paths
+                listed.unusable_ages.append((line, f"age {row[age_column]!r} {problem}"))
+    if not listed.files:
+        raise ValueError(f"{describe_left_out(str(manifest), listed.skipped, len(rows))}: no scan could be read")
+    return listed
 
 
 def _training_cohort(folder: Path, config: dict[str, Any], settings: dict[str, Any], progress: bool) -> Any:
@@ -213,20 +280,20 @@ def _scans_of_the_run(folder: Path) -> set[Path]:
         return set()
 
 
-def _each_models_ages(
-    folder: Path, settings: dict[str, Any], runs: list[tuple[str, dict[str, Any]]], scans: torch.Tensor, cohort: Any
-) -> np.ndarray:
-    """``(M, N)`` ages of the ``scans`` ``(N, 1, D, H, W)`` by each of the ``M`` runs' models, each
-    after it reproduced its recorded test predictions on the training ``cohort`` (where given)."""
+def _checked_models(
+    folder: Path, settings: dict[str, Any], runs: list[tuple[str, dict[str, Any]]], cohort: Any
+) -> list[torch.nn.Module]:
+    """The ``M`` runs' models in eval mode, each after it reproduced its recorded test predictions
+    on the training ``cohort`` (where given)."""
     from sodeep.brainage.cross_validation import run_directory
     from sodeep.brainage.models import SFCN
     from sodeep.brainage.training import BEST_CHECKPOINT, predict_ages
 
     options = settings["config"]
     batch = int(options.get("batch_size") or 8)
-    predictions = np.empty((len(runs), len(scans)))
+    models = []
     with torch.no_grad():
-        for index, (preset, run) in enumerate(runs):
+        for preset, run in runs:
             checkpoint = run_directory(folder, preset, run["seed"], run["fold"]) / BEST_CHECKPOINT
             model = load_trained_model(SFCN(**options["extra"]["network"]), checkpoint)
             if cohort is not None:
@@ -237,8 +304,19 @@ def _each_models_ages(
                         f"{checkpoint} does not reproduce the test predictions {folder / RESULTS_FILE} records for it "
                         f"(up to {differing.max():.3g} years apart): the checkpoint changed after the run"
                     )
-            predictions[index] = predict_ages(model, scans, batch).double().numpy()
-    return predictions
+            models.append(model)
+    return models
+
+
+def _ages_by_each(models: list[torch.nn.Module], batch: int) -> Callable[[torch.Tensor], np.ndarray]:
+    """Scans ``(n, 1, D, H, W)`` -> ``(M, n)`` float64 ages by each of the ``M`` ``models``."""
+    from sodeep.brainage.training import predict_ages
+
+    def ages(scans: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            return torch.stack([predict_ages(model, scans, batch) for model in models]).double().numpy()
+
+    return ages
 
 
 @keeps_caller_state
@@ -263,7 +341,10 @@ def predict_new_scans(
         progress: progress bars while volumes are read.
 
     Returns:
-        :class:`~sodeep.brainage.prediction.BrainAgePredictions`, ``(N,)`` per preset.
+        :class:`~sodeep.brainage.prediction.BrainAgePredictions`, ``(N,)`` per preset.  The scans
+        are read and predicted :data:`SCANS_AT_A_TIME` at a time, so memory holds the models and
+        that many volumes whatever the manifest's length (and, to check the models, the run's
+        training volumes first).
 
     Raises:
         ValueError: (one line) the folder is not a finished nifti run, a preset is not in it, a
@@ -275,23 +356,27 @@ def predict_new_scans(
     settings = results["settings"]
     finished, chosen = choose_presets(folder, results, presets)
     extra = settings["config"]["extra"]
-    subjects, paths = read_new_scans(
+    manifest = Path(manifest)
+    _list_new_scans(manifest, id_column, age_column)  # a manifest to refuse is refused before the models load
+    in_use, unfinished = folder_notes(folder, config, settings, {name: finished[name] for name in chosen})
+    cohort, unchecked = _training_cohort(folder, config, settings, progress)
+    runs = [(preset, run) for preset in chosen for run in finished[preset]]
+    models = _checked_models(folder, settings, runs, cohort)
+    trained_on = {path.resolve() for path in cohort.paths} if cohort is not None else _scans_of_the_run(folder)
+    del cohort  # the training volumes: only the new scans' chunk stays in memory from here
+    subjects, paths, predictions = read_new_scans(
         manifest,
         shape=extra["shape"],
         voxel_size=extra["voxel_size"],
+        predict=_ages_by_each(models, int(settings["config"].get("batch_size") or 8)),
         id_column=id_column,
         age_column=age_column,
         progress=progress,
     )
-    in_use, unfinished = folder_notes(folder, config, settings, {name: finished[name] for name in chosen})
     notes = in_use + subjects.notes + unfinished
-    cohort, unchecked = _training_cohort(folder, config, settings, progress)
     if unchecked:
         notes.append(f"{unchecked}: the models' recorded test predictions were not checked")
-    runs = [(preset, run) for preset in chosen for run in finished[preset]]
-    predictions = _each_models_ages(folder, settings, runs, torch.from_numpy(subjects.features), cohort)
     notes += subjects.unusable_ages_note(manifest)
-    trained_on = {path.resolve() for path in cohort.paths} if cohort is not None else _scans_of_the_run(folder)
     shared = [str(path) for path in paths if path.resolve() in trained_on]
     if shared:
         notes.append(

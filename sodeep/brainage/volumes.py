@@ -108,7 +108,7 @@ class Cohort:
         site cells among named sites, and volumes that look unmasked (a "brain" of more than
         :data:`UNMASKED_BRAIN_LITRES` in the grid)."""
         lines = ages_beyond_a_lifetime(source, self.ages.numpy()) + repeated_ids_note(source, self.subjects)
-        lines += unmasked_note(source, self.volumes, self.paths, self.voxel_size)
+        lines += unmasked_note(source, brain_litres(self.volumes, self.voxel_size), self.paths)
         unnamed = sum(site == NO_SITE for site in self.sites)
         if 0 < unnamed < len(self.sites):
             lines.append(
@@ -118,10 +118,15 @@ class Cohort:
         return lines + sites_of_one_subject_note(source, self.sites)
 
 
-def unmasked_note(source: str, volumes: torch.Tensor, paths: Sequence[Path], voxel_size: float) -> list[str]:
-    """A line naming the ``volumes`` ``(N, 1, D, H, W)`` (of ``paths``, at ``voxel_size`` mm) that
-    look unmasked (a "brain" of more than :data:`UNMASKED_BRAIN_LITRES`), or none."""
-    litres = torch.count_nonzero(volumes.flatten(1), dim=1) * (voxel_size**3 / 1e6)
+def brain_litres(volumes: torch.Tensor, voxel_size: float) -> torch.Tensor:
+    """``(N,)`` litres of the voxels that are not 0 in each of the ``volumes`` ``(N, 1, D, H, W)``
+    at ``voxel_size`` mm: the brain of a masked scan."""
+    return torch.count_nonzero(volumes.flatten(1), dim=1) * (voxel_size**3 / 1e6)
+
+
+def unmasked_note(source: str, litres: torch.Tensor, paths: Sequence[Path]) -> list[str]:
+    """A line naming the volumes (of ``paths``, with :func:`brain_litres` ``litres`` ``(N,)``)
+    that look unmasked (a "brain" of more than :data:`UNMASKED_BRAIN_LITRES`), or none."""
     unmasked = torch.nonzero(litres > UNMASKED_BRAIN_LITRES).flatten().tolist()
     if not unmasked:
         return []

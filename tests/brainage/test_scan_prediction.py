@@ -129,6 +129,46 @@ def test_ids_ages_and_unreadable_scans(trained):
         predict_new_scans(trained / "run", _write(new / "none.csv", ["path", "gone.nii"]), progress=False)
 
 
+def test_scans_are_read_and_predicted_a_few_at_a_time(trained, monkeypatch):
+    """Memory holds a chunk of volumes, not the manifest's: each chunk is predicted before the
+    next is read, a scan that cannot be read leaves its chunk short of nothing else, and the
+    ages do not depend on the chunk's size."""
+    import sodeep.brainage.scan_prediction as scan_prediction
+    import sodeep.brainage.volumes as volumes
+    from sodeep.brainage.scan_prediction import read_new_scans
+
+    new = trained / "new"
+    (new / "corrupt.nii").write_bytes(b"not a volume")
+    listed = [f"n{index % 4}.nii" for index in range(5)]
+    manifest = _write(new / "chunks.csv", ["path", *listed[:2], "corrupt.nii", *listed[2:]])
+    events = []
+    original = volumes.load_volume
+    monkeypatch.setattr(volumes, "load_volume", lambda *args: events.append("read") or original(*args))
+
+    def predict(scans):
+        events.append(len(scans))
+        return np.stack([scans.abs().sum((1, 2, 3, 4)).numpy(), (scans**3).sum((1, 2, 3, 4)).numpy()])
+
+    grid = json.loads((trained / "run" / "results.json").read_text())["settings"]["config"]["extra"]
+    shape, voxel_size = grid["shape"], grid["voxel_size"]
+    subjects, paths, values = read_new_scans(
+        manifest, shape=shape, voxel_size=voxel_size, predict=predict, scans_at_a_time=2, progress=False
+    )
+    assert events == ["read", "read", 2, "read", "read", "read", 2, "read", 1]
+    assert [line for line, _ in subjects.skipped] == [4] and subjects.lines == [2, 3, 5, 6, 7]
+    assert paths == [new / name for name in listed] and subjects.features.shape == (5, 0)
+    reference = np.stack([original(path, shape, voxel_size) for path in paths])
+    np.testing.assert_allclose(values, [np.abs(reference).sum((1, 2, 3)), (reference**3).sum((1, 2, 3))], rtol=1e-4)
+    with pytest.raises(ValueError, match="scans_at_a_time must be at least 1, got 0"):
+        read_new_scans(manifest, shape=shape, voxel_size=voxel_size, predict=predict, scans_at_a_time=0)
+
+    whole = predict_new_scans(trained / "run", manifest, progress=False)
+    monkeypatch.setattr(scan_prediction, "SCANS_AT_A_TIME", 1)
+    one_by_one = predict_new_scans(trained / "run", manifest, progress=False)
+    np.testing.assert_allclose(one_by_one.ages["l1"], whole.ages["l1"], atol=1e-5)
+    assert one_by_one.to_csv().count("\n") == whole.to_csv().count("\n") == 6
+
+
 def test_a_changed_checkpoint_is_refused_and_a_missing_cohort_is_said_unchecked(trained, tmp_path):
     run = tmp_path / "run"  # the run folder, copied; its training scans stay where they were
     shutil.copytree(trained / "run", run)
