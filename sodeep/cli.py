@@ -33,6 +33,7 @@ from sodeep.config import (
     WANDB_DEFAULT_TEXT,
     WANDB_MODES,
     PretrainConfig,
+    checking_yaml_settings,
     config_from_mapping,
     integer,
     lengths_summary,
@@ -156,7 +157,8 @@ def pretrain_config(arguments: argparse.Namespace) -> PretrainConfig:
         settings[item.name] = value
         from_file.discard(item.name)
     try:
-        return config_from_mapping(PretrainConfig, settings, source)
+        with checking_yaml_settings(bool(arguments.config)):
+            return config_from_mapping(PretrainConfig, settings, source)
     except (TypeError, ValueError) as error:
         # A refused value that the YAML file gave is named with the file, as an unknown key is.
         if str(error).split(" ", 1)[0] in from_file:

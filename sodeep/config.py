@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
+import contextvars
 import dataclasses
 import difflib
 import json
 import math
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral
 from pathlib import Path
@@ -274,11 +276,24 @@ def run_action_hint(key: Any) -> str:
     return f" ({key} is what a run does, not a setting: give {key}=True, or leave the key out)"
 
 
+def close_names(name: str, known: Sequence[str], n: int = 1) -> list[str]:
+    """Up to ``n`` of the ``known`` names that ``name`` was probably meant to be, case aside.
+
+    Example:
+        >>> close_names("STEPS", ["steps", "seed"]), close_names("stpes", ["steps", "seed"])
+        (['steps'], ['steps'])
+    """
+    folded: dict[str, str] = {}
+    for candidate in known:
+        folded.setdefault(str(candidate).lower(), candidate)
+    return [folded[match] for match in difflib.get_close_matches(str(name).lower(), list(folded), n=n)]
+
+
 def unknown_keys_message(unknown: list[str], known: list[str], where: str) -> str:
     """``unknown key 'stpes' in X (did you mean 'steps'?); known: [...]``."""
     described = []
     for key in unknown:
-        match = difflib.get_close_matches(str(key), known, n=1)
+        match = close_names(str(key), known)
         hint = run_action_hint(key) or (f" (did you mean {match[0]!r}?)" if match else "")
         described.append(repr(key) + hint)
     noun = "key" if len(unknown) == 1 else "keys"
@@ -408,16 +423,37 @@ def read_yaml_mapping(path: str | os.PathLike, kind: str = "config") -> dict[str
     return loaded
 
 
+#: Whether the settings being checked came from a YAML file: only then does a refused value's
+#: message add what YAML may have meant (:func:`yaml_reading`).
+_CHECKING_YAML_SETTINGS = contextvars.ContextVar("checking_yaml_settings", default=False)
+
+
+@contextlib.contextmanager
+def checking_yaml_settings(from_a_file: bool = True) -> Iterator[None]:
+    """Within the block, settings are checked as read from a YAML file (where ``from_a_file``)."""
+    token = _CHECKING_YAML_SETTINGS.set(from_a_file)
+    try:
+        yield
+    finally:
+        _CHECKING_YAML_SETTINGS.reset(token)
+
+
 def yaml_reading(value: Any, wanted: str = "text") -> str:
     """What a YAML file may have meant by ``value``, as the end of a message (or ``""``) about a
     setting that takes ``wanted`` (``"text"`` or ``"number"``): YAML reads ``off``, ``no``,
     ``yes`` and ``on`` as booleans, ``~`` and an empty value as ``None``, and a number in
-    e-notation without a dot (``1e1``) as text.
+    e-notation without a dot (``1e1``) as text.  Outside :func:`checking_yaml_settings` (settings
+    given in Python), ``""``.
 
     Example:
-        >>> yaml_reading(False), yaml_reading(True, "number"), yaml_reading("1e1"), yaml_reading(3)
+        >>> with checking_yaml_settings():
+        ...     yaml_reading(False), yaml_reading(True, "number"), yaml_reading("1e1"), yaml_reading(3)
         ('; YAML reads yes, no, on and off as booleans: put a word meant as text in quotes', '; YAML reads yes, no, on, off, true and false as booleans: write a number', '; YAML reads 1e1 as text: write 10', '')
+        >>> yaml_reading("1e1")
+        ''
     """
+    if not _CHECKING_YAML_SETTINGS.get():
+        return ""
     if value is None:
         return "; YAML reads ~, null and an empty value as nothing: give one, or leave the key out for the default"
     if isinstance(value, bool):

@@ -650,6 +650,25 @@ def test_what_yaml_made_of_a_value_is_said_where_it_is_refused(tmp_path, capsys,
     assert not (tmp_path / "run").exists()
 
 
+def test_settings_given_in_python_get_no_advice_about_yaml(tmp_path):
+    """What YAML may have meant is said of a file's values only: in Python, '3' is what was typed."""
+    from sodeep.brainage import SyntheticConfig, TabularConfig, load_config
+    from sodeep.config import PretrainConfig
+    from sodeep.pretraining import pretrain
+
+    refused = (
+        (lambda: pretrain(PretrainConfig(steps="3", out=str(tmp_path / "run"), wandb="disabled")), "got '3'"),
+        (lambda: TabularConfig(max_epochs="3"), "got '3' (str)"),
+        (lambda: SyntheticConfig(augment=True), "got True (bool)"),
+        (lambda: load_config(TabularConfig, {"patience": None}), "got None (NoneType)"),
+    )
+    for build, ending in refused:
+        with pytest.raises(ValueError) as error:
+            build()
+        assert str(error.value).endswith(ending), error.value
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("command", ["pretrain", "brainage"])
 def test_a_setting_without_a_space_after_its_colon_is_shown_as_yaml_reads_it(tmp_path, capsys, command):
     config, error = _config_file_error(tmp_path, capsys, command, "steps:3\n")

@@ -620,6 +620,7 @@ def test_bad_pretraining_values_end_in_one_line_before_anything_is_written(tmp_p
             "config.yaml: sorter {\"softnes\": 0.5}: unknown setting 'softnes' (did you mean",
         ),
         ("stpes: 1\n", [], "unknown key 'stpes' (did you mean 'steps'?)"),
+        ("STEPS: 1\n", [], "unknown key 'STEPS' (did you mean 'steps'?)"),
         (
             "steps: 1\n",
             ["--sorter", '{"architecture": "conv"}'],

@@ -41,6 +41,8 @@ from sodeep.config import (
     SCALE_OUT,
     WANDB_MODES,
     check_scale_out,
+    checking_yaml_settings,
+    close_names,
     parse_devices,
     read_yaml_mapping,
     run_action_hint,
@@ -475,12 +477,13 @@ def load_config(config_class: type, source: str | os.PathLike | Mapping[str, Any
     known = [name for name in names if name not in shared] + [name for name in names if name in shared]  # own first
     for key in values:
         if key not in known:
-            close = difflib.get_close_matches(key, known, n=2)
+            close = close_names(key, known, n=2)
             hint = f" (did you mean {' or '.join(repr(name) for name in close)}?)" if close else f"; known: {known}"
             hint = run_action_hint(key) or hint
             raise ValueError(f"{'' if key in overrides else where}unknown setting {key!r}{hint}")
     try:
-        return config_class(**values)
+        with checking_yaml_settings(bool(where)):
+            return config_class(**values)
     except ValueError as error:
         raise ValueError(f"{where if _file_refused(config_class, from_file, overrides) else ''}{error}") from None
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sodeep.config import read_yaml_mapping, unknown_keys_message, yaml_reading
+from sodeep.config import checking_yaml_settings, read_yaml_mapping, unknown_keys_message, yaml_reading
 
 METHODS = ("grid", "random", "bayes")
 #: The macros W&B's agent replaces in ``command`` (each must be a whole item of the list).
@@ -217,7 +217,13 @@ def load_sweep(path: str | os.PathLike) -> SweepSpec:
 
 
 def sweep_from_mapping(mapping: dict[str, Any], source: str = "the sweep", default_name: str = "sweep") -> SweepSpec:
-    """Check a sweep mapping (as W&B's schema does, one line per problem) and build the spec."""
+    """Check a sweep mapping (as W&B's schema does, one line per problem) and build the spec.  A
+    sweep is a YAML document, so a refused value is also said as YAML reads it."""
+    with checking_yaml_settings():
+        return _checked_sweep(mapping, source, default_name)
+
+
+def _checked_sweep(mapping: dict[str, Any], source: str, default_name: str) -> SweepSpec:
     if not isinstance(mapping, dict):
         raise ValueError(f"{source} must hold a mapping, got a {type(mapping).__name__}")
     if not mapping:

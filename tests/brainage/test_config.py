@@ -45,6 +45,7 @@ def test_none_in_a_yaml_file_reads_as_the_flags_read_it(tmp_path):
     "text, message",
     [
         ("fold: 3\n", r"run.yaml: unknown setting 'fold' \(did you mean 'folds'\?\)"),
+        ("MAX_EPOCHS: 3\n", r"run.yaml: unknown setting 'MAX_EPOCHS' \(did you mean 'max_epochs'\?\)"),
         ("zzz: 1\n", r"unknown setting 'zzz'; known: \['dataset', 'csv'"),
         ("folds: [3\n", "run.yaml is not valid YAML"),
         ("- 3\n", "must hold a mapping of settings, got a list"),
