@@ -119,6 +119,12 @@ def run_bench_command(arguments: argparse.Namespace) -> int:
     written = sorted(path.name for path in Path(config.out).glob("bench_*.png"))
     written += ["sorting_rows.jsonl"] if (Path(config.out) / "sorting_rows.jsonl").is_file() else []
     print(f"results in {config.out}: {', '.join(['results.json', 'results.md', *written])}")
+    if config.mnist is not None and "sorting" not in config.parts:
+        print(
+            "note: --mnist is read by the sorting part only, which --parts leaves out: these results use no MNIST "
+            "(the files are recorded for a --resume that adds the part)",
+            file=sys.stderr,
+        )
     return 0
 
 

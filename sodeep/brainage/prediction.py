@@ -716,13 +716,13 @@ def run_prediction(
         raise ValueError(f"{folder} holds a {command} run: its models predict from a manifest of scans (manifest=)")
     if manifest is not None and training_table is not None:
         raise ValueError("training_table is for tabular runs; a nifti run finds its training manifest itself")
-    if out is not None:
-        problem = replaceable_output_problem(out, is_prediction_table, "a brain-age prediction table")
-        if problem:
-            raise ValueError(f"out must be another path: {problem}")
+    if out is not None:  # a run's own files first: a run's predictions.csv is not for us to replace
         problem = inside_a_run_folder(out)
         if problem is not None:
             raise ValueError(f"out must be a path outside run folders: {problem}")
+        problem = replaceable_output_problem(out, is_prediction_table, "a brain-age prediction table")
+        if problem:
+            raise ValueError(f"out must be another path: {problem}")
     if manifest is not None:
         from sodeep.brainage.scan_prediction import predict_new_scans
 

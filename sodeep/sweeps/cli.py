@@ -247,6 +247,7 @@ def again(arguments: argparse.Namespace) -> str:
 
 
 def command_report(arguments: argparse.Namespace) -> int:
+    from sodeep.run_folder import run_in_use
     from sodeep.sweeps.report import can_plot, write_report
 
     words = ["sodeep", "sweep", "report", arguments.folder]
@@ -263,6 +264,10 @@ def command_report(arguments: argparse.Namespace) -> int:
         command=shlex.join(words),
     )
     print("wrote " + ", ".join(str(path) for path in written.values()))
+    if run_in_use(Path(arguments.folder)) is not None:
+        print(
+            f"note: a sweep runs in {arguments.folder}: the report holds the trials finished so far; report again once it has ended"
+        )
     if not arguments.no_plots and not can_plot():
         print("no plots: matplotlib is not installed (pip install matplotlib)")
     return 0

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sodeep.files import atomic_write_text
+from sodeep.run_folder import run_in_use
 from sodeep.sweeps.compare import (
     Setting,
     add_lost_trials,
@@ -43,9 +44,10 @@ def read_summaries(folder: str | Path) -> tuple[list[dict[str, Any]], dict[str, 
     ``summary.json`` of our schema below ``folder``) and counts by status."""
     folder = Path(folder)
     if not folder.is_dir():
-        sweep_file = folder.is_file() and folder.suffix in (".yaml", ".yml")
-        hint = ": that is a sweep file; report the folder its run made, ROOT/<its name>" if sweep_file else ""
-        raise FileNotFoundError(f"no sweep folder at {folder}{hint}")
+        if folder.is_file():
+            what = "a sweep file" if folder.suffix in (".yaml", ".yml") else "a file, not a sweep folder"
+            raise ValueError(f"{folder} is {what}: report the folder a sweep run made, ROOT/<the sweep's name>")
+        raise FileNotFoundError(f"no sweep folder at {folder}")
     for sweep in (folder.parent, folder.parent.parent):  # the trials folder, or one trial's
         if (
             folder.resolve() != sweep.resolve()
@@ -219,7 +221,8 @@ def markdown(
         "",
         f"{len(settings)} setting{'' if len(settings) == 1 else 's'}{only_lost} from {counts['finished']} finished "
         f"trial{'' if counts['finished'] == 1 else 's'} "
-        f"({counts['failed']} failed, {counts['no summary']} without a summary: interrupted or not run); "
+        f"({counts['failed']} failed, {counts['no summary']} without a summary: "
+        f"{'running, ' if counts.get('running') else ''}interrupted or not run); "
         f"mean +- sd over {repeats}.",
     ]
     if counts.get("unreadable"):
@@ -288,10 +291,12 @@ def markdown(
                 if counts.get("target reached")
                 else "`sodeep sweep run` with the same file runs them again"
             )
+            if counts.get("running"):
+                again = "the sweep is still running, so report again once it has ended; " + again + " then"
             lines += [
                 "",
-                f"**Trials without results:** in {losing} setting{'' if losing == 1 else 's'}, trials failed or "
-                "stopped before their summary (`trials/<id>/output.log` says why): their units are in neither n "
+                f"**Trials without results:** in {losing} setting{'' if losing == 1 else 's'}, trials "
+                f"{'are running, ' if counts.get('running') else ''}failed or stopped before their summary (`trials/<id>/output.log` says why): their units are in neither n "
                 f"nor its m; {again}.",
             ]
         if metric in plots:
@@ -302,12 +307,18 @@ def markdown(
 def report_notes(
     counts: dict[str, int], metric: dict[str, Any] | None, available: list[str], trial_only: list[str] = ()
 ) -> list[str]:
-    """Lines for what a reader of the tables would otherwise miss: the sweep's metric reached its
+    """Lines for what a reader of the tables would otherwise miss: a sweep still runs in the folder
+    (``counts["running"]``), the sweep's metric reached its
     target (``counts["target reached"]``: the trials not started will not run), is in no summary
     (nor among the ``trial_only`` metrics, which the report names itself), or no trial reported a
     metric at all."""
     notes = []
     name = (metric or {}).get("name")
+    if counts.get("running"):
+        notes.append(
+            "**Still running:** a sweep runs in this folder: the tables hold the trials finished so far; "
+            "report again once it has ended."
+        )
     if counts.get("target reached"):
         comparison = "<=" if metric.get("goal", "minimize") == "minimize" else ">="
         waiting = counts.get("not started", 0)
@@ -357,6 +368,7 @@ def write_report(
             hint = f": give [{value!r}]" if isinstance(value, str) else ""
             raise TypeError(f"{name} must be a list of strings, got {type(value).__name__} {value!r}{hint}")
     summaries, counts = read_summaries(folder)
+    counts["running"] = int(run_in_use(folder) is not None)  # trials without a summary may be running now
     if not summaries and not (folder / "sweep.json").is_file() and not (folder / "trials").is_dir():
         raise ValueError(
             f"{folder} is not a sweep folder (no sweep.json, no trials/) and holds no trial summary "
@@ -366,6 +378,7 @@ def write_report(
         raise ValueError(
             f"{folder} holds no finished trial summary (trials/*/summary.json): {counts['failed']} failed, "
             f"{counts['no summary']} without a summary"
+            + ("; a sweep is running in it: report it once trials have finished" if counts["running"] else "")
         )
     sweep = _sweep_record(folder)
     over = default_over(summaries) if over is None else list(over)

@@ -746,6 +746,20 @@ def test_mnist_files_are_checked_by_name_for_parts_that_do_not_read_them(tmp_pat
         )
     assert stopped.value.code == 2 and not out.exists()
     assert f"MNIST file {named_wrongly}: --mnist takes the training files, named train-*" in capsys.readouterr().err
+    # Named as the part needs them, they are recorded, and the run says that its results use none.
+    for name in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
+        (tmp_path / name).write_bytes(b"\0" * 16)
+    files = [str(tmp_path / "train-images-idx3-ubyte"), str(tmp_path / "train-labels-idx1-ubyte")]
+    assert sodeep_main(["bench", "--quick", "--parts", "fidelity", "--out", str(out), "--mnist", *files]) == 0
+    assert (
+        "note: --mnist is read by the sorting part only, which --parts leaves out: these results use no MNIST"
+        in capsys.readouterr().err
+    )
 
 
 def test_one_seed_has_no_spread_and_its_spread_is_null_in_the_results(tmp_path):

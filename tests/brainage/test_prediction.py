@@ -212,6 +212,10 @@ def test_the_command_writes_its_table_and_replaces_only_its_own_output(trained, 
             trained / "run" / "ages.csv",
             "error: --out must be a path outside run folders: {out} is inside the run folder",
         ),
+        (  # the run's own predictions: named as a run's file, not as a table of another kind
+            trained / "run" / "predictions.csv",
+            "error: --out must be a path outside run folders: {out} is inside the run folder",
+        ),
     ):
         message = message.format(out=out)
         with pytest.raises(SystemExit) as refused:

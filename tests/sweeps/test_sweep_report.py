@@ -3,6 +3,9 @@
 import csv
 import json
 import math
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -422,3 +425,48 @@ def test_a_metric_name_with_a_line_break_keeps_its_heading_on_one_line(tmp_path)
     write_report(tmp_path, plots=False)
     lines = (tmp_path / "report.md").read_text().splitlines()
     assert "## val\\nmae" in lines and "mae" not in lines
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="run folders are locked with flock")
+def test_a_report_of_a_sweep_still_running_says_so(tmp_path, capsys):
+    """The trials without a summary may be running: the report says it holds those finished so
+    far, not only that they failed or stopped, and says nothing of it once the sweep has ended."""
+    write_trials(tmp_path, [({"lr": lr}, {"loss": lr}, None, "finished") for lr in (0.1, 0.2)])
+    holder = subprocess.Popen([sys.executable, "-c", HOLDING_PROGRAM, str(tmp_path)])
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "held").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (tmp_path / "held").unlink()
+        assert main(["report", str(tmp_path), "--no-plots"]) == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    printed, text = capsys.readouterr().out, (tmp_path / "report.md").read_text()
+    assert f"note: a sweep runs in {tmp_path}: the report holds the trials finished so far" in printed
+    assert "**Still running:** a sweep runs in this folder: the tables hold the trials finished so far" in text
+    assert "1 without a summary: running, interrupted or not run" in text
+    assert main(["report", str(tmp_path), "--no-plots"]) == 0
+    printed, text = capsys.readouterr().out, (tmp_path / "report.md").read_text()
+    assert "note:" not in printed and "running" not in text
+    assert "1 without a summary: interrupted or not run" in text
+
+
+def test_a_plain_file_given_as_the_sweep_folder_is_named_as_a_file(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("")
+    with pytest.raises(SystemExit) as exited:
+        main(["report", str(tmp_path / "notes.txt")])
+    error = capsys.readouterr().err
+    assert exited.value.code == 2 and error.count("\n") == 1
+    assert f"{tmp_path / 'notes.txt'} is a file, not a sweep folder: report the folder a sweep run made" in error
+
+
+HOLDING_PROGRAM = """
+import fcntl, os, pathlib, sys, time
+folder = pathlib.Path(sys.argv[1])
+descriptor = os.open(folder / "run.lock", os.O_RDWR | os.O_CREAT)
+fcntl.flock(descriptor, fcntl.LOCK_EX)
+os.write(descriptor, str(os.getpid()).encode())
+(folder / "held").write_text("")
+time.sleep(60)
+"""

@@ -989,7 +989,10 @@ def test_a_missing_sweep_file_is_named_as_such(tmp_path, capsys):
     (tmp_path / "given.yaml").write_text("method: grid\n")
     with pytest.raises(SystemExit):
         main(["report", str(tmp_path / "given.yaml")])
-    assert "that is a sweep file; report the folder its run made, ROOT/<its name>" in capsys.readouterr().err
+    assert (
+        "given.yaml is a sweep file: report the folder a sweep run made, ROOT/<the sweep's name>"
+        in capsys.readouterr().err
+    )
 
 
 def test_an_interrupt_counts_the_trials_that_failed():
