@@ -157,7 +157,7 @@ def pretrain_config(arguments: argparse.Namespace) -> PretrainConfig:
         settings[item.name] = value
         from_file.discard(item.name)
     try:
-        with checking_yaml_settings(bool(arguments.config)):
+        with checking_yaml_settings({str(key) for key in from_file}):
             return config_from_mapping(PretrainConfig, settings, source)
     except (TypeError, ValueError) as error:
         # A refused value that the YAML file gave is named with the file, as an unknown key is.

@@ -19,7 +19,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral
 from pathlib import Path
@@ -423,27 +423,30 @@ def read_yaml_mapping(path: str | os.PathLike, kind: str = "config") -> dict[str
     return loaded
 
 
-#: Whether the settings being checked came from a YAML file: only then does a refused value's
-#: message add what YAML may have meant (:func:`yaml_reading`).
-_CHECKING_YAML_SETTINGS = contextvars.ContextVar("checking_yaml_settings", default=False)
+#: Which of the settings being checked came from a YAML file (``True``: all, ``False``: none):
+#: only for those does a refused value's message add what YAML may have meant (:func:`yaml_reading`).
+_CHECKING_YAML_SETTINGS: contextvars.ContextVar[bool | frozenset[str]] = contextvars.ContextVar(
+    "checking_yaml_settings", default=False
+)
 
 
 @contextlib.contextmanager
-def checking_yaml_settings(from_a_file: bool = True) -> Iterator[None]:
-    """Within the block, settings are checked as read from a YAML file (where ``from_a_file``)."""
-    token = _CHECKING_YAML_SETTINGS.set(from_a_file)
+def checking_yaml_settings(from_a_file: bool | Collection[str] = True) -> Iterator[None]:
+    """Within the block, settings are checked as read from a YAML file: all of them (``True``),
+    none (``False``), or those named in ``from_a_file`` (the others came from flags or Python)."""
+    token = _CHECKING_YAML_SETTINGS.set(from_a_file if isinstance(from_a_file, bool) else frozenset(from_a_file))
     try:
         yield
     finally:
         _CHECKING_YAML_SETTINGS.reset(token)
 
 
-def yaml_reading(value: Any, wanted: str = "text") -> str:
+def yaml_reading(value: Any, wanted: str = "text", name: str | None = None) -> str:
     """What a YAML file may have meant by ``value``, as the end of a message (or ``""``) about a
-    setting that takes ``wanted`` (``"text"`` or ``"number"``): YAML reads ``off``, ``no``,
-    ``yes`` and ``on`` as booleans, ``~`` and an empty value as ``None``, and a number in
-    e-notation without a dot (``1e1``) as text.  Outside :func:`checking_yaml_settings` (settings
-    given in Python), ``""``.
+    setting (``name``) that takes ``wanted`` (``"text"`` or ``"number"``): YAML reads ``off``,
+    ``no``, ``yes`` and ``on`` as booleans, ``~`` and an empty value as ``None``, and a number in
+    e-notation without a dot (``1e1``) as text.  ``""`` for a value that came from flags or
+    Python: outside :func:`checking_yaml_settings`, or a ``name`` it does not list.
 
     Example:
         >>> with checking_yaml_settings():
@@ -452,7 +455,8 @@ def yaml_reading(value: Any, wanted: str = "text") -> str:
         >>> yaml_reading("1e1")
         ''
     """
-    if not _CHECKING_YAML_SETTINGS.get():
+    from_the_file = _CHECKING_YAML_SETTINGS.get()
+    if from_the_file is False or (from_the_file is not True and name is not None and name not in from_the_file):
         return ""
     if value is None:
         return "; YAML reads ~, null and an empty value as nothing: give one, or leave the key out for the default"
@@ -626,7 +630,9 @@ class PretrainConfig:
         names = self.family_list() if isinstance(given, (str, list, tuple)) else None
         problem = _family_names_problem(names)
         if problem:
-            raise ValueError(f"families must be 'all' or {problem}, got {given!r}{yaml_reading(given)}")
+            raise ValueError(
+                f"families must be 'all' or {problem}, got {given!r}{yaml_reading(given, name='families')}"
+            )
         self.families = "all" if names == list(FAMILIES) else names
 
     def trainer_options(self) -> dict[str, Any]:
@@ -650,7 +656,7 @@ class PretrainConfig:
         if not isinstance(self.architecture, str):
             raise ValueError(
                 f"architecture must be the name of one sorter architecture, one of {sorted(SORTERS)}, got "
-                f"{self.architecture!r}{yaml_reading(self.architecture)}"
+                f"{self.architecture!r}{yaml_reading(self.architecture, name='architecture')}"
             )
         if self.architecture in SORTERS:  # (an unknown one is named where the sorter is built)
             # Built to check its settings up front (tiny), leaving the random state as it was.
@@ -673,18 +679,20 @@ class PretrainConfig:
         if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from.strip()):
             raise ValueError(
                 f"init_from must be None or the path of a sorter checkpoint or pretraining run folder, got "
-                f"{self.init_from!r}{yaml_reading(self.init_from)}"
+                f"{self.init_from!r}{yaml_reading(self.init_from, name='init_from')}"
             )
         if isinstance(self.out, os.PathLike):
             self.out = os.fspath(self.out)
         if isinstance(self.out, str):
             self.out = os.path.expanduser(self.out)  # ~/runs in the home folder, as Lightning and W&B read it
         if not isinstance(self.out, str) or not self.out.strip():
-            raise ValueError(f"out must be the path of a run folder, got {self.out!r}{yaml_reading(self.out)}")
+            raise ValueError(
+                f"out must be the path of a run folder, got {self.out!r}{yaml_reading(self.out, name='out')}"
+            )
         for key in ("steps", "batch_size", "validation_every", "checkpoint_every", "validation_sequences"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-                raise ValueError(f"{key} must be an integer >= 1, got {value!r}{yaml_reading(value, 'number')}")
+                raise ValueError(f"{key} must be an integer >= 1, got {value!r}{yaml_reading(value, 'number', key)}")
             setattr(self, key, int(value))  # a NumPy integer too
         if self.validation_sequences > MAX_VALIDATION_SEQUENCES:
             raise ValueError(
@@ -695,7 +703,7 @@ class PretrainConfig:
         for key in ("warmup_steps", "seed", "data_workers"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
-                raise ValueError(f"{key} must be an integer >= 0, got {value!r}{yaml_reading(value, 'number')}")
+                raise ValueError(f"{key} must be an integer >= 0, got {value!r}{yaml_reading(value, 'number', key)}")
             setattr(self, key, int(value))  # a NumPy integer too
         if self.seed > MAX_SEED:
             raise ValueError(f"seed must be an integer in 0..{MAX_SEED} (NumPy's seeds), got {self.seed}")
@@ -708,7 +716,9 @@ class PretrainConfig:
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if self.wandb is not None and self.wandb not in WANDB_MODES:
-            raise ValueError(f"wandb must be offline, online or disabled, got {self.wandb!r}{yaml_reading(self.wandb)}")
+            raise ValueError(
+                f"wandb must be offline, online or disabled, got {self.wandb!r}{yaml_reading(self.wandb, name='wandb')}"
+            )
         self.devices = parse_devices(self.devices)
         check_scale_out(self.accelerator, self.strategy, self.num_nodes, self.devices)
         self.num_nodes = int(self.num_nodes)  # a NumPy integer too

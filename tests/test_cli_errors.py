@@ -667,6 +667,25 @@ def test_settings_given_in_python_get_no_advice_about_yaml(tmp_path):
             build()
         assert str(error.value).endswith(ending), error.value
     assert not (tmp_path / "run").exists()
+    # Beside a file, a value that a flag or an override gave gets none either; the file's own does.
+    config = tmp_path / "run.yaml"
+    config.write_text("patience: 3\n")
+    with pytest.raises(ValueError) as error:
+        load_config(TabularConfig, config, folds=True)
+    assert str(error.value).endswith("got True (bool)"), error.value
+    config.write_text("folds: yes\n")
+    with pytest.raises(ValueError, match="got True .bool.; YAML reads yes, no, on, off, true and false as booleans"):
+        load_config(TabularConfig, config, patience=3)
+
+
+def test_a_flag_beside_a_config_file_gets_no_advice_about_yaml(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text("steps: 5\n")
+    argv = ["pretrain", "--config", str(config), "--out", str(tmp_path / "run")]
+    error = _one_line_error([*argv, "--families", "1e1"], capsys)
+    assert error.rstrip().endswith("got '1e1'"), error
+    config.write_text("families: 1e1\n")
+    assert "; YAML reads 1e1 as text: write 10" in _one_line_error(argv, capsys)
 
 
 @pytest.mark.parametrize("command", ["pretrain", "brainage"])

@@ -175,7 +175,7 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
     if hint is str and isinstance(value, os.PathLike):
         return os.fspath(value)
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        reading = yaml_reading(value, "number" if hint in (int, float) else "text")
+        reading = yaml_reading(value, "number" if hint in (int, float) else "text", name)
         shown = repr(value)
         # A table, an array: its type alone, in one line (its repr would take dozens).
         got = (
@@ -482,7 +482,7 @@ def load_config(config_class: type, source: str | os.PathLike | Mapping[str, Any
             hint = run_action_hint(key) or hint
             raise ValueError(f"{'' if key in overrides else where}unknown setting {key!r}{hint}")
     try:
-        with checking_yaml_settings(bool(where)):
+        with checking_yaml_settings(set(from_file) - set(overrides) if where else False):
             return config_class(**values)
     except ValueError as error:
         raise ValueError(f"{where if _file_refused(config_class, from_file, overrides) else ''}{error}") from None

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from sodeep.brainage.csv_files import (
+    SHOWN_PROBLEMS,
     age_problem,
     closest_column,
     describe_left_out,
@@ -739,6 +740,8 @@ def run_prediction(
     print(f"{source}: {plural(len(subjects.subject_ids), 'subject')} predicted", file=sys.stderr)
     if subjects.skipped:
         print(describe_left_out(str(source), subjects.skipped, subjects.rows), file=sys.stderr)
+        for line, reason in subjects.skipped[SHOWN_PROBLEMS:]:  # the line above names the first few
+            print(f"  line {line}: {reason}", file=sys.stderr)
     for note in predictions.notes:  # (advice in the caller's words: flags on the command line)
         print(advice_spelling.get()(note), file=sys.stderr)
     known = np.isfinite(subjects.ages) if subjects.ages is not None else np.zeros(len(subjects.subject_ids), bool)

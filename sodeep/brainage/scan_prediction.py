@@ -98,15 +98,20 @@ def read_new_scans(
     from sodeep.brainage.volumes import brain_litres, load_volume, unmasked_note
 
     scans_at_a_time = SCANS_AT_A_TIME if scans_at_a_time is None else scans_at_a_time
-    if scans_at_a_time < 1:
-        raise ValueError(f"scans_at_a_time must be at least 1, got {scans_at_a_time}")
+    if isinstance(scans_at_a_time, bool) or not isinstance(scans_at_a_time, int) or scans_at_a_time < 1:
+        raise ValueError(f"scans_at_a_time must be an integer >= 1, got {scans_at_a_time!r}")
     listed = _list_new_scans(Path(manifest), id_column, age_column)
     files, lines, skipped, total = listed.files, listed.lines, list(listed.skipped), listed.rows
     kept, chunk, values, litres = [], [], [], []
 
     def predict_the_chunk() -> None:
         volumes = torch.from_numpy(np.stack([volume for _, volume in chunk])).unsqueeze(1)
-        values.append(np.asarray(predict(volumes), dtype=np.float64).reshape(-1, len(chunk)))
+        predicted = np.asarray(predict(volumes), dtype=np.float64)
+        if predicted.ndim != 2 or predicted.shape[1] != len(chunk):
+            raise ValueError(
+                f"predict must return (M, {len(chunk)}) values for {len(chunk)} scans, got {predicted.shape}"
+            )
+        values.append(predicted)
         litres.append(brain_litres(volumes, voxel_size))
         kept.extend(index for index, _ in chunk)
         chunk.clear()
@@ -130,12 +135,15 @@ def read_new_scans(
     paths = [files[index] for index in kept]
     names = [listed.names[index] for index in kept]
     kept_lines = [lines[index] for index in kept]
-    notes: list[str] = []
+    notes = list(listed.notes)
     repeated = repeated_values(names)
-    if repeated and listed.id_column:
+    repeated_ids = repeated_values(
+        [subject for subject in (listed.ids[index] for index in kept) if subject is not None]
+    )
+    if repeated_ids:
         notes.append(
-            f"{manifest}: {plural(len(repeated), 'subject id')} {'appears' if len(repeated) == 1 else 'appear'} on "
-            f"more than one row (e.g. {repeated[:5]}); those rows are named with their CSV lines"
+            f"{manifest}: {plural(len(repeated_ids), 'subject id')} {'appears' if len(repeated_ids) == 1 else 'appear'} "
+            f"on more than one row (e.g. {repeated_ids[:5]}); those rows are named with their CSV lines"
         )
     listed_again = repeated_values([str(path.resolve()) for path in paths])
     if listed_again:
@@ -169,7 +177,7 @@ class _ListedScans:
     """The rows of a manifest whose path names a file, one entry each: the ``files``, their CSV
     ``lines``, ``names`` (the id, else the path as listed), ``ids`` and ``ages`` (``None``
     without an age column); and the rows ``skipped`` (no such file), the ``unusable_ages``, the
-    number of data ``rows`` and the ``id_column`` found."""
+    number of data ``rows``, the ``id_column`` found and ``notes`` on the columns."""
 
     rows: int
     id_column: str | None
@@ -180,6 +188,7 @@ class _ListedScans:
     ids: list[str | None] = field(default_factory=list)
     skipped: list[tuple[int, str]] = field(default_factory=list)
     unusable_ages: list[tuple[int, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def _list_new_scans(manifest: Path, id_column: str | None, age_column: str | None) -> _ListedScans:
@@ -215,8 +224,14 @@ def _list_new_scans(manifest: Path, id_column: str | None, age_column: str | Non
             )
     else:
         age_column = find_column(columns, ["age"], "age")
+    close = None if age_column else closest_column("age", columns)
+    notes = [
+        f"{manifest}: no age column 'age' (did you mean {close!r}?); predicting without ages (age_column= names it)"
+    ]
 
-    listed = _ListedScans(rows=len(rows), id_column=id_column, ages=[] if age_column else None)
+    listed = _ListedScans(
+        rows=len(rows), id_column=id_column, ages=[] if age_column else None, notes=notes if close else []
+    )
     for line, row in zip(lines, rows):
         file, problem = listed_file(manifest, row[path_column] or "")
         if problem is not None:
@@ -308,15 +323,40 @@ def _checked_models(
     return models
 
 
-def _ages_by_each(models: list[torch.nn.Module], batch: int) -> Callable[[torch.Tensor], np.ndarray]:
-    """Scans ``(n, 1, D, H, W)`` -> ``(M, n)`` float64 ages by each of the ``M`` ``models``."""
-    from sodeep.brainage.training import predict_ages
+class _RunModels:
+    """Scans ``(n, 1, D, H, W)`` -> ``(M, n)`` float64 ages by each of the ``M`` ``runs``' models.
 
-    def ages(scans: torch.Tensor) -> np.ndarray:
+    The models are loaded, and checked against the run's training cohort where it is found as
+    the run read it, at the first scans: a manifest none of whose scans can be read is refused
+    before any of that.  Then ``unchecked`` says why the check was not made (or is ``None``) and
+    ``trained_on`` holds the training scans' files.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        config: dict[str, Any],
+        settings: dict[str, Any],
+        runs: list[tuple[str, dict[str, Any]]],
+        progress: bool,
+    ) -> None:
+        self.folder, self.config, self.settings, self.runs, self.progress = folder, config, settings, runs, progress
+        self.unchecked: str | None = None
+        self.trained_on: set[Path] = set()
+        self._models: list[torch.nn.Module] | None = None
+
+    def __call__(self, scans: torch.Tensor) -> np.ndarray:
+        from sodeep.brainage.training import predict_ages
+
+        if self._models is None:
+            cohort, self.unchecked = _training_cohort(self.folder, self.config, self.settings, self.progress)
+            self._models = _checked_models(self.folder, self.settings, self.runs, cohort)
+            self.trained_on = (
+                {path.resolve() for path in cohort.paths} if cohort is not None else _scans_of_the_run(self.folder)
+            )
+        batch = int(self.settings["config"].get("batch_size") or 8)
         with torch.no_grad():
-            return torch.stack([predict_ages(model, scans, batch) for model in models]).double().numpy()
-
-    return ages
+            return torch.stack([predict_ages(model, scans, batch) for model in self._models]).double().numpy()
 
 
 @keeps_caller_state
@@ -356,28 +396,23 @@ def predict_new_scans(
     settings = results["settings"]
     finished, chosen = choose_presets(folder, results, presets)
     extra = settings["config"]["extra"]
-    manifest = Path(manifest)
-    _list_new_scans(manifest, id_column, age_column)  # a manifest to refuse is refused before the models load
-    in_use, unfinished = folder_notes(folder, config, settings, {name: finished[name] for name in chosen})
-    cohort, unchecked = _training_cohort(folder, config, settings, progress)
     runs = [(preset, run) for preset in chosen for run in finished[preset]]
-    models = _checked_models(folder, settings, runs, cohort)
-    trained_on = {path.resolve() for path in cohort.paths} if cohort is not None else _scans_of_the_run(folder)
-    del cohort  # the training volumes: only the new scans' chunk stays in memory from here
+    in_use, unfinished = folder_notes(folder, config, settings, {name: finished[name] for name in chosen})
+    models = _RunModels(folder, config, settings, runs, progress)
     subjects, paths, predictions = read_new_scans(
         manifest,
         shape=extra["shape"],
         voxel_size=extra["voxel_size"],
-        predict=_ages_by_each(models, int(settings["config"].get("batch_size") or 8)),
+        predict=models,
         id_column=id_column,
         age_column=age_column,
         progress=progress,
     )
     notes = in_use + subjects.notes + unfinished
-    if unchecked:
-        notes.append(f"{unchecked}: the models' recorded test predictions were not checked")
+    if models.unchecked:
+        notes.append(f"{models.unchecked}: the models' recorded test predictions were not checked")
     notes += subjects.unusable_ages_note(manifest)
-    shared = [str(path) for path in paths if path.resolve() in trained_on]
+    shared = [str(path) for path in paths if path.resolve() in models.trained_on]
     if shared:
         notes.append(
             f"{manifest}: {plural(len(shared), 'scan')} of the run's training cohort (e.g. {shared[:2]}): the "

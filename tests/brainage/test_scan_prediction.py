@@ -159,14 +159,58 @@ def test_scans_are_read_and_predicted_a_few_at_a_time(trained, monkeypatch):
     assert paths == [new / name for name in listed] and subjects.features.shape == (5, 0)
     reference = np.stack([original(path, shape, voxel_size) for path in paths])
     np.testing.assert_allclose(values, [np.abs(reference).sum((1, 2, 3)), (reference**3).sum((1, 2, 3))], rtol=1e-4)
-    with pytest.raises(ValueError, match="scans_at_a_time must be at least 1, got 0"):
-        read_new_scans(manifest, shape=shape, voxel_size=voxel_size, predict=predict, scans_at_a_time=0)
+    for wrong in (0, "3", 2.0):
+        with pytest.raises(ValueError, match=f"scans_at_a_time must be an integer >= 1, got {wrong!r}"):
+            read_new_scans(manifest, shape=shape, voxel_size=voxel_size, predict=predict, scans_at_a_time=wrong)
+    with pytest.raises(ValueError, match=r"predict must return \(M, 2\) values for 2 scans, got \(2, 3\)"):
+        read_new_scans(
+            manifest, shape=shape, voxel_size=voxel_size, predict=lambda scans: np.zeros((2, 3)), scans_at_a_time=2
+        )
 
     whole = predict_new_scans(trained / "run", manifest, progress=False)
     monkeypatch.setattr(scan_prediction, "SCANS_AT_A_TIME", 1)
     one_by_one = predict_new_scans(trained / "run", manifest, progress=False)
     np.testing.assert_allclose(one_by_one.ages["l1"], whole.ages["l1"], atol=1e-5)
     assert one_by_one.to_csv().count("\n") == whole.to_csv().count("\n") == 6
+
+
+def test_an_age_column_of_another_name_and_rows_without_ids_are_noted_as_such(trained, tmp_path, capsys):
+    new = trained / "new"
+    manifest = _write(new / "years.csv", ["participant_id,path,age_years", ",n0.nii,40", ",n0.nii,41", "p2,n1.nii,50"])
+    predictions = predict_new_scans(trained / "run", manifest, progress=False)
+    assert predictions.subjects.ages is None
+    assert any(
+        "years.csv: no age column 'age' (did you mean 'age_years'?); predicting without ages (age_column= names it)"
+        in note
+        for note in predictions.notes
+    )
+    assert not any("subject id" in note for note in predictions.notes)  # the two rows have no id, one path
+    assert any("1 scan is listed on more than one row" in note for note in predictions.notes)
+    # Every skipped row is named on the command line, past the first few of the summary line.
+    broken = [f"gone{index}.nii" for index in range(5)]
+    manifest = _write(new / "gaps.csv", ["path", "n0.nii", *broken])
+    assert (
+        main(
+            ["brainage", "predict", str(trained / "run"), "--manifest", str(manifest), "--out", str(tmp_path / "a.csv")]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().err
+    assert "gaps.csv: skipped 5 of 6 rows (line 3: no file at" in printed and "and 2 more)" in printed
+    assert f"\n  line 6: no file at {new / 'gone3.nii'}\n  line 7: no file at {new / 'gone4.nii'}\n" in printed
+
+
+def test_a_manifest_of_unreadable_scans_is_refused_before_the_models_load(trained, monkeypatch):
+    import sodeep.brainage.scan_prediction as scan_prediction
+
+    new = trained / "new"
+    (new / "garbled.nii").write_bytes(b"not a volume")
+    manifest = _write(new / "unreadable.csv", ["path", "garbled.nii", "absent.nii"])
+    loads = []
+    monkeypatch.setattr(scan_prediction, "_training_cohort", lambda *args: loads.append(args) or (None, "none"))
+    with pytest.raises(ValueError, match=r"skipped 2 of 2 rows \(line 2: cannot read.*; line 3: no file at"):
+        predict_new_scans(trained / "run", manifest, progress=False)
+    assert not loads
 
 
 def test_a_changed_checkpoint_is_refused_and_a_missing_cohort_is_said_unchecked(trained, tmp_path):
