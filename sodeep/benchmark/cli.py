@@ -121,8 +121,7 @@ def run_bench_command(arguments: argparse.Namespace) -> int:
     print(f"results in {config.out}: {', '.join(['results.json', 'results.md', *written])}")
     if config.mnist is not None and "sorting" not in config.parts:
         print(
-            "note: --mnist is read by the sorting part only, which --parts leaves out: these results use no MNIST "
-            "(the files are recorded for a --resume that adds the part)",
+            "note: --mnist is read by the sorting part only, which --parts leaves out: these results use no MNIST",
             file=sys.stderr,
         )
     return 0

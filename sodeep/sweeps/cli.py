@@ -247,8 +247,7 @@ def again(arguments: argparse.Namespace) -> str:
 
 
 def command_report(arguments: argparse.Namespace) -> int:
-    from sodeep.run_folder import run_in_use
-    from sodeep.sweeps.report import can_plot, write_report
+    from sodeep.sweeps.report import can_plot, sweep_running, write_report
 
     words = ["sodeep", "sweep", "report", arguments.folder]
     words += ["--over", *arguments.over] if arguments.over is not None else []
@@ -264,9 +263,10 @@ def command_report(arguments: argparse.Namespace) -> int:
         command=shlex.join(words),
     )
     print("wrote " + ", ".join(str(path) for path in written.values()))
-    if run_in_use(Path(arguments.folder)) is not None:
+    if sweep_running(arguments.folder):
         print(
-            f"note: a sweep runs in {arguments.folder}: the report holds the trials finished so far; report again once it has ended"
+            f"note: the sweep, or one of its trials, runs in {arguments.folder}: the report holds the trials finished "
+            "so far; report again once the sweep has ended"
         )
     if not arguments.no_plots and not can_plot():
         print("no plots: matplotlib is not installed (pip install matplotlib)")

@@ -291,8 +291,7 @@ def markdown(
                 if counts.get("target reached")
                 else "`sodeep sweep run` with the same file runs them again"
             )
-            if counts.get("running"):
-                again = "the sweep is still running, so report again once it has ended; " + again + " then"
+            again = "report again once the sweep has ended" if counts.get("running") else again
             lines += [
                 "",
                 f"**Trials without results:** in {losing} setting{'' if losing == 1 else 's'}, trials "
@@ -316,8 +315,8 @@ def report_notes(
     name = (metric or {}).get("name")
     if counts.get("running"):
         notes.append(
-            "**Still running:** a sweep runs in this folder: the tables hold the trials finished so far; "
-            "report again once it has ended."
+            "**Still running:** the sweep, or one of its trials, runs in this folder: the tables hold the trials "
+            "finished so far."
         )
     if counts.get("target reached"):
         comparison = "<=" if metric.get("goal", "minimize") == "minimize" else ">="
@@ -368,7 +367,7 @@ def write_report(
             hint = f": give [{value!r}]" if isinstance(value, str) else ""
             raise TypeError(f"{name} must be a list of strings, got {type(value).__name__} {value!r}{hint}")
     summaries, counts = read_summaries(folder)
-    counts["running"] = int(run_in_use(folder) is not None)  # trials without a summary may be running now
+    counts["running"] = int(sweep_running(folder))  # trials without a summary may be running now
     if not summaries and not (folder / "sweep.json").is_file() and not (folder / "trials").is_dir():
         raise ValueError(
             f"{folder} is not a sweep folder (no sweep.json, no trials/) and holds no trial summary "
@@ -451,6 +450,13 @@ def write_report(
         if stale.relative_to(folder).as_posix() not in drawn.values():
             stale.unlink()
     return written
+
+
+def sweep_running(folder: str | Path) -> bool:
+    """Whether a command holds the sweep ``folder`` (one with ``sweep.json``) or one of its trials'
+    run folders: then its trials without a summary may be running."""
+    folder = Path(folder)
+    return (folder / "sweep.json").is_file() and run_in_use(folder) is not None
 
 
 def can_plot() -> bool:

@@ -431,20 +431,34 @@ def test_a_metric_name_with_a_line_break_keeps_its_heading_on_one_line(tmp_path)
 def test_a_report_of_a_sweep_still_running_says_so(tmp_path, capsys):
     """The trials without a summary may be running: the report says it holds those finished so
     far, not only that they failed or stopped, and says nothing of it once the sweep has ended."""
-    write_trials(tmp_path, [({"lr": lr}, {"loss": lr}, None, "finished") for lr in (0.1, 0.2)])
-    holder = subprocess.Popen([sys.executable, "-c", HOLDING_PROGRAM, str(tmp_path)])
+    write_trials(tmp_path, [({"lr": lr}, {"loss": lr}, None, "finished") for lr in (0.1, 0.2)], {"name": "loss"})
+    other = tmp_path / "elsewhere"  # the user's own run beside summaries, in a folder without sweep.json
+    other.mkdir()
+    (other / "summary.json").write_text((tmp_path / "trials" / "0000" / "summary.json").read_text())
+    holder = subprocess.Popen([sys.executable, "-c", HOLDING_PROGRAM, str(other)])
     try:
         deadline = time.monotonic() + 30
-        while not (tmp_path / "held").exists() and time.monotonic() < deadline:
+        while not (other / "held").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-        (tmp_path / "held").unlink()
+        (other / "held").unlink()
+        assert main(["report", str(other), "--no-plots"]) == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    assert "note:" not in capsys.readouterr().out and "running" not in (other / "report.md").read_text()
+    holder = subprocess.Popen([sys.executable, "-c", HOLDING_PROGRAM, str(tmp_path / "trials" / "9999")])
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "trials" / "9999" / "held").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (tmp_path / "trials" / "9999" / "held").unlink()
         assert main(["report", str(tmp_path), "--no-plots"]) == 0
     finally:
         holder.kill()
         holder.wait()
     printed, text = capsys.readouterr().out, (tmp_path / "report.md").read_text()
-    assert f"note: a sweep runs in {tmp_path}: the report holds the trials finished so far" in printed
-    assert "**Still running:** a sweep runs in this folder: the tables hold the trials finished so far" in text
+    assert f"note: the sweep, or one of its trials, runs in {tmp_path}: the report holds the trials" in printed
+    assert "**Still running:** the sweep, or one of its trials, runs in this folder: the tables hold" in text
     assert "1 without a summary: running, interrupted or not run" in text
     assert main(["report", str(tmp_path), "--no-plots"]) == 0
     printed, text = capsys.readouterr().out, (tmp_path / "report.md").read_text()
