@@ -184,7 +184,7 @@ def check_length_for(sorter: SorterFunction, scores: torch.Tensor) -> None:
         raise ValueError(
             f"the loss ranks rows of n={scores.shape[-1]} values, and its sorter takes {takes} (for (n,) "
             f"predictions n is the batch: a last, shorter batch? drop_last=True leaves it out); or give the loss "
-            "a sorter of any n, e.g. sorter=load_sorter()"
+            "a sorter of other n, e.g. sorter=load_sorter() (2 <= n <= 16,384)"
         )
     if isinstance(longest, int) and scores.shape[-1] > longest:
         raise ValueError(

@@ -141,9 +141,10 @@ class Sorter(nn.Module):
         if weights is None:
             weights = next(iter(self.buffers()), None)
         if weights is not None and weights.device != scores.device:
+            move = "to_empty(device=" if weights.is_meta else "to("  # meta weights hold no values to move
             raise ValueError(
                 f"the sorter is on {weights.device} and the scores on {scores.device}: move the sorter with the model, "
-                f"sorter.to({str(scores.device)!r})"
+                f"sorter.{move}{str(scores.device)!r})"
             )
         rows = scores.unsqueeze(0) if scores.dim() == 1 else scores
         ranks = self.rank_rows(rows)

@@ -744,8 +744,8 @@ def test_a_short_last_batch_for_a_fixed_length_sorter_is_named_as_the_losss_batc
         compute()
     assert str(raised.value) == (
         "the loss ranks rows of n=37 values, and its sorter takes only n=40 (for (n,) predictions n is the batch: "
-        "a last, shorter batch? drop_last=True leaves it out); or give the loss a sorter of any n, e.g. "
-        "sorter=load_sorter()"
+        "a last, shorter batch? drop_last=True leaves it out); or give the loss a sorter of other n, e.g. "
+        "sorter=load_sorter() (2 <= n <= 16,384)"
     )
     assert torch.isfinite(SpearmanLoss(sorter=sorter)(torch.randn(40), torch.randn(40)))
 

@@ -396,3 +396,7 @@ def test_scores_on_another_device_than_the_sorter_are_refused_in_one_line():
         str(raised.value)
         == "the sorter is on cpu and the scores on meta: move the sorter with the model, sorter.to('meta')"
     )
+    # A sorter moved to the meta device holds no values: to_empty, not to, brings it back.
+    with pytest.raises(ValueError) as raised:
+        load_sorter().to("meta")(torch.randn(2, 8))
+    assert str(raised.value).endswith("sorter.to_empty(device='cpu')")
