@@ -446,7 +446,8 @@ def yaml_reading(value: Any, wanted: str = "text", name: str | None = None) -> s
     setting (``name``) that takes ``wanted`` (``"text"`` or ``"number"``): YAML reads ``off``,
     ``no``, ``yes`` and ``on`` as booleans, ``~`` and an empty value as ``None``, and a number in
     e-notation without a dot (``1e1``) as text.  ``""`` for a value that came from flags or
-    Python: outside :func:`checking_yaml_settings`, or a ``name`` it does not list.
+    Python: outside :func:`checking_yaml_settings`, or where it lists the file's settings, for
+    a ``name`` it does not list (or none).
 
     Example:
         >>> with checking_yaml_settings():
@@ -456,7 +457,7 @@ def yaml_reading(value: Any, wanted: str = "text", name: str | None = None) -> s
         ''
     """
     from_the_file = _CHECKING_YAML_SETTINGS.get()
-    if from_the_file is False or (from_the_file is not True and name is not None and name not in from_the_file):
+    if from_the_file is False or (from_the_file is not True and (name is None or name not in from_the_file)):
         return ""
     if value is None:
         return "; YAML reads ~, null and an empty value as nothing: give one, or leave the key out for the default"

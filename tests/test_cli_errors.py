@@ -678,6 +678,19 @@ def test_settings_given_in_python_get_no_advice_about_yaml(tmp_path):
         load_config(TabularConfig, config, patience=3)
 
 
+def test_yaml_advice_is_given_for_the_settings_a_file_gave_and_no_others():
+    from sodeep.config import checking_yaml_settings, yaml_reading
+
+    with checking_yaml_settings(["steps"]):
+        assert yaml_reading("1e1", "number", "steps") == "; YAML reads 1e1 as text: write 10"
+        assert yaml_reading("1e1", "number", "seed") == yaml_reading("1e1", "number") == ""
+    with checking_yaml_settings(set()):
+        assert yaml_reading("1e1", "number") == ""
+    with checking_yaml_settings():
+        assert yaml_reading("1e1", "number") == "; YAML reads 1e1 as text: write 10"
+    assert yaml_reading("1e1", "number", "steps") == ""
+
+
 def test_a_flag_beside_a_config_file_gets_no_advice_about_yaml(tmp_path, capsys):
     config = tmp_path / "run.yaml"
     config.write_text("steps: 5\n")

@@ -16,6 +16,7 @@ Example (a folder of ``sodeep brainage nifti``, a manifest with a ``path`` colum
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,9 @@ from sodeep.wording import plural
 #: File names of scans, which a manifest lists (case aside).
 SCAN_SUFFIXES = (".nii", ".nii.gz", ".mgz", ".mgh", ".img", ".hdr")
 
+
+#: A column name holding the word "age" (``age_years``, ``Age (years)``, not ``image_id``).
+AGE_WORD = re.compile(r"(?<![a-z])age(?![a-z])")
 
 #: Scans read, and predicted by every model, at a time: memory holds this many volumes whatever
 #: the manifest's length.
@@ -150,7 +154,7 @@ def read_new_scans(
         notes.append(
             f"{manifest}: {plural(len(listed_again), 'scan')} {'is' if len(listed_again) == 1 else 'are'} listed on "
             f"more than one row (e.g. {listed_again[:3]}), each predicted once per row"
-            + ("; rows of one path are named with their CSV lines" if repeated and not listed.id_column else "")
+            + ("; rows of one path are named with their CSV lines" if set(repeated) - set(repeated_ids) else "")
         )
     notes += unmasked_note(str(manifest), torch.cat(litres), paths)
     ages = None
@@ -224,7 +228,8 @@ def _list_new_scans(manifest: Path, id_column: str | None, age_column: str | Non
             )
     else:
         age_column = find_column(columns, ["age"], "age")
-    close = None if age_column else closest_column("age", columns)
+    # A column named with the word "age" (age_years, Age (years)): a close spelling would take image_id.
+    close = None if age_column else next((name for name in columns if AGE_WORD.search(name.lower())), None)
     notes = [
         f"{manifest}: no age column 'age' (did you mean {close!r}?); predicting without ages (age_column= names it)"
     ]
@@ -383,8 +388,8 @@ def predict_new_scans(
     Returns:
         :class:`~sodeep.brainage.prediction.BrainAgePredictions`, ``(N,)`` per preset.  The scans
         are read and predicted :data:`SCANS_AT_A_TIME` at a time, so memory holds the models and
-        that many volumes whatever the manifest's length (and, to check the models, the run's
-        training volumes first).
+        that many volumes whatever the manifest's length (and, while the models are checked at
+        the first of them, the run's training volumes).
 
     Raises:
         ValueError: (one line) the folder is not a finished nifti run, a preset is not in it, a

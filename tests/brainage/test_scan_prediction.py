@@ -169,14 +169,20 @@ def test_scans_are_read_and_predicted_a_few_at_a_time(trained, monkeypatch):
 
     whole = predict_new_scans(trained / "run", manifest, progress=False)
     monkeypatch.setattr(scan_prediction, "SCANS_AT_A_TIME", 1)
+    checks, check_models = [], scan_prediction._checked_models
+    monkeypatch.setattr(scan_prediction, "_checked_models", lambda *args: checks.append(1) or check_models(*args))
     one_by_one = predict_new_scans(trained / "run", manifest, progress=False)
+    assert checks == [1]  # the models load and are checked once, not once a chunk
     np.testing.assert_allclose(one_by_one.ages["l1"], whole.ages["l1"], atol=1e-5)
     assert one_by_one.to_csv().count("\n") == whole.to_csv().count("\n") == 6
 
 
 def test_an_age_column_of_another_name_and_rows_without_ids_are_noted_as_such(trained, tmp_path, capsys):
     new = trained / "new"
-    manifest = _write(new / "years.csv", ["participant_id,path,age_years", ",n0.nii,40", ",n0.nii,41", "p2,n1.nii,50"])
+    manifest = _write(
+        new / "years.csv",
+        ["participant_id,image_id,path,age_years", ",i0,n0.nii,40", ",i1,n0.nii,41", "p2,i2,n1.nii,50"],
+    )
     predictions = predict_new_scans(trained / "run", manifest, progress=False)
     assert predictions.subjects.ages is None
     assert any(
@@ -185,7 +191,16 @@ def test_an_age_column_of_another_name_and_rows_without_ids_are_noted_as_such(tr
         for note in predictions.notes
     )
     assert not any("subject id" in note for note in predictions.notes)  # the two rows have no id, one path
-    assert any("1 scan is listed on more than one row" in note for note in predictions.notes)
+    assert any(
+        "1 scan is listed on more than one row" in note
+        and note.endswith("rows of one path are named with their CSV lines")
+        for note in predictions.notes
+    )
+    assert predictions.subjects.subject_ids[:2] == ["n0.nii (line 2)", "n0.nii (line 3)"]
+    unnamed = predict_new_scans(
+        trained / "run", _write(new / "ids.csv", ["image_id,path", "i0,n0.nii"]), progress=False
+    )
+    assert not any("no age column" in note for note in unnamed.notes)  # image_id holds no age
     # Every skipped row is named on the command line, past the first few of the summary line.
     broken = [f"gone{index}.nii" for index in range(5)]
     manifest = _write(new / "gaps.csv", ["path", "n0.nii", *broken])
