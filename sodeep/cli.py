@@ -45,6 +45,7 @@ from sodeep.config import (
 )
 from sodeep.files import os_error_line
 from sodeep.run_folder import INTERRUPTED, RunInterrupted, check_output_outside_run_folders, enclosing_run_folder
+from sodeep.sorters import REGISTER_HINT
 from sodeep.wording import advice_spelling
 
 #: Help of each pretraining setting (its default is added from :class:`PretrainConfig`).
@@ -281,7 +282,11 @@ def command_evaluate(arguments: argparse.Namespace) -> int:
     lengths = list(EVALUATION_LENGTHS) if arguments.lengths is None else parse_lengths(arguments.lengths)
     outside = [n for n in lengths if n < sorter.min_length or (sorter.max_length is not None and n > sorter.max_length)]
     if outside and len(outside) < len(lengths):
-        where = f"outside the sorter's range {sorter.min_length}..{sorter.max_length}"
+        where = (
+            f"not the n = {sorter.min_length} the sorter takes"
+            if sorter.min_length == sorter.max_length
+            else f"outside the sorter's range {sorter.min_length}..{sorter.max_length}"
+        )
         if arguments.lengths is not None:
             one = len(outside) == 1
             raise ValueError(
@@ -712,6 +717,7 @@ def main(argv: list[str] | None = None, *, parser: argparse.ArgumentParser | Non
             raise
         written_in = getattr(arguments, "out", None) or getattr(arguments, "root", None)
         message = " ".join((os_error_line(error, written_in) if isinstance(error, OSError) else str(error)).split())
+        message = message.replace(REGISTER_HINT, "")  # a class of one's own is registered in Python only
         if not isinstance(error, OSError):  # an OSError names files, not settings
             message = as_typed(message)  # advice a Python caller reads as keyword arguments
         if not isinstance(error, OSError) and not getattr(arguments, "config", None) and arguments.command != "sweep":

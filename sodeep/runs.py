@@ -363,7 +363,7 @@ class ProgressLines(Callback):
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         metrics = {key: value for key, value in trainer.callback_metrics.items() if key.startswith("val/")}
-        shown = ", ".join(f"{key}={float(value):.4g}" for key, value in sorted(metrics.items()))
+        shown = ", ".join(f"{key}={float(value):.6g}" for key, value in sorted(metrics.items()))  # 0.99997, not 1
         print(f"validation at step {trainer.global_step}: {shown}", file=sys.stderr, flush=True)
 
 

@@ -104,7 +104,10 @@ CASES = [
         ["evaluate", "--architecture", "original_cnn", "--lengths", "5,7"],
         "no length in 5,7 is one the sorter takes (n = 100 only): give lengths of 100",
     ),
-    (["evaluate", "{pretrained}/original_cnn_n100.pt", "--lengths", "2-300"], "lengths 2-99,101-300 are outside the"),
+    (
+        ["evaluate", "{pretrained}/original_cnn_n100.pt", "--lengths", "2-300"],
+        "lengths 2-99,101-300 are not the n = 100",
+    ),
     (
         ["evaluate", "--lengths", "2-100000000000"],
         "--lengths must not be a range of more than 1,000,000 lengths, got '2-100000000000', 99,999,999,999 of",
@@ -676,6 +679,14 @@ def test_settings_given_in_python_get_no_advice_about_yaml(tmp_path):
     config.write_text("folds: yes\n")
     with pytest.raises(ValueError, match="got True .bool.; YAML reads yes, no, on, off, true and false as booleans"):
         load_config(TabularConfig, config, patience=3)
+
+
+def test_the_command_line_is_told_the_sorters_it_knows_and_a_fixed_n_by_its_value(capsys):
+    error = _one_line_error(["evaluate", "--architecture", "mine"], capsys)
+    assert "unknown sorter architecture 'mine'; known: [" in error and "register" not in error
+    shipped = Path(sodeep.__file__).resolve().parents[1] / "pretrained" / "original_cnn_n100.pt"
+    error = _one_line_error(["evaluate", str(shipped), "--lengths", "5,100"], capsys)
+    assert "length 5 is not the n = 100 the sorter takes; leave it out" in error
 
 
 def test_yaml_advice_is_given_for_the_settings_a_file_gave_and_no_others():

@@ -924,6 +924,12 @@ def test_progress_lines_show_each_validation(tmp_path, monkeypatch, capsys):
     ]
     last_step = next(line for line in lines if line.startswith("step 8/8"))
     assert "train/l1=" in last_step and "val/" not in last_step  # the validation after it has its own line
+    # Six significant digits, as the metrics file holds them rounded: a Spearman of 0.99997 is not shown as 1.
+    import csv
+
+    with open(tmp_path / "run" / "csv" / "metrics.csv") as file:
+        spearman = [float(row["val/spearman"]) for row in csv.DictReader(file) if row.get("val/spearman")][-1]
+    assert f"val/spearman={spearman:.6g}" in next(line for line in lines if line.startswith("validation at step 8"))
 
 
 def test_the_signal_handlers_are_those_of_before_once_a_run_ends(tmp_path, monkeypatch):

@@ -33,6 +33,7 @@ from sodeep.losses.validation import (
     check_tensor,
 )
 from sodeep.ranks import rank
+from sodeep.sorters.conv import MAX_LENGTH
 from sodeep.wording import shown_float
 
 #: Any callable from ``(B, n)`` scores to ``(B, n)`` ranks in :func:`sodeep.rank`'s convention.
@@ -184,12 +185,13 @@ def check_length_for(sorter: SorterFunction, scores: torch.Tensor) -> None:
         raise ValueError(
             f"the loss ranks rows of n={scores.shape[-1]} values, and its sorter takes {takes} (for (n,) "
             f"predictions n is the batch: a last, shorter batch? drop_last=True leaves it out); or give the loss "
-            "a sorter of other n, e.g. sorter=load_sorter() (2 <= n <= 16,384)"
+            f"a sorter of other n, e.g. sorter=load_sorter() (2 <= n <= {MAX_LENGTH:,})"
         )
     if isinstance(longest, int) and scores.shape[-1] > longest:
+        shipped = f"load_sorter() (n <= {MAX_LENGTH:,}) or " if scores.shape[-1] <= MAX_LENGTH else ""
         raise ValueError(
             f"the loss ranks rows of n={scores.shape[-1]} values, more than its sorter takes ({longest}); give the "
-            "loss a sorter without that limit, e.g. sorter=PairwiseSigmoidSorter() (any n, memory B * n^2)"
+            f"loss a sorter that takes them, e.g. sorter={shipped}PairwiseSigmoidSorter() (any n, memory B * n^2)"
         )
 
 

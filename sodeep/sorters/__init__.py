@@ -61,6 +61,10 @@ class SorterRegistry(dict):
 SORTERS: SorterRegistry = SorterRegistry(_BUILT_IN)
 
 
+#: The end of an unknown architecture's message in Python (the command line knows the built-in sorters only).
+REGISTER_HINT = " (a sorter class of your own: register it first, sodeep.sorters.SORTERS[name] = cls)"
+
+
 def unknown_setting_hint(name: str, known: list[str]) -> str:
     """`` (a setting of 'conv' sorters)`` where another architecture takes ``name`` (a close
     match among ``known`` would then mislead: ``temperature_floor`` is not ``temperature``), else
@@ -103,10 +107,7 @@ def build_sorter(architecture: str, **config) -> Sorter:
         PairwiseSigmoidSorter(temperature=0.1)
     """
     if architecture not in SORTERS:
-        raise ValueError(
-            f"unknown sorter architecture {architecture!r}; known: {sorted(SORTERS)} (a sorter class of your own: "
-            "register it first, sodeep.sorters.SORTERS[name] = cls)"
-        )
+        raise ValueError(f"unknown sorter architecture {architecture!r}; known: {sorted(SORTERS)}{REGISTER_HINT}")
     cls = SORTERS[architecture]
     problem = settings_problem(cls, config, architecture)
     if problem:

@@ -654,8 +654,13 @@ def test_rows_longer_than_the_sorter_takes_are_refused_naming_the_losss_sorter_a
         compute()
     assert str(raised.value) == (
         f"the loss ranks rows of n={n} values, more than its sorter takes ({n - 1}); give the loss a sorter "
-        "without that limit, e.g. sorter=PairwiseSigmoidSorter() (any n, memory B * n^2)"
+        "that takes them, e.g. sorter=PairwiseSigmoidSorter() (any n, memory B * n^2)"
     )
+    # A sorter of a smaller capacity is pointed to the shipped one too.
+    with pytest.raises(
+        ValueError, match=r"takes \(64\); give the loss a sorter that takes them, e.g. sorter=load_sorter"
+    ):
+        SpearmanLoss(sorter=ConvSorter(capacity=64))(torch.randn(65), torch.randn(65))
     # ...and the advice works.
     assert torch.isfinite(SpearmanLoss(sorter=PairwiseSigmoidSorter())(predictions[:3000], targets[:3000]))
 
