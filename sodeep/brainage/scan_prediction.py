@@ -230,13 +230,11 @@ def _list_new_scans(manifest: Path, id_column: str | None, age_column: str | Non
         age_column = find_column(columns, ["age"], "age")
     # A column named with the word "age" (age_years, Age (years)): a close spelling would take image_id.
     close = None if age_column else next((name for name in columns if AGE_WORD.search(name.lower())), None)
-    notes = [
-        f"{manifest}: no age column 'age' (did you mean {close!r}?); predicting without ages (age_column= names it)"
-    ]
-
-    listed = _ListedScans(
-        rows=len(rows), id_column=id_column, ages=[] if age_column else None, notes=notes if close else []
-    )
+    listed = _ListedScans(rows=len(rows), id_column=id_column, ages=[] if age_column else None)
+    if close:
+        listed.notes.append(
+            f"{manifest}: no age column 'age' (did you mean {close!r}?); predicting without ages (age_column= names it)"
+        )
     for line, row in zip(lines, rows):
         file, problem = listed_file(manifest, row[path_column] or "")
         if problem is not None:
