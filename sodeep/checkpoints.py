@@ -24,7 +24,15 @@ from typing import Any
 import torch
 
 from sodeep.files import atomic_torch_save
-from sodeep.sorters import SORTERS, OriginalCNNSorter, OriginalLSTMLargeSorter, Sorter, build_sorter, settings_problem
+from sodeep.sorters import (
+    REGISTER_HINT_START,
+    SORTERS,
+    OriginalCNNSorter,
+    OriginalLSTMLargeSorter,
+    Sorter,
+    build_sorter,
+    settings_problem,
+)
 from sodeep.sorters.base import UNSET_WEIGHTS
 
 CHECKPOINT_FORMAT = "sodeep-sorter"
@@ -201,8 +209,8 @@ def sorter_from_payload(payload: Any, source: str = "checkpoint") -> Sorter:
     architecture = payload.get("architecture")
     if architecture not in SORTERS:
         raise CheckpointError(
-            f"{source} names unknown architecture {architecture!r}; known: {sorted(SORTERS)} (a sorter class of your "
-            f"own loads once registered in the process: sodeep.sorters.SORTERS[{architecture!r}] = cls)"
+            f"{source} names unknown architecture {architecture!r}; known: {sorted(SORTERS)}{REGISTER_HINT_START} "
+            f"loads once registered in the process: sodeep.sorters.SORTERS[{architecture!r}] = cls)"
         )
     if "config" not in payload:
         raise CheckpointError(

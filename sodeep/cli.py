@@ -45,7 +45,7 @@ from sodeep.config import (
 )
 from sodeep.files import os_error_line
 from sodeep.run_folder import INTERRUPTED, RunInterrupted, check_output_outside_run_folders, enclosing_run_folder
-from sodeep.sorters import REGISTER_HINT
+from sodeep.sorters import REGISTER_HINT_START
 from sodeep.wording import advice_spelling
 
 #: Help of each pretraining setting (its default is added from :class:`PretrainConfig`).
@@ -662,6 +662,14 @@ def _command_parser(parser: argparse.ArgumentParser, argv: Sequence[str]) -> arg
         parser = commands.choices[word]
 
 
+def without_register_hint(message: str) -> str:
+    """``message`` less its advice to register a sorter class in Python, which the command line
+    cannot follow (it knows the built-in sorters only)."""
+    start = message.find(REGISTER_HINT_START)
+    end = message.find(")", start)
+    return message if start < 0 or end < 0 else message[:start] + message[end + 1 :]
+
+
 def main(argv: list[str] | None = None, *, parser: argparse.ArgumentParser | None = None) -> int:
     """Run one command.  Bad input (a missing, unreadable or foreign file, an invalid value;
     ``ValueError`` and ``OSError``, of which ``CheckpointError`` is one) ends with one line on stderr
@@ -717,7 +725,7 @@ def main(argv: list[str] | None = None, *, parser: argparse.ArgumentParser | Non
             raise
         written_in = getattr(arguments, "out", None) or getattr(arguments, "root", None)
         message = " ".join((os_error_line(error, written_in) if isinstance(error, OSError) else str(error)).split())
-        message = message.replace(REGISTER_HINT, "")  # a class of one's own is registered in Python only
+        message = without_register_hint(message)  # a class of one's own is registered in Python only
         if not isinstance(error, OSError):  # an OSError names files, not settings
             message = as_typed(message)  # advice a Python caller reads as keyword arguments
         if not isinstance(error, OSError) and not getattr(arguments, "config", None) and arguments.command != "sweep":

@@ -681,9 +681,24 @@ def test_settings_given_in_python_get_no_advice_about_yaml(tmp_path):
         load_config(TabularConfig, config, patience=3)
 
 
-def test_the_command_line_is_told_the_sorters_it_knows_and_a_fixed_n_by_its_value(capsys):
+def test_the_command_line_is_told_the_sorters_it_knows_and_a_fixed_n_by_its_value(tmp_path, capsys):
     error = _one_line_error(["evaluate", "--architecture", "mine"], capsys)
     assert "unknown sorter architecture 'mine'; known: [" in error and "register" not in error
+    # A checkpoint of a class of one's own, as Python saves it once registered.
+    from sodeep import save_sorter
+    from sodeep.sorters import SORTERS, PairwiseSigmoidSorter
+
+    class Mine(PairwiseSigmoidSorter):
+        architecture = "mine"
+
+    SORTERS["mine"] = Mine
+    try:
+        save_sorter(Mine(), tmp_path / "mine.pt")
+    finally:
+        del SORTERS["mine"]
+    for argv in (["evaluate", str(tmp_path / "mine.pt")], ["pretrain", "--init-from", str(tmp_path / "mine.pt")]):
+        error = _one_line_error([*argv, "--out", str(tmp_path / "out")], capsys)
+        assert "names unknown architecture 'mine'; known: [" in error and "register" not in error, error
     shipped = Path(sodeep.__file__).resolve().parents[1] / "pretrained" / "original_cnn_n100.pt"
     error = _one_line_error(["evaluate", str(shipped), "--lengths", "5,100"], capsys)
     assert "length 5 is not the n = 100 the sorter takes; leave it out" in error

@@ -453,7 +453,8 @@ def map_rank_loss(scores: torch.Tensor, labels: torch.Tensor, sorter: SorterFunc
 
 
 class MapRankLoss(FrozenSorterMixin):
-    """Module form of :func:`map_rank_loss`."""
+    """Module form of :func:`map_rank_loss`: ``loss(scores, labels)``, both ``(B, C)`` (``B >= 2``
+    samples, ``C`` classes; labels in {0, 1}) -> a scalar."""
 
     def __init__(self, sorter: SorterFunction | None = None) -> None:
         super().__init__()
@@ -490,7 +491,8 @@ def recall_rank_loss(scores: torch.Tensor, sorter: SorterFunction) -> torch.Tens
 
 
 class RecallRankLoss(FrozenSorterMixin):
-    """Module form of :func:`recall_rank_loss`."""
+    """Module form of :func:`recall_rank_loss`: ``loss(scores)``, ``(N, N)`` similarities of ``N``
+    queries and ``N`` items with the positives on the diagonal -> a scalar."""
 
     def __init__(self, sorter: SorterFunction | None = None) -> None:
         super().__init__()
@@ -541,7 +543,8 @@ def hard_negative_rank_loss(
 
 
 class HardNegativeRankLoss(FrozenSorterMixin):
-    """Module form of :func:`hard_negative_rank_loss`."""
+    """Module form of :func:`hard_negative_rank_loss`: ``loss(scores)``, ``(N, N)`` similarities
+    with the positives on the diagonal -> a scalar."""
 
     def __init__(
         self, sorter: SorterFunction | None = None, margin: float | None = None, hard_negatives: int = 1

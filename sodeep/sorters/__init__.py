@@ -61,8 +61,10 @@ class SorterRegistry(dict):
 SORTERS: SorterRegistry = SorterRegistry(_BUILT_IN)
 
 
-#: The end of an unknown architecture's message in Python (the command line knows the built-in sorters only).
-REGISTER_HINT = " (a sorter class of your own: register it first, sodeep.sorters.SORTERS[name] = cls)"
+#: How the end of an unknown architecture's message in Python begins (the command line knows the
+#: built-in sorters only, and leaves it out).
+REGISTER_HINT_START = " (a sorter class of your own"
+REGISTER_HINT = REGISTER_HINT_START + ": register it first, sodeep.sorters.SORTERS[name] = cls)"
 
 
 def unknown_setting_hint(name: str, known: list[str]) -> str:
