@@ -295,7 +295,8 @@ def markdown(
             lines += [
                 "",
                 f"**Trials without results:** in {losing} setting{'' if losing == 1 else 's'}, trials "
-                f"{'are running, ' if counts.get('running') else ''}failed or stopped before their summary (`trials/<id>/output.log` says why): their units are in neither n "
+                f"{'are running, ' if counts.get('running') else ''}failed or stopped before their summary "
+                "(`trials/<id>/output.log` says why): their units are in neither n "
                 f"nor its m; {again}.",
             ]
         if metric in plots:
