@@ -167,21 +167,19 @@ def pretrain_config(arguments: argparse.Namespace) -> PretrainConfig:
         raise
 
 
-def _check_wandb_login_early(setting: str | None, out: str, *, resume: bool, overwrite: bool) -> None:
-    """An online run without a W&B login refused in a second, before Lightning loads (the run
-    checks again once its folder is settled)."""
-    from sodeep.config import run_wandb_mode
-    from sodeep.run_folder import resumes_started_run
-    from sodeep.wandb_setup import check_wandb_login
-
-    resuming = (resume or resumes_started_run(out, overwrite)) and not overwrite
-    mode, chosen_by = run_wandb_mode(setting, out, resume=resuming)
-    check_wandb_login(mode, chosen_by=chosen_by)
-
-
 def command_pretrain(arguments: argparse.Namespace) -> int:
+    from sodeep.run_folder import resumes_started_run
+    from sodeep.wandb_setup import check_wandb_login_before_a_run
+
     config = pretrain_config(arguments)
-    _check_wandb_login_early(config.wandb, config.out, resume=arguments.resume, overwrite=arguments.overwrite)
+    # An online run without a W&B login refused in a second, before Lightning loads (the run
+    # checks again once its folder is settled).
+    check_wandb_login_before_a_run(
+        config.wandb,
+        config.out,
+        resume=(arguments.resume or resumes_started_run(config.out, arguments.overwrite)) and not arguments.overwrite,
+        config_file=arguments.config if arguments.wandb is None else None,
+    )
     from sodeep.checkpoints import RUN_SORTER
     from sodeep.pretraining import holds_a_checkpoint, pretrain, run_finished, saved_step_of_this_run
     from sodeep.run_folder import (

@@ -81,6 +81,20 @@ def wandb_identity(name: str) -> dict[str, str]:
     return {"project": os.environ.get("WANDB_PROJECT") or WANDB_PROJECT, "name": os.environ.get("WANDB_NAME") or name}
 
 
+def check_wandb_login_before_a_run(
+    setting: str | None, out: str | os.PathLike, *, resume: bool, config_file: str | os.PathLike | None = None
+) -> None:
+    """:func:`check_wandb_login` for a command's run into ``out`` before its folder is touched, for
+    the mode the ``setting`` chooses (:func:`sodeep.config.run_wandb_mode`); ``config_file``: the
+    YAML file that gave the setting (no flag did), which a refusal names."""
+    from sodeep.config import run_wandb_mode
+
+    mode, chosen_by = run_wandb_mode(setting, out, resume=resume)
+    if config_file is not None and setting is not None:
+        chosen_by = f"wandb: {setting} in {config_file}"
+    check_wandb_login(mode, chosen_by=chosen_by)
+
+
 def check_wandb_login(
     mode: str, flag: str = "wandb", *, logs_in_this_process: bool = True, chosen_by: str | None = None
 ) -> None:

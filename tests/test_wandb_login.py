@@ -97,11 +97,17 @@ def test_credentials_or_a_local_mode_are_accepted(tmp_path, mode, environment):
         # The flag wins over the caller's WANDB_MODE: the run would be online, so it needs a login.
         (["brainage", "tabular", "--max-epochs", "1", "--wandb", "online"], {"WANDB_MODE": "offline"}),
         (["pretrain", "--steps", "2"], {"WANDB_MODE": "run"}),  # no flag: the environment's mode
+        # No flag, a config file's setting: the file is named.
+        (["pretrain", "--steps", "2", "--config", "{config}"], {"WANDB_MODE": "offline"}),
+        (["brainage", "tabular", "--max-epochs", "1", "--config", "{config}"], {}),
     ],
 )
 def test_a_command_refuses_before_creating_the_folder(tmp_path, command, environment):
     # A fresh process: W&B keeps credentials of earlier runs in the process that made them.
     out = tmp_path / "run"
+    config = tmp_path / "online.yaml"
+    config.write_text("wandb: online\n")
+    command = [str(config) if word == "{config}" else word for word in command]
     variables = {key: value for key, value in os.environ.items() if key not in ("WANDB_MODE", "WANDB_API_KEY")}
     variables.update(HOME=str(tmp_path), **environment)
     # `python -m sodeep`, telling at exit whether Lightning was loaded: the login is checked first.
@@ -117,6 +123,8 @@ def test_a_command_refuses_before_creating_the_folder(tmp_path, command, environ
     chose = (
         "--wandb online"
         if "--wandb" in command
+        else f"wandb: online in {config} (with no --wandb setting) asks for an online run, which"
+        if "--config" in command
         else "WANDB_MODE=run (with no --wandb setting) asks for an online run, which"
     )
     assert result.stderr.endswith(

@@ -435,6 +435,12 @@ def _handler(config_class: type[CommandConfig], function: str) -> Callable[[argp
         if arguments.overwrite and arguments.config:  # the YAML file is read: clearing OUT must not delete it
             check_no_input_inside(Path(config.out), {"config": arguments.config})
         resume = arguments.resume or resumes_started_run(config.out, arguments.overwrite)
+        if arguments.config and "wandb" not in flags:  # an online run the file asks for, refused naming it
+            from sodeep.wandb_setup import check_wandb_login_before_a_run
+
+            check_wandb_login_before_a_run(
+                config.wandb, config.out, resume=resume and not arguments.overwrite, config_file=arguments.config
+            )
         try:
             results = getattr(commands, function)(config, resume=resume, overwrite=arguments.overwrite)
         except RunInterrupted:
