@@ -25,6 +25,7 @@ import torch
 
 from sodeep.files import atomic_torch_save
 from sodeep.sorters import (
+    REGISTER_HINT_END,
     REGISTER_HINT_START,
     SORTERS,
     OriginalCNNSorter,
@@ -210,7 +211,7 @@ def sorter_from_payload(payload: Any, source: str = "checkpoint") -> Sorter:
     if architecture not in SORTERS:
         raise CheckpointError(
             f"{source} names unknown architecture {architecture!r}; known: {sorted(SORTERS)}{REGISTER_HINT_START} "
-            f"loads once registered in the process: sodeep.sorters.SORTERS[{architecture!r}] = cls)"
+            f"loads once registered in the process: sodeep.sorters.SORTERS[{architecture!r}{REGISTER_HINT_END}"
         )
     if "config" not in payload:
         raise CheckpointError(

@@ -45,7 +45,7 @@ from sodeep.config import (
 )
 from sodeep.files import os_error_line
 from sodeep.run_folder import INTERRUPTED, RunInterrupted, check_output_outside_run_folders, enclosing_run_folder
-from sodeep.sorters import REGISTER_HINT_START
+from sodeep.sorters import REGISTER_HINT_END, REGISTER_HINT_START
 from sodeep.wording import advice_spelling
 
 #: Help of each pretraining setting (its default is added from :class:`PretrainConfig`).
@@ -664,8 +664,8 @@ def without_register_hint(message: str) -> str:
     """``message`` less its advice to register a sorter class in Python, which the command line
     cannot follow (it knows the built-in sorters only)."""
     start = message.find(REGISTER_HINT_START)
-    end = message.find(")", start)
-    return message if start < 0 or end < 0 else message[:start] + message[end + 1 :]
+    end = message.find(REGISTER_HINT_END, start)  # the hint's own end: a name in it may hold a ")"
+    return message if start < 0 or end < 0 else message[:start] + message[end + len(REGISTER_HINT_END) :]
 
 
 def main(argv: list[str] | None = None, *, parser: argparse.ArgumentParser | None = None) -> int:

@@ -689,16 +689,17 @@ def test_the_command_line_is_told_the_sorters_it_knows_and_a_fixed_n_by_its_valu
     from sodeep.sorters import SORTERS, PairwiseSigmoidSorter
 
     class Mine(PairwiseSigmoidSorter):
-        architecture = "mine"
+        architecture = "mine (v2)"  # a name that holds the ")" the hint ends with
 
-    SORTERS["mine"] = Mine
+    SORTERS["mine (v2)"] = Mine
     try:
         save_sorter(Mine(), tmp_path / "mine.pt")
     finally:
-        del SORTERS["mine"]
+        del SORTERS["mine (v2)"]
     for argv in (["evaluate", str(tmp_path / "mine.pt")], ["pretrain", "--init-from", str(tmp_path / "mine.pt")]):
         error = _one_line_error([*argv, "--out", str(tmp_path / "out")], capsys)
-        assert "names unknown architecture 'mine'; known: [" in error and "register" not in error, error
+        assert "names unknown architecture 'mine (v2)'; known: [" in error and "register" not in error, error
+        assert error.rstrip().endswith("']"), error  # the known names' list ends the line
     shipped = Path(sodeep.__file__).resolve().parents[1] / "pretrained" / "original_cnn_n100.pt"
     error = _one_line_error(["evaluate", str(shipped), "--lengths", "5,100"], capsys)
     assert "length 5 is not the n = 100 the sorter takes; leave it out" in error

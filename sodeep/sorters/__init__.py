@@ -64,7 +64,8 @@ SORTERS: SorterRegistry = SorterRegistry(_BUILT_IN)
 #: How the end of an unknown architecture's message in Python begins (the command line knows the
 #: built-in sorters only, and leaves it out).
 REGISTER_HINT_START = " (a sorter class of your own"
-REGISTER_HINT = REGISTER_HINT_START + ": register it first, sodeep.sorters.SORTERS[name] = cls)"
+REGISTER_HINT_END = "] = cls)"
+REGISTER_HINT = REGISTER_HINT_START + ": register it first, sodeep.sorters.SORTERS[name" + REGISTER_HINT_END
 
 
 def unknown_setting_hint(name: str, known: list[str]) -> str:
