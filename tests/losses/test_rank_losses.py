@@ -737,22 +737,29 @@ def test_a_loss_moved_to_the_meta_device_is_told_to_use_to_empty():
     assert torch.isfinite(loss(torch.randn(8), torch.randn(8)))
 
 
-@pytest.mark.parametrize("form", ["module", "function"])
-def test_a_short_last_batch_for_a_fixed_length_sorter_is_named_as_the_losss_batch(form):
-    sorter = OriginalCNNSorter(length=40)
-    predictions, targets = torch.randn(37), torch.randn(37)
-    if form == "module":
-        compute = lambda: SpearmanLoss(sorter=sorter)(predictions, targets)  # noqa: E731
-    else:
-        compute = lambda: spearman_loss(predictions, targets, sorter)  # noqa: E731
+SHORT_BATCH_CALLS = {
+    "spearman module": lambda sorter, size: SpearmanLoss(sorter=sorter)(torch.randn(size), torch.randn(size)),
+    "spearman function": lambda sorter, size: spearman_loss(torch.randn(size), torch.randn(size), sorter),
+    "map": lambda sorter, size: MapRankLoss(sorter=sorter)(
+        torch.randn(size, 3), (torch.arange(size)[:, None] % 2 == torch.arange(3)[None] % 2).float()
+    ),
+    "recall": lambda sorter, size: RecallRankLoss(sorter=sorter)(torch.randn(size, size)),
+    "hard negative": lambda sorter, size: HardNegativeRankLoss(sorter=sorter)(torch.randn(size, size)),
+}
+
+
+@pytest.mark.parametrize("call", SHORT_BATCH_CALLS.values(), ids=SHORT_BATCH_CALLS)
+def test_a_short_last_batch_for_a_fixed_length_sorter_is_named_as_the_losss_batch(call):
+    """Each rank loss ranks across its batch, so a last, shorter batch meets a fixed-n sorter."""
+    sorter = OriginalCNNSorter(length=40).eval()
     with pytest.raises(ValueError) as raised:
-        compute()
-    assert str(raised.value) == (
-        "the loss ranks rows of n=37 values, and its sorter takes only n=40 (for (n,) predictions n is the batch: "
-        "a last, shorter batch? drop_last=True leaves it out); or give the loss a sorter of other n, e.g. "
-        "sorter=load_sorter() (2 <= n <= 16,384)"
+        call(sorter, 37)
+    assert str(raised.value).startswith(  # map_rank_loss adds how its (B, C) scores are ranked
+        "the loss ranks rows of n=37 values, and its sorter takes only n=40 (n is the batch for (n,) predictions, "
+        "(B, C) scores and (N, N) similarities: a last, shorter batch? drop_last=True leaves it out); or give the "
+        "loss a sorter of other n, e.g. sorter=load_sorter() (2 <= n <= 16,384)"
     )
-    assert torch.isfinite(SpearmanLoss(sorter=sorter)(torch.randn(40), torch.randn(40)))
+    assert torch.isfinite(call(sorter, 40))
 
 
 def test_an_adapted_ascending_sorter_of_rows_only_takes_one_row_as_the_other_sorters_do():
