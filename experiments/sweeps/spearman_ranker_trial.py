@@ -87,9 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     result = train_regression(ranker, data, arguments.seed, arguments.steps, arguments.batch, arguments.learning_rate)
     print(f"{arguments.ranker} on {arguments.task}, seed {arguments.seed}: test Spearman {result['spearman']:.4f}")
     settings = {key: value for key, value in vars(arguments).items() if key != "wandb_dir"}
+    # The W&B run first, the summary last: a trial with a summary is complete, and a stop before
+    # it leaves a trial that the sweep runs again. A W&B failure other than a stop keeps the metrics.
+    try:
+        log_to_wandb(settings, result, wandb_folder)
+    except Exception as error:
+        print(f"note: no W&B run was written ({type(error).__name__}: {error}); the summary holds the metrics",
+              file=sys.stderr)  # fmt: skip
     if write_trial_summary(settings, result) is not None:
         _written.append("its summary")
-    log_to_wandb(settings, result, wandb_folder)
     return 0
 
 
@@ -98,7 +104,7 @@ _written: list[str] = []
 
 
 def _kept() -> str:
-    return f"{_written[0]} was written (its W&B run was not)" if _written else "no summary was written"
+    return f"{_written[0]} was written" if _written else "no summary was written"
 
 
 def _wandb_mode() -> str:

@@ -3,6 +3,7 @@ console script (or the sweep's own program) accepts."""
 
 import dataclasses
 import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -137,15 +138,29 @@ def test_the_trial_program_refuses_a_wandb_folder_it_cannot_make_before_training
     assert capsys.readouterr().err == f"WANDB_DIR: {precious} is a file, not a folder; choose another path\n"
 
 
-def test_the_trial_program_stopped_after_writing_its_summary_says_so(tmp_path, monkeypatch):
+def test_the_trial_program_stopped_while_it_logs_to_wandb_writes_no_summary(tmp_path, monkeypatch):
+    """A summary marks a complete trial: a stop during the W&B logging leaves none, so that the
+    sweep runs the trial again rather than keep a W&B run without its metrics."""
     program = _trial_program()
     monkeypatch.setattr(program, "log_to_wandb", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
     monkeypatch.setenv("SODEEP_SWEEP_TRIAL_SUMMARY", str(tmp_path / "summary.json"))
     assert program._kept() == "no summary was written"
-    with pytest.raises(KeyboardInterrupt):  # a stop while the trial logs to W&B, after its summary
+    with pytest.raises(KeyboardInterrupt):
         program.main(["--ranker", "mse", "--steps", "2"])
-    assert (tmp_path / "summary.json").is_file()
-    assert program._kept() == "its summary was written (its W&B run was not)"
+    assert not (tmp_path / "summary.json").exists()
+    assert program._kept() == "no summary was written"
+
+
+def test_the_trial_program_keeps_its_metrics_when_wandb_fails(tmp_path, monkeypatch, capsys):
+    program = _trial_program()
+    monkeypatch.setattr(program, "log_to_wandb", lambda *args: (_ for _ in ()).throw(OSError("disk full")))
+    monkeypatch.setenv("SODEEP_SWEEP_TRIAL_SUMMARY", str(tmp_path / "summary.json"))
+    assert program.main(["--ranker", "mse", "--steps", "2"]) == 0
+    assert json.loads((tmp_path / "summary.json").read_text())["metrics"].keys() >= {"spearman"}
+    assert capsys.readouterr().err.endswith(
+        "note: no W&B run was written (OSError: disk full); the summary holds the metrics\n"
+    )
+    assert program._kept() == "its summary was written"
 
 
 def test_the_trial_program_ends_a_stop_in_one_line(tmp_path):
