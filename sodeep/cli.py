@@ -48,6 +48,9 @@ from sodeep.run_folder import INTERRUPTED, RunInterrupted, check_output_outside_
 from sodeep.sorters import REGISTER_HINT_END, REGISTER_HINT_START
 from sodeep.wording import advice_spelling
 
+#: The seed of the weights of an untrained sorter that ``evaluate --architecture`` measures.
+UNTRAINED_WEIGHTS_SEED = 0
+
 #: Help of each pretraining setting (its default is added from :class:`PretrainConfig`).
 PRETRAIN_HELP = {
     "architecture": "sorter architecture (see sodeep.sorters.SORTERS)",
@@ -272,8 +275,10 @@ def command_evaluate(arguments: argparse.Namespace) -> int:
             check_output_outside_run_folders(path, flag)
     if arguments.architecture:
         options = parse_json_object(arguments.sorter or "{}", "--sorter")
-        sorter = build_sorter(arguments.architecture, **options)
-        title = f"untrained {arguments.architecture} {sorter.config()}"
+        with torch.random.fork_rng(devices=[]):  # the same untrained weights on every run, the caller's state kept
+            torch.manual_seed(UNTRAINED_WEIGHTS_SEED)
+            sorter = build_sorter(arguments.architecture, **options)
+        title = f"untrained {arguments.architecture} {sorter.config()}, weights of seed {UNTRAINED_WEIGHTS_SEED}"
     else:
         sorter = load_sorter(arguments.checkpoint)
         title = arguments.checkpoint or f"the shipped sorter ({default_sorter_path().name})"
@@ -287,9 +292,14 @@ def command_evaluate(arguments: argparse.Namespace) -> int:
         )
         if arguments.lengths is not None:
             one = len(outside) == 1
+            within = (
+                f"--lengths {sorter.min_length}"
+                if sorter.min_length == sorter.max_length
+                else f"--lengths within {sorter.min_length}..{sorter.max_length}"
+            )
             raise ValueError(
                 f"{'length' if one else 'lengths'} {lengths_summary(outside)} {'is' if one else 'are'} {where}; "
-                f"leave {'it' if one else 'them'} out"
+                f"give {within}"
             )
         print(f"sodeep evaluate: the default lengths {lengths_summary(outside)} are {where}: left out", file=sys.stderr)
     with torch.no_grad():
@@ -298,10 +308,15 @@ def command_evaluate(arguments: argparse.Namespace) -> int:
         )
     text = format_fidelity_markdown(rows, title=title)
     print(text)
+    outputs = [(path, what) for path, what in ((arguments.out, "table"), (arguments.json, "rows")) if path]
+    # The checks above let through only an empty file or one an evaluation wrote.
+    replaced = [(path, what) for path, what in outputs if Path(path).is_file() and Path(path).stat().st_size > 0]
     if arguments.out:
         atomic_write_text(arguments.out, text + "\n")
     if arguments.json:
         atomic_write_json(arguments.json, [{"sorter": title, **row} for row in fidelity_rows_json(rows)])
+    for path, what in replaced:
+        print(f"sodeep evaluate: replaced the {what} an earlier evaluation wrote in {path}", file=sys.stderr)
     return 0
 
 
@@ -365,7 +380,8 @@ def add_evaluate_parser(commands: Any) -> None:
         help="sorter checkpoint or pretraining run folder (default: the shipped sorter)",
     )
     evaluate.add_argument(
-        "--architecture", help="evaluate an untrained sorter of this architecture instead of a checkpoint"
+        "--architecture",
+        help="evaluate an untrained sorter of this architecture instead of a checkpoint (weights of seed 0)",
     )
     evaluate.add_argument("--sorter", help="JSON config of the --architecture sorter (only with --architecture)")
     evaluate.add_argument("--lengths", help='lengths, e.g. "5,100" (default: 2,3,5,8,16,32,64,100,128,256)')

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -197,19 +198,43 @@ def summarize(rows: list[FidelityRow], by: str) -> dict:
 FIDELITY_TABLE_HEADING = "Spearman with the exact ranks / mean absolute rank error (positions):"
 
 
+_TABLE_ROW = re.compile(r"\| .* \|")
+_WORST_LINE = re.compile(r"Worst mean Spearman over n: \S+; worst cell: \S+\.")
+_UNDEFINED_LINE = (
+    "A Spearman of - is undefined: every sequence of that cell is constant (all tied); the means leave such cells out."
+)
+
+
 def is_fidelity_table(text: str) -> bool:
-    """Whether ``text`` is a table :func:`format_fidelity_markdown` wrote (one that an evaluation
-    may replace): the heading first, or after a title line and a blank line."""
+    """Whether ``text`` is, whole, a table :func:`format_fidelity_markdown` wrote (one that an
+    evaluation may replace): an optional title, the heading, the table and its closing lines,
+    and nothing else (a line added to such a file makes it the user's)."""
     lines = text.splitlines()
-    return lines[:1] == [FIDELITY_TABLE_HEADING] or (
-        lines[:1] != [] and lines[0].startswith("### ") and lines[1:3] == ["", FIDELITY_TABLE_HEADING]
+    if lines[:1] and lines[0].startswith("### ") and lines[1:2] == [""]:
+        lines = lines[2:]
+    body = lines[2:-1] if lines[-1:] == [_UNDEFINED_LINE] else lines[2:]
+    if lines[:2] != [FIDELITY_TABLE_HEADING, ""] or len(body) < 5:
+        return False
+    header, separator, *rows, blank, worst = body
+    return (
+        header.startswith("| family | ")
+        and separator.startswith("|---|")
+        and all(_TABLE_ROW.fullmatch(row) for row in rows)
+        and rows[-1].startswith("| **mean** |")
+        and blank == ""
+        and _WORST_LINE.fullmatch(worst) is not None
     )
 
 
+#: The keys of a row that ``sodeep evaluate --json`` writes (``sorter`` names what was evaluated).
+FIDELITY_ROW_KEYS = frozenset({"family", "length", "l1", "spearman", "rank_error"})
+
+
 def is_fidelity_rows(data: Any) -> bool:
-    """Whether ``data`` (parsed JSON) is a list of fidelity rows, as ``sodeep evaluate --json`` writes."""
+    """Whether ``data`` (parsed JSON) is a list of fidelity rows as ``sodeep evaluate --json``
+    writes them, and nothing else: rows of exactly its keys (with or without ``sorter``)."""
     return isinstance(data, list) and all(
-        isinstance(row, dict) and {"family", "length", "spearman"} <= row.keys() for row in data
+        isinstance(row, dict) and row.keys() - {"sorter"} == FIDELITY_ROW_KEYS for row in data
     )
 
 
@@ -253,10 +278,7 @@ def format_fidelity_markdown(rows: list[FidelityRow], title: str = "") -> str:
         f"worst cell: {_shown(min(defined, default=math.nan))}."
     )
     if len(defined) < len(rows):
-        lines.append(
-            "A Spearman of - is undefined: every sequence of that cell is constant (all tied); "
-            "the means leave such cells out."
-        )
+        lines.append(_UNDEFINED_LINE)
     return "\n".join(lines)
 
 

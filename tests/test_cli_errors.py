@@ -94,8 +94,14 @@ CASES = [
     (["evaluate", "{inputs}/missing.pt"], "no sorter checkpoint at"),
     (["evaluate", "--lengths", "20000"], "no length in 20000 is one the sorter takes"),
     (["evaluate", "--sequences", "0"], "--sequences must be in 1..4096, got 0"),
-    (["evaluate", "--lengths", "5,20000"], "length 20000 is outside the sorter's range 2..16384; leave it out"),
-    (["evaluate", "--lengths", "2-20000"], "lengths 16385-20000 are outside the sorter's range 2..16384; leave them"),
+    (
+        ["evaluate", "--lengths", "5,20000"],
+        "length 20000 is outside the sorter's range 2..16384; give --lengths within 2..16384",
+    ),
+    (
+        ["evaluate", "--lengths", "2-20000"],
+        "lengths 16385-20000 are outside the sorter's range 2..16384; give --lengths within 2..16384",
+    ),
     (
         ["evaluate", "--lengths", "20000-30000"],
         "no length in 20000-30000 is one the sorter takes (n in 2..16384): give lengths in 2..16384",
@@ -702,7 +708,7 @@ def test_the_command_line_is_told_the_sorters_it_knows_and_a_fixed_n_by_its_valu
         assert error.rstrip().endswith("']"), error  # the known names' list ends the line
     shipped = Path(sodeep.__file__).resolve().parents[1] / "pretrained" / "original_cnn_n100.pt"
     error = _one_line_error(["evaluate", str(shipped), "--lengths", "5,100"], capsys)
-    assert "length 5 is not the n = 100 the sorter takes; leave it out" in error
+    assert "length 5 is not the n = 100 the sorter takes; give --lengths 100" in error
 
 
 def test_yaml_advice_is_given_for_the_settings_a_file_gave_and_no_others():

@@ -329,3 +329,56 @@ def test_default_lengths_beyond_a_small_sorter_are_named_as_left_out(capsys):
         "sodeep evaluate: the default lengths 100,128,256 are outside the sorter's range 2..64: left out" in printed.err
     )
     assert "| family | n=2 | n=3 | n=5 | n=8 | n=16 | n=32 | n=64 |" in printed.out
+
+
+def test_an_evaluation_replaces_only_what_an_evaluation_wrote_whole(tmp_path, capsys):
+    """A table or rows file that an evaluation wrote is replaced, with a line saying so; one with
+    the user's own lines or rows added is the user's, and refused, left as it was."""
+    table, rows = tmp_path / "table.md", tmp_path / "rows.json"
+    argv = ["evaluate", "--lengths", "5", "--sequences", "2", "--out", str(table), "--json", str(rows)]
+    assert main(argv) == 0
+    assert "replaced" not in capsys.readouterr().err  # nothing was there to replace
+    assert main(argv) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        f"sodeep evaluate: replaced the table an earlier evaluation wrote in {table}",
+        f"sodeep evaluate: replaced the rows an earlier evaluation wrote in {rows}",
+    ]
+    annotated = table.read_text() + "\nMy notes: compare with the CNN.\n"
+    table.write_text(annotated)
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert f"--out: {table} exists and is not a fidelity table" in capsys.readouterr().err
+    assert table.read_text() == annotated
+    table.unlink()
+    added = [*json.loads(rows.read_text()), {"family": "mine", "length": 7, "spearman": 0.5, "note": "by hand"}]
+    rows.write_text(json.dumps(added))
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert f"--json: {rows} exists and is not fidelity rows" in capsys.readouterr().err
+    assert json.loads(rows.read_text()) == added
+
+
+def test_a_table_with_undefined_cells_is_recognised_as_an_evaluations():
+    from sodeep.evaluation import FidelityRow, format_fidelity_markdown, is_fidelity_table
+
+    rows = [FidelityRow("constant", 5, 0.0, math.nan, 0.0), FidelityRow("normal", 5, 0.01, 0.99, 0.1)]
+    text = format_fidelity_markdown(rows, title="mine")
+    assert text.splitlines()[-1].startswith("A Spearman of - is undefined")
+    assert is_fidelity_table(text + "\n") and is_fidelity_table(format_fidelity_markdown(rows))
+    assert not is_fidelity_table(text + "\nmore\n") and not is_fidelity_table("\n".join(text.splitlines()[:4]))
+
+
+def test_an_untrained_sorters_evaluation_is_the_same_on_every_run(capsys):
+    argv = ["evaluate", "--architecture", "original_cnn", "--lengths", "100", "--sequences", "2"]
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    tables = []
+    for _ in range(2):
+        assert main(argv) == 0
+        tables.append(capsys.readouterr().out)
+        torch.rand(3)  # another global state before the second run
+    assert tables[0] == tables[1]
+    assert ", weights of seed 0" in tables[0].splitlines()[0]
+    torch.manual_seed(123)
+    assert main(argv) == 0  # the caller's random state is left as it was
+    assert torch.equal(torch.random.get_rng_state(), state)
