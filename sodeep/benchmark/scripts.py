@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sodeep.run_folder import INTERRUPTED
+from sodeep.run_folder import INTERRUPTED, RunInterrupted
 
 #: What a benchmark script interrupted has kept, as its line says.
 SCRIPT_KEPT = "nothing was written, and only a table printed above in full is complete"
@@ -25,13 +25,17 @@ def run_script(main: Callable[[], object], kept: str | Callable[[], str] = SCRIP
     """Run a benchmark script's ``main``: Ctrl-C or SIGTERM ends it in one line on stderr,
     ``<script>: interrupted; <kept>`` (``kept()`` where it is a function: what was kept at the
     stop), and exit status 130, not a traceback; also where the process started with Ctrl-C
-    ignored, as a background job of a shell script does (once the script's modules have loaded).
+    ignored, as a background job of a shell script does (once the script's modules have loaded);
+    a run the script started that stops on the signal (:class:`~sodeep.run_folder.RunInterrupted`)
+    ends it alike, ``<script>: a run it started was interrupted at step 80; <kept>``.
     What it printed stays; what it writes at its end (``--json``) is not written."""
     previous = {number: signal.signal(number, signal.default_int_handler) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         main()
-    except KeyboardInterrupt:
-        print(f"{Path(sys.argv[0]).name}: interrupted; {kept() if callable(kept) else kept}", file=sys.stderr)
+    except (KeyboardInterrupt, RunInterrupted) as stop:
+        # A run the script started (pretrain(), a brain-age run) takes the signal itself and says where it stopped.
+        what = f"a run it started was {stop.summary}" if isinstance(stop, RunInterrupted) else "interrupted"
+        print(f"{Path(sys.argv[0]).name}: {what}; {kept() if callable(kept) else kept}", file=sys.stderr)
         raise SystemExit(INTERRUPTED) from None
     finally:
         for number, handler in previous.items():

@@ -28,6 +28,23 @@ def test_an_interrupted_script_ends_in_one_line_and_status_130(capsys, monkeypat
     )
 
 
+def test_a_script_whose_run_stops_on_the_signal_ends_in_one_line_too(capsys, monkeypatch):
+    """pretrain() and the brain-age runs take Ctrl-C themselves, save, and raise RunInterrupted."""
+    from sodeep.run_folder import RunInterrupted
+
+    monkeypatch.setattr("sys.argv", ["bench_generator.py"])
+
+    def main():
+        raise RunInterrupted(80, "pretrain(config, resume=True) goes on from there")
+
+    with pytest.raises(SystemExit) as stopped:
+        run_script(main, kept="the tables printed above are complete")
+    assert stopped.value.code == INTERRUPTED
+    assert capsys.readouterr().err == (
+        "bench_generator.py: a run it started was interrupted at step 80; the tables printed above are complete\n"
+    )
+
+
 JOBS_MODULE = """
 import os, signal, time
 from pathlib import Path
