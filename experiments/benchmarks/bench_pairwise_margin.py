@@ -10,6 +10,7 @@ is linear in rows); values are compared on those rows.
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -17,6 +18,9 @@ import torch
 from sodeep.benchmark.scripts import run_script
 from sodeep.config import number_at_least
 from sodeep.losses import pairwise_margin_ranking_loss
+
+#: Timed calls of the vectorized loss, after one of warm-up (their median is shown).
+CALLS = 7
 
 
 def double_loop(scores: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
@@ -40,19 +44,22 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=number_at_least(int, 1), default=2, help="torch threads")
     arguments = parser.parse_args()
+    batch, items = 256, 1000
+    if arguments.loop_rows > batch:
+        parser.error(f"--loop-rows must be at most the batch, {batch}, got {arguments.loop_rows}")
     torch.set_num_threads(arguments.threads)
     generator = torch.Generator().manual_seed(0)
-    batch, items = 256, 1000
     scores = torch.randn(batch, items, generator=generator, requires_grad=True)
     labels = (torch.rand(batch, items, generator=generator) < 0.1).long()
 
-    start = time.perf_counter()
-    for _ in range(5):
+    pairwise_margin_ranking_loss(scores, labels, margin=0.5).backward()  # warm-up
+    times = []
+    for _ in range(CALLS):
+        start = time.perf_counter()
         pairwise_margin_ranking_loss(scores, labels, margin=0.5).backward()
-    vectorized = (time.perf_counter() - start) / 5
+        times.append(time.perf_counter() - start)
+    vectorized = statistics.median(times)
 
-    if arguments.loop_rows > batch:
-        parser.error(f"--loop-rows must be at most the batch, {batch}, got {arguments.loop_rows}")
     rows = arguments.loop_rows
     loop_scores = scores.detach()[:rows].clone().requires_grad_(True)
     start = time.perf_counter()
