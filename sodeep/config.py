@@ -153,7 +153,8 @@ def number_list(
 
     def parse(text: str) -> list[Any]:
         try:
-            values = [without_underscores(kind)(part) for part in str(text).replace(",", " ").split()]
+            # An empty entry ("64,,128", "5,") is a slip, refused rather than dropped.
+            values = [without_underscores(kind)(part) for part in re.split(r"\s*,\s*|\s+", str(text).strip())]
         except ValueError:
             values = []
         if not values or not all(math.isfinite(value) for value in values):

@@ -181,7 +181,7 @@ def test_bad_input_ends_in_one_line_and_writes_nothing(tmp_path, capsys, argv, w
     assert not out.exists()
 
 
-@pytest.mark.parametrize("text", ["", "5,x", "1.5", "nan", ","])
+@pytest.mark.parametrize("text", ["", "5,x", "1.5", "nan", ",", "64,,128", "5,", ",5"])
 def test_number_lists_refuse_what_is_not_a_list_of_numbers(text):
     import argparse
 
