@@ -3,7 +3,7 @@
 ``torch.sort`` on the CPU is fast on small tensors and slow beyond a few thousand elements (from
 about 3,000 on an Intel Xeon, 5,000 on an AMD EPYC, where a few rows of 1,000-2,000 values
 sort twice as fast with it up to 4,096 elements, and many rows of 100 values 1.15x as fast with
-NumPy from 3,200): from there on it takes two to seven times as long per core as NumPy's
+NumPy from 3,200): from there on it takes 1.2 to seven times as long per core as NumPy's
 vectorized sort (``python experiments/benchmarks/bench_argsort.py``).
 :func:`argsort` sorts CPU tensors of more than 2,048 elements in rows of more than 8, of the
 dtypes NumPy shares with torch, through NumPy, and

@@ -295,7 +295,7 @@ def command_evaluate(arguments: argparse.Namespace) -> int:
             within = (
                 f"--lengths {sorter.min_length}"
                 if sorter.min_length == sorter.max_length
-                else f"--lengths within {sorter.min_length}..{sorter.max_length}"
+                else f"lengths from {sorter.min_length} to {sorter.max_length}"
             )
             raise ValueError(
                 f"{'length' if one else 'lengths'} {lengths_summary(outside)} {'is' if one else 'are'} {where}; "
@@ -309,8 +309,8 @@ def command_evaluate(arguments: argparse.Namespace) -> int:
     text = format_fidelity_markdown(rows, title=title)
     print(text)
     outputs = [(path, what) for path, what in ((arguments.out, "table"), (arguments.json, "rows")) if path]
-    # The checks above let through only an empty file or one an evaluation wrote.
-    replaced = [(path, what) for path, what in outputs if Path(path).is_file() and Path(path).stat().st_size > 0]
+    # The checks above let through only an empty file (or list) or one an evaluation wrote.
+    replaced = [(path, what) for path, what in outputs if _holds_results(Path(path))]
     if arguments.out:
         atomic_write_text(arguments.out, text + "\n")
     if arguments.json:
@@ -318,6 +318,14 @@ def command_evaluate(arguments: argparse.Namespace) -> int:
     for path, what in replaced:
         print(f"sodeep evaluate: replaced the {what} an earlier evaluation wrote in {path}", file=sys.stderr)
     return 0
+
+
+def _holds_results(path: Path) -> bool:
+    """Whether ``path`` is a file with something in it: not empty, and not an empty JSON list."""
+    try:
+        return path.is_file() and path.read_text(encoding="utf-8", errors="replace").strip() not in ("", "[]")
+    except OSError:
+        return False
 
 
 class ProgressEvery:

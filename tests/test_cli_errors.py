@@ -96,11 +96,11 @@ CASES = [
     (["evaluate", "--sequences", "0"], "--sequences must be in 1..4096, got 0"),
     (
         ["evaluate", "--lengths", "5,20000"],
-        "length 20000 is outside the sorter's range 2..16384; give --lengths within 2..16384",
+        "length 20000 is outside the sorter's range 2..16384; give lengths from 2 to 16384",
     ),
     (
         ["evaluate", "--lengths", "2-20000"],
-        "lengths 16385-20000 are outside the sorter's range 2..16384; give --lengths within 2..16384",
+        "lengths 16385-20000 are outside the sorter's range 2..16384; give lengths from 2 to 16384",
     ),
     (
         ["evaluate", "--lengths", "20000-30000"],

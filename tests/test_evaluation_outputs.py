@@ -343,25 +343,45 @@ def test_an_evaluation_replaces_only_what_an_evaluation_wrote_whole(tmp_path, ca
         f"sodeep evaluate: replaced the table an earlier evaluation wrote in {table}",
         f"sodeep evaluate: replaced the rows an earlier evaluation wrote in {rows}",
     ]
-    annotated = table.read_text() + "\nMy notes: compare with the CNN.\n"
-    table.write_text(annotated)
-    with pytest.raises(SystemExit):
-        main(argv)
-    assert f"--out: {table} exists and is not a fidelity table" in capsys.readouterr().err
-    assert table.read_text() == annotated
+    written = table.read_text()
+    table.write_text(written + "\n\n")  # blank lines an editor added change nothing
+    assert main(argv) == 0
+    assert "replaced the table" in capsys.readouterr().err
+    lines = written.splitlines()
+    mean_row = next(index for index, line in enumerate(lines) if line.startswith("| **mean** |"))
+    annotated = [
+        written + "\nMy notes: compare with the CNN.\n",
+        "\n".join([*lines[:mean_row], "| torchsort (my run) | 0.9712 / 0.31 |", *lines[mean_row:]]) + "\n",
+        written.replace(" |\n| **mean**", " (good!) |\n| **mean**"),
+    ]
+    for text in annotated:
+        table.write_text(text)
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert f"--out: {table} exists and is not a fidelity table" in capsys.readouterr().err
+        assert table.read_text() == text
     table.unlink()
-    added = [*json.loads(rows.read_text()), {"family": "mine", "length": 7, "spearman": 0.5, "note": "by hand"}]
-    rows.write_text(json.dumps(added))
-    with pytest.raises(SystemExit):
-        main(argv)
-    assert f"--json: {rows} exists and is not fidelity rows" in capsys.readouterr().err
-    assert json.loads(rows.read_text()) == added
+    evaluated = json.loads(rows.read_text())
+    row = {key: evaluated[0][key] for key in ("l1", "spearman", "rank_error")}
+    for added in (
+        {"family": "mine", "length": 7, "spearman": 0.5, "note": "by hand"},
+        {"sorter": "torchsort, my run", "family": "uniform", "length": 9, **row},
+        {**evaluated[0]},  # the same cell twice
+    ):
+        rows.write_text(json.dumps([*evaluated, added]))
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert f"--json: {rows} exists and is not fidelity rows" in capsys.readouterr().err
+        assert json.loads(rows.read_text()) == [*evaluated, added]
+    rows.write_text("[]\n")  # an empty list, as a placeholder: replaced without a word
+    assert main(argv[:-2]) == 0 and main(argv[:-4] + argv[-2:]) == 0
+    assert "replaced" not in capsys.readouterr().err
 
 
 def test_a_table_with_undefined_cells_is_recognised_as_an_evaluations():
     from sodeep.evaluation import FidelityRow, format_fidelity_markdown, is_fidelity_table
 
-    rows = [FidelityRow("constant", 5, 0.0, math.nan, 0.0), FidelityRow("normal", 5, 0.01, 0.99, 0.1)]
+    rows = [FidelityRow("near_constant", 5, 0.0, math.nan, 0.0), FidelityRow("normal", 5, 0.01, 0.99, 0.1)]
     text = format_fidelity_markdown(rows, title="mine")
     assert text.splitlines()[-1].startswith("A Spearman of - is undefined")
     assert is_fidelity_table(text + "\n") and is_fidelity_table(format_fidelity_markdown(rows))

@@ -91,11 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     # it leaves a trial that the sweep runs again. A W&B failure other than a stop keeps the metrics.
     try:
         log_to_wandb(settings, result, wandb_folder)
+        wandb_failure = None
     except Exception as error:
-        print(f"note: no W&B run was written ({type(error).__name__}: {error}); the summary holds the metrics",
-              file=sys.stderr)  # fmt: skip
+        wandb_failure = f"{type(error).__name__}: {' '.join(str(error).split())}"
     if write_trial_summary(settings, result) is not None:
         _written.append("its summary")
+    if wandb_failure is not None:
+        kept = "the trial's summary holds its metrics" if _written else "its metrics are the line above"
+        print(f"note: no W&B run was written ({wandb_failure}); {kept}", file=sys.stderr)
     return 0
 
 

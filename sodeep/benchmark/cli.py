@@ -23,7 +23,7 @@ def add_bench_parser(commands) -> argparse.ArgumentParser:
         "results.md and PNG plots into --out.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--quick", action="store_true", help="smoke run of every part: 1-3 minutes on 2 CPU cores")
+    parser.add_argument("--quick", action="store_true", help="smoke run of every part: 1-2 minutes on 2 idle CPU cores")
     parser.add_argument("--out", default=defaults.out, help="output folder")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(defaults.parts), help="parts to run")
     folder = parser.add_mutually_exclusive_group()

@@ -121,7 +121,7 @@ class BenchConfig:
 
     @classmethod
     def quick(cls, **overrides) -> BenchConfig:
-        """A smoke run of every part: 1-3 minutes on 2 CPU cores."""
+        """A smoke run of every part: 1-2 minutes on 2 idle CPU cores."""
         settings = dict(
             seeds=(0,),
             speed_lengths=(8, 100, 1000),

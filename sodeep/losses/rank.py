@@ -183,9 +183,9 @@ def check_length_for(sorter: SorterFunction, scores: torch.Tensor) -> None:
     if isinstance(shortest, int) and scores.shape[-1] < shortest:
         takes = f"only n={shortest}" if shortest == longest else f"n >= {shortest}"
         raise ValueError(
-            f"the loss ranks rows of n={scores.shape[-1]} values, and its sorter takes {takes} (n is the batch "
-            f"for (n,) predictions, (B, C) scores and (N, N) similarities: a last, shorter batch? drop_last=True "
-            f"leaves it out); or give the loss a sorter of other n, e.g. sorter=load_sorter() "
+            f"the loss ranks rows of n={scores.shape[-1]} values, and its sorter takes {takes} (where the loss "
+            f"ranks across the batch, as for (n,) predictions and (N, N) similarities, a last, shorter batch? "
+            f"drop_last=True leaves it out); or give the loss a sorter of other n, e.g. sorter=load_sorter() "
             f"(2 <= n <= {MAX_LENGTH:,})"
         )
     if isinstance(longest, int) and scores.shape[-1] > longest:

@@ -158,9 +158,18 @@ def test_the_trial_program_keeps_its_metrics_when_wandb_fails(tmp_path, monkeypa
     assert program.main(["--ranker", "mse", "--steps", "2"]) == 0
     assert json.loads((tmp_path / "summary.json").read_text())["metrics"].keys() >= {"spearman"}
     assert capsys.readouterr().err.endswith(
-        "note: no W&B run was written (OSError: disk full); the summary holds the metrics\n"
+        "note: no W&B run was written (OSError: disk full); the trial's summary holds its metrics\n"
     )
     assert program._kept() == "its summary was written"
+    # Outside a sweep there is no summary: the printed line holds the metrics. W&B's own
+    # message, over several lines, is one line here.
+    monkeypatch.delenv("SODEEP_SWEEP_TRIAL_SUMMARY")
+    program = _trial_program()
+    monkeypatch.setattr(program, "log_to_wandb", lambda *args: (_ for _ in ()).throw(ValueError("bad\n  mode")))
+    assert program.main(["--ranker", "mse", "--steps", "2"]) == 0
+    printed = capsys.readouterr()
+    assert "test Spearman" in printed.out
+    assert printed.err.endswith("note: no W&B run was written (ValueError: bad mode); its metrics are the line above\n")
 
 
 def test_the_trial_program_ends_a_stop_in_one_line(tmp_path):
