@@ -321,11 +321,15 @@ def command_evaluate(arguments: argparse.Namespace) -> int:
 
 
 def _holds_results(path: Path) -> bool:
-    """Whether ``path`` is a file with something in it: not empty, and not an empty JSON list."""
+    """Whether ``path`` is a file with something in it: not blank, and not an empty JSON list."""
     try:
-        return path.is_file() and path.read_text(encoding="utf-8", errors="replace").strip() not in ("", "[]")
+        text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
     except OSError:
         return False
+    try:
+        return bool(text.strip()) and json.loads(text) != []
+    except ValueError:  # not JSON: a table
+        return True
 
 
 class ProgressEvery:

@@ -200,7 +200,7 @@ FIDELITY_TABLE_HEADING = "Spearman with the exact ranks / mean absolute rank err
 
 #: A cell of the table: Spearman (``-`` where undefined) / rank error.
 _CELL = r"(?:-|-?\d+\.\d{4}) / (?:-?\d+\.\d{2}|nan|inf)"
-_WORST_LINE = re.compile(r"Worst mean Spearman over n: \S+; worst cell: \S+\.")
+_WORST_LINE = re.compile(r"Worst mean Spearman over n: (?:-|-?\d+\.\d{4}); worst cell: (?:-|-?\d+\.\d{4})\.")
 _UNDEFINED_LINE = (
     "A Spearman of - is undefined: every sequence of that cell is constant (all tied); the means leave such cells out."
 )
@@ -212,14 +212,17 @@ def _cells(line: str) -> list[str] | None:
 
 
 def is_fidelity_table(text: str) -> bool:
-    """Whether ``text`` is, whole, a table :func:`format_fidelity_markdown` wrote (one that an
-    evaluation may replace): an optional title, the heading, a row per synthetic family of cells
-    in its format, the means and the closing lines, and nothing else. A line added to such a
-    file, a row of another name or an edited cell make it the user's."""
+    """Whether ``text`` is, whole, a table :func:`format_fidelity_markdown` wrote for ``sodeep
+    evaluate`` (one that an evaluation may replace), or nothing but blank lines: an optional
+    title, the heading, increasing lengths, a row per synthetic family in order with every cell
+    in the evaluation's format, the means and the closing lines, and nothing else.  A line added
+    to such a file, a row of another name, a row removed or an edited cell make it the user's."""
     lines = text.splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
-    if lines[:1] and lines[0].startswith("### ") and lines[1:2] == [""]:
+    if not lines:
+        return True
+    if lines[0].startswith("### ") and lines[1:2] == [""]:
         lines = lines[2:]
     body = lines[2:-1] if lines[-1:] == [_UNDEFINED_LINE] else lines[2:]
     if lines[:2] != [FIDELITY_TABLE_HEADING, ""] or len(body) < 5:
@@ -228,18 +231,17 @@ def is_fidelity_table(text: str) -> bool:
     names = _cells(header)
     if not names or names[0] != "family" or not all(re.fullmatch(r"n=\d+", name) for name in names[1:]):
         return False
-    columns = len(names)
+    lengths = [int(name[2:]) for name in names[1:]]
     family_rows = [_cells(row) for row in rows[:-1]]
-    families = [cells[0] for cells in family_rows if cells is not None]
     means = _cells(rows[-1])
     return (
-        separator == "|---|" + "---|" * (columns - 1)
-        and all(cells is not None and len(cells) == columns for cells in family_rows)
-        and set(families) <= FAMILIES.keys()
-        and len(set(families)) == len(families)
-        and all(re.fullmatch(_CELL, cell) or cell == "" for cells in family_rows for cell in cells[1:])
+        lengths == sorted(set(lengths))
+        and separator == "|---|" + "---|" * len(lengths)
+        and all(cells is not None and len(cells) == len(names) for cells in family_rows)
+        and [cells[0] for cells in family_rows] == list(FAMILIES)
+        and all(re.fullmatch(_CELL, cell) for cells in family_rows for cell in cells[1:])
         and means is not None
-        and len(means) == columns
+        and len(means) == len(names)
         and means[0] == "**mean**"
         and all(re.fullmatch(rf"\*\*{_CELL}\*\*", cell) for cell in means[1:])
         and blank == ""
@@ -253,19 +255,29 @@ FIDELITY_ROW_KEYS = frozenset({"family", "length", "l1", "spearman", "rank_error
 
 def is_fidelity_rows(data: Any) -> bool:
     """Whether ``data`` (parsed JSON) is a list of fidelity rows as ``sodeep evaluate --json``
-    writes them, and nothing else: rows of exactly its keys (with or without ``sorter``), one
-    per synthetic family and length, all of one sorter. A row added by hand with another
-    sorter's name, a family of another name or a key of its own makes the file the user's."""
+    writes them, and nothing else (or an empty list): rows of exactly its keys, with or without
+    ``sorter`` (text, one for all rows); a number or ``null`` per metric; every synthetic family
+    at every length, once.  A row added by hand with another sorter's name, a family of another
+    name, a row removed, a value of another type or a key of its own make the file the user's."""
     if not isinstance(data, list) or not all(
         isinstance(row, dict) and row.keys() - {"sorter"} == FIDELITY_ROW_KEYS for row in data
     ):
         return False
+    if not data:
+        return True
+    lengths = {row["length"] for row in data if isinstance(row["length"], int) and not isinstance(row["length"], bool)}
     cells = [(row["family"], row["length"]) for row in data]
+    sorters = {repr(row.get("sorter")) for row in data}
     return (
-        all(isinstance(family, str) and family in FAMILIES for family, _ in cells)
-        and all(isinstance(length, int) and not isinstance(length, bool) for _, length in cells)
-        and len(set(cells)) == len(cells)
-        and len({repr(row.get("sorter")) for row in data}) <= 1
+        sorted(cells, key=repr) == sorted(((family, n) for family in FAMILIES for n in lengths), key=repr)
+        and all(n >= 2 for n in lengths)
+        and len(sorters) == 1
+        and all(isinstance(row.get("sorter", ""), str) for row in data)
+        and all(
+            row[metric] is None or (isinstance(row[metric], (int, float)) and not isinstance(row[metric], bool))
+            for row in data
+            for metric in ("l1", "spearman", "rank_error")
+        )
     )
 
 

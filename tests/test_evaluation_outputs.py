@@ -349,10 +349,14 @@ def test_an_evaluation_replaces_only_what_an_evaluation_wrote_whole(tmp_path, ca
     assert "replaced the table" in capsys.readouterr().err
     lines = written.splitlines()
     mean_row = next(index for index, line in enumerate(lines) if line.startswith("| **mean** |"))
+    last_family = lines[mean_row - 1]
     annotated = [
         written + "\nMy notes: compare with the CNN.\n",
         "\n".join([*lines[:mean_row], "| torchsort (my run) | 0.9712 / 0.31 |", *lines[mean_row:]]) + "\n",
         written.replace(" |\n| **mean**", " (good!) |\n| **mean**"),
+        written.replace(last_family, last_family[: last_family.index(" | ")] + " |  |"),  # a cell emptied
+        written.replace(last_family + "\n", ""),  # a family's row removed
+        written.replace("worst cell: ", "worst cell: cauchy!"),
     ]
     for text in annotated:
         table.write_text(text)
@@ -363,25 +367,30 @@ def test_an_evaluation_replaces_only_what_an_evaluation_wrote_whole(tmp_path, ca
     table.unlink()
     evaluated = json.loads(rows.read_text())
     row = {key: evaluated[0][key] for key in ("l1", "spearman", "rank_error")}
-    for added in (
-        {"family": "mine", "length": 7, "spearman": 0.5, "note": "by hand"},
-        {"sorter": "torchsort, my run", "family": "uniform", "length": 9, **row},
-        {**evaluated[0]},  # the same cell twice
-    ):
-        rows.write_text(json.dumps([*evaluated, added]))
+    edited = [
+        [*evaluated, {"family": "mine", "length": 7, "spearman": 0.5, "note": "by hand"}],
+        [*evaluated, {"sorter": "torchsort, my run", "family": "uniform", "length": 9, **row}],
+        [*evaluated, evaluated[0]],  # the same cell twice
+        evaluated[1:],  # a row removed
+        [{**evaluated[0], "spearman": "checked by hand"}, *evaluated[1:]],
+    ]
+    for rows_of_the_user in edited:
+        rows.write_text(json.dumps(rows_of_the_user))
         with pytest.raises(SystemExit):
             main(argv)
         assert f"--json: {rows} exists and is not fidelity rows" in capsys.readouterr().err
-        assert json.loads(rows.read_text()) == [*evaluated, added]
-    rows.write_text("[]\n")  # an empty list, as a placeholder: replaced without a word
+        assert json.loads(rows.read_text()) == rows_of_the_user
+    table.write_text("\n")
+    rows.write_text("[ ]\n")  # blank, or an empty list as a placeholder: replaced without a word
     assert main(argv[:-2]) == 0 and main(argv[:-4] + argv[-2:]) == 0
     assert "replaced" not in capsys.readouterr().err
 
 
 def test_a_table_with_undefined_cells_is_recognised_as_an_evaluations():
     from sodeep.evaluation import FidelityRow, format_fidelity_markdown, is_fidelity_table
+    from sodeep.synthetic import FAMILIES
 
-    rows = [FidelityRow("near_constant", 5, 0.0, math.nan, 0.0), FidelityRow("normal", 5, 0.01, 0.99, 0.1)]
+    rows = [FidelityRow(family, 5, 0.01, math.nan if family == "ties" else 0.99, 0.1) for family in FAMILIES]
     text = format_fidelity_markdown(rows, title="mine")
     assert text.splitlines()[-1].startswith("A Spearman of - is undefined")
     assert is_fidelity_table(text + "\n") and is_fidelity_table(format_fidelity_markdown(rows))

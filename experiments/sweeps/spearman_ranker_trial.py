@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     if write_trial_summary(settings, result) is not None:
         _written.append("its summary")
     if wandb_failure is not None:
-        kept = "the trial's summary holds its metrics" if _written else "its metrics are the line above"
+        kept = "the trial's summary holds its metrics" if _written else "its metrics are in the result line it printed"
         print(f"note: no W&B run was written ({wandb_failure}); {kept}", file=sys.stderr)
     return 0
 

@@ -183,10 +183,10 @@ def check_length_for(sorter: SorterFunction, scores: torch.Tensor) -> None:
     if isinstance(shortest, int) and scores.shape[-1] < shortest:
         takes = f"only n={shortest}" if shortest == longest else f"n >= {shortest}"
         raise ValueError(
-            f"the loss ranks rows of n={scores.shape[-1]} values, and its sorter takes {takes} (where the loss "
-            f"ranks across the batch, as for (n,) predictions and (N, N) similarities, a last, shorter batch? "
-            f"drop_last=True leaves it out); or give the loss a sorter of other n, e.g. sorter=load_sorter() "
-            f"(2 <= n <= {MAX_LENGTH:,})"
+            f"the loss ranks rows of n={scores.shape[-1]} values, and its sorter takes {takes}. Where the loss "
+            f"ranks across the batch, as for (n,) predictions and (N, N) similarities, this may be a last, "
+            f"shorter batch, which drop_last=True leaves out. Or give the loss a sorter of other n, e.g. "
+            f"sorter=load_sorter() (2 <= n <= {MAX_LENGTH:,})"
         )
     if isinstance(longest, int) and scores.shape[-1] > longest:
         shipped = f"load_sorter() (n <= {MAX_LENGTH:,}) or " if scores.shape[-1] <= MAX_LENGTH else ""

@@ -755,9 +755,9 @@ def test_a_short_last_batch_for_a_fixed_length_sorter_is_named_as_the_losss_batc
     with pytest.raises(ValueError) as raised:
         call(sorter, 37)
     assert str(raised.value).startswith(  # map_rank_loss adds how its (B, C) scores are ranked
-        "the loss ranks rows of n=37 values, and its sorter takes only n=40 (where the loss ranks across the batch, "
-        "as for (n,) predictions and (N, N) similarities, a last, shorter batch? drop_last=True leaves it out); or "
-        "give the loss a sorter of other n, e.g. sorter=load_sorter() (2 <= n <= 16,384)"
+        "the loss ranks rows of n=37 values, and its sorter takes only n=40. Where the loss ranks across the batch, "
+        "as for (n,) predictions and (N, N) similarities, this may be a last, shorter batch, which drop_last=True "
+        "leaves out. Or give the loss a sorter of other n, e.g. sorter=load_sorter() (2 <= n <= 16,384)"
     )
     assert torch.isfinite(call(sorter, 40))
 

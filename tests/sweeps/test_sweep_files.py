@@ -169,7 +169,9 @@ def test_the_trial_program_keeps_its_metrics_when_wandb_fails(tmp_path, monkeypa
     assert program.main(["--ranker", "mse", "--steps", "2"]) == 0
     printed = capsys.readouterr()
     assert "test Spearman" in printed.out
-    assert printed.err.endswith("note: no W&B run was written (ValueError: bad mode); its metrics are the line above\n")
+    assert printed.err.endswith(
+        "note: no W&B run was written (ValueError: bad mode); its metrics are in the result line it printed\n"
+    )
 
 
 def test_the_trial_program_ends_a_stop_in_one_line(tmp_path):
