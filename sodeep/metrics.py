@@ -6,12 +6,17 @@ import torch
 
 from sodeep.checks import check_dense, check_float_dtype, require
 
+__all__ = ["mean_absolute_rank_error", "mean_spearman", "rowwise_spearman"]
+
 
 def rowwise_spearman(predicted_ranks: torch.Tensor, true_ranks: torch.Tensor) -> torch.Tensor:
     """Spearman correlation of each row: Pearson correlation of predicted and exact ranks.
 
+    It correlates what it is given: pass ranks (``sodeep.rank(scores)``, a sorter's output), not
+    raw scores, whose Pearson correlation it would return instead.
+
     Args:
-        predicted_ranks, true_ranks: ``(B, n)``.
+        predicted_ranks, true_ranks: ``(B, n)`` or ``(n,)`` (then the result is 0-d).
 
     Returns:
         ``(B,)`` in ``[-1, 1]``; NaN for a row whose exact ranks are constant (all tied, one
@@ -41,7 +46,7 @@ def mean_spearman(predicted_ranks: torch.Tensor, true_ranks: torch.Tensor) -> to
     exact ranks are not finite (a failing ranker is not averaged away).
 
     Args:
-        predicted_ranks, true_ranks: ``(B, n)``.
+        predicted_ranks, true_ranks: ``(B, n)`` or ``(n,)``, ranks as for :func:`rowwise_spearman`.
 
     Example:
         >>> exact = torch.tensor([[1.0, 2.0, 3.0], [2.0, 2.0, 2.0]])  # the second row is all tied
@@ -90,10 +95,14 @@ def mean_absolute_rank_error(predicted_ranks: torch.Tensor, true_ranks: torch.Te
     """Mean absolute error of each row in *positions*: ``mean |r_hat - r| * n`` for normalized ranks.
 
     Args:
-        predicted_ranks, true_ranks: ``(B, n)`` normalized ranks.
+        predicted_ranks, true_ranks: ``(B, n)`` or ``(n,)`` normalized ranks.
 
     Returns:
-        ``(B,)``.
+        ``(B,)``, or 0-d for ``(n,)`` rows.
+
+    Example:
+        >>> mean_absolute_rank_error(torch.tensor([[0.40, 0.60, 1.0]]), torch.tensor([[1 / 3, 2 / 3, 1.0]]))
+        tensor([0.1333])
     """
     _check_pair(predicted_ranks, true_ranks)
     for name, value in (("predicted_ranks", predicted_ranks), ("true_ranks", true_ranks)):

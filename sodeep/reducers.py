@@ -37,6 +37,19 @@ from torch import nn
 
 from sodeep.checks import require
 
+__all__ = [
+    "REDUCTIONS",
+    "MeanReduction",
+    "NoReduction",
+    "NonzeroWeightedMeanReduction",
+    "Reducer",
+    "SumReduction",
+    "WeightedMeanReduction",
+    "check_weight_fits",
+    "get_reducer",
+    "reduce_loss",
+]
+
 
 def _check_loss(loss: torch.Tensor) -> None:
     if not isinstance(loss, torch.Tensor) or not loss.is_floating_point():

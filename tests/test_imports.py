@@ -37,6 +37,16 @@ def test_the_names_of_sodeep_load_on_first_use_and_list_as_before():
         _ = sodeep.no_such_name
 
 
+@pytest.mark.parametrize("module_name", ["sodeep.losses", "sodeep.metrics", "sodeep.reducers", "sodeep.sorters"])
+def test_public_modules_export_their_own_names_only(module_name):
+    """A star import gives the module's public names, not the helpers it imports."""
+    import importlib
+
+    module = importlib.import_module(module_name)
+    assert module.__all__ and all(getattr(module, name) is not None for name in module.__all__)
+    assert not {"torch", "nn", "require", "check_dense", "check_scores", "check_float_dtype"} & set(module.__all__)
+
+
 def test_submodules_load_on_first_use_after_a_plain_import():
     """The README's dotted names (sodeep.losses.descending_normalized) work after `import sodeep`."""
     code = (

@@ -81,7 +81,14 @@ def age_difference_loss(
 
 
 class AgeDifferenceLoss(nn.Module):
-    """Module form of :func:`age_difference_loss` (all pairs)."""
+    """Module form of :func:`age_difference_loss` over all pairs: ``loss(predictions, targets)``,
+    both ``(n,)`` with ``n >= 2``, -> a scalar.  All pairs are exact and cost ``O(n)`` (closed
+    form); to draw pairs at random instead, call the function with ``num_pairs`` and a generator.
+
+    Example:
+        >>> AgeDifferenceLoss()(torch.tensor([30.0, 50.0, 70.0]), torch.tensor([20.0, 50.0, 80.0]))
+        tensor(200.)
+    """
 
     def forward(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return age_difference_loss(predictions, targets)

@@ -272,9 +272,11 @@ def multilabel_hinge_loss(
     if isinstance(margin, torch.Tensor) and (
         margin.dim() > 1 or (margin.dim() == 1 and margin.shape[0] != scores.shape[-1])
     ):
+        # A (B, C) tensor third is most likely a mask of known labels, as the module's forward takes it.
+        hint = "; a mask of known labels goes in weight=" if margin.shape == scores.shape else ""
         raise ValueError(
             f"margin must be a number or of shape (C,) = ({scores.shape[-1]},) for scores of shape "
-            f"{tuple(scores.shape)}, got margin of shape {tuple(margin.shape)}"
+            f"{tuple(scores.shape)}, got margin of shape {tuple(margin.shape)}{hint}"
         )
     check_finite_margin(margin)
     # Computed in at least float32 whatever the margin's form (a number, a list, a tensor: a margin
@@ -589,6 +591,14 @@ def multilabel_ranking_hinge_loss(
         margin: the hinge's margin, a number or a 0-d tensor (in the units of ``scores``).
         weight: per-sample ``(B,)`` weight.
         reduction: over the ``(B,)`` per-sample losses.
+
+    Returns:
+        The reduced loss, in the dtype of ``scores``.
+
+    Example:
+        >>> scores, labels = torch.tensor([[2.0, 1.5, -1.0]]), torch.tensor([[1, 0, 0]])
+        >>> multilabel_ranking_hinge_loss(scores, labels)  # (1 - (2 - 1.5)) / 3 labels
+        tensor(0.1667)
     """
     check_tensor(scores, "scores")
     check_rank(scores, "scores", (2,), "(B, C)", rows=True)

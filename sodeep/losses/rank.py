@@ -429,6 +429,14 @@ def map_rank_loss(scores: torch.Tensor, labels: torch.Tensor, sorter: SorterFunc
 
     Returns:
         A scalar; 0 (in the graph) if no class has a positive.
+
+    Example:
+        >>> from sodeep.sorters import PairwiseSigmoidSorter
+        >>> scores = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.4, 0.3]])  # 3 samples, 2 classes
+        >>> map_rank_loss(scores, torch.tensor([[1, 0], [0, 1], [1, 0]]), PairwiseSigmoidSorter(temperature=1e-3))
+        tensor(0.4167)
+
+        (Class 0's positives are ranked 1st and 2nd of 3, class 1's 1st: ``(1/2 + 1/3) / 2``.)
     """
     check_tensor(scores, "scores")
     check_rank(scores, "scores", (2,), "(B, C)", rows=True)
@@ -483,6 +491,12 @@ def recall_rank_loss(scores: torch.Tensor, sorter: SorterFunction) -> torch.Tens
 
     Returns:
         A scalar in ``[1/N, 1]``; ``1/N`` when every positive is ranked first both ways.
+
+    Example:
+        >>> from sodeep.sorters import PairwiseSigmoidSorter
+        >>> similarities = torch.tensor([[0.9, 0.2, 0.1], [0.3, 0.8, 0.5], [0.6, 0.1, 0.4]])
+        >>> recall_rank_loss(similarities, PairwiseSigmoidSorter(temperature=1e-3))
+        tensor(0.4444)
     """
     _check_square(scores)
     check_sorter(sorter)
@@ -521,6 +535,15 @@ def hard_negative_rank_loss(
             position, ``1/N``.
         hard_negatives: how many of the best-ranked negatives to use, ``k >= 1``; a batch with
             fewer negatives (``N - 1 < k``, such as an epoch's last, smaller batch) uses them all.
+
+    Returns:
+        A scalar, 0 when every positive is ranked at least ``margin`` ahead of its hard negatives.
+
+    Example:
+        >>> from sodeep.sorters import PairwiseSigmoidSorter
+        >>> similarities = torch.tensor([[0.9, 0.2, 0.1], [0.3, 0.8, 0.5], [0.6, 0.1, 0.4]])
+        >>> hard_negative_rank_loss(similarities, PairwiseSigmoidSorter(temperature=1e-3))
+        tensor(0.2222)
     """
     _check_square(scores)
     size = scores.shape[0]

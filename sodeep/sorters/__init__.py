@@ -17,7 +17,7 @@ import difflib
 import inspect
 from typing import Any
 
-from sodeep.sorters.base import FixedTemperatureSorter, Sorter, check_scores
+from sodeep.sorters.base import FixedTemperatureSorter, Sorter
 from sodeep.sorters.conv import ConvSorter
 from sodeep.sorters.original import OriginalCNNSorter, OriginalLSTMLargeSorter
 from sodeep.sorters.pairwise import PairwiseSigmoidSorter, pairwise_sigmoid_rank
@@ -134,6 +134,5 @@ __all__ = [
     "PairwiseSigmoidSorter",
     "Sorter",
     "build_sorter",
-    "check_scores",
     "pairwise_sigmoid_rank",
 ]

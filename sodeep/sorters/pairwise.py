@@ -41,7 +41,19 @@ def pairwise_sigmoid_rank(scores: torch.Tensor, temperature: float, scale: torch
 
 
 class PairwiseSigmoidSorter(FixedTemperatureSorter):
-    """Untrained sorter: :func:`pairwise_sigmoid_rank` with a fixed ``temperature``."""
+    """Untrained sorter: :func:`pairwise_sigmoid_rank` with a fixed ``temperature``.
+
+    Args:
+        temperature: ``> 0``, in units of the row's standard deviation (default 0.01), so the
+            ranks do not change when the scores are scaled.  (``ConvSorter``'s
+            ``temperature_floor`` is in the units of the scores instead.)
+
+    Shapes: ``(n,)`` or ``(B, n)`` -> the same shape and dtype, any ``n >= 2``; memory ``B * n^2``.
+
+    Example:
+        >>> PairwiseSigmoidSorter(temperature=0.5)(torch.tensor([0.2, 5.0, -1.0, 5.0]))  # exact: [0.75, 0.375, 1, 0.375]
+        tensor([0.8069, 0.3919, 0.9094, 0.3919])
+    """
 
     architecture = "pairwise_sigmoid"
     rank_function = staticmethod(pairwise_sigmoid_rank)

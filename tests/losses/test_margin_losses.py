@@ -265,6 +265,21 @@ def test_margins_and_masks_are_checked():
     torch.testing.assert_close(as_bool, as_float)
 
 
+def test_a_mask_given_where_the_function_takes_its_margin_names_the_weight():
+    # The module takes the mask third; its function takes the margin there.
+    scores, labels = torch.randn(3, 4), torch.tensor([[1, 0, 0, 1], [0, 1, 1, 0], [1, 1, 0, 0]])
+    mask = torch.ones(3, 4)
+    with pytest.raises(ValueError, match="a mask of known labels goes in weight="):
+        multilabel_hinge_loss(scores, labels, mask)
+    torch.testing.assert_close(
+        multilabel_hinge_loss(scores, labels, weight=mask), MultiLabelHingeLoss(4)(scores, labels, mask)
+    )
+    # A (C,) margin is what it says, and another wrong shape gets no hint about masks.
+    multilabel_hinge_loss(scores, labels, torch.ones(4))
+    with pytest.raises(ValueError, match=r"got margin of shape \(2, 4\)$"):
+        multilabel_hinge_loss(scores, labels, torch.ones(2, 4))
+
+
 def test_pairwise_margin_counts_many_pairs_in_half_precision():
     """Over 65,504 pairs a float16 count would overflow to inf and the mean to 0."""
     generator = torch.Generator().manual_seed(0)
