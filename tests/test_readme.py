@@ -4,6 +4,7 @@ to the losses (docs/losses.md) runs and prints what its comments show."""
 
 import contextlib
 import doctest
+import importlib
 import io
 import os
 import re
@@ -37,6 +38,19 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for block in programs:
         exec(compile(block, str(README), "exec"), {"__name__": "__readme__"})
+
+
+def test_readme_api_table_imports_what_it_names():
+    """Every ``from X import a, b`` of the API table imports, and each dotted name it mentions exists."""
+    rows = [line for line in README.read_text().splitlines() if line.startswith("| `")]
+    statements = [code for row in rows for code in re.findall(r"`(from [\w.]+ import [^`]+)`", row)]
+    assert len(statements) >= 8, "the README's API table lost its imports"
+    for statement in statements:
+        if "..." not in statement:
+            exec(statement, {})
+    for dotted in {name for row in rows for name in re.findall(r"`(sodeep(?:\.\w+)+)`", row)}:
+        module, _, attribute = dotted.rpartition(".")
+        assert hasattr(importlib.import_module(module), attribute), dotted
 
 
 def test_readme_set_up_commands_come_first():
