@@ -346,7 +346,26 @@ def _settings_as_recorded(settings: dict[str, Any], record: Path) -> dict[str, A
         settings.get("init_from"), recorded.get("init_from")
     ):
         settings["init_from"] = recorded["init_from"]  # ./runs/a/ and runs/a/sorter.pt for runs/a
+    given, started_with = (
+        {key: where.get(key, defaults[key]) for key in ("architecture", "sorter", "init_from")}
+        for where in (settings, recorded)
+    )
+    if given != started_with and given["init_from"] is None and _same_fresh_sorter(given, started_with):
+        settings["sorter"] = recorded.get("sorter", defaults["sorter"])  # {"softness": 0.5} for {}: the default
     return {**settings, "lengths": recorded["lengths"]} if same else settings
+
+
+def _same_fresh_sorter(given: dict[str, Any], started_with: dict[str, Any]) -> bool:
+    """Whether two ``architecture`` and ``sorter`` settings build the same fresh sorter (``sorter``
+    entries that spell out a default make no difference); built without memory, on the meta device."""
+    if given["architecture"] != started_with["architecture"] or started_with["init_from"] is not None:
+        return False
+    try:
+        with torch.device("meta"):
+            built = [build_sorter(where["architecture"], **where["sorter"]).config() for where in (given, started_with)]
+    except (TypeError, ValueError):
+        return False
+    return built[0] == built[1]
 
 
 def _no_training_checkpoint_in(folder: Path) -> str:

@@ -2,6 +2,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -413,6 +414,23 @@ def test_a_run_whose_record_leaves_out_settings_at_their_defaults_resumes(tmp_pa
     capsys.readouterr()
     assert _pretrain(run, 4, "--wandb", "disabled", "--warmup-steps", "1", "--resume") == 0
     assert "sorter written to" in capsys.readouterr().out
+
+
+def test_sorter_settings_that_spell_out_defaults_resume_the_run_and_others_are_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    flags = ("--wandb", "disabled", "--warmup-steps", "1", "--lengths", "2-16")
+    # _pretrain's sorter setting, with ConvSorter's defaults spelled out.
+    spelled_out = ("--sorter", '{"capacity": 32, "softness": 0.5, "band": 8}')
+    for run, started_with, resumed_with in (("plain", (), spelled_out), ("spelled", spelled_out, ())):
+        assert _pretrain(tmp_path / run, 4, *flags, *started_with) == 0
+        (tmp_path / run / "sorter.pt").unlink()  # unfinished: the resume trains from its last checkpoint
+        with pytest.raises(SystemExit):
+            _pretrain(tmp_path / run, 4, *flags, "--sorter", '{"capacity": 32, "softness": 0.3}', "--resume")
+        assert re.search(r"other settings \((--)?sorter: ", capsys.readouterr().err)
+        assert _pretrain(tmp_path / run, 4, *flags, *resumed_with, "--resume") == 0
+        assert "sorter written to" in capsys.readouterr().out
+    # The record keeps the spelling the run started with.
+    assert json.loads((tmp_path / "plain" / "run.json").read_text())["config"]["sorter"] == {"capacity": 32}
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path, capsys):
