@@ -38,7 +38,7 @@ import os
 import shutil
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -600,7 +600,7 @@ def wandb_run(mode: str, out: Path, command: str, record: dict[str, Any], stop: 
     with wandb_environment(mode, out):
         import wandb
 
-        run = None
+        run, completed = None, False
         try:
             # W&B starts a service process: let it start whole.  A stop held back meanwhile is
             # raised at the block's end, and the run is finished then too.
@@ -614,9 +614,12 @@ def wandb_run(mode: str, out: Path, command: str, record: dict[str, Any], stop: 
                     resume="allow",
                 )
             yield run
+            completed = True
         finally:
             if run is not None:
-                run.finish()
+                # After the report, a first stop signal lets the command end as finished.
+                with stop.closing() if completed else nullcontext():
+                    run.finish()
 
 
 def sfcn_network(config: SyntheticConfig | NiftiConfig) -> dict[str, Any]:

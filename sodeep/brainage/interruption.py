@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,6 +50,7 @@ class SignalStop:
         self.resume = resume
         self.requested = False
         self._deferring = False
+        self._closing = False
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> SignalStop:
@@ -70,6 +72,13 @@ class SignalStop:
     def _handle(self, number: int, frame: Any) -> None:
         again = self.requested
         self.requested = True
+        if self._closing and not again:
+            print(
+                f"{signal.Signals(number).name} while closing, with every result written: the command ends as "
+                "finished (send it again to stop at once)",
+                file=sys.stderr,
+            )
+            return
         # In a run of several processes a signal may reach one of them only: it waits for the next
         # point where they agree (a deferred block's start or end), so that they stop together.
         if again or not (self._deferring or in_process_group()):
@@ -79,6 +88,16 @@ class SignalStop:
         """Raise :class:`RunInterrupted` if a signal has come."""
         if self.requested:
             raise RunInterrupted(self.where, self.resume)
+
+    @contextmanager
+    def closing(self) -> Iterator[None]:
+        """Every result is written and the command closes (its W&B run): a first signal is noted
+        and let pass, so the command ends as finished; a second stops at once."""
+        self.where, self._closing = "closing, with every result written", True
+        try:
+            yield
+        finally:
+            self._closing = False
 
     @contextmanager
     def deferred(self, where: str | None = None) -> Iterator[None]:

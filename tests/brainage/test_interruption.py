@@ -130,3 +130,39 @@ def test_a_signal_while_the_wandb_run_starts_finishes_that_run(tmp_path, monkeyp
         with wandb_run("offline", tmp_path, "tabular", record, stop):
             pytest.fail("went on after the signal")
     assert finished == [True]
+
+
+@pytest.mark.parametrize("signals", [1, 2])
+def test_a_signal_while_the_wandb_run_closes_after_the_report_lets_the_command_end_as_finished(
+    tmp_path, monkeypatch, capsys, signals
+):
+    """Every result is written when the W&B run closes: a first signal then leaves the command
+    finished (a scheduler's SIGTERM marks no complete job as failed), a second stops at once."""
+    import sys
+    import types
+
+    from sodeep.brainage.commands import wandb_run
+
+    class Run:
+        def finish(self):
+            for _ in range(signals):
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    fake = types.SimpleNamespace(init=lambda **settings: Run(), run=None, teardown=lambda: None)
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    record = {"config": {}, "run_id": "abc"}
+    with SignalStop() as stop:
+        if signals == 1:
+            with wandb_run("offline", tmp_path, "tabular", record, stop):
+                stop.where = "the report"
+        else:
+            with pytest.raises(RunInterrupted, match="^interrupted at closing, with every result written$"):
+                with wandb_run("offline", tmp_path, "tabular", record, stop):
+                    stop.where = "the report"
+    error = capsys.readouterr().err
+    assert "SIGTERM while closing, with every result written: the command ends as finished" in error
+    # A signal while a stopped command closes its run stops it: nothing was finished.
+    with pytest.raises(RunInterrupted, match="^interrupted at l1, seed 0, fold 0$"), SignalStop() as stop:
+        with wandb_run("offline", tmp_path, "tabular", record, stop):
+            stop.where = "l1, seed 0, fold 0"
+            raise ValueError("a refusal on the way")
