@@ -225,6 +225,20 @@ class SorterPretraining(L.LightningModule):
         )
         self.families = list(families)
         self._validation: dict[str, list[float]] = defaultdict(list)
+        # Seconds of training before this fit (those of a resumed run's earlier parts, up to the
+        # checkpoint it resumes from), and when this fit started.
+        self._seconds_before, self._fit_started = 0.0, time.time()
+
+    def training_seconds(self) -> float:
+        """Seconds of training of the run: this fit's, and those of its earlier parts up to the
+        checkpoint it resumed from."""
+        return self._seconds_before + (time.time() - self._fit_started)
+
+    def on_fit_start(self) -> None:
+        self._fit_started = time.time()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._seconds_before = float(checkpoint.get("training_seconds", 0.0))
 
     def on_train_start(self) -> None:
         # Said once training is under way (bad input and interrupts before it stay one line).
@@ -259,6 +273,7 @@ class SorterPretraining(L.LightningModule):
             raise ValueError(self.diverged(f"the L1 loss is {last_loss.item()} at step {self.global_step}"))
         if not all(torch.isfinite(parameter).all() for parameter in self.sorter.parameters()):
             raise ValueError(self.diverged(f"the sorter's weights are not finite at step {self.global_step}"))
+        checkpoint["training_seconds"] = self.training_seconds()
 
     def diverged(self, what: str) -> str:
         """The one line that ends a run whose training went to NaN or infinity (``what``)."""
@@ -691,7 +706,6 @@ def _train(
         total_steps=config.steps,
         families=config.family_list(),
     )
-    started = time.time()
     try:
         with (
             threads_beside(config.data_workers),
@@ -744,7 +758,7 @@ def _train(
             settings,
             config,
             resumed=resume_step is not None,
-            started=started,
+            training_seconds=module.training_seconds(),
             init_digest=record.get("init_from_sha256"),
         )
     return trained
@@ -955,19 +969,20 @@ def _write_results(
     config: PretrainConfig,
     *,
     resumed: bool,
-    started: float,
+    training_seconds: float,
     init_digest: str | None = None,
 ) -> None:
     """Write ``sorter.pt`` and ``pretrain_summary.json`` (rank 0's work).  A resume that trained
     nothing (the run had finished, and lost its sorter) keeps the run's summary as it was.
-    ``init_digest``: the SHA-256 of the ``init_from`` file when the run started."""
+    ``training_seconds``: those of every part of the run; ``init_digest``: the SHA-256 of the
+    ``init_from`` file when the run started."""
     kept = run_summary_at(out, int(trainer.global_step)) if resumed else None
     metadata = kept or {
         "command": invoked_command(),
         "config": settings,
         **({"init_from_sha256": init_digest} if init_digest else {}),
         "steps": int(trainer.global_step),
-        "training_seconds": round(time.time() - started, 1),
+        "training_seconds": round(training_seconds, 1),
         "resumed": resumed,
         "world_size": int(trainer.world_size),
         "sequences_per_step": config.batch_size * int(trainer.world_size),

@@ -99,18 +99,48 @@ def stop_signals_as_interrupts() -> Iterator[None]:
     """Within the block, Ctrl-C and SIGTERM raise :class:`Interrupted` (a ``KeyboardInterrupt``),
     so the same clean stop (finished results kept, children stopped, one line) follows either;
     the previous handlers come back after.  Outside the main thread, where Python sets no
-    handlers, nothing changes.  After :func:`stop_saved`, signals are let pass."""
+    handlers, nothing changes.  After :func:`stop_saved`, signals are let pass.
+
+    A signal that lands in a finalizer (a data loader's ``__del__``), where Python prints the
+    exception and drops it, is sent again a moment later, until it stops the run outside one."""
+    in_hook = threading.Event()
 
     def interrupt(number: int, frame: Any) -> None:
-        if not _STOP_SAVED.is_set():
-            raise Interrupted(signal.Signals(number).name)
+        if _STOP_SAVED.is_set():
+            return
+        if in_hook.is_set():  # an exception would be dropped here too
+            _send_soon(number)
+            return
+        raise Interrupted(signal.Signals(number).name)
+
+    previous_hook = sys.unraisablehook
+
+    def send_again(unraisable: Any) -> None:
+        if not isinstance(unraisable.exc_value, Interrupted):
+            previous_hook(unraisable)
+            return
+        in_hook.set()
+        try:
+            if not _STOP_SAVED.is_set():
+                _send_soon(signal.Signals[unraisable.exc_value.args[0]])
+        finally:
+            in_hook.clear()
 
     _STOP_SAVED.clear()
+    sys.unraisablehook = send_again
     try:
         with _stop_signals_go_to(interrupt):
             yield
     finally:
+        sys.unraisablehook = previous_hook
         _STOP_SAVED.clear()
+
+
+def _send_soon(number: int) -> None:
+    """Send this process the signal ``number`` in a moment, from another thread."""
+    timer = threading.Timer(0.01, os.kill, (os.getpid(), number))
+    timer.daemon = True
+    timer.start()
 
 
 @contextmanager

@@ -163,6 +163,33 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     )
 
 
+def test_training_seconds_of_a_resumed_run_count_its_earlier_parts(tmp_path, monkeypatch):
+    import time
+
+    original_step = SorterPretraining.training_step
+
+    def slow_then_crash(self, batch, batch_index):
+        if self.global_step == 5:
+            raise RuntimeError("simulated crash")
+        time.sleep(0.5)
+        return original_step(self, batch, batch_index)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(SorterPretraining, "training_step", slow_then_crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _pretrain(tmp_path / "run", 8, "--checkpoint-every", "4", "--wandb", "disabled")
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 4 and checkpoint["training_seconds"] >= 2.0  # four steps of 0.5 s
+    monkeypatch.setattr(SorterPretraining, "training_step", original_step)
+    assert _pretrain(tmp_path / "run", 8, "--checkpoint-every", "4", "--wandb", "disabled", "--resume") == 0
+    summary = json.loads((tmp_path / "run" / "pretrain_summary.json").read_text())
+    assert summary["training_seconds"] >= round(checkpoint["training_seconds"], 1)
+    assert (
+        load_sorter(tmp_path / "run" / "sorter.pt").checkpoint_metadata["training_seconds"]
+        == summary["training_seconds"]
+    )
+
+
 def test_sigint_saves_stops_and_says_how_to_resume(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     _pretrain(tmp_path / "straight", 8, "--checkpoint-every", "100")

@@ -314,6 +314,36 @@ def test_signals_after_a_run_saved_its_stop_let_the_closing_down_finish():
         os.kill(os.getpid(), signal.SIGINT)
 
 
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
+def test_a_stop_signal_that_lands_in_a_finalizer_stops_the_run_where_the_finalizer_returns(name, monkeypatch):
+    """Python prints an exception raised in ``__del__`` and drops it: a Ctrl-C as a data loader's
+    iterator was collected went by with a traceback, and the run carried on."""
+    import gc
+    import os
+    import signal
+    import sys
+
+    from sodeep.run_folder import Interrupted, stop_signals_as_interrupts
+
+    number, dropped = getattr(signal, name), []
+    monkeypatch.setattr(sys, "unraisablehook", dropped.append)  # what Python would print and drop
+
+    class ShutsDown:
+        def __del__(self):
+            os.kill(os.getpid(), number)  # the handler raises here, inside the finalizer
+
+    with pytest.raises(Interrupted, match=name), stop_signals_as_interrupts():
+        ShutsDown()
+        gc.collect()
+        pytest.fail("went on after the signal")
+    assert dropped == [] and sys.unraisablehook == dropped.append
+    with stop_signals_as_interrupts():  # no signal, no stop; and an ordinary error in a finalizer goes on as before
+        ShutsDown.__del__ = lambda self: 1 / 0
+        ShutsDown()
+        gc.collect()
+    assert [type(unraisable.exc_value) for unraisable in dropped] == [ZeroDivisionError]
+
+
 def test_overwriting_a_folder_that_holds_a_run_in_use_deeper_down_is_refused(held_by_another_process):
     """Clearing an outer folder would delete the files of the run still writing inside it."""
     inner, holder = held_by_another_process
