@@ -55,6 +55,7 @@ from sodeep.run_folder import (
     drop_previous_run,
     holds_files_besides_its_lock,
     put_back_previous_run,
+    raise_dropped_stop,
     releasing_run_folders,
     restore_a_killed_replacement,
     set_aside_previous_run,
@@ -723,6 +724,7 @@ def _train(
                     trainer.validate(module, datamodule=data, verbose=False)
                 finally:
                     trainer.loggers = loggers
+        raise_dropped_stop()  # a Ctrl-C as the fit closed its data loaders stops here, resumably
     except KeyboardInterrupt:
         if last.exists():  # stopped after training had saved: --resume continues (or finishes) it from there
             raise RunInterrupted(

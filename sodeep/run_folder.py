@@ -101,46 +101,46 @@ def stop_signals_as_interrupts() -> Iterator[None]:
     the previous handlers come back after.  Outside the main thread, where Python sets no
     handlers, nothing changes.  After :func:`stop_saved`, signals are let pass.
 
-    A signal that lands in a finalizer (a data loader's ``__del__``), where Python prints the
-    exception and drops it, is sent again a moment later, until it stops the run outside one."""
-    in_hook = threading.Event()
+    A signal that lands in a finalizer (a data loader's ``__del__``), where Python would print the
+    exception and drop it, is kept instead: :func:`raise_dropped_stop` raises it where the command
+    can stop, and the block's end at the latest."""
 
     def interrupt(number: int, frame: Any) -> None:
-        if _STOP_SAVED.is_set():
-            return
-        if in_hook.is_set():  # an exception would be dropped here too
-            _send_soon(number)
-            return
-        raise Interrupted(signal.Signals(number).name)
+        if not _STOP_SAVED.is_set():
+            raise Interrupted(signal.Signals(number).name)
 
     previous_hook = sys.unraisablehook
 
-    def send_again(unraisable: Any) -> None:
+    def keep_stops(unraisable: Any) -> None:
         if not isinstance(unraisable.exc_value, Interrupted):
             previous_hook(unraisable)
-            return
-        in_hook.set()
-        try:
-            if not _STOP_SAVED.is_set():
-                _send_soon(signal.Signals[unraisable.exc_value.args[0]])
-        finally:
-            in_hook.clear()
+        elif not _STOP_SAVED.is_set():
+            _DROPPED_STOPS.append(unraisable.exc_value)
 
     _STOP_SAVED.clear()
-    sys.unraisablehook = send_again
+    _DROPPED_STOPS.clear()
+    sys.unraisablehook = keep_stops
     try:
         with _stop_signals_go_to(interrupt):
             yield
+            raise_dropped_stop()
     finally:
         sys.unraisablehook = previous_hook
         _STOP_SAVED.clear()
+        _DROPPED_STOPS.clear()
 
 
-def _send_soon(number: int) -> None:
-    """Send this process the signal ``number`` in a moment, from another thread."""
-    timer = threading.Timer(0.01, os.kill, (os.getpid(), number))
-    timer.daemon = True
-    timer.start()
+#: Stop signals that came in a finalizer within :func:`stop_signals_as_interrupts`.
+_DROPPED_STOPS: list[Interrupted] = []
+
+
+def raise_dropped_stop() -> None:
+    """Raise the :class:`Interrupted` of a stop signal that came in a finalizer (see
+    :func:`stop_signals_as_interrupts`), if one did and the run has not saved its stop since."""
+    if _DROPPED_STOPS and not _STOP_SAVED.is_set():
+        stop = _DROPPED_STOPS[0]
+        _DROPPED_STOPS.clear()
+        raise stop
 
 
 @contextmanager

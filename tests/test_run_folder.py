@@ -315,7 +315,7 @@ def test_signals_after_a_run_saved_its_stop_let_the_closing_down_finish():
 
 
 @pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
-def test_a_stop_signal_that_lands_in_a_finalizer_stops_the_run_where_the_finalizer_returns(name, monkeypatch):
+def test_a_stop_signal_that_lands_in_a_finalizer_is_kept_for_where_the_command_can_stop(name, monkeypatch):
     """Python prints an exception raised in ``__del__`` and drops it: a Ctrl-C as a data loader's
     iterator was collected went by with a traceback, and the run carried on."""
     import gc
@@ -323,9 +323,9 @@ def test_a_stop_signal_that_lands_in_a_finalizer_stops_the_run_where_the_finaliz
     import signal
     import sys
 
-    from sodeep.run_folder import Interrupted, stop_signals_as_interrupts
+    from sodeep.run_folder import Interrupted, raise_dropped_stop, stop_saved, stop_signals_as_interrupts
 
-    number, dropped = getattr(signal, name), []
+    number, dropped, went_on = getattr(signal, name), [], []
     monkeypatch.setattr(sys, "unraisablehook", dropped.append)  # what Python would print and drop
 
     class ShutsDown:
@@ -335,12 +335,24 @@ def test_a_stop_signal_that_lands_in_a_finalizer_stops_the_run_where_the_finaliz
     with pytest.raises(Interrupted, match=name), stop_signals_as_interrupts():
         ShutsDown()
         gc.collect()
-        pytest.fail("went on after the signal")
+        went_on.append("to where the command checks")
+        raise_dropped_stop()
+        pytest.fail("went on after the check")
+    with pytest.raises(Interrupted, match=name), stop_signals_as_interrupts():
+        ShutsDown()
+        gc.collect()
+        went_on.append("to the block's end")
+    assert went_on == ["to where the command checks", "to the block's end"]
     assert dropped == [] and sys.unraisablehook == dropped.append
+    with stop_signals_as_interrupts():  # a stop saved since: the run is closing down
+        ShutsDown()
+        gc.collect()
+        stop_saved()
     with stop_signals_as_interrupts():  # no signal, no stop; and an ordinary error in a finalizer goes on as before
         ShutsDown.__del__ = lambda self: 1 / 0
         ShutsDown()
         gc.collect()
+        raise_dropped_stop()
     assert [type(unraisable.exc_value) for unraisable in dropped] == [ZeroDivisionError]
 
 
