@@ -54,8 +54,8 @@ from sodeep.run_folder import (
     differing_settings,
     drop_previous_run,
     holds_files_besides_its_lock,
+    interrupts_in_finalizers_kept,
     put_back_previous_run,
-    raise_dropped_stop,
     releasing_run_folders,
     restore_a_killed_replacement,
     set_aside_previous_run,
@@ -711,6 +711,7 @@ def _train(
         with (
             threads_beside(config.data_workers),
             stop_signals_outside_training_are_interrupts(trainer, before_exit=replaced.put_back),
+            interrupts_in_finalizers_kept() as stop.kept,
         ):
             trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume_step is not None else None)
             if stop.stopped_at is None and not any(key.startswith("val/") for key in trainer.callback_metrics):
@@ -724,7 +725,8 @@ def _train(
                     trainer.validate(module, datamodule=data, verbose=False)
                 finally:
                     trainer.loggers = loggers
-        raise_dropped_stop()  # a Ctrl-C as the fit closed its data loaders stops here, resumably
+        if stop.kept and stop.stopped_at is None:  # a Ctrl-C as the fit closed its data loaders, say
+            raise stop.kept[0]
     except KeyboardInterrupt:
         if last.exists():  # stopped after training had saved: --resume continues (or finishes) it from there
             raise RunInterrupted(

@@ -99,48 +99,44 @@ def stop_signals_as_interrupts() -> Iterator[None]:
     """Within the block, Ctrl-C and SIGTERM raise :class:`Interrupted` (a ``KeyboardInterrupt``),
     so the same clean stop (finished results kept, children stopped, one line) follows either;
     the previous handlers come back after.  Outside the main thread, where Python sets no
-    handlers, nothing changes.  After :func:`stop_saved`, signals are let pass.
-
-    A signal that lands in a finalizer (a data loader's ``__del__``), where Python would print the
-    exception and drop it, is kept instead: :func:`raise_dropped_stop` raises it where the command
-    can stop, and the block's end at the latest."""
+    handlers, nothing changes.  After :func:`stop_saved`, signals are let pass.  One that lands
+    in a finalizer is raised at the block's end (:func:`interrupts_in_finalizers_kept`)."""
 
     def interrupt(number: int, frame: Any) -> None:
         if not _STOP_SAVED.is_set():
             raise Interrupted(signal.Signals(number).name)
 
+    _STOP_SAVED.clear()
+    try:
+        with interrupts_in_finalizers_kept() as kept, _stop_signals_go_to(interrupt):
+            yield
+            if kept and not _STOP_SAVED.is_set():
+                raise kept[0]
+    finally:
+        _STOP_SAVED.clear()
+
+
+@contextmanager
+def interrupts_in_finalizers_kept() -> Iterator[list[KeyboardInterrupt]]:
+    """Within the block, a ``KeyboardInterrupt`` (Ctrl-C, or a stop signal as :class:`Interrupted`)
+    raised in a finalizer, such as a data loader's ``__del__`` or what runs in the parent as a
+    data worker forks, where Python would print it and drop it, is added to the list the block
+    gets, for the caller to raise where it can stop.  Other errors in finalizers are printed as
+    before."""
+    kept: list[KeyboardInterrupt] = []
     previous_hook = sys.unraisablehook
 
-    def keep_stops(unraisable: Any) -> None:
-        if not isinstance(unraisable.exc_value, Interrupted):
+    def keep(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            kept.append(unraisable.exc_value)
+        else:
             previous_hook(unraisable)
-        elif not _STOP_SAVED.is_set():
-            _DROPPED_STOPS.append(unraisable.exc_value)
 
-    _STOP_SAVED.clear()
-    _DROPPED_STOPS.clear()
-    sys.unraisablehook = keep_stops
+    sys.unraisablehook = keep
     try:
-        with _stop_signals_go_to(interrupt):
-            yield
-            raise_dropped_stop()
+        yield kept
     finally:
         sys.unraisablehook = previous_hook
-        _STOP_SAVED.clear()
-        _DROPPED_STOPS.clear()
-
-
-#: Stop signals that came in a finalizer within :func:`stop_signals_as_interrupts`.
-_DROPPED_STOPS: list[Interrupted] = []
-
-
-def raise_dropped_stop() -> None:
-    """Raise the :class:`Interrupted` of a stop signal that came in a finalizer (see
-    :func:`stop_signals_as_interrupts`), if one did and the run has not saved its stop since."""
-    if _DROPPED_STOPS and not _STOP_SAVED.is_set():
-        stop = _DROPPED_STOPS[0]
-        _DROPPED_STOPS.clear()
-        raise stop
 
 
 @contextmanager

@@ -173,6 +173,9 @@ class StopOnSignal(Callback):
     def __init__(self, checkpoint: Path) -> None:
         self.checkpoint = Path(checkpoint)
         self.requested = False
+        # Interrupts that Python dropped in finalizers (sodeep.run_folder.interrupts_in_finalizers_kept):
+        # each is a request too.
+        self.kept: list[KeyboardInterrupt] = []
         self.stopped_at: int | None = None
         self._stopping = False
         self._previous: dict[int, Any] = {}
@@ -194,7 +197,7 @@ class StopOnSignal(Callback):
     def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_index: int) -> None:
         # Under DDP a signal may reach one process only (``kill`` of the launching one), while every
         # process must stop at the same step and take part in saving: any request stops them all.
-        requested = trainer.strategy.reduce_boolean_decision(self.requested, all=False)
+        requested = trainer.strategy.reduce_boolean_decision(self.requested or bool(self.kept), all=False)
         last_step = 0 < trainer.max_steps <= trainer.global_step  # finishing anyway: validation, checkpoint, results
         if not requested or self._stopping or last_step:
             return

@@ -53,13 +53,19 @@ WANDB_VARIABLES = (
 @contextlib.contextmanager
 def wandb_environment(mode: str, out: Path) -> Iterator[None]:
     """:func:`configure_wandb_environment` for the block; on exit the variables are as they were,
-    so W&B runs the caller starts afterwards do not land in the run folder."""
+    so W&B runs the caller starts afterwards do not land in the run folder.  A W&B run the block
+    started and left open (a Ctrl-C inside ``wandb.init``) is finished, so that the process's next
+    run is not refused for it."""
     before = {name: os.environ.get(name) for name in WANDB_VARIABLES}
+    open_before = getattr(sys.modules.get("wandb"), "run", None)
     configure_wandb_environment(mode, out)
     try:
         yield
     finally:
         wandb = sys.modules.get("wandb")
+        if wandb is not None and wandb.run is not None and wandb.run is not open_before:
+            with contextlib.suppress(Exception):  # a run cut short as it started may not finish cleanly
+                wandb.run.finish()
         if wandb is not None and wandb.run is None:
             # W&B keeps the settings it read when it first ran in this process: without this, its
             # next run in the caller's code would read them again and land in the run folder.

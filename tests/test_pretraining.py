@@ -1203,6 +1203,37 @@ def test_an_interrupted_python_run_says_how_to_resume_it_from_python(tmp_path, m
     assert pretrain(resumed, resume=True) is not None  # ...and it does
 
 
+def test_a_ctrl_c_that_python_drops_in_a_finalizer_stops_the_run_at_the_step_end_resumably(tmp_path, monkeypatch):
+    """A Ctrl-C that lands in a finalizer (a data loader's, or what runs in the parent as a data
+    worker forks) was printed as "Exception ignored" and lost: the run trained on to its end."""
+    import gc
+
+    from sodeep.run_folder import RunInterrupted
+
+    original_step = SorterPretraining.training_step
+
+    class Finalizer:
+        def __del__(self):
+            raise KeyboardInterrupt  # as the signal handler would, inside the finalizer
+
+    def dropped_at_step_two(self, batch, batch_index):
+        if self.global_step == 2:
+            Finalizer()
+            gc.collect()
+        return original_step(self, batch, batch_index)
+
+    monkeypatch.setattr(SorterPretraining, "training_step", dropped_at_step_two)
+    settings = dict(steps=6, batch_size=4, lengths="2-8", validation_every=3, validation_sequences=2, wandb="disabled")
+    config = PretrainConfig(**settings, out=str(tmp_path / "run"), sorter={"capacity": 8})
+    with pytest.raises(RunInterrupted, match="^interrupted at step 3; "):
+        pretrain(config)
+    monkeypatch.setattr(SorterPretraining, "training_step", original_step)
+    resumed = pretrain(config, resume=True)
+    straight = pretrain(PretrainConfig(**settings, out=str(tmp_path / "straight"), sorter={"capacity": 8}))
+    for name, weight in straight.state_dict().items():
+        assert torch.equal(resumed.state_dict()[name], weight), name
+
+
 def test_a_length_given_twice_counts_once():
     from sodeep import rank
     from sodeep.evaluation import fidelity_table

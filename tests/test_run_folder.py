@@ -323,7 +323,7 @@ def test_a_stop_signal_that_lands_in_a_finalizer_is_kept_for_where_the_command_c
     import signal
     import sys
 
-    from sodeep.run_folder import Interrupted, raise_dropped_stop, stop_saved, stop_signals_as_interrupts
+    from sodeep.run_folder import Interrupted, interrupts_in_finalizers_kept, stop_saved, stop_signals_as_interrupts
 
     number, dropped, went_on = getattr(signal, name), [], []
     monkeypatch.setattr(sys, "unraisablehook", dropped.append)  # what Python would print and drop
@@ -333,16 +333,17 @@ def test_a_stop_signal_that_lands_in_a_finalizer_is_kept_for_where_the_command_c
             os.kill(os.getpid(), number)  # the handler raises here, inside the finalizer
 
     with pytest.raises(Interrupted, match=name), stop_signals_as_interrupts():
-        ShutsDown()
-        gc.collect()
-        went_on.append("to where the command checks")
-        raise_dropped_stop()
-        pytest.fail("went on after the check")
+        with interrupts_in_finalizers_kept() as kept:
+            ShutsDown()
+            gc.collect()
+        went_on.append("to where the command looks")
+        assert [type(interrupt) for interrupt in kept] == [Interrupted]
+        raise kept[0]
     with pytest.raises(Interrupted, match=name), stop_signals_as_interrupts():
         ShutsDown()
         gc.collect()
         went_on.append("to the block's end")
-    assert went_on == ["to where the command checks", "to the block's end"]
+    assert went_on == ["to where the command looks", "to the block's end"]
     assert dropped == [] and sys.unraisablehook == dropped.append
     with stop_signals_as_interrupts():  # a stop saved since: the run is closing down
         ShutsDown()
@@ -352,7 +353,6 @@ def test_a_stop_signal_that_lands_in_a_finalizer_is_kept_for_where_the_command_c
         ShutsDown.__del__ = lambda self: 1 / 0
         ShutsDown()
         gc.collect()
-        raise_dropped_stop()
     assert [type(unraisable.exc_value) for unraisable in dropped] == [ZeroDivisionError]
 
 

@@ -276,3 +276,34 @@ def test_a_w_and_b_server_out_of_reach_ends_in_one_line(tmp_path, monkeypatch, c
         "context deadline exceeded); check the network, the W&B login and the entity and project, or run it again "
         "with --wandb offline (`wandb sync` sends an offline run later)\n"
     )
+
+
+def test_a_wandb_run_the_block_left_open_is_finished_and_the_callers_own_is_left_alone(tmp_path, monkeypatch):
+    """A Ctrl-C inside ``wandb.init`` left its run open (``wandb.run``), and every later run of the
+    process was refused for it."""
+    import sys
+    import types
+
+    from sodeep.wandb_setup import wandb_environment
+
+    events = []
+
+    class Run:
+        def __init__(self, name):
+            self.name = name
+
+        def finish(self):
+            events.append(f"finished {self.name}")
+            fake.run = None
+
+    fake = types.SimpleNamespace(run=None, teardown=lambda: events.append("teardown"))
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    with pytest.raises(KeyboardInterrupt), wandb_environment("offline", tmp_path / "run"):
+        fake.run = Run("started inside")
+        raise KeyboardInterrupt
+    assert events == ["finished started inside", "teardown"] and fake.run is None
+    events.clear()
+    fake.run = Run("the caller's")
+    with wandb_environment("offline", tmp_path / "run"):
+        pass
+    assert events == [] and fake.run.name == "the caller's"
