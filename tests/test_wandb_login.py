@@ -208,7 +208,9 @@ def test_a_sweep_s_wandb_name_and_project_name_the_runs_of_its_trials(tmp_path, 
             pass
 
     monkeypatch.setattr(wandb, "init", lambda **settings: started.update(settings) or Run())
-    stop = type("Stop", (), {"deferred": staticmethod(contextlib.nullcontext)})()
+    stop = type(
+        "Stop", (), {"deferred": staticmethod(contextlib.nullcontext), "closing": staticmethod(contextlib.nullcontext)}
+    )()
     with wandb_run("offline", Path(tmp_path / "c"), "tabular", {"config": {}, "run_id": "x"}, stop):
         pass
     assert (started["project"], started["name"]) == ("myproject", "grid-0003")

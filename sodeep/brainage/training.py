@@ -99,6 +99,11 @@ class AgeRegression(L.LightningModule):
         # divergence check, which the few validation subjects alone may not show.
         self.oldest_age = float(oldest_age)
         self._validation: list[tuple[torch.Tensor, torch.Tensor]] = []
+        # The epoch's summed training loss (times batch sizes) and subject count: logged once an
+        # epoch, as the per-epoch curves (a Lightning log call per step adds about a sixth to the
+        # tabular model's step).
+        self._epoch_loss: torch.Tensor | None = None
+        self._epoch_subjects = 0
         # A plain list, so that the head is not registered twice (its weights stay "model.*" only).
         self._head = [regression_head(model)] if freeze_backbone else []
         if freeze_backbone:
@@ -106,6 +111,7 @@ class AgeRegression(L.LightningModule):
             self._head[0].requires_grad_(True)
 
     def on_train_epoch_start(self) -> None:
+        self._epoch_loss, self._epoch_subjects = None, 0
         if self._head:
             self.model.eval()
             self._head[0].train()
@@ -126,8 +132,14 @@ class AgeRegression(L.LightningModule):
             if not bool(torch.isfinite(predictions.detach()).all()):
                 raise ValueError(self.diverged()) from None
             raise
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(ages))
+        weighted = loss.detach() * len(ages)
+        self._epoch_loss = weighted if self._epoch_loss is None else self._epoch_loss + weighted
+        self._epoch_subjects += len(ages)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        if self._epoch_subjects:  # the mean over the epoch's subjects (this process's share of them)
+            self.log("train/loss", self._epoch_loss / self._epoch_subjects, prog_bar=True)
 
     def diverged(self, largest: float | None = None, oldest: float | None = None) -> str:
         """The one line that ends a run whose model's predictions went to NaN or infinity, or

@@ -70,7 +70,10 @@ def test_a_fit_without_resume_starts_afresh_and_a_checkpoint_names_its_run(tmp_p
     _, again = _fit(tmp_path, resume=False)
     assert again["resumed_at_epoch"] is None and again["epochs"] == 6
     rows = list(csv.DictReader(open(tmp_path / "curves" / "metrics.csv")))
-    assert [row["epoch"] for row in rows].count("0") == 5  # 4 training steps and a validation, once
+    assert [row["epoch"] for row in rows].count("0") == 2  # the epoch's training loss and its validation, once
+    # Per-epoch curves: one mean training loss and one validation MAE an epoch.
+    assert [row["epoch"] for row in rows if row["train/loss"]] == [str(epoch) for epoch in range(6)]
+    assert [row["epoch"] for row in rows if row["val/mae"]] == [str(epoch) for epoch in range(6)]
     with pytest.raises(ValueError, match=r"belongs to training run \{'preset': 'l1', 'seed': 0, 'fold': 0\}, not"):
         check_training_checkpoint(tmp_path / "last.ckpt", RUN | {"fold": 1})
 
