@@ -235,9 +235,6 @@ class SorterPretraining(L.LightningModule):
         checkpoint it resumed from."""
         return self._seconds_before + (time.time() - self._fit_started)
 
-    def on_fit_start(self) -> None:
-        self._fit_started = time.time()
-
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._seconds_before = float(checkpoint.get("training_seconds", 0.0))
 
@@ -367,7 +364,11 @@ def _settings_as_recorded(settings: dict[str, Any], record: Path) -> dict[str, A
         for where in (settings, recorded)
     )
     if given != started_with and given["init_from"] is None and _same_fresh_sorter(given, started_with):
-        settings["sorter"] = recorded.get("sorter", defaults["sorter"])  # {"softness": 0.5} for {}: the default
+        # The record's spelling of the same sorter (none where the record leaves it out).
+        if "sorter" in recorded:
+            settings["sorter"] = recorded["sorter"]
+        else:
+            settings.pop("sorter", None)
     return {**settings, "lengths": recorded["lengths"]} if same else settings
 
 
@@ -379,9 +380,9 @@ def _same_fresh_sorter(given: dict[str, Any], started_with: dict[str, Any]) -> b
     try:
         with torch.device("meta"):
             built = [build_sorter(where["architecture"], **where["sorter"]).config() for where in (given, started_with)]
-    except (TypeError, ValueError):
+        return bool(built[0] == built[1])
+    except Exception:  # a sorter that cannot be built so (one of the user's): the run's settings decide
         return False
-    return built[0] == built[1]
 
 
 def _no_training_checkpoint_in(folder: Path) -> str:
@@ -713,6 +714,7 @@ def _train(
             stop_signals_outside_training_are_interrupts(trainer, before_exit=replaced.put_back),
             interrupts_in_finalizers_kept() as stop.kept,
         ):
+            module._fit_started = time.time()  # (several processes: their start counts too)
             trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume_step is not None else None)
             if stop.stopped_at is None and not any(key.startswith("val/") for key in trainer.callback_metrics):
                 # Resumed from a checkpoint of the last step (its sorter not yet written): nothing

@@ -119,15 +119,20 @@ def stop_signals_as_interrupts() -> Iterator[None]:
 @contextmanager
 def interrupts_in_finalizers_kept() -> Iterator[list[KeyboardInterrupt]]:
     """Within the block, a ``KeyboardInterrupt`` (Ctrl-C, or a stop signal as :class:`Interrupted`)
-    raised in a finalizer, such as a data loader's ``__del__`` or what runs in the parent as a
-    data worker forks, where Python would print it and drop it, is added to the list the block
-    gets, for the caller to raise where it can stop.  Other errors in finalizers are printed as
-    before."""
+    raised in a finalizer of the main thread, such as a data loader's ``__del__`` or what runs in
+    the parent as a data worker forks, where Python would print it and drop it, is added to the
+    list the block gets, for the caller to raise where it can stop.  Other errors in finalizers,
+    and every one outside the main thread (where no signal handler runs), are left to the hook
+    that was there.  Outside the main thread the list stays empty."""
     kept: list[KeyboardInterrupt] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield kept
+        return
     previous_hook = sys.unraisablehook
 
     def keep(unraisable: Any) -> None:
-        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        in_main = threading.current_thread() is threading.main_thread()
+        if in_main and isinstance(unraisable.exc_value, KeyboardInterrupt):
             kept.append(unraisable.exc_value)
         else:
             previous_hook(unraisable)
@@ -136,7 +141,8 @@ def interrupts_in_finalizers_kept() -> Iterator[list[KeyboardInterrupt]]:
     try:
         yield kept
     finally:
-        sys.unraisablehook = previous_hook
+        if sys.unraisablehook is keep:  # one set inside the block since stays
+            sys.unraisablehook = previous_hook
 
 
 @contextmanager

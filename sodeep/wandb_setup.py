@@ -62,19 +62,21 @@ def wandb_environment(mode: str, out: Path) -> Iterator[None]:
     try:
         yield
     finally:
-        wandb = sys.modules.get("wandb")
-        if wandb is not None and wandb.run is not None and wandb.run is not open_before:
-            with contextlib.suppress(Exception):  # a run cut short as it started may not finish cleanly
-                wandb.run.finish()
-        if wandb is not None and wandb.run is None:
-            # W&B keeps the settings it read when it first ran in this process: without this, its
-            # next run in the caller's code would read them again and land in the run folder.
-            wandb.teardown()
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        try:
+            wandb = sys.modules.get("wandb")
+            if wandb is not None and wandb.run is not None and wandb.run is not open_before:
+                with contextlib.suppress(Exception):  # a run cut short as it started may not finish cleanly
+                    wandb.run.finish()
+            if wandb is not None and wandb.run is None:
+                # W&B keeps the settings it read when it first ran in this process: without this, its
+                # next run in the caller's code would read them again and land in the run folder.
+                wandb.teardown()
+        finally:  # a Ctrl-C in W&B's shutdown too
+            for name, value in before.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 #: The W&B project of sodeep's runs where ``WANDB_PROJECT`` names none.

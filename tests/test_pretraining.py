@@ -15,7 +15,7 @@ import yaml
 import sodeep
 from sodeep import load_sorter
 from sodeep.cli import main
-from sodeep.config import PretrainConfig, parse_lengths
+from sodeep.config import PretrainConfig, config_to_dict, parse_lengths
 from sodeep.evaluation import EVALUATION_LENGTHS
 from sodeep.pretraining import SorterPretraining, held_out_lengths, pretrain, sorter_from_training_checkpoint
 
@@ -458,6 +458,18 @@ def test_sorter_settings_that_spell_out_defaults_resume_the_run_and_others_are_r
         assert "sorter written to" in capsys.readouterr().out
     # The record keeps the spelling the run started with.
     assert json.loads((tmp_path / "plain" / "run.json").read_text())["config"]["sorter"] == {"capacity": 32}
+
+
+def test_a_record_without_a_sorter_setting_matches_a_spelled_out_default_and_an_unbuildable_one_does_not(tmp_path):
+    from sodeep.pretraining import _settings_as_recorded
+    from sodeep.run_folder import differing_settings
+
+    recorded = {key: value for key, value in config_to_dict(PretrainConfig()).items() if key != "sorter"}
+    record = tmp_path / "run.json"
+    record.write_text(json.dumps({"command": "pretrain", "config": recorded}))
+    for sorter, same in (({"softness": 0.5, "band": 8}, True), ({"softness": 0.3}, False), ({"no_such": 1}, False)):
+        settings = _settings_as_recorded(config_to_dict(PretrainConfig(sorter=sorter)), record)
+        assert (differing_settings(recorded, settings) == []) == same, sorter
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path, capsys):
@@ -1205,7 +1217,7 @@ def test_an_interrupted_python_run_says_how_to_resume_it_from_python(tmp_path, m
 
 def test_a_ctrl_c_that_python_drops_in_a_finalizer_stops_the_run_at_the_step_end_resumably(tmp_path, monkeypatch):
     """A Ctrl-C that lands in a finalizer (a data loader's, or what runs in the parent as a data
-    worker forks) was printed as "Exception ignored" and lost: the run trained on to its end."""
+    worker forks), which Python would print as "Exception ignored" and drop, stops the run."""
     import gc
 
     from sodeep.run_folder import RunInterrupted

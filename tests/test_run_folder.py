@@ -316,8 +316,8 @@ def test_signals_after_a_run_saved_its_stop_let_the_closing_down_finish():
 
 @pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
 def test_a_stop_signal_that_lands_in_a_finalizer_is_kept_for_where_the_command_can_stop(name, monkeypatch):
-    """Python prints an exception raised in ``__del__`` and drops it: a Ctrl-C as a data loader's
-    iterator was collected went by with a traceback, and the run carried on."""
+    """Python prints an exception raised in ``__del__`` and drops it: a Ctrl-C that lands in a
+    finalizer (a data loader's iterator as it is collected) is kept, and stops the command."""
     import gc
     import os
     import signal

@@ -281,8 +281,8 @@ def test_a_w_and_b_server_out_of_reach_ends_in_one_line(tmp_path, monkeypatch, c
 
 
 def test_a_wandb_run_the_block_left_open_is_finished_and_the_callers_own_is_left_alone(tmp_path, monkeypatch):
-    """A Ctrl-C inside ``wandb.init`` left its run open (``wandb.run``), and every later run of the
-    process was refused for it."""
+    """A run that a Ctrl-C inside ``wandb.init`` leaves open (``wandb.run``) is finished, so that
+    the process's later runs are not refused for it."""
     import sys
     import types
 

@@ -38,7 +38,7 @@ import os
 import shutil
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -597,10 +597,13 @@ def wandb_run(mode: str, out: Path, command: str, record: dict[str, Any], stop: 
         return
     from sodeep.wandb_setup import wandb_environment, wandb_identity
 
-    with wandb_environment(mode, out):
+    # Entered once the block has ended well, left last: its run finishing and W&B's service
+    # shutting down (the environment's exit) are the command's closing.
+    closing = ExitStack()
+    with closing, wandb_environment(mode, out):
         import wandb
 
-        run, completed = None, False
+        run = None
         try:
             # W&B starts a service process: let it start whole.  A stop held back meanwhile is
             # raised at the block's end, and the run is finished then too.
@@ -614,12 +617,10 @@ def wandb_run(mode: str, out: Path, command: str, record: dict[str, Any], stop: 
                     resume="allow",
                 )
             yield run
-            completed = True
+            closing.enter_context(stop.closing())  # after the report, a first stop signal ends it as finished
         finally:
             if run is not None:
-                # After the report, a first stop signal lets the command end as finished.
-                with stop.closing() if completed else nullcontext():
-                    run.finish()
+                run.finish()
 
 
 def sfcn_network(config: SyntheticConfig | NiftiConfig) -> dict[str, Any]:

@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -73,11 +74,12 @@ class SignalStop:
         again = self.requested
         self.requested = True
         if self._closing and not again:
-            print(
+            # (os.write: a print here could interrupt another write to stderr, which would raise.)
+            note = (
                 f"{signal.Signals(number).name} while closing, with every result written: the command ends as "
-                "finished (send it again to stop at once)",
-                file=sys.stderr,
+                "finished (send it again to stop at once)\n"
             )
+            os.write(sys.stderr.fileno(), note.encode())
             return
         # In a run of several processes a signal may reach one of them only: it waits for the next
         # point where they agree (a deferred block's start or end), so that they stop together.
@@ -93,11 +95,11 @@ class SignalStop:
     def closing(self) -> Iterator[None]:
         """Every result is written and the command closes (its W&B run): a first signal is noted
         and let pass, so the command ends as finished; a second stops at once."""
-        self.where, self._closing = "closing, with every result written", True
+        where, self.where, self._closing = self.where, "closing, with every result written", True
         try:
             yield
         finally:
-            self._closing = False
+            self.where, self._closing = where, False
 
     @contextmanager
     def deferred(self, where: str | None = None) -> Iterator[None]:

@@ -99,11 +99,10 @@ class AgeRegression(L.LightningModule):
         # divergence check, which the few validation subjects alone may not show.
         self.oldest_age = float(oldest_age)
         self._validation: list[tuple[torch.Tensor, torch.Tensor]] = []
-        # The epoch's summed training loss (times batch sizes) and subject count: logged once an
-        # epoch, as the per-epoch curves (a Lightning log call per step adds about a sixth to the
-        # tabular model's step).
-        self._epoch_loss: torch.Tensor | None = None
-        self._epoch_subjects = 0
+        # The epoch's training losses times their batch sizes, summed, and its subject count: logged
+        # once an epoch, as the per-epoch curves (a Lightning log call per step adds about a sixth
+        # to the tabular model's step).
+        self._epoch_total: torch.Tensor | None = None
         # A plain list, so that the head is not registered twice (its weights stay "model.*" only).
         self._head = [regression_head(model)] if freeze_backbone else []
         if freeze_backbone:
@@ -111,7 +110,7 @@ class AgeRegression(L.LightningModule):
             self._head[0].requires_grad_(True)
 
     def on_train_epoch_start(self) -> None:
-        self._epoch_loss, self._epoch_subjects = None, 0
+        self._epoch_total = None
         if self._head:
             self.model.eval()
             self._head[0].train()
@@ -132,14 +131,18 @@ class AgeRegression(L.LightningModule):
             if not bool(torch.isfinite(predictions.detach()).all()):
                 raise ValueError(self.diverged()) from None
             raise
-        weighted = loss.detach() * len(ages)
-        self._epoch_loss = weighted if self._epoch_loss is None else self._epoch_loss + weighted
-        self._epoch_subjects += len(ages)
+        wide = torch.promote_types(loss.dtype, torch.float32)
+        step = torch.stack([loss.detach().to(wide) * len(ages), loss.new_tensor(len(ages), dtype=wide)])
+        self._epoch_total = step if self._epoch_total is None else self._epoch_total + step
         return loss
 
     def on_train_epoch_end(self) -> None:
-        if self._epoch_subjects:  # the mean over the epoch's subjects (this process's share of them)
-            self.log("train/loss", self._epoch_loss / self._epoch_subjects, prog_bar=True)
+        # The mean of the epoch's batch losses weighted by their sizes, over every process's batches
+        # (each process takes part, batches or none).
+        total = self._epoch_total if self._epoch_total is not None else torch.zeros(2, device=self.device)
+        total = self.trainer.strategy.reduce(total, reduce_op="sum")
+        # (Equal on every process: their mean, sync_dist, is that value.)
+        self.log("train/loss", total[0] / total[1].clamp_min(1), prog_bar=True, sync_dist=True)
 
     def diverged(self, largest: float | None = None, oldest: float | None = None) -> str:
         """The one line that ends a run whose model's predictions went to NaN or infinity, or

@@ -17,7 +17,7 @@ import difflib
 import inspect
 from typing import Any
 
-from sodeep.sorters.base import FixedTemperatureSorter, Sorter
+from sodeep.sorters.base import FixedTemperatureSorter, Sorter, check_scores  # noqa: F401 (importable, not exported)
 from sodeep.sorters.conv import ConvSorter
 from sodeep.sorters.original import OriginalCNNSorter, OriginalLSTMLargeSorter
 from sodeep.sorters.pairwise import PairwiseSigmoidSorter, pairwise_sigmoid_rank

@@ -133,23 +133,32 @@ def test_a_signal_while_the_wandb_run_starts_finishes_that_run(tmp_path, monkeyp
 
 
 @pytest.mark.parametrize("signals", [1, 2])
+@pytest.mark.parametrize("during", ["finish", "teardown"])
 def test_a_signal_while_the_wandb_run_closes_after_the_report_lets_the_command_end_as_finished(
-    tmp_path, monkeypatch, capsys, signals
+    tmp_path, monkeypatch, capfd, signals, during
 ):
-    """Every result is written when the W&B run closes: a first signal then leaves the command
-    finished (a scheduler's SIGTERM marks no complete job as failed), a second stops at once."""
+    """Every result is written when the W&B run closes (its run finishing, W&B's service shutting
+    down): a first signal then leaves the command finished (a scheduler's SIGTERM marks no complete
+    job as failed), a second stops at once; W&B's variables are as they were either way."""
     import sys
     import types
 
     from sodeep.brainage.commands import wandb_run
 
+    def signal_here():
+        for _ in range(signals):
+            os.kill(os.getpid(), signal.SIGTERM)
+
     class Run:
         def finish(self):
-            for _ in range(signals):
-                os.kill(os.getpid(), signal.SIGTERM)
+            fake.run = None
+            if during == "finish":
+                signal_here()
 
-    fake = types.SimpleNamespace(init=lambda **settings: Run(), run=None, teardown=lambda: None)
+    fake = types.SimpleNamespace(run=None, teardown=signal_here if during == "teardown" else lambda: None)
+    fake.init = lambda **settings: setattr(fake, "run", Run()) or fake.run
     monkeypatch.setitem(sys.modules, "wandb", fake)
+    monkeypatch.delenv("WANDB_DIR", raising=False)
     record = {"config": {}, "run_id": "abc"}
     with SignalStop() as stop:
         if signals == 1:
@@ -159,7 +168,9 @@ def test_a_signal_while_the_wandb_run_closes_after_the_report_lets_the_command_e
             with pytest.raises(RunInterrupted, match="^interrupted at closing, with every result written$"):
                 with wandb_run("offline", tmp_path, "tabular", record, stop):
                     stop.where = "the report"
-    error = capsys.readouterr().err
+        assert stop.where == "the report"
+    assert "WANDB_DIR" not in os.environ
+    error = capfd.readouterr().err
     assert "SIGTERM while closing, with every result written: the command ends as finished" in error
     # A signal while a stopped command closes its run stops it: nothing was finished.
     with pytest.raises(RunInterrupted, match="^interrupted at l1, seed 0, fold 0$"), SignalStop() as stop:
