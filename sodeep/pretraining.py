@@ -230,6 +230,11 @@ class SorterPretraining(L.LightningModule):
         # checkpoint it resumes from), and when this fit started.
         self._seconds_before, self._fit_started = 0.0, time.time()
 
+    def start_clock(self) -> None:
+        """Count this fit's seconds from now (before ``trainer.fit``: with several processes, their
+        start counts too)."""
+        self._fit_started = time.time()
+
     def training_seconds(self) -> float:
         """Seconds of training of the run: this fit's, and those of its earlier parts up to the
         checkpoint it resumed from."""
@@ -714,7 +719,7 @@ def _train(
             stop_signals_outside_training_are_interrupts(trainer, before_exit=replaced.put_back),
             interrupts_in_finalizers_kept() as stop.kept,
         ):
-            module._fit_started = time.time()  # (several processes: their start counts too)
+            module.start_clock()
             trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume_step is not None else None)
             if stop.stopped_at is None and not any(key.startswith("val/") for key in trainer.callback_metrics):
                 # Resumed from a checkpoint of the last step (its sorter not yet written): nothing
