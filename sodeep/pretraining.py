@@ -40,9 +40,9 @@ from sodeep.config import (
     run_wandb_mode,
     wandb_mode_change,
 )
-from sodeep.evaluation import EVALUATION_LENGTHS, held_out_set
+from sodeep.evaluation import ELEMENTS_PER_CALL, EVALUATION_LENGTHS, held_out_set
 from sodeep.files import atomic_write_json, file_digest
-from sodeep.metrics import mean_absolute_rank_error, mean_spearman
+from sodeep.metrics import mean_absolute_rank_error, rowwise_spearman
 from sodeep.process_state import caller_state_kept
 from sodeep.run_folder import (
     PREVIOUS_RUN,
@@ -80,18 +80,33 @@ from sodeep.wandb_setup import check_wandb_login, wandb_environment
 
 
 class HeldOutCells(Dataset):
-    """The fixed validation set as a map-style dataset of whole ``(family, n)`` cells."""
+    """The fixed validation set as a map-style dataset of batches of whole ``(family, n)`` cells.
+
+    A batch holds the cells of one length, as many families as fit in about
+    :data:`~sodeep.evaluation.ELEMENTS_PER_CALL` scores (at least one cell): ``(scores, ranks,
+    family_of_row, n)``, scores and ranks ``(R, n)``, ``family_of_row`` ``(R,)`` int64 indices
+    into ``families``.  One call of the sorter per batch, not per cell.
+    """
 
     def __init__(self, lengths: Sequence[int], sequences_per_cell: int, families: Sequence[str]) -> None:
         self.families = list(families)
-        self.cells = held_out_set(lengths, self.families, sequences_per_cell)
+        by_length: dict[int, list[tuple[int, torch.Tensor, torch.Tensor]]] = defaultdict(list)
+        for family, length, scores, ranks in held_out_set(lengths, self.families, sequences_per_cell):
+            by_length[length].append((self.families.index(family), scores, ranks))
+        self.batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]] = []
+        for length, cells in sorted(by_length.items()):
+            per_batch = max(1, ELEMENTS_PER_CALL // (sequences_per_cell * length))
+            for start in range(0, len(cells), per_batch):
+                part = cells[start : start + per_batch]
+                family_of_row = torch.tensor([family for family, _, _ in part]).repeat_interleave(sequences_per_cell)
+                scores = torch.cat([scores for _, scores, _ in part])
+                self.batches.append((scores, torch.cat([ranks for _, _, ranks in part]), family_of_row, length))
 
     def __len__(self) -> int:
-        return len(self.cells)
+        return len(self.batches)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
-        family, length, scores, ranks = self.cells[index]
-        return scores, ranks, self.families.index(family), length
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        return self.batches[index]
 
 
 class SequenceDataModule(L.LightningDataModule):
@@ -285,19 +300,37 @@ class SorterPretraining(L.LightningModule):
             "again with overwrite=True"
         )
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor, int, int], batch_index: int) -> None:
-        scores, ranks, family_index, length = batch
+    def validation_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor | int, int], batch_index: int
+    ) -> None:
+        """Metrics of each ``(family, n)`` cell in ``batch`` (:class:`HeldOutCells`; one family index
+        may stand for every row), noted for the validation's means: L1, mean Spearman over the rows
+        whose exact ranks are not all tied (as :func:`~sodeep.metrics.mean_spearman`), mean rank
+        error in positions."""
+        scores, ranks, family_of_row, length = batch
         predicted = self.sorter(scores)
-        family = self.families[int(family_index)]
-        metrics = {
-            "l1": (predicted - ranks).abs().mean().item(),
-            "spearman": mean_spearman(predicted, ranks).item(),
-            "rank_error": mean_absolute_rank_error(predicted, ranks).mean().item(),
+        family_of_row = torch.as_tensor(family_of_row, device=scores.device).expand(scores.shape[0])
+        per_row = {
+            "l1": (predicted - ranks).abs().mean(-1),
+            "spearman": rowwise_spearman(predicted, ranks),
+            "rank_error": mean_absolute_rank_error(predicted, ranks),
         }
-        for name, value in metrics.items():
-            self._validation[f"val/{name}"].append(value)
-            self._validation[f"val_family/{name}/{family}"].append(value)
-            self._validation[f"val_n/{name}/{int(length)}"].append(value)
+        every_row = torch.ones_like(family_of_row, dtype=torch.bool)
+        counted = {"l1": every_row, "spearman": ranks.amax(-1) != ranks.amin(-1), "rank_error": every_row}
+        families = len(self.families)
+        cells = torch.bincount(family_of_row, minlength=families) > 0
+        means = []
+        for name, values in per_row.items():
+            totals = values.new_zeros(families).index_add_(0, family_of_row, torch.where(counted[name], values, 0.0))
+            counts = values.new_zeros(families).index_add_(0, family_of_row, counted[name].to(values.dtype))
+            means.append(totals / counts)  # NaN for a cell with no row counted
+        # One transfer to the host for the batch's cells.
+        for family_index, values in zip(cells.nonzero().flatten().tolist(), torch.stack(means, -1)[cells].tolist()):
+            family = self.families[family_index]
+            for name, value in zip(per_row, values):
+                self._validation[f"val/{name}"].append(value)
+                self._validation[f"val_family/{name}/{family}"].append(value)
+                self._validation[f"val_n/{name}/{int(length)}"].append(value)
 
     def on_validation_epoch_end(self) -> None:
         # An L1 distance is NaN only where the ranks are (a Spearman correlation also where a row's

@@ -859,6 +859,69 @@ def test_a_checkpoint_is_not_written_after_a_step_whose_loss_is_not_finite(tmp_p
         module.on_save_checkpoint({})
 
 
+def test_validation_ranks_each_length_in_one_call_and_gives_each_cell_its_own_metrics(monkeypatch):
+    """Cells of one length go through the sorter together; each cell's metrics equal those of the
+    cell on its own (mean_spearman over rows not all tied, L1, rank error), including cells whose
+    rows are all tied and a family whose ranks come out NaN."""
+    from sodeep.evaluation import held_out_set
+    from sodeep.metrics import mean_absolute_rank_error, mean_spearman
+    from sodeep.pretraining import HeldOutCells
+    from sodeep.sorters import ConvSorter
+
+    families, lengths = ["uniform", "ties", "near_constant", "sorted"], [2, 3, 16, 100]
+    cells = HeldOutCells(lengths, 6, families)
+    assert len(cells) == len(lengths)  # one batch per length at this size
+
+    class CountedSorter(torch.nn.Module):
+        """A fresh sorter, but NaN for the rows of the "sorted" family (increasing scores)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.sorter, self.calls = ConvSorter(capacity=128), 0
+
+        def forward(self, scores: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            ranks = self.sorter(scores)
+            increasing = (scores.diff(dim=-1) >= 0).all(-1, keepdim=True) & (scores.shape[-1] > 2)
+            return torch.where(increasing, float("nan"), ranks)
+
+    module = SorterPretraining(ConvSorter(capacity=16), families=families)
+    module.sorter = CountedSorter()
+    with torch.no_grad():
+        for index in range(len(cells)):
+            module.validation_step(cells[index], index)
+    assert module.sorter.calls == len(lengths)
+    noted = dict(module._validation)
+
+    with torch.no_grad():
+        for family, length, scores, ranks in held_out_set(lengths, families, 6):
+            predicted = module.sorter(scores)
+            expected = {
+                "l1": (predicted - ranks).abs().mean(),
+                "spearman": mean_spearman(predicted, ranks),
+                "rank_error": mean_absolute_rank_error(predicted, ranks).mean(),
+            }
+            place = lengths.index(length)  # each family's cells are noted in the order of the lengths
+            for name, value in expected.items():
+                got = noted[f"val_family/{name}/{family}"][place]
+                assert got == pytest.approx(value.item(), rel=1e-5, abs=1e-7, nan_ok=True), (family, length, name)
+                assert got in noted[f"val_n/{name}/{length}"] or (got != got)  # NaN is not equal to itself
+    assert all(value != value for value in noted["val_family/l1/sorted"][1:])  # the NaN rows stay NaN
+
+    # A cell whose rows are all tied has no Spearman correlation (NaN) but an L1; beside it, a cell
+    # with one tied row of three averages the other two.
+    module = SorterPretraining(ConvSorter(capacity=16), families=families)
+    scores = torch.cat([torch.ones(3, 5), torch.randn(2, 5), torch.ones(1, 5)])
+    family_of_row = torch.tensor([0, 0, 0, 1, 1, 1])
+    module.validation_step((scores, sodeep.rank(scores), family_of_row, 5), 0)
+    predicted = module.sorter(scores).detach()
+    expected = mean_spearman(predicted[3:], sodeep.rank(scores)[3:]).item()
+    assert module._validation["val_family/spearman/uniform"][0] != module._validation["val_family/spearman/uniform"][0]
+    assert module._validation["val_family/l1/uniform"][0] < 1e-3
+    assert module._validation["val_family/spearman/ties"] == [pytest.approx(expected, rel=1e-6)]
+    assert "val_family/l1/near_constant" not in module._validation  # no rows, no cell
+
+
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # a validation outside a Trainer
 def test_a_validation_cell_of_nan_ranks_ends_the_run_naming_its_length(monkeypatch):
     """NaN ranks at one length are not averaged away with the finite ones of the others; a cell
