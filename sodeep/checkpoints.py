@@ -423,7 +423,9 @@ def load_sorter(
     if path.is_dir():
         path = run_folder_sorter(path)
     if not path.is_file():
-        raise CheckpointError(f"no sorter checkpoint at {path}")
+        shipped = default_sorter_path(path.name)
+        hint = f"; the shipped file of that name is {shipped}" if path.name and shipped.is_file() else ""
+        raise CheckpointError(f"no sorter checkpoint at {path}{hint}")
     payload = read_weights_only(path, map_location)
     _check_sorter_format(payload, str(path))
     if _holds_meta_weights(payload):

@@ -2,6 +2,7 @@ import argparse
 import math
 import pickle
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -60,9 +61,19 @@ def test_conv_checkpoint_without_activation_is_read_as_gelu(tmp_path):
     assert ConvSorter().activation == "relu"
 
 
-def test_wrong_corrupt_and_foreign_files_give_clear_errors(tmp_path):
-    with pytest.raises(CheckpointError, match="no sorter checkpoint"):
+def test_wrong_corrupt_and_foreign_files_give_clear_errors(tmp_path, monkeypatch):
+    with pytest.raises(CheckpointError, match="no sorter checkpoint") as error:
         load_sorter(tmp_path / "missing.pt")
+    assert "shipped" not in str(error.value)
+    # The name of a shipped file, from a folder that does not hold it (an installed package's
+    # model card names them): the error gives the installed file's path.
+    monkeypatch.chdir(tmp_path)
+    for given in ("original_cnn_n100.pt", "pretrained/conv_sorter_depth2.pt"):
+        with pytest.raises(CheckpointError) as error:
+            load_sorter(given)
+        shipped = default_sorter_path(Path(given).name)
+        assert str(error.value) == f"no sorter checkpoint at {given}; the shipped file of that name is {shipped}"
+        load_sorter(shipped)
     (tmp_path / "corrupt.pt").write_bytes(b"not a zip file at all")
     with pytest.raises(CheckpointError, match="is not a torch checkpoint") as error:
         load_sorter(tmp_path / "corrupt.pt")

@@ -1705,3 +1705,20 @@ def test_a_ctrl_c_while_the_fit_starts_leaves_ctrl_c_working_afterwards(tmp_path
     finally:
         signal.signal(signal.SIGINT, left[0])
         signal.signal(signal.SIGTERM, left[1])
+
+
+def test_the_model_cards_command_without_a_clone_trains_what_the_shipped_config_does():
+    """``--sorter '{"softness": 0.1}' --validation-every 500`` (the model card, for an installed
+    package) sets what experiments/configs/pretrain.yaml sets: the same settings, the same sorter."""
+    from sodeep.sorters import build_sorter
+
+    shipped = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "pretrain.yaml"
+    from_file = PretrainConfig(**yaml.safe_load(shipped.read_text()))
+    from_flags = PretrainConfig(sorter={"softness": 0.1}, validation_every=500)
+    file_settings, flag_settings = config_to_dict(from_file), config_to_dict(from_flags)
+    assert {key: value for key, value in file_settings.items() if key != "sorter"} == {
+        key: value for key, value in flag_settings.items() if key != "sorter"
+    }
+    assert build_sorter("conv", **from_file.sorter).config() == build_sorter("conv", **from_flags.sorter).config()
+    card = (shipped.parents[2] / "pretrained" / "MODEL_CARD.md").read_text()
+    assert "`sodeep pretrain --sorter '{\"softness\": 0.1}'\n  --validation-every 500 --out runs/pretrain`" in card

@@ -155,6 +155,7 @@ def check_extras(config: BenchConfig) -> None:
     if "sorting" in config.parts and config.mnist is None:
         needed.append("sklearn")
     missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    missing = ["scikit-learn" if name == "sklearn" else name for name in missing]  # the package to install
     if missing:
         raise ValueError(
             f"sodeep bench needs {', '.join(missing)}: in a clone of sodeep, pip install -c constraints.txt -e "

@@ -303,7 +303,7 @@ def test_missing_packages_are_named_before_anything_runs(monkeypatch, tmp_path):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "sklearn" else real_find_spec(name))
     with pytest.raises(
         ValueError,
-        match=r"needs sklearn: in a clone of sodeep, pip install .*'\.\[bench\]'; elsewhere, install sodeep with its bench extra",
+        match=r"needs scikit-learn: in a clone of sodeep, pip install .*'\.\[bench\]'; elsewhere, install sodeep with its bench extra",
     ):
         check_extras(BenchConfig(parts=("sorting",), out=str(tmp_path / "out")))
     check_extras(BenchConfig(parts=("fidelity",), out=str(tmp_path / "out")))
