@@ -423,9 +423,7 @@ def load_sorter(
     if path.is_dir():
         path = run_folder_sorter(path)
     if not path.is_file():
-        shipped = default_sorter_path(path.name)
-        hint = f"; the shipped file of that name is {shipped}" if path.name and shipped.is_file() else ""
-        raise CheckpointError(f"no sorter checkpoint at {path}{hint}")
+        raise CheckpointError(f"no sorter checkpoint at {path}{_where_a_missing_sorter_is(path)}")
     payload = read_weights_only(path, map_location)
     _check_sorter_format(payload, str(path))
     if _holds_meta_weights(payload):
@@ -499,6 +497,23 @@ def _holds_meta_weights(payload: Any) -> bool:
     return isinstance(weights, dict) and any(
         isinstance(value, torch.Tensor) and value.is_meta for value in weights.values()
     )
+
+
+def _where_a_missing_sorter_is(path: Path) -> str:
+    """What to add to "no sorter checkpoint at ``path``": the shipped file of that name, or the
+    running pretraining whose ``sorter.pt`` it is, if either; else nothing."""
+    shipped = default_sorter_path(path.name)
+    if path.name and shipped.is_file():
+        return f"; the shipped file of that name is {shipped}"
+    if path.name == RUN_SORTER and recorded_command(path.parent) is not None:
+        from sodeep.run_folder import check_not_in_use
+
+        try:
+            check_not_in_use(path.parent, "")
+        except ValueError as running:
+            held_by = str(running).split("; wait", 1)[0].removeprefix(f"{path.parent} ")
+            return f"; {path.parent} {held_by}, which writes it when the run ends"
+    return ""
 
 
 def run_folder_sorter(folder: str | os.PathLike) -> Path:

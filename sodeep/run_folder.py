@@ -693,11 +693,12 @@ def hold_folder(out: Path, *, clear: bool = False, instead: str = CHOOSE_ANOTHER
         _hold(out, instead)  # refuses a folder in use; held while the folder is cleared
     if clear and out.is_dir():
         check_no_run_inside_in_use(out, instead)
-        # Emptied, not removed: a folder in use cannot be, and a link to a folder stays a link.
-        if _holds_the_working_folder(out) or out.is_symlink():
-            empty_folder(out, keep=(RUN_LOCK,))
-        else:
-            shutil.rmtree(out)
+        # Emptied under its lock, not removed (a folder in use cannot be, and a link to a folder
+        # stays a link), the run's record last: while it empties, another command finds the folder
+        # in use, not a folder of files of no run, and a clearing cut short leaves a run folder
+        # that the next overwrite clears.
+        empty_folder(out, keep=(RUN_LOCK, RUN_RECORD))
+        empty_folder(out, keep=(RUN_LOCK,))
     make_folder(out)
     _hold(out, instead)  # the lock file went with a cleared folder: hold the new one
 

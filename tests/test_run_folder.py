@@ -391,6 +391,90 @@ def test_loading_the_sorter_of_a_pretraining_run_still_in_use_says_it_is_running
     assert "resume" not in message
 
 
+def test_loading_the_sorter_file_of_a_pretraining_run_still_in_use_says_it_is_running(held_by_another_process):
+    from sodeep.checkpoints import CheckpointError, load_sorter
+
+    out, holder = held_by_another_process
+    with pytest.raises(CheckpointError) as raised:
+        load_sorter(out / "sorter.pt")
+    assert str(raised.value) == (
+        f"no sorter checkpoint at {out}/sorter.pt; {out} is in use by a running sodeep command (process "
+        f"{holder.pid}), which writes it when the run ends"
+    )
+    holder.stdin.close()
+    holder.wait(timeout=30)
+    with pytest.raises(CheckpointError) as raised:
+        load_sorter(out / "sorter.pt")
+    assert str(raised.value) == f"no sorter checkpoint at {out}/sorter.pt"
+
+
+def _run_with_files(out: Path) -> dict:
+    record = claim_run_folder(out, "pretrain", {"steps": 10})
+    releasing_run_folders(start_run_folder)(out, record, overwrite=False)
+    for name in ("a", "wandb", "z"):
+        (out / name).mkdir()
+        (out / name / "file.txt").write_text("x")
+    (out / "metrics.csv").write_text("step\n")
+    return record
+
+
+def test_overwrite_empties_the_folder_under_its_lock_and_deletes_the_run_record_last(tmp_path, monkeypatch):
+    """While an overwrite clears a folder, its lock and run record stay: another command finds it in
+    use, not a folder of files of no run; the record goes once everything else has gone."""
+    import shutil
+
+    import sodeep.run_folder as run_folder
+
+    out = tmp_path / "run"
+    _run_with_files(out)
+    lock_inode = (out / RUN_LOCK).stat().st_ino
+    deleted = []
+    real_rmtree, real_unlink = shutil.rmtree, Path.unlink
+
+    def rmtree(path, *args, **kwargs):
+        assert (out / "run.json").is_file() and (out / RUN_LOCK).is_file()
+        deleted.append(Path(path).name)
+        return real_rmtree(path, *args, **kwargs)
+
+    def unlink(path, *args, **kwargs):
+        deleted.append(path.name)
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(run_folder.shutil, "rmtree", rmtree)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    releasing_run_folders(start_run_folder)(out, {"command": "pretrain", "config": {}, "run_id": "y"}, overwrite=True)
+    assert deleted[-1] == "run.json" and sorted(deleted) == ["a", "metrics.csv", "run.json", "wandb", "z"]
+    assert (out / RUN_LOCK).stat().st_ino == lock_inode  # the lock file was never deleted
+    assert sorted(path.name for path in out.iterdir()) == ["run.json", RUN_LOCK]
+
+
+def test_an_overwrite_cut_short_while_clearing_leaves_a_run_folder_the_next_overwrite_clears(tmp_path, monkeypatch):
+    import shutil
+
+    import sodeep.run_folder as run_folder
+
+    out = tmp_path / "run"
+    _run_with_files(out)
+    real_rmtree = shutil.rmtree
+
+    def killed_after_the_first(path, *args, **kwargs):
+        real_rmtree(path, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_folder.shutil, "rmtree", killed_after_the_first)
+    with pytest.raises(KeyboardInterrupt):
+        releasing_run_folders(start_run_folder)(
+            out, {"command": "pretrain", "config": {}, "run_id": "y"}, overwrite=True
+        )
+    monkeypatch.setattr(run_folder.shutil, "rmtree", real_rmtree)
+    assert (out / "run.json").is_file() and len(list(out.iterdir())) > 2
+    with pytest.raises(ValueError, match="already holds this run; add resume=True to continue it or overwrite=True"):
+        claim_run_folder(out, "pretrain", {"steps": 10})
+    record = claim_run_folder(out, "pretrain", {"steps": 10}, overwrite=True)
+    releasing_run_folders(start_run_folder)(out, record, overwrite=True)
+    assert sorted(path.name for path in out.iterdir()) == ["run.json", RUN_LOCK]
+
+
 @releasing_run_folders
 def test_overwrite_through_a_link_to_a_run_folder_empties_the_folder_and_keeps_the_link(tmp_path):
     run = tmp_path / "run"

@@ -267,12 +267,25 @@ def _check_feature_columns(path: Path, columns: Sequence[str], feature_names: Se
     if all(name.casefold() in folded for name in missing):
         them, example = ("it" if len(missing) == 1 else "them"), folded[missing[0].casefold()]
         hint = f" (the table names {them} in another case, e.g. {example!r}; names must match exactly)"
-    elif len(missing) == 1 and (close := closest_column(missing[0], others)):
+    elif len(missing) == 1 and (
+        close := closest_column(missing[0], [column for column in others if not _other_side(missing[0], column)])
+    ):
         hint = f" (is {close!r} that column renamed?)"
     else:
         hint = ""
     raise ValueError(
         f"{path} lacks {len(missing)} of the {len(feature_names)} feature columns the models read: {named}{hint}"
+    )
+
+
+def _other_side(name: str, column: str) -> bool:
+    """Whether ``column`` names the same measure as ``name`` in the other hemisphere
+    (``lh_G_cuneus`` and ``rh_G_cuneus``, ``Left-Hippocampus`` and ``Right-Hippocampus``): not a
+    renamed column, though its name is close."""
+    name, column = name.lower(), column.lower()
+    return any(
+        name.replace(one, other) == column
+        for one, other in (("lh", "rh"), ("rh", "lh"), ("left", "right"), ("right", "left"))
     )
 
 
@@ -331,6 +344,8 @@ def read_run_folder(folder: str | Path, command: str = TABULAR_COMMAND) -> tuple
         )
     record = json.loads((folder / RUN_RECORD).read_text(encoding="utf-8"))
     unfinished = "finish its training first (the command that started it, with resume=True)"
+    if _in_use(folder):
+        unfinished = "a running sodeep command is training it: predict once it has finished a run"
     if not (folder / RESULTS_FILE).is_file():
         raise ValueError(f"{folder} holds no {RESULTS_FILE}: no training run of it has finished; {unfinished}")
     try:
@@ -616,6 +631,25 @@ def ensemble(
     )
 
 
+def _run_id(folder: str | Path) -> str | None:
+    """The ``run_id`` of the run ``folder`` holds (``None`` for none readable)."""
+    try:
+        record = json.loads((Path(folder) / RUN_RECORD).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return record.get("run_id") if isinstance(record, dict) else None
+
+
+def _check_same_run(folder: str | Path, started: str | None) -> None:
+    """A ``ValueError`` if ``folder`` holds another run than the one (``run_id`` ``started``) that
+    the prediction began to read: a command that overwrote it was clearing or training it."""
+    if started is not None and _run_id(folder) != started:
+        raise ValueError(
+            f"the run in {folder} was replaced while its models were read (a command that overwrites it is "
+            "running); predict once that command has finished"
+        )
+
+
 def _in_use(folder: Path) -> bool:
     """Whether a running command holds ``folder``'s lock (its training may still add runs).  A
     folder whose lock cannot be read (none, a link, a read-only or another user's folder) shows no
@@ -724,18 +758,29 @@ def run_prediction(
         problem = replaceable_output_problem(out, is_prediction_table, "a brain-age prediction table")
         if problem:
             raise ValueError(f"out must be another path: {problem}")
-    if manifest is not None:
-        from sodeep.brainage.scan_prediction import predict_new_scans
+    started = _run_id(folder)
+    try:
+        if manifest is not None:
+            from sodeep.brainage.scan_prediction import predict_new_scans
 
-        source = manifest
-        predictions = predict_new_scans(
-            folder, manifest, presets=presets, id_column=id_column, age_column=age_column, progress=progress
-        )
-    else:
-        source = table
-        predictions = predict_new_subjects(
-            folder, table, presets=presets, id_column=id_column, age_column=age_column, training_table=training_table
-        )
+            source = manifest
+            predictions = predict_new_scans(
+                folder, manifest, presets=presets, id_column=id_column, age_column=age_column, progress=progress
+            )
+        else:
+            source = table
+            predictions = predict_new_subjects(
+                folder,
+                table,
+                presets=presets,
+                id_column=id_column,
+                age_column=age_column,
+                training_table=training_table,
+            )
+    except (ValueError, OSError):
+        _check_same_run(folder, started)
+        raise
+    _check_same_run(folder, started)
     subjects = predictions.subjects
     print(f"{source}: {plural(len(subjects.subject_ids), 'subject')} predicted", file=sys.stderr)
     if subjects.skipped:

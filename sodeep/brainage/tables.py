@@ -91,6 +91,9 @@ class AgeTable:
             :data:`AGE_LIKE_CORRELATION`: name -> (Pearson r, Spearman rho).
         id_like_features: features named like an id (``scan_id``, ``MRI ID``) that hold a
             distinct whole number per subject.
+        code_like_features: features that hold a few whole numbers (2 to
+            :data:`MOST_CODES`) over :data:`CODES_FROM` subjects or more, like the codes of a site,
+            a group or a diagnosis.
         constant_features: features that hold one value over the kept subjects: name -> whether
             they differ in the file and float32 rounded them to one value (a large offset).
         id_column, site_column: the id and site columns read, ``None`` where none was named or the
@@ -116,6 +119,7 @@ class AgeTable:
     empty_columns: list[str] = field(default_factory=list)
     age_like_features: dict[str, tuple[float, float]] = field(default_factory=dict)
     id_like_features: list[str] = field(default_factory=list)
+    code_like_features: list[str] = field(default_factory=list)
     constant_features: dict[str, bool] = field(default_factory=dict)
     id_column: str | None = None
     site_column: str | None = None
@@ -195,10 +199,12 @@ class AgeTable:
                 f"{source}: {named} {'holds' if one else 'hold'} a distinct whole number per subject, like an id, "
                 f"and {'is' if one else 'are'} read as {'a feature' if one else 'features'}: {advice}"
             )
+        if self.code_like_features:
+            lines.append(code_like_features_note(source, self.code_like_features))
         if self.constant_features:
             lines.append(constant_features_note(source, self.constant_features, len(self)))
         lines += sites_of_one_subject_note(source, self.sites, self.site_header)
-        return lines + ages_beyond_a_lifetime(source, self.ages)
+        return lines + ages_beyond_a_lifetime(source, self.ages) + ages_of_zero(source, self.ages)
 
 
 def sites_of_one_subject_note(source: str, sites: Sequence[str], column: str | None = None) -> list[str]:
@@ -241,6 +247,18 @@ def ages_beyond_a_lifetime(source: str, ages: np.ndarray) -> list[str]:
         f"{source}: {plural(len(beyond), 'age')} {'is' if len(beyond) == 1 else 'are'} above {OLDEST_AGE} "
         f"years (largest {np.format_float_positional(beyond.max(), trim='-')}); ages are read as years: convert "
         "months or days to years"
+    ]
+
+
+def ages_of_zero(source: str, ages: np.ndarray) -> list[str]:
+    """One line counting the ages of 0 in the file ``source`` (most often a code for a missing
+    age), or none."""
+    zeros = int(np.count_nonzero(np.asarray(ages) == 0))
+    if not zeros:
+        return []
+    return [
+        f"{source}: {plural(zeros, 'age')} {'is' if zeros == 1 else 'are'} 0, read as newborns: where 0 stands "
+        "for a missing age, leave the cell empty (its row is skipped)"
     ]
 
 
@@ -542,6 +560,7 @@ def read_age_table(
         empty_columns=empty_columns,
         age_like_features=age_like_features(kept_features, kept_ages, feature_names),
         id_like_features=id_like_features(exact, feature_names),
+        code_like_features=code_like_features(exact, feature_names),
         constant_features=constant,
         id_column=named_columns[0],
         site_column=named_columns[1],
@@ -642,6 +661,38 @@ def id_like_features(features: np.ndarray, names: Sequence[str]) -> list[str]:
         for name, is_whole, is_distinct in zip(names, whole, distinct)
         if is_whole and is_distinct and ID_LIKE_NAME.fullmatch(name_letters(name))
     ]
+
+
+#: A feature of whole numbers with at least 2 and at most this many distinct values is noted as
+#: looking like codes (:func:`code_like_features`), in tables of :data:`CODES_FROM` subjects or more.
+MOST_CODES = 10
+CODES_FROM = 20
+
+
+def code_like_features(features: np.ndarray, names: Sequence[str]) -> list[str]:
+    """Features (``(N, F)``, float64 as read) of whole numbers with 2 to :data:`MOST_CODES`
+    distinct values, among :data:`CODES_FROM` rows or more: numbers that code a site, a group or
+    a diagnosis read as measurements, which a model would learn from."""
+    if len(features) < CODES_FROM:
+        return []
+    whole = np.all(features == np.round(features), axis=0)
+    ordered = np.sort(features, axis=0)
+    distinct = 1 + np.count_nonzero(np.diff(ordered, axis=0), axis=0)
+    return [name for name, is_whole, count in zip(names, whole, distinct) if is_whole and 2 <= count <= MOST_CODES]
+
+
+def code_like_features_note(source: str, names: Sequence[str]) -> str:
+    """The line naming features that look like codes (:func:`code_like_features`)."""
+    one = len(names) == 1
+    site_like = [name for name in names if any(word in name_letters(name) for word in ("site", "scanner", "cent"))]
+    advice = "leave it out with features=" if one else "leave those that are out with features="
+    if site_like:
+        advice += f"; a site column is named with site_column= (e.g. site_column={site_like[0]!r})"
+    return (
+        f"{source}: {describe_columns(list(names))} {'holds' if one else 'hold'} a few whole numbers, like the codes "
+        f"of a site, a group or a diagnosis, and {'is' if one else 'are'} read as {'a feature' if one else 'features'}: "
+        f"if {'it codes' if one else 'they code'} such labels, {advice}"
+    )
 
 
 def _selected(pattern: str, columns: Sequence[str]) -> list[str]:

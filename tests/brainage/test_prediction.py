@@ -534,3 +534,78 @@ def test_a_lock_that_no_command_holds_says_nothing_of_training(trained, tmp_path
     (copy / "run" / "run.lock").symlink_to(copy / "table.csv")  # a link: no command's lock
     notes = predict_new_subjects(copy / "run", copy / "new.csv").notes
     assert not any("in use" in note for note in notes)
+
+
+def test_a_run_replaced_while_its_models_are_read_is_named_as_such(trained, tmp_path, monkeypatch):
+    """An overwrite of the folder that starts while predict reads it (a new run record) ends the
+    prediction with a line that says so, whether the reading failed or not."""
+    import sodeep.brainage.prediction as prediction
+
+    copy = _copy(trained, tmp_path)
+    real_predict = prediction.predict_new_subjects
+
+    def replaced_while_reading(fails):
+        def predict(folder, *args, **kwargs):
+            record = json.loads((copy / "run" / "run.json").read_text())
+            (copy / "run" / "run.json").write_text(json.dumps({**record, "run_id": record["run_id"] + "-new"}))
+            if fails:
+                raise ValueError(f"{folder}/checkpoints/l1/seed0_fold0/best.ckpt is missing")
+            return real_predict(folder, *args, **kwargs)
+
+        return predict
+
+    for fails in (True, False):
+        monkeypatch.setattr(prediction, "predict_new_subjects", replaced_while_reading(fails))
+        with pytest.raises(ValueError) as raised:
+            run_prediction(copy / "run", copy / "new.csv", out=tmp_path / "ages.csv")
+        assert str(raised.value) == (
+            f"the run in {copy / 'run'} was replaced while its models were read (a command that overwrites it is "
+            "running); predict once that command has finished"
+        )
+        assert not (tmp_path / "ages.csv").exists()
+    monkeypatch.setattr(prediction, "predict_new_subjects", real_predict)
+    run_prediction(copy / "run", copy / "new.csv", out=tmp_path / "ages.csv")  # the same run throughout
+
+
+def test_a_folder_in_use_with_no_finished_run_yet_says_it_is_training(trained, tmp_path):
+    import threading
+
+    from sodeep.run_folder import hold_folder, releasing_run_folders
+
+    copy = _copy(trained, tmp_path)
+    (copy / "run" / "results.json").unlink()
+    held, finish = threading.Event(), threading.Event()
+
+    @releasing_run_folders
+    def training() -> None:
+        hold_folder(copy / "run")
+        held.set()
+        finish.wait(timeout=60)
+
+    worker = threading.Thread(target=training)
+    worker.start()
+    assert held.wait(timeout=60)
+    try:
+        with pytest.raises(ValueError) as raised:
+            predict_new_subjects(copy / "run", copy / "new.csv")
+    finally:
+        finish.set()
+        worker.join(timeout=60)
+    assert str(raised.value) == (
+        f"{copy / 'run'} holds no results.json: no training run of it has finished; a running sodeep command is "
+        "training it: predict once it has finished a run"
+    )
+
+
+def test_a_missing_feature_is_not_taken_for_its_other_hemispheres_column_renamed(tmp_path):
+    from sodeep.brainage.prediction import _check_feature_columns
+
+    with pytest.raises(ValueError) as raised:
+        _check_feature_columns(
+            tmp_path / "new.csv", ["age", "rh_G_cuneus", "lh_S_calcarine"], ["lh_G_cuneus", "lh_S_calcarine"]
+        )
+    assert str(raised.value).endswith("feature columns the models read: 'lh_G_cuneus'")
+    with pytest.raises(ValueError, match=r"'Left-Hippocampus'$"):
+        _check_feature_columns(tmp_path / "new.csv", ["Right-Hippocampus"], ["Left-Hippocampus"])
+    with pytest.raises(ValueError, match=r"\(is 'lh_G_cuneus_thick' that column renamed\?\)$"):
+        _check_feature_columns(tmp_path / "new.csv", ["rh_G_cuneus", "lh_G_cuneus_thick"], ["lh_G_cuneus"])

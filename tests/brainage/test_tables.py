@@ -827,3 +827,50 @@ def test_a_column_named_as_spelt_wins_over_one_in_another_case(tmp_path):
     table = read_age_table(path, id_column="id", site_column="SITE")
     assert table.subject_ids == ["s1", "s2", "s3"] and table.sites == ["B"] * 3
     assert read_age_table(path, id_column="ID", site_column="Site").subject_ids == ["1", "2", "3"]
+
+
+def test_features_of_a_few_whole_numbers_are_named_as_possible_codes(tmp_path):
+    """Number-coded labels (a diagnosis, a site not named ``site``) read as features are named in a
+    note; measurements, whole numbers with many values, and small tables are not."""
+    rng = np.random.default_rng(0)
+    rows = [
+        [20.0 + index, index % 2, 1 + index % 5, 2.5 + rng.normal(0, 0.1), 1000 + int(rng.integers(0, 500))]
+        for index in range(40)
+    ]
+    header = ["age", "DX", "SiteID", "thickness", "eTIV"]
+    path = write_csv(tmp_path / "t.csv", header, rows)
+    table = read_age_table(path)
+    assert table.feature_names == ["DX", "SiteID", "thickness", "eTIV"]  # read as they were: only a note
+    assert table.code_like_features == ["DX", "SiteID"]
+    assert (
+        "t.csv: ['DX', 'SiteID'] hold a few whole numbers, like the codes of a site, a group or a diagnosis, and are "
+        "read as features: if they code such labels, leave those that are out with features=; a site column is "
+        "named with site_column= (e.g. site_column='SiteID')" in table.notes("t.csv")
+    )
+    with_site = read_age_table(path, site_column="SiteID")
+    assert with_site.feature_names == ["DX", "thickness", "eTIV"] and with_site.code_like_features == ["DX"]
+    assert (
+        "t.csv: ['DX'] holds a few whole numbers, like the codes of a site, a group or a diagnosis, and is read as a "
+        "feature: if it codes such labels, leave it out with features=" in with_site.notes("t.csv")
+    )
+    # Eleven values, or fewer than 20 subjects: no note.
+    rows_eleven = [[row[0], index % 11, *row[2:]] for index, row in enumerate(rows)]
+    assert read_age_table(write_csv(tmp_path / "u.csv", header, rows_eleven)).code_like_features == ["SiteID"]
+    assert read_age_table(write_csv(tmp_path / "v.csv", header, rows[:19])).code_like_features == []
+
+
+def test_ages_of_zero_are_counted_in_a_note(tmp_path):
+    rows = [[0 if index < 3 else 20 + index, 2.5 + 0.01 * index] for index in range(12)]
+    table = read_age_table(write_csv(tmp_path / "t.csv", ["age", "thickness"], rows))
+    assert len(table) == 12
+    assert (
+        "t.csv: 3 ages are 0, read as newborns: where 0 stands for a missing age, leave the cell empty (its row is "
+        "skipped)" in table.notes("t.csv")
+    )
+    rows[0][0] = 0.5
+    assert not any(
+        "are 0" in note or "is 0" in note
+        for note in read_age_table(write_csv(tmp_path / "u.csv", ["age", "thickness"], rows[:1] + rows[3:])).notes(
+            "u.csv"
+        )
+    )
