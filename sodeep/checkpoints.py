@@ -423,7 +423,7 @@ def load_sorter(
     if path.is_dir():
         path = run_folder_sorter(path)
     if not path.is_file():
-        raise CheckpointError(f"no sorter checkpoint at {path}{_where_a_missing_sorter_is(path)}")
+        _check_missing_sorter(path)
     payload = read_weights_only(path, map_location)
     _check_sorter_format(payload, str(path))
     if _holds_meta_weights(payload):
@@ -499,29 +499,28 @@ def _holds_meta_weights(payload: Any) -> bool:
     )
 
 
-def _where_a_missing_sorter_is(path: Path) -> str:
-    """What to add to "no sorter checkpoint at ``path``": the shipped file of that name, or the
-    running pretraining whose ``sorter.pt`` it is, if either; else nothing."""
+def _check_missing_sorter(path: Path) -> None:
+    """The :class:`CheckpointError` for no file at ``path``: where it is the ``sorter.pt`` of a
+    pretraining run folder, why that run holds none yet (:func:`run_folder_sorter`); where it is
+    named like a shipped sorter, that file's path."""
+    if path.name == RUN_SORTER and recorded_command(path.parent) == "pretrain":
+        run_folder_sorter(path.parent)  # raises, saying why the run holds no sorter and what to do
     shipped = default_sorter_path(path.name)
-    if path.name and shipped.is_file():
-        return f"; the shipped file of that name is {shipped}"
-    if path.name == RUN_SORTER and recorded_command(path.parent) is not None:
-        from sodeep.run_folder import check_not_in_use
-
-        try:
-            check_not_in_use(path.parent, "")
-        except ValueError as running:
-            held_by = str(running).split("; wait", 1)[0].removeprefix(f"{path.parent} ")
-            return f"; {path.parent} {held_by}, which writes it when the run ends"
-    return ""
+    hint = f"; the shipped file of that name is {shipped}" if path.suffix == ".pt" and shipped.is_file() else ""
+    raise CheckpointError(f"no sorter checkpoint at {path}{hint}")
 
 
 def run_folder_sorter(folder: str | os.PathLike) -> Path:
     """The sorter a pretraining run folder holds; a :class:`CheckpointError` that says why not
     (not a run folder, another command's run, a run not finished)."""
-    from sodeep.run_folder import PREVIOUS_RUN, RUN_RECORD, check_not_in_use
+    from sodeep.run_folder import CLEARING, PREVIOUS_RUN, RUN_RECORD, check_not_in_use
 
     folder = Path(folder)
+    if (folder / CLEARING).exists():
+        raise CheckpointError(
+            f"{folder} is being cleared by a command that overwrites it, or holds what is left of a clearing that "
+            "was cut short: it holds no sorter"
+        )
     if recorded_command(folder) is None:
         raise CheckpointError(
             f"{folder} is a folder, neither a sorter checkpoint nor a pretraining run folder (no readable {RUN_RECORD})"

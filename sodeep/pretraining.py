@@ -317,13 +317,15 @@ class SorterPretraining(L.LightningModule):
         }
         every_row = torch.ones_like(family_of_row, dtype=torch.bool)
         counted = {"l1": every_row, "spearman": ranks.amax(-1) != ranks.amin(-1), "rank_error": every_row}
-        families = len(self.families)
-        cells = torch.bincount(family_of_row, minlength=families) > 0
+        # (families, rows): which rows are each family's.  Masked sums, not index_add_, whose
+        # atomic additions on a GPU would make the figures vary from run to run.
+        of_family = family_of_row == torch.arange(len(self.families), device=family_of_row.device)[:, None]
+        cells = of_family.any(-1)
         means = []
         for name, values in per_row.items():
-            totals = values.new_zeros(families).index_add_(0, family_of_row, torch.where(counted[name], values, 0.0))
-            counts = values.new_zeros(families).index_add_(0, family_of_row, counted[name].to(values.dtype))
-            means.append(totals / counts)  # NaN for a cell with no row counted
+            taken = of_family & counted[name]
+            # NaN for a cell with no row counted.
+            means.append(torch.where(taken, values, 0.0).sum(-1) / taken.sum(-1).to(values.dtype))
         # One transfer to the host for the batch's cells.
         for family_index, values in zip(cells.nonzero().flatten().tolist(), torch.stack(means, -1)[cells].tolist()):
             family = self.families[family_index]

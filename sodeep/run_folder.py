@@ -262,12 +262,14 @@ def claim_run_folder(
     if problem:
         raise ValueError(f"{problem}; {CHOOSE_ANOTHER_OUT}")
     check_not_in_use(out)
+    check_not_cut_short(out, overwrite)
     holds_files = holds_files_besides_its_lock(out)
     fresh = {"command": command, "config": config, "run_id": uuid.uuid4().hex[:16]}
     if holds_files and overwrite:
         check_not_the_working_folder(out, CHOOSE_ANOTHER_OUT)
         check_no_input_inside(out, config)
-    if holds_files and not record_path.is_file():  # never cleared: the files are not a run's
+    # Never cleared (unless what is left of a clearing cut short): the files are not a run's.
+    if holds_files and not record_path.is_file() and not (out / CLEARING).exists():
         raise ValueError(
             f"{out} holds files but no {RUN_RECORD} ({_first_names(files_besides_its_lock(out))}): not a sodeep "
             "run folder; choose a new or empty folder for out="
@@ -672,6 +674,21 @@ def put_back_previous_run(out: Path, previous_run: Path) -> None:
             signal.signal(number, handler)
 
 
+#: What a folder holds while an overwrite empties it (:func:`hold_folder`): where a clearing was
+#: cut short, what is left is no run's.
+CLEARING = ".sodeep-clearing"
+
+
+def check_not_cut_short(out: Path, overwrite: bool, instead: str = "add overwrite=True") -> None:
+    """A ``ValueError`` if an overwrite that was clearing ``out`` was cut short (what it left
+    is no run's), unless this command clears it (``overwrite``): its one line ends with ``instead``."""
+    if (Path(out) / CLEARING).exists() and not overwrite:
+        raise ValueError(
+            f"{out} holds what is left of a run that an overwrite was clearing when it was cut short; {instead} "
+            "to finish clearing it and start again"
+        )
+
+
 def empty_folder(folder: Path, keep: tuple[str, ...]) -> None:
     """Delete everything in ``folder`` but the entries named in ``keep``."""
     for path in list(folder.iterdir()):
@@ -694,13 +711,14 @@ def hold_folder(out: Path, *, clear: bool = False, instead: str = CHOOSE_ANOTHER
     if clear and out.is_dir():
         check_no_run_inside_in_use(out, instead)
         # Emptied under its lock, not removed (a folder in use cannot be, and a link to a folder
-        # stays a link), the run's record last: while it empties, another command finds the folder
-        # in use, not a folder of files of no run, and a clearing cut short leaves a run folder
-        # that the next overwrite clears.
-        empty_folder(out, keep=(RUN_LOCK, RUN_RECORD))
-        empty_folder(out, keep=(RUN_LOCK,))
+        # stays a link), after a mark that it is being cleared: while it empties, another command
+        # finds it in use, and a clearing cut short leaves the mark, which the next overwrite
+        # clears and every other command refuses (check_not_cut_short).
+        (out / CLEARING).touch()
+        empty_folder(out, keep=(RUN_LOCK, CLEARING))
+        (out / CLEARING).unlink()
     make_folder(out)
-    _hold(out, instead)  # the lock file went with a cleared folder: hold the new one
+    _hold(out, instead)
 
 
 #: Run folders whose lock this process holds: resolved path -> (the lock file's descriptor, the

@@ -74,6 +74,9 @@ def test_wrong_corrupt_and_foreign_files_give_clear_errors(tmp_path, monkeypatch
         shipped = default_sorter_path(Path(given).name)
         assert str(error.value) == f"no sorter checkpoint at {given}; the shipped file of that name is {shipped}"
         load_sorter(shipped)
+    with pytest.raises(CheckpointError) as error:  # a shipped file that is no sorter: no hint
+        load_sorter("MODEL_CARD.md")
+    assert str(error.value) == "no sorter checkpoint at MODEL_CARD.md"
     (tmp_path / "corrupt.pt").write_bytes(b"not a zip file at all")
     with pytest.raises(CheckpointError, match="is not a torch checkpoint") as error:
         load_sorter(tmp_path / "corrupt.pt")

@@ -392,17 +392,27 @@ def test_loading_the_sorter_of_a_pretraining_run_still_in_use_says_it_is_running
 
 
 def test_loading_the_sorter_file_of_a_pretraining_run_still_in_use_says_it_is_running(held_by_another_process):
+    """``RUN/sorter.pt`` that is not there yet gets what loading ``RUN`` says: why, and what to do."""
     from sodeep.checkpoints import CheckpointError, load_sorter
 
     out, holder = held_by_another_process
     with pytest.raises(CheckpointError) as raised:
         load_sorter(out / "sorter.pt")
     assert str(raised.value) == (
-        f"no sorter checkpoint at {out}/sorter.pt; {out} is in use by a running sodeep command (process "
-        f"{holder.pid}), which writes it when the run ends"
+        f"{out} holds no sorter.pt yet and is in use by a running sodeep command (process {holder.pid}); wait for "
+        f"it to end, stop it, or turn its last checkpoint, {out}/checkpoints/last.ckpt, into a sorter with "
+        "`sodeep export`"
     )
     holder.stdin.close()
     holder.wait(timeout=30)
+    with pytest.raises(CheckpointError) as raised:
+        load_sorter(out / "sorter.pt")
+    assert str(raised.value) == (
+        f"{out} holds no sorter.pt and no checkpoint: its pretraining run stopped before its first checkpoint; run "
+        "its pretraining again"
+    )
+    # Another command's run folder: no word of a pretraining.
+    (out / "run.json").write_text('{"command": "brainage tabular", "config": {}}')
     with pytest.raises(CheckpointError) as raised:
         load_sorter(out / "sorter.pt")
     assert str(raised.value) == f"no sorter checkpoint at {out}/sorter.pt"
@@ -414,13 +424,14 @@ def _run_with_files(out: Path) -> dict:
     for name in ("a", "wandb", "z"):
         (out / name).mkdir()
         (out / name / "file.txt").write_text("x")
-    (out / "metrics.csv").write_text("step\n")
+    for name in ("metrics.csv", "results.json"):
+        (out / name).write_text("{}")
     return record
 
 
-def test_overwrite_empties_the_folder_under_its_lock_and_deletes_the_run_record_last(tmp_path, monkeypatch):
-    """While an overwrite clears a folder, its lock and run record stay: another command finds it in
-    use, not a folder of files of no run; the record goes once everything else has gone."""
+def test_overwrite_empties_the_folder_under_its_lock_and_a_mark_that_it_is_clearing(tmp_path, monkeypatch):
+    """While an overwrite clears a folder, its lock stays (another command finds it in use) beside a
+    mark that it is being cleared, which goes once everything else has gone."""
     import shutil
 
     import sodeep.run_folder as run_folder
@@ -432,23 +443,27 @@ def test_overwrite_empties_the_folder_under_its_lock_and_deletes_the_run_record_
     real_rmtree, real_unlink = shutil.rmtree, Path.unlink
 
     def rmtree(path, *args, **kwargs):
-        assert (out / "run.json").is_file() and (out / RUN_LOCK).is_file()
+        assert (out / run_folder.CLEARING).is_file() and (out / RUN_LOCK).is_file()
         deleted.append(Path(path).name)
         return real_rmtree(path, *args, **kwargs)
 
     def unlink(path, *args, **kwargs):
+        assert (out / run_folder.CLEARING).is_file() and (out / RUN_LOCK).is_file()
         deleted.append(path.name)
         return real_unlink(path, *args, **kwargs)
 
     monkeypatch.setattr(run_folder.shutil, "rmtree", rmtree)
     monkeypatch.setattr(Path, "unlink", unlink)
     releasing_run_folders(start_run_folder)(out, {"command": "pretrain", "config": {}, "run_id": "y"}, overwrite=True)
-    assert deleted[-1] == "run.json" and sorted(deleted) == ["a", "metrics.csv", "run.json", "wandb", "z"]
+    assert deleted[-1] == run_folder.CLEARING
+    assert sorted(deleted[:-1]) == ["a", "metrics.csv", "results.json", "run.json", "wandb", "z"]
     assert (out / RUN_LOCK).stat().st_ino == lock_inode  # the lock file was never deleted
     assert sorted(path.name for path in out.iterdir()) == ["run.json", RUN_LOCK]
 
 
-def test_an_overwrite_cut_short_while_clearing_leaves_a_run_folder_the_next_overwrite_clears(tmp_path, monkeypatch):
+def test_an_overwrite_cut_short_while_clearing_is_refused_to_all_but_the_next_overwrite(tmp_path, monkeypatch):
+    """What a clearing cut short leaves (some of a finished run's files) is no run's: a
+    plain run or a resume is refused with a line that says to overwrite; an overwrite clears it."""
     import shutil
 
     import sodeep.run_folder as run_folder
@@ -467,9 +482,16 @@ def test_an_overwrite_cut_short_while_clearing_leaves_a_run_folder_the_next_over
             out, {"command": "pretrain", "config": {}, "run_id": "y"}, overwrite=True
         )
     monkeypatch.setattr(run_folder.shutil, "rmtree", real_rmtree)
-    assert (out / "run.json").is_file() and len(list(out.iterdir())) > 2
-    with pytest.raises(ValueError, match="already holds this run; add resume=True to continue it or overwrite=True"):
-        claim_run_folder(out, "pretrain", {"steps": 10})
+    assert (out / run_folder.CLEARING).is_file() and len(list(out.iterdir())) > 3  # the mark, the lock and more
+    cut_short = (
+        f"{out} holds what is left of a run that an overwrite was clearing when it was cut short; add overwrite=True "
+        "to finish clearing it and start again"
+    )
+    for options in ({}, {"resume": True}):
+        with pytest.raises(ValueError) as raised:
+            claim_run_folder(out, "pretrain", {"steps": 10}, **options)
+        assert str(raised.value) == cut_short
+    (out / "run.json").unlink(missing_ok=True)  # also where the record had gone already
     record = claim_run_folder(out, "pretrain", {"steps": 10}, overwrite=True)
     releasing_run_folders(start_run_folder)(out, record, overwrite=True)
     assert sorted(path.name for path in out.iterdir()) == ["run.json", RUN_LOCK]

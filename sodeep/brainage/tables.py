@@ -684,8 +684,10 @@ def code_like_features(features: np.ndarray, names: Sequence[str]) -> list[str]:
 def code_like_features_note(source: str, names: Sequence[str]) -> str:
     """The line naming features that look like codes (:func:`code_like_features`)."""
     one = len(names) == 1
-    site_like = [name for name in names if any(word in name_letters(name) for word in ("site", "scanner", "cent"))]
-    advice = "leave it out with features=" if one else "leave those that are out with features="
+    site_like = [
+        name for name in names if any(word in name_letters(name) for word in ("site", "scanner", "center", "centre"))
+    ]
+    advice = "leave it out with features=" if one else "leave out those that do, with features="
     if site_like:
         advice += f"; a site column is named with site_column= (e.g. site_column={site_like[0]!r})"
     return (

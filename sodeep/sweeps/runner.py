@@ -27,6 +27,8 @@ from typing import Any
 from sodeep.config import WANDB_MODES
 from sodeep.files import atomic_write_json, writable_file_problem
 from sodeep.run_folder import (
+    CLEARING,
+    check_not_cut_short,
     check_not_the_working_folder,
     describe_change,
     describe_value,
@@ -274,8 +276,10 @@ def check_sweep_folder(folder: Path, spec: SweepSpec, seed: int, *, overwrite: b
         raise ValueError(
             f"{folder} is inside the run folder {around}, whose overwrite would delete it; give another root="
         )
+    check_not_cut_short(folder, overwrite)
     holds_files = holds_files_besides_its_lock(folder)
-    if holds_files and not path.is_file():  # never taken over, nor cleared: the files are not a sweep's
+    # Never taken over, nor cleared (unless what is left of a clearing cut short): not a sweep's files.
+    if holds_files and not path.is_file() and not (folder / CLEARING).exists():
         raise ValueError(f"{folder} holds files but no sweep.json: not a sweep folder; give another root= or name")
     if overwrite and holds_files:
         check_not_the_working_folder(folder, "give another root=")

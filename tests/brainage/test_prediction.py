@@ -609,3 +609,16 @@ def test_a_missing_feature_is_not_taken_for_its_other_hemispheres_column_renamed
         _check_feature_columns(tmp_path / "new.csv", ["Right-Hippocampus"], ["Left-Hippocampus"])
     with pytest.raises(ValueError, match=r"\(is 'lh_G_cuneus_thick' that column renamed\?\)$"):
         _check_feature_columns(tmp_path / "new.csv", ["rh_G_cuneus", "lh_G_cuneus_thick"], ["lh_G_cuneus"])
+
+
+def test_a_folder_an_overwrite_is_clearing_predicts_nothing_and_says_why(trained, tmp_path):
+    from sodeep.run_folder import CLEARING
+
+    copy = _copy(trained, tmp_path)
+    (copy / "run" / CLEARING).touch()  # run.json and the results are still there, part of the models gone
+    with pytest.raises(ValueError) as raised:
+        predict_new_subjects(copy / "run", copy / "new.csv")
+    assert str(raised.value) == (
+        f"{copy / 'run'} is being cleared by a command that overwrites it, or holds what is left of a clearing that "
+        "was cut short: predict from it once a run in it has finished"
+    )

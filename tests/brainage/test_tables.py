@@ -844,7 +844,7 @@ def test_features_of_a_few_whole_numbers_are_named_as_possible_codes(tmp_path):
     assert table.code_like_features == ["DX", "SiteID"]
     assert (
         "t.csv: ['DX', 'SiteID'] hold a few whole numbers, like the codes of a site, a group or a diagnosis, and are "
-        "read as features: if they code such labels, leave those that are out with features=; a site column is "
+        "read as features: if they code such labels, leave out those that do, with features=; a site column is "
         "named with site_column= (e.g. site_column='SiteID')" in table.notes("t.csv")
     )
     with_site = read_age_table(path, site_column="SiteID")

@@ -247,6 +247,37 @@ def test_overwrite_clears_a_sweep_folder_but_never_other_files(tmp_path, capsys,
     assert (tmp_path / "runs" / "quick" / "sweep.json").is_file()
 
 
+def test_a_sweep_folder_whose_overwrite_was_cut_short_is_cleared_by_the_next_overwrite_only(
+    tmp_path, capsys, monkeypatch
+):
+    """What an overwrite cut short while it cleared the folder leaves (no sweep.json, some trials)
+    is refused to a plain run, with a line that says to overwrite, and cleared by an overwrite."""
+    from sodeep.run_folder import CLEARING
+
+    monkeypatch.chdir(tmp_path)
+    calls = tmp_path / "calls.txt"
+    body = f"name: quick\nmethod: grid\nparameters:\n  seed: {{values: [0]}}\n  calls: {{value: {calls}}}\n"
+    sweep = write_sweep(tmp_path, QUICK_PROGRAM, body)
+    root, folder = str(tmp_path / "runs"), tmp_path / "runs" / "quick"
+    assert main(["run", str(sweep), "--root", root]) == 0
+    (folder / CLEARING).touch()
+    (folder / "sweep.json").unlink()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main(["run", str(sweep), "--root", root])
+    assert exited.value.code == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(
+            f"{folder} holds what is left of a run that an overwrite was clearing when it was cut short; add --overwrite "
+            "to finish clearing it and start again"
+        )
+    )
+    assert main(["run", str(sweep), "--root", root, "--overwrite"]) == 0
+    assert calls.read_text().split() == ["0", "0"] and not (folder / CLEARING).exists()
+
+
 def test_a_sweep_folder_in_use_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     calls = tmp_path / "calls.txt"
