@@ -1,7 +1,9 @@
 """``sodeep brainage predict``: a tabular run folder's models on new subjects."""
 
+import contextlib
 import json
 import shutil
+import threading
 
 import numpy as np
 import pytest
@@ -499,20 +501,16 @@ def test_training_subjects_are_said_not_to_be_out_of_sample(trained, tmp_path):
     )
 
 
-def test_a_folder_still_training_says_so_and_offers_no_resume(trained, tmp_path):
-    import threading
-
+@contextlib.contextmanager
+def _held_by_another_thread(folder):
+    """``folder`` held by a command of another thread, as one of another process would hold it."""
     from sodeep.run_folder import hold_folder, releasing_run_folders
 
-    copy = _copy(trained, tmp_path)
-    results = json.loads((copy / "run" / "results.json").read_text())
-    results["presets"]["l1"]["runs"] = results["presets"]["l1"]["runs"][:3]
-    (copy / "run" / "results.json").write_text(json.dumps(results))
     held, finish = threading.Event(), threading.Event()
 
     @releasing_run_folders
-    def training() -> None:  # a command of another thread holds the folder, as one of another process would
-        hold_folder(copy / "run")
+    def training() -> None:
+        hold_folder(folder)
         held.set()
         finish.wait(timeout=60)
 
@@ -520,10 +518,19 @@ def test_a_folder_still_training_says_so_and_offers_no_resume(trained, tmp_path)
     worker.start()
     assert held.wait(timeout=60)
     try:
-        notes = predict_new_subjects(copy / "run", copy / "new.csv").notes
+        yield
     finally:
         finish.set()
         worker.join(timeout=60)
+
+
+def test_a_folder_still_training_says_so_and_offers_no_resume(trained, tmp_path):
+    copy = _copy(trained, tmp_path)
+    results = json.loads((copy / "run" / "results.json").read_text())
+    results["presets"]["l1"]["runs"] = results["presets"]["l1"]["runs"][:3]
+    (copy / "run" / "results.json").write_text(json.dumps(results))
+    with _held_by_another_thread(copy / "run"):
+        notes = predict_new_subjects(copy / "run", copy / "new.csv").notes
     assert notes[0].endswith("is in use by a running sodeep command: the ages are from the runs finished so far")
     assert any(note.startswith("l1: 3 of its 4 runs") and "--resume" not in note for note in notes)
 
@@ -568,29 +575,10 @@ def test_a_run_replaced_while_its_models_are_read_is_named_as_such(trained, tmp_
 
 
 def test_a_folder_in_use_with_no_finished_run_yet_says_it_is_training(trained, tmp_path):
-    import threading
-
-    from sodeep.run_folder import hold_folder, releasing_run_folders
-
     copy = _copy(trained, tmp_path)
     (copy / "run" / "results.json").unlink()
-    held, finish = threading.Event(), threading.Event()
-
-    @releasing_run_folders
-    def training() -> None:
-        hold_folder(copy / "run")
-        held.set()
-        finish.wait(timeout=60)
-
-    worker = threading.Thread(target=training)
-    worker.start()
-    assert held.wait(timeout=60)
-    try:
-        with pytest.raises(ValueError) as raised:
-            predict_new_subjects(copy / "run", copy / "new.csv")
-    finally:
-        finish.set()
-        worker.join(timeout=60)
+    with _held_by_another_thread(copy / "run"), pytest.raises(ValueError) as raised:
+        predict_new_subjects(copy / "run", copy / "new.csv")
     assert str(raised.value) == (
         f"{copy / 'run'} holds no results.json: no training run of it has finished; a running sodeep command is "
         "training it: predict once it has finished a run"
