@@ -262,7 +262,7 @@ def claim_run_folder(
     if problem:
         raise ValueError(f"{problem}; {CHOOSE_ANOTHER_OUT}")
     check_not_in_use(out)
-    check_not_cut_short(out, overwrite)
+    check_not_cut_short(out, overwrite, resume=resume)
     holds_files = holds_files_besides_its_lock(out)
     fresh = {"command": command, "config": config, "run_id": uuid.uuid4().hex[:16]}
     if holds_files and overwrite:
@@ -679,14 +679,27 @@ def put_back_previous_run(out: Path, previous_run: Path) -> None:
 CLEARING = ".sodeep-clearing"
 
 
-def check_not_cut_short(out: Path, overwrite: bool, instead: str = "add overwrite=True") -> None:
-    """A ``ValueError`` if an overwrite that was clearing ``out`` was cut short (what it left
-    is no run's), unless this command clears it (``overwrite``): its one line ends with ``instead``."""
+def check_not_cut_short(out: Path, overwrite: bool, *, resume: bool = False) -> None:
+    """A ``ValueError`` if an overwrite that was clearing ``out`` was cut short (what it left is
+    no run's), unless this command clears it (``overwrite``)."""
     if (Path(out) / CLEARING).exists() and not overwrite:
+        clear = "run with overwrite=True instead of resume=True" if resume else "add overwrite=True"
         raise ValueError(
-            f"{out} holds what is left of a run that an overwrite was clearing when it was cut short; {instead} "
+            f"{out} holds what is left of a run that an overwrite was clearing when it was cut short; {clear} "
             "to finish clearing it and start again"
         )
+
+
+def being_cleared(folder: str | os.PathLike) -> str | None:
+    """Why a command that reads ``folder``'s results must not: an overwrite is clearing it, or
+    one was cut short (what is left is no run's); ``None`` if neither."""
+    if not (Path(folder) / CLEARING).exists():
+        return None
+    return (
+        f"{folder} is being cleared by a command that overwrites it, or holds what is left of a clearing that was "
+        "cut short: its results are gone; read it once that command (run again with overwrite=True if it was cut "
+        "short) has finished"
+    )
 
 
 def empty_folder(folder: Path, keep: tuple[str, ...]) -> None:

@@ -487,10 +487,21 @@ def test_an_overwrite_cut_short_while_clearing_is_refused_to_all_but_the_next_ov
         f"{out} holds what is left of a run that an overwrite was clearing when it was cut short; add overwrite=True "
         "to finish clearing it and start again"
     )
-    for options in ({}, {"resume": True}):
-        with pytest.raises(ValueError) as raised:
-            claim_run_folder(out, "pretrain", {"steps": 10}, **options)
-        assert str(raised.value) == cut_short
+    with pytest.raises(ValueError) as raised:
+        claim_run_folder(out, "pretrain", {"steps": 10})
+    assert str(raised.value) == cut_short
+    with pytest.raises(ValueError) as raised:
+        claim_run_folder(out, "pretrain", {"steps": 10}, resume=True)
+    assert str(raised.value) == cut_short.replace(
+        "add overwrite=True", "run with overwrite=True instead of resume=True"
+    )
+    from sodeep.checkpoints import CheckpointError, load_sorter
+    from sodeep.pretraining import sorter_from_training_checkpoint
+
+    with pytest.raises(CheckpointError, match="is being cleared by a command that overwrites it"):
+        load_sorter(out)
+    with pytest.raises(ValueError, match="is being cleared by a command that overwrites it"):
+        sorter_from_training_checkpoint(out)
     (out / "run.json").unlink(missing_ok=True)  # also where the record had gone already
     record = claim_run_folder(out, "pretrain", {"steps": 10}, overwrite=True)
     releasing_run_folders(start_run_folder)(out, record, overwrite=True)

@@ -608,5 +608,11 @@ def test_a_folder_an_overwrite_is_clearing_predicts_nothing_and_says_why(trained
         predict_new_subjects(copy / "run", copy / "new.csv")
     assert str(raised.value) == (
         f"{copy / 'run'} is being cleared by a command that overwrites it, or holds what is left of a clearing that "
-        "was cut short: predict from it once a run in it has finished"
+        "was cut short: its results are gone; read it once that command (run again with overwrite=True if it was "
+        "cut short) has finished"
     )
+    # Nor do the folder's models start another run.
+    from sodeep.brainage.finetuning import _run_record
+
+    with pytest.raises(ValueError, match=r"^init_from: .* is being cleared by a command that overwrites it"):
+        _run_record(copy / "run", "tabular")

@@ -274,6 +274,11 @@ def test_a_sweep_folder_whose_overwrite_was_cut_short_is_cleared_by_the_next_ove
             "to finish clearing it and start again"
         )
     )
+    from sodeep.sweeps.report import write_report
+
+    with pytest.raises(ValueError, match="is being cleared by a command that overwrites it"):
+        write_report(folder)
+    assert not (folder / "report.md").exists()
     assert main(["run", str(sweep), "--root", root, "--overwrite"]) == 0
     assert calls.read_text().split() == ["0", "0"] and not (folder / CLEARING).exists()
 
