@@ -513,11 +513,10 @@ def _check_missing_sorter(path: Path) -> None:
 def run_folder_sorter(folder: str | os.PathLike) -> Path:
     """The sorter a pretraining run folder holds; a :class:`CheckpointError` that says why not
     (not a run folder, another command's run, a run not finished)."""
-    from sodeep.run_folder import PREVIOUS_RUN, RUN_RECORD, being_cleared, check_not_in_use
+    from sodeep.run_folder import PREVIOUS_RUN, RUN_RECORD, check_not_being_cleared, check_not_in_use
 
     folder = Path(folder)
-    if being_cleared(folder):
-        raise CheckpointError(being_cleared(folder))
+    check_not_being_cleared(folder, error=CheckpointError)
     if recorded_command(folder) is None:
         raise CheckpointError(
             f"{folder} is a folder, neither a sorter checkpoint nor a pretraining run folder (no readable {RUN_RECORD})"

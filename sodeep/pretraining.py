@@ -48,7 +48,7 @@ from sodeep.run_folder import (
     PREVIOUS_RUN,
     RUN_RECORD,
     RunInterrupted,
-    being_cleared,
+    check_not_being_cleared,
     check_not_in_use,
     claim_run_folder,
     describe_change,
@@ -465,8 +465,8 @@ def sorter_from_training_checkpoint(path: str | os.PathLike, *, trainable: bool 
     if not isinstance(trainable, bool):
         raise TypeError(f"trainable must be True or False, got {trainable!r}")
     path = Path(path)
-    if path.is_dir() and being_cleared(path):
-        raise ValueError(being_cleared(path))
+    if path.is_dir():
+        check_not_being_cleared(path)
     if path.is_dir():
         check_pretraining_folder(path)
     if path.is_dir() and (path / "checkpoints" / "last.ckpt").is_file():

@@ -690,16 +690,17 @@ def check_not_cut_short(out: Path, overwrite: bool, *, resume: bool = False) -> 
         )
 
 
-def being_cleared(folder: str | os.PathLike) -> str | None:
-    """Why a command that reads ``folder``'s results must not: an overwrite is clearing it, or
-    one was cut short (what is left is no run's); ``None`` if neither."""
-    if not (Path(folder) / CLEARING).exists():
-        return None
-    return (
-        f"{folder} is being cleared by a command that overwrites it, or holds what is left of a clearing that was "
-        "cut short: its results are gone; read it once that command (run again with overwrite=True if it was cut "
-        "short) has finished"
-    )
+def check_not_being_cleared(
+    folder: str | os.PathLike, *, error: type[Exception] = ValueError, prefix: str = ""
+) -> None:
+    """Raise ``error`` (its message after ``prefix``) where a command that reads ``folder``'s
+    results must not: an overwrite is clearing it, or one was cut short (what is left is no run's)."""
+    if (Path(folder) / CLEARING).exists():
+        raise error(
+            f"{prefix}{folder} is being cleared by a command that overwrites it, or holds what is left of a clearing "
+            "that was cut short: its results are gone; read it once that command (run again with overwrite=True if it "
+            "was cut short) has finished"
+        )
 
 
 def empty_folder(folder: Path, keep: tuple[str, ...]) -> None:

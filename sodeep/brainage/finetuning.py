@@ -42,7 +42,7 @@ from sodeep.brainage.results import RESTART_ADVICE, RESULTS_FILE, read_results
 from sodeep.brainage.training import BEST_CHECKPOINT
 from sodeep.checkpoints import CHECKPOINT_FORMAT, CheckpointError, read_weights_only
 from sodeep.files import file_digest
-from sodeep.run_folder import CHOOSE_ANOTHER_OUT, PREVIOUS_RUN, RUN_RECORD, being_cleared
+from sodeep.run_folder import CHOOSE_ANOTHER_OUT, PREVIOUS_RUN, RUN_RECORD, check_not_being_cleared
 
 #: The settings (``run.json``) that fix a command's subjects and folds: a run folder's models can
 #: start this command's runs only when these agree.
@@ -271,8 +271,7 @@ def _check_fits(weights: Mapping[str, torch.Tensor], model: nn.Module, path: Pat
 
 def _run_record(folder: Path, command: str) -> dict[str, Any]:
     """The ``run.json`` record of a run folder of ``sodeep brainage <command>``."""
-    if being_cleared(folder):
-        raise ValueError(f"init_from: {being_cleared(folder)}")
+    check_not_being_cleared(folder, prefix="init_from: ")
     aside = folder / PREVIOUS_RUN
     if aside.is_dir():  # the record in the folder is then that of a replacement stopped early
         raise ValueError(

@@ -46,7 +46,7 @@ from sodeep.brainage.tables import (
     row_labels,
 )
 from sodeep.process_state import keeps_caller_state
-from sodeep.run_folder import RUN_RECORD, being_cleared
+from sodeep.run_folder import RUN_RECORD, check_not_being_cleared
 from sodeep.wording import advice_spelling, plural
 
 #: The commands whose folders' models predict new subjects: from a table, and from scans
@@ -309,8 +309,7 @@ def run_folder_command(folder: str | Path) -> str | None:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"no run folder at {folder}")
-    if being_cleared(folder):
-        raise ValueError(being_cleared(folder))
+    check_not_being_cleared(folder)
     try:
         record = json.loads((folder / RUN_RECORD).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -645,8 +644,7 @@ def _run_id(folder: str | Path) -> str | None:
 def _check_same_run(folder: str | Path, started: str | None) -> None:
     """A ``ValueError`` if ``folder`` holds another run than the one (``run_id`` ``started``) that
     the prediction began to read: a command that overwrote it was clearing or training it."""
-    if being_cleared(folder):
-        raise ValueError(being_cleared(folder))
+    check_not_being_cleared(folder)
     if started is not None and _run_id(folder) != started:
         raise ValueError(
             f"the run in {folder} was replaced while its models were read (a command that overwrites it is "

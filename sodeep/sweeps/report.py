@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sodeep.files import atomic_write_text
-from sodeep.run_folder import being_cleared, run_in_use
+from sodeep.run_folder import check_not_being_cleared, run_in_use
 from sodeep.sweeps.compare import (
     Setting,
     add_lost_trials,
@@ -363,8 +363,7 @@ def write_report(
     PNGs in ``plots/`` that this report does not draw are removed.
     """
     folder = Path(folder)
-    if being_cleared(folder):
-        raise ValueError(being_cleared(folder))
+    check_not_being_cleared(folder)
     for name, value in (("over", over), ("baseline", baseline), ("metrics", metrics)):
         if isinstance(value, (str, bytes)):  # a list of one, e.g. baseline=["losses=l1"]
             hint = f": give [{value!r}]" if isinstance(value, str) else ""
