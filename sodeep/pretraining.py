@@ -467,7 +467,6 @@ def sorter_from_training_checkpoint(path: str | os.PathLike, *, trainable: bool 
     path = Path(path)
     if path.is_dir():
         check_not_being_cleared(path)
-    if path.is_dir():
         check_pretraining_folder(path)
     if path.is_dir() and (path / "checkpoints" / "last.ckpt").is_file():
         path = path / "checkpoints" / "last.ckpt"
